@@ -1,0 +1,75 @@
+//! Command-line interface: argument definitions (clap derive) and one module per command.
+//! Each command module owns the user-facing wording of its errors.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+pub mod devnet;
+pub mod mint;
+pub mod mount;
+pub mod node;
+pub mod oracle;
+pub mod register;
+pub mod status;
+pub mod sync;
+pub mod unmount;
+
+#[derive(Debug, Parser)]
+#[command(name = "pxfs", version, about = "Mount PollinationX PX Storage NFTs as a filesystem")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Options shared by every command that reads the config file.
+#[derive(Debug, Args, Clone, Default)]
+pub struct ConfigArg {
+    /// Config file (default: $PXFS_CONFIG, then ~/.config/pxfs/config.toml)
+    #[arg(long, global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Show the sNFTs the wallet owns: quota, usage, sync state
+    Status(status::StatusArgs),
+    /// Mint a new sNFT (generates a BTNS key on the node unless one is given)
+    Mint(mint::MintArgs),
+    /// Register a BTNS key for an sNFT minted without one
+    Register(register::RegisterArgs),
+    /// Request an on-chain sync of an sNFT's usage (Chainlink)
+    Sync(sync::SyncArgs),
+    /// Mount the wallet's sNFTs
+    Mount(mount::MountArgs),
+    /// Unmount, draining pending uploads first
+    Unmount(unmount::UnmountArgs),
+    /// Run a local BTFS/IPFS-compatible storage node
+    Node(node::NodeArgs),
+    /// Answer Chainlink sync requests (the Chainlink node's job)
+    Oracle(oracle::OracleArgs),
+    /// Local development network: anvil + node + contracts
+    Devnet(devnet::DevnetArgs),
+}
+
+/// A tokio runtime for commands that are plain async programs.
+pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?)
+}
+
+pub fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        // The mount forks into the background before it starts any runtime.
+        Command::Mount(a) => mount::run(a),
+        Command::Status(a) => runtime()?.block_on(status::run(a)),
+        Command::Mint(a) => runtime()?.block_on(mint::run(a)),
+        Command::Register(a) => runtime()?.block_on(register::run(a)),
+        Command::Sync(a) => runtime()?.block_on(sync::run(a)),
+        Command::Unmount(a) => runtime()?.block_on(unmount::run(a)),
+        Command::Node(a) => runtime()?.block_on(node::run(a)),
+        Command::Oracle(a) => runtime()?.block_on(oracle::run(a)),
+        Command::Devnet(a) => devnet::run(a),
+    }
+}

@@ -1,0 +1,280 @@
+//! Configuration file (TOML) and its lookup: `--config`, then `$PXFS_CONFIG`, then
+//! `~/.config/pxfs/config.toml`. Secrets never come from here as plain argv: the signer is a
+//! keystore file path (password from `PXFS_KEYSTORE_PASSWORD`) or the `PXFS_PRIVATE_KEY`
+//! environment variable; the node bearer token is read from a file or `PXFS_NODE_TOKEN`.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("no config file: pass --config, set PXFS_CONFIG, or create ~/.config/pxfs/config.toml")]
+    NotFound,
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path} is not valid: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("cannot write config file {path}: {source}")]
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub chain: ChainConfig,
+    pub node: NodeConfig,
+    #[serde(default)]
+    pub cache: CacheConfig,
+    #[serde(default)]
+    pub upload: UploadConfig,
+    #[serde(default)]
+    pub oracle: OracleConfig,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ChainConfig {
+    /// JSON-RPC URL of the chain (http or ws).
+    pub rpc_url: String,
+    /// Expected chain id; a different chain behind `rpc_url` is refused.
+    pub chain_id: u64,
+    /// PxStorageNFT (or PollinationX PX.sol) contract address.
+    pub contract: String,
+    /// Chainlink Operator address (needed by `pxfs oracle`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub operator: Option<String>,
+    /// Wallet whose sNFTs are mounted.
+    pub wallet: String,
+    /// Encrypted JSON keystore for signing; otherwise `PXFS_PRIVATE_KEY` is used.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keystore: Option<PathBuf>,
+    /// How often the mount polls the chain, in seconds.
+    #[serde(default = "default_poll_secs")]
+    pub poll_interval_secs: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct NodeConfig {
+    /// Base URL of the BTFS/Kubo HTTP RPC, e.g. `http://127.0.0.1:5001`.
+    pub api_url: String,
+    /// API prefix: `/api/v1` for BTFS, `/api/v0` for Kubo and `pxfs node`.
+    #[serde(default = "default_api_prefix")]
+    pub api_prefix: String,
+    /// File holding a bearer token for the node (PollinationX nodes use one);
+    /// `PXFS_NODE_TOKEN` overrides it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bearer_token_file: Option<PathBuf>,
+    /// Per-request timeout in seconds (streams: per idle period).
+    #[serde(default = "default_timeout_secs")]
+    pub timeout_secs: u64,
+    /// Retries on connection errors and 5xx answers.
+    #[serde(default = "default_retries")]
+    pub retries: u32,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct CacheConfig {
+    /// Directory for staged files, the journal and the chunk cache.
+    #[serde(default = "default_cache_dir")]
+    pub dir: PathBuf,
+    /// Size limit of the read chunk cache in bytes.
+    #[serde(default = "default_cache_size")]
+    pub size_bytes: u64,
+    /// Staged-but-not-uploaded bytes above which writers wait.
+    #[serde(default = "default_staging_limit")]
+    pub staging_limit_bytes: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct UploadConfig {
+    /// Uploads running at once.
+    #[serde(default = "default_parallelism")]
+    pub parallelism: usize,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields)]
+pub struct OracleConfig {
+    /// Chainlink job id (32 bytes hex) the oracle answers; empty = the contract's default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job_id: Option<String>,
+    /// File where the oracle remembers the last block it handled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state_file: Option<PathBuf>,
+}
+
+fn default_poll_secs() -> u64 {
+    2
+}
+fn default_api_prefix() -> String {
+    "/api/v0".into()
+}
+fn default_timeout_secs() -> u64 {
+    60
+}
+fn default_retries() -> u32 {
+    4
+}
+fn default_cache_dir() -> PathBuf {
+    match std::env::var_os("XDG_CACHE_HOME") {
+        Some(d) => PathBuf::from(d).join("pxfs"),
+        None => match std::env::var_os("HOME") {
+            Some(h) => PathBuf::from(h).join(".cache/pxfs"),
+            None => PathBuf::from("/var/cache/pxfs"),
+        },
+    }
+}
+fn default_cache_size() -> u64 {
+    4 << 30
+}
+fn default_staging_limit() -> u64 {
+    8 << 30
+}
+fn default_parallelism() -> usize {
+    8
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        Self {
+            dir: default_cache_dir(),
+            size_bytes: default_cache_size(),
+            staging_limit_bytes: default_staging_limit(),
+        }
+    }
+}
+
+impl Default for UploadConfig {
+    fn default() -> Self {
+        Self {
+            parallelism: default_parallelism(),
+        }
+    }
+}
+
+impl Config {
+    /// The config path to use: explicit, `$PXFS_CONFIG`, or the per-user default.
+    pub fn locate(explicit: Option<&Path>) -> Result<PathBuf, ConfigError> {
+        if let Some(p) = explicit {
+            return Ok(p.to_path_buf());
+        }
+        if let Some(p) = std::env::var_os("PXFS_CONFIG") {
+            return Ok(PathBuf::from(p));
+        }
+        if let Some(h) = std::env::var_os("HOME") {
+            let p = PathBuf::from(h).join(".config/pxfs/config.toml");
+            if p.exists() {
+                return Ok(p);
+            }
+        }
+        Err(ConfigError::NotFound)
+    }
+
+    pub fn load(explicit: Option<&Path>) -> Result<Config, ConfigError> {
+        let path = Self::locate(explicit)?;
+        Self::from_file(&path)
+    }
+
+    pub fn from_file(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let mut cfg: Config = toml::from_str(&text).map_err(|e| ConfigError::Parse {
+            path: path.to_path_buf(),
+            message: e.message().to_string(),
+        })?;
+        // Relative paths in a config file are relative to the file, not to the cwd.
+        let base = path.parent().unwrap_or(Path::new("."));
+        if cfg.cache.dir.is_relative() {
+            cfg.cache.dir = base.join(&cfg.cache.dir);
+        }
+        if let Some(k) = cfg.chain.keystore.as_mut().filter(|k| k.is_relative()) {
+            *k = base.join(&*k);
+        }
+        if let Some(t) = cfg.node.bearer_token_file.as_mut().filter(|t| t.is_relative()) {
+            *t = base.join(&*t);
+        }
+        if let Some(s) = cfg.oracle.state_file.as_mut().filter(|s| s.is_relative()) {
+            *s = base.join(&*s);
+        }
+        Ok(cfg)
+    }
+
+    pub fn write(&self, path: &Path) -> Result<(), ConfigError> {
+        let text = toml::to_string_pretty(self).expect("config serializes");
+        std::fs::write(path, text).map_err(|source| ConfigError::Write {
+            path: path.to_path_buf(),
+            source,
+        })
+    }
+}
+
+impl NodeConfig {
+    /// The bearer token, if any: `PXFS_NODE_TOKEN` first, then the token file.
+    pub fn bearer_token(&self) -> Result<Option<String>, ConfigError> {
+        if let Ok(t) = std::env::var("PXFS_NODE_TOKEN")
+            && !t.trim().is_empty()
+        {
+            return Ok(Some(t.trim().to_string()));
+        }
+        match &self.bearer_token_file {
+            None => Ok(None),
+            Some(p) => std::fs::read_to_string(p)
+                .map(|t| Some(t.trim().to_string()))
+                .map_err(|source| ConfigError::Read {
+                    path: p.clone(),
+                    source,
+                }),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn minimal_config_gets_defaults_and_relative_paths_resolve_to_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("pxfs.toml");
+        std::fs::write(
+            &path,
+            r#"
+[chain]
+rpc_url = "http://127.0.0.1:8545"
+chain_id = 31337
+contract = "0x5FbDB2315678afecb367f032d93F642f64180aa3"
+wallet = "0xf39Fd6e51aad88F6F4ce6aB8827279cffFb92266"
+[node]
+api_url = "http://127.0.0.1:5001"
+[cache]
+dir = "cache"
+"#,
+        )
+        .unwrap();
+        let cfg = Config::from_file(&path).unwrap();
+        assert_eq!(cfg.node.api_prefix, "/api/v0");
+        assert_eq!(cfg.cache.dir, dir.path().join("cache"));
+        assert_eq!(cfg.upload.parallelism, 8);
+    }
+
+    #[test]
+    fn unknown_key_is_rejected_with_the_file_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("bad.toml");
+        std::fs::write(&path, "[chain]\nrpc = 1\n").unwrap();
+        let err = Config::from_file(&path).unwrap_err().to_string();
+        assert!(err.contains("bad.toml"), "{err}");
+    }
+}

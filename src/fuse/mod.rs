@@ -1,0 +1,1 @@
+//! FUSE adapter (fuser): a thin translation of kernel requests to `fs` calls.

@@ -1,0 +1,15 @@
+//! pxfs: PollinationX PX Storage NFTs mounted as a filesystem.
+//!
+//! Dependencies point one way: `cli` → {`fuse`, `oracle`, `devnet`} → `fs` →
+//! {`storage`, `chain`}. Only `storage` speaks HTTP to the node, only `chain` uses alloy,
+//! and `fs` never imports `fuser`.
+
+pub mod cache;
+pub mod chain;
+pub mod cli;
+pub mod config;
+pub mod fs;
+pub mod fuse;
+pub mod node;
+pub mod storage;
+pub mod usage;
