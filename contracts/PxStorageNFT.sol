@@ -182,6 +182,15 @@ contract PxStorageNFT is ERC721Enumerable, Ownable, IERC4906, ChainlinkClient {
 
     // ---- Chainlink sync ----
 
+    /// The LINK token that pays for syncs, and the Operator requests go to.
+    function linkToken() external view returns (address) {
+        return _chainlinkTokenAddress();
+    }
+
+    function operator() external view returns (address) {
+        return _chainlinkOracleAddress();
+    }
+
     /// Asks the oracle to measure the token's usage under its BTNS key. Pays `syncFee`
     /// LINK from the contract's own balance.
     function sync(uint256 tokenId) external returns (bytes32 requestId) {
