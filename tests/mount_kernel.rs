@@ -300,12 +300,14 @@ fn random_writes_match_a_local_file_before_and_after_remount() {
     for round in 0..3 {
         let a = std::fs::OpenOptions::new()
             .create(true)
+            .truncate(false)
             .read(true)
             .write(true)
             .open(&local)
             .unwrap();
         let b = std::fs::OpenOptions::new()
             .create(true)
+            .truncate(false)
             .read(true)
             .write(true)
             .open(&remote)
