@@ -298,35 +298,47 @@ impl Fs {
 
     /// Write at `offset` (end of file for `O_APPEND`); holes in between read as zeros.
     pub async fn write(&self, fh: u64, offset: u64, data: &[u8]) -> FsResult<u32> {
-        let h = self.handle(fh)?;
-        if !h.write {
-            return Err(FsError::NotWritable);
-        }
         loop {
-            {
-                let mut guard = self.tree();
-                let tree = &mut *guard;
-                let token = tree.token_of(h.ino)?;
-                let f = tree.get(h.ino)?.file().ok_or(FsError::IsDir)?;
-                if let Some(session) = f.session.clone() {
-                    let old = f.size;
-                    let offset = if h.append { old } else { offset };
-                    let end = offset
-                        .checked_add(data.len() as u64)
-                        .ok_or(FsError::Invalid("offset"))?;
-                    let new = old.max(end);
-                    self.allow(tree, token, Change::Grows(new - old))?;
-                    session.write_at(offset, data)?;
-                    let f = tree.get_mut(h.ino)?.file_mut().ok_or(FsError::IsDir)?;
-                    f.size = new;
-                    touch(tree, h.ino);
-                    tree.size_changed(h.ino, old, new);
-                    return Ok(data.len() as u32);
-                }
+            if let Some(done) = self.try_write(fh, offset, data) {
+                return done;
             }
             // fsync closed the session; the next write starts a new one.
-            self.ensure_session(h.ino, false).await?;
+            let ino = self.handle(fh)?.ino;
+            self.ensure_session(ino, false).await?;
         }
+    }
+
+    /// The write, if it can happen without waiting (the session is open: local disk
+    /// only); `None` when a session must be started first (see [`Fs::write`]).
+    pub fn try_write(&self, fh: u64, offset: u64, data: &[u8]) -> Option<FsResult<u32>> {
+        let h = match self.handle(fh) {
+            Ok(h) if h.write => h,
+            Ok(_) => return Some(Err(FsError::NotWritable)),
+            Err(e) => return Some(Err(e)),
+        };
+        let mut guard = self.tree();
+        let tree = &mut *guard;
+        let attempt = (|| {
+            let token = tree.token_of(h.ino)?;
+            let f = tree.get(h.ino)?.file().ok_or(FsError::IsDir)?;
+            let Some(session) = f.session.clone() else {
+                return Ok(None);
+            };
+            let old = f.size;
+            let offset = if h.append { old } else { offset };
+            let end = offset
+                .checked_add(data.len() as u64)
+                .ok_or(FsError::Invalid("offset"))?;
+            let new = old.max(end);
+            self.allow(tree, token, Change::Grows(new - old))?;
+            session.write_at(offset, data)?;
+            let f = tree.get_mut(h.ino)?.file_mut().ok_or(FsError::IsDir)?;
+            f.size = new;
+            touch(tree, h.ino);
+            tree.size_changed(h.ino, old, new);
+            Ok(Some(data.len() as u32))
+        })();
+        attempt.transpose()
     }
 
     /// truncate(2)/ftruncate(2).

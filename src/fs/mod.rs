@@ -12,6 +12,7 @@ mod io;
 pub mod journal;
 mod load;
 pub mod manifest;
+pub mod node_store;
 mod ops;
 pub mod quota;
 pub mod staged;
