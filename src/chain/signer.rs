@@ -1,0 +1,34 @@
+//! The signing key: `PXFS_PRIVATE_KEY` from the environment, or the config's encrypted
+//! JSON keystore unlocked with `PXFS_KEYSTORE_PASSWORD`. Never from argv, never logged.
+
+use alloy::signers::local::PrivateKeySigner;
+
+use super::ChainError;
+use crate::config::ChainConfig;
+
+pub const PRIVATE_KEY_ENV: &str = "PXFS_PRIVATE_KEY";
+pub const KEYSTORE_PASSWORD_ENV: &str = "PXFS_KEYSTORE_PASSWORD";
+
+/// The signer for `cfg`: the environment key wins over the keystore, so a one-off command
+/// can sign with another key without editing the config.
+pub fn load(cfg: &ChainConfig) -> Result<PrivateKeySigner, ChainError> {
+    if let Ok(key) = std::env::var(PRIVATE_KEY_ENV)
+        && !key.trim().is_empty()
+    {
+        return key
+            .trim()
+            .parse::<PrivateKeySigner>()
+            .map_err(|_| ChainError::BadPrivateKey);
+    }
+    let Some(path) = &cfg.keystore else {
+        return Err(ChainError::NoSigner);
+    };
+    let password = std::env::var(KEYSTORE_PASSWORD_ENV).map_err(|_| ChainError::Keystore {
+        path: path.display().to_string(),
+        reason: format!("{KEYSTORE_PASSWORD_ENV} is not set"),
+    })?;
+    PrivateKeySigner::decrypt_keystore(path, password).map_err(|e| ChainError::Keystore {
+        path: path.display().to_string(),
+        reason: e.to_string(),
+    })
+}
