@@ -410,3 +410,77 @@ async fn a_config_with_an_unusable_url_is_refused_up_front() {
     let err = NodeClient::new(&node_config("not a url", 5, 0)).unwrap_err();
     assert!(matches!(err, StorageError::Config(_)), "{err:?}");
 }
+
+#[tokio::test]
+async fn a_download_that_breaks_off_resumes_where_it_stopped() {
+    let data = storage_support::pattern(300_000, 5);
+    let served = data.clone();
+    let mock = Mock::start(move |seen, n| {
+        let offset: usize = seen.param("offset").map_or(0, |o| o.parse().unwrap());
+        if n == 0 {
+            // Half the file, then the connection breaks.
+            let half = served.slice(..150_000);
+            let stream = breaking_after(half);
+            Reply {
+                status: 200,
+                body: axum::body::Body::from_stream(stream),
+                delay: Duration::ZERO,
+            }
+        } else {
+            Reply::bytes(served.slice(offset..))
+        }
+    })
+    .await;
+    let stream = mock
+        .client(5, 2)
+        .cat_stream("bafkreix", 0, None)
+        .await
+        .unwrap();
+    let pieces: Vec<Bytes> = stream.map(|r| r.unwrap()).collect().await;
+    assert!(pieces.concat()[..] == data[..]);
+    let seen = mock.seen();
+    assert_eq!(seen.len(), 2);
+    assert_eq!(seen[1].param("offset"), Some("150000"));
+}
+
+#[tokio::test]
+async fn a_download_that_keeps_breaking_off_fails_after_the_retries() {
+    let mock = Mock::start(|_, _| {
+        let stream = breaking_after(Bytes::from_static(b"some"));
+        Reply {
+            status: 200,
+            body: axum::body::Body::from_stream(stream),
+            delay: Duration::ZERO,
+        }
+    })
+    .await;
+    let mut stream = Box::pin(
+        mock.client(5, 2)
+            .cat_stream("bafkreix", 0, Some(100))
+            .await
+            .unwrap(),
+    );
+    let mut got = Vec::new();
+    let err = loop {
+        match stream.next().await {
+            Some(Ok(piece)) => got.extend_from_slice(&piece),
+            Some(Err(e)) => break e,
+            None => panic!("the stream ended as if complete"),
+        }
+    };
+    assert!(err.is_transient(), "{err:?}");
+    assert_eq!(mock.hits(), 3, "one request and two resumptions");
+    assert_eq!(mock.seen()[2].param("length"), Some("92"));
+    assert_eq!(got, b"somesomesome");
+}
+
+/// A response body that delivers `first` and then breaks the connection (after a pause, so
+/// that the headers and `first` are on the wire before it breaks).
+fn breaking_after(
+    first: Bytes,
+) -> impl futures::Stream<Item = Result<Bytes, std::io::Error>> + Send + 'static {
+    futures::stream::once(async move { Ok(first) }).chain(futures::stream::once(async {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        Err(std::io::Error::other("connection lost"))
+    }))
+}
