@@ -17,6 +17,7 @@ use alloy::network::EthereumWallet;
 use alloy::primitives::{Address, B256, U256};
 use alloy::providers::{DynProvider, Provider, ProviderBuilder};
 use alloy::rpc::types::TransactionReceipt;
+use alloy::signers::local::PrivateKeySigner;
 use alloy::sol_types::SolEvent;
 use serde::Serialize;
 
@@ -92,8 +93,15 @@ impl Chain {
 
     /// With the signer (`PXFS_PRIVATE_KEY` or the keystore), which must be the config's wallet.
     pub async fn connect_signing(cfg: &ChainConfig) -> Result<Chain, ChainError> {
+        Self::connect_with_signer(cfg, signer::load(cfg)?).await
+    }
+
+    /// With an explicit signer (the devnet, the oracle, tests); it must be the config's wallet.
+    pub async fn connect_with_signer(
+        cfg: &ChainConfig,
+        signer: PrivateKeySigner,
+    ) -> Result<Chain, ChainError> {
         let wallet = parse_address("wallet", &cfg.wallet)?;
-        let signer = signer::load(cfg)?;
         if signer.address() != wallet {
             return Err(ChainError::WalletMismatch {
                 signer: signer.address(),
