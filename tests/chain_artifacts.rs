@@ -8,7 +8,8 @@ use std::process::Command;
 fn committed_artifacts_match_a_fresh_compile() {
     let contracts = Path::new(env!("CARGO_MANIFEST_DIR")).join("contracts");
     assert!(
-        contracts.join("node_modules/solc").is_dir() && contracts.join("node_modules/solc-0.8.19").is_dir(),
+        contracts.join("node_modules/solc").is_dir()
+            && contracts.join("node_modules/solc-0.8.19").is_dir(),
         "contracts/node_modules is missing: run scripts/setup.sh"
     );
     let out = Command::new("node")

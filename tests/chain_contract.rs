@@ -23,9 +23,17 @@ async fn free_package_mints_once_per_address() {
     assert!(!token.overdue);
 
     let again = alice.mint(0, "k51-again").await.unwrap_err();
-    assert!(matches!(again, ChainError::FreePackageUsed(a) if a == addr(ALICE)), "{again}");
+    assert!(
+        matches!(again, ChainError::FreePackageUsed(a) if a == addr(ALICE)),
+        "{again}"
+    );
     // The contract itself refuses too, not only the chain layer's pre-check.
-    let raw = net.nft(ALICE).mint(U256::ZERO, "x".into()).call().await.unwrap_err();
+    let raw = net
+        .nft(ALICE)
+        .mint(U256::ZERO, "x".into())
+        .call()
+        .await
+        .unwrap_err();
     assert!(raw.to_string().contains("revert"), "{raw}");
 
     let bob = net.chain(BOB).await;
@@ -65,9 +73,17 @@ async fn priced_package_takes_exactly_its_price() {
     }
 
     let alice = net.chain(ALICE).await;
-    let before = net.provider(DEPLOYER).get_balance(net.deployment.contract).await.unwrap();
+    let before = net
+        .provider(DEPLOYER)
+        .get_balance(net.deployment.contract)
+        .await
+        .unwrap();
     let minted = alice.mint(1, "k51-big").await.unwrap();
-    let after = net.provider(DEPLOYER).get_balance(net.deployment.contract).await.unwrap();
+    let after = net
+        .provider(DEPLOYER)
+        .get_balance(net.deployment.contract)
+        .await
+        .unwrap();
     assert_eq!(after - before, price);
     assert_eq!(alice.token(minted.token_id).await.unwrap().quota, 1 << 30);
     // Priced packages are not limited to one per address.
@@ -86,8 +102,14 @@ async fn inactive_and_unknown_packages_are_refused() {
         .await
         .unwrap();
     let alice = net.chain(ALICE).await;
-    assert!(matches!(alice.mint(0, "k").await.unwrap_err(), ChainError::PackageInactive(0)));
-    assert!(matches!(alice.mint(9, "k").await.unwrap_err(), ChainError::UnknownPackage(9)));
+    assert!(matches!(
+        alice.mint(0, "k").await.unwrap_err(),
+        ChainError::PackageInactive(0)
+    ));
+    assert!(matches!(
+        alice.mint(9, "k").await.unwrap_err(),
+        ChainError::UnknownPackage(9)
+    ));
     // Only the contract owner manages packages.
     let err = net
         .nft(ALICE)
@@ -95,7 +117,10 @@ async fn inactive_and_unknown_packages_are_refused() {
         .call()
         .await
         .unwrap_err();
-    assert!(err.as_decoded_interface_error::<PxStorageNFT::PxStorageNFTErrors>().is_some());
+    assert!(
+        err.as_decoded_interface_error::<PxStorageNFT::PxStorageNFTErrors>()
+            .is_some()
+    );
 }
 
 #[tokio::test]
@@ -107,9 +132,17 @@ async fn btns_key_is_registered_by_owner_or_approved_and_only_once() {
     assert_eq!(alice.token(token).await.unwrap().btns_key, None);
 
     let err = bob.register_btns_key(token, "k51-bob").await.unwrap_err();
-    assert!(matches!(err, ChainError::NotOwner { token_id, caller } if token_id == token && caller == addr(BOB)), "{err}");
+    assert!(
+        matches!(err, ChainError::NotOwner { token_id, caller } if token_id == token && caller == addr(BOB)),
+        "{err}"
+    );
     // The contract enforces it as well.
-    let raw = net.nft(BOB).registerBtnsKey(U256::from(token), "k".into()).call().await.unwrap_err();
+    let raw = net
+        .nft(BOB)
+        .registerBtnsKey(U256::from(token), "k".into())
+        .call()
+        .await
+        .unwrap_err();
     assert!(matches!(
         raw.as_decoded_interface_error::<PxStorageNFT::PxStorageNFTErrors>(),
         Some(PxStorageNFT::PxStorageNFTErrors::NotOwnerOrApproved(_))
@@ -126,14 +159,30 @@ async fn btns_key_is_registered_by_owner_or_approved_and_only_once() {
         .unwrap();
     let tx = bob.register_btns_key(token, "k51-by-bob").await.unwrap();
     assert!(tx.gas_used > 0);
-    assert_eq!(alice.token(token).await.unwrap().btns_key.as_deref(), Some("k51-by-bob"));
+    assert_eq!(
+        alice.token(token).await.unwrap().btns_key.as_deref(),
+        Some("k51-by-bob")
+    );
 
-    let err = alice.register_btns_key(token, "k51-other").await.unwrap_err();
-    assert!(matches!(err, ChainError::BtnsKeyAlreadyRegistered(t) if t == token), "{err}");
-    let raw = net.nft(ALICE).registerBtnsKey(U256::from(token), "k".into()).call().await.unwrap_err();
+    let err = alice
+        .register_btns_key(token, "k51-other")
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, ChainError::BtnsKeyAlreadyRegistered(t) if t == token),
+        "{err}"
+    );
+    let raw = net
+        .nft(ALICE)
+        .registerBtnsKey(U256::from(token), "k".into())
+        .call()
+        .await
+        .unwrap_err();
     assert!(matches!(
         raw.as_decoded_interface_error::<PxStorageNFT::PxStorageNFTErrors>(),
-        Some(PxStorageNFT::PxStorageNFTErrors::BtnsKeyAlreadyRegistered(_))
+        Some(PxStorageNFT::PxStorageNFTErrors::BtnsKeyAlreadyRegistered(
+            _
+        ))
     ));
 }
 
@@ -172,10 +221,20 @@ async fn can_upload_reports_the_quota_flag() {
     let net = Devnet::start().await;
     let token = U256::from(mint_free(&net, ALICE, "k").await);
     let nft = net.nft(ALICE);
-    let fits = nft.canUpload(token, U256::from(FREE_QUOTA)).call().await.unwrap();
+    let fits = nft
+        .canUpload(token, U256::from(FREE_QUOTA))
+        .call()
+        .await
+        .unwrap();
     assert!(fits.canUploadStatus && !fits.sizeOrBandwidthExceeded && !fits.timestampLock);
-    let too_much = nft.canUpload(token, U256::from(FREE_QUOTA + 1)).call().await.unwrap();
-    assert!(!too_much.canUploadStatus && too_much.sizeOrBandwidthExceeded && !too_much.timestampLock);
+    let too_much = nft
+        .canUpload(token, U256::from(FREE_QUOTA + 1))
+        .call()
+        .await
+        .unwrap();
+    assert!(
+        !too_much.canUploadStatus && too_much.sizeOrBandwidthExceeded && !too_much.timestampLock
+    );
 }
 
 #[tokio::test]
@@ -188,7 +247,8 @@ async fn token_is_overdue_once_the_sync_interval_has_passed() {
     assert!(fresh.seconds_left() > 0);
 
     // Exactly at the deadline is still in time; one second later is overdue.
-    net.advance_time(fresh.sync_deadline - fresh.chain_time).await;
+    net.advance_time(fresh.sync_deadline - fresh.chain_time)
+        .await;
     let at_deadline = alice.token(id).await.unwrap();
     assert!(at_deadline.chain_time >= fresh.sync_deadline);
     if at_deadline.chain_time == fresh.sync_deadline {
@@ -198,7 +258,12 @@ async fn token_is_overdue_once_the_sync_interval_has_passed() {
     let late = alice.token(id).await.unwrap();
     assert!(late.overdue);
     assert_eq!(late.seconds_left(), 0);
-    let gate = net.nft(ALICE).canUpload(U256::from(id), U256::from(1)).call().await.unwrap();
+    let gate = net
+        .nft(ALICE)
+        .canUpload(U256::from(id), U256::from(1))
+        .call()
+        .await
+        .unwrap();
     assert!(gate.timestampLock && !gate.canUploadStatus);
 }
 
@@ -237,7 +302,10 @@ async fn sync_requests_go_to_the_operator_and_its_answer_updates_the_token() {
     assert_eq!(announced.callbackAddr, net.deployment.contract);
     assert_eq!(announced.dataVersion, U256::from(2));
     let cbor = String::from_utf8_lossy(&announced.data);
-    assert!(cbor.contains("btnsKey") && cbor.contains("k51-sync"), "{cbor}");
+    assert!(
+        cbor.contains("btnsKey") && cbor.contains("k51-sync"),
+        "{cbor}"
+    );
 
     let answer = net.fulfill(req.tx_hash, 4242, "bafyroot").await;
     assert!(answer.status());
@@ -248,8 +316,16 @@ async fn sync_requests_go_to_the_operator_and_its_answer_updates_the_token() {
         .expect("Synced event")
         .inner
         .data;
-    assert_eq!((synced.tokenId, synced.usage, synced.root.as_str()), (U256::from(id), U256::from(4242), "bafyroot"));
-    assert!(answer.logs().iter().any(|l| l.log_decode::<PxStorageNFT::MetadataUpdate>().is_ok()));
+    assert_eq!(
+        (synced.tokenId, synced.usage, synced.root.as_str()),
+        (U256::from(id), U256::from(4242), "bafyroot")
+    );
+    assert!(
+        answer
+            .logs()
+            .iter()
+            .any(|l| l.log_decode::<PxStorageNFT::MetadataUpdate>().is_ok())
+    );
 
     let after = alice.token(id).await.unwrap();
     assert_eq!(after.usage, 4242);
@@ -270,7 +346,11 @@ async fn fulfill_sync_is_accepted_only_from_the_operator() {
             .call()
             .await
             .unwrap_err();
-        assert!(err.to_string().contains("Source must be the oracle of the request"), "{err}");
+        assert!(
+            err.to_string()
+                .contains("Source must be the oracle of the request"),
+            "{err}"
+        );
     }
     assert_eq!(alice.token(id).await.unwrap().usage, 0);
 }
@@ -279,7 +359,13 @@ async fn fulfill_sync_is_accepted_only_from_the_operator() {
 async fn a_px_sol_shaped_contract_gives_quota_and_the_lock() {
     let net = Devnet::start().await;
     let mock = PxLegacyMock::deploy(net.provider(ALICE)).await.unwrap();
-    mock.mint(U256::ZERO).send().await.unwrap().get_receipt().await.unwrap();
+    mock.mint(U256::ZERO)
+        .send()
+        .await
+        .unwrap()
+        .get_receipt()
+        .await
+        .unwrap();
     let mut cfg = net.chain_config(ALICE);
     cfg.contract = mock.address().to_string();
     let chain = Chain::connect(&cfg).await.unwrap();
@@ -292,7 +378,10 @@ async fn a_px_sol_shaped_contract_gives_quota_and_the_lock() {
     net.advance_time(LEGACY_SYNC_INTERVAL_SECS + 1).await;
     let late = chain.token(1).await.unwrap();
     assert!(late.overdue);
-    assert!(matches!(chain.owned_tokens().await.unwrap_err(), ChainError::NotEnumerable(_)));
+    assert!(matches!(
+        chain.owned_tokens().await.unwrap_err(),
+        ChainError::NotEnumerable(_)
+    ));
 }
 
 /// Gas of the user-facing transactions; run with `--nocapture` to see the numbers.
@@ -300,22 +389,46 @@ async fn a_px_sol_shaped_contract_gives_quota_and_the_lock() {
 async fn gas_used_by_mint_register_sync_and_fulfill_stays_small() {
     let net = Devnet::start().await;
     let alice = net.chain(ALICE).await;
-    let mint_with_key = alice.mint(0, "k51qzi5uqu5dlvj2baxnqndepeb86cbk3ng7n3i46uzyxzyqj2xjonzllnv0v8").await.unwrap();
+    let mint_with_key = alice
+        .mint(
+            0,
+            "k51qzi5uqu5dlvj2baxnqndepeb86cbk3ng7n3i46uzyxzyqj2xjonzllnv0v8",
+        )
+        .await
+        .unwrap();
     let bob = net.chain(BOB).await;
     let mint_without_key = bob.mint(0, "").await.unwrap();
     let register = bob
-        .register_btns_key(mint_without_key.token_id, "k51qzi5uqu5dlvj2baxnqndepeb86cbk3ng7n3i46uzyxzyqj2xjonzllnv0v9")
+        .register_btns_key(
+            mint_without_key.token_id,
+            "k51qzi5uqu5dlvj2baxnqndepeb86cbk3ng7n3i46uzyxzyqj2xjonzllnv0v9",
+        )
         .await
         .unwrap();
     let sync = alice.request_sync(mint_with_key.token_id).await.unwrap();
-    let fulfill = net.fulfill(sync.tx_hash, 123_456, "bafybeigdyrzt5sfp7udm7hu76uh7y26nf3efuylqabf3oclgtqy55fbzdi").await;
+    let fulfill = net
+        .fulfill(
+            sync.tx_hash,
+            123_456,
+            "bafybeigdyrzt5sfp7udm7hu76uh7y26nf3efuylqabf3oclgtqy55fbzdi",
+        )
+        .await;
     println!("gas: mint (with BTNS key) {}", mint_with_key.gas_used);
     println!("gas: mint (no key)        {}", mint_without_key.gas_used);
     println!("gas: registerBtnsKey      {}", register.gas_used);
     println!("gas: sync                 {}", sync.gas_used);
-    println!("gas: fulfillOracleRequest2 → fulfillSync {}", fulfill.gas_used);
-    // PollinationX documents a 3,800,000 gas limit for its mint.
-    for used in [mint_with_key.gas_used, register.gas_used, sync.gas_used, fulfill.gas_used] {
-        assert!(used < 400_000, "{used}");
+    println!(
+        "gas: fulfillOracleRequest2 → fulfillSync {}",
+        fulfill.gas_used
+    );
+    // PollinationX documents a 3,800,000 gas limit for its mint; stay an order of
+    // magnitude below it.
+    assert!(
+        mint_with_key.gas_used < 450_000,
+        "{}",
+        mint_with_key.gas_used
+    );
+    for used in [register.gas_used, sync.gas_used, fulfill.gas_used] {
+        assert!(used < 250_000, "{used}");
     }
 }

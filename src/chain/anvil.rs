@@ -172,7 +172,10 @@ mod tests {
     fn dev_addresses_belong_to_dev_keys() {
         for (key, address) in DEV_KEYS.iter().zip(DEV_ADDRESSES) {
             let signer: alloy::signers::local::PrivateKeySigner = key.parse().unwrap();
-            assert_eq!(signer.address(), address.parse::<alloy::primitives::Address>().unwrap());
+            assert_eq!(
+                signer.address(),
+                address.parse::<alloy::primitives::Address>().unwrap()
+            );
         }
     }
 }

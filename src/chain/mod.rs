@@ -316,11 +316,7 @@ impl Chain {
                 return Err(ChainError::FreePackageUsed(self.wallet));
             }
         }
-        let balance = self
-            .provider
-            .get_balance(self.wallet)
-            .await
-            .map_err(rpc)?;
+        let balance = self.provider.get_balance(self.wallet).await.map_err(rpc)?;
         if balance < package.price_wei {
             return Err(ChainError::InsufficientFunds {
                 wallet: self.wallet,
@@ -393,7 +389,10 @@ impl Chain {
         if key.is_empty() {
             return Err(ChainError::NoBtnsKey(id));
         }
-        let (balance, fee) = (self.link_balance_of_contract().await?, self.sync_fee().await?);
+        let (balance, fee) = (
+            self.link_balance_of_contract().await?,
+            self.sync_fee().await?,
+        );
         if balance < fee {
             return Err(ChainError::InsufficientLink { balance, fee });
         }
@@ -464,7 +463,7 @@ impl Chain {
         >,
     ) -> Result<TransactionReceipt, ChainError> {
         let pending = sent.map_err(revert::to_chain_error)?;
-        let receipt = pending.get_receipt().await.map_err(|e| rpc(e))?;
+        let receipt = pending.get_receipt().await.map_err(rpc)?;
         if !receipt.status() {
             return Err(ChainError::TxFailed(receipt.transaction_hash));
         }

@@ -109,7 +109,10 @@ impl Devnet {
             "[chain]\n{}\n[node]\napi_url = \"http://127.0.0.1:9\"\n\n[cache]\ndir = \"cache\"\n",
             toml::to_string(&chain).unwrap()
         );
-        let path = self.dir.path().join(format!("config-{wallet}-{}.toml", rand_suffix()));
+        let path = self
+            .dir
+            .path()
+            .join(format!("config-{wallet}-{}.toml", rand_suffix()));
         std::fs::write(&path, text).unwrap();
         path
     }
