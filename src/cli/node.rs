@@ -1,15 +1,70 @@
-//! `pxfs node`.
+//! `pxfs node`: run the local BTFS/Kubo-compatible storage node until SIGINT or SIGTERM.
 
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::Context;
 use clap::Args;
 
 use super::ConfigArg;
+use crate::node::{NodeOptions, serve};
 
 #[derive(Debug, Args)]
 pub struct NodeArgs {
     #[command(flatten)]
     pub config: ConfigArg,
+
+    /// Repo directory (blocks, pins, keys, names) [default: $PXFS_NODE_REPO, then
+    /// ~/.local/share/pxfs/node]
+    #[arg(long, value_name = "DIR", env = "PXFS_NODE_REPO")]
+    pub repo: Option<PathBuf>,
+
+    /// HTTP API and gateway address; port 0 picks a free port
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:5001")]
+    pub listen: SocketAddr,
+
+    /// Join the IPFS network (TCP listener, bootstrap, DHT, bitswap); offline by default
+    #[arg(long)]
+    pub online: bool,
 }
 
-pub async fn run(_args: NodeArgs) -> anyhow::Result<()> {
-    anyhow::bail!("pxfs node is not implemented yet")
+fn default_repo() -> anyhow::Result<PathBuf> {
+    let data = match std::env::var_os("XDG_DATA_HOME") {
+        Some(dir) if !dir.is_empty() => PathBuf::from(dir),
+        _ => PathBuf::from(std::env::var_os("HOME").context("HOME is not set; pass --repo")?)
+            .join(".local/share"),
+    };
+    Ok(data.join("pxfs/node"))
+}
+
+pub async fn run(args: NodeArgs) -> anyhow::Result<()> {
+    let repo = match args.repo {
+        Some(repo) => repo,
+        None => default_repo()?,
+    };
+    let options = NodeOptions {
+        repo,
+        listen: args.listen,
+        online: args.online,
+    };
+    serve(options, shutdown_signal()).await?;
+    Ok(())
+}
+
+/// Completes on the first SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    let mut terminate =
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(signal) => signal,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot watch SIGTERM; stop the node with SIGINT");
+                let _ = tokio::signal::ctrl_c().await;
+                return;
+            }
+        };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = terminate.recv() => {}
+    }
+    tracing::info!("shutting down");
 }

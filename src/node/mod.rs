@@ -1,1 +1,199 @@
 //! `pxfs node`: a local BTFS/Kubo-compatible HTTP RPC node built on rust-ipfs.
+//!
+//! It owns the repo directory (`repo`), starts and stops the rust-ipfs instance (here), and
+//! serves the RPC subset pxfs uses (`http`) plus a read-only gateway (`gateway`). Content goes
+//! in through `add` (streamed into the UnixFS importer) and out through `cat`; pins, keys and
+//! IPNS names are in `pins` and `names`.
+//!
+//! Offline by default: no listeners, no bootstrap, no mDNS, and a block that is not in the
+//! local store is an immediate error. `online` turns on TCP, Kademlia and bitswap.
+
+mod add;
+mod cat;
+mod error;
+mod gateway;
+mod http;
+mod names;
+mod pins;
+mod repo;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use rust_ipfs::Ipfs;
+use rust_ipfs::builder::DefaultIpfsBuilder;
+
+pub use names::ipns_name;
+
+/// How to run a node.
+#[derive(Debug, Clone)]
+pub struct NodeOptions {
+    /// Repo directory; created if missing.
+    pub repo: PathBuf,
+    /// HTTP address; port 0 picks a free port (read it from [`BoundNode::addr`] or `REPO/api`).
+    pub listen: SocketAddr,
+    /// Join the IPFS network (TCP listener, bootstrap, DHT, bitswap).
+    pub online: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    #[error("cannot prepare repo {path}: {source}")]
+    Repo {
+        path: PathBuf,
+        source: repo::RepoError,
+    },
+    #[error("cannot load keys: {0}")]
+    Keys(#[from] names::NameError),
+    // rust-ipfs reports with anyhow, which is not a std error; keep its chain in the message.
+    #[error("cannot start the IPFS node (is another node using this repo?): {0:#}")]
+    Start(anyhow::Error),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("HTTP server failed: {0}")]
+    Serve(std::io::Error),
+}
+
+/// What every request handler shares.
+pub(crate) struct Node {
+    ipfs: Ipfs,
+    keys: names::Keys,
+    names: names::Names,
+    repo: PathBuf,
+    online: bool,
+}
+
+pub(crate) type NodeState = Arc<Node>;
+
+/// A started node whose HTTP listener is bound but not yet serving.
+pub struct BoundNode {
+    node: NodeState,
+    listener: tokio::net::TcpListener,
+    addr: SocketAddr,
+}
+
+impl BoundNode {
+    /// Opens the repo, starts rust-ipfs and binds the HTTP listener.
+    pub async fn bind(opts: NodeOptions) -> Result<Self, NodeError> {
+        let repo_error = |source| NodeError::Repo {
+            path: opts.repo.clone(),
+            source,
+        };
+        repo::create_private_dir(&opts.repo).map_err(repo_error)?;
+        let keys = names::Keys::load(&repo::keys_dir(&opts.repo))?;
+        let names = names::Names::open(&repo::names_dir(&opts.repo))?;
+        let identity = keys
+            .get(names::SELF_KEY)
+            .ok_or_else(|| names::NameError::NoSuchKey(names::SELF_KEY.to_owned()))?;
+        let ipfs = start_ipfs(&opts, &identity).await?;
+
+        let listener = match tokio::net::TcpListener::bind(opts.listen).await {
+            Ok(listener) => listener,
+            Err(source) => {
+                ipfs.exit_daemon().await;
+                return Err(NodeError::Bind {
+                    addr: opts.listen,
+                    source,
+                });
+            }
+        };
+        let addr = listener.local_addr().map_err(|source| NodeError::Bind {
+            addr: opts.listen,
+            source,
+        })?;
+        let node = Arc::new(Node {
+            ipfs,
+            keys,
+            names,
+            repo: opts.repo,
+            online: opts.online,
+        });
+        Ok(BoundNode {
+            node,
+            listener,
+            addr,
+        })
+    }
+
+    /// The address the HTTP API listens on.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Serves until `shutdown` completes, then stops rust-ipfs and removes `REPO/api`.
+    pub async fn serve(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), NodeError> {
+        let BoundNode {
+            node,
+            listener,
+            addr,
+        } = self;
+        let url = format!("http://{addr}");
+        repo::write_api_file(&node.repo, &url).map_err(|source| NodeError::Repo {
+            path: node.repo.clone(),
+            source,
+        })?;
+        tracing::info!(%url, repo = %node.repo.display(), online = node.online, "node serving");
+
+        let ipfs = node.ipfs.clone();
+        let repo = node.repo.clone();
+        let served = axum::serve(listener, http::router(node))
+            .with_graceful_shutdown(shutdown)
+            .await;
+        repo::remove_api_file(&repo);
+        // Blocks and pins are fsynced as they are written; stopping the daemon releases the
+        // repo lock so the next node can open the repo.
+        ipfs.exit_daemon().await;
+        tracing::info!("node stopped");
+        served.map_err(NodeError::Serve)
+    }
+}
+
+/// Runs a node until `shutdown` completes. Once serving it prints
+/// `pxfs node listening on http://ADDR` on stdout and writes `http://ADDR` to `REPO/api`.
+pub async fn serve(
+    opts: NodeOptions,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), NodeError> {
+    let bound = BoundNode::bind(opts).await?;
+    let addr = bound.addr();
+    let serving = bound.serve(shutdown);
+    // The listener is bound, so connections queue from here on even before the first poll.
+    println!("pxfs node listening on http://{addr}");
+    serving.await
+}
+
+async fn start_ipfs(opts: &NodeOptions, identity: &rust_ipfs::Keypair) -> Result<Ipfs, NodeError> {
+    let mut builder = DefaultIpfsBuilder::with_keypair(identity)
+        .map_err(|e| NodeError::Start(e.into()))?
+        .set_path(&opts.repo);
+    if opts.online {
+        builder = builder
+            .with_default()
+            .enable_tcp()
+            .enable_dns()
+            .add_listening_addr(
+                "/ip4/0.0.0.0/tcp/0"
+                    .parse::<rust_ipfs::Multiaddr>()
+                    .map_err(|e| NodeError::Start(anyhow::anyhow!("{e}")))?,
+            );
+    }
+    let ipfs = builder.start().await.map_err(NodeError::Start)?;
+    if opts.online {
+        // Best effort: a node without internet still serves its own content.
+        if let Err(e) = ipfs.default_bootstrap().await {
+            tracing::warn!(error = %e, "cannot add bootstrap peers");
+        }
+        if let Err(e) = ipfs.bootstrap().await {
+            tracing::warn!(error = %e, "bootstrap failed");
+        }
+    }
+    Ok(ipfs)
+}
