@@ -429,3 +429,84 @@ async fn sync_without_enough_link_in_the_contract_is_refused() {
     )
     .await;
 }
+
+#[tokio::test]
+async fn mint_without_a_key_generates_one_on_the_node() {
+    let net = Devnet::start().await;
+    let node = StorageNode::start();
+    let cfg = net.write_config_with_node(ALICE, &node.url, |_| {});
+    let out = pxfs(
+        &["mint", "--config", cfg.to_str().unwrap(), "--package", "0"],
+        Some(ALICE),
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let stored = net
+        .chain(ALICE)
+        .await
+        .token(1)
+        .await
+        .unwrap()
+        .btns_key
+        .expect("a key at mint");
+    assert_eq!(
+        node.key_ids()
+            .await
+            .iter()
+            .filter(|id| **id == stored)
+            .count(),
+        1,
+        "{stored}"
+    );
+}
+
+#[tokio::test]
+async fn register_without_a_key_generates_one_on_the_node() {
+    let net = Devnet::start().await;
+    let token = mint_free(&net, ALICE, "").await.to_string();
+    let node = StorageNode::start();
+    let cfg = net.write_config_with_node(ALICE, &node.url, |_| {});
+    let out = pxfs(
+        &["register", "--config", cfg.to_str().unwrap(), &token],
+        Some(ALICE),
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let stored = net
+        .chain(ALICE)
+        .await
+        .token(1)
+        .await
+        .unwrap()
+        .btns_key
+        .expect("registered");
+    assert!(node.key_ids().await.contains(&stored), "{stored}");
+}
+
+#[tokio::test]
+async fn mint_without_a_key_and_no_node_changes_nothing() {
+    let net = Devnet::start().await;
+    let cfg = net.write_config(ALICE, |_| {});
+    assert_refused(
+        &net,
+        ALICE,
+        &["mint", "--config", cfg.to_str().unwrap(), "--package", "0"],
+        Some(ALICE),
+        &format!("cannot list keys on the node at {UNREACHABLE_NODE}"),
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_refused_mint_is_refused_before_the_node_is_asked_for_a_key() {
+    let net = Devnet::start().await;
+    mint_free(&net, ALICE, "k").await;
+    // The node is unreachable, so reaching it would give a different error.
+    let cfg = net.write_config(ALICE, |_| {});
+    assert_refused(
+        &net,
+        ALICE,
+        &["mint", "--config", cfg.to_str().unwrap(), "--package", "0"],
+        Some(ALICE),
+        "has already minted the free package",
+    )
+    .await;
+}

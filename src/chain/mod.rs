@@ -294,8 +294,9 @@ impl Chain {
             .map_err(revert::to_chain_error)
     }
 
-    /// Mints a token of `package_id` paying exactly its price; `btns_key` may be empty.
-    pub async fn mint(&self, package_id: u64, btns_key: &str) -> Result<Minted, ChainError> {
+    /// Everything `mint` checks before sending, so a caller can stop before doing other
+    /// work (such as generating a BTNS key) for a mint that would be refused.
+    pub async fn check_mint(&self, package_id: u64) -> Result<Package, ChainError> {
         let package = self
             .packages()
             .await?
@@ -305,9 +306,9 @@ impl Chain {
         if !package.active {
             return Err(ChainError::PackageInactive(package_id));
         }
-        let nft = self.nft();
         if package_id == 0 {
-            let used = nft
+            let used = self
+                .nft()
                 .freePackageMinted(self.wallet)
                 .call()
                 .await
@@ -324,6 +325,13 @@ impl Chain {
                 needed: package.price_wei,
             });
         }
+        Ok(package)
+    }
+
+    /// Mints a token of `package_id` paying exactly its price; `btns_key` may be empty.
+    pub async fn mint(&self, package_id: u64, btns_key: &str) -> Result<Minted, ChainError> {
+        let package = self.check_mint(package_id).await?;
+        let nft = self.nft();
         let call = nft
             .mint(U256::from(package_id), btns_key.to_string())
             .value(package.price_wei)
@@ -347,6 +355,21 @@ impl Chain {
         })
     }
 
+    /// Everything `register_btns_key` checks before sending, except the key itself.
+    pub async fn check_register(&self, id: TokenId) -> Result<(), ChainError> {
+        self.require_owner_or_approved(id).await?;
+        let current = self
+            .nft()
+            .btnsKey(U256::from(id))
+            .call()
+            .await
+            .map_err(revert::to_chain_error)?;
+        if !current.is_empty() {
+            return Err(ChainError::BtnsKeyAlreadyRegistered(id));
+        }
+        Ok(())
+    }
+
     /// Stores the BTNS key of a token that has none yet.
     pub async fn register_btns_key(
         &self,
@@ -356,16 +379,8 @@ impl Chain {
         if key.trim().is_empty() {
             return Err(ChainError::EmptyBtnsKey);
         }
-        self.require_owner_or_approved(id).await?;
+        self.check_register(id).await?;
         let nft = self.nft();
-        let current = nft
-            .btnsKey(U256::from(id))
-            .call()
-            .await
-            .map_err(revert::to_chain_error)?;
-        if !current.is_empty() {
-            return Err(ChainError::BtnsKeyAlreadyRegistered(id));
-        }
         let call = nft
             .registerBtnsKey(U256::from(id), key.to_string())
             .from(self.wallet);
@@ -471,10 +486,16 @@ impl Chain {
     }
 }
 
-fn unreachable(url: &str, e: impl std::fmt::Display) -> ChainError {
+/// The root cause ("Connection refused (os error 111)") says more than the wrappers
+/// around it ("error sending request for url …").
+fn unreachable(url: &str, e: impl std::error::Error) -> ChainError {
+    let mut cause: &dyn std::error::Error = &e;
+    while let Some(inner) = cause.source() {
+        cause = inner;
+    }
     ChainError::Unreachable {
         url: url.to_string(),
-        reason: e.to_string(),
+        reason: cause.to_string(),
     }
 }
 

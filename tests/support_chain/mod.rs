@@ -28,6 +28,8 @@ pub const BOB: usize = 3;
 pub const SYNC_INTERVAL: u64 = 3_600;
 pub const FREE_QUOTA: u64 = 10 << 20;
 pub const ONE_LINK: u128 = 1_000_000_000_000_000_000;
+/// The discard port: nothing listens there on a test machine.
+pub const UNREACHABLE_NODE: &str = "http://127.0.0.1:9";
 
 pub struct Devnet {
     pub anvil: Anvil,
@@ -102,11 +104,21 @@ impl Devnet {
     }
 
     /// Writes a config file for dev account `wallet`, optionally with changes to `[chain]`.
+    /// Its node is a port nothing answers on: commands given a key never need one.
     pub fn write_config(&self, wallet: usize, edit: impl FnOnce(&mut ChainConfig)) -> PathBuf {
+        self.write_config_with_node(wallet, UNREACHABLE_NODE, edit)
+    }
+
+    pub fn write_config_with_node(
+        &self,
+        wallet: usize,
+        node_url: &str,
+        edit: impl FnOnce(&mut ChainConfig),
+    ) -> PathBuf {
         let mut chain = self.chain_config(wallet);
         edit(&mut chain);
         let text = format!(
-            "[chain]\n{}\n[node]\napi_url = \"http://127.0.0.1:9\"\n\n[cache]\ndir = \"cache\"\n",
+            "[chain]\n{}\n[node]\napi_url = \"{node_url}\"\nretries = 0\ntimeout_secs = 5\n\n[cache]\ndir = \"cache\"\n",
             toml::to_string(&chain).unwrap()
         );
         let path = self
@@ -204,4 +216,68 @@ pub async fn mint_free(devnet: &Devnet, i: usize, btns_key: &str) -> TokenId {
         .await
         .expect("mint")
         .token_id
+}
+
+/// A `pxfs node` child process with its own repo, stopped when dropped.
+pub struct StorageNode {
+    child: std::process::Child,
+    pub url: String,
+    _repo: tempfile::TempDir,
+}
+
+impl StorageNode {
+    pub fn start() -> StorageNode {
+        use std::io::{BufRead, BufReader};
+        let repo = tempfile::tempdir().unwrap();
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_pxfs"))
+            .args(["node", "--listen", "127.0.0.1:0", "--repo"])
+            .arg(repo.path())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start pxfs node");
+        let stdout = child.stdout.take().unwrap();
+        let mut lines = BufReader::new(stdout).lines();
+        let url = loop {
+            let line = lines
+                .next()
+                .expect("pxfs node exited before listening")
+                .unwrap();
+            if let Some(url) = line.strip_prefix("pxfs node listening on ") {
+                break url.trim().to_string();
+            }
+        };
+        // Keep draining so the node never blocks on a full pipe.
+        std::thread::spawn(move || lines.for_each(drop));
+        StorageNode {
+            child,
+            url,
+            _repo: repo,
+        }
+    }
+
+    pub async fn key_ids(&self) -> Vec<String> {
+        let cfg = pxfs::config::NodeConfig {
+            api_url: self.url.clone(),
+            api_prefix: "/api/v0".into(),
+            bearer_token_file: None,
+            timeout_secs: 10,
+            retries: 0,
+        };
+        pxfs::storage::NodeClient::new(&cfg)
+            .unwrap()
+            .key_list()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|k| k.id)
+            .collect()
+    }
+}
+
+impl Drop for StorageNode {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
