@@ -510,3 +510,45 @@ async fn a_refused_mint_is_refused_before_the_node_is_asked_for_a_key() {
     )
     .await;
 }
+
+#[tokio::test]
+async fn a_keystore_in_the_config_signs_with_the_password_from_the_environment() {
+    let net = Devnet::start().await;
+    let cfg = net.write_config(ALICE, |c| c.keystore = Some(ALICE_KEYSTORE.into()));
+    let cfg = cfg.to_str().unwrap();
+    let mint = [
+        "mint",
+        "--config",
+        cfg,
+        "--package",
+        "0",
+        "--btns-key",
+        "k51-ks",
+    ];
+
+    let before = chain_snapshot(&net, ALICE).await;
+    let out = pxfs_with_env(&mint, &[]);
+    assert!(
+        stderr(&out).contains("PXFS_KEYSTORE_PASSWORD is not set"),
+        "{}",
+        stderr(&out)
+    );
+    let out = pxfs_with_env(&mint, &[("PXFS_KEYSTORE_PASSWORD", "wrong")]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("cannot unlock the keystore"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(chain_snapshot(&net, ALICE).await, before);
+
+    let out = pxfs_with_env(
+        &mint,
+        &[("PXFS_KEYSTORE_PASSWORD", ALICE_KEYSTORE_PASSWORD)],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        net.chain(ALICE).await.owned_tokens().await.unwrap(),
+        vec![1]
+    );
+}

@@ -190,15 +190,30 @@ fn rand_suffix() -> u64 {
 
 /// Runs the built `pxfs` with `args`, signing as dev account `signer` (if any).
 pub fn pxfs(args: &[&str], signer: Option<usize>) -> Output {
+    match signer {
+        Some(i) => pxfs_with_env(args, &[("PXFS_PRIVATE_KEY", DEV_KEYS[i])]),
+        None => pxfs_with_env(args, &[]),
+    }
+}
+
+/// Runs the built `pxfs` with `args` and exactly these pxfs variables in its environment.
+pub fn pxfs_with_env(args: &[&str], env: &[(&str, &str)]) -> Output {
     let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_pxfs"));
     cmd.args(args)
         .env_remove("PXFS_CONFIG")
-        .env_remove("PXFS_PRIVATE_KEY");
-    if let Some(i) = signer {
-        cmd.env("PXFS_PRIVATE_KEY", DEV_KEYS[i]);
-    }
+        .env_remove("PXFS_PRIVATE_KEY")
+        .env_remove("PXFS_KEYSTORE_PASSWORD")
+        .envs(env.iter().copied());
     cmd.output().expect("run pxfs")
 }
+
+/// An encrypted JSON keystore (V3, scrypt) holding dev account 2's key (ALICE), and its
+/// password. The key is anvil's public dev key, so the fixture hides nothing.
+pub const ALICE_KEYSTORE: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/tests/fixtures/anvil-dev-2.keystore.json"
+);
+pub const ALICE_KEYSTORE_PASSWORD: &str = "pxfs-test-password";
 
 pub fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
