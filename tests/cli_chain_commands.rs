@@ -536,7 +536,8 @@ async fn a_keystore_in_the_config_signs_with_the_password_from_the_environment()
     let out = pxfs_with_env(&mint, &[("PXFS_KEYSTORE_PASSWORD", "wrong")]);
     assert!(!out.status.success());
     assert!(
-        stderr(&out).contains("cannot unlock the keystore"),
+        stderr(&out).contains("cannot unlock the keystore")
+            && stderr(&out).contains("the password in PXFS_KEYSTORE_PASSWORD is wrong"),
         "{}",
         stderr(&out)
     );
