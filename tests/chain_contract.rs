@@ -6,7 +6,7 @@ mod support_chain;
 use alloy::primitives::{B256, U256};
 use alloy::providers::Provider;
 use pxfs::chain::contracts::{Operator, PxLegacyMock, PxStorageNFT};
-use pxfs::chain::{Chain, ChainError, LEGACY_SYNC_INTERVAL_SECS};
+use pxfs::chain::{Chain, ChainError, ChainEvent, LEGACY_SYNC_INTERVAL_SECS};
 use support_chain::*;
 
 #[tokio::test]
@@ -431,4 +431,56 @@ async fn gas_used_by_mint_register_sync_and_fulfill_stays_small() {
     for used in [register.gas_used, sync.gas_used, fulfill.gas_used] {
         assert!(used < 250_000, "{used}");
     }
+}
+
+#[tokio::test]
+async fn events_tell_a_follower_about_mints_keys_transfers_and_syncs() {
+    let net = Devnet::start().await;
+    let alice = net.chain(ALICE).await;
+    let start = alice.block_number().await.unwrap() + 1;
+    let id = mint_free(&net, ALICE, "").await;
+    alice.register_btns_key(id, "k51-ev").await.unwrap();
+    let req = alice.request_sync(id).await.unwrap();
+    net.fulfill(req.tx_hash, 77, "bafyev").await;
+    net.nft(ALICE)
+        .transferFrom(addr(ALICE), addr(BOB), U256::from(id))
+        .send()
+        .await
+        .unwrap()
+        .get_receipt()
+        .await
+        .unwrap();
+    let end = alice.block_number().await.unwrap();
+
+    let events = alice.events(start, end).await.unwrap();
+    let zero = alloy::primitives::Address::ZERO;
+    assert_eq!(
+        events,
+        vec![
+            ChainEvent::Transfer {
+                token_id: id,
+                from: zero,
+                to: addr(ALICE)
+            },
+            ChainEvent::BtnsKeyRegistered {
+                token_id: id,
+                btns_key: "k51-ev".into()
+            },
+            ChainEvent::MetadataUpdate { token_id: id },
+            ChainEvent::SyncRequested { token_id: id },
+            ChainEvent::Synced {
+                token_id: id,
+                usage: 77,
+                root: "bafyev".into()
+            },
+            ChainEvent::MetadataUpdate { token_id: id },
+            // OpenZeppelin 5 clears the approval without an Approval event on transfer.
+            ChainEvent::Transfer {
+                token_id: id,
+                from: addr(ALICE),
+                to: addr(BOB)
+            },
+        ]
+    );
+    assert_eq!(alice.events(end + 1, end).await.unwrap(), vec![]);
 }

@@ -8,6 +8,7 @@ pub mod anvil;
 pub mod contracts;
 pub mod deploy;
 mod error;
+mod events;
 mod revert;
 pub mod signer;
 mod token;
@@ -25,6 +26,7 @@ use crate::config::ChainConfig;
 use contracts::{LinkToken, PxStorageNFT};
 
 pub use error::ChainError;
+pub use events::ChainEvent;
 pub use revert::is_revert;
 pub use token::{LEGACY_SYNC_INTERVAL_SECS, TokenState};
 
