@@ -23,6 +23,10 @@ pub enum ChainError {
     BadAddress { field: &'static str, value: String },
     #[error("no signer: set PXFS_PRIVATE_KEY or `keystore` in the config's [chain] section")]
     NoSigner,
+    #[error(
+        "no oracle signer: set PXFS_ORACLE_KEY to the key of an authorized sender on the Operator"
+    )]
+    NoOracleSigner,
     #[error("PXFS_PRIVATE_KEY is not a valid private key")]
     BadPrivateKey,
     #[error("cannot unlock the keystore {path}: {reason}")]

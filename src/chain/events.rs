@@ -102,16 +102,8 @@ impl ChainEvent {
 }
 
 impl Chain {
-    /// The latest block number: where a follower starts.
-    pub async fn block_number(&self) -> Result<u64, ChainError> {
-        self.provider
-            .get_block_number()
-            .await
-            .map_err(|e| ChainError::Rpc(e.to_string()))
-    }
-
     /// The contract's events in blocks `from_block..=to_block`, in chain order. A follower
-    /// polls with `from_block` = the previous `to_block + 1`.
+    /// starts at `block_number() + 1` and polls with `from_block` = the previous `to_block + 1`.
     pub async fn events(
         &self,
         from_block: u64,

@@ -9,6 +9,7 @@ pub mod contracts;
 pub mod deploy;
 mod error;
 mod events;
+mod operator;
 mod revert;
 pub mod signer;
 mod token;
@@ -27,6 +28,7 @@ use contracts::{LinkToken, PxStorageNFT};
 
 pub use error::ChainError;
 pub use events::ChainEvent;
+pub use operator::OracleRequest;
 pub use revert::is_revert;
 pub use token::{LEGACY_SYNC_INTERVAL_SECS, TokenState};
 
@@ -110,6 +112,26 @@ impl Chain {
                 wallet,
             });
         }
+        Self::connect_as(cfg, signer).await
+    }
+
+    /// Signing with an explicit key (the devnet's own accounts), as the config's wallet.
+    pub async fn connect_with_key(cfg: &ChainConfig, key: &str) -> Result<Chain, ChainError> {
+        let signer = signer::parse(key)?;
+        Self::connect_as(cfg, signer).await
+    }
+
+    /// Signing as the oracle node (`PXFS_ORACLE_KEY`): an authorized sender on the
+    /// Operator, not the wallet that owns the tokens.
+    pub async fn connect_oracle(cfg: &ChainConfig) -> Result<Chain, ChainError> {
+        let signer = signer::load_oracle()?;
+        let mut chain = Self::connect_as(cfg, signer.clone()).await?;
+        chain.wallet = signer.address();
+        Ok(chain)
+    }
+
+    async fn connect_as(cfg: &ChainConfig, signer: PrivateKeySigner) -> Result<Chain, ChainError> {
+        let wallet = parse_address("wallet", &cfg.wallet)?;
         let provider = ProviderBuilder::new()
             .wallet(EthereumWallet::from(signer))
             .connect(&cfg.rpc_url)

@@ -170,14 +170,24 @@ pub async fn pin_ls(State(node): State<NodeState>, args: Args) -> Result<Json<Pi
             .await
             .map_err(ApiError::failed)?;
         for (cid, mode) in pins {
-            keys.insert(cid.to_string(), PinInfo { kind: mode_name(mode) });
+            keys.insert(
+                cid.to_string(),
+                PinInfo {
+                    kind: mode_name(mode),
+                },
+            );
         }
     } else {
         for arg in wanted {
             let cid = target(&node, arg).await?;
             match pin_mode(&node, cid).await? {
                 Some(found) if mode.is_none_or(|m| m == found) => {
-                    keys.insert(cid.to_string(), PinInfo { kind: mode_name(found) });
+                    keys.insert(
+                        cid.to_string(),
+                        PinInfo {
+                            kind: mode_name(found),
+                        },
+                    );
                 }
                 _ => return Err(ApiError::failed(format!("path '{arg}' is not pinned"))),
             }
