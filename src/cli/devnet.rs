@@ -32,6 +32,9 @@ pub struct UpArgs {
     /// Quota of the free package (and so of the minted sNFT), in bytes
     #[arg(long, default_value_t = 1 << 30)]
     pub quota: u64,
+    /// Do not run `pxfs oracle` (sync requests then wait for another oracle)
+    #[arg(long)]
+    pub no_oracle: bool,
 }
 
 pub fn run(args: DevnetArgs) -> anyhow::Result<()> {
@@ -51,6 +54,7 @@ async fn run_up(args: UpArgs) -> anyhow::Result<()> {
         sync_interval: args.sync_interval,
         quota: args.quota,
         mount: args.mount.clone(),
+        oracle: !args.no_oracle,
     });
     // An interrupt during start-up must stop what already started: dropping the future
     // drops the children, which are killed on drop.

@@ -1,9 +1,13 @@
-//! `pxfs sync`: ask the contract to sync a token's usage through Chainlink.
+//! `pxfs sync`: ask the contract to sync a token's usage through Chainlink, after making
+//! sure a running mount of that token has committed what it holds.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use clap::Args;
 
 use super::ConfigArg;
-use crate::chain::{Chain, TokenId};
+use crate::chain::{Chain, ChainEvent, TokenId};
 use crate::config::Config;
 
 #[derive(Debug, Args)]
@@ -13,25 +17,136 @@ pub struct SyncArgs {
     /// The sNFT to sync
     #[arg(value_name = "TOKEN")]
     pub token: TokenId,
-    /// Wait until the oracle has answered (not implemented yet)
+    /// Wait until the oracle's answer (`Synced`) is on chain
     #[arg(long)]
     pub wait: bool,
+    /// With --wait: give up after this many seconds
+    #[arg(long, default_value_t = 180, value_name = "SECS")]
+    pub timeout: u64,
 }
 
 pub async fn run(args: SyncArgs) -> anyhow::Result<()> {
-    if args.wait {
-        // Refuse before sending: a request the user expected to be awaited should not
-        // go out half-handled.
-        anyhow::bail!(
-            "`pxfs sync --wait` is not implemented yet; run `pxfs sync TOKEN` and check `pxfs status`"
-        );
-    }
     let cfg = Config::load(args.config.config.as_deref())?;
     let chain = Chain::connect_signing(&cfg.chain).await?;
+    // Refuse what the contract would refuse before touching the mount.
+    let state = chain.token(args.token).await?;
+
+    // The oracle measures what is published under the BTNS name: a local mount of this
+    // token must commit first (fsync of its directory forces the commit).
+    match mounted_token_dir(args.token, state.btns_key.as_deref()) {
+        Some(dir) => {
+            let started = Instant::now();
+            let committed = tokio::task::spawn_blocking(move || {
+                std::fs::File::open(&dir).and_then(|d| d.sync_all())
+            })
+            .await?;
+            match committed {
+                Ok(()) => println!(
+                    "committed pending writes of token {} ({:.1} s)",
+                    args.token,
+                    started.elapsed().as_secs_f64()
+                ),
+                Err(e) => anyhow::bail!(
+                    "cannot commit the mounted token {}: {e}; nothing was sent",
+                    args.token
+                ),
+            }
+        }
+        None => println!(
+            "note: token {} is not mounted on this machine; the oracle will see what was last published",
+            args.token
+        ),
+    }
+
+    let from_block = chain.block_number().await?;
     let req = chain.request_sync(args.token).await?;
     println!(
         "sync of token {} requested: request id {} in {} ({} gas)",
         req.token_id, req.request_id, req.tx_hash, req.gas_used
     );
-    Ok(())
+    if !args.wait {
+        return Ok(());
+    }
+
+    let started = Instant::now();
+    let timeout = Duration::from_secs(args.timeout);
+    let mut next_note = Duration::from_secs(5);
+    loop {
+        let head = chain.block_number().await?;
+        let events = chain.events(from_block, head).await?;
+        let synced = events.into_iter().find_map(|e| match e {
+            ChainEvent::Synced {
+                token_id,
+                usage,
+                root,
+            } if token_id == args.token => Some((usage, root)),
+            _ => None,
+        });
+        if let Some((usage, root)) = synced {
+            let state = chain.token(args.token).await?;
+            println!(
+                "synced token {}: usage {} bytes, root {}, next deadline {} (in {})",
+                args.token,
+                usage,
+                root,
+                state.sync_deadline,
+                human_duration(state.seconds_left())
+            );
+            return Ok(());
+        }
+        let waited = started.elapsed();
+        if waited > timeout {
+            anyhow::bail!(
+                "no answer from the oracle within {} s; is `pxfs oracle` (or the Chainlink job) running? The request stays open: check `pxfs status` later",
+                args.timeout
+            );
+        }
+        if waited >= next_note {
+            eprintln!("waiting for the oracle ({} s)", waited.as_secs());
+            next_note += Duration::from_secs(5);
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+fn human_duration(secs: u64) -> String {
+    let (d, h, m) = (secs / 86_400, secs % 86_400 / 3600, secs % 3600 / 60);
+    if d > 0 {
+        format!("{d}d {h}h")
+    } else if h > 0 {
+        format!("{h}h {m}m")
+    } else {
+        format!("{m}m {}s", secs % 60)
+    }
+}
+
+/// The directory of `token` in a pxfs mount on this machine: `MP/TOKEN` of a full mount, or
+/// `MP` itself when the mount serves that token alone. Token ids repeat across contracts
+/// (every devnet has a token 1), so a directory counts only if its BTNS attribute is this
+/// token's BTNS name.
+fn mounted_token_dir(token: TokenId, btns: Option<&str>) -> Option<PathBuf> {
+    let btns = btns?;
+    let info = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    info.lines()
+        .filter_map(|line| {
+            // "... mountpoint opts ... - fstype source ..."
+            let (left, right) = line.split_once(" - ")?;
+            right.starts_with("fuse.pxfs ").then_some(())?;
+            Some(PathBuf::from(left.split(' ').nth(4)?.replace("\\040", " ")))
+        })
+        .flat_map(|mp| [mp.join(token.to_string()), mp])
+        .find(|dir| xattr(dir, "user.pxfs.btns").as_deref() == Some(btns))
+}
+
+fn xattr(path: &Path, name: &str) -> Option<String> {
+    let p = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).ok()?;
+    let n = std::ffi::CString::new(name).ok()?;
+    let mut buf = vec![0u8; 256];
+    // SAFETY: both strings are NUL-terminated and buf is valid for its length.
+    let len = unsafe { libc::getxattr(p.as_ptr(), n.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+    if len < 0 {
+        return None;
+    }
+    buf.truncate(len as usize);
+    String::from_utf8(buf).ok()
 }

@@ -80,6 +80,8 @@ pub struct DevnetOptions {
     pub sync_interval: u64,
     pub quota: u64,
     pub mount: Option<PathBuf>,
+    /// Run `pxfs oracle` as a child (off when a real Chainlink node answers instead).
+    pub oracle: bool,
 }
 
 /// The running devnet; its children stop when it is stopped or dropped.
@@ -87,7 +89,7 @@ pub struct Devnet {
     pub info: DevnetInfo,
     anvil: Anvil,
     node: ChildProcess,
-    oracle: ChildProcess,
+    oracle: Option<ChildProcess>,
     mount: Option<ChildProcess>,
 }
 
@@ -283,18 +285,23 @@ impl Devnet {
         };
 
         // The Chainlink node's job, answering sync requests with the oracle account.
-        let mut cmd = std::process::Command::new(&exe);
-        cmd.arg("oracle")
-            .arg("--config")
-            .arg(&config_path)
-            .env("PXFS_ORACLE_KEY", DEV_ORACLE_KEY);
-        let (oracle, _) = ChildProcess::spawn_until(
-            "pxfs oracle",
-            cmd,
-            "pxfs oracle answering",
-            Duration::from_secs(60),
-        )
-        .await?;
+        let oracle = if opts.oracle {
+            let mut cmd = std::process::Command::new(&exe);
+            cmd.arg("oracle")
+                .arg("--config")
+                .arg(&config_path)
+                .env("PXFS_ORACLE_KEY", DEV_ORACLE_KEY);
+            let (oracle, _) = ChildProcess::spawn_until(
+                "pxfs oracle",
+                cmd,
+                "pxfs oracle answering",
+                Duration::from_secs(60),
+            )
+            .await?;
+            Some(oracle)
+        } else {
+            None
+        };
 
         let mut devnet = Devnet {
             info: info.clone(),
@@ -331,7 +338,7 @@ impl Devnet {
         if let Some(s) = self.node.exited() {
             return Some(format!("pxfs node exited ({s})"));
         }
-        if let Some(s) = self.oracle.exited() {
+        if let Some(s) = self.oracle.as_mut().and_then(|o| o.exited()) {
             return Some(format!("pxfs oracle exited ({s})"));
         }
         if let Some(s) = self.mount.as_mut().and_then(|m| m.exited()) {
@@ -345,7 +352,9 @@ impl Devnet {
         if let Some(mut m) = self.mount.take() {
             m.stop_within(Duration::from_secs(120)).await;
         }
-        self.oracle.stop().await;
+        if let Some(mut o) = self.oracle.take() {
+            o.stop().await;
+        }
         self.node.stop().await;
         drop(self.anvil);
     }

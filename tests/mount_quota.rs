@@ -1,0 +1,156 @@
+//! Quota, overdue and the published BTNS record, seen through a real kernel mount.
+
+mod support;
+
+use std::io::Write;
+use std::time::Duration;
+
+use support::{TestDevnet, TestMount, advance_chain_time, wait_until};
+
+fn errno_of(r: std::io::Result<impl Sized>) -> Option<i32> {
+    r.err().and_then(|e| e.raw_os_error())
+}
+
+fn xattr_u64(path: &std::path::Path, name: &str) -> u64 {
+    let out = support::sh(&format!("getfattr --only-values -n {name} {}", path.display()));
+    out.trim().parse().unwrap_or_else(|_| panic!("{name} is not a number: {out:?}"))
+}
+
+fn statvfs(path: &std::path::Path) -> libc::statvfs {
+    let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    assert_eq!(unsafe { libc::statvfs(c.as_ptr(), &mut st) }, 0);
+    st
+}
+
+#[test]
+fn filling_to_exactly_the_quota_works_and_one_byte_more_fails_with_edquot() {
+    let quota: u64 = 4 << 20;
+    let devnet = TestDevnet::start(&["--quota", &quota.to_string()]);
+    let mount = TestMount::mount(&devnet.config(), &[]);
+    let token = mount.token(devnet.token());
+
+    let st = statvfs(&token);
+    assert_eq!(st.f_blocks * st.f_frsize, quota, "df total is the chain's quota");
+
+    let mut f = std::fs::File::create(token.join("fill")).unwrap();
+    f.write_all(&vec![7u8; (quota - 10) as usize]).unwrap();
+    f.write_all(&[8u8; 10]).unwrap();
+    f.sync_all().unwrap();
+    assert_eq!(xattr_u64(&token, "user.pxfs.usage"), quota);
+
+    // One byte more: EDQUOT, and nothing changed.
+    assert_eq!(errno_of(f.write_all(&[9u8])), Some(libc::EDQUOT));
+    assert_eq!(
+        errno_of(std::fs::write(token.join("another"), b"x")),
+        Some(libc::EDQUOT),
+    );
+    assert_eq!(errno_of(f.set_len(quota + 1)), Some(libc::EDQUOT));
+    drop(f);
+    assert_eq!(std::fs::metadata(token.join("fill")).unwrap().len(), quota);
+    assert_eq!(xattr_u64(&token, "user.pxfs.usage"), quota);
+    let st = statvfs(&token);
+    assert_eq!(st.f_bfree, 0, "df shows the sNFT full");
+
+    // Deleting frees the space again; df agrees with the usage attribute.
+    std::fs::remove_file(token.join("fill")).unwrap();
+    std::fs::write(token.join("small"), vec![1u8; 10_000]).unwrap();
+    let usage = xattr_u64(&token, "user.pxfs.usage");
+    assert_eq!(usage, 10_000);
+    let st = statvfs(&token);
+    let used = (st.f_blocks - st.f_bfree) * st.f_frsize;
+    assert!(used.abs_diff(usage) < st.f_frsize, "df used {used} vs usage {usage}");
+}
+
+#[test]
+fn an_overdue_token_refuses_new_data_with_eacces_but_reads_and_deletes_work() {
+    let devnet = TestDevnet::start(&["--sync-interval", "3600"]);
+    let mount = TestMount::mount(&devnet.config(), &[]);
+    let token = mount.token(devnet.token());
+    std::fs::write(token.join("kept"), b"written before the deadline").unwrap();
+    std::fs::write(token.join("doomed"), b"to be deleted").unwrap();
+    std::fs::create_dir(token.join("dir")).unwrap();
+
+    advance_chain_time(&devnet.rpc_url(), 3700);
+    wait_until("the mount to notice the token is overdue", Duration::from_secs(20), || {
+        errno_of(std::fs::write(token.join("probe"), b"x")) == Some(libc::EACCES)
+    });
+
+    assert_eq!(errno_of(std::fs::File::create(token.join("new"))), Some(libc::EACCES));
+    assert_eq!(errno_of(std::fs::create_dir(token.join("newdir"))), Some(libc::EACCES));
+    assert_eq!(
+        errno_of(std::fs::OpenOptions::new().append(true).open(token.join("kept"))),
+        Some(libc::EACCES)
+    );
+    assert_eq!(
+        errno_of(std::os::unix::fs::symlink("kept", token.join("ln"))),
+        Some(libc::EACCES)
+    );
+    // Reads, listing, deletes and statfs still work.
+    assert_eq!(std::fs::read(token.join("kept")).unwrap(), b"written before the deadline");
+    assert!(std::fs::read_dir(&token).unwrap().count() >= 3);
+    std::fs::remove_file(token.join("doomed")).unwrap();
+    std::fs::remove_dir(token.join("dir")).unwrap();
+    let st = statvfs(&token);
+    assert_eq!(st.f_bavail, 0, "no space is available while overdue");
+}
+
+#[test]
+fn the_btns_record_after_a_copy_names_a_usage_document_whose_root_walks_to_the_tree() {
+    let devnet = TestDevnet::start(&[]);
+    let mut mount = TestMount::mount(&devnet.config(), &[]);
+    let token = mount.token(devnet.token());
+    let src = tempfile::tempdir().unwrap();
+    support::generate_tree(src.path(), 9, 50, 300_000);
+    support::sh(&format!("cp -a {}/. {}/c", src.path().display(), token.display()));
+    mount.unmount(); // drains and commits
+
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let client = pxfs::storage::NodeClient::from_url(&devnet.node_url(), "/api/v0");
+    let btns = devnet.info["btns_names"][0].as_str().unwrap().to_string();
+    let (_cid, doc) = rt.block_on(pxfs::usage::resolve(&client, &btns)).unwrap();
+
+    // Walk the manifests from the root: the file sizes sum to the published usage, and the
+    // names under c/ are the copied tree's.
+    let mut total = 0u64;
+    let mut files = 0u64;
+    let mut stack = vec![(doc.root.clone(), String::new())];
+    let mut seen = Vec::new();
+    while let Some((cid, prefix)) = stack.pop() {
+        let bytes = rt.block_on(client.cat(&cid, 0, None)).unwrap();
+        let m: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(m["schema"], "pxfs/dir/1");
+        for e in m["entries"].as_array().unwrap() {
+            let path = format!("{prefix}/{}", e["name"].as_str().unwrap());
+            match e["kind"].as_str().unwrap() {
+                "dir" => stack.push((e["cid"].as_str().unwrap().to_string(), path.clone())),
+                "file" => {
+                    total += e["size"].as_u64().unwrap();
+                    files += 1;
+                }
+                _ => {}
+            }
+            seen.push(path);
+        }
+    }
+    let local_bytes: u64 = walk_sizes(src.path());
+    assert_eq!(doc.usage, local_bytes, "usage document counts the bytes copied");
+    assert_eq!(total, doc.usage, "manifests from root sum to the published usage");
+    assert_eq!(files, doc.files);
+    assert!(seen.contains(&"/c/big.bin".to_string()), "{seen:?}");
+    assert!(seen.contains(&"/c/d0/sub0/file-00000.dat".to_string()));
+}
+
+fn walk_sizes(p: &std::path::Path) -> u64 {
+    let mut total = 0;
+    for e in std::fs::read_dir(p).unwrap() {
+        let e = e.unwrap();
+        let m = std::fs::symlink_metadata(e.path()).unwrap();
+        if m.is_dir() {
+            total += walk_sizes(&e.path());
+        } else if m.is_file() {
+            total += m.len();
+        }
+    }
+    total
+}
