@@ -296,9 +296,7 @@ async fn drain(fs: &Fs) {
 
 /// Connect to the chain and the node, build the core and load the sNFTs to mount.
 async fn prepare(args: &MountArgs, cfg: &Config) -> anyhow::Result<(Fs, Chain, Vec<u64>)> {
-    let chain = Chain::connect(&cfg.chain)
-        .await
-        .with_context(|| format!("cannot use the chain at {}", cfg.chain.rpc_url))?;
+    let chain = Chain::connect(&cfg.chain).await?;
     let client = NodeClient::new(&cfg.node).context("node client")?;
     client
         .version()
