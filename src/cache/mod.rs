@@ -16,8 +16,8 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use bytes::{Bytes, BytesMut};
-use futures::FutureExt;
 use futures::future::{BoxFuture, Shared};
+use futures::{FutureExt, StreamExt, TryStreamExt};
 use lru::LruCache;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tracing::{debug, warn};
@@ -31,6 +31,8 @@ pub const DEFAULT_READAHEAD_CHUNKS: u32 = 4;
 /// Read-ahead fetches running at once over all files, so that many sequential readers
 /// cannot flood the node.
 const MAX_BACKGROUND_FETCHES: usize = 8;
+/// Chunks of one read fetched at the same time.
+const MAX_CHUNKS_PER_READ: usize = 4;
 /// Files whose access pattern is remembered for read-ahead.
 const TRACKED_STREAMS: usize = 256;
 
@@ -165,7 +167,11 @@ impl ChunkCache {
             };
             self.inner.clone().chunk_range(key, file_size, from, to)
         });
-        let mut pieces = futures::future::try_join_all(pieces).await?;
+        // Several chunks at once (a large read), but not unboundedly many.
+        let mut pieces: Vec<Bytes> = futures::stream::iter(pieces)
+            .buffered(MAX_CHUNKS_PER_READ)
+            .try_collect()
+            .await?;
         if pieces.len() == 1 {
             return Ok(pieces.swap_remove(0));
         }

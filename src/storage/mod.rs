@@ -7,6 +7,7 @@
 //! (connection refused, timeouts, a proxy's 5xx) are retried with exponential backoff;
 //! the node's own error answers are not.
 
+mod cat;
 mod error;
 mod responses;
 mod transport;
@@ -34,6 +35,9 @@ const MAX_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Read size when streaming a file into a request body: large enough that a 1 GiB upload
 /// is a few thousand chunks, small enough to stay cheap per request.
 const UPLOAD_READ_CHUNK: usize = 256 * 1024;
+/// Files up to this size are read whole when their part is sent (one read, no descriptor
+/// kept open).
+const SMALL_FILE: u64 = 64 * 1024;
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
 const DEFAULT_RETRIES: u32 = 4;
 
@@ -228,11 +232,13 @@ impl NodeClient {
             return Ok(Bytes::new());
         }
         let (offset, length) = (offset.to_string(), length.map(|l| l.to_string()));
-        let query = cat_query(cid, &offset, length.as_deref());
+        let query = cat::query(cid, &offset, length.as_deref());
         self.inner.call("cat", &query, Deadline::Total, None).await
     }
 
-    /// Like [`NodeClient::cat`] but streamed: only silence longer than the timeout fails it.
+    /// Like [`NodeClient::cat`] but streamed: only silence longer than the timeout fails
+    /// it, and a transfer that breaks off is resumed from where it stopped (up to the
+    /// configured retries).
     pub async fn cat_stream(
         &self,
         cid: &str,
@@ -240,38 +246,7 @@ impl NodeClient {
         length: Option<u64>,
     ) -> Result<impl Stream<Item = Result<Bytes, StorageError>> + Send + 'static, StorageError>
     {
-        let path = self.inner.path("cat");
-        let idle = self.inner.timeout;
-        let (off, len) = (offset.to_string(), length.map(|l| l.to_string()));
-        let resp = if length == Some(0) {
-            None
-        } else {
-            let query = cat_query(cid, &off, len.as_deref());
-            Some(self.inner.open("cat", &query).await?)
-        };
-        let body = resp.map(|r| r.bytes_stream().boxed());
-        Ok(futures::stream::try_unfold(body, move |body| {
-            let path = path.clone();
-            async move {
-                let Some(mut body) = body else {
-                    return Ok(None);
-                };
-                match tokio::time::timeout(idle, body.next()).await {
-                    Err(_) => Err(StorageError::Timeout { path, after: idle }),
-                    Ok(None) => Ok(None),
-                    Ok(Some(Ok(chunk))) => Ok(Some((chunk, Some(body)))),
-                    Ok(Some(Err(e))) => Err(if e.is_timeout() {
-                        StorageError::Timeout { path, after: idle }
-                    } else {
-                        StorageError::Unreachable {
-                            url: path,
-                            detail: transport::error_chain(&e),
-                        }
-                    }),
-                }
-            }
-        })
-        .into_stream())
+        cat::stream(self.inner.clone(), cid, offset, length).await
     }
 
     pub async fn pin_add(&self, cid: &str) -> Result<(), StorageError> {
@@ -364,44 +339,39 @@ impl NodeClient {
     }
 }
 
-fn cat_query<'a>(
-    cid: &'a str,
-    offset: &'a str,
-    length: Option<&'a str>,
-) -> Vec<(&'a str, &'a str)> {
-    let mut query = vec![("arg", cid)];
-    if offset != "0" {
-        query.push(("offset", offset));
-    }
-    if let Some(length) = length {
-        query.push(("length", length));
-    }
-    query
-}
-
-/// A file part whose body is read from disk as the request goes out. The file is opened
-/// here (per attempt) so that a missing file is an immediate local error.
+/// A file part whose body is read from disk as the request goes out. Only the size is
+/// taken now (a missing file is an immediate local error); the file is opened when its
+/// turn in the body comes, so a batch of thousands of files never holds thousands of
+/// descriptors. Small files are read in one go, large ones streamed in chunks.
 fn file_part(name: &str, path: &Path, progress: &Progress) -> Result<Part, StorageError> {
-    let io_error = |source: std::io::Error| StorageError::Io {
-        file: path.to_path_buf(),
-        source: Arc::new(source),
-    };
-    let file = std::fs::File::open(path).map_err(io_error)?;
-    let len = file.metadata().map_err(io_error)?.len();
-    let file = tokio::fs::File::from_std(file);
-    let progress = progress.clone();
+    let len = std::fs::metadata(path)
+        .map_err(|source| StorageError::Io {
+            file: path.to_path_buf(),
+            source: Arc::new(source),
+        })?
+        .len();
     let file_path = path.to_path_buf();
-    let stream =
-        tokio_util::io::ReaderStream::with_capacity(file, UPLOAD_READ_CHUNK).map(move |chunk| {
-            match &chunk {
-                Ok(_) => progress.touch(),
-                Err(e) => progress.fail(StorageError::Io {
-                    file: file_path.clone(),
-                    source: Arc::new(std::io::Error::new(e.kind(), e.to_string())),
-                }),
-            }
-            chunk
-        });
+    let chunks = if len <= SMALL_FILE {
+        futures::stream::once(tokio::fs::read(file_path.clone()))
+            .map_ok(Bytes::from)
+            .boxed()
+    } else {
+        futures::stream::once(tokio::fs::File::open(file_path.clone()))
+            .map_ok(|file| tokio_util::io::ReaderStream::with_capacity(file, UPLOAD_READ_CHUNK))
+            .try_flatten()
+            .boxed()
+    };
+    let progress = progress.clone();
+    let stream = chunks.map(move |chunk| {
+        match &chunk {
+            Ok(_) => progress.touch(),
+            Err(e) => progress.fail(StorageError::Io {
+                file: file_path.clone(),
+                source: Arc::new(std::io::Error::new(e.kind(), e.to_string())),
+            }),
+        }
+        chunk
+    });
     let part = Part::stream_with_length(reqwest::Body::wrap_stream(stream), len)
         .file_name(name.to_string());
     Ok(octet_stream(part))

@@ -51,26 +51,80 @@ pub struct VersionInfo {
     pub golang: String,
 }
 
+/// `repo/stat`. Kubo's documentation nests `RepoSize`/`StorageMax` in `SizeStat` while Go
+/// flattens the embedded struct on the wire; both are accepted.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(from = "RepoStatWire")]
 pub struct RepoStat {
-    #[serde(rename = "RepoSize", deserialize_with = "u64_from_string_or_number")]
+    #[serde(rename = "RepoSize")]
     pub repo_size: u64,
-    #[serde(
-        rename = "StorageMax",
-        default,
-        deserialize_with = "u64_from_string_or_number"
-    )]
+    #[serde(rename = "StorageMax")]
     pub storage_max: u64,
-    #[serde(
-        rename = "NumObjects",
-        default,
-        deserialize_with = "u64_from_string_or_number"
-    )]
+    #[serde(rename = "NumObjects")]
     pub num_objects: u64,
-    #[serde(rename = "RepoPath", default)]
+    #[serde(rename = "RepoPath")]
     pub repo_path: String,
-    #[serde(rename = "Version", default)]
+    #[serde(rename = "Version")]
     pub version: String,
+}
+
+#[derive(Deserialize)]
+struct RepoStatWire {
+    #[serde(rename = "RepoSize")]
+    repo_size: Option<Num>,
+    #[serde(rename = "StorageMax")]
+    storage_max: Option<Num>,
+    #[serde(rename = "SizeStat")]
+    size_stat: Option<SizeStat>,
+    #[serde(rename = "NumObjects")]
+    num_objects: Option<Num>,
+    #[serde(rename = "RepoPath", default)]
+    repo_path: String,
+    #[serde(rename = "Version", default)]
+    version: String,
+}
+
+#[derive(Deserialize)]
+struct SizeStat {
+    #[serde(rename = "RepoSize")]
+    repo_size: Option<Num>,
+    #[serde(rename = "StorageMax")]
+    storage_max: Option<Num>,
+}
+
+impl From<RepoStatWire> for RepoStat {
+    fn from(w: RepoStatWire) -> RepoStat {
+        let (nested_size, nested_max) = match w.size_stat {
+            Some(s) => (s.repo_size, s.storage_max),
+            None => (None, None),
+        };
+        let value = |n: Option<Num>| n.map_or(0, Num::value);
+        RepoStat {
+            repo_size: value(w.repo_size.or(nested_size)),
+            storage_max: value(w.storage_max.or(nested_max)),
+            num_objects: value(w.num_objects),
+            repo_path: w.repo_path,
+            version: w.version,
+        }
+    }
+}
+
+/// A count Kubo may send as a number or as a decimal string.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Num {
+    N(u64),
+    S(String),
+}
+
+impl Num {
+    /// Unparseable strings count as 0: these are statistics, not data.
+    fn value(self) -> u64 {
+        match self {
+            Num::N(n) => n,
+            Num::S(s) => s.trim().parse().unwrap_or(0),
+        }
+    }
 }
 
 /// `key/list`: `{"Keys":[{"Name","Id"}]}`.
