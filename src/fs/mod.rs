@@ -230,9 +230,11 @@ impl Fs {
         &self.inner.cfg
     }
 
-    /// Stop background work without draining or committing (what a crash leaves).
+    /// Stop background work without draining or committing (what a crash leaves), and
+    /// close the journals so the cache can be mounted again.
     pub fn abort(&self) {
         self.inner.cancel.cancel();
+        self.tree().tokens.clear();
     }
 
     /// Files and bytes not yet uploaded, for progress reports.
