@@ -601,3 +601,25 @@ async fn superseded_content_is_unpinned_after_the_commit() {
     m.fs.flush_all().await.unwrap();
     assert!(!m.store.is_pinned(&old));
 }
+
+#[tokio::test]
+async fn writers_wait_while_staged_bytes_exceed_the_limit_and_resume_after_uploads() {
+    let store = Arc::new(MemoryStore::new());
+    let cache = tempfile::tempdir().unwrap();
+    let mut cfg = FsConfig::new(cache.path().to_path_buf());
+    cfg.single_token = true;
+    cfg.staging_limit = 10;
+    let fs = Fs::new(cfg, store.clone()).unwrap();
+    fs.add_token(info(1 << 20)).await.unwrap();
+    store.set_offline(true);
+    let (_, fh) = fs.create(ROOT_INO, "a", 0o644, RW, 0, 0).await.unwrap();
+    fs.write(fh, 0, &[1; 20]).await.unwrap();
+    fs.release(fh).await.unwrap();
+    let (_, fh) = fs.create(ROOT_INO, "b", 0o644, RW, 0, 0).await.unwrap();
+    let waiting =
+        tokio::time::timeout(std::time::Duration::from_millis(300), fs.write(fh, 0, b"x"));
+    assert!(waiting.await.is_err(), "the write should wait for uploads");
+    store.set_offline(false);
+    let done = tokio::time::timeout(std::time::Duration::from_secs(10), fs.write(fh, 0, b"x"));
+    assert_eq!(done.await.unwrap().unwrap(), 1);
+}

@@ -226,7 +226,7 @@ fn serve(args: &MountArgs, cfg: &Config, mut ready: Option<std::fs::File>) -> an
     );
     report(&mut ready, "ok\n");
 
-    rt.block_on(async {
+    let drained = rt.block_on(async {
         let poller = tokio::spawn(poll_chain(
             fs.clone(),
             chain,
@@ -236,7 +236,7 @@ fn serve(args: &MountArgs, cfg: &Config, mut ready: Option<std::fs::File>) -> an
         let reason = wait_for_end(ended_rx).await;
         eprintln!("pxfs: {reason}: draining uploads and committing");
         poller.abort();
-        drain(&fs).await;
+        drain(&fs).await
     });
     // Unmount if we are the ones ending it (a signal); a no-op after an external unmount.
     if let Err(e) = unmounter.unmount() {
@@ -248,7 +248,9 @@ fn serve(args: &MountArgs, cfg: &Config, mut ready: Option<std::fs::File>) -> an
     }
     let _ = loop_thread.join();
     // Anything written between the drain and the unmount.
-    rt.block_on(drain(&fs));
+    if drained {
+        rt.block_on(drain(&fs));
+    }
     fs.abort();
     let _ = std::fs::remove_file(&pid_path);
     eprintln!("pxfs: unmounted {}", args.mountpoint.display());
@@ -274,17 +276,36 @@ async fn wait_for_end(ended: tokio::sync::oneshot::Receiver<()>) -> &'static str
     }
 }
 
-/// Upload everything staged and commit every token, reporting what is left.
-async fn drain(fs: &Fs) {
+/// Upload everything staged and commit every token, reporting what is left. A second
+/// SIGTERM/SIGINT stops waiting: what is staged stays in the journal for the next mount.
+/// Returns whether everything was committed.
+async fn drain(fs: &Fs) -> bool {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).ok();
+    let mut int = signal(SignalKind::interrupt()).ok();
     let flush = fs.flush_all();
     tokio::pin!(flush);
     loop {
+        let interrupted = async {
+            match (&mut term, &mut int) {
+                (Some(t), Some(i)) => tokio::select! { _ = t.recv() => {}, _ = i.recv() => {} },
+                _ => std::future::pending::<()>().await,
+            }
+        };
         tokio::select! {
             r = &mut flush => {
-                if let Err(e) = r {
-                    eprintln!("pxfs: final commit failed: {e}; the journal keeps it for the next mount");
-                }
-                return;
+                return match r {
+                    Ok(()) => true,
+                    Err(e) => {
+                        eprintln!("pxfs: final commit failed: {e}; the journal keeps it for the next mount");
+                        false
+                    }
+                };
+            }
+            _ = interrupted => {
+                let (files, bytes) = fs.pending();
+                eprintln!("pxfs: interrupted again: leaving {files} file(s), {bytes} byte(s) staged; the next mount uploads them");
+                return false;
             }
             _ = tokio::time::sleep(Duration::from_secs(2)) => {
                 let (files, bytes) = fs.pending();
@@ -296,9 +317,7 @@ async fn drain(fs: &Fs) {
 
 /// Connect to the chain and the node, build the core and load the sNFTs to mount.
 async fn prepare(args: &MountArgs, cfg: &Config) -> anyhow::Result<(Fs, Chain, Vec<u64>)> {
-    let chain = Chain::connect(&cfg.chain)
-        .await
-        .with_context(|| format!("cannot use the chain at {}", cfg.chain.rpc_url))?;
+    let chain = Chain::connect(&cfg.chain).await?;
     let client = NodeClient::new(&cfg.node).context("node client")?;
     client
         .version()
@@ -329,6 +348,7 @@ async fn prepare(args: &MountArgs, cfg: &Config) -> anyhow::Result<(Fs, Chain, V
     );
     let mut fs_cfg = FsConfig::new(cfg.cache.dir.clone());
     fs_cfg.upload_parallelism = cfg.upload.parallelism.max(1);
+    fs_cfg.staging_limit = cfg.cache.staging_limit_bytes;
     fs_cfg.single_token = args.tokens.len() == 1;
     fs_cfg.read_only = args.read_only;
     let fs = Fs::new(fs_cfg, Arc::new(store))?;

@@ -267,13 +267,16 @@ impl Fs {
             }
             (delete, live)
         };
-        for path in delete {
-            if let Err(e) = std::fs::remove_file(&path)
-                && e.kind() != std::io::ErrorKind::NotFound
-            {
-                tracing::warn!(path = %path.display(), error = %e, "cannot remove staged file");
+        // Thousands of small files after a big copy: off the commit's path.
+        tokio::task::spawn_blocking(move || {
+            for path in delete {
+                if let Err(e) = std::fs::remove_file(&path)
+                    && e.kind() != std::io::ErrorKind::NotFound
+                {
+                    tracing::warn!(path = %path.display(), error = %e, "cannot remove staged file");
+                }
             }
-        }
+        });
         let unpin: HashSet<String> = unpin.into_iter().filter(|c| !live.contains(c)).collect();
         for cid in unpin {
             if let Err(e) = self.store().unpin(&cid).await {

@@ -299,6 +299,12 @@ impl Fs {
     /// Write at `offset` (end of file for `O_APPEND`); holes in between read as zeros.
     pub async fn write(&self, fh: u64, offset: u64, data: &[u8]) -> FsResult<u32> {
         loop {
+            if self.over_staging_limit() {
+                // Back-pressure: let the uploads catch up before staging more.
+                let progress = self.inner.progress.notified();
+                let _ = tokio::time::timeout(std::time::Duration::from_millis(500), progress).await;
+                continue;
+            }
             if let Some(done) = self.try_write(fh, offset, data) {
                 return done;
             }
@@ -311,6 +317,9 @@ impl Fs {
     /// The write, if it can happen without waiting (the session is open: local disk
     /// only); `None` when a session must be started first (see [`Fs::write`]).
     pub fn try_write(&self, fh: u64, offset: u64, data: &[u8]) -> Option<FsResult<u32>> {
+        if self.over_staging_limit() {
+            return None;
+        }
         let h = match self.handle(fh) {
             Ok(h) if h.write => h,
             Ok(_) => return Some(Err(FsError::NotWritable)),
@@ -339,6 +348,10 @@ impl Fs {
             Ok(Some(data.len() as u32))
         })();
         attempt.transpose()
+    }
+
+    fn over_staging_limit(&self) -> bool {
+        self.inner.uploads.pending().1 > self.config().staging_limit
     }
 
     /// truncate(2)/ftruncate(2).

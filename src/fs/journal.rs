@@ -98,6 +98,8 @@ pub struct CommittedState {
 #[derive(Debug)]
 pub struct Journal {
     dir: PathBuf,
+    /// Held (flock) for as long as the journal is open: one mount per token and cache.
+    _lock: File,
     log: File,
     next_seq: u64,
     /// Ops not yet covered by a commit: (seq, line, staged file the op references).
@@ -115,6 +117,7 @@ pub struct Recovered {
 impl Journal {
     pub fn open(dir: &Path) -> io::Result<Recovered> {
         std::fs::create_dir_all(dir)?;
+        let lock = lock(dir)?;
         let state =
             match std::fs::read(dir.join("state.json")) {
                 Ok(bytes) => Some(serde_json::from_slice::<CommittedState>(&bytes).map_err(
@@ -153,6 +156,7 @@ impl Journal {
         }
         let mut journal = Journal {
             dir: dir.to_path_buf(),
+            _lock: lock,
             log: open_log(dir)?,
             next_seq: max_seq + 1,
             pending: Vec::new(),
@@ -240,6 +244,26 @@ impl Journal {
     }
 }
 
+fn lock(dir: &Path) -> io::Result<File> {
+    use std::os::fd::AsRawFd;
+    let f = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(dir.join("lock"))?;
+    // SAFETY: flock on a file descriptor we own.
+    if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        return Err(io::Error::new(
+            io::ErrorKind::WouldBlock,
+            format!(
+                "{} is in use: this sNFT is already mounted from this cache directory",
+                dir.display()
+            ),
+        ));
+    }
+    Ok(f)
+}
+
 fn to_line(r: &Record) -> String {
     let mut s = serde_json::to_string(r).unwrap_or_default();
     s.push('\n');
@@ -303,6 +327,15 @@ mod tests {
         let r = Journal::open(dir.path()).unwrap();
         let ops: Vec<Op> = r.ops.into_iter().map(|r| r.op).collect();
         assert_eq!(ops, vec![unlink("a"), unlink("b")]);
+    }
+
+    #[test]
+    fn a_journal_can_be_open_only_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = Journal::open(dir.path()).unwrap();
+        assert!(Journal::open(dir.path()).is_err());
+        drop(first);
+        assert!(Journal::open(dir.path()).is_ok());
     }
 
     #[test]

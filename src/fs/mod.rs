@@ -47,6 +47,8 @@ pub struct FsConfig {
     pub upload_parallelism: usize,
     /// Files up to this size are uploaded in batches (one request for many).
     pub small_file_limit: u64,
+    /// Closed-but-not-uploaded bytes above which writers wait for uploads to catch up.
+    pub staging_limit: u64,
     /// Commits happen at most this often under load.
     pub commit_interval: Duration,
     /// Serve exactly one sNFT as the mount root.
@@ -64,6 +66,7 @@ impl FsConfig {
             cache_dir,
             upload_parallelism: 8,
             small_file_limit: 256 * 1024,
+            staging_limit: u64::MAX,
             commit_interval: Duration::from_secs(1),
             single_token: false,
             read_only: false,
@@ -227,9 +230,11 @@ impl Fs {
         &self.inner.cfg
     }
 
-    /// Stop background work without draining or committing (what a crash leaves).
+    /// Stop background work without draining or committing (what a crash leaves), and
+    /// close the journals so the cache can be mounted again.
     pub fn abort(&self) {
         self.inner.cancel.cancel();
+        self.tree().tokens.clear();
     }
 
     /// Files and bytes not yet uploaded, for progress reports.
