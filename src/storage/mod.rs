@@ -25,8 +25,8 @@ use tracing::debug;
 use crate::config::NodeConfig;
 
 pub use error::StorageError;
+use responses::{AddAnswerError, KeyList, Pins, Resolved};
 pub use responses::{Added, KeyInfo, Published, RepoStat, VersionInfo};
-use responses::{KeyList, Pins, Resolved};
 use transport::{Deadline, Progress, Transport, Upload};
 
 /// Connecting may take at most this long, even when the request timeout is longer:
@@ -204,9 +204,16 @@ impl NodeClient {
             .inner
             .call("add", &query, Deadline::Idle, Some(make))
             .await?;
-        let added = responses::parse_added_lines(&body).map_err(|detail| StorageError::Decode {
-            path: self.inner.path("add"),
-            detail,
+        let added = responses::parse_added_lines(&body).map_err(|e| match e {
+            AddAnswerError::Node(message) => StorageError::Node {
+                path: self.inner.path("add"),
+                status: 200,
+                message,
+            },
+            AddAnswerError::Malformed(detail) => StorageError::Decode {
+                path: self.inner.path("add"),
+                detail,
+            },
         })?;
         // A stream that broke off mid-way (Kubo reports that as an error line, handled by
         // the parser, or by cutting the answer short) must not look like success.
