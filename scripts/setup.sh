@@ -43,4 +43,4 @@ ln -sf "$anvil_bin" /usr/local/bin/anvil
 log "building pxfs"
 cargo build --locked --quiet
 ln -sf "$PWD/target/debug/pxfs" /usr/local/bin/pxfs
-log "done: $(pxfs --version), anvil $(anvil --version | head -n1 | awk '{print $2}')"
+log "done: $(pxfs --version), anvil $(anvil --version | head -n1 | awk '{print $NF}')"

@@ -60,7 +60,17 @@ impl Anvil {
     pub fn spawn_with(extra_args: &[&str]) -> Result<Anvil, AnvilError> {
         let binary = locate()?;
         // Port 0: anvil picks a free port and prints it, so there is no bind race.
-        let mut child = Command::new(&binary)
+        let mut cmd = Command::new(&binary);
+        // Anvil dies with whoever started it (even after a SIGKILL of the devnet).
+        // SAFETY: prctl is async-signal-safe and touches no memory of the parent.
+        unsafe {
+            use std::os::unix::process::CommandExt;
+            cmd.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                Ok(())
+            });
+        }
+        let mut child = cmd
             .args(["--host", "127.0.0.1", "--port", "0"])
             .args(extra_args)
             .stdin(Stdio::null())
@@ -118,6 +128,15 @@ impl Anvil {
 
     pub fn chain_id(&self) -> u64 {
         DEV_CHAIN_ID
+    }
+
+    /// How anvil ended, if it has exited on its own.
+    pub fn exited(&mut self) -> Option<String> {
+        match self.child.try_wait() {
+            Ok(Some(status)) => Some(status.to_string()),
+            Ok(None) => None,
+            Err(e) => Some(e.to_string()),
+        }
     }
 
     pub fn pid(&self) -> u32 {

@@ -17,6 +17,11 @@ pub const DEVNET_JOB_ID: [u8; 32] = *b"5f1c0a9e7d3b4e2a8c6f1b0d9e8a7c6b";
 /// LINK (in juels, 18 decimals) the contract pays per sync on the devnet: 0.1 LINK.
 pub const DEVNET_SYNC_FEE: u128 = 100_000_000_000_000_000;
 
+/// `whole` LINK in juels (18 decimals).
+pub fn link_juels(whole: u64) -> U256 {
+    U256::from(whole) * U256::from(10u64).pow(U256::from(18u64))
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DeployParams {
     /// Seconds after the last sync before uploads lock.

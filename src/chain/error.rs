@@ -15,12 +15,18 @@ pub enum ChainError {
         actual: u64,
         expected: u64,
     },
-    #[error("there is no contract at {address} on chain {chain_id}; check `contract` in the config")]
+    #[error(
+        "there is no contract at {address} on chain {chain_id}; check `contract` in the config"
+    )]
     NoContract { address: Address, chain_id: u64 },
     #[error("the config's {field} address {value:?} is not a valid address")]
     BadAddress { field: &'static str, value: String },
     #[error("no signer: set PXFS_PRIVATE_KEY or `keystore` in the config's [chain] section")]
     NoSigner,
+    #[error(
+        "no oracle signer: set PXFS_ORACLE_KEY to the key of an authorized sender on the Operator"
+    )]
+    NoOracleSigner,
     #[error("PXFS_PRIVATE_KEY is not a valid private key")]
     BadPrivateKey,
     #[error("cannot unlock the keystore {path}: {reason}")]

@@ -8,6 +8,7 @@ pub mod anvil;
 pub mod contracts;
 pub mod deploy;
 mod error;
+mod operator;
 mod revert;
 pub mod signer;
 mod token;
@@ -17,6 +18,7 @@ use alloy::network::EthereumWallet;
 use alloy::primitives::{Address, B256, U256};
 use alloy::providers::{DynProvider, Provider, ProviderBuilder};
 use alloy::rpc::types::TransactionReceipt;
+use alloy::signers::local::PrivateKeySigner;
 use alloy::sol_types::SolEvent;
 use serde::Serialize;
 
@@ -24,6 +26,7 @@ use crate::config::ChainConfig;
 use contracts::{LinkToken, PxStorageNFT};
 
 pub use error::ChainError;
+pub use operator::OracleRequest;
 pub use revert::is_revert;
 pub use token::{LEGACY_SYNC_INTERVAL_SECS, TokenState};
 
@@ -100,6 +103,26 @@ impl Chain {
                 wallet,
             });
         }
+        Self::connect_as(cfg, signer).await
+    }
+
+    /// Signing with an explicit key (the devnet's own accounts), as the config's wallet.
+    pub async fn connect_with_key(cfg: &ChainConfig, key: &str) -> Result<Chain, ChainError> {
+        let signer = signer::parse(key)?;
+        Self::connect_as(cfg, signer).await
+    }
+
+    /// Signing as the oracle node (`PXFS_ORACLE_KEY`): an authorized sender on the
+    /// Operator, not the wallet that owns the tokens.
+    pub async fn connect_oracle(cfg: &ChainConfig) -> Result<Chain, ChainError> {
+        let signer = signer::load_oracle()?;
+        let mut chain = Self::connect_as(cfg, signer.clone()).await?;
+        chain.wallet = signer.address();
+        Ok(chain)
+    }
+
+    async fn connect_as(cfg: &ChainConfig, signer: PrivateKeySigner) -> Result<Chain, ChainError> {
+        let wallet = parse_address("wallet", &cfg.wallet)?;
         let provider = ProviderBuilder::new()
             .wallet(EthereumWallet::from(signer))
             .connect(&cfg.rpc_url)
@@ -308,11 +331,7 @@ impl Chain {
                 return Err(ChainError::FreePackageUsed(self.wallet));
             }
         }
-        let balance = self
-            .provider
-            .get_balance(self.wallet)
-            .await
-            .map_err(rpc)?;
+        let balance = self.provider.get_balance(self.wallet).await.map_err(rpc)?;
         if balance < package.price_wei {
             return Err(ChainError::InsufficientFunds {
                 wallet: self.wallet,
@@ -385,7 +404,10 @@ impl Chain {
         if key.is_empty() {
             return Err(ChainError::NoBtnsKey(id));
         }
-        let (balance, fee) = (self.link_balance_of_contract().await?, self.sync_fee().await?);
+        let (balance, fee) = (
+            self.link_balance_of_contract().await?,
+            self.sync_fee().await?,
+        );
         if balance < fee {
             return Err(ChainError::InsufficientLink { balance, fee });
         }

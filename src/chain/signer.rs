@@ -8,6 +8,22 @@ use crate::config::ChainConfig;
 
 pub const PRIVATE_KEY_ENV: &str = "PXFS_PRIVATE_KEY";
 pub const KEYSTORE_PASSWORD_ENV: &str = "PXFS_KEYSTORE_PASSWORD";
+pub const ORACLE_KEY_ENV: &str = "PXFS_ORACLE_KEY";
+
+/// A signer from a hex private key.
+pub fn parse(key: &str) -> Result<PrivateKeySigner, ChainError> {
+    key.trim()
+        .parse::<PrivateKeySigner>()
+        .map_err(|_| ChainError::BadPrivateKey)
+}
+
+/// The oracle node's signer, from `PXFS_ORACLE_KEY`.
+pub fn load_oracle() -> Result<PrivateKeySigner, ChainError> {
+    match std::env::var(ORACLE_KEY_ENV) {
+        Ok(key) if !key.trim().is_empty() => parse(&key),
+        _ => Err(ChainError::NoOracleSigner),
+    }
+}
 
 /// The signer for `cfg`: the environment key wins over the keystore, so a one-off command
 /// can sign with another key without editing the config.
@@ -15,10 +31,7 @@ pub fn load(cfg: &ChainConfig) -> Result<PrivateKeySigner, ChainError> {
     if let Ok(key) = std::env::var(PRIVATE_KEY_ENV)
         && !key.trim().is_empty()
     {
-        return key
-            .trim()
-            .parse::<PrivateKeySigner>()
-            .map_err(|_| ChainError::BadPrivateKey);
+        return parse(&key);
     }
     let Some(path) = &cfg.keystore else {
         return Err(ChainError::NoSigner);

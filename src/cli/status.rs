@@ -58,7 +58,12 @@ pub async fn run(args: StatusArgs) -> anyhow::Result<()> {
     let chain = Chain::connect(&cfg.chain).await?;
     let mut tokens = Vec::new();
     for id in chain.owned_tokens().await? {
-        tokens.push(chain.token(id).await.with_context(|| format!("token {id}"))?);
+        tokens.push(
+            chain
+                .token(id)
+                .await
+                .with_context(|| format!("token {id}"))?,
+        );
     }
     let report = StatusReport {
         wallet: chain.wallet().to_checksum(None),

@@ -22,7 +22,9 @@ pub async fn run(args: SyncArgs) -> anyhow::Result<()> {
     if args.wait {
         // Refuse before sending: a request the user expected to be awaited should not
         // go out half-handled.
-        anyhow::bail!("`pxfs sync --wait` is not implemented yet; run `pxfs sync TOKEN` and check `pxfs status`");
+        anyhow::bail!(
+            "`pxfs sync --wait` is not implemented yet; run `pxfs sync TOKEN` and check `pxfs status`"
+        );
     }
     let cfg = Config::load(args.config.config.as_deref())?;
     let chain = Chain::connect_signing(&cfg.chain).await?;

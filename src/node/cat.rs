@@ -15,9 +15,9 @@ use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use futures::Stream;
 use ipld_core::cid::Cid;
-use rust_ipfs::{Block, IpfsPath};
 use rust_ipfs::unixfs::ll::file::FileReadFailed;
 use rust_ipfs::unixfs::ll::file::visit::{Cache, FileVisit, IdleFileVisit};
+use rust_ipfs::{Block, IpfsPath};
 
 use super::error::ApiError;
 use super::http::Args;

@@ -214,8 +214,14 @@ mod tests {
             parse_range("bytes=0-1", 10),
             RangeRequest::Satisfiable(0..2)
         );
-        assert_eq!(parse_range("bytes=5-", 10), RangeRequest::Satisfiable(5..10));
-        assert_eq!(parse_range("bytes=-3", 10), RangeRequest::Satisfiable(7..10));
+        assert_eq!(
+            parse_range("bytes=5-", 10),
+            RangeRequest::Satisfiable(5..10)
+        );
+        assert_eq!(
+            parse_range("bytes=-3", 10),
+            RangeRequest::Satisfiable(7..10)
+        );
         assert_eq!(
             parse_range("bytes=8-100", 10),
             RangeRequest::Satisfiable(8..10)
@@ -227,10 +233,16 @@ mod tests {
 
     #[test]
     fn json_documents_are_served_as_json() {
-        assert_eq!(sniff(b"  {\"schema\":\"pxfs/usage/1\"}"), "application/json");
+        assert_eq!(
+            sniff(b"  {\"schema\":\"pxfs/usage/1\"}"),
+            "application/json"
+        );
         assert_eq!(sniff(b"hello\n"), "text/plain; charset=utf-8");
         assert_eq!(sniff(b"\x00\x01\x02"), "application/octet-stream");
-        assert_eq!(type_by_extension("/ipfs/x/usage.json"), Some("application/json"));
+        assert_eq!(
+            type_by_extension("/ipfs/x/usage.json"),
+            Some("application/json")
+        );
         assert_eq!(type_by_extension("/ipfs/bafy"), None);
     }
 }

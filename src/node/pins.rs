@@ -81,7 +81,7 @@ pub async fn pin_add(State(node): State<NodeState>, args: Args) -> Result<Json<P
         let cid = target(&node, arg).await?;
         // Fails fast on an offline node when the root is missing, instead of waiting for it.
         node.block(&cid).await.map_err(PinError::Path)?;
-        let mut pin = node.ipfs.insert_pin(&cid).set_local(!node.online);
+        let mut pin = node.ipfs.insert_pin(cid).set_local(!node.online);
         if recursive {
             pin = pin.recursive();
         }
@@ -117,7 +117,7 @@ pub async fn pin_rm(State(node): State<NodeState>, args: Args) -> Result<Json<Pi
         if mode != Some(wanted) {
             return Err(PinError::NotPinned.into());
         }
-        let mut removal = node.ipfs.remove_pin(&cid);
+        let mut removal = node.ipfs.remove_pin(cid);
         if recursive {
             removal = removal.recursive();
         }
@@ -131,22 +131,26 @@ pub async fn pin_rm(State(node): State<NodeState>, args: Args) -> Result<Json<Pi
 }
 
 async fn pin_mode(node: &Node, cid: Cid) -> Result<Option<PinMode>, PinError> {
-    let store_error = |e: anyhow::Error| PinError::Store {
-        cid,
-        reason: format!("{e:#}"),
-    };
+    let pinned = node
+        .ipfs
+        .is_pinned(&cid)
+        .await
+        .map_err(|e| PinError::Store {
+            cid,
+            reason: format!("{e:#}"),
+        })?;
+    if !pinned {
+        return Ok(None);
+    }
+    // The store answers a query for a mode the CID is not pinned in with an error.
     for mode in [PinMode::Recursive, PinMode::Direct] {
-        let found = node
-            .ipfs
-            .repo()
-            .query_pins(vec![cid], mode)
-            .await
-            .map_err(store_error)?;
-        if !found.is_empty() {
+        if let Ok(found) = node.ipfs.repo().query_pins(vec![cid], mode).await
+            && !found.is_empty()
+        {
             return Ok(Some(mode));
         }
     }
-    Ok(None)
+    Ok(Some(PinMode::Indirect))
 }
 
 /// `pin/ls[?arg=CID…][&type=all|direct|indirect|recursive]`
@@ -170,14 +174,24 @@ pub async fn pin_ls(State(node): State<NodeState>, args: Args) -> Result<Json<Pi
             .await
             .map_err(ApiError::failed)?;
         for (cid, mode) in pins {
-            keys.insert(cid.to_string(), PinInfo { kind: mode_name(mode) });
+            keys.insert(
+                cid.to_string(),
+                PinInfo {
+                    kind: mode_name(mode),
+                },
+            );
         }
     } else {
         for arg in wanted {
             let cid = target(&node, arg).await?;
             match pin_mode(&node, cid).await? {
                 Some(found) if mode.is_none_or(|m| m == found) => {
-                    keys.insert(cid.to_string(), PinInfo { kind: mode_name(found) });
+                    keys.insert(
+                        cid.to_string(),
+                        PinInfo {
+                            kind: mode_name(found),
+                        },
+                    );
                 }
                 _ => return Err(ApiError::failed(format!("path '{arg}' is not pinned"))),
             }
