@@ -377,3 +377,19 @@ async fn a_real_file_is_read_through_the_cache_and_survives_the_node_dying() {
         .unwrap();
     assert!(again[..] == data[(1 << 20) - 7..(1 << 20) + 7]);
 }
+
+#[tokio::test]
+async fn a_large_upload_is_not_copied_into_the_cache() {
+    let dir = tempfile::tempdir().unwrap();
+    let staged = dir.path().join("staged");
+    let file = std::fs::File::create(&staged).unwrap();
+    file.set_len(pxfs::cache::MAX_SEED_BYTES + 1).unwrap();
+    let cache = open(
+        &dir.path().join("cache"),
+        1 << 40,
+        client_for(&dead_url(), 1, 0),
+        no_readahead(),
+    );
+    cache.insert_local(CID, &staged).unwrap();
+    assert_eq!(cache.cached_bytes(), 0);
+}

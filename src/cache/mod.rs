@@ -31,6 +31,8 @@ pub const DEFAULT_READAHEAD_CHUNKS: u32 = 4;
 /// Read-ahead fetches running at once over all files, so that many sequential readers
 /// cannot flood the node.
 const MAX_BACKGROUND_FETCHES: usize = 8;
+/// Largest just-uploaded file copied into the cache by `insert_local`.
+pub const MAX_SEED_BYTES: u64 = 64 << 20;
 /// Chunks of one read fetched at the same time.
 const MAX_CHUNKS_PER_READ: usize = 4;
 /// Files whose access pattern is remembered for read-ahead.
@@ -183,8 +185,10 @@ impl ChunkCache {
     }
 
     /// Seeds the cache with a just-uploaded file so the first read after the upload is
-    /// local. Blocking file I/O: call it from a blocking context. Files larger than half the
-    /// cache are skipped (they would only push everything else out).
+    /// local. Blocking file I/O: call it from a blocking context. Only files up to
+    /// `MAX_SEED_BYTES` (and half the cache) are copied: for a large file the copy would cost
+    /// more disk bandwidth than the uploads it competes with, and a large file's first read
+    /// streams well from the node anyway.
     pub fn insert_local(&self, cid: &str, path: &Path) -> Result<(), CacheError> {
         if !store::valid_cid(cid) {
             return Err(CacheError::BadCid(cid.to_string()));
@@ -195,7 +199,7 @@ impl ChunkCache {
                 source: Arc::new(e),
             })?
             .len();
-        if size > self.inner.store.limit() / 2 {
+        if size > MAX_SEED_BYTES.min(self.inner.store.limit() / 2) {
             debug!(cid, size, "not seeding the cache with a large file");
             return Ok(());
         }
