@@ -355,6 +355,12 @@ async fn a_real_file_is_read_through_the_cache_and_survives_the_node_dying() {
         .await
         .unwrap()
         .hash;
+    let never_read = node
+        .client()
+        .add_bytes("g", pattern(100_000, 16))
+        .await
+        .unwrap()
+        .hash;
     let dir = tempfile::tempdir().unwrap();
     let cache = ChunkCache::open(dir.path(), 1 << 30, client_for(&node.url, 2, 1)).unwrap();
     let mut got = Vec::new();
@@ -376,6 +382,15 @@ async fn a_real_file_is_read_through_the_cache_and_survives_the_node_dying() {
         .await
         .unwrap();
     assert!(again[..] == data[(1 << 20) - 7..(1 << 20) + 7]);
+
+    let started = Instant::now();
+    let err = cache.read(&never_read, 100_000, 0, 4096).await.unwrap_err();
+    assert!(matches!(err, CacheError::Fetch { .. }), "{err:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
 }
 
 #[tokio::test]
