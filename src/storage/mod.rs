@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures::{Stream, StreamExt, TryStreamExt};
-use reqwest::header::{AUTHORIZATION, HeaderMap, HeaderValue};
+use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderValue};
 use reqwest::multipart::{Form, Part};
 use tracing::debug;
 
@@ -384,12 +384,14 @@ fn file_part(name: &str, path: &Path, progress: &Progress) -> Result<Part, Stora
     Ok(octet_stream(part))
 }
 
+/// Marks a part as file content (Kubo's parser wants a media type on every part).
 fn octet_stream(part: Part) -> Part {
-    // A constant, valid MIME type: cannot fail, but the API returns a Result.
-    match part.mime_str("application/octet-stream") {
-        Ok(p) => p,
-        Err(_) => unreachable!("application/octet-stream is a valid MIME type"),
-    }
+    let mut headers = HeaderMap::new();
+    headers.insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("application/octet-stream"),
+    );
+    part.headers(headers)
 }
 
 /// The name sent in the multipart header. A `/` would make Kubo create directories (and
