@@ -408,3 +408,32 @@ async fn a_large_upload_is_not_copied_into_the_cache() {
     cache.insert_local(CID, &staged).unwrap();
     assert_eq!(cache.cached_bytes(), 0);
 }
+
+#[tokio::test]
+async fn many_tiny_files_are_accounted_by_the_disk_space_they_take() {
+    let files: HashMap<String, Bytes> = (0..10)
+        .map(|i| (format!("bafkreitiny{i}"), pattern(10, i as u8)))
+        .collect();
+    let node = content_node(files, Duration::ZERO).await;
+    let dir = tempfile::tempdir().unwrap();
+    // Room for eight 4 KiB blocks: ten 10-byte files cannot all stay.
+    let cache = open(dir.path(), 8 * 4096, node.client(1, 0), no_readahead());
+    for i in 0..10 {
+        cache
+            .read(&format!("bafkreitiny{i}"), 10, 0, 10)
+            .await
+            .unwrap();
+    }
+    assert_eq!(cache.cached_bytes(), 8 * 4096);
+    let on_disk = std::fs::read_dir(dir.path())
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .starts_with("bafkreitiny")
+        })
+        .count();
+    assert_eq!(on_disk, 8);
+}

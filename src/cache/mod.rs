@@ -132,7 +132,7 @@ impl ChunkCache {
         })
     }
 
-    /// Bytes of cached chunks on disk.
+    /// Disk space taken by cached chunks (sizes rounded up to 4 KiB blocks).
     pub fn cached_bytes(&self) -> u64 {
         self.inner.store.total()
     }
