@@ -437,3 +437,32 @@ async fn many_tiny_files_are_accounted_by_the_disk_space_they_take() {
         .count();
     assert_eq!(on_disk, 8);
 }
+
+#[tokio::test]
+async fn what_was_used_recently_is_kept_across_a_restart() {
+    let size = 3 * CHUNK;
+    let data = pattern(size as usize, 17);
+    let node = node_with(&data, Duration::ZERO).await;
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let cache = open(dir.path(), 1 << 30, node.client(1, 0), no_readahead());
+        for chunk in [0, 1, 2, 0] {
+            cache.read(CID, size, chunk * CHUNK, 10).await.unwrap();
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    // Reopened with room for two chunks: the least recently used one (1) goes.
+    let reopened = open(
+        dir.path(),
+        2 * CHUNK,
+        client_for(&dead_url(), 1, 0),
+        no_readahead(),
+    );
+    for chunk in [0, 2] {
+        reopened
+            .read(CID, size, chunk * CHUNK, 10)
+            .await
+            .unwrap_or_else(|e| panic!("chunk {chunk} should have been kept: {e}"));
+    }
+    assert!(reopened.read(CID, size, CHUNK, 10).await.is_err());
+}

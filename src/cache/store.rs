@@ -116,6 +116,9 @@ impl ChunkStore {
         let result = fs::File::open(&path).and_then(|f| {
             let mut buf = vec![0u8; len];
             f.read_exact_at(&mut buf, start)?;
+            // The modification time is the recency the index is rebuilt from at the next
+            // open; failing to set it only makes that order less exact.
+            let _ = f.set_modified(SystemTime::now());
             Ok(buf)
         });
         match result {
