@@ -237,10 +237,19 @@ impl Inner {
             }
         }
         let expected = self.chunk_len(key.index, file_size);
+        let (cid, index) = (key.cid.to_string(), key.index);
         let chunk = self.fetch(key, expected, None).await?;
-        // A chunk cached by a concurrent writer may be read through `fetch` too; both are
-        // the whole chunk.
-        Ok(chunk.slice(from as usize..(to as usize).min(chunk.len())))
+        // A fetch joined from another reader was sized by that reader's idea of the file
+        // size; if the two disagree, this reader must not slice past what arrived.
+        if (chunk.len() as u64) < to {
+            return Err(CacheError::ShortChunk {
+                cid,
+                index,
+                expected: to,
+                got: chunk.len() as u64,
+            });
+        }
+        Ok(chunk.slice(from as usize..to as usize))
     }
 
     /// The fetch of a chunk, started if nobody is fetching it yet. Runs as its own task so
