@@ -21,7 +21,7 @@ pub const DEV_ADDRESSES: [&str; 4] = [
     "0xf39Fd6e51aad88F6F4ce6aB8827279cffFb92266",
     "0x70997970C51812dc3A010C7d01b50e0d17dc79C8",
     "0x3C44CdDdB6a900fa2b585dd299e03d12FA4293BC",
-    "0x90F79bf6EB2c4f870365E96c1e3B8c60cEc8D0ad",
+    "0x90F79bf6EB2c4f870365E785982E1f101E93b906",
 ];
 pub const DEV_CHAIN_ID: u64 = 31337;
 
@@ -185,5 +185,16 @@ mod tests {
     fn listening_line_gives_the_port() {
         assert_eq!(listening_port("Listening on 127.0.0.1:40123"), Some(40123));
         assert_eq!(listening_port("eth_chainId"), None);
+    }
+
+    #[test]
+    fn dev_addresses_belong_to_dev_keys() {
+        for (key, address) in DEV_KEYS.iter().zip(DEV_ADDRESSES) {
+            let signer: alloy::signers::local::PrivateKeySigner = key.parse().unwrap();
+            assert_eq!(
+                signer.address(),
+                address.parse::<alloy::primitives::Address>().unwrap()
+            );
+        }
     }
 }

@@ -59,7 +59,11 @@ pub enum ChainError {
     EmptyBtnsKey,
     #[error("token {0} has no BTNS key; register one with `pxfs register {0}`")]
     NoBtnsKey(TokenId),
-    #[error("the contract holds {balance} LINK juels, less than the sync fee of {fee}")]
+    #[error(
+        "the contract holds {} LINK, less than the sync fee of {} LINK",
+        link(balance),
+        link(fee)
+    )]
     InsufficientLink { balance: U256, fee: U256 },
     #[error("the contract at {0} cannot list tokens by owner (it is not ERC721Enumerable)")]
     NotEnumerable(Address),
@@ -76,4 +80,27 @@ pub enum ChainError {
         contract: &'static str,
         reason: String,
     },
+}
+
+/// Juels (10^-18 LINK) as a decimal LINK amount without trailing zeros: 0.1, 10, 0.
+fn link(juels: &U256) -> String {
+    let one = U256::from(10u64).pow(U256::from(18));
+    let (whole, frac) = (juels / one, juels % one);
+    if frac.is_zero() {
+        return whole.to_string();
+    }
+    let frac = format!("{frac:0>18}");
+    format!("{whole}.{}", frac.trim_end_matches('0'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn link_amounts_read_as_link() {
+        assert_eq!(link(&U256::ZERO), "0");
+        assert_eq!(link(&U256::from(100_000_000_000_000_000u128)), "0.1");
+        assert_eq!(link(&U256::from(12_500_000_000_000_000_000u128)), "12.5");
+    }
 }

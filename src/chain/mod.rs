@@ -8,6 +8,7 @@ pub mod anvil;
 pub mod contracts;
 pub mod deploy;
 mod error;
+mod events;
 mod operator;
 mod revert;
 pub mod signer;
@@ -26,6 +27,7 @@ use crate::config::ChainConfig;
 use contracts::{LinkToken, PxStorageNFT};
 
 pub use error::ChainError;
+pub use events::ChainEvent;
 pub use operator::OracleRequest;
 pub use revert::is_revert;
 pub use token::{LEGACY_SYNC_INTERVAL_SECS, TokenState};
@@ -95,8 +97,15 @@ impl Chain {
 
     /// With the signer (`PXFS_PRIVATE_KEY` or the keystore), which must be the config's wallet.
     pub async fn connect_signing(cfg: &ChainConfig) -> Result<Chain, ChainError> {
+        Self::connect_with_signer(cfg, signer::load(cfg)?).await
+    }
+
+    /// With an explicit signer (the devnet, the oracle, tests); it must be the config's wallet.
+    pub async fn connect_with_signer(
+        cfg: &ChainConfig,
+        signer: PrivateKeySigner,
+    ) -> Result<Chain, ChainError> {
         let wallet = parse_address("wallet", &cfg.wallet)?;
-        let signer = signer::load(cfg)?;
         if signer.address() != wallet {
             return Err(ChainError::WalletMismatch {
                 signer: signer.address(),
@@ -309,8 +318,9 @@ impl Chain {
             .map_err(revert::to_chain_error)
     }
 
-    /// Mints a token of `package_id` paying exactly its price; `btns_key` may be empty.
-    pub async fn mint(&self, package_id: u64, btns_key: &str) -> Result<Minted, ChainError> {
+    /// Everything `mint` checks before sending, so a caller can stop before doing other
+    /// work (such as generating a BTNS key) for a mint that would be refused.
+    pub async fn check_mint(&self, package_id: u64) -> Result<Package, ChainError> {
         let package = self
             .packages()
             .await?
@@ -320,9 +330,9 @@ impl Chain {
         if !package.active {
             return Err(ChainError::PackageInactive(package_id));
         }
-        let nft = self.nft();
         if package_id == 0 {
-            let used = nft
+            let used = self
+                .nft()
                 .freePackageMinted(self.wallet)
                 .call()
                 .await
@@ -339,6 +349,13 @@ impl Chain {
                 needed: package.price_wei,
             });
         }
+        Ok(package)
+    }
+
+    /// Mints a token of `package_id` paying exactly its price; `btns_key` may be empty.
+    pub async fn mint(&self, package_id: u64, btns_key: &str) -> Result<Minted, ChainError> {
+        let package = self.check_mint(package_id).await?;
+        let nft = self.nft();
         let call = nft
             .mint(U256::from(package_id), btns_key.to_string())
             .value(package.price_wei)
@@ -362,6 +379,21 @@ impl Chain {
         })
     }
 
+    /// Everything `register_btns_key` checks before sending, except the key itself.
+    pub async fn check_register(&self, id: TokenId) -> Result<(), ChainError> {
+        self.require_owner_or_approved(id).await?;
+        let current = self
+            .nft()
+            .btnsKey(U256::from(id))
+            .call()
+            .await
+            .map_err(revert::to_chain_error)?;
+        if !current.is_empty() {
+            return Err(ChainError::BtnsKeyAlreadyRegistered(id));
+        }
+        Ok(())
+    }
+
     /// Stores the BTNS key of a token that has none yet.
     pub async fn register_btns_key(
         &self,
@@ -371,16 +403,8 @@ impl Chain {
         if key.trim().is_empty() {
             return Err(ChainError::EmptyBtnsKey);
         }
-        self.require_owner_or_approved(id).await?;
+        self.check_register(id).await?;
         let nft = self.nft();
-        let current = nft
-            .btnsKey(U256::from(id))
-            .call()
-            .await
-            .map_err(revert::to_chain_error)?;
-        if !current.is_empty() {
-            return Err(ChainError::BtnsKeyAlreadyRegistered(id));
-        }
         let call = nft
             .registerBtnsKey(U256::from(id), key.to_string())
             .from(self.wallet);
@@ -478,7 +502,7 @@ impl Chain {
         >,
     ) -> Result<TransactionReceipt, ChainError> {
         let pending = sent.map_err(revert::to_chain_error)?;
-        let receipt = pending.get_receipt().await.map_err(|e| rpc(e))?;
+        let receipt = pending.get_receipt().await.map_err(rpc)?;
         if !receipt.status() {
             return Err(ChainError::TxFailed(receipt.transaction_hash));
         }
@@ -486,10 +510,16 @@ impl Chain {
     }
 }
 
-fn unreachable(url: &str, e: impl std::fmt::Display) -> ChainError {
+/// The root cause ("Connection refused (os error 111)") says more than the wrappers
+/// around it ("error sending request for url …").
+fn unreachable(url: &str, e: impl std::error::Error) -> ChainError {
+    let mut cause: &dyn std::error::Error = &e;
+    while let Some(inner) = cause.source() {
+        cause = inner;
+    }
     ChainError::Unreachable {
         url: url.to_string(),
-        reason: e.to_string(),
+        reason: cause.to_string(),
     }
 }
 

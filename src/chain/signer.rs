@@ -42,6 +42,12 @@ pub fn load(cfg: &ChainConfig) -> Result<PrivateKeySigner, ChainError> {
     })?;
     PrivateKeySigner::decrypt_keystore(path, password).map_err(|e| ChainError::Keystore {
         path: path.display().to_string(),
-        reason: e.to_string(),
+        // eth-keystore (not a direct dependency) reports a wrong password as a MAC mismatch.
+        reason: match e.to_string() {
+            m if m.contains("Mac Mismatch") => {
+                format!("the password in {KEYSTORE_PASSWORD_ENV} is wrong")
+            }
+            m => m,
+        },
     })
 }
