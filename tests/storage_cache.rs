@@ -355,6 +355,12 @@ async fn a_real_file_is_read_through_the_cache_and_survives_the_node_dying() {
         .await
         .unwrap()
         .hash;
+    let never_read = node
+        .client()
+        .add_bytes("g", pattern(100_000, 16))
+        .await
+        .unwrap()
+        .hash;
     let dir = tempfile::tempdir().unwrap();
     let cache = ChunkCache::open(dir.path(), 1 << 30, client_for(&node.url, 2, 1)).unwrap();
     let mut got = Vec::new();
@@ -376,4 +382,87 @@ async fn a_real_file_is_read_through_the_cache_and_survives_the_node_dying() {
         .await
         .unwrap();
     assert!(again[..] == data[(1 << 20) - 7..(1 << 20) + 7]);
+
+    let started = Instant::now();
+    let err = cache.read(&never_read, 100_000, 0, 4096).await.unwrap_err();
+    assert!(matches!(err, CacheError::Fetch { .. }), "{err:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn a_large_upload_is_not_copied_into_the_cache() {
+    let dir = tempfile::tempdir().unwrap();
+    let staged = dir.path().join("staged");
+    let file = std::fs::File::create(&staged).unwrap();
+    file.set_len(pxfs::cache::MAX_SEED_BYTES + 1).unwrap();
+    let cache = open(
+        &dir.path().join("cache"),
+        1 << 40,
+        client_for(&dead_url(), 1, 0),
+        no_readahead(),
+    );
+    cache.insert_local(CID, &staged).unwrap();
+    assert_eq!(cache.cached_bytes(), 0);
+}
+
+#[tokio::test]
+async fn many_tiny_files_are_accounted_by_the_disk_space_they_take() {
+    let files: HashMap<String, Bytes> = (0..10)
+        .map(|i| (format!("bafkreitiny{i}"), pattern(10, i as u8)))
+        .collect();
+    let node = content_node(files, Duration::ZERO).await;
+    let dir = tempfile::tempdir().unwrap();
+    // Room for eight 4 KiB blocks: ten 10-byte files cannot all stay.
+    let cache = open(dir.path(), 8 * 4096, node.client(1, 0), no_readahead());
+    for i in 0..10 {
+        cache
+            .read(&format!("bafkreitiny{i}"), 10, 0, 10)
+            .await
+            .unwrap();
+    }
+    assert_eq!(cache.cached_bytes(), 8 * 4096);
+    let on_disk = std::fs::read_dir(dir.path())
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .starts_with("bafkreitiny")
+        })
+        .count();
+    assert_eq!(on_disk, 8);
+}
+
+#[tokio::test]
+async fn what_was_used_recently_is_kept_across_a_restart() {
+    let size = 3 * CHUNK;
+    let data = pattern(size as usize, 17);
+    let node = node_with(&data, Duration::ZERO).await;
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let cache = open(dir.path(), 1 << 30, node.client(1, 0), no_readahead());
+        for chunk in [0, 1, 2, 0] {
+            cache.read(CID, size, chunk * CHUNK, 10).await.unwrap();
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    // Reopened with room for two chunks: the least recently used one (1) goes.
+    let reopened = open(
+        dir.path(),
+        2 * CHUNK,
+        client_for(&dead_url(), 1, 0),
+        no_readahead(),
+    );
+    for chunk in [0, 2] {
+        reopened
+            .read(CID, size, chunk * CHUNK, 10)
+            .await
+            .unwrap_or_else(|e| panic!("chunk {chunk} should have been kept: {e}"));
+    }
+    assert!(reopened.read(CID, size, CHUNK, 10).await.is_err());
 }

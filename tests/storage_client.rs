@@ -196,6 +196,10 @@ async fn add_is_a_pinned_cidv1_raw_leaves_multipart_post() {
         "{body}"
     );
     assert!(body.contains("\r\n\r\nhello\r\n"), "{body}");
+    assert!(
+        body.contains("\r\ncontent-type: application/octet-stream\r\n"),
+        "{body}"
+    );
 }
 
 #[tokio::test]

@@ -31,6 +31,8 @@ pub const DEFAULT_READAHEAD_CHUNKS: u32 = 4;
 /// Read-ahead fetches running at once over all files, so that many sequential readers
 /// cannot flood the node.
 const MAX_BACKGROUND_FETCHES: usize = 8;
+/// Largest just-uploaded file copied into the cache by `insert_local`.
+pub const MAX_SEED_BYTES: u64 = 64 << 20;
 /// Chunks of one read fetched at the same time.
 const MAX_CHUNKS_PER_READ: usize = 4;
 /// Files whose access pattern is remembered for read-ahead.
@@ -130,7 +132,7 @@ impl ChunkCache {
         })
     }
 
-    /// Bytes of cached chunks on disk.
+    /// Disk space taken by cached chunks (sizes rounded up to 4 KiB blocks).
     pub fn cached_bytes(&self) -> u64 {
         self.inner.store.total()
     }
@@ -183,8 +185,10 @@ impl ChunkCache {
     }
 
     /// Seeds the cache with a just-uploaded file so the first read after the upload is
-    /// local. Blocking file I/O: call it from a blocking context. Files larger than half the
-    /// cache are skipped (they would only push everything else out).
+    /// local. Blocking file I/O: call it from a blocking context. Only files up to
+    /// `MAX_SEED_BYTES` (and half the cache) are copied: for a large file the copy would cost
+    /// more disk bandwidth than the uploads it competes with, and a large file's first read
+    /// streams well from the node anyway.
     pub fn insert_local(&self, cid: &str, path: &Path) -> Result<(), CacheError> {
         if !store::valid_cid(cid) {
             return Err(CacheError::BadCid(cid.to_string()));
@@ -195,7 +199,7 @@ impl ChunkCache {
                 source: Arc::new(e),
             })?
             .len();
-        if size > self.inner.store.limit() / 2 {
+        if size > MAX_SEED_BYTES.min(self.inner.store.limit() / 2) {
             debug!(cid, size, "not seeding the cache with a large file");
             return Ok(());
         }
@@ -233,10 +237,19 @@ impl Inner {
             }
         }
         let expected = self.chunk_len(key.index, file_size);
+        let (cid, index) = (key.cid.to_string(), key.index);
         let chunk = self.fetch(key, expected, None).await?;
-        // A chunk cached by a concurrent writer may be read through `fetch` too; both are
-        // the whole chunk.
-        Ok(chunk.slice(from as usize..(to as usize).min(chunk.len())))
+        // A fetch joined from another reader was sized by that reader's idea of the file
+        // size; if the two disagree, this reader must not slice past what arrived.
+        if (chunk.len() as u64) < to {
+            return Err(CacheError::ShortChunk {
+                cid,
+                index,
+                expected: to,
+                got: chunk.len() as u64,
+            });
+        }
+        Ok(chunk.slice(from as usize..to as usize))
     }
 
     /// The fetch of a chunk, started if nobody is fetching it yet. Runs as its own task so

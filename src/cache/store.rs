@@ -19,6 +19,8 @@ use super::CacheError;
 /// Records the chunk size the files were cut with; chunks of another size are useless.
 const CHUNK_SIZE_FILE: &str = "chunk-size";
 const TEMP_PREFIX: &str = ".tmp-";
+/// Allocation unit assumed for chunk files when accounting their size.
+const DISK_BLOCK: u64 = 4096;
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub(crate) struct ChunkKey {
@@ -33,7 +35,7 @@ pub(crate) struct ChunkStore {
 }
 
 struct Index {
-    /// Chunk → its length in bytes; least recently used first out.
+    /// Chunk → its size on disk (rounded up to whole blocks); least recently used first out.
     lru: LruCache<ChunkKey, u64>,
     total: u64,
 }
@@ -114,6 +116,9 @@ impl ChunkStore {
         let result = fs::File::open(&path).and_then(|f| {
             let mut buf = vec![0u8; len];
             f.read_exact_at(&mut buf, start)?;
+            // The modification time is the recency the index is rebuilt from at the next
+            // open; failing to set it only makes that order less exact.
+            let _ = f.set_modified(SystemTime::now());
             Ok(buf)
         });
         match result {
@@ -180,6 +185,9 @@ impl ChunkStore {
     }
 
     fn record(&self, key: ChunkKey, len: u64) {
+        // What the file occupies on disk: many small files would otherwise fill far more
+        // disk than the limit says.
+        let len = len.div_ceil(DISK_BLOCK) * DISK_BLOCK;
         let evicted = {
             let mut index = self.lock();
             if let Some(old) = index.lru.put(key, len) {

@@ -18,15 +18,15 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures::{Stream, StreamExt, TryStreamExt};
-use reqwest::header::{AUTHORIZATION, HeaderMap, HeaderValue};
+use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderValue};
 use reqwest::multipart::{Form, Part};
 use tracing::debug;
 
 use crate::config::NodeConfig;
 
 pub use error::StorageError;
+use responses::{AddAnswerError, KeyList, Pins, Resolved};
 pub use responses::{Added, KeyInfo, Published, RepoStat, VersionInfo};
-use responses::{KeyList, Pins, Resolved};
 use transport::{Deadline, Progress, Transport, Upload};
 
 /// Connecting may take at most this long, even when the request timeout is longer:
@@ -204,9 +204,16 @@ impl NodeClient {
             .inner
             .call("add", &query, Deadline::Idle, Some(make))
             .await?;
-        let added = responses::parse_added_lines(&body).map_err(|detail| StorageError::Decode {
-            path: self.inner.path("add"),
-            detail,
+        let added = responses::parse_added_lines(&body).map_err(|e| match e {
+            AddAnswerError::Node(message) => StorageError::Node {
+                path: self.inner.path("add"),
+                status: 200,
+                message,
+            },
+            AddAnswerError::Malformed(detail) => StorageError::Decode {
+                path: self.inner.path("add"),
+                detail,
+            },
         })?;
         // A stream that broke off mid-way (Kubo reports that as an error line, handled by
         // the parser, or by cutting the answer short) must not look like success.
@@ -377,12 +384,14 @@ fn file_part(name: &str, path: &Path, progress: &Progress) -> Result<Part, Stora
     Ok(octet_stream(part))
 }
 
+/// Marks a part as file content (Kubo's parser wants a media type on every part).
 fn octet_stream(part: Part) -> Part {
-    // A constant, valid MIME type: cannot fail, but the API returns a Result.
-    match part.mime_str("application/octet-stream") {
-        Ok(p) => p,
-        Err(_) => unreachable!("application/octet-stream is a valid MIME type"),
-    }
+    let mut headers = HeaderMap::new();
+    headers.insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("application/octet-stream"),
+    );
+    part.headers(headers)
 }
 
 /// The name sent in the multipart header. A `/` would make Kubo create directories (and

@@ -166,26 +166,38 @@ impl KuboError {
     }
 }
 
+/// Why an `add` answer could not be read.
+pub(crate) enum AddAnswerError {
+    /// The node reported an error in the middle of the stream (after its 200 header).
+    Node(String),
+    /// Not the expected JSON.
+    Malformed(String),
+}
+
 /// Parses the newline-delimited JSON objects `add` answers with (one per file, plus
 /// directory entries and progress objects when those are asked for). Progress objects
-/// (`{"Name","Bytes"}` without a `Hash`) are skipped.
-pub(crate) fn parse_added_lines(body: &[u8]) -> Result<Vec<Added>, String> {
+/// (`{"Name","Bytes"}` without a `Hash`) are skipped; an error object ends the parse.
+pub(crate) fn parse_added_lines(body: &[u8]) -> Result<Vec<Added>, AddAnswerError> {
     #[derive(Deserialize)]
     struct Line {
         #[serde(rename = "Hash")]
         hash: Option<String>,
     }
+    let malformed = |e: serde_json::Error| AddAnswerError::Malformed(e.to_string());
     let mut out = Vec::new();
     for line in body.split(|&b| b == b'\n') {
         let line = line.trim_ascii();
         if line.is_empty() {
             continue;
         }
-        let probe: Line = serde_json::from_slice(line).map_err(|e| e.to_string())?;
+        if let Some(error) = KuboError::parse(line) {
+            return Err(AddAnswerError::Node(error.message));
+        }
+        let probe: Line = serde_json::from_slice(line).map_err(malformed)?;
         if probe.hash.is_none() {
             continue;
         }
-        out.push(serde_json::from_slice::<Added>(line).map_err(|e| e.to_string())?);
+        out.push(serde_json::from_slice::<Added>(line).map_err(malformed)?);
     }
     Ok(out)
 }
@@ -214,11 +226,24 @@ mod tests {
 {"Name":"a","Hash":"bafkreia","Size":"262144"}
 {"Name":"b","Hash":"bafkreib","Size":7}
 "#;
-        let added = parse_added_lines(body).unwrap();
+        let Ok(added) = parse_added_lines(body) else {
+            panic!("parses")
+        };
         assert_eq!(added.len(), 2);
         assert_eq!(added[0].size, 262144);
         assert_eq!(added[1].name, "b");
         assert_eq!(added[1].size, 7);
+    }
+
+    #[test]
+    fn an_error_object_in_the_add_stream_is_the_nodes_error() {
+        let body = br#"{"Name":"a","Hash":"bafkreia","Size":"1"}
+{"Message":"disk full","Code":0,"Type":"error"}
+"#;
+        match parse_added_lines(body) {
+            Err(AddAnswerError::Node(message)) => assert_eq!(message, "disk full"),
+            _ => panic!("expected the node's error"),
+        }
     }
 
     #[test]
