@@ -78,7 +78,7 @@ pub struct BoundNode {
 }
 
 impl BoundNode {
-    /// Opens the repo, starts rust-ipfs and binds the HTTP listener.
+    /// Opens the repo, starts rust-ipfs, binds the HTTP listener and writes `REPO/api`.
     pub async fn bind(opts: NodeOptions) -> Result<Self, NodeError> {
         let repo_error = |source| NodeError::Repo {
             path: opts.repo.clone(),
@@ -106,6 +106,16 @@ impl BoundNode {
             addr: opts.listen,
             source,
         })?;
+        // Written once the listener is bound: connections queue from here on, so whoever reads
+        // the file can call the node right away.
+        let url = format!("http://{addr}");
+        if let Err(source) = repo::write_api_file(&opts.repo, &url) {
+            ipfs.exit_daemon().await;
+            return Err(NodeError::Repo {
+                path: opts.repo,
+                source,
+            });
+        }
         let node = Arc::new(Node {
             ipfs,
             keys,
@@ -136,10 +146,6 @@ impl BoundNode {
             addr,
         } = self;
         let url = format!("http://{addr}");
-        repo::write_api_file(&node.repo, &url).map_err(|source| NodeError::Repo {
-            path: node.repo.clone(),
-            source,
-        })?;
         tracing::info!(%url, repo = %node.repo.display(), online = node.online, "node serving");
 
         let ipfs = node.ipfs.clone();
@@ -164,10 +170,8 @@ pub async fn serve(
 ) -> Result<(), NodeError> {
     let bound = BoundNode::bind(opts).await?;
     let addr = bound.addr();
-    let serving = bound.serve(shutdown);
-    // The listener is bound, so connections queue from here on even before the first poll.
     println!("pxfs node listening on http://{addr}");
-    serving.await
+    bound.serve(shutdown).await
 }
 
 async fn start_ipfs(opts: &NodeOptions, identity: &rust_ipfs::Keypair) -> Result<Ipfs, NodeError> {
