@@ -9,6 +9,7 @@
 //! local store is an immediate error. `online` turns on TCP, Kademlia and bitswap.
 
 mod add;
+mod blocks;
 mod cat;
 mod error;
 mod gateway;
@@ -26,6 +27,9 @@ use rust_ipfs::Ipfs;
 use rust_ipfs::builder::DefaultIpfsBuilder;
 
 pub use names::ipns_name;
+
+/// How long a stopping node waits for rust-ipfs to release the repo.
+const LOCK_RELEASE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// How to run a node.
 #[derive(Debug, Clone)]
@@ -157,6 +161,7 @@ impl BoundNode {
         // Blocks and pins are fsynced as they are written; stopping the daemon releases the
         // repo lock so the next node can open the repo.
         ipfs.exit_daemon().await;
+        repo::wait_for_release(&repo, LOCK_RELEASE_TIMEOUT).await;
         tracing::info!("node stopped");
         served.map_err(NodeError::Serve)
     }
