@@ -196,13 +196,17 @@ async fn start_ipfs(opts: &NodeOptions, identity: &rust_ipfs::Keypair) -> Result
     }
     let ipfs = builder.start().await.map_err(NodeError::Start)?;
     if opts.online {
-        // Best effort: a node without internet still serves its own content.
-        if let Err(e) = ipfs.default_bootstrap().await {
-            tracing::warn!(error = %e, "cannot add bootstrap peers");
-        }
-        if let Err(e) = ipfs.bootstrap().await {
-            tracing::warn!(error = %e, "bootstrap failed");
-        }
+        // In the background and best effort: bootstrapping waits on the network, and a node
+        // without internet still serves its own content.
+        let ipfs = ipfs.clone();
+        tokio::spawn(async move {
+            if let Err(e) = ipfs.default_bootstrap().await {
+                tracing::warn!(error = %e, "cannot add bootstrap peers");
+            }
+            if let Err(e) = ipfs.bootstrap().await {
+                tracing::warn!(error = %e, "bootstrap failed");
+            }
+        });
     }
     Ok(ipfs)
 }
