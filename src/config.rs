@@ -202,7 +202,12 @@ impl Config {
         if let Some(k) = cfg.chain.keystore.as_mut().filter(|k| k.is_relative()) {
             *k = base.join(&*k);
         }
-        if let Some(t) = cfg.node.bearer_token_file.as_mut().filter(|t| t.is_relative()) {
+        if let Some(t) = cfg
+            .node
+            .bearer_token_file
+            .as_mut()
+            .filter(|t| t.is_relative())
+        {
             *t = base.join(&*t);
         }
         if let Some(s) = cfg.oracle.state_file.as_mut().filter(|s| s.is_relative()) {

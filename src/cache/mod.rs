@@ -1,1 +1,364 @@
-//! On-disk chunk cache for reads of uploaded content, with a size limit and LRU eviction.
+//! On-disk chunk cache for reads of uploaded content (DESIGN.md §4 "Read path").
+//!
+//! File content is cut into aligned chunks (1 MiB by default) keyed by (CID, chunk index).
+//! A read is served from the chunks on disk; a missing chunk is fetched with
+//! `cat(cid, offset, length)`, and readers of the same missing chunk share that one fetch.
+//! Sequential reading starts background fetches of the next few chunks. The cache keeps
+//! under its byte limit by evicting the least recently used chunks, and survives restarts.
+//!
+//! A fetch fails after the storage client's bounded retries and timeouts; the fs maps the
+//! error to `EIO`. Chunks already on disk are served while the node is down.
+
+mod store;
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use bytes::{Bytes, BytesMut};
+use futures::future::{BoxFuture, Shared};
+use futures::{FutureExt, StreamExt, TryStreamExt};
+use lru::LruCache;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tracing::{debug, warn};
+
+use crate::storage::{NodeClient, StorageError};
+use store::{ChunkKey, ChunkStore};
+
+pub const DEFAULT_CHUNK_SIZE: u64 = 1 << 20;
+/// Chunks fetched ahead of a sequential reader.
+pub const DEFAULT_READAHEAD_CHUNKS: u32 = 4;
+/// Read-ahead fetches running at once over all files, so that many sequential readers
+/// cannot flood the node.
+const MAX_BACKGROUND_FETCHES: usize = 8;
+/// Chunks of one read fetched at the same time.
+const MAX_CHUNKS_PER_READ: usize = 4;
+/// Files whose access pattern is remembered for read-ahead.
+const TRACKED_STREAMS: usize = 256;
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum CacheError {
+    #[error("fetching chunk {index} of {cid}: {source}")]
+    Fetch {
+        cid: String,
+        index: u64,
+        #[source]
+        source: StorageError,
+    },
+    #[error("node returned {got} bytes for chunk {index} of {cid}, expected {expected}")]
+    ShortChunk {
+        cid: String,
+        index: u64,
+        expected: u64,
+        got: u64,
+    },
+    #[error("chunk cache {}: {source}", path.display())]
+    Io {
+        path: std::path::PathBuf,
+        #[source]
+        source: Arc<std::io::Error>,
+    },
+    #[error("not a CID: {0:?}")]
+    BadCid(String),
+    #[error("chunk fetch aborted: {0}")]
+    Aborted(String),
+}
+
+/// Tuning knobs; [`ChunkCache::open`] uses the defaults.
+#[derive(Debug, Clone, Copy)]
+pub struct CacheOptions {
+    pub chunk_size: u64,
+    pub readahead_chunks: u32,
+}
+
+impl Default for CacheOptions {
+    fn default() -> Self {
+        CacheOptions {
+            chunk_size: DEFAULT_CHUNK_SIZE,
+            readahead_chunks: DEFAULT_READAHEAD_CHUNKS,
+        }
+    }
+}
+
+type ChunkFetch = Shared<BoxFuture<'static, Result<Bytes, CacheError>>>;
+
+/// The read cache. Cheap to clone; clones share everything.
+#[derive(Clone)]
+pub struct ChunkCache {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    store: ChunkStore,
+    client: NodeClient,
+    options: CacheOptions,
+    in_flight: Mutex<HashMap<ChunkKey, ChunkFetch>>,
+    /// CID → end offset of its last read, to recognise sequential reading.
+    streams: Mutex<LruCache<Arc<str>, u64>>,
+    background: Arc<Semaphore>,
+}
+
+impl ChunkCache {
+    /// Opens (or creates) the cache in `dir`, which it owns, keeping it under `size_limit`
+    /// bytes. Chunks left by an earlier run are kept.
+    pub fn open(dir: &Path, size_limit: u64, client: NodeClient) -> Result<ChunkCache, CacheError> {
+        Self::open_with(dir, size_limit, client, CacheOptions::default())
+    }
+
+    pub fn open_with(
+        dir: &Path,
+        size_limit: u64,
+        client: NodeClient,
+        options: CacheOptions,
+    ) -> Result<ChunkCache, CacheError> {
+        let options = CacheOptions {
+            chunk_size: options.chunk_size.max(1),
+            ..options
+        };
+        let store = ChunkStore::open(dir, size_limit, options.chunk_size)?;
+        let tracked =
+            std::num::NonZeroUsize::new(TRACKED_STREAMS).unwrap_or(std::num::NonZeroUsize::MIN);
+        Ok(ChunkCache {
+            inner: Arc::new(Inner {
+                store,
+                client,
+                options,
+                in_flight: Mutex::new(HashMap::new()),
+                streams: Mutex::new(LruCache::new(tracked)),
+                background: Arc::new(Semaphore::new(MAX_BACKGROUND_FETCHES)),
+            }),
+        })
+    }
+
+    /// Bytes of cached chunks on disk.
+    pub fn cached_bytes(&self) -> u64 {
+        self.inner.store.total()
+    }
+
+    /// Up to `len` bytes of the file `cid` (of `file_size` bytes) from `offset`; short only
+    /// at the end of the file.
+    pub async fn read(
+        &self,
+        cid: &str,
+        file_size: u64,
+        offset: u64,
+        len: u32,
+    ) -> Result<Bytes, CacheError> {
+        if !store::valid_cid(cid) {
+            return Err(CacheError::BadCid(cid.to_string()));
+        }
+        if offset >= file_size || len == 0 {
+            return Ok(Bytes::new());
+        }
+        let end = file_size.min(offset.saturating_add(u64::from(len)));
+        let cs = self.inner.options.chunk_size;
+        let (first, last) = (offset / cs, (end - 1) / cs);
+        let cid: Arc<str> = Arc::from(cid);
+
+        self.inner.read_ahead(&cid, file_size, offset, end, last);
+
+        let pieces = (first..=last).map(|index| {
+            let chunk_start = index * cs;
+            let from = offset.max(chunk_start) - chunk_start;
+            let to = end.min(chunk_start + cs) - chunk_start;
+            let key = ChunkKey {
+                cid: cid.clone(),
+                index,
+            };
+            self.inner.clone().chunk_range(key, file_size, from, to)
+        });
+        // Several chunks at once (a large read), but not unboundedly many.
+        let mut pieces: Vec<Bytes> = futures::stream::iter(pieces)
+            .buffered(MAX_CHUNKS_PER_READ)
+            .try_collect()
+            .await?;
+        if pieces.len() == 1 {
+            return Ok(pieces.swap_remove(0));
+        }
+        let mut out = BytesMut::with_capacity((end - offset) as usize);
+        for piece in pieces {
+            out.extend_from_slice(&piece);
+        }
+        Ok(out.freeze())
+    }
+
+    /// Seeds the cache with a just-uploaded file so the first read after the upload is
+    /// local. Blocking file I/O: call it from a blocking context. Files larger than half the
+    /// cache are skipped (they would only push everything else out).
+    pub fn insert_local(&self, cid: &str, path: &Path) -> Result<(), CacheError> {
+        if !store::valid_cid(cid) {
+            return Err(CacheError::BadCid(cid.to_string()));
+        }
+        let size = std::fs::metadata(path)
+            .map_err(|e| CacheError::Io {
+                path: path.to_path_buf(),
+                source: Arc::new(e),
+            })?
+            .len();
+        if size > self.inner.store.limit() / 2 {
+            debug!(cid, size, "not seeding the cache with a large file");
+            return Ok(());
+        }
+        self.inner
+            .store
+            .insert_file(cid, path, self.inner.options.chunk_size)?;
+        Ok(())
+    }
+}
+
+impl Inner {
+    fn chunk_len(&self, index: u64, file_size: u64) -> u64 {
+        let start = index * self.options.chunk_size;
+        self.options.chunk_size.min(file_size - start)
+    }
+
+    /// Bytes `from..to` of one chunk: from disk if there, else from the (shared) fetch.
+    async fn chunk_range(
+        self: Arc<Self>,
+        key: ChunkKey,
+        file_size: u64,
+        from: u64,
+        to: u64,
+    ) -> Result<Bytes, CacheError> {
+        let len = (to - from) as usize;
+        if self.store.touch(&key) {
+            let this = self.clone();
+            let k = key.clone();
+            let cached = tokio::task::spawn_blocking(move || this.store.read(&k, from, len))
+                .await
+                .ok()
+                .flatten();
+            if let Some(data) = cached {
+                return Ok(Bytes::from(data));
+            }
+        }
+        let expected = self.chunk_len(key.index, file_size);
+        let chunk = self.fetch(key, expected, None).await?;
+        // A chunk cached by a concurrent writer may be read through `fetch` too; both are
+        // the whole chunk.
+        Ok(chunk.slice(from as usize..(to as usize).min(chunk.len())))
+    }
+
+    /// The fetch of a chunk, started if nobody is fetching it yet. Runs as its own task so
+    /// a reader that gives up (an interrupted syscall) does not cancel it for the others.
+    fn fetch(
+        self: &Arc<Self>,
+        key: ChunkKey,
+        expected: u64,
+        permit: Option<OwnedSemaphorePermit>,
+    ) -> ChunkFetch {
+        let mut in_flight = self.lock_in_flight();
+        if let Some(running) = in_flight.get(&key) {
+            return running.clone();
+        }
+        let this = self.clone();
+        let k = key.clone();
+        let task = tokio::spawn(async move {
+            let result = this.fetch_and_store(&k, expected).await;
+            this.lock_in_flight().remove(&k);
+            drop(permit);
+            result
+        });
+        let shared = async move {
+            match task.await {
+                Ok(result) => result,
+                Err(e) => Err(CacheError::Aborted(e.to_string())),
+            }
+        }
+        .boxed()
+        .shared();
+        in_flight.insert(key, shared.clone());
+        shared
+    }
+
+    async fn fetch_and_store(
+        self: &Arc<Self>,
+        key: &ChunkKey,
+        expected: u64,
+    ) -> Result<Bytes, CacheError> {
+        let offset = key.index * self.options.chunk_size;
+        let data = self
+            .client
+            .cat(&key.cid, offset, Some(expected))
+            .await
+            .map_err(|source| CacheError::Fetch {
+                cid: key.cid.to_string(),
+                index: key.index,
+                source,
+            })?;
+        if data.len() as u64 != expected {
+            return Err(CacheError::ShortChunk {
+                cid: key.cid.to_string(),
+                index: key.index,
+                expected,
+                got: data.len() as u64,
+            });
+        }
+        let this = self.clone();
+        let (k, d) = (key.clone(), data.clone());
+        let stored = tokio::task::spawn_blocking(move || this.store.insert(k, &d)).await;
+        match stored {
+            Ok(Ok(())) => {}
+            // The data is good even if the disk is not: serve it, just uncached.
+            Ok(Err(e)) => warn!(error = %e, "cannot cache chunk"),
+            Err(e) => warn!(error = %e, "cannot cache chunk"),
+        }
+        Ok(data)
+    }
+
+    /// Notes this read and, when the file is being read sequentially, starts fetching the
+    /// chunks after `last` in the background.
+    fn read_ahead(
+        self: &Arc<Self>,
+        cid: &Arc<str>,
+        file_size: u64,
+        offset: u64,
+        end: u64,
+        last: u64,
+    ) {
+        if self.options.readahead_chunks == 0 {
+            return;
+        }
+        let cs = self.options.chunk_size;
+        let sequential = {
+            let mut streams = self
+                .streams
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            // The kernel's read-ahead may reorder requests a little: "near where the last
+            // read ended" counts as sequential.
+            let sequential = match streams.get(cid) {
+                Some(&prev_end) => offset.abs_diff(prev_end) <= cs,
+                None => offset == 0,
+            };
+            streams.put(cid.clone(), end);
+            sequential
+        };
+        if !sequential {
+            return;
+        }
+        let chunks = file_size.div_ceil(cs);
+        let upto = chunks.min(last + 1 + u64::from(self.options.readahead_chunks));
+        for index in last + 1..upto {
+            let key = ChunkKey {
+                cid: cid.clone(),
+                index,
+            };
+            if self.store.touch(&key) || self.lock_in_flight().contains_key(&key) {
+                continue;
+            }
+            let Ok(permit) = self.background.clone().try_acquire_owned() else {
+                return;
+            };
+            debug!(cid = %cid, index, "read-ahead");
+            // Dropped: the task runs on its own, and readers join it through `in_flight`.
+            drop(self.fetch(key, self.chunk_len(index, file_size), Some(permit)));
+        }
+    }
+
+    fn lock_in_flight(&self) -> std::sync::MutexGuard<'_, HashMap<ChunkKey, ChunkFetch>> {
+        self.in_flight
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}

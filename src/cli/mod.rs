@@ -16,7 +16,11 @@ pub mod sync;
 pub mod unmount;
 
 #[derive(Debug, Parser)]
-#[command(name = "pxfs", version, about = "Mount PollinationX PX Storage NFTs as a filesystem")]
+#[command(
+    name = "pxfs",
+    version,
+    about = "Mount PollinationX PX Storage NFTs as a filesystem"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,

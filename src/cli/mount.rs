@@ -1,15 +1,393 @@
-//! `pxfs mount`.
+//! `pxfs mount`: the mount daemon. Loads the config, checks the chain and the node,
+//! mounts the wallet's sNFTs with FUSE, follows the chain (new tokens, transfers, quota,
+//! sync state) and, on SIGTERM/SIGINT or an external unmount, drains the upload queue and
+//! commits before it exits.
+//!
+//! In the background (the default) it forks before any runtime or thread exists; the
+//! parent returns only once the mount is usable, or fails with the child's reason.
 
+use std::collections::BTreeSet;
+use std::io::{Read, Write};
+use std::os::fd::{FromRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
 use clap::Args;
 
 use super::ConfigArg;
+use crate::cache::ChunkCache;
+use crate::chain::{Chain, TokenState};
+use crate::config::Config;
+use crate::fs::node_store::NodeStore;
+use crate::fs::{Fs, FsConfig, TokenInfo};
+use crate::fuse::FuseFs;
+use crate::storage::NodeClient;
 
 #[derive(Debug, Args)]
 pub struct MountArgs {
+    /// Directory to mount on
+    pub mountpoint: PathBuf,
     #[command(flatten)]
     pub config: ConfigArg,
+    /// Mount only this sNFT (repeatable); with exactly one, it is the mount root
+    #[arg(long = "token", value_name = "ID", help_heading = "What to mount")]
+    pub tokens: Vec<u64>,
+    /// Stay in the foreground (logs go to stderr)
+    #[arg(short, long, help_heading = "Mount options")]
+    pub foreground: bool,
+    /// Mount read-only
+    #[arg(long, help_heading = "Mount options")]
+    pub read_only: bool,
+    /// Let other users access the mount (needs user_allow_other in /etc/fuse.conf)
+    #[arg(long, help_heading = "Mount options")]
+    pub allow_other: bool,
+    /// Comma-separated mount options (ro, allow_other, and FUSE options)
+    #[arg(short = 'o', value_name = "OPTS", help_heading = "Mount options")]
+    pub options: Vec<String>,
 }
 
-pub fn run(_args: MountArgs) -> anyhow::Result<()> {
-    anyhow::bail!("pxfs mount is not implemented yet")
+/// Where the daemon records its pid, so `pxfs unmount` can wait for it to finish.
+pub fn pid_file(mountpoint: &Path) -> PathBuf {
+    let dir = match std::env::var_os("XDG_RUNTIME_DIR") {
+        Some(d) => PathBuf::from(d).join("pxfs"),
+        // SAFETY: getuid has no preconditions and cannot fail.
+        None => std::env::temp_dir().join(format!("pxfs-{}", unsafe { libc::getuid() })),
+    };
+    let name: String = mountpoint
+        .to_string_lossy()
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .collect();
+    dir.join(format!("mount{name}.pid"))
+}
+
+pub fn run(mut args: MountArgs) -> anyhow::Result<()> {
+    let cfg = Config::load(args.config.config.as_deref())?;
+    args.mountpoint = std::fs::canonicalize(&args.mountpoint)
+        .with_context(|| format!("mount point {}", args.mountpoint.display()))?;
+    if !args.mountpoint.is_dir() {
+        bail!(
+            "mount point {} is not a directory",
+            args.mountpoint.display()
+        );
+    }
+    for o in args.options.iter().flat_map(|o| o.split(',')) {
+        match o {
+            "ro" => args.read_only = true,
+            "allow_other" => args.allow_other = true,
+            _ => {}
+        }
+    }
+    std::fs::create_dir_all(&cfg.cache.dir)
+        .with_context(|| format!("cache directory {}", cfg.cache.dir.display()))?;
+    if args.foreground {
+        return serve(&args, &cfg, None);
+    }
+    let log = cfg.cache.dir.join("mount.log");
+    let ready = daemonize(&log)?;
+    let result = serve(&args, &cfg, Some(ready));
+    if let Err(e) = &result {
+        tracing::error!("{e:#}");
+    }
+    result
+}
+
+/// Fork; the parent waits for the child's word and exits with it. Returns (in the child)
+/// the pipe end on which to report readiness.
+fn daemonize(log: &Path) -> anyhow::Result<std::fs::File> {
+    let mut fds = [0; 2];
+    // SAFETY: fds is a valid array of two ints for pipe(2) to fill.
+    if unsafe { libc::pipe(fds.as_mut_ptr()) } != 0 {
+        return Err(std::io::Error::last_os_error()).context("pipe");
+    }
+    // SAFETY: both fds were just returned by pipe(2) and are owned by nobody else.
+    let (read_end, write_end) =
+        unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    // SAFETY: single-threaded at this point (no runtime started yet), so fork is sound.
+    match unsafe { libc::fork() } {
+        -1 => Err(std::io::Error::last_os_error()).context("fork"),
+        0 => {
+            drop(read_end);
+            // SAFETY: setsid has no memory-safety preconditions.
+            unsafe { libc::setsid() };
+            redirect_output(log)?;
+            Ok(std::fs::File::from(write_end))
+        }
+        _child => {
+            drop(write_end);
+            let mut answer = String::new();
+            let _ = std::fs::File::from(read_end).read_to_string(&mut answer);
+            match answer.strip_prefix("ok") {
+                Some(_) => std::process::exit(0),
+                None if answer.is_empty() => {
+                    bail!(
+                        "the mount daemon exited before mounting; see {}",
+                        log.display()
+                    )
+                }
+                None => bail!("{}", answer.trim_start_matches("error: ").trim()),
+            }
+        }
+    }
+}
+
+/// The daemon's stdin is /dev/null and its stdout/stderr (the logs) go to `log`.
+fn redirect_output(log: &Path) -> anyhow::Result<()> {
+    use std::os::fd::AsRawFd;
+    let null = std::fs::File::open("/dev/null")?;
+    let out = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .with_context(|| format!("log file {}", log.display()))?;
+    // SAFETY: dup2 onto the standard descriptors with fds we own and keep open.
+    unsafe {
+        libc::dup2(null.as_raw_fd(), 0);
+        libc::dup2(out.as_raw_fd(), 1);
+        libc::dup2(out.as_raw_fd(), 2);
+    }
+    Ok(())
+}
+
+fn report(ready: &mut Option<std::fs::File>, message: &str) {
+    if let Some(mut pipe) = ready.take() {
+        let _ = pipe.write_all(message.as_bytes());
+    }
+}
+
+fn serve(args: &MountArgs, cfg: &Config, mut ready: Option<std::fs::File>) -> anyhow::Result<()> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("tokio runtime")?;
+    let prepared = rt.block_on(prepare(args, cfg));
+    let (fs, chain, mounted) = match prepared {
+        Ok(p) => p,
+        Err(e) => {
+            report(&mut ready, &format!("error: {e:#}\n"));
+            return Err(e);
+        }
+    };
+    let fuse = FuseFs::new(fs.clone(), rt.handle().clone());
+    let mut options = vec![
+        fuser::MountOption::FSName("pxfs".into()),
+        fuser::MountOption::Subtype("pxfs".into()),
+        fuser::MountOption::DefaultPermissions,
+        fuser::MountOption::NoDev,
+        fuser::MountOption::NoSuid,
+    ];
+    if args.read_only {
+        options.push(fuser::MountOption::RO);
+    }
+    for o in args.options.iter().flat_map(|o| o.split(',')) {
+        match o {
+            "" | "ro" | "rw" | "allow_other" | "default_permissions" => {}
+            other => options.push(fuser::MountOption::CUSTOM(other.to_string())),
+        }
+    }
+    let mut fuse_cfg = fuser::Config::default();
+    fuse_cfg.mount_options = options;
+    if args.allow_other {
+        fuse_cfg.acl = fuser::SessionACL::All;
+    }
+    fuse_cfg.n_threads = Some(4);
+    fuse_cfg.clone_fd = true;
+    let session = match fuser::Session::new(fuse, &args.mountpoint, &fuse_cfg) {
+        Ok(s) => s,
+        Err(e) => {
+            let msg = format!("cannot mount on {}: {e}", args.mountpoint.display());
+            report(&mut ready, &format!("error: {msg}\n"));
+            bail!(msg);
+        }
+    };
+    let mut session = session;
+    let mut unmounter = session.unmount_callable();
+    let (ended_tx, ended_rx) = tokio::sync::oneshot::channel();
+    let loop_thread = std::thread::Builder::new()
+        .name("fuse-session".into())
+        .spawn(move || {
+            let r = session.run();
+            let _ = ended_tx.send(());
+            r
+        })
+        .context("FUSE session thread")?;
+    let pid_path = pid_file(&args.mountpoint);
+    if let Some(dir) = pid_path.parent() {
+        let _ = std::fs::create_dir_all(dir);
+    }
+    let _ = std::fs::write(&pid_path, std::process::id().to_string());
+    eprintln!(
+        "pxfs: mounted {} sNFT(s) {:?} on {}",
+        mounted.len(),
+        mounted,
+        args.mountpoint.display()
+    );
+    report(&mut ready, "ok\n");
+
+    rt.block_on(async {
+        let poller = tokio::spawn(poll_chain(
+            fs.clone(),
+            chain,
+            args.tokens.clone(),
+            Duration::from_secs(cfg.chain.poll_interval_secs.max(1)),
+        ));
+        let reason = wait_for_end(ended_rx).await;
+        eprintln!("pxfs: {reason}: draining uploads and committing");
+        poller.abort();
+        drain(&fs).await;
+    });
+    // Unmount if we are the ones ending it (a signal); a no-op after an external unmount.
+    if let Err(e) = unmounter.unmount() {
+        eprintln!("pxfs: unmount: {e}; trying a lazy unmount");
+        let _ = std::process::Command::new("fusermount3")
+            .args(["-u", "-z"])
+            .arg(&args.mountpoint)
+            .status();
+    }
+    let _ = loop_thread.join();
+    // Anything written between the drain and the unmount.
+    rt.block_on(drain(&fs));
+    fs.abort();
+    let _ = std::fs::remove_file(&pid_path);
+    eprintln!("pxfs: unmounted {}", args.mountpoint.display());
+    Ok(())
+}
+
+async fn wait_for_end(ended: tokio::sync::oneshot::Receiver<()>) -> &'static str {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (mut term, mut int) = match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
+        (Ok(t), Ok(i)) => (t, i),
+        _ => {
+            let _ = ended.await;
+            return "unmounted";
+        }
+    };
+    tokio::select! {
+        _ = ended => "unmounted",
+        _ = term.recv() => "SIGTERM",
+        _ = int.recv() => "SIGINT",
+    }
+}
+
+/// Upload everything staged and commit every token, reporting what is left.
+async fn drain(fs: &Fs) {
+    let flush = fs.flush_all();
+    tokio::pin!(flush);
+    loop {
+        tokio::select! {
+            r = &mut flush => {
+                if let Err(e) = r {
+                    eprintln!("pxfs: final commit failed: {e}; the journal keeps it for the next mount");
+                }
+                return;
+            }
+            _ = tokio::time::sleep(Duration::from_secs(2)) => {
+                let (files, bytes) = fs.pending();
+                eprintln!("pxfs: {files} file(s), {bytes} byte(s) left to upload");
+            }
+        }
+    }
+}
+
+/// Connect to the chain and the node, build the core and load the sNFTs to mount.
+async fn prepare(args: &MountArgs, cfg: &Config) -> anyhow::Result<(Fs, Chain, Vec<u64>)> {
+    let chain = Chain::connect(&cfg.chain)
+        .await
+        .with_context(|| format!("cannot use the chain at {}", cfg.chain.rpc_url))?;
+    let client = NodeClient::new(&cfg.node).context("node client")?;
+    client
+        .version()
+        .await
+        .with_context(|| format!("cannot reach the storage node at {}", cfg.node.api_url))?;
+    let owned: BTreeSet<u64> = chain.owned_tokens().await?.into_iter().collect();
+    let wanted: Vec<u64> = if args.tokens.is_empty() {
+        owned.iter().copied().collect()
+    } else {
+        for t in &args.tokens {
+            if !owned.contains(t) {
+                bail!("the wallet {} does not own sNFT {t}", cfg.chain.wallet);
+            }
+        }
+        args.tokens.clone()
+    };
+    let cache = ChunkCache::open(
+        &cfg.cache.dir.join("chunks"),
+        cfg.cache.size_bytes,
+        client.clone(),
+    )
+    .context("chunk cache")?;
+    let store = NodeStore::new(
+        client,
+        cache,
+        cfg.chain.chain_id,
+        cfg.chain.contract.clone(),
+    );
+    let mut fs_cfg = FsConfig::new(cfg.cache.dir.clone());
+    fs_cfg.upload_parallelism = cfg.upload.parallelism.max(1);
+    fs_cfg.single_token = args.tokens.len() == 1;
+    fs_cfg.read_only = args.read_only;
+    let fs = Fs::new(fs_cfg, Arc::new(store))?;
+    for id in &wanted {
+        let state = chain.token(*id).await?;
+        fs.add_token(token_info(&state))
+            .await
+            .with_context(|| format!("sNFT {id}"))?;
+    }
+    Ok((fs, chain, wanted))
+}
+
+fn token_info(s: &TokenState) -> TokenInfo {
+    TokenInfo {
+        token_id: s.token_id,
+        quota: s.quota,
+        overdue: s.overdue,
+        last_sync: s.last_sync,
+        sync_deadline: s.sync_deadline,
+        btns: s.btns_key.clone(),
+    }
+}
+
+/// Follow the chain: tokens minted to or transferred away from the wallet appear and
+/// disappear; quota and sync state stay current (by chain time).
+async fn poll_chain(fs: Fs, chain: Chain, only: Vec<u64>, every: Duration) {
+    loop {
+        tokio::time::sleep(every).await;
+        let owned = match chain.owned_tokens().await {
+            Ok(o) => o,
+            Err(e) => {
+                tracing::warn!(error = %e, "chain poll failed");
+                continue;
+            }
+        };
+        let wanted: Vec<u64> = owned
+            .into_iter()
+            .filter(|t| only.is_empty() || only.contains(t))
+            .collect();
+        for t in fs.tokens() {
+            if !wanted.contains(&t) {
+                tracing::info!(token = t, "sNFT no longer owned; hiding it");
+                fs.remove_token(t);
+            }
+        }
+        let mounted = fs.tokens();
+        for id in wanted {
+            let state = match chain.token(id).await {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::warn!(token = id, error = %e, "cannot read sNFT state");
+                    continue;
+                }
+            };
+            if mounted.contains(&id) {
+                fs.update_token(token_info(&state));
+            } else if let Err(e) = fs.add_token(token_info(&state)).await {
+                tracing::warn!(token = id, error = %e, "cannot mount new sNFT");
+            }
+        }
+    }
 }

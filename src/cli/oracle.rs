@@ -1,15 +1,57 @@
-//! `pxfs oracle`.
+//! `pxfs oracle`: answer Chainlink sync requests for the configured contract.
 
+use std::time::Duration;
+
+use anyhow::Context;
 use clap::Args;
 
 use super::ConfigArg;
+use crate::config::Config;
 
 #[derive(Debug, Args)]
 pub struct OracleArgs {
     #[command(flatten)]
     pub config: ConfigArg,
+    /// Seconds between polls of the chain
+    #[arg(long, default_value_t = 1)]
+    pub interval: u64,
 }
 
-pub async fn run(_args: OracleArgs) -> anyhow::Result<()> {
-    anyhow::bail!("pxfs oracle is not implemented yet")
+pub async fn run(args: OracleArgs) -> anyhow::Result<()> {
+    let cfg = Config::load(args.config.config.as_deref())?;
+    let operator = cfg
+        .chain
+        .operator
+        .clone()
+        .ok_or(crate::oracle::OracleError::NoOperator)?;
+    let job_id = cfg
+        .oracle
+        .job_id
+        .clone()
+        .ok_or(crate::oracle::OracleError::NoJobId)?;
+    let state_path = cfg
+        .oracle
+        .state_file
+        .clone()
+        .unwrap_or_else(|| cfg.cache.dir.join("oracle-state.json"));
+    // The oracle signs with its own key (an authorized sender on the Operator).
+    let chain = crate::chain::Chain::connect_oracle(&cfg.chain)
+        .await
+        .context("oracle signer")?;
+    let node = crate::storage::NodeClient::new(&cfg.node)?;
+    let oracle = crate::oracle::Oracle::new(chain, node, &operator, &job_id, &state_path)?;
+
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    println!("pxfs oracle answering job {job_id} on operator {operator}");
+    oracle
+        .run(Duration::from_secs(args.interval.max(1)), async move {
+            tokio::select! {
+                _ = term.recv() => {},
+                _ = int.recv() => {},
+            }
+        })
+        .await;
+    Ok(())
 }

@@ -1,2 +1,244 @@
-//! Filesystem core: the in-memory tree per sNFT, manifests, staging, quota and commits.
-//! Never imports `fuser`: tests drive it directly.
+//! Filesystem core: the in-memory tree per sNFT, manifests, staging, quota, uploads,
+//! commits and the journal. Never imports `fuser`: tests drive [`Fs`] directly.
+//!
+//! Concurrency: one lock guards the tree (namespace, inodes, tokens, handles); nothing
+//! holds it across a network call. Reads of node content, manifest loads, uploads and
+//! commits run outside it and re-check the tree when they come back.
+
+pub mod commit;
+pub mod error;
+pub mod inode;
+mod io;
+pub mod journal;
+mod load;
+pub mod manifest;
+pub mod node_store;
+mod ops;
+pub mod quota;
+pub mod staged;
+pub mod store;
+pub mod token;
+pub mod tree;
+pub mod upload;
+mod xattr;
+
+use std::path::PathBuf;
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+pub use error::{FsError, FsResult};
+pub use inode::{Attr, Ino, Kind, Meta, ROOT_INO, TokenId};
+pub use store::ContentStore;
+pub use token::TokenInfo;
+pub use tree::NAME_MAX;
+
+use inode::{Body, DirBody, Entries, Inode};
+use tree::Tree;
+
+#[derive(Debug, Clone)]
+pub struct FsConfig {
+    /// `CACHE`: holds `staging/` and `journal/`.
+    pub cache_dir: PathBuf,
+    /// Uploads running at once.
+    pub upload_parallelism: usize,
+    /// Files up to this size are uploaded in batches (one request for many).
+    pub small_file_limit: u64,
+    /// Commits happen at most this often under load.
+    pub commit_interval: Duration,
+    /// Serve exactly one sNFT as the mount root.
+    pub single_token: bool,
+    /// Refuse every change (`--read-only`).
+    pub read_only: bool,
+    /// Owner of the mount root and of sNFT roots.
+    pub uid: u32,
+    pub gid: u32,
+}
+
+impl FsConfig {
+    pub fn new(cache_dir: PathBuf) -> FsConfig {
+        FsConfig {
+            cache_dir,
+            upload_parallelism: 8,
+            small_file_limit: 256 * 1024,
+            commit_interval: Duration::from_secs(1),
+            single_token: false,
+            read_only: false,
+            uid: unsafe_getuid(),
+            gid: unsafe_getgid(),
+        }
+    }
+}
+
+fn unsafe_getuid() -> u32 {
+    // SAFETY: getuid cannot fail and has no preconditions.
+    unsafe { libc::getuid() }
+}
+fn unsafe_getgid() -> u32 {
+    // SAFETY: getgid cannot fail and has no preconditions.
+    unsafe { libc::getgid() }
+}
+
+/// An open file or directory.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Handle {
+    pub ino: Ino,
+    pub write: bool,
+    pub append: bool,
+    /// Counts as a writer of the inode's session (opened for writing, or created).
+    pub session: bool,
+}
+
+/// Filesystem statistics for `statfs`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StatFs {
+    pub blocks: u64,
+    pub bfree: u64,
+    pub bavail: u64,
+    pub files: u64,
+    pub ffree: u64,
+    pub bsize: u32,
+    pub namelen: u32,
+}
+
+/// One directory entry as `readdir` returns it; `offset` resumes after it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DirEntry {
+    pub ino: Ino,
+    pub offset: u64,
+    pub kind: Kind,
+    pub name: String,
+    pub attr: Attr,
+}
+
+/// Attribute changes requested by `setattr`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SetAttr {
+    pub mode: Option<u32>,
+    pub uid: Option<u32>,
+    pub gid: Option<u32>,
+    pub size: Option<u64>,
+    pub atime: Option<TimeSet>,
+    pub mtime: Option<TimeSet>,
+    pub fh: Option<u64>,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub enum TimeSet {
+    Now,
+    At(i64),
+}
+
+impl TimeSet {
+    fn ns(self) -> i64 {
+        match self {
+            TimeSet::Now => inode::now_ns(),
+            TimeSet::At(ns) => ns,
+        }
+    }
+}
+
+/// The filesystem core. Cheap to clone; all clones share one tree.
+#[derive(Clone)]
+pub struct Fs {
+    inner: Arc<Inner>,
+}
+
+pub(crate) struct Inner {
+    pub cfg: FsConfig,
+    pub store: Arc<dyn ContentStore>,
+    pub tree: Mutex<Tree>,
+    pub handles: Mutex<std::collections::HashMap<u64, Handle>>,
+    pub next_fh: AtomicU64,
+    pub uploads: upload::Queue,
+    /// Signalled after every upload completion and every commit.
+    pub progress: Notify,
+    /// One commit at a time.
+    pub commit_lock: tokio::sync::Mutex<()>,
+    pub cancel: CancellationToken,
+}
+
+impl std::fmt::Debug for Fs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Fs").field("cfg", &self.inner.cfg).finish()
+    }
+}
+
+impl Fs {
+    /// A core with no sNFTs yet (add them with [`Fs::add_token`]). Starts the upload
+    /// workers and the committer on the current tokio runtime.
+    pub fn new(cfg: FsConfig, store: Arc<dyn ContentStore>) -> FsResult<Fs> {
+        std::fs::create_dir_all(cfg.cache_dir.join("staging"))?;
+        std::fs::create_dir_all(cfg.cache_dir.join("journal"))?;
+        let mut tree = Tree::new();
+        if !cfg.single_token {
+            tree.inodes.insert(
+                ROOT_INO,
+                Inode {
+                    token: None,
+                    meta: Meta::new(0o555, cfg.uid, cfg.gid),
+                    xattrs: Default::default(),
+                    links: Vec::new(),
+                    body: Body::Dir(DirBody {
+                        entries: Some(Entries::default()),
+                        manifest: None,
+                        dirty: false,
+                    }),
+                    open_handles: 0,
+                },
+            );
+        }
+        let (uploads, jobs) = upload::Queue::new();
+        let fs = Fs {
+            inner: Arc::new(Inner {
+                cfg,
+                store,
+                tree: Mutex::new(tree),
+                handles: Mutex::new(Default::default()),
+                next_fh: AtomicU64::new(1),
+                uploads,
+                progress: Notify::new(),
+                commit_lock: tokio::sync::Mutex::new(()),
+                cancel: CancellationToken::new(),
+            }),
+        };
+        upload::spawn_workers(fs.clone(), jobs);
+        commit::spawn_committer(fs.clone());
+        Ok(fs)
+    }
+
+    pub(crate) fn tree(&self) -> MutexGuard<'_, Tree> {
+        // A panic while holding the lock must not take the whole mount down with it.
+        self.inner.tree.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(crate) fn handles(&self) -> MutexGuard<'_, std::collections::HashMap<u64, Handle>> {
+        self.inner.handles.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(crate) fn store(&self) -> &dyn ContentStore {
+        &*self.inner.store
+    }
+
+    pub fn config(&self) -> &FsConfig {
+        &self.inner.cfg
+    }
+
+    /// Stop background work without draining or committing (what a crash leaves).
+    pub fn abort(&self) {
+        self.inner.cancel.cancel();
+    }
+
+    /// Files and bytes not yet uploaded, for progress reports.
+    pub fn pending(&self) -> (u64, u64) {
+        self.inner.uploads.pending()
+    }
+
+    /// Tokens currently mounted.
+    pub fn tokens(&self) -> Vec<TokenId> {
+        self.tree().tokens.keys().copied().collect()
+    }
+}

@@ -1,1 +1,646 @@
-//! FUSE adapter (fuser): a thin translation of kernel requests to `fs` calls.
+//! FUSE adapter (fuser): a thin translation of kernel requests to [`crate::fs::Fs`]
+//! calls. Each request becomes one core call on the tokio runtime, replied to from the
+//! task, so no FUSE worker ever waits on the network; errors go through
+//! [`FsError::errno`](crate::fs::FsError::errno). Every request runs in a debug `tracing`
+//! span carrying the op, inode and pid.
+
+mod attr;
+
+use std::ffi::OsStr;
+use std::future::Future;
+use std::path::Path;
+use std::time::{Duration, SystemTime};
+
+use fuser::{
+    AccessFlags, Errno, FileHandle, Filesystem, FopenFlags, Generation, INodeNo, InitFlags,
+    KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData,
+    ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite,
+    ReplyXattr, Request, TimeOrNow, WriteFlags,
+};
+use tracing::Instrument;
+
+use crate::fs::{Fs, FsError, SetAttr};
+
+/// pxfs owns the tree (nobody else writes an sNFT while it is mounted), so the kernel may
+/// cache attributes and names for long.
+const TTL: Duration = Duration::from_secs(60);
+const MAX_WRITE: u32 = 1 << 20;
+const MAX_READAHEAD: u32 = 1 << 20;
+
+pub struct FuseFs {
+    fs: Fs,
+    rt: tokio::runtime::Handle,
+}
+
+impl FuseFs {
+    pub fn new(fs: Fs, rt: tokio::runtime::Handle) -> FuseFs {
+        FuseFs { fs, rt }
+    }
+
+    fn spawn<F: Future<Output = ()> + Send + 'static>(&self, span: tracing::Span, f: F) {
+        self.rt.spawn(f.instrument(span));
+    }
+}
+
+fn span(op: &'static str, ino: u64, req: &Request) -> tracing::Span {
+    tracing::debug_span!("fuse", op, ino, pid = req.pid())
+}
+
+fn errno(e: &FsError) -> Errno {
+    let code = e.errno();
+    if code == libc::EIO {
+        tracing::warn!(error = %e, "I/O error");
+    } else {
+        tracing::debug!(error = %e, errno = code, "request failed");
+    }
+    Errno::from_i32(code)
+}
+
+fn name(n: &OsStr) -> Result<String, Errno> {
+    // Manifests are JSON: names must be UTF-8.
+    n.to_str().map(str::to_string).ok_or(Errno::EINVAL)
+}
+
+macro_rules! name_or_reply {
+    ($n:expr, $reply:expr) => {
+        match name($n) {
+            Ok(n) => n,
+            Err(e) => return $reply.error(e),
+        }
+    };
+}
+
+impl Filesystem for FuseFs {
+    fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
+        if let Err(nearest) = config.set_max_write(MAX_WRITE) {
+            let _ = config.set_max_write(nearest);
+        }
+        if let Err(nearest) = config.set_max_readahead(MAX_READAHEAD) {
+            let _ = config.set_max_readahead(nearest);
+        }
+        let _ = config.set_max_background(64);
+        // Each capability is optional: take what this kernel offers.
+        for cap in [
+            InitFlags::FUSE_DO_READDIRPLUS,
+            InitFlags::FUSE_READDIRPLUS_AUTO,
+            InitFlags::FUSE_PARALLEL_DIROPS,
+            InitFlags::FUSE_CACHE_SYMLINKS,
+        ] {
+            let _ = config.add_capabilities(cap);
+        }
+        Ok(())
+    }
+
+    fn lookup(&self, req: &Request, parent: INodeNo, n: &OsStr, reply: ReplyEntry) {
+        let n = name_or_reply!(n, reply);
+        let fs = self.fs.clone();
+        self.spawn(span("lookup", parent.0, req), async move {
+            match fs.lookup(parent.0, &n).await {
+                Ok(a) => reply.entry(&TTL, &attr::file_attr(&a), Generation(0)),
+                Err(e) => reply.error(errno(&e)),
+            }
+        });
+    }
+
+    fn getattr(&self, req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
+        let fs = self.fs.clone();
+        self.spawn(span("getattr", ino.0, req), async move {
+            match fs.getattr(ino.0).await {
+                Ok(a) => reply.attr(&TTL, &attr::file_attr(&a)),
+                Err(e) => reply.error(errno(&e)),
+            }
+        });
+    }
+
+    fn setattr(
+        &self,
+        req: &Request,
+        ino: INodeNo,
+        mode: Option<u32>,
+        uid: Option<u32>,
+        gid: Option<u32>,
+        size: Option<u64>,
+        atime: Option<TimeOrNow>,
+        mtime: Option<TimeOrNow>,
+        _ctime: Option<SystemTime>,
+        fh: Option<FileHandle>,
+        _crtime: Option<SystemTime>,
+        _chgtime: Option<SystemTime>,
+        _bkuptime: Option<SystemTime>,
+        _flags: Option<fuser::BsdFileFlags>,
+        reply: ReplyAttr,
+    ) {
+        let set = SetAttr {
+            mode,
+            uid,
+            gid,
+            size,
+            atime: atime.map(attr::time_set),
+            mtime: mtime.map(attr::time_set),
+            fh: fh.map(|f| f.0),
+        };
+        let fs = self.fs.clone();
+        self.spawn(span("setattr", ino.0, req), async move {
+            match fs.setattr(ino.0, set).await {
+                Ok(a) => reply.attr(&TTL, &attr::file_attr(&a)),
+                Err(e) => reply.error(errno(&e)),
+            }
+        });
+    }
+
+    fn readlink(&self, req: &Request, ino: INodeNo, reply: ReplyData) {
+        let fs = self.fs.clone();
+        self.spawn(span("readlink", ino.0, req), async move {
+            match fs.readlink(ino.0).await {
+                Ok(t) => reply.data(t.as_bytes()),
+                Err(e) => reply.error(errno(&e)),
+            }
+        });
+    }
+
+    fn mknod(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        n: &OsStr,
+        mode: u32,
+        umask: u32,
+        _rdev: u32,
+        reply: ReplyEntry,
+    ) {
+        let n = name_or_reply!(n, reply);
+        if mode & libc::S_IFMT != libc::S_IFREG {
+            // Devices, fifos and sockets have no place in a manifest.
+            return reply.error(Errno::EPERM);
+        }
+        let (uid, gid) = (req.uid(), req.gid());
+        let fs = self.fs.clone();
+        self.spawn(span("mknod", parent.0, req), async move {
+            let created = fs
+                .create(parent.0, &n, mode & !umask, libc::O_EXCL, uid, gid)
+                .await;
+            match created {
+                Ok((a, fh)) => {
+                    let _ = fs.release(fh).await;
+                    reply.entry(&TTL, &attr::file_attr(&a), Generation(0))
+                }
+                Err(e) => reply.error(errno(&e)),
+            }
+        });
+    }
+
+    fn mkdir(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        n: &OsStr,
+        mode: u32,
+        umask: u32,
+        reply: ReplyEntry,
+    ) {
+        let n = name_or_reply!(n, reply);
+        let (uid, gid) = (req.uid(), req.gid());
+        let fs = self.fs.clone();
+        self.spawn(span("mkdir", parent.0, req), async move {
+            match fs.mkdir(parent.0, &n, mode & !umask, uid, gid).await {
+                Ok(a) => reply.entry(&TTL, &attr::file_attr(&a), Generation(0)),
+                Err(e) => reply.error(errno(&e)),
+            }
+        });
+    }
+
+    fn unlink(&self, req: &Request, parent: INodeNo, n: &OsStr, reply: ReplyEmpty) {
+        let n = name_or_reply!(n, reply);
+        let fs = self.fs.clone();
+        self.spawn(span("unlink", parent.0, req), async move {
+            match fs.unlink(parent.0, &n).await {
+                Ok(()) => reply.ok(),
+                Err(e) => reply.error(errno(&e)),
+            }
+        });
+    }
+
+    fn rmdir(&self, req: &Request, parent: INodeNo, n: &OsStr, reply: ReplyEmpty) {
+        let n = name_or_reply!(n, reply);
+        let fs = self.fs.clone();
+        self.spawn(span("rmdir", parent.0, req), async move {
+            match fs.rmdir(parent.0, &n).await {
+                Ok(()) => reply.ok(),
+                Err(e) => reply.error(errno(&e)),
+            }
+        });
+    }
+
+    fn symlink(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        link_name: &OsStr,
+        target: &Path,
+        reply: ReplyEntry,
+    ) {
+        let n = name_or_reply!(link_name, reply);
+        let target = name_or_reply!(target.as_os_str(), reply);
+        let (uid, gid) = (req.uid(), req.gid());
+        let fs = self.fs.clone();
+        self.spawn(span("symlink", parent.0, req), async move {
+            match fs.symlink(parent.0, &n, &target, uid, gid).await {
+                Ok(a) => reply.entry(&TTL, &attr::file_attr(&a), Generation(0)),
+                Err(e) => reply.error(errno(&e)),
+            }
+        });
+    }
+
+    fn rename(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        n: &OsStr,
+        newparent: INodeNo,
+        newname: &OsStr,
+        flags: RenameFlags,
+        reply: ReplyEmpty,
+    ) {
+        let n = name_or_reply!(n, reply);
+        let newname = name_or_reply!(newname, reply);
+        if flags.contains(RenameFlags::RENAME_WHITEOUT) {
+            return reply.error(Errno::EINVAL);
+        }
+        let no_replace = flags.contains(RenameFlags::RENAME_NOREPLACE);
+        let exchange = flags.contains(RenameFlags::RENAME_EXCHANGE);
+        if no_replace && exchange {
+            return reply.error(Errno::EINVAL);
+        }
+        let fs = self.fs.clone();
+        self.spawn(span("rename", parent.0, req), async move {
+            match fs
+                .rename(parent.0, &n, newparent.0, &newname, no_replace, exchange)
+                .await
+            {
+                Ok(()) => reply.ok(),
+                Err(e) => reply.error(errno(&e)),
+            }
+        });
+    }
+
+    fn link(
+        &self,
+        req: &Request,
+        ino: INodeNo,
+        newparent: INodeNo,
+        newname: &OsStr,
+        reply: ReplyEntry,
+    ) {
+        let newname = name_or_reply!(newname, reply);
+        let fs = self.fs.clone();
+        self.spawn(span("link", ino.0, req), async move {
+            match fs.link(ino.0, newparent.0, &newname).await {
+                Ok(a) => reply.entry(&TTL, &attr::file_attr(&a), Generation(0)),
+                Err(e) => reply.error(errno(&e)),
+            }
+        });
+    }
+
+    fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        let fs = self.fs.clone();
+        self.spawn(span("open", ino.0, req), async move {
+            match fs.open(ino.0, flags.0).await {
+                Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
+                Err(e) => reply.error(errno(&e)),
+            }
+        });
+    }
+
+    fn read(
+        &self,
+        req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        size: u32,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyData,
+    ) {
+        let fs = self.fs.clone();
+        self.spawn(span("read", ino.0, req), async move {
+            match fs.read(fh.0, offset, size).await {
+                Ok(data) => reply.data(&data),
+                Err(e) => reply.error(errno(&e)),
+            }
+        });
+    }
+
+    fn write(
+        &self,
+        req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        data: &[u8],
+        _write_flags: WriteFlags,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyWrite,
+    ) {
+        let _span = span("write", ino.0, req).entered();
+        // Writes go to local disk: answer right here unless a session must start first
+        // (which may fetch from the node).
+        match self.fs.try_write(fh.0, offset, data) {
+            Some(Ok(n)) => return reply.written(n),
+            Some(Err(e)) => return reply.error(errno(&e)),
+            None => {}
+        }
+        let data = data.to_vec();
+        let fs = self.fs.clone();
+        self.spawn(span("write", ino.0, req), async move {
+            match fs.write(fh.0, offset, &data).await {
+                Ok(n) => reply.written(n),
+                Err(e) => reply.error(errno(&e)),
+            }
+        });
+    }
+
+    fn flush(
+        &self,
+        req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        _lock_owner: LockOwner,
+        reply: ReplyEmpty,
+    ) {
+        let fs = self.fs.clone();
+        self.spawn(span("flush", ino.0, req), async move {
+            match fs.flush(fh.0).await {
+                Ok(()) => reply.ok(),
+                Err(e) => reply.error(errno(&e)),
+            }
+        });
+    }
+
+    fn release(
+        &self,
+        req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        _flush: bool,
+        reply: ReplyEmpty,
+    ) {
+        let fs = self.fs.clone();
+        self.spawn(span("release", ino.0, req), async move {
+            match fs.release(fh.0).await {
+                Ok(()) => reply.ok(),
+                Err(e) => reply.error(errno(&e)),
+            }
+        });
+    }
+
+    fn fsync(
+        &self,
+        req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        _datasync: bool,
+        reply: ReplyEmpty,
+    ) {
+        let fs = self.fs.clone();
+        self.spawn(span("fsync", ino.0, req), async move {
+            match fs.fsync(fh.0).await {
+                Ok(()) => reply.ok(),
+                Err(e) => reply.error(errno(&e)),
+            }
+        });
+    }
+
+    fn opendir(&self, req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        let fs = self.fs.clone();
+        self.spawn(span("opendir", ino.0, req), async move {
+            match fs.opendir(ino.0).await {
+                Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
+                Err(e) => reply.error(errno(&e)),
+            }
+        });
+    }
+
+    fn readdir(
+        &self,
+        req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectory,
+    ) {
+        let fs = self.fs.clone();
+        self.spawn(span("readdir", ino.0, req), async move {
+            match fs.readdir(ino.0, offset).await {
+                Ok(entries) => {
+                    for e in entries {
+                        if reply.add(INodeNo(e.ino), e.offset, attr::file_type(e.kind), &e.name) {
+                            break; // buffer full: the kernel asks again from here
+                        }
+                    }
+                    reply.ok()
+                }
+                Err(e) => reply.error(errno(&e)),
+            }
+        });
+    }
+
+    fn readdirplus(
+        &self,
+        req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectoryPlus,
+    ) {
+        let fs = self.fs.clone();
+        self.spawn(span("readdirplus", ino.0, req), async move {
+            match fs.readdir(ino.0, offset).await {
+                Ok(entries) => {
+                    for e in entries {
+                        let a = attr::file_attr(&e.attr);
+                        if reply.add(INodeNo(e.ino), e.offset, &e.name, &TTL, &a, Generation(0)) {
+                            break;
+                        }
+                    }
+                    reply.ok()
+                }
+                Err(e) => reply.error(errno(&e)),
+            }
+        });
+    }
+
+    fn fsyncdir(
+        &self,
+        req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        _datasync: bool,
+        reply: ReplyEmpty,
+    ) {
+        let fs = self.fs.clone();
+        self.spawn(span("fsyncdir", ino.0, req), async move {
+            match fs.fsyncdir(ino.0).await {
+                Ok(()) => reply.ok(),
+                Err(e) => reply.error(errno(&e)),
+            }
+        });
+    }
+
+    fn statfs(&self, req: &Request, ino: INodeNo, reply: ReplyStatfs) {
+        let fs = self.fs.clone();
+        self.spawn(span("statfs", ino.0, req), async move {
+            match fs.statfs(ino.0).await {
+                Ok(s) => reply.statfs(
+                    s.blocks, s.bfree, s.bavail, s.files, s.ffree, s.bsize, s.namelen, s.bsize,
+                ),
+                Err(e) => reply.error(errno(&e)),
+            }
+        });
+    }
+
+    fn setxattr(
+        &self,
+        req: &Request,
+        ino: INodeNo,
+        n: &OsStr,
+        value: &[u8],
+        flags: i32,
+        _position: u32,
+        reply: ReplyEmpty,
+    ) {
+        let n = name_or_reply!(n, reply);
+        let value = value.to_vec();
+        let fs = self.fs.clone();
+        self.spawn(span("setxattr", ino.0, req), async move {
+            match fs.setxattr(ino.0, &n, &value, flags).await {
+                Ok(()) => reply.ok(),
+                Err(e) => reply.error(errno(&e)),
+            }
+        });
+    }
+
+    fn getxattr(&self, req: &Request, ino: INodeNo, n: &OsStr, size: u32, reply: ReplyXattr) {
+        let n = name_or_reply!(n, reply);
+        let fs = self.fs.clone();
+        self.spawn(span("getxattr", ino.0, req), async move {
+            match fs.getxattr(ino.0, &n).await {
+                Ok(v) => sized_reply(reply, size, &v),
+                Err(e) => reply.error(errno(&e)),
+            }
+        });
+    }
+
+    fn listxattr(&self, req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
+        let fs = self.fs.clone();
+        self.spawn(span("listxattr", ino.0, req), async move {
+            match fs.listxattr(ino.0).await {
+                Ok(names) => {
+                    let mut buf = Vec::new();
+                    for n in names {
+                        buf.extend_from_slice(n.as_bytes());
+                        buf.push(0);
+                    }
+                    sized_reply(reply, size, &buf)
+                }
+                Err(e) => reply.error(errno(&e)),
+            }
+        });
+    }
+
+    fn removexattr(&self, req: &Request, ino: INodeNo, n: &OsStr, reply: ReplyEmpty) {
+        let n = name_or_reply!(n, reply);
+        let fs = self.fs.clone();
+        self.spawn(span("removexattr", ino.0, req), async move {
+            match fs.removexattr(ino.0, &n).await {
+                Ok(()) => reply.ok(),
+                Err(e) => reply.error(errno(&e)),
+            }
+        });
+    }
+
+    fn access(&self, _req: &Request, _ino: INodeNo, _mask: AccessFlags, reply: ReplyEmpty) {
+        // Mounted with default_permissions: the kernel checks modes itself.
+        reply.ok();
+    }
+
+    fn create(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        n: &OsStr,
+        mode: u32,
+        umask: u32,
+        flags: i32,
+        reply: ReplyCreate,
+    ) {
+        let n = name_or_reply!(n, reply);
+        let (uid, gid) = (req.uid(), req.gid());
+        let fs = self.fs.clone();
+        self.spawn(span("create", parent.0, req), async move {
+            match fs
+                .create(parent.0, &n, mode & !umask, flags, uid, gid)
+                .await
+            {
+                Ok((a, fh)) => reply.created(
+                    &TTL,
+                    &attr::file_attr(&a),
+                    Generation(0),
+                    FileHandle(fh),
+                    FopenFlags::empty(),
+                ),
+                Err(e) => reply.error(errno(&e)),
+            }
+        });
+    }
+
+    fn fallocate(
+        &self,
+        req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        length: u64,
+        mode: i32,
+        reply: ReplyEmpty,
+    ) {
+        if mode != 0 {
+            return reply.error(Errno::from_i32(libc::EOPNOTSUPP));
+        }
+        let fs = self.fs.clone();
+        self.spawn(span("fallocate", ino.0, req), async move {
+            // Plain fallocate only extends the size; the quota decides like for a write.
+            let result = async {
+                let size = fs.getattr(ino.0).await?.size;
+                let end = offset.saturating_add(length);
+                if end > size {
+                    let set = SetAttr {
+                        size: Some(end),
+                        fh: Some(fh.0),
+                        ..Default::default()
+                    };
+                    fs.setattr(ino.0, set).await?;
+                }
+                Ok::<(), FsError>(())
+            }
+            .await;
+            match result {
+                Ok(()) => reply.ok(),
+                Err(e) => reply.error(errno(&e)),
+            }
+        });
+    }
+}
+
+fn sized_reply(reply: ReplyXattr, size: u32, value: &[u8]) {
+    if size == 0 {
+        reply.size(value.len() as u32);
+    } else if value.len() > size as usize {
+        reply.error(Errno::from_i32(libc::ERANGE));
+    } else {
+        reply.data(value);
+    }
+}

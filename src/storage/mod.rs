@@ -1,1 +1,493 @@
-//! Storage client: the BTFS/Kubo HTTP RPC subset pxfs uses. The only code that speaks to the node.
+//! Storage client: the BTFS (`/api/v1`) / Kubo (`/api/v0`) HTTP RPC subset pxfs uses. The
+//! only code in pxfs that speaks to the node.
+//!
+//! Every call is a POST with the same parameter names on both nodes. Uploads are streamed
+//! from disk (never a whole file in memory), downloads can be streamed, and one pooled
+//! HTTP client is shared by all clones of a [`NodeClient`]. Failures that may pass
+//! (connection refused, timeouts, a proxy's 5xx) are retried with exponential backoff;
+//! the node's own error answers are not.
+
+mod cat;
+mod error;
+mod responses;
+mod transport;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::{Stream, StreamExt, TryStreamExt};
+use reqwest::header::{AUTHORIZATION, HeaderMap, HeaderValue};
+use reqwest::multipart::{Form, Part};
+use tracing::debug;
+
+use crate::config::NodeConfig;
+
+pub use error::StorageError;
+pub use responses::{Added, KeyInfo, Published, RepoStat, VersionInfo};
+use responses::{KeyList, Pins, Resolved};
+use transport::{Deadline, Progress, Transport, Upload};
+
+/// Connecting may take at most this long, even when the request timeout is longer:
+/// a node that does not accept a connection within it is not there.
+const MAX_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Read size when streaming a file into a request body: large enough that a 1 GiB upload
+/// is a few thousand chunks, small enough to stay cheap per request.
+const UPLOAD_READ_CHUNK: usize = 256 * 1024;
+/// Files up to this size are read whole when their part is sent (one read, no descriptor
+/// kept open).
+const SMALL_FILE: u64 = 64 * 1024;
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
+const DEFAULT_RETRIES: u32 = 4;
+
+/// Client for one node. Cheap to clone; clones share the connection pool.
+#[derive(Clone)]
+pub struct NodeClient {
+    inner: Arc<Transport>,
+}
+
+impl std::fmt::Debug for NodeClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NodeClient")
+            .field("base", &self.inner.base)
+            .field("timeout", &self.inner.timeout)
+            .field("retries", &self.inner.retries)
+            .finish()
+    }
+}
+
+impl NodeClient {
+    /// A client for the node in `cfg`, with its bearer token, timeout and retries.
+    pub fn new(cfg: &NodeConfig) -> Result<NodeClient, StorageError> {
+        let token = cfg
+            .bearer_token()
+            .map_err(|e| StorageError::Config(e.to_string()))?;
+        let url = reqwest::Url::parse(&cfg.api_url)
+            .map_err(|e| StorageError::Config(format!("api_url {:?}: {e}", cfg.api_url)))?;
+        if !matches!(url.scheme(), "http" | "https") {
+            return Err(StorageError::Config(format!(
+                "api_url {:?}: only http and https are supported",
+                cfg.api_url
+            )));
+        }
+        Self::build(
+            &cfg.api_url,
+            &cfg.api_prefix,
+            token.as_deref(),
+            Duration::from_secs(cfg.timeout_secs.max(1)),
+            cfg.retries,
+        )
+    }
+
+    /// A client with default timeout and retries and no token (tests, devnet).
+    pub fn from_url(api_url: &str, api_prefix: &str) -> NodeClient {
+        match Self::build(api_url, api_prefix, None, DEFAULT_TIMEOUT, DEFAULT_RETRIES) {
+            Ok(c) => c,
+            // Building only fails when the TLS backend cannot initialise; a plain client
+            // is the best that can be had then.
+            Err(_) => NodeClient {
+                inner: Arc::new(Transport {
+                    http: reqwest::Client::new(),
+                    base: join_base(api_url, api_prefix),
+                    prefix: normalize_prefix(api_prefix),
+                    timeout: DEFAULT_TIMEOUT,
+                    retries: DEFAULT_RETRIES,
+                }),
+            },
+        }
+    }
+
+    fn build(
+        api_url: &str,
+        api_prefix: &str,
+        token: Option<&str>,
+        timeout: Duration,
+        retries: u32,
+    ) -> Result<NodeClient, StorageError> {
+        let mut headers = HeaderMap::new();
+        if let Some(token) = token {
+            let mut value = HeaderValue::from_str(&format!("Bearer {token}"))
+                .map_err(|_| StorageError::Config("bearer token has invalid characters".into()))?;
+            value.set_sensitive(true);
+            headers.insert(AUTHORIZATION, value);
+        }
+        let http = reqwest::Client::builder()
+            .default_headers(headers)
+            .connect_timeout(timeout.min(MAX_CONNECT_TIMEOUT))
+            .tcp_nodelay(true)
+            .pool_max_idle_per_host(32)
+            .build()
+            .map_err(|e| StorageError::Config(transport::error_chain(&e)))?;
+        Ok(NodeClient {
+            inner: Arc::new(Transport {
+                http,
+                base: join_base(api_url, api_prefix),
+                prefix: normalize_prefix(api_prefix),
+                timeout,
+                retries,
+            }),
+        })
+    }
+
+    /// Adds one file, streamed from disk, pinned, as CIDv1 with raw leaves.
+    pub async fn add_path(&self, path: &Path) -> Result<Added, StorageError> {
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "file".to_string());
+        let mut added = self.add_batch(vec![(name, path.to_path_buf())]).await?;
+        added.pop().ok_or_else(|| StorageError::Decode {
+            path: self.inner.path("add"),
+            detail: "no object in the answer".into(),
+        })
+    }
+
+    /// Adds one in-memory document (manifests, usage documents), pinned, CIDv1, raw leaves.
+    pub async fn add_bytes(&self, name: &str, data: Bytes) -> Result<Added, StorageError> {
+        let part_name = part_file_name(name);
+        let make = move || {
+            let part = Part::stream_with_length(data.clone(), data.len() as u64)
+                .file_name(part_name.clone());
+            Ok(Upload {
+                form: Form::new().part("file", octet_stream(part)),
+                progress: Progress::new(),
+            })
+        };
+        let mut added = self.add_form(&make, 1).await?;
+        let mut one = added.pop().ok_or_else(|| StorageError::Decode {
+            path: self.inner.path("add"),
+            detail: "no object in the answer".into(),
+        })?;
+        one.name = name.to_string();
+        Ok(one)
+    }
+
+    /// Adds many files in one multipart request (small-file batching). Results come back
+    /// in input order, each named as given.
+    pub async fn add_batch(
+        &self,
+        files: Vec<(String, PathBuf)>,
+    ) -> Result<Vec<Added>, StorageError> {
+        if files.is_empty() {
+            return Ok(Vec::new());
+        }
+        let count = files.len();
+        let parts: Vec<(String, PathBuf)> = files
+            .iter()
+            .map(|(name, path)| (part_file_name(name), path.clone()))
+            .collect();
+        let make = move || {
+            let progress = Progress::new();
+            let mut form = Form::new();
+            for (name, path) in &parts {
+                form = form.part("file", file_part(name, path, &progress)?);
+            }
+            Ok(Upload { form, progress })
+        };
+        let added = self.add_form(&make, count).await?;
+        match_in_order(&self.inner.path("add"), &files, added)
+    }
+
+    async fn add_form(
+        &self,
+        make: &(dyn Fn() -> Result<Upload, StorageError> + Send + Sync),
+        expected: usize,
+    ) -> Result<Vec<Added>, StorageError> {
+        let query = [
+            ("pin", "true"),
+            ("cid-version", "1"),
+            ("raw-leaves", "true"),
+            ("progress", "false"),
+        ];
+        let body = self
+            .inner
+            .call("add", &query, Deadline::Idle, Some(make))
+            .await?;
+        let added = responses::parse_added_lines(&body).map_err(|detail| StorageError::Decode {
+            path: self.inner.path("add"),
+            detail,
+        })?;
+        // A stream that broke off mid-way (Kubo reports that as an error line, handled by
+        // the parser, or by cutting the answer short) must not look like success.
+        if added.len() < expected {
+            return Err(StorageError::Decode {
+                path: self.inner.path("add"),
+                detail: format!("{} objects in the answer for {expected} files", added.len()),
+            });
+        }
+        debug!(files = expected, "added");
+        Ok(added)
+    }
+
+    /// `length` bytes of `cid` from `offset` (to the end when `None`), buffered in memory.
+    /// For documents and cache chunks; use [`NodeClient::cat_stream`] for whole files.
+    pub async fn cat(
+        &self,
+        cid: &str,
+        offset: u64,
+        length: Option<u64>,
+    ) -> Result<Bytes, StorageError> {
+        if length == Some(0) {
+            return Ok(Bytes::new());
+        }
+        let (offset, length) = (offset.to_string(), length.map(|l| l.to_string()));
+        let query = cat::query(cid, &offset, length.as_deref());
+        self.inner.call("cat", &query, Deadline::Total, None).await
+    }
+
+    /// Like [`NodeClient::cat`] but streamed: only silence longer than the timeout fails
+    /// it, and a transfer that breaks off is resumed from where it stopped (up to the
+    /// configured retries).
+    pub async fn cat_stream(
+        &self,
+        cid: &str,
+        offset: u64,
+        length: Option<u64>,
+    ) -> Result<impl Stream<Item = Result<Bytes, StorageError>> + Send + 'static, StorageError>
+    {
+        cat::stream(self.inner.clone(), cid, offset, length).await
+    }
+
+    pub async fn pin_add(&self, cid: &str) -> Result<(), StorageError> {
+        let pinned: Pins = self.json("pin/add", &[("arg", cid)]).await?;
+        debug!(pins = ?pinned.pins, "pinned");
+        Ok(())
+    }
+
+    /// Unpins `cid`; a CID that is not pinned (any more) is fine: the goal is reached.
+    pub async fn pin_rm(&self, cid: &str) -> Result<(), StorageError> {
+        match self.json::<Pins>("pin/rm", &[("arg", cid)]).await {
+            Ok(_) => Ok(()),
+            Err(StorageError::Node { message, .. }) if message.contains("not pinned") => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Creates an ed25519 key named `name`; its `id` is the BTNS/IPNS name.
+    pub async fn key_gen(&self, name: &str) -> Result<KeyInfo, StorageError> {
+        self.json("key/gen", &[("arg", name), ("type", "ed25519")])
+            .await
+    }
+
+    pub async fn key_list(&self) -> Result<Vec<KeyInfo>, StorageError> {
+        let list: KeyList = self.json("key/list", &[]).await?;
+        Ok(list.keys)
+    }
+
+    /// Publishes `cid` under the key named `key`. `allow-offline` because a lone node
+    /// (or one without peers yet) must still be able to publish.
+    pub async fn name_publish(
+        &self,
+        key: &str,
+        cid: &str,
+        lifetime: Option<&str>,
+    ) -> Result<Published, StorageError> {
+        // BTFS names content `/btfs/CID`, Kubo `/ipfs/CID`.
+        let namespace = if self.inner.prefix.ends_with("/v1") {
+            "/btfs/"
+        } else {
+            "/ipfs/"
+        };
+        let target = format!("{namespace}{}", strip_content_prefix(cid));
+        let mut query = vec![
+            ("arg", target.as_str()),
+            ("key", key),
+            ("allow-offline", "true"),
+        ];
+        if let Some(lifetime) = lifetime {
+            query.push(("lifetime", lifetime));
+        }
+        self.json("name/publish", &query).await
+    }
+
+    /// Resolves a BTNS/IPNS name to the CID it points at (without `/ipfs/` or `/btfs/`).
+    pub async fn name_resolve(&self, name: &str) -> Result<String, StorageError> {
+        let resolved: Resolved = self.json("name/resolve", &[("arg", name)]).await?;
+        let cid = strip_content_prefix(&resolved.path);
+        // A path into a directory (`/ipfs/CID/sub`) is not what pxfs publishes.
+        if cid.is_empty() || cid.contains('/') {
+            return Err(StorageError::Decode {
+                path: self.inner.path("name/resolve"),
+                detail: format!("{name} resolved to {:?}, not a CID", resolved.path),
+            });
+        }
+        Ok(cid.to_string())
+    }
+
+    pub async fn version(&self) -> Result<VersionInfo, StorageError> {
+        self.json("version", &[]).await
+    }
+
+    pub async fn repo_stat(&self) -> Result<RepoStat, StorageError> {
+        self.json("repo/stat", &[]).await
+    }
+
+    async fn json<T: serde::de::DeserializeOwned>(
+        &self,
+        cmd: &str,
+        query: &[(&str, &str)],
+    ) -> Result<T, StorageError> {
+        let body = self.inner.call(cmd, query, Deadline::Total, None).await?;
+        serde_json::from_slice(&body).map_err(|e| StorageError::Decode {
+            path: self.inner.path(cmd),
+            detail: format!(
+                "{e}: {}",
+                String::from_utf8_lossy(&body[..body.len().min(200)])
+            ),
+        })
+    }
+}
+
+/// A file part whose body is read from disk as the request goes out. Only the size is
+/// taken now (a missing file is an immediate local error); the file is opened when its
+/// turn in the body comes, so a batch of thousands of files never holds thousands of
+/// descriptors. Small files are read in one go, large ones streamed in chunks.
+fn file_part(name: &str, path: &Path, progress: &Progress) -> Result<Part, StorageError> {
+    let len = std::fs::metadata(path)
+        .map_err(|source| StorageError::Io {
+            file: path.to_path_buf(),
+            source: Arc::new(source),
+        })?
+        .len();
+    let file_path = path.to_path_buf();
+    let chunks = if len <= SMALL_FILE {
+        futures::stream::once(tokio::fs::read(file_path.clone()))
+            .map_ok(Bytes::from)
+            .boxed()
+    } else {
+        futures::stream::once(tokio::fs::File::open(file_path.clone()))
+            .map_ok(|file| tokio_util::io::ReaderStream::with_capacity(file, UPLOAD_READ_CHUNK))
+            .try_flatten()
+            .boxed()
+    };
+    let progress = progress.clone();
+    let stream = chunks.map(move |chunk| {
+        match &chunk {
+            Ok(_) => progress.touch(),
+            Err(e) => progress.fail(StorageError::Io {
+                file: file_path.clone(),
+                source: Arc::new(std::io::Error::new(e.kind(), e.to_string())),
+            }),
+        }
+        chunk
+    });
+    let part = Part::stream_with_length(reqwest::Body::wrap_stream(stream), len)
+        .file_name(name.to_string());
+    Ok(octet_stream(part))
+}
+
+fn octet_stream(part: Part) -> Part {
+    // A constant, valid MIME type: cannot fail, but the API returns a Result.
+    match part.mime_str("application/octet-stream") {
+        Ok(p) => p,
+        Err(_) => unreachable!("application/octet-stream is a valid MIME type"),
+    }
+}
+
+/// The name sent in the multipart header. A `/` would make Kubo create directories (and
+/// answer with extra objects), so it is replaced; the caller's name is kept in the result.
+fn part_file_name(name: &str) -> String {
+    let clean: String = name
+        .chars()
+        .map(|c| if c == '/' || c.is_control() { '_' } else { c })
+        .collect();
+    if clean.is_empty() {
+        "file".into()
+    } else {
+        clean
+    }
+}
+
+/// Pairs the node's answers with the files sent. Kubo answers in request order, one object
+/// per file; should it add more (directory objects), files are matched by name instead.
+fn match_in_order(
+    path: &str,
+    files: &[(String, PathBuf)],
+    added: Vec<Added>,
+) -> Result<Vec<Added>, StorageError> {
+    if added.len() == files.len() {
+        return Ok(files
+            .iter()
+            .zip(added)
+            .map(|((name, _), a)| Added {
+                name: name.clone(),
+                ..a
+            })
+            .collect());
+    }
+    let mut pool: Vec<Option<Added>> = added.into_iter().map(Some).collect();
+    files
+        .iter()
+        .map(|(name, _)| {
+            let wanted = part_file_name(name);
+            let slot = pool
+                .iter_mut()
+                .find(|a| a.as_ref().is_some_and(|a| a.name == wanted))
+                .and_then(Option::take);
+            slot.map(|a| Added {
+                name: name.clone(),
+                ..a
+            })
+            .ok_or_else(|| StorageError::Decode {
+                path: path.to_string(),
+                detail: format!("no object for {name:?} in the answer"),
+            })
+        })
+        .collect()
+}
+
+/// `/ipfs/CID`, `/btfs/CID` or `CID` → `CID`.
+fn strip_content_prefix(path: &str) -> &str {
+    ["/ipfs/", "/btfs/"]
+        .iter()
+        .find_map(|p| path.strip_prefix(p))
+        .unwrap_or(path)
+}
+
+fn normalize_prefix(prefix: &str) -> String {
+    let trimmed = prefix.trim().trim_matches('/');
+    if trimmed.is_empty() {
+        String::new()
+    } else {
+        format!("/{trimmed}")
+    }
+}
+
+fn join_base(api_url: &str, api_prefix: &str) -> String {
+    format!(
+        "{}{}",
+        api_url.trim().trim_end_matches('/'),
+        normalize_prefix(api_prefix)
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base_url_joins_url_and_prefix_whatever_the_slashes() {
+        assert_eq!(
+            join_base("http://127.0.0.1:5001/", "api/v1/"),
+            "http://127.0.0.1:5001/api/v1"
+        );
+        assert_eq!(
+            join_base("http://h:5001", "/api/v0"),
+            "http://h:5001/api/v0"
+        );
+    }
+
+    #[test]
+    fn resolved_paths_lose_their_namespace() {
+        assert_eq!(strip_content_prefix("/ipfs/bafyx"), "bafyx");
+        assert_eq!(strip_content_prefix("/btfs/Qmx"), "Qmx");
+        assert_eq!(strip_content_prefix("bafyx"), "bafyx");
+    }
+
+    #[test]
+    fn part_names_never_contain_a_slash() {
+        assert_eq!(part_file_name("a/b"), "a_b");
+        assert_eq!(part_file_name(""), "file");
+    }
+}

@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# Installs everything pxfs needs on a Debian machine (run as root), idempotently:
+# Debian packages, the pinned npm packages (solc, OpenZeppelin, Chainlink, anvil),
+# and a debug build of pxfs. Safe to run again; it only does what is missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+log() { printf '\033[1msetup:\033[0m %s\n' "$*"; }
+
+need_apt=()
+for pkg in fuse3 rsync restic fio attr git pkg-config ca-certificates tar procps psmisc util-linux nodejs npm; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "ok installed" || need_apt+=("$pkg")
+done
+# nodejs/npm may come from elsewhere than Debian (the machine image has its own Node 20).
+if command -v node >/dev/null && command -v npm >/dev/null; then
+    need_apt=("${need_apt[@]/nodejs}"); need_apt=("${need_apt[@]/npm}")
+fi
+read -r -a need_apt <<<"${need_apt[*]}"
+if ((${#need_apt[@]})); then
+    log "installing Debian packages: ${need_apt[*]}"
+    if [ "$(id -u)" -ne 0 ]; then echo "setup: run as root (apt-get install ${need_apt[*]})" >&2; exit 1; fi
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" >/dev/null
+fi
+
+if ! command -v cargo >/dev/null; then
+    echo "setup: cargo not found: install a Rust toolchain >= 1.94 (rustup) and run again" >&2
+    exit 1
+fi
+
+# Tests switch to these users (pjdfstest) and need /etc/fuse.conf to allow allow_other.
+id -u tests >/dev/null 2>&1 || useradd -M -s /usr/sbin/nologin tests 2>/dev/null || true
+grep -qs '^user_allow_other' /etc/fuse.conf || echo user_allow_other >> /etc/fuse.conf
+
+log "npm packages (contracts/package-lock.json)"
+if [ ! -f contracts/node_modules/.package-lock.json ] || ! cmp -s contracts/package-lock.json contracts/node_modules/.pxfs-lock; then
+    (cd contracts && npm ci --no-audit --no-fund --loglevel=error && cp package-lock.json node_modules/.pxfs-lock)
+fi
+anvil_bin=$(find "$PWD/contracts/node_modules/@foundry-rs" -type f -name anvil -perm -u+x 2>/dev/null | head -n1)
+if [ -z "$anvil_bin" ]; then echo "setup: anvil binary not found in contracts/node_modules/@foundry-rs" >&2; exit 1; fi
+ln -sf "$anvil_bin" /usr/local/bin/anvil
+
+log "building pxfs"
+cargo build --locked --quiet
+ln -sf "$PWD/target/debug/pxfs" /usr/local/bin/pxfs
+log "done: $(pxfs --version), anvil $(anvil --version | head -n1 | awk '{print $NF}')"

@@ -1,0 +1,149 @@
+//! Child processes of the devnet: started so that they die with the devnet (parent-death
+//! signal), and stopped with SIGTERM first so they can shut down cleanly.
+
+use std::os::unix::process::CommandExt;
+use std::process::Stdio;
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+use super::DevnetError;
+
+/// Asks the kernel to SIGTERM the child when the devnet dies, so no process outlives it,
+/// even after a SIGKILL of the devnet.
+fn set_parent_death_signal(cmd: &mut std::process::Command) {
+    // SAFETY: prctl is async-signal-safe and touches no memory of the parent.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
+            Ok(())
+        });
+    }
+}
+
+/// A running child that is terminated (SIGTERM, then SIGKILL) when stopped or dropped.
+pub struct ChildProcess {
+    name: &'static str,
+    child: Option<Child>,
+}
+
+impl ChildProcess {
+    /// Spawns `cmd` with stdout forwarded to the log.
+    pub fn spawn(
+        name: &'static str,
+        cmd: std::process::Command,
+    ) -> Result<ChildProcess, DevnetError> {
+        let mut cmd = cmd;
+        cmd.stdin(Stdio::null());
+        set_parent_death_signal(&mut cmd);
+        let program = cmd.get_program().to_string_lossy().into_owned();
+        let child = Command::from(cmd)
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|source| DevnetError::Spawn {
+                name,
+                program,
+                source,
+            })?;
+        Ok(ChildProcess {
+            name,
+            child: Some(child),
+        })
+    }
+
+    /// Spawns `cmd` and waits until a line on its stdout starts with `ready_prefix`;
+    /// returns the rest of that line. Further stdout is forwarded to our stderr.
+    pub async fn spawn_until(
+        name: &'static str,
+        mut cmd: std::process::Command,
+        ready_prefix: &str,
+        timeout: Duration,
+    ) -> Result<(ChildProcess, String), DevnetError> {
+        cmd.stdin(Stdio::null()).stdout(Stdio::piped());
+        set_parent_death_signal(&mut cmd);
+        let program = cmd.get_program().to_string_lossy().into_owned();
+        let mut child = Command::from(cmd)
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|source| DevnetError::Spawn {
+                name,
+                program,
+                source,
+            })?;
+        let stdout = child.stdout.take().expect("stdout is piped");
+        let mut lines = BufReader::new(stdout).lines();
+        let mut proc = ChildProcess {
+            name,
+            child: Some(child),
+        };
+        let wait = async {
+            while let Some(line) = lines.next_line().await.ok().flatten() {
+                if let Some(rest) = line.strip_prefix(ready_prefix) {
+                    return Some(rest.trim().to_string());
+                }
+                tracing::debug!(target: "pxfs::devnet", "{name}: {line}");
+            }
+            None
+        };
+        let found = tokio::time::timeout(timeout, wait).await;
+        match found {
+            Ok(Some(rest)) => {
+                // Keep draining stdout so the child never blocks on a full pipe.
+                tokio::spawn(async move {
+                    while let Ok(Some(line)) = lines.next_line().await {
+                        tracing::debug!(target: "pxfs::devnet", "{name}: {line}");
+                    }
+                });
+                Ok((proc, rest))
+            }
+            Ok(None) => {
+                let status = proc.stop().await;
+                Err(DevnetError::ChildExited { name, status })
+            }
+            Err(_) => {
+                proc.stop().await;
+                Err(DevnetError::ChildTimeout { name, timeout })
+            }
+        }
+    }
+
+    pub fn id(&self) -> Option<u32> {
+        self.child.as_ref().and_then(|c| c.id())
+    }
+
+    /// SIGTERM, wait up to `grace`, then SIGKILL. Returns how it ended.
+    pub async fn stop_within(&mut self, grace: Duration) -> String {
+        let Some(mut child) = self.child.take() else {
+            return "already stopped".into();
+        };
+        if let Ok(Some(status)) = child.try_wait() {
+            return status.to_string();
+        }
+        if let Some(pid) = child.id() {
+            // SAFETY: plain kill(2) on our own child's pid.
+            unsafe { libc::kill(pid as i32, libc::SIGTERM) };
+        }
+        match tokio::time::timeout(grace, child.wait()).await {
+            Ok(Ok(status)) => status.to_string(),
+            _ => {
+                tracing::warn!("{} did not stop within {grace:?}; killing it", self.name);
+                let _ = child.kill().await;
+                "killed".into()
+            }
+        }
+    }
+
+    pub async fn stop(&mut self) -> String {
+        self.stop_within(Duration::from_secs(10)).await
+    }
+
+    /// Whether the child has exited on its own.
+    pub fn exited(&mut self) -> Option<String> {
+        match self.child.as_mut().map(|c| c.try_wait()) {
+            Some(Ok(Some(status))) => Some(status.to_string()),
+            Some(Err(e)) => Some(e.to_string()),
+            _ => None,
+        }
+    }
+}

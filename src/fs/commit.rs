@@ -1,0 +1,356 @@
+//! Commit: make the tree on the node match the tree in memory. Rewrites only the
+//! manifests of changed directories (bottom-up, so each parent gets its children's new
+//! CIDs), publishes the usage document under the token's BTNS name, records the new root
+//! in the journal, and only then unpins what the new root no longer references.
+//! Commits run at most once per `commit_interval` under load, and on demand for fsync,
+//! fsyncdir, unmount and `flush_all`.
+
+use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use bytes::Bytes;
+
+use super::Fs;
+use super::error::{FsError, FsResult};
+use super::inode::{Body, Ino, TokenId};
+use super::journal::CommittedState;
+use super::manifest::{self, Entry, EntryKind, Manifest};
+use super::store::UsageRecord;
+use super::tree::Tree;
+
+/// A dirty directory as it was when the commit started.
+struct DirSnapshot {
+    ino: Ino,
+    entries: Vec<Entry>,
+    /// Entries that are dirty subdirectories: their CIDs are known once written.
+    pending_children: Vec<(usize, Ino)>,
+}
+
+struct Snapshot {
+    dirs: Vec<DirSnapshot>,
+    root: Ino,
+    record: UsageRecord,
+    btns: Option<String>,
+    journal_seq: u64,
+    superseded: Vec<String>,
+}
+
+pub(crate) fn spawn_committer(fs: Fs) {
+    let cancel = fs.inner.cancel.clone();
+    let interval = fs.config().commit_interval;
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                _ = tokio::time::sleep(interval) => {}
+            }
+            for token in fs.tokens() {
+                if let Err(e) = fs.commit_token(token).await {
+                    tracing::warn!(token, error = %e, "commit failed; will retry");
+                }
+            }
+        }
+    });
+}
+
+impl Fs {
+    /// Wait until every closed file of every token is on the node, then commit them all.
+    pub async fn flush_all(&self) -> FsResult<()> {
+        for token in self.tokens() {
+            self.flush_token(token).await?;
+        }
+        Ok(())
+    }
+
+    /// Wait for `token`'s uploads, then commit; returns once the commit is published.
+    pub async fn flush_token(&self, token: TokenId) -> FsResult<()> {
+        let mut delay = Duration::from_millis(100);
+        loop {
+            let progress = self.inner.progress.notified();
+            tokio::pin!(progress);
+            progress.as_mut().enable();
+            let pending = self.tree().token(token)?.pending_uploads;
+            if pending == 0 {
+                match self.commit_token(token).await {
+                    Ok(_) if self.tree().token(token)?.pending_uploads == 0 => return Ok(()),
+                    Ok(_) => continue, // a close slipped in: wait for it too
+                    Err(e) => {
+                        tracing::warn!(token, error = %e, "commit failed; retrying");
+                        tokio::time::sleep(delay).await;
+                        delay = (delay * 2).min(Duration::from_secs(10));
+                        continue;
+                    }
+                }
+            }
+            if self.inner.cancel.is_cancelled() {
+                return Err(FsError::Journal("shutting down".into()));
+            }
+            // The timeout covers a notification sent before `enable`.
+            let _ = tokio::time::timeout(Duration::from_secs(1), progress).await;
+        }
+    }
+
+    /// Commit `token` if it has changes and no upload in flight. `Ok(true)` if a new root
+    /// was published.
+    pub async fn commit_token(&self, token: TokenId) -> FsResult<bool> {
+        let _one_at_a_time = self.inner.commit_lock.lock().await;
+        let Some(snap) = self.snapshot(token)? else {
+            return Ok(false);
+        };
+        match self.write_snapshot(&snap).await {
+            Ok((written, doc_cid)) => {
+                self.committed(token, snap, written, doc_cid).await?;
+                Ok(true)
+            }
+            Err(e) => {
+                let mut tree = self.tree();
+                for d in &snap.dirs {
+                    tree.mark_dirty(d.ino);
+                }
+                if let Ok(t) = tree.token_mut(token) {
+                    t.superseded.extend(snap.superseded);
+                }
+                Err(e)
+            }
+        }
+    }
+
+    fn snapshot(&self, token: TokenId) -> FsResult<Option<Snapshot>> {
+        let mut guard = self.tree();
+        let tree = &mut *guard;
+        let t = tree.token(token)?;
+        if !t.is_dirty() || t.pending_uploads > 0 || t.read_only || t.replaying {
+            return Ok(None);
+        }
+        let root = t.root;
+        let dirty: HashSet<Ino> = t.dirty_dirs.clone();
+        let mut order: Vec<(usize, Ino)> = dirty
+            .iter()
+            .filter(|d| tree.inodes.contains_key(d))
+            .map(|d| (depth(tree, *d), *d))
+            .collect();
+        order.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+        let mut dirs = Vec::with_capacity(order.len());
+        for (_, ino) in order {
+            dirs.push(snapshot_dir(tree, ino, &dirty)?);
+        }
+        for d in &dirs {
+            if let Ok(i) = tree.get_mut(d.ino)
+                && let Some(dir) = i.dir_mut()
+            {
+                dir.dirty = false;
+            }
+        }
+        let t = tree.token_mut(token)?;
+        t.dirty_dirs.clear();
+        let record = UsageRecord {
+            token_id: token,
+            quota: t.info.quota,
+            usage: t.usage,
+            files: t.files,
+            root: String::new(),
+            last_upload: t.last_upload.clone(),
+            seq: t.committed.seq + 1,
+            prev: t.committed.usage_doc.clone(),
+        };
+        Ok(Some(Snapshot {
+            dirs,
+            root,
+            record,
+            btns: t.info.btns.clone(),
+            journal_seq: t.journal.last_seq(),
+            superseded: std::mem::take(&mut t.superseded),
+        }))
+    }
+
+    /// Add the manifests bottom-up, then the usage document.
+    async fn write_snapshot(
+        &self,
+        snap: &Snapshot,
+    ) -> FsResult<(HashMap<Ino, (String, u64)>, String)> {
+        let mut written: HashMap<Ino, (String, u64)> = HashMap::new();
+        for d in &snap.dirs {
+            let mut entries = d.entries.clone();
+            for (idx, child) in &d.pending_children {
+                let (cid, size) = written
+                    .get(child)
+                    .cloned()
+                    .ok_or_else(|| FsError::Journal("child manifest missing".into()))?;
+                entries[*idx].cid = Some(cid);
+                entries[*idx].size = size;
+            }
+            let json = Manifest::new(entries).to_json();
+            let size = json.len() as u64;
+            let cid = self.store().add_manifest(Bytes::from(json)).await?;
+            written.insert(d.ino, (cid, size));
+        }
+        let root = written
+            .get(&snap.root)
+            .map(|(c, _)| c.clone())
+            .ok_or_else(|| FsError::Journal("root not among the changed directories".into()))?;
+        let record = UsageRecord {
+            root,
+            ..snap.record.clone()
+        };
+        let doc = self
+            .store()
+            .publish_usage(snap.btns.as_deref(), &record)
+            .await?;
+        Ok((written, doc))
+    }
+
+    /// The new root is published: remember it, drop the journal ops it covers, delete
+    /// staged files nothing needs any more, unpin superseded content.
+    async fn committed(
+        &self,
+        token: TokenId,
+        snap: Snapshot,
+        written: HashMap<Ino, (String, u64)>,
+        doc_cid: String,
+    ) -> FsResult<()> {
+        let mut unpin = snap.superseded;
+        let root_cid = written.get(&snap.root).map(|(c, _)| c.clone());
+        let (delete, live) = {
+            let mut guard = self.tree();
+            let tree = &mut *guard;
+            for (ino, new) in &written {
+                if let Ok(i) = tree.get_mut(*ino)
+                    && let Some(d) = i.dir_mut()
+                    && let Some((old, _)) = d.manifest.replace(new.clone())
+                    && old != new.0
+                {
+                    unpin.push(old);
+                }
+            }
+            let t = tree.token_mut(token)?;
+            let state = CommittedState {
+                root: root_cid,
+                usage_doc: Some(doc_cid),
+                seq: snap.record.seq,
+                journal_seq: snap.journal_seq,
+                usage: snap.record.usage,
+                files: snap.record.files,
+            };
+            let delete: HashSet<PathBuf> = t.journal.committed(&state)?.into_iter().collect();
+            t.committed = state;
+            let fully_loaded = t.unloaded_dirs == 0;
+            let mut live = HashSet::new();
+            for inode in tree.inodes.values_mut() {
+                if inode.token != Some(token) {
+                    continue;
+                }
+                match &mut inode.body {
+                    Body::File(f) => {
+                        // The committed version is on the node: read it from there.
+                        if !f.upload_pending
+                            && f.staged.as_ref().is_some_and(|s| delete.contains(s.path()))
+                        {
+                            f.staged = None;
+                        }
+                        if let Some(b) = &f.blob {
+                            live.insert(b.cid.clone());
+                        }
+                    }
+                    Body::Dir(d) => {
+                        if let Some((c, _)) = &d.manifest {
+                            live.insert(c.clone());
+                        }
+                    }
+                    Body::Symlink(_) => {}
+                }
+            }
+            // Content may be shared (equal files have equal CIDs); only a fully loaded tree
+            // proves a CID unused.
+            if !fully_loaded {
+                unpin.clear();
+            }
+            (delete, live)
+        };
+        for path in delete {
+            if let Err(e) = std::fs::remove_file(&path)
+                && e.kind() != std::io::ErrorKind::NotFound
+            {
+                tracing::warn!(path = %path.display(), error = %e, "cannot remove staged file");
+            }
+        }
+        let unpin: HashSet<String> = unpin.into_iter().filter(|c| !live.contains(c)).collect();
+        for cid in unpin {
+            if let Err(e) = self.store().unpin(&cid).await {
+                tracing::debug!(cid, error = %e, "unpin failed");
+            }
+        }
+        self.inner.progress.notify_waiters();
+        tracing::debug!(token, seq = snap.record.seq, "committed");
+        Ok(())
+    }
+}
+
+fn depth(tree: &Tree, ino: Ino) -> usize {
+    let mut n = 0;
+    let mut cur = ino;
+    while !tree.is_token_root(cur) {
+        match tree.get(cur).ok().and_then(|i| i.links.first()) {
+            Some((p, _)) => {
+                cur = *p;
+                n += 1;
+            }
+            None => break,
+        }
+    }
+    n
+}
+
+fn snapshot_dir(tree: &Tree, ino: Ino, dirty: &HashSet<Ino>) -> FsResult<DirSnapshot> {
+    let mut entries = Vec::new();
+    let mut pending_children = Vec::new();
+    for (name, child) in tree.entries(ino)?.iter() {
+        let inode = tree.get(child)?;
+        let m = inode.meta;
+        let mut e = Entry {
+            name: name.to_string(),
+            kind: EntryKind::File,
+            cid: None,
+            size: 0,
+            mode: m.mode,
+            uid: m.uid,
+            gid: m.gid,
+            mtime_ns: m.mtime_ns,
+            ctime_ns: m.ctime_ns,
+            target: None,
+            xattrs: manifest::encode_xattrs(&inode.xattrs),
+        };
+        match &inode.body {
+            Body::File(f) => match &f.blob {
+                // Never closed yet: the file is not part of any commit.
+                None => continue,
+                Some(b) => {
+                    e.cid = Some(b.cid.clone());
+                    e.size = b.size;
+                }
+            },
+            Body::Dir(d) => {
+                e.kind = EntryKind::Dir;
+                if dirty.contains(&child) {
+                    pending_children.push((entries.len(), child));
+                } else if let Some((cid, size)) = &d.manifest {
+                    e.cid = Some(cid.clone());
+                    e.size = *size;
+                } else {
+                    continue;
+                }
+            }
+            Body::Symlink(target) => {
+                e.kind = EntryKind::Symlink;
+                e.size = target.len() as u64;
+                e.target = Some(target.clone());
+            }
+        }
+        entries.push(e);
+    }
+    Ok(DirSnapshot {
+        ino,
+        entries,
+        pending_children,
+    })
+}

@@ -1,0 +1,84 @@
+//! `FsError`: every way a filesystem operation can fail, and the one place that maps each
+//! to the errno the kernel (and so the user) sees.
+
+use super::store::StoreError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum FsError {
+    #[error("no such file or directory")]
+    NotFound,
+    #[error("file exists")]
+    Exists,
+    #[error("not a directory")]
+    NotDir,
+    #[error("is a directory")]
+    IsDir,
+    #[error("directory not empty")]
+    NotEmpty,
+    #[error("invalid argument: {0}")]
+    Invalid(&'static str),
+    #[error("file name longer than 255 bytes")]
+    NameTooLong,
+    #[error("the sNFT's quota would be exceeded")]
+    QuotaExceeded,
+    #[error("the sNFT's sync is overdue: uploads are blocked until the next sync")]
+    SyncOverdue,
+    #[error("read-only: {0}")]
+    ReadOnly(&'static str),
+    #[error("operation not permitted: {0}")]
+    NotPermitted(&'static str),
+    #[error("no such extended attribute")]
+    NoXattr,
+    #[error("value does not fit in the buffer or is too large")]
+    Range,
+    #[error("extended attribute value too large")]
+    TooBig,
+    #[error("only user.* extended attributes are supported")]
+    Unsupported,
+    #[error("rename across sNFTs")]
+    CrossDevice,
+    #[error("bad file handle")]
+    BadHandle,
+    #[error("the handle is not open for writing")]
+    NotWritable,
+    #[error("node: {0}")]
+    Store(#[from] StoreError),
+    #[error("local cache: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("journal: {0}")]
+    Journal(String),
+}
+
+impl FsError {
+    /// The errno for this error; the FUSE adapter replies with exactly this.
+    pub fn errno(&self) -> i32 {
+        match self {
+            FsError::NotFound => libc::ENOENT,
+            FsError::Exists => libc::EEXIST,
+            FsError::NotDir => libc::ENOTDIR,
+            FsError::IsDir => libc::EISDIR,
+            FsError::NotEmpty => libc::ENOTEMPTY,
+            FsError::Invalid(_) => libc::EINVAL,
+            FsError::NameTooLong => libc::ENAMETOOLONG,
+            FsError::QuotaExceeded => libc::EDQUOT,
+            FsError::SyncOverdue => libc::EACCES,
+            FsError::ReadOnly(_) => libc::EROFS,
+            FsError::NotPermitted(_) => libc::EPERM,
+            FsError::NoXattr => libc::ENODATA,
+            FsError::Range => libc::ERANGE,
+            FsError::TooBig => libc::E2BIG,
+            FsError::Unsupported => libc::EOPNOTSUPP,
+            FsError::CrossDevice => libc::EXDEV,
+            FsError::BadHandle => libc::EBADF,
+            FsError::NotWritable => libc::EBADF,
+            FsError::Store(_) => libc::EIO,
+            FsError::Io(e) => match e.raw_os_error() {
+                Some(code) if code == libc::ENOSPC || code == libc::EDQUOT => code,
+                _ => libc::EIO,
+            },
+            FsError::Journal(_) => libc::EIO,
+        }
+    }
+}
+
+pub type FsResult<T> = Result<T, FsError>;

@@ -1,0 +1,234 @@
+//! Inodes: what the tree knows about each file, directory and symlink while mounted.
+//! Inode numbers are stable for the life of the mount; the mount root is 1.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use super::staged::StagedFile;
+use super::store::Blob;
+
+pub type Ino = u64;
+pub type TokenId = u64;
+
+/// The mount root: the list of sNFTs, or the one sNFT's root with `--token ID`.
+pub const ROOT_INO: Ino = 1;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    File,
+    Dir,
+    Symlink,
+}
+
+/// Ownership, permissions and times.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Meta {
+    /// Permission bits (`0o7777`).
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub atime_ns: i64,
+    pub mtime_ns: i64,
+    pub ctime_ns: i64,
+}
+
+impl Meta {
+    pub fn new(mode: u32, uid: u32, gid: u32) -> Meta {
+        let now = now_ns();
+        Meta {
+            mode: mode & 0o7777,
+            uid,
+            gid,
+            atime_ns: now,
+            mtime_ns: now,
+            ctime_ns: now,
+        }
+    }
+}
+
+/// Attributes as reported to `stat`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Attr {
+    pub ino: Ino,
+    pub kind: Kind,
+    pub size: u64,
+    pub nlink: u32,
+    pub meta: Meta,
+}
+
+#[derive(Debug)]
+pub struct Inode {
+    /// `None` only for the mount root listing several sNFTs.
+    pub token: Option<TokenId>,
+    pub meta: Meta,
+    pub xattrs: BTreeMap<String, Vec<u8>>,
+    /// Every (directory, name) this inode is linked under; empty for roots and for
+    /// unlinked files still held open.
+    pub links: Vec<(Ino, String)>,
+    pub body: Body,
+    /// Open file handles; an unlinked inode lives until the last one closes.
+    pub open_handles: u32,
+}
+
+#[derive(Debug)]
+pub enum Body {
+    File(FileBody),
+    Dir(DirBody),
+    Symlink(String),
+}
+
+/// A regular file's content: the versions it may be read from, newest first:
+/// the open write session, the last closed version staged locally, the node's copy.
+#[derive(Debug, Default)]
+pub struct FileBody {
+    /// Size as seen by `stat` (of the newest version).
+    pub size: u64,
+    /// The node's copy of the last closed version (stale while `upload_pending`).
+    pub blob: Option<Blob>,
+    /// The last closed version, kept on local disk until a commit covers it.
+    pub staged: Option<Arc<StagedFile>>,
+    /// `staged` is not on the node yet.
+    pub upload_pending: bool,
+    /// Bumped at each close; an upload result for an older version is discarded.
+    pub version: u64,
+    /// The current open-for-write session.
+    pub session: Option<Arc<StagedFile>>,
+    /// Handles open for writing.
+    pub writers: u32,
+}
+
+#[derive(Debug, Default)]
+pub struct DirBody {
+    /// `None` until first lookup/readdir loads the manifest.
+    pub entries: Option<Entries>,
+    /// The last committed manifest of this directory and its size.
+    pub manifest: Option<(String, u64)>,
+    /// Changed since the last commit (its manifest must be rewritten).
+    pub dirty: bool,
+}
+
+/// A directory's entries, by name (sorted, for manifests) and by cookie (for readdir
+/// offsets that stay valid while entries come and go).
+#[derive(Debug)]
+pub struct Entries {
+    by_name: BTreeMap<String, (Ino, u64)>,
+    by_cookie: BTreeMap<u64, String>,
+    next_cookie: u64,
+    /// Subdirectories, for the directory's link count.
+    pub subdirs: u32,
+}
+
+/// Readdir offsets 1 and 2 are `.` and `..`; entries get cookies from 3.
+pub const FIRST_COOKIE: u64 = 3;
+
+impl Default for Entries {
+    fn default() -> Self {
+        Entries {
+            by_name: BTreeMap::new(),
+            by_cookie: BTreeMap::new(),
+            next_cookie: FIRST_COOKIE,
+            subdirs: 0,
+        }
+    }
+}
+
+impl Entries {
+    pub fn get(&self, name: &str) -> Option<Ino> {
+        self.by_name.get(name).map(|(ino, _)| *ino)
+    }
+    pub fn insert(&mut self, name: &str, ino: Ino) {
+        let cookie = self.next_cookie;
+        self.next_cookie += 1;
+        if let Some((_, old)) = self.by_name.insert(name.to_string(), (ino, cookie)) {
+            self.by_cookie.remove(&old);
+        }
+        self.by_cookie.insert(cookie, name.to_string());
+    }
+    pub fn remove(&mut self, name: &str) -> Option<Ino> {
+        let (ino, cookie) = self.by_name.remove(name)?;
+        self.by_cookie.remove(&cookie);
+        Some(ino)
+    }
+    pub fn len(&self) -> usize {
+        self.by_name.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.by_name.is_empty()
+    }
+    /// Entries sorted by name.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, Ino)> {
+        self.by_name.iter().map(|(n, (ino, _))| (n.as_str(), *ino))
+    }
+    /// Entries whose cookie is after `offset`, in cookie order, with their cookie.
+    pub fn after(&self, offset: u64) -> impl Iterator<Item = (u64, &str, Ino)> {
+        self.by_cookie
+            .range(offset.saturating_add(1)..)
+            .filter_map(|(c, n)| self.by_name.get(n).map(|(ino, _)| (*c, n.as_str(), *ino)))
+    }
+}
+
+impl Inode {
+    pub fn kind(&self) -> Kind {
+        match self.body {
+            Body::File(_) => Kind::File,
+            Body::Dir(_) => Kind::Dir,
+            Body::Symlink(_) => Kind::Symlink,
+        }
+    }
+
+    pub fn size(&self) -> u64 {
+        match &self.body {
+            Body::File(f) => f.size,
+            // Not the manifest's size: that changes with every commit, and tools such as
+            // tar treat a directory whose size changes while they read it as an error.
+            Body::Dir(_) => 4096,
+            Body::Symlink(t) => t.len() as u64,
+        }
+    }
+
+    pub fn attr(&self, ino: Ino) -> Attr {
+        let nlink = match &self.body {
+            Body::Dir(d) => 2 + d.entries.as_ref().map(|e| e.subdirs).unwrap_or(0),
+            _ => self.links.len() as u32,
+        };
+        Attr {
+            ino,
+            kind: self.kind(),
+            size: self.size(),
+            nlink,
+            meta: self.meta,
+        }
+    }
+
+    pub fn file(&self) -> Option<&FileBody> {
+        match &self.body {
+            Body::File(f) => Some(f),
+            _ => None,
+        }
+    }
+    pub fn file_mut(&mut self) -> Option<&mut FileBody> {
+        match &mut self.body {
+            Body::File(f) => Some(f),
+            _ => None,
+        }
+    }
+    pub fn dir(&self) -> Option<&DirBody> {
+        match &self.body {
+            Body::Dir(d) => Some(d),
+            _ => None,
+        }
+    }
+    pub fn dir_mut(&mut self) -> Option<&mut DirBody> {
+        match &mut self.body {
+            Body::Dir(d) => Some(d),
+            _ => None,
+        }
+    }
+}
+
+pub fn now_ns() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as i64)
+        .unwrap_or(0)
+}

@@ -1,0 +1,521 @@
+//! File handles and the write path: open/create stage the file, writes go to the staged
+//! session, the last close turns the session into a closed version (journaled, queued for
+//! upload). Reads come from the newest version: session, staged, or the node.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use bytes::Bytes;
+
+use super::error::{FsError, FsResult};
+use super::inode::{Attr, Body, FileBody, Ino, Kind, Meta, TokenId, now_ns};
+use super::journal::Op;
+use super::quota::Change;
+use super::staged::StagedFile;
+use super::tree::{Tree, check_name};
+use super::{Fs, Handle};
+
+/// Content fetched from the node into a staged file this many bytes per request.
+const FETCH_CHUNK: u64 = 1 << 20;
+
+/// Open flags the core cares about.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct OpenMode {
+    pub write: bool,
+    pub truncate: bool,
+    pub append: bool,
+    pub exclusive: bool,
+}
+
+impl OpenMode {
+    /// From `open(2)` flags.
+    pub fn from_flags(flags: i32) -> OpenMode {
+        let acc = flags & libc::O_ACCMODE;
+        OpenMode {
+            write: acc == libc::O_WRONLY || acc == libc::O_RDWR,
+            truncate: flags & libc::O_TRUNC != 0,
+            append: flags & libc::O_APPEND != 0,
+            exclusive: flags & libc::O_EXCL != 0,
+        }
+    }
+}
+
+/// Where a read is served from, taken under the lock and used outside it.
+enum Source {
+    Local(Arc<StagedFile>),
+    Node { cid: String, size: u64 },
+    Empty,
+}
+
+impl Fs {
+    fn new_handle(&self, h: Handle) -> u64 {
+        let fh = self.inner.next_fh.fetch_add(1, Ordering::Relaxed);
+        self.handles().insert(fh, h);
+        fh
+    }
+
+    fn handle(&self, fh: u64) -> FsResult<Handle> {
+        self.handles().get(&fh).copied().ok_or(FsError::BadHandle)
+    }
+
+    fn staging_dir(&self, token: TokenId) -> std::path::PathBuf {
+        self.config()
+            .cache_dir
+            .join("staging")
+            .join(token.to_string())
+    }
+
+    pub async fn open(&self, ino: Ino, flags: i32) -> FsResult<u64> {
+        let mode = OpenMode::from_flags(flags);
+        {
+            let mut guard = self.tree();
+            let tree = &mut *guard;
+            let inode = tree.get(ino)?;
+            match inode.kind() {
+                Kind::Dir if mode.write => return Err(FsError::IsDir),
+                Kind::Dir => {}
+                Kind::Symlink => return Err(FsError::Invalid("open of a symlink")),
+                Kind::File => {}
+            }
+            if mode.write {
+                let token = tree.token_of(ino)?;
+                self.allow(tree, token, Change::AddsEntry)?;
+            }
+            let inode = tree.get_mut(ino)?;
+            inode.open_handles += 1;
+            if mode.write
+                && let Some(f) = inode.file_mut()
+            {
+                f.writers += 1;
+            }
+        }
+        let fh = self.new_handle(Handle {
+            ino,
+            write: mode.write,
+            append: mode.append,
+            session: mode.write,
+        });
+        if mode.write
+            && let Err(e) = self.ensure_session(ino, mode.truncate).await
+        {
+            let _ = self.release(fh).await;
+            return Err(e);
+        }
+        Ok(fh)
+    }
+
+    /// Create and open `parent/name` (`O_EXCL` honoured: an existing name is `EEXIST`).
+    #[allow(clippy::too_many_arguments)]
+    pub async fn create(
+        &self,
+        parent: Ino,
+        name: &str,
+        mode: u32,
+        flags: i32,
+        uid: u32,
+        gid: u32,
+    ) -> FsResult<(Attr, u64)> {
+        check_name(name)?;
+        self.ensure_loaded(parent).await?;
+        let open = OpenMode::from_flags(flags);
+        let existing = self.tree().child(parent, name)?;
+        if let Some(ino) = existing {
+            if open.exclusive {
+                return Err(FsError::Exists);
+            }
+            let fh = self.open(ino, flags).await?;
+            return Ok((self.getattr(ino).await?, fh));
+        }
+        let token = self.tree().token_of(parent)?;
+        let session = Arc::new(StagedFile::create(&self.staging_dir(token))?);
+        let ino = {
+            let mut guard = self.tree();
+            let tree = &mut *guard;
+            if let Err(e) = self.allow(tree, token, Change::AddsEntry) {
+                session.remove();
+                return Err(e);
+            }
+            let body = Body::File(FileBody {
+                session: Some(session.clone()),
+                writers: 1,
+                ..Default::default()
+            });
+            let ino = match tree.create(
+                parent,
+                name,
+                Meta::new(mode, uid, gid),
+                body,
+                Default::default(),
+            ) {
+                Ok(ino) => ino,
+                Err(e) => {
+                    session.remove();
+                    return Err(e);
+                }
+            };
+            tree.get_mut(ino)?.open_handles += 1;
+            ino
+        };
+        let fh = self.new_handle(Handle {
+            ino,
+            write: open.write,
+            append: open.append,
+            session: true,
+        });
+        Ok((self.getattr(ino).await?, fh))
+    }
+
+    /// Make sure `ino` has an open-for-write session; `truncate` empties it.
+    pub(crate) async fn ensure_session(&self, ino: Ino, truncate: bool) -> FsResult<()> {
+        loop {
+            enum Need {
+                Copy(Arc<StagedFile>),
+                Fetch(String, u64),
+                Empty,
+            }
+            let (token, need) = {
+                let mut guard = self.tree();
+                let tree = &mut *guard;
+                let token = tree.token_of(ino)?;
+                let f = tree.get_mut(ino)?.file_mut().ok_or(FsError::IsDir)?;
+                if let Some(s) = &f.session {
+                    if truncate && f.size != 0 {
+                        s.set_len(0)?;
+                        let old = std::mem::replace(&mut f.size, 0);
+                        touch(tree, ino);
+                        tree.size_changed(ino, old, 0);
+                    }
+                    return Ok(());
+                }
+                let need = if truncate {
+                    Need::Empty
+                } else if let Some(s) = &f.staged {
+                    Need::Copy(s.clone())
+                } else if let Some(b) = &f.blob
+                    && b.size > 0
+                {
+                    Need::Fetch(b.cid.clone(), b.size)
+                } else {
+                    Need::Empty
+                };
+                (token, need)
+            };
+            let dir = self.staging_dir(token);
+            let (new, from_staged, from_blob) = match need {
+                Need::Empty => (StagedFile::create(&dir)?, None, None),
+                Need::Copy(src) => {
+                    let copy = tokio::task::spawn_blocking(move || {
+                        src.copy_to_new(&dir).map(|c| (c, src))
+                    })
+                    .await
+                    .map_err(|e| FsError::Journal(e.to_string()))??;
+                    (copy.0, Some(copy.1), None)
+                }
+                Need::Fetch(cid, size) => {
+                    let new = StagedFile::create(&dir)?;
+                    if let Err(e) = self.fetch_into(&new, &cid, size).await {
+                        new.remove();
+                        return Err(e);
+                    }
+                    (new, None, Some(cid))
+                }
+            };
+            let mut guard = self.tree();
+            let tree = &mut *guard;
+            let f = tree.get_mut(ino)?.file_mut().ok_or(FsError::IsDir)?;
+            // Install only if nothing changed while we copied; otherwise start over.
+            let unchanged = f.session.is_none()
+                && match (&from_staged, &f.staged) {
+                    (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+                    (Some(_), None) => false,
+                    (None, _) => true,
+                }
+                && (from_blob.is_none() || f.blob.as_ref().map(|b| &b.cid) == from_blob.as_ref());
+            if !unchanged {
+                new.remove();
+                continue;
+            }
+            let old = f.size;
+            let size = new.len()?;
+            f.session = Some(Arc::new(new));
+            f.size = size;
+            if old != size {
+                touch(tree, ino);
+                tree.size_changed(ino, old, size);
+            }
+            return Ok(());
+        }
+    }
+
+    async fn fetch_into(&self, dst: &StagedFile, cid: &str, size: u64) -> FsResult<()> {
+        let mut offset = 0;
+        while offset < size {
+            let len = FETCH_CHUNK.min(size - offset);
+            let data = self.store().read(cid, size, offset, len).await?;
+            if data.is_empty() {
+                return Err(FsError::Store(super::store::StoreError::permanent(
+                    "content shorter than its size",
+                )));
+            }
+            dst.write_at(offset, &data)?;
+            offset += data.len() as u64;
+        }
+        Ok(())
+    }
+
+    pub async fn read(&self, fh: u64, offset: u64, size: u32) -> FsResult<Bytes> {
+        let h = self.handle(fh)?;
+        let (source, file_size) = {
+            let tree = self.tree();
+            let f = tree.get(h.ino)?.file().ok_or(FsError::IsDir)?;
+            let source = if let Some(s) = f.session.as_ref().or(f.staged.as_ref()) {
+                Source::Local(s.clone())
+            } else if let Some(b) = &f.blob {
+                Source::Node {
+                    cid: b.cid.clone(),
+                    size: b.size,
+                }
+            } else {
+                Source::Empty
+            };
+            (source, f.size)
+        };
+        if offset >= file_size {
+            return Ok(Bytes::new());
+        }
+        let len = (size as u64).min(file_size - offset);
+        let mut data = match source {
+            Source::Local(s) => s.read_at(offset, len as usize)?,
+            Source::Node { cid, size } => {
+                self.store().read(&cid, size, offset, len).await?.to_vec()
+            }
+            Source::Empty => Vec::new(),
+        };
+        // A hole at the end (size set beyond the data) reads as zeros.
+        data.resize(len as usize, 0);
+        Ok(Bytes::from(data))
+    }
+
+    /// Write at `offset` (end of file for `O_APPEND`); holes in between read as zeros.
+    pub async fn write(&self, fh: u64, offset: u64, data: &[u8]) -> FsResult<u32> {
+        loop {
+            if let Some(done) = self.try_write(fh, offset, data) {
+                return done;
+            }
+            // fsync closed the session; the next write starts a new one.
+            let ino = self.handle(fh)?.ino;
+            self.ensure_session(ino, false).await?;
+        }
+    }
+
+    /// The write, if it can happen without waiting (the session is open: local disk
+    /// only); `None` when a session must be started first (see [`Fs::write`]).
+    pub fn try_write(&self, fh: u64, offset: u64, data: &[u8]) -> Option<FsResult<u32>> {
+        let h = match self.handle(fh) {
+            Ok(h) if h.write => h,
+            Ok(_) => return Some(Err(FsError::NotWritable)),
+            Err(e) => return Some(Err(e)),
+        };
+        let mut guard = self.tree();
+        let tree = &mut *guard;
+        let attempt = (|| {
+            let token = tree.token_of(h.ino)?;
+            let f = tree.get(h.ino)?.file().ok_or(FsError::IsDir)?;
+            let Some(session) = f.session.clone() else {
+                return Ok(None);
+            };
+            let old = f.size;
+            let offset = if h.append { old } else { offset };
+            let end = offset
+                .checked_add(data.len() as u64)
+                .ok_or(FsError::Invalid("offset"))?;
+            let new = old.max(end);
+            self.allow(tree, token, Change::Grows(new - old))?;
+            session.write_at(offset, data)?;
+            let f = tree.get_mut(h.ino)?.file_mut().ok_or(FsError::IsDir)?;
+            f.size = new;
+            touch(tree, h.ino);
+            tree.size_changed(h.ino, old, new);
+            Ok(Some(data.len() as u32))
+        })();
+        attempt.transpose()
+    }
+
+    /// truncate(2)/ftruncate(2).
+    pub(crate) async fn truncate(&self, ino: Ino, size: u64, _fh: Option<u64>) -> FsResult<()> {
+        {
+            let mut guard = self.tree();
+            let tree = &mut *guard;
+            let token = tree.token_of(ino)?;
+            let inode = tree.get_mut(ino)?;
+            let f = inode.file_mut().ok_or(FsError::IsDir)?;
+            let old = f.size;
+            let change = if size > old {
+                Change::Grows(size - old)
+            } else {
+                Change::Shrinks
+            };
+            self.allow(tree, token, change)?;
+            let f = tree.get_mut(ino)?.file_mut().ok_or(FsError::IsDir)?;
+            if let Some(s) = &f.session {
+                s.set_len(size)?;
+                f.size = size;
+                touch(tree, ino);
+                tree.size_changed(ino, old, size);
+                return Ok(());
+            }
+            // No session: open one just for this change, closed right after.
+            f.writers += 1;
+        }
+        let result = async {
+            self.ensure_session(ino, size == 0).await?;
+            let mut guard = self.tree();
+            let tree = &mut *guard;
+            let f = tree.get_mut(ino)?.file_mut().ok_or(FsError::IsDir)?;
+            let old = f.size;
+            if let Some(s) = &f.session {
+                s.set_len(size)?;
+                f.size = size;
+            }
+            touch(tree, ino);
+            tree.size_changed(ino, old, size);
+            Ok::<(), FsError>(())
+        }
+        .await;
+        let mut guard = self.tree();
+        let tree = &mut *guard;
+        if let Some(f) = tree.get_mut(ino)?.file_mut() {
+            f.writers -= 1;
+            if f.writers == 0 {
+                self.close_session(tree, ino)?;
+            }
+        }
+        result
+    }
+
+    pub async fn flush(&self, fh: u64) -> FsResult<()> {
+        self.handle(fh).map(|_| ())
+    }
+
+    /// The last close of a writer turns its session into a closed version.
+    pub async fn release(&self, fh: u64) -> FsResult<()> {
+        let Some(h) = self.handles().remove(&fh) else {
+            return Err(FsError::BadHandle);
+        };
+        let mut guard = self.tree();
+        let tree = &mut *guard;
+        let inode = tree.get_mut(h.ino)?;
+        inode.open_handles = inode.open_handles.saturating_sub(1);
+        let mut result = Ok(());
+        if h.session
+            && let Some(f) = inode.file_mut()
+        {
+            f.writers = f.writers.saturating_sub(1);
+            if f.writers == 0 {
+                result = self.close_session(tree, h.ino);
+            }
+        }
+        tree.forget_if_unused(h.ino);
+        result
+    }
+
+    /// Session → closed version: journal it and queue its upload. An unlinked file's
+    /// session is simply dropped.
+    pub(crate) fn close_session(&self, tree: &mut Tree, ino: Ino) -> FsResult<()> {
+        let token = tree.token_of(ino)?;
+        let inode = tree.get_mut(ino)?;
+        let linked = !inode.links.is_empty();
+        let meta = inode.meta;
+        let Some(f) = inode.file_mut() else {
+            return Ok(());
+        };
+        let Some(session) = f.session.take() else {
+            return Ok(());
+        };
+        if !linked {
+            session.remove();
+            return Ok(());
+        }
+        f.staged = Some(session.clone());
+        f.upload_pending = true;
+        f.version += 1;
+        let version = f.version;
+        let size = f.size;
+        let path = tree.path_of(ino);
+        self.journal(
+            tree,
+            token,
+            Op::Close {
+                path: path.clone(),
+                staged: session.path().to_path_buf(),
+                mode: meta.mode,
+                uid: meta.uid,
+                gid: meta.gid,
+                mtime_ns: meta.mtime_ns,
+            },
+        )?;
+        if let Ok(t) = tree.token_mut(token) {
+            t.pending_uploads += 1;
+        }
+        self.inner.uploads.push(super::upload::Job {
+            token,
+            ino,
+            version,
+            path,
+            staged: session,
+            size,
+        });
+        Ok(())
+    }
+
+    /// fsync: the file's current content is on the node and committed when this returns.
+    pub async fn fsync(&self, fh: u64) -> FsResult<()> {
+        let h = self.handle(fh)?;
+        let token = {
+            let mut guard = self.tree();
+            let tree = &mut *guard;
+            let token = tree.token_of(h.ino)?;
+            let f = tree.get(h.ino)?.file().ok_or(FsError::IsDir)?;
+            if let Some(s) = &f.session {
+                s.sync_data()?;
+                self.close_session(tree, h.ino)?;
+            }
+            let t = tree.token(token)?;
+            t.journal.sync()?;
+            token
+        };
+        self.flush_token(token).await
+    }
+
+    /// fsyncdir: the directory's changes are committed when this returns.
+    pub async fn fsyncdir(&self, ino: Ino) -> FsResult<()> {
+        let token = {
+            let tree = self.tree();
+            let token = tree.get(ino)?.token;
+            if let Some(t) = token {
+                tree.token(t)?.journal.sync()?;
+            }
+            token
+        };
+        match token {
+            Some(t) => self.flush_token(t).await,
+            None => self.flush_all().await,
+        }
+    }
+
+    pub async fn opendir(&self, ino: Ino) -> FsResult<u64> {
+        if self.tree().get(ino)?.kind() != Kind::Dir {
+            return Err(FsError::NotDir);
+        }
+        Ok(0)
+    }
+}
+
+/// Content changed: bump mtime and ctime.
+fn touch(tree: &mut Tree, ino: Ino) {
+    if let Ok(i) = tree.get_mut(ino) {
+        let now = now_ns();
+        i.meta.mtime_ns = now;
+        i.meta.ctime_ns = now;
+    }
+}

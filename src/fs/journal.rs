@@ -1,0 +1,326 @@
+//! The per-token journal under `CACHE/journal/<token>/`: `state.json` (the last committed
+//! root) and `ops.log` (every namespace change since, one JSON object per line, one
+//! `write(2)` each). Replaying `ops.log` over `state.json` rebuilds the tree after a crash;
+//! a commit records its new state and drops the ops it included.
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// A namespace change, with paths relative to the token's root (`a/b/c`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Op {
+    Mkdir {
+        path: String,
+        mode: u32,
+        uid: u32,
+        gid: u32,
+        mtime_ns: i64,
+    },
+    /// A file's content as of a close (or a truncate without an open handle): the staged
+    /// file holds that version until a commit covers it.
+    Close {
+        path: String,
+        staged: PathBuf,
+        mode: u32,
+        uid: u32,
+        gid: u32,
+        mtime_ns: i64,
+    },
+    Setattr {
+        path: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        mode: Option<u32>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        uid: Option<u32>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        gid: Option<u32>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        mtime_ns: Option<i64>,
+    },
+    Rename {
+        from: String,
+        to: String,
+        #[serde(default)]
+        exchange: bool,
+    },
+    Unlink {
+        path: String,
+    },
+    Rmdir {
+        path: String,
+    },
+    Symlink {
+        path: String,
+        target: String,
+        uid: u32,
+        gid: u32,
+        mtime_ns: i64,
+    },
+    Link {
+        from: String,
+        to: String,
+    },
+    SetXattr {
+        path: String,
+        name: String,
+        value: String,
+    },
+    RemoveXattr {
+        path: String,
+        name: String,
+    },
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Record {
+    pub seq: u64,
+    #[serde(flatten)]
+    pub op: Op,
+}
+
+/// What the last successful commit published.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CommittedState {
+    pub root: Option<String>,
+    pub usage_doc: Option<String>,
+    /// Usage document sequence number.
+    pub seq: u64,
+    /// The last journal op this commit included.
+    pub journal_seq: u64,
+    pub usage: u64,
+    pub files: u64,
+}
+
+#[derive(Debug)]
+pub struct Journal {
+    dir: PathBuf,
+    log: File,
+    next_seq: u64,
+    /// Ops not yet covered by a commit: (seq, line, staged file the op references).
+    pending: Vec<(u64, String, Option<PathBuf>)>,
+}
+
+/// The journal as found on disk when a token is mounted.
+#[derive(Debug)]
+pub struct Recovered {
+    pub journal: Journal,
+    pub state: Option<CommittedState>,
+    pub ops: Vec<Record>,
+}
+
+impl Journal {
+    pub fn open(dir: &Path) -> io::Result<Recovered> {
+        std::fs::create_dir_all(dir)?;
+        let state =
+            match std::fs::read(dir.join("state.json")) {
+                Ok(bytes) => Some(serde_json::from_slice::<CommittedState>(&bytes).map_err(
+                    |e| io::Error::new(io::ErrorKind::InvalidData, format!("state.json: {e}")),
+                )?),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+                Err(e) => return Err(e),
+            };
+        let after = state.as_ref().map(|s| s.journal_seq).unwrap_or(0);
+        let text = match std::fs::read(dir.join("ops.log")) {
+            Ok(b) => String::from_utf8_lossy(&b).into_owned(),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => String::new(),
+            Err(e) => return Err(e),
+        };
+        let mut ops = Vec::new();
+        let mut max_seq = after;
+        let lines: Vec<&str> = text.split('\n').collect();
+        for (i, line) in lines.iter().enumerate() {
+            if line.trim().is_empty() {
+                continue;
+            }
+            match serde_json::from_str::<Record>(line) {
+                Ok(r) => {
+                    max_seq = max_seq.max(r.seq);
+                    if r.seq > after {
+                        ops.push(r);
+                    }
+                }
+                // A torn last line is what kill -9 mid-write leaves: that op never completed.
+                Err(_) if i + 1 == lines.len() => {
+                    tracing::warn!(dir = %dir.display(), "ignoring torn last journal line");
+                }
+                Err(e) => tracing::error!(dir = %dir.display(), line = i + 1, error = %e,
+                    "skipping unreadable journal line"),
+            }
+        }
+        let mut journal = Journal {
+            dir: dir.to_path_buf(),
+            log: open_log(dir)?,
+            next_seq: max_seq + 1,
+            pending: Vec::new(),
+        };
+        // Rewrite the log with only the ops still to replay: drops a torn tail, so the
+        // next append starts on a fresh line.
+        journal.pending = ops
+            .iter()
+            .map(|r| (r.seq, to_line(r), staged_of(&r.op)))
+            .collect();
+        journal.rewrite()?;
+        Ok(Recovered {
+            journal,
+            state,
+            ops,
+        })
+    }
+
+    /// Append one op; returns its sequence number.
+    pub fn append(&mut self, op: Op) -> io::Result<u64> {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        let staged = staged_of(&op);
+        let line = to_line(&Record { seq, op });
+        // One write(2) per op: enough to survive kill -9 (the page cache keeps it).
+        self.log.write_all(line.as_bytes())?;
+        self.pending.push((seq, line, staged));
+        Ok(seq)
+    }
+
+    /// The sequence number of the last op appended.
+    pub fn last_seq(&self) -> u64 {
+        self.next_seq - 1
+    }
+
+    /// fsync/fsyncdir: make the log durable against power loss too.
+    pub fn sync(&self) -> io::Result<()> {
+        self.log.sync_data()
+    }
+
+    /// Staged files referenced by ops not yet committed.
+    pub fn referenced_staged(&self) -> impl Iterator<Item = &Path> {
+        self.pending.iter().filter_map(|(_, _, s)| s.as_deref())
+    }
+
+    /// Remember where this token starts (first mount), so later mounts need not ask the
+    /// node before replaying.
+    pub fn record_state(&self, state: &CommittedState) -> io::Result<()> {
+        write_atomically(
+            &self.dir.join("state.json"),
+            &serde_json::to_vec_pretty(state).unwrap_or_default(),
+        )
+    }
+
+    /// A commit covering ops up to `state.journal_seq` was published: record it, then drop
+    /// those ops. Returns the staged files only those ops referenced.
+    pub fn committed(&mut self, state: &CommittedState) -> io::Result<Vec<PathBuf>> {
+        write_atomically(
+            &self.dir.join("state.json"),
+            &serde_json::to_vec_pretty(state).unwrap_or_default(),
+        )?;
+        let (done, keep): (Vec<_>, Vec<_>) = std::mem::take(&mut self.pending)
+            .into_iter()
+            .partition(|(seq, _, _)| *seq <= state.journal_seq);
+        self.pending = keep;
+        self.rewrite()?;
+        let still: std::collections::HashSet<PathBuf> =
+            self.referenced_staged().map(Path::to_path_buf).collect();
+        Ok(done
+            .into_iter()
+            .filter_map(|(_, _, s)| s)
+            .filter(|s| !still.contains(s))
+            .collect())
+    }
+
+    fn rewrite(&mut self) -> io::Result<()> {
+        let tmp = self.dir.join("ops.log.tmp");
+        let mut text = String::new();
+        for (_, line, _) in &self.pending {
+            text.push_str(line);
+        }
+        write_atomically_at(&tmp, &self.dir.join("ops.log"), text.as_bytes())?;
+        self.log = open_log(&self.dir)?;
+        Ok(())
+    }
+}
+
+fn to_line(r: &Record) -> String {
+    let mut s = serde_json::to_string(r).unwrap_or_default();
+    s.push('\n');
+    s
+}
+
+fn staged_of(op: &Op) -> Option<PathBuf> {
+    match op {
+        Op::Close { staged, .. } => Some(staged.clone()),
+        _ => None,
+    }
+}
+
+fn open_log(dir: &Path) -> io::Result<File> {
+    OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("ops.log"))
+}
+
+fn write_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let tmp = path.with_extension("tmp");
+    write_atomically_at(&tmp, path, bytes)
+}
+
+/// temp + fsync + rename + fsync(dir): the file is either the old or the new content.
+fn write_atomically_at(tmp: &Path, path: &Path, bytes: &[u8]) -> io::Result<()> {
+    {
+        let mut f = File::create(tmp)?;
+        f.write_all(bytes)?;
+        f.sync_data()?;
+    }
+    std::fs::rename(tmp, path)?;
+    if let Some(dir) = path.parent() {
+        File::open(dir)?.sync_all()?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn unlink(p: &str) -> Op {
+        Op::Unlink { path: p.into() }
+    }
+
+    #[test]
+    fn ops_survive_reopen_and_a_torn_last_line_is_ignored() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let mut j = Journal::open(dir.path()).unwrap().journal;
+            j.append(unlink("a")).unwrap();
+            j.append(unlink("b")).unwrap();
+        }
+        let mut f = OpenOptions::new()
+            .append(true)
+            .open(dir.path().join("ops.log"))
+            .unwrap();
+        f.write_all(br#"{"seq":3,"op":"unl"#).unwrap();
+        let r = Journal::open(dir.path()).unwrap();
+        let ops: Vec<Op> = r.ops.into_iter().map(|r| r.op).collect();
+        assert_eq!(ops, vec![unlink("a"), unlink("b")]);
+    }
+
+    #[test]
+    fn a_commit_drops_the_ops_it_included() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut j = Journal::open(dir.path()).unwrap().journal;
+        j.append(unlink("a")).unwrap();
+        let cut = j.last_seq();
+        j.append(unlink("b")).unwrap();
+        let state = CommittedState {
+            journal_seq: cut,
+            ..Default::default()
+        };
+        j.committed(&state).unwrap();
+        drop(j);
+        let r = Journal::open(dir.path()).unwrap();
+        assert_eq!(r.state, Some(state));
+        let ops: Vec<Op> = r.ops.into_iter().map(|r| r.op).collect();
+        assert_eq!(ops, vec![unlink("b")]);
+    }
+}

@@ -1,0 +1,371 @@
+//! Bringing an sNFT into the mount: its last committed root (from the journal's
+//! `state.json`, else from its BTNS name), journal replay over it, re-queued uploads;
+//! and lazy loading of directories from their manifests.
+
+use std::collections::HashSet;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use super::error::{FsError, FsResult};
+use super::inode::{Body, DirBody, Entries, FileBody, Ino, Inode, Kind, Meta, ROOT_INO, TokenId};
+use super::journal::{CommittedState, Journal, Op, Record};
+use super::manifest::Manifest;
+use super::staged::StagedFile;
+use super::token::{TokenFs, TokenInfo};
+use super::{Fs, SetAttr, TimeSet};
+
+impl Fs {
+    /// Mount one sNFT: load its committed root, replay its journal, resume its uploads.
+    pub async fn add_token(&self, info: TokenInfo) -> FsResult<()> {
+        let id = info.token_id;
+        if self.tree().tokens.contains_key(&id) {
+            self.update_token(info);
+            return Ok(());
+        }
+        let cache = &self.config().cache_dir;
+        let staging = cache.join("staging").join(id.to_string());
+        std::fs::create_dir_all(&staging)?;
+        let recovered = Journal::open(&cache.join("journal").join(id.to_string()))
+            .map_err(|e| FsError::Journal(format!("token {id}: {e}")))?;
+        let mut read_only = false;
+        let had_state = recovered.state.is_some();
+        let committed = match (recovered.state, &info.btns) {
+            (Some(state), _) => state,
+            (None, None) => CommittedState::default(),
+            (None, Some(name)) => match self.store().resolve(name).await {
+                Ok(Some(p)) => CommittedState {
+                    root: Some(p.root),
+                    usage_doc: Some(p.doc_cid),
+                    seq: p.seq,
+                    journal_seq: 0,
+                    usage: p.usage,
+                    files: p.files,
+                },
+                Ok(None) => CommittedState::default(),
+                Err(e) => {
+                    // Serving an empty tree writable would publish over the real one.
+                    tracing::error!(token = id, error = %e,
+                        "cannot resolve the sNFT's BTNS name; serving it read-only");
+                    read_only = true;
+                    CommittedState::default()
+                }
+            },
+        };
+        if !had_state && !read_only {
+            recovered.journal.record_state(&committed)?;
+        }
+        let ops = recovered.ops;
+        {
+            let mut tree = self.tree();
+            let root_dir = DirBody {
+                entries: if committed.root.is_some() {
+                    None
+                } else {
+                    Some(Entries::default())
+                },
+                manifest: committed.root.clone().map(|c| (c, 0)),
+                dirty: false,
+            };
+            let root_inode = Inode {
+                token: Some(id),
+                meta: Meta::new(0o755, self.config().uid, self.config().gid),
+                xattrs: Default::default(),
+                links: Vec::new(),
+                body: Body::Dir(root_dir),
+                open_handles: 0,
+            };
+            let root = if self.config().single_token {
+                tree.inodes.insert(ROOT_INO, root_inode);
+                ROOT_INO
+            } else {
+                tree.alloc(root_inode)
+            };
+            tree.tokens.insert(
+                id,
+                TokenFs {
+                    info,
+                    root,
+                    usage: committed.usage,
+                    files: committed.files,
+                    read_only,
+                    dirty_dirs: HashSet::new(),
+                    pending_uploads: 0,
+                    unloaded_dirs: u64::from(committed.root.is_some()),
+                    committed,
+                    journal: recovered.journal,
+                    superseded: Vec::new(),
+                    staging_dir: staging.clone(),
+                    last_upload: None,
+                    replaying: true,
+                },
+            );
+        }
+        let replayed = ops.len();
+        for record in ops {
+            if let Err(e) = self.replay(id, &record).await {
+                tracing::warn!(token = id, seq = record.seq, error = %e, "journal op not replayed");
+            }
+        }
+        let mut tree = self.tree();
+        let root = {
+            let t = tree.token_mut(id)?;
+            t.replaying = false;
+            t.root
+        };
+        clean_staging(&tree, id, &staging);
+        if !self.config().single_token {
+            let name = id.to_string();
+            tree.get_mut(root)?.links.push((ROOT_INO, name.clone()));
+            if let Ok(Some(e)) = tree
+                .get_mut(ROOT_INO)
+                .map(|r| r.dir_mut().and_then(|d| d.entries.as_mut()))
+            {
+                e.insert(&name, root);
+                e.subdirs += 1;
+            }
+        }
+        tracing::info!(token = id, replayed, "sNFT mounted");
+        Ok(())
+    }
+
+    /// New chain state for a mounted token (quota, overdue, BTNS name).
+    pub fn update_token(&self, info: TokenInfo) {
+        if let Some(t) = self.tree().tokens.get_mut(&info.token_id) {
+            t.info = info;
+        }
+    }
+
+    /// The wallet no longer owns `token`: hide it. Its journal stays in the cache.
+    pub fn remove_token(&self, token: TokenId) {
+        let mut guard = self.tree();
+        let tree = &mut *guard;
+        if self.config().single_token {
+            return; // the mount root cannot go away under the user
+        }
+        let Some(t) = tree.tokens.get(&token) else {
+            return;
+        };
+        let root = t.root;
+        if let Ok(Some(e)) = tree
+            .get_mut(ROOT_INO)
+            .map(|r| r.dir_mut().and_then(|d| d.entries.as_mut()))
+        {
+            e.remove(&token.to_string());
+            e.subdirs = e.subdirs.saturating_sub(1);
+        }
+        if let Ok(r) = tree.get_mut(root) {
+            r.links.clear();
+        }
+        tree.tokens.remove(&token);
+    }
+
+    /// Make sure directory `dir`'s entries are in memory (fetching its manifest).
+    pub(crate) async fn ensure_loaded(&self, dir: Ino) -> FsResult<()> {
+        let (cid, token) = {
+            let mut tree = self.tree();
+            let inode = tree.get_mut(dir)?;
+            let token = inode.token;
+            let d = inode.dir_mut().ok_or(FsError::NotDir)?;
+            if d.entries.is_some() {
+                return Ok(());
+            }
+            match &d.manifest {
+                Some((cid, _)) => (cid.clone(), token),
+                None => {
+                    d.entries = Some(Entries::default());
+                    return Ok(());
+                }
+            }
+        };
+        let bytes = self.store().fetch(&cid).await?;
+        let mut tree = self.tree();
+        match Manifest::parse(&bytes) {
+            Ok(m) => {
+                tree.load_dir(dir, &m)?;
+                if let Some(d) = tree.get_mut(dir)?.dir_mut()
+                    && let Some((_, size)) = &mut d.manifest
+                {
+                    *size = bytes.len() as u64;
+                }
+            }
+            Err(e) => {
+                tracing::error!(cid, error = %e, "malformed manifest; serving this sNFT read-only");
+                if let Some(t) = token.and_then(|t| tree.tokens.get_mut(&t)) {
+                    t.read_only = true;
+                }
+                tree.load_dir(dir, &Manifest::new(Vec::new()))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The inode at `path` in `token`, loading directories on the way.
+    async fn resolve(&self, token: TokenId, path: &str) -> FsResult<Ino> {
+        let mut cur = self.tree().token(token)?.root;
+        for part in path.split('/').filter(|p| !p.is_empty()) {
+            self.ensure_loaded(cur).await?;
+            cur = self.tree().child(cur, part)?.ok_or(FsError::NotFound)?;
+        }
+        Ok(cur)
+    }
+
+    async fn resolve_parent<'a>(&self, token: TokenId, path: &'a str) -> FsResult<(Ino, &'a str)> {
+        let (dir, name) = match path.rsplit_once('/') {
+            Some((d, n)) => (d, n),
+            None => ("", path),
+        };
+        let parent = self.resolve(token, dir).await?;
+        self.ensure_loaded(parent).await?;
+        Ok((parent, name))
+    }
+
+    async fn replay(&self, token: TokenId, record: &Record) -> FsResult<()> {
+        match &record.op {
+            Op::Mkdir {
+                path,
+                mode,
+                uid,
+                gid,
+                mtime_ns,
+            } => {
+                let (parent, name) = self.resolve_parent(token, path).await?;
+                let attr = self.mkdir(parent, name, *mode, *uid, *gid).await?;
+                self.set_mtime(attr.ino, *mtime_ns);
+            }
+            Op::Close {
+                path,
+                staged,
+                mode,
+                uid,
+                gid,
+                mtime_ns,
+            } => {
+                self.replay_close(token, path, staged, Meta::new(*mode, *uid, *gid), *mtime_ns)
+                    .await?;
+            }
+            Op::Setattr {
+                path,
+                mode,
+                uid,
+                gid,
+                mtime_ns,
+            } => {
+                let ino = self.resolve(token, path).await?;
+                let set = SetAttr {
+                    mode: *mode,
+                    uid: *uid,
+                    gid: *gid,
+                    mtime: mtime_ns.map(TimeSet::At),
+                    ..Default::default()
+                };
+                self.setattr(ino, set).await?;
+            }
+            Op::Rename { from, to, exchange } => {
+                let (p1, n1) = self.resolve_parent(token, from).await?;
+                let (p2, n2) = self.resolve_parent(token, to).await?;
+                self.rename(p1, n1, p2, n2, false, *exchange).await?;
+            }
+            Op::Unlink { path } => {
+                let (parent, name) = self.resolve_parent(token, path).await?;
+                self.unlink(parent, name).await?;
+            }
+            Op::Rmdir { path } => {
+                let (parent, name) = self.resolve_parent(token, path).await?;
+                self.rmdir(parent, name).await?;
+            }
+            Op::Symlink {
+                path,
+                target,
+                uid,
+                gid,
+                mtime_ns,
+            } => {
+                let (parent, name) = self.resolve_parent(token, path).await?;
+                let attr = self.symlink(parent, name, target, *uid, *gid).await?;
+                self.set_mtime(attr.ino, *mtime_ns);
+            }
+            Op::Link { from, to } => {
+                let ino = self.resolve(token, from).await?;
+                let (parent, name) = self.resolve_parent(token, to).await?;
+                self.link(ino, parent, name).await?;
+            }
+            Op::SetXattr { path, name, value } => {
+                let ino = self.resolve(token, path).await?;
+                let value = hex::decode(value).map_err(|_| FsError::Invalid("xattr value"))?;
+                self.setxattr(ino, name, &value, 0).await?;
+            }
+            Op::RemoveXattr { path, name } => {
+                let ino = self.resolve(token, path).await?;
+                self.removexattr(ino, name).await?;
+            }
+        }
+        Ok(())
+    }
+
+    fn set_mtime(&self, ino: Ino, mtime_ns: i64) {
+        if let Ok(i) = self.tree().get_mut(ino) {
+            i.meta.mtime_ns = mtime_ns;
+            i.meta.atime_ns = mtime_ns;
+        }
+    }
+
+    /// A closed version found in the journal: it becomes the file's content again and is
+    /// queued for upload.
+    async fn replay_close(
+        &self,
+        token: TokenId,
+        path: &str,
+        staged: &std::path::Path,
+        meta: Meta,
+        mtime_ns: i64,
+    ) -> FsResult<()> {
+        let (parent, name) = self.resolve_parent(token, path).await?;
+        let staged = Arc::new(StagedFile::open_existing(staged)?);
+        let size = staged.len()?;
+        let mut guard = self.tree();
+        let tree = &mut *guard;
+        let ino = match tree.child(parent, name)? {
+            Some(ino) if tree.get(ino)?.kind() == Kind::File => ino,
+            Some(_) => return Err(FsError::IsDir),
+            None => {
+                let body = Body::File(FileBody::default());
+                tree.create(parent, name, meta, body, Default::default())?
+            }
+        };
+        let inode = tree.get_mut(ino)?;
+        inode.meta.mode = meta.mode;
+        inode.meta.uid = meta.uid;
+        inode.meta.gid = meta.gid;
+        inode.meta.mtime_ns = mtime_ns;
+        let Some(f) = inode.file_mut() else {
+            return Err(FsError::IsDir);
+        };
+        let old = f.size;
+        f.session = Some(staged);
+        f.size = size;
+        f.writers = 0;
+        tree.size_changed(ino, old, size);
+        // Goes through the normal close: upload queued, journal untouched (replaying).
+        self.close_session(tree, ino)?;
+        Ok(())
+    }
+}
+
+/// Delete staged files no journal op and no inode refers to (sessions a crash cut short).
+fn clean_staging(tree: &super::tree::Tree, token: TokenId, dir: &std::path::Path) {
+    let Ok(t) = tree.token(token) else { return };
+    let keep: HashSet<PathBuf> = t
+        .journal
+        .referenced_staged()
+        .map(|p| p.to_path_buf())
+        .collect();
+    let Ok(read) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in read.flatten() {
+        let path = entry.path();
+        if !keep.contains(&path) {
+            let _ = std::fs::remove_file(&path);
+        }
+    }
+}

@@ -1,0 +1,223 @@
+//! [`ContentStore`] on a real node: the storage client for adds, pins and names, the chunk
+//! cache for reads, the usage document for publishing.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+
+use super::store::{Blob, ContentStore, Published, StoreError, UsageRecord};
+use crate::cache::{CacheError, ChunkCache};
+use crate::storage::{NodeClient, StorageError};
+use crate::usage::{self, UsageDoc, UsageError};
+
+pub struct NodeStore {
+    client: NodeClient,
+    cache: ChunkCache,
+    chain_id: u64,
+    contract: String,
+    /// BTNS name → the node's key name for it (`None`: this node does not hold the key).
+    key_names: Mutex<HashMap<String, Option<String>>>,
+}
+
+impl NodeStore {
+    pub fn new(client: NodeClient, cache: ChunkCache, chain_id: u64, contract: String) -> Self {
+        NodeStore {
+            client,
+            cache,
+            chain_id,
+            contract,
+            key_names: Mutex::new(HashMap::new()),
+        }
+    }
+
+    async fn key_name(&self, btns: &str) -> Result<Option<String>, StoreError> {
+        if let Some(k) = self.lock_keys().get(btns) {
+            return Ok(k.clone());
+        }
+        let key = usage::key_name_for(&self.client, btns)
+            .await
+            .map_err(usage_error)?;
+        if key.is_none() {
+            tracing::warn!(
+                btns,
+                "the node holds no key for this BTNS name: usage documents are added but not published"
+            );
+        }
+        self.lock_keys().insert(btns.to_string(), key.clone());
+        Ok(key)
+    }
+
+    fn lock_keys(&self) -> std::sync::MutexGuard<'_, HashMap<String, Option<String>>> {
+        self.key_names.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The first read after an upload should not go back to the node for what is on disk.
+    fn seed_cache(&self, cid: &str, path: &Path) {
+        let cache = self.cache.clone();
+        let (cid, path) = (cid.to_string(), path.to_path_buf());
+        tokio::task::spawn_blocking(move || {
+            if let Err(e) = cache.insert_local(&cid, &path) {
+                tracing::debug!(cid, error = %e, "cache not seeded");
+            }
+        });
+    }
+}
+
+fn storage_error(e: StorageError) -> StoreError {
+    StoreError {
+        transient: e.is_transient(),
+        message: e.to_string(),
+    }
+}
+
+fn usage_error(e: UsageError) -> StoreError {
+    match e {
+        UsageError::Storage(s) => storage_error(s),
+        other => StoreError::permanent(other.to_string()),
+    }
+}
+
+fn cache_error(e: CacheError) -> StoreError {
+    let transient = matches!(&e, CacheError::Fetch { source, .. } if source.is_transient());
+    StoreError {
+        transient,
+        message: e.to_string(),
+    }
+}
+
+fn file_size(path: &Path) -> Result<u64, StoreError> {
+    std::fs::metadata(path)
+        .map(|m| m.len())
+        .map_err(|e| StoreError::permanent(format!("{}: {e}", path.display())))
+}
+
+#[async_trait]
+impl ContentStore for NodeStore {
+    async fn add_file(&self, path: &Path) -> Result<Blob, StoreError> {
+        let size = file_size(path)?;
+        let added = self.client.add_path(path).await.map_err(storage_error)?;
+        self.seed_cache(&added.hash, path);
+        // `Size` in the answer is the DAG's size; the content size is the file's.
+        Ok(Blob {
+            cid: added.hash,
+            size,
+        })
+    }
+
+    async fn add_files(&self, paths: &[PathBuf]) -> Result<Vec<Blob>, StoreError> {
+        let mut sizes = Vec::with_capacity(paths.len());
+        let mut files = Vec::with_capacity(paths.len());
+        for p in paths {
+            sizes.push(file_size(p)?);
+            let name = p
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            files.push((name, p.clone()));
+        }
+        let added = self.client.add_batch(files).await.map_err(storage_error)?;
+        Ok(added
+            .into_iter()
+            .zip(sizes)
+            .zip(paths)
+            .map(|((a, size), p)| {
+                self.seed_cache(&a.hash, p);
+                Blob { cid: a.hash, size }
+            })
+            .collect())
+    }
+
+    async fn add_manifest(&self, json: Bytes) -> Result<String, StoreError> {
+        let added = self
+            .client
+            .add_bytes("dir.json", json)
+            .await
+            .map_err(storage_error)?;
+        Ok(added.hash)
+    }
+
+    async fn fetch(&self, cid: &str) -> Result<Bytes, StoreError> {
+        self.client.cat(cid, 0, None).await.map_err(storage_error)
+    }
+
+    async fn read(&self, cid: &str, size: u64, offset: u64, len: u64) -> Result<Bytes, StoreError> {
+        let len = u32::try_from(len).unwrap_or(u32::MAX);
+        self.cache
+            .read(cid, size, offset, len)
+            .await
+            .map_err(cache_error)
+    }
+
+    async fn unpin(&self, cid: &str) -> Result<(), StoreError> {
+        self.client.pin_rm(cid).await.map_err(storage_error)
+    }
+
+    async fn publish_usage(
+        &self,
+        btns: Option<&str>,
+        record: &UsageRecord,
+    ) -> Result<String, StoreError> {
+        let doc = UsageDoc {
+            schema: usage::SCHEMA.to_string(),
+            chain_id: self.chain_id,
+            contract: self.contract.clone(),
+            token_id: record.token_id,
+            quota: record.quota,
+            usage: record.usage,
+            files: record.files,
+            root: record.root.clone(),
+            last_upload: record.last_upload.as_ref().map(|l| usage::LastUpload {
+                path: l.path.clone(),
+                cid: l.cid.clone(),
+                size: l.size,
+            }),
+            seq: record.seq,
+            updated_at: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0),
+            prev: record.prev.clone(),
+        };
+        let key = match btns {
+            Some(b) => self.key_name(b).await?,
+            None => None,
+        };
+        match key {
+            Some(key) => usage::publish(&self.client, &key, &doc)
+                .await
+                .map_err(usage_error),
+            None => {
+                let json = doc.to_json().map_err(usage_error)?;
+                let name = format!("usage-{}-{}.json", doc.token_id, doc.seq);
+                let added = self
+                    .client
+                    .add_bytes(&name, Bytes::from(json))
+                    .await
+                    .map_err(storage_error)?;
+                Ok(added.hash)
+            }
+        }
+    }
+
+    async fn resolve(&self, btns: &str) -> Result<Option<Published>, StoreError> {
+        match usage::resolve(&self.client, btns).await {
+            Ok((doc_cid, doc)) => Ok(Some(Published {
+                doc_cid,
+                root: doc.root,
+                usage: doc.usage,
+                files: doc.files,
+                seq: doc.seq,
+            })),
+            // Nothing was ever published under a freshly minted token's name.
+            Err(UsageError::Storage(e))
+                if e.node_message().is_some_and(|m| m.contains("not found")) =>
+            {
+                Ok(None)
+            }
+            Err(e) => Err(usage_error(e)),
+        }
+    }
+}

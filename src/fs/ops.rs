@@ -1,0 +1,381 @@
+//! Namespace operations: lookup, getattr, setattr, mkdir, create, unlink, rmdir, symlink,
+//! readlink, link, rename, readdir, statfs. Each validates, asks the quota decision,
+//! changes the tree and journals the change, all under one lock.
+
+use super::error::{FsError, FsResult};
+use super::inode::{Attr, Body, DirBody, Entries, Ino, Kind, Meta, ROOT_INO, TokenId, now_ns};
+use super::journal::Op;
+use super::quota::{self, Change};
+use super::tree::{Tree, check_name};
+use super::{DirEntry, Fs, SetAttr, StatFs};
+
+/// Readdir answers at most this many entries per call; the kernel asks again from the
+/// last offset, so a huge directory is never copied whole per call.
+const READDIR_BATCH: usize = 512;
+
+impl Fs {
+    /// The one gate for changes: read-only, overdue and quota, via [`quota::decide`].
+    pub(crate) fn allow(&self, tree: &Tree, token: TokenId, change: Change) -> FsResult<()> {
+        let t = tree.token(token)?;
+        if t.replaying {
+            return Ok(()); // allowed when it was first made
+        }
+        let mut allowance = t.allowance();
+        allowance.read_only |= self.config().read_only;
+        quota::decide(allowance, t.usage, change)
+    }
+
+    pub(crate) fn journal(&self, tree: &mut Tree, token: TokenId, op: Op) -> FsResult<()> {
+        let t = tree.token_mut(token)?;
+        if t.replaying {
+            return Ok(());
+        }
+        t.journal.append(op).map_err(|e| {
+            tracing::error!(token, error = %e, "cannot append to the journal");
+            FsError::Journal(e.to_string())
+        })?;
+        Ok(())
+    }
+
+    pub async fn lookup(&self, parent: Ino, name: &str) -> FsResult<Attr> {
+        if name.len() > super::NAME_MAX {
+            return Err(FsError::NameTooLong);
+        }
+        self.ensure_loaded(parent).await?;
+        let tree = self.tree();
+        let ino = match name {
+            "." => parent,
+            ".." => tree
+                .get(parent)?
+                .links
+                .first()
+                .map(|(p, _)| *p)
+                .unwrap_or(ROOT_INO),
+            _ => tree.child(parent, name)?.ok_or(FsError::NotFound)?,
+        };
+        Ok(tree.get(ino)?.attr(ino))
+    }
+
+    pub async fn getattr(&self, ino: Ino) -> FsResult<Attr> {
+        Ok(self.tree().get(ino)?.attr(ino))
+    }
+
+    pub async fn setattr(&self, ino: Ino, set: SetAttr) -> FsResult<Attr> {
+        if let Some(size) = set.size {
+            self.truncate(ino, size, set.fh).await?;
+        }
+        let mut guard = self.tree();
+        let tree = &mut *guard;
+        let token = tree.token_of(ino)?;
+        let changes_meta = set.mode.is_some()
+            || set.uid.is_some()
+            || set.gid.is_some()
+            || set.atime.is_some()
+            || set.mtime.is_some();
+        if !changes_meta {
+            return Ok(tree.get(ino)?.attr(ino));
+        }
+        self.allow(tree, token, Change::Shrinks)?;
+        let inode = tree.get_mut(ino)?;
+        if let Some(mode) = set.mode {
+            inode.meta.mode = mode & 0o7777;
+        }
+        if let Some(uid) = set.uid {
+            inode.meta.uid = uid;
+        }
+        if let Some(gid) = set.gid {
+            inode.meta.gid = gid;
+        }
+        if let Some(t) = set.atime {
+            inode.meta.atime_ns = t.ns();
+        }
+        if let Some(t) = set.mtime {
+            inode.meta.mtime_ns = t.ns();
+        }
+        inode.meta.ctime_ns = now_ns();
+        let attr = inode.attr(ino);
+        let parents: Vec<Ino> = inode.links.iter().map(|(p, _)| *p).collect();
+        // atime alone is not stored in manifests: nothing to commit or journal.
+        let persistent = set.mode.is_some() || set.uid.is_some() || set.gid.is_some();
+        if (persistent || set.mtime.is_some()) && !tree.is_token_root(ino) && !parents.is_empty() {
+            for p in parents {
+                tree.mark_dirty(p);
+            }
+            let path = tree.path_of(ino);
+            self.journal(
+                tree,
+                token,
+                Op::Setattr {
+                    path,
+                    mode: set.mode.map(|m| m & 0o7777),
+                    uid: set.uid,
+                    gid: set.gid,
+                    mtime_ns: set.mtime.map(|_| attr.meta.mtime_ns),
+                },
+            )?;
+        }
+        Ok(attr)
+    }
+
+    pub async fn readlink(&self, ino: Ino) -> FsResult<String> {
+        match &self.tree().get(ino)?.body {
+            Body::Symlink(t) => Ok(t.clone()),
+            _ => Err(FsError::Invalid("not a symlink")),
+        }
+    }
+
+    pub async fn mkdir(
+        &self,
+        parent: Ino,
+        name: &str,
+        mode: u32,
+        uid: u32,
+        gid: u32,
+    ) -> FsResult<Attr> {
+        check_name(name)?;
+        self.ensure_loaded(parent).await?;
+        let mut guard = self.tree();
+        let tree = &mut *guard;
+        let token = tree.token_of(parent)?;
+        self.allow(tree, token, Change::AddsEntry)?;
+        let meta = Meta::new(mode, uid, gid);
+        let body = Body::Dir(DirBody {
+            entries: Some(Entries::default()),
+            manifest: None,
+            dirty: false,
+        });
+        let ino = tree.create(parent, name, meta, body, Default::default())?;
+        tree.mark_dirty(ino); // a new directory needs its own (empty) manifest
+        let path = tree.path_of(ino);
+        self.journal(
+            tree,
+            token,
+            Op::Mkdir {
+                path,
+                mode: meta.mode,
+                uid,
+                gid,
+                mtime_ns: meta.mtime_ns,
+            },
+        )?;
+        Ok(tree.get(ino)?.attr(ino))
+    }
+
+    pub async fn symlink(
+        &self,
+        parent: Ino,
+        name: &str,
+        target: &str,
+        uid: u32,
+        gid: u32,
+    ) -> FsResult<Attr> {
+        check_name(name)?;
+        if target.is_empty() || target.len() > 4095 {
+            return Err(FsError::Invalid("symlink target"));
+        }
+        self.ensure_loaded(parent).await?;
+        let mut guard = self.tree();
+        let tree = &mut *guard;
+        let token = tree.token_of(parent)?;
+        self.allow(tree, token, Change::AddsEntry)?;
+        let meta = Meta::new(0o777, uid, gid);
+        let body = Body::Symlink(target.to_string());
+        let ino = tree.create(parent, name, meta, body, Default::default())?;
+        let path = tree.path_of(ino);
+        self.journal(
+            tree,
+            token,
+            Op::Symlink {
+                path,
+                target: target.to_string(),
+                uid,
+                gid,
+                mtime_ns: meta.mtime_ns,
+            },
+        )?;
+        Ok(tree.get(ino)?.attr(ino))
+    }
+
+    pub async fn unlink(&self, parent: Ino, name: &str) -> FsResult<()> {
+        self.ensure_loaded(parent).await?;
+        let mut guard = self.tree();
+        let tree = &mut *guard;
+        let token = tree.token_of(parent)?;
+        let ino = tree.child(parent, name)?.ok_or(FsError::NotFound)?;
+        if tree.get(ino)?.kind() == Kind::Dir {
+            return Err(FsError::IsDir);
+        }
+        self.allow(tree, token, Change::Shrinks)?;
+        let path = tree.path_of(ino);
+        tree.unlink_child(parent, name)?;
+        self.journal(tree, token, Op::Unlink { path })
+    }
+
+    pub async fn rmdir(&self, parent: Ino, name: &str) -> FsResult<()> {
+        match name {
+            "." => return Err(FsError::Invalid("rmdir .")),
+            ".." => return Err(FsError::NotEmpty),
+            _ => {}
+        }
+        self.ensure_loaded(parent).await?;
+        let ino = self.tree().child(parent, name)?.ok_or(FsError::NotFound)?;
+        if self.tree().get(ino)?.kind() != Kind::Dir {
+            return Err(FsError::NotDir);
+        }
+        self.ensure_loaded(ino).await?;
+        let mut guard = self.tree();
+        let tree = &mut *guard;
+        let token = tree.token_of(parent)?;
+        if tree.child(parent, name)? != Some(ino) {
+            return Err(FsError::NotFound); // replaced while we loaded it
+        }
+        if !tree.entries(ino)?.is_empty() {
+            return Err(FsError::NotEmpty);
+        }
+        self.allow(tree, token, Change::Shrinks)?;
+        let path = tree.path_of(ino);
+        tree.unlink_child(parent, name)?;
+        self.journal(tree, token, Op::Rmdir { path })
+    }
+
+    /// A hard link: both names share one inode (content, attributes) while mounted.
+    pub async fn link(&self, ino: Ino, new_parent: Ino, new_name: &str) -> FsResult<Attr> {
+        check_name(new_name)?;
+        self.ensure_loaded(new_parent).await?;
+        let mut guard = self.tree();
+        let tree = &mut *guard;
+        let token = tree.token_of(new_parent)?;
+        let inode = tree.get(ino)?;
+        if inode.kind() == Kind::Dir {
+            return Err(FsError::NotPermitted("hard links to directories"));
+        }
+        if inode.token != Some(token) {
+            return Err(FsError::CrossDevice);
+        }
+        if inode.links.is_empty() {
+            return Err(FsError::NotFound);
+        }
+        if tree.child(new_parent, new_name)?.is_some() {
+            return Err(FsError::Exists);
+        }
+        self.allow(tree, token, Change::AddsEntry)?;
+        let from = tree.path_of(ino);
+        tree.link_child(new_parent, new_name, ino)?;
+        tree.get_mut(ino)?.meta.ctime_ns = now_ns();
+        let to = join(&tree.path_of(new_parent), new_name);
+        self.journal(tree, token, Op::Link { from, to })?;
+        Ok(tree.get(ino)?.attr(ino))
+    }
+
+    /// rename(2)/renameat2(2): `no_replace` is `RENAME_NOREPLACE`, `exchange` is
+    /// `RENAME_EXCHANGE`.
+    pub async fn rename(
+        &self,
+        parent: Ino,
+        name: &str,
+        new_parent: Ino,
+        new_name: &str,
+        no_replace: bool,
+        exchange: bool,
+    ) -> FsResult<()> {
+        check_name(new_name)?;
+        self.ensure_loaded(parent).await?;
+        self.ensure_loaded(new_parent).await?;
+        // A directory about to be replaced must be loaded to know it is empty.
+        let target = self.tree().child(new_parent, new_name)?;
+        if let Some(t) = target
+            && self.tree().get(t)?.kind() == Kind::Dir
+        {
+            self.ensure_loaded(t).await?;
+        }
+        let mut guard = self.tree();
+        let tree = &mut *guard;
+        let token = tree.token_of(parent)?;
+        if tree.token_of(new_parent)? != token {
+            return Err(FsError::CrossDevice);
+        }
+        self.allow(tree, token, Change::AddsEntry)?;
+        let src = tree.child(parent, name)?.ok_or(FsError::NotFound)?;
+        let from = tree.path_of(src);
+        let to = join(&tree.path_of(new_parent), new_name);
+        tree.rename(parent, name, new_parent, new_name, no_replace, exchange)?;
+        self.journal(tree, token, Op::Rename { from, to, exchange })
+    }
+
+    /// Entries after `offset` (0 = from the start), `.` and `..` included.
+    pub async fn readdir(&self, ino: Ino, offset: u64) -> FsResult<Vec<DirEntry>> {
+        self.ensure_loaded(ino).await?;
+        let tree = self.tree();
+        let dir = tree.get(ino)?;
+        let parent = dir.links.first().map(|(p, _)| *p).unwrap_or(ino);
+        let mut out = Vec::new();
+        if offset < 1 {
+            out.push(dot(&tree, ino, 1, ".")?);
+        }
+        if offset < 2 {
+            out.push(dot(&tree, parent, 2, "..")?);
+        }
+        for (cookie, name, child) in tree.entries(ino)?.after(offset.max(2)) {
+            if out.len() >= READDIR_BATCH {
+                break;
+            }
+            let inode = tree.get(child)?;
+            out.push(DirEntry {
+                ino: child,
+                offset: cookie,
+                kind: inode.kind(),
+                name: name.to_string(),
+                attr: inode.attr(child),
+            });
+        }
+        Ok(out)
+    }
+
+    /// An sNFT directory reports its token; the multi-token root the sum over tokens.
+    pub async fn statfs(&self, ino: Ino) -> FsResult<StatFs> {
+        const BSIZE: u64 = 4096;
+        let tree = self.tree();
+        let tokens: Vec<_> = match tree.get(ino)?.token {
+            Some(t) => vec![tree.token(t)?],
+            None => tree.tokens.values().collect(),
+        };
+        let (mut blocks, mut bfree, mut bavail, mut files) = (0, 0, 0, 0);
+        for t in tokens {
+            let b = t.info.quota / BSIZE;
+            let free = t.info.quota.saturating_sub(t.usage) / BSIZE;
+            blocks += b;
+            bfree += free;
+            if !t.info.overdue && !t.read_only && !self.config().read_only {
+                bavail += free;
+            }
+            files += t.files;
+        }
+        Ok(StatFs {
+            blocks,
+            bfree,
+            bavail,
+            files,
+            ffree: u32::MAX as u64,
+            bsize: BSIZE as u32,
+            namelen: super::NAME_MAX as u32,
+        })
+    }
+}
+
+fn dot(tree: &Tree, ino: Ino, offset: u64, name: &str) -> FsResult<DirEntry> {
+    Ok(DirEntry {
+        ino,
+        offset,
+        kind: Kind::Dir,
+        name: name.to_string(),
+        attr: tree.get(ino)?.attr(ino),
+    })
+}
+
+pub(crate) fn join(dir: &str, name: &str) -> String {
+    if dir.is_empty() {
+        name.to_string()
+    } else {
+        format!("{dir}/{name}")
+    }
+}

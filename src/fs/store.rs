@@ -1,0 +1,240 @@
+//! `ContentStore`: exactly what the filesystem core needs from the storage node, and an
+//! in-memory implementation the core's tests run against (with a switch that simulates a
+//! node outage).
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{message}")]
+pub struct StoreError {
+    pub message: String,
+    /// Worth retrying: the node was unreachable or answered 5xx.
+    pub transient: bool,
+}
+
+impl StoreError {
+    pub fn transient(message: impl Into<String>) -> Self {
+        Self {
+            message: message.into(),
+            transient: true,
+        }
+    }
+    pub fn permanent(message: impl Into<String>) -> Self {
+        Self {
+            message: message.into(),
+            transient: false,
+        }
+    }
+}
+
+/// Content added to the node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Blob {
+    pub cid: String,
+    pub size: u64,
+}
+
+/// What a commit publishes for a token; the store adds the chain-side fields (chain id,
+/// contract, quota) and the timestamp when it builds the usage document.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UsageRecord {
+    pub token_id: u64,
+    pub quota: u64,
+    pub usage: u64,
+    pub files: u64,
+    pub root: String,
+    pub last_upload: Option<LastUpload>,
+    pub seq: u64,
+    pub prev: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LastUpload {
+    pub path: String,
+    pub cid: String,
+    pub size: u64,
+}
+
+/// A token's last published state, as found under its BTNS name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Published {
+    pub doc_cid: String,
+    pub root: String,
+    pub usage: u64,
+    pub files: u64,
+    pub seq: u64,
+}
+
+#[async_trait]
+pub trait ContentStore: Send + Sync + 'static {
+    /// Add (and pin) one staged file, streamed from disk.
+    async fn add_file(&self, path: &Path) -> Result<Blob, StoreError>;
+    /// Add (and pin) many small staged files in one request; results in input order.
+    async fn add_files(&self, paths: &[PathBuf]) -> Result<Vec<Blob>, StoreError>;
+    /// Add (and pin) a directory manifest.
+    async fn add_manifest(&self, json: Bytes) -> Result<String, StoreError>;
+    /// The whole of a (small) object: a directory manifest.
+    async fn fetch(&self, cid: &str) -> Result<Bytes, StoreError>;
+    /// Read `len` bytes at `offset` of content `cid` whose total size is `size`.
+    async fn read(&self, cid: &str, size: u64, offset: u64, len: u64) -> Result<Bytes, StoreError>;
+    async fn unpin(&self, cid: &str) -> Result<(), StoreError>;
+    /// Add the usage document and publish it under the BTNS name `btns`
+    /// (`None`: the token has no BTNS key; the document is only added). Returns its CID.
+    async fn publish_usage(
+        &self,
+        btns: Option<&str>,
+        record: &UsageRecord,
+    ) -> Result<String, StoreError>;
+    /// The state last published under `btns`, `None` when nothing was ever published.
+    async fn resolve(&self, btns: &str) -> Result<Option<Published>, StoreError>;
+}
+
+/// Content-addressed in-memory store for tests. CIDs are a hash of the bytes, so equal
+/// content gets equal CIDs as on a real node.
+#[derive(Debug, Default)]
+pub struct MemoryStore {
+    blobs: Mutex<HashMap<String, Bytes>>,
+    pinned: Mutex<HashMap<String, u32>>,
+    names: Mutex<HashMap<String, (String, UsageRecord)>>,
+    offline: AtomicBool,
+    manifest_adds: AtomicUsize,
+    file_adds: AtomicUsize,
+}
+
+impl MemoryStore {
+    pub fn new() -> Self {
+        Self::default()
+    }
+    /// Simulate the node being down: every call fails with a transient error.
+    pub fn set_offline(&self, offline: bool) {
+        self.offline.store(offline, Ordering::SeqCst);
+    }
+    /// How many manifests were added so far.
+    pub fn manifest_adds(&self) -> usize {
+        self.manifest_adds.load(Ordering::SeqCst)
+    }
+    /// How many file contents were added so far.
+    pub fn file_adds(&self) -> usize {
+        self.file_adds.load(Ordering::SeqCst)
+    }
+    pub fn is_pinned(&self, cid: &str) -> bool {
+        lock(&self.pinned).contains_key(cid)
+    }
+    pub fn get(&self, cid: &str) -> Option<Bytes> {
+        lock(&self.blobs).get(cid).cloned()
+    }
+    /// The record last published under `btns`.
+    pub fn published(&self, btns: &str) -> Option<UsageRecord> {
+        lock(&self.names).get(btns).map(|(_, r)| r.clone())
+    }
+
+    fn check_online(&self) -> Result<(), StoreError> {
+        if self.offline.load(Ordering::SeqCst) {
+            Err(StoreError::transient("node unreachable (simulated)"))
+        } else {
+            Ok(())
+        }
+    }
+
+    fn put(&self, data: Bytes) -> String {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        data.hash(&mut h);
+        let cid = format!("mem{:016x}{:08x}", h.finish(), data.len());
+        lock(&self.blobs).insert(cid.clone(), data);
+        *lock(&self.pinned).entry(cid.clone()).or_default() += 1;
+        cid
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+#[async_trait]
+impl ContentStore for MemoryStore {
+    async fn add_file(&self, path: &Path) -> Result<Blob, StoreError> {
+        self.check_online()?;
+        let data = std::fs::read(path).map_err(|e| StoreError::permanent(e.to_string()))?;
+        let size = data.len() as u64;
+        self.file_adds.fetch_add(1, Ordering::SeqCst);
+        Ok(Blob {
+            cid: self.put(Bytes::from(data)),
+            size,
+        })
+    }
+
+    async fn add_files(&self, paths: &[PathBuf]) -> Result<Vec<Blob>, StoreError> {
+        let mut out = Vec::with_capacity(paths.len());
+        for p in paths {
+            out.push(self.add_file(p).await?);
+        }
+        Ok(out)
+    }
+
+    async fn add_manifest(&self, json: Bytes) -> Result<String, StoreError> {
+        self.check_online()?;
+        self.manifest_adds.fetch_add(1, Ordering::SeqCst);
+        Ok(self.put(json))
+    }
+
+    async fn fetch(&self, cid: &str) -> Result<Bytes, StoreError> {
+        self.check_online()?;
+        self.get(cid)
+            .ok_or_else(|| StoreError::permanent(format!("no such content {cid}")))
+    }
+
+    async fn read(
+        &self,
+        cid: &str,
+        _size: u64,
+        offset: u64,
+        len: u64,
+    ) -> Result<Bytes, StoreError> {
+        self.check_online()?;
+        let data = self
+            .get(cid)
+            .ok_or_else(|| StoreError::permanent(format!("no such content {cid}")))?;
+        let start = (offset as usize).min(data.len());
+        let end = (offset.saturating_add(len) as usize).min(data.len());
+        Ok(data.slice(start..end))
+    }
+
+    async fn unpin(&self, cid: &str) -> Result<(), StoreError> {
+        self.check_online()?;
+        lock(&self.pinned).remove(cid);
+        Ok(())
+    }
+
+    async fn publish_usage(
+        &self,
+        btns: Option<&str>,
+        record: &UsageRecord,
+    ) -> Result<String, StoreError> {
+        self.check_online()?;
+        let json = serde_json::to_vec(record).map_err(|e| StoreError::permanent(e.to_string()))?;
+        let cid = self.put(Bytes::from(json));
+        if let Some(name) = btns {
+            lock(&self.names).insert(name.to_string(), (cid.clone(), record.clone()));
+        }
+        Ok(cid)
+    }
+
+    async fn resolve(&self, btns: &str) -> Result<Option<Published>, StoreError> {
+        self.check_online()?;
+        Ok(lock(&self.names).get(btns).map(|(cid, r)| Published {
+            doc_cid: cid.clone(),
+            root: r.root.clone(),
+            usage: r.usage,
+            files: r.files,
+            seq: r.seq,
+        }))
+    }
+}

@@ -1,0 +1,66 @@
+//! One mounted sNFT: what the chain says about it, its live usage, its journal and what
+//! the next commit has to write.
+
+use std::collections::HashSet;
+use std::path::PathBuf;
+
+use super::inode::{Ino, TokenId};
+use super::journal::{CommittedState, Journal};
+use super::quota::Allowance;
+use super::store::LastUpload;
+
+/// What the mount knows about a token from the chain (fed in at mount and by the poller).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenInfo {
+    pub token_id: TokenId,
+    /// `sizeInBytes` from the chain.
+    pub quota: u64,
+    /// Sync overdue by chain time: adding data is refused.
+    pub overdue: bool,
+    /// Unix seconds of the last on-chain sync.
+    pub last_sync: u64,
+    /// Unix seconds after which the token is overdue.
+    pub sync_deadline: u64,
+    /// The token's BTNS (IPNS) name; `None` when none is registered.
+    pub btns: Option<String>,
+}
+
+#[derive(Debug)]
+pub struct TokenFs {
+    pub info: TokenInfo,
+    pub root: Ino,
+    /// Live file bytes, including staged growth.
+    pub usage: u64,
+    pub files: u64,
+    /// Set when a manifest could not be read: the token is served read-only.
+    pub read_only: bool,
+    /// Directories whose manifests the next commit rewrites.
+    pub dirty_dirs: HashSet<Ino>,
+    /// Closed versions not yet on the node.
+    pub pending_uploads: u64,
+    pub committed: CommittedState,
+    pub journal: Journal,
+    /// CIDs no longer referenced by the tree, to unpin after the next commit.
+    pub superseded: Vec<String>,
+    pub staging_dir: PathBuf,
+    pub last_upload: Option<LastUpload>,
+    /// Directories whose manifests have not been loaded yet.
+    pub unloaded_dirs: u64,
+    /// Journal replay at mount: ops are already journaled and were allowed when made.
+    pub replaying: bool,
+}
+
+impl TokenFs {
+    pub fn allowance(&self) -> Allowance {
+        Allowance {
+            quota: self.info.quota,
+            overdue: self.info.overdue,
+            read_only: self.read_only,
+        }
+    }
+
+    /// Something changed since the last commit.
+    pub fn is_dirty(&self) -> bool {
+        !self.dirty_dirs.is_empty()
+    }
+}

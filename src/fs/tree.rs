@@ -1,0 +1,490 @@
+//! The namespace: the inode table and the mutations of directories (link, unlink, rename)
+//! shared by live operations and journal replay. Everything here runs under the core's
+//! lock and never touches the network.
+
+use std::collections::{BTreeMap, HashMap};
+
+use super::error::{FsError, FsResult};
+use super::inode::{Body, DirBody, Entries, FileBody, Ino, Inode, Kind, Meta, ROOT_INO, TokenId};
+use super::manifest::{self, EntryKind, Manifest};
+use super::token::TokenFs;
+
+/// Longest file name, as on ext4 (and what statfs reports).
+pub const NAME_MAX: usize = 255;
+
+#[derive(Debug)]
+pub struct Tree {
+    pub inodes: HashMap<Ino, Inode>,
+    next_ino: Ino,
+    pub tokens: BTreeMap<TokenId, TokenFs>,
+}
+
+/// Reject names POSIX (or the manifest format) cannot hold.
+pub fn check_name(name: &str) -> FsResult<()> {
+    if name.len() > NAME_MAX {
+        return Err(FsError::NameTooLong);
+    }
+    if name.is_empty() || name.contains('/') || name.contains('\0') {
+        return Err(FsError::Invalid("file name"));
+    }
+    if name == "." || name == ".." {
+        return Err(FsError::Exists);
+    }
+    Ok(())
+}
+
+impl Tree {
+    pub fn new() -> Tree {
+        Tree {
+            inodes: HashMap::new(),
+            next_ino: ROOT_INO + 1,
+            tokens: BTreeMap::new(),
+        }
+    }
+
+    pub fn alloc(&mut self, inode: Inode) -> Ino {
+        let ino = self.next_ino;
+        self.next_ino += 1;
+        self.inodes.insert(ino, inode);
+        ino
+    }
+
+    pub fn get(&self, ino: Ino) -> FsResult<&Inode> {
+        self.inodes.get(&ino).ok_or(FsError::NotFound)
+    }
+
+    pub fn get_mut(&mut self, ino: Ino) -> FsResult<&mut Inode> {
+        self.inodes.get_mut(&ino).ok_or(FsError::NotFound)
+    }
+
+    /// The token `ino` belongs to; the multi-token mount root belongs to none and is
+    /// read-only.
+    pub fn token_of(&self, ino: Ino) -> FsResult<TokenId> {
+        self.get(ino)?.token.ok_or(FsError::ReadOnly(
+            "the mount root lists sNFTs and is read-only",
+        ))
+    }
+
+    pub fn token(&self, id: TokenId) -> FsResult<&TokenFs> {
+        self.tokens.get(&id).ok_or(FsError::NotFound)
+    }
+
+    pub fn token_mut(&mut self, id: TokenId) -> FsResult<&mut TokenFs> {
+        self.tokens.get_mut(&id).ok_or(FsError::NotFound)
+    }
+
+    /// The loaded entries of directory `dir` (callers load it first).
+    pub fn entries(&self, dir: Ino) -> FsResult<&Entries> {
+        match &self.get(dir)?.body {
+            Body::Dir(DirBody {
+                entries: Some(e), ..
+            }) => Ok(e),
+            Body::Dir(_) => Err(FsError::Journal("directory not loaded".into())),
+            _ => Err(FsError::NotDir),
+        }
+    }
+
+    fn entries_mut(&mut self, dir: Ino) -> FsResult<&mut Entries> {
+        match &mut self.get_mut(dir)?.body {
+            Body::Dir(DirBody {
+                entries: Some(e), ..
+            }) => Ok(e),
+            Body::Dir(_) => Err(FsError::Journal("directory not loaded".into())),
+            _ => Err(FsError::NotDir),
+        }
+    }
+
+    pub fn child(&self, dir: Ino, name: &str) -> FsResult<Option<Ino>> {
+        Ok(self.entries(dir)?.get(name))
+    }
+
+    /// Path of `ino` relative to its token's root (`""` for the root itself).
+    pub fn path_of(&self, ino: Ino) -> String {
+        let mut parts = Vec::new();
+        let mut cur = ino;
+        while let Some(inode) = self.inodes.get(&cur) {
+            let Some((parent, name)) = inode.links.first() else {
+                break;
+            };
+            if self.is_token_root(cur) {
+                break;
+            }
+            parts.push(name.clone());
+            cur = *parent;
+        }
+        parts.reverse();
+        parts.join("/")
+    }
+
+    pub fn is_token_root(&self, ino: Ino) -> bool {
+        self.inodes
+            .get(&ino)
+            .and_then(|i| i.token)
+            .and_then(|t| self.tokens.get(&t))
+            .is_some_and(|t| t.root == ino)
+    }
+
+    /// Whether `ino` is `ancestor` or lies below it.
+    pub fn is_within(&self, ino: Ino, ancestor: Ino) -> bool {
+        let mut cur = ino;
+        loop {
+            if cur == ancestor {
+                return true;
+            }
+            if self.is_token_root(cur) {
+                return false;
+            }
+            match self.inodes.get(&cur).and_then(|i| i.links.first()) {
+                Some((parent, _)) => cur = *parent,
+                None => return false,
+            }
+        }
+    }
+
+    /// Mark `dir` and every directory above it as needing a new manifest.
+    pub fn mark_dirty(&mut self, dir: Ino) {
+        let mut cur = dir;
+        loop {
+            let Some(inode) = self.inodes.get_mut(&cur) else {
+                return;
+            };
+            let Some(token) = inode.token else { return };
+            let parent = inode.links.first().map(|(p, _)| *p);
+            if let Body::Dir(d) = &mut inode.body {
+                if d.dirty {
+                    return; // everything above is dirty already
+                }
+                d.dirty = true;
+            }
+            let Some(t) = self.tokens.get_mut(&token) else {
+                return;
+            };
+            t.dirty_dirs.insert(cur);
+            if t.root == cur {
+                return;
+            }
+            match parent {
+                Some(p) => cur = p,
+                None => return,
+            }
+        }
+    }
+
+    /// A directory entry changed: bump the directory's times and mark it for commit.
+    fn touch_dir(&mut self, dir: Ino) {
+        if let Ok(d) = self.get_mut(dir) {
+            let now = super::inode::now_ns();
+            d.meta.mtime_ns = now;
+            d.meta.ctime_ns = now;
+        }
+        self.mark_dirty(dir);
+    }
+
+    /// Put `ino` into `dir` under `name` (the name must be free).
+    pub fn link_child(&mut self, dir: Ino, name: &str, ino: Ino) -> FsResult<()> {
+        let inode = self.get_mut(ino)?;
+        let first_link = inode.links.is_empty();
+        inode.links.push((dir, name.to_string()));
+        let (kind, size, token) = (inode.kind(), inode.size(), inode.token);
+        let entries = self.entries_mut(dir)?;
+        entries.insert(name, ino);
+        if kind == Kind::Dir {
+            entries.subdirs += 1;
+        }
+        if first_link
+            && kind == Kind::File
+            && let Some(t) = token.and_then(|t| self.tokens.get_mut(&t))
+        {
+            t.usage += size;
+            t.files += 1;
+        }
+        self.touch_dir(dir);
+        Ok(())
+    }
+
+    /// Remove `name` from `dir`; returns the inode it named. An inode left with no link
+    /// and no open handle is forgotten (its content no longer counts and gets unpinned).
+    pub fn unlink_child(&mut self, dir: Ino, name: &str) -> FsResult<Ino> {
+        let entries = self.entries_mut(dir)?;
+        let ino = entries.remove(name).ok_or(FsError::NotFound)?;
+        let inode = self.get_mut(ino)?;
+        if let Some(pos) = inode.links.iter().position(|(p, n)| *p == dir && n == name) {
+            inode.links.remove(pos);
+        }
+        inode.meta.ctime_ns = super::inode::now_ns();
+        let (kind, size, token, last) = (
+            inode.kind(),
+            inode.size(),
+            inode.token,
+            inode.links.is_empty(),
+        );
+        if kind == Kind::Dir
+            && let Ok(e) = self.entries_mut(dir)
+        {
+            e.subdirs = e.subdirs.saturating_sub(1);
+        }
+        if last
+            && kind == Kind::File
+            && let Some(t) = token.and_then(|t| self.tokens.get_mut(&t))
+        {
+            t.usage = t.usage.saturating_sub(size);
+            t.files = t.files.saturating_sub(1);
+        }
+        self.touch_dir(dir);
+        if last {
+            self.forget_if_unused(ino);
+        }
+        Ok(ino)
+    }
+
+    /// Drop an inode nothing refers to any more: no name, no open handle.
+    pub fn forget_if_unused(&mut self, ino: Ino) {
+        let unused = self
+            .inodes
+            .get(&ino)
+            .is_some_and(|i| i.links.is_empty() && i.open_handles == 0 && ino != ROOT_INO)
+            && !self.is_token_root(ino);
+        if !unused {
+            return;
+        }
+        let Some(inode) = self.inodes.remove(&ino) else {
+            return;
+        };
+        let mut gone = Vec::new();
+        match &inode.body {
+            Body::File(f) => {
+                if let Some(s) = &f.session {
+                    s.remove(); // never closed: no journal op refers to it
+                }
+                if let Some(b) = &f.blob {
+                    gone.push(b.cid.clone());
+                }
+            }
+            Body::Dir(d) => {
+                if let Some((cid, _)) = &d.manifest {
+                    gone.push(cid.clone());
+                }
+                if let Some(t) = inode.token.and_then(|t| self.tokens.get_mut(&t))
+                    && d.entries.is_none()
+                {
+                    t.unloaded_dirs = t.unloaded_dirs.saturating_sub(1);
+                }
+            }
+            Body::Symlink(_) => {}
+        }
+        if let Some(t) = inode.token.and_then(|t| self.tokens.get_mut(&t)) {
+            t.superseded.extend(gone);
+        }
+    }
+
+    /// A linked file's size changed: keep the token's usage in step.
+    pub fn size_changed(&mut self, ino: Ino, old: u64, new: u64) {
+        let Some(inode) = self.inodes.get(&ino) else {
+            return;
+        };
+        if inode.links.is_empty() || old == new {
+            return;
+        }
+        if let Some(t) = inode.token.and_then(|t| self.tokens.get_mut(&t)) {
+            t.usage = t.usage.saturating_add(new).saturating_sub(old);
+        }
+    }
+
+    /// Create a new inode of `body` linked as `dir/name`.
+    pub fn create(
+        &mut self,
+        dir: Ino,
+        name: &str,
+        meta: Meta,
+        body: Body,
+        xattrs: BTreeMap<String, Vec<u8>>,
+    ) -> FsResult<Ino> {
+        check_name(name)?;
+        let token = self.token_of(dir)?;
+        if self.child(dir, name)?.is_some() {
+            return Err(FsError::Exists);
+        }
+        let unloaded_dir = matches!(&body, Body::Dir(d) if d.entries.is_none());
+        let ino = self.alloc(Inode {
+            token: Some(token),
+            meta,
+            xattrs,
+            links: Vec::new(),
+            body,
+            open_handles: 0,
+        });
+        if unloaded_dir && let Ok(t) = self.token_mut(token) {
+            t.unloaded_dirs += 1;
+        }
+        self.link_child(dir, name, ino)?;
+        Ok(ino)
+    }
+
+    /// rename(2) / renameat2(2) within one token; callers have loaded both directories and
+    /// a directory being replaced.
+    pub fn rename(
+        &mut self,
+        parent: Ino,
+        name: &str,
+        new_parent: Ino,
+        new_name: &str,
+        no_replace: bool,
+        exchange: bool,
+    ) -> FsResult<()> {
+        check_name(new_name)?;
+        let token = self.token_of(parent)?;
+        if self.token_of(new_parent)? != token {
+            return Err(FsError::CrossDevice);
+        }
+        let src = self.child(parent, name)?.ok_or(FsError::NotFound)?;
+        let dst = self.child(new_parent, new_name)?;
+        let src_kind = self.get(src)?.kind();
+        if src_kind == Kind::Dir && self.is_within(new_parent, src) {
+            return Err(FsError::Invalid("cannot move a directory into itself"));
+        }
+        if exchange {
+            let dst = dst.ok_or(FsError::NotFound)?;
+            if self.get(dst)?.kind() == Kind::Dir && self.is_within(parent, dst) {
+                return Err(FsError::Invalid("cannot move a directory into itself"));
+            }
+            self.move_entry(parent, name, new_parent, new_name, src)?;
+            self.move_entry(new_parent, new_name, parent, name, dst)?;
+            return Ok(());
+        }
+        if let Some(dst) = dst {
+            if no_replace {
+                return Err(FsError::Exists);
+            }
+            if dst == src {
+                return Ok(()); // two names of one inode: rename(2) does nothing
+            }
+            let dst_inode = self.get(dst)?;
+            match (src_kind, dst_inode.kind()) {
+                (Kind::Dir, Kind::Dir) if !self.entries(dst)?.is_empty() => {
+                    return Err(FsError::NotEmpty);
+                }
+                (Kind::Dir, Kind::Dir) => {}
+                (Kind::Dir, _) => return Err(FsError::NotDir),
+                (_, Kind::Dir) => return Err(FsError::IsDir),
+                _ => {}
+            }
+            self.unlink_child(new_parent, new_name)?;
+        }
+        self.entries_mut(parent)?.remove(name);
+        let inode = self.get_mut(src)?;
+        if let Some(link) = inode
+            .links
+            .iter_mut()
+            .find(|(p, n)| *p == parent && n == name)
+        {
+            *link = (new_parent, new_name.to_string());
+        }
+        inode.meta.ctime_ns = super::inode::now_ns();
+        if src_kind == Kind::Dir {
+            if let Ok(e) = self.entries_mut(parent) {
+                e.subdirs = e.subdirs.saturating_sub(1);
+            }
+            self.entries_mut(new_parent)?.subdirs += 1;
+        }
+        self.entries_mut(new_parent)?.insert(new_name, src);
+        self.touch_dir(parent);
+        self.touch_dir(new_parent);
+        Ok(())
+    }
+
+    /// One half of an exchange: `ino` now sits at `to_dir/to_name` (which the other half
+    /// overwrites or already vacated).
+    fn move_entry(
+        &mut self,
+        from_dir: Ino,
+        from_name: &str,
+        to_dir: Ino,
+        to_name: &str,
+        ino: Ino,
+    ) -> FsResult<()> {
+        let inode = self.get_mut(ino)?;
+        if let Some(link) = inode
+            .links
+            .iter_mut()
+            .find(|(p, n)| *p == from_dir && n == from_name)
+        {
+            *link = (to_dir, to_name.to_string());
+        }
+        let is_dir = inode.kind() == Kind::Dir;
+        self.entries_mut(to_dir)?.insert(to_name, ino);
+        if is_dir && from_dir != to_dir {
+            if let Ok(e) = self.entries_mut(from_dir) {
+                e.subdirs = e.subdirs.saturating_sub(1);
+            }
+            self.entries_mut(to_dir)?.subdirs += 1;
+        }
+        self.touch_dir(from_dir);
+        self.touch_dir(to_dir);
+        Ok(())
+    }
+
+    /// Fill an unloaded directory from its manifest.
+    pub fn load_dir(&mut self, dir: Ino, manifest: &Manifest) -> FsResult<()> {
+        let inode = self.get(dir)?;
+        let token = inode.token;
+        if inode.dir().ok_or(FsError::NotDir)?.entries.is_some() {
+            return Ok(()); // loaded meanwhile by another request
+        }
+        let mut entries = Entries::default();
+        let mut new_unloaded = 0;
+        for e in &manifest.entries {
+            let meta = Meta {
+                mode: e.mode & 0o7777,
+                uid: e.uid,
+                gid: e.gid,
+                atime_ns: e.mtime_ns,
+                mtime_ns: e.mtime_ns,
+                ctime_ns: e.ctime_ns,
+            };
+            let body = match e.kind {
+                EntryKind::File => Body::File(FileBody {
+                    size: e.size,
+                    blob: e
+                        .cid
+                        .clone()
+                        .map(|cid| super::store::Blob { cid, size: e.size }),
+                    ..Default::default()
+                }),
+                EntryKind::Dir => {
+                    new_unloaded += 1;
+                    Body::Dir(DirBody {
+                        entries: None,
+                        manifest: e.cid.clone().map(|c| (c, e.size)),
+                        dirty: false,
+                    })
+                }
+                EntryKind::Symlink => Body::Symlink(e.target.clone().unwrap_or_default()),
+            };
+            let ino = self.alloc(Inode {
+                token,
+                meta,
+                xattrs: manifest::decode_xattrs(&e.xattrs),
+                links: vec![(dir, e.name.clone())],
+                body,
+                open_handles: 0,
+            });
+            if e.kind == EntryKind::Dir {
+                entries.subdirs += 1;
+            }
+            entries.insert(&e.name, ino);
+        }
+        if let Some(d) = self.get_mut(dir)?.dir_mut() {
+            d.entries = Some(entries);
+        }
+        if let Some(t) = token.and_then(|t| self.tokens.get_mut(&t)) {
+            t.unloaded_dirs = (t.unloaded_dirs + new_unloaded).saturating_sub(1);
+        }
+        Ok(())
+    }
+}
+
+impl Default for Tree {
+    fn default() -> Self {
+        Tree::new()
+    }
+}

@@ -1,0 +1,235 @@
+//! The upload queue: closed versions go to the node in the background, several at once
+//! (`upload.parallelism`), small files batched into one request. Errors are retried with
+//! backoff for as long as it takes; the data stays staged meanwhile, so a node outage
+//! never fails a write that was already accepted.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use tokio::sync::{Semaphore, mpsc};
+
+use super::Fs;
+use super::inode::{Ino, TokenId};
+use super::staged::StagedFile;
+use super::store::{Blob, LastUpload};
+
+/// At most this many small files per batch request.
+const BATCH_FILES: usize = 64;
+/// And at most this many bytes.
+const BATCH_BYTES: u64 = 8 << 20;
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+
+/// One closed version of a file to upload.
+#[derive(Debug, Clone)]
+pub struct Job {
+    pub token: TokenId,
+    pub ino: Ino,
+    /// The file's version at close; a newer close makes this job moot.
+    pub version: u64,
+    pub path: String,
+    pub staged: Arc<StagedFile>,
+    pub size: u64,
+}
+
+#[derive(Debug)]
+pub struct Queue {
+    tx: mpsc::UnboundedSender<Job>,
+    files: AtomicU64,
+    bytes: AtomicU64,
+}
+
+impl Queue {
+    pub fn new() -> (Queue, mpsc::UnboundedReceiver<Job>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        (
+            Queue {
+                tx,
+                files: AtomicU64::new(0),
+                bytes: AtomicU64::new(0),
+            },
+            rx,
+        )
+    }
+
+    pub fn push(&self, job: Job) {
+        self.files.fetch_add(1, Ordering::Relaxed);
+        self.bytes.fetch_add(job.size, Ordering::Relaxed);
+        if self.tx.send(job).is_err() {
+            // Workers are gone (shutting down): the journal re-queues it at next mount.
+            tracing::debug!("upload queue closed");
+        }
+    }
+
+    /// Files and bytes queued or uploading.
+    pub fn pending(&self) -> (u64, u64) {
+        (
+            self.files.load(Ordering::Relaxed),
+            self.bytes.load(Ordering::Relaxed),
+        )
+    }
+
+    fn done(&self, job: &Job) {
+        self.files.fetch_sub(1, Ordering::Relaxed);
+        self.bytes.fetch_sub(job.size, Ordering::Relaxed);
+    }
+}
+
+pub(crate) fn spawn_workers(fs: Fs, mut rx: mpsc::UnboundedReceiver<Job>) {
+    let cancel = fs.inner.cancel.clone();
+    let permits = Arc::new(Semaphore::new(fs.config().upload_parallelism.max(1)));
+    let small = fs.config().small_file_limit;
+    tokio::spawn(async move {
+        let mut held: Option<Job> = None;
+        loop {
+            let first = match held.take() {
+                Some(j) => j,
+                None => tokio::select! {
+                    _ = cancel.cancelled() => return,
+                    j = rx.recv() => match j { Some(j) => j, None => return },
+                },
+            };
+            let permit = tokio::select! {
+                _ = cancel.cancelled() => return,
+                p = permits.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => return },
+            };
+            // Waiting for a permit lets small files pile up: take them all in one batch.
+            let mut batch = vec![first];
+            if batch[0].size <= small {
+                let mut bytes = batch[0].size;
+                while batch.len() < BATCH_FILES && bytes < BATCH_BYTES {
+                    match rx.try_recv() {
+                        Ok(j) if j.size <= small => {
+                            bytes += j.size;
+                            batch.push(j);
+                        }
+                        Ok(j) => {
+                            held = Some(j);
+                            break;
+                        }
+                        Err(_) => break,
+                    }
+                }
+            }
+            let fs = fs.clone();
+            tokio::spawn(async move {
+                upload(&fs, batch).await;
+                drop(permit);
+            });
+        }
+    });
+}
+
+async fn upload(fs: &Fs, batch: Vec<Job>) {
+    let mut delay = Duration::from_millis(200);
+    let mut batch = batch;
+    loop {
+        // Drop jobs a newer close or an unlink made moot before spending a request on them.
+        let (live, moot): (Vec<Job>, Vec<Job>) = batch.into_iter().partition(|j| is_current(fs, j));
+        for j in moot {
+            finish(fs, &j, None);
+        }
+        if live.is_empty() {
+            return;
+        }
+        let result = if live.len() == 1 {
+            fs.store()
+                .add_file(live[0].staged.path())
+                .await
+                .map(|b| vec![b])
+        } else {
+            let paths: Vec<_> = live.iter().map(|j| j.staged.path().to_path_buf()).collect();
+            fs.store().add_files(&paths).await
+        };
+        match result {
+            Ok(blobs) if blobs.len() == live.len() => {
+                for (j, b) in live.iter().zip(blobs) {
+                    finish(fs, j, Some(b));
+                }
+                return;
+            }
+            Ok(blobs) => tracing::warn!(
+                sent = live.len(),
+                got = blobs.len(),
+                "node answered a batch add with the wrong number of files; retrying"
+            ),
+            Err(e) => tracing::warn!(
+                files = live.len(),
+                transient = e.transient,
+                error = %e,
+                retry_in_ms = delay.as_millis() as u64,
+                "upload failed; data stays staged and is retried"
+            ),
+        }
+        tokio::select! {
+            _ = fs.inner.cancel.cancelled() => return,
+            _ = tokio::time::sleep(delay) => {}
+        }
+        delay = (delay * 2).min(MAX_BACKOFF);
+        batch = live;
+    }
+}
+
+fn is_current(fs: &Fs, job: &Job) -> bool {
+    let tree = fs.tree();
+    tree.get(job.ino)
+        .ok()
+        .and_then(|i| i.file())
+        .is_some_and(|f| f.version == job.version)
+}
+
+/// Record an upload's result (`None`: the job was moot).
+fn finish(fs: &Fs, job: &Job, blob: Option<Blob>) {
+    fs.inner.uploads.done(job);
+    {
+        let mut guard = fs.tree();
+        let tree = &mut *guard;
+        if let Ok(t) = tree.token_mut(job.token) {
+            t.pending_uploads = t.pending_uploads.saturating_sub(1);
+        }
+        if let Some(blob) = blob {
+            let current = tree
+                .get_mut(job.ino)
+                .ok()
+                .and_then(|i| i.file_mut())
+                .filter(|f| f.version == job.version);
+            let mut superseded = None;
+            let applied = match current {
+                Some(f) => {
+                    if let Some(old) = f.blob.replace(blob.clone())
+                        && old.cid != blob.cid
+                    {
+                        superseded = Some(old.cid);
+                    }
+                    f.upload_pending = false;
+                    true
+                }
+                None => {
+                    superseded = Some(blob.cid.clone());
+                    false
+                }
+            };
+            if applied {
+                let parents: Vec<Ino> = tree
+                    .get(job.ino)
+                    .map(|i| i.links.iter().map(|(p, _)| *p).collect())
+                    .unwrap_or_default();
+                for p in parents {
+                    tree.mark_dirty(p);
+                }
+            }
+            let path = tree.path_of(job.ino);
+            if let Ok(t) = tree.token_mut(job.token) {
+                t.superseded.extend(superseded);
+                if applied {
+                    t.last_upload = Some(LastUpload {
+                        path,
+                        cid: blob.cid,
+                        size: blob.size,
+                    });
+                }
+            }
+        }
+    }
+    fs.inner.progress.notify_waiters();
+}

@@ -1,0 +1,163 @@
+//! Extended attributes: `user.*` attributes stored in manifests, and the read-only
+//! `user.pxfs.*` attributes that show what pxfs knows (CIDs, quota, sync state).
+
+use super::Fs;
+use super::error::{FsError, FsResult};
+use super::inode::{Body, Ino};
+use super::journal::Op;
+use super::quota::Change;
+use super::tree::Tree;
+
+/// Linux's limit for one attribute value.
+const VALUE_MAX: usize = 64 * 1024;
+const NAME_MAX: usize = 255;
+const PXFS_PREFIX: &str = "user.pxfs.";
+const TOKEN_ATTRS: [&str; 6] = [
+    "quota",
+    "usage",
+    "last_sync",
+    "sync_deadline",
+    "btns",
+    "root",
+];
+
+/// `setxattr` flags.
+pub const XATTR_CREATE: i32 = 1;
+pub const XATTR_REPLACE: i32 = 2;
+
+impl Fs {
+    pub async fn setxattr(&self, ino: Ino, name: &str, value: &[u8], flags: i32) -> FsResult<()> {
+        check_name(name)?;
+        if name.starts_with(PXFS_PREFIX) {
+            return Err(FsError::NotPermitted(
+                "user.pxfs.* attributes are read-only",
+            ));
+        }
+        if value.len() > VALUE_MAX {
+            return Err(FsError::TooBig);
+        }
+        let mut guard = self.tree();
+        let tree = &mut *guard;
+        let token = tree.token_of(ino)?;
+        self.allow(tree, token, Change::AddsEntry)?;
+        let inode = tree.get_mut(ino)?;
+        let exists = inode.xattrs.contains_key(name);
+        if flags & XATTR_CREATE != 0 && exists {
+            return Err(FsError::Exists);
+        }
+        if flags & XATTR_REPLACE != 0 && !exists {
+            return Err(FsError::NoXattr);
+        }
+        inode.xattrs.insert(name.to_string(), value.to_vec());
+        inode.meta.ctime_ns = super::inode::now_ns();
+        self.xattr_changed(tree, ino, token, || Op::SetXattr {
+            path: String::new(),
+            name: name.to_string(),
+            value: hex::encode(value),
+        })
+    }
+
+    pub async fn removexattr(&self, ino: Ino, name: &str) -> FsResult<()> {
+        check_name(name)?;
+        if name.starts_with(PXFS_PREFIX) {
+            return Err(FsError::NotPermitted(
+                "user.pxfs.* attributes are read-only",
+            ));
+        }
+        let mut guard = self.tree();
+        let tree = &mut *guard;
+        let token = tree.token_of(ino)?;
+        self.allow(tree, token, Change::Shrinks)?;
+        let inode = tree.get_mut(ino)?;
+        if inode.xattrs.remove(name).is_none() {
+            return Err(FsError::NoXattr);
+        }
+        inode.meta.ctime_ns = super::inode::now_ns();
+        self.xattr_changed(tree, ino, token, || Op::RemoveXattr {
+            path: String::new(),
+            name: name.to_string(),
+        })
+    }
+
+    fn xattr_changed(
+        &self,
+        tree: &mut Tree,
+        ino: Ino,
+        token: u64,
+        op: impl FnOnce() -> Op,
+    ) -> FsResult<()> {
+        let parents: Vec<Ino> = tree.get(ino)?.links.iter().map(|(p, _)| *p).collect();
+        if parents.is_empty() || tree.is_token_root(ino) {
+            return Ok(()); // the sNFT root's own attributes live in no manifest
+        }
+        for p in parents {
+            tree.mark_dirty(p);
+        }
+        let path = tree.path_of(ino);
+        let op = match op() {
+            Op::SetXattr { name, value, .. } => Op::SetXattr { path, name, value },
+            Op::RemoveXattr { name, .. } => Op::RemoveXattr { path, name },
+            other => other,
+        };
+        self.journal(tree, token, op)
+    }
+
+    pub async fn getxattr(&self, ino: Ino, name: &str) -> FsResult<Vec<u8>> {
+        let tree = self.tree();
+        let inode = tree.get(ino)?;
+        if let Some(attr) = name.strip_prefix(PXFS_PREFIX) {
+            return pxfs_attr(&tree, ino, attr).ok_or(FsError::NoXattr);
+        }
+        inode.xattrs.get(name).cloned().ok_or(FsError::NoXattr)
+    }
+
+    pub async fn listxattr(&self, ino: Ino) -> FsResult<Vec<String>> {
+        let tree = self.tree();
+        let inode = tree.get(ino)?;
+        let mut names: Vec<String> = inode.xattrs.keys().cloned().collect();
+        let pxfs = ["cid"].iter().chain(TOKEN_ATTRS.iter());
+        for attr in pxfs {
+            if pxfs_attr(&tree, ino, attr).is_some() {
+                names.push(format!("{PXFS_PREFIX}{attr}"));
+            }
+        }
+        Ok(names)
+    }
+}
+
+fn check_name(name: &str) -> FsResult<()> {
+    if name.is_empty() || name.len() > NAME_MAX {
+        return Err(FsError::Range);
+    }
+    if !name.starts_with("user.") {
+        return Err(FsError::Unsupported);
+    }
+    Ok(())
+}
+
+/// The value of `user.pxfs.<attr>` on `ino`, if it has one.
+fn pxfs_attr(tree: &Tree, ino: Ino, attr: &str) -> Option<Vec<u8>> {
+    let inode = tree.get(ino).ok()?;
+    if attr == "cid" {
+        return match &inode.body {
+            Body::File(f) if !f.upload_pending && f.session.is_none() => {
+                f.blob.as_ref().map(|b| b.cid.clone().into_bytes())
+            }
+            _ => None,
+        };
+    }
+    if !tree.is_token_root(ino) {
+        return None;
+    }
+    let t = tree.token(inode.token?).ok()?;
+    let value = match attr {
+        "quota" => t.info.quota.to_string(),
+        "usage" => t.usage.to_string(),
+        "last_sync" => t.info.last_sync.to_string(),
+        "sync_deadline" => t.info.sync_deadline.to_string(),
+        "btns" => t.info.btns.clone()?,
+        "root" => t.committed.root.clone()?,
+        _ => return None,
+    };
+    Some(value.into_bytes())
+}

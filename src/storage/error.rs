@@ -1,0 +1,75 @@
+//! What can go wrong talking to the node, and which of it is worth trying again.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// An error from the storage client. `path` is the RPC path that failed
+/// (e.g. `/api/v0/cat`), so a log line says which call it was.
+///
+/// Cloneable so one failed fetch can be handed to every reader waiting on it.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum StorageError {
+    /// No connection could be made (refused, reset, DNS) even after the retries.
+    #[error("node unreachable at {url}: {detail}")]
+    Unreachable { url: String, detail: String },
+
+    /// The node did not answer (or went silent mid-stream) within the timeout.
+    #[error("node timed out after {after:?} on {path}")]
+    Timeout { path: String, after: Duration },
+
+    /// The node answered with a definite error: a 4xx, or a Kubo error body
+    /// (`{"Message","Code","Type":"error"}`).
+    #[error("node error on {path} (HTTP {status}): {message}")]
+    Node {
+        path: String,
+        status: u16,
+        message: String,
+    },
+
+    /// A 5xx without a Kubo error body (a proxy's 502/503/504, a crashed handler):
+    /// the node may be fine a moment later.
+    #[error("node unavailable on {path} (HTTP {status}): {message}")]
+    Unavailable {
+        path: String,
+        status: u16,
+        message: String,
+    },
+
+    /// The node answered 200 with something that is not the expected shape.
+    #[error("unexpected answer from node on {path}: {detail}")]
+    Decode { path: String, detail: String },
+
+    /// A local file that was to be uploaded could not be read.
+    #[error("cannot read {}: {source}", file.display())]
+    Io {
+        file: PathBuf,
+        #[source]
+        source: Arc<std::io::Error>,
+    },
+
+    /// The client configuration is unusable (bad URL, unreadable token file).
+    #[error("node client configuration: {0}")]
+    Config(String),
+}
+
+impl StorageError {
+    /// Unreachable, timed out, or a 5xx that is not the node's definite answer:
+    /// the same request may well succeed later (the uploader keeps data staged).
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            StorageError::Unreachable { .. }
+                | StorageError::Timeout { .. }
+                | StorageError::Unavailable { .. }
+        )
+    }
+
+    /// The node's own error message, when it gave one.
+    pub fn node_message(&self) -> Option<&str> {
+        match self {
+            StorageError::Node { message, .. } => Some(message),
+            _ => None,
+        }
+    }
+}

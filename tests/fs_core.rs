@@ -1,0 +1,603 @@
+//! The filesystem core as a user of the mount sees it, without a kernel: an in-memory
+//! node, a real cache directory, one sNFT.
+
+use std::sync::Arc;
+
+use pxfs::fs::store::MemoryStore;
+use pxfs::fs::{Fs, FsConfig, FsError, Ino, Kind, ROOT_INO, SetAttr, TokenInfo};
+
+const TOKEN: u64 = 7;
+const BTNS: &str = "k51-token-7";
+const RW: i32 = libc::O_RDWR;
+
+fn info(quota: u64) -> TokenInfo {
+    TokenInfo {
+        token_id: TOKEN,
+        quota,
+        overdue: false,
+        last_sync: 1,
+        sync_deadline: 2,
+        btns: Some(BTNS.into()),
+    }
+}
+
+struct Mount {
+    fs: Fs,
+    store: Arc<MemoryStore>,
+    cache: tempfile::TempDir,
+}
+
+async fn mount_with(store: Arc<MemoryStore>, cache: tempfile::TempDir, quota: u64) -> Mount {
+    let mut cfg = FsConfig::new(cache.path().to_path_buf());
+    cfg.single_token = true;
+    cfg.commit_interval = std::time::Duration::from_secs(3600); // commits only when asked
+    let fs = Fs::new(cfg, store.clone()).unwrap();
+    fs.add_token(info(quota)).await.unwrap();
+    Mount { fs, store, cache }
+}
+
+async fn mount(quota: u64) -> Mount {
+    mount_with(
+        Arc::new(MemoryStore::new()),
+        tempfile::tempdir().unwrap(),
+        quota,
+    )
+    .await
+}
+
+impl Mount {
+    /// What happens at unmount: drain, commit, stop.
+    async fn remount(self) -> Mount {
+        self.fs.flush_all().await.unwrap();
+        self.fs.abort();
+        mount_with(self.store, self.cache, u64::MAX).await
+    }
+
+    /// A crash: nothing drained, nothing committed.
+    async fn crash_and_remount(self) -> Mount {
+        self.fs.abort();
+        drop(self.fs);
+        mount_with(self.store, self.cache, u64::MAX).await
+    }
+
+    async fn write_file(&self, dir: Ino, name: &str, data: &[u8]) -> Ino {
+        let (attr, fh) = self.fs.create(dir, name, 0o644, RW, 0, 0).await.unwrap();
+        assert_eq!(
+            self.fs.write(fh, 0, data).await.unwrap() as usize,
+            data.len()
+        );
+        self.fs.release(fh).await.unwrap();
+        attr.ino
+    }
+
+    async fn read_file(&self, dir: Ino, name: &str) -> Vec<u8> {
+        let ino = self.fs.lookup(dir, name).await.unwrap().ino;
+        let fh = self.fs.open(ino, libc::O_RDONLY).await.unwrap();
+        let data = self.fs.read(fh, 0, 1 << 24).await.unwrap().to_vec();
+        self.fs.release(fh).await.unwrap();
+        data
+    }
+
+    async fn names(&self, dir: Ino) -> Vec<String> {
+        let mut names: Vec<String> = self
+            .fs
+            .readdir(dir, 0)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|e| e.name)
+            .filter(|n| n != "." && n != "..")
+            .collect();
+        names.sort();
+        names
+    }
+
+    async fn usage(&self) -> u64 {
+        let v = self.fs.getxattr(ROOT_INO, "user.pxfs.usage").await.unwrap();
+        String::from_utf8(v).unwrap().parse().unwrap()
+    }
+}
+
+fn errno<T: std::fmt::Debug>(r: Result<T, FsError>) -> i32 {
+    r.unwrap_err().errno()
+}
+
+#[tokio::test]
+async fn rename_over_an_existing_file_replaces_it() {
+    let m = mount(1 << 20).await;
+    m.write_file(ROOT_INO, "a", b"new").await;
+    m.write_file(ROOT_INO, "b", b"old content").await;
+    m.fs.rename(ROOT_INO, "a", ROOT_INO, "b", false, false)
+        .await
+        .unwrap();
+    assert_eq!(m.names(ROOT_INO).await, vec!["b"]);
+    assert_eq!(m.read_file(ROOT_INO, "b").await, b"new");
+    assert_eq!(m.usage().await, 3);
+}
+
+#[tokio::test]
+async fn rename_flags_and_illegal_moves_fail_as_posix_says() {
+    let m = mount(1 << 20).await;
+    m.write_file(ROOT_INO, "f", b"1").await;
+    m.write_file(ROOT_INO, "g", b"22").await;
+    let d = m.fs.mkdir(ROOT_INO, "d", 0o755, 0, 0).await.unwrap().ino;
+    let sub = m.fs.mkdir(d, "sub", 0o755, 0, 0).await.unwrap().ino;
+    m.write_file(sub, "x", b"x").await;
+    assert_eq!(
+        errno(m.fs.rename(ROOT_INO, "f", ROOT_INO, "g", true, false).await),
+        libc::EEXIST
+    );
+    assert_eq!(
+        errno(m.fs.rename(ROOT_INO, "d", sub, "d", false, false).await),
+        libc::EINVAL
+    );
+    assert_eq!(
+        errno(
+            m.fs.rename(ROOT_INO, "f", ROOT_INO, "d", false, false)
+                .await
+        ),
+        libc::EISDIR
+    );
+    assert_eq!(
+        errno(
+            m.fs.rename(ROOT_INO, "d", ROOT_INO, "f", false, false)
+                .await
+        ),
+        libc::ENOTDIR
+    );
+    let e = m.fs.mkdir(ROOT_INO, "e", 0o755, 0, 0).await.unwrap().ino;
+    m.write_file(e, "y", b"y").await;
+    assert_eq!(
+        errno(
+            m.fs.rename(ROOT_INO, "d", ROOT_INO, "e", false, false)
+                .await
+        ),
+        libc::ENOTEMPTY
+    );
+    m.fs.rename(ROOT_INO, "f", ROOT_INO, "g", false, true)
+        .await
+        .unwrap();
+    assert_eq!(m.read_file(ROOT_INO, "f").await, b"22");
+    assert_eq!(m.read_file(ROOT_INO, "g").await, b"1");
+    m.fs.rename(ROOT_INO, "d", e, "moved", false, false)
+        .await
+        .unwrap();
+    assert_eq!(m.read_file(sub, "x").await, b"x");
+    assert_eq!(m.names(e).await, vec!["moved", "y"]);
+}
+
+#[tokio::test]
+async fn unlinked_open_file_stays_usable_through_its_handle_until_close() {
+    let m = mount(1 << 20).await;
+    let (attr, fh) = m.fs.create(ROOT_INO, "tmp", 0o600, RW, 0, 0).await.unwrap();
+    m.fs.write(fh, 0, b"hello").await.unwrap();
+    m.fs.unlink(ROOT_INO, "tmp").await.unwrap();
+    assert_eq!(errno(m.fs.lookup(ROOT_INO, "tmp").await), libc::ENOENT);
+    m.fs.write(fh, 5, b" world").await.unwrap();
+    assert_eq!(&m.fs.read(fh, 0, 100).await.unwrap()[..], b"hello world");
+    assert_eq!(m.fs.getattr(attr.ino).await.unwrap().nlink, 0);
+    m.fs.release(fh).await.unwrap();
+    assert_eq!(errno(m.fs.getattr(attr.ino).await), libc::ENOENT);
+    m.fs.flush_all().await.unwrap();
+    let m = m.remount().await;
+    assert!(m.names(ROOT_INO).await.is_empty());
+}
+
+#[tokio::test]
+async fn truncate_grows_with_zeros_and_shrinks() {
+    let m = mount(1 << 20).await;
+    let ino = m.write_file(ROOT_INO, "t", b"abcdef").await;
+    let grow = SetAttr {
+        size: Some(10),
+        ..Default::default()
+    };
+    assert_eq!(m.fs.setattr(ino, grow).await.unwrap().size, 10);
+    assert_eq!(m.read_file(ROOT_INO, "t").await, b"abcdef\0\0\0\0");
+    let shrink = SetAttr {
+        size: Some(2),
+        ..Default::default()
+    };
+    m.fs.setattr(ino, shrink).await.unwrap();
+    assert_eq!(m.read_file(ROOT_INO, "t").await, b"ab");
+    assert_eq!(m.usage().await, 2);
+    let m = m.remount().await;
+    assert_eq!(m.read_file(ROOT_INO, "t").await, b"ab");
+}
+
+#[tokio::test]
+async fn open_with_o_trunc_empties_and_o_append_appends() {
+    let m = mount(1 << 20).await;
+    let ino = m.write_file(ROOT_INO, "f", b"0123456789").await;
+    let m = m.remount().await; // content now only on the node
+    let ino2 = m.fs.lookup(ROOT_INO, "f").await.unwrap().ino;
+    let fh = m.fs.open(ino2, RW | libc::O_APPEND).await.unwrap();
+    m.fs.write(fh, 0, b"ab").await.unwrap();
+    m.fs.release(fh).await.unwrap();
+    assert_eq!(m.read_file(ROOT_INO, "f").await, b"0123456789ab");
+    let fh =
+        m.fs.open(ino2, libc::O_WRONLY | libc::O_TRUNC)
+            .await
+            .unwrap();
+    assert_eq!(m.fs.getattr(ino2).await.unwrap().size, 0);
+    m.fs.release(fh).await.unwrap();
+    assert_eq!(m.read_file(ROOT_INO, "f").await, b"");
+    let _ = ino;
+}
+
+#[tokio::test]
+async fn sparse_write_reads_zeros_in_the_hole() {
+    let m = mount(1 << 20).await;
+    let (_, fh) = m.fs.create(ROOT_INO, "s", 0o644, RW, 0, 0).await.unwrap();
+    m.fs.write(fh, 100_000, b"end").await.unwrap();
+    let data = m.fs.read(fh, 0, 200_000).await.unwrap();
+    assert_eq!(data.len(), 100_003);
+    assert!(data[..100_000].iter().all(|b| *b == 0));
+    assert_eq!(&data[100_000..], b"end");
+    m.fs.release(fh).await.unwrap();
+    let m = m.remount().await;
+    let data = m.read_file(ROOT_INO, "s").await;
+    assert!(data[..100_000].iter().all(|b| *b == 0));
+    assert_eq!(&data[100_000..], b"end");
+}
+
+#[tokio::test]
+async fn readdir_offsets_stay_valid_while_entries_come_and_go() {
+    let m = mount(1 << 20).await;
+    for i in 0..10 {
+        m.write_file(ROOT_INO, &format!("f{i}"), b"").await;
+    }
+    let first = m.fs.readdir(ROOT_INO, 0).await.unwrap();
+    assert_eq!(first[0].name, ".");
+    assert_eq!(first[1].name, "..");
+    // Read the first five real entries, then change the directory under the reader.
+    let resume = first[6].offset;
+    let seen: Vec<String> = first[2..7].iter().map(|e| e.name.clone()).collect();
+    m.fs.unlink(ROOT_INO, &first[3].name).await.unwrap(); // already seen
+    m.fs.unlink(ROOT_INO, &first[8].name).await.unwrap(); // not yet seen
+    m.write_file(ROOT_INO, "new", b"").await;
+    let rest: Vec<String> =
+        m.fs.readdir(ROOT_INO, resume)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|e| e.name)
+            .collect();
+    // Every entry that stayed is seen exactly once; the removed unseen one is not.
+    let mut all: Vec<String> = seen.iter().chain(rest.iter()).cloned().collect();
+    all.sort();
+    all.dedup();
+    assert_eq!(all.len(), seen.len() + rest.len(), "no entry seen twice");
+    for i in 0..10 {
+        let name = format!("f{i}");
+        if name != first[8].name {
+            assert!(all.contains(&name), "{name} missing");
+        }
+    }
+    assert!(!rest.contains(&first[8].name));
+}
+
+#[tokio::test]
+async fn write_past_quota_fails_with_edquot_and_changes_nothing() {
+    let m = mount(100).await;
+    let (attr, fh) = m.fs.create(ROOT_INO, "q", 0o644, RW, 0, 0).await.unwrap();
+    m.fs.write(fh, 0, &[1u8; 100]).await.unwrap();
+    assert_eq!(m.usage().await, 100);
+    assert_eq!(errno(m.fs.write(fh, 100, b"x").await), libc::EDQUOT);
+    assert_eq!(errno(m.fs.write(fh, 50, &[2u8; 51]).await), libc::EDQUOT);
+    assert_eq!(m.usage().await, 100);
+    assert_eq!(m.fs.getattr(attr.ino).await.unwrap().size, 100);
+    assert_eq!(&m.fs.read(fh, 0, 200).await.unwrap()[..], &[1u8; 100][..]);
+    let grow = SetAttr {
+        size: Some(101),
+        ..Default::default()
+    };
+    assert_eq!(errno(m.fs.setattr(attr.ino, grow).await), libc::EDQUOT);
+    m.fs.write(fh, 0, &[3u8; 100]).await.unwrap(); // overwriting adds nothing
+    m.fs.release(fh).await.unwrap();
+    let st = m.fs.statfs(ROOT_INO).await.unwrap();
+    assert_eq!((st.blocks, st.bfree), (0, 0));
+    m.fs.unlink(ROOT_INO, "q").await.unwrap(); // deleting always works
+    assert_eq!(m.usage().await, 0);
+}
+
+#[tokio::test]
+async fn overdue_token_refuses_additions_with_eacces_but_reads_and_deletes_work() {
+    let m = mount(1 << 20).await;
+    let f = m.write_file(ROOT_INO, "f", b"data").await;
+    m.fs.mkdir(ROOT_INO, "d", 0o755, 0, 0).await.unwrap();
+    m.fs.update_token(TokenInfo {
+        overdue: true,
+        ..info(1 << 20)
+    });
+    let fs = &m.fs;
+    assert_eq!(
+        errno(fs.create(ROOT_INO, "n", 0o644, RW, 0, 0).await),
+        libc::EACCES
+    );
+    assert_eq!(errno(fs.open(f, libc::O_WRONLY).await), libc::EACCES);
+    assert_eq!(
+        errno(fs.mkdir(ROOT_INO, "m", 0o755, 0, 0).await),
+        libc::EACCES
+    );
+    assert_eq!(
+        errno(fs.symlink(ROOT_INO, "l", "f", 0, 0).await),
+        libc::EACCES
+    );
+    assert_eq!(errno(fs.link(f, ROOT_INO, "h").await), libc::EACCES);
+    assert_eq!(
+        errno(fs.rename(ROOT_INO, "f", ROOT_INO, "g", false, false).await),
+        libc::EACCES
+    );
+    assert_eq!(errno(fs.setxattr(f, "user.k", b"v", 0).await), libc::EACCES);
+    let grow = SetAttr {
+        size: Some(10),
+        ..Default::default()
+    };
+    assert_eq!(errno(fs.setattr(f, grow).await), libc::EACCES);
+    assert_eq!(m.read_file(ROOT_INO, "f").await, b"data");
+    assert_eq!(fs.statfs(ROOT_INO).await.unwrap().bavail, 0);
+    let shrink = SetAttr {
+        size: Some(1),
+        ..Default::default()
+    };
+    fs.setattr(f, shrink).await.unwrap();
+    fs.unlink(ROOT_INO, "f").await.unwrap();
+    fs.rmdir(ROOT_INO, "d").await.unwrap();
+    // A sync lands: writes work again without a remount.
+    fs.update_token(info(1 << 20));
+    m.write_file(ROOT_INO, "again", b"ok").await;
+}
+
+#[tokio::test]
+async fn xattrs_follow_create_replace_semantics_and_pxfs_attrs_are_read_only() {
+    let m = mount(1 << 20).await;
+    let f = m.write_file(ROOT_INO, "f", b"x").await;
+    let fs = &m.fs;
+    fs.setxattr(f, "user.a", b"1", 0).await.unwrap();
+    assert_eq!(errno(fs.setxattr(f, "user.a", b"2", 1).await), libc::EEXIST);
+    assert_eq!(
+        errno(fs.setxattr(f, "user.b", b"2", 2).await),
+        libc::ENODATA
+    );
+    fs.setxattr(f, "user.a", b"3", 2).await.unwrap();
+    assert_eq!(fs.getxattr(f, "user.a").await.unwrap(), b"3");
+    assert_eq!(errno(fs.getxattr(f, "user.none").await), libc::ENODATA);
+    assert_eq!(
+        errno(fs.setxattr(f, "user.pxfs.cid", b"x", 0).await),
+        libc::EPERM
+    );
+    assert_eq!(
+        errno(fs.setxattr(ROOT_INO, "user.pxfs.quota", b"1", 0).await),
+        libc::EPERM
+    );
+    assert_eq!(
+        errno(fs.setxattr(f, "user.big", &vec![0; 70_000], 0).await),
+        libc::E2BIG
+    );
+    assert_eq!(
+        fs.getxattr(ROOT_INO, "user.pxfs.quota").await.unwrap(),
+        b"1048576"
+    );
+    assert_eq!(
+        fs.getxattr(ROOT_INO, "user.pxfs.btns").await.unwrap(),
+        BTNS.as_bytes()
+    );
+    fs.flush_all().await.unwrap();
+    assert!(
+        fs.listxattr(f)
+            .await
+            .unwrap()
+            .contains(&"user.pxfs.cid".to_string())
+    );
+    let root = String::from_utf8(fs.getxattr(ROOT_INO, "user.pxfs.root").await.unwrap()).unwrap();
+    assert_eq!(m.store.published(BTNS).unwrap().root, root);
+    let m = m.remount().await;
+    let f = m.fs.lookup(ROOT_INO, "f").await.unwrap().ino;
+    assert_eq!(m.fs.getxattr(f, "user.a").await.unwrap(), b"3");
+    m.fs.removexattr(f, "user.a").await.unwrap();
+    assert_eq!(errno(m.fs.removexattr(f, "user.a").await), libc::ENODATA);
+}
+
+#[tokio::test]
+async fn hard_links_share_content_while_mounted() {
+    let m = mount(1 << 20).await;
+    let f = m.write_file(ROOT_INO, "a", b"one").await;
+    let attr = m.fs.link(f, ROOT_INO, "b").await.unwrap();
+    assert_eq!((attr.ino, attr.nlink), (f, 2));
+    let fh = m.fs.open(f, RW).await.unwrap();
+    m.fs.write(fh, 0, b"two").await.unwrap();
+    m.fs.release(fh).await.unwrap();
+    assert_eq!(m.read_file(ROOT_INO, "b").await, b"two");
+    assert_eq!(m.usage().await, 3, "one inode counts once");
+    m.fs.unlink(ROOT_INO, "a").await.unwrap();
+    assert_eq!(m.fs.getattr(f).await.unwrap().nlink, 1);
+    assert_eq!(m.read_file(ROOT_INO, "b").await, b"two");
+    let d = m.fs.mkdir(ROOT_INO, "d", 0o755, 0, 0).await.unwrap().ino;
+    assert_eq!(errno(m.fs.link(d, ROOT_INO, "dd").await), libc::EPERM);
+}
+
+#[tokio::test]
+async fn names_longer_than_255_bytes_fail_with_enametoolong() {
+    let m = mount(1 << 20).await;
+    let long = "x".repeat(256);
+    assert_eq!(
+        errno(m.fs.create(ROOT_INO, &long, 0o644, RW, 0, 0).await),
+        libc::ENAMETOOLONG
+    );
+    assert_eq!(
+        errno(m.fs.mkdir(ROOT_INO, &long, 0o755, 0, 0).await),
+        libc::ENAMETOOLONG
+    );
+    assert_eq!(
+        errno(m.fs.lookup(ROOT_INO, &long).await),
+        libc::ENAMETOOLONG
+    );
+    m.write_file(ROOT_INO, &"y".repeat(255), b"").await;
+}
+
+#[tokio::test]
+async fn posix_errors_for_wrong_kinds_and_missing_names() {
+    let m = mount(1 << 20).await;
+    let f = m.write_file(ROOT_INO, "f", b"").await;
+    let d = m.fs.mkdir(ROOT_INO, "d", 0o755, 0, 0).await.unwrap().ino;
+    m.write_file(d, "inner", b"").await;
+    let fs = &m.fs;
+    assert_eq!(
+        errno(fs.mkdir(ROOT_INO, "f", 0o755, 0, 0).await),
+        libc::EEXIST
+    );
+    assert_eq!(
+        errno(
+            fs.create(ROOT_INO, "f", 0o644, RW | libc::O_EXCL, 0, 0)
+                .await
+        ),
+        libc::EEXIST
+    );
+    assert_eq!(errno(fs.rmdir(ROOT_INO, "d").await), libc::ENOTEMPTY);
+    assert_eq!(errno(fs.rmdir(ROOT_INO, "f").await), libc::ENOTDIR);
+    assert_eq!(errno(fs.unlink(ROOT_INO, "d").await), libc::EISDIR);
+    assert_eq!(errno(fs.unlink(ROOT_INO, "nope").await), libc::ENOENT);
+    assert_eq!(errno(fs.lookup(f, "x").await), libc::ENOTDIR);
+    assert_eq!(errno(fs.open(d, libc::O_WRONLY).await), libc::EISDIR);
+    assert_eq!(errno(fs.readlink(f).await), libc::EINVAL);
+    let l = fs.symlink(ROOT_INO, "l", "f", 0, 0).await.unwrap();
+    assert_eq!(l.kind, Kind::Symlink);
+    assert_eq!(fs.readlink(l.ino).await.unwrap(), "f");
+    assert_eq!(fs.getattr(d).await.unwrap().nlink, 2);
+    assert_eq!(fs.getattr(ROOT_INO).await.unwrap().nlink, 3);
+}
+
+#[tokio::test]
+async fn metadata_and_tree_survive_unmount_and_remount() {
+    let m = mount(1 << 20).await;
+    let d =
+        m.fs.mkdir(ROOT_INO, "dir", 0o750, 1000, 1000)
+            .await
+            .unwrap()
+            .ino;
+    let f = m.write_file(d, "file", b"content").await;
+    let set = SetAttr {
+        mode: Some(0o600),
+        mtime: Some(pxfs::fs::TimeSet::At(1_000_000_000_123)),
+        ..Default::default()
+    };
+    m.fs.setattr(f, set).await.unwrap();
+    m.fs.symlink(d, "link", "file", 0, 0).await.unwrap();
+    // A fresh cache: everything must come back from the node via the BTNS name.
+    m.fs.flush_all().await.unwrap();
+    m.fs.abort();
+    let m = mount_with(m.store, tempfile::tempdir().unwrap(), 1 << 20).await;
+    let d = m.fs.lookup(ROOT_INO, "dir").await.unwrap();
+    assert_eq!((d.meta.mode, d.meta.uid), (0o750, 1000));
+    let f = m.fs.lookup(d.ino, "file").await.unwrap();
+    assert_eq!(f.meta.mode, 0o600);
+    assert_eq!(f.meta.mtime_ns, 1_000_000_000_123);
+    assert_eq!(m.read_file(d.ino, "file").await, b"content");
+    let l = m.fs.lookup(d.ino, "link").await.unwrap();
+    assert_eq!(m.fs.readlink(l.ino).await.unwrap(), "file");
+    assert_eq!(m.usage().await, 7);
+}
+
+#[tokio::test]
+async fn closed_files_survive_a_crash_and_come_back_from_the_journal() {
+    let m = mount(1 << 20).await;
+    m.store.set_offline(true); // nothing reaches the node: only the journal has it
+    let d = m.fs.mkdir(ROOT_INO, "d", 0o755, 0, 0).await.unwrap().ino;
+    m.write_file(d, "kept", b"closed before the crash").await;
+    m.write_file(ROOT_INO, "renamed", b"r").await;
+    m.fs.rename(ROOT_INO, "renamed", d, "moved", false, false)
+        .await
+        .unwrap();
+    let (_, open) =
+        m.fs.create(ROOT_INO, "open", 0o644, RW, 0, 0)
+            .await
+            .unwrap();
+    m.fs.write(open, 0, b"never closed").await.unwrap();
+    let m = m.crash_and_remount().await;
+    let d = m.fs.lookup(ROOT_INO, "d").await.unwrap().ino;
+    assert_eq!(m.names(d).await, vec!["kept", "moved"]);
+    assert_eq!(m.read_file(d, "kept").await, b"closed before the crash");
+    assert_eq!(m.names(ROOT_INO).await, vec!["d"]);
+    // Once the node is back, the replayed files are uploaded and committed.
+    m.store.set_offline(false);
+    m.fs.flush_all().await.unwrap();
+    let m = mount_with(m.store.clone(), tempfile::tempdir().unwrap(), 1 << 20).await;
+    let d = m.fs.lookup(ROOT_INO, "d").await.unwrap().ino;
+    assert_eq!(m.read_file(d, "moved").await, b"r");
+}
+
+#[tokio::test]
+async fn a_torn_last_journal_line_is_ignored_at_remount() {
+    let m = mount(1 << 20).await;
+    m.store.set_offline(true);
+    m.write_file(ROOT_INO, "a", b"a").await;
+    let log = m
+        .cache
+        .path()
+        .join("journal")
+        .join(TOKEN.to_string())
+        .join("ops.log");
+    use std::io::Write;
+    let mut f = std::fs::OpenOptions::new().append(true).open(&log).unwrap();
+    f.write_all(br#"{"seq":99,"op":"mkdir","pa"#).unwrap();
+    let m = m.crash_and_remount().await;
+    assert_eq!(m.names(ROOT_INO).await, vec!["a"]);
+    m.store.set_offline(false);
+    m.fs.flush_all().await.unwrap();
+    assert_eq!(m.read_file(ROOT_INO, "a").await, b"a");
+}
+
+#[tokio::test]
+async fn a_node_outage_does_not_fail_buffered_writes() {
+    let m = mount(1 << 20).await;
+    m.store.set_offline(true);
+    for i in 0..20 {
+        m.write_file(ROOT_INO, &format!("f{i}"), format!("{i}").as_bytes())
+            .await;
+    }
+    assert_eq!(m.fs.pending().0, 20);
+    m.store.set_offline(false);
+    m.fs.flush_all().await.unwrap();
+    assert_eq!(m.fs.pending(), (0, 0));
+    let published = m.store.published(BTNS).unwrap();
+    assert_eq!(published.files, 20);
+}
+
+#[tokio::test]
+async fn commit_writes_only_the_manifests_on_the_changed_path() {
+    let m = mount(1 << 20).await;
+    let a = m.fs.mkdir(ROOT_INO, "a", 0o755, 0, 0).await.unwrap().ino;
+    let b = m.fs.mkdir(a, "b", 0o755, 0, 0).await.unwrap().ino;
+    let c = m.fs.mkdir(b, "c", 0o755, 0, 0).await.unwrap().ino;
+    let side = m.fs.mkdir(ROOT_INO, "side", 0o755, 0, 0).await.unwrap().ino;
+    m.write_file(side, "s", b"s").await;
+    m.fs.flush_all().await.unwrap();
+    let before = m.store.manifest_adds();
+    m.write_file(c, "new", b"n").await;
+    m.fs.flush_all().await.unwrap();
+    assert_eq!(
+        m.store.manifest_adds() - before,
+        4,
+        "c, b, a and the root; not side"
+    );
+    let published = m.store.published(BTNS).unwrap();
+    assert_eq!((published.usage, published.files, published.seq), (2, 2, 2));
+}
+
+#[tokio::test]
+async fn superseded_content_is_unpinned_after_the_commit() {
+    let m = mount(1 << 20).await;
+    m.write_file(ROOT_INO, "f", b"first version").await;
+    m.fs.flush_all().await.unwrap();
+    let f = m.fs.lookup(ROOT_INO, "f").await.unwrap().ino;
+    let old = String::from_utf8(m.fs.getxattr(f, "user.pxfs.cid").await.unwrap()).unwrap();
+    m.write_file(ROOT_INO, "g", b"first version").await; // same content, same CID
+    let fh = m.fs.open(f, RW | libc::O_TRUNC).await.unwrap();
+    m.fs.write(fh, 0, b"second").await.unwrap();
+    m.fs.release(fh).await.unwrap();
+    m.fs.flush_all().await.unwrap();
+    assert!(m.store.is_pinned(&old), "still used by g");
+    m.fs.unlink(ROOT_INO, "g").await.unwrap();
+    m.fs.flush_all().await.unwrap();
+    assert!(!m.store.is_pinned(&old));
+}

@@ -1,0 +1,386 @@
+//! The FUSE adapter under the real kernel (needs /dev/fuse and root): ordinary tools
+//! (`cp -a`, `rsync`, `tar`, `diff`) against a mount of the core on an in-memory node.
+//! The same tests against a devnet node and chain live with `pxfs devnet`.
+
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+
+use pxfs::fs::store::MemoryStore;
+use pxfs::fs::{Fs, FsConfig, TokenInfo};
+use pxfs::fuse::FuseFs;
+
+struct Mounted {
+    fs: Fs,
+    session: Option<fuser::BackgroundSession>,
+    rt: tokio::runtime::Runtime,
+    store: Arc<MemoryStore>,
+    cache: PathBuf,
+    dir: PathBuf,
+}
+
+fn info(quota: u64) -> TokenInfo {
+    TokenInfo {
+        token_id: 1,
+        quota,
+        overdue: false,
+        last_sync: 0,
+        sync_deadline: 0,
+        btns: Some("k51-test".into()),
+    }
+}
+
+fn can_mount() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    Path::new("/dev/fuse").exists() && unsafe { libc::geteuid() } == 0
+}
+
+fn mount(store: Arc<MemoryStore>, cache: &Path, dir: &Path, quota: u64) -> Mounted {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let mut cfg = FsConfig::new(cache.to_path_buf());
+    cfg.single_token = true;
+    let fs = rt.block_on(async {
+        let fs = Fs::new(cfg, store.clone()).unwrap();
+        fs.add_token(info(quota)).await.unwrap();
+        fs
+    });
+    let mut fcfg = fuser::Config::default();
+    fcfg.mount_options = vec![
+        fuser::MountOption::FSName("pxfs".into()),
+        fuser::MountOption::DefaultPermissions,
+    ];
+    fcfg.n_threads = Some(2);
+    let session = fuser::Session::new(FuseFs::new(fs.clone(), rt.handle().clone()), dir, &fcfg)
+        .unwrap()
+        .spawn()
+        .unwrap();
+    Mounted {
+        fs,
+        session: Some(session),
+        rt,
+        store,
+        cache: cache.to_path_buf(),
+        dir: dir.to_path_buf(),
+    }
+}
+
+impl Mounted {
+    fn unmount(mut self) -> (Arc<MemoryStore>, PathBuf, PathBuf) {
+        if let Some(s) = self.session.take() {
+            s.umount_and_join().unwrap();
+        }
+        self.rt.block_on(self.fs.flush_all()).unwrap();
+        self.fs.abort();
+        (self.store.clone(), self.cache.clone(), self.dir.clone())
+    }
+
+    fn remount(self, quota: u64) -> Mounted {
+        let (store, cache, dir) = self.unmount();
+        mount(store, &cache, &dir, quota)
+    }
+}
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        if let Some(s) = self.session.take() {
+            let _ = s.umount_and_join();
+        }
+    }
+}
+
+fn sh(cmd: &mut Command) -> String {
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A tree like a user's: nested dirs, many small files, one big file, symlinks, modes, times.
+fn generate_tree(root: &Path, small_files: usize, big_bytes: usize) {
+    use rand::{RngCore, SeedableRng};
+    let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+    for i in 0..small_files {
+        let dir = root.join(format!("d{}/e{}", i % 7, i % 3));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut data = vec![0u8; (rng.next_u32() % 3000) as usize];
+        rng.fill_bytes(&mut data);
+        let p = dir.join(format!("f{i}.bin"));
+        std::fs::write(&p, &data).unwrap();
+        if i % 10 == 0 {
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
+        }
+    }
+    let mut big = vec![0u8; big_bytes];
+    rng.fill_bytes(&mut big);
+    std::fs::write(root.join("big.bin"), &big).unwrap();
+    std::os::unix::fs::symlink("big.bin", root.join("link-to-big")).unwrap();
+    std::os::unix::fs::symlink("d0/e0", root.join("link-to-dir")).unwrap();
+    std::fs::create_dir(root.join("empty")).unwrap();
+    std::fs::set_permissions(root.join("empty"), std::fs::Permissions::from_mode(0o700)).unwrap();
+    sh(Command::new("touch")
+        .args(["-h", "-d", "2001-02-03 04:05:06.789"])
+        .arg(root.join("link-to-big")));
+    sh(Command::new("touch")
+        .args(["-d", "2001-02-03 04:05:06.789"])
+        .arg(root.join("big.bin")));
+}
+
+/// Every path with its type, mode, size, mtime (to `ns_digits` fractional digits) and
+/// (symlinks) target.
+fn listing(root: &Path, ns_digits: usize) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            let m = std::fs::symlink_metadata(&p).unwrap();
+            let rel = p.strip_prefix(root).unwrap().display().to_string();
+            let target = std::fs::read_link(&p)
+                .map(|t| t.display().to_string())
+                .unwrap_or_default();
+            let size = if m.is_dir() { 0 } else { m.len() };
+            let ns = format!("{:09}", m.mtime_nsec());
+            out.push(format!(
+                "{rel} mode={:o} size={size} mtime={}.{} -> {target}",
+                m.mode(),
+                m.mtime(),
+                &ns[..ns_digits]
+            ));
+            if m.is_dir() {
+                stack.push(p);
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// The two trees list the same; on failure, show the first difference only.
+fn assert_same_listing(a: &Path, b: &Path, ns_digits: usize) {
+    let (la, lb) = (listing(a, ns_digits), listing(b, ns_digits));
+    let first = la.iter().zip(&lb).find(|(x, y)| x != y);
+    assert!(
+        la.len() == lb.len() && first.is_none(),
+        "trees differ ({} vs {} entries), first difference: {first:?}",
+        la.len(),
+        lb.len()
+    );
+}
+
+struct Dirs {
+    _tmp: tempfile::TempDir,
+    src: PathBuf,
+    mnt: PathBuf,
+    cache: PathBuf,
+    out: PathBuf,
+}
+
+fn dirs() -> Dirs {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = |n: &str| {
+        let p = tmp.path().join(n);
+        std::fs::create_dir(&p).unwrap();
+        p
+    };
+    Dirs {
+        src: d("src"),
+        mnt: d("mnt"),
+        cache: d("cache"),
+        out: d("out"),
+        _tmp: tmp,
+    }
+}
+
+#[test]
+fn cp_a_then_remount_gives_back_an_identical_tree() {
+    if !can_mount() {
+        eprintln!("skipped: needs root and /dev/fuse");
+        return;
+    }
+    let d = dirs();
+    generate_tree(&d.src, 1000, 20 << 20);
+    let m = mount(Arc::new(MemoryStore::new()), &d.cache, &d.mnt, u64::MAX);
+    sh(Command::new("cp")
+        .arg("-a")
+        .arg(format!("{}/.", d.src.display()))
+        .arg(&d.mnt));
+    let m = m.remount(u64::MAX);
+    sh(Command::new("diff").arg("-r").arg(&d.src).arg(&d.mnt));
+    assert_same_listing(&d.src, &d.mnt, 9);
+    drop(m);
+}
+
+#[test]
+fn rsync_twice_transfers_nothing_the_second_time_and_inplace_works() {
+    if !can_mount() {
+        eprintln!("skipped: needs root and /dev/fuse");
+        return;
+    }
+    let d = dirs();
+    generate_tree(&d.src, 200, 3 << 20);
+    let m = mount(Arc::new(MemoryStore::new()), &d.cache, &d.mnt, u64::MAX);
+    let src = format!("{}/", d.src.display());
+    let mnt = format!("{}/", d.mnt.display());
+    sh(Command::new("rsync").args(["-a", &src, &mnt]));
+    let m = m.remount(u64::MAX);
+    let second = sh(Command::new("rsync").args(["-a", "--itemize-changes", &src, &mnt]));
+    assert_eq!(second.trim(), "", "second rsync changed something");
+    // Change the big file in the middle and update it in place.
+    let big = d.src.join("big.bin");
+    let f = std::fs::OpenOptions::new().write(true).open(&big).unwrap();
+    std::os::unix::fs::FileExt::write_all_at(&f, b"changed in place", 1 << 20).unwrap();
+    sh(Command::new("rsync").args(["-a", "--inplace", "--no-whole-file", &src, &mnt]));
+    let m = m.remount(u64::MAX);
+    sh(Command::new("diff").arg("-r").arg(&d.src).arg(&d.mnt));
+    drop(m);
+}
+
+#[test]
+fn tar_in_and_out_round_trips() {
+    if !can_mount() {
+        eprintln!("skipped: needs root and /dev/fuse");
+        return;
+    }
+    let d = dirs();
+    generate_tree(&d.src, 300, 1 << 20);
+    let archive = d.cache.parent().unwrap().join("a.tar");
+    sh(Command::new("tar")
+        .arg("-C")
+        .arg(&d.src)
+        .arg("-cf")
+        .arg(&archive)
+        .arg("."));
+    let m = mount(Arc::new(MemoryStore::new()), &d.cache, &d.mnt, u64::MAX);
+    sh(Command::new("tar")
+        .arg("-C")
+        .arg(&d.mnt)
+        .arg("-xpf")
+        .arg(&archive));
+    let m = m.remount(u64::MAX);
+    let archive2 = d.cache.parent().unwrap().join("b.tar");
+    sh(Command::new("tar")
+        .arg("-C")
+        .arg(&d.mnt)
+        .arg("-cf")
+        .arg(&archive2)
+        .arg("."));
+    sh(Command::new("tar")
+        .arg("-C")
+        .arg(&d.out)
+        .arg("-xpf")
+        .arg(&archive2));
+    sh(Command::new("diff").arg("-r").arg(&d.src).arg(&d.out));
+    // tar keeps whole seconds.
+    assert_same_listing(&d.src, &d.out, 0);
+    drop(m);
+}
+
+#[test]
+fn random_writes_match_a_local_file_before_and_after_remount() {
+    if !can_mount() {
+        eprintln!("skipped: needs root and /dev/fuse");
+        return;
+    }
+    use rand::{Rng, SeedableRng};
+    use std::os::unix::fs::FileExt;
+    let d = dirs();
+    let m = mount(Arc::new(MemoryStore::new()), &d.cache, &d.mnt, u64::MAX);
+    let local = d.src.join("r");
+    let remote = d.mnt.join("r");
+    let mut rng = rand::rngs::StdRng::seed_from_u64(42);
+    for round in 0..3 {
+        let a = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .read(true)
+            .write(true)
+            .open(&local)
+            .unwrap();
+        let b = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .read(true)
+            .write(true)
+            .open(&remote)
+            .unwrap();
+        for _ in 0..200 {
+            let off = rng.random_range(0..4 << 20);
+            let len = rng.random_range(1..70_000);
+            let data: Vec<u8> = (0..len).map(|_| rng.random()).collect();
+            a.write_all_at(&data, off).unwrap();
+            b.write_all_at(&data, off).unwrap();
+            if rng.random_range(0..20) == 0 {
+                let size = rng.random_range(0..5 << 20);
+                a.set_len(size).unwrap();
+                b.set_len(size).unwrap();
+            }
+        }
+        drop((a, b));
+        assert_eq!(
+            std::fs::read(&local).unwrap(),
+            std::fs::read(&remote).unwrap(),
+            "round {round}"
+        );
+    }
+    let m = m.remount(u64::MAX);
+    assert_eq!(
+        std::fs::read(&local).unwrap(),
+        std::fs::read(&remote).unwrap()
+    );
+    drop(m);
+}
+
+fn statvfs(p: &Path) -> libc::statvfs {
+    let c = std::ffi::CString::new(p.as_os_str().as_encoded_bytes()).unwrap();
+    // SAFETY: a zeroed statvfs is a valid out-parameter; c is a valid C string.
+    unsafe {
+        let mut s: libc::statvfs = std::mem::zeroed();
+        assert_eq!(libc::statvfs(c.as_ptr(), &mut s), 0);
+        s
+    }
+}
+
+fn xattr(p: &Path, name: &str) -> String {
+    let c = std::ffi::CString::new(p.as_os_str().as_encoded_bytes()).unwrap();
+    let n = std::ffi::CString::new(name).unwrap();
+    let mut buf = vec![0u8; 256];
+    // SAFETY: valid C strings and a buffer of the given length.
+    let len = unsafe { libc::getxattr(c.as_ptr(), n.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+    assert!(len >= 0, "getxattr {name}");
+    String::from_utf8(buf[..len as usize].to_vec()).unwrap()
+}
+
+#[test]
+fn filling_the_quota_exactly_works_and_one_byte_more_fails_with_edquot() {
+    if !can_mount() {
+        eprintln!("skipped: needs root and /dev/fuse");
+        return;
+    }
+    use std::io::Write;
+    let d = dirs();
+    let quota = 1 << 20;
+    let m = mount(Arc::new(MemoryStore::new()), &d.cache, &d.mnt, quota);
+    let mut f = std::fs::File::create(d.mnt.join("fill")).unwrap();
+    f.write_all(&vec![1u8; quota as usize]).unwrap();
+    let err = f.write_all(b"x").unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc::EDQUOT));
+    drop(f);
+    assert_eq!(std::fs::metadata(d.mnt.join("fill")).unwrap().len(), quota);
+    assert_eq!(xattr(&d.mnt, "user.pxfs.usage"), quota.to_string());
+    let st = statvfs(&d.mnt);
+    assert_eq!(st.f_blocks * st.f_frsize, quota);
+    assert_eq!(st.f_bfree, 0);
+    std::fs::remove_file(d.mnt.join("fill")).unwrap();
+    assert_eq!(xattr(&d.mnt, "user.pxfs.usage"), "0");
+    assert_eq!(statvfs(&d.mnt).f_bfree * 4096, quota);
+    drop(m);
+}

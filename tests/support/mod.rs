@@ -1,0 +1,543 @@
+//! Test support: a real devnet (`pxfs devnet up` as a child process) and real mounts.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+pub const PXFS: &str = env!("CARGO_BIN_EXE_pxfs");
+pub const DEV_WALLET_KEY: &str =
+    "0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80";
+
+/// A devnet started for one test; stopped (SIGTERM, then waited for) on drop.
+pub struct TestDevnet {
+    pub dir: tempfile::TempDir,
+    pub info: serde_json::Value,
+    child: Option<Child>,
+}
+
+impl TestDevnet {
+    pub fn start(extra: &[&str]) -> TestDevnet {
+        let dir = tempfile::Builder::new()
+            .prefix("pxfs-devnet-")
+            .tempdir()
+            .unwrap();
+        let mut child = Command::new(PXFS)
+            .args(["devnet", "up", "--dir"])
+            .arg(dir.path())
+            .args(extra)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("spawn pxfs devnet up");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut ready = false;
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if line.trim() == "devnet ready" && !ready {
+                    ready = true;
+                    let _ = tx.send(());
+                }
+            }
+        });
+        if rx.recv_timeout(Duration::from_secs(180)).is_err() {
+            let _ = child.kill();
+            panic!("devnet did not print `devnet ready` within 180 s");
+        }
+        let info: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(dir.path().join("devnet.json")).unwrap())
+                .unwrap();
+        TestDevnet {
+            dir,
+            info,
+            child: Some(child),
+        }
+    }
+
+    pub fn config(&self) -> PathBuf {
+        self.dir.path().join("pxfs.toml")
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().unwrap().id()
+    }
+
+    pub fn node_url(&self) -> String {
+        self.info["node_url"].as_str().unwrap().to_string()
+    }
+
+    pub fn rpc_url(&self) -> String {
+        self.info["rpc_url"].as_str().unwrap().to_string()
+    }
+
+    pub fn token(&self) -> u64 {
+        self.info["token_ids"][0].as_u64().unwrap()
+    }
+
+    /// Runs `pxfs ARGS --config <devnet config>` with the dev wallet's key in the environment.
+    pub fn pxfs(&self, args: &[&str]) -> Output {
+        Command::new(PXFS)
+            .args(args)
+            .arg("--config")
+            .arg(self.config())
+            .env("PXFS_PRIVATE_KEY", DEV_WALLET_KEY)
+            .output()
+            .unwrap()
+    }
+
+    /// Stops the devnet with SIGTERM and returns once it has exited.
+    pub fn stop(&mut self) -> std::process::ExitStatus {
+        let mut child = self.child.take().expect("devnet running");
+        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                return status;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("devnet did not stop within 120 s of SIGTERM");
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for TestDevnet {
+    fn drop(&mut self) {
+        if self.child.is_some() {
+            self.stop();
+        }
+    }
+}
+
+/// Pids of processes whose parent is `pid`.
+pub fn children_of(pid: u32) -> Vec<u32> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(p) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        if let Ok(stat) = std::fs::read_to_string(format!("/proc/{p}/stat")) {
+            // Field 4 (after the parenthesised command name) is the parent pid.
+            if let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) {
+                let ppid: u32 = rest
+                    .split_whitespace()
+                    .nth(1)
+                    .unwrap_or("0")
+                    .parse()
+                    .unwrap_or(0);
+                if ppid == pid {
+                    out.push(p);
+                }
+            }
+        }
+    }
+    out
+}
+
+pub fn pid_alive(pid: u32) -> bool {
+    Path::new(&format!("/proc/{pid}")).exists()
+        && !std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .map(|s| {
+                s.rsplit_once(')')
+                    .map(|(_, r)| r.trim_start().starts_with('Z'))
+                    .unwrap_or(false)
+            })
+            .unwrap_or(true)
+}
+
+/// Whether `mp` is a mount point now.
+pub fn is_mounted(mp: &Path) -> bool {
+    let mp = mp.canonicalize().unwrap_or(mp.to_path_buf());
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .any(|m| Path::new(m) == mp)
+}
+
+/// A kernel mount of a devnet's sNFTs; unmounted (draining uploads) on drop.
+pub struct TestMount {
+    pub dir: tempfile::TempDir,
+    pub config: PathBuf,
+    mounted: bool,
+}
+
+impl TestMount {
+    /// `pxfs mount MP --config CFG ARGS...` in the background; returns once usable.
+    pub fn mount(config: &Path, args: &[&str]) -> TestMount {
+        let dir = tempfile::Builder::new()
+            .prefix("pxfs-mnt-")
+            .tempdir()
+            .unwrap();
+        let m = TestMount {
+            dir,
+            config: config.to_path_buf(),
+            mounted: false,
+        };
+        m.remount_with(args)
+    }
+
+    fn remount_with(mut self, args: &[&str]) -> TestMount {
+        let out = Command::new(PXFS)
+            .arg("mount")
+            .arg(self.dir.path())
+            .arg("--config")
+            .arg(&self.config)
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "pxfs mount failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            is_mounted(self.dir.path()),
+            "pxfs mount returned before the mount was usable"
+        );
+        self.mounted = true;
+        self
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// The directory of sNFT `token`.
+    pub fn token(&self, token: u64) -> PathBuf {
+        self.dir.path().join(token.to_string())
+    }
+
+    /// `pxfs unmount`, which drains pending uploads and commits before it returns.
+    pub fn unmount(&mut self) {
+        if !self.mounted {
+            return;
+        }
+        let out = Command::new(PXFS)
+            .arg("unmount")
+            .arg(self.dir.path())
+            .arg("--config")
+            .arg(&self.config)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "pxfs unmount failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while is_mounted(self.dir.path()) {
+            assert!(
+                Instant::now() < deadline,
+                "still mounted 120 s after pxfs unmount"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        self.mounted = false;
+    }
+
+    /// Unmount, then mount the same directory again with the same config.
+    pub fn remount(mut self, args: &[&str]) -> TestMount {
+        self.unmount();
+        self.remount_with(args)
+    }
+}
+
+impl Drop for TestMount {
+    fn drop(&mut self) {
+        if self.mounted && !std::thread::panicking() {
+            self.unmount();
+        } else if self.mounted {
+            let _ = Command::new("fusermount3")
+                .arg("-uz")
+                .arg(self.dir.path())
+                .status();
+        }
+    }
+}
+
+/// Runs a shell command; panics with its output if it fails.
+pub fn sh(script: &str) -> String {
+    let out = Command::new("bash")
+        .arg("-ec")
+        .arg(script)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "`{script}` failed ({}):\n{}{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A JSON-RPC call to the devnet's anvil.
+pub fn rpc(url: &str, method: &str, params: serde_json::Value) -> serde_json::Value {
+    let body = serde_json::json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params});
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let resp: serde_json::Value = rt.block_on(async {
+        reqwest::Client::new()
+            .post(url)
+            .json(&body)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    });
+    if let Some(err) = resp.get("error") {
+        panic!("{method} failed: {err}");
+    }
+    resp["result"].clone()
+}
+
+/// Moves the devnet chain's clock forward and mines a block.
+pub fn advance_chain_time(rpc_url: &str, secs: u64) {
+    rpc(rpc_url, "evm_increaseTime", serde_json::json!([secs]));
+    rpc(rpc_url, "evm_mine", serde_json::json!([]));
+}
+
+/// Waits until `f` returns true, polling every 200 ms; panics with `what` after `timeout`.
+pub fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !f() {
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// Compares two trees: same names, kinds, sizes, modes, mtimes (to the second), symlink
+/// targets and file contents. Returns the differences.
+pub fn tree_differences(a: &Path, b: &Path) -> Vec<String> {
+    use std::os::unix::fs::MetadataExt;
+    let mut diffs = Vec::new();
+    let mut stack = vec![PathBuf::new()];
+    while let Some(rel) = stack.pop() {
+        let (pa, pb) = (a.join(&rel), b.join(&rel));
+        let (ma, mb) = match (
+            std::fs::symlink_metadata(&pa),
+            std::fs::symlink_metadata(&pb),
+        ) {
+            (Ok(x), Ok(y)) => (x, y),
+            (x, y) => {
+                diffs.push(format!(
+                    "{}: present {} vs {}",
+                    rel.display(),
+                    x.is_ok(),
+                    y.is_ok()
+                ));
+                continue;
+            }
+        };
+        if ma.file_type() != mb.file_type() {
+            diffs.push(format!("{}: kind differs", rel.display()));
+            continue;
+        }
+        if ma.mode() != mb.mode() {
+            diffs.push(format!(
+                "{}: mode {:o} vs {:o}",
+                rel.display(),
+                ma.mode(),
+                mb.mode()
+            ));
+        }
+        if !ma.is_dir() && ma.size() != mb.size() {
+            diffs.push(format!(
+                "{}: size {} vs {}",
+                rel.display(),
+                ma.size(),
+                mb.size()
+            ));
+        }
+        if !ma.file_type().is_symlink() && ma.mtime() != mb.mtime() && !rel.as_os_str().is_empty() {
+            diffs.push(format!(
+                "{}: mtime {} vs {}",
+                rel.display(),
+                ma.mtime(),
+                mb.mtime()
+            ));
+        }
+        if ma.file_type().is_symlink() {
+            if std::fs::read_link(&pa).ok() != std::fs::read_link(&pb).ok() {
+                diffs.push(format!("{}: symlink target differs", rel.display()));
+            }
+        } else if ma.is_file() {
+            if !files_equal(&pa, &pb) {
+                diffs.push(format!("{}: content differs", rel.display()));
+            }
+        } else if ma.is_dir() {
+            let names = |p: &Path| {
+                let mut v: Vec<_> = std::fs::read_dir(p)
+                    .unwrap()
+                    .map(|e| e.unwrap().file_name())
+                    .collect();
+                v.sort();
+                v
+            };
+            let (na, nb) = (names(&pa), names(&pb));
+            if na != nb {
+                diffs.push(format!(
+                    "{}: entries differ: {na:?} vs {nb:?}",
+                    rel.display()
+                ));
+            }
+            for n in na {
+                stack.push(rel.join(n));
+            }
+        }
+    }
+    diffs
+}
+
+pub fn files_equal(a: &Path, b: &Path) -> bool {
+    use std::io::Read;
+    let (mut fa, mut fb) = match (std::fs::File::open(a), std::fs::File::open(b)) {
+        (Ok(x), Ok(y)) => (x, y),
+        _ => return false,
+    };
+    let (mut ba, mut bb) = (vec![0u8; 1 << 20], vec![0u8; 1 << 20]);
+    loop {
+        let na = read_full(&mut fa, &mut ba);
+        let nb = read_full(&mut fb, &mut bb);
+        if na != nb || ba[..na] != bb[..nb] {
+            return false;
+        }
+        if na == 0 {
+            return true;
+        }
+    }
+    fn read_full(f: &mut std::fs::File, buf: &mut [u8]) -> usize {
+        let mut n = 0;
+        while n < buf.len() {
+            match f.read(&mut buf[n..]) {
+                Ok(0) => break,
+                Ok(k) => n += k,
+                Err(e) => panic!("read: {e}"),
+            }
+        }
+        n
+    }
+}
+
+/// A seeded tree: nested dirs, `small` small files, one big file of `big` bytes, symlinks,
+/// assorted modes and mtimes in the past.
+pub fn generate_tree(root: &Path, seed: u64, small: usize, big: u64) {
+    use rand::{Rng, RngCore, SeedableRng};
+    use std::os::unix::fs::PermissionsExt;
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let dirs: Vec<PathBuf> = (0..20)
+        .map(|i| root.join(format!("d{}/sub{}", i % 5, i)))
+        .collect();
+    for d in &dirs {
+        std::fs::create_dir_all(d).unwrap();
+    }
+    let modes = [0o644, 0o600, 0o755, 0o640, 0o444];
+    for i in 0..small {
+        let d = &dirs[i % dirs.len()];
+        let p = d.join(format!("file-{i:05}.dat"));
+        let mut data = vec![0u8; rng.random_range(0..16 * 1024)];
+        rng.fill_bytes(&mut data);
+        std::fs::write(&p, &data).unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(modes[i % modes.len()]))
+            .unwrap();
+        let t = 1_600_000_000 + rng.random_range(0..100_000_000);
+        set_mtime(&p, t);
+    }
+    if big > 0 {
+        let p = root.join("big.bin");
+        let mut f = std::fs::File::create(&p).unwrap();
+        let mut left = big;
+        let mut buf = vec![0u8; 1 << 20];
+        while left > 0 {
+            rng.fill_bytes(&mut buf);
+            let n = left.min(buf.len() as u64) as usize;
+            std::io::Write::write_all(&mut f, &buf[..n]).unwrap();
+            left -= n as u64;
+        }
+    }
+    std::os::unix::fs::symlink("d0/sub0/file-00000.dat", root.join("link-to-file")).unwrap();
+    std::os::unix::fs::symlink("d1", root.join("link-to-dir")).unwrap();
+    std::os::unix::fs::symlink("does/not/exist", root.join("dangling")).unwrap();
+    std::fs::set_permissions(root.join("d2"), std::fs::Permissions::from_mode(0o750)).unwrap();
+    for d in dirs.iter().rev() {
+        set_mtime(d, 1_650_000_000);
+    }
+}
+
+pub fn set_mtime(p: &Path, secs: i64) {
+    let c = std::ffi::CString::new(p.as_os_str().as_encoded_bytes()).unwrap();
+    let ts = [
+        libc::timespec {
+            tv_sec: secs,
+            tv_nsec: 0,
+        },
+        libc::timespec {
+            tv_sec: secs,
+            tv_nsec: 0,
+        },
+    ];
+    let r = unsafe {
+        libc::utimensat(
+            libc::AT_FDCWD,
+            c.as_ptr(),
+            ts.as_ptr(),
+            libc::AT_SYMLINK_NOFOLLOW,
+        )
+    };
+    assert_eq!(r, 0, "utimensat {}", p.display());
+}
+
+/// Every `Synced(tokenId, usage, root)` event of the devnet contract so far: (token, usage, root).
+pub fn synced_events(devnet: &TestDevnet) -> Vec<(u64, u64, String)> {
+    use alloy::sol_types::SolEvent;
+    alloy::sol! {
+        event Synced(uint256 indexed tokenId, uint256 usage, string root);
+    }
+    let logs = rpc(
+        &devnet.rpc_url(),
+        "eth_getLogs",
+        serde_json::json!([{
+            "address": devnet.info["contract"],
+            "fromBlock": "0x0",
+            "toBlock": "latest",
+            "topics": [Synced::SIGNATURE_HASH.to_string()],
+        }]),
+    );
+    logs.as_array()
+        .unwrap()
+        .iter()
+        .map(|l| {
+            let topics: Vec<alloy::primitives::B256> = l["topics"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|t| t.as_str().unwrap().parse().unwrap())
+                .collect();
+            let data: alloy::primitives::Bytes = l["data"].as_str().unwrap().parse().unwrap();
+            let ev = Synced::decode_raw_log(topics, &data).unwrap();
+            (ev.tokenId.to::<u64>(), ev.usage.to::<u64>(), ev.root)
+        })
+        .collect()
+}
+
+/// Pids of the devnet's children whose command line contains `needle`.
+pub fn devnet_child(devnet: &TestDevnet, needle: &str) -> Option<u32> {
+    children_of(devnet.pid()).into_iter().find(|p| {
+        std::fs::read(format!("/proc/{p}/cmdline"))
+            .map(|c| String::from_utf8_lossy(&c).contains(needle))
+            .unwrap_or(false)
+    })
+}
