@@ -18,6 +18,16 @@ struct ChildNode {
     url: String,
 }
 
+impl Drop for ChildNode {
+    fn drop(&mut self) {
+        // A failed assertion must not leave a node running.
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
 impl ChildNode {
     fn start(repo: &std::path::Path) -> ChildNode {
         let mut child = Command::new(env!("CARGO_BIN_EXE_pxfs"))

@@ -1,29 +1,29 @@
-//! `add`: multipart file parts streamed into rust-ipfs's UnixFS importer.
+//! `add`: multipart file parts streamed through rust-ipfs's UnixFS importer.
 //!
-//! The importer (rust-unixfs `FileAdder` with its balanced collector) produces Kubo's DAG:
-//! 256 KiB chunks, at most 174 links per node, dag-pb UnixFS File nodes, raw leaves by default
-//! with CIDv1. It takes a `'static` byte stream while a multipart field borrows the request,
-//! so each part is fed to it through a small bounded channel: memory stays at a few chunks
-//! whatever the file size.
+//! The importer (rust-unixfs `FileAdder`, re-exported by rust-ipfs, with its balanced
+//! collector) produces Kubo's DAG: 256 KiB chunks, at most 174 links per node, dag-pb UnixFS
+//! File nodes, raw leaves by default with CIDv1. Each part is fed to it one chunk at a time
+//! and its blocks go straight to disk (`blocks`), so memory stays at a chunk or two whatever
+//! the file size. The whole request is flushed once, then pinned.
+
+use std::path::Path;
 
 use axum::extract::multipart::{Field, MultipartRejection};
 use axum::extract::{Multipart, State};
 use axum::http::header::CONTENT_TYPE;
 use axum::response::{IntoResponse, Response};
-use bytes::Bytes;
-use futures::{SinkExt, StreamExt};
 use ipld_core::cid::{Cid, Version};
-use rust_ipfs::unixfs::{AddOpt, UnixfsStatus};
+use rust_ipfs::unixfs::ll::file::adder::{Chunker, FileAdder, parse_file_branch};
 use serde::Serialize;
 
 use super::error::ApiError;
 use super::http::Args;
-use super::{Node, NodeState};
+use super::{Node, NodeState, blocks};
 
 /// Kubo's default and only supported chunker.
 const CHUNKER: &str = "size-262144";
-/// Chunks of a part in flight between the request body and the importer.
-const CHANNEL_CHUNKS: usize = 4;
+/// Kubo's chunk size, matching [`CHUNKER`].
+const CHUNK_SIZE: usize = 256 * 1024;
 const RAW_CODEC: u64 = 0x55;
 
 #[derive(Debug, thiserror::Error)]
@@ -42,6 +42,10 @@ pub enum AddError {
     Import { name: String, reason: String },
     #[error("cannot read back the root block {0} of an added file")]
     RootMissing(Cid),
+    #[error("{0}")]
+    Store(#[from] blocks::BlockWriteError),
+    #[error("pinning {cid} failed: {reason}")]
+    Pin { cid: Cid, reason: String },
 }
 
 impl From<AddError> for ApiError {
@@ -103,7 +107,8 @@ pub async fn add(
 ) -> Result<Response, ApiError> {
     let options = ImportOptions::from_args(&args)?;
     let mut multipart = multipart.map_err(|e| AddError::NotMultipart(e.body_text()))?;
-    let mut lines = String::new();
+    let store = blocks::store_dir(&node.repo);
+    let mut imported = Vec::new();
     while let Some(field) = multipart
         .next_field()
         .await
@@ -118,89 +123,110 @@ pub async fn add(
             .or(field.name())
             .unwrap_or_default()
             .to_owned();
-        let (cid, size) = import(&node, field, &name, &options).await?;
+        let cid = import(&store, field, &name, &options).await?;
+        imported.push((name, cid));
+    }
+    if imported.is_empty() {
+        return Err(AddError::NoFiles.into());
+    }
+    // One flush makes every block of this request durable before anything refers to it.
+    tokio::task::spawn_blocking(move || blocks::sync(&store))
+        .await
+        .map_err(|e| AddError::Import {
+            name: String::new(),
+            reason: e.to_string(),
+        })?
+        .map_err(AddError::from)?;
+
+    let mut lines = String::new();
+    for (name, cid) in imported {
+        if options.pin {
+            pin(&node, &cid).await?;
+        }
         let hash = cid.to_string();
         let added = Added {
             name: if name.is_empty() { hash.clone() } else { name },
             hash,
-            size: size.to_string(),
+            size: dag_size(&node, &cid).await?.to_string(),
         };
         // Serializing a struct of strings cannot fail.
         lines.push_str(&serde_json::to_string(&added).unwrap_or_default());
         lines.push('\n');
     }
-    if lines.is_empty() {
-        return Err(AddError::NoFiles.into());
-    }
     Ok(([(CONTENT_TYPE, "application/json")], lines).into_response())
 }
 
-/// Streams one part into the importer; returns the root CID and the cumulative DAG size.
+/// Streams one part through the importer into the block store; returns the root CID.
+/// Hashing and writing run off the async runtime, one chunk at a time.
 async fn import(
-    node: &Node,
+    store: &Path,
     mut field: Field<'_>,
     name: &str,
     options: &ImportOptions,
-) -> Result<(Cid, u64), AddError> {
+) -> Result<Cid, AddError> {
     let import_error = |reason: String| AddError::Import {
         name: name.to_owned(),
         reason,
     };
-    let (mut sender, receiver) =
-        futures::channel::mpsc::channel::<Result<Bytes, std::io::Error>>(CHANNEL_CHUNKS);
-    let adder = node
-        .ipfs
-        .add_unixfs(AddOpt::Stream(receiver.boxed()))
-        .cid_version(options.cid_version)
-        .raw_leaves(options.raw_leaves)
-        .pin(options.pin);
-    let importer = tokio::spawn(finish_import(adder));
-
+    let mut adder = FileAdder::builder()
+        .with_chunker(Chunker::Size(CHUNK_SIZE))
+        .with_cid_version(options.cid_version)
+        .with_raw_leaves(options.raw_leaves)
+        .build();
+    let mut buffer = Vec::with_capacity(CHUNK_SIZE);
     loop {
-        match field.chunk().await {
-            Ok(Some(chunk)) => {
-                if sender.send(Ok(chunk)).await.is_err() {
-                    // The importer stopped early; its result says why.
-                    break;
-                }
+        let chunk = field
+            .chunk()
+            .await
+            .map_err(|e| AddError::Body(e.body_text()))?;
+        let done = chunk.is_none();
+        if let Some(chunk) = chunk {
+            buffer.extend_from_slice(&chunk);
+        }
+        if buffer.len() < CHUNK_SIZE && !done {
+            continue;
+        }
+        let input = std::mem::replace(&mut buffer, Vec::with_capacity(CHUNK_SIZE));
+        let store = store.to_owned();
+        adder = tokio::task::spawn_blocking(move || {
+            let mut produced = Vec::new();
+            let mut consumed = 0;
+            while consumed < input.len() {
+                let (ready, used) = adder.push(&input[consumed..]);
+                produced.extend(ready);
+                consumed += used;
             }
-            Ok(None) => break,
-            Err(e) => {
-                // Fail the import so a truncated file is never stored and pinned as complete.
-                let message = e.body_text();
-                let _ = sender
-                    .send(Err(std::io::Error::other(message.clone())))
-                    .await;
-                drop(sender);
-                let _ = importer.await;
-                return Err(AddError::Body(message));
-            }
+            blocks::write_blocks(&store, &produced).map(|()| adder)
+        })
+        .await
+        .map_err(|e| import_error(e.to_string()))??;
+        if done {
+            break;
         }
     }
-    drop(sender);
-    let cid = importer
-        .await
-        .map_err(|e| import_error(e.to_string()))?
-        .map_err(import_error)?;
-    let size = dag_size(node, &cid).await?;
-    Ok((cid, size))
+    let store = store.to_owned();
+    tokio::task::spawn_blocking(move || {
+        let produced: Vec<_> = adder.finish().collect();
+        blocks::write_blocks(&store, &produced)?;
+        // The importer emits the root last.
+        Ok(produced.last().map(|(cid, _)| *cid))
+    })
+    .await
+    .map_err(|e| import_error(e.to_string()))?
+    .map_err(|e: blocks::BlockWriteError| AddError::from(e))?
+    .ok_or_else(|| import_error("the importer produced no blocks".to_owned()))
 }
 
-async fn finish_import(mut adder: rust_ipfs::unixfs::UnixfsAdd) -> Result<Cid, String> {
-    while let Some(status) = adder.next().await {
-        match status {
-            UnixfsStatus::ProgressStatus { .. } => {}
-            UnixfsStatus::CompletedStatus { path, .. } => {
-                return path
-                    .root()
-                    .cid()
-                    .copied()
-                    .ok_or_else(|| format!("importer returned {path} without a CID"));
-            }
-            UnixfsStatus::FailedStatus { error, .. } => return Err(format!("{error:#}")),
-        }
-    }
-    Err("importer ended without a result".to_owned())
+async fn pin(node: &Node, cid: &Cid) -> Result<(), AddError> {
+    node.ipfs
+        .insert_pin(cid)
+        .recursive()
+        .local()
+        .await
+        .map_err(|e| AddError::Pin {
+            cid: *cid,
+            reason: format!("{e:#}"),
+        })
 }
 
 /// Kubo's `Size`: the root block plus the cumulative sizes recorded in its links.
@@ -217,7 +243,7 @@ async fn dag_size(node: &Node, cid: &Cid) -> Result<u64, AddError> {
     if cid.codec() == RAW_CODEC {
         return Ok(own);
     }
-    let below = rust_ipfs::unixfs::ll::file::adder::parse_file_branch(block.data())
+    let below = parse_file_branch(block.data())
         .map(|branch| branch.links.iter().map(|link| link.tsize).sum::<u64>())
         .unwrap_or(0);
     Ok(own + below)

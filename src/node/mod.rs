@@ -9,6 +9,7 @@
 //! local store is an immediate error. `online` turns on TCP, Kademlia and bitswap.
 
 mod add;
+mod blocks;
 mod cat;
 mod error;
 mod gateway;
@@ -26,6 +27,9 @@ use rust_ipfs::Ipfs;
 use rust_ipfs::builder::DefaultIpfsBuilder;
 
 pub use names::ipns_name;
+
+/// How long a stopping node waits for rust-ipfs to release the repo.
+const LOCK_RELEASE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// How to run a node.
 #[derive(Debug, Clone)]
@@ -78,7 +82,7 @@ pub struct BoundNode {
 }
 
 impl BoundNode {
-    /// Opens the repo, starts rust-ipfs and binds the HTTP listener.
+    /// Opens the repo, starts rust-ipfs, binds the HTTP listener and writes `REPO/api`.
     pub async fn bind(opts: NodeOptions) -> Result<Self, NodeError> {
         let repo_error = |source| NodeError::Repo {
             path: opts.repo.clone(),
@@ -106,6 +110,16 @@ impl BoundNode {
             addr: opts.listen,
             source,
         })?;
+        // Written once the listener is bound: connections queue from here on, so whoever reads
+        // the file can call the node right away.
+        let url = format!("http://{addr}");
+        if let Err(source) = repo::write_api_file(&opts.repo, &url) {
+            ipfs.exit_daemon().await;
+            return Err(NodeError::Repo {
+                path: opts.repo,
+                source,
+            });
+        }
         let node = Arc::new(Node {
             ipfs,
             keys,
@@ -136,10 +150,6 @@ impl BoundNode {
             addr,
         } = self;
         let url = format!("http://{addr}");
-        repo::write_api_file(&node.repo, &url).map_err(|source| NodeError::Repo {
-            path: node.repo.clone(),
-            source,
-        })?;
         tracing::info!(%url, repo = %node.repo.display(), online = node.online, "node serving");
 
         let ipfs = node.ipfs.clone();
@@ -151,6 +161,7 @@ impl BoundNode {
         // Blocks and pins are fsynced as they are written; stopping the daemon releases the
         // repo lock so the next node can open the repo.
         ipfs.exit_daemon().await;
+        repo::wait_for_release(&repo, LOCK_RELEASE_TIMEOUT).await;
         tracing::info!("node stopped");
         served.map_err(NodeError::Serve)
     }
@@ -164,10 +175,8 @@ pub async fn serve(
 ) -> Result<(), NodeError> {
     let bound = BoundNode::bind(opts).await?;
     let addr = bound.addr();
-    let serving = bound.serve(shutdown);
-    // The listener is bound, so connections queue from here on even before the first poll.
     println!("pxfs node listening on http://{addr}");
-    serving.await
+    bound.serve(shutdown).await
 }
 
 async fn start_ipfs(opts: &NodeOptions, identity: &rust_ipfs::Keypair) -> Result<Ipfs, NodeError> {
@@ -187,13 +196,17 @@ async fn start_ipfs(opts: &NodeOptions, identity: &rust_ipfs::Keypair) -> Result
     }
     let ipfs = builder.start().await.map_err(NodeError::Start)?;
     if opts.online {
-        // Best effort: a node without internet still serves its own content.
-        if let Err(e) = ipfs.default_bootstrap().await {
-            tracing::warn!(error = %e, "cannot add bootstrap peers");
-        }
-        if let Err(e) = ipfs.bootstrap().await {
-            tracing::warn!(error = %e, "bootstrap failed");
-        }
+        // In the background and best effort: bootstrapping waits on the network, and a node
+        // without internet still serves its own content.
+        let ipfs = ipfs.clone();
+        tokio::spawn(async move {
+            if let Err(e) = ipfs.default_bootstrap().await {
+                tracing::warn!(error = %e, "cannot add bootstrap peers");
+            }
+            if let Err(e) = ipfs.bootstrap().await {
+                tracing::warn!(error = %e, "bootstrap failed");
+            }
+        });
     }
     Ok(ipfs)
 }

@@ -127,3 +127,29 @@ pub fn remove_api_file(repo: &Path) {
         tracing::warn!(path = %path.display(), error = %e, "cannot remove api file");
     }
 }
+
+/// Waits until rust-ipfs has released the repo lock: its background tasks drop their handles
+/// shortly after `exit_daemon`, and a node restarted on the same repo must find it free.
+pub async fn wait_for_release(repo: &Path, timeout: std::time::Duration) {
+    use std::os::fd::AsRawFd;
+
+    let path = repo.join("repo_lock");
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let free = match std::fs::File::open(&path) {
+            // SAFETY: flock on a descriptor `file` keeps open; a lock we get is ours alone.
+            Ok(file) => unsafe {
+                libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) == 0
+            },
+            Err(_) => true,
+        };
+        if free {
+            return;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            tracing::warn!(path = %path.display(), "repo lock still held after shutdown");
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
