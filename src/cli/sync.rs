@@ -131,7 +131,9 @@ fn mounted_token_dir(token: TokenId, btns: Option<&str>) -> Option<PathBuf> {
         .filter_map(|line| {
             // "... mountpoint opts ... - fstype source ..."
             let (left, right) = line.split_once(" - ")?;
-            right.starts_with("fuse.pxfs ").then_some(())?;
+            let mut fields = right.split(' ');
+            let (fstype, source) = (fields.next()?, fields.next()?);
+            (fstype == "fuse.pxfs" || (fstype == "fuse" && source == "pxfs")).then_some(())?;
             Some(PathBuf::from(left.split(' ').nth(4)?.replace("\\040", " ")))
         })
         .flat_map(|mp| [mp.join(token.to_string()), mp])
