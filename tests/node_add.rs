@@ -84,6 +84,22 @@ async fn one_mebibyte_of_zeros_is_four_raw_leaves_under_one_root() {
     node.stop().await;
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn exactly_one_chunk_is_a_single_raw_leaf() {
+    let repo = tempfile::tempdir().unwrap();
+    let node = TestNode::start(repo.path()).await;
+    let content = pseudo_random(CHUNK, 8);
+
+    let added = add_files(&node, &[("f", content.clone())], &[("cid-version", "1")]).await;
+
+    let hash = added[0]["Hash"].as_str().unwrap();
+    assert!(hash.starts_with("bafkrei"), "raw leaf root: {hash}");
+    assert_eq!(added[0]["Size"], CHUNK.to_string());
+    let (_, body) = cat(&node, hash, &[]).await;
+    assert!(body == content);
+    node.stop().await;
+}
+
 /// 256 KiB + 1 byte: two raw leaves (262144 and 1 bytes). Root: links of 46 and 44 bytes and
 /// a 14-byte UnixFS message.
 #[tokio::test(flavor = "multi_thread")]

@@ -174,6 +174,9 @@ async fn import(
         .with_raw_leaves(options.raw_leaves)
         .build();
     let mut buffer = Vec::with_capacity(CHUNK_SIZE);
+    // The root is the last block produced: from `finish`, or the only leaf of a file that
+    // fills exactly one chunk.
+    let mut last = None;
     loop {
         let chunk = field
             .chunk()
@@ -188,7 +191,7 @@ async fn import(
         }
         let input = std::mem::replace(&mut buffer, Vec::with_capacity(CHUNK_SIZE));
         let store = store.to_owned();
-        adder = tokio::task::spawn_blocking(move || {
+        let (returned, produced_last) = tokio::task::spawn_blocking(move || {
             let mut produced = Vec::new();
             let mut consumed = 0;
             while consumed < input.len() {
@@ -196,10 +199,13 @@ async fn import(
                 produced.extend(ready);
                 consumed += used;
             }
-            blocks::write_blocks(&store, &produced).map(|()| adder)
+            blocks::write_blocks(&store, &produced)?;
+            Ok::<_, blocks::BlockWriteError>((adder, produced.last().map(|(cid, _)| *cid)))
         })
         .await
         .map_err(|e| import_error(e.to_string()))??;
+        adder = returned;
+        last = produced_last.or(last);
         if done {
             break;
         }
@@ -214,6 +220,7 @@ async fn import(
     .await
     .map_err(|e| import_error(e.to_string()))?
     .map_err(|e: blocks::BlockWriteError| AddError::from(e))?
+    .or(last)
     .ok_or_else(|| import_error("the importer produced no blocks".to_owned()))
 }
 

@@ -52,7 +52,7 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, code) = self.status_and_code();
         if status.is_server_error() {
-            tracing::warn!(error = %self, "rpc call failed");
+            tracing::info!(error = %self, "rpc call failed");
         } else {
             tracing::debug!(error = %self, "rpc call rejected");
         }
