@@ -48,12 +48,9 @@ async fn files_of_edge_sizes_come_back_byte_for_byte() {
     }
 }
 
-/// Exactly one full block (256 KiB). Kept apart from the other sizes because `pxfs node`
-/// currently refuses this size ("importing failed: invalid data"): rust-ipfs 0.16's
-/// `add_unixfs` takes the root CID from `FileAdder::finish()` only, which yields no block
-/// when the single chunk was already emitted by `push`. Run with `--ignored` once fixed.
+/// Exactly one full block (256 KiB): the importer emits the only chunk from `push`, so the
+/// root is that chunk (rust-ipfs 0.16's own `add_unixfs` loses it; `pxfs node` does not).
 #[tokio::test]
-#[ignore = "pxfs node fails to add a file of exactly 262144 bytes (rust-ipfs importer)"]
 async fn a_file_of_exactly_one_block_comes_back_byte_for_byte() {
     let node = NodeProcess::start();
     let client = node.client();
