@@ -10,7 +10,12 @@ use support::{TestDevnet, TestMount, generate_tree, sh, tree_differences};
 
 fn assert_same_tree(a: &Path, b: &Path) {
     let diffs = tree_differences(a, b);
-    assert!(diffs.is_empty(), "{} differences, first: {:#?}", diffs.len(), &diffs[..diffs.len().min(10)]);
+    assert!(
+        diffs.is_empty(),
+        "{} differences, first: {:#?}",
+        diffs.len(),
+        &diffs[..diffs.len().min(10)]
+    );
 }
 
 /// A second config pointing at the same chain and node with an empty cache: "another machine".
@@ -31,7 +36,11 @@ fn cp_a_of_a_tree_reads_back_identically_after_remount_and_from_another_cache() 
 
     let mount = TestMount::mount(&devnet.config(), &[]);
     let dst = mount.token(devnet.token()).join("copy");
-    sh(&format!("cp -a {}/. {}", src.path().display(), dst.display()));
+    sh(&format!(
+        "cp -a {}/. {}",
+        src.path().display(),
+        dst.display()
+    ));
     assert_same_tree(src.path(), &dst);
 
     let mount = mount.remount(&[]);
@@ -40,7 +49,10 @@ fn cp_a_of_a_tree_reads_back_identically_after_remount_and_from_another_cache() 
 
     // Another machine: same chain and node, nothing cached: the tree comes from BTNS.
     let other_cache = tempfile::tempdir().unwrap();
-    let other = TestMount::mount(&config_with_fresh_cache(&devnet, &other_cache.path().join("c")), &[]);
+    let other = TestMount::mount(
+        &config_with_fresh_cache(&devnet, &other_cache.path().join("c")),
+        &[],
+    );
     assert_same_tree(src.path(), &other.token(devnet.token()).join("copy"));
 }
 
@@ -63,10 +75,22 @@ fn rsync_twice_transfers_nothing_the_second_time_and_inplace_updates_land() {
 
     // Change some files locally and push them with --inplace (writes into existing files).
     for i in [0usize, 7, 42] {
-        let p = src.path().join(format!("d{}/sub{}/file-{i:05}.dat", (i % 20) % 5, i % 20));
-        std::fs::OpenOptions::new().write(true).open(&p).unwrap().write_at(b"CHANGED", 3).unwrap();
+        let p = src
+            .path()
+            .join(format!("d{}/sub{}/file-{i:05}.dat", (i % 20) % 5, i % 20));
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&p)
+            .unwrap()
+            .write_at(b"CHANGED", 3)
+            .unwrap();
     }
-    std::fs::OpenOptions::new().write(true).open(src.path().join("big.bin")).unwrap().write_at(b"tail", (3 << 20) - 4).unwrap();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(src.path().join("big.bin"))
+        .unwrap()
+        .write_at(b"tail", (3 << 20) - 4)
+        .unwrap();
     sh(&format!("rsync -a --inplace {s}/ {d}/"));
     assert_same_tree(src.path(), &dst);
 
@@ -82,11 +106,19 @@ fn tar_extracts_into_the_mount_and_archives_out_of_it_identically() {
     let mount = TestMount::mount(&devnet.config(), &[]);
     let dst = mount.token(devnet.token()).join("t");
     std::fs::create_dir(&dst).unwrap();
-    sh(&format!("tar -C {} -cf - . | tar -C {} -xpf -", src.path().display(), dst.display()));
+    sh(&format!(
+        "tar -C {} -cf - . | tar -C {} -xpf -",
+        src.path().display(),
+        dst.display()
+    ));
     assert_same_tree(src.path(), &dst);
 
     let out = tempfile::tempdir().unwrap();
-    sh(&format!("tar -C {} -cf - . | tar -C {} -xpf -", dst.display(), out.path().display()));
+    sh(&format!(
+        "tar -C {} -cf - . | tar -C {} -xpf -",
+        dst.display(),
+        out.path().display()
+    ));
     assert_same_tree(src.path(), out.path());
 }
 
@@ -100,7 +132,15 @@ fn random_writes_match_a_local_reference_file_also_after_remount() {
     let target = mount.token(devnet.token()).join("random.bin");
 
     let mut rng = rand::rngs::StdRng::seed_from_u64(0x5eed);
-    let open = |p: &Path| std::fs::OpenOptions::new().read(true).write(true).create(true).truncate(false).open(p).unwrap();
+    let open = |p: &Path| {
+        std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(p)
+            .unwrap()
+    };
     let (mut fr, mut ft) = (open(&reference), open(&target));
     let mut buf = vec![0u8; 200_000];
     for op in 0..3000 {
@@ -129,12 +169,19 @@ fn random_writes_match_a_local_reference_file_also_after_remount() {
                 let mut b = vec![0u8; 4096];
                 let na = fr.read_at(&mut a, off).unwrap();
                 let nb = ft.read_at(&mut b, off).unwrap();
-                assert_eq!((na, &a[..na]), (nb, &b[..nb]), "read at {off} differs after op {op}");
+                assert_eq!(
+                    (na, &a[..na]),
+                    (nb, &b[..nb]),
+                    "read at {off} differs after op {op}"
+                );
             }
         }
     }
     drop((fr, ft));
-    assert!(support::files_equal(&reference, &target), "content differs before remount");
+    assert!(
+        support::files_equal(&reference, &target),
+        "content differs before remount"
+    );
     let mount = mount.remount(&[]);
     assert!(
         support::files_equal(&reference, &mount.token(devnet.token()).join("random.bin")),

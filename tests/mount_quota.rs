@@ -12,8 +12,13 @@ fn errno_of(r: std::io::Result<impl Sized>) -> Option<i32> {
 }
 
 fn xattr_u64(path: &std::path::Path, name: &str) -> u64 {
-    let out = support::sh(&format!("getfattr --only-values -n {name} {}", path.display()));
-    out.trim().parse().unwrap_or_else(|_| panic!("{name} is not a number: {out:?}"))
+    let out = support::sh(&format!(
+        "getfattr --only-values -n {name} {}",
+        path.display()
+    ));
+    out.trim()
+        .parse()
+        .unwrap_or_else(|_| panic!("{name} is not a number: {out:?}"))
 }
 
 fn statvfs(path: &std::path::Path) -> libc::statvfs {
@@ -31,7 +36,11 @@ fn filling_to_exactly_the_quota_works_and_one_byte_more_fails_with_edquot() {
     let token = mount.token(devnet.token());
 
     let st = statvfs(&token);
-    assert_eq!(st.f_blocks * st.f_frsize, quota, "df total is the chain's quota");
+    assert_eq!(
+        st.f_blocks * st.f_frsize,
+        quota,
+        "df total is the chain's quota"
+    );
 
     let mut f = std::fs::File::create(token.join("fill")).unwrap();
     f.write_all(&vec![7u8; (quota - 10) as usize]).unwrap();
@@ -59,7 +68,10 @@ fn filling_to_exactly_the_quota_works_and_one_byte_more_fails_with_edquot() {
     assert_eq!(usage, 10_000);
     let st = statvfs(&token);
     let used = (st.f_blocks - st.f_bfree) * st.f_frsize;
-    assert!(used.abs_diff(usage) < st.f_frsize, "df used {used} vs usage {usage}");
+    assert!(
+        used.abs_diff(usage) < st.f_frsize,
+        "df used {used} vs usage {usage}"
+    );
 }
 
 #[test]
@@ -72,14 +84,26 @@ fn an_overdue_token_refuses_new_data_with_eacces_but_reads_and_deletes_work() {
     std::fs::create_dir(token.join("dir")).unwrap();
 
     advance_chain_time(&devnet.rpc_url(), 3700);
-    wait_until("the mount to notice the token is overdue", Duration::from_secs(20), || {
-        errno_of(std::fs::write(token.join("probe"), b"x")) == Some(libc::EACCES)
-    });
+    wait_until(
+        "the mount to notice the token is overdue",
+        Duration::from_secs(20),
+        || errno_of(std::fs::write(token.join("probe"), b"x")) == Some(libc::EACCES),
+    );
 
-    assert_eq!(errno_of(std::fs::File::create(token.join("new"))), Some(libc::EACCES));
-    assert_eq!(errno_of(std::fs::create_dir(token.join("newdir"))), Some(libc::EACCES));
     assert_eq!(
-        errno_of(std::fs::OpenOptions::new().append(true).open(token.join("kept"))),
+        errno_of(std::fs::File::create(token.join("new"))),
+        Some(libc::EACCES)
+    );
+    assert_eq!(
+        errno_of(std::fs::create_dir(token.join("newdir"))),
+        Some(libc::EACCES)
+    );
+    assert_eq!(
+        errno_of(
+            std::fs::OpenOptions::new()
+                .append(true)
+                .open(token.join("kept"))
+        ),
         Some(libc::EACCES)
     );
     assert_eq!(
@@ -87,7 +111,10 @@ fn an_overdue_token_refuses_new_data_with_eacces_but_reads_and_deletes_work() {
         Some(libc::EACCES)
     );
     // Reads, listing, deletes and statfs still work.
-    assert_eq!(std::fs::read(token.join("kept")).unwrap(), b"written before the deadline");
+    assert_eq!(
+        std::fs::read(token.join("kept")).unwrap(),
+        b"written before the deadline"
+    );
     assert!(std::fs::read_dir(&token).unwrap().count() >= 3);
     std::fs::remove_file(token.join("doomed")).unwrap();
     std::fs::remove_dir(token.join("dir")).unwrap();
@@ -102,7 +129,11 @@ fn the_btns_record_after_a_copy_names_a_usage_document_whose_root_walks_to_the_t
     let token = mount.token(devnet.token());
     let src = tempfile::tempdir().unwrap();
     support::generate_tree(src.path(), 9, 50, 300_000);
-    support::sh(&format!("cp -a {}/. {}/c", src.path().display(), token.display()));
+    support::sh(&format!(
+        "cp -a {}/. {}/c",
+        src.path().display(),
+        token.display()
+    ));
     mount.unmount(); // drains and commits
 
     let rt = tokio::runtime::Runtime::new().unwrap();
@@ -134,8 +165,14 @@ fn the_btns_record_after_a_copy_names_a_usage_document_whose_root_walks_to_the_t
         }
     }
     let local_bytes: u64 = walk_sizes(src.path());
-    assert_eq!(doc.usage, local_bytes, "usage document counts the bytes copied");
-    assert_eq!(total, doc.usage, "manifests from root sum to the published usage");
+    assert_eq!(
+        doc.usage, local_bytes,
+        "usage document counts the bytes copied"
+    );
+    assert_eq!(
+        total, doc.usage,
+        "manifests from root sum to the published usage"
+    );
     assert_eq!(files, doc.files);
     assert!(seen.contains(&"/c/big.bin".to_string()), "{seen:?}");
     assert!(seen.contains(&"/c/d0/sub0/file-00000.dat".to_string()));

@@ -11,10 +11,17 @@ use support::{PXFS, TestDevnet, TestMount, synced_events, wait_until};
 
 fn status_usage(devnet: &TestDevnet) -> (u64, bool) {
     let out = devnet.pxfs(&["status", "--json"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let t = &v["tokens"][0];
-    (t["usage"].as_u64().unwrap(), t["overdue"].as_bool().unwrap())
+    (
+        t["usage"].as_u64().unwrap(),
+        t["overdue"].as_bool().unwrap(),
+    )
 }
 
 fn sync_wait(devnet: &TestDevnet) -> String {
@@ -47,7 +54,10 @@ fn sync_after_a_copy_puts_the_trees_bytes_on_chain_and_synced_carries_the_publis
 
     let printed = sync_wait(&devnet);
     let (usage, overdue) = status_usage(&devnet);
-    assert_eq!(usage, 124_456, "on-chain usage is the bytes in the tree ({printed})");
+    assert_eq!(
+        usage, 124_456,
+        "on-chain usage is the bytes in the tree ({printed})"
+    );
     assert!(!overdue);
     let doc = resolve_doc(&devnet);
     let events = synced_events(&devnet);
@@ -75,11 +85,16 @@ fn a_forged_usage_document_claiming_less_is_corrected_by_the_oracle() {
         .block_on(pxfs::usage::key_name_for(&client, &btns))
         .unwrap()
         .expect("the devnet node holds the token's key");
-    rt.block_on(pxfs::usage::publish(&client, &key, &doc)).unwrap();
+    rt.block_on(pxfs::usage::publish(&client, &key, &doc))
+        .unwrap();
     assert_eq!(resolve_doc(&devnet).usage, 1);
 
     sync_wait(&devnet);
-    assert_eq!(status_usage(&devnet).0, 50_000, "the oracle measured the tree, not the claim");
+    assert_eq!(
+        status_usage(&devnet).0,
+        50_000,
+        "the oracle measured the tree, not the claim"
+    );
 }
 
 #[test]
@@ -91,20 +106,34 @@ fn overdue_blocks_writes_until_pxfs_sync_lands_and_reads_and_deletes_work_throug
     std::fs::write(token.join("gone"), b"x").unwrap();
 
     support::advance_chain_time(&devnet.rpc_url(), 3700);
-    wait_until("EACCES on create while overdue", Duration::from_secs(20), || {
-        std::fs::write(token.join("w"), b"x").err().and_then(|e| e.raw_os_error())
-            == Some(libc::EACCES)
-    });
+    wait_until(
+        "EACCES on create while overdue",
+        Duration::from_secs(20),
+        || {
+            std::fs::write(token.join("w"), b"x")
+                .err()
+                .and_then(|e| e.raw_os_error())
+                == Some(libc::EACCES)
+        },
+    );
     assert!(status_usage(&devnet).1, "status says overdue");
-    assert_eq!(std::fs::read(token.join("before")).unwrap(), b"before the deadline");
+    assert_eq!(
+        std::fs::read(token.join("before")).unwrap(),
+        b"before the deadline"
+    );
     std::fs::remove_file(token.join("gone")).unwrap();
 
     sync_wait(&devnet);
     assert!(!status_usage(&devnet).1, "no longer overdue after the sync");
-    wait_until("writes to work again after the sync", Duration::from_secs(20), || {
-        std::fs::write(token.join("after"), b"after the sync").is_ok()
-    });
-    assert_eq!(std::fs::read(token.join("after")).unwrap(), b"after the sync");
+    wait_until(
+        "writes to work again after the sync",
+        Duration::from_secs(20),
+        || std::fs::write(token.join("after"), b"after the sync").is_ok(),
+    );
+    assert_eq!(
+        std::fs::read(token.join("after")).unwrap(),
+        b"after the sync"
+    );
 }
 
 fn spawn_oracle(devnet: &TestDevnet, name: &str) -> std::process::Child {
@@ -133,20 +162,34 @@ fn an_oracle_restarted_after_answering_does_not_answer_the_same_request_twice() 
     std::fs::remove_file(&state).unwrap();
 
     let mut second = spawn_oracle(&devnet, "oracle2");
-    wait_until("the restarted oracle to catch up", Duration::from_secs(30), || state.exists());
+    wait_until(
+        "the restarted oracle to catch up",
+        Duration::from_secs(30),
+        || state.exists(),
+    );
     std::thread::sleep(Duration::from_secs(2));
-    assert_eq!(synced_events(&devnet).len(), 1, "the request was answered exactly once");
+    assert_eq!(
+        synced_events(&devnet).len(),
+        1,
+        "the request was answered exactly once"
+    );
 
     // A request sent while no oracle runs is answered once the oracle is back.
     second.kill().unwrap();
     second.wait().unwrap();
     let token = devnet.token().to_string();
     let out = devnet.pxfs(&["sync", &token]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let mut third = spawn_oracle(&devnet, "oracle3");
-    wait_until("the pending request to be answered", Duration::from_secs(30), || {
-        synced_events(&devnet).len() == 2
-    });
+    wait_until(
+        "the pending request to be answered",
+        Duration::from_secs(30),
+        || synced_events(&devnet).len() == 2,
+    );
     std::thread::sleep(Duration::from_secs(2));
     assert_eq!(synced_events(&devnet).len(), 2);
     third.kill().unwrap();

@@ -19,7 +19,10 @@ pub struct TestDevnet {
 
 impl TestDevnet {
     pub fn start(extra: &[&str]) -> TestDevnet {
-        let dir = tempfile::Builder::new().prefix("pxfs-devnet-").tempdir().unwrap();
+        let dir = tempfile::Builder::new()
+            .prefix("pxfs-devnet-")
+            .tempdir()
+            .unwrap();
         let mut child = Command::new(PXFS)
             .args(["devnet", "up", "--dir"])
             .arg(dir.path())
@@ -120,7 +123,12 @@ pub fn children_of(pid: u32) -> Vec<u32> {
         if let Ok(stat) = std::fs::read_to_string(format!("/proc/{p}/stat")) {
             // Field 4 (after the parenthesised command name) is the parent pid.
             if let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) {
-                let ppid: u32 = rest.split_whitespace().nth(1).unwrap_or("0").parse().unwrap_or(0);
+                let ppid: u32 = rest
+                    .split_whitespace()
+                    .nth(1)
+                    .unwrap_or("0")
+                    .parse()
+                    .unwrap_or(0);
                 if ppid == pid {
                     out.push(p);
                 }
@@ -133,7 +141,11 @@ pub fn children_of(pid: u32) -> Vec<u32> {
 pub fn pid_alive(pid: u32) -> bool {
     Path::new(&format!("/proc/{pid}")).exists()
         && !std::fs::read_to_string(format!("/proc/{pid}/stat"))
-            .map(|s| s.rsplit_once(')').map(|(_, r)| r.trim_start().starts_with('Z')).unwrap_or(false))
+            .map(|s| {
+                s.rsplit_once(')')
+                    .map(|(_, r)| r.trim_start().starts_with('Z'))
+                    .unwrap_or(false)
+            })
             .unwrap_or(true)
 }
 
@@ -157,7 +169,10 @@ pub struct TestMount {
 impl TestMount {
     /// `pxfs mount MP --config CFG ARGS...` in the background; returns once usable.
     pub fn mount(config: &Path, args: &[&str]) -> TestMount {
-        let dir = tempfile::Builder::new().prefix("pxfs-mnt-").tempdir().unwrap();
+        let dir = tempfile::Builder::new()
+            .prefix("pxfs-mnt-")
+            .tempdir()
+            .unwrap();
         let m = TestMount {
             dir,
             config: config.to_path_buf(),
@@ -180,7 +195,10 @@ impl TestMount {
             "pxfs mount failed: {}",
             String::from_utf8_lossy(&out.stderr)
         );
-        assert!(is_mounted(self.dir.path()), "pxfs mount returned before the mount was usable");
+        assert!(
+            is_mounted(self.dir.path()),
+            "pxfs mount returned before the mount was usable"
+        );
         self.mounted = true;
         self
     }
@@ -213,7 +231,10 @@ impl TestMount {
         );
         let deadline = Instant::now() + Duration::from_secs(120);
         while is_mounted(self.dir.path()) {
-            assert!(Instant::now() < deadline, "still mounted 120 s after pxfs unmount");
+            assert!(
+                Instant::now() < deadline,
+                "still mounted 120 s after pxfs unmount"
+            );
             std::thread::sleep(Duration::from_millis(100));
         }
         self.mounted = false;
@@ -231,14 +252,21 @@ impl Drop for TestMount {
         if self.mounted && !std::thread::panicking() {
             self.unmount();
         } else if self.mounted {
-            let _ = Command::new("fusermount3").arg("-uz").arg(self.dir.path()).status();
+            let _ = Command::new("fusermount3")
+                .arg("-uz")
+                .arg(self.dir.path())
+                .status();
         }
     }
 }
 
 /// Runs a shell command; panics with its output if it fails.
 pub fn sh(script: &str) -> String {
-    let out = Command::new("bash").arg("-ec").arg(script).output().unwrap();
+    let out = Command::new("bash")
+        .arg("-ec")
+        .arg(script)
+        .output()
+        .unwrap();
     assert!(
         out.status.success(),
         "`{script}` failed ({}):\n{}{}",
@@ -252,7 +280,10 @@ pub fn sh(script: &str) -> String {
 /// A JSON-RPC call to the devnet's anvil.
 pub fn rpc(url: &str, method: &str, params: serde_json::Value) -> serde_json::Value {
     let body = serde_json::json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params});
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     let resp: serde_json::Value = rt.block_on(async {
         reqwest::Client::new()
             .post(url)
@@ -280,7 +311,10 @@ pub fn advance_chain_time(rpc_url: &str, secs: u64) {
 pub fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
     let deadline = Instant::now() + timeout;
     while !f() {
-        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
         std::thread::sleep(Duration::from_millis(200));
     }
 }
@@ -293,10 +327,18 @@ pub fn tree_differences(a: &Path, b: &Path) -> Vec<String> {
     let mut stack = vec![PathBuf::new()];
     while let Some(rel) = stack.pop() {
         let (pa, pb) = (a.join(&rel), b.join(&rel));
-        let (ma, mb) = match (std::fs::symlink_metadata(&pa), std::fs::symlink_metadata(&pb)) {
+        let (ma, mb) = match (
+            std::fs::symlink_metadata(&pa),
+            std::fs::symlink_metadata(&pb),
+        ) {
             (Ok(x), Ok(y)) => (x, y),
             (x, y) => {
-                diffs.push(format!("{}: present {} vs {}", rel.display(), x.is_ok(), y.is_ok()));
+                diffs.push(format!(
+                    "{}: present {} vs {}",
+                    rel.display(),
+                    x.is_ok(),
+                    y.is_ok()
+                ));
                 continue;
             }
         };
@@ -305,13 +347,28 @@ pub fn tree_differences(a: &Path, b: &Path) -> Vec<String> {
             continue;
         }
         if ma.mode() != mb.mode() {
-            diffs.push(format!("{}: mode {:o} vs {:o}", rel.display(), ma.mode(), mb.mode()));
+            diffs.push(format!(
+                "{}: mode {:o} vs {:o}",
+                rel.display(),
+                ma.mode(),
+                mb.mode()
+            ));
         }
         if !ma.is_dir() && ma.size() != mb.size() {
-            diffs.push(format!("{}: size {} vs {}", rel.display(), ma.size(), mb.size()));
+            diffs.push(format!(
+                "{}: size {} vs {}",
+                rel.display(),
+                ma.size(),
+                mb.size()
+            ));
         }
         if !ma.file_type().is_symlink() && ma.mtime() != mb.mtime() && !rel.as_os_str().is_empty() {
-            diffs.push(format!("{}: mtime {} vs {}", rel.display(), ma.mtime(), mb.mtime()));
+            diffs.push(format!(
+                "{}: mtime {} vs {}",
+                rel.display(),
+                ma.mtime(),
+                mb.mtime()
+            ));
         }
         if ma.file_type().is_symlink() {
             if std::fs::read_link(&pa).ok() != std::fs::read_link(&pb).ok() {
@@ -332,7 +389,10 @@ pub fn tree_differences(a: &Path, b: &Path) -> Vec<String> {
             };
             let (na, nb) = (names(&pa), names(&pb));
             if na != nb {
-                diffs.push(format!("{}: entries differ: {na:?} vs {nb:?}", rel.display()));
+                diffs.push(format!(
+                    "{}: entries differ: {na:?} vs {nb:?}",
+                    rel.display()
+                ));
             }
             for n in na {
                 stack.push(rel.join(n));
@@ -391,7 +451,8 @@ pub fn generate_tree(root: &Path, seed: u64, small: usize, big: u64) {
         let mut data = vec![0u8; rng.random_range(0..16 * 1024)];
         rng.fill_bytes(&mut data);
         std::fs::write(&p, &data).unwrap();
-        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(modes[i % modes.len()])).unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(modes[i % modes.len()]))
+            .unwrap();
         let t = 1_600_000_000 + rng.random_range(0..100_000_000);
         set_mtime(&p, t);
     }
@@ -419,10 +480,23 @@ pub fn generate_tree(root: &Path, seed: u64, small: usize, big: u64) {
 pub fn set_mtime(p: &Path, secs: i64) {
     let c = std::ffi::CString::new(p.as_os_str().as_encoded_bytes()).unwrap();
     let ts = [
-        libc::timespec { tv_sec: secs, tv_nsec: 0 },
-        libc::timespec { tv_sec: secs, tv_nsec: 0 },
+        libc::timespec {
+            tv_sec: secs,
+            tv_nsec: 0,
+        },
+        libc::timespec {
+            tv_sec: secs,
+            tv_nsec: 0,
+        },
     ];
-    let r = unsafe { libc::utimensat(libc::AT_FDCWD, c.as_ptr(), ts.as_ptr(), libc::AT_SYMLINK_NOFOLLOW) };
+    let r = unsafe {
+        libc::utimensat(
+            libc::AT_FDCWD,
+            c.as_ptr(),
+            ts.as_ptr(),
+            libc::AT_SYMLINK_NOFOLLOW,
+        )
+    };
     assert_eq!(r, 0, "utimensat {}", p.display());
 }
 
@@ -454,11 +528,7 @@ pub fn synced_events(devnet: &TestDevnet) -> Vec<(u64, u64, String)> {
                 .collect();
             let data: alloy::primitives::Bytes = l["data"].as_str().unwrap().parse().unwrap();
             let ev = Synced::decode_raw_log(topics, &data).unwrap();
-            (
-                ev.tokenId.to::<u64>(),
-                ev.usage.to::<u64>(),
-                ev.root,
-            )
+            (ev.tokenId.to::<u64>(), ev.usage.to::<u64>(), ev.root)
         })
         .collect()
 }
