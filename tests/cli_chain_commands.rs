@@ -179,14 +179,19 @@ async fn register_then_sync_prints_the_request_id() {
         .unwrap();
     assert_eq!(request_id.len(), 66, "{text}");
 
-    assert_refused(
-        &net,
-        ALICE,
-        &["sync", "--config", cfg, &token, "--wait"],
+    // No oracle runs here: --wait sends the request, then gives up after its timeout with
+    // a sentence that says what to check.
+    let out = pxfs(
+        &["sync", "--config", cfg, &token, "--wait", "--timeout", "2"],
         Some(ALICE),
-        "not implemented yet",
-    )
-    .await;
+    );
+    assert!(!out.status.success(), "{}", stdout(&out));
+    assert!(
+        stderr(&out).contains("no answer from the oracle within 2 s"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(stdout(&out).contains("request id "), "{}", stdout(&out));
 }
 
 #[tokio::test]

@@ -44,11 +44,24 @@ fn mount(store: Arc<MemoryStore>, cache: &Path, dir: &Path, quota: u64) -> Mount
         .unwrap();
     let mut cfg = FsConfig::new(cache.to_path_buf());
     cfg.single_token = true;
-    let fs = rt.block_on(async {
-        let fs = Fs::new(cfg, store.clone()).unwrap();
-        fs.add_token(info(quota)).await.unwrap();
-        fs
-    });
+    // A remount in the same process can race the previous mount's last tasks, which hold
+    // the token's journal lock until they finish; a new process (the real remount) never
+    // sees this. Wait for the lock, boundedly.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let fs = loop {
+        let attempt = rt.block_on(async {
+            let fs = Fs::new(cfg.clone(), store.clone())?;
+            fs.add_token(info(quota)).await?;
+            Ok::<_, pxfs::fs::error::FsError>(fs)
+        });
+        match attempt {
+            Ok(fs) => break fs,
+            Err(e) if e.to_string().contains("in use") && std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(50))
+            }
+            Err(e) => panic!("mount: {e}"),
+        }
+    };
     let mut fcfg = fuser::Config::default();
     fcfg.mount_options = vec![
         fuser::MountOption::FSName("pxfs".into()),
