@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 log() { printf '\033[1msetup:\033[0m %s\n' "$*"; }
 
 need_apt=()
-for pkg in fuse3 rsync restic fio attr git pkg-config ca-certificates tar procps psmisc util-linux nodejs npm; do
+for pkg in fuse3 rsync restic fio attr acl libacl1-dev git pkg-config ca-certificates tar procps psmisc util-linux nodejs npm; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "ok installed" || need_apt+=("$pkg")
 done
 # nodejs/npm may come from elsewhere than Debian (the machine image has its own Node 20).
@@ -39,6 +39,12 @@ fi
 anvil_bin=$(find "$PWD/contracts/node_modules/@foundry-rs" -type f -name anvil -perm -u+x 2>/dev/null | head -n1)
 if [ -z "$anvil_bin" ]; then echo "setup: anvil binary not found in contracts/node_modules/@foundry-rs" >&2; exit 1; fi
 ln -sf "$anvil_bin" /usr/local/bin/anvil
+
+# The POSIX suite (tests/posix_pjdfstest.rs); it links libacl, hence libacl1-dev above.
+if ! command -v pjdfstest >/dev/null; then
+    log "installing pjdfstest 0.2.2 (cargo install, about a minute)"
+    cargo install pjdfstest --version 0.2.2 --locked --quiet
+fi
 
 log "building pxfs"
 cargo build --locked --quiet

@@ -1,0 +1,200 @@
+//! POSIX compliance: the pjdfstest suite against a real kernel mount of a devnet sNFT.
+//! pjdfstest switches to unprivileged users, so the mount is `--allow-other` (the kernel
+//! checks modes itself: `default_permissions`). The number of passing cases must not drop
+//! below the count recorded in `tests/pjdfstest.expected`, and only cases that need a FIFO,
+//! socket or device node (refused with `EPERM` by design) may fail.
+
+mod support;
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use support::{TestDevnet, TestMount};
+
+/// The suite takes well under a minute on ext4; a mount that hangs or crawls fails here.
+const RUN_BOUND: Duration = Duration::from_secs(150);
+
+/// pjdfstest's closing line: `Summary: F failed, S skipped, P passed, E expected failures, T total`.
+#[derive(Debug, PartialEq)]
+struct Summary {
+    failed: u32,
+    skipped: u32,
+    passed: u32,
+}
+
+fn parse_summary(output: &str) -> Option<Summary> {
+    let line = output.lines().rev().find(|l| l.contains("Summary:"))?;
+    let count = |word: &str| -> Option<u32> {
+        let before = line.split(&format!(" {word}")).next()?;
+        before
+            .rsplit([' ', ',', ':'])
+            .find(|s| !s.is_empty())?
+            .parse()
+            .ok()
+    };
+    Some(Summary {
+        failed: count("failed")?,
+        skipped: count("skipped")?,
+        passed: count("passed")?,
+    })
+}
+
+/// Drops ANSI colour sequences, should the runner colour its output anyway.
+fn strip_ansi(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut chars = s.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// Whether a pjdfstest case needs a FIFO, socket or device node, which pxfs refuses with
+/// `EPERM` by design (a manifest holds only files, directories and symlinks).
+fn needs_special_file(case: &str) -> bool {
+    let mut parts = case.split("::");
+    let syscall = parts.next().unwrap_or_default();
+    matches!(syscall, "mknod" | "mkfifo")
+        || parts
+            .any(|p| matches!(p, "char" | "block") || p.contains("fifo") || p.contains("socket"))
+}
+
+fn repo_file(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests")
+        .join(name)
+}
+
+fn recorded_pass_count() -> u32 {
+    let text = std::fs::read_to_string(repo_file("pjdfstest.expected")).unwrap();
+    text.lines()
+        .map(str::trim)
+        .find(|l| !l.is_empty() && !l.starts_with('#'))
+        .and_then(|l| l.parse().ok())
+        .expect("tests/pjdfstest.expected holds the number of passing cases")
+}
+
+/// Runs pjdfstest on `dir` and returns its output, killing it after `bound`.
+fn run_pjdfstest(dir: &Path, secondary: &Path, bound: Duration) -> (String, Duration) {
+    let log = tempfile::NamedTempFile::new().unwrap();
+    // One open file for both streams, so they share an offset and do not overwrite each other.
+    let sink = log.reopen().unwrap();
+    let started = Instant::now();
+    let mut child = Command::new("pjdfstest")
+        .arg("-c")
+        .arg(repo_file("pjdfstest.toml"))
+        .arg("-p")
+        .arg(dir)
+        .arg("-s")
+        .arg(secondary)
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null())
+        .stdout(sink.try_clone().unwrap())
+        .stderr(sink)
+        .spawn()
+        .expect("pjdfstest not on PATH: run scripts/setup.sh");
+    loop {
+        if child.try_wait().unwrap().is_some() {
+            break;
+        }
+        if started.elapsed() > bound {
+            let _ = child.kill();
+            let _ = child.wait();
+            let out = std::fs::read_to_string(log.path()).unwrap_or_default();
+            let tail: Vec<&str> = out.lines().rev().take(20).collect();
+            panic!(
+                "pjdfstest still running after {bound:?}; last lines:\n{}",
+                tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+            );
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let out = std::fs::read(log.path()).unwrap();
+    // The whole run, for reading the failures' details.
+    let _ = std::fs::write(
+        Path::new(env!("CARGO_TARGET_TMPDIR")).join("pjdfstest.log"),
+        &out,
+    );
+    (
+        strip_ansi(&String::from_utf8_lossy(&out)),
+        started.elapsed(),
+    )
+}
+
+#[test]
+fn summary_line_is_parsed_into_its_counts() {
+    let out = "chmod::foo   ok\n\nSummary: 3 failed, 47 skipped, 351 passed, 0 expected failures, 401 total\n";
+    assert_eq!(
+        parse_summary(out),
+        Some(Summary {
+            failed: 3,
+            skipped: 47,
+            passed: 351
+        })
+    );
+    assert_eq!(parse_summary("error: no such directory\n"), None);
+    assert!(needs_special_file("rename::changed_ctime_success::fifo"));
+    assert!(needs_special_file("open::socket_error"));
+    assert!(!needs_special_file(
+        "rename::changed_ctime_success::regular"
+    ));
+    assert_eq!(strip_ansi("\u{1b}[1;32mpassed\u{1b}[0m"), "passed");
+}
+
+#[test]
+fn pjdfstest_passes_at_least_the_recorded_number_of_cases_on_a_mounted_snft() {
+    let expected = recorded_pass_count();
+    // open::interact_2gb writes (sparsely) past 2 GiB: the sNFT's quota must allow that.
+    let devnet = TestDevnet::start(&["--quota", &(4u64 << 30).to_string()]);
+    let mount = TestMount::mount(&devnet.config(), &["--allow-other"]);
+    let dir = mount.token(devnet.token()).join("pjd");
+    std::fs::create_dir(&dir).unwrap();
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    // Cross-filesystem cases (EXDEV) need a second file system: a local directory.
+    let secondary = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(secondary.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+
+    let (out, took) = run_pjdfstest(&dir, secondary.path(), RUN_BOUND);
+    let summary = parse_summary(&out).unwrap_or_else(|| panic!("no summary line in:\n{out}"));
+    println!(
+        "pjdfstest on pxfs: {} failed, {} skipped, {} passed in {took:.0?} (recorded: {expected} passed)",
+        summary.failed, summary.skipped, summary.passed
+    );
+    let failed: Vec<&str> = out
+        .lines()
+        .filter(|l| l.trim_end().ends_with("FAILED"))
+        .map(|l| l.split_whitespace().next().unwrap_or(l))
+        .collect();
+    assert_eq!(
+        failed.len(),
+        summary.failed as usize,
+        "every failed case is listed by name"
+    );
+    let unexpected: Vec<&str> = failed
+        .iter()
+        .copied()
+        .filter(|c| !needs_special_file(c))
+        .collect();
+    assert!(
+        unexpected.is_empty(),
+        "cases that do not need a special file failed (see target/tmp/pjdfstest.log):\n{}",
+        unexpected.join("\n")
+    );
+    assert!(
+        summary.passed >= expected,
+        "pjdfstest passed {} cases, fewer than the {expected} recorded in tests/pjdfstest.expected; \
+         failed:\n{}",
+        summary.passed,
+        failed.join("\n")
+    );
+}
