@@ -12,6 +12,7 @@ use std::time::Duration;
 use support::{PXFS, TestDevnet, TestMount, is_mounted, wait_until};
 
 const HELPER: &str = "/sbin/mount.pxfs";
+const FUSE_PROGRAM: &str = "/usr/local/sbin/pxfs";
 
 fn output_text(out: &Output) -> String {
     format!(
@@ -21,33 +22,22 @@ fn output_text(out: &Output) -> String {
     )
 }
 
-/// mount(8) with `PATH` leading to this build of pxfs (mount.fuse3 runs `pxfs` from PATH).
-fn mount8(args: &[&str], source: &Path, mountpoint: &Path, bin_dir: &Path) -> Output {
-    let path = format!(
-        "{}:{}",
-        bin_dir.display(),
-        std::env::var("PATH").unwrap_or_default()
-    );
+fn mount8(args: &[&str], source: &Path, mountpoint: &Path) -> Output {
     Command::new("mount")
         .args(args)
         .arg(source)
         .arg(mountpoint)
-        .env("PATH", path)
         .output()
         .unwrap()
-}
-
-/// A directory holding a `pxfs` symlink to the binary under test.
-fn bin_dir() -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    std::os::unix::fs::symlink(PXFS, dir.path().join("pxfs")).unwrap();
-    dir
 }
 
 /// The token directory works: a file written there reads back and is listed.
 fn assert_usable(root: &Path) {
     std::fs::write(root.join("hello.txt"), b"from fstab").unwrap();
-    assert_eq!(std::fs::read(root.join("hello.txt")).unwrap(), b"from fstab");
+    assert_eq!(
+        std::fs::read(root.join("hello.txt")).unwrap(),
+        b"from fstab"
+    );
     let names: Vec<_> = std::fs::read_dir(root)
         .unwrap()
         .map(|e| e.unwrap().file_name())
@@ -65,21 +55,24 @@ impl Drop for Cleanup {
     }
 }
 
-/// Removes /sbin/mount.pxfs on drop if this test created it.
-struct HelperLink(bool);
-impl HelperLink {
-    fn ensure() -> HelperLink {
-        if Path::new(HELPER).symlink_metadata().is_ok() {
-            return HelperLink(false);
+/// A symlink to the pxfs under test at `path`, created if absent and removed on drop.
+/// mount(8) runs helpers with a fixed PATH (`/usr/local/sbin` first), so this is how the
+/// real mount(8) reaches this build: `/sbin/mount.pxfs` for type `pxfs`,
+/// `/usr/local/sbin/pxfs` for mount.fuse3 and type `fuse.pxfs`.
+struct TempLink(Option<&'static str>);
+impl TempLink {
+    fn ensure(path: &'static str) -> TempLink {
+        if Path::new(path).symlink_metadata().is_ok() {
+            return TempLink(None);
         }
-        std::os::unix::fs::symlink(PXFS, HELPER).unwrap();
-        HelperLink(true)
+        std::os::unix::fs::symlink(PXFS, path).unwrap();
+        TempLink(Some(path))
     }
 }
-impl Drop for HelperLink {
+impl Drop for TempLink {
     fn drop(&mut self) {
-        if self.0 {
-            let _ = std::fs::remove_file(HELPER);
+        if let Some(path) = self.0 {
+            let _ = std::fs::remove_file(path);
         }
     }
 }
@@ -88,18 +81,29 @@ impl Drop for HelperLink {
 fn mount_8_with_type_fuse_pxfs_mounts_the_token() {
     let devnet = TestDevnet::start(&[]);
     let token = devnet.token();
-    let bin = bin_dir();
+    let _program = TempLink::ensure(FUSE_PROGRAM);
     let mp = tempfile::tempdir().unwrap();
     let _cleanup = Cleanup(mp.path().to_path_buf());
 
     let out = mount8(
-        &["-t", "fuse.pxfs", "-o", &format!("token={token},_netdev,nofail")],
+        &[
+            "-t",
+            "fuse.pxfs",
+            "-o",
+            &format!("token={token},_netdev,nofail"),
+        ],
         &devnet.config(),
         mp.path(),
-        bin.path(),
     );
-    assert!(out.status.success(), "mount -t fuse.pxfs: {}", output_text(&out));
-    assert!(is_mounted(mp.path()), "mount returned before the mount was usable");
+    assert!(
+        out.status.success(),
+        "mount -t fuse.pxfs: {}",
+        output_text(&out)
+    );
+    assert!(
+        is_mounted(mp.path()),
+        "mount returned before the mount was usable"
+    );
     // With one token the token directory is the mount root.
     assert_usable(mp.path());
 
@@ -112,8 +116,7 @@ fn mount_8_with_type_fuse_pxfs_mounts_the_token() {
 fn mount_8_with_type_pxfs_runs_the_mount_pxfs_helper() {
     let devnet = TestDevnet::start(&[]);
     let token = devnet.token();
-    let _helper = HelperLink::ensure();
-    let bin = bin_dir();
+    let _helper = TempLink::ensure(HELPER);
     let mp = tempfile::tempdir().unwrap();
     let _cleanup = Cleanup(mp.path().to_path_buf());
 
@@ -122,23 +125,32 @@ fn mount_8_with_type_pxfs_runs_the_mount_pxfs_helper() {
         &["-t", "pxfs", "-o", &format!("token={token},cache_size=9")],
         &devnet.config(),
         mp.path(),
-        bin.path(),
     );
     assert!(!out.status.success(), "mount accepted an unknown option");
-    assert!(output_text(&out).contains("cache_size=9"), "{}", output_text(&out));
+    assert!(
+        output_text(&out).contains("cache_size=9"),
+        "{}",
+        output_text(&out)
+    );
     assert!(!is_mounted(mp.path()));
 
     let out = mount8(
         &["-t", "pxfs", "-o", &format!("_netdev,nofail,token={token}")],
         &devnet.config(),
         mp.path(),
-        bin.path(),
     );
     assert!(out.status.success(), "mount -t pxfs: {}", output_text(&out));
-    assert!(is_mounted(mp.path()), "mount returned before the mount was usable");
+    assert!(
+        is_mounted(mp.path()),
+        "mount returned before the mount was usable"
+    );
     assert_usable(mp.path());
 
-    let out = Command::new(PXFS).arg("unmount").arg(mp.path()).output().unwrap();
+    let out = Command::new(PXFS)
+        .arg("unmount")
+        .arg(mp.path())
+        .output()
+        .unwrap();
     assert!(out.status.success(), "pxfs unmount: {}", output_text(&out));
     assert!(!is_mounted(mp.path()));
 }
@@ -152,7 +164,8 @@ fn foreground_mount_tells_systemd_it_is_ready_then_stopping() {
     let sock_dir = tempfile::tempdir().unwrap();
     let sock_path = sock_dir.path().join("notify");
     let sock = UnixDatagram::bind(&sock_path).unwrap();
-    sock.set_read_timeout(Some(Duration::from_secs(120))).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(120)))
+        .unwrap();
 
     let mut daemon = Command::new(PXFS)
         .arg("mount")
@@ -205,7 +218,11 @@ fn unmount_of_a_busy_mount_names_the_process_and_leaves_it_mounted() {
     .unwrap();
     assert_eq!(line.trim(), "open");
 
-    let out = Command::new(PXFS).arg("unmount").arg(mount.path()).output().unwrap();
+    let out = Command::new(PXFS)
+        .arg("unmount")
+        .arg(mount.path())
+        .output()
+        .unwrap();
     let text = output_text(&out);
     let _ = holder.kill();
     let _ = holder.wait();

@@ -10,7 +10,9 @@ fn verify(dir: &Path, unit: &str) -> String {
         .arg(dir.join(unit))
         .output()
         .unwrap_or_else(|e| {
-            panic!("cannot run systemd-analyze ({e}): run `bash scripts/setup.sh` (package systemd)")
+            panic!(
+                "cannot run systemd-analyze ({e}): run `bash scripts/setup.sh` (package systemd)"
+            )
         });
     let text = format!(
         "{}{}",
@@ -28,7 +30,11 @@ fn units() -> tempfile::TempDir {
     for name in ["pxfs-node.service", "pxfs-oracle.service", "pxfs@.service"] {
         std::fs::copy(src.join(name), dir.path().join(name)).unwrap();
     }
-    std::fs::copy(src.join("pxfs@.service"), dir.path().join("pxfs@mnt-px.service")).unwrap();
+    std::fs::copy(
+        src.join("pxfs@.service"),
+        dir.path().join("pxfs@mnt-px.service"),
+    )
+    .unwrap();
     dir
 }
 
@@ -70,8 +76,17 @@ fn mount_unit_waits_for_readiness_and_keeps_fuse_working() {
         assert!(set.contains(&line), "pxfs@.service lacks `{line}`");
     }
     // A private mount namespace would hide the FUSE mount from the rest of the system.
-    for key in ["PrivateDevices=", "PrivateTmp=", "ProtectSystem=", "ProtectHome=", "PrivateMounts="] {
-        assert!(!set.iter().any(|l| l.starts_with(key)), "pxfs@.service sets {key}");
+    for key in [
+        "PrivateDevices=",
+        "PrivateTmp=",
+        "ProtectSystem=",
+        "ProtectHome=",
+        "PrivateMounts=",
+    ] {
+        assert!(
+            !set.iter().any(|l| l.starts_with(key)),
+            "pxfs@.service sets {key}"
+        );
     }
     assert!(
         set.iter()

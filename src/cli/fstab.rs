@@ -231,8 +231,8 @@ mod tests {
 
     #[test]
     fn unknown_option_is_an_error_naming_it() {
-        let err = parse_options("allow_other,cache=yes", false, &mut MountFlags::default())
-            .unwrap_err();
+        let err =
+            parse_options("allow_other,cache=yes", false, &mut MountFlags::default()).unwrap_err();
         assert_eq!(err, FstabError::UnknownOption("cache=yes".into()));
         assert!(err.to_string().contains("`cache=yes`"), "{err}");
     }
@@ -310,6 +310,9 @@ mod tests {
         assert_eq!(rewrite(&argv, no_subcommand), None);
         let argv = os(&["pxfs", cfg, "/mnt/px"]);
         assert_eq!(rewrite(&argv, |_| true), None);
-        assert_eq!(rewrite(&os(&["pxfs", "status", "--json"]), no_subcommand), None);
+        assert_eq!(
+            rewrite(&os(&["pxfs", "status", "--json"]), no_subcommand),
+            None
+        );
     }
 }
