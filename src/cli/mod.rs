@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 
 pub mod devnet;
+pub mod fstab;
 pub mod mint;
 pub mod mount;
 pub mod node;

@@ -157,6 +157,31 @@ fn report(ready: &mut Option<std::fs::File>, message: &str) {
     }
 }
 
+/// Tells systemd (a `Type=notify` unit) about the daemon's state: one datagram to
+/// `$NOTIFY_SOCKET`, a path or (leading `@`) an abstract socket name. Not under systemd,
+/// nothing to do; a failure only costs the unit its readiness, so it is logged.
+pub fn notify_systemd(state: &str) {
+    use std::os::unix::net::{SocketAddr, UnixDatagram};
+    let Some(path) = std::env::var_os("NOTIFY_SOCKET") else {
+        return;
+    };
+    let sent = (|| -> std::io::Result<()> {
+        let addr = match path.as_encoded_bytes().strip_prefix(b"@") {
+            Some(name) => {
+                use std::os::linux::net::SocketAddrExt;
+                SocketAddr::from_abstract_name(name)?
+            }
+            None => SocketAddr::from_pathname(&path)?,
+        };
+        let sock = UnixDatagram::unbound()?;
+        sock.send_to_addr(state.as_bytes(), &addr)?;
+        Ok(())
+    })();
+    if let Err(e) = sent {
+        tracing::warn!(socket = ?path, error = %e, "cannot notify systemd");
+    }
+}
+
 fn serve(args: &MountArgs, cfg: &Config, mut ready: Option<std::fs::File>) -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -225,6 +250,7 @@ fn serve(args: &MountArgs, cfg: &Config, mut ready: Option<std::fs::File>) -> an
         args.mountpoint.display()
     );
     report(&mut ready, "ok\n");
+    notify_systemd("READY=1");
 
     let drained = rt.block_on(async {
         let poller = tokio::spawn(poll_chain(
@@ -235,6 +261,7 @@ fn serve(args: &MountArgs, cfg: &Config, mut ready: Option<std::fs::File>) -> an
         ));
         let reason = wait_for_end(ended_rx).await;
         eprintln!("pxfs: {reason}: draining uploads and committing");
+        notify_systemd("STOPPING=1");
         poller.abort();
         drain(&fs).await
     });

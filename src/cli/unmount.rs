@@ -1,6 +1,6 @@
 //! `pxfs unmount`: unmount, then wait for the daemon to finish uploading and committing.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
@@ -32,8 +32,18 @@ pub async fn run(args: UnmountArgs) -> anyhow::Result<()> {
     if !out.status.success() {
         let why = String::from_utf8_lossy(&out.stderr);
         if why.contains("busy") {
+            let users = users_of(&mountpoint)
+                .iter()
+                .map(|(pid, name)| format!("pid {pid} ({name})"))
+                .collect::<Vec<_>>()
+                .join(", ");
+            let who = if users.is_empty() {
+                "a process".to_string()
+            } else {
+                users
+            };
             bail!(
-                "{} is busy: a process has a file or directory open there (see `fuser -vm {}`); nothing was unmounted",
+                "{} is busy: {who} has a file or directory open there (see `fuser -vm {}`); nothing was unmounted",
                 mountpoint.display(),
                 mountpoint.display()
             );
@@ -54,4 +64,33 @@ pub async fn run(args: UnmountArgs) -> anyhow::Result<()> {
         waited += 1;
     }
     Ok(())
+}
+
+/// Processes with a working directory, root or open file under `mountpoint`: (pid, name).
+/// Only what /proc lets us read; the links are read without touching the mount itself.
+fn users_of(mountpoint: &Path) -> Vec<(u32, String)> {
+    let under = |link: PathBuf| std::fs::read_link(link).is_ok_and(|t| t.starts_with(mountpoint));
+    let mut users = Vec::new();
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        return users;
+    };
+    for entry in procs.flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        if pid == std::process::id() {
+            continue;
+        }
+        let dir = entry.path();
+        let uses = under(dir.join("cwd"))
+            || under(dir.join("root"))
+            || std::fs::read_dir(dir.join("fd"))
+                .map(|fds| fds.flatten().any(|fd| under(fd.path())))
+                .unwrap_or(false);
+        if uses {
+            let name = std::fs::read_to_string(dir.join("comm")).unwrap_or_default();
+            users.push((pid, name.trim().to_string()));
+        }
+    }
+    users
 }
