@@ -29,12 +29,11 @@ pub struct ChildProcess {
 }
 
 impl ChildProcess {
-    /// Spawns `cmd` with stdout forwarded to the log.
+    /// Spawns `cmd`; it inherits our stdout and stderr.
     pub fn spawn(
         name: &'static str,
-        cmd: std::process::Command,
+        mut cmd: std::process::Command,
     ) -> Result<ChildProcess, DevnetError> {
-        let mut cmd = cmd;
         cmd.stdin(Stdio::null());
         set_parent_death_signal(&mut cmd);
         let program = cmd.get_program().to_string_lossy().into_owned();
@@ -53,30 +52,21 @@ impl ChildProcess {
     }
 
     /// Spawns `cmd` and waits until a line on its stdout starts with `ready_prefix`;
-    /// returns the rest of that line. Further stdout is forwarded to our stderr.
+    /// returns the rest of that line. Further stdout goes to the debug log.
     pub async fn spawn_until(
         name: &'static str,
         mut cmd: std::process::Command,
         ready_prefix: &str,
         timeout: Duration,
     ) -> Result<(ChildProcess, String), DevnetError> {
-        cmd.stdin(Stdio::null()).stdout(Stdio::piped());
-        set_parent_death_signal(&mut cmd);
-        let program = cmd.get_program().to_string_lossy().into_owned();
-        let mut child = Command::from(cmd)
-            .kill_on_drop(true)
-            .spawn()
-            .map_err(|source| DevnetError::Spawn {
-                name,
-                program,
-                source,
-            })?;
-        let stdout = child.stdout.take().expect("stdout is piped");
+        cmd.stdout(Stdio::piped());
+        let mut proc = Self::spawn(name, cmd)?;
+        let stdout = proc
+            .child
+            .as_mut()
+            .and_then(|c| c.stdout.take())
+            .expect("stdout is piped");
         let mut lines = BufReader::new(stdout).lines();
-        let mut proc = ChildProcess {
-            name,
-            child: Some(child),
-        };
         let wait = async {
             while let Some(line) = lines.next_line().await.ok().flatten() {
                 if let Some(rest) = line.strip_prefix(ready_prefix) {
