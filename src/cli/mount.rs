@@ -376,6 +376,10 @@ async fn prepare(args: &MountArgs, cfg: &Config) -> anyhow::Result<(Fs, Chain, V
     let mut fs_cfg = FsConfig::new(cfg.cache.dir.clone());
     fs_cfg.upload_parallelism = cfg.upload.parallelism.max(1);
     fs_cfg.staging_limit = cfg.cache.staging_limit_bytes;
+    // The node's timeout once per configured try: an outage shorter than that never fails
+    // an fsync, an unmount's drain or a writer held back by the staging limit.
+    fs_cfg.outage_grace =
+        Duration::from_secs(cfg.node.timeout_secs.max(1)) * (cfg.node.retries.saturating_add(1));
     fs_cfg.single_token = args.tokens.len() == 1;
     fs_cfg.read_only = args.read_only;
     let fs = Fs::new(fs_cfg, Arc::new(store))?;

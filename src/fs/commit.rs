@@ -46,8 +46,13 @@ pub(crate) fn spawn_committer(fs: Fs) {
                 _ = tokio::time::sleep(interval) => {}
             }
             for token in fs.tokens() {
-                if let Err(e) = fs.commit_token(token).await {
-                    tracing::warn!(token, error = %e, "commit failed; will retry");
+                match fs.commit_token(token).await {
+                    // Reported once by `outage`.
+                    Err(e) if e.is_node_outage() => {
+                        tracing::debug!(token, error = %e, "commit failed; will retry")
+                    }
+                    Err(e) => tracing::warn!(token, error = %e, "commit failed; will retry"),
+                    Ok(_) => {}
                 }
             }
         }
@@ -64,9 +69,15 @@ impl Fs {
     }
 
     /// Wait for `token`'s uploads, then commit; returns once the commit is published.
+    /// Fails with [`FsError::NodeDown`] once the node has been down for the outage grace
+    /// period while this waited; what is staged stays staged (and journaled) then.
     pub async fn flush_token(&self, token: TokenId) -> FsResult<()> {
         let mut delay = Duration::from_millis(100);
+        let waiting_since = std::time::Instant::now();
         loop {
+            if let Some(down) = self.inner.outage.gives_up(waiting_since) {
+                return Err(FsError::NodeDown(down));
+            }
             let progress = self.inner.progress.notified();
             tokio::pin!(progress);
             progress.as_mut().enable();
@@ -76,7 +87,11 @@ impl Fs {
                     Ok(_) if self.tree().token(token)?.pending_uploads == 0 => return Ok(()),
                     Ok(_) => continue, // a close slipped in: wait for it too
                     Err(e) => {
-                        tracing::warn!(token, error = %e, "commit failed; retrying");
+                        if e.is_node_outage() {
+                            tracing::debug!(token, error = %e, "commit failed; retrying");
+                        } else {
+                            tracing::warn!(token, error = %e, "commit failed; retrying");
+                        }
                         tokio::time::sleep(delay).await;
                         delay = (delay * 2).min(Duration::from_secs(10));
                         continue;
@@ -98,12 +113,17 @@ impl Fs {
         let Some(snap) = self.snapshot(token)? else {
             return Ok(false);
         };
+        let started = std::time::Instant::now();
         match self.write_snapshot(&snap).await {
             Ok((written, doc_cid)) => {
+                self.inner.outage.succeeded(self.pending());
                 self.committed(token, snap, written, doc_cid).await?;
                 Ok(true)
             }
             Err(e) => {
+                if e.is_node_outage() {
+                    self.inner.outage.failed("commit", started, &e);
+                }
                 let mut tree = self.tree();
                 for d in &snap.dirs {
                     tree.mark_dirty(d.ino);

@@ -43,6 +43,10 @@ pub enum FsError {
     NotWritable,
     #[error("node: {0}")]
     Store(#[from] StoreError),
+    #[error("the storage node has been unreachable for {}s; the data stays staged and is uploaded once it is back", .0.as_secs())]
+    NodeDown(std::time::Duration),
+    #[error("the staging limit is reached and the storage node has been unreachable for {}s", .0.as_secs())]
+    StagingFull(std::time::Duration),
     #[error("local cache: {0}")]
     Io(#[from] std::io::Error),
     #[error("journal: {0}")]
@@ -72,12 +76,22 @@ impl FsError {
             FsError::BadHandle => libc::EBADF,
             FsError::NotWritable => libc::EBADF,
             FsError::Store(_) => libc::EIO,
+            FsError::NodeDown(_) => libc::EIO,
+            // Like a full disk: the local staging area cannot take more until the node is back.
+            FsError::StagingFull(_) => libc::ENOSPC,
             FsError::Io(e) => match e.raw_os_error() {
                 Some(code) if code == libc::ENOSPC || code == libc::EDQUOT => code,
                 _ => libc::EIO,
             },
             FsError::Journal(_) => libc::EIO,
         }
+    }
+}
+
+impl FsError {
+    /// The node could not be reached (or timed out, or a proxy failed): worth retrying.
+    pub fn is_node_outage(&self) -> bool {
+        matches!(self, FsError::Store(e) if e.transient)
     }
 }
 

@@ -3,7 +3,9 @@
 //! upload). Reads come from the newest version: session, staged, or the node.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
@@ -298,11 +300,10 @@ impl Fs {
 
     /// Write at `offset` (end of file for `O_APPEND`); holes in between read as zeros.
     pub async fn write(&self, fh: u64, offset: u64, data: &[u8]) -> FsResult<u32> {
+        let mut waiting_since = None;
         loop {
             if self.over_staging_limit() {
-                // Back-pressure: let the uploads catch up before staging more.
-                let progress = self.inner.progress.notified();
-                let _ = tokio::time::timeout(std::time::Duration::from_millis(500), progress).await;
+                self.wait_for_staging_room(&mut waiting_since).await?;
                 continue;
             }
             if let Some(done) = self.try_write(fh, offset, data) {
@@ -351,7 +352,29 @@ impl Fs {
     }
 
     fn over_staging_limit(&self) -> bool {
-        self.inner.uploads.pending().1 > self.config().staging_limit
+        let over = self.inner.uploads.pending().1 > self.config().staging_limit;
+        if !over {
+            self.inner.staging.room_again();
+        }
+        over
+    }
+
+    /// Back-pressure: let the uploads catch up before staging more. Writers wait as long as
+    /// the node is reachable; once it has been down for the outage grace period (and this
+    /// writer has waited that long) the write fails with `ENOSPC`, like a full disk.
+    async fn wait_for_staging_room(&self, waiting_since: &mut Option<Instant>) -> FsResult<()> {
+        let since = *waiting_since.get_or_insert_with(Instant::now);
+        self.inner.staging.full(
+            self.pending(),
+            self.config().staging_limit,
+            self.inner.outage.down_for(),
+        );
+        if let Some(down) = self.inner.outage.gives_up(since) {
+            return Err(FsError::StagingFull(down));
+        }
+        let progress = self.inner.progress.notified();
+        let _ = tokio::time::timeout(Duration::from_millis(500), progress).await;
+        Ok(())
     }
 
     /// truncate(2)/ftruncate(2).
@@ -521,6 +544,46 @@ impl Fs {
             return Err(FsError::NotDir);
         }
         Ok(0)
+    }
+}
+
+/// Writers waiting at the staging limit: logged at warn when they start waiting (at most
+/// once a minute: a node slower than the writers makes them wait again and again, which is
+/// back-pressure working, not news), at info when they may go on.
+#[derive(Debug, Default)]
+pub(crate) struct StagingGate {
+    waiting: AtomicBool,
+    last_warned: Mutex<Option<Instant>>,
+}
+
+const STAGING_WARN_INTERVAL: Duration = Duration::from_secs(60);
+
+impl StagingGate {
+    fn full(&self, pending: (u64, u64), limit: u64, node_down_for: Option<Duration>) {
+        if self.waiting.swap(true, Ordering::Relaxed) {
+            return;
+        }
+        let mut last = self.last_warned.lock().unwrap_or_else(|e| e.into_inner());
+        let (files, bytes) = pending;
+        if last.is_some_and(|t| t.elapsed() < STAGING_WARN_INTERVAL) {
+            tracing::debug!(files, bytes, limit, "staging limit reached again");
+            return;
+        }
+        *last = Some(Instant::now());
+        tracing::warn!(
+            files,
+            bytes,
+            limit,
+            ?node_down_for,
+            "staging limit reached: writers wait until uploads to the node catch up \
+             ([cache] staging_limit_bytes)"
+        );
+    }
+
+    fn room_again(&self) {
+        if self.waiting.load(Ordering::Relaxed) && self.waiting.swap(false, Ordering::Relaxed) {
+            tracing::info!("staging has room again: writers resume");
+        }
     }
 }
 

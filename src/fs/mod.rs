@@ -14,6 +14,7 @@ mod load;
 pub mod manifest;
 pub mod node_store;
 mod ops;
+mod outage;
 pub mod quota;
 pub mod staged;
 pub mod store;
@@ -49,6 +50,9 @@ pub struct FsConfig {
     pub small_file_limit: u64,
     /// Closed-but-not-uploaded bytes above which writers wait for uploads to catch up.
     pub staging_limit: u64,
+    /// How long the node may be down before `fsync`, the unmount drain and writers held
+    /// back by the staging limit stop waiting for it (their data stays staged).
+    pub outage_grace: Duration,
     /// Commits happen at most this often under load.
     pub commit_interval: Duration,
     /// Serve exactly one sNFT as the mount root.
@@ -67,6 +71,7 @@ impl FsConfig {
             upload_parallelism: 8,
             small_file_limit: 256 * 1024,
             staging_limit: u64::MAX,
+            outage_grace: Duration::from_secs(300),
             commit_interval: Duration::from_secs(1),
             single_token: false,
             read_only: false,
@@ -157,6 +162,10 @@ pub(crate) struct Inner {
     pub handles: Mutex<std::collections::HashMap<u64, Handle>>,
     pub next_fh: AtomicU64,
     pub uploads: upload::Queue,
+    /// Whether the node is down, as uploads and commits see it.
+    pub outage: outage::Outage,
+    /// Writers waiting for the staging limit.
+    pub staging: io::StagingGate,
     /// Signalled after every upload completion and every commit.
     pub progress: Notify,
     /// One commit at a time.
@@ -195,6 +204,7 @@ impl Fs {
             );
         }
         let (uploads, jobs) = upload::Queue::new();
+        let outage = outage::Outage::new(cfg.outage_grace);
         let fs = Fs {
             inner: Arc::new(Inner {
                 cfg,
@@ -203,6 +213,8 @@ impl Fs {
                 handles: Mutex::new(Default::default()),
                 next_fh: AtomicU64::new(1),
                 uploads,
+                outage,
+                staging: Default::default(),
                 progress: Notify::new(),
                 commit_lock: tokio::sync::Mutex::new(()),
                 cancel: CancellationToken::new(),

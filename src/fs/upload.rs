@@ -1,7 +1,8 @@
 //! The upload queue: closed versions go to the node in the background, several at once
 //! (`upload.parallelism`), small files batched into one request. Errors are retried with
-//! backoff for as long as it takes; the data stays staged meanwhile, so a node outage
-//! never fails a write that was already accepted.
+//! backoff (capped at `MAX_BACKOFF`) for as long as it takes; the data stays staged
+//! meanwhile, so a node outage never fails a write that was already accepted. An outage is
+//! logged once (see `outage`), not once per attempt.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -18,7 +19,8 @@ use super::store::{Blob, LastUpload};
 const BATCH_FILES: usize = 64;
 /// And at most this many bytes.
 const BATCH_BYTES: u64 = 8 << 20;
-const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// Short enough that uploads resume within seconds of the node coming back.
+const MAX_BACKOFF: Duration = Duration::from_secs(10);
 
 /// One closed version of a file to upload.
 #[derive(Debug, Clone)]
@@ -132,6 +134,7 @@ async fn upload(fs: &Fs, batch: Vec<Job>) {
         if live.is_empty() {
             return;
         }
+        let started = std::time::Instant::now();
         let result = if live.len() == 1 {
             fs.store()
                 .add_file(live[0].staged.path())
@@ -146,6 +149,7 @@ async fn upload(fs: &Fs, batch: Vec<Job>) {
                 for (j, b) in live.iter().zip(blobs) {
                     finish(fs, j, Some(b));
                 }
+                fs.inner.outage.succeeded(fs.pending());
                 return;
             }
             Ok(blobs) => tracing::warn!(
@@ -153,9 +157,9 @@ async fn upload(fs: &Fs, batch: Vec<Job>) {
                 got = blobs.len(),
                 "node answered a batch add with the wrong number of files; retrying"
             ),
+            Err(e) if e.transient => fs.inner.outage.failed("upload", started, &e),
             Err(e) => tracing::warn!(
                 files = live.len(),
-                transient = e.transient,
                 error = %e,
                 retry_in_ms = delay.as_millis() as u64,
                 "upload failed; data stays staged and is retried"

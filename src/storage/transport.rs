@@ -1,6 +1,8 @@
 //! One HTTP POST to the node, with the timeout and retry policy: connection errors,
 //! timeouts and 5xx answers without a Kubo error body are retried with exponential backoff;
-//! 4xx answers and Kubo error bodies are the node's definite answer and are not.
+//! 4xx answers and Kubo error bodies are the node's definite answer and are not. Retrying
+//! stops once a request has been failing for the whole timeout, so a call the node does not
+//! answer fails within about two timeouts, however many retries are configured.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -10,7 +12,7 @@ use bytes::Bytes;
 use futures::StreamExt;
 use reqwest::multipart::Form;
 use tokio::time::Instant;
-use tracing::{debug, warn};
+use tracing::debug;
 
 use super::error::StorageError;
 use super::responses::KuboError;
@@ -124,14 +126,24 @@ impl Transport {
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<T, StorageError>>,
     {
+        let started = Instant::now();
         let mut tries = 0u32;
         loop {
             match attempt().await {
                 Ok(v) => return Ok(v),
-                Err(e) if e.is_transient() && tries < self.retries => {
+                // Retries are for failures that come quickly (refused, reset, a proxy's
+                // 503). Once a whole timeout has gone by, the node is hung or gone: trying
+                // again would only multiply the wait of a reader that should get `EIO`.
+                // The uploader and committer retry on their own, for as long as it takes.
+                Err(e)
+                    if e.is_transient()
+                        && tries < self.retries
+                        && started.elapsed() < self.timeout =>
+                {
                     let wait = backoff(tries);
                     tries += 1;
-                    warn!(cmd, error = %e, retry = tries, of = self.retries, ?wait, "node request failed, retrying");
+                    // Debug only: an outage is reported once by whoever keeps retrying.
+                    debug!(cmd, error = %e, retry = tries, of = self.retries, ?wait, "node request failed, retrying");
                     tokio::time::sleep(wait).await;
                 }
                 Err(e) => return Err(e),

@@ -1,0 +1,525 @@
+//! The storage node goes away under a real kernel mount (DESIGN.md §4 Errors): killed and
+//! restarted on the same repo and port (connections refused), or frozen with SIGSTOP
+//! (connections hang). Writes keep succeeding, nothing closed is lost, reads of content that
+//! is neither cached nor staged fail with `EIO` within a bound, and everything works again
+//! once the node is back.
+//!
+//! The mount talks to a node this test runs itself (the devnet stops when its own node
+//! dies); it holds a copy of the devnet node's keys, so the sNFT's BTNS name is published
+//! there and a remount resolves it from there.
+
+mod support;
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use support::{PXFS, TestDevnet, TestMount, generate_tree, tree_differences, wait_until};
+
+/// How long the node stays away: the outage of issue #6.
+const OUTAGE: Duration = Duration::from_secs(30);
+
+/// A `pxfs node` on a fixed port that the test can kill, restart, freeze and thaw.
+struct OutageNode {
+    repo: PathBuf,
+    listen: String,
+    child: Option<Child>,
+    frozen: bool,
+}
+
+impl OutageNode {
+    /// A node with a copy of the devnet node's keys (so it can publish the sNFT's name).
+    fn start(devnet: &TestDevnet) -> OutageNode {
+        let repo = devnet.dir.path().join("outage-node");
+        let keys = repo.join("keys");
+        std::fs::create_dir_all(&keys).unwrap();
+        for entry in std::fs::read_dir(devnet.dir.path().join("node/keys")).unwrap() {
+            let entry = entry.unwrap();
+            std::fs::copy(entry.path(), keys.join(entry.file_name())).unwrap();
+        }
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut node = OutageNode {
+            repo,
+            listen: format!("127.0.0.1:{port}"),
+            child: None,
+            frozen: false,
+        };
+        node.restart();
+        node
+    }
+
+    fn url(&self) -> String {
+        format!("http://{}", self.listen)
+    }
+
+    /// Starts the node on its repo and port; returns once it answers.
+    fn restart(&mut self) {
+        assert!(self.child.is_none(), "node already running");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.repo.with_extension("log"))
+            .unwrap();
+        let mut child = Command::new(PXFS)
+            .arg("node")
+            .arg("--repo")
+            .arg(&self.repo)
+            .arg("--listen")
+            .arg(&self.listen)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(log)
+            .spawn()
+            .expect("spawn pxfs node");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if line.starts_with("pxfs node listening on") {
+                    let _ = tx.send(());
+                }
+            }
+        });
+        self.child = Some(child);
+        assert!(
+            rx.recv_timeout(Duration::from_secs(60)).is_ok(),
+            "pxfs node did not start within 60 s (log: {})",
+            self.repo.with_extension("log").display()
+        );
+    }
+
+    /// SIGKILL: from now on connections are refused.
+    fn kill(&mut self) {
+        let mut child = self.child.take().expect("node running");
+        if self.frozen {
+            signal(&child, libc::SIGCONT);
+            self.frozen = false;
+        }
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+
+    /// SIGSTOP: connections are accepted by the kernel but never answered.
+    fn freeze(&mut self) {
+        signal(self.child.as_ref().expect("node running"), libc::SIGSTOP);
+        self.frozen = true;
+    }
+
+    fn thaw(&mut self) {
+        signal(self.child.as_ref().expect("node running"), libc::SIGCONT);
+        self.frozen = false;
+    }
+}
+
+impl Drop for OutageNode {
+    fn drop(&mut self) {
+        if self.child.is_some() {
+            self.kill();
+        }
+    }
+}
+
+fn signal(child: &Child, sig: i32) {
+    // SAFETY: kill(2) on our own child's pid.
+    let r = unsafe { libc::kill(child.id() as i32, sig) };
+    assert_eq!(r, 0, "kill({}, {sig})", child.id());
+}
+
+/// A config for the devnet's chain and `node`, with its own cache directory.
+fn config(
+    devnet: &TestDevnet,
+    node: &OutageNode,
+    name: &str,
+    timeout_secs: i64,
+    retries: i64,
+    staging_limit: Option<i64>,
+) -> (PathBuf, PathBuf) {
+    let text = std::fs::read_to_string(devnet.config()).unwrap();
+    let mut cfg: toml::Value = toml::from_str(&text).unwrap();
+    let cache = devnet.dir.path().join(format!("cache-{name}"));
+    cfg["node"]["api_url"] = toml::Value::String(node.url());
+    cfg["node"]["timeout_secs"] = toml::Value::Integer(timeout_secs);
+    cfg["node"]["retries"] = toml::Value::Integer(retries);
+    cfg["cache"]["dir"] = toml::Value::String(cache.display().to_string());
+    if let Some(limit) = staging_limit {
+        cfg["cache"]["staging_limit_bytes"] = toml::Value::Integer(limit);
+    }
+    let path = devnet.dir.path().join(format!("{name}.toml"));
+    std::fs::write(&path, toml::to_string(&cfg).unwrap()).unwrap();
+    (path, cache)
+}
+
+fn assert_same_tree(a: &Path, b: &Path) {
+    let diffs = tree_differences(a, b);
+    assert!(
+        diffs.is_empty(),
+        "{} differences, first: {:#?}",
+        diffs.len(),
+        &diffs[..diffs.len().min(10)]
+    );
+}
+
+fn count_files(dir: &Path) -> usize {
+    let mut n = 0;
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            match e.file_type() {
+                Ok(t) if t.is_dir() => stack.push(e.path()),
+                Ok(_) => n += 1,
+                Err(_) => {}
+            }
+        }
+    }
+    n
+}
+
+fn random_file(path: &Path, len: usize, seed: u64) -> Vec<u8> {
+    use rand::{RngCore, SeedableRng};
+    let mut data = vec![0u8; len];
+    rand::rngs::StdRng::seed_from_u64(seed).fill_bytes(&mut data);
+    std::fs::write(path, &data).unwrap();
+    data
+}
+
+/// Lines of the mount's log containing `needle`.
+fn log_lines(cache: &Path, needle: &str) -> Vec<String> {
+    std::fs::read_to_string(cache.join("mount.log"))
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.contains(needle))
+        .map(str::to_string)
+        .collect()
+}
+
+/// Waits for `child` to exit within `timeout`; kills it and panics otherwise.
+fn wait_exit(child: &mut Child, what: &str, timeout: Duration) -> std::process::Output {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if child.try_wait().unwrap().is_some() {
+            break;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("{what} did not finish within {timeout:?}");
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let mut out = std::process::Output {
+        status: child.wait().unwrap(),
+        stdout: Vec::new(),
+        stderr: Vec::new(),
+    };
+    if let Some(mut e) = child.stderr.take() {
+        let _ = std::io::Read::read_to_end(&mut e, &mut out.stderr);
+    }
+    out
+}
+
+/// Reads `path` expecting `EIO`; returns how long the failure took.
+fn read_fails_with_eio(path: &Path) -> Duration {
+    let started = Instant::now();
+    let err = std::fs::read(path).expect_err("read of unreachable content must fail");
+    let took = started.elapsed();
+    assert_eq!(
+        err.raw_os_error(),
+        Some(libc::EIO),
+        "read of {} failed with {err}",
+        path.display()
+    );
+    took
+}
+
+#[test]
+fn a_copy_survives_a_node_restart_mid_copy_and_reads_back_from_the_node() {
+    let devnet = TestDevnet::start(&[]);
+    let mut node = OutageNode::start(&devnet);
+    let src = tempfile::tempdir().unwrap();
+    generate_tree(src.path(), 6, 1500, 24 << 20);
+    for i in 0..4u64 {
+        random_file(
+            &src.path().join(format!("d{i}/mib-{i}.bin")),
+            (1 << 20) * (i as usize + 1) + 12_345,
+            100 + i,
+        );
+    }
+    let total = count_files(src.path());
+
+    let (cfg, cache) = config(&devnet, &node, "copy", 5, 4, None);
+    let mut mount = TestMount::mount(&cfg, &[]);
+    let dst = mount.token(devnet.token()).join("copy");
+    let mut cp = Command::new("cp")
+        .arg("-a")
+        .arg(format!("{}/.", src.path().display()))
+        .arg(&dst)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+
+    wait_until("the copy to get going", Duration::from_secs(120), || {
+        count_files(&dst) >= 100
+    });
+    node.kill();
+    let at_kill = count_files(&dst);
+    assert!(
+        cp.try_wait().unwrap().is_none(),
+        "the copy finished before the node was stopped"
+    );
+    std::thread::sleep(OUTAGE);
+    let at_restart = count_files(&dst);
+    node.restart();
+
+    let out = wait_exit(&mut cp, "cp -a", Duration::from_secs(600));
+    assert!(
+        out.status.success(),
+        "cp -a failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        at_restart > at_kill,
+        "writes stalled while the node was down ({at_kill} files at the kill, {at_restart} 30 s later)"
+    );
+    assert_same_tree(src.path(), &dst);
+
+    // Unmount drains the queue; then another cache must get everything from the node.
+    mount.unmount();
+    let outage_lines = log_lines(&cache, "storage node unreachable");
+    assert_eq!(
+        outage_lines.len(),
+        1,
+        "the outage is logged once, not per attempt: {outage_lines:#?}"
+    );
+    assert!(
+        !log_lines(&cache, "storage node reachable again").is_empty(),
+        "the end of the outage is logged"
+    );
+    let (fresh, _) = config(&devnet, &node, "copy-fresh", 5, 4, None);
+    let remount = TestMount::mount(&fresh, &[]);
+    let back = remount.token(devnet.token()).join("copy");
+    assert_eq!(count_files(&back), total);
+    assert_same_tree(src.path(), &back);
+}
+
+#[test]
+fn reads_of_content_not_cached_fail_with_eio_while_the_node_is_down_and_work_after() {
+    let devnet = TestDevnet::start(&[]);
+    let mut node = OutageNode::start(&devnet);
+    // 3 s timeout, 2 retries: fsync gives up after the node is down for 9 s.
+    let (cfg, _) = config(&devnet, &node, "write", 3, 2, None);
+    let mut mount = TestMount::mount(&cfg, &[]);
+    let dir = mount.token(devnet.token()).join("reads");
+    std::fs::create_dir(&dir).unwrap();
+    let a = random_file(&dir.join("a.bin"), 3 << 20, 1);
+    let b = random_file(&dir.join("b.bin"), (2 << 20) + 77, 2);
+    mount.unmount();
+
+    // Another cache: nothing of a.bin or b.bin is on this machine.
+    let (cfg, cache) = config(&devnet, &node, "read", 3, 2, None);
+    let mut mount = TestMount::mount(&cfg, &[]);
+    let dir = mount.token(devnet.token()).join("reads");
+    let names: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(names.len(), 2, "{names:?}");
+
+    // Killed: connections refused.
+    node.kill();
+    let took = read_fails_with_eio(&dir.join("a.bin"));
+    assert!(took < Duration::from_secs(60), "EIO took {took:?}");
+    // Metadata and new writes are local and keep working; staged content reads back.
+    assert_eq!(std::fs::metadata(dir.join("a.bin")).unwrap().len(), 3 << 20);
+    let during = random_file(&dir.join("during.bin"), 500_000, 3);
+    assert_eq!(std::fs::read(dir.join("during.bin")).unwrap(), during);
+    // fsync cannot put the file on the node: it fails within a bound, the data stays staged.
+    let synced = b"fsync during an outage\n".repeat(1000);
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .write(true)
+        .mode(0o644)
+        .open(dir.join("synced.txt"))
+        .unwrap();
+    f.write_all(&synced).unwrap();
+    let started = Instant::now();
+    let err = f.sync_all().expect_err("fsync while the node is down");
+    let took = started.elapsed();
+    assert_eq!(err.raw_os_error(), Some(libc::EIO), "fsync failed with {err}");
+    assert!(took < Duration::from_secs(120), "fsync took {took:?}");
+    drop(f);
+    assert_eq!(std::fs::read(dir.join("synced.txt")).unwrap(), synced);
+
+    node.restart();
+    assert_eq!(std::fs::read(dir.join("a.bin")).unwrap(), a);
+
+    // Frozen: connections hang; the timeout must still end the read.
+    node.freeze();
+    let took = read_fails_with_eio(&dir.join("b.bin"));
+    assert!(took < Duration::from_secs(60), "EIO took {took:?}");
+    // What was read before is cached and still served.
+    assert_eq!(std::fs::read(dir.join("a.bin")).unwrap(), a);
+    node.thaw();
+    assert_eq!(std::fs::read(dir.join("b.bin")).unwrap(), b);
+    assert!(
+        !log_lines(&cache, "storage node unreachable").is_empty(),
+        "the outage is in the log"
+    );
+
+    // Nothing written during the outage was lost, fsync'ed or not.
+    mount.unmount();
+    let (fresh, _) = config(&devnet, &node, "check", 3, 2, None);
+    let check = TestMount::mount(&fresh, &[]);
+    let dir = check.token(devnet.token()).join("reads");
+    assert_eq!(std::fs::read(dir.join("during.bin")).unwrap(), during);
+    assert_eq!(std::fs::read(dir.join("synced.txt")).unwrap(), synced);
+    assert_eq!(std::fs::read(dir.join("a.bin")).unwrap(), a);
+    assert_eq!(std::fs::read(dir.join("b.bin")).unwrap(), b);
+}
+
+#[test]
+fn writers_wait_at_the_staging_limit_while_the_node_is_frozen_and_resume_after() {
+    let devnet = TestDevnet::start(&[]);
+    let mut node = OutageNode::start(&devnet);
+    let src = tempfile::tempdir().unwrap();
+    for i in 0..12u64 {
+        random_file(&src.path().join(format!("part-{i:02}.bin")), 2 << 20, 50 + i);
+    }
+    // 4 MiB of staging; 5 s timeout and 11 retries: writers give up only after a minute.
+    let (cfg, cache) = config(&devnet, &node, "limit", 5, 11, Some(4 << 20));
+    let mut mount = TestMount::mount(&cfg, &[]);
+    let dst = mount.token(devnet.token()).join("parts");
+
+    node.freeze();
+    let mut cp = Command::new("cp")
+        .arg("-a")
+        .arg(format!("{}/.", src.path().display()))
+        .arg(&dst)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(OUTAGE);
+    // 24 MiB to local disk takes well under a second: a copy still running is waiting.
+    assert!(
+        cp.try_wait().unwrap().is_none(),
+        "the copy did not wait at the staging limit"
+    );
+    let staged = count_files(&dst);
+    assert!(staged < 12, "all {staged} files written past a 4 MiB limit");
+    let why = log_lines(&cache, "staging limit reached");
+    assert_eq!(why.len(), 1, "the wait is logged once at warn: {why:#?}");
+    assert!(why[0].contains("WARN"), "{}", why[0]);
+
+    node.thaw();
+    let out = wait_exit(&mut cp, "cp -a", Duration::from_secs(300));
+    assert!(
+        out.status.success(),
+        "cp -a failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_same_tree(src.path(), &dst);
+
+    mount.unmount();
+    let (fresh, _) = config(&devnet, &node, "limit-fresh", 5, 11, None);
+    let check = TestMount::mount(&fresh, &[]);
+    assert_same_tree(src.path(), &check.token(devnet.token()).join("parts"));
+}
+
+// The same decisions in the filesystem core, without a kernel, with a one-second grace.
+
+mod core {
+    use std::sync::Arc;
+    use std::time::{Duration, Instant};
+
+    use pxfs::fs::store::MemoryStore;
+    use pxfs::fs::{Fs, FsConfig, ROOT_INO, TokenInfo};
+
+    const RW: i32 = libc::O_RDWR;
+
+    async fn core(store: Arc<MemoryStore>, cache: &std::path::Path, staging_limit: u64) -> Fs {
+        let mut cfg = FsConfig::new(cache.to_path_buf());
+        cfg.single_token = true;
+        cfg.staging_limit = staging_limit;
+        cfg.outage_grace = Duration::from_secs(1);
+        let fs = Fs::new(cfg, store).unwrap();
+        fs.add_token(TokenInfo {
+            token_id: 7,
+            quota: 1 << 20,
+            overdue: false,
+            last_sync: 1,
+            sync_deadline: 2,
+            btns: Some("k51-token-7".into()),
+        })
+        .await
+        .unwrap();
+        fs
+    }
+
+    async fn read_all(fs: &Fs, name: &str) -> Vec<u8> {
+        let ino = fs.lookup(ROOT_INO, name).await.unwrap().ino;
+        let fh = fs.open(ino, libc::O_RDONLY).await.unwrap();
+        let data = fs.read(fh, 0, 1 << 20).await.unwrap().to_vec();
+        fs.release(fh).await.unwrap();
+        data
+    }
+
+    #[tokio::test]
+    async fn fsync_fails_with_eio_once_the_node_is_down_past_the_grace_and_the_data_stays() {
+        let store = Arc::new(MemoryStore::new());
+        let cache = tempfile::tempdir().unwrap();
+        let fs = core(store.clone(), cache.path(), u64::MAX).await;
+        store.set_offline(true);
+        let (_, fh) = fs.create(ROOT_INO, "f", 0o644, RW, 0, 0).await.unwrap();
+        fs.write(fh, 0, b"fsynced during an outage").await.unwrap();
+        let started = Instant::now();
+        let err = tokio::time::timeout(Duration::from_secs(60), fs.fsync(fh))
+            .await
+            .expect("fsync is bounded")
+            .expect_err("fsync cannot succeed while the node is down");
+        assert_eq!(err.errno(), libc::EIO, "{err}");
+        assert!(started.elapsed() >= Duration::from_secs(1));
+        fs.release(fh).await.unwrap();
+        assert_eq!(read_all(&fs, "f").await, b"fsynced during an outage");
+
+        store.set_offline(false);
+        fs.flush_all().await.unwrap();
+        fs.abort();
+        let other = tempfile::tempdir().unwrap();
+        let fs = core(store, other.path(), u64::MAX).await;
+        assert_eq!(read_all(&fs, "f").await, b"fsynced during an outage");
+    }
+
+    #[tokio::test]
+    async fn writers_at_the_staging_limit_get_enospc_once_the_node_is_down_past_the_grace() {
+        let store = Arc::new(MemoryStore::new());
+        let cache = tempfile::tempdir().unwrap();
+        let fs = core(store.clone(), cache.path(), 10).await;
+        store.set_offline(true);
+        let (_, fh) = fs.create(ROOT_INO, "a", 0o644, RW, 0, 0).await.unwrap();
+        fs.write(fh, 0, &[1; 20]).await.unwrap();
+        fs.release(fh).await.unwrap();
+        let (_, fh) = fs.create(ROOT_INO, "b", 0o644, RW, 0, 0).await.unwrap();
+        let err = tokio::time::timeout(Duration::from_secs(60), fs.write(fh, 0, b"x"))
+            .await
+            .expect("the wait is bounded")
+            .expect_err("no room while the node is down");
+        assert_eq!(err.errno(), libc::ENOSPC, "{err}");
+
+        store.set_offline(false);
+        let n = tokio::time::timeout(Duration::from_secs(30), fs.write(fh, 0, b"x"))
+            .await
+            .expect("writers go on once uploads catch up")
+            .unwrap();
+        assert_eq!(n, 1);
+        fs.release(fh).await.unwrap();
+        fs.flush_all().await.unwrap();
+        assert_eq!(read_all(&fs, "a").await, [1; 20]);
+    }
+}
