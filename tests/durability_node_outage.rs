@@ -352,7 +352,11 @@ fn reads_of_content_not_cached_fail_with_eio_while_the_node_is_down_and_work_aft
     let started = Instant::now();
     let err = f.sync_all().expect_err("fsync while the node is down");
     let took = started.elapsed();
-    assert_eq!(err.raw_os_error(), Some(libc::EIO), "fsync failed with {err}");
+    assert_eq!(
+        err.raw_os_error(),
+        Some(libc::EIO),
+        "fsync failed with {err}"
+    );
     assert!(took < Duration::from_secs(120), "fsync took {took:?}");
     drop(f);
     assert_eq!(std::fs::read(dir.join("synced.txt")).unwrap(), synced);
@@ -390,7 +394,11 @@ fn writers_wait_at_the_staging_limit_while_the_node_is_frozen_and_resume_after()
     let mut node = OutageNode::start(&devnet);
     let src = tempfile::tempdir().unwrap();
     for i in 0..12u64 {
-        random_file(&src.path().join(format!("part-{i:02}.bin")), 2 << 20, 50 + i);
+        random_file(
+            &src.path().join(format!("part-{i:02}.bin")),
+            2 << 20,
+            50 + i,
+        );
     }
     // 4 MiB of staging; 5 s timeout and 11 retries: writers give up only after a minute.
     let (cfg, cache) = config(&devnet, &node, "limit", 5, 11, Some(4 << 20));
