@@ -344,6 +344,7 @@ fn reads_of_content_not_cached_fail_with_eio_while_the_node_is_down_and_work_aft
     let synced = b"fsync during an outage\n".repeat(1000);
     let mut f = std::fs::OpenOptions::new()
         .create(true)
+        .truncate(true)
         .write(true)
         .mode(0o644)
         .open(dir.join("synced.txt"))
