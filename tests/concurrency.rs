@@ -349,11 +349,9 @@ fn worker(w: usize, mount: PathBuf, reference: PathBuf, deadline: Instant) -> us
                 let name = &files[rng.random_range(0..files.len())];
                 m.both("fsync own file", |r| rw(&r.join(name))?.sync_all());
             }
-            98..=99 => {
-                if rng.random_bool(0.3) {
-                    for f in &stripes {
-                        m.on_mount("fsync stripes", f.sync_data());
-                    }
+            98..=99 if rng.random_bool(0.3) => {
+                for f in &stripes {
+                    m.on_mount("fsync stripes", f.sync_data());
                 }
             }
             // The one appender, closing and reopening now and then.
