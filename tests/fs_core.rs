@@ -177,6 +177,8 @@ async fn unlinked_open_file_stays_usable_through_its_handle_until_close() {
     assert_eq!(&m.fs.read(fh, 0, 100).await.unwrap()[..], b"hello world");
     assert_eq!(m.fs.getattr(attr.ino).await.unwrap().nlink, 0);
     m.fs.release(fh).await.unwrap();
+    // Gone once the kernel drops the reference create gave it.
+    m.fs.forget(attr.ino, 1);
     assert_eq!(errno(m.fs.getattr(attr.ino).await), libc::ENOENT);
     m.fs.flush_all().await.unwrap();
     let m = m.remount().await;
@@ -591,13 +593,14 @@ async fn superseded_content_is_unpinned_after_the_commit() {
     m.fs.flush_all().await.unwrap();
     let f = m.fs.lookup(ROOT_INO, "f").await.unwrap().ino;
     let old = String::from_utf8(m.fs.getxattr(f, "user.pxfs.cid").await.unwrap()).unwrap();
-    m.write_file(ROOT_INO, "g", b"first version").await; // same content, same CID
+    let g = m.write_file(ROOT_INO, "g", b"first version").await; // same content, same CID
     let fh = m.fs.open(f, RW | libc::O_TRUNC).await.unwrap();
     m.fs.write(fh, 0, b"second").await.unwrap();
     m.fs.release(fh).await.unwrap();
     m.fs.flush_all().await.unwrap();
     assert!(m.store.is_pinned(&old), "still used by g");
     m.fs.unlink(ROOT_INO, "g").await.unwrap();
+    m.fs.forget(g, 1); // the kernel's reference from create
     m.fs.flush_all().await.unwrap();
     assert!(!m.store.is_pinned(&old));
 }
@@ -622,4 +625,74 @@ async fn writers_wait_while_staged_bytes_exceed_the_limit_and_resume_after_uploa
     store.set_offline(false);
     let done = tokio::time::timeout(std::time::Duration::from_secs(10), fs.write(fh, 0, b"x"));
     assert_eq!(done.await.unwrap().unwrap(), 1);
+}
+
+#[tokio::test]
+async fn a_file_replaced_by_rename_stays_readable_through_the_kernels_reference_until_forgotten() {
+    let m = mount(1 << 20).await;
+    // The kernel looked "a" up (create) and may still open that inode after another
+    // process renamed a new file over the name (its dentry raced the rename).
+    let old = m.write_file(ROOT_INO, "a", b"old content").await;
+    m.fs.flush_all().await.unwrap();
+    let old_cid = String::from_utf8(m.fs.getxattr(old, "user.pxfs.cid").await.unwrap()).unwrap();
+    m.write_file(ROOT_INO, "a.tmp", b"new content").await;
+    m.fs.rename(ROOT_INO, "a.tmp", ROOT_INO, "a", false, false)
+        .await
+        .unwrap();
+    m.fs.flush_all().await.unwrap();
+    assert!(m.store.is_pinned(&old_cid), "the kernel may still read it");
+    let fh = m.fs.open(old, libc::O_RDONLY).await.unwrap();
+    assert_eq!(&m.fs.read(fh, 0, 100).await.unwrap()[..], b"old content");
+    assert_eq!(m.fs.getattr(old).await.unwrap().nlink, 0);
+    m.fs.release(fh).await.unwrap();
+    assert_eq!(m.read_file(ROOT_INO, "a").await, b"new content");
+    assert_eq!(m.usage().await, 11, "the replaced file no longer counts");
+
+    m.fs.forget(old, 1);
+    assert_eq!(errno(m.fs.getattr(old).await), libc::ENOENT);
+    m.write_file(ROOT_INO, "next", b"a later commit").await;
+    m.fs.flush_all().await.unwrap();
+    assert!(
+        !m.store.is_pinned(&old_cid),
+        "unpinned after it was forgotten"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn racing_creates_without_o_excl_all_open_the_one_file() {
+    let m = mount(1 << 20).await;
+    let creates: Vec<_> = (0..8)
+        .map(|i| {
+            let fs = m.fs.clone();
+            tokio::spawn(async move {
+                let (attr, fh) = fs
+                    .create(ROOT_INO, "same", 0o644, RW | libc::O_CREAT, 0, 0)
+                    .await?;
+                fs.write(fh, i * 2, &[b'a' + i as u8; 2]).await?;
+                fs.release(fh).await?;
+                Ok::<_, FsError>(attr.ino)
+            })
+        })
+        .collect();
+    let mut inos = Vec::new();
+    for c in creates {
+        inos.push(c.await.unwrap().unwrap());
+    }
+    inos.dedup();
+    assert_eq!(inos.len(), 1, "one file for all: {inos:?}");
+    assert_eq!(
+        m.read_file(ROOT_INO, "same").await,
+        b"aabbccddeeffgghh".to_vec()
+    );
+    let exclusive =
+        m.fs.create(
+            ROOT_INO,
+            "same",
+            0o644,
+            RW | libc::O_CREAT | libc::O_EXCL,
+            0,
+            0,
+        )
+        .await;
+    assert_eq!(errno(exclusive), libc::EEXIST);
 }

@@ -120,13 +120,38 @@ impl Fs {
         check_name(name)?;
         self.ensure_loaded(parent).await?;
         let open = OpenMode::from_flags(flags);
-        let existing = self.tree().child(parent, name)?;
-        if let Some(ino) = existing {
+        loop {
+            if let Some(found) = self.create_new(parent, name, mode, open, uid, gid).await? {
+                return Ok(found);
+            }
+            // The name exists (maybe created a moment ago by a racing create): without
+            // O_EXCL, open(2) opens what is there.
             if open.exclusive {
                 return Err(FsError::Exists);
             }
+            let Some(ino) = self.tree().child(parent, name)? else {
+                continue; // unlinked again meanwhile: create it after all
+            };
             let fh = self.open(ino, flags).await?;
-            return Ok((self.getattr(ino).await?, fh));
+            let mut tree = self.tree();
+            let attr = tree.get(ino)?.attr(ino);
+            tree.remember(ino);
+            return Ok((attr, fh));
+        }
+    }
+
+    /// Create `parent/name` and open it; `None` if the name exists.
+    async fn create_new(
+        &self,
+        parent: Ino,
+        name: &str,
+        mode: u32,
+        open: OpenMode,
+        uid: u32,
+        gid: u32,
+    ) -> FsResult<Option<(Attr, u64)>> {
+        if self.tree().child(parent, name)?.is_some() {
+            return Ok(None);
         }
         let token = self.tree().token_of(parent)?;
         let session = Arc::new(StagedFile::create(&self.staging_dir(token))?);
@@ -150,12 +175,17 @@ impl Fs {
                 Default::default(),
             ) {
                 Ok(ino) => ino,
+                Err(FsError::Exists) => {
+                    session.remove();
+                    return Ok(None);
+                }
                 Err(e) => {
                     session.remove();
                     return Err(e);
                 }
             };
             tree.get_mut(ino)?.open_handles += 1;
+            tree.remember(ino);
             ino
         };
         let fh = self.new_handle(Handle {
@@ -164,7 +194,7 @@ impl Fs {
             append: open.append,
             session: true,
         });
-        Ok((self.getattr(ino).await?, fh))
+        Ok(Some((self.getattr(ino).await?, fh)))
     }
 
     /// Make sure `ino` has an open-for-write session; `truncate` empties it.

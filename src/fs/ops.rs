@@ -42,7 +42,7 @@ impl Fs {
             return Err(FsError::NameTooLong);
         }
         self.ensure_loaded(parent).await?;
-        let tree = self.tree();
+        let mut tree = self.tree();
         let ino = match name {
             "." => parent,
             ".." => tree
@@ -53,7 +53,15 @@ impl Fs {
                 .unwrap_or(ROOT_INO),
             _ => tree.child(parent, name)?.ok_or(FsError::NotFound)?,
         };
-        Ok(tree.get(ino)?.attr(ino))
+        let attr = tree.get(ino)?.attr(ino);
+        tree.remember(ino);
+        Ok(attr)
+    }
+
+    /// The kernel dropped `n` references to `ino` (FUSE `forget`); every call that
+    /// returns an entry (lookup, create, mkdir, symlink, link, readdirplus) took one.
+    pub fn forget(&self, ino: Ino, n: u64) {
+        self.tree().forget(ino, n);
     }
 
     pub async fn getattr(&self, ino: Ino) -> FsResult<Attr> {
@@ -158,6 +166,7 @@ impl Fs {
                 mtime_ns: meta.mtime_ns,
             },
         )?;
+        tree.remember(ino);
         Ok(tree.get(ino)?.attr(ino))
     }
 
@@ -193,6 +202,7 @@ impl Fs {
                 mtime_ns: meta.mtime_ns,
             },
         )?;
+        tree.remember(ino);
         Ok(tree.get(ino)?.attr(ino))
     }
 
@@ -264,6 +274,7 @@ impl Fs {
         tree.get_mut(ino)?.meta.ctime_ns = now_ns();
         let to = join(&tree.path_of(new_parent), new_name);
         self.journal(tree, token, Op::Link { from, to })?;
+        tree.remember(ino);
         Ok(tree.get(ino)?.attr(ino))
     }
 
@@ -304,8 +315,18 @@ impl Fs {
 
     /// Entries after `offset` (0 = from the start), `.` and `..` included.
     pub async fn readdir(&self, ino: Ino, offset: u64) -> FsResult<Vec<DirEntry>> {
+        self.list_dir(ino, offset, false).await
+    }
+
+    /// [`Fs::readdir`] where every entry but `.` and `..` counts as a lookup (FUSE
+    /// readdirplus); the caller forgets those it could not pass on.
+    pub async fn readdirplus(&self, ino: Ino, offset: u64) -> FsResult<Vec<DirEntry>> {
+        self.list_dir(ino, offset, true).await
+    }
+
+    async fn list_dir(&self, ino: Ino, offset: u64, plus: bool) -> FsResult<Vec<DirEntry>> {
         self.ensure_loaded(ino).await?;
-        let tree = self.tree();
+        let mut tree = self.tree();
         let dir = tree.get(ino)?;
         let parent = dir.links.first().map(|(p, _)| *p).unwrap_or(ino);
         let mut out = Vec::new();
@@ -327,6 +348,11 @@ impl Fs {
                 name: name.to_string(),
                 attr: inode.attr(child),
             });
+        }
+        if plus {
+            for e in out.iter().filter(|e| e.offset > 2) {
+                tree.remember(e.ino);
+            }
         }
         Ok(out)
     }

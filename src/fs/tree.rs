@@ -17,6 +17,10 @@ pub struct Tree {
     pub inodes: HashMap<Ino, Inode>,
     next_ino: Ino,
     pub tokens: BTreeMap<TokenId, TokenFs>,
+    /// The kernel's references (FUSE lookup counts) per inode. An inode the kernel still
+    /// knows stays valid after its last unlink (an `open` racing a rename over its name
+    /// must find it) until the kernel forgets it.
+    lookups: HashMap<Ino, u64>,
 }
 
 /// Reject names POSIX (or the manifest format) cannot hold.
@@ -39,6 +43,7 @@ impl Tree {
             inodes: HashMap::new(),
             next_ino: ROOT_INO + 1,
             tokens: BTreeMap::new(),
+            lookups: HashMap::new(),
         }
     }
 
@@ -237,12 +242,39 @@ impl Tree {
         Ok(ino)
     }
 
-    /// Drop an inode nothing refers to any more: no name, no open handle.
+    /// The kernel was handed a reference to `ino` (an entry reply). Journal replay at
+    /// mount goes through the same operations but hands the kernel nothing.
+    pub fn remember(&mut self, ino: Ino) {
+        let replaying = self
+            .inodes
+            .get(&ino)
+            .and_then(|i| i.token)
+            .and_then(|t| self.tokens.get(&t))
+            .is_some_and(|t| t.replaying);
+        if self.inodes.contains_key(&ino) && !replaying {
+            *self.lookups.entry(ino).or_default() += 1;
+        }
+    }
+
+    /// The kernel dropped `n` references to `ino`.
+    pub fn forget(&mut self, ino: Ino, n: u64) {
+        if let Some(count) = self.lookups.get_mut(&ino) {
+            *count = count.saturating_sub(n);
+            if *count == 0 {
+                self.lookups.remove(&ino);
+            }
+        }
+        self.forget_if_unused(ino);
+    }
+
+    /// Drop an inode nothing refers to any more: no name, no open handle, no kernel
+    /// reference.
     pub fn forget_if_unused(&mut self, ino: Ino) {
         let unused = self
             .inodes
             .get(&ino)
             .is_some_and(|i| i.links.is_empty() && i.open_handles == 0 && ino != ROOT_INO)
+            && !self.lookups.contains_key(&ino)
             && !self.is_token_root(ino);
         if !unused {
             return;

@@ -102,6 +102,11 @@ impl Filesystem for FuseFs {
         });
     }
 
+    /// fuser's default `batch_forget` calls this for each inode.
+    fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
+        self.fs.forget(ino.0, nlookup);
+    }
+
     fn getattr(&self, req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
         let fs = self.fs.clone();
         self.spawn(span("getattr", ino.0, req), async move {
@@ -458,12 +463,24 @@ impl Filesystem for FuseFs {
     ) {
         let fs = self.fs.clone();
         self.spawn(span("readdirplus", ino.0, req), async move {
-            match fs.readdir(ino.0, offset).await {
+            match fs.readdirplus(ino.0, offset).await {
                 Ok(entries) => {
+                    let mut full = false;
                     for e in entries {
-                        let a = attr::file_attr(&e.attr);
-                        if reply.add(INodeNo(e.ino), e.offset, &e.name, &TTL, &a, Generation(0)) {
-                            break;
+                        if !full {
+                            let a = attr::file_attr(&e.attr);
+                            full = reply.add(
+                                INodeNo(e.ino),
+                                e.offset,
+                                &e.name,
+                                &TTL,
+                                &a,
+                                Generation(0),
+                            );
+                        }
+                        // The kernel takes a reference only to entries it received.
+                        if full && e.name != "." && e.name != ".." {
+                            fs.forget(e.ino, 1);
                         }
                     }
                     reply.ok()
