@@ -3,9 +3,9 @@
 //! and sync state, `pxfs status` says that state is stale, the daemon warns once; restored,
 //! status is current again. A mount started without a reachable chain fails in one line.
 
-mod support;
 #[path = "support/proxy.rs"]
 mod proxy;
+mod support;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -22,7 +22,11 @@ fn now() -> u64 {
 }
 
 /// The devnet's config with `edit` applied, written to `dir/pxfs.toml`.
-fn config_with(devnet: &TestDevnet, dir: &Path, edit: impl FnOnce(&mut pxfs::config::Config)) -> PathBuf {
+fn config_with(
+    devnet: &TestDevnet,
+    dir: &Path,
+    edit: impl FnOnce(&mut pxfs::config::Config),
+) -> PathBuf {
     let mut cfg = pxfs::config::Config::load(Some(&devnet.config())).unwrap();
     edit(&mut cfg);
     let path = dir.join("pxfs.toml");
@@ -77,11 +81,18 @@ fn chain_outage_keeps_the_mount_serving_and_status_marks_it_stale() {
 
     chain.cut();
     // Stale, after several failed polls (so "once per outage" below means something).
-    wait_until("status to say the chain state is stale", Duration::from_secs(90), || {
-        let s = status(&cfg);
-        s["mounts"][0]["chain"]["stale"] == true
-            && s["mounts"][0]["chain"]["failed_polls"].as_u64().unwrap_or(0) >= 3
-    });
+    wait_until(
+        "status to say the chain state is stale",
+        Duration::from_secs(90),
+        || {
+            let s = status(&cfg);
+            s["mounts"][0]["chain"]["stale"] == true
+                && s["mounts"][0]["chain"]["failed_polls"]
+                    .as_u64()
+                    .unwrap_or(0)
+                    >= 3
+        },
+    );
     let s = status(&cfg);
     assert_eq!(s["chain"]["reachable"], false, "{s:#}");
     assert_eq!(s["mounts"][0]["chain"]["reachable"], false, "{s:#}");
@@ -122,12 +133,16 @@ fn chain_outage_keeps_the_mount_serving_and_status_marks_it_stale() {
 
     let restored_at = now();
     chain.restore();
-    wait_until("status to be current again", Duration::from_secs(60), || {
-        let s = status(&cfg);
-        s["chain"]["reachable"] == true
-            && s["tokens"][0]["stale"] == false
-            && s["mounts"][0]["chain"]["stale"] == false
-    });
+    wait_until(
+        "status to be current again",
+        Duration::from_secs(60),
+        || {
+            let s = status(&cfg);
+            s["chain"]["reachable"] == true
+                && s["tokens"][0]["stale"] == false
+                && s["mounts"][0]["chain"]["stale"] == false
+        },
+    );
     let s = status(&cfg);
     let polled = s["mounts"][0]["chain"]["last_poll"].as_u64().unwrap();
     assert!(
@@ -188,7 +203,10 @@ dir = "{}"
             .output()
             .unwrap();
         let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(!out.status.success(), "{extra:?}: mount succeeded: {stderr}");
+        assert!(
+            !out.status.success(),
+            "{extra:?}: mount succeeded: {stderr}"
+        );
         let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
         assert_eq!(lines.len(), 1, "{extra:?}: one line: {stderr}");
         assert!(

@@ -2,9 +2,9 @@
 //! a real devnet, a kernel mount whose node connection goes through a proxy the test cuts
 //! (so uploads stay pending for as long as the test needs, no timing involved).
 
-mod support;
 #[path = "support/proxy.rs"]
 mod proxy;
+mod support;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -80,7 +80,11 @@ fn status_json_shows_pending_uploads_commits_and_health_and_unmount_shows_the_dr
         .arg(&cfg)
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let _guard = Guard(mp.clone());
     let dir = mp.join(token.to_string());
 
@@ -88,7 +92,9 @@ fn status_json_shows_pending_uploads_commits_and_health_and_unmount_shows_the_dr
     let s = status(&cfg);
     assert_eq!(
         keys(&s),
-        ["chain", "chain_id", "contract", "mounts", "tokens", "wallet"]
+        [
+            "chain", "chain_id", "contract", "mounts", "tokens", "wallet"
+        ]
     );
     assert_eq!(keys(&s["chain"]), ["error", "reachable"]);
     let m = &s["mounts"][0];
@@ -109,13 +115,23 @@ fn status_json_shows_pending_uploads_commits_and_health_and_unmount_shows_the_dr
     );
     assert_eq!(
         keys(&m["chain"]),
-        ["failed_polls", "last_error", "last_error_at", "last_poll", "reachable", "stale"]
+        [
+            "failed_polls",
+            "last_error",
+            "last_error_at",
+            "last_poll",
+            "reachable",
+            "stale"
+        ]
     );
     assert_eq!(
         keys(&m["node"]),
         ["last_error", "last_error_at", "last_ok", "reachable"]
     );
-    assert_eq!(m["mountpoint"], mp.canonicalize().unwrap().to_str().unwrap());
+    assert_eq!(
+        m["mountpoint"],
+        mp.canonicalize().unwrap().to_str().unwrap()
+    );
     assert_eq!(m["state"], "mounted");
     assert_eq!(m["tokens"], serde_json::json!([token]));
     let t = &s["tokens"][0];
@@ -164,9 +180,11 @@ fn status_json_shows_pending_uploads_commits_and_health_and_unmount_shows_the_dr
         .sync_all()
         .unwrap();
     let root = xattr(&dir, "user.pxfs.root");
-    wait_until("status to show the committed root", Duration::from_secs(30), || {
-        status(&cfg)["tokens"][0]["mount"]["last_root"] == root.as_str()
-    });
+    wait_until(
+        "status to show the committed root",
+        Duration::from_secs(30),
+        || status(&cfg)["tokens"][0]["mount"]["last_root"] == root.as_str(),
+    );
     let s = status(&cfg);
     let t = &s["tokens"][0]["mount"];
     assert!(t["last_commit"].as_u64().unwrap() >= before_commit, "{s:#}");
@@ -174,19 +192,26 @@ fn status_json_shows_pending_uploads_commits_and_health_and_unmount_shows_the_dr
     assert_eq!(t["live_usage"], 100_000, "{s:#}");
     assert_eq!(t["files"], 1, "{s:#}");
     assert_eq!(t["node_reachable"], true, "{s:#}");
-    assert!(s["mounts"][0]["node"]["last_ok"].as_u64().is_some(), "{s:#}");
+    assert!(
+        s["mounts"][0]["node"]["last_ok"].as_u64().is_some(),
+        "{s:#}"
+    );
 
     // The node unreachable: a closed file stays pending, and status says so.
     node.cut();
     std::fs::write(dir.join("b.bin"), vec![b'b'; 300_000]).unwrap();
-    wait_until("status to show the pending upload", Duration::from_secs(60), || {
-        let s = status(&cfg);
-        let t = &s["tokens"][0]["mount"];
-        t["pending_uploads"] == 1
-            && t["pending_bytes"] == 300_000
-            && t["node_reachable"] == false
-            && s["mounts"][0]["pending_files"] == 1
-    });
+    wait_until(
+        "status to show the pending upload",
+        Duration::from_secs(60),
+        || {
+            let s = status(&cfg);
+            let t = &s["tokens"][0]["mount"];
+            t["pending_uploads"] == 1
+                && t["pending_bytes"] == 300_000
+                && t["node_reachable"] == false
+                && s["mounts"][0]["pending_files"] == 1
+        },
+    );
     let s = status(&cfg);
     assert!(s["mounts"][0]["node"]["last_error"].is_string(), "{s:#}");
     assert_eq!(s["tokens"][0]["mount"]["last_root"], root.as_str(), "{s:#}");
@@ -285,10 +310,7 @@ dir = "{}"
     .unwrap();
     let mp = work.path().join("mnt");
     std::fs::create_dir(&mp).unwrap();
-    for (opts, named) in [
-        ("allow_other,bogus", "`bogus`"),
-        ("token=abc", "token=abc"),
-    ] {
+    for (opts, named) in [("allow_other,bogus", "`bogus`"), ("token=abc", "token=abc")] {
         let out = Command::new(PXFS)
             .arg("mount")
             .arg(&mp)

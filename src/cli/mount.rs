@@ -449,10 +449,7 @@ async fn poll_chain(
         match tokio::time::timeout(POLL_TIMEOUT, poll_once(&fs, &chain, &only)).await {
             Ok(Ok(())) => health.polled(),
             Ok(Err(e)) => health.poll_failed(&format!("{e:#}")),
-            Err(_) => health.poll_failed(&format!(
-                "no answer within {} s",
-                POLL_TIMEOUT.as_secs()
-            )),
+            Err(_) => health.poll_failed(&format!("no answer within {} s", POLL_TIMEOUT.as_secs())),
         }
     }
 }

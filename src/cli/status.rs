@@ -184,7 +184,9 @@ pub async fn gather(cfg: &Config) -> anyhow::Result<StatusReport> {
         ),
         Err(e) => return Err(e),
     };
-    Ok(merge(wallet, chain_id, contract, chain_read, tokens, &mounts))
+    Ok(merge(
+        wallet, chain_id, contract, chain_read, tokens, &mounts,
+    ))
 }
 
 async fn read_chain(cfg: &Config) -> anyhow::Result<(Chain, Vec<TokenState>)> {
@@ -310,7 +312,10 @@ fn print_table(r: &StatusReport) {
         let node = if m.node.reachable {
             "ok".to_string()
         } else {
-            format!("DOWN ({})", m.node.last_error.as_deref().unwrap_or("no answer"))
+            format!(
+                "DOWN ({})",
+                m.node.last_error.as_deref().unwrap_or("no answer")
+            )
         };
         let chain = match (m.chain.stale, m.chain.last_poll) {
             (false, _) => "ok".to_string(),

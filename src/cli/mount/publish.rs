@@ -147,10 +147,7 @@ impl Publisher {
 
     /// `mounted` → `draining`: published at once.
     pub fn set_state(&self, state: &str) {
-        self.base
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .state = state.into();
+        self.base.lock().unwrap_or_else(|e| e.into_inner()).state = state.into();
         self.publish();
     }
 
