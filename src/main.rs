@@ -22,14 +22,7 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::from(1);
         }
     };
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_env("PXFS_LOG")
-                .or_else(|_| EnvFilter::try_from_default_env())
-                .unwrap_or_else(|_| EnvFilter::new("warn")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    init_logging(&cli);
     match pxfs::cli::run(cli) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
@@ -37,5 +30,29 @@ fn main() -> std::process::ExitCode {
             eprintln!("pxfs: {e:#}");
             std::process::ExitCode::FAILURE
         }
+    }
+}
+
+/// Logs to stderr, filtered by `PXFS_LOG` (else `RUST_LOG`) in `RUST_LOG` syntax
+/// (`pxfs=debug`, `pxfs::fuse=debug,warn`). Plain text: no colours unless stderr is a
+/// terminal that stays attached (a background mount writes to its log file), and no
+/// timestamps under systemd, where journald adds its own (`JOURNAL_STREAM` is set).
+fn init_logging(cli: &pxfs::cli::Cli) {
+    use std::io::IsTerminal;
+    let daemon = matches!(&cli.command, pxfs::cli::Command::Mount(_));
+    let background = matches!(&cli.command, pxfs::cli::Command::Mount(m) if !m.foreground);
+    // The daemon's own life (mounted, outages and recoveries) is worth the log by default.
+    let default = if daemon { "warn,pxfs=info" } else { "warn" };
+    let filter = EnvFilter::try_from_env("PXFS_LOG")
+        .or_else(|_| EnvFilter::try_from_default_env())
+        .unwrap_or_else(|_| EnvFilter::new(default));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal() && !background);
+    if std::env::var_os("JOURNAL_STREAM").is_some() {
+        builder.without_time().init();
+    } else {
+        builder.init();
     }
 }

@@ -79,14 +79,22 @@ async fn mint_then_status_lists_the_token_as_json() {
         [
             "btns_key",
             "last_sync",
+            "mount",
             "overdue",
             "quota",
+            "stale",
             "sync_deadline",
             "time_left",
             "token_id",
-            "usage"
+            "usage",
+            "used_percent"
         ]
     );
+    // Not mounted here: the chain's view, current.
+    assert!(t["mount"].is_null());
+    assert_eq!(t["stale"], false);
+    assert_eq!(v["mounts"], serde_json::json!([]));
+    assert_eq!(v["chain"]["reachable"], true);
     assert_eq!(t["token_id"], 1);
     assert_eq!(t["quota"], FREE_QUOTA);
     assert_eq!(t["usage"], 0);

@@ -49,13 +49,31 @@ async fn run_up(args: UpArgs) -> anyhow::Result<()> {
     let mut sigint = signal(SignalKind::interrupt())?;
 
     eprintln!("starting devnet in {}", args.dir.display());
-    let start = Devnet::up(DevnetOptions {
+    let (steps_tx, mut steps) = tokio::sync::mpsc::unbounded_channel();
+    let opts = DevnetOptions {
         dir: args.dir.clone(),
         sync_interval: args.sync_interval,
         quota: args.quota,
         mount: args.mount.clone(),
         oracle: !args.no_oracle,
+        steps: Some(steps_tx),
+    };
+    let total = opts.step_count();
+    let shown = tokio::spawn(async move {
+        let mut progress = super::progress::Progress::steps("devnet", total);
+        let mut n = 0;
+        while let Some(step) = steps.recv().await {
+            n += 1;
+            progress.step(n, total, step);
+        }
+        progress.finish(None);
     });
+    let start = async move {
+        let d = Devnet::up(opts).await;
+        // The sender is dropped with the options: the display finishes.
+        let _ = shown.await;
+        d
+    };
     // An interrupt during start-up must stop what already started: dropping the future
     // drops the children, which are killed on drop.
     let mut devnet = tokio::select! {

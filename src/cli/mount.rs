@@ -6,6 +6,8 @@
 //! In the background (the default) it forks before any runtime or thread exists; the
 //! parent returns only once the mount is usable, or fails with the child's reason.
 
+mod publish;
+
 use std::collections::BTreeSet;
 use std::io::{Read, Write};
 use std::os::fd::{FromRawFd, OwnedFd};
@@ -24,6 +26,10 @@ use crate::fs::node_store::NodeStore;
 use crate::fs::{Fs, FsConfig, TokenInfo};
 use crate::fuse::FuseFs;
 use crate::storage::NodeClient;
+use publish::{ChainHealth, Publisher};
+
+/// One chain poll (or the chain check at mount) gives up after this long.
+const POLL_TIMEOUT: Duration = Duration::from_secs(10);
 
 #[derive(Debug, Args)]
 pub struct MountArgs {
@@ -73,13 +79,7 @@ pub fn run(mut args: MountArgs) -> anyhow::Result<()> {
             args.mountpoint.display()
         );
     }
-    for o in args.options.iter().flat_map(|o| o.split(',')) {
-        match o {
-            "ro" => args.read_only = true,
-            "allow_other" => args.allow_other = true,
-            _ => {}
-        }
-    }
+    apply_options(&mut args)?;
     std::fs::create_dir_all(&cfg.cache.dir)
         .with_context(|| format!("cache directory {}", cfg.cache.dir.display()))?;
     if args.foreground {
@@ -92,6 +92,20 @@ pub fn run(mut args: MountArgs) -> anyhow::Result<()> {
         tracing::error!("{e:#}");
     }
     result
+}
+
+/// `-o OPTS`: the same options, checked the same way, as `mount.pxfs` and `fuse.pxfs`
+/// (an unknown option is an error naming it).
+fn apply_options(args: &mut MountArgs) -> anyhow::Result<()> {
+    let mut flags = super::fstab::MountFlags::default();
+    for o in &args.options {
+        super::fstab::parse_options(o, false, &mut flags)?;
+    }
+    args.tokens.extend(flags.tokens);
+    args.read_only |= flags.read_only;
+    args.allow_other |= flags.allow_other;
+    args.foreground |= flags.foreground;
+    Ok(())
 }
 
 /// Fork; the parent waits for the child's word and exits with it. Returns (in the child)
@@ -188,7 +202,7 @@ fn serve(args: &MountArgs, cfg: &Config, mut ready: Option<std::fs::File>) -> an
         .build()
         .context("tokio runtime")?;
     let prepared = rt.block_on(prepare(args, cfg));
-    let (fs, chain, mounted) = match prepared {
+    let (fs, chain, node, mounted) = match prepared {
         Ok(p) => p,
         Err(e) => {
             report(&mut ready, &format!("error: {e:#}\n"));
@@ -205,12 +219,6 @@ fn serve(args: &MountArgs, cfg: &Config, mut ready: Option<std::fs::File>) -> an
     ];
     if args.read_only {
         options.push(fuser::MountOption::RO);
-    }
-    for o in args.options.iter().flat_map(|o| o.split(',')) {
-        match o {
-            "" | "ro" | "rw" | "allow_other" | "default_permissions" => {}
-            other => options.push(fuser::MountOption::CUSTOM(other.to_string())),
-        }
     }
     let mut fuse_cfg = fuser::Config::default();
     fuse_cfg.mount_options = options;
@@ -249,6 +257,17 @@ fn serve(args: &MountArgs, cfg: &Config, mut ready: Option<std::fs::File>) -> an
         mounted,
         args.mountpoint.display()
     );
+    let poll_every = Duration::from_secs(cfg.chain.poll_interval_secs.max(1));
+    let chain_health = Arc::new(ChainHealth::new(poll_every));
+    let publisher = {
+        let _rt = rt.enter();
+        Arc::new(Publisher::new(
+            fs.clone(),
+            chain_health.clone(),
+            cfg,
+            &args.mountpoint,
+        ))
+    };
     report(&mut ready, "ok\n");
     notify_systemd("READY=1");
 
@@ -257,13 +276,18 @@ fn serve(args: &MountArgs, cfg: &Config, mut ready: Option<std::fs::File>) -> an
             fs.clone(),
             chain,
             args.tokens.clone(),
-            Duration::from_secs(cfg.chain.poll_interval_secs.max(1)),
+            poll_every,
+            chain_health.clone(),
         ));
+        let publishing = tokio::spawn(publisher.clone().run(node));
         let reason = wait_for_end(ended_rx).await;
         eprintln!("pxfs: {reason}: draining uploads and committing");
         notify_systemd("STOPPING=1");
+        publisher.set_state("draining");
         poller.abort();
-        drain(&fs).await
+        let drained = drain(&fs).await;
+        publishing.abort();
+        drained
     });
     // Unmount if we are the ones ending it (a signal); a no-op after an external unmount.
     if let Err(e) = unmounter.unmount() {
@@ -278,7 +302,9 @@ fn serve(args: &MountArgs, cfg: &Config, mut ready: Option<std::fs::File>) -> an
     if drained {
         rt.block_on(drain(&fs));
     }
+    publisher.publish();
     fs.abort();
+    publisher.remove();
     let _ = std::fs::remove_file(&pid_path);
     eprintln!("pxfs: unmounted {}", args.mountpoint.display());
     Ok(())
@@ -343,8 +369,17 @@ async fn drain(fs: &Fs) -> bool {
 }
 
 /// Connect to the chain and the node, build the core and load the sNFTs to mount.
-async fn prepare(args: &MountArgs, cfg: &Config) -> anyhow::Result<(Fs, Chain, Vec<u64>)> {
-    let chain = Chain::connect(&cfg.chain).await?;
+async fn prepare(
+    args: &MountArgs,
+    cfg: &Config,
+) -> anyhow::Result<(Fs, Chain, NodeClient, Vec<u64>)> {
+    let chain = match tokio::time::timeout(POLL_TIMEOUT * 3, Chain::connect(&cfg.chain)).await {
+        Ok(c) => c?,
+        Err(_) => bail!(
+            "cannot reach the chain RPC: no answer within {} s",
+            (POLL_TIMEOUT * 3).as_secs()
+        ),
+    };
     let client = NodeClient::new(&cfg.node).context("node client")?;
     client
         .version()
@@ -368,7 +403,7 @@ async fn prepare(args: &MountArgs, cfg: &Config) -> anyhow::Result<(Fs, Chain, V
     )
     .context("chunk cache")?;
     let store = NodeStore::new(
-        client,
+        client.clone(),
         cache,
         cfg.chain.chain_id,
         cfg.chain.contract.clone(),
@@ -389,7 +424,7 @@ async fn prepare(args: &MountArgs, cfg: &Config) -> anyhow::Result<(Fs, Chain, V
             .await
             .with_context(|| format!("sNFT {id}"))?;
     }
-    Ok((fs, chain, wanted))
+    Ok((fs, chain, client, wanted))
 }
 
 fn token_info(s: &TokenState) -> TokenInfo {
@@ -404,41 +439,56 @@ fn token_info(s: &TokenState) -> TokenInfo {
 }
 
 /// Follow the chain: tokens minted to or transferred away from the wallet appear and
-/// disappear; quota and sync state stay current (by chain time).
-async fn poll_chain(fs: Fs, chain: Chain, only: Vec<u64>, every: Duration) {
+/// disappear; quota and sync state stay current (by chain time). While the chain does not
+/// answer, the mount keeps the last known state and `health` marks it stale.
+async fn poll_chain(
+    fs: Fs,
+    chain: Chain,
+    only: Vec<u64>,
+    every: Duration,
+    health: Arc<ChainHealth>,
+) {
     loop {
         tokio::time::sleep(every).await;
-        let owned = match chain.owned_tokens().await {
-            Ok(o) => o,
-            Err(e) => {
-                tracing::warn!(error = %e, "chain poll failed");
-                continue;
-            }
-        };
-        let wanted: Vec<u64> = owned
-            .into_iter()
-            .filter(|t| only.is_empty() || only.contains(t))
-            .collect();
-        for t in fs.tokens() {
-            if !wanted.contains(&t) {
-                tracing::info!(token = t, "sNFT no longer owned; hiding it");
-                fs.remove_token(t);
-            }
-        }
-        let mounted = fs.tokens();
-        for id in wanted {
-            let state = match chain.token(id).await {
-                Ok(s) => s,
-                Err(e) => {
-                    tracing::warn!(token = id, error = %e, "cannot read sNFT state");
-                    continue;
-                }
-            };
-            if mounted.contains(&id) {
-                fs.update_token(token_info(&state));
-            } else if let Err(e) = fs.add_token(token_info(&state)).await {
-                tracing::warn!(token = id, error = %e, "cannot mount new sNFT");
-            }
+        match tokio::time::timeout(POLL_TIMEOUT, poll_once(&fs, &chain, &only)).await {
+            Ok(Ok(())) => health.polled(),
+            Ok(Err(e)) => health.poll_failed(&format!("{e:#}")),
+            Err(_) => health.poll_failed(&format!("no answer within {} s", POLL_TIMEOUT.as_secs())),
         }
     }
+}
+
+/// One poll: read what the wallet owns and each wanted token's state, then apply it.
+/// Nothing is applied unless every read succeeded.
+async fn poll_once(fs: &Fs, chain: &Chain, only: &[u64]) -> anyhow::Result<()> {
+    let owned = chain.owned_tokens().await?;
+    let wanted: Vec<u64> = owned
+        .into_iter()
+        .filter(|t| only.is_empty() || only.contains(t))
+        .collect();
+    let mut states = Vec::with_capacity(wanted.len());
+    for id in &wanted {
+        states.push(
+            chain
+                .token(*id)
+                .await
+                .with_context(|| format!("sNFT {id}"))?,
+        );
+    }
+    for t in fs.tokens() {
+        if !wanted.contains(&t) {
+            tracing::info!(token = t, "sNFT no longer owned; hiding it");
+            fs.remove_token(t);
+        }
+    }
+    let mounted = fs.tokens();
+    for state in states {
+        let id = state.token_id;
+        if mounted.contains(&id) {
+            fs.update_token(token_info(&state));
+        } else if let Err(e) = fs.add_token(token_info(&state)).await {
+            tracing::warn!(token = id, error = %e, "cannot mount new sNFT");
+        }
+    }
+    Ok(())
 }

@@ -1,12 +1,23 @@
-//! `pxfs status`: the wallet's sNFTs with quota, usage and sync state, as a table or JSON.
+//! `pxfs status`: the wallet's sNFTs with quota, usage and sync state from the chain,
+//! merged with what running mounts of the same config publish (pending uploads, last
+//! commit, node and chain health). As a table, `--json`, or refreshed with `--watch`.
+//!
+//! With the chain unreachable, a running mount's last known state is shown, marked stale.
 
-use anyhow::Context;
+use std::collections::BTreeMap;
+use std::io::IsTerminal;
+use std::time::Duration;
+
 use clap::Args;
 use serde::Serialize;
 
 use super::ConfigArg;
+use super::mount_status::{self, ChainReport, MountStatus, MountedToken, NodeReport};
 use crate::chain::{Chain, TokenId, TokenState};
 use crate::config::Config;
+
+/// The chain read gives up after this long (a running mount's data is shown instead).
+const CHAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
 #[derive(Debug, Args)]
 pub struct StatusArgs {
@@ -15,46 +26,170 @@ pub struct StatusArgs {
     /// Print JSON instead of a table
     #[arg(long)]
     pub json: bool,
+    /// Refresh every SECS seconds (default 2) until interrupted
+    #[arg(
+        long,
+        value_name = "SECS",
+        num_args = 0..=1,
+        default_missing_value = "2"
+    )]
+    pub watch: Option<u64>,
 }
 
 /// The `--json` document; field names are a stable interface for scripts.
 #[derive(Debug, Serialize)]
-struct StatusReport {
-    wallet: String,
-    chain_id: u64,
-    contract: String,
-    tokens: Vec<TokenReport>,
+pub struct StatusReport {
+    pub wallet: String,
+    pub chain_id: u64,
+    pub contract: String,
+    /// This command's own read of the chain.
+    pub chain: ChainRead,
+    /// Mounts of this config's sNFTs running on this machine.
+    pub mounts: Vec<MountReport>,
+    pub tokens: Vec<TokenReport>,
 }
 
 #[derive(Debug, Serialize)]
-struct TokenReport {
-    token_id: TokenId,
-    quota: u64,
-    usage: u64,
-    last_sync: u64,
-    sync_deadline: u64,
-    time_left: u64,
-    overdue: bool,
-    btns_key: Option<String>,
+pub struct ChainRead {
+    pub reachable: bool,
+    pub error: Option<String>,
 }
 
-impl From<&TokenState> for TokenReport {
-    fn from(t: &TokenState) -> Self {
-        TokenReport {
-            token_id: t.token_id,
-            quota: t.quota,
-            usage: t.usage,
-            last_sync: t.last_sync,
-            sync_deadline: t.sync_deadline,
-            time_left: t.seconds_left(),
-            overdue: t.overdue,
-            btns_key: t.btns_key.clone(),
-        }
-    }
+#[derive(Debug, Serialize)]
+pub struct MountReport {
+    pub mountpoint: String,
+    pub pid: u32,
+    /// `mounted` or `draining`.
+    pub state: String,
+    pub started_at: u64,
+    pub updated_at: u64,
+    pub pending_files: u64,
+    pub pending_bytes: u64,
+    pub tokens: Vec<TokenId>,
+    pub node: NodeReport,
+    pub chain: ChainReport,
+}
+
+#[derive(Debug, Serialize)]
+pub struct TokenReport {
+    pub token_id: TokenId,
+    pub quota: u64,
+    /// Usage as last synced on-chain (the mount's copy while the chain is unreachable).
+    pub usage: u64,
+    /// Live usage (a mount's, with what is staged) if mounted, else `usage`, in % of quota.
+    pub used_percent: u64,
+    pub last_sync: u64,
+    pub sync_deadline: u64,
+    pub time_left: u64,
+    pub overdue: bool,
+    pub btns_key: Option<String>,
+    /// Quota and sync state are last known, not current (the chain is not answering).
+    pub stale: bool,
+    /// What a running mount knows about this token; `null` when it is not mounted.
+    pub mount: Option<TokenMountReport>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct TokenMountReport {
+    pub mountpoint: String,
+    /// Committed and staged file bytes.
+    pub live_usage: u64,
+    pub files: u64,
+    pub pending_uploads: u64,
+    pub pending_bytes: u64,
+    pub last_commit: Option<u64>,
+    pub last_root: Option<String>,
+    pub usage_doc: Option<String>,
+    pub read_only: bool,
+    pub node_reachable: bool,
+    pub chain_stale: bool,
+    pub chain_last_poll: Option<u64>,
 }
 
 pub async fn run(args: StatusArgs) -> anyhow::Result<()> {
     let cfg = Config::load(args.config.config.as_deref())?;
+    let Some(every) = args.watch else {
+        let report = gather(&cfg).await?;
+        print(&report, args.json)?;
+        return Ok(());
+    };
+    let every = Duration::from_secs(every.max(1));
+    let terminal = std::io::stdout().is_terminal();
+    loop {
+        let report = gather(&cfg).await;
+        if terminal {
+            // Clear the screen and go home, like watch(1).
+            print!("\x1b[2J\x1b[H");
+        }
+        match report {
+            Ok(r) => print(&r, args.json)?,
+            Err(e) => println!("pxfs: {e:#}"),
+        }
+        if !terminal && !args.json {
+            println!();
+        }
+        use std::io::Write;
+        std::io::stdout().flush()?;
+        tokio::time::sleep(every).await;
+    }
+}
+
+fn print(report: &StatusReport, json: bool) -> anyhow::Result<()> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(report)?);
+    } else {
+        print_table(report);
+    }
+    Ok(())
+}
+
+/// Read the chain (bounded) and the running mounts, and merge them.
+pub async fn gather(cfg: &Config) -> anyhow::Result<StatusReport> {
+    let mounts: Vec<MountStatus> = mount_status::running(&cfg.cache.dir)
+        .into_iter()
+        .filter(|m| {
+            m.chain_id == cfg.chain.chain_id
+                && m.contract == cfg.chain.contract.trim().to_lowercase()
+                && m.wallet == cfg.chain.wallet.trim().to_lowercase()
+        })
+        .collect();
+    let chain = match tokio::time::timeout(CHAIN_TIMEOUT, read_chain(cfg)).await {
+        Ok(r) => r,
+        Err(_) => Err(anyhow::anyhow!(
+            "cannot reach the chain RPC: no answer within {} s",
+            CHAIN_TIMEOUT.as_secs()
+        )),
+    };
+    let (wallet, chain_id, contract, chain_read, tokens) = match chain {
+        Ok((chain, tokens)) => (
+            chain.wallet().to_checksum(None),
+            chain.chain_id(),
+            chain.contract().to_checksum(None),
+            ChainRead {
+                reachable: true,
+                error: None,
+            },
+            Some(tokens),
+        ),
+        // Without the chain, a running mount still knows the last state.
+        Err(e) if !mounts.is_empty() => (
+            cfg.chain.wallet.clone(),
+            cfg.chain.chain_id,
+            cfg.chain.contract.clone(),
+            ChainRead {
+                reachable: false,
+                error: Some(format!("{e:#}")),
+            },
+            None,
+        ),
+        Err(e) => return Err(e),
+    };
+    Ok(merge(
+        wallet, chain_id, contract, chain_read, tokens, &mounts,
+    ))
+}
+
+async fn read_chain(cfg: &Config) -> anyhow::Result<(Chain, Vec<TokenState>)> {
     let chain = Chain::connect(&cfg.chain).await?;
     let mut tokens = Vec::new();
     for id in chain.owned_tokens().await? {
@@ -62,21 +197,107 @@ pub async fn run(args: StatusArgs) -> anyhow::Result<()> {
             chain
                 .token(id)
                 .await
-                .with_context(|| format!("token {id}"))?,
+                .map_err(|e| anyhow::anyhow!("token {id}: {e}"))?,
         );
     }
-    let report = StatusReport {
-        wallet: chain.wallet().to_checksum(None),
-        chain_id: chain.chain_id(),
-        contract: chain.contract().to_checksum(None),
-        tokens: tokens.iter().map(TokenReport::from).collect(),
-    };
-    if args.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
-    } else {
-        print_table(&report);
+    Ok((chain, tokens))
+}
+
+fn merge(
+    wallet: String,
+    chain_id: u64,
+    contract: String,
+    chain: ChainRead,
+    from_chain: Option<Vec<TokenState>>,
+    mounts: &[MountStatus],
+) -> StatusReport {
+    // The first mount that serves a token speaks for it.
+    let mut mounted: BTreeMap<TokenId, (&MountStatus, &MountedToken)> = BTreeMap::new();
+    for m in mounts {
+        for t in &m.tokens {
+            mounted.entry(t.token_id).or_insert((m, t));
+        }
     }
-    Ok(())
+    let mount_part = |id: TokenId| {
+        mounted.get(&id).map(|(m, t)| TokenMountReport {
+            mountpoint: m.mountpoint.display().to_string(),
+            live_usage: t.usage,
+            files: t.files,
+            pending_uploads: t.pending_uploads,
+            pending_bytes: t.pending_bytes,
+            last_commit: t.last_commit,
+            last_root: t.last_root.clone(),
+            usage_doc: t.usage_doc.clone(),
+            read_only: t.read_only,
+            node_reachable: m.node.reachable,
+            chain_stale: m.chain.stale,
+            chain_last_poll: m.chain.last_poll,
+        })
+    };
+    let percent = |used: u64, quota: u64| match quota {
+        0 => 0,
+        q => (u128::from(used) * 100 / u128::from(q)) as u64,
+    };
+    let tokens: Vec<TokenReport> = match from_chain {
+        Some(states) => states
+            .iter()
+            .map(|t| {
+                let mount = mount_part(t.token_id);
+                let live = mount.as_ref().map_or(t.usage, |m| m.live_usage);
+                TokenReport {
+                    token_id: t.token_id,
+                    quota: t.quota,
+                    usage: t.usage,
+                    used_percent: percent(live, t.quota),
+                    last_sync: t.last_sync,
+                    sync_deadline: t.sync_deadline,
+                    time_left: t.seconds_left(),
+                    overdue: t.overdue,
+                    btns_key: t.btns_key.clone(),
+                    stale: false,
+                    mount,
+                }
+            })
+            .collect(),
+        None => mounted
+            .iter()
+            .map(|(id, (_, t))| TokenReport {
+                token_id: *id,
+                quota: t.quota,
+                usage: t.usage,
+                used_percent: percent(t.usage, t.quota),
+                last_sync: t.last_sync,
+                sync_deadline: t.sync_deadline,
+                time_left: t.sync_deadline.saturating_sub(mount_status::now()),
+                overdue: t.overdue,
+                btns_key: t.btns_key.clone(),
+                stale: true,
+                mount: mount_part(*id),
+            })
+            .collect(),
+    };
+    StatusReport {
+        wallet,
+        chain_id,
+        contract,
+        chain,
+        mounts: mounts
+            .iter()
+            .map(|m| MountReport {
+                mountpoint: m.mountpoint.display().to_string(),
+                pid: m.pid,
+                state: m.state.clone(),
+                started_at: m.started_at,
+                updated_at: m.updated_at,
+                pending_files: m.pending_files,
+                pending_bytes: m.pending_bytes,
+                tokens: m.tokens.iter().map(|t| t.token_id).collect(),
+                node: m.node.clone(),
+                chain: m.chain.clone(),
+            })
+            .collect(),
+        tokens,
+    }
 }
 
 fn print_table(r: &StatusReport) {
@@ -84,34 +305,84 @@ fn print_table(r: &StatusReport) {
         "wallet {} on chain {}, contract {}",
         r.wallet, r.chain_id, r.contract
     );
+    if let Some(e) = &r.chain.error {
+        println!("chain: UNREACHABLE ({e}); showing the mounts' last known state");
+    }
+    for m in &r.mounts {
+        let node = if m.node.reachable {
+            "ok".to_string()
+        } else {
+            format!(
+                "DOWN ({})",
+                m.node.last_error.as_deref().unwrap_or("no answer")
+            )
+        };
+        let chain = match (m.chain.stale, m.chain.last_poll) {
+            (false, _) => "ok".to_string(),
+            (true, Some(t)) => format!("STALE since {}", utc(t)),
+            (true, None) => "STALE".to_string(),
+        };
+        println!(
+            "mount {} (pid {}, {}): {} file(s), {} to upload; node {node}; chain {chain}",
+            m.mountpoint,
+            m.pid,
+            m.state,
+            m.pending_files,
+            human_bytes(m.pending_bytes),
+        );
+    }
     if r.tokens.is_empty() {
         println!("no sNFTs; mint one with `pxfs mint --package 0`");
         return;
     }
     println!(
-        "{:>8}  {:>10}  {:>10}  {:>5}  {:>20}  {:>12}  {:<8}  btns key",
-        "token", "quota", "usage", "used", "sync deadline (UTC)", "time left", "state"
+        "{:>8}  {:>10}  {:>10}  {:>5}  {:>16}  {:>19}  {:>20}  {:>12}  {:<8}  {:<6}  {:<6}  btns key",
+        "token",
+        "quota",
+        "used",
+        "%",
+        "pending uploads",
+        "last commit (UTC)",
+        "sync deadline (UTC)",
+        "time left",
+        "state",
+        "node",
+        "chain"
     );
     for t in &r.tokens {
-        let used = match t.quota {
-            0 => 0,
-            q => (u128::from(t.usage) * 100 / u128::from(q)) as u64,
+        let used = t.mount.as_ref().map_or(t.usage, |m| m.live_usage);
+        let (pending, commit, node) = match &t.mount {
+            Some(m) => (
+                format!("{} ({})", m.pending_uploads, human_bytes(m.pending_bytes)),
+                m.last_commit.map_or("-".to_string(), utc),
+                if m.node_reachable { "ok" } else { "DOWN" },
+            ),
+            None => ("-".to_string(), "-".to_string(), "-"),
+        };
+        let chain = if t.stale || t.mount.as_ref().is_some_and(|m| m.chain_stale) {
+            "STALE"
+        } else {
+            "ok"
         };
         println!(
-            "{:>8}  {:>10}  {:>10}  {:>4}%  {:>20}  {:>12}  {:<8}  {}",
+            "{:>8}  {:>10}  {:>10}  {:>4}%  {:>16}  {:>19}  {:>20}  {:>12}  {:<8}  {:<6}  {:<6}  {}",
             t.token_id,
             human_bytes(t.quota),
-            human_bytes(t.usage),
-            used,
+            human_bytes(used),
+            t.used_percent,
+            pending,
+            commit,
             utc(t.sync_deadline),
             human_duration(t.time_left),
             if t.overdue { "OVERDUE" } else { "ok" },
+            node,
+            chain,
             t.btns_key.as_deref().unwrap_or("-"),
         );
     }
 }
 
-fn human_bytes(n: u64) -> String {
+pub(crate) fn human_bytes(n: u64) -> String {
     const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
     let mut v = n as f64;
     let mut unit = 0;

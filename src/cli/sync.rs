@@ -70,7 +70,7 @@ pub async fn run(args: SyncArgs) -> anyhow::Result<()> {
 
     let started = Instant::now();
     let timeout = Duration::from_secs(args.timeout);
-    let mut next_note = Duration::from_secs(5);
+    let mut progress = super::progress::Progress::spinner("sync");
     loop {
         let head = chain.block_number().await?;
         let events = chain.events(from_block, head).await?;
@@ -83,6 +83,7 @@ pub async fn run(args: SyncArgs) -> anyhow::Result<()> {
             _ => None,
         });
         if let Some((usage, root)) = synced {
+            progress.finish(None);
             let state = chain.token(args.token).await?;
             println!(
                 "synced token {}: usage {} bytes, root {}, next deadline {} (in {})",
@@ -96,15 +97,13 @@ pub async fn run(args: SyncArgs) -> anyhow::Result<()> {
         }
         let waited = started.elapsed();
         if waited > timeout {
+            progress.finish(None);
             anyhow::bail!(
                 "no answer from the oracle within {} s; is `pxfs oracle` (or the Chainlink job) running? The request stays open: check `pxfs status` later",
                 args.timeout
             );
         }
-        if waited >= next_note {
-            eprintln!("waiting for the oracle ({} s)", waited.as_secs());
-            next_note += Duration::from_secs(5);
-        }
+        progress.waiting("waiting for the oracle's answer on chain", waited);
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
 }

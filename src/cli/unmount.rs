@@ -54,16 +54,28 @@ pub async fn run(args: UnmountArgs) -> anyhow::Result<()> {
     let Some(pid) = pid else {
         return Ok(());
     };
-    let mut waited = 0u64;
+    wait_for_drain(pid, &mountpoint).await;
+    Ok(())
+}
+
+/// Wait for the daemon to exit, showing its drain progress (files and bytes left) from
+/// the status file it publishes.
+async fn wait_for_drain(pid: i32, mountpoint: &Path) {
+    let link = super::mount_status::status_link(mountpoint);
+    let mut progress = super::progress::Progress::bytes("draining");
+    let mut total = 0u64;
     // SAFETY: kill with signal 0 only checks that the process exists.
     while unsafe { libc::kill(pid, 0) } == 0 {
-        if waited > 0 && waited.is_multiple_of(10) {
-            eprintln!("pxfs: waiting for the daemon (pid {pid}) to finish uploading");
+        if let Some(s) = super::mount_status::read(&link).filter(|s| s.pid as i32 == pid) {
+            total = total.max(s.pending_bytes);
+            progress.bytes_left(total, s.pending_bytes, s.pending_files);
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
-        waited += 1;
     }
-    Ok(())
+    progress.finish(Some(&format!(
+        "uploaded and committed; {} unmounted",
+        mountpoint.display()
+    )));
 }
 
 /// Processes with a working directory, root or open file under `mountpoint`: (pid, name).

@@ -82,6 +82,21 @@ pub struct DevnetOptions {
     pub mount: Option<PathBuf>,
     /// Run `pxfs oracle` as a child (off when a real Chainlink node answers instead).
     pub oracle: bool,
+    /// Told the name of each start-up step as it begins (for a progress display).
+    pub steps: Option<tokio::sync::mpsc::UnboundedSender<&'static str>>,
+}
+
+impl DevnetOptions {
+    /// How many steps [`Devnet::up`] reports with these options.
+    pub fn step_count(&self) -> u64 {
+        5 + u64::from(self.oracle) + u64::from(self.mount.is_some())
+    }
+
+    fn step(&self, name: &'static str) {
+        if let Some(tx) = &self.steps {
+            let _ = tx.send(name);
+        }
+    }
 }
 
 /// The running devnet; its children stop when it is stopped or dropped.
@@ -165,10 +180,12 @@ impl Devnet {
         // Chain: anvil mining a block every second, so chain time moves like a real chain.
         // Spawned from this runtime thread, not a blocking-pool thread: the parent-death
         // signal fires when the spawning *thread* exits, and pool threads come and go.
+        opts.step("starting anvil");
         let anvil = Anvil::spawn_with(&["--block-time", "1"])?;
         let rpc_url = anvil.url();
 
         // Storage node.
+        opts.step("starting pxfs node");
         let mut cmd = std::process::Command::new(&exe);
         cmd.arg("node")
             .arg("--repo")
@@ -183,6 +200,7 @@ impl Devnet {
         .await?;
         let client = crate::storage::NodeClient::from_url(&node_url, "/api/v0");
 
+        opts.step("deploying LinkToken, Operator and PxStorageNFT");
         let deployment = crate::chain::deploy::deploy_devnet(
             &rpc_url,
             DEV_WALLET_KEY,
@@ -237,6 +255,7 @@ impl Devnet {
         .map_err(dir_err(&env_file))?;
 
         // One sNFT with a BTNS key and an initial (empty) usage document.
+        opts.step("minting an sNFT with a BTNS key");
         let chain = crate::chain::Chain::connect_with_key(&config.chain, DEV_WALLET_KEY).await?;
         let key_name = crate::usage::new_key_name();
         let key = client.key_gen(&key_name).await?;
@@ -265,6 +284,7 @@ impl Devnet {
             updated_at: state.chain_time,
             prev: None,
         };
+        opts.step("publishing its first usage document");
         crate::usage::publish(&client, &key_name, &doc).await?;
 
         let mut info = DevnetInfo {
@@ -286,6 +306,7 @@ impl Devnet {
 
         // The Chainlink node's job, answering sync requests with the oracle account.
         let oracle = if opts.oracle {
+            opts.step("starting pxfs oracle");
             let mut cmd = std::process::Command::new(&exe);
             cmd.arg("oracle")
                 .arg("--config")
@@ -311,6 +332,7 @@ impl Devnet {
             mount: None,
         };
         if let Some(mp) = &opts.mount {
+            opts.step("mounting");
             std::fs::create_dir_all(mp).map_err(dir_err(mp))?;
             let mut cmd = std::process::Command::new(&exe);
             cmd.arg("mount")

@@ -254,6 +254,7 @@ impl Fs {
             };
             let delete: HashSet<PathBuf> = t.journal.committed(&state)?.into_iter().collect();
             t.committed = state;
+            t.last_commit = Some(std::time::SystemTime::now());
             let fully_loaded = t.unloaded_dirs == 0;
             let mut live = HashSet::new();
             for inode in tree.inodes.values_mut() {

@@ -97,6 +97,7 @@ impl Fs {
                     staging_dir: staging.clone(),
                     last_upload: None,
                     replaying: true,
+                    last_commit: None,
                 },
             );
         }

@@ -17,6 +17,7 @@ mod ops;
 mod outage;
 pub mod quota;
 pub mod staged;
+pub mod status;
 pub mod store;
 pub mod token;
 pub mod tree;
@@ -171,6 +172,8 @@ pub(crate) struct Inner {
     /// One commit at a time.
     pub commit_lock: tokio::sync::Mutex<()>,
     pub cancel: CancellationToken,
+    /// The storage node's health as the core's requests saw it.
+    pub node_health: Arc<status::HealthTracker>,
 }
 
 impl std::fmt::Debug for Fs {
@@ -205,6 +208,11 @@ impl Fs {
         }
         let (uploads, jobs) = upload::Queue::new();
         let outage = outage::Outage::new(cfg.outage_grace);
+        let node_health = Arc::new(status::HealthTracker::default());
+        let store: Arc<dyn ContentStore> = Arc::new(status::ObservedStore {
+            inner: store,
+            health: node_health.clone(),
+        });
         let fs = Fs {
             inner: Arc::new(Inner {
                 cfg,
@@ -218,6 +226,7 @@ impl Fs {
                 progress: Notify::new(),
                 commit_lock: tokio::sync::Mutex::new(()),
                 cancel: CancellationToken::new(),
+                node_health,
             }),
         };
         upload::spawn_workers(fs.clone(), jobs);

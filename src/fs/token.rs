@@ -48,6 +48,8 @@ pub struct TokenFs {
     pub unloaded_dirs: u64,
     /// Journal replay at mount: ops are already journaled and were allowed when made.
     pub replaying: bool,
+    /// When this mount last committed a root (for `pxfs status`).
+    pub last_commit: Option<std::time::SystemTime>,
 }
 
 impl TokenFs {

@@ -39,6 +39,8 @@ pub struct Queue {
     tx: mpsc::UnboundedSender<Job>,
     files: AtomicU64,
     bytes: AtomicU64,
+    /// The same per token (files, bytes), for `pxfs status`.
+    per_token: std::sync::Mutex<std::collections::HashMap<TokenId, (u64, u64)>>,
 }
 
 impl Queue {
@@ -49,6 +51,7 @@ impl Queue {
                 tx,
                 files: AtomicU64::new(0),
                 bytes: AtomicU64::new(0),
+                per_token: Default::default(),
             },
             rx,
         )
@@ -57,6 +60,12 @@ impl Queue {
     pub fn push(&self, job: Job) {
         self.files.fetch_add(1, Ordering::Relaxed);
         self.bytes.fetch_add(job.size, Ordering::Relaxed);
+        {
+            let mut per = self.per_token();
+            let e = per.entry(job.token).or_default();
+            e.0 += 1;
+            e.1 += job.size;
+        }
         if self.tx.send(job).is_err() {
             // Workers are gone (shutting down): the journal re-queues it at next mount.
             tracing::debug!("upload queue closed");
@@ -71,9 +80,28 @@ impl Queue {
         )
     }
 
+    /// Files and bytes of `token` queued or uploading.
+    pub fn pending_of(&self, token: TokenId) -> (u64, u64) {
+        self.per_token().get(&token).copied().unwrap_or_default()
+    }
+
+    fn per_token(
+        &self,
+    ) -> std::sync::MutexGuard<'_, std::collections::HashMap<TokenId, (u64, u64)>> {
+        self.per_token.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     fn done(&self, job: &Job) {
         self.files.fetch_sub(1, Ordering::Relaxed);
         self.bytes.fetch_sub(job.size, Ordering::Relaxed);
+        let mut per = self.per_token();
+        if let Some(e) = per.get_mut(&job.token) {
+            e.0 = e.0.saturating_sub(1);
+            e.1 = e.1.saturating_sub(job.size);
+            if e.0 == 0 {
+                per.remove(&job.token);
+            }
+        }
     }
 }
 

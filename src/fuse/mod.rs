@@ -46,12 +46,28 @@ fn span(op: &'static str, ino: u64, req: &Request) -> tracing::Span {
     tracing::debug_span!("fuse", op, ino, pid = req.pid())
 }
 
+/// The reply for a failed request. Answers that are part of normal use (no such name,
+/// not empty, no such attribute…) are logged at debug; the rest (I/O errors, quota,
+/// overdue, read-only) at warn with the errno and the cause, inside the request's span.
 fn errno(e: &FsError) -> Errno {
     let code = e.errno();
-    if code == libc::EIO {
-        tracing::warn!(error = %e, "I/O error");
+    let routine = [
+        libc::ENOENT,
+        libc::EEXIST,
+        libc::ENOTEMPTY,
+        libc::ENODATA,
+        libc::ENOTDIR,
+        libc::EISDIR,
+        libc::ERANGE,
+        libc::ENAMETOOLONG,
+        libc::EINVAL,
+        libc::ENOTSUP,
+        libc::ENOSYS,
+    ];
+    if routine.contains(&code) {
+        tracing::debug!(errno = code, error = %e, "request failed");
     } else {
-        tracing::debug!(error = %e, errno = code, "request failed");
+        tracing::warn!(errno = code, error = %e, "request failed");
     }
     Errno::from_i32(code)
 }

@@ -1,0 +1,240 @@
+//! The live state a running mount publishes for `pxfs status` and `pxfs unmount`:
+//! `CACHE/mounts/<mount point>.json`, rewritten atomically about every second and on every
+//! change of state. A link next to the daemon's pid file points at it, so `pxfs unmount`
+//! finds it from the mount point alone.
+//!
+//! Field names are a stable interface (they reach `pxfs status --json`). Times are Unix
+//! seconds. No URLs: an RPC URL may carry an API key.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+
+use crate::fs::status::{FsStatus, NodeHealth};
+
+pub const SCHEMA: &str = "pxfs/mount-status/1";
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct MountStatus {
+    pub schema: String,
+    pub pid: u32,
+    pub mountpoint: PathBuf,
+    pub chain_id: u64,
+    pub contract: String,
+    pub wallet: String,
+    /// `mounted`, then `draining` once an unmount or signal started the final upload.
+    pub state: String,
+    pub started_at: u64,
+    pub updated_at: u64,
+    pub pending_files: u64,
+    pub pending_bytes: u64,
+    pub node: NodeReport,
+    pub chain: ChainReport,
+    pub tokens: Vec<MountedToken>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct NodeReport {
+    pub reachable: bool,
+    pub last_ok: Option<u64>,
+    pub last_error: Option<String>,
+    pub last_error_at: Option<u64>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct ChainReport {
+    /// The last poll reached the chain.
+    pub reachable: bool,
+    /// Quota and sync state are the last known ones, not current: polls fail or are late.
+    pub stale: bool,
+    /// The last successful poll.
+    pub last_poll: Option<u64>,
+    pub last_error: Option<String>,
+    pub last_error_at: Option<u64>,
+    /// Polls failed in a row (0 while the chain answers).
+    pub failed_polls: u64,
+}
+
+/// One token as the mount knows it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct MountedToken {
+    pub token_id: u64,
+    pub quota: u64,
+    pub overdue: bool,
+    pub last_sync: u64,
+    pub sync_deadline: u64,
+    pub btns_key: Option<String>,
+    /// Live usage: committed and staged file bytes.
+    pub usage: u64,
+    pub files: u64,
+    pub read_only: bool,
+    pub pending_uploads: u64,
+    pub pending_bytes: u64,
+    pub last_commit: Option<u64>,
+    pub last_root: Option<String>,
+    pub usage_doc: Option<String>,
+    pub seq: u64,
+}
+
+pub fn unix(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH)
+        .unwrap_or(Duration::ZERO)
+        .as_secs()
+}
+
+pub fn now() -> u64 {
+    unix(SystemTime::now())
+}
+
+impl NodeReport {
+    pub fn from_health(h: &NodeHealth) -> NodeReport {
+        NodeReport {
+            reachable: h.reachable,
+            last_ok: h.last_ok.map(unix),
+            last_error: h.last_error.clone(),
+            last_error_at: h.last_error_at.map(unix),
+        }
+    }
+}
+
+impl MountedToken {
+    pub fn from_core(s: &FsStatus) -> Vec<MountedToken> {
+        let mut v: Vec<MountedToken> = s
+            .tokens
+            .iter()
+            .map(|t| MountedToken {
+                token_id: t.token_id,
+                quota: t.quota,
+                overdue: t.overdue,
+                last_sync: t.last_sync,
+                sync_deadline: t.sync_deadline,
+                btns_key: t.btns.clone(),
+                usage: t.usage,
+                files: t.files,
+                read_only: t.read_only,
+                pending_uploads: t.pending_uploads,
+                pending_bytes: t.pending_bytes,
+                last_commit: t.last_commit.map(unix),
+                last_root: t.root.clone(),
+                usage_doc: t.usage_doc.clone(),
+                seq: t.seq,
+            })
+            .collect();
+        v.sort_by_key(|t| t.token_id);
+        v
+    }
+}
+
+fn escaped(mountpoint: &Path) -> String {
+    mountpoint
+        .to_string_lossy()
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .collect()
+}
+
+/// Where a mount on `mountpoint` with this cache directory publishes its state.
+pub fn status_file(cache_dir: &Path, mountpoint: &Path) -> PathBuf {
+    cache_dir
+        .join("mounts")
+        .join(format!("{}.json", escaped(mountpoint)))
+}
+
+/// The link next to the daemon's pid file that points at its status file.
+pub fn status_link(mountpoint: &Path) -> PathBuf {
+    super::mount::pid_file(mountpoint).with_extension("status.json")
+}
+
+/// Write `status` to `path` atomically (a reader sees the old or the new document).
+pub fn write(path: &Path, status: &MountStatus) -> std::io::Result<()> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let tmp = path.with_extension("json.tmp");
+    let json = serde_json::to_vec_pretty(status).map_err(std::io::Error::other)?;
+    std::fs::write(&tmp, json)?;
+    std::fs::rename(&tmp, path)
+}
+
+pub fn read(path: &Path) -> Option<MountStatus> {
+    let bytes = std::fs::read(path).ok()?;
+    serde_json::from_slice::<MountStatus>(&bytes)
+        .ok()
+        .filter(|s| s.schema == SCHEMA)
+}
+
+pub fn pid_alive(pid: u32) -> bool {
+    let Ok(pid) = i32::try_from(pid) else {
+        return false;
+    };
+    // SAFETY: kill with signal 0 only checks that the process exists.
+    let alive = unsafe { libc::kill(pid, 0) } == 0
+        || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM);
+    // A zombie has finished its work.
+    alive
+        && !std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .ok()
+            .and_then(|s| {
+                s.rsplit_once(')')
+                    .map(|(_, r)| r.trim_start().starts_with('Z'))
+            })
+            .unwrap_or(false)
+}
+
+/// Status documents of the mounts running from this cache directory.
+pub fn running(cache_dir: &Path) -> Vec<MountStatus> {
+    let Ok(entries) = std::fs::read_dir(cache_dir.join("mounts")) else {
+        return Vec::new();
+    };
+    let mut out: Vec<MountStatus> = entries
+        .flatten()
+        .filter(|e| e.path().extension().is_some_and(|x| x == "json"))
+        .filter_map(|e| read(&e.path()))
+        .filter(|s| pid_alive(s.pid))
+        .collect();
+    out.sort_by(|a, b| a.mountpoint.cmp(&b.mountpoint));
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> MountStatus {
+        MountStatus {
+            schema: SCHEMA.into(),
+            pid: std::process::id(),
+            mountpoint: "/mnt/px".into(),
+            chain_id: 31337,
+            contract: "0xc".into(),
+            wallet: "0xw".into(),
+            state: "mounted".into(),
+            started_at: 1,
+            updated_at: 2,
+            pending_files: 3,
+            pending_bytes: 4,
+            node: NodeReport::default(),
+            chain: ChainReport::default(),
+            tokens: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_written_status_reads_back_and_counts_as_running() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = status_file(dir.path(), Path::new("/mnt/px"));
+        write(&path, &sample()).unwrap();
+        assert_eq!(read(&path), Some(sample()));
+        assert_eq!(running(dir.path()), vec![sample()]);
+    }
+
+    #[test]
+    fn a_dead_daemons_status_is_not_running() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = sample();
+        s.pid = u32::MAX - 1;
+        write(&status_file(dir.path(), Path::new("/mnt/px")), &s).unwrap();
+        assert!(running(dir.path()).is_empty());
+    }
+}

@@ -1,0 +1,327 @@
+//! `pxfs status` with a running mount, `pxfs unmount`'s drain progress and `pxfs mount -o`:
+//! a real devnet, a kernel mount whose node connection goes through a proxy the test cuts
+//! (so uploads stay pending for as long as the test needs, no timing involved).
+
+#[path = "support/proxy.rs"]
+mod proxy;
+mod support;
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use proxy::Proxy;
+use support::{PXFS, TestDevnet, is_mounted, wait_until};
+
+fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+fn status(cfg: &Path) -> serde_json::Value {
+    let out = Command::new(PXFS)
+        .args(["status", "--json", "--config"])
+        .arg(cfg)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "pxfs status failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+fn keys(v: &serde_json::Value) -> Vec<String> {
+    let mut k: Vec<String> = v.as_object().expect("an object").keys().cloned().collect();
+    k.sort();
+    k
+}
+
+fn xattr(p: &Path, name: &str) -> String {
+    let c = std::ffi::CString::new(p.as_os_str().as_encoded_bytes()).unwrap();
+    let n = std::ffi::CString::new(name).unwrap();
+    let mut buf = vec![0u8; 512];
+    // SAFETY: valid C strings and a buffer of the given length.
+    let len = unsafe { libc::getxattr(c.as_ptr(), n.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+    assert!(len >= 0, "getxattr {name}");
+    String::from_utf8(buf[..len as usize].to_vec()).unwrap()
+}
+
+/// Lazily unmounts if the test failed half-way.
+struct Guard(PathBuf);
+impl Drop for Guard {
+    fn drop(&mut self) {
+        if is_mounted(&self.0) {
+            let _ = Command::new("fusermount3").arg("-uz").arg(&self.0).status();
+        }
+    }
+}
+
+#[test]
+fn status_json_shows_pending_uploads_commits_and_health_and_unmount_shows_the_drain() {
+    let devnet = TestDevnet::start(&[]);
+    let token = devnet.token();
+    let node = Proxy::start(&devnet.node_url());
+    let work = tempfile::tempdir().unwrap();
+    let mut config = pxfs::config::Config::load(Some(&devnet.config())).unwrap();
+    config.node.api_url = node.url();
+    let cfg = work.path().join("pxfs.toml");
+    config.write(&cfg).unwrap();
+    let mp = work.path().join("mnt");
+    std::fs::create_dir(&mp).unwrap();
+    let out = Command::new(PXFS)
+        .arg("mount")
+        .arg(&mp)
+        .arg("--config")
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let _guard = Guard(mp.clone());
+    let dir = mp.join(token.to_string());
+
+    // The documented fields, at every level.
+    let s = status(&cfg);
+    assert_eq!(
+        keys(&s),
+        [
+            "chain", "chain_id", "contract", "mounts", "tokens", "wallet"
+        ]
+    );
+    assert_eq!(keys(&s["chain"]), ["error", "reachable"]);
+    let m = &s["mounts"][0];
+    assert_eq!(
+        keys(m),
+        [
+            "chain",
+            "mountpoint",
+            "node",
+            "pending_bytes",
+            "pending_files",
+            "pid",
+            "started_at",
+            "state",
+            "tokens",
+            "updated_at"
+        ]
+    );
+    assert_eq!(
+        keys(&m["chain"]),
+        [
+            "failed_polls",
+            "last_error",
+            "last_error_at",
+            "last_poll",
+            "reachable",
+            "stale"
+        ]
+    );
+    assert_eq!(
+        keys(&m["node"]),
+        ["last_error", "last_error_at", "last_ok", "reachable"]
+    );
+    assert_eq!(
+        m["mountpoint"],
+        mp.canonicalize().unwrap().to_str().unwrap()
+    );
+    assert_eq!(m["state"], "mounted");
+    assert_eq!(m["tokens"], serde_json::json!([token]));
+    let t = &s["tokens"][0];
+    assert_eq!(
+        keys(t),
+        [
+            "btns_key",
+            "last_sync",
+            "mount",
+            "overdue",
+            "quota",
+            "stale",
+            "sync_deadline",
+            "time_left",
+            "token_id",
+            "usage",
+            "used_percent"
+        ]
+    );
+    assert_eq!(
+        keys(&t["mount"]),
+        [
+            "chain_last_poll",
+            "chain_stale",
+            "files",
+            "last_commit",
+            "last_root",
+            "live_usage",
+            "mountpoint",
+            "node_reachable",
+            "pending_bytes",
+            "pending_uploads",
+            "read_only",
+            "usage_doc"
+        ]
+    );
+    assert_eq!(t["token_id"], token);
+    assert_eq!(t["stale"], false);
+    assert_eq!(t["mount"]["pending_uploads"], 0);
+
+    // A file written and fsynced: committed; status shows that root and its time.
+    let before_commit = now();
+    std::fs::write(dir.join("a.txt"), vec![b'a'; 100_000]).unwrap();
+    std::fs::File::open(dir.join("a.txt"))
+        .unwrap()
+        .sync_all()
+        .unwrap();
+    let root = xattr(&dir, "user.pxfs.root");
+    wait_until(
+        "status to show the committed root",
+        Duration::from_secs(30),
+        || status(&cfg)["tokens"][0]["mount"]["last_root"] == root.as_str(),
+    );
+    let s = status(&cfg);
+    let t = &s["tokens"][0]["mount"];
+    assert!(t["last_commit"].as_u64().unwrap() >= before_commit, "{s:#}");
+    assert_eq!(t["pending_uploads"], 0, "{s:#}");
+    assert_eq!(t["live_usage"], 100_000, "{s:#}");
+    assert_eq!(t["files"], 1, "{s:#}");
+    assert_eq!(t["node_reachable"], true, "{s:#}");
+    assert!(
+        s["mounts"][0]["node"]["last_ok"].as_u64().is_some(),
+        "{s:#}"
+    );
+
+    // The node unreachable: a closed file stays pending, and status says so.
+    node.cut();
+    std::fs::write(dir.join("b.bin"), vec![b'b'; 300_000]).unwrap();
+    wait_until(
+        "status to show the pending upload",
+        Duration::from_secs(60),
+        || {
+            let s = status(&cfg);
+            let t = &s["tokens"][0]["mount"];
+            t["pending_uploads"] == 1
+                && t["pending_bytes"] == 300_000
+                && t["node_reachable"] == false
+                && s["mounts"][0]["pending_files"] == 1
+        },
+    );
+    let s = status(&cfg);
+    assert!(s["mounts"][0]["node"]["last_error"].is_string(), "{s:#}");
+    assert_eq!(s["tokens"][0]["mount"]["last_root"], root.as_str(), "{s:#}");
+    let table = Command::new(PXFS)
+        .args(["status", "--config"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    let table = String::from_utf8_lossy(&table.stdout);
+    assert!(table.contains("1 (293.0 KiB)"), "{table}");
+    assert!(table.contains("DOWN"), "{table}");
+
+    // `pxfs status --watch` repeats the report (plain output: not a terminal).
+    let mut watch = Command::new(PXFS)
+        .args(["status", "--watch", "1", "--config"])
+        .arg(&cfg)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(watch.stdout.take().unwrap()).lines();
+    let mut reports = 0;
+    while reports < 2 {
+        let line = lines.next().expect("watch output").unwrap();
+        if line.starts_with("wallet ") {
+            reports += 1;
+        }
+    }
+    let _ = watch.kill();
+    let _ = watch.wait();
+
+    // Unmount while the upload cannot finish: it reports what is left, then finishes
+    // once the node is back.
+    let mut unmount = Command::new(PXFS)
+        .arg("unmount")
+        .arg(&mp)
+        .arg("--config")
+        .arg(&cfg)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let stderr = unmount.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let mut said = Vec::new();
+    loop {
+        let line = rx
+            .recv_timeout(Duration::from_secs(60))
+            .expect("pxfs unmount reports the drain");
+        said.push(line.clone());
+        if line.contains("1 file(s), 293.0 KiB left") {
+            break;
+        }
+    }
+    node.restore();
+    let done = unmount.wait().unwrap();
+    said.extend(rx.iter());
+    assert!(done.success(), "{said:#?}");
+    assert!(
+        said.iter().any(|l| l.contains("uploaded and committed")),
+        "{said:#?}"
+    );
+    assert!(!is_mounted(&mp));
+
+    // No mount: status is the chain's alone.
+    let s = status(&cfg);
+    assert_eq!(s["mounts"], serde_json::json!([]), "{s:#}");
+    assert!(s["tokens"][0]["mount"].is_null(), "{s:#}");
+}
+
+#[test]
+fn mount_with_an_unknown_option_fails_naming_it() {
+    let work = tempfile::tempdir().unwrap();
+    let cfg = work.path().join("pxfs.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            r#"[chain]
+rpc_url = "http://127.0.0.1:1"
+chain_id = 31337
+contract = "0x5FbDB2315678afecb367f032d93F642f64180aa3"
+wallet = "0xf39Fd6e51aad88F6F4ce6aB8827279cffFb92266"
+
+[node]
+api_url = "http://127.0.0.1:1"
+
+[cache]
+dir = "{}"
+"#,
+            work.path().join("cache").display()
+        ),
+    )
+    .unwrap();
+    let mp = work.path().join("mnt");
+    std::fs::create_dir(&mp).unwrap();
+    for (opts, named) in [("allow_other,bogus", "`bogus`"), ("token=abc", "token=abc")] {
+        let out = Command::new(PXFS)
+            .arg("mount")
+            .arg(&mp)
+            .arg("--config")
+            .arg(&cfg)
+            .args(["-o", opts])
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "-o {opts} was accepted");
+        assert!(stderr.contains(named), "-o {opts}: {stderr}");
+        assert!(!is_mounted(&mp));
+    }
+}
