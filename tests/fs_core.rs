@@ -696,3 +696,210 @@ async fn racing_creates_without_o_excl_all_open_the_one_file() {
         .await;
     assert_eq!(errno(exclusive), libc::EEXIST);
 }
+
+#[tokio::test]
+async fn mknod_makes_fifos_sockets_and_devices_that_survive_remount_and_use_no_quota() {
+    let m = mount(0).await; // no byte of quota: special files have no content
+    let fs = &m.fs;
+    let dev = (8 << 8) | 1; // 8:1
+    let made = [
+        ("fifo", Kind::Fifo, 0o640, 0),
+        ("sock", Kind::Socket, 0o600, 0),
+        ("chr", Kind::CharDev, 0o620, dev),
+        ("blk", Kind::BlockDev, 0o660, dev),
+    ];
+    for (name, kind, mode, rdev) in made {
+        let a = fs
+            .mknod(ROOT_INO, name, kind, mode, rdev, 5, 6)
+            .await
+            .unwrap();
+        assert_eq!((a.kind, a.meta.mode, a.rdev, a.size), (kind, mode, rdev, 0));
+    }
+    assert_eq!(
+        errno(fs.mknod(ROOT_INO, "fifo", Kind::Fifo, 0o644, 0, 0, 0).await),
+        libc::EEXIST
+    );
+    assert_eq!(
+        errno(fs.mknod(ROOT_INO, "d", Kind::Dir, 0o755, 0, 0, 0).await),
+        libc::EINVAL
+    );
+    assert_eq!(m.usage().await, 0);
+    let check = |m: &Mount| {
+        let fs = m.fs.clone();
+        async move {
+            for (name, kind, mode, rdev) in made {
+                let a = fs.lookup(ROOT_INO, name).await.unwrap();
+                assert_eq!(
+                    (a.kind, a.meta.mode, a.rdev, a.size, a.meta.uid, a.meta.gid),
+                    (kind, mode, rdev, 0, 5, 6),
+                    "{name}"
+                );
+            }
+        }
+    };
+    // From the journal (nothing committed yet)...
+    let m = m.crash_and_remount().await;
+    check(&m).await;
+    // ...and from the manifests.
+    let m = m.remount().await;
+    check(&m).await;
+    let published = m.store.published(BTNS).unwrap();
+    assert_eq!((published.usage, published.files), (0, 0));
+    assert_eq!(m.names(ROOT_INO).await, vec!["blk", "chr", "fifo", "sock"]);
+}
+
+#[tokio::test]
+async fn special_files_rename_link_chmod_and_unlink_like_files() {
+    let m = mount(1 << 20).await;
+    let fs = &m.fs;
+    let d = fs.mkdir(ROOT_INO, "d", 0o755, 0, 0).await.unwrap().ino;
+    let p = fs
+        .mknod(ROOT_INO, "p", Kind::Fifo, 0o644, 0, 0, 0)
+        .await
+        .unwrap()
+        .ino;
+    fs.rename(ROOT_INO, "p", d, "q", false, false)
+        .await
+        .unwrap();
+    let linked = fs.link(p, ROOT_INO, "r").await.unwrap();
+    assert_eq!(linked.nlink, 2);
+    let chmod = SetAttr {
+        mode: Some(0o600),
+        ..Default::default()
+    };
+    fs.setattr(p, chmod).await.unwrap();
+    // Opening a FIFO is the kernel's business; truncating one is not allowed.
+    assert_eq!(errno(fs.open(p, libc::O_RDONLY).await), libc::EINVAL);
+    let truncate = SetAttr {
+        size: Some(0),
+        ..Default::default()
+    };
+    assert_eq!(errno(fs.setattr(p, truncate).await), libc::EINVAL);
+    fs.unlink(ROOT_INO, "r").await.unwrap();
+    let m = m.remount().await;
+    let d = m.fs.lookup(ROOT_INO, "d").await.unwrap().ino;
+    let q = m.fs.lookup(d, "q").await.unwrap();
+    assert_eq!((q.kind, q.meta.mode, q.nlink), (Kind::Fifo, 0o600, 1));
+    assert_eq!(m.names(ROOT_INO).await, vec!["d"]);
+    assert_eq!(m.usage().await, 0);
+}
+
+#[tokio::test]
+async fn mknod_while_overdue_fails_with_eacces() {
+    let m = mount(1 << 20).await;
+    m.fs.update_token(TokenInfo {
+        overdue: true,
+        ..info(1 << 20)
+    });
+    assert_eq!(
+        errno(m.fs.mknod(ROOT_INO, "p", Kind::Fifo, 0o644, 0, 0, 0).await),
+        libc::EACCES
+    );
+    assert_eq!(
+        errno(m.fs.mknod(ROOT_INO, "f", Kind::File, 0o644, 0, 0, 0).await),
+        libc::EACCES
+    );
+    assert!(m.names(ROOT_INO).await.is_empty());
+}
+
+/// A root manifest as a newer pxfs might write it: one entry of a kind this one does not
+/// know, next to a file.
+async fn publish_root_with_an_unknown_kind(store: &MemoryStore) {
+    use pxfs::fs::ContentStore;
+    use pxfs::fs::store::UsageRecord;
+    let file = store
+        .add_manifest(bytes::Bytes::from_static(b"hello"))
+        .await
+        .unwrap();
+    let json = format!(
+        r#"{{"schema":"pxfs/dir/1","entries":[
+        {{"name":"f","kind":"file","cid":"{file}","size":5,"mode":420,"uid":0,"gid":0,"mtime_ns":1,"ctime_ns":1}},
+        {{"name":"w","kind":"whiteout","size":0,"mode":0,"uid":0,"gid":0,"mtime_ns":1,"ctime_ns":1}}]}}"#
+    );
+    let root = store.add_manifest(json.into_bytes().into()).await.unwrap();
+    let record = UsageRecord {
+        token_id: TOKEN,
+        quota: 1 << 20,
+        usage: 5,
+        files: 1,
+        root,
+        last_upload: None,
+        seq: 1,
+        prev: None,
+    };
+    store.publish_usage(Some(BTNS), &record).await.unwrap();
+}
+
+#[tokio::test]
+async fn an_entry_of_unknown_kind_is_not_served_and_its_snft_is_read_only() {
+    let store = Arc::new(MemoryStore::new());
+    publish_root_with_an_unknown_kind(&store).await;
+    let m = mount_with(store, tempfile::tempdir().unwrap(), 1 << 20).await;
+    assert_eq!(m.names(ROOT_INO).await, vec!["f"]);
+    assert_eq!(m.read_file(ROOT_INO, "f").await, b"hello");
+    assert_eq!(
+        errno(m.fs.mkdir(ROOT_INO, "d", 0o755, 0, 0).await),
+        libc::EROFS
+    );
+    assert_eq!(errno(m.fs.unlink(ROOT_INO, "f").await), libc::EROFS);
+}
+
+#[tokio::test]
+async fn snft_root_attributes_and_xattrs_survive_remount_and_crash() {
+    let m = mount(1 << 20).await;
+    let fs = &m.fs;
+    m.write_file(ROOT_INO, "f", b"x").await;
+    let set = SetAttr {
+        mode: Some(0o1770),
+        uid: Some(1234),
+        gid: Some(4321),
+        mtime: Some(pxfs::fs::TimeSet::At(981_173_106_789_000_000)),
+        ..Default::default()
+    };
+    fs.setattr(ROOT_INO, set).await.unwrap();
+    fs.setxattr(ROOT_INO, "user.origin", b"backup", 0)
+        .await
+        .unwrap();
+    fs.setxattr(ROOT_INO, "user.gone", b"1", 0).await.unwrap();
+    fs.removexattr(ROOT_INO, "user.gone").await.unwrap();
+    let check = |m: &Mount| {
+        let fs = m.fs.clone();
+        async move {
+            let a = fs.getattr(ROOT_INO).await.unwrap();
+            assert_eq!(
+                (a.meta.mode, a.meta.uid, a.meta.gid, a.meta.mtime_ns),
+                (0o1770, 1234, 4321, 981_173_106_789_000_000)
+            );
+            assert_eq!(
+                fs.getxattr(ROOT_INO, "user.origin").await.unwrap(),
+                b"backup"
+            );
+            assert_eq!(
+                fs.getxattr(ROOT_INO, "user.gone")
+                    .await
+                    .unwrap_err()
+                    .errno(),
+                libc::ENODATA
+            );
+        }
+    };
+    let m = m.crash_and_remount().await; // from the journal
+    check(&m).await;
+    let m = m.remount().await; // from the root manifest
+    check(&m).await;
+    // A fresh cache has no journal: only the root manifest on the node knows them.
+    let fresh = mount_with(m.store.clone(), tempfile::tempdir().unwrap(), 1 << 20).await;
+    m.fs.abort();
+    check(&fresh).await;
+    assert_eq!(fresh.read_file(ROOT_INO, "f").await, b"x");
+}
+
+#[tokio::test]
+async fn snft_root_without_stored_attributes_gets_the_defaults() {
+    let store = Arc::new(MemoryStore::new());
+    publish_root_with_an_unknown_kind(&store).await;
+    let m = mount_with(store, tempfile::tempdir().unwrap(), 1 << 20).await;
+    let a = m.fs.getattr(ROOT_INO).await.unwrap();
+    assert_eq!(a.meta.mode, 0o755);
+    assert_eq!(a.kind, Kind::Dir);
+}

@@ -241,9 +241,10 @@ fn rsync_twice_transfers_nothing_the_second_time_and_inplace_works() {
     generate_tree(&d.src, 200, 3 << 20);
     let m = mount(Arc::new(MemoryStore::new()), &d.cache, &d.mnt, u64::MAX);
     let src = format!("{}/", d.src.display());
-    // Into a subdirectory: the attributes of the mount root itself (an sNFT directory) are
-    // not part of any manifest, so rsync's final touch of "./" is not what this tests.
-    let mnt = format!("{}/r/", d.mnt.display());
+    // Into the sNFT directory itself: rsync also sets its mode and times ("./"), which the
+    // root manifest keeps across the remount.
+    std::fs::set_permissions(&d.src, std::fs::Permissions::from_mode(0o750)).unwrap();
+    let mnt = format!("{}/", d.mnt.display());
     sh(Command::new("rsync").args(["-a", &src, &mnt]));
     let m = m.remount(u64::MAX);
     let second = sh(Command::new("rsync").args(["-a", "--itemize-changes", &src, &mnt]));
@@ -254,10 +255,38 @@ fn rsync_twice_transfers_nothing_the_second_time_and_inplace_works() {
     std::os::unix::fs::FileExt::write_all_at(&f, b"changed in place", 1 << 20).unwrap();
     sh(Command::new("rsync").args(["-a", "--inplace", "--no-whole-file", &src, &mnt]));
     let m = m.remount(u64::MAX);
-    sh(Command::new("diff")
-        .arg("-r")
-        .arg(&d.src)
-        .arg(d.mnt.join("r")));
+    sh(Command::new("diff").arg("-r").arg(&d.src).arg(&d.mnt));
+    let (a, b) = (
+        std::fs::metadata(&d.src).unwrap(),
+        std::fs::metadata(&d.mnt).unwrap(),
+    );
+    // rsync leaves a directory whose mtime matches to the second alone (on ext4 too).
+    assert_eq!(
+        (b.mode(), b.mtime()),
+        (a.mode(), a.mtime()),
+        "the sNFT directory's own mode and mtime"
+    );
+    drop(m);
+}
+
+#[test]
+fn a_fifo_in_the_mount_connects_a_writer_and_a_reader_and_survives_remount() {
+    require_mount();
+    let d = dirs();
+    let m = mount(Arc::new(MemoryStore::new()), &d.cache, &d.mnt, 0);
+    let fifo = d.mnt.join("pipe");
+    sh(Command::new("mkfifo").arg("-m").arg("600").arg(&fifo));
+    let writer = {
+        let fifo = fifo.clone();
+        std::thread::spawn(move || std::fs::write(&fifo, b"through the pipe\n"))
+    };
+    let read = std::fs::read(&fifo).unwrap();
+    writer.join().unwrap().unwrap();
+    assert_eq!(read, b"through the pipe\n");
+    let m = m.remount(0);
+    let meta = std::fs::symlink_metadata(&fifo).unwrap();
+    assert!(std::os::unix::fs::FileTypeExt::is_fifo(&meta.file_type()));
+    assert_eq!((meta.mode() & 0o7777, meta.len()), (0o600, 0));
     drop(m);
 }
 

@@ -188,3 +188,58 @@ fn random_writes_match_a_local_reference_file_also_after_remount() {
         "content differs after remount"
     );
 }
+
+/// What a user sees of the sNFT directory `root` and the special files in it.
+fn root_and_specials(root: &Path) -> (String, String) {
+    let r = root.display();
+    (
+        sh(&format!(
+            "TZ=UTC stat -c '%a %u %g %y' {r} && getfattr --only-values -n user.origin {r}"
+        )),
+        sh(&format!("cd {r} && stat -c '%n %F %a %t:%T %s' pipe null")),
+    )
+}
+
+#[test]
+fn snft_directory_attributes_and_special_files_survive_remount_from_a_fresh_cache() {
+    let devnet = TestDevnet::start(&[]);
+    let mount = TestMount::mount(&devnet.config(), &[]);
+    let root = mount.token(devnet.token());
+    let r = root.display();
+    // Attributes of the sNFT directory itself, the last change being its mtime.
+    sh(&format!(
+        "chmod 1750 {r} && chown 123:456 {r} && setfattr -n user.origin -v backup {r} \
+         && mkfifo -m 640 {r}/pipe && mknod -m 600 {r}/null c 1 3 \
+         && touch -d '2001-02-03 04:05:06.789 UTC' {r}"
+    ));
+    let before = root_and_specials(&root);
+    assert_eq!(
+        before,
+        (
+            "1750 123 456 2001-02-03 04:05:06.789000000 +0000\nbackup".to_string(),
+            "pipe fifo 640 0:0 0\nnull character special file 600 1:3 0\n".to_string()
+        )
+    );
+
+    // A FIFO in the mount connects a writer and a reader (the kernel does the piping).
+    let piped = sh(&format!(
+        "(echo through-the-pipe > {r}/pipe &) ; timeout 20 cat {r}/pipe"
+    ));
+    assert_eq!(piped, "through-the-pipe\n");
+
+    let mount = mount.remount(&[]);
+    assert_eq!(root_and_specials(&root), before, "after remount");
+    drop(mount);
+
+    // Another machine: nothing cached, everything comes from the manifests on the node.
+    let other_cache = tempfile::tempdir().unwrap();
+    let other = TestMount::mount(
+        &config_with_fresh_cache(&devnet, &other_cache.path().join("c")),
+        &[],
+    );
+    assert_eq!(
+        root_and_specials(&other.token(devnet.token())),
+        before,
+        "from a fresh cache"
+    );
+}

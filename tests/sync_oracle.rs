@@ -51,6 +51,11 @@ fn sync_after_a_copy_puts_the_trees_bytes_on_chain_and_synced_carries_the_publis
     std::fs::write(token.join("a"), vec![1u8; 123_456]).unwrap();
     std::fs::create_dir(token.join("d")).unwrap();
     std::fs::write(token.join("d/b"), vec![2u8; 1000]).unwrap();
+    // Special files are in the manifests too, and hold no bytes.
+    support::sh(&format!(
+        "mkfifo {d}/pipe && mknod {d}/d/null c 1 3",
+        d = token.display()
+    ));
 
     let printed = sync_wait(&devnet);
     let (usage, overdue) = status_usage(&devnet);

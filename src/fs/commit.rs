@@ -13,15 +13,17 @@ use bytes::Bytes;
 
 use super::Fs;
 use super::error::{FsError, FsResult};
-use super::inode::{Body, Ino, TokenId};
+use super::inode::{Body, Ino, Kind, TokenId};
 use super::journal::CommittedState;
-use super::manifest::{self, Entry, EntryKind, Manifest};
+use super::manifest::{self, DirAttrs, Entry, EntryKind, Manifest};
 use super::store::UsageRecord;
 use super::tree::Tree;
 
 /// A dirty directory as it was when the commit started.
 struct DirSnapshot {
     ino: Ino,
+    /// The sNFT root's own attributes (`None` for any other directory).
+    self_attrs: Option<DirAttrs>,
     entries: Vec<Entry>,
     /// Entries that are dirty subdirectories: their CIDs are known once written.
     pending_children: Vec<(usize, Ino)>,
@@ -200,7 +202,9 @@ impl Fs {
                 entries[*idx].cid = Some(cid);
                 entries[*idx].size = size;
             }
-            let json = Manifest::new(entries).to_json();
+            let mut m = Manifest::new(entries);
+            m.self_attrs = d.self_attrs.clone();
+            let json = m.to_json();
             let size = json.len() as u64;
             let cid = self.store().add_manifest(Bytes::from(json)).await?;
             written.insert(d.ino, (cid, size));
@@ -278,7 +282,7 @@ impl Fs {
                             live.insert(c.clone());
                         }
                     }
-                    Body::Symlink(_) => {}
+                    Body::Symlink(_) | Body::Special(_) => {}
                 }
             }
             // Content may be shared (equal files have equal CIDs); only a fully loaded tree
@@ -343,6 +347,7 @@ fn snapshot_dir(tree: &Tree, ino: Ino, dirty: &HashSet<Ino>) -> FsResult<DirSnap
             ctime_ns: m.ctime_ns,
             target: None,
             xattrs: manifest::encode_xattrs(&inode.xattrs),
+            rdev: None,
         };
         match &inode.body {
             Body::File(f) => match &f.blob {
@@ -369,11 +374,27 @@ fn snapshot_dir(tree: &Tree, ino: Ino, dirty: &HashSet<Ino>) -> FsResult<DirSnap
                 e.size = target.len() as u64;
                 e.target = Some(target.clone());
             }
+            Body::Special(s) => {
+                e.kind = s.kind.into();
+                if matches!(s.kind, Kind::CharDev | Kind::BlockDev) {
+                    e.rdev = Some(s.rdev);
+                }
+            }
         }
         entries.push(e);
     }
+    let dir = tree.get(ino)?;
+    let self_attrs = tree.is_token_root(ino).then(|| DirAttrs {
+        mode: dir.meta.mode,
+        uid: dir.meta.uid,
+        gid: dir.meta.gid,
+        mtime_ns: dir.meta.mtime_ns,
+        ctime_ns: dir.meta.ctime_ns,
+        xattrs: manifest::encode_xattrs(&dir.xattrs),
+    });
     Ok(DirSnapshot {
         ino,
+        self_attrs,
         entries,
         pending_children,
     })

@@ -1,4 +1,5 @@
-//! Inodes: what the tree knows about each file, directory and symlink while mounted.
+//! Inodes: what the tree knows about each file, directory, symlink and special file
+//! (FIFO, socket, device node) while mounted.
 //! Inode numbers are stable for the life of the mount; the mount root is 1.
 
 use std::collections::BTreeMap;
@@ -18,6 +19,21 @@ pub enum Kind {
     File,
     Dir,
     Symlink,
+    Fifo,
+    Socket,
+    CharDev,
+    BlockDev,
+}
+
+impl Kind {
+    /// FIFOs, sockets and device nodes: names with attributes and no content (the kernel
+    /// serves opening them; they use no quota).
+    pub fn is_special(self) -> bool {
+        matches!(
+            self,
+            Kind::Fifo | Kind::Socket | Kind::CharDev | Kind::BlockDev
+        )
+    }
 }
 
 /// Ownership, permissions and times.
@@ -54,6 +70,8 @@ pub struct Attr {
     pub size: u64,
     pub nlink: u32,
     pub meta: Meta,
+    /// Device number of a device node (Linux's 32-bit `dev_t` encoding), else 0.
+    pub rdev: u32,
 }
 
 #[derive(Debug)]
@@ -75,6 +93,15 @@ pub enum Body {
     File(FileBody),
     Dir(DirBody),
     Symlink(String),
+    Special(Special),
+}
+
+/// A FIFO, socket or device node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Special {
+    /// One of the kinds for which [`Kind::is_special`] holds.
+    pub kind: Kind,
+    pub rdev: u32,
 }
 
 /// A regular file's content: the versions it may be read from, newest first:
@@ -173,6 +200,7 @@ impl Inode {
             Body::File(_) => Kind::File,
             Body::Dir(_) => Kind::Dir,
             Body::Symlink(_) => Kind::Symlink,
+            Body::Special(s) => s.kind,
         }
     }
 
@@ -183,6 +211,7 @@ impl Inode {
             // tar treat a directory whose size changes while they read it as an error.
             Body::Dir(_) => 4096,
             Body::Symlink(t) => t.len() as u64,
+            Body::Special(_) => 0,
         }
     }
 
@@ -197,6 +226,10 @@ impl Inode {
             size: self.size(),
             nlink,
             meta: self.meta,
+            rdev: match &self.body {
+                Body::Special(s) => s.rdev,
+                _ => 0,
+            },
         }
     }
 

@@ -77,6 +77,10 @@ impl Fs {
                 Kind::Dir if mode.write => return Err(FsError::IsDir),
                 Kind::Dir => {}
                 Kind::Symlink => return Err(FsError::Invalid("open of a symlink")),
+                // The kernel opens FIFOs and device nodes itself; nothing to read here.
+                Kind::Fifo | Kind::Socket | Kind::CharDev | Kind::BlockDev => {
+                    return Err(FsError::Invalid("open of a special file"));
+                }
                 Kind::File => {}
             }
             if mode.write {
@@ -414,6 +418,11 @@ impl Fs {
             let tree = &mut *guard;
             let token = tree.token_of(ino)?;
             let inode = tree.get_mut(ino)?;
+            match inode.kind() {
+                Kind::File => {}
+                Kind::Dir => return Err(FsError::IsDir),
+                _ => return Err(FsError::Invalid("truncate of a symlink or special file")),
+            }
             let f = inode.file_mut().ok_or(FsError::IsDir)?;
             let old = f.size;
             let change = if size > old {

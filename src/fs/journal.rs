@@ -9,6 +9,8 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use super::manifest::EntryKind;
+
 /// A namespace change, with paths relative to the token's root (`a/b/c`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
@@ -63,6 +65,17 @@ pub enum Op {
     Link {
         from: String,
         to: String,
+    },
+    /// A FIFO, socket or device node.
+    Mknod {
+        path: String,
+        kind: EntryKind,
+        mode: u32,
+        #[serde(default)]
+        rdev: u32,
+        uid: u32,
+        gid: u32,
+        mtime_ns: i64,
     },
     SetXattr {
         path: String,

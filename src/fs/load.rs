@@ -182,6 +182,15 @@ impl Fs {
         let mut tree = self.tree();
         match Manifest::parse(&bytes) {
             Ok(m) => {
+                let unknown: Vec<&str> = m.unknown_entries().collect();
+                if !unknown.is_empty() {
+                    // A commit would drop them: serve what is known, change nothing.
+                    tracing::error!(cid, entries = ?unknown,
+                        "manifest entries of a kind this pxfs does not know; serving this sNFT read-only");
+                    if let Some(t) = token.and_then(|t| tree.tokens.get_mut(&t)) {
+                        t.read_only = true;
+                    }
+                }
                 tree.load_dir(dir, &m)?;
                 if let Some(d) = tree.get_mut(dir)?.dir_mut()
                     && let Some((_, size)) = &mut d.manifest
@@ -289,6 +298,24 @@ impl Fs {
                 let ino = self.resolve(token, from).await?;
                 let (parent, name) = self.resolve_parent(token, to).await?;
                 self.link(ino, parent, name).await?;
+            }
+            Op::Mknod {
+                path,
+                kind,
+                mode,
+                rdev,
+                uid,
+                gid,
+                mtime_ns,
+            } => {
+                let kind = kind
+                    .kind()
+                    .ok_or(FsError::Invalid("mknod of an unknown kind"))?;
+                let (parent, name) = self.resolve_parent(token, path).await?;
+                let attr = self
+                    .mknod(parent, name, kind, *mode, *rdev, *uid, *gid)
+                    .await?;
+                self.set_mtime(attr.ino, *mtime_ns);
             }
             Op::SetXattr { path, name, value } => {
                 let ino = self.resolve(token, path).await?;

@@ -1,17 +1,41 @@
 //! Directory manifests (`pxfs/dir/1`): the JSON each directory is stored as on the node.
 //! Serialization is deterministic (fixed field order, entries sorted by name, xattrs
 //! sorted), so an unchanged directory always has the same CID.
+//!
+//! Additions since DESIGN.md's first version, all optional so older manifests still parse
+//! (and serialize to the same bytes): entry kinds `fifo`, `socket`, `chardev` and
+//! `blockdev` (with `rdev`), and the token root's own attributes under `self`.
 
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
+
+use super::inode::Kind;
 
 pub const SCHEMA: &str = "pxfs/dir/1";
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Manifest {
     pub schema: String,
+    /// The directory's own attributes; written for an sNFT's root only (any other
+    /// directory's attributes are its entry in the parent's manifest).
+    #[serde(rename = "self", default, skip_serializing_if = "Option::is_none")]
+    pub self_attrs: Option<DirAttrs>,
     pub entries: Vec<Entry>,
+}
+
+/// Attributes of the directory a manifest describes (the `self` object).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DirAttrs {
+    /// Permission bits (`0o7777`).
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub mtime_ns: i64,
+    pub ctime_ns: i64,
+    /// Extended attributes, values hex-encoded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub xattrs: Option<BTreeMap<String, String>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -20,6 +44,56 @@ pub enum EntryKind {
     File,
     Dir,
     Symlink,
+    /// A named pipe: local to each mount (the kernel connects its readers and writers).
+    Fifo,
+    /// A socket's name: nothing listens on it after a remount.
+    Socket,
+    /// A character device (`rdev`).
+    Chardev,
+    /// A block device (`rdev`).
+    Blockdev,
+    /// A kind this version does not know (written by a newer pxfs): the entry is not
+    /// served and its sNFT is served read-only, so no commit drops it.
+    #[serde(other)]
+    Unknown,
+}
+
+impl EntryKind {
+    /// Kinds whose entries carry no content of their own (0 bytes of usage).
+    pub fn is_special(self) -> bool {
+        matches!(
+            self,
+            EntryKind::Fifo | EntryKind::Socket | EntryKind::Chardev | EntryKind::Blockdev
+        )
+    }
+
+    /// The tree's kind for this entry kind; `None` for [`EntryKind::Unknown`].
+    pub fn kind(self) -> Option<Kind> {
+        Some(match self {
+            EntryKind::File => Kind::File,
+            EntryKind::Dir => Kind::Dir,
+            EntryKind::Symlink => Kind::Symlink,
+            EntryKind::Fifo => Kind::Fifo,
+            EntryKind::Socket => Kind::Socket,
+            EntryKind::Chardev => Kind::CharDev,
+            EntryKind::Blockdev => Kind::BlockDev,
+            EntryKind::Unknown => return None,
+        })
+    }
+}
+
+impl From<Kind> for EntryKind {
+    fn from(k: Kind) -> EntryKind {
+        match k {
+            Kind::File => EntryKind::File,
+            Kind::Dir => EntryKind::Dir,
+            Kind::Symlink => EntryKind::Symlink,
+            Kind::Fifo => EntryKind::Fifo,
+            Kind::Socket => EntryKind::Socket,
+            Kind::CharDev => EntryKind::Chardev,
+            Kind::BlockDev => EntryKind::Blockdev,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -41,6 +115,10 @@ pub struct Entry {
     /// Extended attributes, values hex-encoded (they are arbitrary bytes).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub xattrs: Option<BTreeMap<String, String>>,
+    /// Device number of a `chardev` or `blockdev` entry, as Linux encodes a `dev_t` in
+    /// 32 bits (major in bits 8..20, minor in bits 0..8 and 20..32).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rdev: Option<u32>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -54,8 +132,17 @@ impl Manifest {
     pub fn new(entries: Vec<Entry>) -> Manifest {
         Manifest {
             schema: SCHEMA.to_string(),
+            self_attrs: None,
             entries,
         }
+    }
+
+    /// Names of entries whose kind this version does not know.
+    pub fn unknown_entries(&self) -> impl Iterator<Item = &str> {
+        self.entries
+            .iter()
+            .filter(|e| e.kind == EntryKind::Unknown)
+            .map(|e| e.name.as_str())
     }
 
     pub fn to_json(&self) -> Vec<u8> {
@@ -83,6 +170,11 @@ impl Manifest {
             let consistent = match e.kind {
                 EntryKind::File | EntryKind::Dir => e.cid.is_some(),
                 EntryKind::Symlink => e.target.is_some(),
+                EntryKind::Fifo
+                | EntryKind::Socket
+                | EntryKind::Chardev
+                | EntryKind::Blockdev
+                | EntryKind::Unknown => true,
             };
             if !consistent {
                 return Err(ManifestError::Malformed(format!("entry {:?}", e.name)));
@@ -124,6 +216,7 @@ mod tests {
             ctime_ns: 1,
             target: None,
             xattrs: None,
+            rdev: None,
         }
     }
 
@@ -145,5 +238,49 @@ mod tests {
         let m = Manifest::new(vec![entry("a/b")]);
         assert!(Manifest::parse(&m.to_json()).is_err());
         assert!(Manifest::parse(b"{not json").is_err());
+    }
+
+    #[test]
+    fn manifest_of_an_older_version_parses_and_serializes_to_the_same_bytes() {
+        let old = br#"{"schema":"pxfs/dir/1","entries":[{"name":"a","kind":"file","cid":"bafy","size":1,"mode":420,"uid":0,"gid":0,"mtime_ns":1,"ctime_ns":1}]}"#;
+        let m = Manifest::parse(old).unwrap();
+        assert_eq!(m.self_attrs, None);
+        assert_eq!(m.entries[0].rdev, None);
+        assert_eq!(m.to_json(), old.to_vec());
+    }
+
+    #[test]
+    fn special_entries_and_root_attributes_round_trip() {
+        let mut dev = entry("dev");
+        dev.kind = EntryKind::Chardev;
+        dev.cid = None;
+        dev.size = 0;
+        dev.rdev = Some(0x103);
+        let mut fifo = entry("fifo");
+        fifo.kind = EntryKind::Fifo;
+        fifo.cid = None;
+        let mut m = Manifest::new(vec![dev, fifo]);
+        m.self_attrs = Some(DirAttrs {
+            mode: 0o700,
+            uid: 5,
+            gid: 6,
+            mtime_ns: 7,
+            ctime_ns: 8,
+            xattrs: Some([("user.a".to_string(), "00ff".to_string())].into()),
+        });
+        let json = m.to_json();
+        let text = String::from_utf8(json.clone()).unwrap();
+        assert!(text.contains(r#""kind":"chardev""#), "{text}");
+        assert!(text.contains(r#""rdev":259"#), "{text}");
+        assert!(text.contains(r#""self":{"mode":448"#), "{text}");
+        assert_eq!(Manifest::parse(&json).unwrap(), m);
+    }
+
+    #[test]
+    fn an_unknown_entry_kind_parses_and_is_reported() {
+        let newer = br#"{"schema":"pxfs/dir/1","entries":[{"name":"w","kind":"whiteout","size":0,"mode":0,"uid":0,"gid":0,"mtime_ns":1,"ctime_ns":1}]}"#;
+        let m = Manifest::parse(newer).unwrap();
+        assert_eq!(m.entries[0].kind, EntryKind::Unknown);
+        assert_eq!(m.unknown_entries().collect::<Vec<_>>(), vec!["w"]);
     }
 }

@@ -1,9 +1,11 @@
-//! Namespace operations: lookup, getattr, setattr, mkdir, create, unlink, rmdir, symlink,
+//! Namespace operations: lookup, getattr, setattr, mkdir, mknod, unlink, rmdir, symlink,
 //! readlink, link, rename, readdir, statfs. Each validates, asks the quota decision,
 //! changes the tree and journals the change, all under one lock.
 
 use super::error::{FsError, FsResult};
-use super::inode::{Attr, Body, DirBody, Entries, Ino, Kind, Meta, ROOT_INO, TokenId, now_ns};
+use super::inode::{
+    Attr, Body, DirBody, Entries, Ino, Kind, Meta, ROOT_INO, Special, TokenId, now_ns,
+};
 use super::journal::Op;
 use super::quota::{self, Change};
 use super::tree::{Tree, check_name};
@@ -42,17 +44,21 @@ impl Fs {
             return Err(FsError::NameTooLong);
         }
         self.ensure_loaded(parent).await?;
-        let mut tree = self.tree();
-        let ino = match name {
-            "." => parent,
-            ".." => tree
-                .get(parent)?
-                .links
-                .first()
-                .map(|(p, _)| *p)
-                .unwrap_or(ROOT_INO),
-            _ => tree.child(parent, name)?.ok_or(FsError::NotFound)?,
+        let ino = {
+            let tree = self.tree();
+            match name {
+                "." => parent,
+                ".." => tree
+                    .get(parent)?
+                    .links
+                    .first()
+                    .map(|(p, _)| *p)
+                    .unwrap_or(ROOT_INO),
+                _ => tree.child(parent, name)?.ok_or(FsError::NotFound)?,
+            }
         };
+        self.load_root_attrs(ino).await;
+        let mut tree = self.tree();
         let attr = tree.get(ino)?.attr(ino);
         tree.remember(ino);
         Ok(attr)
@@ -65,10 +71,39 @@ impl Fs {
     }
 
     pub async fn getattr(&self, ino: Ino) -> FsResult<Attr> {
+        self.load_root_attrs(ino).await;
         Ok(self.tree().get(ino)?.attr(ino))
     }
 
+    /// An sNFT root's own attributes are in its root manifest: load it before reporting
+    /// them. If the node cannot be reached the defaults are shown (a stat of the mount
+    /// point must not fail); changes load it with [`Fs::ensure_root_loaded`] instead.
+    async fn load_root_attrs(&self, ino: Ino) {
+        if let Err(e) = self.ensure_root_loaded(ino).await {
+            tracing::warn!(ino, error = %e, "sNFT root manifest not loaded; showing default attributes");
+        }
+    }
+
+    /// Load `ino`'s manifest if it is an sNFT root not loaded yet, so a change to its own
+    /// attributes is made on top of the stored ones (and not overwritten by a later load).
+    pub(crate) async fn ensure_root_loaded(&self, ino: Ino) -> FsResult<()> {
+        let unloaded_root = {
+            let tree = self.tree();
+            tree.is_token_root(ino)
+                && tree
+                    .get(ino)
+                    .ok()
+                    .and_then(|i| i.dir())
+                    .is_some_and(|d| d.entries.is_none())
+        };
+        if unloaded_root {
+            self.ensure_loaded(ino).await?;
+        }
+        Ok(())
+    }
+
     pub async fn setattr(&self, ino: Ino, set: SetAttr) -> FsResult<Attr> {
+        self.ensure_root_loaded(ino).await?;
         if let Some(size) = set.size {
             self.truncate(ino, size, set.fh).await?;
         }
@@ -105,8 +140,15 @@ impl Fs {
         let parents: Vec<Ino> = inode.links.iter().map(|(p, _)| *p).collect();
         // atime alone is not stored in manifests: nothing to commit or journal.
         let persistent = set.mode.is_some() || set.uid.is_some() || set.gid.is_some();
-        if (persistent || set.mtime.is_some()) && !tree.is_token_root(ino) && !parents.is_empty() {
-            for p in parents {
+        // An sNFT root's attributes are in its own manifest, any other inode's in its
+        // parents'; an unlinked inode's are in none.
+        let holders = if tree.is_token_root(ino) {
+            vec![ino]
+        } else {
+            parents
+        };
+        if (persistent || set.mtime.is_some()) && !holders.is_empty() {
+            for p in holders {
                 tree.mark_dirty(p);
             }
             let path = tree.path_of(ino);
@@ -203,6 +245,61 @@ impl Fs {
             },
         )?;
         tree.remember(ino);
+        Ok(tree.get(ino)?.attr(ino))
+    }
+
+    /// mknod(2): a FIFO, socket or device node (`rdev`), or an empty regular file.
+    /// Special files are stored as manifest entries with no content: they add a name,
+    /// like `create`, and no bytes.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn mknod(
+        &self,
+        parent: Ino,
+        name: &str,
+        kind: Kind,
+        mode: u32,
+        rdev: u32,
+        uid: u32,
+        gid: u32,
+    ) -> FsResult<Attr> {
+        if kind == Kind::File {
+            let (attr, fh) = self
+                .create(parent, name, mode, libc::O_EXCL, uid, gid)
+                .await?;
+            self.release(fh).await?;
+            return Ok(attr);
+        }
+        if !kind.is_special() {
+            return Err(FsError::Invalid("mknod of a directory or symlink"));
+        }
+        check_name(name)?;
+        self.ensure_loaded(parent).await?;
+        let mut guard = self.tree();
+        let tree = &mut *guard;
+        let token = tree.token_of(parent)?;
+        self.allow(tree, token, Change::AddsEntry)?;
+        let meta = Meta::new(mode, uid, gid);
+        let rdev = if matches!(kind, Kind::CharDev | Kind::BlockDev) {
+            rdev
+        } else {
+            0
+        };
+        let body = Body::Special(Special { kind, rdev });
+        let ino = tree.create(parent, name, meta, body, Default::default())?;
+        let path = tree.path_of(ino);
+        self.journal(
+            tree,
+            token,
+            Op::Mknod {
+                path,
+                kind: kind.into(),
+                mode: meta.mode,
+                rdev,
+                uid,
+                gid,
+                mtime_ns: meta.mtime_ns,
+            },
+        )?;
         Ok(tree.get(ino)?.attr(ino))
     }
 
@@ -326,6 +423,13 @@ impl Fs {
 
     async fn list_dir(&self, ino: Ino, offset: u64, plus: bool) -> FsResult<Vec<DirEntry>> {
         self.ensure_loaded(ino).await?;
+        if ino == ROOT_INO && !self.config().single_token {
+            // The sNFT directories listed carry their attributes (readdirplus).
+            let roots: Vec<Ino> = self.tree().tokens.values().map(|t| t.root).collect();
+            for root in roots {
+                self.load_root_attrs(root).await;
+            }
+        }
         let mut tree = self.tree();
         let dir = tree.get(ino)?;
         let parent = dir.links.first().map(|(p, _)| *p).unwrap_or(ino);

@@ -5,8 +5,10 @@
 use std::collections::{BTreeMap, HashMap};
 
 use super::error::{FsError, FsResult};
-use super::inode::{Body, DirBody, Entries, FileBody, Ino, Inode, Kind, Meta, ROOT_INO, TokenId};
-use super::manifest::{self, EntryKind, Manifest};
+use super::inode::{
+    Body, DirBody, Entries, FileBody, Ino, Inode, Kind, Meta, ROOT_INO, Special, TokenId,
+};
+use super::manifest::{self, Manifest};
 use super::token::TokenFs;
 
 /// Longest file name, as on ext4 (and what statfs reports).
@@ -302,7 +304,7 @@ impl Tree {
                     t.unloaded_dirs = t.unloaded_dirs.saturating_sub(1);
                 }
             }
-            Body::Symlink(_) => {}
+            Body::Symlink(_) | Body::Special(_) => {}
         }
         if let Some(t) = inode.token.and_then(|t| self.tokens.get_mut(&t)) {
             t.superseded.extend(gone);
@@ -455,16 +457,32 @@ impl Tree {
         Ok(())
     }
 
-    /// Fill an unloaded directory from its manifest.
+    /// Fill an unloaded directory from its manifest (and an sNFT root's own attributes
+    /// from its `self`). Entries of a kind this version does not know are left out.
     pub fn load_dir(&mut self, dir: Ino, manifest: &Manifest) -> FsResult<()> {
-        let inode = self.get(dir)?;
+        let is_token_root = self.is_token_root(dir);
+        let inode = self.get_mut(dir)?;
         let token = inode.token;
         if inode.dir().ok_or(FsError::NotDir)?.entries.is_some() {
             return Ok(()); // loaded meanwhile by another request
         }
+        if is_token_root && let Some(a) = &manifest.self_attrs {
+            inode.meta = Meta {
+                mode: a.mode & 0o7777,
+                uid: a.uid,
+                gid: a.gid,
+                atime_ns: a.mtime_ns,
+                mtime_ns: a.mtime_ns,
+                ctime_ns: a.ctime_ns,
+            };
+            inode.xattrs = manifest::decode_xattrs(&a.xattrs);
+        }
         let mut entries = Entries::default();
         let mut new_unloaded = 0;
         for e in &manifest.entries {
+            let Some(kind) = e.kind.kind() else {
+                continue;
+            };
             let meta = Meta {
                 mode: e.mode & 0o7777,
                 uid: e.uid,
@@ -473,8 +491,8 @@ impl Tree {
                 mtime_ns: e.mtime_ns,
                 ctime_ns: e.ctime_ns,
             };
-            let body = match e.kind {
-                EntryKind::File => Body::File(FileBody {
+            let body = match kind {
+                Kind::File => Body::File(FileBody {
                     size: e.size,
                     blob: e
                         .cid
@@ -482,7 +500,7 @@ impl Tree {
                         .map(|cid| super::store::Blob { cid, size: e.size }),
                     ..Default::default()
                 }),
-                EntryKind::Dir => {
+                Kind::Dir => {
                     new_unloaded += 1;
                     Body::Dir(DirBody {
                         entries: None,
@@ -490,7 +508,12 @@ impl Tree {
                         dirty: false,
                     })
                 }
-                EntryKind::Symlink => Body::Symlink(e.target.clone().unwrap_or_default()),
+                Kind::Symlink => Body::Symlink(e.target.clone().unwrap_or_default()),
+                Kind::Fifo | Kind::Socket => Body::Special(Special { kind, rdev: 0 }),
+                Kind::CharDev | Kind::BlockDev => Body::Special(Special {
+                    kind,
+                    rdev: e.rdev.unwrap_or(0),
+                }),
             };
             let ino = self.alloc(Inode {
                 token,
@@ -500,7 +523,7 @@ impl Tree {
                 body,
                 open_handles: 0,
             });
-            if e.kind == EntryKind::Dir {
+            if kind == Kind::Dir {
                 entries.subdirs += 1;
             }
             entries.insert(&e.name, ino);

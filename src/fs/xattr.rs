@@ -1,4 +1,5 @@
-//! Extended attributes: `user.*` attributes stored in manifests, and the read-only
+//! Extended attributes: `user.*` attributes stored in manifests (an sNFT root's in its own
+//! root manifest), and the read-only
 //! `user.pxfs.*` attributes that show what pxfs knows (CIDs, quota, sync state).
 
 use super::Fs;
@@ -36,6 +37,7 @@ impl Fs {
         if value.len() > VALUE_MAX {
             return Err(FsError::TooBig);
         }
+        self.ensure_root_loaded(ino).await?;
         let mut guard = self.tree();
         let tree = &mut *guard;
         let token = tree.token_of(ino)?;
@@ -64,6 +66,7 @@ impl Fs {
                 "user.pxfs.* attributes are read-only",
             ));
         }
+        self.ensure_root_loaded(ino).await?;
         let mut guard = self.tree();
         let tree = &mut *guard;
         let token = tree.token_of(ino)?;
@@ -86,11 +89,17 @@ impl Fs {
         token: u64,
         op: impl FnOnce() -> Op,
     ) -> FsResult<()> {
-        let parents: Vec<Ino> = tree.get(ino)?.links.iter().map(|(p, _)| *p).collect();
-        if parents.is_empty() || tree.is_token_root(ino) {
-            return Ok(()); // the sNFT root's own attributes live in no manifest
+        // An sNFT root's attributes are in its own manifest, any other inode's in its
+        // parents'; an unlinked inode's are in none.
+        let holders: Vec<Ino> = if tree.is_token_root(ino) {
+            vec![ino]
+        } else {
+            tree.get(ino)?.links.iter().map(|(p, _)| *p).collect()
+        };
+        if holders.is_empty() {
+            return Ok(());
         }
-        for p in parents {
+        for p in holders {
             tree.mark_dirty(p);
         }
         let path = tree.path_of(ino);
@@ -103,6 +112,7 @@ impl Fs {
     }
 
     pub async fn getxattr(&self, ino: Ino, name: &str) -> FsResult<Vec<u8>> {
+        self.ensure_root_loaded(ino).await?;
         let tree = self.tree();
         let inode = tree.get(ino)?;
         if let Some(attr) = name.strip_prefix(PXFS_PREFIX) {
@@ -112,6 +122,7 @@ impl Fs {
     }
 
     pub async fn listxattr(&self, ino: Ino) -> FsResult<Vec<String>> {
+        self.ensure_root_loaded(ino).await?;
         let tree = self.tree();
         let inode = tree.get(ino)?;
         let mut names: Vec<String> = inode.xattrs.keys().cloned().collect();

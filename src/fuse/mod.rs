@@ -186,25 +186,21 @@ impl Filesystem for FuseFs {
         n: &OsStr,
         mode: u32,
         umask: u32,
-        _rdev: u32,
+        rdev: u32,
         reply: ReplyEntry,
     ) {
         let n = name_or_reply!(n, reply);
-        if mode & libc::S_IFMT != libc::S_IFREG {
-            // Devices, fifos and sockets have no place in a manifest.
-            return reply.error(Errno::EPERM);
-        }
+        let Some(kind) = attr::kind_of_mode(mode) else {
+            return reply.error(errno(&FsError::Invalid("mknod of a directory or symlink")));
+        };
         let (uid, gid) = (req.uid(), req.gid());
         let fs = self.fs.clone();
         self.spawn(span("mknod", parent.0, req), async move {
-            let created = fs
-                .create(parent.0, &n, mode & !umask, libc::O_EXCL, uid, gid)
-                .await;
-            match created {
-                Ok((a, fh)) => {
-                    let _ = fs.release(fh).await;
-                    reply.entry(&TTL, &attr::file_attr(&a), Generation(0))
-                }
+            match fs
+                .mknod(parent.0, &n, kind, mode & !umask, rdev, uid, gid)
+                .await
+            {
+                Ok(a) => reply.entry(&TTL, &attr::file_attr(&a), Generation(0)),
                 Err(e) => reply.error(errno(&e)),
             }
         });

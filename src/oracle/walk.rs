@@ -2,6 +2,7 @@
 //! directory manifests from the document's root and add up the file sizes. The claimed
 //! usage in the document is reported, never trusted.
 
+use crate::fs::manifest::EntryKind;
 use crate::storage::NodeClient;
 
 /// At most this many manifest entries are walked; a larger tree is refused, not guessed.
@@ -62,11 +63,11 @@ pub async fn measure_tree(node: &NodeClient, btns: &str) -> Result<TreeUsage, Wa
                 return Err(WalkError::TooLarge { root: doc.root });
             }
             match entry.kind {
-                crate::fs::manifest::EntryKind::File => {
+                EntryKind::File => {
                     usage += entry.size;
                     files += 1;
                 }
-                crate::fs::manifest::EntryKind::Dir => {
+                EntryKind::Dir => {
                     let Some(child) = entry.cid else {
                         return Err(WalkError::Manifest {
                             cid,
@@ -75,7 +76,19 @@ pub async fn measure_tree(node: &NodeClient, btns: &str) -> Result<TreeUsage, Wa
                     };
                     pending.push(child);
                 }
-                crate::fs::manifest::EntryKind::Symlink => {}
+                // Names without content: no bytes of usage.
+                EntryKind::Symlink
+                | EntryKind::Fifo
+                | EntryKind::Socket
+                | EntryKind::Chardev
+                | EntryKind::Blockdev => {}
+                // Its size may or may not be content: refuse rather than guess.
+                EntryKind::Unknown => {
+                    return Err(WalkError::Manifest {
+                        cid,
+                        reason: format!("entry {:?} is of an unknown kind", entry.name),
+                    });
+                }
             }
         }
     }
