@@ -12,6 +12,7 @@ pub mod mount;
 pub mod node;
 pub mod oracle;
 pub mod register;
+pub mod stale;
 pub mod status;
 pub mod sync;
 pub mod unmount;
