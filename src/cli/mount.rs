@@ -79,8 +79,8 @@ pub fn run(mut args: MountArgs) -> anyhow::Result<()> {
     }
     args.mountpoint = std::fs::canonicalize(&args.mountpoint)
         .with_context(|| format!("mount point {}", args.mountpoint.display()))?;
-    if let Some(fstype) = super::stale::mounted_fuse_type(&args.mountpoint)
-        && fstype == "fuse.pxfs"
+    if let Some(mount) = super::stale::mounted_fuse_type(&args.mountpoint)
+        && (mount.starts_with("fuse.pxfs ") || mount.ends_with(" pxfs"))
     {
         bail!(
             "{} is already a pxfs mount; unmount it first (`pxfs unmount {}`)",

@@ -31,7 +31,9 @@ pub fn probe(mountpoint: &Path) -> anyhow::Result<State> {
     let (tx, rx) = std::sync::mpsc::channel();
     let path = mountpoint.to_path_buf();
     std::thread::spawn(move || {
-        let _ = tx.send(std::fs::metadata(&path));
+        // The kernel may answer `stat` from its attribute cache even for a dead mount;
+        // `statfs` always asks the daemon.
+        let _ = tx.send(std::fs::metadata(&path).and_then(|_| statfs(&path)));
     });
     match rx.recv_timeout(STAT_TIMEOUT) {
         Ok(Ok(_)) => Ok(State::Live),
@@ -45,6 +47,18 @@ pub fn probe(mountpoint: &Path) -> anyhow::Result<State> {
             command(mountpoint)
         ),
     }
+}
+
+fn statfs(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes())?;
+    // SAFETY: an all-zero statfs is a valid out-buffer for statfs(2) to fill.
+    let mut buf: libc::statfs = unsafe { std::mem::zeroed() };
+    // SAFETY: a valid NUL-terminated path and a buffer of the right type.
+    if unsafe { libc::statfs(c.as_ptr(), &mut buf) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 /// The command a user would run to remove a stale mount by hand.
@@ -100,8 +114,8 @@ fn detach(mountpoint: &Path) -> anyhow::Result<()> {
     }
 }
 
-/// The file system type of the mount on `mountpoint` (the topmost, if stacked), when it is
-/// a FUSE mount (`fuse.pxfs`, `fuse.sshfs`, ...). Read from `/proc/self/mountinfo`, without
+/// "TYPE SOURCE" of the mount on `mountpoint` (the topmost, if stacked), when it is a
+/// FUSE mount (`fuse.pxfs pxfs`, `fuse pxfs`, `fuse.sshfs host:`, ...). Read from `/proc/self/mountinfo`, without
 /// touching the mount.
 pub fn mounted_fuse_type(mountpoint: &Path) -> Option<String> {
     let info = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
@@ -110,8 +124,10 @@ pub fn mounted_fuse_type(mountpoint: &Path) -> Option<String> {
             // `ID PARENT MAJ:MIN ROOT MOUNTPOINT OPTIONS [OPTIONAL...] - FSTYPE SOURCE SUPER`
             let (left, right) = line.split_once(" - ")?;
             let mp = unescape(left.split(' ').nth(4)?);
-            let fstype = right.split(' ').next()?;
-            (Path::new(&mp) == mountpoint && fstype.starts_with("fuse")).then(|| fstype.to_string())
+            let mut fields = right.split(' ');
+            let (fstype, source) = (fields.next()?, fields.next().unwrap_or(""));
+            (Path::new(&mp) == mountpoint && fstype.starts_with("fuse"))
+                .then(|| format!("{fstype} {source}"))
         })
         .next_back()
 }
