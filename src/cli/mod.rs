@@ -14,6 +14,7 @@ pub mod node;
 pub mod oracle;
 pub mod progress;
 pub mod register;
+pub mod stale;
 pub mod status;
 pub mod sync;
 pub mod unmount;

@@ -71,8 +71,29 @@ pub fn pid_file(mountpoint: &Path) -> PathBuf {
 
 pub fn run(mut args: MountArgs) -> anyhow::Result<()> {
     let cfg = Config::load(args.config.config.as_deref())?;
+    // A daemon killed earlier leaves a dead mount that cannot even be canonicalized.
+    let stale = super::stale::absolute(&args.mountpoint)?;
+    let cleaned = super::stale::clean_up(&stale)?;
+    let cleaned_note = format!(
+        "pxfs: {} was a stale mount (its pxfs daemon was killed or crashed: \"Transport \
+         endpoint is not connected\"); unmounted it (lazy unmount). What that daemon had \
+         staged is resumed from the journal of its cache directory",
+        stale.display()
+    );
+    if cleaned {
+        eprintln!("{cleaned_note}");
+    }
     args.mountpoint = std::fs::canonicalize(&args.mountpoint)
         .with_context(|| format!("mount point {}", args.mountpoint.display()))?;
+    if let Some(mount) = super::stale::mounted_fuse_type(&args.mountpoint)
+        && (mount.starts_with("fuse.pxfs ") || mount.ends_with(" pxfs"))
+    {
+        bail!(
+            "{} is already a pxfs mount; unmount it first (`pxfs unmount {}`)",
+            args.mountpoint.display(),
+            args.mountpoint.display()
+        );
+    }
     if !args.mountpoint.is_dir() {
         bail!(
             "mount point {} is not a directory",
@@ -87,6 +108,9 @@ pub fn run(mut args: MountArgs) -> anyhow::Result<()> {
     }
     let log = cfg.cache.dir.join("mount.log");
     let ready = daemonize(&log)?;
+    if cleaned {
+        eprintln!("{cleaned_note}"); // into the daemon's log too
+    }
     let result = serve(&args, &cfg, Some(ready));
     if let Err(e) = &result {
         tracing::error!("{e:#}");

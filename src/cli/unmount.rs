@@ -17,6 +17,18 @@ pub struct UnmountArgs {
 }
 
 pub async fn run(args: UnmountArgs) -> anyhow::Result<()> {
+    // A killed daemon leaves a dead mount: nothing to drain, just remove it.
+    let absolute = super::stale::absolute(&args.mountpoint)?;
+    if super::stale::clean_up(&absolute)? {
+        let _ = std::fs::remove_file(super::mount::pid_file(&absolute));
+        eprintln!(
+            "pxfs: {} was a stale mount (its pxfs daemon was killed or crashed); unmounted it \
+             (lazy unmount). Anything it had staged stays in its cache directory's journal: \
+             the next `pxfs mount` with that cache uploads and commits it",
+            absolute.display()
+        );
+        return Ok(());
+    }
     let mountpoint = std::fs::canonicalize(&args.mountpoint)
         .with_context(|| format!("mount point {}", args.mountpoint.display()))?;
     let pid_path = super::mount::pid_file(&mountpoint);

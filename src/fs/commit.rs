@@ -108,6 +108,47 @@ impl Fs {
         }
     }
 
+    /// Wait until a commit covers journal op `seq` of `token` (fsync, fsyncdir): unlike
+    /// [`Fs::flush_token`], closes that come in meanwhile from other writers are not
+    /// waited for once a commit has covered `seq`.
+    pub async fn commit_through(&self, token: TokenId, seq: u64) -> FsResult<()> {
+        let mut delay = Duration::from_millis(100);
+        loop {
+            let progress = self.inner.progress.notified();
+            tokio::pin!(progress);
+            progress.as_mut().enable();
+            let (covered, pending) = {
+                let tree = self.tree();
+                let t = tree.token(token)?;
+                (t.committed.journal_seq >= seq, t.pending_uploads)
+            };
+            if covered {
+                return Ok(());
+            }
+            if pending == 0 {
+                match self.commit_token(token).await {
+                    Ok(true) => continue,
+                    // Nothing to write (the ops since changed nothing a manifest holds,
+                    // or the token is read-only), unless a close slipped in.
+                    Ok(false) if self.tree().token(token)?.pending_uploads == 0 => {
+                        return Ok(());
+                    }
+                    Ok(false) => continue,
+                    Err(e) => {
+                        tracing::warn!(token, error = %e, "commit failed; retrying");
+                        tokio::time::sleep(delay).await;
+                        delay = (delay * 2).min(Duration::from_secs(10));
+                        continue;
+                    }
+                }
+            }
+            if self.inner.cancel.is_cancelled() {
+                return Err(FsError::Journal("shutting down".into()));
+            }
+            let _ = tokio::time::timeout(Duration::from_secs(1), progress).await;
+        }
+    }
+
     /// Commit `token` if it has changes and no upload in flight. `Ok(true)` if a new root
     /// was published.
     pub async fn commit_token(&self, token: TokenId) -> FsResult<bool> {

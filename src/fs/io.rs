@@ -468,8 +468,27 @@ impl Fs {
         result
     }
 
+    /// close(2) (of any descriptor of the handle). close(2) waits for this, but not for
+    /// `release`, which the kernel sends later and asynchronously: so the version is
+    /// journaled here, and a close that returned survives a crash of the daemon. Writes
+    /// through a descriptor still open start a new session, closed at `release`.
     pub async fn flush(&self, fh: u64) -> FsResult<()> {
-        self.handle(fh).map(|_| ())
+        let h = self.handle(fh)?;
+        if !h.session {
+            return Ok(());
+        }
+        let mut guard = self.tree();
+        self.checkpoint(&mut guard, h.ino)
+    }
+
+    /// Close the session of a file that still has a name, so its content so far is a
+    /// journaled version; an unlinked file keeps its session (other descriptors may still
+    /// read it) until its last release drops it.
+    fn checkpoint(&self, tree: &mut Tree, ino: Ino) -> FsResult<()> {
+        if tree.get(ino)?.links.is_empty() {
+            return Ok(());
+        }
+        self.close_session(tree, ino)
     }
 
     /// The last close of a writer turns its session into a closed version.
@@ -523,6 +542,7 @@ impl Fs {
             Op::Close {
                 path: path.clone(),
                 staged: session.path().to_path_buf(),
+                size: session.len().ok(),
                 mode: meta.mode,
                 uid: meta.uid,
                 gid: meta.gid,
@@ -546,34 +566,35 @@ impl Fs {
     /// fsync: the file's current content is on the node and committed when this returns.
     pub async fn fsync(&self, fh: u64) -> FsResult<()> {
         let h = self.handle(fh)?;
-        let token = {
+        let (token, seq) = {
             let mut guard = self.tree();
             let tree = &mut *guard;
             let token = tree.token_of(h.ino)?;
-            let f = tree.get(h.ino)?.file().ok_or(FsError::IsDir)?;
-            if let Some(s) = &f.session {
-                s.sync_data()?;
-                self.close_session(tree, h.ino)?;
-            }
+            tree.get(h.ino)?.file().ok_or(FsError::IsDir)?;
+            // The staged file needs no fsync of its own: we wait until it is on the node.
+            self.checkpoint(tree, h.ino)?;
             let t = tree.token(token)?;
             t.journal.sync()?;
-            token
+            (token, t.journal.last_seq())
         };
-        self.flush_token(token).await
+        self.commit_through(token, seq).await
     }
 
     /// fsyncdir: the directory's changes are committed when this returns.
     pub async fn fsyncdir(&self, ino: Ino) -> FsResult<()> {
         let token = {
             let tree = self.tree();
-            let token = tree.get(ino)?.token;
-            if let Some(t) = token {
-                tree.token(t)?.journal.sync()?;
+            match tree.get(ino)?.token {
+                Some(t) => {
+                    let journal = &tree.token(t)?.journal;
+                    journal.sync()?;
+                    Some((t, journal.last_seq()))
+                }
+                None => None,
             }
-            token
         };
         match token {
-            Some(t) => self.flush_token(t).await,
+            Some((t, seq)) => self.commit_through(t, seq).await,
             None => self.flush_all().await,
         }
     }

@@ -27,6 +27,10 @@ pub enum Op {
     Close {
         path: String,
         staged: PathBuf,
+        /// The staged file's length at close: a staged file found shorter or longer at
+        /// replay did not reach the disk whole (power loss) and is not replayed.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        size: Option<u64>,
         mode: u32,
         uid: u32,
         gid: u32,
@@ -114,6 +118,9 @@ pub struct Journal {
     /// Held (flock) for as long as the journal is open: one mount per token and cache.
     _lock: File,
     log: File,
+    /// Length of `ops.log`: a failed append is cut back to it, so no torn line is left
+    /// in the middle of the log for later appends to follow.
+    log_len: u64,
     next_seq: u64,
     /// Ops not yet covered by a commit: (seq, line, staged file the op references).
     pending: Vec<(u64, String, Option<PathBuf>)>,
@@ -171,6 +178,7 @@ impl Journal {
             dir: dir.to_path_buf(),
             _lock: lock,
             log: open_log(dir)?,
+            log_len: 0,
             next_seq: max_seq + 1,
             pending: Vec::new(),
         };
@@ -191,11 +199,18 @@ impl Journal {
     /// Append one op; returns its sequence number.
     pub fn append(&mut self, op: Op) -> io::Result<u64> {
         let seq = self.next_seq;
-        self.next_seq += 1;
         let staged = staged_of(&op);
         let line = to_line(&Record { seq, op });
         // One write(2) per op: enough to survive kill -9 (the page cache keeps it).
-        self.log.write_all(line.as_bytes())?;
+        if let Err(e) = self.log.write_all(line.as_bytes()) {
+            // A short write (disk full) would glue the next op onto half of this one.
+            if let Err(cut) = self.log.set_len(self.log_len) {
+                tracing::error!(error = %cut, "cannot cut a failed journal append back");
+            }
+            return Err(e);
+        }
+        self.next_seq += 1;
+        self.log_len += line.len() as u64;
         self.pending.push((seq, line, staged));
         Ok(seq)
     }
@@ -253,6 +268,7 @@ impl Journal {
         }
         write_atomically_at(&tmp, &self.dir.join("ops.log"), text.as_bytes())?;
         self.log = open_log(&self.dir)?;
+        self.log_len = text.len() as u64;
         Ok(())
     }
 }

@@ -14,6 +14,12 @@ use super::staged::StagedFile;
 use super::token::{TokenFs, TokenInfo};
 use super::{Fs, SetAttr, TimeSet};
 
+/// A journal op whose replay fails because the node does not answer is tried this often,
+/// waiting from `REPLAY_RETRY_FIRST` up to `REPLAY_RETRY_MAX` between tries.
+const REPLAY_ATTEMPTS: u32 = 8;
+const REPLAY_RETRY_FIRST: std::time::Duration = std::time::Duration::from_millis(500);
+const REPLAY_RETRY_MAX: std::time::Duration = std::time::Duration::from_secs(15);
+
 impl Fs {
     /// Mount one sNFT: load its committed root, replay its journal, resume its uploads.
     pub async fn add_token(&self, info: TokenInfo) -> FsResult<()> {
@@ -103,8 +109,15 @@ impl Fs {
         }
         let replayed = ops.len();
         for record in ops {
-            if let Err(e) = self.replay(id, &record).await {
-                tracing::warn!(token = id, seq = record.seq, error = %e, "journal op not replayed");
+            if let Err(e) = self.replay_or_retry(id, &record).await {
+                // Going on would commit a tree without this op and drop it from the
+                // journal: leave the journal as it is for the next attempt instead.
+                self.forget_token(id);
+                return Err(FsError::Journal(format!(
+                    "token {id}: cannot replay journal op {} ({e}); nothing was lost, \
+                     it is replayed at the next mount",
+                    record.seq
+                )));
             }
         }
         let mut tree = self.tree();
@@ -229,6 +242,44 @@ impl Fs {
         Ok((parent, name))
     }
 
+    /// Replay one op. An op that no longer applies (it touched a file that was never
+    /// closed, so was never journaled) is skipped; one that could not be replayed because
+    /// the node or the cache disk failed is retried, then reported.
+    async fn replay_or_retry(&self, token: TokenId, record: &Record) -> FsResult<()> {
+        let mut delay = REPLAY_RETRY_FIRST;
+        let mut attempt = 1;
+        loop {
+            match self.replay(token, record).await {
+                Ok(()) => return Ok(()),
+                Err(FsError::Store(e)) if e.transient && attempt < REPLAY_ATTEMPTS => {
+                    tracing::warn!(token, seq = record.seq, attempt, error = %e,
+                        retry_in_ms = delay.as_millis() as u64,
+                        "node did not answer during journal replay; retrying");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(REPLAY_RETRY_MAX);
+                    attempt += 1;
+                }
+                Err(e @ FsError::Store(_)) => return Err(e),
+                Err(FsError::Io(e)) if e.kind() != std::io::ErrorKind::NotFound => {
+                    return Err(FsError::Io(e));
+                }
+                Err(e) => {
+                    tracing::info!(token, seq = record.seq, op = ?record.op, error = %e,
+                        "journal op does not apply (it touched a file never closed); skipped");
+                    return Ok(());
+                }
+            }
+        }
+    }
+
+    /// Undo a half-done [`Fs::add_token`]: its inodes go, its journal is closed.
+    fn forget_token(&self, token: TokenId) {
+        let mut tree = self.tree();
+        tree.tokens.remove(&token);
+        tree.inodes
+            .retain(|ino, i| *ino == ROOT_INO || i.token != Some(token));
+    }
+
     async fn replay(&self, token: TokenId, record: &Record) -> FsResult<()> {
         match &record.op {
             Op::Mkdir {
@@ -245,12 +296,14 @@ impl Fs {
             Op::Close {
                 path,
                 staged,
+                size,
                 mode,
                 uid,
                 gid,
                 mtime_ns,
             } => {
-                self.replay_close(token, path, staged, Meta::new(*mode, *uid, *gid), *mtime_ns)
+                let meta = Meta::new(*mode, *uid, *gid);
+                self.replay_close(token, path, staged, *size, meta, *mtime_ns)
                     .await?;
             }
             Op::Setattr {
@@ -344,12 +397,20 @@ impl Fs {
         token: TokenId,
         path: &str,
         staged: &std::path::Path,
+        expected: Option<u64>,
         meta: Meta,
         mtime_ns: i64,
     ) -> FsResult<()> {
         let (parent, name) = self.resolve_parent(token, path).await?;
         let staged = Arc::new(StagedFile::open_existing(staged)?);
         let size = staged.len()?;
+        if expected.is_some_and(|e| e != size) {
+            // Only a power loss does this (the journal line reached the disk, the content
+            // did not): never resurrect a torn version; the previous one stays.
+            tracing::error!(token, path, expected, found = size, staged = %staged.path().display(),
+                "staged content did not reach the disk whole; this close is not replayed");
+            return Ok(());
+        }
         let mut guard = self.tree();
         let tree = &mut *guard;
         let ino = match tree.child(parent, name)? {

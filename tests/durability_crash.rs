@@ -1,0 +1,607 @@
+//! Crash recovery on a real devnet and a real kernel mount: the mount daemon is killed
+//! with SIGKILL at seeded random points while writers copy files into an sNFT. What a
+//! writer saw closed is never lost, nothing comes back torn, what was fsynced is already
+//! on the node, and the dead mount a killed daemon leaves behind is cleaned up by
+//! `pxfs mount` and `pxfs unmount` themselves.
+
+mod support;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::io::Write;
+use std::os::fd::IntoRawFd;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rand::{Rng, RngCore, SeedableRng};
+use support::{PXFS, TestDevnet, is_mounted};
+
+/// Files copied per seed (the kill comes somewhere in the middle).
+const FILES: usize = 2000;
+/// Writers running at once, each owning every step on its files.
+const WRITERS: usize = 3;
+
+// ---------------------------------------------------------------------------------------
+// The workload: a seeded plan of steps; file contents derive from (seed, path, version).
+
+#[derive(Debug, Clone)]
+enum Step {
+    /// Create or truncate `path`, write version `v`, close.
+    Write {
+        path: String,
+        v: u32,
+    },
+    /// Write version `v` to a temporary name, close it, rename it over `path`.
+    Replace {
+        path: String,
+        v: u32,
+    },
+    Unlink {
+        path: String,
+    },
+}
+
+impl Step {
+    fn path(&self) -> &str {
+        match self {
+            Step::Write { path, .. } | Step::Replace { path, .. } | Step::Unlink { path } => path,
+        }
+    }
+
+    /// The file's state once this step is done.
+    fn after(&self) -> State {
+        match self {
+            Step::Write { v, .. } | Step::Replace { v, .. } => State::Version(*v),
+            Step::Unlink { .. } => State::Absent,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum State {
+    Absent,
+    Version(u32),
+}
+
+struct Plan {
+    seed: u64,
+    /// Steps per writer, in the order that writer runs them.
+    writers: Vec<Vec<Step>>,
+}
+
+impl Plan {
+    fn new(seed: u64) -> Plan {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+        let mut keyed: Vec<(f64, usize, Step)> = Vec::new();
+        for i in 0..FILES {
+            let path = if i % 3 == 0 {
+                format!("d{:02}/sub/f{i:04}.bin", i % 16)
+            } else {
+                format!("d{:02}/f{i:04}.bin", i % 16)
+            };
+            let first = if rng.random_range(0..100) < 15 {
+                Step::Replace {
+                    path: path.clone(),
+                    v: 1,
+                }
+            } else {
+                Step::Write {
+                    path: path.clone(),
+                    v: 1,
+                }
+            };
+            keyed.push((i as f64, i, first));
+            // Some files get a second version or are deleted a little later.
+            let later = i as f64 + rng.random_range(1.0..300.0);
+            match rng.random_range(0..100) {
+                0..=5 => keyed.push((later, i, Step::Write { path, v: 2 })),
+                6..=9 => keyed.push((later, i, Step::Replace { path, v: 2 })),
+                10..=12 => keyed.push((later, i, Step::Unlink { path })),
+                _ => {}
+            }
+        }
+        keyed.sort_by(|a, b| a.0.total_cmp(&b.0));
+        let mut writers = vec![Vec::new(); WRITERS];
+        for (_, i, step) in keyed {
+            writers[i % WRITERS].push(step);
+        }
+        Plan { seed, writers }
+    }
+
+    fn steps(&self) -> usize {
+        self.writers.iter().map(Vec::len).sum()
+    }
+
+    /// Every step on `path`, in order.
+    fn steps_of(&self) -> HashMap<String, Vec<Step>> {
+        let mut by_path: HashMap<String, Vec<Step>> = HashMap::new();
+        for s in self.writers.iter().flatten() {
+            by_path
+                .entry(s.path().to_string())
+                .or_default()
+                .push(s.clone());
+        }
+        by_path
+    }
+
+    /// Version `v` of `path`: a few bytes to a few hundred KiB.
+    fn content(&self, path: &str, v: u32) -> Vec<u8> {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        (self.seed, path, v).hash(&mut h);
+        let mut rng = rand::rngs::StdRng::seed_from_u64(h.finish());
+        let len = match rng.random_range(0..100) {
+            0..=54 => rng.random_range(1..4096),
+            55..=89 => rng.random_range(4096..64 << 10),
+            _ => rng.random_range(64 << 10..400 << 10),
+        };
+        let mut data = vec![0u8; len];
+        rng.fill_bytes(&mut data);
+        data
+    }
+}
+
+fn tmp_name(path: &str) -> String {
+    match path.rsplit_once('/') {
+        Some((dir, name)) => format!("{dir}/.{name}.tmp"),
+        None => format!(".{path}.tmp"),
+    }
+}
+
+/// Write `data` to `path` and close it, reporting the close's own result (a closed file
+/// is what the log records).
+fn write_and_close(path: &Path, data: &[u8]) -> std::io::Result<()> {
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(path)?;
+    f.write_all(data)?;
+    let fd = f.into_raw_fd();
+    // SAFETY: we own fd (taken out of the File) and close it exactly once.
+    if unsafe { libc::close(fd) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+fn run_step(plan: &Plan, root: &Path, step: &Step) -> std::io::Result<()> {
+    let target = root.join(step.path());
+    if let Some(dir) = target.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    match step {
+        Step::Write { path, v } => write_and_close(&target, &plan.content(path, *v)),
+        Step::Replace { path, v } => {
+            let tmp = root.join(tmp_name(path));
+            write_and_close(&tmp, &plan.content(path, *v))?;
+            std::fs::rename(&tmp, &target)
+        }
+        Step::Unlink { .. } => std::fs::remove_file(&target),
+    }
+}
+
+/// The log of completed steps, kept outside the mount: one line per step, appended and
+/// fsynced as soon as the step returned.
+struct DoneLog {
+    file: Mutex<std::fs::File>,
+    count: AtomicUsize,
+}
+
+impl DoneLog {
+    fn record(&self, writer: usize, index: usize) {
+        let mut f = self.file.lock().unwrap();
+        writeln!(f, "{writer} {index}").unwrap();
+        f.sync_data().unwrap();
+        self.count.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// For each writer, how many of its steps completed.
+    fn read(path: &Path) -> Vec<usize> {
+        let mut done = vec![0; WRITERS];
+        for line in std::fs::read_to_string(path).unwrap().lines() {
+            let (w, i) = line.split_once(' ').unwrap();
+            let (w, i): (usize, usize) = (w.parse().unwrap(), i.parse().unwrap());
+            assert_eq!(i, done[w], "writer {w} logged step {i} out of order");
+            done[w] = i + 1;
+        }
+        done
+    }
+}
+
+/// Runs the plan's writers against `root` until they finish or the mount dies under them.
+fn start_writers(
+    plan: &Arc<Plan>,
+    root: &Path,
+    log: &Arc<DoneLog>,
+) -> Vec<std::thread::JoinHandle<Option<String>>> {
+    (0..WRITERS)
+        .map(|w| {
+            let (plan, root, log) = (plan.clone(), root.to_path_buf(), log.clone());
+            std::thread::spawn(move || {
+                for (i, step) in plan.writers[w].iter().enumerate() {
+                    if let Err(e) = run_step(&plan, &root, step) {
+                        return Some(format!("{step:?}: {e}"));
+                    }
+                    log.record(w, i);
+                }
+                None
+            })
+        })
+        .collect()
+}
+
+// ---------------------------------------------------------------------------------------
+// What may be found after the crash.
+
+/// For each path, the states allowed after recovery: the one after its last logged step
+/// and, since the step after it may have completed without being logged yet, the one
+/// after that. A temporary name may hold any complete version written to it, or nothing.
+struct Expectation {
+    allowed: BTreeMap<String, BTreeSet<State>>,
+    temporaries: BTreeMap<String, (String, BTreeSet<u32>)>,
+}
+
+impl Expectation {
+    fn new(plan: &Plan, done: &[usize]) -> Expectation {
+        // Position of every step in its writer's sequence, per path.
+        let mut positions: HashMap<&str, Vec<(usize, usize)>> = HashMap::new();
+        for (w, steps) in plan.writers.iter().enumerate() {
+            for (i, s) in steps.iter().enumerate() {
+                positions.entry(s.path()).or_default().push((w, i));
+            }
+        }
+        let by_path = plan.steps_of();
+        let mut allowed = BTreeMap::new();
+        let mut temporaries = BTreeMap::new();
+        for (path, steps) in &by_path {
+            let pos = &positions[path.as_str()];
+            let logged = pos.iter().filter(|(w, i)| *i < done[*w]).count();
+            let mut set = BTreeSet::new();
+            set.insert(if logged == 0 {
+                State::Absent
+            } else {
+                steps[logged - 1].after()
+            });
+            if let Some(next) = steps.get(logged) {
+                set.insert(next.after());
+            }
+            allowed.insert(path.clone(), set);
+            let versions: BTreeSet<u32> = steps
+                .iter()
+                .filter_map(|s| match s {
+                    Step::Replace { v, .. } => Some(*v),
+                    _ => None,
+                })
+                .collect();
+            if !versions.is_empty() {
+                temporaries.insert(tmp_name(path), (path.clone(), versions));
+            }
+        }
+        Expectation {
+            allowed,
+            temporaries,
+        }
+    }
+
+    /// Walks `root` and returns (what each planned path holds, every violation).
+    fn check(&self, plan: &Plan, root: &Path) -> (BTreeMap<String, State>, Vec<String>) {
+        let mut found = BTreeMap::new();
+        let mut problems = Vec::new();
+        let mut files = Vec::new();
+        list_files(root, Path::new(""), &mut files);
+        let files: BTreeSet<String> = files.into_iter().collect();
+        for rel in &files {
+            let data = std::fs::read(root.join(rel)).unwrap_or_else(|e| panic!("{rel}: {e}"));
+            if let Some(allowed) = self.allowed.get(rel) {
+                let state = allowed
+                    .iter()
+                    .find(|s| match s {
+                        State::Version(v) => plan.content(rel, *v) == data,
+                        State::Absent => false,
+                    })
+                    .copied();
+                match state {
+                    Some(s) => {
+                        found.insert(rel.clone(), s);
+                    }
+                    None => problems.push(format!(
+                        "{rel}: {} bytes match none of the allowed states {allowed:?} (torn or lost version)",
+                        data.len()
+                    )),
+                }
+            } else if let Some((path, versions)) = self.temporaries.get(rel) {
+                if !versions.iter().any(|v| plan.content(path, *v) == data) {
+                    problems.push(format!(
+                        "{rel}: temporary holds {} bytes, no complete version",
+                        data.len()
+                    ));
+                }
+            } else {
+                problems.push(format!("{rel}: a file the writers never created"));
+            }
+        }
+        for (path, allowed) in &self.allowed {
+            if !files.contains(path) {
+                if allowed.contains(&State::Absent) {
+                    found.insert(path.clone(), State::Absent);
+                } else {
+                    problems.push(format!("{path}: missing, expected one of {allowed:?}"));
+                }
+            }
+        }
+        (found, problems)
+    }
+}
+
+fn list_files(root: &Path, rel: &Path, out: &mut Vec<String>) {
+    let dir = root.join(rel);
+    let entries = match std::fs::read_dir(&dir) {
+        Ok(e) => e,
+        Err(e) if rel.as_os_str().is_empty() && e.kind() == std::io::ErrorKind::NotFound => {
+            return; // killed before the first directory was created
+        }
+        Err(e) => panic!("{}: {e}", dir.display()),
+    };
+    for e in entries {
+        let e = e.unwrap();
+        let r = rel.join(e.file_name());
+        if e.file_type().unwrap().is_dir() {
+            list_files(root, &r, out);
+        } else {
+            out.push(r.to_string_lossy().into_owned());
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Mount helpers that survive a killed daemon (TestMount expects a clean unmount).
+
+/// A config for the devnet's chain and node with its own cache directory.
+fn config_with_cache(devnet: &TestDevnet, cache: &Path) -> PathBuf {
+    let text = std::fs::read_to_string(devnet.config()).unwrap();
+    let mut cfg: toml::Value = toml::from_str(&text).unwrap();
+    cfg["cache"]["dir"] = toml::Value::String(cache.display().to_string());
+    let path = cache.with_extension("toml");
+    std::fs::write(&path, toml::to_string(&cfg).unwrap()).unwrap();
+    path
+}
+
+fn pxfs(args: &[&str], mountpoint: &Path, config: &Path) -> Output {
+    Command::new(PXFS)
+        .args(args)
+        .arg(mountpoint)
+        .arg("--config")
+        .arg(config)
+        .output()
+        .unwrap()
+}
+
+fn mount(mountpoint: &Path, config: &Path) -> String {
+    let out = pxfs(&["mount"], mountpoint, config);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "pxfs mount failed: {stderr}");
+    assert!(
+        is_mounted(mountpoint),
+        "pxfs mount returned before mounting"
+    );
+    stderr
+}
+
+fn unmount(mountpoint: &Path, config: &Path) -> String {
+    let out = pxfs(&["unmount"], mountpoint, config);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "pxfs unmount failed: {stderr}");
+    assert!(!is_mounted(mountpoint), "still mounted after pxfs unmount");
+    stderr
+}
+
+/// Lazily unmounts whatever is left on drop (a failed test must not leave mounts).
+struct MountPoint(tempfile::TempDir);
+
+impl MountPoint {
+    fn new() -> MountPoint {
+        MountPoint(
+            tempfile::Builder::new()
+                .prefix("pxfs-crash-")
+                .tempdir()
+                .unwrap(),
+        )
+    }
+    fn path(&self) -> &Path {
+        self.0.path()
+    }
+}
+
+impl Drop for MountPoint {
+    fn drop(&mut self) {
+        while is_mounted(self.0.path()) {
+            let ok = Command::new("fusermount3")
+                .arg("-uz")
+                .arg(self.0.path())
+                .status()
+                .is_ok_and(|s| s.success());
+            if !ok {
+                break;
+            }
+        }
+    }
+}
+
+/// The pid of the `pxfs mount` daemon serving `mountpoint`.
+fn daemon_pid(mountpoint: &Path) -> u32 {
+    let mp = mountpoint.to_string_lossy();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+            continue;
+        };
+        let args: Vec<String> = cmdline
+            .split(|b| *b == 0)
+            .map(|a| String::from_utf8_lossy(a).into_owned())
+            .collect();
+        if args.get(1).is_some_and(|a| a == "mount") && args.iter().any(|a| *a == mp) {
+            return pid;
+        }
+    }
+    panic!("no pxfs mount daemon found for {mp}");
+}
+
+/// SIGKILL the daemon of `mountpoint` and wait until it is gone.
+fn kill_daemon(mountpoint: &Path) {
+    let pid = daemon_pid(mountpoint);
+    // SAFETY: plain kill(2) of a pid we just looked up.
+    assert_eq!(unsafe { libc::kill(pid as i32, libc::SIGKILL) }, 0);
+    support::wait_until("the killed daemon to exit", Duration::from_secs(30), || {
+        !support::pid_alive(pid)
+    });
+}
+
+fn token_dir(mountpoint: &Path, devnet: &TestDevnet) -> PathBuf {
+    mountpoint.join(devnet.token().to_string())
+}
+
+// ---------------------------------------------------------------------------------------
+
+#[test]
+fn kill_9_during_a_copy_loses_no_closed_file_and_leaves_none_torn() {
+    let devnet = TestDevnet::start(&[]);
+    let caches = tempfile::tempdir().unwrap();
+    for seed in [11u64, 22, 33] {
+        let started = Instant::now();
+        let plan = Arc::new(Plan::new(seed));
+        let kill_at = rand::rngs::StdRng::seed_from_u64(seed ^ 0xdead)
+            .random_range(plan.steps() / 10..plan.steps() * 9 / 10);
+        let config = config_with_cache(&devnet, &caches.path().join(format!("a{seed}")));
+        let mp = MountPoint::new();
+        mount(mp.path(), &config);
+        let root = token_dir(mp.path(), &devnet).join(format!("seed-{seed}"));
+
+        let log_path = caches.path().join(format!("done-{seed}.log"));
+        let log = Arc::new(DoneLog {
+            file: Mutex::new(std::fs::File::create(&log_path).unwrap()),
+            count: AtomicUsize::new(0),
+        });
+        let writers = start_writers(&plan, &root, &log);
+        while log.count.load(Ordering::SeqCst) < kill_at {
+            assert!(
+                writers.iter().any(|w| !w.is_finished()),
+                "seed {seed}: writers finished before step {kill_at}"
+            );
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        kill_daemon(mp.path());
+        for w in writers {
+            // Each writer stops at its first failed step (the mount is dead).
+            let _ = w.join().unwrap();
+        }
+        let done = DoneLog::read(&log_path);
+        let expect = Expectation::new(&plan, &done);
+        let logged: usize = done.iter().sum();
+
+        // The same cache: the dead mount is cleaned up and the journal replayed.
+        let said = mount(mp.path(), &config);
+        assert!(
+            said.contains("stale mount"),
+            "pxfs mount did not say it removed the stale mount: {said}"
+        );
+        let (replayed, problems) = expect.check(&plan, &root);
+        assert!(
+            problems.is_empty(),
+            "seed {seed}, killed after {logged} logged steps: after remount with the same cache, {} problems: {:#?}",
+            problems.len(),
+            &problems[..problems.len().min(20)]
+        );
+        unmount(mp.path(), &config); // drains the uploads and commits
+
+        // Nothing cached: the tree comes from the node, as the journal rebuilt it.
+        let fresh = config_with_cache(&devnet, &caches.path().join(format!("b{seed}")));
+        mount(mp.path(), &fresh);
+        let (from_node, problems) = expect.check(&plan, &root);
+        assert!(
+            problems.is_empty(),
+            "seed {seed}: from the node with a fresh cache, {} problems: {:#?}",
+            problems.len(),
+            &problems[..problems.len().min(20)]
+        );
+        let changed: Vec<_> = replayed
+            .iter()
+            .filter(|(p, s)| from_node.get(*p) != Some(s))
+            .take(10)
+            .collect();
+        assert!(
+            changed.is_empty(),
+            "seed {seed}: what the node holds differs from what the remount showed: {changed:?}"
+        );
+        unmount(mp.path(), &fresh);
+        eprintln!(
+            "seed {seed}: killed after {logged}/{} steps; {} files present; {:.1}s",
+            plan.steps(),
+            from_node.values().filter(|s| **s != State::Absent).count(),
+            started.elapsed().as_secs_f64()
+        );
+    }
+}
+
+#[test]
+fn a_file_fsynced_before_kill_9_is_on_the_node_and_pxfs_unmount_removes_the_dead_mount() {
+    let devnet = TestDevnet::start(&[]);
+    let caches = tempfile::tempdir().unwrap();
+    let config = config_with_cache(&devnet, &caches.path().join("a"));
+    let mp = MountPoint::new();
+    mount(mp.path(), &config);
+
+    // Mounting over a live pxfs mount is refused, with the way out.
+    let again = pxfs(&["mount"], mp.path(), &config);
+    assert!(
+        !again.status.success(),
+        "a second pxfs mount on a live one succeeded"
+    );
+    assert!(
+        String::from_utf8_lossy(&again.stderr).contains("already a pxfs mount"),
+        "{}",
+        String::from_utf8_lossy(&again.stderr)
+    );
+
+    let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+    let mut synced = vec![0u8; 300 << 10];
+    rng.fill_bytes(&mut synced);
+    let mut closed = vec![0u8; 5000];
+    rng.fill_bytes(&mut closed);
+    let dir = token_dir(mp.path(), &devnet).join("docs");
+    std::fs::create_dir(&dir).unwrap();
+    {
+        let mut f = std::fs::File::create(dir.join("synced.bin")).unwrap();
+        f.write_all(&synced).unwrap();
+        f.sync_all().unwrap();
+    }
+    std::fs::write(dir.join("closed.bin"), &closed).unwrap();
+    kill_daemon(mp.path());
+    assert!(
+        is_mounted(mp.path()),
+        "the killed daemon's mount should be left behind"
+    );
+    let err = std::fs::read_dir(mp.path()).unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc::ENOTCONN), "{err}");
+
+    // `pxfs unmount` on the dead mount removes it and says what happened.
+    let said = unmount(mp.path(), &config);
+    assert!(said.contains("stale mount"), "{said}");
+
+    // Another cache, so nothing local: the fsynced file comes from the node.
+    let fresh = config_with_cache(&devnet, &caches.path().join("b"));
+    mount(mp.path(), &fresh);
+    let dir = token_dir(mp.path(), &devnet).join("docs");
+    assert_eq!(std::fs::read(dir.join("synced.bin")).unwrap(), synced);
+    unmount(mp.path(), &fresh);
+
+    // The first cache's journal still has the file that was only closed.
+    mount(mp.path(), &config);
+    assert_eq!(std::fs::read(dir.join("synced.bin")).unwrap(), synced);
+    assert_eq!(std::fs::read(dir.join("closed.bin")).unwrap(), closed);
+    unmount(mp.path(), &config);
+}

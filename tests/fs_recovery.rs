@@ -1,0 +1,245 @@
+//! Crash recovery in the filesystem core, without a kernel: an in-memory node, a real
+//! cache directory with its journal, one sNFT, and crashes (`abort`: nothing drained,
+//! nothing committed) at the awkward moments.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use pxfs::fs::store::MemoryStore;
+use pxfs::fs::{Fs, FsConfig, Ino, ROOT_INO, TokenInfo};
+
+const TOKEN: u64 = 7;
+const BTNS: &str = "k51-token-7";
+const RW: i32 = libc::O_RDWR;
+
+struct Mount {
+    fs: Fs,
+    store: Arc<MemoryStore>,
+    cache: tempfile::TempDir,
+}
+
+async fn mount_with(store: Arc<MemoryStore>, cache: tempfile::TempDir) -> Mount {
+    let mut cfg = FsConfig::new(cache.path().to_path_buf());
+    cfg.single_token = true;
+    cfg.commit_interval = Duration::from_secs(3600); // commits only when asked
+    let fs = Fs::new(cfg, store.clone()).unwrap();
+    fs.add_token(TokenInfo {
+        token_id: TOKEN,
+        quota: u64::MAX,
+        overdue: false,
+        last_sync: 1,
+        sync_deadline: 2,
+        btns: Some(BTNS.into()),
+    })
+    .await
+    .unwrap();
+    Mount { fs, store, cache }
+}
+
+async fn mount() -> Mount {
+    mount_with(Arc::new(MemoryStore::new()), tempfile::tempdir().unwrap()).await
+}
+
+impl Mount {
+    /// A crash: nothing drained, nothing committed; the same cache mounted again.
+    async fn crash_and_remount(self) -> Mount {
+        self.fs.abort();
+        drop(self.fs);
+        mount_with(self.store, self.cache).await
+    }
+
+    /// Another machine: the same node, an empty cache.
+    async fn fresh_cache(&self) -> Mount {
+        mount_with(self.store.clone(), tempfile::tempdir().unwrap()).await
+    }
+
+    async fn write_file(&self, dir: Ino, name: &str, data: &[u8]) -> Ino {
+        let (attr, fh) = self.fs.create(dir, name, 0o644, RW, 0, 0).await.unwrap();
+        self.fs.write(fh, 0, data).await.unwrap();
+        self.fs.flush(fh).await.unwrap();
+        self.fs.release(fh).await.unwrap();
+        attr.ino
+    }
+
+    async fn read(&self, dir: Ino, name: &str) -> Option<Vec<u8>> {
+        let ino = self.fs.lookup(dir, name).await.ok()?.ino;
+        let fh = self.fs.open(ino, libc::O_RDONLY).await.unwrap();
+        let data = self.fs.read(fh, 0, 1 << 24).await.unwrap().to_vec();
+        self.fs.release(fh).await.unwrap();
+        Some(data)
+    }
+
+    fn journal_dir(&self) -> PathBuf {
+        self.cache.path().join("journal").join(TOKEN.to_string())
+    }
+
+    fn staging_dir(&self) -> PathBuf {
+        self.cache.path().join("staging").join(TOKEN.to_string())
+    }
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap().flatten() {
+        std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+    }
+}
+
+#[tokio::test]
+async fn a_close_is_durable_once_flush_returns_even_if_release_never_comes() {
+    // close(2) waits for FLUSH only; RELEASE reaches the daemon later, if at all.
+    let m = mount().await;
+    let (_, fh) = m.fs.create(ROOT_INO, "f", 0o644, RW, 0, 0).await.unwrap();
+    m.fs.write(fh, 0, b"closed").await.unwrap();
+    m.fs.flush(fh).await.unwrap();
+    let m = m.crash_and_remount().await;
+    assert_eq!(m.read(ROOT_INO, "f").await.unwrap(), b"closed");
+}
+
+#[tokio::test]
+async fn writes_after_a_flush_are_a_new_version_and_never_half_replayed() {
+    let m = mount().await;
+    let (_, fh) = m.fs.create(ROOT_INO, "f", 0o644, RW, 0, 0).await.unwrap();
+    m.fs.write(fh, 0, b"first").await.unwrap();
+    m.fs.flush(fh).await.unwrap(); // one descriptor of a dup'ed pair closed
+    m.fs.write(fh, 5, b" second").await.unwrap();
+    assert_eq!(m.read(ROOT_INO, "f").await.unwrap(), b"first second");
+    // Crash before the last close: the file is as of the first close, not half of it.
+    let m = m.crash_and_remount().await;
+    assert_eq!(m.read(ROOT_INO, "f").await.unwrap(), b"first");
+}
+
+#[tokio::test]
+async fn an_unlinked_open_file_keeps_its_content_when_one_descriptor_closes() {
+    let m = mount().await;
+    let (_, fh) =
+        m.fs.create(ROOT_INO, "scratch", 0o600, RW, 0, 0)
+            .await
+            .unwrap();
+    m.fs.write(fh, 0, b"scratch data").await.unwrap();
+    m.fs.unlink(ROOT_INO, "scratch").await.unwrap();
+    m.fs.flush(fh).await.unwrap();
+    m.fs.fsync(fh).await.unwrap();
+    assert_eq!(&m.fs.read(fh, 0, 100).await.unwrap()[..], b"scratch data");
+    m.fs.release(fh).await.unwrap();
+    let m = m.crash_and_remount().await;
+    assert!(m.read(ROOT_INO, "scratch").await.is_none());
+}
+
+#[tokio::test]
+async fn a_file_created_but_never_closed_does_not_come_back() {
+    let m = mount().await;
+    m.write_file(ROOT_INO, "old", b"committed version").await;
+    m.fs.flush_all().await.unwrap();
+    // Rewritten in place and renamed while open, never closed.
+    let ino = m.fs.lookup(ROOT_INO, "old").await.unwrap().ino;
+    let fh = m.fs.open(ino, RW | libc::O_TRUNC).await.unwrap();
+    m.fs.write(fh, 0, b"half").await.unwrap();
+    m.fs.rename(ROOT_INO, "old", ROOT_INO, "renamed", false, false)
+        .await
+        .unwrap();
+    let (_, new) = m.fs.create(ROOT_INO, "new", 0o644, RW, 0, 0).await.unwrap();
+    m.fs.write(new, 0, b"partial").await.unwrap();
+    let m = m.crash_and_remount().await;
+    assert_eq!(
+        m.read(ROOT_INO, "renamed").await.unwrap(),
+        b"committed version"
+    );
+    assert!(m.read(ROOT_INO, "new").await.is_none());
+    assert!(m.read(ROOT_INO, "old").await.is_none());
+}
+
+#[tokio::test]
+async fn a_crash_after_publishing_but_before_recording_the_commit_replays_to_the_same_tree() {
+    let m = mount().await;
+    let d = m.fs.mkdir(ROOT_INO, "d", 0o755, 0, 0).await.unwrap().ino;
+    m.write_file(d, "a", b"aaa").await;
+    m.write_file(d, "gone", b"to be deleted").await;
+    m.fs.flush_all().await.unwrap();
+
+    // Changes since that commit, journaled; then a commit publishes them, but the
+    // daemon dies before `state.json` records it (and before staged files are deleted).
+    m.write_file(d, "b", b"bbb").await;
+    m.fs.unlink(d, "gone").await.unwrap();
+    m.fs.rename(d, "a", ROOT_INO, "a-moved", false, false)
+        .await
+        .unwrap();
+    m.fs.mkdir(d, "e", 0o700, 0, 0).await.unwrap();
+    let saved = tempfile::tempdir().unwrap();
+    copy_dir(&m.journal_dir(), &saved.path().join("journal"));
+    copy_dir(&m.staging_dir(), &saved.path().join("staging"));
+    m.fs.flush_all().await.unwrap();
+    m.fs.abort();
+    // The commit deletes the staged files it covered in the background: let it finish
+    // before putting back what the crash would have left.
+    let staging = m.staging_dir();
+    for _ in 0..100 {
+        if std::fs::read_dir(&staging).unwrap().next().is_none() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    copy_dir(&saved.path().join("journal"), &m.journal_dir());
+    copy_dir(&saved.path().join("staging"), &m.staging_dir());
+
+    let m = m.crash_and_remount().await;
+    let check = |m: Mount| async move {
+        let d = m.fs.lookup(ROOT_INO, "d").await.unwrap().ino;
+        assert_eq!(m.read(d, "b").await.unwrap(), b"bbb");
+        assert_eq!(m.read(ROOT_INO, "a-moved").await.unwrap(), b"aaa");
+        assert!(m.read(d, "gone").await.is_none());
+        assert!(m.read(d, "a").await.is_none());
+        assert_eq!(m.fs.lookup(d, "e").await.unwrap().meta.mode, 0o700);
+        m
+    };
+    let m = check(m).await;
+    m.fs.flush_all().await.unwrap();
+    check(m.fresh_cache().await).await;
+}
+
+#[tokio::test]
+async fn a_staged_version_cut_short_by_a_power_loss_is_not_replayed() {
+    let m = mount().await;
+    m.write_file(ROOT_INO, "f", b"version one").await;
+    m.fs.flush_all().await.unwrap();
+    m.store.set_offline(true);
+    let ino = m.fs.lookup(ROOT_INO, "f").await.unwrap().ino;
+    let fh = m.fs.open(ino, RW | libc::O_TRUNC).await.unwrap();
+    m.fs.write(fh, 0, b"version two, longer").await.unwrap();
+    m.fs.flush(fh).await.unwrap();
+    m.fs.release(fh).await.unwrap();
+    // The journal line reached the disk, the staged content only in part.
+    for e in std::fs::read_dir(m.staging_dir()).unwrap().flatten() {
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(e.path())
+            .unwrap()
+            .set_len(4)
+            .unwrap();
+    }
+    m.store.set_offline(false);
+    let m = m.crash_and_remount().await;
+    assert_eq!(m.read(ROOT_INO, "f").await.unwrap(), b"version one");
+}
+
+#[tokio::test]
+async fn replay_waits_for_a_node_that_is_slow_to_come_back() {
+    let m = mount().await;
+    let d = m.fs.mkdir(ROOT_INO, "d", 0o755, 0, 0).await.unwrap().ino;
+    m.write_file(d, "a", b"a").await;
+    m.fs.flush_all().await.unwrap();
+    // Replaying this op needs `d`'s manifest from the node.
+    m.write_file(d, "b", b"b").await;
+    m.store.set_offline(true);
+    let store = m.store.clone();
+    let back = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        store.set_offline(false);
+    });
+    let m = m.crash_and_remount().await;
+    back.await.unwrap();
+    let d = m.fs.lookup(ROOT_INO, "d").await.unwrap().ino;
+    assert_eq!(m.read(d, "a").await.unwrap(), b"a");
+    assert_eq!(m.read(d, "b").await.unwrap(), b"b");
+}
