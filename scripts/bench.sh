@@ -20,6 +20,7 @@
 #   BENCH_BUILD=1       0: use the binary as it is
 #   BENCH_PXFS=target/release/pxfs   the binary to measure
 #   BENCH_NOTE=         free text for the report (e.g. what else loads the machine)
+#   PXFS_ANVIL=         anvil binary, if neither PATH nor contracts/node_modules has one
 # A quick run:
 #   BENCH_REPEAT=1 BENCH_SEQ_MIB=128 BENCH_BIG_MIB=0 BENCH_FILES=1000 BENCH_FIO_MIB=32 \
 #     BENCH_OUT=/tmp/bench.md bash scripts/bench.sh
