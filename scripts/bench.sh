@@ -330,7 +330,7 @@ done
 # fio_iops KEY FILE: 4 KiB random read/write, verified with crc32c; IOPS of reads + writes.
 fio_iops() {
     fio --name=randrw --filename="$2" --size="${fio_mib}M" --rw=randrw --bs=4k \
-        --ioengine=psync --verify=crc32c --output-format=json --output="$work/fio.json"
+        --ioengine=psync --verify=crc32c --verify_state_save=0 --output-format=json --output="$work/fio.json"
     jq -e '.jobs[0].error == 0' "$work/fio.json" >/dev/null || die "fio on $2 failed"
     record "$1" "$(jq '.jobs[0] | .read.iops + .write.iops | floor' "$work/fio.json")"
     rm -f "$2" "$work/fio.json"
