@@ -101,6 +101,7 @@ impl Filesystem for FuseFs {
             InitFlags::FUSE_READDIRPLUS_AUTO,
             InitFlags::FUSE_PARALLEL_DIROPS,
             InitFlags::FUSE_CACHE_SYMLINKS,
+            InitFlags::FUSE_AUTO_INVAL_DATA,
         ] {
             let _ = config.add_capabilities(cap);
         }
@@ -322,7 +323,10 @@ impl Filesystem for FuseFs {
         let fs = self.fs.clone();
         self.spawn(span("open", ino.0, req), async move {
             match fs.open(ino.0, flags.0).await {
-                Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
+                // Content changes only through this mount, so the kernel's cached pages stay
+                // valid across opens (a re-read never comes back to the daemon);
+                // FUSE_AUTO_INVAL_DATA drops them if an attribute refresh shows a change.
+                Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::FOPEN_KEEP_CACHE),
                 Err(e) => reply.error(errno(&e)),
             }
         });

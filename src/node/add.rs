@@ -4,7 +4,8 @@
 //! collector) produces Kubo's DAG: 256 KiB chunks, at most 174 links per node, dag-pb UnixFS
 //! File nodes, raw leaves by default with CIDv1. Each part is fed to it one chunk at a time
 //! and its blocks go straight to disk (`blocks`), so memory stays at a chunk or two whatever
-//! the file size. The whole request is flushed once, then pinned.
+//! the file size. Raw-leaf files are pinned with their blocks; the whole request is
+//! flushed once; larger files are then pinned through rust-ipfs.
 
 use std::path::Path;
 
@@ -18,7 +19,7 @@ use serde::Serialize;
 
 use super::error::ApiError;
 use super::http::Args;
-use super::{Node, NodeState, blocks};
+use super::{Node, NodeState, blocks, pins};
 
 /// Kubo's default and only supported chunker.
 const CHUNKER: &str = "size-262144";
@@ -46,6 +47,8 @@ pub enum AddError {
     Store(#[from] blocks::BlockWriteError),
     #[error("pinning {cid} failed: {reason}")]
     Pin { cid: Cid, reason: String },
+    #[error("{0}")]
+    LeafPin(#[from] pins::PinError),
 }
 
 impl From<AddError> for ApiError {
@@ -129,18 +132,31 @@ pub async fn add(
     if imported.is_empty() {
         return Err(AddError::NoFiles.into());
     }
-    // One flush makes every block of this request durable before anything refers to it.
-    tokio::task::spawn_blocking(move || blocks::sync(&store))
-        .await
-        .map_err(|e| AddError::Import {
-            name: String::new(),
-            reason: e.to_string(),
-        })?
-        .map_err(AddError::from)?;
+    // Raw blocks (every file up to one chunk) are pinned by writing their pin files; one
+    // flush then makes the blocks and those pins durable before anything refers to them.
+    let leaves: Vec<Cid> = if options.pin {
+        imported
+            .iter()
+            .map(|(_, cid)| *cid)
+            .filter(pins::is_leaf)
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let pin_store = pins::pin_store_dir(&node.repo);
+    tokio::task::spawn_blocking(move || {
+        pins::write_leaf_pins(&pin_store, &leaves)?;
+        blocks::sync(&store).map_err(AddError::from)
+    })
+    .await
+    .map_err(|e| AddError::Import {
+        name: String::new(),
+        reason: e.to_string(),
+    })??;
 
     let mut lines = String::new();
     for (name, cid) in imported {
-        if options.pin {
+        if options.pin && !pins::is_leaf(&cid) {
             pin(&node, &cid).await?;
         }
         let hash = cid.to_string();

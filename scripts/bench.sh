@@ -1,0 +1,426 @@
+#!/usr/bin/env bash
+# Benchmarks a pxfs mount against the node it writes to and against local disk (issue #7):
+# builds release pxfs, starts its own devnet (anvil + pxfs node + contracts, one sNFT),
+# mounts it, measures, prints the machine, the versions, the raw numbers, the medians and
+# the ratios against the targets, and writes them into BENCHMARKS.md (between the
+# `bench:begin`/`bench:end` markers; text outside them is kept). Not part of the tests.
+#
+# Every ratio compares two figures measured in this run on this machine. Each measurement
+# runs BENCH_REPEAT times with fresh content (the node deduplicates blocks, so re-sending
+# the same bytes would measure nothing) and the median is reported.
+#
+# Environment (the defaults are the full run):
+#   BENCH_REPEAT=3      repetitions of each measurement
+#   BENCH_SEQ_MIB=1024  sequential write/read file size
+#   BENCH_BIG_MIB=8192  large write for the peak-RSS comparison (0 skips it)
+#   BENCH_FILES=10000   small files (1-16 KiB) in the tar
+#   BENCH_FIO_MIB=256   fio file size
+#   BENCH_DIR=          work directory (default: a new one under /var/tmp), deleted at the end
+#   BENCH_OUT=BENCHMARKS.md
+#   BENCH_BUILD=1       0: use the binary as it is
+#   BENCH_PXFS=target/release/pxfs   the binary to measure
+#   BENCH_NOTE=         free text for the report (e.g. what else loads the machine)
+#   PXFS_ANVIL=         anvil binary, if neither PATH nor contracts/node_modules has one
+# A quick run:
+#   BENCH_REPEAT=1 BENCH_SEQ_MIB=128 BENCH_BIG_MIB=0 BENCH_FILES=1000 BENCH_FIO_MIB=32 \
+#     BENCH_OUT=/tmp/bench.md bash scripts/bench.sh
+#
+# Cold reads drop the kernel's page cache (/proc/sys/vm/drop_caches, as root) besides the
+# mount's chunk cache; without root only the chunk cache is dropped, which the report says.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+repeat=${BENCH_REPEAT:-3}
+seq_mib=${BENCH_SEQ_MIB:-1024}
+big_mib=${BENCH_BIG_MIB:-8192}
+files=${BENCH_FILES:-10000}
+fio_mib=${BENCH_FIO_MIB:-256}
+out=${BENCH_OUT:-BENCHMARKS.md}
+note=${BENCH_NOTE:-}
+command_line="${BENCH_PXFS:+BENCH_PXFS=$BENCH_PXFS }BENCH_REPEAT=$repeat BENCH_SEQ_MIB=$seq_mib BENCH_BIG_MIB=$big_mib BENCH_FILES=$files BENCH_FIO_MIB=$fio_mib bash scripts/bench.sh"
+
+for tool in curl jq fio openssl python3 fusermount3 mountpoint getfattr; do
+    command -v "$tool" >/dev/null || { echo "bench: $tool is required" >&2; exit 1; }
+done
+
+pxfs=$(realpath -m "${BENCH_PXFS:-target/release/pxfs}")
+if [[ ${BENCH_BUILD:-1} != 0 ]]; then
+    cargo build --release --locked
+fi
+[[ -x $pxfs ]] || { echo "bench: $pxfs missing (BENCH_BUILD=0 needs a build)" >&2; exit 1; }
+
+work=${BENCH_DIR:-$(mktemp -d /var/tmp/pxfs-bench.XXXXXX)}
+mkdir -p "$work"
+work=$(cd "$work" && pwd)
+mp=$work/mnt
+devdir=$work/devnet
+raw=$work/raw.tsv
+: >"$raw"
+devnet_pid=
+mount_pid=
+
+log() { printf '[bench %(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
+die() { log "error: $*"; exit 1; }
+
+cleanup() {
+    local rc=$?
+    set +e
+    trap - EXIT INT TERM
+    if ((rc != 0)); then
+        log "failed (exit $rc); last lines of the logs:"
+        tail -n 20 "$work/devnet.log" "$work/mount.log" 2>/dev/null >&2
+    fi
+    unmount_px
+    if [[ -n $devnet_pid ]] && kill -0 "$devnet_pid" 2>/dev/null; then
+        kill -TERM "$devnet_pid"
+        for _ in $(seq 600); do kill -0 "$devnet_pid" 2>/dev/null || break; sleep 0.1; done
+        kill -KILL "$devnet_pid" 2>/dev/null
+        wait "$devnet_pid" 2>/dev/null
+    fi
+    if mountpoint -q "$mp" 2>/dev/null; then fusermount3 -uz "$mp"; fi
+    rm -rf "$work"
+    log "cleaned up $work"
+    exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+now() { date +%s%N; }
+# Seconds since $1 (from `now`).
+since() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.3f", (b - a) / 1e9 }'; }
+# record KEY VALUE: one raw number.
+record() { printf '%s\t%s\n' "$1" "$2" >>"$raw"; log "$1 = $2"; }
+median() {
+    awk -F'\t' -v k="$1" '$1 == k { print $2 }' "$raw" | sort -g |
+        awk '{ a[NR] = $1 } END { if (NR == 0) print "n/a"; else if (NR % 2) print a[(NR + 1) / 2]; else printf "%.3f\n", (a[NR / 2] + a[NR / 2 + 1]) / 2 }'
+}
+all() { awk -F'\t' -v k="$1" '$1 == k { printf "%s%s", s, $2; s = " " }' "$raw"; }
+div() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "n/a" || b == "n/a" || b == 0) print "n/a"; else printf "%.2f", a / b }'; }
+# rate MIB SECS: MiB/s.
+rate() { awk -v m="$1" -v s="$2" 'BEGIN { printf "%.1f", m / s }'; }
+
+# gen SEED MIB FILE: MIB of pseudo-random bytes, different for each seed (AES-CTR keystream).
+gen() {
+    (openssl enc -aes-128-ctr -nosalt -pbkdf2 -pass "pass:$1" </dev/zero 2>/dev/null || true) |
+        head -c "$(($2 << 20))" >"$3"
+}
+# gen_tree SEED DIR: BENCH_FILES files of 1-16 KiB, all in DIR/files (one big directory).
+gen_tree() {
+    python3 - "$1" "$2" "$files" <<'EOF'
+import os, random, sys
+seed, top, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
+rng = random.Random(seed)
+d = os.path.join(top, "files")
+os.makedirs(d)
+for i in range(n):
+    with open(os.path.join(d, "f%05d" % i), "wb") as f:
+        f.write(rng.randbytes(rng.randint(1024, 16384)))
+EOF
+}
+drop_kernel_caches() {
+    if [[ -w /proc/sys/vm/drop_caches ]]; then
+        sync
+        echo 3 >/proc/sys/vm/drop_caches
+    fi
+}
+
+mount_px() {
+    "$pxfs" mount "$mp" --config "$cfg" --foreground >>"$work/mount.log" 2>&1 &
+    mount_pid=$!
+    for _ in $(seq 1200); do
+        if mountpoint -q "$mp" && [[ -d $tokdir ]]; then return 0; fi
+        kill -0 "$mount_pid" 2>/dev/null || die "pxfs mount exited"
+        sleep 0.05
+    done
+    die "pxfs mount not ready after 60 s"
+}
+# An external unmount makes the daemon drain its uploads, commit and exit.
+unmount_px() {
+    [[ -n $mount_pid ]] || return 0
+    if mountpoint -q "$mp"; then
+        fusermount3 -u "$mp" 2>/dev/null || kill -TERM "$mount_pid" 2>/dev/null || true
+    fi
+    wait "$mount_pid" 2>/dev/null || true
+    mount_pid=
+}
+remount() { unmount_px; mount_px; }
+# Peak RSS (VmHWM) of the mount daemon, reset first with clear_refs so it covers one phase.
+reset_peak() { echo 5 >"/proc/$mount_pid/clear_refs"; }
+peak_mib() { awk '/^VmHWM/ { printf "%.1f", $2 / 1024 }' "/proc/$mount_pid/status"; }
+
+node_add() { # node_add FILE... : one add call, prints the node's answer
+    local args=()
+    for f in "$@"; do args+=(-F "file=@$f"); done
+    curl -sS --fail -H 'Expect:' "${args[@]}" "$node/api/v0/add?pin=true&cid-version=1&raw-leaves=true"
+}
+
+# --- machine, versions, devnet --------------------------------------------------------------
+machine="$(nproc) CPUs, $(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo), $(awk '/^MemTotal/ { printf "%.1f GiB RAM", $2 / 1048576 }' /proc/meminfo), Linux $(uname -r)"
+rev="$(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git diff --quiet HEAD 2>/dev/null || echo '+dirty')"
+versions="pxfs $rev; $(rustc --version 2>/dev/null || echo 'rustc ?'); fuse3 $(fusermount3 --version 2>&1 | awk '{ print $NF }'); $(fio --version); curl $(curl --version | awk 'NR == 1 { print $2 }')"
+load_start=$(cut -d' ' -f1-3 /proc/loadavg)
+started_at=$(date -u '+%Y-%m-%d %H:%M UTC')
+log "machine: $machine"
+log "versions: $versions"
+log "load average: $load_start; work dir $work ($(df -h --output=avail "$work" | tail -1 | tr -d ' ') free)"
+[[ -w /proc/sys/vm/drop_caches ]] && cold_note="kernel page cache and chunk cache dropped" ||
+    cold_note="chunk cache dropped; kernel page cache NOT dropped (not root)"
+
+log "starting the devnet"
+"$pxfs" devnet up --dir "$devdir" --quota $((64 << 30)) --no-oracle >"$work/devnet.log" 2>&1 &
+devnet_pid=$!
+for _ in $(seq 3000); do
+    grep -q '^devnet ready' "$work/devnet.log" && break
+    kill -0 "$devnet_pid" 2>/dev/null || die "the devnet exited"
+    sleep 0.1
+done
+grep -q '^devnet ready' "$work/devnet.log" || die "the devnet was not ready within 300 s"
+cfg=$devdir/pxfs.toml
+cache=$devdir/cache
+node=$(jq -r .node_url "$devdir/devnet.json")
+token=$(jq -r '.token_ids[0]' "$devdir/devnet.json")
+tokdir=$mp/$token
+mkdir -p "$mp" "$work/local"
+mount_px
+log "mounted sNFT $token at $mp (daemon pid $mount_pid), node $node"
+
+# --- 1, 2, 5: sequential write and read, peak RSS ------------------------------------------
+for r in $(seq "$repeat"); do
+    log "sequential $seq_mib MiB, run $r/$repeat"
+    gen "mount-$r" "$seq_mib" "$work/seq-mount.bin"
+    gen "node-$r" "$seq_mib" "$work/seq-node.bin"
+
+    reset_peak
+    t=$(now)
+    dd if="$work/seq-mount.bin" of="$tokdir/seq-$r.bin" bs=1M conv=fsync status=none
+    record write_mount "$(rate "$seq_mib" "$(since "$t")")"
+    record rss_seq "$(peak_mib)"
+
+    t=$(now)
+    node_add "$work/seq-node.bin" >"$work/add.json"
+    record write_add "$(rate "$seq_mib" "$(since "$t")")"
+    cid=$(jq -r .Hash "$work/add.json")
+
+    t=$(now)
+    dd if="$work/seq-mount.bin" of="$cache/local-seq.bin" bs=1M conv=fsync status=none
+    record write_local "$(rate "$seq_mib" "$(since "$t")")"
+
+    # Cold: a new daemon, an empty chunk cache and (as root) an empty page cache.
+    unmount_px
+    rm -rf "$cache/chunks"
+    drop_kernel_caches
+    mount_px
+    t=$(now)
+    dd if="$tokdir/seq-$r.bin" of=/dev/null bs=1M status=none
+    record read_cold_mount "$(rate "$seq_mib" "$(since "$t")")"
+    drop_kernel_caches
+    t=$(now)
+    curl -sS --fail -X POST "$node/api/v0/cat?arg=$cid" -o /dev/null
+    record read_cold_cat "$(rate "$seq_mib" "$(since "$t")")"
+
+    # Warm: the chunks are now in the chunk cache; the local file is in the page cache.
+    t=$(now)
+    dd if="$tokdir/seq-$r.bin" of=/dev/null bs=1M status=none
+    record read_warm_mount "$(rate "$seq_mib" "$(since "$t")")"
+    cat "$cache/local-seq.bin" >/dev/null
+    t=$(now)
+    dd if="$cache/local-seq.bin" of=/dev/null bs=1M status=none
+    record read_warm_local "$(rate "$seq_mib" "$(since "$t")")"
+
+    rm -f "$work/seq-mount.bin" "$work/seq-node.bin" "$cache/local-seq.bin" "$tokdir/seq-$r.bin"
+done
+
+if ((big_mib > 0)); then
+    # Staged in the cache and stored by the node: about twice the size on this filesystem.
+    need=$((big_mib * 2 + 4096))
+    avail=$(df -m --output=avail "$work" | tail -1 | tr -d ' ')
+    if ((avail < need)); then
+        log "skipping the $big_mib MiB write: $avail MiB free, $need MiB needed"
+        record rss_big "n/a"
+    else
+        log "large write of $big_mib MiB (peak RSS)"
+        reset_peak
+        t=$(now)
+        (openssl enc -aes-128-ctr -nosalt -pbkdf2 -pass pass:big </dev/zero 2>/dev/null || true) |
+            head -c "$((big_mib << 20))" |
+            dd of="$tokdir/big.bin" bs=1M iflag=fullblock conv=fsync status=none
+        record write_big_mount "$(rate "$big_mib" "$(since "$t")")"
+        record rss_big "$(peak_mib)"
+        rm -f "$tokdir/big.bin"
+        sync "$tokdir"
+    fi
+fi
+
+# --- 3: small files -------------------------------------------------------------------------
+for r in $(seq "$repeat"); do
+    log "$files small files, run $r/$repeat"
+    rm -rf "$work/tree-mount" "$work/tree-node"
+    gen_tree "mount-$r" "$work/tree-mount"
+    gen_tree "node-$r" "$work/tree-node"
+    tar -cf "$work/small.tar" -C "$work/tree-mount" files
+
+    mkdir "$tokdir/small-$r"
+    t=$(now)
+    tar -xf "$work/small.tar" -C "$tokdir/small-$r"
+    sync "$tokdir"
+    record small_mount "$(awk -v n="$files" -v s="$(since "$t")" 'BEGIN { printf "%.0f", n / s }')"
+
+    rm -rf "$work/local/small-$r"
+    mkdir -p "$work/local/small-$r"
+    t=$(now)
+    tar -xf "$work/small.tar" -C "$work/local/small-$r"
+    sync -f "$work/local/small-$r"
+    record small_local "$(awk -v n="$files" -v s="$(since "$t")" 'BEGIN { printf "%.0f", n / s }')"
+
+    # One add call per file, one after another over one kept-alive connection.
+    : >"$work/curl.cfg"
+    for f in "$work/tree-node/files"/*; do
+        printf 'url = "%s/api/v0/add?pin=true&cid-version=1&raw-leaves=true"\nform = "file=@%s"\nheader = "Expect:"\nfail\nnext\n' \
+            "$node" "$f" >>"$work/curl.cfg"
+    done
+    sed -i '$d' "$work/curl.cfg" # no `next` after the last
+    t=$(now)
+    curl -sS -K "$work/curl.cfg" >"$work/added.json"
+    secs=$(since "$t")
+    added=$(grep -c '"Hash"' "$work/added.json" || true)
+    ((added == files)) || die "direct adds: $added of $files answered"
+    record small_add "$(awk -v n="$files" -v s="$secs" 'BEGIN { printf "%.0f", n / s }')"
+    rm -rf "$work/small.tar" "$work/tree-mount" "$work/tree-node" "$work/curl.cfg" "$work/added.json"
+done
+
+# --- 4: metadata ----------------------------------------------------------------------------
+# time_cmd KEY CMD...: wall time of CMD in seconds.
+time_cmd() {
+    local key=$1 t
+    shift
+    t=$(now)
+    "$@" >/dev/null
+    record "$key" "$(since "$t")"
+}
+ls_l() { ls -l "$1" >/dev/null; }
+find_count() { find "$1" | wc -l >/dev/null; }
+stat_all() { find "$1" -type f -exec stat --format=%s {} + >/dev/null; }
+big_dir=$tokdir/small-1/files
+log "metadata: ls -l of $(find "$big_dir" -maxdepth 1 -type f | wc -l) entries, find over $(find "$tokdir" | wc -l) names"
+ls_l "$big_dir"
+find_count "$tokdir"
+stat_all "$tokdir"
+ls_l "$work/local"
+find_count "$work/local"
+stat_all "$work/local"
+for r in $(seq "$repeat"); do
+    time_cmd ls_warm_mount ls_l "$big_dir"
+    time_cmd ls_warm_local ls_l "$work/local/small-1/files"
+    time_cmd find_warm_mount find_count "$tokdir"
+    time_cmd find_warm_local find_count "$work/local"
+    time_cmd stat_warm_mount stat_all "$tokdir"
+    time_cmd stat_warm_local stat_all "$work/local"
+done
+for r in $(seq "$repeat"); do
+    log "metadata after remount, run $r/$repeat"
+    remount
+    time_cmd ls_cold_mount ls_l "$big_dir"
+    remount
+    time_cmd find_cold_mount find_count "$tokdir"
+    remount
+    time_cmd stat_cold_mount stat_all "$tokdir"
+done
+
+# --- 6: random I/O --------------------------------------------------------------------------
+# fio_iops KEY FILE: 4 KiB random read/write, verified with crc32c; IOPS of reads + writes.
+fio_iops() {
+    fio --name=randrw --filename="$2" --size="${fio_mib}M" --rw=randrw --bs=4k \
+        --ioengine=psync --verify=crc32c --verify_state_save=0 --output-format=json --output="$work/fio.json"
+    jq -e '.jobs[0].error == 0' "$work/fio.json" >/dev/null || die "fio on $2 failed"
+    record "$1" "$(jq '.jobs[0] | .read.iops + .write.iops | floor' "$work/fio.json")"
+    rm -f "$2" "$work/fio.json"
+}
+for r in $(seq "$repeat"); do
+    log "fio ${fio_mib} MiB, run $r/$repeat"
+    fio_iops fio_mount "$tokdir/fio-$r.dat"
+    fio_iops fio_local "$cache/fio-local.dat"
+done
+sync "$tokdir"
+load_end=$(cut -d' ' -f1-3 /proc/loadavg)
+
+# --- report ---------------------------------------------------------------------------------
+# row NAME MOUNT_KEY BASE_KEY CHECK TARGET_TEXT: one table line of medians. CHECK is
+# "ratio>=X" (mount/baseline), "min>=X" or "max<X" (the mount figure), or empty.
+rows=()
+row() {
+    local name=$1 check=$4 text=$5 m b="" ratio="" met=""
+    m=$(median "$2")
+    if [[ -n $3 ]]; then
+        b=$(median "$3")
+        ratio=$(div "$m" "$b")
+    fi
+    case $check in
+    ratio\>=*) met=$(awk -v v="$ratio" -v t="${check#ratio>=}" 'BEGIN { if (v != "n/a") print (v + 0 >= t + 0 ? "met" : "**missed**") }') ;;
+    min\>=*) met=$(awk -v v="$m" -v t="${check#min>=}" 'BEGIN { if (v != "n/a") print (v + 0 >= t + 0 ? "met" : "**missed**") }') ;;
+    max\<*) met=$(awk -v v="$m" -v t="${check#max<}" 'BEGIN { if (v != "n/a") print (v + 0 < t + 0 ? "met" : "**missed**") }') ;;
+    esac
+    rows+=("| $name | $m | $b | ${ratio:+$ratio×} | $text | $met |")
+}
+row "Sequential write ${seq_mib} MiB, MiB/s (vs direct \`add\`)" write_mount write_add "ratio>=0.9" "≥ 0.9×"
+row "Sequential write ${seq_mib} MiB, MiB/s (vs local \`dd conv=fsync\`)" write_mount write_local "" ""
+row "Cold read, MiB/s (vs node \`cat\`)" read_cold_mount read_cold_cat "ratio>=0.9" "≥ 0.9×"
+row "Warm read, MiB/s (vs local file)" read_warm_mount read_warm_local "ratio>=0.7" "≥ 0.7×"
+row "${files} small files, files/s (vs one \`add\` per file)" small_mount small_add "ratio>=2" "≥ 2×"
+row "${files} small files, files/s (absolute)" small_mount "" "min>=1000" "≥ 1,000/s"
+row "${files} small files, files/s (vs local tar + \`sync -f\`)" small_mount small_local "" ""
+row "\`ls -l\` of ${files} entries warm, s (vs local)" ls_warm_mount ls_warm_local "max<0.2" "< 0.2 s"
+row "\`ls -l\` of ${files} entries after remount, s" ls_cold_mount "" "" ""
+row "\`find | wc -l\` warm, s (vs local)" find_warm_mount find_warm_local "" ""
+row "\`find | wc -l\` after remount, s" find_cold_mount "" "" ""
+row "\`stat\` of every file warm, s (vs local)" stat_warm_mount stat_warm_local "" ""
+row "\`stat\` of every file after remount, s" stat_cold_mount "" "" ""
+row "Peak RSS of the daemon, ${seq_mib} MiB write, MiB" rss_seq "" "max<200" "< 200 MiB"
+if ((big_mib > 0)); then
+    row "Peak RSS of the daemon, ${big_mib} MiB write, MiB (vs ${seq_mib} MiB write)" rss_big rss_seq "max<200" "< 200 MiB, ≈ 1×"
+    row "Write of ${big_mib} MiB from a generator, MiB/s" write_big_mount "" "" ""
+fi
+row "fio 4 KiB randrw on ${fio_mib} MiB, crc32c, IOPS (vs local)" fio_mount fio_local "" ""
+
+table=$(
+    echo "| Measurement | pxfs mount | baseline | mount / baseline | target | |"
+    echo "|---|---:|---:|---:|---|---|"
+    printf '%s\n' "${rows[@]}"
+)
+keys=$(cut -f1 "$raw" | awk '!seen[$0]++')
+raw_lines=$(for k in $keys; do printf -- "- \`%s\`: %s\n" "$k" "$(all "$k")"; done)
+report=$(
+    cat <<EOF
+<!-- bench:begin (written by scripts/bench.sh; edit outside these markers) -->
+## Results
+
+Run: $started_at, \`$command_line\`
+
+- Machine: $machine
+- Load average at start: $load_start; at end: $load_end${note:+
+- Note: $note}
+- Versions: $versions
+- Medians of $repeat runs; every ratio compares two figures of this run. Cold reads: $cold_note.
+- Throughput includes \`fsync\` (mount: upload to the node and commit; local: \`dd conv=fsync\`);
+  small files include \`sync\` of the token directory (the commit) or \`sync -f\` locally.
+
+$table
+
+Raw numbers (MiB/s, files/s, s, MiB, IOPS, in run order):
+
+$raw_lines
+<!-- bench:end -->
+EOF
+)
+echo
+echo "$report"
+if [[ -f $out ]] && grep -q '^<!-- bench:begin' "$out" && grep -q '^<!-- bench:end' "$out"; then
+    printf '%s\n' "$report" >"$work/report.md"
+    awk -v rf="$work/report.md" '
+        /^<!-- bench:begin/ { while ((getline l <rf) > 0) print l; skip = 1; next }
+        /^<!-- bench:end/ { skip = 0; next }
+        !skip { print }' "$out" >"$out.new"
+    mv "$out.new" "$out"
+else
+    printf '# Benchmarks\n\n%s\n' "$report" >"$out"
+fi
+log "wrote $out"
