@@ -22,7 +22,7 @@ use super::{Node, NodeState};
 #[derive(Debug, thiserror::Error)]
 pub enum PinError {
     #[error("{0}")]
-    Path(#[from] CatError),
+    Path(Box<CatError>),
     #[error("not pinned or pinned indirectly")]
     NotPinned,
     #[error("pinning {cid} failed: {reason}")]
@@ -31,10 +31,16 @@ pub enum PinError {
     Type(String),
 }
 
+impl From<CatError> for PinError {
+    fn from(e: CatError) -> Self {
+        PinError::Path(Box::new(e))
+    }
+}
+
 impl From<PinError> for ApiError {
     fn from(e: PinError) -> Self {
         match e {
-            PinError::Path(e) => e.into(),
+            PinError::Path(e) => (*e).into(),
             PinError::Type(_) => ApiError::bad_argument(e.to_string()),
             _ => ApiError::failed(e),
         }
@@ -155,7 +161,7 @@ pub async fn pin_add(State(node): State<NodeState>, args: Args) -> Result<Json<P
     for arg in args.all("arg") {
         let cid = target(&node, arg).await?;
         // Fails fast on an offline node when the root is missing, instead of waiting for it.
-        node.block(&cid).await.map_err(PinError::Path)?;
+        node.block(&cid).await.map_err(PinError::from)?;
         let mut pin = node.ipfs.insert_pin(cid).set_local(!node.online);
         if recursive {
             pin = pin.recursive();
