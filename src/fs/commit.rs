@@ -61,6 +61,18 @@ pub(crate) fn spawn_committer(fs: Fs) {
     });
 }
 
+/// A failed commit is retried after `delay` (doubling, at most 10 s); node outages are
+/// logged once by [`outage`](super::outage), so a failure from one is only a debug line.
+async fn commit_failed_backoff(token: TokenId, e: &FsError, delay: &mut Duration) {
+    if e.is_node_outage() {
+        tracing::debug!(token, error = %e, "commit failed; retrying");
+    } else {
+        tracing::warn!(token, error = %e, "commit failed; retrying");
+    }
+    tokio::time::sleep(*delay).await;
+    *delay = (*delay * 2).min(Duration::from_secs(10));
+}
+
 impl Fs {
     /// Wait until every closed file of every token is on the node, then commit them all.
     pub async fn flush_all(&self) -> FsResult<()> {
@@ -89,13 +101,7 @@ impl Fs {
                     Ok(_) if self.tree().token(token)?.pending_uploads == 0 => return Ok(()),
                     Ok(_) => continue, // a close slipped in: wait for it too
                     Err(e) => {
-                        if e.is_node_outage() {
-                            tracing::debug!(token, error = %e, "commit failed; retrying");
-                        } else {
-                            tracing::warn!(token, error = %e, "commit failed; retrying");
-                        }
-                        tokio::time::sleep(delay).await;
-                        delay = (delay * 2).min(Duration::from_secs(10));
+                        commit_failed_backoff(token, &e, &mut delay).await;
                         continue;
                     }
                 }
@@ -111,9 +117,14 @@ impl Fs {
     /// Wait until a commit covers journal op `seq` of `token` (fsync, fsyncdir): unlike
     /// [`Fs::flush_token`], closes that come in meanwhile from other writers are not
     /// waited for once a commit has covered `seq`.
+    /// Fails with [`FsError::NodeDown`] like [`Fs::flush_token`].
     pub async fn commit_through(&self, token: TokenId, seq: u64) -> FsResult<()> {
         let mut delay = Duration::from_millis(100);
+        let waiting_since = std::time::Instant::now();
         loop {
+            if let Some(down) = self.inner.outage.gives_up(waiting_since) {
+                return Err(FsError::NodeDown(down));
+            }
             let progress = self.inner.progress.notified();
             tokio::pin!(progress);
             progress.as_mut().enable();
@@ -135,9 +146,7 @@ impl Fs {
                     }
                     Ok(false) => continue,
                     Err(e) => {
-                        tracing::warn!(token, error = %e, "commit failed; retrying");
-                        tokio::time::sleep(delay).await;
-                        delay = (delay * 2).min(Duration::from_secs(10));
+                        commit_failed_backoff(token, &e, &mut delay).await;
                         continue;
                     }
                 }
