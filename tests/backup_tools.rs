@@ -8,29 +8,9 @@ mod support;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use support::{TestDevnet, TestMount, generate_tree, sh, tree_differences};
+use support::{TestDevnet, TestMount, assert_same_tree, generate_tree, sh};
 
 const RESTIC_PASSWORD: &str = "pxfs-test-repository";
-
-fn assert_same_tree(a: &Path, b: &Path) {
-    let diffs = tree_differences(a, b);
-    assert!(
-        diffs.is_empty(),
-        "{} differences, first: {:#?}",
-        diffs.len(),
-        &diffs[..diffs.len().min(10)]
-    );
-}
-
-/// A second config pointing at the same chain and node with an empty cache: "another machine".
-fn config_with_fresh_cache(devnet: &TestDevnet, cache: &Path) -> PathBuf {
-    let text = std::fs::read_to_string(devnet.config()).unwrap();
-    let mut cfg: toml::Value = toml::from_str(&text).unwrap();
-    cfg["cache"]["dir"] = toml::Value::String(cache.display().to_string());
-    let path = cache.with_extension("toml");
-    std::fs::write(&path, toml::to_string(&cfg).unwrap()).unwrap();
-    path
-}
 
 /// Runs a command in `dir`; panics with its output if it fails. Returns stdout.
 fn run(dir: &Path, program: &str, args: &[&str], env: &[(&str, &str)]) -> String {
@@ -139,7 +119,7 @@ fn restic_backs_up_checks_and_restores_through_the_mount_also_from_an_empty_cach
 
     // Another machine: nothing cached, the repository comes from the node.
     let other_cache = tempfile::tempdir().unwrap();
-    let config = config_with_fresh_cache(&devnet, &other_cache.path().join("c"));
+    let config = devnet.config_with_cache(&other_cache.path().join("c"));
     let mount = TestMount::mount(&config, &[]);
     let restic = Restic {
         repo: mount.token(devnet.token()).join("backups/restic"),
@@ -238,7 +218,7 @@ fn git_commits_gc_fsck_and_clone_work_inside_the_mount_also_from_an_empty_cache(
     drop(mount);
 
     let other_cache = tempfile::tempdir().unwrap();
-    let config = config_with_fresh_cache(&devnet, &other_cache.path().join("c"));
+    let config = devnet.config_with_cache(&other_cache.path().join("c"));
     let mount = TestMount::mount(&config, &[]);
     let repo = mount.token(devnet.token()).join("repo");
     assert_eq!(git(&repo, &["log", "--format=%H %s"]), log_before);

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use rand::rngs::StdRng;
 use rand::{Rng, RngCore, SeedableRng};
 
-use support::{TestDevnet, TestMount, set_mtime, tree_differences};
+use support::{TestDevnet, TestMount, assert_same_tree, set_mtime};
 
 const WORKERS: usize = 8;
 /// How long the workers run; each also stops after `MAX_OPS` operations.
@@ -391,26 +391,6 @@ fn normalise_mtimes(root: &Path) {
     walk(root);
 }
 
-fn assert_same_tree(a: &Path, b: &Path) {
-    let diffs = tree_differences(a, b);
-    assert!(
-        diffs.is_empty(),
-        "{} differences, first: {:#?}",
-        diffs.len(),
-        &diffs[..diffs.len().min(10)]
-    );
-}
-
-/// A second config pointing at the same chain and node with an empty cache.
-fn config_with_fresh_cache(devnet: &TestDevnet, cache: &Path) -> PathBuf {
-    let text = std::fs::read_to_string(devnet.config()).unwrap();
-    let mut cfg: toml::Value = toml::from_str(&text).unwrap();
-    cfg["cache"]["dir"] = toml::Value::String(cache.display().to_string());
-    let path = cache.with_extension("toml");
-    std::fs::write(&path, toml::to_string(&cfg).unwrap()).unwrap();
-    path
-}
-
 #[test]
 fn eight_concurrent_writers_and_readers_end_identical_to_a_local_reference() {
     let devnet = TestDevnet::start(&[]);
@@ -470,7 +450,7 @@ fn eight_concurrent_writers_and_readers_end_identical_to_a_local_reference() {
     drop(mount);
 
     let other_cache = tempfile::tempdir().unwrap();
-    let config = config_with_fresh_cache(&devnet, &other_cache.path().join("c"));
+    let config = devnet.config_with_cache(&other_cache.path().join("c"));
     let mount = TestMount::mount(&config, &[]);
     assert_same_tree(&roots[1], &mount.token(devnet.token()).join("conc"));
 }

@@ -359,16 +359,6 @@ fn list_files(root: &Path, rel: &Path, out: &mut Vec<String>) {
 // ---------------------------------------------------------------------------------------
 // Mount helpers that survive a killed daemon (TestMount expects a clean unmount).
 
-/// A config for the devnet's chain and node with its own cache directory.
-fn config_with_cache(devnet: &TestDevnet, cache: &Path) -> PathBuf {
-    let text = std::fs::read_to_string(devnet.config()).unwrap();
-    let mut cfg: toml::Value = toml::from_str(&text).unwrap();
-    cfg["cache"]["dir"] = toml::Value::String(cache.display().to_string());
-    let path = cache.with_extension("toml");
-    std::fs::write(&path, toml::to_string(&cfg).unwrap()).unwrap();
-    path
-}
-
 fn pxfs(args: &[&str], mountpoint: &Path, config: &Path) -> Output {
     Command::new(PXFS)
         .args(args)
@@ -476,7 +466,7 @@ fn kill_9_during_a_copy_loses_no_closed_file_and_leaves_none_torn() {
         let plan = Arc::new(Plan::new(seed));
         let kill_at = rand::rngs::StdRng::seed_from_u64(seed ^ 0xdead)
             .random_range(plan.steps() / 10..plan.steps() * 9 / 10);
-        let config = config_with_cache(&devnet, &caches.path().join(format!("a{seed}")));
+        let config = devnet.config_with_cache(&caches.path().join(format!("a{seed}")));
         let mp = MountPoint::new();
         mount(mp.path(), &config);
         let root = token_dir(mp.path(), &devnet).join(format!("seed-{seed}"));
@@ -519,7 +509,7 @@ fn kill_9_during_a_copy_loses_no_closed_file_and_leaves_none_torn() {
         unmount(mp.path(), &config); // drains the uploads and commits
 
         // Nothing cached: the tree comes from the node, as the journal rebuilt it.
-        let fresh = config_with_cache(&devnet, &caches.path().join(format!("b{seed}")));
+        let fresh = devnet.config_with_cache(&caches.path().join(format!("b{seed}")));
         mount(mp.path(), &fresh);
         let (from_node, problems) = expect.check(&plan, &root);
         assert!(
@@ -551,7 +541,7 @@ fn kill_9_during_a_copy_loses_no_closed_file_and_leaves_none_torn() {
 fn a_file_fsynced_before_kill_9_is_on_the_node_and_pxfs_unmount_removes_the_dead_mount() {
     let devnet = TestDevnet::start(&[]);
     let caches = tempfile::tempdir().unwrap();
-    let config = config_with_cache(&devnet, &caches.path().join("a"));
+    let config = devnet.config_with_cache(&caches.path().join("a"));
     let mp = MountPoint::new();
     mount(mp.path(), &config);
 
@@ -593,7 +583,7 @@ fn a_file_fsynced_before_kill_9_is_on_the_node_and_pxfs_unmount_removes_the_dead
     assert!(said.contains("stale mount"), "{said}");
 
     // Another cache, so nothing local: the fsynced file comes from the node.
-    let fresh = config_with_cache(&devnet, &caches.path().join("b"));
+    let fresh = devnet.config_with_cache(&caches.path().join("b"));
     mount(mp.path(), &fresh);
     let dir = token_dir(mp.path(), &devnet).join("docs");
     assert_eq!(std::fs::read(dir.join("synced.bin")).unwrap(), synced);

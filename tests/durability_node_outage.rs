@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use support::{PXFS, TestDevnet, TestMount, generate_tree, tree_differences, wait_until};
+use support::{PXFS, TestDevnet, TestMount, assert_same_tree, generate_tree, wait_until};
 
 /// How long the node stays away: the outage of issue #6.
 const OUTAGE: Duration = Duration::from_secs(30);
@@ -153,16 +153,6 @@ fn config(
     let path = devnet.dir.path().join(format!("{name}.toml"));
     std::fs::write(&path, toml::to_string(&cfg).unwrap()).unwrap();
     (path, cache)
-}
-
-fn assert_same_tree(a: &Path, b: &Path) {
-    let diffs = tree_differences(a, b);
-    assert!(
-        diffs.is_empty(),
-        "{} differences, first: {:#?}",
-        diffs.len(),
-        &diffs[..diffs.len().min(10)]
-    );
 }
 
 fn count_files(dir: &Path) -> usize {

@@ -6,27 +6,7 @@ mod support;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 
-use support::{TestDevnet, TestMount, generate_tree, sh, tree_differences};
-
-fn assert_same_tree(a: &Path, b: &Path) {
-    let diffs = tree_differences(a, b);
-    assert!(
-        diffs.is_empty(),
-        "{} differences, first: {:#?}",
-        diffs.len(),
-        &diffs[..diffs.len().min(10)]
-    );
-}
-
-/// A second config pointing at the same chain and node with an empty cache: "another machine".
-fn config_with_fresh_cache(devnet: &TestDevnet, cache: &Path) -> std::path::PathBuf {
-    let text = std::fs::read_to_string(devnet.config()).unwrap();
-    let mut cfg: toml::Value = toml::from_str(&text).unwrap();
-    cfg["cache"]["dir"] = toml::Value::String(cache.display().to_string());
-    let path = cache.with_extension("toml");
-    std::fs::write(&path, toml::to_string(&cfg).unwrap()).unwrap();
-    path
-}
+use support::{TestDevnet, TestMount, assert_same_tree, generate_tree, sh};
 
 #[test]
 fn cp_a_of_a_tree_reads_back_identically_after_remount_and_from_another_cache() {
@@ -50,7 +30,7 @@ fn cp_a_of_a_tree_reads_back_identically_after_remount_and_from_another_cache() 
     // Another machine: same chain and node, nothing cached: the tree comes from BTNS.
     let other_cache = tempfile::tempdir().unwrap();
     let other = TestMount::mount(
-        &config_with_fresh_cache(&devnet, &other_cache.path().join("c")),
+        &devnet.config_with_cache(&other_cache.path().join("c")),
         &[],
     );
     assert_same_tree(src.path(), &other.token(devnet.token()).join("copy"));
@@ -234,7 +214,7 @@ fn snft_directory_attributes_and_special_files_survive_remount_from_a_fresh_cach
     // Another machine: nothing cached, everything comes from the manifests on the node.
     let other_cache = tempfile::tempdir().unwrap();
     let other = TestMount::mount(
-        &config_with_fresh_cache(&devnet, &other_cache.path().join("c")),
+        &devnet.config_with_cache(&other_cache.path().join("c")),
         &[],
     );
     assert_eq!(

@@ -56,6 +56,17 @@ impl TestDevnet {
         }
     }
 
+    /// A config for this devnet's chain and node with its own cache directory (an empty
+    /// one is "another machine"), written beside it as `CACHE.toml`.
+    pub fn config_with_cache(&self, cache: &Path) -> PathBuf {
+        let text = std::fs::read_to_string(self.config()).unwrap();
+        let mut cfg: toml::Value = toml::from_str(&text).unwrap();
+        cfg["cache"]["dir"] = toml::Value::String(cache.display().to_string());
+        let path = cache.with_extension("toml");
+        std::fs::write(&path, toml::to_string(&cfg).unwrap()).unwrap();
+        path
+    }
+
     pub fn config(&self) -> PathBuf {
         self.dir.path().join("pxfs.toml")
     }
@@ -321,6 +332,17 @@ pub fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
 
 /// Compares two trees: same names, kinds, sizes, modes, mtimes (to the second), symlink
 /// targets and file contents. Returns the differences.
+/// Panics with the first differences if the trees at `a` and `b` differ.
+pub fn assert_same_tree(a: &Path, b: &Path) {
+    let diffs = tree_differences(a, b);
+    assert!(
+        diffs.is_empty(),
+        "{} differences, first: {:#?}",
+        diffs.len(),
+        &diffs[..diffs.len().min(10)]
+    );
+}
+
 pub fn tree_differences(a: &Path, b: &Path) -> Vec<String> {
     use std::os::unix::fs::MetadataExt;
     let mut diffs = Vec::new();
