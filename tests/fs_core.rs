@@ -903,3 +903,108 @@ async fn snft_root_without_stored_attributes_gets_the_defaults() {
     assert_eq!(a.meta.mode, 0o755);
     assert_eq!(a.kind, Kind::Dir);
 }
+
+/// Pseudo-random bytes (xorshift), so that a misplaced piece cannot match by accident.
+fn pattern(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+async fn wait_streamed(store: &MemoryStore, bytes: u64) {
+    for _ in 0..500 {
+        if store.streamed_bytes() >= bytes {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    panic!(
+        "only {} of {bytes} bytes reached the node while the file was open",
+        store.streamed_bytes()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_file_written_in_order_goes_to_the_node_while_it_is_written() {
+    let m = mount(u64::MAX).await;
+    let data = pattern(6 << 20, 1);
+    let (attr, fh) = m.fs.create(ROOT_INO, "big", 0o644, RW, 0, 0).await.unwrap();
+    for (i, piece) in data.chunks(64 << 10).enumerate() {
+        m.fs.write(fh, (i * (64 << 10)) as u64, piece)
+            .await
+            .unwrap();
+    }
+    // Everything written so far is on its way before the close.
+    wait_streamed(&m.store, data.len() as u64).await;
+    m.fs.fsync(fh).await.unwrap();
+    m.fs.release(fh).await.unwrap();
+    assert_eq!(
+        m.store.file_adds(),
+        1,
+        "uploaded once, not again after the close"
+    );
+    assert_eq!(
+        m.fs.getattr(attr.ino).await.unwrap().size,
+        data.len() as u64
+    );
+    let m = m.remount().await;
+    let m = mount_with(m.store.clone(), tempfile::tempdir().unwrap(), u64::MAX).await;
+    assert!(
+        m.read_file(ROOT_INO, "big").await == data,
+        "fresh cache reads what was written"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rewriting_or_truncating_during_a_live_upload_stores_the_final_content() {
+    let m = mount(u64::MAX).await;
+    // Overwritten at the start after 5 MiB went out; then cut and extended again.
+    let mut want = pattern(5 << 20, 2);
+    let (_, fh) =
+        m.fs.create(ROOT_INO, "rewritten", 0o644, RW, 0, 0)
+            .await
+            .unwrap();
+    m.fs.write(fh, 0, &want).await.unwrap();
+    wait_streamed(&m.store, want.len() as u64).await;
+    let head = pattern(4096, 3);
+    m.fs.write(fh, 0, &head).await.unwrap();
+    want[..4096].copy_from_slice(&head);
+    m.fs.write(fh, want.len() as u64, b"tail").await.unwrap();
+    want.extend_from_slice(b"tail");
+    m.fs.release(fh).await.unwrap();
+
+    let mut cut = pattern(6 << 20, 4);
+    let (cut_attr, fh) = m.fs.create(ROOT_INO, "cut", 0o644, RW, 0, 0).await.unwrap();
+    m.fs.write(fh, 0, &cut).await.unwrap();
+    let set = SetAttr {
+        size: Some(1 << 20),
+        fh: Some(fh),
+        ..Default::default()
+    };
+    m.fs.setattr(cut_attr.ino, set).await.unwrap();
+    cut.truncate(1 << 20);
+    m.fs.write(fh, cut.len() as u64, b"more").await.unwrap();
+    cut.extend_from_slice(b"more");
+    m.fs.release(fh).await.unwrap();
+
+    // Unlinked while its live upload runs: nothing of it stays.
+    let (_, fh) =
+        m.fs.create(ROOT_INO, "gone", 0o644, RW, 0, 0)
+            .await
+            .unwrap();
+    m.fs.write(fh, 0, &pattern(5 << 20, 5)).await.unwrap();
+    m.fs.unlink(ROOT_INO, "gone").await.unwrap();
+    m.fs.release(fh).await.unwrap();
+
+    let m = m.remount().await;
+    let m = mount_with(m.store.clone(), tempfile::tempdir().unwrap(), u64::MAX).await;
+    assert!(m.read_file(ROOT_INO, "rewritten").await == want);
+    assert!(m.read_file(ROOT_INO, "cut").await == cut);
+    assert_eq!(m.names(ROOT_INO).await, ["cut", "rewritten"]);
+}

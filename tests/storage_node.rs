@@ -342,3 +342,42 @@ async fn resolving_a_name_never_published_is_the_nodes_error() {
         other => panic!("expected the node's error, got {other:?}"),
     }
 }
+
+#[tokio::test]
+async fn content_streamed_as_it_is_written_gets_the_cid_of_the_whole_file() {
+    let node = NodeProcess::start();
+    let client = node.client();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("whole");
+    write_pattern_file(&path, (5 << 20) + 12_345, 9);
+    let whole = client.add_path(&path).await.unwrap();
+    let data = Bytes::from(std::fs::read(&path).unwrap());
+    // Arrives in uneven pieces, with pauses, like a writer's output; no length up front.
+    let open = move || {
+        let data = data.clone();
+        let pieces: Vec<Bytes> = (0..data.len())
+            .step_by(777_777)
+            .map(|at| data.slice(at..(at + 777_777).min(data.len())))
+            .collect();
+        futures::stream::iter(pieces)
+            .then(|piece| async move {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                Ok(piece)
+            })
+            .boxed()
+    };
+    let streamed = client.add_stream("streamed", &open).await.unwrap();
+    assert_eq!(streamed.hash, whole.hash);
+
+    // A source that fails mid-way fails the add as a local error, not as the node's.
+    let failing = || {
+        futures::stream::iter([
+            Ok(Bytes::from_static(b"some")),
+            Err(std::io::Error::other("rewritten")),
+        ])
+        .boxed()
+    };
+    let err = client.add_stream("broken", &failing).await.unwrap_err();
+    assert!(!err.is_transient(), "{err}");
+    assert!(matches!(err, StorageError::Io { .. }), "{err}");
+}

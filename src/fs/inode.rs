@@ -120,6 +120,8 @@ pub struct FileBody {
     pub version: u64,
     /// The current open-for-write session.
     pub session: Option<Arc<StagedFile>>,
+    /// The session's upload while it is written (sessions that start empty).
+    pub live: Option<Arc<super::live::LiveUpload>>,
     /// Handles open for writing.
     pub writers: u32,
 }

@@ -12,6 +12,7 @@ use bytes::Bytes;
 use super::error::{FsError, FsResult};
 use super::inode::{Attr, Body, FileBody, Ino, Kind, Meta, TokenId, now_ns};
 use super::journal::Op;
+use super::live::LiveUpload;
 use super::quota::Change;
 use super::staged::StagedFile;
 use super::tree::{Tree, check_name};
@@ -168,6 +169,7 @@ impl Fs {
             }
             let body = Body::File(FileBody {
                 session: Some(session.clone()),
+                live: Some(LiveUpload::new(session.clone())),
                 writers: 1,
                 ..Default::default()
             });
@@ -217,6 +219,9 @@ impl Fs {
                 if let Some(s) = &f.session {
                     if truncate && f.size != 0 {
                         s.set_len(0)?;
+                        if let Some(l) = &f.live {
+                            l.resized(0);
+                        }
                         let old = std::mem::replace(&mut f.size, 0);
                         touch(tree, ino);
                         tree.size_changed(ino, old, 0);
@@ -273,7 +278,10 @@ impl Fs {
             }
             let old = f.size;
             let size = new.len()?;
-            f.session = Some(Arc::new(new));
+            let new = Arc::new(new);
+            // Content that starts empty can go to the node while it is written.
+            f.live = (size == 0).then(|| LiveUpload::new(new.clone()));
+            f.session = Some(new);
             f.size = size;
             if old != size {
                 touch(tree, ino);
@@ -377,12 +385,26 @@ impl Fs {
             self.allow(tree, token, Change::Grows(new - old))?;
             session.write_at(offset, data)?;
             let f = tree.get_mut(h.ino)?.file_mut().ok_or(FsError::IsDir)?;
+            if let Some(live) = &f.live
+                && live.wrote(offset, data.len() as u64)
+            {
+                self.start_live(live);
+            }
             f.size = new;
             touch(tree, h.ino);
             tree.size_changed(h.ino, old, new);
             Ok(Some(data.len() as u32))
         })();
         attempt.transpose()
+    }
+
+    /// Start a session's live upload if fewer than `upload_parallelism` run; otherwise
+    /// the session is uploaded after its close like any other.
+    fn start_live(&self, live: &Arc<LiveUpload>) {
+        match self.inner.live_permits.clone().try_acquire_owned() {
+            Ok(permit) => live.start(&self.inner.rt, self.inner.store.clone(), permit),
+            Err(_) => live.abandon(),
+        }
     }
 
     fn over_staging_limit(&self) -> bool {
@@ -434,6 +456,9 @@ impl Fs {
             let f = tree.get_mut(ino)?.file_mut().ok_or(FsError::IsDir)?;
             if let Some(s) = &f.session {
                 s.set_len(size)?;
+                if let Some(l) = &f.live {
+                    l.resized(size);
+                }
                 f.size = size;
                 touch(tree, ino);
                 tree.size_changed(ino, old, size);
@@ -450,6 +475,9 @@ impl Fs {
             let old = f.size;
             if let Some(s) = &f.session {
                 s.set_len(size)?;
+                if let Some(l) = &f.live {
+                    l.resized(size);
+                }
                 f.size = size;
             }
             touch(tree, ino);
@@ -526,9 +554,16 @@ impl Fs {
         let Some(session) = f.session.take() else {
             return Ok(());
         };
+        let live = f.live.take();
         if !linked {
+            if let Some(l) = &live {
+                l.abandon();
+            }
             session.remove();
             return Ok(());
+        }
+        if let Some(l) = &live {
+            l.close();
         }
         f.staged = Some(session.clone());
         f.upload_pending = true;
@@ -559,6 +594,7 @@ impl Fs {
             path,
             staged: session,
             size,
+            live,
         });
         Ok(())
     }

@@ -10,6 +10,7 @@ pub mod error;
 pub mod inode;
 mod io;
 pub mod journal;
+mod live;
 mod load;
 pub mod manifest;
 pub mod node_store;
@@ -174,6 +175,10 @@ pub(crate) struct Inner {
     pub cancel: CancellationToken,
     /// The storage node's health as the core's requests saw it.
     pub node_health: Arc<status::HealthTracker>,
+    /// Live uploads running at once (see `live`): at most `upload_parallelism`.
+    pub live_permits: Arc<tokio::sync::Semaphore>,
+    /// The runtime, for work started from FUSE threads.
+    pub rt: tokio::runtime::Handle,
 }
 
 impl std::fmt::Debug for Fs {
@@ -206,6 +211,7 @@ impl Fs {
                 },
             );
         }
+        let cfg_parallelism = cfg.upload_parallelism;
         let (uploads, jobs) = upload::Queue::new();
         let outage = outage::Outage::new(cfg.outage_grace);
         let node_health = Arc::new(status::HealthTracker::default());
@@ -227,6 +233,8 @@ impl Fs {
                 commit_lock: tokio::sync::Mutex::new(()),
                 cancel: CancellationToken::new(),
                 node_health,
+                live_permits: Arc::new(tokio::sync::Semaphore::new(cfg_parallelism.max(1))),
+                rt: tokio::runtime::Handle::current(),
             }),
         };
         upload::spawn_workers(fs.clone(), jobs);

@@ -3,12 +3,12 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use bytes::Bytes;
 
-use super::store::{Blob, ContentStore, Published, StoreError, UsageRecord};
+use super::store::{Blob, ContentStore, ContentStream, Published, StoreError, UsageRecord};
 use crate::cache::{CacheError, ChunkCache};
 use crate::storage::{NodeClient, StorageError};
 use crate::usage::{self, UsageDoc, UsageError};
@@ -128,6 +128,24 @@ impl ContentStore for NodeStore {
                 Blob { cid: a.hash, size }
             })
             .collect())
+    }
+
+    async fn add_stream(
+        &self,
+        path: &Path,
+        open: Arc<ContentStream>,
+    ) -> Result<String, StoreError> {
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let added = self
+            .client
+            .add_stream(&name, &*open)
+            .await
+            .map_err(storage_error)?;
+        self.seed_cache(&added.hash, path);
+        Ok(added.hash)
     }
 
     async fn add_manifest(&self, json: Bytes) -> Result<String, StoreError> {

@@ -12,7 +12,7 @@ use bytes::Bytes;
 
 use super::Fs;
 use super::inode::TokenId;
-use super::store::{Blob, ContentStore, Published, StoreError, UsageRecord};
+use super::store::{Blob, ContentStore, ContentStream, Published, StoreError, UsageRecord};
 
 /// The whole core at one instant.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -182,6 +182,16 @@ impl ContentStore for ObservedStore {
 
     async fn add_files(&self, paths: &[PathBuf]) -> Result<Vec<Blob>, StoreError> {
         let r = self.inner.add_files(paths).await;
+        self.health.observe(&r);
+        r
+    }
+
+    async fn add_stream(
+        &self,
+        path: &Path,
+        open: Arc<ContentStream>,
+    ) -> Result<String, StoreError> {
+        let r = self.inner.add_stream(path, open).await;
         self.health.observe(&r);
         r
     }

@@ -290,6 +290,9 @@ impl Tree {
                 if let Some(s) = &f.session {
                     s.remove(); // never closed: no journal op refers to it
                 }
+                if let Some(l) = &f.live {
+                    l.abandon();
+                }
                 if let Some(b) = &f.blob {
                     gone.push(b.cid.clone());
                 }

@@ -12,6 +12,7 @@ use tokio::sync::{Semaphore, mpsc};
 
 use super::Fs;
 use super::inode::{Ino, TokenId};
+use super::live::LiveUpload;
 use super::staged::StagedFile;
 use super::store::{Blob, LastUpload};
 
@@ -32,6 +33,8 @@ pub struct Job {
     pub path: String,
     pub staged: Arc<StagedFile>,
     pub size: u64,
+    /// Its upload while it was written, if it had one.
+    pub live: Option<Arc<LiveUpload>>,
 }
 
 #[derive(Debug)]
@@ -151,6 +154,20 @@ pub(crate) fn spawn_workers(fs: Fs, mut rx: mpsc::UnboundedReceiver<Job>) {
 }
 
 async fn upload(fs: &Fs, batch: Vec<Job>) {
+    // Uploaded while it was written: done once the last bytes are in. (Even when a newer
+    // version made it moot: `finish` then records the CID as superseded, to be unpinned.)
+    if let [job] = &batch[..]
+        && let Some(live) = &job.live
+        && let Some(cid) = live.finish().await
+    {
+        let blob = Blob {
+            cid,
+            size: job.size,
+        };
+        finish(fs, job, Some(blob));
+        fs.inner.outage.succeeded(fs.pending());
+        return;
+    }
     let mut delay = Duration::from_millis(200);
     let mut batch = batch;
     loop {

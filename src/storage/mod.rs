@@ -189,6 +189,32 @@ impl NodeClient {
         match_in_order(&self.inner.path("add"), &files, added)
     }
 
+    /// Adds one file whose content is still being written: `open` gives its bytes from the
+    /// start (again for each attempt) and ends when the writer is done, so the upload runs
+    /// alongside the writes. The length is unknown up front (chunked request body). Waiting
+    /// for the writer is not silence: only a node that stops taking the body times out.
+    pub async fn add_stream(
+        &self,
+        name: &str,
+        open: &ContentStream,
+    ) -> Result<Added, StorageError> {
+        let part_name = part_file_name(name);
+        let make = move || {
+            let progress = Progress::new();
+            let body = KeepAlive::new(open(), progress.clone(), self.inner.timeout / 4);
+            let part = Part::stream(reqwest::Body::wrap_stream(body)).file_name(part_name.clone());
+            Ok(Upload {
+                form: Form::new().part("file", octet_stream(part)),
+                progress,
+            })
+        };
+        let mut added = self.add_form(&make, 1).await?;
+        added.pop().ok_or_else(|| StorageError::Decode {
+            path: self.inner.path("add"),
+            detail: "no object in the answer".into(),
+        })
+    }
+
     async fn add_form(
         &self,
         make: &(dyn Fn() -> Result<Upload, StorageError> + Send + Sync),
@@ -382,6 +408,60 @@ fn file_part(name: &str, path: &Path, progress: &Progress) -> Result<Part, Stora
     let part = Part::stream_with_length(reqwest::Body::wrap_stream(stream), len)
         .file_name(name.to_string());
     Ok(octet_stream(part))
+}
+
+/// Opens a file's content as a stream of chunks, from the start; see [`NodeClient::add_stream`].
+pub type ContentStream =
+    dyn Fn() -> futures::stream::BoxStream<'static, std::io::Result<Bytes>> + Send + Sync;
+
+/// A body stream that keeps the upload watchdog quiet while it waits for its source (a
+/// writer that has not written more yet), but not while the node is not reading it: then
+/// hyper does not poll the body at all, and the watchdog fires as for any stalled upload.
+/// A source error is recorded as a local error, so it is not retried as a node failure.
+struct KeepAlive {
+    inner: futures::stream::BoxStream<'static, std::io::Result<Bytes>>,
+    progress: Progress,
+    tick: tokio::time::Interval,
+}
+
+impl KeepAlive {
+    fn new(
+        inner: futures::stream::BoxStream<'static, std::io::Result<Bytes>>,
+        progress: Progress,
+        every: Duration,
+    ) -> KeepAlive {
+        let mut tick = tokio::time::interval(every.max(Duration::from_millis(10)));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        KeepAlive {
+            inner,
+            progress,
+            tick,
+        }
+    }
+}
+
+impl Stream for KeepAlive {
+    type Item = std::io::Result<Bytes>;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        let this = &mut *self;
+        while this.tick.poll_tick(cx).is_ready() {
+            this.progress.touch();
+        }
+        let item = std::task::ready!(this.inner.poll_next_unpin(cx));
+        match &item {
+            Some(Ok(_)) => this.progress.touch(),
+            Some(Err(e)) => this.progress.fail(StorageError::Io {
+                file: PathBuf::from("(content being written)"),
+                source: Arc::new(std::io::Error::new(e.kind(), e.to_string())),
+            }),
+            None => {}
+        }
+        std::task::Poll::Ready(item)
+    }
 }
 
 /// Marks a part as file content (Kubo's parser wants a media type on every part).
