@@ -205,27 +205,39 @@ for r in $(seq "$repeat"); do
     dd if="$work/seq-mount.bin" of="$cache/local-seq.bin" bs=1M conv=fsync status=none
     record write_local "$(rate "$seq_mib" "$(since "$t")")"
 
-    # Cold: a new daemon, an empty chunk cache and (as root) an empty page cache.
+    # Cold: a new daemon, an empty chunk cache and (as root) an empty page cache; the node's
+    # blocks are read from disk by both.
     unmount_px
     rm -rf "$cache/chunks"
+    drop_kernel_caches
+    t=$(now)
+    curl -sS --fail -X POST "$node/api/v0/cat?arg=$cid" -o /dev/null
+    record read_cold_cat "$(rate "$seq_mib" "$(since "$t")")"
     drop_kernel_caches
     mount_px
     t=$(now)
     dd if="$tokdir/seq-$r.bin" of=/dev/null bs=1M status=none
     record read_cold_mount "$(rate "$seq_mib" "$(since "$t")")"
-    drop_kernel_caches
-    t=$(now)
-    curl -sS --fail -X POST "$node/api/v0/cat?arg=$cid" -o /dev/null
-    record read_cold_cat "$(rate "$seq_mib" "$(since "$t")")"
 
-    # Warm: the chunks are now in the chunk cache; the local file is in the page cache.
+    # Warm from the chunk cache: every chunk is on local disk, the page cache is dropped
+    # (as root): the mount reads its chunk files, the baseline the same bytes in one file,
+    # both from the same disk.
+    drop_kernel_caches
     t=$(now)
     dd if="$tokdir/seq-$r.bin" of=/dev/null bs=1M status=none
     record read_warm_mount "$(rate "$seq_mib" "$(since "$t")")"
-    cat "$cache/local-seq.bin" >/dev/null
+    # Re-read: now in the kernel's page cache (the mount keeps its pages across opens;
+    # dropping caches would evict the inode and its pages, so the baseline comes after).
+    t=$(now)
+    dd if="$tokdir/seq-$r.bin" of=/dev/null bs=1M status=none
+    record reread_mount "$(rate "$seq_mib" "$(since "$t")")"
+    drop_kernel_caches
     t=$(now)
     dd if="$cache/local-seq.bin" of=/dev/null bs=1M status=none
     record read_warm_local "$(rate "$seq_mib" "$(since "$t")")"
+    t=$(now)
+    dd if="$cache/local-seq.bin" of=/dev/null bs=1M status=none
+    record reread_local "$(rate "$seq_mib" "$(since "$t")")"
 
     rm -f "$work/seq-mount.bin" "$work/seq-node.bin" "$cache/local-seq.bin" "$tokdir/seq-$r.bin"
 done
@@ -364,7 +376,8 @@ row() {
 row "Sequential write ${seq_mib} MiB, MiB/s (vs direct \`add\`)" write_mount write_add "ratio>=0.9" "≥ 0.9×"
 row "Sequential write ${seq_mib} MiB, MiB/s (vs local \`dd conv=fsync\`)" write_mount write_local "" ""
 row "Cold read, MiB/s (vs node \`cat\`)" read_cold_mount read_cold_cat "ratio>=0.9" "≥ 0.9×"
-row "Warm read, MiB/s (vs local file)" read_warm_mount read_warm_local "ratio>=0.7" "≥ 0.7×"
+row "Warm read from the chunk cache, MiB/s (vs local file; page cache dropped for both)" read_warm_mount read_warm_local "ratio>=0.7" "≥ 0.7×"
+row "Re-read, MiB/s (vs local file; both in the page cache)" reread_mount reread_local "ratio>=0.7" "≥ 0.7×"
 row "${files} small files, files/s (vs one \`add\` per file)" small_mount small_add "ratio>=2" "≥ 2×"
 row "${files} small files, files/s (absolute)" small_mount "" "min>=1000" "≥ 1,000/s"
 row "${files} small files, files/s (vs local tar + \`sync -f\`)" small_mount small_local "" ""

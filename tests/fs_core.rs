@@ -364,6 +364,14 @@ async fn xattrs_follow_create_replace_semantics_and_pxfs_attrs_are_read_only() {
     fs.setxattr(f, "user.a", b"3", 2).await.unwrap();
     assert_eq!(fs.getxattr(f, "user.a").await.unwrap(), b"3");
     assert_eq!(errno(fs.getxattr(f, "user.none").await), libc::ENODATA);
+    // Namespaces pxfs does not store are unsupported, not empty, so `ls -l` stops asking.
+    for other in ["security.selinux", "system.posix_acl_access", "trusted.x"] {
+        assert_eq!(
+            errno(fs.getxattr(f, other).await),
+            libc::EOPNOTSUPP,
+            "{other}"
+        );
+    }
     assert_eq!(
         errno(fs.setxattr(f, "user.pxfs.cid", b"x", 0).await),
         libc::EPERM

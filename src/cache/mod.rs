@@ -27,10 +27,10 @@ use store::{ChunkKey, ChunkStore};
 
 pub const DEFAULT_CHUNK_SIZE: u64 = 1 << 20;
 /// Chunks fetched ahead of a sequential reader.
-pub const DEFAULT_READAHEAD_CHUNKS: u32 = 4;
+pub const DEFAULT_READAHEAD_CHUNKS: u32 = 8;
 /// Read-ahead fetches running at once over all files, so that many sequential readers
 /// cannot flood the node.
-const MAX_BACKGROUND_FETCHES: usize = 8;
+const MAX_BACKGROUND_FETCHES: usize = 16;
 /// Largest just-uploaded file copied into the cache by `insert_local`.
 pub const MAX_SEED_BYTES: u64 = 64 << 20;
 /// Chunks of one read fetched at the same time.

@@ -126,7 +126,7 @@ impl Fs {
         self.ensure_loaded(parent).await?;
         let open = OpenMode::from_flags(flags);
         loop {
-            if let Some(found) = self.create_new(parent, name, mode, open, uid, gid).await? {
+            if let Some(found) = self.create_new(parent, name, mode, open, uid, gid)? {
                 return Ok(found);
             }
             // The name exists (maybe created a moment ago by a racing create): without
@@ -145,8 +145,34 @@ impl Fs {
         }
     }
 
+    /// [`Fs::create`] without waiting, when the directory is loaded and the name is new
+    /// (memory, an empty staged file and a journal line); `None` otherwise.
+    pub fn create_now(
+        &self,
+        parent: Ino,
+        name: &str,
+        mode: u32,
+        flags: i32,
+        uid: u32,
+        gid: u32,
+    ) -> Option<FsResult<(Attr, u64)>> {
+        if let Err(e) = check_name(name) {
+            return Some(Err(e));
+        }
+        if !super::ops::loaded_dir(&self.tree(), parent) {
+            return None;
+        }
+        let open = OpenMode::from_flags(flags);
+        match self.create_new(parent, name, mode, open, uid, gid) {
+            Ok(Some(created)) => Some(Ok(created)),
+            Ok(None) if open.exclusive => Some(Err(FsError::Exists)),
+            Ok(None) => None, // opening what is there may fetch it: see `create`
+            Err(e) => Some(Err(e)),
+        }
+    }
+
     /// Create `parent/name` and open it; `None` if the name exists.
-    async fn create_new(
+    fn create_new(
         &self,
         parent: Ino,
         name: &str,
@@ -160,7 +186,7 @@ impl Fs {
         }
         let token = self.tree().token_of(parent)?;
         let session = Arc::new(StagedFile::create(&self.staging_dir(token))?);
-        let ino = {
+        let (ino, attr) = {
             let mut guard = self.tree();
             let tree = &mut *guard;
             if let Err(e) = self.allow(tree, token, Change::AddsEntry) {
@@ -192,7 +218,7 @@ impl Fs {
             };
             tree.get_mut(ino)?.open_handles += 1;
             tree.remember(ino);
-            ino
+            (ino, tree.get(ino)?.attr(ino))
         };
         let fh = self.new_handle(Handle {
             ino,
@@ -200,7 +226,7 @@ impl Fs {
             append: open.append,
             session: true,
         });
-        Ok(Some((self.getattr(ino).await?, fh)))
+        Ok(Some((attr, fh)))
     }
 
     /// Make sure `ino` has an open-for-write session; `truncate` empties it.
@@ -501,6 +527,11 @@ impl Fs {
     /// journaled here, and a close that returned survives a crash of the daemon. Writes
     /// through a descriptor still open start a new session, closed at `release`.
     pub async fn flush(&self, fh: u64) -> FsResult<()> {
+        self.flush_now(fh)
+    }
+
+    /// [`Fs::flush`]: it never waits (journaling is one write to local disk).
+    pub fn flush_now(&self, fh: u64) -> FsResult<()> {
         let h = self.handle(fh)?;
         if !h.session {
             return Ok(());
@@ -521,6 +552,11 @@ impl Fs {
 
     /// The last close of a writer turns its session into a closed version.
     pub async fn release(&self, fh: u64) -> FsResult<()> {
+        self.release_now(fh)
+    }
+
+    /// [`Fs::release`]: it never waits.
+    pub fn release_now(&self, fh: u64) -> FsResult<()> {
         let Some(h) = self.handles().remove(&fh) else {
             return Err(FsError::BadHandle);
         };

@@ -40,28 +40,52 @@ impl Fs {
     }
 
     pub async fn lookup(&self, parent: Ino, name: &str) -> FsResult<Attr> {
-        if name.len() > super::NAME_MAX {
-            return Err(FsError::NameTooLong);
+        if let Some(found) = self.lookup_now(parent, name) {
+            return found;
         }
         self.ensure_loaded(parent).await?;
         let ino = {
             let tree = self.tree();
-            match name {
-                "." => parent,
-                ".." => tree
-                    .get(parent)?
-                    .links
-                    .first()
-                    .map(|(p, _)| *p)
-                    .unwrap_or(ROOT_INO),
-                _ => tree.child(parent, name)?.ok_or(FsError::NotFound)?,
-            }
+            child_or_dot(&tree, parent, name)?
         };
         self.load_root_attrs(ino).await;
         let mut tree = self.tree();
         let attr = tree.get(ino)?.attr(ino);
         tree.remember(ino);
         Ok(attr)
+    }
+
+    /// [`Fs::lookup`] without waiting, when all it needs is in memory (the directory is
+    /// loaded); `None` otherwise. FUSE answers most lookups this way, on its own thread.
+    pub fn lookup_now(&self, parent: Ino, name: &str) -> Option<FsResult<Attr>> {
+        if name.len() > super::NAME_MAX {
+            return Some(Err(FsError::NameTooLong));
+        }
+        let mut tree = self.tree();
+        if !loaded_dir(&tree, parent) {
+            return None;
+        }
+        let ino = match child_or_dot(&tree, parent, name) {
+            Ok(ino) => ino,
+            Err(e) => return Some(Err(e)),
+        };
+        if unloaded_root(&tree, ino) {
+            return None;
+        }
+        let attr = tree.get(ino).map(|i| i.attr(ino));
+        if attr.is_ok() {
+            tree.remember(ino);
+        }
+        Some(attr)
+    }
+
+    /// [`Fs::getattr`] without waiting; `None` for an sNFT root not loaded yet.
+    pub fn getattr_now(&self, ino: Ino) -> Option<FsResult<Attr>> {
+        let tree = self.tree();
+        if unloaded_root(&tree, ino) {
+            return None;
+        }
+        Some(tree.get(ino).map(|i| i.attr(ino)))
     }
 
     /// The kernel dropped `n` references to `ino` (FUSE `forget`); every call that
@@ -71,6 +95,9 @@ impl Fs {
     }
 
     pub async fn getattr(&self, ino: Ino) -> FsResult<Attr> {
+        if let Some(attr) = self.getattr_now(ino) {
+            return attr;
+        }
         self.load_root_attrs(ino).await;
         Ok(self.tree().get(ino)?.attr(ino))
     }
@@ -87,16 +114,8 @@ impl Fs {
     /// Load `ino`'s manifest if it is an sNFT root not loaded yet, so a change to its own
     /// attributes is made on top of the stored ones (and not overwritten by a later load).
     pub(crate) async fn ensure_root_loaded(&self, ino: Ino) -> FsResult<()> {
-        let unloaded_root = {
-            let tree = self.tree();
-            tree.is_token_root(ino)
-                && tree
-                    .get(ino)
-                    .ok()
-                    .and_then(|i| i.dir())
-                    .is_some_and(|d| d.entries.is_none())
-        };
-        if unloaded_root {
+        let unloaded = unloaded_root(&self.tree(), ino);
+        if unloaded {
             self.ensure_loaded(ino).await?;
         }
         Ok(())
@@ -107,8 +126,21 @@ impl Fs {
         if let Some(size) = set.size {
             self.truncate(ino, size, set.fh).await?;
         }
-        let mut guard = self.tree();
-        let tree = &mut *guard;
+        self.set_meta(&mut self.tree(), ino, set)
+    }
+
+    /// [`Fs::setattr`] without waiting, for changes of mode, owner or times (`chmod`,
+    /// `chown`, `utimensat`: memory and one journal line); `None` for a size change or an
+    /// sNFT root not loaded yet.
+    pub fn setattr_now(&self, ino: Ino, set: SetAttr) -> Option<FsResult<Attr>> {
+        let mut tree = self.tree();
+        if set.size.is_some() || unloaded_root(&tree, ino) {
+            return None;
+        }
+        Some(self.set_meta(&mut tree, ino, set))
+    }
+
+    fn set_meta(&self, tree: &mut Tree, ino: Ino, set: SetAttr) -> FsResult<Attr> {
         let token = tree.token_of(ino)?;
         let changes_meta = set.mode.is_some()
             || set.uid.is_some()
@@ -422,6 +454,32 @@ impl Fs {
     }
 
     async fn list_dir(&self, ino: Ino, offset: u64, plus: bool) -> FsResult<Vec<DirEntry>> {
+        let mut out = Vec::new();
+        let mut collect = |e: &DirEntry| {
+            if out.len() >= READDIR_BATCH {
+                return true;
+            }
+            out.push(e.clone());
+            false
+        };
+        self.fill_dir(ino, offset, plus, &mut collect).await?;
+        Ok(out)
+    }
+
+    /// Hands `ino`'s entries after `offset` (a readdir cookie) to `add`, in order, until
+    /// it answers "full" (that entry is not taken). With `plus`, each entry taken gets a
+    /// lookup reference, as the kernel keeps one per readdirplus entry. Only what fits in
+    /// the kernel's buffer is built.
+    pub async fn fill_dir(
+        &self,
+        ino: Ino,
+        offset: u64,
+        plus: bool,
+        add: &mut (dyn FnMut(&DirEntry) -> bool + Send),
+    ) -> FsResult<()> {
+        if let Some(done) = self.fill_dir_now(ino, offset, plus, add) {
+            return done;
+        }
         self.ensure_loaded(ino).await?;
         if ino == ROOT_INO && !self.config().single_token {
             // The sNFT directories listed carry their attributes (readdirplus).
@@ -430,35 +488,26 @@ impl Fs {
                 self.load_root_attrs(root).await;
             }
         }
+        fill(&mut self.tree(), ino, offset, plus, add)
+    }
+
+    /// [`Fs::fill_dir`] without waiting; `None` when the directory (or, for the
+    /// multi-token root, an sNFT directory's own attributes) is not loaded yet.
+    pub fn fill_dir_now(
+        &self,
+        ino: Ino,
+        offset: u64,
+        plus: bool,
+        add: &mut (dyn FnMut(&DirEntry) -> bool + Send),
+    ) -> Option<FsResult<()>> {
         let mut tree = self.tree();
-        let dir = tree.get(ino)?;
-        let parent = dir.links.first().map(|(p, _)| *p).unwrap_or(ino);
-        let mut out = Vec::new();
-        if offset < 1 {
-            out.push(dot(&tree, ino, 1, ".")?);
+        let roots_unloaded = ino == ROOT_INO
+            && !self.config().single_token
+            && tree.tokens.values().any(|t| unloaded_root(&tree, t.root));
+        if !loaded_dir(&tree, ino) || roots_unloaded {
+            return None;
         }
-        if offset < 2 {
-            out.push(dot(&tree, parent, 2, "..")?);
-        }
-        for (cookie, name, child) in tree.entries(ino)?.after(offset.max(2)) {
-            if out.len() >= READDIR_BATCH {
-                break;
-            }
-            let inode = tree.get(child)?;
-            out.push(DirEntry {
-                ino: child,
-                offset: cookie,
-                kind: inode.kind(),
-                name: name.to_string(),
-                attr: inode.attr(child),
-            });
-        }
-        if plus {
-            for e in out.iter().filter(|e| e.offset > 2) {
-                tree.remember(e.ino);
-            }
-        }
-        Ok(out)
+        Some(fill(&mut tree, ino, offset, plus, add))
     }
 
     /// An sNFT directory reports its token; the multi-token root the sum over tokens.
@@ -492,6 +541,44 @@ impl Fs {
     }
 }
 
+/// See [`Fs::fill_dir`]; the directory is loaded.
+fn fill(
+    tree: &mut Tree,
+    ino: Ino,
+    offset: u64,
+    plus: bool,
+    add: &mut (dyn FnMut(&DirEntry) -> bool + Send),
+) -> FsResult<()> {
+    let parent = tree.get(ino)?.links.first().map(|(p, _)| *p).unwrap_or(ino);
+    if offset < 1 && add(&dot(tree, ino, 1, ".")?) {
+        return Ok(());
+    }
+    if offset < 2 && add(&dot(tree, parent, 2, "..")?) {
+        return Ok(());
+    }
+    let mut taken = Vec::new();
+    for (cookie, name, child) in tree.entries(ino)?.after(offset.max(2)) {
+        let inode = tree.get(child)?;
+        let entry = DirEntry {
+            ino: child,
+            offset: cookie,
+            kind: inode.kind(),
+            name: name.to_string(),
+            attr: inode.attr(child),
+        };
+        if add(&entry) {
+            break;
+        }
+        taken.push(child);
+    }
+    if plus {
+        for child in taken {
+            tree.remember(child);
+        }
+    }
+    Ok(())
+}
+
 fn dot(tree: &Tree, ino: Ino, offset: u64, name: &str) -> FsResult<DirEntry> {
     Ok(DirEntry {
         ino,
@@ -508,4 +595,36 @@ pub(crate) fn join(dir: &str, name: &str) -> String {
     } else {
         format!("{dir}/{name}")
     }
+}
+
+/// `parent`'s entry `name`, `.` and `..` included (the directory must be loaded).
+fn child_or_dot(tree: &Tree, parent: Ino, name: &str) -> FsResult<Ino> {
+    match name {
+        "." => Ok(parent),
+        ".." => Ok(tree
+            .get(parent)?
+            .links
+            .first()
+            .map(|(p, _)| *p)
+            .unwrap_or(ROOT_INO)),
+        _ => tree.child(parent, name)?.ok_or(FsError::NotFound),
+    }
+}
+
+/// A directory whose entries are in memory.
+pub(crate) fn loaded_dir(tree: &Tree, ino: Ino) -> bool {
+    tree.get(ino)
+        .ok()
+        .and_then(|i| i.dir())
+        .is_some_and(|d| d.entries.is_some())
+}
+
+/// An sNFT root whose manifest (and so its own attributes) is not loaded yet.
+pub(crate) fn unloaded_root(tree: &Tree, ino: Ino) -> bool {
+    tree.is_token_root(ino)
+        && tree
+            .get(ino)
+            .ok()
+            .and_then(|i| i.dir())
+            .is_some_and(|d| d.entries.is_none())
 }

@@ -20,6 +20,10 @@ use super::store::{Blob, LastUpload};
 const BATCH_FILES: usize = 64;
 /// And at most this many bytes.
 const BATCH_BYTES: u64 = 8 << 20;
+/// Batches of small files uploading at once. Few, so that while they are out the next
+/// files pile up into the next batch: one request (and one flush on the node) per batch
+/// rather than per file.
+const SMALL_LANES: usize = 2;
 /// Short enough that uploads resume within seconds of the node coming back.
 const MAX_BACKOFF: Duration = Duration::from_secs(10);
 
@@ -111,6 +115,9 @@ impl Queue {
 pub(crate) fn spawn_workers(fs: Fs, mut rx: mpsc::UnboundedReceiver<Job>) {
     let cancel = fs.inner.cancel.clone();
     let permits = Arc::new(Semaphore::new(fs.config().upload_parallelism.max(1)));
+    let lanes = Arc::new(Semaphore::new(
+        SMALL_LANES.min(fs.config().upload_parallelism).max(1),
+    ));
     let small = fs.config().small_file_limit;
     tokio::spawn(async move {
         let mut held: Option<Job> = None;
@@ -122,9 +129,14 @@ pub(crate) fn spawn_workers(fs: Fs, mut rx: mpsc::UnboundedReceiver<Job>) {
                     j = rx.recv() => match j { Some(j) => j, None => return },
                 },
             };
+            let gate = if first.size <= small {
+                &lanes
+            } else {
+                &permits
+            };
             let permit = tokio::select! {
                 _ = cancel.cancelled() => return,
-                p = permits.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => return },
+                p = gate.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => return },
             };
             // Waiting for a permit lets small files pile up: take them all in one batch.
             let mut batch = vec![first];

@@ -114,11 +114,18 @@ impl Fs {
     pub async fn getxattr(&self, ino: Ino, name: &str) -> FsResult<Vec<u8>> {
         self.ensure_root_loaded(ino).await?;
         let tree = self.tree();
-        let inode = tree.get(ino)?;
-        if let Some(attr) = name.strip_prefix(PXFS_PREFIX) {
-            return pxfs_attr(&tree, ino, attr).ok_or(FsError::NoXattr);
+        get(&tree, ino, name)
+    }
+
+    /// [`Fs::getxattr`] without waiting; `None` for an sNFT root not loaded yet. `ls -l`
+    /// asks for two attributes of every entry (an SELinux label and an ACL), so these
+    /// answers, mostly "none", must be cheap.
+    pub fn getxattr_now(&self, ino: Ino, name: &str) -> Option<FsResult<Vec<u8>>> {
+        let tree = self.tree();
+        if super::ops::unloaded_root(&tree, ino) {
+            return None;
         }
-        inode.xattrs.get(name).cloned().ok_or(FsError::NoXattr)
+        Some(get(&tree, ino, name))
     }
 
     pub async fn listxattr(&self, ino: Ino) -> FsResult<Vec<String>> {
@@ -134,6 +141,21 @@ impl Fs {
         }
         Ok(names)
     }
+}
+
+fn get(tree: &Tree, ino: Ino, name: &str) -> FsResult<Vec<u8>> {
+    let inode = tree.get(ino)?;
+    // Only `user.*` is stored: other namespaces (SELinux labels, POSIX ACLs, trusted.*) are
+    // not supported, as on a filesystem mounted without them. `EOPNOTSUPP` (not "no such
+    // attribute") lets tools stop asking: `ls -l` then checks one file per filesystem for
+    // a label and an ACL, not every one.
+    if !name.starts_with("user.") {
+        return Err(FsError::Unsupported);
+    }
+    if let Some(attr) = name.strip_prefix(PXFS_PREFIX) {
+        return pxfs_attr(tree, ino, attr).ok_or(FsError::NoXattr);
+    }
+    inode.xattrs.get(name).cloned().ok_or(FsError::NoXattr)
 }
 
 fn check_name(name: &str) -> FsResult<()> {

@@ -1,6 +1,8 @@
 //! FUSE adapter (fuser): a thin translation of kernel requests to [`crate::fs::Fs`]
-//! calls. Each request becomes one core call on the tokio runtime, replied to from the
-//! task, so no FUSE worker ever waits on the network; errors go through
+//! calls. A request the core can answer from memory (most lookups, getattrs and
+//! getxattrs, writes to an open session) is answered on the FUSE thread; any other becomes
+//! one core call on the tokio runtime, replied to from the task, so no FUSE worker ever
+//! waits on the network; errors go through
 //! [`FsError::errno`](crate::fs::FsError::errno). Every request runs in a debug `tracing`
 //! span carrying the op, inode and pid.
 
@@ -19,7 +21,7 @@ use fuser::{
 };
 use tracing::Instrument;
 
-use crate::fs::{Fs, FsError, SetAttr};
+use crate::fs::{DirEntry, Fs, FsError, SetAttr};
 
 /// pxfs owns the tree (nobody else writes an sNFT while it is mounted), so the kernel may
 /// cache attributes and names for long.
@@ -110,6 +112,13 @@ impl Filesystem for FuseFs {
 
     fn lookup(&self, req: &Request, parent: INodeNo, n: &OsStr, reply: ReplyEntry) {
         let n = name_or_reply!(n, reply);
+        if let Some(found) = self.fs.lookup_now(parent.0, &n) {
+            let _span = span("lookup", parent.0, req).entered();
+            return match found {
+                Ok(a) => reply.entry(&TTL, &attr::file_attr(&a), Generation(0)),
+                Err(e) => reply.error(errno(&e)),
+            };
+        }
         let fs = self.fs.clone();
         self.spawn(span("lookup", parent.0, req), async move {
             match fs.lookup(parent.0, &n).await {
@@ -125,6 +134,13 @@ impl Filesystem for FuseFs {
     }
 
     fn getattr(&self, req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
+        if let Some(found) = self.fs.getattr_now(ino.0) {
+            let _span = span("getattr", ino.0, req).entered();
+            return match found {
+                Ok(a) => reply.attr(&TTL, &attr::file_attr(&a)),
+                Err(e) => reply.error(errno(&e)),
+            };
+        }
         let fs = self.fs.clone();
         self.spawn(span("getattr", ino.0, req), async move {
             match fs.getattr(ino.0).await {
@@ -161,6 +177,13 @@ impl Filesystem for FuseFs {
             mtime: mtime.map(attr::time_set),
             fh: fh.map(|f| f.0),
         };
+        if let Some(done) = self.fs.setattr_now(ino.0, set) {
+            let _span = span("setattr", ino.0, req).entered();
+            return match done {
+                Ok(a) => reply.attr(&TTL, &attr::file_attr(&a)),
+                Err(e) => reply.error(errno(&e)),
+            };
+        }
         let fs = self.fs.clone();
         self.spawn(span("setattr", ino.0, req), async move {
             match fs.setattr(ino.0, set).await {
@@ -390,13 +413,12 @@ impl Filesystem for FuseFs {
         _lock_owner: LockOwner,
         reply: ReplyEmpty,
     ) {
-        let fs = self.fs.clone();
-        self.spawn(span("flush", ino.0, req), async move {
-            match fs.flush(fh.0).await {
-                Ok(()) => reply.ok(),
-                Err(e) => reply.error(errno(&e)),
-            }
-        });
+        // Journaling the close is one write to local disk: answered right here.
+        let _span = span("flush", ino.0, req).entered();
+        match self.fs.flush_now(fh.0) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(errno(&e)),
+        }
     }
 
     fn release(
@@ -409,13 +431,11 @@ impl Filesystem for FuseFs {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
-        let fs = self.fs.clone();
-        self.spawn(span("release", ino.0, req), async move {
-            match fs.release(fh.0).await {
-                Ok(()) => reply.ok(),
-                Err(e) => reply.error(errno(&e)),
-            }
-        });
+        let _span = span("release", ino.0, req).entered();
+        match self.fs.release_now(fh.0) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(errno(&e)),
+        }
     }
 
     fn fsync(
@@ -453,17 +473,23 @@ impl Filesystem for FuseFs {
         offset: u64,
         mut reply: ReplyDirectory,
     ) {
+        // The buffer is full when `add` says so: the kernel asks again from there.
+        let mut add =
+            |e: &DirEntry| reply.add(INodeNo(e.ino), e.offset, attr::file_type(e.kind), &e.name);
+        if let Some(done) = self.fs.fill_dir_now(ino.0, offset, false, &mut add) {
+            let _span = span("readdir", ino.0, req).entered();
+            return match done {
+                Ok(()) => reply.ok(),
+                Err(e) => reply.error(errno(&e)),
+            };
+        }
         let fs = self.fs.clone();
         self.spawn(span("readdir", ino.0, req), async move {
-            match fs.readdir(ino.0, offset).await {
-                Ok(entries) => {
-                    for e in entries {
-                        if reply.add(INodeNo(e.ino), e.offset, attr::file_type(e.kind), &e.name) {
-                            break; // buffer full: the kernel asks again from here
-                        }
-                    }
-                    reply.ok()
-                }
+            let mut add = |e: &DirEntry| {
+                reply.add(INodeNo(e.ino), e.offset, attr::file_type(e.kind), &e.name)
+            };
+            match fs.fill_dir(ino.0, offset, false, &mut add).await {
+                Ok(()) => reply.ok(),
                 Err(e) => reply.error(errno(&e)),
             }
         });
@@ -477,30 +503,25 @@ impl Filesystem for FuseFs {
         offset: u64,
         mut reply: ReplyDirectoryPlus,
     ) {
+        let mut add = |e: &DirEntry| {
+            let a = attr::file_attr(&e.attr);
+            reply.add(INodeNo(e.ino), e.offset, &e.name, &TTL, &a, Generation(0))
+        };
+        if let Some(done) = self.fs.fill_dir_now(ino.0, offset, true, &mut add) {
+            let _span = span("readdirplus", ino.0, req).entered();
+            return match done {
+                Ok(()) => reply.ok(),
+                Err(e) => reply.error(errno(&e)),
+            };
+        }
         let fs = self.fs.clone();
         self.spawn(span("readdirplus", ino.0, req), async move {
-            match fs.readdirplus(ino.0, offset).await {
-                Ok(entries) => {
-                    let mut full = false;
-                    for e in entries {
-                        if !full {
-                            let a = attr::file_attr(&e.attr);
-                            full = reply.add(
-                                INodeNo(e.ino),
-                                e.offset,
-                                &e.name,
-                                &TTL,
-                                &a,
-                                Generation(0),
-                            );
-                        }
-                        // The kernel takes a reference only to entries it received.
-                        if full && e.name != "." && e.name != ".." {
-                            fs.forget(e.ino, 1);
-                        }
-                    }
-                    reply.ok()
-                }
+            let mut add = |e: &DirEntry| {
+                let a = attr::file_attr(&e.attr);
+                reply.add(INodeNo(e.ino), e.offset, &e.name, &TTL, &a, Generation(0))
+            };
+            match fs.fill_dir(ino.0, offset, true, &mut add).await {
+                Ok(()) => reply.ok(),
                 Err(e) => reply.error(errno(&e)),
             }
         });
@@ -558,6 +579,13 @@ impl Filesystem for FuseFs {
 
     fn getxattr(&self, req: &Request, ino: INodeNo, n: &OsStr, size: u32, reply: ReplyXattr) {
         let n = name_or_reply!(n, reply);
+        if let Some(found) = self.fs.getxattr_now(ino.0, &n) {
+            let _span = span("getxattr", ino.0, req).entered();
+            return match found {
+                Ok(v) => sized_reply(reply, size, &v),
+                Err(e) => reply.error(errno(&e)),
+            };
+        }
         let fs = self.fs.clone();
         self.spawn(span("getxattr", ino.0, req), async move {
             match fs.getxattr(ino.0, &n).await {
@@ -612,12 +640,23 @@ impl Filesystem for FuseFs {
     ) {
         let n = name_or_reply!(n, reply);
         let (uid, gid) = (req.uid(), req.gid());
+        let mode = mode & !umask;
+        if let Some(done) = self.fs.create_now(parent.0, &n, mode, flags, uid, gid) {
+            let _span = span("create", parent.0, req).entered();
+            return match done {
+                Ok((a, fh)) => reply.created(
+                    &TTL,
+                    &attr::file_attr(&a),
+                    Generation(0),
+                    FileHandle(fh),
+                    FopenFlags::empty(),
+                ),
+                Err(e) => reply.error(errno(&e)),
+            };
+        }
         let fs = self.fs.clone();
         self.spawn(span("create", parent.0, req), async move {
-            match fs
-                .create(parent.0, &n, mode & !umask, flags, uid, gid)
-                .await
-            {
+            match fs.create(parent.0, &n, mode, flags, uid, gid).await {
                 Ok((a, fh)) => reply.created(
                     &TTL,
                     &attr::file_attr(&a),
