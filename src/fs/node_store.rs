@@ -150,7 +150,7 @@ impl ContentStore for NodeStore {
             .add_stream(&name, &*open)
             .await
             .map_err(storage_error)?;
-        self.seed_cache(&added.hash, path, SEED_MIN_BYTES);
+        self.seed_cache(&added.hash, path, file_size(path).unwrap_or(0));
         Ok(added.hash)
     }
 
