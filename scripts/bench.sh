@@ -20,6 +20,10 @@
 #   BENCH_BUILD=1       0: use the binary as it is
 #   BENCH_PXFS=target/release/pxfs   the binary to measure
 #   BENCH_NOTE=         free text for the report (e.g. what else loads the machine)
+#   BENCH_NODE_FS=own   own: the node's repository on its own ext4 filesystem (a loop device,
+#                       as root), as a node on another machine would be: the node flushes its
+#                       adds with syncfs(2), which on a shared filesystem also writes out the
+#                       mount's staged copies. shared: everything on the work directory's.
 #   PXFS_ANVIL=         anvil binary, if neither PATH nor contracts/node_modules has one
 # A quick run:
 #   BENCH_REPEAT=1 BENCH_SEQ_MIB=128 BENCH_BIG_MIB=0 BENCH_FILES=1000 BENCH_FIO_MIB=32 \
@@ -35,9 +39,11 @@ seq_mib=${BENCH_SEQ_MIB:-1024}
 big_mib=${BENCH_BIG_MIB:-8192}
 files=${BENCH_FILES:-10000}
 fio_mib=${BENCH_FIO_MIB:-256}
+node_fs=${BENCH_NODE_FS:-own}
+[[ $node_fs == own && $(id -u) != 0 ]] && node_fs=shared
 out=${BENCH_OUT:-BENCHMARKS.md}
 note=${BENCH_NOTE:-}
-command_line="${BENCH_PXFS:+BENCH_PXFS=$BENCH_PXFS }BENCH_REPEAT=$repeat BENCH_SEQ_MIB=$seq_mib BENCH_BIG_MIB=$big_mib BENCH_FILES=$files BENCH_FIO_MIB=$fio_mib bash scripts/bench.sh"
+command_line="${BENCH_PXFS:+BENCH_PXFS=$BENCH_PXFS }BENCH_NODE_FS=$node_fs BENCH_REPEAT=$repeat BENCH_SEQ_MIB=$seq_mib BENCH_BIG_MIB=$big_mib BENCH_FILES=$files BENCH_FIO_MIB=$fio_mib bash scripts/bench.sh"
 
 for tool in curl jq fio openssl python3 fusermount3 mountpoint getfattr; do
     command -v "$tool" >/dev/null || { echo "bench: $tool is required" >&2; exit 1; }
@@ -78,6 +84,7 @@ cleanup() {
         wait "$devnet_pid" 2>/dev/null
     fi
     if mountpoint -q "$mp" 2>/dev/null; then fusermount3 -uz "$mp"; fi
+    if mountpoint -q "$work/node-fs" 2>/dev/null; then umount "$work/node-fs"; fi
     rm -rf "$work"
     log "cleaned up $work"
     exit "$rc"
@@ -166,8 +173,20 @@ log "load average: $load_start; work dir $work ($(df -h --output=avail "$work" |
 [[ -w /proc/sys/vm/drop_caches ]] && cold_note="kernel page cache and chunk cache dropped" ||
     cold_note="chunk cache dropped; kernel page cache NOT dropped (not root)"
 
-log "starting the devnet"
-"$pxfs" devnet up --dir "$devdir" --quota $((64 << 30)) --no-oracle >"$work/devnet.log" 2>&1 &
+node_repo_args=()
+if [[ $node_fs == own ]]; then
+    # Sparse: it takes only what the node stores.
+    truncate -s $(((big_mib + 6 * seq_mib + 8192) << 20)) "$work/node.img"
+    mkfs.ext4 -q -F "$work/node.img"
+    mkdir -p "$work/node-fs"
+    mount -o loop "$work/node.img" "$work/node-fs"
+    node_repo_args=(--node-repo "$work/node-fs/repo")
+    node_fs_note="the node's repository on its own ext4 filesystem (loop device on the same disk)"
+else
+    node_fs_note="the node's repository and the mount's cache on the same filesystem"
+fi
+log "starting the devnet ($node_fs_note)"
+"$pxfs" devnet up --dir "$devdir" --quota $((64 << 30)) --no-oracle "${node_repo_args[@]}" >"$work/devnet.log" 2>&1 &
 devnet_pid=$!
 for _ in $(seq 3000); do
     grep -q '^devnet ready' "$work/devnet.log" && break
@@ -413,6 +432,7 @@ Run: $started_at, \`$command_line\`
 - Note: $note}
 - Versions: $versions
 - Medians of $repeat runs; every ratio compares two figures of this run. Cold reads: $cold_note.
+- Storage: $node_fs_note.
 - Throughput includes \`fsync\` (mount: upload to the node and commit; local: \`dd conv=fsync\`);
   small files include \`sync\` of the token directory (the commit) or \`sync -f\` locally.
 

@@ -35,6 +35,11 @@ pub struct UpArgs {
     /// Do not run `pxfs oracle` (sync requests then wait for another oracle)
     #[arg(long)]
     pub no_oracle: bool,
+    /// Keep the storage node's repository here instead of DIR/node, e.g. on another
+    /// filesystem, as a node on another machine would be. Must be empty (a filesystem's
+    /// lost+found aside).
+    #[arg(long, value_name = "DIR")]
+    pub node_repo: Option<PathBuf>,
 }
 
 pub fn run(args: DevnetArgs) -> anyhow::Result<()> {
@@ -56,6 +61,7 @@ async fn run_up(args: UpArgs) -> anyhow::Result<()> {
         quota: args.quota,
         mount: args.mount.clone(),
         oracle: !args.no_oracle,
+        node_repo: args.node_repo.clone(),
         steps: Some(steps_tx),
     };
     let total = opts.step_count();

@@ -82,6 +82,8 @@ pub struct DevnetOptions {
     pub mount: Option<PathBuf>,
     /// Run `pxfs oracle` as a child (off when a real Chainlink node answers instead).
     pub oracle: bool,
+    /// The node's repository, when not `dir/node`; must be empty (see [`check_empty`]).
+    pub node_repo: Option<PathBuf>,
     /// Told the name of each start-up step as it begins (for a progress display).
     pub steps: Option<tokio::sync::mpsc::UnboundedSender<&'static str>>,
 }
@@ -177,6 +179,14 @@ impl Devnet {
             }
         }
 
+        let node_repo = match &opts.node_repo {
+            Some(repo) => {
+                check_empty(repo)?;
+                repo.clone()
+            }
+            None => dir.join("node"),
+        };
+
         // Chain: anvil mining a block every second, so chain time moves like a real chain.
         // Spawned from this runtime thread, not a blocking-pool thread: the parent-death
         // signal fires when the spawning *thread* exits, and pool threads come and go.
@@ -189,7 +199,7 @@ impl Devnet {
         let mut cmd = std::process::Command::new(&exe);
         cmd.arg("node")
             .arg("--repo")
-            .arg(dir.join("node"))
+            .arg(&node_repo)
             .args(["--listen", "127.0.0.1:0"]);
         let (node, node_url) = ChildProcess::spawn_until(
             "pxfs node",
@@ -380,4 +390,23 @@ impl Devnet {
         self.node.stop().await;
         drop(self.anvil);
     }
+}
+
+/// A node repository given by the user is never emptied by the devnet: it must be empty
+/// already (or not exist). A filesystem's `lost+found` is allowed.
+fn check_empty(repo: &Path) -> Result<(), DevnetError> {
+    let entries = match std::fs::read_dir(repo) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(dir_err(repo)(e)),
+    };
+    for entry in entries {
+        let entry = entry.map_err(dir_err(repo))?;
+        if entry.file_name() != "lost+found" {
+            return Err(dir_err(repo)(std::io::Error::other(
+                "--node-repo must be an empty directory",
+            )));
+        }
+    }
+    Ok(())
 }

@@ -154,6 +154,14 @@ impl BoundNode {
 
         let ipfs = node.ipfs.clone();
         let repo = node.repo.clone();
+        // No Nagle: an answer's headers and the last piece of its body go out separately,
+        // and waiting for the ACK of the first (which the client delays) stalled ranged
+        // `cat`s by 40 ms each.
+        let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+            if let Err(e) = tcp.set_nodelay(true) {
+                tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+            }
+        });
         let served = axum::serve(listener, http::router(node))
             .with_graceful_shutdown(shutdown)
             .await;
