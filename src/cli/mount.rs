@@ -7,6 +7,7 @@
 //! parent returns only once the mount is usable, or fails with the child's reason.
 
 mod publish;
+mod readahead;
 
 use std::collections::BTreeSet;
 use std::io::{Read, Write};
@@ -270,6 +271,7 @@ fn serve(args: &MountArgs, cfg: &Config, mut ready: Option<std::fs::File>) -> an
             r
         })
         .context("FUSE session thread")?;
+    readahead::raise(&args.mountpoint);
     let pid_path = pid_file(&args.mountpoint);
     if let Some(dir) = pid_path.parent() {
         let _ = std::fs::create_dir_all(dir);

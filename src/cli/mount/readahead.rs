@@ -1,0 +1,68 @@
+//! The kernel reads ahead of a sequential reader of a FUSE mount only 128 KiB by default
+//! (the BDI's `read_ahead_kb`; the `max_readahead` of FUSE's INIT can only lower it). That
+//! leaves one small request in flight, so each read waits for the daemon's round trip. The
+//! limit is raised through sysfs once mounted; it needs root, and failing only costs speed.
+
+use std::path::Path;
+
+/// What sequential readers get ahead of them.
+pub const READ_AHEAD_KIB: u32 = 4096;
+
+/// Sets `read_ahead_kb` of the filesystem mounted at `mountpoint` (best effort).
+pub fn raise(mountpoint: &Path) {
+    let Some(dev) = device_of(mountpoint) else {
+        tracing::debug!(mountpoint = %mountpoint.display(), "mount not found in mountinfo; read-ahead left as is");
+        return;
+    };
+    let knob = format!("/sys/class/bdi/{dev}/read_ahead_kb");
+    match std::fs::write(&knob, READ_AHEAD_KIB.to_string()) {
+        Ok(()) => tracing::debug!(%knob, kib = READ_AHEAD_KIB, "read-ahead raised"),
+        Err(e) => tracing::debug!(%knob, error = %e, "cannot raise read-ahead (needs root)"),
+    }
+}
+
+/// `major:minor` of the last mount on `mountpoint`, from /proc/self/mountinfo.
+fn device_of(mountpoint: &Path) -> Option<String> {
+    let want = std::fs::canonicalize(mountpoint).ok()?;
+    let info = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    info.lines()
+        .filter_map(|line| {
+            let mut fields = line.split(' ');
+            let dev = fields.nth(2)?;
+            let point = fields.nth(1)?;
+            (Path::new(&unescape(point)) == want).then(|| dev.to_string())
+        })
+        .last()
+}
+
+/// mountinfo writes space, tab, newline and backslash in paths as `\ooo` octal escapes.
+fn unescape(field: &str) -> String {
+    let bytes = field.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'\\'
+            && i + 3 < bytes.len()
+            && let Ok(code) = u8::from_str_radix(&field[i + 1..i + 4], 8)
+        {
+            out.push(code);
+            i += 4;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::unescape;
+
+    #[test]
+    fn mountinfo_escapes_are_undone() {
+        assert_eq!(unescape(r"/mnt/my\040drive"), "/mnt/my drive");
+        assert_eq!(unescape(r"/a\134b"), r"/a\b");
+        assert_eq!(unescape("/plain"), "/plain");
+    }
+}
