@@ -64,6 +64,7 @@ raw=$work/raw.tsv
 : >"$raw"
 devnet_pid=
 mount_pid=
+node_loop=
 
 log() { printf '[bench %(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
 die() { log "error: $*"; exit 1; }
@@ -85,6 +86,7 @@ cleanup() {
     fi
     if mountpoint -q "$mp" 2>/dev/null; then fusermount3 -uz "$mp"; fi
     if mountpoint -q "$work/node-fs" 2>/dev/null; then umount "$work/node-fs"; fi
+    if [[ -n $node_loop ]]; then losetup -d "$node_loop"; fi
     rm -rf "$work"
     log "cleaned up $work"
     exit "$rc"
@@ -179,9 +181,12 @@ if [[ $node_fs == own ]]; then
     truncate -s $(((big_mib + 6 * seq_mib + 8192) << 20)) "$work/node.img"
     mkfs.ext4 -q -F "$work/node.img"
     mkdir -p "$work/node-fs"
-    mount -o loop "$work/node.img" "$work/node-fs"
+    # Direct I/O to the image: the node's writes are cached once (in its own filesystem),
+    # not a second time in the work directory's.
+    node_loop=$(losetup -f --show --direct-io=on "$work/node.img")
+    mount "$node_loop" "$work/node-fs"
     node_repo_args=(--node-repo "$work/node-fs/repo")
-    node_fs_note="the node's repository on its own ext4 filesystem (loop device on the same disk)"
+    node_fs_note="the node's repository on its own ext4 filesystem (a direct-I/O loop device on the same disk)"
 else
     node_fs_note="the node's repository and the mount's cache on the same filesystem"
 fi

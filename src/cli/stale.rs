@@ -37,7 +37,10 @@ pub fn probe(mountpoint: &Path) -> anyhow::Result<State> {
     });
     match rx.recv_timeout(STAT_TIMEOUT) {
         Ok(Ok(_)) => Ok(State::Live),
-        Ok(Err(e)) if e.raw_os_error() == Some(libc::ENOTCONN) => Ok(State::Stale),
+        // ECONNABORTED: the request was caught while the kernel tore the connection down.
+        Ok(Err(e)) if matches!(e.raw_os_error(), Some(libc::ENOTCONN | libc::ECONNABORTED)) => {
+            Ok(State::Stale)
+        }
         // Anything else (missing, not a directory, permissions) is the caller's to report.
         Ok(Err(_)) => Ok(State::Live),
         Err(_) => bail!(

@@ -346,10 +346,7 @@ impl Filesystem for FuseFs {
         let fs = self.fs.clone();
         self.spawn(span("open", ino.0, req), async move {
             match fs.open(ino.0, flags.0).await {
-                // Content changes only through this mount, so the kernel's cached pages stay
-                // valid across opens (a re-read never comes back to the daemon);
-                // FUSE_AUTO_INVAL_DATA drops them if an attribute refresh shows a change.
-                Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::FOPEN_KEEP_CACHE),
+                Ok(fh) => reply.opened(FileHandle(fh), open_flags(flags.0)),
                 Err(e) => reply.error(errno(&e)),
             }
         });
@@ -649,7 +646,7 @@ impl Filesystem for FuseFs {
                     &attr::file_attr(&a),
                     Generation(0),
                     FileHandle(fh),
-                    FopenFlags::empty(),
+                    open_flags(flags),
                 ),
                 Err(e) => reply.error(errno(&e)),
             };
@@ -662,7 +659,7 @@ impl Filesystem for FuseFs {
                     &attr::file_attr(&a),
                     Generation(0),
                     FileHandle(fh),
-                    FopenFlags::empty(),
+                    open_flags(flags),
                 ),
                 Err(e) => reply.error(errno(&e)),
             }
@@ -704,6 +701,21 @@ impl Filesystem for FuseFs {
                 Err(e) => reply.error(errno(&e)),
             }
         });
+    }
+}
+
+/// How the kernel caches an open file. Content changes only through this mount, so cached
+/// pages stay valid across opens (a re-read never comes back to the daemon);
+/// FUSE_AUTO_INVAL_DATA drops them if an attribute refresh shows a change. A write-only
+/// handle (`cp`, `dd`, `tar`, `rsync` writing a file) writes around the page cache: its data
+/// goes straight to the daemon instead of also being copied into cache pages nobody reads
+/// through it (that copy cost a third of a large copy's CPU here); it cannot be mapped
+/// shared anyway, so nothing is lost.
+fn open_flags(flags: i32) -> FopenFlags {
+    if flags & libc::O_ACCMODE == libc::O_WRONLY {
+        FopenFlags::FOPEN_DIRECT_IO
+    } else {
+        FopenFlags::FOPEN_KEEP_CACHE
     }
 }
 
