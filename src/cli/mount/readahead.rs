@@ -25,14 +25,12 @@ pub fn raise(mountpoint: &Path) {
 fn device_of(mountpoint: &Path) -> Option<String> {
     let want = std::fs::canonicalize(mountpoint).ok()?;
     let info = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
-    info.lines()
-        .filter_map(|line| {
-            let mut fields = line.split(' ');
-            let dev = fields.nth(2)?;
-            let point = fields.nth(1)?;
-            (Path::new(&unescape(point)) == want).then(|| dev.to_string())
-        })
-        .last()
+    info.lines().rev().find_map(|line| {
+        let mut fields = line.split(' ');
+        let dev = fields.nth(2)?;
+        let point = fields.nth(1)?;
+        (Path::new(&unescape(point)) == want).then(|| dev.to_string())
+    })
 }
 
 /// mountinfo writes space, tab, newline and backslash in paths as `\ooo` octal escapes.
