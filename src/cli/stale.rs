@@ -136,7 +136,7 @@ pub fn mounted_fuse_type(mountpoint: &Path) -> Option<String> {
 }
 
 /// mountinfo writes space, tab, newline and backslash in paths as `\ooo` octal escapes.
-fn unescape(field: &str) -> String {
+pub(crate) fn unescape(field: &str) -> String {
     let bytes = field.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;

@@ -640,29 +640,12 @@ impl Filesystem for FuseFs {
         let mode = mode & !umask;
         if let Some(done) = self.fs.create_now(parent.0, &n, mode, flags, uid, gid) {
             let _span = span("create", parent.0, req).entered();
-            return match done {
-                Ok((a, fh)) => reply.created(
-                    &TTL,
-                    &attr::file_attr(&a),
-                    Generation(0),
-                    FileHandle(fh),
-                    open_flags(flags),
-                ),
-                Err(e) => reply.error(errno(&e)),
-            };
+            return reply_created(reply, done, flags);
         }
         let fs = self.fs.clone();
         self.spawn(span("create", parent.0, req), async move {
-            match fs.create(parent.0, &n, mode, flags, uid, gid).await {
-                Ok((a, fh)) => reply.created(
-                    &TTL,
-                    &attr::file_attr(&a),
-                    Generation(0),
-                    FileHandle(fh),
-                    open_flags(flags),
-                ),
-                Err(e) => reply.error(errno(&e)),
-            }
+            let done = fs.create(parent.0, &n, mode, flags, uid, gid).await;
+            reply_created(reply, done, flags);
         });
     }
 
@@ -716,6 +699,19 @@ fn open_flags(flags: i32) -> FopenFlags {
         FopenFlags::FOPEN_DIRECT_IO
     } else {
         FopenFlags::FOPEN_KEEP_CACHE
+    }
+}
+
+fn reply_created(reply: ReplyCreate, created: Result<(crate::fs::Attr, u64), FsError>, flags: i32) {
+    match created {
+        Ok((a, fh)) => reply.created(
+            &TTL,
+            &attr::file_attr(&a),
+            Generation(0),
+            FileHandle(fh),
+            open_flags(flags),
+        ),
+        Err(e) => reply.error(errno(&e)),
     }
 }
 

@@ -5,6 +5,8 @@
 
 use std::path::Path;
 
+use crate::cli::stale::unescape;
+
 /// What sequential readers get ahead of them.
 pub const READ_AHEAD_KIB: u32 = 4096;
 
@@ -31,36 +33,4 @@ fn device_of(mountpoint: &Path) -> Option<String> {
         let point = fields.nth(1)?;
         (Path::new(&unescape(point)) == want).then(|| dev.to_string())
     })
-}
-
-/// mountinfo writes space, tab, newline and backslash in paths as `\ooo` octal escapes.
-fn unescape(field: &str) -> String {
-    let bytes = field.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'\\'
-            && i + 3 < bytes.len()
-            && let Ok(code) = u8::from_str_radix(&field[i + 1..i + 4], 8)
-        {
-            out.push(code);
-            i += 4;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::unescape;
-
-    #[test]
-    fn mountinfo_escapes_are_undone() {
-        assert_eq!(unescape(r"/mnt/my\040drive"), "/mnt/my drive");
-        assert_eq!(unescape(r"/a\134b"), r"/a\b");
-        assert_eq!(unescape("/plain"), "/plain");
-    }
 }
