@@ -36,6 +36,15 @@ fn cp_a_of_a_tree_reads_back_identically_after_remount_and_from_another_cache() 
     assert_same_tree(src.path(), &other.token(devnet.token()).join("copy"));
 }
 
+/// Writes `data` at `at` and moves the mtime 10 s on: rsync's quick check compares whole
+/// seconds, so a change made within the second of the first copy would look unchanged.
+fn changed(path: &std::path::Path, data: &[u8], at: u64) {
+    let f = std::fs::OpenOptions::new().write(true).open(path).unwrap();
+    f.write_at(data, at).unwrap();
+    f.set_modified(std::time::SystemTime::now() + std::time::Duration::from_secs(10))
+        .unwrap();
+}
+
 #[test]
 fn rsync_twice_transfers_nothing_the_second_time_and_inplace_updates_land() {
     let devnet = TestDevnet::start(&[]);
@@ -58,19 +67,9 @@ fn rsync_twice_transfers_nothing_the_second_time_and_inplace_updates_land() {
         let p = src
             .path()
             .join(format!("d{}/sub{}/file-{i:05}.dat", (i % 20) % 5, i % 20));
-        std::fs::OpenOptions::new()
-            .write(true)
-            .open(&p)
-            .unwrap()
-            .write_at(b"CHANGED", 3)
-            .unwrap();
+        changed(&p, b"CHANGED", 3);
     }
-    std::fs::OpenOptions::new()
-        .write(true)
-        .open(src.path().join("big.bin"))
-        .unwrap()
-        .write_at(b"tail", (3 << 20) - 4)
-        .unwrap();
+    changed(&src.path().join("big.bin"), b"tail", (3 << 20) - 4);
     sh(&format!("rsync -a --inplace {s}/ {d}/"));
     assert_same_tree(src.path(), &dst);
 
