@@ -126,6 +126,20 @@ pub struct FileBody {
     pub writers: u32,
 }
 
+impl FileBody {
+    /// Set the open session's length (truncate): the live upload, if any, learns of it in
+    /// the same place, so no resize can leave it streaming bytes that are gone.
+    pub fn resize_session(&self, size: u64) -> std::io::Result<()> {
+        if let Some(s) = &self.session {
+            s.set_len(size)?;
+        }
+        if let Some(l) = &self.live {
+            l.resized(size);
+        }
+        Ok(())
+    }
+}
+
 #[derive(Debug, Default)]
 pub struct DirBody {
     /// `None` until first lookup/readdir loads the manifest.

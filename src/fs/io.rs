@@ -242,12 +242,9 @@ impl Fs {
                 let tree = &mut *guard;
                 let token = tree.token_of(ino)?;
                 let f = tree.get_mut(ino)?.file_mut().ok_or(FsError::IsDir)?;
-                if let Some(s) = &f.session {
+                if f.session.is_some() {
                     if truncate && f.size != 0 {
-                        s.set_len(0)?;
-                        if let Some(l) = &f.live {
-                            l.resized(0);
-                        }
+                        f.resize_session(0)?;
                         let old = std::mem::replace(&mut f.size, 0);
                         touch(tree, ino);
                         tree.size_changed(ino, old, 0);
@@ -480,11 +477,8 @@ impl Fs {
             };
             self.allow(tree, token, change)?;
             let f = tree.get_mut(ino)?.file_mut().ok_or(FsError::IsDir)?;
-            if let Some(s) = &f.session {
-                s.set_len(size)?;
-                if let Some(l) = &f.live {
-                    l.resized(size);
-                }
+            if f.session.is_some() {
+                f.resize_session(size)?;
                 f.size = size;
                 touch(tree, ino);
                 tree.size_changed(ino, old, size);
@@ -499,11 +493,8 @@ impl Fs {
             let tree = &mut *guard;
             let f = tree.get_mut(ino)?.file_mut().ok_or(FsError::IsDir)?;
             let old = f.size;
-            if let Some(s) = &f.session {
-                s.set_len(size)?;
-                if let Some(l) = &f.live {
-                    l.resized(size);
-                }
+            if f.session.is_some() {
+                f.resize_session(size)?;
                 f.size = size;
             }
             touch(tree, ino);
