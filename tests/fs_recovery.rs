@@ -79,10 +79,17 @@ impl Mount {
     }
 }
 
+/// Copies what `from` holds right now. The daemon deletes staged files of an
+/// earlier commit in the background, so a file listed may be gone by the time it
+/// is copied: that is what a crash at that moment would have left, too.
 fn copy_dir(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).unwrap();
     for e in std::fs::read_dir(from).unwrap().flatten() {
-        std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+        match std::fs::copy(e.path(), to.join(e.file_name())) {
+            Ok(_) => {}
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
+            Err(err) => panic!("copying {}: {err}", e.path().display()),
+        }
     }
 }
 
