@@ -18,6 +18,7 @@
 #   BENCH_DIR=          work directory (default: a new one under /var/tmp), deleted at the end
 #   BENCH_OUT=BENCHMARKS.md
 #   BENCH_BUILD=1       0: use the binary as it is
+#   BENCH_SETUP=1       0: skip `scripts/setup.sh --deps-only` (as root it installs what is missing)
 #   BENCH_PXFS=target/release/pxfs   the binary to measure
 #   BENCH_NOTE=         free text for the report (e.g. what else loads the machine)
 #   BENCH_NODE_FS=own   own: the node's repository on its own ext4 filesystem (a loop device,
@@ -45,6 +46,11 @@ out=${BENCH_OUT:-BENCHMARKS.md}
 note=${BENCH_NOTE:-}
 command_line="${BENCH_PXFS:+BENCH_PXFS=$BENCH_PXFS }BENCH_NODE_FS=$node_fs BENCH_REPEAT=$repeat BENCH_SEQ_MIB=$seq_mib BENCH_BIG_MIB=$big_mib BENCH_FILES=$files BENCH_FIO_MIB=$fio_mib bash scripts/bench.sh"
 
+# What a fresh machine lacks (Debian packages, the pinned npm packages with anvil): the same
+# idempotent setup as the demo and the tests, without their debug build.
+if [[ $(id -u) == 0 && ${BENCH_SETUP:-1} != 0 ]]; then
+    bash scripts/setup.sh --deps-only
+fi
 for tool in curl jq fio openssl python3 fusermount3 mountpoint getfattr; do
     command -v "$tool" >/dev/null || { echo "bench: $tool is required" >&2; exit 1; }
 done
@@ -213,6 +219,9 @@ for r in $(seq "$repeat"); do
     log "sequential $seq_mib MiB, run $r/$repeat"
     gen "mount-$r" "$seq_mib" "$work/seq-mount.bin"
     gen "node-$r" "$seq_mib" "$work/seq-node.bin"
+    # The inputs are on disk before the clock starts: otherwise the first measurement pays
+    # for writing them out (2 GiB of dirty pages) and the others do not.
+    sync
 
     reset_peak
     t=$(now)
@@ -294,6 +303,7 @@ for r in $(seq "$repeat"); do
     gen_tree "mount-$r" "$work/tree-mount"
     gen_tree "node-$r" "$work/tree-node"
     tar -cf "$work/small.tar" -C "$work/tree-mount" files
+    sync # as above: the inputs are written out before any clock starts
 
     mkdir "$tokdir/small-$r"
     t=$(now)

@@ -2,8 +2,15 @@
 # Installs everything pxfs needs on a Debian machine (run as root), idempotently:
 # Debian packages, the pinned npm packages (solc, OpenZeppelin, Chainlink, anvil),
 # and a debug build of pxfs. Safe to run again; it only does what is missing.
+# `--deps-only` stops before pjdfstest and the build (what scripts/bench.sh needs).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+deps_only=0
+case "${1:-}" in
+    --deps-only) deps_only=1 ;;
+    "") ;;
+    *) echo "setup: unknown argument ${1} (expected --deps-only or nothing)" >&2; exit 2 ;;
+esac
 
 log() { printf '\033[1msetup:\033[0m %s\n' "$*"; }
 
@@ -39,6 +46,10 @@ fi
 anvil_bin=$(find "$PWD/contracts/node_modules/@foundry-rs" -type f -name anvil -perm -u+x 2>/dev/null | head -n1)
 if [ -z "$anvil_bin" ]; then echo "setup: anvil binary not found in contracts/node_modules/@foundry-rs" >&2; exit 1; fi
 ln -sf "$anvil_bin" /usr/local/bin/anvil
+if ((deps_only)); then
+    log "done (dependencies only)"
+    exit 0
+fi
 
 # The POSIX suite (tests/posix_pjdfstest.rs); it links libacl, hence libacl1-dev above.
 if ! command -v pjdfstest >/dev/null; then
