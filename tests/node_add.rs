@@ -193,3 +193,44 @@ async fn add_without_a_multipart_body_is_a_bad_argument() {
     assert_kubo_error(status, &body, 400, 1);
     node.stop().await;
 }
+
+/// A file of several blocks is pinned recursively, and through it every block below its
+/// root; unpinning the root releases them again.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_multi_block_file_pins_every_block_below_its_root() {
+    let repo = tempfile::tempdir().unwrap();
+    let node = TestNode::start(repo.path()).await;
+    let content = pseudo_random(3 * CHUNK + 1, 11);
+    // The same chunks added on their own (unpinned) give the leaves' CIDs.
+    let chunks: Vec<(&str, Vec<u8>)> = content
+        .chunks(CHUNK)
+        .map(|c| ("leaf", c.to_vec()))
+        .collect();
+    let leaves = add_files(&node, &chunks, &[("cid-version", "1"), ("pin", "false")]).await;
+    assert_eq!(leaves.len(), 4);
+
+    let added = add_files(&node, &[("f", content)], &[("cid-version", "1")]).await;
+    let root = added[0]["Hash"].as_str().unwrap();
+
+    let (status, body) = call(&node.rpc("pin/ls"), &[("type", "recursive")]).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["Keys"][root]["Type"], "recursive", "{body}");
+    for leaf in &leaves {
+        let leaf = leaf["Hash"].as_str().unwrap();
+        let (status, body) = call(&node.rpc("pin/ls"), &[("arg", leaf)]).await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["Keys"][leaf]["Type"], "indirect", "{body}");
+    }
+
+    let (status, body) = call(&node.rpc("pin/rm"), &[("arg", root)]).await;
+    assert_eq!(status, 200, "{body}");
+    for leaf in &leaves {
+        let leaf = leaf["Hash"].as_str().unwrap();
+        let (status, _) = call(&node.rpc("pin/ls"), &[("arg", leaf)]).await;
+        assert_ne!(
+            status, 200,
+            "{leaf} is still pinned after its root was unpinned"
+        );
+    }
+    node.stop().await;
+}

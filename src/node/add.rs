@@ -5,7 +5,9 @@
 //! File nodes, raw leaves by default with CIDv1. Each part is fed to it one chunk at a time
 //! and its blocks go straight to disk (`blocks`), so memory stays at a chunk or two whatever
 //! the file size. Raw-leaf files are pinned with their blocks; the whole request is
-//! flushed once; larger files are then pinned through rust-ipfs.
+//! flushed once; larger files are then pinned in rust-ipfs's pin store with the blocks the
+//! importer produced as their references (rust-ipfs's own recursive pin would read every
+//! block of the file back from disk to find them).
 
 use std::path::Path;
 
@@ -13,7 +15,10 @@ use axum::extract::multipart::{Field, MultipartRejection};
 use axum::extract::{Multipart, State};
 use axum::http::header::CONTENT_TYPE;
 use axum::response::{IntoResponse, Response};
+use futures::StreamExt;
 use ipld_core::cid::{Cid, Version};
+use rust_ipfs::refs::IpldRefsError;
+use rust_ipfs::repo::PinStore;
 use rust_ipfs::unixfs::ll::file::adder::{Chunker, FileAdder, parse_file_branch};
 use serde::Serialize;
 
@@ -126,8 +131,8 @@ pub async fn add(
             .or(field.name())
             .unwrap_or_default()
             .to_owned();
-        let cid = import(&store, field, &name, &options).await?;
-        imported.push((name, cid));
+        let file = import(&store, field, &name, &options).await?;
+        imported.push((name, file));
     }
     if imported.is_empty() {
         return Err(AddError::NoFiles.into());
@@ -137,7 +142,7 @@ pub async fn add(
     let leaves: Vec<Cid> = if options.pin {
         imported
             .iter()
-            .map(|(_, cid)| *cid)
+            .map(|(_, file)| file.root)
             .filter(pins::is_leaf)
             .collect()
     } else {
@@ -155,9 +160,9 @@ pub async fn add(
     })??;
 
     let mut lines = String::new();
-    for (name, cid) in imported {
+    for (name, Imported { root: cid, below }) in imported {
         if options.pin && !pins::is_leaf(&cid) {
-            pin(&node, &cid).await?;
+            pin(&node, &cid, below).await?;
         }
         let hash = cid.to_string();
         let added = Added {
@@ -172,14 +177,21 @@ pub async fn add(
     Ok(([(CONTENT_TYPE, "application/json")], lines).into_response())
 }
 
-/// Streams one part through the importer into the block store; returns the root CID.
-/// Hashing and writing run off the async runtime, one chunk at a time.
+/// One imported file: its root and every block below it.
+struct Imported {
+    root: Cid,
+    /// The CIDs of all the other blocks of the file's DAG (repeats possible).
+    below: Vec<Cid>,
+}
+
+/// Streams one part through the importer into the block store. Hashing and writing run
+/// off the async runtime, one chunk at a time.
 async fn import(
     store: &Path,
     mut field: Field<'_>,
     name: &str,
     options: &ImportOptions,
-) -> Result<Cid, AddError> {
+) -> Result<Imported, AddError> {
     let import_error = |reason: String| AddError::Import {
         name: name.to_owned(),
         reason,
@@ -190,9 +202,9 @@ async fn import(
         .with_raw_leaves(options.raw_leaves)
         .build();
     let mut buffer = Vec::with_capacity(CHUNK_SIZE);
-    // The root is the last block produced: from `finish`, or the only leaf of a file that
-    // fills exactly one chunk.
-    let mut last = None;
+    // Every block produced, in order: the root is the last one (from `finish`, or the only
+    // leaf of a file that fills exactly one chunk).
+    let mut produced_cids = Vec::new();
     loop {
         let chunk = field
             .chunk()
@@ -207,7 +219,7 @@ async fn import(
         }
         let input = std::mem::replace(&mut buffer, Vec::with_capacity(CHUNK_SIZE));
         let store = store.to_owned();
-        let (returned, produced_last) = tokio::task::spawn_blocking(move || {
+        let (returned, cids) = tokio::task::spawn_blocking(move || {
             let mut produced = Vec::new();
             let mut consumed = 0;
             while consumed < input.len() {
@@ -216,38 +228,48 @@ async fn import(
                 consumed += used;
             }
             blocks::write_blocks(&store, &produced)?;
-            Ok::<_, blocks::BlockWriteError>((adder, produced.last().map(|(cid, _)| *cid)))
+            let cids: Vec<Cid> = produced.iter().map(|(cid, _)| *cid).collect();
+            Ok::<_, blocks::BlockWriteError>((adder, cids))
         })
         .await
         .map_err(|e| import_error(e.to_string()))??;
         adder = returned;
-        last = produced_last.or(last);
+        produced_cids.extend(cids);
         if done {
             break;
         }
     }
     let store = store.to_owned();
-    tokio::task::spawn_blocking(move || {
+    let cids = tokio::task::spawn_blocking(move || {
         let produced: Vec<_> = adder.finish().collect();
         blocks::write_blocks(&store, &produced)?;
-        // The importer emits the root last.
-        Ok(produced.last().map(|(cid, _)| *cid))
+        Ok(produced.iter().map(|(cid, _)| *cid).collect::<Vec<Cid>>())
     })
     .await
     .map_err(|e| import_error(e.to_string()))?
-    .map_err(|e: blocks::BlockWriteError| AddError::from(e))?
-    .or(last)
-    .ok_or_else(|| import_error("the importer produced no blocks".to_owned()))
+    .map_err(|e: blocks::BlockWriteError| AddError::from(e))?;
+    produced_cids.extend(cids);
+    let root = produced_cids
+        .pop()
+        .ok_or_else(|| import_error("the importer produced no blocks".to_owned()))?;
+    Ok(Imported {
+        root,
+        below: produced_cids,
+    })
 }
 
-async fn pin(node: &Node, cid: &Cid) -> Result<(), AddError> {
-    node.ipfs
-        .insert_pin(cid)
-        .recursive()
-        .local()
+/// Pins `root` recursively. Its references are the blocks the importer produced, all on
+/// disk and flushed by now, so they are handed to the pin store as they are instead of
+/// being found again by loading every block.
+async fn pin(node: &Node, root: &Cid, below: Vec<Cid>) -> Result<(), AddError> {
+    let repo = node.ipfs.repo();
+    let _gc = repo.gc_guard().await;
+    let refs = futures::stream::iter(below.into_iter().map(Ok::<Cid, IpldRefsError>)).boxed();
+    repo.data_store()
+        .insert_recursive_pin(root, refs)
         .await
         .map_err(|e| AddError::Pin {
-            cid: *cid,
+            cid: *root,
             reason: format!("{e:#}"),
         })
 }
