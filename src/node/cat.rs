@@ -60,10 +60,20 @@ impl From<CatError> for ApiError {
 }
 
 impl Node {
-    /// Loads one block: from the local store only while offline (an immediate error when it
-    /// is missing), with a bounded wait on the network when online.
+    /// Loads one block: from the local store (read directly, see [`super::blocks::read_block`]);
+    /// a missing block is an immediate error while offline, and waited for (bounded) on the
+    /// network when online.
     pub(crate) async fn block(&self, cid: &Cid) -> Result<Block, CatError> {
         let load_error = |reason: String| CatError::Load { cid: *cid, reason };
+        let store = super::blocks::store_dir(&self.repo);
+        let wanted = *cid;
+        let local = tokio::task::spawn_blocking(move || super::blocks::read_block(&store, &wanted))
+            .await
+            .map_err(|e| load_error(e.to_string()))?
+            .map_err(|e| load_error(e.to_string()))?;
+        if let Some(block) = local {
+            return Ok(block);
+        }
         if self.online {
             return self
                 .ipfs
