@@ -346,7 +346,7 @@ impl Filesystem for FuseFs {
         let fs = self.fs.clone();
         self.spawn(span("open", ino.0, req), async move {
             match fs.open(ino.0, flags.0).await {
-                Ok(fh) => reply.opened(FileHandle(fh), open_flags(flags.0)),
+                Ok(fh) => reply.opened(FileHandle(fh), OPEN_FLAGS),
                 Err(e) => reply.error(errno(&e)),
             }
         });
@@ -640,12 +640,12 @@ impl Filesystem for FuseFs {
         let mode = mode & !umask;
         if let Some(done) = self.fs.create_now(parent.0, &n, mode, flags, uid, gid) {
             let _span = span("create", parent.0, req).entered();
-            return reply_created(reply, done, flags);
+            return reply_created(reply, done);
         }
         let fs = self.fs.clone();
         self.spawn(span("create", parent.0, req), async move {
             let done = fs.create(parent.0, &n, mode, flags, uid, gid).await;
-            reply_created(reply, done, flags);
+            reply_created(reply, done);
         });
     }
 
@@ -693,19 +693,17 @@ impl Filesystem for FuseFs {
 /// through the page cache too (write-through), which keeps those pages current. Writing
 /// around it (`FOPEN_DIRECT_IO` for write-only handles) cut the CPU of large copies but
 /// showed no gain in the benchmark's median, and would leave pages other handles cached
-/// stale, so it is not done.
-fn open_flags(_flags: i32) -> FopenFlags {
-    FopenFlags::FOPEN_KEEP_CACHE
-}
+/// stale, so it is not done. The same for every open and create.
+const OPEN_FLAGS: FopenFlags = FopenFlags::FOPEN_KEEP_CACHE;
 
-fn reply_created(reply: ReplyCreate, created: Result<(crate::fs::Attr, u64), FsError>, flags: i32) {
+fn reply_created(reply: ReplyCreate, created: Result<(crate::fs::Attr, u64), FsError>) {
     match created {
         Ok((a, fh)) => reply.created(
             &TTL,
             &attr::file_attr(&a),
             Generation(0),
             FileHandle(fh),
-            open_flags(flags),
+            OPEN_FLAGS,
         ),
         Err(e) => reply.error(errno(&e)),
     }
