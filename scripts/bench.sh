@@ -34,6 +34,12 @@
 # mount's chunk cache; without root only the chunk cache is dropped, which the report says.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# `bash scripts/bench.sh scale` / `dirs`: the scale parts (issues #13, #14), in their own script.
+case "${1:-}" in
+    scale | dirs) exec bash scripts/bench_scale.sh "$1" ;;
+    "") ;;
+    *) echo "bench: unknown part ${1} (scale, dirs, or nothing for the I/O benchmark)" >&2; exit 2 ;;
+esac
 
 repeat=${BENCH_REPEAT:-3}
 seq_mib=${BENCH_SEQ_MIB:-1024}
