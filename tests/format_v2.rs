@@ -8,12 +8,16 @@ use proptest::prelude::*;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-use pxfs::format::entry::{Attrs, Content, Entry, EntryKind, GroupId, Inode, InodeKind, InodeRecord, Xattr};
+use pxfs::format::entry::{
+    Attrs, Content, Entry, EntryKind, GroupId, Inode, InodeKind, InodeRecord, Xattr,
+};
 use pxfs::format::name::{Name, Target, XattrName};
 use pxfs::format::page::{self, Page};
 use pxfs::format::seal::{self, ContentSalt, VersionKey};
 use pxfs::format::wrap::{Kek, PassphraseKdf, wallet_message};
-use pxfs::format::{DataKey, FormatError, MemStore, PageStore, TreeCrypto, TreeKeys, paper, prolly};
+use pxfs::format::{
+    DataKey, FormatError, MemStore, PageStore, TreeCrypto, TreeKeys, paper, prolly,
+};
 
 fn vectors() -> Value {
     let text = include_str!("fixtures/format/vectors.json");
@@ -95,9 +99,15 @@ fn boundaries_match_the_vectors() {
     for b in v["boundary"].as_array().unwrap() {
         let key = hex::decode(b["key_hex"].as_str().unwrap()).unwrap();
         let level = b["level"].as_u64().unwrap() as u8;
-        assert_eq!(hex::encode(TreeCrypto::Plain.boundary_hash(&key, level)), b["plain_sha256"]);
+        assert_eq!(
+            hex::encode(TreeCrypto::Plain.boundary_hash(&key, level)),
+            b["plain_sha256"]
+        );
         assert_eq!(TreeCrypto::Plain.boundary(&key, level), b["plain_boundary"]);
-        assert_eq!(hex::encode(sealed.boundary_hash(&key, level)), b["sealed_hmac"]);
+        assert_eq!(
+            hex::encode(sealed.boundary_hash(&key, level)),
+            b["sealed_hmac"]
+        );
         assert_eq!(sealed.boundary(&key, level), b["sealed_boundary"]);
     }
 }
@@ -153,7 +163,11 @@ fn subkeys_and_key_id_match_the_vectors() {
         assert_eq!(hex::encode(key), v["keys"]["subkeys_hex"][label], "{label}");
     }
     assert_eq!(dk.key_id().to_string(), v["keys"]["key_id"]);
-    assert_eq!(format!("{dk:?}"), "DataKey(id bf27f3ea25ec0ee4)", "Debug shows the id only");
+    assert_eq!(
+        format!("{dk:?}"),
+        "DataKey(id bf27f3ea25ec0ee4)",
+        "Debug shows the id only"
+    );
 }
 
 fn vector_version_key() -> VersionKey {
@@ -161,7 +175,9 @@ fn vector_version_key() -> VersionKey {
 }
 
 fn two_chunk_plain() -> Vec<u8> {
-    (0..seal::PLAIN_CHUNK + 10).map(|i| (i % 251) as u8).collect()
+    (0..seal::PLAIN_CHUNK + 10)
+        .map(|i| (i % 251) as u8)
+        .collect()
 }
 
 #[test]
@@ -170,14 +186,26 @@ fn sealed_content_matches_the_vectors() {
     let vk = vector_version_key();
     let small = seal::seal_content(&vk, b"hello, pxfs\n").unwrap();
     assert_eq!(hex::encode(&small), v["content"]["small_sealed_hex"]);
-    assert_eq!(seal::open_content(&vk, &small, 12).unwrap(), b"hello, pxfs\n");
+    assert_eq!(
+        seal::open_content(&vk, &small, 12).unwrap(),
+        b"hello, pxfs\n"
+    );
 
     let plain = two_chunk_plain();
     let sealed = seal::seal_content(&vk, &plain).unwrap();
-    assert_eq!(sealed.len() as u64, v["content"]["two_chunk_sealed_len"].as_u64().unwrap());
+    assert_eq!(
+        sealed.len() as u64,
+        v["content"]["two_chunk_sealed_len"].as_u64().unwrap()
+    );
     assert_eq!(seal::sealed_len(plain.len() as u64), sealed.len() as u64);
-    assert_eq!(hex::encode(Sha256::digest(&sealed)), v["content"]["two_chunk_sealed_sha256"]);
-    assert_eq!(seal::open_content(&vk, &sealed, plain.len() as u64).unwrap(), plain);
+    assert_eq!(
+        hex::encode(Sha256::digest(&sealed)),
+        v["content"]["two_chunk_sealed_sha256"]
+    );
+    assert_eq!(
+        seal::open_content(&vk, &sealed, plain.len() as u64).unwrap(),
+        plain
+    );
 }
 
 fn vector_node_entry() -> Entry {
@@ -200,13 +228,20 @@ fn sealed_node_matches_the_vectors_byte_for_byte() {
     let crypto = TreeCrypto::sealed(&vector_key());
     let page = Page::Leaf(vec![vector_node_entry()]);
     let bytes = page::encode(&page, &crypto).unwrap();
-    assert_eq!(std::str::from_utf8(&bytes).unwrap(), v["node"]["object_json"]);
+    assert_eq!(
+        std::str::from_utf8(&bytes).unwrap(),
+        v["node"]["object_json"]
+    );
     assert_eq!(page::decode::<Entry>(&bytes, &crypto).unwrap(), page);
 
     // The body the sealed object holds is the vector's body JSON.
     let plain = String::from_utf8(page::encode(&page, &TreeCrypto::Plain).unwrap()).unwrap();
     let aad = v["node"]["aad"].as_str().unwrap();
-    let expect = format!("{},\"body\":{}}}", &aad[..aad.len() - 1], v["node"]["body_json"].as_str().unwrap());
+    let expect = format!(
+        "{},\"body\":{}}}",
+        &aad[..aad.len() - 1],
+        v["node"]["body_json"].as_str().unwrap()
+    );
     assert_eq!(plain, expect);
 }
 
@@ -224,7 +259,9 @@ fn passphrase_kek_and_wrap_match_the_vectors() {
     assert_eq!(dk.expose(), vector_key().expose());
 
     let wrong = Kek::from_passphrase(b"Correct horse battery staple", &kdf).unwrap();
-    let err = wrong.unwrap(&vector_key().key_id(), &nonce, &ct).unwrap_err();
+    let err = wrong
+        .unwrap(&vector_key().key_id(), &nonce, &ct)
+        .unwrap_err();
     assert!(matches!(err, FormatError::WrongKey(_)), "{err}");
 }
 
@@ -240,18 +277,33 @@ fn wallet_message_and_kek_match_the_vectors() {
     let msg = wallet_message(31337, "0x5fbdb2315678afecb367f032d93f642f64180aa3", 1).unwrap();
     assert_eq!(msg, w["message"]);
     let mut sig = hex::decode(w["signature_hex"].as_str().unwrap()).unwrap();
-    assert_eq!(hex::encode(Kek::from_wallet_signature(&sig).unwrap().expose()), w["kek_hex"]);
+    assert_eq!(
+        hex::encode(Kek::from_wallet_signature(&sig).unwrap().expose()),
+        w["kek_hex"]
+    );
     sig[64] = 0; // the same signature with v as a parity bit
-    assert_eq!(hex::encode(Kek::from_wallet_signature(&sig).unwrap().expose()), w["kek_hex"]);
+    assert_eq!(
+        hex::encode(Kek::from_wallet_signature(&sig).unwrap().expose()),
+        w["kek_hex"]
+    );
     assert!(Kek::from_wallet_signature(&sig[..64]).is_err());
 }
 
 #[test]
 fn paper_backup_matches_the_vector_and_catches_typos() {
     let v = vectors();
-    let line = paper::export(31337, "0x5FbDB2315678afecb367f032d93F642f64180aa3", 1, &vector_key());
+    let line = paper::export(
+        31337,
+        "0x5FbDB2315678afecb367f032d93F642f64180aa3",
+        1,
+        &vector_key(),
+    );
     assert_eq!(line.as_str(), v["paper_backup"]);
-    let back = paper::parse(&format!("  {}\n", line.to_uppercase().replace("PXFS-KEY-2", "pxfs-key-2"))).unwrap();
+    let back = paper::parse(&format!(
+        "  {}\n",
+        line.to_uppercase().replace("PXFS-KEY-2", "pxfs-key-2")
+    ))
+    .unwrap();
     assert_eq!(back.data_key.expose(), vector_key().expose());
     assert!(back.is_for(31337, "0x5fbdb2315678afecb367f032d93f642f64180aa3", 1));
     let typo = line.replacen("04050607", "04050608", 1);
@@ -263,7 +315,9 @@ fn paper_backup_matches_the_vector_and_catches_typos() {
 
 fn three_chunks() -> (VersionKey, Vec<u8>, Vec<u8>) {
     let vk = vector_version_key();
-    let plain: Vec<u8> = (0..2 * seal::PLAIN_CHUNK + 1000).map(|i| (i % 253) as u8).collect();
+    let plain: Vec<u8> = (0..2 * seal::PLAIN_CHUNK + 1000)
+        .map(|i| (i % 253) as u8)
+        .collect();
     let sealed = seal::seal_content(&vk, &plain).unwrap();
     (vk, plain, sealed)
 }
@@ -277,10 +331,19 @@ fn chunk(sealed: &[u8], i: usize) -> &[u8] {
 fn a_flipped_byte_fails_that_chunk_only() {
     let (vk, plain, mut sealed) = three_chunks();
     sealed[seal::SEALED_CHUNK + 5] ^= 1;
-    assert_eq!(vk.open_chunk(0, chunk(&sealed, 0), false).unwrap(), &plain[..seal::PLAIN_CHUNK]);
+    assert_eq!(
+        vk.open_chunk(0, chunk(&sealed, 0), false).unwrap(),
+        &plain[..seal::PLAIN_CHUNK]
+    );
     let err = vk.open_chunk(1, chunk(&sealed, 1), false).unwrap_err();
-    assert!(matches!(err, FormatError::Tampered(_)) && err.to_string().contains("chunk 1"), "{err}");
-    assert_eq!(vk.open_chunk(2, chunk(&sealed, 2), true).unwrap(), &plain[2 * seal::PLAIN_CHUNK..]);
+    assert!(
+        matches!(err, FormatError::Tampered(_)) && err.to_string().contains("chunk 1"),
+        "{err}"
+    );
+    assert_eq!(
+        vk.open_chunk(2, chunk(&sealed, 2), true).unwrap(),
+        &plain[2 * seal::PLAIN_CHUNK..]
+    );
     assert!(seal::open_content(&vk, &sealed, plain.len() as u64).is_err());
 }
 
@@ -367,11 +430,15 @@ fn entries_of_every_kind_round_trip_through_a_page() {
         file(b"c", 7, "bafkreidata"),
         Entry {
             name: Name::new(b"d".to_vec()).unwrap(),
-            kind: inode(InodeKind::Dir { top: dir_top.into() }),
+            kind: inode(InodeKind::Dir {
+                top: dir_top.into(),
+            }),
         },
         Entry {
             name: Name::new(b"l".to_vec()).unwrap(),
-            kind: inode(InodeKind::Symlink(Target::new(b"../\xfe\xff/x".to_vec()).unwrap())),
+            kind: inode(InodeKind::Symlink(
+                Target::new(b"../\xfe\xff/x".to_vec()).unwrap(),
+            )),
         },
         Entry {
             name: Name::new(b"p".to_vec()).unwrap(),
@@ -393,43 +460,92 @@ fn entries_of_every_kind_round_trip_through_a_page() {
     let page = Page::Leaf(entries);
     let bytes = page::encode(&page, &TreeCrypto::Plain).unwrap();
     let text = String::from_utf8(bytes.clone()).unwrap();
-    assert!(text.starts_with("{\"schema\":\"pxfs/dir/2\",\"nodes\":[\"bafkreidir\"],\"data\":[\"bafkreidata\"],"), "{text}");
-    assert!(text.contains("{\"n\":\"\\u0001\",\"kind\":\"link\",\"group\":\"0123456789abcdef\"}"), "{text}");
+    assert!(
+        text.starts_with(
+            "{\"schema\":\"pxfs/dir/2\",\"nodes\":[\"bafkreidir\"],\"data\":[\"bafkreidata\"],"
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains("{\"n\":\"\\u0001\",\"kind\":\"link\",\"group\":\"0123456789abcdef\"}"),
+        "{text}"
+    );
     assert!(text.contains("\"tb\":\"Li4v/v8veA==\""), "{text}");
-    assert_eq!(page::decode::<Entry>(&bytes, &TreeCrypto::Plain).unwrap(), page);
+    assert_eq!(
+        page::decode::<Entry>(&bytes, &TreeCrypto::Plain).unwrap(),
+        page
+    );
 }
 
 #[test]
 fn entries_whose_members_do_not_fit_their_kind_are_refused() {
     let wrap = |entry: &str, data: &str| {
-        format!("{{\"schema\":\"pxfs/dir/2\",\"nodes\":[],\"data\":[{data}],\"body\":{{\"type\":\"leaf\",\"entries\":[{entry}]}}}}")
+        format!(
+            "{{\"schema\":\"pxfs/dir/2\",\"nodes\":[],\"data\":[{data}],\"body\":{{\"type\":\"leaf\",\"entries\":[{entry}]}}}}"
+        )
     };
     let a = "\"mode\":420,\"uid\":0,\"gid\":0,\"mtime_ns\":0,\"ctime_ns\":0";
     let cases = [
-        (format!("{{\"n\":\"f\",\"kind\":\"file\",\"size\":3,{a}}}"), ""),
-        (format!("{{\"n\":\"f\",\"kind\":\"file\",\"size\":0,{a},\"content\":0}}"), "\"x\""),
-        (format!("{{\"n\":\"f\",\"kind\":\"file\",\"size\":3,{a},\"content\":1}}"), "\"x\""),
+        (
+            format!("{{\"n\":\"f\",\"kind\":\"file\",\"size\":3,{a}}}"),
+            "",
+        ),
+        (
+            format!("{{\"n\":\"f\",\"kind\":\"file\",\"size\":0,{a},\"content\":0}}"),
+            "\"x\"",
+        ),
+        (
+            format!("{{\"n\":\"f\",\"kind\":\"file\",\"size\":3,{a},\"content\":1}}"),
+            "\"x\"",
+        ),
         (format!("{{\"n\":\"d\",\"kind\":\"dir\",{a}}}"), ""),
-        (format!("{{\"n\":\"l\",\"kind\":\"link\",\"group\":\"00\"}}"), ""),
-        (format!("{{\"n\":\"l\",\"kind\":\"link\",\"group\":\"0000000000000001\",{a}}}"), ""),
-        (format!("{{\"n\":\"s\",\"kind\":\"fifo\",{a},\"rdev\":1}}"), ""),
+        (
+            format!("{{\"n\":\"l\",\"kind\":\"link\",\"group\":\"00\"}}"),
+            "",
+        ),
+        (
+            format!("{{\"n\":\"l\",\"kind\":\"link\",\"group\":\"0000000000000001\",{a}}}"),
+            "",
+        ),
+        (
+            format!("{{\"n\":\"s\",\"kind\":\"fifo\",{a},\"rdev\":1}}"),
+            "",
+        ),
         (format!("{{\"nb\":\"YQ==\",\"kind\":\"fifo\",{a}}}"), ""),
         (format!("{{\"n\":\"a/b\",\"kind\":\"fifo\",{a}}}"), ""),
-        (format!("{{\"n\":\"f\",\"kind\":\"fifo\",\"mode\":65535,\"uid\":0,\"gid\":0,\"mtime_ns\":0,\"ctime_ns\":0}}"), ""),
+        (
+            format!(
+                "{{\"n\":\"f\",\"kind\":\"fifo\",\"mode\":65535,\"uid\":0,\"gid\":0,\"mtime_ns\":0,\"ctime_ns\":0}}"
+            ),
+            "",
+        ),
         // A listed CID nothing refers to.
         (format!("{{\"n\":\"f\",\"kind\":\"fifo\",{a}}}"), "\"x\""),
-        (format!("{{\"n\":\"f\",\"kind\":\"file\",\"size\":3,{a},\"content\":0,\"key\":\"qqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqo=\"}}"), "\"x\""),
+        (
+            format!(
+                "{{\"n\":\"f\",\"kind\":\"file\",\"size\":3,{a},\"content\":0,\"key\":\"qqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqo=\"}}"
+            ),
+            "\"x\"",
+        ),
     ];
     for (entry, data) in cases {
         let obj = wrap(&entry, data);
-        assert!(page::decode::<Entry>(obj.as_bytes(), &TreeCrypto::Plain).is_err(), "accepted {obj}");
+        assert!(
+            page::decode::<Entry>(obj.as_bytes(), &TreeCrypto::Plain).is_err(),
+            "accepted {obj}"
+        );
     }
     // An unknown kind is kept (hidden by the fs), not refused.
     let obj = wrap("{\"n\":\"z\",\"kind\":\"whiteout\",\"future\":1}", "");
-    let Page::Leaf(v) = page::decode::<Entry>(obj.as_bytes(), &TreeCrypto::Plain).unwrap() else { panic!() };
+    let Page::Leaf(v) = page::decode::<Entry>(obj.as_bytes(), &TreeCrypto::Plain).unwrap() else {
+        panic!()
+    };
     assert_eq!(v[0].kind, EntryKind::Unknown("whiteout".into()));
     // Unsorted entries and unsorted lists are refused.
-    let two = wrap(&format!("{{\"n\":\"b\",\"kind\":\"fifo\",{a}}},{{\"n\":\"a\",\"kind\":\"fifo\",{a}}}"), "");
+    let two = wrap(
+        &format!("{{\"n\":\"b\",\"kind\":\"fifo\",{a}}},{{\"n\":\"a\",\"kind\":\"fifo\",{a}}}"),
+        "",
+    );
     assert!(page::decode::<Entry>(two.as_bytes(), &TreeCrypto::Plain).is_err());
 }
 
@@ -458,11 +574,15 @@ fn link_group_records_page_by_id() {
     assert!(stats.depth >= 2, "{stats:?}");
     let text = String::from_utf8(store.get(&top).unwrap()).unwrap();
     assert!(text.contains("\"first\":\"0000000000000000\""), "{text}");
-    let r = prolly::lookup::<InodeRecord>(&mut store, &TreeCrypto::Plain, &top, &records[77].id.0).unwrap();
+    let r = prolly::lookup::<InodeRecord>(&mut store, &TreeCrypto::Plain, &top, &records[77].id.0)
+        .unwrap();
     assert_eq!(r.as_ref(), Some(&records[77]));
     let leaf = page::encode(&Page::Leaf(vec![records[1].clone()]), &TreeCrypto::Plain).unwrap();
     let leaf = String::from_utf8(leaf).unwrap();
-    assert!(leaf.contains("{\"id\":\"0000010000000001\",\"kind\":\"file\",\"nlink\":3,\"size\":10,"), "{leaf}");
+    assert!(
+        leaf.contains("{\"id\":\"0000010000000001\",\"kind\":\"file\",\"nlink\":3,\"size\":10,"),
+        "{leaf}"
+    );
 }
 
 #[test]
@@ -481,8 +601,14 @@ fn the_root_node_round_trips_and_flags_unknown_members() {
     );
     let read = Root::decode(&bytes, &TreeCrypto::Plain).unwrap();
     assert_eq!((read.root, read.read_only), (root.clone(), false));
-    let newer = String::from_utf8(bytes).unwrap().replace("\"inodes\":1}", "\"inodes\":1,\"snapshots\":0}");
-    assert!(Root::decode(newer.as_bytes(), &TreeCrypto::Plain).unwrap().read_only);
+    let newer = String::from_utf8(bytes)
+        .unwrap()
+        .replace("\"inodes\":1}", "\"inodes\":1,\"snapshots\":0}");
+    assert!(
+        Root::decode(newer.as_bytes(), &TreeCrypto::Plain)
+            .unwrap()
+            .read_only
+    );
     let crypto = TreeCrypto::sealed(&vector_key());
     let sealed = root.encode(&crypto);
     assert_eq!(Root::decode(&sealed, &crypto).unwrap().root, root);
@@ -515,7 +641,10 @@ fn usage_documents_of_both_versions_are_read_and_others_refused() {
             key_id: dk.key_id().to_string(),
             wraps: vec![
                 Wrap::wallet(msg.clone(), &Kek::from_wallet_signature(&sig).unwrap(), &dk),
-                Wrap::Unknown(serde_json::value::RawValue::from_string("{\"kind\":\"fido2\",\"x\":1}".into()).unwrap()),
+                Wrap::Unknown(
+                    serde_json::value::RawValue::from_string("{\"kind\":\"fido2\",\"x\":1}".into())
+                        .unwrap(),
+                ),
             ],
         }),
         merged: None,
@@ -525,14 +654,34 @@ fn usage_documents_of_both_versions_are_read_and_others_refused() {
     };
     let json = doc.to_json().unwrap();
     let text = std::str::from_utf8(&json).unwrap();
-    assert!(text.starts_with("{\"schema\":\"pxfs/usage/2\",\"chain_id\":31337,"), "{text}");
-    assert!(text.contains("\"prev\":null,\"encryption\":{\"scheme\":\"pxfs-aes256gcm/2\""), "{text}");
-    assert!(text.contains("{\"kind\":\"fido2\",\"x\":1}"), "unknown wraps are kept: {text}");
-    let AnyUsageDoc::V2(back) = parse_any(&json).unwrap() else { panic!("not v2") };
+    assert!(
+        text.starts_with("{\"schema\":\"pxfs/usage/2\",\"chain_id\":31337,"),
+        "{text}"
+    );
+    assert!(
+        text.contains("\"prev\":null,\"encryption\":{\"scheme\":\"pxfs-aes256gcm/2\""),
+        "{text}"
+    );
+    assert!(
+        text.contains("{\"kind\":\"fido2\",\"x\":1}"),
+        "unknown wraps are kept: {text}"
+    );
+    let AnyUsageDoc::V2(back) = parse_any(&json).unwrap() else {
+        panic!("not v2")
+    };
     assert_eq!(back, doc);
-    let Encryption::Sealed(info) = &back.encryption else { panic!() };
-    assert_eq!(info.unlock_with_wallet(&msg, &sig).unwrap().expose(), dk.expose());
-    assert!(info.unlock_with_wallet("pxfs data key\nchain: 1", &sig).is_err(), "another message is never used");
+    let Encryption::Sealed(info) = &back.encryption else {
+        panic!()
+    };
+    assert_eq!(
+        info.unlock_with_wallet(&msg, &sig).unwrap().expose(),
+        dk.expose()
+    );
+    assert!(
+        info.unlock_with_wallet("pxfs data key\nchain: 1", &sig)
+            .is_err(),
+        "another message is never used"
+    );
     assert!(info.unlock_with_passphrase(b"x").is_err());
 
     // A plaintext document with files and a non-UTF-8 last upload.
@@ -545,7 +694,11 @@ fn usage_documents_of_both_versions_are_read_and_others_refused() {
         size: 3,
     });
     let json = plain.to_json().unwrap();
-    assert!(std::str::from_utf8(&json).unwrap().contains("\"encryption\":\"none\",\"files\":3,\"last_upload\":{\"pathb\":\"L2NhZuk=\""));
+    assert!(
+        std::str::from_utf8(&json).unwrap().contains(
+            "\"encryption\":\"none\",\"files\":3,\"last_upload\":{\"pathb\":\"L2NhZuk=\""
+        )
+    );
     assert_eq!(UsageDoc::parse(&json).unwrap(), plain);
     // An encrypted tree must not name its files.
     let mut leaky = doc.clone();
@@ -558,8 +711,13 @@ fn usage_documents_of_both_versions_are_read_and_others_refused() {
     assert!(err.to_string().contains("pxfs/usage/1"), "{err}");
     let err = parse_any(br#"{"schema":"pxfs/usage/3"}"#).unwrap_err();
     assert!(err.to_string().contains("\"pxfs/usage/3\""), "{err}");
-    let no_prev = String::from_utf8(doc.to_json().unwrap()).unwrap().replace("\"prev\":null,", "");
-    assert!(UsageDoc::parse(no_prev.as_bytes()).is_err(), "prev is required");
+    let no_prev = String::from_utf8(doc.to_json().unwrap())
+        .unwrap()
+        .replace("\"prev\":null,", "");
+    assert!(
+        UsageDoc::parse(no_prev.as_bytes()).is_err(),
+        "prev is required"
+    );
 }
 
 // ---------------------------------------------------------------- property tests
@@ -573,7 +731,10 @@ fn name_strategy() -> impl Strategy<Value = Vec<u8>> {
         (any::<u8>(), 200usize..=255).prop_map(|(b, n)| vec![b'a' + b % 26; n]),
     ]
     .prop_filter_map("not a Linux name", |b| {
-        let b: Vec<u8> = b.into_iter().map(|c| if c == b'/' || c == 0 { b'_' } else { c }).collect();
+        let b: Vec<u8> = b
+            .into_iter()
+            .map(|c| if c == b'/' || c == 0 { b'_' } else { c })
+            .collect();
         Name::new(b.clone()).ok().map(|_| b)
     })
 }
@@ -613,7 +774,11 @@ fn model(names: &[Vec<u8>], big_every: usize) -> BTreeMap<Vec<u8>, Entry> {
 }
 
 fn crypto_for(sealed: bool) -> TreeCrypto {
-    if sealed { TreeCrypto::sealed(&vector_key()) } else { TreeCrypto::Plain }
+    if sealed {
+        TreeCrypto::sealed(&vector_key())
+    } else {
+        TreeCrypto::Plain
+    }
 }
 
 fn with_salts(mut e: Entry, sealed: bool) -> Entry {
@@ -707,7 +872,11 @@ proptest! {
 
 /// A realistic entry: about 150 bytes of JSON.
 fn photo(i: u64) -> Entry {
-    let mut e = file(format!("IMG_{:08}_{:06}.jpg", 20_240_000 + i / 1000, i).as_bytes(), 2_000_000 + i, "");
+    let mut e = file(
+        format!("IMG_{:08}_{:06}.jpg", 20_240_000 + i / 1000, i).as_bytes(),
+        2_000_000 + i,
+        "",
+    );
     if let EntryKind::Inode(Inode {
         kind: InodeKind::File {
             content: Some(c), ..
@@ -724,7 +893,12 @@ fn measure(n: u64) {
     let crypto = TreeCrypto::Plain;
     let mut store = MemStore::new();
     let entries: Vec<Entry> = (0..n).map(|i| photo(i * 2)).collect();
-    let avg = entries.iter().take(1000).map(page::record_size).sum::<usize>() / 1000;
+    let avg = entries
+        .iter()
+        .take(1000)
+        .map(page::record_size)
+        .sum::<usize>()
+        / 1000;
     let top = prolly::build(&mut store, &crypto, entries).unwrap();
     let stats = prolly::check::<Entry>(&mut store, &crypto, &top).unwrap();
     let (mut total, mut max, mut pages) = (0u64, 0u64, 0u64);
@@ -750,7 +924,10 @@ fn measure(n: u64) {
         max,
         tries
     );
-    assert!(max < 64 * 1024, "a one-entry commit must add less than 64 KiB of pages");
+    assert!(
+        max < 64 * 1024,
+        "a one-entry commit must add less than 64 KiB of pages"
+    );
 }
 
 #[test]

@@ -74,7 +74,10 @@ mod tests {
     fn base64_is_padded_and_strict() {
         assert_eq!(b64_encode(&[0xff, 0xfe]), "//4=");
         assert!(b64_decode("//4", "x").is_err());
-        assert!(b64_decode("//5=", "x").is_err(), "stray bits must be refused");
+        assert!(
+            b64_decode("//5=", "x").is_err(),
+            "stray bits must be refused"
+        );
         assert!(b64_array::<2>("//4=", "x").is_ok());
         assert!(b64_array::<3>("//4=", "x").is_err());
     }

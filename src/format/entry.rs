@@ -48,7 +48,9 @@ pub enum InodeKind {
         content: Option<Content>,
     },
     /// The CID of the subdirectory's top node.
-    Dir { top: String },
+    Dir {
+        top: String,
+    },
     Symlink(Target),
     Fifo,
     Socket,
@@ -90,7 +92,9 @@ impl GroupId {
 
     pub fn parse(text: &str) -> Result<GroupId> {
         parse_hex16(text).map(GroupId).ok_or_else(|| {
-            FormatError::invalid(format!("link group id {text:?} is not 16 lowercase hex digits"))
+            FormatError::invalid(format!(
+                "link group id {text:?} is not 16 lowercase hex digits"
+            ))
         })
     }
 }
@@ -216,7 +220,9 @@ pub(crate) fn attrs_from_wire(w: WireAttrs) -> Result<(Attrs, Vec<Xattr>)> {
 
 fn check_attrs(mode: u64, uid: u64, gid: u64, mtime_ns: i64, ctime_ns: i64) -> Result<Attrs> {
     if mode > 0o7777 {
-        return Err(FormatError::invalid(format!("mode {mode:#o} has bits beyond 0o7777")));
+        return Err(FormatError::invalid(format!(
+            "mode {mode:#o} has bits beyond 0o7777"
+        )));
     }
     let id32 = |v: u64, m: &str| {
         u32::try_from(v).map_err(|_| FormatError::invalid(format!("{m} {v} exceeds 32 bits")))
@@ -278,7 +284,9 @@ impl Inode {
     pub fn validate(&self) -> Result<()> {
         for pair in self.xattrs.windows(2) {
             if pair[0].name >= pair[1].name {
-                return Err(FormatError::invalid("xattrs are not sorted by name or not unique"));
+                return Err(FormatError::invalid(
+                    "xattrs are not sorted by name or not unique",
+                ));
             }
         }
         if self.xattrs.iter().any(|x| x.value.len() > XATTR_VALUE_MAX) {
@@ -290,7 +298,9 @@ impl Inode {
         if let InodeKind::File { size, content } = &self.kind
             && (*size == 0) != content.is_none()
         {
-            return Err(FormatError::invalid("a file has content exactly when its size is > 0"));
+            return Err(FormatError::invalid(
+                "a file has content exactly when its size is > 0",
+            ));
         }
         Ok(())
     }
@@ -341,7 +351,9 @@ impl Inode {
         let misfit = |m: &str| FormatError::invalid(format!("a {k} entry has no \"{m}\" member"));
         let stray = |m: &str, present: bool| {
             if present {
-                Err(FormatError::invalid(format!("a {k} entry must not have \"{m}\"")))
+                Err(FormatError::invalid(format!(
+                    "a {k} entry must not have \"{m}\""
+                )))
             } else {
                 Ok(())
             }
@@ -352,7 +364,10 @@ impl Inode {
         stray("key", w.content.is_none() && w.key.is_some())?;
         stray("dir", k != "dir" && w.dir.is_some())?;
         stray("t", k != "symlink" && (w.t.is_some() || w.tb.is_some()))?;
-        stray("rdev", !matches!(k, "chardev" | "blockdev") && w.rdev.is_some())?;
+        stray(
+            "rdev",
+            !matches!(k, "chardev" | "blockdev") && w.rdev.is_some(),
+        )?;
         let attrs = check_attrs(
             w.mode.ok_or_else(|| misfit("mode"))?,
             w.uid.ok_or_else(|| misfit("uid"))?,
@@ -393,7 +408,9 @@ impl Inode {
             "dir" => InodeKind::Dir {
                 top: res.node(w.dir.ok_or_else(|| misfit("dir"))?)?,
             },
-            "symlink" => InodeKind::Symlink(Target::new(from_members(w.t.take(), w.tb.take(), "t")?)?),
+            "symlink" => {
+                InodeKind::Symlink(Target::new(from_members(w.t.take(), w.tb.take(), "t")?)?)
+            }
             "fifo" => InodeKind::Fifo,
             "socket" => InodeKind::Socket,
             "chardev" => InodeKind::CharDev(rdev()?),
@@ -445,13 +462,20 @@ impl Entry {
         let name = Name::new(from_members(w.n.take(), w.nb.take(), "n")?)?;
         let at = |e: FormatError| FormatError::invalid(format!("entry \"{name}\": {e}"));
         if w.id.is_some() || w.nlink.is_some() {
-            return Err(at(FormatError::invalid("\"id\"/\"nlink\" belong to link-group records")));
+            return Err(at(FormatError::invalid(
+                "\"id\"/\"nlink\" belong to link-group records",
+            )));
         }
         let kind = if w.kind == "link" {
             if has_inode_members(&w) {
-                return Err(at(FormatError::invalid("a link entry has members besides its name and group")));
+                return Err(at(FormatError::invalid(
+                    "a link entry has members besides its name and group",
+                )));
             }
-            let g = w.group.as_deref().ok_or_else(|| at(FormatError::invalid("a link entry has no \"group\"")))?;
+            let g = w
+                .group
+                .as_deref()
+                .ok_or_else(|| at(FormatError::invalid("a link entry has no \"group\"")))?;
             EntryKind::Link(GroupId::parse(g).map_err(at)?)
         } else {
             match Inode::from_wire(&mut w, res).map_err(at)? {
@@ -481,16 +505,26 @@ impl InodeRecord {
 
     pub(crate) fn from_wire(mut w: WireEntry, res: &mut Resolver) -> Result<InodeRecord> {
         if w.n.is_some() || w.nb.is_some() || w.group.is_some() {
-            return Err(FormatError::invalid("a link-group record has a name or a group"));
+            return Err(FormatError::invalid(
+                "a link-group record has a name or a group",
+            ));
         }
-        let id = GroupId::parse(w.id.as_deref().ok_or_else(|| FormatError::invalid("a link-group record has no \"id\""))?)?;
+        let id = GroupId::parse(
+            w.id.as_deref()
+                .ok_or_else(|| FormatError::invalid("a link-group record has no \"id\""))?,
+        )?;
         let at = |e: FormatError| FormatError::invalid(format!("link group {id}: {e}"));
-        let nlink = w.nlink.ok_or_else(|| at(FormatError::invalid("no \"nlink\"")))?;
+        let nlink = w
+            .nlink
+            .ok_or_else(|| at(FormatError::invalid("no \"nlink\"")))?;
         if nlink < 2 {
             return Err(at(FormatError::invalid(format!("nlink {nlink} < 2"))));
         }
         if w.kind == "dir" || w.kind == "link" {
-            return Err(at(FormatError::invalid(format!("a record cannot be a {}", w.kind))));
+            return Err(at(FormatError::invalid(format!(
+                "a record cannot be a {}",
+                w.kind
+            ))));
         }
         let kind = match Inode::from_wire(&mut w, res).map_err(at)? {
             Some(inode) => EntryKind::Inode(inode),

@@ -114,7 +114,10 @@ impl<'a> Resolver<'a> {
 
     pub(crate) fn node(&mut self, i: u64) -> Result<String> {
         let cid = self.lists.nodes.get(i as usize).ok_or_else(|| {
-            FormatError::invalid(format!("node index {i} is out of range ({} nodes)", self.lists.nodes.len()))
+            FormatError::invalid(format!(
+                "node index {i} is out of range ({} nodes)",
+                self.lists.nodes.len()
+            ))
         })?;
         self.used_nodes[i as usize] = true;
         Ok(cid.clone())
@@ -122,7 +125,10 @@ impl<'a> Resolver<'a> {
 
     pub(crate) fn data(&mut self, i: u64) -> Result<String> {
         let cid = self.lists.data.get(i as usize).ok_or_else(|| {
-            FormatError::invalid(format!("data index {i} is out of range ({} data)", self.lists.data.len()))
+            FormatError::invalid(format!(
+                "data index {i} is out of range ({} data)",
+                self.lists.data.len()
+            ))
         })?;
         self.used_data[i as usize] = true;
         Ok(cid.clone())
@@ -137,7 +143,9 @@ impl<'a> Resolver<'a> {
     /// Every listed CID must be referenced by the body, unless it holds unknown kinds.
     pub(crate) fn finish(self) -> Result<()> {
         if !self.unknown && (self.used_nodes.contains(&false) || self.used_data.contains(&false)) {
-            return Err(FormatError::invalid("the node lists a CID its body does not refer to"));
+            return Err(FormatError::invalid(
+                "the node lists a CID its body does not refer to",
+            ));
         }
         Ok(())
     }
@@ -189,7 +197,9 @@ pub fn read(bytes: &[u8], schema: &str, crypto: &TreeCrypto) -> Result<(Lists, V
             )));
         }
         if list.iter().any(|c| c.is_empty() || !c.is_ascii()) {
-            return Err(FormatError::invalid(format!("{schema} node: \"{name}\" holds a malformed CID")));
+            return Err(FormatError::invalid(format!(
+                "{schema} node: \"{name}\" holds a malformed CID"
+            )));
         }
     }
     let body = match (crypto, w.body, w.salt, w.sealed) {

@@ -71,9 +71,9 @@ pub struct KeyId(pub [u8; 8]);
 
 impl KeyId {
     pub fn parse(text: &str) -> Result<KeyId> {
-        parse_hex16(text)
-            .map(KeyId)
-            .ok_or_else(|| FormatError::invalid(format!("key id {text:?} is not 16 lowercase hex digits")))
+        parse_hex16(text).map(KeyId).ok_or_else(|| {
+            FormatError::invalid(format!("key id {text:?} is not 16 lowercase hex digits"))
+        })
     }
 }
 

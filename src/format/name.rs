@@ -215,7 +215,10 @@ mod tests {
     fn names_display_escaped_never_raw() {
         let n = Name::new(b"a\xff\n\\b\x1b[31m\xe2\x80\xae".to_vec()).unwrap();
         assert_eq!(n.to_string(), "a\\xff\\n\\\\b\\u{1b}[31m\\u{202e}");
-        assert_eq!(Name::new("résumé".as_bytes()).unwrap().to_string(), "résumé");
+        assert_eq!(
+            Name::new("résumé".as_bytes()).unwrap().to_string(),
+            "résumé"
+        );
     }
 
     #[test]

@@ -85,7 +85,10 @@ impl Record for InodeRecord {
         item.first = Some(hex::encode(key));
     }
     fn key_from_item(item: &mut WireItem) -> Result<Vec<u8>> {
-        let first = item.first.take().ok_or_else(|| FormatError::invalid("a branch item has no \"first\""))?;
+        let first = item
+            .first
+            .take()
+            .ok_or_else(|| FormatError::invalid("a branch item has no \"first\""))?;
         Ok(GroupId::parse(&first)?.0.to_vec())
     }
 }
@@ -207,7 +210,9 @@ pub fn encode<R: Record>(page: &Page<R>, crypto: &TreeCrypto) -> Result<Vec<u8>>
     let (lists, body) = match page {
         Page::Leaf(records) => {
             if records.iter().any(Record::is_unknown) {
-                return Err(FormatError::invalid("cannot write an entry of an unknown kind"));
+                return Err(FormatError::invalid(
+                    "cannot write an entry of an unknown kind",
+                ));
             }
             check_increasing(records.iter().map(|r| r.key()))?;
             let (mut nodes, mut data) = (Vec::new(), Vec::new());
@@ -217,14 +222,21 @@ pub fn encode<R: Record>(page: &Page<R>, crypto: &TreeCrypto) -> Result<Vec<u8>>
             let lists = Lists::collect(nodes, data);
             let ix = Indexer::Of(&lists);
             let entries = records.iter().map(|r| r.to_wire(&ix)).collect();
-            let body = to_json(&WireLeaf { ty: "leaf", entries });
+            let body = to_json(&WireLeaf {
+                ty: "leaf",
+                entries,
+            });
             (lists, body)
         }
         Page::Branch(b) => {
             check_increasing(b.children.iter().map(|c| c.first.as_slice()))?;
             let lists = Lists::collect(b.children.iter().map(|c| c.node.as_str()), []);
             let ix = Indexer::Of(&lists);
-            let children = b.children.iter().map(|c| item_to_wire::<R>(c, &ix)).collect();
+            let children = b
+                .children
+                .iter()
+                .map(|c| item_to_wire::<R>(c, &ix))
+                .collect();
             let body = to_json(&WireBranch {
                 ty: "branch",
                 level: b.level.into(),
@@ -245,7 +257,9 @@ pub fn decode<R: Record>(bytes: &[u8], crypto: &TreeCrypto) -> Result<Page<R>> {
     let mut res = Resolver::new(&lists, crypto.is_sealed());
     let page = match w.ty.as_str() {
         "leaf" => {
-            let entries = w.entries.ok_or_else(|| FormatError::invalid("a leaf has no \"entries\""))?;
+            let entries = w
+                .entries
+                .ok_or_else(|| FormatError::invalid("a leaf has no \"entries\""))?;
             let records = entries
                 .into_iter()
                 .map(|e| R::from_wire(e, &mut res))
@@ -254,13 +268,21 @@ pub fn decode<R: Record>(bytes: &[u8], crypto: &TreeCrypto) -> Result<Page<R>> {
             Page::Leaf(records)
         }
         "branch" => {
-            let level = w.level.ok_or_else(|| FormatError::invalid("a branch has no \"level\""))?;
+            let level = w
+                .level
+                .ok_or_else(|| FormatError::invalid("a branch has no \"level\""))?;
             let level = u8::try_from(level)
                 .ok()
                 .filter(|l| *l >= 1)
-                .ok_or_else(|| FormatError::invalid(format!("branch level {level} is not 1-255")))?;
-            let count = w.count.ok_or_else(|| FormatError::invalid("a branch has no \"count\""))?;
-            let items = w.children.ok_or_else(|| FormatError::invalid("a branch has no \"children\""))?;
+                .ok_or_else(|| {
+                    FormatError::invalid(format!("branch level {level} is not 1-255"))
+                })?;
+            let count = w
+                .count
+                .ok_or_else(|| FormatError::invalid("a branch has no \"count\""))?;
+            let items = w
+                .children
+                .ok_or_else(|| FormatError::invalid("a branch has no \"children\""))?;
             if items.is_empty() {
                 return Err(FormatError::invalid("a branch has no children"));
             }
@@ -273,7 +295,9 @@ pub fn decode<R: Record>(bytes: &[u8], crypto: &TreeCrypto) -> Result<Page<R>> {
                 });
             }
             check_increasing(children.iter().map(|c| c.first.as_slice()))?;
-            let sum = children.iter().try_fold(0u64, |s, c| s.checked_add(c.count));
+            let sum = children
+                .iter()
+                .try_fold(0u64, |s, c| s.checked_add(c.count));
             if sum != Some(count) || children.iter().any(|c| c.count == 0) {
                 return Err(FormatError::invalid(format!(
                     "branch count {count} is not the sum of its children's non-zero counts"

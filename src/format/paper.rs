@@ -22,7 +22,9 @@ pub struct PaperKey {
 impl PaperKey {
     /// Whether the backup is for this token (contract compared case-insensitively).
     pub fn is_for(&self, chain_id: u64, contract: &str, token_id: u64) -> bool {
-        self.chain_id == chain_id && self.token_id == token_id && self.contract.eq_ignore_ascii_case(contract)
+        self.chain_id == chain_id
+            && self.token_id == token_id
+            && self.contract.eq_ignore_ascii_case(contract)
     }
 }
 
@@ -49,14 +51,20 @@ pub fn parse(text: &str) -> Result<PaperKey> {
         return Err(bad("it does not start with pxfs-key-2"));
     }
     if fields.len() != 11 {
-        return Err(bad("expected the token, 8 groups of 8 hex digits and the key id"));
+        return Err(bad(
+            "expected the token, 8 groups of 8 hex digits and the key id",
+        ));
     }
     let token: Vec<&str> = fields[1].split(':').collect();
     let [chain, contract, token_id] = token[..] else {
         return Err(bad("the token is not <chain>:<contract>:<token>"));
     };
-    let chain_id = chain.parse().map_err(|_| bad("the chain id is not a number"))?;
-    let token_id = token_id.parse().map_err(|_| bad("the token id is not a number"))?;
+    let chain_id = chain
+        .parse()
+        .map_err(|_| bad("the chain id is not a number"))?;
+    let token_id = token_id
+        .parse()
+        .map_err(|_| bad("the token id is not a number"))?;
     if fields[2..10].iter().any(|g| g.len() != 8) {
         return Err(bad("the key is not 8 groups of 8 hex digits"));
     }
@@ -67,7 +75,8 @@ pub fn parse(text: &str) -> Result<PaperKey> {
     let written = KeyId::parse(&fields[10].to_ascii_lowercase())?;
     if data_key.key_id() != written {
         return Err(FormatError::WrongKey(
-            "the key does not match the key id after it: check the digits for a typing mistake".into(),
+            "the key does not match the key id after it: check the digits for a typing mistake"
+                .into(),
         ));
     }
     Ok(PaperKey {

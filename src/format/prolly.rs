@@ -23,12 +23,21 @@ pub const SMALL_ENTRIES: usize = 256;
 pub const PAGE_BYTES: usize = 32_768;
 
 /// Builds the pages of `records` (sorted by key, keys unique) and returns the top's CID.
-pub fn build<R: Record>(store: &mut impl PageStore, crypto: &TreeCrypto, records: Vec<R>) -> Result<String> {
+pub fn build<R: Record>(
+    store: &mut impl PageStore,
+    crypto: &TreeCrypto,
+    records: Vec<R>,
+) -> Result<String> {
     Tree::new(store, crypto).build(records)
 }
 
 /// The record with `key`, fetching one page per level.
-pub fn lookup<R: Record>(store: &mut impl PageStore, crypto: &TreeCrypto, top: &str, key: &[u8]) -> Result<Option<R>> {
+pub fn lookup<R: Record>(
+    store: &mut impl PageStore,
+    crypto: &TreeCrypto,
+    top: &str,
+    key: &[u8],
+) -> Result<Option<R>> {
     let mut t: Tree<R, _> = Tree::new(store, crypto);
     let mut page = t.load(top)?;
     loop {
@@ -49,7 +58,11 @@ pub fn lookup<R: Record>(store: &mut impl PageStore, crypto: &TreeCrypto, top: &
 }
 
 /// Every record, in key order (each page fetched once).
-pub fn records<R: Record>(store: &mut impl PageStore, crypto: &TreeCrypto, top: &str) -> Result<Vec<R>> {
+pub fn records<R: Record>(
+    store: &mut impl PageStore,
+    crypto: &TreeCrypto,
+    top: &str,
+) -> Result<Vec<R>> {
     Tree::new(store, crypto).records(top)
 }
 
@@ -65,7 +78,9 @@ pub fn update<R: Record>(
         if let Some(r) = v
             && r.key() != k.as_slice()
         {
-            return Err(FormatError::invalid("an edit's key is not its record's key"));
+            return Err(FormatError::invalid(
+                "an edit's key is not its record's key",
+            ));
         }
     }
     Tree::new(store, crypto).update(top, edits)
@@ -86,7 +101,11 @@ pub struct TreeStats {
 /// increasing across pages, counts and first keys right, levels consistent, every page cut
 /// where the rules cut and nowhere else, no empty page but an empty directory's leaf, and
 /// a small directory as one leaf.
-pub fn check<R: Record>(store: &mut impl PageStore, crypto: &TreeCrypto, top: &str) -> Result<TreeStats> {
+pub fn check<R: Record>(
+    store: &mut impl PageStore,
+    crypto: &TreeCrypto,
+    top: &str,
+) -> Result<TreeStats> {
     let bad = |m: String| Err(FormatError::invalid(format!("page tree: {m}")));
     let mut stats = TreeStats::default();
     let mut level: Vec<(ChildRef, Rc<Page<R>>)> = Vec::new();
@@ -107,8 +126,19 @@ pub fn check<R: Record>(store: &mut impl PageStore, crypto: &TreeCrypto, top: &s
         let sizes_and_keys: Vec<(Vec<(usize, Vec<u8>)>, bool)> = level
             .iter()
             .map(|(_, p)| match &**p {
-                Page::Leaf(v) => (v.iter().map(|r| (page::record_size(r), r.key().to_vec())).collect(), true),
-                Page::Branch(b) => (b.children.iter().map(|c| (page::child_size::<R>(c), c.first.clone())).collect(), false),
+                Page::Leaf(v) => (
+                    v.iter()
+                        .map(|r| (page::record_size(r), r.key().to_vec()))
+                        .collect(),
+                    true,
+                ),
+                Page::Branch(b) => (
+                    b.children
+                        .iter()
+                        .map(|c| (page::child_size::<R>(c), c.first.clone()))
+                        .collect(),
+                    false,
+                ),
             })
             .collect();
         let small_top = level.len() == 1 && lvl == 0 && {
@@ -127,7 +157,9 @@ pub fn check<R: Record>(store: &mut impl PageStore, crypto: &TreeCrypto, top: &s
                     let last_item = i + 1 == items.len();
                     let last_node = n + 1 == level.len();
                     if cut != last_item && !(last_item && last_node) {
-                        return bad(format!("level {lvl} page {n} is cut at the wrong item ({i})"));
+                        return bad(format!(
+                            "level {lvl} page {n} is cut at the wrong item ({i})"
+                        ));
                     }
                 }
             }
@@ -200,7 +232,9 @@ impl<R: Record> Level<R> for Leaves {
     fn items(p: &Page<R>) -> Result<&[R]> {
         match p {
             Page::Leaf(v) => Ok(v),
-            Page::Branch(_) => Err(FormatError::invalid("page tree: a branch where a leaf belongs")),
+            Page::Branch(_) => Err(FormatError::invalid(
+                "page tree: a branch where a leaf belongs",
+            )),
         }
     }
     fn page(_: u8, items: Vec<R>) -> Page<R> {
@@ -219,7 +253,9 @@ impl<R: Record> Level<R> for Branches {
     fn items(p: &Page<R>) -> Result<&[ChildRef]> {
         match p {
             Page::Branch(b) => Ok(&b.children),
-            Page::Leaf(_) => Err(FormatError::invalid("page tree: a leaf where a branch belongs")),
+            Page::Leaf(_) => Err(FormatError::invalid(
+                "page tree: a leaf where a branch belongs",
+            )),
         }
     }
     fn page(level: u8, children: Vec<ChildRef>) -> Page<R> {
@@ -249,7 +285,11 @@ impl<I> Chunker<I> {
         }
     }
 
-    fn push<R: Record, L: Level<R, Item = I>, S: PageStore>(&mut self, t: &mut Tree<R, S>, item: I) -> Result<()> {
+    fn push<R: Record, L: Level<R, Item = I>, S: PageStore>(
+        &mut self,
+        t: &mut Tree<R, S>,
+        item: I,
+    ) -> Result<()> {
         let cut = t.crypto.boundary(L::key(&item), self.level);
         self.acc += L::size(&item);
         self.buf.push(item);
@@ -259,7 +299,10 @@ impl<I> Chunker<I> {
         Ok(())
     }
 
-    fn flush<R: Record, L: Level<R, Item = I>, S: PageStore>(&mut self, t: &mut Tree<R, S>) -> Result<()> {
+    fn flush<R: Record, L: Level<R, Item = I>, S: PageStore>(
+        &mut self,
+        t: &mut Tree<R, S>,
+    ) -> Result<()> {
         if !self.buf.is_empty() {
             let page = L::page(self.level, std::mem::take(&mut self.buf));
             self.out.push(t.put(page)?);
@@ -282,7 +325,12 @@ struct Cursor<R> {
 impl<R: Record> Cursor<R> {
     /// The node at `level` whose key range holds `key` (the first node if `key` precedes
     /// every key).
-    fn seek<S: PageStore>(t: &mut Tree<R, S>, top: &str, level: u8, key: &[u8]) -> Result<Cursor<R>> {
+    fn seek<S: PageStore>(
+        t: &mut Tree<R, S>,
+        top: &str,
+        level: u8,
+        key: &[u8],
+    ) -> Result<Cursor<R>> {
         let page = t.load(top)?;
         let node_ref = ChildRef {
             first: page.first_key().unwrap_or_default().to_vec(),
@@ -355,7 +403,10 @@ impl<'s, R: Record, S: PageStore> Tree<'s, R, S> {
     /// Loads the child `c` of a branch at `level`, checking it is what the item says.
     fn load_child(&mut self, level: u8, c: &ChildRef) -> Result<Rc<Page<R>>> {
         let child = self.load(&c.node)?;
-        if child.level() + 1 != level || child.count() != c.count || child.first_key() != Some(c.first.as_slice()) {
+        if child.level() + 1 != level
+            || child.count() != c.count
+            || child.first_key() != Some(c.first.as_slice())
+        {
             return Err(FormatError::invalid(format!(
                 "page tree: child {} does not match its item (level, count or first key)",
                 c.node
@@ -388,7 +439,9 @@ impl<'s, R: Record, S: PageStore> Tree<'s, R, S> {
 
     fn build(&mut self, records: Vec<R>) -> Result<String> {
         if records.windows(2).any(|p| p[0].key() >= p[1].key()) {
-            return Err(FormatError::invalid("records to page are not sorted by key or not unique"));
+            return Err(FormatError::invalid(
+                "records to page are not sorted by key or not unique",
+            ));
         }
         if Self::is_small(&records) {
             return Ok(self.put(Page::Leaf(records))?.node);
@@ -444,8 +497,11 @@ impl<'s, R: Record, S: PageStore> Tree<'s, R, S> {
         if top_page.count() <= SMALL_ENTRIES as u64 + deletes {
             // The result may be a small directory: rebuild it whole (it is at most the
             // batch's size plus 256 records).
-            let mut all: BTreeMap<Vec<u8>, R> =
-                self.records(top)?.into_iter().map(|r| (r.key().to_vec(), r)).collect();
+            let mut all: BTreeMap<Vec<u8>, R> = self
+                .records(top)?
+                .into_iter()
+                .map(|r| (r.key().to_vec(), r))
+                .collect();
             for (k, v) in edits {
                 match v {
                     Some(r) => all.insert(k, r),
@@ -461,8 +517,10 @@ impl<'s, R: Record, S: PageStore> Tree<'s, R, S> {
             if level == height {
                 return self.finish(level, added);
             }
-            let old: HashMap<Vec<u8>, ChildRef> = removed.into_iter().map(|c| (c.first.clone(), c)).collect();
-            let mut edits: BTreeMap<Vec<u8>, Option<ChildRef>> = old.keys().map(|k| (k.clone(), None)).collect();
+            let old: HashMap<Vec<u8>, ChildRef> =
+                removed.into_iter().map(|c| (c.first.clone(), c)).collect();
+            let mut edits: BTreeMap<Vec<u8>, Option<ChildRef>> =
+                old.keys().map(|k| (k.clone(), None)).collect();
             for c in added {
                 if old.get(&c.first) == Some(&c) {
                     edits.remove(&c.first); // the same node again: no change above

@@ -43,7 +43,10 @@ const KNOWN: [&str; 4] = ["type", "self", "dir", "inodes"];
 
 impl Root {
     pub fn encode(&self, crypto: &TreeCrypto) -> Vec<u8> {
-        let lists = Lists::collect(std::iter::once(self.dir.as_str()).chain(self.inodes.as_deref()), []);
+        let lists = Lists::collect(
+            std::iter::once(self.dir.as_str()).chain(self.inodes.as_deref()),
+            [],
+        );
         let ix = Indexer::Of(&lists);
         let body = to_json(&WireRoot {
             ty: "root",
@@ -60,12 +63,15 @@ impl Root {
         match v.get("type") {
             Some(serde_json::Value::String(t)) if t == "root" => {}
             other => {
-                return Err(FormatError::invalid(format!("root body has type {other:?}, expected \"root\"")));
+                return Err(FormatError::invalid(format!(
+                    "root body has type {other:?}, expected \"root\""
+                )));
             }
         }
         let read_only = v.keys().any(|k| !KNOWN.contains(&k.as_str()));
         let take = |v: &mut serde_json::Map<String, serde_json::Value>, k: &str| {
-            v.remove(k).ok_or_else(|| FormatError::invalid(format!("root body has no \"{k}\"")))
+            v.remove(k)
+                .ok_or_else(|| FormatError::invalid(format!("root body has no \"{k}\"")))
         };
         let index = |val: serde_json::Value, k: &str| {
             val.as_u64()
@@ -81,7 +87,9 @@ impl Root {
             None => None,
         };
         if inodes.as_ref() == Some(&dir) {
-            return Err(FormatError::invalid("root body's \"dir\" and \"inodes\" are the same node"));
+            return Err(FormatError::invalid(
+                "root body's \"dir\" and \"inodes\" are the same node",
+            ));
         }
         if !read_only {
             res.finish()?;

@@ -140,19 +140,38 @@ fn node_cipher(keys: &TreeKeys, salt: &[u8; 32]) -> Aes256Gcm {
 pub(crate) fn seal_body(keys: &TreeKeys, public: &[u8], body: &[u8]) -> ([u8; 32], Vec<u8>) {
     let salt = synthetic_salt(keys, public, body);
     let ct = node_cipher(keys, &salt)
-        .encrypt(Nonce::from_slice(&[0u8; 12]), Payload { msg: body, aad: public })
+        .encrypt(
+            Nonce::from_slice(&[0u8; 12]),
+            Payload {
+                msg: body,
+                aad: public,
+            },
+        )
         .expect("AES-GCM seals any node body");
     (salt, ct)
 }
 
 /// Opens a sealed node body against its public part `A`, and checks the salt is the
 /// synthetic one (so the node is the canonical form of its content).
-pub(crate) fn open_body(keys: &TreeKeys, public: &[u8], salt: &[u8; 32], sealed: &[u8]) -> Result<Vec<u8>> {
+pub(crate) fn open_body(
+    keys: &TreeKeys,
+    public: &[u8],
+    salt: &[u8; 32],
+    sealed: &[u8],
+) -> Result<Vec<u8>> {
     let body = node_cipher(keys, salt)
-        .decrypt(Nonce::from_slice(&[0u8; 12]), Payload { msg: sealed, aad: public })
+        .decrypt(
+            Nonce::from_slice(&[0u8; 12]),
+            Payload {
+                msg: sealed,
+                aad: public,
+            },
+        )
         .map_err(|_| FormatError::Tampered("sealed node".into()))?;
     if synthetic_salt(keys, public, &body) != *salt {
-        return Err(FormatError::invalid("sealed node's salt is not its synthetic salt"));
+        return Err(FormatError::invalid(
+            "sealed node's salt is not its synthetic salt",
+        ));
     }
     Ok(body)
 }

@@ -87,7 +87,11 @@ pub struct UsageDoc {
     pub merged: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub files: Option<u64>,
-    #[serde(default, skip_serializing_if = "Option::is_none", with = "last_upload_serde")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "last_upload_serde"
+    )]
     pub last_upload: Option<LastUpload>,
     /// PX.sol bookkeeping, kept verbatim.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -49,7 +49,11 @@ impl Kek {
         sig[64] = match sig[64] {
             0 | 27 => 27,
             1 | 28 => 28,
-            v => return Err(FormatError::invalid(format!("wallet signature has v = {v}"))),
+            v => {
+                return Err(FormatError::invalid(format!(
+                    "wallet signature has v = {v}"
+                )));
+            }
         };
         Ok(Kek(hkdf32(sig.as_ref(), b"", b"pxfs/2 wallet kek")))
     }
@@ -58,7 +62,10 @@ impl Kek {
     /// salt and costs.
     pub fn from_passphrase(passphrase: &[u8], kdf: &PassphraseKdf) -> Result<Kek> {
         if kdf.kdf != "argon2id" {
-            return Err(FormatError::invalid(format!("unknown passphrase kdf {:?}", kdf.kdf)));
+            return Err(FormatError::invalid(format!(
+                "unknown passphrase kdf {:?}",
+                kdf.kdf
+            )));
         }
         if kdf.m_kib > ARGON2_M_KIB_MAX || kdf.t > ARGON2_T_MAX || kdf.p > ARGON2_P_MAX {
             return Err(FormatError::invalid(format!(
@@ -89,7 +96,13 @@ impl Kek {
     pub fn wrap(&self, dk: &DataKey, nonce: &[u8; 12]) -> Vec<u8> {
         let aad = aad(&dk.key_id());
         self.cipher()
-            .encrypt(Nonce::from_slice(nonce), Payload { msg: dk.expose(), aad: &aad })
+            .encrypt(
+                Nonce::from_slice(nonce),
+                Payload {
+                    msg: dk.expose(),
+                    aad: &aad,
+                },
+            )
             .expect("AES-GCM wraps 32 bytes")
     }
 
@@ -97,8 +110,18 @@ impl Kek {
     pub fn unwrap(&self, key_id: &KeyId, nonce: &[u8; 12], ct: &[u8]) -> Result<DataKey> {
         let plain = Zeroizing::new(
             self.cipher()
-                .decrypt(Nonce::from_slice(nonce), Payload { msg: ct, aad: &aad(key_id) })
-                .map_err(|_| FormatError::WrongKey("the passphrase or wallet does not unlock this sNFT's data key".into()))?,
+                .decrypt(
+                    Nonce::from_slice(nonce),
+                    Payload {
+                        msg: ct,
+                        aad: &aad(key_id),
+                    },
+                )
+                .map_err(|_| {
+                    FormatError::WrongKey(
+                        "the passphrase or wallet does not unlock this sNFT's data key".into(),
+                    )
+                })?,
         );
         let dk = DataKey::from_slice(&plain)?;
         if dk.key_id() != *key_id {
@@ -249,7 +272,8 @@ impl<'de> Deserialize<'de> for Wrap {
                 }
             }
             "passphrase" => {
-                let w: WirePassphrase = serde_json::from_str(raw.get()).map_err(D::Error::custom)?;
+                let w: WirePassphrase =
+                    serde_json::from_str(raw.get()).map_err(D::Error::custom)?;
                 Wrap::Passphrase {
                     kdf: w.kdf,
                     nonce: w.nonce,
@@ -290,7 +314,11 @@ impl Wrap {
             Wrap::Wallet { nonce, ct, .. } | Wrap::Passphrase { nonce, ct, .. } => (nonce, ct),
             Wrap::Unknown(_) => return Err(FormatError::invalid("a wrap of an unknown kind")),
         };
-        kek.unwrap(key_id, &b64_array::<12>(nonce, "nonce")?, &b64_array::<48>(ct, "ct")?)
+        kek.unwrap(
+            key_id,
+            &b64_array::<12>(nonce, "nonce")?,
+            &b64_array::<48>(ct, "ct")?,
+        )
     }
 }
 
@@ -331,6 +359,8 @@ impl EncryptionInfo {
                 return Ok(dk);
             }
         }
-        Err(FormatError::WrongKey("this wallet does not unlock this sNFT's data key".into()))
+        Err(FormatError::WrongKey(
+            "this wallet does not unlock this sNFT's data key".into(),
+        ))
     }
 }
