@@ -492,8 +492,10 @@ impl Entry {
 
 impl InodeRecord {
     pub(crate) fn to_wire(&self, ix: &Indexer) -> WireEntry {
-        let mut w = WireEntry::default();
-        w.id = Some(self.id.to_string());
+        let mut w = WireEntry {
+            id: Some(self.id.to_string()),
+            ..WireEntry::default()
+        };
         match &self.kind {
             EntryKind::Inode(inode) => inode.fill_wire(&mut w, ix),
             EntryKind::Link(_) => w.kind = "link".into(),

@@ -86,6 +86,8 @@ pub fn update<R: Record>(
     Tree::new(store, crypto).update(top, edits)
 }
 
+type SizedKey = (usize, Vec<u8>);
+
 /// What [`check`] found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct TreeStats {
@@ -123,30 +125,27 @@ pub fn check<R: Record>(
         stats.pages += level.len() as u64;
         stats.depth += 1;
         let lvl = level[0].1.level();
-        let sizes_and_keys: Vec<(Vec<(usize, Vec<u8>)>, bool)> = level
+        // Each page's items as (size, key), for the cut rules.
+        let sizes_and_keys: Vec<Vec<SizedKey>> = level
             .iter()
             .map(|(_, p)| match &**p {
-                Page::Leaf(v) => (
-                    v.iter()
-                        .map(|r| (page::record_size(r), r.key().to_vec()))
-                        .collect(),
-                    true,
-                ),
-                Page::Branch(b) => (
-                    b.children
-                        .iter()
-                        .map(|c| (page::child_size::<R>(c), c.first.clone()))
-                        .collect(),
-                    false,
-                ),
+                Page::Leaf(v) => v
+                    .iter()
+                    .map(|r| (page::record_size(r), r.key().to_vec()))
+                    .collect(),
+                Page::Branch(b) => b
+                    .children
+                    .iter()
+                    .map(|c| (page::child_size::<R>(c), c.first.clone()))
+                    .collect(),
             })
             .collect();
         let small_top = level.len() == 1 && lvl == 0 && {
-            let items = &sizes_and_keys[0].0;
+            let items = &sizes_and_keys[0];
             items.len() <= SMALL_ENTRIES && items.iter().map(|i| i.0).sum::<usize>() <= PAGE_BYTES
         };
         if !small_top {
-            for (n, (items, _)) in sizes_and_keys.iter().enumerate() {
+            for (n, items) in sizes_and_keys.iter().enumerate() {
                 if items.is_empty() {
                     return bad("an empty page in a paged table".into());
                 }
