@@ -9,6 +9,7 @@ pub mod chain;
 pub mod cli;
 pub mod config;
 pub mod devnet;
+pub mod format;
 pub mod fs;
 pub mod fuse;
 pub mod node;
