@@ -336,9 +336,10 @@ async fn stop_mount(devnet: &mut Devnet, signals: &mut StopSignals, grace: Durat
         }
         Some(_) if interrupted => "interrupted".to_string(),
         Some(s) => format!(
-            "the mount daemon could not upload everything ({s}; the storage node did not \
-             answer within {} s?)",
-            grace.as_secs()
+            "the mount daemon gave up: {s}, after {} s of the storage node not answering or \
+             another error (see {})",
+            grace.as_secs(),
+            devnet.layout.mount_log().display()
         ),
         None => "the mount daemon did not stop in time and was killed".to_string(),
     };
