@@ -68,3 +68,168 @@ fn devnet_killed_with_sigkill_leaves_no_children_behind() {
     assert!(left.is_empty(), "children left behind: {left:?}");
     drop(devnet); // reaps the killed process and removes its directory
 }
+
+/// The node of a running devnet (its child `pxfs node`).
+fn node_pid(devnet: &TestDevnet) -> u32 {
+    // cmdline is NUL-separated: `pxfs node --repo ...` (anvil's path has node_modules).
+    support::devnet_child(devnet, "\0node\0--repo").expect("the devnet's pxfs node")
+}
+
+fn tempdir(prefix: &str) -> tempfile::TempDir {
+    tempfile::Builder::new().prefix(prefix).tempdir().unwrap()
+}
+
+/// Lists `mp` the way a user would: a dead FUSE mount answers "Transport endpoint is not
+/// connected" (ENOTCONN).
+fn assert_not_a_dead_mount(mp: &std::path::Path) {
+    assert!(
+        !support::is_mounted(mp),
+        "{} is still a mount",
+        mp.display()
+    );
+    if let Err(e) = std::fs::read_dir(mp) {
+        panic!("{} cannot be listed: {e}", mp.display());
+    }
+}
+
+fn assert_no_children_left(children: Vec<u32>) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while children.iter().any(|&p| pid_alive(p)) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let left: Vec<_> = children.into_iter().filter(|&p| pid_alive(p)).collect();
+    assert!(left.is_empty(), "children left behind: {left:?}");
+}
+
+#[test]
+fn ctrl_c_to_the_process_group_drains_unmounts_and_a_resumed_devnet_shows_the_files() {
+    let mnt = tempdir("pxfs-devnet-mnt-");
+    let mp = mnt.path().to_str().unwrap().to_string();
+    let mut devnet = TestDevnet::start_in(tempdir("pxfs-devnet-"), &["--mount", &mp], true);
+    let token = devnet.token();
+    let contract = devnet.info["contract"].clone();
+    let children = children_of(devnet.pid());
+    assert!(
+        children.len() >= 4,
+        "anvil, node, oracle, mount: {children:?}"
+    );
+
+    // A copy, not fsynced: the stop must upload and commit it.
+    let src = tempdir("pxfs-devnet-src-");
+    support::generate_tree(src.path(), 17, 300, 3 << 20);
+    let dst = mnt.path().join(token.to_string()).join("tree");
+    support::sh(&format!(
+        "cp -a {}/. {}",
+        src.path().display(),
+        dst.display()
+    ));
+
+    // Past the largest file size: EFBIG, for truncate(2) and ftruncate(2) alike.
+    let big = dst.join("big.bin");
+    let beyond = (pxfs::fs::MAX_FILE_SIZE + 1).to_string();
+    let out = std::process::Command::new("truncate")
+        .args(["-s", &beyond])
+        .arg(&big)
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "truncate -s {beyond} succeeded");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("File too large"),
+        "truncate -s {beyond}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let f = std::fs::OpenOptions::new().write(true).open(&big).unwrap();
+    let err = f.set_len(pxfs::fs::MAX_FILE_SIZE + 1).unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc::EFBIG), "ftruncate: {err}");
+    let err = std::os::unix::fs::FileExt::write_at(&f, b"x", pxfs::fs::MAX_FILE_SIZE).unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc::EFBIG), "pwrite: {err}");
+    drop(f);
+
+    // Ctrl-C as a terminal sends it: SIGINT to the whole foreground process group.
+    let started = Instant::now();
+    let status = devnet.interrupt_group(Duration::from_secs(120));
+    let took = started.elapsed();
+    let stderr = devnet.stderr();
+    assert!(status.success(), "exit status {status}; stderr:\n{stderr}");
+    assert!(took < Duration::from_secs(30), "stopping took {took:?}");
+    assert_not_a_dead_mount(mnt.path());
+    assert_no_children_left(children);
+
+    // Started again on the same directory: the same chain, contract and sNFT, the files.
+    let dir = devnet.into_dir();
+    let mut again = TestDevnet::start_in(dir, &["--mount", &mp], true);
+    assert_eq!(
+        again.info["contract"], contract,
+        "a resumed devnet deploys nothing"
+    );
+    assert_eq!(again.token(), token);
+    support::assert_same_tree(src.path(), &dst);
+    let status = again.interrupt_group(Duration::from_secs(120));
+    assert!(status.success(), "exit status {status}");
+    assert_not_a_dead_mount(mnt.path());
+}
+
+#[test]
+fn ctrl_c_with_the_node_frozen_exits_non_zero_naming_the_journal_and_the_next_up_uploads_it() {
+    let mnt = tempdir("pxfs-devnet-mnt-");
+    let mp = mnt.path().to_str().unwrap().to_string();
+    // The mount gives up on the node after 2 s × (1 + 1).
+    let quick = ["--mount", &mp, "--node-timeout", "2", "--node-retries", "1"];
+    let mut devnet = TestDevnet::start_in(tempdir("pxfs-devnet-"), &quick, true);
+    let token = devnet.token();
+    let children = children_of(devnet.pid());
+
+    let src = tempdir("pxfs-devnet-src-");
+    support::generate_tree(src.path(), 23, 100, 1 << 20);
+    let dst = mnt.path().join(token.to_string()).join("tree");
+    support::sh(&format!(
+        "cp -a {}/. {}",
+        src.path().display(),
+        dst.display()
+    ));
+    // The node freezes; what is closed now can only be staged and journaled.
+    let node = node_pid(&devnet);
+    unsafe { libc::kill(node as i32, libc::SIGSTOP) };
+    let late = tempdir("pxfs-devnet-late-");
+    std::fs::write(late.path().join("after-the-freeze"), vec![7u8; 100_000]).unwrap();
+    support::sh(&format!(
+        "cp -a {}/after-the-freeze {}/",
+        late.path().display(),
+        dst.display()
+    ));
+    std::fs::copy(
+        late.path().join("after-the-freeze"),
+        src.path().join("after-the-freeze"),
+    )
+    .unwrap();
+
+    let started = Instant::now();
+    let status = devnet.interrupt_group(Duration::from_secs(120));
+    let took = started.elapsed();
+    let stderr = devnet.stderr();
+    unsafe { libc::kill(node as i32, libc::SIGCONT) };
+    assert!(
+        !status.success(),
+        "exit status 0 with the node frozen; stderr:\n{stderr}"
+    );
+    assert!(
+        stderr.contains("kept in the journal") && stderr.contains("pxfs devnet up --dir"),
+        "no word of the journal and the next start:\n{stderr}"
+    );
+    assert!(took < Duration::from_secs(60), "stopping took {took:?}");
+    assert_not_a_dead_mount(mnt.path());
+    assert_no_children_left(children);
+
+    // The next start replays the journal: everything is there.
+    let dir = devnet.into_dir();
+    let mut again = TestDevnet::start_in(dir, &["--mount", &mp], true);
+    assert_eq!(again.token(), token);
+    support::assert_same_tree(src.path(), &dst);
+    let status = again.interrupt_group(Duration::from_secs(120));
+    assert!(
+        status.success(),
+        "exit status {status}:\n{}",
+        again.stderr()
+    );
+    assert_not_a_dead_mount(mnt.path());
+}

@@ -303,6 +303,32 @@ async fn write_past_quota_fails_with_edquot_and_changes_nothing() {
 }
 
 #[tokio::test]
+async fn truncate_and_writes_past_the_maximum_file_size_fail_with_efbig() {
+    // EFBIG is decided before the quota (1 MiB here), as on a disk before space.
+    let m = mount(1 << 20).await;
+    let max = pxfs::fs::MAX_FILE_SIZE;
+    let (attr, fh) = m.fs.create(ROOT_INO, "big", 0o644, RW, 0, 0).await.unwrap();
+    for size in [max + 1, 999_999_999_999_999_999, i64::MAX as u64] {
+        let set = SetAttr {
+            size: Some(size),
+            fh: Some(fh),
+            ..Default::default()
+        };
+        assert_eq!(
+            errno(m.fs.setattr(attr.ino, set).await),
+            libc::EFBIG,
+            "{size}"
+        );
+    }
+    assert_eq!(errno(m.fs.write(fh, max, b"x").await), libc::EFBIG);
+    assert_eq!(errno(m.fs.write(fh, u64::MAX - 1, b"x").await), libc::EFBIG);
+    assert_eq!(m.fs.getattr(attr.ino).await.unwrap().size, 0);
+    m.fs.write(fh, 0, b"abc").await.unwrap();
+    m.fs.release(fh).await.unwrap();
+    assert_eq!(m.read_file(ROOT_INO, "big").await, b"abc");
+}
+
+#[tokio::test]
 async fn overdue_token_refuses_additions_with_eacces_but_reads_and_deletes_work() {
     let m = mount(1 << 20).await;
     let f = m.write_file(ROOT_INO, "f", b"data").await;

@@ -61,12 +61,14 @@ impl Anvil {
         let binary = locate()?;
         // Port 0: anvil picks a free port and prints it, so there is no bind race.
         let mut cmd = Command::new(&binary);
-        // Anvil dies with whoever started it (even after a SIGKILL of the devnet).
+        // Anvil dies with whoever started it (even after a SIGKILL of the devnet), with
+        // SIGTERM, on which it still writes its `--state` file; in a process group of its
+        // own, so a terminal's Ctrl-C reaches only its parent, which stops it in order.
         // SAFETY: prctl is async-signal-safe and touches no memory of the parent.
         unsafe {
             use std::os::unix::process::CommandExt;
-            cmd.pre_exec(|| {
-                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            cmd.process_group(0).pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
                 Ok(())
             });
         }
@@ -141,6 +143,25 @@ impl Anvil {
 
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// SIGTERM (anvil writes its `--state` file then), wait up to `grace`, then SIGKILL.
+    pub fn stop_within(&mut self, grace: Duration) {
+        if self.exited().is_some() {
+            return;
+        }
+        // SAFETY: plain kill(2) on our own child, not reaped yet (it has not exited).
+        unsafe {
+            libc::kill(self.child.id() as i32, libc::SIGTERM);
+            libc::kill(self.child.id() as i32, libc::SIGCONT);
+        }
+        let deadline = Instant::now() + grace;
+        while Instant::now() < deadline {
+            if self.exited().is_some() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 }
 

@@ -16,7 +16,10 @@ pub const HELPER_NAME: &str = "mount.pxfs";
 
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
 pub enum FstabError {
-    #[error("unknown mount option `{0}`")]
+    #[error(
+        "unknown mount option `{0}` (pxfs takes token=ID, ro, rw, allow_other — to share the \
+         drive with other local users — and foreground)"
+    )]
     UnknownOption(String),
     #[error("mount option `{option}`: `{value}` is not an sNFT id")]
     BadToken { option: String, value: String },

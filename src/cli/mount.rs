@@ -47,10 +47,12 @@ pub struct MountArgs {
     /// Mount read-only
     #[arg(long, help_heading = "Mount options")]
     pub read_only: bool,
-    /// Let other users access the mount (needs user_allow_other in /etc/fuse.conf)
+    /// Let other local users use the mount (FUSE's default is the mounting user only:
+    /// others get EACCES on everything); non-root needs user_allow_other in /etc/fuse.conf
     #[arg(long, help_heading = "Mount options")]
     pub allow_other: bool,
-    /// Comma-separated mount options (ro, allow_other, and FUSE options)
+    /// Comma-separated mount options: token=ID, ro, rw, allow_other (share the drive with
+    /// other local users), foreground, and the ones mount(8) adds
     #[arg(short = 'o', value_name = "OPTS", help_heading = "Mount options")]
     pub options: Vec<String>,
 }
@@ -325,14 +327,21 @@ fn serve(args: &MountArgs, cfg: &Config, mut ready: Option<std::fs::File>) -> an
     }
     let _ = loop_thread.join();
     // Anything written between the drain and the unmount.
-    if drained {
-        rt.block_on(drain(&fs));
-    }
+    let committed = drained && rt.block_on(drain(&fs));
     publisher.publish();
     fs.abort();
     publisher.remove();
     let _ = std::fs::remove_file(&pid_path);
     eprintln!("pxfs: unmounted {}", args.mountpoint.display());
+    if !committed {
+        // A non-zero exit: whoever stopped the daemon (systemd, `pxfs devnet up`) learns
+        // that not everything closed reached the node.
+        bail!(
+            "not everything was committed before the unmount; it stays in the journal in {}, \
+             and the next mount with this cache directory uploads and commits it",
+            cfg.cache.dir.join("journal").display()
+        );
+    }
     Ok(())
 }
 

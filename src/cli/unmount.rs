@@ -73,21 +73,51 @@ pub async fn run(args: UnmountArgs) -> anyhow::Result<()> {
 /// Wait for the daemon to exit, showing its drain progress (files and bytes left) from
 /// the status file it publishes.
 async fn wait_for_drain(pid: i32, mountpoint: &Path) {
-    let link = super::mount_status::status_link(mountpoint);
-    let mut progress = super::progress::Progress::bytes("draining");
-    let mut total = 0u64;
+    let mut view = DrainView::new(mountpoint);
     // SAFETY: kill with signal 0 only checks that the process exists.
     while unsafe { libc::kill(pid, 0) } == 0 {
-        if let Some(s) = super::mount_status::read(&link).filter(|s| s.pid as i32 == pid) {
-            total = total.max(s.pending_bytes);
-            progress.bytes_left(total, s.pending_bytes, s.pending_files);
-        }
+        view.update(pid);
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    progress.finish(Some(&format!(
+    view.finish(Some(&format!(
         "uploaded and committed; {} unmounted",
         mountpoint.display()
     )));
+}
+
+/// A mount daemon's drain as it reports it in its status file (files and bytes left),
+/// shown as progress; `pxfs unmount` and `pxfs devnet up` watch it.
+pub struct DrainView {
+    link: PathBuf,
+    progress: super::progress::Progress,
+    total: u64,
+    /// The last report: files and bytes not uploaded yet.
+    pub left: Option<(u64, u64)>,
+}
+
+impl DrainView {
+    pub fn new(mountpoint: &Path) -> DrainView {
+        DrainView {
+            link: super::mount_status::status_link(mountpoint),
+            progress: super::progress::Progress::bytes("draining"),
+            total: 0,
+            left: None,
+        }
+    }
+
+    /// Reads the daemon's latest report (if it is `pid`'s) and shows it.
+    pub fn update(&mut self, pid: i32) {
+        if let Some(s) = super::mount_status::read(&self.link).filter(|s| s.pid as i32 == pid) {
+            self.total = self.total.max(s.pending_bytes);
+            self.left = Some((s.pending_files, s.pending_bytes));
+            self.progress
+                .bytes_left(self.total, s.pending_bytes, s.pending_files);
+        }
+    }
+
+    pub fn finish(self, msg: Option<&str>) {
+        self.progress.finish(msg);
+    }
 }
 
 /// Processes with a working directory, root or open file under `mountpoint`: (pid, name).

@@ -1,5 +1,7 @@
-//! Child processes of the devnet: started so that they die with the devnet (parent-death
-//! signal), and stopped with SIGTERM first so they can shut down cleanly.
+//! Child processes of the devnet: each in a process group of its own, so a terminal's
+//! Ctrl-C (SIGINT to the foreground process group) reaches only the devnet, which then
+//! stops them in order; started so that they die with the devnet (parent-death signal);
+//! stopped with SIGTERM first so they can shut down cleanly.
 
 use std::os::unix::process::CommandExt;
 use std::process::Stdio;
@@ -11,8 +13,10 @@ use tokio::process::{Child, Command};
 use super::DevnetError;
 
 /// Asks the kernel to SIGTERM the child when the devnet dies, so no process outlives it,
-/// even after a SIGKILL of the devnet.
-fn set_parent_death_signal(cmd: &mut std::process::Command) {
+/// even after a SIGKILL of the devnet; and puts the child in a process group of its own,
+/// out of reach of the terminal's signals.
+fn detach_and_tie_to_parent(cmd: &mut std::process::Command) {
+    cmd.process_group(0);
     // SAFETY: prctl is async-signal-safe and touches no memory of the parent.
     unsafe {
         cmd.pre_exec(|| {
@@ -35,7 +39,7 @@ impl ChildProcess {
         mut cmd: std::process::Command,
     ) -> Result<ChildProcess, DevnetError> {
         cmd.stdin(Stdio::null());
-        set_parent_death_signal(&mut cmd);
+        detach_and_tie_to_parent(&mut cmd);
         let program = cmd.get_program().to_string_lossy().into_owned();
         let child = Command::from(cmd)
             .kill_on_drop(true)
@@ -98,27 +102,59 @@ impl ChildProcess {
         }
     }
 
+    pub fn name(&self) -> &'static str {
+        self.name
+    }
+
     pub fn id(&self) -> Option<u32> {
         self.child.as_ref().and_then(|c| c.id())
     }
 
+    /// Sends SIGTERM, and SIGCONT so that a stopped (frozen) child acts on it.
+    pub fn terminate(&self) {
+        if let Some(pid) = self.id() {
+            // SAFETY: plain kill(2) on our own child's pid (not yet reaped: `id` is Some).
+            unsafe {
+                libc::kill(pid as i32, libc::SIGTERM);
+                libc::kill(pid as i32, libc::SIGCONT);
+            }
+        }
+    }
+
+    /// Waits for the child to exit; `None` if it did not within `timeout`.
+    pub async fn wait_within(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let child = self.child.as_mut()?;
+        match tokio::time::timeout(timeout, child.wait()).await {
+            Ok(Ok(status)) => {
+                self.child = None;
+                Some(status)
+            }
+            Ok(Err(_)) | Err(_) => None,
+        }
+    }
+
+    /// SIGKILL, and wait for it.
+    pub async fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            tracing::warn!("{} did not stop in time; killing it", self.name);
+            let _ = child.kill().await;
+        }
+    }
+
     /// SIGTERM, wait up to `grace`, then SIGKILL. Returns how it ended.
     pub async fn stop_within(&mut self, grace: Duration) -> String {
-        let Some(mut child) = self.child.take() else {
+        if self.child.is_none() {
             return "already stopped".into();
-        };
-        if let Ok(Some(status)) = child.try_wait() {
-            return status.to_string();
         }
-        if let Some(pid) = child.id() {
-            // SAFETY: plain kill(2) on our own child's pid.
-            unsafe { libc::kill(pid as i32, libc::SIGTERM) };
+        if let Some(status) = self.exited() {
+            self.child = None;
+            return status;
         }
-        match tokio::time::timeout(grace, child.wait()).await {
-            Ok(Ok(status)) => status.to_string(),
-            _ => {
-                tracing::warn!("{} did not stop within {grace:?}; killing it", self.name);
-                let _ = child.kill().await;
+        self.terminate();
+        match self.wait_within(grace).await {
+            Some(status) => status.to_string(),
+            None => {
+                self.kill().await;
                 "killed".into()
             }
         }

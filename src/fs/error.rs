@@ -33,6 +33,8 @@ pub enum FsError {
     Range,
     #[error("extended attribute value too large")]
     TooBig,
+    #[error("the file would be larger than the maximum file size (2^53 bytes)")]
+    FileTooBig,
     #[error("only user.* extended attributes are supported")]
     Unsupported,
     #[error("rename across sNFTs")]
@@ -71,6 +73,7 @@ impl FsError {
             FsError::NoXattr => libc::ENODATA,
             FsError::Range => libc::ERANGE,
             FsError::TooBig => libc::E2BIG,
+            FsError::FileTooBig => libc::EFBIG,
             FsError::Unsupported => libc::EOPNOTSUPP,
             FsError::CrossDevice => libc::EXDEV,
             FsError::BadHandle => libc::EBADF,
@@ -80,7 +83,8 @@ impl FsError {
             // Like a full disk: the local staging area cannot take more until the node is back.
             FsError::StagingFull(_) => libc::ENOSPC,
             FsError::Io(e) => match e.raw_os_error() {
-                Some(code) if code == libc::ENOSPC || code == libc::EDQUOT => code,
+                // EFBIG: past the largest file the cache's filesystem holds (ext4: 16 TiB).
+                Some(code) if [libc::ENOSPC, libc::EDQUOT, libc::EFBIG].contains(&code) => code,
                 _ => libc::EIO,
             },
             FsError::Journal(_) => libc::EIO,

@@ -21,6 +21,11 @@ use super::{Fs, Handle};
 /// Content fetched from the node into a staged file this many bytes per request.
 const FETCH_CHUNK: u64 = 1 << 20;
 
+/// The largest file the mount holds: 2^53 bytes (8 PiB), the largest size a manifest or
+/// usage document states exactly to every JSON reader (an IEEE double, as in JavaScript).
+/// A truncate, write or fallocate past it fails with `EFBIG`.
+pub const MAX_FILE_SIZE: u64 = 1 << 53;
+
 /// Open flags the core cares about.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct OpenMode {
@@ -401,9 +406,12 @@ impl Fs {
             };
             let old = f.size;
             let offset = if h.append { old } else { offset };
-            let end = offset
-                .checked_add(data.len() as u64)
-                .ok_or(FsError::Invalid("offset"))?;
+            if offset >= MAX_FILE_SIZE {
+                return Err(FsError::FileTooBig);
+            }
+            // Like a local filesystem at its limit: a write crossing it is cut short there.
+            let data = &data[..data.len().min((MAX_FILE_SIZE - offset) as usize)];
+            let end = offset + data.len() as u64;
             let new = old.max(end);
             self.allow(tree, token, Change::Grows(new - old))?;
             session.write_at(offset, data)?;
@@ -458,6 +466,9 @@ impl Fs {
 
     /// truncate(2)/ftruncate(2).
     pub(crate) async fn truncate(&self, ino: Ino, size: u64, _fh: Option<u64>) -> FsResult<()> {
+        if size > MAX_FILE_SIZE {
+            return Err(FsError::FileTooBig);
+        }
         {
             let mut guard = self.tree();
             let tree = &mut *guard;

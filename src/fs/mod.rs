@@ -35,6 +35,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use error::{FsError, FsResult};
 pub use inode::{Attr, Ino, Kind, Meta, ROOT_INO, TokenId};
+pub use io::MAX_FILE_SIZE;
 pub use store::ContentStore;
 pub use token::TokenInfo;
 pub use tree::NAME_MAX;

@@ -15,6 +15,8 @@ pub struct TestDevnet {
     pub dir: tempfile::TempDir,
     pub info: serde_json::Value,
     child: Option<Child>,
+    /// Everything it wrote to stderr so far (also echoed to the test's stderr).
+    stderr: std::sync::Arc<std::sync::Mutex<String>>,
 }
 
 impl TestDevnet {
@@ -23,14 +25,24 @@ impl TestDevnet {
             .prefix("pxfs-devnet-")
             .tempdir()
             .unwrap();
-        let mut child = Command::new(PXFS)
-            .args(["devnet", "up", "--dir"])
+        Self::start_in(dir, extra, false)
+    }
+
+    /// `pxfs devnet up --dir DIR EXTRA...`; with `group_leader`, in a process group of its
+    /// own, as a shell starts a foreground job (see [`TestDevnet::interrupt_group`]).
+    pub fn start_in(dir: tempfile::TempDir, extra: &[&str], group_leader: bool) -> TestDevnet {
+        use std::os::unix::process::CommandExt;
+        let mut cmd = Command::new(PXFS);
+        cmd.args(["devnet", "up", "--dir"])
             .arg(dir.path())
             .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .spawn()
-            .expect("spawn pxfs devnet up");
+            .stderr(Stdio::piped());
+        if group_leader {
+            cmd.process_group(0);
+        }
+        let mut child = cmd.spawn().expect("spawn pxfs devnet up");
         let stdout = child.stdout.take().unwrap();
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
@@ -42,9 +54,24 @@ impl TestDevnet {
                 }
             }
         });
+        let stderr = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let errors = child.stderr.take().unwrap();
+        let collected = stderr.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(errors).lines().map_while(Result::ok) {
+                eprintln!("devnet: {line}");
+                let mut all = collected.lock().unwrap();
+                all.push_str(&line);
+                all.push('\n');
+            }
+        });
         if rx.recv_timeout(Duration::from_secs(180)).is_err() {
             let _ = child.kill();
-            panic!("devnet did not print `devnet ready` within 180 s");
+            let _ = child.wait();
+            panic!(
+                "devnet did not print `devnet ready` within 180 s; stderr:\n{}",
+                stderr.lock().unwrap()
+            );
         }
         let info: serde_json::Value =
             serde_json::from_slice(&std::fs::read(dir.path().join("devnet.json")).unwrap())
@@ -53,7 +80,55 @@ impl TestDevnet {
             dir,
             info,
             child: Some(child),
+            stderr,
         }
+    }
+
+    /// What the devnet wrote to stderr so far.
+    pub fn stderr(&self) -> String {
+        self.stderr.lock().unwrap().clone()
+    }
+
+    /// SIGINT to the devnet's whole process group, as a terminal's Ctrl-C (the devnet must
+    /// have been started as a group leader); returns its exit status once it has exited.
+    pub fn interrupt_group(&mut self, timeout: Duration) -> std::process::ExitStatus {
+        let pid = self.pid() as i32;
+        unsafe { libc::kill(-pid, libc::SIGINT) };
+        self.wait_exit(timeout)
+    }
+
+    /// SIGINT to the devnet alone (a second Ctrl-C is delivered the same way).
+    pub fn signal(&self, sig: i32) {
+        unsafe { libc::kill(self.pid() as i32, sig) };
+    }
+
+    /// Waits for the devnet to exit; kills it and panics after `timeout`.
+    pub fn wait_exit(&mut self, timeout: Duration) -> std::process::ExitStatus {
+        let mut child = self.child.take().expect("devnet running");
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                // Let the stderr reader catch up with the last lines.
+                std::thread::sleep(Duration::from_millis(200));
+                return status;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!(
+                    "devnet did not exit within {timeout:?}; stderr:\n{}",
+                    self.stderr()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// The devnet's directory, to start it again (it must have exited).
+    pub fn into_dir(mut self) -> tempfile::TempDir {
+        assert!(self.child.is_none(), "the devnet is still running");
+        let placeholder = tempfile::tempdir().unwrap();
+        std::mem::replace(&mut self.dir, placeholder)
     }
 
     /// A config for this devnet's chain and node with its own cache directory (an empty
@@ -100,19 +175,8 @@ impl TestDevnet {
 
     /// Stops the devnet with SIGTERM and returns once it has exited.
     pub fn stop(&mut self) -> std::process::ExitStatus {
-        let mut child = self.child.take().expect("devnet running");
-        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-        let deadline = Instant::now() + Duration::from_secs(120);
-        loop {
-            if let Some(status) = child.try_wait().unwrap() {
-                return status;
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                panic!("devnet did not stop within 120 s of SIGTERM");
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        self.signal(libc::SIGTERM);
+        self.wait_exit(Duration::from_secs(120))
     }
 }
 
