@@ -242,9 +242,12 @@ fn a_second_ctrl_c_stops_waiting_for_a_frozen_node_at_once() {
     let mut devnet = TestDevnet::start_in(tempdir("pxfs-devnet-"), &["--mount", &mp], true);
     let token = devnet.token();
     let children = children_of(devnet.pid());
+    // Loaded before the node freezes: creating a name needs its directory.
+    let sdir = mnt.path().join(token.to_string());
+    std::fs::write(sdir.join("before"), b"before the freeze").unwrap();
     let node = node_pid(&devnet);
     unsafe { libc::kill(node as i32, libc::SIGSTOP) };
-    let staged = mnt.path().join(token.to_string()).join("staged-only");
+    let staged = sdir.join("staged-only");
     std::fs::write(&staged, vec![5u8; 50_000]).unwrap();
 
     let started = Instant::now();
