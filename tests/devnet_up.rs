@@ -233,3 +233,37 @@ fn ctrl_c_with_the_node_frozen_exits_non_zero_naming_the_journal_and_the_next_up
     );
     assert_not_a_dead_mount(mnt.path());
 }
+
+#[test]
+fn a_second_ctrl_c_stops_waiting_for_a_frozen_node_at_once() {
+    let mnt = tempdir("pxfs-devnet-mnt-");
+    let mp = mnt.path().to_str().unwrap().to_string();
+    // The default grace: the mount would wait for the node for 5 minutes.
+    let mut devnet = TestDevnet::start_in(tempdir("pxfs-devnet-"), &["--mount", &mp], true);
+    let token = devnet.token();
+    let children = children_of(devnet.pid());
+    // Loaded before the node freezes: creating a name needs its directory.
+    let sdir = mnt.path().join(token.to_string());
+    std::fs::write(sdir.join("before"), b"before the freeze").unwrap();
+    let node = node_pid(&devnet);
+    unsafe { libc::kill(node as i32, libc::SIGSTOP) };
+    let staged = sdir.join("staged-only");
+    std::fs::write(&staged, vec![5u8; 50_000]).unwrap();
+
+    let started = Instant::now();
+    devnet.signal_group(libc::SIGINT);
+    std::thread::sleep(Duration::from_secs(2));
+    devnet.signal(libc::SIGINT); // the second Ctrl-C
+    let status = devnet.wait_exit(Duration::from_secs(120));
+    let took = started.elapsed();
+    let stderr = devnet.stderr();
+    unsafe { libc::kill(node as i32, libc::SIGCONT) };
+    assert!(!status.success(), "exit status 0; stderr:\n{stderr}");
+    assert!(
+        stderr.contains("kept in the journal") && stderr.contains("pxfs devnet up --dir"),
+        "no word of the journal and the next start:\n{stderr}"
+    );
+    assert!(took < Duration::from_secs(30), "stopping took {took:?}");
+    assert_not_a_dead_mount(mnt.path());
+    assert_no_children_left(children);
+}

@@ -92,9 +92,13 @@ impl TestDevnet {
     /// SIGINT to the devnet's whole process group, as a terminal's Ctrl-C (the devnet must
     /// have been started as a group leader); returns its exit status once it has exited.
     pub fn interrupt_group(&mut self, timeout: Duration) -> std::process::ExitStatus {
-        let pid = self.pid() as i32;
-        unsafe { libc::kill(-pid, libc::SIGINT) };
+        self.signal_group(libc::SIGINT);
         self.wait_exit(timeout)
+    }
+
+    /// `sig` to the devnet's whole process group (it must have been started as a leader).
+    pub fn signal_group(&self, sig: i32) {
+        unsafe { libc::kill(-(self.pid() as i32), sig) };
     }
 
     /// SIGINT to the devnet alone (a second Ctrl-C is delivered the same way).
