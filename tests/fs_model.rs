@@ -33,6 +33,9 @@ fn config() -> Config {
         cfg.rng_seed = RngSeed::Fixed(SEED);
     }
     cfg.max_shrink_iters = 4096;
+    // The seed is fixed: a failure is found again by the next run. Pin it as a plain
+    // test below rather than in a file proptest writes into the source tree.
+    cfg.failure_persistence = None;
     cfg
 }
 
@@ -112,5 +115,194 @@ fn a_model_script_with_every_kind_of_step_passes() {
         },
         Op::Crash,
         Op::Remount,
+    ]);
+}
+
+// Scripts the property test found, pinned (each failed before its fix in src/fs).
+
+#[test]
+fn renaming_the_second_name_of_a_hard_link_journals_that_name() {
+    check(vec![
+        Op::Create {
+            path: p("a"),
+            excl: true,
+            mode: 0o644,
+        },
+        Op::Write {
+            h: 0,
+            offset: 0,
+            len: 5,
+            byte: 1,
+        },
+        Op::Close { h: 0 },
+        Op::Link {
+            from: p("a"),
+            to: p("c"),
+        },
+        Op::Commit,
+        Op::Rename {
+            from: p("c"),
+            to: p("b"),
+            flag: RenameFlag::None,
+        },
+        Op::Unlink { path: p("b") },
+        Op::Crash,
+    ]);
+}
+
+#[test]
+fn usage_counts_each_name_of_a_hard_link_across_a_crash() {
+    check(vec![
+        Op::Create {
+            path: p("a"),
+            excl: true,
+            mode: 0o644,
+        },
+        Op::Write {
+            h: 0,
+            offset: 0,
+            len: 13,
+            byte: 1,
+        },
+        Op::Close { h: 0 },
+        Op::Link {
+            from: p("a"),
+            to: p("b"),
+        },
+        Op::Commit,
+        Op::Crash,
+        Op::Unlink { path: p("a") },
+    ]);
+}
+
+#[test]
+fn link_onto_an_existing_name_is_eexist_even_for_a_directory() {
+    check(vec![
+        Op::Mkdir {
+            path: p("b"),
+            mode: 0o644,
+        },
+        Op::Symlink {
+            path: p("a"),
+            target: 0,
+        },
+        Op::Link {
+            from: p("b"),
+            to: p("a"),
+        },
+    ]);
+}
+
+#[test]
+fn a_directory_utimes_survives_the_replay_of_a_close_that_creates_a_file_in_it() {
+    check(vec![
+        Op::Create {
+            path: p("a"),
+            excl: false,
+            mode: 0o644,
+        },
+        Op::Utimes {
+            path: p(""),
+            mtime: 1_000_000_007,
+        },
+        Op::Flush { h: 0 },
+        Op::Crash,
+    ]);
+}
+
+#[test]
+fn a_directory_not_loaded_yet_reports_an_unknown_link_count_then_the_right_one() {
+    check(vec![
+        Op::Mkdir {
+            path: p("a"),
+            mode: 0o644,
+        },
+        Op::Mkdir {
+            path: p("a/a"),
+            mode: 0o644,
+        },
+        Op::Commit,
+        Op::Crash,
+    ]);
+}
+
+#[test]
+fn a_commit_publishes_the_usage_of_what_it_holds_not_of_open_sessions() {
+    check(vec![
+        Op::Create {
+            path: p("a"),
+            excl: false,
+            mode: 0o644,
+        },
+        Op::Write {
+            h: 0,
+            offset: 0,
+            len: 1,
+            byte: 0,
+        },
+        Op::Commit,
+        Op::Create {
+            path: p("a"),
+            excl: false,
+            mode: 0o644,
+        },
+        Op::Crash,
+    ]);
+}
+
+#[test]
+fn an_exchange_with_a_missing_target_is_enoent_before_the_subtree_check() {
+    check(vec![
+        Op::Mkdir {
+            path: p("b"),
+            mode: 0o644,
+        },
+        Op::Rename {
+            from: p("b"),
+            to: p("b/a"),
+            flag: RenameFlag::Exchange,
+        },
+    ]);
+}
+
+#[test]
+fn a_write_of_nothing_past_the_end_does_not_grow_the_file() {
+    check(vec![
+        Op::Create {
+            path: p("a"),
+            excl: false,
+            mode: 0o644,
+        },
+        Op::Write {
+            h: 0,
+            offset: 1,
+            len: 0,
+            byte: 0,
+        },
+        Op::Remount,
+    ]);
+}
+
+/// Known bug, not fixed yet: `close` journals the file's content under its first name
+/// only, and replay skips the `link` of a file never closed before it, so after a crash
+/// a second name made before the first close is gone (and one made after a commit keeps
+/// stale content). Needs a `Close` (and `Setattr`/xattr op) per name in `io::close_session`
+/// and `ops`/`xattr`, and the replay of `link` to copy (names are separate files after a
+/// mount, as after a remount). Found by the property test with `PROPTEST_CASES=1000`.
+#[test]
+#[ignore = "known bug: a hard link made before the file's first close is lost in a crash"]
+fn a_hard_link_made_before_the_first_close_survives_a_crash() {
+    check(vec![
+        Op::Create {
+            path: p("a"),
+            excl: false,
+            mode: 0o644,
+        },
+        Op::Link {
+            from: p("a"),
+            to: p("b"),
+        },
+        Op::Flush { h: 0 },
+        Op::Crash,
     ]);
 }

@@ -100,6 +100,9 @@ pub struct Model {
     next: Id,
     pub handles: Vec<Handle>,
     pub offline: bool,
+    /// The node was down since the last commit that went through: a commit may still
+    /// fail with EIO for a moment after it is back (until an upload retry finds it).
+    pub recent_outage: bool,
 }
 
 impl Model {
@@ -112,6 +115,7 @@ impl Model {
             next: ROOT + 1,
             handles: Vec::new(),
             offline: false,
+            recent_outage: false,
         }
     }
 
@@ -338,10 +342,12 @@ impl Model {
                 } else {
                     *offset as usize
                 };
-                if f.data.len() < at + data.len() {
-                    f.data.resize(at + data.len(), 0);
+                if !data.is_empty() {
+                    if f.data.len() < at + data.len() {
+                        f.data.resize(at + data.len(), 0);
+                    }
+                    f.data[at..at + data.len()].copy_from_slice(&data);
                 }
-                f.data[at..at + data.len()].copy_from_slice(&data);
                 Ok(Out::Unit)
             }
             Op::Read { h, offset, len } => {
@@ -503,6 +509,7 @@ impl Model {
             }
             Op::Remount => {
                 self.offline = false;
+                self.recent_outage = false;
                 while !self.handles.is_empty() {
                     self.flush(0);
                     self.release(0);
@@ -512,6 +519,7 @@ impl Model {
             }
             Op::Offline => {
                 self.offline = true;
+                self.recent_outage = true;
                 Ok(Out::Unit)
             }
             Op::Online => {
@@ -655,6 +663,7 @@ impl Model {
     /// file never closed is gone (each journaled metadata change survives).
     fn crash(&mut self) {
         self.offline = false;
+        self.recent_outage = false;
         self.handles.clear();
         let ids: Vec<Id> = self.nodes.keys().copied().collect();
         for id in ids {

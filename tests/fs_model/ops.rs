@@ -42,7 +42,11 @@ pub enum RenameFlag {
 #[derive(Clone, PartialEq, Eq)]
 pub enum Op {
     /// `open(path, O_RDWR | O_CREAT [| O_EXCL], mode)`, kept open.
-    Create { path: P, excl: bool, mode: u32 },
+    Create {
+        path: P,
+        excl: bool,
+        mode: u32,
+    },
     /// `open(path, O_RDONLY | O_RDWR [| O_TRUNC] [| O_APPEND])`, kept open.
     Open {
         path: P,
@@ -51,36 +55,89 @@ pub enum Op {
         append: bool,
     },
     /// `pwrite(h, offset, len bytes counting up from byte)`.
-    Write { h: usize, offset: u64, len: usize, byte: u8 },
-    Read { h: usize, offset: u64, len: u32 },
+    Write {
+        h: usize,
+        offset: u64,
+        len: usize,
+        byte: u8,
+    },
+    Read {
+        h: usize,
+        offset: u64,
+        len: u32,
+    },
     /// `truncate(path, size)`.
-    Truncate { path: P, size: u64 },
+    Truncate {
+        path: P,
+        size: u64,
+    },
     /// `ftruncate(h, size)`.
-    Ftruncate { h: usize, size: u64 },
+    Ftruncate {
+        h: usize,
+        size: u64,
+    },
     /// One descriptor of a dup'ed pair closed (FUSE `FLUSH` without `RELEASE`).
-    Flush { h: usize },
+    Flush {
+        h: usize,
+    },
     /// `RELEASE` without a `FLUSH` first.
-    Release { h: usize },
+    Release {
+        h: usize,
+    },
     /// `close(2)`: `FLUSH` then `RELEASE`.
-    Close { h: usize },
-    Fsync { h: usize },
-    Mkdir { path: P, mode: u32 },
-    Rmdir { path: P },
-    Unlink { path: P },
-    Rename { from: P, to: P, flag: RenameFlag },
-    Link { from: P, to: P },
-    Symlink { path: P, target: u8 },
-    Chmod { path: P, mode: u32 },
-    Chown { path: P, uid: u32, gid: u32 },
+    Close {
+        h: usize,
+    },
+    Fsync {
+        h: usize,
+    },
+    Mkdir {
+        path: P,
+        mode: u32,
+    },
+    Rmdir {
+        path: P,
+    },
+    Unlink {
+        path: P,
+    },
+    Rename {
+        from: P,
+        to: P,
+        flag: RenameFlag,
+    },
+    Link {
+        from: P,
+        to: P,
+    },
+    Symlink {
+        path: P,
+        target: u8,
+    },
+    Chmod {
+        path: P,
+        mode: u32,
+    },
+    Chown {
+        path: P,
+        uid: u32,
+        gid: u32,
+    },
     /// `utimensat(path, {t, t})`.
-    Utimes { path: P, mtime: i64 },
+    Utimes {
+        path: P,
+        mtime: i64,
+    },
     SetXattr {
         path: P,
         name: usize,
         value: u8,
         flags: i32,
     },
-    RemoveXattr { path: P, name: usize },
+    RemoveXattr {
+        path: P,
+        name: usize,
+    },
     /// Wait for every upload, commit (`flush_all`).
     Commit,
     /// The daemon dies (nothing drained or committed) and mounts again with the same
