@@ -306,3 +306,55 @@ fn a_hard_link_made_before_the_first_close_survives_a_crash() {
         Op::Crash,
     ]);
 }
+
+#[test]
+fn a_file_never_closed_renamed_over_another_still_replaces_it_after_a_crash() {
+    check(vec![
+        Op::Create {
+            path: p("a"),
+            excl: true,
+            mode: 0o644,
+        },
+        Op::Write {
+            h: 0,
+            offset: 0,
+            len: 3,
+            byte: 1,
+        },
+        Op::Close { h: 0 },
+        Op::Create {
+            path: p("b"),
+            excl: true,
+            mode: 0o644,
+        },
+        Op::Rename {
+            from: p("b"),
+            to: p("a"),
+            flag: RenameFlag::None,
+        },
+        Op::Crash,
+    ]);
+}
+
+#[test]
+fn renaming_a_hard_link_onto_its_other_name_keeps_both_after_a_crash() {
+    check(vec![
+        Op::Create {
+            path: p("a"),
+            excl: true,
+            mode: 0o644,
+        },
+        Op::Close { h: 0 },
+        Op::Link {
+            from: p("a"),
+            to: p("b"),
+        },
+        Op::Commit,
+        Op::Rename {
+            from: p("a"),
+            to: p("b"),
+            flag: RenameFlag::None,
+        },
+        Op::Crash,
+    ]);
+}
