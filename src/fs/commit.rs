@@ -214,13 +214,14 @@ impl Fs {
                 dir.dirty = false;
             }
         }
+        let (usage, files) = tree.committed_usage(token)?;
         let t = tree.token_mut(token)?;
         t.dirty_dirs.clear();
         let record = UsageRecord {
             token_id: token,
             quota: t.info.quota,
-            usage: t.usage,
-            files: t.files,
+            usage,
+            files,
             root: String::new(),
             last_upload: t.last_upload.clone(),
             seq: t.committed.seq + 1,

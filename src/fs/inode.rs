@@ -233,7 +233,9 @@ impl Inode {
 
     pub fn attr(&self, ino: Ino) -> Attr {
         let nlink = match &self.body {
-            Body::Dir(d) => 2 + d.entries.as_ref().map(|e| e.subdirs).unwrap_or(0),
+            // Not loaded yet: its subdirectories are not known, and 1 says so (as on
+            // filesystems that do not count them; `find` then does not assume a leaf).
+            Body::Dir(d) => d.entries.as_ref().map(|e| 2 + e.subdirs).unwrap_or(1),
             _ => self.links.len() as u32,
         };
         Attr {

@@ -326,7 +326,7 @@ impl Fs {
             Op::Rename { from, to, exchange } => {
                 let (p1, n1) = self.resolve_parent(token, from).await?;
                 let (p2, n2) = self.resolve_parent(token, to).await?;
-                self.rename(p1, n1, p2, n2, false, *exchange).await?;
+                self.replay_rename(p1, n1, p2, n2, *exchange).await?;
             }
             Op::Unlink { path } => {
                 let (parent, name) = self.resolve_parent(token, path).await?;
@@ -383,6 +383,33 @@ impl Fs {
         Ok(())
     }
 
+    /// A journaled rename whose source is missing moved a file that was never closed (so
+    /// is not in the replayed tree): what it replaced at the destination is still gone,
+    /// and what an exchange moved to the source's name still moves there.
+    async fn replay_rename(
+        &self,
+        p1: Ino,
+        n1: &str,
+        p2: Ino,
+        n2: &str,
+        exchange: bool,
+    ) -> FsResult<()> {
+        let (src, dst) = {
+            let tree = self.tree();
+            let dst = tree
+                .child(p2, n2)?
+                .map(|d| tree.get(d).map(|i| i.kind()))
+                .transpose()?;
+            (tree.child(p1, n1)?, dst)
+        };
+        match (src, dst) {
+            (None, Some(_)) if exchange => self.rename(p2, n2, p1, n1, false, false).await,
+            (None, Some(kind)) if kind != Kind::Dir => self.unlink(p2, n2).await,
+            (Some(_), None) if exchange => self.rename(p1, n1, p2, n2, false, false).await,
+            _ => self.rename(p1, n1, p2, n2, false, exchange).await,
+        }
+    }
+
     fn set_mtime(&self, ino: Ino, mtime_ns: i64) {
         if let Ok(i) = self.tree().get_mut(ino) {
             i.meta.mtime_ns = mtime_ns;
@@ -417,8 +444,14 @@ impl Fs {
             Some(ino) if tree.get(ino)?.kind() == Kind::File => ino,
             Some(_) => return Err(FsError::IsDir),
             None => {
+                // The file was created before this close; the parent's times as replayed
+                // so far already account for that (a `utimes` of the parent after the
+                // create is journaled before this op), so the create must not touch them.
+                let parent_meta = tree.get(parent)?.meta;
                 let body = Body::File(FileBody::default());
-                tree.create(parent, name, meta, body, Default::default())?
+                let ino = tree.create(parent, name, meta, body, Default::default())?;
+                tree.get_mut(parent)?.meta = parent_meta;
+                ino
             }
         };
         let inode = tree.get_mut(ino)?;

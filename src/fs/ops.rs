@@ -345,7 +345,8 @@ impl Fs {
             return Err(FsError::IsDir);
         }
         self.allow(tree, token, Change::Shrinks)?;
-        let path = tree.path_of(ino);
+        // The name removed, which for a file with hard links need not be its first.
+        let path = join(&tree.path_of(parent), name);
         tree.unlink_child(parent, name)?;
         self.journal(tree, token, Op::Unlink { path })
     }
@@ -384,6 +385,10 @@ impl Fs {
         let mut guard = self.tree();
         let tree = &mut *guard;
         let token = tree.token_of(new_parent)?;
+        // An existing name first, as link(2) checks it before looking at the source.
+        if tree.child(new_parent, new_name)?.is_some() {
+            return Err(FsError::Exists);
+        }
         let inode = tree.get(ino)?;
         if inode.kind() == Kind::Dir {
             return Err(FsError::NotPermitted("hard links to directories"));
@@ -393,9 +398,6 @@ impl Fs {
         }
         if inode.links.is_empty() {
             return Err(FsError::NotFound);
-        }
-        if tree.child(new_parent, new_name)?.is_some() {
-            return Err(FsError::Exists);
         }
         self.allow(tree, token, Change::AddsEntry)?;
         let from = tree.path_of(ino);
@@ -436,7 +438,13 @@ impl Fs {
         }
         self.allow(tree, token, Change::AddsEntry)?;
         let src = tree.child(parent, name)?.ok_or(FsError::NotFound)?;
-        let from = tree.path_of(src);
+        if !no_replace && tree.child(new_parent, new_name)? == Some(src) {
+            // Two names of one file: rename(2) does nothing, so nothing is journaled (a
+            // replay over a tree where they are two files would lose one).
+            return Ok(());
+        }
+        // The name moved, which for a file with hard links need not be its first.
+        let from = join(&tree.path_of(parent), name);
         let to = join(&tree.path_of(new_parent), new_name);
         tree.rename(parent, name, new_parent, new_name, no_replace, exchange)?;
         self.journal(tree, token, Op::Rename { from, to, exchange })

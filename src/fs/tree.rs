@@ -190,7 +190,6 @@ impl Tree {
     /// Put `ino` into `dir` under `name` (the name must be free).
     pub fn link_child(&mut self, dir: Ino, name: &str, ino: Ino) -> FsResult<()> {
         let inode = self.get_mut(ino)?;
-        let first_link = inode.links.is_empty();
         inode.links.push((dir, name.to_string()));
         let (kind, size, token) = (inode.kind(), inode.size(), inode.token);
         let entries = self.entries_mut(dir)?;
@@ -198,8 +197,9 @@ impl Tree {
         if kind == Kind::Dir {
             entries.subdirs += 1;
         }
-        if first_link
-            && kind == Kind::File
+        // Usage counts each name of a file, as the manifests (and the oracle walking them)
+        // do: a hard link is two entries with the same content.
+        if kind == Kind::File
             && let Some(t) = token.and_then(|t| self.tokens.get_mut(&t))
         {
             t.usage += size;
@@ -230,8 +230,7 @@ impl Tree {
         {
             e.subdirs = e.subdirs.saturating_sub(1);
         }
-        if last
-            && kind == Kind::File
+        if kind == Kind::File
             && let Some(t) = token.and_then(|t| self.tokens.get_mut(&t))
         {
             t.usage = t.usage.saturating_sub(size);
@@ -314,17 +313,48 @@ impl Tree {
         }
     }
 
-    /// A linked file's size changed: keep the token's usage in step.
+    /// A linked file's size changed: keep the token's usage in step (once per name).
     pub fn size_changed(&mut self, ino: Ino, old: u64, new: u64) {
         let Some(inode) = self.inodes.get(&ino) else {
             return;
         };
-        if inode.links.is_empty() || old == new {
+        let names = inode.links.len() as u64;
+        if names == 0 || old == new {
             return;
         }
         if let Some(t) = inode.token.and_then(|t| self.tokens.get_mut(&t)) {
-            t.usage = t.usage.saturating_add(new).saturating_sub(old);
+            t.usage = t
+                .usage
+                .saturating_add(new.saturating_mul(names))
+                .saturating_sub(old.saturating_mul(names));
         }
+    }
+
+    /// `token`'s usage and file count as a commit publishes them: what its manifests hold,
+    /// i.e. each file's last uploaded version, without what open sessions added since and
+    /// without files never closed (a crash or another machine does not see those, and the
+    /// oracle walking the manifests does not count them). Files in directories not loaded
+    /// are unchanged, so only loaded inodes can differ from the live counts.
+    pub fn committed_usage(&self, token: TokenId) -> FsResult<(u64, u64)> {
+        let t = self.token(token)?;
+        let (mut usage, mut files) = (t.usage, t.files);
+        for inode in self.inodes.values() {
+            let Body::File(f) = &inode.body else {
+                continue;
+            };
+            let names = inode.links.len() as u64;
+            if inode.token != Some(token) || names == 0 {
+                continue;
+            }
+            let committed = f.blob.as_ref().map(|b| b.size).unwrap_or(0);
+            usage = usage
+                .saturating_sub(f.size.saturating_mul(names))
+                .saturating_add(committed.saturating_mul(names));
+            if f.blob.is_none() {
+                files = files.saturating_sub(names);
+            }
+        }
+        Ok((usage, files))
     }
 
     /// Create a new inode of `body` linked as `dir/name`.
@@ -376,8 +406,26 @@ impl Tree {
         let src = self.child(parent, name)?.ok_or(FsError::NotFound)?;
         let dst = self.child(new_parent, new_name)?;
         let src_kind = self.get(src)?.kind();
+        // Linux's order: the names first, then the subtree checks.
+        match dst {
+            None if exchange => return Err(FsError::NotFound),
+            Some(_) if no_replace && !exchange => return Err(FsError::Exists),
+            _ => {}
+        }
         if src_kind == Kind::Dir && self.is_within(new_parent, src) {
             return Err(FsError::Invalid("cannot move a directory into itself"));
+        }
+        if let Some(d) = dst
+            && parent != new_parent
+            && self.get(d)?.kind() == Kind::Dir
+            && self.is_within(parent, d)
+        {
+            // The target is an ancestor of the source.
+            return Err(if exchange {
+                FsError::Invalid("cannot move a directory into itself")
+            } else {
+                FsError::NotEmpty
+            });
         }
         if exchange {
             let dst = dst.ok_or(FsError::NotFound)?;

@@ -1,0 +1,360 @@
+//! A reference-model property test of the filesystem core (after mountpoint-s3's
+//! `reftests`): random scripts of namespace, file and xattr operations, commits, crashes
+//! (journal replay), remounts from an empty cache and node outages run against `Fs` and
+//! against a plain in-memory model (`fs_model/model.rs`); after every step the whole tree
+//! is compared. A failure prints the shrunk script, one step per line.
+//!
+//! `PROPTEST_CASES` raises the number of scripts (default [`CASES`]),
+//! `PROPTEST_RNG_SEED` changes the seed (default fixed: runs are reproducible),
+//! `PXFS_MODEL_STEPS` the longest script (default [`STEPS`]).
+
+#[path = "fs_model/harness.rs"]
+mod harness;
+#[path = "fs_model/model.rs"]
+mod model;
+#[path = "fs_model/ops.rs"]
+mod ops;
+
+use proptest::prelude::*;
+use proptest::test_runner::{Config, RngSeed};
+
+use ops::{Op, P, RenameFlag, Script};
+
+const CASES: u32 = 64;
+const STEPS: usize = 50;
+const SEED: u64 = 0x7078_6673_6d6f_6465;
+
+fn config() -> Config {
+    let mut cfg = Config::default();
+    if std::env::var_os("PROPTEST_CASES").is_none() {
+        cfg.cases = CASES;
+    }
+    if std::env::var_os("PROPTEST_RNG_SEED").is_none() {
+        cfg.rng_seed = RngSeed::Fixed(SEED);
+    }
+    cfg.max_shrink_iters = 4096;
+    // The seed is fixed: a failure is found again by the next run. Pin it as a plain
+    // test below rather than in a file proptest writes into the source tree.
+    cfg.failure_persistence = None;
+    cfg
+}
+
+fn steps() -> usize {
+    std::env::var("PXFS_MODEL_STEPS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(STEPS)
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("tokio runtime")
+}
+
+fn run(ops: &[Op]) -> Result<(), String> {
+    runtime().block_on(harness::run_script(ops))
+}
+
+proptest! {
+    #![proptest_config(config())]
+
+    #[test]
+    fn the_core_behaves_like_the_reference_model(script in ops::script(steps())) {
+        if let Err(e) = run(&script.0) {
+            return Err(TestCaseError::fail(format!("{e}\nscript: {script:?}")));
+        }
+    }
+}
+
+/// Paths for the pinned scripts below.
+fn p(path: &str) -> P {
+    P(path
+        .split('/')
+        .filter(|s| !s.is_empty())
+        .map(|s| ops::NAMES.iter().position(|n| *n == s).unwrap() as u8)
+        .collect())
+}
+
+fn check(ops: Vec<Op>) {
+    if let Err(e) = run(&ops) {
+        panic!("{e}\nscript: {:?}", Script(ops));
+    }
+}
+
+#[test]
+fn a_model_script_with_every_kind_of_step_passes() {
+    check(vec![
+        Op::Mkdir {
+            path: p("a"),
+            mode: 0o755,
+        },
+        Op::Create {
+            path: p("a/b"),
+            excl: true,
+            mode: 0o644,
+        },
+        Op::Write {
+            h: 0,
+            offset: 3,
+            len: 10,
+            byte: 1,
+        },
+        Op::Close { h: 0 },
+        Op::Link {
+            from: p("a/b"),
+            to: p("c"),
+        },
+        Op::Commit,
+        Op::Rename {
+            from: p("c"),
+            to: p("a/c"),
+            flag: RenameFlag::None,
+        },
+        Op::Crash,
+        Op::Remount,
+    ]);
+}
+
+// Scripts the property test found, pinned (each failed before its fix in src/fs).
+
+#[test]
+fn renaming_the_second_name_of_a_hard_link_journals_that_name() {
+    check(vec![
+        Op::Create {
+            path: p("a"),
+            excl: true,
+            mode: 0o644,
+        },
+        Op::Write {
+            h: 0,
+            offset: 0,
+            len: 5,
+            byte: 1,
+        },
+        Op::Close { h: 0 },
+        Op::Link {
+            from: p("a"),
+            to: p("c"),
+        },
+        Op::Commit,
+        Op::Rename {
+            from: p("c"),
+            to: p("b"),
+            flag: RenameFlag::None,
+        },
+        Op::Unlink { path: p("b") },
+        Op::Crash,
+    ]);
+}
+
+#[test]
+fn usage_counts_each_name_of_a_hard_link_across_a_crash() {
+    check(vec![
+        Op::Create {
+            path: p("a"),
+            excl: true,
+            mode: 0o644,
+        },
+        Op::Write {
+            h: 0,
+            offset: 0,
+            len: 13,
+            byte: 1,
+        },
+        Op::Close { h: 0 },
+        Op::Link {
+            from: p("a"),
+            to: p("b"),
+        },
+        Op::Commit,
+        Op::Crash,
+        Op::Unlink { path: p("a") },
+    ]);
+}
+
+#[test]
+fn link_onto_an_existing_name_is_eexist_even_for_a_directory() {
+    check(vec![
+        Op::Mkdir {
+            path: p("b"),
+            mode: 0o644,
+        },
+        Op::Symlink {
+            path: p("a"),
+            target: 0,
+        },
+        Op::Link {
+            from: p("b"),
+            to: p("a"),
+        },
+    ]);
+}
+
+#[test]
+fn a_directory_utimes_survives_the_replay_of_a_close_that_creates_a_file_in_it() {
+    check(vec![
+        Op::Create {
+            path: p("a"),
+            excl: false,
+            mode: 0o644,
+        },
+        Op::Utimes {
+            path: p(""),
+            mtime: 1_000_000_007,
+        },
+        Op::Flush { h: 0 },
+        Op::Crash,
+    ]);
+}
+
+#[test]
+fn a_directory_not_loaded_yet_reports_an_unknown_link_count_then_the_right_one() {
+    check(vec![
+        Op::Mkdir {
+            path: p("a"),
+            mode: 0o644,
+        },
+        Op::Mkdir {
+            path: p("a/a"),
+            mode: 0o644,
+        },
+        Op::Commit,
+        Op::Crash,
+    ]);
+}
+
+#[test]
+fn a_commit_publishes_the_usage_of_what_it_holds_not_of_open_sessions() {
+    check(vec![
+        Op::Create {
+            path: p("a"),
+            excl: false,
+            mode: 0o644,
+        },
+        Op::Write {
+            h: 0,
+            offset: 0,
+            len: 1,
+            byte: 0,
+        },
+        Op::Commit,
+        Op::Create {
+            path: p("a"),
+            excl: false,
+            mode: 0o644,
+        },
+        Op::Crash,
+    ]);
+}
+
+#[test]
+fn an_exchange_with_a_missing_target_is_enoent_before_the_subtree_check() {
+    check(vec![
+        Op::Mkdir {
+            path: p("b"),
+            mode: 0o644,
+        },
+        Op::Rename {
+            from: p("b"),
+            to: p("b/a"),
+            flag: RenameFlag::Exchange,
+        },
+    ]);
+}
+
+#[test]
+fn a_write_of_nothing_past_the_end_does_not_grow_the_file() {
+    check(vec![
+        Op::Create {
+            path: p("a"),
+            excl: false,
+            mode: 0o644,
+        },
+        Op::Write {
+            h: 0,
+            offset: 1,
+            len: 0,
+            byte: 0,
+        },
+        Op::Remount,
+    ]);
+}
+
+/// Known bug, not fixed yet: `close` journals the file's content under its first name
+/// only, and replay skips the `link` of a file never closed before it, so after a crash
+/// a second name made before the first close is gone (and one made after a commit keeps
+/// stale content). Needs a `Close` (and `Setattr`/xattr op) per name in `io::close_session`
+/// and `ops`/`xattr`, and the replay of `link` to copy (names are separate files after a
+/// mount, as after a remount). Found by the property test with `PROPTEST_CASES=1000`.
+#[test]
+#[ignore = "known bug: a hard link made before the file's first close is lost in a crash"]
+fn a_hard_link_made_before_the_first_close_survives_a_crash() {
+    check(vec![
+        Op::Create {
+            path: p("a"),
+            excl: false,
+            mode: 0o644,
+        },
+        Op::Link {
+            from: p("a"),
+            to: p("b"),
+        },
+        Op::Flush { h: 0 },
+        Op::Crash,
+    ]);
+}
+
+#[test]
+fn a_file_never_closed_renamed_over_another_still_replaces_it_after_a_crash() {
+    check(vec![
+        Op::Create {
+            path: p("a"),
+            excl: true,
+            mode: 0o644,
+        },
+        Op::Write {
+            h: 0,
+            offset: 0,
+            len: 3,
+            byte: 1,
+        },
+        Op::Close { h: 0 },
+        Op::Create {
+            path: p("b"),
+            excl: true,
+            mode: 0o644,
+        },
+        Op::Rename {
+            from: p("b"),
+            to: p("a"),
+            flag: RenameFlag::None,
+        },
+        Op::Crash,
+    ]);
+}
+
+#[test]
+fn renaming_a_hard_link_onto_its_other_name_keeps_both_after_a_crash() {
+    check(vec![
+        Op::Create {
+            path: p("a"),
+            excl: true,
+            mode: 0o644,
+        },
+        Op::Close { h: 0 },
+        Op::Link {
+            from: p("a"),
+            to: p("b"),
+        },
+        Op::Commit,
+        Op::Rename {
+            from: p("a"),
+            to: p("b"),
+            flag: RenameFlag::None,
+        },
+        Op::Crash,
+    ]);
+}

@@ -1,0 +1,673 @@
+//! Drives the filesystem core (`Fs` over a `MemoryStore`, a real cache directory, one
+//! sNFT) with a script, step by step beside the model, and compares after every step:
+//! each step's result (errno included), then the whole tree, the open descriptors and
+//! the sNFT's usage.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use pxfs::fs::store::MemoryStore;
+use pxfs::fs::{Attr, Fs, FsConfig, FsError, Ino, Kind, ROOT_INO, SetAttr, TimeSet, TokenInfo};
+
+use super::model::{self, Body, Errno, Id, Model, Out};
+use super::ops::{Op, P, RenameFlag, XATTRS};
+
+const TOKEN: u64 = 7;
+/// How long `fsync` and `flush_all` wait for a node that is down before `EIO`.
+const GRACE: Duration = Duration::from_millis(100);
+/// A step that takes longer has hung.
+const STEP_LIMIT: Duration = Duration::from_secs(60);
+
+pub struct Mount {
+    pub fs: Fs,
+    pub store: Arc<MemoryStore>,
+    pub cache: tempfile::TempDir,
+    /// Open descriptors, in the model's order: (fh, ino).
+    handles: Vec<(u64, Ino)>,
+}
+
+fn errno(e: FsError) -> Errno {
+    e.errno()
+}
+
+async fn mount_with(store: Arc<MemoryStore>, cache: tempfile::TempDir) -> Result<Mount, String> {
+    let mut cfg = FsConfig::new(cache.path().to_path_buf());
+    cfg.single_token = true;
+    cfg.commit_interval = Duration::from_secs(3600); // commits only when asked
+    cfg.outage_grace = GRACE;
+    let fs = Fs::new(cfg, store.clone()).map_err(|e| format!("Fs::new: {e}"))?;
+    fs.add_token(TokenInfo {
+        token_id: TOKEN,
+        quota: u64::MAX,
+        overdue: false,
+        last_sync: 1,
+        sync_deadline: 2,
+        btns: Some("k51-model".into()),
+    })
+    .await
+    .map_err(|e| format!("mount: {e}"))?;
+    Ok(Mount {
+        fs,
+        store,
+        cache,
+        handles: Vec::new(),
+    })
+}
+
+impl Mount {
+    pub async fn new() -> Mount {
+        let cache = tempfile::tempdir().expect("cache dir");
+        mount_with(Arc::new(MemoryStore::new()), cache)
+            .await
+            .expect("first mount")
+    }
+
+    pub fn uid_gid(&self) -> (u32, u32) {
+        (self.fs.config().uid, self.fs.config().gid)
+    }
+
+    async fn resolve(&self, path: &P) -> Result<Ino, Errno> {
+        let mut cur = ROOT_INO;
+        for part in path.parts() {
+            cur = self.fs.lookup(cur, part).await.map_err(errno)?.ino;
+        }
+        Ok(cur)
+    }
+
+    /// What the kernel's path walk hands the filesystem: the parent directory and name.
+    async fn resolve_parent(&self, path: &P) -> Result<(Ino, &'static str), Errno> {
+        let parts: Vec<&'static str> = path.parts().collect();
+        let (name, dir) = parts.split_last().expect("a path with a name");
+        let dir = self.resolve(&P(path.0[..dir.len()].to_vec())).await?;
+        if self.fs.getattr(dir).await.map_err(errno)?.kind != Kind::Dir {
+            return Err(libc::ENOTDIR);
+        }
+        Ok((dir, name))
+    }
+
+    fn pick(&self, h: usize) -> Option<usize> {
+        (!self.handles.is_empty()).then(|| h % self.handles.len())
+    }
+
+    async fn open_flags(&mut self, ino: Ino, flags: i32) -> Result<Out, Errno> {
+        let fh = self.fs.open(ino, flags).await.map_err(errno)?;
+        self.handles.push((fh, ino));
+        Ok(Out::Unit)
+    }
+
+    async fn setattr(&self, ino: Ino, set: SetAttr) -> Result<Out, Errno> {
+        self.fs.setattr(ino, set).await.map_err(errno)?;
+        Ok(Out::Unit)
+    }
+
+    /// Run one step; `Crash` and `Remount` replace `self`.
+    pub async fn run(self, op: &Op) -> (Mount, Result<Out, Errno>) {
+        match op {
+            Op::Crash => {
+                self.store.set_offline(false);
+                self.fs.abort();
+                let (store, cache) = (self.store, self.cache);
+                drop(self.fs);
+                match mount_with(store, cache).await {
+                    Ok(m) => (m, Ok(Out::Unit)),
+                    Err(e) => panic!("remount after the crash failed: {e}"),
+                }
+            }
+            Op::Remount => {
+                self.store.set_offline(false);
+                for (fh, _) in &self.handles {
+                    let _ = self.fs.flush(*fh).await;
+                    let _ = self.fs.release(*fh).await;
+                }
+                // Right after an outage the commit may give up once before the uploads'
+                // next retry finds the node back.
+                let mut tries = 0;
+                while let Err(e) = self.fs.flush_all().await {
+                    tries += 1;
+                    if tries == 100 {
+                        panic!("commit before the remount failed: {e}");
+                    }
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                self.fs.abort();
+                let store = self.store;
+                drop(self.fs);
+                let cache = tempfile::tempdir().expect("cache dir");
+                match mount_with(store, cache).await {
+                    Ok(m) => (m, Ok(Out::Unit)),
+                    Err(e) => panic!("remount with a fresh cache failed: {e}"),
+                }
+            }
+            _ => {
+                let mut m = self;
+                let r = m.step(op).await;
+                (m, r)
+            }
+        }
+    }
+
+    async fn step(&mut self, op: &Op) -> Result<Out, Errno> {
+        let fs = self.fs.clone();
+        match op {
+            Op::Create { path, excl, mode } => {
+                let (dir, name) = self.resolve_parent(path).await?;
+                let mut flags = libc::O_RDWR | libc::O_CREAT;
+                if *excl {
+                    flags |= libc::O_EXCL;
+                }
+                let (attr, fh) = fs
+                    .create(dir, name, *mode, flags, 0, 0)
+                    .await
+                    .map_err(errno)?;
+                self.handles.push((fh, attr.ino));
+                Ok(Out::Unit)
+            }
+            Op::Open {
+                path,
+                write,
+                trunc,
+                append,
+            } => {
+                let ino = self.resolve(path).await?;
+                let mut flags = if *write { libc::O_RDWR } else { libc::O_RDONLY };
+                if *trunc {
+                    flags |= libc::O_TRUNC;
+                }
+                if *append {
+                    flags |= libc::O_APPEND;
+                }
+                self.open_flags(ino, flags).await
+            }
+            Op::Write {
+                h,
+                offset,
+                len,
+                byte,
+            } => {
+                let Some(i) = self.pick(*h) else {
+                    return Ok(Out::Unit);
+                };
+                let data = Op::data(*len, *byte);
+                let n = fs
+                    .write(self.handles[i].0, *offset, &data)
+                    .await
+                    .map_err(errno)?;
+                assert_eq!(n as usize, data.len(), "short write");
+                Ok(Out::Unit)
+            }
+            Op::Read { h, offset, len } => {
+                let Some(i) = self.pick(*h) else {
+                    return Ok(Out::Unit);
+                };
+                let data = fs
+                    .read(self.handles[i].0, *offset, *len)
+                    .await
+                    .map_err(errno)?;
+                Ok(Out::Data(data.to_vec()))
+            }
+            Op::Truncate { path, size } => {
+                let ino = self.resolve(path).await?;
+                let set = SetAttr {
+                    size: Some(*size),
+                    ..Default::default()
+                };
+                self.setattr(ino, set).await
+            }
+            Op::Ftruncate { h, size } => {
+                let Some(i) = self.pick(*h) else {
+                    return Ok(Out::Unit);
+                };
+                let (fh, ino) = self.handles[i];
+                let set = SetAttr {
+                    size: Some(*size),
+                    fh: Some(fh),
+                    ..Default::default()
+                };
+                self.setattr(ino, set).await
+            }
+            Op::Flush { h } => {
+                let Some(i) = self.pick(*h) else {
+                    return Ok(Out::Unit);
+                };
+                fs.flush(self.handles[i].0).await.map_err(errno)?;
+                Ok(Out::Unit)
+            }
+            Op::Release { h } => {
+                let Some(i) = self.pick(*h) else {
+                    return Ok(Out::Unit);
+                };
+                let (fh, _) = self.handles.remove(i);
+                fs.release(fh).await.map_err(errno)?;
+                Ok(Out::Unit)
+            }
+            Op::Close { h } => {
+                let Some(i) = self.pick(*h) else {
+                    return Ok(Out::Unit);
+                };
+                let (fh, _) = self.handles.remove(i);
+                let flushed = fs.flush(fh).await.map_err(errno);
+                fs.release(fh).await.map_err(errno)?;
+                flushed?;
+                Ok(Out::Unit)
+            }
+            Op::Fsync { h } => {
+                let Some(i) = self.pick(*h) else {
+                    return Ok(Out::Unit);
+                };
+                fs.fsync(self.handles[i].0).await.map_err(errno)?;
+                Ok(Out::Unit)
+            }
+            Op::Mkdir { path, mode } => {
+                let (dir, name) = self.resolve_parent(path).await?;
+                fs.mkdir(dir, name, *mode, 0, 0).await.map_err(errno)?;
+                Ok(Out::Unit)
+            }
+            Op::Rmdir { path } => {
+                let (dir, name) = self.resolve_parent(path).await?;
+                fs.rmdir(dir, name).await.map_err(errno)?;
+                Ok(Out::Unit)
+            }
+            Op::Unlink { path } => {
+                let (dir, name) = self.resolve_parent(path).await?;
+                fs.unlink(dir, name).await.map_err(errno)?;
+                Ok(Out::Unit)
+            }
+            Op::Rename { from, to, flag } => {
+                let (sdir, sname) = self.resolve_parent(from).await?;
+                let (ddir, dname) = self.resolve_parent(to).await?;
+                fs.rename(
+                    sdir,
+                    sname,
+                    ddir,
+                    dname,
+                    *flag == RenameFlag::NoReplace,
+                    *flag == RenameFlag::Exchange,
+                )
+                .await
+                .map_err(errno)?;
+                Ok(Out::Unit)
+            }
+            Op::Link { from, to } => {
+                let ino = self.resolve(from).await?;
+                let (dir, name) = self.resolve_parent(to).await?;
+                fs.link(ino, dir, name).await.map_err(errno)?;
+                Ok(Out::Unit)
+            }
+            Op::Symlink { path, target } => {
+                let (dir, name) = self.resolve_parent(path).await?;
+                fs.symlink(dir, name, &Op::target(*target), 0, 0)
+                    .await
+                    .map_err(errno)?;
+                Ok(Out::Unit)
+            }
+            Op::Chmod { path, mode } => {
+                let ino = self.resolve(path).await?;
+                let set = SetAttr {
+                    mode: Some(*mode),
+                    ..Default::default()
+                };
+                self.setattr(ino, set).await
+            }
+            Op::Chown { path, uid, gid } => {
+                let ino = self.resolve(path).await?;
+                let set = SetAttr {
+                    uid: Some(*uid),
+                    gid: Some(*gid),
+                    ..Default::default()
+                };
+                self.setattr(ino, set).await
+            }
+            Op::Utimes { path, mtime } => {
+                let ino = self.resolve(path).await?;
+                let set = SetAttr {
+                    atime: Some(TimeSet::At(*mtime)),
+                    mtime: Some(TimeSet::At(*mtime)),
+                    ..Default::default()
+                };
+                self.setattr(ino, set).await
+            }
+            Op::SetXattr {
+                path,
+                name,
+                value,
+                flags,
+            } => {
+                let ino = self.resolve(path).await?;
+                let name = XATTRS[name % XATTRS.len()];
+                fs.setxattr(ino, name, &[*value; 3], *flags)
+                    .await
+                    .map_err(errno)?;
+                Ok(Out::Unit)
+            }
+            Op::RemoveXattr { path, name } => {
+                let ino = self.resolve(path).await?;
+                let name = XATTRS[name % XATTRS.len()];
+                fs.removexattr(ino, name).await.map_err(errno)?;
+                Ok(Out::Unit)
+            }
+            Op::Commit => {
+                fs.flush_all().await.map_err(errno)?;
+                Ok(Out::Unit)
+            }
+            Op::Offline => {
+                self.store.set_offline(true);
+                Ok(Out::Unit)
+            }
+            Op::Online => {
+                self.store.set_offline(false);
+                Ok(Out::Unit)
+            }
+            Op::Crash | Op::Remount => unreachable!("handled by run"),
+        }
+    }
+
+    // ---- comparison ----
+
+    async fn content(&self, ino: Ino, size: u64) -> Result<Vec<u8>, Errno> {
+        let fh = self.fs.open(ino, libc::O_RDONLY).await.map_err(errno)?;
+        let data = self.fs.read(fh, 0, size as u32 + 64).await.map_err(errno);
+        self.fs.release(fh).await.map_err(errno)?;
+        Ok(data?.to_vec())
+    }
+
+    async fn xattrs(&self, ino: Ino) -> Result<Vec<(String, Vec<u8>)>, String> {
+        let mut names = self
+            .fs
+            .listxattr(ino)
+            .await
+            .map_err(|e| format!("listxattr: {e}"))?;
+        names.retain(|n| !n.starts_with("user.pxfs."));
+        names.sort();
+        let mut out = Vec::new();
+        for n in names {
+            let v = self
+                .fs
+                .getxattr(ino, &n)
+                .await
+                .map_err(|e| format!("getxattr {n}: {e}"))?;
+            out.push((n, v));
+        }
+        Ok(out)
+    }
+
+    /// One node: attributes, content or target, extended attributes.
+    async fn compare_node(&self, m: &Model, id: Id, attr: &Attr, path: &str) -> Result<(), String> {
+        let n = m.node(id);
+        let kind = match n.body {
+            Body::File(_) => Kind::File,
+            Body::Dir(_) => Kind::Dir,
+            Body::Symlink(_) => Kind::Symlink,
+        };
+        let nlink = match n.body {
+            Body::Dir(_) => m.dir_nlink(id),
+            _ => n.nlink(),
+        };
+        let check = |what: &str, model: String, pxfs: String| {
+            if model == pxfs {
+                Ok(())
+            } else {
+                Err(format!("{path}: {what} is {pxfs}, the model says {model}"))
+            }
+        };
+        check("kind", format!("{kind:?}"), format!("{:?}", attr.kind))?;
+        check("size", n.size().to_string(), attr.size.to_string())?;
+        // A directory not loaded yet does not know its subdirectories: 1 (checked again
+        // once it is listed).
+        if !(kind == Kind::Dir && attr.nlink == 1) {
+            check("nlink", nlink.to_string(), attr.nlink.to_string())?;
+        }
+        check(
+            "mode",
+            format!("{:o}", n.mode),
+            format!("{:o}", attr.meta.mode),
+        )?;
+        check(
+            "owner",
+            format!("{}:{}", n.uid, n.gid),
+            format!("{}:{}", attr.meta.uid, attr.meta.gid),
+        )?;
+        if let Some(t) = n.mtime {
+            check("mtime", t.to_string(), attr.meta.mtime_ns.to_string())?;
+        }
+        match &n.body {
+            Body::File(f) => match self.content(attr.ino, attr.size).await {
+                Ok(data) => {
+                    if data != f.data {
+                        return Err(format!(
+                            "{path}: content is {:?}, the model says {:?}",
+                            Short(&data),
+                            Short(&f.data)
+                        ));
+                    }
+                }
+                Err(libc::EIO) if m.offline && m.may_need_node(id) => {}
+                Err(e) => return Err(format!("{path}: reading it failed with errno {e}")),
+            },
+            Body::Symlink(t) => {
+                let got = self
+                    .fs
+                    .readlink(attr.ino)
+                    .await
+                    .map_err(|e| format!("{path}: readlink: {e}"))?;
+                check("target", t.clone(), got)?;
+            }
+            Body::Dir(_) => {}
+        }
+        let want: Vec<(String, Vec<u8>)> = n
+            .xattrs
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        let got = self
+            .xattrs(attr.ino)
+            .await
+            .map_err(|e| format!("{path}: {e}"))?;
+        check("xattrs", format!("{want:?}"), format!("{got:?}"))?;
+        Ok(())
+    }
+
+    /// The whole tree, the open descriptors and the usage, against the model.
+    pub async fn compare(&self, m: &Model) -> Result<(), String> {
+        let mut ino_of: HashMap<Id, (Ino, String)> = HashMap::new();
+        let mut id_of: HashMap<Ino, (Id, String)> = HashMap::new();
+        let mut stack = vec![(model::ROOT, ROOT_INO, String::from("/"))];
+        while let Some((id, ino, path)) = stack.pop() {
+            let attr = self
+                .fs
+                .getattr(ino)
+                .await
+                .map_err(|e| format!("{path}: getattr: {e}"))?;
+            if let Some((other, p)) = ino_of.get(&id)
+                && *other != ino
+            {
+                return Err(format!(
+                    "{path} and {p} are one file (hard links) in the model, two in pxfs"
+                ));
+            }
+            if let Some((other, p)) = id_of.get(&ino)
+                && *other != id
+            {
+                return Err(format!(
+                    "{path} and {p} are one file (inode {ino}) in pxfs, two in the model"
+                ));
+            }
+            ino_of.insert(id, (ino, path.clone()));
+            id_of.insert(ino, (id, path.clone()));
+            self.compare_node(m, id, &attr, &path).await?;
+            let Body::Dir(entries) = &m.node(id).body else {
+                continue;
+            };
+            let listed = self
+                .fs
+                .readdir(ino, 0)
+                .await
+                .map_err(|e| format!("{path}: readdir: {e}"))?;
+            let mut names: Vec<String> = listed
+                .iter()
+                .map(|e| e.name.clone())
+                .filter(|n| n != "." && n != "..")
+                .collect();
+            names.sort();
+            let want: Vec<String> = entries.keys().cloned().collect();
+            if names != want {
+                return Err(format!("{path}: lists {names:?}, the model says {want:?}"));
+            }
+            let nlink = self
+                .fs
+                .getattr(ino)
+                .await
+                .map_err(|e| format!("{path}: getattr: {e}"))?
+                .nlink;
+            if nlink != m.dir_nlink(id) {
+                return Err(format!(
+                    "{path}: nlink is {nlink} once listed, the model says {}",
+                    m.dir_nlink(id)
+                ));
+            }
+            for (name, child) in entries {
+                let a = self
+                    .fs
+                    .lookup(ino, name)
+                    .await
+                    .map_err(|e| format!("{path}{name}: lookup: {e}"))?;
+                let child_path = if a.kind == Kind::Dir {
+                    format!("{path}{name}/")
+                } else {
+                    format!("{path}{name}")
+                };
+                stack.push((*child, a.ino, child_path));
+            }
+        }
+        for (i, (h, (fh, ino))) in m.handles.iter().zip(&self.handles).enumerate() {
+            let n = m.node(h.node);
+            let Body::File(f) = &n.body else { continue };
+            let attr = self
+                .fs
+                .getattr(*ino)
+                .await
+                .map_err(|e| format!("h{i}: getattr: {e}"))?;
+            if attr.size != f.data.len() as u64 || attr.nlink != n.nlink() {
+                return Err(format!(
+                    "h{i}: size {} nlink {}, the model says size {} nlink {}",
+                    attr.size,
+                    attr.nlink,
+                    f.data.len(),
+                    n.nlink()
+                ));
+            }
+            match self.fs.read(*fh, 0, attr.size as u32 + 64).await {
+                Ok(data) if data[..] == f.data[..] => {}
+                Ok(data) => {
+                    return Err(format!(
+                        "h{i}: reads {:?}, the model says {:?}",
+                        Short(&data),
+                        Short(&f.data)
+                    ));
+                }
+                Err(e) if e.errno() == libc::EIO && m.offline && m.may_need_node(h.node) => {}
+                Err(e) => return Err(format!("h{i}: read: {e}")),
+            }
+        }
+        let usage = self
+            .fs
+            .getxattr(ROOT_INO, "user.pxfs.usage")
+            .await
+            .map_err(|e| format!("usage: {e}"))?;
+        let usage: u64 = String::from_utf8_lossy(&usage).parse().unwrap_or(u64::MAX);
+        if usage != m.usage() {
+            return Err(format!(
+                "user.pxfs.usage is {usage}, the model says {}",
+                m.usage()
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Bytes, shortened for messages.
+struct Short<'a>(&'a [u8]);
+
+impl std::fmt::Debug for Short<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let head: Vec<String> = self.0.iter().take(24).map(|b| format!("{b:02x}")).collect();
+        write!(f, "{} bytes [{}", self.0.len(), head.join(" "))?;
+        if self.0.len() > 24 {
+            write!(f, " ..")?;
+        }
+        write!(f, "]")
+    }
+}
+
+/// May the step fail with `EIO` because the node is down? Only steps that may need
+/// content that lives only on the node, and commits.
+fn eio_allowed(m: &Model, op: &Op) -> bool {
+    if matches!(op, Op::Commit | Op::Fsync { .. }) && m.recent_outage {
+        return true;
+    }
+    if !m.offline {
+        return false;
+    }
+    let handle_needs_node = |h: usize| {
+        m.pick(h)
+            .is_some_and(|i| m.may_need_node(m.handles[i].node))
+    };
+    match op {
+        Op::Commit | Op::Fsync { .. } => true,
+        Op::Write { h, .. } | Op::Read { h, .. } => handle_needs_node(*h),
+        Op::Ftruncate { h, size } => *size != 0 && handle_needs_node(*h),
+        Op::Create { .. } | Op::Open { .. } | Op::Truncate { .. } => true,
+        _ => false,
+    }
+}
+
+/// Run `ops` against a fresh core and the model; the first divergence, described.
+pub async fn run_script(ops: &[Op]) -> Result<(), String> {
+    let mut mount = Mount::new().await;
+    let (uid, gid) = mount.uid_gid();
+    let mut model = Model::new(uid, gid);
+    for (i, op) in ops.iter().enumerate() {
+        let before = model.clone();
+        let want = model.apply(op);
+        let (m, got) = match tokio::time::timeout(STEP_LIMIT, mount.run(op)).await {
+            Ok(r) => r,
+            Err(_) => return Err(format!("step {i} `{op:?}` hung for {STEP_LIMIT:?}")),
+        };
+        mount = m;
+        match (&want, &got) {
+            (Ok(a), Ok(b)) if a == b => {
+                if matches!(op, Op::Commit | Op::Fsync { .. }) && !model.offline {
+                    model.recent_outage = false;
+                }
+            }
+            (Err(a), Err(b)) if a == b => {}
+            (_, Err(e)) if *e == libc::EIO && eio_allowed(&before, op) => {
+                // Fsync made the file's content a version before it waited for the node.
+                if !matches!(op, Op::Fsync { .. }) {
+                    model = before;
+                }
+            }
+            _ => {
+                return Err(format!(
+                    "step {i} `{op:?}`: pxfs gave {}, the model {}",
+                    show(&got),
+                    show(&want)
+                ));
+            }
+        }
+        if let Err(e) = mount.compare(&model).await {
+            return Err(format!("after step {i} `{op:?}`: {e}"));
+        }
+    }
+    mount.store.set_offline(false);
+    mount.fs.abort();
+    Ok(())
+}
+
+fn show(r: &Result<Out, Errno>) -> String {
+    match r {
+        Ok(Out::Unit) => "Ok".into(),
+        Ok(Out::Data(d)) => format!("{:?}", Short(d)),
+        Err(e) => format!("errno {e} ({})", std::io::Error::from_raw_os_error(*e)),
+    }
+}
