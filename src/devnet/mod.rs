@@ -248,6 +248,7 @@ impl Devnet {
             oracle: OracleConfig {
                 job_id: Some(deployment.job_id.to_string()),
                 state_file: Some(dir.join("oracle-state.json")),
+                ..OracleConfig::default()
             },
         };
         let config_path = dir.join("pxfs.toml");
