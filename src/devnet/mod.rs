@@ -272,13 +272,11 @@ impl Devnet {
         let key = client.key_gen(&key_name).await?;
         let minted = chain.mint(0, &key.id).await?;
         let state = chain.token(minted.token_id).await?;
+        let empty_manifest = crate::fs::manifest::Manifest::new(Vec::new()).to_json();
+        // Usage counts the manifests (docs/FORMAT.md §7): the empty root's bytes.
+        let empty_usage = empty_manifest.len() as u64;
         let empty_root = client
-            .add_bytes(
-                "manifest.json",
-                crate::fs::manifest::Manifest::new(Vec::new())
-                    .to_json()
-                    .into(),
-            )
+            .add_bytes("manifest.json", empty_manifest.into())
             .await?
             .hash;
         let doc = crate::usage::UsageDoc {
@@ -287,7 +285,7 @@ impl Devnet {
             contract: config.chain.contract.clone(),
             token_id: minted.token_id,
             quota: state.quota,
-            usage: 0,
+            usage: empty_usage,
             files: 0,
             root: empty_root,
             last_upload: None,
