@@ -39,14 +39,7 @@ pub async fn run(args: OracleArgs) -> anyhow::Result<()> {
         .await
         .context("oracle signer")?;
     let node = crate::storage::NodeClient::new(&cfg.node)?;
-    let oracle = crate::oracle::Oracle::new(
-        chain,
-        node,
-        &operator,
-        &job_id,
-        &state_path,
-        cfg.oracle.limits(),
-    )?;
+    let oracle = crate::oracle::Oracle::new(chain, node, &operator, &job_id, &state_path)?;
 
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate())?;
