@@ -536,6 +536,7 @@ impl Chain {
                 .value(package.price_wei)
                 .from(self.wallet);
             call.call().await.map_err(revert::to_chain_error)?;
+            let call = with_gas_margin(call).await?;
             let receipt = self.mined(call.send().await).await?;
             let token_id = receipt
                 .logs()
@@ -633,6 +634,7 @@ impl Chain {
             .addExtraContent(U256::from(id), EXTRA_CONTENT_KEY.into(), value)
             .from(self.wallet);
         call.call().await.map_err(revert::to_chain_error)?;
+        let call = with_gas_margin(call).await?;
         let receipt = self.mined(call.send().await).await?;
         Ok(TxReceiptInfo {
             tx_hash: receipt.transaction_hash,
@@ -676,6 +678,7 @@ impl Chain {
             .updateStorageUsage(U256::from(id), U256::from(bytes), U256::from(uploads))
             .from(self.wallet);
         call.call().await.map_err(revert::to_chain_error)?;
+        let call = with_gas_margin(call).await?;
         let receipt = self.mined(call.send().await).await?;
         tracing::info!(token_id = id, bytes, uploads, "usage reported");
         Ok(TxReceiptInfo {
@@ -776,6 +779,21 @@ impl Chain {
         }
         Ok(receipt)
     }
+}
+
+/// Sets the gas limit a fifth above the estimate. On a chain mining a block a second, the
+/// estimate can be made in the block whose timestamp the call stores again (a cheap
+/// unchanged write) and run in the next (a full write): PX.sol's `updateStorageUsage`
+/// would run out of gas at the bare estimate.
+async fn with_gas_margin<P, D>(
+    call: alloy::contract::CallBuilder<P, D>,
+) -> Result<alloy::contract::CallBuilder<P, D>, ChainError>
+where
+    P: Provider,
+    D: alloy::contract::CallDecoder,
+{
+    let gas = call.estimate_gas().await.map_err(revert::to_chain_error)?;
+    Ok(call.gas(gas.saturating_add(gas / 5)))
 }
 
 /// The BTNS name in a `{"btns":"…"}` extra-content record; `None` for anything else.
