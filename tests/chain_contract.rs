@@ -661,7 +661,7 @@ async fn px_sol_mint_register_and_usage_report_through_the_chain_layer() {
     assert_eq!(t.sync_interval, LEGACY_SYNC_INTERVAL_SECS);
 
     let name = "k51qzi5uqu5dlvj2baxnqndepeb86cbk3ng7n3i46uzyxzyqj2xjonzllnv0v8";
-    alice.register_btns_key(id, name).await.unwrap();
+    let registered = alice.register_btns_key(id, name).await.unwrap();
     assert_eq!(
         alice.token(id).await.unwrap().btns_key.as_deref(),
         Some(name)
@@ -680,7 +680,10 @@ async fn px_sol_mint_register_and_usage_report_through_the_chain_layer() {
 
     net.advance_time(LEGACY_SYNC_INTERVAL_SECS + 1).await;
     assert!(alice.token(id).await.unwrap().overdue);
-    alice.report_usage(id, 5000, 1).await.unwrap();
+    let reported = alice.report_usage(id, 5000, 1).await.unwrap();
+    println!("gas: PX.sol mint (free)          {}", minted.gas_used);
+    println!("gas: PX.sol addExtraContent      {}", registered.gas_used);
+    println!("gas: PX.sol updateStorageUsage   {}", reported.gas_used);
     let t = alice.token(id).await.unwrap();
     assert_eq!((t.usage, t.bandwidth, t.overdue), (5000, Some(24), false));
     assert!(matches!(
