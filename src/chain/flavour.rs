@@ -39,9 +39,10 @@ impl Flavour {
         self == Flavour::PxStorageNft
     }
 
-    /// Whether a token's owner can report usage and so lift the upload lock (`pxfs sync`).
-    pub fn owner_can_sync(self) -> bool {
-        self != Flavour::PxSolV1
+    /// Whether a token's owner reports its usage (and so lifts the upload lock) with
+    /// `updateStorageUsage`: PX.sol v2 only (pxfs's contract has the oracle measure it).
+    pub fn owner_reports_usage(self) -> bool {
+        self == Flavour::PxSolV2
     }
 
     /// What pxfs can do with a token of this contract, one short phrase each.

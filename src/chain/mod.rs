@@ -51,6 +51,7 @@ pub struct Chain {
     contract: Address,
     wallet: Address,
     flavour: Flavour,
+    start_block: u64,
     log_range: u64,
     /// The wallet's tokens from `Transfer` logs (non-enumerable contracts), shared by the
     /// clones of this `Chain` so each poll scans only new blocks.
@@ -194,6 +195,7 @@ impl Chain {
             contract,
             wallet,
             flavour,
+            start_block: cfg.start_block,
             log_range: cfg.log_range_blocks.max(1),
             transfers: Arc::new(tokio::sync::Mutex::new(scan)),
             cache_dir: None,
@@ -204,15 +206,7 @@ impl Chain {
     /// directory), starting from what an earlier run left there.
     pub fn with_cache_dir(mut self, dir: impl Into<PathBuf>) -> Chain {
         let dir = dir.into();
-        let fresh = TransferScan::new(
-            self.chain_id,
-            self.contract,
-            self.wallet,
-            self.transfers
-                .try_lock()
-                .map(|s| s.start_block)
-                .unwrap_or_default(),
-        );
+        let fresh = TransferScan::new(self.chain_id, self.contract, self.wallet, self.start_block);
         self.transfers = Arc::new(tokio::sync::Mutex::new(fresh.load_or_new(&dir)));
         self.cache_dir = Some(dir);
         self
@@ -651,7 +645,7 @@ impl Chain {
         bytes: u64,
         uploads: u64,
     ) -> Result<TxReceiptInfo, ChainError> {
-        if !self.flavour.owner_can_sync() || self.flavour == Flavour::PxStorageNft {
+        if !self.flavour.owner_reports_usage() {
             return Err(ChainError::Unsupported {
                 flavour: self.flavour.name(),
                 what: "owner-reported usage (updateStorageUsage)",

@@ -119,7 +119,7 @@ pub async fn run(args: SyncArgs) -> anyhow::Result<()> {
 /// nothing new spends none and still lifts the 30-day lock.
 async fn sync_px_sol(cfg: &Config, chain: &Chain, state: &TokenState) -> anyhow::Result<()> {
     let id = state.token_id;
-    if !chain.flavour().owner_can_sync() {
+    if !chain.flavour().owner_reports_usage() {
         anyhow::bail!(
             "{} lets only the contract owner update usage (and lift the lock); ask the contract's owner to call unlockUploading({id})",
             chain.flavour().name()
