@@ -797,6 +797,32 @@ pub fn parse_btns_record(text: &str) -> Option<String> {
     (!name.is_empty()).then(|| name.to_string())
 }
 
+#[cfg(test)]
+mod tests {
+    use super::parse_btns_record;
+
+    #[test]
+    fn btns_record_is_read_only_from_its_json_member() {
+        assert_eq!(
+            parse_btns_record(r#"{"btns":"k51abc"}"#).as_deref(),
+            Some("k51abc")
+        );
+        assert_eq!(
+            parse_btns_record(r#"{"btns":"k51abc","x":1}"#).as_deref(),
+            Some("k51abc")
+        );
+        for none in [
+            "",
+            "k51abc",
+            r#"{"btns":""}"#,
+            r#"{"btns":5}"#,
+            r#"{"cid":"bafy"}"#,
+        ] {
+            assert_eq!(parse_btns_record(none), None, "{none:?}");
+        }
+    }
+}
+
 /// The root cause ("Connection refused (os error 111)") says more than the wrappers
 /// around it ("error sending request for url …").
 fn unreachable(url: &str, e: impl std::error::Error) -> ChainError {

@@ -152,3 +152,47 @@ impl TransferScan {
             .collect())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn a(n: u8) -> Address {
+        Address::repeat_byte(n)
+    }
+
+    #[test]
+    fn transfers_in_and_out_replay_to_what_the_wallet_holds() {
+        let mut s = TransferScan::new(1, a(1), a(2), 0);
+        s.apply(Address::ZERO, a(2), 1);
+        s.apply(Address::ZERO, a(2), 2);
+        s.apply(a(2), a(3), 1);
+        s.apply(a(3), a(2), 7);
+        s.apply(a(2), a(2), 2); // to itself: still held
+        assert_eq!(s.tokens.into_iter().collect::<Vec<_>>(), vec![2, 7]);
+    }
+
+    #[test]
+    fn a_cache_of_another_scan_or_a_damaged_one_is_not_trusted() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = TransferScan::new(1, a(1), a(2), 10);
+        s.next_block = 50;
+        s.tokens.insert(4);
+        s.save(dir.path()).unwrap();
+        assert_eq!(
+            TransferScan::new(1, a(1), a(2), 10).load_or_new(dir.path()),
+            s
+        );
+        // Another start block: rescan.
+        let other = TransferScan::new(1, a(1), a(2), 0).load_or_new(dir.path());
+        assert_eq!(other.next_block, 0);
+        assert!(other.tokens.is_empty());
+        std::fs::write(s.path_in(dir.path()), b"{not json").unwrap();
+        assert_eq!(
+            TransferScan::new(1, a(1), a(2), 10)
+                .load_or_new(dir.path())
+                .next_block,
+            10
+        );
+    }
+}
