@@ -143,7 +143,6 @@ impl Fs {
         Ok(())
     }
 
-    /// New chain state for a mounted token (quota, overdue, BTNS name).
     /// PX.sol: the contract's on-chain usage and bandwidth, for quota and `statfs`.
     pub fn set_chain_gate(&self, token: TokenId, gate: ChainGate) {
         if let Some(t) = self.tree().tokens.get_mut(&token) {
@@ -151,6 +150,7 @@ impl Fs {
         }
     }
 
+    /// New chain state for a mounted token (quota, overdue, BTNS name).
     pub fn update_token(&self, info: TokenInfo) {
         if let Some(t) = self.tree().tokens.get_mut(&info.token_id) {
             t.info = info;
