@@ -797,6 +797,23 @@ pub fn parse_btns_record(text: &str) -> Option<String> {
     (!name.is_empty()).then(|| name.to_string())
 }
 
+/// The root cause ("Connection refused (os error 111)") says more than the wrappers
+/// around it ("error sending request for url …").
+fn unreachable(url: &str, e: impl std::error::Error) -> ChainError {
+    let mut cause: &dyn std::error::Error = &e;
+    while let Some(inner) = cause.source() {
+        cause = inner;
+    }
+    ChainError::Unreachable {
+        url: url.to_string(),
+        reason: cause.to_string(),
+    }
+}
+
+fn rpc(e: impl std::fmt::Display) -> ChainError {
+    ChainError::Rpc(e.to_string())
+}
+
 #[cfg(test)]
 mod tests {
     use super::parse_btns_record;
@@ -821,21 +838,4 @@ mod tests {
             assert_eq!(parse_btns_record(none), None, "{none:?}");
         }
     }
-}
-
-/// The root cause ("Connection refused (os error 111)") says more than the wrappers
-/// around it ("error sending request for url …").
-fn unreachable(url: &str, e: impl std::error::Error) -> ChainError {
-    let mut cause: &dyn std::error::Error = &e;
-    while let Some(inner) = cause.source() {
-        cause = inner;
-    }
-    ChainError::Unreachable {
-        url: url.to_string(),
-        reason: cause.to_string(),
-    }
-}
-
-fn rpc(e: impl std::fmt::Display) -> ChainError {
-    ChainError::Rpc(e.to_string())
 }
