@@ -32,8 +32,12 @@ const RUNS = [
   },
   {
     compiler: "solc",
-    sources: ["PxStorageNFT.sol", "test/PxLegacyMock.sol"],
-    contracts: ["PxStorageNFT.sol:PxStorageNFT", "test/PxLegacyMock.sol:PxLegacyMock"],
+    sources: ["PxStorageNFT.sol", "test/PxSolV2Double.sol", "test/PxSolV1Double.sol"],
+    contracts: [
+      "PxStorageNFT.sol:PxStorageNFT",
+      "test/PxSolV2Double.sol:PxSolV2Double",
+      "test/PxSolV1Double.sol:PxSolV1Double",
+    ],
   },
 ];
 

@@ -58,6 +58,16 @@ pub struct ChainConfig {
     /// How often the mount polls the chain, in seconds.
     #[serde(default = "default_poll_secs")]
     pub poll_interval_secs: u64,
+    /// First block to scan for `Transfer` logs on a contract that cannot list a wallet's
+    /// tokens (PX.sol): the contract's deployment block. 0 scans the whole chain.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub start_block: u64,
+    /// Blocks per `eth_getLogs` request of that scan (public RPCs cap the range).
+    #[serde(
+        default = "default_log_range",
+        skip_serializing_if = "is_default_log_range"
+    )]
+    pub log_range_blocks: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -113,6 +123,15 @@ pub struct OracleConfig {
     pub state_file: Option<PathBuf>,
 }
 
+fn is_zero(v: &u64) -> bool {
+    *v == 0
+}
+fn is_default_log_range(v: &u64) -> bool {
+    *v == default_log_range()
+}
+fn default_log_range() -> u64 {
+    5_000
+}
 fn default_poll_secs() -> u64 {
     2
 }

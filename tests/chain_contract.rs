@@ -5,8 +5,8 @@ mod support_chain;
 
 use alloy::primitives::{B256, U256};
 use alloy::providers::Provider;
-use pxfs::chain::contracts::{Operator, PxLegacyMock, PxStorageNFT};
-use pxfs::chain::{Chain, ChainError, ChainEvent, LEGACY_SYNC_INTERVAL_SECS};
+use pxfs::chain::contracts::{Operator, PxStorageNFT};
+use pxfs::chain::{Chain, ChainError, ChainEvent, Flavour, LEGACY_SYNC_INTERVAL_SECS};
 use support_chain::*;
 
 #[tokio::test]
@@ -355,33 +355,370 @@ async fn fulfill_sync_is_accepted_only_from_the_operator() {
     assert_eq!(alice.token(id).await.unwrap().usage, 0);
 }
 
+/// The selectors of PX.sol as deployed (PollinationX's published ABI): pxfs's interface
+/// and the test double must both match them.
+#[test]
+fn px_sol_selectors_match_the_deployed_contract() {
+    use alloy::sol_types::{SolCall, SolEvent};
+    use pxfs::chain::contracts::{PxSolV1Double as D1, PxSolV2Double as D2};
+    use pxfs::chain::pxsol::{IPxSolV1, IPxSolV2};
+    let hex = |s: [u8; 4]| alloy::hex::encode(s);
+    let expected = [
+        (
+            "pxStorage",
+            "3f38acda",
+            hex(IPxSolV2::pxStorageCall::SELECTOR),
+            hex(D2::pxStorageCall::SELECTOR),
+        ),
+        (
+            "canUpload",
+            "8f344838",
+            hex(IPxSolV2::canUploadCall::SELECTOR),
+            hex(D2::canUploadCall::SELECTOR),
+        ),
+        (
+            "getStorageUsageInBytes",
+            "d399eaf9",
+            hex(IPxSolV2::getStorageUsageInBytesCall::SELECTOR),
+            hex(D2::getStorageUsageInBytesCall::SELECTOR),
+        ),
+        (
+            "getAllPackages",
+            "0a421f0f",
+            hex(IPxSolV2::getAllPackagesCall::SELECTOR),
+            hex(D2::getAllPackagesCall::SELECTOR),
+        ),
+        (
+            "mint",
+            "a0712d68",
+            hex(IPxSolV2::mintCall::SELECTOR),
+            hex(D2::mintCall::SELECTOR),
+        ),
+        (
+            "pxFreePackage",
+            "fbef6a64",
+            hex(IPxSolV2::pxFreePackageCall::SELECTOR),
+            hex(D2::pxFreePackageCall::SELECTOR),
+        ),
+        (
+            "updateStorageUsage",
+            "4425bf49",
+            hex(IPxSolV2::updateStorageUsageCall::SELECTOR),
+            hex(D2::updateStorageUsageCall::SELECTOR),
+        ),
+        (
+            "unlockUploading",
+            "bca653ea",
+            hex(IPxSolV2::unlockUploadingCall::SELECTOR),
+            hex(D2::unlockUploadingCall::SELECTOR),
+        ),
+    ];
+    for (name, want, ours, double) in expected {
+        assert_eq!(ours, want, "pxfs's {name}");
+        assert_eq!(double, want, "the v2 double's {name}");
+    }
+    // v1 shares the selectors of the views; only the answers differ.
+    assert_eq!(hex(IPxSolV1::canUploadCall::SELECTOR), "8f344838");
+    assert_eq!(hex(D1::canUploadCall::SELECTOR), "8f344838");
+    assert_eq!(hex(IPxSolV1::pxStorageCall::SELECTOR), "3f38acda");
+    assert_eq!(hex(D1::mintCall::SELECTOR), "a0712d68");
+    assert_eq!(hex(D1::pxFreePackageCall::SELECTOR), "fbef6a64");
+    assert_eq!(D2::MetadataUpdate::SIGNATURE, "MetadataUpdate(uint256)");
+    assert_eq!(
+        D2::Transfer::SIGNATURE_HASH,
+        IPxSolV2::Transfer::SIGNATURE_HASH
+    );
+}
+
+fn revert_text(e: impl std::fmt::Display) -> String {
+    e.to_string()
+}
+
 #[tokio::test]
-async fn a_px_sol_shaped_contract_gives_quota_and_the_lock() {
+async fn px_sol_v2_double_keeps_px_sol_arithmetic_and_oz4_reverts() {
+    use pxfs::chain::contracts::PxSolV2Double;
     let net = Devnet::start().await;
-    let mock = PxLegacyMock::deploy(net.provider(ALICE)).await.unwrap();
-    mock.mint(U256::ZERO)
+    let at = net.deploy_px_sol_v2().await;
+    let alice = net.px(at, ALICE);
+    let receipt = alice
+        .mint(U256::ZERO)
         .send()
         .await
         .unwrap()
         .get_receipt()
         .await
         .unwrap();
+    assert!(
+        receipt
+            .logs()
+            .iter()
+            .any(|l| l.log_decode::<PxSolV2Double::MetadataUpdate>().is_ok()),
+        "mint emits MetadataUpdate"
+    );
+    let again = alice.mint(U256::ZERO).call().await.unwrap_err();
+    assert!(
+        revert_text(&again).contains("PX: free package already minted"),
+        "{again}"
+    );
+    assert_eq!(
+        alice.pxFreePackage(addr(ALICE)).call().await.unwrap(),
+        U256::from(1)
+    );
+
+    let one = U256::from(1);
+    let s = alice.pxStorage(one).call().await.unwrap();
+    assert_eq!(s.sizeInBytes, U256::from(104_857_600u64));
+    assert_eq!(s.bandwidth, U256::from(25));
+    let fits = alice.canUpload(one, s.sizeInBytes).call().await.unwrap();
+    assert!(fits.canUploadStatus && !fits.sizeOrBandwidthExceeded && !fits.timestampLock);
+    let over = alice
+        .canUpload(one, s.sizeInBytes + one)
+        .call()
+        .await
+        .unwrap();
+    assert!(!over.canUploadStatus && over.sizeOrBandwidthExceeded);
+
+    let missing = alice.ownerOf(U256::from(99)).call().await.unwrap_err();
+    assert!(
+        revert_text(&missing).contains("ERC721: invalid token ID"),
+        "{missing}"
+    );
+
+    // Usage is added, never set; each update spends bandwidth and emits MetadataUpdate.
+    for _ in 0..2 {
+        let r = alice
+            .updateStorageUsage(one, U256::from(1000), one)
+            .send()
+            .await
+            .unwrap()
+            .get_receipt()
+            .await
+            .unwrap();
+        assert!(
+            r.logs()
+                .iter()
+                .any(|l| l.log_decode::<PxSolV2Double::MetadataUpdate>().is_ok())
+        );
+    }
+    let s = alice.pxStorage(one).call().await.unwrap();
+    assert_eq!(s.usage, U256::from(2000));
+    assert_eq!(s.bandwidth, U256::from(23));
+    assert_eq!(
+        alice.getStorageUsageInBytes(one).call().await.unwrap(),
+        U256::from(2000)
+    );
+
+    let bob = net.px(at, BOB);
+    let e = bob
+        .updateStorageUsage(one, one, one)
+        .call()
+        .await
+        .unwrap_err();
+    assert!(
+        revert_text(&e).contains("PX: caller is not token owner or approved"),
+        "{e}"
+    );
+    let e = alice.unlockUploading(one).call().await.unwrap_err();
+    assert!(
+        revert_text(&e).contains("Ownable: caller is not the owner"),
+        "{e}"
+    );
+
+    // The lock: 30 days without an update; an update (or the owner's unlock) lifts it.
+    net.advance_time(LEGACY_SYNC_INTERVAL_SECS + 1).await;
+    let locked = alice.canUpload(one, one).call().await.unwrap();
+    assert!(locked.timestampLock && !locked.canUploadStatus);
+    net.px(at, DEPLOYER)
+        .unlockUploading(one)
+        .send()
+        .await
+        .unwrap()
+        .get_receipt()
+        .await
+        .unwrap();
+    assert!(
+        !alice
+            .canUpload(one, one)
+            .call()
+            .await
+            .unwrap()
+            .timestampLock
+    );
+
+    // Bandwidth 0 refuses even an upload of nothing more.
+    alice
+        .updateStorageUsage(one, U256::ZERO, U256::from(23))
+        .send()
+        .await
+        .unwrap()
+        .get_receipt()
+        .await
+        .unwrap();
+    let spent = alice.canUpload(one, U256::ZERO).call().await.unwrap();
+    assert!(spent.sizeOrBandwidthExceeded && !spent.canUploadStatus);
+}
+
+#[tokio::test]
+async fn contract_flavour_is_detected_from_its_views() {
+    let net = Devnet::start().await;
+    let v2 = net.deploy_px_sol_v2().await;
+    let v1 = net.deploy_px_sol_v1().await;
+    assert_eq!(net.chain(ALICE).await.flavour(), Flavour::PxStorageNft);
+    assert_eq!(net.chain_on(v2, ALICE).await.flavour(), Flavour::PxSolV2);
+    assert_eq!(net.chain_on(v1, ALICE).await.flavour(), Flavour::PxSolV1);
     let mut cfg = net.chain_config(ALICE);
-    cfg.contract = mock.address().to_string();
-    let chain = Chain::connect(&cfg).await.unwrap();
-    let token = chain.token(1).await.unwrap();
-    assert_eq!(token.quota, 104_857_600);
-    assert_eq!(token.btns_key, None);
-    assert_eq!(token.sync_interval, LEGACY_SYNC_INTERVAL_SECS);
-    assert!(!token.overdue);
+    cfg.contract = net.deployment.link.to_string();
+    let err = Chain::connect(&cfg)
+        .await
+        .err()
+        .expect("a LinkToken is no sNFT contract");
+    assert!(matches!(err, ChainError::UnknownContract(_)), "{err}");
+}
+
+#[tokio::test]
+async fn px_sol_tokens_come_from_transfer_logs_followed_incrementally() {
+    let net = Devnet::start().await;
+    let at = net.deploy_px_sol_v2().await;
+    let cache = tempfile::tempdir().unwrap();
+    let mut cfg = net.chain_config(ALICE);
+    cfg.contract = at.to_string();
+    cfg.log_range_blocks = 2;
+    let alice = Chain::connect(&cfg)
+        .await
+        .unwrap()
+        .with_cache_dir(cache.path());
+    assert!(alice.owned_tokens().await.unwrap().is_empty());
+
+    let px = net.px(at, ALICE);
+    let price = U256::from(10u64.pow(16));
+    for (package, value) in [(0u64, U256::ZERO), (1, price), (1, price)] {
+        px.mint(U256::from(package))
+            .value(value)
+            .send()
+            .await
+            .unwrap()
+            .get_receipt()
+            .await
+            .unwrap();
+    }
+    // Other blocks between them, so the scan crosses several bounded ranges.
+    for _ in 0..5 {
+        net.advance_time(1).await;
+    }
+    assert_eq!(alice.owned_tokens().await.unwrap(), vec![1, 2, 3]);
+
+    px.transferFrom(addr(ALICE), addr(BOB), U256::from(2))
+        .send()
+        .await
+        .unwrap()
+        .get_receipt()
+        .await
+        .unwrap();
+    assert_eq!(alice.owned_tokens().await.unwrap(), vec![1, 3]);
+    let bob = net.chain_on(at, BOB).await;
+    assert_eq!(bob.owned_tokens().await.unwrap(), vec![2]);
+    assert!(alice.owns(1).await.unwrap() && !alice.owns(2).await.unwrap());
+    assert!(!alice.owns(99).await.unwrap());
+
+    // The scan is cached: a new start reads it and scans only the blocks after it.
+    let file = std::fs::read_dir(cache.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.to_string_lossy().contains("transfers-"))
+        .expect("the transfer scan is cached");
+    let cached: serde_json::Value = serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
+    let head = net.provider(ALICE).get_block_number().await.unwrap();
+    assert_eq!(cached["next_block"], serde_json::json!(head + 1));
+    assert_eq!(cached["tokens"], serde_json::json!([1, 3]));
+    // A forged cache proves the restart trusts it instead of rescanning from block 0.
+    let mut forged = cached.clone();
+    forged["tokens"] = serde_json::json!([1, 3, 77]);
+    std::fs::write(&file, serde_json::to_vec(&forged).unwrap()).unwrap();
+    let again = Chain::connect(&cfg)
+        .await
+        .unwrap()
+        .with_cache_dir(cache.path());
+    assert_eq!(again.owned_tokens().await.unwrap(), vec![1, 3, 77]);
+}
+
+#[tokio::test]
+async fn px_sol_mint_register_and_usage_report_through_the_chain_layer() {
+    let net = Devnet::start().await;
+    let at = net.deploy_px_sol_v2().await;
+    let mut cfg = net.chain_config(ALICE);
+    cfg.contract = at.to_string();
+    let alice = Chain::connect_with_signer(&cfg, key(ALICE)).await.unwrap();
+    let minted = alice.mint(0, "").await.unwrap();
+    let again = alice.mint(0, "").await.unwrap_err();
+    assert!(
+        matches!(again, ChainError::FreePackageUsed(a) if a == addr(ALICE)),
+        "{again}"
+    );
+    let id = minted.token_id;
+    let t = alice.token(id).await.unwrap();
+    assert_eq!((t.quota, t.usage, t.bandwidth), (104_857_600, 0, Some(25)));
+    assert_eq!(t.btns_key, None);
+    assert_eq!(t.sync_interval, LEGACY_SYNC_INTERVAL_SECS);
+
+    let name = "k51qzi5uqu5dlvj2baxnqndepeb86cbk3ng7n3i46uzyxzyqj2xjonzllnv0v8";
+    let registered = alice.register_btns_key(id, name).await.unwrap();
+    assert_eq!(
+        alice.token(id).await.unwrap().btns_key.as_deref(),
+        Some(name)
+    );
+    let raw = net
+        .px(at, ALICE)
+        .getExtraContent(U256::from(id), "pxfs".into())
+        .call()
+        .await
+        .unwrap();
+    assert_eq!(raw, format!("{{\"btns\":\"{name}\"}}"));
+    assert!(matches!(
+        alice.register_btns_key(id, name).await.unwrap_err(),
+        ChainError::BtnsKeyAlreadyRegistered(_)
+    ));
 
     net.advance_time(LEGACY_SYNC_INTERVAL_SECS + 1).await;
-    let late = chain.token(1).await.unwrap();
-    assert!(late.overdue);
+    assert!(alice.token(id).await.unwrap().overdue);
+    let reported = alice.report_usage(id, 5000, 1).await.unwrap();
+    println!("gas: PX.sol mint (free)          {}", minted.gas_used);
+    println!("gas: PX.sol addExtraContent      {}", registered.gas_used);
+    println!("gas: PX.sol updateStorageUsage   {}", reported.gas_used);
+    let t = alice.token(id).await.unwrap();
+    assert_eq!((t.usage, t.bandwidth, t.overdue), (5000, Some(24), false));
     assert!(matches!(
-        chain.owned_tokens().await.unwrap_err(),
-        ChainError::NotEnumerable(_)
+        alice.report_usage(id, 0, 25).await.unwrap_err(),
+        ChainError::NoBandwidth {
+            left: 24,
+            needed: 25,
+            ..
+        }
     ));
+    let bob = net.chain_on(at, BOB).await;
+    assert!(matches!(
+        bob.report_usage(id, 1, 1).await.unwrap_err(),
+        ChainError::NotOwner { .. }
+    ));
+}
+
+#[tokio::test]
+async fn px_sol_v1_reads_quota_and_lock_but_refuses_owner_sync() {
+    let net = Devnet::start().await;
+    let at = net.deploy_px_sol_v1().await;
+    let alice = net.chain_on(at, ALICE).await;
+    let id = alice.mint(0, "").await.unwrap().token_id;
+    let t = alice.token(id).await.unwrap();
+    assert_eq!(
+        (t.quota, t.bandwidth, t.overdue),
+        (104_857_600, None, false)
+    );
+    net.advance_time(LEGACY_SYNC_INTERVAL_SECS + 1).await;
+    assert!(alice.token(id).await.unwrap().overdue);
+    assert!(matches!(
+        alice.report_usage(id, 1, 1).await.unwrap_err(),
+        ChainError::Unsupported { .. }
+    ));
+    assert_eq!(alice.owned_tokens().await.unwrap(), vec![id]);
 }
 
 /// Gas of the user-facing transactions; run with `--nocapture` to see the numbers.

@@ -69,6 +69,7 @@ async fn mint_then_status_lists_the_token_as_json() {
     assert_eq!(v["wallet"], addr(ALICE).to_checksum(None));
     assert_eq!(v["chain_id"], 31337);
     assert_eq!(v["contract"], net.deployment.contract.to_checksum(None));
+    assert_eq!(v["flavour"], "px-storage-nft");
     let tokens = v["tokens"].as_array().unwrap();
     assert_eq!(tokens.len(), 1);
     let t = tokens[0].as_object().unwrap();
@@ -77,6 +78,7 @@ async fn mint_then_status_lists_the_token_as_json() {
     assert_eq!(
         fields,
         [
+            "bandwidth",
             "btns_key",
             "last_sync",
             "mount",
@@ -564,5 +566,87 @@ async fn a_keystore_in_the_config_signs_with_the_password_from_the_environment()
     assert_eq!(
         net.chain(ALICE).await.owned_tokens().await.unwrap(),
         vec![1]
+    );
+}
+
+#[tokio::test]
+async fn px_sol_mint_status_and_sync_as_a_user_runs_them() {
+    let net = Devnet::start().await;
+    let at = net.deploy_px_sol_v2().await;
+    let cfg = net.write_config(ALICE, |c| c.contract = at.to_string());
+    let cfg = cfg.to_str().unwrap();
+    let name = "k51qzi5uqu5dlvj2baxnqndepeb86cbk3ng7n3i46uzyxzyqj2xjonzllnv0v8";
+
+    let out = pxfs(
+        &[
+            "mint",
+            "--config",
+            cfg,
+            "--package",
+            "0",
+            "--btns-key",
+            name,
+        ],
+        Some(ALICE),
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains("minted token 1"), "{}", stdout(&out));
+    let px = net.px(at, ALICE);
+    assert_eq!(
+        px.pxFreePackage(addr(ALICE)).call().await.unwrap(),
+        U256::from(1)
+    );
+    assert_eq!(
+        px.getExtraContent(U256::from(1), "pxfs".into())
+            .call()
+            .await
+            .unwrap(),
+        format!("{{\"btns\":\"{name}\"}}")
+    );
+
+    let out = pxfs(&["status", "--config", cfg, "--json"], None);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let report: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(report["flavour"], "px-sol-v2");
+    assert_eq!(report["tokens"][0]["token_id"], 1);
+    assert_eq!(report["tokens"][0]["bandwidth"], 25);
+    assert_eq!(report["tokens"][0]["btns_key"], name);
+
+    // The free package is PX.sol's once per address; a sync needs a mount's committed tree.
+    let (supply_before, nonce_before) = (
+        px.pxFreePackage(addr(ALICE)).call().await.unwrap(),
+        net.nonce(ALICE).await,
+    );
+    let out = pxfs(
+        &[
+            "mint",
+            "--config",
+            cfg,
+            "--package",
+            "0",
+            "--btns-key",
+            name,
+        ],
+        Some(ALICE),
+    );
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("has already minted the free package"),
+        "{}",
+        stderr(&out)
+    );
+    let out = pxfs(&["sync", "--config", cfg, "1"], Some(ALICE));
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("is not mounted on this machine"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(
+        (
+            px.pxFreePackage(addr(ALICE)).call().await.unwrap(),
+            net.nonce(ALICE).await
+        ),
+        (supply_before, nonce_before)
     );
 }

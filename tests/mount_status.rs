@@ -93,7 +93,14 @@ fn status_json_shows_pending_uploads_commits_and_health_and_unmount_shows_the_dr
     assert_eq!(
         keys(&s),
         [
-            "chain", "chain_id", "contract", "mounts", "tokens", "wallet"
+            "chain",
+            "chain_id",
+            "contract",
+            "flavour",
+            "mounts",
+            "operations",
+            "tokens",
+            "wallet"
         ]
     );
     assert_eq!(keys(&s["chain"]), ["error", "reachable"]);
@@ -138,6 +145,7 @@ fn status_json_shows_pending_uploads_commits_and_health_and_unmount_shows_the_dr
     assert_eq!(
         keys(t),
         [
+            "bandwidth",
             "btns_key",
             "last_sync",
             "mount",

@@ -29,10 +29,30 @@ sol!(
     "contracts/artifacts/LinkToken.json"
 );
 
-sol!(
-    #[allow(missing_docs)]
-    #[sol(rpc)]
-    #[derive(Debug)]
-    PxLegacyMock,
-    "contracts/artifacts/PxLegacyMock.json"
-);
+// Test doubles of PollinationX's deployed PX.sol (v2, current) and its older v1, from
+// `contracts/test/`: the tests deploy them. Each in its own module: both ABIs name the
+// shared `PxSolCommon` structs.
+pub mod px_sol_v2_double {
+    #![allow(clippy::too_many_arguments)]
+    alloy::sol!(
+        #[allow(missing_docs)]
+        #[sol(rpc)]
+        #[derive(Debug)]
+        PxSolV2Double,
+        "contracts/artifacts/PxSolV2Double.json"
+    );
+}
+
+pub mod px_sol_v1_double {
+    #![allow(clippy::too_many_arguments)]
+    alloy::sol!(
+        #[allow(missing_docs)]
+        #[sol(rpc)]
+        #[derive(Debug)]
+        PxSolV1Double,
+        "contracts/artifacts/PxSolV1Double.json"
+    );
+}
+
+pub use px_sol_v1_double::PxSolV1Double;
+pub use px_sol_v2_double::PxSolV2Double;

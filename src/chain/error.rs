@@ -67,6 +67,23 @@ pub enum ChainError {
     InsufficientLink { balance: U256, fee: U256 },
     #[error("the contract at {0} cannot list tokens by owner (it is not ERC721Enumerable)")]
     NotEnumerable(Address),
+    #[error(
+        "the contract at {0} is neither pxfs's PxStorageNFT nor PollinationX's PX.sol (v1 or v2); check `contract` in the config"
+    )]
+    UnknownContract(Address),
+    #[error("{flavour} does not support this: {what}")]
+    Unsupported {
+        flavour: &'static str,
+        what: &'static str,
+    },
+    #[error(
+        "token {token_id} has {left} uploads of bandwidth left, fewer than the {needed} this needs; buy more bandwidth for it"
+    )]
+    NoBandwidth {
+        token_id: TokenId,
+        left: u64,
+        needed: u64,
+    },
     #[error("the contract reverted: {0}")]
     Reverted(String),
     #[error("transaction {0} was mined but failed")]

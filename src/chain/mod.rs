@@ -9,10 +9,13 @@ pub mod contracts;
 pub mod deploy;
 mod error;
 mod events;
+mod flavour;
 mod operator;
+pub mod pxsol;
 mod revert;
 pub mod signer;
 mod token;
+mod transfers;
 
 use alloy::eips::BlockNumberOrTag;
 use alloy::network::EthereumWallet;
@@ -22,15 +25,20 @@ use alloy::rpc::types::TransactionReceipt;
 use alloy::signers::local::PrivateKeySigner;
 use alloy::sol_types::SolEvent;
 use serde::Serialize;
+use std::path::PathBuf;
+use std::sync::Arc;
 
 use crate::config::ChainConfig;
 use contracts::{LinkToken, PxStorageNFT};
+use pxsol::{IPxSolV1, IPxSolV2};
 
 pub use error::ChainError;
 pub use events::ChainEvent;
+pub use flavour::Flavour;
 pub use operator::OracleRequest;
 pub use revert::is_revert;
 pub use token::{LEGACY_SYNC_INTERVAL_SECS, TokenState};
+pub use transfers::TransferScan;
 
 pub type TokenId = u64;
 
@@ -42,7 +50,19 @@ pub struct Chain {
     chain_id: u64,
     contract: Address,
     wallet: Address,
+    flavour: Flavour,
+    start_block: u64,
+    log_range: u64,
+    /// The wallet's tokens from `Transfer` logs (non-enumerable contracts), shared by the
+    /// clones of this `Chain` so each poll scans only new blocks.
+    transfers: Arc<tokio::sync::Mutex<TransferScan>>,
+    /// Where the transfer scan is cached between runs; `None` keeps it in memory.
+    cache_dir: Option<PathBuf>,
 }
+
+/// The extra-content key under which pxfs records a PX.sol token's BTNS name, as
+/// `{"btns":"<name>"}`.
+pub const EXTRA_CONTENT_KEY: &str = "pxfs";
 
 /// A mined transaction, for the user and for gas accounting.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -165,13 +185,53 @@ impl Chain {
                 chain_id: actual,
             });
         }
+        let flavour = Flavour::detect(&provider, contract).await?;
+        tracing::debug!(flavour = flavour.name(), %contract, "contract flavour");
+        let scan = TransferScan::new(actual, contract, wallet, cfg.start_block);
         Ok(Chain {
             provider,
             rpc_url: cfg.rpc_url.clone(),
             chain_id: actual,
             contract,
             wallet,
+            flavour,
+            start_block: cfg.start_block,
+            log_range: cfg.log_range_blocks.max(1),
+            transfers: Arc::new(tokio::sync::Mutex::new(scan)),
+            cache_dir: None,
         })
+    }
+
+    /// Caches the `Transfer` scan of a non-enumerable contract in `dir` (the cache
+    /// directory), starting from what an earlier run left there.
+    pub fn with_cache_dir(mut self, dir: impl Into<PathBuf>) -> Chain {
+        let dir = dir.into();
+        let fresh = TransferScan::new(self.chain_id, self.contract, self.wallet, self.start_block);
+        self.transfers = Arc::new(tokio::sync::Mutex::new(fresh.load_or_new(&dir)));
+        self.cache_dir = Some(dir);
+        self
+    }
+
+    /// Which contract this is: pxfs's, PX.sol v2 or v1.
+    pub fn flavour(&self) -> Flavour {
+        self.flavour
+    }
+
+    fn px2(&self) -> IPxSolV2::IPxSolV2Instance<&DynProvider> {
+        IPxSolV2::new(self.contract, &self.provider)
+    }
+
+    fn px1(&self) -> IPxSolV1::IPxSolV1Instance<&DynProvider> {
+        IPxSolV1::new(self.contract, &self.provider)
+    }
+
+    /// Whether the wallet owns `id` now (`ownerOf`; no enumeration).
+    pub async fn owns(&self, id: TokenId) -> Result<bool, ChainError> {
+        match self.require_exists(id).await {
+            Ok(owner) => Ok(owner == self.wallet),
+            Err(ChainError::NoSuchToken(_)) => Ok(false),
+            Err(e) => Err(e),
+        }
     }
 
     pub fn wallet(&self) -> Address {
@@ -199,8 +259,12 @@ impl Chain {
         PxStorageNFT::new(self.contract, &self.provider)
     }
 
-    /// Tokens the wallet owns, in the contract's enumeration order.
+    /// Tokens the wallet owns: in the contract's enumeration order, or (PX.sol) in
+    /// ascending order from the `Transfer` logs up to the latest block.
     pub async fn owned_tokens(&self) -> Result<Vec<TokenId>, ChainError> {
+        if !self.flavour.enumerable() {
+            return self.owned_tokens_from_logs().await;
+        }
         let nft = self.nft();
         let count = nft
             .balanceOf(self.wallet)
@@ -222,6 +286,20 @@ impl Chain {
         Ok(ids)
     }
 
+    async fn owned_tokens_from_logs(&self) -> Result<Vec<TokenId>, ChainError> {
+        let head = self.provider.get_block_number().await.map_err(rpc)?;
+        let mut scan = self.transfers.lock().await;
+        let before = scan.next_block;
+        scan.follow(&self.provider, head, self.log_range).await?;
+        if let Some(dir) = &self.cache_dir
+            && scan.next_block != before
+            && let Err(e) = scan.save(dir)
+        {
+            tracing::warn!(error = %e, dir = %dir.display(), "cannot cache the transfer scan");
+        }
+        Ok(scan.tokens.iter().copied().collect())
+    }
+
     /// The latest block's timestamp: the clock the contract judges "overdue" by.
     pub async fn chain_time(&self) -> Result<u64, ChainError> {
         let block = self
@@ -236,6 +314,73 @@ impl Chain {
     /// Quota, usage and sync state of one token. Works on PX.sol too: a contract without
     /// `btnsKey`/`syncInterval` gives no key and PX.sol's 30-day interval.
     pub async fn token(&self, id: TokenId) -> Result<TokenState, ChainError> {
+        match self.flavour {
+            Flavour::PxStorageNft => self.token_pxfs(id).await,
+            Flavour::PxSolV2 | Flavour::PxSolV1 => self.token_px_sol(id).await,
+        }
+    }
+
+    async fn token_px_sol(&self, id: TokenId) -> Result<TokenState, ChainError> {
+        self.require_exists(id).await?;
+        let tid = U256::from(id);
+        let err = revert::to_chain_error;
+        let (quota, usage, last_sync, bandwidth, lock) = match self.flavour {
+            Flavour::PxSolV2 => {
+                let s = self.px2().pxStorage(tid).call().await.map_err(err)?;
+                let gate = self
+                    .px2()
+                    .canUpload(tid, U256::ZERO)
+                    .call()
+                    .await
+                    .map_err(err)?;
+                (
+                    s.sizeInBytes,
+                    s.usage,
+                    s.lastUpdateTimestamp,
+                    Some(s.bandwidth.saturating_to()),
+                    Some(gate.timestampLock),
+                )
+            }
+            _ => {
+                let s = self.px1().pxStorage(tid).call().await.map_err(err)?;
+                (s.sizeInBytes, s.usage, s.lastUpdateTimestamp, None, None)
+            }
+        };
+        let chain_time = self.chain_time().await?;
+        let last_sync: u64 = last_sync.saturating_to();
+        let sync_interval = LEGACY_SYNC_INTERVAL_SECS;
+        // v1 answers one flag for size and lock together: the lock is PX.sol's rule.
+        let overdue = lock.unwrap_or(chain_time.saturating_sub(last_sync) > sync_interval);
+        Ok(TokenState {
+            token_id: id,
+            quota: quota.saturating_to(),
+            usage: usage.saturating_to(),
+            last_sync,
+            sync_interval,
+            sync_deadline: last_sync.saturating_add(sync_interval),
+            overdue,
+            btns_key: self.extra_content_btns(id).await?,
+            chain_time,
+            bandwidth,
+        })
+    }
+
+    /// The BTNS name `pxfs register` recorded in the token's extra content, if any.
+    pub async fn extra_content_btns(&self, id: TokenId) -> Result<Option<String>, ChainError> {
+        let text = match self
+            .px2()
+            .getExtraContent(U256::from(id), EXTRA_CONTENT_KEY.into())
+            .call()
+            .await
+        {
+            Ok(t) => t,
+            Err(e) if is_revert(&e) => return Ok(None),
+            Err(e) => return Err(revert::to_chain_error(e)),
+        };
+        Ok(parse_btns_record(&text))
+    }
+
+    async fn token_pxfs(&self, id: TokenId) -> Result<TokenState, ChainError> {
         let nft = self.nft();
         let tid = U256::from(id);
         self.require_exists(id).await?;
@@ -271,11 +416,30 @@ impl Chain {
             overdue: gate.timestampLock,
             btns_key,
             chain_time: self.chain_time().await?,
+            bandwidth: None,
         })
     }
 
     /// The storage packages on offer.
     pub async fn packages(&self) -> Result<Vec<Package>, ChainError> {
+        if self.flavour != Flavour::PxStorageNft {
+            let all = self
+                .px2()
+                .getAllPackages()
+                .call()
+                .await
+                .map_err(revert::to_chain_error)?;
+            return Ok(all
+                .into_iter()
+                .map(|p| Package {
+                    id: p.id.saturating_to(),
+                    name: p.name,
+                    price_wei: p.price,
+                    size_in_bytes: p.sizeInBytes.saturating_to(),
+                    active: p.active == U256::from(1),
+                })
+                .collect());
+        }
         let all = self
             .nft()
             .getAllPackages()
@@ -330,13 +494,17 @@ impl Chain {
         if !package.active {
             return Err(ChainError::PackageInactive(package_id));
         }
-        if package_id == 0 {
-            let used = self
-                .nft()
-                .freePackageMinted(self.wallet)
-                .call()
-                .await
-                .map_err(revert::to_chain_error)?;
+        // pxfs's free package is package 0; PX.sol's is the one without a price.
+        let free = match self.flavour {
+            Flavour::PxStorageNft => package_id == 0,
+            _ => package.price_wei.is_zero(),
+        };
+        if free {
+            let used = match self.flavour {
+                Flavour::PxStorageNft => self.nft().freePackageMinted(self.wallet).call().await,
+                _ => self.px2().pxFreePackage(self.wallet).call().await,
+            }
+            .map_err(revert::to_chain_error)?;
             if used != U256::ZERO {
                 return Err(ChainError::FreePackageUsed(self.wallet));
             }
@@ -355,6 +523,33 @@ impl Chain {
     /// Mints a token of `package_id` paying exactly its price; `btns_key` may be empty.
     pub async fn mint(&self, package_id: u64, btns_key: &str) -> Result<Minted, ChainError> {
         let package = self.check_mint(package_id).await?;
+        if self.flavour != Flavour::PxStorageNft {
+            let px = self.px2();
+            let call = px
+                .mint(U256::from(package_id))
+                .value(package.price_wei)
+                .from(self.wallet);
+            call.call().await.map_err(revert::to_chain_error)?;
+            let call = with_gas_margin(call).await?;
+            let receipt = self.mined(call.send().await).await?;
+            let token_id = receipt
+                .logs()
+                .iter()
+                .find_map(|l| l.log_decode::<IPxSolV2::Transfer>().ok())
+                .map(|l| l.inner.data.tokenId.saturating_to())
+                .ok_or(ChainError::MissingEvent {
+                    tx_hash: receipt.transaction_hash,
+                    event: "Transfer",
+                })?;
+            if !btns_key.is_empty() {
+                self.record_btns(token_id, btns_key).await?;
+            }
+            return Ok(Minted {
+                token_id,
+                tx_hash: receipt.transaction_hash,
+                gas_used: receipt.gas_used,
+            });
+        }
         let nft = self.nft();
         let call = nft
             .mint(U256::from(package_id), btns_key.to_string())
@@ -382,6 +577,12 @@ impl Chain {
     /// Everything `register_btns_key` checks before sending, except the key itself.
     pub async fn check_register(&self, id: TokenId) -> Result<(), ChainError> {
         self.require_owner_or_approved(id).await?;
+        if self.flavour != Flavour::PxStorageNft {
+            if self.extra_content_btns(id).await?.is_some() {
+                return Err(ChainError::BtnsKeyAlreadyRegistered(id));
+            }
+            return Ok(());
+        }
         let current = self
             .nft()
             .btnsKey(U256::from(id))
@@ -404,12 +605,76 @@ impl Chain {
             return Err(ChainError::EmptyBtnsKey);
         }
         self.check_register(id).await?;
+        if self.flavour != Flavour::PxStorageNft {
+            return self.record_btns(id, key).await;
+        }
         let nft = self.nft();
         let call = nft
             .registerBtnsKey(U256::from(id), key.to_string())
             .from(self.wallet);
         call.call().await.map_err(revert::to_chain_error)?;
         let receipt = self.mined(call.send().await).await?;
+        Ok(TxReceiptInfo {
+            tx_hash: receipt.transaction_hash,
+            gas_used: receipt.gas_used,
+        })
+    }
+
+    /// PX.sol: records the BTNS name with `addExtraContent(id, "pxfs", {"btns": key})`.
+    async fn record_btns(&self, id: TokenId, key: &str) -> Result<TxReceiptInfo, ChainError> {
+        let value = serde_json::json!({ "btns": key }).to_string();
+        let px = self.px2();
+        let call = px
+            .addExtraContent(U256::from(id), EXTRA_CONTENT_KEY.into(), value)
+            .from(self.wallet);
+        call.call().await.map_err(revert::to_chain_error)?;
+        let call = with_gas_margin(call).await?;
+        let receipt = self.mined(call.send().await).await?;
+        Ok(TxReceiptInfo {
+            tx_hash: receipt.transaction_hash,
+            gas_used: receipt.gas_used,
+        })
+    }
+
+    /// PX.sol v2: `updateStorageUsage(id, bytes, uploads)`, signed by the token's owner or
+    /// an approved address. It adds `bytes` to the on-chain usage, spends `uploads` of the
+    /// bandwidth counter and resets the upload lock.
+    pub async fn report_usage(
+        &self,
+        id: TokenId,
+        bytes: u64,
+        uploads: u64,
+    ) -> Result<TxReceiptInfo, ChainError> {
+        if !self.flavour.owner_reports_usage() {
+            return Err(ChainError::Unsupported {
+                flavour: self.flavour.name(),
+                what: "owner-reported usage (updateStorageUsage)",
+            });
+        }
+        self.require_owner_or_approved(id).await?;
+        let left: u64 = self
+            .px2()
+            .pxStorage(U256::from(id))
+            .call()
+            .await
+            .map_err(revert::to_chain_error)?
+            .bandwidth
+            .saturating_to();
+        if left < uploads {
+            return Err(ChainError::NoBandwidth {
+                token_id: id,
+                left,
+                needed: uploads,
+            });
+        }
+        let px = self.px2();
+        let call = px
+            .updateStorageUsage(U256::from(id), U256::from(bytes), U256::from(uploads))
+            .from(self.wallet);
+        call.call().await.map_err(revert::to_chain_error)?;
+        let call = with_gas_margin(call).await?;
+        let receipt = self.mined(call.send().await).await?;
+        tracing::info!(token_id = id, bytes, uploads, "usage reported");
         Ok(TxReceiptInfo {
             tx_hash: receipt.transaction_hash,
             gas_used: receipt.gas_used,
@@ -510,6 +775,28 @@ impl Chain {
     }
 }
 
+/// Sets the gas limit a fifth above the estimate. On a chain mining a block a second, the
+/// estimate can be made in the block whose timestamp the call stores again (a cheap
+/// unchanged write) and run in the next (a full write): PX.sol's `updateStorageUsage`
+/// would run out of gas at the bare estimate.
+async fn with_gas_margin<P, D>(
+    call: alloy::contract::CallBuilder<P, D>,
+) -> Result<alloy::contract::CallBuilder<P, D>, ChainError>
+where
+    P: Provider,
+    D: alloy::contract::CallDecoder,
+{
+    let gas = call.estimate_gas().await.map_err(revert::to_chain_error)?;
+    Ok(call.gas(gas.saturating_add(gas / 5)))
+}
+
+/// The BTNS name in a `{"btns":"…"}` extra-content record; `None` for anything else.
+pub fn parse_btns_record(text: &str) -> Option<String> {
+    let v: serde_json::Value = serde_json::from_str(text).ok()?;
+    let name = v.get("btns")?.as_str()?.trim();
+    (!name.is_empty()).then(|| name.to_string())
+}
+
 /// The root cause ("Connection refused (os error 111)") says more than the wrappers
 /// around it ("error sending request for url …").
 fn unreachable(url: &str, e: impl std::error::Error) -> ChainError {
@@ -525,4 +812,30 @@ fn unreachable(url: &str, e: impl std::error::Error) -> ChainError {
 
 fn rpc(e: impl std::fmt::Display) -> ChainError {
     ChainError::Rpc(e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_btns_record;
+
+    #[test]
+    fn btns_record_is_read_only_from_its_json_member() {
+        assert_eq!(
+            parse_btns_record(r#"{"btns":"k51abc"}"#).as_deref(),
+            Some("k51abc")
+        );
+        assert_eq!(
+            parse_btns_record(r#"{"btns":"k51abc","x":1}"#).as_deref(),
+            Some("k51abc")
+        );
+        for none in [
+            "",
+            "k51abc",
+            r#"{"btns":""}"#,
+            r#"{"btns":5}"#,
+            r#"{"cid":"bafy"}"#,
+        ] {
+            assert_eq!(parse_btns_record(none), None, "{none:?}");
+        }
+    }
 }

@@ -26,6 +26,8 @@ pub struct TokenState {
     pub btns_key: Option<String>,
     /// The latest block's timestamp when this was read.
     pub chain_time: u64,
+    /// PX.sol v2: uploads left on the bandwidth counter; `None` where there is none.
+    pub bandwidth: Option<u64>,
 }
 
 impl TokenState {

@@ -21,10 +21,10 @@ use clap::Args;
 
 use super::ConfigArg;
 use crate::cache::ChunkCache;
-use crate::chain::{Chain, TokenState};
+use crate::chain::{Chain, Flavour, TokenState};
 use crate::config::Config;
 use crate::fs::node_store::NodeStore;
-use crate::fs::{Fs, FsConfig, TokenInfo};
+use crate::fs::{ChainGate, Fs, FsConfig, TokenInfo};
 use crate::fuse::FuseFs;
 use crate::storage::NodeClient;
 use publish::{ChainHealth, Publisher};
@@ -409,7 +409,7 @@ async fn prepare(
     cfg: &Config,
 ) -> anyhow::Result<(Fs, Chain, NodeClient, Vec<u64>)> {
     let chain = match tokio::time::timeout(POLL_TIMEOUT * 3, Chain::connect(&cfg.chain)).await {
-        Ok(c) => c?,
+        Ok(c) => c?.with_cache_dir(&cfg.cache.dir),
         Err(_) => bail!(
             "cannot reach the chain RPC: no answer within {} s",
             (POLL_TIMEOUT * 3).as_secs()
@@ -420,12 +420,15 @@ async fn prepare(
         .version()
         .await
         .with_context(|| format!("cannot reach the storage node at {}", cfg.node.api_url))?;
-    let owned: BTreeSet<u64> = chain.owned_tokens().await?.into_iter().collect();
+    tracing::info!(flavour = chain.flavour().name(), "contract");
+    // `--token` asks `ownerOf` only: a contract that cannot enumerate (PX.sol) needs no
+    // log scan for it.
     let wanted: Vec<u64> = if args.tokens.is_empty() {
+        let owned: BTreeSet<u64> = chain.owned_tokens().await?.into_iter().collect();
         owned.iter().copied().collect()
     } else {
         for t in &args.tokens {
-            if !owned.contains(t) {
+            if !chain.owns(*t).await? {
                 bail!("the wallet {} does not own sNFT {t}", cfg.chain.wallet);
             }
         }
@@ -458,8 +461,21 @@ async fn prepare(
         fs.add_token(token_info(&state))
             .await
             .with_context(|| format!("sNFT {id}"))?;
+        fs.set_chain_gate(*id, chain_gate(chain.flavour(), &state));
     }
     Ok((fs, chain, client, wanted))
+}
+
+/// PX.sol counts usage itself (owner-reported, never lowered) and uploads: the mount
+/// judges growth from that count. pxfs's contract measures the tree: no gate.
+fn chain_gate(flavour: Flavour, s: &TokenState) -> ChainGate {
+    match flavour {
+        Flavour::PxStorageNft => ChainGate::default(),
+        Flavour::PxSolV2 | Flavour::PxSolV1 => ChainGate {
+            floor: s.usage,
+            no_bandwidth: s.bandwidth == Some(0),
+        },
+    }
 }
 
 fn token_info(s: &TokenState) -> TokenInfo {
@@ -496,11 +512,17 @@ async fn poll_chain(
 /// One poll: read what the wallet owns and each wanted token's state, then apply it.
 /// Nothing is applied unless every read succeeded.
 async fn poll_once(fs: &Fs, chain: &Chain, only: &[u64]) -> anyhow::Result<()> {
-    let owned = chain.owned_tokens().await?;
-    let wanted: Vec<u64> = owned
-        .into_iter()
-        .filter(|t| only.is_empty() || only.contains(t))
-        .collect();
+    let wanted: Vec<u64> = if only.is_empty() {
+        chain.owned_tokens().await?
+    } else {
+        let mut still = Vec::with_capacity(only.len());
+        for t in only {
+            if chain.owns(*t).await? {
+                still.push(*t);
+            }
+        }
+        still
+    };
     let mut states = Vec::with_capacity(wanted.len());
     for id in &wanted {
         states.push(
@@ -523,7 +545,9 @@ async fn poll_once(fs: &Fs, chain: &Chain, only: &[u64]) -> anyhow::Result<()> {
             fs.update_token(token_info(&state));
         } else if let Err(e) = fs.add_token(token_info(&state)).await {
             tracing::warn!(token = id, error = %e, "cannot mount new sNFT");
+            continue;
         }
+        fs.set_chain_gate(id, chain_gate(chain.flavour(), &state));
     }
     Ok(())
 }

@@ -13,7 +13,7 @@ use serde::Serialize;
 
 use super::ConfigArg;
 use super::mount_status::{self, ChainReport, MountStatus, MountedToken, NodeReport};
-use crate::chain::{Chain, TokenId, TokenState};
+use crate::chain::{Chain, Flavour, TokenId, TokenState};
 use crate::config::Config;
 
 /// The chain read gives up after this long (a running mount's data is shown instead).
@@ -42,6 +42,11 @@ pub struct StatusReport {
     pub wallet: String,
     pub chain_id: u64,
     pub contract: String,
+    /// Which contract this is (`px-storage-nft`, `px-sol-v2`, `px-sol-v1`); `null` when
+    /// the chain did not answer.
+    pub flavour: Option<Flavour>,
+    /// What pxfs can do with this contract's tokens, one phrase each.
+    pub operations: Vec<String>,
     /// This command's own read of the chain.
     pub chain: ChainRead,
     /// Mounts of this config's sNFTs running on this machine.
@@ -83,6 +88,8 @@ pub struct TokenReport {
     pub time_left: u64,
     pub overdue: bool,
     pub btns_key: Option<String>,
+    /// PX.sol v2: uploads left on the token's bandwidth counter; `null` elsewhere.
+    pub bandwidth: Option<u64>,
     /// Quota and sync state are last known, not current (the chain is not answering).
     pub stale: bool,
     /// What a running mount knows about this token; `null` when it is not mounted.
@@ -160,6 +167,7 @@ pub async fn gather(cfg: &Config) -> anyhow::Result<StatusReport> {
             CHAIN_TIMEOUT.as_secs()
         )),
     };
+    let flavour = chain.as_ref().ok().map(|(c, _)| c.flavour());
     let (wallet, chain_id, contract, chain_read, tokens) = match chain {
         Ok((chain, tokens)) => (
             chain.wallet().to_checksum(None),
@@ -184,13 +192,18 @@ pub async fn gather(cfg: &Config) -> anyhow::Result<StatusReport> {
         ),
         Err(e) => return Err(e),
     };
-    Ok(merge(
-        wallet, chain_id, contract, chain_read, tokens, &mounts,
-    ))
+    let mut report = merge(wallet, chain_id, contract, chain_read, tokens, &mounts);
+    report.flavour = flavour;
+    report.operations = flavour
+        .map(|f| f.operations().iter().map(|o| o.to_string()).collect())
+        .unwrap_or_default();
+    Ok(report)
 }
 
 async fn read_chain(cfg: &Config) -> anyhow::Result<(Chain, Vec<TokenState>)> {
-    let chain = Chain::connect(&cfg.chain).await?;
+    let chain = Chain::connect(&cfg.chain)
+        .await?
+        .with_cache_dir(&cfg.cache.dir);
     let mut tokens = Vec::new();
     for id in chain.owned_tokens().await? {
         tokens.push(
@@ -254,6 +267,7 @@ fn merge(
                     time_left: t.seconds_left(),
                     overdue: t.overdue,
                     btns_key: t.btns_key.clone(),
+                    bandwidth: t.bandwidth,
                     stale: false,
                     mount,
                 }
@@ -271,6 +285,7 @@ fn merge(
                 time_left: t.sync_deadline.saturating_sub(mount_status::now()),
                 overdue: t.overdue,
                 btns_key: t.btns_key.clone(),
+                bandwidth: None,
                 stale: true,
                 mount: mount_part(*id),
             })
@@ -280,6 +295,8 @@ fn merge(
         wallet,
         chain_id,
         contract,
+        flavour: None,
+        operations: Vec::new(),
         chain,
         mounts: mounts
             .iter()
@@ -305,6 +322,13 @@ fn print_table(r: &StatusReport) {
         "wallet {} on chain {}, contract {}",
         r.wallet, r.chain_id, r.contract
     );
+    if let Some(f) = r.flavour {
+        println!(
+            "contract: {}; pxfs can: {}",
+            f.name(),
+            r.operations.join("; ")
+        );
+    }
     if let Some(e) = &r.chain.error {
         println!("chain: UNREACHABLE ({e}); showing the mounts' last known state");
     }
@@ -377,7 +401,13 @@ fn print_table(r: &StatusReport) {
             if t.overdue { "OVERDUE" } else { "ok" },
             node,
             chain,
-            t.btns_key.as_deref().unwrap_or("-"),
+            match t.bandwidth {
+                Some(b) => format!(
+                    "{}  ({b} uploads left)",
+                    t.btns_key.as_deref().unwrap_or("-")
+                ),
+                None => t.btns_key.as_deref().unwrap_or("-").to_string(),
+            },
         );
     }
 }

@@ -1,5 +1,6 @@
 //! `pxfs sync`: ask the contract to sync a token's usage through Chainlink, after making
-//! sure a running mount of that token has committed what it holds.
+//! sure a running mount of that token has committed what it holds. On PollinationX's
+//! PX.sol, report the growth of the committed tree with `updateStorageUsage` instead.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -7,7 +8,7 @@ use std::time::{Duration, Instant};
 use clap::Args;
 
 use super::ConfigArg;
-use crate::chain::{Chain, ChainEvent, TokenId};
+use crate::chain::{Chain, ChainEvent, Flavour, TokenId, TokenState};
 use crate::config::Config;
 
 #[derive(Debug, Args)]
@@ -30,6 +31,9 @@ pub async fn run(args: SyncArgs) -> anyhow::Result<()> {
     let chain = Chain::connect_signing(&cfg.chain).await?;
     // Refuse what the contract would refuse before touching the mount.
     let state = chain.token(args.token).await?;
+    if chain.flavour() != Flavour::PxStorageNft {
+        return sync_px_sol(&cfg, &chain, &state).await;
+    }
 
     // The oracle measures what is published under the BTNS name: a local mount of this
     // token must commit first (fsync of its directory forces the commit).
@@ -106,6 +110,64 @@ pub async fn run(args: SyncArgs) -> anyhow::Result<()> {
         progress.waiting("waiting for the oracle's answer on chain", waited);
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
+}
+
+/// PX.sol: `updateStorageUsage(id, bytes, uploads)` signed by the owner. `bytes` is how
+/// far the mount's committed tree has grown beyond the on-chain usage (which is the sum of
+/// everything reported before), so a retry after a crash reports nothing twice and loses
+/// nothing. One sync that reports growth spends one upload of bandwidth; a sync with
+/// nothing new spends none and still lifts the 30-day lock.
+async fn sync_px_sol(cfg: &Config, chain: &Chain, state: &TokenState) -> anyhow::Result<()> {
+    let id = state.token_id;
+    if !chain.flavour().owner_reports_usage() {
+        anyhow::bail!(
+            "{} lets only the contract owner update usage (and lift the lock); ask the contract's owner to call unlockUploading({id})",
+            chain.flavour().name()
+        );
+    }
+    let Some(dir) = px_mounted_token_dir(cfg, id) else {
+        anyhow::bail!(
+            "token {id} is not mounted on this machine: the usage to report comes from a mount's committed tree; mount it (`pxfs mount --token {id}`) and sync again"
+        );
+    };
+    let commit_dir = dir.clone();
+    tokio::task::spawn_blocking(move || {
+        std::fs::File::open(&commit_dir).and_then(|d| d.sync_all())
+    })
+    .await?
+    .map_err(|e| anyhow::anyhow!("cannot commit the mounted token {id}: {e}; nothing was sent"))?;
+    let committed: u64 = xattr(&dir, "user.pxfs.committed_usage")
+        .and_then(|v| v.parse().ok())
+        .ok_or_else(|| anyhow::anyhow!("cannot read the committed usage of {}", dir.display()))?;
+    let bytes = committed.saturating_sub(state.usage);
+    let uploads = u64::from(bytes > 0);
+    let tx = chain.report_usage(id, bytes, uploads).await?;
+    let after = chain.token(id).await?;
+    println!(
+        "reported {bytes} new byte(s) of token {id} (on-chain usage {} of {} bytes, {} upload(s) of bandwidth left) in {} ({} gas); uploads are open until {}",
+        after.usage,
+        after.quota,
+        after.bandwidth.unwrap_or(0),
+        tx.tx_hash,
+        tx.gas_used,
+        after.sync_deadline
+    );
+    Ok(())
+}
+
+/// The directory of `token` in a running mount of this config (from the mounts' status
+/// files), whose `user.pxfs.committed_usage` can be read.
+fn px_mounted_token_dir(cfg: &Config, token: TokenId) -> Option<PathBuf> {
+    super::mount_status::running(&cfg.cache.dir)
+        .into_iter()
+        .filter(|m| {
+            m.chain_id == cfg.chain.chain_id
+                && m.contract == cfg.chain.contract.trim().to_lowercase()
+                && m.wallet == cfg.chain.wallet.trim().to_lowercase()
+                && m.tokens.iter().any(|t| t.token_id == token)
+        })
+        .flat_map(|m| [m.mountpoint.join(token.to_string()), m.mountpoint.clone()])
+        .find(|dir| xattr(dir, "user.pxfs.committed_usage").is_some())
 }
 
 fn human_duration(secs: u64) -> String {

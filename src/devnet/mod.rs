@@ -667,6 +667,8 @@ fn write_config(
             wallet: DEV_WALLET.into(),
             keystore: None,
             poll_interval_secs: 1,
+            start_block: 0,
+            log_range_blocks: 5_000,
         },
         node,
         cache: CacheConfig {

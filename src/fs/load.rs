@@ -11,7 +11,7 @@ use super::inode::{Body, DirBody, Entries, FileBody, Ino, Inode, Kind, Meta, ROO
 use super::journal::{CommittedState, Journal, Op, Record};
 use super::manifest::Manifest;
 use super::staged::StagedFile;
-use super::token::{TokenFs, TokenInfo};
+use super::token::{ChainGate, TokenFs, TokenInfo};
 use super::{Fs, SetAttr, TimeSet};
 
 /// A journal op whose replay fails because the node does not answer is tried this often,
@@ -104,6 +104,7 @@ impl Fs {
                     last_upload: None,
                     replaying: true,
                     last_commit: None,
+                    chain_gate: ChainGate::default(),
                 },
             );
         }
@@ -140,6 +141,13 @@ impl Fs {
         }
         tracing::info!(token = id, replayed, "sNFT mounted");
         Ok(())
+    }
+
+    /// PX.sol: the contract's on-chain usage and bandwidth, for quota and `statfs`.
+    pub fn set_chain_gate(&self, token: TokenId, gate: ChainGate) {
+        if let Some(t) = self.tree().tokens.get_mut(&token) {
+            t.chain_gate = gate;
+        }
     }
 
     /// New chain state for a mounted token (quota, overdue, BTNS name).

@@ -37,7 +37,7 @@ pub use error::{FsError, FsResult};
 pub use inode::{Attr, Ino, Kind, Meta, ROOT_INO, TokenId};
 pub use io::MAX_FILE_SIZE;
 pub use store::ContentStore;
-pub use token::TokenInfo;
+pub use token::{ChainGate, TokenInfo};
 pub use tree::NAME_MAX;
 
 use inode::{Body, DirBody, Entries, Inode};

@@ -529,10 +529,16 @@ impl Fs {
         let (mut blocks, mut bfree, mut bavail, mut files) = (0, 0, 0, 0);
         for t in tokens {
             let b = t.info.quota / BSIZE;
-            let free = t.info.quota.saturating_sub(t.usage) / BSIZE;
+            // PX.sol counts on-chain usage that deletes do not lower.
+            let used = t.usage.max(t.chain_gate.floor);
+            let free = t.info.quota.saturating_sub(used) / BSIZE;
             blocks += b;
             bfree += free;
-            if !t.info.overdue && !t.read_only && !self.config().read_only {
+            if !t.info.overdue
+                && !t.chain_gate.no_bandwidth
+                && !t.read_only
+                && !self.config().read_only
+            {
                 bavail += free;
             }
             files += t.files;

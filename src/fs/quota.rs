@@ -11,6 +11,12 @@ pub struct Allowance {
     pub overdue: bool,
     /// Nothing may change: `--read-only`, or a manifest of the token could not be read.
     pub read_only: bool,
+    /// Bytes the contract already counts and never gives back (PX.sol's on-chain usage;
+    /// 0 for pxfs's contract): growth is judged from `max(usage, floor)`.
+    pub floor: u64,
+    /// The contract's upload counter is spent (PX.sol's `bandwidth == 0`): nothing may be
+    /// added, as `canUpload` would refuse it.
+    pub no_bandwidth: bool,
 }
 
 /// The kind of change an operation makes.
@@ -33,9 +39,10 @@ pub fn decide(allowance: Allowance, usage: u64, change: Change) -> Result<(), Fs
     match change {
         Change::Shrinks => Ok(()),
         _ if allowance.overdue => Err(FsError::SyncOverdue),
+        _ if allowance.no_bandwidth => Err(FsError::QuotaExceeded),
         Change::AddsEntry => Ok(()),
         Change::Grows(0) => Ok(()),
-        Change::Grows(n) => match usage.checked_add(n) {
+        Change::Grows(n) => match usage.max(allowance.floor).checked_add(n) {
             Some(total) if total <= allowance.quota => Ok(()),
             _ => Err(FsError::QuotaExceeded),
         },
@@ -50,6 +57,8 @@ mod tests {
         quota: 100,
         overdue: false,
         read_only: false,
+        floor: 0,
+        no_bandwidth: false,
     };
 
     #[test]
@@ -76,5 +85,46 @@ mod tests {
             libc::EACCES
         );
         assert!(decide(overdue, 500, Change::Shrinks).is_ok());
+    }
+
+    #[test]
+    fn px_sol_counts_on_chain_usage_that_deletes_do_not_lower() {
+        let px = Allowance { floor: 80, ..OPEN };
+        // The tree holds 10 bytes after deletes, but the contract still counts 80.
+        assert!(decide(px, 10, Change::Grows(20)).is_ok());
+        assert_eq!(
+            decide(px, 10, Change::Grows(21)).unwrap_err().errno(),
+            libc::EDQUOT
+        );
+        assert!(decide(px, 95, Change::Grows(5)).is_ok());
+        assert_eq!(
+            decide(px, 95, Change::Grows(6)).unwrap_err().errno(),
+            libc::EDQUOT
+        );
+    }
+
+    #[test]
+    fn spent_bandwidth_refuses_additions_with_edquot_and_the_lock_wins_with_eacces() {
+        let spent = Allowance {
+            no_bandwidth: true,
+            ..OPEN
+        };
+        assert_eq!(
+            decide(spent, 0, Change::Grows(1)).unwrap_err().errno(),
+            libc::EDQUOT
+        );
+        assert_eq!(
+            decide(spent, 0, Change::AddsEntry).unwrap_err().errno(),
+            libc::EDQUOT
+        );
+        assert!(decide(spent, 0, Change::Shrinks).is_ok());
+        let both = Allowance {
+            overdue: true,
+            ..spent
+        };
+        assert_eq!(
+            decide(both, 0, Change::Grows(1)).unwrap_err().errno(),
+            libc::EACCES
+        );
     }
 }

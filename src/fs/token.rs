@@ -50,6 +50,18 @@ pub struct TokenFs {
     pub replaying: bool,
     /// When this mount last committed a root (for `pxfs status`).
     pub last_commit: Option<std::time::SystemTime>,
+    /// PX.sol: the contract's own count of the token's usage and bandwidth
+    /// ([`Allowance::floor`], [`Allowance::no_bandwidth`]); default for pxfs's contract.
+    pub chain_gate: ChainGate,
+}
+
+/// What a contract that counts usage itself (PX.sol) adds to the quota decision.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ChainGate {
+    /// On-chain usage: it only grows, so deleting gives no space back.
+    pub floor: u64,
+    /// The upload counter is at 0.
+    pub no_bandwidth: bool,
 }
 
 impl TokenFs {
@@ -58,6 +70,8 @@ impl TokenFs {
             quota: self.info.quota,
             overdue: self.info.overdue,
             read_only: self.read_only,
+            floor: self.chain_gate.floor,
+            no_bandwidth: self.chain_gate.no_bandwidth,
         }
     }
 

@@ -13,9 +13,10 @@ use super::tree::Tree;
 const VALUE_MAX: usize = 64 * 1024;
 const NAME_MAX: usize = 255;
 const PXFS_PREFIX: &str = "user.pxfs.";
-const TOKEN_ATTRS: [&str; 6] = [
+const TOKEN_ATTRS: [&str; 7] = [
     "quota",
     "usage",
+    "committed_usage",
     "last_sync",
     "sync_deadline",
     "btns",
@@ -186,6 +187,7 @@ fn pxfs_attr(tree: &Tree, ino: Ino, attr: &str) -> Option<Vec<u8>> {
     let value = match attr {
         "quota" => t.info.quota.to_string(),
         "usage" => t.usage.to_string(),
+        "committed_usage" => t.committed.usage.to_string(),
         "last_sync" => t.info.last_sync.to_string(),
         "sync_deadline" => t.info.sync_deadline.to_string(),
         "btns" => t.info.btns.clone()?,

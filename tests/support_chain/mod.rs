@@ -14,7 +14,7 @@ use alloy::rpc::types::TransactionReceipt;
 use alloy::signers::local::PrivateKeySigner;
 use alloy::sol_types::SolValue;
 use pxfs::chain::anvil::{Anvil, DEV_ADDRESSES, DEV_KEYS};
-use pxfs::chain::contracts::{Operator, PxStorageNFT};
+use pxfs::chain::contracts::{Operator, PxSolV1Double, PxSolV2Double, PxStorageNFT};
 use pxfs::chain::deploy::{DeployParams, Deployment, deploy_devnet};
 use pxfs::chain::{Chain, TokenId};
 use pxfs::config::ChainConfig;
@@ -80,6 +80,8 @@ impl Devnet {
             wallet: addr(wallet).to_string(),
             keystore: None,
             poll_interval_secs: 1,
+            start_block: 0,
+            log_range_blocks: 5_000,
         }
     }
 
@@ -97,6 +99,36 @@ impl Devnet {
             .wallet(EthereumWallet::from(key(i)))
             .connect_http(self.anvil.url().parse().unwrap())
             .erased()
+    }
+
+    /// Deploys a PX.sol v2 double (owned by the deployer) next to the devnet's contracts.
+    pub async fn deploy_px_sol_v2(&self) -> Address {
+        *PxSolV2Double::deploy(self.provider(DEPLOYER))
+            .await
+            .expect("deploy PX.sol v2 double")
+            .address()
+    }
+
+    /// Deploys a PX.sol v1 double (owned by the deployer).
+    pub async fn deploy_px_sol_v1(&self) -> Address {
+        *PxSolV1Double::deploy(self.provider(DEPLOYER))
+            .await
+            .expect("deploy PX.sol v1 double")
+            .address()
+    }
+
+    /// The PX.sol v2 double at `at`, called as dev account `i`.
+    pub fn px(&self, at: Address, i: usize) -> PxSolV2Double::PxSolV2DoubleInstance<DynProvider> {
+        PxSolV2Double::new(at, self.provider(i))
+    }
+
+    /// The chain layer on the contract at `at`, signing as dev account `i`.
+    pub async fn chain_on(&self, at: Address, i: usize) -> Chain {
+        let mut cfg = self.chain_config(i);
+        cfg.contract = at.to_string();
+        Chain::connect_with_signer(&cfg, key(i))
+            .await
+            .expect("connect")
     }
 
     pub fn nft(&self, i: usize) -> PxStorageNFT::PxStorageNFTInstance<DynProvider> {
