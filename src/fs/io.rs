@@ -336,6 +336,17 @@ impl Fs {
     }
 
     pub async fn read(&self, fh: u64, offset: u64, size: u32) -> FsResult<Bytes> {
+        match self.read_once(fh, offset, size).await {
+            // A commit deleted the staged version between choosing it and opening it:
+            // the tree now names the committed content.
+            Err(FsError::Io(e)) if e.kind() == std::io::ErrorKind::NotFound => {
+                self.read_once(fh, offset, size).await
+            }
+            r => r,
+        }
+    }
+
+    async fn read_once(&self, fh: u64, offset: u64, size: u32) -> FsResult<Bytes> {
         let h = self.handle(fh)?;
         let (source, file_size) = {
             let tree = self.tree();
@@ -457,8 +468,10 @@ impl Fs {
             self.config().staging_limit,
             self.inner.outage.down_for(),
         );
-        if let Some(down) = self.inner.outage.gives_up(since) {
-            return Err(FsError::StagingFull(down));
+        match self.inner.outage.gives_up(since) {
+            Some(FsError::NodeDown(down)) => return Err(FsError::StagingFull(down)),
+            Some(local) => return Err(local),
+            None => {}
         }
         let progress = self.inner.progress.notified();
         let _ = tokio::time::timeout(Duration::from_millis(500), progress).await;
@@ -604,6 +617,8 @@ impl Fs {
         if let Some(l) = &live {
             l.close();
         }
+        // Waiting for upload and commit holds no descriptor.
+        session.release();
         f.staged = Some(session.clone());
         f.upload_pending = true;
         f.version += 1;
@@ -652,7 +667,7 @@ impl Fs {
             t.journal.sync()?;
             (token, t.journal.last_seq())
         };
-        self.commit_through(token, seq).await
+        self.commit_through(token, seq, Some(h.ino)).await
     }
 
     /// fsyncdir: the directory's changes are committed when this returns.
@@ -669,7 +684,7 @@ impl Fs {
             }
         };
         match token {
-            Some((t, seq)) => self.commit_through(t, seq).await,
+            Some((t, seq)) => self.commit_through(t, seq, None).await,
             None => self.flush_all().await,
         }
     }

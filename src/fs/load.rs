@@ -46,6 +46,7 @@ impl Fs {
                     journal_seq: 0,
                     usage: p.usage,
                     files: p.files,
+                    carried: Vec::new(),
                 },
                 Ok(None) => CommittedState::default(),
                 Err(e) => {
@@ -104,6 +105,7 @@ impl Fs {
                     last_upload: None,
                     replaying: true,
                     last_commit: None,
+                    state_unsaved: false,
                 },
             );
         }
@@ -429,7 +431,16 @@ impl Fs {
         mtime_ns: i64,
     ) -> FsResult<()> {
         let (parent, name) = self.resolve_parent(token, path).await?;
-        let staged = Arc::new(StagedFile::open_existing(staged)?);
+        let staged = match StagedFile::open_existing(staged) {
+            Ok(s) => Arc::new(s),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                // Deleted by someone else: this version is gone; the previous one stays.
+                tracing::error!(token, path, staged = %staged.display(), error = %e,
+                    "staged content is missing; this close is not replayed");
+                return Ok(());
+            }
+            Err(e) => return Err(e.into()),
+        };
         let size = staged.len()?;
         if expected.is_some_and(|e| e != size) {
             // Only a power loss does this (the journal line reached the disk, the content

@@ -58,6 +58,9 @@ pub struct FsConfig {
     pub outage_grace: Duration,
     /// Commits happen at most this often under load.
     pub commit_interval: Duration,
+    /// While uploads are in flight, what is uploaded is committed at least this often
+    /// (a long copy publishes as it goes rather than at its end).
+    pub commit_max_delay: Duration,
     /// Serve exactly one sNFT as the mount root.
     pub single_token: bool,
     /// Refuse every change (`--read-only`).
@@ -76,6 +79,7 @@ impl FsConfig {
             staging_limit: u64::MAX,
             outage_grace: Duration::from_secs(300),
             commit_interval: Duration::from_secs(1),
+            commit_max_delay: Duration::from_secs(5),
             single_token: false,
             read_only: false,
             uid: unsafe_getuid(),

@@ -50,6 +50,9 @@ pub struct TokenFs {
     pub replaying: bool,
     /// When this mount last committed a root (for `pxfs status`).
     pub last_commit: Option<std::time::SystemTime>,
+    /// The last commit is published but `state.json` could not be written (local fault):
+    /// retried by the committer, and the journal is trimmed once it is.
+    pub state_unsaved: bool,
 }
 
 impl TokenFs {
