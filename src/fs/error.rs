@@ -49,7 +49,9 @@ pub enum FsError {
     NodeDown(std::time::Duration),
     #[error("the staging limit is reached and the storage node has been unreachable for {}s", .0.as_secs())]
     StagingFull(std::time::Duration),
-    #[error("{what} has been failing for {secs}s for a local reason ({error}); the data stays staged and journaled")]
+    #[error(
+        "{what} has been failing for {secs}s for a local reason ({error}); the data stays staged and journaled"
+    )]
     LocalFault {
         what: &'static str,
         secs: u64,

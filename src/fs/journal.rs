@@ -163,7 +163,10 @@ impl Journal {
             Err(e) if e.kind() == io::ErrorKind::NotFound => String::new(),
             Err(e) => return Err(e),
         };
-        let carried = state.as_ref().map(|s| s.carried.clone()).unwrap_or_default();
+        let carried = state
+            .as_ref()
+            .map(|s| s.carried.clone())
+            .unwrap_or_default();
         let mut ops = Vec::new();
         let mut max_seq = after;
         let lines: Vec<&str> = text.split('\n').collect();

@@ -86,7 +86,11 @@ impl StagedFile {
     pub fn hold(&self) {
         let mut held = self.lock();
         if held.is_none() {
-            *held = OpenOptions::new().read(true).write(true).open(&self.path).ok();
+            *held = OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(&self.path)
+                .ok();
         }
     }
 
