@@ -451,7 +451,9 @@ impl Fs {
     }
 
     fn over_staging_limit(&self) -> bool {
-        let over = self.inner.uploads.pending().1 > self.config().staging_limit;
+        let (files, bytes) = self.inner.uploads.pending();
+        let cfg = self.config();
+        let over = bytes > cfg.staging_limit || files > cfg.staging_limit_files;
         if !over {
             self.inner.staging.room_again();
         }
@@ -463,9 +465,10 @@ impl Fs {
     /// writer has waited that long) the write fails with `ENOSPC`, like a full disk.
     async fn wait_for_staging_room(&self, waiting_since: &mut Option<Instant>) -> FsResult<()> {
         let since = *waiting_since.get_or_insert_with(Instant::now);
+        let cfg = self.config();
         self.inner.staging.full(
             self.pending(),
-            self.config().staging_limit,
+            (cfg.staging_limit_files, cfg.staging_limit),
             self.inner.outage.down_for(),
         );
         match self.inner.outage.gives_up(since) {
@@ -709,24 +712,26 @@ pub(crate) struct StagingGate {
 const STAGING_WARN_INTERVAL: Duration = Duration::from_secs(60);
 
 impl StagingGate {
-    fn full(&self, pending: (u64, u64), limit: u64, node_down_for: Option<Duration>) {
+    /// `limits`: (files, bytes).
+    fn full(&self, pending: (u64, u64), limits: (u64, u64), node_down_for: Option<Duration>) {
         if self.waiting.swap(true, Ordering::Relaxed) {
             return;
         }
         let mut last = self.last_warned.lock().unwrap_or_else(|e| e.into_inner());
         let (files, bytes) = pending;
         if last.is_some_and(|t| t.elapsed() < STAGING_WARN_INTERVAL) {
-            tracing::debug!(files, bytes, limit, "staging limit reached again");
+            tracing::debug!(files, bytes, ?limits, "staging limit reached again");
             return;
         }
         *last = Some(Instant::now());
         tracing::warn!(
             files,
             bytes,
-            limit,
+            limit_files = limits.0,
+            limit_bytes = limits.1,
             ?node_down_for,
             "staging limit reached: writers wait until uploads to the node catch up \
-             ([cache] staging_limit_bytes)"
+             ([cache] staging_limit_files, staging_limit_bytes)"
         );
     }
 

@@ -53,6 +53,8 @@ pub struct FsConfig {
     pub small_file_limit: u64,
     /// Closed-but-not-uploaded bytes above which writers wait for uploads to catch up.
     pub staging_limit: u64,
+    /// Closed-but-not-uploaded files above which writers wait, likewise.
+    pub staging_limit_files: u64,
     /// How long the node may be down before `fsync`, the unmount drain and writers held
     /// back by the staging limit stop waiting for it (their data stays staged).
     pub outage_grace: Duration,
@@ -77,6 +79,7 @@ impl FsConfig {
             upload_parallelism: 8,
             small_file_limit: 256 * 1024,
             staging_limit: u64::MAX,
+            staging_limit_files: u64::MAX,
             outage_grace: Duration::from_secs(300),
             commit_interval: Duration::from_secs(1),
             commit_max_delay: Duration::from_secs(5),

@@ -51,8 +51,8 @@ impl StagedFile {
     /// A new staged file in `dir` holding a copy of `self` (copy-on-open).
     pub fn copy_to_new(&self, dir: &Path) -> io::Result<StagedFile> {
         let new = StagedFile::create(dir)?;
-        self.with_file(|src| {
-            new.with_file(|dst| {
+        self.with_file(false, |src| {
+            new.with_file(true, |dst| {
                 let (mut src, mut dst) = (src, dst);
                 // std::io::copy uses copy_file_range/sendfile between files: no user-space
                 // buffer.
@@ -86,10 +86,13 @@ impl StagedFile {
     pub fn hold(&self) {
         let mut held = self.lock();
         if held.is_none() {
+            // Read-only if it cannot be written (a read-only cache disk): what is held is
+            // only ever read.
             *held = OpenOptions::new()
                 .read(true)
                 .write(true)
                 .open(&self.path)
+                .or_else(|_| File::open(&self.path))
                 .ok();
         }
     }
@@ -98,14 +101,18 @@ impl StagedFile {
         self.held.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Run `f` on the held descriptor, or on one opened for this call.
-    fn with_file<T>(&self, f: impl FnOnce(&File) -> io::Result<T>) -> io::Result<T> {
+    /// Run `f` on the held descriptor, or on one opened for this call (for writing only
+    /// with `write`: reading a staged file works on a read-only cache disk).
+    fn with_file<T>(&self, write: bool, f: impl FnOnce(&File) -> io::Result<T>) -> io::Result<T> {
         let held = self.lock();
         if let Some(file) = held.as_ref() {
             return f(file);
         }
         drop(held);
-        let file = OpenOptions::new().read(true).write(true).open(&self.path)?;
+        let file = OpenOptions::new()
+            .read(true)
+            .write(write)
+            .open(&self.path)?;
         f(&file)
     }
 
@@ -122,7 +129,7 @@ impl StagedFile {
 
     /// Read up to `len` bytes at `offset`; short only at end of file. Holes read as zeros.
     pub fn read_at(&self, offset: u64, len: usize) -> io::Result<Vec<u8>> {
-        self.with_file(|file| {
+        self.with_file(false, |file| {
             let mut buf = vec![0u8; len];
             let mut done = 0;
             while done < len {
@@ -139,16 +146,16 @@ impl StagedFile {
     }
 
     pub fn write_at(&self, offset: u64, data: &[u8]) -> io::Result<()> {
-        self.with_file(|f| f.write_all_at(data, offset))
+        self.with_file(true, |f| f.write_all_at(data, offset))
     }
 
     pub fn set_len(&self, len: u64) -> io::Result<()> {
-        self.with_file(|f| f.set_len(len))
+        self.with_file(true, |f| f.set_len(len))
     }
 
     /// Make the content durable (only on `fsync`: no per-op fsync of data).
     pub fn sync_data(&self) -> io::Result<()> {
-        self.with_file(|f| f.sync_data())
+        self.with_file(false, |f| f.sync_data())
     }
 
     /// Delete the file from the staging directory. Open handles keep reading it: the
