@@ -18,6 +18,7 @@ use std::time::Duration;
 use bytes::Bytes;
 
 use super::Fs;
+use super::backoff::Backoff;
 use super::error::{FsError, FsResult};
 use super::inode::{Body, Ino, Kind, TokenId};
 use super::journal::CommittedState;
@@ -86,16 +87,19 @@ pub(crate) fn spawn_committer(fs: Fs) {
     });
 }
 
-/// A failed commit is retried after `delay` (doubling, at most 10 s); node outages are
+/// A failed commit is retried after a backoff (100 ms doubling, at most 10 s); node outages are
 /// logged once by [`outage`](super::outage), so a failure from one is only a debug line.
-async fn commit_failed_backoff(token: TokenId, e: &FsError, delay: &mut Duration) {
+async fn commit_failed_backoff(token: TokenId, e: &FsError, backoff: &mut Backoff) {
     if e.is_node_outage() {
         tracing::debug!(token, error = %e, "commit failed; retrying");
     } else {
         tracing::warn!(token, error = %e, "commit failed; retrying");
     }
-    tokio::time::sleep(*delay).await;
-    *delay = (*delay * 2).min(Duration::from_secs(10));
+    backoff.wait().await;
+}
+
+fn commit_backoff() -> Backoff {
+    Backoff::new(Duration::from_millis(100), Duration::from_secs(10))
 }
 
 impl Fs {
@@ -129,7 +133,7 @@ impl Fs {
     /// Fails with [`FsError::NodeDown`] once the node has been down for the outage grace
     /// period while this waited; what is staged stays staged (and journaled) then.
     pub async fn flush_token(&self, token: TokenId) -> FsResult<()> {
-        let mut delay = Duration::from_millis(100);
+        let mut backoff = commit_backoff();
         let waiting_since = std::time::Instant::now();
         loop {
             if let Some(stalled) = self.inner.outage.gives_up(waiting_since) {
@@ -144,7 +148,7 @@ impl Fs {
                     Ok(_) if self.tree().token(token)?.pending_uploads == 0 => return Ok(()),
                     Ok(_) => continue, // a close slipped in: wait for it too
                     Err(e) => {
-                        commit_failed_backoff(token, &e, &mut delay).await;
+                        commit_failed_backoff(token, &e, &mut backoff).await;
                         continue;
                     }
                 }
@@ -169,7 +173,7 @@ impl Fs {
         seq: u64,
         file: Option<Ino>,
     ) -> FsResult<()> {
-        let mut delay = Duration::from_millis(100);
+        let mut backoff = commit_backoff();
         let waiting_since = std::time::Instant::now();
         loop {
             if let Some(stalled) = self.inner.outage.gives_up(waiting_since) {
@@ -210,7 +214,7 @@ impl Fs {
                     // Cannot commit before other uploads end: wait for them.
                     Ok(false) => {}
                     Err(e) => {
-                        commit_failed_backoff(token, &e, &mut delay).await;
+                        commit_failed_backoff(token, &e, &mut backoff).await;
                         continue;
                     }
                 }

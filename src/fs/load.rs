@@ -6,6 +6,7 @@ use std::collections::HashSet;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use super::backoff::Backoff;
 use super::error::{FsError, FsResult};
 use super::inode::{Body, DirBody, Entries, FileBody, Ino, Inode, Kind, Meta, ROOT_INO, TokenId};
 use super::journal::{CommittedState, Journal, Op, Record};
@@ -248,17 +249,16 @@ impl Fs {
     /// closed, so was never journaled) is skipped; one that could not be replayed because
     /// the node or the cache disk failed is retried, then reported.
     async fn replay_or_retry(&self, token: TokenId, record: &Record) -> FsResult<()> {
-        let mut delay = REPLAY_RETRY_FIRST;
+        let mut backoff = Backoff::new(REPLAY_RETRY_FIRST, REPLAY_RETRY_MAX);
         let mut attempt = 1;
         loop {
             match self.replay(token, record).await {
                 Ok(()) => return Ok(()),
                 Err(FsError::Store(e)) if e.transient && attempt < REPLAY_ATTEMPTS => {
                     tracing::warn!(token, seq = record.seq, attempt, error = %e,
-                        retry_in_ms = delay.as_millis() as u64,
+                        retry_in_ms = backoff.next_delay().as_millis() as u64,
                         "node did not answer during journal replay; retrying");
-                    tokio::time::sleep(delay).await;
-                    delay = (delay * 2).min(REPLAY_RETRY_MAX);
+                    backoff.wait().await;
                     attempt += 1;
                 }
                 Err(e @ FsError::Store(_)) => return Err(e),

@@ -5,6 +5,7 @@
 //! holds it across a network call. Reads of node content, manifest loads, uploads and
 //! commits run outside it and re-check the tree when they come back.
 
+mod backoff;
 pub mod commit;
 pub mod error;
 pub mod inode;

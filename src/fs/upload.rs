@@ -11,6 +11,7 @@ use std::time::Duration;
 use tokio::sync::{Semaphore, mpsc};
 
 use super::Fs;
+use super::backoff::Backoff;
 use super::inode::{Ino, TokenId};
 use super::live::LiveUpload;
 use super::staged::StagedFile;
@@ -167,19 +168,14 @@ pub(crate) fn spawn_workers(fs: Fs, mut rx: mpsc::UnboundedReceiver<Job>) {
 
 async fn upload(fs: &Fs, batch: Vec<Job>) {
     let mut next = batch;
-    let mut delay = Duration::from_millis(500);
+    let mut backoff = Backoff::new(Duration::from_millis(500), MAX_BACKOFF);
     loop {
         // Jobs whose staged file cannot be read wait here, so that they do not hold back
         // the rest of their batch; they are retried until they succeed or become moot.
         let stuck = upload_batch(fs, next).await;
-        if stuck.is_empty() || fs.inner.cancel.is_cancelled() {
+        if stuck.is_empty() || !backoff.wait_unless(&fs.inner.cancel).await {
             return;
         }
-        tokio::select! {
-            _ = fs.inner.cancel.cancelled() => return,
-            _ = tokio::time::sleep(delay) => {}
-        }
-        delay = (delay * 2).min(MAX_BACKOFF);
         next = stuck;
     }
 }
@@ -202,7 +198,7 @@ async fn upload_batch(fs: &Fs, batch: Vec<Job>) -> Vec<Job> {
         return Vec::new();
     }
     let mut stuck = Vec::new();
-    let mut delay = Duration::from_millis(200);
+    let mut backoff = Backoff::new(Duration::from_millis(200), MAX_BACKOFF);
     let mut batch = batch;
     loop {
         // Drop jobs a newer close or an unlink made moot before spending a request on them.
@@ -259,17 +255,15 @@ async fn upload_batch(fs: &Fs, batch: Vec<Job>) -> Vec<Job> {
                     tracing::warn!(
                         files = live.len(),
                         error = %e,
-                        retry_in_ms = delay.as_millis() as u64,
+                        retry_in_ms = backoff.next_delay().as_millis() as u64,
                         "upload failed; data stays staged and is retried"
                     );
                 }
             }
         }
-        tokio::select! {
-            _ = fs.inner.cancel.cancelled() => return stuck,
-            _ = tokio::time::sleep(delay) => {}
+        if !backoff.wait_unless(&fs.inner.cancel).await {
+            return stuck;
         }
-        delay = (delay * 2).min(MAX_BACKOFF);
         batch = live;
     }
 }
