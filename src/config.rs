@@ -102,6 +102,10 @@ pub struct CacheConfig {
     /// Staged-but-not-uploaded bytes above which writers wait.
     #[serde(default = "default_staging_limit")]
     pub staging_limit_bytes: u64,
+    /// Closed-but-not-uploaded files above which writers wait (each is a file on the cache
+    /// disk and an entry in the upload queue).
+    #[serde(default = "default_staging_limit_files")]
+    pub staging_limit_files: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -110,6 +114,10 @@ pub struct UploadConfig {
     /// Uploads running at once.
     #[serde(default = "default_parallelism")]
     pub parallelism: usize,
+    /// While uploads are in flight, what is uploaded is committed (a new root published)
+    /// at least this often, so a long copy publishes as it goes.
+    #[serde(default = "default_commit_every_secs")]
+    pub commit_every_secs: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
@@ -162,6 +170,12 @@ fn default_staging_limit() -> u64 {
 fn default_parallelism() -> usize {
     8
 }
+fn default_staging_limit_files() -> u64 {
+    100_000
+}
+fn default_commit_every_secs() -> u64 {
+    5
+}
 
 impl Default for CacheConfig {
     fn default() -> Self {
@@ -169,6 +183,7 @@ impl Default for CacheConfig {
             dir: default_cache_dir(),
             size_bytes: default_cache_size(),
             staging_limit_bytes: default_staging_limit(),
+            staging_limit_files: default_staging_limit_files(),
         }
     }
 }
@@ -177,6 +192,7 @@ impl Default for UploadConfig {
     fn default() -> Self {
         Self {
             parallelism: default_parallelism(),
+            commit_every_secs: default_commit_every_secs(),
         }
     }
 }

@@ -420,30 +420,9 @@ impl Drop for MountPoint {
     }
 }
 
-/// The pid of the `pxfs mount` daemon serving `mountpoint`.
-fn daemon_pid(mountpoint: &Path) -> u32 {
-    let mp = mountpoint.to_string_lossy();
-    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
-        let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
-            continue;
-        };
-        let args: Vec<String> = cmdline
-            .split(|b| *b == 0)
-            .map(|a| String::from_utf8_lossy(a).into_owned())
-            .collect();
-        if args.get(1).is_some_and(|a| a == "mount") && args.iter().any(|a| *a == mp) {
-            return pid;
-        }
-    }
-    panic!("no pxfs mount daemon found for {mp}");
-}
-
 /// SIGKILL the daemon of `mountpoint` and wait until it is gone.
 fn kill_daemon(mountpoint: &Path) {
-    let pid = daemon_pid(mountpoint);
+    let pid = support::daemon_pid(mountpoint);
     // SAFETY: plain kill(2) of a pid we just looked up.
     assert_eq!(unsafe { libc::kill(pid as i32, libc::SIGKILL) }, 0);
     support::wait_until("the killed daemon to exit", Duration::from_secs(30), || {

@@ -20,7 +20,16 @@ struct Mount {
 }
 
 async fn mount_with(store: Arc<MemoryStore>, cache: tempfile::TempDir) -> Mount {
+    mount_with_grace(store, cache, Duration::from_secs(300)).await
+}
+
+async fn mount_with_grace(
+    store: Arc<MemoryStore>,
+    cache: tempfile::TempDir,
+    grace: Duration,
+) -> Mount {
     let mut cfg = FsConfig::new(cache.path().to_path_buf());
+    cfg.outage_grace = grace;
     cfg.single_token = true;
     cfg.commit_interval = Duration::from_secs(3600); // commits only when asked
     let fs = Fs::new(cfg, store.clone()).unwrap();
@@ -249,4 +258,113 @@ async fn replay_waits_for_a_node_that_is_slow_to_come_back() {
     let d = m.fs.lookup(ROOT_INO, "d").await.unwrap().ino;
     assert_eq!(m.read(d, "a").await.unwrap(), b"a");
     assert_eq!(m.read(d, "b").await.unwrap(), b"b");
+}
+
+/// The staged files of the token, newest last.
+fn staged_files(m: &Mount) -> Vec<PathBuf> {
+    let mut v: Vec<(std::time::SystemTime, PathBuf)> = std::fs::read_dir(m.staging_dir())
+        .unwrap()
+        .flatten()
+        .map(|e| (e.metadata().unwrap().modified().unwrap(), e.path()))
+        .collect();
+    v.sort();
+    v.into_iter().map(|(_, p)| p).collect()
+}
+
+/// Closes "b" while the node is down, then moves its staged file away: its upload is
+/// stuck (a local fault) until the file is moved back. Returns (staged, moved-to).
+async fn stuck_upload(m: &Mount) -> (PathBuf, PathBuf) {
+    m.store.set_offline(true);
+    m.write_file(ROOT_INO, "b", b"still uploading").await;
+    let staged = staged_files(m).pop().unwrap();
+    let away = m.cache.path().join("away");
+    std::fs::rename(&staged, &away).unwrap();
+    m.store.set_offline(false);
+    (staged, away)
+}
+
+async fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
+    let t = std::time::Instant::now();
+    while !f() {
+        assert!(
+            t.elapsed() < Duration::from_secs(20),
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_commit_during_an_upload_publishes_the_rest_and_carries_the_upload() {
+    let m = mount().await;
+    let (staged, away) = stuck_upload(&m).await;
+    m.write_file(ROOT_INO, "c", b"uploaded").await;
+    wait_until("c uploaded", || m.fs.pending().0 == 1).await;
+    assert!(
+        m.fs.commit_token(TOKEN).await.unwrap(),
+        "a commit is published while b still uploads"
+    );
+    // The journal keeps only b's close, as carried in state.json.
+    let state = std::fs::read_to_string(m.journal_dir().join("state.json")).unwrap();
+    assert!(state.contains("carried"), "{state}");
+    let ops = std::fs::read_to_string(m.journal_dir().join("ops.log")).unwrap();
+    assert!(ops.is_empty(), "{ops}");
+    // Another machine sees c, and not b yet.
+    let other = m.fresh_cache().await;
+    assert_eq!(other.read(ROOT_INO, "c").await.unwrap(), b"uploaded");
+    assert!(other.read(ROOT_INO, "b").await.is_none());
+    other.fs.abort();
+    drop(other);
+    // A crash now loses nothing: b is replayed from its staged file.
+    std::fs::rename(&away, &staged).unwrap();
+    let m = m.crash_and_remount().await;
+    assert_eq!(m.read(ROOT_INO, "b").await.unwrap(), b"still uploading");
+    assert_eq!(m.read(ROOT_INO, "c").await.unwrap(), b"uploaded");
+    m.fs.flush_all().await.unwrap();
+    let other = m.fresh_cache().await;
+    assert_eq!(other.read(ROOT_INO, "b").await.unwrap(), b"still uploading");
+}
+
+#[tokio::test]
+async fn fsync_returns_once_its_own_file_is_committed_while_another_upload_is_stuck() {
+    let m = mount().await;
+    let _stuck = stuck_upload(&m).await;
+    let (_, fh) = m.fs.create(ROOT_INO, "d", 0o644, RW, 0, 0).await.unwrap();
+    m.fs.write(fh, 0, b"mine").await.unwrap();
+    tokio::time::timeout(Duration::from_secs(10), m.fs.fsync(fh))
+        .await
+        .expect("fsync waits only for its own file")
+        .unwrap();
+    m.fs.release(fh).await.unwrap();
+    let other = m.fresh_cache().await;
+    assert_eq!(other.read(ROOT_INO, "d").await.unwrap(), b"mine");
+}
+
+#[tokio::test]
+async fn a_staged_file_removed_under_the_daemon_gives_eio_within_the_grace_and_recovers() {
+    let m = mount_with_grace(
+        Arc::new(MemoryStore::new()),
+        tempfile::tempdir().unwrap(),
+        Duration::from_secs(2),
+    )
+    .await;
+    let (staged, away) = stuck_upload(&m).await;
+    let t = std::time::Instant::now();
+    let err = tokio::time::timeout(Duration::from_secs(15), m.fs.flush_all())
+        .await
+        .expect("never a hang")
+        .unwrap_err();
+    assert_eq!(err.errno(), libc::EIO, "{err}");
+    assert!(t.elapsed() < Duration::from_secs(12));
+    let faults = m.fs.status().local_faults;
+    assert!(faults.iter().any(|f| f.contains("upload")), "{faults:?}");
+    // The cause is gone: everything uploads and commits.
+    std::fs::rename(&away, &staged).unwrap();
+    tokio::time::timeout(Duration::from_secs(15), m.fs.flush_all())
+        .await
+        .expect("recovers")
+        .unwrap();
+    assert!(m.fs.status().local_faults.is_empty());
+    let other = m.fresh_cache().await;
+    assert_eq!(other.read(ROOT_INO, "b").await.unwrap(), b"still uploading");
 }

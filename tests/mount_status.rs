@@ -12,7 +12,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use proxy::Proxy;
-use support::{PXFS, TestDevnet, is_mounted, wait_until};
+use support::{PXFS, TestDevnet, is_mounted, wait_until, xattr};
 
 fn now() -> u64 {
     std::time::SystemTime::now()
@@ -39,16 +39,6 @@ fn keys(v: &serde_json::Value) -> Vec<String> {
     let mut k: Vec<String> = v.as_object().expect("an object").keys().cloned().collect();
     k.sort();
     k
-}
-
-fn xattr(p: &Path, name: &str) -> String {
-    let c = std::ffi::CString::new(p.as_os_str().as_encoded_bytes()).unwrap();
-    let n = std::ffi::CString::new(name).unwrap();
-    let mut buf = vec![0u8; 512];
-    // SAFETY: valid C strings and a buffer of the given length.
-    let len = unsafe { libc::getxattr(c.as_ptr(), n.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
-    assert!(len >= 0, "getxattr {name}");
-    String::from_utf8(buf[..len as usize].to_vec()).unwrap()
 }
 
 /// Lazily unmounts if the test failed half-way.

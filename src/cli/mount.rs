@@ -449,6 +449,8 @@ async fn prepare(
     let mut fs_cfg = FsConfig::new(cfg.cache.dir.clone());
     fs_cfg.upload_parallelism = cfg.upload.parallelism.max(1);
     fs_cfg.staging_limit = cfg.cache.staging_limit_bytes;
+    fs_cfg.staging_limit_files = cfg.cache.staging_limit_files.max(1);
+    fs_cfg.commit_max_delay = Duration::from_secs(cfg.upload.commit_every_secs.max(1));
     // The node's timeout once per configured try: an outage shorter than that never fails
     // an fsync, an unmount's drain or a writer held back by the staging limit.
     fs_cfg.outage_grace =

@@ -32,6 +32,10 @@ pub struct MountStatus {
     pub node: NodeReport,
     pub chain: ChainReport,
     pub tokens: Vec<MountedToken>,
+    /// Work stopped for a local reason (a staged file gone, the cache disk full or
+    /// read-only, too many open files): one line each, empty when all is well.
+    #[serde(default)]
+    pub local_faults: Vec<String>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
@@ -217,6 +221,7 @@ mod tests {
             node: NodeReport::default(),
             chain: ChainReport::default(),
             tokens: Vec::new(),
+            local_faults: Vec::new(),
         }
     }
 

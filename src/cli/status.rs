@@ -73,6 +73,7 @@ pub struct MountReport {
     pub tokens: Vec<TokenId>,
     pub node: NodeReport,
     pub chain: ChainReport,
+    pub local_faults: Vec<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -311,6 +312,7 @@ fn merge(
                 tokens: m.tokens.iter().map(|t| t.token_id).collect(),
                 node: m.node.clone(),
                 chain: m.chain.clone(),
+                local_faults: m.local_faults.clone(),
             })
             .collect(),
         tokens,
@@ -354,6 +356,9 @@ fn print_table(r: &StatusReport) {
             m.pending_files,
             human_bytes(m.pending_bytes),
         );
+        for f in &m.local_faults {
+            println!("  STUCK: {f}");
+        }
     }
     if r.tokens.is_empty() {
         println!("no sNFTs; mint one with `pxfs mint --package 0`");

@@ -4,6 +4,12 @@
 //! in the journal, and only then unpins what the new root no longer references.
 //! Commits run at most once per `commit_interval` under load, and on demand for fsync,
 //! fsyncdir, unmount and `flush_all`.
+//!
+//! A commit does not wait for uploads in flight: files whose new version is still
+//! uploading keep their last uploaded version in it (new ones are left out), and their
+//! closes are carried in the journal's state (see `journal`). While uploads run, the
+//! committer commits at least every `commit_max_delay`, so a long copy publishes a
+//! steady series of roots and its journal and staging shrink as it goes.
 
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
@@ -12,6 +18,7 @@ use std::time::Duration;
 use bytes::Bytes;
 
 use super::Fs;
+use super::backoff::Backoff;
 use super::error::{FsError, FsResult};
 use super::inode::{Body, Ino, Kind, TokenId};
 use super::journal::CommittedState;
@@ -36,19 +43,38 @@ struct Snapshot {
     btns: Option<String>,
     journal_seq: u64,
     superseded: Vec<String>,
+    /// Closes of versions still uploading (not in this commit).
+    carried: Vec<super::journal::Op>,
 }
 
 pub(crate) fn spawn_committer(fs: Fs) {
     let cancel = fs.inner.cancel.clone();
     let interval = fs.config().commit_interval;
+    let max_delay = fs.config().commit_max_delay;
     tokio::spawn(async move {
+        let mut last: HashMap<TokenId, std::time::Instant> = HashMap::new();
         loop {
             tokio::select! {
                 _ = cancel.cancelled() => return,
                 _ = tokio::time::sleep(interval) => {}
             }
             for token in fs.tokens() {
+                fs.save_unsaved_state(token);
+                let since = *last.entry(token).or_insert_with(std::time::Instant::now);
+                let uploading = fs
+                    .tree()
+                    .token(token)
+                    .map(|t| t.pending_uploads > 0)
+                    .unwrap_or(false);
+                // While uploads run, commit what is uploaded every `max_delay`, not after
+                // each upload: a commit rewrites the manifests of the changed directories.
+                if uploading && since.elapsed() < max_delay {
+                    continue;
+                }
                 match fs.commit_token(token).await {
+                    Ok(true) => {
+                        last.insert(token, std::time::Instant::now());
+                    }
                     // Reported once by `outage`.
                     Err(e) if e.is_node_outage() => {
                         tracing::debug!(token, error = %e, "commit failed; will retry")
@@ -61,19 +87,40 @@ pub(crate) fn spawn_committer(fs: Fs) {
     });
 }
 
-/// A failed commit is retried after `delay` (doubling, at most 10 s); node outages are
+/// A failed commit is retried after a backoff (100 ms doubling, at most 10 s); node outages are
 /// logged once by [`outage`](super::outage), so a failure from one is only a debug line.
-async fn commit_failed_backoff(token: TokenId, e: &FsError, delay: &mut Duration) {
+async fn commit_failed_backoff(token: TokenId, e: &FsError, backoff: &mut Backoff) {
     if e.is_node_outage() {
         tracing::debug!(token, error = %e, "commit failed; retrying");
     } else {
         tracing::warn!(token, error = %e, "commit failed; retrying");
     }
-    tokio::time::sleep(*delay).await;
-    *delay = (*delay * 2).min(Duration::from_secs(10));
+    backoff.wait().await;
+}
+
+fn commit_backoff() -> Backoff {
+    Backoff::new(Duration::from_millis(100), Duration::from_secs(10))
 }
 
 impl Fs {
+    /// Retry recording a published commit that the journal could not record.
+    fn save_unsaved_state(&self, token: TokenId) {
+        let mut tree = self.tree();
+        let Ok(t) = tree.token_mut(token) else { return };
+        if !t.state_unsaved {
+            return;
+        }
+        let state = t.committed.clone();
+        match t.journal.committed(&state) {
+            Ok(delete) => {
+                t.state_unsaved = false;
+                self.inner.outage.local_ok("journal");
+                remove_staged(delete);
+            }
+            Err(e) => self.inner.outage.local_failed("journal", &e),
+        }
+    }
+
     /// Wait until every closed file of every token is on the node, then commit them all.
     pub async fn flush_all(&self) -> FsResult<()> {
         for token in self.tokens() {
@@ -86,11 +133,11 @@ impl Fs {
     /// Fails with [`FsError::NodeDown`] once the node has been down for the outage grace
     /// period while this waited; what is staged stays staged (and journaled) then.
     pub async fn flush_token(&self, token: TokenId) -> FsResult<()> {
-        let mut delay = Duration::from_millis(100);
+        let mut backoff = commit_backoff();
         let waiting_since = std::time::Instant::now();
         loop {
-            if let Some(down) = self.inner.outage.gives_up(waiting_since) {
-                return Err(FsError::NodeDown(down));
+            if let Some(stalled) = self.inner.outage.gives_up(waiting_since) {
+                return Err(stalled);
             }
             let progress = self.inner.progress.notified();
             tokio::pin!(progress);
@@ -101,7 +148,7 @@ impl Fs {
                     Ok(_) if self.tree().token(token)?.pending_uploads == 0 => return Ok(()),
                     Ok(_) => continue, // a close slipped in: wait for it too
                     Err(e) => {
-                        commit_failed_backoff(token, &e, &mut delay).await;
+                        commit_failed_backoff(token, &e, &mut backoff).await;
                         continue;
                     }
                 }
@@ -116,14 +163,21 @@ impl Fs {
 
     /// Wait until a commit covers journal op `seq` of `token` (fsync, fsyncdir): unlike
     /// [`Fs::flush_token`], closes that come in meanwhile from other writers are not
-    /// waited for once a commit has covered `seq`.
+    /// waited for once a commit has covered `seq`. With `file` (fsync), the commit must
+    /// include that file's content, not carry it; other files still uploading are not
+    /// waited for. Without it (fsyncdir), it must carry nothing.
     /// Fails with [`FsError::NodeDown`] like [`Fs::flush_token`].
-    pub async fn commit_through(&self, token: TokenId, seq: u64) -> FsResult<()> {
-        let mut delay = Duration::from_millis(100);
+    pub async fn commit_through(
+        &self,
+        token: TokenId,
+        seq: u64,
+        file: Option<Ino>,
+    ) -> FsResult<()> {
+        let mut backoff = commit_backoff();
         let waiting_since = std::time::Instant::now();
         loop {
-            if let Some(down) = self.inner.outage.gives_up(waiting_since) {
-                return Err(FsError::NodeDown(down));
+            if let Some(stalled) = self.inner.outage.gives_up(waiting_since) {
+                return Err(stalled);
             }
             let progress = self.inner.progress.notified();
             tokio::pin!(progress);
@@ -131,7 +185,20 @@ impl Fs {
             let (covered, pending) = {
                 let tree = self.tree();
                 let t = tree.token(token)?;
-                (t.committed.journal_seq >= seq, t.pending_uploads)
+                let file_uploading = file
+                    .and_then(|ino| tree.get(ino).ok())
+                    .filter(|i| !i.links.is_empty())
+                    .and_then(|i| i.file())
+                    .is_some_and(|f| f.upload_pending);
+                let pending = match file {
+                    Some(_) => u64::from(file_uploading),
+                    None => t.pending_uploads,
+                };
+                let carries = match file {
+                    Some(_) => file_uploading,
+                    None => !t.committed.carried.is_empty(),
+                };
+                (t.committed.journal_seq >= seq && !carries, pending)
             };
             if covered {
                 return Ok(());
@@ -144,9 +211,10 @@ impl Fs {
                     Ok(false) if self.tree().token(token)?.pending_uploads == 0 => {
                         return Ok(());
                     }
-                    Ok(false) => continue,
+                    // Cannot commit before other uploads end: wait for them.
+                    Ok(false) => {}
                     Err(e) => {
-                        commit_failed_backoff(token, &e, &mut delay).await;
+                        commit_failed_backoff(token, &e, &mut backoff).await;
                         continue;
                     }
                 }
@@ -158,8 +226,8 @@ impl Fs {
         }
     }
 
-    /// Commit `token` if it has changes and no upload in flight. `Ok(true)` if a new root
-    /// was published.
+    /// Commit `token` if it has changes; versions still uploading are carried (see the
+    /// module docs). `Ok(true)` if a new root was published.
     pub async fn commit_token(&self, token: TokenId) -> FsResult<bool> {
         let _one_at_a_time = self.inner.commit_lock.lock().await;
         let Some(snap) = self.snapshot(token)? else {
@@ -192,9 +260,17 @@ impl Fs {
         let mut guard = self.tree();
         let tree = &mut *guard;
         let t = tree.token(token)?;
-        if !t.is_dirty() || t.pending_uploads > 0 || t.read_only || t.replaying {
+        if !t.is_dirty() || t.read_only || t.replaying {
             return Ok(None);
         }
+        let carried = if t.pending_uploads > 0 {
+            match carried_closes(tree, token) {
+                Some(c) => c,
+                None => return Ok(None),
+            }
+        } else {
+            Vec::new()
+        };
         let root = t.root;
         let dirty: HashSet<Ino> = t.dirty_dirs.clone();
         let mut order: Vec<(usize, Ino)> = dirty
@@ -234,6 +310,7 @@ impl Fs {
             btns: t.info.btns.clone(),
             journal_seq: t.journal.last_seq(),
             superseded: std::mem::take(&mut t.superseded),
+            carried,
         }))
     }
 
@@ -306,8 +383,23 @@ impl Fs {
                 journal_seq: snap.journal_seq,
                 usage: snap.record.usage,
                 files: snap.record.files,
+                carried: snap.carried,
             };
-            let delete: HashSet<PathBuf> = t.journal.committed(&state)?.into_iter().collect();
+            // Published: that holds even if the journal cannot record it (a crash then
+            // replays the same ops over the previous root, giving the same tree).
+            let delete = match t.journal.committed(&state) {
+                Ok(d) => {
+                    self.inner.outage.local_ok("journal");
+                    t.state_unsaved = false;
+                    d
+                }
+                Err(e) => {
+                    self.inner.outage.local_failed("journal", &e);
+                    t.state_unsaved = true;
+                    Vec::new()
+                }
+            };
+            let mut delete: HashSet<PathBuf> = delete.into_iter().collect();
             t.committed = state;
             t.last_commit = Some(std::time::SystemTime::now());
             let fully_loaded = t.unloaded_dirs == 0;
@@ -318,11 +410,22 @@ impl Fs {
                 }
                 match &mut inode.body {
                     Body::File(f) => {
+                        // An upload in flight still reads it.
+                        if f.upload_pending
+                            && let Some(s) = &f.staged
+                        {
+                            delete.remove(s.path());
+                        }
                         // The committed version is on the node: read it from there.
                         if !f.upload_pending
-                            && f.staged.as_ref().is_some_and(|s| delete.contains(s.path()))
+                            && let Some(s) = f.staged.as_ref().filter(|s| delete.contains(s.path()))
                         {
-                            f.staged = None;
+                            if inode.links.is_empty() {
+                                // Unlinked under an open handle: it keeps reading this.
+                                s.hold();
+                            } else {
+                                f.staged = None;
+                            }
                         }
                         if let Some(b) = &f.blob {
                             live.insert(b.cid.clone());
@@ -343,16 +446,7 @@ impl Fs {
             }
             (delete, live)
         };
-        // Thousands of small files after a big copy: off the commit's path.
-        tokio::task::spawn_blocking(move || {
-            for path in delete {
-                if let Err(e) = std::fs::remove_file(&path)
-                    && e.kind() != std::io::ErrorKind::NotFound
-                {
-                    tracing::warn!(path = %path.display(), error = %e, "cannot remove staged file");
-                }
-            }
-        });
+        remove_staged(delete);
         let unpin: HashSet<String> = unpin.into_iter().filter(|c| !live.contains(c)).collect();
         for cid in unpin {
             if let Err(e) = self.store().unpin(&cid).await {
@@ -363,6 +457,52 @@ impl Fs {
         tracing::debug!(token, seq = snap.record.seq, "committed");
         Ok(())
     }
+}
+
+/// The closes a commit taken now cannot include: every linked file of `token` whose
+/// newest version is still uploading, at its current path, with its current attributes.
+/// `None` when one cannot be carried as a close (a new file with more than one link or
+/// with extended attributes): the commit then waits until the uploads are done.
+fn carried_closes(tree: &Tree, token: TokenId) -> Option<Vec<super::journal::Op>> {
+    let mut carried = Vec::new();
+    for (ino, inode) in &tree.inodes {
+        if inode.token != Some(token) || inode.links.is_empty() {
+            continue;
+        }
+        let Some(f) = inode.file() else { continue };
+        if !f.upload_pending {
+            continue;
+        }
+        let staged = f.staged.as_ref()?;
+        if f.blob.is_none() && (inode.links.len() > 1 || !inode.xattrs.is_empty()) {
+            return None;
+        }
+        let m = inode.meta;
+        carried.push(super::journal::Op::Close {
+            path: tree.path_of(*ino),
+            staged: staged.path().to_path_buf(),
+            size: staged.len().ok(),
+            mode: m.mode,
+            uid: m.uid,
+            gid: m.gid,
+            mtime_ns: m.mtime_ns,
+        });
+    }
+    Some(carried)
+}
+
+/// Delete staged files no commit needs any more. Thousands of small files after a big
+/// copy: off the commit's path.
+fn remove_staged(delete: impl IntoIterator<Item = PathBuf> + Send + 'static) {
+    tokio::task::spawn_blocking(move || {
+        for path in delete {
+            if let Err(e) = std::fs::remove_file(&path)
+                && e.kind() != std::io::ErrorKind::NotFound
+            {
+                tracing::warn!(path = %path.display(), error = %e, "cannot remove staged file");
+            }
+        }
+    });
 }
 
 fn depth(tree: &Tree, ino: Ino) -> usize {

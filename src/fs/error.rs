@@ -49,6 +49,14 @@ pub enum FsError {
     NodeDown(std::time::Duration),
     #[error("the staging limit is reached and the storage node has been unreachable for {}s", .0.as_secs())]
     StagingFull(std::time::Duration),
+    #[error(
+        "{what} has been failing for {secs}s for a local reason ({error}); the data stays staged and journaled"
+    )]
+    LocalFault {
+        what: &'static str,
+        secs: u64,
+        error: String,
+    },
     #[error("local cache: {0}")]
     Io(#[from] std::io::Error),
     #[error("journal: {0}")]
@@ -80,6 +88,7 @@ impl FsError {
             FsError::NotWritable => libc::EBADF,
             FsError::Store(_) => libc::EIO,
             FsError::NodeDown(_) => libc::EIO,
+            FsError::LocalFault { .. } => libc::EIO,
             // Like a full disk: the local staging area cannot take more until the node is back.
             FsError::StagingFull(_) => libc::ENOSPC,
             FsError::Io(e) => match e.raw_os_error() {

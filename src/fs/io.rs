@@ -336,6 +336,17 @@ impl Fs {
     }
 
     pub async fn read(&self, fh: u64, offset: u64, size: u32) -> FsResult<Bytes> {
+        match self.read_once(fh, offset, size).await {
+            // A commit deleted the staged version between choosing it and opening it:
+            // the tree now names the committed content.
+            Err(FsError::Io(e)) if e.kind() == std::io::ErrorKind::NotFound => {
+                self.read_once(fh, offset, size).await
+            }
+            r => r,
+        }
+    }
+
+    async fn read_once(&self, fh: u64, offset: u64, size: u32) -> FsResult<Bytes> {
         let h = self.handle(fh)?;
         let (source, file_size) = {
             let tree = self.tree();
@@ -440,7 +451,9 @@ impl Fs {
     }
 
     fn over_staging_limit(&self) -> bool {
-        let over = self.inner.uploads.pending().1 > self.config().staging_limit;
+        let (files, bytes) = self.inner.uploads.pending();
+        let cfg = self.config();
+        let over = bytes > cfg.staging_limit || files > cfg.staging_limit_files;
         if !over {
             self.inner.staging.room_again();
         }
@@ -452,13 +465,16 @@ impl Fs {
     /// writer has waited that long) the write fails with `ENOSPC`, like a full disk.
     async fn wait_for_staging_room(&self, waiting_since: &mut Option<Instant>) -> FsResult<()> {
         let since = *waiting_since.get_or_insert_with(Instant::now);
+        let cfg = self.config();
         self.inner.staging.full(
             self.pending(),
-            self.config().staging_limit,
+            (cfg.staging_limit_files, cfg.staging_limit),
             self.inner.outage.down_for(),
         );
-        if let Some(down) = self.inner.outage.gives_up(since) {
-            return Err(FsError::StagingFull(down));
+        match self.inner.outage.gives_up(since) {
+            Some(FsError::NodeDown(down)) => return Err(FsError::StagingFull(down)),
+            Some(local) => return Err(local),
+            None => {}
         }
         let progress = self.inner.progress.notified();
         let _ = tokio::time::timeout(Duration::from_millis(500), progress).await;
@@ -604,6 +620,8 @@ impl Fs {
         if let Some(l) = &live {
             l.close();
         }
+        // Waiting for upload and commit holds no descriptor.
+        session.release();
         f.staged = Some(session.clone());
         f.upload_pending = true;
         f.version += 1;
@@ -652,7 +670,7 @@ impl Fs {
             t.journal.sync()?;
             (token, t.journal.last_seq())
         };
-        self.commit_through(token, seq).await
+        self.commit_through(token, seq, Some(h.ino)).await
     }
 
     /// fsyncdir: the directory's changes are committed when this returns.
@@ -669,7 +687,7 @@ impl Fs {
             }
         };
         match token {
-            Some((t, seq)) => self.commit_through(t, seq).await,
+            Some((t, seq)) => self.commit_through(t, seq, None).await,
             None => self.flush_all().await,
         }
     }
@@ -694,24 +712,26 @@ pub(crate) struct StagingGate {
 const STAGING_WARN_INTERVAL: Duration = Duration::from_secs(60);
 
 impl StagingGate {
-    fn full(&self, pending: (u64, u64), limit: u64, node_down_for: Option<Duration>) {
+    /// `limits`: (files, bytes).
+    fn full(&self, pending: (u64, u64), limits: (u64, u64), node_down_for: Option<Duration>) {
         if self.waiting.swap(true, Ordering::Relaxed) {
             return;
         }
         let mut last = self.last_warned.lock().unwrap_or_else(|e| e.into_inner());
         let (files, bytes) = pending;
         if last.is_some_and(|t| t.elapsed() < STAGING_WARN_INTERVAL) {
-            tracing::debug!(files, bytes, limit, "staging limit reached again");
+            tracing::debug!(files, bytes, ?limits, "staging limit reached again");
             return;
         }
         *last = Some(Instant::now());
         tracing::warn!(
             files,
             bytes,
-            limit,
+            limit_files = limits.0,
+            limit_bytes = limits.1,
             ?node_down_for,
             "staging limit reached: writers wait until uploads to the node catch up \
-             ([cache] staging_limit_bytes)"
+             ([cache] staging_limit_files, staging_limit_bytes)"
         );
     }
 

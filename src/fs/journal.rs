@@ -2,6 +2,11 @@
 //! root) and `ops.log` (every namespace change since, one JSON object per line, one
 //! `write(2)` each). Replaying `ops.log` over `state.json` rebuilds the tree after a crash;
 //! a commit records its new state and drops the ops it included.
+//!
+//! A commit may land while uploads are still in flight (so that a long copy commits as it
+//! goes): the versions it could not include yet are recorded in `state.json` as `carried`
+//! closes, at their paths in the committed tree, and replayed before `ops.log`. So the
+//! journal only ever holds what no published commit has, and it shrinks with every commit.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
@@ -110,6 +115,10 @@ pub struct CommittedState {
     pub journal_seq: u64,
     pub usage: u64,
     pub files: u64,
+    /// Closed versions this commit does not include (their upload was in flight): replayed
+    /// over `root` before the ops after `journal_seq`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub carried: Vec<Op>,
 }
 
 #[derive(Debug)]
@@ -124,6 +133,8 @@ pub struct Journal {
     next_seq: u64,
     /// Ops not yet covered by a commit: (seq, line, staged file the op references).
     pending: Vec<(u64, String, Option<PathBuf>)>,
+    /// Staged files of the last state's carried closes.
+    carried: Vec<PathBuf>,
 }
 
 /// The journal as found on disk when a token is mounted.
@@ -152,6 +163,10 @@ impl Journal {
             Err(e) if e.kind() == io::ErrorKind::NotFound => String::new(),
             Err(e) => return Err(e),
         };
+        let carried = state
+            .as_ref()
+            .map(|s| s.carried.clone())
+            .unwrap_or_default();
         let mut ops = Vec::new();
         let mut max_seq = after;
         let lines: Vec<&str> = text.split('\n').collect();
@@ -181,6 +196,7 @@ impl Journal {
             log_len: 0,
             next_seq: max_seq + 1,
             pending: Vec::new(),
+            carried: carried.iter().filter_map(staged_of).collect(),
         };
         // Rewrite the log with only the ops still to replay: drops a torn tail, so the
         // next append starts on a fresh line.
@@ -189,6 +205,11 @@ impl Journal {
             .map(|r| (r.seq, to_line(r), staged_of(&r.op)))
             .collect();
         journal.rewrite()?;
+        let ops = carried
+            .into_iter()
+            .map(|op| Record { seq: after, op })
+            .chain(ops)
+            .collect();
         Ok(Recovered {
             journal,
             state,
@@ -227,7 +248,15 @@ impl Journal {
 
     /// Staged files referenced by ops not yet committed.
     pub fn referenced_staged(&self) -> impl Iterator<Item = &Path> {
-        self.pending.iter().filter_map(|(_, _, s)| s.as_deref())
+        self.pending
+            .iter()
+            .filter_map(|(_, _, s)| s.as_deref())
+            .chain(self.carried.iter().map(PathBuf::as_path))
+    }
+
+    /// Ops waiting for a commit, for `pxfs status` and the tests of the journal's bound.
+    pub fn pending_ops(&self) -> usize {
+        self.pending.len() + self.carried.len()
     }
 
     /// Remember where this token starts (first mount), so later mounts need not ask the
@@ -239,8 +268,9 @@ impl Journal {
         )
     }
 
-    /// A commit covering ops up to `state.journal_seq` was published: record it, then drop
-    /// those ops. Returns the staged files only those ops referenced.
+    /// A commit covering ops up to `state.journal_seq` (but for `state.carried`) was
+    /// published: record it, then drop those ops. Returns the staged files only the dropped
+    /// ops referenced.
     pub fn committed(&mut self, state: &CommittedState) -> io::Result<Vec<PathBuf>> {
         write_atomically(
             &self.dir.join("state.json"),
@@ -250,12 +280,17 @@ impl Journal {
             .into_iter()
             .partition(|(seq, _, _)| *seq <= state.journal_seq);
         self.pending = keep;
+        let was_carried = std::mem::replace(
+            &mut self.carried,
+            state.carried.iter().filter_map(staged_of).collect(),
+        );
         self.rewrite()?;
         let still: std::collections::HashSet<PathBuf> =
             self.referenced_staged().map(Path::to_path_buf).collect();
         Ok(done
             .into_iter()
             .filter_map(|(_, _, s)| s)
+            .chain(was_carried)
             .filter(|s| !still.contains(s))
             .collect())
     }
@@ -365,6 +400,46 @@ mod tests {
         assert!(Journal::open(dir.path()).is_err());
         drop(first);
         assert!(Journal::open(dir.path()).is_ok());
+    }
+
+    #[test]
+    fn carried_closes_are_replayed_first_and_keep_their_staged_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut j = Journal::open(dir.path()).unwrap().journal;
+        let close = |p: &str| Op::Close {
+            path: p.into(),
+            staged: dir.path().join(p),
+            size: None,
+            mode: 0o644,
+            uid: 0,
+            gid: 0,
+            mtime_ns: 0,
+        };
+        j.append(close("a")).unwrap();
+        j.append(close("b")).unwrap();
+        let cut = j.last_seq();
+        j.append(unlink("c")).unwrap();
+        // "b" was still uploading: the commit carries it.
+        let state = CommittedState {
+            journal_seq: cut,
+            carried: vec![close("b")],
+            ..Default::default()
+        };
+        let delete = j.committed(&state).unwrap();
+        assert_eq!(delete, vec![dir.path().join("a")]);
+        assert_eq!(j.pending_ops(), 2);
+        drop(j);
+        let r = Journal::open(dir.path()).unwrap();
+        let ops: Vec<Op> = r.ops.into_iter().map(|r| r.op).collect();
+        assert_eq!(ops, vec![close("b"), unlink("c")]);
+        let mut j = r.journal;
+        // The next commit includes "b": its staged file is no longer needed.
+        let state = CommittedState {
+            journal_seq: j.last_seq(),
+            ..Default::default()
+        };
+        assert_eq!(j.committed(&state).unwrap(), vec![dir.path().join("b")]);
+        assert_eq!(j.pending_ops(), 0);
     }
 
     #[test]

@@ -6,6 +6,7 @@ use std::collections::HashSet;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use super::backoff::Backoff;
 use super::error::{FsError, FsResult};
 use super::inode::{Body, DirBody, Entries, FileBody, Ino, Inode, Kind, Meta, ROOT_INO, TokenId};
 use super::journal::{CommittedState, Journal, Op, Record};
@@ -46,6 +47,7 @@ impl Fs {
                     journal_seq: 0,
                     usage: p.usage,
                     files: p.files,
+                    carried: Vec::new(),
                 },
                 Ok(None) => CommittedState::default(),
                 Err(e) => {
@@ -105,6 +107,7 @@ impl Fs {
                     replaying: true,
                     last_commit: None,
                     chain_gate: ChainGate::default(),
+                    state_unsaved: false,
                 },
             );
         }
@@ -254,17 +257,16 @@ impl Fs {
     /// closed, so was never journaled) is skipped; one that could not be replayed because
     /// the node or the cache disk failed is retried, then reported.
     async fn replay_or_retry(&self, token: TokenId, record: &Record) -> FsResult<()> {
-        let mut delay = REPLAY_RETRY_FIRST;
+        let mut backoff = Backoff::new(REPLAY_RETRY_FIRST, REPLAY_RETRY_MAX);
         let mut attempt = 1;
         loop {
             match self.replay(token, record).await {
                 Ok(()) => return Ok(()),
                 Err(FsError::Store(e)) if e.transient && attempt < REPLAY_ATTEMPTS => {
                     tracing::warn!(token, seq = record.seq, attempt, error = %e,
-                        retry_in_ms = delay.as_millis() as u64,
+                        retry_in_ms = backoff.next_delay().as_millis() as u64,
                         "node did not answer during journal replay; retrying");
-                    tokio::time::sleep(delay).await;
-                    delay = (delay * 2).min(REPLAY_RETRY_MAX);
+                    backoff.wait().await;
                     attempt += 1;
                 }
                 Err(e @ FsError::Store(_)) => return Err(e),
@@ -437,7 +439,16 @@ impl Fs {
         mtime_ns: i64,
     ) -> FsResult<()> {
         let (parent, name) = self.resolve_parent(token, path).await?;
-        let staged = Arc::new(StagedFile::open_existing(staged)?);
+        let staged = match StagedFile::open_existing(staged) {
+            Ok(s) => Arc::new(s),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                // Deleted by someone else: this version is gone; the previous one stays.
+                tracing::error!(token, path, staged = %staged.display(), error = %e,
+                    "staged content is missing; this close is not replayed");
+                return Ok(());
+            }
+            Err(e) => return Err(e.into()),
+        };
         let size = staged.len()?;
         if expected.is_some_and(|e| e != size) {
             // Only a power loss does this (the journal line reached the disk, the content

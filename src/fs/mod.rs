@@ -5,6 +5,7 @@
 //! holds it across a network call. Reads of node content, manifest loads, uploads and
 //! commits run outside it and re-check the tree when they come back.
 
+mod backoff;
 pub mod commit;
 pub mod error;
 pub mod inode;
@@ -53,11 +54,16 @@ pub struct FsConfig {
     pub small_file_limit: u64,
     /// Closed-but-not-uploaded bytes above which writers wait for uploads to catch up.
     pub staging_limit: u64,
+    /// Closed-but-not-uploaded files above which writers wait, likewise.
+    pub staging_limit_files: u64,
     /// How long the node may be down before `fsync`, the unmount drain and writers held
     /// back by the staging limit stop waiting for it (their data stays staged).
     pub outage_grace: Duration,
     /// Commits happen at most this often under load.
     pub commit_interval: Duration,
+    /// While uploads are in flight, what is uploaded is committed at least this often
+    /// (a long copy publishes as it goes rather than at its end).
+    pub commit_max_delay: Duration,
     /// Serve exactly one sNFT as the mount root.
     pub single_token: bool,
     /// Refuse every change (`--read-only`).
@@ -74,8 +80,10 @@ impl FsConfig {
             upload_parallelism: 8,
             small_file_limit: 256 * 1024,
             staging_limit: u64::MAX,
+            staging_limit_files: u64::MAX,
             outage_grace: Duration::from_secs(300),
             commit_interval: Duration::from_secs(1),
+            commit_max_delay: Duration::from_secs(5),
             single_token: false,
             read_only: false,
             uid: unsafe_getuid(),

@@ -3,10 +3,19 @@
 //! rest at debug, and the first success after it at warn too (so that the default log shows
 //! when it ended), so a long outage is two log lines, not one per retry. `fsync`, the unmount drain and writers held back by the staging
 //! limit ask how long the node has been down to decide when to stop waiting (`grace`).
+//!
+//! The same holds for local faults: work that cannot proceed for a reason on this machine
+//! (a staged file gone or unreadable, too many open files, the cache disk full or
+//! read-only) is logged once when it starts and once when it ends, shown by `pxfs status`,
+//! and makes waiters give up with `EIO` after the same grace. The work itself is retried:
+//! nothing closed is dropped.
 
+use std::collections::BTreeMap;
 use std::fmt::Display;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
+
+use super::error::FsError;
 
 #[derive(Debug)]
 pub(crate) struct Outage {
@@ -21,6 +30,8 @@ struct State {
     /// Since when every attempt has failed (`None`: the node is up, as far as we know).
     down_since: Option<Instant>,
     last_success: Option<Instant>,
+    /// Local faults by what they stop (`upload`, `commit`): since when, and the error.
+    local: BTreeMap<&'static str, (Instant, String)>,
 }
 
 impl Outage {
@@ -72,10 +83,59 @@ impl Outage {
         self.lock().down_since.map(|since| since.elapsed())
     }
 
+    /// `what` cannot proceed for a local reason. Logged at error the first time.
+    pub fn local_failed(&self, what: &'static str, error: &dyn Display) {
+        let mut s = self.lock();
+        if s.local.contains_key(what) {
+            tracing::debug!(what, error = %error, "local fault persists");
+            return;
+        }
+        tracing::error!(
+            what,
+            error = %error,
+            "cannot proceed for a local reason: the data stays staged and journaled and is \
+             retried; fsync and unmount fail with EIO after the outage grace until it is fixed"
+        );
+        s.local.insert(what, (Instant::now(), error.to_string()));
+    }
+
+    /// `what` proceeded: its local fault, if any, is over.
+    pub fn local_ok(&self, what: &'static str) {
+        let mut s = self.lock();
+        if let Some((since, _)) = s.local.remove(what) {
+            tracing::warn!(what, lasted = ?since.elapsed(), "local fault over: work resumes");
+        }
+    }
+
+    /// The local faults now: (what, since how long, error).
+    pub fn local_faults(&self) -> Vec<(&'static str, Duration, String)> {
+        self.lock()
+            .local
+            .iter()
+            .map(|(w, (since, e))| (*w, since.elapsed(), e.clone()))
+            .collect()
+    }
+
     /// A waiter that started waiting at `waiting_since` should give up: the node has been
-    /// down for the whole grace period, and so has the waiter.
-    pub fn gives_up(&self, waiting_since: Instant) -> Option<Duration> {
-        let down = self.down_for()?;
-        (down >= self.grace && waiting_since.elapsed() >= self.grace).then_some(down)
+    /// down (or a local fault has lasted) for the whole grace period, and so has the
+    /// waiter. The error to return: `NodeDown` or `LocalFault`, both `EIO`.
+    pub fn gives_up(&self, waiting_since: Instant) -> Option<FsError> {
+        if waiting_since.elapsed() < self.grace {
+            return None;
+        }
+        let s = self.lock();
+        if let Some(down) = s.down_since.map(|d| d.elapsed())
+            && down >= self.grace
+        {
+            return Some(FsError::NodeDown(down));
+        }
+        s.local
+            .iter()
+            .find(|(_, (since, _))| since.elapsed() >= self.grace)
+            .map(|(what, (since, e))| FsError::LocalFault {
+                what,
+                secs: since.elapsed().as_secs(),
+                error: e.clone(),
+            })
     }
 }

@@ -1,23 +1,30 @@
 //! `StagedFile`: one version of a file's content held on local disk under
 //! `CACHE/staging/<token>/` until a commit no longer needs it. Each open-for-write session
 //! writes its own staged file, so a crash leaves every file as it was at some close.
+//!
+//! A staged file holds an open descriptor only while it is written (its session) or while
+//! it has been removed from the staging directory under open handles; otherwise each
+//! access opens it by path. So the descriptors the mount holds are bounded by its open
+//! handles and in-flight uploads, never by how many files wait for upload or commit.
 
 use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, MutexGuard};
 
 #[derive(Debug)]
 pub struct StagedFile {
     path: PathBuf,
-    file: File,
+    /// The descriptor kept open, if any (see the module docs).
+    held: Mutex<Option<File>>,
 }
 
 static NEXT: AtomicU64 = AtomicU64::new(0);
 
 impl StagedFile {
-    /// A new empty staged file in `dir`.
+    /// A new empty staged file in `dir`, held open (it is about to be written).
     pub fn create(dir: &Path) -> io::Result<StagedFile> {
         // Unique across restarts (time) and within this process (counter).
         let nanos = std::time::SystemTime::now()
@@ -35,26 +42,33 @@ impl StagedFile {
             .write(true)
             .create_new(true)
             .open(&path)?;
-        Ok(StagedFile { path, file })
+        Ok(StagedFile {
+            path,
+            held: Mutex::new(Some(file)),
+        })
     }
 
     /// A new staged file in `dir` holding a copy of `self` (copy-on-open).
     pub fn copy_to_new(&self, dir: &Path) -> io::Result<StagedFile> {
         let new = StagedFile::create(dir)?;
-        let mut src = &self.file;
-        let mut dst = &new.file;
-        // std::io::copy uses copy_file_range/sendfile between files: no user-space buffer.
-        io::Seek::seek(&mut src, io::SeekFrom::Start(0))?;
-        io::copy(&mut src, &mut dst)?;
+        self.with_file(false, |src| {
+            new.with_file(true, |dst| {
+                let (mut src, mut dst) = (src, dst);
+                // std::io::copy uses copy_file_range/sendfile between files: no user-space
+                // buffer.
+                io::Seek::seek(&mut src, io::SeekFrom::Start(0))?;
+                io::copy(&mut src, &mut dst).map(|_| ())
+            })
+        })?;
         Ok(new)
     }
 
-    /// Reopen a staged file left by an earlier run (journal replay).
+    /// A staged file left by an earlier run (journal replay); not held open.
     pub fn open_existing(path: &Path) -> io::Result<StagedFile> {
-        let file = OpenOptions::new().read(true).write(true).open(path)?;
+        std::fs::metadata(path)?;
         Ok(StagedFile {
             path: path.to_path_buf(),
-            file,
+            held: Mutex::new(None),
         })
     }
 
@@ -62,8 +76,51 @@ impl StagedFile {
         &self.path
     }
 
+    /// Close the held descriptor (the session ended): later accesses open the path.
+    pub fn release(&self) {
+        self.lock().take();
+    }
+
+    /// Keep a descriptor open from now on: the path is about to be deleted while an open
+    /// handle may still read this version.
+    pub fn hold(&self) {
+        let mut held = self.lock();
+        if held.is_none() {
+            // Read-only if it cannot be written (a read-only cache disk): what is held is
+            // only ever read.
+            *held = OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(&self.path)
+                .or_else(|_| File::open(&self.path))
+                .ok();
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Option<File>> {
+        self.held.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Run `f` on the held descriptor, or on one opened for this call (for writing only
+    /// with `write`: reading a staged file works on a read-only cache disk).
+    fn with_file<T>(&self, write: bool, f: impl FnOnce(&File) -> io::Result<T>) -> io::Result<T> {
+        let held = self.lock();
+        if let Some(file) = held.as_ref() {
+            return f(file);
+        }
+        drop(held);
+        let file = OpenOptions::new()
+            .read(true)
+            .write(write)
+            .open(&self.path)?;
+        f(&file)
+    }
+
     pub fn len(&self) -> io::Result<u64> {
-        Ok(self.file.metadata()?.len())
+        if let Some(file) = self.lock().as_ref() {
+            return Ok(file.metadata()?.len());
+        }
+        Ok(std::fs::metadata(&self.path)?.len())
     }
 
     pub fn is_empty(&self) -> io::Result<bool> {
@@ -72,35 +129,39 @@ impl StagedFile {
 
     /// Read up to `len` bytes at `offset`; short only at end of file. Holes read as zeros.
     pub fn read_at(&self, offset: u64, len: usize) -> io::Result<Vec<u8>> {
-        let mut buf = vec![0u8; len];
-        let mut done = 0;
-        while done < len {
-            match self.file.read_at(&mut buf[done..], offset + done as u64) {
-                Ok(0) => break,
-                Ok(n) => done += n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
+        self.with_file(false, |file| {
+            let mut buf = vec![0u8; len];
+            let mut done = 0;
+            while done < len {
+                match file.read_at(&mut buf[done..], offset + done as u64) {
+                    Ok(0) => break,
+                    Ok(n) => done += n,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => return Err(e),
+                }
             }
-        }
-        buf.truncate(done);
-        Ok(buf)
+            buf.truncate(done);
+            Ok(buf)
+        })
     }
 
     pub fn write_at(&self, offset: u64, data: &[u8]) -> io::Result<()> {
-        self.file.write_all_at(data, offset)
+        self.with_file(true, |f| f.write_all_at(data, offset))
     }
 
     pub fn set_len(&self, len: u64) -> io::Result<()> {
-        self.file.set_len(len)
+        self.with_file(true, |f| f.set_len(len))
     }
 
     /// Make the content durable (only on `fsync`: no per-op fsync of data).
     pub fn sync_data(&self) -> io::Result<()> {
-        self.file.sync_data()
+        self.with_file(false, |f| f.sync_data())
     }
 
-    /// Delete the file from the staging directory (open handles keep reading it).
+    /// Delete the file from the staging directory. Open handles keep reading it: the
+    /// descriptor is held from here on (until the last handle drops this).
     pub fn remove(&self) {
+        self.hold();
         if let Err(e) = std::fs::remove_file(&self.path)
             && e.kind() != io::ErrorKind::NotFound
         {

@@ -22,6 +22,8 @@ pub struct FsStatus {
     pub pending_bytes: u64,
     pub node: NodeHealth,
     pub tokens: Vec<TokenStatus>,
+    /// Work stopped for a local reason (see `outage`), one line each.
+    pub local_faults: Vec<String>,
 }
 
 /// One mounted sNFT.
@@ -102,6 +104,13 @@ impl Fs {
             pending_bytes,
             node: self.inner.node_health.get(),
             tokens,
+            local_faults: self
+                .inner
+                .outage
+                .local_faults()
+                .into_iter()
+                .map(|(what, d, e)| format!("{what} stopped for {}s: {e}", d.as_secs()))
+                .collect(),
         }
     }
 

@@ -53,6 +53,9 @@ pub struct TokenFs {
     /// PX.sol: the contract's own count of the token's usage and bandwidth
     /// ([`Allowance::floor`], [`Allowance::no_bandwidth`]); default for pxfs's contract.
     pub chain_gate: ChainGate,
+    /// The last commit is published but `state.json` could not be written (local fault):
+    /// retried by the committer, and the journal is trimmed once it is.
+    pub state_unsaved: bool,
 }
 
 /// What a contract that counts usage itself (PX.sol) adds to the quota decision.

@@ -11,6 +11,7 @@ use std::time::Duration;
 use tokio::sync::{Semaphore, mpsc};
 
 use super::Fs;
+use super::backoff::Backoff;
 use super::inode::{Ino, TokenId};
 use super::live::LiveUpload;
 use super::staged::StagedFile;
@@ -166,6 +167,22 @@ pub(crate) fn spawn_workers(fs: Fs, mut rx: mpsc::UnboundedReceiver<Job>) {
 }
 
 async fn upload(fs: &Fs, batch: Vec<Job>) {
+    let mut next = batch;
+    let mut backoff = Backoff::new(Duration::from_millis(500), MAX_BACKOFF);
+    loop {
+        // Jobs whose staged file cannot be read wait here, so that they do not hold back
+        // the rest of their batch; they are retried until they succeed or become moot.
+        let stuck = upload_batch(fs, next).await;
+        if stuck.is_empty() || !backoff.wait_unless(&fs.inner.cancel).await {
+            return;
+        }
+        next = stuck;
+    }
+}
+
+/// Upload `batch`, retrying node errors; returns the jobs split off because their staged
+/// file cannot be read (a local fault), for the caller to retry.
+async fn upload_batch(fs: &Fs, batch: Vec<Job>) -> Vec<Job> {
     // Uploaded while it was written: done once the last bytes are in. (Even when a newer
     // version made it moot: `finish` then records the CID as superseded, to be unpinned.)
     if let [job] = &batch[..]
@@ -178,9 +195,10 @@ async fn upload(fs: &Fs, batch: Vec<Job>) {
         };
         finish(fs, job, Some(blob));
         fs.inner.outage.succeeded(fs.pending());
-        return;
+        return Vec::new();
     }
-    let mut delay = Duration::from_millis(200);
+    let mut stuck = Vec::new();
+    let mut backoff = Backoff::new(Duration::from_millis(200), MAX_BACKOFF);
     let mut batch = batch;
     loop {
         // Drop jobs a newer close or an unlink made moot before spending a request on them.
@@ -189,7 +207,11 @@ async fn upload(fs: &Fs, batch: Vec<Job>) {
             finish(fs, &j, None);
         }
         if live.is_empty() {
-            return;
+            // Whatever stopped these (a staged file deleted under us) is moot too.
+            if stuck.is_empty() {
+                fs.inner.outage.local_ok("upload");
+            }
+            return stuck;
         }
         let started = std::time::Instant::now();
         let result = if live.len() == 1 {
@@ -207,34 +229,64 @@ async fn upload(fs: &Fs, batch: Vec<Job>) {
                     finish(fs, j, Some(b));
                 }
                 fs.inner.outage.succeeded(fs.pending());
-                return;
+                if stuck.is_empty() {
+                    fs.inner.outage.local_ok("upload");
+                }
+                return stuck;
             }
             Ok(blobs) => tracing::warn!(
                 sent = live.len(),
                 got = blobs.len(),
                 "node answered a batch add with the wrong number of files; retrying"
             ),
-            Err(e) if e.transient => fs.inner.outage.failed("upload", started, &e),
-            Err(e) => tracing::warn!(
-                files = live.len(),
-                error = %e,
-                retry_in_ms = delay.as_millis() as u64,
-                "upload failed; data stays staged and is retried"
-            ),
+            Err(e) => {
+                let (bad, good): (Vec<Job>, Vec<Job>) =
+                    live.iter().cloned().partition(|j| unreadable(j).is_some());
+                if let Some(why) = bad.first().and_then(unreadable) {
+                    tracing::debug!(error = %e, "upload failed for a local reason");
+                    fs.inner.outage.local_failed("upload", &why);
+                    stuck.extend(bad);
+                    // The others go again at once.
+                    batch = good;
+                    continue;
+                } else if e.transient {
+                    fs.inner.outage.failed("upload", started, &e);
+                } else {
+                    tracing::warn!(
+                        files = live.len(),
+                        error = %e,
+                        retry_in_ms = backoff.next_delay().as_millis() as u64,
+                        "upload failed; data stays staged and is retried"
+                    );
+                }
+            }
         }
-        tokio::select! {
-            _ = fs.inner.cancel.cancelled() => return,
-            _ = tokio::time::sleep(delay) => {}
+        if !backoff.wait_unless(&fs.inner.cancel).await {
+            return stuck;
         }
-        delay = (delay * 2).min(MAX_BACKOFF);
         batch = live;
     }
 }
 
+/// Why a job's upload cannot read its input, if it cannot: its staged file is gone or
+/// unreadable (deleted under the mount, too many open files, a failing cache disk).
+fn unreadable(job: &Job) -> Option<String> {
+    std::fs::File::open(job.staged.path()).err().map(|e| {
+        format!(
+            "staged file {} of {}: {e}",
+            job.staged.path().display(),
+            job.path
+        )
+    })
+}
+
+/// The job's version is still the file's newest, and the file still has a name (an
+/// unlinked file is in no commit).
 fn is_current(fs: &Fs, job: &Job) -> bool {
     let tree = fs.tree();
     tree.get(job.ino)
         .ok()
+        .filter(|i| !i.links.is_empty())
         .and_then(|i| i.file())
         .is_some_and(|f| f.version == job.version)
 }

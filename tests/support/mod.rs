@@ -138,9 +138,15 @@ impl TestDevnet {
     /// A config for this devnet's chain and node with its own cache directory (an empty
     /// one is "another machine"), written beside it as `CACHE.toml`.
     pub fn config_with_cache(&self, cache: &Path) -> PathBuf {
+        self.config_with(cache, |_| {})
+    }
+
+    /// Like [`TestDevnet::config_with_cache`], with `edit` applied to the config too.
+    pub fn config_with(&self, cache: &Path, edit: impl FnOnce(&mut toml::Value)) -> PathBuf {
         let text = std::fs::read_to_string(self.config()).unwrap();
         let mut cfg: toml::Value = toml::from_str(&text).unwrap();
         cfg["cache"]["dir"] = toml::Value::String(cache.display().to_string());
+        edit(&mut cfg);
         let path = cache.with_extension("toml");
         std::fs::write(&path, toml::to_string(&cfg).unwrap()).unwrap();
         path
@@ -260,8 +266,44 @@ impl TestMount {
         m.remount_with(args)
     }
 
-    fn remount_with(mut self, args: &[&str]) -> TestMount {
-        let out = Command::new(PXFS)
+    /// Like [`TestMount::mount`], with the daemon's open-file limit (soft and hard) set to
+    /// `nofile`, as `prlimit --nofile=N pxfs mount ...` does.
+    pub fn mount_with_nofile(config: &Path, args: &[&str], nofile: u64) -> TestMount {
+        let dir = tempfile::Builder::new()
+            .prefix("pxfs-mnt-")
+            .tempdir()
+            .unwrap();
+        let m = TestMount {
+            dir,
+            config: config.to_path_buf(),
+            mounted: false,
+        };
+        m.remount_limited(args, Some(nofile))
+    }
+
+    fn remount_with(self, args: &[&str]) -> TestMount {
+        self.remount_limited(args, None)
+    }
+
+    fn remount_limited(mut self, args: &[&str], nofile: Option<u64>) -> TestMount {
+        use std::os::unix::process::CommandExt;
+        let mut cmd = Command::new(PXFS);
+        if let Some(n) = nofile {
+            let limit = libc::rlimit {
+                rlim_cur: n,
+                rlim_max: n,
+            };
+            // SAFETY: setrlimit is async-signal-safe; `limit` is a plain value moved in.
+            unsafe {
+                cmd.pre_exec(move || {
+                    if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+        }
+        let out = cmd
             .arg("mount")
             .arg(self.dir.path())
             .arg("--config")
@@ -337,6 +379,43 @@ impl Drop for TestMount {
                 .status();
         }
     }
+}
+
+/// The pid of the `pxfs mount` daemon serving `mountpoint`.
+pub fn daemon_pid(mountpoint: &Path) -> u32 {
+    let mp = mountpoint.to_string_lossy();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+            continue;
+        };
+        let args: Vec<String> = cmdline
+            .split(|b| *b == 0)
+            .map(|a| String::from_utf8_lossy(a).into_owned())
+            .collect();
+        if args.get(1).is_some_and(|a| a == "mount") && args.iter().any(|a| *a == mp) {
+            return pid;
+        }
+    }
+    panic!("no pxfs mount daemon found for {mp}");
+}
+
+/// The value of extended attribute `name` of `p`, as text; panics if it has none.
+pub fn xattr(p: &Path, name: &str) -> String {
+    let c = std::ffi::CString::new(p.as_os_str().as_encoded_bytes()).unwrap();
+    let n = std::ffi::CString::new(name).unwrap();
+    let mut buf = vec![0u8; 512];
+    // SAFETY: valid C strings and a buffer of the given length.
+    let len = unsafe { libc::getxattr(c.as_ptr(), n.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+    assert!(
+        len >= 0,
+        "getxattr {name} of {}: {}",
+        p.display(),
+        std::io::Error::last_os_error()
+    );
+    String::from_utf8(buf[..len as usize].to_vec()).unwrap()
 }
 
 /// Runs a shell command; panics with its output if it fails.

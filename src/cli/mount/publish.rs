@@ -126,6 +126,7 @@ impl Publisher {
             node: NodeReport::default(),
             chain: ChainReport::default(),
             tokens: Vec::new(),
+            local_faults: Vec::new(),
         };
         let p = Publisher {
             fs,
@@ -162,6 +163,7 @@ impl Publisher {
             base.node = NodeReport::from_health(&core.node);
             base.chain = self.chain.report();
             base.tokens = MountedToken::from_core(&core);
+            base.local_faults = core.local_faults.clone();
             base.clone()
         };
         if let Err(e) = mount_status::write(&self.path, &doc) {
