@@ -57,18 +57,206 @@ fn sync_after_a_copy_puts_the_trees_bytes_on_chain_and_synced_carries_the_publis
         d = token.display()
     ));
 
+    // Long names and xattr values are stored in the manifests: they count too.
+    let long = "n".repeat(255);
+    std::fs::write(token.join(&long), b"x").unwrap();
+    set_xattr(&token.join("a"), "user.big", &vec![b'v'; 16 * 1024]);
+
     let printed = sync_wait(&devnet);
     let (usage, overdue) = status_usage(&devnet);
+    let content = 124_456 + 1;
+    assert!(
+        usage >= content + 255 + 2 * 16 * 1024,
+        "on-chain usage {usage} counts the content, the long name and the xattr value (hex in the manifest) ({printed})"
+    );
     assert_eq!(
-        usage, 124_456,
-        "on-chain usage is the bytes in the tree ({printed})"
+        usage,
+        xattr_u64(&token, "user.pxfs.usage"),
+        "the mount's figure and the oracle's agree to the byte"
     );
     assert!(!overdue);
     let doc = resolve_doc(&devnet);
+    assert_eq!(doc.usage, usage, "the published claim is the same figure");
     let events = synced_events(&devnet);
     let last = events.last().expect("a Synced event");
-    assert_eq!(last, &(devnet.token(), 124_456, doc.root.clone()));
+    assert_eq!(last, &(devnet.token(), usage, doc.root.clone()));
     drop(mount);
+}
+
+fn set_xattr(path: &std::path::Path, name: &str, value: &[u8]) {
+    let p = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
+    let n = std::ffi::CString::new(name).unwrap();
+    // SAFETY: NUL-terminated strings and a valid buffer of value.len() bytes.
+    let r = unsafe {
+        libc::setxattr(
+            p.as_ptr(),
+            n.as_ptr(),
+            value.as_ptr().cast(),
+            value.len(),
+            0,
+        )
+    };
+    assert_eq!(r, 0, "setxattr {name}: {}", std::io::Error::last_os_error());
+}
+
+fn xattr_u64(path: &std::path::Path, name: &str) -> u64 {
+    let p = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
+    let n = std::ffi::CString::new(name).unwrap();
+    let mut buf = vec![0u8; 64];
+    // SAFETY: NUL-terminated strings and a valid buffer of buf.len() bytes.
+    let len = unsafe { libc::getxattr(p.as_ptr(), n.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+    assert!(
+        len >= 0,
+        "getxattr {name}: {}",
+        std::io::Error::last_os_error()
+    );
+    buf.truncate(len as usize);
+    String::from_utf8(buf).unwrap().parse().unwrap()
+}
+
+fn client(devnet: &TestDevnet) -> pxfs::storage::NodeClient {
+    pxfs::storage::NodeClient::from_url(&devnet.node_url(), "/api/v0")
+}
+
+/// Adds `data` to the devnet node; its CID.
+fn add(rt: &tokio::runtime::Runtime, devnet: &TestDevnet, data: Vec<u8>) -> String {
+    rt.block_on(client(devnet).add_bytes("object", data.into()))
+        .unwrap()
+        .hash
+}
+
+/// A `pxfs/dir/1` manifest written by hand, as a dishonest owner would: entries are
+/// (name, kind, cid, declared size), in name order.
+fn manifest(entries: &[(&str, &str, &str, u64)]) -> Vec<u8> {
+    let entries: Vec<serde_json::Value> = entries
+        .iter()
+        .map(|(name, kind, cid, size)| {
+            serde_json::json!({"name": name, "kind": kind, "cid": cid, "size": size,
+                "mode": 0o644, "uid": 0, "gid": 0, "mtime_ns": 0, "ctime_ns": 0})
+        })
+        .collect();
+    serde_json::to_vec(&serde_json::json!({"schema": "pxfs/dir/1", "entries": entries})).unwrap()
+}
+
+/// Publishes a usage document for the devnet's token whose root is `root`, claiming 0.
+fn publish_root(rt: &tokio::runtime::Runtime, devnet: &TestDevnet, root: &str) {
+    let client = client(devnet);
+    let btns = devnet.info["btns_names"][0].as_str().unwrap().to_string();
+    let mut doc = resolve_doc(devnet);
+    doc.root = root.to_string();
+    doc.usage = 0;
+    doc.seq += 1;
+    let key = rt
+        .block_on(pxfs::usage::key_name_for(&client, &btns))
+        .unwrap()
+        .expect("the devnet node holds the token's key");
+    rt.block_on(pxfs::usage::publish(&client, &key, &doc))
+        .unwrap();
+}
+
+#[test]
+fn declared_file_sizes_are_not_trusted_the_oracle_records_the_measured_content() {
+    let devnet = TestDevnet::start(&[]);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    // 20 MiB declared as 0 (a dag-pb DAG of raw leaves), 1000 bytes declared as 1 TB.
+    let big = add(
+        &rt,
+        &devnet,
+        (0..20u32 << 20).map(|i| (i % 251) as u8).collect(),
+    );
+    let small = add(&rt, &devnet, vec![9u8; 1000]);
+    let root = manifest(&[("big", "file", &big, 0), ("small", "file", &small, 1 << 40)]);
+    let root_len = root.len() as u64;
+    let root = add(&rt, &devnet, root);
+    publish_root(&rt, &devnet, &root);
+
+    let printed = sync_wait(&devnet);
+    assert_eq!(
+        status_usage(&devnet).0,
+        (20 << 20) + 1000 + root_len,
+        "on-chain usage is the measured content plus the manifest ({printed})"
+    );
+}
+
+#[test]
+fn a_child_referenced_ten_thousand_times_counts_once_and_is_answered_within_the_bound() {
+    let devnet = TestDevnet::start(&[]);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let child = add(&rt, &devnet, vec![5u8; 1 << 20]);
+    let names: Vec<String> = (0..10).map(|i| format!("e{i}")).collect();
+    // Four levels of ten entries each: 10,000 references to the same 1 MiB file.
+    let mut cid = child;
+    let mut kind = "file";
+    let mut size = 1u64 << 20;
+    let mut manifests = 0u64;
+    for _ in 0..4 {
+        let m = manifest(
+            &names
+                .iter()
+                .map(|n| (n.as_str(), kind, cid.as_str(), size))
+                .collect::<Vec<_>>(),
+        );
+        manifests += m.len() as u64;
+        size = m.len() as u64;
+        cid = add(&rt, &devnet, m);
+        kind = "dir";
+    }
+    publish_root(&rt, &devnet, &cid);
+
+    let started = std::time::Instant::now();
+    let printed = sync_wait(&devnet);
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "answered in {:?}",
+        started.elapsed()
+    );
+    assert_eq!(
+        status_usage(&devnet).0,
+        (1 << 20) + manifests,
+        "the child and each manifest count once ({printed})"
+    );
+}
+
+#[test]
+fn content_the_node_does_not_have_is_not_counted_as_zero_and_sync_says_why() {
+    let devnet = TestDevnet::start(&["--no-oracle"]);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    // sha2-256 of bytes never added anywhere.
+    let missing = "bafkreige7axxmnojvdy2shwz474s3er3l5mi4yvntab7brubn2gtavc3mm";
+    let root = add(&rt, &devnet, manifest(&[("gone", "file", missing, 0)]));
+    publish_root(&rt, &devnet, &root);
+    let mut oracle = spawn_oracle(&devnet, "oracle");
+    let token = devnet.token().to_string();
+
+    // `pxfs sync` measures first and refuses, naming the missing object.
+    let out = devnet.pxfs(&["sync", &token, "--wait", "--timeout", "20"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "sync refused");
+    assert!(
+        stderr.contains(missing) && stderr.contains("cannot provide"),
+        "sync says why: {stderr}"
+    );
+
+    // Sent anyway, the oracle leaves it unanswered and logs why.
+    let out = devnet.pxfs(&["sync", &token, "--no-check"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let log = devnet.dir.path().join("oracle.err");
+    let out_log = devnet.dir.path().join("oracle.out");
+    wait_until("the oracle to log why", Duration::from_secs(30), || {
+        let text = std::fs::read_to_string(&log).unwrap_or_default()
+            + &std::fs::read_to_string(&out_log).unwrap_or_default();
+        text.contains("usage not measured") && text.contains(missing)
+    });
+    assert!(
+        synced_events(&devnet).is_empty(),
+        "no usage was recorded for a tree that could not be measured"
+    );
+    oracle.kill().unwrap();
+    oracle.wait().unwrap();
 }
 
 #[test]
@@ -83,7 +271,11 @@ fn a_forged_usage_document_claiming_less_is_corrected_by_the_oracle() {
     let client = pxfs::storage::NodeClient::from_url(&devnet.node_url(), "/api/v0");
     let btns = devnet.info["btns_names"][0].as_str().unwrap().to_string();
     let mut doc = resolve_doc(&devnet);
-    assert_eq!(doc.usage, 50_000);
+    let honest = doc.usage;
+    assert!(
+        honest > 50_000,
+        "the claim counts the file and the manifest"
+    );
     doc.usage = 1;
     doc.seq += 1;
     let key = rt
@@ -97,7 +289,7 @@ fn a_forged_usage_document_claiming_less_is_corrected_by_the_oracle() {
     sync_wait(&devnet);
     assert_eq!(
         status_usage(&devnet).0,
-        50_000,
+        honest,
         "the oracle measured the tree, not the claim"
     );
 }

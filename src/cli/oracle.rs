@@ -39,7 +39,14 @@ pub async fn run(args: OracleArgs) -> anyhow::Result<()> {
         .await
         .context("oracle signer")?;
     let node = crate::storage::NodeClient::new(&cfg.node)?;
-    let oracle = crate::oracle::Oracle::new(chain, node, &operator, &job_id, &state_path)?;
+    let oracle = crate::oracle::Oracle::new(
+        chain,
+        node,
+        &operator,
+        &job_id,
+        &state_path,
+        cfg.oracle.limits(),
+    )?;
 
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate())?;

@@ -29,7 +29,8 @@ pub struct TokenInfo {
 pub struct TokenFs {
     pub info: TokenInfo,
     pub root: Ino,
-    /// Live file bytes, including staged growth.
+    /// Usage as docs/FORMAT.md §7 defines it: the committed manifests' bytes plus live file
+    /// bytes, including staged growth (manifests move at the next commit).
     pub usage: u64,
     pub files: u64,
     /// Set when a manifest could not be read: the token is served read-only.

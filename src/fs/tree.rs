@@ -297,8 +297,12 @@ impl Tree {
                 }
             }
             Body::Dir(d) => {
-                if let Some((cid, _)) = &d.manifest {
+                if let Some((cid, size)) = &d.manifest {
                     gone.push(cid.clone());
+                    // Its manifest no longer counts toward usage (docs/FORMAT.md §7).
+                    if let Some(t) = inode.token.and_then(|t| self.tokens.get_mut(&t)) {
+                        t.usage = t.usage.saturating_sub(*size);
+                    }
                 }
                 if let Some(t) = inode.token.and_then(|t| self.tokens.get_mut(&t))
                     && d.entries.is_none()
