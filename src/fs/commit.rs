@@ -15,6 +15,7 @@ use super::Fs;
 use super::error::{FsError, FsResult};
 use super::inode::{Body, Ino, Kind, TokenId};
 use super::journal::CommittedState;
+use super::ledger::CommittedUsage;
 use super::manifest::{self, DirAttrs, Entry, EntryKind, Manifest};
 use super::store::UsageRecord;
 use super::tree::Tree;
@@ -36,9 +37,8 @@ struct Snapshot {
     btns: Option<String>,
     journal_seq: u64,
     superseded: Vec<String>,
-    /// Bytes of the manifests the snapshot's directories had before (usage counts manifests,
-    /// docs/FORMAT.md §7: the commit swaps these for the ones it writes).
-    old_manifest_bytes: u64,
+    /// The usage to publish, but for the manifests the commit writes (docs/FORMAT.md §7).
+    usage: CommittedUsage,
 }
 
 pub(crate) fn spawn_committer(fs: Fs) {
@@ -210,22 +210,22 @@ impl Fs {
         for (_, ino) in order {
             dirs.push(snapshot_dir(tree, ino, &dirty)?);
         }
-        let mut old_manifest_bytes = 0u64;
         for d in &dirs {
             if let Ok(i) = tree.get_mut(d.ino)
                 && let Some(dir) = i.dir_mut()
             {
                 dir.dirty = false;
-                old_manifest_bytes += dir.manifest.as_ref().map_or(0, |(_, size)| *size);
             }
         }
-        let (usage, files) = tree.committed_usage(token)?;
+        tree.recharge_token(token);
+        let rewritten: Vec<Ino> = dirs.iter().map(|d| d.ino).collect();
+        let (usage, files) = tree.committed_usage(token, &rewritten)?;
         let t = tree.token_mut(token)?;
         t.dirty_dirs.clear();
         let record = UsageRecord {
             token_id: token,
             quota: t.info.quota,
-            usage,
+            usage: 0, // known once the manifests are written
             files,
             root: String::new(),
             last_upload: t.last_upload.clone(),
@@ -239,7 +239,7 @@ impl Fs {
             btns: t.info.btns.clone(),
             journal_seq: t.journal.last_seq(),
             superseded: std::mem::take(&mut t.superseded),
-            old_manifest_bytes,
+            usage,
         }))
     }
 
@@ -272,7 +272,7 @@ impl Fs {
             .ok_or_else(|| FsError::Journal("root not among the changed directories".into()))?;
         let record = UsageRecord {
             root,
-            usage: with_manifests(snap.record.usage, snap.old_manifest_bytes, &written),
+            usage: snap.usage.with_manifests(written.values()),
             ..snap.record.clone()
         };
         let doc = self
@@ -305,16 +305,17 @@ impl Fs {
                     unpin.push(old);
                 }
             }
+            // The new manifests count instead of the old ones.
+            for ino in written.keys() {
+                tree.recharge(*ino, false);
+            }
             let t = tree.token_mut(token)?;
-            // The live figure moves by the manifests' change too (it may have moved by
-            // writes since the snapshot).
-            t.usage = with_manifests(t.usage, snap.old_manifest_bytes, &written);
             let state = CommittedState {
                 root: root_cid,
                 usage_doc: Some(doc_cid),
                 seq: snap.record.seq,
                 journal_seq: snap.journal_seq,
-                usage: with_manifests(snap.record.usage, snap.old_manifest_bytes, &written),
+                usage: snap.usage.with_manifests(written.values()),
                 files: snap.record.files,
             };
             let delete: HashSet<PathBuf> = t.journal.committed(&state)?.into_iter().collect();
@@ -459,10 +460,4 @@ fn snapshot_dir(tree: &Tree, ino: Ino, dirty: &HashSet<Ino>) -> FsResult<DirSnap
         entries,
         pending_children,
     })
-}
-
-/// `usage` with the manifests a commit replaced (`old` bytes) swapped for those it wrote.
-fn with_manifests(usage: u64, old: u64, written: &HashMap<Ino, (String, u64)>) -> u64 {
-    let new: u64 = written.values().map(|(_, size)| *size).sum();
-    usage.saturating_sub(old).saturating_add(new)
 }

@@ -10,6 +10,7 @@ pub mod error;
 pub mod inode;
 mod io;
 pub mod journal;
+pub mod ledger;
 mod live;
 mod load;
 pub mod manifest;
