@@ -273,6 +273,14 @@ impl Fs {
         self.inner.uploads.pending()
     }
 
+    /// `token`'s usage split by what it is made of, and whether it has changes the next
+    /// commit writes (docs/FORMAT.md §7).
+    pub fn usage_parts(&self, token: TokenId) -> FsResult<(ledger::UsageParts, bool)> {
+        let tree = self.tree();
+        let t = tree.token(token)?;
+        Ok((t.ledger.parts(), t.is_dirty()))
+    }
+
     /// Tokens currently mounted.
     pub fn tokens(&self) -> Vec<TokenId> {
         self.tree().tokens.keys().copied().collect()
