@@ -68,8 +68,9 @@ async fn precheck(cfg: &Config, token: TokenId, btns: Option<&str>) -> anyhow::R
 pub async fn run(args: SyncArgs) -> anyhow::Result<()> {
     let cfg = Config::load(args.config.config.as_deref())?;
     let chain = Chain::connect_signing(&cfg.chain).await?;
-    // Refuse what the contract would refuse before touching the mount.
+    // Refuse what the contract would refuse before touching the mount or measuring.
     let state = chain.token(args.token).await?;
+    chain.check_sync(args.token).await?;
 
     // The oracle measures what is published under the BTNS name: a local mount of this
     // token must commit first (fsync of its directory forces the commit).
