@@ -3,6 +3,8 @@
 //! BTNS name and fulfills through the Operator.
 
 mod support;
+#[path = "support/proxy.rs"]
+mod proxy;
 
 use std::process::Command;
 use std::time::Duration;
@@ -178,11 +180,10 @@ fn declared_file_sizes_are_not_trusted_the_oracle_records_the_measured_content()
     );
 }
 
-#[test]
-fn a_child_referenced_ten_thousand_times_counts_once_and_is_answered_within_the_bound() {
-    let devnet = TestDevnet::start(&[]);
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let child = add(&rt, &devnet, vec![5u8; 1 << 20]);
+/// Four levels of ten entries each over one 1 MiB file (10,000 references to it), added to
+/// the devnet's node: (root manifest CID, bytes of the four manifests).
+fn ten_thousand_references(rt: &tokio::runtime::Runtime, devnet: &TestDevnet) -> (String, u64) {
+    let child = add(rt, devnet, vec![5u8; 1 << 20]);
     let names: Vec<String> = (0..10).map(|i| format!("e{i}")).collect();
     // Four levels of ten entries each: 10,000 references to the same 1 MiB file.
     let mut cid = child;
@@ -198,9 +199,17 @@ fn a_child_referenced_ten_thousand_times_counts_once_and_is_answered_within_the_
         );
         manifests += m.len() as u64;
         size = m.len() as u64;
-        cid = add(&rt, &devnet, m);
+        cid = add(rt, devnet, m);
         kind = "dir";
     }
+    (cid, manifests)
+}
+
+#[test]
+fn a_child_referenced_ten_thousand_times_counts_once_and_is_answered_within_the_bound() {
+    let devnet = TestDevnet::start(&[]);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let (cid, manifests) = ten_thousand_references(&rt, &devnet);
     publish_root(&rt, &devnet, &cid);
 
     let started = std::time::Instant::now();
@@ -215,6 +224,98 @@ fn a_child_referenced_ten_thousand_times_counts_once_and_is_answered_within_the_
         (1 << 20) + manifests,
         "the child and each manifest count once ({printed})"
     );
+}
+
+#[test]
+fn a_second_tokens_sync_is_answered_while_the_first_tokens_tree_is_still_measured() {
+    let devnet = TestDevnet::start(&["--no-oracle"]);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let (root_a, manifests) = ten_thousand_references(&rt, &devnet);
+    publish_root(&rt, &devnet, &root_a);
+
+    // Token B: another wallet's free sNFT, its key generated on the node, an empty tree.
+    let wallet_b = pxfs::chain::anvil::DEV_KEYS[2];
+    let pxfs_b = |args: &[&str]| {
+        Command::new(PXFS)
+            .args(args)
+            .arg("--config")
+            .arg(devnet.config())
+            .env("PXFS_PRIVATE_KEY", wallet_b)
+            .output()
+            .unwrap()
+    };
+    let out = pxfs_b(&["mint", "--package", "0"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let token_b = devnet.token() + 1;
+    let btns_b = {
+        let cfg = pxfs::config::Config::load(Some(&devnet.config())).unwrap();
+        let chain = rt.block_on(pxfs::chain::Chain::connect(&cfg.chain)).unwrap();
+        rt.block_on(chain.token(token_b)).unwrap().btns_key.expect("B has a key")
+    };
+    let empty = pxfs::fs::manifest::Manifest::new(Vec::new()).to_json();
+    let empty_len = empty.len() as u64;
+    let mut doc = resolve_doc(&devnet);
+    doc.token_id = token_b;
+    doc.root = add(&rt, &devnet, empty);
+    (doc.usage, doc.files, doc.seq, doc.prev) = (empty_len, 0, 1, None);
+    let key = rt
+        .block_on(pxfs::usage::key_name_for(&client(&devnet), &btns_b))
+        .unwrap()
+        .expect("the node generated B's key");
+    rt.block_on(pxfs::usage::publish(&client(&devnet), &key, &doc))
+        .unwrap();
+
+    // The oracle's node answers for A's root manifest only after 10 s.
+    let slow = Duration::from_secs(10);
+    let proxy = proxy::Proxy::start_delaying(
+        &devnet.node_url(),
+        Some(proxy::Delay {
+            needle: root_a.clone().into_bytes(),
+            delay: slow,
+        }),
+    );
+    let text = std::fs::read_to_string(devnet.config()).unwrap();
+    let mut cfg: toml::Value = toml::from_str(&text).unwrap();
+    cfg["node"]["api_url"] = toml::Value::String(proxy.url());
+    let oracle_cfg = devnet.dir.path().join("oracle-slow-node.toml");
+    std::fs::write(&oracle_cfg, toml::to_string(&cfg).unwrap()).unwrap();
+    let mut oracle = Command::new(PXFS)
+        .args(["oracle", "--config"])
+        .arg(&oracle_cfg)
+        .env("PXFS_ORACLE_KEY", pxfs::devnet::DEV_ORACLE_KEY)
+        .env("PXFS_LOG", "info")
+        .stdout(std::fs::File::create(devnet.dir.path().join("oracle.out")).unwrap())
+        .stderr(std::fs::File::create(devnet.dir.path().join("oracle.err")).unwrap())
+        .spawn()
+        .unwrap();
+
+    let token_a = devnet.token().to_string();
+    let out = devnet.pxfs(&["sync", &token_a]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let sent_a = std::time::Instant::now();
+    let out = pxfs_b(&["sync", &token_b.to_string(), "--wait", "--timeout", "60"]);
+    assert!(
+        out.status.success(),
+        "B's sync: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let b_answered = sent_a.elapsed();
+    let events = synced_events(&devnet);
+    assert_eq!(
+        events,
+        vec![(token_b, empty_len, doc.root.clone())],
+        "B was answered ({b_answered:?} after A was sent) while A's tree was still measured"
+    );
+    assert!(b_answered < slow, "B waited {b_answered:?}");
+
+    wait_until("A's answer", Duration::from_secs(60), || {
+        synced_events(&devnet).len() == 2
+    });
+    let events = synced_events(&devnet);
+    assert_eq!(events[1], (devnet.token(), (1 << 20) + manifests, root_a));
+    oracle.kill().unwrap();
+    oracle.wait().unwrap();
 }
 
 #[test]
