@@ -53,6 +53,9 @@ fn sync_after_a_copy_puts_the_trees_bytes_on_chain_and_synced_carries_the_publis
     std::fs::write(token.join("a"), vec![1u8; 123_456]).unwrap();
     std::fs::create_dir(token.join("d")).unwrap();
     std::fs::write(token.join("d/b"), vec![2u8; 1000]).unwrap();
+    // Equal contents and a hard link: stored once, counted once by both.
+    std::fs::write(token.join("d/copy_of_b"), vec![2u8; 1000]).unwrap();
+    std::fs::hard_link(token.join("a"), token.join("d/link_to_a")).unwrap();
     // Special files are in the manifests too, and hold no bytes.
     support::sh(&format!(
         "mkfifo {d}/pipe && mknod {d}/d/null c 1 3",
@@ -234,13 +237,17 @@ fn a_second_tokens_sync_is_answered_while_the_first_tokens_tree_is_still_measure
     publish_root(&rt, &devnet, &root_a);
 
     // Token B: another wallet's free sNFT, its key generated on the node, an empty tree.
-    let wallet_b = pxfs::chain::anvil::DEV_KEYS[2];
+    let text = std::fs::read_to_string(devnet.config()).unwrap();
+    let mut cfg: toml::Value = toml::from_str(&text).unwrap();
+    cfg["chain"]["wallet"] = toml::Value::String(pxfs::chain::anvil::DEV_ADDRESSES[2].into());
+    let config_b = devnet.dir.path().join("wallet-b.toml");
+    std::fs::write(&config_b, toml::to_string(&cfg).unwrap()).unwrap();
     let pxfs_b = |args: &[&str]| {
         Command::new(PXFS)
             .args(args)
             .arg("--config")
-            .arg(devnet.config())
-            .env("PXFS_PRIVATE_KEY", wallet_b)
+            .arg(&config_b)
+            .env("PXFS_PRIVATE_KEY", pxfs::chain::anvil::DEV_KEYS[2])
             .output()
             .unwrap()
     };
