@@ -177,7 +177,10 @@ async fn register_then_sync_prints_the_request_id() {
 
     // No node holds a tree for k51-reg here: measuring it first would refuse (tested in
     // sync_oracle), so the request is sent unchecked.
-    let out = pxfs(&["sync", "--config", cfg, &token, "--no-check"], Some(ALICE));
+    let out = pxfs(
+        &["sync", "--config", cfg, &token, "--no-check"],
+        Some(ALICE),
+    );
     assert!(out.status.success(), "{}", stderr(&out));
     let text = stdout(&out);
     let request_id = text
@@ -442,7 +445,9 @@ async fn a_package_the_wallet_cannot_pay_for_is_refused() {
 #[tokio::test]
 async fn sync_with_an_unmeasurable_tree_is_refused_before_anything_is_sent() {
     let net = Devnet::start().await;
-    let token = mint_free(&net, ALICE, "k51-nothing-published").await.to_string();
+    let token = mint_free(&net, ALICE, "k51-nothing-published")
+        .await
+        .to_string();
     let cfg = net.write_config(ALICE, |_| {});
     // The contract would accept it; the tree cannot be measured (no node holds it).
     assert_refused(

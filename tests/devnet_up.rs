@@ -35,7 +35,9 @@ fn devnet_up_mints_a_token_with_a_btns_name_whose_usage_document_is_empty() {
     let (_cid, doc) = rt.block_on(pxfs::usage::resolve(&client, &btns)).unwrap();
     // An empty tree stores its empty root manifest (docs/FORMAT.md §7), as the oracle
     // measures it; nothing was synced yet, so the chain still says 0 (above).
-    let empty = pxfs::fs::manifest::Manifest::new(Vec::new()).to_json().len() as u64;
+    let empty = pxfs::fs::manifest::Manifest::new(Vec::new())
+        .to_json()
+        .len() as u64;
     assert_eq!((doc.usage, doc.files), (empty, 0));
     let measured = rt
         .block_on(pxfs::oracle::measure_tree(

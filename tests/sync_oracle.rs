@@ -2,9 +2,9 @@
 //! (a child of the devnet, like a Chainlink node's job) measures the tree under the token's
 //! BTNS name and fulfills through the Operator.
 
-mod support;
 #[path = "support/proxy.rs"]
 mod proxy;
+mod support;
 
 use std::process::Command;
 use std::time::Duration;
@@ -252,12 +252,21 @@ fn a_second_tokens_sync_is_answered_while_the_first_tokens_tree_is_still_measure
             .unwrap()
     };
     let out = pxfs_b(&["mint", "--package", "0"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let token_b = devnet.token() + 1;
     let btns_b = {
         let cfg = pxfs::config::Config::load(Some(&devnet.config())).unwrap();
-        let chain = rt.block_on(pxfs::chain::Chain::connect(&cfg.chain)).unwrap();
-        rt.block_on(chain.token(token_b)).unwrap().btns_key.expect("B has a key")
+        let chain = rt
+            .block_on(pxfs::chain::Chain::connect(&cfg.chain))
+            .unwrap();
+        rt.block_on(chain.token(token_b))
+            .unwrap()
+            .btns_key
+            .expect("B has a key")
     };
     let empty = pxfs::fs::manifest::Manifest::new(Vec::new()).to_json();
     let empty_len = empty.len() as u64;
@@ -298,7 +307,11 @@ fn a_second_tokens_sync_is_answered_while_the_first_tokens_tree_is_still_measure
 
     let token_a = devnet.token().to_string();
     let out = devnet.pxfs(&["sync", &token_a]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let sent_a = std::time::Instant::now();
     let out = pxfs_b(&["sync", &token_b.to_string(), "--wait", "--timeout", "60"]);
     assert!(

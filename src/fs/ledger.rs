@@ -119,7 +119,9 @@ impl Ledger {
         }
         if let (
             Some(Charge::Object { cid: a, size, .. }),
-            Some(Charge::Object { cid: b, size: new, .. }),
+            Some(Charge::Object {
+                cid: b, size: new, ..
+            }),
         ) = (current, &charge)
             && a == b
         {
@@ -242,7 +244,9 @@ impl Ledger {
             .saturating_add(self.manifests);
         let mut counted = HashSet::new();
         for (cid, o) in &self.objects {
-            let left = o.refs.saturating_sub(drop.get(cid.as_str()).copied().unwrap_or(0));
+            let left = o
+                .refs
+                .saturating_sub(drop.get(cid.as_str()).copied().unwrap_or(0));
             if left > 0 {
                 counted.insert(cid.clone());
             } else if o.refs > 0 {

@@ -160,10 +160,8 @@ impl MemoryStore {
             for e in m.entries {
                 match (e.kind, e.cid) {
                     (super::manifest::EntryKind::Dir, Some(c)) => pending.push(c),
-                    (super::manifest::EntryKind::File, Some(c)) => {
-                        if seen.insert(c.clone()) {
-                            content += self.get(&c)?.len() as u64;
-                        }
+                    (super::manifest::EntryKind::File, Some(c)) if seen.insert(c.clone()) => {
+                        content += self.get(&c)?.len() as u64;
                     }
                     _ => {}
                 }
