@@ -338,6 +338,83 @@ fn a_second_tokens_sync_is_answered_while_the_first_tokens_tree_is_still_measure
     oracle.wait().unwrap();
 }
 
+/// `POST`s `body` to the adapter at `url`: (HTTP status, JSON answer).
+fn post_json(url: &str, body: &serde_json::Value) -> (u16, serde_json::Value) {
+    let out = Command::new("curl")
+        .args(["-s", "-X", "POST", "-H", "content-type: application/json"])
+        .args(["-w", "\n%{http_code}", "-d", &body.to_string(), url])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (json, status) = text.rsplit_once('\n').expect("curl printed the status");
+    (
+        status.trim().parse().unwrap(),
+        serde_json::from_str(json).unwrap(),
+    )
+}
+
+#[test]
+fn the_chainlink_adapter_answers_the_measured_usage_or_an_error() {
+    let devnet = TestDevnet::start(&["--no-oracle"]);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let content = add(&rt, &devnet, vec![4u8; 300_000]);
+    let root = manifest(&[("f", "file", &content, 0)]);
+    let root_len = root.len() as u64;
+    let root = add(&rt, &devnet, root);
+    publish_root(&rt, &devnet, &root);
+    let btns = devnet.info["btns_names"][0].as_str().unwrap().to_string();
+
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let addr = format!("127.0.0.1:{port}");
+    let mut adapter = Command::new(PXFS)
+        .args(["oracle", "--adapter", &addr, "--config"])
+        .arg(devnet.config())
+        .stdout(std::fs::File::create(devnet.dir.path().join("adapter.out")).unwrap())
+        .stderr(std::fs::File::create(devnet.dir.path().join("adapter.err")).unwrap())
+        .spawn()
+        .unwrap();
+    wait_until("the adapter to listen", Duration::from_secs(30), || {
+        std::net::TcpStream::connect(&addr).is_ok()
+    });
+    let url = format!("http://{addr}/");
+
+    let request = |btns: &str, token: u64| serde_json::json!({"id": "run-1", "data": {"btnsKey": btns, "tokenId": token}});
+    let (status, answer) = post_json(&url, &request(&btns, devnet.token()));
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["jobRunID"], "run-1");
+    assert_eq!(answer["data"]["usage"], 300_000 + root_len, "{answer}");
+    assert_eq!(answer["result"], answer["data"]["usage"]);
+    assert_eq!(answer["data"]["root"], root.as_str());
+    assert_eq!(answer["data"]["claimed"], 0);
+    assert_eq!(answer["data"]["size_mismatches"], 1);
+
+    // Not this token's document, or nothing published: the job run fails, nothing is guessed.
+    let (status, answer) = post_json(&url, &request(&btns, devnet.token() + 1));
+    assert_eq!(
+        (status, &answer["status"]),
+        (500, &"errored".into()),
+        "{answer}"
+    );
+    let (status, answer) = post_json(&url, &request("k51-nothing-published", 1));
+    assert_eq!(
+        (status, &answer["status"]),
+        (500, &"errored".into()),
+        "{answer}"
+    );
+    assert!(
+        answer["error"]
+            .as_str()
+            .unwrap()
+            .contains("k51-nothing-published")
+    );
+    adapter.kill().unwrap();
+    adapter.wait().unwrap();
+}
+
 #[test]
 fn content_the_node_does_not_have_is_not_counted_as_zero_and_sync_says_why() {
     let devnet = TestDevnet::start(&["--no-oracle"]);

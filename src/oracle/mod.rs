@@ -8,6 +8,7 @@
 //! Exactly once: the block below every request still in flight is persisted, and every
 //! answer is simulated first, so a request answered before a crash is recognised and skipped.
 
+pub mod adapter;
 mod request;
 mod walk;
 
