@@ -211,7 +211,7 @@ fn mount_write_unmount_remount_with_quota_and_overdue() {
     assert_eq!(std::fs::read(mnt.join("docs/a.txt")).unwrap(), b"hello");
     assert_eq!(
         std::fs::metadata(mnt.join("fill")).unwrap().len(),
-        QUOTA - 5
+        QUOTA - used
     );
     assert_eq!(xattr(&mnt, "user.pxfs.root"), doc.root);
     std::fs::remove_file(mnt.join("fill")).unwrap();
