@@ -295,15 +295,17 @@ fn a_second_tokens_sync_is_answered_while_the_first_tokens_tree_is_still_measure
     cfg["node"]["api_url"] = toml::Value::String(proxy.url());
     let oracle_cfg = devnet.dir.path().join("oracle-slow-node.toml");
     std::fs::write(&oracle_cfg, toml::to_string(&cfg).unwrap()).unwrap();
-    let mut oracle = Command::new(PXFS)
-        .args(["oracle", "--config"])
-        .arg(&oracle_cfg)
-        .env("PXFS_ORACLE_KEY", pxfs::devnet::DEV_ORACLE_KEY)
-        .env("PXFS_LOG", "info")
-        .stdout(std::fs::File::create(devnet.dir.path().join("oracle.out")).unwrap())
-        .stderr(std::fs::File::create(devnet.dir.path().join("oracle.err")).unwrap())
-        .spawn()
-        .unwrap();
+    let _oracle = Killed(
+        Command::new(PXFS)
+            .args(["oracle", "--config"])
+            .arg(&oracle_cfg)
+            .env("PXFS_ORACLE_KEY", pxfs::devnet::DEV_ORACLE_KEY)
+            .env("PXFS_LOG", "info")
+            .stdout(std::fs::File::create(devnet.dir.path().join("oracle.out")).unwrap())
+            .stderr(std::fs::File::create(devnet.dir.path().join("oracle.err")).unwrap())
+            .spawn()
+            .unwrap(),
+    );
 
     let token_a = devnet.token().to_string();
     let out = devnet.pxfs(&["sync", &token_a]);
@@ -334,8 +336,6 @@ fn a_second_tokens_sync_is_answered_while_the_first_tokens_tree_is_still_measure
     });
     let events = synced_events(&devnet);
     assert_eq!(events[1], (devnet.token(), (1 << 20) + manifests, root_a));
-    oracle.kill().unwrap();
-    oracle.wait().unwrap();
 }
 
 /// `POST`s `body` to the adapter at `url`: (HTTP status, JSON answer).
@@ -370,13 +370,15 @@ fn the_chainlink_adapter_answers_the_measured_usage_or_an_error() {
         .unwrap()
         .port();
     let addr = format!("127.0.0.1:{port}");
-    let mut adapter = Command::new(PXFS)
-        .args(["oracle", "--adapter", &addr, "--config"])
-        .arg(devnet.config())
-        .stdout(std::fs::File::create(devnet.dir.path().join("adapter.out")).unwrap())
-        .stderr(std::fs::File::create(devnet.dir.path().join("adapter.err")).unwrap())
-        .spawn()
-        .unwrap();
+    let _adapter = Killed(
+        Command::new(PXFS)
+            .args(["oracle", "--adapter", &addr, "--config"])
+            .arg(devnet.config())
+            .stdout(std::fs::File::create(devnet.dir.path().join("adapter.out")).unwrap())
+            .stderr(std::fs::File::create(devnet.dir.path().join("adapter.err")).unwrap())
+            .spawn()
+            .unwrap(),
+    );
     wait_until("the adapter to listen", Duration::from_secs(30), || {
         std::net::TcpStream::connect(&addr).is_ok()
     });
@@ -411,8 +413,6 @@ fn the_chainlink_adapter_answers_the_measured_usage_or_an_error() {
             .unwrap()
             .contains("k51-nothing-published")
     );
-    adapter.kill().unwrap();
-    adapter.wait().unwrap();
 }
 
 #[test]
@@ -423,7 +423,7 @@ fn content_the_node_does_not_have_is_not_counted_as_zero_and_sync_says_why() {
     let missing = "bafkreige7axxmnojvdy2shwz474s3er3l5mi4yvntab7brubn2gtavc3mm";
     let root = add(&rt, &devnet, manifest(&[("gone", "file", missing, 0)]));
     publish_root(&rt, &devnet, &root);
-    let mut oracle = spawn_oracle(&devnet, "oracle");
+    let _oracle = Killed(spawn_oracle(&devnet, "oracle"));
     let token = devnet.token().to_string();
 
     // `pxfs sync` measures first and refuses, naming the missing object.
@@ -453,8 +453,6 @@ fn content_the_node_does_not_have_is_not_counted_as_zero_and_sync_says_why() {
         synced_events(&devnet).is_empty(),
         "no usage was recorded for a tree that could not be measured"
     );
-    oracle.kill().unwrap();
-    oracle.wait().unwrap();
 }
 
 #[test]
@@ -529,6 +527,16 @@ fn overdue_blocks_writes_until_pxfs_sync_lands_and_reads_and_deletes_work_throug
         std::fs::read(token.join("after")).unwrap(),
         b"after the sync"
     );
+}
+
+/// A child process killed when the test ends, failed or not.
+struct Killed(std::process::Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
 
 fn spawn_oracle(devnet: &TestDevnet, name: &str) -> std::process::Child {
