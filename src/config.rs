@@ -129,6 +129,35 @@ pub struct OracleConfig {
     /// File where the oracle remembers the last block it handled.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub state_file: Option<PathBuf>,
+    /// Per request: at most this many node requests (`block/get`, `block/stat`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_objects: Option<u64>,
+    /// Per request: at most this many bytes fetched (manifests and DAG nodes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_bytes: Option<u64>,
+    /// Per request: at most this many seconds of measuring.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_secs: Option<u64>,
+    /// An object the node cannot provide within this many seconds fails the measurement.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub object_timeout_secs: Option<u64>,
+}
+
+impl OracleConfig {
+    /// The measurement limits, defaults filled in.
+    pub fn limits(&self) -> crate::oracle::Limits {
+        let d = crate::oracle::Limits::default();
+        crate::oracle::Limits {
+            max_objects: self.max_objects.unwrap_or(d.max_objects),
+            max_bytes: self.max_bytes.unwrap_or(d.max_bytes),
+            max_time: self
+                .max_secs
+                .map_or(d.max_time, std::time::Duration::from_secs),
+            object_timeout: self
+                .object_timeout_secs
+                .map_or(d.object_timeout, std::time::Duration::from_secs),
+        }
+    }
 }
 
 fn is_zero(v: &u64) -> bool {

@@ -177,7 +177,12 @@ async fn register_then_sync_prints_the_request_id() {
     )
     .await;
 
-    let out = pxfs(&["sync", "--config", cfg, &token], Some(ALICE));
+    // No node holds a tree for k51-reg here: measuring it first would refuse (tested in
+    // sync_oracle), so the request is sent unchecked.
+    let out = pxfs(
+        &["sync", "--config", cfg, &token, "--no-check"],
+        Some(ALICE),
+    );
     assert!(out.status.success(), "{}", stderr(&out));
     let text = stdout(&out);
     let request_id = text
@@ -192,7 +197,16 @@ async fn register_then_sync_prints_the_request_id() {
     // No oracle runs here: --wait sends the request, then gives up after its timeout with
     // a sentence that says what to check.
     let out = pxfs(
-        &["sync", "--config", cfg, &token, "--wait", "--timeout", "2"],
+        &[
+            "sync",
+            "--config",
+            cfg,
+            &token,
+            "--no-check",
+            "--wait",
+            "--timeout",
+            "2",
+        ],
         Some(ALICE),
     );
     assert!(!out.status.success(), "{}", stdout(&out));
@@ -428,6 +442,24 @@ async fn a_package_the_wallet_cannot_pay_for_is_refused() {
     let cfg = net.write_config(ALICE, |_| {});
     assert_refused(&net, ALICE, &["mint", "--config", cfg.to_str().unwrap(), "--package", "1", "--btns-key", "k"], Some(ALICE),
         &format!("the wallet {} holds 1000000000000000000 wei, less than the 2000000000000000000 wei this needs", addr(ALICE))).await;
+}
+
+#[tokio::test]
+async fn sync_with_an_unmeasurable_tree_is_refused_before_anything_is_sent() {
+    let net = Devnet::start().await;
+    let token = mint_free(&net, ALICE, "k51-nothing-published")
+        .await
+        .to_string();
+    let cfg = net.write_config(ALICE, |_| {});
+    // The contract would accept it; the tree cannot be measured (no node holds it).
+    assert_refused(
+        &net,
+        ALICE,
+        &["sync", "--config", cfg.to_str().unwrap(), &token],
+        Some(ALICE),
+        "the oracle cannot measure token 1's published tree, so it would not answer",
+    )
+    .await;
 }
 
 #[tokio::test]

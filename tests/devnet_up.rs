@@ -33,7 +33,20 @@ fn devnet_up_mints_a_token_with_a_btns_name_whose_usage_document_is_empty() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let client = pxfs::storage::NodeClient::from_url(&devnet.node_url(), "/api/v0");
     let (_cid, doc) = rt.block_on(pxfs::usage::resolve(&client, &btns)).unwrap();
-    assert_eq!(doc.usage, 0);
+    // An empty tree stores its empty root manifest (docs/FORMAT.md §7), as the oracle
+    // measures it; nothing was synced yet, so the chain still says 0 (above).
+    let empty = pxfs::fs::manifest::Manifest::new(Vec::new())
+        .to_json()
+        .len() as u64;
+    assert_eq!((doc.usage, doc.files), (empty, 0));
+    let measured = rt
+        .block_on(pxfs::oracle::measure_tree(
+            &client,
+            &btns,
+            &pxfs::oracle::Limits::default(),
+        ))
+        .unwrap();
+    assert_eq!((measured.usage, measured.files), (empty, 0));
     assert_eq!(doc.quota, quota);
     assert_eq!(doc.token_id, devnet.token());
     assert_eq!(doc.schema, "pxfs/usage/1");

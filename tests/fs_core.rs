@@ -96,6 +96,12 @@ impl Mount {
         let v = self.fs.getxattr(ROOT_INO, "user.pxfs.usage").await.unwrap();
         String::from_utf8(v).unwrap().parse().unwrap()
     }
+
+    /// What the oracle measures for the last published tree: (content, manifest) bytes.
+    fn measured(&self) -> (u64, u64) {
+        let root = self.store.published(BTNS).expect("published").root;
+        self.store.measure(&root).expect("measurable")
+    }
 }
 
 fn errno<T: std::fmt::Debug>(r: Result<T, FsError>) -> i32 {
@@ -446,8 +452,8 @@ async fn hard_links_share_content_while_mounted() {
     assert_eq!(m.read_file(ROOT_INO, "b").await, b"two");
     assert_eq!(
         m.usage().await,
-        6,
-        "each name counts, as in the manifests the oracle walks"
+        3,
+        "a hard link is one inode: its content counts once, as the oracle counts its CID"
     );
     m.fs.unlink(ROOT_INO, "a").await.unwrap();
     assert_eq!(m.fs.getattr(f).await.unwrap().nlink, 1);
@@ -535,7 +541,9 @@ async fn metadata_and_tree_survive_unmount_and_remount() {
     assert_eq!(m.read_file(d.ino, "file").await, b"content");
     let l = m.fs.lookup(d.ino, "link").await.unwrap();
     assert_eq!(m.fs.readlink(l.ino).await.unwrap(), "file");
-    assert_eq!(m.usage().await, 7);
+    let (content, manifests) = m.measured();
+    assert_eq!(content, 7);
+    assert_eq!(m.usage().await, content + manifests);
 }
 
 #[tokio::test]
@@ -621,7 +629,13 @@ async fn commit_writes_only_the_manifests_on_the_changed_path() {
         "c, b, a and the root; not side"
     );
     let published = m.store.published(BTNS).unwrap();
-    assert_eq!((published.usage, published.files, published.seq), (2, 2, 2));
+    let (content, manifests) = m.measured();
+    assert_eq!(content, 2);
+    assert_eq!(
+        (published.usage, published.files, published.seq),
+        (content + manifests, 2, 2)
+    );
+    assert_eq!(m.usage().await, published.usage);
 }
 
 #[tokio::test]
@@ -684,7 +698,9 @@ async fn a_file_replaced_by_rename_stays_readable_through_the_kernels_reference_
     assert_eq!(m.fs.getattr(old).await.unwrap().nlink, 0);
     m.fs.release(fh).await.unwrap();
     assert_eq!(m.read_file(ROOT_INO, "a").await, b"new content");
-    assert_eq!(m.usage().await, 11, "the replaced file no longer counts");
+    let (content, manifests) = m.measured();
+    assert_eq!(content, 11, "the replaced file no longer counts");
+    assert_eq!(m.usage().await, content + manifests);
 
     m.fs.forget(old, 1);
     assert_eq!(errno(m.fs.getattr(old).await), libc::ENOENT);
@@ -782,7 +798,12 @@ async fn mknod_makes_fifos_sockets_and_devices_that_survive_remount_and_use_no_q
     let m = m.remount().await;
     check(&m).await;
     let published = m.store.published(BTNS).unwrap();
-    assert_eq!((published.usage, published.files), (0, 0));
+    assert_eq!(m.measured().0, 0, "special files have no content");
+    assert_eq!(
+        (published.usage, published.files),
+        (m.measured().1, 0),
+        "their names and attributes are in the manifests, which count"
+    );
     assert_eq!(m.names(ROOT_INO).await, vec!["blk", "chr", "fifo", "sock"]);
 }
 
@@ -819,7 +840,42 @@ async fn special_files_rename_link_chmod_and_unlink_like_files() {
     let q = m.fs.lookup(d, "q").await.unwrap();
     assert_eq!((q.kind, q.meta.mode, q.nlink), (Kind::Fifo, 0o600, 1));
     assert_eq!(m.names(ROOT_INO).await, vec!["d"]);
-    assert_eq!(m.usage().await, 0);
+    let (content, manifests) = m.measured();
+    assert_eq!(content, 0);
+    assert_eq!(m.usage().await, manifests);
+}
+
+#[tokio::test]
+async fn equal_contents_and_hard_links_count_once_as_the_oracle_measures_them() {
+    let m = mount(1 << 20).await;
+    let d = m.fs.mkdir(ROOT_INO, "d", 0o755, 0, 0).await.unwrap().ino;
+    m.fs.mkdir(ROOT_INO, "e", 0o755, 0, 0).await.unwrap();
+    m.fs.mkdir(ROOT_INO, "f", 0o755, 0, 0).await.unwrap(); // e and f: one empty manifest
+    let a = m.write_file(ROOT_INO, "a", &[7u8; 1000]).await;
+    m.write_file(d, "same", &[7u8; 1000]).await;
+    m.fs.link(a, d, "link").await.unwrap();
+    m.fs.setxattr(a, "user.big", &[1u8; 4000], 0).await.unwrap();
+    m.fs.flush_all().await.unwrap();
+    let (content, manifests) = m.measured();
+    assert_eq!(content, 1000);
+    assert!(manifests > 4000, "xattr values count: {manifests}");
+    assert_eq!(m.usage().await, content + manifests);
+    assert_eq!(m.store.published(BTNS).unwrap().usage, content + manifests);
+    // A fresh mount learns the objects as it loads directories: the figure stays.
+    let m = mount_with(m.store, tempfile::tempdir().unwrap(), 1 << 20).await;
+    assert_eq!(m.usage().await, content + manifests);
+    let d = m.fs.lookup(ROOT_INO, "d").await.unwrap().ino;
+    assert_eq!(m.names(d).await, vec!["link", "same"]);
+    assert_eq!(m.usage().await, content + manifests);
+    // Removing one of the equal files frees nothing; removing all of them frees the content.
+    m.fs.unlink(d, "same").await.unwrap();
+    m.fs.unlink(d, "link").await.unwrap();
+    assert_eq!(m.usage().await, content + manifests);
+    m.fs.unlink(ROOT_INO, "a").await.unwrap();
+    m.fs.flush_all().await.unwrap();
+    let (content, manifests) = m.measured();
+    assert_eq!(content, 0);
+    assert_eq!(m.usage().await, manifests);
 }
 
 #[tokio::test]

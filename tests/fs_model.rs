@@ -151,7 +151,7 @@ fn renaming_the_second_name_of_a_hard_link_journals_that_name() {
 }
 
 #[test]
-fn usage_counts_each_name_of_a_hard_link_across_a_crash() {
+fn usage_counts_a_hard_link_once_across_a_crash() {
     check(vec![
         Op::Create {
             path: p("a"),

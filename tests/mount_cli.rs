@@ -170,22 +170,37 @@ fn mount_write_unmount_remount_with_quota_and_overdue() {
     let st = statvfs(&token);
     assert_eq!(st.f_blocks * st.f_frsize, QUOTA);
 
-    // Fill the quota exactly, then one byte more.
+    // Fill the quota exactly, then one byte more. The manifests count too (docs/FORMAT.md
+    // §7): with the names committed (fsync) they stay as they are while "fill" is written.
     std::fs::create_dir(token.join("docs")).unwrap();
     std::fs::write(token.join("docs/a.txt"), b"hello").unwrap();
     let mut big = std::fs::File::create(token.join("fill")).unwrap();
-    big.write_all(&vec![7u8; QUOTA as usize - 5]).unwrap();
+    big.sync_all().unwrap();
+    let used: u64 = xattr(&token, "user.pxfs.usage").parse().unwrap();
+    assert!(used > 5 && used < 4096, "{used}");
+    big.write_all(&vec![7u8; (QUOTA - used) as usize]).unwrap();
+    assert_eq!(xattr(&token, "user.pxfs.usage"), QUOTA.to_string());
     let err = big.write_all(b"!").unwrap_err();
     assert_eq!(err.raw_os_error(), Some(libc::EDQUOT));
     drop(big);
-    assert_eq!(xattr(&token, "user.pxfs.usage"), QUOTA.to_string());
     assert_eq!(statvfs(&token).f_bfree, 0);
 
     run(pxfs().arg("unmount").arg(&mnt));
     assert!(!is_mounted(&mnt));
-    // The usage document under the sNFT's BTNS name tells the oracle what is stored.
+    // The usage document under the sNFT's BTNS name claims what the oracle measures.
     let (_, doc) = rt.block_on(pxfs::usage::resolve(&client, &key.id)).unwrap();
-    assert_eq!((doc.usage, doc.files, doc.quota), (QUOTA, 2, QUOTA));
+    let measured = rt
+        .block_on(pxfs::oracle::measure_root(
+            &client,
+            &doc.root,
+            &pxfs::oracle::Limits::default(),
+        ))
+        .unwrap();
+    assert_eq!(measured.usage - measured.manifest_bytes, QUOTA - used + 5);
+    assert_eq!(
+        (doc.usage, doc.files, doc.quota),
+        (measured.usage, 2, QUOTA)
+    );
 
     // Remount just this sNFT as the root: everything is back.
     run(pxfs()
@@ -196,7 +211,7 @@ fn mount_write_unmount_remount_with_quota_and_overdue() {
     assert_eq!(std::fs::read(mnt.join("docs/a.txt")).unwrap(), b"hello");
     assert_eq!(
         std::fs::metadata(mnt.join("fill")).unwrap().len(),
-        QUOTA - 5
+        QUOTA - used
     );
     assert_eq!(xattr(&mnt, "user.pxfs.root"), doc.root);
     std::fs::remove_file(mnt.join("fill")).unwrap();

@@ -405,19 +405,42 @@ fn filling_the_quota_exactly_works_and_one_byte_more_fails_with_edquot() {
     use std::io::Write;
     let d = dirs();
     let quota = 1 << 20;
-    let m = mount(Arc::new(MemoryStore::new()), &d.cache, &d.mnt, quota);
+    let store = Arc::new(MemoryStore::new());
+    let m = mount(store.clone(), &d.cache, &d.mnt, quota);
+    // The manifests count too (docs/FORMAT.md §7): with the empty file committed (fsync)
+    // they stay as they are while it is written, so its content may take exactly the rest.
     let mut f = std::fs::File::create(d.mnt.join("fill")).unwrap();
-    f.write_all(&vec![1u8; quota as usize]).unwrap();
+    f.sync_all().unwrap();
+    let manifests: u64 = xattr(&d.mnt, "user.pxfs.usage").parse().unwrap();
+    let root_bytes = |store: &MemoryStore| {
+        let root = xattr(&d.mnt, "user.pxfs.root");
+        store.get(&root).expect("the committed root").len() as u64
+    };
+    assert_eq!(manifests, root_bytes(&store));
+    let content = quota - manifests;
+    f.write_all(&vec![1u8; content as usize]).unwrap();
+    assert_eq!(xattr(&d.mnt, "user.pxfs.usage"), quota.to_string());
     let err = f.write_all(b"x").unwrap_err();
     assert_eq!(err.raw_os_error(), Some(libc::EDQUOT));
     drop(f);
-    assert_eq!(std::fs::metadata(d.mnt.join("fill")).unwrap().len(), quota);
-    assert_eq!(xattr(&d.mnt, "user.pxfs.usage"), quota.to_string());
+    assert_eq!(
+        std::fs::metadata(d.mnt.join("fill")).unwrap().len(),
+        content
+    );
     let st = statvfs(&d.mnt);
     assert_eq!(st.f_blocks * st.f_frsize, quota);
     assert_eq!(st.f_bfree, 0);
     std::fs::remove_file(d.mnt.join("fill")).unwrap();
-    assert_eq!(xattr(&d.mnt, "user.pxfs.usage"), "0");
-    assert_eq!(statvfs(&d.mnt).f_bfree * 4096, quota);
+    std::fs::File::open(&d.mnt).unwrap().sync_all().unwrap();
+    let usage: u64 = xattr(&d.mnt, "user.pxfs.usage").parse().unwrap();
+    assert_eq!(
+        usage,
+        root_bytes(&store),
+        "only the (empty) root manifest is left"
+    );
+    assert_eq!(
+        statvfs(&d.mnt).f_bfree * 4096,
+        (quota - usage) / 4096 * 4096
+    );
     drop(m);
 }

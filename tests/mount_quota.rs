@@ -42,10 +42,15 @@ fn filling_to_exactly_the_quota_works_and_one_byte_more_fails_with_edquot() {
         "df total is the chain's quota"
     );
 
+    // The manifests count too (docs/FORMAT.md §7): with the empty file committed they stay
+    // as they are while it is written, so its content may take exactly the rest.
     let mut f = std::fs::File::create(token.join("fill")).unwrap();
-    f.write_all(&vec![7u8; (quota - 10) as usize]).unwrap();
-    f.write_all(&[8u8; 10]).unwrap();
     f.sync_all().unwrap();
+    let manifests = xattr_u64(&token, "user.pxfs.usage");
+    assert!(manifests > 0 && manifests < 4096, "{manifests}");
+    let content = quota - manifests;
+    f.write_all(&vec![7u8; (content - 10) as usize]).unwrap();
+    f.write_all(&[8u8; 10]).unwrap();
     assert_eq!(xattr_u64(&token, "user.pxfs.usage"), quota);
 
     // One byte more: EDQUOT, and nothing changed.
@@ -56,16 +61,37 @@ fn filling_to_exactly_the_quota_works_and_one_byte_more_fails_with_edquot() {
     );
     assert_eq!(errno_of(f.set_len(quota + 1)), Some(libc::EDQUOT));
     drop(f);
-    assert_eq!(std::fs::metadata(token.join("fill")).unwrap().len(), quota);
-    assert_eq!(xattr_u64(&token, "user.pxfs.usage"), quota);
+    assert_eq!(
+        std::fs::metadata(token.join("fill")).unwrap().len(),
+        content
+    );
+    // Committing its entry (now with a CID) may grow the manifest past the quota: names
+    // are not refused, and the sNFT stays full.
+    assert!(xattr_u64(&token, "user.pxfs.usage") >= quota);
     let st = statvfs(&token);
     assert_eq!(st.f_bfree, 0, "df shows the sNFT full");
 
-    // Deleting frees the space again; df agrees with the usage attribute.
+    // Deleting frees the space again; df agrees with the usage attribute, which is what
+    // the oracle measures once committed.
     std::fs::remove_file(token.join("fill")).unwrap();
     std::fs::write(token.join("small"), vec![1u8; 10_000]).unwrap();
+    std::fs::File::open(&token).unwrap().sync_all().unwrap();
     let usage = xattr_u64(&token, "user.pxfs.usage");
-    assert_eq!(usage, 10_000);
+    let root = support::sh(&format!(
+        "getfattr --only-values -n user.pxfs.root {}",
+        token.display()
+    ));
+    let client = pxfs::storage::NodeClient::from_url(&devnet.node_url(), "/api/v0");
+    let measured = tokio::runtime::Runtime::new()
+        .unwrap()
+        .block_on(pxfs::oracle::measure_root(
+            &client,
+            root.trim(),
+            &pxfs::oracle::Limits::default(),
+        ))
+        .unwrap();
+    assert_eq!(measured.usage - measured.manifest_bytes, 10_000);
+    assert_eq!(usage, measured.usage);
     let st = statvfs(&token);
     let used = (st.f_blocks - st.f_bfree) * st.f_frsize;
     assert!(
@@ -165,14 +191,21 @@ fn the_btns_record_after_a_copy_names_a_usage_document_whose_root_walks_to_the_t
         }
     }
     let local_bytes: u64 = walk_sizes(src.path());
+    assert_eq!(total, local_bytes, "the manifests list the bytes copied");
+    // The published usage is what the oracle measures (docs/FORMAT.md §7): the distinct
+    // contents plus the manifests.
+    let measured = rt
+        .block_on(pxfs::oracle::measure_root(
+            &client,
+            &doc.root,
+            &pxfs::oracle::Limits::default(),
+        ))
+        .unwrap();
     assert_eq!(
-        doc.usage, local_bytes,
-        "usage document counts the bytes copied"
+        doc.usage, measured.usage,
+        "the usage document claims the measured figure"
     );
-    assert_eq!(
-        total, doc.usage,
-        "manifests from root sum to the published usage"
-    );
+    assert!(measured.usage - measured.manifest_bytes <= local_bytes);
     assert_eq!(files, doc.files);
     assert!(seen.contains(&"/c/big.bin".to_string()), "{seen:?}");
     assert!(seen.contains(&"/c/d0/sub0/file-00000.dat".to_string()));

@@ -187,7 +187,14 @@ fn status_json_shows_pending_uploads_commits_and_health_and_unmount_shows_the_dr
     let t = &s["tokens"][0]["mount"];
     assert!(t["last_commit"].as_u64().unwrap() >= before_commit, "{s:#}");
     assert_eq!(t["pending_uploads"], 0, "{s:#}");
-    assert_eq!(t["live_usage"], 100_000, "{s:#}");
+    // The content and the committed manifests (docs/FORMAT.md §7).
+    let usage = t["live_usage"].as_u64().unwrap();
+    assert!((100_000..100_000 + 4096).contains(&usage), "{s:#}");
+    assert_eq!(
+        usage.to_string(),
+        xattr(&dir, "user.pxfs.usage"),
+        "status and the usage attribute agree"
+    );
     assert_eq!(t["files"], 1, "{s:#}");
     assert_eq!(t["node_reachable"], true, "{s:#}");
     assert!(

@@ -681,8 +681,12 @@ impl Chain {
         })
     }
 
-    /// Sends `sync(tokenId)`: a Chainlink request the oracle answers with the measured usage.
-    pub async fn request_sync(&self, id: TokenId) -> Result<SyncRequest, ChainError> {
+    /// Everything the contract checks on `sync(tokenId)`, without sending it: the caller is
+    /// the owner or approved, the token has a BTNS key, the contract holds the sync fee in
+    /// LINK, and a simulated call (`eth_call`) does not revert. A caller can stop here before
+    /// doing other work (committing a mount, measuring the tree) for a sync that would be
+    /// refused.
+    pub async fn check_sync(&self, id: TokenId) -> Result<(), ChainError> {
         self.require_owner_or_approved(id).await?;
         let nft = self.nft();
         let key = nft
@@ -702,6 +706,14 @@ impl Chain {
         }
         let call = nft.sync(U256::from(id)).from(self.wallet);
         call.call().await.map_err(revert::to_chain_error)?;
+        Ok(())
+    }
+
+    /// Sends `sync(tokenId)`: a Chainlink request the oracle answers with the measured usage.
+    pub async fn request_sync(&self, id: TokenId) -> Result<SyncRequest, ChainError> {
+        self.check_sync(id).await?;
+        let nft = self.nft();
+        let call = nft.sync(U256::from(id)).from(self.wallet);
         let receipt = self.mined(call.send().await).await?;
         let request_id = receipt
             .logs()

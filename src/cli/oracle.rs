@@ -15,10 +15,39 @@ pub struct OracleArgs {
     /// Seconds between polls of the chain
     #[arg(long, default_value_t = 1)]
     pub interval: u64,
+    /// Serve the measurement as a Chainlink external adapter (the bridge `pxfs-measure`) on
+    /// this address instead of answering requests on chain
+    #[arg(long, value_name = "ADDR")]
+    pub adapter: Option<std::net::SocketAddr>,
 }
 
 pub async fn run(args: OracleArgs) -> anyhow::Result<()> {
     let cfg = Config::load(args.config.config.as_deref())?;
+    if let Some(addr) = args.adapter {
+        let node = crate::storage::NodeClient::new(&cfg.node)?;
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("cannot listen on {addr}"))?;
+        println!(
+            "pxfs oracle serving the pxfs-measure adapter on http://{}",
+            listener.local_addr()?
+        );
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut term = signal(SignalKind::terminate())?;
+        let mut int = signal(SignalKind::interrupt())?;
+        axum::serve(
+            listener,
+            crate::oracle::adapter::router(node, cfg.oracle.limits()),
+        )
+        .with_graceful_shutdown(async move {
+            tokio::select! {
+                _ = term.recv() => {},
+                _ = int.recv() => {},
+            }
+        })
+        .await?;
+        return Ok(());
+    }
     let operator = cfg
         .chain
         .operator
@@ -39,7 +68,14 @@ pub async fn run(args: OracleArgs) -> anyhow::Result<()> {
         .await
         .context("oracle signer")?;
     let node = crate::storage::NodeClient::new(&cfg.node)?;
-    let oracle = crate::oracle::Oracle::new(chain, node, &operator, &job_id, &state_path)?;
+    let oracle = crate::oracle::Oracle::new(
+        chain,
+        node,
+        &operator,
+        &job_id,
+        &state_path,
+        cfg.oracle.limits(),
+    )?;
 
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate())?;

@@ -24,16 +24,57 @@ pub struct SyncArgs {
     /// With --wait: give up after this many seconds
     #[arg(long, default_value_t = 180, value_name = "SECS")]
     pub timeout: u64,
+    /// Send the request without first measuring the tree as the oracle will
+    #[arg(long)]
+    pub no_check: bool,
+}
+
+/// Measures the published tree the way the oracle does (same code, same limits) and refuses
+/// to send a request the oracle could not answer, saying why. A node without `block/get`
+/// (a hosted gateway) cannot be checked from here: the request is sent with a note.
+async fn precheck(cfg: &Config, token: TokenId, btns: Option<&str>) -> anyhow::Result<()> {
+    let Some(btns) = btns else {
+        return Ok(());
+    };
+    let node = crate::storage::NodeClient::new(&cfg.node)?;
+    let started = Instant::now();
+    match crate::oracle::measure_tree(&node, btns, &cfg.oracle.limits()).await {
+        Ok(m) => {
+            println!(
+                "measured token {}'s published tree: {} bytes ({} in manifests, {} files; {:.1} s)",
+                token,
+                m.usage,
+                m.manifest_bytes,
+                m.files,
+                started.elapsed().as_secs_f64()
+            );
+            if m.size_mismatches > 0 {
+                println!(
+                    "note: {} file entries declare a size their content does not have; the measured size counts",
+                    m.size_mismatches
+                );
+            }
+            Ok(())
+        }
+        Err(crate::oracle::WalkError::Unsupported { reason, .. }) => {
+            println!("note: the node cannot measure the tree ({reason}); the oracle will");
+            Ok(())
+        }
+        Err(e) => anyhow::bail!(
+            "the oracle cannot measure token {token}'s published tree, so it would not answer: {e}; nothing was sent (--no-check sends anyway)"
+        ),
+    }
 }
 
 pub async fn run(args: SyncArgs) -> anyhow::Result<()> {
     let cfg = Config::load(args.config.config.as_deref())?;
     let chain = Chain::connect_signing(&cfg.chain).await?;
-    // Refuse what the contract would refuse before touching the mount.
+    // Refuse what the contract would refuse before touching the mount or measuring.
     let state = chain.token(args.token).await?;
     if chain.flavour() != Flavour::PxStorageNft {
         return sync_px_sol(&cfg, &chain, &state).await;
     }
+    chain.check_sync(args.token).await?;
 
     // The oracle measures what is published under the BTNS name: a local mount of this
     // token must commit first (fsync of its directory forces the commit).
@@ -60,6 +101,10 @@ pub async fn run(args: SyncArgs) -> anyhow::Result<()> {
             "note: token {} is not mounted on this machine; the oracle will see what was last published",
             args.token
         ),
+    }
+
+    if !args.no_check {
+        precheck(&cfg, args.token, state.btns_key.as_deref()).await?;
     }
 
     let from_block = chain.block_number().await?;
@@ -103,7 +148,7 @@ pub async fn run(args: SyncArgs) -> anyhow::Result<()> {
         if waited > timeout {
             progress.finish(None);
             anyhow::bail!(
-                "no answer from the oracle within {} s; is `pxfs oracle` (or the Chainlink job) running? The request stays open: check `pxfs status` later",
+                "no answer from the oracle within {} s; is `pxfs oracle` (or the Chainlink job) running? An oracle that cannot measure the tree (content missing on its node, or beyond its limits) leaves the request unanswered and logs why. The request stays open: check `pxfs status` later",
                 args.timeout
             );
         }

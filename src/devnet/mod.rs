@@ -565,13 +565,11 @@ async fn new_network(
     let key = client.key_gen(&key_name).await?;
     let minted = chain.mint(0, &key.id).await?;
     let state = chain.token(minted.token_id).await?;
+    let empty_manifest = crate::fs::manifest::Manifest::new(Vec::new()).to_json();
+    // Usage counts the manifests (docs/FORMAT.md §7): the empty root's bytes.
+    let empty_usage = empty_manifest.len() as u64;
     let empty_root = client
-        .add_bytes(
-            "manifest.json",
-            crate::fs::manifest::Manifest::new(Vec::new())
-                .to_json()
-                .into(),
-        )
+        .add_bytes("manifest.json", empty_manifest.into())
         .await?
         .hash;
     let doc = crate::usage::UsageDoc {
@@ -580,7 +578,7 @@ async fn new_network(
         contract: config.chain.contract.clone(),
         token_id: minted.token_id,
         quota: state.quota,
-        usage: 0,
+        usage: empty_usage,
         files: 0,
         root: empty_root,
         last_upload: None,
@@ -679,6 +677,7 @@ fn write_config(
         oracle: OracleConfig {
             job_id: Some(job_id.to_string()),
             state_file: Some(layout.oracle_state()),
+            ..OracleConfig::default()
         },
     };
     let config_path = layout.config();

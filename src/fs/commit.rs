@@ -22,6 +22,7 @@ use super::backoff::Backoff;
 use super::error::{FsError, FsResult};
 use super::inode::{Body, Ino, Kind, TokenId};
 use super::journal::CommittedState;
+use super::ledger::CommittedUsage;
 use super::manifest::{self, DirAttrs, Entry, EntryKind, Manifest};
 use super::store::UsageRecord;
 use super::tree::Tree;
@@ -45,6 +46,8 @@ struct Snapshot {
     superseded: Vec<String>,
     /// Closes of versions still uploading (not in this commit).
     carried: Vec<super::journal::Op>,
+    /// The usage to publish, but for the manifests the commit writes (docs/FORMAT.md §7).
+    usage: CommittedUsage,
 }
 
 pub(crate) fn spawn_committer(fs: Fs) {
@@ -290,13 +293,15 @@ impl Fs {
                 dir.dirty = false;
             }
         }
-        let (usage, files) = tree.committed_usage(token)?;
+        tree.recharge_token(token);
+        let rewritten: Vec<Ino> = dirs.iter().map(|d| d.ino).collect();
+        let (usage, files) = tree.committed_usage(token, &rewritten)?;
         let t = tree.token_mut(token)?;
         t.dirty_dirs.clear();
         let record = UsageRecord {
             token_id: token,
             quota: t.info.quota,
-            usage,
+            usage: 0, // known once the manifests are written
             files,
             root: String::new(),
             last_upload: t.last_upload.clone(),
@@ -311,6 +316,7 @@ impl Fs {
             journal_seq: t.journal.last_seq(),
             superseded: std::mem::take(&mut t.superseded),
             carried,
+            usage,
         }))
     }
 
@@ -343,6 +349,7 @@ impl Fs {
             .ok_or_else(|| FsError::Journal("root not among the changed directories".into()))?;
         let record = UsageRecord {
             root,
+            usage: snap.usage.with_manifests(written.values()),
             ..snap.record.clone()
         };
         let doc = self
@@ -375,13 +382,17 @@ impl Fs {
                     unpin.push(old);
                 }
             }
+            // The new manifests count instead of the old ones.
+            for ino in written.keys() {
+                tree.recharge(*ino, false);
+            }
             let t = tree.token_mut(token)?;
             let state = CommittedState {
                 root: root_cid,
                 usage_doc: Some(doc_cid),
                 seq: snap.record.seq,
                 journal_seq: snap.journal_seq,
-                usage: snap.record.usage,
+                usage: snap.usage.with_manifests(written.values()),
                 files: snap.record.files,
                 carried: snap.carried,
             };

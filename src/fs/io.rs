@@ -313,8 +313,9 @@ impl Fs {
             f.size = size;
             if old != size {
                 touch(tree, ino);
-                tree.size_changed(ino, old, size);
             }
+            // A session's bytes count on their own (they may stop being the stored content).
+            tree.recharge(ino, false);
             return Ok(());
         }
     }

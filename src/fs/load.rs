@@ -94,6 +94,7 @@ impl Fs {
                     info,
                     root,
                     usage: committed.usage,
+                    ledger: super::ledger::Ledger::new(committed.usage),
                     files: committed.files,
                     read_only,
                     dirty_dirs: HashSet::new(),
@@ -221,6 +222,8 @@ impl Fs {
                 {
                     *size = bytes.len() as u64;
                 }
+                // Its manifest's size is known now: it counts (docs/FORMAT.md §7).
+                tree.recharge(dir, true);
             }
             Err(e) => {
                 tracing::error!(cid, error = %e, "malformed manifest; serving this sNFT read-only");

@@ -11,6 +11,7 @@ pub mod error;
 pub mod inode;
 mod io;
 pub mod journal;
+pub mod ledger;
 mod live;
 mod load;
 pub mod manifest;
@@ -278,6 +279,14 @@ impl Fs {
     /// Files and bytes not yet uploaded, for progress reports.
     pub fn pending(&self) -> (u64, u64) {
         self.inner.uploads.pending()
+    }
+
+    /// `token`'s usage split by what it is made of, and whether it has changes the next
+    /// commit writes (docs/FORMAT.md §7).
+    pub fn usage_parts(&self, token: TokenId) -> FsResult<(ledger::UsageParts, bool)> {
+        let tree = self.tree();
+        let t = tree.token(token)?;
+        Ok((t.ledger.parts(), t.is_dirty()))
     }
 
     /// Tokens currently mounted.

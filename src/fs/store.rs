@@ -143,6 +143,32 @@ impl MemoryStore {
     pub fn get(&self, cid: &str) -> Option<Bytes> {
         lock(&self.blobs).get(cid).cloned()
     }
+    /// What the oracle measures for the tree under the manifest `root` (docs/FORMAT.md §7),
+    /// from the bytes this store holds: (content bytes, manifest bytes), each distinct CID
+    /// once. `None` if an object is missing or a manifest does not parse.
+    pub fn measure(&self, root: &str) -> Option<(u64, u64)> {
+        let mut seen = std::collections::HashSet::new();
+        let (mut content, mut manifests) = (0u64, 0u64);
+        let mut pending = vec![root.to_string()];
+        while let Some(cid) = pending.pop() {
+            if !seen.insert(cid.clone()) {
+                continue;
+            }
+            let bytes = self.get(&cid)?;
+            manifests += bytes.len() as u64;
+            let m = super::manifest::Manifest::parse(&bytes).ok()?;
+            for e in m.entries {
+                match (e.kind, e.cid) {
+                    (super::manifest::EntryKind::Dir, Some(c)) => pending.push(c),
+                    (super::manifest::EntryKind::File, Some(c)) if seen.insert(c.clone()) => {
+                        content += self.get(&c)?.len() as u64;
+                    }
+                    _ => {}
+                }
+            }
+        }
+        Some((content, manifests))
+    }
     /// The record last published under `btns`.
     pub fn published(&self, btns: &str) -> Option<UsageRecord> {
         lock(&self.names).get(btns).map(|(_, r)| r.clone())

@@ -29,8 +29,11 @@ pub struct TokenInfo {
 pub struct TokenFs {
     pub info: TokenInfo,
     pub root: Ino,
-    /// Live file bytes, including staged growth.
+    /// Usage as docs/FORMAT.md §7 defines it (`ledger.usage()`, kept here for readers):
+    /// distinct stored objects (contents, manifests) plus versions not uploaded yet.
     pub usage: u64,
+    /// What each loaded inode adds to `usage`.
+    pub ledger: super::ledger::Ledger,
     pub files: u64,
     /// Set when a manifest could not be read: the token is served read-only.
     pub read_only: bool,

@@ -8,6 +8,7 @@ use super::error::{FsError, FsResult};
 use super::inode::{
     Body, DirBody, Entries, FileBody, Ino, Inode, Kind, Meta, ROOT_INO, Special, TokenId,
 };
+use super::ledger::{Charge, CommittedUsage};
 use super::manifest::{self, Manifest};
 use super::token::TokenFs;
 
@@ -191,20 +192,20 @@ impl Tree {
     pub fn link_child(&mut self, dir: Ino, name: &str, ino: Ino) -> FsResult<()> {
         let inode = self.get_mut(ino)?;
         inode.links.push((dir, name.to_string()));
-        let (kind, size, token) = (inode.kind(), inode.size(), inode.token);
+        let (kind, token) = (inode.kind(), inode.token);
         let entries = self.entries_mut(dir)?;
         entries.insert(name, ino);
         if kind == Kind::Dir {
             entries.subdirs += 1;
         }
-        // Usage counts each name of a file, as the manifests (and the oracle walking them)
-        // do: a hard link is two entries with the same content.
+        // `files` counts names, as the manifests list them; usage counts the content once
+        // (docs/FORMAT.md §7: a hard link is one inode, equal contents one CID).
         if kind == Kind::File
             && let Some(t) = token.and_then(|t| self.tokens.get_mut(&t))
         {
-            t.usage += size;
             t.files += 1;
         }
+        self.recharge(ino, false);
         self.touch_dir(dir);
         Ok(())
     }
@@ -219,12 +220,7 @@ impl Tree {
             inode.links.remove(pos);
         }
         inode.meta.ctime_ns = super::inode::now_ns();
-        let (kind, size, token, last) = (
-            inode.kind(),
-            inode.size(),
-            inode.token,
-            inode.links.is_empty(),
-        );
+        let (kind, token, last) = (inode.kind(), inode.token, inode.links.is_empty());
         if kind == Kind::Dir
             && let Ok(e) = self.entries_mut(dir)
         {
@@ -233,9 +229,9 @@ impl Tree {
         if kind == Kind::File
             && let Some(t) = token.and_then(|t| self.tokens.get_mut(&t))
         {
-            t.usage = t.usage.saturating_sub(size);
             t.files = t.files.saturating_sub(1);
         }
+        self.recharge(ino, false);
         self.touch_dir(dir);
         if last {
             self.forget_if_unused(ino);
@@ -310,34 +306,91 @@ impl Tree {
         }
         if let Some(t) = inode.token.and_then(|t| self.tokens.get_mut(&t)) {
             t.superseded.extend(gone);
+            // What it stored no longer counts toward usage (docs/FORMAT.md §7).
+            t.ledger.set(ino, None, false);
+            t.usage = t.ledger.usage();
         }
     }
 
-    /// A linked file's size changed: keep the token's usage in step (once per name).
+    /// A linked file's size changed: keep the token's usage in step.
     pub fn size_changed(&mut self, ino: Ino, old: u64, new: u64) {
-        let Some(inode) = self.inodes.get(&ino) else {
+        if old != new {
+            self.recharge(ino, false);
+        }
+    }
+
+    /// What `ino` adds to its token's usage now (docs/FORMAT.md §7): a file its uploaded
+    /// content (one object however many names it has) or, while a newer version is not on
+    /// the node, that version's bytes; a directory its committed manifest (once its size is
+    /// known); nothing once it has no name.
+    fn desired_charge(&self, ino: Ino) -> Option<Charge> {
+        let inode = self.inodes.get(&ino)?;
+        if inode.links.is_empty() && !self.is_token_root(ino) {
+            return None;
+        }
+        match &inode.body {
+            Body::File(f) => match &f.blob {
+                Some(b) if b.size == f.size && !f.upload_pending && f.session.is_none() => {
+                    Some(Charge::Object {
+                        cid: b.cid.clone(),
+                        size: b.size,
+                        manifest: false,
+                    })
+                }
+                _ => (f.size > 0).then_some(Charge::Own(f.size)),
+            },
+            Body::Dir(d) => d
+                .manifest
+                .as_ref()
+                .filter(|(_, size)| *size > 0)
+                .map(|(cid, size)| Charge::Object {
+                    cid: cid.clone(),
+                    size: *size,
+                    manifest: true,
+                }),
+            Body::Symlink(_) | Body::Special(_) => None,
+        }
+    }
+
+    /// Bring `ino`'s charge in its token's usage up to date with its state. `loaded`: it
+    /// was just read from a committed manifest (its object is in the committed figure).
+    pub fn recharge(&mut self, ino: Ino, loaded: bool) {
+        let Some(token) = self.inodes.get(&ino).and_then(|i| i.token) else {
             return;
         };
-        let names = inode.links.len() as u64;
-        if names == 0 || old == new {
-            return;
-        }
-        if let Some(t) = inode.token.and_then(|t| self.tokens.get_mut(&t)) {
-            t.usage = t
-                .usage
-                .saturating_add(new.saturating_mul(names))
-                .saturating_sub(old.saturating_mul(names));
+        let charge = self.desired_charge(ino);
+        if let Some(t) = self.tokens.get_mut(&token) {
+            t.ledger.set(ino, charge, loaded);
+            t.usage = t.ledger.usage();
         }
     }
 
-    /// `token`'s usage and file count as a commit publishes them: what its manifests hold,
-    /// i.e. each file's last uploaded version, without what open sessions added since and
-    /// without files never closed (a crash or another machine does not see those, and the
-    /// oracle walking the manifests does not count them). Files in directories not loaded
-    /// are unchanged, so only loaded inodes can differ from the live counts.
-    pub fn committed_usage(&self, token: TokenId) -> FsResult<(u64, u64)> {
+    /// [`Tree::recharge`] every loaded inode of `token`.
+    pub fn recharge_token(&mut self, token: TokenId) {
+        let inos: Vec<Ino> = self
+            .inodes
+            .iter()
+            .filter(|(_, i)| i.token == Some(token))
+            .map(|(ino, _)| *ino)
+            .collect();
+        for ino in inos {
+            self.recharge(ino, false);
+        }
+    }
+
+    /// `token`'s usage and file count as a commit that rewrites the manifests of
+    /// `rewritten` publishes them: what its manifests hold, i.e. each file's last uploaded
+    /// version, without what open sessions added since and without files never closed (a
+    /// crash or another machine does not see those, and the oracle does not count them).
+    /// Files in directories not loaded are unchanged, so only loaded inodes can differ from
+    /// the live counts.
+    pub fn committed_usage(
+        &self,
+        token: TokenId,
+        rewritten: &[Ino],
+    ) -> FsResult<(CommittedUsage, u64)> {
         let t = self.token(token)?;
-        let (mut usage, mut files) = (t.usage, t.files);
+        let mut files = t.files;
         for inode in self.inodes.values() {
             let Body::File(f) = &inode.body else {
                 continue;
@@ -346,14 +399,17 @@ impl Tree {
             if inode.token != Some(token) || names == 0 {
                 continue;
             }
-            let committed = f.blob.as_ref().map(|b| b.size).unwrap_or(0);
-            usage = usage
-                .saturating_sub(f.size.saturating_mul(names))
-                .saturating_add(committed.saturating_mul(names));
             if f.blob.is_none() {
                 files = files.saturating_sub(names);
             }
         }
+        let usage = t.ledger.committed(rewritten, |ino| {
+            self.inodes
+                .get(&ino)
+                .and_then(|i| i.file())
+                .and_then(|f| f.blob.as_ref())
+                .map(|b| (b.cid.clone(), b.size))
+        });
         Ok((usage, files))
     }
 
@@ -530,6 +586,7 @@ impl Tree {
         }
         let mut entries = Entries::default();
         let mut new_unloaded = 0;
+        let mut loaded = Vec::new();
         for e in &manifest.entries {
             let Some(kind) = e.kind.kind() else {
                 continue;
@@ -578,12 +635,16 @@ impl Tree {
                 entries.subdirs += 1;
             }
             entries.insert(&e.name, ino);
+            loaded.push(ino);
         }
         if let Some(d) = self.get_mut(dir)?.dir_mut() {
             d.entries = Some(entries);
         }
         if let Some(t) = token.and_then(|t| self.tokens.get_mut(&t)) {
             t.unloaded_dirs = (t.unloaded_dirs + new_unloaded).saturating_sub(1);
+        }
+        for ino in loaded {
+            self.recharge(ino, true);
         }
         Ok(())
     }

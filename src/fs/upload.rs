@@ -330,6 +330,7 @@ fn finish(fs: &Fs, job: &Job, blob: Option<Blob>) {
                 for p in parents {
                     tree.mark_dirty(p);
                 }
+                tree.recharge(job.ino, false);
             }
             let path = tree.path_of(job.ino);
             if let Ok(t) = tree.token_mut(job.token) {

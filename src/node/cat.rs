@@ -312,3 +312,29 @@ pub async fn cat(State(node): State<NodeState>, args: Args) -> Result<Response, 
     let body = Body::from_stream(file.read(node.clone(), offset..end));
     Ok(([(CONTENT_TYPE, "application/octet-stream")], body).into_response())
 }
+
+/// `block/get?arg=CID`: the raw bytes of one block, as Kubo and BTFS serve them. The oracle
+/// checks them against the CID itself.
+pub async fn block_get(State(node): State<NodeState>, args: Args) -> Result<Response, ApiError> {
+    let arg = args.required("arg")?;
+    let cid = Cid::from_str(arg.trim_start_matches("/ipfs/"))
+        .map_err(|_| ApiError::bad_argument(format!("invalid CID {arg:?}")))?;
+    let block = node.block(&cid).await?;
+    let body = Body::from(Bytes::copy_from_slice(block.data()));
+    Ok(([(CONTENT_TYPE, "application/octet-stream")], body).into_response())
+}
+
+/// `block/stat?arg=CID`: `{"Key","Size"}` of one block.
+pub async fn block_stat(
+    State(node): State<NodeState>,
+    args: Args,
+) -> Result<axum::Json<crate::storage::BlockStat>, ApiError> {
+    let arg = args.required("arg")?;
+    let cid = Cid::from_str(arg.trim_start_matches("/ipfs/"))
+        .map_err(|_| ApiError::bad_argument(format!("invalid CID {arg:?}")))?;
+    let block = node.block(&cid).await?;
+    Ok(axum::Json(crate::storage::BlockStat {
+        key: cid.to_string(),
+        size: block.data().len() as u64,
+    }))
+}

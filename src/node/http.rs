@@ -19,6 +19,8 @@ pub fn router(node: NodeState) -> Router {
     let rpc = Router::new()
         .route("/add", post(add::add))
         .route("/cat", post(cat::cat))
+        .route("/block/get", post(cat::block_get))
+        .route("/block/stat", post(cat::block_stat))
         .route("/pin/add", post(pins::pin_add))
         .route("/pin/rm", post(pins::pin_rm))
         .route("/pin/ls", post(pins::pin_ls))

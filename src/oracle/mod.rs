@@ -1,24 +1,30 @@
 //! `pxfs oracle`: the Chainlink node's direct-request job for pxfs, run locally. It follows
 //! the Operator's `OracleRequest` events for its job, resolves the token's BTNS name,
-//! recomputes the usage by walking the directory manifests from the published root (the
-//! claimed number is not trusted), and answers through `fulfillOracleRequest2`.
+//! measures the tree from the published root (docs/FORMAT.md §7: every distinct object's
+//! stored size, checked by content address; the claimed number is not trusted), and answers
+//! through `fulfillOracleRequest2`. Each request is measured in its own task within
+//! [`Limits`]; a tree that cannot be measured is left unanswered, never guessed.
 //!
-//! Exactly once: the last handled block is persisted after each batch, and every answer is
-//! simulated first, so a request answered before a crash is recognised and skipped.
+//! Exactly once: the block below every request still in flight is persisted, and every
+//! answer is simulated first, so a request answered before a crash is recognised and skipped.
 
+pub mod adapter;
 mod request;
 mod walk;
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+use tokio::task::JoinSet;
 
 use crate::chain::{Chain, ChainError, OracleRequest};
 use crate::storage::NodeClient;
 
 pub use request::{RequestParams, RequestParamsError};
-pub use walk::{TreeUsage, WalkError, measure_tree};
+pub use walk::{Limits, TreeUsage, WalkError, measure_root, measure_tree};
 
 #[derive(Debug, thiserror::Error)]
 pub enum OracleError {
@@ -54,13 +60,30 @@ struct OracleState {
     last_block: u64,
 }
 
-pub struct Oracle {
+/// What the request tasks share.
+struct Shared {
     chain: Chain,
     node: NodeClient,
     operator: alloy::primitives::Address,
+    limits: Limits,
+    /// Measurements run concurrently; answers are sent one at a time (one signer, one nonce
+    /// sequence).
+    send: tokio::sync::Mutex<()>,
+}
+
+type Finished = (u64, alloy::primitives::B256, Outcome);
+
+pub struct Oracle {
+    shared: Arc<Shared>,
     job_id: alloy::primitives::B256,
     state_path: PathBuf,
     state: OracleState,
+    /// Requests in blocks up to this one have been picked up (answered or in flight).
+    seen_to: u64,
+    /// Requests being measured, each a task: (block, request id, outcome).
+    in_flight: JoinSet<Finished>,
+    /// How many requests of each block are in flight: the persisted block stays below them.
+    in_flight_blocks: BTreeMap<u64, usize>,
 }
 
 impl Oracle {
@@ -70,10 +93,11 @@ impl Oracle {
         operator: &str,
         job_id: &str,
         state_path: &Path,
+        limits: Limits,
     ) -> Result<Oracle, OracleError> {
         let operator = crate::chain::parse_address("operator", operator)?;
         let job_id = job_id.trim().parse().map_err(|_| OracleError::NoJobId)?;
-        let state = match std::fs::read(state_path) {
+        let state: OracleState = match std::fs::read(state_path) {
             Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| OracleError::State {
                 path: state_path.to_path_buf(),
                 reason: e.to_string(),
@@ -87,12 +111,19 @@ impl Oracle {
             }
         };
         Ok(Oracle {
-            chain,
-            node,
-            operator,
+            shared: Arc::new(Shared {
+                chain,
+                node,
+                operator,
+                limits,
+                send: tokio::sync::Mutex::new(()),
+            }),
             job_id,
             state_path: state_path.to_path_buf(),
+            seen_to: state.last_block,
             state,
+            in_flight: JoinSet::new(),
+            in_flight_blocks: BTreeMap::new(),
         })
     }
 
@@ -110,84 +141,59 @@ impl Oracle {
         std::fs::rename(&tmp, &self.state_path).map_err(err)
     }
 
-    /// Handles every request in blocks after the last handled one, up to the chain head.
+    /// Picks up the requests in blocks after the last picked-up one, up to the chain head,
+    /// each measured in its own task (so a large tree does not hold up other tokens), and
+    /// returns the requests finished since the last call. The persisted block stays below
+    /// every request still in flight: after a crash those are handled again, and an answer
+    /// that did land is recognised by its simulation (exactly once).
     pub async fn poll_once(&mut self) -> Result<Vec<Outcome>, OracleError> {
-        let head = self.chain.block_number().await?;
-        let from = self.state.last_block + 1;
-        if from > head {
-            return Ok(Vec::new());
-        }
-        let requests = self
-            .chain
-            .oracle_requests(self.operator, self.job_id, from, head)
-            .await?;
-        let mut outcomes = Vec::with_capacity(requests.len());
-        for req in &requests {
-            let outcome = self.handle(req).await;
-            match &outcome {
-                Outcome::Fulfilled {
-                    token_id,
-                    usage,
-                    claimed,
-                    root,
-                    tx_hash,
-                } => {
-                    if usage != claimed {
-                        tracing::warn!(
-                            token_id,
-                            usage,
-                            claimed,
-                            "usage document claimed a different usage; corrected"
-                        );
-                    }
-                    tracing::info!(token_id, usage, root, tx_hash, request = %req.request_id, "sync fulfilled");
+        let mut outcomes = Vec::new();
+        while let Some(done) = self.in_flight.try_join_next() {
+            match done {
+                Ok((block, request, outcome)) => {
+                    log_outcome(&request, &outcome);
+                    self.finished(block);
+                    outcomes.push(outcome);
                 }
-                Outcome::AlreadyAnswered => {
-                    tracing::info!(request = %req.request_id, "request already answered or expired; skipped")
-                }
-                Outcome::Skipped(why) => {
-                    tracing::warn!(request = %req.request_id, "request not answered: {why}")
-                }
+                // A panicking task would be a bug; its block stays pinned until a restart.
+                Err(e) => tracing::error!("oracle request task failed: {e}"),
             }
-            outcomes.push(outcome);
         }
-        self.state.last_block = head;
-        self.save_state()?;
+        let head = self.shared.chain.block_number().await?;
+        let from = self.seen_to + 1;
+        if from <= head {
+            let requests = self
+                .shared
+                .chain
+                .oracle_requests(self.shared.operator, self.job_id, from, head)
+                .await?;
+            for req in requests {
+                *self.in_flight_blocks.entry(req.block).or_default() += 1;
+                let shared = self.shared.clone();
+                self.in_flight.spawn(async move {
+                    let outcome = handle(&shared, &req).await;
+                    (req.block, req.request_id, outcome)
+                });
+            }
+            self.seen_to = head;
+        }
+        let last = match self.in_flight_blocks.keys().next() {
+            Some(lowest) => lowest.saturating_sub(1),
+            None => self.seen_to,
+        };
+        if last != self.state.last_block || !self.state_path.exists() {
+            self.state.last_block = last;
+            self.save_state()?;
+        }
         Ok(outcomes)
     }
 
-    async fn handle(&self, req: &OracleRequest) -> Outcome {
-        if req.requester != self.chain.contract() {
-            return Outcome::Skipped(format!("requester {} is not our contract", req.requester));
-        }
-        let params = match RequestParams::decode(&req.data) {
-            Ok(p) => p,
-            Err(e) => return Outcome::Skipped(e.to_string()),
-        };
-        let measured = match measure_tree(&self.node, &params.btns_key).await {
-            Ok(m) => m,
-            Err(e) => return Outcome::Skipped(e.to_string()),
-        };
-        if measured.token_id != params.token_id {
-            return Outcome::Skipped(format!(
-                "the usage document under {} is for token {}, not {}",
-                params.btns_key, measured.token_id, params.token_id
-            ));
-        }
-        match self
-            .chain
-            .fulfill_sync(self.operator, req, measured.usage, &measured.root)
-            .await
-        {
-            Ok(tx) => Outcome::Fulfilled {
-                token_id: params.token_id,
-                usage: measured.usage,
-                claimed: measured.claimed_usage,
-                root: measured.root,
-                tx_hash: tx.tx_hash.to_string(),
-            },
-            Err(ChainError::Reverted(_)) => Outcome::AlreadyAnswered,
-            Err(e) => Outcome::Skipped(e.to_string()),
+    fn finished(&mut self, block: u64) {
+        if let Some(n) = self.in_flight_blocks.get_mut(&block) {
+            *n -= 1;
+            if *n == 0 {
+                self.in_flight_blocks.remove(&block);
+            }
         }
     }
 
@@ -207,5 +213,85 @@ impl Oracle {
                 _ = tokio::time::sleep(interval) => {}
             }
         }
+    }
+}
+
+fn log_outcome(request: &alloy::primitives::B256, outcome: &Outcome) {
+    match outcome {
+        Outcome::Fulfilled {
+            token_id,
+            usage,
+            claimed,
+            root,
+            tx_hash,
+        } => {
+            if usage != claimed {
+                tracing::warn!(
+                    token_id,
+                    usage,
+                    claimed,
+                    "usage document claimed a different usage; corrected"
+                );
+            }
+            tracing::info!(token_id, usage, root, tx_hash, request = %request, "sync fulfilled");
+        }
+        Outcome::AlreadyAnswered => {
+            tracing::info!(request = %request, "request already answered or expired; skipped")
+        }
+        Outcome::Skipped(why) => {
+            tracing::warn!(request = %request, "request not answered: {why}")
+        }
+    }
+}
+
+async fn handle(shared: &Shared, req: &OracleRequest) -> Outcome {
+    if req.requester != shared.chain.contract() {
+        return Outcome::Skipped(format!("requester {} is not our contract", req.requester));
+    }
+    let params = match RequestParams::decode(&req.data) {
+        Ok(p) => p,
+        Err(e) => return Outcome::Skipped(e.to_string()),
+    };
+    let measured = match measure_tree(&shared.node, &params.btns_key, &shared.limits).await {
+        Ok(m) => m,
+        // Unverifiable or missing content: not answered, so the token stays as it was.
+        Err(e) => {
+            return Outcome::Skipped(format!(
+                "token {}: usage not measured, request left unanswered: {e}",
+                params.token_id
+            ));
+        }
+    };
+    if measured.token_id != params.token_id {
+        return Outcome::Skipped(format!(
+            "the usage document under {} is for token {}, not {}",
+            params.btns_key, measured.token_id, params.token_id
+        ));
+    }
+    tracing::info!(
+        token_id = params.token_id,
+        usage = measured.usage,
+        manifest_bytes = measured.manifest_bytes,
+        files = measured.files,
+        objects_fetched = measured.objects_fetched,
+        bytes_fetched = measured.bytes_fetched,
+        size_mismatches = measured.size_mismatches,
+        "tree measured"
+    );
+    let _sending = shared.send.lock().await;
+    match shared
+        .chain
+        .fulfill_sync(shared.operator, req, measured.usage, &measured.root)
+        .await
+    {
+        Ok(tx) => Outcome::Fulfilled {
+            token_id: params.token_id,
+            usage: measured.usage,
+            claimed: measured.claimed_usage,
+            root: measured.root,
+            tx_hash: tx.tx_hash.to_string(),
+        },
+        Err(ChainError::Reverted(_)) => Outcome::AlreadyAnswered,
+        Err(e) => Outcome::Skipped(e.to_string()),
     }
 }

@@ -1,21 +1,75 @@
-//! Measuring a token's tree: resolve its BTNS name to the usage document, then walk the
-//! directory manifests from the document's root and add up the file sizes. The claimed
-//! usage in the document is reported, never trusted.
+//! Measuring a token's tree (docs/FORMAT.md §7): resolve its BTNS name to the usage
+//! document, then walk every object reachable from the document's root and add up the
+//! stored size of each distinct CID once: every directory manifest (its bytes, so names and
+//! xattr values count) and every file's content. Sizes are measured from the objects, never
+//! taken from what a manifest declares; the claimed usage in the document is reported, never
+//! trusted.
+//!
+//! What is verified: every block that is read (manifests, and the dag-pb nodes of content
+//! DAGs) is fetched with `block/get` and its SHA2-256 checked against its CID, so neither a
+//! forged manifest nor a lying node can change what a DAG links to. A content DAG's size is
+//! the sum of its nodes' inline data and of its raw leaves' sizes, read with `block/stat`
+//! (the block the node holds under that content address; the node checked its hash when it
+//! stored it), and each leaf must have the size its parent's `blocksizes` declares. A CID the
+//! node cannot provide fails the measurement: missing content is never counted as zero.
+
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
+
+use bytes::Bytes;
+use ipld_core::cid::Cid;
+use sha2::{Digest, Sha256};
 
 use crate::fs::manifest::EntryKind;
 use crate::storage::NodeClient;
 
-/// At most this many manifest entries are walked; a larger tree is refused, not guessed.
-const MAX_ENTRIES: u64 = 50_000_000;
+const RAW_CODEC: u64 = 0x55;
+const DAG_PB_CODEC: u64 = 0x70;
+const SHA2_256: u64 = 0x12;
+/// Deeper content DAGs than this are refused (Kubo's balanced layout needs 4 levels for
+/// petabytes).
+const MAX_DAG_DEPTH: u32 = 32;
+
+/// Bounds on the work one measurement may do; beyond them it fails, never guesses.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limits {
+    /// Node requests (`block/get` and `block/stat`).
+    pub max_objects: u64,
+    /// Bytes fetched with `block/get` (manifests and dag-pb nodes).
+    pub max_bytes: u64,
+    /// Wall time for the whole measurement.
+    pub max_time: Duration,
+    /// Wall time for one node request: a CID the node cannot provide in this time fails it.
+    pub object_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_objects: 1_000_000,
+            max_bytes: 1 << 30,
+            max_time: Duration::from_secs(600),
+            object_timeout: Duration::from_secs(30),
+        }
+    }
+}
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TreeUsage {
     pub token_id: u64,
-    /// Bytes of live file content, measured from the manifests.
+    /// Stored bytes of every distinct object reachable from the root (manifests + content).
     pub usage: u64,
+    /// Of `usage`, the bytes of the manifests.
+    pub manifest_bytes: u64,
     /// What the usage document claimed.
     pub claimed_usage: u64,
+    /// Distinct file content objects.
     pub files: u64,
+    /// Node requests made and bytes fetched.
+    pub objects_fetched: u64,
+    pub bytes_fetched: u64,
+    /// File entries whose declared size differs from their measured content.
+    pub size_mismatches: u64,
     pub root: String,
 }
 
@@ -28,64 +82,131 @@ pub enum WalkError {
     },
     #[error("cannot load manifest {cid}: {reason}")]
     Manifest { cid: String, reason: String },
-    #[error("the tree under {root} has more than {MAX_ENTRIES} entries")]
-    TooLarge { root: String },
+    #[error("cannot measure object {cid}: {reason}")]
+    Object { cid: String, reason: String },
+    #[error("the node cannot provide {cid} (within {secs} s): {reason}")]
+    Missing {
+        cid: String,
+        secs: u64,
+        reason: String,
+    },
+    #[error("the node does not offer {command}, which measuring needs: {reason}")]
+    Unsupported { command: String, reason: String },
+    #[error("unverifiable: measuring the tree needs more than {limit} (see the oracle limits)")]
+    Limit { limit: String },
 }
 
-pub async fn measure_tree(node: &NodeClient, btns: &str) -> Result<TreeUsage, WalkError> {
-    let (_doc_cid, doc) =
-        crate::usage::resolve(node, btns)
-            .await
-            .map_err(|source| WalkError::Usage {
-                btns: btns.to_string(),
-                source,
-            })?;
+/// Resolves `btns` and measures the tree its usage document points at, within `limits`.
+pub async fn measure_tree(
+    node: &NodeClient,
+    btns: &str,
+    limits: &Limits,
+) -> Result<TreeUsage, WalkError> {
+    let work = async {
+        let (_doc_cid, doc) =
+            crate::usage::resolve(node, btns)
+                .await
+                .map_err(|source| WalkError::Usage {
+                    btns: btns.to_string(),
+                    source,
+                })?;
+        let mut usage = measure_root(node, &doc.root, limits).await?;
+        usage.token_id = doc.token_id;
+        usage.claimed_usage = doc.usage;
+        Ok(usage)
+    };
+    tokio::time::timeout(limits.max_time, work)
+        .await
+        .unwrap_or_else(|_| {
+            Err(WalkError::Limit {
+                limit: format!("{} s of wall time", limits.max_time.as_secs()),
+            })
+        })
+}
+
+/// Measures the tree under the root manifest `root` (token id and claim left at 0).
+pub async fn measure_root(
+    node: &NodeClient,
+    root: &str,
+    limits: &Limits,
+) -> Result<TreeUsage, WalkError> {
+    let mut walk = Walk {
+        node,
+        limits,
+        objects: 0,
+        bytes: 0,
+        sizes: HashMap::new(),
+    };
+    let mut counted: HashSet<Cid> = HashSet::new();
     let mut usage = 0u64;
+    let mut manifest_bytes = 0u64;
     let mut files = 0u64;
-    let mut entries = 0u64;
-    let mut pending = vec![doc.root.clone()];
+    let mut mismatches = 0u64;
+    let mut pending = vec![parse_cid(root)?];
     while let Some(cid) = pending.pop() {
-        let bytes = node
-            .cat(&cid, 0, None)
-            .await
-            .map_err(|e| WalkError::Manifest {
-                cid: cid.clone(),
-                reason: e.to_string(),
-            })?;
+        if !counted.insert(cid) {
+            continue;
+        }
+        let bytes = walk.read_object(&cid, 0).await?;
+        manifest_bytes += bytes.len() as u64;
+        usage += bytes.len() as u64;
         let manifest =
             crate::fs::manifest::Manifest::parse(&bytes).map_err(|e| WalkError::Manifest {
-                cid: cid.clone(),
+                cid: cid.to_string(),
                 reason: e.to_string(),
             })?;
         for entry in manifest.entries {
-            entries += 1;
-            if entries > MAX_ENTRIES {
-                return Err(WalkError::TooLarge { root: doc.root });
-            }
             match entry.kind {
                 EntryKind::File => {
-                    usage += entry.size;
-                    files += 1;
+                    let Some(content) = entry.cid.as_deref() else {
+                        if entry.size != 0 {
+                            return Err(WalkError::Manifest {
+                                cid: cid.to_string(),
+                                reason: format!(
+                                    "file {:?} declares {} bytes but has no cid",
+                                    entry.name, entry.size
+                                ),
+                            });
+                        }
+                        continue;
+                    };
+                    let content = parse_cid(content)?;
+                    let measured = walk.content_size(&content, 0).await?;
+                    if measured != entry.size {
+                        mismatches += 1;
+                        tracing::warn!(
+                            manifest = %cid,
+                            name = entry.name,
+                            content = %content,
+                            declared = entry.size,
+                            measured,
+                            "a file's declared size disagrees with its content; the measured size counts"
+                        );
+                    }
+                    if counted.insert(content) {
+                        usage += measured;
+                        files += 1;
+                    }
                 }
                 EntryKind::Dir => {
-                    let Some(child) = entry.cid else {
+                    let Some(child) = entry.cid.as_deref() else {
                         return Err(WalkError::Manifest {
-                            cid,
+                            cid: cid.to_string(),
                             reason: format!("directory entry {:?} has no cid", entry.name),
                         });
                     };
-                    pending.push(child);
+                    pending.push(parse_cid(child)?);
                 }
-                // Names without content: no bytes of usage.
+                // Names without content: their bytes are in the manifest.
                 EntryKind::Symlink
                 | EntryKind::Fifo
                 | EntryKind::Socket
                 | EntryKind::Chardev
                 | EntryKind::Blockdev => {}
-                // Its size may or may not be content: refuse rather than guess.
+                // It may or may not reference content: refuse rather than guess.
                 EntryKind::Unknown => {
                     return Err(WalkError::Manifest {
-                        cid,
+                        cid: cid.to_string(),
                         reason: format!("entry {:?} is of an unknown kind", entry.name),
                     });
                 }
@@ -93,10 +214,371 @@ pub async fn measure_tree(node: &NodeClient, btns: &str) -> Result<TreeUsage, Wa
         }
     }
     Ok(TreeUsage {
-        token_id: doc.token_id,
+        token_id: 0,
         usage,
-        claimed_usage: doc.usage,
+        manifest_bytes,
+        claimed_usage: 0,
         files,
-        root: doc.root,
+        objects_fetched: walk.objects,
+        bytes_fetched: walk.bytes,
+        size_mismatches: mismatches,
+        root: root.to_string(),
     })
+}
+
+fn parse_cid(s: &str) -> Result<Cid, WalkError> {
+    s.parse().map_err(|e| WalkError::Object {
+        cid: s.to_string(),
+        reason: format!("not a CID: {e}"),
+    })
+}
+
+struct Walk<'a> {
+    node: &'a NodeClient,
+    limits: &'a Limits,
+    objects: u64,
+    bytes: u64,
+    /// Measured content sizes by CID: a DAG node referenced many times is measured once.
+    sizes: HashMap<Cid, u64>,
+}
+
+impl Walk<'_> {
+    fn count_object(&mut self) -> Result<(), WalkError> {
+        self.objects += 1;
+        if self.objects > self.limits.max_objects {
+            return Err(WalkError::Limit {
+                limit: format!("{} node requests", self.limits.max_objects),
+            });
+        }
+        Ok(())
+    }
+
+    fn failed(&self, cid: &Cid, e: crate::storage::StorageError) -> WalkError {
+        match &e {
+            crate::storage::StorageError::Node {
+                path,
+                status: 404 | 405 | 501,
+                ..
+            } => WalkError::Unsupported {
+                command: path.clone(),
+                reason: e.to_string(),
+            },
+            _ => self.missing(cid, e.to_string()),
+        }
+    }
+
+    fn missing(&self, cid: &Cid, reason: String) -> WalkError {
+        WalkError::Missing {
+            cid: cid.to_string(),
+            secs: self.limits.object_timeout.as_secs(),
+            reason,
+        }
+    }
+
+    /// One block, fetched and checked against its CID.
+    async fn block(&mut self, cid: &Cid) -> Result<Bytes, WalkError> {
+        self.count_object()?;
+        let hash = cid.hash();
+        if hash.code() != SHA2_256 {
+            return Err(WalkError::Object {
+                cid: cid.to_string(),
+                reason: format!(
+                    "unsupported multihash 0x{:x} (pxfs uses sha2-256)",
+                    hash.code()
+                ),
+            });
+        }
+        let text = cid.to_string();
+        let data = tokio::time::timeout(self.limits.object_timeout, self.node.block_get(&text))
+            .await
+            .map_err(|_| self.missing(cid, "timed out".into()))?
+            .map_err(|e| self.failed(cid, e))?;
+        self.bytes += data.len() as u64;
+        if self.bytes > self.limits.max_bytes {
+            return Err(WalkError::Limit {
+                limit: format!("{} bytes fetched", self.limits.max_bytes),
+            });
+        }
+        if Sha256::digest(&data).as_slice() != hash.digest() {
+            return Err(WalkError::Object {
+                cid: text,
+                reason: "the node returned a block whose hash does not match the CID".into(),
+            });
+        }
+        Ok(data)
+    }
+
+    /// The size of a raw block as the node holds it under its content address.
+    async fn raw_size(&mut self, cid: &Cid) -> Result<u64, WalkError> {
+        if let Some(size) = self.sizes.get(cid) {
+            return Ok(*size);
+        }
+        self.count_object()?;
+        let text = cid.to_string();
+        let stat = tokio::time::timeout(self.limits.object_timeout, self.node.block_stat(&text))
+            .await
+            .map_err(|_| self.missing(cid, "timed out".into()))?
+            .map_err(|e| self.failed(cid, e))?;
+        self.sizes.insert(*cid, stat.size);
+        Ok(stat.size)
+    }
+
+    /// The stored size of a content object (what `cat` returns), measured from its DAG.
+    fn content_size<'s>(
+        &'s mut self,
+        cid: &'s Cid,
+        depth: u32,
+    ) -> futures::future::BoxFuture<'s, Result<u64, WalkError>> {
+        Box::pin(async move {
+            if let Some(size) = self.sizes.get(cid) {
+                return Ok(*size);
+            }
+            match cid.codec() {
+                RAW_CODEC => self.raw_size(cid).await,
+                DAG_PB_CODEC => {
+                    if depth > MAX_DAG_DEPTH {
+                        return Err(self.bad(cid, "the DAG is deeper than pxfs allows"));
+                    }
+                    let block = self.block(cid).await?;
+                    let node = FileNode::decode(&block).map_err(|r| self.bad(cid, r))?;
+                    if !node.blocksizes.is_empty() && node.blocksizes.len() != node.links.len() {
+                        return Err(self.bad(cid, "blocksizes and links differ in number"));
+                    }
+                    let mut size = node.data_len;
+                    for (i, link) in node.links.iter().enumerate() {
+                        let child = self.content_size(link, depth + 1).await?;
+                        if let Some(declared) = node.blocksizes.get(i)
+                            && *declared != child
+                        {
+                            tracing::warn!(
+                                parent = %cid,
+                                child = %link,
+                                declared,
+                                measured = child,
+                                "a DAG node's blocksize disagrees with its child; the measured size counts"
+                            );
+                        }
+                        size = size.saturating_add(child);
+                    }
+                    if let Some(declared) = node.filesize
+                        && declared != size
+                    {
+                        tracing::warn!(
+                            cid = %cid,
+                            declared,
+                            measured = size,
+                            "a DAG's filesize disagrees with its content; the measured size counts"
+                        );
+                    }
+                    self.sizes.insert(*cid, size);
+                    Ok(size)
+                }
+                other => Err(self.bad(
+                    cid,
+                    &format!("codec 0x{other:x} is not a pxfs object (raw or dag-pb)"),
+                )),
+            }
+        })
+    }
+
+    fn bad(&self, cid: &Cid, reason: &str) -> WalkError {
+        WalkError::Object {
+            cid: cid.to_string(),
+            reason: reason.to_string(),
+        }
+    }
+
+    /// The whole bytes of an object (a manifest), every block checked against its CID.
+    fn read_object<'s>(
+        &'s mut self,
+        cid: &'s Cid,
+        depth: u32,
+    ) -> futures::future::BoxFuture<'s, Result<Vec<u8>, WalkError>> {
+        Box::pin(async move {
+            match cid.codec() {
+                RAW_CODEC => Ok(self.block(cid).await?.to_vec()),
+                DAG_PB_CODEC => {
+                    if depth > MAX_DAG_DEPTH {
+                        return Err(self.bad(cid, "the DAG is deeper than pxfs allows"));
+                    }
+                    let block = self.block(cid).await?;
+                    let node = FileNode::decode(&block).map_err(|r| self.bad(cid, r))?;
+                    let mut out = node.data.to_vec();
+                    for link in &node.links {
+                        out.extend(self.read_object(link, depth + 1).await?);
+                    }
+                    Ok(out)
+                }
+                other => Err(self.bad(
+                    cid,
+                    &format!("codec 0x{other:x} is not a pxfs object (raw or dag-pb)"),
+                )),
+            }
+        })
+    }
+}
+
+/// The parts of a dag-pb UnixFS file node the measurement needs.
+struct FileNode {
+    links: Vec<Cid>,
+    data: Bytes,
+    data_len: u64,
+    filesize: Option<u64>,
+    blocksizes: Vec<u64>,
+}
+
+impl FileNode {
+    fn decode(block: &Bytes) -> Result<FileNode, &'static str> {
+        let mut links = Vec::new();
+        let mut unixfs: &[u8] = &[];
+        for field in protobuf::fields(block) {
+            match field? {
+                (1, protobuf::Value::Bytes(b)) => unixfs = b,
+                (2, protobuf::Value::Bytes(link)) => {
+                    let mut hash = None;
+                    for f in protobuf::fields(link) {
+                        if let (1, protobuf::Value::Bytes(h)) = f? {
+                            hash = Some(h);
+                        }
+                    }
+                    let hash = hash.ok_or("a dag-pb link has no hash")?;
+                    links.push(
+                        Cid::try_from(hash).map_err(|_| "a dag-pb link's hash is not a CID")?,
+                    );
+                }
+                _ => {}
+            }
+        }
+        let mut kind = None;
+        let mut data: &[u8] = &[];
+        let mut filesize = None;
+        let mut blocksizes = Vec::new();
+        for field in protobuf::fields(unixfs) {
+            match field? {
+                (1, protobuf::Value::Varint(t)) => kind = Some(t),
+                (2, protobuf::Value::Bytes(d)) => data = d,
+                (3, protobuf::Value::Varint(s)) => filesize = Some(s),
+                (4, protobuf::Value::Varint(s)) => blocksizes.push(s),
+                (4, protobuf::Value::Bytes(packed)) => {
+                    let mut pos = 0;
+                    while pos < packed.len() {
+                        blocksizes
+                            .push(protobuf::varint(packed, &mut pos).ok_or("bad blocksizes")?);
+                    }
+                }
+                _ => {}
+            }
+        }
+        // UnixFS types: 0 raw, 2 file; anything else (a directory, a symlink) is not content.
+        match kind {
+            Some(0) | Some(2) => {}
+            None => return Err("a dag-pb node without UnixFS data"),
+            Some(_) => return Err("a dag-pb node that is not a UnixFS file"),
+        }
+        let data = block.slice_ref(data);
+        Ok(FileNode {
+            links,
+            data_len: data.len() as u64,
+            data,
+            filesize,
+            blocksizes,
+        })
+    }
+}
+
+/// Just enough protobuf to read dag-pb and UnixFS messages.
+mod protobuf {
+    pub enum Value<'a> {
+        Varint(u64),
+        Bytes(&'a [u8]),
+    }
+
+    pub fn varint(buf: &[u8], pos: &mut usize) -> Option<u64> {
+        let mut value = 0u64;
+        for shift in (0..64).step_by(7) {
+            let byte = *buf.get(*pos)?;
+            *pos += 1;
+            value |= u64::from(byte & 0x7f) << shift;
+            if byte & 0x80 == 0 {
+                return Some(value);
+            }
+        }
+        None
+    }
+
+    /// The fields of one message: (field number, value); fixed-width fields are skipped.
+    pub fn fields(buf: &[u8]) -> impl Iterator<Item = Result<(u64, Value<'_>), &'static str>> {
+        let mut pos = 0usize;
+        let mut failed = false;
+        std::iter::from_fn(move || {
+            if failed || pos >= buf.len() {
+                return None;
+            }
+            let one = (|| {
+                let key = varint(buf, &mut pos).ok_or("truncated protobuf key")?;
+                let (number, wire) = (key >> 3, key & 7);
+                let value = match wire {
+                    0 => Value::Varint(varint(buf, &mut pos).ok_or("truncated varint")?),
+                    1 | 5 => {
+                        let width = if wire == 1 { 8 } else { 4 };
+                        pos = pos
+                            .checked_add(width)
+                            .filter(|p| *p <= buf.len())
+                            .ok_or("truncated field")?;
+                        Value::Varint(0)
+                    }
+                    2 => {
+                        let len = varint(buf, &mut pos).ok_or("truncated length")?;
+                        let end = usize::try_from(len)
+                            .ok()
+                            .and_then(|l| pos.checked_add(l))
+                            .filter(|e| *e <= buf.len())
+                            .ok_or("truncated bytes field")?;
+                        let bytes = &buf[pos..end];
+                        pos = end;
+                        Value::Bytes(bytes)
+                    }
+                    _ => return Err("unsupported protobuf wire type"),
+                };
+                Ok((number, value))
+            })();
+            failed = one.is_err();
+            Some(one)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decodes_a_unixfs_file_node_with_links_and_blocksizes() {
+        // PBNode { Links: [PBLink { Hash: <raw cid>, Tsize: 3 }], Data: UnixFS { Type: File,
+        // filesize: 3, blocksizes: [3] } }
+        let leaf: Cid = "bafkreif2pall7dybz7vecqka3zo24irdwabwdi4wc55jznaq75q7eaavvu"
+            .parse()
+            .unwrap();
+        let hash = leaf.to_bytes();
+        let mut link = vec![0x0a, hash.len() as u8];
+        link.extend(&hash);
+        link.extend([0x18, 3]);
+        let unixfs = [0x08, 2, 0x18, 3, 0x20, 3];
+        let mut block = vec![0x12, link.len() as u8];
+        block.extend(&link);
+        block.extend([0x0a, unixfs.len() as u8]);
+        block.extend(unixfs);
+        let node = FileNode::decode(&Bytes::from(block)).unwrap();
+        assert_eq!(node.links, vec![leaf]);
+        assert_eq!(node.filesize, Some(3));
+        assert_eq!(node.blocksizes, vec![3]);
+        assert_eq!(node.data_len, 0);
+    }
+
+    #[test]
+    fn a_directory_node_is_not_content_and_garbage_is_an_error() {
+        let dir = Bytes::from_static(&[0x0a, 2, 0x08, 1]);
+        assert!(FileNode::decode(&dir).is_err());
+        assert!(FileNode::decode(&Bytes::from_static(&[0x12, 0x7f, 1])).is_err());
+    }
 }

@@ -26,7 +26,7 @@ use crate::config::NodeConfig;
 
 pub use error::StorageError;
 use responses::{AddAnswerError, KeyList, Pins, Resolved};
-pub use responses::{Added, KeyInfo, Published, RepoStat, VersionInfo};
+pub use responses::{Added, BlockStat, KeyInfo, Published, RepoStat, VersionInfo};
 use transport::{Deadline, Progress, Transport, Upload};
 
 /// Connecting may take at most this long, even when the request timeout is longer:
@@ -267,6 +267,19 @@ impl NodeClient {
         let (offset, length) = (offset.to_string(), length.map(|l| l.to_string()));
         let query = cat::query(cid, &offset, length.as_deref());
         self.inner.call("cat", &query, Deadline::Total, None).await
+    }
+
+    /// The raw bytes of one block (`block/get`), unverified: the caller checks them against
+    /// the CID's hash. Kubo, BTFS and `pxfs node` serve it.
+    pub async fn block_get(&self, cid: &str) -> Result<Bytes, StorageError> {
+        self.inner
+            .call("block/get", &[("arg", cid)], Deadline::Total, None)
+            .await
+    }
+
+    /// The size of one block (`block/stat`), as the node holds it under that CID.
+    pub async fn block_stat(&self, cid: &str) -> Result<BlockStat, StorageError> {
+        self.json("block/stat", &[("arg", cid)]).await
     }
 
     /// Like [`NodeClient::cat`] but streamed: only silence longer than the timeout fails

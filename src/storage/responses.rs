@@ -253,3 +253,12 @@ mod tests {
         assert!(KuboError::parse(b"<html>Bad Gateway</html>").is_none());
     }
 }
+
+/// `block/stat`: the size of one block the node holds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BlockStat {
+    #[serde(rename = "Key")]
+    pub key: String,
+    #[serde(rename = "Size")]
+    pub size: u64,
+}

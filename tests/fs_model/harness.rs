@@ -575,11 +575,69 @@ impl Mount {
             .await
             .map_err(|e| format!("usage: {e}"))?;
         let usage: u64 = String::from_utf8_lossy(&usage).parse().unwrap_or(u64::MAX);
-        if usage != m.usage() {
+        self.compare_usage(m, usage, &ino_of).await
+    }
+
+    /// Usage (docs/FORMAT.md §7) against the model: each file's bytes once per inode, and
+    /// once per CID among files whose content is on the node (`user.pxfs.cid`); every
+    /// committed byte attributed once all directories are loaded; and, when nothing is
+    /// pending, exactly what the oracle measures for the published tree.
+    async fn compare_usage(
+        &self,
+        m: &Model,
+        usage: u64,
+        ino_of: &HashMap<Id, (Ino, String)>,
+    ) -> Result<(), String> {
+        let (parts, dirty) = self
+            .fs
+            .usage_parts(TOKEN)
+            .map_err(|e| format!("usage parts: {e}"))?;
+        if parts.total() != usage {
             return Err(format!(
-                "user.pxfs.usage is {usage}, the model says {}",
-                m.usage()
+                "user.pxfs.usage is {usage}, its parts add up to {parts:?}"
             ));
+        }
+        if parts.unloaded != 0 {
+            return Err(format!(
+                "every directory is loaded, yet {} committed bytes are not attributed: {parts:?}",
+                parts.unloaded
+            ));
+        }
+        let mut cids = std::collections::HashSet::new();
+        let mut content = 0u64;
+        for (id, (ino, _)) in ino_of {
+            let Body::File(f) = &m.node(*id).body else {
+                continue;
+            };
+            let shared = match self.fs.getxattr(*ino, "user.pxfs.cid").await {
+                Ok(cid) => !cids.insert(cid),
+                Err(_) => false,
+            };
+            if !shared {
+                content += f.data.len() as u64;
+            }
+        }
+        if parts.content != content {
+            return Err(format!(
+                "usage counts {} content bytes, the model says {content} (each inode once, \
+                 each CID once): {parts:?}",
+                parts.content
+            ));
+        }
+        if !dirty && self.fs.pending().0 == 0 && m.handles.is_empty() && !m.offline {
+            let root = self.fs.getxattr(ROOT_INO, "user.pxfs.root").await.ok();
+            let measured = match root {
+                Some(r) => self
+                    .store
+                    .measure(&String::from_utf8_lossy(&r))
+                    .map(|(c, m)| c + m),
+                None => Some(0),
+            };
+            if measured != Some(usage) {
+                return Err(format!(
+                    "nothing is pending, usage is {usage}, the oracle would measure {measured:?}"
+                ));
+            }
         }
         Ok(())
     }

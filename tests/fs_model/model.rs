@@ -149,18 +149,6 @@ impl Model {
             .count() as u32
     }
 
-    /// Bytes of files, once per name (what `user.pxfs.usage` reports, and what the
-    /// oracle counts walking the manifests).
-    pub fn usage(&self) -> u64 {
-        self.nodes
-            .values()
-            .filter_map(|n| match &n.body {
-                Body::File(f) => Some(f.data.len() as u64 * n.links.len() as u64),
-                _ => None,
-            })
-            .sum()
-    }
-
     /// The handle an op's `h` picks, if any is open.
     pub fn pick(&self, h: usize) -> Option<usize> {
         (!self.handles.is_empty()).then(|| h % self.handles.len())

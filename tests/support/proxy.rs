@@ -15,9 +15,22 @@ pub struct Proxy {
     open: Arc<Mutex<Vec<TcpStream>>>,
 }
 
+/// Requests whose bytes contain `needle` reach the server only after `delay` (a slow node
+/// for one object; requests on other connections pass meanwhile).
+#[derive(Clone)]
+pub struct Delay {
+    pub needle: Vec<u8>,
+    pub delay: std::time::Duration,
+}
+
 impl Proxy {
     /// Proxies `127.0.0.1:<new port>` to the host and port of `url` (`http://host:port`).
     pub fn start(url: &str) -> Proxy {
+        Proxy::start_delaying(url, None)
+    }
+
+    /// Like [`Proxy::start`], holding back requests that match `delay`.
+    pub fn start_delaying(url: &str, delay: Option<Delay>) -> Proxy {
         let target: SocketAddr = url
             .trim_start_matches("http://")
             .trim_end_matches('/')
@@ -51,8 +64,12 @@ impl Proxy {
                     o.push(client.try_clone().unwrap());
                     o.push(server.try_clone().unwrap());
                 }
-                pipe(client.try_clone().unwrap(), server.try_clone().unwrap());
-                pipe(server, client);
+                pipe(
+                    client.try_clone().unwrap(),
+                    server.try_clone().unwrap(),
+                    delay.clone(),
+                );
+                pipe(server, client, None);
             }
         });
         p
@@ -76,13 +93,18 @@ impl Proxy {
     }
 }
 
-fn pipe(mut from: TcpStream, mut to: TcpStream) {
+fn pipe(mut from: TcpStream, mut to: TcpStream, delay: Option<Delay>) {
     std::thread::spawn(move || {
         let mut buf = [0u8; 64 * 1024];
         loop {
             match from.read(&mut buf) {
                 Ok(0) | Err(_) => break,
                 Ok(n) => {
+                    if let Some(d) = &delay
+                        && buf[..n].windows(d.needle.len()).any(|w| w == d.needle)
+                    {
+                        std::thread::sleep(d.delay);
+                    }
                     if std::io::Write::write_all(&mut to, &buf[..n]).is_err() {
                         break;
                     }

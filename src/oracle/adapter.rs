@@ -1,0 +1,115 @@
+//! The measurement as a Chainlink external adapter: what the bridge `pxfs-measure` of
+//! `contracts/chainlink/pxfs-sync-job.toml` calls, so a Chainlink node's job answers with the
+//! same figure as `pxfs oracle` (README "Running the job on a real Chainlink node").
+//!
+//! `POST /` with `{"id": JOB_RUN_ID, "data": {"btnsKey": "k51…", "tokenId": 1}}` answers
+//! `{"jobRunID", "data": {"usage", "root", "claimed", "manifest_bytes", "files",
+//! "size_mismatches"}, "result": usage, "statusCode": 200}`, or, when the tree cannot be
+//! measured, `{"jobRunID", "status": "errored", "error", "statusCode": 500}` with HTTP 500:
+//! the job run fails and the request stays unanswered, as with `pxfs oracle`. Each request
+//! runs in its own task within the `[oracle]` limits.
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::post;
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::{Limits, measure_tree};
+use crate::storage::NodeClient;
+
+struct Adapter {
+    node: NodeClient,
+    limits: Limits,
+}
+
+#[derive(Debug, Deserialize)]
+struct AdapterRequest {
+    #[serde(default)]
+    id: Value,
+    data: RequestData,
+}
+
+#[derive(Debug, Deserialize)]
+struct RequestData {
+    #[serde(rename = "btnsKey")]
+    btns_key: String,
+    #[serde(rename = "tokenId")]
+    token_id: Option<Value>,
+}
+
+/// The adapter's routes: `POST /` measures.
+pub fn router(node: NodeClient, limits: Limits) -> Router {
+    Router::new()
+        .route("/", post(measure))
+        .with_state(Arc::new(Adapter { node, limits }))
+}
+
+fn token_id(v: &Value) -> Option<u64> {
+    match v {
+        Value::Number(n) => n.as_u64(),
+        Value::String(s) => s.parse().ok(),
+        _ => None,
+    }
+}
+
+async fn measure(
+    State(adapter): State<Arc<Adapter>>,
+    Json(req): Json<AdapterRequest>,
+) -> (StatusCode, Json<Value>) {
+    let errored = |error: String| {
+        tracing::warn!(
+            btns = req.data.btns_key,
+            "adapter: usage not measured: {error}"
+        );
+        (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            Json(json!({
+                "jobRunID": req.id,
+                "status": "errored",
+                "error": error,
+                "statusCode": 500,
+            })),
+        )
+    };
+    let m = match measure_tree(&adapter.node, &req.data.btns_key, &adapter.limits).await {
+        Ok(m) => m,
+        Err(e) => return errored(e.to_string()),
+    };
+    if let Some(asked) = req.data.token_id.as_ref() {
+        match token_id(asked) {
+            Some(id) if id == m.token_id => {}
+            _ => {
+                return errored(format!(
+                    "the usage document under {} is for token {}, not {asked}",
+                    req.data.btns_key, m.token_id
+                ));
+            }
+        }
+    }
+    tracing::info!(
+        token_id = m.token_id,
+        usage = m.usage,
+        claimed = m.claimed_usage,
+        "adapter: tree measured"
+    );
+    (
+        StatusCode::OK,
+        Json(json!({
+            "jobRunID": req.id,
+            "data": {
+                "usage": m.usage,
+                "root": m.root,
+                "claimed": m.claimed_usage,
+                "manifest_bytes": m.manifest_bytes,
+                "files": m.files,
+                "size_mismatches": m.size_mismatches,
+            },
+            "result": m.usage,
+            "statusCode": 200,
+        })),
+    )
+}
