@@ -82,12 +82,41 @@ pub struct NodeConfig {
     /// `PXFS_NODE_TOKEN` overrides it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bearer_token_file: Option<PathBuf>,
+    /// How pxfs authenticates to the node: `bearer` (the token file above, or none) or
+    /// `pollinationx` (a wallet-signed login at `auth_url`, one JWT and endpoint per sNFT).
+    #[serde(default, skip_serializing_if = "NodeAuth::is_bearer")]
+    pub auth: NodeAuth,
+    /// PollinationX's login service, e.g. `https://auth.example`; pxfs calls
+    /// `<auth_url>/auth/v2/login`. Needed with `auth = "pollinationx"`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth_url: Option<String>,
+    /// The fixed message the wallet signs to log in (the one PollinationX's dApp has the
+    /// wallet sign). Needed with `auth = "pollinationx"`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub login_message: Option<String>,
     /// Per-request timeout in seconds (streams: per idle period).
     #[serde(default = "default_timeout_secs")]
     pub timeout_secs: u64,
     /// Retries on connection errors and 5xx answers.
     #[serde(default = "default_retries")]
     pub retries: u32,
+}
+
+/// How the node is authenticated (`[node] auth`).
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum NodeAuth {
+    /// A static bearer token (`bearer_token_file` / `PXFS_NODE_TOKEN`), or none.
+    #[default]
+    Bearer,
+    /// PollinationX's hosted nodes: wallet-signed login, one expiring JWT per sNFT.
+    PollinationX,
+}
+
+impl NodeAuth {
+    fn is_bearer(&self) -> bool {
+        *self == NodeAuth::Bearer
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
