@@ -161,15 +161,19 @@ impl HostedLogin {
     }
 
     fn pick(&self, state: &Grants, token: u64) -> Result<Grant, StorageError> {
-        state.by_token.get(&token).cloned().ok_or_else(|| StorageError::Login {
-            url: self.login_url(),
-            detail: format!(
-                "the login gives the wallet {} no access to sNFT {token} of {}",
-                self.signer.address(),
-                self.contract
-            ),
-            transient: false,
-        })
+        state
+            .by_token
+            .get(&token)
+            .cloned()
+            .ok_or_else(|| StorageError::Login {
+                url: self.login_url(),
+                detail: format!(
+                    "the login gives the wallet {} no access to sNFT {token} of {}",
+                    self.signer.address(),
+                    self.contract
+                ),
+                transient: false,
+            })
     }
 
     fn login_url(&self) -> String {
@@ -198,8 +202,8 @@ impl HostedLogin {
             ("signature", signature.as_str()),
         ];
         tracing::debug!(url, wallet, chain, "hosted node login");
-        let mut full = reqwest::Url::parse(&url)
-            .map_err(|e| failed(format!("not a URL: {e}"), false))?;
+        let mut full =
+            reqwest::Url::parse(&url).map_err(|e| failed(format!("not a URL: {e}"), false))?;
         full.query_pairs_mut().extend_pairs(query);
         let resp = self
             .http

@@ -242,7 +242,9 @@ impl Transport {
         let mut req = self.http.post(full);
         if let Some(jwt) = &creds.bearer {
             let mut value = reqwest::header::HeaderValue::from_str(&format!("Bearer {jwt}"))
-                .map_err(|_| StorageError::Config("the login gave a JWT with invalid characters".into()))?;
+                .map_err(|_| {
+                    StorageError::Config("the login gave a JWT with invalid characters".into())
+                })?;
             value.set_sensitive(true);
             req = req.header(reqwest::header::AUTHORIZATION, value);
         }
@@ -281,8 +283,7 @@ impl Transport {
         let body = self.read_error_body(resp).await;
         let status = status.as_u16();
         // A gateway that does not pass a call answers 404/405/501 without a node error.
-        if self.hosted() && matches!(status, 404 | 405 | 501) && KuboError::parse(&body).is_none()
-        {
+        if self.hosted() && matches!(status, 404 | 405 | 501) && KuboError::parse(&body).is_none() {
             return Err(StorageError::Unsupported {
                 path: self.path(cmd),
                 status,
