@@ -368,6 +368,42 @@ dir = "cache"
     }
 
     #[test]
+    fn node_auth_is_bearer_by_default_and_pollinationx_takes_its_login() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("pxfs.toml");
+        let base = r#"
+[chain]
+rpc_url = "http://127.0.0.1:8545"
+chain_id = 31337
+contract = "0x5FbDB2315678afecb367f032d93F642f64180aa3"
+wallet = "0xf39Fd6e51aad88F6F4ce6aB8827279cffFb92266"
+[node]
+api_url = "http://127.0.0.1:5001"
+"#;
+        std::fs::write(&path, base).unwrap();
+        assert_eq!(
+            Config::from_file(&path).unwrap().node.auth,
+            NodeAuth::Bearer
+        );
+        std::fs::write(
+            &path,
+            format!(
+                "{base}auth = \"pollinationx\"\nauth_url = \"https://auth.example\"\nlogin_message = \"hi\"\n"
+            ),
+        )
+        .unwrap();
+        let cfg = Config::from_file(&path).unwrap();
+        assert_eq!(cfg.node.auth, NodeAuth::PollinationX);
+        assert_eq!(cfg.node.auth_url.as_deref(), Some("https://auth.example"));
+        // Written back the same way.
+        let text = toml::to_string_pretty(&cfg).unwrap();
+        assert!(text.contains("auth = \"pollinationx\""), "{text}");
+        std::fs::write(&path, format!("{base}auth = \"jwt\"\n")).unwrap();
+        let err = Config::from_file(&path).unwrap_err().to_string();
+        assert!(err.contains("pollinationx"), "{err}");
+    }
+
+    #[test]
     fn unknown_key_is_rejected_with_the_file_name() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("bad.toml");

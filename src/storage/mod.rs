@@ -68,6 +68,13 @@ impl std::fmt::Debug for NodeClient {
 impl NodeClient {
     /// A client for the node in `cfg`, with its bearer token, timeout and retries.
     pub fn new(cfg: &NodeConfig) -> Result<NodeClient, StorageError> {
+        if cfg.auth == crate::config::NodeAuth::PollinationX {
+            return Err(StorageError::Config(
+                "[node] auth = \"pollinationx\" (hosted nodes) works for `pxfs mount --token ID` only; \
+                 this command needs a node of your own (auth = \"bearer\")"
+                    .into(),
+            ));
+        }
         let token = cfg
             .bearer_token()
             .map_err(|e| StorageError::Config(e.to_string()))?;
@@ -145,9 +152,11 @@ impl NodeClient {
     /// sNFT with [`NodeClient::for_token`] before use.
     pub fn hosted(cfg: &NodeConfig, login: Arc<HostedLogin>) -> Result<NodeClient, StorageError> {
         let timeout = Duration::from_secs(cfg.timeout_secs.max(1));
+        // Hosted nodes are BTFS: `/api/v1` (error messages and `/btfs/` paths); the
+        // endpoint itself comes from the login.
         let plain = Self::build(
             "http://hosted.invalid",
-            &cfg.api_prefix,
+            "/api/v1",
             None,
             timeout,
             cfg.retries,
