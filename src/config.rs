@@ -82,12 +82,41 @@ pub struct NodeConfig {
     /// `PXFS_NODE_TOKEN` overrides it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bearer_token_file: Option<PathBuf>,
+    /// How pxfs authenticates to the node: `bearer` (the token file above, or none) or
+    /// `pollinationx` (a wallet-signed login at `auth_url`, one JWT and endpoint per sNFT).
+    #[serde(default, skip_serializing_if = "NodeAuth::is_bearer")]
+    pub auth: NodeAuth,
+    /// PollinationX's login service, e.g. `https://auth.example`; pxfs calls
+    /// `<auth_url>/auth/v2/login`. Needed with `auth = "pollinationx"`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth_url: Option<String>,
+    /// The fixed message the wallet signs to log in (the one PollinationX's dApp has the
+    /// wallet sign). Needed with `auth = "pollinationx"`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub login_message: Option<String>,
     /// Per-request timeout in seconds (streams: per idle period).
     #[serde(default = "default_timeout_secs")]
     pub timeout_secs: u64,
     /// Retries on connection errors and 5xx answers.
     #[serde(default = "default_retries")]
     pub retries: u32,
+}
+
+/// How the node is authenticated (`[node] auth`).
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum NodeAuth {
+    /// A static bearer token (`bearer_token_file` / `PXFS_NODE_TOKEN`), or none.
+    #[default]
+    Bearer,
+    /// PollinationX's hosted nodes: wallet-signed login, one expiring JWT per sNFT.
+    PollinationX,
+}
+
+impl NodeAuth {
+    fn is_bearer(&self) -> bool {
+        *self == NodeAuth::Bearer
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -336,6 +365,42 @@ dir = "cache"
         assert_eq!(cfg.node.api_prefix, "/api/v0");
         assert_eq!(cfg.cache.dir, dir.path().join("cache"));
         assert_eq!(cfg.upload.parallelism, 8);
+    }
+
+    #[test]
+    fn node_auth_is_bearer_by_default_and_pollinationx_takes_its_login() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("pxfs.toml");
+        let base = r#"
+[chain]
+rpc_url = "http://127.0.0.1:8545"
+chain_id = 31337
+contract = "0x5FbDB2315678afecb367f032d93F642f64180aa3"
+wallet = "0xf39Fd6e51aad88F6F4ce6aB8827279cffFb92266"
+[node]
+api_url = "http://127.0.0.1:5001"
+"#;
+        std::fs::write(&path, base).unwrap();
+        assert_eq!(
+            Config::from_file(&path).unwrap().node.auth,
+            NodeAuth::Bearer
+        );
+        std::fs::write(
+            &path,
+            format!(
+                "{base}auth = \"pollinationx\"\nauth_url = \"https://auth.example\"\nlogin_message = \"hi\"\n"
+            ),
+        )
+        .unwrap();
+        let cfg = Config::from_file(&path).unwrap();
+        assert_eq!(cfg.node.auth, NodeAuth::PollinationX);
+        assert_eq!(cfg.node.auth_url.as_deref(), Some("https://auth.example"));
+        // Written back the same way.
+        let text = toml::to_string_pretty(&cfg).unwrap();
+        assert!(text.contains("auth = \"pollinationx\""), "{text}");
+        std::fs::write(&path, format!("{base}auth = \"jwt\"\n")).unwrap();
+        let err = Config::from_file(&path).unwrap_err().to_string();
+        assert!(err.contains("pollinationx"), "{err}");
     }
 
     #[test]

@@ -488,3 +488,440 @@ fn breaking_after(
         Err(std::io::Error::other("connection lost"))
     }))
 }
+
+// ---- PollinationX hosted nodes: a stand-in login server and node ----
+
+mod hosted {
+    use std::collections::HashMap;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::{Arc, Mutex, OnceLock};
+    use std::time::{SystemTime, UNIX_EPOCH};
+
+    use alloy::primitives::{Address, Signature};
+    use alloy::signers::local::PrivateKeySigner;
+    use axum::Router;
+    use axum::extract::{Query, State};
+    use axum::http::StatusCode;
+    use axum::routing::get;
+    use base64::Engine;
+    use pxfs::config::NodeAuth;
+    use pxfs::storage::{HostedLogin, NodeClient};
+
+    use super::storage_support::{Mock, Reply, node_config};
+
+    /// Anvil's first dev key (devnet only).
+    pub const DEV_KEY: &str = "0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80";
+    pub const MESSAGE: &str = "Sign in to PollinationX (stand-in)";
+    pub const CONTRACT: &str = "0x5fbdb2315678afecb367f032d93f642f64180aa3";
+    pub const CHAIN_ID: u64 = 31337;
+    pub const ADDED: &str = r#"{"Name":"doc","Hash":"bafkreidoc","Size":"5"}"#;
+
+    pub fn now() -> u64 {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
+    }
+
+    /// What the stand-in login service and its node share: the JWTs issued and when they
+    /// expire, and which tokens the wallet holds.
+    pub struct Issuer {
+        pub tokens: Vec<u64>,
+        pub lifetime_secs: u64,
+        pub logins: AtomicUsize,
+        pub refused_logins: AtomicUsize,
+        issued: Mutex<HashMap<String, (u64, u64)>>,
+        node_url: OnceLock<String>,
+        /// The node refuses every JWT issued by logins before this number (a revocation).
+        pub revoke_before: AtomicUsize,
+    }
+
+    impl Issuer {
+        /// Whether `authorization` carries a JWT for `token` that is valid now.
+        pub fn accepts(&self, authorization: Option<&str>, token: u64) -> bool {
+            let Some(jwt) = authorization.and_then(|a| a.strip_prefix("Bearer ")) else {
+                return false;
+            };
+            let issued = self.issued.lock().unwrap();
+            let login_no = jwt_login_no(jwt);
+            matches!(issued.get(jwt), Some(&(t, exp)) if t == token && now() < exp)
+                && login_no >= self.revoke_before.load(Ordering::SeqCst)
+        }
+
+        pub fn issued_jwts(&self) -> Vec<String> {
+            self.issued.lock().unwrap().keys().cloned().collect()
+        }
+    }
+
+    fn jwt_login_no(jwt: &str) -> usize {
+        let payload = jwt.split('.').nth(1).unwrap_or_default();
+        let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(payload)
+            .unwrap_or_default();
+        let v: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
+        v["login"].as_u64().unwrap_or(0) as usize
+    }
+
+    /// The stand-in: `GET /auth/v2/login` checks the chain, the message and the signature
+    /// (the address recovered from it must be the wallet), then issues per token a JWT
+    /// `{address, tokenId, tokenSmartContract, exp}` and the endpoint `NODE/t<id>/api/v1/`.
+    /// The node behind those endpoints answers `add` only with a valid JWT for the token
+    /// in its path, 401 otherwise.
+    pub struct Hosted {
+        pub issuer: Arc<Issuer>,
+        pub node: Mock,
+        pub auth_url: String,
+        _login: tokio::task::JoinHandle<()>,
+    }
+
+    impl Hosted {
+        pub async fn start(tokens: Vec<u64>, lifetime_secs: u64) -> Hosted {
+            let issuer = Arc::new(Issuer {
+                tokens,
+                lifetime_secs,
+                logins: AtomicUsize::new(0),
+                refused_logins: AtomicUsize::new(0),
+                issued: Mutex::new(HashMap::new()),
+                node_url: OnceLock::new(),
+                revoke_before: AtomicUsize::new(0),
+            });
+            let for_node = issuer.clone();
+            let node = Mock::start(move |seen, _| {
+                let token = seen
+                    .path
+                    .strip_prefix("/t")
+                    .and_then(|p| p.split('/').next())
+                    .and_then(|t| t.parse().ok());
+                match token {
+                    Some(t) if for_node.accepts(seen.authorization.as_deref(), t) => {
+                        if seen.path.ends_with("/add") {
+                            Reply::ok(ADDED)
+                        } else {
+                            // A gateway that passes only `add`, `cat` and `get`.
+                            Reply::status(404, "404 page not found")
+                        }
+                    }
+                    _ => Reply::status(401, r#"{"error":"invalid or expired token"}"#),
+                }
+            })
+            .await;
+            issuer.node_url.set(node.url.clone()).unwrap();
+            let app = Router::new()
+                .route("/auth/v2/login", get(login))
+                .with_state(issuer.clone());
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let auth_url = format!("http://{}", listener.local_addr().unwrap());
+            let task = tokio::spawn(async move {
+                axum::serve(listener, app).await.unwrap();
+            });
+            Hosted {
+                issuer,
+                node,
+                auth_url,
+                _login: task,
+            }
+        }
+
+        pub fn login(&self, message: &str) -> Arc<HostedLogin> {
+            let mut cfg = node_config("http://unused.invalid", 5, 1);
+            cfg.auth = NodeAuth::PollinationX;
+            cfg.auth_url = Some(self.auth_url.clone());
+            cfg.login_message = Some(message.to_string());
+            let signer: PrivateKeySigner = DEV_KEY.parse().unwrap();
+            Arc::new(HostedLogin::new(&cfg, CHAIN_ID, CONTRACT, signer).unwrap())
+        }
+
+        pub fn client(&self, login: Arc<HostedLogin>) -> NodeClient {
+            let mut cfg = node_config("http://unused.invalid", 5, 1);
+            cfg.api_prefix = "/api/v1".into();
+            cfg.auth = NodeAuth::PollinationX;
+            NodeClient::hosted(&cfg, login).unwrap()
+        }
+
+        pub fn logins(&self) -> usize {
+            self.issuer.logins.load(Ordering::SeqCst)
+        }
+    }
+
+    async fn login(
+        State(issuer): State<Arc<Issuer>>,
+        Query(q): Query<HashMap<String, String>>,
+    ) -> (StatusCode, String) {
+        let refuse = |why: &str| {
+            issuer.refused_logins.fetch_add(1, Ordering::SeqCst);
+            (StatusCode::UNAUTHORIZED, format!(r#"{{"error":"{why}"}}"#))
+        };
+        let (Some(wallet), Some(chain), Some(nonce), Some(sig)) = (
+            q.get("wallet"),
+            q.get("chain"),
+            q.get("nonce"),
+            q.get("signature"),
+        ) else {
+            return refuse("missing parameter");
+        };
+        if chain != &format!("0x{CHAIN_ID:x}") || nonce != MESSAGE {
+            return refuse("wrong chain or message");
+        }
+        let Ok(wallet) = wallet.parse::<Address>() else {
+            return refuse("bad wallet");
+        };
+        let Ok(sig) = sig.parse::<Signature>() else {
+            return refuse("bad signature");
+        };
+        match sig.recover_address_from_msg(nonce.as_bytes()) {
+            Ok(signer) if signer == wallet => {}
+            _ => return refuse("signature is not the wallet's"),
+        }
+        let n = issuer.logins.fetch_add(1, Ordering::SeqCst) + 1;
+        let exp = now() + issuer.lifetime_secs;
+        let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        let node_url = issuer.node_url.get().unwrap();
+        let mut nfts = Vec::new();
+        for &t in &issuer.tokens {
+            let payload = serde_json::json!({
+                "address": wallet.to_string(), "tokenId": t.to_string(),
+                "tokenSmartContract": CONTRACT, "exp": exp, "login": n,
+                "nonce": rand::random::<u64>(),
+            });
+            let jwt = format!(
+                "{}.{}.{}",
+                b64.encode(r#"{"alg":"HS256","typ":"JWT"}"#),
+                b64.encode(payload.to_string()),
+                b64.encode(rand::random::<[u8; 16]>())
+            );
+            issuer.issued.lock().unwrap().insert(jwt.clone(), (t, exp));
+            nfts.push(serde_json::json!({
+                "tokenId": t, "jwt": jwt, "endpoint": format!("{node_url}/t{t}/api/v1/"),
+            }));
+        }
+        (
+            StatusCode::OK,
+            serde_json::json!({ "wallet": wallet.to_string(), "nfts": nfts }).to_string(),
+        )
+    }
+}
+
+#[tokio::test]
+async fn hosted_login_gives_each_token_its_own_endpoint_and_jwt() {
+    let hosted = hosted::Hosted::start(vec![3, 8], 3600).await;
+    let client = hosted.client(hosted.login(hosted::MESSAGE));
+    for token in [3u64, 8, 3] {
+        let added = client
+            .for_token(token)
+            .add_bytes("doc", Bytes::from_static(b"hello"))
+            .await
+            .unwrap_or_else(|e| panic!("add for token {token}: {e}"));
+        assert_eq!(added.hash, "bafkreidoc");
+    }
+    // One login serves every token; each request went to its token's endpoint with its JWT.
+    assert_eq!(hosted.logins(), 1);
+    let seen = hosted.node.seen();
+    let paths: Vec<&str> = seen.iter().map(|s| s.path.as_str()).collect();
+    assert_eq!(
+        paths,
+        ["/t3/api/v1/add", "/t8/api/v1/add", "/t3/api/v1/add"]
+    );
+    assert_ne!(seen[0].authorization, seen[1].authorization);
+    assert_eq!(seen[0].authorization, seen[2].authorization);
+}
+
+#[tokio::test]
+async fn hosted_login_is_refused_for_a_message_the_service_does_not_expect() {
+    let hosted = hosted::Hosted::start(vec![3], 3600).await;
+    let client = hosted.client(hosted.login("some other message"));
+    let err = client
+        .for_token(3)
+        .add_bytes("doc", Bytes::from_static(b"hello"))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StorageError::Login { .. }), "{err:?}");
+    assert!(!err.is_transient());
+    assert!(err.to_string().contains("HTTP 401"), "{err}");
+    assert_eq!(hosted.node.hits(), 0);
+}
+
+#[tokio::test]
+async fn a_token_the_login_does_not_cover_is_a_clear_error() {
+    let hosted = hosted::Hosted::start(vec![3], 3600).await;
+    let client = hosted.client(hosted.login(hosted::MESSAGE));
+    let err = client.for_token(4).version().await.unwrap_err();
+    assert!(err.to_string().contains("no access to sNFT 4"), "{err}");
+}
+
+#[tokio::test]
+async fn a_request_after_the_jwt_expired_logs_in_again_first() {
+    let hosted = hosted::Hosted::start(vec![3], 2).await;
+    let client = hosted.client(hosted.login(hosted::MESSAGE)).for_token(3);
+    client
+        .add_bytes("a", Bytes::from_static(b"a"))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(3100)).await;
+    client
+        .add_bytes("b", Bytes::from_static(b"b"))
+        .await
+        .unwrap();
+    assert_eq!(hosted.logins(), 2);
+    // Renewed before sending: the node never saw the expired JWT.
+    assert_eq!(hosted.node.hits(), 2);
+}
+
+#[tokio::test]
+async fn a_401_logs_in_again_once_and_retries_the_request() {
+    use std::sync::atomic::Ordering;
+    let hosted = hosted::Hosted::start(vec![3], 3600).await;
+    let client = hosted.client(hosted.login(hosted::MESSAGE)).for_token(3);
+    client
+        .add_bytes("a", Bytes::from_static(b"a"))
+        .await
+        .unwrap();
+    // The service revokes the JWTs of login 1 before they expire.
+    hosted.issuer.revoke_before.store(2, Ordering::SeqCst);
+    client
+        .add_bytes("b", Bytes::from_static(b"b"))
+        .await
+        .expect("a fresh login gets through");
+    assert_eq!(hosted.logins(), 2);
+    assert_eq!(hosted.node.hits(), 3, "one refused request, one retry");
+
+    // A node that refuses every JWT: one more login and one retry, then the 401 is the answer.
+    hosted
+        .issuer
+        .revoke_before
+        .store(usize::MAX, Ordering::SeqCst);
+    let err = client
+        .add_bytes("c", Bytes::from_static(b"c"))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, StorageError::Node { status: 401, .. }),
+        "{err:?}"
+    );
+    assert_eq!(hosted.logins(), 3);
+    assert_eq!(hosted.node.hits(), 5);
+}
+
+#[tokio::test]
+async fn a_call_the_hosted_node_lacks_is_a_clear_error_and_key_list_is_empty() {
+    let hosted = hosted::Hosted::start(vec![3], 3600).await;
+    let client = hosted.client(hosted.login(hosted::MESSAGE)).for_token(3);
+    let err = client.name_resolve("k51x").await.unwrap_err();
+    assert!(
+        matches!(err, StorageError::Unsupported { status: 404, .. }),
+        "{err:?}"
+    );
+    assert_eq!(
+        err.to_string(),
+        "the hosted node does not offer /api/v1/name/resolve (HTTP 404)"
+    );
+    let err = client.pin_rm("bafkreidoc").await.unwrap_err();
+    assert!(matches!(err, StorageError::Unsupported { .. }), "{err:?}");
+    // No key on the gateway: usage documents are added, not published.
+    assert!(client.key_list().await.unwrap().is_empty());
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn the_jwt_and_the_signature_never_appear_in_logs_errors_or_debug() {
+    use std::sync::atomic::Ordering;
+    use std::sync::{Arc, Mutex};
+
+    #[derive(Clone, Default)]
+    struct Buf(Arc<Mutex<Vec<u8>>>);
+    impl std::io::Write for Buf {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let logs = Buf::default();
+    let writer = logs.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::TRACE)
+        .with_writer(move || writer.clone())
+        .with_ansi(false)
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+
+    let hosted = hosted::Hosted::start(vec![3], 3600).await;
+    let login = hosted.login(hosted::MESSAGE);
+    let client = hosted.client(login.clone()).for_token(3);
+    client
+        .add_bytes("a", Bytes::from_static(b"a"))
+        .await
+        .unwrap();
+    let grant = login.grant(3).await.unwrap();
+    hosted
+        .issuer
+        .revoke_before
+        .store(usize::MAX, Ordering::SeqCst);
+    let refused = client
+        .add_bytes("b", Bytes::from_static(b"b"))
+        .await
+        .unwrap_err();
+    let bad_login = hosted
+        .client(hosted.login("another message"))
+        .for_token(3)
+        .version()
+        .await
+        .unwrap_err();
+
+    let signature = {
+        use alloy::signers::SignerSync;
+        let signer: alloy::signers::local::PrivateKeySigner = hosted::DEV_KEY.parse().unwrap();
+        let sig = signer
+            .sign_message_sync(hosted::MESSAGE.as_bytes())
+            .unwrap();
+        hex::encode(sig.as_bytes())
+    };
+    let jwts = hosted.issuer.issued_jwts();
+    assert_eq!(jwts.len(), 2);
+    let texts = [
+        String::from_utf8(logs.0.lock().unwrap().clone()).unwrap(),
+        format!("{client:?}"),
+        format!("{login:?}"),
+        format!("{grant:?}"),
+        format!("{refused} {refused:?}"),
+        format!("{bad_login} {bad_login:?}"),
+    ];
+    assert!(
+        texts[0].contains("hosted node login"),
+        "logs captured: {}",
+        texts[0]
+    );
+    for text in &texts {
+        for jwt in &jwts {
+            // The payload part alone would already give the token away.
+            let payload = jwt.split('.').nth(1).unwrap();
+            assert!(!text.contains(payload), "a JWT leaked: {text}");
+        }
+        assert!(
+            !text.contains(&signature),
+            "the login signature leaked: {text}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn the_stand_in_login_refuses_a_signature_by_another_key() {
+    use alloy::signers::SignerSync;
+    let hosted = hosted::Hosted::start(vec![3], 3600).await;
+    let wallet: alloy::signers::local::PrivateKeySigner = hosted::DEV_KEY.parse().unwrap();
+    // Anvil's second dev key signs for the first's wallet.
+    let other: alloy::signers::local::PrivateKeySigner =
+        "0x59c6995e998f97a5a0044966f0945389dc9e86dae88c7a8412f4603b6b78690d"
+            .parse()
+            .unwrap();
+    let sig = other.sign_message_sync(hosted::MESSAGE.as_bytes()).unwrap();
+    let mut url = reqwest::Url::parse(&format!("{}/auth/v2/login", hosted.auth_url)).unwrap();
+    url.query_pairs_mut()
+        .append_pair("wallet", &wallet.address().to_string())
+        .append_pair("chain", &format!("0x{:x}", hosted::CHAIN_ID))
+        .append_pair("nonce", hosted::MESSAGE)
+        .append_pair("signature", &format!("0x{}", hex::encode(sig.as_bytes())));
+    let resp = reqwest::get(url).await.unwrap();
+    assert_eq!(resp.status().as_u16(), 401);
+    assert_eq!(hosted.logins(), 0);
+}

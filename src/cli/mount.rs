@@ -22,11 +22,11 @@ use clap::Args;
 use super::ConfigArg;
 use crate::cache::ChunkCache;
 use crate::chain::{Chain, Flavour, TokenState};
-use crate::config::Config;
+use crate::config::{Config, NodeAuth};
 use crate::fs::node_store::NodeStore;
 use crate::fs::{ChainGate, Fs, FsConfig, TokenInfo};
 use crate::fuse::FuseFs;
-use crate::storage::NodeClient;
+use crate::storage::{HostedLogin, NodeClient, StorageError};
 use publish::{ChainHealth, Publisher};
 
 /// One chain poll (or the chain check at mount) gives up after this long.
@@ -415,11 +415,19 @@ async fn prepare(
             (POLL_TIMEOUT * 3).as_secs()
         ),
     };
-    let client = NodeClient::new(&cfg.node).context("node client")?;
-    client
-        .version()
-        .await
-        .with_context(|| format!("cannot reach the storage node at {}", cfg.node.api_url))?;
+    let client = node_client(cfg, &args.tokens)?;
+    match client.version().await {
+        Ok(_) => {}
+        // A hosted gateway need not pass `version`: reaching it (after the login) is enough.
+        Err(StorageError::Unsupported { .. }) if client.is_hosted() => {}
+        Err(e) if client.is_hosted() => {
+            return Err(e).context("cannot reach the hosted storage node");
+        }
+        Err(e) => {
+            return Err(e)
+                .with_context(|| format!("cannot reach the storage node at {}", cfg.node.api_url));
+        }
+    }
     tracing::info!(flavour = chain.flavour().name(), "contract");
     // `--token` asks `ownerOf` only: a contract that cannot enumerate (PX.sol) needs no
     // log scan for it.
@@ -466,6 +474,28 @@ async fn prepare(
         fs.set_chain_gate(*id, chain_gate(chain.flavour(), &state));
     }
     Ok((fs, chain, client, wanted))
+}
+
+/// The node client of a mount. On PollinationX's hosted nodes (`[node] auth =
+/// "pollinationx"`) each sNFT has its own endpoint and JWT, and everything a mount uploads
+/// goes through one client: such a mount serves one sNFT (`--token ID`).
+fn node_client(cfg: &Config, tokens: &[u64]) -> anyhow::Result<NodeClient> {
+    match cfg.node.auth {
+        NodeAuth::Bearer => NodeClient::new(&cfg.node).context("node client"),
+        NodeAuth::PollinationX => {
+            let [token] = tokens else {
+                bail!(
+                    "[node] auth = \"pollinationx\": each sNFT has its own hosted node and login; \
+                     mount one sNFT per mount with --token ID"
+                );
+            };
+            let signer = crate::chain::signer::load(&cfg.chain)
+                .context("the hosted-node login signs with the wallet's key")?;
+            let login =
+                HostedLogin::new(&cfg.node, cfg.chain.chain_id, &cfg.chain.contract, signer)?;
+            Ok(NodeClient::hosted(&cfg.node, Arc::new(login))?.for_token(*token))
+        }
+    }
 }
 
 /// PX.sol counts usage itself (owner-reported, never lowered) and uploads: the mount
@@ -552,4 +582,44 @@ async fn poll_once(fs: &Fs, chain: &Chain, only: &[u64]) -> anyhow::Result<()> {
         fs.set_chain_gate(id, chain_gate(chain.flavour(), &state));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hosted_config() -> Config {
+        toml::from_str(
+            r#"
+[chain]
+rpc_url = "http://127.0.0.1:8545"
+chain_id = 31337
+contract = "0x5FbDB2315678afecb367f032d93F642f64180aa3"
+wallet = "0xf39Fd6e51aad88F6F4ce6aB8827279cffFb92266"
+[node]
+api_url = "http://127.0.0.1:5001"
+auth = "pollinationx"
+auth_url = "http://127.0.0.1:9"
+login_message = "hi"
+"#,
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn a_hosted_mount_serves_one_token_and_says_so_otherwise() {
+        let cfg = hosted_config();
+        for tokens in [&[][..], &[1, 2][..]] {
+            let err = node_client(&cfg, tokens).unwrap_err().to_string();
+            assert!(err.contains("--token ID"), "{err}");
+        }
+    }
+
+    #[test]
+    fn other_commands_refuse_a_hosted_node_clearly() {
+        let err = NodeClient::new(&hosted_config().node)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("pxfs mount --token ID"), "{err}");
+    }
 }

@@ -379,6 +379,9 @@ impl Devnet {
             api_url: node_url,
             api_prefix: "/api/v0".into(),
             bearer_token_file: None,
+            auth: Default::default(),
+            auth_url: None,
+            login_message: None,
             timeout_secs: opts.node_timeout_secs.max(1),
             retries: opts.node_retries,
         };

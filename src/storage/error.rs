@@ -48,6 +48,20 @@ pub enum StorageError {
         source: Arc<std::io::Error>,
     },
 
+    /// The hosted-node login (`[node] auth = "pollinationx"`) failed. `url` is the login
+    /// endpoint without its query (which carries the wallet's signature).
+    #[error("hosted node login at {url} failed: {detail}")]
+    Login {
+        url: String,
+        detail: String,
+        transient: bool,
+    },
+
+    /// A hosted node does not offer this call (PollinationX's gateway passes `add`, `cat`,
+    /// `get`; `key/*`, `name/*`, `pin/*` may be refused).
+    #[error("the hosted node does not offer {path} (HTTP {status})")]
+    Unsupported { path: String, status: u16 },
+
     /// The client configuration is unusable (bad URL, unreadable token file).
     #[error("node client configuration: {0}")]
     Config(String),
@@ -62,6 +76,10 @@ impl StorageError {
             StorageError::Unreachable { .. }
                 | StorageError::Timeout { .. }
                 | StorageError::Unavailable { .. }
+                | StorageError::Login {
+                    transient: true,
+                    ..
+                }
         )
     }
 

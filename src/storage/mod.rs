@@ -7,6 +7,7 @@
 //! (connection refused, timeouts, a proxy's 5xx) are retried with exponential backoff;
 //! the node's own error answers are not.
 
+mod auth;
 mod cat;
 mod error;
 mod responses;
@@ -24,10 +25,11 @@ use tracing::debug;
 
 use crate::config::NodeConfig;
 
+pub use auth::{Grant, HostedLogin};
 pub use error::StorageError;
 use responses::{AddAnswerError, KeyList, Pins, Resolved};
 pub use responses::{Added, BlockStat, KeyInfo, Published, RepoStat, VersionInfo};
-use transport::{Deadline, Progress, Transport, Upload};
+use transport::{Access, Deadline, Progress, Transport, Upload};
 
 /// Connecting may take at most this long, even when the request timeout is longer:
 /// a node that does not accept a connection within it is not there.
@@ -49,8 +51,14 @@ pub struct NodeClient {
 
 impl std::fmt::Debug for NodeClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let hosted = match &self.inner.access {
+            Access::Fixed => None,
+            Access::Hosted { token, .. } => Some(*token),
+        };
+        // Never the token or JWT: the client does not keep them where Debug could see.
         f.debug_struct("NodeClient")
             .field("base", &self.inner.base)
+            .field("hosted_token", &hosted)
             .field("timeout", &self.inner.timeout)
             .field("retries", &self.inner.retries)
             .finish()
@@ -60,6 +68,13 @@ impl std::fmt::Debug for NodeClient {
 impl NodeClient {
     /// A client for the node in `cfg`, with its bearer token, timeout and retries.
     pub fn new(cfg: &NodeConfig) -> Result<NodeClient, StorageError> {
+        if cfg.auth == crate::config::NodeAuth::PollinationX {
+            return Err(StorageError::Config(
+                "[node] auth = \"pollinationx\" (hosted nodes) works for `pxfs mount --token ID` only; \
+                 this command needs a node of your own (auth = \"bearer\")"
+                    .into(),
+            ));
+        }
         let token = cfg
             .bearer_token()
             .map_err(|e| StorageError::Config(e.to_string()))?;
@@ -93,6 +108,7 @@ impl NodeClient {
                     prefix: normalize_prefix(api_prefix),
                     timeout: DEFAULT_TIMEOUT,
                     retries: DEFAULT_RETRIES,
+                    access: Access::Fixed,
                 }),
             },
         }
@@ -126,8 +142,61 @@ impl NodeClient {
                 prefix: normalize_prefix(api_prefix),
                 timeout,
                 retries,
+                access: Access::Fixed,
             }),
         })
+    }
+
+    /// A client for PollinationX's hosted nodes (`[node] auth = "pollinationx"`): each
+    /// request goes to the sNFT's endpoint with its JWT, both from `login`. Bind it to an
+    /// sNFT with [`NodeClient::for_token`] before use.
+    pub fn hosted(cfg: &NodeConfig, login: Arc<HostedLogin>) -> Result<NodeClient, StorageError> {
+        let timeout = Duration::from_secs(cfg.timeout_secs.max(1));
+        // Hosted nodes are BTFS: `/api/v1` (error messages and `/btfs/` paths); the
+        // endpoint itself comes from the login.
+        let plain = Self::build(
+            "http://hosted.invalid",
+            "/api/v1",
+            None,
+            timeout,
+            cfg.retries,
+        )?;
+        Ok(NodeClient {
+            inner: Arc::new(Transport {
+                http: plain.inner.http.clone(),
+                base: String::new(),
+                prefix: plain.inner.prefix.clone(),
+                timeout,
+                retries: cfg.retries,
+                access: Access::Hosted { login, token: None },
+            }),
+        })
+    }
+
+    /// This client for sNFT `token`: on a hosted node, with that sNFT's endpoint and JWT
+    /// (sharing the connection pool and the login); otherwise the same client.
+    pub fn for_token(&self, token: u64) -> NodeClient {
+        match &self.inner.access {
+            Access::Fixed => self.clone(),
+            Access::Hosted { login, .. } => NodeClient {
+                inner: Arc::new(Transport {
+                    http: self.inner.http.clone(),
+                    base: String::new(),
+                    prefix: self.inner.prefix.clone(),
+                    timeout: self.inner.timeout,
+                    retries: self.inner.retries,
+                    access: Access::Hosted {
+                        login: login.clone(),
+                        token: Some(token),
+                    },
+                }),
+            },
+        }
+    }
+
+    /// Whether this client talks to a PollinationX hosted node.
+    pub fn is_hosted(&self) -> bool {
+        matches!(self.inner.access, Access::Hosted { .. })
     }
 
     /// Adds one file, streamed from disk, pinned, as CIDv1 with raw leaves.
@@ -316,9 +385,17 @@ impl NodeClient {
             .await
     }
 
+    /// The node's keys. A hosted node that does not offer `key/list` holds no key of
+    /// this wallet: the answer is empty (usage documents are then added, not published).
     pub async fn key_list(&self) -> Result<Vec<KeyInfo>, StorageError> {
-        let list: KeyList = self.json("key/list", &[]).await?;
-        Ok(list.keys)
+        match self.json::<KeyList>("key/list", &[]).await {
+            Ok(list) => Ok(list.keys),
+            Err(StorageError::Unsupported { path, .. }) => {
+                debug!(path, "the hosted node lists no keys");
+                Ok(Vec::new())
+            }
+            Err(e) => Err(e),
+        }
     }
 
     /// Publishes `cid` under the key named `key`. `allow-offline` because a lone node

@@ -14,6 +14,7 @@ use reqwest::multipart::Form;
 use tokio::time::Instant;
 use tracing::debug;
 
+use super::auth::HostedLogin;
 use super::error::StorageError;
 use super::responses::KuboError;
 
@@ -79,17 +80,66 @@ pub(crate) struct Upload {
     pub progress: Progress,
 }
 
+/// Where requests go and how they are authorised.
+pub(crate) enum Access {
+    /// To `base`, with the client's default headers (a static bearer token, or none).
+    Fixed,
+    /// PollinationX's hosted nodes: to the sNFT's endpoint with its JWT, both from the
+    /// login; `None` until the client is bound to an sNFT ([`super::NodeClient::for_token`]).
+    Hosted {
+        login: Arc<HostedLogin>,
+        token: Option<u64>,
+    },
+}
+
+/// What one attempt uses: base URL and, on a hosted node, the JWT and its login's number.
+pub(crate) struct Credentials {
+    base: String,
+    bearer: Option<String>,
+    generation: u64,
+}
+
 pub(crate) struct Transport {
     pub http: reqwest::Client,
-    /// `http://host:port/api/v0`, no trailing slash.
+    /// `http://host:port/api/v0`, no trailing slash (hosted: unused, the login says).
     pub base: String,
     /// `/api/v0`, for error messages.
     pub prefix: String,
     pub timeout: Duration,
     pub retries: u32,
+    pub access: Access,
 }
 
 impl Transport {
+    /// The credentials for the next attempt (hosted: logging in when the grant is missing
+    /// or about to expire).
+    async fn credentials(&self) -> Result<Credentials, StorageError> {
+        match &self.access {
+            Access::Fixed => Ok(Credentials {
+                base: self.base.clone(),
+                bearer: None,
+                generation: 0,
+            }),
+            Access::Hosted { login, token } => {
+                let token = token.ok_or_else(|| {
+                    StorageError::Config(
+                        "a hosted node is reached through one sNFT's login: no sNFT chosen".into(),
+                    )
+                })?;
+                let grant = login.grant(token).await?;
+                Ok(Credentials {
+                    base: grant.endpoint.trim().trim_end_matches('/').to_string(),
+                    bearer: Some(grant.jwt().to_string()),
+                    generation: grant.generation,
+                })
+            }
+        }
+    }
+
+    fn hosted(&self) -> bool {
+        matches!(self.access, Access::Hosted { .. })
+    }
+
     pub fn path(&self, cmd: &str) -> String {
         format!("{}/{}", self.prefix, cmd)
     }
@@ -102,10 +152,10 @@ impl Transport {
         deadline: Deadline,
         upload: Option<&(dyn Fn() -> Result<Upload, StorageError> + Send + Sync)>,
     ) -> Result<Bytes, StorageError> {
-        self.with_retries(cmd, || async {
+        self.with_retries(cmd, |creds| async move {
             let body = upload.map(|make| make()).transpose()?;
-            let resp = self.send(cmd, query, deadline, body).await?;
-            self.read_all(cmd, resp, deadline).await
+            let resp = self.send(&creds, cmd, query, deadline, body).await?;
+            self.read_all(&creds, cmd, resp, deadline).await
         })
         .await
     }
@@ -117,25 +167,48 @@ impl Transport {
         cmd: &str,
         query: &[(&str, &str)],
     ) -> Result<reqwest::Response, StorageError> {
-        self.with_retries(cmd, || self.send(cmd, query, Deadline::Idle, None))
-            .await
+        self.with_retries(cmd, |creds| async move {
+            self.send(&creds, cmd, query, Deadline::Idle, None).await
+        })
+        .await
     }
 
     async fn with_retries<T, F, Fut>(&self, cmd: &str, mut attempt: F) -> Result<T, StorageError>
     where
-        F: FnMut() -> Fut,
+        F: FnMut(Credentials) -> Fut,
         Fut: Future<Output = Result<T, StorageError>>,
     {
         let started = Instant::now();
         let mut tries = 0u32;
+        let mut renewed = false;
         loop {
-            match attempt().await {
+            let outcome = match self.credentials().await {
+                Ok(creds) => {
+                    let generation = creds.generation;
+                    attempt(creds).await.map_err(|e| (e, generation))
+                }
+                Err(e) => Err((e, 0)),
+            };
+            match outcome {
                 Ok(v) => return Ok(v),
+                // A hosted node refused the JWT (expired early, revoked): log in again
+                // and try once more; a second refusal is the node's answer.
+                Err((StorageError::Node { status: 401, .. }, generation))
+                    if !renewed
+                        && let Access::Hosted {
+                            login,
+                            token: Some(token),
+                        } = &self.access =>
+                {
+                    renewed = true;
+                    debug!(cmd, token, "hosted node refused the JWT, logging in again");
+                    login.renew(*token, generation).await?;
+                }
                 // Retries are for failures that come quickly (refused, reset, a proxy's
                 // 503). Once a whole timeout has gone by, the node is hung or gone: trying
                 // again would only multiply the wait of a reader that should get `EIO`.
                 // The uploader and committer retry on their own, for as long as it takes.
-                Err(e)
+                Err((e, _))
                     if e.is_transient()
                         && tries < self.retries
                         && started.elapsed() < self.timeout =>
@@ -146,19 +219,20 @@ impl Transport {
                     debug!(cmd, error = %e, retry = tries, of = self.retries, ?wait, "node request failed, retrying");
                     tokio::time::sleep(wait).await;
                 }
-                Err(e) => return Err(e),
+                Err((e, _)) => return Err(e),
             }
         }
     }
 
     async fn send(
         &self,
+        creds: &Credentials,
         cmd: &str,
         query: &[(&str, &str)],
         deadline: Deadline,
         upload: Option<Upload>,
     ) -> Result<reqwest::Response, StorageError> {
-        let url = format!("{}/{}", self.base, cmd);
+        let url = format!("{}/{}", creds.base, cmd);
         debug!(%url, ?query, "node request");
         let mut full = reqwest::Url::parse(&url)
             .map_err(|e| StorageError::Config(format!("node URL {url:?}: {e}")))?;
@@ -166,6 +240,14 @@ impl Transport {
             full.query_pairs_mut().extend_pairs(query);
         }
         let mut req = self.http.post(full);
+        if let Some(jwt) = &creds.bearer {
+            let mut value = reqwest::header::HeaderValue::from_str(&format!("Bearer {jwt}"))
+                .map_err(|_| {
+                    StorageError::Config("the login gave a JWT with invalid characters".into())
+                })?;
+            value.set_sensitive(true);
+            req = req.header(reqwest::header::AUTHORIZATION, value);
+        }
         if deadline == Deadline::Total {
             req = req.timeout(self.timeout);
         }
@@ -199,7 +281,15 @@ impl Transport {
             return Ok(resp);
         }
         let body = self.read_error_body(resp).await;
-        Err(classify_failure(&self.path(cmd), status.as_u16(), &body))
+        let status = status.as_u16();
+        // A gateway that does not pass a call answers 404/405/501 without a node error.
+        if self.hosted() && matches!(status, 404 | 405 | 501) && KuboError::parse(&body).is_none() {
+            return Err(StorageError::Unsupported {
+                path: self.path(cmd),
+                status,
+            });
+        }
+        Err(classify_failure(&self.path(cmd), status, &body))
     }
 
     async fn watch(
@@ -248,6 +338,7 @@ impl Transport {
 
     async fn read_all(
         &self,
+        creds: &Credentials,
         cmd: &str,
         resp: reqwest::Response,
         deadline: Deadline,
@@ -266,7 +357,7 @@ impl Transport {
                 }
             },
         };
-        result.map_err(|e| self.map_error(cmd, &format!("{}/{}", self.base, cmd), e.into()))
+        result.map_err(|e| self.map_error(cmd, &format!("{}/{}", creds.base, cmd), e.into()))
     }
 
     async fn read_error_body(&self, resp: reqwest::Response) -> Vec<u8> {

@@ -225,6 +225,9 @@ pub fn node_config(url: &str, timeout_secs: u64, retries: u32) -> NodeConfig {
         api_url: url.to_string(),
         api_prefix: "/api/v0".into(),
         bearer_token_file: None,
+        auth: Default::default(),
+        auth_url: None,
+        login_message: None,
         timeout_secs,
         retries,
     }

@@ -308,6 +308,9 @@ impl StorageNode {
             api_url: self.url.clone(),
             api_prefix: "/api/v0".into(),
             bearer_token_file: None,
+            auth: Default::default(),
+            auth_url: None,
+            login_message: None,
             timeout_secs: 10,
             retries: 0,
         };
