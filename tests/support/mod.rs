@@ -254,31 +254,25 @@ pub struct TestMount {
 impl TestMount {
     /// `pxfs mount MP --config CFG ARGS...` in the background; returns once usable.
     pub fn mount(config: &Path, args: &[&str]) -> TestMount {
-        let dir = tempfile::Builder::new()
-            .prefix("pxfs-mnt-")
-            .tempdir()
-            .unwrap();
-        let m = TestMount {
-            dir,
-            config: config.to_path_buf(),
-            mounted: false,
-        };
-        m.remount_with(args)
+        Self::unmounted(config).remount_with(args)
     }
 
     /// Like [`TestMount::mount`], with the daemon's open-file limit (soft and hard) set to
     /// `nofile`, as `prlimit --nofile=N pxfs mount ...` does.
     pub fn mount_with_nofile(config: &Path, args: &[&str], nofile: u64) -> TestMount {
-        let dir = tempfile::Builder::new()
-            .prefix("pxfs-mnt-")
-            .tempdir()
-            .unwrap();
-        let m = TestMount {
-            dir,
+        Self::unmounted(config).remount_limited(args, Some(nofile))
+    }
+
+    /// A fresh mount point for `config`, not mounted yet.
+    fn unmounted(config: &Path) -> TestMount {
+        TestMount {
+            dir: tempfile::Builder::new()
+                .prefix("pxfs-mnt-")
+                .tempdir()
+                .unwrap(),
             config: config.to_path_buf(),
             mounted: false,
-        };
-        m.remount_limited(args, Some(nofile))
+        }
     }
 
     fn remount_with(self, args: &[&str]) -> TestMount {
