@@ -625,8 +625,8 @@ async fn commit_writes_only_the_manifests_on_the_changed_path() {
     m.fs.flush_all().await.unwrap();
     assert_eq!(
         m.store.manifest_adds() - before,
-        4,
-        "c, b, a and the root; not side"
+        5,
+        "c, b, a, the root directory and the root node; not side"
     );
     let published = m.store.published(BTNS).unwrap();
     let (content, manifests) = m.measured();

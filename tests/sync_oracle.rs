@@ -38,11 +38,14 @@ fn sync_wait(devnet: &TestDevnet) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-fn resolve_doc(devnet: &TestDevnet) -> pxfs::usage::UsageDoc {
+fn resolve_doc(devnet: &TestDevnet) -> pxfs::format::usage::UsageDoc {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let client = pxfs::storage::NodeClient::from_url(&devnet.node_url(), "/api/v0");
     let btns = devnet.info["btns_names"][0].as_str().unwrap().to_string();
-    rt.block_on(pxfs::usage::resolve(&client, &btns)).unwrap().1
+    match rt.block_on(pxfs::usage::resolve(&client, &btns)).unwrap().1 {
+        pxfs::usage::AnyUsageDoc::V2(doc) => doc,
+        other => panic!("pxfs publishes pxfs/usage/2, found {}", other.schema()),
+    }
 }
 
 #[test]
@@ -155,7 +158,7 @@ fn publish_root(rt: &tokio::runtime::Runtime, devnet: &TestDevnet, root: &str) {
         .block_on(pxfs::usage::key_name_for(&client, &btns))
         .unwrap()
         .expect("the devnet node holds the token's key");
-    rt.block_on(pxfs::usage::publish(&client, &key, &doc))
+    rt.block_on(pxfs::usage::publish_v2(&client, &key, &doc))
         .unwrap();
 }
 
@@ -273,12 +276,12 @@ fn a_second_tokens_sync_is_answered_while_the_first_tokens_tree_is_still_measure
     let mut doc = resolve_doc(&devnet);
     doc.token_id = token_b;
     doc.root = add(&rt, &devnet, empty);
-    (doc.usage, doc.files, doc.seq, doc.prev) = (empty_len, 0, 1, None);
+    (doc.usage, doc.files, doc.seq, doc.prev) = (empty_len, Some(0), 1, None);
     let key = rt
         .block_on(pxfs::usage::key_name_for(&client(&devnet), &btns_b))
         .unwrap()
         .expect("the node generated B's key");
-    rt.block_on(pxfs::usage::publish(&client(&devnet), &key, &doc))
+    rt.block_on(pxfs::usage::publish_v2(&client(&devnet), &key, &doc))
         .unwrap();
 
     // The oracle's node answers for A's root manifest only after 10 s.
@@ -478,7 +481,7 @@ fn a_forged_usage_document_claiming_less_is_corrected_by_the_oracle() {
         .block_on(pxfs::usage::key_name_for(&client, &btns))
         .unwrap()
         .expect("the devnet node holds the token's key");
-    rt.block_on(pxfs::usage::publish(&client, &key, &doc))
+    rt.block_on(pxfs::usage::publish_v2(&client, &key, &doc))
         .unwrap();
     assert_eq!(resolve_doc(&devnet).usage, 1);
 

@@ -13,28 +13,31 @@
 
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
-
-use bytes::Bytes;
 
 use super::Fs;
 use super::backoff::Backoff;
 use super::error::{FsError, FsResult};
-use super::inode::{Body, Ino, Kind, TokenId};
+use super::inode::{Body, Ino, TokenId};
 use super::journal::CommittedState;
 use super::ledger::CommittedUsage;
-use super::manifest::{self, DirAttrs, Entry, EntryKind, Manifest};
+use super::pages::{self, DirObjects};
 use super::store::UsageRecord;
+use super::stored;
 use super::tree::Tree;
+use crate::format;
 
 /// A dirty directory as it was when the commit started.
 struct DirSnapshot {
     ino: Ino,
     /// The sNFT root's own attributes (`None` for any other directory).
-    self_attrs: Option<DirAttrs>,
-    entries: Vec<Entry>,
+    self_attrs: Option<(format::Attrs, Vec<format::Xattr>)>,
+    entries: Vec<format::Entry>,
     /// Entries that are dirty subdirectories: their CIDs are known once written.
     pending_children: Vec<(usize, Ino)>,
+    /// The objects the directory was stored as until now (on the node, pinned).
+    old: Option<Arc<[(String, u64)]>>,
 }
 
 struct Snapshot {
@@ -233,6 +236,7 @@ impl Fs {
     /// module docs). `Ok(true)` if a new root was published.
     pub async fn commit_token(&self, token: TokenId) -> FsResult<bool> {
         let _one_at_a_time = self.inner.commit_lock.lock().await;
+        self.upgrade_v1(token).await?;
         let Some(snap) = self.snapshot(token)? else {
             return Ok(false);
         };
@@ -257,6 +261,47 @@ impl Fs {
                 Err(e)
             }
         }
+    }
+
+    /// A tree read from format v1 manifests is rewritten whole as v2 by its next commit
+    /// (docs/FORMAT.md §10): every directory is loaded and marked changed. One-time cost
+    /// proportional to the tree.
+    async fn upgrade_v1(&self, token: TokenId) -> FsResult<()> {
+        let root = {
+            let tree = self.tree();
+            let t = tree.token(token)?;
+            if !t.v1_tree || !t.is_dirty() || t.read_only || t.replaying {
+                return Ok(());
+            }
+            t.root
+        };
+        let mut dirs = vec![root];
+        let mut all = Vec::new();
+        while let Some(dir) = dirs.pop() {
+            self.ensure_loaded(dir).await?;
+            let tree = self.tree();
+            for (_, child) in tree.entries(dir)?.iter() {
+                if tree.get(child).is_ok_and(|i| i.dir().is_some()) {
+                    dirs.push(child);
+                }
+            }
+            all.push(dir);
+        }
+        let mut tree = self.tree();
+        for dir in &all {
+            if let Some(d) = tree.get_mut(*dir)?.dir_mut() {
+                d.dirty = true;
+            }
+        }
+        let t = tree.token_mut(token)?;
+        t.dirty_dirs.extend(all.iter().copied());
+        t.v1_tree = false;
+        tracing::info!(
+            token,
+            dirs = all.len(),
+            "rewriting the format v1 tree as v2"
+        );
+        Ok(())
     }
 
     fn snapshot(&self, token: TokenId) -> FsResult<Option<Snapshot>> {
@@ -320,36 +365,41 @@ impl Fs {
         }))
     }
 
-    /// Add the manifests bottom-up, then the usage document.
+    /// Add the directories' new objects bottom-up, then the usage document.
     async fn write_snapshot(
         &self,
         snap: &Snapshot,
-    ) -> FsResult<(HashMap<Ino, (String, u64)>, String)> {
-        let mut written: HashMap<Ino, (String, u64)> = HashMap::new();
+    ) -> FsResult<(HashMap<Ino, DirObjects>, String)> {
+        let mut written: HashMap<Ino, DirObjects> = HashMap::new();
+        // Objects on the node already: the rewritten directories' old ones, and what this
+        // commit added so far.
+        let mut have: HashSet<String> = snap
+            .dirs
+            .iter()
+            .flat_map(|d| d.old.iter().flat_map(|o| o.iter().map(|(c, _)| c.clone())))
+            .collect();
         for d in &snap.dirs {
             let mut entries = d.entries.clone();
             for (idx, child) in &d.pending_children {
-                let (cid, size) = written
+                let top = written
                     .get(child)
-                    .cloned()
-                    .ok_or_else(|| FsError::Journal("child manifest missing".into()))?;
-                entries[*idx].cid = Some(cid);
-                entries[*idx].size = size;
+                    .map(|o| o.top.clone())
+                    .ok_or_else(|| FsError::Journal("child directory not written".into()))?;
+                if let format::EntryKind::Inode(i) = &mut entries[*idx].kind {
+                    i.kind = format::InodeKind::Dir { top };
+                }
             }
-            let mut m = Manifest::new(entries);
-            m.self_attrs = d.self_attrs.clone();
-            let json = m.to_json();
-            let size = json.len() as u64;
-            let cid = self.store().add_manifest(Bytes::from(json)).await?;
-            written.insert(d.ino, (cid, size));
+            let objects =
+                pages::write_dir(self.store(), entries, d.self_attrs.clone(), &mut have).await?;
+            written.insert(d.ino, objects);
         }
         let root = written
             .get(&snap.root)
-            .map(|(c, _)| c.clone())
+            .map(|o| o.top.clone())
             .ok_or_else(|| FsError::Journal("root not among the changed directories".into()))?;
         let record = UsageRecord {
             root,
-            usage: snap.usage.with_manifests(written.values()),
+            usage: snap.usage.with_manifests(all_objects(&written)),
             ..snap.record.clone()
         };
         let doc = self
@@ -365,21 +415,28 @@ impl Fs {
         &self,
         token: TokenId,
         snap: Snapshot,
-        written: HashMap<Ino, (String, u64)>,
+        written: HashMap<Ino, DirObjects>,
         doc_cid: String,
     ) -> FsResult<()> {
         let mut unpin = snap.superseded;
-        let root_cid = written.get(&snap.root).map(|(c, _)| c.clone());
+        let root_cid = written.get(&snap.root).map(|o| o.top.clone());
         let (delete, live) = {
             let mut guard = self.tree();
             let tree = &mut *guard;
             for (ino, new) in &written {
                 if let Ok(i) = tree.get_mut(*ino)
                     && let Some(d) = i.dir_mut()
-                    && let Some((old, _)) = d.manifest.replace(new.clone())
-                    && old != new.0
                 {
-                    unpin.push(old);
+                    d.manifest = Some((new.top.clone(), new.bytes()));
+                    if let Some(old) = d.objects.replace(new.objects.clone()) {
+                        let kept: HashSet<&str> =
+                            new.objects.iter().map(|(c, _)| c.as_str()).collect();
+                        unpin.extend(
+                            old.iter()
+                                .filter(|(c, _)| !kept.contains(c.as_str()))
+                                .map(|(c, _)| c.clone()),
+                        );
+                    }
                 }
             }
             // The new manifests count instead of the old ones.
@@ -392,7 +449,7 @@ impl Fs {
                 usage_doc: Some(doc_cid),
                 seq: snap.record.seq,
                 journal_seq: snap.journal_seq,
-                usage: snap.usage.with_manifests(written.values()),
+                usage: snap.usage.with_manifests(all_objects(&written)),
                 files: snap.record.files,
                 carried: snap.carried,
             };
@@ -442,11 +499,13 @@ impl Fs {
                             live.insert(b.cid.clone());
                         }
                     }
-                    Body::Dir(d) => {
-                        if let Some((c, _)) = &d.manifest {
+                    Body::Dir(d) => match (&d.objects, &d.manifest) {
+                        (Some(objects), _) => live.extend(objects.iter().map(|(c, _)| c.clone())),
+                        (None, Some((c, _))) => {
                             live.insert(c.clone());
                         }
-                    }
+                        (None, None) => {}
+                    },
                     Body::Symlink(_) | Body::Special(_) => {}
                 }
             }
@@ -531,73 +590,39 @@ fn depth(tree: &Tree, ino: Ino) -> usize {
     n
 }
 
+/// Every object of the written directories, for the usage figure.
+fn all_objects(written: &HashMap<Ino, DirObjects>) -> impl Iterator<Item = &(String, u64)> {
+    written.values().flat_map(|o| o.objects.iter())
+}
+
 fn snapshot_dir(tree: &Tree, ino: Ino, dirty: &HashSet<Ino>) -> FsResult<DirSnapshot> {
     let mut entries = Vec::new();
     let mut pending_children = Vec::new();
     for (name, child) in tree.entries(ino)?.iter() {
         let inode = tree.get(child)?;
-        let m = inode.meta;
-        let mut e = Entry {
-            name: name.to_string(),
-            kind: EntryKind::File,
-            cid: None,
-            size: 0,
-            mode: m.mode,
-            uid: m.uid,
-            gid: m.gid,
-            mtime_ns: m.mtime_ns,
-            ctime_ns: m.ctime_ns,
-            target: None,
-            xattrs: manifest::encode_xattrs(&inode.xattrs),
-            rdev: None,
+        let top = match &inode.body {
+            // Known once written: a placeholder until then.
+            Body::Dir(_) if dirty.contains(&child) => {
+                pending_children.push((entries.len(), child));
+                Some("")
+            }
+            Body::Dir(d) => d.manifest.as_ref().map(|(c, _)| c.as_str()),
+            _ => None,
         };
-        match &inode.body {
-            Body::File(f) => match &f.blob {
-                // Never closed yet: the file is not part of any commit.
-                None => continue,
-                Some(b) => {
-                    e.cid = Some(b.cid.clone());
-                    e.size = b.size;
-                }
-            },
-            Body::Dir(d) => {
-                e.kind = EntryKind::Dir;
-                if dirty.contains(&child) {
-                    pending_children.push((entries.len(), child));
-                } else if let Some((cid, size)) = &d.manifest {
-                    e.cid = Some(cid.clone());
-                    e.size = *size;
-                } else {
-                    continue;
-                }
-            }
-            Body::Symlink(target) => {
-                e.kind = EntryKind::Symlink;
-                e.size = target.len() as u64;
-                e.target = Some(target.clone());
-            }
-            Body::Special(s) => {
-                e.kind = s.kind.into();
-                if matches!(s.kind, Kind::CharDev | Kind::BlockDev) {
-                    e.rdev = Some(s.rdev);
-                }
-            }
+        // Never closed, or never committed: not part of any commit yet.
+        if let Some(e) = stored::entry_of(name, inode, top) {
+            entries.push(e);
         }
-        entries.push(e);
     }
     let dir = tree.get(ino)?;
-    let self_attrs = tree.is_token_root(ino).then(|| DirAttrs {
-        mode: dir.meta.mode,
-        uid: dir.meta.uid,
-        gid: dir.meta.gid,
-        mtime_ns: dir.meta.mtime_ns,
-        ctime_ns: dir.meta.ctime_ns,
-        xattrs: manifest::encode_xattrs(&dir.xattrs),
-    });
+    let self_attrs = tree
+        .is_token_root(ino)
+        .then(|| (stored::attrs_of(&dir.meta), stored::xattrs_of(&dir.xattrs)));
     Ok(DirSnapshot {
         ino,
         self_attrs,
         entries,
         pending_children,
+        old: dir.dir().and_then(|d| d.objects.clone()),
     })
 }

@@ -144,8 +144,13 @@ impl FileBody {
 pub struct DirBody {
     /// `None` until first lookup/readdir loads the manifest.
     pub entries: Option<Entries>,
-    /// The last committed manifest of this directory and its size.
+    /// The CID the parent's entry (or, for an sNFT root, the usage document) refers to:
+    /// the directory's top page (its root node), and the bytes of all its objects once
+    /// known (0 until loaded).
     pub manifest: Option<(String, u64)>,
+    /// Every object the committed directory is stored as, with its size (known once the
+    /// directory is loaded or committed): what it adds to usage.
+    pub objects: Option<Arc<[(String, u64)]>>,
     /// Changed since the last commit (its manifest must be rewritten).
     pub dirty: bool,
 }

@@ -10,7 +10,6 @@ use super::backoff::Backoff;
 use super::error::{FsError, FsResult};
 use super::inode::{Body, DirBody, Entries, FileBody, Ino, Inode, Kind, Meta, ROOT_INO, TokenId};
 use super::journal::{CommittedState, Journal, Op, Record};
-use super::manifest::Manifest;
 use super::staged::StagedFile;
 use super::token::{ChainGate, TokenFs, TokenInfo};
 use super::{Fs, SetAttr, TimeSet};
@@ -72,6 +71,7 @@ impl Fs {
                     Some(Entries::default())
                 },
                 manifest: committed.root.clone().map(|c| (c, 0)),
+                objects: None,
                 dirty: false,
             };
             let root_inode = Inode {
@@ -109,6 +109,7 @@ impl Fs {
                     last_commit: None,
                     chain_gate: ChainGate::default(),
                     state_unsaved: false,
+                    v1_tree: false,
                 },
             );
         }
@@ -203,36 +204,39 @@ impl Fs {
                 }
             }
         };
-        let bytes = self.store().fetch(&cid).await?;
+        let is_root = self.tree().is_token_root(dir);
+        let read = super::pages::read_dir(self.store(), &cid, is_root).await;
         let mut tree = self.tree();
-        match Manifest::parse(&bytes) {
-            Ok(m) => {
-                let unknown: Vec<&str> = m.unknown_entries().collect();
-                if !unknown.is_empty() {
-                    // A commit would drop them: serve what is known, change nothing.
-                    tracing::error!(cid, entries = ?unknown,
-                        "manifest entries of a kind this pxfs does not know; serving this sNFT read-only");
-                    if let Some(t) = token.and_then(|t| tree.tokens.get_mut(&t)) {
-                        t.read_only = true;
-                    }
-                }
-                tree.load_dir(dir, &m)?;
-                if let Some(d) = tree.get_mut(dir)?.dir_mut()
-                    && let Some((_, size)) = &mut d.manifest
-                {
-                    *size = bytes.len() as u64;
-                }
-                // Its manifest's size is known now: it counts (docs/FORMAT.md §7).
-                tree.recharge(dir, true);
-            }
+        let read = match read {
+            Ok(r) => r,
+            // The node did not answer: try again at the next access.
+            Err(FsError::Store(e)) => return Err(FsError::Store(e)),
             Err(e) => {
-                tracing::error!(cid, error = %e, "malformed manifest; serving this sNFT read-only");
+                tracing::error!(cid, error = %e, "unreadable directory; serving this sNFT read-only");
                 if let Some(t) = token.and_then(|t| tree.tokens.get_mut(&t)) {
                     t.read_only = true;
                 }
-                tree.load_dir(dir, &Manifest::new(Vec::new()))?;
+                super::pages::ReadDir {
+                    self_attrs: None,
+                    entries: Vec::new(),
+                    objects: super::pages::DirObjects {
+                        top: cid.clone(),
+                        objects: Vec::new().into(),
+                    },
+                    read_only: None,
+                    v1: false,
+                    empty_dir: None,
+                }
+            }
+        };
+        if let Some(why) = &read.read_only {
+            // A commit would drop what this pxfs cannot see: change nothing.
+            tracing::error!(cid, reason = %why, "serving this sNFT read-only");
+            if let Some(t) = token.and_then(|t| tree.tokens.get_mut(&t)) {
+                t.read_only = true;
             }
         }
+        tree.load_dir(dir, read)?;
         Ok(())
     }
 

@@ -1,4 +1,6 @@
-//! Directory manifests (`pxfs/dir/1`): the JSON each directory is stored as on the node.
+//! Directory manifests (`pxfs/dir/1`): the JSON each directory was stored as on the node
+//! before format v2. pxfs still reads them (a v1 tree mounts and is rewritten as v2 by its
+//! next commit, docs/FORMAT.md §10) and the oracle still measures them.
 //! Serialization is deterministic (fixed field order, entries sorted by name, xattrs
 //! sorted), so an unchanged directory always has the same CID.
 //!
@@ -11,6 +13,8 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use super::inode::Kind;
+use super::pages::{DirObjects, ReadDir};
+use crate::format;
 
 pub const SCHEMA: &str = "pxfs/dir/1";
 
@@ -182,6 +186,89 @@ impl Manifest {
         }
         Ok(m)
     }
+}
+
+impl Manifest {
+    /// This v1 manifest as the v2 entries the tree loads (docs/FORMAT.md §10: a v2 reader
+    /// reads v1 trees). `objects`: the manifest itself.
+    pub fn into_v2(self, objects: std::sync::Arc<[(String, u64)]>) -> ReadDir {
+        let unknown: Vec<String> = self.unknown_entries().map(str::to_owned).collect();
+        let self_attrs = self.self_attrs.map(|a| {
+            let attrs = format::Attrs {
+                mode: a.mode & 0o7777,
+                uid: a.uid,
+                gid: a.gid,
+                mtime_ns: a.mtime_ns,
+                ctime_ns: a.ctime_ns,
+            };
+            (attrs, xattrs_v2(&a.xattrs))
+        });
+        let entries = self.entries.into_iter().filter_map(entry_v2).collect();
+        let top = objects.first().map(|(c, _)| c.clone()).unwrap_or_default();
+        ReadDir {
+            self_attrs,
+            entries,
+            objects: DirObjects { top, objects },
+            read_only: (!unknown.is_empty())
+                .then(|| format!("entries of a kind this pxfs does not know: {unknown:?}")),
+            v1: true,
+            empty_dir: None,
+        }
+    }
+}
+
+fn xattrs_v2(x: &Option<BTreeMap<String, String>>) -> Vec<format::Xattr> {
+    decode_xattrs(x)
+        .into_iter()
+        .filter_map(|(name, value)| {
+            Some(format::Xattr {
+                name: format::XattrName::new(name.into_bytes()).ok()?,
+                value,
+            })
+        })
+        .collect()
+}
+
+fn entry_v2(e: Entry) -> Option<format::Entry> {
+    use format::InodeKind as K;
+    let name = format::Name::new(e.name.into_bytes()).ok()?;
+    let kind = match e.kind {
+        EntryKind::File => K::File {
+            size: e.size,
+            content: (e.size > 0).then(|| format::Content {
+                cid: e.cid.clone().unwrap_or_default(),
+                salt: None,
+            }),
+        },
+        EntryKind::Dir => K::Dir {
+            top: e.cid.clone().unwrap_or_default(),
+        },
+        EntryKind::Symlink => K::Symlink(format::Target::new(e.target.clone()?.into_bytes()).ok()?),
+        EntryKind::Fifo => K::Fifo,
+        EntryKind::Socket => K::Socket,
+        EntryKind::Chardev => K::CharDev(e.rdev.unwrap_or(0)),
+        EntryKind::Blockdev => K::BlockDev(e.rdev.unwrap_or(0)),
+        EntryKind::Unknown => {
+            return Some(format::Entry {
+                name,
+                kind: format::EntryKind::Unknown("unknown".into()),
+            });
+        }
+    };
+    Some(format::Entry {
+        name,
+        kind: format::EntryKind::Inode(format::Inode {
+            kind,
+            attrs: format::Attrs {
+                mode: e.mode & 0o7777,
+                uid: e.uid,
+                gid: e.gid,
+                mtime_ns: e.mtime_ns,
+                ctime_ns: e.ctime_ns,
+            },
+            xattrs: xattrs_v2(&e.xattrs),
+        }),
+    })
 }
 
 pub fn encode_xattrs(x: &BTreeMap<String, Vec<u8>>) -> Option<BTreeMap<String, String>> {

@@ -18,10 +18,12 @@ pub mod manifest;
 pub mod node_store;
 mod ops;
 mod outage;
+mod pages;
 pub mod quota;
 pub mod staged;
 pub mod status;
 pub mod store;
+mod stored;
 pub mod token;
 pub mod tree;
 pub mod upload;
@@ -215,6 +217,7 @@ impl Fs {
                     body: Body::Dir(DirBody {
                         entries: Some(Entries::default()),
                         manifest: None,
+                        objects: None,
                         dirty: false,
                     }),
                     open_handles: 0,

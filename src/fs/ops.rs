@@ -224,6 +224,7 @@ impl Fs {
         let body = Body::Dir(DirBody {
             entries: Some(Entries::default()),
             manifest: None,
+            objects: None,
             dirty: false,
         });
         let ino = tree.create(parent, name, meta, body, Default::default())?;

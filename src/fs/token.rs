@@ -59,6 +59,9 @@ pub struct TokenFs {
     /// The last commit is published but `state.json` could not be written (local fault):
     /// retried by the committer, and the journal is trimmed once it is.
     pub state_unsaved: bool,
+    /// Some directory was read from a format v1 manifest: the next commit rewrites the
+    /// whole tree as v2 (docs/FORMAT.md §10).
+    pub v1_tree: bool,
 }
 
 /// What a contract that counts usage itself (PX.sol) adds to the quota decision.

@@ -5,12 +5,12 @@
 use std::collections::{BTreeMap, HashMap};
 
 use super::error::{FsError, FsResult};
-use super::inode::{
-    Body, DirBody, Entries, FileBody, Ino, Inode, Kind, Meta, ROOT_INO, Special, TokenId,
-};
+use super::inode::{Body, DirBody, Entries, Ino, Inode, Kind, Meta, ROOT_INO, TokenId};
 use super::ledger::{Charge, CommittedUsage};
-use super::manifest::{self, Manifest};
+use super::pages::ReadDir;
+use super::stored;
 use super::token::TokenFs;
+use crate::format;
 
 /// Longest file name, as on ext4 (and what statfs reports).
 pub const NAME_MAX: usize = 255;
@@ -293,8 +293,10 @@ impl Tree {
                 }
             }
             Body::Dir(d) => {
-                if let Some((cid, _)) = &d.manifest {
-                    gone.push(cid.clone());
+                match (&d.objects, &d.manifest) {
+                    (Some(objects), _) => gone.extend(objects.iter().map(|(c, _)| c.clone())),
+                    (None, Some((cid, _))) => gone.push(cid.clone()),
+                    (None, None) => {}
                 }
                 if let Some(t) = inode.token.and_then(|t| self.tokens.get_mut(&t))
                     && d.entries.is_none()
@@ -339,15 +341,7 @@ impl Tree {
                 }
                 _ => (f.size > 0).then_some(Charge::Own(f.size)),
             },
-            Body::Dir(d) => d
-                .manifest
-                .as_ref()
-                .filter(|(_, size)| *size > 0)
-                .map(|(cid, size)| Charge::Object {
-                    cid: cid.clone(),
-                    size: *size,
-                    manifest: true,
-                }),
+            Body::Dir(d) => d.objects.clone().map(Charge::Pages),
             Body::Symlink(_) | Body::Special(_) => None,
         }
     }
@@ -564,77 +558,59 @@ impl Tree {
         Ok(())
     }
 
-    /// Fill an unloaded directory from its manifest (and an sNFT root's own attributes
-    /// from its `self`). Entries of a kind this version does not know are left out.
-    pub fn load_dir(&mut self, dir: Ino, manifest: &Manifest) -> FsResult<()> {
+    /// Fill an unloaded directory from what its stored objects hold (and an sNFT root's own
+    /// attributes). Entries of a kind this version does not know are left out.
+    pub fn load_dir(&mut self, dir: Ino, read: ReadDir) -> FsResult<()> {
         let is_token_root = self.is_token_root(dir);
         let inode = self.get_mut(dir)?;
         let token = inode.token;
-        if inode.dir().ok_or(FsError::NotDir)?.entries.is_some() {
+        let d = inode.dir_mut().ok_or(FsError::NotDir)?;
+        if d.entries.is_some() {
             return Ok(()); // loaded meanwhile by another request
         }
-        if is_token_root && let Some(a) = &manifest.self_attrs {
-            inode.meta = Meta {
-                mode: a.mode & 0o7777,
-                uid: a.uid,
-                gid: a.gid,
-                atime_ns: a.mtime_ns,
-                mtime_ns: a.mtime_ns,
-                ctime_ns: a.ctime_ns,
-            };
-            inode.xattrs = manifest::decode_xattrs(&a.xattrs);
+        d.manifest = Some((read.objects.top.clone(), read.objects.bytes()));
+        d.objects = Some(read.objects.objects.clone());
+        if is_token_root && let Some((attrs, xattrs)) = read.self_attrs {
+            inode.meta = stored::meta_of(&attrs);
+            inode.xattrs = stored::tree_xattrs(xattrs);
         }
         let mut entries = Entries::default();
         let mut new_unloaded = 0;
-        let mut loaded = Vec::new();
-        for e in &manifest.entries {
-            let Some(kind) = e.kind.kind() else {
+        let mut loaded = vec![dir];
+        for e in read.entries {
+            let format::EntryKind::Inode(i) = e.kind else {
                 continue;
             };
-            let meta = Meta {
-                mode: e.mode & 0o7777,
-                uid: e.uid,
-                gid: e.gid,
-                atime_ns: e.mtime_ns,
-                mtime_ns: e.mtime_ns,
-                ctime_ns: e.ctime_ns,
+            let Ok(name) = String::from_utf8(e.name.as_bytes().to_vec()) else {
+                tracing::warn!(name = %e.name, "entry name is not UTF-8; not shown");
+                continue;
             };
-            let body = match kind {
-                Kind::File => Body::File(FileBody {
-                    size: e.size,
-                    blob: e
-                        .cid
-                        .clone()
-                        .map(|cid| super::store::Blob { cid, size: e.size }),
-                    ..Default::default()
-                }),
-                Kind::Dir => {
-                    new_unloaded += 1;
-                    Body::Dir(DirBody {
-                        entries: None,
-                        manifest: e.cid.clone().map(|c| (c, e.size)),
-                        dirty: false,
-                    })
-                }
-                Kind::Symlink => Body::Symlink(e.target.clone().unwrap_or_default()),
-                Kind::Fifo | Kind::Socket => Body::Special(Special { kind, rdev: 0 }),
-                Kind::CharDev | Kind::BlockDev => Body::Special(Special {
-                    kind,
-                    rdev: e.rdev.unwrap_or(0),
-                }),
-            };
+            let (kind, mut body) = stored::body_of(i.kind);
+            if let Body::Dir(d) = &mut body
+                && let Some((empty, size)) = &read.empty_dir
+                && d.manifest.as_ref().is_some_and(|(top, _)| top == empty)
+            {
+                // An empty directory is known whole without reading it.
+                d.entries = Some(Entries::default());
+                d.manifest = Some((empty.clone(), *size));
+                d.objects = Some(vec![(empty.clone(), *size)].into());
+            }
+            let unloaded = matches!(&body, Body::Dir(d) if d.entries.is_none());
             let ino = self.alloc(Inode {
                 token,
-                meta,
-                xattrs: manifest::decode_xattrs(&e.xattrs),
-                links: vec![(dir, e.name.clone())],
+                meta: stored::meta_of(&i.attrs),
+                xattrs: stored::tree_xattrs(i.xattrs),
+                links: vec![(dir, name.clone())],
                 body,
                 open_handles: 0,
             });
             if kind == Kind::Dir {
                 entries.subdirs += 1;
             }
-            entries.insert(&e.name, ino);
+            if unloaded {
+                new_unloaded += 1;
+            }
+            entries.insert(&name, ino);
             loaded.push(ino);
         }
         if let Some(d) = self.get_mut(dir)?.dir_mut() {
@@ -642,7 +618,12 @@ impl Tree {
         }
         if let Some(t) = token.and_then(|t| self.tokens.get_mut(&t)) {
             t.unloaded_dirs = (t.unloaded_dirs + new_unloaded).saturating_sub(1);
+            if read.v1 {
+                t.v1_tree = true;
+            }
         }
+        // Its objects and its entries' are in the committed figure: they move into the
+        // ledger (docs/FORMAT.md §7).
         for ino in loaded {
             self.recharge(ino, true);
         }
