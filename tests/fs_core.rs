@@ -462,6 +462,73 @@ async fn hard_links_share_content_while_mounted() {
     assert_eq!(errno(m.fs.link(d, ROOT_INO, "dd").await), libc::EPERM);
 }
 
+/// docs/FORMAT.md §4.4: a non-directory with several names is one link group on the node.
+#[tokio::test]
+async fn hard_links_stay_one_inode_on_a_fresh_mount_until_their_last_name_goes() {
+    let m = mount(1 << 20).await;
+    let d = m.fs.mkdir(ROOT_INO, "d", 0o755, 0, 0).await.unwrap().ino;
+    let e = m.fs.mkdir(ROOT_INO, "e", 0o755, 0, 0).await.unwrap().ino;
+    let deep = m.fs.mkdir(e, "deep", 0o755, 0, 0).await.unwrap().ino;
+    let f = m.write_file(ROOT_INO, "a", b"shared").await;
+    m.fs.link(f, d, "b").await.unwrap();
+    m.fs.link(f, deep, "c").await.unwrap();
+    m.fs.flush_all().await.unwrap();
+    let (content, _) = m.measured();
+    assert_eq!(content, 6, "linked content is stored once");
+
+    // Another machine: one inode, three names, wherever the first lookup goes.
+    let fresh = || async {
+        let store = m.store.clone();
+        mount_with(store, tempfile::tempdir().unwrap(), 1 << 20).await
+    };
+    let other = fresh().await;
+    let d2 = other.fs.lookup(ROOT_INO, "d").await.unwrap().ino;
+    let b = other.fs.lookup(d2, "b").await.unwrap();
+    assert_eq!(b.nlink, 3);
+    let e2 = other.fs.lookup(ROOT_INO, "e").await.unwrap().ino;
+    let deep2 = other.fs.lookup(e2, "deep").await.unwrap().ino;
+    let c = other.fs.lookup(deep2, "c").await.unwrap();
+    let a = other.fs.lookup(ROOT_INO, "a").await.unwrap();
+    assert_eq!((a.ino, c.ino), (b.ino, b.ino));
+    // A write through one name is seen through the others, here and after a commit.
+    let fh = other.fs.open(c.ino, RW).await.unwrap();
+    other.fs.write(fh, 0, b"SHARED").await.unwrap();
+    other.fs.release(fh).await.unwrap();
+    assert_eq!(other.read_file(ROOT_INO, "a").await, b"SHARED");
+    other.fs.unlink(ROOT_INO, "a").await.unwrap();
+    other.fs.flush_all().await.unwrap();
+    other.fs.abort();
+
+    let third = fresh().await;
+    let e3 = third.fs.lookup(ROOT_INO, "e").await.unwrap().ino;
+    let deep3 = third.fs.lookup(e3, "deep").await.unwrap().ino;
+    let c = third.fs.lookup(deep3, "c").await.unwrap();
+    assert_eq!(c.nlink, 2);
+    let d3 = third.fs.lookup(ROOT_INO, "d").await.unwrap().ino;
+    assert_eq!(third.fs.lookup(d3, "b").await.unwrap().ino, c.ino);
+    assert_eq!(third.read_file(d3, "b").await, b"SHARED");
+    assert_eq!(third.names(ROOT_INO).await, vec!["d", "e"]);
+    // The last-but-one name goes: the group dissolves into an ordinary entry.
+    third.fs.unlink(d3, "b").await.unwrap();
+    third.fs.flush_all().await.unwrap();
+    assert_eq!(third.usage().await, {
+        let (content, manifests) = third.measured();
+        content + manifests
+    });
+    third.fs.abort();
+    let fourth = fresh().await;
+    let e4 = fourth.fs.lookup(ROOT_INO, "e").await.unwrap().ino;
+    let deep4 = fourth.fs.lookup(e4, "deep").await.unwrap().ino;
+    assert_eq!(fourth.fs.lookup(deep4, "c").await.unwrap().nlink, 1);
+    assert_eq!(fourth.read_file(deep4, "c").await, b"SHARED");
+    let root = fourth.store.published(BTNS).unwrap().root;
+    let root_node = String::from_utf8(fourth.store.get(&root).unwrap().to_vec()).unwrap();
+    assert!(
+        !root_node.contains("\"inodes\""),
+        "no link groups left: {root_node}"
+    );
+}
+
 #[tokio::test]
 async fn names_longer_than_255_bytes_fail_with_enametoolong() {
     let m = mount(1 << 20).await;

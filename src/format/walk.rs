@@ -6,12 +6,15 @@ use super::page::Page;
 use super::root::Root;
 use super::{Entry, EntryKind, InodeKind, PageStore, Result, TreeCrypto};
 
-/// Every entry under the root node `root`, with its path (names joined by `/`, bytes).
+/// An entry and its path (names joined by `/`, bytes).
+pub type PathEntry = (Vec<u8>, Entry);
+
+/// Every entry under the root node `root`, with its path.
 pub fn entries(
     store: &mut impl PageStore,
     crypto: &TreeCrypto,
     root: &str,
-) -> Result<(Root, Vec<(Vec<u8>, Entry)>)> {
+) -> Result<(Root, Vec<PathEntry>)> {
     let r = Root::decode(&store.get(root)?, crypto)?.root;
     let mut out = Vec::new();
     let mut dirs = vec![(Vec::new(), r.dir.clone())];

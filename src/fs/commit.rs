@@ -22,17 +22,18 @@ use super::error::{FsError, FsResult};
 use super::inode::{Body, Ino, TokenId};
 use super::journal::CommittedState;
 use super::ledger::CommittedUsage;
-use super::pages::{self, DirObjects};
+use super::pages::{self, DirObjects, RootParts};
 use super::store::UsageRecord;
 use super::stored;
+use super::token::GroupSlot;
 use super::tree::Tree;
 use crate::format;
 
 /// A dirty directory as it was when the commit started.
 struct DirSnapshot {
     ino: Ino,
-    /// The sNFT root's own attributes (`None` for any other directory).
-    self_attrs: Option<(format::Attrs, Vec<format::Xattr>)>,
+    /// The sNFT root's own attributes and link groups (`None` for any other directory).
+    root: Option<RootParts>,
     entries: Vec<format::Entry>,
     /// Entries that are dirty subdirectories: their CIDs are known once written.
     pending_children: Vec<(usize, Ino)>,
@@ -51,6 +52,8 @@ struct Snapshot {
     carried: Vec<super::journal::Op>,
     /// The usage to publish, but for the manifests the commit writes (docs/FORMAT.md §7).
     usage: CommittedUsage,
+    /// The link groups this commit stores.
+    groups: HashMap<u64, GroupSlot>,
 }
 
 pub(crate) fn spawn_committer(fs: Fs) {
@@ -242,8 +245,11 @@ impl Fs {
         };
         let started = std::time::Instant::now();
         match self.write_snapshot(&snap).await {
-            Ok((written, doc_cid)) => {
+            Ok((written, doc_cid, added)) => {
                 self.inner.outage.succeeded(self.pending());
+                if let Ok(t) = self.tree().token_mut(token) {
+                    t.last_commit_added = added;
+                }
                 self.committed(token, snap, written, doc_cid).await?;
                 Ok(true)
             }
@@ -275,18 +281,8 @@ impl Fs {
             }
             t.root
         };
-        let mut dirs = vec![root];
-        let mut all = Vec::new();
-        while let Some(dir) = dirs.pop() {
-            self.ensure_loaded(dir).await?;
-            let tree = self.tree();
-            for (_, child) in tree.entries(dir)?.iter() {
-                if tree.get(child).is_ok_and(|i| i.dir().is_some()) {
-                    dirs.push(child);
-                }
-            }
-            all.push(dir);
-        }
+        let _ = root;
+        let all = self.load_all(token).await?;
         let mut tree = self.tree();
         for dir in &all {
             if let Some(d) = tree.get_mut(*dir)?.dir_mut() {
@@ -327,9 +323,13 @@ impl Fs {
             .map(|d| (depth(tree, *d), *d))
             .collect();
         order.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+        assign_groups(tree, token);
+        let (records, groups) = group_records(tree, token)?;
+        let mut records = Some(records);
         let mut dirs = Vec::with_capacity(order.len());
         for (_, ino) in order {
-            dirs.push(snapshot_dir(tree, ino, &dirty)?);
+            let groups = if ino == root { records.take() } else { None };
+            dirs.push(snapshot_dir(tree, ino, &dirty, groups)?);
         }
         for d in &dirs {
             if let Ok(i) = tree.get_mut(d.ino)
@@ -362,6 +362,7 @@ impl Fs {
             superseded: std::mem::take(&mut t.superseded),
             carried,
             usage,
+            groups,
         }))
     }
 
@@ -369,7 +370,8 @@ impl Fs {
     async fn write_snapshot(
         &self,
         snap: &Snapshot,
-    ) -> FsResult<(HashMap<Ino, DirObjects>, String)> {
+    ) -> FsResult<(HashMap<Ino, DirObjects>, String, pages::Added)> {
+        let mut added = pages::Added::default();
         let mut written: HashMap<Ino, DirObjects> = HashMap::new();
         // Objects on the node already: the rewritten directories' old ones, and what this
         // commit added so far.
@@ -390,7 +392,8 @@ impl Fs {
                 }
             }
             let objects =
-                pages::write_dir(self.store(), entries, d.self_attrs.clone(), &mut have).await?;
+                pages::write_dir(self.store(), entries, d.root.clone(), &mut have, &mut added)
+                    .await?;
             written.insert(d.ino, objects);
         }
         let root = written
@@ -406,7 +409,7 @@ impl Fs {
             .store()
             .publish_usage(snap.btns.as_deref(), &record)
             .await?;
-        Ok((written, doc))
+        Ok((written, doc, added))
     }
 
     /// The new root is published: remember it, drop the journal ops it covers, delete
@@ -444,6 +447,14 @@ impl Fs {
                 tree.recharge(*ino, false);
             }
             let t = tree.token_mut(token)?;
+            // Inodes made for groups' names loaded meanwhile stay theirs.
+            let mut groups = snap.groups;
+            for (id, slot) in &mut groups {
+                if slot.ino.is_none() {
+                    slot.ino = t.groups.get(id).and_then(|s| s.ino);
+                }
+            }
+            t.groups = groups;
             let state = CommittedState {
                 root: root_cid,
                 usage_doc: Some(doc_cid),
@@ -595,7 +606,67 @@ fn all_objects(written: &HashMap<Ino, DirObjects>) -> impl Iterator<Item = &(Str
     written.values().flat_map(|o| o.objects.iter())
 }
 
-fn snapshot_dir(tree: &Tree, ino: Ino, dirty: &HashSet<Ino>) -> FsResult<DirSnapshot> {
+/// Give every non-directory with two or more names a link group id, and take it from one
+/// left with a single name (docs/FORMAT.md §4.4: a record exists iff `nlink` ≥ 2).
+fn assign_groups(tree: &mut Tree, token: TokenId) {
+    for inode in tree.inodes.values_mut() {
+        if inode.token != Some(token) || inode.dir().is_some() {
+            continue;
+        }
+        match (inode.links.len() >= 2, inode.group) {
+            (true, None) => inode.group = Some(rand::random::<u64>()),
+            (false, Some(_)) => inode.group = None,
+            _ => {}
+        }
+    }
+}
+
+/// The link-group table a commit stores: every loaded group inode as it is now, and the
+/// committed records of groups none of whose names is loaded.
+fn group_records(
+    tree: &Tree,
+    token: TokenId,
+) -> FsResult<(Vec<format::InodeRecord>, HashMap<u64, GroupSlot>)> {
+    let mut slots: HashMap<u64, GroupSlot> = HashMap::new();
+    for (ino, inode) in &tree.inodes {
+        if inode.token != Some(token) {
+            continue;
+        }
+        let Some(id) = inode.group else { continue };
+        if let Some(stored) = stored::inode_of(inode, None) {
+            slots.insert(
+                id,
+                GroupSlot {
+                    nlink: inode.links.len() as u64,
+                    inode: stored,
+                    ino: Some(*ino),
+                },
+            );
+        }
+    }
+    for (id, slot) in &tree.token(token)?.groups {
+        if slot.ino.is_none() {
+            slots.entry(*id).or_insert_with(|| slot.clone());
+        }
+    }
+    let mut records: Vec<format::InodeRecord> = slots
+        .iter()
+        .map(|(id, s)| format::InodeRecord {
+            id: format::GroupId::from_u64(*id),
+            nlink: s.nlink,
+            kind: format::EntryKind::Inode(s.inode.clone()),
+        })
+        .collect();
+    records.sort_by_key(|r| r.id);
+    Ok((records, slots))
+}
+
+fn snapshot_dir(
+    tree: &Tree,
+    ino: Ino,
+    dirty: &HashSet<Ino>,
+    groups: Option<Vec<format::InodeRecord>>,
+) -> FsResult<DirSnapshot> {
     let mut entries = Vec::new();
     let mut pending_children = Vec::new();
     for (name, child) in tree.entries(ino)?.iter() {
@@ -615,12 +686,14 @@ fn snapshot_dir(tree: &Tree, ino: Ino, dirty: &HashSet<Ino>) -> FsResult<DirSnap
         }
     }
     let dir = tree.get(ino)?;
-    let self_attrs = tree
-        .is_token_root(ino)
-        .then(|| (stored::attrs_of(&dir.meta), stored::xattrs_of(&dir.xattrs)));
+    let root = tree.is_token_root(ino).then(|| RootParts {
+        attrs: stored::attrs_of(&dir.meta),
+        xattrs: stored::xattrs_of(&dir.xattrs),
+        groups: groups.unwrap_or_default(),
+    });
     Ok(DirSnapshot {
         ino,
-        self_attrs,
+        root,
         entries,
         pending_children,
         old: dir.dir().and_then(|d| d.objects.clone()),

@@ -86,6 +86,9 @@ pub struct Inode {
     pub body: Body,
     /// Open file handles; an unlinked inode lives until the last one closes.
     pub open_handles: u32,
+    /// The link group (docs/FORMAT.md §4.4) a non-directory with two or more names is
+    /// stored as; given at the commit that first stores it with two names.
+    pub group: Option<u64>,
 }
 
 #[derive(Debug)]

@@ -81,6 +81,7 @@ impl Fs {
                 links: Vec::new(),
                 body: Body::Dir(root_dir),
                 open_handles: 0,
+                group: None,
             };
             let root = if self.config().single_token {
                 tree.inodes.insert(ROOT_INO, root_inode);
@@ -110,6 +111,9 @@ impl Fs {
                     chain_gate: ChainGate::default(),
                     state_unsaved: false,
                     v1_tree: false,
+                    last_commit_added: Default::default(),
+                    groups: Default::default(),
+                    loading_all: false,
                 },
             );
         }
@@ -186,21 +190,35 @@ impl Fs {
         tree.tokens.remove(&token);
     }
 
-    /// Make sure directory `dir`'s entries are in memory (fetching its manifest).
+    /// Make sure directory `dir`'s entries are in memory (fetching its pages).
     pub(crate) async fn ensure_loaded(&self, dir: Ino) -> FsResult<()> {
+        if let Some(token) = self.load_one(dir).await? {
+            // A link group has names elsewhere: load them all, so its inode has every name
+            // (its link count, and an unlink, are then right).
+            tracing::info!(
+                token,
+                "a link group's names are spread over the tree; loading it whole"
+            );
+            self.load_all(token).await?;
+        }
+        Ok(())
+    }
+
+    /// Load `dir` if it is not loaded; `Some(token)` when its token must be loaded whole.
+    async fn load_one(&self, dir: Ino) -> FsResult<Option<TokenId>> {
         let (cid, token) = {
             let mut tree = self.tree();
             let inode = tree.get_mut(dir)?;
             let token = inode.token;
             let d = inode.dir_mut().ok_or(FsError::NotDir)?;
             if d.entries.is_some() {
-                return Ok(());
+                return Ok(None);
             }
             match &d.manifest {
                 Some((cid, _)) => (cid.clone(), token),
                 None => {
                     d.entries = Some(Entries::default());
-                    return Ok(());
+                    return Ok(None);
                 }
             }
         };
@@ -217,7 +235,7 @@ impl Fs {
                     t.read_only = true;
                 }
                 super::pages::ReadDir {
-                    self_attrs: None,
+                    root: None,
                     entries: Vec::new(),
                     objects: super::pages::DirObjects {
                         top: cid.clone(),
@@ -236,8 +254,38 @@ impl Fs {
                 t.read_only = true;
             }
         }
-        tree.load_dir(dir, read)?;
-        Ok(())
+        let incomplete = tree.load_dir(dir, read)?;
+        Ok(token.filter(|t| incomplete && tree.tokens.get(t).is_some_and(|t| !t.loading_all)))
+    }
+
+    /// Load every directory of `token`; returns them (the sNFT root first).
+    pub(crate) async fn load_all(&self, token: TokenId) -> FsResult<Vec<Ino>> {
+        let root = {
+            let mut tree = self.tree();
+            let t = tree.token_mut(token)?;
+            t.loading_all = true;
+            t.root
+        };
+        let result = async {
+            let mut dirs = vec![root];
+            let mut all = Vec::new();
+            while let Some(dir) = dirs.pop() {
+                self.load_one(dir).await?;
+                let tree = self.tree();
+                for (_, child) in tree.entries(dir)?.iter() {
+                    if tree.get(child).is_ok_and(|i| i.dir().is_some()) {
+                        dirs.push(child);
+                    }
+                }
+                all.push(dir);
+            }
+            Ok(all)
+        }
+        .await;
+        if let Ok(t) = self.tree().token_mut(token) {
+            t.loading_all = false;
+        }
+        result
     }
 
     /// The inode at `path` in `token`, loading directories on the way.

@@ -206,7 +206,11 @@ impl Manifest {
         let entries = self.entries.into_iter().filter_map(entry_v2).collect();
         let top = objects.first().map(|(c, _)| c.clone()).unwrap_or_default();
         ReadDir {
-            self_attrs,
+            root: self_attrs.map(|(attrs, xattrs)| super::pages::RootParts {
+                attrs,
+                xattrs,
+                groups: Vec::new(),
+            }),
             entries,
             objects: DirObjects { top, objects },
             read_only: (!unknown.is_empty())

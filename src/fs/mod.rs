@@ -18,7 +18,7 @@ pub mod manifest;
 pub mod node_store;
 mod ops;
 mod outage;
-mod pages;
+pub mod pages;
 pub mod quota;
 pub mod staged;
 pub mod status;
@@ -221,6 +221,7 @@ impl Fs {
                         dirty: false,
                     }),
                     open_handles: 0,
+                    group: None,
                 },
             );
         }

@@ -33,11 +33,26 @@ impl DirObjects {
     }
 }
 
+/// What a commit added to the node (its tree objects; not the usage document).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Added {
+    pub objects: u64,
+    pub bytes: u64,
+}
+
+impl Added {
+    fn one(&mut self, bytes: usize) {
+        self.objects += 1;
+        self.bytes += bytes as u64;
+    }
+}
+
 /// What a directory's objects hold, read back.
 #[derive(Debug)]
 pub struct ReadDir {
-    /// The sNFT root's own attributes (from its root node, or a v1 manifest's `self`).
-    pub self_attrs: Option<(format::Attrs, Vec<format::Xattr>)>,
+    /// The sNFT root's own attributes and link groups (from its root node, or a v1
+    /// manifest's `self`).
+    pub root: Option<RootParts>,
     pub entries: Vec<Entry>,
     pub objects: DirObjects,
     /// Why the sNFT must be served read-only (unknown kinds or members), if it must.
@@ -99,15 +114,26 @@ fn format_error(what: &str, e: format::FormatError) -> FsError {
     FsError::Journal(format!("{what}: {e}"))
 }
 
-/// Writes directory `entries` (sorted by name) as pages, and for the sNFT root (`root`:
-/// its own attributes) the root node over them. Adds to the node only the objects not in
-/// `have` (the directory's previous objects, and what this commit added already), and
-/// records what it added in `have`.
+/// What the sNFT root's node holds besides its directory (docs/FORMAT.md §3.2, §4.4): the
+/// sNFT directory's own attributes and the link-group table's records.
+#[derive(Debug, Clone)]
+pub struct RootParts {
+    pub attrs: format::Attrs,
+    pub xattrs: Vec<format::Xattr>,
+    /// Sorted by id, ids unique.
+    pub groups: Vec<format::InodeRecord>,
+}
+
+/// Writes directory `entries` (sorted by name) as pages, and for the sNFT root (`root`)
+/// the link-group table and the root node over both. Adds to the node only the objects not
+/// in `have` (the directory's previous objects, and what this commit added already), and
+/// records what it added in `have` and `added`.
 pub async fn write_dir(
     store: &dyn ContentStore,
     entries: Vec<Entry>,
-    root: Option<(format::Attrs, Vec<format::Xattr>)>,
+    root: Option<RootParts>,
     have: &mut HashSet<String>,
+    added: &mut Added,
 ) -> FsResult<DirObjects> {
     let crypto = TreeCrypto::Plain;
     let mut added_large: HashMap<[u8; 32], String> = HashMap::new();
@@ -119,14 +145,22 @@ pub async fn write_dir(
             large: None,
         };
         let built = format::prolly::build(&mut b, &crypto, entries.clone()).and_then(|top| {
-            let Some((attrs, xattrs)) = &root else {
+            let Some(parts) = &root else {
                 return Ok(top);
             };
+            let inodes = match parts.groups.is_empty() {
+                true => None,
+                false => Some(format::prolly::build(
+                    &mut b,
+                    &crypto,
+                    parts.groups.clone(),
+                )?),
+            };
             let node = Root {
-                attrs: *attrs,
-                xattrs: xattrs.clone(),
+                attrs: parts.attrs,
+                xattrs: parts.xattrs.clone(),
                 dir: top,
-                inodes: None,
+                inodes,
             }
             .encode(&crypto);
             b.put(node)
@@ -136,6 +170,7 @@ pub async fn write_dir(
             Err(e) => match b.large.take() {
                 Some(bytes) => {
                     let digest: [u8; 32] = Sha256::digest(&bytes).into();
+                    added.one(bytes.len());
                     let cid = store.add_manifest(bytes).await?;
                     have.insert(cid.clone());
                     added_large.insert(digest, cid);
@@ -152,6 +187,7 @@ pub async fn write_dir(
             if have.contains(&cid) {
                 continue;
             }
+            added.one(bytes.len());
             let got = store.add_manifest(bytes).await?;
             if got != cid {
                 return Err(FsError::Journal(format!(
@@ -168,21 +204,53 @@ pub async fn write_dir(
     }
 }
 
+/// Every record of the paged table whose top page is `level[0]` (already fetched as
+/// `fetched[0]`), in key order; each page's CID and size go to `objects`.
+async fn read_table<R: format::Record>(
+    store: &dyn ContentStore,
+    mut level: Vec<String>,
+    mut fetched: Vec<Bytes>,
+    objects: &mut Vec<(String, u64)>,
+) -> FsResult<Vec<R>> {
+    let crypto = TreeCrypto::Plain;
+    let mut records = Vec::new();
+    loop {
+        let mut next = Vec::new();
+        for (cid, bytes) in level.iter().zip(&fetched) {
+            match format::page::decode::<R>(bytes, &crypto)
+                .map_err(|e| format_error(&format!("page {cid}"), e))?
+            {
+                Page::Leaf(r) => records.extend(r),
+                Page::Branch(b) => next.extend(b.children.into_iter().map(|c| c.node)),
+            }
+        }
+        if next.is_empty() {
+            return Ok(records);
+        }
+        fetched = futures::future::try_join_all(next.iter().map(|c| store.fetch(c))).await?;
+        for (cid, bytes) in next.iter().zip(&fetched) {
+            objects.push((cid.clone(), bytes.len() as u64));
+        }
+        level = next;
+    }
+}
+
 /// Reads the directory whose top object is `top`: a v2 page tree, a v2 root node (the sNFT
-/// root, `is_root`) over one, or a v1 manifest. Pages of one level are fetched together.
+/// root, `is_root`) over one and over the link-group table, or a v1 manifest. Pages of one
+/// level are fetched together.
 pub async fn read_dir(store: &dyn ContentStore, top: &str, is_root: bool) -> FsResult<ReadDir> {
     let crypto = TreeCrypto::Plain;
     let first = store.fetch(top).await?;
     let mut objects = vec![(top.to_owned(), first.len() as u64)];
     let schema = format::schema_of(&first);
     if schema.as_deref() == Some(super::manifest::SCHEMA) {
+        // (v1 subdirectories are read as they are loaded: the tree is rewritten whole.)
         return super::manifest::Manifest::parse(&first)
             .map_err(|e| FsError::Journal(format!("manifest {top}: {e}")))
             .map(|m| m.into_v2(objects.into()));
-        // (v1 subdirectories are read as they are loaded: the tree is rewritten whole.)
     }
     let mut read_only = None;
-    let mut self_attrs = None;
+    let mut root = None;
     let mut level = vec![top.to_owned()];
     let mut fetched = vec![first];
     if is_root {
@@ -191,42 +259,42 @@ pub async fn read_dir(store: &dyn ContentStore, top: &str, is_root: bool) -> FsR
         if r.read_only {
             read_only = Some("its root node has members this pxfs does not know".to_owned());
         }
-        self_attrs = Some((r.root.attrs, r.root.xattrs));
+        let mut groups = Vec::new();
+        if let Some(table) = &r.root.inodes {
+            let bytes = store.fetch(table).await?;
+            objects.push((table.clone(), bytes.len() as u64));
+            groups = read_table::<format::InodeRecord>(
+                store,
+                vec![table.clone()],
+                vec![bytes],
+                &mut objects,
+            )
+            .await?;
+        }
+        root = Some(RootParts {
+            attrs: r.root.attrs,
+            xattrs: r.root.xattrs,
+            groups,
+        });
         level = vec![r.root.dir.clone()];
         fetched = vec![store.fetch(&r.root.dir).await?];
         objects.push((r.root.dir, fetched[0].len() as u64));
     }
-    let mut entries = Vec::new();
-    loop {
-        let mut next = Vec::new();
-        for (cid, bytes) in level.iter().zip(&fetched) {
-            match format::page::decode::<Entry>(bytes, &crypto)
-                .map_err(|e| format_error(&format!("directory page {cid}"), e))?
-            {
-                Page::Leaf(records) => entries.extend(records),
-                Page::Branch(b) => next.extend(b.children.into_iter().map(|c| c.node)),
-            }
-        }
-        if next.is_empty() {
-            break;
-        }
-        fetched = futures::future::try_join_all(next.iter().map(|c| store.fetch(c))).await?;
-        for (cid, bytes) in next.iter().zip(&fetched) {
-            objects.push((cid.clone(), bytes.len() as u64));
-        }
-        level = next;
-    }
+    let entries: Vec<Entry> = read_table(store, level, fetched, &mut objects).await?;
     if entries
         .iter()
-        .any(|e| !matches!(e.kind, format::EntryKind::Inode(_)))
+        .any(|e| matches!(e.kind, format::EntryKind::Unknown(_)))
+        || root.as_ref().is_some_and(|r| {
+            r.groups
+                .iter()
+                .any(|g| !matches!(g.kind, format::EntryKind::Inode(_)))
+        })
     {
-        read_only.get_or_insert_with(|| {
-            "it holds entries of a kind this pxfs does not write (link groups, or newer kinds)"
-                .to_owned()
-        });
+        read_only
+            .get_or_insert_with(|| "it holds entries of a kind this pxfs does not know".to_owned());
     }
     Ok(ReadDir {
-        self_attrs,
+        root,
         entries,
         objects: DirObjects {
             top: top.to_owned(),

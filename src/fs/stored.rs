@@ -59,7 +59,21 @@ pub fn tree_xattrs(x: Vec<format::Xattr>) -> BTreeMap<String, Vec<u8>> {
 
 /// The entry that stores `inode` under `name`; `dir_top`: a subdirectory's top CID.
 /// `None` for what a commit leaves out: a file never closed, a directory never committed.
+/// An inode of a link group is stored as a `link` entry naming its group (§4.4).
 pub fn entry_of(name: &str, inode: &Inode, dir_top: Option<&str>) -> Option<Entry> {
+    let stored = inode_of(inode, dir_top)?;
+    let kind = match inode.group {
+        Some(id) if inode.links.len() >= 2 => EntryKind::Link(format::GroupId::from_u64(id)),
+        _ => EntryKind::Inode(stored),
+    };
+    Some(Entry {
+        name: format::Name::new(name.as_bytes().to_vec()).ok()?,
+        kind,
+    })
+}
+
+/// What `inode` is stored as (kind, attributes, xattrs); see [`entry_of`].
+pub fn inode_of(inode: &Inode, dir_top: Option<&str>) -> Option<format::Inode> {
     let kind = match &inode.body {
         Body::File(f) => {
             let b = f.blob.as_ref()?;
@@ -83,13 +97,10 @@ pub fn entry_of(name: &str, inode: &Inode, dir_top: Option<&str>) -> Option<Entr
             Kind::File | Kind::Dir | Kind::Symlink => return None,
         },
     };
-    Some(Entry {
-        name: format::Name::new(name.as_bytes().to_vec()).ok()?,
-        kind: EntryKind::Inode(format::Inode {
-            kind,
-            attrs: attrs_of(&inode.meta),
-            xattrs: xattrs_of(&inode.xattrs),
-        }),
+    Some(format::Inode {
+        kind,
+        attrs: attrs_of(&inode.meta),
+        xattrs: xattrs_of(&inode.xattrs),
     })
 }
 

@@ -9,7 +9,7 @@ use super::inode::{Body, DirBody, Entries, Ino, Inode, Kind, Meta, ROOT_INO, Tok
 use super::ledger::{Charge, CommittedUsage};
 use super::pages::ReadDir;
 use super::stored;
-use super::token::TokenFs;
+use super::token::{GroupSlot, TokenFs};
 use crate::format;
 
 /// Longest file name, as on ext4 (and what statfs reports).
@@ -207,7 +207,21 @@ impl Tree {
         }
         self.recharge(ino, false);
         self.touch_dir(dir);
+        self.names_changed(ino);
         Ok(())
+    }
+
+    /// A non-directory gained or lost a name: how its other names are stored may change (an
+    /// entry of its own, or a name of a link group, docs/FORMAT.md §4.4), so every directory
+    /// holding one is rewritten.
+    fn names_changed(&mut self, ino: Ino) {
+        let parents: Vec<Ino> = match self.inodes.get(&ino) {
+            Some(i) if i.dir().is_none() => i.links.iter().map(|(p, _)| *p).collect(),
+            _ => return,
+        };
+        for p in parents {
+            self.mark_dirty(p);
+        }
     }
 
     /// Remove `name` from `dir`; returns the inode it named. An inode left with no link
@@ -233,6 +247,7 @@ impl Tree {
         }
         self.recharge(ino, false);
         self.touch_dir(dir);
+        self.names_changed(ino);
         if last {
             self.forget_if_unused(ino);
         }
@@ -429,6 +444,7 @@ impl Tree {
             links: Vec::new(),
             body,
             open_handles: 0,
+            group: None,
         });
         if unloaded_dir && let Ok(t) = self.token_mut(token) {
             t.unloaded_dirs += 1;
@@ -559,31 +575,71 @@ impl Tree {
     }
 
     /// Fill an unloaded directory from what its stored objects hold (and an sNFT root's own
-    /// attributes). Entries of a kind this version does not know are left out.
-    pub fn load_dir(&mut self, dir: Ino, read: ReadDir) -> FsResult<()> {
+    /// attributes and link groups). Entries of a kind this version does not know are left
+    /// out. Returns true when a link group has names in directories not loaded yet: the
+    /// caller loads the rest of the tree, so a group's inode always has all its names.
+    pub fn load_dir(&mut self, dir: Ino, read: ReadDir) -> FsResult<bool> {
         let is_token_root = self.is_token_root(dir);
         let inode = self.get_mut(dir)?;
         let token = inode.token;
         let d = inode.dir_mut().ok_or(FsError::NotDir)?;
         if d.entries.is_some() {
-            return Ok(()); // loaded meanwhile by another request
+            return Ok(false); // loaded meanwhile by another request
         }
         d.manifest = Some((read.objects.top.clone(), read.objects.bytes()));
         d.objects = Some(read.objects.objects.clone());
-        if is_token_root && let Some((attrs, xattrs)) = read.self_attrs {
-            inode.meta = stored::meta_of(&attrs);
-            inode.xattrs = stored::tree_xattrs(xattrs);
+        if is_token_root && let Some(root) = read.root {
+            inode.meta = stored::meta_of(&root.attrs);
+            inode.xattrs = stored::tree_xattrs(root.xattrs);
+            if let Some(t) = token.and_then(|t| self.tokens.get_mut(&t)) {
+                t.groups = root
+                    .groups
+                    .into_iter()
+                    .filter_map(|r| match r.kind {
+                        format::EntryKind::Inode(inode) => Some((
+                            u64::from_be_bytes(r.id.0),
+                            GroupSlot {
+                                nlink: r.nlink,
+                                inode,
+                                ino: None,
+                            },
+                        )),
+                        _ => None,
+                    })
+                    .collect();
+            }
         }
         let mut entries = Entries::default();
         let mut new_unloaded = 0;
         let mut loaded = vec![dir];
+        let mut groups_met = Vec::new();
         for e in read.entries {
-            let format::EntryKind::Inode(i) = e.kind else {
-                continue;
-            };
             let Ok(name) = String::from_utf8(e.name.as_bytes().to_vec()) else {
                 tracing::warn!(name = %e.name, "entry name is not UTF-8; not shown");
                 continue;
+            };
+            let i = match e.kind {
+                format::EntryKind::Inode(i) => i,
+                format::EntryKind::Link(id) => {
+                    let id = u64::from_be_bytes(id.0);
+                    match self.link_group_name(token, id, dir, &name)? {
+                        Some(ino) => {
+                            entries.insert(&name, ino);
+                            loaded.push(ino);
+                            groups_met.push(ino);
+                        }
+                        None => {
+                            tracing::error!(
+                                dir,
+                                name,
+                                group = id,
+                                "a name of a link group the tree does not record; not shown"
+                            );
+                        }
+                    }
+                    continue;
+                }
+                format::EntryKind::Unknown(_) => continue,
             };
             let (kind, mut body) = stored::body_of(i.kind);
             if let Body::Dir(d) = &mut body
@@ -603,6 +659,7 @@ impl Tree {
                 links: vec![(dir, name.clone())],
                 body,
                 open_handles: 0,
+                group: None,
             });
             if kind == Kind::Dir {
                 entries.subdirs += 1;
@@ -616,10 +673,22 @@ impl Tree {
         if let Some(d) = self.get_mut(dir)?.dir_mut() {
             d.entries = Some(entries);
         }
+        let mut incomplete = false;
         if let Some(t) = token.and_then(|t| self.tokens.get_mut(&t)) {
             t.unloaded_dirs = (t.unloaded_dirs + new_unloaded).saturating_sub(1);
             if read.v1 {
                 t.v1_tree = true;
+            }
+            for ino in &groups_met {
+                let names = self.inodes.get(ino).map_or(0, |i| i.links.len() as u64);
+                let t = token.and_then(|t| self.tokens.get(&t));
+                let nlink = self
+                    .inodes
+                    .get(ino)
+                    .and_then(|i| i.group)
+                    .and_then(|g| t.and_then(|t| t.groups.get(&g)))
+                    .map_or(0, |s| s.nlink);
+                incomplete |= names < nlink;
             }
         }
         // Its objects and its entries' are in the committed figure: they move into the
@@ -627,7 +696,47 @@ impl Tree {
         for ino in loaded {
             self.recharge(ino, true);
         }
-        Ok(())
+        Ok(incomplete)
+    }
+
+    /// A loaded name of link group `id`: the group's inode, made at its first name.
+    fn link_group_name(
+        &mut self,
+        token: Option<TokenId>,
+        id: u64,
+        dir: Ino,
+        name: &str,
+    ) -> FsResult<Option<Ino>> {
+        let Some(t) = token.and_then(|t| self.tokens.get_mut(&t)) else {
+            return Ok(None);
+        };
+        let Some(slot) = t.groups.get(&id) else {
+            return Ok(None);
+        };
+        if let Some(ino) = slot.ino
+            && let Some(inode) = self.inodes.get_mut(&ino)
+        {
+            inode.links.push((dir, name.to_owned()));
+            return Ok(Some(ino));
+        }
+        let stored = slot.inode.clone();
+        let (_, body) = stored::body_of(stored.kind);
+        let ino = self.alloc(Inode {
+            token,
+            meta: stored::meta_of(&stored.attrs),
+            xattrs: stored::tree_xattrs(stored.xattrs),
+            links: vec![(dir, name.to_owned())],
+            body,
+            open_handles: 0,
+            group: Some(id),
+        });
+        if let Some(slot) = token
+            .and_then(|t| self.tokens.get_mut(&t))
+            .and_then(|t| t.groups.get_mut(&id))
+        {
+            slot.ino = Some(ino);
+        }
+        Ok(Some(ino))
     }
 }
 
