@@ -536,6 +536,9 @@ fn snapshot_dir(tree: &Tree, ino: Ino, dirty: &HashSet<Ino>) -> FsResult<DirSnap
     let mut pending_children = Vec::new();
     for (name, child) in tree.entries(ino)?.iter() {
         let inode = tree.get(child)?;
+        if inode.token.is_none() {
+            continue; // `px-dapp/`: shown, never committed (fs::dapp)
+        }
         let m = inode.meta;
         let mut e = Entry {
             name: name.to_string(),

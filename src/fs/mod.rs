@@ -7,6 +7,7 @@
 
 mod backoff;
 pub mod commit;
+mod dapp;
 pub mod error;
 pub mod inode;
 mod io;
