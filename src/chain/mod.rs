@@ -367,7 +367,11 @@ impl Chain {
 
     /// PX.sol: the token's extra content under `key` (`getExtraContent`); `None` when
     /// nothing is recorded there (or the contract has no extra content).
-    pub async fn extra_content(&self, id: TokenId, key: &str) -> Result<Option<String>, ChainError> {
+    pub async fn extra_content(
+        &self,
+        id: TokenId,
+        key: &str,
+    ) -> Result<Option<String>, ChainError> {
         match self
             .px2()
             .getExtraContent(U256::from(id), key.into())

@@ -267,6 +267,10 @@ fn serve(args: &MountArgs, cfg: &Config, mut ready: Option<std::fs::File>) -> an
         }
     };
     let mut session = session;
+    let notifier = session.notifier();
+    dapp.set_invalidate(Box::new(move |parent, name| {
+        let _ = notifier.inval_entry(fuser::INodeNo(parent), std::ffi::OsStr::new(name));
+    }));
     let mut unmounter = session.unmount_callable();
     let (ended_tx, ended_rx) = tokio::sync::oneshot::channel();
     let loop_thread = std::thread::Builder::new()

@@ -107,19 +107,25 @@ fn folder(items: &[Value], depth: usize, path: &str, budget: &mut Budget) -> Vec
             break;
         }
         let Some(obj) = item.as_object() else {
-            tracing::info!(folder = path, "dApp index: an item that is not an object; skipped");
+            tracing::info!(
+                folder = path,
+                "dApp index: an item that is not an object; skipped"
+            );
             continue;
         };
         let raw_name = obj.get("name").and_then(Value::as_str).unwrap_or("");
         if !valid_name(raw_name) {
-            tracing::info!(folder = path, name = raw_name,
-                "dApp index: not a valid file name (empty, \".\", \"..\", or with \"/\" or NUL); skipped");
+            tracing::info!(
+                folder = path,
+                name = raw_name,
+                "dApp index: not a valid file name (empty, \".\", \"..\", or with \"/\" or NUL); skipped"
+            );
             continue;
         }
         let mtime_ns = time_ns(obj.get("uploaded")).or_else(|| time_ns(obj.get("createdAt")));
         let kind = match obj.get("type").and_then(Value::as_str) {
             Some("folder") => {
-                if depth >= MAX_DEPTH {
+                if depth > MAX_DEPTH {
                     budget.depth_cut = true;
                     continue;
                 }
@@ -140,8 +146,11 @@ fn folder(items: &[Value], depth: usize, path: &str, budget: &mut Budget) -> Vec
                     .and_then(Value::as_str)
                     .filter(|h| valid_cid(h))
                 else {
-                    tracing::info!(folder = path, name = raw_name,
-                        "dApp index: an uploaded file without a valid hash (CID); skipped");
+                    tracing::info!(
+                        folder = path,
+                        name = raw_name,
+                        "dApp index: an uploaded file without a valid hash (CID); skipped"
+                    );
                     continue;
                 };
                 let Some(size) = obj.get("size").and_then(size_of) else {
@@ -309,10 +318,7 @@ mod tests {
         ]"#;
         let names = |i: DappIndex| i.entries.into_iter().map(|e| e.name).collect::<Vec<_>>();
         let first = names(DappIndex::parse(json).unwrap());
-        assert_eq!(
-            first,
-            ["r.txt", "r (2).txt", "r (3).txt", "r (2) (2).txt"]
-        );
+        assert_eq!(first, ["r.txt", "r (2).txt", "r (3).txt", "r (2) (2).txt"]);
         assert_eq!(first, names(DappIndex::parse(json).unwrap()));
     }
 
@@ -329,10 +335,7 @@ mod tests {
 
     #[test]
     fn a_hostile_index_is_bounded() {
-        assert_eq!(
-            DappIndex::parse(br#"{"a":1}"#),
-            Err(IndexError::NotAnArray)
-        );
+        assert_eq!(DappIndex::parse(br#"{"a":1}"#), Err(IndexError::NotAnArray));
         assert!(matches!(
             DappIndex::parse(b"[{"),
             Err(IndexError::NotJson(_))
@@ -342,7 +345,8 @@ mod tests {
             Err(IndexError::TooLarge(_))
         ));
         // Folders nested 40 deep: shown down to the limit.
-        let mut json = String::from(r#"{"name":"f","type":"file","status":"uploaded","hash":"Qm","size":1}"#);
+        let mut json =
+            String::from(r#"{"name":"f","type":"file","status":"uploaded","hash":"Qm","size":1}"#);
         for _ in 0..40 {
             json = format!(r#"{{"name":"d","type":"folder","children":[{json}]}}"#);
         }
@@ -351,7 +355,10 @@ mod tests {
         // More items than the limit: the first ones are shown.
         let item = r#"{"name":"x","type":"file","status":"uploaded","hash":"Qm","size":1}"#;
         let many = format!("[{}]", vec![item; MAX_ITEMS + 10].join(","));
-        assert_eq!(DappIndex::parse(many.as_bytes()).unwrap().count(), MAX_ITEMS);
+        assert_eq!(
+            DappIndex::parse(many.as_bytes()).unwrap().count(),
+            MAX_ITEMS
+        );
         // A name longer than a file name can be.
         let long = format!(
             r#"[{{"name":"{}","type":"file","status":"uploaded","hash":"Qm","size":1}}]"#,

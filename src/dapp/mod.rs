@@ -172,10 +172,14 @@ pub async fn load_index(
             cid: cid.to_string(),
         });
     }
-    let json = Zeroizing::new(secret.open(&sealed).ok_or_else(|| DappError::Undecryptable {
-        token,
-        cid: cid.to_string(),
-    })?);
+    let json = Zeroizing::new(
+        secret
+            .open(&sealed)
+            .ok_or_else(|| DappError::Undecryptable {
+                token,
+                cid: cid.to_string(),
+            })?,
+    );
     DappIndex::parse(&json).map_err(|source| DappError::Index {
         token,
         cid: cid.to_string(),
@@ -210,8 +214,17 @@ mod tests {
 
     #[test]
     fn a_secret_is_64_hex_characters_and_is_never_shown() {
-        for bad in ["", "xyz", &SECRET[..62], &format!("{SECRET}00"), &SECRET.replace('a', "g")] {
-            assert!(matches!(DappSecret::parse(bad), Err(DappError::BadSecret)), "{bad}");
+        for bad in [
+            "",
+            "xyz",
+            &SECRET[..62],
+            &format!("{SECRET}00"),
+            &SECRET.replace('a', "g"),
+        ] {
+            assert!(
+                matches!(DappSecret::parse(bad), Err(DappError::BadSecret)),
+                "{bad}"
+            );
         }
         let s = DappSecret::parse(&format!("  {SECRET}\n")).unwrap();
         assert_eq!(s.text(), SECRET);
@@ -253,7 +266,13 @@ mod tests {
             parse_record(r#"{"cid":"QmAbc","other":1}"#).as_deref(),
             Some("QmAbc")
         );
-        for bad in ["", "QmAbc", r#"{"cid":""}"#, r#"{"cid":"a/b"}"#, r#"{"cid":5}"#] {
+        for bad in [
+            "",
+            "QmAbc",
+            r#"{"cid":""}"#,
+            r#"{"cid":"a/b"}"#,
+            r#"{"cid":5}"#,
+        ] {
             assert_eq!(parse_record(bad), None, "{bad}");
         }
     }

@@ -7,11 +7,11 @@
 //! them). Files read their content from the node by CID like any committed file. A real
 //! entry named `px-dapp` in the tree wins.
 
+use super::Fs;
 use super::error::{FsError, FsResult};
 use super::inode::{Body, DirBody, Entries, FileBody, Ino, Inode, Meta, TokenId, now_ns};
 use super::store::Blob;
 use super::tree::Tree;
-use super::Fs;
 use crate::dapp::{DappEntry, DappIndex, DappKind};
 
 /// The directory's name in an sNFT's root.
@@ -120,8 +120,9 @@ impl Tree {
 
 impl Fs {
     /// Show `index` as `px-dapp/` in `token`'s directory, replacing what was shown there;
-    /// `None` hides it. Loads the sNFT's root first (a real `px-dapp` there wins).
-    pub async fn set_dapp_index(&self, token: TokenId, index: Option<&DappIndex>) -> FsResult<()> {
+    /// `None` hides it. Loads the sNFT's root first (a real `px-dapp` there wins). Returns
+    /// the sNFT's root, where the kernel's cached `px-dapp` entry is now stale.
+    pub async fn set_dapp_index(&self, token: TokenId, index: Option<&DappIndex>) -> FsResult<Ino> {
         let root = self.tree().token(token)?.root;
         if index.is_some() {
             self.ensure_loaded(root).await?;
@@ -130,7 +131,7 @@ impl Fs {
         let tree = &mut *guard;
         tree.detach_dapp(token);
         let Some(index) = index else {
-            return Ok(());
+            return Ok(root);
         };
         if tree.token(token)?.root != root {
             return Err(FsError::NotFound); // the token went away meanwhile
@@ -140,16 +141,20 @@ impl Fs {
                 token,
                 "the sNFT has an entry named {DAPP_DIR} of its own: it is shown, the dApp's files are not"
             );
-            return Ok(());
+            return Ok(root);
         }
         let owner = tree.get(root).map(|r| (r.meta.uid, r.meta.gid))?;
         let dir = tree.build_dapp_dir(root, DAPP_DIR, &index.entries, owner, now_ns());
-        if let Some(e) = tree.get_mut(root)?.dir_mut().and_then(|d| d.entries.as_mut()) {
+        if let Some(e) = tree
+            .get_mut(root)?
+            .dir_mut()
+            .and_then(|d| d.entries.as_mut())
+        {
             e.insert(DAPP_DIR, dir);
             e.subdirs += 1;
         }
         tree.dapp_dirs.insert(token, dir);
-        Ok(())
+        Ok(root)
     }
 
     /// Whether `token`'s `px-dapp/` is shown.

@@ -10,7 +10,7 @@ use std::time::Duration;
 use crate::chain::{Chain, TokenId};
 use crate::dapp::secret::SecretStore;
 use crate::dapp::{DappError, find_index, load_index};
-use crate::fs::Fs;
+use crate::fs::{DAPP_DIR, Fs, Ino};
 use crate::storage::NodeClient;
 
 /// One refresh of every sNFT gives up after this long (the next poll tries again).
@@ -23,7 +23,13 @@ pub struct DappFollower {
     shown: HashMap<TokenId, String>,
     /// The last failure logged per sNFT.
     failed: HashMap<TokenId, String>,
+    /// Tells the kernel that a directory's entry changed (its cache would show the old
+    /// `px-dapp` for up to the entry TTL); none before the FUSE session exists.
+    invalidate: Option<Invalidate>,
 }
+
+/// Drops the kernel's cached entry `name` in directory `parent`.
+pub type Invalidate = Box<dyn Fn(Ino, &str) + Send + Sync>;
 
 impl DappFollower {
     pub fn new(store: SecretStore, client: NodeClient) -> DappFollower {
@@ -32,6 +38,18 @@ impl DappFollower {
             client,
             shown: HashMap::new(),
             failed: HashMap::new(),
+            invalidate: None,
+        }
+    }
+
+    pub fn set_invalidate(&mut self, invalidate: Invalidate) {
+        self.invalidate = Some(invalidate);
+    }
+
+    /// `px-dapp` of `token` was replaced or removed: the kernel looks it up again.
+    fn changed(&self, root: Ino) {
+        if let Some(f) = &self.invalidate {
+            f(root, DAPP_DIR);
         }
     }
 
@@ -70,13 +88,19 @@ impl DappFollower {
 
     async fn hide(&mut self, fs: &Fs, token: TokenId) -> anyhow::Result<()> {
         if self.shown.remove(&token).is_some() {
-            fs.set_dapp_index(token, None).await?;
+            let root = fs.set_dapp_index(token, None).await?;
+            self.changed(root);
             tracing::info!(token, "px-dapp hidden");
         }
         Ok(())
     }
 
-    async fn refresh_token(&mut self, fs: &Fs, chain: &Chain, token: TokenId) -> anyhow::Result<()> {
+    async fn refresh_token(
+        &mut self,
+        fs: &Fs,
+        chain: &Chain,
+        token: TokenId,
+    ) -> anyhow::Result<()> {
         let Some(secret) = self.store.load(token)? else {
             return self.hide(fs, token).await; // forgotten (`pxfs key forget-dapp`)
         };
@@ -94,7 +118,8 @@ impl DappFollower {
         }
         match load_index(&self.client, token, &cid, &secret).await {
             Ok(index) => {
-                fs.set_dapp_index(token, Some(&index)).await?;
+                let root = fs.set_dapp_index(token, Some(&index)).await?;
+                self.changed(root);
                 tracing::info!(
                     token,
                     cid,
