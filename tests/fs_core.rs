@@ -1169,3 +1169,98 @@ async fn rewriting_or_truncating_during_a_live_upload_stores_the_final_content()
     assert!(m.read_file(ROOT_INO, "cut").await == cut);
     assert_eq!(m.names(ROOT_INO).await, ["cut", "rewritten"]);
 }
+
+#[tokio::test]
+async fn px_dapp_is_read_only_uncounted_and_never_committed_and_a_real_entry_wins() {
+    use pxfs::dapp::{DappEntry, DappIndex, DappKind};
+    let m = mount(1 << 20).await;
+    let fs = &m.fs;
+    // Content on the node, as the dApp uploads it (here: by way of a file of the tree).
+    let src = m.write_file(ROOT_INO, "src", b"dApp content").await;
+    fs.flush_all().await.unwrap();
+    let cid = String::from_utf8(fs.getxattr(src, "user.pxfs.cid").await.unwrap()).unwrap();
+    let file = |name: &str| DappEntry {
+        name: name.into(),
+        mtime_ns: Some(1_700_000_000_000_000_000),
+        kind: DappKind::File {
+            cid: cid.clone(),
+            size: 12,
+        },
+    };
+    let index = DappIndex {
+        entries: vec![
+            file("a"),
+            DappEntry {
+                name: "d".into(),
+                mtime_ns: None,
+                kind: DappKind::Folder(vec![file("b")]),
+            },
+        ],
+    };
+    let usage = m.usage().await;
+    fs.set_dapp_index(TOKEN, Some(&index)).await.unwrap();
+    assert_eq!(m.names(ROOT_INO).await, ["px-dapp", "src"]);
+    let dapp = fs.lookup(ROOT_INO, "px-dapp").await.unwrap();
+    assert_eq!((dapp.kind, dapp.meta.mode), (Kind::Dir, 0o555));
+    assert_eq!(m.names(dapp.ino).await, ["a", "d"]);
+    let d = fs.lookup(dapp.ino, "d").await.unwrap().ino;
+    assert_eq!(m.read_file(d, "b").await, b"dApp content");
+    let a = fs.lookup(dapp.ino, "a").await.unwrap();
+    assert_eq!((a.size, a.meta.mode), (12, 0o444));
+    assert_eq!(m.usage().await, usage, "px-dapp counts toward usage");
+
+    // Every change under it, or of it, is EROFS.
+    let rofs = libc::EROFS;
+    assert_eq!(errno(fs.create(d, "n", 0o644, RW, 0, 0).await), rofs);
+    assert_eq!(errno(fs.open(a.ino, RW).await), rofs);
+    assert_eq!(errno(fs.mkdir(dapp.ino, "n", 0o755, 0, 0).await), rofs);
+    assert_eq!(errno(fs.unlink(dapp.ino, "a").await), rofs);
+    assert_eq!(errno(fs.rmdir(dapp.ino, "d").await), rofs);
+    assert_eq!(errno(fs.rmdir(ROOT_INO, "px-dapp").await), rofs);
+    assert_eq!(
+        errno(
+            fs.rename(dapp.ino, "a", ROOT_INO, "moved", false, false)
+                .await
+        ),
+        rofs
+    );
+    assert_eq!(
+        errno(fs.rename(ROOT_INO, "src", d, "src", false, false).await),
+        rofs
+    );
+    assert_eq!(
+        errno(
+            fs.rename(ROOT_INO, "px-dapp", ROOT_INO, "x", false, false)
+                .await
+        ),
+        rofs
+    );
+    assert_eq!(errno(fs.link(a.ino, d, "l").await), rofs);
+    let chmod = SetAttr {
+        mode: Some(0o600),
+        ..Default::default()
+    };
+    assert_eq!(errno(fs.setattr(a.ino, chmod).await), rofs);
+    let truncate = SetAttr {
+        size: Some(0),
+        ..Default::default()
+    };
+    assert_eq!(errno(fs.setattr(a.ino, truncate).await), rofs);
+    assert_eq!(errno(fs.setxattr(a.ino, "user.x", b"1", 0).await), rofs);
+
+    // A commit while it is shown writes the tree without it.
+    m.write_file(ROOT_INO, "after", b"x").await;
+    let m = m.remount().await;
+    assert_eq!(m.names(ROOT_INO).await, ["after", "src"]);
+
+    // A real entry named px-dapp wins.
+    let fs = &m.fs;
+    fs.mkdir(ROOT_INO, "px-dapp", 0o755, 0, 0).await.unwrap();
+    fs.set_dapp_index(TOKEN, Some(&index)).await.unwrap();
+    let real = fs.lookup(ROOT_INO, "px-dapp").await.unwrap().ino;
+    assert!(m.names(real).await.is_empty());
+    m.write_file(real, "mine", b"y").await;
+    // Hiding the dApp's files leaves the real entry alone.
+    fs.set_dapp_index(TOKEN, None).await.unwrap();
+    assert_eq!(m.names(real).await, ["mine"]);
+}

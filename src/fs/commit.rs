@@ -671,6 +671,9 @@ fn snapshot_dir(
     let mut pending_children = Vec::new();
     for (name, child) in tree.entries(ino)?.iter() {
         let inode = tree.get(child)?;
+        if inode.token.is_none() {
+            continue; // `px-dapp/`: shown, never committed (fs::dapp)
+        }
         let top = match &inode.body {
             // Known once written: a placeholder until then.
             Body::Dir(_) if dirty.contains(&child) => {

@@ -7,6 +7,7 @@
 
 mod backoff;
 pub mod commit;
+mod dapp;
 pub mod error;
 pub mod inode;
 mod io;
@@ -37,6 +38,7 @@ use std::time::Duration;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
+pub use dapp::DAPP_DIR;
 pub use error::{FsError, FsResult};
 pub use inode::{Attr, Ino, Kind, Meta, ROOT_INO, TokenId};
 pub use io::MAX_FILE_SIZE;

@@ -360,6 +360,7 @@ impl Fs {
         }
         self.ensure_loaded(parent).await?;
         let ino = self.tree().child(parent, name)?.ok_or(FsError::NotFound)?;
+        self.tree().check_in_tree(ino)?;
         if self.tree().get(ino)?.kind() != Kind::Dir {
             return Err(FsError::NotDir);
         }

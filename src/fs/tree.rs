@@ -24,6 +24,8 @@ pub struct Tree {
     /// knows stays valid after its last unlink (an `open` racing a rename over its name
     /// must find it) until the kernel forgets it.
     lookups: HashMap<Ino, u64>,
+    /// Per token, its `px-dapp/` directory (`fs::dapp`), if shown.
+    pub dapp_dirs: HashMap<TokenId, Ino>,
 }
 
 /// Reject names POSIX (or the manifest format) cannot hold.
@@ -47,6 +49,7 @@ impl Tree {
             next_ino: ROOT_INO + 1,
             tokens: BTreeMap::new(),
             lookups: HashMap::new(),
+            dapp_dirs: HashMap::new(),
         }
     }
 
@@ -68,9 +71,11 @@ impl Tree {
     /// The token `ino` belongs to; the multi-token mount root belongs to none and is
     /// read-only.
     pub fn token_of(&self, ino: Ino) -> FsResult<TokenId> {
-        self.get(ino)?.token.ok_or(FsError::ReadOnly(
-            "the mount root lists sNFTs and is read-only",
-        ))
+        self.get(ino)?.token.ok_or(if ino == ROOT_INO {
+            FsError::ReadOnly("the mount root lists sNFTs and is read-only")
+        } else {
+            FsError::ReadOnly(super::dapp::READ_ONLY)
+        })
     }
 
     pub fn token(&self, id: TokenId) -> FsResult<&TokenFs> {
@@ -227,6 +232,9 @@ impl Tree {
     /// Remove `name` from `dir`; returns the inode it named. An inode left with no link
     /// and no open handle is forgotten (its content no longer counts and gets unpinned).
     pub fn unlink_child(&mut self, dir: Ino, name: &str) -> FsResult<Ino> {
+        if let Some(ino) = self.child(dir, name)? {
+            self.check_in_tree(ino)?;
+        }
         let entries = self.entries_mut(dir)?;
         let ino = entries.remove(name).ok_or(FsError::NotFound)?;
         let inode = self.get_mut(ino)?;
@@ -471,6 +479,10 @@ impl Tree {
         }
         let src = self.child(parent, name)?.ok_or(FsError::NotFound)?;
         let dst = self.child(new_parent, new_name)?;
+        self.check_in_tree(src)?;
+        if let Some(d) = dst {
+            self.check_in_tree(d)?;
+        }
         let src_kind = self.get(src)?.kind();
         // Linux's order: the names first, then the subtree checks.
         match dst {
