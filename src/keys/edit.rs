@@ -50,6 +50,16 @@ pub fn remove_passphrase(
     wallet: Option<&PrivateKeySigner>,
 ) -> Result<(EncryptionInfo, usize), KeyError> {
     let key_id = info.key_id()?;
+    if !info
+        .wraps
+        .iter()
+        .any(|w| matches!(w, Wrap::Passphrase { .. }))
+    {
+        return Err(KeyError::Refused(format!(
+            "token {} has no passphrase to remove",
+            token.token_id
+        )));
+    }
     let mut kept = Vec::new();
     let mut removed = 0;
     for w in &info.wraps {
@@ -67,16 +77,11 @@ pub fn remove_passphrase(
         }
     }
     if removed == 0 {
-        return Err(match which {
-            Remove::Opened(_) => KeyError::WrongPassphrase {
-                token: token.token_id,
-                key_id,
-                wallet_failed: None,
-            },
-            Remove::All => KeyError::Refused(format!(
-                "token {} has no passphrase to remove",
-                token.token_id
-            )),
+        // Only a passphrase that opens none of the passphrase wraps gets here.
+        return Err(KeyError::WrongPassphrase {
+            token: token.token_id,
+            key_id,
+            wallet_failed: None,
         });
     }
     let next = EncryptionInfo {

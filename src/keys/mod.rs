@@ -185,7 +185,8 @@ pub fn unlock(
     let key_id = info.key_id()?;
     let counts = WrapCounts::of(info, token);
     if counts.wallet_foreign > 0 {
-        tracing::warn!(
+        // Info, not warn: the mount's log shows it; a command's error already says it.
+        tracing::info!(
             token = token.token_id,
             wraps = counts.wallet_foreign,
             "ignoring wallet wraps whose message is not the one pxfs computes for this token"
