@@ -105,15 +105,20 @@ impl KeyContext {
         }
     }
 
-    /// Refuses when a mount of this token runs from the same cache directory: it publishes
-    /// usage documents too, and two writers must not race.
+    /// Refuses when a mount of this token runs from the same cache directory (or is seen
+    /// mounted on this machine, by its BTNS name): it publishes usage documents too, and
+    /// two writers must not race.
     pub fn refuse_if_mounted(&self) -> anyhow::Result<()> {
-        if let Some(mountpoint) = mounted_at(&self.cfg, &self.token) {
+        let id = self.token.token_id;
+        if let Some(mp) = mounted_at(&self.cfg, &self.token) {
             bail!(
-                "token {} is mounted at {} from this cache directory; unmount it first (pxfs unmount {}) so that two writers never publish over each other",
-                self.token.token_id,
-                mountpoint,
-                mountpoint
+                "token {id} is mounted at {mp} from this cache directory; unmount it first (pxfs unmount {mp}) so that two writers never publish over each other"
+            );
+        }
+        if let Some(dir) = crate::cli::sync::mounted_token_dir(id, Some(&self.btns)) {
+            bail!(
+                "token {id} is mounted on this machine ({}); unmount it first so that two writers never publish over each other",
+                dir.display()
             );
         }
         Ok(())
