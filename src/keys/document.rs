@@ -4,12 +4,11 @@
 //! resolved again just before publishing, and a document that changed meanwhile (another
 //! writer) is not overwritten.
 
-use bytes::Bytes;
-
 use super::KeyError;
-use crate::format::usage::{AnyUsageDoc, Encryption, UsageDoc, parse_any};
+use crate::format::usage::{AnyUsageDoc, Encryption, UsageDoc};
 use crate::format::wrap::EncryptionInfo;
 use crate::storage::{NodeClient, StorageError};
+use crate::usage::{self, UsageError};
 
 /// A token's published usage document and its CID.
 #[derive(Debug, Clone)]
@@ -26,30 +25,31 @@ impl Current {
             AnyUsageDoc::V2(d) => d.encryption.clone(),
         }
     }
-
-    pub fn seq(&self) -> u64 {
-        match &self.doc {
-            AnyUsageDoc::V1(d) => d.seq,
-            AnyUsageDoc::V2(d) => d.seq,
-        }
-    }
 }
 
 fn node(e: StorageError) -> KeyError {
     KeyError::Node(e.to_string())
 }
 
+fn usage_error(e: UsageError) -> KeyError {
+    match e {
+        UsageError::Storage(e) => node(e),
+        other => KeyError::Refused(other.to_string()),
+    }
+}
+
 /// Resolves `btns` and reads the document it names; `None` when nothing was ever
 /// published under it.
 pub async fn current(client: &NodeClient, btns: &str) -> Result<Option<Current>, KeyError> {
-    let cid = match client.name_resolve(btns).await {
-        Ok(cid) => cid,
-        Err(e) if e.node_message().is_some_and(|m| m.contains("not found")) => return Ok(None),
-        Err(e) => return Err(node(e)),
-    };
-    let bytes = client.cat(&cid, 0, None).await.map_err(node)?;
-    let doc = parse_any(&bytes)?;
-    Ok(Some(Current { cid, doc }))
+    match usage::resolve(client, btns).await {
+        Ok((cid, doc)) => Ok(Some(Current { cid, doc })),
+        Err(UsageError::Storage(e))
+            if e.node_message().is_some_and(|m| m.contains("not found")) =>
+        {
+            Ok(None)
+        }
+        Err(e) => Err(usage_error(e)),
+    }
 }
 
 /// Publishes the document after `base` (a `pxfs/usage/2` one) with `encryption`, under
@@ -61,9 +61,9 @@ pub async fn publish_next(
     base: &UsageDoc,
     encryption: EncryptionInfo,
 ) -> Result<(String, UsageDoc), KeyError> {
-    let key = crate::usage::key_name_for(client, btns)
+    let key = usage::key_name_for(client, btns)
         .await
-        .map_err(|e| KeyError::Node(e.to_string()))?
+        .map_err(usage_error)?
         .ok_or_else(|| {
             KeyError::Refused(format!(
                 "the node does not hold the BTNS key {btns} of token {}, so it cannot publish its usage document; run this where that key is",
@@ -79,12 +79,8 @@ pub async fn publish_next(
         .map(|d| d.as_secs())
         .unwrap_or(0);
     next.encryption = Encryption::Sealed(encryption);
-    let json = next.to_json()?;
-    let name = format!("usage-{}-{}.json", next.token_id, next.seq);
-    let added = client
-        .add_bytes(&name, Bytes::from(json))
-        .await
-        .map_err(node)?;
+    // A document that breaks §8 is refused before anything is sent.
+    next.to_json()?;
     // Only on top of what was read: a commit published meanwhile is not overwritten.
     let now = client.name_resolve(btns).await.map_err(node)?;
     if now != base_cid {
@@ -93,10 +89,9 @@ pub async fn publish_next(
             base.token_id
         )));
     }
-    client
-        .name_publish(&key, &added.hash, None)
+    let cid = usage::publish_v2(client, &key, &next)
         .await
-        .map_err(node)?;
-    tracing::info!(token = next.token_id, seq = next.seq, cid = %added.hash, "usage document published with new key wraps");
-    Ok((added.hash, next))
+        .map_err(usage_error)?;
+    tracing::info!(token = next.token_id, seq = next.seq, %cid, "usage document published with new key wraps");
+    Ok((cid, next))
 }

@@ -71,7 +71,7 @@ fn gather(ctx: &KeyContext) -> KeyStatus {
         token_id: ctx.token.token_id,
         btns_key: ctx.btns.clone(),
         usage_doc: ctx.current.as_ref().map(|c| c.cid.clone()),
-        seq: ctx.current.as_ref().map(|c| c.seq()),
+        seq: ctx.current.as_ref().map(|c| c.doc.seq()),
         encryption: None,
         scheme: None,
         key_id: None,
