@@ -283,14 +283,10 @@ fn a_write_of_nothing_past_the_end_does_not_grow_the_file() {
     ]);
 }
 
-/// Known bug, not fixed yet: `close` journals the file's content under its first name
-/// only, and replay skips the `link` of a file never closed before it, so after a crash
-/// a second name made before the first close is gone (and one made after a commit keeps
-/// stale content). Needs a `Close` (and `Setattr`/xattr op) per name in `io::close_session`
-/// and `ops`/`xattr`, and the replay of `link` to copy (names are separate files after a
-/// mount, as after a remount). Found by the property test with `PROPTEST_CASES=1000`.
+/// A name linked before the file's first close was journaled when a replay could not make
+/// it yet; the first close journals it again after itself. Found by the property test with
+/// `PROPTEST_CASES=1000`.
 #[test]
-#[ignore = "known bug: a hard link made before the file's first close is lost in a crash"]
 fn a_hard_link_made_before_the_first_close_survives_a_crash() {
     check(vec![
         Op::Create {

@@ -625,6 +625,7 @@ impl Fs {
         session.release();
         f.staged = Some(session.clone());
         f.upload_pending = true;
+        let first_close = f.version == 0;
         f.version += 1;
         let version = f.version;
         let size = f.size;
@@ -642,6 +643,19 @@ impl Fs {
                 mtime_ns: meta.mtime_ns,
             },
         )?;
+        if first_close {
+            // Names linked before the first close were journaled when the file did not
+            // exist for a replay yet: journal them again, after the close that makes it.
+            let others: Vec<(Ino, String)> = tree.get(ino)?.links.iter().skip(1).cloned().collect();
+            for (dir, name) in others {
+                let to = super::ops::join(&tree.path_of(dir), &name);
+                let link = Op::Link {
+                    from: path.clone(),
+                    to,
+                };
+                self.journal(tree, token, link)?;
+            }
+        }
         if let Ok(t) = tree.token_mut(token) {
             t.pending_uploads += 1;
         }
