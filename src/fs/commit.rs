@@ -538,7 +538,7 @@ fn snapshot_dir(tree: &Tree, ino: Ino, dirty: &HashSet<Ino>) -> FsResult<DirSnap
         let inode = tree.get(child)?;
         let m = inode.meta;
         let mut e = Entry {
-            name: name.to_string(),
+            name: manifest::to_v1(name.as_bytes(), "file name")?,
             kind: EntryKind::File,
             cid: None,
             size: 0,
@@ -548,7 +548,7 @@ fn snapshot_dir(tree: &Tree, ino: Ino, dirty: &HashSet<Ino>) -> FsResult<DirSnap
             mtime_ns: m.mtime_ns,
             ctime_ns: m.ctime_ns,
             target: None,
-            xattrs: manifest::encode_xattrs(&inode.xattrs),
+            xattrs: manifest::encode_xattrs(&inode.xattrs)?,
             rdev: None,
         };
         match &inode.body {
@@ -573,8 +573,8 @@ fn snapshot_dir(tree: &Tree, ino: Ino, dirty: &HashSet<Ino>) -> FsResult<DirSnap
             }
             Body::Symlink(target) => {
                 e.kind = EntryKind::Symlink;
-                e.size = target.len() as u64;
-                e.target = Some(target.clone());
+                e.size = target.as_bytes().len() as u64;
+                e.target = Some(manifest::to_v1(target.as_bytes(), "symlink target")?);
             }
             Body::Special(s) => {
                 e.kind = s.kind.into();
@@ -586,14 +586,17 @@ fn snapshot_dir(tree: &Tree, ino: Ino, dirty: &HashSet<Ino>) -> FsResult<DirSnap
         entries.push(e);
     }
     let dir = tree.get(ino)?;
-    let self_attrs = tree.is_token_root(ino).then(|| DirAttrs {
-        mode: dir.meta.mode,
-        uid: dir.meta.uid,
-        gid: dir.meta.gid,
-        mtime_ns: dir.meta.mtime_ns,
-        ctime_ns: dir.meta.ctime_ns,
-        xattrs: manifest::encode_xattrs(&dir.xattrs),
-    });
+    let self_attrs = match tree.is_token_root(ino) {
+        true => Some(DirAttrs {
+            mode: dir.meta.mode,
+            uid: dir.meta.uid,
+            gid: dir.meta.gid,
+            mtime_ns: dir.meta.mtime_ns,
+            ctime_ns: dir.meta.ctime_ns,
+            xattrs: manifest::encode_xattrs(&dir.xattrs)?,
+        }),
+        false => None,
+    };
     Ok(DirSnapshot {
         ino,
         self_attrs,

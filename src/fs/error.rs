@@ -61,6 +61,8 @@ pub enum FsError {
     Io(#[from] std::io::Error),
     #[error("journal: {0}")]
     Journal(String),
+    #[error("manifest: {0}")]
+    Manifest(#[from] super::manifest::ManifestError),
 }
 
 impl FsError {
@@ -97,6 +99,7 @@ impl FsError {
                 _ => libc::EIO,
             },
             FsError::Journal(_) => libc::EIO,
+            FsError::Manifest(_) => libc::EIO,
         }
     }
 }

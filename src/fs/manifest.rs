@@ -11,6 +11,8 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use super::inode::Kind;
+use crate::format::name::escape;
+use crate::format::{Name, Target};
 
 pub const SCHEMA: &str = "pxfs/dir/1";
 
@@ -125,6 +127,32 @@ pub struct Entry {
 pub enum ManifestError {
     #[error("not a pxfs/dir/1 manifest: {0}")]
     Malformed(String),
+    /// v1 manifests hold names as JSON strings; format v2 stores any bytes.
+    #[error("{what} \"{escaped}\" is not UTF-8 and a pxfs/dir/1 manifest cannot hold it")]
+    NotUtf8 { what: &'static str, escaped: String },
+}
+
+/// The v1 boundary, tree to manifest: a name, symlink target or xattr name (bytes in the
+/// tree) as the JSON string a `pxfs/dir/1` manifest holds; bytes that are not UTF-8 are
+/// an error.
+pub fn to_v1(bytes: &[u8], what: &'static str) -> Result<String, ManifestError> {
+    String::from_utf8(bytes.to_vec()).map_err(|_| ManifestError::NotUtf8 {
+        what,
+        escaped: escape(bytes),
+    })
+}
+
+/// The v1 boundary, manifest to tree: an entry's name and, for a symlink, its target.
+pub fn from_v1(e: &Entry) -> Result<(Name, Option<Target>), ManifestError> {
+    let bad = |what: &str| ManifestError::Malformed(format!("entry {what} {:?}", e.name));
+    let name = Name::new(e.name.as_bytes()).map_err(|_| bad("name"))?;
+    let target = match (&e.target, e.kind) {
+        (Some(t), EntryKind::Symlink) => {
+            Some(Target::new(t.as_bytes()).map_err(|_| bad("with target"))?)
+        }
+        _ => None,
+    };
+    Ok((name, target))
 }
 
 impl Manifest {
@@ -184,18 +212,22 @@ impl Manifest {
     }
 }
 
-pub fn encode_xattrs(x: &BTreeMap<String, Vec<u8>>) -> Option<BTreeMap<String, String>> {
+pub fn encode_xattrs(
+    x: &BTreeMap<Vec<u8>, Vec<u8>>,
+) -> Result<Option<BTreeMap<String, String>>, ManifestError> {
     if x.is_empty() {
-        None
-    } else {
-        Some(x.iter().map(|(k, v)| (k.clone(), hex::encode(v))).collect())
+        return Ok(None);
     }
+    x.iter()
+        .map(|(k, v)| Ok((to_v1(k, "xattr name")?, hex::encode(v))))
+        .collect::<Result<_, _>>()
+        .map(Some)
 }
 
-pub fn decode_xattrs(x: &Option<BTreeMap<String, String>>) -> BTreeMap<String, Vec<u8>> {
+pub fn decode_xattrs(x: &Option<BTreeMap<String, String>>) -> BTreeMap<Vec<u8>, Vec<u8>> {
     x.iter()
         .flatten()
-        .filter_map(|(k, v)| hex::decode(v).ok().map(|v| (k.clone(), v)))
+        .filter_map(|(k, v)| hex::decode(v).ok().map(|v| (k.clone().into_bytes(), v)))
         .collect()
 }
 
