@@ -8,6 +8,7 @@ pub mod cache;
 pub mod chain;
 pub mod cli;
 pub mod config;
+pub mod dapp;
 pub mod devnet;
 pub mod format;
 pub mod fs;

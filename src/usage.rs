@@ -6,6 +6,7 @@ use bytes::Bytes;
 use rand::RngCore;
 use serde::{Deserialize, Serialize};
 
+pub use crate::format::usage::AnyUsageDoc;
 use crate::storage::{NodeClient, StorageError};
 
 pub const SCHEMA: &str = "pxfs/usage/1";
@@ -93,24 +94,55 @@ pub async fn publish(
     key_name: &str,
     doc: &UsageDoc,
 ) -> Result<String, UsageError> {
-    let json = doc.to_json()?;
-    let name = format!("usage-{}-{}.json", doc.token_id, doc.seq);
+    publish_json(client, key_name, doc.token_id, doc.seq, doc.to_json()?).await
+}
+
+/// [`publish`] for a `pxfs/usage/2` document (what pxfs writes now, docs/FORMAT.md §8).
+pub async fn publish_v2(
+    client: &NodeClient,
+    key_name: &str,
+    doc: &crate::format::usage::UsageDoc,
+) -> Result<String, UsageError> {
+    let json = doc
+        .to_json()
+        .map_err(|e| UsageError::Encode(e.to_string()))?;
+    publish_json(client, key_name, doc.token_id, doc.seq, json).await
+}
+
+async fn publish_json(
+    client: &NodeClient,
+    key_name: &str,
+    token_id: u64,
+    seq: u64,
+    json: Vec<u8>,
+) -> Result<String, UsageError> {
+    let name = format!("usage-{token_id}-{seq}.json");
     let added = client.add_bytes(&name, Bytes::from(json)).await?;
     client.name_publish(key_name, &added.hash, None).await?;
-    tracing::info!(token = doc.token_id, seq = doc.seq, cid = %added.hash, key = key_name, "usage document published");
+    tracing::info!(token = token_id, seq, cid = %added.hash, key = key_name, "usage document published");
     Ok(added.hash)
 }
 
-/// Resolves `btns_name`, fetches the document it points at and parses it.
+/// Resolves `btns_name`, fetches the document it points at and parses it (either version).
 /// Returns the document's CID and the document.
 pub async fn resolve(
     client: &NodeClient,
     btns_name: &str,
-) -> Result<(String, UsageDoc), UsageError> {
+) -> Result<(String, AnyUsageDoc), UsageError> {
     let cid = client.name_resolve(btns_name).await?;
     let bytes = client.cat(&cid, 0, None).await?;
-    let doc = UsageDoc::parse(&bytes)?;
-    Ok((cid, doc))
+    Ok((cid, parse_any(&bytes)?))
+}
+
+/// A usage document of either version: `pxfs/usage/2` (docs/FORMAT.md §8) or
+/// `pxfs/usage/1`; any other schema is refused by name.
+pub fn parse_any(bytes: &[u8]) -> Result<AnyUsageDoc, UsageError> {
+    if crate::format::schema_of(bytes).as_deref() == Some(crate::format::SCHEMA_USAGE) {
+        return crate::format::usage::UsageDoc::parse(bytes)
+            .map(AnyUsageDoc::V2)
+            .map_err(|e| UsageError::Malformed(e.to_string()));
+    }
+    UsageDoc::parse(bytes).map(AnyUsageDoc::V1)
 }
 
 /// The name of the node's key whose id is `btns_name` (the contract stores the id, publishing

@@ -33,12 +33,15 @@ fn devnet_up_mints_a_token_with_a_btns_name_whose_usage_document_is_empty() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let client = pxfs::storage::NodeClient::from_url(&devnet.node_url(), "/api/v0");
     let (_cid, doc) = rt.block_on(pxfs::usage::resolve(&client, &btns)).unwrap();
-    // An empty tree stores its empty root manifest (docs/FORMAT.md §7), as the oracle
-    // measures it; nothing was synced yet, so the chain still says 0 (above).
-    let empty = pxfs::fs::manifest::Manifest::new(Vec::new())
-        .to_json()
-        .len() as u64;
-    assert_eq!((doc.usage, doc.files), (empty, 0));
+    // An empty tree stores its root node and its empty root directory's leaf
+    // (docs/FORMAT.md §3, §7), as the oracle measures them; nothing was synced yet, so the
+    // chain still says 0 (above).
+    let root_len = rt.block_on(client.cat(doc.root(), 0, None)).unwrap().len() as u64;
+    let leaf =
+        br#"{"schema":"pxfs/dir/2","nodes":[],"data":[],"body":{"type":"leaf","entries":[]}}"#;
+    let empty = root_len + leaf.len() as u64;
+    assert_eq!((doc.usage(), doc.files()), (empty, Some(0)));
+    assert!(support::node_tree(&rt, &client, doc.root()).is_empty());
     let measured = rt
         .block_on(pxfs::oracle::measure_tree(
             &client,
@@ -47,9 +50,9 @@ fn devnet_up_mints_a_token_with_a_btns_name_whose_usage_document_is_empty() {
         ))
         .unwrap();
     assert_eq!((measured.usage, measured.files), (empty, 0));
-    assert_eq!(doc.quota, quota);
-    assert_eq!(doc.token_id, devnet.token());
-    assert_eq!(doc.schema, "pxfs/usage/1");
+    assert_eq!(doc.quota(), quota);
+    assert_eq!(doc.token_id(), devnet.token());
+    assert_eq!(doc.schema(), "pxfs/usage/2");
 
     // SIGTERM stops the devnet and every child it started.
     let children = children_of(devnet.pid());

@@ -462,6 +462,73 @@ async fn hard_links_share_content_while_mounted() {
     assert_eq!(errno(m.fs.link(d, ROOT_INO, "dd").await), libc::EPERM);
 }
 
+/// docs/FORMAT.md §4.4: a non-directory with several names is one link group on the node.
+#[tokio::test]
+async fn hard_links_stay_one_inode_on_a_fresh_mount_until_their_last_name_goes() {
+    let m = mount(1 << 20).await;
+    let d = m.fs.mkdir(ROOT_INO, "d", 0o755, 0, 0).await.unwrap().ino;
+    let e = m.fs.mkdir(ROOT_INO, "e", 0o755, 0, 0).await.unwrap().ino;
+    let deep = m.fs.mkdir(e, "deep", 0o755, 0, 0).await.unwrap().ino;
+    let f = m.write_file(ROOT_INO, "a", b"shared").await;
+    m.fs.link(f, d, "b").await.unwrap();
+    m.fs.link(f, deep, "c").await.unwrap();
+    m.fs.flush_all().await.unwrap();
+    let (content, _) = m.measured();
+    assert_eq!(content, 6, "linked content is stored once");
+
+    // Another machine: one inode, three names, wherever the first lookup goes.
+    let fresh = || async {
+        let store = m.store.clone();
+        mount_with(store, tempfile::tempdir().unwrap(), 1 << 20).await
+    };
+    let other = fresh().await;
+    let d2 = other.fs.lookup(ROOT_INO, "d").await.unwrap().ino;
+    let b = other.fs.lookup(d2, "b").await.unwrap();
+    assert_eq!(b.nlink, 3);
+    let e2 = other.fs.lookup(ROOT_INO, "e").await.unwrap().ino;
+    let deep2 = other.fs.lookup(e2, "deep").await.unwrap().ino;
+    let c = other.fs.lookup(deep2, "c").await.unwrap();
+    let a = other.fs.lookup(ROOT_INO, "a").await.unwrap();
+    assert_eq!((a.ino, c.ino), (b.ino, b.ino));
+    // A write through one name is seen through the others, here and after a commit.
+    let fh = other.fs.open(c.ino, RW).await.unwrap();
+    other.fs.write(fh, 0, b"SHARED").await.unwrap();
+    other.fs.release(fh).await.unwrap();
+    assert_eq!(other.read_file(ROOT_INO, "a").await, b"SHARED");
+    other.fs.unlink(ROOT_INO, "a").await.unwrap();
+    other.fs.flush_all().await.unwrap();
+    other.fs.abort();
+
+    let third = fresh().await;
+    let e3 = third.fs.lookup(ROOT_INO, "e").await.unwrap().ino;
+    let deep3 = third.fs.lookup(e3, "deep").await.unwrap().ino;
+    let c = third.fs.lookup(deep3, "c").await.unwrap();
+    assert_eq!(c.nlink, 2);
+    let d3 = third.fs.lookup(ROOT_INO, "d").await.unwrap().ino;
+    assert_eq!(third.fs.lookup(d3, "b").await.unwrap().ino, c.ino);
+    assert_eq!(third.read_file(d3, "b").await, b"SHARED");
+    assert_eq!(third.names(ROOT_INO).await, vec!["d", "e"]);
+    // The last-but-one name goes: the group dissolves into an ordinary entry.
+    third.fs.unlink(d3, "b").await.unwrap();
+    third.fs.flush_all().await.unwrap();
+    assert_eq!(third.usage().await, {
+        let (content, manifests) = third.measured();
+        content + manifests
+    });
+    third.fs.abort();
+    let fourth = fresh().await;
+    let e4 = fourth.fs.lookup(ROOT_INO, "e").await.unwrap().ino;
+    let deep4 = fourth.fs.lookup(e4, "deep").await.unwrap().ino;
+    assert_eq!(fourth.fs.lookup(deep4, "c").await.unwrap().nlink, 1);
+    assert_eq!(fourth.read_file(deep4, "c").await, b"SHARED");
+    let root = fourth.store.published(BTNS).unwrap().root;
+    let root_node = String::from_utf8(fourth.store.get(&root).unwrap().to_vec()).unwrap();
+    assert!(
+        !root_node.contains("\"inodes\""),
+        "no link groups left: {root_node}"
+    );
+}
+
 #[tokio::test]
 async fn names_longer_than_255_bytes_fail_with_enametoolong() {
     let m = mount(1 << 20).await;
@@ -625,8 +692,8 @@ async fn commit_writes_only_the_manifests_on_the_changed_path() {
     m.fs.flush_all().await.unwrap();
     assert_eq!(
         m.store.manifest_adds() - before,
-        4,
-        "c, b, a and the root; not side"
+        5,
+        "c, b, a, the root directory and the root node; not side"
     );
     let published = m.store.published(BTNS).unwrap();
     let (content, manifests) = m.measured();
@@ -1101,4 +1168,99 @@ async fn rewriting_or_truncating_during_a_live_upload_stores_the_final_content()
     assert!(m.read_file(ROOT_INO, "rewritten").await == want);
     assert!(m.read_file(ROOT_INO, "cut").await == cut);
     assert_eq!(m.names(ROOT_INO).await, ["cut", "rewritten"]);
+}
+
+#[tokio::test]
+async fn px_dapp_is_read_only_uncounted_and_never_committed_and_a_real_entry_wins() {
+    use pxfs::dapp::{DappEntry, DappIndex, DappKind};
+    let m = mount(1 << 20).await;
+    let fs = &m.fs;
+    // Content on the node, as the dApp uploads it (here: by way of a file of the tree).
+    let src = m.write_file(ROOT_INO, "src", b"dApp content").await;
+    fs.flush_all().await.unwrap();
+    let cid = String::from_utf8(fs.getxattr(src, "user.pxfs.cid").await.unwrap()).unwrap();
+    let file = |name: &str| DappEntry {
+        name: name.into(),
+        mtime_ns: Some(1_700_000_000_000_000_000),
+        kind: DappKind::File {
+            cid: cid.clone(),
+            size: 12,
+        },
+    };
+    let index = DappIndex {
+        entries: vec![
+            file("a"),
+            DappEntry {
+                name: "d".into(),
+                mtime_ns: None,
+                kind: DappKind::Folder(vec![file("b")]),
+            },
+        ],
+    };
+    let usage = m.usage().await;
+    fs.set_dapp_index(TOKEN, Some(&index)).await.unwrap();
+    assert_eq!(m.names(ROOT_INO).await, ["px-dapp", "src"]);
+    let dapp = fs.lookup(ROOT_INO, "px-dapp").await.unwrap();
+    assert_eq!((dapp.kind, dapp.meta.mode), (Kind::Dir, 0o555));
+    assert_eq!(m.names(dapp.ino).await, ["a", "d"]);
+    let d = fs.lookup(dapp.ino, "d").await.unwrap().ino;
+    assert_eq!(m.read_file(d, "b").await, b"dApp content");
+    let a = fs.lookup(dapp.ino, "a").await.unwrap();
+    assert_eq!((a.size, a.meta.mode), (12, 0o444));
+    assert_eq!(m.usage().await, usage, "px-dapp counts toward usage");
+
+    // Every change under it, or of it, is EROFS.
+    let rofs = libc::EROFS;
+    assert_eq!(errno(fs.create(d, "n", 0o644, RW, 0, 0).await), rofs);
+    assert_eq!(errno(fs.open(a.ino, RW).await), rofs);
+    assert_eq!(errno(fs.mkdir(dapp.ino, "n", 0o755, 0, 0).await), rofs);
+    assert_eq!(errno(fs.unlink(dapp.ino, "a").await), rofs);
+    assert_eq!(errno(fs.rmdir(dapp.ino, "d").await), rofs);
+    assert_eq!(errno(fs.rmdir(ROOT_INO, "px-dapp").await), rofs);
+    assert_eq!(
+        errno(
+            fs.rename(dapp.ino, "a", ROOT_INO, "moved", false, false)
+                .await
+        ),
+        rofs
+    );
+    assert_eq!(
+        errno(fs.rename(ROOT_INO, "src", d, "src", false, false).await),
+        rofs
+    );
+    assert_eq!(
+        errno(
+            fs.rename(ROOT_INO, "px-dapp", ROOT_INO, "x", false, false)
+                .await
+        ),
+        rofs
+    );
+    assert_eq!(errno(fs.link(a.ino, d, "l").await), rofs);
+    let chmod = SetAttr {
+        mode: Some(0o600),
+        ..Default::default()
+    };
+    assert_eq!(errno(fs.setattr(a.ino, chmod).await), rofs);
+    let truncate = SetAttr {
+        size: Some(0),
+        ..Default::default()
+    };
+    assert_eq!(errno(fs.setattr(a.ino, truncate).await), rofs);
+    assert_eq!(errno(fs.setxattr(a.ino, "user.x", b"1", 0).await), rofs);
+
+    // A commit while it is shown writes the tree without it.
+    m.write_file(ROOT_INO, "after", b"x").await;
+    let m = m.remount().await;
+    assert_eq!(m.names(ROOT_INO).await, ["after", "src"]);
+
+    // A real entry named px-dapp wins.
+    let fs = &m.fs;
+    fs.mkdir(ROOT_INO, "px-dapp", 0o755, 0, 0).await.unwrap();
+    fs.set_dapp_index(TOKEN, Some(&index)).await.unwrap();
+    let real = fs.lookup(ROOT_INO, "px-dapp").await.unwrap().ino;
+    assert!(m.names(real).await.is_empty());
+    m.write_file(real, "mine", b"y").await;
+    // Hiding the dApp's files leaves the real entry alone.
+    fs.set_dapp_index(TOKEN, None).await.unwrap();
+    assert_eq!(m.names(real).await, ["mine"]);
 }

@@ -105,7 +105,11 @@ fn copy_dir(from: &Path, to: &Path) {
 #[tokio::test]
 async fn names_that_are_not_utf8_are_replayed_byte_for_byte_after_a_crash() {
     let m = mount().await;
-    let dir = m.fs.mkdir(ROOT_INO, b"d\xff", 0o755, 0, 0).await.unwrap().ino;
+    let dir =
+        m.fs.mkdir(ROOT_INO, b"d\xff", 0o755, 0, 0)
+            .await
+            .unwrap()
+            .ino;
     m.write_file(dir, b"r\xe9sum\xe9.txt", b"latin-1").await;
     m.write_file(dir, b"tmp\xfe", b"renamed").await;
     m.fs.rename(dir, b"tmp\xfe", ROOT_INO, b"\xfe\n\x01", false, false)

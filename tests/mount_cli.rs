@@ -192,14 +192,14 @@ fn mount_write_unmount_remount_with_quota_and_overdue() {
     let measured = rt
         .block_on(pxfs::oracle::measure_root(
             &client,
-            &doc.root,
+            doc.root(),
             &pxfs::oracle::Limits::default(),
         ))
         .unwrap();
     assert_eq!(measured.usage - measured.manifest_bytes, QUOTA - used + 5);
     assert_eq!(
-        (doc.usage, doc.files, doc.quota),
-        (measured.usage, 2, QUOTA)
+        (doc.usage(), doc.files(), doc.quota()),
+        (measured.usage, Some(2), QUOTA)
     );
 
     // Remount just this sNFT as the root: everything is back.
@@ -213,7 +213,7 @@ fn mount_write_unmount_remount_with_quota_and_overdue() {
         std::fs::metadata(mnt.join("fill")).unwrap().len(),
         QUOTA - used
     );
-    assert_eq!(xattr(&mnt, "user.pxfs.root"), doc.root);
+    assert_eq!(xattr(&mnt, "user.pxfs.root"), doc.root());
     std::fs::remove_file(mnt.join("fill")).unwrap();
 
     // Past the sync deadline (chain time), adding data is refused; reading still works.

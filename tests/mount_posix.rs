@@ -323,8 +323,11 @@ fn list_xattrs(p: &Path) -> Vec<Vec<u8>> {
 /// symlinks whose names and targets are not UTF-8.
 fn odd_names_tree(root: &Path) {
     for (i, name) in any_byte_names().iter().enumerate() {
-        std::fs::write(root.join(os(name)), [name.as_slice(), &i.to_le_bytes()].concat())
-            .unwrap();
+        std::fs::write(
+            root.join(os(name)),
+            [name.as_slice(), &i.to_le_bytes()].concat(),
+        )
+        .unwrap();
     }
     let sub = root.join(os(b"d\xff\xfe")).join(os(b"r\xe9pertoire\n"));
     std::fs::create_dir_all(&sub).unwrap();
@@ -374,7 +377,10 @@ fn names_of_any_bytes_but_slash_and_nul_come_back_byte_for_byte_also_on_another_
     ];
     let check_ops = |d: &Path| {
         assert_eq!(listed(d), want_ops);
-        assert_eq!(std::fs::read(d.join(os(b"renamed\xc1"))).unwrap(), b"created");
+        assert_eq!(
+            std::fs::read(d.join(os(b"renamed\xc1"))).unwrap(),
+            b"created"
+        );
         assert_eq!(
             std::fs::read_link(d.join(os(b"sym\x80")))
                 .unwrap()
@@ -426,7 +432,11 @@ fn names_of_any_bytes_but_slash_and_nul_come_back_byte_for_byte_also_on_another_
             .arg(&cfg)
             .output()
             .unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         assert!(!out.stdout.iter().any(|b| *b == 0xff || *b == 0xfe));
     }
 

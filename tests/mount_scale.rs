@@ -530,3 +530,130 @@ fn a_read_only_cache_fails_new_writes_at_once_keeps_closed_data_flowing_and_reco
     );
     assert_eq!(std::fs::read(dir.join("c")).unwrap(), b"new");
 }
+
+fn big_dir_entries() -> usize {
+    std::env::var("PXFS_BIGDIR_ENTRIES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100_000)
+}
+
+/// What the token's last commit added to the node (`user.pxfs.last_commit`): seq, objects,
+/// bytes.
+fn last_commit(token_root: &Path) -> (u64, u64, u64) {
+    let v: Vec<u64> = support::xattr(token_root, "user.pxfs.last_commit")
+        .split(' ')
+        .map(|p| p.parse().unwrap())
+        .collect();
+    (v[0], v[1], v[2])
+}
+
+/// docs/FORMAT.md §5 in a kernel mount: a directory of 100,000 entries is a page tree, so
+/// a one-file change adds a few pages (well under 64 KiB) to the node, `readdir` under
+/// concurrent creates and unlinks neither repeats nor skips an entry that stays, and a
+/// fresh cache finds every entry with its attributes.
+#[test]
+fn a_directory_of_100_000_entries_commits_a_few_pages_per_change_and_lists_stably() {
+    let n = big_dir_entries();
+    let devnet = TestDevnet::start(&[]);
+    let cache = tempfile::tempdir().unwrap();
+    let mut mount = TestMount::mount(&devnet.config_with_cache(cache.path()), &[]);
+    let token_root = mount.token(devnet.token());
+    let dir = token_root.join("big");
+    std::fs::create_dir(&dir).unwrap();
+    let started = Instant::now();
+    for i in 0..n {
+        std::os::unix::fs::symlink(format!("target-{i}"), dir.join(format!("e{i:07}"))).unwrap();
+    }
+    for i in 0..20 {
+        std::fs::write(dir.join(format!("f{i:03}")), format!("content {i}")).unwrap();
+    }
+    fsync_path(&dir).unwrap();
+    eprintln!("{n} entries made and committed in {:?}", started.elapsed());
+
+    // One-file commits: a leaf, the branches above it, the root directory and root node.
+    for k in 0..5 {
+        let before = last_commit(&token_root).0;
+        let p = dir.join(format!("new-{k}"));
+        std::fs::write(&p, b"one more").unwrap();
+        fsync_path(&p).unwrap();
+        let (seq, objects, bytes) = last_commit(&token_root);
+        assert!(seq > before, "the fsync committed");
+        eprintln!("one-file commit {k}: {objects} objects, {bytes} bytes added");
+        assert!(
+            bytes < 64 * 1024,
+            "a one-file commit in a directory of {n} added {bytes} bytes ({objects} objects)"
+        );
+    }
+
+    // Readdir while other names come and go: each entry that stays is listed exactly once.
+    let stop = Arc::new(AtomicBool::new(false));
+    let churn = {
+        let (dir, stop) = (dir.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let mut j = 0u64;
+            while !stop.load(Ordering::SeqCst) {
+                std::fs::write(dir.join(format!("churn-{j}")), b"c").unwrap();
+                if j > 0 {
+                    std::fs::remove_file(dir.join(format!("churn-{}", j - 1))).unwrap();
+                }
+                j += 1;
+            }
+            j
+        })
+    };
+    let mut counts: std::collections::HashMap<String, u32> = Default::default();
+    for e in std::fs::read_dir(&dir).unwrap() {
+        *counts
+            .entry(e.unwrap().file_name().into_string().unwrap())
+            .or_default() += 1;
+    }
+    stop.store(true, Ordering::SeqCst);
+    let churned = churn.join().unwrap();
+    assert!(churned > 0, "names changed while the directory was listed");
+    let repeated: Vec<&String> = counts
+        .iter()
+        .filter(|(_, c)| **c > 1)
+        .map(|(n, _)| n)
+        .collect();
+    assert!(repeated.is_empty(), "listed twice: {repeated:?}");
+    let missing = (0..n)
+        .map(|i| format!("e{i:07}"))
+        .filter(|name| !counts.contains_key(name))
+        .count();
+    assert_eq!(missing, 0, "entries that stayed were skipped");
+    mount.unmount();
+
+    // Another machine: every entry, with its target and mode; the files' contents.
+    let other = tempfile::tempdir().unwrap();
+    let mount = TestMount::mount(&devnet.config_with_cache(other.path()), &[]);
+    let dir = mount.token(devnet.token()).join("big");
+    let started = Instant::now();
+    let mut symlinks = 0;
+    for e in std::fs::read_dir(&dir).unwrap() {
+        let e = e.unwrap();
+        let name = e.file_name().into_string().unwrap();
+        if let Some(i) = name.strip_prefix('e') {
+            let i: usize = i.parse().unwrap();
+            assert!(e.file_type().unwrap().is_symlink(), "{name}");
+            let target = std::fs::read_link(e.path()).unwrap();
+            assert_eq!(target.to_str().unwrap(), format!("target-{i}"));
+            symlinks += 1;
+        }
+    }
+    eprintln!(
+        "fresh-cache listing of {n} entries (readlink each) in {:?}",
+        started.elapsed()
+    );
+    assert_eq!(symlinks, n);
+    for i in 0..20 {
+        let got = std::fs::read_to_string(dir.join(format!("f{i:03}"))).unwrap();
+        assert_eq!(got, format!("content {i}"));
+    }
+    for k in 0..5 {
+        assert_eq!(
+            std::fs::read(dir.join(format!("new-{k}"))).unwrap(),
+            b"one more"
+        );
+    }
+}

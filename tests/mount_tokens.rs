@@ -14,6 +14,7 @@ alloy::sol! {
     function transferFrom(address from, address to, uint256 tokenId);
     function mint(uint256 packageId);
     function updateStorageUsage(uint256 tokenId, uint256 usageInBytes, uint256 bandwidth);
+    function addExtraContent(uint256 tokenId, string key, string value);
     function pxStorage(uint256 tokenId) returns (string name, uint256 usage, uint256 usagePercentage, uint256 size, uint256 sizeInBytes, string storageUnit, uint256 buyTimestamp, uint256 lastUpdateTimestamp, uint256 bandwidth);
 }
 
@@ -433,4 +434,357 @@ fn getxattr(path: &std::path::Path, name: &str) -> String {
     );
     buf.truncate(len as usize);
     String::from_utf8(buf).unwrap()
+}
+
+/// The dApp's drive as ../shared/POLLINATIONX.md describes it: files uploaded unencrypted,
+/// an index sealed with AES-256-GCM (12-byte IV first, tag at the end) under a random
+/// 32-byte secret, its CID recorded with `addExtraContent(token, base64(SHA-512(hex
+/// secret)), {"cid": CID})`.
+struct DappDrive {
+    node: pxfs::storage::NodeClient,
+    rt: tokio::runtime::Runtime,
+    secret: String,
+}
+
+impl DappDrive {
+    fn new(devnet: &TestDevnet) -> DappDrive {
+        DappDrive {
+            node: pxfs::storage::NodeClient::from_url(&devnet.node_url(), "/api/v0"),
+            rt: tokio::runtime::Runtime::new().unwrap(),
+            secret: hex::encode(rand::random::<[u8; 32]>()),
+        }
+    }
+
+    /// Upload `data` as the dApp does (plain `add`); its CID.
+    fn add(&self, name: &str, data: Vec<u8>) -> String {
+        self.rt
+            .block_on(self.node.add_bytes(name, data.into()))
+            .unwrap()
+            .hash
+    }
+
+    /// `index` sealed with the secret; with `tamper`, one byte of the ciphertext flipped.
+    fn seal(&self, index: &serde_json::Value, tamper: bool) -> Vec<u8> {
+        use aes_gcm::aead::{Aead, KeyInit};
+        let key = hex::decode(&self.secret).unwrap();
+        let cipher = aes_gcm::Aes256Gcm::new_from_slice(&key).unwrap();
+        let iv: [u8; 12] = rand::random();
+        let mut sealed = iv.to_vec();
+        sealed.extend(
+            cipher
+                .encrypt(
+                    aes_gcm::Nonce::from_slice(&iv),
+                    index.to_string().as_bytes(),
+                )
+                .unwrap(),
+        );
+        if tamper {
+            sealed[20] ^= 0x01;
+        }
+        sealed
+    }
+
+    /// Upload the sealed index and record its CID for `token` on chain.
+    fn record(&self, devnet: &TestDevnet, contract: &str, token: u64, sealed: Vec<u8>) {
+        use base64::Engine;
+        use sha2::Digest;
+        let cid = self.add(&format!("extraContentNFT{token}.json"), sealed);
+        let key = base64::engine::general_purpose::STANDARD
+            .encode(sha2::Sha512::digest(self.secret.as_bytes()));
+        let wallet = devnet.info["wallet"].as_str().unwrap().to_string();
+        send_to(
+            devnet,
+            &wallet,
+            contract,
+            addExtraContentCall {
+                tokenId: U256::from(token),
+                key,
+                value: serde_json::json!({ "cid": cid }).to_string(),
+            }
+            .abi_encode(),
+        );
+    }
+}
+
+/// `pxfs key import-dapp TOKEN` with `secret` on stdin.
+fn import_dapp(config: &std::path::Path, token: u64, secret: &str) -> std::process::Output {
+    use std::io::Write;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_pxfs"))
+        .args(["key", "import-dapp", &token.to_string(), "--config"])
+        .arg(config)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    writeln!(child.stdin.take().unwrap(), "{secret}").unwrap();
+    child.wait_with_output().unwrap()
+}
+
+/// A PX.sol double with sNFT 1 minted to the wallet; (contract, config, mount log).
+fn px_sol_with_token(devnet: &TestDevnet) -> (String, std::path::PathBuf, std::path::PathBuf) {
+    let wallet = devnet.info["wallet"].as_str().unwrap().to_string();
+    let (contract, config) = px_sol_devnet(devnet);
+    send_to(
+        devnet,
+        &wallet,
+        &contract,
+        mintCall {
+            packageId: U256::ZERO,
+        }
+        .abi_encode(),
+    );
+    let cfg: toml::Value = toml::from_str(&std::fs::read_to_string(&config).unwrap()).unwrap();
+    let log = std::path::Path::new(cfg["cache"]["dir"].as_str().unwrap()).join("mount.log");
+    (contract, config, log)
+}
+
+fn dapp_file(name: &str, cid: &str, size: usize) -> serde_json::Value {
+    serde_json::json!({
+        "id": format!("id-{name}"), "name": name, "type": "file", "status": "uploaded",
+        "uploaded": true, "hash": cid, "size": size, "createdAt": 1_700_000_000_000u64,
+        "url": format!("https://example.invalid/{cid}"), "image": null,
+    })
+}
+
+fn errno_of<T: std::fmt::Debug>(r: std::io::Result<T>) -> Option<i32> {
+    r.expect_err("a change under px-dapp succeeded")
+        .raw_os_error()
+}
+
+#[test]
+fn px_dapp_shows_the_dapps_files_read_only_and_outside_the_committed_tree() {
+    let devnet = TestDevnet::start(&[]);
+    let (contract, config, log) = px_sol_with_token(&devnet);
+    let drive = DappDrive::new(&devnet);
+    let report: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+    let photo = b"a photo's bytes".to_vec();
+    let report_cid = drive.add("report.pdf", report.clone());
+    let photo_cid = drive.add("beach.jpg", photo.clone());
+    let index = serde_json::json!([
+        dapp_file("report.pdf", &report_cid, report.len()),
+        {"id": "f1", "name": "Photos", "type": "folder", "status": "uploaded", "children": [
+            {"id": "f2", "name": "2024", "type": "folder", "children": [
+                dapp_file("beach.jpg", &photo_cid, photo.len()),
+            ]},
+            {"id": "p", "name": "half.mov", "type": "file", "status": "uploading"},
+        ]},
+        {"id": "bad", "name": "../escape", "type": "file", "status": "uploaded", "hash": photo_cid, "size": 1},
+    ]);
+    drive.record(&devnet, &contract, 1, drive.seal(&index, false));
+
+    // A wrong secret is refused, by a sentence, and nothing is stored.
+    let wrong = hex::encode(rand::random::<[u8; 32]>());
+    let out = import_dapp(&config, 1, &wrong);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("no dApp index is recorded for sNFT 1 under this secret"),
+        "{err}"
+    );
+    assert!(!err.contains(&wrong), "the secret is echoed: {err}");
+    let out = import_dapp(&config, 1, "not hex");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("64 hexadecimal characters"));
+
+    let out = import_dapp(&config, 1, &drive.secret);
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "import-dapp: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(said.contains("lists 4 file(s) and folder(s)"), "{said}");
+    assert!(!said.contains(&drive.secret));
+
+    let mount = TestMount::mount(&config, &["--token", "1"]);
+    let root = mount.path().to_path_buf();
+    std::fs::write(root.join("own.txt"), b"pxfs's own file").unwrap();
+    std::fs::File::open(&root).unwrap().sync_all().unwrap();
+    let usage = getxattr(&root, "user.pxfs.usage");
+    let committed = getxattr(&root, "user.pxfs.committed_usage");
+
+    let dapp = root.join("px-dapp");
+    let listing = support::sh(&format!("cd {} && ls -R", dapp.display()));
+    assert_eq!(
+        listing, ".:\nPhotos\nreport.pdf\n\n./Photos:\n2024\n\n./Photos/2024:\nbeach.jpg\n",
+        "ls -R px-dapp"
+    );
+    let local = tempfile::tempdir().unwrap();
+    std::fs::write(local.path().join("report.pdf"), &report).unwrap();
+    std::fs::write(local.path().join("beach.jpg"), &photo).unwrap();
+    support::sh(&format!(
+        "cmp {}/report.pdf {}/report.pdf && cmp {}/beach.jpg {}/Photos/2024/beach.jpg",
+        local.path().display(),
+        dapp.display(),
+        local.path().display(),
+        dapp.display()
+    ));
+    let meta = std::fs::metadata(dapp.join("report.pdf")).unwrap();
+    assert_eq!(meta.len(), report.len() as u64);
+
+    // Every change under px-dapp is refused: EROFS.
+    use std::os::unix::fs::PermissionsExt;
+    let erofs = Some(libc::EROFS);
+    assert_eq!(errno_of(std::fs::write(dapp.join("new"), b"x")), erofs);
+    assert_eq!(
+        errno_of(
+            std::fs::OpenOptions::new()
+                .write(true)
+                .open(dapp.join("report.pdf"))
+        ),
+        erofs
+    );
+    assert_eq!(
+        errno_of(std::fs::remove_file(dapp.join("report.pdf"))),
+        erofs
+    );
+    assert_eq!(errno_of(std::fs::create_dir(dapp.join("d"))), erofs);
+    assert_eq!(
+        errno_of(std::fs::remove_dir_all(dapp.join("Photos"))),
+        erofs
+    );
+    assert_eq!(
+        errno_of(std::fs::rename(dapp.join("report.pdf"), root.join("moved"))),
+        erofs
+    );
+    assert_eq!(
+        errno_of(std::fs::rename(root.join("own.txt"), dapp.join("own.txt"))),
+        erofs
+    );
+    assert_eq!(
+        errno_of(std::fs::rename(&dapp, root.join("elsewhere"))),
+        erofs
+    );
+    assert_eq!(errno_of(std::fs::remove_dir(&dapp)), erofs);
+    assert_eq!(
+        errno_of(std::fs::set_permissions(
+            dapp.join("report.pdf"),
+            std::fs::Permissions::from_mode(0o666)
+        )),
+        erofs
+    );
+    let c = std::ffi::CString::new(dapp.join("report.pdf").as_os_str().as_encoded_bytes()).unwrap();
+    let n = std::ffi::CString::new("user.note").unwrap();
+    let rc = unsafe { libc::setxattr(c.as_ptr(), n.as_ptr(), b"x".as_ptr().cast(), 1, 0) };
+    assert_eq!(rc, -1);
+    assert_eq!(std::io::Error::last_os_error().raw_os_error(), erofs);
+
+    // What px-dapp shows is not pxfs's: it adds nothing to usage, nothing is committed.
+    std::fs::File::open(&root).unwrap().sync_all().unwrap();
+    assert_eq!(getxattr(&root, "user.pxfs.usage"), usage);
+    assert_eq!(getxattr(&root, "user.pxfs.committed_usage"), committed);
+    assert!(
+        usage.parse::<u64>().unwrap() < report.len() as u64,
+        "usage {usage} counts px-dapp"
+    );
+    // Copying out works, and the copy is an ordinary file of the tree.
+    std::fs::copy(
+        dapp.join("Photos/2024/beach.jpg"),
+        root.join("beach-copy.jpg"),
+    )
+    .unwrap();
+    assert_eq!(std::fs::read(root.join("beach-copy.jpg")).unwrap(), photo);
+    std::fs::remove_file(root.join("beach-copy.jpg")).unwrap();
+
+    // The secret is in no process's argv and not in the mount's log.
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        if let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) {
+            assert!(
+                !String::from_utf8_lossy(&cmdline).contains(&drive.secret),
+                "the secret is in the argv of {:?}",
+                entry.path()
+            );
+        }
+    }
+    let logged = std::fs::read_to_string(&log).unwrap();
+    assert!(logged.contains("px-dapp"), "{logged}");
+    assert!(
+        !logged.contains(&drive.secret),
+        "the secret is in the mount log"
+    );
+    drop(mount);
+
+    // Another machine (a fresh cache, no secret) finds the committed tree without px-dapp.
+    let text = std::fs::read_to_string(&config).unwrap();
+    let mut other: toml::Value = toml::from_str(&text).unwrap();
+    other["cache"]["dir"] =
+        toml::Value::String(devnet.dir.path().join("cache-2").display().to_string());
+    let config2 = devnet.dir.path().join("px-sol-2.toml");
+    std::fs::write(&config2, toml::to_string(&other).unwrap()).unwrap();
+    let out = pxfs_with(&devnet, &config, &["register", "1"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mount = TestMount::mount(&config, &["--token", "1"]);
+    std::fs::write(mount.path().join("after-register"), b"x").unwrap();
+    drop(mount);
+    let elsewhere = TestMount::mount(&config2, &["--token", "1"]);
+    assert_eq!(listed(elsewhere.path()), vec!["after-register", "own.txt"]);
+}
+
+#[test]
+fn a_tampered_dapp_index_is_refused_and_the_snft_still_mounts() {
+    let devnet = TestDevnet::start(&[]);
+    let (contract, config, log) = px_sol_with_token(&devnet);
+    let drive = DappDrive::new(&devnet);
+    let cid = drive.add("a.txt", b"first".to_vec());
+    let index = serde_json::json!([dapp_file("a.txt", &cid, 5)]);
+    drive.record(&devnet, &contract, 1, drive.seal(&index, false));
+    let out = import_dapp(&config, 1, &drive.secret);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // The index now recorded does not decrypt (one byte flipped): refused by import...
+    drive.record(&devnet, &contract, 1, drive.seal(&index, true));
+    let out = import_dapp(&config, 1, &drive.secret);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("does not decrypt with this secret"), "{err}");
+
+    // ...and the mount serves the sNFT without px-dapp, saying why in its log.
+    let mount = TestMount::mount(&config, &[]);
+    let dir = mount.token(1);
+    std::fs::write(dir.join("mine"), b"still writable").unwrap();
+    assert_eq!(listed(&dir), vec!["mine"]);
+    let logged = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        logged.contains("does not decrypt with this secret"),
+        "{logged}"
+    );
+
+    // A good index recorded while mounted appears at a chain poll; a damaged one hides it.
+    let second = drive.add("b.txt", b"second".to_vec());
+    let index = serde_json::json!([dapp_file("a.txt", &cid, 5), dapp_file("b.txt", &second, 6)]);
+    drive.record(&devnet, &contract, 1, drive.seal(&index, false));
+    wait_until("px-dapp to appear", Duration::from_secs(30), || {
+        dir.join("px-dapp").is_dir()
+    });
+    assert_eq!(listed(&dir.join("px-dapp")), vec!["a.txt", "b.txt"]);
+    assert_eq!(std::fs::read(dir.join("px-dapp/b.txt")).unwrap(), b"second");
+    drive.record(&devnet, &contract, 1, drive.seal(&index, true));
+    wait_until("px-dapp to go", Duration::from_secs(30), || {
+        !dir.join("px-dapp").exists()
+    });
+    assert_eq!(listed(&dir), vec!["mine"]);
+
+    // A secret forgotten: px-dapp stays away even with a good index.
+    drive.record(&devnet, &contract, 1, drive.seal(&index, false));
+    wait_until("px-dapp to come back", Duration::from_secs(30), || {
+        dir.join("px-dapp").is_dir()
+    });
+    let out = pxfs_with(&devnet, &config, &["key", "forget-dapp", "1"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    wait_until("px-dapp to go", Duration::from_secs(30), || {
+        !dir.join("px-dapp").exists()
+    });
 }

@@ -285,8 +285,8 @@ async fn a_usage_document_published_under_a_key_resolves_to_the_same_document() 
 
     let (cid, doc) = usage::resolve(&client, &btns).await.unwrap();
     assert_eq!(cid, second_cid);
-    assert_eq!(doc, second);
-    assert_eq!(doc.prev.as_deref(), Some(first_cid.as_str()));
+    assert_eq!(doc, pxfs::usage::AnyUsageDoc::V1(second));
+    assert_eq!(doc.prev(), Some(first_cid.as_str()));
 }
 
 #[tokio::test]

@@ -38,11 +38,14 @@ fn sync_wait(devnet: &TestDevnet) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-fn resolve_doc(devnet: &TestDevnet) -> pxfs::usage::UsageDoc {
+fn resolve_doc(devnet: &TestDevnet) -> pxfs::format::usage::UsageDoc {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let client = pxfs::storage::NodeClient::from_url(&devnet.node_url(), "/api/v0");
     let btns = devnet.info["btns_names"][0].as_str().unwrap().to_string();
-    rt.block_on(pxfs::usage::resolve(&client, &btns)).unwrap().1
+    match rt.block_on(pxfs::usage::resolve(&client, &btns)).unwrap().1 {
+        pxfs::usage::AnyUsageDoc::V2(doc) => doc,
+        other => panic!("pxfs publishes pxfs/usage/2, found {}", other.schema()),
+    }
 }
 
 #[test]
@@ -155,7 +158,7 @@ fn publish_root(rt: &tokio::runtime::Runtime, devnet: &TestDevnet, root: &str) {
         .block_on(pxfs::usage::key_name_for(&client, &btns))
         .unwrap()
         .expect("the devnet node holds the token's key");
-    rt.block_on(pxfs::usage::publish(&client, &key, &doc))
+    rt.block_on(pxfs::usage::publish_v2(&client, &key, &doc))
         .unwrap();
 }
 
@@ -273,12 +276,12 @@ fn a_second_tokens_sync_is_answered_while_the_first_tokens_tree_is_still_measure
     let mut doc = resolve_doc(&devnet);
     doc.token_id = token_b;
     doc.root = add(&rt, &devnet, empty);
-    (doc.usage, doc.files, doc.seq, doc.prev) = (empty_len, 0, 1, None);
+    (doc.usage, doc.files, doc.seq, doc.prev) = (empty_len, Some(0), 1, None);
     let key = rt
         .block_on(pxfs::usage::key_name_for(&client(&devnet), &btns_b))
         .unwrap()
         .expect("the node generated B's key");
-    rt.block_on(pxfs::usage::publish(&client(&devnet), &key, &doc))
+    rt.block_on(pxfs::usage::publish_v2(&client(&devnet), &key, &doc))
         .unwrap();
 
     // The oracle's node answers for A's root manifest only after 10 s.
@@ -478,7 +481,7 @@ fn a_forged_usage_document_claiming_less_is_corrected_by_the_oracle() {
         .block_on(pxfs::usage::key_name_for(&client, &btns))
         .unwrap()
         .expect("the devnet node holds the token's key");
-    rt.block_on(pxfs::usage::publish(&client, &key, &doc))
+    rt.block_on(pxfs::usage::publish_v2(&client, &key, &doc))
         .unwrap();
     assert_eq!(resolve_doc(&devnet).usage, 1);
 
@@ -597,4 +600,148 @@ fn an_oracle_restarted_after_answering_does_not_answer_the_same_request_twice() 
     assert_eq!(synced_events(&devnet).len(), 2);
     third.kill().unwrap();
     third.wait().unwrap();
+}
+
+/// Checks that `dir` holds the fixture tree `expect` (tests/fixtures/v1/tree.json).
+fn assert_fixture_tree(dir: &std::path::Path, expect: &serde_json::Value) {
+    use base64::Engine;
+    use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
+    let b64 = base64::engine::general_purpose::STANDARD;
+    for (path, content) in expect["files"].as_object().unwrap() {
+        let want = b64.decode(content.as_str().unwrap()).unwrap();
+        assert_eq!(std::fs::read(dir.join(path)).unwrap(), want, "{path}");
+        let mtime = std::fs::metadata(dir.join(path)).unwrap().mtime();
+        assert_eq!(mtime, expect["mtime_s"].as_i64().unwrap(), "{path}");
+    }
+    for d in expect["dirs"].as_array().unwrap() {
+        assert!(dir.join(d.as_str().unwrap()).is_dir(), "{d}");
+    }
+    for (link, target) in expect["symlinks"].as_object().unwrap() {
+        let got = std::fs::read_link(dir.join(link)).unwrap();
+        assert_eq!(got.to_str(), target.as_str(), "{link}");
+    }
+    for f in expect["fifos"].as_array().unwrap() {
+        let meta = std::fs::symlink_metadata(dir.join(f.as_str().unwrap())).unwrap();
+        assert!(meta.file_type().is_fifo(), "{f}");
+    }
+    for (path, mode) in expect["modes"].as_object().unwrap() {
+        let meta = std::fs::metadata(dir.join(path)).unwrap();
+        assert_eq!(
+            u64::from(meta.permissions().mode() & 0o7777),
+            mode.as_u64().unwrap(),
+            "{path}"
+        );
+    }
+    for (path, xattrs) in expect["xattrs"].as_object().unwrap() {
+        for (name, value) in xattrs.as_object().unwrap() {
+            assert_eq!(
+                support::xattr(&dir.join(path), name),
+                value.as_str().unwrap()
+            );
+        }
+    }
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["docs", "empty", "link", "photo.bin", "pipe"]);
+}
+
+#[test]
+fn a_v1_tree_mounts_reads_identically_and_its_next_commit_rewrites_it_as_v2() {
+    use base64::Engine;
+    let devnet = TestDevnet::start(&[]);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let client = client(&devnet);
+    let fixture: serde_json::Value =
+        serde_json::from_str(include_str!("fixtures/v1/tree.json")).unwrap();
+    for o in fixture["objects"].as_array().unwrap() {
+        let data = base64::engine::general_purpose::STANDARD
+            .decode(o["base64"].as_str().unwrap())
+            .unwrap();
+        assert_eq!(add(&rt, &devnet, data), o["cid"].as_str().unwrap());
+    }
+    // Publish it as pxfs published v1 trees.
+    let root = fixture["root"].as_str().unwrap().to_string();
+    let btns = devnet.info["btns_names"][0].as_str().unwrap().to_string();
+    let (current_cid, current) = rt.block_on(pxfs::usage::resolve(&client, &btns)).unwrap();
+    let doc = pxfs::usage::UsageDoc {
+        schema: pxfs::usage::SCHEMA.into(),
+        chain_id: devnet.info["chain_id"].as_u64().unwrap(),
+        contract: devnet.info["contract"].as_str().unwrap().into(),
+        token_id: devnet.token(),
+        quota: current.quota(),
+        usage: fixture["claimed_usage"].as_u64().unwrap(),
+        files: fixture["files"].as_u64().unwrap(),
+        root: root.clone(),
+        last_upload: None,
+        seq: current.seq() + 1,
+        updated_at: 0,
+        prev: Some(current_cid),
+    };
+    let key = rt
+        .block_on(pxfs::usage::key_name_for(&client, &btns))
+        .unwrap()
+        .unwrap();
+    rt.block_on(pxfs::usage::publish(&client, &key, &doc))
+        .unwrap();
+    let limits = pxfs::oracle::Limits::default();
+    let v1 = rt
+        .block_on(pxfs::oracle::measure_root(&client, &root, &limits))
+        .unwrap();
+    assert_eq!(v1.usage - v1.manifest_bytes, 3034, "the v1 tree's contents");
+
+    // Mounted from a fresh cache, it reads as it was written; reading changes nothing.
+    let cache = tempfile::tempdir().unwrap();
+    let mut mount = TestMount::mount(&devnet.config_with_cache(cache.path()), &[]);
+    let dir = mount.token(devnet.token());
+    assert_fixture_tree(&dir, &fixture["expect"]);
+    mount.unmount();
+    let after_read = rt.block_on(pxfs::usage::resolve(&client, &btns)).unwrap().1;
+    assert_eq!(
+        after_read.schema(),
+        pxfs::usage::SCHEMA,
+        "reading is no change"
+    );
+
+    // One change (made and undone) commits the whole tree as v2.
+    let mut mount = TestMount::mount(&devnet.config_with_cache(cache.path()), &[]);
+    let dir = mount.token(devnet.token());
+    std::fs::write(dir.join("scratch"), b"x").unwrap();
+    std::fs::remove_file(dir.join("scratch")).unwrap();
+    mount.unmount();
+    let v2_doc = resolve_doc(&devnet);
+    assert_eq!(v2_doc.seq, doc.seq + 1);
+    let mut listed: Vec<String> = support::node_tree(&rt, &client, &v2_doc.root)
+        .into_iter()
+        .map(|(path, ..)| path)
+        .collect();
+    listed.sort();
+    assert_eq!(
+        listed,
+        [
+            "/docs",
+            "/docs/deep",
+            "/docs/deep/deep.txt",
+            "/docs/readme.txt",
+            "/empty",
+            "/link",
+            "/photo.bin",
+            "/pipe"
+        ],
+        "every entry is in the v2 tree, subdirectories included"
+    );
+    // The oracle measures both forms by one rule: the same contents (same CIDs), each
+    // form's own metadata objects; the mount's claim is the measured figure.
+    let v2 = rt
+        .block_on(pxfs::oracle::measure_root(&client, &v2_doc.root, &limits))
+        .unwrap();
+    assert_eq!(v2.usage - v2.manifest_bytes, v1.usage - v1.manifest_bytes);
+    assert_eq!(v2_doc.usage, v2.usage);
+
+    // Another machine reads the v2 form identically.
+    let other = tempfile::tempdir().unwrap();
+    let mount = TestMount::mount(&devnet.config_with_cache(other.path()), &[]);
+    assert_fixture_tree(&mount.token(devnet.token()), &fixture["expect"]);
 }

@@ -365,6 +365,26 @@ impl Chain {
         })
     }
 
+    /// PX.sol: the token's extra content under `key` (`getExtraContent`); `None` when
+    /// nothing is recorded there (or the contract has no extra content).
+    pub async fn extra_content(
+        &self,
+        id: TokenId,
+        key: &str,
+    ) -> Result<Option<String>, ChainError> {
+        match self
+            .px2()
+            .getExtraContent(U256::from(id), key.into())
+            .call()
+            .await
+        {
+            Ok(t) if t.is_empty() => Ok(None),
+            Ok(t) => Ok(Some(t)),
+            Err(e) if is_revert(&e) => Ok(None),
+            Err(e) => Err(revert::to_chain_error(e)),
+        }
+    }
+
     /// The BTNS name `pxfs register` recorded in the token's extra content, if any.
     pub async fn extra_content_btns(&self, id: TokenId) -> Result<Option<String>, ChainError> {
         let text = match self

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
+pub mod dapp;
 pub mod devnet;
 pub mod fstab;
 pub mod mint;
@@ -58,6 +59,20 @@ pub enum Command {
     Oracle(oracle::OracleArgs),
     /// Local development network: anvil + node + contracts
     Devnet(devnet::DevnetArgs),
+    /// Secrets pxfs keeps for the mount (the PollinationX dApp's, per sNFT)
+    Key(KeyArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct KeyArgs {
+    #[command(subcommand)]
+    pub command: KeyCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeyCommand {
+    #[command(flatten)]
+    Dapp(dapp::DappCommand),
 }
 
 /// A tokio runtime for commands that are plain async programs.
@@ -79,5 +94,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Node(a) => runtime()?.block_on(node::run(a)),
         Command::Oracle(a) => runtime()?.block_on(oracle::run(a)),
         Command::Devnet(a) => devnet::run(a),
+        Command::Key(a) => match a.command {
+            KeyCommand::Dapp(c) => runtime()?.block_on(dapp::run(c)),
+        },
     }
 }

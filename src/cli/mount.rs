@@ -6,6 +6,7 @@
 //! In the background (the default) it forks before any runtime or thread exists; the
 //! parent returns only once the mount is usable, or fails with the child's reason.
 
+mod dapp;
 mod publish;
 mod readahead;
 
@@ -236,6 +237,9 @@ fn serve(args: &MountArgs, cfg: &Config, mut ready: Option<std::fs::File>) -> an
             return Err(e);
         }
     };
+    // The dApp's files (px-dapp/) are there from the start, where a secret is stored.
+    let mut dapp = dapp::DappFollower::new(super::dapp::secret_store(cfg), node.clone());
+    rt.block_on(dapp.refresh(&fs, &chain));
     let fuse = FuseFs::new(fs.clone(), rt.handle().clone());
     let mut options = vec![
         fuser::MountOption::FSName("pxfs".into()),
@@ -263,6 +267,10 @@ fn serve(args: &MountArgs, cfg: &Config, mut ready: Option<std::fs::File>) -> an
         }
     };
     let mut session = session;
+    let notifier = session.notifier();
+    dapp.set_invalidate(Box::new(move |parent, name| {
+        let _ = notifier.inval_entry(fuser::INodeNo(parent), std::ffi::OsStr::new(name));
+    }));
     let mut unmounter = session.unmount_callable();
     let (ended_tx, ended_rx) = tokio::sync::oneshot::channel();
     let loop_thread = std::thread::Builder::new()
@@ -306,6 +314,7 @@ fn serve(args: &MountArgs, cfg: &Config, mut ready: Option<std::fs::File>) -> an
             args.tokens.clone(),
             poll_every,
             chain_health.clone(),
+            dapp,
         ));
         let publishing = tokio::spawn(publisher.clone().run(node));
         let reason = wait_for_end(ended_rx).await;
@@ -479,7 +488,7 @@ async fn prepare(
 /// The node client of a mount. On PollinationX's hosted nodes (`[node] auth =
 /// "pollinationx"`) each sNFT has its own endpoint and JWT, and everything a mount uploads
 /// goes through one client: such a mount serves one sNFT (`--token ID`).
-fn node_client(cfg: &Config, tokens: &[u64]) -> anyhow::Result<NodeClient> {
+pub(crate) fn node_client(cfg: &Config, tokens: &[u64]) -> anyhow::Result<NodeClient> {
     match cfg.node.auth {
         NodeAuth::Bearer => NodeClient::new(&cfg.node).context("node client"),
         NodeAuth::PollinationX => {
@@ -530,6 +539,7 @@ async fn poll_chain(
     only: Vec<u64>,
     every: Duration,
     health: Arc<ChainHealth>,
+    mut dapp: dapp::DappFollower,
 ) {
     loop {
         tokio::time::sleep(every).await;
@@ -538,6 +548,7 @@ async fn poll_chain(
             Ok(Err(e)) => health.poll_failed(&format!("{e:#}")),
             Err(_) => health.poll_failed(&format!("no answer within {} s", POLL_TIMEOUT.as_secs())),
         }
+        dapp.refresh(&fs, &chain).await;
     }
 }
 

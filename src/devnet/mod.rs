@@ -172,6 +172,43 @@ pub struct Devnet {
     _lock: std::fs::File,
 }
 
+/// Adds an empty plaintext v2 tree (owned by the caller, mode 0755, times `now_s`) and
+/// returns its root node's CID and its usage.
+async fn add_empty_tree(
+    client: &crate::storage::NodeClient,
+    now_s: u64,
+) -> Result<(String, u64), DevnetError> {
+    use crate::format::{self, PageStore};
+    let crypto = format::TreeCrypto::Plain;
+    let mut mem = format::MemStore::new();
+    let encode = |e: format::FormatError| crate::usage::UsageError::Encode(e.to_string());
+    let top =
+        format::prolly::build::<format::Entry>(&mut mem, &crypto, Vec::new()).map_err(encode)?;
+    let now_ns = i64::try_from(now_s)
+        .unwrap_or(0)
+        .saturating_mul(1_000_000_000);
+    // SAFETY: getuid/getgid cannot fail and touch no memory.
+    let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
+    let root = format::root::Root {
+        attrs: format::Attrs {
+            mode: 0o755,
+            uid,
+            gid,
+            mtime_ns: now_ns,
+            ctime_ns: now_ns,
+        },
+        xattrs: Vec::new(),
+        dir: top.clone(),
+        inodes: None,
+    }
+    .encode(&crypto);
+    let leaf = mem.get(&top).map_err(encode)?;
+    let usage = (leaf.len() + root.len()) as u64;
+    client.add_bytes("dir.json", leaf.into()).await?;
+    let root_cid = client.add_bytes("root.json", root.into()).await?.hash;
+    Ok((root_cid, usage))
+}
+
 fn dir_err(path: &Path) -> impl FnOnce(std::io::Error) -> DevnetError + '_ {
     move |source| DevnetError::Dir {
         path: path.to_path_buf(),
@@ -568,29 +605,28 @@ async fn new_network(
     let key = client.key_gen(&key_name).await?;
     let minted = chain.mint(0, &key.id).await?;
     let state = chain.token(minted.token_id).await?;
-    let empty_manifest = crate::fs::manifest::Manifest::new(Vec::new()).to_json();
-    // Usage counts the manifests (docs/FORMAT.md §7): the empty root's bytes.
-    let empty_usage = empty_manifest.len() as u64;
-    let empty_root = client
-        .add_bytes("manifest.json", empty_manifest.into())
-        .await?
-        .hash;
-    let doc = crate::usage::UsageDoc {
-        schema: crate::usage::SCHEMA.into(),
+    // An empty tree in format v2 (docs/FORMAT.md §3): the root node over an empty leaf.
+    // Usage counts both (§7).
+    let (empty_root, empty_usage) = add_empty_tree(&client, state.chain_time).await?;
+    let doc = crate::format::usage::UsageDoc {
+        schema: crate::format::SCHEMA_USAGE.into(),
         chain_id: DEV_CHAIN_ID,
         contract: config.chain.contract.clone(),
         token_id: minted.token_id,
         quota: state.quota,
         usage: empty_usage,
-        files: 0,
         root: empty_root,
-        last_upload: None,
         seq: 0,
         updated_at: state.chain_time,
         prev: None,
+        encryption: crate::format::usage::Encryption::None,
+        merged: None,
+        files: Some(0),
+        last_upload: None,
+        px: None,
     };
     opts.step("publishing its first usage document");
-    crate::usage::publish(&client, &key_name, &doc).await?;
+    crate::usage::publish_v2(&client, &key_name, &doc).await?;
 
     Ok(DevnetInfo {
         chain_id: DEV_CHAIN_ID,

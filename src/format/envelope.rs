@@ -178,18 +178,22 @@ pub fn write(schema: &str, lists: &Lists, body: &[u8], crypto: &TreeCrypto) -> V
     out
 }
 
-/// Reads a node of schema `schema`: its lists and its body's JSON (opened, if sealed).
-/// Refuses a foreign schema, unsorted or repeated list entries, and a node whose form does
-/// not match the tree (a plaintext body in an encrypted tree, or the reverse).
-pub fn read(bytes: &[u8], schema: &str, crypto: &TreeCrypto) -> Result<(Lists, Vec<u8>)> {
+/// The public part of any v2 node (its schema and lists), without reading the body: what
+/// the oracle follows to measure a tree it holds no key for (§3.1, §7).
+pub fn public(bytes: &[u8]) -> Result<(String, Lists)> {
     let w: WireEnvelope = from_json(bytes, "node")?;
-    if w.schema != schema {
-        return Err(FormatError::Schema {
-            what: "node",
-            found: w.schema,
-            expected: schema.into(),
-        });
-    }
+    check_lists(&w)?;
+    Ok((
+        w.schema,
+        Lists {
+            nodes: w.nodes,
+            data: w.data,
+        },
+    ))
+}
+
+fn check_lists(w: &WireEnvelope) -> Result<()> {
+    let schema = &w.schema;
     for (name, list) in [("nodes", &w.nodes), ("data", &w.data)] {
         if list.windows(2).any(|p| p[0] >= p[1]) {
             return Err(FormatError::invalid(format!(
@@ -202,6 +206,22 @@ pub fn read(bytes: &[u8], schema: &str, crypto: &TreeCrypto) -> Result<(Lists, V
             )));
         }
     }
+    Ok(())
+}
+
+/// Reads a node of schema `schema`: its lists and its body's JSON (opened, if sealed).
+/// Refuses a foreign schema, unsorted or repeated list entries, and a node whose form does
+/// not match the tree (a plaintext body in an encrypted tree, or the reverse).
+pub fn read(bytes: &[u8], schema: &str, crypto: &TreeCrypto) -> Result<(Lists, Vec<u8>)> {
+    let w: WireEnvelope = from_json(bytes, "node")?;
+    if w.schema != schema {
+        return Err(FormatError::Schema {
+            what: "node",
+            found: w.schema,
+            expected: schema.into(),
+        });
+    }
+    check_lists(&w)?;
     let body = match (crypto, w.body, w.salt, w.sealed) {
         (TreeCrypto::Plain, Some(body), None, None) => body.get().as_bytes().to_vec(),
         (TreeCrypto::Sealed(keys), None, Some(salt), Some(sealed)) => {

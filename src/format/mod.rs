@@ -18,6 +18,7 @@ pub mod root;
 pub mod seal;
 pub mod store;
 pub mod usage;
+pub mod walk;
 pub mod wrap;
 
 pub use entry::{Attrs, Content, Entry, EntryKind, GroupId, Inode, InodeKind, InodeRecord, Xattr};
@@ -61,6 +62,17 @@ impl FormatError {
     pub(crate) fn invalid(msg: impl Into<String>) -> FormatError {
         FormatError::Invalid(msg.into())
     }
+}
+
+/// The `schema` member of a JSON object, if it has one (what version an object is).
+pub fn schema_of(bytes: &[u8]) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct Probe {
+        schema: Option<String>,
+    }
+    serde_json::from_slice::<Probe>(bytes)
+        .ok()
+        .and_then(|p| p.schema)
 }
 
 pub type Result<T, E = FormatError> = std::result::Result<T, E>;

@@ -192,6 +192,60 @@ pub enum AnyUsageDoc {
     V2(UsageDoc),
 }
 
+impl AnyUsageDoc {
+    pub fn schema(&self) -> &str {
+        match self {
+            AnyUsageDoc::V1(d) => &d.schema,
+            AnyUsageDoc::V2(d) => &d.schema,
+        }
+    }
+    pub fn token_id(&self) -> u64 {
+        match self {
+            AnyUsageDoc::V1(d) => d.token_id,
+            AnyUsageDoc::V2(d) => d.token_id,
+        }
+    }
+    pub fn quota(&self) -> u64 {
+        match self {
+            AnyUsageDoc::V1(d) => d.quota,
+            AnyUsageDoc::V2(d) => d.quota,
+        }
+    }
+    /// The claimed usage (the oracle measures, §7).
+    pub fn usage(&self) -> u64 {
+        match self {
+            AnyUsageDoc::V1(d) => d.usage,
+            AnyUsageDoc::V2(d) => d.usage,
+        }
+    }
+    /// The file count, when the document states it (an encrypted tree's does not).
+    pub fn files(&self) -> Option<u64> {
+        match self {
+            AnyUsageDoc::V1(d) => Some(d.files),
+            AnyUsageDoc::V2(d) => d.files,
+        }
+    }
+    /// CID of the tree's root: a `pxfs/dir/1` manifest or a `pxfs/root/2` node.
+    pub fn root(&self) -> &str {
+        match self {
+            AnyUsageDoc::V1(d) => &d.root,
+            AnyUsageDoc::V2(d) => &d.root,
+        }
+    }
+    pub fn seq(&self) -> u64 {
+        match self {
+            AnyUsageDoc::V1(d) => d.seq,
+            AnyUsageDoc::V2(d) => d.seq,
+        }
+    }
+    pub fn prev(&self) -> Option<&str> {
+        match self {
+            AnyUsageDoc::V1(d) => d.prev.as_deref(),
+            AnyUsageDoc::V2(d) => d.prev.as_deref(),
+        }
+    }
+}
+
 /// Reads a usage document of a version this pxfs knows; names the schema of any other.
 pub fn parse_any(bytes: &[u8]) -> Result<AnyUsageDoc> {
     match probe_schema(bytes)?.as_str() {

@@ -13,28 +13,32 @@
 
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
-
-use bytes::Bytes;
 
 use super::Fs;
 use super::backoff::Backoff;
 use super::error::{FsError, FsResult};
-use super::inode::{Body, Ino, Kind, TokenId};
+use super::inode::{Body, Ino, TokenId};
 use super::journal::CommittedState;
 use super::ledger::CommittedUsage;
-use super::manifest::{self, DirAttrs, Entry, EntryKind, Manifest};
+use super::pages::{self, DirObjects, RootParts};
 use super::store::UsageRecord;
+use super::stored;
+use super::token::GroupSlot;
 use super::tree::Tree;
+use crate::format;
 
 /// A dirty directory as it was when the commit started.
 struct DirSnapshot {
     ino: Ino,
-    /// The sNFT root's own attributes (`None` for any other directory).
-    self_attrs: Option<DirAttrs>,
-    entries: Vec<Entry>,
+    /// The sNFT root's own attributes and link groups (`None` for any other directory).
+    root: Option<RootParts>,
+    entries: Vec<format::Entry>,
     /// Entries that are dirty subdirectories: their CIDs are known once written.
     pending_children: Vec<(usize, Ino)>,
+    /// The objects the directory was stored as until now (on the node, pinned).
+    old: Option<Arc<[(String, u64)]>>,
 }
 
 struct Snapshot {
@@ -48,6 +52,8 @@ struct Snapshot {
     carried: Vec<super::journal::Op>,
     /// The usage to publish, but for the manifests the commit writes (docs/FORMAT.md §7).
     usage: CommittedUsage,
+    /// The link groups this commit stores.
+    groups: HashMap<u64, GroupSlot>,
 }
 
 pub(crate) fn spawn_committer(fs: Fs) {
@@ -233,13 +239,17 @@ impl Fs {
     /// module docs). `Ok(true)` if a new root was published.
     pub async fn commit_token(&self, token: TokenId) -> FsResult<bool> {
         let _one_at_a_time = self.inner.commit_lock.lock().await;
+        self.upgrade_v1(token).await?;
         let Some(snap) = self.snapshot(token)? else {
             return Ok(false);
         };
         let started = std::time::Instant::now();
         match self.write_snapshot(&snap).await {
-            Ok((written, doc_cid)) => {
+            Ok((written, doc_cid, added)) => {
                 self.inner.outage.succeeded(self.pending());
+                if let Ok(t) = self.tree().token_mut(token) {
+                    t.last_commit_added = added;
+                }
                 self.committed(token, snap, written, doc_cid).await?;
                 Ok(true)
             }
@@ -257,6 +267,37 @@ impl Fs {
                 Err(e)
             }
         }
+    }
+
+    /// A tree read from format v1 manifests is rewritten whole as v2 by its next commit
+    /// (docs/FORMAT.md §10): every directory is loaded and marked changed. One-time cost
+    /// proportional to the tree.
+    async fn upgrade_v1(&self, token: TokenId) -> FsResult<()> {
+        let root = {
+            let tree = self.tree();
+            let t = tree.token(token)?;
+            if !t.v1_tree || !t.is_dirty() || t.read_only || t.replaying {
+                return Ok(());
+            }
+            t.root
+        };
+        let _ = root;
+        let all = self.load_all(token).await?;
+        let mut tree = self.tree();
+        for dir in &all {
+            if let Some(d) = tree.get_mut(*dir)?.dir_mut() {
+                d.dirty = true;
+            }
+        }
+        let t = tree.token_mut(token)?;
+        t.dirty_dirs.extend(all.iter().copied());
+        t.v1_tree = false;
+        tracing::info!(
+            token,
+            dirs = all.len(),
+            "rewriting the format v1 tree as v2"
+        );
+        Ok(())
     }
 
     fn snapshot(&self, token: TokenId) -> FsResult<Option<Snapshot>> {
@@ -282,9 +323,13 @@ impl Fs {
             .map(|d| (depth(tree, *d), *d))
             .collect();
         order.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+        assign_groups(tree, token);
+        let (records, groups) = group_records(tree, token)?;
+        let mut records = Some(records);
         let mut dirs = Vec::with_capacity(order.len());
         for (_, ino) in order {
-            dirs.push(snapshot_dir(tree, ino, &dirty)?);
+            let groups = if ino == root { records.take() } else { None };
+            dirs.push(snapshot_dir(tree, ino, &dirty, groups)?);
         }
         for d in &dirs {
             if let Ok(i) = tree.get_mut(d.ino)
@@ -317,46 +362,54 @@ impl Fs {
             superseded: std::mem::take(&mut t.superseded),
             carried,
             usage,
+            groups,
         }))
     }
 
-    /// Add the manifests bottom-up, then the usage document.
+    /// Add the directories' new objects bottom-up, then the usage document.
     async fn write_snapshot(
         &self,
         snap: &Snapshot,
-    ) -> FsResult<(HashMap<Ino, (String, u64)>, String)> {
-        let mut written: HashMap<Ino, (String, u64)> = HashMap::new();
+    ) -> FsResult<(HashMap<Ino, DirObjects>, String, pages::Added)> {
+        let mut added = pages::Added::default();
+        let mut written: HashMap<Ino, DirObjects> = HashMap::new();
+        // Objects on the node already: the rewritten directories' old ones, and what this
+        // commit added so far.
+        let mut have: HashSet<String> = snap
+            .dirs
+            .iter()
+            .flat_map(|d| d.old.iter().flat_map(|o| o.iter().map(|(c, _)| c.clone())))
+            .collect();
         for d in &snap.dirs {
             let mut entries = d.entries.clone();
             for (idx, child) in &d.pending_children {
-                let (cid, size) = written
+                let top = written
                     .get(child)
-                    .cloned()
-                    .ok_or_else(|| FsError::Journal("child manifest missing".into()))?;
-                entries[*idx].cid = Some(cid);
-                entries[*idx].size = size;
+                    .map(|o| o.top.clone())
+                    .ok_or_else(|| FsError::Journal("child directory not written".into()))?;
+                if let format::EntryKind::Inode(i) = &mut entries[*idx].kind {
+                    i.kind = format::InodeKind::Dir { top };
+                }
             }
-            let mut m = Manifest::new(entries);
-            m.self_attrs = d.self_attrs.clone();
-            let json = m.to_json();
-            let size = json.len() as u64;
-            let cid = self.store().add_manifest(Bytes::from(json)).await?;
-            written.insert(d.ino, (cid, size));
+            let objects =
+                pages::write_dir(self.store(), entries, d.root.clone(), &mut have, &mut added)
+                    .await?;
+            written.insert(d.ino, objects);
         }
         let root = written
             .get(&snap.root)
-            .map(|(c, _)| c.clone())
+            .map(|o| o.top.clone())
             .ok_or_else(|| FsError::Journal("root not among the changed directories".into()))?;
         let record = UsageRecord {
             root,
-            usage: snap.usage.with_manifests(written.values()),
+            usage: snap.usage.with_manifests(all_objects(&written)),
             ..snap.record.clone()
         };
         let doc = self
             .store()
             .publish_usage(snap.btns.as_deref(), &record)
             .await?;
-        Ok((written, doc))
+        Ok((written, doc, added))
     }
 
     /// The new root is published: remember it, drop the journal ops it covers, delete
@@ -365,21 +418,28 @@ impl Fs {
         &self,
         token: TokenId,
         snap: Snapshot,
-        written: HashMap<Ino, (String, u64)>,
+        written: HashMap<Ino, DirObjects>,
         doc_cid: String,
     ) -> FsResult<()> {
         let mut unpin = snap.superseded;
-        let root_cid = written.get(&snap.root).map(|(c, _)| c.clone());
+        let root_cid = written.get(&snap.root).map(|o| o.top.clone());
         let (delete, live) = {
             let mut guard = self.tree();
             let tree = &mut *guard;
             for (ino, new) in &written {
                 if let Ok(i) = tree.get_mut(*ino)
                     && let Some(d) = i.dir_mut()
-                    && let Some((old, _)) = d.manifest.replace(new.clone())
-                    && old != new.0
                 {
-                    unpin.push(old);
+                    d.manifest = Some((new.top.clone(), new.bytes()));
+                    if let Some(old) = d.objects.replace(new.objects.clone()) {
+                        let kept: HashSet<&str> =
+                            new.objects.iter().map(|(c, _)| c.as_str()).collect();
+                        unpin.extend(
+                            old.iter()
+                                .filter(|(c, _)| !kept.contains(c.as_str()))
+                                .map(|(c, _)| c.clone()),
+                        );
+                    }
                 }
             }
             // The new manifests count instead of the old ones.
@@ -387,12 +447,20 @@ impl Fs {
                 tree.recharge(*ino, false);
             }
             let t = tree.token_mut(token)?;
+            // Inodes made for groups' names loaded meanwhile stay theirs.
+            let mut groups = snap.groups;
+            for (id, slot) in &mut groups {
+                if slot.ino.is_none() {
+                    slot.ino = t.groups.get(id).and_then(|s| s.ino);
+                }
+            }
+            t.groups = groups;
             let state = CommittedState {
                 root: root_cid,
                 usage_doc: Some(doc_cid),
                 seq: snap.record.seq,
                 journal_seq: snap.journal_seq,
-                usage: snap.usage.with_manifests(written.values()),
+                usage: snap.usage.with_manifests(all_objects(&written)),
                 files: snap.record.files,
                 carried: snap.carried,
             };
@@ -442,11 +510,13 @@ impl Fs {
                             live.insert(b.cid.clone());
                         }
                     }
-                    Body::Dir(d) => {
-                        if let Some((c, _)) = &d.manifest {
+                    Body::Dir(d) => match (&d.objects, &d.manifest) {
+                        (Some(objects), _) => live.extend(objects.iter().map(|(c, _)| c.clone())),
+                        (None, Some((c, _))) => {
                             live.insert(c.clone());
                         }
-                    }
+                        (None, None) => {}
+                    },
                     Body::Symlink(_) | Body::Special(_) => {}
                 }
             }
@@ -531,76 +601,104 @@ fn depth(tree: &Tree, ino: Ino) -> usize {
     n
 }
 
-fn snapshot_dir(tree: &Tree, ino: Ino, dirty: &HashSet<Ino>) -> FsResult<DirSnapshot> {
+/// Every object of the written directories, for the usage figure.
+fn all_objects(written: &HashMap<Ino, DirObjects>) -> impl Iterator<Item = &(String, u64)> {
+    written.values().flat_map(|o| o.objects.iter())
+}
+
+/// Give every non-directory with two or more names a link group id, and take it from one
+/// left with a single name (docs/FORMAT.md §4.4: a record exists iff `nlink` ≥ 2).
+fn assign_groups(tree: &mut Tree, token: TokenId) {
+    for inode in tree.inodes.values_mut() {
+        if inode.token != Some(token) || inode.dir().is_some() {
+            continue;
+        }
+        match (inode.links.len() >= 2, inode.group) {
+            (true, None) => inode.group = Some(rand::random::<u64>()),
+            (false, Some(_)) => inode.group = None,
+            _ => {}
+        }
+    }
+}
+
+/// The link-group table a commit stores: every loaded group inode as it is now, and the
+/// committed records of groups none of whose names is loaded.
+fn group_records(
+    tree: &Tree,
+    token: TokenId,
+) -> FsResult<(Vec<format::InodeRecord>, HashMap<u64, GroupSlot>)> {
+    let mut slots: HashMap<u64, GroupSlot> = HashMap::new();
+    for (ino, inode) in &tree.inodes {
+        if inode.token != Some(token) {
+            continue;
+        }
+        let Some(id) = inode.group else { continue };
+        if let Some(stored) = stored::inode_of(inode, None) {
+            slots.insert(
+                id,
+                GroupSlot {
+                    nlink: inode.links.len() as u64,
+                    inode: stored,
+                    ino: Some(*ino),
+                },
+            );
+        }
+    }
+    for (id, slot) in &tree.token(token)?.groups {
+        if slot.ino.is_none() {
+            slots.entry(*id).or_insert_with(|| slot.clone());
+        }
+    }
+    let mut records: Vec<format::InodeRecord> = slots
+        .iter()
+        .map(|(id, s)| format::InodeRecord {
+            id: format::GroupId::from_u64(*id),
+            nlink: s.nlink,
+            kind: format::EntryKind::Inode(s.inode.clone()),
+        })
+        .collect();
+    records.sort_by_key(|r| r.id);
+    Ok((records, slots))
+}
+
+fn snapshot_dir(
+    tree: &Tree,
+    ino: Ino,
+    dirty: &HashSet<Ino>,
+    groups: Option<Vec<format::InodeRecord>>,
+) -> FsResult<DirSnapshot> {
     let mut entries = Vec::new();
     let mut pending_children = Vec::new();
     for (name, child) in tree.entries(ino)?.iter() {
         let inode = tree.get(child)?;
-        let m = inode.meta;
-        let mut e = Entry {
-            name: manifest::to_v1(name.as_bytes(), "file name")?,
-            kind: EntryKind::File,
-            cid: None,
-            size: 0,
-            mode: m.mode,
-            uid: m.uid,
-            gid: m.gid,
-            mtime_ns: m.mtime_ns,
-            ctime_ns: m.ctime_ns,
-            target: None,
-            xattrs: manifest::encode_xattrs(&inode.xattrs)?,
-            rdev: None,
-        };
-        match &inode.body {
-            Body::File(f) => match &f.blob {
-                // Never closed yet: the file is not part of any commit.
-                None => continue,
-                Some(b) => {
-                    e.cid = Some(b.cid.clone());
-                    e.size = b.size;
-                }
-            },
-            Body::Dir(d) => {
-                e.kind = EntryKind::Dir;
-                if dirty.contains(&child) {
-                    pending_children.push((entries.len(), child));
-                } else if let Some((cid, size)) = &d.manifest {
-                    e.cid = Some(cid.clone());
-                    e.size = *size;
-                } else {
-                    continue;
-                }
-            }
-            Body::Symlink(target) => {
-                e.kind = EntryKind::Symlink;
-                e.size = target.as_bytes().len() as u64;
-                e.target = Some(manifest::to_v1(target.as_bytes(), "symlink target")?);
-            }
-            Body::Special(s) => {
-                e.kind = s.kind.into();
-                if matches!(s.kind, Kind::CharDev | Kind::BlockDev) {
-                    e.rdev = Some(s.rdev);
-                }
-            }
+        if inode.token.is_none() {
+            continue; // `px-dapp/`: shown, never committed (fs::dapp)
         }
-        entries.push(e);
+        let top = match &inode.body {
+            // Known once written: a placeholder until then.
+            Body::Dir(_) if dirty.contains(&child) => {
+                pending_children.push((entries.len(), child));
+                Some("")
+            }
+            Body::Dir(d) => d.manifest.as_ref().map(|(c, _)| c.as_str()),
+            _ => None,
+        };
+        // Never closed, or never committed: not part of any commit yet.
+        if let Some(e) = stored::entry_of(name, inode, top) {
+            entries.push(e);
+        }
     }
     let dir = tree.get(ino)?;
-    let self_attrs = match tree.is_token_root(ino) {
-        true => Some(DirAttrs {
-            mode: dir.meta.mode,
-            uid: dir.meta.uid,
-            gid: dir.meta.gid,
-            mtime_ns: dir.meta.mtime_ns,
-            ctime_ns: dir.meta.ctime_ns,
-            xattrs: manifest::encode_xattrs(&dir.xattrs)?,
-        }),
-        false => None,
-    };
+    let root = tree.is_token_root(ino).then(|| RootParts {
+        attrs: stored::attrs_of(&dir.meta),
+        xattrs: stored::xattrs_of(&dir.xattrs),
+        groups: groups.unwrap_or_default(),
+    });
     Ok(DirSnapshot {
         ino,
-        self_attrs,
+        root,
         entries,
         pending_children,
+        old: dir.dir().and_then(|d| d.objects.clone()),
     })
 }

@@ -61,8 +61,6 @@ pub enum FsError {
     Io(#[from] std::io::Error),
     #[error("journal: {0}")]
     Journal(String),
-    #[error("manifest: {0}")]
-    Manifest(#[from] super::manifest::ManifestError),
 }
 
 impl FsError {
@@ -99,7 +97,6 @@ impl FsError {
                 _ => libc::EIO,
             },
             FsError::Journal(_) => libc::EIO,
-            FsError::Manifest(_) => libc::EIO,
         }
     }
 }

@@ -88,6 +88,9 @@ pub struct Inode {
     pub body: Body,
     /// Open file handles; an unlinked inode lives until the last one closes.
     pub open_handles: u32,
+    /// The link group (docs/FORMAT.md §4.4) a non-directory with two or more names is
+    /// stored as; given at the commit that first stores it with two names.
+    pub group: Option<u64>,
 }
 
 #[derive(Debug)]
@@ -146,8 +149,13 @@ impl FileBody {
 pub struct DirBody {
     /// `None` until first lookup/readdir loads the manifest.
     pub entries: Option<Entries>,
-    /// The last committed manifest of this directory and its size.
+    /// The CID the parent's entry (or, for an sNFT root, the usage document) refers to:
+    /// the directory's top page (its root node), and the bytes of all its objects once
+    /// known (0 until loaded).
     pub manifest: Option<(String, u64)>,
+    /// Every object the committed directory is stored as, with its size (known once the
+    /// directory is loaded or committed): what it adds to usage.
+    pub objects: Option<Arc<[(String, u64)]>>,
     /// Changed since the last commit (its manifest must be rewritten).
     pub dirty: bool,
 }

@@ -24,6 +24,9 @@ pub enum Charge {
         size: u64,
         manifest: bool,
     },
+    /// A committed directory's objects (its pages; the sNFT root's root node too), each
+    /// counted as a manifest object.
+    Pages(std::sync::Arc<[(String, u64)]>),
 }
 
 /// Usage split by what it is made of (for `pxfs status` and tests).
@@ -176,8 +179,18 @@ impl Ledger {
                 size,
                 manifest,
             } => (cid, *size, *manifest),
+            Charge::Pages(pages) => {
+                for (cid, size) in pages.iter() {
+                    self.hold_object(cid, *size, true, loaded);
+                }
+                return;
+            }
         };
-        let o = self.objects.entry(cid.clone()).or_insert(Object {
+        self.hold_object(cid, size, manifest, loaded);
+    }
+
+    fn hold_object(&mut self, cid: &str, size: u64, manifest: bool, loaded: bool) {
+        let o = self.objects.entry(cid.to_owned()).or_insert(Object {
             refs: 0,
             size,
             manifest,
@@ -208,8 +221,18 @@ impl Ledger {
                 return;
             }
             Charge::Object { cid, .. } => cid,
+            Charge::Pages(pages) => {
+                for (cid, _) in pages.iter() {
+                    self.release_object(cid);
+                }
+                return;
+            }
         };
-        let Some(o) = self.objects.get_mut(&cid) else {
+        self.release_object(&cid);
+    }
+
+    fn release_object(&mut self, cid: &str) {
+        let Some(o) = self.objects.get_mut(cid) else {
             return;
         };
         o.refs = o.refs.saturating_sub(1);
@@ -218,7 +241,7 @@ impl Ledger {
         }
         let (size, manifest, keep) = (o.size, o.manifest, o.from_base);
         if !keep {
-            self.objects.remove(&cid);
+            self.objects.remove(cid);
         }
         let sum = self.sum_mut(manifest);
         *sum = sum.saturating_sub(size);
@@ -234,8 +257,14 @@ impl Ledger {
     ) -> CommittedUsage {
         let mut drop: HashMap<&str, u64> = HashMap::new();
         for ino in rewritten {
-            if let Some(Charge::Object { cid, .. }) = self.charges.get(ino) {
-                *drop.entry(cid.as_str()).or_default() += 1;
+            match self.charges.get(ino) {
+                Some(Charge::Object { cid, .. }) => *drop.entry(cid.as_str()).or_default() += 1,
+                Some(Charge::Pages(pages)) => {
+                    for (cid, _) in pages.iter() {
+                        *drop.entry(cid.as_str()).or_default() += 1;
+                    }
+                }
+                _ => {}
             }
         }
         let mut usage = self

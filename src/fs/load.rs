@@ -10,7 +10,6 @@ use super::backoff::Backoff;
 use super::error::{FsError, FsResult};
 use super::inode::{Body, DirBody, Entries, FileBody, Ino, Inode, Kind, Meta, ROOT_INO, TokenId};
 use super::journal::{CommittedState, Journal, Op, Record};
-use super::manifest::Manifest;
 use super::staged::StagedFile;
 use super::token::{ChainGate, TokenFs, TokenInfo};
 use super::{Fs, SetAttr, TimeSet};
@@ -72,6 +71,7 @@ impl Fs {
                     Some(Entries::default())
                 },
                 manifest: committed.root.clone().map(|c| (c, 0)),
+                objects: None,
                 dirty: false,
             };
             let root_inode = Inode {
@@ -81,6 +81,7 @@ impl Fs {
                 links: Vec::new(),
                 body: Body::Dir(root_dir),
                 open_handles: 0,
+                group: None,
             };
             let root = if self.config().single_token {
                 tree.inodes.insert(ROOT_INO, root_inode);
@@ -109,6 +110,10 @@ impl Fs {
                     last_commit: None,
                     chain_gate: ChainGate::default(),
                     state_unsaved: false,
+                    v1_tree: false,
+                    last_commit_added: Default::default(),
+                    groups: Default::default(),
+                    loading_all: false,
                 },
             );
         }
@@ -186,55 +191,102 @@ impl Fs {
         tree.tokens.remove(&token);
     }
 
-    /// Make sure directory `dir`'s entries are in memory (fetching its manifest).
+    /// Make sure directory `dir`'s entries are in memory (fetching its pages).
     pub(crate) async fn ensure_loaded(&self, dir: Ino) -> FsResult<()> {
+        if let Some(token) = self.load_one(dir).await? {
+            // A link group has names elsewhere: load them all, so its inode has every name
+            // (its link count, and an unlink, are then right).
+            tracing::info!(
+                token,
+                "a link group's names are spread over the tree; loading it whole"
+            );
+            self.load_all(token).await?;
+        }
+        Ok(())
+    }
+
+    /// Load `dir` if it is not loaded; `Some(token)` when its token must be loaded whole.
+    async fn load_one(&self, dir: Ino) -> FsResult<Option<TokenId>> {
         let (cid, token) = {
             let mut tree = self.tree();
             let inode = tree.get_mut(dir)?;
             let token = inode.token;
             let d = inode.dir_mut().ok_or(FsError::NotDir)?;
             if d.entries.is_some() {
-                return Ok(());
+                return Ok(None);
             }
             match &d.manifest {
                 Some((cid, _)) => (cid.clone(), token),
                 None => {
                     d.entries = Some(Entries::default());
-                    return Ok(());
+                    return Ok(None);
                 }
             }
         };
-        let bytes = self.store().fetch(&cid).await?;
+        let is_root = self.tree().is_token_root(dir);
+        let read = super::pages::read_dir(self.store(), &cid, is_root).await;
         let mut tree = self.tree();
-        match Manifest::parse(&bytes) {
-            Ok(m) => {
-                let unknown: Vec<&str> = m.unknown_entries().collect();
-                if !unknown.is_empty() {
-                    // A commit would drop them: serve what is known, change nothing.
-                    tracing::error!(cid, entries = ?unknown,
-                        "manifest entries of a kind this pxfs does not know; serving this sNFT read-only");
-                    if let Some(t) = token.and_then(|t| tree.tokens.get_mut(&t)) {
-                        t.read_only = true;
-                    }
-                }
-                tree.load_dir(dir, &m)?;
-                if let Some(d) = tree.get_mut(dir)?.dir_mut()
-                    && let Some((_, size)) = &mut d.manifest
-                {
-                    *size = bytes.len() as u64;
-                }
-                // Its manifest's size is known now: it counts (docs/FORMAT.md §7).
-                tree.recharge(dir, true);
-            }
+        let read = match read {
+            Ok(r) => r,
+            // The node did not answer: try again at the next access.
+            Err(FsError::Store(e)) => return Err(FsError::Store(e)),
             Err(e) => {
-                tracing::error!(cid, error = %e, "malformed manifest; serving this sNFT read-only");
+                tracing::error!(cid, error = %e, "unreadable directory; serving this sNFT read-only");
                 if let Some(t) = token.and_then(|t| tree.tokens.get_mut(&t)) {
                     t.read_only = true;
                 }
-                tree.load_dir(dir, &Manifest::new(Vec::new()))?;
+                super::pages::ReadDir {
+                    root: None,
+                    entries: Vec::new(),
+                    objects: super::pages::DirObjects {
+                        top: cid.clone(),
+                        objects: Vec::new().into(),
+                    },
+                    read_only: None,
+                    v1: false,
+                    empty_dir: None,
+                }
+            }
+        };
+        if let Some(why) = &read.read_only {
+            // A commit would drop what this pxfs cannot see: change nothing.
+            tracing::error!(cid, reason = %why, "serving this sNFT read-only");
+            if let Some(t) = token.and_then(|t| tree.tokens.get_mut(&t)) {
+                t.read_only = true;
             }
         }
-        Ok(())
+        let incomplete = tree.load_dir(dir, read)?;
+        Ok(token.filter(|t| incomplete && tree.tokens.get(t).is_some_and(|t| !t.loading_all)))
+    }
+
+    /// Load every directory of `token`; returns them (the sNFT root first).
+    pub(crate) async fn load_all(&self, token: TokenId) -> FsResult<Vec<Ino>> {
+        let root = {
+            let mut tree = self.tree();
+            let t = tree.token_mut(token)?;
+            t.loading_all = true;
+            t.root
+        };
+        let result = async {
+            let mut dirs = vec![root];
+            let mut all = Vec::new();
+            while let Some(dir) = dirs.pop() {
+                self.load_one(dir).await?;
+                let tree = self.tree();
+                for (_, child) in tree.entries(dir)?.iter() {
+                    if tree.get(child).is_ok_and(|i| i.dir().is_some()) {
+                        dirs.push(child);
+                    }
+                }
+                all.push(dir);
+            }
+            Ok(all)
+        }
+        .await;
+        if let Ok(t) = self.tree().token_mut(token) {
+            t.loading_all = false;
+        }
+        result
     }
 
     /// The inode at `path` in `token`, loading directories on the way.

@@ -1,4 +1,6 @@
-//! Directory manifests (`pxfs/dir/1`): the JSON each directory is stored as on the node.
+//! Directory manifests (`pxfs/dir/1`): the JSON each directory was stored as on the node
+//! before format v2. pxfs still reads them (a v1 tree mounts and is rewritten as v2 by its
+//! next commit, docs/FORMAT.md §10) and the oracle still measures them.
 //! Serialization is deterministic (fixed field order, entries sorted by name, xattrs
 //! sorted), so an unchanged directory always has the same CID.
 //!
@@ -11,8 +13,8 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use super::inode::Kind;
-use crate::format::name::escape;
-use crate::format::{Name, Target};
+use super::pages::{DirObjects, ReadDir};
+use crate::format;
 
 pub const SCHEMA: &str = "pxfs/dir/1";
 
@@ -127,32 +129,6 @@ pub struct Entry {
 pub enum ManifestError {
     #[error("not a pxfs/dir/1 manifest: {0}")]
     Malformed(String),
-    /// v1 manifests hold names as JSON strings; format v2 stores any bytes.
-    #[error("{what} \"{escaped}\" is not UTF-8 and a pxfs/dir/1 manifest cannot hold it")]
-    NotUtf8 { what: &'static str, escaped: String },
-}
-
-/// The v1 boundary, tree to manifest: a name, symlink target or xattr name (bytes in the
-/// tree) as the JSON string a `pxfs/dir/1` manifest holds; bytes that are not UTF-8 are
-/// an error.
-pub fn to_v1(bytes: &[u8], what: &'static str) -> Result<String, ManifestError> {
-    String::from_utf8(bytes.to_vec()).map_err(|_| ManifestError::NotUtf8 {
-        what,
-        escaped: escape(bytes),
-    })
-}
-
-/// The v1 boundary, manifest to tree: an entry's name and, for a symlink, its target.
-pub fn from_v1(e: &Entry) -> Result<(Name, Option<Target>), ManifestError> {
-    let bad = |what: &str| ManifestError::Malformed(format!("entry {what} {:?}", e.name));
-    let name = Name::new(e.name.as_bytes()).map_err(|_| bad("name"))?;
-    let target = match (&e.target, e.kind) {
-        (Some(t), EntryKind::Symlink) => {
-            Some(Target::new(t.as_bytes()).map_err(|_| bad("with target"))?)
-        }
-        _ => None,
-    };
-    Ok((name, target))
 }
 
 impl Manifest {
@@ -212,22 +188,105 @@ impl Manifest {
     }
 }
 
-pub fn encode_xattrs(
-    x: &BTreeMap<Vec<u8>, Vec<u8>>,
-) -> Result<Option<BTreeMap<String, String>>, ManifestError> {
-    if x.is_empty() {
-        return Ok(None);
+impl Manifest {
+    /// This v1 manifest as the v2 entries the tree loads (docs/FORMAT.md §10: a v2 reader
+    /// reads v1 trees). `objects`: the manifest itself.
+    pub fn into_v2(self, objects: std::sync::Arc<[(String, u64)]>) -> ReadDir {
+        let unknown: Vec<String> = self.unknown_entries().map(str::to_owned).collect();
+        let self_attrs = self.self_attrs.map(|a| {
+            let attrs = format::Attrs {
+                mode: a.mode & 0o7777,
+                uid: a.uid,
+                gid: a.gid,
+                mtime_ns: a.mtime_ns,
+                ctime_ns: a.ctime_ns,
+            };
+            (attrs, xattrs_v2(&a.xattrs))
+        });
+        let entries = self.entries.into_iter().filter_map(entry_v2).collect();
+        let top = objects.first().map(|(c, _)| c.clone()).unwrap_or_default();
+        ReadDir {
+            root: self_attrs.map(|(attrs, xattrs)| super::pages::RootParts {
+                attrs,
+                xattrs,
+                groups: Vec::new(),
+            }),
+            entries,
+            objects: DirObjects { top, objects },
+            read_only: (!unknown.is_empty())
+                .then(|| format!("entries of a kind this pxfs does not know: {unknown:?}")),
+            v1: true,
+            empty_dir: None,
+        }
     }
-    x.iter()
-        .map(|(k, v)| Ok((to_v1(k, "xattr name")?, hex::encode(v))))
-        .collect::<Result<_, _>>()
-        .map(Some)
 }
 
-pub fn decode_xattrs(x: &Option<BTreeMap<String, String>>) -> BTreeMap<Vec<u8>, Vec<u8>> {
+fn xattrs_v2(x: &Option<BTreeMap<String, String>>) -> Vec<format::Xattr> {
+    decode_xattrs(x)
+        .into_iter()
+        .filter_map(|(name, value)| {
+            Some(format::Xattr {
+                name: format::XattrName::new(name.into_bytes()).ok()?,
+                value,
+            })
+        })
+        .collect()
+}
+
+fn entry_v2(e: Entry) -> Option<format::Entry> {
+    use format::InodeKind as K;
+    let name = format::Name::new(e.name.into_bytes()).ok()?;
+    let kind = match e.kind {
+        EntryKind::File => K::File {
+            size: e.size,
+            content: (e.size > 0).then(|| format::Content {
+                cid: e.cid.clone().unwrap_or_default(),
+                salt: None,
+            }),
+        },
+        EntryKind::Dir => K::Dir {
+            top: e.cid.clone().unwrap_or_default(),
+        },
+        EntryKind::Symlink => K::Symlink(format::Target::new(e.target.clone()?.into_bytes()).ok()?),
+        EntryKind::Fifo => K::Fifo,
+        EntryKind::Socket => K::Socket,
+        EntryKind::Chardev => K::CharDev(e.rdev.unwrap_or(0)),
+        EntryKind::Blockdev => K::BlockDev(e.rdev.unwrap_or(0)),
+        EntryKind::Unknown => {
+            return Some(format::Entry {
+                name,
+                kind: format::EntryKind::Unknown("unknown".into()),
+            });
+        }
+    };
+    Some(format::Entry {
+        name,
+        kind: format::EntryKind::Inode(format::Inode {
+            kind,
+            attrs: format::Attrs {
+                mode: e.mode & 0o7777,
+                uid: e.uid,
+                gid: e.gid,
+                mtime_ns: e.mtime_ns,
+                ctime_ns: e.ctime_ns,
+            },
+            xattrs: xattrs_v2(&e.xattrs),
+        }),
+    })
+}
+
+pub fn encode_xattrs(x: &BTreeMap<String, Vec<u8>>) -> Option<BTreeMap<String, String>> {
+    if x.is_empty() {
+        None
+    } else {
+        Some(x.iter().map(|(k, v)| (k.clone(), hex::encode(v))).collect())
+    }
+}
+
+pub fn decode_xattrs(x: &Option<BTreeMap<String, String>>) -> BTreeMap<String, Vec<u8>> {
     x.iter()
         .flatten()
-        .filter_map(|(k, v)| hex::decode(v).ok().map(|v| (k.clone().into_bytes(), v)))
+        .filter_map(|(k, v)| hex::decode(v).ok().map(|v| (k.clone(), v)))
         .collect()
 }
 

@@ -7,6 +7,7 @@
 
 mod backoff;
 pub mod commit;
+mod dapp;
 pub mod error;
 pub mod inode;
 mod io;
@@ -18,10 +19,12 @@ pub mod manifest;
 pub mod node_store;
 mod ops;
 mod outage;
+pub mod pages;
 pub mod quota;
 pub mod staged;
 pub mod status;
 pub mod store;
+mod stored;
 pub mod token;
 pub mod tree;
 pub mod upload;
@@ -35,6 +38,7 @@ use std::time::Duration;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
+pub use dapp::DAPP_DIR;
 pub use error::{FsError, FsResult};
 pub use inode::{Attr, Ino, Kind, Meta, ROOT_INO, TokenId};
 pub use io::MAX_FILE_SIZE;
@@ -216,9 +220,11 @@ impl Fs {
                     body: Body::Dir(DirBody {
                         entries: Some(Entries::default()),
                         manifest: None,
+                        objects: None,
                         dirty: false,
                     }),
                     open_handles: 0,
+                    group: None,
                 },
             );
         }

@@ -10,8 +10,9 @@ use bytes::Bytes;
 
 use super::store::{Blob, ContentStore, ContentStream, Published, StoreError, UsageRecord};
 use crate::cache::{CacheError, ChunkCache};
+use crate::format::usage::{Encryption, LastUpload as FormatLastUpload, UsageDoc};
 use crate::storage::{NodeClient, StorageError};
-use crate::usage::{self, UsageDoc, UsageError};
+use crate::usage::{self, UsageError};
 
 /// Smallest upload copied into the read cache (see [`NodeStore::seed_cache`]).
 const SEED_MIN_BYTES: u64 = 256 * 1024;
@@ -163,6 +164,11 @@ impl ContentStore for NodeStore {
         Ok(added.hash)
     }
 
+    fn object_cid(&self, bytes: &[u8]) -> Option<String> {
+        // One raw block (docs/FORMAT.md §1.1); larger objects are DAGs.
+        (bytes.len() <= 262_144).then(|| crate::format::store::raw_cid(bytes))
+    }
+
     async fn fetch(&self, cid: &str) -> Result<Bytes, StoreError> {
         self.client.cat(cid, 0, None).await.map_err(storage_error)
     }
@@ -185,36 +191,41 @@ impl ContentStore for NodeStore {
         record: &UsageRecord,
     ) -> Result<String, StoreError> {
         let doc = UsageDoc {
-            schema: usage::SCHEMA.to_string(),
+            schema: crate::format::SCHEMA_USAGE.to_string(),
             chain_id: self.chain_id,
             contract: self.contract.clone(),
             token_id: record.token_id,
             quota: record.quota,
             usage: record.usage,
-            files: record.files,
             root: record.root.clone(),
-            last_upload: record.last_upload.as_ref().map(|l| usage::LastUpload {
-                path: l.path.clone(),
-                cid: l.cid.clone(),
-                size: l.size,
-            }),
             seq: record.seq,
             updated_at: std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map(|d| d.as_secs())
                 .unwrap_or(0),
             prev: record.prev.clone(),
+            encryption: Encryption::None,
+            merged: None,
+            files: Some(record.files),
+            last_upload: record.last_upload.as_ref().map(|l| FormatLastUpload {
+                path: l.path.clone().into_bytes(),
+                cid: l.cid.clone(),
+                size: l.size,
+            }),
+            px: None,
         };
         let key = match btns {
             Some(b) => self.key_name(b).await?,
             None => None,
         };
         match key {
-            Some(key) => usage::publish(&self.client, &key, &doc)
+            Some(key) => usage::publish_v2(&self.client, &key, &doc)
                 .await
                 .map_err(usage_error),
             None => {
-                let json = doc.to_json().map_err(usage_error)?;
+                let json = doc
+                    .to_json()
+                    .map_err(|e| StoreError::permanent(e.to_string()))?;
                 let name = format!("usage-{}-{}.json", doc.token_id, doc.seq);
                 let added = self
                     .client
@@ -230,10 +241,10 @@ impl ContentStore for NodeStore {
         match usage::resolve(&self.client, btns).await {
             Ok((doc_cid, doc)) => Ok(Some(Published {
                 doc_cid,
-                root: doc.root,
-                usage: doc.usage,
-                files: doc.files,
-                seq: doc.seq,
+                root: doc.root().to_owned(),
+                usage: doc.usage(),
+                files: doc.files().unwrap_or(0),
+                seq: doc.seq(),
             })),
             // Nothing was ever published under a freshly minted token's name.
             Err(UsageError::Storage(e))

@@ -227,6 +227,7 @@ impl Fs {
         let body = Body::Dir(DirBody {
             entries: Some(Entries::default()),
             manifest: None,
+            objects: None,
             dirty: false,
         });
         let ino = tree.create(parent, &name, meta, body, Default::default())?;
@@ -364,6 +365,7 @@ impl Fs {
         }
         self.ensure_loaded(parent).await?;
         let ino = self.tree().child(parent, name)?.ok_or(FsError::NotFound)?;
+        self.tree().check_in_tree(ino)?;
         if self.tree().get(ino)?.kind() != Kind::Dir {
             return Err(FsError::NotDir);
         }

@@ -211,6 +211,10 @@ impl ContentStore for ObservedStore {
         r
     }
 
+    fn object_cid(&self, bytes: &[u8]) -> Option<String> {
+        self.inner.object_cid(bytes)
+    }
+
     // Reads may be answered from the chunk cache without asking the node: only their
     // failures say something about it.
     async fn fetch(&self, cid: &str) -> Result<Bytes, StoreError> {

@@ -86,8 +86,10 @@ pub trait ContentStore: Send + Sync + 'static {
     /// `fs::live`). Returns the CID.
     async fn add_stream(&self, path: &Path, open: Arc<ContentStream>)
     -> Result<String, StoreError>;
-    /// Add (and pin) a directory manifest.
+    /// Add (and pin) a metadata object (a directory page, a root node).
     async fn add_manifest(&self, json: Bytes) -> Result<String, StoreError>;
+    /// The CID `add_manifest` will give `bytes`, when it can be known beforehand.
+    fn object_cid(&self, bytes: &[u8]) -> Option<String>;
     /// The whole of a (small) object: a directory manifest.
     async fn fetch(&self, cid: &str) -> Result<Bytes, StoreError>;
     /// Read `len` bytes at `offset` of content `cid` whose total size is `size`.
@@ -143,7 +145,7 @@ impl MemoryStore {
     pub fn get(&self, cid: &str) -> Option<Bytes> {
         lock(&self.blobs).get(cid).cloned()
     }
-    /// What the oracle measures for the tree under the manifest `root` (docs/FORMAT.md §7),
+    /// What the oracle measures for the tree under the root `root` (docs/FORMAT.md §7),
     /// from the bytes this store holds: (content bytes, manifest bytes), each distinct CID
     /// once. `None` if an object is missing or a manifest does not parse.
     pub fn measure(&self, root: &str) -> Option<(u64, u64)> {
@@ -156,6 +158,16 @@ impl MemoryStore {
             }
             let bytes = self.get(&cid)?;
             manifests += bytes.len() as u64;
+            if crate::format::schema_of(&bytes).as_deref() != Some(super::manifest::SCHEMA) {
+                let (_, lists) = crate::format::envelope::public(&bytes).ok()?;
+                pending.extend(lists.nodes);
+                for c in lists.data {
+                    if seen.insert(c.clone()) {
+                        content += self.get(&c)?.len() as u64;
+                    }
+                }
+                continue;
+            }
             let m = super::manifest::Manifest::parse(&bytes).ok()?;
             for e in m.entries {
                 match (e.kind, e.cid) {
@@ -182,11 +194,15 @@ impl MemoryStore {
         }
     }
 
-    fn put(&self, data: Bytes) -> String {
+    fn cid_of(data: &[u8]) -> String {
         use std::hash::{Hash, Hasher};
         let mut h = std::collections::hash_map::DefaultHasher::new();
         data.hash(&mut h);
-        let cid = format!("mem{:016x}{:08x}", h.finish(), data.len());
+        format!("mem{:016x}{:08x}", h.finish(), data.len())
+    }
+
+    fn put(&self, data: Bytes) -> String {
+        let cid = Self::cid_of(&data);
         lock(&self.blobs).insert(cid.clone(), data);
         *lock(&self.pinned).entry(cid.clone()).or_default() += 1;
         cid
@@ -240,6 +256,10 @@ impl ContentStore for MemoryStore {
         self.check_online()?;
         self.manifest_adds.fetch_add(1, Ordering::SeqCst);
         Ok(self.put(json))
+    }
+
+    fn object_cid(&self, bytes: &[u8]) -> Option<String> {
+        Some(Self::cid_of(bytes))
     }
 
     async fn fetch(&self, cid: &str) -> Result<Bytes, StoreError> {

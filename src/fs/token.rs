@@ -1,7 +1,7 @@
 //! One mounted sNFT: what the chain says about it, its live usage, its journal and what
 //! the next commit has to write.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 
 use super::inode::{Ino, TokenId};
@@ -59,6 +59,24 @@ pub struct TokenFs {
     /// The last commit is published but `state.json` could not be written (local fault):
     /// retried by the committer, and the journal is trimmed once it is.
     pub state_unsaved: bool,
+    /// Some directory was read from a format v1 manifest: the next commit rewrites the
+    /// whole tree as v2 (docs/FORMAT.md §10).
+    pub v1_tree: bool,
+    /// The committed link groups (docs/FORMAT.md §4.4) by id, and the inode each became
+    /// once one of its names was loaded.
+    pub groups: HashMap<u64, GroupSlot>,
+    /// Loading every directory (a v1 upgrade, or a link group met): no second full load.
+    pub loading_all: bool,
+    /// What this mount's last commit added to the node (`user.pxfs.last_commit`).
+    pub last_commit_added: super::pages::Added,
+}
+
+/// A committed link group: its record, and its inode once a name of it is loaded.
+#[derive(Debug, Clone)]
+pub struct GroupSlot {
+    pub nlink: u64,
+    pub inode: crate::format::Inode,
+    pub ino: Option<Ino>,
 }
 
 /// What a contract that counts usage itself (PX.sol) adds to the quota decision.

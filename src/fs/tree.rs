@@ -5,13 +5,12 @@
 use std::collections::{BTreeMap, HashMap};
 
 use super::error::{FsError, FsResult};
-use super::inode::{
-    Body, DirBody, Entries, FileBody, Ino, Inode, Kind, Meta, ROOT_INO, Special, TokenId,
-};
+use super::inode::{Body, DirBody, Entries, Ino, Inode, Kind, Meta, ROOT_INO, TokenId};
 use super::ledger::{Charge, CommittedUsage};
-use super::manifest::{self, Manifest};
-use super::token::TokenFs;
-use crate::format::{Name, Target};
+use super::pages::ReadDir;
+use super::stored;
+use super::token::{GroupSlot, TokenFs};
+use crate::format::{self, Name, Target};
 
 /// Longest file name, as on ext4 (and what statfs reports).
 pub const NAME_MAX: usize = 255;
@@ -25,6 +24,8 @@ pub struct Tree {
     /// knows stays valid after its last unlink (an `open` racing a rename over its name
     /// must find it) until the kernel forgets it.
     lookups: HashMap<Ino, u64>,
+    /// Per token, its `px-dapp/` directory (`fs::dapp`), if shown.
+    pub dapp_dirs: HashMap<TokenId, Ino>,
 }
 
 /// A name as the kernel passed it, checked against what Linux allows in a directory
@@ -66,6 +67,7 @@ impl Tree {
             next_ino: ROOT_INO + 1,
             tokens: BTreeMap::new(),
             lookups: HashMap::new(),
+            dapp_dirs: HashMap::new(),
         }
     }
 
@@ -87,9 +89,11 @@ impl Tree {
     /// The token `ino` belongs to; the multi-token mount root belongs to none and is
     /// read-only.
     pub fn token_of(&self, ino: Ino) -> FsResult<TokenId> {
-        self.get(ino)?.token.ok_or(FsError::ReadOnly(
-            "the mount root lists sNFTs and is read-only",
-        ))
+        self.get(ino)?.token.ok_or(if ino == ROOT_INO {
+            FsError::ReadOnly("the mount root lists sNFTs and is read-only")
+        } else {
+            FsError::ReadOnly(super::dapp::READ_ONLY)
+        })
     }
 
     pub fn token(&self, id: TokenId) -> FsResult<&TokenFs> {
@@ -233,12 +237,29 @@ impl Tree {
         }
         self.recharge(ino, false);
         self.touch_dir(dir);
+        self.names_changed(ino);
         Ok(())
+    }
+
+    /// A non-directory gained or lost a name: how its other names are stored may change (an
+    /// entry of its own, or a name of a link group, docs/FORMAT.md §4.4), so every directory
+    /// holding one is rewritten.
+    fn names_changed(&mut self, ino: Ino) {
+        let parents: Vec<Ino> = match self.inodes.get(&ino) {
+            Some(i) if i.dir().is_none() => i.links.iter().map(|(p, _)| *p).collect(),
+            _ => return,
+        };
+        for p in parents {
+            self.mark_dirty(p);
+        }
     }
 
     /// Remove `name` from `dir`; returns the inode it named. An inode left with no link
     /// and no open handle is forgotten (its content no longer counts and gets unpinned).
     pub fn unlink_child(&mut self, dir: Ino, name: &[u8]) -> FsResult<Ino> {
+        if let Some(ino) = self.child(dir, name)? {
+            self.check_in_tree(ino)?;
+        }
         let entries = self.entries_mut(dir)?;
         let ino = entries.remove(name).ok_or(FsError::NotFound)?;
         let inode = self.get_mut(ino)?;
@@ -263,6 +284,7 @@ impl Tree {
         }
         self.recharge(ino, false);
         self.touch_dir(dir);
+        self.names_changed(ino);
         if last {
             self.forget_if_unused(ino);
         }
@@ -323,8 +345,10 @@ impl Tree {
                 }
             }
             Body::Dir(d) => {
-                if let Some((cid, _)) = &d.manifest {
-                    gone.push(cid.clone());
+                match (&d.objects, &d.manifest) {
+                    (Some(objects), _) => gone.extend(objects.iter().map(|(c, _)| c.clone())),
+                    (None, Some((cid, _))) => gone.push(cid.clone()),
+                    (None, None) => {}
                 }
                 if let Some(t) = inode.token.and_then(|t| self.tokens.get_mut(&t))
                     && d.entries.is_none()
@@ -369,15 +393,7 @@ impl Tree {
                 }
                 _ => (f.size > 0).then_some(Charge::Own(f.size)),
             },
-            Body::Dir(d) => d
-                .manifest
-                .as_ref()
-                .filter(|(_, size)| *size > 0)
-                .map(|(cid, size)| Charge::Object {
-                    cid: cid.clone(),
-                    size: *size,
-                    manifest: true,
-                }),
+            Body::Dir(d) => d.objects.clone().map(Charge::Pages),
             Body::Symlink(_) | Body::Special(_) => None,
         }
     }
@@ -464,6 +480,7 @@ impl Tree {
             links: Vec::new(),
             body,
             open_handles: 0,
+            group: None,
         });
         if unloaded_dir && let Ok(t) = self.token_mut(token) {
             t.unloaded_dirs += 1;
@@ -491,6 +508,10 @@ impl Tree {
         // It names an entry, so it is a valid name.
         let name = &check_name(name)?;
         let dst = self.child(new_parent, new_name.as_bytes())?;
+        self.check_in_tree(src)?;
+        if let Some(d) = dst {
+            self.check_in_tree(d)?;
+        }
         let src_kind = self.get(src)?.kind();
         // Linux's order: the names first, then the subtree checks.
         match dst {
@@ -594,85 +615,95 @@ impl Tree {
         Ok(())
     }
 
-    /// Fill an unloaded directory from its manifest (and an sNFT root's own attributes
-    /// from its `self`). Entries of a kind this version does not know are left out.
-    pub fn load_dir(&mut self, dir: Ino, manifest: &Manifest) -> FsResult<()> {
+    /// Fill an unloaded directory from what its stored objects hold (and an sNFT root's own
+    /// attributes and link groups). Entries of a kind this version does not know are left
+    /// out. Returns true when a link group has names in directories not loaded yet: the
+    /// caller loads the rest of the tree, so a group's inode always has all its names.
+    pub fn load_dir(&mut self, dir: Ino, read: ReadDir) -> FsResult<bool> {
         let is_token_root = self.is_token_root(dir);
         let inode = self.get_mut(dir)?;
         let token = inode.token;
-        if inode.dir().ok_or(FsError::NotDir)?.entries.is_some() {
-            return Ok(()); // loaded meanwhile by another request
+        let d = inode.dir_mut().ok_or(FsError::NotDir)?;
+        if d.entries.is_some() {
+            return Ok(false); // loaded meanwhile by another request
         }
-        if is_token_root && let Some(a) = &manifest.self_attrs {
-            inode.meta = Meta {
-                mode: a.mode & 0o7777,
-                uid: a.uid,
-                gid: a.gid,
-                atime_ns: a.mtime_ns,
-                mtime_ns: a.mtime_ns,
-                ctime_ns: a.ctime_ns,
-            };
-            inode.xattrs = manifest::decode_xattrs(&a.xattrs);
+        d.manifest = Some((read.objects.top.clone(), read.objects.bytes()));
+        d.objects = Some(read.objects.objects.clone());
+        if is_token_root && let Some(root) = read.root {
+            inode.meta = stored::meta_of(&root.attrs);
+            inode.xattrs = stored::tree_xattrs(root.xattrs);
+            if let Some(t) = token.and_then(|t| self.tokens.get_mut(&t)) {
+                t.groups = root
+                    .groups
+                    .into_iter()
+                    .filter_map(|r| match r.kind {
+                        format::EntryKind::Inode(inode) => Some((
+                            u64::from_be_bytes(r.id.0),
+                            GroupSlot {
+                                nlink: r.nlink,
+                                inode,
+                                ino: None,
+                            },
+                        )),
+                        _ => None,
+                    })
+                    .collect();
+            }
         }
         let mut entries = Entries::default();
         let mut new_unloaded = 0;
-        let mut loaded = Vec::new();
-        for e in &manifest.entries {
-            let Some(kind) = e.kind.kind() else {
-                continue;
-            };
-            let (name, target) = match manifest::from_v1(e) {
-                Ok(v) => v,
-                Err(err) => {
-                    tracing::error!(error = %err, "manifest entry left out");
+        let mut loaded = vec![dir];
+        let mut groups_met = Vec::new();
+        for e in read.entries {
+            let name = e.name;
+            let i = match e.kind {
+                format::EntryKind::Inode(i) => i,
+                format::EntryKind::Link(id) => {
+                    let id = u64::from_be_bytes(id.0);
+                    match self.link_group_name(token, id, dir, &name)? {
+                        Some(ino) => {
+                            entries.insert(&name, ino);
+                            loaded.push(ino);
+                            groups_met.push(ino);
+                        }
+                        None => {
+                            tracing::error!(
+                                dir,
+                                name = %name,
+                                group = id,
+                                "a name of a link group the tree does not record; not shown"
+                            );
+                        }
+                    }
                     continue;
                 }
+                format::EntryKind::Unknown(_) => continue,
             };
-            let meta = Meta {
-                mode: e.mode & 0o7777,
-                uid: e.uid,
-                gid: e.gid,
-                atime_ns: e.mtime_ns,
-                mtime_ns: e.mtime_ns,
-                ctime_ns: e.ctime_ns,
-            };
-            let body = match kind {
-                Kind::File => Body::File(FileBody {
-                    size: e.size,
-                    blob: e
-                        .cid
-                        .clone()
-                        .map(|cid| super::store::Blob { cid, size: e.size }),
-                    ..Default::default()
-                }),
-                Kind::Dir => {
-                    new_unloaded += 1;
-                    Body::Dir(DirBody {
-                        entries: None,
-                        manifest: e.cid.clone().map(|c| (c, e.size)),
-                        dirty: false,
-                    })
-                }
-                Kind::Symlink => match target {
-                    Some(t) => Body::Symlink(t),
-                    None => continue,
-                },
-                Kind::Fifo | Kind::Socket => Body::Special(Special { kind, rdev: 0 }),
-                Kind::CharDev | Kind::BlockDev => Body::Special(Special {
-                    kind,
-                    rdev: e.rdev.unwrap_or(0),
-                }),
-            };
+            let (kind, mut body) = stored::body_of(i.kind);
+            if let Body::Dir(d) = &mut body
+                && let Some((empty, size)) = &read.empty_dir
+                && d.manifest.as_ref().is_some_and(|(top, _)| top == empty)
+            {
+                // An empty directory is known whole without reading it.
+                d.entries = Some(Entries::default());
+                d.manifest = Some((empty.clone(), *size));
+                d.objects = Some(vec![(empty.clone(), *size)].into());
+            }
+            let unloaded = matches!(&body, Body::Dir(d) if d.entries.is_none());
             let ino = self.alloc(Inode {
                 token,
-                meta,
-                xattrs: manifest::decode_xattrs(&e.xattrs),
+                meta: stored::meta_of(&i.attrs),
+                xattrs: stored::tree_xattrs(i.xattrs),
                 links: vec![(dir, name.clone())],
                 body,
                 open_handles: 0,
+                group: None,
             });
             if kind == Kind::Dir {
                 entries.subdirs += 1;
+            }
+            if unloaded {
+                new_unloaded += 1;
             }
             entries.insert(&name, ino);
             loaded.push(ino);
@@ -680,13 +711,70 @@ impl Tree {
         if let Some(d) = self.get_mut(dir)?.dir_mut() {
             d.entries = Some(entries);
         }
+        let mut incomplete = false;
         if let Some(t) = token.and_then(|t| self.tokens.get_mut(&t)) {
             t.unloaded_dirs = (t.unloaded_dirs + new_unloaded).saturating_sub(1);
+            if read.v1 {
+                t.v1_tree = true;
+            }
+            for ino in &groups_met {
+                let names = self.inodes.get(ino).map_or(0, |i| i.links.len() as u64);
+                let t = token.and_then(|t| self.tokens.get(&t));
+                let nlink = self
+                    .inodes
+                    .get(ino)
+                    .and_then(|i| i.group)
+                    .and_then(|g| t.and_then(|t| t.groups.get(&g)))
+                    .map_or(0, |s| s.nlink);
+                incomplete |= names < nlink;
+            }
         }
+        // Its objects and its entries' are in the committed figure: they move into the
+        // ledger (docs/FORMAT.md §7).
         for ino in loaded {
             self.recharge(ino, true);
         }
-        Ok(())
+        Ok(incomplete)
+    }
+
+    /// A loaded name of link group `id`: the group's inode, made at its first name.
+    fn link_group_name(
+        &mut self,
+        token: Option<TokenId>,
+        id: u64,
+        dir: Ino,
+        name: &Name,
+    ) -> FsResult<Option<Ino>> {
+        let Some(t) = token.and_then(|t| self.tokens.get_mut(&t)) else {
+            return Ok(None);
+        };
+        let Some(slot) = t.groups.get(&id) else {
+            return Ok(None);
+        };
+        if let Some(ino) = slot.ino
+            && let Some(inode) = self.inodes.get_mut(&ino)
+        {
+            inode.links.push((dir, name.clone()));
+            return Ok(Some(ino));
+        }
+        let stored = slot.inode.clone();
+        let (_, body) = stored::body_of(stored.kind);
+        let ino = self.alloc(Inode {
+            token,
+            meta: stored::meta_of(&stored.attrs),
+            xattrs: stored::tree_xattrs(stored.xattrs),
+            links: vec![(dir, name.clone())],
+            body,
+            open_handles: 0,
+            group: Some(id),
+        });
+        if let Some(slot) = token
+            .and_then(|t| self.tokens.get_mut(&t))
+            .and_then(|t| t.groups.get_mut(&id))
+        {
+            slot.ino = Some(ino);
+        }
+        Ok(Some(ino))
     }
 }
 

@@ -13,7 +13,7 @@ use super::tree::Tree;
 const VALUE_MAX: usize = 64 * 1024;
 const NAME_MAX: usize = 255;
 const PXFS_PREFIX: &[u8] = b"user.pxfs.";
-const TOKEN_ATTRS: [&str; 7] = [
+const TOKEN_ATTRS: [&str; 8] = [
     "quota",
     "usage",
     "committed_usage",
@@ -21,6 +21,7 @@ const TOKEN_ATTRS: [&str; 7] = [
     "sync_deadline",
     "btns",
     "root",
+    "last_commit",
 ];
 
 /// `setxattr` flags.
@@ -203,6 +204,11 @@ fn pxfs_attr(tree: &Tree, ino: Ino, attr: &str) -> Option<Vec<u8>> {
         "sync_deadline" => t.info.sync_deadline.to_string(),
         "btns" => t.info.btns.clone()?,
         "root" => t.committed.root.clone()?,
+        // What this mount's last commit added to the node: seq, objects, bytes.
+        "last_commit" => format!(
+            "{} {} {}",
+            t.committed.seq, t.last_commit_added.objects, t.last_commit_added.bytes
+        ),
         _ => return None,
     };
     Some(value.into_bytes())

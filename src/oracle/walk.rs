@@ -1,7 +1,8 @@
 //! Measuring a token's tree (docs/FORMAT.md §7): resolve its BTNS name to the usage
 //! document, then walk every object reachable from the document's root and add up the
-//! stored size of each distinct CID once: every directory manifest (its bytes, so names and
-//! xattr values count) and every file's content. Sizes are measured from the objects, never
+//! stored size of each distinct CID once: every directory manifest or v2 node (its bytes, so
+//! names and xattr values count) and every file's content. A v2 tree is walked through its
+//! nodes' public `nodes` and `data` lists, so an encrypted tree is measured without its key. Sizes are measured from the objects, never
 //! taken from what a manifest declares; the claimed usage in the document is reported, never
 //! trusted.
 //!
@@ -110,9 +111,9 @@ pub async fn measure_tree(
                     btns: btns.to_string(),
                     source,
                 })?;
-        let mut usage = measure_root(node, &doc.root, limits).await?;
-        usage.token_id = doc.token_id;
-        usage.claimed_usage = doc.usage;
+        let mut usage = measure_root(node, doc.root(), limits).await?;
+        usage.token_id = doc.token_id();
+        usage.claimed_usage = doc.usage();
         Ok(usage)
     };
     tokio::time::timeout(limits.max_time, work)
@@ -142,14 +143,32 @@ pub async fn measure_root(
     let mut manifest_bytes = 0u64;
     let mut files = 0u64;
     let mut mismatches = 0u64;
+    let mut walked: HashSet<Cid> = HashSet::new();
     let mut pending = vec![parse_cid(root)?];
     while let Some(cid) = pending.pop() {
-        if !counted.insert(cid) {
+        if !walked.insert(cid) {
             continue;
         }
         let bytes = walk.read_object(&cid, 0).await?;
-        manifest_bytes += bytes.len() as u64;
-        usage += bytes.len() as u64;
+        if counted.insert(cid) {
+            manifest_bytes += bytes.len() as u64;
+            usage += bytes.len() as u64;
+        }
+        if crate::format::schema_of(&bytes).as_deref() != Some(crate::fs::manifest::SCHEMA) {
+            // Format v2: follow the node's public lists; sealed bodies are never needed.
+            let (nodes, data) = v2_lists(&cid, &bytes)?;
+            pending.extend(nodes);
+            for content in data {
+                if counted.contains(&content) {
+                    continue;
+                }
+                let measured = walk.content_size(&content, 0).await?;
+                counted.insert(content);
+                usage += measured;
+                files += 1;
+            }
+            continue;
+        }
         let manifest =
             crate::fs::manifest::Manifest::parse(&bytes).map_err(|e| WalkError::Manifest {
                 cid: cid.to_string(),
@@ -224,6 +243,29 @@ pub async fn measure_root(
         size_mismatches: mismatches,
         root: root.to_string(),
     })
+}
+
+/// The CIDs a v2 node refers to (docs/FORMAT.md §3.1): its `nodes` and its `data`.
+fn v2_lists(cid: &Cid, bytes: &[u8]) -> Result<(Vec<Cid>, Vec<Cid>), WalkError> {
+    let bad = |reason: String| WalkError::Manifest {
+        cid: cid.to_string(),
+        reason,
+    };
+    let (schema, lists) = crate::format::envelope::public(bytes).map_err(|e| bad(e.to_string()))?;
+    let known = [
+        crate::format::SCHEMA_ROOT,
+        crate::format::SCHEMA_DIR,
+        crate::format::SCHEMA_INODES,
+    ];
+    if !known.contains(&schema.as_str()) {
+        return Err(bad(format!("schema {schema:?} is not a pxfs tree node")));
+    }
+    let parse = |list: Vec<String>| {
+        list.iter()
+            .map(|c| parse_cid(c))
+            .collect::<Result<Vec<_>, _>>()
+    };
+    Ok((parse(lists.nodes)?, parse(lists.data)?))
 }
 
 fn parse_cid(s: &str) -> Result<Cid, WalkError> {

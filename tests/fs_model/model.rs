@@ -502,7 +502,7 @@ impl Model {
                     self.flush(0);
                     self.release(0);
                 }
-                self.split_links();
+                // Hard links are link groups on the node (docs/FORMAT.md §4.4): they stay.
                 Ok(Out::Unit)
             }
             Op::Offline => {
@@ -679,28 +679,6 @@ impl Model {
         }
         self.nodes
             .retain(|id, n| *id == ROOT || !n.links.is_empty());
-        self.split_links();
-    }
-
-    /// Manifests have no inode numbers: after a remount or crash, each name of a file is a
-    /// file of its own with the same content and attributes.
-    fn split_links(&mut self) {
-        let shared: Vec<Id> = self
-            .nodes
-            .iter()
-            .filter(|(_, n)| n.links.len() > 1)
-            .map(|(id, _)| *id)
-            .collect();
-        for id in shared {
-            let links = self.node(id).links.clone();
-            self.node_mut(id).links.truncate(1);
-            for (dir, name) in links.into_iter().skip(1) {
-                let mut copy = self.node(id).clone();
-                copy.links = vec![(dir, name.clone())];
-                let new = self.add(copy);
-                self.entries_mut(dir).insert(name, new);
-            }
-        }
     }
 }
 

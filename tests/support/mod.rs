@@ -718,3 +718,52 @@ pub fn devnet_child(devnet: &TestDevnet, needle: &str) -> Option<u32> {
             .unwrap_or(false)
     })
 }
+
+/// The node seen as a page store (blocking), for reading v2 trees in tests.
+pub struct NodePages<'a> {
+    pub rt: &'a tokio::runtime::Runtime,
+    pub client: &'a pxfs::storage::NodeClient,
+}
+
+impl pxfs::format::PageStore for NodePages<'_> {
+    fn get(&self, cid: &str) -> pxfs::format::Result<Vec<u8>> {
+        self.rt
+            .block_on(self.client.cat(cid, 0, None))
+            .map(|b| b.to_vec())
+            .map_err(|e| pxfs::format::FormatError::Store(e.to_string()))
+    }
+    fn put(&mut self, _bytes: Vec<u8>) -> pxfs::format::Result<String> {
+        Err(pxfs::format::FormatError::Store("read-only".into()))
+    }
+}
+
+/// Every entry of the plaintext v2 tree under the root node `root`, by path (`/a/b`, lossy
+/// UTF-8 for display), with (kind, declared size, content CID).
+pub fn node_tree(
+    rt: &tokio::runtime::Runtime,
+    client: &pxfs::storage::NodeClient,
+    root: &str,
+) -> Vec<(String, &'static str, u64, Option<String>)> {
+    use pxfs::format::{EntryKind, InodeKind, TreeCrypto};
+    let mut pages = NodePages { rt, client };
+    let (_, entries) = pxfs::format::walk::entries(&mut pages, &TreeCrypto::Plain, root)
+        .expect("the published tree reads as format v2");
+    entries
+        .into_iter()
+        .map(|(path, e)| {
+            let path = format!("/{}", String::from_utf8_lossy(&path));
+            match e.kind {
+                EntryKind::Inode(i) => match i.kind {
+                    InodeKind::File { size, content } => {
+                        (path, "file", size, content.map(|c| c.cid))
+                    }
+                    InodeKind::Dir { .. } => (path, "dir", 0, None),
+                    InodeKind::Symlink(_) => (path, "symlink", 0, None),
+                    _ => (path, "special", 0, None),
+                },
+                EntryKind::Link(_) => (path, "link", 0, None),
+                EntryKind::Unknown(_) => (path, "unknown", 0, None),
+            }
+        })
+        .collect()
+}
