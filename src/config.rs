@@ -36,6 +36,24 @@ pub struct Config {
     pub upload: UploadConfig,
     #[serde(default)]
     pub oracle: OracleConfig,
+    #[serde(default, skip_serializing_if = "KeysConfig::is_empty")]
+    pub keys: KeysConfig,
+}
+
+/// `[keys]`: how an encrypted sNFT's data key is unlocked without a person at the terminal.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields)]
+pub struct KeysConfig {
+    /// File holding the passphrase (its first line) for unattended mounts;
+    /// `PXFS_PASSPHRASE_FILE` overrides it. Never the passphrase itself.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub passphrase_file: Option<PathBuf>,
+}
+
+impl KeysConfig {
+    fn is_empty(&self) -> bool {
+        self.passphrase_file.is_none()
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -305,6 +323,14 @@ impl Config {
         }
         if let Some(s) = cfg.oracle.state_file.as_mut().filter(|s| s.is_relative()) {
             *s = base.join(&*s);
+        }
+        if let Some(f) = cfg
+            .keys
+            .passphrase_file
+            .as_mut()
+            .filter(|f| f.is_relative())
+        {
+            *f = base.join(&*f);
         }
         Ok(cfg)
     }

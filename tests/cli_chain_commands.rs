@@ -682,3 +682,474 @@ async fn px_sol_mint_status_and_sync_as_a_user_runs_them() {
         (supply_before, nonce_before)
     );
 }
+
+// ---- `pxfs key`: an encrypted sNFT's data key (docs/FORMAT.md §6.4) ----
+
+use alloy::signers::SignerSync;
+use pxfs::format::DataKey;
+use pxfs::format::paper;
+use pxfs::format::usage::{Encryption, UsageDoc};
+use pxfs::format::wrap::{EncryptionInfo, Kek, SCHEME, Wrap, wallet_message};
+use pxfs::storage::NodeClient;
+
+const PASSPHRASE: &str = "correct horse battery staple";
+
+/// A minted token whose BTNS key the node holds, and the usage documents the test publishes
+/// under it.
+struct KeyedToken {
+    net: Devnet,
+    node: StorageNode,
+    client: NodeClient,
+    key_name: String,
+    btns: String,
+    /// Config files of ALICE (the minter) and BOB.
+    alice: String,
+    bob: String,
+    /// The secrets no command may print (besides export's line).
+    secrets: Vec<String>,
+}
+
+impl KeyedToken {
+    async fn start() -> KeyedToken {
+        let net = Devnet::start().await;
+        let node = StorageNode::start();
+        let client = NodeClient::from_url(&node.url, "/api/v0");
+        let key = client.key_gen("pxfs-key-test").await.unwrap();
+        assert_eq!(mint_free(&net, ALICE, &key.id).await, 1);
+        let alice = net.write_config_with_node(ALICE, &node.url, |_| {});
+        let bob = net.write_config_with_node(BOB, &node.url, |_| {});
+        KeyedToken {
+            client,
+            key_name: key.name,
+            btns: key.id,
+            alice: alice.to_str().unwrap().into(),
+            bob: bob.to_str().unwrap().into(),
+            net,
+            node,
+            secrets: vec![PASSPHRASE.into()],
+        }
+    }
+
+    fn contract(&self) -> String {
+        self.net.deployment.contract.to_checksum(None)
+    }
+
+    fn message(&self) -> String {
+        wallet_message(31337, &self.contract(), 1).unwrap()
+    }
+
+    /// Dev account `i`'s signature of `message`, as the codec's wallet KEK takes it.
+    fn signature(&mut self, i: usize, message: &str) -> [u8; 65] {
+        let sig = key(i)
+            .sign_message_sync(message.as_bytes())
+            .unwrap()
+            .as_bytes();
+        self.secrets.push(hex::encode(sig));
+        sig
+    }
+
+    /// A wallet wrap of `dk` for `message` made with dev account `i`'s signature of it.
+    fn wallet_wrap(&mut self, i: usize, message: &str, dk: &DataKey) -> Wrap {
+        let sig = self.signature(i, message);
+        let kek = Kek::from_wallet_signature(&sig).unwrap();
+        Wrap::wallet(message.to_string(), &kek, dk)
+    }
+
+    fn remember(&mut self, dk: &DataKey) {
+        let hex = hex::encode(dk.expose());
+        let grouped: Vec<&str> = (0..8).map(|i| &hex[i * 8..i * 8 + 8]).collect();
+        self.secrets.push(grouped.join(" "));
+        self.secrets.push(hex);
+    }
+
+    /// Publishes a first `pxfs/usage/2` document of token 1 with these wraps of `dk`.
+    async fn publish(&mut self, dk: &DataKey, wraps: Vec<Wrap>) -> String {
+        self.remember(dk);
+        let root = self
+            .client
+            .add_bytes(
+                "root",
+                bytes::Bytes::from_static(b"{\"schema\":\"pxfs/root/2\"}"),
+            )
+            .await
+            .unwrap()
+            .hash;
+        let doc = UsageDoc {
+            schema: "pxfs/usage/2".into(),
+            chain_id: 31337,
+            contract: self.contract(),
+            token_id: 1,
+            quota: FREE_QUOTA,
+            usage: 24,
+            root,
+            seq: 1,
+            updated_at: 1_700_000_000,
+            prev: None,
+            encryption: Encryption::Sealed(EncryptionInfo {
+                scheme: SCHEME.into(),
+                key_id: dk.key_id().to_string(),
+                wraps,
+            }),
+            merged: None,
+            files: None,
+            last_upload: None,
+            px: None,
+        };
+        let cid = self
+            .client
+            .add_bytes("usage.json", doc.to_json().unwrap().into())
+            .await
+            .unwrap()
+            .hash;
+        self.client
+            .name_publish(&self.key_name, &cid, None)
+            .await
+            .unwrap();
+        cid
+    }
+
+    /// The published document and its CID.
+    async fn current(&self) -> (String, UsageDoc) {
+        let cid = self.client.name_resolve(&self.btns).await.unwrap();
+        let bytes = self.client.cat(&cid, 0, None).await.unwrap();
+        (cid, UsageDoc::parse(&bytes).unwrap())
+    }
+
+    /// Runs `pxfs key ARGS… --config CFG 1` with these variables and stdin; checks that no
+    /// secret is in its argv or output (export's stdout aside).
+    fn key(&self, args: &[&str], cfg: &str, env: &[(&str, &str)], stdin: &str) -> Output {
+        let mut argv = vec!["key"];
+        argv.extend_from_slice(args);
+        argv.extend_from_slice(&["--config", cfg, "1"]);
+        let out = pxfs_with_stdin(&argv, env, stdin);
+        println!("pxfs {} → {}{}", argv.join(" "), stdout(&out), stderr(&out));
+        for s in &self.secrets {
+            assert!(
+                !argv.iter().any(|a| a.contains(s.as_str())),
+                "secret in argv"
+            );
+            assert!(
+                !stderr(&out).contains(s.as_str()),
+                "secret in stderr: {}",
+                stderr(&out)
+            );
+            if args[0] != "export" {
+                assert!(
+                    !stdout(&out).contains(s.as_str()),
+                    "secret in stdout: {}",
+                    stdout(&out)
+                );
+            }
+        }
+        out
+    }
+}
+
+use std::process::Output;
+
+fn with_key(i: usize) -> [(&'static str, &'static str); 1] {
+    [("PXFS_PRIVATE_KEY", pxfs::chain::anvil::DEV_KEYS[i])]
+}
+
+/// A failed command: one sentence on stderr containing `expected`.
+fn assert_fails_with(out: &Output, expected: &str) {
+    let err = stderr(out);
+    assert!(!out.status.success(), "succeeded: {}", stdout(out));
+    assert!(err.contains(expected), "expected {expected:?} in {err:?}");
+    assert_eq!(err.trim().lines().count(), 1, "one sentence: {err:?}");
+}
+
+#[tokio::test]
+async fn key_status_add_and_remove_passphrase_publish_the_next_document() {
+    let mut t = KeyedToken::start().await;
+    let dk = DataKey::random();
+    let message = t.message();
+    let wrap = t.wallet_wrap(ALICE, &message, &dk);
+    let first = t.publish(&dk, vec![wrap]).await;
+    let cfg = t.alice.clone();
+
+    let out = t.key(&["status"], &cfg, &with_key(ALICE), "");
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(
+        text.contains(&format!(
+            "encryption on (pxfs-aes256gcm/2), key id {}",
+            dk.key_id()
+        )),
+        "{text}"
+    );
+    assert!(text.contains("wraps: 1 wallet, 0 passphrase"), "{text}");
+    assert!(text.contains("can unlock it with the wallet"), "{text}");
+
+    // Without the wallet key, nothing to unlock with: said, not failed.
+    let out = t.key(&["status", "--json"], &cfg, &[], "");
+    assert!(out.status.success(), "{}", stderr(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["encryption"], "on");
+    assert_eq!(v["key_id"], dk.key_id().to_string());
+    assert_eq!(v["usage_doc"], first);
+    assert_eq!(v["wraps"]["wallet"], 1);
+    assert_eq!(v["unlock"]["ok"], false);
+    let why = v["unlock"]["error"].as_str().unwrap();
+    assert!(why.starts_with("no way to unlock token 1"), "{why}");
+
+    // The passphrase from stdin; the data key from the wallet.
+    let out = t.key(
+        &["add-passphrase"],
+        &cfg,
+        &with_key(ALICE),
+        &format!("{PASSPHRASE}\n"),
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let (second, doc) = t.current().await;
+    assert_eq!((doc.seq, doc.prev.as_deref()), (2, Some(first.as_str())));
+    let Encryption::Sealed(info) = &doc.encryption else {
+        panic!("plaintext")
+    };
+    assert_eq!(info.wraps.len(), 2);
+    assert_eq!(
+        info.unlock_with_passphrase(PASSPHRASE.as_bytes())
+            .unwrap()
+            .expose(),
+        dk.expose()
+    );
+
+    // It unlocks: from a file (unattended) and from stdin, without the wallet.
+    let file = t.net.dir.path().join("passphrase");
+    std::fs::write(&file, format!("{PASSPHRASE}\n")).unwrap();
+    let file_env = [("PXFS_PASSPHRASE_FILE", file.to_str().unwrap())];
+    let out = t.key(&["status"], &cfg, &file_env, "");
+    assert!(
+        stdout(&out).contains("can unlock it with the passphrase"),
+        "{}",
+        stdout(&out)
+    );
+    let out = t.key(&["export"], &cfg, &[], &format!("{PASSPHRASE}\n"));
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        stdout(&out).trim(),
+        paper::export(31337, &t.contract(), 1, &dk).as_str()
+    );
+
+    // A wrong one fails with one sentence and changes nothing.
+    let out = t.key(&["export"], &cfg, &[], "wrong horse battery staple\n");
+    assert_fails_with(&out, "pxfs: wrong passphrase: it does not unlock token 1");
+    assert!(stdout(&out).is_empty());
+    let out = t.key(
+        &["remove-passphrase"],
+        &cfg,
+        &with_key(ALICE),
+        "wrong horse battery staple\n",
+    );
+    assert_fails_with(&out, "wrong passphrase");
+    assert_eq!(t.current().await.0, second);
+
+    // Removed: the wallet wrap stays, the chain of documents goes on.
+    let out = t.key(
+        &["remove-passphrase"],
+        &cfg,
+        &with_key(ALICE),
+        &format!("{PASSPHRASE}\n"),
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let (_, doc) = t.current().await;
+    assert_eq!((doc.seq, doc.prev.as_deref()), (3, Some(second.as_str())));
+    let Encryption::Sealed(info) = &doc.encryption else {
+        panic!("plaintext")
+    };
+    assert!(matches!(info.wraps[..], [Wrap::Wallet { .. }]), "{info:?}");
+    let out = t.key(
+        &["remove-passphrase"],
+        &cfg,
+        &with_key(ALICE),
+        &format!("{PASSPHRASE}\n"),
+    );
+    assert_fails_with(&out, "token 1 has no passphrase to remove");
+    drop(t.node);
+}
+
+#[tokio::test]
+async fn the_last_way_to_unlock_is_not_removed_and_a_running_mount_is_not_raced() {
+    let mut t = KeyedToken::start().await;
+    let dk = DataKey::random();
+    let only = Wrap::passphrase(PASSPHRASE.as_bytes(), &dk).unwrap();
+    let first = t.publish(&dk, vec![only]).await;
+    let cfg = t.alice.clone();
+    for (args, stdin) in [
+        (&["remove-passphrase"][..], format!("{PASSPHRASE}\n")),
+        (&["remove-passphrase", "--all"][..], String::new()),
+    ] {
+        let out = t.key(args, &cfg, &with_key(ALICE), &stdin);
+        assert_fails_with(&out, "refusing to remove the last way to unlock token 1");
+    }
+    assert_eq!(t.current().await.0, first);
+
+    // A mount of token 1 running from the same cache directory: no second writer.
+    use pxfs::cli::mount_status::*;
+    let cache = t.net.dir.path().join("cache");
+    let status = MountStatus {
+        schema: SCHEMA.into(),
+        pid: std::process::id(),
+        mountpoint: "/mnt/px-test".into(),
+        chain_id: 31337,
+        contract: t.contract().to_lowercase(),
+        wallet: addr(ALICE).to_string().to_lowercase(),
+        state: "mounted".into(),
+        started_at: 1,
+        updated_at: 1,
+        pending_files: 0,
+        pending_bytes: 0,
+        node: NodeReport::default(),
+        chain: ChainReport::default(),
+        tokens: vec![MountedToken {
+            token_id: 1,
+            quota: FREE_QUOTA,
+            overdue: false,
+            last_sync: 0,
+            sync_deadline: 0,
+            btns_key: Some(t.btns.clone()),
+            usage: 0,
+            files: 0,
+            read_only: false,
+            pending_uploads: 0,
+            pending_bytes: 0,
+            last_commit: None,
+            last_root: None,
+            usage_doc: None,
+            seq: 1,
+        }],
+        local_faults: Vec::new(),
+    };
+    write(&status_file(&cache, "/mnt/px-test".as_ref()), &status).unwrap();
+    let out = t.key(
+        &["add-passphrase"],
+        &cfg,
+        &[],
+        &format!("{PASSPHRASE}\nanother passphrase\n"),
+    );
+    assert_fails_with(
+        &out,
+        "token 1 is mounted at /mnt/px-test from this cache directory; unmount it first",
+    );
+    assert_eq!(t.current().await.0, first);
+}
+
+#[tokio::test]
+async fn export_then_import_after_a_transfer_wraps_the_key_for_the_new_owner() {
+    let mut t = KeyedToken::start().await;
+    let dk = DataKey::random();
+    let message = t.message();
+    let wrap = t.wallet_wrap(ALICE, &message, &dk);
+    let first = t.publish(&dk, vec![wrap]).await;
+
+    let out = t.key(&["export"], &t.alice.clone(), &with_key(ALICE), "");
+    assert!(out.status.success(), "{}", stderr(&out));
+    let line = stdout(&out).trim().to_string();
+    assert!(line.starts_with("pxfs-key-2 31337:"), "{line}");
+    assert!(
+        stderr(&out).contains("whoever has it can read all its data"),
+        "{}",
+        stderr(&out)
+    );
+
+    t.net
+        .nft(ALICE)
+        .transferFrom(addr(ALICE), addr(BOB), U256::from(1))
+        .send()
+        .await
+        .unwrap()
+        .get_receipt()
+        .await
+        .unwrap();
+    let bob = t.bob.clone();
+    let out = t.key(&["status"], &bob, &with_key(BOB), "");
+    let text = stdout(&out);
+    assert!(
+        text.contains(&format!(
+            "cannot unlock it now: this wallet ({}) cannot unlock token 1",
+            addr(BOB)
+        )),
+        "{text}"
+    );
+
+    // A backup of another key, or of another token, is refused and changes nothing.
+    let other = DataKey::random();
+    t.remember(&other);
+    let wrong_key = paper::export(31337, &t.contract(), 1, &other);
+    let out = t.key(
+        &["import"],
+        &bob,
+        &with_key(BOB),
+        &format!("{}\n", wrong_key.as_str()),
+    );
+    assert_fails_with(&out, "key id mismatch");
+    let wrong_token = paper::export(31337, &t.contract(), 2, &dk);
+    let out = t.key(
+        &["import"],
+        &bob,
+        &with_key(BOB),
+        &format!("{}\n", wrong_token.as_str()),
+    );
+    assert_fails_with(&out, "this backup is for token 2");
+    assert_eq!(t.current().await.0, first);
+
+    // The right one: BOB's wallet unlocks the old data from now on.
+    let out = t.key(&["import"], &bob, &with_key(BOB), &format!("{line}\n"));
+    assert!(out.status.success(), "{}", stderr(&out));
+    let (_, doc) = t.current().await;
+    assert_eq!((doc.seq, doc.prev.as_deref()), (2, Some(first.as_str())));
+    let Encryption::Sealed(info) = &doc.encryption else {
+        panic!("plaintext")
+    };
+    let sig = t.signature(BOB, &message);
+    assert_eq!(
+        info.unlock_with_wallet(&message, &sig).unwrap().expose(),
+        dk.expose()
+    );
+    let out = t.key(&["status"], &bob, &with_key(BOB), "");
+    assert!(
+        stdout(&out).contains("can unlock it with the wallet"),
+        "{}",
+        stdout(&out)
+    );
+    let out = t.key(&["import"], &bob, &with_key(BOB), &format!("{line}\n"));
+    assert!(
+        stdout(&out).contains("already unlocks token 1"),
+        "{}",
+        stdout(&out)
+    );
+
+    // ALICE no longer owns it: she cannot import for herself.
+    let out = t.key(
+        &["import"],
+        &t.alice.clone(),
+        &with_key(ALICE),
+        &format!("{line}\n"),
+    );
+    assert_fails_with(&out, "does not own token 1");
+}
+
+#[tokio::test]
+async fn a_wallet_wrap_naming_another_message_is_never_signed_or_used() {
+    let mut t = KeyedToken::start().await;
+    let dk = DataKey::random();
+    // A forger's document: the owner's signature of the forger's text opens this wrap, so
+    // pxfs would unlock it only by signing the message it finds in the document.
+    let forged = format!("{}\nplease sign", t.message());
+    let wrap = t.wallet_wrap(ALICE, &forged, &dk);
+    t.publish(&dk, vec![wrap]).await;
+    let cfg = t.alice.clone();
+    let out = t.key(&["status"], &cfg, &with_key(ALICE), "");
+    let text = stdout(&out);
+    assert!(
+        text.contains("1 wallet for another message (never used)"),
+        "{text}"
+    );
+    assert!(
+        text.contains("cannot unlock it now: no way to unlock token 1"),
+        "{text}"
+    );
+    let out = t.key(&["export"], &cfg, &with_key(ALICE), "");
+    assert_fails_with(&out, "no way to unlock token 1");
+    assert!(stdout(&out).is_empty());
+}

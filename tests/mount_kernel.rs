@@ -414,7 +414,9 @@ fn filling_the_quota_exactly_works_and_one_byte_more_fails_with_edquot() {
     let manifests: u64 = xattr(&d.mnt, "user.pxfs.usage").parse().unwrap();
     let root_bytes = |store: &MemoryStore| {
         let root = xattr(&d.mnt, "user.pxfs.root");
-        store.get(&root).expect("the committed root").len() as u64
+        let (content, metadata) = store.measure(&root).expect("the committed root");
+        assert_eq!(content, 0);
+        metadata
     };
     assert_eq!(manifests, root_bytes(&store));
     let content = quota - manifests;

@@ -76,6 +76,16 @@ fn recorded_pass_count() -> u32 {
 
 /// Runs pjdfstest on `dir` and returns its output, killing it after `bound`.
 fn run_pjdfstest(dir: &Path, secondary: &Path, bound: Duration) -> (String, Duration) {
+    run_pjdfstest_cases(dir, secondary, bound, &[])
+}
+
+/// [`run_pjdfstest`] of the cases whose names match `patterns` (all when empty).
+fn run_pjdfstest_cases(
+    dir: &Path,
+    secondary: &Path,
+    bound: Duration,
+    patterns: &[&str],
+) -> (String, Duration) {
     let log = tempfile::NamedTempFile::new().unwrap();
     // One open file for both streams, so they share an offset and do not overwrite each other.
     let sink = log.reopen().unwrap();
@@ -87,6 +97,7 @@ fn run_pjdfstest(dir: &Path, secondary: &Path, bound: Duration) -> (String, Dura
         .arg(dir)
         .arg("-s")
         .arg(secondary)
+        .args(patterns)
         .env("NO_COLOR", "1")
         .stdin(Stdio::null())
         .stdout(sink.try_clone().unwrap())
@@ -176,5 +187,119 @@ fn pjdfstest_passes_at_least_the_recorded_number_of_cases_on_a_mounted_snft() {
          failed:\n{}",
         summary.passed,
         failed.join("\n")
+    );
+}
+
+/// Runs pjdfstest's `link` cases in a fresh directory `name` of `token`; panics on a failure.
+fn link_cases(token: &Path, name: &str, secondary: &Path) -> u32 {
+    let dir = token.join(name);
+    std::fs::create_dir(&dir).unwrap();
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let (out, _) = run_pjdfstest_cases(&dir, secondary, RUN_BOUND, &["link::"]);
+    let summary = parse_summary(&out).unwrap_or_else(|| panic!("no summary line in:\n{out}"));
+    assert_eq!(summary.failed, 0, "pjdfstest link cases failed:\n{out}");
+    assert!(summary.passed > 0, "no link case ran:\n{out}");
+    summary.passed
+}
+
+/// docs/FORMAT.md §4.4 through a kernel mount: trees with hard links copied by `cp -a` and
+/// `rsync -aH` keep them on another machine (one inode, the link count, writes through any
+/// name, content counted once), and pjdfstest's `link` cases pass before and after.
+#[test]
+fn hard_links_copied_by_cp_and_rsync_are_one_inode_on_another_machine() {
+    use std::os::unix::fs::MetadataExt;
+    let devnet = TestDevnet::start(&[]);
+    let secondary = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(secondary.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let cache = tempfile::tempdir().unwrap();
+    let mut mount = TestMount::mount(&devnet.config_with_cache(cache.path()), &["--allow-other"]);
+    let token = mount.token(devnet.token());
+    let before = link_cases(&token, "pjd-before", secondary.path());
+
+    // A tree with two link groups across directories, and a file of its own.
+    let src = tempfile::tempdir().unwrap();
+    let s = src.path();
+    for d in ["a", "b/c", "d"] {
+        std::fs::create_dir_all(s.join(d)).unwrap();
+    }
+    let big: Vec<u8> = (0..1u32 << 20).map(|i| (i % 253) as u8).collect();
+    std::fs::write(s.join("a/big"), &big).unwrap();
+    for name in ["a/big2", "b/big", "b/c/big", "d/big", "top-big"] {
+        std::fs::hard_link(s.join("a/big"), s.join(name)).unwrap();
+    }
+    std::fs::write(s.join("d/small"), b"small").unwrap();
+    std::fs::hard_link(s.join("d/small"), s.join("b/small")).unwrap();
+    std::fs::write(s.join("alone"), b"alone").unwrap();
+    support::sh(&format!("cp -a {}/. {}/cp", s.display(), token.display()));
+    support::sh(&format!(
+        "rsync -aH {}/ {}/rs/",
+        s.display(),
+        token.display()
+    ));
+    mount.unmount();
+
+    // Another machine (an empty cache).
+    let other = tempfile::tempdir().unwrap();
+    let mut mount = TestMount::mount(&devnet.config_with_cache(other.path()), &["--allow-other"]);
+    let token = mount.token(devnet.token());
+    for copy in ["cp", "rs"] {
+        let t = token.join(copy);
+        // Look the group up from a deep name first: the whole group must be there.
+        let first = std::fs::metadata(t.join("b/c/big")).unwrap();
+        assert_eq!(first.nlink(), 6, "{copy}: the link count");
+        for name in ["a/big", "a/big2", "b/big", "d/big", "top-big"] {
+            let m = std::fs::metadata(t.join(name)).unwrap();
+            assert_eq!((m.ino(), m.nlink()), (first.ino(), 6), "{copy}/{name}");
+        }
+        let small = std::fs::metadata(t.join("d/small")).unwrap();
+        assert_eq!(small.nlink(), 2, "{copy}");
+        assert_eq!(
+            std::fs::metadata(t.join("b/small")).unwrap().ino(),
+            small.ino()
+        );
+        assert_eq!(std::fs::metadata(t.join("alone")).unwrap().nlink(), 1);
+        assert_eq!(std::fs::read(t.join("d/big")).unwrap(), big);
+    }
+    // A write through one name is seen through the others.
+    support::sh(&format!("printf tail >> {}/cp/b/small", token.display()));
+    assert_eq!(
+        std::fs::read(token.join("cp/d/small")).unwrap(),
+        b"smalltail"
+    );
+    // Unlinking names one by one: the content goes with the last.
+    std::fs::remove_file(token.join("rs/d/small")).unwrap();
+    assert_eq!(
+        std::fs::metadata(token.join("rs/b/small")).unwrap().nlink(),
+        1
+    );
+    // Usage counts the linked content once per distinct content: the 1 MiB file is in both
+    // copies under one CID.
+    let usage: u64 = support::xattr(&token, "user.pxfs.usage").parse().unwrap();
+    assert!(
+        usage < (big.len() as u64) + 64 * 1024,
+        "usage {usage}: 12 names of one 1 MiB content count it once"
+    );
+    mount.unmount();
+
+    // And a third machine sees what the second committed; pjdfstest's link cases pass there.
+    let third = tempfile::tempdir().unwrap();
+    let mount = TestMount::mount(&devnet.config_with_cache(third.path()), &["--allow-other"]);
+    let token = mount.token(devnet.token());
+    assert_eq!(
+        std::fs::read(token.join("cp/b/small")).unwrap(),
+        b"smalltail"
+    );
+    assert_eq!(
+        std::fs::metadata(token.join("cp/b/small")).unwrap().nlink(),
+        2
+    );
+    assert_eq!(
+        std::fs::metadata(token.join("rs/b/small")).unwrap().nlink(),
+        1
+    );
+    let after = link_cases(&token, "pjd-after", secondary.path());
+    assert_eq!(
+        after, before,
+        "the same link cases pass on a remounted tree"
     );
 }

@@ -8,6 +8,7 @@ use clap::{Args, Parser, Subcommand};
 pub mod dapp;
 pub mod devnet;
 pub mod fstab;
+pub mod key;
 pub mod mint;
 pub mod mount;
 pub mod mount_status;
@@ -59,7 +60,7 @@ pub enum Command {
     Oracle(oracle::OracleArgs),
     /// Local development network: anvil + node + contracts
     Devnet(devnet::DevnetArgs),
-    /// Secrets pxfs keeps for the mount (the PollinationX dApp's, per sNFT)
+    /// An sNFT's keys: its data key (status, passphrases, paper backup) and the PX dApp's secret
     Key(KeyArgs),
 }
 
@@ -71,6 +72,8 @@ pub struct KeyArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum KeyCommand {
+    #[command(flatten)]
+    Data(key::KeyCommand),
     #[command(flatten)]
     Dapp(dapp::DappCommand),
 }
@@ -95,6 +98,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Oracle(a) => runtime()?.block_on(oracle::run(a)),
         Command::Devnet(a) => devnet::run(a),
         Command::Key(a) => match a.command {
+            KeyCommand::Data(c) => runtime()?.block_on(key::run(c)),
             KeyCommand::Dapp(c) => runtime()?.block_on(dapp::run(c)),
         },
     }

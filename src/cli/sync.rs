@@ -230,7 +230,7 @@ fn human_duration(secs: u64) -> String {
 /// `MP` itself when the mount serves that token alone. Token ids repeat across contracts
 /// (every devnet has a token 1), so a directory counts only if its BTNS attribute is this
 /// token's BTNS name.
-fn mounted_token_dir(token: TokenId, btns: Option<&str>) -> Option<PathBuf> {
+pub(crate) fn mounted_token_dir(token: TokenId, btns: Option<&str>) -> Option<PathBuf> {
     let btns = btns?;
     let info = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
     info.lines()

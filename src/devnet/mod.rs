@@ -718,6 +718,7 @@ fn write_config(
             state_file: Some(layout.oracle_state()),
             ..OracleConfig::default()
         },
+        keys: Default::default(),
     };
     let config_path = layout.config();
     config.write(&config_path)?;

@@ -77,15 +77,16 @@ struct Builder<'a> {
     /// CIDs of large pages already added, by the SHA-256 of their bytes.
     added_large: &'a HashMap<[u8; 32], String>,
     pages: Vec<(String, Bytes)>,
+    /// Index of `pages` by CID.
+    index: HashMap<String, usize>,
     large: Option<Bytes>,
 }
 
 impl PageStore for Builder<'_> {
     fn get(&self, cid: &str) -> format::Result<Vec<u8>> {
-        self.pages
-            .iter()
-            .find(|(c, _)| c == cid)
-            .map(|(_, b)| b.to_vec())
+        self.index
+            .get(cid)
+            .map(|i| self.pages[*i].1.to_vec())
             .ok_or_else(|| format::FormatError::Store(format!("{cid} is not a page of this build")))
     }
 
@@ -103,7 +104,8 @@ impl PageStore for Builder<'_> {
                 }
             }
         };
-        if !self.pages.iter().any(|(c, _)| *c == cid) {
+        if !self.index.contains_key(&cid) {
+            self.index.insert(cid.clone(), self.pages.len());
             self.pages.push((cid.clone(), Bytes::from(bytes)));
         }
         Ok(cid)
@@ -142,6 +144,7 @@ pub async fn write_dir(
             store,
             added_large: &added_large,
             pages: Vec::new(),
+            index: HashMap::new(),
             large: None,
         };
         let built = format::prolly::build(&mut b, &crypto, entries.clone()).and_then(|top| {

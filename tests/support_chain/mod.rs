@@ -230,13 +230,33 @@ pub fn pxfs(args: &[&str], signer: Option<usize>) -> Output {
 
 /// Runs the built `pxfs` with `args` and exactly these pxfs variables in its environment.
 pub fn pxfs_with_env(args: &[&str], env: &[(&str, &str)]) -> Output {
+    pxfs_command(args, env).output().expect("run pxfs")
+}
+
+/// Like [`pxfs_with_env`], with `input` on its stdin (a pipe, not a terminal).
+pub fn pxfs_with_stdin(args: &[&str], env: &[(&str, &str)], input: &str) -> Output {
+    use std::io::Write;
+    use std::process::Stdio;
+    let mut child = pxfs_command(args, env)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run pxfs");
+    // A command that fails before reading closes the pipe: that is its answer, not ours.
+    let _ = child.stdin.take().unwrap().write_all(input.as_bytes());
+    child.wait_with_output().expect("wait for pxfs")
+}
+
+fn pxfs_command(args: &[&str], env: &[(&str, &str)]) -> std::process::Command {
     let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_pxfs"));
     cmd.args(args)
         .env_remove("PXFS_CONFIG")
         .env_remove("PXFS_PRIVATE_KEY")
         .env_remove("PXFS_KEYSTORE_PASSWORD")
+        .env_remove("PXFS_PASSPHRASE_FILE")
         .envs(env.iter().copied());
-    cmd.output().expect("run pxfs")
+    cmd
 }
 
 /// An encrypted JSON keystore (V3, scrypt) holding dev account 2's key (ALICE), and its
