@@ -85,7 +85,7 @@ impl Mount {
             .await
             .unwrap()
             .into_iter()
-            .map(|e| e.name)
+            .map(|e| String::from_utf8(e.name).unwrap())
             .filter(|n| n != "." && n != "..")
             .collect();
         names.sort();
@@ -255,15 +255,15 @@ async fn readdir_offsets_stay_valid_while_entries_come_and_go() {
         m.write_file(ROOT_INO, &format!("f{i}"), b"").await;
     }
     let first = m.fs.readdir(ROOT_INO, 0).await.unwrap();
-    assert_eq!(first[0].name, ".");
-    assert_eq!(first[1].name, "..");
+    assert_eq!(first[0].name, b".");
+    assert_eq!(first[1].name, b"..");
     // Read the first five real entries, then change the directory under the reader.
     let resume = first[6].offset;
-    let seen: Vec<String> = first[2..7].iter().map(|e| e.name.clone()).collect();
+    let seen: Vec<Vec<u8>> = first[2..7].iter().map(|e| e.name.clone()).collect();
     m.fs.unlink(ROOT_INO, &first[3].name).await.unwrap(); // already seen
     m.fs.unlink(ROOT_INO, &first[8].name).await.unwrap(); // not yet seen
     m.write_file(ROOT_INO, "new", b"").await;
-    let rest: Vec<String> =
+    let rest: Vec<Vec<u8>> =
         m.fs.readdir(ROOT_INO, resume)
             .await
             .unwrap()
@@ -271,14 +271,14 @@ async fn readdir_offsets_stay_valid_while_entries_come_and_go() {
             .map(|e| e.name)
             .collect();
     // Every entry that stayed is seen exactly once; the removed unseen one is not.
-    let mut all: Vec<String> = seen.iter().chain(rest.iter()).cloned().collect();
+    let mut all: Vec<Vec<u8>> = seen.iter().chain(rest.iter()).cloned().collect();
     all.sort();
     all.dedup();
     assert_eq!(all.len(), seen.len() + rest.len(), "no entry seen twice");
     for i in 0..10 {
-        let name = format!("f{i}");
+        let name = format!("f{i}").into_bytes();
         if name != first[8].name {
-            assert!(all.contains(&name), "{name} missing");
+            assert!(all.contains(&name), "{name:?} missing");
         }
     }
     assert!(!rest.contains(&first[8].name));
@@ -429,7 +429,7 @@ async fn xattrs_follow_create_replace_semantics_and_pxfs_attrs_are_read_only() {
         fs.listxattr(f)
             .await
             .unwrap()
-            .contains(&"user.pxfs.cid".to_string())
+            .contains(&b"user.pxfs.cid".to_vec())
     );
     let root = String::from_utf8(fs.getxattr(ROOT_INO, "user.pxfs.root").await.unwrap()).unwrap();
     assert_eq!(m.store.published(BTNS).unwrap().root, root);
@@ -575,7 +575,7 @@ async fn posix_errors_for_wrong_kinds_and_missing_names() {
     assert_eq!(errno(fs.readlink(f).await), libc::EINVAL);
     let l = fs.symlink(ROOT_INO, "l", "f", 0, 0).await.unwrap();
     assert_eq!(l.kind, Kind::Symlink);
-    assert_eq!(fs.readlink(l.ino).await.unwrap(), "f");
+    assert_eq!(fs.readlink(l.ino).await.unwrap(), b"f");
     assert_eq!(fs.getattr(d).await.unwrap().nlink, 2);
     assert_eq!(fs.getattr(ROOT_INO).await.unwrap().nlink, 3);
 }
@@ -607,7 +607,7 @@ async fn metadata_and_tree_survive_unmount_and_remount() {
     assert_eq!(f.meta.mtime_ns, 1_000_000_000_123);
     assert_eq!(m.read_file(d.ino, "file").await, b"content");
     let l = m.fs.lookup(d.ino, "link").await.unwrap();
-    assert_eq!(m.fs.readlink(l.ino).await.unwrap(), "file");
+    assert_eq!(m.fs.readlink(l.ino).await.unwrap(), b"file");
     let (content, manifests) = m.measured();
     assert_eq!(content, 7);
     assert_eq!(m.usage().await, content + manifests);

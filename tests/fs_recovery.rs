@@ -63,7 +63,7 @@ impl Mount {
         mount_with(self.store.clone(), tempfile::tempdir().unwrap()).await
     }
 
-    async fn write_file(&self, dir: Ino, name: &str, data: &[u8]) -> Ino {
+    async fn write_file(&self, dir: Ino, name: impl AsRef<[u8]>, data: &[u8]) -> Ino {
         let (attr, fh) = self.fs.create(dir, name, 0o644, RW, 0, 0).await.unwrap();
         self.fs.write(fh, 0, data).await.unwrap();
         self.fs.flush(fh).await.unwrap();
@@ -71,7 +71,7 @@ impl Mount {
         attr.ino
     }
 
-    async fn read(&self, dir: Ino, name: &str) -> Option<Vec<u8>> {
+    async fn read(&self, dir: Ino, name: impl AsRef<[u8]>) -> Option<Vec<u8>> {
         let ino = self.fs.lookup(dir, name).await.ok()?.ino;
         let fh = self.fs.open(ino, libc::O_RDONLY).await.unwrap();
         let data = self.fs.read(fh, 0, 1 << 24).await.unwrap().to_vec();
@@ -100,6 +100,72 @@ fn copy_dir(from: &Path, to: &Path) {
             Err(err) => panic!("copying {}: {err}", e.path().display()),
         }
     }
+}
+
+#[tokio::test]
+async fn names_that_are_not_utf8_are_replayed_byte_for_byte_after_a_crash() {
+    let m = mount().await;
+    let dir =
+        m.fs.mkdir(ROOT_INO, b"d\xff", 0o755, 0, 0)
+            .await
+            .unwrap()
+            .ino;
+    m.write_file(dir, b"r\xe9sum\xe9.txt", b"latin-1").await;
+    m.write_file(dir, b"tmp\xfe", b"renamed").await;
+    m.fs.rename(dir, b"tmp\xfe", ROOT_INO, b"\xfe\n\x01", false, false)
+        .await
+        .unwrap();
+    let f = m.fs.lookup(dir, b"r\xe9sum\xe9.txt").await.unwrap().ino;
+    m.fs.link(f, ROOT_INO, b"link\x80").await.unwrap();
+    m.fs.symlink(ROOT_INO, b"s\xff", b"d\xff/r\xe9sum\xe9.txt", 0, 0)
+        .await
+        .unwrap();
+    m.fs.mknod(dir, b"fifo\xc0", pxfs::fs::Kind::Fifo, 0o644, 0, 0, 0)
+        .await
+        .unwrap();
+    m.fs.setxattr(f, b"user.\xff\xfe", b"v\x00\xff", 0)
+        .await
+        .unwrap();
+    let long = vec![0xe9u8; 255];
+    m.write_file(ROOT_INO, &long, b"255 bytes of name").await;
+
+    let m = m.crash_and_remount().await;
+    let names = |entries: Vec<pxfs::fs::DirEntry>| -> Vec<Vec<u8>> {
+        let mut n: Vec<Vec<u8>> = entries.into_iter().map(|e| e.name).skip(2).collect();
+        n.sort();
+        n
+    };
+    let mut want_root: Vec<Vec<u8>> = vec![
+        b"d\xff".to_vec(),
+        b"\xfe\n\x01".to_vec(),
+        b"link\x80".to_vec(),
+        b"s\xff".to_vec(),
+        long.clone(),
+    ];
+    want_root.sort();
+    assert_eq!(names(m.fs.readdir(ROOT_INO, 0).await.unwrap()), want_root);
+    let dir = m.fs.lookup(ROOT_INO, b"d\xff").await.unwrap().ino;
+    assert_eq!(
+        names(m.fs.readdir(dir, 0).await.unwrap()),
+        vec![b"fifo\xc0".to_vec(), b"r\xe9sum\xe9.txt".to_vec()]
+    );
+    assert_eq!(m.read(dir, b"r\xe9sum\xe9.txt").await.unwrap(), b"latin-1");
+    assert_eq!(m.read(ROOT_INO, b"link\x80").await.unwrap(), b"latin-1");
+    assert_eq!(m.read(ROOT_INO, b"\xfe\n\x01").await.unwrap(), b"renamed");
+    assert_eq!(m.read(ROOT_INO, &long).await.unwrap(), b"255 bytes of name");
+    let s = m.fs.lookup(ROOT_INO, b"s\xff").await.unwrap().ino;
+    assert_eq!(m.fs.readlink(s).await.unwrap(), b"d\xff/r\xe9sum\xe9.txt");
+    let f = m.fs.lookup(dir, b"r\xe9sum\xe9.txt").await.unwrap().ino;
+    assert_eq!(
+        m.fs.getxattr(f, b"user.\xff\xfe").await.unwrap(),
+        b"v\x00\xff"
+    );
+    assert!(
+        m.fs.listxattr(f)
+            .await
+            .unwrap()
+            .contains(&b"user.\xff\xfe".to_vec())
+    );
 }
 
 #[tokio::test]

@@ -222,3 +222,237 @@ fn snft_directory_attributes_and_special_files_survive_remount_from_a_fresh_cach
         "from a fresh cache"
     );
 }
+
+/// Names the kernel may pass: any bytes but `/` and NUL, 1 to 255 of them. Every byte
+/// 0x01–0xFF but `/` as a one-byte name (but `.`) and inside a name; invalid UTF-8,
+/// Latin-1, newlines, control and bidi characters; exactly 255 bytes.
+fn any_byte_names() -> Vec<Vec<u8>> {
+    let mut names: Vec<Vec<u8>> = vec![
+        b"\xff\xfe".to_vec(),
+        b"r\xe9sum\xe9.txt".to_vec(),
+        b"line\nbreak".to_vec(),
+        b"tab\tand\rcr".to_vec(),
+        b"\x1b[31mred\x1b[0m".to_vec(),
+        b"\xe2\x80\xaeevil.txt".to_vec(),
+        b"back\\slash".to_vec(),
+        vec![b'a'; 255],
+        vec![0xe9; 255],
+        [b"\xc3\xa9".repeat(127), b"x".to_vec()].concat(),
+    ];
+    for b in 1..=255u8 {
+        if b == b'/' {
+            continue;
+        }
+        names.push(vec![b'e', b, b'x']);
+        if b != b'.' {
+            names.push(vec![b]);
+        }
+    }
+    names
+}
+
+fn os(bytes: &[u8]) -> &std::ffi::OsStr {
+    std::os::unix::ffi::OsStrExt::from_bytes(bytes)
+}
+
+/// The names in `dir`, as bytes, sorted.
+fn listed(dir: &Path) -> Vec<Vec<u8>> {
+    use std::os::unix::ffi::OsStrExt;
+    let mut v: Vec<Vec<u8>> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().as_bytes().to_vec())
+        .collect();
+    v.sort();
+    v
+}
+
+fn cstr(p: &Path) -> std::ffi::CString {
+    use std::os::unix::ffi::OsStrExt;
+    std::ffi::CString::new(p.as_os_str().as_bytes()).unwrap()
+}
+
+fn set_xattr(p: &Path, name: &[u8], value: &[u8]) -> std::io::Result<()> {
+    let name = std::ffi::CString::new(name).unwrap();
+    // SAFETY: NUL-terminated strings and a buffer of the length given, all alive here.
+    let rc = unsafe {
+        libc::setxattr(
+            cstr(p).as_ptr(),
+            name.as_ptr(),
+            value.as_ptr().cast(),
+            value.len(),
+            0,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+fn get_xattr(p: &Path, name: &[u8]) -> Vec<u8> {
+    let name = std::ffi::CString::new(name).unwrap();
+    let mut buf = vec![0u8; 65536];
+    // SAFETY: as in `set_xattr`; the kernel writes at most `buf.len()` bytes.
+    let n = unsafe {
+        libc::getxattr(
+            cstr(p).as_ptr(),
+            name.as_ptr(),
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+        )
+    };
+    assert!(n >= 0, "getxattr: {}", std::io::Error::last_os_error());
+    buf.truncate(n as usize);
+    buf
+}
+
+fn list_xattrs(p: &Path) -> Vec<Vec<u8>> {
+    let mut buf = vec![0u8; 65536];
+    // SAFETY: as in `get_xattr`.
+    let n = unsafe { libc::listxattr(cstr(p).as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+    assert!(n >= 0, "listxattr: {}", std::io::Error::last_os_error());
+    buf[..n as usize]
+        .split(|b| *b == 0)
+        .filter(|n| !n.is_empty())
+        .map(<[u8]>::to_vec)
+        .collect()
+}
+
+/// A source tree whose every name is one of [`any_byte_names`], with a subdirectory and
+/// symlinks whose names and targets are not UTF-8.
+fn odd_names_tree(root: &Path) {
+    for (i, name) in any_byte_names().iter().enumerate() {
+        std::fs::write(
+            root.join(os(name)),
+            [name.as_slice(), &i.to_le_bytes()].concat(),
+        )
+        .unwrap();
+    }
+    let sub = root.join(os(b"d\xff\xfe")).join(os(b"r\xe9pertoire\n"));
+    std::fs::create_dir_all(&sub).unwrap();
+    std::fs::write(sub.join(os(b"\x01\x7f\x80")), b"deep").unwrap();
+    std::os::unix::fs::symlink(os(b"../\xff\xfe"), sub.join(os(b"lien\xff"))).unwrap();
+    std::os::unix::fs::symlink(os(b"target\nwith\xe9"), root.join(os(b"s\xe9"))).unwrap();
+}
+
+#[test]
+fn names_of_any_bytes_but_slash_and_nul_come_back_byte_for_byte_also_on_another_machine() {
+    use std::os::unix::ffi::OsStrExt;
+    use std::os::unix::fs::FileTypeExt;
+    let devnet = TestDevnet::start(&[]);
+    let cache = tempfile::tempdir().unwrap();
+    let cfg = devnet.config_with_cache(&cache.path().join("c"));
+    let mount = TestMount::mount_with_env(&cfg, &[], &[("PXFS_LOG", "pxfs=debug")]);
+    let root = mount.token(devnet.token());
+
+    // rsync -a of a tree holding them, compared byte for byte (names and content).
+    let src = tempfile::tempdir().unwrap();
+    odd_names_tree(src.path());
+    let dst = root.join("copy");
+    sh(&format!(
+        "rsync -a {}/ {}/",
+        src.path().display(),
+        dst.display()
+    ));
+    assert_same_tree(src.path(), &dst);
+    assert_eq!(listed(&dst), listed(src.path()));
+
+    // Each namespace call with such names, through the kernel.
+    let d = root.join(os(b"ops\xff"));
+    std::fs::create_dir(&d).unwrap();
+    std::fs::write(d.join(os(b"\xfe\nnew")), b"created").unwrap();
+    let fifo = cstr(&d.join(os(b"fifo\xe9")));
+    // SAFETY: a NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o644) }, 0);
+    std::os::unix::fs::symlink(os(b"\xfe\nnew"), d.join(os(b"sym\x80"))).unwrap();
+    std::fs::hard_link(d.join(os(b"\xfe\nnew")), d.join(os(b"link\xc0"))).unwrap();
+    std::fs::rename(d.join(os(b"link\xc0")), d.join(os(b"renamed\xc1"))).unwrap();
+    set_xattr(&d.join(os(b"\xfe\nnew")), b"user.\xff\xfe", b"v\xff\x00").unwrap();
+    let want_ops: Vec<Vec<u8>> = vec![
+        b"fifo\xe9".to_vec(),
+        b"renamed\xc1".to_vec(),
+        b"sym\x80".to_vec(),
+        b"\xfe\nnew".to_vec(),
+    ];
+    let check_ops = |d: &Path| {
+        assert_eq!(listed(d), want_ops);
+        assert_eq!(
+            std::fs::read(d.join(os(b"renamed\xc1"))).unwrap(),
+            b"created"
+        );
+        assert_eq!(
+            std::fs::read_link(d.join(os(b"sym\x80")))
+                .unwrap()
+                .as_os_str()
+                .as_bytes(),
+            b"\xfe\nnew"
+        );
+        assert_eq!(
+            get_xattr(&d.join(os(b"\xfe\nnew")), b"user.\xff\xfe"),
+            b"v\xff\x00"
+        );
+        assert!(list_xattrs(&d.join(os(b"\xfe\nnew"))).contains(&b"user.\xff\xfe".to_vec()));
+        assert!(
+            std::fs::symlink_metadata(d.join(os(b"fifo\xe9")))
+                .unwrap()
+                .file_type()
+                .is_fifo()
+        );
+    };
+    check_ops(&d);
+
+    // 256 bytes is one too many, for every call that takes a name.
+    let long = d.join(os(&[b'n'; 256]));
+    let too_long = |r: std::io::Result<()>| {
+        assert_eq!(r.unwrap_err().raw_os_error(), Some(libc::ENAMETOOLONG));
+    };
+    too_long(std::fs::write(&long, b"x"));
+    too_long(std::fs::create_dir(&long));
+    too_long(std::os::unix::fs::symlink("t", &long));
+    too_long(std::fs::rename(d.join(os(b"renamed\xc1")), &long));
+    too_long(std::fs::symlink_metadata(&long).map(|_| ()));
+
+    // Logs and status show such names escaped, never as raw bytes.
+    assert!(std::fs::symlink_metadata(d.join(os(b"missing\xff\xfe"))).is_err());
+    let log = std::fs::read(cache.path().join("c").join("mount.log")).unwrap();
+    let needle = br"missing\xff\xfe";
+    assert!(
+        log.windows(needle.len()).any(|w| w == needle),
+        "the failed lookup is logged with its name escaped"
+    );
+    assert!(
+        !log.iter().any(|b| *b == 0xff || *b == 0xfe),
+        "raw name bytes in the log"
+    );
+    for args in [&["status", "--json"][..], &["status"][..]] {
+        let out = std::process::Command::new(support::PXFS)
+            .args(args)
+            .arg("--config")
+            .arg(&cfg)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(!out.stdout.iter().any(|b| *b == 0xff || *b == 0xfe));
+    }
+
+    // After a remount, and on another machine (an empty cache): byte for byte again.
+    let mount = mount.remount(&[]);
+    let root = mount.token(devnet.token());
+    assert_same_tree(src.path(), &root.join("copy"));
+    check_ops(&root.join(os(b"ops\xff")));
+    drop(mount);
+    let other_cache = tempfile::tempdir().unwrap();
+    let other = TestMount::mount(
+        &devnet.config_with_cache(&other_cache.path().join("c")),
+        &[],
+    );
+    let root = other.token(devnet.token());
+    assert_same_tree(src.path(), &root.join("copy"));
+    assert_eq!(listed(&root.join("copy")), listed(src.path()));
+    check_ops(&root.join(os(b"ops\xff")));
+}

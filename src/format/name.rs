@@ -3,6 +3,7 @@
 //! otherwise (`t`/`tb` for targets). They order by their bytes and display escaped, so a
 //! name never reaches a terminal, a log line or a JSON document as raw bytes.
 
+use std::borrow::Borrow;
 use std::fmt;
 
 use serde::de::Error as _;
@@ -178,6 +179,19 @@ fn is_unsafe_char(c: char) -> bool {
     c.is_control()
         || matches!(c as u32,
             0x200B..=0x200F | 0x2028..=0x202E | 0x2060..=0x2069 | 0xFEFF)
+}
+
+// Bytewise `Ord` on the boxed bytes is `[u8]`'s order, so maps keyed by these types can be
+// searched with plain byte slices.
+impl Borrow<[u8]> for Name {
+    fn borrow(&self) -> &[u8] {
+        &self.0
+    }
+}
+impl Borrow<[u8]> for XattrName {
+    fn borrow(&self) -> &[u8] {
+        &self.0
+    }
 }
 
 macro_rules! display_escaped {

@@ -13,6 +13,8 @@ use super::inode::{Body, DirBody, Entries, FileBody, Ino, Inode, Meta, TokenId, 
 use super::store::Blob;
 use super::tree::Tree;
 use crate::dapp::{DappEntry, DappIndex, DappKind};
+use crate::format::Name;
+use crate::format::name::escape;
 
 /// The directory's name in an sNFT's root.
 pub const DAPP_DIR: &str = "px-dapp";
@@ -38,9 +40,9 @@ impl Tree {
             && let Ok(Some(e)) = self
                 .get_mut(root)
                 .map(|r| r.dir_mut().and_then(|d| d.entries.as_mut()))
-            && e.get(DAPP_DIR) == Some(dir)
+            && e.get(DAPP_DIR.as_bytes()) == Some(dir)
         {
-            e.remove(DAPP_DIR);
+            e.remove(DAPP_DIR.as_bytes());
             e.subdirs = e.subdirs.saturating_sub(1);
         }
         let mut stack = vec![dir];
@@ -64,7 +66,7 @@ impl Tree {
     fn build_dapp_dir(
         &mut self,
         parent: Ino,
-        name: &str,
+        name: &Name,
         entries: &[DappEntry],
         owner: (u32, u32),
         mtime_ns: i64,
@@ -81,20 +83,24 @@ impl Tree {
             token: None,
             meta: meta(0o555, mtime_ns),
             xattrs: Default::default(),
-            links: vec![(parent, name.to_string())],
+            links: vec![(parent, name.clone())],
             body: Body::Dir(DirBody::default()),
             open_handles: 0,
             group: None,
         });
         let mut listed = Entries::default();
         for e in entries {
+            let Ok(name) = Name::new(e.name.as_bytes()) else {
+                tracing::warn!(name = %escape(e.name.as_bytes()), "dApp index entry with a name Linux cannot hold; not shown");
+                continue;
+            };
             let mtime = e.mtime_ns.unwrap_or(mtime_ns);
             let child = match &e.kind {
                 DappKind::File { cid, size } => self.alloc(Inode {
                     token: None,
                     meta: meta(0o444, mtime),
                     xattrs: Default::default(),
-                    links: vec![(dir, e.name.clone())],
+                    links: vec![(dir, name.clone())],
                     body: Body::File(FileBody {
                         size: *size,
                         blob: Some(Blob {
@@ -108,10 +114,10 @@ impl Tree {
                 }),
                 DappKind::Folder(children) => {
                     listed.subdirs += 1;
-                    self.build_dapp_dir(dir, &e.name, children, owner, mtime)
+                    self.build_dapp_dir(dir, &name, children, owner, mtime)
                 }
             };
-            listed.insert(&e.name, child);
+            listed.insert(&name, child);
         }
         if let Some(d) = self.inodes.get_mut(&dir).and_then(|i| i.dir_mut()) {
             d.entries = Some(listed);
@@ -138,7 +144,7 @@ impl Fs {
         if tree.token(token)?.root != root {
             return Err(FsError::NotFound); // the token went away meanwhile
         }
-        if tree.child(root, DAPP_DIR)?.is_some() {
+        if tree.child(root, DAPP_DIR.as_bytes())?.is_some() {
             tracing::warn!(
                 token,
                 "the sNFT has an entry named {DAPP_DIR} of its own: it is shown, the dApp's files are not"
@@ -146,13 +152,14 @@ impl Fs {
             return Ok(root);
         }
         let owner = tree.get(root).map(|r| (r.meta.uid, r.meta.gid))?;
-        let dir = tree.build_dapp_dir(root, DAPP_DIR, &index.entries, owner, now_ns());
+        let name = Name::new(DAPP_DIR).map_err(|_| FsError::Invalid("px-dapp name"))?;
+        let dir = tree.build_dapp_dir(root, &name, &index.entries, owner, now_ns());
         if let Some(e) = tree
             .get_mut(root)?
             .dir_mut()
             .and_then(|d| d.entries.as_mut())
         {
-            e.insert(DAPP_DIR, dir);
+            e.insert(&name, dir);
             e.subdirs += 1;
         }
         tree.dapp_dirs.insert(token, dir);

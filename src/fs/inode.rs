@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use super::staged::StagedFile;
 use super::store::Blob;
+use crate::format::{Name, Target};
 
 pub type Ino = u64;
 pub type TokenId = u64;
@@ -79,10 +80,11 @@ pub struct Inode {
     /// `None` only for the mount root listing several sNFTs.
     pub token: Option<TokenId>,
     pub meta: Meta,
-    pub xattrs: BTreeMap<String, Vec<u8>>,
+    /// Extended attributes by name (bytes: names need not be UTF-8).
+    pub xattrs: BTreeMap<Vec<u8>, Vec<u8>>,
     /// Every (directory, name) this inode is linked under; empty for roots and for
     /// unlinked files still held open.
-    pub links: Vec<(Ino, String)>,
+    pub links: Vec<(Ino, Name)>,
     pub body: Body,
     /// Open file handles; an unlinked inode lives until the last one closes.
     pub open_handles: u32,
@@ -95,7 +97,7 @@ pub struct Inode {
 pub enum Body {
     File(FileBody),
     Dir(DirBody),
-    Symlink(String),
+    Symlink(Target),
     Special(Special),
 }
 
@@ -158,12 +160,12 @@ pub struct DirBody {
     pub dirty: bool,
 }
 
-/// A directory's entries, by name (sorted, for manifests) and by cookie (for readdir
-/// offsets that stay valid while entries come and go).
+/// A directory's entries, by name (sorted bytewise, the order of manifests and v2 pages)
+/// and by cookie (for readdir offsets that stay valid while entries come and go).
 #[derive(Debug)]
 pub struct Entries {
-    by_name: BTreeMap<String, (Ino, u64)>,
-    by_cookie: BTreeMap<u64, String>,
+    by_name: BTreeMap<Name, (Ino, u64)>,
+    by_cookie: BTreeMap<u64, Name>,
     next_cookie: u64,
     /// Subdirectories, for the directory's link count.
     pub subdirs: u32,
@@ -184,18 +186,18 @@ impl Default for Entries {
 }
 
 impl Entries {
-    pub fn get(&self, name: &str) -> Option<Ino> {
+    pub fn get(&self, name: &[u8]) -> Option<Ino> {
         self.by_name.get(name).map(|(ino, _)| *ino)
     }
-    pub fn insert(&mut self, name: &str, ino: Ino) {
+    pub fn insert(&mut self, name: &Name, ino: Ino) {
         let cookie = self.next_cookie;
         self.next_cookie += 1;
-        if let Some((_, old)) = self.by_name.insert(name.to_string(), (ino, cookie)) {
+        if let Some((_, old)) = self.by_name.insert(name.clone(), (ino, cookie)) {
             self.by_cookie.remove(&old);
         }
-        self.by_cookie.insert(cookie, name.to_string());
+        self.by_cookie.insert(cookie, name.clone());
     }
-    pub fn remove(&mut self, name: &str) -> Option<Ino> {
+    pub fn remove(&mut self, name: &[u8]) -> Option<Ino> {
         let (ino, cookie) = self.by_name.remove(name)?;
         self.by_cookie.remove(&cookie);
         Some(ino)
@@ -206,15 +208,15 @@ impl Entries {
     pub fn is_empty(&self) -> bool {
         self.by_name.is_empty()
     }
-    /// Entries sorted by name.
-    pub fn iter(&self) -> impl Iterator<Item = (&str, Ino)> {
-        self.by_name.iter().map(|(n, (ino, _))| (n.as_str(), *ino))
+    /// Entries sorted by name (bytewise).
+    pub fn iter(&self) -> impl Iterator<Item = (&Name, Ino)> {
+        self.by_name.iter().map(|(n, (ino, _))| (n, *ino))
     }
     /// Entries whose cookie is after `offset`, in cookie order, with their cookie.
-    pub fn after(&self, offset: u64) -> impl Iterator<Item = (u64, &str, Ino)> {
+    pub fn after(&self, offset: u64) -> impl Iterator<Item = (u64, &Name, Ino)> {
         self.by_cookie
             .range(offset.saturating_add(1)..)
-            .filter_map(|(c, n)| self.by_name.get(n).map(|(ino, _)| (*c, n.as_str(), *ino)))
+            .filter_map(|(c, n)| self.by_name.get(n).map(|(ino, _)| (*c, n, *ino)))
     }
 }
 
@@ -234,7 +236,7 @@ impl Inode {
             // Not the manifest's size: that changes with every commit, and tools such as
             // tar treat a directory whose size changes while they read it as an error.
             Body::Dir(_) => 4096,
-            Body::Symlink(t) => t.len() as u64,
+            Body::Symlink(t) => t.as_bytes().len() as u64,
             Body::Special(_) => 0,
         }
     }

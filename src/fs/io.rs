@@ -17,6 +17,7 @@ use super::quota::Change;
 use super::staged::StagedFile;
 use super::tree::{Tree, check_name};
 use super::{Fs, Handle};
+use crate::format::Name;
 
 /// Content fetched from the node into a staged file this many bytes per request.
 const FETCH_CHUNK: u64 = 1 << 20;
@@ -121,17 +122,17 @@ impl Fs {
     pub async fn create(
         &self,
         parent: Ino,
-        name: &str,
+        name: impl AsRef<[u8]>,
         mode: u32,
         flags: i32,
         uid: u32,
         gid: u32,
     ) -> FsResult<(Attr, u64)> {
-        check_name(name)?;
+        let name = check_name(name.as_ref())?;
         self.ensure_loaded(parent).await?;
         let open = OpenMode::from_flags(flags);
         loop {
-            if let Some(found) = self.create_new(parent, name, mode, open, uid, gid)? {
+            if let Some(found) = self.create_new(parent, &name, mode, open, uid, gid)? {
                 return Ok(found);
             }
             // The name exists (maybe created a moment ago by a racing create): without
@@ -139,7 +140,7 @@ impl Fs {
             if open.exclusive {
                 return Err(FsError::Exists);
             }
-            let Some(ino) = self.tree().child(parent, name)? else {
+            let Some(ino) = self.tree().child(parent, name.as_bytes())? else {
                 continue; // unlinked again meanwhile: create it after all
             };
             let fh = self.open(ino, flags).await?;
@@ -155,20 +156,21 @@ impl Fs {
     pub fn create_now(
         &self,
         parent: Ino,
-        name: &str,
+        name: impl AsRef<[u8]>,
         mode: u32,
         flags: i32,
         uid: u32,
         gid: u32,
     ) -> Option<FsResult<(Attr, u64)>> {
-        if let Err(e) = check_name(name) {
-            return Some(Err(e));
-        }
+        let name = match check_name(name.as_ref()) {
+            Ok(n) => n,
+            Err(e) => return Some(Err(e)),
+        };
         if !super::ops::loaded_dir(&self.tree(), parent) {
             return None;
         }
         let open = OpenMode::from_flags(flags);
-        match self.create_new(parent, name, mode, open, uid, gid) {
+        match self.create_new(parent, &name, mode, open, uid, gid) {
             Ok(Some(created)) => Some(Ok(created)),
             Ok(None) if open.exclusive => Some(Err(FsError::Exists)),
             Ok(None) => None, // opening what is there may fetch it: see `create`
@@ -180,13 +182,13 @@ impl Fs {
     fn create_new(
         &self,
         parent: Ino,
-        name: &str,
+        name: &Name,
         mode: u32,
         open: OpenMode,
         uid: u32,
         gid: u32,
     ) -> FsResult<Option<(Attr, u64)>> {
-        if self.tree().child(parent, name)?.is_some() {
+        if self.tree().child(parent, name.as_bytes())?.is_some() {
             return Ok(None);
         }
         let token = self.tree().token_of(parent)?;
@@ -630,11 +632,12 @@ impl Fs {
         let version = f.version;
         let size = f.size;
         let path = tree.path_of(ino);
+        let shown = crate::format::name::escape(&path);
         self.journal(
             tree,
             token,
             Op::Close {
-                path: path.clone(),
+                path,
                 staged: session.path().to_path_buf(),
                 size: session.len().ok(),
                 mode: meta.mode,
@@ -663,7 +666,7 @@ impl Fs {
             token,
             ino,
             version,
-            path,
+            path: shown,
             staged: session,
             size,
             live,

@@ -16,12 +16,14 @@ use serde::{Deserialize, Serialize};
 
 use super::manifest::EntryKind;
 
-/// A namespace change, with paths relative to the token's root (`a/b/c`).
+/// A namespace change, with paths relative to the token's root (`a/b/c`). Paths, symlink
+/// targets and xattr names are bytes (see [`text_or_b64`]).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
 pub enum Op {
     Mkdir {
-        path: String,
+        #[serde(with = "text_or_b64")]
+        path: Vec<u8>,
         mode: u32,
         uid: u32,
         gid: u32,
@@ -30,7 +32,8 @@ pub enum Op {
     /// A file's content as of a close (or a truncate without an open handle): the staged
     /// file holds that version until a commit covers it.
     Close {
-        path: String,
+        #[serde(with = "text_or_b64")]
+        path: Vec<u8>,
         staged: PathBuf,
         /// The staged file's length at close: a staged file found shorter or longer at
         /// replay did not reach the disk whole (power loss) and is not replayed.
@@ -42,7 +45,8 @@ pub enum Op {
         mtime_ns: i64,
     },
     Setattr {
-        path: String,
+        #[serde(with = "text_or_b64")]
+        path: Vec<u8>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         mode: Option<u32>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -53,31 +57,40 @@ pub enum Op {
         mtime_ns: Option<i64>,
     },
     Rename {
-        from: String,
-        to: String,
+        #[serde(with = "text_or_b64")]
+        from: Vec<u8>,
+        #[serde(with = "text_or_b64")]
+        to: Vec<u8>,
         #[serde(default)]
         exchange: bool,
     },
     Unlink {
-        path: String,
+        #[serde(with = "text_or_b64")]
+        path: Vec<u8>,
     },
     Rmdir {
-        path: String,
+        #[serde(with = "text_or_b64")]
+        path: Vec<u8>,
     },
     Symlink {
-        path: String,
-        target: String,
+        #[serde(with = "text_or_b64")]
+        path: Vec<u8>,
+        #[serde(with = "text_or_b64")]
+        target: Vec<u8>,
         uid: u32,
         gid: u32,
         mtime_ns: i64,
     },
     Link {
-        from: String,
-        to: String,
+        #[serde(with = "text_or_b64")]
+        from: Vec<u8>,
+        #[serde(with = "text_or_b64")]
+        to: Vec<u8>,
     },
     /// A FIFO, socket or device node.
     Mknod {
-        path: String,
+        #[serde(with = "text_or_b64")]
+        path: Vec<u8>,
         kind: EntryKind,
         mode: u32,
         #[serde(default)]
@@ -87,14 +100,74 @@ pub enum Op {
         mtime_ns: i64,
     },
     SetXattr {
-        path: String,
-        name: String,
+        #[serde(with = "text_or_b64")]
+        path: Vec<u8>,
+        #[serde(with = "text_or_b64")]
+        name: Vec<u8>,
         value: String,
     },
     RemoveXattr {
-        path: String,
-        name: String,
+        #[serde(with = "text_or_b64")]
+        path: Vec<u8>,
+        #[serde(with = "text_or_b64")]
+        name: Vec<u8>,
     },
+}
+
+impl Op {
+    /// The op and the path it changes, escaped: for logs.
+    pub fn describe(&self) -> String {
+        let (op, path) = match self {
+            Op::Mkdir { path, .. } => ("mkdir", path),
+            Op::Close { path, .. } => ("close", path),
+            Op::Setattr { path, .. } => ("setattr", path),
+            Op::Rename { from, .. } => ("rename", from),
+            Op::Unlink { path } => ("unlink", path),
+            Op::Rmdir { path } => ("rmdir", path),
+            Op::Symlink { path, .. } => ("symlink", path),
+            Op::Link { to, .. } => ("link", to),
+            Op::Mknod { path, .. } => ("mknod", path),
+            Op::SetXattr { path, .. } => ("setxattr", path),
+            Op::RemoveXattr { path, .. } => ("removexattr", path),
+        };
+        format!("{op} {}", crate::format::name::escape(path))
+    }
+}
+
+/// Byte strings in journal lines: valid UTF-8 as a JSON string (every line written before
+/// names became bytes reads as before), anything else as `{"b64":"…"}` (standard base64
+/// with padding). Lossless, and each byte string has one form.
+mod text_or_b64 {
+    use base64::Engine as _;
+    use base64::engine::general_purpose::STANDARD;
+    use serde::de::Error as _;
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    #[derive(Serialize, Deserialize)]
+    #[serde(untagged)]
+    enum Wire {
+        Text(String),
+        Bytes { b64: String },
+    }
+
+    pub fn serialize<S: Serializer>(bytes: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        match std::str::from_utf8(bytes) {
+            Ok(text) => s.serialize_str(text),
+            Err(_) => Wire::Bytes {
+                b64: STANDARD.encode(bytes),
+            }
+            .serialize(s),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        match Wire::deserialize(d)? {
+            Wire::Text(text) => Ok(text.into_bytes()),
+            Wire::Bytes { b64 } => STANDARD
+                .decode(b64)
+                .map_err(|e| D::Error::custom(format!("\"b64\" is not base64: {e}"))),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -373,6 +446,53 @@ mod tests {
 
     fn unlink(p: &str) -> Op {
         Op::Unlink { path: p.into() }
+    }
+
+    #[test]
+    fn names_that_are_not_utf8_survive_reopen_and_old_lines_still_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let odd = Op::Symlink {
+            path: b"d\xff/r\xe9sum\xe9\n".to_vec(),
+            target: b"../\xfe\x01".to_vec(),
+            uid: 0,
+            gid: 0,
+            mtime_ns: 1,
+        };
+        let xattr = Op::SetXattr {
+            path: b"plain".to_vec(),
+            name: b"user.\xff".to_vec(),
+            value: "00".into(),
+        };
+        {
+            let mut j = Journal::open(dir.path()).unwrap().journal;
+            j.append(odd.clone()).unwrap();
+            j.append(xattr.clone()).unwrap();
+        }
+        let text = std::fs::read_to_string(dir.path().join("ops.log")).unwrap();
+        assert!(
+            text.contains(r#""path":{"b64":"ZP8vculzdW3pCg=="}"#),
+            "{text}"
+        );
+        assert!(text.contains(r#""path":"plain""#), "{text}");
+        // A line as the journal wrote it before names were bytes.
+        let mut f = OpenOptions::new()
+            .append(true)
+            .open(dir.path().join("ops.log"))
+            .unwrap();
+        f.write_all(b"{\"seq\":3,\"op\":\"rename\",\"from\":\"a\",\"to\":\"r\xc3\xa9\"}\n")
+            .unwrap();
+        let ops: Vec<Op> = Journal::open(dir.path())
+            .unwrap()
+            .ops
+            .into_iter()
+            .map(|r| r.op)
+            .collect();
+        let old = Op::Rename {
+            from: b"a".to_vec(),
+            to: "r\u{e9}".into(),
+            exchange: false,
+        };
+        assert_eq!(ops, vec![odd, xattr, old]);
     }
 
     #[test]

@@ -138,7 +138,8 @@ impl Fs {
         };
         clean_staging(&tree, id, &staging);
         if !self.config().single_token {
-            let name = id.to_string();
+            let name = crate::format::Name::new(id.to_string())
+                .map_err(|_| FsError::Invalid("token id"))?;
             tree.get_mut(root)?.links.push((ROOT_INO, name.clone()));
             if let Ok(Some(e)) = tree
                 .get_mut(ROOT_INO)
@@ -181,7 +182,7 @@ impl Fs {
             .get_mut(ROOT_INO)
             .map(|r| r.dir_mut().and_then(|d| d.entries.as_mut()))
         {
-            e.remove(&token.to_string());
+            e.remove(token.to_string().as_bytes());
             e.subdirs = e.subdirs.saturating_sub(1);
         }
         if let Ok(r) = tree.get_mut(root) {
@@ -289,19 +290,23 @@ impl Fs {
     }
 
     /// The inode at `path` in `token`, loading directories on the way.
-    async fn resolve(&self, token: TokenId, path: &str) -> FsResult<Ino> {
+    async fn resolve(&self, token: TokenId, path: &[u8]) -> FsResult<Ino> {
         let mut cur = self.tree().token(token)?.root;
-        for part in path.split('/').filter(|p| !p.is_empty()) {
+        for part in path.split(|b| *b == b'/').filter(|p| !p.is_empty()) {
             self.ensure_loaded(cur).await?;
             cur = self.tree().child(cur, part)?.ok_or(FsError::NotFound)?;
         }
         Ok(cur)
     }
 
-    async fn resolve_parent<'a>(&self, token: TokenId, path: &'a str) -> FsResult<(Ino, &'a str)> {
-        let (dir, name) = match path.rsplit_once('/') {
-            Some((d, n)) => (d, n),
-            None => ("", path),
+    async fn resolve_parent<'a>(
+        &self,
+        token: TokenId,
+        path: &'a [u8],
+    ) -> FsResult<(Ino, &'a [u8])> {
+        let (dir, name) = match path.iter().rposition(|b| *b == b'/') {
+            Some(i) => (&path[..i], &path[i + 1..]),
+            None => (&path[..0], path),
         };
         let parent = self.resolve(token, dir).await?;
         self.ensure_loaded(parent).await?;
@@ -329,7 +334,7 @@ impl Fs {
                     return Err(FsError::Io(e));
                 }
                 Err(e) => {
-                    tracing::info!(token, seq = record.seq, op = ?record.op, error = %e,
+                    tracing::info!(token, seq = record.seq, op = %record.op.describe(), error = %e,
                         "journal op does not apply (it touched a file never closed); skipped");
                     return Ok(());
                 }
@@ -454,9 +459,9 @@ impl Fs {
     async fn replay_rename(
         &self,
         p1: Ino,
-        n1: &str,
+        n1: &[u8],
         p2: Ino,
-        n2: &str,
+        n2: &[u8],
         exchange: bool,
     ) -> FsResult<()> {
         let (src, dst) = {
@@ -487,7 +492,7 @@ impl Fs {
     async fn replay_close(
         &self,
         token: TokenId,
-        path: &str,
+        path: &[u8],
         staged: &std::path::Path,
         expected: Option<u64>,
         meta: Meta,
@@ -498,7 +503,7 @@ impl Fs {
             Ok(s) => Arc::new(s),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 // Deleted by someone else: this version is gone; the previous one stays.
-                tracing::error!(token, path, staged = %staged.display(), error = %e,
+                tracing::error!(token, path = %crate::format::name::escape(path), staged = %staged.display(), error = %e,
                     "staged content is missing; this close is not replayed");
                 return Ok(());
             }
@@ -508,7 +513,7 @@ impl Fs {
         if expected.is_some_and(|e| e != size) {
             // Only a power loss does this (the journal line reached the disk, the content
             // did not): never resurrect a torn version; the previous one stays.
-            tracing::error!(token, path, expected, found = size, staged = %staged.path().display(),
+            tracing::error!(token, path = %crate::format::name::escape(path), expected, found = size, staged = %staged.path().display(),
                 "staged content did not reach the disk whole; this close is not replayed");
             return Ok(());
         }
@@ -523,7 +528,8 @@ impl Fs {
                 // create is journaled before this op), so the create must not touch them.
                 let parent_meta = tree.get(parent)?.meta;
                 let body = Body::File(FileBody::default());
-                let ino = tree.create(parent, name, meta, body, Default::default())?;
+                let name = super::tree::check_name(name)?;
+                let ino = tree.create(parent, &name, meta, body, Default::default())?;
                 tree.get_mut(parent)?.meta = parent_meta;
                 ino
             }

@@ -134,7 +134,8 @@ pub struct DirEntry {
     pub ino: Ino,
     pub offset: u64,
     pub kind: Kind,
-    pub name: String,
+    /// The name's bytes (`.` and `..` included).
+    pub name: Vec<u8>,
     pub attr: Attr,
 }
 

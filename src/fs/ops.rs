@@ -8,7 +8,7 @@ use super::inode::{
 };
 use super::journal::Op;
 use super::quota::{self, Change};
-use super::tree::{Tree, check_name};
+use super::tree::{Tree, check_name, check_target, join};
 use super::{DirEntry, Fs, SetAttr, StatFs};
 
 /// Readdir answers at most this many entries per call; the kernel asks again from the
@@ -39,7 +39,8 @@ impl Fs {
         Ok(())
     }
 
-    pub async fn lookup(&self, parent: Ino, name: &str) -> FsResult<Attr> {
+    pub async fn lookup(&self, parent: Ino, name: impl AsRef<[u8]>) -> FsResult<Attr> {
+        let name = name.as_ref();
         if let Some(found) = self.lookup_now(parent, name) {
             return found;
         }
@@ -57,7 +58,8 @@ impl Fs {
 
     /// [`Fs::lookup`] without waiting, when all it needs is in memory (the directory is
     /// loaded); `None` otherwise. FUSE answers most lookups this way, on its own thread.
-    pub fn lookup_now(&self, parent: Ino, name: &str) -> Option<FsResult<Attr>> {
+    pub fn lookup_now(&self, parent: Ino, name: impl AsRef<[u8]>) -> Option<FsResult<Attr>> {
+        let name = name.as_ref();
         if name.len() > super::NAME_MAX {
             return Some(Err(FsError::NameTooLong));
         }
@@ -199,9 +201,10 @@ impl Fs {
         Ok(attr)
     }
 
-    pub async fn readlink(&self, ino: Ino) -> FsResult<String> {
+    /// The symlink's target, byte for byte as it was created.
+    pub async fn readlink(&self, ino: Ino) -> FsResult<Vec<u8>> {
         match &self.tree().get(ino)?.body {
-            Body::Symlink(t) => Ok(t.clone()),
+            Body::Symlink(t) => Ok(t.as_bytes().to_vec()),
             _ => Err(FsError::Invalid("not a symlink")),
         }
     }
@@ -209,12 +212,12 @@ impl Fs {
     pub async fn mkdir(
         &self,
         parent: Ino,
-        name: &str,
+        name: impl AsRef<[u8]>,
         mode: u32,
         uid: u32,
         gid: u32,
     ) -> FsResult<Attr> {
-        check_name(name)?;
+        let name = check_name(name.as_ref())?;
         self.ensure_loaded(parent).await?;
         let mut guard = self.tree();
         let tree = &mut *guard;
@@ -227,7 +230,7 @@ impl Fs {
             objects: None,
             dirty: false,
         });
-        let ino = tree.create(parent, name, meta, body, Default::default())?;
+        let ino = tree.create(parent, &name, meta, body, Default::default())?;
         tree.mark_dirty(ino); // a new directory needs its own (empty) manifest
         let path = tree.path_of(ino);
         self.journal(
@@ -248,30 +251,29 @@ impl Fs {
     pub async fn symlink(
         &self,
         parent: Ino,
-        name: &str,
-        target: &str,
+        name: impl AsRef<[u8]>,
+        target: impl AsRef<[u8]>,
         uid: u32,
         gid: u32,
     ) -> FsResult<Attr> {
-        check_name(name)?;
-        if target.is_empty() || target.len() > 4095 {
-            return Err(FsError::Invalid("symlink target"));
-        }
+        let name = check_name(name.as_ref())?;
+        let target = check_target(target.as_ref())?;
         self.ensure_loaded(parent).await?;
         let mut guard = self.tree();
         let tree = &mut *guard;
         let token = tree.token_of(parent)?;
         self.allow(tree, token, Change::AddsEntry)?;
         let meta = Meta::new(0o777, uid, gid);
-        let body = Body::Symlink(target.to_string());
-        let ino = tree.create(parent, name, meta, body, Default::default())?;
+        let target_bytes = target.as_bytes().to_vec();
+        let body = Body::Symlink(target);
+        let ino = tree.create(parent, &name, meta, body, Default::default())?;
         let path = tree.path_of(ino);
         self.journal(
             tree,
             token,
             Op::Symlink {
                 path,
-                target: target.to_string(),
+                target: target_bytes,
                 uid,
                 gid,
                 mtime_ns: meta.mtime_ns,
@@ -288,13 +290,14 @@ impl Fs {
     pub async fn mknod(
         &self,
         parent: Ino,
-        name: &str,
+        name: impl AsRef<[u8]>,
         kind: Kind,
         mode: u32,
         rdev: u32,
         uid: u32,
         gid: u32,
     ) -> FsResult<Attr> {
+        let name = name.as_ref();
         if kind == Kind::File {
             let (attr, fh) = self
                 .create(parent, name, mode, libc::O_EXCL, uid, gid)
@@ -305,7 +308,7 @@ impl Fs {
         if !kind.is_special() {
             return Err(FsError::Invalid("mknod of a directory or symlink"));
         }
-        check_name(name)?;
+        let name = check_name(name)?;
         self.ensure_loaded(parent).await?;
         let mut guard = self.tree();
         let tree = &mut *guard;
@@ -318,7 +321,7 @@ impl Fs {
             0
         };
         let body = Body::Special(Special { kind, rdev });
-        let ino = tree.create(parent, name, meta, body, Default::default())?;
+        let ino = tree.create(parent, &name, meta, body, Default::default())?;
         let path = tree.path_of(ino);
         self.journal(
             tree,
@@ -336,7 +339,8 @@ impl Fs {
         Ok(tree.get(ino)?.attr(ino))
     }
 
-    pub async fn unlink(&self, parent: Ino, name: &str) -> FsResult<()> {
+    pub async fn unlink(&self, parent: Ino, name: impl AsRef<[u8]>) -> FsResult<()> {
+        let name = name.as_ref();
         self.ensure_loaded(parent).await?;
         let mut guard = self.tree();
         let tree = &mut *guard;
@@ -352,10 +356,11 @@ impl Fs {
         self.journal(tree, token, Op::Unlink { path })
     }
 
-    pub async fn rmdir(&self, parent: Ino, name: &str) -> FsResult<()> {
+    pub async fn rmdir(&self, parent: Ino, name: impl AsRef<[u8]>) -> FsResult<()> {
+        let name = name.as_ref();
         match name {
-            "." => return Err(FsError::Invalid("rmdir .")),
-            ".." => return Err(FsError::NotEmpty),
+            b"." => return Err(FsError::Invalid("rmdir .")),
+            b".." => return Err(FsError::NotEmpty),
             _ => {}
         }
         self.ensure_loaded(parent).await?;
@@ -381,14 +386,19 @@ impl Fs {
     }
 
     /// A hard link: both names share one inode (content, attributes) while mounted.
-    pub async fn link(&self, ino: Ino, new_parent: Ino, new_name: &str) -> FsResult<Attr> {
-        check_name(new_name)?;
+    pub async fn link(
+        &self,
+        ino: Ino,
+        new_parent: Ino,
+        new_name: impl AsRef<[u8]>,
+    ) -> FsResult<Attr> {
+        let new_name = check_name(new_name.as_ref())?;
         self.ensure_loaded(new_parent).await?;
         let mut guard = self.tree();
         let tree = &mut *guard;
         let token = tree.token_of(new_parent)?;
         // An existing name first, as link(2) checks it before looking at the source.
-        if tree.child(new_parent, new_name)?.is_some() {
+        if tree.child(new_parent, new_name.as_bytes())?.is_some() {
             return Err(FsError::Exists);
         }
         let inode = tree.get(ino)?;
@@ -403,9 +413,9 @@ impl Fs {
         }
         self.allow(tree, token, Change::AddsEntry)?;
         let from = tree.path_of(ino);
-        tree.link_child(new_parent, new_name, ino)?;
+        tree.link_child(new_parent, &new_name, ino)?;
         tree.get_mut(ino)?.meta.ctime_ns = now_ns();
-        let to = join(&tree.path_of(new_parent), new_name);
+        let to = join(&tree.path_of(new_parent), new_name.as_bytes());
         self.journal(tree, token, Op::Link { from, to })?;
         tree.remember(ino);
         Ok(tree.get(ino)?.attr(ino))
@@ -416,17 +426,18 @@ impl Fs {
     pub async fn rename(
         &self,
         parent: Ino,
-        name: &str,
+        name: impl AsRef<[u8]>,
         new_parent: Ino,
-        new_name: &str,
+        new_name: impl AsRef<[u8]>,
         no_replace: bool,
         exchange: bool,
     ) -> FsResult<()> {
-        check_name(new_name)?;
+        let name = name.as_ref();
+        let new_name = check_name(new_name.as_ref())?;
         self.ensure_loaded(parent).await?;
         self.ensure_loaded(new_parent).await?;
         // A directory about to be replaced must be loaded to know it is empty.
-        let target = self.tree().child(new_parent, new_name)?;
+        let target = self.tree().child(new_parent, new_name.as_bytes())?;
         if let Some(t) = target
             && self.tree().get(t)?.kind() == Kind::Dir
         {
@@ -440,15 +451,15 @@ impl Fs {
         }
         self.allow(tree, token, Change::AddsEntry)?;
         let src = tree.child(parent, name)?.ok_or(FsError::NotFound)?;
-        if !no_replace && tree.child(new_parent, new_name)? == Some(src) {
+        if !no_replace && tree.child(new_parent, new_name.as_bytes())? == Some(src) {
             // Two names of one file: rename(2) does nothing, so nothing is journaled (a
             // replay over a tree where they are two files would lose one).
             return Ok(());
         }
         // The name moved, which for a file with hard links need not be its first.
         let from = join(&tree.path_of(parent), name);
-        let to = join(&tree.path_of(new_parent), new_name);
-        tree.rename(parent, name, new_parent, new_name, no_replace, exchange)?;
+        let to = join(&tree.path_of(new_parent), new_name.as_bytes());
+        tree.rename(parent, name, new_parent, &new_name, no_replace, exchange)?;
         self.journal(tree, token, Op::Rename { from, to, exchange })
     }
 
@@ -566,10 +577,10 @@ fn fill(
     add: &mut (dyn FnMut(&DirEntry) -> bool + Send),
 ) -> FsResult<()> {
     let parent = tree.get(ino)?.links.first().map(|(p, _)| *p).unwrap_or(ino);
-    if offset < 1 && add(&dot(tree, ino, 1, ".")?) {
+    if offset < 1 && add(&dot(tree, ino, 1, b".")?) {
         return Ok(());
     }
-    if offset < 2 && add(&dot(tree, parent, 2, "..")?) {
+    if offset < 2 && add(&dot(tree, parent, 2, b"..")?) {
         return Ok(());
     }
     let mut taken = Vec::new();
@@ -579,7 +590,7 @@ fn fill(
             ino: child,
             offset: cookie,
             kind: inode.kind(),
-            name: name.to_string(),
+            name: name.as_bytes().to_vec(),
             attr: inode.attr(child),
         };
         if add(&entry) {
@@ -595,29 +606,21 @@ fn fill(
     Ok(())
 }
 
-fn dot(tree: &Tree, ino: Ino, offset: u64, name: &str) -> FsResult<DirEntry> {
+fn dot(tree: &Tree, ino: Ino, offset: u64, name: &[u8]) -> FsResult<DirEntry> {
     Ok(DirEntry {
         ino,
         offset,
         kind: Kind::Dir,
-        name: name.to_string(),
+        name: name.to_vec(),
         attr: tree.get(ino)?.attr(ino),
     })
 }
 
-pub(crate) fn join(dir: &str, name: &str) -> String {
-    if dir.is_empty() {
-        name.to_string()
-    } else {
-        format!("{dir}/{name}")
-    }
-}
-
 /// `parent`'s entry `name`, `.` and `..` included (the directory must be loaded).
-fn child_or_dot(tree: &Tree, parent: Ino, name: &str) -> FsResult<Ino> {
+fn child_or_dot(tree: &Tree, parent: Ino, name: &[u8]) -> FsResult<Ino> {
     match name {
-        "." => Ok(parent),
-        ".." => Ok(tree
+        b"." => Ok(parent),
+        b".." => Ok(tree
             .get(parent)?
             .links
             .first()

@@ -31,43 +31,36 @@ pub fn meta_of(a: &format::Attrs) -> Meta {
     }
 }
 
-/// The tree's xattrs as stored (sorted by name bytes, as a `BTreeMap` of strings is).
-pub fn xattrs_of(x: &BTreeMap<String, Vec<u8>>) -> Vec<format::Xattr> {
+/// The tree's xattrs as stored (sorted by name bytes, as the `BTreeMap` keeps them).
+pub fn xattrs_of(x: &BTreeMap<Vec<u8>, Vec<u8>>) -> Vec<format::Xattr> {
     x.iter()
         .filter_map(|(k, v)| {
             Some(format::Xattr {
-                name: format::XattrName::new(k.as_bytes().to_vec()).ok()?,
+                name: format::XattrName::new(k.clone()).ok()?,
                 value: v.clone(),
             })
         })
         .collect()
 }
 
-/// Stored xattrs as the tree keeps them. A name that is not UTF-8 cannot be kept yet and is
-/// left out with a log line.
-pub fn tree_xattrs(x: Vec<format::Xattr>) -> BTreeMap<String, Vec<u8>> {
+/// Stored xattrs as the tree keeps them (names as bytes).
+pub fn tree_xattrs(x: Vec<format::Xattr>) -> BTreeMap<Vec<u8>, Vec<u8>> {
     x.into_iter()
-        .filter_map(|x| match String::from_utf8(x.name.as_bytes().to_vec()) {
-            Ok(n) => Some((n, x.value)),
-            Err(_) => {
-                tracing::warn!(name = %x.name, "xattr name is not UTF-8; not shown");
-                None
-            }
-        })
+        .map(|x| (x.name.as_bytes().to_vec(), x.value))
         .collect()
 }
 
 /// The entry that stores `inode` under `name`; `dir_top`: a subdirectory's top CID.
 /// `None` for what a commit leaves out: a file never closed, a directory never committed.
 /// An inode of a link group is stored as a `link` entry naming its group (§4.4).
-pub fn entry_of(name: &str, inode: &Inode, dir_top: Option<&str>) -> Option<Entry> {
+pub fn entry_of(name: &format::Name, inode: &Inode, dir_top: Option<&str>) -> Option<Entry> {
     let stored = inode_of(inode, dir_top)?;
     let kind = match inode.group {
         Some(id) if inode.links.len() >= 2 => EntryKind::Link(format::GroupId::from_u64(id)),
         _ => EntryKind::Inode(stored),
     };
     Some(Entry {
-        name: format::Name::new(name.as_bytes().to_vec()).ok()?,
+        name: name.clone(),
         kind,
     })
 }
@@ -88,7 +81,7 @@ pub fn inode_of(inode: &Inode, dir_top: Option<&str>) -> Option<format::Inode> {
         Body::Dir(_) => InodeKind::Dir {
             top: dir_top?.to_owned(),
         },
-        Body::Symlink(t) => InodeKind::Symlink(format::Target::new(t.as_bytes().to_vec()).ok()?),
+        Body::Symlink(t) => InodeKind::Symlink(t.clone()),
         Body::Special(s) => match s.kind {
             Kind::Fifo => InodeKind::Fifo,
             Kind::Socket => InodeKind::Socket,
@@ -127,10 +120,7 @@ pub fn body_of(kind: InodeKind) -> (Kind, Body) {
                 dirty: false,
             }),
         ),
-        InodeKind::Symlink(t) => (
-            Kind::Symlink,
-            Body::Symlink(String::from_utf8_lossy(t.as_bytes()).into_owned()),
-        ),
+        InodeKind::Symlink(t) => (Kind::Symlink, Body::Symlink(t)),
         InodeKind::Fifo => special(Kind::Fifo, 0),
         InodeKind::Socket => special(Kind::Socket, 0),
         InodeKind::CharDev(rdev) => special(Kind::CharDev, rdev),

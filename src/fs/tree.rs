@@ -10,7 +10,7 @@ use super::ledger::{Charge, CommittedUsage};
 use super::pages::ReadDir;
 use super::stored;
 use super::token::{GroupSlot, TokenFs};
-use crate::format;
+use crate::format::{self, Name, Target};
 
 /// Longest file name, as on ext4 (and what statfs reports).
 pub const NAME_MAX: usize = 255;
@@ -28,18 +28,36 @@ pub struct Tree {
     pub dapp_dirs: HashMap<TokenId, Ino>,
 }
 
-/// Reject names POSIX (or the manifest format) cannot hold.
-pub fn check_name(name: &str) -> FsResult<()> {
+/// A name as the kernel passed it, checked against what Linux allows in a directory
+/// entry: 1–255 bytes, no `/`, no NUL, not `.` or `..`. Any other bytes are fine (names
+/// need not be UTF-8).
+pub fn check_name(name: &[u8]) -> FsResult<Name> {
     if name.len() > NAME_MAX {
         return Err(FsError::NameTooLong);
     }
-    if name.is_empty() || name.contains('/') || name.contains('\0') {
+    if name.is_empty() || name.contains(&b'/') || name.contains(&0) {
         return Err(FsError::Invalid("file name"));
     }
-    if name == "." || name == ".." {
+    if name == b"." || name == b".." {
         return Err(FsError::Exists);
     }
-    Ok(())
+    Name::new(name).map_err(|_| FsError::Invalid("file name"))
+}
+
+/// A symlink target as the kernel passed it: 1–4095 bytes, no NUL.
+pub fn check_target(target: &[u8]) -> FsResult<Target> {
+    Target::new(target).map_err(|_| FsError::Invalid("symlink target"))
+}
+
+/// `dir/name` as bytes (`name` alone at the token's root).
+pub fn join(dir: &[u8], name: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(dir.len() + 1 + name.len());
+    if !dir.is_empty() {
+        out.extend_from_slice(dir);
+        out.push(b'/');
+    }
+    out.extend_from_slice(name);
+    out
 }
 
 impl Tree {
@@ -107,12 +125,13 @@ impl Tree {
         }
     }
 
-    pub fn child(&self, dir: Ino, name: &str) -> FsResult<Option<Ino>> {
+    pub fn child(&self, dir: Ino, name: &[u8]) -> FsResult<Option<Ino>> {
         Ok(self.entries(dir)?.get(name))
     }
 
-    /// Path of `ino` relative to its token's root (`""` for the root itself).
-    pub fn path_of(&self, ino: Ino) -> String {
+    /// Path of `ino` relative to its token's root, as bytes (empty for the root itself):
+    /// what the journal records. For people use [`Tree::display_path`].
+    pub fn path_of(&self, ino: Ino) -> Vec<u8> {
         let mut parts = Vec::new();
         let mut cur = ino;
         while let Some(inode) = self.inodes.get(&cur) {
@@ -122,11 +141,17 @@ impl Tree {
             if self.is_token_root(cur) {
                 break;
             }
-            parts.push(name.clone());
+            parts.push(name.as_bytes());
             cur = *parent;
         }
         parts.reverse();
-        parts.join("/")
+        parts.join(&b'/')
+    }
+
+    /// [`Tree::path_of`] for status, logs and error messages: escaped with
+    /// [`crate::format::name::escape`], never raw bytes.
+    pub fn display_path(&self, ino: Ino) -> String {
+        crate::format::name::escape(&self.path_of(ino))
     }
 
     pub fn is_token_root(&self, ino: Ino) -> bool {
@@ -194,9 +219,9 @@ impl Tree {
     }
 
     /// Put `ino` into `dir` under `name` (the name must be free).
-    pub fn link_child(&mut self, dir: Ino, name: &str, ino: Ino) -> FsResult<()> {
+    pub fn link_child(&mut self, dir: Ino, name: &Name, ino: Ino) -> FsResult<()> {
         let inode = self.get_mut(ino)?;
-        inode.links.push((dir, name.to_string()));
+        inode.links.push((dir, name.clone()));
         let (kind, token) = (inode.kind(), inode.token);
         let entries = self.entries_mut(dir)?;
         entries.insert(name, ino);
@@ -231,14 +256,18 @@ impl Tree {
 
     /// Remove `name` from `dir`; returns the inode it named. An inode left with no link
     /// and no open handle is forgotten (its content no longer counts and gets unpinned).
-    pub fn unlink_child(&mut self, dir: Ino, name: &str) -> FsResult<Ino> {
+    pub fn unlink_child(&mut self, dir: Ino, name: &[u8]) -> FsResult<Ino> {
         if let Some(ino) = self.child(dir, name)? {
             self.check_in_tree(ino)?;
         }
         let entries = self.entries_mut(dir)?;
         let ino = entries.remove(name).ok_or(FsError::NotFound)?;
         let inode = self.get_mut(ino)?;
-        if let Some(pos) = inode.links.iter().position(|(p, n)| *p == dir && n == name) {
+        if let Some(pos) = inode
+            .links
+            .iter()
+            .position(|(p, n)| *p == dir && n.as_bytes() == name)
+        {
             inode.links.remove(pos);
         }
         inode.meta.ctime_ns = super::inode::now_ns();
@@ -434,14 +463,13 @@ impl Tree {
     pub fn create(
         &mut self,
         dir: Ino,
-        name: &str,
+        name: &Name,
         meta: Meta,
         body: Body,
-        xattrs: BTreeMap<String, Vec<u8>>,
+        xattrs: BTreeMap<Vec<u8>, Vec<u8>>,
     ) -> FsResult<Ino> {
-        check_name(name)?;
         let token = self.token_of(dir)?;
-        if self.child(dir, name)?.is_some() {
+        if self.child(dir, name.as_bytes())?.is_some() {
             return Err(FsError::Exists);
         }
         let unloaded_dir = matches!(&body, Body::Dir(d) if d.entries.is_none());
@@ -466,19 +494,20 @@ impl Tree {
     pub fn rename(
         &mut self,
         parent: Ino,
-        name: &str,
+        name: &[u8],
         new_parent: Ino,
-        new_name: &str,
+        new_name: &Name,
         no_replace: bool,
         exchange: bool,
     ) -> FsResult<()> {
-        check_name(new_name)?;
         let token = self.token_of(parent)?;
         if self.token_of(new_parent)? != token {
             return Err(FsError::CrossDevice);
         }
         let src = self.child(parent, name)?.ok_or(FsError::NotFound)?;
-        let dst = self.child(new_parent, new_name)?;
+        // It names an entry, so it is a valid name.
+        let name = &check_name(name)?;
+        let dst = self.child(new_parent, new_name.as_bytes())?;
         self.check_in_tree(src)?;
         if let Some(d) = dst {
             self.check_in_tree(d)?;
@@ -531,16 +560,16 @@ impl Tree {
                 (_, Kind::Dir) => return Err(FsError::IsDir),
                 _ => {}
             }
-            self.unlink_child(new_parent, new_name)?;
+            self.unlink_child(new_parent, new_name.as_bytes())?;
         }
-        self.entries_mut(parent)?.remove(name);
+        self.entries_mut(parent)?.remove(name.as_bytes());
         let inode = self.get_mut(src)?;
         if let Some(link) = inode
             .links
             .iter_mut()
             .find(|(p, n)| *p == parent && n == name)
         {
-            *link = (new_parent, new_name.to_string());
+            *link = (new_parent, new_name.clone());
         }
         inode.meta.ctime_ns = super::inode::now_ns();
         if src_kind == Kind::Dir {
@@ -560,9 +589,9 @@ impl Tree {
     fn move_entry(
         &mut self,
         from_dir: Ino,
-        from_name: &str,
+        from_name: &Name,
         to_dir: Ino,
-        to_name: &str,
+        to_name: &Name,
         ino: Ino,
     ) -> FsResult<()> {
         let inode = self.get_mut(ino)?;
@@ -571,7 +600,7 @@ impl Tree {
             .iter_mut()
             .find(|(p, n)| *p == from_dir && n == from_name)
         {
-            *link = (to_dir, to_name.to_string());
+            *link = (to_dir, to_name.clone());
         }
         let is_dir = inode.kind() == Kind::Dir;
         self.entries_mut(to_dir)?.insert(to_name, ino);
@@ -626,10 +655,7 @@ impl Tree {
         let mut loaded = vec![dir];
         let mut groups_met = Vec::new();
         for e in read.entries {
-            let Ok(name) = String::from_utf8(e.name.as_bytes().to_vec()) else {
-                tracing::warn!(name = %e.name, "entry name is not UTF-8; not shown");
-                continue;
-            };
+            let name = e.name;
             let i = match e.kind {
                 format::EntryKind::Inode(i) => i,
                 format::EntryKind::Link(id) => {
@@ -643,7 +669,7 @@ impl Tree {
                         None => {
                             tracing::error!(
                                 dir,
-                                name,
+                                name = %name,
                                 group = id,
                                 "a name of a link group the tree does not record; not shown"
                             );
@@ -717,7 +743,7 @@ impl Tree {
         token: Option<TokenId>,
         id: u64,
         dir: Ino,
-        name: &str,
+        name: &Name,
     ) -> FsResult<Option<Ino>> {
         let Some(t) = token.and_then(|t| self.tokens.get_mut(&t)) else {
             return Ok(None);
@@ -728,7 +754,7 @@ impl Tree {
         if let Some(ino) = slot.ino
             && let Some(inode) = self.inodes.get_mut(&ino)
         {
-            inode.links.push((dir, name.to_owned()));
+            inode.links.push((dir, name.clone()));
             return Ok(Some(ino));
         }
         let stored = slot.inode.clone();
@@ -737,7 +763,7 @@ impl Tree {
             token,
             meta: stored::meta_of(&stored.attrs),
             xattrs: stored::tree_xattrs(stored.xattrs),
-            links: vec![(dir, name.to_owned())],
+            links: vec![(dir, name.clone())],
             body,
             open_handles: 0,
             group: Some(id),

@@ -35,6 +35,7 @@ pub struct Job {
     pub ino: Ino,
     /// The file's version at close; a newer close makes this job moot.
     pub version: u64,
+    /// The file's path when closed, escaped: for messages only.
     pub path: String,
     pub staged: Arc<StagedFile>,
     pub size: u64,
@@ -332,7 +333,8 @@ fn finish(fs: &Fs, job: &Job, blob: Option<Blob>) {
                 }
                 tree.recharge(job.ino, false);
             }
-            let path = tree.path_of(job.ino);
+            // The v1 usage document holds the path as a string: shown escaped.
+            let path = tree.display_path(job.ino);
             if let Ok(t) = tree.token_mut(job.token) {
                 t.superseded.extend(superseded);
                 if applied {

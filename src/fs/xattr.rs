@@ -12,7 +12,7 @@ use super::tree::Tree;
 /// Linux's limit for one attribute value.
 const VALUE_MAX: usize = 64 * 1024;
 const NAME_MAX: usize = 255;
-const PXFS_PREFIX: &str = "user.pxfs.";
+const PXFS_PREFIX: &[u8] = b"user.pxfs.";
 const TOKEN_ATTRS: [&str; 8] = [
     "quota",
     "usage",
@@ -29,7 +29,15 @@ pub const XATTR_CREATE: i32 = 1;
 pub const XATTR_REPLACE: i32 = 2;
 
 impl Fs {
-    pub async fn setxattr(&self, ino: Ino, name: &str, value: &[u8], flags: i32) -> FsResult<()> {
+    /// Names are bytes (need not be UTF-8); only `user.*` is stored.
+    pub async fn setxattr(
+        &self,
+        ino: Ino,
+        name: impl AsRef<[u8]>,
+        value: &[u8],
+        flags: i32,
+    ) -> FsResult<()> {
+        let name = name.as_ref();
         check_name(name)?;
         if name.starts_with(PXFS_PREFIX) {
             return Err(FsError::NotPermitted(
@@ -52,16 +60,17 @@ impl Fs {
         if flags & XATTR_REPLACE != 0 && !exists {
             return Err(FsError::NoXattr);
         }
-        inode.xattrs.insert(name.to_string(), value.to_vec());
+        inode.xattrs.insert(name.to_vec(), value.to_vec());
         inode.meta.ctime_ns = super::inode::now_ns();
         self.xattr_changed(tree, ino, token, || Op::SetXattr {
-            path: String::new(),
-            name: name.to_string(),
+            path: Vec::new(),
+            name: name.to_vec(),
             value: hex::encode(value),
         })
     }
 
-    pub async fn removexattr(&self, ino: Ino, name: &str) -> FsResult<()> {
+    pub async fn removexattr(&self, ino: Ino, name: impl AsRef<[u8]>) -> FsResult<()> {
+        let name = name.as_ref();
         check_name(name)?;
         if name.starts_with(PXFS_PREFIX) {
             return Err(FsError::NotPermitted(
@@ -79,8 +88,8 @@ impl Fs {
         }
         inode.meta.ctime_ns = super::inode::now_ns();
         self.xattr_changed(tree, ino, token, || Op::RemoveXattr {
-            path: String::new(),
-            name: name.to_string(),
+            path: Vec::new(),
+            name: name.to_vec(),
         })
     }
 
@@ -113,58 +122,60 @@ impl Fs {
         self.journal(tree, token, op)
     }
 
-    pub async fn getxattr(&self, ino: Ino, name: &str) -> FsResult<Vec<u8>> {
+    pub async fn getxattr(&self, ino: Ino, name: impl AsRef<[u8]>) -> FsResult<Vec<u8>> {
         self.ensure_root_loaded(ino).await?;
         let tree = self.tree();
-        get(&tree, ino, name)
+        get(&tree, ino, name.as_ref())
     }
 
     /// [`Fs::getxattr`] without waiting; `None` for an sNFT root not loaded yet. `ls -l`
     /// asks for two attributes of every entry (an SELinux label and an ACL), so these
     /// answers, mostly "none", must be cheap.
-    pub fn getxattr_now(&self, ino: Ino, name: &str) -> Option<FsResult<Vec<u8>>> {
+    pub fn getxattr_now(&self, ino: Ino, name: impl AsRef<[u8]>) -> Option<FsResult<Vec<u8>>> {
         let tree = self.tree();
         if super::ops::unloaded_root(&tree, ino) {
             return None;
         }
-        Some(get(&tree, ino, name))
+        Some(get(&tree, ino, name.as_ref()))
     }
 
-    pub async fn listxattr(&self, ino: Ino) -> FsResult<Vec<String>> {
+    /// Attribute names, as bytes.
+    pub async fn listxattr(&self, ino: Ino) -> FsResult<Vec<Vec<u8>>> {
         self.ensure_root_loaded(ino).await?;
         let tree = self.tree();
         let inode = tree.get(ino)?;
-        let mut names: Vec<String> = inode.xattrs.keys().cloned().collect();
+        let mut names: Vec<Vec<u8>> = inode.xattrs.keys().cloned().collect();
         let pxfs = ["cid"].iter().chain(TOKEN_ATTRS.iter());
         for attr in pxfs {
             if pxfs_attr(&tree, ino, attr).is_some() {
-                names.push(format!("{PXFS_PREFIX}{attr}"));
+                names.push([PXFS_PREFIX, attr.as_bytes()].concat());
             }
         }
         Ok(names)
     }
 }
 
-fn get(tree: &Tree, ino: Ino, name: &str) -> FsResult<Vec<u8>> {
+fn get(tree: &Tree, ino: Ino, name: &[u8]) -> FsResult<Vec<u8>> {
     let inode = tree.get(ino)?;
     // Only `user.*` is stored: other namespaces (SELinux labels, POSIX ACLs, trusted.*) are
     // not supported, as on a filesystem mounted without them. `EOPNOTSUPP` (not "no such
     // attribute") lets tools stop asking: `ls -l` then checks one file per filesystem for
     // a label and an ACL, not every one.
-    if !name.starts_with("user.") {
+    if !name.starts_with(b"user.") {
         return Err(FsError::Unsupported);
     }
     if let Some(attr) = name.strip_prefix(PXFS_PREFIX) {
+        let attr = std::str::from_utf8(attr).map_err(|_| FsError::NoXattr)?;
         return pxfs_attr(tree, ino, attr).ok_or(FsError::NoXattr);
     }
     inode.xattrs.get(name).cloned().ok_or(FsError::NoXattr)
 }
 
-fn check_name(name: &str) -> FsResult<()> {
+fn check_name(name: &[u8]) -> FsResult<()> {
     if name.is_empty() || name.len() > NAME_MAX {
         return Err(FsError::Range);
     }
-    if !name.starts_with("user.") {
+    if !name.starts_with(b"user.") {
         return Err(FsError::Unsupported);
     }
     Ok(())

@@ -10,6 +10,7 @@ mod attr;
 
 use std::ffi::OsStr;
 use std::future::Future;
+use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::time::{Duration, SystemTime};
 
@@ -21,6 +22,7 @@ use fuser::{
 };
 use tracing::Instrument;
 
+use crate::format::name::escape;
 use crate::fs::{DirEntry, Fs, FsError, SetAttr};
 
 /// pxfs owns the tree (nobody else writes an sNFT while it is mounted), so the kernel may
@@ -74,18 +76,15 @@ fn errno(e: &FsError) -> Errno {
     Errno::from_i32(code)
 }
 
-fn name(n: &OsStr) -> Result<String, Errno> {
-    // Manifests are JSON: names must be UTF-8.
-    n.to_str().map(str::to_string).ok_or(Errno::EINVAL)
+/// A request's span naming the entry it is about, escaped (names are bytes: never raw
+/// in a log line).
+fn named_span(op: &'static str, ino: u64, req: &Request, name: &[u8]) -> tracing::Span {
+    tracing::debug_span!("fuse", op, ino, name = %escape(name), pid = req.pid())
 }
 
-macro_rules! name_or_reply {
-    ($n:expr, $reply:expr) => {
-        match name($n) {
-            Ok(n) => n,
-            Err(e) => return $reply.error(e),
-        }
-    };
+/// A name as the kernel passed it: any bytes (the core checks what Linux allows).
+fn name(n: &OsStr) -> Vec<u8> {
+    n.as_bytes().to_vec()
 }
 
 impl Filesystem for FuseFs {
@@ -111,16 +110,16 @@ impl Filesystem for FuseFs {
     }
 
     fn lookup(&self, req: &Request, parent: INodeNo, n: &OsStr, reply: ReplyEntry) {
-        let n = name_or_reply!(n, reply);
-        if let Some(found) = self.fs.lookup_now(parent.0, &n) {
-            let _span = span("lookup", parent.0, req).entered();
+        if let Some(found) = self.fs.lookup_now(parent.0, n.as_bytes()) {
+            let _span = named_span("lookup", parent.0, req, n.as_bytes()).entered();
             return match found {
                 Ok(a) => reply.entry(&TTL, &attr::file_attr(&a), Generation(0)),
                 Err(e) => reply.error(errno(&e)),
             };
         }
+        let n = name(n);
         let fs = self.fs.clone();
-        self.spawn(span("lookup", parent.0, req), async move {
+        self.spawn(named_span("lookup", parent.0, req, &n), async move {
             match fs.lookup(parent.0, &n).await {
                 Ok(a) => reply.entry(&TTL, &attr::file_attr(&a), Generation(0)),
                 Err(e) => reply.error(errno(&e)),
@@ -197,7 +196,7 @@ impl Filesystem for FuseFs {
         let fs = self.fs.clone();
         self.spawn(span("readlink", ino.0, req), async move {
             match fs.readlink(ino.0).await {
-                Ok(t) => reply.data(t.as_bytes()),
+                Ok(t) => reply.data(&t),
                 Err(e) => reply.error(errno(&e)),
             }
         });
@@ -213,13 +212,13 @@ impl Filesystem for FuseFs {
         rdev: u32,
         reply: ReplyEntry,
     ) {
-        let n = name_or_reply!(n, reply);
+        let n = name(n);
         let Some(kind) = attr::kind_of_mode(mode) else {
             return reply.error(errno(&FsError::Invalid("mknod of a directory or symlink")));
         };
         let (uid, gid) = (req.uid(), req.gid());
         let fs = self.fs.clone();
-        self.spawn(span("mknod", parent.0, req), async move {
+        self.spawn(named_span("mknod", parent.0, req, &n), async move {
             match fs
                 .mknod(parent.0, &n, kind, mode & !umask, rdev, uid, gid)
                 .await
@@ -239,10 +238,10 @@ impl Filesystem for FuseFs {
         umask: u32,
         reply: ReplyEntry,
     ) {
-        let n = name_or_reply!(n, reply);
+        let n = name(n);
         let (uid, gid) = (req.uid(), req.gid());
         let fs = self.fs.clone();
-        self.spawn(span("mkdir", parent.0, req), async move {
+        self.spawn(named_span("mkdir", parent.0, req, &n), async move {
             match fs.mkdir(parent.0, &n, mode & !umask, uid, gid).await {
                 Ok(a) => reply.entry(&TTL, &attr::file_attr(&a), Generation(0)),
                 Err(e) => reply.error(errno(&e)),
@@ -251,9 +250,9 @@ impl Filesystem for FuseFs {
     }
 
     fn unlink(&self, req: &Request, parent: INodeNo, n: &OsStr, reply: ReplyEmpty) {
-        let n = name_or_reply!(n, reply);
+        let n = name(n);
         let fs = self.fs.clone();
-        self.spawn(span("unlink", parent.0, req), async move {
+        self.spawn(named_span("unlink", parent.0, req, &n), async move {
             match fs.unlink(parent.0, &n).await {
                 Ok(()) => reply.ok(),
                 Err(e) => reply.error(errno(&e)),
@@ -262,9 +261,9 @@ impl Filesystem for FuseFs {
     }
 
     fn rmdir(&self, req: &Request, parent: INodeNo, n: &OsStr, reply: ReplyEmpty) {
-        let n = name_or_reply!(n, reply);
+        let n = name(n);
         let fs = self.fs.clone();
-        self.spawn(span("rmdir", parent.0, req), async move {
+        self.spawn(named_span("rmdir", parent.0, req, &n), async move {
             match fs.rmdir(parent.0, &n).await {
                 Ok(()) => reply.ok(),
                 Err(e) => reply.error(errno(&e)),
@@ -280,11 +279,11 @@ impl Filesystem for FuseFs {
         target: &Path,
         reply: ReplyEntry,
     ) {
-        let n = name_or_reply!(link_name, reply);
-        let target = name_or_reply!(target.as_os_str(), reply);
+        let n = name(link_name);
+        let target = target.as_os_str().as_bytes().to_vec();
         let (uid, gid) = (req.uid(), req.gid());
         let fs = self.fs.clone();
-        self.spawn(span("symlink", parent.0, req), async move {
+        self.spawn(named_span("symlink", parent.0, req, &n), async move {
             match fs.symlink(parent.0, &n, &target, uid, gid).await {
                 Ok(a) => reply.entry(&TTL, &attr::file_attr(&a), Generation(0)),
                 Err(e) => reply.error(errno(&e)),
@@ -302,8 +301,8 @@ impl Filesystem for FuseFs {
         flags: RenameFlags,
         reply: ReplyEmpty,
     ) {
-        let n = name_or_reply!(n, reply);
-        let newname = name_or_reply!(newname, reply);
+        let n = name(n);
+        let newname = name(newname);
         if flags.contains(RenameFlags::RENAME_WHITEOUT) {
             return reply.error(Errno::EINVAL);
         }
@@ -313,7 +312,7 @@ impl Filesystem for FuseFs {
             return reply.error(Errno::EINVAL);
         }
         let fs = self.fs.clone();
-        self.spawn(span("rename", parent.0, req), async move {
+        self.spawn(named_span("rename", parent.0, req, &n), async move {
             match fs
                 .rename(parent.0, &n, newparent.0, &newname, no_replace, exchange)
                 .await
@@ -332,9 +331,9 @@ impl Filesystem for FuseFs {
         newname: &OsStr,
         reply: ReplyEntry,
     ) {
-        let newname = name_or_reply!(newname, reply);
+        let newname = name(newname);
         let fs = self.fs.clone();
-        self.spawn(span("link", ino.0, req), async move {
+        self.spawn(named_span("link", ino.0, req, &newname), async move {
             match fs.link(ino.0, newparent.0, &newname).await {
                 Ok(a) => reply.entry(&TTL, &attr::file_attr(&a), Generation(0)),
                 Err(e) => reply.error(errno(&e)),
@@ -471,8 +470,14 @@ impl Filesystem for FuseFs {
         mut reply: ReplyDirectory,
     ) {
         // The buffer is full when `add` says so: the kernel asks again from there.
-        let mut add =
-            |e: &DirEntry| reply.add(INodeNo(e.ino), e.offset, attr::file_type(e.kind), &e.name);
+        let mut add = |e: &DirEntry| {
+            reply.add(
+                INodeNo(e.ino),
+                e.offset,
+                attr::file_type(e.kind),
+                OsStr::from_bytes(&e.name),
+            )
+        };
         if let Some(done) = self.fs.fill_dir_now(ino.0, offset, false, &mut add) {
             let _span = span("readdir", ino.0, req).entered();
             return match done {
@@ -483,7 +488,12 @@ impl Filesystem for FuseFs {
         let fs = self.fs.clone();
         self.spawn(span("readdir", ino.0, req), async move {
             let mut add = |e: &DirEntry| {
-                reply.add(INodeNo(e.ino), e.offset, attr::file_type(e.kind), &e.name)
+                reply.add(
+                    INodeNo(e.ino),
+                    e.offset,
+                    attr::file_type(e.kind),
+                    OsStr::from_bytes(&e.name),
+                )
             };
             match fs.fill_dir(ino.0, offset, false, &mut add).await {
                 Ok(()) => reply.ok(),
@@ -502,7 +512,14 @@ impl Filesystem for FuseFs {
     ) {
         let mut add = |e: &DirEntry| {
             let a = attr::file_attr(&e.attr);
-            reply.add(INodeNo(e.ino), e.offset, &e.name, &TTL, &a, Generation(0))
+            reply.add(
+                INodeNo(e.ino),
+                e.offset,
+                OsStr::from_bytes(&e.name),
+                &TTL,
+                &a,
+                Generation(0),
+            )
         };
         if let Some(done) = self.fs.fill_dir_now(ino.0, offset, true, &mut add) {
             let _span = span("readdirplus", ino.0, req).entered();
@@ -515,7 +532,14 @@ impl Filesystem for FuseFs {
         self.spawn(span("readdirplus", ino.0, req), async move {
             let mut add = |e: &DirEntry| {
                 let a = attr::file_attr(&e.attr);
-                reply.add(INodeNo(e.ino), e.offset, &e.name, &TTL, &a, Generation(0))
+                reply.add(
+                    INodeNo(e.ino),
+                    e.offset,
+                    OsStr::from_bytes(&e.name),
+                    &TTL,
+                    &a,
+                    Generation(0),
+                )
             };
             match fs.fill_dir(ino.0, offset, true, &mut add).await {
                 Ok(()) => reply.ok(),
@@ -563,7 +587,7 @@ impl Filesystem for FuseFs {
         _position: u32,
         reply: ReplyEmpty,
     ) {
-        let n = name_or_reply!(n, reply);
+        let n = name(n);
         let value = value.to_vec();
         let fs = self.fs.clone();
         self.spawn(span("setxattr", ino.0, req), async move {
@@ -575,14 +599,14 @@ impl Filesystem for FuseFs {
     }
 
     fn getxattr(&self, req: &Request, ino: INodeNo, n: &OsStr, size: u32, reply: ReplyXattr) {
-        let n = name_or_reply!(n, reply);
-        if let Some(found) = self.fs.getxattr_now(ino.0, &n) {
+        if let Some(found) = self.fs.getxattr_now(ino.0, n.as_bytes()) {
             let _span = span("getxattr", ino.0, req).entered();
             return match found {
                 Ok(v) => sized_reply(reply, size, &v),
                 Err(e) => reply.error(errno(&e)),
             };
         }
+        let n = name(n);
         let fs = self.fs.clone();
         self.spawn(span("getxattr", ino.0, req), async move {
             match fs.getxattr(ino.0, &n).await {
@@ -599,7 +623,7 @@ impl Filesystem for FuseFs {
                 Ok(names) => {
                     let mut buf = Vec::new();
                     for n in names {
-                        buf.extend_from_slice(n.as_bytes());
+                        buf.extend_from_slice(&n);
                         buf.push(0);
                     }
                     sized_reply(reply, size, &buf)
@@ -610,7 +634,7 @@ impl Filesystem for FuseFs {
     }
 
     fn removexattr(&self, req: &Request, ino: INodeNo, n: &OsStr, reply: ReplyEmpty) {
-        let n = name_or_reply!(n, reply);
+        let n = name(n);
         let fs = self.fs.clone();
         self.spawn(span("removexattr", ino.0, req), async move {
             match fs.removexattr(ino.0, &n).await {
@@ -635,15 +659,15 @@ impl Filesystem for FuseFs {
         flags: i32,
         reply: ReplyCreate,
     ) {
-        let n = name_or_reply!(n, reply);
+        let n = name(n);
         let (uid, gid) = (req.uid(), req.gid());
         let mode = mode & !umask;
         if let Some(done) = self.fs.create_now(parent.0, &n, mode, flags, uid, gid) {
-            let _span = span("create", parent.0, req).entered();
+            let _span = named_span("create", parent.0, req, &n).entered();
             return reply_created(reply, done);
         }
         let fs = self.fs.clone();
-        self.spawn(span("create", parent.0, req), async move {
+        self.spawn(named_span("create", parent.0, req, &n), async move {
             let done = fs.create(parent.0, &n, mode, flags, uid, gid).await;
             reply_created(reply, done);
         });

@@ -377,7 +377,7 @@ impl Mount {
             .listxattr(ino)
             .await
             .map_err(|e| format!("listxattr: {e}"))?;
-        names.retain(|n| !n.starts_with("user.pxfs."));
+        names.retain(|n| !n.starts_with(b"user.pxfs."));
         names.sort();
         let mut out = Vec::new();
         for n in names {
@@ -385,8 +385,8 @@ impl Mount {
                 .fs
                 .getxattr(ino, &n)
                 .await
-                .map_err(|e| format!("getxattr {n}: {e}"))?;
-            out.push((n, v));
+                .map_err(|e| format!("getxattr {n:?}: {e}"))?;
+            out.push((String::from_utf8_lossy(&n).into_owned(), v));
         }
         Ok(out)
     }
@@ -450,7 +450,11 @@ impl Mount {
                     .readlink(attr.ino)
                     .await
                     .map_err(|e| format!("{path}: readlink: {e}"))?;
-                check("target", t.clone(), got)?;
+                check(
+                    "target",
+                    t.clone(),
+                    String::from_utf8_lossy(&got).into_owned(),
+                )?;
             }
             Body::Dir(_) => {}
         }
@@ -505,7 +509,7 @@ impl Mount {
                 .map_err(|e| format!("{path}: readdir: {e}"))?;
             let mut names: Vec<String> = listed
                 .iter()
-                .map(|e| e.name.clone())
+                .map(|e| String::from_utf8_lossy(&e.name).into_owned())
                 .filter(|n| n != "." && n != "..")
                 .collect();
             names.sort();

@@ -249,6 +249,8 @@ pub struct TestMount {
     pub dir: tempfile::TempDir,
     pub config: PathBuf,
     mounted: bool,
+    /// Environment the daemon gets on every (re)mount, e.g. `PXFS_LOG`.
+    env: Vec<(String, String)>,
 }
 
 impl TestMount {
@@ -263,6 +265,16 @@ impl TestMount {
         Self::unmounted(config).remount_limited(args, Some(nofile))
     }
 
+    /// Like [`TestMount::mount`], with `env` set for the daemon (on remounts too).
+    pub fn mount_with_env(config: &Path, args: &[&str], env: &[(&str, &str)]) -> TestMount {
+        let mut m = Self::unmounted(config);
+        m.env = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        m.remount_with(args)
+    }
+
     /// A fresh mount point for `config`, not mounted yet.
     fn unmounted(config: &Path) -> TestMount {
         TestMount {
@@ -272,6 +284,7 @@ impl TestMount {
                 .unwrap(),
             config: config.to_path_buf(),
             mounted: false,
+            env: Vec::new(),
         }
     }
 
@@ -298,6 +311,7 @@ impl TestMount {
             }
         }
         let out = cmd
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .arg("mount")
             .arg(self.dir.path())
             .arg("--config")
