@@ -637,7 +637,7 @@ impl Fs {
             tree,
             token,
             Op::Close {
-                path,
+                path: path.clone(),
                 staged: session.path().to_path_buf(),
                 size: session.len().ok(),
                 mode: meta.mode,
@@ -649,9 +649,10 @@ impl Fs {
         if first_close {
             // Names linked before the first close were journaled when the file did not
             // exist for a replay yet: journal them again, after the close that makes it.
-            let others: Vec<(Ino, String)> = tree.get(ino)?.links.iter().skip(1).cloned().collect();
+            let others: Vec<(Ino, crate::format::Name)> =
+                tree.get(ino)?.links.iter().skip(1).cloned().collect();
             for (dir, name) in others {
-                let to = super::ops::join(&tree.path_of(dir), &name);
+                let to = super::tree::join(&tree.path_of(dir), name.as_bytes());
                 let link = Op::Link {
                     from: path.clone(),
                     to,
