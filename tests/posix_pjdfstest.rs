@@ -260,6 +260,13 @@ fn hard_links_copied_by_cp_and_rsync_are_one_inode_on_another_machine() {
         assert_eq!(std::fs::metadata(t.join("alone")).unwrap().nlink(), 1);
         assert_eq!(std::fs::read(t.join("d/big")).unwrap(), big);
     }
+    // Renaming one name leaves the others.
+    let cp = token.join("cp");
+    std::fs::rename(cp.join("a/big2"), cp.join("d/renamed")).unwrap();
+    let renamed = std::fs::metadata(cp.join("d/renamed")).unwrap();
+    let other = std::fs::metadata(cp.join("b/big")).unwrap();
+    assert_eq!((renamed.ino(), renamed.nlink()), (other.ino(), 6));
+    assert!(!cp.join("a/big2").exists());
     // A write through one name is seen through the others.
     support::sh(&format!("printf tail >> {}/cp/b/small", token.display()));
     assert_eq!(
@@ -297,6 +304,10 @@ fn hard_links_copied_by_cp_and_rsync_are_one_inode_on_another_machine() {
         std::fs::metadata(token.join("rs/b/small")).unwrap().nlink(),
         1
     );
+    let renamed = std::fs::metadata(token.join("cp/d/renamed")).unwrap();
+    assert_eq!(renamed.nlink(), 6);
+    let top = std::fs::metadata(token.join("cp/top-big")).unwrap();
+    assert_eq!(top.ino(), renamed.ino());
     let after = link_cases(&token, "pjd-after", secondary.path());
     assert_eq!(
         after, before,

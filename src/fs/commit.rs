@@ -273,15 +273,13 @@ impl Fs {
     /// (docs/FORMAT.md §10): every directory is loaded and marked changed. One-time cost
     /// proportional to the tree.
     async fn upgrade_v1(&self, token: TokenId) -> FsResult<()> {
-        let root = {
+        {
             let tree = self.tree();
             let t = tree.token(token)?;
             if !t.v1_tree || !t.is_dirty() || t.read_only || t.replaying {
                 return Ok(());
             }
-            t.root
-        };
-        let _ = root;
+        }
         let all = self.load_all(token).await?;
         let mut tree = self.tree();
         for dir in &all {
