@@ -1,8 +1,6 @@
-//! Reading a whole v2 tree from its root node (FORMAT.md §3–§5): every entry with its path,
-//! directories first-to-last in name order. For tools, tests and auditors; the mount reads
-//! one directory at a time.
+//! Reading a whole v2 tree from its root node (FORMAT.md §3–§5): every entry with its path.
+//! For tools, tests and auditors; the mount reads one directory at a time.
 
-use super::page::Page;
 use super::root::Root;
 use super::{Entry, EntryKind, InodeKind, PageStore, Result, TreeCrypto};
 
@@ -34,21 +32,4 @@ pub fn entries(
         }
     }
     Ok((r, out))
-}
-
-/// Every page of the directory whose top node is `top` (CIDs, top first).
-pub fn pages(store: &mut impl PageStore, crypto: &TreeCrypto, top: &str) -> Result<Vec<String>> {
-    let mut out = Vec::new();
-    let mut level = vec![top.to_owned()];
-    while !level.is_empty() {
-        let mut next = Vec::new();
-        for cid in &level {
-            if let Page::Branch(b) = super::page::decode::<Entry>(&store.get(cid)?, crypto)? {
-                next.extend(b.children.into_iter().map(|c| c.node));
-            }
-        }
-        out.append(&mut level);
-        level = next;
-    }
-    Ok(out)
 }

@@ -321,8 +321,7 @@ impl Fs {
             .map(|d| (depth(tree, *d), *d))
             .collect();
         order.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
-        assign_groups(tree, token);
-        let (records, groups) = group_records(tree, token)?;
+        let (records, groups) = link_groups(tree, token)?;
         let mut records = Some(records);
         let mut dirs = Vec::with_capacity(order.len());
         for (_, ino) in order {
@@ -428,7 +427,7 @@ impl Fs {
                 if let Ok(i) = tree.get_mut(*ino)
                     && let Some(d) = i.dir_mut()
                 {
-                    d.manifest = Some((new.top.clone(), new.bytes()));
+                    d.top = Some(new.top.clone());
                     if let Some(old) = d.objects.replace(new.objects.clone()) {
                         let kept: HashSet<&str> =
                             new.objects.iter().map(|(c, _)| c.as_str()).collect();
@@ -508,9 +507,9 @@ impl Fs {
                             live.insert(b.cid.clone());
                         }
                     }
-                    Body::Dir(d) => match (&d.objects, &d.manifest) {
+                    Body::Dir(d) => match (&d.objects, &d.top) {
                         (Some(objects), _) => live.extend(objects.iter().map(|(c, _)| c.clone())),
-                        (None, Some((c, _))) => {
+                        (None, Some(c)) => {
                             live.insert(c.clone());
                         }
                         (None, None) => {}
@@ -604,10 +603,16 @@ fn all_objects(written: &HashMap<Ino, DirObjects>) -> impl Iterator<Item = &(Str
     written.values().flat_map(|o| o.objects.iter())
 }
 
-/// Give every non-directory with two or more names a link group id, and take it from one
-/// left with a single name (docs/FORMAT.md §4.4: a record exists iff `nlink` ≥ 2).
-fn assign_groups(tree: &mut Tree, token: TokenId) {
-    for inode in tree.inodes.values_mut() {
+/// The link-group table a commit stores (docs/FORMAT.md §4.4), in one pass over the
+/// inodes: every non-directory with two or more names gets a group id (one left with a single
+/// name loses it: a record exists iff `nlink` ≥ 2), and every loaded group inode is recorded
+/// as it is now; groups none of whose names is loaded keep their committed records.
+fn link_groups(
+    tree: &mut Tree,
+    token: TokenId,
+) -> FsResult<(Vec<format::InodeRecord>, HashMap<u64, GroupSlot>)> {
+    let mut slots: HashMap<u64, GroupSlot> = HashMap::new();
+    for (ino, inode) in tree.inodes.iter_mut() {
         if inode.token != Some(token) || inode.dir().is_some() {
             continue;
         }
@@ -615,20 +620,6 @@ fn assign_groups(tree: &mut Tree, token: TokenId) {
             (true, None) => inode.group = Some(rand::random::<u64>()),
             (false, Some(_)) => inode.group = None,
             _ => {}
-        }
-    }
-}
-
-/// The link-group table a commit stores: every loaded group inode as it is now, and the
-/// committed records of groups none of whose names is loaded.
-fn group_records(
-    tree: &Tree,
-    token: TokenId,
-) -> FsResult<(Vec<format::InodeRecord>, HashMap<u64, GroupSlot>)> {
-    let mut slots: HashMap<u64, GroupSlot> = HashMap::new();
-    for (ino, inode) in &tree.inodes {
-        if inode.token != Some(token) {
-            continue;
         }
         let Some(id) = inode.group else { continue };
         if let Some(stored) = stored::inode_of(inode, None) {
@@ -678,7 +669,7 @@ fn snapshot_dir(
                 pending_children.push((entries.len(), child));
                 Some("")
             }
-            Body::Dir(d) => d.manifest.as_ref().map(|(c, _)| c.as_str()),
+            Body::Dir(d) => d.top.as_deref(),
             _ => None,
         };
         // Never closed, or never committed: not part of any commit yet.

@@ -150,9 +150,8 @@ pub struct DirBody {
     /// `None` until first lookup/readdir loads the manifest.
     pub entries: Option<Entries>,
     /// The CID the parent's entry (or, for an sNFT root, the usage document) refers to:
-    /// the directory's top page (its root node), and the bytes of all its objects once
-    /// known (0 until loaded).
-    pub manifest: Option<(String, u64)>,
+    /// the directory's top page (its root node); `None` until first committed.
+    pub top: Option<String>,
     /// Every object the committed directory is stored as, with its size (known once the
     /// directory is loaded or committed): what it adds to usage.
     pub objects: Option<Arc<[(String, u64)]>>,

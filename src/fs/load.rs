@@ -70,7 +70,7 @@ impl Fs {
                 } else {
                     Some(Entries::default())
                 },
-                manifest: committed.root.clone().map(|c| (c, 0)),
+                top: committed.root.clone(),
                 objects: None,
                 dirty: false,
             };
@@ -215,8 +215,8 @@ impl Fs {
             if d.entries.is_some() {
                 return Ok(None);
             }
-            match &d.manifest {
-                Some((cid, _)) => (cid.clone(), token),
+            match &d.top {
+                Some(cid) => (cid.clone(), token),
                 None => {
                     d.entries = Some(Entries::default());
                     return Ok(None);

@@ -219,7 +219,7 @@ impl Fs {
                     links: Vec::new(),
                     body: Body::Dir(DirBody {
                         entries: Some(Entries::default()),
-                        manifest: None,
+                        top: None,
                         objects: None,
                         dirty: false,
                     }),

@@ -226,7 +226,7 @@ impl Fs {
         let meta = Meta::new(mode, uid, gid);
         let body = Body::Dir(DirBody {
             entries: Some(Entries::default()),
-            manifest: None,
+            top: None,
             objects: None,
             dirty: false,
         });

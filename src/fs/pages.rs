@@ -27,12 +27,6 @@ pub struct DirObjects {
     pub objects: Arc<[(String, u64)]>,
 }
 
-impl DirObjects {
-    pub fn bytes(&self) -> u64 {
-        self.objects.iter().map(|(_, s)| *s).sum()
-    }
-}
-
 /// What a commit added to the node (its tree objects; not the usage document).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Added {

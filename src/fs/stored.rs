@@ -115,7 +115,7 @@ pub fn body_of(kind: InodeKind) -> (Kind, Body) {
             Kind::Dir,
             Body::Dir(DirBody {
                 entries: None,
-                manifest: Some((top, 0)),
+                top: Some(top),
                 objects: None,
                 dirty: false,
             }),

@@ -345,9 +345,9 @@ impl Tree {
                 }
             }
             Body::Dir(d) => {
-                match (&d.objects, &d.manifest) {
+                match (&d.objects, &d.top) {
                     (Some(objects), _) => gone.extend(objects.iter().map(|(c, _)| c.clone())),
-                    (None, Some((cid, _))) => gone.push(cid.clone()),
+                    (None, Some(cid)) => gone.push(cid.clone()),
                     (None, None) => {}
                 }
                 if let Some(t) = inode.token.and_then(|t| self.tokens.get_mut(&t))
@@ -627,7 +627,7 @@ impl Tree {
         if d.entries.is_some() {
             return Ok(false); // loaded meanwhile by another request
         }
-        d.manifest = Some((read.objects.top.clone(), read.objects.bytes()));
+        d.top = Some(read.objects.top.clone());
         d.objects = Some(read.objects.objects.clone());
         if is_token_root && let Some(root) = read.root {
             inode.meta = stored::meta_of(&root.attrs);
@@ -682,11 +682,11 @@ impl Tree {
             let (kind, mut body) = stored::body_of(i.kind);
             if let Body::Dir(d) = &mut body
                 && let Some((empty, size)) = &read.empty_dir
-                && d.manifest.as_ref().is_some_and(|(top, _)| top == empty)
+                && d.top.as_ref() == Some(empty)
             {
                 // An empty directory is known whole without reading it.
                 d.entries = Some(Entries::default());
-                d.manifest = Some((empty.clone(), *size));
+                d.top = Some(empty.clone());
                 d.objects = Some(vec![(empty.clone(), *size)].into());
             }
             let unloaded = matches!(&body, Body::Dir(d) if d.entries.is_none());
@@ -711,24 +711,25 @@ impl Tree {
         if let Some(d) = self.get_mut(dir)?.dir_mut() {
             d.entries = Some(entries);
         }
-        let mut incomplete = false;
         if let Some(t) = token.and_then(|t| self.tokens.get_mut(&t)) {
             t.unloaded_dirs = (t.unloaded_dirs + new_unloaded).saturating_sub(1);
             if read.v1 {
                 t.v1_tree = true;
             }
-            for ino in &groups_met {
-                let names = self.inodes.get(ino).map_or(0, |i| i.links.len() as u64);
-                let t = token.and_then(|t| self.tokens.get(&t));
-                let nlink = self
-                    .inodes
-                    .get(ino)
-                    .and_then(|i| i.group)
-                    .and_then(|g| t.and_then(|t| t.groups.get(&g)))
-                    .map_or(0, |s| s.nlink);
-                incomplete |= names < nlink;
-            }
         }
+        // A group met here with fewer names loaded than it has.
+        let incomplete = token.and_then(|t| self.tokens.get(&t)).is_some_and(|t| {
+            groups_met
+                .iter()
+                .filter_map(|ino| self.inodes.get(ino))
+                .any(|i| {
+                    let nlink = i
+                        .group
+                        .and_then(|g| t.groups.get(&g))
+                        .map_or(0, |s| s.nlink);
+                    (i.links.len() as u64) < nlink
+                })
+        });
         // Its objects and its entries' are in the committed figure: they move into the
         // ledger (docs/FORMAT.md §7).
         for ino in loaded {
