@@ -18,6 +18,21 @@ pub enum Encryption {
     Sealed(EncryptionInfo),
 }
 
+// The wraps compare by value (`Wrap`'s `PartialEq` is total).
+impl Eq for Encryption {}
+
+impl Default for Encryption {
+    fn default() -> Encryption {
+        Encryption::None
+    }
+}
+
+impl Encryption {
+    pub fn is_none(&self) -> bool {
+        matches!(self, Encryption::None)
+    }
+}
+
 impl Serialize for Encryption {
     fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
         match self {
@@ -242,6 +257,13 @@ impl AnyUsageDoc {
         match self {
             AnyUsageDoc::V1(d) => d.prev.as_deref(),
             AnyUsageDoc::V2(d) => d.prev.as_deref(),
+        }
+    }
+    /// The tree's encryption: v1 trees are plaintext.
+    pub fn encryption(&self) -> Encryption {
+        match self {
+            AnyUsageDoc::V1(_) => Encryption::None,
+            AnyUsageDoc::V2(d) => d.encryption.clone(),
         }
     }
 }

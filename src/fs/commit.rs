@@ -42,6 +42,8 @@ struct DirSnapshot {
 }
 
 struct Snapshot {
+    /// How the token's tree is stored.
+    sealing: super::content::Sealing,
     dirs: Vec<DirSnapshot>,
     root: Ino,
     record: UsageRecord,
@@ -349,8 +351,10 @@ impl Fs {
             last_upload: t.last_upload.clone(),
             seq: t.committed.seq + 1,
             prev: t.committed.usage_doc.clone(),
+            encryption: t.committed.encryption.clone(),
         };
         Ok(Some(Snapshot {
+            sealing: t.sealing.clone(),
             dirs,
             root,
             record,
@@ -389,8 +393,15 @@ impl Fs {
                 }
             }
             let objects =
-                pages::write_dir(self.store(), entries, d.root.clone(), &mut have, &mut added)
-                    .await?;
+                pages::write_dir(
+                    self.store(),
+                    &snap.sealing,
+                    entries,
+                    d.root.clone(),
+                    &mut have,
+                    &mut added,
+                )
+                .await?;
             written.insert(d.ino, objects);
         }
         let root = written
@@ -460,6 +471,7 @@ impl Fs {
                 usage: snap.usage.with_manifests(all_objects(&written)),
                 files: snap.record.files,
                 carried: snap.carried,
+                encryption: snap.record.encryption.clone(),
             };
             // Published: that holds even if the journal cannot record it (a crash then
             // replays the same ops over the previous root, giving the same tree).

@@ -103,10 +103,7 @@ impl Tree {
                     links: vec![(dir, name.clone())],
                     body: Body::File(FileBody {
                         size: *size,
-                        blob: Some(Blob {
-                            cid: cid.clone(),
-                            size: *size,
-                        }),
+                        blob: Some(Blob::plain(cid.clone(), *size)),
                         ..Default::default()
                     }),
                     open_handles: 0,

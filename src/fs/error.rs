@@ -61,6 +61,22 @@ pub enum FsError {
     Io(#[from] std::io::Error),
     #[error("journal: {0}")]
     Journal(String),
+    /// Stored data did not authenticate: the node changed, swapped or cut it.
+    #[error("{0}")]
+    Tampered(String),
+    /// An encrypted tree's keys cannot be had.
+    #[error("{0}")]
+    Locked(String),
+}
+
+impl From<super::content::ContentError> for FsError {
+    fn from(e: super::content::ContentError) -> FsError {
+        match e {
+            super::content::ContentError::Store(s) => FsError::Store(s),
+            super::content::ContentError::Tampered(t) => FsError::Tampered(t.0),
+            super::content::ContentError::Io(e) => FsError::Io(e),
+        }
+    }
 }
 
 impl FsError {
@@ -97,6 +113,8 @@ impl FsError {
                 _ => libc::EIO,
             },
             FsError::Journal(_) => libc::EIO,
+            FsError::Tampered(_) => libc::EIO,
+            FsError::Locked(_) => libc::EACCES,
         }
     }
 }

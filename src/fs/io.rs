@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
+use super::store::Blob;
 use super::error::{FsError, FsResult};
 use super::inode::{Attr, Body, FileBody, Ino, Kind, Meta, TokenId, now_ns};
 use super::journal::Op;
@@ -52,7 +53,7 @@ impl OpenMode {
 /// Where a read is served from, taken under the lock and used outside it.
 enum Source {
     Local(Arc<StagedFile>),
-    Node { cid: String, size: u64 },
+    Node(TokenId, Blob),
     Empty,
 }
 
@@ -241,7 +242,7 @@ impl Fs {
         loop {
             enum Need {
                 Copy(Arc<StagedFile>),
-                Fetch(String, u64),
+                Fetch(Blob),
                 Empty,
             }
             let (token, need) = {
@@ -265,7 +266,7 @@ impl Fs {
                 } else if let Some(b) = &f.blob
                     && b.size > 0
                 {
-                    Need::Fetch(b.cid.clone(), b.size)
+                    Need::Fetch(b.clone())
                 } else {
                     Need::Empty
                 };
@@ -282,13 +283,13 @@ impl Fs {
                     .map_err(|e| FsError::Journal(e.to_string()))??;
                     (copy.0, Some(copy.1), None)
                 }
-                Need::Fetch(cid, size) => {
+                Need::Fetch(blob) => {
                     let new = StagedFile::create(&dir)?;
-                    if let Err(e) = self.fetch_into(&new, &cid, size).await {
+                    if let Err(e) = self.fetch_into(token, &new, &blob).await {
                         new.remove();
                         return Err(e);
                     }
-                    (new, None, Some(cid))
+                    (new, None, Some(blob.cid))
                 }
             };
             let mut guard = self.tree();
@@ -322,11 +323,13 @@ impl Fs {
         }
     }
 
-    async fn fetch_into(&self, dst: &StagedFile, cid: &str, size: u64) -> FsResult<()> {
+    async fn fetch_into(&self, token: TokenId, dst: &StagedFile, blob: &Blob) -> FsResult<()> {
+        let sealing = self.sealing(token);
         let mut offset = 0;
+        let size = blob.size;
         while offset < size {
             let len = FETCH_CHUNK.min(size - offset);
-            let data = self.store().read(cid, size, offset, len).await?;
+            let data = self.read_content(&sealing, blob, offset, len).await?;
             if data.is_empty() {
                 return Err(FsError::Store(super::store::StoreError::permanent(
                     "content shorter than its size",
@@ -336,6 +339,29 @@ impl Fs {
             offset += data.len() as u64;
         }
         Ok(())
+    }
+
+    /// Content of a stored version; a sealed chunk that does not open is logged and `EIO`.
+    async fn read_content(
+        &self,
+        sealing: &super::content::Sealing,
+        blob: &Blob,
+        offset: u64,
+        len: u64,
+    ) -> FsResult<Bytes> {
+        let r = super::content::read(
+            self.store(),
+            sealing,
+            &self.inner.opened,
+            blob,
+            offset,
+            len,
+        )
+        .await;
+        if let Err(super::content::ContentError::Tampered(t)) = &r {
+            tracing::error!(offset, len, "{t}: the node returned data that does not authenticate");
+        }
+        Ok(r?)
     }
 
     pub async fn read(&self, fh: u64, offset: u64, size: u32) -> FsResult<Bytes> {
@@ -357,10 +383,7 @@ impl Fs {
             let source = if let Some(s) = f.session.as_ref().or(f.staged.as_ref()) {
                 Source::Local(s.clone())
             } else if let Some(b) = &f.blob {
-                Source::Node {
-                    cid: b.cid.clone(),
-                    size: b.size,
-                }
+                Source::Node(tree.token_of(h.ino)?, b.clone())
             } else {
                 Source::Empty
             };
@@ -372,8 +395,11 @@ impl Fs {
         let len = (size as u64).min(file_size - offset);
         let mut data = match source {
             Source::Local(s) => s.read_at(offset, len as usize)?,
-            Source::Node { cid, size } => {
-                self.store().read(&cid, size, offset, len).await?.to_vec()
+            Source::Node(token, blob) => {
+                let sealing = self.sealing(token);
+                self.read_content(&sealing, &blob, offset, len)
+                    .await?
+                    .to_vec()
             }
             Source::Empty => Vec::new(),
         };
@@ -428,13 +454,15 @@ impl Fs {
             let end = offset + data.len() as u64;
             // A write of nothing changes nothing, even past the end.
             let new = if data.is_empty() { old } else { old.max(end) };
-            self.allow(tree, token, Change::Grows(new - old))?;
+            let sealing = tree.token(token)?.sealing.clone();
+            let stored = |n| super::content::stored_len(&sealing, n);
+            self.allow(tree, token, Change::Grows(stored(new) - stored(old)))?;
             session.write_at(offset, data)?;
             let f = tree.get_mut(h.ino)?.file_mut().ok_or(FsError::IsDir)?;
             if let Some(live) = &f.live
                 && live.wrote(offset, data.len() as u64)
             {
-                self.start_live(live);
+                self.start_live(live, sealing);
             }
             f.size = new;
             touch(tree, h.ino);
@@ -446,9 +474,9 @@ impl Fs {
 
     /// Start a session's live upload if fewer than `upload_parallelism` run; otherwise
     /// the session is uploaded after its close like any other.
-    fn start_live(&self, live: &Arc<LiveUpload>) {
+    fn start_live(&self, live: &Arc<LiveUpload>, sealing: super::content::Sealing) {
         match self.inner.live_permits.clone().try_acquire_owned() {
-            Ok(permit) => live.start(&self.inner.rt, self.inner.store.clone(), permit),
+            Ok(permit) => live.start(&self.inner.rt, self.inner.store.clone(), sealing, permit),
             Err(_) => live.abandon(),
         }
     }
@@ -502,7 +530,9 @@ impl Fs {
             let f = inode.file_mut().ok_or(FsError::IsDir)?;
             let old = f.size;
             let change = if size > old {
-                Change::Grows(size - old)
+                let sealing = &tree.token(token)?.sealing;
+                let stored = |n| super::content::stored_len(sealing, n);
+                Change::Grows(stored(size) - stored(old))
             } else {
                 Change::Shrinks
             };

@@ -12,6 +12,7 @@ use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
+use crate::format::usage::Encryption;
 use serde::{Deserialize, Serialize};
 
 use super::manifest::EntryKind;
@@ -192,6 +193,10 @@ pub struct CommittedState {
     /// over `root` before the ops after `journal_seq`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub carried: Vec<Op>,
+    /// The tree's `encryption` (docs/FORMAT.md §6.4), carried into every usage document:
+    /// public, kept here so a mount can unlock the tree without the node.
+    #[serde(default, skip_serializing_if = "Encryption::is_none")]
+    pub encryption: Encryption,
 }
 
 #[derive(Debug)]

@@ -21,7 +21,10 @@ use tokio::sync::{OwnedSemaphorePermit, watch};
 use tokio::task::JoinHandle;
 
 use super::staged::StagedFile;
+use super::content::{Sealing, seal_stream};
 use super::store::{ContentStore, StoreError};
+use crate::format::TreeCrypto;
+use crate::format::seal::{ContentSalt, VersionKey};
 
 /// Files smaller than this are uploaded after their close (in batches when small).
 pub const START_BYTES: u64 = 4 << 20;
@@ -47,6 +50,8 @@ pub struct LiveUpload {
     tail: watch::Sender<Tail>,
     started: AtomicBool,
     task: Mutex<Option<JoinHandle<Result<String, StoreError>>>>,
+    /// The content salt the upload seals with (sealed trees).
+    salt: Mutex<Option<ContentSalt>>,
 }
 
 impl LiveUpload {
@@ -57,6 +62,7 @@ impl LiveUpload {
             tail: watch::Sender::new(Tail::default()),
             started: AtomicBool::new(false),
             task: Mutex::new(None),
+            salt: Mutex::new(None),
         })
     }
 
@@ -104,30 +110,45 @@ impl LiveUpload {
         self.tail.send_modify(|t| t.abandoned = true);
     }
 
-    /// Start the `add` on `rt`, holding `permit` (the bound on live uploads) until it ends.
+    /// Start the `add` on `rt`, holding `permit` (the bound on live uploads) until it ends;
+    /// sealed under a fresh content salt when the tree is encrypted.
     pub fn start(
         self: &Arc<Self>,
         rt: &tokio::runtime::Handle,
         store: Arc<dyn ContentStore>,
+        sealing: Sealing,
         permit: OwnedSemaphorePermit,
     ) {
         if self.started.swap(true, Ordering::Relaxed) {
             return;
         }
+        let key = match &*sealing {
+            TreeCrypto::Plain => None,
+            TreeCrypto::Sealed(keys) => {
+                let salt = ContentSalt::random();
+                *self.salt.lock().unwrap_or_else(|e| e.into_inner()) = Some(salt);
+                Some(Arc::new(VersionKey::new(keys, &salt)))
+            }
+        };
         let this = self.clone();
-        let open: Arc<super::store::ContentStream> = Arc::new(move || this.stream());
+        let seed = key.is_none();
+        let open: Arc<super::store::ContentStream> = Arc::new(move || match &key {
+            Some(k) => seal_stream(this.stream(), k.clone()),
+            None => this.stream(),
+        });
         let path = self.staged.path().to_path_buf();
         let task = rt.spawn(async move {
-            let r = store.add_stream(&path, open).await;
+            let r = store.add_stream(&path, open, seed).await;
             drop(permit);
             r
         });
         *self.lock_task() = Some(task);
     }
 
-    /// The CID of the closed session's content, if its live upload ran to the end; `None`
-    /// when it never started, was abandoned or failed (the caller uploads the staged file).
-    pub async fn finish(&self) -> Option<String> {
+    /// The CID of the closed session's content and its content salt (sealed trees), if its
+    /// live upload ran to the end; `None` when it never started, was abandoned or failed
+    /// (the caller uploads the staged file).
+    pub async fn finish(&self) -> Option<(String, Option<ContentSalt>)> {
         let task = self.lock_task().take()?;
         let tail = *self.tail.borrow();
         if tail.abandoned || !tail.closed {
@@ -135,7 +156,7 @@ impl LiveUpload {
             return None;
         }
         match task.await {
-            Ok(Ok(cid)) => Some(cid),
+            Ok(Ok(cid)) => Some((cid, *self.salt.lock().unwrap_or_else(|e| e.into_inner()))),
             Ok(Err(e)) => {
                 tracing::debug!(error = %e, "live upload failed; uploading the staged file");
                 None

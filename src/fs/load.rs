@@ -21,6 +21,36 @@ const REPLAY_RETRY_FIRST: std::time::Duration = std::time::Duration::from_millis
 const REPLAY_RETRY_MAX: std::time::Duration = std::time::Duration::from_secs(15);
 
 impl Fs {
+    /// The keys of token `id`'s tree: opened from its `encryption`, or for a token with no
+    /// tree yet, what the key ring gives new trees (then `true`: `committed` now holds the
+    /// new `encryption`, to be recorded before anything is sealed with it).
+    async fn tree_keys(
+        &self,
+        id: TokenId,
+        committed: &mut CommittedState,
+        read_only: bool,
+    ) -> FsResult<(super::content::Sealing, bool)> {
+        let keys = self.config().keys.clone();
+        let fresh = committed.root.is_none() && committed.encryption.is_none() && !read_only;
+        let encryption = committed.encryption.clone();
+        let opened = tokio::task::spawn_blocking(move || match fresh {
+            true => keys.new_tree(id).map(|(e, c)| (c, Some(e))),
+            false => keys.open(id, &encryption).map(|c| (c, None)),
+        })
+        .await
+        .map_err(|e| FsError::Locked(format!("sNFT {id}: key task: {e}")))?
+        .map_err(FsError::Locked)?;
+        let (crypto, new) = opened;
+        let is_new = new.as_ref().is_some_and(|e| !e.is_none());
+        if let Some(e) = new {
+            committed.encryption = e;
+        }
+        if crypto.is_sealed() {
+            tracing::info!(token = id, "the sNFT's tree is encrypted");
+        }
+        Ok((Arc::new(crypto), is_new))
+    }
+
     /// Mount one sNFT: load its committed root, replay its journal, resume its uploads.
     pub async fn add_token(&self, info: TokenInfo) -> FsResult<()> {
         let id = info.token_id;
@@ -47,6 +77,7 @@ impl Fs {
                     usage: p.usage,
                     files: p.files,
                     carried: Vec::new(),
+                    encryption: p.encryption,
                 },
                 Ok(None) => CommittedState::default(),
                 Err(e) => {
@@ -58,7 +89,9 @@ impl Fs {
                 }
             },
         };
-        if !had_state && !read_only {
+        let mut committed = committed;
+        let (sealing, new_key) = self.tree_keys(id, &mut committed, read_only).await?;
+        if (!had_state || new_key) && !read_only {
             recovered.journal.record_state(&committed)?;
         }
         let ops = recovered.ops;
@@ -114,6 +147,7 @@ impl Fs {
                     last_commit_added: Default::default(),
                     groups: Default::default(),
                     loading_all: false,
+                    sealing,
                 },
             );
         }
@@ -224,7 +258,11 @@ impl Fs {
             }
         };
         let is_root = self.tree().is_token_root(dir);
-        let read = super::pages::read_dir(self.store(), &cid, is_root).await;
+        let sealing = match token {
+            Some(t) => self.sealing(t),
+            None => Arc::new(crate::format::TreeCrypto::Plain),
+        };
+        let read = super::pages::read_dir(self.store(), &sealing, &cid, is_root).await;
         let mut tree = self.tree();
         let read = match read {
             Ok(r) => r,

@@ -7,10 +7,12 @@
 
 mod backoff;
 pub mod commit;
+pub mod content;
 mod dapp;
 pub mod error;
 pub mod inode;
 mod io;
+pub mod keyring;
 pub mod journal;
 pub mod ledger;
 mod live;
@@ -76,6 +78,8 @@ pub struct FsConfig {
     /// Owner of the mount root and of sNFT roots.
     pub uid: u32,
     pub gid: u32,
+    /// Opens encrypted trees and decides what a new tree gets.
+    pub keys: std::sync::Arc<dyn keyring::KeyRing>,
 }
 
 impl FsConfig {
@@ -93,6 +97,7 @@ impl FsConfig {
             read_only: false,
             uid: unsafe_getuid(),
             gid: unsafe_getgid(),
+            keys: std::sync::Arc::new(keyring::PlainOnly),
         }
     }
 }
@@ -194,6 +199,8 @@ pub(crate) struct Inner {
     pub live_permits: Arc<tokio::sync::Semaphore>,
     /// The runtime, for work started from FUSE threads.
     pub rt: tokio::runtime::Handle,
+    /// Content chunks opened lately (sealed trees).
+    pub opened: content::OpenChunks,
 }
 
 impl std::fmt::Debug for Fs {
@@ -252,6 +259,7 @@ impl Fs {
                 node_health,
                 live_permits: Arc::new(tokio::sync::Semaphore::new(cfg_parallelism.max(1))),
                 rt: tokio::runtime::Handle::current(),
+                opened: Default::default(),
             }),
         };
         upload::spawn_workers(fs.clone(), jobs);
@@ -270,6 +278,15 @@ impl Fs {
 
     pub(crate) fn store(&self) -> &dyn ContentStore {
         &*self.inner.store
+    }
+
+    /// How token `token` stores its tree (plaintext for a token no longer mounted).
+    pub(crate) fn sealing(&self, token: inode::TokenId) -> content::Sealing {
+        self.tree()
+            .tokens
+            .get(&token)
+            .map(|t| t.sealing.clone())
+            .unwrap_or_else(|| Arc::new(crate::format::TreeCrypto::Plain))
     }
 
     pub fn config(&self) -> &FsConfig {

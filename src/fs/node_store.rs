@@ -10,7 +10,7 @@ use bytes::Bytes;
 
 use super::store::{Blob, ContentStore, ContentStream, Published, StoreError, UsageRecord};
 use crate::cache::{CacheError, ChunkCache};
-use crate::format::usage::{Encryption, LastUpload as FormatLastUpload, UsageDoc};
+use crate::format::usage::{LastUpload as FormatLastUpload, UsageDoc};
 use crate::storage::{NodeClient, StorageError};
 use crate::usage::{self, UsageError};
 
@@ -111,10 +111,7 @@ impl ContentStore for NodeStore {
         let added = self.client.add_path(path).await.map_err(storage_error)?;
         self.seed_cache(&added.hash, path, size);
         // `Size` in the answer is the DAG's size; the content size is the file's.
-        Ok(Blob {
-            cid: added.hash,
-            size,
-        })
+        Ok(Blob::plain(added.hash, size))
     }
 
     async fn add_files(&self, paths: &[PathBuf]) -> Result<Vec<Blob>, StoreError> {
@@ -133,7 +130,7 @@ impl ContentStore for NodeStore {
             .into_iter()
             .zip(sizes)
             // Batches are small files: not seeded (see `seed_cache`).
-            .map(|(a, size)| Blob { cid: a.hash, size })
+            .map(|(a, size)| Blob::plain(a.hash, size))
             .collect())
     }
 
@@ -141,6 +138,7 @@ impl ContentStore for NodeStore {
         &self,
         path: &Path,
         open: Arc<ContentStream>,
+        seed: bool,
     ) -> Result<String, StoreError> {
         let name = path
             .file_name()
@@ -151,8 +149,24 @@ impl ContentStore for NodeStore {
             .add_stream(&name, &*open)
             .await
             .map_err(storage_error)?;
-        self.seed_cache(&added.hash, path, file_size(path).unwrap_or(0));
+        if seed {
+            self.seed_cache(&added.hash, path, file_size(path).unwrap_or(0));
+        }
         Ok(added.hash)
+    }
+
+    async fn add_objects(&self, objects: Vec<Bytes>) -> Result<Vec<String>, StoreError> {
+        let objects = objects
+            .into_iter()
+            .enumerate()
+            .map(|(i, o)| (format!("object-{i}"), o))
+            .collect();
+        let added = self
+            .client
+            .add_batch_bytes(objects)
+            .await
+            .map_err(storage_error)?;
+        Ok(added.into_iter().map(|a| a.hash).collect())
     }
 
     async fn add_manifest(&self, json: Bytes) -> Result<String, StoreError> {
@@ -190,6 +204,7 @@ impl ContentStore for NodeStore {
         btns: Option<&str>,
         record: &UsageRecord,
     ) -> Result<String, StoreError> {
+        let plain = record.encryption.is_none();
         let doc = UsageDoc {
             schema: crate::format::SCHEMA_USAGE.to_string(),
             chain_id: self.chain_id,
@@ -204,10 +219,11 @@ impl ContentStore for NodeStore {
                 .map(|d| d.as_secs())
                 .unwrap_or(0),
             prev: record.prev.clone(),
-            encryption: Encryption::None,
+            encryption: record.encryption.clone(),
             merged: None,
-            files: Some(record.files),
-            last_upload: record.last_upload.as_ref().map(|l| FormatLastUpload {
+            // What an encrypted tree holds is nobody else's business (FORMAT §8).
+            files: plain.then_some(record.files),
+            last_upload: record.last_upload.as_ref().filter(|_| plain).map(|l| FormatLastUpload {
                 path: l.path.clone().into_bytes(),
                 cid: l.cid.clone(),
                 size: l.size,
@@ -245,6 +261,7 @@ impl ContentStore for NodeStore {
                 usage: doc.usage(),
                 files: doc.files().unwrap_or(0),
                 seq: doc.seq(),
+                encryption: doc.encryption(),
             })),
             // Nothing was ever published under a freshly minted token's name.
             Err(UsageError::Storage(e))

@@ -59,8 +59,8 @@ pub struct ReadDir {
 }
 
 /// The one page of an empty directory, and the CID the store gives it.
-pub fn empty_dir(store: &dyn ContentStore) -> Option<(String, u64)> {
-    let bytes = format::page::encode::<Entry>(&Page::Leaf(Vec::new()), &TreeCrypto::Plain).ok()?;
+pub fn empty_dir(store: &dyn ContentStore, crypto: &TreeCrypto) -> Option<(String, u64)> {
+    let bytes = format::page::encode::<Entry>(&Page::Leaf(Vec::new()), crypto).ok()?;
     Some((store.object_cid(&bytes)?, bytes.len() as u64))
 }
 
@@ -126,12 +126,12 @@ pub struct RootParts {
 /// records what it added in `have` and `added`.
 pub async fn write_dir(
     store: &dyn ContentStore,
+    crypto: &TreeCrypto,
     entries: Vec<Entry>,
     root: Option<RootParts>,
     have: &mut HashSet<String>,
     added: &mut Added,
 ) -> FsResult<DirObjects> {
-    let crypto = TreeCrypto::Plain;
     let mut added_large: HashMap<[u8; 32], String> = HashMap::new();
     loop {
         let mut b = Builder {
@@ -141,7 +141,7 @@ pub async fn write_dir(
             index: HashMap::new(),
             large: None,
         };
-        let built = format::prolly::build(&mut b, &crypto, entries.clone()).and_then(|top| {
+        let built = format::prolly::build(&mut b, crypto, entries.clone()).and_then(|top| {
             let Some(parts) = &root else {
                 return Ok(top);
             };
@@ -149,7 +149,7 @@ pub async fn write_dir(
                 true => None,
                 false => Some(format::prolly::build(
                     &mut b,
-                    &crypto,
+                    crypto,
                     parts.groups.clone(),
                 )?),
             };
@@ -159,7 +159,7 @@ pub async fn write_dir(
                 dir: top,
                 inodes,
             }
-            .encode(&crypto);
+            .encode(crypto);
             b.put(node)
         });
         let top = match built {
@@ -205,16 +205,16 @@ pub async fn write_dir(
 /// `fetched[0]`), in key order; each page's CID and size go to `objects`.
 async fn read_table<R: format::Record>(
     store: &dyn ContentStore,
+    crypto: &TreeCrypto,
     mut level: Vec<String>,
     mut fetched: Vec<Bytes>,
     objects: &mut Vec<(String, u64)>,
 ) -> FsResult<Vec<R>> {
-    let crypto = TreeCrypto::Plain;
     let mut records = Vec::new();
     loop {
         let mut next = Vec::new();
         for (cid, bytes) in level.iter().zip(&fetched) {
-            match format::page::decode::<R>(bytes, &crypto)
+            match format::page::decode::<R>(bytes, crypto)
                 .map_err(|e| format_error(&format!("page {cid}"), e))?
             {
                 Page::Leaf(r) => records.extend(r),
@@ -235,12 +235,16 @@ async fn read_table<R: format::Record>(
 /// Reads the directory whose top object is `top`: a v2 page tree, a v2 root node (the sNFT
 /// root, `is_root`) over one and over the link-group table, or a v1 manifest. Pages of one
 /// level are fetched together.
-pub async fn read_dir(store: &dyn ContentStore, top: &str, is_root: bool) -> FsResult<ReadDir> {
-    let crypto = TreeCrypto::Plain;
+pub async fn read_dir(
+    store: &dyn ContentStore,
+    crypto: &TreeCrypto,
+    top: &str,
+    is_root: bool,
+) -> FsResult<ReadDir> {
     let first = store.fetch(top).await?;
     let mut objects = vec![(top.to_owned(), first.len() as u64)];
     let schema = format::schema_of(&first);
-    if schema.as_deref() == Some(super::manifest::SCHEMA) {
+    if schema.as_deref() == Some(super::manifest::SCHEMA) && !crypto.is_sealed() {
         // (v1 subdirectories are read as they are loaded: the tree is rewritten whole.)
         return super::manifest::Manifest::parse(&first)
             .map_err(|e| FsError::Journal(format!("manifest {top}: {e}")))
@@ -251,7 +255,7 @@ pub async fn read_dir(store: &dyn ContentStore, top: &str, is_root: bool) -> FsR
     let mut level = vec![top.to_owned()];
     let mut fetched = vec![first];
     if is_root {
-        let r = Root::decode(&fetched[0], &crypto)
+        let r = Root::decode(&fetched[0], crypto)
             .map_err(|e| format_error(&format!("root node {top}"), e))?;
         if r.read_only {
             read_only = Some("its root node has members this pxfs does not know".to_owned());
@@ -262,6 +266,7 @@ pub async fn read_dir(store: &dyn ContentStore, top: &str, is_root: bool) -> FsR
             objects.push((table.clone(), bytes.len() as u64));
             groups = read_table::<format::InodeRecord>(
                 store,
+                crypto,
                 vec![table.clone()],
                 vec![bytes],
                 &mut objects,
@@ -277,7 +282,7 @@ pub async fn read_dir(store: &dyn ContentStore, top: &str, is_root: bool) -> FsR
         fetched = vec![store.fetch(&r.root.dir).await?];
         objects.push((r.root.dir, fetched[0].len() as u64));
     }
-    let entries: Vec<Entry> = read_table(store, level, fetched, &mut objects).await?;
+    let entries: Vec<Entry> = read_table(store, crypto, level, fetched, &mut objects).await?;
     if entries
         .iter()
         .any(|e| matches!(e.kind, format::EntryKind::Unknown(_)))
@@ -299,6 +304,6 @@ pub async fn read_dir(store: &dyn ContentStore, top: &str, is_root: bool) -> FsR
         },
         read_only,
         v1: false,
-        empty_dir: empty_dir(store),
+        empty_dir: empty_dir(store, crypto),
     })
 }

@@ -199,8 +199,15 @@ impl ContentStore for ObservedStore {
         &self,
         path: &Path,
         open: Arc<ContentStream>,
+        seed: bool,
     ) -> Result<String, StoreError> {
-        let r = self.inner.add_stream(path, open).await;
+        let r = self.inner.add_stream(path, open, seed).await;
+        self.health.observe(&r);
+        r
+    }
+
+    async fn add_objects(&self, objects: Vec<Bytes>) -> Result<Vec<String>, StoreError> {
+        let r = self.inner.add_objects(objects).await;
         self.health.observe(&r);
         r
     }

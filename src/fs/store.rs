@@ -13,6 +13,7 @@ use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 
 pub use crate::storage::ContentStream;
+use crate::format::usage::Encryption;
 
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("{message}")]
@@ -41,7 +42,21 @@ impl StoreError {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Blob {
     pub cid: String,
+    /// The file's size (plaintext bytes).
     pub size: u64,
+    /// The content salt of a sealed version (docs/FORMAT.md §6.2); `None`: stored as written.
+    pub salt: Option<crate::format::seal::ContentSalt>,
+}
+
+impl Blob {
+    /// Content stored as written.
+    pub fn plain(cid: String, size: u64) -> Blob {
+        Blob {
+            cid,
+            size,
+            salt: None,
+        }
+    }
 }
 
 /// What a commit publishes for a token; the store adds the chain-side fields (chain id,
@@ -56,6 +71,9 @@ pub struct UsageRecord {
     pub last_upload: Option<LastUpload>,
     pub seq: u64,
     pub prev: Option<String>,
+    /// The tree's `encryption` member (docs/FORMAT.md §6.4).
+    #[serde(default)]
+    pub encryption: Encryption,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -73,6 +91,7 @@ pub struct Published {
     pub usage: u64,
     pub files: u64,
     pub seq: u64,
+    pub encryption: Encryption,
 }
 
 #[async_trait]
@@ -83,9 +102,17 @@ pub trait ContentStore: Send + Sync + 'static {
     async fn add_files(&self, paths: &[PathBuf]) -> Result<Vec<Blob>, StoreError>;
     /// Add (and pin) the staged file at `path` while it is still being written: `open`
     /// streams its content from the start and ends when the writer closes it (see
-    /// `fs::live`). Returns the CID.
-    async fn add_stream(&self, path: &Path, open: Arc<ContentStream>)
-    -> Result<String, StoreError>;
+    /// `fs::live`). Returns the CID. `seed`: the stream is the staged file's bytes as they
+    /// are, which may serve the first reads (not so for sealed content).
+    async fn add_stream(
+        &self,
+        path: &Path,
+        open: Arc<ContentStream>,
+        seed: bool,
+    ) -> Result<String, StoreError>;
+    /// Add (and pin) many small in-memory objects in one request (sealed small files);
+    /// their CIDs in input order.
+    async fn add_objects(&self, objects: Vec<Bytes>) -> Result<Vec<String>, StoreError>;
     /// Add (and pin) a metadata object (a directory page, a root node).
     async fn add_manifest(&self, json: Bytes) -> Result<String, StoreError>;
     /// The CID `add_manifest` will give `bytes`, when it can be known beforehand.
@@ -220,10 +247,7 @@ impl ContentStore for MemoryStore {
         let data = std::fs::read(path).map_err(|e| StoreError::permanent(e.to_string()))?;
         let size = data.len() as u64;
         self.file_adds.fetch_add(1, Ordering::SeqCst);
-        Ok(Blob {
-            cid: self.put(Bytes::from(data)),
-            size,
-        })
+        Ok(Blob::plain(self.put(Bytes::from(data)), size))
     }
 
     async fn add_files(&self, paths: &[PathBuf]) -> Result<Vec<Blob>, StoreError> {
@@ -238,6 +262,7 @@ impl ContentStore for MemoryStore {
         &self,
         _path: &Path,
         open: Arc<ContentStream>,
+        _seed: bool,
     ) -> Result<String, StoreError> {
         self.check_online()?;
         let mut data = Vec::new();
@@ -250,6 +275,12 @@ impl ContentStore for MemoryStore {
         }
         self.file_adds.fetch_add(1, Ordering::SeqCst);
         Ok(self.put(Bytes::from(data)))
+    }
+
+    async fn add_objects(&self, objects: Vec<Bytes>) -> Result<Vec<String>, StoreError> {
+        self.check_online()?;
+        self.file_adds.fetch_add(objects.len(), Ordering::SeqCst);
+        Ok(objects.into_iter().map(|o| self.put(o)).collect())
     }
 
     async fn add_manifest(&self, json: Bytes) -> Result<String, StoreError> {
@@ -312,6 +343,7 @@ impl ContentStore for MemoryStore {
             usage: r.usage,
             files: r.files,
             seq: r.seq,
+            encryption: r.encryption.clone(),
         }))
     }
 }

@@ -74,7 +74,7 @@ pub fn inode_of(inode: &Inode, dir_top: Option<&str>) -> Option<format::Inode> {
                 size: b.size,
                 content: (b.size > 0).then(|| Content {
                     cid: b.cid.clone(),
-                    salt: None,
+                    salt: b.salt,
                 }),
             }
         }
@@ -104,9 +104,13 @@ pub fn body_of(kind: InodeKind) -> (Kind, Body) {
             Kind::File,
             Body::File(FileBody {
                 size,
-                blob: Some(Blob {
-                    cid: content.map_or_else(|| EMPTY_CONTENT.to_owned(), |c| c.cid),
-                    size,
+                blob: Some(match content {
+                    Some(c) => Blob {
+                        cid: c.cid,
+                        size,
+                        salt: c.salt,
+                    },
+                    None => Blob::plain(EMPTY_CONTENT.to_owned(), size),
                 }),
                 ..Default::default()
             }),

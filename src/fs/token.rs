@@ -69,6 +69,8 @@ pub struct TokenFs {
     pub loading_all: bool,
     /// What this mount's last commit added to the node (`user.pxfs.last_commit`).
     pub last_commit_added: super::pages::Added,
+    /// Plaintext, or the keys that seal this tree (its `encryption` is in `committed`).
+    pub sealing: super::content::Sealing,
 }
 
 /// A committed link group: its record, and its inode once a name of it is loaded.

@@ -387,11 +387,21 @@ impl Tree {
                 Some(b) if b.size == f.size && !f.upload_pending && f.session.is_none() => {
                     Some(Charge::Object {
                         cid: b.cid.clone(),
-                        size: b.size,
+                        size: super::content::stored_size(b),
                         manifest: false,
                     })
                 }
-                _ => (f.size > 0).then_some(Charge::Own(f.size)),
+                // Not on the node yet: what it will store once it is.
+                _ => (f.size > 0).then(|| {
+                    let sealed = inode
+                        .token
+                        .and_then(|t| self.tokens.get(&t))
+                        .is_some_and(|t| t.sealing.is_sealed());
+                    Charge::Own(match sealed {
+                        true => crate::format::seal::sealed_len(f.size),
+                        false => f.size,
+                    })
+                }),
             },
             Body::Dir(d) => d.objects.clone().map(Charge::Pages),
             Body::Symlink(_) | Body::Special(_) => None,
@@ -454,7 +464,7 @@ impl Tree {
                 .get(&ino)
                 .and_then(|i| i.file())
                 .and_then(|f| f.blob.as_ref())
-                .map(|b| (b.cid.clone(), b.size))
+                .map(|b| (b.cid.clone(), super::content::stored_size(b)))
         });
         Ok((usage, files))
     }

@@ -12,6 +12,7 @@ use tokio::sync::{Semaphore, mpsc};
 
 use super::Fs;
 use super::backoff::Backoff;
+use super::content;
 use super::inode::{Ino, TokenId};
 use super::live::LiveUpload;
 use super::staged::StagedFile;
@@ -146,7 +147,8 @@ pub(crate) fn spawn_workers(fs: Fs, mut rx: mpsc::UnboundedReceiver<Job>) {
                 let mut bytes = batch[0].size;
                 while batch.len() < BATCH_FILES && bytes < BATCH_BYTES {
                     match rx.try_recv() {
-                        Ok(j) if j.size <= small => {
+                        // One token per batch: each token seals with its own keys.
+                        Ok(j) if j.size <= small && j.token == batch[0].token => {
                             bytes += j.size;
                             batch.push(j);
                         }
@@ -188,11 +190,12 @@ async fn upload_batch(fs: &Fs, batch: Vec<Job>) -> Vec<Job> {
     // version made it moot: `finish` then records the CID as superseded, to be unpinned.)
     if let [job] = &batch[..]
         && let Some(live) = &job.live
-        && let Some(cid) = live.finish().await
+        && let Some((cid, salt)) = live.finish().await
     {
         let blob = Blob {
             cid,
             size: job.size,
+            salt,
         };
         finish(fs, job, Some(blob));
         fs.inner.outage.succeeded(fs.pending());
@@ -215,14 +218,15 @@ async fn upload_batch(fs: &Fs, batch: Vec<Job>) -> Vec<Job> {
             return stuck;
         }
         let started = std::time::Instant::now();
+        // A batch holds one token's jobs (see `spawn_workers`).
+        let sealing = fs.sealing(live[0].token);
         let result = if live.len() == 1 {
-            fs.store()
-                .add_file(live[0].staged.path())
+            content::add_file(fs.store(), &sealing, live[0].staged.path(), live[0].size)
                 .await
                 .map(|b| vec![b])
         } else {
             let paths: Vec<_> = live.iter().map(|j| j.staged.path().to_path_buf()).collect();
-            fs.store().add_files(&paths).await
+            content::add_files(fs.store(), &sealing, &paths).await
         };
         match result {
             Ok(blobs) if blobs.len() == live.len() => {

@@ -255,7 +255,39 @@ impl NodeClient {
             Ok(Upload { form, progress })
         };
         let added = self.add_form(&make, count).await?;
-        match_in_order(&self.inner.path("add"), &files, added)
+        let names: Vec<String> = files.into_iter().map(|(n, _)| n).collect();
+        match_in_order(&self.inner.path("add"), &names, added)
+    }
+
+    /// Adds many in-memory objects in one multipart request (sealed small files). Results
+    /// come back in input order, each named as given.
+    pub async fn add_batch_bytes(
+        &self,
+        objects: Vec<(String, Bytes)>,
+    ) -> Result<Vec<Added>, StorageError> {
+        if objects.is_empty() {
+            return Ok(Vec::new());
+        }
+        let count = objects.len();
+        let parts: Vec<(String, Bytes)> = objects
+            .iter()
+            .map(|(name, data)| (part_file_name(name), data.clone()))
+            .collect();
+        let make = move || {
+            let mut form = Form::new();
+            for (name, data) in &parts {
+                let part =
+                    Part::stream_with_length(data.clone(), data.len() as u64).file_name(name.clone());
+                form = form.part("file", octet_stream(part));
+            }
+            Ok(Upload {
+                form,
+                progress: Progress::new(),
+            })
+        };
+        let added = self.add_form(&make, count).await?;
+        let names: Vec<String> = objects.into_iter().map(|(n, _)| n).collect();
+        match_in_order(&self.inner.path("add"), &names, added)
     }
 
     /// Adds one file whose content is still being written: `open` gives its bytes from the
@@ -582,14 +614,14 @@ fn part_file_name(name: &str) -> String {
 /// per file; should it add more (directory objects), files are matched by name instead.
 fn match_in_order(
     path: &str,
-    files: &[(String, PathBuf)],
+    files: &[String],
     added: Vec<Added>,
 ) -> Result<Vec<Added>, StorageError> {
     if added.len() == files.len() {
         return Ok(files
             .iter()
             .zip(added)
-            .map(|((name, _), a)| Added {
+            .map(|(name, a)| Added {
                 name: name.clone(),
                 ..a
             })
@@ -598,7 +630,7 @@ fn match_in_order(
     let mut pool: Vec<Option<Added>> = added.into_iter().map(Some).collect();
     files
         .iter()
-        .map(|(name, _)| {
+        .map(|name| {
             let wanted = part_file_name(name);
             let slot = pool
                 .iter_mut()
