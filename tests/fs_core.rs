@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+use pxfs::fs::keyring::{FixedKey, KeyRing, PlainOnly};
 use pxfs::fs::store::MemoryStore;
 use pxfs::fs::{Fs, FsConfig, FsError, Ino, Kind, ROOT_INO, SetAttr, TokenInfo};
 
@@ -25,15 +26,33 @@ struct Mount {
     fs: Fs,
     store: Arc<MemoryStore>,
     cache: tempfile::TempDir,
+    keys: Arc<dyn KeyRing>,
 }
 
-async fn mount_with(store: Arc<MemoryStore>, cache: tempfile::TempDir, quota: u64) -> Mount {
+async fn try_mount(
+    store: Arc<MemoryStore>,
+    cache: tempfile::TempDir,
+    quota: u64,
+    keys: Arc<dyn KeyRing>,
+) -> Result<Mount, FsError> {
     let mut cfg = FsConfig::new(cache.path().to_path_buf());
     cfg.single_token = true;
     cfg.commit_interval = std::time::Duration::from_secs(3600); // commits only when asked
+    cfg.keys = keys.clone();
     let fs = Fs::new(cfg, store.clone()).unwrap();
-    fs.add_token(info(quota)).await.unwrap();
-    Mount { fs, store, cache }
+    fs.add_token(info(quota)).await?;
+    Ok(Mount {
+        fs,
+        store,
+        cache,
+        keys,
+    })
+}
+
+async fn mount_with(store: Arc<MemoryStore>, cache: tempfile::TempDir, quota: u64) -> Mount {
+    try_mount(store, cache, quota, Arc::new(PlainOnly))
+        .await
+        .unwrap()
 }
 
 async fn mount(quota: u64) -> Mount {
@@ -50,14 +69,18 @@ impl Mount {
     async fn remount(self) -> Mount {
         self.fs.flush_all().await.unwrap();
         self.fs.abort();
-        mount_with(self.store, self.cache, u64::MAX).await
+        try_mount(self.store, self.cache, u64::MAX, self.keys)
+            .await
+            .unwrap()
     }
 
     /// A crash: nothing drained, nothing committed.
     async fn crash_and_remount(self) -> Mount {
         self.fs.abort();
         drop(self.fs);
-        mount_with(self.store, self.cache, u64::MAX).await
+        try_mount(self.store, self.cache, u64::MAX, self.keys)
+            .await
+            .unwrap()
     }
 
     async fn write_file(&self, dir: Ino, name: &str, data: &[u8]) -> Ino {
@@ -987,6 +1010,7 @@ async fn publish_root_with_an_unknown_kind(store: &MemoryStore) {
         last_upload: None,
         seq: 1,
         prev: None,
+        encryption: Default::default(),
     };
     store.publish_usage(Some(BTNS), &record).await.unwrap();
 }
@@ -1263,4 +1287,133 @@ async fn px_dapp_is_read_only_uncounted_and_never_committed_and_a_real_entry_win
     // Hiding the dApp's files leaves the real entry alone.
     fs.set_dapp_index(TOKEN, None).await.unwrap();
     assert_eq!(m.names(real).await, ["mine"]);
+}
+
+fn sealed_keys() -> Arc<dyn KeyRing> {
+    Arc::new(FixedKey(pxfs::format::DataKey::from_bytes([42; 32])))
+}
+
+#[tokio::test]
+async fn an_encrypted_tree_stores_no_name_content_or_attribute_in_clear() {
+    const MARK: &str = "zebra-marker-4711";
+    let m = try_mount(
+        Arc::new(MemoryStore::new()),
+        tempfile::tempdir().unwrap(),
+        u64::MAX,
+        sealed_keys(),
+    )
+    .await
+    .unwrap();
+    let small = format!("{MARK} small content").into_bytes();
+    // Larger than a batch file and than one sealed chunk: the streamed path, 3 chunks.
+    let big: Vec<u8> = MARK.bytes().cycle().take(600_000).collect();
+    let dir =
+        m.fs.mkdir(ROOT_INO, &format!("{MARK}-dir"), 0o755, 0, 0)
+            .await
+            .unwrap()
+            .ino;
+    m.write_file(dir, &format!("{MARK}-small"), &small).await;
+    m.write_file(dir, "big", &big).await;
+    m.fs.symlink(dir, "link", MARK, 0, 0).await.unwrap();
+    m.fs.setxattr(dir, "user.note", MARK.as_bytes(), 0)
+        .await
+        .unwrap();
+    m.fs.flush_all().await.unwrap();
+
+    for object in m.store.objects() {
+        assert!(
+            !object.windows(MARK.len()).any(|w| w == MARK.as_bytes()),
+            "an object holds the marker in clear: {:?}",
+            String::from_utf8_lossy(&object[..object.len().min(200)])
+        );
+    }
+    let record = m.store.published(BTNS).unwrap();
+    assert!(
+        !record.encryption.is_none(),
+        "the usage document says encrypted"
+    );
+    let (content, manifests) = m.measured();
+    assert_eq!(
+        m.usage().await,
+        content + manifests,
+        "usage counts what is stored"
+    );
+    assert_eq!(
+        content,
+        pxfs::format::seal::sealed_len(small.len() as u64)
+            + pxfs::format::seal::sealed_len(big.len() as u64),
+        "content is counted as stored, tags included"
+    );
+
+    // Another machine with the key: a fresh cache reads it all back.
+    let other = try_mount(
+        m.store.clone(),
+        tempfile::tempdir().unwrap(),
+        u64::MAX,
+        sealed_keys(),
+    )
+    .await
+    .unwrap();
+    let dir = other
+        .fs
+        .lookup(ROOT_INO, &format!("{MARK}-dir"))
+        .await
+        .unwrap()
+        .ino;
+    assert_eq!(other.read_file(dir, &format!("{MARK}-small")).await, small);
+    assert_eq!(other.read_file(dir, "big").await, big);
+    let link = other.fs.lookup(dir, "link").await.unwrap().ino;
+    assert_eq!(other.fs.readlink(link).await.unwrap(), MARK.as_bytes());
+    assert_eq!(
+        other.fs.getxattr(dir, "user.note").await.unwrap(),
+        MARK.as_bytes()
+    );
+
+    // Without the key: refused with a sentence, nothing mounted.
+    let e = try_mount(
+        m.store.clone(),
+        tempfile::tempdir().unwrap(),
+        u64::MAX,
+        Arc::new(PlainOnly),
+    )
+    .await
+    .err()
+    .expect("no key, no mount");
+    assert_eq!(e.errno(), libc::EACCES);
+    assert!(e.to_string().contains("encrypted"), "{e}");
+}
+
+#[tokio::test]
+async fn a_changed_byte_in_stored_content_fails_that_range_with_eio_only() {
+    let m = try_mount(
+        Arc::new(MemoryStore::new()),
+        tempfile::tempdir().unwrap(),
+        u64::MAX,
+        sealed_keys(),
+    )
+    .await
+    .unwrap();
+    let data: Vec<u8> = (0..700_000u32).map(|i| (i % 251) as u8).collect();
+    let ino = m.write_file(ROOT_INO, "f", &data).await;
+    m.fs.flush_all().await.unwrap();
+    let cid = m.fs.getxattr(ino, "user.pxfs.cid").await.unwrap();
+    let cid = String::from_utf8(cid).unwrap();
+    // Byte 100 of the second sealed chunk.
+    m.store.flip_byte(&cid, 262_144 + 100);
+    let fresh = try_mount(
+        m.store.clone(),
+        tempfile::tempdir().unwrap(),
+        u64::MAX,
+        sealed_keys(),
+    )
+    .await
+    .unwrap();
+    let ino = fresh.fs.lookup(ROOT_INO, "f").await.unwrap().ino;
+    let fh = fresh.fs.open(ino, libc::O_RDONLY).await.unwrap();
+    let first = fresh.fs.read(fh, 0, 65_536).await.unwrap();
+    assert_eq!(&first[..], &data[..65_536], "the first chunk still reads");
+    let last = fresh.fs.read(fh, 600_000, 50_000).await.unwrap();
+    assert_eq!(&last[..], &data[600_000..650_000], "so does the third");
+    assert_eq!(errno(fresh.fs.read(fh, 262_128, 10).await), libc::EIO);
+    fresh.fs.release(fh).await.unwrap();
 }

@@ -348,7 +348,8 @@ impl Fs {
             usage: 0, // known once the manifests are written
             files,
             root: String::new(),
-            last_upload: t.last_upload.clone(),
+            // An encrypted tree's document says nothing about what it holds (FORMAT §8).
+            last_upload: t.last_upload.clone().filter(|_| !t.sealing.is_sealed()),
             seq: t.committed.seq + 1,
             prev: t.committed.usage_doc.clone(),
             encryption: t.committed.encryption.clone(),
@@ -392,16 +393,15 @@ impl Fs {
                     i.kind = format::InodeKind::Dir { top };
                 }
             }
-            let objects =
-                pages::write_dir(
-                    self.store(),
-                    &snap.sealing,
-                    entries,
-                    d.root.clone(),
-                    &mut have,
-                    &mut added,
-                )
-                .await?;
+            let objects = pages::write_dir(
+                self.store(),
+                &snap.sealing,
+                entries,
+                d.root.clone(),
+                &mut have,
+                &mut added,
+            )
+            .await?;
             written.insert(d.ino, objects);
         }
         let root = written

@@ -333,7 +333,13 @@ mod tests {
     async fn a_sealed_stream_equals_sealing_the_whole_content_at_once() {
         let sealing = sealing();
         let keys = keys(&sealing).unwrap();
-        for size in [1, PLAIN_CHUNK - 1, PLAIN_CHUNK, PLAIN_CHUNK + 1, 3 * PLAIN_CHUNK] {
+        for size in [
+            1,
+            PLAIN_CHUNK - 1,
+            PLAIN_CHUNK,
+            PLAIN_CHUNK + 1,
+            3 * PLAIN_CHUNK,
+        ] {
             let data: Vec<u8> = (0..size).map(|i| (i * 31 % 251) as u8).collect();
             let salt = ContentSalt([3; 32]);
             let key = Arc::new(VersionKey::new(keys, &salt));
@@ -357,14 +363,22 @@ mod tests {
         let size = 3 * PLAIN_CHUNK + 10;
         let data: Vec<u8> = (0..size).map(|i| (i % 253) as u8).collect();
         std::fs::write(&path, &data).unwrap();
-        let blob = add_file(&store, &sealing, &path, size as u64).await.unwrap();
+        let blob = add_file(&store, &sealing, &path, size as u64)
+            .await
+            .unwrap();
         assert_eq!(
             store.get(&blob.cid).unwrap().len() as u64,
             stored_size(&blob)
         );
         let opened = OpenChunks::default();
-        for (off, len) in [(0u64, 10u64), (PLAIN_CHUNK as u64 - 5, 10), (0, size as u64)] {
-            let got = read(&store, &sealing, &opened, &blob, off, len).await.unwrap();
+        for (off, len) in [
+            (0u64, 10u64),
+            (PLAIN_CHUNK as u64 - 5, 10),
+            (0, size as u64),
+        ] {
+            let got = read(&store, &sealing, &opened, &blob, off, len)
+                .await
+                .unwrap();
             assert_eq!(&got[..], &data[off as usize..(off + len) as usize]);
         }
         // Flip one byte of chunk 1 on the "node": chunk 0 still reads, chunk 1 does not.

@@ -9,13 +9,13 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
-use super::store::Blob;
 use super::error::{FsError, FsResult};
 use super::inode::{Attr, Body, FileBody, Ino, Kind, Meta, TokenId, now_ns};
 use super::journal::Op;
 use super::live::LiveUpload;
 use super::quota::Change;
 use super::staged::StagedFile;
+use super::store::Blob;
 use super::tree::{Tree, check_name};
 use super::{Fs, Handle};
 use crate::format::Name;
@@ -53,7 +53,8 @@ impl OpenMode {
 /// Where a read is served from, taken under the lock and used outside it.
 enum Source {
     Local(Arc<StagedFile>),
-    Node(TokenId, Blob),
+    /// Content on the node, of a token's tree (`None`: the dApp's files, stored as is).
+    Node(Option<TokenId>, Blob),
     Empty,
 }
 
@@ -349,17 +350,14 @@ impl Fs {
         offset: u64,
         len: u64,
     ) -> FsResult<Bytes> {
-        let r = super::content::read(
-            self.store(),
-            sealing,
-            &self.inner.opened,
-            blob,
-            offset,
-            len,
-        )
-        .await;
+        let r = super::content::read(self.store(), sealing, &self.inner.opened, blob, offset, len)
+            .await;
         if let Err(super::content::ContentError::Tampered(t)) = &r {
-            tracing::error!(offset, len, "{t}: the node returned data that does not authenticate");
+            tracing::error!(
+                offset,
+                len,
+                "{t}: the node returned data that does not authenticate"
+            );
         }
         Ok(r?)
     }
@@ -383,7 +381,7 @@ impl Fs {
             let source = if let Some(s) = f.session.as_ref().or(f.staged.as_ref()) {
                 Source::Local(s.clone())
             } else if let Some(b) = &f.blob {
-                Source::Node(tree.token_of(h.ino)?, b.clone())
+                Source::Node(tree.get(h.ino)?.token, b.clone())
             } else {
                 Source::Empty
             };
@@ -396,7 +394,10 @@ impl Fs {
         let mut data = match source {
             Source::Local(s) => s.read_at(offset, len as usize)?,
             Source::Node(token, blob) => {
-                let sealing = self.sealing(token);
+                let sealing = match token {
+                    Some(t) => self.sealing(t),
+                    None => Arc::new(crate::format::TreeCrypto::Plain),
+                };
                 self.read_content(&sealing, &blob, offset, len)
                     .await?
                     .to_vec()

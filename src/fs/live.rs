@@ -20,8 +20,8 @@ use futures::stream::BoxStream;
 use tokio::sync::{OwnedSemaphorePermit, watch};
 use tokio::task::JoinHandle;
 
-use super::staged::StagedFile;
 use super::content::{Sealing, seal_stream};
+use super::staged::StagedFile;
 use super::store::{ContentStore, StoreError};
 use crate::format::TreeCrypto;
 use crate::format::seal::{ContentSalt, VersionKey};

@@ -205,31 +205,34 @@ impl ContentStore for NodeStore {
         record: &UsageRecord,
     ) -> Result<String, StoreError> {
         let plain = record.encryption.is_none();
-        let doc = UsageDoc {
-            schema: crate::format::SCHEMA_USAGE.to_string(),
-            chain_id: self.chain_id,
-            contract: self.contract.clone(),
-            token_id: record.token_id,
-            quota: record.quota,
-            usage: record.usage,
-            root: record.root.clone(),
-            seq: record.seq,
-            updated_at: std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_secs())
-                .unwrap_or(0),
-            prev: record.prev.clone(),
-            encryption: record.encryption.clone(),
-            merged: None,
-            // What an encrypted tree holds is nobody else's business (FORMAT §8).
-            files: plain.then_some(record.files),
-            last_upload: record.last_upload.as_ref().filter(|_| plain).map(|l| FormatLastUpload {
-                path: l.path.clone().into_bytes(),
-                cid: l.cid.clone(),
-                size: l.size,
-            }),
-            px: None,
-        };
+        let doc =
+            UsageDoc {
+                schema: crate::format::SCHEMA_USAGE.to_string(),
+                chain_id: self.chain_id,
+                contract: self.contract.clone(),
+                token_id: record.token_id,
+                quota: record.quota,
+                usage: record.usage,
+                root: record.root.clone(),
+                seq: record.seq,
+                updated_at: std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_secs())
+                    .unwrap_or(0),
+                prev: record.prev.clone(),
+                encryption: record.encryption.clone(),
+                merged: None,
+                // What an encrypted tree holds is nobody else's business (FORMAT §8).
+                files: plain.then_some(record.files),
+                last_upload: record.last_upload.as_ref().filter(|_| plain).map(|l| {
+                    FormatLastUpload {
+                        path: l.path.clone().into_bytes(),
+                        cid: l.cid.clone(),
+                        size: l.size,
+                    }
+                }),
+                px: None,
+            };
         let key = match btns {
             Some(b) => self.key_name(b).await?,
             None => None,

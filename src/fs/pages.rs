@@ -147,11 +147,7 @@ pub async fn write_dir(
             };
             let inodes = match parts.groups.is_empty() {
                 true => None,
-                false => Some(format::prolly::build(
-                    &mut b,
-                    crypto,
-                    parts.groups.clone(),
-                )?),
+                false => Some(format::prolly::build(&mut b, crypto, parts.groups.clone())?),
             };
             let node = Root {
                 attrs: parts.attrs,

@@ -12,8 +12,8 @@ use bytes::Bytes;
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 
-pub use crate::storage::ContentStream;
 use crate::format::usage::Encryption;
+pub use crate::storage::ContentStream;
 
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("{message}")]
@@ -171,6 +171,20 @@ impl MemoryStore {
     }
     pub fn get(&self, cid: &str) -> Option<Bytes> {
         lock(&self.blobs).get(cid).cloned()
+    }
+    /// Every object stored, as a node operator sees them.
+    pub fn objects(&self) -> Vec<Bytes> {
+        lock(&self.blobs).values().cloned().collect()
+    }
+    /// Changes one stored byte, as a dishonest or failing node would.
+    pub fn flip_byte(&self, cid: &str, at: usize) {
+        if let Some(b) = lock(&self.blobs).get_mut(cid) {
+            let mut v = b.to_vec();
+            if let Some(x) = v.get_mut(at) {
+                *x ^= 0x01;
+            }
+            *b = Bytes::from(v);
+        }
     }
     /// What the oracle measures for the tree under the root `root` (docs/FORMAT.md §7),
     /// from the bytes this store holds: (content bytes, manifest bytes), each distinct CID

@@ -13,7 +13,7 @@ use super::tree::Tree;
 const VALUE_MAX: usize = 64 * 1024;
 const NAME_MAX: usize = 255;
 const PXFS_PREFIX: &[u8] = b"user.pxfs.";
-const TOKEN_ATTRS: [&str; 8] = [
+const TOKEN_ATTRS: [&str; 9] = [
     "quota",
     "usage",
     "committed_usage",
@@ -22,6 +22,7 @@ const TOKEN_ATTRS: [&str; 8] = [
     "btns",
     "root",
     "last_commit",
+    "encryption",
 ];
 
 /// `setxattr` flags.
@@ -209,6 +210,13 @@ fn pxfs_attr(tree: &Tree, ino: Ino, attr: &str) -> Option<Vec<u8>> {
             "{} {} {}",
             t.committed.seq, t.last_commit_added.objects, t.last_commit_added.bytes
         ),
+        // "none", or the scheme and the key id (docs/FORMAT.md §6.4).
+        "encryption" => match &t.committed.encryption {
+            crate::format::usage::Encryption::None => "none".to_owned(),
+            crate::format::usage::Encryption::Sealed(info) => {
+                format!("{} key {}", info.scheme, info.key_id)
+            }
+        },
         _ => return None,
     };
     Some(value.into_bytes())

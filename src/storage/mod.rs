@@ -276,8 +276,8 @@ impl NodeClient {
         let make = move || {
             let mut form = Form::new();
             for (name, data) in &parts {
-                let part =
-                    Part::stream_with_length(data.clone(), data.len() as u64).file_name(name.clone());
+                let part = Part::stream_with_length(data.clone(), data.len() as u64)
+                    .file_name(name.clone());
                 form = form.part("file", octet_stream(part));
             }
             Ok(Upload {
