@@ -48,11 +48,30 @@ pub struct KeysConfig {
     /// `PXFS_PASSPHRASE_FILE` overrides it. Never the passphrase itself.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub passphrase_file: Option<PathBuf>,
+    /// What a new sNFT tree gets: `"aes-256-gcm"` (the default) or `"none"` (a public,
+    /// plaintext tree). An existing tree keeps what its usage document says.
+    #[serde(default, skip_serializing_if = "NewTrees::is_default")]
+    pub encryption: NewTrees,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+pub enum NewTrees {
+    #[default]
+    #[serde(rename = "aes-256-gcm")]
+    Encrypted,
+    #[serde(rename = "none")]
+    Plaintext,
+}
+
+impl NewTrees {
+    fn is_default(&self) -> bool {
+        *self == NewTrees::Encrypted
+    }
 }
 
 impl KeysConfig {
     fn is_empty(&self) -> bool {
-        self.passphrase_file.is_none()
+        self.passphrase_file.is_none() && self.encryption.is_default()
     }
 }
 

@@ -25,9 +25,11 @@ use tracing::{debug, warn};
 use crate::storage::{NodeClient, StorageError};
 use store::{ChunkKey, ChunkStore};
 
-pub const DEFAULT_CHUNK_SIZE: u64 = 1 << 20;
-/// Chunks fetched ahead of a sequential reader.
-pub const DEFAULT_READAHEAD_CHUNKS: u32 = 8;
+/// One UnixFS leaf (Kubo's default chunker): a sealed content chunk of an encrypted tree
+/// (docs/FORMAT.md §6.2) is exactly one cache chunk, so a small read fetches one or two.
+pub const DEFAULT_CHUNK_SIZE: u64 = 256 << 10;
+/// Chunks fetched ahead of a sequential reader (8 MiB).
+pub const DEFAULT_READAHEAD_CHUNKS: u32 = 32;
 /// Read-ahead fetches running at once over all files, so that many sequential readers
 /// cannot flood the node.
 const MAX_BACKGROUND_FETCHES: usize = 16;

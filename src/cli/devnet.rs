@@ -66,6 +66,10 @@ pub struct UpArgs {
     /// The config's `[node] retries`
     #[arg(long, value_name = "RETRIES", default_value_t = 4)]
     pub node_retries: u32,
+    /// The minted sNFT's tree and the config's new trees are plaintext
+    /// (`[keys] encryption = "none"`): anyone who reads the chain reads the drive
+    #[arg(long)]
+    pub plaintext: bool,
 }
 
 const DEFAULT_SYNC_INTERVAL: u64 = 30 * 24 * 3600;
@@ -113,6 +117,7 @@ async fn run_up(args: UpArgs) -> anyhow::Result<()> {
         node_repo: args.node_repo.clone(),
         node_timeout_secs: args.node_timeout,
         node_retries: args.node_retries,
+        plaintext: args.plaintext,
         steps: None,
     };
     let layout = Layout::new(&args.dir);

@@ -26,6 +26,9 @@ use crate::chain::{Chain, Flavour, TokenState};
 use crate::config::{Config, NodeAuth};
 use crate::fs::node_store::NodeStore;
 use crate::fs::{ChainGate, Fs, FsConfig, TokenInfo};
+use crate::keys::PassphraseSource;
+use crate::keys::ring::MountKeys;
+use std::io::IsTerminal;
 use crate::fuse::FuseFs;
 use crate::storage::{HostedLogin, NodeClient, StorageError};
 use publish::{ChainHealth, Publisher};
@@ -107,15 +110,16 @@ pub fn run(mut args: MountArgs) -> anyhow::Result<()> {
     apply_options(&mut args)?;
     std::fs::create_dir_all(&cfg.cache.dir)
         .with_context(|| format!("cache directory {}", cfg.cache.dir.display()))?;
+    let passphrase = mount_passphrase(&cfg, args.foreground)?;
     if args.foreground {
-        return serve(&args, &cfg, None);
+        return serve(&args, &cfg, passphrase, None);
     }
     let log = cfg.cache.dir.join("mount.log");
     let ready = daemonize(&log)?;
     if cleaned {
         eprintln!("{cleaned_note}"); // into the daemon's log too
     }
-    let result = serve(&args, &cfg, Some(ready));
+    let result = serve(&args, &cfg, passphrase, Some(ready));
     if let Err(e) = &result {
         tracing::error!("{e:#}");
     }
@@ -224,12 +228,38 @@ pub fn notify_systemd(state: &str) {
     }
 }
 
-fn serve(args: &MountArgs, cfg: &Config, mut ready: Option<std::fs::File>) -> anyhow::Result<()> {
+/// Where an encrypted sNFT's passphrase comes from. A daemon cannot ask (its stdin is
+/// /dev/null), so on a machine without a wallet key, where only a passphrase can open or
+/// make a tree's key, it is asked for now, before the fork; with a wallet key it is asked
+/// only in the foreground.
+fn mount_passphrase(cfg: &Config, foreground: bool) -> anyhow::Result<PassphraseSource> {
+    let source = PassphraseSource::configured(&cfg.keys, true);
+    if source.is_unattended() || foreground {
+        return Ok(source);
+    }
+    let has_wallet = crate::chain::signer::load(&cfg.chain).is_ok();
+    if has_wallet || !std::io::stdin().is_terminal() {
+        return Ok(PassphraseSource::configured(&cfg.keys, false));
+    }
+    let p = crate::keys::passphrase::ask("Passphrase of the encrypted sNFTs (empty: none): ")
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    Ok(match p.is_empty() {
+        true => PassphraseSource::None,
+        false => PassphraseSource::Given(p),
+    })
+}
+
+fn serve(
+    args: &MountArgs,
+    cfg: &Config,
+    passphrase: PassphraseSource,
+    mut ready: Option<std::fs::File>,
+) -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("tokio runtime")?;
-    let prepared = rt.block_on(prepare(args, cfg));
+    let prepared = rt.block_on(prepare(args, cfg, passphrase));
     let (fs, chain, node, mounted) = match prepared {
         Ok(p) => p,
         Err(e) => {
@@ -416,6 +446,7 @@ async fn drain(fs: &Fs) -> bool {
 async fn prepare(
     args: &MountArgs,
     cfg: &Config,
+    passphrase: PassphraseSource,
 ) -> anyhow::Result<(Fs, Chain, NodeClient, Vec<u64>)> {
     let chain = match tokio::time::timeout(POLL_TIMEOUT * 3, Chain::connect(&cfg.chain)).await {
         Ok(c) => c?.with_cache_dir(&cfg.cache.dir),
@@ -474,6 +505,17 @@ async fn prepare(
         Duration::from_secs(cfg.node.timeout_secs.max(1)) * (cfg.node.retries.saturating_add(1));
     fs_cfg.single_token = args.tokens.len() == 1;
     fs_cfg.read_only = args.read_only;
+    fs_cfg.keys = Arc::new(MountKeys {
+        chain_id: cfg.chain.chain_id,
+        contract: cfg
+            .chain
+            .contract
+            .parse()
+            .with_context(|| format!("contract address {:?}", cfg.chain.contract))?,
+        wallet: crate::chain::signer::load(&cfg.chain).ok(),
+        passphrase,
+        encrypt_new: cfg.keys.encryption == crate::config::NewTrees::Encrypted,
+    });
     let fs = Fs::new(fs_cfg, Arc::new(store))?;
     for id in &wanted {
         let state = chain.token(*id).await?;

@@ -79,6 +79,8 @@ pub struct MountedToken {
     pub last_root: Option<String>,
     pub usage_doc: Option<String>,
     pub seq: u64,
+    #[serde(default)]
+    pub encryption: String,
 }
 
 pub fn unix(t: SystemTime) -> u64 {
@@ -123,6 +125,7 @@ impl MountedToken {
                 last_root: t.root.clone(),
                 usage_doc: t.usage_doc.clone(),
                 seq: t.seq,
+                encryption: t.encryption.clone(),
             })
             .collect();
         v.sort_by_key(|t| t.token_id);

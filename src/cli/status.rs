@@ -112,6 +112,8 @@ pub struct TokenMountReport {
     pub node_reachable: bool,
     pub chain_stale: bool,
     pub chain_last_poll: Option<u64>,
+    /// "none" (a plaintext tree anyone can read), or the scheme and key id.
+    pub encryption: String,
 }
 
 pub async fn run(args: StatusArgs) -> anyhow::Result<()> {
@@ -246,6 +248,7 @@ fn merge(
             node_reachable: m.node.reachable,
             chain_stale: m.chain.stale,
             chain_last_poll: m.chain.last_poll,
+            encryption: t.encryption.clone(),
         })
     };
     let percent = |used: u64, quota: u64| match quota {
@@ -414,6 +417,16 @@ fn print_table(r: &StatusReport) {
                 None => t.btns_key.as_deref().unwrap_or("-").to_string(),
             },
         );
+        if let Some(m) = &t.mount {
+            match m.encryption.as_str() {
+                "none" => println!(
+                    "{:>8}  plaintext (encryption = none): anyone who reads the chain reads this drive",
+                    ""
+                ),
+                "" => {}
+                e => println!("{:>8}  encrypted: {e}", ""),
+            }
+        }
     }
 }
 

@@ -70,6 +70,8 @@ pub enum DevnetError {
     Busy(PathBuf),
     #[error("the devnet chain's clock: {0}")]
     ChainClock(String),
+    #[error("the minted sNFT's data key: {0}")]
+    Keys(String),
     #[error(transparent)]
     Chain(#[from] crate::chain::ChainError),
     #[error(transparent)]
@@ -130,6 +132,8 @@ pub struct DevnetOptions {
     /// node `timeout × (retries + 1)` before an fsync or the final drain gives up.
     pub node_timeout_secs: u64,
     pub node_retries: u32,
+    /// Plaintext trees (`[keys] encryption = "none"`) instead of encrypted ones.
+    pub plaintext: bool,
     /// Told the name of each start-up step as it begins (for a progress display).
     pub steps: Option<tokio::sync::mpsc::UnboundedSender<&'static str>>,
 }
@@ -172,18 +176,18 @@ pub struct Devnet {
     _lock: std::fs::File,
 }
 
-/// Adds an empty plaintext v2 tree (owned by the caller, mode 0755, times `now_s`) and
-/// returns its root node's CID and its usage.
+/// Adds an empty v2 tree sealed with `crypto` (owned by the caller, mode 0755, times
+/// `now_s`) and returns its root node's CID and its usage.
 async fn add_empty_tree(
     client: &crate::storage::NodeClient,
+    crypto: &crate::format::TreeCrypto,
     now_s: u64,
 ) -> Result<(String, u64), DevnetError> {
     use crate::format::{self, PageStore};
-    let crypto = format::TreeCrypto::Plain;
     let mut mem = format::MemStore::new();
     let encode = |e: format::FormatError| crate::usage::UsageError::Encode(e.to_string());
     let top =
-        format::prolly::build::<format::Entry>(&mut mem, &crypto, Vec::new()).map_err(encode)?;
+        format::prolly::build::<format::Entry>(&mut mem, crypto, Vec::new()).map_err(encode)?;
     let now_ns = i64::try_from(now_s)
         .unwrap_or(0)
         .saturating_mul(1_000_000_000);
@@ -201,7 +205,7 @@ async fn add_empty_tree(
         dir: top.clone(),
         inodes: None,
     }
-    .encode(&crypto);
+    .encode(crypto);
     let leaf = mem.get(&top).map_err(encode)?;
     let usage = (leaf.len() + root.len()) as u64;
     client.add_bytes("dir.json", leaf.into()).await?;
@@ -597,6 +601,7 @@ async fn new_network(
         &deployment.operator.to_string(),
         &deployment.job_id.to_string(),
         node_config,
+        opts.plaintext,
     )?;
 
     opts.step("minting an sNFT with a BTNS key");
@@ -606,8 +611,32 @@ async fn new_network(
     let minted = chain.mint(0, &key.id).await?;
     let state = chain.token(minted.token_id).await?;
     // An empty tree in format v2 (docs/FORMAT.md §3): the root node over an empty leaf.
-    // Usage counts both (§7).
-    let (empty_root, empty_usage) = add_empty_tree(&client, state.chain_time).await?;
+    // Usage counts both (§7). Encrypted unless asked otherwise, its data key wrapped for
+    // the devnet's wallet (§6.4), as a mount does for a new sNFT.
+    let (encryption, crypto) = match opts.plaintext {
+        true => (
+            crate::format::usage::Encryption::None,
+            crate::format::TreeCrypto::Plain,
+        ),
+        false => {
+            let signer: alloy::signers::local::PrivateKeySigner = DEV_WALLET_KEY
+                .parse()
+                .map_err(|e| DevnetError::Keys(format!("devnet wallet key: {e}")))?;
+            let token = crate::keys::TokenRef {
+                chain_id: DEV_CHAIN_ID,
+                contract: deployment.contract,
+                token_id: minted.token_id,
+            };
+            let (dk, info) = crate::keys::new_encryption(&token, Some(&signer), None)
+                .map_err(|e| DevnetError::Keys(e.to_string()))?;
+            (
+                crate::format::usage::Encryption::Sealed(info),
+                crate::format::TreeCrypto::sealed(&dk),
+            )
+        }
+    };
+    let files = encryption.is_none().then_some(0);
+    let (empty_root, empty_usage) = add_empty_tree(&client, &crypto, state.chain_time).await?;
     let doc = crate::format::usage::UsageDoc {
         schema: crate::format::SCHEMA_USAGE.into(),
         chain_id: DEV_CHAIN_ID,
@@ -619,9 +648,9 @@ async fn new_network(
         seq: 0,
         updated_at: state.chain_time,
         prev: None,
-        encryption: crate::format::usage::Encryption::None,
+        encryption,
         merged: None,
-        files: Some(0),
+        files,
         last_upload: None,
         px: None,
     };
@@ -662,6 +691,9 @@ async fn resume_network(
     info.rpc_url = rpc_url.to_string();
     info.node_url = node_config.api_url.clone();
     info.node_repo = Some(node_repo.to_path_buf());
+    // New trees stay as the devnet was started (encrypted unless `--plaintext`).
+    let plaintext = Config::load(Some(&layout.config()))
+        .is_ok_and(|c| c.keys.encryption == crate::config::NewTrees::Plaintext);
     let config = write_config(
         layout,
         rpc_url,
@@ -669,6 +701,7 @@ async fn resume_network(
         &info.operator,
         &info.job_id,
         node_config,
+        plaintext,
     )?;
     let lost = |why: String| DevnetError::CannotResume {
         dir: layout.dir().to_path_buf(),
@@ -694,6 +727,7 @@ fn write_config(
     operator: &str,
     job_id: &str,
     node: NodeConfig,
+    plaintext: bool,
 ) -> Result<Config, DevnetError> {
     let config = Config {
         chain: ChainConfig {
@@ -718,7 +752,13 @@ fn write_config(
             state_file: Some(layout.oracle_state()),
             ..OracleConfig::default()
         },
-        keys: Default::default(),
+        keys: crate::config::KeysConfig {
+            encryption: match plaintext {
+                true => crate::config::NewTrees::Plaintext,
+                false => crate::config::NewTrees::Encrypted,
+            },
+            ..Default::default()
+        },
     };
     let config_path = layout.config();
     config.write(&config_path)?;

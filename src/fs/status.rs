@@ -50,6 +50,8 @@ pub struct TokenStatus {
     pub root: Option<String>,
     pub usage_doc: Option<String>,
     pub seq: u64,
+    /// `user.pxfs.encryption`: "none", or the scheme and key id.
+    pub encryption: String,
 }
 
 /// How the storage node answered lately.
@@ -96,6 +98,7 @@ impl Fs {
                     root: t.committed.root.clone(),
                     usage_doc: t.committed.usage_doc.clone(),
                     seq: t.committed.seq,
+                    encryption: super::xattr::encryption_of(&t.committed.encryption),
                 }
             })
             .collect();

@@ -211,13 +211,19 @@ fn pxfs_attr(tree: &Tree, ino: Ino, attr: &str) -> Option<Vec<u8>> {
             t.committed.seq, t.last_commit_added.objects, t.last_commit_added.bytes
         ),
         // "none", or the scheme and the key id (docs/FORMAT.md §6.4).
-        "encryption" => match &t.committed.encryption {
-            crate::format::usage::Encryption::None => "none".to_owned(),
-            crate::format::usage::Encryption::Sealed(info) => {
-                format!("{} key {}", info.scheme, info.key_id)
-            }
-        },
+        "encryption" => encryption_of(&t.committed.encryption),
         _ => return None,
     };
     Some(value.into_bytes())
+}
+
+/// How a tree is stored, as `user.pxfs.encryption` and `pxfs status` show it: "none", or the
+/// scheme and the key id (docs/FORMAT.md §6.4).
+pub fn encryption_of(e: &crate::format::usage::Encryption) -> String {
+    match e {
+        crate::format::usage::Encryption::None => "none".to_owned(),
+        crate::format::usage::Encryption::Sealed(info) => {
+            format!("{} key {}", info.scheme, info.key_id)
+        }
+    }
 }

@@ -11,6 +11,7 @@
 pub mod document;
 pub mod edit;
 pub mod passphrase;
+pub mod ring;
 
 use alloy::primitives::Address;
 use alloy::signers::SignerSync;
