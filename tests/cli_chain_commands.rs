@@ -1017,6 +1017,7 @@ async fn the_last_way_to_unlock_is_not_removed_and_a_running_mount_is_not_raced(
             last_root: None,
             usage_doc: None,
             seq: 1,
+            encryption: "none".into(),
         }],
         local_faults: Vec::new(),
     };

@@ -36,12 +36,17 @@ fn devnet_up_mints_a_token_with_a_btns_name_whose_usage_document_is_empty() {
     // An empty tree stores its root node and its empty root directory's leaf
     // (docs/FORMAT.md §3, §7), as the oracle measures them; nothing was synced yet, so the
     // chain still says 0 (above).
-    let root_len = rt.block_on(client.cat(doc.root(), 0, None)).unwrap().len() as u64;
-    let leaf =
-        br#"{"schema":"pxfs/dir/2","nodes":[],"data":[],"body":{"type":"leaf","entries":[]}}"#;
-    let empty = root_len + leaf.len() as u64;
-    assert_eq!((doc.usage(), doc.files()), (empty, Some(0)));
-    assert!(support::node_tree(&rt, &client, doc.root()).is_empty());
+    // Encrypted by default: the root node lists the sealed leaf publicly (§3.1, §6.3).
+    let root = rt.block_on(client.cat(doc.root(), 0, None)).unwrap();
+    let (_, lists) = pxfs::format::envelope::public(&root).unwrap();
+    assert_eq!((lists.nodes.len(), lists.data.len()), (1, 0));
+    let leaf = rt.block_on(client.cat(&lists.nodes[0], 0, None)).unwrap();
+    assert!(!String::from_utf8_lossy(&leaf).contains("\"body\""), "the leaf is sealed");
+    let empty = (root.len() + leaf.len()) as u64;
+    assert_eq!((doc.usage(), doc.files()), (empty, None));
+    let crypto = support::devnet_crypto(&devnet, &doc);
+    assert!(crypto.is_sealed());
+    assert!(support::node_tree(&rt, &client, doc.root(), &crypto).is_empty());
     let measured = rt
         .block_on(pxfs::oracle::measure_tree(
             &client,

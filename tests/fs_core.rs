@@ -1417,3 +1417,47 @@ async fn a_changed_byte_in_stored_content_fails_that_range_with_eio_only() {
     assert_eq!(errno(fresh.fs.read(fh, 262_128, 10).await), libc::EIO);
     fresh.fs.release(fh).await.unwrap();
 }
+
+#[tokio::test]
+async fn a_64_kib_read_in_the_middle_of_a_100_mib_encrypted_file_fetches_at_most_two_chunks() {
+    let m = try_mount(
+        Arc::new(MemoryStore::new()),
+        tempfile::tempdir().unwrap(),
+        u64::MAX,
+        sealed_keys(),
+    )
+    .await
+    .unwrap();
+    let size = 100usize << 20;
+    let (_, fh) = m.fs.create(ROOT_INO, "big", 0o644, RW, 0, 0).await.unwrap();
+    let block: Vec<u8> = (0..1u32 << 20).map(|i| (i % 249) as u8).collect();
+    for i in 0..size / block.len() {
+        m.fs.write(fh, (i * block.len()) as u64, &block).await.unwrap();
+    }
+    m.fs.release(fh).await.unwrap();
+    m.fs.flush_all().await.unwrap();
+
+    let fresh = try_mount(
+        m.store.clone(),
+        tempfile::tempdir().unwrap(),
+        u64::MAX,
+        sealed_keys(),
+    )
+    .await
+    .unwrap();
+    let ino = fresh.fs.lookup(ROOT_INO, "big").await.unwrap().ino;
+    let fh = fresh.fs.open(ino, libc::O_RDONLY).await.unwrap();
+    let before = m.store.served_bytes();
+    // Across a chunk boundary (262,128 plaintext bytes per chunk): the worst case.
+    let offset = 200 * 262_128 - 30_000;
+    let got = fresh.fs.read(fh, offset, 65_536).await.unwrap();
+    let served = m.store.served_bytes() - before;
+    let o = offset as usize;
+    let want: Vec<u8> = (o..o + 65_536).map(|i| ((i % (1 << 20)) % 249) as u8).collect();
+    assert_eq!(&got[..], &want[..]);
+    assert!(
+        served <= 2 * 262_144,
+        "a 64 KiB read fetched {served} bytes from the node"
+    );
+    fresh.fs.release(fh).await.unwrap();
+}

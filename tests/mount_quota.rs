@@ -172,13 +172,17 @@ fn the_btns_record_after_a_copy_names_a_usage_document_whose_root_walks_to_the_t
     let mut total = 0u64;
     let mut files = 0u64;
     let mut seen = Vec::new();
-    for (path, kind, size, _) in support::node_tree(&rt, &client, doc.root()) {
+    let mut stored = 0u64;
+    let crypto = support::devnet_crypto(&devnet, &doc);
+    for (path, kind, size, _) in support::node_tree(&rt, &client, doc.root(), &crypto) {
         if kind == "file" {
             total += size;
+            stored += pxfs::format::seal::sealed_len(size);
             files += 1;
         }
         seen.push(path);
     }
+    assert!(crypto.is_sealed(), "the devnet's sNFT is encrypted by default");
     let local_bytes: u64 = walk_sizes(src.path());
     assert_eq!(total, local_bytes, "the manifests list the bytes copied");
     // The published usage is what the oracle measures (docs/FORMAT.md §7): the distinct
@@ -195,8 +199,10 @@ fn the_btns_record_after_a_copy_names_a_usage_document_whose_root_walks_to_the_t
         measured.usage,
         "the usage document claims the measured figure"
     );
-    assert!(measured.usage - measured.manifest_bytes <= local_bytes);
-    assert_eq!(Some(files), doc.files());
+    // Contents count as stored: sealed, 16 bytes of tag per 262,128 (§6.2).
+    assert!(measured.usage - measured.manifest_bytes <= stored);
+    assert!(files > 50);
+    assert_eq!(doc.files(), None, "an encrypted tree's document names no file count");
     assert!(seen.contains(&"/c/big.bin".to_string()), "{seen:?}");
     assert!(seen.contains(&"/c/d0/sub0/file-00000.dat".to_string()));
 }

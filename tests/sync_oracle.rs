@@ -714,7 +714,7 @@ fn a_v1_tree_mounts_reads_identically_and_its_next_commit_rewrites_it_as_v2() {
     mount.unmount();
     let v2_doc = resolve_doc(&devnet);
     assert_eq!(v2_doc.seq, doc.seq + 1);
-    let mut listed: Vec<String> = support::node_tree(&rt, &client, &v2_doc.root)
+    let mut listed: Vec<String> = support::node_tree(&rt, &client, &v2_doc.root, &pxfs::format::TreeCrypto::Plain)
         .into_iter()
         .map(|(path, ..)| path)
         .collect();

@@ -33,6 +33,12 @@ impl Layout {
         self.dir.join("devnet.env")
     }
 
+    /// The devnet's random passphrase (mode 0600), which also opens the minted sNFT's data
+    /// key: `[keys] passphrase_file` of its config, for mounts without the wallet key.
+    pub fn passphrase(&self) -> PathBuf {
+        self.dir.join("passphrase")
+    }
+
     /// Written first by a new devnet: the directory is a devnet's, even before `devnet.json`.
     pub fn marker(&self) -> PathBuf {
         self.dir.join(".pxfs-devnet")

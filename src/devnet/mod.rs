@@ -482,11 +482,13 @@ impl Devnet {
                 .map_err(dir_err(&log_path))?;
             let log2 = log.try_clone().map_err(dir_err(&log_path))?;
             let mut cmd = std::process::Command::new(&exe);
+            // The devnet's wallet owns its sNFTs and opens their data keys.
             cmd.arg("mount")
                 .arg(mp)
                 .arg("--config")
                 .arg(&config_path)
                 .arg("--foreground")
+                .env(crate::chain::signer::PRIVATE_KEY_ENV, DEV_WALLET_KEY)
                 .stdout(log)
                 .stderr(log2);
             if opts.allow_other {
@@ -627,8 +629,11 @@ async fn new_network(
                 contract: deployment.contract,
                 token_id: minted.token_id,
             };
-            let (dk, info) = crate::keys::new_encryption(&token, Some(&signer), None)
-                .map_err(|e| DevnetError::Keys(e.to_string()))?;
+            let passphrase = std::fs::read_to_string(layout.passphrase())
+                .map_err(dir_err(&layout.passphrase()))?;
+            let (dk, info) =
+                crate::keys::new_encryption(&token, Some(&signer), Some(passphrase.as_bytes()))
+                    .map_err(|e| DevnetError::Keys(e.to_string()))?;
             (
                 crate::format::usage::Encryption::Sealed(info),
                 crate::format::TreeCrypto::sealed(&dk),
@@ -757,9 +762,12 @@ fn write_config(
                 true => crate::config::NewTrees::Plaintext,
                 false => crate::config::NewTrees::Encrypted,
             },
-            ..Default::default()
+            passphrase_file: (!plaintext).then(|| layout.passphrase()),
         },
     };
+    if !plaintext && !layout.passphrase().exists() {
+        write_passphrase(&layout.passphrase())?;
+    }
     let config_path = layout.config();
     config.write(&config_path)?;
     let env_file = layout.env_file();
@@ -774,6 +782,23 @@ fn write_config(
     )
     .map_err(dir_err(&env_file))?;
     Ok(config)
+}
+
+/// A random passphrase for the devnet's sNFTs, readable by its owner only.
+fn write_passphrase(path: &Path) -> Result<(), DevnetError> {
+    use rand::RngCore;
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut bytes = [0u8; 16];
+    rand::rng().fill_bytes(&mut bytes);
+    let text: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(dir_err(path))?;
+    f.write_all(text.as_bytes()).map_err(dir_err(path))
 }
 
 /// A node repository given by the user is never emptied by the devnet: it must be empty

@@ -144,6 +144,7 @@ pub struct MemoryStore {
     manifest_adds: AtomicUsize,
     file_adds: AtomicUsize,
     streamed: AtomicU64,
+    served: AtomicU64,
 }
 
 impl MemoryStore {
@@ -161,6 +162,10 @@ impl MemoryStore {
     /// Bytes received so far by `add_stream` calls, finished or not.
     pub fn streamed_bytes(&self) -> u64 {
         self.streamed.load(Ordering::SeqCst)
+    }
+    /// Content bytes `read` returned so far (what a node's `cat` would have sent).
+    pub fn served_bytes(&self) -> u64 {
+        self.served.load(Ordering::SeqCst)
     }
     /// How many file contents were added so far.
     pub fn file_adds(&self) -> usize {
@@ -326,6 +331,8 @@ impl ContentStore for MemoryStore {
             .ok_or_else(|| StoreError::permanent(format!("no such content {cid}")))?;
         let start = (offset as usize).min(data.len());
         let end = (offset.saturating_add(len) as usize).min(data.len());
+        self.served
+            .fetch_add((end - start) as u64, Ordering::SeqCst);
         Ok(data.slice(start..end))
     }
 

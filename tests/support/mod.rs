@@ -310,7 +310,9 @@ impl TestMount {
                 });
             }
         }
+        // The owner's machine: the wallet key opens the sNFTs' data keys.
         let out = cmd
+            .env("PXFS_PRIVATE_KEY", DEV_WALLET_KEY)
             .envs(self.env.iter().map(|(k, v)| (k, v)))
             .arg("mount")
             .arg(self.dir.path())
@@ -737,16 +739,37 @@ impl pxfs::format::PageStore for NodePages<'_> {
     }
 }
 
-/// Every entry of the plaintext v2 tree under the root node `root`, by path (`/a/b`, lossy
-/// UTF-8 for display), with (kind, declared size, content CID).
+/// The keys of a devnet tree whose usage document is `doc`, opened as the owner's machine
+/// opens them: with the devnet wallet.
+pub fn devnet_crypto(
+    devnet: &TestDevnet,
+    doc: &pxfs::format::usage::AnyUsageDoc,
+) -> pxfs::format::TreeCrypto {
+    let signer: alloy::signers::local::PrivateKeySigner = DEV_WALLET_KEY.parse().unwrap();
+    let token = pxfs::keys::TokenRef {
+        chain_id: devnet.info["chain_id"].as_u64().unwrap(),
+        contract: devnet.info["contract"].as_str().unwrap().parse().unwrap(),
+        token_id: doc.token_id(),
+    };
+    let means = pxfs::keys::Means {
+        wallet: Some(&signer),
+        passphrase: pxfs::keys::PassphraseSource::None,
+    };
+    pxfs::keys::tree_crypto(&token, &doc.encryption(), &means).expect("the wallet opens it")
+}
+
+/// Every entry of the v2 tree under the root node `root` (sealed with `crypto`, or
+/// plaintext), by path (`/a/b`, lossy UTF-8 for display), with (kind, declared size,
+/// content CID).
 pub fn node_tree(
     rt: &tokio::runtime::Runtime,
     client: &pxfs::storage::NodeClient,
     root: &str,
+    crypto: &pxfs::format::TreeCrypto,
 ) -> Vec<(String, &'static str, u64, Option<String>)> {
-    use pxfs::format::{EntryKind, InodeKind, TreeCrypto};
+    use pxfs::format::{EntryKind, InodeKind};
     let mut pages = NodePages { rt, client };
-    let (_, entries) = pxfs::format::walk::entries(&mut pages, &TreeCrypto::Plain, root)
+    let (_, entries) = pxfs::format::walk::entries(&mut pages, crypto, root)
         .expect("the published tree reads as format v2");
     entries
         .into_iter()
