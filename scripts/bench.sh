@@ -21,6 +21,8 @@
 #   BENCH_SETUP=1       0: skip `scripts/setup.sh --deps-only` (as root it installs what is missing)
 #   BENCH_PXFS=target/release/pxfs   the binary to measure
 #   BENCH_NOTE=         free text for the report (e.g. what else loads the machine)
+#   BENCH_PLAINTEXT=1   0: skip the encrypted-vs-plaintext comparison (the devnet's sNFT is
+#                       encrypted, the default; a second, plaintext sNFT is minted for it)
 #   BENCH_NODE_FS=own   own: the node's repository on its own ext4 filesystem (a loop device,
 #                       as root), as a node on another machine would be: the node flushes its
 #                       adds with syncfs(2), which on a shared filesystem also writes out the
@@ -97,6 +99,7 @@ cleanup() {
         wait "$devnet_pid" 2>/dev/null
     fi
     if mountpoint -q "$mp" 2>/dev/null; then fusermount3 -uz "$mp"; fi
+    if mountpoint -q "$work/mnt-plain" 2>/dev/null; then fusermount3 -u "$work/mnt-plain" || fusermount3 -uz "$work/mnt-plain"; fi
     if mountpoint -q "$work/node-fs" 2>/dev/null; then umount "$work/node-fs"; fi
     if [[ -n $node_loop ]]; then losetup -d "$node_loop"; fi
     rm -rf "$work"
@@ -393,6 +396,67 @@ for r in $(seq "$repeat"); do
     fio_iops fio_local "$cache/fio-local.dat"
 done
 sync "$tokdir"
+
+# --- 7: encrypted (the devnet's sNFT, measured above) vs plaintext --------------------------
+# A second sNFT whose tree is plaintext (`[keys] encryption = "none"`), mounted on its own
+# with its own cache, measured the same way: the cost of encryption in this run.
+if [[ ${BENCH_PLAINTEXT:-1} != 0 ]]; then
+    log "encryption: a plaintext sNFT for comparison"
+    cfg_plain=$work/plain.toml
+    sed -e "s|^dir = \"$cache\"|dir = \"$work/plain-cache\"|" \
+        -e 's|^\[keys\]$|[keys]\nencryption = "none"|' "$cfg" >"$cfg_plain"
+    grep -q '^encryption = "none"' "$cfg_plain" || printf '\n[keys]\nencryption = "none"\n' >>"$cfg_plain"
+    # shellcheck disable=SC1091
+    (source "$devdir/devnet.env" && "$pxfs" mint --package 0 --config "$cfg_plain") >>"$work/mint.log" 2>&1 ||
+        die "minting the plaintext sNFT failed (see $work/mint.log)"
+    (source "$devdir/devnet.env" && "$pxfs" status --json --config "$cfg_plain") >"$work/status.json"
+    tok_plain=$(jq '[.tokens[].token_id] | max' "$work/status.json")
+    mp_plain=$work/mnt-plain
+    mkdir -p "$mp_plain"
+    plain_pid=
+    mount_plain() {
+        "$pxfs" mount "$mp_plain" --config "$cfg_plain" --token "$tok_plain" --foreground >>"$work/mount-plain.log" 2>&1 &
+        plain_pid=$!
+        for _ in $(seq 1200); do
+            mountpoint -q "$mp_plain" && return 0
+            kill -0 "$plain_pid" 2>/dev/null || die "the plaintext mount exited"
+            sleep 0.05
+        done
+        die "the plaintext mount was not ready after 60 s"
+    }
+    unmount_plain() {
+        fusermount3 -u "$mp_plain" 2>/dev/null || kill -TERM "$plain_pid" 2>/dev/null || true
+        wait "$plain_pid" 2>/dev/null || true
+    }
+    mount_plain
+    [[ $(getfattr --only-values -n user.pxfs.encryption "$mp_plain") == none ]] ||
+        die "the comparison sNFT is not plaintext"
+    for r in $(seq "$repeat"); do
+        log "plaintext sNFT: sequential $seq_mib MiB and $files small files, run $r/$repeat"
+        gen "plain-$r" "$seq_mib" "$work/seq-plain.bin"
+        rm -rf "$work/tree-plain"
+        gen_tree "plain-$r" "$work/tree-plain"
+        tar -cf "$work/small-plain.tar" -C "$work/tree-plain" files
+        sync
+        t=$(now)
+        dd if="$work/seq-plain.bin" of="$mp_plain/seq-$r.bin" bs=1M conv=fsync status=none
+        record write_plain "$(rate "$seq_mib" "$(since "$t")")"
+        unmount_plain
+        rm -rf "$work/plain-cache/chunks"
+        drop_kernel_caches
+        mount_plain
+        t=$(now)
+        dd if="$mp_plain/seq-$r.bin" of=/dev/null bs=1M status=none
+        record read_cold_plain "$(rate "$seq_mib" "$(since "$t")")"
+        mkdir "$mp_plain/small-$r"
+        t=$(now)
+        tar -xf "$work/small-plain.tar" -C "$mp_plain/small-$r"
+        sync "$mp_plain"
+        record small_plain "$(awk -v n="$files" -v s="$(since "$t")" 'BEGIN { printf "%.0f", n / s }')"
+        rm -rf "$work/seq-plain.bin" "$work/tree-plain" "$work/small-plain.tar" "$mp_plain/seq-$r.bin"
+    done
+    unmount_plain
+fi
 load_end=$(cut -d' ' -f1-3 /proc/loadavg)
 
 # --- report ---------------------------------------------------------------------------------
@@ -433,6 +497,11 @@ if ((big_mib > 0)); then
     row "Write of ${big_mib} MiB from a generator, MiB/s" write_big_mount "" "" ""
 fi
 row "fio 4 KiB randrw on ${fio_mib} MiB, crc32c, IOPS (vs local)" fio_mount fio_local "" ""
+if [[ ${BENCH_PLAINTEXT:-1} != 0 ]]; then
+    row "Encrypted vs plaintext sNFT: sequential write, MiB/s" write_mount write_plain "ratio>=0.9" "≥ 0.9×"
+    row "Encrypted vs plaintext sNFT: cold read, MiB/s" read_cold_mount read_cold_plain "ratio>=0.9" "≥ 0.9×"
+    row "Encrypted vs plaintext sNFT: ${files} small files, files/s" small_mount small_plain "ratio>=0.9" "≥ 0.9×"
+fi
 
 table=$(
     echo "| Measurement | pxfs mount | baseline | mount / baseline | target | |"

@@ -41,7 +41,10 @@ fn devnet_up_mints_a_token_with_a_btns_name_whose_usage_document_is_empty() {
     let (_, lists) = pxfs::format::envelope::public(&root).unwrap();
     assert_eq!((lists.nodes.len(), lists.data.len()), (1, 0));
     let leaf = rt.block_on(client.cat(&lists.nodes[0], 0, None)).unwrap();
-    assert!(!String::from_utf8_lossy(&leaf).contains("\"body\""), "the leaf is sealed");
+    assert!(
+        !String::from_utf8_lossy(&leaf).contains("\"body\""),
+        "the leaf is sealed"
+    );
     let empty = (root.len() + leaf.len()) as u64;
     assert_eq!((doc.usage(), doc.files()), (empty, None));
     let crypto = support::devnet_crypto(&devnet, &doc);

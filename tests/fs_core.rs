@@ -1432,7 +1432,9 @@ async fn a_64_kib_read_in_the_middle_of_a_100_mib_encrypted_file_fetches_at_most
     let (_, fh) = m.fs.create(ROOT_INO, "big", 0o644, RW, 0, 0).await.unwrap();
     let block: Vec<u8> = (0..1u32 << 20).map(|i| (i % 249) as u8).collect();
     for i in 0..size / block.len() {
-        m.fs.write(fh, (i * block.len()) as u64, &block).await.unwrap();
+        m.fs.write(fh, (i * block.len()) as u64, &block)
+            .await
+            .unwrap();
     }
     m.fs.release(fh).await.unwrap();
     m.fs.flush_all().await.unwrap();
@@ -1453,7 +1455,9 @@ async fn a_64_kib_read_in_the_middle_of_a_100_mib_encrypted_file_fetches_at_most
     let got = fresh.fs.read(fh, offset, 65_536).await.unwrap();
     let served = m.store.served_bytes() - before;
     let o = offset as usize;
-    let want: Vec<u8> = (o..o + 65_536).map(|i| ((i % (1 << 20)) % 249) as u8).collect();
+    let want: Vec<u8> = (o..o + 65_536)
+        .map(|i| ((i % (1 << 20)) % 249) as u8)
+        .collect();
     assert_eq!(&got[..], &want[..]);
     assert!(
         served <= 2 * 262_144,

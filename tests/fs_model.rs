@@ -69,6 +69,22 @@ proptest! {
     }
 }
 
+proptest! {
+    // A quarter of the budget: sealing changes how content and pages are stored, not the
+    // operations' logic, which the plaintext run covers in full.
+    #![proptest_config(Config { cases: config().cases.div_ceil(4), ..config() })]
+
+    #[test]
+    fn the_core_behaves_like_the_reference_model_on_an_encrypted_tree(
+        script in ops::script(steps())
+    ) {
+        let r = runtime().block_on(harness::run_script_sealed(&script.0, true));
+        if let Err(e) = r {
+            return Err(TestCaseError::fail(format!("{e}\nscript: {script:?}")));
+        }
+    }
+}
+
 /// Paths for the pinned scripts below.
 fn p(path: &str) -> P {
     P(path

@@ -456,3 +456,143 @@ fn names_of_any_bytes_but_slash_and_nul_come_back_byte_for_byte_also_on_another_
     assert_eq!(listed(&root.join("copy")), listed(src.path()));
     check_ops(&root.join(os(b"ops\xff")));
 }
+
+/// Every file under `dir` (recursively) whose bytes contain `needle`.
+fn files_containing(dir: &Path, needle: &[u8]) -> Vec<String> {
+    let mut found = Vec::new();
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(d) = pending.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let p = e.path();
+            let Ok(m) = std::fs::symlink_metadata(&p) else {
+                continue;
+            };
+            if m.is_dir() {
+                pending.push(p);
+            } else if m.is_file()
+                && let Ok(bytes) = std::fs::read(&p)
+                && bytes.windows(needle.len()).any(|w| w == needle)
+            {
+                found.push(p.display().to_string());
+            }
+        }
+    }
+    found
+}
+
+#[test]
+fn an_encrypted_drive_shows_the_node_no_name_or_byte_and_opens_with_a_passphrase_alone() {
+    const MARK: &str = "okapi-marker-2718";
+    let devnet = TestDevnet::start(&[]);
+    let cache = tempfile::tempdir().unwrap();
+    let mount = TestMount::mount(&devnet.config_with_cache(cache.path()), &[]);
+    let root = mount.token(devnet.token());
+    assert!(
+        support::xattr(&root, "user.pxfs.encryption").starts_with("pxfs-aes256gcm/2 key "),
+        "a new devnet sNFT is encrypted"
+    );
+    let dir = root.join(format!("{MARK}-dir"));
+    std::fs::create_dir(&dir).unwrap();
+    let small = format!("{MARK} in a small file").into_bytes();
+    // Larger than a batched file and than one chunk: uploaded as a stream of 3 chunks.
+    let big: Vec<u8> = MARK.bytes().cycle().take(700_000).collect();
+    std::fs::write(dir.join(format!("{MARK}-small")), &small).unwrap();
+    std::fs::write(dir.join("big"), &big).unwrap();
+    std::os::unix::fs::symlink(format!("/{MARK}/target"), dir.join("link")).unwrap();
+    let c = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes()).unwrap();
+    let name = std::ffi::CString::new("user.note").unwrap();
+    // SAFETY: valid C strings and a value of the given length.
+    let rc = unsafe {
+        libc::setxattr(
+            c.as_ptr(),
+            name.as_ptr(),
+            MARK.as_ptr().cast(),
+            MARK.len(),
+            0,
+        )
+    };
+    assert_eq!(rc, 0, "{}", std::io::Error::last_os_error());
+    drop(mount); // drains and commits
+
+    // The node's repository on disk: no block holds the marker.
+    let repo = devnet.info["node_repo"]
+        .as_str()
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| devnet.dir.path().join("node"));
+    assert!(repo.is_dir(), "{}", repo.display());
+    let found = files_containing(&repo, MARK.as_bytes());
+    assert!(
+        found.is_empty(),
+        "the marker is on the node's disk: {found:?}"
+    );
+
+    // Everything reachable from the BTNS record through the node: the usage document and
+    // every object of the public graph.
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let client = pxfs::storage::NodeClient::from_url(&devnet.node_url(), "/api/v0");
+    let btns = devnet.info["btns_names"][0].as_str().unwrap().to_string();
+    let doc_cid = rt.block_on(client.name_resolve(&btns)).unwrap();
+    let doc_bytes = rt.block_on(client.cat(&doc_cid, 0, None)).unwrap();
+    assert!(!doc_bytes.windows(MARK.len()).any(|w| w == MARK.as_bytes()));
+    let doc = pxfs::format::usage::parse_any(&doc_bytes).unwrap();
+    let mut pending = vec![doc.root().to_string()];
+    let mut seen = std::collections::HashSet::new();
+    let mut objects = 0;
+    while let Some(cid) = pending.pop() {
+        if !seen.insert(cid.clone()) {
+            continue;
+        }
+        let bytes = rt.block_on(client.cat(&cid, 0, None)).unwrap();
+        objects += 1;
+        assert!(
+            !bytes.windows(MARK.len()).any(|w| w == MARK.as_bytes()),
+            "object {cid} holds the marker"
+        );
+        if let Ok((_, lists)) = pxfs::format::envelope::public(&bytes) {
+            pending.extend(lists.nodes);
+            pending.extend(lists.data);
+        }
+    }
+    assert!(objects >= 5, "walked {objects} objects");
+
+    // Another machine without the wallet key: the devnet's passphrase file opens it.
+    let other = tempfile::tempdir().unwrap();
+    let config = devnet.config_with_cache(other.path());
+    let mount = TestMount::mount_with_env(&config, &[], &[("PXFS_PRIVATE_KEY", "")]);
+    let dir = mount.token(devnet.token()).join(format!("{MARK}-dir"));
+    assert_eq!(
+        std::fs::read(dir.join(format!("{MARK}-small"))).unwrap(),
+        small
+    );
+    assert_eq!(std::fs::read(dir.join("big")).unwrap(), big);
+    assert_eq!(
+        std::fs::read_link(dir.join("link")).unwrap(),
+        Path::new(&format!("/{MARK}/target"))
+    );
+    assert_eq!(support::xattr(&dir, "user.note"), MARK);
+    drop(mount);
+
+    // A wrong passphrase: one sentence, nothing mounted.
+    let wrong = other.path().join("wrong");
+    std::fs::write(&wrong, "not the passphrase").unwrap();
+    let mp = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_pxfs"))
+        .arg("mount")
+        .arg(mp.path())
+        .arg("--config")
+        .arg(devnet.config_with_cache(&other.path().join("third")))
+        .env("PXFS_PRIVATE_KEY", "")
+        .env("PXFS_PASSPHRASE_FILE", &wrong)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "a wrong passphrase mounted: {stderr}"
+    );
+    assert!(stderr.contains("wrong passphrase"), "{stderr}");
+    assert!(!support::is_mounted(mp.path()));
+}

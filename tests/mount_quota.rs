@@ -48,7 +48,18 @@ fn filling_to_exactly_the_quota_works_and_one_byte_more_fails_with_edquot() {
     f.sync_all().unwrap();
     let manifests = xattr_u64(&token, "user.pxfs.usage");
     assert!(manifests > 0 && manifests < 4096, "{manifests}");
-    let content = quota - manifests;
+    // The tree is encrypted (the default): a file of n bytes stores n + 16 per 262,128
+    // (docs/FORMAT.md §6.2), and that is what the quota counts.
+    let room = quota - manifests;
+    let content = (0..=room)
+        .rev()
+        .find(|n| pxfs::format::seal::sealed_len(*n) <= room)
+        .unwrap();
+    assert_eq!(
+        pxfs::format::seal::sealed_len(content),
+        room,
+        "an exact fill exists"
+    );
     f.write_all(&vec![7u8; (content - 10) as usize]).unwrap();
     f.write_all(&[8u8; 10]).unwrap();
     assert_eq!(xattr_u64(&token, "user.pxfs.usage"), quota);
@@ -90,7 +101,10 @@ fn filling_to_exactly_the_quota_works_and_one_byte_more_fails_with_edquot() {
             &pxfs::oracle::Limits::default(),
         ))
         .unwrap();
-    assert_eq!(measured.usage - measured.manifest_bytes, 10_000);
+    assert_eq!(
+        measured.usage - measured.manifest_bytes,
+        pxfs::format::seal::sealed_len(10_000)
+    );
     assert_eq!(usage, measured.usage);
     let st = statvfs(&token);
     let used = (st.f_blocks - st.f_bfree) * st.f_frsize;
@@ -182,7 +196,10 @@ fn the_btns_record_after_a_copy_names_a_usage_document_whose_root_walks_to_the_t
         }
         seen.push(path);
     }
-    assert!(crypto.is_sealed(), "the devnet's sNFT is encrypted by default");
+    assert!(
+        crypto.is_sealed(),
+        "the devnet's sNFT is encrypted by default"
+    );
     let local_bytes: u64 = walk_sizes(src.path());
     assert_eq!(total, local_bytes, "the manifests list the bytes copied");
     // The published usage is what the oracle measures (docs/FORMAT.md §7): the distinct
@@ -202,7 +219,11 @@ fn the_btns_record_after_a_copy_names_a_usage_document_whose_root_walks_to_the_t
     // Contents count as stored: sealed, 16 bytes of tag per 262,128 (§6.2).
     assert!(measured.usage - measured.manifest_bytes <= stored);
     assert!(files > 50);
-    assert_eq!(doc.files(), None, "an encrypted tree's document names no file count");
+    assert_eq!(
+        doc.files(),
+        None,
+        "an encrypted tree's document names no file count"
+    );
     assert!(seen.contains(&"/c/big.bin".to_string()), "{seen:?}");
     assert!(seen.contains(&"/c/d0/sub0/file-00000.dat".to_string()));
 }

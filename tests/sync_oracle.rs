@@ -278,6 +278,8 @@ fn a_second_tokens_sync_is_answered_while_the_first_tokens_tree_is_still_measure
     doc.token_id = token_b;
     doc.root = add(&rt, &devnet, empty);
     (doc.usage, doc.files, doc.seq, doc.prev) = (empty_len, Some(0), 1, None);
+    // B's tree is a plaintext one (A's, like every devnet sNFT's, is encrypted).
+    doc.encryption = pxfs::format::usage::Encryption::None;
     let key = rt
         .block_on(pxfs::usage::key_name_for(&client(&devnet), &btns_b))
         .unwrap()
@@ -714,10 +716,11 @@ fn a_v1_tree_mounts_reads_identically_and_its_next_commit_rewrites_it_as_v2() {
     mount.unmount();
     let v2_doc = resolve_doc(&devnet);
     assert_eq!(v2_doc.seq, doc.seq + 1);
-    let mut listed: Vec<String> = support::node_tree(&rt, &client, &v2_doc.root, &pxfs::format::TreeCrypto::Plain)
-        .into_iter()
-        .map(|(path, ..)| path)
-        .collect();
+    let mut listed: Vec<String> =
+        support::node_tree(&rt, &client, &v2_doc.root, &pxfs::format::TreeCrypto::Plain)
+            .into_iter()
+            .map(|(path, ..)| path)
+            .collect();
     listed.sort();
     assert_eq!(
         listed,

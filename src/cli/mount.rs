@@ -26,12 +26,12 @@ use crate::chain::{Chain, Flavour, TokenState};
 use crate::config::{Config, NodeAuth};
 use crate::fs::node_store::NodeStore;
 use crate::fs::{ChainGate, Fs, FsConfig, TokenInfo};
+use crate::fuse::FuseFs;
 use crate::keys::PassphraseSource;
 use crate::keys::ring::MountKeys;
-use std::io::IsTerminal;
-use crate::fuse::FuseFs;
 use crate::storage::{HostedLogin, NodeClient, StorageError};
 use publish::{ChainHealth, Publisher};
+use std::io::IsTerminal;
 
 /// One chain poll (or the chain check at mount) gives up after this long.
 const POLL_TIMEOUT: Duration = Duration::from_secs(10);

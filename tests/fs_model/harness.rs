@@ -7,6 +7,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use pxfs::fs::keyring::{FixedKey, KeyRing, PlainOnly};
 use pxfs::fs::store::MemoryStore;
 use pxfs::fs::{Attr, Fs, FsConfig, FsError, Ino, Kind, ROOT_INO, SetAttr, TimeSet, TokenInfo};
 
@@ -23,6 +24,8 @@ pub struct Mount {
     pub fs: Fs,
     pub store: Arc<MemoryStore>,
     pub cache: tempfile::TempDir,
+    /// Plaintext trees, or one data key sealing everything.
+    keys: Arc<dyn KeyRing>,
     /// Open descriptors, in the model's order: (fh, ino).
     handles: Vec<(u64, Ino)>,
 }
@@ -31,8 +34,13 @@ fn errno(e: FsError) -> Errno {
     e.errno()
 }
 
-async fn mount_with(store: Arc<MemoryStore>, cache: tempfile::TempDir) -> Result<Mount, String> {
+async fn mount_with(
+    store: Arc<MemoryStore>,
+    cache: tempfile::TempDir,
+    keys: Arc<dyn KeyRing>,
+) -> Result<Mount, String> {
     let mut cfg = FsConfig::new(cache.path().to_path_buf());
+    cfg.keys = keys.clone();
     cfg.single_token = true;
     cfg.commit_interval = Duration::from_secs(3600); // commits only when asked
     cfg.outage_grace = GRACE;
@@ -51,14 +59,19 @@ async fn mount_with(store: Arc<MemoryStore>, cache: tempfile::TempDir) -> Result
         fs,
         store,
         cache,
+        keys,
         handles: Vec::new(),
     })
 }
 
 impl Mount {
-    pub async fn new() -> Mount {
+    pub async fn new(sealed: bool) -> Mount {
         let cache = tempfile::tempdir().expect("cache dir");
-        mount_with(Arc::new(MemoryStore::new()), cache)
+        let keys: Arc<dyn KeyRing> = match sealed {
+            true => Arc::new(FixedKey(pxfs::format::DataKey::from_bytes([9; 32]))),
+            false => Arc::new(PlainOnly),
+        };
+        mount_with(Arc::new(MemoryStore::new()), cache, keys)
             .await
             .expect("first mount")
     }
@@ -107,9 +120,9 @@ impl Mount {
             Op::Crash => {
                 self.store.set_offline(false);
                 self.fs.abort();
-                let (store, cache) = (self.store, self.cache);
+                let (store, cache, keys) = (self.store, self.cache, self.keys);
                 drop(self.fs);
-                match mount_with(store, cache).await {
+                match mount_with(store, cache, keys).await {
                     Ok(m) => (m, Ok(Out::Unit)),
                     Err(e) => panic!("remount after the crash failed: {e}"),
                 }
@@ -131,10 +144,10 @@ impl Mount {
                     tokio::time::sleep(Duration::from_millis(200)).await;
                 }
                 self.fs.abort();
-                let store = self.store;
+                let (store, keys) = (self.store, self.keys);
                 drop(self.fs);
                 let cache = tempfile::tempdir().expect("cache dir");
-                match mount_with(store, cache).await {
+                match mount_with(store, cache, keys).await {
                     Ok(m) => (m, Ok(Out::Unit)),
                     Err(e) => panic!("remount with a fresh cache failed: {e}"),
                 }
@@ -685,7 +698,12 @@ fn eio_allowed(m: &Model, op: &Op) -> bool {
 
 /// Run `ops` against a fresh core and the model; the first divergence, described.
 pub async fn run_script(ops: &[Op]) -> Result<(), String> {
-    let mut mount = Mount::new().await;
+    run_script_sealed(ops, false).await
+}
+
+/// [`run_script`] on an encrypted tree (`sealed`): the same behaviour is expected.
+pub async fn run_script_sealed(ops: &[Op], sealed: bool) -> Result<(), String> {
+    let mut mount = Mount::new(sealed).await;
     let (uid, gid) = mount.uid_gid();
     let mut model = Model::new(uid, gid);
     for (i, op) in ops.iter().enumerate() {
