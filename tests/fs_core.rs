@@ -1465,3 +1465,45 @@ async fn a_64_kib_read_in_the_middle_of_a_100_mib_encrypted_file_fetches_at_most
     );
     fresh.fs.release(fh).await.unwrap();
 }
+
+#[tokio::test]
+async fn wraps_published_by_pxfs_key_while_unmounted_are_carried_forward_by_the_next_commit() {
+    let m = try_mount(
+        Arc::new(MemoryStore::new()),
+        tempfile::tempdir().unwrap(),
+        u64::MAX,
+        sealed_keys(),
+    )
+    .await
+    .unwrap();
+    m.write_file(ROOT_INO, "a", b"one").await;
+    m.fs.flush_all().await.unwrap();
+    m.fs.abort();
+    let (store, cache, keys) = (m.store.clone(), m.cache, m.keys);
+    drop(m.fs);
+
+    // `pxfs key add-passphrase` (or import) while unmounted: the same tree, new wraps.
+    let mut edited = store.published(BTNS).unwrap();
+    let pxfs::format::usage::Encryption::Sealed(mut info) = edited.encryption.clone() else {
+        panic!("sealed");
+    };
+    let extra: pxfs::format::wrap::Wrap = serde_json::from_str(r#"{"kind":"future"}"#).unwrap();
+    info.wraps.push(extra);
+    edited.encryption = pxfs::format::usage::Encryption::Sealed(info);
+    edited.seq += 1;
+    use pxfs::fs::store::ContentStore;
+    let edited_cid = store.publish_usage(Some(BTNS), &edited).await.unwrap();
+
+    // The cache still remembers the older document; the next commit builds on the edit.
+    let m = try_mount(store, cache, u64::MAX, keys).await.unwrap();
+    m.write_file(ROOT_INO, "b", b"two").await;
+    m.fs.flush_all().await.unwrap();
+    let after = m.store.published(BTNS).unwrap();
+    assert_eq!(
+        after.encryption, edited.encryption,
+        "the added wrap is kept"
+    );
+    assert_eq!(after.prev.as_deref(), Some(edited_cid.as_str()));
+    assert_eq!(after.seq, edited.seq + 1);
+    assert_eq!(m.read_file(ROOT_INO, "a").await, b"one");
+}

@@ -141,7 +141,8 @@ fn mount_write_unmount_remount_with_quota_and_overdue() {
     write!(
         f,
         "[chain]\nrpc_url = \"{}\"\nchain_id = {}\ncontract = \"{}\"\nwallet = \"{WALLET0}\"\npoll_interval_secs = 1\n\
-         [node]\napi_url = \"{node_url}\"\n[cache]\ndir = \"cache\"\n",
+         [node]\napi_url = \"{node_url}\"\n[cache]\ndir = \"cache\"\n\
+         [keys]\nencryption = \"none\"\n",
         anvil.url(),
         deployment.chain_id,
         deployment.contract

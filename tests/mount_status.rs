@@ -155,6 +155,7 @@ fn status_json_shows_pending_uploads_commits_and_health_and_unmount_shows_the_dr
         [
             "chain_last_poll",
             "chain_stale",
+            "encryption",
             "files",
             "last_commit",
             "last_root",

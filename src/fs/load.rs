@@ -51,6 +51,36 @@ impl Fs {
         Ok((Arc::new(crypto), is_new))
     }
 
+    /// `pxfs key` publishes documents of the same tree with other wraps while no mount
+    /// runs: a later mount from a cache that remembers the older document carries the
+    /// newer one's `encryption` forward instead of publishing the old wraps again. Only
+    /// when the published document names the tree this cache committed (another writer's
+    /// changes are a merge, not this). Best effort: a node that does not answer soon
+    /// leaves the cached state as it is.
+    async fn adopt_key_edits(&self, id: TokenId, btns: &str, c: &mut CommittedState) -> bool {
+        let resolved = tokio::time::timeout(
+            std::time::Duration::from_secs(5),
+            self.store().resolve(btns),
+        )
+        .await;
+        match resolved {
+            Ok(Ok(Some(p))) if p.seq > c.seq && Some(&p.root) == c.root.as_ref() => {
+                if p.encryption != c.encryption {
+                    tracing::info!(
+                        token = id,
+                        seq = p.seq,
+                        "the sNFT's keys were changed; using the published wraps"
+                    );
+                }
+                c.encryption = p.encryption;
+                c.usage_doc = Some(p.doc_cid);
+                c.seq = p.seq;
+                true
+            }
+            _ => false,
+        }
+    }
+
     /// Mount one sNFT: load its committed root, replay its journal, resume its uploads.
     pub async fn add_token(&self, info: TokenInfo) -> FsResult<()> {
         let id = info.token_id;
@@ -90,8 +120,15 @@ impl Fs {
             },
         };
         let mut committed = committed;
+        let mut changed = false;
+        if had_state
+            && !read_only
+            && let Some(name) = &info.btns
+        {
+            changed = self.adopt_key_edits(id, name, &mut committed).await;
+        }
         let (sealing, new_key) = self.tree_keys(id, &mut committed, read_only).await?;
-        if (!had_state || new_key) && !read_only {
+        if (!had_state || new_key || changed) && !read_only {
             recovered.journal.record_state(&committed)?;
         }
         let ops = recovered.ops;

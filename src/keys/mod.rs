@@ -294,7 +294,10 @@ pub fn new_encryption(
 ) -> Result<(DataKey, EncryptionInfo), KeyError> {
     if wallet.is_none() && passphrase.is_none() {
         return Err(KeyError::Refused(format!(
-            "cannot encrypt token {}: no wallet key and no passphrase to wrap its data key with",
+            "cannot encrypt token {}: no wallet key and no passphrase to wrap its data key with \
+             (set PXFS_PRIVATE_KEY or the config's keystore, or a passphrase file with \
+             PXFS_PASSPHRASE_FILE or [keys] passphrase_file; or make its tree plaintext with \
+             [keys] encryption = \"none\")",
             token.token_id
         )));
     }

@@ -26,6 +26,7 @@ pub struct Mount {
     pub cache: tempfile::TempDir,
     /// Plaintext trees, or one data key sealing everything.
     keys: Arc<dyn KeyRing>,
+    sealed: bool,
     /// Open descriptors, in the model's order: (fh, ino).
     handles: Vec<(u64, Ino)>,
 }
@@ -55,13 +56,22 @@ async fn mount_with(
     })
     .await
     .map_err(|e| format!("mount: {e}"))?;
+    let sealed = fs_sealed(&fs).await;
     Ok(Mount {
         fs,
         store,
         cache,
         keys,
+        sealed,
         handles: Vec::new(),
     })
+}
+
+/// Whether the sNFT's tree is encrypted, as `user.pxfs.encryption` says.
+async fn fs_sealed(fs: &Fs) -> bool {
+    fs.getxattr(ROOT_INO, "user.pxfs.encryption")
+        .await
+        .is_ok_and(|v| v != b"none")
 }
 
 impl Mount {
@@ -631,7 +641,12 @@ impl Mount {
                 Err(_) => false,
             };
             if !shared {
-                content += f.data.len() as u64;
+                let n = f.data.len() as u64;
+                // A sealed version stores 16 bytes of tag per 262,128 (docs/FORMAT.md §6.2).
+                content += match self.sealed {
+                    true => pxfs::format::seal::sealed_len(n),
+                    false => n,
+                };
             }
         }
         if parts.content != content {
