@@ -271,6 +271,14 @@ fn serve(args: &MountArgs, cfg: &Config, mut ready: Option<std::fs::File>) -> an
     dapp.set_invalidate(Box::new(move |parent, name| {
         let _ = notifier.inval_entry(fuser::INodeNo(parent), std::ffi::OsStr::new(name));
     }));
+    // A token transferred away: the kernel forgets its entry in the root at once (else
+    // `stat` of it would succeed for up to the entry TTL after `ls` stopped showing it).
+    let token_gone: dapp::Invalidate = {
+        let notifier = session.notifier();
+        Box::new(move |parent, name| {
+            let _ = notifier.inval_entry(fuser::INodeNo(parent), std::ffi::OsStr::new(name));
+        })
+    };
     let mut unmounter = session.unmount_callable();
     let (ended_tx, ended_rx) = tokio::sync::oneshot::channel();
     let loop_thread = std::thread::Builder::new()
@@ -315,6 +323,7 @@ fn serve(args: &MountArgs, cfg: &Config, mut ready: Option<std::fs::File>) -> an
             poll_every,
             chain_health.clone(),
             dapp,
+            token_gone,
         ));
         let publishing = tokio::spawn(publisher.clone().run(node));
         let reason = wait_for_end(ended_rx).await;
@@ -540,10 +549,12 @@ async fn poll_chain(
     every: Duration,
     health: Arc<ChainHealth>,
     mut dapp: dapp::DappFollower,
+    token_gone: dapp::Invalidate,
 ) {
     loop {
         tokio::time::sleep(every).await;
-        match tokio::time::timeout(POLL_TIMEOUT, poll_once(&fs, &chain, &only)).await {
+        let poll = poll_once(&fs, &chain, &only, &token_gone);
+        match tokio::time::timeout(POLL_TIMEOUT, poll).await {
             Ok(Ok(())) => health.polled(),
             Ok(Err(e)) => health.poll_failed(&format!("{e:#}")),
             Err(_) => health.poll_failed(&format!("no answer within {} s", POLL_TIMEOUT.as_secs())),
@@ -554,7 +565,13 @@ async fn poll_chain(
 
 /// One poll: read what the wallet owns and each wanted token's state, then apply it.
 /// Nothing is applied unless every read succeeded.
-async fn poll_once(fs: &Fs, chain: &Chain, only: &[u64]) -> anyhow::Result<()> {
+/// `token_gone` drops the kernel's entry of a token that is no longer owned.
+async fn poll_once(
+    fs: &Fs,
+    chain: &Chain,
+    only: &[u64],
+    token_gone: &dapp::Invalidate,
+) -> anyhow::Result<()> {
     let wanted: Vec<u64> = if only.is_empty() {
         chain.owned_tokens().await?
     } else {
@@ -579,6 +596,7 @@ async fn poll_once(fs: &Fs, chain: &Chain, only: &[u64]) -> anyhow::Result<()> {
         if !wanted.contains(&t) {
             tracing::info!(token = t, "sNFT no longer owned; hiding it");
             fs.remove_token(t);
+            token_gone(crate::fs::ROOT_INO, &t.to_string());
         }
     }
     let mounted = fs.tokens();
