@@ -883,6 +883,14 @@ fn a_copy_to_a_hosted_node_survives_jwt_expiries_and_reads_back_identical() {
     );
     let status_plain = pxfs_with(&devnet, &hosted_config, &["status"]);
     let shown = format!("{shown}{}", String::from_utf8_lossy(&status_plain.stdout));
+    assert!(
+        status.status.success() && status_plain.status.success(),
+        "pxfs status: {shown}"
+    );
+    assert!(
+        shown.contains("mount "),
+        "the status shows the mount: {shown}"
+    );
 
     // A fresh read cache: every byte comes back through the gateway (with fresh JWTs).
     mount.unmount();
@@ -935,5 +943,108 @@ fn a_copy_to_a_hosted_node_survives_jwt_expiries_and_reads_back_identical() {
         let payload = jwt.split('.').nth(1).unwrap();
         assert!(!logged.contains(payload), "a JWT is in the mount log");
         assert!(!shown.contains(payload), "a JWT is in pxfs status: {shown}");
+    }
+}
+
+/// One hosted mount of two sNFTs (no `--token`): each sNFT's uploads, reads and usage
+/// documents go to its own endpoint with its own JWT.
+#[test]
+fn a_hosted_mount_of_two_snfts_uses_each_ones_endpoint_and_jwt() {
+    let devnet = TestDevnet::start(&[]);
+    let wallet = devnet.info["wallet"].as_str().unwrap().to_string();
+    let (contract, config, _log) = px_sol_with_token(&devnet);
+    // A second sNFT: another account's free package, transferred to the wallet.
+    let other = pxfs::chain::anvil::DEV_ADDRESSES[2];
+    send_to(
+        &devnet,
+        other,
+        &contract,
+        mintCall {
+            packageId: U256::ZERO,
+        }
+        .abi_encode(),
+    );
+    send_to(
+        &devnet,
+        other,
+        &contract,
+        transferFromCall {
+            from: other.parse().unwrap(),
+            to: wallet.parse().unwrap(),
+            tokenId: U256::from(2),
+        }
+        .abi_encode(),
+    );
+    let mut cfg: toml::Value = toml::from_str(&std::fs::read_to_string(&config).unwrap()).unwrap();
+    let gateway = hosted::HostedGateway::start(
+        &devnet.node_url(),
+        cfg["chain"]["chain_id"].as_integer().unwrap() as u64,
+        &contract,
+        vec![1, 2],
+        Duration::from_secs(3600),
+        Duration::ZERO,
+    );
+    gateway.configure(&mut cfg);
+    let hosted_config = devnet.dir.path().join("hosted.toml");
+    std::fs::write(&hosted_config, toml::to_string(&cfg).unwrap()).unwrap();
+    let cache = std::path::PathBuf::from(cfg["cache"]["dir"].as_str().unwrap());
+
+    let key = [("PXFS_PRIVATE_KEY", support::DEV_WALLET_KEY)];
+    let mut mount = TestMount::mount_with_env(&hosted_config, &[], &key);
+    assert_eq!(listed(mount.path()), vec!["1", "2"]);
+    // Small files of both sNFTs at once (the uploader batches small files), then a large
+    // one each (uploaded while written); the gateway checks whose content each upload has.
+    let mut written = Vec::new();
+    for i in 0..20u64 {
+        let t = 1 + i % 2;
+        let name = format!("small-{i}");
+        let data = hosted::owner_marked(t, 3_000);
+        std::fs::write(mount.token(t).join(&name), &data).unwrap();
+        written.push((t, name, data));
+    }
+    for t in [1u64, 2] {
+        let data = hosted::owner_marked(t, 2 << 20);
+        std::fs::write(mount.token(t).join("large"), &data).unwrap();
+        written.push((t, "large".to_string(), data));
+    }
+    for t in [1u64, 2] {
+        std::fs::File::open(mount.token(t))
+            .unwrap()
+            .sync_all()
+            .unwrap();
+    }
+    mount.unmount();
+    std::fs::remove_dir_all(cache.join("chunks")).unwrap();
+    let mount = mount.remount(&[]);
+    for (t, name, data) in &written {
+        assert_eq!(
+            &std::fs::read(mount.token(*t).join(name)).unwrap(),
+            data,
+            "{t}/{name}"
+        );
+    }
+    let issuer = &gateway.issuer;
+    let passed = issuer.passed();
+    assert_eq!(
+        issuer.refused(),
+        0,
+        "a JWT was sent to another sNFT's endpoint"
+    );
+    assert_eq!(
+        issuer.misrouted.load(std::sync::atomic::Ordering::SeqCst),
+        0,
+        "an sNFT's content was uploaded through another sNFT's endpoint"
+    );
+    assert!(
+        passed.iter().all(|(path, jwt, _)| path == jwt),
+        "each request carries its own sNFT's JWT: {passed:?}"
+    );
+    for t in [1u64, 2] {
+        for call in ["add", "cat"] {
+            assert!(
+                passed.iter().any(|(p, _, c)| *p == t && c == call),
+                "no {call} for sNFT {t}: {passed:?}"
+            );
+        }
     }
 }

@@ -284,7 +284,7 @@ impl Fs {
                 }
                 Need::Fetch(cid, size) => {
                     let new = StagedFile::create(&dir)?;
-                    if let Err(e) = self.fetch_into(&new, &cid, size).await {
+                    if let Err(e) = self.fetch_into(token, &new, &cid, size).await {
                         new.remove();
                         return Err(e);
                     }
@@ -322,11 +322,18 @@ impl Fs {
         }
     }
 
-    async fn fetch_into(&self, dst: &StagedFile, cid: &str, size: u64) -> FsResult<()> {
+    async fn fetch_into(
+        &self,
+        token: TokenId,
+        dst: &StagedFile,
+        cid: &str,
+        size: u64,
+    ) -> FsResult<()> {
+        let store = self.store_of(Some(token));
         let mut offset = 0;
         while offset < size {
             let len = FETCH_CHUNK.min(size - offset);
-            let data = self.store().read(cid, size, offset, len).await?;
+            let data = store.read(cid, size, offset, len).await?;
             if data.is_empty() {
                 return Err(FsError::Store(super::store::StoreError::permanent(
                     "content shorter than its size",
@@ -351,9 +358,10 @@ impl Fs {
 
     async fn read_once(&self, fh: u64, offset: u64, size: u32) -> FsResult<Bytes> {
         let h = self.handle(fh)?;
-        let (source, file_size) = {
+        let (source, file_size, token) = {
             let tree = self.tree();
-            let f = tree.get(h.ino)?.file().ok_or(FsError::IsDir)?;
+            let inode = tree.get(h.ino)?;
+            let f = inode.file().ok_or(FsError::IsDir)?;
             let source = if let Some(s) = f.session.as_ref().or(f.staged.as_ref()) {
                 Source::Local(s.clone())
             } else if let Some(b) = &f.blob {
@@ -364,7 +372,7 @@ impl Fs {
             } else {
                 Source::Empty
             };
-            (source, f.size)
+            (source, f.size, inode.token)
         };
         if offset >= file_size {
             return Ok(Bytes::new());
@@ -372,9 +380,11 @@ impl Fs {
         let len = (size as u64).min(file_size - offset);
         let mut data = match source {
             Source::Local(s) => s.read_at(offset, len as usize)?,
-            Source::Node { cid, size } => {
-                self.store().read(&cid, size, offset, len).await?.to_vec()
-            }
+            Source::Node { cid, size } => self
+                .store_of(token)
+                .read(&cid, size, offset, len)
+                .await?
+                .to_vec(),
             Source::Empty => Vec::new(),
         };
         // A hole at the end (size set beyond the data) reads as zeros.
@@ -434,7 +444,7 @@ impl Fs {
             if let Some(live) = &f.live
                 && live.wrote(offset, data.len() as u64)
             {
-                self.start_live(live);
+                self.start_live(live, token);
             }
             f.size = new;
             touch(tree, h.ino);
@@ -446,9 +456,9 @@ impl Fs {
 
     /// Start a session's live upload if fewer than `upload_parallelism` run; otherwise
     /// the session is uploaded after its close like any other.
-    fn start_live(&self, live: &Arc<LiveUpload>) {
+    fn start_live(&self, live: &Arc<LiveUpload>, token: TokenId) {
         match self.inner.live_permits.clone().try_acquire_owned() {
-            Ok(permit) => live.start(&self.inner.rt, self.inner.store.clone(), permit),
+            Ok(permit) => live.start(&self.inner.rt, self.store_of(Some(token)), permit),
             Err(_) => live.abandon(),
         }
     }

@@ -38,7 +38,7 @@ impl Fs {
         let committed = match (recovered.state, &info.btns) {
             (Some(state), _) => state,
             (None, None) => CommittedState::default(),
-            (None, Some(name)) => match self.store().resolve(name).await {
+            (None, Some(name)) => match self.store_of(Some(id)).resolve(name).await {
                 Ok(Some(p)) => CommittedState {
                     root: Some(p.root),
                     usage_doc: Some(p.doc_cid),
@@ -224,7 +224,8 @@ impl Fs {
             }
         };
         let is_root = self.tree().is_token_root(dir);
-        let read = super::pages::read_dir(self.store(), &cid, is_root).await;
+        let store = self.store_of(token);
+        let read = super::pages::read_dir(&*store, &cid, is_root).await;
         let mut tree = self.tree();
         let read = match read {
             Ok(r) => r,

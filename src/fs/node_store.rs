@@ -274,4 +274,17 @@ impl ContentStore for NodeStore {
             Err(e) => Err(usage_error(e)),
         }
     }
+
+    fn for_token(&self, token: u64) -> Option<Arc<dyn ContentStore>> {
+        if !self.client.is_hosted() || self.client.hosted_token().is_some() {
+            return None;
+        }
+        let client = self.client.for_token(token);
+        Some(Arc::new(NodeStore::new(
+            client.clone(),
+            self.cache.with_client(client),
+            self.chain_id,
+            self.contract.clone(),
+        )))
+    }
 }

@@ -60,6 +60,33 @@ pub struct Issuer {
     pub not_passed: Mutex<Vec<String>>,
     /// Every passed request: (sNFT of the path, sNFT claimed by its JWT, call).
     pub passed: Mutex<Vec<(u64, u64, String)>>,
+    /// Uploads to one sNFT's endpoint carrying content marked as another's
+    /// (`owner:<id>;`, see [`owner_marked`]).
+    pub misrouted: AtomicUsize,
+}
+
+/// File content that says which sNFT it was written to: the gateway counts uploads of it
+/// through another sNFT's endpoint.
+pub fn owner_marked(token: u64, len: usize) -> Vec<u8> {
+    let mut data = format!("owner:{token};").into_bytes();
+    data.extend((data.len()..len.max(data.len())).map(|_| rand::random::<u8>() | 0x80));
+    data
+}
+
+/// The sNFTs named by `owner:<id>;` marks in `body`.
+fn owners(body: &[u8]) -> Vec<u64> {
+    let mut found = Vec::new();
+    let mut rest = body;
+    while let Some(at) = rest.windows(6).position(|w| w == b"owner:") {
+        rest = &rest[at + 6..];
+        let digits = rest.iter().take_while(|b| b.is_ascii_digit()).count();
+        if rest.get(digits) == Some(&b';')
+            && let Ok(id) = std::str::from_utf8(&rest[..digits]).unwrap().parse()
+        {
+            found.push(id);
+        }
+    }
+    found
 }
 
 impl Issuer {
@@ -132,6 +159,7 @@ impl HostedGateway {
             refused: AtomicUsize::new(0),
             not_passed: Mutex::new(Vec::new()),
             passed: Mutex::new(Vec::new()),
+            misrouted: AtomicUsize::new(0),
         });
         let http = reqwest::Client::new();
         let (auth_url, gateway_url) = rt.block_on(async {
@@ -306,13 +334,19 @@ async fn gateway(
     if let Some(ct) = request.headers().get("content-type") {
         headers.insert("content-type", ct.clone());
     }
-    let body = request.into_body().into_data_stream();
-    let forwarded = http
-        .post(url)
-        .headers(headers)
-        .body(reqwest::Body::wrap_stream(body))
-        .send()
-        .await;
+    let body = if call == "add" {
+        // Read whole, to check whose content it carries.
+        let Ok(bytes) = axum::body::to_bytes(request.into_body(), 256 << 20).await else {
+            return (StatusCode::BAD_REQUEST, "body too large").into_response();
+        };
+        if owners(&bytes).iter().any(|o| *o != token) {
+            issuer.misrouted.fetch_add(1, Ordering::SeqCst);
+        }
+        reqwest::Body::from(bytes)
+    } else {
+        reqwest::Body::wrap_stream(request.into_body().into_data_stream())
+    };
+    let forwarded = http.post(url).headers(headers).body(body).send().await;
     match forwarded {
         Ok(resp) => {
             let status = StatusCode::from_u16(resp.status().as_u16()).unwrap();
