@@ -1,6 +1,8 @@
 //! Tokens come and go while mounted: a newly minted sNFT appears as a directory, one
 //! transferred away disappears, with no remount.
 
+#[path = "support/hosted.rs"]
+mod hosted;
 mod support;
 
 use std::time::Duration;
@@ -112,6 +114,7 @@ fn a_token_minted_while_mounted_appears_and_one_transferred_away_disappears() {
     assert_eq!(st, 10 << 20, "the new token's quota is its package's");
 
     // Transfer the first token away: its directory goes, the other stays.
+    assert!(first.is_dir(), "the kernel has its entry now");
     let other = pxfs::chain::anvil::DEV_ADDRESSES[2];
     send(
         &devnet,
@@ -127,6 +130,17 @@ fn a_token_minted_while_mounted_appears_and_one_transferred_away_disappears() {
         "the transferred sNFT to disappear",
         Duration::from_secs(20),
         || !listed().contains(&devnet.token().to_string()),
+    );
+    // The kernel's cached entry goes with it (not after its 60 s TTL): `stat` fails too.
+    wait_until(
+        "stat of the transferred sNFT to fail",
+        Duration::from_secs(2),
+        || {
+            std::fs::metadata(&first)
+                .err()
+                .and_then(|e| e.raw_os_error())
+                == Some(libc::ENOENT)
+        },
     );
     assert_eq!(listed(), vec![second_id.to_string()]);
     assert_eq!(
@@ -787,4 +801,250 @@ fn a_tampered_dapp_index_is_refused_and_the_snft_still_mounts() {
     wait_until("px-dapp to go", Duration::from_secs(30), || {
         !dir.join("px-dapp").exists()
     });
+}
+
+/// Writes `data` to `path` in pieces, pausing between them, so one file's writing (and its
+/// upload, which runs alongside) spans some time.
+fn write_slowly(path: &std::path::Path, data: &[u8], pieces: usize, pause: Duration) {
+    use std::io::Write;
+    let mut f = std::fs::File::create(path).unwrap();
+    for chunk in data.chunks(data.len().div_ceil(pieces)) {
+        f.write_all(chunk).unwrap();
+        std::thread::sleep(pause);
+    }
+    f.sync_all().unwrap();
+}
+
+/// A PX.sol sNFT on PollinationX's hosted nodes (the stand-in login and gateway in front of
+/// the devnet's node, JWTs living 6 s and refused by the gateway 2 s early): a copy that
+/// spans several expiries succeeds, renewing before expiry and after 401s, every file reads
+/// back from the gateway with an empty read cache, and no JWT is in the log or the status.
+#[test]
+fn a_copy_to_a_hosted_node_survives_jwt_expiries_and_reads_back_identical() {
+    let devnet = TestDevnet::start(&[]);
+    let (contract, config, log) = px_sol_with_token(&devnet);
+    let mut cfg: toml::Value = toml::from_str(&std::fs::read_to_string(&config).unwrap()).unwrap();
+    let gateway = hosted::HostedGateway::start(
+        &devnet.node_url(),
+        cfg["chain"]["chain_id"].as_integer().unwrap() as u64,
+        &contract,
+        vec![1],
+        Duration::from_secs(6),
+        Duration::from_secs(2),
+    );
+    gateway.configure(&mut cfg);
+    let hosted_config = devnet.dir.path().join("hosted.toml");
+    std::fs::write(&hosted_config, toml::to_string(&cfg).unwrap()).unwrap();
+    let cache = std::path::PathBuf::from(cfg["cache"]["dir"].as_str().unwrap());
+
+    let key = [
+        ("PXFS_PRIVATE_KEY", support::DEV_WALLET_KEY),
+        ("PXFS_LOG", "debug"),
+    ];
+    let mut mount = TestMount::mount_with_env(&hosted_config, &["--token", "1"], &key);
+    let src = tempfile::tempdir().unwrap();
+    let mut files = Vec::new();
+    let started = std::time::Instant::now();
+    // Small files at a steady pace for ~15 s, with one 12 MiB file written over ~4 s in
+    // the middle: uploads run through several JWT lifetimes.
+    for i in 0..150usize {
+        let rel = format!("d{}/f{i:03}", i % 6);
+        let data: Vec<u8> = (0..(i * 97) % 20_000).map(|_| rand::random()).collect();
+        std::fs::create_dir_all(src.path().join(format!("d{}", i % 6))).unwrap();
+        std::fs::create_dir_all(mount.path().join(format!("d{}", i % 6))).unwrap();
+        std::fs::write(src.path().join(&rel), &data).unwrap();
+        std::fs::write(mount.path().join(&rel), &data).unwrap();
+        files.push(rel);
+        if i == 75 {
+            let big: Vec<u8> = (0..12 << 20).map(|_| rand::random()).collect();
+            std::fs::write(src.path().join("big.bin"), &big).unwrap();
+            write_slowly(
+                &mount.path().join("big.bin"),
+                &big,
+                16,
+                Duration::from_millis(250),
+            );
+            files.push("big.bin".into());
+        }
+        std::thread::sleep(Duration::from_millis(70));
+    }
+    std::fs::File::open(mount.path())
+        .unwrap()
+        .sync_all()
+        .unwrap();
+    let copy_took = started.elapsed();
+
+    // The JWTs are not in `pxfs status` (nor its JSON).
+    let status = pxfs_with(&devnet, &hosted_config, &["status", "--json"]);
+    let shown = format!(
+        "{}{}",
+        String::from_utf8_lossy(&status.stdout),
+        String::from_utf8_lossy(&status.stderr)
+    );
+    let status_plain = pxfs_with(&devnet, &hosted_config, &["status"]);
+    let shown = format!("{shown}{}", String::from_utf8_lossy(&status_plain.stdout));
+    assert!(
+        status.status.success() && status_plain.status.success(),
+        "pxfs status: {shown}"
+    );
+    assert!(
+        shown.contains("mount "),
+        "the status shows the mount: {shown}"
+    );
+
+    // A fresh read cache: every byte comes back through the gateway (with fresh JWTs).
+    mount.unmount();
+    std::fs::remove_dir_all(cache.join("chunks")).unwrap();
+    let mount = mount.remount(&["--token", "1"]);
+    for rel in &files {
+        assert!(
+            support::files_equal(&src.path().join(rel), &mount.path().join(rel)),
+            "{rel} reads back different"
+        );
+    }
+
+    let issuer = &gateway.issuer;
+    eprintln!(
+        "copy took {copy_took:?}; logins {}, expired-JWT refusals {}, other refusals {}, \
+         passed {}, not passed {:?}",
+        issuer.logins(),
+        issuer.expired(),
+        issuer.refused(),
+        issuer.passed().len(),
+        issuer.not_passed()
+    );
+    assert!(copy_took > Duration::from_secs(12), "{copy_took:?}");
+    assert!(
+        issuer.logins() >= 3,
+        "renewed before expiry: {}",
+        issuer.logins()
+    );
+    assert!(issuer.expired() >= 1, "renewed after a 401");
+    assert_eq!(issuer.refused(), 0, "never a JWT of another sNFT or none");
+    assert!(
+        issuer
+            .passed()
+            .iter()
+            .all(|(path, jwt, _)| *path == 1 && *jwt == 1)
+    );
+    assert!(issuer.passed().iter().any(|(_, _, call)| call == "cat"));
+    // No `pin/*` on the gateway: asked once per mount, not once per old version.
+    let unpins = issuer
+        .not_passed()
+        .iter()
+        .filter(|c| c.starts_with("pin/"))
+        .count();
+    assert!(unpins <= 2, "{unpins} unpin requests");
+
+    drop(mount);
+    let logged = std::fs::read_to_string(&log).unwrap();
+    assert!(logged.contains("hosted node login"), "debug log captured");
+    for jwt in issuer.issued_jwts() {
+        let payload = jwt.split('.').nth(1).unwrap();
+        assert!(!logged.contains(payload), "a JWT is in the mount log");
+        assert!(!shown.contains(payload), "a JWT is in pxfs status: {shown}");
+    }
+}
+
+/// One hosted mount of two sNFTs (no `--token`): each sNFT's uploads, reads and usage
+/// documents go to its own endpoint with its own JWT.
+#[test]
+fn a_hosted_mount_of_two_snfts_uses_each_ones_endpoint_and_jwt() {
+    let devnet = TestDevnet::start(&[]);
+    let wallet = devnet.info["wallet"].as_str().unwrap().to_string();
+    let (contract, config, _log) = px_sol_with_token(&devnet);
+    // A second sNFT: another account's free package, transferred to the wallet.
+    let other = pxfs::chain::anvil::DEV_ADDRESSES[2];
+    send_to(
+        &devnet,
+        other,
+        &contract,
+        mintCall {
+            packageId: U256::ZERO,
+        }
+        .abi_encode(),
+    );
+    send_to(
+        &devnet,
+        other,
+        &contract,
+        transferFromCall {
+            from: other.parse().unwrap(),
+            to: wallet.parse().unwrap(),
+            tokenId: U256::from(2),
+        }
+        .abi_encode(),
+    );
+    let mut cfg: toml::Value = toml::from_str(&std::fs::read_to_string(&config).unwrap()).unwrap();
+    let gateway = hosted::HostedGateway::start(
+        &devnet.node_url(),
+        cfg["chain"]["chain_id"].as_integer().unwrap() as u64,
+        &contract,
+        vec![1, 2],
+        Duration::from_secs(3600),
+        Duration::ZERO,
+    );
+    gateway.configure(&mut cfg);
+    let hosted_config = devnet.dir.path().join("hosted.toml");
+    std::fs::write(&hosted_config, toml::to_string(&cfg).unwrap()).unwrap();
+    let cache = std::path::PathBuf::from(cfg["cache"]["dir"].as_str().unwrap());
+
+    let key = [("PXFS_PRIVATE_KEY", support::DEV_WALLET_KEY)];
+    let mut mount = TestMount::mount_with_env(&hosted_config, &[], &key);
+    assert_eq!(listed(mount.path()), vec!["1", "2"]);
+    // Small files of both sNFTs at once (the uploader batches small files), then a large
+    // one each (uploaded while written); the gateway checks whose content each upload has.
+    let mut written = Vec::new();
+    for i in 0..20u64 {
+        let t = 1 + i % 2;
+        let name = format!("small-{i}");
+        let data = hosted::owner_marked(t, 3_000);
+        std::fs::write(mount.token(t).join(&name), &data).unwrap();
+        written.push((t, name, data));
+    }
+    for t in [1u64, 2] {
+        let data = hosted::owner_marked(t, 2 << 20);
+        std::fs::write(mount.token(t).join("large"), &data).unwrap();
+        written.push((t, "large".to_string(), data));
+    }
+    for t in [1u64, 2] {
+        std::fs::File::open(mount.token(t))
+            .unwrap()
+            .sync_all()
+            .unwrap();
+    }
+    mount.unmount();
+    std::fs::remove_dir_all(cache.join("chunks")).unwrap();
+    let mount = mount.remount(&[]);
+    for (t, name, data) in &written {
+        assert_eq!(
+            &std::fs::read(mount.token(*t).join(name)).unwrap(),
+            data,
+            "{t}/{name}"
+        );
+    }
+    let issuer = &gateway.issuer;
+    let passed = issuer.passed();
+    assert_eq!(
+        issuer.refused(),
+        0,
+        "a JWT was sent to another sNFT's endpoint"
+    );
+    assert_eq!(
+        issuer.misrouted.load(std::sync::atomic::Ordering::SeqCst),
+        0,
+        "an sNFT's content was uploaded through another sNFT's endpoint"
+    );
+    assert!(
+        passed.iter().all(|(path, jwt, _)| path == jwt),
+        "each request carries its own sNFT's JWT: {passed:?}"
+    );
+    for t in [1u64, 2] {
+        for call in ["add", "cat"] {
+            assert!(
+                passed.iter().any(|(p, _, c)| *p == t && c == call),
+                "no {call} for sNFT {t}: {passed:?}"
+            );
+        }
+    }
 }

@@ -90,11 +90,13 @@ type ChunkFetch = Shared<BoxFuture<'static, Result<Bytes, CacheError>>>;
 #[derive(Clone)]
 pub struct ChunkCache {
     inner: Arc<Inner>,
+    /// Where this cache fetches from; [`ChunkCache::with_client`] shares the chunks with
+    /// another client (a hosted node's other sNFT).
+    client: NodeClient,
 }
 
 struct Inner {
     store: ChunkStore,
-    client: NodeClient,
     options: CacheOptions,
     in_flight: Mutex<HashMap<ChunkKey, ChunkFetch>>,
     /// CID → end offset of its last read, to recognise sequential reading.
@@ -125,13 +127,21 @@ impl ChunkCache {
         Ok(ChunkCache {
             inner: Arc::new(Inner {
                 store,
-                client,
                 options,
                 in_flight: Mutex::new(HashMap::new()),
                 streams: Mutex::new(LruCache::new(tracked)),
                 background: Arc::new(Semaphore::new(MAX_BACKGROUND_FETCHES)),
             }),
+            client,
         })
+    }
+
+    /// The same cache (chunks on disk, fetches in flight) fetching through `client`.
+    pub fn with_client(&self, client: NodeClient) -> ChunkCache {
+        ChunkCache {
+            inner: self.inner.clone(),
+            client,
+        }
     }
 
     /// Disk space taken by cached chunks (sizes rounded up to 4 KiB blocks).
@@ -159,7 +169,8 @@ impl ChunkCache {
         let (first, last) = (offset / cs, (end - 1) / cs);
         let cid: Arc<str> = Arc::from(cid);
 
-        self.inner.read_ahead(&cid, file_size, offset, end, last);
+        self.inner
+            .read_ahead(&self.client, &cid, file_size, offset, end, last);
 
         let pieces = (first..=last).map(|index| {
             let chunk_start = index * cs;
@@ -169,7 +180,9 @@ impl ChunkCache {
                 cid: cid.clone(),
                 index,
             };
-            self.inner.clone().chunk_range(key, file_size, from, to)
+            self.inner
+                .clone()
+                .chunk_range(&self.client, key, file_size, from, to)
         });
         // Several chunks at once (a large read), but not unboundedly many.
         let mut pieces: Vec<Bytes> = futures::stream::iter(pieces)
@@ -221,6 +234,7 @@ impl Inner {
     /// Bytes `from..to` of one chunk: from disk if there, else from the (shared) fetch.
     async fn chunk_range(
         self: Arc<Self>,
+        client: &NodeClient,
         key: ChunkKey,
         file_size: u64,
         from: u64,
@@ -240,7 +254,7 @@ impl Inner {
         }
         let expected = self.chunk_len(key.index, file_size);
         let (cid, index) = (key.cid.to_string(), key.index);
-        let chunk = self.fetch(key, expected, None).await?;
+        let chunk = self.fetch(client, key, expected, None).await?;
         // A fetch joined from another reader was sized by that reader's idea of the file
         // size; if the two disagree, this reader must not slice past what arrived.
         if (chunk.len() as u64) < to {
@@ -258,6 +272,7 @@ impl Inner {
     /// a reader that gives up (an interrupted syscall) does not cancel it for the others.
     fn fetch(
         self: &Arc<Self>,
+        client: &NodeClient,
         key: ChunkKey,
         expected: u64,
         permit: Option<OwnedSemaphorePermit>,
@@ -268,8 +283,9 @@ impl Inner {
         }
         let this = self.clone();
         let k = key.clone();
+        let client = client.clone();
         let task = tokio::spawn(async move {
-            let result = this.fetch_and_store(&k, expected).await;
+            let result = this.fetch_and_store(&client, &k, expected).await;
             this.lock_in_flight().remove(&k);
             drop(permit);
             result
@@ -288,12 +304,12 @@ impl Inner {
 
     async fn fetch_and_store(
         self: &Arc<Self>,
+        client: &NodeClient,
         key: &ChunkKey,
         expected: u64,
     ) -> Result<Bytes, CacheError> {
         let offset = key.index * self.options.chunk_size;
-        let data = self
-            .client
+        let data = client
             .cat(&key.cid, offset, Some(expected))
             .await
             .map_err(|source| CacheError::Fetch {
@@ -325,6 +341,7 @@ impl Inner {
     /// chunks after `last` in the background.
     fn read_ahead(
         self: &Arc<Self>,
+        client: &NodeClient,
         cid: &Arc<str>,
         file_size: u64,
         offset: u64,
@@ -367,7 +384,7 @@ impl Inner {
             };
             debug!(cid = %cid, index, "read-ahead");
             // Dropped: the task runs on its own, and readers join it through `in_flight`.
-            drop(self.fetch(key, self.chunk_len(index, file_size), Some(permit)));
+            drop(self.fetch(client, key, self.chunk_len(index, file_size), Some(permit)));
         }
     }
 

@@ -301,6 +301,14 @@ fn serve(
     dapp.set_invalidate(Box::new(move |parent, name| {
         let _ = notifier.inval_entry(fuser::INodeNo(parent), std::ffi::OsStr::new(name));
     }));
+    // A token transferred away: the kernel forgets its entry in the root at once (else
+    // `stat` of it would succeed for up to the entry TTL after `ls` stopped showing it).
+    let token_gone: dapp::Invalidate = {
+        let notifier = session.notifier();
+        Box::new(move |parent, name| {
+            let _ = notifier.inval_entry(fuser::INodeNo(parent), std::ffi::OsStr::new(name));
+        })
+    };
     let mut unmounter = session.unmount_callable();
     let (ended_tx, ended_rx) = tokio::sync::oneshot::channel();
     let loop_thread = std::thread::Builder::new()
@@ -345,6 +353,7 @@ fn serve(
             poll_every,
             chain_health.clone(),
             dapp,
+            token_gone,
         ));
         let publishing = tokio::spawn(publisher.clone().run(node));
         let reason = wait_for_end(ended_rx).await;
@@ -456,18 +465,6 @@ async fn prepare(
         ),
     };
     let client = node_client(cfg, &args.tokens)?;
-    match client.version().await {
-        Ok(_) => {}
-        // A hosted gateway need not pass `version`: reaching it (after the login) is enough.
-        Err(StorageError::Unsupported { .. }) if client.is_hosted() => {}
-        Err(e) if client.is_hosted() => {
-            return Err(e).context("cannot reach the hosted storage node");
-        }
-        Err(e) => {
-            return Err(e)
-                .with_context(|| format!("cannot reach the storage node at {}", cfg.node.api_url));
-        }
-    }
     tracing::info!(flavour = chain.flavour().name(), "contract");
     // `--token` asks `ownerOf` only: a contract that cannot enumerate (PX.sol) needs no
     // log scan for it.
@@ -482,6 +479,28 @@ async fn prepare(
         }
         args.tokens.clone()
     };
+    // A hosted node is reached through an sNFT's login: the first one's (a wallet with
+    // none has nothing to mount from it yet; each sNFT that arrives logs in on first use).
+    let probe = match client.hosted_token() {
+        None if client.is_hosted() => wanted.first().map(|t| client.for_token(*t)),
+        _ => Some(client.clone()),
+    };
+    match probe.as_ref().map(|p| (p.is_hosted(), p)) {
+        None => {}
+        Some((hosted, p)) => match p.version().await {
+            Ok(_) => {}
+            // A hosted gateway need not pass `version`: reaching it (after the login) is enough.
+            Err(StorageError::Unsupported { .. }) if hosted => {}
+            Err(e) if hosted => {
+                return Err(e).context("cannot reach the hosted storage node");
+            }
+            Err(e) => {
+                return Err(e).with_context(|| {
+                    format!("cannot reach the storage node at {}", cfg.node.api_url)
+                });
+            }
+        },
+    }
     let cache = ChunkCache::open(
         &cfg.cache.dir.join("chunks"),
         cfg.cache.size_bytes,
@@ -528,25 +547,32 @@ async fn prepare(
 }
 
 /// The node client of a mount. On PollinationX's hosted nodes (`[node] auth =
-/// "pollinationx"`) each sNFT has its own endpoint and JWT, and everything a mount uploads
-/// goes through one client: such a mount serves one sNFT (`--token ID`).
+/// "pollinationx"`) each sNFT has its own endpoint and JWT from one wallet login: with
+/// exactly one sNFT (`--token ID`) the client is bound to it; otherwise it is unbound and
+/// the core binds it per sNFT (`ContentStore::for_token`), so each sNFT's uploads, reads
+/// and usage documents go to its own endpoint with its own JWT.
 pub(crate) fn node_client(cfg: &Config, tokens: &[u64]) -> anyhow::Result<NodeClient> {
     match cfg.node.auth {
         NodeAuth::Bearer => NodeClient::new(&cfg.node).context("node client"),
         NodeAuth::PollinationX => {
-            let [token] = tokens else {
-                bail!(
-                    "[node] auth = \"pollinationx\": each sNFT has its own hosted node and login; \
-                     mount one sNFT per mount with --token ID"
-                );
-            };
             let signer = crate::chain::signer::load(&cfg.chain)
                 .context("the hosted-node login signs with the wallet's key")?;
-            let login =
-                HostedLogin::new(&cfg.node, cfg.chain.chain_id, &cfg.chain.contract, signer)?;
-            Ok(NodeClient::hosted(&cfg.node, Arc::new(login))?.for_token(*token))
+            hosted_client(cfg, tokens, signer)
         }
     }
+}
+
+fn hosted_client(
+    cfg: &Config,
+    tokens: &[u64],
+    signer: alloy::signers::local::PrivateKeySigner,
+) -> anyhow::Result<NodeClient> {
+    let login = HostedLogin::new(&cfg.node, cfg.chain.chain_id, &cfg.chain.contract, signer)?;
+    let client = NodeClient::hosted(&cfg.node, Arc::new(login))?;
+    Ok(match tokens {
+        [token] => client.for_token(*token),
+        _ => client,
+    })
 }
 
 /// PX.sol counts usage itself (owner-reported, never lowered) and uploads: the mount
@@ -582,10 +608,12 @@ async fn poll_chain(
     every: Duration,
     health: Arc<ChainHealth>,
     mut dapp: dapp::DappFollower,
+    token_gone: dapp::Invalidate,
 ) {
     loop {
         tokio::time::sleep(every).await;
-        match tokio::time::timeout(POLL_TIMEOUT, poll_once(&fs, &chain, &only)).await {
+        let poll = poll_once(&fs, &chain, &only, &token_gone);
+        match tokio::time::timeout(POLL_TIMEOUT, poll).await {
             Ok(Ok(())) => health.polled(),
             Ok(Err(e)) => health.poll_failed(&format!("{e:#}")),
             Err(_) => health.poll_failed(&format!("no answer within {} s", POLL_TIMEOUT.as_secs())),
@@ -596,7 +624,13 @@ async fn poll_chain(
 
 /// One poll: read what the wallet owns and each wanted token's state, then apply it.
 /// Nothing is applied unless every read succeeded.
-async fn poll_once(fs: &Fs, chain: &Chain, only: &[u64]) -> anyhow::Result<()> {
+/// `token_gone` drops the kernel's entry of a token that is no longer owned.
+async fn poll_once(
+    fs: &Fs,
+    chain: &Chain,
+    only: &[u64],
+    token_gone: &dapp::Invalidate,
+) -> anyhow::Result<()> {
     let wanted: Vec<u64> = if only.is_empty() {
         chain.owned_tokens().await?
     } else {
@@ -621,6 +655,7 @@ async fn poll_once(fs: &Fs, chain: &Chain, only: &[u64]) -> anyhow::Result<()> {
         if !wanted.contains(&t) {
             tracing::info!(token = t, "sNFT no longer owned; hiding it");
             fs.remove_token(t);
+            token_gone(crate::fs::ROOT_INO, &t.to_string());
         }
     }
     let mounted = fs.tokens();
@@ -660,11 +695,15 @@ login_message = "hi"
     }
 
     #[test]
-    fn a_hosted_mount_serves_one_token_and_says_so_otherwise() {
+    fn a_hosted_client_is_bound_to_one_token_or_left_for_the_core_to_bind() {
         let cfg = hosted_config();
+        let signer = || crate::chain::anvil::DEV_KEYS[0].parse().unwrap();
+        let one = hosted_client(&cfg, &[7], signer()).unwrap();
+        assert_eq!(one.hosted_token(), Some(7));
         for tokens in [&[][..], &[1, 2][..]] {
-            let err = node_client(&cfg, tokens).unwrap_err().to_string();
-            assert!(err.contains("--token ID"), "{err}");
+            let client = hosted_client(&cfg, tokens, signer()).unwrap();
+            assert!(client.is_hosted());
+            assert_eq!(client.hosted_token(), None);
         }
     }
 
@@ -673,6 +712,6 @@ login_message = "hi"
         let err = NodeClient::new(&hosted_config().node)
             .unwrap_err()
             .to_string();
-        assert!(err.contains("pxfs mount --token ID"), "{err}");
+        assert!(err.contains("works for `pxfs mount` only"), "{err}");
     }
 }

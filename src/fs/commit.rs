@@ -375,6 +375,7 @@ impl Fs {
     ) -> FsResult<(HashMap<Ino, DirObjects>, String, pages::Added)> {
         let mut added = pages::Added::default();
         let mut written: HashMap<Ino, DirObjects> = HashMap::new();
+        let store = self.store_of(Some(snap.record.token_id));
         // Objects on the node already: the rewritten directories' old ones, and what this
         // commit added so far.
         let mut have: HashSet<String> = snap
@@ -394,7 +395,7 @@ impl Fs {
                 }
             }
             let objects = pages::write_dir(
-                self.store(),
+                &*store,
                 &snap.sealing,
                 entries,
                 d.root.clone(),
@@ -413,10 +414,7 @@ impl Fs {
             usage: snap.usage.with_manifests(all_objects(&written)),
             ..snap.record.clone()
         };
-        let doc = self
-            .store()
-            .publish_usage(snap.btns.as_deref(), &record)
-            .await?;
+        let doc = store.publish_usage(snap.btns.as_deref(), &record).await?;
         Ok((written, doc, added))
     }
 
@@ -538,8 +536,9 @@ impl Fs {
         };
         remove_staged(delete);
         let unpin: HashSet<String> = unpin.into_iter().filter(|c| !live.contains(c)).collect();
+        let store = self.store_of(Some(token));
         for cid in unpin {
-            if let Err(e) = self.store().unpin(&cid).await {
+            if let Err(e) = store.unpin(&cid).await {
                 tracing::debug!(cid, error = %e, "unpin failed");
             }
         }

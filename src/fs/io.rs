@@ -330,7 +330,9 @@ impl Fs {
         let size = blob.size;
         while offset < size {
             let len = FETCH_CHUNK.min(size - offset);
-            let data = self.read_content(&sealing, blob, offset, len).await?;
+            let data = self
+                .read_content(Some(token), &sealing, blob, offset, len)
+                .await?;
             if data.is_empty() {
                 return Err(FsError::Store(super::store::StoreError::permanent(
                     "content shorter than its size",
@@ -345,13 +347,14 @@ impl Fs {
     /// Content of a stored version; a sealed chunk that does not open is logged and `EIO`.
     async fn read_content(
         &self,
+        token: Option<TokenId>,
         sealing: &super::content::Sealing,
         blob: &Blob,
         offset: u64,
         len: u64,
     ) -> FsResult<Bytes> {
-        let r = super::content::read(self.store(), sealing, &self.inner.opened, blob, offset, len)
-            .await;
+        let store = self.store_of(token);
+        let r = super::content::read(&*store, sealing, &self.inner.opened, blob, offset, len).await;
         if let Err(super::content::ContentError::Tampered(t)) = &r {
             tracing::error!(
                 offset,
@@ -377,11 +380,12 @@ impl Fs {
         let h = self.handle(fh)?;
         let (source, file_size) = {
             let tree = self.tree();
-            let f = tree.get(h.ino)?.file().ok_or(FsError::IsDir)?;
+            let inode = tree.get(h.ino)?;
+            let f = inode.file().ok_or(FsError::IsDir)?;
             let source = if let Some(s) = f.session.as_ref().or(f.staged.as_ref()) {
                 Source::Local(s.clone())
             } else if let Some(b) = &f.blob {
-                Source::Node(tree.get(h.ino)?.token, b.clone())
+                Source::Node(inode.token, b.clone())
             } else {
                 Source::Empty
             };
@@ -398,7 +402,7 @@ impl Fs {
                     Some(t) => self.sealing(t),
                     None => Arc::new(crate::format::TreeCrypto::Plain),
                 };
-                self.read_content(&sealing, &blob, offset, len)
+                self.read_content(token, &sealing, &blob, offset, len)
                     .await?
                     .to_vec()
             }
@@ -463,7 +467,7 @@ impl Fs {
             if let Some(live) = &f.live
                 && live.wrote(offset, data.len() as u64)
             {
-                self.start_live(live, sealing);
+                self.start_live(live, token, sealing);
             }
             f.size = new;
             touch(tree, h.ino);
@@ -475,9 +479,9 @@ impl Fs {
 
     /// Start a session's live upload if fewer than `upload_parallelism` run; otherwise
     /// the session is uploaded after its close like any other.
-    fn start_live(&self, live: &Arc<LiveUpload>, sealing: super::content::Sealing) {
+    fn start_live(&self, live: &Arc<LiveUpload>, token: TokenId, sealing: super::content::Sealing) {
         match self.inner.live_permits.clone().try_acquire_owned() {
-            Ok(permit) => live.start(&self.inner.rt, self.inner.store.clone(), sealing, permit),
+            Ok(permit) => live.start(&self.inner.rt, self.store_of(Some(token)), sealing, permit),
             Err(_) => live.abandon(),
         }
     }

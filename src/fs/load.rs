@@ -60,7 +60,7 @@ impl Fs {
     async fn adopt_key_edits(&self, id: TokenId, btns: &str, c: &mut CommittedState) -> bool {
         let resolved = tokio::time::timeout(
             std::time::Duration::from_secs(5),
-            self.store().resolve(btns),
+            self.store_of(Some(id)).resolve(btns),
         )
         .await;
         match resolved {
@@ -98,7 +98,7 @@ impl Fs {
         let committed = match (recovered.state, &info.btns) {
             (Some(state), _) => state,
             (None, None) => CommittedState::default(),
-            (None, Some(name)) => match self.store().resolve(name).await {
+            (None, Some(name)) => match self.store_of(Some(id)).resolve(name).await {
                 Ok(Some(p)) => CommittedState {
                     root: Some(p.root),
                     usage_doc: Some(p.doc_cid),
@@ -299,7 +299,8 @@ impl Fs {
             Some(t) => self.sealing(t),
             None => Arc::new(crate::format::TreeCrypto::Plain),
         };
-        let read = super::pages::read_dir(self.store(), &sealing, &cid, is_root).await;
+        let store = self.store_of(token);
+        let read = super::pages::read_dir(&*store, &sealing, &cid, is_root).await;
         let mut tree = self.tree();
         let read = match read {
             Ok(r) => r,

@@ -180,6 +180,8 @@ pub struct Fs {
 pub(crate) struct Inner {
     pub cfg: FsConfig,
     pub store: Arc<dyn ContentStore>,
+    /// Each sNFT's own store, where sNFTs are stored apart (see [`Fs::store_of`]).
+    pub token_stores: Mutex<std::collections::HashMap<TokenId, Arc<dyn ContentStore>>>,
     pub tree: Mutex<Tree>,
     pub handles: Mutex<std::collections::HashMap<u64, Handle>>,
     pub next_fh: AtomicU64,
@@ -247,6 +249,7 @@ impl Fs {
             inner: Arc::new(Inner {
                 cfg,
                 store,
+                token_stores: Mutex::new(Default::default()),
                 tree: Mutex::new(tree),
                 handles: Mutex::new(Default::default()),
                 next_fh: AtomicU64::new(1),
@@ -276,8 +279,28 @@ impl Fs {
         self.inner.handles.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    pub(crate) fn store(&self) -> &dyn ContentStore {
-        &*self.inner.store
+    /// The store for what belongs to sNFT `token` (`None`: to no sNFT in particular). On
+    /// PollinationX's hosted nodes each sNFT has its own endpoint and login, so its uploads
+    /// and reads go through its own store; elsewhere every sNFT shares one.
+    pub(crate) fn store_of(&self, token: Option<TokenId>) -> Arc<dyn ContentStore> {
+        let Some(token) = token else {
+            return self.inner.store.clone();
+        };
+        let mut stores = self
+            .inner
+            .token_stores
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if let Some(s) = stores.get(&token) {
+            return s.clone();
+        }
+        let store = self
+            .inner
+            .store
+            .for_token(token)
+            .unwrap_or_else(|| self.inner.store.clone());
+        stores.insert(token, store.clone());
+        store
     }
 
     /// How token `token` stores its tree (plaintext for a token no longer mounted).

@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
@@ -24,6 +25,8 @@ pub struct NodeStore {
     contract: String,
     /// BTNS name → the node's key name for it (`None`: this node does not hold the key).
     key_names: Mutex<HashMap<String, Option<String>>>,
+    /// The node answered that it does not offer `pin/rm` (a hosted gateway).
+    no_unpin: AtomicBool,
 }
 
 impl NodeStore {
@@ -34,6 +37,7 @@ impl NodeStore {
             chain_id,
             contract,
             key_names: Mutex::new(HashMap::new()),
+            no_unpin: AtomicBool::new(false),
         }
     }
 
@@ -196,7 +200,22 @@ impl ContentStore for NodeStore {
     }
 
     async fn unpin(&self, cid: &str) -> Result<(), StoreError> {
-        self.client.pin_rm(cid).await.map_err(storage_error)
+        if self.no_unpin.load(Ordering::Relaxed) {
+            return Ok(());
+        }
+        match self.client.pin_rm(cid).await {
+            // A hosted gateway without `pin/*`: asked once, not once per old version.
+            Err(StorageError::Unsupported { path, .. }) => {
+                if !self.no_unpin.swap(true, Ordering::Relaxed) {
+                    tracing::info!(
+                        path,
+                        "the node does not offer unpinning: old versions stay pinned there"
+                    );
+                }
+                Ok(())
+            }
+            r => r.map_err(storage_error),
+        }
     }
 
     async fn publish_usage(
@@ -274,5 +293,18 @@ impl ContentStore for NodeStore {
             }
             Err(e) => Err(usage_error(e)),
         }
+    }
+
+    fn for_token(&self, token: u64) -> Option<Arc<dyn ContentStore>> {
+        if !self.client.is_hosted() || self.client.hosted_token().is_some() {
+            return None;
+        }
+        let client = self.client.for_token(token);
+        Some(Arc::new(NodeStore::new(
+            client.clone(),
+            self.cache.with_client(client),
+            self.chain_id,
+            self.contract.clone(),
+        )))
     }
 }

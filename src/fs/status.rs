@@ -260,4 +260,12 @@ impl ContentStore for ObservedStore {
         self.health.observe(&r);
         r
     }
+
+    fn for_token(&self, token: u64) -> Option<Arc<dyn ContentStore>> {
+        let inner = self.inner.for_token(token)?;
+        Some(Arc::new(ObservedStore {
+            inner,
+            health: self.health.clone(),
+        }))
+    }
 }

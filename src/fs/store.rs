@@ -131,6 +131,13 @@ pub trait ContentStore: Send + Sync + 'static {
     ) -> Result<String, StoreError>;
     /// The state last published under `btns`, `None` when nothing was ever published.
     async fn resolve(&self, btns: &str) -> Result<Option<Published>, StoreError>;
+    /// This store for sNFT `token` alone, when sNFTs are stored apart (PollinationX's
+    /// hosted nodes: each sNFT has its own endpoint and login); `None`: this store serves
+    /// every sNFT.
+    fn for_token(&self, token: u64) -> Option<Arc<dyn ContentStore>> {
+        let _ = token;
+        None
+    }
 }
 
 /// Content-addressed in-memory store for tests. CIDs are a hash of the bytes, so equal

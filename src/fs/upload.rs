@@ -169,7 +169,17 @@ pub(crate) fn spawn_workers(fs: Fs, mut rx: mpsc::UnboundedReceiver<Job>) {
     });
 }
 
+/// One request per sNFT: each may have its own node (PollinationX's hosted nodes). The
+/// sNFTs' uploads run side by side, so one whose node is down holds back no other.
 async fn upload(fs: &Fs, batch: Vec<Job>) {
+    let mut by_token: std::collections::BTreeMap<TokenId, Vec<Job>> = Default::default();
+    for job in batch {
+        by_token.entry(job.token).or_default().push(job);
+    }
+    futures::future::join_all(by_token.into_values().map(|jobs| upload_token(fs, jobs))).await;
+}
+
+async fn upload_token(fs: &Fs, batch: Vec<Job>) {
     let mut next = batch;
     let mut backoff = Backoff::new(Duration::from_millis(500), MAX_BACKOFF);
     loop {
@@ -221,12 +231,17 @@ async fn upload_batch(fs: &Fs, batch: Vec<Job>) -> Vec<Job> {
         // A batch holds one token's jobs (see `spawn_workers`).
         let sealing = fs.sealing(live[0].token);
         let result = if live.len() == 1 {
-            content::add_file(fs.store(), &sealing, live[0].staged.path(), live[0].size)
-                .await
-                .map(|b| vec![b])
+            content::add_file(
+                &*fs.store_of(Some(live[0].token)),
+                &sealing,
+                live[0].staged.path(),
+                live[0].size,
+            )
+            .await
+            .map(|b| vec![b])
         } else {
             let paths: Vec<_> = live.iter().map(|j| j.staged.path().to_path_buf()).collect();
-            content::add_files(fs.store(), &sealing, &paths).await
+            content::add_files(&*fs.store_of(Some(live[0].token)), &sealing, &paths).await
         };
         match result {
             Ok(blobs) if blobs.len() == live.len() => {

@@ -70,7 +70,7 @@ impl NodeClient {
     pub fn new(cfg: &NodeConfig) -> Result<NodeClient, StorageError> {
         if cfg.auth == crate::config::NodeAuth::PollinationX {
             return Err(StorageError::Config(
-                "[node] auth = \"pollinationx\" (hosted nodes) works for `pxfs mount --token ID` only; \
+                "[node] auth = \"pollinationx\" (hosted nodes) works for `pxfs mount` only; \
                  this command needs a node of your own (auth = \"bearer\")"
                     .into(),
             ));
@@ -197,6 +197,15 @@ impl NodeClient {
     /// Whether this client talks to a PollinationX hosted node.
     pub fn is_hosted(&self) -> bool {
         matches!(self.inner.access, Access::Hosted { .. })
+    }
+
+    /// The sNFT a hosted client is bound to ([`NodeClient::for_token`]); `None` for an
+    /// unbound one and for a node of one's own.
+    pub fn hosted_token(&self) -> Option<u64> {
+        match &self.inner.access {
+            Access::Hosted { token, .. } => *token,
+            Access::Fixed => None,
+        }
     }
 
     /// Adds one file, streamed from disk, pinned, as CIDv1 with raw leaves.

@@ -116,7 +116,8 @@ impl DappFollower {
         if self.shown.get(&token) == Some(&cid) {
             return Ok(());
         }
-        match load_index(&self.client, token, &cid, &secret).await {
+        // On hosted nodes, through this sNFT's own endpoint and login.
+        match load_index(&self.client.for_token(token), token, &cid, &secret).await {
             Ok(index) => {
                 let root = fs.set_dapp_index(token, Some(&index)).await?;
                 self.changed(root);

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use crate::cli::mount_status::{self, ChainReport, MountStatus, MountedToken, NodeReport};
 use crate::fs::Fs;
-use crate::storage::NodeClient;
+use crate::storage::{NodeClient, StorageError};
 
 /// Chain polls: the last success, the current outage. Logs at warn once when an outage
 /// starts and at info when it ends, not on every failed poll.
@@ -186,10 +186,19 @@ impl Publisher {
                     .node
                     .last_ok
                     .is_none_or(|t| t.elapsed().unwrap_or_default() > Duration::from_secs(10));
-                if quiet {
-                    let answer = tokio::time::timeout(super::POLL_TIMEOUT, node.version()).await;
+                // A hosted node is reached through one of the mounted sNFTs' logins.
+                let probe = match node.hosted_token() {
+                    None if node.is_hosted() => {
+                        self.fs.tokens().first().map(|t| node.for_token(*t))
+                    }
+                    _ => Some(node.clone()),
+                };
+                if quiet && let Some(probe) = probe {
+                    let answer = tokio::time::timeout(super::POLL_TIMEOUT, probe.version()).await;
                     self.fs.record_node_probe(match answer {
                         Ok(Ok(_)) => Ok(()),
+                        // A hosted gateway that does not pass `version` answered: it is up.
+                        Ok(Err(StorageError::Unsupported { .. })) => Ok(()),
                         Ok(Err(e)) => Err(e.to_string()),
                         Err(_) => Err("no answer within the poll timeout".into()),
                     });
