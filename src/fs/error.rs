@@ -61,6 +61,10 @@ pub enum FsError {
     Io(#[from] std::io::Error),
     #[error("journal: {0}")]
     Journal(String),
+    #[error(
+        "a directory was unloaded again each time it was read: [cache] max_loaded_inodes is too low for this load"
+    )]
+    Thrashing,
 }
 
 impl FsError {
@@ -97,6 +101,7 @@ impl FsError {
                 _ => libc::EIO,
             },
             FsError::Journal(_) => libc::EIO,
+            FsError::Thrashing => libc::EIO,
         }
     }
 }

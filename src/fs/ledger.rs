@@ -57,6 +57,9 @@ struct Object {
     /// part of the committed tree. Kept (with `refs` 0) after the last loaded reference
     /// goes, so loading another directory that refers to it counts it again, not twice.
     from_base: bool,
+    /// An unloaded inode (`fs::unload`) refers to it too: when the last loaded reference
+    /// goes, it returns to `base` rather than leaving usage.
+    parked: bool,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -195,6 +198,7 @@ impl Ledger {
             size,
             manifest,
             from_base: false,
+            parked: false,
         });
         let mut take_from_base = false;
         if loaded && !o.from_base {
@@ -239,12 +243,48 @@ impl Ledger {
         if o.refs > 0 {
             return;
         }
-        let (size, manifest, keep) = (o.size, o.manifest, o.from_base);
-        if !keep {
+        let (size, manifest, keep, parked) = (o.size, o.manifest, o.from_base, o.parked);
+        if !keep || parked {
             self.objects.remove(cid);
+        }
+        if parked {
+            self.base = self.base.saturating_add(size);
         }
         let sum = self.sum_mut(manifest);
         *sum = sum.saturating_sub(size);
+    }
+
+    /// `ino` is dropped from memory with its directory's entries (`fs::unload`): it is
+    /// part of the committed tree as it was, so what it refers to returns to the committed
+    /// figure of what is not loaded (`base`), or stays counted while loaded inodes share
+    /// it. Usage does not change.
+    pub fn unload(&mut self, ino: Ino) {
+        let cids: Vec<String> = match self.charges.remove(&ino) {
+            None => return,
+            Some(Charge::Own(n)) => {
+                self.own = self.own.saturating_sub(n);
+                return;
+            }
+            Some(Charge::Object { cid, .. }) => vec![cid],
+            Some(Charge::Pages(pages)) => pages.iter().map(|(c, _)| c.clone()).collect(),
+        };
+        for cid in cids {
+            let Some(o) = self.objects.get_mut(&cid) else {
+                continue;
+            };
+            o.refs = o.refs.saturating_sub(1);
+            if o.refs > 0 {
+                // Counted by the loaded inodes that share it; a later load finds it here.
+                o.parked = true;
+                o.from_base = true;
+                continue;
+            }
+            let (size, manifest) = (o.size, o.manifest);
+            self.objects.remove(&cid);
+            self.base = self.base.saturating_add(size);
+            let sum = self.sum_mut(manifest);
+            *sum = sum.saturating_sub(size);
+        }
     }
 
     /// What a commit that rewrites the manifests of `rewritten` publishes, given the
