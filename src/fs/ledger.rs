@@ -60,6 +60,9 @@ struct Object {
     /// An unloaded inode (`fs::unload`) refers to it too: when the last loaded reference
     /// goes, it returns to `base` rather than leaving usage.
     parked: bool,
+    /// A directory page only unloaded inodes refer to, counted in `base` again (kept so a
+    /// new directory stored as the same page, e.g. an empty one, is not counted twice).
+    in_base: bool,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -199,9 +202,17 @@ impl Ledger {
             manifest,
             from_base: false,
             parked: false,
+            in_base: false,
         });
         let mut take_from_base = false;
-        if loaded && !o.from_base {
+        if o.in_base {
+            // Counted in `base` for the unloaded directories stored as it. A new reference
+            // leaves them referring to it (parked); one read back may be the only one.
+            o.in_base = false;
+            o.from_base = true;
+            o.parked = !loaded;
+            take_from_base = true;
+        } else if loaded && !o.from_base {
             // The committed figure counts it once: that share moves into the ledger.
             o.from_base = true;
             take_from_base = true;
@@ -243,13 +254,39 @@ impl Ledger {
         if o.refs > 0 {
             return;
         }
-        let (size, manifest, keep, parked) = (o.size, o.manifest, o.from_base, o.parked);
-        if !keep || parked {
+        if o.parked {
+            self.to_base(cid);
+            return;
+        }
+        let (size, manifest, keep) = (o.size, o.manifest, o.from_base);
+        if !keep {
             self.objects.remove(cid);
         }
-        if parked {
-            self.base = self.base.saturating_add(size);
+        let sum = self.sum_mut(manifest);
+        *sum = sum.saturating_sub(size);
+    }
+
+    /// An object no loaded inode refers to any more, but unloaded ones do: counted in
+    /// `base` again. A page stays known (see `Object::in_base`); file contents are
+    /// forgotten (memory stays bounded by what is loaded).
+    fn to_base(&mut self, cid: &str) {
+        let Some(o) = self.objects.get_mut(cid) else {
+            return;
+        };
+        let (size, manifest) = (o.size, o.manifest);
+        if manifest {
+            *o = Object {
+                refs: 0,
+                size,
+                manifest,
+                from_base: false,
+                parked: false,
+                in_base: true,
+            };
+        } else {
+            self.objects.remove(cid);
         }
+        self.base = self.base.saturating_add(size);
         let sum = self.sum_mut(manifest);
         *sum = sum.saturating_sub(size);
     }
@@ -279,11 +316,7 @@ impl Ledger {
                 o.from_base = true;
                 continue;
             }
-            let (size, manifest) = (o.size, o.manifest);
-            self.objects.remove(&cid);
-            self.base = self.base.saturating_add(size);
-            let sum = self.sum_mut(manifest);
-            *sum = sum.saturating_sub(size);
+            self.to_base(&cid);
         }
     }
 
@@ -316,7 +349,7 @@ impl Ledger {
             let left = o
                 .refs
                 .saturating_sub(drop.get(cid.as_str()).copied().unwrap_or(0));
-            if left > 0 {
+            if left > 0 || o.in_base {
                 counted.insert(cid.clone());
             } else if o.refs > 0 {
                 usage = usage.saturating_sub(o.size);

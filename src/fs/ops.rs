@@ -80,6 +80,7 @@ impl Fs {
         if !loaded_dir(&tree, parent) {
             return None;
         }
+        tree.residency.touch(parent);
         let ino = match child_or_dot(&tree, parent, name) {
             Ok(ino) => ino,
             Err(e) => return Some(Err(e)),
@@ -597,6 +598,7 @@ fn fill(
     add: &mut (dyn FnMut(&DirEntry) -> bool + Send),
 ) -> FsResult<()> {
     let parent = tree.get(ino)?.links.first().map(|(p, _)| *p).unwrap_or(ino);
+    tree.residency.touch(ino);
     if offset < 1 && add(&dot(tree, ino, 1, b".")?) {
         return Ok(());
     }

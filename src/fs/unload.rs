@@ -99,6 +99,15 @@ impl Fs {
     pub fn loaded_inodes(&self) -> usize {
         self.tree().inodes.len()
     }
+
+    /// Unload `dir` now if nothing holds its entries (what a pass does to the directories
+    /// least recently used); true if it did. Not while a commit runs.
+    pub fn unload_dir(&self, dir: Ino) -> bool {
+        let Ok(_no_commit) = self.inner.commit_lock.try_lock() else {
+            return false;
+        };
+        self.tree().unload_dir(dir).is_some()
+    }
 }
 
 impl Tree {
