@@ -309,6 +309,11 @@ impl Tree {
         }
     }
 
+    /// Every inode the kernel holds a reference to.
+    pub fn remembered(&self) -> Vec<Ino> {
+        self.lookups.keys().copied().collect()
+    }
+
     /// Whether the kernel holds a reference to `ino`.
     pub fn is_remembered(&self, ino: Ino) -> bool {
         self.lookups.contains_key(&ino)

@@ -50,9 +50,13 @@ impl Residency {
         }
     }
 
-    /// Up to `n` directories, least recently used first, not among the most recent.
+    /// Up to `n` directories, least recently used first, not among the most recent (all of
+    /// them with `n` = `usize::MAX`).
     fn oldest(&self, n: usize) -> Vec<Ino> {
-        let recent = self.clock.saturating_sub(RECENT_TOUCHES);
+        let recent = match n {
+            usize::MAX => self.clock,
+            _ => self.clock.saturating_sub(RECENT_TOUCHES),
+        };
         self.order
             .range(..=recent)
             .take(n)
@@ -98,6 +102,30 @@ impl Fs {
     /// Inodes in memory now (for `pxfs status` and tests).
     pub fn loaded_inodes(&self) -> usize {
         self.tree().inodes.len()
+    }
+
+    /// What the kernel does under memory pressure, then a pass with no limit: every
+    /// reference the kernel holds is dropped (open handles stay), and every directory that
+    /// can be is unloaded, leaves first. Returns how many inodes went. For tests.
+    pub fn forget_all_and_unload(&self) -> usize {
+        let Ok(_no_commit) = self.inner.commit_lock.try_lock() else {
+            return 0;
+        };
+        let mut tree = self.tree();
+        for ino in tree.remembered() {
+            tree.forget(ino, u64::MAX);
+        }
+        let mut gone = 0;
+        loop {
+            let dirs: Vec<Ino> = tree.residency.oldest(usize::MAX);
+            let before = gone;
+            for dir in dirs {
+                gone += tree.unload_dir(dir).unwrap_or(0);
+            }
+            if gone == before {
+                return gone;
+            }
+        }
     }
 
     /// Unload `dir` now if nothing holds its entries (what a pass does to the directories
