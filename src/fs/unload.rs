@@ -14,6 +14,7 @@
 //! usage figure (see `ledger`), so usage does not change.
 
 use std::collections::{BTreeMap, HashMap};
+use std::time::Instant;
 
 use super::Fs;
 use super::inode::{Body, Ino, ROOT_INO};
@@ -22,17 +23,18 @@ use super::tree::Tree;
 /// A pass examines at most this many directories (it runs under the tree lock).
 const SCAN_PER_PASS: usize = 256;
 
-/// The directories touched by the last this-many loads, lookups and listings are never
-/// unloaded: a request that has just loaded a directory finds it still loaded when it
-/// takes the lock again.
-const RECENT_TOUCHES: u64 = 64;
+/// A directory touched by one of the last this-many loads, lookups and listings, or less
+/// than [`RECENT_TIME`] ago, is not unloaded: a request that has just loaded a directory
+/// finds it still loaded when it takes the lock again.
+const RECENT_TOUCHES: u64 = 8;
+const RECENT_TIME: std::time::Duration = std::time::Duration::from_millis(50);
 
 /// Loaded directories in order of last use (load, lookup in it, listing).
 #[derive(Debug, Default)]
 pub struct Residency {
     clock: u64,
     tick: HashMap<Ino, u64>,
-    order: BTreeMap<u64, Ino>,
+    order: BTreeMap<u64, (Ino, Instant)>,
 }
 
 impl Residency {
@@ -41,7 +43,7 @@ impl Residency {
         if let Some(old) = self.tick.insert(dir, self.clock) {
             self.order.remove(&old);
         }
-        self.order.insert(self.clock, dir);
+        self.order.insert(self.clock, (dir, Instant::now()));
     }
 
     pub fn remove(&mut self, dir: Ino) {
@@ -53,14 +55,15 @@ impl Residency {
     /// Up to `n` directories, least recently used first, not among the most recent (all of
     /// them with `n` = `usize::MAX`).
     fn oldest(&self, n: usize) -> Vec<Ino> {
-        let recent = match n {
-            usize::MAX => self.clock,
-            _ => self.clock.saturating_sub(RECENT_TOUCHES),
-        };
+        if n == usize::MAX {
+            return self.order.values().map(|(d, _)| *d).collect();
+        }
+        let recent = self.clock.saturating_sub(RECENT_TOUCHES);
         self.order
             .range(..=recent)
+            .take_while(|(_, (_, at))| at.elapsed() >= RECENT_TIME)
             .take(n)
-            .map(|(_, d)| *d)
+            .map(|(_, (d, _))| *d)
             .collect()
     }
 }
