@@ -255,7 +255,7 @@ impl Ledger {
             return;
         }
         if o.parked {
-            self.to_base(cid);
+            self.return_to_base(cid);
             return;
         }
         let (size, manifest, keep) = (o.size, o.manifest, o.from_base);
@@ -269,7 +269,7 @@ impl Ledger {
     /// An object no loaded inode refers to any more, but unloaded ones do: counted in
     /// `base` again. A page stays known (see `Object::in_base`); file contents are
     /// forgotten (memory stays bounded by what is loaded).
-    fn to_base(&mut self, cid: &str) {
+    fn return_to_base(&mut self, cid: &str) {
         let Some(o) = self.objects.get_mut(cid) else {
             return;
         };
@@ -316,7 +316,7 @@ impl Ledger {
                 o.from_base = true;
                 continue;
             }
-            self.to_base(&cid);
+            self.return_to_base(&cid);
         }
     }
 
