@@ -172,6 +172,10 @@ pub struct CacheConfig {
     /// disk and an entry in the upload queue).
     #[serde(default = "default_staging_limit_files")]
     pub staging_limit_files: u64,
+    /// Files and directories kept in memory; beyond it, directories least recently used
+    /// (and not in use) are dropped and read again from the node when next needed.
+    #[serde(default = "default_max_loaded_inodes")]
+    pub max_loaded_inodes: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -268,6 +272,9 @@ fn default_parallelism() -> usize {
 fn default_staging_limit_files() -> u64 {
     100_000
 }
+fn default_max_loaded_inodes() -> u64 {
+    200_000
+}
 fn default_commit_every_secs() -> u64 {
     5
 }
@@ -279,6 +286,7 @@ impl Default for CacheConfig {
             size_bytes: default_cache_size(),
             staging_limit_bytes: default_staging_limit(),
             staging_limit_files: default_staging_limit_files(),
+            max_loaded_inodes: default_max_loaded_inodes(),
         }
     }
 }

@@ -1020,6 +1020,7 @@ async fn the_last_way_to_unlock_is_not_removed_and_a_running_mount_is_not_raced(
             encryption: "none".into(),
         }],
         local_faults: Vec::new(),
+        loaded_inodes: 0,
     };
     write(&status_file(&cache, "/mnt/px-test".as_ref()), &status).unwrap();
     let out = t.key(

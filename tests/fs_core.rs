@@ -1507,3 +1507,237 @@ async fn wraps_published_by_pxfs_key_while_unmounted_are_carried_forward_by_the_
     assert_eq!(after.seq, edited.seq + 1);
     assert_eq!(m.read_file(ROOT_INO, "a").await, b"one");
 }
+
+// ---- Bounded memory: directories the kernel forgot are unloaded and read again ----
+
+async fn mount_limited(store: Arc<MemoryStore>, limit: usize) -> Mount {
+    let cache = tempfile::tempdir().unwrap();
+    let mut cfg = FsConfig::new(cache.path().to_path_buf());
+    cfg.single_token = true;
+    cfg.commit_interval = std::time::Duration::from_secs(3600);
+    cfg.max_loaded_inodes = limit;
+    let fs = Fs::new(cfg, store.clone()).unwrap();
+    fs.add_token(info(u64::MAX)).await.unwrap();
+    Mount {
+        fs,
+        store,
+        cache,
+        keys: Arc::new(PlainOnly),
+    }
+}
+
+/// What a walk saw: path → (ino, kind, size, mode), and the most inodes loaded at once.
+#[derive(Default)]
+struct Walk {
+    seen: std::collections::BTreeMap<String, (Ino, Kind, u64, u32)>,
+    inos: std::collections::HashMap<Ino, String>,
+    max_loaded: usize,
+}
+
+/// `find`/`du` as the kernel runs them: list a directory, look up each entry (a kernel
+/// reference), descend, and forget every entry once the directory is done.
+async fn walk(m: &Mount, dir: Ino, path: String, out: &mut Walk) {
+    let entries = m.fs.readdir(dir, 0).await.unwrap();
+    let mut looked_up = Vec::new();
+    for e in entries {
+        let name = String::from_utf8(e.name).unwrap();
+        if name == "." || name == ".." {
+            continue;
+        }
+        let a = m.fs.lookup(dir, &name).await.unwrap();
+        looked_up.push(a.ino);
+        let p = format!("{path}/{name}");
+        if let Some(other) = out.inos.insert(a.ino, p.clone()) {
+            panic!("inode {} seen as {other} and as {p}", a.ino);
+        }
+        out.seen
+            .insert(p.clone(), (a.ino, a.kind, a.size, a.meta.mode));
+        if a.kind == Kind::Dir {
+            Box::pin(walk(m, a.ino, p, out)).await;
+        }
+        out.max_loaded = out.max_loaded.max(m.fs.loaded_inodes());
+    }
+    for ino in looked_up {
+        m.fs.forget(ino, 1);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn browsing_a_large_tree_keeps_loaded_inodes_under_the_limit_and_sees_every_file() {
+    let m = mount(u64::MAX).await;
+    // 20,000 files in 200 directories, two levels deep, and some empty directories.
+    for t in 0..10 {
+        let top =
+            m.fs.mkdir(ROOT_INO, format!("t{t}"), 0o755, 0, 0)
+                .await
+                .unwrap()
+                .ino;
+        m.fs.mkdir(top, "empty", 0o700, 0, 0).await.unwrap();
+        for d in 0..20 {
+            let dir =
+                m.fs.mkdir(top, format!("d{d}"), 0o755, 0, 0)
+                    .await
+                    .unwrap()
+                    .ino;
+            for f in 0..100 {
+                let data = format!("{t}/{d}/{f}").repeat(f % 7);
+                m.write_file(dir, &format!("f{f}"), data.as_bytes()).await;
+            }
+        }
+    }
+    m.fs.flush_all().await.unwrap();
+    let (content, manifests) = m.measured();
+    let store = m.store.clone();
+    m.fs.abort();
+
+    const LIMIT: usize = 2_000;
+    let m = mount_limited(store, LIMIT).await;
+    let mut w = Walk::default();
+    walk(&m, ROOT_INO, String::new(), &mut w).await;
+    let files = w.seen.values().filter(|v| v.1 == Kind::File).count();
+    assert_eq!(files, 20_000);
+    assert_eq!(w.seen.len(), 20_000 + 200 + 10 + 10);
+    for t in 0..10 {
+        for d in 0..20 {
+            for f in 0..100 {
+                let (_, kind, size, mode) = w.seen[&format!("/t{t}/d{d}/f{f}")];
+                assert_eq!(kind, Kind::File);
+                assert_eq!(size as usize, format!("{t}/{d}/{f}").len() * (f % 7));
+                assert_eq!(mode, 0o644);
+            }
+        }
+        assert_eq!(w.seen[&format!("/t{t}/empty")].3, 0o700);
+    }
+    // At most one directory's entries (100) beyond the limit before a pass runs.
+    assert!(
+        w.max_loaded <= LIMIT + 128,
+        "{} inodes loaded at once, limit {LIMIT}",
+        w.max_loaded
+    );
+    assert_eq!(
+        m.usage().await,
+        content + manifests,
+        "usage unchanged by unloading"
+    );
+
+    // Unloaded directories read again are changed and committed like any other.
+    let t3 = m.fs.lookup(ROOT_INO, "t3").await.unwrap().ino;
+    let d7 = m.fs.lookup(t3, "d7").await.unwrap().ino;
+    m.write_file(d7, "f5", b"rewritten").await;
+    m.fs.unlink(d7, "f6").await.unwrap();
+    let new = m.fs.mkdir(d7, "new", 0o755, 0, 0).await.unwrap().ino;
+    m.write_file(new, "g", b"in a new directory").await;
+    m.fs.rename(d7, "f7", t3, "moved", false, false)
+        .await
+        .unwrap();
+    m.fs.flush_all().await.unwrap();
+    let (content, manifests) = m.measured();
+    assert_eq!(m.usage().await, content + manifests);
+    // The rest of the walk unloads them again; the changes are there after a remount.
+    let mut w = Walk::default();
+    walk(&m, ROOT_INO, String::new(), &mut w).await;
+    assert!(w.max_loaded <= LIMIT + 128, "{}", w.max_loaded);
+    assert_eq!(m.usage().await, content + manifests);
+    let store = m.store.clone();
+    m.fs.flush_all().await.unwrap();
+    m.fs.abort();
+    let m = mount_limited(store, LIMIT).await;
+    let mut w = Walk::default();
+    walk(&m, ROOT_INO, String::new(), &mut w).await;
+    assert_eq!(
+        w.seen.values().filter(|v| v.1 == Kind::File).count(),
+        20_000
+    );
+    assert_eq!(w.seen["/t3/d7/f5"].2, 25);
+    assert!(!w.seen.contains_key("/t3/d7/f6"));
+    assert!(!w.seen.contains_key("/t3/d7/f7"));
+    assert_eq!(w.seen["/t3/moved"].2, 0, "f7: 7 % 7 repetitions");
+    assert_eq!(w.seen["/t3/d7/new/g"].2, 18);
+    let t3 = m.fs.lookup(ROOT_INO, "t3").await.unwrap().ino;
+    let d7 = m.fs.lookup(t3, "d7").await.unwrap().ino;
+    let mut f5 = b"rewritten".to_vec();
+    f5.extend_from_slice(&"3/7/5".repeat(5).as_bytes()[9..]);
+    assert_eq!(m.read_file(d7, "f5").await, f5);
+    assert_eq!(m.usage().await, content + manifests);
+}
+
+#[tokio::test]
+async fn unloading_keeps_usage_what_the_oracle_measures_and_never_drops_what_is_in_use() {
+    let m = mount(u64::MAX).await;
+    let a = m.fs.mkdir(ROOT_INO, "a", 0o755, 0, 0).await.unwrap().ino;
+    let b = m.fs.mkdir(ROOT_INO, "b", 0o755, 0, 0).await.unwrap().ino;
+    m.write_file(a, "x", &[1u8; 3000]).await;
+    m.write_file(a, "u", &[2u8; 500]).await;
+    m.fs.mkdir(a, "empty", 0o755, 0, 0).await.unwrap();
+    let sub = m.fs.mkdir(a, "sub", 0o755, 0, 0).await.unwrap().ino;
+    m.write_file(sub, "s", &[3u8; 700]).await;
+    m.write_file(b, "y", &[4u8; 900]).await;
+    m.fs.flush_all().await.unwrap();
+    let m = mount_with(m.store, tempfile::tempdir().unwrap(), u64::MAX).await;
+    let check = |m: &Mount| {
+        let (content, manifests) = m.measured();
+        content + manifests
+    };
+
+    let a = m.fs.lookup(ROOT_INO, "a").await.unwrap().ino;
+    assert_eq!(m.names(a).await, vec!["empty", "sub", "u", "x"]);
+    let sub = m.fs.lookup(a, "sub").await.unwrap().ino;
+    assert_eq!(m.names(sub).await, vec!["s"]);
+    // A new file with the content of a/x, committed while a is loaded.
+    let c = m.fs.mkdir(ROOT_INO, "c", 0o755, 0, 0).await.unwrap().ino;
+    m.write_file(c, "z", &[1u8; 3000]).await;
+    m.fs.flush_all().await.unwrap();
+    assert_eq!(m.usage().await, check(&m));
+
+    // Entries the kernel holds, loaded subdirectories and changes keep a directory loaded.
+    assert!(!m.fs.unload_dir(a), "sub is loaded and not empty");
+    assert!(
+        !m.fs.unload_dir(c),
+        "z was looked up (created) by the kernel"
+    );
+    assert!(m.fs.unload_dir(sub));
+    assert!(!m.fs.unload_dir(a), "the kernel holds sub");
+    m.fs.forget(sub, 1);
+    assert!(m.fs.unload_dir(a));
+    assert!(!m.fs.unload_dir(a), "already unloaded");
+    assert_eq!(m.usage().await, check(&m));
+
+    // The last loaded copy of a/x's content goes: a/x still holds it.
+    let z = m.fs.lookup(c, "z").await.unwrap().ino;
+    m.fs.unlink(c, "z").await.unwrap();
+    m.fs.forget(z, 2);
+    m.fs.flush_all().await.unwrap();
+    assert_eq!(m.measured().0, 3000 + 500 + 700 + 900);
+    assert_eq!(m.usage().await, check(&m));
+
+    // Read again: every entry, with new inode numbers.
+    assert_eq!(m.names(a).await, vec!["empty", "sub", "u", "x"]);
+    let sub2 = m.fs.lookup(a, "sub").await.unwrap().ino;
+    assert_ne!(sub2, sub);
+    assert_eq!(errno(m.fs.getattr(sub).await), libc::ENOENT);
+    assert_eq!(m.read_file(sub2, "s").await, vec![3u8; 700]);
+    assert_eq!(m.usage().await, check(&m));
+
+    // An open file keeps its directory loaded; a change does until it is committed.
+    let u = m.fs.lookup(a, "u").await.unwrap().ino;
+    let fh = m.fs.open(u, libc::O_RDONLY).await.unwrap();
+    m.fs.forget(u, 1);
+    m.fs.forget(sub2, 1);
+    let s = m.fs.lookup(sub2, "s").await.unwrap().ino;
+    m.fs.forget(s, 2);
+    assert!(m.fs.unload_dir(sub2));
+    assert!(!m.fs.unload_dir(a), "u is open");
+    m.fs.release(fh).await.unwrap();
+    m.fs.unlink(a, "x").await.unwrap();
+    assert!(!m.fs.unload_dir(a), "changed since the commit");
+    m.fs.flush_all().await.unwrap();
+    assert!(m.fs.unload_dir(a));
+    assert_eq!(m.measured().0, 500 + 700 + 900);
+    assert_eq!(m.usage().await, check(&m));
+
+    // After a remount everything is as committed.
+    let m = m.remount().await;
+    let a = m.fs.lookup(ROOT_INO, "a").await.unwrap().ino;
+    assert_eq!(m.names(a).await, vec!["empty", "sub", "u"]);
+    assert_eq!(m.usage().await, check(&m));
+}

@@ -124,6 +124,7 @@ fn a_model_script_with_every_kind_of_step_passes() {
             to: p("c"),
         },
         Op::Commit,
+        Op::Unload,
         Op::Rename {
             from: p("c"),
             to: p("a/c"),
@@ -131,7 +132,73 @@ fn a_model_script_with_every_kind_of_step_passes() {
         },
         Op::Crash,
         Op::Remount,
+        Op::Unload,
     ]);
+}
+
+fn write(path: &str, len: usize, byte: u8) -> Vec<Op> {
+    vec![
+        Op::Create {
+            path: p(path),
+            excl: true,
+            mode: 0o644,
+        },
+        Op::Write {
+            h: 0,
+            offset: 0,
+            len,
+            byte,
+        },
+        Op::Close { h: 0 },
+    ]
+}
+
+#[test]
+fn unloaded_directories_read_again_keep_their_tree_and_usage() {
+    let mut ops = vec![
+        Op::Mkdir {
+            path: p("a"),
+            mode: 0o755,
+        },
+        Op::Mkdir {
+            path: p("a/b"),
+            mode: 0o700,
+        },
+        Op::Mkdir {
+            path: p("a/c"),
+            mode: 0o755,
+        },
+        Op::Mkdir {
+            path: p("b"),
+            mode: 0o755,
+        },
+    ];
+    ops.extend(write("a/b/a", 20, 1));
+    ops.extend(write("a/a", 20, 1)); // the same content in two directories
+    ops.extend(write("b/a", 7, 2));
+    ops.extend([Op::Commit, Op::Unload, Op::Remount, Op::Unload]);
+    // A copy of a/a's content in a loaded directory, then gone while a is unloaded.
+    ops.extend(write("b/b", 20, 1));
+    ops.extend([Op::Commit, Op::Unload, Op::Unlink { path: p("b/b") }]);
+    ops.extend([
+        Op::Commit,
+        Op::Unload,
+        Op::Mkdir {
+            path: p("c"),
+            mode: 0o755,
+        },
+    ]);
+    ops.extend([
+        Op::Commit,
+        Op::Unload,
+        Op::Rmdir { path: p("a/c") },
+        Op::Commit,
+        Op::Unload,
+        Op::Crash,
+        Op::Unload,
+        Op::Remount,
+    ]);
+    check(ops);
 }
 
 // Scripts the property test found, pinned (each failed before its fix in src/fs).

@@ -657,3 +657,92 @@ fn a_directory_of_100_000_entries_commits_a_few_pages_per_change_and_lists_stabl
         );
     }
 }
+
+/// Directories and files per directory of the browsed tree.
+const BROWSE_DIRS: usize = 24;
+const BROWSE_FILES: usize = 500;
+/// The daemon's `[cache] max_loaded_inodes` for the browse (the lowest it accepts).
+const BROWSE_LIMIT: u64 = 1_000;
+
+/// `VmRSS` and `VmHWM` of `pid`, in KiB.
+fn rss_kib(pid: u32) -> (u64, u64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    (field("VmRSS:"), field("VmHWM:"))
+}
+
+#[test]
+fn browsing_a_tree_from_a_fresh_cache_keeps_the_daemons_loaded_inodes_bounded() {
+    let devnet = TestDevnet::start(&[]);
+    let caches = tempfile::tempdir().unwrap();
+    let mut mount = TestMount::mount(&devnet.config_with_cache(&caches.path().join("a")), &[]);
+    let root = mount.token(devnet.token()).join("tree");
+    std::fs::create_dir(&root).unwrap();
+    let started = Instant::now();
+    for d in 0..BROWSE_DIRS {
+        let dir = root.join(format!("d{d:02}"));
+        std::fs::create_dir(&dir).unwrap();
+        for f in 0..BROWSE_FILES {
+            std::fs::File::create(dir.join(format!("f{f:04}"))).unwrap();
+        }
+    }
+    fsync_path(&root).unwrap();
+    eprintln!(
+        "{} files made and committed in {:?}",
+        BROWSE_DIRS * BROWSE_FILES,
+        started.elapsed()
+    );
+    mount.unmount();
+
+    // Another machine, with a low limit: `find` one directory after another while the
+    // kernel forgets what it cached (as under memory pressure).
+    let cache = caches.path().join("b");
+    let config = devnet.config_with(&cache, |cfg| {
+        cfg["cache"]["max_loaded_inodes"] = toml::Value::Integer(BROWSE_LIMIT as i64);
+    });
+    let mount = TestMount::mount(&config, &[]);
+    let pid = support::daemon_pid(mount.path());
+    let status = pxfs::cli::mount_status::status_file(&cache, mount.path());
+    let root = mount.token(devnet.token()).join("tree");
+    let loaded = || {
+        pxfs::cli::mount_status::read(&status)
+            .map(|s| s.loaded_inodes)
+            .unwrap_or(0)
+    };
+    let mut peak = 0;
+    let mut found = 0;
+    let started = Instant::now();
+    for d in 0..BROWSE_DIRS {
+        let out = support::sh(&format!("find {}/d{d:02} -type f | wc -l", root.display()));
+        found += out.trim().parse::<usize>().unwrap();
+        std::fs::write("/proc/sys/vm/drop_caches", "2").unwrap();
+        // The status file is rewritten every second.
+        std::thread::sleep(Duration::from_millis(1100));
+        peak = peak.max(loaded());
+    }
+    let (rss, hwm) = rss_kib(pid);
+    eprintln!(
+        "find over {found} files from a fresh cache in {:?}: at most {peak} inodes loaded \
+         (limit {BROWSE_LIMIT}); daemon RSS {rss} KiB, peak {hwm} KiB",
+        started.elapsed()
+    );
+    assert_eq!(found, BROWSE_DIRS * BROWSE_FILES);
+    assert!(peak > 0, "the status file reports loaded inodes");
+    assert!(
+        peak <= BROWSE_LIMIT + BROWSE_FILES as u64 + 64,
+        "{peak} inodes loaded at once, limit {BROWSE_LIMIT}"
+    );
+    // What was unloaded is read again whole.
+    let out = support::sh(&format!("find {} -type f | wc -l", root.display()));
+    assert_eq!(
+        out.trim().parse::<usize>().unwrap(),
+        BROWSE_DIRS * BROWSE_FILES
+    );
+}

@@ -99,6 +99,7 @@ fn status_json_shows_pending_uploads_commits_and_health_and_unmount_shows_the_dr
         keys(m),
         [
             "chain",
+            "loaded_inodes",
             "local_faults",
             "mountpoint",
             "node",

@@ -517,6 +517,8 @@ async fn prepare(
     fs_cfg.upload_parallelism = cfg.upload.parallelism.max(1);
     fs_cfg.staging_limit = cfg.cache.staging_limit_bytes;
     fs_cfg.staging_limit_files = cfg.cache.staging_limit_files.max(1);
+    fs_cfg.max_loaded_inodes =
+        usize::try_from(cfg.cache.max_loaded_inodes.max(1000)).unwrap_or(usize::MAX);
     fs_cfg.commit_max_delay = Duration::from_secs(cfg.upload.commit_every_secs.max(1));
     // The node's timeout once per configured try: an outage shorter than that never fails
     // an fsync, an unmount's drain or a writer held back by the staging limit.

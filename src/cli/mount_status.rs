@@ -36,6 +36,9 @@ pub struct MountStatus {
     /// read-only, too many open files): one line each, empty when all is well.
     #[serde(default)]
     pub local_faults: Vec<String>,
+    /// Files and directories the daemon holds in memory (`[cache] max_loaded_inodes`).
+    #[serde(default)]
+    pub loaded_inodes: u64,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
@@ -225,6 +228,7 @@ mod tests {
             chain: ChainReport::default(),
             tokens: Vec::new(),
             local_faults: Vec::new(),
+            loaded_inodes: 0,
         }
     }
 

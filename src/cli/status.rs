@@ -74,6 +74,8 @@ pub struct MountReport {
     pub node: NodeReport,
     pub chain: ChainReport,
     pub local_faults: Vec<String>,
+    /// Files and directories the daemon holds in memory.
+    pub loaded_inodes: u64,
 }
 
 #[derive(Debug, Serialize)]
@@ -316,6 +318,7 @@ fn merge(
                 node: m.node.clone(),
                 chain: m.chain.clone(),
                 local_faults: m.local_faults.clone(),
+                loaded_inodes: m.loaded_inodes,
             })
             .collect(),
         tokens,

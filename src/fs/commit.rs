@@ -94,6 +94,8 @@ pub(crate) fn spawn_committer(fs: Fs) {
                     Ok(_) => {}
                 }
             }
+            // What the commits made clean may be unloaded.
+            fs.trim_tree();
         }
     });
 }

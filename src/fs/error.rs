@@ -67,6 +67,10 @@ pub enum FsError {
     /// An encrypted tree's keys cannot be had.
     #[error("{0}")]
     Locked(String),
+    #[error(
+        "a directory was unloaded again each time it was read: [cache] max_loaded_inodes is too low for this load"
+    )]
+    Thrashing,
 }
 
 impl From<super::content::ContentError> for FsError {
@@ -115,6 +119,7 @@ impl FsError {
             FsError::Journal(_) => libc::EIO,
             FsError::Tampered(_) => libc::EIO,
             FsError::Locked(_) => libc::EACCES,
+            FsError::Thrashing => libc::EIO,
         }
     }
 }

@@ -746,11 +746,25 @@ impl Fs {
         }
     }
 
+    /// An open directory stays loaded until [`Fs::releasedir`] (its readdir offsets are
+    /// cookies of the loaded entries).
     pub async fn opendir(&self, ino: Ino) -> FsResult<u64> {
-        if self.tree().get(ino)?.kind() != Kind::Dir {
+        let mut tree = self.tree();
+        let inode = tree.get_mut(ino)?;
+        if inode.kind() != Kind::Dir {
             return Err(FsError::NotDir);
         }
+        inode.open_handles += 1;
         Ok(0)
+    }
+
+    /// The kernel closed a handle [`Fs::opendir`] gave.
+    pub fn releasedir(&self, ino: Ino) {
+        let mut tree = self.tree();
+        if let Ok(inode) = tree.get_mut(ino) {
+            inode.open_handles = inode.open_handles.saturating_sub(1);
+        }
+        tree.forget_if_unused(ino);
     }
 }
 

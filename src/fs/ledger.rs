@@ -57,6 +57,12 @@ struct Object {
     /// part of the committed tree. Kept (with `refs` 0) after the last loaded reference
     /// goes, so loading another directory that refers to it counts it again, not twice.
     from_base: bool,
+    /// An unloaded inode (`fs::unload`) refers to it too: when the last loaded reference
+    /// goes, it returns to `base` rather than leaving usage.
+    parked: bool,
+    /// A directory page only unloaded inodes refer to, counted in `base` again (kept so a
+    /// new directory stored as the same page, e.g. an empty one, is not counted twice).
+    in_base: bool,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -195,9 +201,18 @@ impl Ledger {
             size,
             manifest,
             from_base: false,
+            parked: false,
+            in_base: false,
         });
         let mut take_from_base = false;
-        if loaded && !o.from_base {
+        if o.in_base {
+            // Counted in `base` for the unloaded directories stored as it. A new reference
+            // leaves them referring to it (parked); one read back may be the only one.
+            o.in_base = false;
+            o.from_base = true;
+            o.parked = !loaded;
+            take_from_base = true;
+        } else if loaded && !o.from_base {
             // The committed figure counts it once: that share moves into the ledger.
             o.from_base = true;
             take_from_base = true;
@@ -239,12 +254,70 @@ impl Ledger {
         if o.refs > 0 {
             return;
         }
+        if o.parked {
+            self.return_to_base(cid);
+            return;
+        }
         let (size, manifest, keep) = (o.size, o.manifest, o.from_base);
         if !keep {
             self.objects.remove(cid);
         }
         let sum = self.sum_mut(manifest);
         *sum = sum.saturating_sub(size);
+    }
+
+    /// An object no loaded inode refers to any more, but unloaded ones do: counted in
+    /// `base` again. A page stays known (see `Object::in_base`); file contents are
+    /// forgotten (memory stays bounded by what is loaded).
+    fn return_to_base(&mut self, cid: &str) {
+        let Some(o) = self.objects.get_mut(cid) else {
+            return;
+        };
+        let (size, manifest) = (o.size, o.manifest);
+        if manifest {
+            *o = Object {
+                refs: 0,
+                size,
+                manifest,
+                from_base: false,
+                parked: false,
+                in_base: true,
+            };
+        } else {
+            self.objects.remove(cid);
+        }
+        self.base = self.base.saturating_add(size);
+        let sum = self.sum_mut(manifest);
+        *sum = sum.saturating_sub(size);
+    }
+
+    /// `ino` is dropped from memory with its directory's entries (`fs::unload`): it is
+    /// part of the committed tree as it was, so what it refers to returns to the committed
+    /// figure of what is not loaded (`base`), or stays counted while loaded inodes share
+    /// it. Usage does not change.
+    pub fn unload(&mut self, ino: Ino) {
+        let cids: Vec<String> = match self.charges.remove(&ino) {
+            None => return,
+            Some(Charge::Own(n)) => {
+                self.own = self.own.saturating_sub(n);
+                return;
+            }
+            Some(Charge::Object { cid, .. }) => vec![cid],
+            Some(Charge::Pages(pages)) => pages.iter().map(|(c, _)| c.clone()).collect(),
+        };
+        for cid in cids {
+            let Some(o) = self.objects.get_mut(&cid) else {
+                continue;
+            };
+            o.refs = o.refs.saturating_sub(1);
+            if o.refs > 0 {
+                // Counted by the loaded inodes that share it; a later load finds it here.
+                o.parked = true;
+                o.from_base = true;
+                continue;
+            }
+            self.return_to_base(&cid);
+        }
     }
 
     /// What a commit that rewrites the manifests of `rewritten` publishes, given the
@@ -276,7 +349,7 @@ impl Ledger {
             let left = o
                 .refs
                 .saturating_sub(drop.get(cid.as_str()).copied().unwrap_or(0));
-            if left > 0 {
+            if left > 0 || o.in_base {
                 counted.insert(cid.clone());
             } else if o.refs > 0 {
                 usage = usage.saturating_sub(o.size);

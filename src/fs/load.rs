@@ -264,7 +264,9 @@ impl Fs {
 
     /// Make sure directory `dir`'s entries are in memory (fetching its pages).
     pub(crate) async fn ensure_loaded(&self, dir: Ino) -> FsResult<()> {
-        if let Some(token) = self.load_one(dir).await? {
+        let loaded = self.load_one(dir).await?;
+        self.trim_tree();
+        if let Some(token) = loaded {
             // A link group has names elsewhere: load them all, so its inode has every name
             // (its link count, and an unlink, are then right).
             tracing::info!(

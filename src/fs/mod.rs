@@ -29,6 +29,7 @@ pub mod store;
 mod stored;
 pub mod token;
 pub mod tree;
+mod unload;
 pub mod upload;
 mod xattr;
 
@@ -75,6 +76,9 @@ pub struct FsConfig {
     pub single_token: bool,
     /// Refuse every change (`--read-only`).
     pub read_only: bool,
+    /// Inodes kept in memory before directories least recently used are unloaded
+    /// (`fs::unload`); `usize::MAX`: never.
+    pub max_loaded_inodes: usize,
     /// Owner of the mount root and of sNFT roots.
     pub uid: u32,
     pub gid: u32,
@@ -95,6 +99,7 @@ impl FsConfig {
             commit_max_delay: Duration::from_secs(5),
             single_token: false,
             read_only: false,
+            max_loaded_inodes: usize::MAX,
             uid: unsafe_getuid(),
             gid: unsafe_getgid(),
             keys: std::sync::Arc::new(keyring::PlainOnly),

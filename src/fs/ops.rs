@@ -15,6 +15,9 @@ use super::{DirEntry, Fs, SetAttr, StatFs};
 /// last offset, so a huge directory is never copied whole per call.
 const READDIR_BATCH: usize = 512;
 
+/// A directory unloaded between its load and its use is loaded again at most this often.
+const RELOAD_ATTEMPTS: usize = 4;
+
 impl Fs {
     /// The one gate for changes: read-only, overdue and quota, via [`quota::decide`].
     pub(crate) fn allow(&self, tree: &Tree, token: TokenId, change: Change) -> FsResult<()> {
@@ -41,19 +44,29 @@ impl Fs {
 
     pub async fn lookup(&self, parent: Ino, name: impl AsRef<[u8]>) -> FsResult<Attr> {
         let name = name.as_ref();
-        if let Some(found) = self.lookup_now(parent, name) {
-            return found;
+        // The directory may be unloaded again between two holds of the lock (`unload`):
+        // then it is loaded again.
+        for _ in 0..RELOAD_ATTEMPTS {
+            if let Some(found) = self.lookup_now(parent, name) {
+                return found;
+            }
+            self.ensure_loaded(parent).await?;
+            let ino = {
+                let tree = self.tree();
+                if !loaded_dir(&tree, parent) {
+                    continue;
+                }
+                child_or_dot(&tree, parent, name)?
+            };
+            self.load_root_attrs(ino).await;
+            let mut tree = self.tree();
+            if let Ok(inode) = tree.get(ino) {
+                let attr = inode.attr(ino);
+                tree.remember(ino);
+                return Ok(attr);
+            }
         }
-        self.ensure_loaded(parent).await?;
-        let ino = {
-            let tree = self.tree();
-            child_or_dot(&tree, parent, name)?
-        };
-        self.load_root_attrs(ino).await;
-        let mut tree = self.tree();
-        let attr = tree.get(ino)?.attr(ino);
-        tree.remember(ino);
-        Ok(attr)
+        Err(FsError::Thrashing)
     }
 
     /// [`Fs::lookup`] without waiting, when all it needs is in memory (the directory is
@@ -67,6 +80,7 @@ impl Fs {
         if !loaded_dir(&tree, parent) {
             return None;
         }
+        tree.residency.touch(parent);
         let ino = match child_or_dot(&tree, parent, name) {
             Ok(ino) => ino,
             Err(e) => return Some(Err(e)),
@@ -501,15 +515,22 @@ impl Fs {
         if let Some(done) = self.fill_dir_now(ino, offset, plus, add) {
             return done;
         }
-        self.ensure_loaded(ino).await?;
-        if ino == ROOT_INO && !self.config().single_token {
-            // The sNFT directories listed carry their attributes (readdirplus).
-            let roots: Vec<Ino> = self.tree().tokens.values().map(|t| t.root).collect();
-            for root in roots {
-                self.load_root_attrs(root).await;
+        for _ in 0..RELOAD_ATTEMPTS {
+            self.ensure_loaded(ino).await?;
+            if ino == ROOT_INO && !self.config().single_token {
+                // The sNFT directories listed carry their attributes (readdirplus).
+                let roots: Vec<Ino> = self.tree().tokens.values().map(|t| t.root).collect();
+                for root in roots {
+                    self.load_root_attrs(root).await;
+                }
+            }
+            let mut tree = self.tree();
+            // Unloaded again meanwhile (`unload`): load it again.
+            if loaded_dir(&tree, ino) {
+                return fill(&mut tree, ino, offset, plus, add);
             }
         }
-        fill(&mut self.tree(), ino, offset, plus, add)
+        Err(FsError::Thrashing)
     }
 
     /// [`Fs::fill_dir`] without waiting; `None` when the directory (or, for the
@@ -577,6 +598,7 @@ fn fill(
     add: &mut (dyn FnMut(&DirEntry) -> bool + Send),
 ) -> FsResult<()> {
     let parent = tree.get(ino)?.links.first().map(|(p, _)| *p).unwrap_or(ino);
+    tree.residency.touch(ino);
     if offset < 1 && add(&dot(tree, ino, 1, b".")?) {
         return Ok(());
     }

@@ -24,6 +24,8 @@ pub struct FsStatus {
     pub tokens: Vec<TokenStatus>,
     /// Work stopped for a local reason (see `outage`), one line each.
     pub local_faults: Vec<String>,
+    /// Files and directories in memory (bounded by `FsConfig::max_loaded_inodes`).
+    pub loaded_inodes: u64,
 }
 
 /// One mounted sNFT.
@@ -70,6 +72,7 @@ impl Fs {
     pub fn status(&self) -> FsStatus {
         let (pending_files, pending_bytes) = self.pending();
         let tree = self.tree();
+        let loaded_inodes = tree.inodes.len() as u64;
         let journal_dir = self.config().cache_dir.join("journal");
         let tokens = tree
             .tokens
@@ -114,6 +117,7 @@ impl Fs {
                 .into_iter()
                 .map(|(what, d, e)| format!("{what} stopped for {}s: {e}", d.as_secs()))
                 .collect(),
+            loaded_inodes,
         }
     }
 

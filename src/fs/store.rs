@@ -162,6 +162,9 @@ impl MemoryStore {
     pub fn set_offline(&self, offline: bool) {
         self.offline.store(offline, Ordering::SeqCst);
     }
+    pub fn is_offline(&self) -> bool {
+        self.offline.load(Ordering::SeqCst)
+    }
     /// How many manifests were added so far.
     pub fn manifest_adds(&self) -> usize {
         self.manifest_adds.load(Ordering::SeqCst)

@@ -26,6 +26,8 @@ pub struct Tree {
     lookups: HashMap<Ino, u64>,
     /// Per token, its `px-dapp/` directory (`fs::dapp`), if shown.
     pub dapp_dirs: HashMap<TokenId, Ino>,
+    /// Loaded directories by last use, for unloading (`fs::unload`).
+    pub residency: super::unload::Residency,
 }
 
 /// A name as the kernel passed it, checked against what Linux allows in a directory
@@ -68,6 +70,7 @@ impl Tree {
             tokens: BTreeMap::new(),
             lookups: HashMap::new(),
             dapp_dirs: HashMap::new(),
+            residency: Default::default(),
         }
     }
 
@@ -210,6 +213,7 @@ impl Tree {
 
     /// A directory entry changed: bump the directory's times and mark it for commit.
     fn touch_dir(&mut self, dir: Ino) {
+        self.residency.touch(dir);
         if let Ok(d) = self.get_mut(dir) {
             let now = super::inode::now_ns();
             d.meta.mtime_ns = now;
@@ -305,6 +309,16 @@ impl Tree {
         }
     }
 
+    /// Every inode the kernel holds a reference to.
+    pub fn remembered(&self) -> Vec<Ino> {
+        self.lookups.keys().copied().collect()
+    }
+
+    /// Whether the kernel holds a reference to `ino`.
+    pub fn is_remembered(&self, ino: Ino) -> bool {
+        self.lookups.contains_key(&ino)
+    }
+
     /// The kernel dropped `n` references to `ino`.
     pub fn forget(&mut self, ino: Ino, n: u64) {
         if let Some(count) = self.lookups.get_mut(&ino) {
@@ -350,6 +364,7 @@ impl Tree {
                     (None, Some(cid)) => gone.push(cid.clone()),
                     (None, None) => {}
                 }
+                self.residency.remove(ino);
                 if let Some(t) = inode.token.and_then(|t| self.tokens.get_mut(&t))
                     && d.entries.is_none()
                 {
@@ -721,6 +736,7 @@ impl Tree {
         if let Some(d) = self.get_mut(dir)?.dir_mut() {
             d.entries = Some(entries);
         }
+        self.residency.touch(dir);
         if let Some(t) = token.and_then(|t| self.tokens.get_mut(&t)) {
             t.unloaded_dirs = (t.unloaded_dirs + new_unloaded).saturating_sub(1);
             if read.v1 {

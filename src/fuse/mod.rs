@@ -461,6 +461,18 @@ impl Filesystem for FuseFs {
         });
     }
 
+    fn releasedir(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        _flags: OpenFlags,
+        reply: ReplyEmpty,
+    ) {
+        self.fs.releasedir(ino.0);
+        reply.ok();
+    }
+
     fn readdir(
         &self,
         req: &Request,

@@ -381,6 +381,20 @@ impl Mount {
                 self.store.set_offline(false);
                 Ok(Out::Unit)
             }
+            Op::Unload => {
+                // While the node is down the comparison's listing could not read them again.
+                if !self.store.is_offline() {
+                    let (before, _) = fs.usage_parts(TOKEN).expect("usage");
+                    fs.forget_all_and_unload();
+                    let (after, _) = fs.usage_parts(TOKEN).expect("usage");
+                    assert_eq!(
+                        before.total(),
+                        after.total(),
+                        "unloading changed usage: {before:?} → {after:?}"
+                    );
+                }
+                Ok(Out::Unit)
+            }
             Op::Crash | Op::Remount => unreachable!("handled by run"),
         }
     }

@@ -490,7 +490,7 @@ impl Model {
                     None => Err(libc::ENODATA),
                 }
             }
-            Op::Commit => Ok(Out::Unit),
+            Op::Commit | Op::Unload => Ok(Out::Unit),
             Op::Crash => {
                 self.crash();
                 Ok(Out::Unit)

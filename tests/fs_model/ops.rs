@@ -149,6 +149,9 @@ pub enum Op {
     /// The storage node stops answering.
     Offline,
     Online,
+    /// The kernel forgets every inode (memory pressure) and the core unloads every
+    /// directory it can (`[cache] max_loaded_inodes`); the next step reads them again.
+    Unload,
 }
 
 impl Op {
@@ -236,6 +239,7 @@ impl fmt::Debug for Op {
             Op::Remount => write!(f, "REMOUNT (fresh cache)"),
             Op::Offline => write!(f, "node offline"),
             Op::Online => write!(f, "node online"),
+            Op::Unload => write!(f, "kernel forgets all; unload"),
         }
     }
 }
@@ -305,6 +309,7 @@ pub fn op() -> impl Strategy<Value = Op> {
         2 => Just(Op::Remount),
         2 => Just(Op::Offline),
         2 => Just(Op::Online),
+        3 => Just(Op::Unload),
     ]
 }
 

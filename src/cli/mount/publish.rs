@@ -127,6 +127,7 @@ impl Publisher {
             chain: ChainReport::default(),
             tokens: Vec::new(),
             local_faults: Vec::new(),
+            loaded_inodes: 0,
         };
         let p = Publisher {
             fs,
@@ -164,6 +165,7 @@ impl Publisher {
             base.chain = self.chain.report();
             base.tokens = MountedToken::from_core(&core);
             base.local_faults = core.local_faults.clone();
+            base.loaded_inodes = core.loaded_inodes;
             base.clone()
         };
         if let Err(e) = mount_status::write(&self.path, &doc) {

@@ -1,0 +1,265 @@
+//! Bounded memory for the tree: once more inodes are loaded than `[cache] max_loaded_inodes`
+//! allows, the entries of directories least recently used are dropped, leaving each such
+//! directory "not loaded" (as at mount), so the next lookup or readdir reads it again from
+//! its pages. Only what the committed tree holds exactly as it is in memory is dropped:
+//! a directory is unloaded only when it is committed and clean, has no open handle, and
+//! none of its entries is known to the kernel (FUSE lookup count), open, changed since the
+//! last commit, waiting for upload, a member of a link group, or a loaded non-empty
+//! directory (so directories unload from the leaves up). The directory itself may still be
+//! known to the kernel: it stays in memory, without its entries.
+//!
+//! An entry read again gets a new inode number: numbers are never reused in a mount, so
+//! the kernel never sees one number for two files (it holds no number that is dropped).
+//! What the dropped entries stored moves back into the token's "not loaded" committed
+//! usage figure (see `ledger`), so usage does not change.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::Instant;
+
+use super::Fs;
+use super::inode::{Body, Ino, ROOT_INO};
+use super::tree::Tree;
+
+/// A pass examines at most this many directories (it runs under the tree lock).
+const SCAN_PER_PASS: usize = 256;
+
+/// A directory touched by one of the last this-many loads, lookups and listings, or less
+/// than [`RECENT_TIME`] ago, is not unloaded: a request that has just loaded a directory
+/// finds it still loaded when it takes the lock again.
+const RECENT_TOUCHES: u64 = 8;
+const RECENT_TIME: std::time::Duration = std::time::Duration::from_millis(50);
+
+/// Loaded directories in order of last use (load, lookup in it, listing).
+#[derive(Debug, Default)]
+pub struct Residency {
+    clock: u64,
+    tick: HashMap<Ino, u64>,
+    order: BTreeMap<u64, (Ino, Instant)>,
+}
+
+impl Residency {
+    pub fn touch(&mut self, dir: Ino) {
+        self.clock += 1;
+        if let Some(old) = self.tick.insert(dir, self.clock) {
+            self.order.remove(&old);
+        }
+        self.order.insert(self.clock, (dir, Instant::now()));
+    }
+
+    pub fn remove(&mut self, dir: Ino) {
+        if let Some(t) = self.tick.remove(&dir) {
+            self.order.remove(&t);
+        }
+    }
+
+    /// Up to `n` directories, least recently used first, not among the most recent (all of
+    /// them with `n` = `usize::MAX`).
+    fn oldest(&self, n: usize) -> Vec<Ino> {
+        if n == usize::MAX {
+            return self.order.values().map(|(d, _)| *d).collect();
+        }
+        let recent = self.clock.saturating_sub(RECENT_TOUCHES);
+        self.order
+            .range(..=recent)
+            .take_while(|(_, (_, at))| at.elapsed() >= RECENT_TIME)
+            .take(n)
+            .map(|(_, (d, _))| *d)
+            .collect()
+    }
+}
+
+/// What one pass dropped.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Trimmed {
+    pub dirs: usize,
+    pub inodes: usize,
+}
+
+impl Fs {
+    /// Unload directories if more inodes are loaded than the configuration allows. Skipped
+    /// while a commit runs (it reads the tree between its lock holds).
+    pub(crate) fn trim_tree(&self) {
+        let limit = self.config().max_loaded_inodes;
+        if self.tree().inodes.len() <= limit {
+            return;
+        }
+        let Ok(_no_commit) = self.inner.commit_lock.try_lock() else {
+            return;
+        };
+        let (done, left) = {
+            let mut tree = self.tree();
+            let done = tree.trim(limit);
+            (done, tree.inodes.len())
+        };
+        if done.dirs > 0 {
+            tracing::debug!(
+                dirs = done.dirs,
+                inodes = done.inodes,
+                loaded = left,
+                limit,
+                "unloaded directories least recently used"
+            );
+        }
+    }
+
+    /// Inodes in memory now (for `pxfs status` and tests).
+    pub fn loaded_inodes(&self) -> usize {
+        self.tree().inodes.len()
+    }
+
+    /// What the kernel does under memory pressure, then a pass with no limit: every
+    /// reference the kernel holds is dropped (open handles stay), and every directory that
+    /// can be is unloaded, leaves first. Returns how many inodes went. For tests.
+    pub fn forget_all_and_unload(&self) -> usize {
+        let Ok(_no_commit) = self.inner.commit_lock.try_lock() else {
+            return 0;
+        };
+        let mut tree = self.tree();
+        for ino in tree.remembered() {
+            tree.forget(ino, u64::MAX);
+        }
+        let mut gone = 0;
+        loop {
+            let dirs: Vec<Ino> = tree.residency.oldest(usize::MAX);
+            let before = gone;
+            for dir in dirs {
+                gone += tree.unload_dir(dir).unwrap_or(0);
+            }
+            if gone == before {
+                return gone;
+            }
+        }
+    }
+
+    /// Unload `dir` now if nothing holds its entries (what a pass does to the directories
+    /// least recently used); true if it did. Not while a commit runs.
+    pub fn unload_dir(&self, dir: Ino) -> bool {
+        let Ok(_no_commit) = self.inner.commit_lock.try_lock() else {
+            return false;
+        };
+        self.tree().unload_dir(dir).is_some()
+    }
+}
+
+impl Tree {
+    /// If more than `limit` inodes are loaded, unload least recently used directories
+    /// until at most 7/8 of `limit` are (or a pass has examined [`SCAN_PER_PASS`]).
+    /// Pure memory work: the caller holds the lock for it, never across I/O.
+    pub fn trim(&mut self, limit: usize) -> Trimmed {
+        let mut done = Trimmed::default();
+        if self.inodes.len() <= limit {
+            return done;
+        }
+        let target = limit - limit / 8;
+        for dir in self.residency.oldest(SCAN_PER_PASS) {
+            if self.inodes.len() <= target {
+                break;
+            }
+            match self.unload_dir(dir) {
+                Some(n) => {
+                    done.dirs += 1;
+                    done.inodes += n;
+                }
+                // In use: looked at again after the others.
+                None if self.inodes.contains_key(&dir) => self.residency.touch(dir),
+                None => self.residency.remove(dir),
+            }
+        }
+        done
+    }
+
+    /// Drop `dir`'s entries if nothing holds them (see the module docs); returns how many
+    /// inodes went.
+    pub fn unload_dir(&mut self, dir: Ino) -> Option<usize> {
+        if !self.can_unload(dir) {
+            return None;
+        }
+        let token = self.inodes.get(&dir)?.token?;
+        let d = self.inodes.get_mut(&dir)?.dir_mut()?;
+        let entries = d.entries.take()?;
+        // Read again with its entries, it is charged again (as at its first load).
+        d.objects = None;
+        let mut unloaded_children = 0;
+        let mut gone = Vec::with_capacity(entries.len() + 1);
+        gone.push(dir);
+        for (_, child) in entries.iter() {
+            if let Some(inode) = self.inodes.remove(&child)
+                && let Body::Dir(c) = &inode.body
+            {
+                self.residency.remove(child);
+                if c.entries.is_none() {
+                    unloaded_children += 1;
+                }
+            }
+            gone.push(child);
+        }
+        self.residency.remove(dir);
+        let t = self.tokens.get_mut(&token)?;
+        for ino in &gone {
+            t.ledger.unload(*ino);
+        }
+        t.usage = t.ledger.usage();
+        t.unloaded_dirs = (t.unloaded_dirs + 1).saturating_sub(unloaded_children);
+        Some(gone.len() - 1)
+    }
+
+    fn can_unload(&self, dir: Ino) -> bool {
+        if dir == ROOT_INO || self.is_token_root(dir) {
+            return false;
+        }
+        let Some(inode) = self.inodes.get(&dir) else {
+            return false;
+        };
+        let Some(t) = inode.token.and_then(|t| self.tokens.get(&t)) else {
+            return false;
+        };
+        if t.replaying || t.loading_all || t.v1_tree || t.read_only || t.dirty_dirs.contains(&dir) {
+            return false;
+        }
+        let Some(d) = inode.dir() else { return false };
+        if inode.open_handles > 0 || d.dirty || d.top.is_none() || d.objects.is_none() {
+            return false;
+        }
+        let Some(entries) = &d.entries else {
+            return false;
+        };
+        entries.iter().all(|(_, child)| self.droppable(child))
+    }
+
+    /// Whether `ino` is as the committed tree stores it and nothing refers to it but its
+    /// directory's entry.
+    fn droppable(&self, ino: Ino) -> bool {
+        let Some(i) = self.inodes.get(&ino) else {
+            return false;
+        };
+        if self.is_remembered(ino) || i.open_handles > 0 || i.group.is_some() || i.links.len() != 1
+        {
+            return false;
+        }
+        match &i.body {
+            Body::File(f) => {
+                f.session.is_none()
+                    && f.staged.is_none()
+                    && f.live.is_none()
+                    && !f.upload_pending
+                    && f.writers == 0
+                    && f.blob.as_ref().is_some_and(|b| b.size == f.size)
+            }
+            Body::Dir(d) => {
+                let clean = !d.dirty
+                    && d.top.is_some()
+                    && !i
+                        .token
+                        .and_then(|t| self.tokens.get(&t))
+                        .is_some_and(|t| t.dirty_dirs.contains(&ino));
+                // Not loaded, or loaded and empty (known whole at its parent's load).
+                clean
+                    && match &d.entries {
+                        None => true,
+                        Some(e) => e.is_empty() && d.objects.is_some(),
+                    }
+            }
+            Body::Symlink(_) | Body::Special(_) => true,
+        }
+    }
+}
