@@ -794,6 +794,23 @@ fn with_salts(mut e: Entry, sealed: bool) -> Entry {
     e
 }
 
+/// A page store that remembers what was put through it.
+struct Logged<'a> {
+    inner: &'a mut MemStore,
+    put: Vec<String>,
+}
+
+impl pxfs::format::PageStore for Logged<'_> {
+    fn get(&self, cid: &str) -> pxfs::format::Result<Vec<u8>> {
+        self.inner.get(cid)
+    }
+    fn put(&mut self, bytes: Vec<u8>) -> pxfs::format::Result<String> {
+        let cid = self.inner.put(bytes)?;
+        self.put.push(cid.clone());
+        Ok(cid)
+    }
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 16, ..ProptestConfig::default() })]
 
@@ -836,7 +853,9 @@ proptest! {
         let mut model: BTreeMap<Vec<u8>, Entry> =
             model(&all, big_every).into_iter().map(|(k, e)| (k, with_salts(e, sealed))).collect();
         let mut store = MemStore::new();
-        let mut top = prolly::build(&mut store, &crypto, model.values().cloned().collect()).unwrap();
+        let mut logged = Logged { inner: &mut store, put: Vec::new() };
+        let mut top = prolly::build(&mut logged, &crypto, model.values().cloned().collect()).unwrap();
+        let mut pages: std::collections::BTreeSet<String> = logged.put.into_iter().collect();
         for (round, batch) in batches.into_iter().enumerate() {
             let mut edits = BTreeMap::new();
             for (delete, pick, fresh) in batch {
@@ -856,8 +875,20 @@ proptest! {
                     None => { model.remove(k); }
                 }
             }
-            top = prolly::update(&mut store, &crypto, &top, edits).unwrap();
-            prolly::check::<Entry>(&mut store, &crypto, &top).unwrap();
+            let mut logged = Logged { inner: &mut store, put: Vec::new() };
+            let up = prolly::update_tracked(&mut logged, &crypto, &top, edits).unwrap();
+            let put = logged.put;
+            top = up.top;
+            // The tracked page set: the old pages and those put, less the removed ones.
+            pages.extend(put);
+            for c in &up.removed {
+                pages.remove(c);
+            }
+            let stats = prolly::check::<Entry>(&mut store, &crypto, &top).unwrap();
+            prop_assert!(pages.contains(&top));
+            prop_assert_eq!(pages.len() as u64, stats.pages, "tracked pages");
+            let bytes: u64 = pages.iter().map(|c| store.get(c).unwrap().len() as u64).sum();
+            prop_assert_eq!(bytes, stats.bytes, "tracked page bytes");
             let want: Vec<Entry> = model.values().cloned().collect();
             prop_assert_eq!(prolly::records::<Entry>(&mut store, &crypto, &top).unwrap(), want.clone());
             let mut fresh = MemStore::new();

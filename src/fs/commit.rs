@@ -22,7 +22,7 @@ use super::error::{FsError, FsResult};
 use super::inode::{Body, Ino, TokenId};
 use super::journal::CommittedState;
 use super::ledger::CommittedUsage;
-use super::pages::{self, DirObjects, RootParts};
+use super::pages::{self, DirContents, DirObjects, RootParts};
 use super::store::UsageRecord;
 use super::stored;
 use super::token::GroupSlot;
@@ -34,9 +34,12 @@ struct DirSnapshot {
     ino: Ino,
     /// The sNFT root's own attributes and link groups (`None` for any other directory).
     root: Option<RootParts>,
-    entries: Vec<format::Entry>,
-    /// Entries that are dirty subdirectories: their CIDs are known once written.
-    pending_children: Vec<(usize, Ino)>,
+    contents: DirContents,
+    /// Entries (by name) that are dirty subdirectories: their CIDs are known once written.
+    pending_children: Vec<(Vec<u8>, Ino)>,
+    /// In debug builds, for a directory updated in place and not too large: all its
+    /// entries, to check the update gives the pages a full build gives.
+    check: Option<Vec<format::Entry>>,
     /// The objects the directory was stored as until now (on the node, pinned).
     old: Option<Arc<[(String, u64)]>>,
 }
@@ -285,6 +288,7 @@ impl Fs {
         for dir in &all {
             if let Some(d) = tree.get_mut(*dir)?.dir_mut() {
                 d.dirty = true;
+                d.changes.all = true;
             }
         }
         let t = tree.token_mut(token)?;
@@ -333,6 +337,7 @@ impl Fs {
                 && let Some(dir) = i.dir_mut()
             {
                 dir.dirty = false;
+                dir.changes = Default::default();
             }
         }
         tree.recharge_token(token);
@@ -378,19 +383,59 @@ impl Fs {
             .flat_map(|d| d.old.iter().flat_map(|o| o.iter().map(|(c, _)| c.clone())))
             .collect();
         for d in &snap.dirs {
-            let mut entries = d.entries.clone();
-            for (idx, child) in &d.pending_children {
+            let mut contents = d.contents.clone();
+            let mut check = d.check.clone();
+            for (name, child) in &d.pending_children {
                 let top = written
                     .get(child)
                     .map(|o| o.top.clone())
                     .ok_or_else(|| FsError::Journal("child directory not written".into()))?;
-                if let format::EntryKind::Inode(i) = &mut entries[*idx].kind {
-                    i.kind = format::InodeKind::Dir { top };
+                let entry = match &mut contents {
+                    DirContents::All(entries) => entries
+                        .iter_mut()
+                        .find(|e| e.name.as_bytes() == name.as_slice()),
+                    DirContents::Edits { edits, .. } => {
+                        edits.get_mut(name.as_slice()).and_then(|e| e.as_mut())
+                    }
+                };
+                let in_check = check
+                    .iter_mut()
+                    .flatten()
+                    .find(|e| e.name.as_bytes() == name.as_slice());
+                for e in entry.into_iter().chain(in_check) {
+                    if let format::EntryKind::Inode(i) = &mut e.kind {
+                        i.kind = format::InodeKind::Dir { top: top.clone() };
+                    }
                 }
             }
-            let objects =
-                pages::write_dir(self.store(), entries, d.root.clone(), &mut have, &mut added)
-                    .await?;
+            let objects = pages::write_dir(
+                self.store(),
+                &self.inner.pages,
+                &contents,
+                d.root.as_ref(),
+                &mut have,
+                &mut added,
+            )
+            .await?;
+            if let Some(all) = check
+                && let Some(table) = &objects.table
+                && let Some((top, pages)) = pages::full_build(self.store(), all)
+            {
+                // Determinism (docs/FORMAT.md §5): an update in place gives the pages of a
+                // full build of the same entries.
+                let mut want: Vec<&str> = pages.iter().map(String::as_str).collect();
+                let mut got: Vec<&str> = table.pages.iter().map(|(c, _)| c.as_str()).collect();
+                want.sort_unstable();
+                got.sort_unstable();
+                assert_eq!(
+                    table.top, top,
+                    "an updated directory differs from a full build"
+                );
+                assert_eq!(
+                    got, want,
+                    "an updated directory's pages differ from a full build's"
+                );
+            }
             written.insert(d.ino, objects);
         }
         let root = written
@@ -428,6 +473,7 @@ impl Fs {
                     && let Some(d) = i.dir_mut()
                 {
                     d.top = Some(new.top.clone());
+                    d.table = new.table.clone();
                     if let Some(old) = d.objects.replace(new.objects.clone()) {
                         let kept: HashSet<&str> =
                             new.objects.iter().map(|(c, _)| c.as_str()).collect();
@@ -650,34 +696,44 @@ fn link_groups(
     Ok((records, slots))
 }
 
+/// Directories up to this many entries are also built whole in debug builds, to check
+/// that their update in place gives the same pages.
+const CHECKED_ENTRIES: usize = 5_000;
+
 fn snapshot_dir(
     tree: &Tree,
     ino: Ino,
     dirty: &HashSet<Ino>,
     groups: Option<Vec<format::InodeRecord>>,
 ) -> FsResult<DirSnapshot> {
-    let mut entries = Vec::new();
-    let mut pending_children = Vec::new();
-    for (name, child) in tree.entries(ino)?.iter() {
-        let inode = tree.get(child)?;
-        if inode.token.is_none() {
-            continue; // `px-dapp/`: shown, never committed (fs::dapp)
-        }
-        let top = match &inode.body {
-            // Known once written: a placeholder until then.
-            Body::Dir(_) if dirty.contains(&child) => {
-                pending_children.push((entries.len(), child));
-                Some("")
-            }
-            Body::Dir(d) => d.top.as_deref(),
-            _ => None,
-        };
-        // Never closed, or never committed: not part of any commit yet.
-        if let Some(e) = stored::entry_of(name, inode, top) {
-            entries.push(e);
-        }
-    }
     let dir = tree.get(ino)?;
+    let d = dir.dir().ok_or(FsError::NotDir)?;
+    let entries = tree.entries(ino)?;
+    let mut pending_children = Vec::new();
+    let (contents, check) = match (&d.table, d.changes.all) {
+        (Some(table), false) => {
+            let mut edits = std::collections::BTreeMap::new();
+            for name in &d.changes.names {
+                let e = match entries.get(name.as_bytes()) {
+                    Some(child) => entry_at(tree, name, child, dirty, &mut pending_children)?,
+                    None => None,
+                };
+                edits.insert(name.as_bytes().to_vec(), e);
+            }
+            let check = (cfg!(debug_assertions) && entries.len() <= CHECKED_ENTRIES)
+                .then(|| all_entries(tree, ino, dirty, &mut Vec::new()))
+                .transpose()?;
+            let contents = DirContents::Edits {
+                table: table.clone(),
+                edits,
+            };
+            (contents, check)
+        }
+        _ => (
+            DirContents::All(all_entries(tree, ino, dirty, &mut pending_children)?),
+            None,
+        ),
+    };
     let root = tree.is_token_root(ino).then(|| RootParts {
         attrs: stored::attrs_of(&dir.meta),
         xattrs: stored::xattrs_of(&dir.xattrs),
@@ -686,8 +742,48 @@ fn snapshot_dir(
     Ok(DirSnapshot {
         ino,
         root,
-        entries,
+        contents,
         pending_children,
-        old: dir.dir().and_then(|d| d.objects.clone()),
+        check,
+        old: d.objects.clone(),
     })
+}
+
+/// Every committable entry of `dir`, in name order.
+fn all_entries(
+    tree: &Tree,
+    dir: Ino,
+    dirty: &HashSet<Ino>,
+    pending: &mut Vec<(Vec<u8>, Ino)>,
+) -> FsResult<Vec<format::Entry>> {
+    let mut out = Vec::new();
+    for (name, child) in tree.entries(dir)?.iter() {
+        out.extend(entry_at(tree, name, child, dirty, pending)?);
+    }
+    Ok(out)
+}
+
+/// The entry `name` → `child` as the commit stores it, if it stores one.
+fn entry_at(
+    tree: &Tree,
+    name: &format::Name,
+    child: Ino,
+    dirty: &HashSet<Ino>,
+    pending: &mut Vec<(Vec<u8>, Ino)>,
+) -> FsResult<Option<format::Entry>> {
+    let inode = tree.get(child)?;
+    if inode.token.is_none() {
+        return Ok(None); // `px-dapp/`: shown, never committed (fs::dapp)
+    }
+    let top = match &inode.body {
+        // Known once written: a placeholder until then.
+        Body::Dir(_) if dirty.contains(&child) => {
+            pending.push((name.as_bytes().to_vec(), child));
+            Some("")
+        }
+        Body::Dir(d) => d.top.as_deref(),
+        _ => None,
+    };
+    // Never closed, or never committed: not part of any commit yet.
+    Ok(stored::entry_of(name, inode, top))
 }

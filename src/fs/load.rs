@@ -71,8 +71,7 @@ impl Fs {
                     Some(Entries::default())
                 },
                 top: committed.root.clone(),
-                objects: None,
-                dirty: false,
+                ..Default::default()
             };
             let root_inode = Inode {
                 token: Some(id),
@@ -224,7 +223,7 @@ impl Fs {
             }
         };
         let is_root = self.tree().is_token_root(dir);
-        let read = super::pages::read_dir(self.store(), &cid, is_root).await;
+        let read = super::pages::read_dir(self.store(), &self.inner.pages, &cid, is_root).await;
         let mut tree = self.tree();
         let read = match read {
             Ok(r) => r,
@@ -241,6 +240,7 @@ impl Fs {
                     objects: super::pages::DirObjects {
                         top: cid.clone(),
                         objects: Vec::new().into(),
+                        table: None,
                     },
                     read_only: None,
                     v1: false,

@@ -60,6 +60,14 @@ pub fn join(dir: &[u8], name: &[u8]) -> Vec<u8> {
     out
 }
 
+/// What [`Tree::mark`] records in a directory.
+enum Mark {
+    All,
+    Name(Name),
+    /// Only the sNFT root's own attributes (in its root node).
+    Own,
+}
+
 impl Tree {
     pub fn new() -> Tree {
         Tree {
@@ -179,21 +187,61 @@ impl Tree {
         }
     }
 
-    /// Mark `dir` and every directory above it as needing a new manifest.
+    /// Mark `dir` and every directory above it as needing new pages; `dir`'s are built
+    /// whole (what changed in it is not known).
     pub fn mark_dirty(&mut self, dir: Ino) {
+        self.mark(dir, Mark::All);
+    }
+
+    /// The entry `name` of `dir` changed (or appeared, or went): `dir` and every directory
+    /// above it need new pages; `dir`'s are its previous ones with that entry updated.
+    pub fn mark_changed(&mut self, dir: Ino, name: &Name) {
+        self.mark(dir, Mark::Name(name.clone()));
+    }
+
+    /// What is stored of `ino` itself (attributes, xattrs, content) changed: the entries
+    /// naming it, or for an sNFT root its root node.
+    pub fn stored_inode_changed(&mut self, ino: Ino) {
+        if self.is_token_root(ino) {
+            self.mark(ino, Mark::Own);
+            return;
+        }
+        let links = self
+            .inodes
+            .get(&ino)
+            .map(|i| i.links.clone())
+            .unwrap_or_default();
+        for (p, n) in links {
+            self.mark_changed(p, &n);
+        }
+    }
+
+    fn mark(&mut self, dir: Ino, mut what: Mark) {
         let mut cur = dir;
         loop {
             let Some(inode) = self.inodes.get_mut(&cur) else {
                 return;
             };
             let Some(token) = inode.token else { return };
-            let parent = inode.links.first().map(|(p, _)| *p);
-            if let Body::Dir(d) = &mut inode.body {
-                if d.dirty {
-                    return; // everything above is dirty already
+            let link = inode.links.first().cloned();
+            let Body::Dir(d) = &mut inode.body else {
+                return;
+            };
+            match what {
+                Mark::All => {
+                    d.changes.all = true;
+                    d.changes.names.clear();
                 }
-                d.dirty = true;
+                Mark::Name(n) if !d.changes.all => {
+                    d.changes.names.insert(n);
+                }
+                Mark::Name(_) | Mark::Own => {}
             }
+            if d.dirty {
+                // Everything above is dirty already, each with the name leading here.
+                return;
+            }
+            d.dirty = true;
             let Some(t) = self.tokens.get_mut(&token) else {
                 return;
             };
@@ -201,21 +249,24 @@ impl Tree {
             if t.root == cur {
                 return;
             }
-            match parent {
-                Some(p) => cur = p,
+            match link {
+                Some((p, n)) => {
+                    cur = p;
+                    what = Mark::Name(n);
+                }
                 None => return,
             }
         }
     }
 
     /// A directory entry changed: bump the directory's times and mark it for commit.
-    fn touch_dir(&mut self, dir: Ino) {
+    fn touch_dir(&mut self, dir: Ino, name: &Name) {
         if let Ok(d) = self.get_mut(dir) {
             let now = super::inode::now_ns();
             d.meta.mtime_ns = now;
             d.meta.ctime_ns = now;
         }
-        self.mark_dirty(dir);
+        self.mark_changed(dir, name);
     }
 
     /// Put `ino` into `dir` under `name` (the name must be free).
@@ -236,7 +287,7 @@ impl Tree {
             t.files += 1;
         }
         self.recharge(ino, false);
-        self.touch_dir(dir);
+        self.touch_dir(dir, name);
         self.names_changed(ino);
         Ok(())
     }
@@ -245,12 +296,12 @@ impl Tree {
     /// entry of its own, or a name of a link group, docs/FORMAT.md §4.4), so every directory
     /// holding one is rewritten.
     fn names_changed(&mut self, ino: Ino) {
-        let parents: Vec<Ino> = match self.inodes.get(&ino) {
-            Some(i) if i.dir().is_none() => i.links.iter().map(|(p, _)| *p).collect(),
+        let links = match self.inodes.get(&ino) {
+            Some(i) if i.dir().is_none() => i.links.clone(),
             _ => return,
         };
-        for p in parents {
-            self.mark_dirty(p);
+        for (p, n) in links {
+            self.mark_changed(p, &n);
         }
     }
 
@@ -260,13 +311,14 @@ impl Tree {
         if let Some(ino) = self.child(dir, name)? {
             self.check_in_tree(ino)?;
         }
+        let name = Name::new(name).map_err(|_| FsError::NotFound)?;
         let entries = self.entries_mut(dir)?;
-        let ino = entries.remove(name).ok_or(FsError::NotFound)?;
+        let ino = entries.remove(name.as_bytes()).ok_or(FsError::NotFound)?;
         let inode = self.get_mut(ino)?;
         if let Some(pos) = inode
             .links
             .iter()
-            .position(|(p, n)| *p == dir && n.as_bytes() == name)
+            .position(|(p, n)| *p == dir && *n == name)
         {
             inode.links.remove(pos);
         }
@@ -283,7 +335,7 @@ impl Tree {
             t.files = t.files.saturating_sub(1);
         }
         self.recharge(ino, false);
-        self.touch_dir(dir);
+        self.touch_dir(dir, &name);
         self.names_changed(ino);
         if last {
             self.forget_if_unused(ino);
@@ -579,8 +631,8 @@ impl Tree {
             self.entries_mut(new_parent)?.subdirs += 1;
         }
         self.entries_mut(new_parent)?.insert(new_name, src);
-        self.touch_dir(parent);
-        self.touch_dir(new_parent);
+        self.touch_dir(parent, name);
+        self.touch_dir(new_parent, new_name);
         Ok(())
     }
 
@@ -610,8 +662,8 @@ impl Tree {
             }
             self.entries_mut(to_dir)?.subdirs += 1;
         }
-        self.touch_dir(from_dir);
-        self.touch_dir(to_dir);
+        self.touch_dir(from_dir, from_name);
+        self.touch_dir(to_dir, to_name);
         Ok(())
     }
 
@@ -629,6 +681,7 @@ impl Tree {
         }
         d.top = Some(read.objects.top.clone());
         d.objects = Some(read.objects.objects.clone());
+        d.table = read.objects.table.clone();
         if is_token_root && let Some(root) = read.root {
             inode.meta = stored::meta_of(&root.attrs);
             inode.xattrs = stored::tree_xattrs(root.xattrs);
