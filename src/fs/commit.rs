@@ -325,6 +325,18 @@ impl Fs {
             .map(|d| (depth(tree, *d), *d))
             .collect();
         order.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+        // Charges up to date, and the sets the questions below are about (O(changed)).
+        let before = tree.token(token)?.ledger.usage();
+        tree.sweep();
+        if cfg!(debug_assertions) && tree.inodes.len() <= CHECKED_ENTRIES {
+            let swept = tree.token(token)?.ledger.usage();
+            tree.recharge_token(token);
+            debug_assert_eq!(
+                swept,
+                tree.token(token)?.ledger.usage(),
+                "an inode changed without being touched (usage before the sweep: {before})"
+            );
+        }
         let (records, groups) = link_groups(tree, token)?;
         let mut records = Some(records);
         let mut dirs = Vec::with_capacity(order.len());
@@ -340,7 +352,6 @@ impl Fs {
                 dir.changes = Default::default();
             }
         }
-        tree.recharge_token(token);
         let rewritten: Vec<Ino> = dirs.iter().map(|d| d.ino).collect();
         let (usage, files) = tree.committed_usage(token, &rewritten)?;
         let t = tree.token_mut(token)?;
@@ -525,44 +536,52 @@ impl Fs {
             t.committed = state;
             t.last_commit = Some(std::time::SystemTime::now());
             let fully_loaded = t.unloaded_dirs == 0;
-            let mut live = HashSet::new();
-            for inode in tree.inodes.values_mut() {
+            // Staged copies the journal no longer needs: only files with one (swept).
+            tree.sweep();
+            let staged: Vec<Ino> = tree.tracked.staged.iter().copied().collect();
+            for ino in staged {
+                let Some(inode) = tree.inodes.get_mut(&ino) else {
+                    continue;
+                };
                 if inode.token != Some(token) {
                     continue;
                 }
-                match &mut inode.body {
-                    Body::File(f) => {
-                        // An upload in flight still reads it.
-                        if f.upload_pending
-                            && let Some(s) = &f.staged
-                        {
-                            delete.remove(s.path());
-                        }
-                        // The committed version is on the node: read it from there.
-                        if !f.upload_pending
-                            && let Some(s) = f.staged.as_ref().filter(|s| delete.contains(s.path()))
-                        {
-                            if inode.links.is_empty() {
-                                // Unlinked under an open handle: it keeps reading this.
-                                s.hold();
-                            } else {
-                                f.staged = None;
-                            }
-                        }
-                        if let Some(b) = &f.blob {
-                            live.insert(b.cid.clone());
-                        }
+                let Body::File(f) = &mut inode.body else {
+                    continue;
+                };
+                // An upload in flight still reads it.
+                if f.upload_pending
+                    && let Some(s) = &f.staged
+                {
+                    delete.remove(s.path());
+                }
+                // The committed version is on the node: read it from there.
+                if !f.upload_pending
+                    && let Some(s) = f.staged.as_ref().filter(|s| delete.contains(s.path()))
+                {
+                    if inode.links.is_empty() {
+                        // Unlinked under an open handle: it keeps reading this.
+                        s.hold();
+                    } else {
+                        f.staged = None;
+                        tree.tracked.staged.remove(&ino);
                     }
-                    Body::Dir(d) => match (&d.objects, &d.top) {
-                        (Some(objects), _) => live.extend(objects.iter().map(|(c, _)| c.clone())),
-                        (None, Some(c)) => {
-                            live.insert(c.clone());
-                        }
-                        (None, None) => {}
-                    },
-                    Body::Symlink(_) | Body::Special(_) => {}
                 }
             }
+            // What loaded inodes still use: the objects their charges hold (checked per
+            // candidate below), and the uploaded versions of files whose charge does not.
+            let live: HashSet<String> = tree
+                .tracked
+                .unsettled
+                .iter()
+                .filter_map(|i| tree.inodes.get(i))
+                .filter(|i| i.token == Some(token))
+                .filter_map(|i| {
+                    i.file()
+                        .and_then(|f| f.blob.as_ref())
+                        .map(|b| b.cid.clone())
+                })
+                .collect();
             // Content may be shared (equal files have equal CIDs); only a fully loaded tree
             // proves a CID unused.
             if !fully_loaded {
@@ -571,7 +590,14 @@ impl Fs {
             (delete, live)
         };
         remove_staged(delete);
-        let unpin: HashSet<String> = unpin.into_iter().filter(|c| !live.contains(c)).collect();
+        let unpin: HashSet<String> = {
+            let tree = self.tree();
+            let held = |c: &str| tree.token(token).map(|t| t.ledger.holds(c)).unwrap_or(true);
+            unpin
+                .into_iter()
+                .filter(|c| !live.contains(c) && !held(c))
+                .collect()
+        };
         for cid in unpin {
             if let Err(e) = self.store().unpin(&cid).await {
                 tracing::debug!(cid, error = %e, "unpin failed");
@@ -658,7 +684,12 @@ fn link_groups(
     token: TokenId,
 ) -> FsResult<(Vec<format::InodeRecord>, HashMap<u64, GroupSlot>)> {
     let mut slots: HashMap<u64, GroupSlot> = HashMap::new();
-    for (ino, inode) in tree.inodes.iter_mut() {
+    // Only inodes with two or more names or a group (swept): O(those), not O(inodes).
+    let candidates: Vec<Ino> = tree.tracked.linked.iter().copied().collect();
+    for ino in &candidates {
+        let Some(inode) = tree.inodes.get_mut(ino) else {
+            continue;
+        };
         if inode.token != Some(token) || inode.dir().is_some() {
             continue;
         }
@@ -677,6 +708,15 @@ fn link_groups(
                     ino: Some(*ino),
                 },
             );
+        }
+    }
+    for ino in candidates {
+        if tree
+            .inodes
+            .get(&ino)
+            .is_none_or(|i| i.links.len() < 2 && i.group.is_none())
+        {
+            tree.tracked.linked.remove(&ino);
         }
     }
     for (id, slot) in &tree.token(token)?.groups {

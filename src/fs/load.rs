@@ -84,6 +84,7 @@ impl Fs {
             };
             let root = if self.config().single_token {
                 tree.inodes.insert(ROOT_INO, root_inode);
+                tree.touch(ROOT_INO);
                 ROOT_INO
             } else {
                 tree.alloc(root_inode)
