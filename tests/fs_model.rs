@@ -421,3 +421,34 @@ fn truncating_a_file_loaded_from_a_fresh_cache_commits_its_new_content() {
         Op::Commit,
     ]);
 }
+
+#[test]
+fn a_write_of_no_bytes_bumps_the_times_stored_by_the_next_commit() {
+    check(vec![
+        Op::Create {
+            path: p("c"),
+            excl: false,
+            mode: 0o644,
+        },
+        Op::Remount,
+        Op::Create {
+            path: p("a"),
+            excl: false,
+            mode: 0o644,
+        },
+        Op::Release { h: 0 },
+        Op::Open {
+            path: p("c"),
+            write: true,
+            trunc: false,
+            append: false,
+        },
+        Op::Write {
+            h: 0,
+            offset: 0,
+            len: 0,
+            byte: 0,
+        },
+        Op::Commit,
+    ]);
+}

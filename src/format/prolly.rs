@@ -17,10 +17,12 @@ use super::page::{self, Branch, ChildRef, Page, Record};
 use super::store::PageStore;
 use super::{FormatError, Result};
 
-/// A directory with at most this many entries (and [`PAGE_BYTES`]) is one leaf.
+/// A directory with at most this many entries (and [`SMALL_BYTES`]) is one leaf.
 pub const SMALL_ENTRIES: usize = 256;
-/// Rule 2 of §5: a page ends once its items' sizes sum to at least this.
-pub const PAGE_BYTES: usize = 32_768;
+/// A directory whose entries' sizes sum to at most this (and [`SMALL_ENTRIES`]) is one leaf.
+pub const SMALL_BYTES: usize = 32_768;
+/// Rule 2 of §5: a page ends once its items' sizes (CIDs included) sum to at least this.
+pub const PAGE_BYTES: usize = 16_384;
 
 /// Builds the pages of `records` (sorted by key, keys unique) and returns the top's CID.
 pub fn build<R: Record>(
@@ -188,7 +190,7 @@ pub fn check<R: Record>(
             .collect();
         let small_top = level.len() == 1 && lvl == 0 && {
             let items = &sizes_and_keys[0];
-            items.len() <= SMALL_ENTRIES && items.iter().map(|i| i.0).sum::<usize>() <= PAGE_BYTES
+            items.len() <= SMALL_ENTRIES && items.iter().map(|i| i.0).sum::<usize>() <= SMALL_BYTES
         };
         if !small_top {
             for (n, items) in sizes_and_keys.iter().enumerate() {
@@ -240,7 +242,7 @@ pub fn check<R: Record>(
     stats.records = all.len() as u64;
     if top_page.level() > 0 {
         let total: usize = all.iter().map(page::record_size).sum();
-        if all.len() <= SMALL_ENTRIES && total <= PAGE_BYTES {
+        if all.len() <= SMALL_ENTRIES && total <= SMALL_BYTES {
             return bad("a small table is paged".into());
         }
     }
@@ -486,7 +488,7 @@ impl<'s, R: Record, S: PageStore> Tree<'s, R, S> {
             let mut sum = 0;
             records.iter().all(|r| {
                 sum += page::record_size(r);
-                sum <= PAGE_BYTES
+                sum <= SMALL_BYTES
             })
         }
     }

@@ -686,6 +686,7 @@ fn link_groups(
     let mut slots: HashMap<u64, GroupSlot> = HashMap::new();
     // Only inodes with two or more names or a group (swept): O(those), not O(inodes).
     let candidates: Vec<Ino> = tree.tracked.linked.iter().copied().collect();
+    let mut regrouped = Vec::new();
     for ino in &candidates {
         let Some(inode) = tree.inodes.get_mut(ino) else {
             continue;
@@ -693,10 +694,14 @@ fn link_groups(
         if inode.token != Some(token) || inode.dir().is_some() {
             continue;
         }
+        let before = inode.group;
         match (inode.links.len() >= 2, inode.group) {
             (true, None) => inode.group = Some(rand::random::<u64>()),
             (false, Some(_)) => inode.group = None,
             _ => {}
+        }
+        if inode.group != before {
+            regrouped.extend(inode.links.iter().cloned());
         }
         let Some(id) = inode.group else { continue };
         if let Some(stored) = stored::inode_of(inode, None) {
@@ -709,6 +714,10 @@ fn link_groups(
                 },
             );
         }
+    }
+    // Their entries change kind (`link` or not): the directories holding them look again.
+    for (p, n) in regrouped {
+        tree.note_changed(p, &n);
     }
     for ino in candidates {
         if tree

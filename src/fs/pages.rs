@@ -454,10 +454,14 @@ pub async fn read_dir(
     }
     let table_top = level[0].clone();
     let entries: Vec<Entry> = read_table(store, cache, level, fetched, &mut objects).await?;
-    let table = Table {
-        top: table_top,
-        pages: objects[table_from..].into(),
-    };
+    // A table an earlier paging rule shaped reads as it is, but is not updated in place
+    // (docs/FORMAT.md §5): without a table, its next commit writes it whole.
+    let table = full_build(store, entries.clone())
+        .filter(|(t, _)| *t == table_top)
+        .map(|_| Table {
+            top: table_top,
+            pages: objects[table_from..].into(),
+        });
     if entries
         .iter()
         .any(|e| matches!(e.kind, format::EntryKind::Unknown(_)))
@@ -476,7 +480,7 @@ pub async fn read_dir(
         objects: DirObjects {
             top: top.to_owned(),
             objects: objects.into(),
-            table: Some(table),
+            table,
         },
         read_only,
         v1: false,

@@ -154,6 +154,21 @@ impl Tree {
                 &mut tr.linked,
                 inode.dir().is_none() && (inode.links.len() >= 2 || inode.group.is_some()),
             );
+            // Whatever changed in it (times a write bumped, say) shows in the entries
+            // naming it: their directories' next commits look at those names.
+            for (p, n) in inode.links.clone() {
+                self.note_changed(p, &n);
+            }
+        }
+    }
+
+    /// The entry `name` of `dir` may differ at its next commit, without making `dir` dirty
+    /// (a commit of it, for whatever reason, looks at the name).
+    pub fn note_changed(&mut self, dir: Ino, name: &Name) {
+        if let Some(d) = self.inodes.get_mut(&dir).and_then(|i| i.dir_mut())
+            && !d.changes.all
+        {
+            d.changes.names.insert(name.clone());
         }
     }
 
