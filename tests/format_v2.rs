@@ -58,6 +58,32 @@ fn file(name: &[u8], size: u64, cid: &str) -> Entry {
 // ---------------------------------------------------------------- vectors
 
 #[test]
+fn an_items_size_counts_its_json_with_index_zero_and_the_cids_it_refers_to() {
+    // FORMAT.md §5 and its example in §11.
+    let cid = pxfs::format::store::raw_cid(b"photo");
+    assert_eq!(cid.len(), 59);
+    let e = file(b"photo.jpg", 1234, &cid);
+    let bytes = page::encode(&Page::Leaf(vec![e.clone()]), &TreeCrypto::Plain).unwrap();
+    let text = String::from_utf8(bytes).unwrap();
+    let json = &text[text.find("\"entries\":[").unwrap() + 11..text.len() - 3];
+    assert!(json.ends_with("\"content\":0}"), "{json}");
+    assert_eq!(page::record_size(&e), json.len() + 59, "{json}");
+    assert_eq!(page::record_size(&e), EXAMPLE_ITEM_SIZE, "{json}");
+    let child = pxfs::format::ChildRef {
+        first: b"photo.jpg".to_vec(),
+        node: cid,
+        count: 40,
+    };
+    assert_eq!(
+        page::child_size::<Entry>(&child),
+        r#"{"n":"photo.jpg","node":0,"count":40}"#.len() + 59
+    );
+}
+
+/// The size of the example item in FORMAT.md §11.
+const EXAMPLE_ITEM_SIZE: usize = 209;
+
+#[test]
 fn name_members_match_the_vectors() {
     let v = vectors();
     for n in v["names"].as_array().unwrap() {
@@ -129,13 +155,13 @@ fn photo_leaf_cuts_match_the_vectors() {
 
 #[test]
 fn photo_directory_leaves_end_where_the_vectors_cut() {
-    // 1000 small entries: paged (more than 256), leaves cut only by rule 1 (each leaf is
-    // far below 32 KiB), so leaf ends are exactly the vector's cuts plus the last entry.
+    // 1000 small entries: paged (more than 256), leaves cut by rule 1 where the vector
+    // says and by rule 2 where a leaf's sizes reach 16 KiB, and after the last entry.
     let mut store = MemStore::new();
     let entries: Vec<Entry> = (0..1000)
         .map(|i| file(format!("photo-{i:06}.jpg").as_bytes(), 0, ""))
         .collect();
-    let top = prolly::build(&mut store, &TreeCrypto::Plain, entries).unwrap();
+    let top = prolly::build(&mut store, &TreeCrypto::Plain, entries.clone()).unwrap();
     let mut ends = Vec::new();
     let mut stack = vec![top];
     while let Some(cid) = stack.pop() {
@@ -144,13 +170,21 @@ fn photo_directory_leaves_end_where_the_vectors_cut() {
             Page::Branch(b) => stack.extend(b.children.into_iter().rev().map(|c| c.node)),
         }
     }
-    let mut want: Vec<String> = vectors()["photo_leaf_cuts_0_999"]
+    let rule1: Vec<u64> = vectors()["photo_leaf_cuts_0_999"]
         .as_array()
         .unwrap()
         .iter()
-        .map(|i| format!("photo-{:06}.jpg", i.as_u64().unwrap()))
+        .map(|i| i.as_u64().unwrap())
         .collect();
-    want.push("photo-000999.jpg".into());
+    let (mut want, mut acc) = (Vec::new(), 0);
+    for (i, e) in entries.iter().enumerate() {
+        acc += page::record_size(e);
+        if rule1.contains(&(i as u64)) || acc >= prolly::PAGE_BYTES || i == 999 {
+            want.push(e.name.to_string());
+            acc = 0;
+        }
+    }
+    assert!(want.len() > rule1.len() + 1, "rule 2 cuts some leaves too");
     assert_eq!(ends, want);
 }
 
@@ -794,6 +828,23 @@ fn with_salts(mut e: Entry, sealed: bool) -> Entry {
     e
 }
 
+/// A page store that remembers what was put through it.
+struct Logged<'a> {
+    inner: &'a mut MemStore,
+    put: Vec<String>,
+}
+
+impl pxfs::format::PageStore for Logged<'_> {
+    fn get(&self, cid: &str) -> pxfs::format::Result<Vec<u8>> {
+        self.inner.get(cid)
+    }
+    fn put(&mut self, bytes: Vec<u8>) -> pxfs::format::Result<String> {
+        let cid = self.inner.put(bytes)?;
+        self.put.push(cid.clone());
+        Ok(cid)
+    }
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 16, ..ProptestConfig::default() })]
 
@@ -836,7 +887,9 @@ proptest! {
         let mut model: BTreeMap<Vec<u8>, Entry> =
             model(&all, big_every).into_iter().map(|(k, e)| (k, with_salts(e, sealed))).collect();
         let mut store = MemStore::new();
-        let mut top = prolly::build(&mut store, &crypto, model.values().cloned().collect()).unwrap();
+        let mut logged = Logged { inner: &mut store, put: Vec::new() };
+        let mut top = prolly::build(&mut logged, &crypto, model.values().cloned().collect()).unwrap();
+        let mut pages: std::collections::BTreeSet<String> = logged.put.into_iter().collect();
         for (round, batch) in batches.into_iter().enumerate() {
             let mut edits = BTreeMap::new();
             for (delete, pick, fresh) in batch {
@@ -856,8 +909,20 @@ proptest! {
                     None => { model.remove(k); }
                 }
             }
-            top = prolly::update(&mut store, &crypto, &top, edits).unwrap();
-            prolly::check::<Entry>(&mut store, &crypto, &top).unwrap();
+            let mut logged = Logged { inner: &mut store, put: Vec::new() };
+            let up = prolly::update_tracked(&mut logged, &crypto, &top, edits).unwrap();
+            let put = logged.put;
+            top = up.top;
+            // The tracked page set: the old pages and those put, less the removed ones.
+            pages.extend(put);
+            for c in &up.removed {
+                pages.remove(c);
+            }
+            let stats = prolly::check::<Entry>(&mut store, &crypto, &top).unwrap();
+            prop_assert!(pages.contains(&top));
+            prop_assert_eq!(pages.len() as u64, stats.pages, "tracked pages");
+            let bytes: u64 = pages.iter().map(|c| store.get(c).unwrap().len() as u64).sum();
+            prop_assert_eq!(bytes, stats.bytes, "tracked page bytes");
             let want: Vec<Entry> = model.values().cloned().collect();
             prop_assert_eq!(prolly::records::<Entry>(&mut store, &crypto, &top).unwrap(), want.clone());
             let mut fresh = MemStore::new();

@@ -1741,3 +1741,45 @@ async fn unloading_keeps_usage_what_the_oracle_measures_and_never_drops_what_is_
     assert_eq!(m.names(a).await, vec!["empty", "sub", "u"]);
     assert_eq!(m.usage().await, check(&m));
 }
+
+/// Not a test: the per-commit cost of a one-entry change in directories of growing size
+/// (issue #14), printed with the ratio to the smallest. Run it with
+/// `PXFS_DIR_SIZES="1000 10000 100000" cargo test --test fs_core -- --ignored --nocapture
+/// one_entry_commit_cost`; timings are never asserted (they depend on the machine).
+#[tokio::test]
+#[ignore = "a measurement, run by hand"]
+async fn one_entry_commit_cost_by_directory_size() {
+    let sizes: Vec<usize> = std::env::var("PXFS_DIR_SIZES")
+        .unwrap_or_else(|_| "1000 10000 100000".into())
+        .split_whitespace()
+        .map(|s| s.parse().expect("PXFS_DIR_SIZES: numbers"))
+        .collect();
+    let repeat = 5;
+    let mut first: Option<f64> = None;
+    println!("entries | commit ms (mean of {repeat}) | ratio | bytes added per commit");
+    for n in sizes {
+        let m = mount(u64::MAX).await;
+        let dir = m.fs.mkdir(ROOT_INO, "big", 0o755, 0, 0).await.unwrap().ino;
+        for i in 0..n {
+            m.fs.symlink(dir, format!("photo-{i:07}.jpg"), "target", 0, 0)
+                .await
+                .unwrap();
+        }
+        m.fs.flush_all().await.unwrap();
+        let (mut secs, mut bytes) = (0.0, 0);
+        for r in 0..repeat {
+            let before = m.store.manifest_bytes();
+            let t = std::time::Instant::now();
+            m.fs.symlink(dir, format!("photo-{:07}.jpg-{r}", n / 2), "t", 0, 0)
+                .await
+                .unwrap();
+            m.fs.flush_all().await.unwrap();
+            secs += t.elapsed().as_secs_f64();
+            bytes = bytes.max(m.store.manifest_bytes() - before);
+        }
+        let ms = secs * 1000.0 / repeat as f64;
+        let ratio = ms / *first.get_or_insert(ms);
+        println!("{n} | {ms:.1} | {ratio:.2} | max {bytes}");
+        m.fs.abort();
+    }
+}

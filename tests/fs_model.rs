@@ -437,3 +437,101 @@ fn renaming_a_hard_link_onto_its_other_name_keeps_both_after_a_crash() {
         Op::Crash,
     ]);
 }
+
+#[test]
+fn truncating_a_file_loaded_from_a_fresh_cache_commits_its_new_content() {
+    let rn = |from: &str, to: &str| Op::Rename {
+        from: p(from),
+        to: p(to),
+        flag: RenameFlag::None,
+    };
+    check(vec![
+        Op::Online,
+        rn("b", "a/c/c"),
+        Op::Utimes {
+            path: p("c"),
+            mtime: 3_000_000_021,
+        },
+        Op::Unlink { path: p("b/a/b") },
+        rn("a/a", "a/c"),
+        Op::Link {
+            from: p("b/b/c"),
+            to: p("b"),
+        },
+        Op::Chmod {
+            path: p("a"),
+            mode: 0o644,
+        },
+        Op::Unlink { path: p("a") },
+        Op::Mkdir {
+            path: p("b"),
+            mode: 0o600,
+        },
+        Op::Read {
+            h: 1,
+            offset: 187,
+            len: 31,
+        },
+        Op::Open {
+            path: p("b/b"),
+            write: false,
+            trunc: false,
+            append: false,
+        },
+        rn("c/c", "c"),
+        Op::Create {
+            path: p("c"),
+            excl: false,
+            mode: 0o644,
+        },
+        Op::Online,
+        Op::Remount,
+        Op::Write {
+            h: 2,
+            offset: 62,
+            len: 16,
+            byte: 0x58,
+        },
+        Op::Unlink { path: p("b/a") },
+        Op::Truncate {
+            path: p("c"),
+            size: 110,
+        },
+        Op::Link {
+            from: p("a/a"),
+            to: p("a/b"),
+        },
+        Op::Commit,
+    ]);
+}
+
+#[test]
+fn a_write_of_no_bytes_bumps_the_times_stored_by_the_next_commit() {
+    check(vec![
+        Op::Create {
+            path: p("c"),
+            excl: false,
+            mode: 0o644,
+        },
+        Op::Remount,
+        Op::Create {
+            path: p("a"),
+            excl: false,
+            mode: 0o644,
+        },
+        Op::Release { h: 0 },
+        Op::Open {
+            path: p("c"),
+            write: true,
+            trunc: false,
+            append: false,
+        },
+        Op::Write {
+            h: 0,
+            offset: 0,
+            len: 0,
+            byte: 0,
+        },
+        Op::Commit,
+    ]);
+}

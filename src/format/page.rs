@@ -194,14 +194,18 @@ fn item_to_wire<R: Record>(c: &ChildRef, ix: &Indexer) -> WireItem {
     w
 }
 
-/// A record's size for the paging rules: its canonical JSON with indices written as 0.
+/// A record's size for the paging rules: its canonical JSON with indices written as 0,
+/// plus the length of every CID it refers to (FORMAT.md §5).
 pub fn record_size<R: Record>(r: &R) -> usize {
+    let (mut nodes, mut data) = (Vec::new(), Vec::new());
+    r.refs(&mut nodes, &mut data);
     to_json(&r.to_wire(&Indexer::Zero)).len()
+        + nodes.iter().chain(&data).map(|c| c.len()).sum::<usize>()
 }
 
-/// A branch item's size for the paging rules (index written as 0).
+/// A branch item's size for the paging rules (index written as 0, plus its CID's length).
 pub fn child_size<R: Record>(c: &ChildRef) -> usize {
-    to_json(&item_to_wire::<R>(c, &Indexer::Zero)).len()
+    to_json(&item_to_wire::<R>(c, &Indexer::Zero)).len() + c.node.len()
 }
 
 /// Encodes a page as its node object. Refuses records of unknown kinds (a commit drops

@@ -17,10 +17,12 @@ use super::page::{self, Branch, ChildRef, Page, Record};
 use super::store::PageStore;
 use super::{FormatError, Result};
 
-/// A directory with at most this many entries (and [`PAGE_BYTES`]) is one leaf.
+/// A directory with at most this many entries (and [`SMALL_BYTES`]) is one leaf.
 pub const SMALL_ENTRIES: usize = 256;
-/// Rule 2 of §5: a page ends once its items' sizes sum to at least this.
-pub const PAGE_BYTES: usize = 32_768;
+/// A directory whose entries' sizes sum to at most this (and [`SMALL_ENTRIES`]) is one leaf.
+pub const SMALL_BYTES: usize = 32_768;
+/// Rule 2 of §5: a page ends once its items' sizes (CIDs included) sum to at least this.
+pub const PAGE_BYTES: usize = 16_384;
 
 /// Builds the pages of `records` (sorted by key, keys unique) and returns the top's CID.
 pub fn build<R: Record>(
@@ -83,7 +85,53 @@ pub fn update<R: Record>(
             ));
         }
     }
-    Tree::new(store, crypto).update(top, edits)
+    Ok(update_tracked(store, crypto, top, edits)?.top)
+}
+
+/// What [`update_tracked`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Updated {
+    /// The new top's CID.
+    pub top: String,
+    /// Pages of the old tree the new one no longer refers to, and pages this call put that
+    /// the new tree does not refer to (levels above a new top that shrank to one child).
+    /// The new tree's pages are the old ones and those put, less these.
+    pub removed: Vec<String>,
+}
+
+/// [`update`], also telling which pages left the tree: a caller that knows the old tree's
+/// pages gets the new tree's without reading it whole.
+pub fn update_tracked<R: Record>(
+    store: &mut impl PageStore,
+    crypto: &TreeCrypto,
+    top: &str,
+    edits: BTreeMap<Vec<u8>, Option<R>>,
+) -> Result<Updated> {
+    for (k, v) in &edits {
+        if let Some(r) = v
+            && r.key() != k.as_slice()
+        {
+            return Err(FormatError::invalid(
+                "an edit's key is not its record's key",
+            ));
+        }
+    }
+    let mut t = Tree::new(store, crypto);
+    let new_top = t.update(top, edits)?;
+    // A page put again (an unchanged page re-chunked) stays; one passed over above a
+    // shrunk top goes even if it was put.
+    let mut removed: Vec<String> = t
+        .removed
+        .into_iter()
+        .filter(|c| !t.put.contains(c))
+        .collect();
+    removed.extend(t.dropped);
+    removed.sort();
+    removed.dedup();
+    Ok(Updated {
+        top: new_top,
+        removed,
+    })
 }
 
 type SizedKey = (usize, Vec<u8>);
@@ -142,7 +190,7 @@ pub fn check<R: Record>(
             .collect();
         let small_top = level.len() == 1 && lvl == 0 && {
             let items = &sizes_and_keys[0];
-            items.len() <= SMALL_ENTRIES && items.iter().map(|i| i.0).sum::<usize>() <= PAGE_BYTES
+            items.len() <= SMALL_ENTRIES && items.iter().map(|i| i.0).sum::<usize>() <= SMALL_BYTES
         };
         if !small_top {
             for (n, items) in sizes_and_keys.iter().enumerate() {
@@ -194,7 +242,7 @@ pub fn check<R: Record>(
     stats.records = all.len() as u64;
     if top_page.level() > 0 {
         let total: usize = all.iter().map(page::record_size).sum();
-        if all.len() <= SMALL_ENTRIES && total <= PAGE_BYTES {
+        if all.len() <= SMALL_ENTRIES && total <= SMALL_BYTES {
             return bad("a small table is paged".into());
         }
     }
@@ -206,6 +254,11 @@ struct Tree<'s, R, S> {
     store: &'s mut S,
     crypto: &'s TreeCrypto,
     cache: HashMap<String, Rc<Page<R>>>,
+    /// Old pages an update replaced, pages it put, and pages it put but passed over
+    /// (for [`Updated::removed`]).
+    removed: Vec<String>,
+    put: std::collections::HashSet<String>,
+    dropped: Vec<String>,
 }
 
 /// The item type of one level: records in leaves, child references in branches.
@@ -386,6 +439,9 @@ impl<'s, R: Record, S: PageStore> Tree<'s, R, S> {
             store,
             crypto,
             cache: HashMap::new(),
+            removed: Vec::new(),
+            put: Default::default(),
+            dropped: Vec::new(),
         }
     }
 
@@ -417,6 +473,7 @@ impl<'s, R: Record, S: PageStore> Tree<'s, R, S> {
     fn put(&mut self, page: Page<R>) -> Result<ChildRef> {
         let bytes = page::encode(&page, self.crypto)?;
         let node = self.store.put(bytes)?;
+        self.put.insert(node.clone());
         let r = ChildRef {
             first: page.first_key().unwrap_or_default().to_vec(),
             node: node.clone(),
@@ -431,7 +488,7 @@ impl<'s, R: Record, S: PageStore> Tree<'s, R, S> {
             let mut sum = 0;
             records.iter().all(|r| {
                 sum += page::record_size(r);
-                sum <= PAGE_BYTES
+                sum <= SMALL_BYTES
             })
         }
     }
@@ -496,11 +553,10 @@ impl<'s, R: Record, S: PageStore> Tree<'s, R, S> {
         if top_page.count() <= SMALL_ENTRIES as u64 + deletes {
             // The result may be a small directory: rebuild it whole (it is at most the
             // batch's size plus 256 records).
-            let mut all: BTreeMap<Vec<u8>, R> = self
-                .records(top)?
-                .into_iter()
-                .map(|r| (r.key().to_vec(), r))
-                .collect();
+            let old = self.records(top)?;
+            self.removed.extend(self.cache.keys().cloned());
+            let mut all: BTreeMap<Vec<u8>, R> =
+                old.into_iter().map(|r| (r.key().to_vec(), r)).collect();
             for (k, v) in edits {
                 match v {
                     Some(r) => all.insert(k, r),
@@ -513,6 +569,7 @@ impl<'s, R: Record, S: PageStore> Tree<'s, R, S> {
         let (mut removed, mut added) = self.edit_level::<Leaves>(top, 0, edits)?;
         let mut level = 0;
         loop {
+            self.removed.extend(removed.iter().map(|c| c.node.clone()));
             if level == height {
                 return self.finish(level, added);
             }
@@ -546,6 +603,7 @@ impl<'s, R: Record, S: PageStore> Tree<'s, R, S> {
             if b.children.len() != 1 {
                 break;
             }
+            self.dropped.push(top);
             top = b.children[0].node.clone();
         }
         Ok(top)

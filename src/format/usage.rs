@@ -12,8 +12,9 @@ use super::{FormatError, Result, SCHEMA_USAGE};
 use crate::usage as v1;
 
 /// `"none"`, or the wrapped data key (§6.4).
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub enum Encryption {
+    #[default]
     None,
     Sealed(EncryptionInfo),
 }
@@ -21,11 +22,6 @@ pub enum Encryption {
 // The wraps compare by value (`Wrap`'s `PartialEq` is total).
 impl Eq for Encryption {}
 
-impl Default for Encryption {
-    fn default() -> Encryption {
-        Encryption::None
-    }
-}
 
 impl Encryption {
     pub fn is_none(&self) -> bool {

@@ -22,7 +22,7 @@ use super::error::{FsError, FsResult};
 use super::inode::{Body, Ino, TokenId};
 use super::journal::CommittedState;
 use super::ledger::CommittedUsage;
-use super::pages::{self, DirObjects, RootParts};
+use super::pages::{self, DirContents, DirObjects, RootParts};
 use super::store::UsageRecord;
 use super::stored;
 use super::token::GroupSlot;
@@ -34,9 +34,12 @@ struct DirSnapshot {
     ino: Ino,
     /// The sNFT root's own attributes and link groups (`None` for any other directory).
     root: Option<RootParts>,
-    entries: Vec<format::Entry>,
-    /// Entries that are dirty subdirectories: their CIDs are known once written.
-    pending_children: Vec<(usize, Ino)>,
+    contents: DirContents,
+    /// Entries (by name) that are dirty subdirectories: their CIDs are known once written.
+    pending_children: Vec<(Vec<u8>, Ino)>,
+    /// In debug builds, for a directory updated in place and not too large: all its
+    /// entries, to check the update gives the pages a full build gives.
+    check: Option<Vec<format::Entry>>,
     /// The objects the directory was stored as until now (on the node, pinned).
     old: Option<Arc<[(String, u64)]>>,
 }
@@ -289,6 +292,7 @@ impl Fs {
         for dir in &all {
             if let Some(d) = tree.get_mut(*dir)?.dir_mut() {
                 d.dirty = true;
+                d.changes.all = true;
             }
         }
         let t = tree.token_mut(token)?;
@@ -325,6 +329,18 @@ impl Fs {
             .map(|d| (depth(tree, *d), *d))
             .collect();
         order.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+        // Charges up to date, and the sets the questions below are about (O(changed)).
+        let before = tree.token(token)?.ledger.usage();
+        tree.sweep();
+        if cfg!(debug_assertions) && tree.inodes.len() <= CHECKED_ENTRIES {
+            let swept = tree.token(token)?.ledger.usage();
+            tree.recharge_token(token);
+            debug_assert_eq!(
+                swept,
+                tree.token(token)?.ledger.usage(),
+                "an inode changed without being touched (usage before the sweep: {before})"
+            );
+        }
         let (records, groups) = link_groups(tree, token)?;
         let mut records = Some(records);
         let mut dirs = Vec::with_capacity(order.len());
@@ -337,9 +353,9 @@ impl Fs {
                 && let Some(dir) = i.dir_mut()
             {
                 dir.dirty = false;
+                dir.changes = Default::default();
             }
         }
-        tree.recharge_token(token);
         let rewritten: Vec<Ino> = dirs.iter().map(|d| d.ino).collect();
         let (usage, files) = tree.committed_usage(token, &rewritten)?;
         let t = tree.token_mut(token)?;
@@ -386,25 +402,60 @@ impl Fs {
             .flat_map(|d| d.old.iter().flat_map(|o| o.iter().map(|(c, _)| c.clone())))
             .collect();
         for d in &snap.dirs {
-            let mut entries = d.entries.clone();
-            for (idx, child) in &d.pending_children {
+            let mut contents = d.contents.clone();
+            let mut check = d.check.clone();
+            for (name, child) in &d.pending_children {
                 let top = written
                     .get(child)
                     .map(|o| o.top.clone())
                     .ok_or_else(|| FsError::Journal("child directory not written".into()))?;
-                if let format::EntryKind::Inode(i) = &mut entries[*idx].kind {
-                    i.kind = format::InodeKind::Dir { top };
+                let entry = match &mut contents {
+                    DirContents::All(entries) => entries
+                        .iter_mut()
+                        .find(|e| e.name.as_bytes() == name.as_slice()),
+                    DirContents::Edits { edits, .. } => {
+                        edits.get_mut(name.as_slice()).and_then(|e| e.as_mut())
+                    }
+                };
+                let in_check = check
+                    .iter_mut()
+                    .flatten()
+                    .find(|e| e.name.as_bytes() == name.as_slice());
+                for e in entry.into_iter().chain(in_check) {
+                    if let format::EntryKind::Inode(i) = &mut e.kind {
+                        i.kind = format::InodeKind::Dir { top: top.clone() };
+                    }
                 }
             }
             let objects = pages::write_dir(
                 &*store,
                 &snap.sealing,
-                entries,
-                d.root.clone(),
+                &self.inner.pages,
+                &contents,
+                d.root.as_ref(),
                 &mut have,
                 &mut added,
             )
             .await?;
+            if let Some(all) = check
+                && let Some(table) = &objects.table
+                && let Some((top, pages)) = pages::full_build(&*store, &snap.sealing, all)
+            {
+                // Determinism (docs/FORMAT.md §5): an update in place gives the pages of a
+                // full build of the same entries.
+                let mut want: Vec<&str> = pages.iter().map(String::as_str).collect();
+                let mut got: Vec<&str> = table.pages.iter().map(|(c, _)| c.as_str()).collect();
+                want.sort_unstable();
+                got.sort_unstable();
+                assert_eq!(
+                    table.top, top,
+                    "an updated directory differs from a full build"
+                );
+                assert_eq!(
+                    got, want,
+                    "an updated directory's pages differ from a full build's"
+                );
+            }
             written.insert(d.ino, objects);
         }
         let root = written
@@ -439,6 +490,7 @@ impl Fs {
                     && let Some(d) = i.dir_mut()
                 {
                     d.top = Some(new.top.clone());
+                    d.table = new.table.clone();
                     if let Some(old) = d.objects.replace(new.objects.clone()) {
                         let kept: HashSet<&str> =
                             new.objects.iter().map(|(c, _)| c.as_str()).collect();
@@ -491,44 +543,52 @@ impl Fs {
             t.committed = state;
             t.last_commit = Some(std::time::SystemTime::now());
             let fully_loaded = t.unloaded_dirs == 0;
-            let mut live = HashSet::new();
-            for inode in tree.inodes.values_mut() {
+            // Staged copies the journal no longer needs: only files with one (swept).
+            tree.sweep();
+            let staged: Vec<Ino> = tree.tracked.staged.iter().copied().collect();
+            for ino in staged {
+                let Some(inode) = tree.inodes.get_mut(&ino) else {
+                    continue;
+                };
                 if inode.token != Some(token) {
                     continue;
                 }
-                match &mut inode.body {
-                    Body::File(f) => {
-                        // An upload in flight still reads it.
-                        if f.upload_pending
-                            && let Some(s) = &f.staged
-                        {
-                            delete.remove(s.path());
-                        }
-                        // The committed version is on the node: read it from there.
-                        if !f.upload_pending
-                            && let Some(s) = f.staged.as_ref().filter(|s| delete.contains(s.path()))
-                        {
-                            if inode.links.is_empty() {
-                                // Unlinked under an open handle: it keeps reading this.
-                                s.hold();
-                            } else {
-                                f.staged = None;
-                            }
-                        }
-                        if let Some(b) = &f.blob {
-                            live.insert(b.cid.clone());
-                        }
+                let Body::File(f) = &mut inode.body else {
+                    continue;
+                };
+                // An upload in flight still reads it.
+                if f.upload_pending
+                    && let Some(s) = &f.staged
+                {
+                    delete.remove(s.path());
+                }
+                // The committed version is on the node: read it from there.
+                if !f.upload_pending
+                    && let Some(s) = f.staged.as_ref().filter(|s| delete.contains(s.path()))
+                {
+                    if inode.links.is_empty() {
+                        // Unlinked under an open handle: it keeps reading this.
+                        s.hold();
+                    } else {
+                        f.staged = None;
+                        tree.tracked.staged.remove(&ino);
                     }
-                    Body::Dir(d) => match (&d.objects, &d.top) {
-                        (Some(objects), _) => live.extend(objects.iter().map(|(c, _)| c.clone())),
-                        (None, Some(c)) => {
-                            live.insert(c.clone());
-                        }
-                        (None, None) => {}
-                    },
-                    Body::Symlink(_) | Body::Special(_) => {}
                 }
             }
+            // What loaded inodes still use: the objects their charges hold (checked per
+            // candidate below), and the uploaded versions of files whose charge does not.
+            let live: HashSet<String> = tree
+                .tracked
+                .unsettled
+                .iter()
+                .filter_map(|i| tree.inodes.get(i))
+                .filter(|i| i.token == Some(token))
+                .filter_map(|i| {
+                    i.file()
+                        .and_then(|f| f.blob.as_ref())
+                        .map(|b| b.cid.clone())
+                })
+                .collect();
             // Content may be shared (equal files have equal CIDs); only a fully loaded tree
             // proves a CID unused.
             if !fully_loaded {
@@ -537,7 +597,14 @@ impl Fs {
             (delete, live)
         };
         remove_staged(delete);
-        let unpin: HashSet<String> = unpin.into_iter().filter(|c| !live.contains(c)).collect();
+        let unpin: HashSet<String> = {
+            let tree = self.tree();
+            let held = |c: &str| tree.token(token).map(|t| t.ledger.holds(c)).unwrap_or(true);
+            unpin
+                .into_iter()
+                .filter(|c| !live.contains(c) && !held(c))
+                .collect()
+        };
         let store = self.store_of(Some(token));
         for cid in unpin {
             if let Err(e) = store.unpin(&cid).await {
@@ -625,14 +692,24 @@ fn link_groups(
     token: TokenId,
 ) -> FsResult<(Vec<format::InodeRecord>, HashMap<u64, GroupSlot>)> {
     let mut slots: HashMap<u64, GroupSlot> = HashMap::new();
-    for (ino, inode) in tree.inodes.iter_mut() {
+    // Only inodes with two or more names or a group (swept): O(those), not O(inodes).
+    let candidates: Vec<Ino> = tree.tracked.linked.iter().copied().collect();
+    let mut regrouped = Vec::new();
+    for ino in &candidates {
+        let Some(inode) = tree.inodes.get_mut(ino) else {
+            continue;
+        };
         if inode.token != Some(token) || inode.dir().is_some() {
             continue;
         }
+        let before = inode.group;
         match (inode.links.len() >= 2, inode.group) {
             (true, None) => inode.group = Some(rand::random::<u64>()),
             (false, Some(_)) => inode.group = None,
             _ => {}
+        }
+        if inode.group != before {
+            regrouped.extend(inode.links.iter().cloned());
         }
         let Some(id) = inode.group else { continue };
         if let Some(stored) = stored::inode_of(inode, None) {
@@ -644,6 +721,19 @@ fn link_groups(
                     ino: Some(*ino),
                 },
             );
+        }
+    }
+    // Their entries change kind (`link` or not): the directories holding them look again.
+    for (p, n) in regrouped {
+        tree.note_changed(p, &n);
+    }
+    for ino in candidates {
+        if tree
+            .inodes
+            .get(&ino)
+            .is_none_or(|i| i.links.len() < 2 && i.group.is_none())
+        {
+            tree.tracked.linked.remove(&ino);
         }
     }
     for (id, slot) in &tree.token(token)?.groups {
@@ -663,34 +753,44 @@ fn link_groups(
     Ok((records, slots))
 }
 
+/// Directories up to this many entries are also built whole in debug builds, to check
+/// that their update in place gives the same pages.
+const CHECKED_ENTRIES: usize = 5_000;
+
 fn snapshot_dir(
     tree: &Tree,
     ino: Ino,
     dirty: &HashSet<Ino>,
     groups: Option<Vec<format::InodeRecord>>,
 ) -> FsResult<DirSnapshot> {
-    let mut entries = Vec::new();
-    let mut pending_children = Vec::new();
-    for (name, child) in tree.entries(ino)?.iter() {
-        let inode = tree.get(child)?;
-        if inode.token.is_none() {
-            continue; // `px-dapp/`: shown, never committed (fs::dapp)
-        }
-        let top = match &inode.body {
-            // Known once written: a placeholder until then.
-            Body::Dir(_) if dirty.contains(&child) => {
-                pending_children.push((entries.len(), child));
-                Some("")
-            }
-            Body::Dir(d) => d.top.as_deref(),
-            _ => None,
-        };
-        // Never closed, or never committed: not part of any commit yet.
-        if let Some(e) = stored::entry_of(name, inode, top) {
-            entries.push(e);
-        }
-    }
     let dir = tree.get(ino)?;
+    let d = dir.dir().ok_or(FsError::NotDir)?;
+    let entries = tree.entries(ino)?;
+    let mut pending_children = Vec::new();
+    let (contents, check) = match (&d.table, d.changes.all) {
+        (Some(table), false) => {
+            let mut edits = std::collections::BTreeMap::new();
+            for name in &d.changes.names {
+                let e = match entries.get(name.as_bytes()) {
+                    Some(child) => entry_at(tree, name, child, dirty, &mut pending_children)?,
+                    None => None,
+                };
+                edits.insert(name.as_bytes().to_vec(), e);
+            }
+            let check = (cfg!(debug_assertions) && entries.len() <= CHECKED_ENTRIES)
+                .then(|| all_entries(tree, ino, dirty, &mut Vec::new()))
+                .transpose()?;
+            let contents = DirContents::Edits {
+                table: table.clone(),
+                edits,
+            };
+            (contents, check)
+        }
+        _ => (
+            DirContents::All(all_entries(tree, ino, dirty, &mut pending_children)?),
+            None,
+        ),
+    };
     let root = tree.is_token_root(ino).then(|| RootParts {
         attrs: stored::attrs_of(&dir.meta),
         xattrs: stored::xattrs_of(&dir.xattrs),
@@ -699,8 +799,48 @@ fn snapshot_dir(
     Ok(DirSnapshot {
         ino,
         root,
-        entries,
+        contents,
         pending_children,
-        old: dir.dir().and_then(|d| d.objects.clone()),
+        check,
+        old: d.objects.clone(),
     })
+}
+
+/// Every committable entry of `dir`, in name order.
+fn all_entries(
+    tree: &Tree,
+    dir: Ino,
+    dirty: &HashSet<Ino>,
+    pending: &mut Vec<(Vec<u8>, Ino)>,
+) -> FsResult<Vec<format::Entry>> {
+    let mut out = Vec::new();
+    for (name, child) in tree.entries(dir)?.iter() {
+        out.extend(entry_at(tree, name, child, dirty, pending)?);
+    }
+    Ok(out)
+}
+
+/// The entry `name` → `child` as the commit stores it, if it stores one.
+fn entry_at(
+    tree: &Tree,
+    name: &format::Name,
+    child: Ino,
+    dirty: &HashSet<Ino>,
+    pending: &mut Vec<(Vec<u8>, Ino)>,
+) -> FsResult<Option<format::Entry>> {
+    let inode = tree.get(child)?;
+    if inode.token.is_none() {
+        return Ok(None); // `px-dapp/`: shown, never committed (fs::dapp)
+    }
+    let top = match &inode.body {
+        // Known once written: a placeholder until then.
+        Body::Dir(_) if dirty.contains(&child) => {
+            pending.push((name.as_bytes().to_vec(), child));
+            Some("")
+        }
+        Body::Dir(d) => d.top.as_deref(),
+        _ => None,
+    };
+    // Never closed, or never committed: not part of any commit yet.
+    Ok(stored::entry_of(name, inode, top))
 }

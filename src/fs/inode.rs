@@ -155,8 +155,23 @@ pub struct DirBody {
     /// Every object the committed directory is stored as, with its size (known once the
     /// directory is loaded or committed): what it adds to usage.
     pub objects: Option<Arc<[(String, u64)]>>,
+    /// The directory's own page table as last committed (for the sNFT root, the table
+    /// below its root node): what the next commit updates in place. `None` until committed
+    /// or loaded as format v2.
+    pub table: Option<super::pages::Table>,
     /// Changed since the last commit (its manifest must be rewritten).
     pub dirty: bool,
+    /// What changed since the last commit, while `dirty`.
+    pub changes: DirChanges,
+}
+
+/// What changed in a dirty directory since its last commit: the names whose entries may
+/// differ, or `all` when that is not known (the commit then builds its pages whole). The
+/// sNFT root's own attributes are in its root node, rewritten on every commit of it.
+#[derive(Debug, Default, Clone)]
+pub struct DirChanges {
+    pub all: bool,
+    pub names: std::collections::BTreeSet<Name>,
 }
 
 /// A directory's entries, by name (sorted bytewise, the order of manifests and v2 pages)

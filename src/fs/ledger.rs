@@ -107,6 +107,11 @@ impl Ledger {
         }
     }
 
+    /// Whether a loaded inode's charge holds the object `cid`.
+    pub fn holds(&self, cid: &str) -> bool {
+        self.objects.get(cid).is_some_and(|o| o.refs > 0)
+    }
+
     pub fn usage(&self) -> u64 {
         self.parts().total()
     }

@@ -141,8 +141,7 @@ impl Fs {
                     Some(Entries::default())
                 },
                 top: committed.root.clone(),
-                objects: None,
-                dirty: false,
+                ..Default::default()
             };
             let root_inode = Inode {
                 token: Some(id),
@@ -155,6 +154,7 @@ impl Fs {
             };
             let root = if self.config().single_token {
                 tree.inodes.insert(ROOT_INO, root_inode);
+                tree.touch(ROOT_INO);
                 ROOT_INO
             } else {
                 tree.alloc(root_inode)
@@ -302,7 +302,8 @@ impl Fs {
             None => Arc::new(crate::format::TreeCrypto::Plain),
         };
         let store = self.store_of(token);
-        let read = super::pages::read_dir(&*store, &sealing, &cid, is_root).await;
+        let read =
+            super::pages::read_dir(&*store, &sealing, &self.inner.pages, &cid, is_root).await;
         let mut tree = self.tree();
         let read = match read {
             Ok(r) => r,
@@ -319,6 +320,7 @@ impl Fs {
                     objects: super::pages::DirObjects {
                         top: cid.clone(),
                         objects: Vec::new().into(),
+                        table: None,
                     },
                     read_only: None,
                     v1: false,

@@ -212,7 +212,11 @@ impl Manifest {
                 groups: Vec::new(),
             }),
             entries,
-            objects: DirObjects { top, objects },
+            objects: DirObjects {
+                top,
+                objects,
+                table: None,
+            },
             read_only: (!unknown.is_empty())
                 .then(|| format!("entries of a kind this pxfs does not know: {unknown:?}")),
             v1: true,

@@ -197,6 +197,9 @@ pub(crate) struct Inner {
     pub staging: io::StagingGate,
     /// Signalled after every upload completion and every commit.
     pub progress: Notify,
+    /// Pages recently written or read (`pages`), for commits that update a large
+    /// directory in place.
+    pub pages: pages::PageCache,
     /// One commit at a time.
     pub commit_lock: tokio::sync::Mutex<()>,
     pub cancel: CancellationToken,
@@ -233,9 +236,7 @@ impl Fs {
                     links: Vec::new(),
                     body: Body::Dir(DirBody {
                         entries: Some(Entries::default()),
-                        top: None,
-                        objects: None,
-                        dirty: false,
+                        ..Default::default()
                     }),
                     open_handles: 0,
                     group: None,
@@ -262,6 +263,7 @@ impl Fs {
                 outage,
                 staging: Default::default(),
                 progress: Notify::new(),
+                pages: pages::PageCache::default(),
                 commit_lock: tokio::sync::Mutex::new(()),
                 cancel: CancellationToken::new(),
                 node_health,

@@ -196,9 +196,7 @@ impl Fs {
             parents
         };
         if (persistent || set.mtime.is_some()) && !holders.is_empty() {
-            for p in holders {
-                tree.mark_dirty(p);
-            }
+            tree.stored_inode_changed(ino);
             let path = tree.path_of(ino);
             self.journal(
                 tree,
@@ -240,9 +238,7 @@ impl Fs {
         let meta = Meta::new(mode, uid, gid);
         let body = Body::Dir(DirBody {
             entries: Some(Entries::default()),
-            top: None,
-            objects: None,
-            dirty: false,
+            ..Default::default()
         });
         let ino = tree.create(parent, &name, meta, body, Default::default())?;
         tree.mark_dirty(ino); // a new directory needs its own (empty) manifest

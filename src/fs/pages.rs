@@ -8,8 +8,8 @@
 //! pages the directory did not have before are added. A page too large to know its CID
 //! beforehand (an entry with large xattrs) is added first and the build is done again.
 
-use std::collections::{HashMap, HashSet};
-use std::sync::Arc;
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use sha2::{Digest, Sha256};
@@ -25,6 +25,69 @@ use crate::format::{self, Entry, PageStore, TreeCrypto, page::Page, root::Root};
 pub struct DirObjects {
     pub top: String,
     pub objects: Arc<[(String, u64)]>,
+    /// The directory's own page table (for the sNFT root, the one below its root node);
+    /// `None` for a v1 manifest.
+    pub table: Option<Table>,
+}
+
+/// A directory's page table: its top page and every page with its size.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Table {
+    pub top: String,
+    pub pages: Arc<[(String, u64)]>,
+}
+
+/// What a commit writes for one directory: all its entries, or the entries that changed
+/// since its table was written (`None`: the name is gone).
+#[derive(Debug, Clone)]
+pub enum DirContents {
+    All(Vec<Entry>),
+    Edits {
+        table: Table,
+        edits: BTreeMap<Vec<u8>, Option<Entry>>,
+    },
+}
+
+/// Pages recently written or read, by CID, so an update in place of a large directory
+/// finds the pages on its paths without asking the node. Bounded; the oldest go first.
+#[derive(Debug, Default)]
+pub struct PageCache {
+    inner: Mutex<CacheInner>,
+}
+
+#[derive(Debug, Default)]
+struct CacheInner {
+    pages: HashMap<String, Bytes>,
+    order: VecDeque<String>,
+    bytes: usize,
+}
+
+/// What the page cache holds at most.
+const PAGE_CACHE_BYTES: usize = 64 << 20;
+
+impl PageCache {
+    pub fn get(&self, cid: &str) -> Option<Bytes> {
+        let inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        inner.pages.get(cid).cloned()
+    }
+
+    pub fn insert(&self, cid: &str, bytes: &Bytes) {
+        let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        if inner.pages.contains_key(cid) {
+            return;
+        }
+        inner.bytes += bytes.len();
+        inner.pages.insert(cid.to_owned(), bytes.clone());
+        inner.order.push_back(cid.to_owned());
+        while inner.bytes > PAGE_CACHE_BYTES {
+            let Some(old) = inner.order.pop_front() else {
+                break;
+            };
+            if let Some(b) = inner.pages.remove(&old) {
+                inner.bytes -= b.len();
+            }
+        }
+    }
 }
 
 /// What a commit added to the node (its tree objects; not the usage document).
@@ -74,14 +137,42 @@ struct Builder<'a> {
     /// Index of `pages` by CID.
     index: HashMap<String, usize>,
     large: Option<Bytes>,
+    /// Pages of the directory's previous table, as far as recently seen.
+    cache: Option<&'a PageCache>,
+    /// A page the build needed that neither it nor the cache has (fetched, then retried).
+    missing: Mutex<Option<String>>,
+}
+
+impl<'a> Builder<'a> {
+    fn new(
+        store: &'a dyn ContentStore,
+        added_large: &'a HashMap<[u8; 32], String>,
+        cache: Option<&'a PageCache>,
+    ) -> Self {
+        Builder {
+            store,
+            added_large,
+            pages: Vec::new(),
+            index: HashMap::new(),
+            large: None,
+            cache,
+            missing: Mutex::new(None),
+        }
+    }
 }
 
 impl PageStore for Builder<'_> {
     fn get(&self, cid: &str) -> format::Result<Vec<u8>> {
-        self.index
-            .get(cid)
-            .map(|i| self.pages[*i].1.to_vec())
-            .ok_or_else(|| format::FormatError::Store(format!("{cid} is not a page of this build")))
+        if let Some(i) = self.index.get(cid) {
+            return Ok(self.pages[*i].1.to_vec());
+        }
+        if let Some(b) = self.cache.and_then(|c| c.get(cid)) {
+            return Ok(b.to_vec());
+        }
+        *self.missing.lock().unwrap_or_else(|e| e.into_inner()) = Some(cid.to_owned());
+        Err(format::FormatError::Store(format!(
+            "{cid} is not a page of this build"
+        )))
     }
 
     fn put(&mut self, bytes: Vec<u8>) -> format::Result<String> {
@@ -120,30 +211,39 @@ pub struct RootParts {
     pub groups: Vec<format::InodeRecord>,
 }
 
-/// Writes directory `entries` (sorted by name) as pages, and for the sNFT root (`root`)
-/// the link-group table and the root node over both. Adds to the node only the objects not
-/// in `have` (the directory's previous objects, and what this commit added already), and
-/// records what it added in `have` and `added`.
+/// Writes a directory as pages: all its entries, or the changed ones applied to its
+/// previous table (the pages on the changed paths come from `cache` or the node); for the
+/// sNFT root (`root`) also the link-group table and the root node over both. Adds to the
+/// node only the objects not in `have` (the directory's previous objects, and what this
+/// commit added already), and records what it added in `have` and `added`.
 pub async fn write_dir(
     store: &dyn ContentStore,
     crypto: &TreeCrypto,
-    entries: Vec<Entry>,
-    root: Option<RootParts>,
+    cache: &PageCache,
+    contents: &DirContents,
+    root: Option<&RootParts>,
     have: &mut HashSet<String>,
     added: &mut Added,
 ) -> FsResult<DirObjects> {
     let mut added_large: HashMap<[u8; 32], String> = HashMap::new();
     loop {
-        let mut b = Builder {
-            store,
-            added_large: &added_large,
-            pages: Vec::new(),
-            index: HashMap::new(),
-            large: None,
-        };
-        let built = format::prolly::build(&mut b, crypto, entries.clone()).and_then(|top| {
-            let Some(parts) = &root else {
-                return Ok(top);
+        let mut b = Builder::new(store, &added_large, Some(cache));
+        // The table's top, the pages that left it, and how many of `b.pages` are its own.
+        let built = (|| -> format::Result<(String, String, Option<Vec<String>>, usize)> {
+            let (top, removed) = match contents {
+                DirContents::All(entries) => (
+                    format::prolly::build(&mut b, crypto, entries.clone())?,
+                    None,
+                ),
+                DirContents::Edits { table, edits } => {
+                    let u =
+                        format::prolly::update_tracked(&mut b, crypto, &table.top, edits.clone())?;
+                    (u.top, Some(u.removed))
+                }
+            };
+            let own = b.pages.len();
+            let Some(parts) = root else {
+                return Ok((top.clone(), top, removed, own));
             };
             let inodes = match parts.groups.is_empty() {
                 true => None,
@@ -152,16 +252,16 @@ pub async fn write_dir(
             let node = Root {
                 attrs: parts.attrs,
                 xattrs: parts.xattrs.clone(),
-                dir: top,
+                dir: top.clone(),
                 inodes,
             }
             .encode(crypto);
-            b.put(node)
-        });
-        let top = match built {
-            Ok(top) => top,
-            Err(e) => match b.large.take() {
-                Some(bytes) => {
+            Ok((b.put(node)?, top, removed, own))
+        })();
+        let (top, table_top, removed, own) = match built {
+            Ok(t) => t,
+            Err(e) => {
+                if let Some(bytes) = b.large.take() {
                     let digest: [u8; 32] = Sha256::digest(&bytes).into();
                     added.one(bytes.len());
                     let cid = store.add_manifest(bytes).await?;
@@ -169,32 +269,99 @@ pub async fn write_dir(
                     added_large.insert(digest, cid);
                     continue;
                 }
-                None => return Err(format_error("cannot write a directory", e)),
-            },
+                let missing = b.missing.lock().unwrap_or_else(|e| e.into_inner()).take();
+                if let Some(cid) = missing {
+                    let bytes = store.fetch(&cid).await?;
+                    cache.insert(&cid, &bytes);
+                    continue;
+                }
+                return Err(format_error("cannot write a directory", e));
+            }
         };
-        let mut objects: Vec<(String, u64)> = Vec::with_capacity(b.pages.len());
+        // The table's pages: all this build made, or the old ones updated.
+        let table_pages: Vec<(String, u64)> = match (contents, &removed) {
+            (DirContents::Edits { table, .. }, Some(removed)) => {
+                let removed: HashSet<&str> = removed.iter().map(String::as_str).collect();
+                let mut seen: HashSet<&str> = HashSet::new();
+                let mut pages = Vec::with_capacity(table.pages.len() + own);
+                for (cid, size) in b.pages[..own]
+                    .iter()
+                    .map(|(c, bytes)| (c, bytes.len() as u64))
+                    .chain(table.pages.iter().map(|(c, s)| (c, *s)))
+                {
+                    if !removed.contains(cid.as_str()) && seen.insert(cid.as_str()) {
+                        pages.push((cid.clone(), size));
+                    }
+                }
+                pages
+            }
+            _ => b.pages[..own]
+                .iter()
+                .map(|(c, bytes)| (c.clone(), bytes.len() as u64))
+                .collect(),
+        };
+        let mut objects: Vec<(String, u64)> = Vec::with_capacity(b.pages.len() + 1);
+        let new: HashMap<&str, &Bytes> = b.pages.iter().map(|(c, b)| (c.as_str(), b)).collect();
         // The root node first (it is what the usage document names), then the pages.
-        b.pages.sort_by_key(|(c, _)| *c != top);
-        for (cid, bytes) in b.pages {
-            objects.push((cid.clone(), bytes.len() as u64));
-            if have.contains(&cid) {
+        if root.is_some() {
+            objects.push((
+                top.clone(),
+                new.get(top.as_str()).map_or(0, |b| b.len()) as u64,
+            ));
+            objects.extend(
+                b.pages[own..]
+                    .iter()
+                    .filter(|(c, _)| *c != top)
+                    .map(|(c, bytes)| (c.clone(), bytes.len() as u64)),
+            );
+        }
+        objects.extend(table_pages.iter().cloned());
+        if root.is_none() {
+            // The table's top first.
+            if let Some(i) = objects.iter().position(|(c, _)| *c == top) {
+                objects.swap(0, i);
+            }
+        }
+        for (cid, _) in &objects {
+            let Some(bytes) = new.get(cid.as_str()) else {
+                continue; // a page of the previous table
+            };
+            if have.contains(cid) {
                 continue;
             }
             added.one(bytes.len());
-            let got = store.add_manifest(bytes).await?;
-            if got != cid {
+            let got = store.add_manifest((*bytes).clone()).await?;
+            if got != *cid {
                 return Err(FsError::Journal(format!(
                     "the node stored a page as {got}, expected {cid}: it does not add objects \
                      as docs/FORMAT.md §1.1 says (cid-version=1, raw-leaves=true)"
                 )));
             }
-            have.insert(cid);
+            cache.insert(cid, bytes);
+            have.insert(cid.clone());
         }
         return Ok(DirObjects {
             top,
             objects: objects.into(),
+            table: Some(Table {
+                top: table_top,
+                pages: table_pages.into(),
+            }),
         });
     }
+}
+
+/// The top CID a full build of `entries` gives, and its pages' CIDs (nothing is added):
+/// what an update in place must equal (checked in debug builds).
+pub fn full_build(
+    store: &dyn ContentStore,
+    crypto: &TreeCrypto,
+    entries: Vec<Entry>,
+) -> Option<(String, Vec<String>)> {
+    let none = HashMap::new();
+    let mut b = Builder::new(store, &none, None);
+    let top = format::prolly::build(&mut b, crypto, entries).ok()?;
+    Some((top, b.pages.into_iter().map(|(c, _)| c).collect()))
 }
 
 /// Every record of the paged table whose top page is `level[0]` (already fetched as
@@ -202,6 +369,7 @@ pub async fn write_dir(
 async fn read_table<R: format::Record>(
     store: &dyn ContentStore,
     crypto: &TreeCrypto,
+    cache: &PageCache,
     mut level: Vec<String>,
     mut fetched: Vec<Bytes>,
     objects: &mut Vec<(String, u64)>,
@@ -223,6 +391,7 @@ async fn read_table<R: format::Record>(
         fetched = futures::future::try_join_all(next.iter().map(|c| store.fetch(c))).await?;
         for (cid, bytes) in next.iter().zip(&fetched) {
             objects.push((cid.clone(), bytes.len() as u64));
+            cache.insert(cid, bytes);
         }
         level = next;
     }
@@ -234,10 +403,12 @@ async fn read_table<R: format::Record>(
 pub async fn read_dir(
     store: &dyn ContentStore,
     crypto: &TreeCrypto,
+    cache: &PageCache,
     top: &str,
     is_root: bool,
 ) -> FsResult<ReadDir> {
     let first = store.fetch(top).await?;
+    cache.insert(top, &first);
     let mut objects = vec![(top.to_owned(), first.len() as u64)];
     let schema = format::schema_of(&first);
     if schema.as_deref() == Some(super::manifest::SCHEMA) && !crypto.is_sealed() {
@@ -248,6 +419,7 @@ pub async fn read_dir(
     }
     let mut read_only = None;
     let mut root = None;
+    let mut table_from = 0;
     let mut level = vec![top.to_owned()];
     let mut fetched = vec![first];
     if is_root {
@@ -263,6 +435,7 @@ pub async fn read_dir(
             groups = read_table::<format::InodeRecord>(
                 store,
                 crypto,
+                cache,
                 vec![table.clone()],
                 vec![bytes],
                 &mut objects,
@@ -274,11 +447,23 @@ pub async fn read_dir(
             xattrs: r.root.xattrs,
             groups,
         });
+        table_from = objects.len();
         level = vec![r.root.dir.clone()];
         fetched = vec![store.fetch(&r.root.dir).await?];
+        cache.insert(&r.root.dir, &fetched[0]);
         objects.push((r.root.dir, fetched[0].len() as u64));
     }
-    let entries: Vec<Entry> = read_table(store, crypto, level, fetched, &mut objects).await?;
+    let table_top = level[0].clone();
+    let entries: Vec<Entry> =
+        read_table(store, crypto, cache, level, fetched, &mut objects).await?;
+    // A table an earlier paging rule shaped reads as it is, but is not updated in place
+    // (docs/FORMAT.md §5): without a table, its next commit writes it whole.
+    let table = full_build(store, crypto, entries.clone())
+        .filter(|(t, _)| *t == table_top)
+        .map(|_| Table {
+            top: table_top,
+            pages: objects[table_from..].into(),
+        });
     if entries
         .iter()
         .any(|e| matches!(e.kind, format::EntryKind::Unknown(_)))
@@ -297,6 +482,7 @@ pub async fn read_dir(
         objects: DirObjects {
             top: top.to_owned(),
             objects: objects.into(),
+            table,
         },
         read_only,
         v1: false,

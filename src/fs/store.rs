@@ -149,6 +149,7 @@ pub struct MemoryStore {
     names: Mutex<HashMap<String, (String, UsageRecord)>>,
     offline: AtomicBool,
     manifest_adds: AtomicUsize,
+    manifest_bytes: AtomicU64,
     file_adds: AtomicUsize,
     streamed: AtomicU64,
     served: AtomicU64,
@@ -168,6 +169,10 @@ impl MemoryStore {
     /// How many manifests were added so far.
     pub fn manifest_adds(&self) -> usize {
         self.manifest_adds.load(Ordering::SeqCst)
+    }
+    /// Bytes of the manifests (tree nodes) added so far.
+    pub fn manifest_bytes(&self) -> u64 {
+        self.manifest_bytes.load(Ordering::SeqCst)
     }
     /// Bytes received so far by `add_stream` calls, finished or not.
     pub fn streamed_bytes(&self) -> u64 {
@@ -315,6 +320,8 @@ impl ContentStore for MemoryStore {
     async fn add_manifest(&self, json: Bytes) -> Result<String, StoreError> {
         self.check_online()?;
         self.manifest_adds.fetch_add(1, Ordering::SeqCst);
+        self.manifest_bytes
+            .fetch_add(json.len() as u64, Ordering::SeqCst);
         Ok(self.put(json))
     }
 

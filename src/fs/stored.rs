@@ -120,8 +120,7 @@ pub fn body_of(kind: InodeKind) -> (Kind, Body) {
             Body::Dir(DirBody {
                 entries: None,
                 top: Some(top),
-                objects: None,
-                dirty: false,
+                ..Default::default()
             }),
         ),
         InodeKind::Symlink(t) => (Kind::Symlink, Body::Symlink(t)),

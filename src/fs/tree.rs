@@ -2,7 +2,7 @@
 //! shared by live operations and journal replay. Everything here runs under the core's
 //! lock and never touches the network.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use super::error::{FsError, FsResult};
 use super::inode::{Body, DirBody, Entries, Ino, Inode, Kind, Meta, ROOT_INO, TokenId};
@@ -28,6 +28,23 @@ pub struct Tree {
     pub dapp_dirs: HashMap<TokenId, Ino>,
     /// Loaded directories by last use, for unloading (`fs::unload`).
     pub residency: super::unload::Residency,
+    /// Inodes a commit must look at, so that it need not visit every inode.
+    pub tracked: Tracked,
+}
+
+/// Which inodes may have changed since the last commit looked (`touched`: every inode
+/// made or borrowed mutably), and the few the commit's questions are about: files without
+/// an uploaded version, non-directories with two or more names or a link group, files
+/// with a staged copy. A commit sweeps `touched` into the others (`Tree::sweep`).
+#[derive(Debug, Default)]
+pub struct Tracked {
+    touched: HashSet<Ino>,
+    pub blobless: HashSet<Ino>,
+    pub linked: HashSet<Ino>,
+    pub staged: HashSet<Ino>,
+    /// Files with an uploaded version their charge does not hold (a newer version
+    /// pending, an open session, no name left): that version is still in use.
+    pub unsettled: HashSet<Ino>,
 }
 
 /// A name as the kernel passed it, checked against what Linux allows in a directory
@@ -62,6 +79,14 @@ pub fn join(dir: &[u8], name: &[u8]) -> Vec<u8> {
     out
 }
 
+/// What [`Tree::mark`] records in a directory.
+enum Mark {
+    All,
+    Name(Name),
+    /// Only the sNFT root's own attributes (in its root node).
+    Own,
+}
+
 impl Tree {
     pub fn new() -> Tree {
         Tree {
@@ -71,6 +96,7 @@ impl Tree {
             lookups: HashMap::new(),
             dapp_dirs: HashMap::new(),
             residency: Default::default(),
+            tracked: Tracked::default(),
         }
     }
 
@@ -78,6 +104,7 @@ impl Tree {
         let ino = self.next_ino;
         self.next_ino += 1;
         self.inodes.insert(ino, inode);
+        self.tracked.touched.insert(ino);
         ino
     }
 
@@ -86,7 +113,66 @@ impl Tree {
     }
 
     pub fn get_mut(&mut self, ino: Ino) -> FsResult<&mut Inode> {
+        self.tracked.touched.insert(ino);
         self.inodes.get_mut(&ino).ok_or(FsError::NotFound)
+    }
+
+    /// `ino` was changed other than through [`Tree::get_mut`].
+    pub fn touch(&mut self, ino: Ino) {
+        self.tracked.touched.insert(ino);
+    }
+
+    /// Brings the charges of the inodes touched since the last sweep up to date and sorts
+    /// them into the sets a commit asks about: O(inodes changed), not O(inodes).
+    pub fn sweep(&mut self) {
+        let touched = std::mem::take(&mut self.tracked.touched);
+        for ino in touched {
+            self.recharge(ino, false);
+            let charge = self.desired_charge(ino);
+            let tr = &mut self.tracked;
+            let Some(inode) = self.inodes.get(&ino) else {
+                tr.blobless.remove(&ino);
+                tr.linked.remove(&ino);
+                tr.staged.remove(&ino);
+                tr.unsettled.remove(&ino);
+                continue;
+            };
+            let file = inode.file();
+            let set = |s: &mut HashSet<Ino>, on: bool| {
+                if on {
+                    s.insert(ino);
+                } else {
+                    s.remove(&ino);
+                }
+            };
+            set(&mut tr.blobless, file.is_some_and(|f| f.blob.is_none()));
+            set(&mut tr.staged, file.is_some_and(|f| f.staged.is_some()));
+            set(
+                &mut tr.unsettled,
+                file.and_then(|f| f.blob.as_ref()).is_some_and(
+                    |b| !matches!(&charge, Some(Charge::Object { cid, .. }) if *cid == b.cid),
+                ),
+            );
+            set(
+                &mut tr.linked,
+                inode.dir().is_none() && (inode.links.len() >= 2 || inode.group.is_some()),
+            );
+            // Whatever changed in it (times a write bumped, say) shows in the entries
+            // naming it: their directories' next commits look at those names.
+            for (p, n) in inode.links.clone() {
+                self.note_changed(p, &n);
+            }
+        }
+    }
+
+    /// The entry `name` of `dir` may differ at its next commit, without making `dir` dirty
+    /// (a commit of it, for whatever reason, looks at the name).
+    pub fn note_changed(&mut self, dir: Ino, name: &Name) {
+        if let Some(d) = self.inodes.get_mut(&dir).and_then(|i| i.dir_mut())
+            && !d.changes.all
+        {
+            d.changes.names.insert(name.clone());
+        }
     }
 
     /// The token `ino` belongs to; the multi-token mount root belongs to none and is
@@ -182,21 +268,61 @@ impl Tree {
         }
     }
 
-    /// Mark `dir` and every directory above it as needing a new manifest.
+    /// Mark `dir` and every directory above it as needing new pages; `dir`'s are built
+    /// whole (what changed in it is not known).
     pub fn mark_dirty(&mut self, dir: Ino) {
+        self.mark(dir, Mark::All);
+    }
+
+    /// The entry `name` of `dir` changed (or appeared, or went): `dir` and every directory
+    /// above it need new pages; `dir`'s are its previous ones with that entry updated.
+    pub fn mark_changed(&mut self, dir: Ino, name: &Name) {
+        self.mark(dir, Mark::Name(name.clone()));
+    }
+
+    /// What is stored of `ino` itself (attributes, xattrs, content) changed: the entries
+    /// naming it, or for an sNFT root its root node.
+    pub fn stored_inode_changed(&mut self, ino: Ino) {
+        if self.is_token_root(ino) {
+            self.mark(ino, Mark::Own);
+            return;
+        }
+        let links = self
+            .inodes
+            .get(&ino)
+            .map(|i| i.links.clone())
+            .unwrap_or_default();
+        for (p, n) in links {
+            self.mark_changed(p, &n);
+        }
+    }
+
+    fn mark(&mut self, dir: Ino, mut what: Mark) {
         let mut cur = dir;
         loop {
             let Some(inode) = self.inodes.get_mut(&cur) else {
                 return;
             };
             let Some(token) = inode.token else { return };
-            let parent = inode.links.first().map(|(p, _)| *p);
-            if let Body::Dir(d) = &mut inode.body {
-                if d.dirty {
-                    return; // everything above is dirty already
+            let link = inode.links.first().cloned();
+            let Body::Dir(d) = &mut inode.body else {
+                return;
+            };
+            match what {
+                Mark::All => {
+                    d.changes.all = true;
+                    d.changes.names.clear();
                 }
-                d.dirty = true;
+                Mark::Name(n) if !d.changes.all => {
+                    d.changes.names.insert(n);
+                }
+                Mark::Name(_) | Mark::Own => {}
             }
+            if d.dirty {
+                // Everything above is dirty already, each with the name leading here.
+                return;
+            }
+            d.dirty = true;
             let Some(t) = self.tokens.get_mut(&token) else {
                 return;
             };
@@ -204,22 +330,25 @@ impl Tree {
             if t.root == cur {
                 return;
             }
-            match parent {
-                Some(p) => cur = p,
+            match link {
+                Some((p, n)) => {
+                    cur = p;
+                    what = Mark::Name(n);
+                }
                 None => return,
             }
         }
     }
 
     /// A directory entry changed: bump the directory's times and mark it for commit.
-    fn touch_dir(&mut self, dir: Ino) {
+    fn touch_dir(&mut self, dir: Ino, name: &Name) {
         self.residency.touch(dir);
         if let Ok(d) = self.get_mut(dir) {
             let now = super::inode::now_ns();
             d.meta.mtime_ns = now;
             d.meta.ctime_ns = now;
         }
-        self.mark_dirty(dir);
+        self.mark_changed(dir, name);
     }
 
     /// Put `ino` into `dir` under `name` (the name must be free).
@@ -240,7 +369,7 @@ impl Tree {
             t.files += 1;
         }
         self.recharge(ino, false);
-        self.touch_dir(dir);
+        self.touch_dir(dir, name);
         self.names_changed(ino);
         Ok(())
     }
@@ -249,12 +378,12 @@ impl Tree {
     /// entry of its own, or a name of a link group, docs/FORMAT.md §4.4), so every directory
     /// holding one is rewritten.
     fn names_changed(&mut self, ino: Ino) {
-        let parents: Vec<Ino> = match self.inodes.get(&ino) {
-            Some(i) if i.dir().is_none() => i.links.iter().map(|(p, _)| *p).collect(),
+        let links = match self.inodes.get(&ino) {
+            Some(i) if i.dir().is_none() => i.links.clone(),
             _ => return,
         };
-        for p in parents {
-            self.mark_dirty(p);
+        for (p, n) in links {
+            self.mark_changed(p, &n);
         }
     }
 
@@ -264,13 +393,14 @@ impl Tree {
         if let Some(ino) = self.child(dir, name)? {
             self.check_in_tree(ino)?;
         }
+        let name = Name::new(name).map_err(|_| FsError::NotFound)?;
         let entries = self.entries_mut(dir)?;
-        let ino = entries.remove(name).ok_or(FsError::NotFound)?;
+        let ino = entries.remove(name.as_bytes()).ok_or(FsError::NotFound)?;
         let inode = self.get_mut(ino)?;
         if let Some(pos) = inode
             .links
             .iter()
-            .position(|(p, n)| *p == dir && n.as_bytes() == name)
+            .position(|(p, n)| *p == dir && *n == name)
         {
             inode.links.remove(pos);
         }
@@ -287,7 +417,7 @@ impl Tree {
             t.files = t.files.saturating_sub(1);
         }
         self.recharge(ino, false);
-        self.touch_dir(dir);
+        self.touch_dir(dir, &name);
         self.names_changed(ino);
         if last {
             self.forget_if_unused(ino);
@@ -462,7 +592,13 @@ impl Tree {
     ) -> FsResult<(CommittedUsage, u64)> {
         let t = self.token(token)?;
         let mut files = t.files;
-        for inode in self.inodes.values() {
+        // Only files without an uploaded version count differently (swept first).
+        for inode in self
+            .tracked
+            .blobless
+            .iter()
+            .filter_map(|i| self.inodes.get(i))
+        {
             let Body::File(f) = &inode.body else {
                 continue;
             };
@@ -604,8 +740,8 @@ impl Tree {
             self.entries_mut(new_parent)?.subdirs += 1;
         }
         self.entries_mut(new_parent)?.insert(new_name, src);
-        self.touch_dir(parent);
-        self.touch_dir(new_parent);
+        self.touch_dir(parent, name);
+        self.touch_dir(new_parent, new_name);
         Ok(())
     }
 
@@ -635,8 +771,8 @@ impl Tree {
             }
             self.entries_mut(to_dir)?.subdirs += 1;
         }
-        self.touch_dir(from_dir);
-        self.touch_dir(to_dir);
+        self.touch_dir(from_dir, from_name);
+        self.touch_dir(to_dir, to_name);
         Ok(())
     }
 
@@ -654,6 +790,7 @@ impl Tree {
         }
         d.top = Some(read.objects.top.clone());
         d.objects = Some(read.objects.objects.clone());
+        d.table = read.objects.table.clone();
         if is_token_root && let Some(root) = read.root {
             inode.meta = stored::meta_of(&root.attrs);
             inode.xattrs = stored::tree_xattrs(root.xattrs);
@@ -781,6 +918,7 @@ impl Tree {
         if let Some(ino) = slot.ino
             && let Some(inode) = self.inodes.get_mut(&ino)
         {
+            self.tracked.touched.insert(ino);
             inode.links.push((dir, name.clone()));
             return Ok(Some(ino));
         }

@@ -343,13 +343,7 @@ fn finish(fs: &Fs, job: &Job, blob: Option<Blob>) {
                 }
             };
             if applied {
-                let parents: Vec<Ino> = tree
-                    .get(job.ino)
-                    .map(|i| i.links.iter().map(|(p, _)| *p).collect())
-                    .unwrap_or_default();
-                for p in parents {
-                    tree.mark_dirty(p);
-                }
+                tree.stored_inode_changed(job.ino);
                 tree.recharge(job.ino, false);
             }
             // The v1 usage document holds the path as a string: shown escaped.

@@ -111,9 +111,7 @@ impl Fs {
         if holders.is_empty() {
             return Ok(());
         }
-        for p in holders {
-            tree.mark_dirty(p);
-        }
+        tree.stored_inode_changed(ino);
         let path = tree.path_of(ino);
         let op = match op() {
             Op::SetXattr { name, value, .. } => Op::SetXattr { path, name, value },
