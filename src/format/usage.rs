@@ -22,7 +22,6 @@ pub enum Encryption {
 // The wraps compare by value (`Wrap`'s `PartialEq` is total).
 impl Eq for Encryption {}
 
-
 impl Encryption {
     pub fn is_none(&self) -> bool {
         matches!(self, Encryption::None)
