@@ -1783,3 +1783,33 @@ async fn one_entry_commit_cost_by_directory_size() {
         m.fs.abort();
     }
 }
+
+#[tokio::test]
+async fn empty_files_uploaded_together_in_an_encrypted_tree_commit_and_read_back() {
+    let m = try_mount(
+        Arc::new(MemoryStore::new()),
+        tempfile::tempdir().unwrap(),
+        u64::MAX,
+        sealed_keys(),
+    )
+    .await
+    .unwrap();
+    // Created and closed before any upload runs: they go up as one batch.
+    let mut handles = Vec::new();
+    for name in ["e1", "e2", "s"] {
+        let (_, fh) = m.fs.create(ROOT_INO, name, 0o644, RW, 0, 0).await.unwrap();
+        handles.push(fh);
+    }
+    m.fs.write(handles[2], 0, b"x").await.unwrap();
+    for fh in handles {
+        m.fs.release(fh).await.unwrap();
+    }
+    tokio::time::timeout(std::time::Duration::from_secs(30), m.fs.flush_all())
+        .await
+        .expect("the commit does not hang on empty files")
+        .unwrap();
+    let m = m.remount().await;
+    assert_eq!(m.read_file(ROOT_INO, "e1").await, b"");
+    assert_eq!(m.read_file(ROOT_INO, "e2").await, b"");
+    assert_eq!(m.read_file(ROOT_INO, "s").await, b"x");
+}

@@ -107,9 +107,12 @@ pub async fn add_files(
                 let plain = std::fs::read(p)
                     .map_err(|e| StoreError::permanent(format!("{}: {e}", p.display())))?;
                 let salt = ContentSalt::random();
-                let key = VersionKey::new(keys, &salt);
-                let bytes = seal::seal_content(&key, &plain)
-                    .map_err(|e| StoreError::permanent(e.to_string()))?;
+                // An empty file stores no content (docs/FORMAT.md §4.1): nothing to seal.
+                let bytes = match plain.is_empty() {
+                    true => Vec::new(),
+                    false => seal::seal_content(&VersionKey::new(keys, &salt), &plain)
+                        .map_err(|e| StoreError::permanent(e.to_string()))?,
+                };
                 Ok((Bytes::from(bytes), plain.len() as u64, salt))
             })
             .collect::<Result<Vec<_>, StoreError>>()
