@@ -1293,17 +1293,34 @@ fn sealed_keys() -> Arc<dyn KeyRing> {
     Arc::new(FixedKey(pxfs::format::DataKey::from_bytes([42; 32])))
 }
 
-#[tokio::test]
-async fn an_encrypted_tree_stores_no_name_content_or_attribute_in_clear() {
-    const MARK: &str = "zebra-marker-4711";
-    let m = try_mount(
+/// A new encrypted sNFT on an empty node.
+async fn mount_sealed() -> Mount {
+    try_mount(
         Arc::new(MemoryStore::new()),
         tempfile::tempdir().unwrap(),
         u64::MAX,
         sealed_keys(),
     )
     .await
-    .unwrap();
+    .unwrap()
+}
+
+/// The same encrypted sNFT from an empty cache, with the key.
+async fn another_machine(store: &Arc<MemoryStore>) -> Mount {
+    try_mount(
+        store.clone(),
+        tempfile::tempdir().unwrap(),
+        u64::MAX,
+        sealed_keys(),
+    )
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn an_encrypted_tree_stores_no_name_content_or_attribute_in_clear() {
+    const MARK: &str = "zebra-marker-4711";
+    let m = mount_sealed().await;
     let small = format!("{MARK} small content").into_bytes();
     // Larger than a batch file and than one sealed chunk: the streamed path, 3 chunks.
     let big: Vec<u8> = MARK.bytes().cycle().take(600_000).collect();
@@ -1346,14 +1363,7 @@ async fn an_encrypted_tree_stores_no_name_content_or_attribute_in_clear() {
     );
 
     // Another machine with the key: a fresh cache reads it all back.
-    let other = try_mount(
-        m.store.clone(),
-        tempfile::tempdir().unwrap(),
-        u64::MAX,
-        sealed_keys(),
-    )
-    .await
-    .unwrap();
+    let other = another_machine(&m.store).await;
     let dir = other
         .fs
         .lookup(ROOT_INO, &format!("{MARK}-dir"))
@@ -1385,14 +1395,7 @@ async fn an_encrypted_tree_stores_no_name_content_or_attribute_in_clear() {
 
 #[tokio::test]
 async fn a_changed_byte_in_stored_content_fails_that_range_with_eio_only() {
-    let m = try_mount(
-        Arc::new(MemoryStore::new()),
-        tempfile::tempdir().unwrap(),
-        u64::MAX,
-        sealed_keys(),
-    )
-    .await
-    .unwrap();
+    let m = mount_sealed().await;
     let data: Vec<u8> = (0..700_000u32).map(|i| (i % 251) as u8).collect();
     let ino = m.write_file(ROOT_INO, "f", &data).await;
     m.fs.flush_all().await.unwrap();
@@ -1400,14 +1403,7 @@ async fn a_changed_byte_in_stored_content_fails_that_range_with_eio_only() {
     let cid = String::from_utf8(cid).unwrap();
     // Byte 100 of the second sealed chunk.
     m.store.flip_byte(&cid, 262_144 + 100);
-    let fresh = try_mount(
-        m.store.clone(),
-        tempfile::tempdir().unwrap(),
-        u64::MAX,
-        sealed_keys(),
-    )
-    .await
-    .unwrap();
+    let fresh = another_machine(&m.store).await;
     let ino = fresh.fs.lookup(ROOT_INO, "f").await.unwrap().ino;
     let fh = fresh.fs.open(ino, libc::O_RDONLY).await.unwrap();
     let first = fresh.fs.read(fh, 0, 65_536).await.unwrap();
@@ -1420,14 +1416,7 @@ async fn a_changed_byte_in_stored_content_fails_that_range_with_eio_only() {
 
 #[tokio::test]
 async fn a_64_kib_read_in_the_middle_of_a_100_mib_encrypted_file_fetches_at_most_two_chunks() {
-    let m = try_mount(
-        Arc::new(MemoryStore::new()),
-        tempfile::tempdir().unwrap(),
-        u64::MAX,
-        sealed_keys(),
-    )
-    .await
-    .unwrap();
+    let m = mount_sealed().await;
     let size = 100usize << 20;
     let (_, fh) = m.fs.create(ROOT_INO, "big", 0o644, RW, 0, 0).await.unwrap();
     let block: Vec<u8> = (0..1u32 << 20).map(|i| (i % 249) as u8).collect();
@@ -1439,14 +1428,7 @@ async fn a_64_kib_read_in_the_middle_of_a_100_mib_encrypted_file_fetches_at_most
     m.fs.release(fh).await.unwrap();
     m.fs.flush_all().await.unwrap();
 
-    let fresh = try_mount(
-        m.store.clone(),
-        tempfile::tempdir().unwrap(),
-        u64::MAX,
-        sealed_keys(),
-    )
-    .await
-    .unwrap();
+    let fresh = another_machine(&m.store).await;
     let ino = fresh.fs.lookup(ROOT_INO, "big").await.unwrap().ino;
     let fh = fresh.fs.open(ino, libc::O_RDONLY).await.unwrap();
     let before = m.store.served_bytes();
@@ -1468,14 +1450,7 @@ async fn a_64_kib_read_in_the_middle_of_a_100_mib_encrypted_file_fetches_at_most
 
 #[tokio::test]
 async fn wraps_published_by_pxfs_key_while_unmounted_are_carried_forward_by_the_next_commit() {
-    let m = try_mount(
-        Arc::new(MemoryStore::new()),
-        tempfile::tempdir().unwrap(),
-        u64::MAX,
-        sealed_keys(),
-    )
-    .await
-    .unwrap();
+    let m = mount_sealed().await;
     m.write_file(ROOT_INO, "a", b"one").await;
     m.fs.flush_all().await.unwrap();
     m.fs.abort();
@@ -1786,14 +1761,7 @@ async fn one_entry_commit_cost_by_directory_size() {
 
 #[tokio::test]
 async fn empty_files_uploaded_together_in_an_encrypted_tree_commit_and_read_back() {
-    let m = try_mount(
-        Arc::new(MemoryStore::new()),
-        tempfile::tempdir().unwrap(),
-        u64::MAX,
-        sealed_keys(),
-    )
-    .await
-    .unwrap();
+    let m = mount_sealed().await;
     // Created and closed before any upload runs: they go up as one batch.
     let mut handles = Vec::new();
     for name in ["e1", "e2", "s"] {

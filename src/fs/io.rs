@@ -325,7 +325,7 @@ impl Fs {
     }
 
     async fn fetch_into(&self, token: TokenId, dst: &StagedFile, blob: &Blob) -> FsResult<()> {
-        let sealing = self.sealing(token);
+        let sealing = self.sealing(Some(token));
         let mut offset = 0;
         let size = blob.size;
         while offset < size {
@@ -398,10 +398,7 @@ impl Fs {
         let mut data = match source {
             Source::Local(s) => s.read_at(offset, len as usize)?,
             Source::Node(token, blob) => {
-                let sealing = match token {
-                    Some(t) => self.sealing(t),
-                    None => Arc::new(crate::format::TreeCrypto::Plain),
-                };
+                let sealing = self.sealing(token);
                 self.read_content(token, &sealing, &blob, offset, len)
                     .await?
                     .to_vec()

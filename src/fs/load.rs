@@ -297,10 +297,7 @@ impl Fs {
             }
         };
         let is_root = self.tree().is_token_root(dir);
-        let sealing = match token {
-            Some(t) => self.sealing(t),
-            None => Arc::new(crate::format::TreeCrypto::Plain),
-        };
+        let sealing = self.sealing(token);
         let store = self.store_of(token);
         let read =
             super::pages::read_dir(&*store, &sealing, &self.inner.pages, &cid, is_root).await;

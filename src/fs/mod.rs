@@ -310,13 +310,14 @@ impl Fs {
         store
     }
 
-    /// How token `token` stores its tree (plaintext for a token no longer mounted).
-    pub(crate) fn sealing(&self, token: inode::TokenId) -> content::Sealing {
-        self.tree()
-            .tokens
-            .get(&token)
-            .map(|t| t.sealing.clone())
-            .unwrap_or_else(|| Arc::new(crate::format::TreeCrypto::Plain))
+    /// How token `token` stores its tree (plaintext for a token no longer mounted, and
+    /// for what belongs to no token: the dApp's files).
+    pub(crate) fn sealing(&self, token: Option<inode::TokenId>) -> content::Sealing {
+        let tree = self.tree();
+        match token.and_then(|t| tree.tokens.get(&t)) {
+            Some(t) => t.sealing.clone(),
+            None => Arc::new(crate::format::TreeCrypto::Plain),
+        }
     }
 
     pub fn config(&self) -> &FsConfig {

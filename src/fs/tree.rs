@@ -538,13 +538,9 @@ impl Tree {
                 }
                 // Not on the node yet: what it will store once it is.
                 _ => (f.size > 0).then(|| {
-                    let sealed = inode
-                        .token
-                        .and_then(|t| self.tokens.get(&t))
-                        .is_some_and(|t| t.sealing.is_sealed());
-                    Charge::Own(match sealed {
-                        true => crate::format::seal::sealed_len(f.size),
-                        false => f.size,
+                    Charge::Own(match inode.token.and_then(|t| self.tokens.get(&t)) {
+                        Some(t) => super::content::stored_len(&t.sealing, f.size),
+                        None => f.size,
                     })
                 }),
             },

@@ -229,7 +229,7 @@ async fn upload_batch(fs: &Fs, batch: Vec<Job>) -> Vec<Job> {
         }
         let started = std::time::Instant::now();
         // A batch holds one token's jobs (see `spawn_workers`).
-        let sealing = fs.sealing(live[0].token);
+        let sealing = fs.sealing(Some(live[0].token));
         let result = if live.len() == 1 {
             content::add_file(
                 &*fs.store_of(Some(live[0].token)),
