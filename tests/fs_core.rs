@@ -1781,3 +1781,193 @@ async fn empty_files_uploaded_together_in_an_encrypted_tree_commit_and_read_back
     assert_eq!(m.read_file(ROOT_INO, "e2").await, b"");
     assert_eq!(m.read_file(ROOT_INO, "s").await, b"x");
 }
+
+/// Everything a user can see of the tree under `dir`, by path: kind, mode, owner, mtime,
+/// link count, content (or symlink target) and extended attributes.
+async fn visible_tree(fs: &Fs, dir: Ino, prefix: &str, out: &mut Vec<String>) {
+    let mut entries = fs.readdir(dir, 0).await.unwrap();
+    entries.sort_by(|a, b| a.name.cmp(&b.name));
+    for e in entries {
+        let name = String::from_utf8(e.name).unwrap();
+        if name == "." || name == ".." {
+            continue;
+        }
+        let a = fs.lookup(dir, &name).await.unwrap();
+        let path = format!("{prefix}/{name}");
+        let body = match a.kind {
+            Kind::File => {
+                let fh = fs.open(a.ino, libc::O_RDONLY).await.unwrap();
+                let data = fs.read(fh, 0, 1 << 24).await.unwrap();
+                fs.release(fh).await.unwrap();
+                format!(
+                    "{} bytes, sum {}",
+                    data.len(),
+                    data.iter().map(|b| *b as u64).sum::<u64>()
+                )
+            }
+            Kind::Symlink => String::from_utf8(fs.readlink(a.ino).await.unwrap()).unwrap(),
+            _ => String::new(),
+        };
+        let mut xattrs = Vec::new();
+        for x in fs.listxattr(a.ino).await.unwrap() {
+            if !x.starts_with(b"user.pxfs.") {
+                let v = fs.getxattr(a.ino, &x).await.unwrap();
+                xattrs.push(format!(
+                    "{}={}",
+                    String::from_utf8_lossy(&x),
+                    String::from_utf8_lossy(&v)
+                ));
+            }
+        }
+        let m = a.meta;
+        let mtime = m.mtime_ns;
+        out.push(format!(
+            "{path} {:?} {:o} {}:{} mtime {mtime} nlink {} rdev {} [{body}] {xattrs:?}",
+            a.kind, m.mode, m.uid, m.gid, a.nlink, a.rdev
+        ));
+        if a.kind == Kind::Dir {
+            Box::pin(visible_tree(fs, a.ino, &path, out)).await;
+        }
+    }
+}
+
+async fn listing(fs: &Fs) -> Vec<String> {
+    let mut out = Vec::new();
+    visible_tree(fs, ROOT_INO, "", &mut out).await;
+    out
+}
+
+/// `pxfs encrypt` / `pxfs decrypt` on the core: copy under the target keys, publish once.
+async fn reseal(
+    store: &Arc<MemoryStore>,
+    from_keys: Arc<dyn KeyRing>,
+    to_keys: Arc<dyn KeyRing>,
+) -> pxfs::fs::reseal::Converted {
+    use pxfs::fs::ContentStore;
+    let work = tempfile::tempdir().unwrap();
+    let published = store.resolve(BTNS).await.unwrap().expect("published");
+    let mut calls = 0u64;
+    let converted = pxfs::fs::reseal::convert(
+        pxfs::fs::reseal::Conversion {
+            store: store.clone(),
+            work_dir: work.path().join("convert"),
+            template: FsConfig::new(work.path().to_path_buf()),
+            info: info(u64::MAX),
+            published,
+            from_keys,
+            to_keys,
+        },
+        &mut |_| calls += 1,
+    )
+    .await
+    .unwrap();
+    assert!(calls > 0, "progress was reported");
+    assert!(
+        !work.path().join("convert").exists(),
+        "scratch caches removed"
+    );
+    converted
+}
+
+#[tokio::test]
+async fn a_plaintext_tree_converted_to_encrypted_and_back_keeps_every_name_byte_link_and_attribute()
+{
+    use pxfs::fs::ContentStore;
+    const MARK: &str = "okapi-marker-9131";
+    let m = mount(u64::MAX).await;
+    let dir =
+        m.fs.mkdir(ROOT_INO, &format!("{MARK}-dir"), 0o750, 0, 0)
+            .await
+            .unwrap()
+            .ino;
+    let small = m
+        .write_file(dir, &format!("{MARK}.txt"), MARK.as_bytes())
+        .await;
+    let big: Vec<u8> = MARK.bytes().cycle().take(700_000).collect();
+    m.write_file(ROOT_INO, "big", &big).await;
+    m.write_file(ROOT_INO, "empty", b"").await;
+    m.fs.link(small, ROOT_INO, "second-name").await.unwrap();
+    m.fs.symlink(dir, "link", MARK, 0, 0).await.unwrap();
+    m.fs.mknod(ROOT_INO, "fifo", Kind::Fifo, 0o600, 0, 0, 0)
+        .await
+        .unwrap();
+    m.fs.setxattr(small, "user.note", MARK.as_bytes(), 0)
+        .await
+        .unwrap();
+    let set = SetAttr {
+        mode: Some(0o4711),
+        uid: Some(1000),
+        gid: Some(100),
+        mtime: Some(pxfs::fs::TimeSet::At(1_234_567_890_123_456_789)),
+        ..SetAttr::default()
+    };
+    m.fs.setattr(small, set).await.unwrap();
+    m.fs.flush_all().await.unwrap();
+    let before = listing(&m.fs).await;
+    let old = m.store.published(BTNS).unwrap();
+    let old_doc = m.store.resolve(BTNS).await.unwrap().unwrap().doc_cid;
+    let old_objects = pxfs::fs::reseal::tree_objects(&*m.store, &old.root)
+        .await
+        .unwrap();
+    assert!(
+        old_objects.iter().any(|c| m
+            .store
+            .get(c)
+            .is_some_and(|b| b.windows(MARK.len()).any(|w| w == MARK.as_bytes()))),
+        "the plaintext tree shows the marker"
+    );
+    m.fs.abort();
+    let store = m.store.clone();
+
+    let sealed = reseal(&store, Arc::new(PlainOnly), sealed_keys()).await;
+    assert!(!sealed.encryption.is_none(), "now encrypted");
+    assert_eq!(sealed.copied.files, 3);
+    assert_eq!(sealed.copied.links, 1);
+    assert_eq!(sealed.copied.others, 2);
+    assert_eq!(sealed.copied.bytes, (MARK.len() + big.len()) as u64);
+    let now = store.published(BTNS).unwrap();
+    assert_eq!(
+        now.seq,
+        old.seq + 1,
+        "published once, on top of the old document"
+    );
+    assert_eq!(now.prev.as_deref(), Some(old_doc.as_str()));
+    assert_eq!(now.root, sealed.root);
+    let new_objects = pxfs::fs::reseal::tree_objects(&*store, &now.root)
+        .await
+        .unwrap();
+    for c in &new_objects {
+        let bytes = store.get(c).unwrap();
+        assert!(
+            !bytes.windows(MARK.len()).any(|w| w == MARK.as_bytes()),
+            "object {c} of the converted tree shows the marker"
+        );
+        assert!(store.is_pinned(c));
+    }
+    assert_eq!(sealed.unpinned as usize, old_objects.len());
+    for c in &old_objects {
+        assert!(!store.is_pinned(c), "old object {c} still pinned");
+    }
+    let other = another_machine(&store).await;
+    assert_eq!(
+        listing(&other.fs).await,
+        before,
+        "the same tree, read with the new key"
+    );
+    assert_eq!(other.usage().await, sealed.usage);
+    let (content, manifests) = other.measured();
+    assert_eq!(
+        content + manifests,
+        sealed.usage,
+        "usage is what the oracle measures"
+    );
+    other.fs.abort();
+
+    let plain = reseal(&store, sealed_keys(), Arc::new(PlainOnly)).await;
+    assert!(plain.encryption.is_none(), "plaintext again");
+    let third = mount_with(store.clone(), tempfile::tempdir().unwrap(), u64::MAX).await;
+    assert_eq!(listing(&third.fs).await, before);
+    for c in &new_objects {
+        assert!(!store.is_pinned(c), "sealed object {c} still pinned");
+    }
+}

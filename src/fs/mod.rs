@@ -23,6 +23,7 @@ mod ops;
 mod outage;
 pub mod pages;
 pub mod quota;
+pub mod reseal;
 pub mod staged;
 pub mod status;
 pub mod store;

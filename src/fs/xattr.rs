@@ -12,7 +12,7 @@ use super::tree::Tree;
 /// Linux's limit for one attribute value.
 const VALUE_MAX: usize = 64 * 1024;
 const NAME_MAX: usize = 255;
-const PXFS_PREFIX: &[u8] = b"user.pxfs.";
+pub(crate) const PXFS_PREFIX: &[u8] = b"user.pxfs.";
 const TOKEN_ATTRS: [&str; 9] = [
     "quota",
     "usage",
