@@ -1870,6 +1870,24 @@ async fn reseal(
 }
 
 #[tokio::test]
+async fn a_cache_with_nothing_unpublished_starts_from_what_another_machine_published_since() {
+    let a = mount(u64::MAX).await;
+    a.write_file(ROOT_INO, "from-a", b"a").await;
+    a.fs.flush_all().await.unwrap();
+    a.fs.abort();
+    let b = mount_with(a.store.clone(), tempfile::tempdir().unwrap(), u64::MAX).await;
+    b.write_file(ROOT_INO, "from-b", b"b").await;
+    b.fs.flush_all().await.unwrap();
+    b.fs.abort();
+    let again = mount_with(a.store.clone(), a.cache, u64::MAX).await;
+    assert_eq!(again.names(ROOT_INO).await, ["from-a", "from-b"]);
+    again.write_file(ROOT_INO, "again", b"c").await;
+    again.fs.flush_all().await.unwrap();
+    let fresh = mount_with(a.store.clone(), tempfile::tempdir().unwrap(), u64::MAX).await;
+    assert_eq!(fresh.names(ROOT_INO).await, ["again", "from-a", "from-b"]);
+}
+
+#[tokio::test]
 async fn a_plaintext_tree_converted_to_encrypted_and_back_keeps_every_name_byte_link_and_attribute()
 {
     use pxfs::fs::ContentStore;
@@ -1917,7 +1935,7 @@ async fn a_plaintext_tree_converted_to_encrypted_and_back_keeps_every_name_byte_
         "the plaintext tree shows the marker"
     );
     m.fs.abort();
-    let store = m.store.clone();
+    let (store, old_cache) = (m.store.clone(), m.cache);
 
     let sealed = reseal(&store, Arc::new(PlainOnly), sealed_keys()).await;
     assert!(!sealed.encryption.is_none(), "now encrypted");
@@ -1962,6 +1980,23 @@ async fn a_plaintext_tree_converted_to_encrypted_and_back_keeps_every_name_byte_
         "usage is what the oracle measures"
     );
     other.fs.abort();
+    // The cache that remembers the plaintext tree (nothing unpublished in it) starts from
+    // the converted one, as an empty cache would.
+    let back = try_mount(store.clone(), old_cache, u64::MAX, sealed_keys())
+        .await
+        .unwrap();
+    let mode = back
+        .fs
+        .getxattr(ROOT_INO, "user.pxfs.encryption")
+        .await
+        .unwrap();
+    assert!(
+        mode.starts_with(b"pxfs-aes256gcm"),
+        "{}",
+        String::from_utf8_lossy(&mode)
+    );
+    assert_eq!(listing(&back.fs).await, before);
+    back.fs.abort();
 
     let plain = reseal(&store, sealed_keys(), Arc::new(PlainOnly)).await;
     assert!(plain.encryption.is_none(), "plaintext again");

@@ -483,6 +483,118 @@ fn files_containing(dir: &Path, needle: &[u8]) -> Vec<String> {
     found
 }
 
+/// Walks everything reachable from the sNFT's BTNS record through the node (the usage
+/// document and every object of the public graph): (objects walked, those holding `needle`).
+fn published_objects_holding(devnet: &TestDevnet, needle: &[u8]) -> (usize, Vec<String>) {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let client = pxfs::storage::NodeClient::from_url(&devnet.node_url(), "/api/v0");
+    let btns = devnet.info["btns_names"][0].as_str().unwrap().to_string();
+    let doc_cid = rt.block_on(client.name_resolve(&btns)).unwrap();
+    let doc_bytes = rt.block_on(client.cat(&doc_cid, 0, None)).unwrap();
+    let doc = pxfs::format::usage::parse_any(&doc_bytes).unwrap();
+    let holds = |b: &[u8]| b.windows(needle.len()).any(|w| w == needle);
+    let mut holding = Vec::new();
+    if holds(&doc_bytes) {
+        holding.push(doc_cid.clone());
+    }
+    let mut pending = vec![doc.root().to_string()];
+    let mut seen = std::collections::HashSet::new();
+    while let Some(cid) = pending.pop() {
+        if !seen.insert(cid.clone()) {
+            continue;
+        }
+        let bytes = rt.block_on(client.cat(&cid, 0, None)).unwrap();
+        if holds(&bytes) {
+            holding.push(cid.clone());
+        }
+        if let Ok((_, lists)) = pxfs::format::envelope::public(&bytes) {
+            pending.extend(lists.nodes);
+            pending.extend(lists.data);
+        }
+    }
+    (seen.len() + 1, holding)
+}
+
+/// `pxfs ARGS --config CONFIG` with the dev wallet's key: (success, stdout + stderr).
+fn pxfs_with(config: &Path, args: &[&str]) -> (bool, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_pxfs"))
+        .args(args)
+        .arg("--config")
+        .arg(config)
+        .env("PXFS_PRIVATE_KEY", support::DEV_WALLET_KEY)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+#[test]
+fn pxfs_encrypt_converts_a_plaintext_drive_in_place_and_decrypt_turns_it_back() {
+    const MARK: &str = "tapir-marker-5573";
+    let devnet = TestDevnet::start(&["--plaintext"]);
+    let token = devnet.token().to_string();
+    let cache = tempfile::tempdir().unwrap();
+    let config = devnet.config_with_cache(cache.path());
+    let mount = TestMount::mount(&config, &[]);
+    let root = mount.token(devnet.token());
+    assert_eq!(support::xattr(&root, "user.pxfs.encryption"), "none");
+    let local = tempfile::tempdir().unwrap();
+    let dir = local.path().join(format!("{MARK}-dir"));
+    std::fs::create_dir(&dir).unwrap();
+    std::fs::write(dir.join(format!("{MARK}.txt")), MARK).unwrap();
+    let big: Vec<u8> = MARK.bytes().cycle().take(700_000).collect();
+    std::fs::write(local.path().join("big"), &big).unwrap();
+    std::os::unix::fs::symlink(format!("/{MARK}"), dir.join("link")).unwrap();
+    std::fs::hard_link(dir.join(format!("{MARK}.txt")), local.path().join("second")).unwrap();
+    sh(&format!(
+        "chmod 0640 '{d}/big' && touch -d '2001-02-03 04:05:06' '{d}/second' && cp -a '{d}/.' '{r}/'",
+        d = local.path().display(),
+        r = root.display()
+    ));
+    assert_same_tree(local.path(), &root);
+
+    // Refused while this cache's mount runs.
+    let (ok, out) = pxfs_with(&config, &["encrypt", &token]);
+    assert!(!ok && out.contains("unmount"), "{out}");
+    drop(mount); // drains and commits
+    let (_, holding) = published_objects_holding(&devnet, MARK.as_bytes());
+    assert!(!holding.is_empty(), "the plaintext tree shows the marker");
+
+    let (ok, out) = pxfs_with(&config, &["encrypt", &token]);
+    assert!(ok, "{out}");
+    assert!(out.contains("is now encrypted"), "{out}");
+    let (objects, holding) = published_objects_holding(&devnet, MARK.as_bytes());
+    assert!(holding.is_empty(), "objects hold the marker: {holding:?}");
+    assert!(objects >= 5, "walked {objects} objects");
+    let (ok, out) = pxfs_with(&config, &["encrypt", &token]);
+    assert!(!ok && out.contains("already encrypted"), "{out}");
+
+    // The cache that mounted the plaintext tree opens the encrypted one.
+    let mount = TestMount::mount(&config, &[]);
+    let root = mount.token(devnet.token());
+    assert!(
+        support::xattr(&root, "user.pxfs.encryption").starts_with("pxfs-aes256gcm/2 key "),
+        "encrypted after pxfs encrypt"
+    );
+    assert_same_tree(local.path(), &root);
+    drop(mount);
+
+    let (ok, out) = pxfs_with(&config, &["decrypt", &token]);
+    assert!(!ok && out.contains("--yes"), "{out}");
+    let (ok, out) = pxfs_with(&config, &["decrypt", "--yes", &token]);
+    assert!(ok && out.contains("is now plaintext"), "{out}");
+    let fresh = tempfile::tempdir().unwrap();
+    let mount = TestMount::mount(&devnet.config_with_cache(fresh.path()), &[]);
+    let root = mount.token(devnet.token());
+    assert_eq!(support::xattr(&root, "user.pxfs.encryption"), "none");
+    assert_same_tree(local.path(), &root);
+}
+
 #[test]
 fn an_encrypted_drive_shows_the_node_no_name_or_byte_and_opens_with_a_passphrase_alone() {
     const MARK: &str = "okapi-marker-2718";
@@ -531,31 +643,8 @@ fn an_encrypted_drive_shows_the_node_no_name_or_byte_and_opens_with_a_passphrase
 
     // Everything reachable from the BTNS record through the node: the usage document and
     // every object of the public graph.
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let client = pxfs::storage::NodeClient::from_url(&devnet.node_url(), "/api/v0");
-    let btns = devnet.info["btns_names"][0].as_str().unwrap().to_string();
-    let doc_cid = rt.block_on(client.name_resolve(&btns)).unwrap();
-    let doc_bytes = rt.block_on(client.cat(&doc_cid, 0, None)).unwrap();
-    assert!(!doc_bytes.windows(MARK.len()).any(|w| w == MARK.as_bytes()));
-    let doc = pxfs::format::usage::parse_any(&doc_bytes).unwrap();
-    let mut pending = vec![doc.root().to_string()];
-    let mut seen = std::collections::HashSet::new();
-    let mut objects = 0;
-    while let Some(cid) = pending.pop() {
-        if !seen.insert(cid.clone()) {
-            continue;
-        }
-        let bytes = rt.block_on(client.cat(&cid, 0, None)).unwrap();
-        objects += 1;
-        assert!(
-            !bytes.windows(MARK.len()).any(|w| w == MARK.as_bytes()),
-            "object {cid} holds the marker"
-        );
-        if let Ok((_, lists)) = pxfs::format::envelope::public(&bytes) {
-            pending.extend(lists.nodes);
-            pending.extend(lists.data);
-        }
-    }
+    let (objects, holding) = published_objects_holding(&devnet, MARK.as_bytes());
+    assert!(holding.is_empty(), "objects hold the marker: {holding:?}");
     assert!(objects >= 5, "walked {objects} objects");
 
     // Another machine without the wallet key: the devnet's passphrase file opens it.

@@ -7,6 +7,7 @@ use clap::{Args, Parser, Subcommand};
 
 pub mod dapp;
 pub mod devnet;
+pub mod encrypt;
 pub mod fstab;
 pub mod key;
 pub mod mint;
@@ -62,6 +63,10 @@ pub enum Command {
     Devnet(devnet::DevnetArgs),
     /// An sNFT's keys: its data key (status, passphrases, paper backup) and the PX dApp's secret
     Key(KeyArgs),
+    /// Encrypt an sNFT's plaintext tree, or re-encrypt it under a new data key (--new-key)
+    Encrypt(encrypt::EncryptArgs),
+    /// Make an sNFT's encrypted tree plaintext (public)
+    Decrypt(encrypt::DecryptArgs),
 }
 
 #[derive(Debug, Args)]
@@ -101,5 +106,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             KeyCommand::Data(c) => runtime()?.block_on(key::run(c)),
             KeyCommand::Dapp(c) => runtime()?.block_on(dapp::run(c)),
         },
+        Command::Encrypt(a) => runtime()?.block_on(encrypt::encrypt(a)),
+        Command::Decrypt(a) => runtime()?.block_on(encrypt::decrypt(a)),
     }
 }

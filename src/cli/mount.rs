@@ -513,17 +513,7 @@ async fn prepare(
         cfg.chain.chain_id,
         cfg.chain.contract.clone(),
     );
-    let mut fs_cfg = FsConfig::new(cfg.cache.dir.clone());
-    fs_cfg.upload_parallelism = cfg.upload.parallelism.max(1);
-    fs_cfg.staging_limit = cfg.cache.staging_limit_bytes;
-    fs_cfg.staging_limit_files = cfg.cache.staging_limit_files.max(1);
-    fs_cfg.max_loaded_inodes =
-        usize::try_from(cfg.cache.max_loaded_inodes.max(1000)).unwrap_or(usize::MAX);
-    fs_cfg.commit_max_delay = Duration::from_secs(cfg.upload.commit_every_secs.max(1));
-    // The node's timeout once per configured try: an outage shorter than that never fails
-    // an fsync, an unmount's drain or a writer held back by the staging limit.
-    fs_cfg.outage_grace =
-        Duration::from_secs(cfg.node.timeout_secs.max(1)) * (cfg.node.retries.saturating_add(1));
+    let mut fs_cfg = core_config(cfg);
     fs_cfg.single_token = args.tokens.len() == 1;
     fs_cfg.read_only = args.read_only;
     fs_cfg.keys = Arc::new(MountKeys {
@@ -546,6 +536,23 @@ async fn prepare(
         fs.set_chain_gate(*id, chain_gate(chain.flavour(), &state));
     }
     Ok((fs, chain, client, wanted))
+}
+
+/// The core's settings from the config: upload parallelism, staging limits, the unloading
+/// bound, the commit cadence and the outage grace.
+pub(crate) fn core_config(cfg: &Config) -> FsConfig {
+    let mut fs_cfg = FsConfig::new(cfg.cache.dir.clone());
+    fs_cfg.upload_parallelism = cfg.upload.parallelism.max(1);
+    fs_cfg.staging_limit = cfg.cache.staging_limit_bytes;
+    fs_cfg.staging_limit_files = cfg.cache.staging_limit_files.max(1);
+    fs_cfg.max_loaded_inodes =
+        usize::try_from(cfg.cache.max_loaded_inodes.max(1000)).unwrap_or(usize::MAX);
+    fs_cfg.commit_max_delay = Duration::from_secs(cfg.upload.commit_every_secs.max(1));
+    // The node's timeout once per configured try: an outage shorter than that never fails
+    // an fsync, an unmount's drain or a writer held back by the staging limit.
+    fs_cfg.outage_grace =
+        Duration::from_secs(cfg.node.timeout_secs.max(1)) * (cfg.node.retries.saturating_add(1));
+    fs_cfg
 }
 
 /// The node client of a mount. On PollinationX's hosted nodes (`[node] auth =
@@ -589,7 +596,7 @@ fn chain_gate(flavour: Flavour, s: &TokenState) -> ChainGate {
     }
 }
 
-fn token_info(s: &TokenState) -> TokenInfo {
+pub(crate) fn token_info(s: &TokenState) -> TokenInfo {
     TokenInfo {
         token_id: s.token_id,
         quota: s.quota,

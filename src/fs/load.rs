@@ -51,34 +51,64 @@ impl Fs {
         Ok((Arc::new(crypto), is_new))
     }
 
-    /// `pxfs key` publishes documents of the same tree with other wraps while no mount
-    /// runs: a later mount from a cache that remembers the older document carries the
-    /// newer one's `encryption` forward instead of publishing the old wraps again. Only
-    /// when the published document names the tree this cache committed (another writer's
-    /// changes are a merge, not this). Best effort: a node that does not answer soon
-    /// leaves the cached state as it is.
-    async fn adopt_key_edits(&self, id: TokenId, btns: &str, c: &mut CommittedState) -> bool {
+    /// What other writers published while this cache was not mounted. `pxfs key` edits
+    /// publish documents of the same tree with other wraps; `pxfs encrypt`/`decrypt` and
+    /// mounts on other machines publish other trees. A cache that remembers an older
+    /// document than the published one takes the published one: its `encryption`, `seq`
+    /// and CID as `prev` when the tree is the same; the whole state when it is not and this
+    /// cache holds nothing unpublished (`idle`: no journal ops, nothing carried), as an
+    /// empty cache would. (Local changes over another writer's tree are a merge, not this.)
+    /// Best effort: a node that does not answer soon leaves the cached state as it is.
+    async fn adopt_published(
+        &self,
+        id: TokenId,
+        btns: &str,
+        c: &mut CommittedState,
+        idle: bool,
+    ) -> bool {
         let resolved = tokio::time::timeout(
             std::time::Duration::from_secs(5),
             self.store_of(Some(id)).resolve(btns),
         )
         .await;
-        match resolved {
-            Ok(Ok(Some(p))) if p.seq > c.seq && Some(&p.root) == c.root.as_ref() => {
-                if p.encryption != c.encryption {
-                    tracing::info!(
-                        token = id,
-                        seq = p.seq,
-                        "the sNFT's keys were changed; using the published wraps"
-                    );
-                }
-                c.encryption = p.encryption;
-                c.usage_doc = Some(p.doc_cid);
-                c.seq = p.seq;
-                true
-            }
-            _ => false,
+        let Ok(Ok(Some(p))) = resolved else {
+            return false;
+        };
+        if p.seq <= c.seq {
+            return false;
         }
+        if Some(&p.root) == c.root.as_ref() {
+            if p.encryption != c.encryption {
+                tracing::info!(
+                    token = id,
+                    seq = p.seq,
+                    "the sNFT's keys were changed; using the published wraps"
+                );
+            }
+            c.encryption = p.encryption;
+            c.usage_doc = Some(p.doc_cid);
+            c.seq = p.seq;
+            return true;
+        }
+        if !idle || !c.carried.is_empty() {
+            return false;
+        }
+        tracing::info!(
+            token = id,
+            seq = p.seq,
+            "another writer published a newer tree; starting from it"
+        );
+        *c = CommittedState {
+            root: Some(p.root),
+            usage_doc: Some(p.doc_cid),
+            seq: p.seq,
+            journal_seq: c.journal_seq,
+            usage: p.usage,
+            files: p.files,
+            carried: Vec::new(),
+            encryption: p.encryption,
+        };
+        true
     }
 
     /// Mount one sNFT: load its committed root, replay its journal, resume its uploads.
@@ -125,7 +155,9 @@ impl Fs {
             && !read_only
             && let Some(name) = &info.btns
         {
-            changed = self.adopt_key_edits(id, name, &mut committed).await;
+            changed = self
+                .adopt_published(id, name, &mut committed, recovered.ops.is_empty())
+                .await;
         }
         let (sealing, new_key) = self.tree_keys(id, &mut committed, read_only).await?;
         if (!had_state || new_key || changed) && !read_only {

@@ -76,3 +76,30 @@ impl KeyRing for MountKeys {
         Ok((Encryption::Sealed(info), TreeCrypto::sealed(&dk)))
     }
 }
+
+/// The keys of a tree being made under a data key chosen beforehand (`pxfs encrypt`): new
+/// trees get exactly this key and its wraps; only it opens.
+pub struct GivenKey {
+    pub encryption: Encryption,
+    pub key: crate::format::DataKey,
+}
+
+impl std::fmt::Debug for GivenKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GivenKey").finish_non_exhaustive()
+    }
+}
+
+impl KeyRing for GivenKey {
+    fn open(&self, token: TokenId, encryption: &Encryption) -> Result<TreeCrypto, String> {
+        if *encryption == self.encryption {
+            Ok(TreeCrypto::sealed(&self.key))
+        } else {
+            Err(format!("sNFT {token}: not the tree this key was made for"))
+        }
+    }
+
+    fn new_tree(&self, _token: TokenId) -> Result<(Encryption, TreeCrypto), String> {
+        Ok((self.encryption.clone(), TreeCrypto::sealed(&self.key)))
+    }
+}

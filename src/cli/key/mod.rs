@@ -6,7 +6,7 @@
 use clap::Subcommand;
 
 mod backup;
-mod context;
+pub mod context;
 mod passphrase;
 mod status;
 
