@@ -60,7 +60,8 @@ pub async fn remove(args: RemoveArgs) -> anyhow::Result<()> {
         published.seq
     );
     println!(
-        "note: a removed passphrase still opens copies of earlier usage documents, which anyone may have kept; if it leaked, only a new data key helps, which pxfs cannot make for an existing tree yet"
+        "note: a removed passphrase still opens copies of earlier usage documents, which anyone may have kept; if it leaked, only a new data key helps: pxfs encrypt --new-key {}",
+        ctx.token.token_id
     );
     Ok(())
 }
