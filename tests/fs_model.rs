@@ -387,6 +387,25 @@ fn a_hard_link_made_before_the_first_close_survives_a_crash() {
 }
 
 #[test]
+fn an_xattr_set_before_the_first_close_survives_a_crash() {
+    check(vec![
+        Op::Create {
+            path: p("a"),
+            excl: false,
+            mode: 0o644,
+        },
+        Op::SetXattr {
+            path: p("a"),
+            name: 0,
+            value: 0,
+            flags: 0,
+        },
+        Op::Flush { h: 0 },
+        Op::Crash,
+    ]);
+}
+
+#[test]
 fn a_file_never_closed_renamed_over_another_still_replaces_it_after_a_crash() {
     check(vec![
         Op::Create {

@@ -679,8 +679,9 @@ impl Fs {
             },
         )?;
         if first_close {
-            // Names linked before the first close were journaled when the file did not
-            // exist for a replay yet: journal them again, after the close that makes it.
+            // Names linked and attributes set before the first close were journaled when
+            // the file did not exist for a replay yet: journal them again, after the close
+            // that makes it.
             let others: Vec<(Ino, crate::format::Name)> =
                 tree.get(ino)?.links.iter().skip(1).cloned().collect();
             for (dir, name) in others {
@@ -690,6 +691,21 @@ impl Fs {
                     to,
                 };
                 self.journal(tree, token, link)?;
+            }
+            // So were its extended attributes.
+            let xattrs: Vec<(Vec<u8>, Vec<u8>)> = tree
+                .get(ino)?
+                .xattrs
+                .iter()
+                .map(|(n, v)| (n.clone(), v.clone()))
+                .collect();
+            for (name, value) in xattrs {
+                let set = Op::SetXattr {
+                    path: path.clone(),
+                    name,
+                    value: hex::encode(value),
+                };
+                self.journal(tree, token, set)?;
             }
         }
         if let Ok(t) = tree.token_mut(token) {
