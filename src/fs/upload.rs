@@ -214,6 +214,8 @@ async fn upload_batch(fs: &Fs, batch: Vec<Job>) -> Vec<Job> {
     let mut stuck = Vec::new();
     let mut backoff = Backoff::new(Duration::from_millis(200), MAX_BACKOFF);
     let mut batch = batch;
+    // Holds the `Outage` entry while this batch fails for a reason that is not an outage.
+    let _failing = Failing::new(fs);
     loop {
         // Drop jobs a newer close or an unlink made moot before spending a request on them.
         let (live, moot): (Vec<Job>, Vec<Job>) = batch.into_iter().partition(|j| is_current(fs, j));
@@ -254,10 +256,13 @@ async fn upload_batch(fs: &Fs, batch: Vec<Job>) -> Vec<Job> {
                 }
                 return stuck;
             }
-            Ok(blobs) => tracing::warn!(
-                sent = live.len(),
-                got = blobs.len(),
-                "node answered a batch add with the wrong number of files; retrying"
+            Ok(blobs) => _failing.failed(
+                live.len(),
+                &format!(
+                    "node answered a batch add of {} files with {} results",
+                    live.len(),
+                    blobs.len()
+                ),
             ),
             Err(e) => {
                 let (bad, good): (Vec<Job>, Vec<Job>) =
@@ -272,12 +277,7 @@ async fn upload_batch(fs: &Fs, batch: Vec<Job>) -> Vec<Job> {
                 } else if e.transient {
                     fs.inner.outage.failed("upload", started, &e);
                 } else {
-                    tracing::warn!(
-                        files = live.len(),
-                        error = %e,
-                        retry_in_ms = backoff.next_delay().as_millis() as u64,
-                        "upload failed; data stays staged and is retried"
-                    );
+                    _failing.failed(live.len(), &e);
                 }
             }
         }
@@ -285,6 +285,36 @@ async fn upload_batch(fs: &Fs, batch: Vec<Job>) -> Vec<Job> {
             return stuck;
         }
         batch = live;
+    }
+}
+
+/// An upload batch failing with an error that is neither an outage nor a local fault (the
+/// node refusing it, content that does not seal): reported to `Outage` (logged once, shown
+/// by `pxfs status`, `fsync` gives up after the grace) until the batch ends, whether it
+/// succeeded, became moot or the mount stops.
+struct Failing<'a> {
+    fs: &'a Fs,
+    id: u64,
+}
+
+impl<'a> Failing<'a> {
+    fn new(fs: &'a Fs) -> Failing<'a> {
+        static NEXT: AtomicU64 = AtomicU64::new(1);
+        Failing {
+            fs,
+            id: NEXT.fetch_add(1, Ordering::Relaxed),
+        }
+    }
+
+    fn failed(&self, files: usize, error: &dyn std::fmt::Display) {
+        tracing::debug!(files, error = %error, "upload failed; data stays staged and is retried");
+        self.fs.inner.outage.stuck("upload", self.id, error);
+    }
+}
+
+impl Drop for Failing<'_> {
+    fn drop(&mut self) {
+        self.fs.inner.outage.unstuck("upload", self.id);
     }
 }
 
