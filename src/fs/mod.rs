@@ -72,6 +72,10 @@ pub struct FsConfig {
     /// While uploads are in flight, what is uploaded is committed at least this often
     /// (a long copy publishes as it goes rather than at its end).
     pub commit_max_delay: Duration,
+    /// Tests: every journal write and sync and every staged-file write first sleeps this
+    /// long, as a slow cache disk would (zero: no delay).
+    #[doc(hidden)]
+    pub disk_delay: Duration,
     /// Serve exactly one sNFT as the mount root.
     pub single_token: bool,
     /// Refuse every change (`--read-only`).
@@ -97,6 +101,7 @@ impl FsConfig {
             outage_grace: Duration::from_secs(300),
             commit_interval: Duration::from_secs(1),
             commit_max_delay: Duration::from_secs(5),
+            disk_delay: Duration::ZERO,
             single_token: false,
             read_only: false,
             max_loaded_inodes: usize::MAX,
@@ -173,6 +178,61 @@ impl TimeSet {
             TimeSet::Now => inode::now_ns(),
             TimeSet::At(ns) => ns,
         }
+    }
+}
+
+/// The tree lock. Journal ops appended while it is held are written to the log after it
+/// is released: [`TreeGuard::unlock`] returns the write's error to the caller; dropping
+/// the guard writes them too, and logs a failure (for holds that journal nothing).
+pub(crate) struct TreeGuard<'a>(Option<MutexGuard<'a, Tree>>);
+
+impl TreeGuard<'_> {
+    /// Release the lock, then write the journal ops appended under it.
+    pub fn unlock(mut self) -> FsResult<()> {
+        self.write_journaled()
+    }
+
+    fn write_journaled(&mut self) -> FsResult<()> {
+        let Some(mut guard) = self.0.take() else {
+            return Ok(());
+        };
+        let journaled = std::mem::take(&mut guard.journaled);
+        drop(guard);
+        // Each journal's last op: writing it writes the ones before.
+        let mut last: Vec<(Arc<journal::Journal>, u64)> = Vec::new();
+        let mut result = Ok(());
+        for (j, seq) in journaled {
+            match last.iter_mut().find(|(k, _)| Arc::ptr_eq(k, &j)) {
+                Some(l) => l.1 = l.1.max(seq),
+                None => last.push((j, seq)),
+            }
+        }
+        for (j, seq) in last {
+            if let Err(e) = j.write_through(seq) {
+                tracing::error!(error = %e, "cannot append to the journal");
+                result = Err(FsError::Journal(e.to_string()));
+            }
+        }
+        result
+    }
+}
+
+impl std::ops::Deref for TreeGuard<'_> {
+    type Target = Tree;
+    fn deref(&self) -> &Tree {
+        self.0.as_ref().expect("guard held until dropped")
+    }
+}
+
+impl std::ops::DerefMut for TreeGuard<'_> {
+    fn deref_mut(&mut self) -> &mut Tree {
+        self.0.as_mut().expect("guard held until dropped")
+    }
+}
+
+impl Drop for TreeGuard<'_> {
+    fn drop(&mut self) {
+        let _ = self.write_journaled();
     }
 }
 
@@ -277,9 +337,11 @@ impl Fs {
         Ok(fs)
     }
 
-    pub(crate) fn tree(&self) -> MutexGuard<'_, Tree> {
+    pub(crate) fn tree(&self) -> TreeGuard<'_> {
         // A panic while holding the lock must not take the whole mount down with it.
-        self.inner.tree.lock().unwrap_or_else(|e| e.into_inner())
+        TreeGuard(Some(
+            self.inner.tree.lock().unwrap_or_else(|e| e.into_inner()),
+        ))
     }
 
     pub(crate) fn handles(&self) -> MutexGuard<'_, std::collections::HashMap<u64, Handle>> {

@@ -35,10 +35,9 @@ impl Fs {
         if t.replaying {
             return Ok(());
         }
-        t.journal.append(op).map_err(|e| {
-            tracing::error!(token, error = %e, "cannot append to the journal");
-            FsError::Journal(e.to_string())
-        })?;
+        let journal = t.journal.clone();
+        let seq = journal.append(op);
+        tree.journaled.push((journal, seq));
         Ok(())
     }
 
@@ -142,7 +141,9 @@ impl Fs {
         if let Some(size) = set.size {
             self.truncate(ino, size, set.fh).await?;
         }
-        self.set_meta(&mut self.tree(), ino, set)
+        let mut tree = self.tree();
+        let attr = self.set_meta(&mut tree, ino, set);
+        tree.unlock().and(attr)
     }
 
     /// [`Fs::setattr`] without waiting, for changes of mode, owner or times (`chmod`,
@@ -153,7 +154,8 @@ impl Fs {
         if set.size.is_some() || unloaded_root(&tree, ino) {
             return None;
         }
-        Some(self.set_meta(&mut tree, ino, set))
+        let attr = self.set_meta(&mut tree, ino, set);
+        Some(tree.unlock().and(attr))
     }
 
     fn set_meta(&self, tree: &mut Tree, ino: Ino, set: SetAttr) -> FsResult<Attr> {
@@ -255,7 +257,9 @@ impl Fs {
             },
         )?;
         tree.remember(ino);
-        Ok(tree.get(ino)?.attr(ino))
+        let attr = tree.get(ino)?.attr(ino);
+        guard.unlock()?;
+        Ok(attr)
     }
 
     pub async fn symlink(
@@ -290,7 +294,9 @@ impl Fs {
             },
         )?;
         tree.remember(ino);
-        Ok(tree.get(ino)?.attr(ino))
+        let attr = tree.get(ino)?.attr(ino);
+        guard.unlock()?;
+        Ok(attr)
     }
 
     /// mknod(2): a FIFO, socket or device node (`rdev`), or an empty regular file.
@@ -346,7 +352,9 @@ impl Fs {
                 mtime_ns: meta.mtime_ns,
             },
         )?;
-        Ok(tree.get(ino)?.attr(ino))
+        let attr = tree.get(ino)?.attr(ino);
+        guard.unlock()?;
+        Ok(attr)
     }
 
     pub async fn unlink(&self, parent: Ino, name: impl AsRef<[u8]>) -> FsResult<()> {
@@ -363,7 +371,8 @@ impl Fs {
         // The name removed, which for a file with hard links need not be its first.
         let path = join(&tree.path_of(parent), name);
         tree.unlink_child(parent, name)?;
-        self.journal(tree, token, Op::Unlink { path })
+        self.journal(tree, token, Op::Unlink { path })?;
+        guard.unlock()
     }
 
     pub async fn rmdir(&self, parent: Ino, name: impl AsRef<[u8]>) -> FsResult<()> {
@@ -392,7 +401,8 @@ impl Fs {
         self.allow(tree, token, Change::Shrinks)?;
         let path = tree.path_of(ino);
         tree.unlink_child(parent, name)?;
-        self.journal(tree, token, Op::Rmdir { path })
+        self.journal(tree, token, Op::Rmdir { path })?;
+        guard.unlock()
     }
 
     /// A hard link: both names share one inode (content, attributes) while mounted.
@@ -428,7 +438,9 @@ impl Fs {
         let to = join(&tree.path_of(new_parent), new_name.as_bytes());
         self.journal(tree, token, Op::Link { from, to })?;
         tree.remember(ino);
-        Ok(tree.get(ino)?.attr(ino))
+        let attr = tree.get(ino)?.attr(ino);
+        guard.unlock()?;
+        Ok(attr)
     }
 
     /// rename(2)/renameat2(2): `no_replace` is `RENAME_NOREPLACE`, `exchange` is
@@ -470,7 +482,8 @@ impl Fs {
         let from = join(&tree.path_of(parent), name);
         let to = join(&tree.path_of(new_parent), new_name.as_bytes());
         tree.rename(parent, name, new_parent, &new_name, no_replace, exchange)?;
-        self.journal(tree, token, Op::Rename { from, to, exchange })
+        self.journal(tree, token, Op::Rename { from, to, exchange })?;
+        guard.unlock()
     }
 
     /// Entries after `offset` (0 = from the start), `.` and `..` included.

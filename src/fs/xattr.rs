@@ -67,7 +67,8 @@ impl Fs {
             path: Vec::new(),
             name: name.to_vec(),
             value: hex::encode(value),
-        })
+        })?;
+        guard.unlock()
     }
 
     pub async fn removexattr(&self, ino: Ino, name: impl AsRef<[u8]>) -> FsResult<()> {
@@ -91,7 +92,8 @@ impl Fs {
         self.xattr_changed(tree, ino, token, || Op::RemoveXattr {
             path: Vec::new(),
             name: name.to_vec(),
-        })
+        })?;
+        guard.unlock()
     }
 
     fn xattr_changed(
