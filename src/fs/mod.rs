@@ -27,10 +27,12 @@ pub mod staged;
 pub mod status;
 pub mod store;
 mod stored;
+mod stores;
 pub mod token;
 pub mod tree;
 mod unload;
 pub mod upload;
+mod uploaded;
 mod xattr;
 
 use std::path::PathBuf;
@@ -244,15 +246,16 @@ pub struct Fs {
 
 pub(crate) struct Inner {
     pub cfg: FsConfig,
-    pub store: Arc<dyn ContentStore>,
-    /// Each sNFT's own store, where sNFTs are stored apart (see [`Fs::store_of`]).
-    pub token_stores: Mutex<std::collections::HashMap<TokenId, Arc<dyn ContentStore>>>,
+    /// The store of each sNFT (see [`Fs::store_of`]), shared with the uploader.
+    pub stores: Arc<stores::Stores>,
     pub tree: Mutex<Tree>,
     pub handles: Mutex<std::collections::HashMap<u64, Handle>>,
     pub next_fh: AtomicU64,
-    pub uploads: upload::Queue,
+    /// Closed versions on their way to the node (its workers report back through
+    /// [`upload::UploadResults`]).
+    pub uploads: Arc<upload::Uploader>,
     /// Whether the node is down, as uploads and commits see it.
-    pub outage: outage::Outage,
+    pub outage: Arc<outage::Outage>,
     /// Writers waiting for the staging limit.
     pub staging: io::StagingGate,
     /// Signalled after every upload completion and every commit.
@@ -304,18 +307,25 @@ impl Fs {
             );
         }
         let cfg_parallelism = cfg.upload_parallelism;
-        let (uploads, jobs) = upload::Queue::new();
-        let outage = outage::Outage::new(cfg.outage_grace);
+        let outage = Arc::new(outage::Outage::new(cfg.outage_grace));
         let node_health = Arc::new(status::HealthTracker::default());
         let store: Arc<dyn ContentStore> = Arc::new(status::ObservedStore {
             inner: store,
             health: node_health.clone(),
         });
+        let stores = Arc::new(stores::Stores::new(store));
+        let cancel = CancellationToken::new();
+        let (uploads, jobs) = upload::Uploader::new(
+            stores.clone(),
+            outage.clone(),
+            cancel.clone(),
+            cfg.upload_parallelism,
+            cfg.small_file_limit,
+        );
         let fs = Fs {
             inner: Arc::new(Inner {
                 cfg,
-                store,
-                token_stores: Mutex::new(Default::default()),
+                stores,
                 tree: Mutex::new(tree),
                 handles: Mutex::new(Default::default()),
                 next_fh: AtomicU64::new(1),
@@ -325,14 +335,14 @@ impl Fs {
                 progress: Notify::new(),
                 pages: pages::PageCache::default(),
                 commit_lock: tokio::sync::Mutex::new(()),
-                cancel: CancellationToken::new(),
+                cancel,
                 node_health,
                 live_permits: Arc::new(tokio::sync::Semaphore::new(cfg_parallelism.max(1))),
                 rt: tokio::runtime::Handle::current(),
                 opened: Default::default(),
             }),
         };
-        upload::spawn_workers(fs.clone(), jobs);
+        fs.inner.uploads.start(jobs, Arc::new(fs.clone()));
         commit::spawn_committer(fs.clone());
         Ok(fs)
     }
@@ -352,24 +362,7 @@ impl Fs {
     /// PollinationX's hosted nodes each sNFT has its own endpoint and login, so its uploads
     /// and reads go through its own store; elsewhere every sNFT shares one.
     pub(crate) fn store_of(&self, token: Option<TokenId>) -> Arc<dyn ContentStore> {
-        let Some(token) = token else {
-            return self.inner.store.clone();
-        };
-        let mut stores = self
-            .inner
-            .token_stores
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        if let Some(s) = stores.get(&token) {
-            return s.clone();
-        }
-        let store = self
-            .inner
-            .store
-            .for_token(token)
-            .unwrap_or_else(|| self.inner.store.clone());
-        stores.insert(token, store.clone());
-        store
+        self.inner.stores.of(token)
     }
 
     /// How token `token` stores its tree (plaintext for a token no longer mounted, and
