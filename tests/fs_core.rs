@@ -1366,7 +1366,7 @@ async fn an_encrypted_tree_stores_no_name_content_or_attribute_in_clear() {
     let other = another_machine(&m.store).await;
     let dir = other
         .fs
-        .lookup(ROOT_INO, &format!("{MARK}-dir"))
+        .lookup(ROOT_INO, format!("{MARK}-dir"))
         .await
         .unwrap()
         .ino;

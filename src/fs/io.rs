@@ -17,7 +17,7 @@ use super::quota::Change;
 use super::staged::StagedFile;
 use super::store::Blob;
 use super::tree::{Tree, check_name};
-use super::{Fs, Handle};
+use super::{Fs, Handle, Step};
 use crate::format::Name;
 
 /// Content fetched from the node into a staged file this many bytes per request.
@@ -121,7 +121,9 @@ impl Fs {
 
     /// Create and open `parent/name` (`O_EXCL` honoured: an existing name is `EEXIST`).
     #[allow(clippy::too_many_arguments)]
-    pub async fn create(
+    /// Answered at once when the directory is loaded and the name is new (memory and an
+    /// empty staged file).
+    pub fn create(
         &self,
         parent: Ino,
         name: impl AsRef<[u8]>,
@@ -129,8 +131,28 @@ impl Fs {
         flags: i32,
         uid: u32,
         gid: u32,
+    ) -> Step<FsResult<(Attr, u64)>> {
+        let name = name.as_ref();
+        if let Some(done) = self.create_in_memory(parent, name, mode, flags, uid, gid) {
+            return Step::Ready(done);
+        }
+        let (fs, name) = (self.clone(), name.to_vec());
+        Step::wait(async move {
+            fs.create_loading(parent, &name, mode, flags, uid, gid)
+                .await
+        })
+    }
+
+    async fn create_loading(
+        &self,
+        parent: Ino,
+        name: &[u8],
+        mode: u32,
+        flags: i32,
+        uid: u32,
+        gid: u32,
     ) -> FsResult<(Attr, u64)> {
-        let name = check_name(name.as_ref())?;
+        let name = check_name(name)?;
         self.ensure_loaded(parent).await?;
         let open = OpenMode::from_flags(flags);
         loop {
@@ -153,18 +175,17 @@ impl Fs {
         }
     }
 
-    /// [`Fs::create`] without waiting, when the directory is loaded and the name is new
-    /// (memory, an empty staged file and a journal line); `None` otherwise.
-    pub fn create_now(
+    /// [`Fs::create`] from memory; `None` when it must wait.
+    fn create_in_memory(
         &self,
         parent: Ino,
-        name: impl AsRef<[u8]>,
+        name: &[u8],
         mode: u32,
         flags: i32,
         uid: u32,
         gid: u32,
     ) -> Option<FsResult<(Attr, u64)>> {
-        let name = match check_name(name.as_ref()) {
+        let name = match check_name(name) {
             Ok(n) => n,
             Err(e) => return Some(Err(e)),
         };
@@ -635,12 +656,12 @@ impl Fs {
     /// `release`, which the kernel sends later and asynchronously: so the version is
     /// journaled here, and a close that returned survives a crash of the daemon. Writes
     /// through a descriptor still open start a new session, closed at `release`.
-    pub async fn flush(&self, fh: u64) -> FsResult<()> {
-        self.flush_now(fh)
+    /// Never waits (journaling is one write to local disk): always a ready step.
+    pub fn flush(&self, fh: u64) -> Step<FsResult<()>> {
+        Step::Ready(self.close_handle_session(fh))
     }
 
-    /// [`Fs::flush`]: it never waits (journaling is one write to local disk).
-    pub fn flush_now(&self, fh: u64) -> FsResult<()> {
+    fn close_handle_session(&self, fh: u64) -> FsResult<()> {
         let h = self.handle(fh)?;
         if !h.session {
             return Ok(());
@@ -661,12 +682,12 @@ impl Fs {
     }
 
     /// The last close of a writer turns its session into a closed version.
-    pub async fn release(&self, fh: u64) -> FsResult<()> {
-        self.release_now(fh)
+    /// Never waits: always a ready step.
+    pub fn release(&self, fh: u64) -> Step<FsResult<()>> {
+        Step::Ready(self.release_handle(fh))
     }
 
-    /// [`Fs::release`]: it never waits.
-    pub fn release_now(&self, fh: u64) -> FsResult<()> {
+    fn release_handle(&self, fh: u64) -> FsResult<()> {
         let Some(h) = self.handles().remove(&fh) else {
             return Err(FsError::BadHandle);
         };
