@@ -1366,7 +1366,7 @@ async fn an_encrypted_tree_stores_no_name_content_or_attribute_in_clear() {
     let other = another_machine(&m.store).await;
     let dir = other
         .fs
-        .lookup(ROOT_INO, &format!("{MARK}-dir"))
+        .lookup(ROOT_INO, format!("{MARK}-dir"))
         .await
         .unwrap()
         .ino;
@@ -2005,4 +2005,56 @@ async fn a_plaintext_tree_converted_to_encrypted_and_back_keeps_every_name_byte_
     for c in &new_objects {
         assert!(!store.is_pinned(c), "sealed object {c} still pinned");
     }
+}
+
+/// A slow cache disk stalls only the operation writing to it: the tree lock is never held
+/// across a staged-file write or a journal write or sync.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn lookups_answer_at_once_while_a_staged_write_or_a_journal_write_waits_for_the_disk() {
+    const DELAY: std::time::Duration = std::time::Duration::from_millis(1500);
+    let cache = tempfile::tempdir().unwrap();
+    let mut cfg = FsConfig::new(cache.path().to_path_buf());
+    cfg.single_token = true;
+    cfg.commit_interval = std::time::Duration::from_secs(3600);
+    cfg.disk_delay = DELAY;
+    let fs = Fs::new(cfg, Arc::new(MemoryStore::new())).unwrap();
+    fs.add_token(info(u64::MAX)).await.unwrap();
+    let (other, fh) = fs.create(ROOT_INO, "other", 0o644, RW, 0, 0).await.unwrap();
+    fs.release(fh).await.unwrap();
+    let (_, fh) = fs.create(ROOT_INO, "a", 0o644, RW, 0, 0).await.unwrap();
+    let slow = |f: Fs, what: u8| {
+        tokio::spawn(async move {
+            match what {
+                0 => f.write(fh, 0, b"slow disk").await.map(|_| ()),
+                1 => f.mkdir(ROOT_INO, "d", 0o755, 0, 0).await.map(|_| ()),
+                _ => f.fsync(fh).await,
+            }
+        })
+    };
+    for what in 0..2 {
+        let started = std::time::Instant::now();
+        let op = slow(fs.clone(), what);
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        let t = std::time::Instant::now();
+        assert_eq!(fs.lookup(ROOT_INO, "other").await.unwrap().ino, other.ino);
+        assert_eq!(fs.getattr(other.ino).await.unwrap().size, 0);
+        assert!(
+            t.elapsed() < std::time::Duration::from_millis(500),
+            "op {what}: lookup and getattr took {:?} behind a slow disk",
+            t.elapsed()
+        );
+        op.await.unwrap().unwrap();
+        assert!(started.elapsed() >= DELAY, "the delay applies");
+    }
+    // What the slow operations did is all there.
+    assert_eq!(
+        fs.getattr(fs.lookup(ROOT_INO, "a").await.unwrap().ino)
+            .await
+            .unwrap()
+            .size,
+        9
+    );
+    assert_eq!(fs.lookup(ROOT_INO, "d").await.unwrap().kind, Kind::Dir);
+    fs.release(fh).await.unwrap();
+    fs.abort();
 }

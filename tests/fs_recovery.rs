@@ -434,3 +434,47 @@ async fn a_staged_file_removed_under_the_daemon_gives_eio_within_the_grace_and_r
     let other = m.fresh_cache().await;
     assert_eq!(other.read(ROOT_INO, "b").await.unwrap(), b"still uploading");
 }
+
+#[tokio::test]
+async fn an_upload_the_node_refuses_for_good_gives_eio_within_the_grace_and_recovers() {
+    let store = Arc::new(MemoryStore::new());
+    let m = mount_with_grace(
+        store.clone(),
+        tempfile::tempdir().unwrap(),
+        Duration::from_secs(2),
+    )
+    .await;
+    store.set_refusing_content(true);
+    let (_, fh) = m.fs.create(ROOT_INO, "r", 0o644, RW, 0, 0).await.unwrap();
+    m.fs.write(fh, 0, b"refused for now").await.unwrap();
+    let t = std::time::Instant::now();
+    let err = tokio::time::timeout(Duration::from_secs(15), m.fs.fsync(fh))
+        .await
+        .expect("fsync never hangs")
+        .unwrap_err();
+    assert_eq!(err.errno(), libc::EIO, "{err}");
+    assert!(t.elapsed() < Duration::from_secs(12));
+    m.fs.release(fh).await.unwrap();
+    // Unmount's drain gives up likewise.
+    let err = tokio::time::timeout(Duration::from_secs(15), m.fs.flush_all())
+        .await
+        .expect("the drain never hangs")
+        .unwrap_err();
+    assert_eq!(err.errno(), libc::EIO, "{err}");
+    let faults = m.fs.status().local_faults;
+    assert!(faults.iter().any(|f| f.contains("upload")), "{faults:?}");
+    // Nothing closed is lost: it uploads once the node takes it.
+    store.set_refusing_content(false);
+    // The next retry (at most 10 s away) succeeds and ends the fault.
+    let t = std::time::Instant::now();
+    while !m.fs.status().local_faults.is_empty() {
+        assert!(
+            t.elapsed() < Duration::from_secs(15),
+            "the fault never ends"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    m.fs.flush_all().await.unwrap();
+    let other = m.fresh_cache().await;
+    assert_eq!(other.read(ROOT_INO, "r").await.unwrap(), b"refused for now");
+}

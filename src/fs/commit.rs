@@ -90,10 +90,7 @@ pub(crate) fn spawn_committer(fs: Fs) {
                         last.insert(token, std::time::Instant::now());
                     }
                     // Reported once by `outage`.
-                    Err(e) if e.is_node_outage() => {
-                        tracing::debug!(token, error = %e, "commit failed; will retry")
-                    }
-                    Err(e) => tracing::warn!(token, error = %e, "commit failed; will retry"),
+                    Err(e) => tracing::debug!(token, error = %e, "commit failed; will retry"),
                     Ok(_) => {}
                 }
             }
@@ -103,14 +100,10 @@ pub(crate) fn spawn_committer(fs: Fs) {
     });
 }
 
-/// A failed commit is retried after a backoff (100 ms doubling, at most 10 s); node outages are
-/// logged once by [`outage`](super::outage), so a failure from one is only a debug line.
+/// A failed commit is retried after a backoff (100 ms doubling, at most 10 s); failures are
+/// logged once by [`outage`](super::outage), so each attempt is only a debug line.
 async fn commit_failed_backoff(token: TokenId, e: &FsError, backoff: &mut Backoff) {
-    if e.is_node_outage() {
-        tracing::debug!(token, error = %e, "commit failed; retrying");
-    } else {
-        tracing::warn!(token, error = %e, "commit failed; retrying");
-    }
+    tracing::debug!(token, error = %e, "commit failed; retrying");
     backoff.wait().await;
 }
 
@@ -243,8 +236,22 @@ impl Fs {
     }
 
     /// Commit `token` if it has changes; versions still uploading are carried (see the
-    /// module docs). `Ok(true)` if a new root was published.
+    /// module docs). `Ok(true)` if a new root was published. A failure that is not a node
+    /// outage is reported to `outage` until a commit of `token` succeeds.
     pub async fn commit_token(&self, token: TokenId) -> FsResult<bool> {
+        let result = self.try_commit_token(token).await;
+        let mounted = self.tree().tokens.contains_key(&token);
+        match &result {
+            // A token no longer mounted has nothing left to commit.
+            _ if !mounted => self.inner.outage.unstuck("commit", token),
+            Ok(_) => self.inner.outage.unstuck("commit", token),
+            Err(e) if !e.is_node_outage() => self.inner.outage.stuck("commit", token, e),
+            Err(_) => {}
+        }
+        result
+    }
+
+    async fn try_commit_token(&self, token: TokenId) -> FsResult<bool> {
         let _one_at_a_time = self.inner.commit_lock.lock().await;
         self.upgrade_v1(token).await?;
         let Some(snap) = self.snapshot(token)? else {

@@ -57,6 +57,12 @@ pub enum FsError {
         secs: u64,
         error: String,
     },
+    #[error("{what} has been failing for {secs}s ({error}); the data stays staged and journaled")]
+    Failing {
+        what: &'static str,
+        secs: u64,
+        error: String,
+    },
     #[error("local cache: {0}")]
     Io(#[from] std::io::Error),
     #[error("journal: {0}")]
@@ -108,7 +114,7 @@ impl FsError {
             FsError::NotWritable => libc::EBADF,
             FsError::Store(_) => libc::EIO,
             FsError::NodeDown(_) => libc::EIO,
-            FsError::LocalFault { .. } => libc::EIO,
+            FsError::LocalFault { .. } | FsError::Failing { .. } => libc::EIO,
             // Like a full disk: the local staging area cannot take more until the node is back.
             FsError::StagingFull(_) => libc::ENOSPC,
             FsError::Io(e) => match e.raw_os_error() {

@@ -136,6 +136,7 @@ impl FileBody {
     /// the same place, so no resize can leave it streaming bytes that are gone.
     pub fn resize_session(&self, size: u64) -> std::io::Result<()> {
         if let Some(s) = &self.session {
+            let _settled = s.settled();
             s.set_len(size)?;
         }
         if let Some(l) = &self.live {

@@ -17,7 +17,7 @@ use super::quota::Change;
 use super::staged::StagedFile;
 use super::store::Blob;
 use super::tree::{Tree, check_name};
-use super::{Fs, Handle};
+use super::{Fs, Handle, Step};
 use crate::format::Name;
 
 /// Content fetched from the node into a staged file this many bytes per request.
@@ -121,7 +121,9 @@ impl Fs {
 
     /// Create and open `parent/name` (`O_EXCL` honoured: an existing name is `EEXIST`).
     #[allow(clippy::too_many_arguments)]
-    pub async fn create(
+    /// Answered at once when the directory is loaded and the name is new (memory and an
+    /// empty staged file).
+    pub fn create(
         &self,
         parent: Ino,
         name: impl AsRef<[u8]>,
@@ -129,8 +131,28 @@ impl Fs {
         flags: i32,
         uid: u32,
         gid: u32,
+    ) -> Step<FsResult<(Attr, u64)>> {
+        let name = name.as_ref();
+        if let Some(done) = self.create_in_memory(parent, name, mode, flags, uid, gid) {
+            return Step::Ready(done);
+        }
+        let (fs, name) = (self.clone(), name.to_vec());
+        Step::wait(async move {
+            fs.create_loading(parent, &name, mode, flags, uid, gid)
+                .await
+        })
+    }
+
+    async fn create_loading(
+        &self,
+        parent: Ino,
+        name: &[u8],
+        mode: u32,
+        flags: i32,
+        uid: u32,
+        gid: u32,
     ) -> FsResult<(Attr, u64)> {
-        let name = check_name(name.as_ref())?;
+        let name = check_name(name)?;
         self.ensure_loaded(parent).await?;
         let open = OpenMode::from_flags(flags);
         loop {
@@ -153,18 +175,17 @@ impl Fs {
         }
     }
 
-    /// [`Fs::create`] without waiting, when the directory is loaded and the name is new
-    /// (memory, an empty staged file and a journal line); `None` otherwise.
-    pub fn create_now(
+    /// [`Fs::create`] from memory; `None` when it must wait.
+    fn create_in_memory(
         &self,
         parent: Ino,
-        name: impl AsRef<[u8]>,
+        name: &[u8],
         mode: u32,
         flags: i32,
         uid: u32,
         gid: u32,
     ) -> Option<FsResult<(Attr, u64)>> {
-        let name = match check_name(name.as_ref()) {
+        let name = match check_name(name) {
             Ok(n) => n,
             Err(e) => return Some(Err(e)),
         };
@@ -438,9 +459,19 @@ impl Fs {
             Ok(_) => return Some(Err(FsError::NotWritable)),
             Err(e) => return Some(Err(e)),
         };
-        let mut guard = self.tree();
-        let tree = &mut *guard;
-        let attempt = (|| {
+        // Under the tree lock: check, charge and size the write; the bytes go to the staged
+        // file after the lock is dropped (a slow cache disk stalls only this writer).
+        struct Reserved {
+            token: TokenId,
+            session: Arc<StagedFile>,
+            live: Option<Arc<LiveUpload>>,
+            sealing: super::content::Sealing,
+            offset: u64,
+            len: usize,
+            old: u64,
+            new: u64,
+        }
+        let reserve = |tree: &mut Tree| -> FsResult<Option<Reserved>> {
             let token = tree.token_of(h.ino)?;
             let f = tree.get(h.ino)?.file().ok_or(FsError::IsDir)?;
             let Some(session) = f.session.clone() else {
@@ -452,26 +483,70 @@ impl Fs {
                 return Err(FsError::FileTooBig);
             }
             // Like a local filesystem at its limit: a write crossing it is cut short there.
-            let data = &data[..data.len().min((MAX_FILE_SIZE - offset) as usize)];
-            let end = offset + data.len() as u64;
+            let len = data.len().min((MAX_FILE_SIZE - offset) as usize);
+            let end = offset + len as u64;
             // A write of nothing changes nothing, even past the end.
-            let new = if data.is_empty() { old } else { old.max(end) };
+            let new = if len == 0 { old } else { old.max(end) };
             let sealing = tree.token(token)?.sealing.clone();
             let stored = |n| super::content::stored_len(&sealing, n);
             self.allow(tree, token, Change::Grows(stored(new) - stored(old)))?;
-            session.write_at(offset, data)?;
             let f = tree.get_mut(h.ino)?.file_mut().ok_or(FsError::IsDir)?;
-            if let Some(live) = &f.live
-                && live.wrote(offset, data.len() as u64)
-            {
-                self.start_live(live, token, sealing);
-            }
+            let live = f.live.clone();
             f.size = new;
             touch(tree, h.ino);
             tree.size_changed(h.ino, old, new);
-            Ok(Some(data.len() as u32))
-        })();
-        attempt.transpose()
+            Ok(Some(Reserved {
+                token,
+                session,
+                live,
+                sealing,
+                offset,
+                len,
+                old,
+                new,
+            }))
+        };
+        let mut tree = self.tree();
+        let w = match reserve(&mut tree) {
+            Ok(Some(w)) => w,
+            Ok(None) => return None,
+            Err(e) => return Some(Err(e)),
+        };
+        // Taken before the lock is dropped: the session's close waits for this write.
+        let writing = w.session.writing();
+        drop(tree);
+        self.slow_disk();
+        if let Err(e) = w.session.write_at(w.offset, &data[..w.len]) {
+            drop(writing);
+            // Give back the size this write claimed, unless another write grew it since.
+            let mut tree = self.tree();
+            if let Ok(f) = tree.get_mut(h.ino).map(|i| i.file_mut())
+                && let Some(f) = f
+                && f.size == w.new
+                && f.session
+                    .as_ref()
+                    .is_some_and(|s| Arc::ptr_eq(s, &w.session))
+            {
+                f.size = w.old;
+                tree.size_changed(h.ino, w.new, w.old);
+            }
+            return Some(Err(e.into()));
+        }
+        if let Some(live) = &w.live
+            && live.wrote(w.offset, w.len as u64)
+        {
+            self.start_live(live, w.token, w.sealing);
+        }
+        drop(writing);
+        Some(Ok(w.len as u32))
+    }
+
+    /// Tests: a slow cache disk (see [`super::FsConfig::disk_delay`]).
+    fn slow_disk(&self) {
+        let delay = self.config().disk_delay;
+        if !delay.is_zero() {
+            std::thread::sleep(delay);
+        }
     }
 
     /// Start a session's live upload if fewer than `upload_parallelism` run; otherwise
@@ -573,6 +648,7 @@ impl Fs {
                 self.close_session(tree, ino)?;
             }
         }
+        guard.unlock()?;
         result
     }
 
@@ -580,18 +656,19 @@ impl Fs {
     /// `release`, which the kernel sends later and asynchronously: so the version is
     /// journaled here, and a close that returned survives a crash of the daemon. Writes
     /// through a descriptor still open start a new session, closed at `release`.
-    pub async fn flush(&self, fh: u64) -> FsResult<()> {
-        self.flush_now(fh)
+    /// Never waits (journaling is one write to local disk): always a ready step.
+    pub fn flush(&self, fh: u64) -> Step<FsResult<()>> {
+        Step::Ready(self.close_handle_session(fh))
     }
 
-    /// [`Fs::flush`]: it never waits (journaling is one write to local disk).
-    pub fn flush_now(&self, fh: u64) -> FsResult<()> {
+    fn close_handle_session(&self, fh: u64) -> FsResult<()> {
         let h = self.handle(fh)?;
         if !h.session {
             return Ok(());
         }
         let mut guard = self.tree();
-        self.checkpoint(&mut guard, h.ino)
+        self.checkpoint(&mut guard, h.ino)?;
+        guard.unlock()
     }
 
     /// Close the session of a file that still has a name, so its content so far is a
@@ -605,12 +682,12 @@ impl Fs {
     }
 
     /// The last close of a writer turns its session into a closed version.
-    pub async fn release(&self, fh: u64) -> FsResult<()> {
-        self.release_now(fh)
+    /// Never waits: always a ready step.
+    pub fn release(&self, fh: u64) -> Step<FsResult<()>> {
+        Step::Ready(self.release_handle(fh))
     }
 
-    /// [`Fs::release`]: it never waits.
-    pub fn release_now(&self, fh: u64) -> FsResult<()> {
+    fn release_handle(&self, fh: u64) -> FsResult<()> {
         let Some(h) = self.handles().remove(&fh) else {
             return Err(FsError::BadHandle);
         };
@@ -628,7 +705,7 @@ impl Fs {
             }
         }
         tree.forget_if_unused(h.ino);
-        result
+        guard.unlock().and(result)
     }
 
     /// Session → closed version: journal it and queue its upload. An unlinked file's
@@ -644,6 +721,8 @@ impl Fs {
         let Some(session) = f.session.take() else {
             return Ok(());
         };
+        // Writes still in flight (outside the tree lock) belong to this version.
+        drop(session.settled());
         let live = f.live.take();
         if !linked {
             if let Some(l) = &live {
@@ -734,8 +813,10 @@ impl Fs {
             // The staged file needs no fsync of its own: we wait until it is on the node.
             self.checkpoint(tree, h.ino)?;
             let t = tree.token(token)?;
-            t.journal.sync()?;
-            (token, t.journal.last_seq())
+            let (journal, seq) = (t.journal.clone(), t.journal.last_seq());
+            guard.unlock()?;
+            journal.sync_through(seq)?;
+            (token, seq)
         };
         self.commit_through(token, seq, Some(h.ino)).await
     }
@@ -746,9 +827,11 @@ impl Fs {
             let tree = self.tree();
             match tree.get(ino)?.token {
                 Some(t) => {
-                    let journal = &tree.token(t)?.journal;
-                    journal.sync()?;
-                    Some((t, journal.last_seq()))
+                    let journal = tree.token(t)?.journal.clone();
+                    let seq = journal.last_seq();
+                    drop(tree);
+                    journal.sync_through(seq)?;
+                    Some((t, seq))
                 }
                 None => None,
             }

@@ -199,21 +199,48 @@ pub struct CommittedState {
     pub encryption: Encryption,
 }
 
+/// One token's journal. Appending only queues the op's line and gives it its sequence
+/// number (cheap, done under the tree lock, so sequence order is the order the changes
+/// were applied in); [`Journal::write_through`] and [`Journal::sync_through`] write and
+/// sync queued lines in that order, called after the tree lock is dropped: a slow cache
+/// disk never stalls the tree. Several callers' lines go out in one `write(2)`.
 #[derive(Debug)]
 pub struct Journal {
     dir: PathBuf,
     /// Held (flock) for as long as the journal is open: one mount per token and cache.
     _lock: File,
-    log: File,
-    /// Length of `ops.log`: a failed append is cut back to it, so no torn line is left
-    /// in the middle of the log for later appends to follow.
-    log_len: u64,
+    /// Sequence numbers and the ops not yet committed: held only for memory edits.
+    book: std::sync::Mutex<Book>,
+    /// The log file: held while writing, syncing or rewriting it.
+    file: std::sync::Mutex<LogFile>,
+    /// Tests: every write to the log first sleeps this long, as a slow disk would.
+    disk_delay: std::time::Duration,
+}
+
+#[derive(Debug)]
+struct Book {
     next_seq: u64,
-    /// Ops not yet covered by a commit: (seq, line, staged file the op references).
+    /// Ops not yet covered by a commit: (seq, line, staged file the op references). Those
+    /// after the log file's `written` are queued, not yet in the file.
     pending: Vec<(u64, String, Option<PathBuf>)>,
     /// Staged files of the last state's carried closes.
     carried: Vec<PathBuf>,
 }
+
+#[derive(Debug)]
+struct LogFile {
+    log: File,
+    /// Length of `ops.log`: a failed write is cut back to it, so no torn line is left
+    /// in the middle of the log for later appends to follow.
+    len: u64,
+    /// Ops up to this sequence number were written (or failed to be: see `lost`).
+    written: u64,
+    /// Sequence numbers whose write failed, with the error: their callers get it.
+    lost: std::collections::VecDeque<(std::ops::RangeInclusive<u64>, io::ErrorKind, String)>,
+}
+
+/// Failed writes remembered for their callers (each caller asks right after its op).
+const LOST_KEPT: usize = 16;
 
 /// The journal as found on disk when a token is mounted.
 #[derive(Debug)]
@@ -267,22 +294,24 @@ impl Journal {
                     "skipping unreadable journal line"),
             }
         }
-        let mut journal = Journal {
-            dir: dir.to_path_buf(),
-            _lock: lock,
-            log: open_log(dir)?,
-            log_len: 0,
-            next_seq: max_seq + 1,
-            pending: Vec::new(),
-            carried: carried.iter().filter_map(staged_of).collect(),
-        };
         // Rewrite the log with only the ops still to replay: drops a torn tail, so the
         // next append starts on a fresh line.
-        journal.pending = ops
-            .iter()
-            .map(|r| (r.seq, to_line(r), staged_of(&r.op)))
-            .collect();
-        journal.rewrite()?;
+        let book = Book {
+            next_seq: max_seq + 1,
+            pending: ops
+                .iter()
+                .map(|r| (r.seq, to_line(r), staged_of(&r.op)))
+                .collect(),
+            carried: carried.iter().filter_map(staged_of).collect(),
+        };
+        let file = rewrite(dir, &book, max_seq)?;
+        let journal = Journal {
+            dir: dir.to_path_buf(),
+            _lock: lock,
+            book: std::sync::Mutex::new(book),
+            file: std::sync::Mutex::new(file),
+            disk_delay: std::time::Duration::ZERO,
+        };
         let ops = carried
             .into_iter()
             .map(|op| Record { seq: after, op })
@@ -295,46 +324,100 @@ impl Journal {
         })
     }
 
-    /// Append one op; returns its sequence number.
-    pub fn append(&mut self, op: Op) -> io::Result<u64> {
-        let seq = self.next_seq;
+    /// Tests: make every write to the log this much slower.
+    pub fn set_disk_delay(&mut self, delay: std::time::Duration) {
+        self.disk_delay = delay;
+    }
+
+    fn book(&self) -> std::sync::MutexGuard<'_, Book> {
+        self.book.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn file(&self) -> std::sync::MutexGuard<'_, LogFile> {
+        self.file.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Queue one op; returns its sequence number. It is in the log once
+    /// [`Journal::write_through`] of that number (or a later one) returned `Ok`.
+    pub fn append(&self, op: Op) -> u64 {
         let staged = staged_of(&op);
+        let mut book = self.book();
+        let seq = book.next_seq;
+        book.next_seq += 1;
         let line = to_line(&Record { seq, op });
-        // One write(2) per op: enough to survive kill -9 (the page cache keeps it).
-        if let Err(e) = self.log.write_all(line.as_bytes()) {
-            // A short write (disk full) would glue the next op onto half of this one.
-            if let Err(cut) = self.log.set_len(self.log_len) {
-                tracing::error!(error = %cut, "cannot cut a failed journal append back");
+        book.pending.push((seq, line, staged));
+        seq
+    }
+
+    /// Write every queued op up to `seq` (and those queued after it, in one `write(2)`):
+    /// enough to survive kill -9 (the page cache keeps it). Fails if the write of `seq`
+    /// failed, whoever wrote it.
+    pub fn write_through(&self, seq: u64) -> io::Result<()> {
+        let mut file = self.file();
+        if file.written < seq {
+            let (lines, last) = {
+                let book = self.book();
+                let queued = book.pending.partition_point(|(s, _, _)| *s <= file.written);
+                let lines: String = book.pending[queued..]
+                    .iter()
+                    .map(|(_, l, _)| l.as_str())
+                    .collect();
+                (lines, book.next_seq - 1)
+            };
+            if !self.disk_delay.is_zero() {
+                std::thread::sleep(self.disk_delay);
             }
-            return Err(e);
+            let first = file.written + 1;
+            file.written = last;
+            match file.log.write_all(lines.as_bytes()) {
+                Ok(()) => file.len += lines.len() as u64,
+                Err(e) => {
+                    // A short write (disk full) would glue the next op onto half of this one.
+                    if let Err(cut) = file.log.set_len(file.len) {
+                        tracing::error!(error = %cut, "cannot cut a failed journal append back");
+                    }
+                    if file.lost.len() == LOST_KEPT {
+                        file.lost.pop_front();
+                    }
+                    file.lost.push_back((first..=last, e.kind(), e.to_string()));
+                }
+            }
         }
-        self.next_seq += 1;
-        self.log_len += line.len() as u64;
-        self.pending.push((seq, line, staged));
-        Ok(seq)
+        match file.lost.iter().find(|(r, _, _)| r.contains(&seq)) {
+            Some((_, kind, e)) => Err(io::Error::new(*kind, e.clone())),
+            None => Ok(()),
+        }
     }
 
     /// The sequence number of the last op appended.
     pub fn last_seq(&self) -> u64 {
-        self.next_seq - 1
+        self.book().next_seq - 1
     }
 
-    /// fsync/fsyncdir: make the log durable against power loss too.
-    pub fn sync(&self) -> io::Result<()> {
-        self.log.sync_data()
+    /// fsync/fsyncdir: write through `seq` and make the log durable against power loss too.
+    pub fn sync_through(&self, seq: u64) -> io::Result<()> {
+        self.write_through(seq)?;
+        let file = self.file();
+        if !self.disk_delay.is_zero() {
+            std::thread::sleep(self.disk_delay);
+        }
+        file.log.sync_data()
     }
 
     /// Staged files referenced by ops not yet committed.
-    pub fn referenced_staged(&self) -> impl Iterator<Item = &Path> {
-        self.pending
+    pub fn referenced_staged(&self) -> Vec<PathBuf> {
+        let book = self.book();
+        book.pending
             .iter()
-            .filter_map(|(_, _, s)| s.as_deref())
-            .chain(self.carried.iter().map(PathBuf::as_path))
+            .filter_map(|(_, _, s)| s.clone())
+            .chain(book.carried.iter().cloned())
+            .collect()
     }
 
     /// Ops waiting for a commit, for `pxfs status` and the tests of the journal's bound.
     pub fn pending_ops(&self) -> usize {
-        self.pending.len() + self.carried.len()
+        let book = self.book();
+        book.pending.len() + book.carried.len()
     }
 
     /// Remember where this token starts (first mount), so later mounts need not ask the
@@ -349,41 +432,51 @@ impl Journal {
     /// A commit covering ops up to `state.journal_seq` (but for `state.carried`) was
     /// published: record it, then drop those ops. Returns the staged files only the dropped
     /// ops referenced.
-    pub fn committed(&mut self, state: &CommittedState) -> io::Result<Vec<PathBuf>> {
+    pub fn committed(&self, state: &CommittedState) -> io::Result<Vec<PathBuf>> {
+        let mut file = self.file();
         write_atomically(
             &self.dir.join("state.json"),
             &serde_json::to_vec_pretty(state).unwrap_or_default(),
         )?;
-        let (done, keep): (Vec<_>, Vec<_>) = std::mem::take(&mut self.pending)
+        let mut book = self.book();
+        let (done, keep): (Vec<_>, Vec<_>) = std::mem::take(&mut book.pending)
             .into_iter()
             .partition(|(seq, _, _)| *seq <= state.journal_seq);
-        self.pending = keep;
+        book.pending = keep;
         let was_carried = std::mem::replace(
-            &mut self.carried,
+            &mut book.carried,
             state.carried.iter().filter_map(staged_of).collect(),
         );
-        self.rewrite()?;
-        let still: std::collections::HashSet<PathBuf> =
-            self.referenced_staged().map(Path::to_path_buf).collect();
+        // The new log holds every op still pending, queued ones included.
+        let lost = std::mem::take(&mut file.lost);
+        *file = rewrite(&self.dir, &book, book.next_seq - 1)?;
+        file.lost = lost;
+        let still: std::collections::HashSet<&Path> = book
+            .pending
+            .iter()
+            .filter_map(|(_, _, s)| s.as_deref())
+            .chain(book.carried.iter().map(PathBuf::as_path))
+            .collect();
         Ok(done
             .into_iter()
             .filter_map(|(_, _, s)| s)
             .chain(was_carried)
-            .filter(|s| !still.contains(s))
+            .filter(|s| !still.contains(s.as_path()))
             .collect())
     }
+}
 
-    fn rewrite(&mut self) -> io::Result<()> {
-        let tmp = self.dir.join("ops.log.tmp");
-        let mut text = String::new();
-        for (_, line, _) in &self.pending {
-            text.push_str(line);
-        }
-        write_atomically_at(&tmp, &self.dir.join("ops.log"), text.as_bytes())?;
-        self.log = open_log(&self.dir)?;
-        self.log_len = text.len() as u64;
-        Ok(())
-    }
+/// Write `ops.log` anew with the ops of `book` (atomically), all of them up to `written`.
+fn rewrite(dir: &Path, book: &Book, written: u64) -> io::Result<LogFile> {
+    let tmp = dir.join("ops.log.tmp");
+    let text: String = book.pending.iter().map(|(_, l, _)| l.as_str()).collect();
+    write_atomically_at(&tmp, &dir.join("ops.log"), text.as_bytes())?;
+    Ok(LogFile {
+        log: open_log(dir)?,
+        len: text.len() as u64,
+        written,
+        lost: Default::default(),
+    })
 }
 
 fn lock(dir: &Path) -> io::Result<File> {
@@ -469,9 +562,10 @@ mod tests {
             value: "00".into(),
         };
         {
-            let mut j = Journal::open(dir.path()).unwrap().journal;
-            j.append(odd.clone()).unwrap();
-            j.append(xattr.clone()).unwrap();
+            let j = Journal::open(dir.path()).unwrap().journal;
+            j.append(odd.clone());
+            let last = j.append(xattr.clone());
+            j.write_through(last).unwrap();
         }
         let text = std::fs::read_to_string(dir.path().join("ops.log")).unwrap();
         assert!(
@@ -504,9 +598,10 @@ mod tests {
     fn ops_survive_reopen_and_a_torn_last_line_is_ignored() {
         let dir = tempfile::tempdir().unwrap();
         {
-            let mut j = Journal::open(dir.path()).unwrap().journal;
-            j.append(unlink("a")).unwrap();
-            j.append(unlink("b")).unwrap();
+            let j = Journal::open(dir.path()).unwrap().journal;
+            j.append(unlink("a"));
+            let last = j.append(unlink("b"));
+            j.write_through(last).unwrap();
         }
         let mut f = OpenOptions::new()
             .append(true)
@@ -530,7 +625,7 @@ mod tests {
     #[test]
     fn carried_closes_are_replayed_first_and_keep_their_staged_files() {
         let dir = tempfile::tempdir().unwrap();
-        let mut j = Journal::open(dir.path()).unwrap().journal;
+        let j = Journal::open(dir.path()).unwrap().journal;
         let close = |p: &str| Op::Close {
             path: p.into(),
             staged: dir.path().join(p),
@@ -540,10 +635,10 @@ mod tests {
             gid: 0,
             mtime_ns: 0,
         };
-        j.append(close("a")).unwrap();
-        j.append(close("b")).unwrap();
+        j.append(close("a"));
+        j.append(close("b"));
         let cut = j.last_seq();
-        j.append(unlink("c")).unwrap();
+        j.append(unlink("c"));
         // "b" was still uploading: the commit carries it.
         let state = CommittedState {
             journal_seq: cut,
@@ -557,7 +652,7 @@ mod tests {
         let r = Journal::open(dir.path()).unwrap();
         let ops: Vec<Op> = r.ops.into_iter().map(|r| r.op).collect();
         assert_eq!(ops, vec![close("b"), unlink("c")]);
-        let mut j = r.journal;
+        let j = r.journal;
         // The next commit includes "b": its staged file is no longer needed.
         let state = CommittedState {
             journal_seq: j.last_seq(),
@@ -570,10 +665,11 @@ mod tests {
     #[test]
     fn a_commit_drops_the_ops_it_included() {
         let dir = tempfile::tempdir().unwrap();
-        let mut j = Journal::open(dir.path()).unwrap().journal;
-        j.append(unlink("a")).unwrap();
+        let j = Journal::open(dir.path()).unwrap().journal;
+        j.append(unlink("a"));
         let cut = j.last_seq();
-        j.append(unlink("b")).unwrap();
+        let last = j.append(unlink("b"));
+        j.write_through(last).unwrap();
         let state = CommittedState {
             journal_seq: cut,
             ..Default::default()

@@ -164,6 +164,8 @@ impl Fs {
             recovered.journal.record_state(&committed)?;
         }
         let ops = recovered.ops;
+        let mut journal = recovered.journal;
+        journal.set_disk_delay(self.config().disk_delay);
         {
             let mut tree = self.tree();
             let root_dir = DirBody {
@@ -204,7 +206,7 @@ impl Fs {
                     pending_uploads: 0,
                     unloaded_dirs: u64::from(committed.root.is_some()),
                     committed,
-                    journal: recovered.journal,
+                    journal: std::sync::Arc::new(journal),
                     superseded: Vec::new(),
                     staging_dir: staging.clone(),
                     last_upload: None,
@@ -665,11 +667,7 @@ impl Fs {
 /// Delete staged files no journal op and no inode refers to (sessions a crash cut short).
 fn clean_staging(tree: &super::tree::Tree, token: TokenId, dir: &std::path::Path) {
     let Ok(t) = tree.token(token) else { return };
-    let keep: HashSet<PathBuf> = t
-        .journal
-        .referenced_staged()
-        .map(|p| p.to_path_buf())
-        .collect();
+    let keep: HashSet<PathBuf> = t.journal.referenced_staged().into_iter().collect();
     let Ok(read) = std::fs::read_dir(dir) else {
         return;
     };

@@ -26,12 +26,15 @@ pub mod quota;
 pub mod reseal;
 pub mod staged;
 pub mod status;
+mod step;
 pub mod store;
 mod stored;
+mod stores;
 pub mod token;
 pub mod tree;
 mod unload;
 pub mod upload;
+mod uploaded;
 mod xattr;
 
 use std::path::PathBuf;
@@ -46,6 +49,7 @@ pub use dapp::DAPP_DIR;
 pub use error::{FsError, FsResult};
 pub use inode::{Attr, Ino, Kind, Meta, ROOT_INO, TokenId};
 pub use io::MAX_FILE_SIZE;
+pub use step::{DirSink, Step};
 pub use store::ContentStore;
 pub use token::{ChainGate, TokenInfo};
 pub use tree::NAME_MAX;
@@ -73,6 +77,10 @@ pub struct FsConfig {
     /// While uploads are in flight, what is uploaded is committed at least this often
     /// (a long copy publishes as it goes rather than at its end).
     pub commit_max_delay: Duration,
+    /// Tests: every journal write and sync and every staged-file write first sleeps this
+    /// long, as a slow cache disk would (zero: no delay).
+    #[doc(hidden)]
+    pub disk_delay: Duration,
     /// Serve exactly one sNFT as the mount root.
     pub single_token: bool,
     /// Refuse every change (`--read-only`).
@@ -98,6 +106,7 @@ impl FsConfig {
             outage_grace: Duration::from_secs(300),
             commit_interval: Duration::from_secs(1),
             commit_max_delay: Duration::from_secs(5),
+            disk_delay: Duration::ZERO,
             single_token: false,
             read_only: false,
             max_loaded_inodes: usize::MAX,
@@ -177,6 +186,61 @@ impl TimeSet {
     }
 }
 
+/// The tree lock. Journal ops appended while it is held are written to the log after it
+/// is released: [`TreeGuard::unlock`] returns the write's error to the caller; dropping
+/// the guard writes them too, and logs a failure (for holds that journal nothing).
+pub(crate) struct TreeGuard<'a>(Option<MutexGuard<'a, Tree>>);
+
+impl TreeGuard<'_> {
+    /// Release the lock, then write the journal ops appended under it.
+    pub fn unlock(mut self) -> FsResult<()> {
+        self.write_journaled()
+    }
+
+    fn write_journaled(&mut self) -> FsResult<()> {
+        let Some(mut guard) = self.0.take() else {
+            return Ok(());
+        };
+        let journaled = std::mem::take(&mut guard.journaled);
+        drop(guard);
+        // Each journal's last op: writing it writes the ones before.
+        let mut last: Vec<(Arc<journal::Journal>, u64)> = Vec::new();
+        let mut result = Ok(());
+        for (j, seq) in journaled {
+            match last.iter_mut().find(|(k, _)| Arc::ptr_eq(k, &j)) {
+                Some(l) => l.1 = l.1.max(seq),
+                None => last.push((j, seq)),
+            }
+        }
+        for (j, seq) in last {
+            if let Err(e) = j.write_through(seq) {
+                tracing::error!(error = %e, "cannot append to the journal");
+                result = Err(FsError::Journal(e.to_string()));
+            }
+        }
+        result
+    }
+}
+
+impl std::ops::Deref for TreeGuard<'_> {
+    type Target = Tree;
+    fn deref(&self) -> &Tree {
+        self.0.as_ref().expect("guard held until dropped")
+    }
+}
+
+impl std::ops::DerefMut for TreeGuard<'_> {
+    fn deref_mut(&mut self) -> &mut Tree {
+        self.0.as_mut().expect("guard held until dropped")
+    }
+}
+
+impl Drop for TreeGuard<'_> {
+    fn drop(&mut self) {
+        let _ = self.write_journaled();
+    }
+}
+
 /// The filesystem core. Cheap to clone; all clones share one tree.
 #[derive(Clone)]
 pub struct Fs {
@@ -185,15 +249,16 @@ pub struct Fs {
 
 pub(crate) struct Inner {
     pub cfg: FsConfig,
-    pub store: Arc<dyn ContentStore>,
-    /// Each sNFT's own store, where sNFTs are stored apart (see [`Fs::store_of`]).
-    pub token_stores: Mutex<std::collections::HashMap<TokenId, Arc<dyn ContentStore>>>,
+    /// The store of each sNFT (see [`Fs::store_of`]), shared with the uploader.
+    pub stores: Arc<stores::Stores>,
     pub tree: Mutex<Tree>,
     pub handles: Mutex<std::collections::HashMap<u64, Handle>>,
     pub next_fh: AtomicU64,
-    pub uploads: upload::Queue,
+    /// Closed versions on their way to the node (its workers report back through
+    /// [`upload::UploadResults`]).
+    pub uploads: Arc<upload::Uploader>,
     /// Whether the node is down, as uploads and commits see it.
-    pub outage: outage::Outage,
+    pub outage: Arc<outage::Outage>,
     /// Writers waiting for the staging limit.
     pub staging: io::StagingGate,
     /// Signalled after every upload completion and every commit.
@@ -245,18 +310,25 @@ impl Fs {
             );
         }
         let cfg_parallelism = cfg.upload_parallelism;
-        let (uploads, jobs) = upload::Queue::new();
-        let outage = outage::Outage::new(cfg.outage_grace);
+        let outage = Arc::new(outage::Outage::new(cfg.outage_grace));
         let node_health = Arc::new(status::HealthTracker::default());
         let store: Arc<dyn ContentStore> = Arc::new(status::ObservedStore {
             inner: store,
             health: node_health.clone(),
         });
+        let stores = Arc::new(stores::Stores::new(store));
+        let cancel = CancellationToken::new();
+        let (uploads, jobs) = upload::Uploader::new(
+            stores.clone(),
+            outage.clone(),
+            cancel.clone(),
+            cfg.upload_parallelism,
+            cfg.small_file_limit,
+        );
         let fs = Fs {
             inner: Arc::new(Inner {
                 cfg,
-                store,
-                token_stores: Mutex::new(Default::default()),
+                stores,
                 tree: Mutex::new(tree),
                 handles: Mutex::new(Default::default()),
                 next_fh: AtomicU64::new(1),
@@ -266,21 +338,23 @@ impl Fs {
                 progress: Notify::new(),
                 pages: pages::PageCache::default(),
                 commit_lock: tokio::sync::Mutex::new(()),
-                cancel: CancellationToken::new(),
+                cancel,
                 node_health,
                 live_permits: Arc::new(tokio::sync::Semaphore::new(cfg_parallelism.max(1))),
                 rt: tokio::runtime::Handle::current(),
                 opened: Default::default(),
             }),
         };
-        upload::spawn_workers(fs.clone(), jobs);
+        fs.inner.uploads.start(jobs, Arc::new(fs.clone()));
         commit::spawn_committer(fs.clone());
         Ok(fs)
     }
 
-    pub(crate) fn tree(&self) -> MutexGuard<'_, Tree> {
+    pub(crate) fn tree(&self) -> TreeGuard<'_> {
         // A panic while holding the lock must not take the whole mount down with it.
-        self.inner.tree.lock().unwrap_or_else(|e| e.into_inner())
+        TreeGuard(Some(
+            self.inner.tree.lock().unwrap_or_else(|e| e.into_inner()),
+        ))
     }
 
     pub(crate) fn handles(&self) -> MutexGuard<'_, std::collections::HashMap<u64, Handle>> {
@@ -291,24 +365,7 @@ impl Fs {
     /// PollinationX's hosted nodes each sNFT has its own endpoint and login, so its uploads
     /// and reads go through its own store; elsewhere every sNFT shares one.
     pub(crate) fn store_of(&self, token: Option<TokenId>) -> Arc<dyn ContentStore> {
-        let Some(token) = token else {
-            return self.inner.store.clone();
-        };
-        let mut stores = self
-            .inner
-            .token_stores
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        if let Some(s) = stores.get(&token) {
-            return s.clone();
-        }
-        let store = self
-            .inner
-            .store
-            .for_token(token)
-            .unwrap_or_else(|| self.inner.store.clone());
-        stores.insert(token, store.clone());
-        store
+        self.inner.stores.of(token)
     }
 
     /// How token `token` stores its tree (plaintext for a token no longer mounted, and

@@ -9,7 +9,20 @@ use super::inode::{
 use super::journal::Op;
 use super::quota::{self, Change};
 use super::tree::{Tree, check_name, check_target, join};
-use super::{DirEntry, Fs, SetAttr, StatFs};
+use super::{DirEntry, DirSink, Fs, SetAttr, StatFs, Step};
+
+/// Entries for [`Fs::readdir`]: one batch.
+struct Listing(Vec<DirEntry>);
+
+impl DirSink for Listing {
+    fn offer(&mut self, entry: &DirEntry) -> bool {
+        if self.0.len() >= READDIR_BATCH {
+            return true;
+        }
+        self.0.push(entry.clone());
+        false
+    }
+}
 
 /// Readdir answers at most this many entries per call; the kernel asks again from the
 /// last offset, so a huge directory is never copied whole per call.
@@ -35,19 +48,26 @@ impl Fs {
         if t.replaying {
             return Ok(());
         }
-        t.journal.append(op).map_err(|e| {
-            tracing::error!(token, error = %e, "cannot append to the journal");
-            FsError::Journal(e.to_string())
-        })?;
+        let journal = t.journal.clone();
+        let seq = journal.append(op);
+        tree.journaled.push((journal, seq));
         Ok(())
     }
 
-    pub async fn lookup(&self, parent: Ino, name: impl AsRef<[u8]>) -> FsResult<Attr> {
+    pub fn lookup(&self, parent: Ino, name: impl AsRef<[u8]>) -> Step<FsResult<Attr>> {
         let name = name.as_ref();
+        if let Some(found) = self.lookup_in_memory(parent, name) {
+            return Step::Ready(found);
+        }
+        let (fs, name) = (self.clone(), name.to_vec());
+        Step::wait(async move { fs.lookup_loading(parent, &name).await })
+    }
+
+    async fn lookup_loading(&self, parent: Ino, name: &[u8]) -> FsResult<Attr> {
         // The directory may be unloaded again between two holds of the lock (`unload`):
         // then it is loaded again.
         for _ in 0..RELOAD_ATTEMPTS {
-            if let Some(found) = self.lookup_now(parent, name) {
+            if let Some(found) = self.lookup_in_memory(parent, name) {
                 return found;
             }
             self.ensure_loaded(parent).await?;
@@ -69,10 +89,9 @@ impl Fs {
         Err(FsError::Thrashing)
     }
 
-    /// [`Fs::lookup`] without waiting, when all it needs is in memory (the directory is
-    /// loaded); `None` otherwise. FUSE answers most lookups this way, on its own thread.
-    pub fn lookup_now(&self, parent: Ino, name: impl AsRef<[u8]>) -> Option<FsResult<Attr>> {
-        let name = name.as_ref();
+    /// [`Fs::lookup`] when all it needs is in memory (the directory is loaded); `None`
+    /// otherwise. FUSE answers most lookups this way, on its own thread.
+    fn lookup_in_memory(&self, parent: Ino, name: &[u8]) -> Option<FsResult<Attr>> {
         if name.len() > super::NAME_MAX {
             return Some(Err(FsError::NameTooLong));
         }
@@ -95,8 +114,8 @@ impl Fs {
         Some(attr)
     }
 
-    /// [`Fs::getattr`] without waiting; `None` for an sNFT root not loaded yet.
-    pub fn getattr_now(&self, ino: Ino) -> Option<FsResult<Attr>> {
+    /// [`Fs::getattr`] from memory; `None` for an sNFT root not loaded yet.
+    fn getattr_in_memory(&self, ino: Ino) -> Option<FsResult<Attr>> {
         let tree = self.tree();
         if unloaded_root(&tree, ino) {
             return None;
@@ -110,12 +129,15 @@ impl Fs {
         self.tree().forget(ino, n);
     }
 
-    pub async fn getattr(&self, ino: Ino) -> FsResult<Attr> {
-        if let Some(attr) = self.getattr_now(ino) {
-            return attr;
+    pub fn getattr(&self, ino: Ino) -> Step<FsResult<Attr>> {
+        if let Some(attr) = self.getattr_in_memory(ino) {
+            return Step::Ready(attr);
         }
-        self.load_root_attrs(ino).await;
-        Ok(self.tree().get(ino)?.attr(ino))
+        let fs = self.clone();
+        Step::wait(async move {
+            fs.load_root_attrs(ino).await;
+            Ok(fs.tree().get(ino)?.attr(ino))
+        })
     }
 
     /// An sNFT root's own attributes are in its root manifest: load it before reporting
@@ -137,23 +159,34 @@ impl Fs {
         Ok(())
     }
 
-    pub async fn setattr(&self, ino: Ino, set: SetAttr) -> FsResult<Attr> {
+    /// Changes of mode, owner or times are answered from memory (`chmod`, `chown`,
+    /// `utimensat`: memory and one journal line); a size change, or an sNFT root not loaded
+    /// yet, waits.
+    pub fn setattr(&self, ino: Ino, set: SetAttr) -> Step<FsResult<Attr>> {
+        if let Some(done) = self.setattr_in_memory(ino, set) {
+            return Step::Ready(done);
+        }
+        let fs = self.clone();
+        Step::wait(async move { fs.setattr_loading(ino, set).await })
+    }
+
+    async fn setattr_loading(&self, ino: Ino, set: SetAttr) -> FsResult<Attr> {
         self.ensure_root_loaded(ino).await?;
         if let Some(size) = set.size {
             self.truncate(ino, size, set.fh).await?;
         }
-        self.set_meta(&mut self.tree(), ino, set)
+        let mut tree = self.tree();
+        let attr = self.set_meta(&mut tree, ino, set);
+        tree.unlock().and(attr)
     }
 
-    /// [`Fs::setattr`] without waiting, for changes of mode, owner or times (`chmod`,
-    /// `chown`, `utimensat`: memory and one journal line); `None` for a size change or an
-    /// sNFT root not loaded yet.
-    pub fn setattr_now(&self, ino: Ino, set: SetAttr) -> Option<FsResult<Attr>> {
+    fn setattr_in_memory(&self, ino: Ino, set: SetAttr) -> Option<FsResult<Attr>> {
         let mut tree = self.tree();
         if set.size.is_some() || unloaded_root(&tree, ino) {
             return None;
         }
-        Some(self.set_meta(&mut tree, ino, set))
+        let attr = self.set_meta(&mut tree, ino, set);
+        Some(tree.unlock().and(attr))
     }
 
     fn set_meta(&self, tree: &mut Tree, ino: Ino, set: SetAttr) -> FsResult<Attr> {
@@ -255,7 +288,9 @@ impl Fs {
             },
         )?;
         tree.remember(ino);
-        Ok(tree.get(ino)?.attr(ino))
+        let attr = tree.get(ino)?.attr(ino);
+        guard.unlock()?;
+        Ok(attr)
     }
 
     pub async fn symlink(
@@ -290,7 +325,9 @@ impl Fs {
             },
         )?;
         tree.remember(ino);
-        Ok(tree.get(ino)?.attr(ino))
+        let attr = tree.get(ino)?.attr(ino);
+        guard.unlock()?;
+        Ok(attr)
     }
 
     /// mknod(2): a FIFO, socket or device node (`rdev`), or an empty regular file.
@@ -346,7 +383,9 @@ impl Fs {
                 mtime_ns: meta.mtime_ns,
             },
         )?;
-        Ok(tree.get(ino)?.attr(ino))
+        let attr = tree.get(ino)?.attr(ino);
+        guard.unlock()?;
+        Ok(attr)
     }
 
     pub async fn unlink(&self, parent: Ino, name: impl AsRef<[u8]>) -> FsResult<()> {
@@ -363,7 +402,8 @@ impl Fs {
         // The name removed, which for a file with hard links need not be its first.
         let path = join(&tree.path_of(parent), name);
         tree.unlink_child(parent, name)?;
-        self.journal(tree, token, Op::Unlink { path })
+        self.journal(tree, token, Op::Unlink { path })?;
+        guard.unlock()
     }
 
     pub async fn rmdir(&self, parent: Ino, name: impl AsRef<[u8]>) -> FsResult<()> {
@@ -392,7 +432,8 @@ impl Fs {
         self.allow(tree, token, Change::Shrinks)?;
         let path = tree.path_of(ino);
         tree.unlink_child(parent, name)?;
-        self.journal(tree, token, Op::Rmdir { path })
+        self.journal(tree, token, Op::Rmdir { path })?;
+        guard.unlock()
     }
 
     /// A hard link: both names share one inode (content, attributes) while mounted.
@@ -428,7 +469,9 @@ impl Fs {
         let to = join(&tree.path_of(new_parent), new_name.as_bytes());
         self.journal(tree, token, Op::Link { from, to })?;
         tree.remember(ino);
-        Ok(tree.get(ino)?.attr(ino))
+        let attr = tree.get(ino)?.attr(ino);
+        guard.unlock()?;
+        Ok(attr)
     }
 
     /// rename(2)/renameat2(2): `no_replace` is `RENAME_NOREPLACE`, `exchange` is
@@ -470,7 +513,8 @@ impl Fs {
         let from = join(&tree.path_of(parent), name);
         let to = join(&tree.path_of(new_parent), new_name.as_bytes());
         tree.rename(parent, name, new_parent, &new_name, no_replace, exchange)?;
-        self.journal(tree, token, Op::Rename { from, to, exchange })
+        self.journal(tree, token, Op::Rename { from, to, exchange })?;
+        guard.unlock()
     }
 
     /// Entries after `offset` (0 = from the start), `.` and `..` included.
@@ -485,32 +529,40 @@ impl Fs {
     }
 
     async fn list_dir(&self, ino: Ino, offset: u64, plus: bool) -> FsResult<Vec<DirEntry>> {
-        let mut out = Vec::new();
-        let mut collect = |e: &DirEntry| {
-            if out.len() >= READDIR_BATCH {
-                return true;
-            }
-            out.push(e.clone());
-            false
-        };
-        self.fill_dir(ino, offset, plus, &mut collect).await?;
-        Ok(out)
+        let (out, done) = self.fill_dir(ino, offset, plus, Listing(Vec::new())).await;
+        done.map(|()| out.0)
     }
 
     /// Hands `ino`'s entries after `offset` (a readdir cookie) to `add`, in order, until
     /// it answers "full" (that entry is not taken). With `plus`, each entry taken gets a
     /// lookup reference, as the kernel keeps one per readdirplus entry. Only what fits in
     /// the kernel's buffer is built.
-    pub async fn fill_dir(
+    pub fn fill_dir<S: DirSink>(
+        &self,
+        ino: Ino,
+        offset: u64,
+        plus: bool,
+        mut sink: S,
+    ) -> Step<(S, FsResult<()>)> {
+        if let Some(done) = self.fill_dir_in_memory(ino, offset, plus, &mut |e| sink.offer(e)) {
+            return Step::Ready((sink, done));
+        }
+        let fs = self.clone();
+        Step::wait(async move {
+            let done = fs
+                .fill_dir_loading(ino, offset, plus, &mut |e| sink.offer(e))
+                .await;
+            (sink, done)
+        })
+    }
+
+    async fn fill_dir_loading(
         &self,
         ino: Ino,
         offset: u64,
         plus: bool,
         add: &mut (dyn FnMut(&DirEntry) -> bool + Send),
     ) -> FsResult<()> {
-        if let Some(done) = self.fill_dir_now(ino, offset, plus, add) {
-            return done;
-        }
         for _ in 0..RELOAD_ATTEMPTS {
             self.ensure_loaded(ino).await?;
             if ino == ROOT_INO && !self.config().single_token {
@@ -529,9 +581,9 @@ impl Fs {
         Err(FsError::Thrashing)
     }
 
-    /// [`Fs::fill_dir`] without waiting; `None` when the directory (or, for the
-    /// multi-token root, an sNFT directory's own attributes) is not loaded yet.
-    pub fn fill_dir_now(
+    /// [`Fs::fill_dir`] from memory; `None` when the directory (or, for the multi-token
+    /// root, an sNFT directory's own attributes) is not loaded yet.
+    fn fill_dir_in_memory(
         &self,
         ino: Ino,
         offset: u64,

@@ -9,8 +9,14 @@
 //! read-only) is logged once when it starts and once when it ends, shown by `pxfs status`,
 //! and makes waiters give up with `EIO` after the same grace. The work itself is retried:
 //! nothing closed is dropped.
+//!
+//! And for errors that are neither: the node refusing an upload or a commit for good (a
+//! 4xx, content that does not seal). Each failing piece of work (an upload batch, a
+//! token's commits) holds the fault until it succeeds or becomes moot: it is logged when
+//! the first starts failing and when the last stops, shown by `pxfs status`, and makes
+//! waiters give up with `EIO` after the grace like a local fault.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Display;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -32,6 +38,16 @@ struct State {
     last_success: Option<Instant>,
     /// Local faults by what they stop (`upload`, `commit`): since when, and the error.
     local: BTreeMap<&'static str, (Instant, String)>,
+    /// Work failing with errors that are neither, by what it is (`upload`, `commit`).
+    stuck: BTreeMap<&'static str, Stuck>,
+}
+
+#[derive(Debug)]
+struct Stuck {
+    since: Instant,
+    error: String,
+    /// Which pieces of work fail (upload batches, tokens): the fault lasts until none does.
+    holders: BTreeSet<u64>,
 }
 
 impl Outage {
@@ -107,18 +123,63 @@ impl Outage {
         }
     }
 
-    /// The local faults now: (what, since how long, error).
+    /// Work `holder` of kind `what` failed with an error that is neither an outage nor a
+    /// known local fault. Logged at error when it is the first such failure of `what`.
+    pub fn stuck(&self, what: &'static str, holder: u64, error: &dyn Display) {
+        let mut s = self.lock();
+        if let Some(stuck) = s.stuck.get_mut(what) {
+            stuck.holders.insert(holder);
+            tracing::debug!(what, error = %error, "still failing");
+            return;
+        }
+        tracing::error!(
+            what,
+            error = %error,
+            "failing with an error that is not a node outage: the data stays staged and \
+             journaled and is retried; fsync and unmount fail with EIO after the outage \
+             grace until it succeeds"
+        );
+        s.stuck.insert(
+            what,
+            Stuck {
+                since: Instant::now(),
+                error: error.to_string(),
+                holders: BTreeSet::from([holder]),
+            },
+        );
+    }
+
+    /// Work `holder` of kind `what` succeeded or became moot.
+    pub fn unstuck(&self, what: &'static str, holder: u64) {
+        let mut s = self.lock();
+        let Some(stuck) = s.stuck.get_mut(what) else {
+            return;
+        };
+        stuck.holders.remove(&holder);
+        if stuck.holders.is_empty() {
+            let lasted = stuck.since.elapsed();
+            s.stuck.remove(what);
+            tracing::warn!(what, ?lasted, "no longer failing: work resumes");
+        }
+    }
+
+    /// The local faults and failing work now: (what, since how long, error).
     pub fn local_faults(&self) -> Vec<(&'static str, Duration, String)> {
-        self.lock()
+        let s = self.lock();
+        let local = s
             .local
             .iter()
-            .map(|(w, (since, e))| (*w, since.elapsed(), e.clone()))
-            .collect()
+            .map(|(w, (since, e))| (*w, since.elapsed(), e.clone()));
+        let stuck = s
+            .stuck
+            .iter()
+            .map(|(w, f)| (*w, f.since.elapsed(), f.error.clone()));
+        local.chain(stuck).collect()
     }
 
     /// A waiter that started waiting at `waiting_since` should give up: the node has been
     /// down (or a local fault has lasted) for the whole grace period, and so has the
-    /// waiter. The error to return: `NodeDown` or `LocalFault`, both `EIO`.
+    /// waiter. The error to return: `NodeDown`, `LocalFault` or `Failing`, all `EIO`.
     pub fn gives_up(&self, waiting_since: Instant) -> Option<FsError> {
         if waiting_since.elapsed() < self.grace {
             return None;
@@ -129,13 +190,24 @@ impl Outage {
         {
             return Some(FsError::NodeDown(down));
         }
-        s.local
+        let local = s
+            .local
             .iter()
             .find(|(_, (since, _))| since.elapsed() >= self.grace)
             .map(|(what, (since, e))| FsError::LocalFault {
                 what,
                 secs: since.elapsed().as_secs(),
                 error: e.clone(),
-            })
+            });
+        local.or_else(|| {
+            s.stuck
+                .iter()
+                .find(|(_, f)| f.since.elapsed() >= self.grace)
+                .map(|(what, f)| FsError::Failing {
+                    what,
+                    secs: f.since.elapsed().as_secs(),
+                    error: f.error.clone(),
+                })
+        })
     }
 }

@@ -173,7 +173,7 @@ pub async fn convert(
 /// A journal directory for token `id` under `cache` that starts from `state`.
 fn seed(cache: &Path, id: u64, state: CommittedState) -> FsResult<()> {
     let dir = cache.join("journal").join(id.to_string());
-    let mut recovered = Journal::open(&dir).map_err(|e| FsError::Journal(e.to_string()))?;
+    let recovered = Journal::open(&dir).map_err(|e| FsError::Journal(e.to_string()))?;
     recovered
         .journal
         .committed(&state)

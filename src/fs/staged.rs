@@ -12,13 +12,16 @@ use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 #[derive(Debug)]
 pub struct StagedFile {
     path: PathBuf,
     /// The descriptor kept open, if any (see the module docs).
     held: Mutex<Option<File>>,
+    /// Shared by writes in flight, which run outside the tree lock; taken exclusively by
+    /// what must see them all done (the session's close, a resize).
+    writes: RwLock<()>,
 }
 
 static NEXT: AtomicU64 = AtomicU64::new(0);
@@ -45,6 +48,7 @@ impl StagedFile {
         Ok(StagedFile {
             path,
             held: Mutex::new(Some(file)),
+            writes: RwLock::new(()),
         })
     }
 
@@ -69,6 +73,7 @@ impl StagedFile {
         Ok(StagedFile {
             path: path.to_path_buf(),
             held: Mutex::new(None),
+            writes: RwLock::new(()),
         })
     }
 
@@ -143,6 +148,17 @@ impl StagedFile {
             buf.truncate(done);
             Ok(buf)
         })
+    }
+
+    /// A write is about to happen outside the tree lock: hold this until it is done (taken
+    /// under the tree lock, where no [`StagedFile::settled`] is held, so it never waits).
+    pub fn writing(&self) -> RwLockReadGuard<'_, ()> {
+        self.writes.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Wait for the writes in flight; none starts while this is held.
+    pub fn settled(&self) -> RwLockWriteGuard<'_, ()> {
+        self.writes.write().unwrap_or_else(|e| e.into_inner())
     }
 
     pub fn write_at(&self, offset: u64, data: &[u8]) -> io::Result<()> {

@@ -148,6 +148,7 @@ pub struct MemoryStore {
     pinned: Mutex<HashMap<String, u32>>,
     names: Mutex<HashMap<String, (String, UsageRecord)>>,
     offline: AtomicBool,
+    refuse_content: AtomicBool,
     manifest_adds: AtomicUsize,
     manifest_bytes: AtomicU64,
     file_adds: AtomicUsize,
@@ -162,6 +163,11 @@ impl MemoryStore {
     /// Simulate the node being down: every call fails with a transient error.
     pub fn set_offline(&self, offline: bool) {
         self.offline.store(offline, Ordering::SeqCst);
+    }
+    /// Simulate a node that refuses content for good: every content add fails with a
+    /// permanent error (manifests and names still work).
+    pub fn set_refusing_content(&self, refuse: bool) {
+        self.refuse_content.store(refuse, Ordering::SeqCst);
     }
     pub fn is_offline(&self) -> bool {
         self.offline.load(Ordering::SeqCst)
@@ -255,6 +261,15 @@ impl MemoryStore {
         }
     }
 
+    fn check_accepts_content(&self) -> Result<(), StoreError> {
+        self.check_online()?;
+        if self.refuse_content.load(Ordering::SeqCst) {
+            Err(StoreError::permanent("content refused (simulated)"))
+        } else {
+            Ok(())
+        }
+    }
+
     fn cid_of(data: &[u8]) -> String {
         use std::hash::{Hash, Hasher};
         let mut h = std::collections::hash_map::DefaultHasher::new();
@@ -277,7 +292,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 #[async_trait]
 impl ContentStore for MemoryStore {
     async fn add_file(&self, path: &Path) -> Result<Blob, StoreError> {
-        self.check_online()?;
+        self.check_accepts_content()?;
         let data = std::fs::read(path).map_err(|e| StoreError::permanent(e.to_string()))?;
         let size = data.len() as u64;
         self.file_adds.fetch_add(1, Ordering::SeqCst);
@@ -298,7 +313,7 @@ impl ContentStore for MemoryStore {
         open: Arc<ContentStream>,
         _seed: bool,
     ) -> Result<String, StoreError> {
-        self.check_online()?;
+        self.check_accepts_content()?;
         let mut data = Vec::new();
         let mut chunks = open();
         while let Some(chunk) = chunks.next().await {
@@ -312,7 +327,7 @@ impl ContentStore for MemoryStore {
     }
 
     async fn add_objects(&self, objects: Vec<Bytes>) -> Result<Vec<String>, StoreError> {
-        self.check_online()?;
+        self.check_accepts_content()?;
         self.file_adds.fetch_add(objects.len(), Ordering::SeqCst);
         Ok(objects.into_iter().map(|o| self.put(o)).collect())
     }

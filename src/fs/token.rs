@@ -42,7 +42,8 @@ pub struct TokenFs {
     /// Closed versions not yet on the node.
     pub pending_uploads: u64,
     pub committed: CommittedState,
-    pub journal: Journal,
+    /// Shared with writers that write its queued ops after the tree lock is dropped.
+    pub journal: std::sync::Arc<Journal>,
     /// CIDs no longer referenced by the tree, to unpin after the next commit.
     pub superseded: Vec<String>,
     pub staging_dir: PathBuf,

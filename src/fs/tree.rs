@@ -30,6 +30,9 @@ pub struct Tree {
     pub residency: super::unload::Residency,
     /// Inodes a commit must look at, so that it need not visit every inode.
     pub tracked: Tracked,
+    /// Journal ops appended under this hold of the lock, written when it is dropped (see
+    /// [`super::TreeGuard`]).
+    pub journaled: Vec<(std::sync::Arc<super::journal::Journal>, u64)>,
 }
 
 /// Which inodes may have changed since the last commit looked (`touched`: every inode
@@ -97,6 +100,7 @@ impl Tree {
             dapp_dirs: HashMap::new(),
             residency: Default::default(),
             tracked: Tracked::default(),
+            journaled: Vec::new(),
         }
     }
 

@@ -1,8 +1,12 @@
-//! The upload queue: closed versions go to the node in the background, several at once
+//! The uploader: closed versions go to the node in the background, several at once
 //! (`upload.parallelism`), small files batched into one request. Errors are retried with
 //! backoff (capped at `MAX_BACKOFF`) for as long as it takes; the data stays staged
 //! meanwhile, so a node outage never fails a write that was already accepted. An outage is
 //! logged once (see `outage`), not once per attempt.
+//!
+//! The [`Uploader`] owns its queue and uploads through the node client ([`Stores`]); it
+//! never edits the tree. What it needs from the core (is a job still worth uploading, here
+//! is its result) goes through [`UploadResults`], which the core implements (`uploaded`).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -10,13 +14,16 @@ use std::time::Duration;
 
 use tokio::sync::{Semaphore, mpsc};
 
-use super::Fs;
+use tokio_util::sync::CancellationToken;
+
 use super::backoff::Backoff;
-use super::content;
+use super::content::{self, Sealing};
 use super::inode::{Ino, TokenId};
 use super::live::LiveUpload;
+use super::outage::Outage;
 use super::staged::StagedFile;
-use super::store::{Blob, LastUpload};
+use super::store::Blob;
+use super::stores::Stores;
 
 /// At most this many small files per batch request.
 const BATCH_FILES: usize = 64;
@@ -44,8 +51,28 @@ pub struct Job {
     pub live: Option<Arc<LiveUpload>>,
 }
 
+/// What the uploader asks of the core, and tells it.
+pub(crate) trait UploadResults: Send + Sync + 'static {
+    /// The job's version is still worth uploading (no newer close, the file has a name).
+    fn is_current(&self, job: &Job) -> bool;
+    /// How `token` stores content now.
+    fn sealing(&self, token: TokenId) -> Sealing;
+    /// The job is done: uploaded as `blob`, or moot (`None`).
+    fn uploaded(&self, job: &Job, blob: Option<Blob>);
+}
+
+/// The queue of closed versions and the workers that upload them.
+pub(crate) struct Uploader {
+    queue: Queue,
+    stores: Arc<Stores>,
+    outage: Arc<Outage>,
+    cancel: CancellationToken,
+    parallelism: usize,
+    small_file_limit: u64,
+}
+
 #[derive(Debug)]
-pub struct Queue {
+struct Queue {
     tx: mpsc::UnboundedSender<Job>,
     files: AtomicU64,
     bytes: AtomicU64,
@@ -54,7 +81,7 @@ pub struct Queue {
 }
 
 impl Queue {
-    pub fn new() -> (Queue, mpsc::UnboundedReceiver<Job>) {
+    fn new() -> (Queue, mpsc::UnboundedReceiver<Job>) {
         let (tx, rx) = mpsc::unbounded_channel();
         (
             Queue {
@@ -67,7 +94,7 @@ impl Queue {
         )
     }
 
-    pub fn push(&self, job: Job) {
+    fn push(&self, job: Job) {
         self.files.fetch_add(1, Ordering::Relaxed);
         self.bytes.fetch_add(job.size, Ordering::Relaxed);
         {
@@ -83,7 +110,7 @@ impl Queue {
     }
 
     /// Files and bytes queued or uploading.
-    pub fn pending(&self) -> (u64, u64) {
+    fn pending(&self) -> (u64, u64) {
         (
             self.files.load(Ordering::Relaxed),
             self.bytes.load(Ordering::Relaxed),
@@ -91,7 +118,7 @@ impl Queue {
     }
 
     /// Files and bytes of `token` queued or uploading.
-    pub fn pending_of(&self, token: TokenId) -> (u64, u64) {
+    fn pending_of(&self, token: TokenId) -> (u64, u64) {
         self.per_token().get(&token).copied().unwrap_or_default()
     }
 
@@ -115,176 +142,255 @@ impl Queue {
     }
 }
 
-pub(crate) fn spawn_workers(fs: Fs, mut rx: mpsc::UnboundedReceiver<Job>) {
-    let cancel = fs.inner.cancel.clone();
-    let permits = Arc::new(Semaphore::new(fs.config().upload_parallelism.max(1)));
-    let lanes = Arc::new(Semaphore::new(
-        SMALL_LANES.min(fs.config().upload_parallelism).max(1),
-    ));
-    let small = fs.config().small_file_limit;
-    tokio::spawn(async move {
-        let mut held: Option<Job> = None;
-        loop {
-            let first = match held.take() {
-                Some(j) => j,
-                None => tokio::select! {
+type Results = Arc<dyn UploadResults>;
+
+impl Uploader {
+    /// An uploader and the receiving end of its queue, for [`Uploader::start`].
+    pub fn new(
+        stores: Arc<Stores>,
+        outage: Arc<Outage>,
+        cancel: CancellationToken,
+        parallelism: usize,
+        small_file_limit: u64,
+    ) -> (Arc<Uploader>, mpsc::UnboundedReceiver<Job>) {
+        let (queue, rx) = Queue::new();
+        let up = Uploader {
+            queue,
+            stores,
+            outage,
+            cancel,
+            parallelism: parallelism.max(1),
+            small_file_limit,
+        };
+        (Arc::new(up), rx)
+    }
+
+    /// Queue a closed version for upload.
+    pub fn push(&self, job: Job) {
+        self.queue.push(job);
+    }
+
+    /// Files and bytes queued or uploading.
+    pub fn pending(&self) -> (u64, u64) {
+        self.queue.pending()
+    }
+
+    /// Files and bytes of `token` queued or uploading.
+    pub fn pending_of(&self, token: TokenId) -> (u64, u64) {
+        self.queue.pending_of(token)
+    }
+
+    /// Start the workers: they take jobs from `rx` until the mount stops, and report each
+    /// job's end to `results`.
+    pub fn start(self: &Arc<Self>, mut rx: mpsc::UnboundedReceiver<Job>, results: Results) {
+        let up = self.clone();
+        let permits = Arc::new(Semaphore::new(up.parallelism));
+        let lanes = Arc::new(Semaphore::new(SMALL_LANES.min(up.parallelism)));
+        let small = up.small_file_limit;
+        tokio::spawn(async move {
+            let cancel = up.cancel.clone();
+            let mut held: Option<Job> = None;
+            loop {
+                let first = match held.take() {
+                    Some(j) => j,
+                    None => tokio::select! {
+                        _ = cancel.cancelled() => return,
+                        j = rx.recv() => match j { Some(j) => j, None => return },
+                    },
+                };
+                let gate = if first.size <= small {
+                    &lanes
+                } else {
+                    &permits
+                };
+                let permit = tokio::select! {
                     _ = cancel.cancelled() => return,
-                    j = rx.recv() => match j { Some(j) => j, None => return },
-                },
-            };
-            let gate = if first.size <= small {
-                &lanes
-            } else {
-                &permits
-            };
-            let permit = tokio::select! {
-                _ = cancel.cancelled() => return,
-                p = gate.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => return },
-            };
-            // Waiting for a permit lets small files pile up: take them all in one batch.
-            let mut batch = vec![first];
-            if batch[0].size <= small {
-                let mut bytes = batch[0].size;
-                while batch.len() < BATCH_FILES && bytes < BATCH_BYTES {
-                    match rx.try_recv() {
-                        // One token per batch: each token seals with its own keys.
-                        Ok(j) if j.size <= small && j.token == batch[0].token => {
-                            bytes += j.size;
-                            batch.push(j);
+                    p = gate.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => return },
+                };
+                // Waiting for a permit lets small files pile up: take them all in one batch.
+                let mut batch = vec![first];
+                if batch[0].size <= small {
+                    let mut bytes = batch[0].size;
+                    while batch.len() < BATCH_FILES && bytes < BATCH_BYTES {
+                        match rx.try_recv() {
+                            // One token per batch: each token seals with its own keys.
+                            Ok(j) if j.size <= small && j.token == batch[0].token => {
+                                bytes += j.size;
+                                batch.push(j);
+                            }
+                            Ok(j) => {
+                                held = Some(j);
+                                break;
+                            }
+                            Err(_) => break,
                         }
-                        Ok(j) => {
-                            held = Some(j);
-                            break;
-                        }
-                        Err(_) => break,
                     }
                 }
+                let up = up.clone();
+                let results = results.clone();
+                tokio::spawn(async move {
+                    up.upload(&*results, batch).await;
+                    drop(permit);
+                });
             }
-            let fs = fs.clone();
-            tokio::spawn(async move {
-                upload(&fs, batch).await;
-                drop(permit);
-            });
-        }
-    });
-}
-
-/// One request per sNFT: each may have its own node (PollinationX's hosted nodes). The
-/// sNFTs' uploads run side by side, so one whose node is down holds back no other.
-async fn upload(fs: &Fs, batch: Vec<Job>) {
-    let mut by_token: std::collections::BTreeMap<TokenId, Vec<Job>> = Default::default();
-    for job in batch {
-        by_token.entry(job.token).or_default().push(job);
+        });
     }
-    futures::future::join_all(by_token.into_values().map(|jobs| upload_token(fs, jobs))).await;
-}
 
-async fn upload_token(fs: &Fs, batch: Vec<Job>) {
-    let mut next = batch;
-    let mut backoff = Backoff::new(Duration::from_millis(500), MAX_BACKOFF);
-    loop {
-        // Jobs whose staged file cannot be read wait here, so that they do not hold back
-        // the rest of their batch; they are retried until they succeed or become moot.
-        let stuck = upload_batch(fs, next).await;
-        if stuck.is_empty() || !backoff.wait_unless(&fs.inner.cancel).await {
-            return;
+    /// One request per sNFT: each may have its own node (PollinationX's hosted nodes). The
+    /// sNFTs' uploads run side by side, so one whose node is down holds back no other.
+    async fn upload(&self, results: &dyn UploadResults, batch: Vec<Job>) {
+        let mut by_token: std::collections::BTreeMap<TokenId, Vec<Job>> = Default::default();
+        for job in batch {
+            by_token.entry(job.token).or_default().push(job);
         }
-        next = stuck;
+        futures::future::join_all(
+            by_token
+                .into_values()
+                .map(|jobs| self.upload_token(results, jobs)),
+        )
+        .await;
     }
-}
 
-/// Upload `batch`, retrying node errors; returns the jobs split off because their staged
-/// file cannot be read (a local fault), for the caller to retry.
-async fn upload_batch(fs: &Fs, batch: Vec<Job>) -> Vec<Job> {
-    // Uploaded while it was written: done once the last bytes are in. (Even when a newer
-    // version made it moot: `finish` then records the CID as superseded, to be unpinned.)
-    if let [job] = &batch[..]
-        && let Some(live) = &job.live
-        && let Some((cid, salt)) = live.finish().await
-    {
-        let blob = Blob {
-            cid,
-            size: job.size,
-            salt,
-        };
-        finish(fs, job, Some(blob));
-        fs.inner.outage.succeeded(fs.pending());
-        return Vec::new();
-    }
-    let mut stuck = Vec::new();
-    let mut backoff = Backoff::new(Duration::from_millis(200), MAX_BACKOFF);
-    let mut batch = batch;
-    loop {
-        // Drop jobs a newer close or an unlink made moot before spending a request on them.
-        let (live, moot): (Vec<Job>, Vec<Job>) = batch.into_iter().partition(|j| is_current(fs, j));
-        for j in moot {
-            finish(fs, &j, None);
-        }
-        if live.is_empty() {
-            // Whatever stopped these (a staged file deleted under us) is moot too.
-            if stuck.is_empty() {
-                fs.inner.outage.local_ok("upload");
+    async fn upload_token(&self, results: &dyn UploadResults, batch: Vec<Job>) {
+        let mut next = batch;
+        let mut backoff = Backoff::new(Duration::from_millis(500), MAX_BACKOFF);
+        loop {
+            // Jobs whose staged file cannot be read wait here, so that they do not hold back
+            // the rest of their batch; they are retried until they succeed or become moot.
+            let stuck = self.upload_batch(results, next).await;
+            if stuck.is_empty() || !backoff.wait_unless(&self.cancel).await {
+                return;
             }
-            return stuck;
+            next = stuck;
         }
-        let started = std::time::Instant::now();
-        // A batch holds one token's jobs (see `spawn_workers`).
-        let sealing = fs.sealing(Some(live[0].token));
-        let result = if live.len() == 1 {
-            content::add_file(
-                &*fs.store_of(Some(live[0].token)),
-                &sealing,
-                live[0].staged.path(),
-                live[0].size,
-            )
-            .await
-            .map(|b| vec![b])
-        } else {
-            let paths: Vec<_> = live.iter().map(|j| j.staged.path().to_path_buf()).collect();
-            content::add_files(&*fs.store_of(Some(live[0].token)), &sealing, &paths).await
-        };
-        match result {
-            Ok(blobs) if blobs.len() == live.len() => {
-                for (j, b) in live.iter().zip(blobs) {
-                    finish(fs, j, Some(b));
-                }
-                fs.inner.outage.succeeded(fs.pending());
+    }
+
+    /// Upload `batch`, retrying node errors; returns the jobs split off because their staged
+    /// file cannot be read (a local fault), for the caller to retry.
+    async fn upload_batch(&self, results: &dyn UploadResults, batch: Vec<Job>) -> Vec<Job> {
+        // Uploaded while it was written: done once the last bytes are in. (Even when a newer
+        // version made it moot: `finish` then records the CID as superseded, to be unpinned.)
+        if let [job] = &batch[..]
+            && let Some(live) = &job.live
+            && let Some((cid, salt)) = live.finish().await
+        {
+            let blob = Blob {
+                cid,
+                size: job.size,
+                salt,
+            };
+            self.finish(results, job, Some(blob));
+            self.outage.succeeded(self.pending());
+            return Vec::new();
+        }
+        let mut stuck = Vec::new();
+        let mut backoff = Backoff::new(Duration::from_millis(200), MAX_BACKOFF);
+        let mut batch = batch;
+        // Holds the `Outage` entry while this batch fails for a reason that is not an outage.
+        let _failing = Failing::new(&self.outage);
+        loop {
+            // Drop jobs a newer close or an unlink made moot before spending a request on them.
+            let (live, moot): (Vec<Job>, Vec<Job>) =
+                batch.into_iter().partition(|j| results.is_current(j));
+            for j in moot {
+                self.finish(results, &j, None);
+            }
+            if live.is_empty() {
+                // Whatever stopped these (a staged file deleted under us) is moot too.
                 if stuck.is_empty() {
-                    fs.inner.outage.local_ok("upload");
+                    self.outage.local_ok("upload");
                 }
                 return stuck;
             }
-            Ok(blobs) => tracing::warn!(
-                sent = live.len(),
-                got = blobs.len(),
-                "node answered a batch add with the wrong number of files; retrying"
-            ),
-            Err(e) => {
-                let (bad, good): (Vec<Job>, Vec<Job>) =
-                    live.iter().cloned().partition(|j| unreadable(j).is_some());
-                if let Some(why) = bad.first().and_then(unreadable) {
-                    tracing::debug!(error = %e, "upload failed for a local reason");
-                    fs.inner.outage.local_failed("upload", &why);
-                    stuck.extend(bad);
-                    // The others go again at once.
-                    batch = good;
-                    continue;
-                } else if e.transient {
-                    fs.inner.outage.failed("upload", started, &e);
-                } else {
-                    tracing::warn!(
-                        files = live.len(),
-                        error = %e,
-                        retry_in_ms = backoff.next_delay().as_millis() as u64,
-                        "upload failed; data stays staged and is retried"
-                    );
+            let started = std::time::Instant::now();
+            // A batch holds one token's jobs (see `spawn_workers`).
+            let store = self.stores.of(Some(live[0].token));
+            let sealing = &results.sealing(live[0].token);
+            let result = if live.len() == 1 {
+                content::add_file(&*store, sealing, live[0].staged.path(), live[0].size)
+                    .await
+                    .map(|b| vec![b])
+            } else {
+                let paths: Vec<_> = live.iter().map(|j| j.staged.path().to_path_buf()).collect();
+                content::add_files(&*store, sealing, &paths).await
+            };
+            match result {
+                Ok(blobs) if blobs.len() == live.len() => {
+                    for (j, b) in live.iter().zip(blobs) {
+                        self.finish(results, j, Some(b));
+                    }
+                    self.outage.succeeded(self.pending());
+                    if stuck.is_empty() {
+                        self.outage.local_ok("upload");
+                    }
+                    return stuck;
+                }
+                Ok(blobs) => _failing.failed(
+                    live.len(),
+                    &format!(
+                        "node answered a batch add of {} files with {} results",
+                        live.len(),
+                        blobs.len()
+                    ),
+                ),
+                Err(e) => {
+                    let (bad, good): (Vec<Job>, Vec<Job>) =
+                        live.iter().cloned().partition(|j| unreadable(j).is_some());
+                    if let Some(why) = bad.first().and_then(unreadable) {
+                        tracing::debug!(error = %e, "upload failed for a local reason");
+                        self.outage.local_failed("upload", &why);
+                        stuck.extend(bad);
+                        // The others go again at once.
+                        batch = good;
+                        continue;
+                    } else if e.transient {
+                        self.outage.failed("upload", started, &e);
+                    } else {
+                        _failing.failed(live.len(), &e);
+                    }
                 }
             }
+            if !backoff.wait_unless(&self.cancel).await {
+                return stuck;
+            }
+            batch = live;
         }
-        if !backoff.wait_unless(&fs.inner.cancel).await {
-            return stuck;
+    }
+
+    /// A job ends: it leaves the queue, and the core records its result.
+    fn finish(&self, results: &dyn UploadResults, job: &Job, blob: Option<Blob>) {
+        self.queue.done(job);
+        results.uploaded(job, blob);
+    }
+}
+
+/// An upload batch failing with an error that is neither an outage nor a local fault (the
+/// node refusing it, content that does not seal): reported to `Outage` (logged once, shown
+/// by `pxfs status`, `fsync` gives up after the grace) until the batch ends, whether it
+/// succeeded, became moot or the mount stops.
+struct Failing<'a> {
+    outage: &'a Outage,
+    id: u64,
+}
+
+impl<'a> Failing<'a> {
+    fn new(outage: &'a Outage) -> Failing<'a> {
+        static NEXT: AtomicU64 = AtomicU64::new(1);
+        Failing {
+            outage,
+            id: NEXT.fetch_add(1, Ordering::Relaxed),
         }
-        batch = live;
+    }
+
+    fn failed(&self, files: usize, error: &dyn std::fmt::Display) {
+        tracing::debug!(files, error = %error, "upload failed; data stays staged and is retried");
+        self.outage.stuck("upload", self.id, error);
+    }
+}
+
+impl Drop for Failing<'_> {
+    fn drop(&mut self) {
+        self.outage.unstuck("upload", self.id);
     }
 }
 
@@ -298,67 +404,4 @@ fn unreadable(job: &Job) -> Option<String> {
             job.path
         )
     })
-}
-
-/// The job's version is still the file's newest, and the file still has a name (an
-/// unlinked file is in no commit).
-fn is_current(fs: &Fs, job: &Job) -> bool {
-    let tree = fs.tree();
-    tree.get(job.ino)
-        .ok()
-        .filter(|i| !i.links.is_empty())
-        .and_then(|i| i.file())
-        .is_some_and(|f| f.version == job.version)
-}
-
-/// Record an upload's result (`None`: the job was moot).
-fn finish(fs: &Fs, job: &Job, blob: Option<Blob>) {
-    fs.inner.uploads.done(job);
-    {
-        let mut guard = fs.tree();
-        let tree = &mut *guard;
-        if let Ok(t) = tree.token_mut(job.token) {
-            t.pending_uploads = t.pending_uploads.saturating_sub(1);
-        }
-        if let Some(blob) = blob {
-            let current = tree
-                .get_mut(job.ino)
-                .ok()
-                .and_then(|i| i.file_mut())
-                .filter(|f| f.version == job.version);
-            let mut superseded = None;
-            let applied = match current {
-                Some(f) => {
-                    if let Some(old) = f.blob.replace(blob.clone())
-                        && old.cid != blob.cid
-                    {
-                        superseded = Some(old.cid);
-                    }
-                    f.upload_pending = false;
-                    true
-                }
-                None => {
-                    superseded = Some(blob.cid.clone());
-                    false
-                }
-            };
-            if applied {
-                tree.stored_inode_changed(job.ino);
-                tree.recharge(job.ino, false);
-            }
-            // The v1 usage document holds the path as a string: shown escaped.
-            let path = tree.display_path(job.ino);
-            if let Ok(t) = tree.token_mut(job.token) {
-                t.superseded.extend(superseded);
-                if applied {
-                    t.last_upload = Some(LastUpload {
-                        path,
-                        cid: blob.cid,
-                        size: blob.size,
-                    });
-                }
-            }
-        }
-    }
-    fs.inner.progress.notify_waiters();
 }

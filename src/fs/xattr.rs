@@ -2,12 +2,12 @@
 //! root manifest), and the read-only
 //! `user.pxfs.*` attributes that show what pxfs knows (CIDs, quota, sync state).
 
-use super::Fs;
 use super::error::{FsError, FsResult};
 use super::inode::{Body, Ino};
 use super::journal::Op;
 use super::quota::Change;
 use super::tree::Tree;
+use super::{Fs, Step};
 
 /// Linux's limit for one attribute value.
 const VALUE_MAX: usize = 64 * 1024;
@@ -67,7 +67,8 @@ impl Fs {
             path: Vec::new(),
             name: name.to_vec(),
             value: hex::encode(value),
-        })
+        })?;
+        guard.unlock()
     }
 
     pub async fn removexattr(&self, ino: Ino, name: impl AsRef<[u8]>) -> FsResult<()> {
@@ -91,7 +92,8 @@ impl Fs {
         self.xattr_changed(tree, ino, token, || Op::RemoveXattr {
             path: Vec::new(),
             name: name.to_vec(),
-        })
+        })?;
+        guard.unlock()
     }
 
     fn xattr_changed(
@@ -121,21 +123,23 @@ impl Fs {
         self.journal(tree, token, op)
     }
 
-    pub async fn getxattr(&self, ino: Ino, name: impl AsRef<[u8]>) -> FsResult<Vec<u8>> {
-        self.ensure_root_loaded(ino).await?;
-        let tree = self.tree();
-        get(&tree, ino, name.as_ref())
-    }
-
-    /// [`Fs::getxattr`] without waiting; `None` for an sNFT root not loaded yet. `ls -l`
-    /// asks for two attributes of every entry (an SELinux label and an ACL), so these
-    /// answers, mostly "none", must be cheap.
-    pub fn getxattr_now(&self, ino: Ino, name: impl AsRef<[u8]>) -> Option<FsResult<Vec<u8>>> {
-        let tree = self.tree();
-        if super::ops::unloaded_root(&tree, ino) {
-            return None;
+    /// Answered from memory but for an sNFT root not loaded yet. `ls -l` asks for two
+    /// attributes of every entry (an SELinux label and an ACL), so these answers, mostly
+    /// "none", must be cheap.
+    pub fn getxattr(&self, ino: Ino, name: impl AsRef<[u8]>) -> Step<FsResult<Vec<u8>>> {
+        let name = name.as_ref();
+        {
+            let tree = self.tree();
+            if !super::ops::unloaded_root(&tree, ino) {
+                return Step::Ready(get(&tree, ino, name));
+            }
         }
-        Some(get(&tree, ino, name.as_ref()))
+        let (fs, name) = (self.clone(), name.to_vec());
+        Step::wait(async move {
+            fs.ensure_root_loaded(ino).await?;
+            let tree = fs.tree();
+            get(&tree, ino, &name)
+        })
     }
 
     /// Attribute names, as bytes.

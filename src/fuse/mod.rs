@@ -23,7 +23,7 @@ use fuser::{
 use tracing::Instrument;
 
 use crate::format::name::escape;
-use crate::fs::{DirEntry, Fs, FsError, SetAttr};
+use crate::fs::{DirEntry, DirSink, Fs, FsError, SetAttr, Step};
 
 /// pxfs owns the tree (nobody else writes an sNFT while it is mounted), so the kernel may
 /// cache attributes and names for long.
@@ -43,6 +43,69 @@ impl FuseFs {
 
     fn spawn<F: Future<Output = ()> + Send + 'static>(&self, span: tracing::Span, f: F) {
         self.rt.spawn(f.instrument(span));
+    }
+
+    /// Reply with what `step` gives: right here if it is ready (no task for what memory
+    /// answers), else from a task once it is.
+    fn answer<T: Send + 'static>(
+        &self,
+        span: tracing::Span,
+        step: Step<T>,
+        reply: impl FnOnce(T) + Send + 'static,
+    ) {
+        match step {
+            Step::Ready(t) => {
+                let _span = span.entered();
+                reply(t)
+            }
+            Step::Wait(f) => self.spawn(span, async move { reply(f.await) }),
+        }
+    }
+}
+
+fn reply_entry(reply: ReplyEntry, found: Result<crate::fs::Attr, FsError>) {
+    match found {
+        Ok(a) => reply.entry(&TTL, &attr::file_attr(&a), Generation(0)),
+        Err(e) => reply.error(errno(&e)),
+    }
+}
+
+fn reply_attr(reply: ReplyAttr, found: Result<crate::fs::Attr, FsError>) {
+    match found {
+        Ok(a) => reply.attr(&TTL, &attr::file_attr(&a)),
+        Err(e) => reply.error(errno(&e)),
+    }
+}
+
+fn reply_empty(reply: ReplyEmpty, done: Result<(), FsError>) {
+    match done {
+        Ok(()) => reply.ok(),
+        Err(e) => reply.error(errno(&e)),
+    }
+}
+
+impl DirSink for ReplyDirectory {
+    fn offer(&mut self, e: &DirEntry) -> bool {
+        self.add(
+            INodeNo(e.ino),
+            e.offset,
+            attr::file_type(e.kind),
+            OsStr::from_bytes(&e.name),
+        )
+    }
+}
+
+impl DirSink for ReplyDirectoryPlus {
+    fn offer(&mut self, e: &DirEntry) -> bool {
+        let a = attr::file_attr(&e.attr);
+        self.add(
+            INodeNo(e.ino),
+            e.offset,
+            OsStr::from_bytes(&e.name),
+            &TTL,
+            &a,
+            Generation(0),
+        )
     }
 }
 
@@ -110,21 +173,9 @@ impl Filesystem for FuseFs {
     }
 
     fn lookup(&self, req: &Request, parent: INodeNo, n: &OsStr, reply: ReplyEntry) {
-        if let Some(found) = self.fs.lookup_now(parent.0, n.as_bytes()) {
-            let _span = named_span("lookup", parent.0, req, n.as_bytes()).entered();
-            return match found {
-                Ok(a) => reply.entry(&TTL, &attr::file_attr(&a), Generation(0)),
-                Err(e) => reply.error(errno(&e)),
-            };
-        }
-        let n = name(n);
-        let fs = self.fs.clone();
-        self.spawn(named_span("lookup", parent.0, req, &n), async move {
-            match fs.lookup(parent.0, &n).await {
-                Ok(a) => reply.entry(&TTL, &attr::file_attr(&a), Generation(0)),
-                Err(e) => reply.error(errno(&e)),
-            }
-        });
+        let span = named_span("lookup", parent.0, req, n.as_bytes());
+        let found = self.fs.lookup(parent.0, n.as_bytes());
+        self.answer(span, found, |found| reply_entry(reply, found));
     }
 
     /// fuser's default `batch_forget` calls this for each inode.
@@ -133,19 +184,9 @@ impl Filesystem for FuseFs {
     }
 
     fn getattr(&self, req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
-        if let Some(found) = self.fs.getattr_now(ino.0) {
-            let _span = span("getattr", ino.0, req).entered();
-            return match found {
-                Ok(a) => reply.attr(&TTL, &attr::file_attr(&a)),
-                Err(e) => reply.error(errno(&e)),
-            };
-        }
-        let fs = self.fs.clone();
-        self.spawn(span("getattr", ino.0, req), async move {
-            match fs.getattr(ino.0).await {
-                Ok(a) => reply.attr(&TTL, &attr::file_attr(&a)),
-                Err(e) => reply.error(errno(&e)),
-            }
+        let found = self.fs.getattr(ino.0);
+        self.answer(span("getattr", ino.0, req), found, |found| {
+            reply_attr(reply, found)
         });
     }
 
@@ -176,19 +217,9 @@ impl Filesystem for FuseFs {
             mtime: mtime.map(attr::time_set),
             fh: fh.map(|f| f.0),
         };
-        if let Some(done) = self.fs.setattr_now(ino.0, set) {
-            let _span = span("setattr", ino.0, req).entered();
-            return match done {
-                Ok(a) => reply.attr(&TTL, &attr::file_attr(&a)),
-                Err(e) => reply.error(errno(&e)),
-            };
-        }
-        let fs = self.fs.clone();
-        self.spawn(span("setattr", ino.0, req), async move {
-            match fs.setattr(ino.0, set).await {
-                Ok(a) => reply.attr(&TTL, &attr::file_attr(&a)),
-                Err(e) => reply.error(errno(&e)),
-            }
+        let done = self.fs.setattr(ino.0, set);
+        self.answer(span("setattr", ino.0, req), done, |done| {
+            reply_attr(reply, done)
         });
     }
 
@@ -410,11 +441,10 @@ impl Filesystem for FuseFs {
         reply: ReplyEmpty,
     ) {
         // Journaling the close is one write to local disk: answered right here.
-        let _span = span("flush", ino.0, req).entered();
-        match self.fs.flush_now(fh.0) {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(errno(&e)),
-        }
+        let done = self.fs.flush(fh.0);
+        self.answer(span("flush", ino.0, req), done, |done| {
+            reply_empty(reply, done)
+        });
     }
 
     fn release(
@@ -427,11 +457,10 @@ impl Filesystem for FuseFs {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
-        let _span = span("release", ino.0, req).entered();
-        match self.fs.release_now(fh.0) {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(errno(&e)),
-        }
+        let done = self.fs.release(fh.0);
+        self.answer(span("release", ino.0, req), done, |done| {
+            reply_empty(reply, done)
+        });
     }
 
     fn fsync(
@@ -479,38 +508,12 @@ impl Filesystem for FuseFs {
         ino: INodeNo,
         _fh: FileHandle,
         offset: u64,
-        mut reply: ReplyDirectory,
+        reply: ReplyDirectory,
     ) {
-        // The buffer is full when `add` says so: the kernel asks again from there.
-        let mut add = |e: &DirEntry| {
-            reply.add(
-                INodeNo(e.ino),
-                e.offset,
-                attr::file_type(e.kind),
-                OsStr::from_bytes(&e.name),
-            )
-        };
-        if let Some(done) = self.fs.fill_dir_now(ino.0, offset, false, &mut add) {
-            let _span = span("readdir", ino.0, req).entered();
-            return match done {
-                Ok(()) => reply.ok(),
-                Err(e) => reply.error(errno(&e)),
-            };
-        }
-        let fs = self.fs.clone();
-        self.spawn(span("readdir", ino.0, req), async move {
-            let mut add = |e: &DirEntry| {
-                reply.add(
-                    INodeNo(e.ino),
-                    e.offset,
-                    attr::file_type(e.kind),
-                    OsStr::from_bytes(&e.name),
-                )
-            };
-            match fs.fill_dir(ino.0, offset, false, &mut add).await {
-                Ok(()) => reply.ok(),
-                Err(e) => reply.error(errno(&e)),
-            }
+        // The buffer is full when the reply says so: the kernel asks again from there.
+        let done = self.fs.fill_dir(ino.0, offset, false, reply);
+        self.answer(span("readdir", ino.0, req), done, |(reply, done)| {
+            reply_empty_dir(reply, done)
         });
     }
 
@@ -520,44 +523,17 @@ impl Filesystem for FuseFs {
         ino: INodeNo,
         _fh: FileHandle,
         offset: u64,
-        mut reply: ReplyDirectoryPlus,
+        reply: ReplyDirectoryPlus,
     ) {
-        let mut add = |e: &DirEntry| {
-            let a = attr::file_attr(&e.attr);
-            reply.add(
-                INodeNo(e.ino),
-                e.offset,
-                OsStr::from_bytes(&e.name),
-                &TTL,
-                &a,
-                Generation(0),
-            )
-        };
-        if let Some(done) = self.fs.fill_dir_now(ino.0, offset, true, &mut add) {
-            let _span = span("readdirplus", ino.0, req).entered();
-            return match done {
+        let done = self.fs.fill_dir(ino.0, offset, true, reply);
+        self.answer(
+            span("readdirplus", ino.0, req),
+            done,
+            |(reply, done)| match done {
                 Ok(()) => reply.ok(),
                 Err(e) => reply.error(errno(&e)),
-            };
-        }
-        let fs = self.fs.clone();
-        self.spawn(span("readdirplus", ino.0, req), async move {
-            let mut add = |e: &DirEntry| {
-                let a = attr::file_attr(&e.attr);
-                reply.add(
-                    INodeNo(e.ino),
-                    e.offset,
-                    OsStr::from_bytes(&e.name),
-                    &TTL,
-                    &a,
-                    Generation(0),
-                )
-            };
-            match fs.fill_dir(ino.0, offset, true, &mut add).await {
-                Ok(()) => reply.ok(),
-                Err(e) => reply.error(errno(&e)),
-            }
-        });
+            },
+        );
     }
 
     fn fsyncdir(
@@ -611,21 +587,15 @@ impl Filesystem for FuseFs {
     }
 
     fn getxattr(&self, req: &Request, ino: INodeNo, n: &OsStr, size: u32, reply: ReplyXattr) {
-        if let Some(found) = self.fs.getxattr_now(ino.0, n.as_bytes()) {
-            let _span = span("getxattr", ino.0, req).entered();
-            return match found {
+        let found = self.fs.getxattr(ino.0, n.as_bytes());
+        self.answer(
+            span("getxattr", ino.0, req),
+            found,
+            move |found| match found {
                 Ok(v) => sized_reply(reply, size, &v),
                 Err(e) => reply.error(errno(&e)),
-            };
-        }
-        let n = name(n);
-        let fs = self.fs.clone();
-        self.spawn(span("getxattr", ino.0, req), async move {
-            match fs.getxattr(ino.0, &n).await {
-                Ok(v) => sized_reply(reply, size, &v),
-                Err(e) => reply.error(errno(&e)),
-            }
-        });
+            },
+        );
     }
 
     fn listxattr(&self, req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
@@ -674,14 +644,9 @@ impl Filesystem for FuseFs {
         let n = name(n);
         let (uid, gid) = (req.uid(), req.gid());
         let mode = mode & !umask;
-        if let Some(done) = self.fs.create_now(parent.0, &n, mode, flags, uid, gid) {
-            let _span = named_span("create", parent.0, req, &n).entered();
-            return reply_created(reply, done);
-        }
-        let fs = self.fs.clone();
-        self.spawn(named_span("create", parent.0, req, &n), async move {
-            let done = fs.create(parent.0, &n, mode, flags, uid, gid).await;
-            reply_created(reply, done);
+        let done = self.fs.create(parent.0, &n, mode, flags, uid, gid);
+        self.answer(named_span("create", parent.0, req, &n), done, |done| {
+            reply_created(reply, done)
         });
     }
 
@@ -741,6 +706,13 @@ fn reply_created(reply: ReplyCreate, created: Result<(crate::fs::Attr, u64), FsE
             FileHandle(fh),
             OPEN_FLAGS,
         ),
+        Err(e) => reply.error(errno(&e)),
+    }
+}
+
+fn reply_empty_dir(reply: ReplyDirectory, done: Result<(), FsError>) {
+    match done {
+        Ok(()) => reply.ok(),
         Err(e) => reply.error(errno(&e)),
     }
 }
