@@ -514,6 +514,8 @@ async fn prepare(
         cfg.chain.contract.clone(),
     );
     let mut fs_cfg = core_config(cfg);
+    // Live follow: only mounts (a conversion's cores do not follow).
+    fs_cfg.follow_interval = Duration::from_secs(cfg.upload.follow_every_secs);
     fs_cfg.single_token = args.tokens.len() == 1;
     fs_cfg.read_only = args.read_only;
     fs_cfg.keys = Arc::new(MountKeys {

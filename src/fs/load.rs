@@ -217,6 +217,8 @@ impl Fs {
                     groups: Default::default(),
                     loading_all: false,
                     sealing,
+                    merged_onto: None,
+                    conflicts: 0,
                 },
             );
         }

@@ -18,6 +18,7 @@ pub mod ledger;
 mod live;
 mod load;
 pub mod manifest;
+mod merge;
 pub mod node_store;
 mod ops;
 mod outage;
@@ -73,6 +74,9 @@ pub struct FsConfig {
     /// While uploads are in flight, what is uploaded is committed at least this often
     /// (a long copy publishes as it goes rather than at its end).
     pub commit_max_delay: Duration,
+    /// How often the published documents are checked for other writers' commits, which
+    /// are then taken in (`Fs::follow_all`); zero: never.
+    pub follow_interval: Duration,
     /// Serve exactly one sNFT as the mount root.
     pub single_token: bool,
     /// Refuse every change (`--read-only`).
@@ -98,6 +102,7 @@ impl FsConfig {
             outage_grace: Duration::from_secs(300),
             commit_interval: Duration::from_secs(1),
             commit_max_delay: Duration::from_secs(5),
+            follow_interval: Duration::ZERO,
             single_token: false,
             read_only: false,
             max_loaded_inodes: usize::MAX,
@@ -275,6 +280,7 @@ impl Fs {
         };
         upload::spawn_workers(fs.clone(), jobs);
         commit::spawn_committer(fs.clone());
+        commit::spawn_follower(fs.clone());
         Ok(fs)
     }
 

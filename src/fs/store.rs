@@ -71,6 +71,9 @@ pub struct UsageRecord {
     pub last_upload: Option<LastUpload>,
     pub seq: u64,
     pub prev: Option<String>,
+    /// On a merge commit, the writer's own previous document (docs/FORMAT.md §9).
+    #[serde(default)]
+    pub merged: Option<String>,
     /// The tree's `encryption` member (docs/FORMAT.md §6.4).
     #[serde(default)]
     pub encryption: Encryption,
@@ -148,6 +151,7 @@ pub struct MemoryStore {
     pinned: Mutex<HashMap<String, u32>>,
     names: Mutex<HashMap<String, (String, UsageRecord)>>,
     offline: AtomicBool,
+    publish_fails: AtomicBool,
     manifest_adds: AtomicUsize,
     manifest_bytes: AtomicU64,
     file_adds: AtomicUsize,
@@ -162,6 +166,11 @@ impl MemoryStore {
     /// Simulate the node being down: every call fails with a transient error.
     pub fn set_offline(&self, offline: bool) {
         self.offline.store(offline, Ordering::SeqCst);
+    }
+    /// Make every `publish_usage` fail (transiently) while everything else works: a
+    /// daemon that dies between writing a commit and publishing it.
+    pub fn set_publish_fails(&self, fails: bool) {
+        self.publish_fails.store(fails, Ordering::SeqCst);
     }
     pub fn is_offline(&self) -> bool {
         self.offline.load(Ordering::SeqCst)
@@ -365,6 +374,9 @@ impl ContentStore for MemoryStore {
         record: &UsageRecord,
     ) -> Result<String, StoreError> {
         self.check_online()?;
+        if self.publish_fails.load(Ordering::SeqCst) {
+            return Err(StoreError::transient("publish failed (simulated)"));
+        }
         let json = serde_json::to_vec(record).map_err(|e| StoreError::permanent(e.to_string()))?;
         let cid = self.put(Bytes::from(json));
         if let Some(name) = btns {
