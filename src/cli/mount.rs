@@ -309,6 +309,14 @@ fn serve(
             let _ = notifier.inval_entry(fuser::INodeNo(parent), std::ffi::OsStr::new(name));
         })
     };
+    // Another machine's commit merged in: the kernel looks the changed names up again.
+    {
+        let notifier = session.notifier();
+        fs.set_invalidate(Arc::new(move |parent, name| {
+            use std::os::unix::ffi::OsStrExt;
+            let _ = notifier.inval_entry(fuser::INodeNo(parent), std::ffi::OsStr::from_bytes(name));
+        }));
+    }
     let mut unmounter = session.unmount_callable();
     let (ended_tx, ended_rx) = tokio::sync::oneshot::channel();
     let loop_thread = std::thread::Builder::new()

@@ -62,6 +62,9 @@ struct Folded {
     conflicts: usize,
 }
 
+/// The entries a merge changed, for the kernel to forget.
+type Changed = Vec<(Ino, Name)>;
+
 impl Fs {
     /// The document this mount's tree is on top of, its `seq` and its root.
     fn base_of(t: &super::token::TokenFs) -> (Option<String>, u64, Option<String>) {
@@ -132,6 +135,7 @@ impl Fs {
         let store = self.store_of(Some(token));
         let cache = &self.inner.pages;
         let mut done = Folded::default();
+        let mut changed: Changed = Vec::new();
         if base_root.as_deref() != Some(theirs.root.as_str()) {
             let their_root = pages::read_dir(&*store, &sealing, cache, &theirs.root, true).await?;
             let base_parts = match &base_root {
@@ -194,6 +198,7 @@ impl Fs {
                     &groups,
                     &mut jobs,
                     &mut done,
+                    &mut changed,
                 )
                 .await?;
             }
@@ -215,6 +220,23 @@ impl Fs {
                 root: Some(theirs.root.clone()),
                 encryption: theirs.encryption.clone(),
                 ours: ours_doc,
+            });
+        }
+        let invalidate = self
+            .inner
+            .invalidate
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        // Off this task: the kernel may hold a directory's lock while its request waits for
+        // the commit this merge is part of (fsyncdir), and a notification needs that lock.
+        if let Some(f) = invalidate
+            && !changed.is_empty()
+        {
+            tokio::task::spawn_blocking(move || {
+                for (dir, name) in &changed {
+                    f(*dir, name.as_bytes());
+                }
             });
         }
         tracing::info!(
@@ -240,6 +262,7 @@ impl Fs {
         groups: &HashMap<[u8; 8], format::Inode>,
         jobs: &mut Vec<Job>,
         done: &mut Folded,
+        touched: &mut Changed,
     ) -> FsResult<()> {
         done.dirs += 1;
         let dir = job.ours;
@@ -275,6 +298,7 @@ impl Fs {
         let mut guard = self.tree();
         let tree = &mut *guard;
         let before = tree.get(dir)?.meta;
+        touched.extend(changed.iter().map(|n| (dir, (*n).clone())));
         for name in changed {
             let b = base.get(name);
             let th = theirs.get(name);
@@ -345,6 +369,7 @@ impl Fs {
             let is_dir = tree.get(o)?.kind() == Kind::Dir;
             let copy = conflict_name(tree, dir, name, is_dir)?;
             tree.rename(dir, name.as_bytes(), dir, &copy, true, false)?;
+            touched.push((dir, copy.clone()));
             insert(tree, dir, th, groups, jobs)?;
             done.conflicts += 1;
             tracing::warn!(token, path = %tree.display_path(dir), name = %name, copy = %copy,

@@ -217,7 +217,13 @@ pub(crate) struct Inner {
     pub rt: tokio::runtime::Handle,
     /// Content chunks opened lately (sealed trees).
     pub opened: content::OpenChunks,
+    /// Tells the kernel to forget a cached entry (directory, name) that changed under it:
+    /// another writer's commit merged in (`merge`).
+    pub invalidate: Mutex<Option<Invalidate>>,
 }
+
+/// See [`Fs::set_invalidate`].
+pub type Invalidate = Arc<dyn Fn(Ino, &[u8]) + Send + Sync>;
 
 impl std::fmt::Debug for Fs {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -270,6 +276,7 @@ impl Fs {
                 staging: Default::default(),
                 progress: Notify::new(),
                 pages: pages::PageCache::default(),
+                invalidate: Mutex::new(None),
                 commit_lock: tokio::sync::Mutex::new(()),
                 cancel: CancellationToken::new(),
                 node_health,
@@ -282,6 +289,16 @@ impl Fs {
         commit::spawn_committer(fs.clone());
         commit::spawn_follower(fs.clone());
         Ok(fs)
+    }
+
+    /// How to make the kernel forget a cached entry (the FUSE session's notifier): called
+    /// for each name another writer's merged commit changed, after the merge.
+    pub fn set_invalidate(&self, invalidate: Invalidate) {
+        *self
+            .inner
+            .invalidate
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = Some(invalidate);
     }
 
     pub(crate) fn tree(&self) -> MutexGuard<'_, Tree> {
