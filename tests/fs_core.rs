@@ -2197,3 +2197,26 @@ async fn an_encrypted_snft_on_two_machines_merges_their_commits() {
     assert_eq!(c.names(ROOT_INO).await, ["base", "file-a", "file-b"]);
     assert_eq!(c.read_file(ROOT_INO, "file-a").await, b"a");
 }
+
+#[tokio::test]
+async fn a_publication_that_loses_the_race_is_merged_and_published_again() {
+    use pxfs::fs::ContentStore;
+    let a = mount(u64::MAX).await;
+    a.write_file(ROOT_INO, "base", b"base").await;
+    a.fs.flush_all().await.unwrap();
+    let base = a.store.published(BTNS).unwrap();
+    let b = second_machine(&a.store).await;
+    a.write_file(ROOT_INO, "file-a", b"a").await;
+    a.fs.flush_all().await.unwrap();
+    let a_record = a.store.published(BTNS).unwrap();
+    // B resolves the base (A's commit not visible yet), publishes, and A's publication
+    // lands right after B's.
+    a.store.publish_usage(Some(BTNS), &base).await.unwrap();
+    a.store.lose_next_publish_to(BTNS, a_record.clone());
+    b.write_file(ROOT_INO, "file-b", b"b").await;
+    b.fs.flush_all().await.unwrap();
+    let last = a.store.published(BTNS).unwrap();
+    assert_eq!(last.seq, a_record.seq + 1, "merged on top of the winner");
+    let c = second_machine(&a.store).await;
+    assert_eq!(c.names(ROOT_INO).await, ["base", "file-a", "file-b"]);
+}

@@ -152,6 +152,7 @@ pub struct MemoryStore {
     names: Mutex<HashMap<String, (String, UsageRecord)>>,
     offline: AtomicBool,
     publish_fails: AtomicBool,
+    race: Mutex<Option<(String, UsageRecord)>>,
     manifest_adds: AtomicUsize,
     manifest_bytes: AtomicU64,
     file_adds: AtomicUsize,
@@ -171,6 +172,11 @@ impl MemoryStore {
     /// daemon that dies between writing a commit and publishing it.
     pub fn set_publish_fails(&self, fails: bool) {
         self.publish_fails.store(fails, Ordering::SeqCst);
+    }
+    /// Right after the next publication, publish `record` under `btns`: another writer's
+    /// publication that won the race.
+    pub fn lose_next_publish_to(&self, btns: &str, record: UsageRecord) {
+        *lock(&self.race) = Some((btns.to_owned(), record));
     }
     pub fn is_offline(&self) -> bool {
         self.offline.load(Ordering::SeqCst)
@@ -381,6 +387,13 @@ impl ContentStore for MemoryStore {
         let cid = self.put(Bytes::from(json));
         if let Some(name) = btns {
             lock(&self.names).insert(name.to_string(), (cid.clone(), record.clone()));
+        }
+        let race = lock(&self.race).take();
+        if let Some((name, winner)) = race {
+            let json =
+                serde_json::to_vec(&winner).map_err(|e| StoreError::permanent(e.to_string()))?;
+            let won = self.put(Bytes::from(json));
+            lock(&self.names).insert(name, (won, winner));
         }
         Ok(cid)
     }
