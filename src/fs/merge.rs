@@ -51,8 +51,11 @@ struct Job {
     theirs: String,
     /// The directory's own attributes after the merge (theirs', when ours did not change
     /// them); `None`: ours stay.
-    own: Option<(Meta, BTreeMap<Vec<u8>, Vec<u8>>)>,
+    own: Option<Own>,
 }
+
+/// A directory's own attributes and xattrs.
+type Own = (Meta, BTreeMap<Vec<u8>, Vec<u8>>);
 
 /// What one merge did, for the log and `pxfs status`.
 #[derive(Debug, Default, Clone, Copy)]
