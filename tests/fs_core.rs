@@ -2006,6 +2006,8 @@ async fn a_plaintext_tree_converted_to_encrypted_and_back_keeps_every_name_byte_
     for c in &new_objects {
         assert!(!store.is_pinned(c), "sealed object {c} still pinned");
     }
+}
+
 // Two machines, one sNFT (docs/FORMAT.md §9): two `Fs` on one store, separate caches.
 
 /// Another machine mounting the same (plaintext) sNFT from an empty cache.
