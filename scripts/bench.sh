@@ -403,19 +403,24 @@ sync "$tokdir"
 if [[ ${BENCH_PLAINTEXT:-1} != 0 ]]; then
     log "encryption: a plaintext sNFT for comparison"
     cfg_plain=$work/plain.toml
+    # Another wallet (anvil's well-known account 2, devnet only): the free package is once
+    # per wallet, and the devnet's wallet has had it.
+    plain_key=0x5de4111afa1a4b94908f83103eb1f1706367c2e68ca870fc3fb9a804cdab365a
+    plain_wallet=0x3C44CdDdB6a900fa2b585dd299e03d12FA4293BC
     sed -e "s|^dir = \"$cache\"|dir = \"$work/plain-cache\"|" \
+        -e "s|^wallet = .*|wallet = \"$plain_wallet\"|" \
         -e 's|^\[keys\]$|[keys]\nencryption = "none"|' "$cfg" >"$cfg_plain"
     grep -q '^encryption = "none"' "$cfg_plain" || printf '\n[keys]\nencryption = "none"\n' >>"$cfg_plain"
     # shellcheck disable=SC1091
-    (source "$devdir/devnet.env" && "$pxfs" mint --package 0 --config "$cfg_plain") >>"$work/mint.log" 2>&1 ||
+    (source "$devdir/devnet.env" && PXFS_PRIVATE_KEY=$plain_key "$pxfs" mint --package 0 --config "$cfg_plain") >>"$work/mint.log" 2>&1 ||
         die "minting the plaintext sNFT failed (see $work/mint.log)"
-    (source "$devdir/devnet.env" && "$pxfs" status --json --config "$cfg_plain") >"$work/status.json"
+    (source "$devdir/devnet.env" && PXFS_PRIVATE_KEY=$plain_key "$pxfs" status --json --config "$cfg_plain") >"$work/status.json"
     tok_plain=$(jq '[.tokens[].token_id] | max' "$work/status.json")
     mp_plain=$work/mnt-plain
     mkdir -p "$mp_plain"
     plain_pid=
     mount_plain() {
-        "$pxfs" mount "$mp_plain" --config "$cfg_plain" --token "$tok_plain" --foreground >>"$work/mount-plain.log" 2>&1 &
+        PXFS_PRIVATE_KEY=$plain_key "$pxfs" mount "$mp_plain" --config "$cfg_plain" --token "$tok_plain" --foreground >>"$work/mount-plain.log" 2>&1 &
         plain_pid=$!
         for _ in $(seq 1200); do
             mountpoint -q "$mp_plain" && return 0

@@ -188,6 +188,10 @@ pub struct UploadConfig {
     /// at least this often, so a long copy publishes as it goes.
     #[serde(default = "default_commit_every_secs")]
     pub commit_every_secs: u64,
+    /// How often a mount looks for what other machines published for its sNFTs and takes
+    /// it in (live follow); 0: never (their changes are still merged at each commit).
+    #[serde(default = "default_follow_every_secs")]
+    pub follow_every_secs: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
@@ -278,6 +282,9 @@ fn default_max_loaded_inodes() -> u64 {
 fn default_commit_every_secs() -> u64 {
     5
 }
+fn default_follow_every_secs() -> u64 {
+    3
+}
 
 impl Default for CacheConfig {
     fn default() -> Self {
@@ -296,6 +303,7 @@ impl Default for UploadConfig {
         Self {
             parallelism: default_parallelism(),
             commit_every_secs: default_commit_every_secs(),
+            follow_every_secs: default_follow_every_secs(),
         }
     }
 }

@@ -1018,6 +1018,7 @@ async fn the_last_way_to_unlock_is_not_removed_and_a_running_mount_is_not_raced(
             usage_doc: None,
             seq: 1,
             encryption: "none".into(),
+            conflicts: 0,
         }],
         local_faults: Vec::new(),
         loaded_inodes: 0,

@@ -1010,6 +1010,7 @@ async fn publish_root_with_an_unknown_kind(store: &MemoryStore) {
         last_upload: None,
         seq: 1,
         prev: None,
+        merged: None,
         encryption: Default::default(),
     };
     store.publish_usage(Some(BTNS), &record).await.unwrap();
@@ -2057,4 +2058,329 @@ async fn lookups_answer_at_once_while_a_staged_write_or_a_journal_write_waits_fo
     assert_eq!(fs.lookup(ROOT_INO, "d").await.unwrap().kind, Kind::Dir);
     fs.release(fh).await.unwrap();
     fs.abort();
+}
+
+// Two machines, one sNFT (docs/FORMAT.md §9): two `Fs` on one store, separate caches.
+
+/// Another machine mounting the same (plaintext) sNFT from an empty cache.
+async fn second_machine(store: &Arc<MemoryStore>) -> Mount {
+    mount_with(store.clone(), tempfile::tempdir().unwrap(), u64::MAX).await
+}
+
+/// The names of `dir` that are conflict copies of `stem…ext`.
+fn conflict_copies(names: &[String], stem: &str, ext: &str) -> Vec<String> {
+    names
+        .iter()
+        .filter(|n| n.starts_with(&format!("{stem}.conflict-")) && n.ends_with(ext))
+        .cloned()
+        .collect()
+}
+
+#[tokio::test]
+async fn two_machines_writing_different_files_both_see_both_and_so_does_a_third() {
+    let a = mount(u64::MAX).await;
+    let b = second_machine(&a.store).await;
+    a.write_file(ROOT_INO, "file-a", b"from a").await;
+    a.fs.flush_all().await.unwrap();
+    b.write_file(ROOT_INO, "file-b", b"from b").await;
+    b.fs.flush_all().await.unwrap();
+    // B merged A's commit before publishing: one chain, on top of A's document.
+    let published = a.store.published(BTNS).unwrap();
+    assert_eq!(published.seq, 2);
+    assert_eq!(b.names(ROOT_INO).await, ["file-a", "file-b"]);
+    // A follows B's commit without a remount.
+    assert_eq!(a.fs.follow_all().await.unwrap(), 1);
+    assert_eq!(a.names(ROOT_INO).await, ["file-a", "file-b"]);
+    assert_eq!(a.read_file(ROOT_INO, "file-b").await, b"from b");
+    // Following publishes nothing: the tree is B's.
+    assert_eq!(a.store.published(BTNS).unwrap(), published);
+    let c = second_machine(&a.store).await;
+    assert_eq!(c.names(ROOT_INO).await, ["file-a", "file-b"]);
+    assert_eq!(c.read_file(ROOT_INO, "file-a").await, b"from a");
+    assert_eq!(c.read_file(ROOT_INO, "file-b").await, b"from b");
+    // What the oracle measures is what the merged commit claims.
+    let (content, manifests) = c.measured();
+    assert_eq!(published.usage, content + manifests);
+}
+
+#[tokio::test]
+async fn both_machines_changing_one_file_keep_theirs_under_the_name_and_ours_as_a_conflict_copy() {
+    let a = mount(u64::MAX).await;
+    let docs = a.fs.mkdir(ROOT_INO, "docs", 0o755, 0, 0).await.unwrap().ino;
+    a.write_file(docs, "report.txt", b"first").await;
+    a.fs.flush_all().await.unwrap();
+    let b = second_machine(&a.store).await;
+    let b_docs = b.fs.lookup(ROOT_INO, "docs").await.unwrap().ino;
+    a.write_file(docs, "report.txt", b"a's version").await;
+    a.fs.flush_all().await.unwrap();
+    let a_seq = a.store.published(BTNS).unwrap().seq;
+    b.write_file(b_docs, "report.txt", b"b's version").await;
+    b.fs.flush_all().await.unwrap();
+    let merge = a.store.published(BTNS).unwrap();
+    assert_eq!(merge.seq, a_seq + 1, "on top of A's commit");
+    assert!(
+        merge.merged.is_some(),
+        "a merge commit names B's previous document"
+    );
+    let names = b.names(b_docs).await;
+    let copies = conflict_copies(&names, "report", ".txt");
+    assert_eq!(copies.len(), 1, "one conflict copy: {names:?}");
+    assert_eq!(names.len(), 2, "{names:?}");
+    assert_eq!(b.read_file(b_docs, "report.txt").await, b"a's version");
+    assert_eq!(b.read_file(b_docs, &copies[0]).await, b"b's version");
+    assert_eq!(b.fs.status().tokens[0].conflicts, 1);
+    let c = second_machine(&a.store).await;
+    let c_docs = c.fs.lookup(ROOT_INO, "docs").await.unwrap().ino;
+    assert_eq!(c.names(c_docs).await, names);
+    assert_eq!(c.read_file(c_docs, &copies[0]).await, b"b's version");
+    a.fs.follow_all().await.unwrap();
+    assert_eq!(a.names(docs).await, names);
+}
+
+#[tokio::test]
+async fn a_file_deleted_on_one_machine_and_changed_on_the_other_survives_with_the_change() {
+    let a = mount(u64::MAX).await;
+    a.write_file(ROOT_INO, "mine", b"v1").await;
+    a.write_file(ROOT_INO, "yours", b"v1").await;
+    a.fs.flush_all().await.unwrap();
+    let b = second_machine(&a.store).await;
+    // A deletes `mine`, B changes it; B changes `yours`, A deletes it (A publishes first).
+    a.fs.unlink(ROOT_INO, "mine").await.unwrap();
+    a.write_file(ROOT_INO, "yours", b"v2 by a").await;
+    a.fs.flush_all().await.unwrap();
+    b.write_file(ROOT_INO, "mine", b"v2 by b").await;
+    b.fs.unlink(ROOT_INO, "yours").await.unwrap();
+    b.fs.flush_all().await.unwrap();
+    let c = second_machine(&a.store).await;
+    assert_eq!(c.names(ROOT_INO).await, ["mine", "yours"]);
+    assert_eq!(c.read_file(ROOT_INO, "mine").await, b"v2 by b");
+    assert_eq!(c.read_file(ROOT_INO, "yours").await, b"v2 by a");
+}
+
+#[tokio::test]
+async fn a_directory_renamed_on_one_machine_gets_the_files_the_other_wrote_into_it() {
+    let a = mount(u64::MAX).await;
+    for dir in ["one", "two"] {
+        let d = a.fs.mkdir(ROOT_INO, dir, 0o755, 0, 0).await.unwrap().ino;
+        a.write_file(d, "old", b"old").await;
+    }
+    a.fs.flush_all().await.unwrap();
+    let b = second_machine(&a.store).await;
+    // `one`: A renames it, then B writes into it. `two`: B renames it after A wrote into it.
+    a.fs.rename(ROOT_INO, "one", ROOT_INO, "one-renamed", false, false)
+        .await
+        .unwrap();
+    let two = a.fs.lookup(ROOT_INO, "two").await.unwrap().ino;
+    a.write_file(two, "new-by-a", b"a").await;
+    a.fs.flush_all().await.unwrap();
+    let one = b.fs.lookup(ROOT_INO, "one").await.unwrap().ino;
+    b.write_file(one, "new-by-b", b"b").await;
+    b.fs.rename(ROOT_INO, "two", ROOT_INO, "two-renamed", false, false)
+        .await
+        .unwrap();
+    b.fs.flush_all().await.unwrap();
+    let c = second_machine(&a.store).await;
+    assert_eq!(c.names(ROOT_INO).await, ["one-renamed", "two-renamed"]);
+    let one = c.fs.lookup(ROOT_INO, "one-renamed").await.unwrap().ino;
+    assert_eq!(c.names(one).await, ["new-by-b", "old"]);
+    assert_eq!(c.read_file(one, "new-by-b").await, b"b");
+    let two = c.fs.lookup(ROOT_INO, "two-renamed").await.unwrap().ino;
+    assert_eq!(c.names(two).await, ["new-by-a", "old"]);
+}
+
+#[tokio::test]
+async fn a_subtree_deleted_by_the_other_machine_goes_and_usage_follows() {
+    let a = mount(u64::MAX).await;
+    let d = a.fs.mkdir(ROOT_INO, "big", 0o755, 0, 0).await.unwrap().ino;
+    let sub = a.fs.mkdir(d, "sub", 0o755, 0, 0).await.unwrap().ino;
+    a.write_file(sub, "f", &[7u8; 5000]).await;
+    a.write_file(ROOT_INO, "keep", b"k").await;
+    a.fs.flush_all().await.unwrap();
+    let b = second_machine(&a.store).await;
+    a.fs.unlink(sub, "f").await.unwrap();
+    a.fs.rmdir(d, "sub").await.unwrap();
+    a.fs.rmdir(ROOT_INO, "big").await.unwrap();
+    a.fs.flush_all().await.unwrap();
+    b.write_file(ROOT_INO, "other", b"o").await;
+    b.fs.flush_all().await.unwrap();
+    assert_eq!(b.names(ROOT_INO).await, ["keep", "other"]);
+    let published = b.store.published(BTNS).unwrap();
+    let (content, manifests) = b.measured();
+    assert_eq!(published.usage, content + manifests);
+    assert_eq!(b.usage().await, content + manifests);
+}
+
+#[tokio::test]
+async fn a_mount_that_dies_before_publishing_a_merge_merges_again_after_replay() {
+    let a = mount(u64::MAX).await;
+    a.write_file(ROOT_INO, "base", b"base").await;
+    a.fs.flush_all().await.unwrap();
+    let b = second_machine(&a.store).await;
+    a.write_file(ROOT_INO, "file-a", b"a").await;
+    a.fs.flush_all().await.unwrap();
+    b.write_file(ROOT_INO, "file-b", b"b").await;
+    // B merges A's commit and writes the merged tree, but its publication fails: it dies.
+    b.store.set_publish_fails(true);
+    assert!(b.fs.commit_token(TOKEN).await.is_err());
+    assert_eq!(b.names(ROOT_INO).await, ["base", "file-a", "file-b"]);
+    b.store.set_publish_fails(false);
+    let b = b.crash_and_remount().await;
+    // The journal replays over B's last committed root (without A's file)…
+    assert_eq!(b.names(ROOT_INO).await, ["base", "file-b"]);
+    // …and its next commit merges again.
+    b.fs.flush_all().await.unwrap();
+    assert_eq!(b.names(ROOT_INO).await, ["base", "file-a", "file-b"]);
+    let c = second_machine(&a.store).await;
+    assert_eq!(c.names(ROOT_INO).await, ["base", "file-a", "file-b"]);
+    assert_eq!(c.read_file(ROOT_INO, "file-b").await, b"b");
+}
+
+#[tokio::test]
+async fn an_encrypted_snft_on_two_machines_merges_their_commits() {
+    let a = mount_sealed().await;
+    a.write_file(ROOT_INO, "base", b"base").await;
+    a.fs.flush_all().await.unwrap();
+    let b = another_machine(&a.store).await;
+    a.write_file(ROOT_INO, "file-a", b"a").await;
+    a.fs.flush_all().await.unwrap();
+    b.write_file(ROOT_INO, "file-b", b"b").await;
+    b.fs.flush_all().await.unwrap();
+    a.fs.follow_all().await.unwrap();
+    assert_eq!(a.names(ROOT_INO).await, ["base", "file-a", "file-b"]);
+    let c = another_machine(&a.store).await;
+    assert_eq!(c.names(ROOT_INO).await, ["base", "file-a", "file-b"]);
+    assert_eq!(c.read_file(ROOT_INO, "file-a").await, b"a");
+}
+
+#[tokio::test]
+async fn a_publication_that_loses_the_race_is_merged_and_published_again() {
+    use pxfs::fs::ContentStore;
+    let a = mount(u64::MAX).await;
+    a.write_file(ROOT_INO, "base", b"base").await;
+    a.fs.flush_all().await.unwrap();
+    let base = a.store.published(BTNS).unwrap();
+    let b = second_machine(&a.store).await;
+    a.write_file(ROOT_INO, "file-a", b"a").await;
+    a.fs.flush_all().await.unwrap();
+    let a_record = a.store.published(BTNS).unwrap();
+    // B resolves the base (A's commit not visible yet), publishes, and A's publication
+    // lands right after B's.
+    a.store.publish_usage(Some(BTNS), &base).await.unwrap();
+    a.store.lose_next_publish_to(BTNS, a_record.clone());
+    b.write_file(ROOT_INO, "file-b", b"b").await;
+    b.fs.flush_all().await.unwrap();
+    let last = a.store.published(BTNS).unwrap();
+    assert_eq!(last.seq, a_record.seq + 1, "merged on top of the winner");
+    let c = second_machine(&a.store).await;
+    assert_eq!(c.names(ROOT_INO).await, ["base", "file-a", "file-b"]);
+}
+
+/// Every file of the tree under `dir`, by path, with its content.
+async fn all_files(
+    m: &Mount,
+    dir: Ino,
+    prefix: &str,
+    out: &mut std::collections::BTreeMap<String, Vec<u8>>,
+) {
+    for name in m.names(dir).await {
+        let attr = m.fs.lookup(dir, &name).await.unwrap();
+        let path = format!("{prefix}{name}");
+        if attr.kind == Kind::Dir {
+            Box::pin(all_files(m, attr.ino, &format!("{path}/"), out)).await;
+        } else {
+            out.insert(path, m.read_file(dir, &name).await);
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_seeded_two_writer_run_loses_no_version_and_both_machines_converge() {
+    for seed in [18, 19, 20] {
+        two_writer_run(seed).await;
+    }
+}
+
+/// Rounds of random creates, overwrites, renames and deletes on two machines, each round
+/// committed by both: every version a machine left at a path is found afterwards (under
+/// its name or as a conflict copy), and both machines and a fresh third show one tree.
+async fn two_writer_run(seed: u64) {
+    use rand::{Rng, SeedableRng};
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let a = mount(u64::MAX).await;
+    for d in ["x", "y"] {
+        a.fs.mkdir(ROOT_INO, d, 0o755, 0, 0).await.unwrap();
+    }
+    a.fs.flush_all().await.unwrap();
+    let b = second_machine(&a.store).await;
+    let mut tag = 0u64;
+    for round in 0..25 {
+        // Each machine changes its own view, then A commits, B commits (merging A's), A
+        // follows B's.
+        let mut written: Vec<Vec<u8>> = Vec::new();
+        for m in [&a, &b] {
+            let mut mine: std::collections::BTreeMap<String, Vec<u8>> = Default::default();
+            for _ in 0..rng.random_range(1..5) {
+                let dir_name = ["x", "y"][rng.random_range(0..2)];
+                let dir = m.fs.lookup(ROOT_INO, dir_name).await.unwrap().ino;
+                let name = format!("f{}", rng.random_range(0..4));
+                let path = format!("{dir_name}/{name}");
+                let exists = m.fs.lookup(dir, &name).await.is_ok();
+                match rng.random_range(0..4) {
+                    0 if exists => {
+                        m.fs.unlink(dir, &name).await.unwrap();
+                        mine.remove(&path);
+                    }
+                    1 if exists => {
+                        let to = format!("f{}", rng.random_range(0..4));
+                        let to_dir_name = ["x", "y"][rng.random_range(0..2)];
+                        if format!("{to_dir_name}/{to}") == path {
+                            continue; // a rename onto itself changes nothing
+                        }
+                        let to_dir = m.fs.lookup(ROOT_INO, to_dir_name).await.unwrap().ino;
+                        if m.fs
+                            .rename(dir, &name, to_dir, &to, false, false)
+                            .await
+                            .is_ok()
+                        {
+                            let moved = mine.remove(&path);
+                            let data = match moved {
+                                Some(d) => d,
+                                None => m.read_file(to_dir, &to).await,
+                            };
+                            mine.insert(format!("{to_dir_name}/{to}"), data);
+                        }
+                    }
+                    _ => {
+                        tag += 1;
+                        let data = format!("round {round} version {tag}").into_bytes();
+                        m.write_file(dir, &name, &data).await;
+                        mine.insert(path, data);
+                    }
+                }
+            }
+            written.extend(mine.into_values());
+        }
+        a.fs.flush_all().await.unwrap();
+        b.fs.flush_all().await.unwrap();
+        // B had nothing of its own to commit (a rename onto itself, say): it follows.
+        b.fs.follow_all().await.unwrap();
+        a.fs.follow_all().await.unwrap();
+        let (mut on_a, mut on_b) = (Default::default(), Default::default());
+        all_files(&a, ROOT_INO, "", &mut on_a).await;
+        all_files(&b, ROOT_INO, "", &mut on_b).await;
+        assert_eq!(on_a, on_b, "round {round}: both machines show one tree");
+        let found: std::collections::HashSet<&Vec<u8>> = on_a.values().collect();
+        for w in &written {
+            assert!(
+                found.contains(w),
+                "round {round}: {:?} was lost: {on_a:?}",
+                String::from_utf8_lossy(w)
+            );
+        }
+    }
+    let c = second_machine(&a.store).await;
+    let (mut on_a, mut on_c) = (Default::default(), Default::default());
+    all_files(&a, ROOT_INO, "", &mut on_a).await;
+    all_files(&c, ROOT_INO, "", &mut on_c).await;
+    assert_eq!(on_a, on_c);
 }

@@ -685,3 +685,70 @@ fn an_encrypted_drive_shows_the_node_no_name_or_byte_and_opens_with_a_passphrase
     assert!(stderr.contains("wrong passphrase"), "{stderr}");
     assert!(!support::is_mounted(mp.path()));
 }
+
+/// Waits up to `secs` for `dir` to list exactly `want`; returns what it listed last.
+fn lists_within(dir: &Path, want: &[&str], secs: u64) -> Vec<String> {
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    loop {
+        let mut names: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        names.sort();
+        if names == want || std::time::Instant::now() >= until {
+            return names;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+}
+
+fn write_and_fsync(path: &Path, data: &[u8]) {
+    let mut f = std::fs::File::create(path).unwrap();
+    std::io::Write::write_all(&mut f, data).unwrap();
+    f.sync_all().unwrap();
+}
+
+#[test]
+fn two_machines_writing_different_files_see_each_others_within_seconds_and_a_third_sees_both() {
+    let devnet = TestDevnet::start(&[]);
+    let (cache_a, cache_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = TestMount::mount(&devnet.config_with_cache(&cache_a.path().join("c")), &[]);
+    let b = TestMount::mount(&devnet.config_with_cache(&cache_b.path().join("c")), &[]);
+    let (on_a, on_b) = (a.token(devnet.token()), b.token(devnet.token()));
+    write_and_fsync(&on_a.join("file-a"), b"written on a");
+    write_and_fsync(&on_b.join("file-b"), b"written on b");
+    let both = ["file-a", "file-b"];
+    assert_eq!(lists_within(&on_a, &both, 10), both, "A shows B's file");
+    assert_eq!(lists_within(&on_b, &both, 10), both, "B shows A's file");
+    assert_eq!(std::fs::read(on_a.join("file-b")).unwrap(), b"written on b");
+    assert_eq!(std::fs::read(on_b.join("file-a")).unwrap(), b"written on a");
+    // Both change one file at once: one keeps the name, the other is a conflict copy.
+    std::thread::scope(|s| {
+        s.spawn(|| write_and_fsync(&on_a.join("file-a"), b"changed on a"));
+        s.spawn(|| write_and_fsync(&on_b.join("file-a"), b"changed on b"));
+    });
+    drop((a, b));
+    // A third machine: nothing cached.
+    let cache_c = tempfile::tempdir().unwrap();
+    let c = TestMount::mount(&devnet.config_with_cache(&cache_c.path().join("c")), &[]);
+    let on_c = c.token(devnet.token());
+    let mut names: Vec<String> = std::fs::read_dir(&on_c)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    names.sort();
+    assert!(names.contains(&"file-b".to_string()), "{names:?}");
+    let mut versions: Vec<Vec<u8>> = names
+        .iter()
+        .filter(|n| n.starts_with("file-a"))
+        .map(|n| std::fs::read(on_c.join(n)).unwrap())
+        .collect();
+    versions.sort();
+    // Either both changes are there (a conflict copy), or one machine saw the other's
+    // change before making its own (then its own is the last version): nothing lost.
+    assert!(
+        versions == [b"changed on a".to_vec(), b"changed on b".to_vec()]
+            || versions.len() == 1 && versions[0].starts_with(b"changed on "),
+        "{names:?}"
+    );
+}

@@ -309,6 +309,14 @@ fn serve(
             let _ = notifier.inval_entry(fuser::INodeNo(parent), std::ffi::OsStr::new(name));
         })
     };
+    // Another machine's commit merged in: the kernel looks the changed names up again.
+    {
+        let notifier = session.notifier();
+        fs.set_invalidate(Arc::new(move |parent, name| {
+            use std::os::unix::ffi::OsStrExt;
+            let _ = notifier.inval_entry(fuser::INodeNo(parent), std::ffi::OsStr::from_bytes(name));
+        }));
+    }
     let mut unmounter = session.unmount_callable();
     let (ended_tx, ended_rx) = tokio::sync::oneshot::channel();
     let loop_thread = std::thread::Builder::new()
@@ -514,6 +522,8 @@ async fn prepare(
         cfg.chain.contract.clone(),
     );
     let mut fs_cfg = core_config(cfg);
+    // Live follow: only mounts (a conversion's cores do not follow).
+    fs_cfg.follow_interval = Duration::from_secs(cfg.upload.follow_every_secs);
     fs_cfg.single_token = args.tokens.len() == 1;
     fs_cfg.read_only = args.read_only;
     fs_cfg.keys = Arc::new(MountKeys {

@@ -84,6 +84,9 @@ pub struct MountedToken {
     pub seq: u64,
     #[serde(default)]
     pub encryption: String,
+    /// Conflict copies made by merges with other machines' commits since the mount.
+    #[serde(default)]
+    pub conflicts: u64,
 }
 
 pub fn unix(t: SystemTime) -> u64 {
@@ -129,6 +132,7 @@ impl MountedToken {
                 usage_doc: t.usage_doc.clone(),
                 seq: t.seq,
                 encryption: t.encryption.clone(),
+                conflicts: t.conflicts,
             })
             .collect();
         v.sort_by_key(|t| t.token_id);

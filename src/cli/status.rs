@@ -116,6 +116,8 @@ pub struct TokenMountReport {
     pub chain_last_poll: Option<u64>,
     /// "none" (a plaintext tree anyone can read), or the scheme and key id.
     pub encryption: String,
+    /// Conflict copies made by merges with other machines' commits since the mount.
+    pub conflicts: u64,
 }
 
 pub async fn run(args: StatusArgs) -> anyhow::Result<()> {
@@ -251,6 +253,7 @@ fn merge(
             chain_stale: m.chain.stale,
             chain_last_poll: m.chain.last_poll,
             encryption: t.encryption.clone(),
+            conflicts: t.conflicts,
         })
     };
     let percent = |used: u64, quota: u64| match quota {
@@ -428,6 +431,14 @@ fn print_table(r: &StatusReport) {
                 ),
                 "" => {}
                 e => println!("{:>8}  encrypted: {e}", ""),
+            }
+            if m.conflicts > 0 {
+                println!(
+                    "{:>8}  {} conflict cop{} made merging other machines' commits (*.conflict-*)",
+                    "",
+                    m.conflicts,
+                    if m.conflicts == 1 { "y" } else { "ies" }
+                );
             }
         }
     }

@@ -59,7 +59,16 @@ struct Snapshot {
     usage: CommittedUsage,
     /// The link groups this commit stores.
     groups: HashMap<u64, GroupSlot>,
+    /// Another writer's document merged into this commit (docs/FORMAT.md §9).
+    onto: Option<super::merge::Onto>,
+    /// The document this commit is on top of: its `seq` and its root.
+    base_seq: u64,
+    base_root: Option<String>,
 }
+
+/// A commit whose publication another writer's overwrote merges that and publishes again,
+/// at most this often in one go (the committer tries again later).
+const MERGE_ROUNDS: usize = 4;
 
 pub(crate) fn spawn_committer(fs: Fs) {
     let cancel = fs.inner.cancel.clone();
@@ -100,6 +109,27 @@ pub(crate) fn spawn_committer(fs: Fs) {
     });
 }
 
+/// Live follow: every `follow_interval`, what other writers published is taken in
+/// ([`Fs::follow_all`]).
+pub(crate) fn spawn_follower(fs: Fs) {
+    let interval = fs.config().follow_interval;
+    if interval.is_zero() {
+        return;
+    }
+    let cancel = fs.inner.cancel.clone();
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                _ = tokio::time::sleep(interval) => {}
+            }
+            if let Err(e) = fs.follow_all().await {
+                tracing::debug!(error = %e, "following other writers failed; will retry");
+            }
+        }
+    });
+}
+
 /// A failed commit is retried after a backoff (100 ms doubling, at most 10 s); failures are
 /// logged once by [`outage`](super::outage), so each attempt is only a debug line.
 async fn commit_failed_backoff(token: TokenId, e: &FsError, backoff: &mut Backoff) {
@@ -128,6 +158,28 @@ impl Fs {
             }
             Err(e) => self.inner.outage.local_failed("journal", &e),
         }
+    }
+
+    /// Take in what other writers published for each sNFT with no change of its own
+    /// waiting (docs/FORMAT.md §9); a token with changes merges at its next commit.
+    /// Returns how many sNFTs took something in. One resolve per sNFT.
+    pub async fn follow_all(&self) -> FsResult<usize> {
+        let mut n = 0;
+        for token in self.tokens() {
+            let idle = {
+                let tree = self.tree();
+                let Ok(t) = tree.token(token) else { continue };
+                !t.is_dirty()
+                    && t.pending_uploads == 0
+                    && !t.read_only
+                    && !t.replaying
+                    && t.info.btns.is_some()
+            };
+            if idle && !self.config().read_only && self.commit_or_follow(token, true).await? {
+                n += 1;
+            }
+        }
+        Ok(n)
     }
 
     /// Wait until every closed file of every token is on the node, then commit them all.
@@ -239,7 +291,7 @@ impl Fs {
     /// module docs). `Ok(true)` if a new root was published. A failure that is not a node
     /// outage is reported to `outage` until a commit of `token` succeeds.
     pub async fn commit_token(&self, token: TokenId) -> FsResult<bool> {
-        let result = self.try_commit_token(token).await;
+        let result = self.commit_or_follow(token, false).await;
         let mounted = self.tree().tokens.contains_key(&token);
         match &result {
             // A token no longer mounted has nothing left to commit.
@@ -251,36 +303,112 @@ impl Fs {
         result
     }
 
-    async fn try_commit_token(&self, token: TokenId) -> FsResult<bool> {
+    /// [`Fs::commit_token`]; with `follow`, also when nothing changed here, to take in
+    /// what another writer published (live follow). Before publishing, the published
+    /// document is resolved and merged if it is not this mount's base; after publishing,
+    /// resolved again, and if another writer's publication won the race, that is merged
+    /// and the result published (docs/FORMAT.md §9).
+    pub(crate) async fn commit_or_follow(&self, token: TokenId, follow: bool) -> FsResult<bool> {
         let _one_at_a_time = self.inner.commit_lock.lock().await;
         self.upgrade_v1(token).await?;
-        let Some(snap) = self.snapshot(token)? else {
-            return Ok(false);
-        };
-        let started = std::time::Instant::now();
-        match self.write_snapshot(&snap).await {
-            Ok((written, doc_cid, added)) => {
-                self.inner.outage.succeeded(self.pending());
-                if let Ok(t) = self.tree().token_mut(token) {
-                    t.last_commit_added = added;
-                }
-                self.committed(token, snap, written, doc_cid).await?;
-                Ok(true)
-            }
-            Err(e) => {
+        let mut published = false;
+        let mut force = follow;
+        for _ in 0..MERGE_ROUNDS {
+            let started = std::time::Instant::now();
+            let wanted = {
+                let tree = self.tree();
+                let t = tree.token(token)?;
+                (t.is_dirty() || force) && !t.read_only && !t.replaying
+            };
+            if wanted && let Err(e) = self.catch_up(token).await {
                 if e.is_node_outage() {
                     self.inner.outage.failed("commit", started, &e);
                 }
-                let mut tree = self.tree();
-                for d in &snap.dirs {
-                    tree.mark_dirty(d.ino);
+                return Err(e);
+            }
+            let Some(mut snap) = self.snapshot(token)? else {
+                return Ok(published);
+            };
+            match self.write_snapshot(&snap).await {
+                Ok((written, doc_cid, added, adopted)) => {
+                    self.inner.outage.succeeded(self.pending());
+                    if let Ok(t) = self.tree().token_mut(token) {
+                        t.last_commit_added = added;
+                    }
+                    if adopted && let Some(o) = &snap.onto {
+                        snap.record.seq = o.seq;
+                    }
+                    let base = (
+                        snap.record.prev.clone(),
+                        snap.base_seq,
+                        snap.base_root.clone(),
+                    );
+                    let seq = snap.record.seq;
+                    self.committed(token, snap, written, doc_cid.clone())
+                        .await?;
+                    published = true;
+                    if adopted || !self.lost_race(token, &doc_cid, seq, base).await {
+                        return Ok(true);
+                    }
+                    force = true;
                 }
-                if let Ok(t) = tree.token_mut(token) {
-                    t.superseded.extend(snap.superseded);
+                Err(e) => {
+                    if e.is_node_outage() {
+                        self.inner.outage.failed("commit", started, &e);
+                    }
+                    let mut tree = self.tree();
+                    for d in &snap.dirs {
+                        tree.mark_dirty(d.ino);
+                    }
+                    if let Ok(t) = tree.token_mut(token) {
+                        t.superseded.extend(snap.superseded);
+                    }
+                    return Err(e);
                 }
-                Err(e)
             }
         }
+        Ok(published)
+    }
+
+    /// Whether another writer's publication replaced `doc` (published as `seq`) under the
+    /// BTNS name; then the base goes back to the document `doc` was made on top of, so the
+    /// next round merges the winner's changes with ours. A resolve that fails says no:
+    /// the next commit's resolve finds out.
+    async fn lost_race(
+        &self,
+        token: TokenId,
+        doc: &str,
+        seq: u64,
+        (prev, base_seq, base_root): (Option<String>, u64, Option<String>),
+    ) -> bool {
+        let btns = match self.tree().token(token) {
+            Ok(t) => t.info.btns.clone(),
+            Err(_) => None,
+        };
+        let Some(btns) = btns else { return false };
+        let Ok(Some(p)) = self.store_of(Some(token)).resolve(&btns).await else {
+            return false;
+        };
+        if p.doc_cid == doc || p.seq < seq {
+            return false;
+        }
+        tracing::warn!(
+            token,
+            seq = p.seq,
+            "another writer published at the same time; merging its commit"
+        );
+        let mut tree = self.tree();
+        let Ok(t) = tree.token_mut(token) else {
+            return false;
+        };
+        t.merged_onto = Some(super::merge::Onto {
+            doc: prev,
+            seq: base_seq,
+            root: base_root,
+            encryption: t.committed.encryption.clone(),
+            ours: Some(doc.to_owned()),
+        });
+        true
     }
 
     /// A tree read from format v1 manifests is rewritten whole as v2 by its next commit
@@ -367,6 +495,17 @@ impl Fs {
         let (usage, files) = tree.committed_usage(token, &rewritten)?;
         let t = tree.token_mut(token)?;
         t.dirty_dirs.clear();
+        // On top of the base: another writer's document once merged (docs/FORMAT.md §9).
+        let onto = t.merged_onto.clone();
+        let (prev, base_seq, base_root, encryption) = match &onto {
+            Some(o) => (o.doc.clone(), o.seq, o.root.clone(), o.encryption.clone()),
+            None => (
+                t.committed.usage_doc.clone(),
+                t.committed.seq,
+                t.committed.root.clone(),
+                t.committed.encryption.clone(),
+            ),
+        };
         let record = UsageRecord {
             token_id: token,
             quota: t.info.quota,
@@ -375,9 +514,10 @@ impl Fs {
             root: String::new(),
             // An encrypted tree's document says nothing about what it holds (FORMAT §8).
             last_upload: t.last_upload.clone().filter(|_| !t.sealing.is_sealed()),
-            seq: t.committed.seq + 1,
-            prev: t.committed.usage_doc.clone(),
-            encryption: t.committed.encryption.clone(),
+            seq: base_seq + 1,
+            prev,
+            merged: onto.as_ref().and_then(|o| o.ours.clone()),
+            encryption,
         };
         Ok(Some(Snapshot {
             sealing: t.sealing.clone(),
@@ -390,14 +530,19 @@ impl Fs {
             carried,
             usage,
             groups,
+            onto,
+            base_seq,
+            base_root,
         }))
     }
 
-    /// Add the directories' new objects bottom-up, then the usage document.
+    /// Add the directories' new objects bottom-up, then the usage document; `true` when a
+    /// merge gave exactly the tree of the other writer's document, which is then taken as
+    /// it is instead of publishing another.
     async fn write_snapshot(
         &self,
         snap: &Snapshot,
-    ) -> FsResult<(HashMap<Ino, DirObjects>, String, pages::Added)> {
+    ) -> FsResult<(HashMap<Ino, DirObjects>, String, pages::Added, bool)> {
         let mut added = pages::Added::default();
         let mut written: HashMap<Ino, DirObjects> = HashMap::new();
         let store = self.store_of(Some(snap.record.token_id));
@@ -474,8 +619,14 @@ impl Fs {
             usage: snap.usage.with_manifests(all_objects(&written)),
             ..snap.record.clone()
         };
+        if let Some(o) = &snap.onto
+            && let Some(doc) = &o.doc
+            && o.root.as_deref() == Some(record.root.as_str())
+        {
+            return Ok((written, doc.clone(), added, true));
+        }
         let doc = store.publish_usage(snap.btns.as_deref(), &record).await?;
-        Ok((written, doc, added))
+        Ok((written, doc, added, false))
     }
 
     /// The new root is published: remember it, drop the journal ops it covers, delete
@@ -548,6 +699,7 @@ impl Fs {
             };
             let mut delete: HashSet<PathBuf> = delete.into_iter().collect();
             t.committed = state;
+            t.merged_onto = None;
             t.last_commit = Some(std::time::SystemTime::now());
             let fully_loaded = t.unloaded_dirs == 0;
             // Staged copies the journal no longer needs: only files with one (swept).

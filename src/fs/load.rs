@@ -219,6 +219,8 @@ impl Fs {
                     groups: Default::default(),
                     loading_all: false,
                     sealing,
+                    merged_onto: None,
+                    conflicts: 0,
                 },
             );
         }

@@ -18,6 +18,7 @@ pub mod ledger;
 mod live;
 mod load;
 pub mod manifest;
+mod merge;
 pub mod node_store;
 mod ops;
 mod outage;
@@ -81,6 +82,9 @@ pub struct FsConfig {
     /// long, as a slow cache disk would (zero: no delay).
     #[doc(hidden)]
     pub disk_delay: Duration,
+    /// How often the published documents are checked for other writers' commits, which
+    /// are then taken in (`Fs::follow_all`); zero: never.
+    pub follow_interval: Duration,
     /// Serve exactly one sNFT as the mount root.
     pub single_token: bool,
     /// Refuse every change (`--read-only`).
@@ -107,6 +111,7 @@ impl FsConfig {
             commit_interval: Duration::from_secs(1),
             commit_max_delay: Duration::from_secs(5),
             disk_delay: Duration::ZERO,
+            follow_interval: Duration::ZERO,
             single_token: false,
             read_only: false,
             max_loaded_inodes: usize::MAX,
@@ -277,7 +282,13 @@ pub(crate) struct Inner {
     pub rt: tokio::runtime::Handle,
     /// Content chunks opened lately (sealed trees).
     pub opened: content::OpenChunks,
+    /// Tells the kernel to forget a cached entry (directory, name) that changed under it:
+    /// another writer's commit merged in (`merge`).
+    pub invalidate: Mutex<Option<Invalidate>>,
 }
+
+/// See [`Fs::set_invalidate`].
+pub type Invalidate = Arc<dyn Fn(Ino, &[u8]) + Send + Sync>;
 
 impl std::fmt::Debug for Fs {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -337,6 +348,7 @@ impl Fs {
                 staging: Default::default(),
                 progress: Notify::new(),
                 pages: pages::PageCache::default(),
+                invalidate: Mutex::new(None),
                 commit_lock: tokio::sync::Mutex::new(()),
                 cancel,
                 node_health,
@@ -347,7 +359,18 @@ impl Fs {
         };
         fs.inner.uploads.start(jobs, Arc::new(fs.clone()));
         commit::spawn_committer(fs.clone());
+        commit::spawn_follower(fs.clone());
         Ok(fs)
+    }
+
+    /// How to make the kernel forget a cached entry (the FUSE session's notifier): called
+    /// for each name another writer's merged commit changed, after the merge.
+    pub fn set_invalidate(&self, invalidate: Invalidate) {
+        *self
+            .inner
+            .invalidate
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = Some(invalidate);
     }
 
     pub(crate) fn tree(&self) -> TreeGuard<'_> {

@@ -240,7 +240,7 @@ impl ContentStore for NodeStore {
                     .unwrap_or(0),
                 prev: record.prev.clone(),
                 encryption: record.encryption.clone(),
-                merged: None,
+                merged: record.merged.clone(),
                 // What an encrypted tree holds is nobody else's business (FORMAT §8).
                 files: plain.then_some(record.files),
                 last_upload: record.last_upload.as_ref().filter(|_| plain).map(|l| {

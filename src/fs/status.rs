@@ -54,6 +54,8 @@ pub struct TokenStatus {
     pub seq: u64,
     /// `user.pxfs.encryption`: "none", or the scheme and key id.
     pub encryption: String,
+    /// Conflict copies made by merges with other writers' commits since the mount.
+    pub conflicts: u64,
 }
 
 /// How the storage node answered lately.
@@ -102,6 +104,7 @@ impl Fs {
                     usage_doc: t.committed.usage_doc.clone(),
                     seq: t.committed.seq,
                     encryption: super::xattr::encryption_of(&t.committed.encryption),
+                    conflicts: t.conflicts,
                 }
             })
             .collect();

@@ -71,6 +71,9 @@ pub struct UsageRecord {
     pub last_upload: Option<LastUpload>,
     pub seq: u64,
     pub prev: Option<String>,
+    /// On a merge commit, the writer's own previous document (docs/FORMAT.md §9).
+    #[serde(default)]
+    pub merged: Option<String>,
     /// The tree's `encryption` member (docs/FORMAT.md §6.4).
     #[serde(default)]
     pub encryption: Encryption,
@@ -149,6 +152,8 @@ pub struct MemoryStore {
     names: Mutex<HashMap<String, (String, UsageRecord)>>,
     offline: AtomicBool,
     refuse_content: AtomicBool,
+    publish_fails: AtomicBool,
+    race: Mutex<Option<(String, UsageRecord)>>,
     manifest_adds: AtomicUsize,
     manifest_bytes: AtomicU64,
     file_adds: AtomicUsize,
@@ -168,6 +173,16 @@ impl MemoryStore {
     /// permanent error (manifests and names still work).
     pub fn set_refusing_content(&self, refuse: bool) {
         self.refuse_content.store(refuse, Ordering::SeqCst);
+    }
+    /// Make every `publish_usage` fail (transiently) while everything else works: a
+    /// daemon that dies between writing a commit and publishing it.
+    pub fn set_publish_fails(&self, fails: bool) {
+        self.publish_fails.store(fails, Ordering::SeqCst);
+    }
+    /// Right after the next publication, publish `record` under `btns`: another writer's
+    /// publication that won the race.
+    pub fn lose_next_publish_to(&self, btns: &str, record: UsageRecord) {
+        *lock(&self.race) = Some((btns.to_owned(), record));
     }
     pub fn is_offline(&self) -> bool {
         self.offline.load(Ordering::SeqCst)
@@ -380,10 +395,20 @@ impl ContentStore for MemoryStore {
         record: &UsageRecord,
     ) -> Result<String, StoreError> {
         self.check_online()?;
+        if self.publish_fails.load(Ordering::SeqCst) {
+            return Err(StoreError::transient("publish failed (simulated)"));
+        }
         let json = serde_json::to_vec(record).map_err(|e| StoreError::permanent(e.to_string()))?;
         let cid = self.put(Bytes::from(json));
         if let Some(name) = btns {
             lock(&self.names).insert(name.to_string(), (cid.clone(), record.clone()));
+        }
+        let race = lock(&self.race).take();
+        if let Some((name, winner)) = race {
+            let json =
+                serde_json::to_vec(&winner).map_err(|e| StoreError::permanent(e.to_string()))?;
+            let won = self.put(Bytes::from(json));
+            lock(&self.names).insert(name, (won, winner));
         }
         Ok(cid)
     }

@@ -72,6 +72,11 @@ pub struct TokenFs {
     pub last_commit_added: super::pages::Added,
     /// Plaintext, or the keys that seal this tree (its `encryption` is in `committed`).
     pub sealing: super::content::Sealing,
+    /// Another writer's document merged into the tree, until the merge commit is published
+    /// (`fs::merge`).
+    pub merged_onto: Option<super::merge::Onto>,
+    /// Conflict copies the merges of this mount made (`pxfs status`).
+    pub conflicts: u64,
 }
 
 /// A committed link group: its record, and its inode once a name of it is loaded.
