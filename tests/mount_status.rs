@@ -156,6 +156,7 @@ fn status_json_shows_pending_uploads_commits_and_health_and_unmount_shows_the_dr
         [
             "chain_last_poll",
             "chain_stale",
+            "conflicts",
             "encryption",
             "files",
             "last_commit",
@@ -172,6 +173,10 @@ fn status_json_shows_pending_uploads_commits_and_health_and_unmount_shows_the_dr
     assert_eq!(t["token_id"], token);
     assert_eq!(t["stale"], false);
     assert_eq!(t["mount"]["pending_uploads"], 0);
+    assert_eq!(
+        t["mount"]["conflicts"], 0,
+        "one writer makes no conflict copies"
+    );
 
     // A file written and fsynced: committed; status shows that root and its time.
     let before_commit = now();
