@@ -113,6 +113,9 @@ node_bytes() { du -sb "$node_repo" | cut -f1; }
 
 # sample FILE: every second, one line "unix_s fds rss_kib journal_bytes staging_bytes root".
 sample() {
+    # Files come and go under du while it walks (it then exits non-zero): a sample is what
+    # it counted, never the end of sampling.
+    set +e +o pipefail
     local f=$1 n=0 staging=0
     while kill -0 "$mount_pid" 2>/dev/null; do
         # du over a large staging tree is slow: every fifth second.
@@ -192,7 +195,8 @@ EOF
     commit_secs=$(since "$t2")
     total_secs=$(awk -v a="$copy_secs" -v b="$commit_secs" 'BEGIN { printf "%.3f", a + b }')
     rss_copy=$(peak_mib)
-    kill "$sampler_pid" 2>/dev/null; wait "$sampler_pid" 2>/dev/null || true
+    kill "$sampler_pid" 2>/dev/null || die "the sampler stopped during the copy"
+    wait "$sampler_pid" 2>/dev/null || true
     sampler_pid=
     read -r peak_fds peak_journal peak_staging < <(awk '{ if ($2 > f) f = $2; if ($4 > j) j = $4; if ($5 > s) s = $5 } END { print f + 0, j + 0, s + 0 }' "$work/samples.txt")
     # Commits seen during the copy: changes of the published root in the samples; the longest

@@ -277,7 +277,7 @@ fn default_staging_limit_files() -> u64 {
     100_000
 }
 fn default_max_loaded_inodes() -> u64 {
-    200_000
+    100_000
 }
 fn default_commit_every_secs() -> u64 {
     5

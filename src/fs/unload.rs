@@ -8,6 +8,11 @@
 //! directory (so directories unload from the leaves up). The directory itself may still be
 //! known to the kernel: it stays in memory, without its entries.
 //!
+//! The kernel keeps what it looked up until its memory gets short. So a directory that
+//! only the kernel's references keep loaded has those entries named to the kernel
+//! ([`Trimmed::forget`], sent through the FUSE notifier by [`Fs::trim_tree`]); once the
+//! kernel has let go (FUSE `forget`), a later pass unloads it.
+//!
 //! An entry read again gets a new inode number: numbers are never reused in a mount, so
 //! the kernel never sees one number for two files (it holds no number that is dropped).
 //! What the dropped entries stored moves back into the token's "not loaded" committed
@@ -29,12 +34,19 @@ const SCAN_PER_PASS: usize = 256;
 const RECENT_TOUCHES: u64 = 8;
 const RECENT_TIME: std::time::Duration = std::time::Duration::from_millis(50);
 
+/// How long a directory whose entries the kernel was asked to forget waits for the kernel
+/// before a pass asks again or moves on to others (the kernel keeps what is in use: a
+/// working directory, an open file).
+const FORGET_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Loaded directories in order of last use (load, lookup in it, listing).
 #[derive(Debug, Default)]
 pub struct Residency {
     clock: u64,
     tick: HashMap<Ino, u64>,
     order: BTreeMap<u64, (Ino, Instant)>,
+    /// Directories whose entries the kernel was asked to forget, and when.
+    asked: HashMap<Ino, Instant>,
 }
 
 impl Residency {
@@ -50,6 +62,7 @@ impl Residency {
         if let Some(t) = self.tick.remove(&dir) {
             self.order.remove(&t);
         }
+        self.asked.remove(&dir);
     }
 
     /// Up to `n` directories, least recently used first, not among the most recent (all of
@@ -68,11 +81,14 @@ impl Residency {
     }
 }
 
-/// What one pass dropped.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+/// What one pass dropped, and what it asks the kernel to forget.
+#[derive(Debug, Default, PartialEq, Eq)]
 pub struct Trimmed {
     pub dirs: usize,
     pub inodes: usize,
+    /// Entries (directory, name) the kernel still holds in directories that could be
+    /// unloaded otherwise: once the kernel forgets them, a later pass unloads those.
+    pub forget: Vec<(Ino, Vec<u8>)>,
 }
 
 impl Fs {
@@ -86,19 +102,40 @@ impl Fs {
         let Ok(_no_commit) = self.inner.commit_lock.try_lock() else {
             return;
         };
-        let (done, left) = {
+        let invalidate = self
+            .inner
+            .invalidate
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let (mut done, left) = {
             let mut tree = self.tree();
-            let done = tree.trim(limit);
+            let done = tree.trim(limit, invalidate.is_some());
             (done, tree.inodes.len())
         };
-        if done.dirs > 0 {
+        if done.dirs > 0 || !done.forget.is_empty() {
             tracing::debug!(
                 dirs = done.dirs,
                 inodes = done.inodes,
                 loaded = left,
                 limit,
+                asked_to_forget = done.forget.len(),
                 "unloaded directories least recently used"
             );
+        }
+        // The kernel keeps what it looked up until memory gets short; without asking it, a
+        // long copy on a machine with memory to spare would keep every file it wrote loaded.
+        // Off this task and the lock: a notification waits for the directory's lock in the
+        // kernel, which a request waiting on this daemon may hold.
+        if let Some(f) = invalidate
+            && !done.forget.is_empty()
+        {
+            let forget = std::mem::take(&mut done.forget);
+            self.inner.rt.spawn_blocking(move || {
+                for (dir, name) in &forget {
+                    f(*dir, name);
+                }
+            });
         }
     }
 
@@ -144,28 +181,68 @@ impl Fs {
 impl Tree {
     /// If more than `limit` inodes are loaded, unload least recently used directories
     /// until at most 7/8 of `limit` are (or a pass has examined [`SCAN_PER_PASS`]).
-    /// Pure memory work: the caller holds the lock for it, never across I/O.
-    pub fn trim(&mut self, limit: usize) -> Trimmed {
+    /// With `ask_kernel`, directories held only by the kernel's references to their
+    /// entries have those entries listed in [`Trimmed::forget`] (as many as the excess),
+    /// so that a later pass can unload them. Pure memory work: the caller holds the lock
+    /// for it, never across I/O.
+    pub fn trim(&mut self, limit: usize, ask_kernel: bool) -> Trimmed {
         let mut done = Trimmed::default();
         if self.inodes.len() <= limit {
             return done;
         }
         let target = limit - limit / 8;
+        let mut to_ask = self.inodes.len() - target;
         for dir in self.residency.oldest(SCAN_PER_PASS) {
             if self.inodes.len() <= target {
                 break;
             }
-            match self.unload_dir(dir) {
-                Some(n) => {
-                    done.dirs += 1;
-                    done.inodes += n;
-                }
-                // In use: looked at again after the others.
-                None if self.inodes.contains_key(&dir) => self.residency.touch(dir),
-                None => self.residency.remove(dir),
+            if let Some(n) = self.unload_dir(dir) {
+                done.dirs += 1;
+                done.inodes += n;
+                continue;
             }
+            if !self.inodes.contains_key(&dir) {
+                self.residency.remove(dir);
+                continue;
+            }
+            let asked = self.residency.asked.get(&dir).copied();
+            if asked.is_some_and(|at| at.elapsed() < FORGET_WAIT) {
+                // Asked lately: the kernel's forgets are on their way.
+                continue;
+            }
+            self.residency.asked.remove(&dir);
+            if ask_kernel && to_ask > 0 && asked.is_none() && self.unloadable_but_for_kernel(dir) {
+                let names = self.kernel_held(dir);
+                to_ask = to_ask.saturating_sub(names.len());
+                done.forget
+                    .extend(names.into_iter().map(|name| (dir, name)));
+                self.residency.asked.insert(dir, Instant::now());
+                continue;
+            }
+            // In use: looked at again after the others.
+            self.residency.touch(dir);
         }
         done
+    }
+
+    /// Whether `dir` could be unloaded if the kernel forgot its entries.
+    fn unloadable_but_for_kernel(&self, dir: Ino) -> bool {
+        self.unload_blockers(dir, true)
+    }
+
+    /// The names in `dir` whose inodes the kernel holds.
+    fn kernel_held(&self, dir: Ino) -> Vec<Vec<u8>> {
+        let Some(Body::Dir(d)) = self.inodes.get(&dir).map(|i| &i.body) else {
+            return Vec::new();
+        };
+        let Some(entries) = &d.entries else {
+            return Vec::new();
+        };
+        entries
+            .iter()
+            .filter(|(_, child)| self.is_remembered(*child))
+            .map(|(name, _)| name.as_bytes().to_vec())
+            .collect()
     }
 
     /// Drop `dir`'s entries if nothing holds them (see the module docs); returns how many
@@ -204,6 +281,12 @@ impl Tree {
     }
 
     fn can_unload(&self, dir: Ino) -> bool {
+        self.unload_blockers(dir, false)
+    }
+
+    /// Whether nothing holds `dir`'s entries (see the module docs), the kernel's references
+    /// not counted with `but_kernel`.
+    fn unload_blockers(&self, dir: Ino, but_kernel: bool) -> bool {
         if dir == ROOT_INO || self.is_token_root(dir) {
             return false;
         }
@@ -223,16 +306,21 @@ impl Tree {
         let Some(entries) = &d.entries else {
             return false;
         };
-        entries.iter().all(|(_, child)| self.droppable(child))
+        entries
+            .iter()
+            .all(|(_, child)| self.droppable(child, but_kernel))
     }
 
     /// Whether `ino` is as the committed tree stores it and nothing refers to it but its
-    /// directory's entry.
-    fn droppable(&self, ino: Ino) -> bool {
+    /// directory's entry (and the kernel, with `but_kernel`).
+    fn droppable(&self, ino: Ino, but_kernel: bool) -> bool {
         let Some(i) = self.inodes.get(&ino) else {
             return false;
         };
-        if self.is_remembered(ino) || i.open_handles > 0 || i.group.is_some() || i.links.len() != 1
+        if (!but_kernel && self.is_remembered(ino))
+            || i.open_handles > 0
+            || i.group.is_some()
+            || i.links.len() != 1
         {
             return false;
         }
