@@ -39,6 +39,11 @@ const RECENT_TIME: std::time::Duration = std::time::Duration::from_millis(50);
 /// working directory, an open file).
 const FORGET_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
+/// The kernel is asked to forget the entries of directories of at most 1/this of the limit:
+/// a directory near the limit's size would be read again whole at its next use, and again
+/// (the kernel keeps such a directory's entries until its own memory gets short).
+const ASK_KERNEL_FRACTION: usize = 4;
+
 /// Loaded directories in order of last use (load, lookup in it, listing).
 #[derive(Debug, Default)]
 pub struct Residency {
@@ -211,7 +216,12 @@ impl Tree {
                 continue;
             }
             self.residency.asked.remove(&dir);
-            if ask_kernel && to_ask > 0 && asked.is_none() && self.unloadable_but_for_kernel(dir) {
+            if ask_kernel
+                && to_ask > 0
+                && asked.is_none()
+                && self.entry_count(dir) <= limit / ASK_KERNEL_FRACTION
+                && self.unloadable_but_for_kernel(dir)
+            {
                 let names = self.kernel_held(dir);
                 to_ask = to_ask.saturating_sub(names.len());
                 done.forget
@@ -223,6 +233,14 @@ impl Tree {
             self.residency.touch(dir);
         }
         done
+    }
+
+    /// How many entries `dir` has loaded.
+    fn entry_count(&self, dir: Ino) -> usize {
+        match self.inodes.get(&dir).map(|i| &i.body) {
+            Some(Body::Dir(d)) => d.entries.as_ref().map_or(0, |e| e.len()),
+            _ => 0,
+        }
     }
 
     /// Whether `dir` could be unloaded if the kernel forgot its entries.
