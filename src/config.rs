@@ -274,10 +274,10 @@ fn default_parallelism() -> usize {
     8
 }
 fn default_staging_limit_files() -> u64 {
-    100_000
+    50_000
 }
 fn default_max_loaded_inodes() -> u64 {
-    100_000
+    50_000
 }
 fn default_commit_every_secs() -> u64 {
     5

@@ -118,6 +118,9 @@ impl Fs {
             let done = tree.trim(limit, invalidate.is_some());
             (done, tree.inodes.len())
         };
+        if done.inodes > 0 {
+            return_freed_memory();
+        }
         if done.dirs > 0 || !done.forget.is_empty() {
             tracing::debug!(
                 dirs = done.dirs,
@@ -180,6 +183,30 @@ impl Fs {
             return false;
         };
         self.tree().unload_dir(dir).is_some()
+    }
+}
+
+/// Hands the pages that unloading freed back to the system (glibc keeps freed memory in its
+/// heaps otherwise, so the daemon's RSS would stay at its peak): at most every few seconds,
+/// since it walks the heaps.
+fn return_freed_memory() {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static LAST: AtomicU64 = AtomicU64::new(0);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let last = LAST.load(Ordering::Relaxed);
+    if now < last + 5
+        || LAST
+            .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+            .is_err()
+    {
+        return;
+    }
+    #[cfg(target_env = "gnu")]
+    // SAFETY: malloc_trim only returns free memory of glibc's heaps to the system.
+    unsafe {
+        libc::malloc_trim(0);
     }
 }
 
