@@ -564,7 +564,18 @@ pub(crate) fn core_config(cfg: &Config) -> FsConfig {
     // an fsync, an unmount's drain or a writer held back by the staging limit.
     fs_cfg.outage_grace =
         Duration::from_secs(cfg.node.timeout_secs.max(1)) * (cfg.node.retries.saturating_add(1));
+    fs_cfg.merge_pause = merge_pause_for_tests();
     fs_cfg
+}
+
+/// Tests only (`tests/mount_two_machines.rs`): `PXFS_TEST_MERGE_PAUSE_MS` makes each commit
+/// that merged another writer's changes wait that long before publishing
+/// ([`FsConfig::merge_pause`]), so a `kill -9` lands in the middle of a merge.
+fn merge_pause_for_tests() -> Duration {
+    std::env::var("PXFS_TEST_MERGE_PAUSE_MS")
+        .ok()
+        .and_then(|ms| ms.parse().ok())
+        .map_or(Duration::ZERO, Duration::from_millis)
 }
 
 /// The node client of a mount. On PollinationX's hosted nodes (`[node] auth =

@@ -320,11 +320,16 @@ impl Fs {
                 let t = tree.token(token)?;
                 (t.is_dirty() || force) && !t.read_only && !t.replaying
             };
-            if wanted && let Err(e) = self.catch_up(token).await {
-                if e.is_node_outage() {
-                    self.inner.outage.failed("commit", started, &e);
+            if wanted {
+                match self.catch_up(token).await {
+                    Ok(merged) => self.merge_pause(token, merged).await,
+                    Err(e) => {
+                        if e.is_node_outage() {
+                            self.inner.outage.failed("commit", started, &e);
+                        }
+                        return Err(e);
+                    }
                 }
-                return Err(e);
             }
             let Some(mut snap) = self.snapshot(token)? else {
                 return Ok(published);
@@ -368,6 +373,17 @@ impl Fs {
             }
         }
         Ok(published)
+    }
+
+    /// Tests: after a merge and before its commit is written and published, wait
+    /// [`super::FsConfig::merge_pause`] (a `kill -9` then is a crash in the middle of a
+    /// merge). Nothing by default.
+    async fn merge_pause(&self, token: TokenId, merged: bool) {
+        let pause = self.config().merge_pause;
+        if merged && !pause.is_zero() {
+            tracing::info!(token, ?pause, "merged; pausing before publishing (test hook)");
+            tokio::time::sleep(pause).await;
+        }
     }
 
     /// Whether another writer's publication replaced `doc` (published as `seq`) under the

@@ -82,6 +82,11 @@ pub struct FsConfig {
     /// long, as a slow cache disk would (zero: no delay).
     #[doc(hidden)]
     pub disk_delay: Duration,
+    /// Tests: a commit that merged another writer's changes waits this long before it
+    /// writes and publishes the merged tree (zero: no wait). The mount daemon takes it
+    /// from `PXFS_TEST_MERGE_PAUSE_MS`, so a test can `kill -9` it in the middle of a merge.
+    #[doc(hidden)]
+    pub merge_pause: Duration,
     /// How often the published documents are checked for other writers' commits, which
     /// are then taken in (`Fs::follow_all`); zero: never.
     pub follow_interval: Duration,
@@ -111,6 +116,7 @@ impl FsConfig {
             commit_interval: Duration::from_secs(1),
             commit_max_delay: Duration::from_secs(5),
             disk_delay: Duration::ZERO,
+            merge_pause: Duration::ZERO,
             follow_interval: Duration::ZERO,
             single_token: false,
             read_only: false,

@@ -1,0 +1,550 @@
+//! Two machines, one sNFT (docs/FORMAT.md §9, README "Several machines"), through real
+//! kernel mounts: two mounts of the devnet's sNFT with separate cache directories, as a
+//! laptop and a desktop would have, and a third from an empty cache to see what was
+//! published. Where a test needs one machine not to have seen the other's commit when it
+//! writes, that machine never follows (`[upload] follow_every_secs = 0`): it takes the
+//! other's changes in only when it commits, by merging.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use pxfs::format::usage::{AnyUsageDoc, UsageDoc};
+use support::{TestDevnet, TestMount, wait_until, xattr};
+
+/// The sorted names in `dir`.
+fn names(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    names.sort();
+    names
+}
+
+/// Waits up to `secs` for `dir` to list exactly `want`; returns what it listed last.
+fn lists_within(dir: &Path, want: &[&str], secs: u64) -> Vec<String> {
+    let until = Instant::now() + Duration::from_secs(secs);
+    loop {
+        let names = names(dir);
+        if names == want || Instant::now() >= until {
+            return names;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn write_and_fsync(path: &Path, data: &[u8]) {
+    let mut f = std::fs::File::create(path).unwrap();
+    std::io::Write::write_all(&mut f, data).unwrap();
+    f.sync_all().unwrap();
+}
+
+/// fsync of a directory: every change journaled before it is published when it returns.
+fn fsync_dir(dir: &Path) {
+    std::fs::File::open(dir).unwrap().sync_all().unwrap();
+}
+
+/// A config for another machine (its own cache directory `caches/name`).
+fn machine(devnet: &TestDevnet, caches: &Path, name: &str) -> PathBuf {
+    devnet.config_with_cache(&caches.join(name))
+}
+
+/// Like [`machine`], for a machine that never follows the other's commits on its own: it
+/// merges them only when it commits.
+fn machine_that_never_follows(devnet: &TestDevnet, caches: &Path, name: &str) -> PathBuf {
+    devnet.config_with(&caches.join(name), |cfg| {
+        let upload = cfg
+            .as_table_mut()
+            .unwrap()
+            .entry("upload")
+            .or_insert_with(|| toml::Value::Table(Default::default()));
+        upload["follow_every_secs"] = toml::Value::Integer(0);
+    })
+}
+
+/// The names in `names` that are conflict copies of `<stem><ext>`.
+fn conflict_copies(names: &[String], stem: &str, ext: &str) -> Vec<String> {
+    names
+        .iter()
+        .filter(|n| n.starts_with(&format!("{stem}.conflict-")) && n.ends_with(ext))
+        .cloned()
+        .collect()
+}
+
+/// This machine's host name as conflict copies carry it: the short name, letters, digits
+/// and `-` (docs/FORMAT.md §9).
+fn short_host() -> String {
+    let name = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
+    name.trim()
+        .split('.')
+        .next()
+        .unwrap()
+        .chars()
+        .map(|c| match c.is_ascii_alphanumeric() || c == '-' {
+            true => c,
+            false => '-',
+        })
+        .take(32)
+        .collect()
+}
+
+/// The usage document published under the devnet sNFT's BTNS name, and its CID.
+fn published(devnet: &TestDevnet) -> (String, UsageDoc) {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let client = pxfs::storage::NodeClient::from_url(&devnet.node_url(), "/api/v0");
+    let btns = devnet.info["btns_names"][0].as_str().unwrap();
+    let (cid, doc) = rt.block_on(pxfs::usage::resolve(&client, btns)).unwrap();
+    let AnyUsageDoc::V2(doc) = doc else {
+        panic!("pxfs publishes pxfs/usage/2")
+    };
+    (cid, doc)
+}
+
+/// What the oracle measures for the tree under root node `root` (docs/FORMAT.md §7).
+fn measured_usage(devnet: &TestDevnet, root: &str) -> u64 {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let client = pxfs::storage::NodeClient::from_url(&devnet.node_url(), "/api/v0");
+    let limits = pxfs::oracle::Limits::default();
+    rt.block_on(pxfs::oracle::measure_root(&client, root, &limits))
+        .unwrap()
+        .usage
+}
+
+/// `pxfs status --json` of the mount using `config`: the devnet sNFT's entry.
+fn token_status(config: &Path) -> serde_json::Value {
+    let out = std::process::Command::new(support::PXFS)
+        .args(["status", "--json", "--config"])
+        .arg(config)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "pxfs status failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    status["tokens"][0].clone()
+}
+
+/// Every file under `dir`, by path relative to it, with its content.
+fn all_files(dir: &Path) -> BTreeMap<String, Vec<u8>> {
+    fn walk(root: &Path, rel: &Path, out: &mut BTreeMap<String, Vec<u8>>) {
+        for entry in std::fs::read_dir(root.join(rel)).unwrap() {
+            let entry = entry.unwrap();
+            let path = rel.join(entry.file_name());
+            if entry.file_type().unwrap().is_dir() {
+                walk(root, &path, out);
+            } else {
+                let data = std::fs::read(root.join(&path)).unwrap();
+                out.insert(path.to_str().unwrap().to_owned(), data);
+            }
+        }
+    }
+    let mut out = BTreeMap::new();
+    walk(dir, Path::new(""), &mut out);
+    out
+}
+
+#[test]
+fn two_machines_writing_different_files_see_each_others_within_seconds_and_a_third_sees_both() {
+    let devnet = TestDevnet::start(&[]);
+    let caches = tempfile::tempdir().unwrap();
+    let a = TestMount::mount(&machine(&devnet, caches.path(), "a"), &[]);
+    let b = TestMount::mount(&machine(&devnet, caches.path(), "b"), &[]);
+    let (on_a, on_b) = (a.token(devnet.token()), b.token(devnet.token()));
+    write_and_fsync(&on_a.join("file-a"), b"written on a");
+    write_and_fsync(&on_b.join("file-b"), b"written on b");
+    let both = ["file-a", "file-b"];
+    assert_eq!(lists_within(&on_a, &both, 10), both, "A shows B's file");
+    assert_eq!(lists_within(&on_b, &both, 10), both, "B shows A's file");
+    assert_eq!(std::fs::read(on_a.join("file-b")).unwrap(), b"written on b");
+    assert_eq!(std::fs::read(on_b.join("file-a")).unwrap(), b"written on a");
+    // Both change one file at once: one keeps the name, the other is a conflict copy.
+    std::thread::scope(|s| {
+        s.spawn(|| write_and_fsync(&on_a.join("file-a"), b"changed on a"));
+        s.spawn(|| write_and_fsync(&on_b.join("file-a"), b"changed on b"));
+    });
+    drop((a, b));
+    // A third machine: nothing cached.
+    let c = TestMount::mount(&machine(&devnet, caches.path(), "c"), &[]);
+    let on_c = c.token(devnet.token());
+    let names = names(&on_c);
+    assert!(names.contains(&"file-b".to_string()), "{names:?}");
+    let mut versions: Vec<Vec<u8>> = names
+        .iter()
+        .filter(|n| n.starts_with("file-a"))
+        .map(|n| std::fs::read(on_c.join(n)).unwrap())
+        .collect();
+    versions.sort();
+    // Either both changes are there (a conflict copy), or one machine saw the other's
+    // change before making its own (then its own is the last version): nothing lost.
+    assert!(
+        versions == [b"changed on a".to_vec(), b"changed on b".to_vec()]
+            || versions.len() == 1 && versions[0].starts_with(b"changed on "),
+        "{names:?}"
+    );
+}
+
+#[test]
+fn both_machines_changing_one_file_keep_the_first_published_under_its_name_and_the_other_as_a_conflict_copy()
+ {
+    let devnet = TestDevnet::start(&[]);
+    let caches = tempfile::tempdir().unwrap();
+    let a = TestMount::mount(&machine(&devnet, caches.path(), "a"), &[]);
+    let on_a = a.token(devnet.token());
+    std::fs::create_dir(on_a.join("docs")).unwrap();
+    write_and_fsync(&on_a.join("docs/report.txt"), b"first version");
+    let config_b = machine_that_never_follows(&devnet, caches.path(), "b");
+    let b = TestMount::mount(&config_b, &[]);
+    let on_b = b.token(devnet.token());
+    assert_eq!(
+        std::fs::read(on_b.join("docs/report.txt")).unwrap(),
+        b"first version"
+    );
+
+    // A publishes its change; B, which has not taken it in, changes the same file.
+    write_and_fsync(&on_a.join("docs/report.txt"), b"a's version");
+    let (a_doc, a_record) = published(&devnet);
+    let before = chrono::Utc::now().format("%Y%m%dT%H%M%SZ").to_string();
+    write_and_fsync(&on_b.join("docs/report.txt"), b"b's version, longer");
+    let after = chrono::Utc::now().format("%Y%m%dT%H%M%SZ").to_string();
+
+    // On B: A's version (published first) keeps the name, B's is the conflict copy.
+    let on_b_names = names(&on_b.join("docs"));
+    let copies = conflict_copies(&on_b_names, "report", ".txt");
+    assert_eq!(copies.len(), 1, "one conflict copy: {on_b_names:?}");
+    assert_eq!(on_b_names.len(), 2, "{on_b_names:?}");
+    let copy = &copies[0];
+    let tag = copy
+        .strip_prefix(&format!("report.conflict-{}-", short_host()))
+        .and_then(|t| t.strip_suffix(".txt"))
+        .unwrap_or_else(|| panic!("{copy} is not report.conflict-<host>-<time>.txt"));
+    assert!(
+        tag.len() == 16 && before.as_str() <= tag && tag <= after.as_str(),
+        "{copy}: the time of the merge, yyyymmddThhmmssZ (between {before} and {after})"
+    );
+    assert_eq!(
+        std::fs::read(on_b.join("docs/report.txt")).unwrap(),
+        b"a's version"
+    );
+    assert_eq!(
+        std::fs::read(on_b.join("docs").join(copy)).unwrap(),
+        b"b's version, longer"
+    );
+
+    // History stays one chain: B's merge commit is on top of A's document.
+    let (b_doc, b_record) = published(&devnet);
+    assert_ne!(b_doc, a_doc, "B published its merge");
+    assert_eq!(b_record.prev.as_deref(), Some(a_doc.as_str()));
+    assert_eq!(b_record.seq, a_record.seq + 1);
+    assert!(b_record.merged.is_some(), "a merge names B's previous document");
+    // The merged tree's usage is what B's quota decisions use, what B's commit claims,
+    // what `pxfs status` shows and what the oracle measures.
+    let usage: u64 = xattr(&on_b, "user.pxfs.usage").parse().unwrap();
+    assert_eq!(usage, b_record.usage);
+    assert_eq!(measured_usage(&devnet, &b_record.root), usage);
+    // `pxfs status` (rewritten about every second) counts the conflict copy.
+    wait_until("B's status to show the merge", Duration::from_secs(10), || {
+        let s = token_status(&config_b);
+        s["mount"]["conflicts"] == 1 && s["mount"]["live_usage"] == usage
+    });
+
+    // A takes B's merge in on its own (live follow); a third machine shows the same.
+    wait_until("A to show the conflict copy", Duration::from_secs(15), || {
+        names(&on_a.join("docs")) == on_b_names
+    });
+    assert_eq!(
+        std::fs::read(on_a.join("docs").join(copy)).unwrap(),
+        b"b's version, longer"
+    );
+    assert_eq!(
+        std::fs::read(on_a.join("docs/report.txt")).unwrap(),
+        b"a's version"
+    );
+    drop((a, b));
+    let c = TestMount::mount(&machine(&devnet, caches.path(), "c"), &[]);
+    let on_c = c.token(devnet.token());
+    assert_eq!(names(&on_c), ["docs"]);
+    assert_eq!(names(&on_c.join("docs")), on_b_names);
+    assert_eq!(
+        std::fs::read(on_c.join("docs/report.txt")).unwrap(),
+        b"a's version"
+    );
+    assert_eq!(
+        std::fs::read(on_c.join("docs").join(copy)).unwrap(),
+        b"b's version, longer"
+    );
+}
+
+#[test]
+fn a_file_deleted_or_a_directory_renamed_on_one_machine_keeps_what_the_other_wrote_there() {
+    let devnet = TestDevnet::start(&[]);
+    let caches = tempfile::tempdir().unwrap();
+    let a = TestMount::mount(&machine(&devnet, caches.path(), "a"), &[]);
+    let on_a = a.token(devnet.token());
+    write_and_fsync(&on_a.join("notes.txt"), b"notes v1");
+    for dir in ["project", "archive", "old"] {
+        std::fs::create_dir(on_a.join(dir)).unwrap();
+    }
+    write_and_fsync(&on_a.join("project/plan.txt"), b"plan");
+    write_and_fsync(&on_a.join("archive/2025.txt"), b"2025");
+    let b = TestMount::mount(&machine_that_never_follows(&devnet, caches.path(), "b"), &[]);
+    let on_b = b.token(devnet.token());
+    assert_eq!(names(&on_b), ["archive", "notes.txt", "old", "project"]);
+
+    // A deletes notes.txt, renames project within its parent and moves archive into old/,
+    // and publishes that.
+    std::fs::remove_file(on_a.join("notes.txt")).unwrap();
+    std::fs::rename(on_a.join("project"), on_a.join("project-2026")).unwrap();
+    std::fs::rename(on_a.join("archive"), on_a.join("old/archive")).unwrap();
+    fsync_dir(&on_a);
+    // B, which has not seen that, writes into both directories and changes notes.txt
+    // (the directories first: a commit of B's in between merges A's renames, and B then
+    // writes into what it had).
+    write_and_fsync(&on_b.join("project/new-by-b.txt"), b"written into project on b");
+    write_and_fsync(&on_b.join("archive/2026.txt"), b"written into archive on b");
+    write_and_fsync(&on_b.join("notes.txt"), b"notes v2, changed on b");
+
+    // docs/FORMAT.md §9: a file theirs deleted that ours changed stays under its name; a
+    // directory theirs renamed within its parent moves with ours' new file; one theirs
+    // moved to another directory is not recognised: ours' file stays at the old path,
+    // beside theirs' moved copy.
+    let want_root = ["archive", "notes.txt", "old", "project-2026"];
+    let check = |root: &Path| {
+        assert_eq!(names(root), want_root);
+        assert_eq!(
+            std::fs::read(root.join("notes.txt")).unwrap(),
+            b"notes v2, changed on b"
+        );
+        assert_eq!(
+            names(&root.join("project-2026")),
+            ["new-by-b.txt", "plan.txt"]
+        );
+        assert_eq!(
+            std::fs::read(root.join("project-2026/new-by-b.txt")).unwrap(),
+            b"written into project on b"
+        );
+        assert_eq!(names(&root.join("archive")), ["2026.txt"]);
+        assert_eq!(
+            std::fs::read(root.join("archive/2026.txt")).unwrap(),
+            b"written into archive on b"
+        );
+        assert_eq!(names(&root.join("old/archive")), ["2025.txt"]);
+    };
+    check(&on_b);
+    wait_until("A to take in B's merge", Duration::from_secs(15), || {
+        names(&on_a) == want_root
+    });
+    check(&on_a);
+    drop((a, b));
+    let c = TestMount::mount(&machine(&devnet, caches.path(), "c"), &[]);
+    check(&c.token(devnet.token()));
+}
+
+/// One writer's step in [`two_writer_run`].
+#[derive(Debug)]
+enum Step {
+    Write(String),
+    Delete(String),
+    Rename(String, String),
+}
+
+/// A version left where a writer put it, which must be found afterwards: at `path`, or in a
+/// conflict copy of it beside it.
+fn found_at_or_beside(files: &BTreeMap<String, Vec<u8>>, path: &str, data: &[u8]) -> bool {
+    let (dir, name) = path.rsplit_once('/').unwrap();
+    let (stem, ext) = match name.rfind('.') {
+        Some(i) if i > 0 => name.split_at(i),
+        _ => (name, ""),
+    };
+    let copy_prefix = format!("{dir}/{stem}.conflict-");
+    files.iter().any(|(p, d)| {
+        d == data && (p == path || p.starts_with(&copy_prefix) && p.ends_with(ext))
+    })
+}
+
+/// Seeded random steps (creates, overwrites, renames, deletes, each fsynced) taken in turn
+/// by two machines that never follow: each sees the other's changes only when its own
+/// commit merges them, so many steps act on a view the other has changed since. The model
+/// tracks every version: one is superseded only by a step on the machine where that step
+/// read it (an overwrite, delete or rename over it there); every other version must be
+/// found at the last path a step put it, or in a conflict copy beside it, on a third
+/// machine afterwards.
+fn two_writer_run(seed: u64, steps: usize) {
+    use rand::{Rng, SeedableRng};
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let devnet = TestDevnet::start(&[]);
+    let caches = tempfile::tempdir().unwrap();
+    let a = TestMount::mount(&machine_that_never_follows(&devnet, caches.path(), "a"), &[]);
+    let a_root = a.token(devnet.token());
+    for dir in ["x", "y"] {
+        std::fs::create_dir(a_root.join(dir)).unwrap();
+    }
+    fsync_dir(&a_root);
+    let b = TestMount::mount(&machine_that_never_follows(&devnet, caches.path(), "b"), &[]);
+    let roots = [a_root, b.token(devnet.token())];
+    let random_path = |rng: &mut rand::rngs::StdRng| {
+        let dir = ["x", "y"][rng.random_range(0..2)];
+        let name = ["f0", "f1", "f2.txt", "f3.txt"][rng.random_range(0..4)];
+        format!("{dir}/{name}")
+    };
+    // Live versions (content → the path a step last put it at).
+    let mut expected: BTreeMap<Vec<u8>, String> = BTreeMap::new();
+    let mut log = Vec::new();
+    for i in 0..steps {
+        let w = rng.random_range(0..2);
+        let root = &roots[w];
+        let path = random_path(&mut rng);
+        let here = std::fs::read(root.join(&path)).ok();
+        let step = match rng.random_range(0..5) {
+            0 if here.is_some() => Step::Delete(path),
+            1 | 2 if here.is_some() => Step::Rename(path, random_path(&mut rng)),
+            _ => Step::Write(path),
+        };
+        match &step {
+            Step::Write(path) => {
+                let pad = "+".repeat(rng.random_range(0..3000));
+                let data = format!("seed {seed} step {i} on {}\n{pad}", ["a", "b"][w]);
+                write_and_fsync(&root.join(path), data.as_bytes());
+                if let Some(old) = here {
+                    expected.remove(&old);
+                }
+                expected.insert(data.into_bytes(), path.clone());
+            }
+            Step::Delete(path) => {
+                std::fs::remove_file(root.join(path)).unwrap();
+                fsync_dir(root);
+                expected.remove(&here.unwrap());
+            }
+            Step::Rename(from, to) => {
+                let over = std::fs::read(root.join(to)).ok();
+                std::fs::rename(root.join(from), root.join(to)).unwrap();
+                fsync_dir(root);
+                let moved = here.unwrap();
+                if let Some(over) = over.filter(|o| *o != moved) {
+                    expected.remove(&over);
+                }
+                if let Some(p) = expected.get_mut(&moved) {
+                    *p = to.clone();
+                }
+            }
+        }
+        log.push(format!("{i}: {} {step:?}", ["a", "b"][w]));
+    }
+    drop((a, b));
+    let c = TestMount::mount(&machine(&devnet, caches.path(), "c"), &[]);
+    let files = all_files(&c.token(devnet.token()));
+    let lost: Vec<String> = expected
+        .iter()
+        .filter(|(data, path)| !found_at_or_beside(&files, path, data))
+        .map(|(data, path)| {
+            let first_line = String::from_utf8_lossy(data).lines().next().unwrap_or("").to_owned();
+            format!("{path}: {first_line:?}")
+        })
+        .collect();
+    assert!(
+        lost.is_empty(),
+        "seed {seed}: {} versions lost: {lost:#?}\nthe third machine shows {:#?}\nsteps: {log:#?}",
+        lost.len(),
+        files.keys().collect::<Vec<_>>()
+    );
+    let copies = files.keys().filter(|p| p.contains(".conflict-")).count();
+    assert!(
+        copies > 0,
+        "seed {seed}: the run made no conflict copy (it tests little)"
+    );
+    eprintln!(
+        "seed {seed}: {steps} steps, {} versions kept, {copies} conflict copies",
+        expected.len()
+    );
+}
+
+#[test]
+fn a_seeded_random_two_writer_run_loses_no_fsynced_version() {
+    let seed = std::env::var("PXFS_TWO_WRITER_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1818);
+    two_writer_run(seed, 120);
+}
+
+#[test]
+fn a_mount_killed_in_the_middle_of_a_merge_replays_its_journal_and_merges_again() {
+    let devnet = TestDevnet::start(&[]);
+    let caches = tempfile::tempdir().unwrap();
+    let a = TestMount::mount(&machine(&devnet, caches.path(), "a"), &[]);
+    let on_a = a.token(devnet.token());
+    write_and_fsync(&on_a.join("shared.txt"), b"shared v1");
+    // B pauses between merging and publishing (a test hook of the daemon), so the kill
+    // lands in the middle of its merge.
+    let config_b = machine_that_never_follows(&devnet, caches.path(), "b");
+    let b = TestMount::mount_with_env(
+        &config_b,
+        &[],
+        &[("PXFS_TEST_MERGE_PAUSE_MS", "8000")],
+    );
+    let on_b = b.token(devnet.token());
+    assert_eq!(names(&on_b), ["shared.txt"]);
+    write_and_fsync(&on_a.join("file-a"), b"from a");
+    write_and_fsync(&on_a.join("shared.txt"), b"shared v2 by a");
+    let (a_doc, a_record) = published(&devnet);
+
+    // B's changes, closed (journaled) but not yet published: its fsync is in the merge.
+    std::fs::write(on_b.join("file-b"), b"from b").unwrap();
+    std::fs::write(on_b.join("shared.txt"), b"shared v2 by b").unwrap();
+    let fsync_b = {
+        let on_b = on_b.clone();
+        std::thread::spawn(move || std::fs::File::open(on_b).and_then(|d| d.sync_all()))
+    };
+    let log = caches.path().join("b/mount.log");
+    wait_until("B to be in the middle of a merge", Duration::from_secs(30), || {
+        std::fs::read_to_string(&log).is_ok_and(|l| l.contains("pausing before publishing"))
+    });
+    let pid = support::daemon_pid(b.path());
+    // SAFETY: kill(2) of the daemon's pid, just looked up.
+    assert_eq!(unsafe { libc::kill(pid as i32, libc::SIGKILL) }, 0);
+    wait_until("the killed daemon to exit", Duration::from_secs(30), || {
+        !support::pid_alive(pid)
+    });
+    assert!(
+        fsync_b.join().unwrap().is_err(),
+        "B's fsync returned success though B never published"
+    );
+    assert_eq!(published(&devnet).0, a_doc, "B died before publishing");
+
+    // The same cache: the journal replays B's changes over its last commit, and the next
+    // commit merges A's again.
+    let b = b.remount(&[]);
+    let on_b = b.token(devnet.token());
+    assert_eq!(
+        std::fs::read(on_b.join("file-b")).unwrap(),
+        b"from b",
+        "replayed"
+    );
+    fsync_dir(&on_b);
+    let (_, record) = published(&devnet);
+    assert_eq!(record.prev.as_deref(), Some(a_doc.as_str()), "merged on A's");
+    assert_eq!(record.seq, a_record.seq + 1);
+    let want = |root: &Path| {
+        let all = names(root);
+        let copies = conflict_copies(&all, "shared", ".txt");
+        assert_eq!(copies.len(), 1, "{all:?}");
+        assert_eq!(all, ["file-a", "file-b", "shared.txt", copies[0].as_str()]);
+        let read = |n: &str| std::fs::read(root.join(n)).unwrap();
+        assert_eq!(read("file-a"), b"from a");
+        assert_eq!(read("file-b"), b"from b");
+        assert_eq!(read("shared.txt"), b"shared v2 by a");
+        assert_eq!(read(&copies[0]), b"shared v2 by b");
+    };
+    want(&on_b);
+    wait_until("A to take in B's merge", Duration::from_secs(15), || {
+        names(&on_a).len() == 4
+    });
+    want(&on_a);
+    drop((a, b));
+    let c = TestMount::mount(&machine(&devnet, caches.path(), "c"), &[]);
+    want(&c.token(devnet.token()));
+}
