@@ -61,7 +61,10 @@ fn machine_that_never_follows(devnet: &TestDevnet, caches: &Path, name: &str) ->
             .unwrap()
             .entry("upload")
             .or_insert_with(|| toml::Value::Table(Default::default()));
-        upload["follow_every_secs"] = toml::Value::Integer(0);
+        upload
+            .as_table_mut()
+            .unwrap()
+            .insert("follow_every_secs".into(), toml::Value::Integer(0));
     })
 }
 
@@ -240,22 +243,31 @@ fn both_machines_changing_one_file_keep_the_first_published_under_its_name_and_t
     assert_ne!(b_doc, a_doc, "B published its merge");
     assert_eq!(b_record.prev.as_deref(), Some(a_doc.as_str()));
     assert_eq!(b_record.seq, a_record.seq + 1);
-    assert!(b_record.merged.is_some(), "a merge names B's previous document");
+    assert!(
+        b_record.merged.is_some(),
+        "a merge names B's previous document"
+    );
     // The merged tree's usage is what B's quota decisions use, what B's commit claims,
     // what `pxfs status` shows and what the oracle measures.
     let usage: u64 = xattr(&on_b, "user.pxfs.usage").parse().unwrap();
     assert_eq!(usage, b_record.usage);
     assert_eq!(measured_usage(&devnet, &b_record.root), usage);
     // `pxfs status` (rewritten about every second) counts the conflict copy.
-    wait_until("B's status to show the merge", Duration::from_secs(10), || {
-        let s = token_status(&config_b);
-        s["mount"]["conflicts"] == 1 && s["mount"]["live_usage"] == usage
-    });
+    wait_until(
+        "B's status to show the merge",
+        Duration::from_secs(10),
+        || {
+            let s = token_status(&config_b);
+            s["mount"]["conflicts"] == 1 && s["mount"]["live_usage"] == usage
+        },
+    );
 
     // A takes B's merge in on its own (live follow); a third machine shows the same.
-    wait_until("A to show the conflict copy", Duration::from_secs(15), || {
-        names(&on_a.join("docs")) == on_b_names
-    });
+    wait_until(
+        "A to show the conflict copy",
+        Duration::from_secs(15),
+        || names(&on_a.join("docs")) == on_b_names,
+    );
     assert_eq!(
         std::fs::read(on_a.join("docs").join(copy)).unwrap(),
         b"b's version, longer"
@@ -283,62 +295,82 @@ fn both_machines_changing_one_file_keep_the_first_published_under_its_name_and_t
 fn a_file_deleted_or_a_directory_renamed_on_one_machine_keeps_what_the_other_wrote_there() {
     let devnet = TestDevnet::start(&[]);
     let caches = tempfile::tempdir().unwrap();
-    let a = TestMount::mount(&machine(&devnet, caches.path(), "a"), &[]);
+    let a = TestMount::mount(
+        &machine_that_never_follows(&devnet, caches.path(), "a"),
+        &[],
+    );
     let on_a = a.token(devnet.token());
-    write_and_fsync(&on_a.join("notes.txt"), b"notes v1");
-    for dir in ["project", "archive", "old"] {
+    for dir in ["project", "archive", "old", "src"] {
         std::fs::create_dir(on_a.join(dir)).unwrap();
     }
+    write_and_fsync(&on_a.join("notes.txt"), b"notes v1");
+    write_and_fsync(&on_a.join("todo.txt"), b"todo v1");
     write_and_fsync(&on_a.join("project/plan.txt"), b"plan");
     write_and_fsync(&on_a.join("archive/2025.txt"), b"2025");
-    let b = TestMount::mount(&machine_that_never_follows(&devnet, caches.path(), "b"), &[]);
+    write_and_fsync(&on_a.join("src/main.txt"), b"main");
+    let b = TestMount::mount(
+        &machine_that_never_follows(&devnet, caches.path(), "b"),
+        &[],
+    );
     let on_b = b.token(devnet.token());
-    assert_eq!(names(&on_b), ["archive", "notes.txt", "old", "project"]);
+    let read = |p: PathBuf| std::fs::read(p).unwrap();
 
-    // A deletes notes.txt, renames project within its parent and moves archive into old/,
-    // and publishes that.
+    // B publishes first: it changes notes.txt and writes into project/ and archive/. A,
+    // which has not seen that, deletes notes.txt, renames project/ within its parent and
+    // moves archive/ into old/; its commit merges B's (docs/FORMAT.md §9): the deleted file
+    // comes back with B's change, and the directories A moved get B's new files where A
+    // moved them. (A commit of A's between its steps merges as much, the same way.)
+    write_and_fsync(&on_b.join("notes.txt"), b"notes v2, changed on b");
+    write_and_fsync(&on_b.join("project/new-by-b.txt"), b"into project on b");
+    write_and_fsync(&on_b.join("archive/2026.txt"), b"into archive on b");
     std::fs::remove_file(on_a.join("notes.txt")).unwrap();
     std::fs::rename(on_a.join("project"), on_a.join("project-2026")).unwrap();
     std::fs::rename(on_a.join("archive"), on_a.join("old/archive")).unwrap();
     fsync_dir(&on_a);
-    // B, which has not seen that, writes into both directories and changes notes.txt
-    // (the directories first: a commit of B's in between merges A's renames, and B then
-    // writes into what it had).
-    write_and_fsync(&on_b.join("project/new-by-b.txt"), b"written into project on b");
-    write_and_fsync(&on_b.join("archive/2026.txt"), b"written into archive on b");
-    write_and_fsync(&on_b.join("notes.txt"), b"notes v2, changed on b");
+    assert_eq!(read(on_a.join("notes.txt")), b"notes v2, changed on b");
+    assert_eq!(
+        names(&on_a.join("project-2026")),
+        ["new-by-b.txt", "plan.txt"]
+    );
+    assert_eq!(names(&on_a.join("old/archive")), ["2025.txt", "2026.txt"]);
 
-    // docs/FORMAT.md §9: a file theirs deleted that ours changed stays under its name; a
-    // directory theirs renamed within its parent moves with ours' new file; one theirs
-    // moved to another directory is not recognised: ours' file stays at the old path,
-    // beside theirs' moved copy.
-    let want_root = ["archive", "notes.txt", "old", "project-2026"];
+    // Now A publishes first: it deletes todo.txt and renames src/ within its parent. B,
+    // which has not seen that, writes into src/ and changes todo.txt; its commit merges
+    // A's: the file A deleted stays with B's change, and B's new file moves to src-2026/
+    // with the rest. (A commit of B's between its two steps gives the same: todo.txt is
+    // then written anew after A's delete was taken in.)
+    std::fs::remove_file(on_a.join("todo.txt")).unwrap();
+    std::fs::rename(on_a.join("src"), on_a.join("src-2026")).unwrap();
+    fsync_dir(&on_a);
+    std::fs::write(on_b.join("src/new.txt"), b"into src on b").unwrap();
+    std::fs::write(on_b.join("todo.txt"), b"todo v2, changed on b").unwrap();
+    fsync_dir(&on_b);
+
     let check = |root: &Path| {
-        assert_eq!(names(root), want_root);
         assert_eq!(
-            std::fs::read(root.join("notes.txt")).unwrap(),
-            b"notes v2, changed on b"
+            names(root),
+            ["notes.txt", "old", "project-2026", "src-2026", "todo.txt"]
         );
+        assert_eq!(read(root.join("notes.txt")), b"notes v2, changed on b");
+        assert_eq!(read(root.join("todo.txt")), b"todo v2, changed on b");
         assert_eq!(
             names(&root.join("project-2026")),
             ["new-by-b.txt", "plan.txt"]
         );
         assert_eq!(
-            std::fs::read(root.join("project-2026/new-by-b.txt")).unwrap(),
-            b"written into project on b"
+            read(root.join("project-2026/new-by-b.txt")),
+            b"into project on b"
         );
-        assert_eq!(names(&root.join("archive")), ["2026.txt"]);
+        assert_eq!(names(&root.join("old")), ["archive"]);
+        assert_eq!(names(&root.join("old/archive")), ["2025.txt", "2026.txt"]);
         assert_eq!(
-            std::fs::read(root.join("archive/2026.txt")).unwrap(),
-            b"written into archive on b"
+            read(root.join("old/archive/2026.txt")),
+            b"into archive on b"
         );
-        assert_eq!(names(&root.join("old/archive")), ["2025.txt"]);
+        assert_eq!(names(&root.join("src-2026")), ["main.txt", "new.txt"]);
+        assert_eq!(read(root.join("src-2026/new.txt")), b"into src on b");
     };
     check(&on_b);
-    wait_until("A to take in B's merge", Duration::from_secs(15), || {
-        names(&on_a) == want_root
-    });
-    check(&on_a);
     drop((a, b));
     let c = TestMount::mount(&machine(&devnet, caches.path(), "c"), &[]);
     check(&c.token(devnet.token()));
@@ -361,9 +393,9 @@ fn found_at_or_beside(files: &BTreeMap<String, Vec<u8>>, path: &str, data: &[u8]
         _ => (name, ""),
     };
     let copy_prefix = format!("{dir}/{stem}.conflict-");
-    files.iter().any(|(p, d)| {
-        d == data && (p == path || p.starts_with(&copy_prefix) && p.ends_with(ext))
-    })
+    files
+        .iter()
+        .any(|(p, d)| d == data && (p == path || (p.starts_with(&copy_prefix) && p.ends_with(ext))))
 }
 
 /// Seeded random steps (creates, overwrites, renames, deletes, each fsynced) taken in turn
@@ -378,13 +410,19 @@ fn two_writer_run(seed: u64, steps: usize) {
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     let devnet = TestDevnet::start(&[]);
     let caches = tempfile::tempdir().unwrap();
-    let a = TestMount::mount(&machine_that_never_follows(&devnet, caches.path(), "a"), &[]);
+    let a = TestMount::mount(
+        &machine_that_never_follows(&devnet, caches.path(), "a"),
+        &[],
+    );
     let a_root = a.token(devnet.token());
     for dir in ["x", "y"] {
         std::fs::create_dir(a_root.join(dir)).unwrap();
     }
     fsync_dir(&a_root);
-    let b = TestMount::mount(&machine_that_never_follows(&devnet, caches.path(), "b"), &[]);
+    let b = TestMount::mount(
+        &machine_that_never_follows(&devnet, caches.path(), "b"),
+        &[],
+    );
     let roots = [a_root, b.token(devnet.token())];
     let random_path = |rng: &mut rand::rngs::StdRng| {
         let dir = ["x", "y"][rng.random_range(0..2)];
@@ -441,7 +479,11 @@ fn two_writer_run(seed: u64, steps: usize) {
         .iter()
         .filter(|(data, path)| !found_at_or_beside(&files, path, data))
         .map(|(data, path)| {
-            let first_line = String::from_utf8_lossy(data).lines().next().unwrap_or("").to_owned();
+            let first_line = String::from_utf8_lossy(data)
+                .lines()
+                .next()
+                .unwrap_or("")
+                .to_owned();
             format!("{path}: {first_line:?}")
         })
         .collect();
@@ -481,11 +523,7 @@ fn a_mount_killed_in_the_middle_of_a_merge_replays_its_journal_and_merges_again(
     // B pauses between merging and publishing (a test hook of the daemon), so the kill
     // lands in the middle of its merge.
     let config_b = machine_that_never_follows(&devnet, caches.path(), "b");
-    let b = TestMount::mount_with_env(
-        &config_b,
-        &[],
-        &[("PXFS_TEST_MERGE_PAUSE_MS", "8000")],
-    );
+    let b = TestMount::mount_with_env(&config_b, &[], &[("PXFS_TEST_MERGE_PAUSE_MS", "8000")]);
     let on_b = b.token(devnet.token());
     assert_eq!(names(&on_b), ["shared.txt"]);
     write_and_fsync(&on_a.join("file-a"), b"from a");
@@ -493,16 +531,20 @@ fn a_mount_killed_in_the_middle_of_a_merge_replays_its_journal_and_merges_again(
     let (a_doc, a_record) = published(&devnet);
 
     // B's changes, closed (journaled) but not yet published: its fsync is in the merge.
-    std::fs::write(on_b.join("file-b"), b"from b").unwrap();
+    // (shared.txt first: a commit between the two merges as much, and file-b is a name
+    // A's commit does not have.)
     std::fs::write(on_b.join("shared.txt"), b"shared v2 by b").unwrap();
+    std::fs::write(on_b.join("file-b"), b"from b").unwrap();
     let fsync_b = {
         let on_b = on_b.clone();
         std::thread::spawn(move || std::fs::File::open(on_b).and_then(|d| d.sync_all()))
     };
     let log = caches.path().join("b/mount.log");
-    wait_until("B to be in the middle of a merge", Duration::from_secs(30), || {
-        std::fs::read_to_string(&log).is_ok_and(|l| l.contains("pausing before publishing"))
-    });
+    wait_until(
+        "B to be in the middle of a merge",
+        Duration::from_secs(30),
+        || std::fs::read_to_string(&log).is_ok_and(|l| l.contains("pausing before publishing")),
+    );
     let pid = support::daemon_pid(b.path());
     // SAFETY: kill(2) of the daemon's pid, just looked up.
     assert_eq!(unsafe { libc::kill(pid as i32, libc::SIGKILL) }, 0);
@@ -526,7 +568,11 @@ fn a_mount_killed_in_the_middle_of_a_merge_replays_its_journal_and_merges_again(
     );
     fsync_dir(&on_b);
     let (_, record) = published(&devnet);
-    assert_eq!(record.prev.as_deref(), Some(a_doc.as_str()), "merged on A's");
+    assert_eq!(
+        record.prev.as_deref(),
+        Some(a_doc.as_str()),
+        "merged on A's"
+    );
     assert_eq!(record.seq, a_record.seq + 1);
     let want = |root: &Path| {
         let all = names(root);

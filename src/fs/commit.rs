@@ -381,7 +381,11 @@ impl Fs {
     async fn merge_pause(&self, token: TokenId, merged: bool) {
         let pause = self.config().merge_pause;
         if merged && !pause.is_zero() {
-            tracing::info!(token, ?pause, "merged; pausing before publishing (test hook)");
+            tracing::info!(
+                token,
+                ?pause,
+                "merged; pausing before publishing (test hook)"
+            );
             tokio::time::sleep(pause).await;
         }
     }
