@@ -510,7 +510,7 @@ fn a_seeded_random_two_writer_run_loses_no_fsynced_version() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(1818);
-    two_writer_run(seed, 120);
+    two_writer_run(seed, 200);
 }
 
 #[test]
