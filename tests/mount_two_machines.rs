@@ -600,3 +600,84 @@ fn a_mount_killed_in_the_middle_of_a_merge_replays_its_journal_and_merges_again(
     let c = TestMount::mount(&machine(&devnet, caches.path(), "c"), &[]);
     want(&c.token(devnet.token()));
 }
+
+/// Threads of process `pid` that have not exited (a process whose main thread is a zombie
+/// may still have others, stuck in the kernel).
+fn live_threads(pid: u32) -> usize {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return 0;
+    };
+    tasks
+        .flatten()
+        .filter(|t| {
+            std::fs::read_to_string(t.path().join("stat")).is_ok_and(|s| {
+                s.rsplit_once(')')
+                    .is_some_and(|(_, r)| !matches!(r.trim_start().chars().next(), Some('Z' | 'X')))
+            })
+        })
+        .count()
+}
+
+#[test]
+fn a_daemon_killed_while_the_kernel_holds_a_directory_it_invalidates_is_ended_by_unmount_abort() {
+    let devnet = TestDevnet::start(&[]);
+    let caches = tempfile::tempdir().unwrap();
+    let a = TestMount::mount(&machine(&devnet, caches.path(), "a"), &[]);
+    let on_a = a.token(devnet.token());
+    write_and_fsync(&on_a.join("shared.txt"), b"shared v1");
+    let config_b = machine_that_never_follows(&devnet, caches.path(), "b");
+    let mut b = TestMount::mount_with_env(&config_b, &[], &[("PXFS_TEST_MERGE_PAUSE_MS", "8000")]);
+    let on_b = b.token(devnet.token());
+    assert_eq!(names(&on_b), ["shared.txt"]);
+    write_and_fsync(&on_a.join("file-a"), b"from a");
+    let (a_doc, _) = published(&devnet);
+    std::fs::write(on_b.join("file-b"), b"from b").unwrap();
+    // An fsync of the directory: the kernel holds the directory's lock while it waits for
+    // B's commit, and B's merge asks the kernel to forget file-a there, which needs that
+    // lock. Killed then, B's daemon cannot exit until its connection is aborted.
+    let fsync_b = {
+        let on_b = on_b.clone();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(std::fs::File::open(&on_b).and_then(|d| d.sync_all()));
+        });
+        rx
+    };
+    let log = caches.path().join("b/mount.log");
+    wait_until(
+        "B to be in the middle of a merge",
+        Duration::from_secs(30),
+        || std::fs::read_to_string(&log).is_ok_and(|l| l.contains("pausing before publishing")),
+    );
+    let pid = support::daemon_pid(b.path());
+    // SAFETY: kill(2) of the daemon's pid, just looked up.
+    assert_eq!(unsafe { libc::kill(pid as i32, libc::SIGKILL) }, 0);
+    std::thread::sleep(Duration::from_secs(2));
+    eprintln!(
+        "2 s after SIGKILL the daemon has {} thread(s) left",
+        live_threads(pid)
+    );
+    b.abort();
+    wait_until(
+        "every thread of the killed daemon to exit",
+        Duration::from_secs(30),
+        || live_threads(pid) == 0,
+    );
+    let fsynced = fsync_b
+        .recv_timeout(Duration::from_secs(30))
+        .expect("B's fsync still waits after the abort");
+    assert!(
+        fsynced.is_err(),
+        "B's fsync returned success though B never published"
+    );
+    assert_eq!(published(&devnet).0, a_doc, "B died before publishing");
+    // Nothing closed is lost: the journal replays file-b and the next commit merges.
+    let b = b.remount(&[]);
+    let on_b = b.token(devnet.token());
+    fsync_dir(&on_b);
+    assert_eq!(names(&on_b), ["file-a", "file-b", "shared.txt"]);
+    assert_eq!(std::fs::read(on_b.join("file-b")).unwrap(), b"from b");
+    wait_until("A to take in B's file", Duration::from_secs(15), || {
+        names(&on_a).len() == 3
+    });
+}

@@ -44,10 +44,10 @@ pub fn probe(mountpoint: &Path) -> anyhow::Result<State> {
         // Anything else (missing, not a directory, permissions) is the caller's to report.
         Ok(Err(_)) => Ok(State::Live),
         Err(_) => bail!(
-            "{} does not answer within {}s: its pxfs daemon may be hung; stop it, then run `{}`",
+            "{} does not answer within {}s: its pxfs daemon may be hung; `pxfs unmount --abort {}` ends its connection and unmounts it (what was closed and not yet committed stays in its cache directory's journal)",
             mountpoint.display(),
             STAT_TIMEOUT.as_secs(),
-            command(mountpoint)
+            mountpoint.display()
         ),
     }
 }
@@ -115,6 +115,72 @@ fn detach(mountpoint: &Path) -> anyhow::Result<()> {
             mountpoint.display()
         ),
     }
+}
+
+/// Where the kernel lists FUSE connections (the `fusectl` filesystem).
+const CONNECTIONS: &str = "/sys/fs/fuse/connections";
+
+/// End the FUSE connection of the mount on `mountpoint` (every request waiting on its
+/// daemon fails, and so does the daemon's device), then detach the mount. For a daemon
+/// that neither answers nor exits: e.g. one killed while one of its threads waited in the
+/// kernel for a directory lock that a request waiting on that daemon held.
+pub fn abort(mountpoint: &Path) -> anyhow::Result<()> {
+    let Some(connection) = connection_of(mountpoint) else {
+        bail!("{} is not a FUSE mount", mountpoint.display());
+    };
+    let dir = Path::new(CONNECTIONS).join(connection.to_string());
+    if !dir.exists() {
+        mount_fusectl()?;
+    }
+    std::fs::write(dir.join("abort"), "1").map_err(|e| {
+        anyhow::anyhow!(
+            "cannot abort FUSE connection {connection} ({}): {e}",
+            dir.display()
+        )
+    })?;
+    detach(mountpoint)
+}
+
+/// The FUSE connection of the mount on `mountpoint` (the topmost, if stacked): its
+/// device's minor number, which names its directory under [`CONNECTIONS`].
+fn connection_of(mountpoint: &Path) -> Option<u32> {
+    let info = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    info.lines()
+        .filter_map(|line| {
+            let (left, right) = line.split_once(" - ")?;
+            let mut fields = left.split(' ');
+            let dev = fields.nth(2)?;
+            let mp = unescape(fields.nth(1)?);
+            let fuse = right.split(' ').next()?.starts_with("fuse");
+            let (major, minor) = dev.split_once(':')?;
+            (Path::new(&mp) == mountpoint && fuse && major == "0")
+                .then(|| minor.parse().ok())
+                .flatten()
+        })
+        .next_back()
+}
+
+fn mount_fusectl() -> anyhow::Result<()> {
+    let c = |s: &str| std::ffi::CString::new(s).expect("no NUL");
+    let (source, target, fstype) = (c("fusectl"), c(CONNECTIONS), c("fusectl"));
+    // SAFETY: valid NUL-terminated strings; no mount data.
+    let r = unsafe {
+        libc::mount(
+            source.as_ptr(),
+            target.as_ptr(),
+            fstype.as_ptr(),
+            0,
+            std::ptr::null(),
+        )
+    };
+    if r != 0 {
+        let e = std::io::Error::last_os_error();
+        // Already mounted (by another process meanwhile): fine.
+        if e.raw_os_error() != Some(libc::EBUSY) {
+            bail!("cannot mount fusectl on {CONNECTIONS} (needs root): {e}");
+        }
+    }
+    Ok(())
 }
 
 /// "TYPE SOURCE" of the mount on `mountpoint` (the topmost, if stacked), when it is a

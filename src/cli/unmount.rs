@@ -12,6 +12,11 @@ use super::ConfigArg;
 pub struct UnmountArgs {
     /// The mount point
     pub mountpoint: PathBuf,
+    /// End the mount's FUSE connection first: for a daemon that neither answers nor exits
+    /// (needs root). What was closed and not yet committed stays in the cache directory's
+    /// journal for the next mount, as after `kill -9`.
+    #[arg(long)]
+    pub abort: bool,
     #[command(flatten)]
     pub config: ConfigArg,
 }
@@ -19,6 +24,16 @@ pub struct UnmountArgs {
 pub async fn run(args: UnmountArgs) -> anyhow::Result<()> {
     // A killed daemon leaves a dead mount: nothing to drain, just remove it.
     let absolute = super::stale::absolute(&args.mountpoint)?;
+    if args.abort {
+        super::stale::abort(&absolute)?;
+        eprintln!(
+            "pxfs: aborted the FUSE connection of {} and unmounted it (lazy unmount). Anything \
+             its daemon had staged stays in its cache directory's journal: the next \
+             `pxfs mount` with that cache uploads and commits it",
+            absolute.display()
+        );
+        return Ok(());
+    }
     if super::stale::clean_up(&absolute)? {
         let _ = std::fs::remove_file(super::mount::pid_file(&absolute));
         eprintln!(

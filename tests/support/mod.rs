@@ -371,6 +371,25 @@ impl TestMount {
         self.mounted = false;
     }
 
+    /// `pxfs unmount --abort`: ends the mount's FUSE connection and detaches it, for a
+    /// daemon that neither answers nor exits.
+    pub fn abort(&mut self) {
+        let out = Command::new(PXFS)
+            .args(["unmount", "--abort"])
+            .arg(self.dir.path())
+            .arg("--config")
+            .arg(&self.config)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "pxfs unmount --abort failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(!is_mounted(self.dir.path()), "still mounted after --abort");
+        self.mounted = false;
+    }
+
     /// Unmount, then mount the same directory again with the same config.
     pub fn remount(mut self, args: &[&str]) -> TestMount {
         self.unmount();
