@@ -28,11 +28,12 @@ use super::tree::Tree;
 /// A pass examines at most this many directories (it runs under the tree lock).
 const SCAN_PER_PASS: usize = 256;
 
-/// A directory touched by one of the last this-many loads, lookups and listings, or less
-/// than [`RECENT_TIME`] ago, is not unloaded: a request that has just loaded a directory
-/// finds it still loaded when it takes the lock again.
+/// A directory touched by one of the last this-many loads, lookups and listings is not
+/// unloaded: a request that has just loaded a directory finds it still loaded when it takes
+/// the lock again (and one that does not, because others touched as many meanwhile, loads
+/// it again: `RELOAD_ATTEMPTS`). A count, not a time: a time window would let a fast walk
+/// keep as many directories as it can load in that window.
 const RECENT_TOUCHES: u64 = 8;
-const RECENT_TIME: std::time::Duration = std::time::Duration::from_millis(50);
 
 /// How long a directory whose entries the kernel was asked to forget waits for the kernel
 /// before a pass asks again or moves on to others (the kernel keeps what is in use: a
@@ -42,14 +43,14 @@ const FORGET_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 /// The kernel is asked to forget the entries of directories of at most 1/this of the limit:
 /// a directory near the limit's size would be read again whole at its next use, and again
 /// (the kernel keeps such a directory's entries until its own memory gets short).
-const ASK_KERNEL_FRACTION: usize = 4;
+const ASK_KERNEL_FRACTION: usize = 2;
 
 /// Loaded directories in order of last use (load, lookup in it, listing).
 #[derive(Debug, Default)]
 pub struct Residency {
     clock: u64,
     tick: HashMap<Ino, u64>,
-    order: BTreeMap<u64, (Ino, Instant)>,
+    order: BTreeMap<u64, Ino>,
     /// Directories whose entries the kernel was asked to forget, and when.
     asked: HashMap<Ino, Instant>,
 }
@@ -60,7 +61,7 @@ impl Residency {
         if let Some(old) = self.tick.insert(dir, self.clock) {
             self.order.remove(&old);
         }
-        self.order.insert(self.clock, (dir, Instant::now()));
+        self.order.insert(self.clock, dir);
     }
 
     pub fn remove(&mut self, dir: Ino) {
@@ -74,14 +75,13 @@ impl Residency {
     /// them with `n` = `usize::MAX`).
     fn oldest(&self, n: usize) -> Vec<Ino> {
         if n == usize::MAX {
-            return self.order.values().map(|(d, _)| *d).collect();
+            return self.order.values().copied().collect();
         }
         let recent = self.clock.saturating_sub(RECENT_TOUCHES);
         self.order
             .range(..=recent)
-            .take_while(|(_, (_, at))| at.elapsed() >= RECENT_TIME)
             .take(n)
-            .map(|(_, (d, _))| *d)
+            .map(|(_, d)| *d)
             .collect()
     }
 }
