@@ -225,12 +225,7 @@ impl Fs {
                 ours: ours_doc,
             });
         }
-        let invalidate = self
-            .inner
-            .invalidate
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
+        let invalidate = self.invalidator();
         // Off this task: the kernel may hold a directory's lock while its request waits for
         // the commit this merge is part of (fsyncdir), and a notification needs that lock.
         if let Some(f) = invalidate

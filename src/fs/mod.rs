@@ -379,6 +379,15 @@ impl Fs {
             .unwrap_or_else(|e| e.into_inner()) = Some(invalidate);
     }
 
+    /// The kernel notifier set by [`Fs::set_invalidate`], if any (none in-process).
+    pub(crate) fn invalidator(&self) -> Option<Invalidate> {
+        self.inner
+            .invalidate
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
     pub(crate) fn tree(&self) -> TreeGuard<'_> {
         // A panic while holding the lock must not take the whole mount down with it.
         TreeGuard(Some(

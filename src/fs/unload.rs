@@ -107,12 +107,7 @@ impl Fs {
         let Ok(_no_commit) = self.inner.commit_lock.try_lock() else {
             return;
         };
-        let invalidate = self
-            .inner
-            .invalidate
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
+        let invalidate = self.invalidator();
         let (mut done, left) = {
             let mut tree = self.tree();
             let done = tree.trim(limit, invalidate.is_some());

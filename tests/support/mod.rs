@@ -348,13 +348,7 @@ impl TestMount {
         if !self.mounted {
             return;
         }
-        let out = Command::new(PXFS)
-            .arg("unmount")
-            .arg(self.dir.path())
-            .arg("--config")
-            .arg(&self.config)
-            .output()
-            .unwrap();
+        let out = self.pxfs_unmount(&[]);
         assert!(
             out.status.success(),
             "pxfs unmount failed: {}",
@@ -371,16 +365,22 @@ impl TestMount {
         self.mounted = false;
     }
 
-    /// `pxfs unmount --abort`: ends the mount's FUSE connection and detaches it, for a
-    /// daemon that neither answers nor exits.
-    pub fn abort(&mut self) {
-        let out = Command::new(PXFS)
-            .args(["unmount", "--abort"])
+    /// `pxfs unmount ARGS MOUNTPOINT --config CFG`.
+    fn pxfs_unmount(&self, args: &[&str]) -> Output {
+        Command::new(PXFS)
+            .arg("unmount")
+            .args(args)
             .arg(self.dir.path())
             .arg("--config")
             .arg(&self.config)
             .output()
-            .unwrap();
+            .unwrap()
+    }
+
+    /// `pxfs unmount --abort`: ends the mount's FUSE connection and detaches it, for a
+    /// daemon that neither answers nor exits.
+    pub fn abort(&mut self) {
+        let out = self.pxfs_unmount(&["--abort"]);
         assert!(
             out.status.success(),
             "pxfs unmount --abort failed: {}",
