@@ -274,7 +274,7 @@ fn default_parallelism() -> usize {
     8
 }
 fn default_staging_limit_files() -> u64 {
-    50_000
+    100_000
 }
 fn default_max_loaded_inodes() -> u64 {
     50_000
