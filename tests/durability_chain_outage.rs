@@ -12,7 +12,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use proxy::Proxy;
-use support::{PXFS, TestDevnet, TestMount, is_mounted, wait_until};
+use support::{PXFS, TestDevnet, TestMount, is_mounted, status_json, wait_until};
 
 fn now() -> u64 {
     std::time::SystemTime::now()
@@ -32,20 +32,6 @@ fn config_with(
     let path = dir.join("pxfs.toml");
     cfg.write(&path).unwrap();
     path
-}
-
-fn status(cfg: &Path) -> serde_json::Value {
-    let out = Command::new(PXFS)
-        .args(["status", "--json", "--config"])
-        .arg(cfg)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "pxfs status failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
 }
 
 fn log_lines(cfg: &Path, needle: &str) -> usize {
@@ -68,7 +54,7 @@ fn chain_outage_keeps_the_mount_serving_and_status_marks_it_stale() {
     let dir = mount.token(token);
     std::fs::write(dir.join("before.txt"), b"written while the chain answers").unwrap();
 
-    let s = status(&cfg);
+    let s = status_json(&cfg);
     assert_eq!(s["chain"]["reachable"], true, "{s:#}");
     assert_eq!(s["mounts"].as_array().unwrap().len(), 1, "{s:#}");
     assert_eq!(s["mounts"][0]["chain"]["stale"], false, "{s:#}");
@@ -85,7 +71,7 @@ fn chain_outage_keeps_the_mount_serving_and_status_marks_it_stale() {
         "status to say the chain state is stale",
         Duration::from_secs(90),
         || {
-            let s = status(&cfg);
+            let s = status_json(&cfg);
             s["mounts"][0]["chain"]["stale"] == true
                 && s["mounts"][0]["chain"]["failed_polls"]
                     .as_u64()
@@ -93,7 +79,7 @@ fn chain_outage_keeps_the_mount_serving_and_status_marks_it_stale() {
                     >= 3
         },
     );
-    let s = status(&cfg);
+    let s = status_json(&cfg);
     assert_eq!(s["chain"]["reachable"], false, "{s:#}");
     assert_eq!(s["mounts"][0]["chain"]["reachable"], false, "{s:#}");
     let t = &s["tokens"][0];
@@ -137,13 +123,13 @@ fn chain_outage_keeps_the_mount_serving_and_status_marks_it_stale() {
         "status to be current again",
         Duration::from_secs(60),
         || {
-            let s = status(&cfg);
+            let s = status_json(&cfg);
             s["chain"]["reachable"] == true
                 && s["tokens"][0]["stale"] == false
                 && s["mounts"][0]["chain"]["stale"] == false
         },
     );
-    let s = status(&cfg);
+    let s = status_json(&cfg);
     let polled = s["mounts"][0]["chain"]["last_poll"].as_u64().unwrap();
     assert!(
         polled >= restored_at && polled > polled_before_cut,

@@ -7,32 +7,18 @@ mod proxy;
 mod support;
 
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use proxy::Proxy;
-use support::{PXFS, TestDevnet, is_mounted, wait_until, xattr};
+use support::{PXFS, TestDevnet, is_mounted, status_json, wait_until, xattr};
 
 fn now() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_secs()
-}
-
-fn status(cfg: &Path) -> serde_json::Value {
-    let out = Command::new(PXFS)
-        .args(["status", "--json", "--config"])
-        .arg(cfg)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "pxfs status failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
 }
 
 fn keys(v: &serde_json::Value) -> Vec<String> {
@@ -79,7 +65,7 @@ fn status_json_shows_pending_uploads_commits_and_health_and_unmount_shows_the_dr
     let dir = mp.join(token.to_string());
 
     // The documented fields, at every level.
-    let s = status(&cfg);
+    let s = status_json(&cfg);
     assert_eq!(
         keys(&s),
         [
@@ -189,9 +175,9 @@ fn status_json_shows_pending_uploads_commits_and_health_and_unmount_shows_the_dr
     wait_until(
         "status to show the committed root",
         Duration::from_secs(30),
-        || status(&cfg)["tokens"][0]["mount"]["last_root"] == root.as_str(),
+        || status_json(&cfg)["tokens"][0]["mount"]["last_root"] == root.as_str(),
     );
-    let s = status(&cfg);
+    let s = status_json(&cfg);
     let t = &s["tokens"][0]["mount"];
     assert!(t["last_commit"].as_u64().unwrap() >= before_commit, "{s:#}");
     assert_eq!(t["pending_uploads"], 0, "{s:#}");
@@ -217,7 +203,7 @@ fn status_json_shows_pending_uploads_commits_and_health_and_unmount_shows_the_dr
         "status to show the pending upload",
         Duration::from_secs(60),
         || {
-            let s = status(&cfg);
+            let s = status_json(&cfg);
             let t = &s["tokens"][0]["mount"];
             t["pending_uploads"] == 1
                 && t["pending_bytes"] == 300_000
@@ -225,7 +211,7 @@ fn status_json_shows_pending_uploads_commits_and_health_and_unmount_shows_the_dr
                 && s["mounts"][0]["pending_files"] == 1
         },
     );
-    let s = status(&cfg);
+    let s = status_json(&cfg);
     assert!(s["mounts"][0]["node"]["last_error"].is_string(), "{s:#}");
     assert_eq!(s["tokens"][0]["mount"]["last_root"], root.as_str(), "{s:#}");
     let table = Command::new(PXFS)
@@ -293,7 +279,7 @@ fn status_json_shows_pending_uploads_commits_and_health_and_unmount_shows_the_dr
     assert!(!is_mounted(&mp));
 
     // No mount: status is the chain's alone.
-    let s = status(&cfg);
+    let s = status_json(&cfg);
     assert_eq!(s["mounts"], serde_json::json!([]), "{s:#}");
     assert!(s["tokens"][0]["mount"].is_null(), "{s:#}");
 }

@@ -118,18 +118,7 @@ fn measured_usage(devnet: &TestDevnet, root: &str) -> u64 {
 
 /// `pxfs status --json` of the mount using `config`: the devnet sNFT's entry.
 fn token_status(config: &Path) -> serde_json::Value {
-    let out = std::process::Command::new(support::PXFS)
-        .args(["status", "--json", "--config"])
-        .arg(config)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "pxfs status failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    status["tokens"][0].clone()
+    support::status_json(config)["tokens"][0].clone()
 }
 
 /// Every file under `dir`, by path relative to it, with its content.
@@ -513,6 +502,30 @@ fn a_seeded_random_two_writer_run_loses_no_fsynced_version() {
     two_writer_run(seed, 200);
 }
 
+/// Machine B ("b" under `caches`), never following, whose daemon pauses between merging
+/// and publishing (a test hook), so that a kill lands in the middle of its merge; it
+/// starts from A's first commit of `shared.txt`.
+fn machine_pausing_in_merges(devnet: &TestDevnet, caches: &Path) -> TestMount {
+    let config = machine_that_never_follows(devnet, caches, "b");
+    let b = TestMount::mount_with_env(&config, &[], &[("PXFS_TEST_MERGE_PAUSE_MS", "8000")]);
+    assert_eq!(names(&b.token(devnet.token())), ["shared.txt"]);
+    b
+}
+
+/// Waits until B's daemon pauses in a merge, then sends it SIGKILL; returns its pid.
+fn kill_in_the_middle_of_a_merge(caches: &Path, b: &TestMount) -> u32 {
+    let log = caches.join("b/mount.log");
+    wait_until(
+        "B to be in the middle of a merge",
+        Duration::from_secs(30),
+        || std::fs::read_to_string(&log).is_ok_and(|l| l.contains("pausing before publishing")),
+    );
+    let pid = support::daemon_pid(b.path());
+    // SAFETY: kill(2) of the daemon's pid, just looked up.
+    assert_eq!(unsafe { libc::kill(pid as i32, libc::SIGKILL) }, 0);
+    pid
+}
+
 #[test]
 fn a_mount_killed_in_the_middle_of_a_merge_replays_its_journal_and_merges_again() {
     let devnet = TestDevnet::start(&[]);
@@ -520,12 +533,8 @@ fn a_mount_killed_in_the_middle_of_a_merge_replays_its_journal_and_merges_again(
     let a = TestMount::mount(&machine(&devnet, caches.path(), "a"), &[]);
     let on_a = a.token(devnet.token());
     write_and_fsync(&on_a.join("shared.txt"), b"shared v1");
-    // B pauses between merging and publishing (a test hook of the daemon), so the kill
-    // lands in the middle of its merge.
-    let config_b = machine_that_never_follows(&devnet, caches.path(), "b");
-    let b = TestMount::mount_with_env(&config_b, &[], &[("PXFS_TEST_MERGE_PAUSE_MS", "8000")]);
+    let b = machine_pausing_in_merges(&devnet, caches.path());
     let on_b = b.token(devnet.token());
-    assert_eq!(names(&on_b), ["shared.txt"]);
     write_and_fsync(&on_a.join("file-a"), b"from a");
     write_and_fsync(&on_a.join("shared.txt"), b"shared v2 by a");
     let (a_doc, a_record) = published(&devnet);
@@ -545,15 +554,7 @@ fn a_mount_killed_in_the_middle_of_a_merge_replays_its_journal_and_merges_again(
             std::fs::File::open(on_b.join("file-b")).and_then(|f| f.sync_all())
         })
     };
-    let log = caches.path().join("b/mount.log");
-    wait_until(
-        "B to be in the middle of a merge",
-        Duration::from_secs(30),
-        || std::fs::read_to_string(&log).is_ok_and(|l| l.contains("pausing before publishing")),
-    );
-    let pid = support::daemon_pid(b.path());
-    // SAFETY: kill(2) of the daemon's pid, just looked up.
-    assert_eq!(unsafe { libc::kill(pid as i32, libc::SIGKILL) }, 0);
+    let pid = kill_in_the_middle_of_a_merge(caches.path(), &b);
     wait_until("the killed daemon to exit", Duration::from_secs(30), || {
         !support::pid_alive(pid)
     });
@@ -625,10 +626,8 @@ fn a_daemon_killed_while_the_kernel_holds_a_directory_it_invalidates_is_ended_by
     let a = TestMount::mount(&machine(&devnet, caches.path(), "a"), &[]);
     let on_a = a.token(devnet.token());
     write_and_fsync(&on_a.join("shared.txt"), b"shared v1");
-    let config_b = machine_that_never_follows(&devnet, caches.path(), "b");
-    let mut b = TestMount::mount_with_env(&config_b, &[], &[("PXFS_TEST_MERGE_PAUSE_MS", "8000")]);
+    let mut b = machine_pausing_in_merges(&devnet, caches.path());
     let on_b = b.token(devnet.token());
-    assert_eq!(names(&on_b), ["shared.txt"]);
     write_and_fsync(&on_a.join("file-a"), b"from a");
     let (a_doc, _) = published(&devnet);
     std::fs::write(on_b.join("file-b"), b"from b").unwrap();
@@ -643,15 +642,7 @@ fn a_daemon_killed_while_the_kernel_holds_a_directory_it_invalidates_is_ended_by
         });
         rx
     };
-    let log = caches.path().join("b/mount.log");
-    wait_until(
-        "B to be in the middle of a merge",
-        Duration::from_secs(30),
-        || std::fs::read_to_string(&log).is_ok_and(|l| l.contains("pausing before publishing")),
-    );
-    let pid = support::daemon_pid(b.path());
-    // SAFETY: kill(2) of the daemon's pid, just looked up.
-    assert_eq!(unsafe { libc::kill(pid as i32, libc::SIGKILL) }, 0);
+    let pid = kill_in_the_middle_of_a_merge(caches.path(), &b);
     std::thread::sleep(Duration::from_secs(2));
     eprintln!(
         "2 s after SIGKILL the daemon has {} thread(s) left",

@@ -242,7 +242,7 @@ impl Tree {
                 && to_ask > 0
                 && asked.is_none()
                 && self.entry_count(dir) <= limit / ASK_KERNEL_FRACTION
-                && self.unloadable_but_for_kernel(dir)
+                && self.unloadable(dir, true)
             {
                 let names = self.kernel_held(dir);
                 to_ask = to_ask.saturating_sub(names.len());
@@ -265,11 +265,6 @@ impl Tree {
         }
     }
 
-    /// Whether `dir` could be unloaded if the kernel forgot its entries.
-    fn unloadable_but_for_kernel(&self, dir: Ino) -> bool {
-        self.unload_blockers(dir, true)
-    }
-
     /// The names in `dir` whose inodes the kernel holds.
     fn kernel_held(&self, dir: Ino) -> Vec<Vec<u8>> {
         let Some(Body::Dir(d)) = self.inodes.get(&dir).map(|i| &i.body) else {
@@ -288,7 +283,7 @@ impl Tree {
     /// Drop `dir`'s entries if nothing holds them (see the module docs); returns how many
     /// inodes went.
     pub fn unload_dir(&mut self, dir: Ino) -> Option<usize> {
-        if !self.can_unload(dir) {
+        if !self.unloadable(dir, false) {
             return None;
         }
         let token = self.inodes.get(&dir)?.token?;
@@ -320,13 +315,10 @@ impl Tree {
         Some(gone.len() - 1)
     }
 
-    fn can_unload(&self, dir: Ino) -> bool {
-        self.unload_blockers(dir, false)
-    }
-
     /// Whether nothing holds `dir`'s entries (see the module docs), the kernel's references
-    /// not counted with `but_kernel`.
-    fn unload_blockers(&self, dir: Ino, but_kernel: bool) -> bool {
+    /// not counted with `but_kernel` (then: whether it could be unloaded once the kernel
+    /// forgot them).
+    fn unloadable(&self, dir: Ino, but_kernel: bool) -> bool {
         if dir == ROOT_INO || self.is_token_root(dir) {
             return false;
         }

@@ -410,6 +410,21 @@ impl Drop for TestMount {
     }
 }
 
+/// `pxfs status --json --config CFG`, parsed; fails the test if the command fails.
+pub fn status_json(config: &Path) -> serde_json::Value {
+    let out = Command::new(PXFS)
+        .args(["status", "--json", "--config"])
+        .arg(config)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "pxfs status failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
 /// The pid of the `pxfs mount` daemon serving `mountpoint`.
 pub fn daemon_pid(mountpoint: &Path) -> u32 {
     let mp = mountpoint.to_string_lossy();
