@@ -486,10 +486,7 @@ impl DappDrive {
         let mut sealed = iv.to_vec();
         sealed.extend(
             cipher
-                .encrypt(
-                    aes_gcm::Nonce::from_slice(&iv),
-                    index.to_string().as_bytes(),
-                )
+                .encrypt((&iv).into(), index.to_string().as_bytes())
                 .unwrap(),
         );
         if tamper {

@@ -12,8 +12,8 @@
 pub mod index;
 pub mod secret;
 
+use aes_gcm::Aes256Gcm;
 use aes_gcm::aead::{Aead, KeyInit};
-use aes_gcm::{Aes256Gcm, Nonce};
 use base64::Engine;
 use sha2::{Digest, Sha512};
 use zeroize::Zeroizing;
@@ -116,7 +116,8 @@ impl DappSecret {
         }
         let (iv, body) = sealed.split_at(IV_LEN);
         let cipher = Aes256Gcm::new_from_slice(&*self.key).ok()?;
-        cipher.decrypt(Nonce::from_slice(iv), body).ok()
+        let iv: &[u8; IV_LEN] = iv.try_into().ok()?;
+        cipher.decrypt(iv.into(), body).ok()
     }
 }
 
@@ -208,7 +209,7 @@ mod tests {
     fn seal(key: &[u8], iv: [u8; 12], plain: &[u8]) -> Vec<u8> {
         let c = Aes256Gcm::new_from_slice(key).unwrap();
         let mut out = iv.to_vec();
-        out.extend(c.encrypt(Nonce::from_slice(&iv), plain).unwrap());
+        out.extend(c.encrypt((&iv).into(), plain).unwrap());
         out
     }
 

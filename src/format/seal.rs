@@ -65,7 +65,7 @@ impl VersionKey {
         }
         let nonce = Self::nonce(index, last);
         self.0
-            .encrypt(Nonce::from_slice(&nonce), plain)
+            .encrypt((&nonce).into(), plain)
             .map_err(|_| FormatError::invalid("AES-GCM refused to seal a chunk"))
     }
 
@@ -86,7 +86,7 @@ impl VersionKey {
         }
         let nonce = Self::nonce(index, last);
         self.0
-            .decrypt(Nonce::from_slice(&nonce), sealed)
+            .decrypt((&nonce).into(), sealed)
             .map_err(|_| FormatError::Tampered(format!("content chunk {index}")))
     }
 }
@@ -141,7 +141,7 @@ pub(crate) fn seal_body(keys: &TreeKeys, public: &[u8], body: &[u8]) -> ([u8; 32
     let salt = synthetic_salt(keys, public, body);
     let ct = node_cipher(keys, &salt)
         .encrypt(
-            Nonce::from_slice(&[0u8; 12]),
+            &Nonce::default(),
             Payload {
                 msg: body,
                 aad: public,
@@ -161,7 +161,7 @@ pub(crate) fn open_body(
 ) -> Result<Vec<u8>> {
     let body = node_cipher(keys, salt)
         .decrypt(
-            Nonce::from_slice(&[0u8; 12]),
+            &Nonce::default(),
             Payload {
                 msg: sealed,
                 aad: public,

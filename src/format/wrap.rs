@@ -4,8 +4,8 @@
 
 use std::fmt;
 
+use aes_gcm::Aes256Gcm;
 use aes_gcm::aead::{Aead, KeyInit, Payload};
-use aes_gcm::{Aes256Gcm, Nonce};
 use argon2::{Algorithm, Argon2, Params, Version};
 use rand::RngCore;
 use serde::{Deserialize, Serialize};
@@ -97,7 +97,7 @@ impl Kek {
         let aad = aad(&dk.key_id());
         self.cipher()
             .encrypt(
-                Nonce::from_slice(nonce),
+                nonce.into(),
                 Payload {
                     msg: dk.expose(),
                     aad: &aad,
@@ -111,7 +111,7 @@ impl Kek {
         let plain = Zeroizing::new(
             self.cipher()
                 .decrypt(
-                    Nonce::from_slice(nonce),
+                    nonce.into(),
                     Payload {
                         msg: ct,
                         aad: &aad(key_id),
