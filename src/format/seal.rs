@@ -2,7 +2,7 @@
 //! the file version, position and end; node bodies under a synthetic salt with the public
 //! lists as associated data.
 
-use aes_gcm::aead::{Aead, KeyInit, Payload};
+use aes_gcm::aead::{Aead, AeadInOut, KeyInit, Payload};
 use aes_gcm::{Aes256Gcm, Nonce};
 use hmac::Mac;
 use rand::RngCore;
@@ -14,7 +14,8 @@ use super::{FormatError, Result};
 pub const PLAIN_CHUNK: usize = 262_128;
 /// Sealed bytes per content chunk (one UnixFS leaf).
 pub const SEALED_CHUNK: usize = 262_144;
-const TAG: usize = 16;
+/// Bytes of the tag AES-GCM appends to each chunk.
+pub const TAG: usize = 16;
 
 /// Number of chunks of a `size`-byte file (0 for an empty file: no content object).
 pub fn chunk_count(size: u64) -> u64 {
@@ -57,21 +58,35 @@ impl VersionKey {
 
     /// Seals plaintext chunk `index` (1–262,128 bytes; `last` for the final chunk).
     pub fn seal_chunk(&self, index: u64, plain: &[u8], last: bool) -> Result<Vec<u8>> {
-        if plain.is_empty() || plain.len() > PLAIN_CHUNK || (!last && plain.len() != PLAIN_CHUNK) {
+        let mut buf = Vec::with_capacity(plain.len() + TAG);
+        buf.extend_from_slice(plain);
+        self.seal_chunk_in_place(index, &mut buf, last)?;
+        Ok(buf)
+    }
+
+    /// [`VersionKey::seal_chunk`] on a buffer holding the plaintext: it becomes the sealed
+    /// chunk (the tag is appended; give it [`TAG`] bytes of spare capacity to avoid a copy).
+    pub fn seal_chunk_in_place(&self, index: u64, buf: &mut Vec<u8>, last: bool) -> Result<()> {
+        if buf.is_empty() || buf.len() > PLAIN_CHUNK || (!last && buf.len() != PLAIN_CHUNK) {
             return Err(FormatError::invalid(format!(
                 "content chunk {index} has {} bytes",
-                plain.len()
+                buf.len()
             )));
         }
         let nonce = Self::nonce(index, last);
         self.0
-            .encrypt((&nonce).into(), plain)
+            .encrypt_in_place((&nonce).into(), b"", buf)
             .map_err(|_| FormatError::invalid("AES-GCM refused to seal a chunk"))
     }
 
     /// Opens sealed chunk `index` (262,144 bytes, or 17–262,144 if `last`): the plaintext,
     /// or an error naming the chunk if it was changed, moved, or its end flag is wrong.
     pub fn open_chunk(&self, index: u64, sealed: &[u8], last: bool) -> Result<Vec<u8>> {
+        self.open_chunk_owned(index, sealed.to_vec(), last)
+    }
+
+    /// [`VersionKey::open_chunk`] in the sealed chunk's own buffer (no copy).
+    pub fn open_chunk_owned(&self, index: u64, mut sealed: Vec<u8>, last: bool) -> Result<Vec<u8>> {
         let ok_len = if last {
             (TAG + 1..=SEALED_CHUNK).contains(&sealed.len())
         } else {
@@ -86,8 +101,9 @@ impl VersionKey {
         }
         let nonce = Self::nonce(index, last);
         self.0
-            .decrypt((&nonce).into(), sealed)
-            .map_err(|_| FormatError::Tampered(format!("content chunk {index}")))
+            .decrypt_in_place((&nonce).into(), b"", &mut sealed)
+            .map_err(|_| FormatError::Tampered(format!("content chunk {index}")))?;
+        Ok(sealed)
     }
 }
 

@@ -171,7 +171,8 @@ fn file_stream(path: PathBuf) -> BoxStream<'static, io::Result<Bytes>> {
 }
 
 /// Seals a plaintext stream chunk by chunk. A chunk is sealed once the next byte (or the
-/// end) is known, since the last chunk is sealed differently.
+/// end) is known, since the last chunk is sealed differently. Each chunk is gathered into
+/// the buffer it is sealed and sent in: its bytes are copied once.
 pub fn seal_stream(
     plain: BoxStream<'static, io::Result<Bytes>>,
     key: Arc<VersionKey>,
@@ -179,30 +180,42 @@ pub fn seal_stream(
     struct State {
         plain: BoxStream<'static, io::Result<Bytes>>,
         key: Arc<VersionKey>,
-        buf: BytesMut,
+        /// The chunk being gathered (room for its tag).
+        chunk: Vec<u8>,
+        /// Received bytes not in `chunk` yet.
+        rest: Bytes,
         index: u64,
         ended: bool,
+    }
+    fn new_chunk() -> Vec<u8> {
+        Vec::with_capacity(PLAIN_CHUNK + seal::TAG)
     }
     let state = State {
         plain,
         key,
-        buf: BytesMut::new(),
+        chunk: new_chunk(),
+        rest: Bytes::new(),
         index: 0,
         ended: false,
     };
     futures::stream::try_unfold(state, |mut s| async move {
         loop {
+            let room = PLAIN_CHUNK - s.chunk.len();
+            let take = room.min(s.rest.len());
+            s.chunk.extend_from_slice(&s.rest.split_to(take));
             // A full chunk with more to come is not the last one.
-            if s.buf.len() > PLAIN_CHUNK || (s.ended && !s.buf.is_empty()) {
-                let take = s.buf.len().min(PLAIN_CHUNK);
-                let chunk = s.buf.split_to(take).freeze();
-                let last = s.ended && s.buf.is_empty();
+            let full_and_more = s.chunk.len() == PLAIN_CHUNK && !s.rest.is_empty();
+            if full_and_more || (s.ended && !s.chunk.is_empty()) {
+                let last = s.ended && s.rest.is_empty();
+                let mut chunk = std::mem::replace(&mut s.chunk, new_chunk());
                 let (key, index) = (s.key.clone(), s.index);
-                let sealed =
-                    tokio::task::spawn_blocking(move || key.seal_chunk(index, &chunk, last))
-                        .await
-                        .map_err(io::Error::other)?
-                        .map_err(io::Error::other)?;
+                let sealed = tokio::task::spawn_blocking(move || {
+                    key.seal_chunk_in_place(index, &mut chunk, last)
+                        .map(|()| chunk)
+                })
+                .await
+                .map_err(io::Error::other)?
+                .map_err(io::Error::other)?;
                 s.index += 1;
                 return Ok(Some((Bytes::from(sealed), s)));
             }
@@ -210,7 +223,9 @@ pub fn seal_stream(
                 return Ok(None);
             }
             match s.plain.next().await {
-                Some(data) => s.buf.extend_from_slice(&data?),
+                // `rest` is empty here: it is only left over when `chunk` is full, and a
+                // full chunk with a byte after it was sealed above.
+                Some(data) => s.rest = data?,
                 None => s.ended = true,
             }
         }
@@ -288,7 +303,7 @@ pub async fn read(
                 let is_last = index + 1 == chunks;
                 let (k, cid) = (key.clone(), blob.cid.clone());
                 let plain = tokio::task::spawn_blocking(move || {
-                    k.open_chunk(index, &sealed, is_last)
+                    k.open_chunk_owned(index, Vec::from(sealed), is_last)
                         .map_err(|e| Tampered(format!("content {cid}: {e}")))
                 })
                 .await
