@@ -11,7 +11,9 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use bytes::{Bytes, BytesMut};
+use futures::FutureExt;
 use futures::StreamExt;
+use futures::future::{BoxFuture, Shared};
 use futures::stream::BoxStream;
 
 use super::store::{Blob, ContentStore, ContentStream, StoreError};
@@ -170,17 +172,44 @@ fn file_stream(path: PathBuf) -> BoxStream<'static, io::Result<Bytes>> {
     .boxed()
 }
 
-/// Seals a plaintext stream chunk by chunk. A chunk is sealed once the next byte (or the
-/// end) is known, since the last chunk is sealed differently. Each chunk is gathered into
-/// the buffer it is sealed and sent in: its bytes are copied once.
+/// Chunks sealed ahead of the one being sent: sealing runs on another thread while the
+/// upload sends, instead of between two sends.
+const SEAL_AHEAD: usize = 4;
+
+/// Seals a plaintext stream chunk by chunk, up to [`SEAL_AHEAD`] chunks ahead of the
+/// consumer.
 pub fn seal_stream(
     plain: BoxStream<'static, io::Result<Bytes>>,
     key: Arc<VersionKey>,
 ) -> BoxStream<'static, io::Result<Bytes>> {
+    plain_chunks(plain)
+        .map(move |chunk| {
+            let key = key.clone();
+            async move {
+                let (index, mut buf, last) = chunk?;
+                let sealed = tokio::task::spawn_blocking(move || {
+                    key.seal_chunk_in_place(index, &mut buf, last).map(|()| buf)
+                })
+                .await
+                .map_err(io::Error::other)?
+                .map_err(io::Error::other)?;
+                Ok(Bytes::from(sealed))
+            }
+        })
+        .buffered(SEAL_AHEAD)
+        .boxed()
+}
+
+/// A plaintext stream cut into content chunks: `(index, bytes, last)`. A chunk is complete
+/// once the next byte (or the end) is known, since the last chunk is sealed differently.
+/// Each chunk is gathered into the buffer it is sealed and sent in (room for its tag): its
+/// bytes are copied once.
+fn plain_chunks(
+    plain: BoxStream<'static, io::Result<Bytes>>,
+) -> BoxStream<'static, io::Result<(u64, Vec<u8>, bool)>> {
     struct State {
         plain: BoxStream<'static, io::Result<Bytes>>,
-        key: Arc<VersionKey>,
-        /// The chunk being gathered (room for its tag).
+        /// The chunk being gathered.
         chunk: Vec<u8>,
         /// Received bytes not in `chunk` yet.
         rest: Bytes,
@@ -192,7 +221,6 @@ pub fn seal_stream(
     }
     let state = State {
         plain,
-        key,
         chunk: new_chunk(),
         rest: Bytes::new(),
         index: 0,
@@ -207,24 +235,17 @@ pub fn seal_stream(
             let full_and_more = s.chunk.len() == PLAIN_CHUNK && !s.rest.is_empty();
             if full_and_more || (s.ended && !s.chunk.is_empty()) {
                 let last = s.ended && s.rest.is_empty();
-                let mut chunk = std::mem::replace(&mut s.chunk, new_chunk());
-                let (key, index) = (s.key.clone(), s.index);
-                let sealed = tokio::task::spawn_blocking(move || {
-                    key.seal_chunk_in_place(index, &mut chunk, last)
-                        .map(|()| chunk)
-                })
-                .await
-                .map_err(io::Error::other)?
-                .map_err(io::Error::other)?;
+                let chunk = std::mem::replace(&mut s.chunk, new_chunk());
+                let index = s.index;
                 s.index += 1;
-                return Ok(Some((Bytes::from(sealed), s)));
+                return Ok(Some(((index, chunk, last), s)));
             }
             if s.ended {
                 return Ok(None);
             }
             match s.plain.next().await {
                 // `rest` is empty here: it is only left over when `chunk` is full, and a
-                // full chunk with a byte after it was sealed above.
+                // full chunk with a byte after it was returned above.
                 Some(data) => s.rest = data?,
                 None => s.ended = true,
             }
@@ -234,35 +255,140 @@ pub fn seal_stream(
 }
 
 /// Opened chunks kept in memory, so that the kernel's reads of one chunk in pieces open it
-/// once. Small: the read cache keeps the sealed chunks on disk.
-#[derive(Debug, Default)]
+/// once, and chunks being opened, so that a sequential reader finds the next chunk opened
+/// (or opening, on another thread) when it gets there. Small: the read cache keeps the
+/// sealed chunks on disk. Clones share the same chunks.
+#[derive(Debug, Default, Clone)]
 pub struct OpenChunks {
-    recent: Mutex<std::collections::VecDeque<((String, u64), Bytes)>>,
+    inner: Arc<Mutex<Opened>>,
+}
+
+type ChunkKey = (String, u64);
+type Opening = Shared<BoxFuture<'static, Result<Bytes, OpenError>>>;
+
+#[derive(Default)]
+struct Opened {
+    recent: std::collections::VecDeque<(ChunkKey, Bytes)>,
+    opening: std::collections::HashMap<ChunkKey, Opening>,
+    /// Where the last read ended: a read starting there is sequential.
+    last_end: Option<(String, u64)>,
+}
+
+impl std::fmt::Debug for Opened {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Opened")
+            .field("recent", &self.recent.len())
+            .field("opening", &self.opening.len())
+            .finish()
+    }
+}
+
+/// A chunk open that failed, shared by everyone who waited for it.
+#[derive(Debug, Clone)]
+enum OpenError {
+    Store(StoreError),
+    Tampered(String),
+    Io(String),
+}
+
+impl From<OpenError> for ContentError {
+    fn from(e: OpenError) -> Self {
+        match e {
+            OpenError::Store(s) => ContentError::Store(s),
+            OpenError::Tampered(t) => ContentError::Tampered(Tampered(t)),
+            OpenError::Io(m) => ContentError::Io(io::Error::other(m)),
+        }
+    }
 }
 
 const OPEN_CHUNKS_KEPT: usize = 16;
 
+/// One sealed chunk of a version, what opening it needs.
+struct ChunkRef {
+    store: Arc<dyn ContentStore>,
+    key: Arc<VersionKey>,
+    cid: String,
+    index: u64,
+    /// The version's stored size and chunk count.
+    stored: u64,
+    chunks: u64,
+}
+
 impl OpenChunks {
-    fn get(&self, cid: &str, index: u64) -> Option<Bytes> {
-        let recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
-        recent
-            .iter()
-            .find(|((c, i), _)| c == cid && *i == index)
-            .map(|(_, b)| b.clone())
+    fn lock(&self) -> std::sync::MutexGuard<'_, Opened> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn put(&self, cid: &str, index: u64, plain: Bytes) {
-        let mut recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
-        if recent.len() >= OPEN_CHUNKS_KEPT {
-            recent.pop_front();
+    /// Chunk `c` opened: from memory, from an open under way, or opened now (on a blocking
+    /// thread; a task of its own, so a reader that gives up does not cancel it for others).
+    fn open(&self, c: ChunkRef) -> Opening {
+        let id = (c.cid.clone(), c.index);
+        let mut inner = self.lock();
+        if let Some((_, plain)) = inner.recent.iter().find(|(k, _)| *k == id) {
+            let plain = plain.clone();
+            return futures::future::ready(Ok(plain)).boxed().shared();
         }
-        recent.push_back(((cid.to_owned(), index), plain));
+        if let Some(running) = inner.opening.get(&id) {
+            return running.clone();
+        }
+        let this = self.clone();
+        let key = id.clone();
+        let task = tokio::spawn(async move {
+            let r = open_chunk(&c).await;
+            let mut inner = this.lock();
+            inner.opening.remove(&key);
+            if let Ok(plain) = &r {
+                if inner.recent.len() >= OPEN_CHUNKS_KEPT {
+                    inner.recent.pop_front();
+                }
+                inner.recent.push_back((key, plain.clone()));
+            }
+            r
+        });
+        let shared = async move {
+            task.await
+                .unwrap_or_else(|e| Err(OpenError::Io(format!("opening a chunk: {e}"))))
+        }
+        .boxed()
+        .shared();
+        inner.opening.insert(id, shared.clone());
+        shared
     }
+
+    /// A read of `cid` from `offset` to `end`: whether it continues the previous read.
+    fn sequential(&self, cid: &str, offset: u64, end: u64) -> bool {
+        let mut inner = self.lock();
+        let seq = inner
+            .last_end
+            .as_ref()
+            .is_some_and(|(c, e)| c == cid && *e == offset);
+        inner.last_end = Some((cid.to_owned(), end));
+        seq
+    }
+}
+
+async fn open_chunk(c: &ChunkRef) -> Result<Bytes, OpenError> {
+    let from = c.index * SEALED_CHUNK as u64;
+    let want = (SEALED_CHUNK as u64).min(c.stored - from);
+    let sealed = c
+        .store
+        .read(&c.cid, c.stored, from, want)
+        .await
+        .map_err(OpenError::Store)?;
+    let (key, index, last) = (c.key.clone(), c.index, c.index + 1 == c.chunks);
+    let cid = c.cid.clone();
+    tokio::task::spawn_blocking(move || {
+        key.open_chunk_owned(index, Vec::from(sealed), last)
+            .map(Bytes::from)
+            .map_err(|e| OpenError::Tampered(format!("content {cid}: {e}")))
+    })
+    .await
+    .map_err(|e| OpenError::Io(format!("opening a chunk: {e}")))?
 }
 
 /// Up to `len` bytes of `blob`'s content at `offset` (short only at its end).
 pub async fn read(
-    store: &dyn ContentStore,
+    store: &Arc<dyn ContentStore>,
     sealing: &Sealing,
     opened: &OpenChunks,
     blob: &Blob,
@@ -286,33 +412,25 @@ pub async fn read(
     let plain_chunk = PLAIN_CHUNK as u64;
     let (first, last) = (offset / plain_chunk, (end - 1) / plain_chunk);
     let chunks = seal::chunk_count(blob.size);
-    let stored = seal::sealed_len(blob.size);
+    let key = Arc::new(VersionKey::new(keys, salt));
+    let chunk = |index: u64| ChunkRef {
+        store: store.clone(),
+        key: key.clone(),
+        cid: blob.cid.clone(),
+        index,
+        stored: seal::sealed_len(blob.size),
+        chunks,
+    };
+    // A sequential reader gets the chunk after this read's opened meanwhile.
+    if opened.sequential(&blob.cid, offset, end) && last + 1 < chunks {
+        drop(opened.open(chunk(last + 1)));
+    }
     let mut out = match first == last {
         true => BytesMut::new(),
         false => BytesMut::with_capacity((end - offset) as usize),
     };
-    let mut key = None;
     for index in first..=last {
-        let plain = match opened.get(&blob.cid, index) {
-            Some(p) => p,
-            None => {
-                let from = index * SEALED_CHUNK as u64;
-                let want = (SEALED_CHUNK as u64).min(stored - from);
-                let sealed = store.read(&blob.cid, stored, from, want).await?;
-                let key = key.get_or_insert_with(|| Arc::new(VersionKey::new(keys, salt)));
-                let is_last = index + 1 == chunks;
-                let (k, cid) = (key.clone(), blob.cid.clone());
-                let plain = tokio::task::spawn_blocking(move || {
-                    k.open_chunk_owned(index, Vec::from(sealed), is_last)
-                        .map_err(|e| Tampered(format!("content {cid}: {e}")))
-                })
-                .await
-                .map_err(io::Error::other)??;
-                let plain = Bytes::from(plain);
-                opened.put(&blob.cid, index, plain.clone());
-                plain
-            }
-        };
+        let plain = opened.open(chunk(index)).await?;
         let chunk_start = index * plain_chunk;
         let from = (offset.max(chunk_start) - chunk_start) as usize;
         let to = (end.min(chunk_start + plain_chunk) - chunk_start) as usize;
@@ -381,20 +499,18 @@ mod tests {
 
     #[tokio::test]
     async fn reads_open_only_the_chunks_they_touch_and_refuse_a_changed_byte() {
-        let store = super::super::store::MemoryStore::new();
+        let mem = Arc::new(super::super::store::MemoryStore::new());
+        let store: Arc<dyn ContentStore> = mem.clone();
         let sealing = sealing();
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("f");
         let size = 3 * PLAIN_CHUNK + 10;
         let data: Vec<u8> = (0..size).map(|i| (i % 253) as u8).collect();
         std::fs::write(&path, &data).unwrap();
-        let blob = add_file(&store, &sealing, &path, size as u64)
+        let blob = add_file(&*store, &sealing, &path, size as u64)
             .await
             .unwrap();
-        assert_eq!(
-            store.get(&blob.cid).unwrap().len() as u64,
-            stored_size(&blob)
-        );
+        assert_eq!(mem.get(&blob.cid).unwrap().len() as u64, stored_size(&blob));
         let opened = OpenChunks::default();
         for (off, len) in [
             (0u64, 10u64),
@@ -407,7 +523,7 @@ mod tests {
             assert_eq!(&got[..], &data[off as usize..(off + len) as usize]);
         }
         // Flip one byte of chunk 1 on the "node": chunk 0 still reads, chunk 1 does not.
-        let mut stored = store.get(&blob.cid).unwrap().to_vec();
+        let mut stored = mem.get(&blob.cid).unwrap().to_vec();
         stored[SEALED_CHUNK + 100] ^= 1;
         let forged = store.add_manifest(Bytes::from(stored)).await.unwrap();
         let bad = Blob {

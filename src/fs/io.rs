@@ -375,7 +375,7 @@ impl Fs {
         len: u64,
     ) -> FsResult<Bytes> {
         let store = self.store_of(token);
-        let r = super::content::read(&*store, sealing, &self.inner.opened, blob, offset, len).await;
+        let r = super::content::read(&store, sealing, &self.inner.opened, blob, offset, len).await;
         if let Err(super::content::ContentError::Tampered(t)) = &r {
             tracing::error!(
                 offset,
