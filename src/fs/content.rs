@@ -302,6 +302,8 @@ impl From<OpenError> for ContentError {
 }
 
 const OPEN_CHUNKS_KEPT: usize = 16;
+/// Chunks a sequential reader gets opened ahead of its reads.
+const OPEN_AHEAD: usize = 2;
 
 /// One sealed chunk of a version, what opening it needs.
 struct ChunkRef {
@@ -421,16 +423,20 @@ pub async fn read(
         stored: seal::sealed_len(blob.size),
         chunks,
     };
-    // A sequential reader gets the chunk after this read's opened meanwhile.
-    if opened.sequential(&blob.cid, offset, end) && last + 1 < chunks {
-        drop(opened.open(chunk(last + 1)));
+    // The chunks of this read open together (each on its own thread), and a sequential
+    // reader gets the next ones opened meanwhile.
+    let opening: Vec<_> = (first..=last).map(|i| opened.open(chunk(i))).collect();
+    if opened.sequential(&blob.cid, offset, end) {
+        for index in (last + 1..chunks).take(OPEN_AHEAD) {
+            drop(opened.open(chunk(index)));
+        }
     }
     let mut out = match first == last {
         true => BytesMut::new(),
         false => BytesMut::with_capacity((end - offset) as usize),
     };
-    for index in first..=last {
-        let plain = opened.open(chunk(index)).await?;
+    for (index, opening) in (first..=last).zip(opening) {
+        let plain = opening.await?;
         let chunk_start = index * plain_chunk;
         let from = (offset.max(chunk_start) - chunk_start) as usize;
         let to = (end.min(chunk_start + plain_chunk) - chunk_start) as usize;
