@@ -193,7 +193,9 @@ log "load average: $load_start; work dir $work ($(df -h --output=avail "$work" |
 node_repo_args=()
 if [[ $node_fs == own ]]; then
     # Sparse: it takes only what the node stores.
-    truncate -s $(((big_mib + 6 * seq_mib + 8192) << 20)) "$work/node.img"
+    # What the node stores: per repetition two sequential files in section 1 and two in
+    # section 7, besides the large write and small files.
+    truncate -s $(((big_mib + 4 * repeat * seq_mib + 8192) << 20)) "$work/node.img"
     mkfs.ext4 -q -F "$work/node.img"
     mkdir -p "$work/node-fs"
     # Direct I/O to the image: the node's writes are cached once (in its own filesystem),
