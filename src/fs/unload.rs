@@ -372,10 +372,12 @@ impl Tree {
                         .token
                         .and_then(|t| self.tokens.get(&t))
                         .is_some_and(|t| t.dirty_dirs.contains(&ino));
-                // Not loaded, or loaded and empty (known whole at its parent's load).
+                // Not loaded (nor anything looked up alone in it: those inodes would be
+                // left without their directory), or loaded and empty (known whole at its
+                // parent's load).
                 clean
                     && match &d.entries {
-                        None => true,
+                        None => d.found.is_empty(),
                         Some(e) => e.is_empty() && d.objects.is_some(),
                     }
             }
