@@ -2625,3 +2625,79 @@ async fn a_write_to_a_name_looked_up_alone_loads_its_directories_and_commits() {
     assert_eq!(all_entries(&m.fs, big).await.len(), 3001);
     assert_eq!(m.usage().await, c + ms);
 }
+
+/// The pages of an encrypted tree are looked up the same way (their names are sealed; the
+/// key orders them), and a name looked up alone reads back as written.
+#[tokio::test]
+async fn a_name_looked_up_alone_in_an_encrypted_tree_reads_back() {
+    let m = mount_sealed().await;
+    let big = m.fs.mkdir(ROOT_INO, "big", 0o755, 0, 0).await.unwrap().ino;
+    for i in 0..3000 {
+        m.fs.symlink(big, format!("n-{i:05}"), format!("t-{i}"), 0, 0)
+            .await
+            .unwrap();
+    }
+    m.write_file(big, "n-01500.txt", b"sealed content").await;
+    m.fs.flush_all().await.unwrap();
+    m.fs.abort();
+
+    let b = another_machine(&m.store).await;
+    let usage = b.usage().await;
+    let big = b.fs.lookup(ROOT_INO, "big").await.unwrap().ino;
+    let loaded = b.fs.loaded_inodes();
+    let before = b.store.fetches();
+    let s = b.fs.lookup(big, "n-02999").await.unwrap();
+    assert!(b.store.fetches() - before <= 4);
+    assert_eq!(b.fs.readlink(s.ino).await.unwrap(), b"t-2999");
+    assert_eq!(b.read_file(big, "n-01500.txt").await, b"sealed content");
+    assert_eq!(errno(b.fs.lookup(big, "n-01500.tx").await), libc::ENOENT);
+    assert_eq!(b.fs.loaded_inodes(), loaded + 2);
+    assert_eq!(b.usage().await, usage);
+    assert_eq!(all_entries(&b.fs, big).await.len(), 3001);
+    assert_eq!(b.usage().await, usage);
+}
+
+/// Another machine's commit that changes a directory not loaded here, in which a name was
+/// looked up alone: following it loads the directory (the name keeps its number until the
+/// merge replaces it) and the name then has the other machine's version.
+#[tokio::test]
+async fn following_another_machine_into_a_directory_with_names_looked_up_alone() {
+    let a = mount(u64::MAX).await;
+    let big = a.fs.mkdir(ROOT_INO, "big", 0o755, 0, 0).await.unwrap().ino;
+    for i in 0..3000 {
+        a.fs.symlink(big, format!("n-{i:05}"), "t", 0, 0)
+            .await
+            .unwrap();
+    }
+    let f = a.write_file(big, "f", b"first").await;
+    a.fs.flush_all().await.unwrap();
+
+    let b = second_machine(&a.store).await;
+    let b_big = b.fs.lookup(ROOT_INO, "big").await.unwrap().ino;
+    let kept = b.fs.lookup(b_big, "n-00100").await.unwrap().ino;
+    let old = b.fs.lookup(b_big, "f").await.unwrap();
+    assert_eq!(old.meta.mode, 0o644);
+
+    let fh = a.fs.open(f, RW | libc::O_TRUNC).await.unwrap();
+    a.fs.write(fh, 0, b"second").await.unwrap();
+    a.fs.release(fh).await.unwrap();
+    a.write_file(big, "g", b"new").await;
+    a.fs.flush_all().await.unwrap();
+
+    assert_eq!(b.fs.follow_all().await.unwrap(), 1);
+    assert_eq!(b.fs.lookup(b_big, "n-00100").await.unwrap().ino, kept);
+    assert_eq!(b.read_file(b_big, "f").await, b"second");
+    assert_eq!(b.read_file(b_big, "g").await, b"new");
+    assert_eq!(all_entries(&b.fs, b_big).await.len(), 3002);
+    let (content, manifests) = b.measured();
+    assert_eq!(b.usage().await, content + manifests);
+    // B's own change on top commits and merges nothing back.
+    b.write_file(b_big, "h", b"from b").await;
+    b.fs.flush_all().await.unwrap();
+    let c = second_machine(&a.store).await;
+    let c_big = c.fs.lookup(ROOT_INO, "big").await.unwrap().ino;
+    assert_eq!(c.read_file(c_big, "h").await, b"from b");
+    assert_eq!(c.read_file(c_big, "f").await, b"second");
+    let (content, manifests) = c.measured();
+    assert_eq!(c.usage().await, content + manifests);
+}

@@ -1016,8 +1016,16 @@ impl Tree {
     fn drop_stale_found(&mut self, found: BTreeMap<Name, Ino>) {
         for (name, ino) in found {
             tracing::warn!(ino, name = %name, "a name looked up alone is gone from its directory");
-            if let Some(i) = self.inodes.get_mut(&ino) {
-                i.links.clear();
+            let Some(i) = self.inodes.get_mut(&ino) else {
+                continue;
+            };
+            i.links.clear();
+            // Counted as not loaded from now on, as every directory inode outside `found`.
+            if let Body::Dir(d) = &i.body
+                && d.entries.is_none()
+                && let Some(t) = i.token.and_then(|t| self.tokens.get_mut(&t))
+            {
+                t.unloaded_dirs += 1;
             }
             self.tracked.touched.insert(ino);
             self.forget_if_unused(ino);
