@@ -312,6 +312,15 @@ impl Tree {
             let Body::Dir(d) = &mut inode.body else {
                 return;
             };
+            if d.entries.is_none() {
+                // Its next commit could not write its pages: every change loads the
+                // directories holding what it changes first (`Fs::ensure_holders_loaded`).
+                tracing::error!(dir = cur, "a directory not loaded was marked as changed");
+            }
+            debug_assert!(
+                d.entries.is_some(),
+                "directory {cur} not loaded was marked as changed"
+            );
             match what {
                 Mark::All => {
                     d.changes.all = true;
