@@ -2701,3 +2701,52 @@ async fn following_another_machine_into_a_directory_with_names_looked_up_alone()
     let (content, manifests) = c.measured();
     assert_eq!(c.usage().await, content + manifests);
 }
+
+/// Names looked up alone count toward `max_loaded_inodes`: over it, the kernel is asked to
+/// forget those it holds (nothing else does), and once it has they leave memory.
+#[tokio::test]
+async fn over_the_inode_limit_the_kernel_is_asked_to_forget_names_looked_up_alone() {
+    let m = mount(u64::MAX).await;
+    let big = m.fs.mkdir(ROOT_INO, "big", 0o755, 0, 0).await.unwrap().ino;
+    for i in 0..3000 {
+        m.fs.symlink(big, format!("n-{i:05}"), "t", 0, 0)
+            .await
+            .unwrap();
+    }
+    m.fs.flush_all().await.unwrap();
+    m.fs.abort();
+
+    let m = mount_limited(m.store, 100).await;
+    type Asked = std::sync::Mutex<Vec<(Ino, Vec<u8>)>>;
+    let asked: Arc<Asked> = Default::default();
+    let sink = asked.clone();
+    m.fs.set_invalidate(Arc::new(move |dir, name| {
+        sink.lock().unwrap().push((dir, name.to_vec()));
+    }));
+    let big = m.fs.lookup(ROOT_INO, "big").await.unwrap().ino;
+    let mut inos = std::collections::HashMap::new();
+    for i in 0..200 {
+        let name = format!("n-{:05}", i * 13);
+        inos.insert(name.clone(), m.fs.lookup(big, &name).await.unwrap().ino);
+    }
+    assert!(m.fs.loaded_inodes() > 200, "held by the kernel");
+    let mut waited = 0;
+    while asked.lock().unwrap().is_empty() && waited < 200 {
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        waited += 1;
+    }
+    let asked = std::mem::take(&mut *asked.lock().unwrap());
+    assert!(!asked.is_empty(), "the kernel was asked to forget names");
+    let before = m.fs.loaded_inodes();
+    for (dir, name) in &asked {
+        assert_eq!(*dir, big);
+        let name = String::from_utf8(name.clone()).unwrap();
+        m.fs.forget(inos[&name], 1); // what the kernel does once asked
+    }
+    assert_eq!(m.fs.loaded_inodes(), before - asked.len());
+    // The rest leave as the kernel forgets them; the directory was never loaded.
+    for ino in inos.values() {
+        m.fs.forget(*ino, 1);
+    }
+    assert!(m.fs.loaded_inodes() < 10);
+}

@@ -134,6 +134,9 @@ impl Fs {
         let attr = tree.get(ino)?.attr(ino);
         tree.remember(ino);
         tracing::trace!(dir = parent, ino, "looked up alone");
+        drop(tree);
+        // Names looked up alone count toward `max_loaded_inodes` too.
+        self.trim_tree();
         Ok(Some(attr))
     }
 

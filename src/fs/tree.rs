@@ -568,6 +568,7 @@ impl Tree {
         match self.get_mut(dir)?.dir_mut() {
             Some(d) if d.entries.is_none() => {
                 d.found.insert(name.clone(), ino);
+                self.residency.holds_found(dir, true);
                 Ok(ino)
             }
             _ => {
@@ -602,6 +603,8 @@ impl Tree {
                 && d.found.get(name.as_bytes()) == Some(&ino)
             {
                 d.found.remove(name.as_bytes());
+                let held = !d.found.is_empty();
+                self.residency.holds_found(*dir, held);
             }
         }
         if let Some((dir, _)) = inode.links.first()
@@ -989,6 +992,7 @@ impl Tree {
         if let Some(d) = self.get_mut(dir)?.dir_mut() {
             d.entries = Some(entries);
         }
+        self.residency.holds_found(dir, false);
         self.drop_stale_found(found);
         self.residency.touch(dir);
         if let Some(t) = token.and_then(|t| self.tokens.get_mut(&t)) {
