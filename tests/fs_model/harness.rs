@@ -610,13 +610,24 @@ impl Mount {
                 Err(e) => return Err(format!("h{i}: read: {e}")),
             }
         }
+        // Every upload's result recorded before usage and the dirty flag are read: the
+        // token's own count drops in the same hold of the tree as a result lands (and marks
+        // its directory changed), while the uploader's queue count drops just before, so
+        // "nothing queued, nothing dirty" can hold for a moment with a result not landed.
+        let settled = self
+            .fs
+            .status()
+            .tokens
+            .iter()
+            .filter(|t| t.token_id == TOKEN)
+            .all(|t| t.pending_uploads == 0);
         let usage = self
             .fs
             .getxattr(ROOT_INO, "user.pxfs.usage")
             .await
             .map_err(|e| format!("usage: {e}"))?;
         let usage: u64 = String::from_utf8_lossy(&usage).parse().unwrap_or(u64::MAX);
-        self.compare_usage(m, usage, &ino_of).await
+        self.compare_usage(m, usage, settled, &ino_of).await
     }
 
     /// Usage (docs/FORMAT.md §7) against the model: each file's bytes once per inode, and
@@ -627,6 +638,7 @@ impl Mount {
         &self,
         m: &Model,
         usage: u64,
+        settled: bool,
         ino_of: &HashMap<Id, (Ino, String)>,
     ) -> Result<(), String> {
         let (parts, dirty) = self
@@ -670,7 +682,7 @@ impl Mount {
                 parts.content
             ));
         }
-        if !dirty && self.fs.pending().0 == 0 && m.handles.is_empty() && !m.offline {
+        if !dirty && settled && self.fs.pending().0 == 0 && m.handles.is_empty() && !m.offline {
             let root = self.fs.getxattr(ROOT_INO, "user.pxfs.root").await.ok();
             let measured = match root {
                 Some(r) => self
