@@ -308,7 +308,8 @@ const OPEN_AHEAD: usize = 2;
 /// One sealed chunk of a version, what opening it needs.
 struct ChunkRef {
     store: Arc<dyn ContentStore>,
-    key: Arc<VersionKey>,
+    sealing: Sealing,
+    salt: ContentSalt,
     cid: String,
     index: u64,
     /// The version's stored size and chunk count.
@@ -377,10 +378,18 @@ async fn open_chunk(c: &ChunkRef) -> Result<Bytes, OpenError> {
         .read(&c.cid, c.stored, from, want)
         .await
         .map_err(OpenError::Store)?;
-    let (key, index, last) = (c.key.clone(), c.index, c.index + 1 == c.chunks);
+    let (sealing, salt) = (c.sealing.clone(), c.salt);
+    let (index, last) = (c.index, c.index + 1 == c.chunks);
     let cid = c.cid.clone();
     tokio::task::spawn_blocking(move || {
-        key.open_chunk_owned(index, Vec::from(sealed), last)
+        // The version's key is derived here, when a chunk is opened, not on every read.
+        let Some(keys) = keys(&sealing) else {
+            return Err(OpenError::Tampered(format!(
+                "content {cid}: the tree holds no key"
+            )));
+        };
+        VersionKey::new(keys, &salt)
+            .open_chunk_owned(index, Vec::from(sealed), last)
             .map(Bytes::from)
             .map_err(|e| OpenError::Tampered(format!("content {cid}: {e}")))
     })
@@ -397,7 +406,7 @@ pub async fn read(
     offset: u64,
     len: u64,
 ) -> Result<Bytes, ContentError> {
-    let (Some(keys), Some(salt)) = (keys(sealing), &blob.salt) else {
+    let (Some(_), Some(salt)) = (keys(sealing), blob.salt) else {
         if blob.salt.is_some() {
             return Err(Tampered(format!(
                 "content {} is sealed but the tree holds no key for it",
@@ -414,10 +423,10 @@ pub async fn read(
     let plain_chunk = PLAIN_CHUNK as u64;
     let (first, last) = (offset / plain_chunk, (end - 1) / plain_chunk);
     let chunks = seal::chunk_count(blob.size);
-    let key = Arc::new(VersionKey::new(keys, salt));
     let chunk = |index: u64| ChunkRef {
         store: store.clone(),
-        key: key.clone(),
+        sealing: sealing.clone(),
+        salt,
         cid: blob.cid.clone(),
         index,
         stored: seal::sealed_len(blob.size),
