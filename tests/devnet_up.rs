@@ -216,16 +216,15 @@ fn ctrl_c_with_the_node_frozen_exits_non_zero_naming_the_journal_and_the_next_up
     unsafe { libc::kill(node as i32, libc::SIGSTOP) };
     let late = tempdir("pxfs-devnet-late-");
     std::fs::write(late.path().join("after-the-freeze"), vec![7u8; 100_000]).unwrap();
-    support::sh(&format!(
-        "cp -a {}/after-the-freeze {}/",
-        late.path().display(),
-        dst.display()
-    ));
-    std::fs::copy(
-        late.path().join("after-the-freeze"),
-        src.path().join("after-the-freeze"),
-    )
-    .unwrap();
+    // Both copies keep the file's mtime (`std::fs::copy` would stamp the reference with the
+    // time of the copy, a second later than the mount's copy now and then).
+    for to in [&dst, &src.path().to_path_buf()] {
+        support::sh(&format!(
+            "cp -a {}/after-the-freeze {}/",
+            late.path().display(),
+            to.display()
+        ));
+    }
 
     let started = Instant::now();
     let status = devnet.interrupt_group(Duration::from_secs(120));
