@@ -1701,7 +1701,10 @@ async fn unloading_keeps_usage_what_the_oracle_measures_and_never_drops_what_is_
     m.fs.forget(sub2, 1);
     let s = m.fs.lookup(sub2, "s").await.unwrap().ino;
     m.fs.forget(s, 2);
-    assert!(m.fs.unload_dir(sub2));
+    // s was looked up alone (issue #14): sub2 was never loaded, and s left memory with the
+    // kernel's last reference.
+    assert!(!m.fs.unload_dir(sub2), "not loaded");
+    assert_eq!(errno(m.fs.getattr(s).await), libc::ENOENT);
     assert!(!m.fs.unload_dir(a), "u is open");
     m.fs.release(fh).await.unwrap();
     m.fs.unlink(a, "x").await.unwrap();
@@ -2383,4 +2386,367 @@ async fn two_writer_run(seed: u64) {
     all_files(&a, ROOT_INO, "", &mut on_a).await;
     all_files(&c, ROOT_INO, "", &mut on_c).await;
     assert_eq!(on_a, on_c);
+}
+
+/// Every entry of `dir` but `.` and `..`, over as many readdir calls as it takes.
+async fn all_entries(fs: &Fs, dir: Ino) -> Vec<pxfs::fs::DirEntry> {
+    let mut out: Vec<pxfs::fs::DirEntry> = Vec::new();
+    let mut offset = 0;
+    loop {
+        let batch = fs.readdir(dir, offset).await.unwrap();
+        let Some(last) = batch.last() else {
+            return out;
+        };
+        offset = last.offset;
+        out.extend(
+            batch
+                .into_iter()
+                .filter(|e| e.name != b"." && e.name != b".."),
+        );
+    }
+}
+
+/// A fresh cache over `store`'s last published tree (nothing of it loaded yet).
+async fn fresh_cache(store: &Arc<MemoryStore>) -> Mount {
+    mount_with(store.clone(), tempfile::tempdir().unwrap(), u64::MAX).await
+}
+
+/// Issue #14: looking up one name of a large directory from a fresh cache fetches the
+/// pages on the path to it (the depth of the directory's page table), not the directory;
+/// a change to what was looked up loads the directory whole, keeping the inode number the
+/// kernel was given, and usage is what the oracle measures throughout.
+#[tokio::test]
+async fn looking_up_one_name_in_a_large_directory_fetches_only_the_pages_on_its_path() {
+    const N: usize = 20_000;
+    let m = mount(u64::MAX).await;
+    let big = m.fs.mkdir(ROOT_INO, "big", 0o755, 0, 0).await.unwrap().ino;
+    for i in 0..N {
+        m.fs.symlink(
+            big,
+            format!("photo-{i:07}.jpg"),
+            format!("target-{i}"),
+            0,
+            0,
+        )
+        .await
+        .unwrap();
+    }
+    let content = pattern(5000, 14);
+    let file = m.write_file(big, "photo-0012345.txt", &content).await;
+    m.fs.setattr(
+        file,
+        SetAttr {
+            mode: Some(0o600),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    m.fs.flush_all().await.unwrap();
+    m.fs.abort();
+    let store = m.store;
+
+    // What reading the directory whole fetches: every page of it.
+    let whole = fresh_cache(&store).await;
+    let big = whole.fs.lookup(ROOT_INO, "big").await.unwrap().ino;
+    let before = store.fetches();
+    assert_eq!(all_entries(&whole.fs, big).await.len(), N + 1);
+    let pages = store.fetches() - before;
+    whole.fs.abort();
+
+    let m = fresh_cache(&store).await;
+    let usage = m.usage().await;
+    let (content_bytes, manifest_bytes) = m.measured();
+    assert_eq!(usage, content_bytes + manifest_bytes);
+    let big = m.fs.lookup(ROOT_INO, "big").await.unwrap().ino;
+    let parts = m.fs.usage_parts(TOKEN).unwrap();
+    let loaded = m.fs.loaded_inodes();
+    let before = store.fetches();
+    let a = m.fs.lookup(big, "photo-0012345.txt").await.unwrap();
+    let fetched = store.fetches() - before;
+    println!("one lookup fetched {fetched} objects; the whole directory is {pages}");
+    assert!(
+        (1..=4).contains(&fetched) && fetched * 20 < pages,
+        "one lookup fetched {fetched} objects; the whole directory is {pages}"
+    );
+    assert_eq!(
+        m.fs.loaded_inodes(),
+        loaded + 1,
+        "the directory is not loaded"
+    );
+    assert_eq!((a.kind, a.size, a.meta.mode), (Kind::File, 5000, 0o600));
+    assert_eq!(m.fs.getattr(a.ino).await.unwrap(), a);
+    assert_eq!(m.read_file(big, "photo-0012345.txt").await, content);
+    let s = m.fs.lookup(big, "photo-0000007.jpg").await.unwrap();
+    assert_eq!(m.fs.readlink(s.ino).await.unwrap(), b"target-7");
+    assert_eq!(
+        errno(m.fs.lookup(big, "photo-0012345.jpx").await),
+        libc::ENOENT
+    );
+    assert_eq!(errno(m.fs.lookup(big, "zzz").await), libc::ENOENT);
+    assert_eq!(
+        m.fs.lookup(big, "photo-0012345.txt").await.unwrap().ino,
+        a.ino,
+        "a second lookup answers from memory"
+    );
+    assert!((store.fetches() - before) * 4 < pages);
+    assert_eq!(m.fs.loaded_inodes(), loaded + 2, "still not loaded");
+    assert_eq!(
+        m.fs.usage_parts(TOKEN).unwrap(),
+        parts,
+        "nothing is charged twice"
+    );
+    assert_eq!(m.usage().await, usage);
+
+    // The kernel forgets the symlink: it goes.
+    m.fs.forget(s.ino, 1);
+    assert_eq!(m.fs.loaded_inodes(), loaded + 1);
+    assert_eq!(errno(m.fs.getattr(s.ino).await), libc::ENOENT);
+
+    // A change loads the directory whole; the name keeps its inode number.
+    m.fs.setattr(
+        a.ino,
+        SetAttr {
+            mode: Some(0o640),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert!(m.fs.loaded_inodes() > N, "loaded whole for the change");
+    let listed = all_entries(&m.fs, big).await;
+    assert_eq!(listed.len(), N + 1);
+    let e = listed
+        .iter()
+        .find(|e| e.name == b"photo-0012345.txt")
+        .unwrap();
+    assert_eq!((e.ino, e.attr.meta.mode), (a.ino, 0o640));
+    assert_eq!(
+        m.fs.lookup(big, "photo-0012345.txt").await.unwrap().ino,
+        a.ino
+    );
+    assert_eq!(m.usage().await, usage);
+    m.fs.flush_all().await.unwrap();
+    let (c, ms) = m.measured();
+    assert_eq!(m.usage().await, c + ms);
+    assert_eq!(c, content_bytes);
+    m.fs.abort();
+
+    // Every entry is there, as committed.
+    let m = fresh_cache(&store).await;
+    let big = m.fs.lookup(ROOT_INO, "big").await.unwrap().ino;
+    let listed = all_entries(&m.fs, big).await;
+    assert_eq!(listed.len(), N + 1);
+    for e in &listed {
+        let name = String::from_utf8(e.name.clone()).unwrap();
+        match name.as_str() {
+            "photo-0012345.txt" => assert_eq!((e.kind, e.attr.meta.mode), (Kind::File, 0o640)),
+            _ => {
+                assert_eq!(e.kind, Kind::Symlink, "{name}");
+                let i: usize = name["photo-".len()..][..7].parse().unwrap();
+                let target = m.fs.readlink(e.ino).await.unwrap();
+                assert_eq!(target, format!("target-{i}").into_bytes());
+            }
+        }
+    }
+    assert_eq!(m.read_file(big, "photo-0012345.txt").await, content);
+    assert_eq!(m.usage().await, c + ms);
+}
+
+/// Names looked up alone in directories not loaded, one inside the other: a write to the
+/// innermost loads both (the outer first), an unlink and an xattr elsewhere in them work,
+/// and what the kernel forgot and nothing else holds leaves memory.
+#[tokio::test]
+async fn a_write_to_a_name_looked_up_alone_loads_its_directories_and_commits() {
+    let m = mount(u64::MAX).await;
+    let big = m.fs.mkdir(ROOT_INO, "big", 0o755, 0, 0).await.unwrap().ino;
+    for i in 0..3000 {
+        m.fs.symlink(big, format!("n-{i:05}"), "t", 0, 0)
+            .await
+            .unwrap();
+    }
+    let sub = m.fs.mkdir(big, "sub", 0o750, 0, 0).await.unwrap().ino;
+    for i in 0..3000 {
+        m.fs.symlink(sub, format!("s-{i:05}"), "t", 0, 0)
+            .await
+            .unwrap();
+    }
+    m.write_file(sub, "inner.txt", b"old content").await;
+    m.fs.flush_all().await.unwrap();
+    m.fs.abort();
+    let store = m.store;
+
+    let m = fresh_cache(&store).await;
+    let usage = m.usage().await;
+    let big = m.fs.lookup(ROOT_INO, "big").await.unwrap().ino;
+    let loaded = m.fs.loaded_inodes();
+    let sub = m.fs.lookup(big, "sub").await.unwrap();
+    assert_eq!((sub.kind, sub.meta.mode), (Kind::Dir, 0o750));
+    let inner = m.fs.lookup(sub.ino, "inner.txt").await.unwrap();
+    assert_eq!(m.fs.loaded_inodes(), loaded + 2);
+    // Forgotten while nothing else holds them: both go, the inner one first.
+    m.fs.forget(sub.ino, 1);
+    assert_eq!(m.fs.loaded_inodes(), loaded + 2, "inner.txt is still held");
+    m.fs.forget(inner.ino, 1);
+    assert_eq!(m.fs.loaded_inodes(), loaded);
+    assert_eq!(m.usage().await, usage);
+
+    let sub = m.fs.lookup(big, "sub").await.unwrap();
+    let inner = m.fs.lookup(sub.ino, "inner.txt").await.unwrap();
+    let fh =
+        m.fs.open(inner.ino, libc::O_RDWR | libc::O_TRUNC)
+            .await
+            .unwrap();
+    assert!(m.fs.loaded_inodes() > 6000, "both directories loaded");
+    m.fs.write(fh, 0, b"new").await.unwrap();
+    m.fs.release(fh).await.unwrap();
+    assert_eq!(
+        m.fs.lookup(sub.ino, "inner.txt").await.unwrap().ino,
+        inner.ino
+    );
+    assert_eq!(m.fs.lookup(big, "sub").await.unwrap().ino, sub.ino);
+    // Another name looked up alone, then changed by an xattr.
+    let n = m.fs.lookup(big, "n-00042").await.unwrap().ino;
+    m.fs.setxattr(n, "user.k", b"v", 0).await.unwrap();
+    m.fs.unlink(sub.ino, "s-00001").await.unwrap();
+    m.fs.flush_all().await.unwrap();
+    let (c, ms) = m.measured();
+    assert_eq!(m.usage().await, c + ms);
+    m.fs.abort();
+
+    let m = fresh_cache(&store).await;
+    let big = m.fs.lookup(ROOT_INO, "big").await.unwrap().ino;
+    let sub = m.fs.lookup(big, "sub").await.unwrap().ino;
+    assert_eq!(m.read_file(sub, "inner.txt").await, b"new");
+    let n = m.fs.lookup(big, "n-00042").await.unwrap().ino;
+    assert_eq!(m.fs.getxattr(n, "user.k").await.unwrap(), b"v");
+    assert_eq!(errno(m.fs.lookup(sub, "s-00001").await), libc::ENOENT);
+    assert_eq!(all_entries(&m.fs, sub).await.len(), 3000);
+    assert_eq!(all_entries(&m.fs, big).await.len(), 3001);
+    assert_eq!(m.usage().await, c + ms);
+}
+
+/// The pages of an encrypted tree are looked up the same way (their names are sealed; the
+/// key orders them), and a name looked up alone reads back as written.
+#[tokio::test]
+async fn a_name_looked_up_alone_in_an_encrypted_tree_reads_back() {
+    let m = mount_sealed().await;
+    let big = m.fs.mkdir(ROOT_INO, "big", 0o755, 0, 0).await.unwrap().ino;
+    for i in 0..3000 {
+        m.fs.symlink(big, format!("n-{i:05}"), format!("t-{i}"), 0, 0)
+            .await
+            .unwrap();
+    }
+    m.write_file(big, "n-01500.txt", b"sealed content").await;
+    m.fs.flush_all().await.unwrap();
+    m.fs.abort();
+
+    let b = another_machine(&m.store).await;
+    let usage = b.usage().await;
+    let big = b.fs.lookup(ROOT_INO, "big").await.unwrap().ino;
+    let loaded = b.fs.loaded_inodes();
+    let before = b.store.fetches();
+    let s = b.fs.lookup(big, "n-02999").await.unwrap();
+    assert!(b.store.fetches() - before <= 4);
+    assert_eq!(b.fs.readlink(s.ino).await.unwrap(), b"t-2999");
+    assert_eq!(b.read_file(big, "n-01500.txt").await, b"sealed content");
+    assert_eq!(errno(b.fs.lookup(big, "n-01500.tx").await), libc::ENOENT);
+    assert_eq!(b.fs.loaded_inodes(), loaded + 2);
+    assert_eq!(b.usage().await, usage);
+    assert_eq!(all_entries(&b.fs, big).await.len(), 3001);
+    assert_eq!(b.usage().await, usage);
+}
+
+/// Another machine's commit that changes a directory not loaded here, in which a name was
+/// looked up alone: following it loads the directory (the name keeps its number until the
+/// merge replaces it) and the name then has the other machine's version.
+#[tokio::test]
+async fn following_another_machine_into_a_directory_with_names_looked_up_alone() {
+    let a = mount(u64::MAX).await;
+    let big = a.fs.mkdir(ROOT_INO, "big", 0o755, 0, 0).await.unwrap().ino;
+    for i in 0..3000 {
+        a.fs.symlink(big, format!("n-{i:05}"), "t", 0, 0)
+            .await
+            .unwrap();
+    }
+    let f = a.write_file(big, "f", b"first").await;
+    a.fs.flush_all().await.unwrap();
+
+    let b = second_machine(&a.store).await;
+    let b_big = b.fs.lookup(ROOT_INO, "big").await.unwrap().ino;
+    let kept = b.fs.lookup(b_big, "n-00100").await.unwrap().ino;
+    let old = b.fs.lookup(b_big, "f").await.unwrap();
+    assert_eq!(old.meta.mode, 0o644);
+
+    let fh = a.fs.open(f, RW | libc::O_TRUNC).await.unwrap();
+    a.fs.write(fh, 0, b"second").await.unwrap();
+    a.fs.release(fh).await.unwrap();
+    a.write_file(big, "g", b"new").await;
+    a.fs.flush_all().await.unwrap();
+
+    assert_eq!(b.fs.follow_all().await.unwrap(), 1);
+    assert_eq!(b.fs.lookup(b_big, "n-00100").await.unwrap().ino, kept);
+    assert_eq!(b.read_file(b_big, "f").await, b"second");
+    assert_eq!(b.read_file(b_big, "g").await, b"new");
+    assert_eq!(all_entries(&b.fs, b_big).await.len(), 3002);
+    let (content, manifests) = b.measured();
+    assert_eq!(b.usage().await, content + manifests);
+    // B's own change on top commits and merges nothing back.
+    b.write_file(b_big, "h", b"from b").await;
+    b.fs.flush_all().await.unwrap();
+    let c = second_machine(&a.store).await;
+    let c_big = c.fs.lookup(ROOT_INO, "big").await.unwrap().ino;
+    assert_eq!(c.read_file(c_big, "h").await, b"from b");
+    assert_eq!(c.read_file(c_big, "f").await, b"second");
+    let (content, manifests) = c.measured();
+    assert_eq!(c.usage().await, content + manifests);
+}
+
+/// Names looked up alone count toward `max_loaded_inodes`: over it, the kernel is asked to
+/// forget those it holds (nothing else does), and once it has they leave memory.
+#[tokio::test]
+async fn over_the_inode_limit_the_kernel_is_asked_to_forget_names_looked_up_alone() {
+    let m = mount(u64::MAX).await;
+    let big = m.fs.mkdir(ROOT_INO, "big", 0o755, 0, 0).await.unwrap().ino;
+    for i in 0..3000 {
+        m.fs.symlink(big, format!("n-{i:05}"), "t", 0, 0)
+            .await
+            .unwrap();
+    }
+    m.fs.flush_all().await.unwrap();
+    m.fs.abort();
+
+    let m = mount_limited(m.store, 100).await;
+    type Asked = std::sync::Mutex<Vec<(Ino, Vec<u8>)>>;
+    let asked: Arc<Asked> = Default::default();
+    let sink = asked.clone();
+    m.fs.set_invalidate(Arc::new(move |dir, name| {
+        sink.lock().unwrap().push((dir, name.to_vec()));
+    }));
+    let big = m.fs.lookup(ROOT_INO, "big").await.unwrap().ino;
+    let mut inos = std::collections::HashMap::new();
+    for i in 0..200 {
+        let name = format!("n-{:05}", i * 13);
+        inos.insert(name.clone(), m.fs.lookup(big, &name).await.unwrap().ino);
+    }
+    assert!(m.fs.loaded_inodes() > 200, "held by the kernel");
+    let mut waited = 0;
+    while asked.lock().unwrap().is_empty() && waited < 200 {
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        waited += 1;
+    }
+    let asked = std::mem::take(&mut *asked.lock().unwrap());
+    assert!(!asked.is_empty(), "the kernel was asked to forget names");
+    let before = m.fs.loaded_inodes();
+    for (dir, name) in &asked {
+        assert_eq!(*dir, big);
+        let name = String::from_utf8(name.clone()).unwrap();
+        m.fs.forget(inos[&name], 1); // what the kernel does once asked
+    }
+    assert_eq!(m.fs.loaded_inodes(), before - asked.len());
+    // The rest leave as the kernel forgets them; the directory was never loaded.
+    for ino in inos.values() {
+        m.fs.forget(*ino, 1);
+    }
+    assert!(m.fs.loaded_inodes() < 10);
 }

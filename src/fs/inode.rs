@@ -150,6 +150,13 @@ impl FileBody {
 pub struct DirBody {
     /// `None` until first lookup/readdir loads the manifest.
     pub entries: Option<Entries>,
+    /// While `entries` is `None`: names looked up one at a time, through the pages on the
+    /// path to each (O(depth) fetches, not the whole directory), with the inodes made for
+    /// them. The kernel holds those numbers, so a later whole load reuses them. Such an
+    /// inode is never changed while its directory is not loaded (changes load it first),
+    /// and holds no charge: what it stores stays in the committed figure of what is not
+    /// loaded until its directory is loaded whole.
+    pub found: BTreeMap<Name, Ino>,
     /// The CID the parent's entry (or, for an sNFT root, the usage document) refers to:
     /// the directory's top page (its root node); `None` until first committed.
     pub top: Option<String>,

@@ -78,6 +78,10 @@ impl Fs {
 
     pub async fn open(&self, ino: Ino, flags: i32) -> FsResult<u64> {
         let mode = OpenMode::from_flags(flags);
+        if mode.write {
+            // What is written goes into its directory's pages: load them first.
+            self.ensure_holders_loaded(ino).await?;
+        }
         {
             let mut guard = self.tree();
             let tree = &mut *guard;

@@ -314,21 +314,47 @@ impl Fs {
         Ok(())
     }
 
+    /// The directories above `dir` that are not loaded (it was looked up alone in them,
+    /// `DirBody::found`), the nearest first.
+    fn unloaded_ancestors(&self, dir: Ino) -> Vec<Ino> {
+        let tree = self.tree();
+        let mut chain = Vec::new();
+        let mut cur = dir;
+        while !tree.is_token_root(cur) {
+            let Some((parent, _)) = tree.get(cur).ok().and_then(|i| i.links.first()) else {
+                break;
+            };
+            let parent = *parent;
+            if super::ops::loaded_dir(&tree, parent) || chain.contains(&parent) {
+                break;
+            }
+            chain.push(parent);
+            cur = parent;
+        }
+        chain
+    }
+
     /// Load `dir` if it is not loaded; `Some(token)` when its token must be loaded whole.
+    /// The directories above it are loaded first: a loaded directory's parent is always
+    /// loaded, so whatever changes in it can be written up to the root.
     async fn load_one(&self, dir: Ino) -> FsResult<Option<TokenId>> {
+        let mut whole = None;
+        for ancestor in self.unloaded_ancestors(dir).into_iter().rev() {
+            whole = whole.or(Box::pin(self.load_one(ancestor)).await?);
+        }
         let (cid, token) = {
             let mut tree = self.tree();
             let inode = tree.get_mut(dir)?;
             let token = inode.token;
             let d = inode.dir_mut().ok_or(FsError::NotDir)?;
             if d.entries.is_some() {
-                return Ok(None);
+                return Ok(whole);
             }
             match &d.top {
                 Some(cid) => (cid.clone(), token),
                 None => {
                     d.entries = Some(Entries::default());
-                    return Ok(None);
+                    return Ok(whole);
                 }
             }
         };
@@ -369,7 +395,8 @@ impl Fs {
             }
         }
         let incomplete = tree.load_dir(dir, read)?;
-        Ok(token.filter(|t| incomplete && tree.tokens.get(t).is_some_and(|t| !t.loading_all)))
+        Ok(whole
+            .or(token.filter(|t| incomplete && tree.tokens.get(t).is_some_and(|t| !t.loading_all))))
     }
 
     /// Load every directory of `token`; returns them (the sNFT root first).

@@ -10,6 +10,7 @@ use super::journal::Op;
 use super::quota::{self, Change};
 use super::tree::{Tree, check_name, check_target, join};
 use super::{DirEntry, DirSink, Fs, SetAttr, StatFs, Step};
+use crate::format;
 
 /// Entries for [`Fs::readdir`]: one batch.
 struct Listing(Vec<DirEntry>);
@@ -70,6 +71,9 @@ impl Fs {
             if let Some(found) = self.lookup_in_memory(parent, name) {
                 return found;
             }
+            if let Some(found) = self.lookup_paged(parent, name).await? {
+                return Ok(found);
+            }
             self.ensure_loaded(parent).await?;
             let ino = {
                 let tree = self.tree();
@@ -89,13 +93,68 @@ impl Fs {
         Err(FsError::Thrashing)
     }
 
-    /// [`Fs::lookup`] when all it needs is in memory (the directory is loaded); `None`
-    /// otherwise. FUSE answers most lookups this way, on its own thread.
+    /// One name of a directory not loaded, from the pages on the path to it alone (see
+    /// `DirBody::found`): `None` when the directory must be loaded whole instead (the sNFT
+    /// root, a v1 manifest, a name of a link group, an entry of unknown kind, a page that
+    /// does not read, or the directory loaded or changed meanwhile).
+    async fn lookup_paged(&self, parent: Ino, name: &[u8]) -> FsResult<Option<Attr>> {
+        let Ok(name) = check_name(name) else {
+            return Ok(None);
+        };
+        let (top, token) = {
+            let tree = self.tree();
+            match paged_lookup_top(&tree, parent) {
+                Some(found) => found,
+                None => return Ok(None),
+            }
+        };
+        let sealing = self.sealing(Some(token));
+        let store = self.store_of(Some(token));
+        let looked =
+            super::pages::lookup_entry(&*store, &sealing, &self.inner.pages, &top, name.as_bytes())
+                .await;
+        let mut tree = self.tree();
+        if paged_lookup_top(&tree, parent).is_none_or(|(t, _)| t != top) {
+            return Ok(None); // loaded, unloaded or changed meanwhile: look again
+        }
+        let stored = match looked {
+            Ok(super::pages::Looked::Found(format::Entry {
+                kind: format::EntryKind::Inode(i),
+                ..
+            })) => i,
+            Ok(super::pages::Looked::Absent) => return Err(FsError::NotFound),
+            Ok(_) => return Ok(None),
+            Err(e @ FsError::Store(_)) => return Err(e),
+            Err(e) => {
+                tracing::warn!(dir = parent, error = %e, "a name not found through the pages on its path; reading the directory whole");
+                return Ok(None);
+            }
+        };
+        let ino = tree.add_found(parent, &name, stored)?;
+        let attr = tree.get(ino)?.attr(ino);
+        tree.remember(ino);
+        tracing::trace!(dir = parent, ino, "looked up alone");
+        drop(tree);
+        // Names looked up alone count toward `max_loaded_inodes` too.
+        self.trim_tree();
+        Ok(Some(attr))
+    }
+
+    /// [`Fs::lookup`] when all it needs is in memory (the directory is loaded, or the name
+    /// was looked up alone before); `None` otherwise. FUSE answers most lookups this way,
+    /// on its own thread.
     fn lookup_in_memory(&self, parent: Ino, name: &[u8]) -> Option<FsResult<Attr>> {
         if name.len() > super::NAME_MAX {
             return Some(Err(FsError::NameTooLong));
         }
         let mut tree = self.tree();
+        if let Some(ino) = tree.found_child(parent, name) {
+            let attr = tree.get(ino).map(|i| i.attr(ino));
+            if attr.is_ok() {
+                tree.remember(ino);
+            }
+            return Some(attr);
+        }
         if !loaded_dir(&tree, parent) {
             return None;
         }
@@ -159,6 +218,35 @@ impl Fs {
         Ok(())
     }
 
+    /// Before `ino` itself changes (attributes, xattrs, content, names): load what stores
+    /// it, i.e. its directories when it was looked up alone in them (`DirBody::found`;
+    /// the load keeps its number), or its own root node for an sNFT root. A change is then
+    /// written into its directory's pages and up to the root like any other.
+    pub(crate) async fn ensure_holders_loaded(&self, ino: Ino) -> FsResult<()> {
+        self.ensure_root_loaded(ino).await?;
+        for _ in 0..RELOAD_ATTEMPTS {
+            let holders: Vec<Ino> = {
+                let tree = self.tree();
+                let Ok(inode) = tree.get(ino) else {
+                    return Ok(());
+                };
+                inode
+                    .links
+                    .iter()
+                    .map(|(p, _)| *p)
+                    .filter(|p| !loaded_dir(&tree, *p))
+                    .collect()
+            };
+            if holders.is_empty() {
+                return Ok(());
+            }
+            for dir in holders {
+                self.ensure_loaded(dir).await?;
+            }
+        }
+        Err(FsError::Thrashing)
+    }
+
     /// Changes of mode, owner or times are answered from memory (`chmod`, `chown`,
     /// `utimensat`: memory and one journal line); a size change, or an sNFT root not loaded
     /// yet, waits.
@@ -171,7 +259,7 @@ impl Fs {
     }
 
     async fn setattr_loading(&self, ino: Ino, set: SetAttr) -> FsResult<Attr> {
-        self.ensure_root_loaded(ino).await?;
+        self.ensure_holders_loaded(ino).await?;
         if let Some(size) = set.size {
             self.truncate(ino, size, set.fh).await?;
         }
@@ -182,7 +270,7 @@ impl Fs {
 
     fn setattr_in_memory(&self, ino: Ino, set: SetAttr) -> Option<FsResult<Attr>> {
         let mut tree = self.tree();
-        if set.size.is_some() || unloaded_root(&tree, ino) {
+        if set.size.is_some() || unloaded_holder(&tree, ino) {
             return None;
         }
         let attr = self.set_meta(&mut tree, ino, set);
@@ -444,6 +532,7 @@ impl Fs {
         new_name: impl AsRef<[u8]>,
     ) -> FsResult<Attr> {
         let new_name = check_name(new_name.as_ref())?;
+        self.ensure_holders_loaded(ino).await?;
         self.ensure_loaded(new_parent).await?;
         let mut guard = self.tree();
         let tree = &mut *guard;
@@ -706,6 +795,30 @@ pub(crate) fn loaded_dir(tree: &Tree, ino: Ino) -> bool {
         .ok()
         .and_then(|i| i.dir())
         .is_some_and(|d| d.entries.is_some())
+}
+
+/// Whether what stores `ino` is not loaded: it is an sNFT root not loaded yet, or was
+/// looked up alone in a directory not loaded (see [`Fs::ensure_holders_loaded`]).
+pub(crate) fn unloaded_holder(tree: &Tree, ino: Ino) -> bool {
+    unloaded_root(tree, ino) || tree.named_in_unloaded_dir(ino)
+}
+
+/// The top page's CID of `dir`'s table and its token, when a name of `dir` can be looked
+/// up through the pages on its path alone: a committed directory, not loaded, not an sNFT
+/// root (whose root node holds its attributes and the link groups: it is read whole), of a
+/// token not replaying its journal (replay resolves paths by loading) nor stored in v1.
+fn paged_lookup_top(tree: &Tree, dir: Ino) -> Option<(String, TokenId)> {
+    let inode = tree.get(dir).ok()?;
+    let d = inode.dir()?;
+    if d.entries.is_some() || tree.is_token_root(dir) {
+        return None;
+    }
+    let token = inode.token?;
+    let t = tree.tokens.get(&token)?;
+    if t.replaying || t.v1_tree {
+        return None;
+    }
+    Some((d.top.clone()?, token))
 }
 
 /// An sNFT root whose manifest (and so its own attributes) is not loaded yet.

@@ -364,6 +364,94 @@ pub fn full_build(
     Some((top, b.pages.into_iter().map(|(c, _)| c).collect()))
 }
 
+/// What looking up one name in a directory's stored table found.
+#[derive(Debug)]
+pub enum Looked {
+    Found(Entry),
+    Absent,
+    /// The directory is a v1 manifest, not a page table: it is read whole.
+    NotPaged,
+}
+
+/// A page store over the pages a lookup has fetched so far and the page cache; a page
+/// neither holds is recorded as missing (the caller fetches it and descends again).
+struct Descent<'a> {
+    cache: &'a PageCache,
+    fetched: HashMap<String, Bytes>,
+    missing: Mutex<Option<String>>,
+}
+
+impl PageStore for Descent<'_> {
+    fn get(&self, cid: &str) -> format::Result<Vec<u8>> {
+        if let Some(b) = self
+            .fetched
+            .get(cid)
+            .cloned()
+            .or_else(|| self.cache.get(cid))
+        {
+            return Ok(b.to_vec());
+        }
+        *self.missing.lock().unwrap_or_else(|e| e.into_inner()) = Some(cid.to_owned());
+        Err(format::FormatError::Store(format!(
+            "{cid} is not fetched yet"
+        )))
+    }
+
+    fn put(&mut self, _bytes: Vec<u8>) -> format::Result<String> {
+        Err(format::FormatError::Store("a lookup writes nothing".into()))
+    }
+}
+
+/// The entry `name` of the directory whose page table's top page is `top`, fetching only
+/// the pages on the path to it (one per level of the table, docs/FORMAT.md §5) that the
+/// page cache does not hold: a name in a directory of a million entries costs a few
+/// fetches, not the whole directory. Each descent starts again from the top over the
+/// pages fetched so far, so the fetches are at most the table's depth.
+pub async fn lookup_entry(
+    store: &dyn ContentStore,
+    crypto: &TreeCrypto,
+    cache: &PageCache,
+    top: &str,
+    name: &[u8],
+) -> FsResult<Looked> {
+    let mut descent = Descent {
+        cache,
+        fetched: HashMap::new(),
+        missing: Mutex::new(None),
+    };
+    let first = match cache.get(top) {
+        Some(b) => b,
+        None => {
+            let b = store.fetch(top).await?;
+            cache.insert(top, &b);
+            descent.fetched.insert(top.to_owned(), b.clone());
+            b
+        }
+    };
+    if format::schema_of(&first).as_deref() == Some(super::manifest::SCHEMA) && !crypto.is_sealed()
+    {
+        return Ok(Looked::NotPaged);
+    }
+    loop {
+        let looked = format::prolly::lookup::<Entry>(&mut descent, crypto, top, name);
+        let missing = descent
+            .missing
+            .get_mut()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        match (looked, missing) {
+            (Ok(Some(e)), _) => return Ok(Looked::Found(e)),
+            (Ok(None), _) => return Ok(Looked::Absent),
+            (Err(_), Some(cid)) if !descent.fetched.contains_key(&cid) => {
+                let bytes = store.fetch(&cid).await?;
+                cache.insert(&cid, &bytes);
+                descent.fetched.insert(cid, bytes);
+            }
+            (Err(e), _) => return Err(format_error(&format!("directory {top}"), e)),
+        }
+    }
+}
+
 /// Every record of the paged table whose top page is `level[0]` (already fetched as
 /// `fetched[0]`), in key order; each page's CID and size go to `objects`.
 async fn read_table<R: format::Record>(

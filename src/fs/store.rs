@@ -159,6 +159,7 @@ pub struct MemoryStore {
     file_adds: AtomicUsize,
     streamed: AtomicU64,
     served: AtomicU64,
+    fetches: AtomicU64,
 }
 
 impl MemoryStore {
@@ -202,6 +203,11 @@ impl MemoryStore {
     /// Content bytes `read` returned so far (what a node's `cat` would have sent).
     pub fn served_bytes(&self) -> u64 {
         self.served.load(Ordering::SeqCst)
+    }
+    /// How many objects `fetch` returned so far (directory pages, root nodes, manifests):
+    /// what reading the tree cost.
+    pub fn fetches(&self) -> u64 {
+        self.fetches.load(Ordering::SeqCst)
     }
     /// How many file contents were added so far.
     pub fn file_adds(&self) -> usize {
@@ -361,8 +367,11 @@ impl ContentStore for MemoryStore {
 
     async fn fetch(&self, cid: &str) -> Result<Bytes, StoreError> {
         self.check_online()?;
-        self.get(cid)
-            .ok_or_else(|| StoreError::permanent(format!("no such content {cid}")))
+        let bytes = self
+            .get(cid)
+            .ok_or_else(|| StoreError::permanent(format!("no such content {cid}")))?;
+        self.fetches.fetch_add(1, Ordering::SeqCst);
+        Ok(bytes)
     }
 
     async fn read(

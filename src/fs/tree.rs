@@ -312,6 +312,15 @@ impl Tree {
             let Body::Dir(d) = &mut inode.body else {
                 return;
             };
+            if d.entries.is_none() {
+                // Its next commit could not write its pages: every change loads the
+                // directories holding what it changes first (`Fs::ensure_holders_loaded`).
+                tracing::error!(dir = cur, "a directory not loaded was marked as changed");
+            }
+            debug_assert!(
+                d.entries.is_some(),
+                "directory {cur} not loaded was marked as changed"
+            );
             match what {
                 Mark::All => {
                     d.changes.all = true;
@@ -467,6 +476,10 @@ impl Tree {
     /// Drop an inode nothing refers to any more: no name, no open handle, no kernel
     /// reference.
     pub fn forget_if_unused(&mut self, ino: Ino) {
+        if self.named_in_unloaded_dir(ino) {
+            self.forget_found_if_unused(ino);
+            return;
+        }
         let unused = self
             .inodes
             .get(&ino)
@@ -515,6 +528,92 @@ impl Tree {
         }
     }
 
+    /// Whether `ino` has a name in a directory whose entries are not loaded: it was looked
+    /// up alone (`DirBody::found`).
+    pub fn named_in_unloaded_dir(&self, ino: Ino) -> bool {
+        self.inodes.get(&ino).is_some_and(|i| {
+            i.links.iter().any(|(p, _)| {
+                self.inodes
+                    .get(p)
+                    .and_then(|d| d.dir())
+                    .is_some_and(|d| d.entries.is_none())
+            })
+        })
+    }
+
+    /// The inode looked up alone as `dir/name`, if any.
+    pub fn found_child(&self, dir: Ino, name: &[u8]) -> Option<Ino> {
+        let d = self.inodes.get(&dir)?.dir()?;
+        d.found.get(name).copied()
+    }
+
+    /// Make the inode for `dir/name` from its stored entry while `dir` is not loaded, as
+    /// [`Tree::load_dir`] makes one for each entry; it joins `dir`'s `found` and is not
+    /// charged (see `DirBody::found`). A subdirectory is made not loaded, whatever it holds.
+    pub fn add_found(&mut self, dir: Ino, name: &Name, stored: format::Inode) -> FsResult<Ino> {
+        if let Some(ino) = self.found_child(dir, name.as_bytes()) {
+            return Ok(ino);
+        }
+        let token = self.get(dir)?.token;
+        let (_, body) = stored::body_of(stored.kind);
+        let ino = self.alloc(Inode {
+            token,
+            meta: stored::meta_of(&stored.attrs),
+            xattrs: stored::tree_xattrs(stored.xattrs),
+            links: vec![(dir, name.clone())],
+            body,
+            open_handles: 0,
+            group: None,
+        });
+        match self.get_mut(dir)?.dir_mut() {
+            Some(d) if d.entries.is_none() => {
+                d.found.insert(name.clone(), ino);
+                self.residency.holds_found(dir, true);
+                Ok(ino)
+            }
+            _ => {
+                self.inodes.remove(&ino);
+                Err(FsError::Journal(
+                    "looked up alone in a loaded directory".into(),
+                ))
+            }
+        }
+    }
+
+    /// Drop an inode looked up alone once nothing refers to it (no kernel reference, no
+    /// open handle, nothing looked up alone inside it): from the tree and from its
+    /// directory's `found`, then its directory too if that was looked up alone and is now
+    /// unused. Nothing is unpinned or uncharged: what it stores is still in the committed
+    /// tree, and counted in the figure of what is not loaded.
+    fn forget_found_if_unused(&mut self, ino: Ino) {
+        let Some(inode) = self.inodes.get(&ino) else {
+            return;
+        };
+        let holds_found = inode.dir().is_some_and(|d| !d.found.is_empty());
+        if inode.open_handles > 0 || self.lookups.contains_key(&ino) || holds_found {
+            return;
+        }
+        let Some(inode) = self.inodes.remove(&ino) else {
+            return;
+        };
+        self.tracked.touched.insert(ino);
+        self.residency.remove(ino);
+        for (dir, name) in &inode.links {
+            if let Some(d) = self.inodes.get_mut(dir).and_then(|i| i.dir_mut())
+                && d.found.get(name.as_bytes()) == Some(&ino)
+            {
+                d.found.remove(name.as_bytes());
+                let held = !d.found.is_empty();
+                self.residency.holds_found(*dir, held);
+            }
+        }
+        if let Some((dir, _)) = inode.links.first()
+            && self.named_in_unloaded_dir(*dir)
+        {
+            self.forget_found_if_unused(*dir);
+        }
+    }
+
     /// A linked file's size changed: keep the token's usage in step.
     pub fn size_changed(&mut self, ino: Ino, old: u64, new: u64) {
         if old != new {
@@ -529,6 +628,10 @@ impl Tree {
     fn desired_charge(&self, ino: Ino) -> Option<Charge> {
         let inode = self.inodes.get(&ino)?;
         if inode.links.is_empty() && !self.is_token_root(ino) {
+            return None;
+        }
+        if self.named_in_unloaded_dir(ino) {
+            // Looked up alone: what it stores is still in the figure of what is not loaded.
             return None;
         }
         match &inode.body {
@@ -791,6 +894,8 @@ impl Tree {
         d.top = Some(read.objects.top.clone());
         d.objects = Some(read.objects.objects.clone());
         d.table = read.objects.table.clone();
+        // Names looked up alone keep their inodes: the kernel holds those numbers.
+        let mut found = std::mem::take(&mut d.found);
         if is_token_root && let Some(root) = read.root {
             inode.meta = stored::meta_of(&root.attrs);
             inode.xattrs = stored::tree_xattrs(root.xattrs);
@@ -841,15 +946,29 @@ impl Tree {
                 }
                 format::EntryKind::Unknown(_) => continue,
             };
-            let (kind, mut body) = stored::body_of(i.kind);
-            if let Body::Dir(d) = &mut body
-                && let Some((empty, size)) = &read.empty_dir
-                && d.top.as_ref() == Some(empty)
+            if let Some(ino) = found.remove(&name)
+                && let Some(inode) = self.inodes.get_mut(&ino)
             {
-                // An empty directory is known whole without reading it.
-                d.entries = Some(Entries::default());
-                d.top = Some(empty.clone());
-                d.objects = Some(vec![(empty.clone(), *size)].into());
+                self.tracked.touched.insert(ino);
+                let kind = inode.kind();
+                if let Body::Dir(d) = &mut inode.body
+                    && d.found.is_empty()
+                {
+                    known_empty(d, &read.empty_dir);
+                }
+                if matches!(&inode.body, Body::Dir(d) if d.entries.is_none()) {
+                    new_unloaded += 1;
+                }
+                if kind == Kind::Dir {
+                    entries.subdirs += 1;
+                }
+                entries.insert(&name, ino);
+                loaded.push(ino);
+                continue;
+            }
+            let (kind, mut body) = stored::body_of(i.kind);
+            if let Body::Dir(d) = &mut body {
+                known_empty(d, &read.empty_dir);
             }
             let unloaded = matches!(&body, Body::Dir(d) if d.entries.is_none());
             let ino = self.alloc(Inode {
@@ -873,6 +992,8 @@ impl Tree {
         if let Some(d) = self.get_mut(dir)?.dir_mut() {
             d.entries = Some(entries);
         }
+        self.residency.holds_found(dir, false);
+        self.drop_stale_found(found);
         self.residency.touch(dir);
         if let Some(t) = token.and_then(|t| self.tokens.get_mut(&t)) {
             t.unloaded_dirs = (t.unloaded_dirs + new_unloaded).saturating_sub(1);
@@ -899,6 +1020,29 @@ impl Tree {
             self.recharge(ino, true);
         }
         Ok(incomplete)
+    }
+
+    /// Inodes looked up alone under names the directory's stored entries, read whole, do
+    /// not hold (as found, or as entries of their own): only if its stored table changed
+    /// meanwhile, which what changes a directory prevents by loading it first. They lose
+    /// their name, as a file unlinked by someone else would, and go once unused.
+    fn drop_stale_found(&mut self, found: BTreeMap<Name, Ino>) {
+        for (name, ino) in found {
+            tracing::warn!(ino, name = %name, "a name looked up alone is gone from its directory");
+            let Some(i) = self.inodes.get_mut(&ino) else {
+                continue;
+            };
+            i.links.clear();
+            // Counted as not loaded from now on, as every directory inode outside `found`.
+            if let Body::Dir(d) = &i.body
+                && d.entries.is_none()
+                && let Some(t) = i.token.and_then(|t| self.tokens.get_mut(&t))
+            {
+                t.unloaded_dirs += 1;
+            }
+            self.tracked.touched.insert(ino);
+            self.forget_if_unused(ino);
+        }
     }
 
     /// A loaded name of link group `id`: the group's inode, made at its first name.
@@ -940,6 +1084,18 @@ impl Tree {
             slot.ino = Some(ino);
         }
         Ok(Some(ino))
+    }
+}
+
+/// A subdirectory stored as the empty directory's page is known whole without reading
+/// it (so usage counts that page once, docs/FORMAT.md §7).
+fn known_empty(d: &mut DirBody, empty_dir: &Option<(String, u64)>) {
+    if let Some((empty, size)) = empty_dir
+        && d.entries.is_none()
+        && d.top.as_ref() == Some(empty)
+    {
+        d.entries = Some(Entries::default());
+        d.objects = Some(vec![(empty.clone(), *size)].into());
     }
 }
 

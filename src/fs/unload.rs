@@ -18,7 +18,7 @@
 //! What the dropped entries stored moves back into the token's "not loaded" committed
 //! usage figure (see `ledger`), so usage does not change.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Instant;
 
 use super::Fs;
@@ -53,6 +53,9 @@ pub struct Residency {
     order: BTreeMap<u64, Ino>,
     /// Directories whose entries the kernel was asked to forget, and when.
     asked: HashMap<Ino, Instant>,
+    /// Directories not loaded holding names looked up alone (`DirBody::found`): those
+    /// inodes leave memory only when the kernel forgets them.
+    found_in: HashSet<Ino>,
 }
 
 impl Residency {
@@ -69,6 +72,16 @@ impl Residency {
             self.order.remove(&t);
         }
         self.asked.remove(&dir);
+        self.found_in.remove(&dir);
+    }
+
+    /// `dir`, not loaded, holds names looked up alone (`held`) or no longer does.
+    pub fn holds_found(&mut self, dir: Ino, held: bool) {
+        if held {
+            self.found_in.insert(dir);
+        } else {
+            self.found_in.remove(&dir);
+        }
     }
 
     /// Up to `n` directories, least recently used first, not among the most recent (all of
@@ -254,7 +267,41 @@ impl Tree {
             // In use: looked at again after the others.
             self.residency.touch(dir);
         }
+        if ask_kernel && to_ask > 0 && self.inodes.len() > target {
+            self.ask_to_forget_found(to_ask, &mut done);
+        }
         done
+    }
+
+    /// Lists in [`Trimmed::forget`] up to `to_ask` names looked up alone that the kernel
+    /// holds (each directory at most every [`FORGET_WAIT`]): nothing else holds them, so
+    /// once the kernel forgets them they leave memory (`Tree::forget`).
+    fn ask_to_forget_found(&mut self, mut to_ask: usize, done: &mut Trimmed) {
+        let dirs: Vec<Ino> = self.residency.found_in.iter().copied().collect();
+        for dir in dirs {
+            if to_ask == 0 {
+                break;
+            }
+            let asked = self.residency.asked.get(&dir);
+            if asked.is_some_and(|at| at.elapsed() < FORGET_WAIT) {
+                continue;
+            }
+            let Some(Body::Dir(d)) = self.inodes.get(&dir).map(|i| &i.body) else {
+                self.residency.found_in.remove(&dir);
+                continue;
+            };
+            let names: Vec<Vec<u8>> = d
+                .found
+                .iter()
+                .filter(|(_, ino)| self.is_remembered(**ino))
+                .map(|(name, _)| name.as_bytes().to_vec())
+                .take(to_ask)
+                .collect();
+            to_ask -= names.len();
+            done.forget
+                .extend(names.into_iter().map(|name| (dir, name)));
+            self.residency.asked.insert(dir, Instant::now());
+        }
     }
 
     /// How many entries `dir` has loaded.
@@ -372,10 +419,12 @@ impl Tree {
                         .token
                         .and_then(|t| self.tokens.get(&t))
                         .is_some_and(|t| t.dirty_dirs.contains(&ino));
-                // Not loaded, or loaded and empty (known whole at its parent's load).
+                // Not loaded (nor anything looked up alone in it: those inodes would be
+                // left without their directory), or loaded and empty (known whole at its
+                // parent's load).
                 clean
                     && match &d.entries {
-                        None => true,
+                        None => d.found.is_empty(),
                         Some(e) => e.is_empty() && d.objects.is_some(),
                     }
             }

@@ -48,7 +48,7 @@ impl Fs {
         if value.len() > VALUE_MAX {
             return Err(FsError::TooBig);
         }
-        self.ensure_root_loaded(ino).await?;
+        self.ensure_holders_loaded(ino).await?;
         let mut guard = self.tree();
         let tree = &mut *guard;
         let token = tree.token_of(ino)?;
@@ -79,7 +79,7 @@ impl Fs {
                 "user.pxfs.* attributes are read-only",
             ));
         }
-        self.ensure_root_loaded(ino).await?;
+        self.ensure_holders_loaded(ino).await?;
         let mut guard = self.tree();
         let tree = &mut *guard;
         let token = tree.token_of(ino)?;

@@ -539,11 +539,33 @@ impl Mount {
             let Body::Dir(entries) = &m.node(id).body else {
                 continue;
             };
+            // Each name looked up first, as a path walk does: in a directory not loaded
+            // yet, alone (issue #14); the listing that loads it must keep those numbers.
+            let mut looked: HashMap<&str, Ino> = HashMap::new();
+            for name in entries.keys() {
+                let a = self
+                    .fs
+                    .lookup(ino, name)
+                    .await
+                    .map_err(|e| format!("{path}{name}: lookup before listing: {e}"))?;
+                looked.insert(name, a.ino);
+            }
             let listed = self
                 .fs
                 .readdir(ino, 0)
                 .await
                 .map_err(|e| format!("{path}: readdir: {e}"))?;
+            for e in &listed {
+                let name = String::from_utf8_lossy(&e.name);
+                if let Some(want) = looked.get(name.as_ref())
+                    && *want != e.ino
+                {
+                    return Err(format!(
+                        "{path}{name}: looked up as inode {want}, listed as {}",
+                        e.ino
+                    ));
+                }
+            }
             let mut names: Vec<String> = listed
                 .iter()
                 .map(|e| String::from_utf8_lossy(&e.name).into_owned())
@@ -778,6 +800,12 @@ pub async fn run_script_sealed(ops: &[Op], sealed: bool) -> Result<(), String> {
         }
         if let Err(e) = mount.compare(&model).await {
             return Err(format!("after step {i} `{op:?}`: {e}"));
+        }
+        if matches!(op, Op::Crash | Op::Remount | Op::Unload) && !mount.store.is_offline() {
+            // The comparison loaded every directory: unload them again, so the next steps
+            // run as on a fresh cache (names looked up alone, changes loading their
+            // directories first).
+            mount.fs.forget_all_and_unload();
         }
     }
     mount.store.set_offline(false);
