@@ -64,7 +64,9 @@ cleanup() {
     [[ -n $sampler_pid ]] && kill "$sampler_pid" 2>/dev/null
     if ((rc != 0)); then
         log "failed (exit $rc); last lines of the logs:"
-        tail -n 20 "$work/devnet.log" "$work/mount.log" 2>/dev/null >&2
+        tail -n 20 "$work/devnet.log" "$work/mount.log" >&2
+        # The work dir goes (the node's repo is tens of GB at the largest sizes); its logs stay.
+        mkdir -p "$work.logs" && cp "$work"/*.log "$work.logs/" && log "logs kept in $work.logs"
     fi
     unmount_px
     if [[ -n $devnet_pid ]] && kill -0 "$devnet_pid" 2>/dev/null; then

@@ -83,6 +83,24 @@ impl Mount {
             .unwrap()
     }
 
+    /// Directory `name` of the sNFT root holding `n` symlinks `n-00000`… (to "t"): a page
+    /// table several levels deep.
+    async fn big_dir(&self, name: &str, n: usize) -> Ino {
+        let big = self
+            .fs
+            .mkdir(ROOT_INO, name, 0o755, 0, 0)
+            .await
+            .unwrap()
+            .ino;
+        for i in 0..n {
+            self.fs
+                .symlink(big, format!("n-{i:05}"), "t", 0, 0)
+                .await
+                .unwrap();
+        }
+        big
+    }
+
     async fn write_file(&self, dir: Ino, name: &str, data: &[u8]) -> Ino {
         let (attr, fh) = self.fs.create(dir, name, 0o644, RW, 0, 0).await.unwrap();
         assert_eq!(
@@ -2559,12 +2577,7 @@ async fn looking_up_one_name_in_a_large_directory_fetches_only_the_pages_on_its_
 #[tokio::test]
 async fn a_write_to_a_name_looked_up_alone_loads_its_directories_and_commits() {
     let m = mount(u64::MAX).await;
-    let big = m.fs.mkdir(ROOT_INO, "big", 0o755, 0, 0).await.unwrap().ino;
-    for i in 0..3000 {
-        m.fs.symlink(big, format!("n-{i:05}"), "t", 0, 0)
-            .await
-            .unwrap();
-    }
+    let big = m.big_dir("big", 3000).await;
     let sub = m.fs.mkdir(big, "sub", 0o750, 0, 0).await.unwrap().ino;
     for i in 0..3000 {
         m.fs.symlink(sub, format!("s-{i:05}"), "t", 0, 0)
@@ -2663,12 +2676,7 @@ async fn a_name_looked_up_alone_in_an_encrypted_tree_reads_back() {
 #[tokio::test]
 async fn following_another_machine_into_a_directory_with_names_looked_up_alone() {
     let a = mount(u64::MAX).await;
-    let big = a.fs.mkdir(ROOT_INO, "big", 0o755, 0, 0).await.unwrap().ino;
-    for i in 0..3000 {
-        a.fs.symlink(big, format!("n-{i:05}"), "t", 0, 0)
-            .await
-            .unwrap();
-    }
+    let big = a.big_dir("big", 3000).await;
     let f = a.write_file(big, "f", b"first").await;
     a.fs.flush_all().await.unwrap();
 
@@ -2707,12 +2715,7 @@ async fn following_another_machine_into_a_directory_with_names_looked_up_alone()
 #[tokio::test]
 async fn over_the_inode_limit_the_kernel_is_asked_to_forget_names_looked_up_alone() {
     let m = mount(u64::MAX).await;
-    let big = m.fs.mkdir(ROOT_INO, "big", 0o755, 0, 0).await.unwrap().ino;
-    for i in 0..3000 {
-        m.fs.symlink(big, format!("n-{i:05}"), "t", 0, 0)
-            .await
-            .unwrap();
-    }
+    m.big_dir("big", 3000).await;
     m.fs.flush_all().await.unwrap();
     m.fs.abort();
 

@@ -136,6 +136,13 @@ fn a_model_script_with_every_kind_of_step_passes() {
     ]);
 }
 
+fn mkdir(path: &str, mode: u32) -> Op {
+    Op::Mkdir {
+        path: p(path),
+        mode,
+    }
+}
+
 fn write(path: &str, len: usize, byte: u8) -> Vec<Op> {
     vec![
         Op::Create {
@@ -207,16 +214,7 @@ fn unloaded_directories_read_again_keep_their_tree_and_usage() {
 /// what the model says, across commits and a remount.
 #[test]
 fn changes_to_names_looked_up_alone_load_their_directories_first() {
-    let mut ops = vec![
-        Op::Mkdir {
-            path: p("a"),
-            mode: 0o755,
-        },
-        Op::Mkdir {
-            path: p("a/b"),
-            mode: 0o750,
-        },
-    ];
+    let mut ops = vec![mkdir("a", 0o755), mkdir("a/b", 0o750)];
     ops.extend(write("a/b/a", 20, 1));
     ops.extend(write("a/b/b", 9, 2));
     ops.extend(write("a/a", 5, 3));

@@ -3,9 +3,9 @@
 
 use std::collections::BTreeMap;
 
-use super::inode::{Body, DirBody, FileBody, Inode, Kind, Meta, Special};
+use super::inode::{Body, DirBody, FileBody, Ino, Inode, Kind, Meta, Special, TokenId};
 use super::store::Blob;
-use crate::format::{self, Content, Entry, EntryKind, InodeKind};
+use crate::format::{self, Content, Entry, EntryKind, InodeKind, Name};
 
 /// A file version of no bytes: v2 stores no content object for it (§4.1).
 pub const EMPTY_CONTENT: &str = "";
@@ -98,6 +98,27 @@ pub fn inode_of(inode: &Inode, dir_top: Option<&str>) -> Option<format::Inode> {
 }
 
 /// The kind and body of an inode loaded from a stored entry (a directory not loaded yet).
+/// The inode a stored entry `stored` becomes when read as `dir/name` (of link group
+/// `group`, if any), with its kind.
+pub fn inode_read(
+    token: Option<TokenId>,
+    stored: format::Inode,
+    (dir, name): (Ino, Name),
+    group: Option<u64>,
+) -> (Kind, Inode) {
+    let (kind, body) = body_of(stored.kind);
+    let inode = Inode {
+        token,
+        meta: meta_of(&stored.attrs),
+        xattrs: tree_xattrs(stored.xattrs),
+        links: vec![(dir, name)],
+        body,
+        open_handles: 0,
+        group,
+    };
+    (kind, inode)
+}
+
 pub fn body_of(kind: InodeKind) -> (Kind, Body) {
     match kind {
         InodeKind::File { size, content } => (

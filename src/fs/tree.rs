@@ -555,16 +555,8 @@ impl Tree {
             return Ok(ino);
         }
         let token = self.get(dir)?.token;
-        let (_, body) = stored::body_of(stored.kind);
-        let ino = self.alloc(Inode {
-            token,
-            meta: stored::meta_of(&stored.attrs),
-            xattrs: stored::tree_xattrs(stored.xattrs),
-            links: vec![(dir, name.clone())],
-            body,
-            open_handles: 0,
-            group: None,
-        });
+        let (_, inode) = stored::inode_read(token, stored, (dir, name.clone()), None);
+        let ino = self.alloc(inode);
         match self.get_mut(dir)?.dir_mut() {
             Some(d) if d.entries.is_none() => {
                 d.found.insert(name.clone(), ino);
@@ -966,20 +958,12 @@ impl Tree {
                 loaded.push(ino);
                 continue;
             }
-            let (kind, mut body) = stored::body_of(i.kind);
-            if let Body::Dir(d) = &mut body {
+            let (kind, mut inode) = stored::inode_read(token, i, (dir, name.clone()), None);
+            if let Body::Dir(d) = &mut inode.body {
                 known_empty(d, &read.empty_dir);
             }
-            let unloaded = matches!(&body, Body::Dir(d) if d.entries.is_none());
-            let ino = self.alloc(Inode {
-                token,
-                meta: stored::meta_of(&i.attrs),
-                xattrs: stored::tree_xattrs(i.xattrs),
-                links: vec![(dir, name.clone())],
-                body,
-                open_handles: 0,
-                group: None,
-            });
+            let unloaded = matches!(&inode.body, Body::Dir(d) if d.entries.is_none());
+            let ino = self.alloc(inode);
             if kind == Kind::Dir {
                 entries.subdirs += 1;
             }
@@ -1066,17 +1050,9 @@ impl Tree {
             inode.links.push((dir, name.clone()));
             return Ok(Some(ino));
         }
-        let stored = slot.inode.clone();
-        let (_, body) = stored::body_of(stored.kind);
-        let ino = self.alloc(Inode {
-            token,
-            meta: stored::meta_of(&stored.attrs),
-            xattrs: stored::tree_xattrs(stored.xattrs),
-            links: vec![(dir, name.clone())],
-            body,
-            open_handles: 0,
-            group: Some(id),
-        });
+        let (_, inode) =
+            stored::inode_read(token, slot.inode.clone(), (dir, name.clone()), Some(id));
+        let ino = self.alloc(inode);
         if let Some(slot) = token
             .and_then(|t| self.tokens.get_mut(&t))
             .and_then(|t| t.groups.get_mut(&id))
