@@ -42,7 +42,14 @@ fn init_logging(cli: &pxfs::cli::Cli) {
     let daemon = matches!(&cli.command, pxfs::cli::Command::Mount(_));
     let background = matches!(&cli.command, pxfs::cli::Command::Mount(m) if !m.foreground);
     // The daemon's own life (mounted, outages and recoveries) is worth the log by default.
-    let default = if daemon { "warn,pxfs=info" } else { "warn" };
+    // fuser's session warns on every external unmount (`fusermount3 -u`, `umount`): it
+    // unmounts again when it ends, and the kernel answers EINVAL; the daemon reports a
+    // failed unmount of its own itself.
+    let default = if daemon {
+        "warn,pxfs=info,fuser::session=error"
+    } else {
+        "warn"
+    };
     let filter = EnvFilter::try_from_env("PXFS_LOG")
         .or_else(|_| EnvFilter::try_from_default_env())
         .unwrap_or_else(|_| EnvFilter::new(default));
