@@ -97,7 +97,6 @@ pub fn inode_of(inode: &Inode, dir_top: Option<&str>) -> Option<format::Inode> {
     })
 }
 
-/// The kind and body of an inode loaded from a stored entry (a directory not loaded yet).
 /// The inode a stored entry `stored` becomes when read as `dir/name` (of link group
 /// `group`, if any), with its kind.
 pub fn inode_read(
@@ -119,6 +118,7 @@ pub fn inode_read(
     (kind, inode)
 }
 
+/// The kind and body of an inode loaded from a stored entry (a directory not loaded yet).
 pub fn body_of(kind: InodeKind) -> (Kind, Body) {
     match kind {
         InodeKind::File { size, content } => (
