@@ -36,11 +36,13 @@
 # mount's chunk cache; without root only the chunk cache is dropped, which the report says.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-# `bash scripts/bench.sh scale` / `dirs`: the scale parts (issues #13, #14), in their own script.
+# `bash scripts/bench.sh scale` / `dirs`: the scale parts (issues #13, #14), in their own script;
+# `installed`: the pxfs on PATH against target/release/pxfs (issue #43).
 case "${1:-}" in
     scale | dirs) exec bash scripts/bench_scale.sh "$1" ;;
+    installed) exec bash scripts/bench_installed.sh ;;
     "") ;;
-    *) echo "bench: unknown part ${1} (scale, dirs, or nothing for the I/O benchmark)" >&2; exit 2 ;;
+    *) echo "bench: unknown part ${1} (scale, dirs, installed, or nothing for the I/O benchmark)" >&2; exit 2 ;;
 esac
 
 repeat=${BENCH_REPEAT:-3}

@@ -19,7 +19,11 @@ echo "== cargo test"
 # Tests that mount or start anvil/node each use their own ports and directories;
 # two at a time keeps a 2-core machine responsive.
 set +e
-RUST_TEST_THREADS="${RUST_TEST_THREADS:-2}" cargo test --locked --no-fail-fast 2>&1 | tee /tmp/pxfs-test.log
+# The release profile, like the binary setup.sh built: the dependencies are compiled once
+# for both, and the mount tests run the optimized daemon users get. The quick inner loop
+# while working is the dev profile: `cargo test --lib`, `cargo test --test fs_core`.
+# PXFS_CHECK_INVARIANTS: the core checks itself as debug builds do (src/fs/invariants.rs).
+PXFS_CHECK_INVARIANTS=1 RUST_TEST_THREADS="${RUST_TEST_THREADS:-2}" cargo test --release --locked --no-fail-fast 2>&1 | tee /tmp/pxfs-test.log
 status=${PIPESTATUS[0]}
 set -e
 exit "$status"

@@ -4,6 +4,7 @@
 //! {`storage`, `chain`}. Only `storage` speaks HTTP to the node, only `chain` uses alloy,
 //! and `fs` never imports `fuser`.
 
+pub mod build_info;
 pub mod cache;
 pub mod chain;
 pub mod cli;
@@ -16,5 +17,6 @@ pub mod fuse;
 pub mod keys;
 pub mod node;
 pub mod oracle;
+pub mod output;
 pub mod storage;
 pub mod usage;

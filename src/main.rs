@@ -13,11 +13,11 @@ fn main() -> std::process::ExitCode {
         None => pxfs::cli::Cli::parse_from(argv),
         Some(Ok(Invocation::Mount(args))) => pxfs::cli::Cli::parse_from(args),
         Some(Ok(Invocation::Fake(args))) => {
-            eprintln!("pxfs: -f given, not mounting: {args:?}");
+            pxfs::say_err!("pxfs: -f given, not mounting: {args:?}");
             return std::process::ExitCode::SUCCESS;
         }
         Some(Err(e)) => {
-            eprintln!("pxfs: {e}");
+            pxfs::say_err!("pxfs: {e}");
             // mount(8)'s exit status for a usage error.
             return std::process::ExitCode::from(1);
         }
@@ -27,7 +27,7 @@ fn main() -> std::process::ExitCode {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             // One sentence for the user; the chain of causes only where it adds something.
-            eprintln!("pxfs: {e:#}");
+            pxfs::say_err!("pxfs: {e:#}");
             std::process::ExitCode::FAILURE
         }
     }
@@ -53,9 +53,12 @@ fn init_logging(cli: &pxfs::cli::Cli) {
     let filter = EnvFilter::try_from_env("PXFS_LOG")
         .or_else(|_| EnvFilter::try_from_default_env())
         .unwrap_or_else(|_| EnvFilter::new(default));
+    // A log line that cannot be written (a full disk, a closed pipe) is dropped and counted,
+    // never a panic: tracing's own report of it would be an `eprintln!` (src/output.rs).
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(pxfs::output::LogWriter)
+        .log_internal_errors(false)
         .with_ansi(std::io::stderr().is_terminal() && !background);
     if std::env::var_os("JOURNAL_STREAM").is_some() {
         builder.without_time().init();

@@ -290,3 +290,100 @@ fn a_second_ctrl_c_stops_waiting_for_a_frozen_node_at_once() {
     assert_not_a_dead_mount(mnt.path());
     assert_no_children_left(children);
 }
+
+/// `pxfs devnet up 2>&1 | tee log`, then Ctrl-C: the terminal's SIGINT ends `tee` first, so
+/// every later message of the devnet goes to a pipe nobody reads. The devnet still drains
+/// the mount and exits 0, and the next start has nothing to replay.
+#[test]
+fn ctrl_c_with_the_output_pipe_gone_still_drains_and_exits_zero() {
+    use std::io::{BufRead, BufReader};
+    use std::os::fd::{FromRawFd, OwnedFd};
+    use std::os::unix::process::CommandExt;
+
+    let mnt = tempdir("pxfs-devnet-mnt-");
+    let mp = mnt.path().to_str().unwrap().to_string();
+    let dir = tempdir("pxfs-devnet-");
+    let mut fds = [0; 2];
+    // SAFETY: pipe(2) fills the array with two new descriptors that nobody else owns.
+    assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+    let (read_end, write_end) =
+        unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    let mut child = std::process::Command::new(support::PXFS)
+        .args(["devnet", "up", "--dir"])
+        .arg(dir.path())
+        .args(["--mount", &mp])
+        .stdin(std::process::Stdio::null())
+        .stdout(write_end.try_clone().unwrap())
+        .stderr(write_end)
+        .process_group(0)
+        .spawn()
+        .unwrap();
+    // `tee`: reads until the devnet is ready, then goes away.
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut lines = BufReader::new(std::fs::File::from(read_end)).lines();
+        let ready = lines.any(|l| l.is_ok_and(|l| l.trim() == "devnet ready"));
+        let _ = tx.send(ready);
+        // The reader (and with it the pipe's only read end) is dropped here.
+    });
+    let ready = rx.recv_timeout(Duration::from_secs(300));
+    if ready != Ok(true) {
+        let _ = child.kill();
+        panic!("the devnet was not ready: {ready:?}");
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    let token = std::fs::read_dir(mnt.path())
+        .unwrap()
+        .next()
+        .expect("one sNFT directory")
+        .unwrap()
+        .path();
+    // Not fsynced: only the stop's drain uploads and commits it.
+    let data: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+    std::fs::write(token.join("while-tee-runs"), &data).unwrap();
+
+    // SAFETY: SIGINT to the devnet's process group, as a terminal's Ctrl-C.
+    unsafe { libc::kill(-(child.id() as i32), libc::SIGINT) };
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("the devnet did not stop within 120 s of Ctrl-C");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(
+        status.success(),
+        "exit status {status} with its output pipe gone (101 is a panic)"
+    );
+    assert_not_a_dead_mount(mnt.path());
+
+    // The next start replays nothing (the stop committed everything) and shows the file.
+    let log = dir.path().join("mount.log");
+    let before = std::fs::read_to_string(&log).unwrap_or_default().len();
+    let mut again = TestDevnet::start_in(dir, &["--mount", &mp], true);
+    let name = token.file_name().unwrap();
+    assert_eq!(
+        std::fs::read(mnt.path().join(name).join("while-tee-runs")).unwrap(),
+        data
+    );
+    let text = std::fs::read_to_string(again.dir.path().join("mount.log")).unwrap();
+    let mounted: Vec<&str> = text[before..]
+        .lines()
+        .filter(|l| l.contains("sNFT mounted"))
+        .collect();
+    assert!(
+        !mounted.is_empty() && mounted.iter().all(|l| l.contains("replayed=0")),
+        "the next start replayed the journal: {mounted:?}"
+    );
+    let status = again.interrupt_group(Duration::from_secs(120));
+    assert!(
+        status.success(),
+        "exit status {status}:\n{}",
+        again.stderr()
+    );
+    assert_not_a_dead_mount(mnt.path());
+}

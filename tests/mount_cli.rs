@@ -107,6 +107,28 @@ impl Drop for Unmount {
     }
 }
 
+/// `pxfs --version` names the kind of build it is, and the daemon of an unoptimized build
+/// warns about it once at start, on the terminal and in its log; an optimized one does not.
+fn assert_build_warning_follows_the_version(mount_stderr: &str, log: &Path) {
+    let version = run(pxfs().arg("--version"));
+    let optimized = version.contains("(optimized build: opt-level");
+    assert!(
+        optimized || version.contains("(unoptimized build: opt-level 0"),
+        "pxfs --version: {version}"
+    );
+    let log = std::fs::read_to_string(log).unwrap();
+    for (place, text) in [
+        ("the mount's stderr", mount_stderr),
+        ("the daemon's log", &log),
+    ] {
+        assert_eq!(
+            text.matches("is an unoptimized build").count(),
+            usize::from(!optimized),
+            "{place} for {version}: {text}"
+        );
+    }
+}
+
 #[test]
 fn mount_write_unmount_remount_with_quota_and_overdue() {
     // SAFETY: geteuid has no preconditions.
@@ -157,11 +179,20 @@ fn mount_write_unmount_remount_with_quota_and_overdue() {
     let mnt = tmp.path().join("mnt");
     std::fs::create_dir(&mnt).unwrap();
     let _guard = Unmount(mnt.clone());
-    run(pxfs().arg("mount").arg(&mnt).arg("--config").arg(&config));
+    let mounted = pxfs()
+        .arg("mount")
+        .arg(&mnt)
+        .arg("--config")
+        .arg(&config)
+        .output()
+        .unwrap();
+    let mount_stderr = String::from_utf8_lossy(&mounted.stderr).into_owned();
+    assert!(mounted.status.success(), "pxfs mount: {mount_stderr}");
     assert!(
         is_mounted(&mnt),
         "mount returned before the mount was usable"
     );
+    assert_build_warning_follows_the_version(&mount_stderr, &tmp.path().join("cache/mount.log"));
     let tokens: Vec<String> = std::fs::read_dir(&mnt)
         .unwrap()
         .map(|e| e.unwrap().file_name().into_string().unwrap())

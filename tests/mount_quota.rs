@@ -70,7 +70,11 @@ fn filling_to_exactly_the_quota_works_and_one_byte_more_fails_with_edquot() {
         errno_of(std::fs::write(token.join("another"), b"x")),
         Some(libc::EDQUOT),
     );
-    assert_eq!(errno_of(f.set_len(quota + 1)), Some(libc::EDQUOT));
+    // A length that fits the quota but not the room left: EDQUOT; one no quota of this
+    // sNFT could ever hold: EFBIG, as POSIX says for a length past the largest file size.
+    assert_eq!(errno_of(f.set_len(content + 1)), Some(libc::EDQUOT));
+    assert_eq!(errno_of(f.set_len(quota + 1)), Some(libc::EFBIG));
+    assert_eq!(errno_of(f.set_len(999_999_999_999_999)), Some(libc::EFBIG));
     drop(f);
     assert_eq!(
         std::fs::metadata(token.join("fill")).unwrap().len(),
@@ -112,6 +116,66 @@ fn filling_to_exactly_the_quota_works_and_one_byte_more_fails_with_edquot() {
         used.abs_diff(usage) < st.f_frsize,
         "df used {used} vs usage {usage}"
     );
+}
+
+/// Near the quota a write that does not fit whole writes what fits and returns the short
+/// count, as a local filesystem does; the next write gets EDQUOT. A copy in 8 MiB writes
+/// fills the sNFT to within 16 KiB of its quota.
+#[test]
+fn a_write_past_the_quota_is_cut_short_and_the_next_one_fails_with_edquot() {
+    let quota: u64 = 20 << 20;
+    let devnet = TestDevnet::start(&["--quota", &quota.to_string()]);
+    let mount = TestMount::mount(&devnet.config(), &[]);
+    let token = mount.token(devnet.token());
+    let path = token.join("fill");
+    let f = std::fs::File::create(&path).unwrap();
+    let block = vec![5u8; 8 << 20];
+    let mut offset = 0u64;
+    let mut writes = Vec::new();
+    let refused = loop {
+        // SAFETY: a valid descriptor and a buffer of the given length.
+        let n = unsafe {
+            libc::pwrite(
+                std::os::fd::AsRawFd::as_raw_fd(&f),
+                block.as_ptr().cast(),
+                block.len(),
+                offset as libc::off_t,
+            )
+        };
+        if n < 0 {
+            break std::io::Error::last_os_error();
+        }
+        writes.push(n);
+        offset += n as u64;
+        assert!(
+            writes.len() < 10,
+            "the quota never stopped the writes: {writes:?}"
+        );
+    };
+    assert_eq!(
+        refused.raw_os_error(),
+        Some(libc::EDQUOT),
+        "after {writes:?}"
+    );
+    let (last, full) = writes.split_last().unwrap();
+    assert!(
+        full.iter().all(|n| *n as usize == block.len()) && (*last as usize) < block.len(),
+        "whole writes, then one short write: {writes:?}"
+    );
+    let usage = xattr_u64(&token, "user.pxfs.usage");
+    assert!(
+        usage <= quota && quota - usage < 16 << 10,
+        "filled to {usage} of {quota}"
+    );
+    f.sync_all().unwrap();
+    drop(f);
+    assert_eq!(std::fs::metadata(&path).unwrap().len(), offset);
+    // What was written is what reads back, also after a remount.
+    drop(mount);
+    let mount = TestMount::mount(&devnet.config(), &[]);
+    let back = std::fs::read(mount.token(devnet.token()).join("fill")).unwrap();
+    assert_eq!(back.len() as u64, offset);
+    assert!(back.iter().all(|b| *b == 5));
 }
 
 #[test]

@@ -93,3 +93,90 @@ fn mount_unit_waits_for_readiness_and_keeps_fuse_working() {
             .any(|l| l.starts_with("CapabilityBoundingSet=") && l.contains("CAP_SYS_ADMIN"))
     );
 }
+
+/// Runs scripts/install.sh into a staging root (DESTDIR) with the binary under test.
+fn install_into(root: &Path, prefix: &str) -> std::process::Output {
+    Command::new("bash")
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/install.sh"))
+        .arg("--no-build")
+        .env("DESTDIR", root)
+        .env("PREFIX", prefix)
+        .env("PXFS_BINARY", env!("CARGO_BIN_EXE_pxfs"))
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn install_puts_the_optimized_binary_and_units_in_place_and_an_upgrade_keeps_config_and_cache() {
+    let root = tempfile::tempdir().unwrap();
+    let root = root.path();
+    let version = Command::new(env!("CARGO_BIN_EXE_pxfs"))
+        .arg("--version")
+        .output()
+        .unwrap();
+    let version = String::from_utf8_lossy(&version.stdout).into_owned();
+    let out = install_into(root, "/usr/local");
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    if !version.contains("(optimized build") {
+        // The dev profile's binary (the quick inner loop): refused, nothing installed.
+        assert!(
+            !out.status.success(),
+            "an unoptimized build was installed: {said}"
+        );
+        assert!(said.contains("not an optimized build"), "{said}");
+        assert!(!root.join("usr/local/bin/pxfs").exists());
+        return;
+    }
+    assert!(out.status.success(), "install.sh: {said}");
+    let installed = root.join("usr/local/bin/pxfs");
+    assert_eq!(
+        std::fs::read(&installed).unwrap(),
+        std::fs::read(env!("CARGO_BIN_EXE_pxfs")).unwrap(),
+        "the installed binary is a copy of the one built"
+    );
+    assert_eq!(
+        std::fs::read_link(root.join("sbin/mount.pxfs")).unwrap(),
+        Path::new("/usr/local/bin/pxfs")
+    );
+    for unit in ["pxfs-node.service", "pxfs-oracle.service", "pxfs@.service"] {
+        let text = std::fs::read_to_string(root.join("etc/systemd/system").join(unit)).unwrap();
+        assert!(
+            text.contains("ExecStart=/usr/local/bin/pxfs "),
+            "{unit} runs the installed binary: {text}"
+        );
+    }
+
+    // An upgrade: the config and the cache are kept as they are.
+    std::fs::write(root.join("etc/pxfs/config.toml"), "# mine\n").unwrap();
+    std::fs::create_dir_all(root.join("var/cache/pxfs")).unwrap();
+    std::fs::write(root.join("var/cache/pxfs/journal"), "kept").unwrap();
+    let again = install_into(root, "/usr/local");
+    assert!(again.status.success(), "{again:?}");
+    assert_eq!(
+        std::fs::read_to_string(root.join("etc/pxfs/config.toml")).unwrap(),
+        "# mine\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(root.join("var/cache/pxfs/journal")).unwrap(),
+        "kept"
+    );
+
+    // Another prefix: the units and mount.pxfs follow it.
+    let other = tempfile::tempdir().unwrap();
+    let out = install_into(other.path(), "/opt/pxfs");
+    assert!(out.status.success(), "{out:?}");
+    let unit =
+        std::fs::read_to_string(other.path().join("etc/systemd/system/pxfs@.service")).unwrap();
+    assert!(
+        unit.contains("ExecStart=/opt/pxfs/bin/pxfs mount "),
+        "{unit}"
+    );
+    assert_eq!(
+        std::fs::read_link(other.path().join("sbin/mount.pxfs")).unwrap(),
+        Path::new("/opt/pxfs/bin/pxfs")
+    );
+}

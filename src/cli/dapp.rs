@@ -43,9 +43,9 @@ pub async fn run(cmd: DappCommand) -> anyhow::Result<()> {
         DappCommand::ForgetDapp(a) => {
             let cfg = Config::load(a.config.config.as_deref())?;
             if secret_store(&cfg).forget(a.token)? {
-                println!("forgot the dApp secret of sNFT {}", a.token);
+                crate::say!("forgot the dApp secret of sNFT {}", a.token);
             } else {
-                println!("no dApp secret was stored for sNFT {}", a.token);
+                crate::say!("no dApp secret was stored for sNFT {}", a.token);
             }
             Ok(())
         }
@@ -59,7 +59,7 @@ async fn import(a: DappArgs) -> anyhow::Result<()> {
     let client = super::mount::node_client(&cfg, &[a.token])?;
     let (cid, index) = read_index(&chain, &client, a.token, &secret).await?;
     let path = secret_store(&cfg).store(a.token, &secret)?;
-    println!(
+    crate::say!(
         "sNFT {}: the dApp's index ({cid}) lists {} file(s) and folder(s); secret stored in {} \
          (mode 0600). Mounts show them under {}/px-dapp/, read-only.",
         a.token,

@@ -122,12 +122,12 @@ async fn run_up(args: UpArgs) -> anyhow::Result<()> {
     };
     let layout = Layout::new(&args.dir);
     if opts.resumes() {
-        eprintln!(
+        crate::say_err!(
             "resuming the devnet in {} (`--fresh` starts a new one)",
             args.dir.display()
         );
         if args.sync_interval.is_some() || args.quota.is_some() {
-            eprintln!(
+            crate::say_err!(
                 "note: --sync-interval and --quota are the contract's, set when a devnet is \
                  deployed: ignored on resume"
             );
@@ -135,13 +135,13 @@ async fn run_up(args: UpArgs) -> anyhow::Result<()> {
     } else {
         let doomed = layout.existing();
         if args.fresh && !doomed.is_empty() {
-            eprintln!(
+            crate::say_err!(
                 "--fresh: deleting the devnet in {}: {}",
                 args.dir.display(),
                 describe(&doomed)
             );
         }
-        eprintln!("starting a new devnet in {}", args.dir.display());
+        crate::say_err!("starting a new devnet in {}", args.dir.display());
     }
 
     let (steps_tx, mut steps) = tokio::sync::mpsc::unbounded_channel();
@@ -187,7 +187,7 @@ async fn run_up(args: UpArgs) -> anyhow::Result<()> {
     };
     let drained = stop_mount(&mut devnet, &mut signals, grace).await;
     devnet
-        .stop_services(|step| eprintln!("devnet: {step}"))
+        .stop_services(|step| crate::say_err!("devnet: {step}"))
         .await;
     let left = match drained {
         Drained::Nothing | Drained::Committed => None,
@@ -197,7 +197,7 @@ async fn run_up(args: UpArgs) -> anyhow::Result<()> {
     };
     match (failed, left) {
         (None, None) => {
-            eprintln!(
+            crate::say_err!(
                 "devnet: stopped; `pxfs devnet up --dir {}` resumes it",
                 args.dir.display()
             );
@@ -223,43 +223,43 @@ fn describe(paths: &[PathBuf]) -> String {
 
 fn print_ready(devnet: &Devnet, allow_other: bool) {
     let info = &devnet.info;
-    println!("devnet ready");
+    crate::say!("devnet ready");
     if devnet.resumed {
-        println!("  resumed:  the chain, the node and the drive as they were when it stopped");
+        crate::say!("  resumed:  the chain, the node and the drive as they were when it stopped");
     }
-    println!("  config:   {}", info.config.display());
-    println!(
+    crate::say!("  config:   {}", info.config.display());
+    crate::say!(
         "  env:      {} (source it to sign with the dev wallet)",
         info.env_file.display()
     );
-    println!("  chain:    {} (chain id {})", info.rpc_url, info.chain_id);
-    println!("  node:     {}", info.node_url);
-    println!("  contract: {}", info.contract);
-    println!("  wallet:   {} owns sNFT {:?}", info.wallet, info.token_ids);
+    crate::say!("  chain:    {} (chain id {})", info.rpc_url, info.chain_id);
+    crate::say!("  node:     {}", info.node_url);
+    crate::say!("  contract: {}", info.contract);
+    crate::say!("  wallet:   {} owns sNFT {:?}", info.wallet, info.token_ids);
     if let Some(mp) = &info.mountpoint {
-        println!(
+        crate::say!(
             "  mounted:  {} (daemon log: {})",
             mp.display(),
             devnet.layout.mount_log().display()
         );
         if let Some(t) = info.token_ids.first() {
-            println!(
+            crate::say!(
                 "try: cp -a /etc {mp}/{t}/ && df -h {mp}/{t} && getfattr -d {mp}/{t}",
                 mp = mp.display()
             );
         }
         if allow_other {
-            println!("  shared:   other local users can use the drive (allow_other)");
+            crate::say!("  shared:   other local users can use the drive (allow_other)");
         } else {
-            println!(
+            crate::say!(
                 "  only the user who started the devnet can use the drive: other local users \
                  get EACCES (FUSE's default); `--allow-other` (`pxfs mount -o allow_other`) \
                  shares it"
             );
         }
     }
-    println!("  status:   pxfs status --config {}", info.config.display());
-    println!(
+    crate::say!("  status:   pxfs status --config {}", info.config.display());
+    crate::say!(
         "Ctrl-C stops the devnet (the mount drains and commits first); `pxfs devnet up --dir {}` \
          resumes it.",
         devnet.layout.dir().display()
@@ -298,7 +298,7 @@ async fn stop_mount(devnet: &mut Devnet, signals: &mut StopSignals, grace: Durat
         };
     }
     let pid = child.id().map(|p| p as i32).unwrap_or(0);
-    eprintln!(
+    crate::say_err!(
         "devnet: stopping: unmounting {} after uploading and committing what is staged \
          (Ctrl-C again to stop waiting)",
         mp.display()
@@ -318,7 +318,7 @@ async fn stop_mount(devnet: &mut Devnet, signals: &mut StopSignals, grace: Durat
         }
         if again && !interrupted {
             interrupted = true;
-            eprintln!("devnet: interrupted again: not waiting for the uploads");
+            crate::say_err!("devnet: interrupted again: not waiting for the uploads");
             // The daemon's second signal: it stops draining, unmounts and exits.
             child.terminate();
             deadline = tokio::time::Instant::now() + Duration::from_secs(15);

@@ -79,13 +79,13 @@ pub async fn encrypt(args: EncryptArgs) -> anyhow::Result<()> {
         key,
     });
     let done = run(&ctx, target, "encrypt").await?;
-    println!(
+    crate::say!(
         "token {id} is now encrypted (key id {key_id}): {}",
         summary(&done)
     );
-    println!("make a paper backup of its new data key: pxfs key export {id}");
+    crate::say!("make a paper backup of its new data key: pxfs key export {id}");
     if matches!(current, Encryption::Sealed(_)) {
-        println!(
+        crate::say!(
             "the old data key, its passphrases and paper backups no longer open the published tree"
         );
     }
@@ -104,7 +104,7 @@ pub async fn decrypt(args: DecryptArgs) -> anyhow::Result<()> {
         );
     }
     let done = run(&ctx, Arc::new(PlainOnly), "decrypt").await?;
-    println!("token {id} is now plaintext: {}", summary(&done));
+    crate::say!("token {id} is now plaintext: {}", summary(&done));
     Ok(())
 }
 

@@ -34,9 +34,12 @@ pub async fn run(args: MintArgs) -> anyhow::Result<()> {
         }
     };
     let minted = chain.mint(args.package, &key).await?;
-    println!(
+    crate::say!(
         "minted token {} (package {}, BTNS key {key}) in {} ({} gas)",
-        minted.token_id, args.package, minted.tx_hash, minted.gas_used
+        minted.token_id,
+        args.package,
+        minted.tx_hash,
+        minted.gas_used
     );
     Ok(())
 }

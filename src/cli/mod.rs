@@ -25,7 +25,7 @@ pub mod unmount;
 #[derive(Debug, Parser)]
 #[command(
     name = "pxfs",
-    version,
+    version = crate::build_info::VERSION,
     about = "Mount PollinationX PX Storage NFTs as a filesystem"
 )]
 pub struct Cli {

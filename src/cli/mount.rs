@@ -78,6 +78,13 @@ pub fn pid_file(mountpoint: &Path) -> PathBuf {
 
 pub fn run(mut args: MountArgs) -> anyhow::Result<()> {
     let cfg = Config::load(args.config.config.as_deref())?;
+    let unoptimized = crate::build_info::unoptimized_warning();
+    if let Some(warning) = &unoptimized
+        && !args.foreground
+    {
+        // The terminal's copy; the daemon's log gets its own below.
+        crate::say_err!("pxfs: warning: {warning}");
+    }
     // A daemon killed earlier leaves a dead mount that cannot even be canonicalized.
     let stale = super::stale::absolute(&args.mountpoint)?;
     let cleaned = super::stale::clean_up(&stale)?;
@@ -88,7 +95,7 @@ pub fn run(mut args: MountArgs) -> anyhow::Result<()> {
         stale.display()
     );
     if cleaned {
-        eprintln!("{cleaned_note}");
+        crate::say_err!("{cleaned_note}");
     }
     args.mountpoint = std::fs::canonicalize(&args.mountpoint)
         .with_context(|| format!("mount point {}", args.mountpoint.display()))?;
@@ -112,12 +119,18 @@ pub fn run(mut args: MountArgs) -> anyhow::Result<()> {
         .with_context(|| format!("cache directory {}", cfg.cache.dir.display()))?;
     let passphrase = mount_passphrase(&cfg, args.foreground)?;
     if args.foreground {
+        if let Some(warning) = &unoptimized {
+            tracing::warn!("{warning}");
+        }
         return serve(&args, &cfg, passphrase, None);
     }
     let log = cfg.cache.dir.join("mount.log");
     let ready = daemonize(&log)?;
+    if let Some(warning) = &unoptimized {
+        tracing::warn!("{warning}");
+    }
     if cleaned {
-        eprintln!("{cleaned_note}"); // into the daemon's log too
+        crate::say_err!("{cleaned_note}"); // into the daemon's log too
     }
     let result = serve(&args, &cfg, passphrase, Some(ready));
     if let Err(e) = &result {
@@ -335,7 +348,7 @@ fn serve(
         let _ = std::fs::create_dir_all(dir);
     }
     let _ = std::fs::write(&pid_path, std::process::id().to_string());
-    eprintln!(
+    crate::say_err!(
         "pxfs: mounted {} sNFT(s) {:?} on {}",
         mounted.len(),
         mounted,
@@ -367,7 +380,7 @@ fn serve(
         ));
         let publishing = tokio::spawn(publisher.clone().run(node));
         let reason = wait_for_end(ended_rx).await;
-        eprintln!("pxfs: {reason}: draining uploads and committing");
+        crate::say_err!("pxfs: {reason}: draining uploads and committing");
         notify_systemd("STOPPING=1");
         publisher.set_state("draining");
         poller.abort();
@@ -377,7 +390,7 @@ fn serve(
     });
     // Unmount if we are the ones ending it (a signal); a no-op after an external unmount.
     if let Err(e) = unmounter.unmount() {
-        eprintln!("pxfs: unmount: {e}; trying a lazy unmount");
+        crate::say_err!("pxfs: unmount: {e}; trying a lazy unmount");
         let _ = std::process::Command::new("fusermount3")
             .args(["-u", "-z"])
             .arg(&args.mountpoint)
@@ -390,7 +403,7 @@ fn serve(
     fs.abort();
     publisher.remove();
     let _ = std::fs::remove_file(&pid_path);
-    eprintln!("pxfs: unmounted {}", args.mountpoint.display());
+    crate::say_err!("pxfs: unmounted {}", args.mountpoint.display());
     if !committed {
         // A non-zero exit: whoever stopped the daemon (systemd, `pxfs devnet up`) learns
         // that not everything closed reached the node.
@@ -443,19 +456,19 @@ async fn drain(fs: &Fs) -> bool {
                 return match r {
                     Ok(()) => true,
                     Err(e) => {
-                        eprintln!("pxfs: final commit failed: {e}; the journal keeps it for the next mount");
+                        crate::say_err!("pxfs: final commit failed: {e}; the journal keeps it for the next mount");
                         false
                     }
                 };
             }
             _ = interrupted => {
                 let (files, bytes) = fs.pending();
-                eprintln!("pxfs: interrupted again: leaving {files} file(s), {bytes} byte(s) staged; the next mount uploads them");
+                crate::say_err!("pxfs: interrupted again: leaving {files} file(s), {bytes} byte(s) staged; the next mount uploads them");
                 return false;
             }
             _ = tokio::time::sleep(Duration::from_secs(2)) => {
                 let (files, bytes) = fs.pending();
-                eprintln!("pxfs: {files} file(s), {bytes} byte(s) left to upload");
+                crate::say_err!("pxfs: {files} file(s), {bytes} byte(s) left to upload");
             }
         }
     }

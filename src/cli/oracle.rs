@@ -28,7 +28,7 @@ pub async fn run(args: OracleArgs) -> anyhow::Result<()> {
         let listener = tokio::net::TcpListener::bind(addr)
             .await
             .with_context(|| format!("cannot listen on {addr}"))?;
-        println!(
+        crate::say!(
             "pxfs oracle serving the pxfs-measure adapter on http://{}",
             listener.local_addr()?
         );
@@ -80,7 +80,7 @@ pub async fn run(args: OracleArgs) -> anyhow::Result<()> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
-    println!("pxfs oracle answering job {job_id} on operator {operator}");
+    crate::say!("pxfs oracle answering job {job_id} on operator {operator}");
     oracle
         .run(Duration::from_secs(args.interval.max(1)), async move {
             tokio::select! {

@@ -81,7 +81,7 @@ impl Progress {
         let due = self.last_line.is_none_or(|t| t.elapsed() >= self.every);
         if force || due {
             self.last_line = Some(Instant::now());
-            eprintln!("{}: {}", self.prefix, line());
+            crate::say_err!("{}: {}", self.prefix, line());
         }
     }
 
@@ -125,7 +125,7 @@ impl Progress {
             b.finish_and_clear();
         }
         if let Some(m) = msg {
-            eprintln!("{}: {m}", self.prefix);
+            crate::say_err!("{}: {m}", self.prefix);
         }
     }
 }

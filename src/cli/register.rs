@@ -39,9 +39,11 @@ pub async fn run(args: RegisterArgs) -> anyhow::Result<()> {
         }
     };
     let tx = chain.register_btns_key(args.token, &key).await?;
-    println!(
+    crate::say!(
         "registered BTNS key {key} for token {} in {} ({} gas)",
-        args.token, tx.tx_hash, tx.gas_used
+        args.token,
+        tx.tx_hash,
+        tx.gas_used
     );
     Ok(())
 }

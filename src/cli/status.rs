@@ -133,14 +133,14 @@ pub async fn run(args: StatusArgs) -> anyhow::Result<()> {
         let report = gather(&cfg).await;
         if terminal {
             // Clear the screen and go home, like watch(1).
-            print!("\x1b[2J\x1b[H");
+            crate::output::out_text(format_args!("\x1b[2J\x1b[H"));
         }
         match report {
             Ok(r) => print(&r, args.json)?,
-            Err(e) => println!("pxfs: {e:#}"),
+            Err(e) => crate::say!("pxfs: {e:#}"),
         }
         if !terminal && !args.json {
-            println!();
+            crate::say!();
         }
         use std::io::Write;
         std::io::stdout().flush()?;
@@ -150,7 +150,7 @@ pub async fn run(args: StatusArgs) -> anyhow::Result<()> {
 
 fn print(report: &StatusReport, json: bool) -> anyhow::Result<()> {
     if json {
-        println!("{}", serde_json::to_string_pretty(report)?);
+        crate::say!("{}", serde_json::to_string_pretty(report)?);
     } else {
         print_table(report);
     }
@@ -329,19 +329,21 @@ fn merge(
 }
 
 fn print_table(r: &StatusReport) {
-    println!(
+    crate::say!(
         "wallet {} on chain {}, contract {}",
-        r.wallet, r.chain_id, r.contract
+        r.wallet,
+        r.chain_id,
+        r.contract
     );
     if let Some(f) = r.flavour {
-        println!(
+        crate::say!(
             "contract: {}; pxfs can: {}",
             f.name(),
             r.operations.join("; ")
         );
     }
     if let Some(e) = &r.chain.error {
-        println!("chain: UNREACHABLE ({e}); showing the mounts' last known state");
+        crate::say!("chain: UNREACHABLE ({e}); showing the mounts' last known state");
     }
     for m in &r.mounts {
         let node = if m.node.reachable {
@@ -357,7 +359,7 @@ fn print_table(r: &StatusReport) {
             (true, Some(t)) => format!("STALE since {}", utc(t)),
             (true, None) => "STALE".to_string(),
         };
-        println!(
+        crate::say!(
             "mount {} (pid {}, {}): {} file(s), {} to upload; node {node}; chain {chain}",
             m.mountpoint,
             m.pid,
@@ -366,14 +368,14 @@ fn print_table(r: &StatusReport) {
             human_bytes(m.pending_bytes),
         );
         for f in &m.local_faults {
-            println!("  STUCK: {f}");
+            crate::say!("  STUCK: {f}");
         }
     }
     if r.tokens.is_empty() {
-        println!("no sNFTs; mint one with `pxfs mint --package 0`");
+        crate::say!("no sNFTs; mint one with `pxfs mint --package 0`");
         return;
     }
-    println!(
+    crate::say!(
         "{:>8}  {:>10}  {:>10}  {:>5}  {:>16}  {:>19}  {:>20}  {:>12}  {:<8}  {:<6}  {:<6}  btns key",
         "token",
         "quota",
@@ -402,7 +404,7 @@ fn print_table(r: &StatusReport) {
         } else {
             "ok"
         };
-        println!(
+        crate::say!(
             "{:>8}  {:>10}  {:>10}  {:>4}%  {:>16}  {:>19}  {:>20}  {:>12}  {:<8}  {:<6}  {:<6}  {}",
             t.token_id,
             human_bytes(t.quota),
@@ -425,15 +427,15 @@ fn print_table(r: &StatusReport) {
         );
         if let Some(m) = &t.mount {
             match m.encryption.as_str() {
-                "none" => println!(
+                "none" => crate::say!(
                     "{:>8}  plaintext (encryption = none): anyone who reads the chain reads this drive",
                     ""
                 ),
                 "" => {}
-                e => println!("{:>8}  encrypted: {e}", ""),
+                e => crate::say!("{:>8}  encrypted: {e}", ""),
             }
             if m.conflicts > 0 {
-                println!(
+                crate::say!(
                     "{:>8}  {} conflict cop{} made merging other machines' commits (*.conflict-*)",
                     "",
                     m.conflicts,

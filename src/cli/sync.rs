@@ -40,7 +40,7 @@ async fn precheck(cfg: &Config, token: TokenId, btns: Option<&str>) -> anyhow::R
     let started = Instant::now();
     match crate::oracle::measure_tree(&node, btns, &cfg.oracle.limits()).await {
         Ok(m) => {
-            println!(
+            crate::say!(
                 "measured token {}'s published tree: {} bytes ({} in manifests, {} files; {:.1} s)",
                 token,
                 m.usage,
@@ -49,7 +49,7 @@ async fn precheck(cfg: &Config, token: TokenId, btns: Option<&str>) -> anyhow::R
                 started.elapsed().as_secs_f64()
             );
             if m.size_mismatches > 0 {
-                println!(
+                crate::say!(
                     "note: {} file entries declare a size their content does not have; the measured size counts",
                     m.size_mismatches
                 );
@@ -57,7 +57,7 @@ async fn precheck(cfg: &Config, token: TokenId, btns: Option<&str>) -> anyhow::R
             Ok(())
         }
         Err(crate::oracle::WalkError::Unsupported { reason, .. }) => {
-            println!("note: the node cannot measure the tree ({reason}); the oracle will");
+            crate::say!("note: the node cannot measure the tree ({reason}); the oracle will");
             Ok(())
         }
         Err(e) => anyhow::bail!(
@@ -86,7 +86,7 @@ pub async fn run(args: SyncArgs) -> anyhow::Result<()> {
             })
             .await?;
             match committed {
-                Ok(()) => println!(
+                Ok(()) => crate::say!(
                     "committed pending writes of token {} ({:.1} s)",
                     args.token,
                     started.elapsed().as_secs_f64()
@@ -97,7 +97,7 @@ pub async fn run(args: SyncArgs) -> anyhow::Result<()> {
                 ),
             }
         }
-        None => println!(
+        None => crate::say!(
             "note: token {} is not mounted on this machine; the oracle will see what was last published",
             args.token
         ),
@@ -109,9 +109,12 @@ pub async fn run(args: SyncArgs) -> anyhow::Result<()> {
 
     let from_block = chain.block_number().await?;
     let req = chain.request_sync(args.token).await?;
-    println!(
+    crate::say!(
         "sync of token {} requested: request id {} in {} ({} gas)",
-        req.token_id, req.request_id, req.tx_hash, req.gas_used
+        req.token_id,
+        req.request_id,
+        req.tx_hash,
+        req.gas_used
     );
     if !args.wait {
         return Ok(());
@@ -134,7 +137,7 @@ pub async fn run(args: SyncArgs) -> anyhow::Result<()> {
         if let Some((usage, root)) = synced {
             progress.finish(None);
             let state = chain.token(args.token).await?;
-            println!(
+            crate::say!(
                 "synced token {}: usage {} bytes, root {}, next deadline {} (in {})",
                 args.token,
                 usage,
@@ -188,7 +191,7 @@ async fn sync_px_sol(cfg: &Config, chain: &Chain, state: &TokenState) -> anyhow:
     let uploads = u64::from(bytes > 0);
     let tx = chain.report_usage(id, bytes, uploads).await?;
     let after = chain.token(id).await?;
-    println!(
+    crate::say!(
         "reported {bytes} new byte(s) of token {id} (on-chain usage {} of {} bytes, {} upload(s) of bandwidth left) in {} ({} gas); uploads are open until {}",
         after.usage,
         after.quota,

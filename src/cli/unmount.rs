@@ -26,7 +26,7 @@ pub async fn run(args: UnmountArgs) -> anyhow::Result<()> {
     let absolute = super::stale::absolute(&args.mountpoint)?;
     if args.abort {
         super::stale::abort(&absolute)?;
-        eprintln!(
+        crate::say_err!(
             "pxfs: aborted the FUSE connection of {} and unmounted it (lazy unmount). Anything \
              its daemon had staged stays in its cache directory's journal: the next \
              `pxfs mount` with that cache uploads and commits it",
@@ -36,7 +36,7 @@ pub async fn run(args: UnmountArgs) -> anyhow::Result<()> {
     }
     if super::stale::clean_up(&absolute)? {
         let _ = std::fs::remove_file(super::mount::pid_file(&absolute));
-        eprintln!(
+        crate::say_err!(
             "pxfs: {} was a stale mount (its pxfs daemon was killed or crashed); unmounted it \
              (lazy unmount). Anything it had staged stays in its cache directory's journal: \
              the next `pxfs mount` with that cache uploads and commits it",

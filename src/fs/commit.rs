@@ -487,10 +487,10 @@ impl Fs {
         // Charges up to date, and the sets the questions below are about (O(changed)).
         let before = tree.token(token)?.ledger.usage();
         tree.sweep();
-        if cfg!(debug_assertions) && tree.inodes.len() <= CHECKED_ENTRIES {
+        if super::invariants::checked() && tree.inodes.len() <= CHECKED_ENTRIES {
             let swept = tree.token(token)?.ledger.usage();
             tree.recharge_token(token);
-            debug_assert_eq!(
+            assert_eq!(
                 swept,
                 tree.token(token)?.ledger.usage(),
                 "an inode changed without being touched (usage before the sweep: {before})"
@@ -932,7 +932,8 @@ fn link_groups(
     Ok((records, slots))
 }
 
-/// Directories up to this many entries are also built whole in debug builds, to check
+/// Directories up to this many entries are also built whole when invariants are checked
+/// (`invariants::checked`: debug builds and the test suite), to check
 /// that their update in place gives the same pages.
 const CHECKED_ENTRIES: usize = 5_000;
 
@@ -956,7 +957,7 @@ fn snapshot_dir(
                 };
                 edits.insert(name.as_bytes().to_vec(), e);
             }
-            let check = (cfg!(debug_assertions) && entries.len() <= CHECKED_ENTRIES)
+            let check = (super::invariants::checked() && entries.len() <= CHECKED_ENTRIES)
                 .then(|| all_entries(tree, ino, dirty, &mut Vec::new()))
                 .transpose()?;
             let contents = DirContents::Edits {

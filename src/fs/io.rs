@@ -487,13 +487,31 @@ impl Fs {
                 return Err(FsError::FileTooBig);
             }
             // Like a local filesystem at its limit: a write crossing it is cut short there.
-            let len = data.len().min((MAX_FILE_SIZE - offset) as usize);
-            let end = offset + len as u64;
-            // A write of nothing changes nothing, even past the end.
-            let new = if len == 0 { old } else { old.max(end) };
+            let mut len = data.len().min((MAX_FILE_SIZE - offset) as usize);
             let sealing = tree.token(token)?.sealing.clone();
             let stored = |n| super::content::stored_len(&sealing, n);
-            self.allow(tree, token, Change::Grows(stored(new) - stored(old)))?;
+            // A write of nothing changes nothing, even past the end.
+            let new_size = |len: usize| {
+                if len == 0 {
+                    old
+                } else {
+                    old.max(offset + len as u64)
+                }
+            };
+            let growth = |len: usize| stored(new_size(len)) - stored(old);
+            match self.allow(tree, token, Change::Grows(growth(len))) {
+                Ok(()) => {}
+                // And at the quota: what fits is written and its length returned; the next
+                // write gets EDQUOT (a copy fills the sNFT to within a few bytes).
+                Err(FsError::QuotaExceeded) => {
+                    len = fitting_len(len, self.room(tree, token)?, growth);
+                    if len == 0 {
+                        return Err(FsError::QuotaExceeded);
+                    }
+                }
+                Err(e) => return Err(e),
+            }
+            let new = new_size(len);
             let f = tree.get_mut(h.ino)?.file_mut().ok_or(FsError::IsDir)?;
             let live = f.live.clone();
             f.size = new;
@@ -613,7 +631,10 @@ impl Fs {
             let change = if size > old {
                 let sealing = &tree.token(token)?.sealing;
                 let stored = |n| super::content::stored_len(sealing, n);
-                Change::Grows(stored(size) - stored(old))
+                Change::Extends {
+                    growth: stored(size) - stored(old),
+                    stored_size: stored(size),
+                }
             } else {
                 Change::Shrinks
             };
@@ -916,5 +937,42 @@ fn touch(tree: &mut Tree, ino: Ino) {
         let now = now_ns();
         i.meta.mtime_ns = now;
         i.meta.ctime_ns = now;
+    }
+}
+
+/// The longest prefix (at most `len` bytes) of a write whose `growth` of stored bytes fits
+/// in `room`. `growth` never shrinks as the prefix grows, so a binary search finds it.
+fn fitting_len(len: usize, room: u64, growth: impl Fn(usize) -> u64) -> usize {
+    let (mut fits, mut too_long) = (0, len + 1);
+    while too_long - fits > 1 {
+        let mid = fits + (too_long - fits) / 2;
+        if growth(mid) <= room {
+            fits = mid;
+        } else {
+            too_long = mid;
+        }
+    }
+    fits
+}
+
+#[cfg(test)]
+mod fitting_tests {
+    use super::fitting_len;
+
+    #[test]
+    fn a_write_is_cut_to_what_the_room_holds() {
+        let plain = |n: usize| n as u64;
+        assert_eq!(fitting_len(100, 40, plain), 40);
+        assert_eq!(fitting_len(100, 100, plain), 100);
+        assert_eq!(fitting_len(100, 1000, plain), 100);
+        assert_eq!(fitting_len(100, 0, plain), 0);
+        // Sealed chunks: every started 16-byte chunk stores 4 more.
+        let sealed = |n: usize| (n + n.div_ceil(16) * 4) as u64;
+        assert_eq!(fitting_len(100, 40, sealed), 32);
+        assert_eq!(fitting_len(100, 39, sealed), 31);
+        for room in 0..130 {
+            let n = fitting_len(100, room, sealed);
+            assert!(sealed(n) <= room && (n == 100 || sealed(n + 1) > room));
+        }
     }
 }

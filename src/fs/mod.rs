@@ -11,6 +11,7 @@ pub mod content;
 mod dapp;
 pub mod error;
 pub mod inode;
+pub mod invariants;
 mod io;
 pub mod journal;
 pub mod keyring;

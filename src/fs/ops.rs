@@ -44,6 +44,17 @@ impl Fs {
         quota::decide(allowance, t.usage, change)
     }
 
+    /// How many bytes `token`'s live content may still grow by (see [`quota::room`]).
+    pub(crate) fn room(&self, tree: &Tree, token: TokenId) -> FsResult<u64> {
+        let t = tree.token(token)?;
+        if t.replaying {
+            return Ok(u64::MAX);
+        }
+        let mut allowance = t.allowance();
+        allowance.read_only |= self.config().read_only;
+        quota::room(allowance, t.usage)
+    }
+
     pub(crate) fn journal(&self, tree: &mut Tree, token: TokenId, op: Op) -> FsResult<()> {
         let t = tree.token_mut(token)?;
         if t.replaying {

@@ -25,8 +25,13 @@ pub enum Change {
     /// Adds names or metadata but no bytes (create, mkdir, symlink, link, rename into,
     /// setxattr, open for writing).
     AddsEntry,
-    /// Grows live content by this many bytes (write, truncate up).
+    /// Grows live content by this many bytes (write, fallocate).
     Grows(u64),
+    /// Sets a file's length upwards (truncate): grows live content by `growth` bytes, to a
+    /// file that stores `stored_size` bytes. A length that this sNFT's quota could never
+    /// hold is `EFBIG` (POSIX: past the largest file size), one that fits the quota but not
+    /// the room left is `EDQUOT`.
+    Extends { growth: u64, stored_size: u64 },
     /// Removes or shrinks: always allowed, even when overdue or over quota.
     Shrinks,
 }
@@ -41,12 +46,25 @@ pub fn decide(allowance: Allowance, usage: u64, change: Change) -> Result<(), Fs
         _ if allowance.overdue => Err(FsError::SyncOverdue),
         _ if allowance.no_bandwidth => Err(FsError::QuotaExceeded),
         Change::AddsEntry => Ok(()),
-        Change::Grows(0) => Ok(()),
-        Change::Grows(n) => match usage.max(allowance.floor).checked_add(n) {
-            Some(total) if total <= allowance.quota => Ok(()),
-            _ => Err(FsError::QuotaExceeded),
-        },
+        Change::Extends { stored_size, .. } if stored_size > allowance.quota => {
+            Err(FsError::FileTooBig)
+        }
+        Change::Grows(0) | Change::Extends { growth: 0, .. } => Ok(()),
+        Change::Grows(n) | Change::Extends { growth: n, .. } => {
+            match usage.max(allowance.floor).checked_add(n) {
+                Some(total) if total <= allowance.quota => Ok(()),
+                _ => Err(FsError::QuotaExceeded),
+            }
+        }
     }
+}
+
+/// How many bytes live content may still grow by: what a write that does not fit whole
+/// writes (a short write, as a local filesystem at its quota gives; the next one gets
+/// `EDQUOT`). The same refusals as [`decide`] for anything that may not add data at all.
+pub fn room(allowance: Allowance, usage: u64) -> Result<u64, FsError> {
+    decide(allowance, usage, Change::AddsEntry)?;
+    Ok(allowance.quota.saturating_sub(usage.max(allowance.floor)))
 }
 
 #[cfg(test)]
@@ -68,6 +86,50 @@ mod tests {
             decide(OPEN, 90, Change::Grows(11)).unwrap_err().errno(),
             libc::EDQUOT
         );
+    }
+
+    #[test]
+    fn a_length_past_the_quota_is_efbig_and_one_past_the_room_left_is_edquot() {
+        let extend = |growth, stored_size| Change::Extends {
+            growth,
+            stored_size,
+        };
+        assert!(decide(OPEN, 90, extend(10, 100)).is_ok());
+        assert_eq!(
+            decide(OPEN, 90, extend(11, 101)).unwrap_err().errno(),
+            libc::EFBIG
+        );
+        assert_eq!(
+            decide(OPEN, 90, extend(20, 60)).unwrap_err().errno(),
+            libc::EDQUOT
+        );
+        // The lock and read-only come first, as for every other addition.
+        let overdue = Allowance {
+            overdue: true,
+            ..OPEN
+        };
+        assert_eq!(
+            decide(overdue, 0, extend(1000, 1000)).unwrap_err().errno(),
+            libc::EACCES
+        );
+    }
+
+    #[test]
+    fn room_is_what_is_left_of_the_quota_and_nothing_when_additions_are_refused() {
+        assert_eq!(room(OPEN, 90).unwrap(), 10);
+        assert_eq!(room(OPEN, 100).unwrap(), 0);
+        assert_eq!(room(OPEN, 130).unwrap(), 0);
+        assert_eq!(room(Allowance { floor: 95, ..OPEN }, 10).unwrap(), 5);
+        let overdue = Allowance {
+            overdue: true,
+            ..OPEN
+        };
+        assert_eq!(room(overdue, 0).unwrap_err().errno(), libc::EACCES);
+        let spent = Allowance {
+            no_bandwidth: true,
+            ..OPEN
+        };
+        assert_eq!(room(spent, 0).unwrap_err().errno(), libc::EDQUOT);
     }
 
     #[test]

@@ -317,8 +317,8 @@ impl Tree {
                 // directories holding what it changes first (`Fs::ensure_holders_loaded`).
                 tracing::error!(dir = cur, "a directory not loaded was marked as changed");
             }
-            debug_assert!(
-                d.entries.is_some(),
+            assert!(
+                d.entries.is_some() || !super::invariants::checked(),
                 "directory {cur} not loaded was marked as changed"
             );
             match what {

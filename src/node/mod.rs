@@ -183,7 +183,7 @@ pub async fn serve(
 ) -> Result<(), NodeError> {
     let bound = BoundNode::bind(opts).await?;
     let addr = bound.addr();
-    println!("pxfs node listening on http://{addr}");
+    crate::say!("pxfs node listening on http://{addr}");
     bound.serve(shutdown).await
 }
 

@@ -19,11 +19,11 @@ pub async fn export(args: TokenArgs) -> anyhow::Result<()> {
         ctx.token.token_id,
         &unlocked.data_key,
     );
-    eprintln!(
+    crate::say_err!(
         "pxfs: the line below is token {}'s data key: whoever has it can read all its data, now and later, whoever owns the sNFT; write it on paper and keep it offline",
         ctx.token.token_id
     );
-    println!("{}", line.as_str());
+    crate::say!("{}", line.as_str());
     Ok(())
 }
 
@@ -53,7 +53,7 @@ pub async fn import(args: TokenArgs) -> anyhow::Result<()> {
         );
     }
     let Some(next) = edit::add_wallet(&ctx.token, info, &backup.data_key, signer)? else {
-        println!(
+        crate::say!(
             "the wallet {} already unlocks token {id}; nothing was changed",
             signer.address()
         );
@@ -61,7 +61,7 @@ pub async fn import(args: TokenArgs) -> anyhow::Result<()> {
     };
     let (cid, published) =
         document::publish_next(&ctx.client, &ctx.btns, &cur.cid, doc, next).await?;
-    println!(
+    crate::say!(
         "imported token {id}'s key (id {want}) for the wallet {}: usage document {cid} (seq {}) published",
         signer.address(),
         published.seq

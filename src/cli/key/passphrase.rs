@@ -32,9 +32,10 @@ pub async fn add(args: TokenArgs) -> anyhow::Result<()> {
     let next = edit::add_passphrase(info, &unlocked.data_key, new.as_bytes())?;
     let (cid, published) =
         document::publish_next(&ctx.client, &ctx.btns, &cur.cid, doc, next).await?;
-    println!(
+    crate::say!(
         "added a passphrase to token {}: usage document {cid} (seq {}) published",
-        ctx.token.token_id, published.seq
+        ctx.token.token_id,
+        published.seq
     );
     Ok(())
 }
@@ -53,13 +54,13 @@ pub async fn remove(args: RemoveArgs) -> anyhow::Result<()> {
     let (next, removed) = edit::remove_passphrase(&ctx.token, info, which, ctx.wallet.as_ref())?;
     let (cid, published) =
         document::publish_next(&ctx.client, &ctx.btns, &cur.cid, doc, next).await?;
-    println!(
+    crate::say!(
         "removed {removed} passphrase{} from token {}: usage document {cid} (seq {}) published",
         if removed == 1 { "" } else { "s" },
         ctx.token.token_id,
         published.seq
     );
-    println!(
+    crate::say!(
         "note: a removed passphrase still opens copies of earlier usage documents, which anyone may have kept; if it leaked, only a new data key helps: pxfs encrypt --new-key {}",
         ctx.token.token_id
     );

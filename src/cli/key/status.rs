@@ -59,7 +59,7 @@ pub async fn run(args: StatusArgs) -> anyhow::Result<()> {
     let ctx = KeyContext::load(&args.token).await?;
     let report = gather(&ctx);
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        crate::say!("{}", serde_json::to_string_pretty(&report)?);
     } else {
         print_text(&report);
     }
@@ -118,25 +118,25 @@ fn print_text(r: &KeyStatus) {
     let id = r.token_id;
     match (&r.usage_doc, r.encryption) {
         (None, _) => {
-            println!(
+            crate::say!(
                 "token {id}: nothing published under {} yet; the first commit of a mount makes its data key",
                 r.btns_key
             );
             return;
         }
         (Some(_), Some("none")) => {
-            println!(
+            crate::say!(
                 "token {id}: encryption none: its files are readable by anyone who reads the chain and the node"
             )
         }
-        (Some(_), _) => println!(
+        (Some(_), _) => crate::say!(
             "token {id}: encryption on ({}), key id {}",
             r.scheme.as_deref().unwrap_or("?"),
             r.key_id.as_deref().unwrap_or("?")
         ),
     }
     if let (Some(cid), Some(seq)) = (&r.usage_doc, r.seq) {
-        println!("usage document: {cid} (seq {seq})");
+        crate::say!("usage document: {cid} (seq {seq})");
     }
     if let Some(w) = &r.wraps {
         let mut parts = vec![
@@ -152,16 +152,16 @@ fn print_text(r: &KeyStatus) {
         if w.unknown > 0 {
             parts.push(format!("{} of unknown kinds (kept)", w.unknown));
         }
-        println!("wraps: {}", parts.join(", "));
+        crate::say!("wraps: {}", parts.join(", "));
     }
     if let Some(u) = &r.unlock {
         match (u.ok, u.by, &u.error) {
-            (true, Some(by), _) => println!("this machine: can unlock it with the {by}"),
-            (_, _, Some(e)) => println!("this machine: cannot unlock it now: {e}"),
+            (true, Some(by), _) => crate::say!("this machine: can unlock it with the {by}"),
+            (_, _, Some(e)) => crate::say!("this machine: cannot unlock it now: {e}"),
             _ => {}
         }
     }
     if let Some(m) = &r.mounted_at {
-        println!("mounted at {m}");
+        crate::say!("mounted at {m}");
     }
 }
