@@ -121,7 +121,9 @@ mod tests {
             assert_eq!(libc::pipe(fds.as_mut_ptr()), 0);
             libc::close(fds[0]);
         }
-        let saved = unsafe { libc::dup(std::io::stderr().as_raw_fd()) };
+        // The test harness reports on them afterwards: restored before the test returns.
+        let saved_out = unsafe { libc::dup(std::io::stdout().as_raw_fd()) };
+        let saved_err = unsafe { libc::dup(std::io::stderr().as_raw_fd()) };
         unsafe {
             libc::dup2(fds[1], 1);
             libc::dup2(fds[1], 2);
@@ -132,7 +134,10 @@ mod tests {
         out_text(format_args!("\x1b[2J"));
         assert_eq!(LogWriter.write(b"a log line\n").unwrap(), 11);
         let after = dropped_lines();
-        unsafe { libc::dup2(saved, 2) };
+        unsafe {
+            libc::dup2(saved_out, 1);
+            libc::dup2(saved_err, 2);
+        }
         assert_eq!(after - before, 4, "four outputs dropped and counted");
     }
 }
