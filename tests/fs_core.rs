@@ -326,21 +326,35 @@ async fn readdir_offsets_stay_valid_while_entries_come_and_go() {
 }
 
 #[tokio::test]
-async fn write_past_quota_fails_with_edquot_and_changes_nothing() {
+async fn writes_past_the_quota_write_what_fits_then_fail_with_edquot() {
     let m = mount(100).await;
     let (attr, fh) = m.fs.create(ROOT_INO, "q", 0o644, RW, 0, 0).await.unwrap();
     m.fs.write(fh, 0, &[1u8; 100]).await.unwrap();
     assert_eq!(m.usage().await, 100);
     assert_eq!(errno(m.fs.write(fh, 100, b"x").await), libc::EDQUOT);
-    assert_eq!(errno(m.fs.write(fh, 50, &[2u8; 51]).await), libc::EDQUOT);
+    // A write that does not fit whole writes what fits (here: the overwritten part) and
+    // returns the short count, as a local filesystem at its quota does.
+    assert_eq!(m.fs.write(fh, 50, &[2u8; 51]).await.unwrap(), 50);
     assert_eq!(m.usage().await, 100);
     assert_eq!(m.fs.getattr(attr.ino).await.unwrap().size, 100);
-    assert_eq!(&m.fs.read(fh, 0, 200).await.unwrap()[..], &[1u8; 100][..]);
+    let mut want = vec![1u8; 50];
+    want.extend([2u8; 50]);
+    assert_eq!(&m.fs.read(fh, 0, 200).await.unwrap()[..], &want[..]);
+    // A length no quota of this sNFT could hold: EFBIG (POSIX: past the largest file).
     let grow = SetAttr {
         size: Some(101),
         ..Default::default()
     };
-    assert_eq!(errno(m.fs.setattr(attr.ino, grow).await), libc::EDQUOT);
+    assert_eq!(errno(m.fs.setattr(attr.ino, grow).await), libc::EFBIG);
+    // One that fits the quota but not the room left: EDQUOT, and nothing changes.
+    let (other, ofh) = m.fs.create(ROOT_INO, "r", 0o644, RW, 0, 0).await.unwrap();
+    let fits = SetAttr {
+        size: Some(10),
+        ..Default::default()
+    };
+    assert_eq!(errno(m.fs.setattr(other.ino, fits).await), libc::EDQUOT);
+    assert_eq!(m.fs.getattr(other.ino).await.unwrap().size, 0);
+    m.fs.release(ofh).await.unwrap();
     m.fs.write(fh, 0, &[3u8; 100]).await.unwrap(); // overwriting adds nothing
     m.fs.release(fh).await.unwrap();
     let st = m.fs.statfs(ROOT_INO).await.unwrap();
