@@ -522,3 +522,49 @@ mod core {
         assert_eq!(read_all(&fs, "a").await, [1; 20]);
     }
 }
+
+/// Issue #37: an unmount that could not commit says so. With the node killed before the
+/// files are written and a short grace, `pxfs unmount` exits non-zero, names the files,
+/// bytes, journal and error that stay, and never says "committed"; the next mount with
+/// that cache commits them, which a mount with a fresh cache then sees.
+#[test]
+fn an_unmount_that_cannot_commit_says_what_stays_and_the_next_mount_commits_it() {
+    let devnet = TestDevnet::start(&[]);
+    let mut node = OutageNode::start(&devnet);
+    let (cfg, cache) = config(&devnet, &node, "truth", 2, 1, None);
+    let mut mount = TestMount::mount(&cfg, &[]);
+    let dir = mount.token(devnet.token()).join("kept");
+    std::fs::create_dir(&dir).unwrap();
+    node.kill();
+    let small = random_file(&dir.join("small.bin"), 1000, 1);
+    let big = random_file(&dir.join("big.bin"), 3 << 20, 2);
+    std::fs::write(dir.join("empty"), b"").unwrap();
+
+    let out = mount.unmount_outcome();
+    let said = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(!out.status.success(), "pxfs unmount exited 0: {said}");
+    assert!(!said.contains("uploaded and committed"), "{said}");
+    assert!(said.contains("NOT committed"), "{said}");
+    let bytes = 1000 + (3u64 << 20);
+    assert!(
+        said.contains(&format!("3 file(s), {bytes} byte(s) not uploaded")),
+        "files and bytes left: {said}"
+    );
+    assert!(
+        said.contains(&cache.join("journal").display().to_string()),
+        "names the journal: {said}"
+    );
+    assert!(said.contains("Last error: "), "says why: {said}");
+
+    // The node is back: the next mount with that cache uploads and commits, so its
+    // unmount succeeds, and a fresh cache sees the files from the node.
+    node.restart();
+    let mut again = TestMount::mount(&cfg, &[]);
+    again.unmount();
+    let (fresh, _) = config(&devnet, &node, "truth-fresh", 5, 4, None);
+    let remount = TestMount::mount(&fresh, &[]);
+    let back = remount.token(devnet.token()).join("kept");
+    assert_eq!(std::fs::read(back.join("small.bin")).unwrap(), small);
+    assert_eq!(std::fs::read(back.join("big.bin")).unwrap(), big);
+    assert_eq!(std::fs::read(back.join("empty")).unwrap(), b"");
+}

@@ -11,7 +11,7 @@ use futures::StreamExt;
 use pxfs::storage::{NodeClient, StorageError};
 use storage_support::{Mock, Reply, client_for, dead_url, node_config};
 
-const ADDED: &str = r#"{"Name":"doc","Hash":"bafkreidoc","Size":"5"}"#;
+const ADDED: &str = r#"{"Name":"doc","Hash":"bafkreiattvkexaq3cpv6ufhrwd7bqv3selsblquwny5dkeoedfqfkizcai","Size":"5"}"#;
 
 #[tokio::test]
 async fn add_is_retried_after_connection_refused_until_the_node_comes_up() {
@@ -29,7 +29,10 @@ async fn add_is_retried_after_connection_refused_until_the_node_comes_up() {
         .add_bytes("doc", Bytes::from_static(b"hello"))
         .await
         .expect("add succeeds once the node is up");
-    assert_eq!(added.hash, "bafkreidoc");
+    assert_eq!(
+        added.hash,
+        "bafkreiattvkexaq3cpv6ufhrwd7bqv3selsblquwny5dkeoedfqfkizcai"
+    );
     assert_eq!(added.size, 5);
     assert_eq!(node.await.unwrap().hits(), 1);
 }
@@ -209,11 +212,11 @@ async fn a_batch_add_sends_every_file_in_one_request_and_parses_every_answer_in_
         Reply::ok(concat!(
             r#"{"Name":"a.txt","Bytes":1}"#,
             "\n",
-            r#"{"Name":"a.txt","Hash":"bafkreia","Size":"1"}"#,
+            r#"{"Name":"a.txt","Hash":"bafkreigks6arfsq3xxfpvqrrwonchxcnu6do76auprhhfomao6c273sixm","Size":"1"}"#,
             "\n",
-            r#"{"Name":"b.txt","Hash":"bafkreib","Size":"2"}"#,
+            r#"{"Name":"b.txt","Hash":"bafkreib6epubmabzlffdhckpmvsodmjuro6xuaei2qwevs3t52xnlhaatu","Size":"2"}"#,
             "\n",
-            r#"{"Name":"c d.txt","Hash":"bafkreic","Size":"0"}"#,
+            r#"{"Name":"c d.txt","Hash":"bafkreibopuwahkkqplrgl3hvwu2wrbnfgoj2eau5eqjzjglsmwq2ewxpyy","Size":"0"}"#,
             "\n"
         ))
     })
@@ -239,9 +242,21 @@ async fn a_batch_add_sends_every_file_in_one_request_and_parses_every_answer_in_
     assert_eq!(
         got,
         [
-            ("a.txt", "bafkreia", 1),
-            ("b.txt", "bafkreib", 2),
-            ("c d.txt", "bafkreic", 0)
+            (
+                "a.txt",
+                "bafkreigks6arfsq3xxfpvqrrwonchxcnu6do76auprhhfomao6c273sixm",
+                1
+            ),
+            (
+                "b.txt",
+                "bafkreib6epubmabzlffdhckpmvsodmjuro6xuaei2qwevs3t52xnlhaatu",
+                2
+            ),
+            (
+                "c d.txt",
+                "bafkreibopuwahkkqplrgl3hvwu2wrbnfgoj2eau5eqjzjglsmwq2ewxpyy",
+                0
+            )
         ]
     );
     let body = String::from_utf8_lossy(&mock.seen()[0].body).into_owned();
@@ -251,7 +266,7 @@ async fn a_batch_add_sends_every_file_in_one_request_and_parses_every_answer_in_
 
 #[tokio::test]
 async fn an_add_answer_missing_objects_is_an_error_not_a_partial_success() {
-    let mock = Mock::start(|_, _| Reply::ok(r#"{"Name":"a","Hash":"bafkreia","Size":"1"}"#)).await;
+    let mock = Mock::start(|_, _| Reply::ok(r#"{"Name":"a","Hash":"bafkreigks6arfsq3xxfpvqrrwonchxcnu6do76auprhhfomao6c273sixm","Size":"1"}"#)).await;
     let dir = tempfile::tempdir().unwrap();
     let (a, b) = (dir.path().join("a"), dir.path().join("b"));
     std::fs::write(&a, "1").unwrap();
@@ -378,18 +393,28 @@ async fn other_unpin_failures_are_reported() {
 #[tokio::test]
 async fn publish_sends_the_key_the_path_and_allow_offline() {
     let mock = Mock::start(|_, _| {
-        Reply::ok(r#"{"Name":"k51qzi5uqu5dlvj2baxnqndepeb86cbk3ng7n3i46uzyxzyqj2xjonzllnv0v8","Value":"/ipfs/bafkreidoc"}"#)
+        Reply::ok(r#"{"Name":"k51qzi5uqu5dlvj2baxnqndepeb86cbk3ng7n3i46uzyxzyqj2xjonzllnv0v8","Value":"/ipfs/bafkreiattvkexaq3cpv6ufhrwd7bqv3selsblquwny5dkeoedfqfkizcai"}"#)
     })
     .await;
     let published = mock
         .client(5, 0)
-        .name_publish("pxfs-0011", "bafkreidoc", Some("48h"))
+        .name_publish(
+            "pxfs-0011",
+            "bafkreiattvkexaq3cpv6ufhrwd7bqv3selsblquwny5dkeoedfqfkizcai",
+            Some("48h"),
+        )
         .await
         .unwrap();
-    assert_eq!(published.value, "/ipfs/bafkreidoc");
+    assert_eq!(
+        published.value,
+        "/ipfs/bafkreiattvkexaq3cpv6ufhrwd7bqv3selsblquwny5dkeoedfqfkizcai"
+    );
     let seen = &mock.seen()[0];
     assert_eq!(seen.path, "/api/v0/name/publish");
-    assert_eq!(seen.param("arg"), Some("/ipfs/bafkreidoc"));
+    assert_eq!(
+        seen.param("arg"),
+        Some("/ipfs/bafkreiattvkexaq3cpv6ufhrwd7bqv3selsblquwny5dkeoedfqfkizcai")
+    );
     assert_eq!(seen.param("key"), Some("pxfs-0011"));
     assert_eq!(seen.param("allow-offline"), Some("true"));
     assert_eq!(seen.param("lifetime"), Some("48h"));
@@ -514,7 +539,7 @@ mod hosted {
     pub const MESSAGE: &str = "Sign in to PollinationX (stand-in)";
     pub const CONTRACT: &str = "0x5fbdb2315678afecb367f032d93f642f64180aa3";
     pub const CHAIN_ID: u64 = 31337;
-    pub const ADDED: &str = r#"{"Name":"doc","Hash":"bafkreidoc","Size":"5"}"#;
+    pub const ADDED: &str = r#"{"Name":"doc","Hash":"bafkreiattvkexaq3cpv6ufhrwd7bqv3selsblquwny5dkeoedfqfkizcai","Size":"5"}"#;
 
     pub fn now() -> u64 {
         SystemTime::now()
@@ -711,7 +736,10 @@ async fn hosted_login_gives_each_token_its_own_endpoint_and_jwt() {
             .add_bytes("doc", Bytes::from_static(b"hello"))
             .await
             .unwrap_or_else(|e| panic!("add for token {token}: {e}"));
-        assert_eq!(added.hash, "bafkreidoc");
+        assert_eq!(
+            added.hash,
+            "bafkreiattvkexaq3cpv6ufhrwd7bqv3selsblquwny5dkeoedfqfkizcai"
+        );
     }
     // One login serves every token; each request went to its token's endpoint with its JWT.
     assert_eq!(hosted.logins(), 1);
@@ -814,7 +842,10 @@ async fn a_call_the_hosted_node_lacks_is_a_clear_error_and_key_list_is_empty() {
         err.to_string(),
         "the hosted node does not offer /api/v1/name/resolve (HTTP 404)"
     );
-    let err = client.pin_rm("bafkreidoc").await.unwrap_err();
+    let err = client
+        .pin_rm("bafkreiattvkexaq3cpv6ufhrwd7bqv3selsblquwny5dkeoedfqfkizcai")
+        .await
+        .unwrap_err();
     assert!(matches!(err, StorageError::Unsupported { .. }), "{err:?}");
     // No key on the gateway: usage documents are added, not published.
     assert!(client.key_list().await.unwrap().is_empty());

@@ -330,23 +330,28 @@ async fn stop_mount(devnet: &mut Devnet, signals: &mut StopSignals, grace: Durat
         }
     };
     let left = view.left;
+    let recorded = view.outcome(pid);
     devnet.mount_stopped();
-    let outcome = match status {
-        Some(s) if s.success() => {
+    let outcome = match (status, &recorded) {
+        (Some(s), Some(o)) if s.success() && o.committed => {
             view.finish(Some(&format!(
                 "uploaded and committed; {} unmounted",
                 mp.display()
             )));
             return Drained::Committed;
         }
-        Some(_) if interrupted => "interrupted".to_string(),
-        Some(s) => format!(
+        (Some(_), Some(o)) if !o.committed => o.describe(),
+        (Some(s), None) if s.success() => {
+            "the mount daemon exited without recording whether everything was committed".to_string()
+        }
+        (Some(_), _) if interrupted => "interrupted".to_string(),
+        (Some(s), _) => format!(
             "the mount daemon gave up: {s}, after {} s of the storage node not answering or \
              another error (see {})",
             grace.as_secs(),
             devnet.layout.mount_log().display()
         ),
-        None => "the mount daemon did not stop in time and was killed".to_string(),
+        (None, _) => "the mount daemon did not stop in time and was killed".to_string(),
     };
     view.finish(Some(&format!("{} unmounted", mp.display())));
     Drained::NotCommitted { why: outcome, left }

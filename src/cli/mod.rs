@@ -12,6 +12,7 @@ pub mod fstab;
 pub mod key;
 pub mod mint;
 pub mod mount;
+pub mod mount_outcome;
 pub mod mount_status;
 pub mod node;
 pub mod oracle;

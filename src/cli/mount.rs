@@ -398,22 +398,54 @@ fn serve(
     }
     let _ = loop_thread.join();
     // Anything written between the drain and the unmount.
-    let committed = drained && rt.block_on(drain(&fs));
-    publisher.publish();
+    let drained = match drained {
+        Ok(()) => rt.block_on(drain(&fs)),
+        Err(e) => Err(e),
+    };
+    let outcome = outcome_of(&fs, &cfg.cache.dir, drained);
+    publisher.finish(outcome.clone());
     fs.abort();
     publisher.remove();
     let _ = std::fs::remove_file(&pid_path);
-    crate::say_err!("pxfs: unmounted {}", args.mountpoint.display());
-    if !committed {
-        // A non-zero exit: whoever stopped the daemon (systemd, `pxfs devnet up`) learns
-        // that not everything closed reached the node.
-        bail!(
-            "not everything was committed before the unmount; it stays in the journal in {}, \
-             and the next mount with this cache directory uploads and commits it",
-            cfg.cache.dir.join("journal").display()
-        );
+    if !outcome.committed {
+        // A non-zero exit: whoever stopped the daemon (systemd, `pxfs devnet up`, `pxfs
+        // unmount`) learns that not everything closed reached the node.
+        crate::say_err!("pxfs: unmounted {}", args.mountpoint.display());
+        bail!("{}", outcome.describe());
     }
+    crate::say_err!(
+        "pxfs: uploaded and committed; unmounted {}",
+        args.mountpoint.display()
+    );
     Ok(())
+}
+
+/// What the drain left: everything committed only when the drain succeeded, nothing is
+/// left to upload and no token has changes the last commit did not write.
+fn outcome_of(
+    fs: &Fs,
+    cache_dir: &Path,
+    drained: Result<(), String>,
+) -> crate::cli::mount_outcome::Outcome {
+    let (files_left, bytes_left) = fs.pending();
+    let tokens_uncommitted: Vec<u64> = fs
+        .tokens()
+        .into_iter()
+        .filter(|t| fs.usage_parts(*t).map(|(_, dirty)| dirty).unwrap_or(true))
+        .collect();
+    let mut error = drained.err();
+    if error.is_none() && (files_left > 0 || !tokens_uncommitted.is_empty()) {
+        error = Some("changes were made after the final commit".into());
+    }
+    crate::cli::mount_outcome::Outcome {
+        committed: error.is_none(),
+        files_left,
+        bytes_left,
+        tokens_uncommitted,
+        journal: cache_dir.join("journal"),
+        error,
+        finished_at: crate::cli::mount_status::now(),
+    }
 }
 
 async fn wait_for_end(ended: tokio::sync::oneshot::Receiver<()>) -> &'static str {
@@ -437,8 +469,8 @@ async fn wait_for_end(ended: tokio::sync::oneshot::Receiver<()>) -> &'static str
 
 /// Upload everything staged and commit every token, reporting what is left. A second
 /// SIGTERM/SIGINT stops waiting: what is staged stays in the journal for the next mount.
-/// Returns whether everything was committed.
-async fn drain(fs: &Fs) -> bool {
+/// Returns why not everything was committed, if it was not.
+async fn drain(fs: &Fs) -> Result<(), String> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate()).ok();
     let mut int = signal(SignalKind::interrupt()).ok();
@@ -453,18 +485,15 @@ async fn drain(fs: &Fs) -> bool {
         };
         tokio::select! {
             r = &mut flush => {
-                return match r {
-                    Ok(()) => true,
-                    Err(e) => {
-                        crate::say_err!("pxfs: final commit failed: {e}; the journal keeps it for the next mount");
-                        false
-                    }
-                };
+                return r.map_err(|e| {
+                    crate::say_err!("pxfs: final commit failed: {e}; the journal keeps it for the next mount");
+                    format!("final commit failed: {e}")
+                });
             }
             _ = interrupted => {
                 let (files, bytes) = fs.pending();
                 crate::say_err!("pxfs: interrupted again: leaving {files} file(s), {bytes} byte(s) staged; the next mount uploads them");
-                return false;
+                return Err("interrupted by a second signal before the uploads finished".into());
             }
             _ = tokio::time::sleep(Duration::from_secs(2)) => {
                 let (files, bytes) = fs.pending();

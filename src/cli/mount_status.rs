@@ -23,7 +23,8 @@ pub struct MountStatus {
     pub chain_id: u64,
     pub contract: String,
     pub wallet: String,
-    /// `mounted`, then `draining` once an unmount or signal started the final upload.
+    /// `mounted`, then `draining` once an unmount or signal started the final upload,
+    /// then `stopped` with the `outcome` just before the daemon exits.
     pub state: String,
     pub started_at: u64,
     pub updated_at: u64,
@@ -39,6 +40,10 @@ pub struct MountStatus {
     /// Files and directories the daemon holds in memory (`[cache] max_loaded_inodes`).
     #[serde(default)]
     pub loaded_inodes: u64,
+    /// Set once, as the daemon's last word before it exits (`state` is then `stopped`):
+    /// whether everything was committed, or what stays in the journal and why.
+    #[serde(default)]
+    pub outcome: Option<super::mount_outcome::Outcome>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
@@ -205,7 +210,7 @@ pub fn running(cache_dir: &Path) -> Vec<MountStatus> {
         .flatten()
         .filter(|e| e.path().extension().is_some_and(|x| x == "json"))
         .filter_map(|e| read(&e.path()))
-        .filter(|s| pid_alive(s.pid))
+        .filter(|s| s.outcome.is_none() && pid_alive(s.pid))
         .collect();
     out.sort_by(|a, b| a.mountpoint.cmp(&b.mountpoint));
     out
@@ -233,6 +238,7 @@ mod tests {
             tokens: Vec::new(),
             local_faults: Vec::new(),
             loaded_inodes: 0,
+            outcome: None,
         }
     }
 

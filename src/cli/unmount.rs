@@ -81,23 +81,34 @@ pub async fn run(args: UnmountArgs) -> anyhow::Result<()> {
     let Some(pid) = pid else {
         return Ok(());
     };
-    wait_for_drain(pid, &mountpoint).await;
-    Ok(())
+    let outcome = wait_for_drain(pid, &mountpoint).await;
+    match outcome {
+        Some(o) if o.committed => Ok(()),
+        Some(o) => bail!("{}: {}", mountpoint.display(), o.describe()),
+        None => bail!(
+            "{} is unmounted, but its daemon (pid {pid}) exited without recording whether              everything was committed (killed?); anything it had staged stays in its cache              directory's journal, and the next `pxfs mount` with that cache uploads and              commits it",
+            mountpoint.display()
+        ),
+    }
 }
 
 /// Wait for the daemon to exit, showing its drain progress (files and bytes left) from
-/// the status file it publishes.
-async fn wait_for_drain(pid: i32, mountpoint: &Path) {
+/// the status file it publishes; returns the outcome it recorded there, if it did.
+async fn wait_for_drain(pid: i32, mountpoint: &Path) -> Option<super::mount_outcome::Outcome> {
     let mut view = DrainView::new(mountpoint);
-    // SAFETY: kill with signal 0 only checks that the process exists.
-    while unsafe { libc::kill(pid, 0) } == 0 {
+    while super::mount_status::pid_alive(pid as u32) {
         view.update(pid);
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    view.finish(Some(&format!(
-        "uploaded and committed; {} unmounted",
-        mountpoint.display()
-    )));
+    let outcome = view.outcome(pid);
+    let line = match &outcome {
+        Some(o) if o.committed => {
+            format!("uploaded and committed; {} unmounted", mountpoint.display())
+        }
+        _ => format!("{} unmounted", mountpoint.display()),
+    };
+    view.finish(Some(&line));
+    outcome
 }
 
 /// A mount daemon's drain as it reports it in its status file (files and bytes left),
@@ -128,6 +139,13 @@ impl DrainView {
             self.progress
                 .bytes_left(self.total, s.pending_bytes, s.pending_files);
         }
+    }
+
+    /// The outcome `pid` recorded before it exited, if it did.
+    pub fn outcome(&self, pid: i32) -> Option<super::mount_outcome::Outcome> {
+        super::mount_status::read(&self.link)
+            .filter(|s| s.pid as i32 == pid)
+            .and_then(|s| s.outcome)
     }
 
     pub fn finish(self, msg: Option<&str>) {

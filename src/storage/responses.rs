@@ -197,7 +197,9 @@ pub(crate) fn parse_added_lines(body: &[u8]) -> Result<Vec<Added>, AddAnswerErro
         if probe.hash.is_none() {
             continue;
         }
-        out.push(serde_json::from_slice::<Added>(line).map_err(malformed)?);
+        let mut added = serde_json::from_slice::<Added>(line).map_err(malformed)?;
+        added.hash = super::cid::canonical(&added.hash).map_err(AddAnswerError::Malformed)?;
+        out.push(added);
     }
     Ok(out)
 }
@@ -223,8 +225,8 @@ mod tests {
     #[test]
     fn add_lines_skip_progress_objects_and_accept_string_sizes() {
         let body = br#"{"Name":"a","Bytes":262144}
-{"Name":"a","Hash":"bafkreia","Size":"262144"}
-{"Name":"b","Hash":"bafkreib","Size":7}
+{"Name":"a","Hash":"bafkreigks6arfsq3xxfpvqrrwonchxcnu6do76auprhhfomao6c273sixm","Size":"262144"}
+{"Name":"b","Hash":"bafkreib6epubmabzlffdhckpmvsodmjuro6xuaei2qwevs3t52xnlhaatu","Size":7}
 "#;
         let Ok(added) = parse_added_lines(body) else {
             panic!("parses")
@@ -237,7 +239,7 @@ mod tests {
 
     #[test]
     fn an_error_object_in_the_add_stream_is_the_nodes_error() {
-        let body = br#"{"Name":"a","Hash":"bafkreia","Size":"1"}
+        let body = br#"{"Name":"a","Hash":"bafkreigks6arfsq3xxfpvqrrwonchxcnu6do76auprhhfomao6c273sixm","Size":"1"}
 {"Message":"disk full","Code":0,"Type":"error"}
 "#;
         match parse_added_lines(body) {

@@ -377,6 +377,21 @@ impl TestMount {
             .unwrap()
     }
 
+    /// `pxfs unmount` whatever its outcome: its output, once the mount point is detached.
+    pub fn unmount_outcome(&mut self) -> Output {
+        let out = self.pxfs_unmount(&[]);
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while is_mounted(self.dir.path()) {
+            assert!(
+                Instant::now() < deadline,
+                "still mounted 120 s after pxfs unmount"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        self.mounted = false;
+        out
+    }
+
     /// `pxfs unmount --abort`: ends the mount's FUSE connection and detaches it, for a
     /// daemon that neither answers nor exits.
     pub fn abort(&mut self) {

@@ -99,6 +99,8 @@ pub struct Publisher {
     path: PathBuf,
     link: PathBuf,
     base: Mutex<MountStatus>,
+    /// The final outcome is recorded: the file stays for `pxfs unmount` to read.
+    finished: std::sync::atomic::AtomicBool,
 }
 
 impl Publisher {
@@ -128,6 +130,7 @@ impl Publisher {
             tokens: Vec::new(),
             local_faults: Vec::new(),
             loaded_inodes: 0,
+            outcome: None,
         };
         let p = Publisher {
             fs,
@@ -135,6 +138,7 @@ impl Publisher {
             path,
             link,
             base: Mutex::new(base),
+            finished: std::sync::atomic::AtomicBool::new(false),
         };
         p.publish();
         if let Some(dir) = p.link.parent() {
@@ -212,8 +216,24 @@ impl Publisher {
 }
 
 impl Publisher {
-    /// The mount is gone: so is its status.
+    /// The daemon's last word: state `stopped` and its outcome, written now and left in
+    /// place (no longer listed as running) for whoever stopped it to read.
+    pub fn finish(&self, outcome: crate::cli::mount_outcome::Outcome) {
+        {
+            let mut base = self.base.lock().unwrap_or_else(|e| e.into_inner());
+            base.state = "stopped".into();
+            base.outcome = Some(outcome);
+        }
+        self.publish();
+        self.finished
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// The mount is gone: so is its status (unless it holds the final outcome).
     pub fn remove(&self) {
+        if self.finished.load(std::sync::atomic::Ordering::SeqCst) {
+            return;
+        }
         let _ = std::fs::remove_file(&self.path);
         if std::fs::read_link(&self.link).is_ok_and(|t| t == self.path) {
             let _ = std::fs::remove_file(&self.link);
