@@ -463,16 +463,33 @@ async fn read_table<R: format::Record>(
     objects: &mut Vec<(String, u64)>,
 ) -> FsResult<Vec<R>> {
     let mut records = Vec::new();
+    // The level every page of this round must declare: the top's, then one less per round,
+    // so the descent ends after at most the top's level + 1 rounds whatever the node serves
+    // (a branch page listed as its own child is refused, never read again and again).
+    let mut expected: Option<u8> = None;
     loop {
         let mut next = Vec::new();
         for (cid, bytes) in level.iter().zip(&fetched) {
-            match format::page::decode::<R>(bytes, crypto)
-                .map_err(|e| format_error(&format!("page {cid}"), e))?
+            let page = format::page::decode::<R>(bytes, crypto)
+                .map_err(|e| format_error(&format!("page {cid}"), e))?;
+            let declared = match &page {
+                Page::Leaf(_) => 0,
+                Page::Branch(b) => b.level,
+            };
+            if *expected.get_or_insert(declared) != declared
+                || matches!(&page, Page::Branch(b) if b.level == 0)
             {
+                return Err(FsError::Journal(format!(
+                    "page {cid}: declares level {declared} where the page table needs level {}",
+                    expected.unwrap_or(0)
+                )));
+            }
+            match page {
                 Page::Leaf(r) => records.extend(r),
                 Page::Branch(b) => next.extend(b.children.into_iter().map(|c| c.node)),
             }
         }
+        expected = expected.map(|l| l.saturating_sub(1));
         if next.is_empty() {
             return Ok(records);
         }
