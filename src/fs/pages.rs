@@ -594,3 +594,54 @@ pub async fn read_dir(
         empty_dir: empty_dir(store, crypto),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::format::page::{Branch, ChildRef};
+    use crate::fs::store::MemoryStore;
+
+    /// A node that serves a branch page in place of its child: the table would go on
+    /// forever (each round asks for the same child again); the declared levels end it.
+    #[test]
+    fn a_branch_page_served_as_its_own_child_ends_in_an_error() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let crypto = TreeCrypto::Plain;
+        let child = format::store::raw_cid(b"the child page the node will not serve");
+        let top: Page<Entry> = Page::Branch(Branch {
+            level: 1,
+            count: 1,
+            children: vec![ChildRef {
+                first: b"a".to_vec(),
+                node: child.clone(),
+                count: 1,
+            }],
+        });
+        let bytes = Bytes::from(format::page::encode(&top, &crypto).unwrap());
+        let top_cid = format::store::raw_cid(&bytes);
+        let store = MemoryStore::new();
+        store.replace(&top_cid, bytes.clone());
+        store.replace(&child, bytes);
+        // On its own thread: a descent that never ends never yields to a timer either.
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let read = rt.block_on(read_dir(
+                &store,
+                &crypto,
+                &PageCache::default(),
+                &top_cid,
+                false,
+            ));
+            let _ = tx.send(read.map(|_| ()));
+        });
+        let read = rx.recv_timeout(std::time::Duration::from_secs(10));
+        let read = read.expect("the descent ends");
+        let Err(err) = read else {
+            panic!("a table whose child is its parent is refused");
+        };
+        assert_eq!(err.errno(), libc::EIO, "{err}");
+    }
+}
