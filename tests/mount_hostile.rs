@@ -321,3 +321,54 @@ fn xattr(p: &Path, name: &str) -> String {
     assert!(len >= 0, "getxattr {name}");
     String::from_utf8(buf[..len as usize].to_vec()).unwrap()
 }
+
+/// The cost of checking every block: a cold read of 256 MiB through the kernel mount with
+/// a fresh cache (`cargo test --test mount_hostile cold_read -- --ignored --nocapture`;
+/// the figure is printed, BENCHMARKS.md has the comparison).
+#[test]
+#[ignore = "a measurement, not a check"]
+fn cold_read_of_256_mib() {
+    if !can_mount() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let node = start_node(&dir(tmp.path(), "repo"));
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let key = rt.block_on(node.client.key_gen("token-1")).unwrap();
+    let mnt = dir(tmp.path(), "mnt");
+    let src = tmp.path().join("big");
+    let data: Vec<u8> = (0..(256u32 << 20))
+        .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+        .collect();
+    std::fs::write(&src, &data).unwrap();
+    drop(data);
+    for sealed in [false, true] {
+        let m = mount(
+            &node.client,
+            &key.id,
+            &dir(tmp.path(), "c-write"),
+            &mnt,
+            sealed,
+        );
+        std::fs::copy(&src, mnt.join(format!("big-{sealed}"))).unwrap();
+        m.unmount();
+        let _ = std::fs::remove_dir_all(tmp.path().join("c-write"));
+        for run in 0..3 {
+            let cache = dir(tmp.path(), &format!("c-read-{sealed}-{run}"));
+            let m = mount(&node.client, &key.id, &cache, &mnt, sealed);
+            let started = std::time::Instant::now();
+            let mut f = std::fs::File::open(mnt.join(format!("big-{sealed}"))).unwrap();
+            let n = std::io::copy(&mut f, &mut std::io::sink()).unwrap();
+            let secs = started.elapsed().as_secs_f64();
+            drop(f);
+            assert_eq!(n, 256 << 20);
+            eprintln!(
+                "cold read, {}: {:.1} MiB/s ({secs:.2} s)",
+                if sealed { "encrypted" } else { "plaintext" },
+                256.0 / secs
+            );
+            m.unmount();
+            let _ = std::fs::remove_dir_all(&cache);
+        }
+    }
+}
