@@ -139,7 +139,16 @@ fn warn_unchecked(cid: &Cid) {
 /// One block, fetched and checked against its CID.
 pub async fn block(client: &NodeClient, cid: &Cid) -> Result<Bytes, IntegrityError> {
     let text = cid.to_string();
-    let data = match client.block_get(&text).await {
+    // PollinationX's hosted gateway passes only `add`, `cat` and `get`: not asked.
+    let asked = if client.is_hosted() {
+        Err(StorageError::Unsupported {
+            path: "block/get".into(),
+            status: 404,
+        })
+    } else {
+        client.block_get(&text).await
+    };
+    let data = match asked {
         Ok(data) => data,
         // A raw CID's `cat` is its block.
         Err(e) if no_block_api(&e) && cid.codec() == RAW_CODEC => {
