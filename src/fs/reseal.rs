@@ -551,15 +551,14 @@ impl ContentStore for Withheld {
     }
     async fn resolve(&self, btns: &str) -> Result<Option<Published>, StoreError> {
         match self.last() {
-            Some(r) => Ok(Some(Published {
-                doc_cid: Withheld::doc_id(r.seq),
-                root: r.root,
-                usage: r.usage,
-                files: r.files,
-                seq: r.seq,
-                encryption: r.encryption,
-            })),
+            Some(r) => Ok(Some(Published::of_record(&Withheld::doc_id(r.seq), &r))),
             None => self.inner.resolve(btns).await,
+        }
+    }
+    async fn usage_doc(&self, cid: &str) -> Result<Published, StoreError> {
+        match self.last() {
+            Some(r) if Withheld::doc_id(r.seq) == cid => Ok(Published::of_record(cid, &r)),
+            _ => self.inner.usage_doc(cid).await,
         }
     }
 }

@@ -77,6 +77,11 @@ pub struct TokenFs {
     pub merged_onto: Option<super::merge::Onto>,
     /// Conflict copies the merges of this mount made (`pxfs status`).
     pub conflicts: u64,
+    /// The journal ops covered by a document of this mount that held (docs/FORMAT.md
+    /// §9.3): an fsync of a later op waits until the commit covering it holds too.
+    pub held_seq: u64,
+    /// When the committed document was published (`None`: by an earlier run).
+    pub published_at: Option<std::time::Instant>,
 }
 
 /// A committed link group: its record, and its inode once a name of it is loaded.
@@ -97,6 +102,12 @@ pub struct ChainGate {
 }
 
 impl TokenFs {
+    /// Whether every commit of this mount is in a document that held (docs/FORMAT.md
+    /// §9.3): nothing published waits to be checked.
+    pub fn held(&self) -> bool {
+        self.held_seq >= self.committed.journal_seq || self.committed.usage_doc.is_none()
+    }
+
     pub fn allowance(&self) -> Allowance {
         Allowance {
             quota: self.info.quota,
