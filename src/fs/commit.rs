@@ -374,12 +374,12 @@ impl Fs {
     }
 
     /// Check the record until this mount's committed document holds (docs/FORMAT.md
-    /// §9.3): a resolve at least the settle window after its publication shows it or a
-    /// descendant. `Ok(false)`: another writer's publication replaced it (the next round
+    /// §9.3): a resolve at least the settle window after the first resolve that showed it
+    /// still shows it or a descendant. `Ok(false)`: another writer's publication replaced it (the next round
     /// merges that). A failed resolve, or an older record, proves nothing: checked again,
     /// until the outage grace period.
     async fn hold(&self, token: TokenId) -> FsResult<bool> {
-        let (doc, journal_seq, since, btns) = {
+        let (doc, journal_seq, btns) = {
             let tree = self.tree();
             let t = tree.token(token)?;
             if t.held() || t.read_only || t.replaying {
@@ -388,7 +388,6 @@ impl Fs {
             (
                 t.committed.usage_doc.clone(),
                 t.committed.journal_seq,
-                t.published_at,
                 t.info.btns.clone(),
             )
         };
@@ -404,17 +403,13 @@ impl Fs {
             return Ok(true);
         };
         let window = self.config().settle_window;
-        // Published by an earlier run: when is not known, so from now.
-        let since = since.unwrap_or_else(std::time::Instant::now);
-        let step = (window / 4).max(Duration::from_millis(50));
+        let step = (window / 4).max(Duration::from_millis(10));
         let store = self.store_of(Some(token));
         let checking_since = std::time::Instant::now();
+        // The first resolve that showed the document: it had landed by then.
+        let mut seen: Option<std::time::Instant> = None;
         loop {
-            let elapsed = since.elapsed();
-            if elapsed < window {
-                tokio::time::sleep(step.min(window - elapsed)).await;
-            }
-            let settled = since.elapsed() >= window;
+            let asked = std::time::Instant::now();
             let shows = match store.resolve(&btns).await {
                 Ok(Some(p)) if p.doc_cid == doc => true,
                 Ok(Some(p)) => {
@@ -435,9 +430,12 @@ impl Fs {
                 }
                 Ok(None) | Err(_) => false,
             };
-            if shows && settled {
-                held(&mut self.tree());
-                return Ok(true);
+            if shows {
+                let first = *seen.get_or_insert(asked);
+                if first.elapsed() >= window {
+                    held(&mut self.tree());
+                    return Ok(true);
+                }
             }
             if !shows && checking_since.elapsed() > self.config().outage_grace {
                 return Err(FsError::Store(super::store::StoreError::transient(
@@ -445,9 +443,7 @@ impl Fs {
                      older record)",
                 )));
             }
-            if settled {
-                tokio::time::sleep(step.max(Duration::from_millis(100))).await;
-            }
+            tokio::time::sleep(step).await;
         }
     }
 
@@ -781,7 +777,6 @@ impl Fs {
             let mut delete: HashSet<PathBuf> = delete.into_iter().collect();
             t.committed = state;
             t.merged_onto = None;
-            t.published_at = Some(std::time::Instant::now());
             t.last_commit = Some(std::time::SystemTime::now());
             let fully_loaded = t.unloaded_dirs == 0;
             // Staged copies the journal no longer needs: only files with one (swept).

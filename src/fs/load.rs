@@ -224,7 +224,6 @@ impl Fs {
                     sealing,
                     merged_onto: None,
                     conflicts: 0,
-                    published_at: None,
                 },
             );
         }

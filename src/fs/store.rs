@@ -116,7 +116,7 @@ impl Published {
         }
     }
 
-    pub(crate) fn of_record(cid: &str, r: &UsageRecord) -> Published {
+    pub fn of_record(cid: &str, r: &UsageRecord) -> Published {
         Published {
             doc_cid: cid.to_owned(),
             root: r.root.clone(),
@@ -313,6 +313,15 @@ impl MemoryStore {
     /// The record last published under `btns`.
     pub fn published(&self, btns: &str) -> Option<UsageRecord> {
         lock(&self.names).get(btns).map(|(_, r)| r.clone())
+    }
+    /// The CID of the document last published under `btns`.
+    pub fn published_cid(&self, btns: &str) -> Option<String> {
+        lock(&self.names).get(btns).map(|(c, _)| c.clone())
+    }
+    /// Point `btns` at the document `cid` (added before), as a publication landing late
+    /// would (a fake name system over this store: `tests/fs_two_machines_model.rs`).
+    pub fn set_name(&self, btns: &str, cid: &str, record: UsageRecord) {
+        lock(&self.names).insert(btns.to_owned(), (cid.to_owned(), record));
     }
 
     fn check_online(&self) -> Result<(), StoreError> {

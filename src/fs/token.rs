@@ -80,8 +80,6 @@ pub struct TokenFs {
     /// The journal ops covered by a document of this mount that held (docs/FORMAT.md
     /// §9.3): an fsync of a later op waits until the commit covering it holds too.
     pub held_seq: u64,
-    /// When the committed document was published (`None`: by an earlier run).
-    pub published_at: Option<std::time::Instant>,
 }
 
 /// A committed link group: its record, and its inode once a name of it is loaded.
