@@ -417,6 +417,11 @@ impl Fs {
                     match super::ancestry::relate(&self.inner.ancestry, &*store, &own, &p).await {
                         Ok(super::ancestry::Relation::Ahead { .. }) => true,
                         Ok(super::ancestry::Relation::Diverged { .. }) => {
+                            // The document that replaced it may use what this commit
+                            // superseded: kept pinned.
+                            if let Ok(t) = self.tree().token_mut(token) {
+                                t.unpin_when_held.clear();
+                            }
                             tracing::warn!(
                                 token,
                                 seq = p.seq,
@@ -433,7 +438,23 @@ impl Fs {
             if shows {
                 let first = *seen.get_or_insert(asked);
                 if first.elapsed() >= window {
-                    held(&mut self.tree());
+                    let unpin = {
+                        let mut tree = self.tree();
+                        held(&mut tree);
+                        // Not what the tree took back meanwhile (a merge, equal content).
+                        tree.token_mut(token)
+                            .map(|t| {
+                                let mut unpin = std::mem::take(&mut t.unpin_when_held);
+                                unpin.retain(|c| !t.ledger.holds(c));
+                                unpin
+                            })
+                            .unwrap_or_default()
+                    };
+                    for cid in unpin {
+                        if let Err(e) = store.unpin(&cid).await {
+                            tracing::debug!(cid, error = %e, "unpin failed");
+                        }
+                    }
                     return Ok(true);
                 }
             }
@@ -841,11 +862,10 @@ impl Fs {
                 .filter(|c| !live.contains(c) && !held(c))
                 .collect()
         };
-        let store = self.store_of(Some(token));
-        for cid in unpin {
-            if let Err(e) = store.unpin(&cid).await {
-                tracing::debug!(cid, error = %e, "unpin failed");
-            }
+        // Unpinned once the document holds (`hold`): until then another machine's
+        // publication made on the previous document may still use them.
+        if let Ok(t) = self.tree().token_mut(token) {
+            t.unpin_when_held.extend(unpin);
         }
         self.inner.progress.notify_waiters();
         tracing::debug!(token, seq = snap.record.seq, "committed");

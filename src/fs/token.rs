@@ -80,6 +80,10 @@ pub struct TokenFs {
     /// The journal ops covered by a document of this mount that held (docs/FORMAT.md
     /// §9.3): an fsync of a later op waits until the commit covering it holds too.
     pub held_seq: u64,
+    /// Objects the commits since the last held one superseded: unpinned once the
+    /// document holds, kept pinned if another machine's publication replaced it (that one
+    /// may use them).
+    pub unpin_when_held: Vec<String>,
 }
 
 /// A committed link group: its record, and its inode once a name of it is loaded.
