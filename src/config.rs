@@ -192,6 +192,12 @@ pub struct UploadConfig {
     /// it in (live follow); 0: never (their changes are still merged at each commit).
     #[serde(default = "default_follow_every_secs")]
     pub follow_every_secs: u64,
+    /// The BTNS record's settle window in milliseconds (docs/FORMAT.md §9.3): a commit
+    /// counts as durable (`fsync` returns) once a resolve this long after its publication
+    /// still shows it. A name system whose records take longer to reach every node needs
+    /// a longer one.
+    #[serde(default = "default_settle_ms")]
+    pub settle_ms: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
@@ -285,6 +291,9 @@ fn default_commit_every_secs() -> u64 {
 fn default_follow_every_secs() -> u64 {
     3
 }
+fn default_settle_ms() -> u64 {
+    1_000
+}
 
 impl Default for CacheConfig {
     fn default() -> Self {
@@ -304,6 +313,7 @@ impl Default for UploadConfig {
             parallelism: default_parallelism(),
             commit_every_secs: default_commit_every_secs(),
             follow_every_secs: default_follow_every_secs(),
+            settle_ms: default_settle_ms(),
         }
     }
 }

@@ -2767,3 +2767,41 @@ async fn over_the_inode_limit_the_kernel_is_asked_to_forget_names_looked_up_alon
     }
     assert!(m.fs.loaded_inodes() < 10);
 }
+
+#[tokio::test]
+async fn a_conversion_overtaken_by_another_machines_commit_publishes_nothing_and_loses_nothing() {
+    use pxfs::fs::ContentStore;
+    let a = mount(u64::MAX).await;
+    a.write_file(ROOT_INO, "base", b"base").await;
+    a.fs.flush_all().await.unwrap();
+    // `pxfs encrypt` starts from this document…
+    let started_from = a.store.resolve(BTNS).await.unwrap().expect("published");
+    // …while another machine commits.
+    let b = second_machine(&a.store).await;
+    b.write_file(ROOT_INO, "from-b", b"b").await;
+    b.fs.flush_all().await.unwrap();
+    let b_doc = a.store.published_cid(BTNS);
+    let work = tempfile::tempdir().unwrap();
+    let result = pxfs::fs::reseal::convert(
+        pxfs::fs::reseal::Conversion {
+            store: a.store.clone(),
+            work_dir: work.path().join("convert"),
+            template: FsConfig::new(work.path().to_path_buf()),
+            info: info(u64::MAX),
+            published: started_from,
+            from_keys: Arc::new(PlainOnly),
+            to_keys: Arc::new(FixedKey(pxfs::format::DataKey::from_bytes([7; 32]))),
+        },
+        &mut |_| {},
+    )
+    .await;
+    assert!(
+        matches!(result, Err(FsError::Raced(_))),
+        "refused: {:?}",
+        result.map(|c| c.doc)
+    );
+    assert_eq!(a.store.published_cid(BTNS), b_doc, "nothing published");
+    let fresh = second_machine(&a.store).await;
+    assert_eq!(fresh.names(ROOT_INO).await, ["base", "from-b"]);
+    assert_eq!(fresh.read_file(ROOT_INO, "from-b").await, b"b");
+}

@@ -672,3 +672,106 @@ fn a_daemon_killed_while_the_kernel_holds_a_directory_it_invalidates_is_ended_by
         names(&on_a).len() == 3
     });
 }
+
+/// A config for machine `name` whose commits (under load) and follows run every `secs`
+/// seconds (`None`: the defaults).
+fn machine_every(devnet: &TestDevnet, caches: &Path, name: &str, secs: Option<i64>) -> PathBuf {
+    devnet.config_with(&caches.join(name), |cfg| {
+        let Some(secs) = secs else { return };
+        let upload = cfg
+            .as_table_mut()
+            .unwrap()
+            .entry("upload")
+            .or_insert_with(|| toml::Value::Table(Default::default()));
+        let upload = upload.as_table_mut().unwrap();
+        upload.insert("commit_every_secs".into(), toml::Value::Integer(secs));
+        upload.insert("follow_every_secs".into(), toml::Value::Integer(secs));
+    })
+}
+
+fn env_count(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(default)
+}
+
+/// `machines` mounts of one sNFT write at the same time (all writer threads start
+/// together), each `PXFS_CONCURRENT_FILES` small files (200 by default) from
+/// `PXFS_CONCURRENT_THREADS` threads (16), fsyncing each one; a fresh mount afterwards must
+/// show every fsynced file with its content (docs/FORMAT.md §9: a fsync returns once its
+/// commit holds).
+fn machines_writing_at_once_lose_no_fsynced_file(machines: usize, every: Option<i64>) {
+    let files = env_count("PXFS_CONCURRENT_FILES", 200);
+    let threads = env_count("PXFS_CONCURRENT_THREADS", 16).clamp(1, files.max(1));
+    let devnet = TestDevnet::start(&[]);
+    let caches = tempfile::tempdir().unwrap();
+    let names: Vec<String> = (0..machines).map(|m| format!("m{m}")).collect();
+    let mounts: Vec<TestMount> = names
+        .iter()
+        .map(|n| TestMount::mount(&machine_every(&devnet, caches.path(), n, every), &[]))
+        .collect();
+    let roots: Vec<PathBuf> = mounts.iter().map(|m| m.token(devnet.token())).collect();
+    let start = std::sync::Barrier::new(machines * threads);
+    let began = Instant::now();
+    let acked: Vec<(String, Vec<u8>)> = std::thread::scope(|s| {
+        let mut handles = Vec::new();
+        for (m, root) in roots.iter().enumerate() {
+            for t in 0..threads {
+                let start = &start;
+                handles.push(s.spawn(move || {
+                    start.wait();
+                    let mut acked = Vec::new();
+                    for i in (t..files).step_by(threads) {
+                        let name = format!("m{m}-{i:05}.txt");
+                        let data = format!("machine {m} file {i}\n").into_bytes();
+                        write_and_fsync(&root.join(&name), &data);
+                        acked.push((name, data));
+                    }
+                    acked
+                }));
+            }
+        }
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap())
+            .collect()
+    });
+    eprintln!(
+        "{machines} machines wrote and fsynced {} files in {:.1} s",
+        acked.len(),
+        began.elapsed().as_secs_f64()
+    );
+    drop(mounts);
+    let fresh = TestMount::mount(&machine(&devnet, caches.path(), "fresh"), &[]);
+    let shown = all_files(&fresh.token(devnet.token()));
+    let lost: Vec<&String> = acked
+        .iter()
+        .filter(|(name, data)| shown.get(name) != Some(data))
+        .map(|(name, _)| name)
+        .collect();
+    assert!(
+        lost.is_empty(),
+        "{} of {} fsynced files are not on a fresh mount (it shows {} files): {lost:?}",
+        lost.len(),
+        acked.len(),
+        shown.len()
+    );
+    let copies = shown.keys().filter(|p| p.contains(".conflict-")).count();
+    assert_eq!(copies, 0, "no file was written twice: no conflict copy");
+}
+
+#[test]
+fn two_machines_fsyncing_at_the_same_time_lose_no_file() {
+    machines_writing_at_once_lose_no_fsynced_file(2, None);
+}
+
+#[test]
+fn two_machines_fsyncing_at_the_same_time_with_1_second_intervals_lose_no_file() {
+    machines_writing_at_once_lose_no_fsynced_file(2, Some(1));
+}
+
+#[test]
+fn three_machines_fsyncing_at_the_same_time_lose_no_file() {
+    machines_writing_at_once_lose_no_fsynced_file(3, None);
+}

@@ -608,6 +608,7 @@ pub(crate) fn core_config(cfg: &Config) -> FsConfig {
     fs_cfg.outage_grace =
         Duration::from_secs(cfg.node.timeout_secs.max(1)) * (cfg.node.retries.saturating_add(1));
     fs_cfg.merge_pause = merge_pause_for_tests();
+    fs_cfg.settle_window = Duration::from_millis(cfg.upload.settle_ms);
     fs_cfg
 }
 

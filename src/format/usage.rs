@@ -254,6 +254,13 @@ impl AnyUsageDoc {
             AnyUsageDoc::V2(d) => d.prev.as_deref(),
         }
     }
+    /// The second parent of a merge commit (docs/FORMAT.md §9.1); v1 has none.
+    pub fn merged(&self) -> Option<&str> {
+        match self {
+            AnyUsageDoc::V1(_) => None,
+            AnyUsageDoc::V2(d) => d.merged.as_deref(),
+        }
+    }
     /// The tree's encryption: v1 trees are plaintext.
     pub fn encryption(&self) -> Encryption {
         match self {

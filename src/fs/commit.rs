@@ -61,9 +61,6 @@ struct Snapshot {
     groups: HashMap<u64, GroupSlot>,
     /// Another writer's document merged into this commit (docs/FORMAT.md §9).
     onto: Option<super::merge::Onto>,
-    /// The document this commit is on top of: its `seq` and its root.
-    base_seq: u64,
-    base_root: Option<String>,
 }
 
 /// A commit whose publication another writer's overwrote merges that and publishes again,
@@ -142,6 +139,13 @@ fn commit_backoff() -> Backoff {
 }
 
 impl Fs {
+    /// Nothing of `token` is uploading and every commit of it holds.
+    fn settled(&self, token: TokenId) -> FsResult<bool> {
+        let tree = self.tree();
+        let t = tree.token(token)?;
+        Ok(t.pending_uploads == 0 && (t.held() || t.read_only || self.config().read_only))
+    }
+
     /// Retry recording a published commit that the journal could not record.
     fn save_unsaved_state(&self, token: TokenId) {
         let mut tree = self.tree();
@@ -206,7 +210,7 @@ impl Fs {
             let pending = self.tree().token(token)?.pending_uploads;
             if pending == 0 {
                 match self.commit_token(token).await {
-                    Ok(_) if self.tree().token(token)?.pending_uploads == 0 => return Ok(()),
+                    Ok(_) if self.settled(token)? => return Ok(()),
                     Ok(_) => continue, // a close slipped in: wait for it too
                     Err(e) => {
                         commit_failed_backoff(token, &e, &mut backoff).await;
@@ -259,7 +263,9 @@ impl Fs {
                     Some(_) => file_uploading,
                     None => !t.committed.carried.is_empty(),
                 };
-                (t.committed.journal_seq >= seq && !carries, pending)
+                // Durable once its commit holds (docs/FORMAT.md §9.3).
+                let held = t.held_seq >= seq || t.held();
+                (t.committed.journal_seq >= seq && held && !carries, pending)
             };
             if covered {
                 return Ok(());
@@ -269,9 +275,7 @@ impl Fs {
                     Ok(true) => continue,
                     // Nothing to write (the ops since changed nothing a manifest holds,
                     // or the token is read-only), unless a close slipped in.
-                    Ok(false) if self.tree().token(token)?.pending_uploads == 0 => {
-                        return Ok(());
-                    }
+                    Ok(false) if self.settled(token)? => return Ok(()),
                     // Cannot commit before other uploads end: wait for them.
                     Ok(false) => {}
                     Err(e) => {
@@ -305,9 +309,11 @@ impl Fs {
 
     /// [`Fs::commit_token`]; with `follow`, also when nothing changed here, to take in
     /// what another writer published (live follow). Before publishing, the published
-    /// document is resolved and merged if it is not this mount's base; after publishing,
-    /// resolved again, and if another writer's publication won the race, that is merged
-    /// and the result published (docs/FORMAT.md §9).
+    /// document is resolved and merged if it is not this mount's own nor an ancestor of it;
+    /// after publishing, the record is checked until the document holds, and if another
+    /// writer's publication replaced it, that is merged and the result published
+    /// (docs/FORMAT.md §9.3). A commit published but not held yet is checked again by the
+    /// next call, even with nothing new to write.
     pub(crate) async fn commit_or_follow(&self, token: TokenId, follow: bool) -> FsResult<bool> {
         let _one_at_a_time = self.inner.commit_lock.lock().await;
         self.upgrade_v1(token).await?;
@@ -318,7 +324,7 @@ impl Fs {
             let wanted = {
                 let tree = self.tree();
                 let t = tree.token(token)?;
-                (t.is_dirty() || force) && !t.read_only && !t.replaying
+                (t.is_dirty() || force || !t.held()) && !t.read_only && !t.replaying
             };
             if wanted {
                 match self.catch_up(token).await {
@@ -331,48 +337,135 @@ impl Fs {
                     }
                 }
             }
-            let Some(mut snap) = self.snapshot(token)? else {
-                return Ok(published);
-            };
-            match self.write_snapshot(&snap).await {
-                Ok((written, doc_cid, added, adopted)) => {
-                    self.inner.outage.succeeded(self.pending());
-                    if let Ok(t) = self.tree().token_mut(token) {
-                        t.last_commit_added = added;
+            if let Some(mut snap) = self.snapshot(token)? {
+                match self.write_snapshot(&snap, started).await {
+                    Ok((written, doc_cid, added, adopted)) => {
+                        self.inner.outage.succeeded(self.pending());
+                        if let Ok(t) = self.tree().token_mut(token) {
+                            t.last_commit_added = added;
+                        }
+                        if adopted && let Some(o) = &snap.onto {
+                            snap.record.seq = o.seq;
+                        }
+                        self.committed(token, snap, written, doc_cid).await?;
+                        published = true;
                     }
-                    if adopted && let Some(o) = &snap.onto {
-                        snap.record.seq = o.seq;
+                    Err(e) => {
+                        if e.is_node_outage() {
+                            self.inner.outage.failed("commit", started, &e);
+                        }
+                        let mut tree = self.tree();
+                        for d in &snap.dirs {
+                            tree.mark_dirty(d.ino);
+                        }
+                        if let Ok(t) = tree.token_mut(token) {
+                            t.superseded.extend(snap.superseded);
+                        }
+                        return Err(e);
                     }
-                    let base = (
-                        snap.record.prev.clone(),
-                        snap.base_seq,
-                        snap.base_root.clone(),
-                    );
-                    let seq = snap.record.seq;
-                    self.committed(token, snap, written, doc_cid.clone())
-                        .await?;
-                    published = true;
-                    if adopted || !self.lost_race(token, &doc_cid, seq, base).await {
-                        return Ok(true);
-                    }
-                    force = true;
-                }
-                Err(e) => {
-                    if e.is_node_outage() {
-                        self.inner.outage.failed("commit", started, &e);
-                    }
-                    let mut tree = self.tree();
-                    for d in &snap.dirs {
-                        tree.mark_dirty(d.ino);
-                    }
-                    if let Ok(t) = tree.token_mut(token) {
-                        t.superseded.extend(snap.superseded);
-                    }
-                    return Err(e);
                 }
             }
+            if self.hold(token).await? {
+                return Ok(published);
+            }
+            force = true;
         }
         Ok(published)
+    }
+
+    /// Check the record until this mount's committed document holds (docs/FORMAT.md
+    /// §9.3): a resolve at least the settle window after the first resolve that showed it
+    /// still shows it or a descendant. `Ok(false)`: another writer's publication replaced it (the next round
+    /// merges that). A failed resolve, or an older record, proves nothing: checked again,
+    /// until the outage grace period.
+    async fn hold(&self, token: TokenId) -> FsResult<bool> {
+        let (doc, journal_seq, btns) = {
+            let tree = self.tree();
+            let t = tree.token(token)?;
+            if t.held() || t.read_only || t.replaying {
+                return Ok(true);
+            }
+            (
+                t.committed.usage_doc.clone(),
+                t.committed.journal_seq,
+                t.info.btns.clone(),
+            )
+        };
+        let held = |tree: &mut Tree| {
+            if let Ok(t) = tree.token_mut(token)
+                && t.committed.journal_seq == journal_seq
+            {
+                t.held_seq = journal_seq;
+            }
+        };
+        let (Some(doc), Some(btns)) = (doc, btns) else {
+            held(&mut self.tree());
+            return Ok(true);
+        };
+        let window = self.config().settle_window;
+        let step = (window / 4).max(Duration::from_millis(10));
+        let store = self.store_of(Some(token));
+        let checking_since = std::time::Instant::now();
+        // The first resolve that showed the document: it had landed by then.
+        let mut seen: Option<std::time::Instant> = None;
+        loop {
+            let asked = std::time::Instant::now();
+            let shows = match store.resolve(&btns).await {
+                Ok(Some(p)) if p.doc_cid == doc => true,
+                Ok(Some(p)) => {
+                    let own = [doc.clone()];
+                    match super::ancestry::relate(&self.inner.ancestry, &*store, &own, &p).await {
+                        Ok(super::ancestry::Relation::Ahead { .. }) => true,
+                        Ok(super::ancestry::Relation::Diverged { .. }) => {
+                            // The document that replaced it may use what this commit
+                            // superseded: kept pinned.
+                            if let Ok(t) = self.tree().token_mut(token) {
+                                t.unpin_when_held.clear();
+                            }
+                            tracing::warn!(
+                                token,
+                                seq = p.seq,
+                                "another writer's publication replaced this mount's; merging it"
+                            );
+                            return Ok(false);
+                        }
+                        // An older record, or its ancestry cannot be read now: unknown.
+                        Ok(super::ancestry::Relation::Behind) | Err(_) => false,
+                    }
+                }
+                Ok(None) | Err(_) => false,
+            };
+            if shows {
+                let first = *seen.get_or_insert(asked);
+                if first.elapsed() >= window {
+                    let unpin = {
+                        let mut tree = self.tree();
+                        held(&mut tree);
+                        // Not what the tree took back meanwhile (a merge, equal content).
+                        tree.token_mut(token)
+                            .map(|t| {
+                                let mut unpin = std::mem::take(&mut t.unpin_when_held);
+                                unpin.retain(|c| !t.ledger.holds(c));
+                                unpin
+                            })
+                            .unwrap_or_default()
+                    };
+                    for cid in unpin {
+                        if let Err(e) = store.unpin(&cid).await {
+                            tracing::debug!(cid, error = %e, "unpin failed");
+                        }
+                    }
+                    return Ok(true);
+                }
+            }
+            if !shows && checking_since.elapsed() > self.config().outage_grace {
+                return Err(FsError::Store(super::store::StoreError::transient(
+                    "the published record could not be checked (resolves fail or show an \
+                     older record)",
+                )));
+            }
+            tokio::time::sleep(step).await;
+        }
     }
 
     /// Tests: after a merge and before its commit is written and published, wait
@@ -388,47 +481,6 @@ impl Fs {
             );
             tokio::time::sleep(pause).await;
         }
-    }
-
-    /// Whether another writer's publication replaced `doc` (published as `seq`) under the
-    /// BTNS name; then the base goes back to the document `doc` was made on top of, so the
-    /// next round merges the winner's changes with ours. A resolve that fails says no:
-    /// the next commit's resolve finds out.
-    async fn lost_race(
-        &self,
-        token: TokenId,
-        doc: &str,
-        seq: u64,
-        (prev, base_seq, base_root): (Option<String>, u64, Option<String>),
-    ) -> bool {
-        let btns = match self.tree().token(token) {
-            Ok(t) => t.info.btns.clone(),
-            Err(_) => None,
-        };
-        let Some(btns) = btns else { return false };
-        let Ok(Some(p)) = self.store_of(Some(token)).resolve(&btns).await else {
-            return false;
-        };
-        if p.doc_cid == doc || p.seq < seq {
-            return false;
-        }
-        tracing::warn!(
-            token,
-            seq = p.seq,
-            "another writer published at the same time; merging its commit"
-        );
-        let mut tree = self.tree();
-        let Ok(t) = tree.token_mut(token) else {
-            return false;
-        };
-        t.merged_onto = Some(super::merge::Onto {
-            doc: prev,
-            seq: base_seq,
-            root: base_root,
-            encryption: t.committed.encryption.clone(),
-            ours: Some(doc.to_owned()),
-        });
-        true
     }
 
     /// A tree read from format v1 manifests is rewritten whole as v2 by its next commit
@@ -517,12 +569,12 @@ impl Fs {
         t.dirty_dirs.clear();
         // On top of the base: another writer's document once merged (docs/FORMAT.md §9).
         let onto = t.merged_onto.clone();
-        let (prev, base_seq, base_root, encryption) = match &onto {
-            Some(o) => (o.doc.clone(), o.seq, o.root.clone(), o.encryption.clone()),
+        // `seq` is above both parents' (docs/FORMAT.md §8).
+        let (prev, parents_seq, encryption) = match &onto {
+            Some(o) => (o.doc.clone(), o.seq.max(o.ours_seq), o.encryption.clone()),
             None => (
                 t.committed.usage_doc.clone(),
                 t.committed.seq,
-                t.committed.root.clone(),
                 t.committed.encryption.clone(),
             ),
         };
@@ -534,7 +586,7 @@ impl Fs {
             root: String::new(),
             // An encrypted tree's document says nothing about what it holds (FORMAT §8).
             last_upload: t.last_upload.clone().filter(|_| !t.sealing.is_sealed()),
-            seq: base_seq + 1,
+            seq: parents_seq + 1,
             prev,
             merged: onto.as_ref().and_then(|o| o.ours.clone()),
             encryption,
@@ -551,8 +603,6 @@ impl Fs {
             usage,
             groups,
             onto,
-            base_seq,
-            base_root,
         }))
     }
 
@@ -562,6 +612,7 @@ impl Fs {
     async fn write_snapshot(
         &self,
         snap: &Snapshot,
+        resolved_at: std::time::Instant,
     ) -> FsResult<(HashMap<Ino, DirObjects>, String, pages::Added, bool)> {
         let mut added = pages::Added::default();
         let mut written: HashMap<Ino, DirObjects> = HashMap::new();
@@ -645,6 +696,20 @@ impl Fs {
         {
             return Ok((written, doc.clone(), added, true));
         }
+        // Published within half the settle window of the resolve it was merged against
+        // (docs/FORMAT.md §9.3), else checked again first.
+        let window = self.config().settle_window;
+        if !window.is_zero()
+            && resolved_at.elapsed() > window / 2
+            && let Some(btns) = &snap.btns
+        {
+            let now = store.resolve(btns).await?.map(|p| p.doc_cid);
+            if now.is_some() && now != record.prev {
+                return Err(FsError::Store(super::store::StoreError::transient(
+                    "another writer published while this commit was written; merging again",
+                )));
+            }
+        }
         let doc = store.publish_usage(snap.btns.as_deref(), &record).await?;
         Ok((written, doc, added, false))
     }
@@ -660,6 +725,19 @@ impl Fs {
     ) -> FsResult<()> {
         let mut unpin = snap.superseded;
         let root_cid = written.get(&snap.root).map(|o| o.top.clone());
+        // A merge that gave exactly theirs adopts their document: its parents are its own.
+        let adopted = snap.onto.as_ref().and_then(|o| o.doc.as_ref()) == Some(&doc_cid);
+        if let Some(root) = root_cid.as_ref().filter(|_| !adopted) {
+            let parents = snap.record.prev.iter().chain(snap.record.merged.iter());
+            self.inner.ancestry.remember(
+                &doc_cid,
+                super::ancestry::DocNode {
+                    seq: snap.record.seq,
+                    root: root.clone(),
+                    parents: parents.cloned().collect(),
+                },
+            );
+        }
         let (delete, live) = {
             let mut guard = self.tree();
             let tree = &mut *guard;
@@ -784,11 +862,10 @@ impl Fs {
                 .filter(|c| !live.contains(c) && !held(c))
                 .collect()
         };
-        let store = self.store_of(Some(token));
-        for cid in unpin {
-            if let Err(e) = store.unpin(&cid).await {
-                tracing::debug!(cid, error = %e, "unpin failed");
-            }
+        // Unpinned once the document holds (`hold`): until then another machine's
+        // publication made on the previous document may still use them.
+        if let Ok(t) = self.tree().token_mut(token) {
+            t.unpin_when_held.extend(unpin);
         }
         self.inner.progress.notify_waiters();
         tracing::debug!(token, seq = snap.record.seq, "committed");

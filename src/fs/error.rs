@@ -73,6 +73,10 @@ pub enum FsError {
     /// An encrypted tree's keys cannot be had.
     #[error("{0}")]
     Locked(String),
+    /// Another machine published to the sNFT at the same time (docs/FORMAT.md §9): what
+    /// this one did was not published; nothing is lost; doing it again works.
+    #[error("{0}")]
+    Raced(String),
     #[error(
         "a directory was unloaded again each time it was read: [cache] max_loaded_inodes is too low for this load"
     )]
@@ -125,6 +129,7 @@ impl FsError {
             FsError::Journal(_) => libc::EIO,
             FsError::Tampered(_) => libc::EIO,
             FsError::Locked(_) => libc::EACCES,
+            FsError::Raced(_) => libc::EAGAIN,
             FsError::Thrashing => libc::EIO,
         }
     }

@@ -205,6 +205,10 @@ impl Fs {
                     dirty_dirs: HashSet::new(),
                     pending_uploads: 0,
                     unloaded_dirs: u64::from(committed.root.is_some()),
+                    // The last run's commit: if another writer's replaced it, the next
+                    // commit or follow merges it back (docs/FORMAT.md §9.3).
+                    held_seq: committed.journal_seq,
+                    unpin_when_held: Vec::new(),
                     committed,
                     journal: std::sync::Arc::new(journal),
                     superseded: Vec::new(),

@@ -1,7 +1,8 @@
-//! Two writers, one sNFT (docs/FORMAT.md §9). A mount's **base** is the document it last
-//! published or applied. Before a commit publishes, the sNFT's BTNS name is resolved; if
-//! another writer published since the base, its changes are folded into the tree in
-//! memory first: a three-way merge by path, base = the base document's tree, theirs = the
+//! Two writers, one sNFT (docs/FORMAT.md §9). A mount's **own** document is the one it
+//! last published or applied. Before a commit publishes, the sNFT's BTNS name is resolved;
+//! if another writer published a document that is neither own nor an ancestor of it, its
+//! changes are folded into the tree in memory first: a three-way merge by path, base = the
+//! tree of the nearest common ancestor of own and theirs (`ancestry`), theirs = the
 //! published tree, ours = the tree in memory. The commit then publishes the merged tree on
 //! top of theirs (`prev` = theirs, `merged` = this mount's previous document).
 //!
@@ -42,6 +43,8 @@ pub struct Onto {
     pub encryption: Encryption,
     /// This mount's previous document, whose changes are merged (the commit's `merged`).
     pub ours: Option<String>,
+    /// At least the `seq` of `ours` (the merge commit's `seq` is above both parents').
+    pub ours_seq: u64,
 }
 
 /// One directory to merge: ours (in memory), and the tops of base's and theirs' versions.
@@ -69,70 +72,77 @@ struct Folded {
 type Changed = Vec<(Ino, Name)>;
 
 impl Fs {
-    /// The document this mount's tree is on top of, its `seq` and its root.
-    fn base_of(t: &super::token::TokenFs) -> (Option<String>, u64, Option<String>) {
+    /// This mount's own document(s) (docs/FORMAT.md §9.1): the last it published or
+    /// applied; while a merge is folded in and not published yet, the merged document and
+    /// its own previous one.
+    pub(crate) fn own_heads(t: &super::token::TokenFs) -> Vec<String> {
         match &t.merged_onto {
-            Some(o) => (o.doc.clone(), o.seq, o.root.clone()),
-            None => (
-                t.committed.usage_doc.clone(),
-                t.committed.seq,
-                t.committed.root.clone(),
-            ),
+            Some(o) => o.doc.iter().chain(o.ours.iter()).cloned().collect(),
+            None => t.committed.usage_doc.iter().cloned().collect(),
         }
     }
 
-    /// The document published under `token`'s BTNS name when it is not this mount's base
-    /// (another writer published since); `None` when it is, or there is no name. A node
-    /// that does not answer fails this (never a blind publish).
-    pub(crate) async fn published_since_base(&self, token: TokenId) -> FsResult<Option<Published>> {
-        let (btns, base_doc, base_seq) = {
+    /// The document published under `token`'s BTNS name when it is not this mount's own
+    /// nor an ancestor of it (another writer published since), with the root of the merge
+    /// base (`None`: the empty tree); `None` when there is nothing to take in, or no name.
+    /// A node that does not answer fails this (never a blind publish).
+    pub(crate) async fn published_since_base(
+        &self,
+        token: TokenId,
+    ) -> FsResult<Option<(Published, Option<String>)>> {
+        let (btns, own) = {
             let tree = self.tree();
             let t = tree.token(token)?;
-            let (doc, seq, _) = Self::base_of(t);
-            (t.info.btns.clone(), doc, seq)
+            (t.info.btns.clone(), Self::own_heads(t))
         };
         let Some(btns) = btns else { return Ok(None) };
-        let Some(p) = self.store_of(Some(token)).resolve(&btns).await? else {
+        let store = self.store_of(Some(token));
+        let Some(p) = store.resolve(&btns).await? else {
             return Ok(None);
         };
-        if Some(&p.doc_cid) == base_doc.as_ref() {
-            return Ok(None);
-        }
-        if base_doc.is_some() && p.seq < base_seq {
-            // An older record than the one this mount built on (a node that has not seen
-            // the newest publication yet): nothing to merge.
-            tracing::debug!(
-                token,
-                seq = p.seq,
-                base_seq,
-                "resolved an older record; ignored"
-            );
-            return Ok(None);
-        }
-        Ok(Some(p))
+        let relation = super::ancestry::relate(&self.inner.ancestry, &*store, &own, &p).await?;
+        Ok(match relation {
+            super::ancestry::Relation::Behind => {
+                if !own.contains(&p.doc_cid) {
+                    // A node that has not seen the newest publication yet.
+                    tracing::debug!(token, seq = p.seq, "resolved an older record; ignored");
+                }
+                None
+            }
+            super::ancestry::Relation::Ahead { base_root } => Some((p, Some(base_root))),
+            super::ancestry::Relation::Diverged { base_root } => Some((p, base_root)),
+        })
     }
 
-    /// If another writer published since this mount's base, fold its changes into the
-    /// tree (see the module docs). `Ok(true)` when it did.
+    /// If another writer published since this mount's own document, fold its changes into
+    /// the tree from their nearest common ancestor (see the module docs). `Ok(true)` when
+    /// it did.
     pub(crate) async fn catch_up(&self, token: TokenId) -> FsResult<bool> {
-        let Some(theirs) = self.published_since_base(token).await? else {
+        let Some((theirs, base_root)) = self.published_since_base(token).await? else {
             return Ok(false);
         };
-        self.fold_in(token, theirs).await?;
+        self.fold_in(token, theirs, base_root).await?;
         Ok(true)
     }
 
     /// Merge the published document `theirs` into `token`'s tree in memory.
-    async fn fold_in(&self, token: TokenId, theirs: Published) -> FsResult<()> {
-        let (root_ino, base_root, ours_doc) = {
+    async fn fold_in(
+        &self,
+        token: TokenId,
+        theirs: Published,
+        base_root: Option<String>,
+    ) -> FsResult<()> {
+        let (root_ino, ours_doc, ours_seq) = {
             let tree = self.tree();
             let t = tree.token(token)?;
-            let (doc, _, root) = Self::base_of(t);
-            let ours = match &t.merged_onto {
-                Some(o) => o.ours.clone(),
-                None => doc,
+            // A second merge before the first is published keeps this mount's own
+            // document as the second parent (the first merged one then is not named: a
+            // later merge base may be farther, never wrong).
+            let (ours, ours_seq) = match &t.merged_onto {
+                Some(o) => (o.ours.clone(), o.ours_seq.max(o.seq)),
+                None => (t.committed.usage_doc.clone(), t.committed.seq),
             };
-            (t.root, root, ours)
+            (t.root, ours, ours_seq)
         };
         let sealing = self.sealing(Some(token));
         let store = self.store_of(Some(token));
@@ -223,6 +233,7 @@ impl Fs {
                 root: Some(theirs.root.clone()),
                 encryption: theirs.encryption.clone(),
                 ours: ours_doc,
+                ours_seq,
             });
         }
         let invalidate = self.invalidator();

@@ -5,6 +5,7 @@
 //! holds it across a network call. Reads of node content, manifest loads, uploads and
 //! commits run outside it and re-check the tree when they come back.
 
+mod ancestry;
 mod backoff;
 pub mod commit;
 pub mod content;
@@ -88,6 +89,10 @@ pub struct FsConfig {
     /// from `PXFS_TEST_MERGE_PAUSE_MS`, so a test can `kill -9` it in the middle of a merge.
     #[doc(hidden)]
     pub merge_pause: Duration,
+    /// The BTNS record's settle window (docs/FORMAT.md §9.3): a published document holds
+    /// once a resolve this long after its publication still shows it (or a descendant).
+    /// Zero: one resolve right after publishing (a name system that is consistent at once).
+    pub settle_window: Duration,
     /// How often the published documents are checked for other writers' commits, which
     /// are then taken in (`Fs::follow_all`); zero: never.
     pub follow_interval: Duration,
@@ -118,6 +123,7 @@ impl FsConfig {
             commit_max_delay: Duration::from_secs(5),
             disk_delay: Duration::ZERO,
             merge_pause: Duration::ZERO,
+            settle_window: Duration::ZERO,
             follow_interval: Duration::ZERO,
             single_token: false,
             read_only: false,
@@ -280,6 +286,8 @@ pub(crate) struct Inner {
     pub pages: pages::PageCache,
     /// One commit at a time.
     pub commit_lock: tokio::sync::Mutex<()>,
+    /// Usage documents seen lately, for merge bases (docs/FORMAT.md §9.1).
+    pub ancestry: ancestry::Memory,
     pub cancel: CancellationToken,
     /// The storage node's health as the core's requests saw it.
     pub node_health: Arc<status::HealthTracker>,
@@ -357,6 +365,7 @@ impl Fs {
                 pages: pages::PageCache::default(),
                 invalidate: Mutex::new(None),
                 commit_lock: tokio::sync::Mutex::new(()),
+                ancestry: Default::default(),
                 cancel,
                 node_health,
                 live_permits: Arc::new(tokio::sync::Semaphore::new(cfg_parallelism.max(1))),

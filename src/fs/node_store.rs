@@ -290,14 +290,7 @@ impl ContentStore for NodeStore {
 
     async fn resolve(&self, btns: &str) -> Result<Option<Published>, StoreError> {
         match usage::resolve(&self.client, btns).await {
-            Ok((doc_cid, doc)) => Ok(Some(Published {
-                doc_cid,
-                root: doc.root().to_owned(),
-                usage: doc.usage(),
-                files: doc.files().unwrap_or(0),
-                seq: doc.seq(),
-                encryption: doc.encryption(),
-            })),
+            Ok((doc_cid, doc)) => Ok(Some(Published::of(&doc_cid, &doc))),
             // Nothing was ever published under a freshly minted token's name.
             Err(UsageError::Storage(e))
                 if e.node_message().is_some_and(|m| m.contains("not found")) =>

@@ -117,7 +117,7 @@ pub async fn convert(
         },
     )?;
     let from = core(&c.template, from_dir, c.store.clone(), c.from_keys, true)?;
-    let withheld = Arc::new(Withheld::new(c.store.clone()));
+    let withheld = Arc::new(Withheld::new(c.store.clone(), p.clone()));
     let to = core(&c.template, to_dir, withheld.clone(), c.to_keys, false)?;
     let copied = async {
         from.add_token(c.info.clone()).await?;
@@ -143,6 +143,12 @@ pub async fn convert(
     };
     record.seq = p.seq + 1;
     record.prev = Some(p.doc_cid.clone());
+    // Never published blindly (docs/FORMAT.md §9): if another machine committed while the
+    // copy ran, its changes are not in the copy: nothing is published, nothing lost.
+    if let Err(e) = still_published(&*c.store, &btns, p).await {
+        discard(&*c.store, Some(record), p).await;
+        return Err(e);
+    }
     let doc = match c.store.publish_usage(Some(&btns), &record).await {
         Ok(d) => d,
         Err(e) => {
@@ -156,6 +162,12 @@ pub async fn convert(
         doc,
         "converted tree published"
     );
+    // The old tree is unpinned only once the new document holds: another machine that
+    // published on top of the old one meanwhile still uses its objects (FORMAT §9.3).
+    if let Err(e) = holds(&*c.store, &btns, &doc, c.template.settle_window).await {
+        let _ = std::fs::remove_dir_all(&c.work_dir);
+        return Err(e);
+    }
     let (unpinned, unpin_failed) = unpin_old(&*c.store, &p.root, &record.root).await;
     let _ = std::fs::remove_dir_all(&c.work_dir);
     Ok(Converted {
@@ -194,6 +206,55 @@ fn core(
     cfg.read_only = read_only;
     cfg.keys = keys;
     Fs::new(cfg, store)
+}
+
+/// The record still names `p`, the document the copy started from.
+async fn still_published(store: &dyn ContentStore, btns: &str, p: &Published) -> FsResult<()> {
+    match store.resolve(btns).await? {
+        Some(now) if now.doc_cid != p.doc_cid => Err(FsError::Raced(format!(
+            "another machine committed to this sNFT while it was being converted (document \
+             seq {} after seq {}): nothing was published and nothing is lost; run the \
+             command again (unmount the sNFT on the other machines first to avoid this)",
+            now.seq, p.seq
+        ))),
+        _ => Ok(()),
+    }
+}
+
+/// Wait until the converted document `doc` holds (a resolve a settle window after the first
+/// that showed it still shows it); fails if another machine's publication replaced it (that
+/// machine's tree is the old one with its changes: nothing lost, the conversion did not
+/// take, the old tree stays pinned).
+async fn holds(
+    store: &dyn ContentStore,
+    btns: &str,
+    doc: &str,
+    window: std::time::Duration,
+) -> FsResult<()> {
+    let mut seen: Option<std::time::Instant> = None;
+    for _ in 0..1_000 {
+        let asked = std::time::Instant::now();
+        let shown = store.resolve(btns).await.ok().flatten();
+        if let Some(now) = shown {
+            if now.doc_cid == doc {
+                if seen.get_or_insert(asked).elapsed() >= window {
+                    return Ok(());
+                }
+            } else if seen.is_some() {
+                return Err(FsError::Raced(format!(
+                    "another machine published to this sNFT (seq {}) right after the \
+                     converted tree: its tree is the old one with its changes, so nothing is \
+                     lost, but the conversion did not take; run the command again with the \
+                     sNFT unmounted elsewhere",
+                    now.seq
+                )));
+            }
+        }
+        tokio::time::sleep((window / 4).max(std::time::Duration::from_millis(10))).await;
+    }
+    Err(FsError::Journal(
+        "the converted document never showed under the sNFT's name".into(),
+    ))
 }
 
 /// A failed conversion leaves the new tree's objects behind: unpin what its last withheld
@@ -483,17 +544,21 @@ impl Copy<'_> {
 }
 
 /// A store whose usage documents are kept back: the converted tree's commits are written
-/// but not published; [`Withheld::last`] gives the last one. `resolve` answers with it, so
-/// a core that checks what is published before publishing sees its own commits.
+/// but not published; [`Withheld::last`] gives the last one. `resolve` answers with it (and
+/// before the first, with the document the copy started from), so a core that checks what
+/// is published before publishing sees its own commits, never another machine's: those
+/// are checked for once, before the converted tree is published.
 pub struct Withheld {
     inner: Arc<dyn ContentStore>,
+    start: Published,
     last: Mutex<Option<UsageRecord>>,
 }
 
 impl Withheld {
-    pub fn new(inner: Arc<dyn ContentStore>) -> Withheld {
+    pub fn new(inner: Arc<dyn ContentStore>, start: Published) -> Withheld {
         Withheld {
             inner,
+            start,
             last: Mutex::new(None),
         }
     }
@@ -549,17 +614,16 @@ impl ContentStore for Withheld {
         *self.last.lock().unwrap_or_else(|e| e.into_inner()) = Some(record.clone());
         Ok(Withheld::doc_id(record.seq))
     }
-    async fn resolve(&self, btns: &str) -> Result<Option<Published>, StoreError> {
+    async fn resolve(&self, _btns: &str) -> Result<Option<Published>, StoreError> {
         match self.last() {
-            Some(r) => Ok(Some(Published {
-                doc_cid: Withheld::doc_id(r.seq),
-                root: r.root,
-                usage: r.usage,
-                files: r.files,
-                seq: r.seq,
-                encryption: r.encryption,
-            })),
-            None => self.inner.resolve(btns).await,
+            Some(r) => Ok(Some(Published::of_record(&Withheld::doc_id(r.seq), &r))),
+            None => Ok(Some(self.start.clone())),
+        }
+    }
+    async fn usage_doc(&self, cid: &str) -> Result<Published, StoreError> {
+        match self.last() {
+            Some(r) if Withheld::doc_id(r.seq) == cid => Ok(Published::of_record(cid, &r)),
+            _ => self.inner.usage_doc(cid).await,
         }
     }
 }

@@ -273,6 +273,12 @@ impl ContentStore for ObservedStore {
         r
     }
 
+    async fn usage_doc(&self, cid: &str) -> Result<Published, StoreError> {
+        let r = self.inner.usage_doc(cid).await;
+        self.health.observe_failure(&r);
+        r
+    }
+
     fn for_token(&self, token: u64) -> Option<Arc<dyn ContentStore>> {
         let inner = self.inner.for_token(token)?;
         Some(Arc::new(ObservedStore {

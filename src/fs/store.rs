@@ -95,6 +95,39 @@ pub struct Published {
     pub files: u64,
     pub seq: u64,
     pub encryption: Encryption,
+    /// Its parents (docs/FORMAT.md §9.1): the document it was made on top of, and on a
+    /// merge commit the writer's own previous one.
+    pub prev: Option<String>,
+    pub merged: Option<String>,
+}
+
+impl Published {
+    /// What `doc`, stored as `cid`, says.
+    pub fn of(cid: &str, doc: &crate::format::usage::AnyUsageDoc) -> Published {
+        Published {
+            doc_cid: cid.to_owned(),
+            root: doc.root().to_owned(),
+            usage: doc.usage(),
+            files: doc.files().unwrap_or(0),
+            seq: doc.seq(),
+            encryption: doc.encryption(),
+            prev: doc.prev().map(str::to_owned),
+            merged: doc.merged().map(str::to_owned),
+        }
+    }
+
+    pub fn of_record(cid: &str, r: &UsageRecord) -> Published {
+        Published {
+            doc_cid: cid.to_owned(),
+            root: r.root.clone(),
+            usage: r.usage,
+            files: r.files,
+            seq: r.seq,
+            encryption: r.encryption.clone(),
+            prev: r.prev.clone(),
+            merged: r.merged.clone(),
+        }
+    }
 }
 
 #[async_trait]
@@ -134,6 +167,14 @@ pub trait ContentStore: Send + Sync + 'static {
     ) -> Result<String, StoreError>;
     /// The state last published under `btns`, `None` when nothing was ever published.
     async fn resolve(&self, btns: &str) -> Result<Option<Published>, StoreError>;
+    /// The usage document `cid` (published before under some name), for its ancestry
+    /// (docs/FORMAT.md §9.1).
+    async fn usage_doc(&self, cid: &str) -> Result<Published, StoreError> {
+        let bytes = self.fetch(cid).await?;
+        let doc = crate::format::usage::parse_any(&bytes)
+            .map_err(|e| StoreError::permanent(format!("usage document {cid}: {e}")))?;
+        Ok(Published::of(cid, &doc))
+    }
     /// This store for sNFT `token` alone, when sNFTs are stored apart (PollinationX's
     /// hosted nodes: each sNFT has its own endpoint and login); `None`: this store serves
     /// every sNFT.
@@ -276,6 +317,15 @@ impl MemoryStore {
     /// The record last published under `btns`.
     pub fn published(&self, btns: &str) -> Option<UsageRecord> {
         lock(&self.names).get(btns).map(|(_, r)| r.clone())
+    }
+    /// The CID of the document last published under `btns`.
+    pub fn published_cid(&self, btns: &str) -> Option<String> {
+        lock(&self.names).get(btns).map(|(c, _)| c.clone())
+    }
+    /// Point `btns` at the document `cid` (added before), as a publication landing late
+    /// would (a fake name system over this store: `tests/fs_two_machines_model.rs`).
+    pub fn set_name(&self, btns: &str, cid: &str, record: UsageRecord) {
+        lock(&self.names).insert(btns.to_owned(), (cid.to_owned(), record));
     }
 
     fn check_online(&self) -> Result<(), StoreError> {
@@ -428,13 +478,15 @@ impl ContentStore for MemoryStore {
 
     async fn resolve(&self, btns: &str) -> Result<Option<Published>, StoreError> {
         self.check_online()?;
-        Ok(lock(&self.names).get(btns).map(|(cid, r)| Published {
-            doc_cid: cid.clone(),
-            root: r.root.clone(),
-            usage: r.usage,
-            files: r.files,
-            seq: r.seq,
-            encryption: r.encryption.clone(),
-        }))
+        Ok(lock(&self.names)
+            .get(btns)
+            .map(|(cid, r)| Published::of_record(cid, r)))
+    }
+
+    async fn usage_doc(&self, cid: &str) -> Result<Published, StoreError> {
+        let bytes = self.fetch(cid).await?;
+        let r: UsageRecord = serde_json::from_slice(&bytes)
+            .map_err(|e| StoreError::permanent(format!("usage document {cid}: {e}")))?;
+        Ok(Published::of_record(cid, &r))
     }
 }

@@ -77,6 +77,13 @@ pub struct TokenFs {
     pub merged_onto: Option<super::merge::Onto>,
     /// Conflict copies the merges of this mount made (`pxfs status`).
     pub conflicts: u64,
+    /// The journal ops covered by a document of this mount that held (docs/FORMAT.md
+    /// §9.3): an fsync of a later op waits until the commit covering it holds too.
+    pub held_seq: u64,
+    /// Objects the commits since the last held one superseded: unpinned once the
+    /// document holds, kept pinned if another machine's publication replaced it (that one
+    /// may use them).
+    pub unpin_when_held: Vec<String>,
 }
 
 /// A committed link group: its record, and its inode once a name of it is loaded.
@@ -97,6 +104,12 @@ pub struct ChainGate {
 }
 
 impl TokenFs {
+    /// Whether every commit of this mount is in a document that held (docs/FORMAT.md
+    /// §9.3): nothing published waits to be checked.
+    pub fn held(&self) -> bool {
+        self.held_seq >= self.committed.journal_seq || self.committed.usage_doc.is_none()
+    }
+
     pub fn allowance(&self) -> Allowance {
         Allowance {
             quota: self.info.quota,

@@ -1,0 +1,303 @@
+//! A model of the multi-writer protocol (docs/FORMAT.md §9): two or three machines (filesystem
+//! cores, each with its own cache) write and fsync files at the same time against one sNFT
+//! whose name system is a fake with random delays: a publication lands after a random
+//! delay below a quarter of the settle window (so publications land out of order), and
+//! resolves are dropped at random (they fail). After every acknowledged fsync, the
+//! latest landed document must hold every file whose fsync returned before, under its name
+//! (no file is written twice, so no conflict copy is expected). A fixed budget of seeds
+//! runs (`PXFS_MODEL_SEEDS`, 12 by default; `PXFS_MODEL_SEED` runs one); a failure prints
+//! the seed and the schedule: every publication, landing and resolve, in order.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use pxfs::fs::store::{
+    Blob, ContentStore, ContentStream, MemoryStore, Published, StoreError, UsageRecord,
+};
+use pxfs::fs::{Fs, FsConfig, ROOT_INO, TokenInfo};
+use rand::{Rng, SeedableRng};
+
+const TOKEN: u64 = 7;
+const BTNS: &str = "k51-token-7";
+/// The settle window the machines use; landings take at most a quarter of it.
+const WINDOW: Duration = Duration::from_millis(120);
+
+/// The name system every machine sees: the documents added, the publications on their
+/// way, and what landed last (kept in `store`'s own name table, which the checker reads).
+struct Names {
+    store: Arc<MemoryStore>,
+    rng: rand::rngs::StdRng,
+    /// (lands at, CID, record, publisher), not landed yet.
+    flying: Vec<(Instant, String, UsageRecord, usize)>,
+    log: Vec<String>,
+    started: Instant,
+    /// Resolves are dropped only once every machine is mounted (a mount that cannot read
+    /// the record at start serves the sNFT read-only, another test's subject).
+    dropping: bool,
+}
+
+impl Names {
+    fn note(&mut self, line: String) {
+        let ms = self.started.elapsed().as_millis();
+        self.log.push(format!("{ms:>6} ms  {line}"));
+    }
+
+    /// Land every publication whose time has come, in the order of their landing times.
+    fn land(&mut self) {
+        let now = Instant::now();
+        self.flying.sort_by_key(|f| f.0);
+        while self.flying.first().is_some_and(|f| f.0 <= now) {
+            let (_, cid, record, who) = self.flying.remove(0);
+            self.store.set_name(BTNS, &cid, record.clone());
+            self.note(format!("lands   {cid} (seq {}, from m{who})", record.seq));
+        }
+    }
+}
+
+/// One machine's view of the node: the content is `store`'s, the name is [`Names`].
+struct FakeNode {
+    machine: usize,
+    store: Arc<MemoryStore>,
+    names: Arc<Mutex<Names>>,
+}
+
+impl FakeNode {
+    fn names(&self) -> std::sync::MutexGuard<'_, Names> {
+        self.names.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+#[async_trait]
+impl ContentStore for FakeNode {
+    async fn add_file(&self, path: &Path) -> Result<Blob, StoreError> {
+        self.store.add_file(path).await
+    }
+    async fn add_files(&self, paths: &[PathBuf]) -> Result<Vec<Blob>, StoreError> {
+        self.store.add_files(paths).await
+    }
+    async fn add_stream(
+        &self,
+        path: &Path,
+        open: Arc<ContentStream>,
+        seed: bool,
+    ) -> Result<String, StoreError> {
+        self.store.add_stream(path, open, seed).await
+    }
+    async fn add_objects(&self, objects: Vec<Bytes>) -> Result<Vec<String>, StoreError> {
+        self.store.add_objects(objects).await
+    }
+    async fn add_manifest(&self, json: Bytes) -> Result<String, StoreError> {
+        self.store.add_manifest(json).await
+    }
+    fn object_cid(&self, bytes: &[u8]) -> Option<String> {
+        self.store.object_cid(bytes)
+    }
+    async fn fetch(&self, cid: &str) -> Result<Bytes, StoreError> {
+        self.store.fetch(cid).await
+    }
+    async fn read(&self, cid: &str, size: u64, offset: u64, len: u64) -> Result<Bytes, StoreError> {
+        self.store.read(cid, size, offset, len).await
+    }
+    async fn unpin(&self, cid: &str) -> Result<(), StoreError> {
+        self.store.unpin(cid).await
+    }
+    async fn usage_doc(&self, cid: &str) -> Result<Published, StoreError> {
+        self.store.usage_doc(cid).await
+    }
+
+    async fn publish_usage(
+        &self,
+        btns: Option<&str>,
+        record: &UsageRecord,
+    ) -> Result<String, StoreError> {
+        // The document is added now; the name points at it after a delay.
+        let cid = self.store.publish_usage(None, record).await?;
+        if btns.is_some() {
+            let mut names = self.names();
+            names.land();
+            let delay = names.rng.random_range(0..=WINDOW.as_millis() as u64 / 4);
+            let at = Instant::now() + Duration::from_millis(delay);
+            names
+                .flying
+                .push((at, cid.clone(), record.clone(), self.machine));
+            names.note(format!(
+                "m{} publishes {cid} (seq {}, prev {:?}, merged {:?}), lands in {delay} ms",
+                self.machine, record.seq, record.prev, record.merged
+            ));
+        }
+        Ok(cid)
+    }
+
+    async fn resolve(&self, btns: &str) -> Result<Option<Published>, StoreError> {
+        let mut names = self.names();
+        names.land();
+        if names.dropping && names.rng.random_bool(0.2) {
+            names.note(format!("m{} resolve dropped", self.machine));
+            return Err(StoreError::transient("resolve dropped (model)"));
+        }
+        let p = self.store.published(btns).map(|r| {
+            let cid = self.store.published_cid(btns).unwrap_or_default();
+            Published::of_record(&cid, &r)
+        });
+        let shown = p.as_ref().map(|p| p.doc_cid.clone());
+        names.note(format!("m{} resolves {shown:?}", self.machine));
+        Ok(p)
+    }
+}
+
+fn info() -> TokenInfo {
+    TokenInfo {
+        token_id: TOKEN,
+        quota: u64::MAX,
+        overdue: false,
+        last_sync: 1,
+        sync_deadline: 2,
+        btns: Some(BTNS.into()),
+    }
+}
+
+async fn machine(node: FakeNode, cache: &Path) -> Fs {
+    let mut cfg = FsConfig::new(cache.to_path_buf());
+    cfg.single_token = true;
+    cfg.commit_interval = Duration::from_secs(3600); // commits only for fsync
+    cfg.settle_window = WINDOW;
+    cfg.outage_grace = Duration::from_secs(30);
+    let fs = Fs::new(cfg, Arc::new(node)).unwrap();
+    fs.add_token(info()).await.unwrap();
+    fs
+}
+
+/// The names in the root of the tree the name points at now (a machine with an empty
+/// cache reading the latest landed document).
+async fn latest_names(store: &Arc<MemoryStore>) -> BTreeSet<String> {
+    let cache = tempfile::tempdir().unwrap();
+    let mut cfg = FsConfig::new(cache.path().to_path_buf());
+    cfg.single_token = true;
+    cfg.commit_interval = Duration::from_secs(3600);
+    let fs = Fs::new(cfg, store.clone()).unwrap();
+    fs.add_token(info()).await.unwrap();
+    let names = fs
+        .readdir(ROOT_INO, 0)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| String::from_utf8(e.name).unwrap())
+        .filter(|n| n != "." && n != "..")
+        .collect();
+    fs.abort();
+    names
+}
+
+/// One seeded run: `machines` machines, `files` fsynced files each.
+async fn run(seed: u64, machines: usize, files: usize) -> Result<(), String> {
+    let store = Arc::new(MemoryStore::new());
+    let names = Arc::new(Mutex::new(Names {
+        store: store.clone(),
+        rng: rand::rngs::StdRng::seed_from_u64(seed),
+        flying: Vec::new(),
+        log: Vec::new(),
+        started: Instant::now(),
+        dropping: false,
+    }));
+    let caches: Vec<tempfile::TempDir> = (0..machines)
+        .map(|_| tempfile::tempdir().unwrap())
+        .collect();
+    let mut fss = Vec::new();
+    for (m, cache) in caches.iter().enumerate() {
+        let node = FakeNode {
+            machine: m,
+            store: store.clone(),
+            names: names.clone(),
+        };
+        fss.push(machine(node, cache.path()).await);
+    }
+    names.lock().unwrap().dropping = true;
+    let acked: Arc<Mutex<BTreeSet<String>>> = Arc::default();
+    let failure: Arc<Mutex<Option<String>>> = Arc::default();
+    // Checks run one at a time, each after an fsync returned.
+    let checking = Arc::new(tokio::sync::Mutex::new(()));
+    let mut tasks = Vec::new();
+    for (m, fs) in fss.iter().enumerate() {
+        let fs = fs.clone();
+        let (acked, failure, checking, store, names) = (
+            acked.clone(),
+            failure.clone(),
+            checking.clone(),
+            store.clone(),
+            names.clone(),
+        );
+        let mut rng = rand::rngs::StdRng::seed_from_u64(seed * 31 + m as u64);
+        tasks.push(tokio::spawn(async move {
+            for i in 0..files {
+                tokio::time::sleep(Duration::from_millis(rng.random_range(0..20))).await;
+                let name = format!("m{m}-{i:03}");
+                let (_, fh) = fs
+                    .create(ROOT_INO, &name, 0o644, libc::O_RDWR, 0, 0)
+                    .await
+                    .unwrap();
+                fs.write(fh, 0, name.as_bytes()).await.unwrap();
+                fs.fsync(fh).await.unwrap();
+                fs.release(fh).await.unwrap();
+                let _one = checking.lock().await;
+                acked.lock().unwrap().insert(name.clone());
+                names.lock().unwrap().land();
+                names
+                    .lock()
+                    .unwrap()
+                    .note(format!("m{m} fsync of {name} returned"));
+                let want = acked.lock().unwrap().clone();
+                let shown = latest_names(&store).await;
+                let missing: Vec<&String> = want.difference(&shown).collect();
+                if !missing.is_empty() {
+                    let mut f = failure.lock().unwrap();
+                    if f.is_none() {
+                        *f = Some(format!(
+                            "after m{m}'s fsync of {name}, the latest document lacks \
+                             {missing:?}"
+                        ));
+                    }
+                    return;
+                }
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    for fs in &fss {
+        fs.abort();
+    }
+    match failure.lock().unwrap().take() {
+        None => Ok(()),
+        Some(f) => {
+            let log = names.lock().unwrap().log.join("\n");
+            Err(format!(
+                "seed {seed} ({machines} machines): {f}\nschedule:\n{log}"
+            ))
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn machines_writing_at_once_keep_every_fsynced_file_in_the_latest_document() {
+    let seeds: Vec<u64> = match std::env::var("PXFS_MODEL_SEED") {
+        Ok(s) => vec![s.parse().expect("PXFS_MODEL_SEED is a number")],
+        Err(_) => {
+            let n = std::env::var("PXFS_MODEL_SEEDS")
+                .ok()
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(12u64);
+            (1..=n).collect()
+        }
+    };
+    for seed in seeds {
+        let machines = 2 + (seed % 2) as usize;
+        if let Err(schedule) = run(seed, machines, 15).await {
+            panic!("{schedule}");
+        }
+    }
+}
