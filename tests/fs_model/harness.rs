@@ -652,6 +652,24 @@ impl Mount {
         self.compare_usage(m, usage, settled, &ino_of).await
     }
 
+    /// The CID (`user.pxfs.cid`) of every file of the model that has one on the node.
+    async fn file_cids(
+        &self,
+        m: &Model,
+        ino_of: &HashMap<Id, (Ino, String)>,
+    ) -> HashMap<Id, Vec<u8>> {
+        let mut cids = HashMap::new();
+        for (id, (ino, _)) in ino_of {
+            if !matches!(&m.node(*id).body, Body::File(_)) {
+                continue;
+            }
+            if let Ok(cid) = self.fs.getxattr(*ino, "user.pxfs.cid").await {
+                cids.insert(*id, cid.to_vec());
+            }
+        }
+        cids
+    }
+
     /// Usage (docs/FORMAT.md §7) against the model: each file's bytes once per inode, and
     /// once per CID among files whose content is on the node (`user.pxfs.cid`); every
     /// committed byte attributed once all directories are loaded; and, when nothing is
@@ -678,15 +696,33 @@ impl Mount {
                 parts.unloaded
             ));
         }
+        // Each file's CID as the usage parts saw it: an upload that lands between reading
+        // the parts and reading a CID would make the model share bytes that the parts still
+        // count twice. So the CIDs are read before and after the parts, until they agree.
+        let mut parts = parts;
+        let mut file_cids = self.file_cids(m, ino_of).await;
+        for _ in 0..50 {
+            let (again, _) = self
+                .fs
+                .usage_parts(TOKEN)
+                .map_err(|e| format!("usage parts: {e}"))?;
+            let after = self.file_cids(m, ino_of).await;
+            let stable = after == file_cids && again == parts;
+            (parts, file_cids) = (again, after);
+            if stable {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
         let mut cids = std::collections::HashSet::new();
         let mut content = 0u64;
-        for (id, (ino, _)) in ino_of {
+        for id in ino_of.keys() {
             let Body::File(f) = &m.node(*id).body else {
                 continue;
             };
-            let shared = match self.fs.getxattr(*ino, "user.pxfs.cid").await {
-                Ok(cid) => !cids.insert(cid),
-                Err(_) => false,
+            let shared = match file_cids.get(id) {
+                Some(cid) => !cids.insert(cid.clone()),
+                None => false,
             };
             if !shared {
                 let n = f.data.len() as u64;
