@@ -7,7 +7,6 @@
 //! parent returns only once the mount is usable, or fails with the child's reason.
 
 mod dapp;
-mod private;
 mod publish;
 mod readahead;
 
@@ -116,7 +115,7 @@ pub fn run(mut args: MountArgs) -> anyhow::Result<()> {
         );
     }
     apply_options(&mut args)?;
-    private::make_private(&cfg.cache.dir)
+    std::fs::create_dir_all(&cfg.cache.dir)
         .with_context(|| format!("cache directory {}", cfg.cache.dir.display()))?;
     let passphrase = mount_passphrase(&cfg, args.foreground)?;
     if args.foreground {

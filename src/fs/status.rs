@@ -67,8 +67,6 @@ pub struct NodeHealth {
     /// The last failure and when it happened (kept after recovery, for the record).
     pub last_error: Option<String>,
     pub last_error_at: Option<SystemTime>,
-    /// Blocks refused because their bytes did not match their CID (this process).
-    pub corrupt_blocks: u64,
 }
 
 impl Fs {
@@ -153,10 +151,7 @@ impl HealthTracker {
     }
 
     pub fn get(&self) -> NodeHealth {
-        NodeHealth {
-            corrupt_blocks: crate::integrity::corrupt_blocks(),
-            ..self.lock().clone()
-        }
+        self.lock().clone()
     }
 
     fn ok(&self) {
