@@ -14,6 +14,7 @@ pub mod devnet;
 pub mod format;
 pub mod fs;
 pub mod fuse;
+pub mod integrity;
 pub mod keys;
 pub mod node;
 pub mod oracle;

@@ -21,6 +21,9 @@ pub enum UsageError {
     Encode(String),
     #[error("storage node: {0}")]
     Storage(#[from] StorageError),
+    /// The document's bytes do not match its CID, or it is over [`MAX_DOC_BYTES`].
+    #[error("usage document: {0}")]
+    Integrity(crate::integrity::IntegrityError),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -123,6 +126,10 @@ async fn publish_json(
     Ok(added.hash)
 }
 
+/// Largest usage document read: a document is a few hundred bytes plus its wraps, and a
+/// forged one must not exhaust a reader's memory.
+pub const MAX_DOC_BYTES: u64 = 1 << 20;
+
 /// Resolves `btns_name`, fetches the document it points at and parses it (either version).
 /// Returns the document's CID and the document.
 pub async fn resolve(
@@ -130,7 +137,12 @@ pub async fn resolve(
     btns_name: &str,
 ) -> Result<(String, AnyUsageDoc), UsageError> {
     let cid = client.name_resolve(btns_name).await?;
-    let bytes = client.cat(&cid, 0, None).await?;
+    let bytes = crate::integrity::object(client, &cid, MAX_DOC_BYTES)
+        .await
+        .map_err(|e| match e {
+            crate::integrity::IntegrityError::Storage(e) => UsageError::Storage(e),
+            other => UsageError::Integrity(other),
+        })?;
     Ok((cid, parse_any(&bytes)?))
 }
 

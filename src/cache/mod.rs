@@ -1,8 +1,10 @@
 //! On-disk chunk cache for reads of uploaded content (DESIGN.md §4 "Read path").
 //!
 //! File content is cut into aligned chunks (1 MiB by default) keyed by (CID, chunk index).
-//! A read is served from the chunks on disk; a missing chunk is fetched with
-//! `cat(cid, offset, length)`, and readers of the same missing chunk share that one fetch.
+//! A read is served from the chunks on disk; a missing chunk is fetched from the blocks
+//! under it, each checked against its CID ([`crate::integrity::ContentIndex`]: the leaves
+//! of a 256 KiB chunk are one `block/get`), and readers of the same missing chunk share that
+//! one fetch. Only checked bytes are written to disk.
 //! Sequential reading starts background fetches of the next few chunks. The cache keeps
 //! under its byte limit by evicting the least recently used chunks, and survives restarts.
 //!
@@ -62,6 +64,13 @@ pub enum CacheError {
         #[source]
         source: Arc<std::io::Error>,
     },
+    #[error("reading chunk {index} of {cid}: {source}")]
+    Integrity {
+        cid: String,
+        index: u64,
+        #[source]
+        source: crate::integrity::IntegrityError,
+    },
     #[error("not a CID: {0:?}")]
     BadCid(String),
     #[error("chunk fetch aborted: {0}")]
@@ -102,6 +111,8 @@ struct Inner {
     /// CID → end offset of its last read, to recognise sequential reading.
     streams: Mutex<LruCache<Arc<str>, u64>>,
     background: Arc<Semaphore>,
+    /// The content DAGs' inner nodes, checked and decoded.
+    index: crate::integrity::ContentIndex,
 }
 
 impl ChunkCache {
@@ -131,6 +142,7 @@ impl ChunkCache {
                 in_flight: Mutex::new(HashMap::new()),
                 streams: Mutex::new(LruCache::new(tracked)),
                 background: Arc::new(Semaphore::new(MAX_BACKGROUND_FETCHES)),
+                index: crate::integrity::ContentIndex::default(),
             }),
             client,
         })
@@ -309,13 +321,21 @@ impl Inner {
         expected: u64,
     ) -> Result<Bytes, CacheError> {
         let offset = key.index * self.options.chunk_size;
-        let data = client
-            .cat(&key.cid, offset, Some(expected))
+        let data = self
+            .index
+            .read(client, &key.cid, offset, expected)
             .await
-            .map_err(|source| CacheError::Fetch {
-                cid: key.cid.to_string(),
-                index: key.index,
-                source,
+            .map_err(|source| match source {
+                crate::integrity::IntegrityError::Storage(source) => CacheError::Fetch {
+                    cid: key.cid.to_string(),
+                    index: key.index,
+                    source,
+                },
+                source => CacheError::Integrity {
+                    cid: key.cid.to_string(),
+                    index: key.index,
+                    source,
+                },
             })?;
         if data.len() as u64 != expected {
             return Err(CacheError::ShortChunk {

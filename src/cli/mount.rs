@@ -7,6 +7,7 @@
 //! parent returns only once the mount is usable, or fails with the child's reason.
 
 mod dapp;
+mod private;
 mod publish;
 mod readahead;
 
@@ -115,7 +116,7 @@ pub fn run(mut args: MountArgs) -> anyhow::Result<()> {
         );
     }
     apply_options(&mut args)?;
-    std::fs::create_dir_all(&cfg.cache.dir)
+    private::make_private(&cfg.cache.dir)
         .with_context(|| format!("cache directory {}", cfg.cache.dir.display()))?;
     let passphrase = mount_passphrase(&cfg, args.foreground)?;
     if args.foreground {

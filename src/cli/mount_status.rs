@@ -52,6 +52,9 @@ pub struct NodeReport {
     pub last_ok: Option<u64>,
     pub last_error: Option<String>,
     pub last_error_at: Option<u64>,
+    /// Blocks the node returned that did not match their CID (refused; reads got `EIO`).
+    #[serde(default)]
+    pub corrupt_blocks: u64,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
@@ -111,6 +114,7 @@ impl NodeReport {
             last_ok: h.last_ok.map(unix),
             last_error: h.last_error.clone(),
             last_error_at: h.last_error_at.map(unix),
+            corrupt_blocks: h.corrupt_blocks,
         }
     }
 }

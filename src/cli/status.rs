@@ -346,7 +346,7 @@ fn print_table(r: &StatusReport) {
         crate::say!("chain: UNREACHABLE ({e}); showing the mounts' last known state");
     }
     for m in &r.mounts {
-        let node = if m.node.reachable {
+        let mut node = if m.node.reachable {
             "ok".to_string()
         } else {
             format!(
@@ -354,6 +354,12 @@ fn print_table(r: &StatusReport) {
                 m.node.last_error.as_deref().unwrap_or("no answer")
             )
         };
+        if m.node.corrupt_blocks > 0 {
+            node.push_str(&format!(
+                ", {} block(s) refused: bytes did not match their CID (see the log)",
+                m.node.corrupt_blocks
+            ));
+        }
         let chain = match (m.chain.stale, m.chain.last_poll) {
             (false, _) => "ok".to_string(),
             (true, Some(t)) => format!("STALE since {}", utc(t)),

@@ -159,20 +159,34 @@ pub async fn load_index(
     cid: &str,
     secret: &DappSecret,
 ) -> Result<DappIndex, DappError> {
-    let sealed = client
-        .cat(cid, 0, Some(MAX_SEALED_BYTES as u64 + 1))
-        .await
-        .map_err(|source| DappError::Node {
-            token,
-            cid: cid.to_string(),
-            source,
-        })?;
-    if sealed.len() > MAX_SEALED_BYTES {
-        return Err(DappError::TooLarge {
-            token,
-            cid: cid.to_string(),
-        });
-    }
+    // Checked against its CID: the sealed index opens wherever it sits, so without the
+    // check a node could serve an older index in place of this one.
+    let sealed = match crate::integrity::object(client, cid, MAX_SEALED_BYTES as u64).await {
+        Ok(sealed) => sealed,
+        Err(crate::integrity::IntegrityError::Storage(source)) => {
+            return Err(DappError::Node {
+                token,
+                cid: cid.to_string(),
+                source,
+            });
+        }
+        Err(crate::integrity::IntegrityError::TooLarge { .. }) => {
+            return Err(DappError::TooLarge {
+                token,
+                cid: cid.to_string(),
+            });
+        }
+        Err(e) => {
+            return Err(DappError::Node {
+                token,
+                cid: cid.to_string(),
+                source: crate::storage::StorageError::Decode {
+                    path: "block/get".into(),
+                    detail: e.to_string(),
+                },
+            });
+        }
+    };
     let json = Zeroizing::new(
         secret
             .open(&sealed)

@@ -122,19 +122,20 @@ impl LiveUpload {
         if self.started.swap(true, Ordering::Relaxed) {
             return;
         }
-        let key = match &*sealing {
-            TreeCrypto::Plain => None,
+        // A fresh content salt, so a fresh version key, for every attempt (the storage
+        // client calls `open` again for each retry): a retry reads the staged file again,
+        // and should an overwrite land before the abandon mark, the same (key, nonce) must
+        // never seal other bytes (docs/FORMAT.md §6.2). The salt of the last attempt, the
+        // one whose CID `finish` returns, is the version's.
+        let this = self.clone();
+        let seed = matches!(&*sealing, TreeCrypto::Plain);
+        let open: Arc<super::store::ContentStream> = Arc::new(move || match &*sealing {
+            TreeCrypto::Plain => this.stream(),
             TreeCrypto::Sealed(keys) => {
                 let salt = ContentSalt::random();
-                *self.salt.lock().unwrap_or_else(|e| e.into_inner()) = Some(salt);
-                Some(Arc::new(VersionKey::new(keys, &salt)))
+                *this.salt.lock().unwrap_or_else(|e| e.into_inner()) = Some(salt);
+                seal_stream(this.stream(), Arc::new(VersionKey::new(keys, &salt)))
             }
-        };
-        let this = self.clone();
-        let seed = key.is_none();
-        let open: Arc<super::store::ContentStream> = Arc::new(move || match &key {
-            Some(k) => seal_stream(this.stream(), k.clone()),
-            None => this.stream(),
         });
         let path = self.staged.path().to_path_buf();
         let task = rt.spawn(async move {

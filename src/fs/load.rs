@@ -647,8 +647,9 @@ impl Fs {
             Ok(s) => Arc::new(s),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 // Deleted by someone else: this version is gone; the previous one stays.
-                tracing::error!(token, path = %crate::format::name::escape(path), staged = %staged.display(), error = %e,
+                tracing::error!(token, staged = %staged.display(), error = %e,
                     "staged content is missing; this close is not replayed");
+                tracing::debug!(token, path = %crate::format::name::escape(path), "close not replayed");
                 return Ok(());
             }
             Err(e) => return Err(e.into()),
@@ -657,8 +658,9 @@ impl Fs {
         if expected.is_some_and(|e| e != size) {
             // Only a power loss does this (the journal line reached the disk, the content
             // did not): never resurrect a torn version; the previous one stays.
-            tracing::error!(token, path = %crate::format::name::escape(path), expected, found = size, staged = %staged.path().display(),
+            tracing::error!(token, expected, found = size, staged = %staged.path().display(),
                 "staged content did not reach the disk whole; this close is not replayed");
+            tracing::debug!(token, path = %crate::format::name::escape(path), "close not replayed");
             return Ok(());
         }
         let mut guard = self.tree();

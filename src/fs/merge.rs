@@ -348,8 +348,9 @@ impl Fs {
             }
             let Some(th) = th else {
                 // Theirs deleted what ours changed: ours stays.
-                tracing::info!(token, path = %tree.display_path(o.unwrap_or(dir)),
-                    "deleted by another writer, changed here: kept");
+                // Paths only at debug: a log line must not reveal what an encrypted tree holds.
+                tracing::info!(token, "deleted by another writer, changed here: kept");
+                tracing::debug!(token, path = %tree.display_path(o.unwrap_or(dir)), "kept");
                 continue;
             };
             let Some(o) = o else {
@@ -366,7 +367,11 @@ impl Fs {
                     }),
                     _ => {
                         insert(tree, dir, th, groups, jobs)?;
-                        tracing::info!(token, name = %name, "deleted here, changed by another writer: kept theirs");
+                        tracing::info!(
+                            token,
+                            "deleted here, changed by another writer: kept theirs"
+                        );
+                        tracing::debug!(token, name = %name, "kept theirs");
                     }
                 }
                 done.taken += 1;
@@ -381,8 +386,11 @@ impl Fs {
             touched.push((dir, copy.clone()));
             insert(tree, dir, th, groups, jobs)?;
             done.conflicts += 1;
-            tracing::warn!(token, path = %tree.display_path(dir), name = %name, copy = %copy,
-                "both writers changed this: the other writer's version keeps the name, this one is kept as a conflict copy");
+            tracing::warn!(
+                token,
+                "both writers changed a file: the other writer's version keeps the name, this one is kept as a conflict copy (names at debug level)"
+            );
+            tracing::debug!(token, path = %tree.display_path(dir), name = %name, copy = %copy, "conflict copy");
         }
         // The directory's own attributes: theirs' if ours did not change them, else ours
         // as they were (the entries the merge changed are not local changes).
@@ -555,7 +563,8 @@ fn insert(
     jobs: &mut Vec<Job>,
 ) -> FsResult<()> {
     let Some(rec) = inode_rec(entry, groups) else {
-        tracing::warn!(name = %entry.name, "an entry of unknown kind from another writer; not taken");
+        tracing::warn!("an entry of unknown kind from another writer; not taken");
+        tracing::debug!(name = %entry.name, "entry of unknown kind");
         return Ok(());
     };
     let meta = stored::meta_of(&rec.attrs);

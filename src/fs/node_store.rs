@@ -12,11 +12,15 @@ use bytes::Bytes;
 use super::store::{Blob, ContentStore, ContentStream, Published, StoreError, UsageRecord};
 use crate::cache::{CacheError, ChunkCache};
 use crate::format::usage::{LastUpload as FormatLastUpload, UsageDoc};
+use crate::integrity::IntegrityError;
 use crate::storage::{NodeClient, StorageError};
 use crate::usage::{self, UsageError};
 
 /// Smallest upload copied into the read cache (see [`NodeStore::seed_cache`]).
 const SEED_MIN_BYTES: u64 = 256 * 1024;
+/// Largest tree node or v1 manifest fetched whole (a v1 manifest of 100,000 entries is about
+/// 20 MiB); a node that serves more is refused rather than exhausting memory.
+const MAX_NODE_OBJECT: u64 = 256 << 20;
 
 pub struct NodeStore {
     client: NodeClient,
@@ -84,6 +88,13 @@ fn storage_error(e: StorageError) -> StoreError {
     StoreError {
         transient: e.is_transient(),
         message: e.to_string(),
+    }
+}
+
+fn integrity_error(e: IntegrityError) -> StoreError {
+    match e {
+        IntegrityError::Storage(s) => storage_error(s),
+        other => StoreError::permanent(other.to_string()),
     }
 }
 
@@ -188,7 +199,9 @@ impl ContentStore for NodeStore {
     }
 
     async fn fetch(&self, cid: &str) -> Result<Bytes, StoreError> {
-        self.client.cat(cid, 0, None).await.map_err(storage_error)
+        crate::integrity::object(&self.client, cid, MAX_NODE_OBJECT)
+            .await
+            .map_err(integrity_error)
     }
 
     async fn read(&self, cid: &str, size: u64, offset: u64, len: u64) -> Result<Bytes, StoreError> {

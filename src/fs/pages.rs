@@ -463,16 +463,33 @@ async fn read_table<R: format::Record>(
     objects: &mut Vec<(String, u64)>,
 ) -> FsResult<Vec<R>> {
     let mut records = Vec::new();
+    // The level every page of this round must declare: the top's, then one less per round,
+    // so the descent ends after at most the top's level + 1 rounds whatever the node serves
+    // (a branch page listed as its own child is refused, never read again and again).
+    let mut expected: Option<u8> = None;
     loop {
         let mut next = Vec::new();
         for (cid, bytes) in level.iter().zip(&fetched) {
-            match format::page::decode::<R>(bytes, crypto)
-                .map_err(|e| format_error(&format!("page {cid}"), e))?
+            let page = format::page::decode::<R>(bytes, crypto)
+                .map_err(|e| format_error(&format!("page {cid}"), e))?;
+            let declared = match &page {
+                Page::Leaf(_) => 0,
+                Page::Branch(b) => b.level,
+            };
+            if *expected.get_or_insert(declared) != declared
+                || matches!(&page, Page::Branch(b) if b.level == 0)
             {
+                return Err(FsError::Journal(format!(
+                    "page {cid}: declares level {declared} where the page table needs level {}",
+                    expected.unwrap_or(0)
+                )));
+            }
+            match page {
                 Page::Leaf(r) => records.extend(r),
                 Page::Branch(b) => next.extend(b.children.into_iter().map(|c| c.node)),
             }
         }
+        expected = expected.map(|l| l.saturating_sub(1));
         if next.is_empty() {
             return Ok(records);
         }
@@ -576,4 +593,55 @@ pub async fn read_dir(
         v1: false,
         empty_dir: empty_dir(store, crypto),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::format::page::{Branch, ChildRef};
+    use crate::fs::store::MemoryStore;
+
+    /// A node that serves a branch page in place of its child: the table would go on
+    /// forever (each round asks for the same child again); the declared levels end it.
+    #[test]
+    fn a_branch_page_served_as_its_own_child_ends_in_an_error() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let crypto = TreeCrypto::Plain;
+        let child = format::store::raw_cid(b"the child page the node will not serve");
+        let top: Page<Entry> = Page::Branch(Branch {
+            level: 1,
+            count: 1,
+            children: vec![ChildRef {
+                first: b"a".to_vec(),
+                node: child.clone(),
+                count: 1,
+            }],
+        });
+        let bytes = Bytes::from(format::page::encode(&top, &crypto).unwrap());
+        let top_cid = format::store::raw_cid(&bytes);
+        let store = MemoryStore::new();
+        store.replace(&top_cid, bytes.clone());
+        store.replace(&child, bytes);
+        // On its own thread: a descent that never ends never yields to a timer either.
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let read = rt.block_on(read_dir(
+                &store,
+                &crypto,
+                &PageCache::default(),
+                &top_cid,
+                false,
+            ));
+            let _ = tx.send(read.map(|_| ()));
+        });
+        let read = rx.recv_timeout(std::time::Duration::from_secs(10));
+        let read = read.expect("the descent ends");
+        let Err(err) = read else {
+            panic!("a table whose child is its parent is refused");
+        };
+        assert_eq!(err.errno(), libc::EIO, "{err}");
+    }
 }

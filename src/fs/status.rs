@@ -67,6 +67,8 @@ pub struct NodeHealth {
     /// The last failure and when it happened (kept after recovery, for the record).
     pub last_error: Option<String>,
     pub last_error_at: Option<SystemTime>,
+    /// Blocks refused because their bytes did not match their CID (this process).
+    pub corrupt_blocks: u64,
 }
 
 impl Fs {
@@ -151,7 +153,10 @@ impl HealthTracker {
     }
 
     pub fn get(&self) -> NodeHealth {
-        self.lock().clone()
+        NodeHealth {
+            corrupt_blocks: crate::integrity::corrupt_blocks(),
+            ..self.lock().clone()
+        }
     }
 
     fn ok(&self) {

@@ -264,6 +264,10 @@ impl MemoryStore {
     pub fn objects(&self) -> Vec<Bytes> {
         lock(&self.blobs).values().cloned().collect()
     }
+    /// Serves `bytes` under `cid`, as a node that substitutes one object for another would.
+    pub fn replace(&self, cid: &str, bytes: Bytes) {
+        lock(&self.blobs).insert(cid.to_owned(), bytes);
+    }
     /// Changes one stored byte, as a dishonest or failing node would.
     pub fn flip_byte(&self, cid: &str, at: usize) {
         if let Some(b) = lock(&self.blobs).get_mut(cid) {

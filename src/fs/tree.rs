@@ -1012,7 +1012,8 @@ impl Tree {
     /// their name, as a file unlinked by someone else would, and go once unused.
     fn drop_stale_found(&mut self, found: BTreeMap<Name, Ino>) {
         for (name, ino) in found {
-            tracing::warn!(ino, name = %name, "a name looked up alone is gone from its directory");
+            tracing::warn!(ino, "a name looked up alone is gone from its directory");
+            tracing::debug!(ino, name = %name, "name gone");
             let Some(i) = self.inodes.get_mut(&ino) else {
                 continue;
             };
