@@ -111,7 +111,13 @@ fn status_json_shows_pending_uploads_commits_and_health_and_unmount_shows_the_dr
     );
     assert_eq!(
         keys(&m["node"]),
-        ["last_error", "last_error_at", "last_ok", "reachable"]
+        [
+            "corrupt_blocks",
+            "last_error",
+            "last_error_at",
+            "last_ok",
+            "reachable"
+        ]
     );
     assert_eq!(
         m["mountpoint"],

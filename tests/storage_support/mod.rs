@@ -233,17 +233,21 @@ pub fn node_config(url: &str, timeout_secs: u64, retries: u32) -> NodeConfig {
     }
 }
 
-/// A node that serves `cat` (with `offset`/`length`) from an in-memory map of CID → content,
-/// counting the `cat` requests, each answered after `delay`.
+/// A node that serves `block/get` (whole raw blocks, see [`raw_cid`]) and `cat` (with
+/// `offset`/`length`) from an in-memory map of CID → content, counting the requests, each
+/// answered after `delay`.
 pub async fn content_node(files: HashMap<String, Bytes>, delay: Duration) -> Mock {
     Mock::start(move |seen, _| {
-        if seen.path != "/api/v0/cat" {
-            return Reply::kubo_error(404, "unknown command");
-        }
         let cid = seen.param("arg").unwrap_or_default();
         let Some(data) = files.get(cid) else {
             return Reply::kubo_error(500, "block was not found locally (offline)");
         };
+        if seen.path == "/api/v0/block/get" {
+            return Reply::bytes(data.clone()).after(delay);
+        }
+        if seen.path != "/api/v0/cat" {
+            return Reply::kubo_error(404, "unknown command");
+        }
         let offset: usize = seen.param("offset").map_or(0, |o| o.parse().unwrap());
         let offset = offset.min(data.len());
         let end = match seen.param("length") {
@@ -253,6 +257,15 @@ pub async fn content_node(files: HashMap<String, Bytes>, delay: Duration) -> Moc
         Reply::bytes(data.slice(offset..end)).after(delay)
     })
     .await
+}
+
+/// The CID of `data` stored as one raw block (CIDv1, raw codec, SHA2-256), as a node
+/// names a file that fits in one block.
+pub fn raw_cid(data: &[u8]) -> String {
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(data);
+    let hash = cid::multihash::Multihash::<64>::wrap(0x12, &digest).unwrap();
+    cid::Cid::new_v1(0x55, hash).to_string()
 }
 
 /// Deterministic, position-dependent content: every offset has a recognisable byte.
