@@ -435,8 +435,8 @@ async fn many_tiny_files_are_accounted_by_the_disk_space_they_take() {
     let dir = tempfile::tempdir().unwrap();
     // Room for eight 4 KiB blocks: ten 10-byte files cannot all stay.
     let cache = open(dir.path(), 8 * 4096, node.client(1, 0), no_readahead());
-    for i in 0..10 {
-        cache.read(&cids[i], 10, 0, 10).await.unwrap();
+    for cid in &cids {
+        cache.read(cid, 10, 0, 10).await.unwrap();
     }
     assert_eq!(cache.cached_bytes(), 8 * 4096);
     let on_disk = std::fs::read_dir(dir.path())
