@@ -16,6 +16,7 @@ pub mod fs;
 pub mod fuse;
 pub mod integrity;
 pub mod keys;
+pub mod mountinfo;
 pub mod node;
 pub mod oracle;
 pub mod output;

@@ -163,12 +163,11 @@ pub async fn key_name_for(
     client: &NodeClient,
     btns_name: &str,
 ) -> Result<Option<String>, UsageError> {
-    let wanted = btns_name
-        .trim()
-        .trim_start_matches("/ipns/")
-        .trim_start_matches("/btns/");
     let keys = client.key_list().await?;
-    Ok(keys.into_iter().find(|k| k.id == wanted).map(|k| k.name))
+    Ok(keys
+        .into_iter()
+        .find(|k| crate::storage::cid::same_name(&k.id, btns_name))
+        .map(|k| k.name))
 }
 
 /// A fresh key name for `key/gen` at mint or register time.

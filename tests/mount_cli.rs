@@ -58,10 +58,7 @@ fn run(cmd: &mut Command) -> String {
 }
 
 fn is_mounted(p: &Path) -> bool {
-    let mounts = std::fs::read_to_string("/proc/mounts").unwrap();
-    mounts
-        .lines()
-        .any(|l| l.split(' ').nth(1) == Some(p.to_str().unwrap()))
+    pxfs::mountinfo::on(p).is_some()
 }
 
 fn xattr(p: &Path, name: &str) -> String {

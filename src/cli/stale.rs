@@ -144,18 +144,12 @@ pub fn abort(mountpoint: &Path) -> anyhow::Result<()> {
 /// The FUSE connection of the mount on `mountpoint` (the topmost, if stacked): its
 /// device's minor number, which names its directory under [`CONNECTIONS`].
 fn connection_of(mountpoint: &Path) -> Option<u32> {
-    let info = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
-    info.lines()
-        .filter_map(|line| {
-            let (left, right) = line.split_once(" - ")?;
-            let mut fields = left.split(' ');
-            let dev = fields.nth(2)?;
-            let mp = unescape(fields.nth(1)?);
-            let fuse = right.split(' ').next()?.starts_with("fuse");
-            let (major, minor) = dev.split_once(':')?;
-            (Path::new(&mp) == mountpoint && fuse && major == "0")
-                .then(|| minor.parse().ok())
-                .flatten()
+    crate::mountinfo::mounts()
+        .into_iter()
+        .filter(|m| m.mount_point == mountpoint && m.is_fuse())
+        .filter_map(|m| {
+            let (major, minor) = m.device.split_once(':')?;
+            (major == "0").then(|| minor.parse().ok()).flatten()
         })
         .next_back()
 }
@@ -187,51 +181,16 @@ fn mount_fusectl() -> anyhow::Result<()> {
 /// FUSE mount (`fuse.pxfs pxfs`, `fuse pxfs`, `fuse.sshfs host:`, ...). Read from `/proc/self/mountinfo`, without
 /// touching the mount.
 pub fn mounted_fuse_type(mountpoint: &Path) -> Option<String> {
-    let info = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
-    info.lines()
-        .filter_map(|line| {
-            // `ID PARENT MAJ:MIN ROOT MOUNTPOINT OPTIONS [OPTIONAL...] - FSTYPE SOURCE SUPER`
-            let (left, right) = line.split_once(" - ")?;
-            let mp = unescape(left.split(' ').nth(4)?);
-            let mut fields = right.split(' ');
-            let (fstype, source) = (fields.next()?, fields.next().unwrap_or(""));
-            (Path::new(&mp) == mountpoint && fstype.starts_with("fuse"))
-                .then(|| format!("{fstype} {source}"))
-        })
+    crate::mountinfo::mounts()
+        .into_iter()
+        .filter(|m| m.mount_point == mountpoint && m.is_fuse())
+        .map(|m| format!("{} {}", m.fs_type, m.source))
         .next_back()
-}
-
-/// mountinfo writes space, tab, newline and backslash in paths as `\ooo` octal escapes.
-pub(crate) fn unescape(field: &str) -> String {
-    let bytes = field.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'\\'
-            && i + 3 < bytes.len()
-            && let Some(digits) = field.get(i + 1..i + 4)
-            && let Ok(v) = u8::from_str_radix(digits, 8)
-        {
-            out.push(v);
-            i += 4;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn mountinfo_escapes_are_decoded() {
-        assert_eq!(unescape(r"/mnt/a\040b"), "/mnt/a b");
-        assert_eq!(unescape(r"/mnt/plain"), "/mnt/plain");
-        assert_eq!(unescape(r"/x\\"), r"/x\\");
-    }
 
     #[test]
     fn a_missing_directory_is_not_a_stale_mount() {

@@ -235,16 +235,10 @@ fn human_duration(secs: u64) -> String {
 /// token's BTNS name.
 pub(crate) fn mounted_token_dir(token: TokenId, btns: Option<&str>) -> Option<PathBuf> {
     let btns = btns?;
-    let info = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
-    info.lines()
-        .filter_map(|line| {
-            // "... mountpoint opts ... - fstype source ..."
-            let (left, right) = line.split_once(" - ")?;
-            let mut fields = right.split(' ');
-            let (fstype, source) = (fields.next()?, fields.next()?);
-            (fstype == "fuse.pxfs" || (fstype == "fuse" && source == "pxfs")).then_some(())?;
-            Some(PathBuf::from(left.split(' ').nth(4)?.replace("\\040", " ")))
-        })
+    crate::mountinfo::mounts()
+        .into_iter()
+        .filter(crate::mountinfo::Mount::is_pxfs)
+        .map(|m| m.mount_point)
         .flat_map(|mp| [mp.join(token.to_string()), mp])
         .find(|dir| xattr(dir, "user.pxfs.btns").as_deref() == Some(btns))
 }

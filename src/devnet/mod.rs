@@ -223,13 +223,7 @@ fn dir_err(path: &Path) -> impl FnOnce(std::io::Error) -> DevnetError + '_ {
 /// Whether `mp` is a mount point now (per /proc/self/mountinfo). A dead FUSE mount (its
 /// daemon gone) counts: it cannot be canonicalized, so `mp` is also compared as given.
 pub fn is_mounted(mp: &Path) -> bool {
-    let mp = mp.canonicalize().unwrap_or_else(|_| mp.to_path_buf());
-    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
-        return false;
-    };
-    info.lines()
-        .filter_map(|l| l.split(' ').nth(4))
-        .any(|m| Path::new(&m.replace("\\040", " ")) == mp)
+    crate::mountinfo::on(mp).is_some()
 }
 
 /// Detaches `mp` if it is still a mount (a daemon that was killed leaves a dead one);

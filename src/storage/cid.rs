@@ -13,9 +13,65 @@ pub fn canonical(text: &str) -> Result<String, String> {
     Ok(cid.to_string())
 }
 
+/// The key a BTNS/IPNS name stands for, from any of its texts: a CIDv1 of codec
+/// libp2p-key in any multibase (`k51…`, `bafz…`), or a peer id in plain base58btc
+/// (`12D3Koo…`, `Qm…`, BTFS's `16Uiu2…`), with or without `/ipns/` or `/btns/` before it.
+fn name_key(text: &str) -> Option<cid::multihash::Multihash<64>> {
+    let text = text.trim();
+    let text = text
+        .strip_prefix("/ipns/")
+        .or_else(|| text.strip_prefix("/btns/"))
+        .unwrap_or(text);
+    if let Ok(cid) = cid::Cid::try_from(text) {
+        return (cid.codec() == LIBP2P_KEY).then_some(*cid.hash());
+    }
+    let (_, bytes) = cid::multibase::decode(format!("z{text}")).ok()?;
+    cid::multihash::Multihash::from_bytes(&bytes).ok()
+}
+
+/// The multicodec of a public key's hash, which IPNS names are.
+const LIBP2P_KEY: u64 = 0x72;
+
+/// Whether two texts name the same BTNS/IPNS key (see [`name_key`] for the forms): a node
+/// may list its keys in another form than the one recorded on chain.
+pub fn same_name(a: &str, b: &str) -> bool {
+    match (name_key(a), name_key(b)) {
+        (Some(a), Some(b)) => a == b,
+        _ => a.trim() == b.trim(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_name_in_any_form_is_the_same_name() {
+        use cid::multibase::Base;
+        // An ed25519 public key's identity multihash, as IPNS names are.
+        let name = |byte: u8| {
+            let mut key = vec![0x08, 0x01, 0x12, 0x20];
+            key.extend([byte; 32]);
+            let hash = cid::multihash::Multihash::<64>::wrap(0x00, &key).unwrap();
+            cid::Cid::new_v1(LIBP2P_KEY, hash)
+        };
+        let cid = name(7);
+        let key = cid.to_string_of_base(Base::Base36Lower).unwrap();
+        let peer_id = cid::multibase::encode(Base::Base58Btc, cid.hash().to_bytes());
+        let peer_id = peer_id.trim_start_matches('z');
+        assert!(peer_id.starts_with("12D3Koo"), "{peer_id}");
+        let b32 = cid.to_string_of_base(Base::Base32Lower).unwrap();
+        for other in [
+            peer_id.to_string(),
+            format!("/ipns/{peer_id}"),
+            b32,
+            format!("/btns/{key}"),
+        ] {
+            assert!(same_name(&key, &other), "{other}");
+        }
+        let another = name(8).to_string_of_base(Base::Base36Lower).unwrap();
+        assert!(!same_name(&key, &another));
+    }
 
     const B32: &str = "bafkreigks6arfsq3xxfpvqrrwonchxcnu6do76auprhhfomao6c273sixm";
 

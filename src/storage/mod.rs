@@ -479,7 +479,10 @@ impl NodeClient {
                 detail: format!("{name} resolved to {:?}, not a CID", resolved.path),
             });
         }
-        Ok(cid.to_string())
+        cid::canonical(cid).map_err(|detail| StorageError::Decode {
+            path: self.inner.path("name/resolve"),
+            detail,
+        })
     }
 
     pub async fn version(&self) -> Result<VersionInfo, StorageError> {

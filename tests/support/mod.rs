@@ -236,12 +236,7 @@ pub fn pid_alive(pid: u32) -> bool {
 
 /// Whether `mp` is a mount point now.
 pub fn is_mounted(mp: &Path) -> bool {
-    let mp = mp.canonicalize().unwrap_or(mp.to_path_buf());
-    std::fs::read_to_string("/proc/self/mountinfo")
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| l.split(' ').nth(4))
-        .any(|m| Path::new(m) == mp)
+    pxfs::mountinfo::on(mp).is_some()
 }
 
 /// A kernel mount of a devnet's sNFTs; unmounted (draining uploads) on drop.

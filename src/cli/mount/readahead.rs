@@ -5,8 +5,6 @@
 
 use std::path::Path;
 
-use crate::cli::stale::unescape;
-
 /// What sequential readers get ahead of them.
 pub const READ_AHEAD_KIB: u32 = 4096;
 
@@ -26,11 +24,9 @@ pub fn raise(mountpoint: &Path) {
 /// `major:minor` of the last mount on `mountpoint`, from /proc/self/mountinfo.
 fn device_of(mountpoint: &Path) -> Option<String> {
     let want = std::fs::canonicalize(mountpoint).ok()?;
-    let info = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
-    info.lines().rev().find_map(|line| {
-        let mut fields = line.split(' ');
-        let dev = fields.nth(2)?;
-        let point = fields.nth(1)?;
-        (Path::new(&unescape(point)) == want).then(|| dev.to_string())
-    })
+    crate::mountinfo::mounts()
+        .into_iter()
+        .rev()
+        .find(|m| m.mount_point == want)
+        .map(|m| m.device)
 }
