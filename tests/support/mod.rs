@@ -237,8 +237,9 @@ pub fn pid_alive(pid: u32) -> bool {
 /// Whether `mp` is a mount point now.
 pub fn is_mounted(mp: &Path) -> bool {
     let mp = mp.canonicalize().unwrap_or(mp.to_path_buf());
-    std::fs::read_to_string("/proc/self/mountinfo")
-        .unwrap_or_default()
+    // Bytes, not a String: one mount point elsewhere on the machine whose name is not UTF-8
+    // (mount_status's `mnt-caf\xe9`) must not hide every other mount.
+    String::from_utf8_lossy(&std::fs::read("/proc/self/mountinfo").unwrap_or_default())
         .lines()
         .filter_map(|l| l.split(' ').nth(4))
         .any(|m| Path::new(m) == mp)
