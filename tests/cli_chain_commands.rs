@@ -889,6 +889,10 @@ async fn key_status_add_and_remove_passphrase_publish_the_next_document() {
         "{text}"
     );
     assert!(text.contains("wraps: 1 wallet, 0 passphrase"), "{text}");
+    assert!(
+        text.contains("1 of the wallet ones legacy EIP-191 (migrated"),
+        "{text}"
+    );
     assert!(text.contains("can unlock it with the wallet"), "{text}");
 
     // Without the wallet key, nothing to unlock with: said, not failed.
@@ -899,6 +903,7 @@ async fn key_status_add_and_remove_passphrase_publish_the_next_document() {
     assert_eq!(v["key_id"], dk.key_id().to_string());
     assert_eq!(v["usage_doc"], first);
     assert_eq!(v["wraps"]["wallet"], 1);
+    assert_eq!(v["wraps"]["wallet_legacy"], 1);
     assert_eq!(v["unlock"]["ok"], false);
     let why = v["unlock"]["error"].as_str().unwrap();
     assert!(why.starts_with("no way to unlock token 1"), "{why}");
