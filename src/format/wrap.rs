@@ -477,8 +477,9 @@ impl EncryptionInfo {
         }))
     }
 
-    /// Unlocks with the owner's signature of `expected_message` (computed by the caller
-    /// with [`wallet_message`]); wraps naming another message are not used.
+    /// Unlocks a legacy wallet wrap with the owner's EIP-191 signature of
+    /// `expected_message` (computed by the caller with [`wallet_message`]); wraps naming
+    /// another message, and EIP-712 wraps, are not used (see `crate::keys::unlock`).
     pub fn unlock_with_wallet(&self, expected_message: &str, signature: &[u8]) -> Result<DataKey> {
         let id = self.key_id()?;
         let kek = Kek::from_wallet_signature(signature)?;
