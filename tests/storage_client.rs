@@ -818,6 +818,39 @@ async fn a_login_over_plain_http_to_another_host_is_refused_before_anything_is_s
 }
 
 #[tokio::test]
+async fn a_login_redirect_is_not_followed() {
+    // The real login service behind a redirect to a plain-http host: the signature would
+    // travel in clear. The redirect target (a stand-in that logs in anyone) sees nothing.
+    let hosted = hosted::Hosted::start(vec![3], 3600).await;
+    let target = format!("{}/auth/v2/login", hosted.auth_url);
+    let app = axum::Router::new().fallback(move || {
+        let target = target.clone();
+        async move {
+            (
+                axum::http::StatusCode::PERMANENT_REDIRECT,
+                [(axum::http::header::LOCATION, target)],
+            )
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let redirector = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+
+    let client = hosted.client(std::sync::Arc::new(
+        hosted_login(&hosted_config(&redirector, hosted::MESSAGE)).unwrap(),
+    ));
+    let err = client
+        .for_token(3)
+        .add_bytes("doc", Bytes::from_static(b"hello"))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StorageError::Login { .. }), "{err:?}");
+    assert!(err.to_string().contains("follows no redirect"), "{err}");
+    assert_eq!((hosted.logins(), hosted.not_posted()), (0, 0));
+    assert_eq!(hosted.node.hits(), 0);
+}
+
+#[tokio::test]
 async fn a_login_message_holding_the_key_statement_is_refused() {
     let hosted = hosted::Hosted::start(vec![3], 3600).await;
     let statement = pxfs::format::wrap::WALLET_STATEMENT;
