@@ -36,6 +36,7 @@
 # mount's chunk cache; without root only the chunk cache is dropped, which the report says.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source scripts/bench_lib.sh
 # `bash scripts/bench.sh scale` / `dirs`: the scale parts (issues #13, #14), in their own script;
 # `installed`: the pxfs on PATH against target/release/pxfs (issue #43).
 case "${1:-}" in
@@ -82,9 +83,6 @@ devnet_pid=
 mount_pid=
 node_loop=
 
-log() { printf '[bench %(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
-die() { log "error: $*"; exit 1; }
-
 cleanup() {
     local rc=$?
     set +e
@@ -94,12 +92,7 @@ cleanup() {
         tail -n 20 "$work/devnet.log" "$work/mount.log" 2>/dev/null >&2
     fi
     unmount_px
-    if [[ -n $devnet_pid ]] && kill -0 "$devnet_pid" 2>/dev/null; then
-        kill -TERM "$devnet_pid"
-        for _ in $(seq 600); do kill -0 "$devnet_pid" 2>/dev/null || break; sleep 0.1; done
-        kill -KILL "$devnet_pid" 2>/dev/null
-        wait "$devnet_pid" 2>/dev/null
-    fi
+    stop_devnet
     if mountpoint -q "$mp" 2>/dev/null; then fusermount3 -uz "$mp"; fi
     if mountpoint -q "$work/mnt-plain" 2>/dev/null; then fusermount3 -u "$work/mnt-plain" || fusermount3 -uz "$work/mnt-plain"; fi
     if mountpoint -q "$work/node-fs" 2>/dev/null; then umount "$work/node-fs"; fi
@@ -111,25 +104,6 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-now() { date +%s%N; }
-# Seconds since $1 (from `now`).
-since() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.3f", (b - a) / 1e9 }'; }
-# record KEY VALUE: one raw number.
-record() { printf '%s\t%s\n' "$1" "$2" >>"$raw"; log "$1 = $2"; }
-median() {
-    awk -F'\t' -v k="$1" '$1 == k { print $2 }' "$raw" | sort -g |
-        awk '{ a[NR] = $1 } END { if (NR == 0) print "n/a"; else if (NR % 2) print a[(NR + 1) / 2]; else printf "%.3f\n", (a[NR / 2] + a[NR / 2 + 1]) / 2 }'
-}
-all() { awk -F'\t' -v k="$1" '$1 == k { printf "%s%s", s, $2; s = " " }' "$raw"; }
-div() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "n/a" || b == "n/a" || b == 0) print "n/a"; else printf "%.2f", a / b }'; }
-# rate MIB SECS: MiB/s.
-rate() { awk -v m="$1" -v s="$2" 'BEGIN { printf "%.1f", m / s }'; }
-
-# gen SEED MIB FILE: MIB of pseudo-random bytes, different for each seed (AES-CTR keystream).
-gen() {
-    (openssl enc -aes-128-ctr -nosalt -pbkdf2 -pass "pass:$1" </dev/zero 2>/dev/null || true) |
-        head -c "$(($2 << 20))" >"$3"
-}
 # gen_tree SEED DIR: BENCH_FILES files of 1-16 KiB, all in DIR/files (one big directory).
 gen_tree() {
     python3 - "$1" "$2" "$files" <<'EOF'
@@ -143,36 +117,13 @@ for i in range(n):
         f.write(rng.randbytes(rng.randint(1024, 16384)))
 EOF
 }
-drop_kernel_caches() {
-    if [[ -w /proc/sys/vm/drop_caches ]]; then
-        sync
-        echo 3 >/proc/sys/vm/drop_caches
-    fi
-}
 
 mount_px() {
     "$pxfs" mount "$mp" --config "$cfg" --foreground >>"$work/mount.log" 2>&1 &
     mount_pid=$!
-    for _ in $(seq 1200); do
-        if mountpoint -q "$mp" && [[ -d $tokdir ]]; then return 0; fi
-        kill -0 "$mount_pid" 2>/dev/null || die "pxfs mount exited"
-        sleep 0.05
-    done
-    die "pxfs mount not ready after 60 s"
-}
-# An external unmount makes the daemon drain its uploads, commit and exit.
-unmount_px() {
-    [[ -n $mount_pid ]] || return 0
-    if mountpoint -q "$mp"; then
-        fusermount3 -u "$mp" 2>/dev/null || kill -TERM "$mount_pid" 2>/dev/null || true
-    fi
-    wait "$mount_pid" 2>/dev/null || true
-    mount_pid=
+    wait_mounted "pxfs mount"
 }
 remount() { unmount_px; mount_px; }
-# Peak RSS (VmHWM) of the mount daemon, reset first with clear_refs so it covers one phase.
-reset_peak() { echo 5 >"/proc/$mount_pid/clear_refs"; }
-peak_mib() { awk '/^VmHWM/ { printf "%.1f", $2 / 1024 }' "/proc/$mount_pid/status"; }
 
 node_add() { # node_add FILE... : one add call, prints the node's answer
     local args=()
@@ -181,8 +132,8 @@ node_add() { # node_add FILE... : one add call, prints the node's answer
 }
 
 # --- machine, versions, devnet --------------------------------------------------------------
-machine="$(nproc) CPUs, $(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo), $(awk '/^MemTotal/ { printf "%.1f GiB RAM", $2 / 1048576 }' /proc/meminfo), Linux $(uname -r)"
-rev="$(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git diff --quiet HEAD 2>/dev/null || echo '+dirty')"
+machine=$(machine_line)
+rev=$(revision)
 versions="pxfs $rev; $(rustc --version 2>/dev/null || echo 'rustc ?'); fuse3 $(fusermount3 --version 2>&1 | awk '{ print $NF }'); $(fio --version); curl $(curl --version | awk 'NR == 1 { print $2 }')"
 load_start=$(cut -d' ' -f1-3 /proc/loadavg)
 started_at=$(date -u '+%Y-%m-%d %H:%M UTC')
@@ -210,19 +161,7 @@ else
     node_fs_note="the node's repository and the mount's cache on the same filesystem"
 fi
 log "starting the devnet ($node_fs_note)"
-"$pxfs" devnet up --dir "$devdir" --quota $((64 << 30)) --no-oracle "${node_repo_args[@]}" >"$work/devnet.log" 2>&1 &
-devnet_pid=$!
-for _ in $(seq 3000); do
-    grep -q '^devnet ready' "$work/devnet.log" && break
-    kill -0 "$devnet_pid" 2>/dev/null || die "the devnet exited"
-    sleep 0.1
-done
-grep -q '^devnet ready' "$work/devnet.log" || die "the devnet was not ready within 300 s"
-cfg=$devdir/pxfs.toml
-cache=$devdir/cache
-node=$(jq -r .node_url "$devdir/devnet.json")
-token=$(jq -r '.token_ids[0]' "$devdir/devnet.json")
-tokdir=$mp/$token
+start_devnet "$pxfs" $((64 << 30)) "${node_repo_args[@]}"
 mkdir -p "$mp" "$work/local"
 mount_px
 log "mounted sNFT $token at $mp (daemon pid $mount_pid), node $node"

@@ -11,6 +11,7 @@
 #              BENCH_DIR= (work directory, deleted at the end)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source scripts/bench_lib.sh
 
 repeat=${BENCH_REPEAT:-3}
 seq_mib=${BENCH_SEQ_MIB:-1024}
@@ -36,20 +37,13 @@ raw=$work/raw.tsv
 devnet_pid=
 mount_pid=
 
-log() { printf '[bench %(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
-die() { log "error: $*"; exit 1; }
 cleanup() {
     local rc=$?
     set +e
     trap - EXIT INT TERM
     ((rc != 0)) && tail -n 20 "$work/devnet.log" "$work/mount.log" 2>/dev/null >&2
     unmount_px
-    if [[ -n $devnet_pid ]] && kill -0 "$devnet_pid" 2>/dev/null; then
-        kill -TERM "$devnet_pid"
-        for _ in $(seq 600); do kill -0 "$devnet_pid" 2>/dev/null || break; sleep 0.1; done
-        kill -KILL "$devnet_pid" 2>/dev/null
-        wait "$devnet_pid" 2>/dev/null
-    fi
+    stop_devnet
     mountpoint -q "$mp" 2>/dev/null && fusermount3 -uz "$mp"
     rm -rf "$work"
     exit "$rc"
@@ -57,51 +51,15 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-now() { date +%s%N; }
-since() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.3f", (b - a) / 1e9 }'; }
-record() { printf '%s\t%s\n' "$1" "$2" >>"$raw"; log "$1 = $2"; }
-median() {
-    awk -F'\t' -v k="$1" '$1 == k { print $2 }' "$raw" | sort -g |
-        awk '{ a[NR] = $1 } END { if (NR == 0) print "n/a"; else if (NR % 2) print a[(NR + 1) / 2]; else printf "%.3f\n", (a[NR / 2] + a[NR / 2 + 1]) / 2 }'
-}
-div() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "n/a" || b == "n/a" || b == 0) print "n/a"; else printf "%.2f", a / b }'; }
-gen() {
-    (openssl enc -aes-128-ctr -nosalt -pbkdf2 -pass "pass:$1" </dev/zero 2>/dev/null || true) |
-        head -c "$(($2 << 20))" >"$3"
-}
-drop_kernel_caches() { sync; [[ -w /proc/sys/vm/drop_caches ]] && echo 3 >/proc/sys/vm/drop_caches; return 0; }
-
 mount_px() { # mount_px BINARY
     "$1" mount "$mp" --config "$cfg" --foreground >>"$work/mount.log" 2>&1 &
     mount_pid=$!
-    for _ in $(seq 1200); do
-        if mountpoint -q "$mp" && [[ -d $tokdir ]]; then return 0; fi
-        kill -0 "$mount_pid" 2>/dev/null || die "pxfs mount ($1) exited"
-        sleep 0.05
-    done
-    die "pxfs mount ($1) not ready after 60 s"
-}
-unmount_px() {
-    [[ -n $mount_pid ]] || return 0
-    mountpoint -q "$mp" && { fusermount3 -u "$mp" 2>/dev/null || kill -TERM "$mount_pid" 2>/dev/null; }
-    wait "$mount_pid" 2>/dev/null
-    mount_pid=
+    wait_mounted "pxfs mount ($1)"
 }
 
 log "binaries: $(for i in "${!binaries[@]}"; do printf '%s = %s (%s); ' "${labels[$i]}" "$(realpath "${binaries[$i]}")" "$("${binaries[$i]}" --version)"; done)"
 log "starting the devnet"
-"$release" devnet up --dir "$devdir" --quota $((64 << 30)) --no-oracle >"$work/devnet.log" 2>&1 &
-devnet_pid=$!
-for _ in $(seq 3000); do
-    grep -q '^devnet ready' "$work/devnet.log" && break
-    kill -0 "$devnet_pid" 2>/dev/null || die "the devnet exited"
-    sleep 0.1
-done
-grep -q '^devnet ready' "$work/devnet.log" || die "the devnet was not ready within 300 s"
-cfg=$devdir/pxfs.toml
-cache=$devdir/cache
-token=$(jq -r '.token_ids[0]' "$devdir/devnet.json")
-tokdir=$mp/$token
+start_devnet "$release" $((64 << 30))
 mkdir -p "$mp"
 
 for r in $(seq "$repeat"); do
@@ -131,8 +89,8 @@ for r in $(seq "$repeat"); do
     done
 done
 
-machine="$(nproc) CPUs, $(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo), Linux $(uname -r)"
-rev="$(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git diff --quiet HEAD 2>/dev/null || echo '+dirty')"
+machine=$(machine_line)
+rev=$(revision)
 report=$work/report.md
 {
     echo "Measured $(date -u '+%Y-%m-%d %H:%M UTC') by \`bash scripts/bench.sh installed\` (BENCH_REPEAT=$repeat BENCH_SEQ_MIB=$seq_mib${BENCH_ALSO:+ BENCH_ALSO=$BENCH_ALSO}), pxfs $rev, $machine; encrypted sNFT (the default); cold read = new daemon, chunk cache and page cache dropped; medians of $repeat, seconds."

@@ -22,6 +22,7 @@
 #     bash scripts/bench.sh scale
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source scripts/bench_lib.sh
 
 part=${1:?usage: bench_scale.sh scale|dirs}
 [[ $part == scale || $part == dirs ]] || { echo "bench: unknown part $part (scale or dirs)" >&2; exit 2; }
@@ -52,11 +53,6 @@ devnet_pid=
 mount_pid=
 sampler_pid=
 
-log() { printf '[bench %(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
-die() { log "error: $*"; exit 1; }
-now() { date +%s%N; }
-since() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.3f", (b - a) / 1e9 }'; }
-
 cleanup() {
     local rc=$?
     set +e
@@ -69,12 +65,7 @@ cleanup() {
         mkdir -p "$work.logs" && cp "$work"/*.log "$work.logs/" && log "logs kept in $work.logs"
     fi
     unmount_px
-    if [[ -n $devnet_pid ]] && kill -0 "$devnet_pid" 2>/dev/null; then
-        kill -TERM "$devnet_pid"
-        for _ in $(seq 600); do kill -0 "$devnet_pid" 2>/dev/null || break; sleep 0.1; done
-        kill -KILL "$devnet_pid" 2>/dev/null
-        wait "$devnet_pid" 2>/dev/null
-    fi
+    stop_devnet
     if mountpoint -q "$mp" 2>/dev/null; then fusermount3 -uz "$mp"; fi
     rm -rf "$work"
     log "cleaned up $work"
@@ -88,27 +79,10 @@ trap 'exit 130' INT TERM
 mount_px() {
     (ulimit -n "$nofile" && exec "$pxfs" mount "$mp" --config "$cfg" --foreground) >>"$work/mount.log" 2>&1 &
     mount_pid=$!
-    for _ in $(seq 1200); do
-        if mountpoint -q "$mp" && [[ -d $tokdir ]]; then
-            grep -q "^Max open files *$nofile " "/proc/$mount_pid/limits" || die "the daemon's fd limit is not $nofile"
-            return 0
-        fi
-        kill -0 "$mount_pid" 2>/dev/null || die "pxfs mount exited"
-        sleep 0.05
-    done
-    die "pxfs mount not ready after 60 s"
-}
-unmount_px() {
-    [[ -n $mount_pid ]] || return 0
-    if mountpoint -q "$mp"; then
-        fusermount3 -u "$mp" 2>/dev/null || kill -TERM "$mount_pid" 2>/dev/null || true
-    fi
-    wait "$mount_pid" 2>/dev/null || true
-    mount_pid=
+    wait_mounted "pxfs mount"
+    grep -q "^Max open files *$nofile " "/proc/$mount_pid/limits" || die "the daemon's fd limit is not $nofile"
 }
 fresh_remount() { unmount_px; rm -rf "$cache"; mount_px; }
-reset_peak() { echo 5 >"/proc/$mount_pid/clear_refs"; }
-peak_mib() { awk '/^VmHWM/ { printf "%.1f", $2 / 1024 }' "/proc/$mount_pid/status"; }
 root_cid() { getfattr --only-values -n user.pxfs.root "$tokdir" 2>/dev/null || echo none; }
 # Bytes of the node's repository on disk (its blocks are files; nothing is collected meanwhile).
 node_bytes() { du -sb "$node_repo" | cut -f1; }
@@ -131,25 +105,13 @@ sample() {
     done
 }
 
-machine="$(nproc) CPUs, $(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo), $(awk '/^MemTotal/ { printf "%.1f GiB RAM", $2 / 1048576 }' /proc/meminfo), Linux $(uname -r)"
-rev="$(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git diff --quiet HEAD 2>/dev/null || echo '+dirty')"
+machine=$(machine_line)
+rev=$(revision)
 started_at=$(date -u '+%Y-%m-%d %H:%M UTC')
 load_start=$(cut -d' ' -f1-3 /proc/loadavg)
 log "machine: $machine; pxfs $rev; work dir $work ($(df -h --output=avail "$work" | tail -1 | tr -d ' ') free)"
 
-"$pxfs" devnet up --dir "$devdir" --quota $((1 << 40)) --no-oracle >"$work/devnet.log" 2>&1 &
-devnet_pid=$!
-for _ in $(seq 3000); do
-    grep -q '^devnet ready' "$work/devnet.log" && break
-    kill -0 "$devnet_pid" 2>/dev/null || die "the devnet exited"
-    sleep 0.1
-done
-grep -q '^devnet ready' "$work/devnet.log" || die "the devnet was not ready within 300 s"
-cfg=$devdir/pxfs.toml
-cache=$devdir/cache
-node=$(jq -r .node_url "$devdir/devnet.json")
-token=$(jq -r '.token_ids[0]' "$devdir/devnet.json")
-tokdir=$mp/$token
+start_devnet "$pxfs" $((1 << 40))
 node_repo=$(curl -sS --fail -X POST "$node/api/v0/repo/stat" | jq -r '.RepoPath')
 mkdir -p "$mp"
 mount_px

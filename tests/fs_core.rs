@@ -232,6 +232,95 @@ async fn unlinked_open_file_stays_usable_through_its_handle_until_close() {
     assert!(m.names(ROOT_INO).await.is_empty());
 }
 
+/// What happens to an open file while a reader holds it (issue #33).
+#[derive(Clone, Copy, Debug)]
+enum ReaderStep {
+    Unlink,
+    CloseWriter,
+    /// A commit: uploads drained (or refused, with the node offline) and a document published.
+    Commit,
+}
+
+/// POSIX keeps an unlinked file's data until its last descriptor closes. A reader opened
+/// after the write reads what was written after every step, in every order of unlink, the
+/// writer's close and a commit; for a new file and for an overwrite of a committed one; with
+/// the node up and with it offline (the upload still pending). Then the file is gone.
+#[tokio::test]
+async fn an_unlinked_file_keeps_its_data_for_its_reader_in_every_order_of_closes() {
+    use ReaderStep::*;
+    let orders = [
+        [Unlink, CloseWriter, Commit],
+        [Unlink, Commit, CloseWriter],
+        [CloseWriter, Unlink, Commit],
+        [CloseWriter, Commit, Unlink],
+        [Commit, Unlink, CloseWriter],
+        [Commit, CloseWriter, Unlink],
+    ];
+    for overwrite in [false, true] {
+        for offline in [false, true] {
+            for order in orders {
+                let case = format!("overwrite {overwrite}, offline {offline}, {order:?}");
+                let m = mount(1 << 20).await;
+                if overwrite {
+                    m.write_file(ROOT_INO, "f", b"the old committed content")
+                        .await;
+                    m.fs.flush_all().await.unwrap();
+                }
+                m.store.set_offline(offline);
+                let (ino, writer) = if overwrite {
+                    let ino = m.fs.lookup(ROOT_INO, "f").await.unwrap().ino;
+                    (ino, m.fs.open(ino, RW | libc::O_TRUNC).await.unwrap())
+                } else {
+                    let (attr, fh) = m.fs.create(ROOT_INO, "f", 0o644, RW, 0, 0).await.unwrap();
+                    (attr.ino, fh)
+                };
+                let data = b"what the writer wrote, longer than the old content";
+                m.fs.write(writer, 0, data).await.unwrap();
+                let reader = m.fs.open(ino, libc::O_RDONLY).await.unwrap();
+                let check = |when: &str| {
+                    let (m, case, when) = (&m, &case, when.to_string());
+                    async move {
+                        let got = m.fs.read(reader, 0, 4096).await;
+                        assert_eq!(
+                            got.as_deref().ok(),
+                            Some(&data[..]),
+                            "{case}: the reader after {when}: {got:?}"
+                        );
+                    }
+                };
+                check("opening").await;
+                for step in order {
+                    match step {
+                        Unlink => m.fs.unlink(ROOT_INO, "f").await.unwrap(),
+                        CloseWriter => m.fs.release(writer).await.unwrap(),
+                        // Offline, a commit cannot finish: it is only attempted.
+                        Commit if offline => {
+                            let attempt = m.fs.flush_all();
+                            let _ = tokio::time::timeout(
+                                std::time::Duration::from_millis(200),
+                                attempt,
+                            )
+                            .await;
+                        }
+                        Commit => m.fs.flush_all().await.unwrap(),
+                    }
+                    check(&format!("{step:?}")).await;
+                }
+                m.fs.release(reader).await.unwrap();
+                m.fs.forget(ino, if overwrite { 2 } else { 1 }); // create and lookup
+                let gone = m.fs.getattr(ino).await;
+                assert!(
+                    gone.is_err(),
+                    "{case}: still there after the last close: {gone:?}"
+                );
+                m.store.set_offline(false);
+                let m = m.remount().await;
+                assert!(m.names(ROOT_INO).await.is_empty(), "{case}");
+            }
+        }
+    }
+}
+
 #[tokio::test]
 async fn truncate_grows_with_zeros_and_shrinks() {
     let m = mount(1 << 20).await;

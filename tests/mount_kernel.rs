@@ -234,6 +234,63 @@ fn cp_a_then_remount_gives_back_an_identical_tree() {
     drop(m);
 }
 
+/// POSIX keeps an unlinked file's data until its last descriptor closes (issue #33): through
+/// the kernel, a reader opened after the write reads what was written after the unlink and
+/// after the writer's close, in both orders, with a sync (a commit) in between; then the
+/// name is gone after a remount.
+#[test]
+fn an_unlinked_file_keeps_its_data_for_its_reader_until_the_last_close() {
+    use std::io::{Read, Seek, Write};
+    require_mount();
+    let d = dirs();
+    let mut m = mount(Arc::new(MemoryStore::new()), &d.cache, &d.mnt, u64::MAX);
+    for (i, unlink_first) in [(0, true), (1, false)] {
+        let path = d.mnt.join(format!("f{i}"));
+        std::fs::write(&path, b"the old committed content").unwrap();
+        sh(Command::new("sync").arg(&d.mnt));
+        let data = format!("written by writer {i}, longer than the old content").into_bytes();
+        let mut writer = std::fs::OpenOptions::new()
+            .write(true)
+            .truncate(true)
+            .open(&path)
+            .unwrap();
+        writer.write_all(&data).unwrap();
+        let mut reader = std::fs::File::open(&path).unwrap();
+        let mut read_all = |when: &str| {
+            let mut got = Vec::new();
+            // From the filesystem, not from the kernel's page cache.
+            use std::os::fd::AsRawFd;
+            // SAFETY: an advisory call on a descriptor this test owns.
+            unsafe { libc::posix_fadvise(reader.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
+            reader.rewind().unwrap();
+            reader.read_to_end(&mut got).unwrap();
+            assert!(
+                got == data,
+                "order {i}, after {when}: {:?}",
+                String::from_utf8_lossy(&got)
+            );
+        };
+        read_all("opening");
+        if unlink_first {
+            std::fs::remove_file(&path).unwrap();
+            read_all("the unlink");
+            drop(writer);
+            read_all("the writer's close");
+        } else {
+            drop(writer);
+            read_all("the writer's close");
+            std::fs::remove_file(&path).unwrap();
+            read_all("the unlink");
+        }
+        sh(Command::new("sync").arg(&d.mnt));
+        read_all("a commit");
+        drop(reader);
+        m = m.remount(u64::MAX);
+        assert!(!path.exists(), "order {i}: the unlinked name came back");
+    }
+    drop(m);
+}
+
 #[test]
 fn rsync_twice_transfers_nothing_the_second_time_and_inplace_works() {
     require_mount();

@@ -47,7 +47,10 @@ fn status_json_shows_pending_uploads_commits_and_health_and_unmount_shows_the_dr
     config.node.api_url = node.url();
     let cfg = work.path().join("pxfs.toml");
     config.write(&cfg).unwrap();
-    let mp = work.path().join("mnt");
+    // A mount point whose path is not UTF-8 (issue #33): status and unmount still find it.
+    let mp = work
+        .path()
+        .join(<std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(b"mnt-caf\xe9"));
     std::fs::create_dir(&mp).unwrap();
     let out = Command::new(PXFS)
         .arg("mount")
@@ -121,7 +124,8 @@ fn status_json_shows_pending_uploads_commits_and_health_and_unmount_shows_the_dr
     );
     assert_eq!(
         m["mountpoint"],
-        mp.canonicalize().unwrap().to_str().unwrap()
+        mp.canonicalize().unwrap().display().to_string().as_str(),
+        "the mount on a path that is not UTF-8, shown escaped"
     );
     assert_eq!(m["state"], "mounted");
     assert_eq!(m["tokens"], serde_json::json!([token]));

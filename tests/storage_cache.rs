@@ -100,7 +100,7 @@ async fn concurrent_readers_of_a_missing_chunk_share_one_fetch() {
     let dir = tempfile::tempdir().unwrap();
     let cache = open(dir.path(), 1 << 30, node.client(5, 0), no_readahead());
     let readers = (0..8u64).map(|i| {
-        let cache = cache.clone();
+        let (cache, cid) = (cache.clone(), cid.clone());
         tokio::spawn(async move { cache.read(&cid, CHUNK, i * 1000, 500).await })
     });
     for (i, r) in futures::future::join_all(readers)
@@ -363,7 +363,6 @@ async fn a_real_file_is_read_through_the_cache_and_survives_the_node_dying() {
     let mut node = NodeProcess::start();
     let size = 3 * (1 << 20) + 4321;
     let data = pattern(size, 15);
-    let cid = raw_cid(&data);
     let cid = node
         .client()
         .add_bytes("f", data.clone())
@@ -436,8 +435,8 @@ async fn many_tiny_files_are_accounted_by_the_disk_space_they_take() {
     let dir = tempfile::tempdir().unwrap();
     // Room for eight 4 KiB blocks: ten 10-byte files cannot all stay.
     let cache = open(dir.path(), 8 * 4096, node.client(1, 0), no_readahead());
-    for i in 0..10 {
-        cache.read(&cids[i], 10, 0, 10).await.unwrap();
+    for cid in &cids {
+        cache.read(cid, 10, 0, 10).await.unwrap();
     }
     assert_eq!(cache.cached_bytes(), 8 * 4096);
     let on_disk = std::fs::read_dir(dir.path())

@@ -69,11 +69,7 @@ pub fn pid_file(mountpoint: &Path) -> PathBuf {
         // SAFETY: getuid has no preconditions and cannot fail.
         None => std::env::temp_dir().join(format!("pxfs-{}", unsafe { libc::getuid() })),
     };
-    let name: String = mountpoint
-        .to_string_lossy()
-        .chars()
-        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
-        .collect();
+    let name = super::mount_status::file_stem(mountpoint);
     dir.join(format!("mount{name}.pid"))
 }
 

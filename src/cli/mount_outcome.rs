@@ -18,6 +18,7 @@ pub struct Outcome {
     /// Tokens whose changes were not committed (uploaded or not).
     pub tokens_uncommitted: Vec<u64>,
     /// The journal that keeps what stays, for the next mount with this cache.
+    #[serde(with = "super::mount_status::os_path")]
     pub journal: PathBuf,
     /// Why not everything was committed.
     pub error: Option<String>,

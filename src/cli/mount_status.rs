@@ -19,6 +19,8 @@ pub const SCHEMA: &str = "pxfs/mount-status/1";
 pub struct MountStatus {
     pub schema: String,
     pub pid: u32,
+    /// A string; an array of its bytes when the path is not UTF-8.
+    #[serde(with = "os_path")]
     pub mountpoint: PathBuf,
     pub chain_id: u64,
     pub contract: String,
@@ -44,6 +46,35 @@ pub struct MountStatus {
     /// whether everything was committed, or what stays in the journal and why.
     #[serde(default)]
     pub outcome: Option<super::mount_outcome::Outcome>,
+}
+
+/// A path in JSON: a string when it is UTF-8, else the array of its bytes (serde's own
+/// form for paths refuses those, and a mount point may be any bytes).
+pub mod os_path {
+    use std::os::unix::ffi::{OsStrExt, OsStringExt};
+    use std::path::{Path, PathBuf};
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(path: &Path, s: S) -> Result<S::Ok, S::Error> {
+        match path.to_str() {
+            Some(text) => s.serialize_str(text),
+            None => s.collect_seq(path.as_os_str().as_bytes()),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<PathBuf, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Form {
+            Text(String),
+            Bytes(Vec<u8>),
+        }
+        Ok(match Form::deserialize(d)? {
+            Form::Text(text) => PathBuf::from(text),
+            Form::Bytes(bytes) => PathBuf::from(std::ffi::OsString::from_vec(bytes)),
+        })
+    }
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
@@ -149,19 +180,41 @@ impl MountedToken {
     }
 }
 
-fn escaped(mountpoint: &Path) -> String {
-    mountpoint
-        .to_string_lossy()
-        .chars()
-        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
-        .collect()
+/// A file name for what belongs to the mount on `mountpoint` (its status file, its pid
+/// file): one name per mount point, whatever bytes its path holds. Letters and digits stay,
+/// every other byte is `_` and two hex digits (so `/mnt/a-b` and `/mnt/a_b` differ, and a
+/// path that is not UTF-8 has a name too); a name too long for a file system ends in a hash
+/// of the whole path instead.
+pub fn file_stem(mountpoint: &Path) -> String {
+    use std::fmt::Write;
+    use std::os::unix::ffi::OsStrExt;
+    let bytes = mountpoint.as_os_str().as_bytes();
+    let mut name = String::with_capacity(bytes.len());
+    for &b in bytes {
+        if b.is_ascii_alphanumeric() {
+            name.push(char::from(b));
+        } else {
+            let _ = write!(name, "_{b:02x}");
+        }
+    }
+    const MAX: usize = 180;
+    if name.len() > MAX {
+        use sha2::Digest;
+        let hash = sha2::Sha256::digest(bytes);
+        name.truncate(MAX - 33);
+        name.push('-');
+        for b in &hash[..16] {
+            let _ = write!(name, "{b:02x}");
+        }
+    }
+    name
 }
 
 /// Where a mount on `mountpoint` with this cache directory publishes its state.
 pub fn status_file(cache_dir: &Path, mountpoint: &Path) -> PathBuf {
     cache_dir
         .join("mounts")
-        .join(format!("{}.json", escaped(mountpoint)))
+        .join(format!("{}.json", file_stem(mountpoint)))
 }
 
 /// The link next to the daemon's pid file that points at its status file.
@@ -262,5 +315,44 @@ mod tests {
         s.pid = u32::MAX - 1;
         write(&status_file(dir.path(), Path::new("/mnt/px")), &s).unwrap();
         assert!(running(dir.path()).is_empty());
+    }
+
+    #[test]
+    fn a_mount_point_that_is_not_utf8_has_a_status_that_reads_back() {
+        use std::os::unix::ffi::OsStrExt;
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = sample();
+        s.mountpoint = PathBuf::from(std::ffi::OsStr::from_bytes(b"/mnt/caf\xe9"));
+        let path = status_file(dir.path(), &s.mountpoint);
+        write(&path, &s).unwrap();
+        assert_eq!(read(&path), Some(s.clone()));
+        assert_eq!(running(dir.path()), vec![s]);
+    }
+
+    #[test]
+    fn each_mount_point_has_its_own_file_name() {
+        use std::os::unix::ffi::OsStrExt;
+        let points: Vec<&[u8]> = vec![
+            b"/mnt/a-b",
+            b"/mnt/a_b",
+            b"/mnt/a b",
+            b"/mnt/caf\xe9",
+            b"/mnt/caf\xe8",
+        ];
+        let long_a = format!("/mnt/{}a", "x".repeat(300));
+        let long_b = format!("/mnt/{}b", "x".repeat(300));
+        let mut names: Vec<String> = points
+            .iter()
+            .map(|p| file_stem(Path::new(std::ffi::OsStr::from_bytes(p))))
+            .chain([file_stem(Path::new(&long_a)), file_stem(Path::new(&long_b))])
+            .collect();
+        assert!(
+            names.iter().all(|n| n.len() <= 200 && !n.contains('/')),
+            "{names:?}"
+        );
+        let all = names.len();
+        names.sort();
+        names.dedup();
+        assert_eq!(names.len(), all, "two mount points share a file name");
     }
 }

@@ -734,15 +734,25 @@ impl Fs {
     }
 
     /// Session → closed version: journal it and queue its upload. An unlinked file's
-    /// session is simply dropped.
+    /// session is dropped, once no descriptor reads it.
     pub(crate) fn close_session(&self, tree: &mut Tree, ino: Ino) -> FsResult<()> {
         let token = tree.token_of(ino)?;
         let inode = tree.get_mut(ino)?;
         let linked = !inode.links.is_empty();
+        let held = inode.open_handles > 0;
         let meta = inode.meta;
         let Some(f) = inode.file_mut() else {
             return Ok(());
         };
+        if !linked && held {
+            // Unlinked, and other descriptors still read it: the session stays their data
+            // (POSIX keeps it until the last close); it never becomes a version, and goes
+            // with the inode (`Tree::forget_if_unused`).
+            if let Some(l) = f.live.take() {
+                l.abandon();
+            }
+            return Ok(());
+        }
         let Some(session) = f.session.take() else {
             return Ok(());
         };
