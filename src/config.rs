@@ -131,6 +131,10 @@ pub struct NodeConfig {
     /// wallet sign). Needed with `auth = "pollinationx"`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub login_message: Option<String>,
+    /// How the login signature is sent: `post` (a JSON body, the default) or `get` (the
+    /// query of a GET, as PollinationX's dApp login takes it; https only).
+    #[serde(default, skip_serializing_if = "LoginMethod::is_post")]
+    pub login_method: LoginMethod,
     /// Per-request timeout in seconds (streams: per idle period).
     #[serde(default = "default_timeout_secs")]
     pub timeout_secs: u64,
@@ -153,6 +157,25 @@ pub enum NodeAuth {
 impl NodeAuth {
     fn is_bearer(&self) -> bool {
         *self == NodeAuth::Bearer
+    }
+}
+
+/// How the hosted login sends its signature (`[node] login_method`).
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LoginMethod {
+    /// `POST <auth_url>/auth/v2/login` with a JSON body `{wallet, chain, nonce,
+    /// signature}`; over https, or http to a loopback host.
+    #[default]
+    Post,
+    /// `GET <auth_url>/auth/v2/login?wallet=…&chain=…&nonce=…&signature=…`, PollinationX's
+    /// dApp login (../shared/POLLINATIONX.md): the signature is in the URL, so https only.
+    Get,
+}
+
+impl LoginMethod {
+    fn is_post(&self) -> bool {
+        *self == LoginMethod::Post
     }
 }
 
@@ -469,6 +492,20 @@ api_url = "http://127.0.0.1:5001"
         // Written back the same way.
         let text = toml::to_string_pretty(&cfg).unwrap();
         assert!(text.contains("auth = \"pollinationx\""), "{text}");
+        // The login is a POST unless PollinationX's GET login is asked for.
+        assert_eq!(cfg.node.login_method, LoginMethod::Post);
+        assert!(!text.contains("login_method"), "{text}");
+        std::fs::write(
+            &path,
+            format!(
+                "{base}auth = \"pollinationx\"\nauth_url = \"https://auth.example\"\nlogin_message = \"hi\"\nlogin_method = \"get\"\n"
+            ),
+        )
+        .unwrap();
+        assert_eq!(
+            Config::from_file(&path).unwrap().node.login_method,
+            LoginMethod::Get
+        );
         std::fs::write(&path, format!("{base}auth = \"jwt\"\n")).unwrap();
         let err = Config::from_file(&path).unwrap_err().to_string();
         assert!(err.contains("pollinationx"), "{err}");

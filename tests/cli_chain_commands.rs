@@ -690,6 +690,8 @@ use pxfs::format::DataKey;
 use pxfs::format::paper;
 use pxfs::format::usage::{Encryption, UsageDoc};
 use pxfs::format::wrap::{EncryptionInfo, Kek, SCHEME, Wrap, wallet_message};
+use pxfs::keys::TokenRef;
+use pxfs::keys::edit::wallet_opens;
 use pxfs::storage::NodeClient;
 
 const PASSPHRASE: &str = "correct horse battery staple";
@@ -736,6 +738,14 @@ impl KeyedToken {
 
     fn message(&self) -> String {
         wallet_message(31337, &self.contract(), 1).unwrap()
+    }
+
+    fn token_ref(&self) -> TokenRef {
+        TokenRef {
+            chain_id: 31337,
+            contract: self.net.deployment.contract,
+            token_id: 1,
+        }
     }
 
     /// Dev account `i`'s signature of `message`, as the codec's wallet KEK takes it.
@@ -879,6 +889,10 @@ async fn key_status_add_and_remove_passphrase_publish_the_next_document() {
         "{text}"
     );
     assert!(text.contains("wraps: 1 wallet, 0 passphrase"), "{text}");
+    assert!(
+        text.contains("1 of the wallet ones legacy EIP-191 (migrated"),
+        "{text}"
+    );
     assert!(text.contains("can unlock it with the wallet"), "{text}");
 
     // Without the wallet key, nothing to unlock with: said, not failed.
@@ -889,6 +903,7 @@ async fn key_status_add_and_remove_passphrase_publish_the_next_document() {
     assert_eq!(v["key_id"], dk.key_id().to_string());
     assert_eq!(v["usage_doc"], first);
     assert_eq!(v["wraps"]["wallet"], 1);
+    assert_eq!(v["wraps"]["wallet_legacy"], 1);
     assert_eq!(v["unlock"]["ok"], false);
     let why = v["unlock"]["error"].as_str().unwrap();
     assert!(why.starts_with("no way to unlock token 1"), "{why}");
@@ -913,6 +928,19 @@ async fn key_status_add_and_remove_passphrase_publish_the_next_document() {
             .expose(),
         dk.expose()
     );
+    // The wallet unlocked it through the legacy (EIP-191) wrap, so that wrap was migrated
+    // in the same document: an EIP-712 wrap the wallet opens, and the old message's
+    // signature (phishable: the text is public and fixed) opens nothing any more.
+    assert!(
+        matches!(
+            info.wraps[..],
+            [Wrap::WalletTyped { .. }, Wrap::Passphrase { .. }]
+        ),
+        "{info:?}"
+    );
+    let legacy_sig = t.signature(ALICE, &message);
+    assert!(info.unlock_with_wallet(&message, &legacy_sig).is_err());
+    assert!(wallet_opens(&t.token_ref(), info, Some(&key(ALICE))).unwrap());
 
     // It unlocks: from a file (unattended) and from stdin, without the wallet.
     let file = t.net.dir.path().join("passphrase");
@@ -957,7 +985,10 @@ async fn key_status_add_and_remove_passphrase_publish_the_next_document() {
     let Encryption::Sealed(info) = &doc.encryption else {
         panic!("plaintext")
     };
-    assert!(matches!(info.wraps[..], [Wrap::Wallet { .. }]), "{info:?}");
+    assert!(
+        matches!(info.wraps[..], [Wrap::WalletTyped { .. }]),
+        "{info:?}"
+    );
     let out = t.key(
         &["remove-passphrase"],
         &cfg,
@@ -1105,11 +1136,14 @@ async fn export_then_import_after_a_transfer_wraps_the_key_for_the_new_owner() {
     let Encryption::Sealed(info) = &doc.encryption else {
         panic!("plaintext")
     };
-    let sig = t.signature(BOB, &message);
-    assert_eq!(
-        info.unlock_with_wallet(&message, &sig).unwrap().expose(),
-        dk.expose()
+    // An EIP-712 wrap for BOB; his EIP-191 signature of the old message opens nothing.
+    assert!(
+        matches!(info.wraps[1], Wrap::WalletTyped { .. }),
+        "{info:?}"
     );
+    assert!(wallet_opens(&t.token_ref(), info, Some(&key(BOB))).unwrap());
+    let sig = t.signature(BOB, &message);
+    assert!(info.unlock_with_wallet(&message, &sig).is_err());
     let out = t.key(&["status"], &bob, &with_key(BOB), "");
     assert!(
         stdout(&out).contains("can unlock it with the wallet"),
@@ -1131,6 +1165,38 @@ async fn export_then_import_after_a_transfer_wraps_the_key_for_the_new_owner() {
         &format!("{line}\n"),
     );
     assert_fails_with(&out, "does not own token 1");
+
+    // BOB rotates his wallet wrap: a new salt, so the signature that opened the old wrap
+    // opens nothing; ALICE's old wrap is hers and stays.
+    let (before_cid, before) = t.current().await;
+    let Encryption::Sealed(before) = before.encryption else {
+        panic!("plaintext")
+    };
+    let out = t.key(&["rotate-wallet"], &bob, &with_key(BOB), "");
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains("rotated the wallet wrap of token 1"),
+        "{}",
+        stdout(&out)
+    );
+    let (_, after) = t.current().await;
+    assert_eq!(after.prev.as_deref(), Some(before_cid.as_str()));
+    let Encryption::Sealed(after) = after.encryption else {
+        panic!("plaintext")
+    };
+    assert_eq!(after.key_id, before.key_id);
+    assert_eq!(after.wraps.len(), 2);
+    assert_eq!(after.wraps[0], before.wraps[0]);
+    assert_ne!(after.wraps[1], before.wraps[1]);
+    let old_salt = before.wraps[1].typed_salt().unwrap().unwrap();
+    let old_kek = pxfs::keys::wallet_kek(&t.token_ref(), &key(BOB), &old_salt).unwrap();
+    assert!(
+        after
+            .wraps
+            .iter()
+            .all(|w| w.open(&old_kek, &dk.key_id()).is_err())
+    );
+    assert!(wallet_opens(&t.token_ref(), &after, Some(&key(BOB))).unwrap());
 }
 
 #[tokio::test]

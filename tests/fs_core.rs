@@ -2894,3 +2894,142 @@ async fn a_conversion_overtaken_by_another_machines_commit_publishes_nothing_and
     assert_eq!(fresh.names(ROOT_INO).await, ["base", "from-b"]);
     assert_eq!(fresh.read_file(ROOT_INO, "from-b").await, b"b");
 }
+
+/// The wallet key ring of a pxfs from before EIP-712 wallet wraps: new trees get a legacy
+/// wallet wrap (an EIP-191 signature of the fixed per-token text).
+#[derive(Debug)]
+struct LegacyWallet {
+    token: pxfs::keys::TokenRef,
+    signer: alloy::signers::local::PrivateKeySigner,
+    dk: pxfs::format::DataKey,
+}
+
+impl KeyRing for LegacyWallet {
+    fn open(
+        &self,
+        _token: u64,
+        encryption: &pxfs::format::usage::Encryption,
+    ) -> Result<pxfs::format::TreeCrypto, String> {
+        let pxfs::format::usage::Encryption::Sealed(info) = encryption else {
+            return Err("plaintext".into());
+        };
+        let sig = self.legacy_signature();
+        let dk = info
+            .unlock_with_wallet(&self.token.wallet_message(), &sig)
+            .map_err(|e| e.to_string())?;
+        Ok(pxfs::format::TreeCrypto::sealed(&dk))
+    }
+
+    fn new_tree(
+        &self,
+        _token: u64,
+    ) -> Result<(pxfs::format::usage::Encryption, pxfs::format::TreeCrypto), String> {
+        use pxfs::format::wrap::{EncryptionInfo, Kek, SCHEME, Wrap};
+        let kek = Kek::from_wallet_signature(&self.legacy_signature()).unwrap();
+        let info = EncryptionInfo {
+            scheme: SCHEME.into(),
+            key_id: self.dk.key_id().to_string(),
+            wraps: vec![Wrap::wallet(self.token.wallet_message(), &kek, &self.dk)],
+        };
+        Ok((
+            pxfs::format::usage::Encryption::Sealed(info),
+            pxfs::format::TreeCrypto::sealed(&self.dk),
+        ))
+    }
+}
+
+impl LegacyWallet {
+    fn legacy_signature(&self) -> Vec<u8> {
+        use alloy::signers::SignerSync;
+        self.signer
+            .sign_message_sync(self.token.wallet_message().as_bytes())
+            .unwrap()
+            .as_bytes()
+            .to_vec()
+    }
+}
+
+#[tokio::test]
+async fn a_tree_opened_through_a_legacy_wallet_wrap_commits_an_eip712_one_instead() {
+    use pxfs::format::usage::Encryption;
+    use pxfs::format::wrap::Wrap;
+    let owner: alloy::signers::local::PrivateKeySigner =
+        "0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80"
+            .parse()
+            .unwrap();
+    let token = pxfs::keys::TokenRef {
+        chain_id: 31337,
+        contract: "0x5FbDB2315678afecb367f032d93F642f64180aa3"
+            .parse()
+            .unwrap(),
+        token_id: TOKEN,
+    };
+    let legacy = Arc::new(LegacyWallet {
+        token,
+        signer: owner.clone(),
+        dk: pxfs::format::DataKey::random(),
+    });
+    let legacy_sig = legacy.legacy_signature();
+    let message = token.wallet_message();
+
+    // Written by an old pxfs: the published document has a legacy wallet wrap.
+    let m = try_mount(
+        Arc::new(MemoryStore::new()),
+        tempfile::tempdir().unwrap(),
+        u64::MAX,
+        legacy.clone(),
+    )
+    .await
+    .unwrap();
+    m.write_file(ROOT_INO, "old", b"written under the legacy wrap")
+        .await;
+    m.fs.flush_all().await.unwrap();
+    m.fs.abort();
+    let Encryption::Sealed(before) = m.store.published(BTNS).unwrap().encryption else {
+        panic!("plaintext")
+    };
+    assert!(before.unlock_with_wallet(&message, &legacy_sig).is_ok());
+
+    // Today's mount with the owner's wallet opens it, and its next commit replaces the
+    // legacy wrap: the same data key, and the old message's signature opens nothing.
+    let keys: Arc<dyn KeyRing> = Arc::new(pxfs::keys::ring::MountKeys {
+        chain_id: token.chain_id,
+        contract: token.contract,
+        wallet: Some(owner.clone()),
+        passphrase: pxfs::keys::PassphraseSource::None,
+        encrypt_new: true,
+    });
+    let m = try_mount(m.store, m.cache, u64::MAX, keys.clone())
+        .await
+        .unwrap();
+    assert_eq!(
+        m.read_file(ROOT_INO, "old").await,
+        b"written under the legacy wrap"
+    );
+    m.write_file(ROOT_INO, "new", b"after the migration").await;
+    m.fs.flush_all().await.unwrap();
+    m.fs.abort();
+    let Encryption::Sealed(after) = m.store.published(BTNS).unwrap().encryption else {
+        panic!("plaintext")
+    };
+    assert_eq!(after.key_id, before.key_id);
+    assert!(
+        matches!(after.wraps[..], [Wrap::WalletTyped { .. }]),
+        "{after:?}"
+    );
+    assert!(after.unlock_with_wallet(&message, &legacy_sig).is_err());
+    assert!(legacy.open(TOKEN, &Encryption::Sealed(after)).is_err());
+
+    // Another machine with the wallet reads both files.
+    let other = try_mount(m.store, tempfile::tempdir().unwrap(), u64::MAX, keys)
+        .await
+        .unwrap();
+    assert_eq!(
+        other.read_file(ROOT_INO, "old").await,
+        b"written under the legacy wrap"
+    );
+    assert_eq!(
+        other.read_file(ROOT_INO, "new").await,
+        b"after the migration"
+    );
+}

@@ -525,9 +525,9 @@ mod hosted {
     use alloy::primitives::{Address, Signature};
     use alloy::signers::local::PrivateKeySigner;
     use axum::Router;
-    use axum::extract::{Query, State};
-    use axum::http::StatusCode;
-    use axum::routing::get;
+    use axum::extract::{RawQuery, State};
+    use axum::http::{HeaderMap, StatusCode};
+    use axum::routing::post;
     use base64::Engine;
     use pxfs::config::NodeAuth;
     use pxfs::storage::{HostedLogin, NodeClient};
@@ -555,6 +555,8 @@ mod hosted {
         pub lifetime_secs: u64,
         pub logins: AtomicUsize,
         pub refused_logins: AtomicUsize,
+        /// Login requests that were not a POST of a JSON body without a query (any GET).
+        pub not_posted: AtomicUsize,
         issued: Mutex<HashMap<String, (u64, u64)>>,
         node_url: OnceLock<String>,
         /// The node refuses every JWT issued by logins before this number (a revocation).
@@ -587,7 +589,9 @@ mod hosted {
         v["login"].as_u64().unwrap_or(0) as usize
     }
 
-    /// The stand-in: `GET /auth/v2/login` checks the chain, the message and the signature
+    /// The stand-in: `POST /auth/v2/login` (a JSON body `{wallet, chain, nonce, signature}`,
+    /// nothing in the URL's query; anything else is counted in `not_posted` and refused)
+    /// checks the chain, the message and the signature
     /// (the address recovered from it must be the wallet), then issues per token a JWT
     /// `{address, tokenId, tokenSmartContract, exp}` and the endpoint `NODE/t<id>/api/v1/`.
     /// The node behind those endpoints answers `add` only with a valid JWT for the token
@@ -606,6 +610,7 @@ mod hosted {
                 lifetime_secs,
                 logins: AtomicUsize::new(0),
                 refused_logins: AtomicUsize::new(0),
+                not_posted: AtomicUsize::new(0),
                 issued: Mutex::new(HashMap::new()),
                 node_url: OnceLock::new(),
                 revoke_before: AtomicUsize::new(0),
@@ -632,7 +637,7 @@ mod hosted {
             .await;
             issuer.node_url.set(node.url.clone()).unwrap();
             let app = Router::new()
-                .route("/auth/v2/login", get(login))
+                .route("/auth/v2/login", post(login).get(not_posted))
                 .with_state(issuer.clone());
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
             let auth_url = format!("http://{}", listener.local_addr().unwrap());
@@ -666,12 +671,32 @@ mod hosted {
         pub fn logins(&self) -> usize {
             self.issuer.logins.load(Ordering::SeqCst)
         }
+
+        pub fn not_posted(&self) -> usize {
+            self.issuer.not_posted.load(Ordering::SeqCst)
+        }
+    }
+
+    async fn not_posted(State(issuer): State<Arc<Issuer>>) -> (StatusCode, String) {
+        issuer.not_posted.fetch_add(1, Ordering::SeqCst);
+        (StatusCode::METHOD_NOT_ALLOWED, "POST only".into())
     }
 
     async fn login(
         State(issuer): State<Arc<Issuer>>,
-        Query(q): Query<HashMap<String, String>>,
+        RawQuery(query): RawQuery,
+        headers: HeaderMap,
+        body: axum::body::Bytes,
     ) -> (StatusCode, String) {
+        let json = headers
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with("application/json"));
+        let q: Option<HashMap<String, String>> = serde_json::from_slice(&body).ok();
+        let (true, None, Some(q)) = (json, query, q) else {
+            issuer.not_posted.fetch_add(1, Ordering::SeqCst);
+            return (StatusCode::BAD_REQUEST, "a JSON body, no query".into());
+        };
         let refuse = |why: &str| {
             issuer.refused_logins.fetch_add(1, Ordering::SeqCst);
             (StatusCode::UNAUTHORIZED, format!(r#"{{"error":"{why}"}}"#))
@@ -742,7 +767,10 @@ async fn hosted_login_gives_each_token_its_own_endpoint_and_jwt() {
         );
     }
     // One login serves every token; each request went to its token's endpoint with its JWT.
+    // It was a POST with the signature in its JSON body (the stand-in refuses and counts
+    // anything else, such as the signature in a URL).
     assert_eq!(hosted.logins(), 1);
+    assert_eq!(hosted.not_posted(), 0);
     let seen = hosted.node.seen();
     let paths: Vec<&str> = seen.iter().map(|s| s.path.as_str()).collect();
     assert_eq!(
@@ -751,6 +779,98 @@ async fn hosted_login_gives_each_token_its_own_endpoint_and_jwt() {
     );
     assert_ne!(seen[0].authorization, seen[1].authorization);
     assert_eq!(seen[0].authorization, seen[2].authorization);
+}
+
+/// The hosted login's config, as `[node]` would give it.
+fn hosted_config(auth_url: &str, message: &str) -> pxfs::config::NodeConfig {
+    let mut cfg = storage_support::node_config("http://unused.invalid", 5, 1);
+    cfg.auth = pxfs::config::NodeAuth::PollinationX;
+    cfg.auth_url = Some(auth_url.into());
+    cfg.login_message = Some(message.into());
+    cfg
+}
+
+fn hosted_login(
+    cfg: &pxfs::config::NodeConfig,
+) -> Result<pxfs::storage::HostedLogin, StorageError> {
+    let signer: alloy::signers::local::PrivateKeySigner = hosted::DEV_KEY.parse().unwrap();
+    pxfs::storage::HostedLogin::new(cfg, hosted::CHAIN_ID, hosted::CONTRACT, signer)
+}
+
+#[tokio::test]
+async fn a_login_over_plain_http_to_another_host_is_refused_before_anything_is_signed() {
+    for url in ["http://auth.example", "http://192.0.2.7:8080"] {
+        let err = hosted_login(&hosted_config(url, hosted::MESSAGE)).unwrap_err();
+        assert!(matches!(err, StorageError::Config(_)), "{err:?}");
+        assert!(err.to_string().contains("only over https"), "{err}");
+    }
+    // Over https it is accepted (nothing is sent until a token is used).
+    assert!(hosted_login(&hosted_config("https://auth.example", hosted::MESSAGE)).is_ok());
+
+    // PollinationX's GET login (the signature in the URL) only over https: not even to the
+    // stand-in on loopback, which therefore sees no request at all.
+    let hosted = hosted::Hosted::start(vec![3], 3600).await;
+    let mut cfg = hosted_config(&hosted.auth_url, hosted::MESSAGE);
+    cfg.login_method = pxfs::config::LoginMethod::Get;
+    let err = hosted_login(&cfg).unwrap_err();
+    assert!(err.to_string().contains("only over https"), "{err}");
+    assert_eq!((hosted.logins(), hosted.not_posted()), (0, 0));
+}
+
+#[tokio::test]
+async fn a_login_redirect_is_not_followed() {
+    // The real login service behind a redirect to a plain-http host: the signature would
+    // travel in clear. The redirect target (a stand-in that logs in anyone) sees nothing.
+    let hosted = hosted::Hosted::start(vec![3], 3600).await;
+    let target = format!("{}/auth/v2/login", hosted.auth_url);
+    let app = axum::Router::new().fallback(move || {
+        let target = target.clone();
+        async move {
+            (
+                axum::http::StatusCode::PERMANENT_REDIRECT,
+                [(axum::http::header::LOCATION, target)],
+            )
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let redirector = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+
+    let client = hosted.client(std::sync::Arc::new(
+        hosted_login(&hosted_config(&redirector, hosted::MESSAGE)).unwrap(),
+    ));
+    let err = client
+        .for_token(3)
+        .add_bytes("doc", Bytes::from_static(b"hello"))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StorageError::Login { .. }), "{err:?}");
+    assert!(err.to_string().contains("follows no redirect"), "{err}");
+    assert_eq!((hosted.logins(), hosted.not_posted()), (0, 0));
+    assert_eq!(hosted.node.hits(), 0);
+}
+
+#[tokio::test]
+async fn a_login_message_holding_the_key_statement_is_refused() {
+    let hosted = hosted::Hosted::start(vec![3], 3600).await;
+    let statement = pxfs::format::wrap::WALLET_STATEMENT;
+    let err = hosted_login(&hosted_config(
+        &hosted.auth_url,
+        &format!("Sign in\n{statement}"),
+    ))
+    .unwrap_err();
+    assert!(
+        err.to_string().contains("never unlock private files"),
+        "{err}"
+    );
+    assert_eq!(
+        hosted.logins()
+            + hosted
+                .issuer
+                .refused_logins
+                .load(std::sync::atomic::Ordering::SeqCst),
+        0
+    );
 }
 
 #[tokio::test]
@@ -946,13 +1066,18 @@ async fn the_stand_in_login_refuses_a_signature_by_another_key() {
             .parse()
             .unwrap();
     let sig = other.sign_message_sync(hosted::MESSAGE.as_bytes()).unwrap();
-    let mut url = reqwest::Url::parse(&format!("{}/auth/v2/login", hosted.auth_url)).unwrap();
-    url.query_pairs_mut()
-        .append_pair("wallet", &wallet.address().to_string())
-        .append_pair("chain", &format!("0x{:x}", hosted::CHAIN_ID))
-        .append_pair("nonce", hosted::MESSAGE)
-        .append_pair("signature", &format!("0x{}", hex::encode(sig.as_bytes())));
-    let resp = reqwest::get(url).await.unwrap();
+    let body = serde_json::json!({
+        "wallet": wallet.address().to_string(),
+        "chain": format!("0x{:x}", hosted::CHAIN_ID),
+        "nonce": hosted::MESSAGE,
+        "signature": format!("0x{}", hex::encode(sig.as_bytes())),
+    });
+    let resp = reqwest::Client::new()
+        .post(format!("{}/auth/v2/login", hosted.auth_url))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status().as_u16(), 401);
     assert_eq!(hosted.logins(), 0);
 }

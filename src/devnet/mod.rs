@@ -417,6 +417,7 @@ impl Devnet {
             auth: Default::default(),
             auth_url: None,
             login_message: None,
+            login_method: Default::default(),
             timeout_secs: opts.node_timeout_secs.max(1),
             retries: opts.node_retries,
         };

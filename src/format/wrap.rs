@@ -40,22 +40,20 @@ impl fmt::Debug for Kek {
 impl Kek {
     /// `HKDF-SHA-256(signature, "", "pxfs/2 wallet kek")` of the 65-byte `r ‖ s ‖ v`
     /// signature of [`wallet_message`]; `v` is taken as 27/28 (0/1 is normalized).
+    ///
+    /// The legacy derivation (FORMAT §6.4.1): read to open and migrate old wraps, never
+    /// used for a new wrap.
     pub fn from_wallet_signature(signature: &[u8]) -> Result<Kek> {
-        let mut sig: Zeroizing<[u8; 65]> = Zeroizing::new(
-            signature
-                .try_into()
-                .map_err(|_| FormatError::invalid("a wallet signature is 65 bytes (r, s, v)"))?,
-        );
-        sig[64] = match sig[64] {
-            0 | 27 => 27,
-            1 | 28 => 28,
-            v => {
-                return Err(FormatError::invalid(format!(
-                    "wallet signature has v = {v}"
-                )));
-            }
-        };
+        let sig = normalized_signature(signature)?;
         Ok(Kek(hkdf32(sig.as_ref(), b"", b"pxfs/2 wallet kek")))
+    }
+
+    /// `HKDF-SHA-256(signature, salt, "pxfs/2 wallet-eip712 kek")` of the 65-byte
+    /// `r ‖ s ‖ v` EIP-712 signature of [`wallet_typed_digest`] for this wrap's `salt`
+    /// (the same salt is the HKDF salt); `v` as in [`Kek::from_wallet_signature`].
+    pub fn from_wallet_typed_signature(signature: &[u8], salt: &[u8; 32]) -> Result<Kek> {
+        let sig = normalized_signature(signature)?;
+        Ok(Kek(hkdf32(sig.as_ref(), salt, b"pxfs/2 wallet-eip712 kek")))
     }
 
     /// Argon2id of the passphrase's bytes (as typed, no normalization) with the wrap's
@@ -134,19 +132,95 @@ impl Kek {
     }
 }
 
+/// The 65-byte `r ‖ s ‖ v` signature with `v` as 27/28 (0/1 is normalized).
+fn normalized_signature(signature: &[u8]) -> Result<Zeroizing<[u8; 65]>> {
+    let mut sig: Zeroizing<[u8; 65]> = Zeroizing::new(
+        signature
+            .try_into()
+            .map_err(|_| FormatError::invalid("a wallet signature is 65 bytes (r, s, v)"))?,
+    );
+    sig[64] = match sig[64] {
+        0 | 27 => 27,
+        1 | 28 => 28,
+        v => {
+            return Err(FormatError::invalid(format!(
+                "wallet signature has v = {v}"
+            )));
+        }
+    };
+    Ok(sig)
+}
+
 fn aad(key_id: &KeyId) -> Vec<u8> {
     format!("pxfs/2 wrap {key_id}").into_bytes()
 }
 
-/// The message the owner's wallet signs (EIP-191 `personal_sign`) for the wallet KEK:
-/// fixed per token, naming chain, contract (EIP-55 checksummed) and token. A mount
-/// computes it itself and never signs a message taken from a document.
+/// The statement of the typed data a wallet signs for a wallet wrap (FORMAT §6.4). A
+/// login message may neither equal nor contain it.
+pub const WALLET_STATEMENT: &str = "Signing this unlocks the private files of this PX Storage sNFT in pxfs. Sign it only in pxfs, never on a website.";
+
+/// The first line of the legacy wallet message ([`wallet_message`]).
+pub const LEGACY_MESSAGE_PREFIX: &str = "pxfs data key";
+
+/// The EIP-712 domain's `name` and `version`.
+pub const EIP712_NAME: &str = "pxfs";
+pub const EIP712_VERSION: &str = "2";
+
+alloy::sol! {
+    /// The EIP-712 message of a wallet wrap (FORMAT §6.4).
+    struct UnlockPrivateFiles {
+        string statement;
+        uint256 tokenId;
+        bytes32 salt;
+    }
+}
+
+/// The EIP-712 signing digest (`keccak256(0x19 ‖ 0x01 ‖ domainSeparator ‖
+/// hashStruct(message))`, what `eth_signTypedData_v4` signs) of a wallet wrap: domain
+/// `{name: "pxfs", version: "2", chainId, verifyingContract: contract}`, message
+/// `UnlockPrivateFiles {statement, tokenId, salt}`. A mount computes every field itself
+/// except `salt` (the wrap's own, random), and never signs anything else a document says.
+pub fn wallet_typed_digest(
+    chain_id: u64,
+    contract: &str,
+    token_id: u64,
+    salt: &[u8; 32],
+) -> Result<[u8; 32]> {
+    use alloy::sol_types::SolStruct;
+    let addr: alloy::primitives::Address = contract
+        .parse()
+        .map_err(|e| FormatError::invalid(format!("contract address {contract:?}: {e}")))?;
+    let domain = alloy::sol_types::Eip712Domain {
+        name: Some(EIP712_NAME.into()),
+        version: Some(EIP712_VERSION.into()),
+        chain_id: Some(alloy::primitives::U256::from(chain_id)),
+        verifying_contract: Some(addr),
+        salt: None,
+    };
+    let message = UnlockPrivateFiles {
+        statement: WALLET_STATEMENT.into(),
+        tokenId: alloy::primitives::U256::from(token_id),
+        salt: (*salt).into(),
+    };
+    Ok(message.eip712_signing_hash(&domain).0)
+}
+
+/// A fresh random wallet-wrap salt.
+pub fn random_salt() -> [u8; 32] {
+    let mut s = [0u8; 32];
+    rand::rng().fill_bytes(&mut s);
+    s
+}
+
+/// The legacy message the owner's wallet signed (EIP-191 `personal_sign`) for the wallet
+/// KEK: fixed per token, naming chain, contract (EIP-55 checksummed) and token. Only read
+/// (to open and migrate old wraps); a mount never signs a message taken from a document.
 pub fn wallet_message(chain_id: u64, contract: &str, token_id: u64) -> Result<String> {
     let addr: alloy::primitives::Address = contract
         .parse()
         .map_err(|e| FormatError::invalid(format!("contract address {contract:?}: {e}")))?;
     Ok(format!(
-        "pxfs data key\nchain: {chain_id}\ncontract: {}\ntoken: {token_id}",
+        "{LEGACY_MESSAGE_PREFIX}\nchain: {chain_id}\ncontract: {}\ntoken: {token_id}",
         addr.to_checksum(None)
     ))
 }
@@ -195,8 +269,16 @@ impl PassphraseKdf {
 /// commit never drops another machine's way in.
 #[derive(Debug, Clone)]
 pub enum Wrap {
+    /// Legacy (EIP-191 `personal_sign` of [`wallet_message`]): opened and migrated,
+    /// never written.
     Wallet {
         message: String,
+        nonce: String,
+        ct: String,
+    },
+    /// EIP-712 typed data ([`wallet_typed_digest`]) with this wrap's random `salt`.
+    WalletTyped {
+        salt: String,
         nonce: String,
         ct: String,
     },
@@ -223,6 +305,17 @@ struct WireWallet {
 }
 
 #[derive(Serialize, Deserialize)]
+struct WireWalletTyped {
+    kind: String,
+    salt: String,
+    nonce: String,
+    ct: String,
+}
+
+/// The `kind` of an EIP-712 wallet wrap.
+pub const WALLET_TYPED_KIND: &str = "wallet-eip712";
+
+#[derive(Serialize, Deserialize)]
 struct WirePassphrase {
     kind: String,
     #[serde(flatten)]
@@ -237,6 +330,13 @@ impl Serialize for Wrap {
             Wrap::Wallet { message, nonce, ct } => WireWallet {
                 kind: "wallet".into(),
                 message: message.clone(),
+                nonce: nonce.clone(),
+                ct: ct.clone(),
+            }
+            .serialize(s),
+            Wrap::WalletTyped { salt, nonce, ct } => WireWalletTyped {
+                kind: WALLET_TYPED_KIND.into(),
+                salt: salt.clone(),
                 nonce: nonce.clone(),
                 ct: ct.clone(),
             }
@@ -271,6 +371,15 @@ impl<'de> Deserialize<'de> for Wrap {
                     ct: w.ct,
                 }
             }
+            WALLET_TYPED_KIND => {
+                let w: WireWalletTyped =
+                    serde_json::from_str(raw.get()).map_err(D::Error::custom)?;
+                Wrap::WalletTyped {
+                    salt: w.salt,
+                    nonce: w.nonce,
+                    ct: w.ct,
+                }
+            }
             "passphrase" => {
                 let w: WirePassphrase =
                     serde_json::from_str(raw.get()).map_err(D::Error::custom)?;
@@ -286,7 +395,27 @@ impl<'de> Deserialize<'de> for Wrap {
 }
 
 impl Wrap {
-    /// A wallet wrap of `dk` for the token's message.
+    /// An EIP-712 wallet wrap of `dk` under `kek`, the KEK of the signature of the typed
+    /// data with `salt` (see [`Kek::from_wallet_typed_signature`]).
+    pub fn wallet_typed(salt: &[u8; 32], kek: &Kek, dk: &DataKey) -> Wrap {
+        let nonce = random_nonce();
+        Wrap::WalletTyped {
+            salt: b64_encode(salt),
+            nonce: b64_encode(&nonce),
+            ct: b64_encode(&kek.wrap(dk, &nonce)),
+        }
+    }
+
+    /// The salt of an EIP-712 wallet wrap (`None` for other kinds).
+    pub fn typed_salt(&self) -> Option<Result<[u8; 32]>> {
+        match self {
+            Wrap::WalletTyped { salt, .. } => Some(b64_array::<32>(salt, "salt")),
+            _ => None,
+        }
+    }
+
+    /// A legacy wallet wrap of `dk` for the token's message (tests and the fixed test key
+    /// only: pxfs never writes one for a real tree).
     pub fn wallet(message: String, kek: &Kek, dk: &DataKey) -> Wrap {
         let nonce = random_nonce();
         Wrap::Wallet {
@@ -311,7 +440,9 @@ impl Wrap {
     /// Opens this wrap with `kek` (from this wrap's kind), for the document's key id.
     pub fn open(&self, kek: &Kek, key_id: &KeyId) -> Result<DataKey> {
         let (nonce, ct) = match self {
-            Wrap::Wallet { nonce, ct, .. } | Wrap::Passphrase { nonce, ct, .. } => (nonce, ct),
+            Wrap::Wallet { nonce, ct, .. }
+            | Wrap::WalletTyped { nonce, ct, .. }
+            | Wrap::Passphrase { nonce, ct, .. } => (nonce, ct),
             Wrap::Unknown(_) => return Err(FormatError::invalid("a wrap of an unknown kind")),
         };
         kek.unwrap(
@@ -346,8 +477,9 @@ impl EncryptionInfo {
         }))
     }
 
-    /// Unlocks with the owner's signature of `expected_message` (computed by the caller
-    /// with [`wallet_message`]); wraps naming another message are not used.
+    /// Unlocks a legacy wallet wrap with the owner's EIP-191 signature of
+    /// `expected_message` (computed by the caller with [`wallet_message`]); wraps naming
+    /// another message, and EIP-712 wraps, are not used (see `crate::keys::unlock`).
     pub fn unlock_with_wallet(&self, expected_message: &str, signature: &[u8]) -> Result<DataKey> {
         let id = self.key_id()?;
         let kek = Kek::from_wallet_signature(signature)?;

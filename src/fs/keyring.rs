@@ -13,6 +13,17 @@ pub trait KeyRing: Send + Sync + Debug + 'static {
     /// is one sentence saying why it cannot be opened and what would open it.
     fn open(&self, token: TokenId, encryption: &Encryption) -> Result<TreeCrypto, String>;
 
+    /// [`KeyRing::open`], and the `encryption` the token's next commit should carry instead
+    /// when opening it found one to replace (a legacy wallet wrap migrated to EIP-712,
+    /// docs/FORMAT.md §6.4.1): same data key, other wraps. By default nothing is replaced.
+    fn open_migrating(
+        &self,
+        token: TokenId,
+        encryption: &Encryption,
+    ) -> Result<(TreeCrypto, Option<Encryption>), String> {
+        self.open(token, encryption).map(|c| (c, None))
+    }
+
     /// The encryption a token without a tree gets (a fresh data key, wrapped), and its
     /// keys; `Encryption::None` for a plaintext tree.
     fn new_tree(&self, token: TokenId) -> Result<(Encryption, TreeCrypto), String>;

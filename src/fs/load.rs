@@ -34,15 +34,28 @@ impl Fs {
         let fresh = committed.root.is_none() && committed.encryption.is_none() && !read_only;
         let encryption = committed.encryption.clone();
         let opened = tokio::task::spawn_blocking(move || match fresh {
-            true => keys.new_tree(id).map(|(e, c)| (c, Some(e))),
-            false => keys.open(id, &encryption).map(|c| (c, None)),
+            true => keys.new_tree(id).map(|(e, c)| (c, Some(e), None)),
+            false => keys
+                .open_migrating(id, &encryption)
+                .map(|(c, m)| (c, None, m)),
         })
         .await
         .map_err(|e| FsError::Locked(format!("sNFT {id}: key task: {e}")))?
         .map_err(FsError::Locked)?;
-        let (crypto, new) = opened;
+        let (crypto, new, migrated) = opened;
         let is_new = new.as_ref().is_some_and(|e| !e.is_none());
         if let Some(e) = new {
+            committed.encryption = e;
+        }
+        // Opened through a legacy wallet wrap: the next commit publishes the same data key
+        // with an EIP-712 wrap in its place (docs/FORMAT.md §6.4.1).
+        if let Some(e) = migrated
+            && !read_only
+        {
+            tracing::info!(
+                token = id,
+                "the tree was opened through a legacy wallet wrap; its next commit replaces it with an EIP-712 wrap"
+            );
             committed.encryption = e;
         }
         if crypto.is_sealed() {

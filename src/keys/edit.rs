@@ -4,7 +4,7 @@
 
 use alloy::signers::local::PrivateKeySigner;
 
-use super::{KeyError, TokenRef, wallet_kek};
+use super::{KeyError, TokenRef, new_wallet_wrap, open_with_wallet};
 use crate::format::DataKey;
 use crate::format::wrap::{EncryptionInfo, Kek, Wrap};
 
@@ -105,7 +105,8 @@ pub fn remove_passphrase(
     Ok((next, removed))
 }
 
-/// Whether `wallet` opens one of `info`'s wallet wraps that carry the token's message.
+/// Whether `wallet` opens one of `info`'s wallet wraps (an EIP-712 one, or a legacy one
+/// carrying the token's message).
 pub fn wallet_opens(
     token: &TokenRef,
     info: &EncryptionInfo,
@@ -114,20 +115,42 @@ pub fn wallet_opens(
     let Some(signer) = wallet else {
         return Ok(false);
     };
-    let message = token.wallet_message();
-    if !info
-        .wraps
-        .iter()
-        .any(|w| matches!(w, Wrap::Wallet { message: m, .. } if *m == message))
-    {
-        return Ok(false);
-    }
+    Ok(open_with_wallet(token, info, signer)?.is_some())
+}
+
+/// `info` with every wallet wrap `signer` opens (EIP-712 or legacy) replaced by one new
+/// EIP-712 wrap with a fresh salt, so only a new signature opens it (`pxfs key
+/// rotate-wallet`); wraps of other wallets and other kinds are kept. Refused when `dk` is
+/// not the document's key or `signer` opens no wallet wrap.
+pub fn rotate_wallet(
+    token: &TokenRef,
+    info: &EncryptionInfo,
+    dk: &DataKey,
+    signer: &PrivateKeySigner,
+) -> Result<EncryptionInfo, KeyError> {
+    check_key(info, dk)?;
     let key_id = info.key_id()?;
-    let kek = wallet_kek(token, signer)?;
-    Ok(info.wraps.iter().any(|w| match w {
-        Wrap::Wallet { message: m, .. } if *m == message => w.open(&kek, &key_id).is_ok(),
-        _ => false,
-    }))
+    let mut mine = Vec::new();
+    for (i, w) in info.wraps.iter().enumerate() {
+        let one = EncryptionInfo {
+            wraps: vec![w.clone()],
+            ..info.clone()
+        };
+        if matches!(w, Wrap::Wallet { .. } | Wrap::WalletTyped { .. })
+            && open_with_wallet(token, &one, signer)?.is_some_and(|(k, _)| k.key_id() == key_id)
+        {
+            mine.push(i);
+        }
+    }
+    if mine.is_empty() {
+        return Err(KeyError::Refused(format!(
+            "this wallet ({}) has no wallet wrap of token {} to rotate; `pxfs key import {}` wraps the key for it",
+            signer.address(),
+            token.token_id,
+            token.token_id
+        )));
+    }
+    super::migrate_wallet(token, info, &mine, signer, dk)
 }
 
 /// `info` with a wallet wrap of `dk` for `signer` added, or `None` when that wallet
@@ -143,11 +166,7 @@ pub fn add_wallet(
         return Ok(None);
     }
     let mut next = info.clone();
-    next.wraps.push(Wrap::wallet(
-        token.wallet_message(),
-        &wallet_kek(token, signer)?,
-        dk,
-    ));
+    next.wraps.push(new_wallet_wrap(token, signer, dk)?);
     Ok(Some(next))
 }
 
@@ -228,5 +247,28 @@ mod tests {
         assert!(add_wallet(&token(), &next, &dk, &new).unwrap().is_none());
         let err = add_wallet(&token(), &info, &DataKey::random(), &new).unwrap_err();
         assert!(err.to_string().starts_with("key id mismatch"), "{err}");
+    }
+
+    #[test]
+    fn rotating_the_wallet_wrap_needs_a_new_signature() {
+        let owner = signer(ANVIL_0);
+        let (dk, info) = new_encryption(&token(), Some(&owner), Some(b"pass phrase")).unwrap();
+        let old_salt = info.wraps[0].typed_salt().unwrap().unwrap();
+        let old_kek = crate::keys::wallet_kek(&token(), &owner, &old_salt).unwrap();
+        let next = rotate_wallet(&token(), &info, &dk, &owner).unwrap();
+        assert_eq!(next.wraps.len(), 2);
+        assert_eq!(next.wraps[1], info.wraps[1]);
+        let new_salt = next.wraps[0].typed_salt().unwrap().unwrap();
+        assert_ne!(new_salt, old_salt);
+        // The signature of the old wrap's typed data opens nothing any more.
+        assert!(
+            next.wraps
+                .iter()
+                .all(|w| w.open(&old_kek, &dk.key_id()).is_err())
+        );
+        assert!(wallet_opens(&token(), &next, Some(&owner)).unwrap());
+        // A wallet without a wrap of its own has nothing to rotate.
+        let err = rotate_wallet(&token(), &info, &dk, &signer(ANVIL_1)).unwrap_err();
+        assert!(err.to_string().contains("no wallet wrap"), "{err}");
     }
 }

@@ -3,10 +3,14 @@
 //! making the data key of a newly encrypted sNFT, and changing which ways in a document
 //! offers (`pxfs key`).
 //!
-//! The wallet signs only the message pxfs computes for the token
-//! ([`format::wrap::wallet_message`]), never one read from a document, and only wallet
-//! wraps carrying exactly that message are tried. Data keys, passphrases and signatures
-//! stay in wiped memory and are never logged or shown by `Debug`.
+//! The wallet signs only EIP-712 typed data pxfs computes for the token
+//! ([`format::wrap::wallet_typed_digest`]: a pxfs domain with chain and contract, the token,
+//! a statement, and the wrap's own random salt), never a message read from a document.
+//! Legacy wallet wraps (an EIP-191 signature of a fixed per-token text) are still opened,
+//! only when they carry exactly the text computed for the token, and an unlock through one
+//! gives the document to publish instead: the legacy wrap replaced by a typed one
+//! ([`Unlocked::migrated`]). Data keys, passphrases and signatures stay in wiped memory and
+//! are never logged or shown by `Debug`.
 
 pub mod document;
 pub mod edit;
@@ -78,20 +82,134 @@ pub struct TokenRef {
 }
 
 impl TokenRef {
-    /// The message the owner's wallet signs for this token's KEK (FORMAT §6.4).
+    /// The legacy message the owner's wallet signed for this token's KEK (FORMAT §6.4.1).
     pub fn wallet_message(&self) -> String {
         wrap::wallet_message(self.chain_id, &self.contract.to_string(), self.token_id)
             .expect("an Address always formats as a valid address")
     }
+
+    /// The EIP-712 digest the owner's wallet signs for a wallet wrap with `salt`.
+    pub fn wallet_typed_digest(&self, salt: &[u8; 32]) -> [u8; 32] {
+        wrap::wallet_typed_digest(
+            self.chain_id,
+            &self.contract.to_string(),
+            self.token_id,
+            salt,
+        )
+        .expect("an Address always formats as a valid address")
+    }
 }
 
-/// The wallet KEK of `token`: `signer`'s EIP-191 signature of the computed message.
-pub fn wallet_kek(token: &TokenRef, signer: &PrivateKeySigner) -> Result<Kek, KeyError> {
+/// The legacy wallet KEK of `token`: `signer`'s EIP-191 signature of the computed message.
+/// Only to open (and migrate) legacy wraps.
+pub fn legacy_wallet_kek(token: &TokenRef, signer: &PrivateKeySigner) -> Result<Kek, KeyError> {
     let sig = signer
         .sign_message_sync(token.wallet_message().as_bytes())
         .map_err(|e| KeyError::Sign(e.to_string()))?;
     let bytes = Zeroizing::new(sig.as_bytes());
     Ok(Kek::from_wallet_signature(bytes.as_ref())?)
+}
+
+/// The KEK of `token`'s EIP-712 wallet wrap with `salt`: `signer`'s signature of the typed
+/// data (`eth_signTypedData_v4`: the signature of its EIP-712 digest).
+pub fn wallet_kek(
+    token: &TokenRef,
+    signer: &PrivateKeySigner,
+    salt: &[u8; 32],
+) -> Result<Kek, KeyError> {
+    let digest = alloy::primitives::B256::from(token.wallet_typed_digest(salt));
+    let sig = signer
+        .sign_hash_sync(&digest)
+        .map_err(|e| KeyError::Sign(e.to_string()))?;
+    let bytes = Zeroizing::new(sig.as_bytes());
+    Ok(Kek::from_wallet_typed_signature(bytes.as_ref(), salt)?)
+}
+
+/// A new EIP-712 wallet wrap of `dk` for `signer`, with a fresh salt (so a fresh
+/// signature).
+pub fn new_wallet_wrap(
+    token: &TokenRef,
+    signer: &PrivateKeySigner,
+    dk: &DataKey,
+) -> Result<Wrap, KeyError> {
+    let salt = wrap::random_salt();
+    Ok(Wrap::wallet_typed(
+        &salt,
+        &wallet_kek(token, signer, &salt)?,
+        dk,
+    ))
+}
+
+/// Opens the first of `info`'s wallet wraps that `signer` opens: EIP-712 wraps (each
+/// signed with its own salt), then legacy wraps carrying the token's computed message.
+/// Returns the key and, when a legacy wrap opened it, the position of every legacy wrap
+/// that `signer`'s legacy signature opens (to be migrated).
+pub(crate) fn open_with_wallet(
+    token: &TokenRef,
+    info: &EncryptionInfo,
+    signer: &PrivateKeySigner,
+) -> Result<Option<(DataKey, Vec<usize>)>, KeyError> {
+    let key_id = info.key_id()?;
+    for w in &info.wraps {
+        let Some(salt) = w.typed_salt() else {
+            continue;
+        };
+        let Ok(salt) = salt else {
+            continue;
+        };
+        if let Ok(dk) = w.open(&wallet_kek(token, signer, &salt)?, &key_id) {
+            return Ok(Some((dk, Vec::new())));
+        }
+    }
+    let message = token.wallet_message();
+    if !info
+        .wraps
+        .iter()
+        .any(|w| matches!(w, Wrap::Wallet { message: m, .. } if *m == message))
+    {
+        return Ok(None);
+    }
+    let kek = legacy_wallet_kek(token, signer)?;
+    let mut key = None;
+    let mut legacy = Vec::new();
+    for (i, w) in info.wraps.iter().enumerate() {
+        if let Wrap::Wallet { message: m, .. } = w
+            && *m == message
+            && let Ok(dk) = w.open(&kek, &key_id)
+        {
+            key.get_or_insert(dk);
+            legacy.push(i);
+        }
+    }
+    Ok(key.map(|dk| (dk, legacy)))
+}
+
+/// `info` with the wraps at `legacy` (legacy wallet wraps `signer` opens) replaced by one
+/// EIP-712 wallet wrap of `dk` for `signer` (fresh salt), in the first one's place.
+pub fn migrate_wallet(
+    token: &TokenRef,
+    info: &EncryptionInfo,
+    legacy: &[usize],
+    signer: &PrivateKeySigner,
+    dk: &DataKey,
+) -> Result<EncryptionInfo, KeyError> {
+    let typed = new_wallet_wrap(token, signer, dk)?;
+    let mut wraps = Vec::with_capacity(info.wraps.len());
+    let mut typed = Some(typed);
+    for (i, w) in info.wraps.iter().enumerate() {
+        if legacy.contains(&i) {
+            if let Some(t) = typed.take() {
+                wraps.push(t);
+            }
+        } else {
+            wraps.push(w.clone());
+        }
+    }
+    wraps.extend(typed);
+    Ok(EncryptionInfo {
+        wraps,
+        ..info.clone()
+    })
 }
 
 /// How a data key was unlocked.
@@ -115,6 +233,9 @@ impl std::fmt::Display for UnlockedBy {
 pub struct Unlocked {
     pub data_key: DataKey,
     pub by: UnlockedBy,
+    /// Opened through a legacy (EIP-191) wallet wrap: the `encryption` to publish in its
+    /// place, with that wrap replaced by an EIP-712 one (FORMAT §6.4.1).
+    pub migrated: Option<EncryptionInfo>,
 }
 
 /// What this machine has to unlock with.
@@ -128,8 +249,11 @@ pub struct Means<'a> {
 /// The wraps of a document by kind, as this machine sees them.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct WrapCounts {
-    /// Wallet wraps carrying the message pxfs computes for the token.
+    /// Wallet wraps pxfs can try: EIP-712 ones and legacy ones carrying the message pxfs
+    /// computes for the token.
     pub wallet: usize,
+    /// Of those, legacy (EIP-191) ones, migrated on the next unlock.
+    pub wallet_legacy: usize,
     /// Wallet wraps carrying any other message: never signed, never used.
     pub wallet_foreign: usize,
     pub passphrase: usize,
@@ -143,7 +267,11 @@ impl WrapCounts {
         let mut c = WrapCounts::default();
         for w in &info.wraps {
             match w {
-                Wrap::Wallet { message: m, .. } if *m == message => c.wallet += 1,
+                Wrap::Wallet { message: m, .. } if *m == message => {
+                    c.wallet += 1;
+                    c.wallet_legacy += 1;
+                }
+                Wrap::WalletTyped { .. } => c.wallet += 1,
                 Wrap::Wallet { .. } => c.wallet_foreign += 1,
                 Wrap::Passphrase { .. } => c.passphrase += 1,
                 Wrap::Unknown(_) => c.unknown += 1,
@@ -197,17 +325,22 @@ pub fn unlock(
     if let Some(signer) = means.wallet
         && counts.wallet > 0
     {
-        let message = token.wallet_message();
-        let kek = wallet_kek(token, signer)?;
-        let opened = info.wraps.iter().find_map(|w| match w {
-            Wrap::Wallet { message: m, .. } if *m == message => w.open(&kek, &key_id).ok(),
-            _ => None,
-        });
-        match opened {
-            Some(data_key) => {
+        match open_with_wallet(token, info, signer)? {
+            Some((data_key, legacy)) => {
+                let migrated = match legacy.is_empty() {
+                    true => None,
+                    false => {
+                        tracing::info!(
+                            token = token.token_id,
+                            "a legacy (EIP-191) wallet wrap opened the data key: it is replaced by an EIP-712 one at the next publish"
+                        );
+                        Some(migrate_wallet(token, info, &legacy, signer, &data_key)?)
+                    }
+                };
                 return Ok(Unlocked {
                     data_key,
                     by: UnlockedBy::Wallet(signer.address()),
+                    migrated,
                 });
             }
             None => wallet_failed = Some(signer.address()),
@@ -223,6 +356,7 @@ pub fn unlock(
             Ok(data_key) => Ok(Unlocked {
                 data_key,
                 by: UnlockedBy::Passphrase,
+                migrated: None,
             }),
             Err(FormatError::WrongKey(_)) => Err(KeyError::WrongPassphrase {
                 token: token.token_id,
@@ -304,11 +438,7 @@ pub fn new_encryption(
     let data_key = DataKey::random();
     let mut wraps = Vec::new();
     if let Some(signer) = wallet {
-        wraps.push(Wrap::wallet(
-            token.wallet_message(),
-            &wallet_kek(token, signer)?,
-            &data_key,
-        ));
+        wraps.push(new_wallet_wrap(token, signer, &data_key)?);
     }
     if let Some(p) = passphrase {
         wraps.push(Wrap::passphrase(p, &data_key)?);
@@ -367,14 +497,21 @@ mod tests {
     }
 
     #[test]
-    fn the_wallet_message_names_the_chain_contract_and_token() {
-        let mut other = token();
-        other.token_id = 2;
+    fn the_signed_typed_data_names_the_chain_contract_and_token() {
         let owner = signer(ANVIL_0);
         let (_, info) = new_encryption(&token(), Some(&owner), None).unwrap();
-        // The same wallet, another token: its message differs, so the wrap is not even tried.
-        let err = unlock(&other, &info, &means(Some(&owner), None)).unwrap_err();
-        assert!(matches!(err, KeyError::NoWayToUnlock { .. }), "{err}");
+        // The same wallet and wrap, another token, chain or contract: another digest, so
+        // the signature pxfs makes does not open it.
+        for f in [
+            |t: &mut TokenRef| t.token_id = 2,
+            |t: &mut TokenRef| t.chain_id = 1,
+            |t: &mut TokenRef| t.contract = Address::ZERO,
+        ] {
+            let mut other = token();
+            f(&mut other);
+            let err = unlock(&other, &info, &means(Some(&owner), None)).unwrap_err();
+            assert!(matches!(err, KeyError::WalletCannotUnlock { .. }), "{err}");
+        }
     }
 
     #[test]
@@ -421,6 +558,145 @@ mod tests {
         assert!(text.starts_with("no way to unlock token 1"), "{text}");
         assert!(text.contains("PXFS_PRIVATE_KEY"), "{text}");
         assert!(text.contains("PXFS_PASSPHRASE_FILE"), "{text}");
+    }
+
+    /// Public test vector: the digest and signature `ethers` 5.8 (`_TypedDataEncoder.hash`,
+    /// `Wallet._signTypedData`) gives for this typed data; tests/fixtures/eip712_vector.js
+    /// computes them (`NODE_PATH=contracts/node_modules node tests/fixtures/eip712_vector.js`).
+    #[test]
+    fn the_typed_data_digest_and_signature_match_ethers() {
+        let t = TokenRef {
+            token_id: 7,
+            ..token()
+        };
+        let salt = [0x11u8; 32];
+        assert_eq!(
+            hex::encode(t.wallet_typed_digest(&salt)),
+            "c8f7090cca230285713a7b003806a30a1c788187e2b76ed244abf0afe324b74b"
+        );
+        let sig = signer(ANVIL_0)
+            .sign_hash_sync(&t.wallet_typed_digest(&salt).into())
+            .unwrap();
+        assert_eq!(
+            hex::encode(sig.as_bytes()),
+            "29b0b9ca9f3b22e6cbd22709e56db439d6a0c0dcee18cc39e0804aeaf0169cb8\
+             5caa24e549d8a818bd4857d1b67e8da6fe8af2f6fd39ed10f77fc12b25a6fdad1b"
+        );
+        // Every field counts: another salt, token, chain or contract is another digest.
+        let mut others = vec![t.wallet_typed_digest(&[0x12; 32])];
+        for f in [
+            |t: &mut TokenRef| t.token_id = 8,
+            |t: &mut TokenRef| t.chain_id = 1,
+            |t: &mut TokenRef| t.contract = Address::ZERO,
+        ] {
+            let mut o = t;
+            f(&mut o);
+            others.push(o.wallet_typed_digest(&salt));
+        }
+        for o in others {
+            assert_ne!(o, t.wallet_typed_digest(&salt));
+        }
+    }
+
+    fn legacy_signature(t: &TokenRef, s: &PrivateKeySigner) -> Vec<u8> {
+        s.sign_message_sync(t.wallet_message().as_bytes())
+            .unwrap()
+            .as_bytes()
+            .to_vec()
+    }
+
+    /// Whether a signature of the legacy EIP-191 message opens any wrap of `info`.
+    fn legacy_signature_opens(info: &EncryptionInfo, sig: &[u8]) -> bool {
+        let kek = Kek::from_wallet_signature(sig).unwrap();
+        let id = info.key_id().unwrap();
+        info.wraps.iter().any(|w| w.open(&kek, &id).is_ok())
+    }
+
+    #[test]
+    fn a_new_wallet_wrap_is_eip712_and_the_eip191_signature_does_not_open_it() {
+        let owner = signer(ANVIL_0);
+        let (dk, info) = new_encryption(&token(), Some(&owner), None).unwrap();
+        assert!(
+            matches!(info.wraps[..], [Wrap::WalletTyped { .. }]),
+            "{info:?}"
+        );
+        let u = unlock(&token(), &info, &means(Some(&owner), None)).unwrap();
+        assert_eq!(u.data_key.expose(), dk.expose());
+        assert!(u.migrated.is_none());
+        // The phishable signature (EIP-191 of the public per-token text) opens nothing,
+        // nor does the right wallet's typed signature for another salt.
+        assert!(!legacy_signature_opens(
+            &info,
+            &legacy_signature(&token(), &owner)
+        ));
+        let other_salt = wallet_kek(&token(), &owner, &[9; 32]).unwrap();
+        assert!(info.wraps[0].open(&other_salt, &dk.key_id()).is_err());
+        // Two wraps of the same key have different salts: one signature opens one wrap.
+        let (_, again) = new_encryption(&token(), Some(&owner), None).unwrap();
+        assert_ne!(
+            info.wraps[0].typed_salt().unwrap().unwrap(),
+            again.wraps[0].typed_salt().unwrap().unwrap()
+        );
+    }
+
+    #[test]
+    fn a_legacy_wallet_wrap_opens_once_and_migrates_to_eip712() {
+        let owner = signer(ANVIL_0);
+        let dk = DataKey::random();
+        let legacy_sig = legacy_signature(&token(), &owner);
+        let passphrase = Wrap::passphrase(b"pass phrase", &dk).unwrap();
+        let old = EncryptionInfo {
+            scheme: SCHEME.into(),
+            key_id: dk.key_id().to_string(),
+            wraps: vec![
+                Wrap::wallet(
+                    token().wallet_message(),
+                    &Kek::from_wallet_signature(&legacy_sig).unwrap(),
+                    &dk,
+                ),
+                passphrase.clone(),
+            ],
+        };
+        assert!(legacy_signature_opens(&old, &legacy_sig));
+        assert_eq!(WrapCounts::of(&old, &token()).wallet_legacy, 1);
+
+        let u = unlock(&token(), &old, &means(Some(&owner), None)).unwrap();
+        assert_eq!(u.data_key.expose(), dk.expose());
+        let migrated = u.migrated.expect("a legacy wrap is migrated");
+        assert_eq!(migrated.key_id, old.key_id);
+        assert!(
+            matches!(
+                migrated.wraps[..],
+                [Wrap::WalletTyped { .. }, Wrap::Passphrase { .. }]
+            ),
+            "{migrated:?}"
+        );
+        assert_eq!(migrated.wraps[1], passphrase);
+        // After the migration the old signature opens nothing; the wallet still does.
+        assert!(!legacy_signature_opens(&migrated, &legacy_sig));
+        let again = unlock(&token(), &migrated, &means(Some(&owner), None)).unwrap();
+        assert_eq!(again.data_key.expose(), dk.expose());
+        assert!(again.migrated.is_none());
+        assert_eq!(WrapCounts::of(&migrated, &token()).wallet_legacy, 0);
+
+        // Another wallet's legacy wrap is not this wallet's to migrate: kept.
+        let other = signer(ANVIL_1);
+        let theirs = Wrap::wallet(
+            token().wallet_message(),
+            &Kek::from_wallet_signature(&legacy_signature(&token(), &other)).unwrap(),
+            &dk,
+        );
+        let both = EncryptionInfo {
+            wraps: vec![theirs.clone(), old.wraps[0].clone()],
+            ..old.clone()
+        };
+        let m = unlock(&token(), &both, &means(Some(&owner), None))
+            .unwrap()
+            .migrated
+            .unwrap();
+        assert_eq!(m.wraps.len(), 2);
+        assert_eq!(m.wraps[0], theirs);
+        assert!(matches!(m.wraps[1], Wrap::WalletTyped { .. }));
     }
 
     #[test]

@@ -43,11 +43,26 @@ impl MountKeys {
 
 impl KeyRing for MountKeys {
     fn open(&self, token: TokenId, encryption: &Encryption) -> Result<TreeCrypto, String> {
+        self.open_migrating(token, encryption).map(|(c, _)| c)
+    }
+
+    fn open_migrating(
+        &self,
+        token: TokenId,
+        encryption: &Encryption,
+    ) -> Result<(TreeCrypto, Option<Encryption>), String> {
+        let Encryption::Sealed(info) = encryption else {
+            return Ok((TreeCrypto::Plain, None));
+        };
         let means = Means {
             wallet: self.wallet.as_ref(),
             passphrase: self.passphrase.clone(),
         };
-        super::tree_crypto(&self.token(token), encryption, &means).map_err(|e| e.to_string())
+        let u = super::unlock(&self.token(token), info, &means).map_err(|e| e.to_string())?;
+        Ok((
+            TreeCrypto::sealed(&u.data_key),
+            u.migrated.map(Encryption::Sealed),
+        ))
     }
 
     fn new_tree(&self, token: TokenId) -> Result<(Encryption, TreeCrypto), String> {

@@ -1,6 +1,11 @@
 //! Login to PollinationX's hosted nodes (`[node] auth = "pollinationx"`): the wallet signs
-//! the fixed login message (EIP-191 `personal_sign`), `GET <auth>/auth/v2/login` answers
-//! with one JWT and one node endpoint per sNFT of the wallet. Grants are kept in memory
+//! the fixed login message (EIP-191 `personal_sign`), `POST <auth>/auth/v2/login` with the
+//! signature in a JSON body (or, `login_method = "get"`, the query of a GET, as
+//! PollinationX's dApp does: https only) answers with one JWT and one node endpoint per
+//! sNFT of the wallet. The login goes only over https or to a loopback host, follows no
+//! redirect, and its message may not contain the statement of the wallet-key typed data
+//! nor the legacy key message (docs/FORMAT.md §6.4), so a login signature never opens a
+//! data key. Grants are kept in memory
 //! only, renewed shortly before the JWT's `exp` and after a 401, and never logged: every
 //! `Debug` here redacts the JWT, and a login answer is never quoted in an error (it holds
 //! JWTs). The signature is a reusable credential too (the message is fixed): the login
@@ -16,7 +21,7 @@ use serde_json::Value;
 use tokio::sync::Mutex;
 
 use super::error::StorageError;
-use crate::config::NodeConfig;
+use crate::config::{LoginMethod, NodeConfig};
 
 /// Renew a grant when less than this is left of it (or a quarter of its lifetime, if
 /// shorter), so a request never starts with a JWT about to expire.
@@ -68,6 +73,7 @@ impl std::fmt::Debug for Grant {
 pub struct HostedLogin {
     http: reqwest::Client,
     auth_url: String,
+    method: LoginMethod,
     message: String,
     chain_id: u64,
     /// Lower-case contract address: grants for other contracts are ignored.
@@ -105,27 +111,25 @@ impl HostedLogin {
         let auth_url = node.auth_url.clone().ok_or_else(|| {
             StorageError::Config("[node] auth = \"pollinationx\" needs auth_url".into())
         })?;
-        let parsed = reqwest::Url::parse(&auth_url)
-            .map_err(|e| StorageError::Config(format!("auth_url {auth_url:?}: {e}")))?;
-        if !matches!(parsed.scheme(), "http" | "https") {
-            return Err(StorageError::Config(format!(
-                "auth_url {auth_url:?}: only http and https are supported"
-            )));
-        }
+        check_login_url(&auth_url, node.login_method)?;
         let message = node.login_message.clone().ok_or_else(|| {
             StorageError::Config(
                 "[node] auth = \"pollinationx\" needs login_message (the message PollinationX's dApp has the wallet sign)".into(),
             )
         })?;
+        check_login_message(&message)?;
         let timeout = Duration::from_secs(node.timeout_secs.max(1));
         let http = reqwest::Client::builder()
             .connect_timeout(timeout.min(Duration::from_secs(10)))
             .timeout(timeout)
+            // A redirect could carry the signature to another host, or over plain http.
+            .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(|e| StorageError::Config(super::transport::error_chain(&e)))?;
         Ok(HostedLogin {
             http,
             auth_url: auth_url.trim_end_matches('/').to_string(),
+            method: node.login_method,
             message,
             chain_id,
             contract: contract.trim().to_lowercase(),
@@ -195,22 +199,34 @@ impl HostedLogin {
         let wallet = self.signer.address().to_string();
         let chain = format!("0x{:x}", self.chain_id);
         let signature = format!("0x{}", hex::encode(signature.as_bytes()));
-        let query = [
+        let fields = [
             ("wallet", wallet.as_str()),
             ("chain", chain.as_str()),
             ("nonce", self.message.as_str()),
             ("signature", signature.as_str()),
         ];
-        tracing::debug!(url, wallet, chain, "hosted node login");
-        let mut full =
-            reqwest::Url::parse(&url).map_err(|e| failed(format!("not a URL: {e}"), false))?;
-        full.query_pairs_mut().extend_pairs(query);
-        let resp = self
-            .http
-            .get(full)
+        tracing::debug!(url, wallet, chain, method = ?self.method, "hosted node login");
+        let request = match self.method {
+            LoginMethod::Post => {
+                let body: serde_json::Map<String, Value> = fields
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), Value::String(v.to_string())))
+                    .collect();
+                self.http.post(&url).json(&body)
+            }
+            LoginMethod::Get => {
+                // PollinationX's dApp login (../shared/POLLINATIONX.md); https only, checked
+                // in `new`.
+                let mut full = reqwest::Url::parse(&url)
+                    .map_err(|e| failed(format!("not a URL: {e}"), false))?;
+                full.query_pairs_mut().extend_pairs(fields);
+                self.http.get(full)
+            }
+        };
+        let resp = request
             .send()
             .await
-            // The URL carries the signature: never in an error.
+            // The URL may carry the signature: never in an error.
             .map_err(|e| {
                 let transient = e.is_connect() || e.is_timeout() || e.is_request();
                 failed(super::transport::error_chain(&e.without_url()), transient)
@@ -225,8 +241,18 @@ impl HostedLogin {
             let text = String::from_utf8_lossy(&body[..body.len().min(200)])
                 .trim()
                 .to_string();
+            let hint = match (self.method, status.as_u16()) {
+                (LoginMethod::Post, 404 | 405) => {
+                    " (the login service does not take a POST; PollinationX's own takes a GET: \
+                     set [node] login_method = \"get\", https only)"
+                }
+                (_, 300..=399) => {
+                    " (pxfs follows no redirect of a login: set auth_url to the final address)"
+                }
+                _ => "",
+            };
             return Err(failed(
-                format!("HTTP {}: {text}", status.as_u16()),
+                format!("HTTP {}: {text}{hint}", status.as_u16()),
                 status.is_server_error(),
             ));
         }
@@ -275,6 +301,53 @@ impl HostedLogin {
             },
         ))
     }
+}
+
+/// The login carries a reusable signature: only over https, or plain http to a loopback
+/// host (a stand-in on this machine); a GET (the signature in the URL) only over https.
+fn check_login_url(auth_url: &str, method: LoginMethod) -> Result<(), StorageError> {
+    let parsed = reqwest::Url::parse(auth_url)
+        .map_err(|e| StorageError::Config(format!("auth_url {auth_url:?}: {e}")))?;
+    match (parsed.scheme(), method) {
+        ("https", _) => Ok(()),
+        ("http", LoginMethod::Get) => Err(StorageError::Config(format!(
+            "auth_url {auth_url:?}: login_method = \"get\" puts the login signature in the URL, so it is sent only over https"
+        ))),
+        ("http", LoginMethod::Post) if is_loopback(&parsed) => Ok(()),
+        ("http", LoginMethod::Post) => Err(StorageError::Config(format!(
+            "auth_url {auth_url:?}: the login signature is sent only over https (or plain http to a loopback host such as 127.0.0.1); use an https:// auth_url"
+        ))),
+        _ => Err(StorageError::Config(format!(
+            "auth_url {auth_url:?}: only https (or http to a loopback host) is supported"
+        ))),
+    }
+}
+
+fn is_loopback(url: &reqwest::Url) -> bool {
+    let Some(host) = url.host_str() else {
+        return false;
+    };
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+/// A login message that a wallet-key signature could be confused with is refused: one
+/// containing the statement of the wallet wrap's typed data, or the legacy key message's
+/// opening words (whose EIP-191 signature opened legacy wallet wraps).
+fn check_login_message(message: &str) -> Result<(), StorageError> {
+    use crate::format::wrap::{LEGACY_MESSAGE_PREFIX, WALLET_STATEMENT};
+    let lower = message.to_lowercase();
+    if lower.contains(&WALLET_STATEMENT.to_lowercase())
+        || lower.contains(&LEGACY_MESSAGE_PREFIX.to_lowercase())
+    {
+        return Err(StorageError::Config(
+            "[node] login_message contains the text pxfs has the wallet sign for its data keys; a login signature must never unlock private files, so pxfs refuses to sign it as a login".into(),
+        ));
+    }
+    Ok(())
 }
 
 /// The per-token objects of a login answer: the answer itself if it is an array, or the
@@ -329,6 +402,56 @@ mod tests {
     fn jwt(payload: &str) -> String {
         let b = base64::engine::general_purpose::URL_SAFE_NO_PAD;
         format!("{}.{}.sig", b.encode("{}"), b.encode(payload))
+    }
+
+    #[test]
+    fn the_login_goes_only_over_https_or_to_loopback() {
+        use LoginMethod::{Get, Post};
+        for ok in [
+            "https://auth.example",
+            "https://10.1.2.3:8443/x",
+            "http://127.0.0.1:9000",
+            "http://127.8.9.10",
+            "http://[::1]:9000",
+            "http://localhost:9000",
+            "http://LOCALHOST",
+        ] {
+            assert!(check_login_url(ok, Post).is_ok(), "{ok}");
+        }
+        for refused in [
+            "http://auth.example",
+            "http://10.0.0.1:9000",
+            "http://[2001:db8::1]",
+            "http://127.0.0.1.example.com",
+            "http://localhost.example.com",
+            "ftp://auth.example",
+        ] {
+            let err = check_login_url(refused, Post).unwrap_err().to_string();
+            assert!(err.contains("https"), "{refused}: {err}");
+        }
+        // A GET puts the signature in the URL: https only, even to loopback.
+        assert!(check_login_url("https://auth.example", Get).is_ok());
+        let err = check_login_url("http://127.0.0.1:9000", Get)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("only over https"), "{err}");
+    }
+
+    #[test]
+    fn a_login_message_never_holds_the_key_statement_or_the_legacy_key_message() {
+        use crate::format::wrap::{WALLET_STATEMENT, wallet_message};
+        assert!(check_login_message("Sign in to PollinationX").is_ok());
+        let legacy = wallet_message(1, "0x5FbDB2315678afecb367f032d93F642f64180aa3", 1).unwrap();
+        for refused in [
+            WALLET_STATEMENT.to_string(),
+            format!("Welcome!\n{WALLET_STATEMENT}\nnonce 1"),
+            WALLET_STATEMENT.to_uppercase(),
+            legacy.clone(),
+            format!("login\n{legacy}"),
+        ] {
+            let err = check_login_message(&refused).unwrap_err().to_string();
+            assert!(err.contains("never unlock private files"), "{err}");
+        }
     }
 
     #[test]

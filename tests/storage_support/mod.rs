@@ -228,6 +228,7 @@ pub fn node_config(url: &str, timeout_secs: u64, retries: u32) -> NodeConfig {
         auth: Default::default(),
         auth_url: None,
         login_message: None,
+        login_method: Default::default(),
         timeout_secs,
         retries,
     }

@@ -1,6 +1,7 @@
 //! A stand-in for PollinationX's hosted nodes in front of a real `pxfs node`: the login
-//! service (`GET /auth/v2/login`, as ../shared/POLLINATIONX.md describes it: the wallet's
-//! EIP-191 signature of a fixed message, checked by recovering the address, answered with
+//! service (`POST /auth/v2/login` with a JSON body, the fields ../shared/POLLINATIONX.md
+//! describes for PollinationX's GET (pxfs's default login; a request with a query or
+//! without a JSON body is refused): the wallet's EIP-191 signature of a fixed message, checked by recovering the address, answered with
 //! one JWT `{address, tokenId, tokenSmartContract, exp}` and one endpoint per sNFT) and the
 //! gateway behind those endpoints (`/t<id>/api/v1/<call>`), which passes only `add`, `cat`
 //! and `get` to the node, and only with an unexpired JWT it issued for that sNFT (401
@@ -19,10 +20,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use alloy::primitives::{Address, Signature};
 use axum::Router;
 use axum::body::Body;
-use axum::extract::{Query, Request, State};
+use axum::extract::{Request, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
 use base64::Engine;
 use futures::TryStreamExt;
 
@@ -164,7 +164,7 @@ impl HostedGateway {
         let http = reqwest::Client::new();
         let (auth_url, gateway_url) = rt.block_on(async {
             let login = Router::new()
-                .route("/auth/v2/login", get(login))
+                .route("/auth/v2/login", axum::routing::post(login))
                 .with_state(issuer.clone());
             let gateway = Router::new()
                 .fallback(gateway)
@@ -209,11 +209,18 @@ fn claims(jwt: &str) -> serde_json::Value {
 
 async fn login(
     State(issuer): State<Arc<Issuer>>,
-    Query(q): Query<HashMap<String, String>>,
+    axum::extract::RawQuery(query): axum::extract::RawQuery,
+    body: axum::body::Bytes,
 ) -> (StatusCode, String) {
     let refuse = |why: &str| {
         issuer.refused_logins.fetch_add(1, Ordering::SeqCst);
         (StatusCode::UNAUTHORIZED, format!(r#"{{"error":"{why}"}}"#))
+    };
+    let Some(q) = serde_json::from_slice::<HashMap<String, String>>(&body)
+        .ok()
+        .filter(|_| query.is_none())
+    else {
+        return refuse("the login is a JSON body, nothing in the query");
     };
     let (Some(wallet), Some(chain), Some(nonce), Some(sig)) = (
         q.get("wallet"),

@@ -331,6 +331,7 @@ impl StorageNode {
             auth: Default::default(),
             auth_url: None,
             login_message: None,
+            login_method: Default::default(),
             timeout_secs: 10,
             retries: 0,
         };

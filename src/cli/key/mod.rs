@@ -1,6 +1,7 @@
 //! `pxfs key`: an encrypted sNFT's data key — what its usage document offers and whether
 //! this machine can unlock it (`status`), passphrases (`add-passphrase`,
-//! `remove-passphrase`), and the paper backup (`export`, `import`). Secrets are read from
+//! `remove-passphrase`), the paper backup (`export`, `import`), and the wallet's wrap
+//! (`rotate-wallet`). Secrets are read from
 //! the terminal without echo, from stdin, or from a file; never from argv.
 
 use clap::Subcommand;
@@ -9,6 +10,7 @@ mod backup;
 pub mod context;
 mod passphrase;
 mod status;
+mod wallet;
 
 #[derive(Debug, Subcommand)]
 pub enum KeyCommand {
@@ -22,6 +24,8 @@ pub enum KeyCommand {
     Export(context::TokenArgs),
     /// Type a paper backup back in and wrap the key for this wallet (after a transfer)
     Import(context::TokenArgs),
+    /// Re-wrap the key for this wallet under a fresh salt (a new signature); legacy wraps become EIP-712
+    RotateWallet(context::TokenArgs),
 }
 
 pub async fn run(cmd: KeyCommand) -> anyhow::Result<()> {
@@ -31,5 +35,6 @@ pub async fn run(cmd: KeyCommand) -> anyhow::Result<()> {
         KeyCommand::RemovePassphrase(a) => passphrase::remove(a).await,
         KeyCommand::Export(a) => backup::export(a).await,
         KeyCommand::Import(a) => backup::import(a).await,
+        KeyCommand::RotateWallet(a) => wallet::rotate(a).await,
     }
 }

@@ -29,7 +29,10 @@ pub async fn add(args: TokenArgs) -> anyhow::Result<()> {
             ctx.token.token_id
         );
     }
-    let next = edit::add_passphrase(info, &unlocked.data_key, new.as_bytes())?;
+    // Unlocked through a legacy wallet wrap: it is replaced by an EIP-712 one in the same
+    // document (FORMAT §6.4.1).
+    let base = unlocked.migrated.as_ref().unwrap_or(info);
+    let next = edit::add_passphrase(base, &unlocked.data_key, new.as_bytes())?;
     let (cid, published) =
         document::publish_next(&ctx.client, &ctx.btns, &cur.cid, doc, next).await?;
     crate::say!(

@@ -41,6 +41,9 @@ pub struct KeyStatus {
 #[derive(Debug, Serialize)]
 pub struct WrapReport {
     pub wallet: usize,
+    /// Of `wallet`, legacy (EIP-191) wraps: replaced by EIP-712 ones at the next publish
+    /// after this wallet opens them (docs/FORMAT.md §6.4.1).
+    pub wallet_legacy: usize,
     /// Wallet wraps naming another message: never signed, never used.
     pub wallet_foreign: usize,
     pub passphrase: usize,
@@ -92,6 +95,7 @@ fn gather(ctx: &KeyContext) -> KeyStatus {
     let c = WrapCounts::of(&info, &ctx.token);
     r.wraps = Some(WrapReport {
         wallet: c.wallet,
+        wallet_legacy: c.wallet_legacy,
         wallet_foreign: c.wallet_foreign,
         passphrase: c.passphrase,
         unknown: c.unknown,
@@ -143,6 +147,12 @@ fn print_text(r: &KeyStatus) {
             format!("{} wallet", w.wallet),
             format!("{} passphrase", w.passphrase),
         ];
+        if w.wallet_legacy > 0 {
+            parts.push(format!(
+                "{} of the wallet ones legacy EIP-191 (migrated to EIP-712 at the next publish; `pxfs key rotate-wallet` does it now)",
+                w.wallet_legacy
+            ));
+        }
         if w.wallet_foreign > 0 {
             parts.push(format!(
                 "{} wallet for another message (never used)",
