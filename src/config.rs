@@ -133,7 +133,7 @@ pub struct NodeConfig {
     pub login_message: Option<String>,
     /// How the login signature is sent: `post` (a JSON body, the default) or `get` (the
     /// query of a GET, as PollinationX's dApp login takes it; https only).
-    #[serde(default, skip_serializing_if = "LoginMethod::is_post")]
+    #[serde(default, skip_serializing_if = "LoginMethod::is_auto")]
     pub login_method: LoginMethod,
     /// Per-request timeout in seconds (streams: per idle period).
     #[serde(default = "default_timeout_secs")]
@@ -164,9 +164,13 @@ impl NodeAuth {
 #[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum LoginMethod {
+    /// A POST; if the service does not take one (HTTP 404 or 405) and the URL is https, a
+    /// GET from then on: PollinationX's own login works without configuration, and the
+    /// signature never goes into a URL over plain http.
+    #[default]
+    Auto,
     /// `POST <auth_url>/auth/v2/login` with a JSON body `{wallet, chain, nonce,
     /// signature}`; over https, or http to a loopback host.
-    #[default]
     Post,
     /// `GET <auth_url>/auth/v2/login?wallet=…&chain=…&nonce=…&signature=…`, PollinationX's
     /// dApp login (../shared/POLLINATIONX.md): the signature is in the URL, so https only.
@@ -174,8 +178,8 @@ pub enum LoginMethod {
 }
 
 impl LoginMethod {
-    fn is_post(&self) -> bool {
-        *self == LoginMethod::Post
+    fn is_auto(&self) -> bool {
+        *self == LoginMethod::Auto
     }
 }
 

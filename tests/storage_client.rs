@@ -422,7 +422,8 @@ async fn publish_sends_the_key_the_path_and_allow_offline() {
 
 #[tokio::test]
 async fn a_btfs_node_is_addressed_under_its_own_prefix() {
-    let mock = Mock::start(|_, _| Reply::ok(r#"{"Path":"/btfs/QmDoc"}"#)).await;
+    const V0: &str = "QmYwAPJzv5CZsnA625s3Xf2nemtYgPpHdWEz79ojWnPbdG";
+    let mock = Mock::start(|_, _| Reply::ok(format!(r#"{{"Path":"/btfs/{V0}"}}"#))).await;
     let mut cfg = node_config(&mock.url, 5, 0);
     cfg.api_prefix = "/api/v1".into();
     let cid = NodeClient::new(&cfg)
@@ -430,7 +431,7 @@ async fn a_btfs_node_is_addressed_under_its_own_prefix() {
         .name_resolve("k51name")
         .await
         .unwrap();
-    assert_eq!(cid, "QmDoc");
+    assert_eq!(cid, V0);
     assert_eq!(mock.seen()[0].path, "/api/v1/name/resolve");
 }
 

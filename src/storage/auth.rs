@@ -74,6 +74,8 @@ pub struct HostedLogin {
     http: reqwest::Client,
     auth_url: String,
     method: LoginMethod,
+    /// `Auto` found that the service takes only a GET.
+    get_only: std::sync::atomic::AtomicBool,
     message: String,
     chain_id: u64,
     /// Lower-case contract address: grants for other contracts are ignored.
@@ -130,6 +132,7 @@ impl HostedLogin {
             http,
             auth_url: auth_url.trim_end_matches('/').to_string(),
             method: node.login_method,
+            get_only: std::sync::atomic::AtomicBool::new(false),
             message,
             chain_id,
             contract: contract.trim().to_lowercase(),
@@ -205,21 +208,57 @@ impl HostedLogin {
             ("nonce", self.message.as_str()),
             ("signature", signature.as_str()),
         ];
-        tracing::debug!(url, wallet, chain, method = ?self.method, "hosted node login");
-        let request = match self.method {
-            LoginMethod::Post => {
+        let https = url.starts_with("https://");
+        let mut method = match self.method {
+            LoginMethod::Auto if self.get_only.load(std::sync::atomic::Ordering::Relaxed) => {
+                LoginMethod::Get
+            }
+            LoginMethod::Auto => LoginMethod::Post,
+            m => m,
+        };
+        loop {
+            let (status, body) = self.send(&url, method, &fields, &failed).await?;
+            if self.method == LoginMethod::Auto
+                && method == LoginMethod::Post
+                && https
+                && matches!(status.as_u16(), 404 | 405)
+            {
+                tracing::info!(
+                    url,
+                    "the login service takes no POST: logging in with a GET (https)"
+                );
+                self.get_only
+                    .store(true, std::sync::atomic::Ordering::Relaxed);
+                method = LoginMethod::Get;
+                continue;
+            }
+            return self.keep_grants(state, status, body, method, &failed);
+        }
+    }
+
+    /// One login request; its status and body.
+    async fn send(
+        &self,
+        url: &str,
+        method: LoginMethod,
+        fields: &[(&str, &str)],
+        failed: &impl Fn(String, bool) -> StorageError,
+    ) -> Result<(reqwest::StatusCode, bytes::Bytes), StorageError> {
+        tracing::debug!(url, ?method, "hosted node login");
+        let request = match method {
+            LoginMethod::Auto | LoginMethod::Post => {
                 let body: serde_json::Map<String, Value> = fields
                     .iter()
                     .map(|(k, v)| (k.to_string(), Value::String(v.to_string())))
                     .collect();
-                self.http.post(&url).json(&body)
+                self.http.post(url).json(&body)
             }
             LoginMethod::Get => {
                 // PollinationX's dApp login (../shared/POLLINATIONX.md); https only, checked
                 // in `new`.
-                let mut full = reqwest::Url::parse(&url)
+                let mut full = reqwest::Url::parse(url)
                     .map_err(|e| failed(format!("not a URL: {e}"), false))?;
-                full.query_pairs_mut().extend_pairs(fields);
+                full.query_pairs_mut().extend_pairs(fields.iter().copied());
                 self.http.get(full)
             }
         };
@@ -236,13 +275,25 @@ impl HostedLogin {
             .await
             .map_err(|_| failed("the answer did not arrive in time".into(), true))?
             .map_err(|e| failed(super::transport::error_chain(&e.without_url()), true))?;
+        Ok((status, body))
+    }
+
+    /// The grants of a login's answer, kept in `state`.
+    fn keep_grants(
+        &self,
+        state: &mut Grants,
+        status: reqwest::StatusCode,
+        body: bytes::Bytes,
+        method: LoginMethod,
+        failed: &impl Fn(String, bool) -> StorageError,
+    ) -> Result<(), StorageError> {
         if !status.is_success() {
             // An error answer holds no JWT; a short excerpt says why.
             let text = String::from_utf8_lossy(&body[..body.len().min(200)])
                 .trim()
                 .to_string();
-            let hint = match (self.method, status.as_u16()) {
-                (LoginMethod::Post, 404 | 405) => {
+            let hint = match (method, status.as_u16()) {
+                (LoginMethod::Auto | LoginMethod::Post, 404 | 405) => {
                     " (the login service does not take a POST; PollinationX's own takes a GET: \
                      set [node] login_method = \"get\", https only)"
                 }
@@ -313,8 +364,8 @@ fn check_login_url(auth_url: &str, method: LoginMethod) -> Result<(), StorageErr
         ("http", LoginMethod::Get) => Err(StorageError::Config(format!(
             "auth_url {auth_url:?}: login_method = \"get\" puts the login signature in the URL, so it is sent only over https"
         ))),
-        ("http", LoginMethod::Post) if is_loopback(&parsed) => Ok(()),
-        ("http", LoginMethod::Post) => Err(StorageError::Config(format!(
+        ("http", LoginMethod::Auto | LoginMethod::Post) if is_loopback(&parsed) => Ok(()),
+        ("http", LoginMethod::Auto | LoginMethod::Post) => Err(StorageError::Config(format!(
             "auth_url {auth_url:?}: the login signature is sent only over https (or plain http to a loopback host such as 127.0.0.1); use an https:// auth_url"
         ))),
         _ => Err(StorageError::Config(format!(
