@@ -660,7 +660,21 @@ async fn new_network(
         px: None,
     };
     opts.step("publishing its first usage document");
-    crate::usage::publish_v2(&client, &key_name, &doc).await?;
+    // Never over another document (docs/FORMAT.md §9): a name that already names one (a
+    // reused node key) keeps it.
+    match crate::keys::document::current(&client, &key.id)
+        .await
+        .map_err(|e| DevnetError::Keys(e.to_string()))?
+    {
+        None => {
+            crate::usage::publish_v2(&client, &key_name, &doc).await?;
+        }
+        Some(c) => tracing::warn!(
+            token = minted.token_id,
+            doc = %c.cid,
+            "the sNFT's BTNS name already names a usage document; it is kept"
+        ),
+    }
 
     Ok(DevnetInfo {
         chain_id: DEV_CHAIN_ID,

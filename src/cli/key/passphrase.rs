@@ -31,7 +31,7 @@ pub async fn add(args: TokenArgs) -> anyhow::Result<()> {
     }
     let next = edit::add_passphrase(info, &unlocked.data_key, new.as_bytes())?;
     let (cid, published) =
-        document::publish_next(&ctx.client, &ctx.btns, &cur.cid, doc, next).await?;
+        document::publish_next(&ctx.client, &ctx.btns, &cur.cid, doc, next, ctx.settle()).await?;
     crate::say!(
         "added a passphrase to token {}: usage document {cid} (seq {}) published",
         ctx.token.token_id,
@@ -53,7 +53,7 @@ pub async fn remove(args: RemoveArgs) -> anyhow::Result<()> {
     };
     let (next, removed) = edit::remove_passphrase(&ctx.token, info, which, ctx.wallet.as_ref())?;
     let (cid, published) =
-        document::publish_next(&ctx.client, &ctx.btns, &cur.cid, doc, next).await?;
+        document::publish_next(&ctx.client, &ctx.btns, &cur.cid, doc, next, ctx.settle()).await?;
     crate::say!(
         "removed {removed} passphrase{} from token {}: usage document {cid} (seq {}) published",
         if removed == 1 { "" } else { "s" },
