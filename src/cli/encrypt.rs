@@ -148,8 +148,43 @@ fn summary(d: &Done) -> String {
     s
 }
 
-/// The conversion proper, towards the tree `target.new_tree` makes.
+/// Conversions tried, at most, when another machine's commit beats each one.
+const ATTEMPTS: u32 = 3;
+
+/// [`convert_once`], again while another machine's commit beats it (FsError::Raced: nothing
+/// was published, nothing lost), at most [`ATTEMPTS`] times, saying so each time.
 async fn run(
+    ctx: &KeyContext,
+    target: Arc<dyn KeyRing>,
+    verb: &'static str,
+) -> anyhow::Result<Done> {
+    let mut attempt = 1;
+    loop {
+        match convert_once(ctx, target.clone(), verb).await {
+            Err(e) if attempt < ATTEMPTS && raced(&e) => {
+                crate::say!(
+                    "another machine committed to token {} during the conversion (nothing was published, nothing lost); trying again ({} of {ATTEMPTS})",
+                    ctx.token.token_id,
+                    attempt + 1
+                );
+                attempt += 1;
+            }
+            other => return other,
+        }
+    }
+}
+
+fn raced(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        matches!(
+            c.downcast_ref::<crate::fs::error::FsError>(),
+            Some(crate::fs::error::FsError::Raced(_))
+        )
+    })
+}
+
+/// The conversion proper, towards the tree `target.new_tree` makes.
+async fn convert_once(
     ctx: &KeyContext,
     target: Arc<dyn KeyRing>,
     verb: &'static str,

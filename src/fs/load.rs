@@ -90,14 +90,26 @@ impl Fs {
             c.seq = p.seq;
             return true;
         }
-        if !idle || !c.carried.is_empty() {
+        // Converted on another machine (src/fs/rekey.rs): this cache's tree cannot be
+        // merged with it, so what it holds unpublished (journal ops, carried closes) is
+        // replayed onto the converted tree instead, uploaded under its key.
+        let rekeyed = !super::rekey::same_tree_key(&c.encryption, &p.encryption);
+        if (!idle || !c.carried.is_empty()) && !rekeyed {
             return false;
         }
-        tracing::info!(
-            token = id,
-            seq = p.seq,
-            "another writer published a newer tree; starting from it"
-        );
+        match rekeyed && !idle {
+            true => tracing::warn!(
+                token = id,
+                seq = p.seq,
+                "the sNFT's tree was converted on another machine; replaying this cache's \
+                 unpublished changes onto it"
+            ),
+            false => tracing::info!(
+                token = id,
+                seq = p.seq,
+                "another writer published a newer tree; starting from it"
+            ),
+        }
         *c = CommittedState {
             root: Some(p.root),
             usage_doc: Some(p.doc_cid),
@@ -105,7 +117,7 @@ impl Fs {
             journal_seq: c.journal_seq,
             usage: p.usage,
             files: p.files,
-            carried: Vec::new(),
+            carried: std::mem::take(&mut c.carried),
             encryption: p.encryption,
         };
         true

@@ -26,6 +26,7 @@ mod ops;
 mod outage;
 pub mod pages;
 pub mod quota;
+mod rekey;
 pub mod reseal;
 pub mod staged;
 pub mod status;
