@@ -828,7 +828,14 @@ fn write_until(
         let new = format!("b-{phase}-{t}-{i:05}.txt");
         let old = format!("old/before-{:02}.txt", (i * 2 + t) % 20);
         for name in [new, old] {
-            let mut f = std::fs::File::create(root.join(&name)).unwrap();
+            // A mount that turned read-only (a downgrade it refuses) fails the create.
+            let mut f = match std::fs::File::create(root.join(&name)) {
+                Ok(f) => f,
+                Err(e) => {
+                    w.errors.push(e);
+                    return w;
+                }
+            };
             std::io::Write::write_all(&mut f, data.as_bytes()).unwrap();
             match f.sync_all() {
                 Ok(()) => w.acked.push((name, data.clone().into_bytes())),
@@ -904,7 +911,11 @@ fn encrypt_and_decrypt_while_another_machine_writes_lose_no_fsynced_file() {
         encrypted = phase == 0;
         for w in &written {
             for e in &w.errors {
-                assert_eq!(e.raw_os_error(), Some(libc::EIO), "fsync on B: {e}");
+                let code = e.raw_os_error();
+                assert!(
+                    code == Some(libc::EIO) || phase == 1 && code == Some(libc::EROFS),
+                    "write on B: {e}"
+                );
             }
         }
         eprintln!(
@@ -921,6 +932,12 @@ fn encrypt_and_decrypt_while_another_machine_writes_lose_no_fsynced_file() {
         // (An unmount after a conversion says its final commit failed: the journal keeps it.)
         let out = b.unmount_outcome();
         eprintln!("unmount B: {}", String::from_utf8_lossy(&out.stderr));
+        if phase == 1 {
+            // B saw the tree encrypted: the owner confirms the plaintext tree there
+            // (src/fs/strongest.rs), or B stays read-only.
+            let (ok, out) = pxfs_elsewhere(&config_b, &[], &["decrypt", "--yes", &token]);
+            assert!(ok && out.contains("accepts"), "{out}");
+        }
         b = TestMount::mount(&config_b, &[]);
         let shows = xattr(&b.token(devnet.token()), "user.pxfs.encryption");
         assert_eq!(
@@ -957,4 +974,91 @@ fn encrypt_and_decrypt_while_another_machine_writes_lose_no_fsynced_file() {
         encrypted,
         "the owner's last choice: {shows}"
     );
+}
+
+/// Whoever holds an sNFT's BTNS key (a hosted node does) republishes the record with a
+/// document declaring no encryption over a plaintext tree. A machine that has seen the tree
+/// encrypted does not follow: the sNFT turns read-only there (EROFS; what it read before
+/// still reads), stays so when mounted again, and nothing written there reaches the node in
+/// clear; once the owner confirms with `pxfs decrypt --yes` on that machine, writes work.
+#[test]
+fn a_document_declaring_no_encryption_leaves_a_machine_that_saw_the_tree_encrypted_read_only() {
+    const MARK: &str = "pangolin-marker-8161";
+    let devnet = TestDevnet::start(&[]);
+    let token = devnet.token().to_string();
+    let caches = tempfile::tempdir().unwrap();
+    let config = machine(&devnet, caches.path(), "a");
+    let mut a = TestMount::mount(&config, &[]);
+    let root = a.token(devnet.token());
+    assert!(xattr(&root, "user.pxfs.encryption").starts_with("pxfs-aes256gcm/2 key "));
+    write_and_fsync(&root.join("before.txt"), b"sealed before");
+
+    let (cid, doc) = published(&devnet);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let client = pxfs::storage::NodeClient::from_url(&devnet.node_url(), "/api/v0");
+    let btns = devnet.info["btns_names"][0].as_str().unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let plain = pxfs::format::TreeCrypto::Plain;
+    let (empty, usage) = rt
+        .block_on(pxfs::devnet::add_empty_tree(&client, &plain, now))
+        .unwrap();
+    let mut next = doc.clone();
+    next.seq = doc.seq + 1;
+    next.prev = Some(cid);
+    next.merged = None;
+    next.root = empty;
+    next.usage = usage;
+    next.files = Some(0);
+    next.last_upload = None;
+    next.updated_at = now;
+    next.encryption = pxfs::format::usage::Encryption::None;
+    let key = rt
+        .block_on(pxfs::usage::key_name_for(&client, btns))
+        .unwrap()
+        .unwrap();
+    rt.block_on(pxfs::usage::publish_v2(&client, &key, &next))
+        .unwrap();
+
+    wait_until(
+        "the sNFT to turn read-only",
+        Duration::from_secs(20),
+        || token_status(&config)["mount"]["read_only"] == true,
+    );
+    let refused = |root: &Path| {
+        let e = std::fs::write(root.join("after.txt"), MARK).unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(libc::EROFS), "{e}");
+    };
+    refused(&root);
+    assert_eq!(
+        std::fs::read(root.join("before.txt")).unwrap(),
+        b"sealed before"
+    );
+    let out = a.unmount_outcome();
+    eprintln!("unmount: {}", String::from_utf8_lossy(&out.stderr));
+    let mut a = TestMount::mount(&config, &[]);
+    let root = a.token(devnet.token());
+    assert_eq!(
+        token_status(&config)["mount"]["read_only"],
+        true,
+        "after a remount"
+    );
+    refused(&root);
+    let repo = devnet.info["node_repo"].as_str().unwrap();
+    let found = support::sh(&format!("grep -rl '{MARK}' '{repo}' || true"));
+    assert!(
+        found.trim().is_empty(),
+        "the marker is on the node: {found}"
+    );
+
+    a.unmount();
+    let (ok, out) = pxfs_elsewhere(&config, &[], &["decrypt", "--yes", &token]);
+    assert!(ok && out.contains("accepts"), "{out}");
+    let a = TestMount::mount(&config, &[]);
+    let root = a.token(devnet.token());
+    assert_eq!(token_status(&config)["mount"]["read_only"], false);
+    write_and_fsync(&root.join("after.txt"), b"the owner chose plaintext");
+    assert_eq!(xattr(&root, "user.pxfs.encryption"), "none");
 }

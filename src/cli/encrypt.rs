@@ -95,8 +95,24 @@ pub async fn encrypt(args: EncryptArgs) -> anyhow::Result<()> {
 pub async fn decrypt(args: DecryptArgs) -> anyhow::Result<()> {
     let ctx = KeyContext::load(&args.token).await?;
     let id = ctx.token.token_id;
+    let cache = &ctx.cfg.cache.dir;
     if current_encryption(&ctx)?.is_none() {
-        bail!("token {id} is not encrypted: nothing to decrypt");
+        // Published in clear elsewhere (or by whoever holds the BTNS key) where this
+        // machine saw it encrypted: the owner's confirmation (src/fs/strongest.rs).
+        if !crate::fs::strongest::seen_sealed(cache, id) {
+            bail!("token {id} is not encrypted: nothing to decrypt");
+        }
+        if !args.yes {
+            bail!(
+                "token {id} is published in clear, though this machine saw it encrypted, so it is read-only here; if you (the owner) decrypted it, run `pxfs decrypt --yes {id}` to accept it on this machine"
+            );
+        }
+        ctx.refuse_if_mounted()?;
+        crate::fs::strongest::accept_plaintext(cache, id)?;
+        crate::say!(
+            "token {id}: this machine accepts its plaintext tree; mount it again to write to it"
+        );
+        return Ok(());
     }
     if !args.yes {
         bail!(
@@ -104,6 +120,8 @@ pub async fn decrypt(args: DecryptArgs) -> anyhow::Result<()> {
         );
     }
     let done = run(&ctx, Arc::new(PlainOnly), "decrypt").await?;
+    // The owner chose plaintext on this machine: its mounts follow it.
+    crate::fs::strongest::accept_plaintext(cache, id)?;
     crate::say!("token {id} is now plaintext: {}", summary(&done));
     Ok(())
 }

@@ -178,7 +178,7 @@ pub struct Devnet {
 
 /// Adds an empty v2 tree sealed with `crypto` (owned by the caller, mode 0755, times
 /// `now_s`) and returns its root node's CID and its usage.
-async fn add_empty_tree(
+pub async fn add_empty_tree(
     client: &crate::storage::NodeClient,
     crypto: &crate::format::TreeCrypto,
     now_s: u64,

@@ -118,6 +118,22 @@ impl Fs {
             | super::ancestry::Relation::Diverged { .. }
                 if !super::rekey::same_tree_key(&own_encryption, &p.encryption) =>
             {
+                let cache_dir = &self.config().cache_dir;
+                if super::strongest::weakens(cache_dir, token, &p.encryption) {
+                    let message = super::strongest::downgrade_message(token, p.seq);
+                    // Read-only at once when nothing here waits to be published (a token
+                    // with unpublished changes commits nothing more: Rekeyed, below).
+                    let mut tree = self.tree();
+                    let t = tree.token_mut(token)?;
+                    if !t.is_dirty() && t.pending_uploads == 0 && t.journal.pending_ops() == 0 {
+                        if !t.read_only {
+                            tracing::error!(token, seq = p.seq, "{message}");
+                        }
+                        t.read_only = true;
+                        return Ok(None);
+                    }
+                    return Err(FsError::Rekeyed(message));
+                }
                 let message = super::rekey::rekeyed_message(token, p.seq);
                 tracing::error!(token, seq = p.seq, "{message}");
                 return Err(FsError::Rekeyed(message));

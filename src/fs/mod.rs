@@ -34,6 +34,7 @@ mod step;
 pub mod store;
 mod stored;
 mod stores;
+pub mod strongest;
 pub mod token;
 pub mod tree;
 mod unload;
