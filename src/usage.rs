@@ -137,13 +137,18 @@ pub async fn resolve(
     btns_name: &str,
 ) -> Result<(String, AnyUsageDoc), UsageError> {
     let cid = client.name_resolve(btns_name).await?;
-    let bytes = crate::integrity::object(client, &cid, MAX_DOC_BYTES)
+    Ok((cid.clone(), fetch(client, &cid).await?))
+}
+
+/// The usage document `cid` (checked against its CID, size-capped).
+pub async fn fetch(client: &NodeClient, cid: &str) -> Result<AnyUsageDoc, UsageError> {
+    let bytes = crate::integrity::object(client, cid, MAX_DOC_BYTES)
         .await
         .map_err(|e| match e {
             crate::integrity::IntegrityError::Storage(e) => UsageError::Storage(e),
             other => UsageError::Integrity(other),
         })?;
-    Ok((cid, parse_any(&bytes)?))
+    parse_any(&bytes)
 }
 
 /// A usage document of either version: `pxfs/usage/2` (docs/FORMAT.md §8) or

@@ -775,3 +775,290 @@ fn two_machines_fsyncing_at_the_same_time_with_1_second_intervals_lose_no_file()
 fn three_machines_fsyncing_at_the_same_time_lose_no_file() {
     machines_writing_at_once_lose_no_fsynced_file(3, None);
 }
+
+/// `pxfs ARGS --config CONFIG` with the dev wallet's key, run as on another machine: in a
+/// mount namespace of its own where this host's pxfs mounts are detached (another machine
+/// does not see them): (success, stdout + stderr).
+fn pxfs_elsewhere(config: &Path, mounts: &[&Path], args: &[&str]) -> (bool, String) {
+    let detach: String = mounts
+        .iter()
+        .map(|m| format!("umount -l '{}' && ", m.display()))
+        .collect();
+    let out = std::process::Command::new("unshare")
+        .args(["-m", "--propagation", "private", "sh", "-c"])
+        .arg(format!("{detach}exec \"$0\" \"$@\""))
+        .arg(support::PXFS)
+        .args(args)
+        .arg("--config")
+        .arg(config)
+        .env("PXFS_PRIVATE_KEY", support::DEV_WALLET_KEY)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    eprintln!("pxfs {args:?} (elsewhere): {text}");
+    (out.status.success(), text)
+}
+
+/// What one of machine B's writers did: files whose fsync returned 0, and files closed
+/// whose fsync failed (a mount that stopped committing: they stay in its cache).
+#[derive(Default)]
+struct Written {
+    acked: Vec<(String, Vec<u8>)>,
+    closed: Vec<(String, Vec<u8>)>,
+    errors: Vec<std::io::Error>,
+}
+
+/// Writer `t` of `phase` on `root`: a new file and a change to one of `old/before-NN.txt`,
+/// each fsynced, until `stop` or an fsync fails.
+fn write_until(
+    root: &Path,
+    phase: usize,
+    t: usize,
+    stop: &std::sync::atomic::AtomicBool,
+) -> Written {
+    let mut w = Written::default();
+    let mut i = 0;
+    while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+        let data = format!("written on b during conversion {phase}, writer {t}, {i}\n");
+        let new = format!("b-{phase}-{t}-{i:05}.txt");
+        let old = format!("old/before-{:02}.txt", (i * 2 + t) % 20);
+        for name in [new, old] {
+            // A mount that turned read-only (a downgrade it refuses) fails the create.
+            let mut f = match std::fs::File::create(root.join(&name)) {
+                Ok(f) => f,
+                Err(e) => {
+                    w.errors.push(e);
+                    return w;
+                }
+            };
+            std::io::Write::write_all(&mut f, data.as_bytes()).unwrap();
+            match f.sync_all() {
+                Ok(()) => w.acked.push((name, data.clone().into_bytes())),
+                Err(e) => {
+                    drop(f);
+                    w.closed.push((name, data.into_bytes()));
+                    w.errors.push(e);
+                    return w;
+                }
+            }
+        }
+        i += 1;
+        std::thread::sleep(Duration::from_millis(1500));
+    }
+    w
+}
+
+/// Machine B writes and fsyncs file after file the whole time machine A (the sNFT not
+/// mounted there) runs `pxfs encrypt`, and again while A runs `pxfs decrypt`. A command
+/// that another machine's commit beats tries again on its own, and if it gives up says that
+/// nothing was published and to run it again (which the test does, up to 5 times). Once A's conversion takes, B commits nothing more (an fsync fails
+/// with EIO at once, not after a grace period) until it is mounted again, which replays
+/// what it held onto the converted tree. Afterwards a fresh mount shows every file B
+/// fsynced, and every file it closed, with its bytes, and the encryption the owner last
+/// chose.
+#[test]
+fn encrypt_and_decrypt_while_another_machine_writes_lose_no_fsynced_file() {
+    let devnet = TestDevnet::start(&["--plaintext"]);
+    let token = devnet.token().to_string();
+    let caches = tempfile::tempdir().unwrap();
+    let config_b = machine(&devnet, caches.path(), "b");
+    let mut b = TestMount::mount(&config_b, &[]);
+    let on_b = b.token(devnet.token());
+    std::fs::create_dir(on_b.join("old")).unwrap();
+    let mut last: BTreeMap<String, Vec<u8>> = BTreeMap::new();
+    for i in 0..20 {
+        let name = format!("old/before-{i:02}.txt");
+        let data = format!("written on b before the conversions, {i}\n").into_bytes();
+        write_and_fsync(&on_b.join(&name), &data);
+        last.insert(name, data);
+    }
+    let config_a = machine(&devnet, caches.path(), "a");
+    let mut encrypted = false;
+    let sealed = "pxfs-aes256gcm/2 key ";
+    for (phase, args) in [&["encrypt", &token][..], &["decrypt", "--yes", &token][..]]
+        .into_iter()
+        .enumerate()
+    {
+        let on_b = b.token(devnet.token());
+        let stop = std::sync::atomic::AtomicBool::new(false);
+        let (written, ok) = std::thread::scope(|s| {
+            let writer = {
+                let (on_b, stop) = (&on_b, &stop);
+                s.spawn(move || write_until(on_b, phase, 0, stop))
+            };
+            std::thread::sleep(Duration::from_secs(2));
+            // Run again, as its message says, until it takes (B keeps writing).
+            let mut ok = false;
+            for _ in 0..5 {
+                let (done, out) = pxfs_elsewhere(&config_a, &[b.path()], args);
+                let gave_up = out.contains("nothing was published") && out.contains("run");
+                assert!(done || gave_up, "pxfs {args:?}: {out}");
+                if done {
+                    ok = true;
+                    break;
+                }
+            }
+            std::thread::sleep(Duration::from_secs(4));
+            stop.store(true, std::sync::atomic::Ordering::SeqCst);
+            (vec![writer.join().unwrap()], ok)
+        });
+        assert!(ok, "pxfs {args:?} never took in 5 runs while B wrote");
+        encrypted = phase == 0;
+        for w in &written {
+            for e in &w.errors {
+                let code = e.raw_os_error();
+                assert!(
+                    code == Some(libc::EIO) || phase == 1 && code == Some(libc::EROFS),
+                    "write on B: {e}"
+                );
+            }
+        }
+        eprintln!(
+            "phase {phase}: pxfs {args:?} took; B fsynced {} files, {} fsyncs failed",
+            written.iter().map(|w| w.acked.len()).sum::<usize>(),
+            written.iter().map(|w| w.errors.len()).sum::<usize>(),
+        );
+        for w in written {
+            for (name, data) in w.acked.into_iter().chain(w.closed) {
+                last.insert(name, data);
+            }
+        }
+        // Mounted again, B is on the converted tree, with what it held replayed onto it.
+        // (An unmount after a conversion says its final commit failed: the journal keeps it.)
+        let out = b.unmount_outcome();
+        eprintln!("unmount B: {}", String::from_utf8_lossy(&out.stderr));
+        if phase == 1 {
+            // B saw the tree encrypted: the owner confirms the plaintext tree there
+            // (src/fs/strongest.rs), or B stays read-only.
+            let (ok, out) = pxfs_elsewhere(&config_b, &[], &["decrypt", "--yes", &token]);
+            assert!(ok && out.contains("accepts"), "{out}");
+        }
+        b = TestMount::mount(&config_b, &[]);
+        let shows = xattr(&b.token(devnet.token()), "user.pxfs.encryption");
+        assert_eq!(
+            shows.starts_with(sealed),
+            encrypted,
+            "B after phase {phase}: {shows}"
+        );
+    }
+    let on_b = b.token(devnet.token());
+    fsync_dir(&on_b);
+    drop(b);
+    let fresh = TestMount::mount(&machine(&devnet, caches.path(), "fresh"), &[]);
+    let on_fresh = fresh.token(devnet.token());
+    let shown = all_files(&on_fresh);
+    let lost: Vec<&String> = last
+        .iter()
+        .filter(|(name, data)| shown.get(*name) != Some(data))
+        .map(|(name, _)| name)
+        .collect();
+    assert!(
+        lost.is_empty(),
+        "{} of {} files B wrote are not on a fresh mount with their last bytes: {lost:?}",
+        lost.len(),
+        last.len()
+    );
+    let copies: Vec<&String> = shown.keys().filter(|p| p.contains(".conflict-")).collect();
+    assert!(
+        copies.is_empty(),
+        "no file changed on two machines: {copies:?}"
+    );
+    let shows = xattr(&on_fresh, "user.pxfs.encryption");
+    assert_eq!(
+        shows.starts_with(sealed),
+        encrypted,
+        "the owner's last choice: {shows}"
+    );
+}
+
+/// Whoever holds an sNFT's BTNS key (a hosted node does) republishes the record with a
+/// document declaring no encryption over a plaintext tree. A machine that has seen the tree
+/// encrypted does not follow: the sNFT turns read-only there (EROFS; what it read before
+/// still reads), stays so when mounted again, and nothing written there reaches the node in
+/// clear; once the owner confirms with `pxfs decrypt --yes` on that machine, writes work.
+#[test]
+fn a_document_declaring_no_encryption_leaves_a_machine_that_saw_the_tree_encrypted_read_only() {
+    const MARK: &str = "pangolin-marker-8161";
+    let devnet = TestDevnet::start(&[]);
+    let token = devnet.token().to_string();
+    let caches = tempfile::tempdir().unwrap();
+    let config = machine(&devnet, caches.path(), "a");
+    let mut a = TestMount::mount(&config, &[]);
+    let root = a.token(devnet.token());
+    assert!(xattr(&root, "user.pxfs.encryption").starts_with("pxfs-aes256gcm/2 key "));
+    write_and_fsync(&root.join("before.txt"), b"sealed before");
+
+    let (cid, doc) = published(&devnet);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let client = pxfs::storage::NodeClient::from_url(&devnet.node_url(), "/api/v0");
+    let btns = devnet.info["btns_names"][0].as_str().unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let plain = pxfs::format::TreeCrypto::Plain;
+    let (empty, usage) = rt
+        .block_on(pxfs::devnet::add_empty_tree(&client, &plain, now))
+        .unwrap();
+    let mut next = doc.clone();
+    next.seq = doc.seq + 1;
+    next.prev = Some(cid);
+    next.merged = None;
+    next.root = empty;
+    next.usage = usage;
+    next.files = Some(0);
+    next.last_upload = None;
+    next.updated_at = now;
+    next.encryption = pxfs::format::usage::Encryption::None;
+    let key = rt
+        .block_on(pxfs::usage::key_name_for(&client, btns))
+        .unwrap()
+        .unwrap();
+    rt.block_on(pxfs::usage::publish_v2(&client, &key, &next))
+        .unwrap();
+
+    wait_until(
+        "the sNFT to turn read-only",
+        Duration::from_secs(20),
+        || token_status(&config)["mount"]["read_only"] == true,
+    );
+    let refused = |root: &Path| {
+        let e = std::fs::write(root.join("after.txt"), MARK).unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(libc::EROFS), "{e}");
+    };
+    refused(&root);
+    assert_eq!(
+        std::fs::read(root.join("before.txt")).unwrap(),
+        b"sealed before"
+    );
+    let out = a.unmount_outcome();
+    eprintln!("unmount: {}", String::from_utf8_lossy(&out.stderr));
+    let mut a = TestMount::mount(&config, &[]);
+    let root = a.token(devnet.token());
+    assert_eq!(
+        token_status(&config)["mount"]["read_only"],
+        true,
+        "after a remount"
+    );
+    refused(&root);
+    let repo = devnet.info["node_repo"].as_str().unwrap();
+    let found = support::sh(&format!("grep -rl '{MARK}' '{repo}' || true"));
+    assert!(
+        found.trim().is_empty(),
+        "the marker is on the node: {found}"
+    );
+
+    a.unmount();
+    let (ok, out) = pxfs_elsewhere(&config, &[], &["decrypt", "--yes", &token]);
+    assert!(ok && out.contains("accepts"), "{out}");
+    let a = TestMount::mount(&config, &[]);
+    let root = a.token(devnet.token());
+    assert_eq!(token_status(&config)["mount"]["read_only"], false);
+    write_and_fsync(&root.join("after.txt"), b"the owner chose plaintext");
+    assert_eq!(xattr(&root, "user.pxfs.encryption"), "none");
+}

@@ -95,8 +95,24 @@ pub async fn encrypt(args: EncryptArgs) -> anyhow::Result<()> {
 pub async fn decrypt(args: DecryptArgs) -> anyhow::Result<()> {
     let ctx = KeyContext::load(&args.token).await?;
     let id = ctx.token.token_id;
+    let cache = &ctx.cfg.cache.dir;
     if current_encryption(&ctx)?.is_none() {
-        bail!("token {id} is not encrypted: nothing to decrypt");
+        // Published in clear elsewhere (or by whoever holds the BTNS key) where this
+        // machine saw it encrypted: the owner's confirmation (src/fs/strongest.rs).
+        if !crate::fs::strongest::seen_sealed(cache, id) {
+            bail!("token {id} is not encrypted: nothing to decrypt");
+        }
+        if !args.yes {
+            bail!(
+                "token {id} is published in clear, though this machine saw it encrypted, so it is read-only here; if you (the owner) decrypted it, run `pxfs decrypt --yes {id}` to accept it on this machine"
+            );
+        }
+        ctx.refuse_if_mounted()?;
+        crate::fs::strongest::accept_plaintext(cache, id)?;
+        crate::say!(
+            "token {id}: this machine accepts its plaintext tree; mount it again to write to it"
+        );
+        return Ok(());
     }
     if !args.yes {
         bail!(
@@ -104,6 +120,8 @@ pub async fn decrypt(args: DecryptArgs) -> anyhow::Result<()> {
         );
     }
     let done = run(&ctx, Arc::new(PlainOnly), "decrypt").await?;
+    // The owner chose plaintext on this machine: its mounts follow it.
+    crate::fs::strongest::accept_plaintext(cache, id)?;
     crate::say!("token {id} is now plaintext: {}", summary(&done));
     Ok(())
 }
@@ -148,8 +166,43 @@ fn summary(d: &Done) -> String {
     s
 }
 
-/// The conversion proper, towards the tree `target.new_tree` makes.
+/// Conversions tried, at most, when another machine's commit beats each one.
+const ATTEMPTS: u32 = 3;
+
+/// [`convert_once`], again while another machine's commit beats it (FsError::Raced: nothing
+/// was published, nothing lost), at most [`ATTEMPTS`] times, saying so each time.
 async fn run(
+    ctx: &KeyContext,
+    target: Arc<dyn KeyRing>,
+    verb: &'static str,
+) -> anyhow::Result<Done> {
+    let mut attempt = 1;
+    loop {
+        match convert_once(ctx, target.clone(), verb).await {
+            Err(e) if attempt < ATTEMPTS && raced(&e) => {
+                crate::say!(
+                    "another machine committed to token {} during the conversion (nothing was published, nothing lost); trying again ({} of {ATTEMPTS})",
+                    ctx.token.token_id,
+                    attempt + 1
+                );
+                attempt += 1;
+            }
+            other => return other,
+        }
+    }
+}
+
+fn raced(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        matches!(
+            c.downcast_ref::<crate::fs::error::FsError>(),
+            Some(crate::fs::error::FsError::Raced(_))
+        )
+    })
+}
+
+/// The conversion proper, towards the tree `target.new_tree` makes.
+async fn convert_once(
     ctx: &KeyContext,
     target: Arc<dyn KeyRing>,
     verb: &'static str,

@@ -178,7 +178,7 @@ pub struct Devnet {
 
 /// Adds an empty v2 tree sealed with `crypto` (owned by the caller, mode 0755, times
 /// `now_s`) and returns its root node's CID and its usage.
-async fn add_empty_tree(
+pub async fn add_empty_tree(
     client: &crate::storage::NodeClient,
     crypto: &crate::format::TreeCrypto,
     now_s: u64,
@@ -655,7 +655,21 @@ async fn new_network(
         px: None,
     };
     opts.step("publishing its first usage document");
-    crate::usage::publish_v2(&client, &key_name, &doc).await?;
+    // Never over another document (docs/FORMAT.md §9): a name that already names one (a
+    // reused node key) keeps it.
+    match crate::keys::document::current(&client, &key.id)
+        .await
+        .map_err(|e| DevnetError::Keys(e.to_string()))?
+    {
+        None => {
+            crate::usage::publish_v2(&client, &key_name, &doc).await?;
+        }
+        Some(c) => tracing::warn!(
+            token = minted.token_id,
+            doc = %c.cid,
+            "the sNFT's BTNS name already names a usage document; it is kept"
+        ),
+    }
 
     Ok(DevnetInfo {
         chain_id: DEV_CHAIN_ID,

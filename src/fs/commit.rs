@@ -212,6 +212,8 @@ impl Fs {
                 match self.commit_token(token).await {
                     Ok(_) if self.settled(token)? => return Ok(()),
                     Ok(_) => continue, // a close slipped in: wait for it too
+                    // Waiting cannot help (src/fs/rekey.rs).
+                    Err(e @ FsError::Rekeyed(_)) => return Err(e),
                     Err(e) => {
                         commit_failed_backoff(token, &e, &mut backoff).await;
                         continue;
@@ -278,6 +280,7 @@ impl Fs {
                     Ok(false) if self.settled(token)? => return Ok(()),
                     // Cannot commit before other uploads end: wait for them.
                     Ok(false) => {}
+                    Err(e @ FsError::Rekeyed(_)) => return Err(e),
                     Err(e) => {
                         commit_failed_backoff(token, &e, &mut backoff).await;
                         continue;

@@ -77,6 +77,10 @@ pub enum FsError {
     /// this one did was not published; nothing is lost; doing it again works.
     #[error("{0}")]
     Raced(String),
+    /// Another machine changed the tree's data key (src/fs/rekey.rs): this mount commits
+    /// nothing more until it is mounted again.
+    #[error("{0}")]
+    Rekeyed(String),
     #[error(
         "a directory was unloaded again each time it was read: [cache] max_loaded_inodes is too low for this load"
     )]
@@ -130,6 +134,7 @@ impl FsError {
             FsError::Tampered(_) => libc::EIO,
             FsError::Locked(_) => libc::EACCES,
             FsError::Raced(_) => libc::EAGAIN,
+            FsError::Rekeyed(_) => libc::EIO,
             FsError::Thrashing => libc::EIO,
         }
     }

@@ -64,6 +64,33 @@ impl Fs {
         Ok((Arc::new(crypto), is_new))
     }
 
+    /// The published document declares no encryption where this machine has seen the tree
+    /// encrypted (src/fs/strongest.rs): the sNFT is then served read-only. Best effort, as
+    /// [`Fs::adopt_published`]; a cache that has seen nothing, or that keeps the
+    /// encrypted tree it knows, is not affected.
+    async fn downgraded(&self, id: TokenId, btns: &str, cache_dir: &std::path::Path) -> bool {
+        if !super::strongest::seen_sealed(cache_dir, id) {
+            return false;
+        }
+        let resolved = tokio::time::timeout(
+            std::time::Duration::from_secs(5),
+            self.store_of(Some(id)).resolve(btns),
+        )
+        .await;
+        let Ok(Ok(Some(p))) = resolved else {
+            return false;
+        };
+        if !super::strongest::weakens(cache_dir, id, &p.encryption) {
+            return false;
+        }
+        tracing::error!(
+            token = id,
+            "{}",
+            super::strongest::downgrade_message(id, p.seq)
+        );
+        true
+    }
+
     /// What other writers published while this cache was not mounted. `pxfs key` edits
     /// publish documents of the same tree with other wraps; `pxfs encrypt`/`decrypt` and
     /// mounts on other machines publish other trees. A cache that remembers an older
@@ -103,14 +130,29 @@ impl Fs {
             c.seq = p.seq;
             return true;
         }
-        if !idle || !c.carried.is_empty() {
+        // Converted on another machine (src/fs/rekey.rs): this cache's tree cannot be
+        // merged with it, so what it holds unpublished (journal ops, carried closes) is
+        // replayed onto the converted tree instead, uploaded under its key.
+        if super::strongest::weakens(&self.config().cache_dir, id, &p.encryption) {
             return false;
         }
-        tracing::info!(
-            token = id,
-            seq = p.seq,
-            "another writer published a newer tree; starting from it"
-        );
+        let rekeyed = !super::rekey::same_tree_key(&c.encryption, &p.encryption);
+        if (!idle || !c.carried.is_empty()) && !rekeyed {
+            return false;
+        }
+        match rekeyed && !idle {
+            true => tracing::warn!(
+                token = id,
+                seq = p.seq,
+                "the sNFT's tree was converted on another machine; replaying this cache's \
+                 unpublished changes onto it"
+            ),
+            false => tracing::info!(
+                token = id,
+                seq = p.seq,
+                "another writer published a newer tree; starting from it"
+            ),
+        }
         *c = CommittedState {
             root: Some(p.root),
             usage_doc: Some(p.doc_cid),
@@ -118,7 +160,7 @@ impl Fs {
             journal_seq: c.journal_seq,
             usage: p.usage,
             files: p.files,
-            carried: Vec::new(),
+            carried: std::mem::take(&mut c.carried),
             encryption: p.encryption,
         };
         true
@@ -172,7 +214,16 @@ impl Fs {
                 .adopt_published(id, name, &mut committed, recovered.ops.is_empty())
                 .await;
         }
+        let cache_dir = self.config().cache_dir.clone();
+        if !read_only && let Some(name) = &info.btns {
+            read_only = self.downgraded(id, name, &cache_dir).await;
+        }
         let (sealing, new_key) = self.tree_keys(id, &mut committed, read_only).await?;
+        if let crate::format::usage::Encryption::Sealed(e) = &committed.encryption
+            && let Err(e) = super::strongest::remember_sealed(&cache_dir, id, &e.key_id)
+        {
+            tracing::warn!(token = id, error = %e, "cannot record that the sNFT is encrypted");
+        }
         if (!had_state || new_key || changed) && !read_only {
             recovered.journal.record_state(&committed)?;
         }

@@ -90,10 +90,15 @@ impl Fs {
         &self,
         token: TokenId,
     ) -> FsResult<Option<(Published, Option<String>)>> {
-        let (btns, own) = {
+        let (btns, own, own_encryption) = {
             let tree = self.tree();
             let t = tree.token(token)?;
-            (t.info.btns.clone(), Self::own_heads(t))
+            // The key this mount's tree is sealed under (a merge folded in keeps it).
+            (
+                t.info.btns.clone(),
+                Self::own_heads(t),
+                t.committed.encryption.clone(),
+            )
         };
         let Some(btns) = btns else { return Ok(None) };
         let store = self.store_of(Some(token));
@@ -108,6 +113,30 @@ impl Fs {
                     tracing::debug!(token, seq = p.seq, "resolved an older record; ignored");
                 }
                 None
+            }
+            super::ancestry::Relation::Ahead { .. }
+            | super::ancestry::Relation::Diverged { .. }
+                if !super::rekey::same_tree_key(&own_encryption, &p.encryption) =>
+            {
+                let cache_dir = &self.config().cache_dir;
+                if super::strongest::weakens(cache_dir, token, &p.encryption) {
+                    let message = super::strongest::downgrade_message(token, p.seq);
+                    // Read-only at once when nothing here waits to be published (a token
+                    // with unpublished changes commits nothing more: Rekeyed, below).
+                    let mut tree = self.tree();
+                    let t = tree.token_mut(token)?;
+                    if !t.is_dirty() && t.pending_uploads == 0 && t.journal.pending_ops() == 0 {
+                        if !t.read_only {
+                            tracing::error!(token, seq = p.seq, "{message}");
+                        }
+                        t.read_only = true;
+                        return Ok(None);
+                    }
+                    return Err(FsError::Rekeyed(message));
+                }
+                let message = super::rekey::rekeyed_message(token, p.seq);
+                tracing::error!(token, seq = p.seq, "{message}");
+                return Err(FsError::Rekeyed(message));
             }
             super::ancestry::Relation::Ahead { base_root } => Some((p, Some(base_root))),
             super::ancestry::Relation::Diverged { base_root } => Some((p, base_root)),

@@ -2,7 +2,11 @@
 //! in the chain (`seq` + 1, `prev` = the current document's CID, the same tree), with only
 //! `encryption` changed. Published only on top of the document that was read: the name is
 //! resolved again just before publishing, and a document that changed meanwhile (another
-//! writer) is not overwritten.
+//! writer) is not overwritten. After publishing, the record is watched for a settle window
+//! (docs/FORMAT.md §9.3): if another machine's publication replaced the edit without
+//! building on it, the command says the edit did not take (nothing else changed).
+
+use std::time::{Duration, Instant};
 
 use super::KeyError;
 use crate::format::usage::{AnyUsageDoc, Encryption, UsageDoc};
@@ -53,13 +57,15 @@ pub async fn current(client: &NodeClient, btns: &str) -> Result<Option<Current>,
 }
 
 /// Publishes the document after `base` (a `pxfs/usage/2` one) with `encryption`, under
-/// `btns` (whose key the node must hold). Returns the new document's CID.
+/// `btns` (whose key the node must hold), and waits until it holds for `settle`. Returns
+/// the new document's CID.
 pub async fn publish_next(
     client: &NodeClient,
     btns: &str,
     base_cid: &str,
     base: &UsageDoc,
     encryption: EncryptionInfo,
+    settle: Duration,
 ) -> Result<(String, UsageDoc), KeyError> {
     let key = usage::key_name_for(client, btns)
         .await
@@ -93,5 +99,85 @@ pub async fn publish_next(
         .await
         .map_err(usage_error)?;
     tracing::info!(token = next.token_id, seq = next.seq, %cid, "usage document published with new key wraps");
+    holds(client, btns, base_cid, &cid, &next, settle).await?;
     Ok((cid, next))
 }
+
+/// Resolves `btns` until the edit `cid` has shown for `settle` (FORMAT §9.3). A failed
+/// resolve proves nothing. Another document in its place is fine when it names `cid` as a
+/// parent (a mount merged the edit: its commits carry the new wraps); otherwise the edit
+/// was overwritten and did not take.
+async fn holds(
+    client: &NodeClient,
+    btns: &str,
+    base_cid: &str,
+    cid: &str,
+    edit: &UsageDoc,
+    settle: Duration,
+) -> Result<(), KeyError> {
+    let token = edit.token_id;
+    let pause = (settle / 4).max(Duration::from_millis(10));
+    let mut seen: Option<Instant> = None;
+    for _ in 0..CHECKS {
+        let asked = Instant::now();
+        match usage::resolve(client, btns).await {
+            Ok((now, _)) if now == cid => {
+                let since = *seen.get_or_insert(asked);
+                if since.elapsed() >= settle {
+                    return Ok(());
+                }
+            }
+            // A node that has not shown the edit yet.
+            Ok((now, _)) if now == base_cid => {}
+            Ok((now, doc)) if descends(client, &doc, cid, edit.seq).await => {
+                tracing::info!(token, doc = %now, "a mount built on the key edit");
+                return Ok(());
+            }
+            Ok((now, _)) if seen.is_some() => {
+                return Err(KeyError::Refused(format!(
+                    "another machine published token {token}'s usage document ({now}) right after this edit and without it: the edit did not take and nothing else changed; run the command again (unmount the sNFT on the other machines first to avoid this)"
+                )));
+            }
+            // An older record (the node has not shown ours yet), or a failed resolve.
+            _ => {}
+        }
+        tokio::time::sleep(pause).await;
+    }
+    Err(KeyError::Refused(format!(
+        "token {token}'s usage document {cid} was published but the node never showed it under {btns}: run `pxfs key status {token}` to see whether the edit took"
+    )))
+}
+
+/// `doc` names `cid` among its ancestors (parents `prev` and `merged`, walked down to `seq`,
+/// at most [`WALK`] documents); a document that cannot be read counts as not.
+async fn descends(client: &NodeClient, doc: &AnyUsageDoc, cid: &str, seq: u64) -> bool {
+    let parents = |d: &AnyUsageDoc| -> Vec<String> {
+        match d {
+            AnyUsageDoc::V2(d) if d.seq > seq => d.prev.iter().chain(&d.merged).cloned().collect(),
+            _ => Vec::new(),
+        }
+    };
+    let mut pending = parents(doc);
+    let mut read = 0;
+    while let Some(next) = pending.pop() {
+        if next == cid {
+            return true;
+        }
+        read += 1;
+        if read > WALK {
+            return false;
+        }
+        match usage::fetch(client, &next).await {
+            Ok(d) => pending.extend(parents(&d)),
+            Err(_) => return false,
+        }
+    }
+    false
+}
+
+/// Documents read, at most, to find whether a later one builds on an edit.
+const WALK: usize = 64;
+
+/// Resolves while waiting for an edit to hold, at most (then the command says it cannot
+/// tell).
+const CHECKS: usize = 400;

@@ -60,7 +60,7 @@ pub async fn import(args: TokenArgs) -> anyhow::Result<()> {
         return Ok(());
     };
     let (cid, published) =
-        document::publish_next(&ctx.client, &ctx.btns, &cur.cid, doc, next).await?;
+        document::publish_next(&ctx.client, &ctx.btns, &cur.cid, doc, next, ctx.settle()).await?;
     crate::say!(
         "imported token {id}'s key (id {want}) for the wallet {}: usage document {cid} (seq {}) published",
         signer.address(),

@@ -38,6 +38,12 @@ pub struct KeyContext {
 }
 
 impl KeyContext {
+    /// The BTNS record's settle window (`[upload] settle_ms`, docs/FORMAT.md §9.3): an edit
+    /// holds once the record showed it this long.
+    pub fn settle(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.cfg.upload.settle_ms)
+    }
+
     pub async fn load(args: &TokenArgs) -> anyhow::Result<KeyContext> {
         let cfg = Config::load(args.config.config.as_deref())?;
         let chain = Chain::connect(&cfg.chain).await?;

@@ -34,7 +34,7 @@ pub async fn add(args: TokenArgs) -> anyhow::Result<()> {
     let base = unlocked.migrated.as_ref().unwrap_or(info);
     let next = edit::add_passphrase(base, &unlocked.data_key, new.as_bytes())?;
     let (cid, published) =
-        document::publish_next(&ctx.client, &ctx.btns, &cur.cid, doc, next).await?;
+        document::publish_next(&ctx.client, &ctx.btns, &cur.cid, doc, next, ctx.settle()).await?;
     crate::say!(
         "added a passphrase to token {}: usage document {cid} (seq {}) published",
         ctx.token.token_id,
@@ -56,7 +56,7 @@ pub async fn remove(args: RemoveArgs) -> anyhow::Result<()> {
     };
     let (next, removed) = edit::remove_passphrase(&ctx.token, info, which, ctx.wallet.as_ref())?;
     let (cid, published) =
-        document::publish_next(&ctx.client, &ctx.btns, &cur.cid, doc, next).await?;
+        document::publish_next(&ctx.client, &ctx.btns, &cur.cid, doc, next, ctx.settle()).await?;
     crate::say!(
         "removed {removed} passphrase{} from token {}: usage document {cid} (seq {}) published",
         if removed == 1 { "" } else { "s" },

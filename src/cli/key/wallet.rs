@@ -21,7 +21,7 @@ pub async fn rotate(args: TokenArgs) -> anyhow::Result<()> {
     let unlocked = unlock(&ctx.token, info, &ctx.means(true))?;
     let next = edit::rotate_wallet(&ctx.token, info, &unlocked.data_key, signer)?;
     let (cid, published) =
-        document::publish_next(&ctx.client, &ctx.btns, &cur.cid, doc, next).await?;
+        document::publish_next(&ctx.client, &ctx.btns, &cur.cid, doc, next, ctx.settle()).await?;
     crate::say!(
         "rotated the wallet wrap of token {id} for {} (a new salt: only a new signature opens it): usage document {cid} (seq {}) published",
         signer.address(),
