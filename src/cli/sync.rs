@@ -115,7 +115,9 @@ pub async fn run(args: SyncArgs) -> anyhow::Result<()> {
         precheck(&cfg, &chain, args.token, state.btns_key.as_deref()).await?;
     }
 
-    let from_block = chain.block_number().await?;
+    // The answer lands after the request's block: an earlier `Synced` in the current head
+    // block (the previous sync's) is not this request's answer.
+    let from_block = chain.block_number().await? + 1;
     let req = chain.request_sync(args.token).await?;
     crate::say!(
         "sync of token {} requested: request id {} in {} ({} gas)",

@@ -2,12 +2,15 @@
 //! `contracts/chainlink/pxfs-sync-job.toml` calls, so a Chainlink node's job answers with the
 //! same figure as `pxfs oracle` (README "Running the job on a real Chainlink node").
 //!
-//! `POST /` with `{"id": JOB_RUN_ID, "data": {"btnsKey": "k51…", "tokenId": 1}}` answers
+//! `POST /` with `{"id": JOB_RUN_ID, "data": {"btnsKey": "k51…", "tokenId": 1,
+//! "syncedRoot": "<root of the token's last Synced event>"?}}` (without `syncedRoot`, every
+//! document back to the first counts) answers
 //! `{"jobRunID", "data": {"usage", "root", "claimed", "manifest_bytes", "files",
 //! "size_mismatches"}, "result": usage, "statusCode": 200}`, or, when the tree cannot be
 //! measured, `{"jobRunID", "status": "errored", "error", "statusCode": 500}` with HTTP 500:
-//! the job run fails and the request stays unanswered, as with `pxfs oracle`. Each request
-//! runs in its own task within the `[oracle]` limits.
+//! the job run fails and the request stays unanswered, as with `pxfs oracle`. Requests are
+//! measured at most `[oracle] max_requests` at a time, the others wait in order; `GET
+//! /status` shows the gauges (`in_flight`, `waiting`, `peak_in_flight`, `finished`).
 
 use std::sync::Arc;
 

@@ -66,7 +66,7 @@ impl Default for Limits {
             max_bytes: 4 << 30,
             max_time: Duration::from_secs(3600),
             object_timeout: Duration::from_secs(30),
-            max_object_bytes: 64 << 20,
+            max_object_bytes: 256 << 20,
             walk_concurrency: 32,
             max_requests: 4,
             max_documents: 10_000,
@@ -711,7 +711,9 @@ impl Fetcher<'_> {
                             .map(|link| self.content_size(link, depth + 1)),
                     )
                     .await?;
-                    let mut size = node.data_len;
+                    // Bytes outside the structure and the data (link names, unknown
+                    // fields) are stored too: they count.
+                    let mut size = node.data_len.saturating_add(node.extra);
                     for (i, (link, child)) in node.links.iter().zip(&children).enumerate() {
                         if let Some(declared) = node.blocksizes.get(i)
                             && declared != child
@@ -727,6 +729,7 @@ impl Fetcher<'_> {
                         size = size.saturating_add(*child);
                     }
                     if let Some(declared) = node.filesize
+                        && node.extra == 0
                         && declared != size
                     {
                         tracing::warn!(
