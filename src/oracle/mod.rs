@@ -1,9 +1,13 @@
 //! `pxfs oracle`: the Chainlink node's direct-request job for pxfs, run locally. It follows
 //! the Operator's `OracleRequest` events for its job, resolves the token's BTNS name,
-//! measures the tree from the published root (docs/FORMAT.md §7: every distinct object's
-//! stored size, checked by content address; the claimed number is not trusted), and answers
-//! through `fulfillOracleRequest2`. Each request is measured in its own task within
-//! [`Limits`]; a tree that cannot be measured is left unanswered, never guessed.
+//! measures the trees of every usage document published since the token's last `Synced`
+//! root (`history`; docs/FORMAT.md §7: every distinct object's stored size, checked by
+//! content address; the claimed number is not trusted; the largest tree counts), and answers
+//! through `fulfillOracleRequest2`. Each request has its own task; at most
+//! [`Limits::max_requests`] are measured at a time (the [`Gate`]), each within [`Limits`],
+//! with what earlier requests measured remembered (the [`Memo`]); a tree that cannot be
+//! measured, or a document that does not chain back to the synced root, is left
+//! unanswered, never guessed.
 //!
 //! Exactly once: the block below every request still in flight is persisted, and every
 //! answer is simulated first, so a request answered before a crash is recognised and skipped.
@@ -67,6 +71,22 @@ impl Measurer {
         synced_root: Option<&str>,
     ) -> Result<TreeUsage, WalkError> {
         let _pass = self.gate.enter().await;
+        self.measure_admitted(btns, synced_root).await
+    }
+
+    /// The gate of [`Measurer::measure`]: a caller that has more to do within the bound
+    /// (looking up the synced root) enters it first and then calls
+    /// [`Measurer::measure_admitted`].
+    pub fn gate(&self) -> &Gate {
+        &self.gate
+    }
+
+    /// [`Measurer::measure`] for a caller holding a pass of [`Measurer::gate`].
+    pub async fn measure_admitted(
+        &self,
+        btns: &str,
+        synced_root: Option<&str>,
+    ) -> Result<TreeUsage, WalkError> {
         let measured =
             measure_tree_with(&self.node, btns, synced_root, &self.limits, &self.memo).await;
         if let Err(e) = self.memo.save() {
@@ -337,6 +357,8 @@ async fn handle(shared: &Shared, req: &OracleRequest) -> Outcome {
         Ok(p) => p,
         Err(e) => return Outcome::Skipped(e.to_string()),
     };
+    // Within the bound on requests at a time: a waiting request holds only its parameters.
+    let pass = shared.measurer.gate().enter().await;
     // The root the chain last recorded for this token: what was published since counts.
     let synced_root = match shared.chain.last_synced_root(params.token_id).await {
         Ok(r) => r,
@@ -344,7 +366,7 @@ async fn handle(shared: &Shared, req: &OracleRequest) -> Outcome {
     };
     let measured = match shared
         .measurer
-        .measure(&params.btns_key, synced_root.as_deref())
+        .measure_admitted(&params.btns_key, synced_root.as_deref())
         .await
     {
         Ok(m) => m,
@@ -376,6 +398,7 @@ async fn handle(shared: &Shared, req: &OracleRequest) -> Outcome {
         requests_waiting = shared.measurer.gauge().waiting,
         "tree measured"
     );
+    drop(pass);
     let _sending = shared.send.lock().await;
     match shared
         .chain
