@@ -38,9 +38,9 @@ Run $(date -u '+%Y-%m-%d %H:%M UTC') on $(machine_line) (load $load_start at the
 |---|---|
 | files (distinct contents, directories of 1,000) | $(j .files) |
 | delay added to every node request | $(j .delay_ms) ms |
-| first measurement | $(j .first_secs) s, $(j .first_requests) node requests ($(j .walk_concurrency) in flight) |
+| first measurement | $(j '.first_secs*10|round/10') s, $(j .first_requests) node requests ($(j .walk_concurrency) in flight) |
 | budget (default limits) | $(j .limit_secs) s, $(j .limit_requests) node requests |
-| after one file changed (memo) | $(j .second_secs) s, $(j .second_requests) node requests |
+| after one file changed (memo) | $(j '.second_secs*1000|round/1000') s, $(j .second_requests) node requests |
 | measured usage | $(j .usage) bytes |
 | peak RSS of the measuring process | $(j .peak_rss) |
 <!-- oracle:end -->
