@@ -1042,6 +1042,21 @@ fn a_two_thousand_file_tree_behind_a_40_ms_link_is_measured_in_parallel_and_then
     assert_eq!(again.objects_fetched, 3, "{again:?}");
     assert_eq!(again.roots, 2);
     assert!(again.usage >= expected, "the larger of the two trees");
+
+    // A document over the cap is refused by its CID, not read.
+    let tight = pxfs::oracle::Limits {
+        max_object_bytes: 1000,
+        ..limits.clone()
+    };
+    let err = rt
+        .block_on(pxfs::oracle::measure_root(&client(&devnet), &root, &tight))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains(&dirs[0].1) || err.contains(&root),
+        "names the CID: {err}"
+    );
+    assert!(err.contains("larger than 1000 bytes"), "{err}");
 }
 
 /// The `oracle` benchmark (`bash scripts/bench.sh oracle`, not run by the tests): a tree of
