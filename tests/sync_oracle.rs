@@ -1001,7 +1001,7 @@ fn a_two_thousand_file_tree_behind_a_40_ms_link_is_measured_in_parallel_and_then
     let m = rt
         .block_on(pxfs::oracle::measure_roots(
             &slow,
-            &[root.clone()],
+            std::slice::from_ref(&root),
             &limits,
             &memo,
         ))
@@ -1129,7 +1129,7 @@ fn oracle_benchmark() {
     let first = rt
         .block_on(pxfs::oracle::measure_roots(
             &slow,
-            &[root.clone()],
+            std::slice::from_ref(&root),
             &limits,
             &memo,
         ))
