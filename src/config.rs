@@ -248,6 +248,21 @@ pub struct OracleConfig {
     /// An object the node cannot provide within this many seconds fails the measurement.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub object_timeout_secs: Option<u64>,
+    /// Largest manifest or tree node read, in bytes (a larger one is refused by CID).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_object_bytes: Option<u64>,
+    /// Node requests in flight at a time within one measurement.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub walk_concurrency: Option<usize>,
+    /// Requests measured at a time; later ones wait their turn, in order.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_requests: Option<usize>,
+    /// Usage documents followed back to the last synced one; a longer history is refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_documents: Option<usize>,
+    /// CIDs remembered between requests (the memo beside the state file).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memo_entries: Option<usize>,
 }
 
 impl OracleConfig {
@@ -263,6 +278,11 @@ impl OracleConfig {
             object_timeout: self
                 .object_timeout_secs
                 .map_or(d.object_timeout, std::time::Duration::from_secs),
+            max_object_bytes: self.max_object_bytes.unwrap_or(d.max_object_bytes),
+            walk_concurrency: self.walk_concurrency.unwrap_or(d.walk_concurrency).max(1),
+            max_requests: self.max_requests.unwrap_or(d.max_requests).max(1),
+            max_documents: self.max_documents.unwrap_or(d.max_documents).max(1),
+            memo_entries: self.memo_entries.unwrap_or(d.memo_entries),
         }
     }
 }

@@ -54,6 +54,7 @@ fn devnet_up_mints_a_token_with_a_btns_name_whose_usage_document_is_empty() {
         .block_on(pxfs::oracle::measure_tree(
             &client,
             &btns,
+            None,
             &pxfs::oracle::Limits::default(),
         ))
         .unwrap();

@@ -749,3 +749,445 @@ fn a_v1_tree_mounts_reads_identically_and_its_next_commit_rewrites_it_as_v2() {
     let mount = TestMount::mount(&devnet.config_with_cache(other.path()), &[]);
     assert_fixture_tree(&mount.token(devnet.token()), &fixture["expect"]);
 }
+
+/// Publishes a document for the devnet's token whose root is `root` (claiming 0), on top of
+/// `prev` (`None`: a document that names no parent); returns its CID.
+fn publish_on(
+    rt: &tokio::runtime::Runtime,
+    devnet: &TestDevnet,
+    root: &str,
+    prev: Option<String>,
+) -> String {
+    let client = client(devnet);
+    let btns = devnet.info["btns_names"][0].as_str().unwrap().to_string();
+    let mut doc = resolve_doc(devnet);
+    doc.root = root.to_string();
+    doc.usage = 0;
+    doc.seq += 1;
+    doc.prev = prev;
+    doc.merged = None;
+    let key = rt
+        .block_on(pxfs::usage::key_name_for(&client, &btns))
+        .unwrap()
+        .expect("the devnet node holds the token's key");
+    rt.block_on(pxfs::usage::publish_v2(&client, &key, &doc))
+        .unwrap()
+}
+
+fn current_doc_cid(rt: &tokio::runtime::Runtime, devnet: &TestDevnet) -> String {
+    let btns = devnet.info["btns_names"][0].as_str().unwrap().to_string();
+    rt.block_on(pxfs::usage::resolve(&client(devnet), &btns))
+        .unwrap()
+        .0
+}
+
+#[test]
+fn hiding_the_tree_behind_an_empty_one_at_sync_time_still_records_the_big_trees_usage() {
+    let devnet = TestDevnet::start(&[]);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    // The chain records a synced root first.
+    sync_wait(&devnet);
+    let synced_doc = current_doc_cid(&rt, &devnet);
+
+    let content = add(&rt, &devnet, vec![6u8; 3 << 20]);
+    let big = manifest(&[("big", "file", &content, 3 << 20)]);
+    let big_usage = (3 << 20) + big.len() as u64;
+    let big = add(&rt, &devnet, big);
+    let empty = pxfs::fs::manifest::Manifest::new(Vec::new()).to_json();
+    let empty_usage = empty.len() as u64;
+    let empty = add(&rt, &devnet, empty);
+
+    // The trick: the real tree, then an empty one on top of it, then sync.
+    let real = publish_on(&rt, &devnet, &big, Some(synced_doc));
+    let hiding = publish_on(&rt, &devnet, &empty, Some(real));
+    let printed = sync_wait(&devnet);
+    let last = synced_events(&devnet).last().cloned().unwrap();
+    assert_eq!(
+        last,
+        (devnet.token(), big_usage, empty.clone()),
+        "the big tree published since the last sync counts ({printed})"
+    );
+
+    // Republished on top of the synced (empty) one: measured again at the next sync.
+    let again = publish_on(&rt, &devnet, &big, Some(hiding));
+    sync_wait(&devnet);
+    assert_eq!(status_usage(&devnet).0, big_usage);
+
+    // A document that names no parent does not chain back to the synced root: `pxfs sync`
+    // says so and sends nothing; sent anyway, the oracle leaves it unanswered.
+    publish_on(&rt, &devnet, &empty, None);
+    let token = devnet.token().to_string();
+    let out = devnet.pxfs(&["sync", &token, "--wait", "--timeout", "20"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "sync refused");
+    assert!(stderr.contains("does not chain back"), "{stderr}");
+    let synced = synced_events(&devnet).len();
+    let out = devnet.pxfs(&["sync", &token, "--no-check"]);
+    assert!(out.status.success());
+    std::thread::sleep(Duration::from_secs(5));
+    assert_eq!(synced_events(&devnet).len(), synced, "not answered");
+    assert_eq!(
+        status_usage(&devnet).0,
+        big_usage,
+        "the chain keeps its figure"
+    );
+
+    // The owner deletes for real, on top of the synced document: usage goes down.
+    publish_on(&rt, &devnet, &empty, Some(again));
+    sync_wait(&devnet);
+    assert_eq!(status_usage(&devnet).0, empty_usage);
+}
+
+#[test]
+fn a_hundred_concurrent_requests_are_measured_a_few_at_a_time_and_all_answered() {
+    let devnet = TestDevnet::start(&["--no-oracle"]);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let files: Vec<(String, String, u64)> = (0..20u32)
+        .map(|i| {
+            let data = format!("file {i}").into_bytes();
+            let len = data.len() as u64;
+            (format!("f{i:02}"), add(&rt, &devnet, data), len)
+        })
+        .collect();
+    let root = manifest(
+        &files
+            .iter()
+            .map(|(n, c, s)| (n.as_str(), "file", c.as_str(), *s))
+            .collect::<Vec<_>>(),
+    );
+    let expected = root.len() as u64 + files.iter().map(|f| f.2).sum::<u64>();
+    let root = add(&rt, &devnet, root);
+    publish_root(&rt, &devnet, &root);
+    let btns = devnet.info["btns_names"][0].as_str().unwrap().to_string();
+
+    // Each request takes a while: the node is 40 ms away.
+    let proxy = proxy::Proxy::start_delaying(
+        &devnet.node_url(),
+        Some(proxy::Delay {
+            needle: b"/api/v0/".to_vec(),
+            delay: Duration::from_millis(40),
+        }),
+    );
+    let text = std::fs::read_to_string(devnet.config()).unwrap();
+    let mut cfg: toml::Value = toml::from_str(&text).unwrap();
+    cfg["node"]["api_url"] = toml::Value::String(proxy.url());
+    let oracle = cfg
+        .as_table_mut()
+        .unwrap()
+        .entry("oracle")
+        .or_insert(toml::Value::Table(Default::default()));
+    oracle
+        .as_table_mut()
+        .unwrap()
+        .insert("max_requests".into(), toml::Value::Integer(3));
+    let adapter_cfg = devnet.dir.path().join("adapter.toml");
+    std::fs::write(&adapter_cfg, toml::to_string(&cfg).unwrap()).unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let addr = format!("127.0.0.1:{port}");
+    let adapter = Killed(
+        Command::new(PXFS)
+            .args(["oracle", "--adapter", &addr, "--config"])
+            .arg(&adapter_cfg)
+            .stdout(std::fs::File::create(devnet.dir.path().join("adapter.out")).unwrap())
+            .stderr(std::fs::File::create(devnet.dir.path().join("adapter.err")).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    wait_until("the adapter to listen", Duration::from_secs(30), || {
+        std::net::TcpStream::connect(&addr).is_ok()
+    });
+    let url = format!("http://{addr}/");
+    let status = || {
+        let out = Command::new("curl")
+            .args(["-s", &format!("{url}status")])
+            .output()
+            .unwrap();
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()
+    };
+
+    let requests: Vec<_> = (0..100)
+        .map(|i| {
+            let url = url.clone();
+            let body = serde_json::json!({"id": format!("run-{i}"),
+                "data": {"btnsKey": btns, "tokenId": devnet.token()}});
+            std::thread::spawn(move || post_json(&url, &body))
+        })
+        .collect();
+    let mut most_waiting = 0;
+    while requests.iter().any(|r| !r.is_finished()) {
+        let s = status();
+        assert!(s["in_flight"].as_u64().unwrap() <= 3, "{s}");
+        most_waiting = most_waiting.max(s["waiting"].as_u64().unwrap());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    for r in requests {
+        let (code, answer) = r.join().unwrap();
+        assert_eq!(code, 200, "{answer}");
+        assert_eq!(answer["data"]["usage"], expected, "{answer}");
+    }
+    let s = status();
+    assert_eq!(s["finished"], 100, "{s}");
+    assert_eq!(
+        s["peak_in_flight"], 3,
+        "the bound is used and never exceeded: {s}"
+    );
+    assert!(most_waiting > 0, "requests waited their turn");
+    // Waiting requests cost next to nothing: the process stays small.
+    let proc_status = std::fs::read_to_string(format!("/proc/{}/status", adapter.0.id())).unwrap();
+    let peak_kb: u64 = proc_status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap();
+    assert!(peak_kb < 256 * 1024, "peak RSS {peak_kb} kB");
+}
+
+#[test]
+fn a_two_thousand_file_tree_behind_a_40_ms_link_is_measured_in_parallel_and_then_incrementally() {
+    let devnet = TestDevnet::start(&["--no-oracle"]);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    // 20 directories of 100 distinct files.
+    let mut dirs = Vec::new();
+    let mut expected = 0u64;
+    let mut first_dir_files = Vec::new();
+    for d in 0..20u32 {
+        let mut entries = Vec::new();
+        for f in 0..100u32 {
+            let data = format!("dir {d} file {f}").into_bytes();
+            expected += data.len() as u64;
+            let cid = add(&rt, &devnet, data.clone());
+            entries.push((format!("f{f:03}"), cid, data.len() as u64));
+        }
+        if d == 0 {
+            first_dir_files = entries.clone();
+        }
+        let m = manifest(
+            &entries
+                .iter()
+                .map(|(n, c, s)| (n.as_str(), "file", c.as_str(), *s))
+                .collect::<Vec<_>>(),
+        );
+        expected += m.len() as u64;
+        dirs.push((format!("d{d:02}"), add(&rt, &devnet, m)));
+    }
+    let top = |dirs: &[(String, String)]| {
+        manifest(
+            &dirs
+                .iter()
+                .map(|(n, c)| (n.as_str(), "dir", c.as_str(), 0))
+                .collect::<Vec<_>>(),
+        )
+    };
+    let root_bytes = top(&dirs);
+    expected += root_bytes.len() as u64;
+    let root = add(&rt, &devnet, root_bytes);
+
+    let delay = Duration::from_millis(40);
+    let proxy = proxy::Proxy::start_delaying(
+        &devnet.node_url(),
+        Some(proxy::Delay {
+            needle: b"/api/v0/".to_vec(),
+            delay,
+        }),
+    );
+    let slow = pxfs::storage::NodeClient::from_url(&proxy.url(), "/api/v0");
+    let limits = pxfs::oracle::Limits::default();
+    let memo = pxfs::oracle::Memo::in_memory(limits.memo_entries);
+    let started = std::time::Instant::now();
+    let m = rt
+        .block_on(pxfs::oracle::measure_roots(
+            &slow,
+            std::slice::from_ref(&root),
+            &limits,
+            &memo,
+        ))
+        .unwrap();
+    let took = started.elapsed();
+    assert_eq!(m.usage, expected);
+    assert_eq!(m.files, 2000);
+    let sequential = delay * m.objects_fetched as u32;
+    assert!(m.objects_fetched >= 2021, "{m:?}");
+    assert!(
+        took * 8 < sequential,
+        "{} node requests 40 ms away took {took:?} (one at a time: {sequential:?})",
+        m.objects_fetched
+    );
+
+    // One file changed: only the new root, the changed directory and the new file are
+    // fetched; the rest is known.
+    let mut changed = first_dir_files.clone();
+    let data = b"dir 0 file 0, longer now".to_vec();
+    changed[0].1 = add(&rt, &devnet, data.clone());
+    let m0 = manifest(
+        &changed
+            .iter()
+            .map(|(n, c, _)| (n.as_str(), "file", c.as_str(), data.len() as u64))
+            .collect::<Vec<_>>(),
+    );
+    let mut dirs2 = dirs.clone();
+    dirs2[0].1 = add(&rt, &devnet, m0);
+    let root2 = add(&rt, &devnet, top(&dirs2));
+    let again = rt
+        .block_on(pxfs::oracle::measure_roots(
+            &slow,
+            &[root.clone(), root2.clone()],
+            &limits,
+            &memo,
+        ))
+        .unwrap();
+    assert_eq!(again.objects_fetched, 3, "{again:?}");
+    assert_eq!(again.roots, 2);
+    assert!(again.usage >= expected, "the larger of the two trees");
+
+    // A document over the cap is refused by its CID, not read.
+    let tight = pxfs::oracle::Limits {
+        max_object_bytes: 1000,
+        ..limits.clone()
+    };
+    let err = rt
+        .block_on(pxfs::oracle::measure_root(&client(&devnet), &root, &tight))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains(&dirs[0].1) || err.contains(&root),
+        "names the CID: {err}"
+    );
+    assert!(err.contains("larger than 1000 bytes"), "{err}");
+}
+
+/// The `oracle` benchmark (`bash scripts/bench.sh oracle`, not run by the tests): a tree of
+/// `PXFS_ORACLE_BENCH_FILES` distinct files (default 1,000,000) in directories of 1,000,
+/// measured through a link adding `PXFS_ORACLE_BENCH_DELAY_MS` (default 40) to every node
+/// request, with the default limits; then measured again after one file changed. Prints one
+/// JSON line starting with `oracle-bench `.
+#[test]
+#[ignore]
+fn oracle_benchmark() {
+    use futures::StreamExt;
+    let env = |k: &str, d: u64| {
+        std::env::var(k)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(d)
+    };
+    let files = env("PXFS_ORACLE_BENCH_FILES", 1_000_000);
+    let delay = Duration::from_millis(env("PXFS_ORACLE_BENCH_DELAY_MS", 40));
+    let devnet = TestDevnet::start(&["--no-oracle"]);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let node = client(&devnet);
+    let started = std::time::Instant::now();
+    let cids: Vec<String> = rt.block_on(
+        futures::stream::iter(0..files)
+            .map(|i| {
+                let node = node.clone();
+                async move {
+                    node.add_bytes("f", format!("bench file {i}").into_bytes().into())
+                        .await
+                        .unwrap()
+                        .hash
+                }
+            })
+            .buffered(32)
+            .collect(),
+    );
+    let mut dirs = Vec::new();
+    for (d, chunk) in cids.chunks(1000).enumerate() {
+        let names: Vec<String> = (0..chunk.len()).map(|i| format!("f{i:04}")).collect();
+        let m = manifest(
+            &names
+                .iter()
+                .zip(chunk)
+                .map(|(n, c)| (n.as_str(), "file", c.as_str(), 0))
+                .collect::<Vec<_>>(),
+        );
+        dirs.push((format!("d{d:05}"), add(&rt, &devnet, m)));
+    }
+    let top = manifest(
+        &dirs
+            .iter()
+            .map(|(n, c)| (n.as_str(), "dir", c.as_str(), 0))
+            .collect::<Vec<_>>(),
+    );
+    let root = add(&rt, &devnet, top);
+    let built = started.elapsed();
+
+    let proxy = proxy::Proxy::start_delaying(
+        &devnet.node_url(),
+        Some(proxy::Delay {
+            needle: b"/api/v0/".to_vec(),
+            delay,
+        }),
+    );
+    let slow = pxfs::storage::NodeClient::from_url(&proxy.url(), "/api/v0");
+    let limits = pxfs::oracle::Limits::default();
+    let memo = pxfs::oracle::Memo::in_memory(limits.memo_entries);
+    let t = std::time::Instant::now();
+    let first = rt
+        .block_on(pxfs::oracle::measure_roots(
+            &slow,
+            std::slice::from_ref(&root),
+            &limits,
+            &memo,
+        ))
+        .unwrap();
+    let first_secs = t.elapsed().as_secs_f64();
+    // One file changed in the first directory: a new directory manifest and root.
+    let changed = add(&rt, &devnet, b"bench file changed".to_vec());
+    let names: Vec<String> = (0..1000.min(cids.len()))
+        .map(|i| format!("f{i:04}"))
+        .collect();
+    let mut first_dir: Vec<(&str, &str, &str, u64)> = names
+        .iter()
+        .zip(&cids)
+        .map(|(n, c)| (n.as_str(), "file", c.as_str(), 0))
+        .collect();
+    first_dir[0].2 = changed.as_str();
+    let mut dirs2 = dirs.clone();
+    dirs2[0].1 = add(&rt, &devnet, manifest(&first_dir));
+    let root2 = add(
+        &rt,
+        &devnet,
+        manifest(
+            &dirs2
+                .iter()
+                .map(|(n, c)| (n.as_str(), "dir", c.as_str(), 0))
+                .collect::<Vec<_>>(),
+        ),
+    );
+    let t = std::time::Instant::now();
+    let second = rt
+        .block_on(pxfs::oracle::measure_roots(
+            &slow,
+            &[root, root2],
+            &limits,
+            &memo,
+        ))
+        .unwrap();
+    let second_secs = t.elapsed().as_secs_f64();
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let hwm = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .unwrap_or("")
+        .trim()
+        .to_string();
+    println!(
+        "oracle-bench {}",
+        serde_json::json!({
+            "files": files, "delay_ms": delay.as_millis() as u64,
+            "build_secs": built.as_secs_f64(),
+            "first_secs": first_secs, "first_requests": first.objects_fetched,
+            "usage": first.usage, "limit_secs": limits.max_time.as_secs(),
+            "limit_requests": limits.max_objects,
+            "walk_concurrency": limits.walk_concurrency,
+            "second_secs": second_secs, "second_requests": second.objects_fetched,
+            "peak_rss": hwm,
+        })
+    );
+    assert_eq!(first.files, files);
+    assert!(first_secs < limits.max_time.as_secs_f64());
+}

@@ -124,3 +124,37 @@ impl Chain {
         Ok(logs.iter().filter_map(ChainEvent::decode).collect())
     }
 }
+
+impl Chain {
+    /// The root of the token's last `Synced` event (what the chain last recorded as
+    /// synced), searched from the head back to the configured start block in windows of
+    /// `log_range_blocks`; `None` if it was never synced.
+    pub async fn last_synced_root(&self, token: TokenId) -> Result<Option<String>, ChainError> {
+        let head = self.block_number().await?;
+        let topic = alloy::primitives::B256::from(U256::from(token));
+        let mut to = head;
+        loop {
+            let from = to.saturating_sub(self.log_range - 1).max(self.start_block);
+            let filter = Filter::new()
+                .address(self.contract)
+                .event_signature(PxStorageNFT::Synced::SIGNATURE_HASH)
+                .topic1(topic)
+                .from_block(from)
+                .to_block(to);
+            let logs = self
+                .provider
+                .get_logs(&filter)
+                .await
+                .map_err(|e| super::unreachable(&self.rpc_url, e))?;
+            if let Some(ChainEvent::Synced { root, .. }) =
+                logs.iter().rev().find_map(ChainEvent::decode)
+            {
+                return Ok(Some(root));
+            }
+            if from <= self.start_block || from == 0 {
+                return Ok(None);
+            }
+            to = from - 1;
+        }
+    }
+}

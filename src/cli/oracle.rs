@@ -37,7 +37,11 @@ pub async fn run(args: OracleArgs) -> anyhow::Result<()> {
         let mut int = signal(SignalKind::interrupt())?;
         axum::serve(
             listener,
-            crate::oracle::adapter::router(node, cfg.oracle.limits()),
+            crate::oracle::adapter::router(
+                node,
+                cfg.oracle.limits(),
+                Some(&cfg.cache.dir.join("oracle-adapter.memo")),
+            ),
         )
         .with_graceful_shutdown(async move {
             tokio::select! {

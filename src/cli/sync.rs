@@ -32,13 +32,21 @@ pub struct SyncArgs {
 /// Measures the published tree the way the oracle does (same code, same limits) and refuses
 /// to send a request the oracle could not answer, saying why. A node without `block/get`
 /// (a hosted gateway) cannot be checked from here: the request is sent with a note.
-async fn precheck(cfg: &Config, token: TokenId, btns: Option<&str>) -> anyhow::Result<()> {
+async fn precheck(
+    cfg: &Config,
+    chain: &Chain,
+    token: TokenId,
+    btns: Option<&str>,
+) -> anyhow::Result<()> {
     let Some(btns) = btns else {
         return Ok(());
     };
+    let synced_root = chain.last_synced_root(token).await?;
     let node = crate::storage::NodeClient::new(&cfg.node)?;
     let started = Instant::now();
-    match crate::oracle::measure_tree(&node, btns, &cfg.oracle.limits()).await {
+    match crate::oracle::measure_tree(&node, btns, synced_root.as_deref(), &cfg.oracle.limits())
+        .await
+    {
         Ok(m) => {
             crate::say!(
                 "measured token {}'s published tree: {} bytes ({} in manifests, {} files; {:.1} s)",
@@ -104,10 +112,12 @@ pub async fn run(args: SyncArgs) -> anyhow::Result<()> {
     }
 
     if !args.no_check {
-        precheck(&cfg, args.token, state.btns_key.as_deref()).await?;
+        precheck(&cfg, &chain, args.token, state.btns_key.as_deref()).await?;
     }
 
-    let from_block = chain.block_number().await?;
+    // The answer lands after the request's block: an earlier `Synced` in the current head
+    // block (the previous sync's) is not this request's answer.
+    let from_block = chain.block_number().await? + 1;
     let req = chain.request_sync(args.token).await?;
     crate::say!(
         "sync of token {} requested: request id {} in {} ({} gas)",

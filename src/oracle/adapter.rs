@@ -2,28 +2,30 @@
 //! `contracts/chainlink/pxfs-sync-job.toml` calls, so a Chainlink node's job answers with the
 //! same figure as `pxfs oracle` (README "Running the job on a real Chainlink node").
 //!
-//! `POST /` with `{"id": JOB_RUN_ID, "data": {"btnsKey": "k51…", "tokenId": 1}}` answers
+//! `POST /` with `{"id": JOB_RUN_ID, "data": {"btnsKey": "k51…", "tokenId": 1,
+//! "syncedRoot": "<root of the token's last Synced event>"?}}` (without `syncedRoot`, every
+//! document back to the first counts) answers
 //! `{"jobRunID", "data": {"usage", "root", "claimed", "manifest_bytes", "files",
 //! "size_mismatches"}, "result": usage, "statusCode": 200}`, or, when the tree cannot be
 //! measured, `{"jobRunID", "status": "errored", "error", "statusCode": 500}` with HTTP 500:
-//! the job run fails and the request stays unanswered, as with `pxfs oracle`. Each request
-//! runs in its own task within the `[oracle]` limits.
+//! the job run fails and the request stays unanswered, as with `pxfs oracle`. Requests are
+//! measured at most `[oracle] max_requests` at a time, the others wait in order; `GET
+//! /status` shows the gauges (`in_flight`, `waiting`, `peak_in_flight`, `finished`).
 
 use std::sync::Arc;
 
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::routing::post;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::{Limits, measure_tree};
+use super::{Limits, Measurer};
 use crate::storage::NodeClient;
 
 struct Adapter {
-    node: NodeClient,
-    limits: Limits,
+    measurer: Measurer,
 }
 
 #[derive(Debug, Deserialize)]
@@ -39,13 +41,25 @@ struct RequestData {
     btns_key: String,
     #[serde(rename = "tokenId")]
     token_id: Option<Value>,
+    /// The root the chain last recorded as synced for the token (the `Synced` event's);
+    /// absent: every document back to the first counts.
+    #[serde(rename = "syncedRoot", default)]
+    synced_root: Option<String>,
 }
 
-/// The adapter's routes: `POST /` measures.
-pub fn router(node: NodeClient, limits: Limits) -> Router {
+/// The adapter's routes: `POST /` measures; `GET /status` shows the request gauges.
+/// `memo_file`: where measured objects are remembered between runs.
+pub fn router(node: NodeClient, limits: Limits, memo_file: Option<&std::path::Path>) -> Router {
     Router::new()
         .route("/", post(measure))
-        .with_state(Arc::new(Adapter { node, limits }))
+        .route("/status", get(status))
+        .with_state(Arc::new(Adapter {
+            measurer: Measurer::new(node, limits, memo_file),
+        }))
+}
+
+async fn status(State(adapter): State<Arc<Adapter>>) -> Json<super::Gauge> {
+    Json(adapter.measurer.gauge())
 }
 
 fn token_id(v: &Value) -> Option<u64> {
@@ -75,7 +89,11 @@ async fn measure(
             })),
         )
     };
-    let m = match measure_tree(&adapter.node, &req.data.btns_key, &adapter.limits).await {
+    let m = match adapter
+        .measurer
+        .measure(&req.data.btns_key, req.data.synced_root.as_deref())
+        .await
+    {
         Ok(m) => m,
         Err(e) => return errored(e.to_string()),
     };

@@ -1,14 +1,21 @@
 //! `pxfs oracle`: the Chainlink node's direct-request job for pxfs, run locally. It follows
 //! the Operator's `OracleRequest` events for its job, resolves the token's BTNS name,
-//! measures the tree from the published root (docs/FORMAT.md §7: every distinct object's
-//! stored size, checked by content address; the claimed number is not trusted), and answers
-//! through `fulfillOracleRequest2`. Each request is measured in its own task within
-//! [`Limits`]; a tree that cannot be measured is left unanswered, never guessed.
+//! measures the trees of every usage document published since the token's last `Synced`
+//! root (`history`; docs/FORMAT.md §7: every distinct object's stored size, checked by
+//! content address; the claimed number is not trusted; the largest tree counts), and answers
+//! through `fulfillOracleRequest2`. Each request has its own task; at most
+//! [`Limits::max_requests`] are measured at a time (the [`Gate`]), each within [`Limits`],
+//! with what earlier requests measured remembered (the [`Memo`]); a tree that cannot be
+//! measured, or a document that does not chain back to the synced root, is left
+//! unanswered, never guessed.
 //!
 //! Exactly once: the block below every request still in flight is persisted, and every
 //! answer is simulated first, so a request answered before a crash is recognised and skipped.
 
 pub mod adapter;
+mod gate;
+mod history;
+mod memo;
 mod request;
 mod walk;
 
@@ -23,8 +30,107 @@ use tokio::task::JoinSet;
 use crate::chain::{Chain, ChainError, OracleRequest};
 use crate::storage::NodeClient;
 
+pub use gate::{Gate, Gauge};
+pub use memo::{Known, Memo};
 pub use request::{RequestParams, RequestParamsError};
-pub use walk::{Limits, TreeUsage, WalkError, measure_root, measure_tree};
+pub use walk::{Limits, TreeUsage, WalkError, measure_root, measure_roots};
+
+/// Measures token trees within [`Limits`]: at most `max_requests` at a time (the others
+/// wait their turn), remembering what it measured (the [`Memo`]).
+pub struct Measurer {
+    node: NodeClient,
+    limits: Limits,
+    memo: Memo,
+    gate: Gate,
+}
+
+impl Measurer {
+    /// `memo_file`: where the memo is kept between runs (`None`: in memory only).
+    pub fn new(node: NodeClient, limits: Limits, memo_file: Option<&Path>) -> Measurer {
+        let memo = match memo_file {
+            Some(p) => Memo::open(p, limits.memo_entries),
+            None => Memo::in_memory(limits.memo_entries),
+        };
+        Measurer {
+            node,
+            gate: Gate::new(limits.max_requests),
+            limits,
+            memo,
+        }
+    }
+
+    pub fn gauge(&self) -> Gauge {
+        self.gate.gauge()
+    }
+
+    /// Waits for a turn, then measures the documents under `btns` since the one whose
+    /// root is `synced_root` (module `history`): the largest of their trees' figures.
+    pub async fn measure(
+        &self,
+        btns: &str,
+        synced_root: Option<&str>,
+    ) -> Result<TreeUsage, WalkError> {
+        let _pass = self.gate.enter().await;
+        self.measure_admitted(btns, synced_root).await
+    }
+
+    /// The gate of [`Measurer::measure`]: a caller that has more to do within the bound
+    /// (looking up the synced root) enters it first and then calls
+    /// [`Measurer::measure_admitted`].
+    pub fn gate(&self) -> &Gate {
+        &self.gate
+    }
+
+    /// [`Measurer::measure`] for a caller holding a pass of [`Measurer::gate`].
+    pub async fn measure_admitted(
+        &self,
+        btns: &str,
+        synced_root: Option<&str>,
+    ) -> Result<TreeUsage, WalkError> {
+        let measured =
+            measure_tree_with(&self.node, btns, synced_root, &self.limits, &self.memo).await;
+        if let Err(e) = self.memo.save() {
+            tracing::warn!("oracle memo not saved (objects will be fetched again): {e}");
+        }
+        measured
+    }
+}
+
+/// Resolves `btns` and measures what was published since `synced_root`, within `limits`
+/// (no memo kept): what `pxfs sync` checks before sending a request.
+pub async fn measure_tree(
+    node: &NodeClient,
+    btns: &str,
+    synced_root: Option<&str>,
+    limits: &Limits,
+) -> Result<TreeUsage, WalkError> {
+    let memo = Memo::in_memory(limits.memo_entries);
+    measure_tree_with(node, btns, synced_root, limits, &memo).await
+}
+
+async fn measure_tree_with(
+    node: &NodeClient,
+    btns: &str,
+    synced_root: Option<&str>,
+    limits: &Limits,
+    memo: &Memo,
+) -> Result<TreeUsage, WalkError> {
+    let work = async {
+        let h = history::since(node, btns, synced_root, limits).await?;
+        let mut usage = measure_roots(node, &h.roots, limits, memo).await?;
+        usage.token_id = h.doc.token_id();
+        usage.claimed_usage = h.doc.usage();
+        usage.documents = h.documents;
+        Ok(usage)
+    };
+    tokio::time::timeout(limits.max_time, work)
+        .await
+        .unwrap_or_else(|_| {
+            Err(WalkError::Limit {
+                limit: format!("{} s of wall time", limits.max_time.as_secs()),
+            })
+        })
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum OracleError {
@@ -63,9 +169,8 @@ struct OracleState {
 /// What the request tasks share.
 struct Shared {
     chain: Chain,
-    node: NodeClient,
+    measurer: Measurer,
     operator: alloy::primitives::Address,
-    limits: Limits,
     /// Measurements run concurrently; answers are sent one at a time (one signer, one nonce
     /// sequence).
     send: tokio::sync::Mutex<()>,
@@ -95,6 +200,7 @@ impl Oracle {
         state_path: &Path,
         limits: Limits,
     ) -> Result<Oracle, OracleError> {
+        let memo_file = state_path.with_extension("memo");
         let operator = crate::chain::parse_address("operator", operator)?;
         let job_id = job_id.trim().parse().map_err(|_| OracleError::NoJobId)?;
         let state: OracleState = match std::fs::read(state_path) {
@@ -113,9 +219,8 @@ impl Oracle {
         Ok(Oracle {
             shared: Arc::new(Shared {
                 chain,
-                node,
+                measurer: Measurer::new(node, limits, Some(&memo_file)),
                 operator,
-                limits,
                 send: tokio::sync::Mutex::new(()),
             }),
             job_id,
@@ -252,7 +357,18 @@ async fn handle(shared: &Shared, req: &OracleRequest) -> Outcome {
         Ok(p) => p,
         Err(e) => return Outcome::Skipped(e.to_string()),
     };
-    let measured = match measure_tree(&shared.node, &params.btns_key, &shared.limits).await {
+    // Within the bound on requests at a time: a waiting request holds only its parameters.
+    let pass = shared.measurer.gate().enter().await;
+    // The root the chain last recorded for this token: what was published since counts.
+    let synced_root = match shared.chain.last_synced_root(params.token_id).await {
+        Ok(r) => r,
+        Err(e) => return Outcome::Skipped(format!("token {}: {e}", params.token_id)),
+    };
+    let measured = match shared
+        .measurer
+        .measure_admitted(&params.btns_key, synced_root.as_deref())
+        .await
+    {
         Ok(m) => m,
         // Unverifiable or missing content: not answered, so the token stays as it was.
         Err(e) => {
@@ -276,8 +392,13 @@ async fn handle(shared: &Shared, req: &OracleRequest) -> Outcome {
         objects_fetched = measured.objects_fetched,
         bytes_fetched = measured.bytes_fetched,
         size_mismatches = measured.size_mismatches,
+        documents = measured.documents,
+        roots = measured.roots,
+        requests_in_flight = shared.measurer.gauge().in_flight,
+        requests_waiting = shared.measurer.gauge().waiting,
         "tree measured"
     );
+    drop(pass);
     let _sending = shared.send.lock().await;
     match shared
         .chain
