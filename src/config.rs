@@ -516,8 +516,8 @@ api_url = "http://127.0.0.1:5001"
         // Written back the same way.
         let text = toml::to_string_pretty(&cfg).unwrap();
         assert!(text.contains("auth = \"pollinationx\""), "{text}");
-        // The login is a POST unless PollinationX's GET login is asked for.
-        assert_eq!(cfg.node.login_method, LoginMethod::Post);
+        // By default a POST, and over https a GET when the service takes no POST.
+        assert_eq!(cfg.node.login_method, LoginMethod::Auto);
         assert!(!text.contains("login_method"), "{text}");
         std::fs::write(
             &path,
