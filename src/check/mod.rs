@@ -7,12 +7,13 @@
 //! Streaming: directories are walked depth first from a stack of pending pages, and the
 //! files of a page are checked before more pages are opened, so memory holds the pages on
 //! the way down and the requests in flight, never a list of the tree's files. Content
-//! already found intact is remembered up to [`REMEMBERED`] CIDs (so a content shared by
-//! many files is fetched once), damaged content always (it is reported for every file).
+//! already found intact or damaged is remembered up to [`REMEMBERED`] CIDs each (so a
+//! content shared by many files is fetched once, and reported for every file).
 //!
-//! What is not checked: the sealed chunks of an encrypted tree's content are checked
-//! against their CIDs (every block), not opened with the data key (pages are: they are
-//! decoded to learn the names).
+//! In an encrypted tree with `read_data`, each content leaf is also opened as the sealed
+//! chunk its position makes it (docs/FORMAT.md §6.2: chunk `i` is leaf `i`, the last one
+//! flagged), with the file version's key: a chunk that hashes right but does not
+//! authenticate (sealed with another key, moved, truncated) is reported as unreadable.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
@@ -26,6 +27,7 @@ use crate::format::TreeCrypto;
 use crate::format::entry::{Content, Entry, EntryKind, GroupId, InodeKind, InodeRecord};
 use crate::format::page::{self, Page};
 use crate::format::root::Root;
+use crate::format::seal::{SEALED_CHUNK, VersionKey, sealed_len};
 use crate::integrity::dagpb::FileNode;
 use crate::integrity::{DAG_PB_CODEC, IntegrityError, MAX_DAG_DEPTH, RAW_CODEC};
 use crate::storage::{NodeClient, StorageError};
@@ -241,7 +243,13 @@ impl Asker<'_> {
 
     /// Every block of a content DAG: presence, or bytes checked against the CID. Dag-pb
     /// nodes are always fetched (their links are needed).
-    fn content<'s>(&'s self, cid: Cid, depth: u32) -> BoxFuture<'s, Result<Found, CheckError>> {
+    fn content<'s>(
+        &'s self,
+        cid: Cid,
+        depth: u32,
+        sealed: Option<&'s Sealed>,
+        start: u64,
+    ) -> BoxFuture<'s, Result<Found, CheckError>> {
         Box::pin(async move {
             let mut found = Found::default();
             match cid.codec() {
@@ -262,6 +270,9 @@ impl Asker<'_> {
                         Ok(b) => {
                             found.blocks += 1;
                             found.bytes += b.len() as u64;
+                            if let Some(Err(p)) = sealed.map(|s| s.open(start, &b)) {
+                                found.add(&cid, p);
+                            }
                         }
                         Err(p) => found.add(&cid, p),
                     }
@@ -284,8 +295,25 @@ impl Asker<'_> {
                             return Ok(found);
                         }
                     };
+                    if sealed.is_some() && node.blocksizes.len() != node.links.len() {
+                        found.add(
+                            &cid,
+                            Problem::Invalid("blocksizes and links differ in number".into()),
+                        );
+                        return Ok(found);
+                    }
+                    // Where each child's bytes start in the object (for the chunk index).
+                    let mut at = start.saturating_add(node.data_len);
+                    let mut starts = Vec::with_capacity(node.links.len());
+                    for i in 0..node.links.len() {
+                        starts.push(at);
+                        at = at.saturating_add(node.blocksizes.get(i).copied().unwrap_or(0));
+                    }
                     let children = futures::future::try_join_all(
-                        node.links.iter().map(|l| self.content(*l, depth + 1)),
+                        node.links
+                            .iter()
+                            .zip(starts)
+                            .map(|(l, from)| self.content(*l, depth + 1, sealed, from)),
                     )
                     .await?;
                     for c in children {
@@ -313,6 +341,35 @@ impl Asker<'_> {
     }
 }
 
+/// What opening a sealed file's chunks needs: its version key and the stored length.
+struct Sealed {
+    key: VersionKey,
+    total: u64,
+}
+
+impl Sealed {
+    /// Opens the leaf at `start` (bytes of the stored object) as its chunk.
+    fn open(&self, start: u64, leaf: &[u8]) -> Result<(), Problem> {
+        let end = start + leaf.len() as u64;
+        let last = end == self.total;
+        if !start.is_multiple_of(SEALED_CHUNK as u64) || end > self.total {
+            return Err(Problem::Invalid(format!(
+                "a leaf at byte {start} is not one sealed chunk of a {}-byte object",
+                self.total
+            )));
+        }
+        self.key
+            .open_chunk(start / SEALED_CHUNK as u64, leaf, last)
+            .map(|_| ())
+            .map_err(|_| {
+                Problem::Invalid(
+                    "a sealed chunk does not open with the file's key (changed, moved or cut)"
+                        .into(),
+                )
+            })
+    }
+}
+
 /// A pending page: the directory's path, and whether it is the link-group table.
 struct PendingPage {
     path: Arc<str>,
@@ -322,7 +379,7 @@ struct PendingPage {
 
 enum Done {
     Page(PendingPage, Got<bytes::Bytes>),
-    File(Arc<str>, Option<Cid>, Result<Found, CheckError>),
+    File(Arc<str>, Cid, Result<Found, CheckError>),
 }
 
 fn join(dir: &str, name: &[u8]) -> Arc<str> {
@@ -384,7 +441,7 @@ pub async fn check_tree(
 
     // The link-group table first (files with several names are checked under each name):
     // its records, by id. Bounded by the number of hard-linked files.
-    let mut groups: HashMap<GroupId, Option<Content>> = HashMap::new();
+    let mut groups: HashMap<GroupId, (u64, Option<Content>)> = HashMap::new();
     let mut pages: Vec<PendingPage> = Vec::new();
     if let Some(t) = &root_node.inodes {
         pages.push(PendingPage {
@@ -401,14 +458,14 @@ pub async fn check_tree(
             }) {
                 Ok(Page::Leaf(records)) => {
                     for r in records {
-                        let content = match r.kind {
+                        let file = match r.kind {
                             EntryKind::Inode(i) => match i.kind {
-                                InodeKind::File { content, .. } => content,
-                                _ => None,
+                                InodeKind::File { size, content } => (size, content),
+                                _ => (0, None),
                             },
-                            _ => None,
+                            _ => (0, None),
                         };
-                        groups.insert(r.id, content);
+                        groups.insert(r.id, file);
                     }
                 }
                 Ok(Page::Branch(b)) => pages.extend(b.children.into_iter().map(|c| PendingPage {
@@ -439,7 +496,7 @@ pub async fn check_tree(
         table: false,
     });
     sum.directories += 1;
-    let mut files: VecDeque<(Arc<str>, Option<Content>)> = VecDeque::new();
+    let mut files: VecDeque<(Arc<str>, u64, Option<Content>)> = VecDeque::new();
     let mut intact: HashSet<Cid> = HashSet::new();
     let mut damaged: HashMap<Cid, (String, Problem)> = HashMap::new();
     let mut running: FuturesUnordered<BoxFuture<'_, Done>> = FuturesUnordered::new();
@@ -448,7 +505,7 @@ pub async fn check_tree(
     loop {
         while running.len() < width {
             // The files of the pages already read go first: the walk stays narrow.
-            if let Some((path, content)) = files.pop_front() {
+            if let Some((path, size, content)) = files.pop_front() {
                 sum.files += 1;
                 let Some(c) = content else { continue };
                 let cid = match crate::integrity::parse(&c.cid) {
@@ -481,10 +538,17 @@ pub async fn check_tree(
                     report(&mut sum, on, d);
                     continue;
                 }
+                let sealed = match (crypto, &c.salt) {
+                    (TreeCrypto::Sealed(keys), Some(salt)) if opts.read_data => Some(Sealed {
+                        key: VersionKey::new(keys, salt),
+                        total: sealed_len(size),
+                    }),
+                    _ => None,
+                };
                 let asker = &asker;
                 running.push(Box::pin(async move {
-                    let found = asker.content(cid, 0).await;
-                    Done::File(path, Some(cid), found)
+                    let found = asker.content(cid, 0, sealed.as_ref(), 0).await;
+                    Done::File(path, cid, found)
                 }));
             } else if let Some(p) = pages.pop() {
                 let asker = &asker;
@@ -537,8 +601,8 @@ pub async fn check_tree(
                             let path = join(&p.path, e.name.as_bytes());
                             match e.kind {
                                 EntryKind::Inode(i) => match i.kind {
-                                    InodeKind::File { content, .. } => {
-                                        files.push_back((path, content))
+                                    InodeKind::File { size, content } => {
+                                        files.push_back((path, size, content))
                                     }
                                     InodeKind::Dir { top } => {
                                         sum.directories += 1;
@@ -551,8 +615,9 @@ pub async fn check_tree(
                                     _ => {}
                                 },
                                 EntryKind::Link(g) => {
-                                    let content = groups.get(&g).cloned().flatten();
-                                    files.push_back((path, content));
+                                    let (size, content) =
+                                        groups.get(&g).cloned().unwrap_or_default();
+                                    files.push_back((path, size, content));
                                 }
                                 EntryKind::Unknown(_) => {}
                             }
@@ -567,9 +632,9 @@ pub async fn check_tree(
                 sum.missing += found.missing;
                 sum.corrupt += found.corrupt;
                 sum.invalid += found.invalid;
-                match (found.damage, cid) {
-                    (Some((block, problem)), cid) => {
-                        if let Some(cid) = cid {
+                match found.damage {
+                    Some((block, problem)) => {
+                        if damaged.len() < REMEMBERED {
                             damaged.insert(cid, (block.clone(), problem.clone()));
                         }
                         let d = Damage {
@@ -580,10 +645,10 @@ pub async fn check_tree(
                         };
                         report(&mut sum, on, d);
                     }
-                    (None, Some(cid)) if intact.len() < REMEMBERED => {
+                    None if intact.len() < REMEMBERED => {
                         intact.insert(cid);
                     }
-                    (None, _) => {}
+                    None => {}
                 }
             }
         }
@@ -602,5 +667,42 @@ fn count(sum: &mut Summary, p: &Problem) {
         Problem::Missing(_) => sum.missing += 1,
         Problem::Corrupt => sum.corrupt += 1,
         Problem::Invalid(_) => sum.invalid += 1,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::format::seal::{ContentSalt, PLAIN_CHUNK};
+    use crate::format::{DataKey, TreeKeys};
+
+    fn sealed(total: u64) -> Sealed {
+        let keys = TreeKeys::derive(&DataKey::from_bytes([9; 32]));
+        Sealed {
+            key: VersionKey::new(&keys, &ContentSalt([3; 32])),
+            total,
+        }
+    }
+
+    #[test]
+    fn a_chunk_opens_only_at_its_own_position_with_its_end_flag() {
+        let s = sealed(0);
+        let first = s.key.seal_chunk(0, &[1; PLAIN_CHUNK], false).unwrap();
+        let last = s.key.seal_chunk(1, b"tail", true).unwrap();
+        let total = (first.len() + last.len()) as u64;
+        let s = Sealed { total, ..s };
+        let at = SEALED_CHUNK as u64;
+        assert_eq!(s.open(0, &first), Ok(()));
+        assert_eq!(s.open(at, &last), Ok(()));
+        // Swapped, or the object cut after the first chunk (its end flag is then wrong).
+        assert!(matches!(s.open(0, &last), Err(Problem::Invalid(_))));
+        assert!(matches!(s.open(at, &first), Err(Problem::Invalid(_))));
+        let cut = Sealed {
+            total: first.len() as u64,
+            ..sealed(0)
+        };
+        assert!(matches!(cut.open(0, &first), Err(Problem::Invalid(_))));
+        // Not on a chunk boundary.
+        assert!(matches!(s.open(7, &last), Err(Problem::Invalid(_))));
     }
 }

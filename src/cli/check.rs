@@ -130,14 +130,24 @@ async fn check(args: &CheckArgs) -> anyhow::Result<Summary> {
         ..Options::default()
     };
     let json = args.json;
-    let mut progress = Progress::spinner("check");
+    // A progress line on a terminal only: piped or logged, the output is the damage and
+    // the summary.
+    let mut progress = std::io::stderr()
+        .is_terminal()
+        .then(|| Progress::spinner("check"));
     let mut on = |e: Event<'_>| match e {
         Event::Damaged(d) if json => crate::say!("{}", damage_json(d)),
         Event::Damaged(d) => crate::say!("damaged: {d}"),
-        Event::Progress(s) => progress.waiting(&figures(s), s.elapsed),
+        Event::Progress(s) => {
+            if let Some(p) = progress.as_mut() {
+                p.waiting(&figures(s), s.elapsed)
+            }
+        }
     };
     let sum = crate::check::check_tree(&target, &doc.root, &crypto, &opts, &mut on).await;
-    progress.finish(None);
+    if let Some(p) = progress {
+        p.finish(None);
+    }
     let sum = sum?;
     if json {
         crate::say!("{}", summary_json(&sum, &doc_cid, &doc.root));
