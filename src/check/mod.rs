@@ -4,6 +4,12 @@
 //! the CID (`crate::integrity`). Damage is reported per file path as it is found (a block
 //! shared by several files names each of them), then a summary.
 //!
+//! Why not `oracle::walk`: the oracle follows only the envelopes' public `nodes`/`data`
+//! lists, which carry no names, and stops at the first missing object; a check must name
+//! each damaged file and go on past damage, so it decodes the pages (with the key of an
+//! encrypted tree) and keeps walking. What it shares: the checked fetches of
+//! `crate::integrity` (`object`, `block`), the dag-pb decoder and the page/root codecs.
+//!
 //! Streaming: directories are walked depth first from a stack of pending pages, and the
 //! files of a page are checked before more pages are opened, so memory holds the pages on
 //! the way down and the requests in flight, never a list of the tree's files. Content
