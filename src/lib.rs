@@ -7,6 +7,7 @@
 pub mod build_info;
 pub mod cache;
 pub mod chain;
+pub mod check;
 pub mod cli;
 pub mod config;
 pub mod dapp;

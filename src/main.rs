@@ -28,7 +28,10 @@ fn main() -> std::process::ExitCode {
         Err(e) => {
             // One sentence for the user; the chain of causes only where it adds something.
             pxfs::say_err!("pxfs: {e:#}");
-            std::process::ExitCode::FAILURE
+            match e.downcast_ref::<pxfs::cli::check::Exit>() {
+                Some(x) => std::process::ExitCode::from(x.code),
+                None => std::process::ExitCode::FAILURE,
+            }
         }
     }
 }

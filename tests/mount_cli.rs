@@ -231,6 +231,8 @@ fn mount_write_unmount_remount_with_quota_and_overdue() {
         (measured.usage, Some(2), QUOTA)
     );
 
+    check_the_committed_tree(&config, &tokens[0], &tmp.path().join("repo"));
+
     // Remount just this sNFT as the root: everything is back.
     run(pxfs()
         .arg("mount")
@@ -268,4 +270,71 @@ fn mount_write_unmount_remount_with_quota_and_overdue() {
     assert_eq!(statvfs(&mnt).f_bavail, 0);
     run(pxfs().arg("unmount").arg(&mnt));
     assert!(!is_mounted(&mnt));
+}
+
+/// `pxfs check` (issue #30) of the tree the mount committed (`docs/a.txt` and `fill`):
+/// intact (exit 0); a content block file removed from the node's repository (exit 1,
+/// naming the file); the node to check unreachable (exit 2, one line saying why). The
+/// removed block is put back afterwards.
+fn check_the_committed_tree(config: &Path, token: &str, repo: &Path) {
+    let check = |extra: &[&str]| {
+        pxfs()
+            .args(["check", token])
+            .args(extra)
+            .arg("--config")
+            .arg(config)
+            .output()
+            .unwrap()
+    };
+    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    let out = check(&[]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("intact: 2 files, 2 directories"),
+        "{}",
+        text(&out.stdout)
+    );
+    let out = check(&["--read-data", "--json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let v: serde_json::Value = serde_json::from_str(text(&out.stdout).trim()).unwrap();
+    assert_eq!(
+        (v["intact"].as_bool(), v["files"].as_u64()),
+        (Some(true), Some(2))
+    );
+    assert!(
+        v["bytes"].as_u64().unwrap() > QUOTA / 2,
+        "every block read: {v}"
+    );
+
+    // rust-ipfs's layout: blockstore/<2 chars before the last>/<CIDv1>.data
+    let hello = pxfs::format::store::raw_cid(b"hello");
+    let file = repo
+        .join("blockstore")
+        .join(&hello[hello.len() - 3..hello.len() - 1])
+        .join(format!("{hello}.data"));
+    let saved = std::fs::read(&file).unwrap();
+    std::fs::remove_file(&file).unwrap();
+    let out = check(&[]);
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert_eq!(out.status.code(), Some(1), "{stdout}{stderr}");
+    assert!(
+        stdout.contains(&format!("damaged: /docs/a.txt: block {hello} missing")),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("damaged: /fill"), "{stdout}");
+    assert!(stdout.contains("DAMAGED"), "{stdout}");
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+    std::fs::write(&file, saved).unwrap();
+
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let out = check(&["--node", &format!("http://127.0.0.1:{port}")]);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("could not check token"), "{stderr}");
+    assert!(stderr.contains("unreachable"), "{stderr}");
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
 }

@@ -216,8 +216,17 @@ fn altered_blocks_read_as_eio(sealed: bool) {
     );
     let small_cid = xattr(&mnt.join("small"), "user.pxfs.cid");
     let big_cid = xattr(&mnt.join("big"), "user.pxfs.cid");
+    let ok_cid = xattr(&mnt.join("ok"), "user.pxfs.cid");
     let root = xattr(&mnt, "user.pxfs.root");
     m.unmount();
+    let crypto = crypto(sealed);
+    // `pxfs check` of the tree as written: intact, read or asked.
+    for read_data in [false, true] {
+        let (sum, damage) = check(&rt, &node.client, &root, &crypto, read_data);
+        assert_eq!(damage, Vec::<(String, String)>::new());
+        assert!(sum.intact(), "{sum:?}");
+        assert_eq!((sum.files, sum.directories), (4, 2), "{sum:?}");
+    }
     assert!(small_cid.starts_with("bafk"), "one raw block: {small_cid}");
     assert!(big_cid.starts_with("bafy"), "a DAG: {big_cid}");
 
@@ -248,6 +257,28 @@ fn altered_blocks_read_as_eio(sealed: bool) {
             *b = text.replace("inner-file", "other-file").into_bytes();
         });
     }
+
+    // `pxfs check --read-data` names each altered file, and the directory whose page was
+    // altered; the untouched file is not named.
+    let (sum, damage) = check(&rt, &node.client, &root, &crypto, true);
+    assert_eq!(
+        damage,
+        vec![
+            ("/big".to_string(), "corrupt".to_string()),
+            ("/small".to_string(), "corrupt".to_string()),
+            ("/sub".to_string(), "corrupt".to_string()),
+        ],
+        "{sum:?}"
+    );
+    assert_eq!(sum.corrupt, 3, "{sum:?}");
+    assert!(!sum.intact());
+    // Without --read-data the page is still read (its names are needed), so its
+    // alteration is found; content blocks are only asked for.
+    let (_, damage) = check(&rt, &node.client, &root, &crypto, false);
+    assert!(
+        damage.contains(&("/sub".to_string(), "corrupt".to_string())),
+        "{damage:?}"
+    );
 
     let before = pxfs::integrity::corrupt_blocks();
     let m = mount(
@@ -296,6 +327,57 @@ fn altered_blocks_read_as_eio(sealed: bool) {
         status.node.corrupt_blocks
     );
     m.unmount();
+
+    // A content block file removed from the node's repository: `pxfs check` (presence
+    // only) names the file as missing.
+    std::fs::remove_file(block_file(&repo, &ok_cid)).unwrap();
+    let (sum, damage) = check(&rt, &node.client, &root, &crypto, false);
+    assert!(
+        damage.contains(&("/ok".to_string(), "missing".to_string())),
+        "{damage:?}"
+    );
+    assert_eq!(sum.missing, 1, "{sum:?}");
+}
+
+fn crypto(sealed: bool) -> pxfs::format::TreeCrypto {
+    match sealed {
+        true => pxfs::format::TreeCrypto::sealed(&pxfs::format::DataKey::from_bytes([42; 32])),
+        false => pxfs::format::TreeCrypto::Plain,
+    }
+}
+
+/// What `pxfs check` reports of the tree under `root`: its summary, and each damage as
+/// (path, "missing" | "corrupt" | "unreadable"), sorted.
+fn check(
+    rt: &tokio::runtime::Runtime,
+    client: &NodeClient,
+    root: &str,
+    crypto: &pxfs::format::TreeCrypto,
+    read_data: bool,
+) -> (pxfs::check::Summary, Vec<(String, String)>) {
+    use pxfs::check::{Event, Options, Problem};
+    let opts = Options {
+        read_data,
+        ..Options::default()
+    };
+    let mut damage = Vec::new();
+    let mut on = |e: Event<'_>| {
+        if let Event::Damaged(d) = e {
+            let what = match d.problem {
+                Problem::Missing(_) => "missing",
+                Problem::Corrupt => "corrupt",
+                Problem::Invalid(_) => "unreadable",
+            };
+            damage.push((d.path.clone(), what.to_string()));
+        }
+    };
+    let sum = rt
+        .block_on(pxfs::check::check_tree(
+            client, root, crypto, &opts, &mut on,
+        ))
+        .unwrap();
+    damage.sort();
+    (sum, damage)
 }
 
 #[test]

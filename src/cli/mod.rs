@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
+pub mod check;
 pub mod dapp;
 pub mod devnet;
 pub mod encrypt;
@@ -50,6 +51,8 @@ pub enum Command {
     Mint(mint::MintArgs),
     /// Register a BTNS key for an sNFT minted without one
     Register(register::RegisterArgs),
+    /// Check that the node still holds every block of an sNFT's tree (exit 1: damage)
+    Check(check::CheckArgs),
     /// Request an on-chain sync of an sNFT's usage (Chainlink)
     Sync(sync::SyncArgs),
     /// Mount the wallet's sNFTs
@@ -99,6 +102,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Mint(a) => runtime()?.block_on(mint::run(a)),
         Command::Register(a) => runtime()?.block_on(register::run(a)),
         Command::Sync(a) => runtime()?.block_on(sync::run(a)),
+        Command::Check(a) => runtime()?.block_on(check::run(a)),
         Command::Unmount(a) => runtime()?.block_on(unmount::run(a)),
         Command::Node(a) => runtime()?.block_on(node::run(a)),
         Command::Oracle(a) => runtime()?.block_on(oracle::run(a)),

@@ -1,0 +1,219 @@
+//! `pxfs check TOKEN [--read-data] [--node URL] [--json]`: is every block of the token's
+//! committed tree still on the node? (src/check). Exit status 0: intact; 1: damage found
+//! (each damaged file named); 2: the check could not be done (chain, node, key), with one
+//! line saying why.
+
+use std::io::IsTerminal;
+
+use anyhow::{Context, bail};
+use clap::Args;
+
+use super::progress::Progress;
+use super::status::human_bytes;
+use crate::chain::{Chain, ChainError, TokenId, signer};
+use crate::check::{Damage, Event, Options, Part, Problem, Summary};
+use crate::cli::ConfigArg;
+use crate::config::Config;
+use crate::format::TreeCrypto;
+use crate::format::usage::{AnyUsageDoc, Encryption};
+use crate::keys::{Means, PassphraseSource, TokenRef};
+use crate::storage::NodeClient;
+
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    #[command(flatten)]
+    pub config: ConfigArg,
+    /// The sNFT
+    #[arg(value_name = "TOKEN")]
+    pub token: TokenId,
+    /// Fetch every block and check its bytes against its CID (otherwise: ask the node
+    /// whether it has each block)
+    #[arg(long)]
+    pub read_data: bool,
+    /// Check this node (a replica: a Kubo-RPC-compatible URL) instead of the configured one
+    #[arg(long, value_name = "URL")]
+    pub node: Option<String>,
+    /// One JSON object per damaged file, then the summary as one JSON object
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// The process's exit status for a check that ran (1: damage) or could not (2).
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct Exit {
+    pub code: u8,
+    pub message: String,
+}
+
+pub async fn run(args: CheckArgs) -> anyhow::Result<()> {
+    match check(&args).await {
+        Ok(sum) if sum.intact() => Ok(()),
+        Ok(sum) => Err(Exit {
+            code: 1,
+            message: format!(
+                "token {}: damage found ({} damaged, {} missing and {} corrupt blocks)",
+                args.token, sum.damaged, sum.missing, sum.corrupt
+            ),
+        }
+        .into()),
+        Err(e) => Err(Exit {
+            code: 2,
+            message: format!("could not check token {}: {e:#}", args.token),
+        }
+        .into()),
+    }
+}
+
+async fn check(args: &CheckArgs) -> anyhow::Result<Summary> {
+    let id = args.token;
+    let cfg = Config::load(args.config.config.as_deref())?;
+    let chain = Chain::connect(&cfg.chain)
+        .await
+        .context("the chain is unreachable")?;
+    let state = chain
+        .token(id)
+        .await
+        .context("reading the token on chain")?;
+    let Some(btns) = state.btns_key.filter(|b| !b.trim().is_empty()) else {
+        bail!("token {id} has no BTNS name, so it has no tree to check");
+    };
+    let primary = NodeClient::new(&cfg.node)?;
+    let target = match &args.node {
+        None => primary.clone(),
+        Some(url) => {
+            let mut node = cfg.node.clone();
+            node.api_url = url.clone();
+            NodeClient::new(&node)?
+        }
+    };
+    // The name lives on the configured node; a replica may answer it too.
+    let resolved = match crate::usage::resolve(&target, &btns).await {
+        Ok(r) => r,
+        Err(first) if args.node.is_some() => crate::usage::resolve(&primary, &btns)
+            .await
+            .map_err(|_| first)
+            .with_context(|| format!("resolving {btns}"))?,
+        Err(e) => return Err(e).with_context(|| format!("resolving {btns}")),
+    };
+    let (doc_cid, doc) = resolved;
+    let AnyUsageDoc::V2(doc) = doc else {
+        bail!(
+            "token {id}'s tree is in format v1 ({doc_cid}); `pxfs check` reads format v2 (a mount upgrades the tree)"
+        );
+    };
+    let crypto = match &doc.encryption {
+        Encryption::None => TreeCrypto::Plain,
+        Encryption::Sealed(info) => {
+            let wallet = match signer::load(&cfg.chain) {
+                Ok(s) => Some(s),
+                Err(ChainError::NoSigner) => None,
+                Err(e) => return Err(e.into()),
+            };
+            let means = Means {
+                wallet: wallet.as_ref(),
+                passphrase: PassphraseSource::configured(&cfg.keys, std::io::stdin().is_terminal()),
+            };
+            let token = TokenRef {
+                chain_id: chain.chain_id(),
+                contract: chain.contract(),
+                token_id: id,
+            };
+            let unlocked = crate::keys::unlock(&token, info, &means).with_context(|| {
+                format!("token {id}'s tree is encrypted and this machine cannot open its data key (the page names are needed to name damaged files)")
+            })?;
+            TreeCrypto::sealed(&unlocked.data_key)
+        }
+    };
+    let opts = Options {
+        read_data: args.read_data,
+        ..Options::default()
+    };
+    let json = args.json;
+    // A progress line on a terminal only: piped or logged, the output is the damage and
+    // the summary.
+    let mut progress = std::io::stderr()
+        .is_terminal()
+        .then(|| Progress::spinner("check"));
+    let mut on = |e: Event<'_>| match e {
+        Event::Damaged(d) if json => crate::say!("{}", damage_json(d)),
+        Event::Damaged(d) => crate::say!("damaged: {d}"),
+        Event::Progress(s) => {
+            if let Some(p) = progress.as_mut() {
+                p.waiting(&figures(s), s.elapsed)
+            }
+        }
+    };
+    let sum = crate::check::check_tree(&target, &doc.root, &crypto, &opts, &mut on).await;
+    if let Some(p) = progress {
+        p.finish(None);
+    }
+    let sum = sum?;
+    if json {
+        crate::say!("{}", summary_json(&sum, &doc_cid, &doc.root));
+    } else {
+        let verdict = if sum.intact() { "intact" } else { "DAMAGED" };
+        crate::say!(
+            "token {id}: {verdict}: {} ({}, root {})",
+            figures(&sum),
+            if args.read_data {
+                "every block read and checked against its CID"
+            } else {
+                "block presence asked of the node"
+            },
+            doc.root
+        );
+    }
+    Ok(sum)
+}
+
+fn figures(s: &Summary) -> String {
+    format!(
+        "{} files, {} directories, {} blocks, {}, {} missing, {} corrupt, {} unreadable, {:.1} s",
+        s.files,
+        s.directories,
+        s.blocks,
+        human_bytes(s.bytes),
+        s.missing,
+        s.corrupt,
+        s.invalid,
+        s.elapsed.as_secs_f64()
+    )
+}
+
+fn damage_json(d: &Damage) -> serde_json::Value {
+    let (problem, detail) = match &d.problem {
+        Problem::Missing(why) => ("missing", why.clone()),
+        Problem::Corrupt => ("corrupt", String::new()),
+        Problem::Invalid(why) => ("unreadable", why.clone()),
+    };
+    let part = match d.part {
+        Part::File => "file",
+        Part::Directory => "directory",
+        Part::LinkTable => "link-table",
+    };
+    serde_json::json!({
+        "damaged": d.path,
+        "part": part,
+        "block": d.cid,
+        "problem": problem,
+        "detail": detail,
+    })
+}
+
+fn summary_json(s: &Summary, doc: &str, root: &str) -> serde_json::Value {
+    serde_json::json!({
+        "intact": s.intact(),
+        "document": doc,
+        "root": root,
+        "files": s.files,
+        "directories": s.directories,
+        "blocks": s.blocks,
+        "bytes": s.bytes,
+        "missing": s.missing,
+        "corrupt": s.corrupt,
+        "unreadable": s.invalid,
+        "damaged": s.damaged,
+        "elapsed_secs": s.elapsed.as_secs_f64(),
+    })
+}
