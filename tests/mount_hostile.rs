@@ -4,131 +4,15 @@
 //! through a fresh cache: what was altered reads as `EIO` (never other bytes), the rest
 //! reads as written, and the mount counts the refused blocks. Needs root and /dev/fuse.
 
-use std::io::{BufRead, BufReader};
+#[path = "support/node_mount.rs"]
+mod node_mount;
+
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
 
 use bytes::Bytes;
-use pxfs::cache::ChunkCache;
-use pxfs::fs::keyring::FixedKey;
-use pxfs::fs::node_store::NodeStore;
-use pxfs::fs::{Fs, FsConfig, TokenInfo};
-use pxfs::fuse::FuseFs;
+use node_mount::{dir, mount, require_mount, start_node};
 use pxfs::integrity::dagpb::FileNode;
 use pxfs::storage::NodeClient;
-
-struct Node {
-    child: Child,
-    client: NodeClient,
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start_node(repo: &Path) -> Node {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_pxfs"))
-        .args(["node", "--listen", "127.0.0.1:0", "--repo"])
-        .arg(repo)
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    let mut out = BufReader::new(child.stdout.take().unwrap());
-    while !line.contains("listening on") {
-        line.clear();
-        assert!(out.read_line(&mut line).unwrap() > 0, "node exited");
-    }
-    let url = line.trim().rsplit(' ').next().unwrap().to_string();
-    std::thread::spawn(move || std::io::copy(&mut out, &mut std::io::sink()));
-    Node {
-        child,
-        client: NodeClient::from_url(&url, "/api/v0"),
-    }
-}
-
-struct Mounted {
-    fs: Fs,
-    session: Option<fuser::BackgroundSession>,
-    rt: tokio::runtime::Runtime,
-}
-
-fn mount(client: &NodeClient, btns: &str, cache: &Path, dir: &Path, sealed: bool) -> Mounted {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    let fs = rt.block_on(async {
-        let chunks = ChunkCache::open(&cache.join("chunks"), 1 << 30, client.clone()).unwrap();
-        let store = NodeStore::new(client.clone(), chunks, 31337, "0x00".into());
-        let mut cfg = FsConfig::new(cache.to_path_buf());
-        cfg.single_token = true;
-        if sealed {
-            cfg.keys = Arc::new(FixedKey(pxfs::format::DataKey::from_bytes([42; 32])));
-        }
-        let fs = Fs::new(cfg, Arc::new(store)).unwrap();
-        let info = TokenInfo {
-            token_id: 1,
-            quota: u64::MAX,
-            overdue: false,
-            last_sync: 0,
-            sync_deadline: 0,
-            btns: Some(btns.to_string()),
-        };
-        fs.add_token(info).await.unwrap();
-        fs
-    });
-    let mut fcfg = fuser::Config::default();
-    fcfg.mount_options = vec![fuser::MountOption::DefaultPermissions];
-    fcfg.n_threads = Some(2);
-    let session = fuser::Session::new(FuseFs::new(fs.clone(), rt.handle().clone()), dir, &fcfg)
-        .unwrap()
-        .spawn()
-        .unwrap();
-    Mounted {
-        fs,
-        session: Some(session),
-        rt,
-    }
-}
-
-impl Mounted {
-    fn unmount(mut self) {
-        if let Some(s) = self.session.take() {
-            s.umount_and_join().unwrap();
-        }
-        self.rt.block_on(self.fs.flush_all()).unwrap();
-        self.fs.abort();
-    }
-}
-
-impl Drop for Mounted {
-    fn drop(&mut self) {
-        if let Some(s) = self.session.take() {
-            let _ = s.umount_and_join();
-        }
-    }
-}
-
-fn dir(root: &Path, name: &str) -> PathBuf {
-    let p = root.join(name);
-    std::fs::create_dir_all(&p).unwrap();
-    p
-}
-
-fn can_mount() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    let ok = Path::new("/dev/fuse").exists() && unsafe { libc::geteuid() } == 0;
-    if !ok {
-        eprintln!("skipped: needs root and /dev/fuse");
-    }
-    ok
-}
 
 /// Where `pxfs node` keeps the block `cid` (rust-ipfs's layout:
 /// `blockstore/<2 chars before the last>/<CIDv1>.data`).
@@ -382,16 +266,14 @@ fn check(
 
 #[test]
 fn altered_plaintext_blocks_read_as_eio_through_the_mount() {
-    if can_mount() {
-        altered_blocks_read_as_eio(false);
-    }
+    require_mount();
+    altered_blocks_read_as_eio(false);
 }
 
 #[test]
 fn altered_encrypted_blocks_read_as_eio_through_the_mount() {
-    if can_mount() {
-        altered_blocks_read_as_eio(true);
-    }
+    require_mount();
+    altered_blocks_read_as_eio(true);
 }
 
 fn xattr(p: &Path, name: &str) -> String {
@@ -410,9 +292,7 @@ fn xattr(p: &Path, name: &str) -> String {
 #[test]
 #[ignore = "a measurement, not a check"]
 fn cold_read_of_256_mib() {
-    if !can_mount() {
-        return;
-    }
+    require_mount();
     let tmp = tempfile::tempdir().unwrap();
     let node = start_node(&dir(tmp.path(), "repo"));
     let rt = tokio::runtime::Runtime::new().unwrap();

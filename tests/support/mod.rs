@@ -343,21 +343,12 @@ impl TestMount {
         if !self.mounted {
             return;
         }
-        let out = self.pxfs_unmount(&[]);
+        let out = self.unmount_outcome();
         assert!(
             out.status.success(),
             "pxfs unmount failed: {}",
             String::from_utf8_lossy(&out.stderr)
         );
-        let deadline = Instant::now() + Duration::from_secs(120);
-        while is_mounted(self.dir.path()) {
-            assert!(
-                Instant::now() < deadline,
-                "still mounted 120 s after pxfs unmount"
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        self.mounted = false;
     }
 
     /// `pxfs unmount ARGS MOUNTPOINT --config CFG`.
