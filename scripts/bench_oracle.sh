@@ -24,7 +24,7 @@ log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 load_start=$(cut -d' ' -f1-3 /proc/loadavg)
 PXFS_ORACLE_BENCH_FILES=$files PXFS_ORACLE_BENCH_DELAY_MS=$delay \
-    cargo test --test sync_oracle -- --ignored --exact oracle_benchmark --nocapture \
+    cargo test --release --test sync_oracle -- --ignored --exact oracle_benchmark --nocapture \
     2>&1 | tee "$log"
 line=$(grep -o 'oracle-bench {.*}' "$log" | tail -1 | sed 's/^oracle-bench //')
 [[ -n $line ]] || { echo "bench oracle: no result" >&2; exit 1; }

@@ -976,6 +976,107 @@ fn encrypt_and_decrypt_while_another_machine_writes_lose_no_fsynced_file() {
     );
 }
 
+/// What whoever holds the sNFT's BTNS key (a hosted node does) can do without the owner:
+/// publish, as the next document after the current one, an empty tree sealed with `crypto`
+/// and declaring `encryption`.
+fn publish_empty_tree_as_btns_holder(
+    devnet: &TestDevnet,
+    crypto: &pxfs::format::TreeCrypto,
+    encryption: pxfs::format::usage::Encryption,
+) {
+    let (cid, doc) = published(devnet);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let client = pxfs::storage::NodeClient::from_url(&devnet.node_url(), "/api/v0");
+    let btns = devnet.info["btns_names"][0].as_str().unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let (empty, usage) = rt
+        .block_on(pxfs::devnet::add_empty_tree(&client, crypto, now))
+        .unwrap();
+    let mut next = doc.clone();
+    next.seq = doc.seq + 1;
+    next.prev = Some(cid);
+    next.merged = None;
+    next.root = empty;
+    next.usage = usage;
+    // An encrypted tree's document names no file counts (docs/FORMAT.md §8).
+    next.files = encryption.is_none().then_some(0);
+    next.last_upload = None;
+    next.updated_at = now;
+    next.encryption = encryption;
+    let key = rt
+        .block_on(pxfs::usage::key_name_for(&client, btns))
+        .unwrap()
+        .unwrap();
+    rt.block_on(pxfs::usage::publish_v2(&client, &key, &next))
+        .unwrap();
+}
+
+/// The BTNS key holder publishes a tree sealed under a data key of its own choosing (wrapped
+/// for a passphrase it knows, not for the owner's wallet or this machine's passphrase).
+/// This machine cannot open it, so it could only ever write under a key it did not choose:
+/// the sNFT turns read-only here (EROFS, what it read before still reads), still mounts
+/// (read-only, at the tree it knows) after a remount, and publishes nothing more.
+#[test]
+fn a_document_sealed_under_a_key_this_machine_cannot_open_leaves_it_read_only() {
+    let devnet = TestDevnet::start(&[]);
+    let caches = tempfile::tempdir().unwrap();
+    let config = machine(&devnet, caches.path(), "a");
+    let mut a = TestMount::mount(&config, &[]);
+    let root = a.token(devnet.token());
+    write_and_fsync(&root.join("before.txt"), b"sealed before");
+
+    let token_ref = pxfs::keys::TokenRef {
+        chain_id: 31337,
+        contract: Default::default(),
+        token_id: devnet.token(),
+    };
+    let (data_key, info) =
+        pxfs::keys::new_encryption(&token_ref, None, Some(b"the btns holder's own")).unwrap();
+    publish_empty_tree_as_btns_holder(
+        &devnet,
+        &pxfs::format::TreeCrypto::sealed(&data_key),
+        pxfs::format::usage::Encryption::Sealed(info),
+    );
+    let (theirs, _) = published(&devnet);
+
+    wait_until(
+        "the sNFT to turn read-only",
+        Duration::from_secs(20),
+        || token_status(&config)["mount"]["read_only"] == true,
+    );
+    let refused = |root: &Path| {
+        let e = std::fs::write(root.join("after.txt"), b"under whose key?").unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(libc::EROFS), "{e}");
+    };
+    refused(&root);
+    assert_eq!(
+        std::fs::read(root.join("before.txt")).unwrap(),
+        b"sealed before"
+    );
+    a.unmount();
+    let a = TestMount::mount(&config, &[]);
+    let root = a.token(devnet.token());
+    assert_eq!(
+        token_status(&config)["mount"]["read_only"],
+        true,
+        "after a remount"
+    );
+    refused(&root);
+    assert_eq!(
+        std::fs::read(root.join("before.txt")).unwrap(),
+        b"sealed before",
+        "the remount serves the tree this machine knows"
+    );
+    assert_eq!(
+        published(&devnet).0,
+        theirs,
+        "this machine published nothing more"
+    );
+}
+
 /// Whoever holds an sNFT's BTNS key (a hosted node does) republishes the record with a
 /// document declaring no encryption over a plaintext tree. A machine that has seen the tree
 /// encrypted does not follow: the sNFT turns read-only there (EROFS; what it read before
@@ -993,34 +1094,11 @@ fn a_document_declaring_no_encryption_leaves_a_machine_that_saw_the_tree_encrypt
     assert!(xattr(&root, "user.pxfs.encryption").starts_with("pxfs-aes256gcm/2 key "));
     write_and_fsync(&root.join("before.txt"), b"sealed before");
 
-    let (cid, doc) = published(&devnet);
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let client = pxfs::storage::NodeClient::from_url(&devnet.node_url(), "/api/v0");
-    let btns = devnet.info["btns_names"][0].as_str().unwrap();
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
-    let plain = pxfs::format::TreeCrypto::Plain;
-    let (empty, usage) = rt
-        .block_on(pxfs::devnet::add_empty_tree(&client, &plain, now))
-        .unwrap();
-    let mut next = doc.clone();
-    next.seq = doc.seq + 1;
-    next.prev = Some(cid);
-    next.merged = None;
-    next.root = empty;
-    next.usage = usage;
-    next.files = Some(0);
-    next.last_upload = None;
-    next.updated_at = now;
-    next.encryption = pxfs::format::usage::Encryption::None;
-    let key = rt
-        .block_on(pxfs::usage::key_name_for(&client, btns))
-        .unwrap()
-        .unwrap();
-    rt.block_on(pxfs::usage::publish_v2(&client, &key, &next))
-        .unwrap();
+    publish_empty_tree_as_btns_holder(
+        &devnet,
+        &pxfs::format::TreeCrypto::Plain,
+        pxfs::format::usage::Encryption::None,
+    );
 
     wait_until(
         "the sNFT to turn read-only",

@@ -64,31 +64,18 @@ impl Fs {
         Ok((Arc::new(crypto), is_new))
     }
 
-    /// The published document declares no encryption where this machine has seen the tree
-    /// encrypted (src/fs/strongest.rs): the sNFT is then served read-only. Best effort, as
-    /// [`Fs::adopt_published`]; a cache that has seen nothing, or that keeps the
-    /// encrypted tree it knows, is not affected.
-    async fn downgraded(&self, id: TokenId, btns: &str, cache_dir: &std::path::Path) -> bool {
-        if !super::strongest::seen_sealed(cache_dir, id) {
-            return false;
-        }
+    /// The document published under `btns`, or `None` when the node does not answer soon
+    /// (best effort: the cached state is then used as it is).
+    async fn published_now(&self, id: TokenId, btns: &str) -> Option<super::store::Published> {
         let resolved = tokio::time::timeout(
             std::time::Duration::from_secs(5),
             self.store_of(Some(id)).resolve(btns),
         )
         .await;
-        let Ok(Ok(Some(p))) = resolved else {
-            return false;
-        };
-        if !super::strongest::weakens(cache_dir, id, &p.encryption) {
-            return false;
+        match resolved {
+            Ok(Ok(p)) => p,
+            _ => None,
         }
-        tracing::error!(
-            token = id,
-            "{}",
-            super::strongest::downgrade_message(id, p.seq)
-        );
-        true
     }
 
     /// What other writers published while this cache was not mounted. `pxfs key` edits
@@ -99,21 +86,13 @@ impl Fs {
     /// cache holds nothing unpublished (`idle`: no journal ops, nothing carried), as an
     /// empty cache would. (Local changes over another writer's tree are a merge, not this.)
     /// Best effort: a node that does not answer soon leaves the cached state as it is.
-    async fn adopt_published(
+    fn adopt_published(
         &self,
         id: TokenId,
-        btns: &str,
+        p: super::store::Published,
         c: &mut CommittedState,
         idle: bool,
     ) -> bool {
-        let resolved = tokio::time::timeout(
-            std::time::Duration::from_secs(5),
-            self.store_of(Some(id)).resolve(btns),
-        )
-        .await;
-        let Ok(Ok(Some(p))) = resolved else {
-            return false;
-        };
         if p.seq <= c.seq {
             return false;
         }
@@ -132,10 +111,8 @@ impl Fs {
         }
         // Converted on another machine (src/fs/rekey.rs): this cache's tree cannot be
         // merged with it, so what it holds unpublished (journal ops, carried closes) is
-        // replayed onto the converted tree instead, uploaded under its key.
-        if super::strongest::weakens(&self.config().cache_dir, id, &p.encryption) {
-            return false;
-        }
+        // replayed onto the converted tree instead, uploaded under its key. (A document
+        // that weakens the tree never gets here: the caller serves it read-only.)
         let rekeyed = !super::rekey::same_tree_key(&c.encryption, &p.encryption);
         if (!idle || !c.carried.is_empty()) && !rekeyed {
             return false;
@@ -206,18 +183,29 @@ impl Fs {
         };
         let mut committed = committed;
         let mut changed = false;
+        // What is published now, for a cache that knows a tree of its own: taken in when it
+        // is newer, unless it weakens the tree for this machine (no encryption where it has
+        // seen it encrypted, or a data key it cannot open: src/fs/strongest.rs); then the
+        // sNFT is served read-only at the tree this cache knows.
         if had_state
             && !read_only
             && let Some(name) = &info.btns
+            && let Some(p) = self.published_now(id, name).await
         {
-            changed = self
-                .adopt_published(id, name, &mut committed, recovered.ops.is_empty())
-                .await;
+            match self
+                .weakened_by(id, &committed.encryption, &p.encryption, p.seq)
+                .await
+            {
+                Some(message) => {
+                    tracing::error!(token = id, "{message}");
+                    read_only = true;
+                }
+                None => {
+                    changed = self.adopt_published(id, p, &mut committed, recovered.ops.is_empty());
+                }
+            }
         }
         let cache_dir = self.config().cache_dir.clone();
-        if !read_only && let Some(name) = &info.btns {
-            read_only = self.downgraded(id, name, &cache_dir).await;
-        }
         let (sealing, new_key) = self.tree_keys(id, &mut committed, read_only).await?;
         if let crate::format::usage::Encryption::Sealed(e) = &committed.encryption
             && let Err(e) = super::strongest::remember_sealed(&cache_dir, id, &e.key_id)

@@ -118,9 +118,10 @@ impl Fs {
             | super::ancestry::Relation::Diverged { .. }
                 if !super::rekey::same_tree_key(&own_encryption, &p.encryption) =>
             {
-                let cache_dir = &self.config().cache_dir;
-                if super::strongest::weakens(cache_dir, token, &p.encryption) {
-                    let message = super::strongest::downgrade_message(token, p.seq);
+                if let Some(message) = self
+                    .weakened_by(token, &own_encryption, &p.encryption, p.seq)
+                    .await
+                {
                     // Read-only at once when nothing here waits to be published (a token
                     // with unpublished changes commits nothing more: Rekeyed, below).
                     let mut tree = self.tree();

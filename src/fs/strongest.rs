@@ -5,9 +5,17 @@
 //! can still read stays readable) until the owner confirms here with `pxfs decrypt --yes`,
 //! which records the plaintext tree as chosen. Kept in `CACHE/encryption/<token>` (0600 in
 //! a 0700 directory), so it survives restarts; a fresh cache has seen nothing.
+//!
+//! A document sealed under a data key this machine cannot open weakens the tree for this
+//! machine just as much (its writes could only go under a key someone else chose): the
+//! sNFT stays read-only here at the tree it knows until this machine's keys open the
+//! published one (the owner adds this machine's wallet or passphrase where the key opens),
+//! whereupon the next mount takes it in as a key change.
 
 use std::path::{Path, PathBuf};
 
+use super::Fs;
+use super::inode::TokenId;
 use crate::format::usage::Encryption;
 
 fn path(cache_dir: &Path, token: u64) -> PathBuf {
@@ -62,6 +70,46 @@ pub fn downgrade_message(token: u64, seq: u64) -> String {
          written in clear; if the owner decrypted it, confirm on this machine with `pxfs \
          decrypt --yes {token}` (with it unmounted here) and mount it again"
     )
+}
+
+/// What the log says when a document is sealed under a data key this machine cannot open.
+pub fn unopenable_message(token: u64, seq: u64, why: &str) -> String {
+    format!(
+        "token {token}'s published usage document (seq {seq}) is sealed under a data key this \
+         machine cannot open ({why}): it stays read-only here at the tree this machine knows, \
+         so that nothing is written under a key it did not choose; if the owner changed the \
+         key, add this machine's wallet or passphrase to it where it opens (`pxfs key \
+         add-passphrase`, `pxfs key import`) and mount again"
+    )
+}
+
+impl Fs {
+    /// Why `published` (a document's encryption, `seq`) weakens token `id`'s tree for this
+    /// machine, whose own tree is sealed under `own`: no encryption where this machine has
+    /// seen it encrypted, or another data key that this machine's keys do not open. `None`
+    /// when it does not (the same key, or one that opens: a key change, not a downgrade).
+    pub(super) async fn weakened_by(
+        &self,
+        id: TokenId,
+        own: &Encryption,
+        published: &Encryption,
+        seq: u64,
+    ) -> Option<String> {
+        if weakens(&self.config().cache_dir, id, published) {
+            return Some(downgrade_message(id, seq));
+        }
+        if published.is_none() || super::rekey::same_tree_key(own, published) {
+            return None;
+        }
+        let keys = self.config().keys.clone();
+        let published = published.clone();
+        let opened = tokio::task::spawn_blocking(move || keys.open(id, &published)).await;
+        match opened {
+            Ok(Ok(_)) => None,
+            Ok(Err(why)) => Some(unopenable_message(id, seq, &why)),
+            Err(e) => Some(unopenable_message(id, seq, &format!("key task: {e}"))),
+        }
+    }
 }
 
 #[cfg(test)]
