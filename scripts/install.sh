@@ -62,7 +62,7 @@ log "/sbin/mount.pxfs -> $installed"
 
 units=$dest/etc/systemd/system
 mkdir -p "$units"
-for unit in systemd/*.service; do
+for unit in systemd/*.service systemd/*.timer; do
     name=$(basename "$unit")
     sed "s|/usr/local/bin/pxfs|$installed|g" "$unit" >"$units/$name.new"
     chmod 0644 "$units/$name.new"

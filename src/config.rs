@@ -38,6 +38,60 @@ pub struct Config {
     pub oracle: OracleConfig,
     #[serde(default, skip_serializing_if = "KeysConfig::is_empty")]
     pub keys: KeysConfig,
+    /// `[[pinning]]`: remote pinning services (the IPFS Pinning Service API) that keep a
+    /// second copy of every committed tree (src/pinning/).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pinning: Vec<PinningConfig>,
+}
+
+/// One `[[pinning]]` entry: a service speaking the IPFS Pinning Service API.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct PinningConfig {
+    /// A short label for logs, `pxfs status` and the cache's bookkeeping: letters, digits,
+    /// `-` and `_`.
+    pub name: String,
+    /// The API's base URL: requests go to `<endpoint>/pins`.
+    pub endpoint: String,
+    /// File holding the service's access token (its first line), sent as a bearer token.
+    /// Never the token itself.
+    pub access_token_file: PathBuf,
+}
+
+impl PinningConfig {
+    /// A name that is safe as a file name and reads well in a log line.
+    pub fn check(&self) -> Result<(), String> {
+        let ok = !self.name.is_empty()
+            && self.name.len() <= 64
+            && self
+                .name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+        if !ok {
+            return Err(format!(
+                "[[pinning]] name {:?}: use 1 to 64 letters, digits, '-' or '_'",
+                self.name
+            ));
+        }
+        if !(self.endpoint.starts_with("https://") || self.endpoint.starts_with("http://")) {
+            return Err(format!(
+                "[[pinning]] {}: endpoint {:?} is not an http(s) URL",
+                self.name, self.endpoint
+            ));
+        }
+        Ok(())
+    }
+
+    /// The access token: the first line of `access_token_file`.
+    pub fn access_token(&self) -> Result<String, ConfigError> {
+        let text = std::fs::read_to_string(&self.access_token_file).map_err(|source| {
+            ConfigError::Read {
+                path: self.access_token_file.clone(),
+                source,
+            }
+        })?;
+        Ok(text.lines().next().unwrap_or("").trim().to_string())
+    }
 }
 
 /// `[keys]`: how an encrypted sNFT's data key is unlocked without a person at the terminal.
@@ -397,6 +451,17 @@ impl Config {
             path: path.to_path_buf(),
             message: e.message().to_string(),
         })?;
+        let mut names = std::collections::HashSet::new();
+        for p in &cfg.pinning {
+            let clash = (!names.insert(p.name.as_str()))
+                .then(|| format!("[[pinning]] name {:?} is used twice", p.name));
+            if let Some(message) = p.check().err().or(clash) {
+                return Err(ConfigError::Parse {
+                    path: path.to_path_buf(),
+                    message,
+                });
+            }
+        }
         // Relative paths in a config file are relative to the file, not to the cwd.
         let base = path.parent().unwrap_or(Path::new("."));
         if cfg.cache.dir.is_relative() {
@@ -415,6 +480,11 @@ impl Config {
         }
         if let Some(s) = cfg.oracle.state_file.as_mut().filter(|s| s.is_relative()) {
             *s = base.join(&*s);
+        }
+        for p in &mut cfg.pinning {
+            if p.access_token_file.is_relative() {
+                p.access_token_file = base.join(&p.access_token_file);
+            }
         }
         if let Some(f) = cfg
             .keys

@@ -274,8 +274,9 @@ fn mount_write_unmount_remount_with_quota_and_overdue() {
 
 /// `pxfs check` (issue #30) of the tree the mount committed (`docs/a.txt` and `fill`):
 /// intact (exit 0); a content block file removed from the node's repository (exit 1,
-/// naming the file); the node to check unreachable (exit 2, one line saying why). The
-/// removed block is put back afterwards.
+/// naming the file, and shown by `pxfs status` until a check finds the tree intact again);
+/// the node to check unreachable (exit 2, one line saying why). The removed block is put
+/// back afterwards.
 fn check_the_committed_tree(config: &Path, token: &str, repo: &Path) {
     let check = |extra: &[&str]| {
         pxfs()
@@ -324,7 +325,25 @@ fn check_the_committed_tree(config: &Path, token: &str, repo: &Path) {
     assert!(!stdout.contains("damaged: /fill"), "{stdout}");
     assert!(stdout.contains("DAMAGED"), "{stdout}");
     assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+    // The damage stays in `pxfs status` (scheduled checks run unattended) until a check
+    // finds the tree intact again.
+    let status = || {
+        let out = pxfs()
+            .arg("status")
+            .arg("--config")
+            .arg(config)
+            .output()
+            .unwrap();
+        text(&out.stdout)
+    };
+    let shown = status();
+    assert!(shown.contains("DAMAGED at the check of"), "{shown}");
     std::fs::write(&file, saved).unwrap();
+    let out = check(&[]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let shown = status();
+    assert!(!shown.contains("DAMAGED at the check of"), "{shown}");
+    assert!(shown.contains("last check "), "{shown}");
 
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()

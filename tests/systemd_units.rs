@@ -35,7 +35,37 @@ fn units() -> tempfile::TempDir {
         dir.path().join("pxfs@mnt-px.service"),
     )
     .unwrap();
+    for check in ["pxfs-check", "pxfs-check-data"] {
+        for kind in ["service", "timer"] {
+            std::fs::copy(
+                src.join(format!("{check}@.{kind}")),
+                dir.path().join(format!("{check}@7.{kind}")),
+            )
+            .unwrap();
+        }
+    }
     dir
+}
+
+/// The scheduled checks (issue #30 item 5): each timer and the check it starts verify, the
+/// weekly one runs `pxfs check`, the monthly one `--read-data`, both on the instance's token.
+#[test]
+fn check_timers_and_their_services_verify_for_an_instance() {
+    let dir = units();
+    for unit in [
+        "pxfs-check@7.service",
+        "pxfs-check@7.timer",
+        "pxfs-check-data@7.service",
+        "pxfs-check-data@7.timer",
+    ] {
+        let text = verify(dir.path(), unit);
+        assert!(text.trim().is_empty(), "{unit}: warnings: {text}");
+    }
+    let read = |name: &str| std::fs::read_to_string(dir.path().join(name)).unwrap();
+    assert!(read("pxfs-check@7.timer").contains("OnCalendar=weekly"));
+    assert!(read("pxfs-check-data@7.timer").contains("OnCalendar=monthly"));
+    assert!(read("pxfs-check@7.service").contains("pxfs check %i --config"));
+    assert!(read("pxfs-check-data@7.service").contains("pxfs check %i --read-data"));
 }
 
 #[test]
@@ -142,7 +172,19 @@ fn install_puts_the_optimized_binary_and_units_in_place_and_an_upgrade_keeps_con
         std::fs::read_link(root.join("sbin/mount.pxfs")).unwrap(),
         Path::new("/usr/local/bin/pxfs")
     );
-    for unit in ["pxfs-node.service", "pxfs-oracle.service", "pxfs@.service"] {
+    for timer in ["pxfs-check@.timer", "pxfs-check-data@.timer"] {
+        assert!(
+            root.join("etc/systemd/system").join(timer).is_file(),
+            "{timer} installed"
+        );
+    }
+    for unit in [
+        "pxfs-node.service",
+        "pxfs-oracle.service",
+        "pxfs@.service",
+        "pxfs-check@.service",
+        "pxfs-check-data@.service",
+    ] {
         let text = std::fs::read_to_string(root.join("etc/systemd/system").join(unit)).unwrap();
         assert!(
             text.contains("ExecStart=/usr/local/bin/pxfs "),

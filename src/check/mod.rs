@@ -21,6 +21,8 @@
 //! flagged), with the file version's key: a chunk that hashes right but does not
 //! authenticate (sealed with another key, moved, truncated) is reported as unreadable.
 
+pub mod record;
+
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -47,7 +47,11 @@ pub struct Exit {
 }
 
 pub async fn run(args: CheckArgs) -> anyhow::Result<()> {
-    match check(&args).await {
+    let result = check(&args).await;
+    if args.node.is_none() {
+        remember(&args, &result);
+    }
+    match result {
         Ok(sum) if sum.intact() => Ok(()),
         Ok(sum) => Err(Exit {
             code: 1,
@@ -62,6 +66,47 @@ pub async fn run(args: CheckArgs) -> anyhow::Result<()> {
             message: format!("could not check token {}: {e:#}", args.token),
         }
         .into()),
+    }
+}
+
+/// Keep the outcome of a check of the configured node for `pxfs status`
+/// (src/check/record.rs). Best effort: a check's own output and exit status say it all.
+fn remember(args: &CheckArgs, result: &anyhow::Result<Summary>) {
+    use crate::check::record::{CheckRecord, Outcome};
+    let Ok(cfg) = Config::load(args.config.config.as_deref()) else {
+        return;
+    };
+    let finished_at = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let record = match result {
+        Ok(s) => CheckRecord {
+            finished_at,
+            read_data: args.read_data,
+            outcome: if s.intact() {
+                Outcome::Intact
+            } else {
+                Outcome::Damaged
+            },
+            files: s.files,
+            damaged: s.damaged,
+            missing: s.missing,
+            corrupt: s.corrupt,
+            message: figures(s),
+        },
+        Err(e) => CheckRecord {
+            finished_at,
+            read_data: args.read_data,
+            outcome: Outcome::NotChecked,
+            files: 0,
+            damaged: 0,
+            missing: 0,
+            corrupt: 0,
+            message: format!("{e:#}"),
+        },
+    };
+    if let Err(e) = crate::check::record::save(&cfg.cache.dir, args.token, record) {
+        tracing::warn!(token = args.token, error = %e, "cannot record the check's outcome");
     }
 }
 

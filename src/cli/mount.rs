@@ -578,6 +578,10 @@ async fn prepare(
         passphrase,
         encrypt_new: cfg.keys.encryption == crate::config::NewTrees::Encrypted,
     });
+    // Pinning services keep a second copy of each committed tree (src/pinning/).
+    if let Some(services) = crate::pinning::PinningServices::start(&cfg.pinning, &cfg.cache.dir)? {
+        fs_cfg.held_roots.push(services);
+    }
     let fs = Fs::new(fs_cfg, Arc::new(store))?;
     for id in &wanted {
         let state = chain.token(*id).await?;

@@ -14,6 +14,7 @@ use serde::Serialize;
 use super::ConfigArg;
 use super::mount_status::{self, ChainReport, MountStatus, MountedToken, NodeReport};
 use crate::chain::{Chain, Flavour, TokenId, TokenState};
+use crate::check::record::CheckHistory;
 use crate::config::Config;
 
 /// The chain read gives up after this long (a running mount's data is shown instead).
@@ -97,6 +98,14 @@ pub struct TokenReport {
     pub stale: bool,
     /// What a running mount knows about this token; `null` when it is not mounted.
     pub mount: Option<TokenMountReport>,
+    /// The last `pxfs check` of this token on this machine, and damage it found that no
+    /// intact check has cleared since (src/check/record.rs).
+    #[serde(skip_serializing_if = "is_unchecked")]
+    pub checks: CheckHistory,
+}
+
+fn is_unchecked(h: &CheckHistory) -> bool {
+    h.last.is_none()
 }
 
 #[derive(Debug, Serialize)]
@@ -200,6 +209,9 @@ pub async fn gather(cfg: &Config) -> anyhow::Result<StatusReport> {
         Err(e) => return Err(e),
     };
     let mut report = merge(wallet, chain_id, contract, chain_read, tokens, &mounts);
+    for t in &mut report.tokens {
+        t.checks = crate::check::record::load(&cfg.cache.dir, t.token_id);
+    }
     report.flavour = flavour;
     report.operations = flavour
         .map(|f| f.operations().iter().map(|o| o.to_string()).collect())
@@ -279,6 +291,7 @@ fn merge(
                     bandwidth: t.bandwidth,
                     stale: false,
                     mount,
+                    checks: CheckHistory::default(),
                 }
             })
             .collect(),
@@ -297,6 +310,7 @@ fn merge(
                 bandwidth: None,
                 stale: true,
                 mount: mount_part(*id),
+                checks: CheckHistory::default(),
             })
             .collect(),
     };
@@ -431,6 +445,7 @@ fn print_table(r: &StatusReport) {
                 None => t.btns_key.as_deref().unwrap_or("-").to_string(),
             },
         );
+        print_checks(t);
         if let Some(m) = &t.mount {
             match m.encryption.as_str() {
                 "none" => crate::say!(
@@ -449,6 +464,46 @@ fn print_table(r: &StatusReport) {
                 );
             }
         }
+    }
+}
+
+/// The last check's line, and the damage no intact check has cleared since.
+fn print_checks(t: &TokenReport) {
+    use crate::check::record::Outcome;
+    let Some(last) = &t.checks.last else {
+        return;
+    };
+    let kind = if last.read_data {
+        "check --read-data"
+    } else {
+        "check"
+    };
+    match last.outcome {
+        Outcome::Intact => crate::say!(
+            "{:>8}  last {kind} {}: intact ({})",
+            "",
+            utc(last.finished_at),
+            last.message
+        ),
+        Outcome::Damaged => {}
+        Outcome::NotChecked => crate::say!(
+            "{:>8}  last {kind} {}: COULD NOT CHECK: {}",
+            "",
+            utc(last.finished_at),
+            last.message
+        ),
+    }
+    if let Some(d) = &t.checks.damage {
+        crate::say!(
+            "{:>8}  DAMAGED at the check of {}: {} file(s), {} missing and {} corrupt block(s); \
+             `pxfs check {}` names them",
+            "",
+            utc(d.finished_at),
+            d.damaged,
+            d.missing,
+            d.corrupt,
+            t.token_id
+        );
     }
 }
 

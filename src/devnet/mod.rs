@@ -773,6 +773,7 @@ fn write_config(
             },
             passphrase_file: (!plaintext).then(|| layout.passphrase()),
         },
+        pinning: Vec::new(),
     };
     if !plaintext && !layout.passphrase().exists() {
         write_passphrase(&layout.passphrase())?;

@@ -382,7 +382,7 @@ impl Fs {
     /// merges that). A failed resolve, or an older record, proves nothing: checked again,
     /// until the outage grace period.
     async fn hold(&self, token: TokenId) -> FsResult<bool> {
-        let (doc, journal_seq, btns) = {
+        let (doc, journal_seq, btns, root, seq) = {
             let tree = self.tree();
             let t = tree.token(token)?;
             if t.held() || t.read_only || t.replaying {
@@ -392,6 +392,8 @@ impl Fs {
                 t.committed.usage_doc.clone(),
                 t.committed.journal_seq,
                 t.info.btns.clone(),
+                t.committed.root.clone(),
+                t.committed.seq,
             )
         };
         let held = |tree: &mut Tree| {
@@ -399,6 +401,11 @@ impl Fs {
                 && t.committed.journal_seq == journal_seq
             {
                 t.held_seq = journal_seq;
+                if let Some(root) = &root {
+                    for listener in &self.config().held_roots {
+                        listener.held(token, root, seq);
+                    }
+                }
             }
         };
         let (Some(doc), Some(btns)) = (doc, btns) else {

@@ -11,6 +11,7 @@ pub mod commit;
 pub mod content;
 mod dapp;
 pub mod error;
+pub mod held;
 pub mod inode;
 pub mod invariants;
 mod io;
@@ -110,6 +111,8 @@ pub struct FsConfig {
     pub gid: u32,
     /// Opens encrypted trees and decides what a new tree gets.
     pub keys: std::sync::Arc<dyn keyring::KeyRing>,
+    /// Told of each committed root once it holds (src/fs/held.rs).
+    pub held_roots: Vec<std::sync::Arc<dyn held::HeldRoots>>,
 }
 
 impl FsConfig {
@@ -133,6 +136,7 @@ impl FsConfig {
             uid: unsafe_getuid(),
             gid: unsafe_getgid(),
             keys: std::sync::Arc::new(keyring::PlainOnly),
+            held_roots: Vec::new(),
         }
     }
 }
