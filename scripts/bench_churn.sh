@@ -71,7 +71,8 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 mib() { awk -v b="${1:-0}" 'BEGIN { printf "%.1f", b / 1048576 }'; }
-bytes_of() { du -sb "$1" 2>/dev/null | cut -f1 || echo 0; }
+# Files come and go under du while it walks (it then exits non-zero): what it counted.
+bytes_of() { { du -sb "$1" 2>/dev/null || true; } | awk 'NR == 1 { b = $1 } END { print b + 0 }'; }
 
 machine=$(machine_line)
 rev=$(revision)

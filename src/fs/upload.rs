@@ -179,7 +179,9 @@ impl Uploader {
     /// Queue a closed version for upload: a small one after the write-back delay.
     pub fn push(&self, job: Job) {
         self.queue.count(&job);
-        let delayed = job.size <= self.small_file_limit && job.live.is_none();
+        // A live upload already on its way is not held back (small files never start one).
+        let delayed = job.size <= self.small_file_limit
+            && job.live.as_ref().is_none_or(|l| !l.is_started());
         let job = if delayed {
             self.writeback.hold(job)
         } else {
