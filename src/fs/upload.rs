@@ -180,8 +180,8 @@ impl Uploader {
     pub fn push(&self, job: Job) {
         self.queue.count(&job);
         // A live upload already on its way is not held back (small files never start one).
-        let delayed = job.size <= self.small_file_limit
-            && job.live.as_ref().is_none_or(|l| !l.is_started());
+        let delayed =
+            job.size <= self.small_file_limit && job.live.as_ref().is_none_or(|l| !l.is_started());
         let job = if delayed {
             self.writeback.hold(job)
         } else {
