@@ -39,13 +39,16 @@ cd "$(dirname "$0")/.."
 source scripts/bench_lib.sh
 # `bash scripts/bench.sh scale` / `dirs`: the scale parts (issues #13, #14), in their own script;
 # `installed`: the pxfs on PATH against target/release/pxfs (issue #43); `oracle`: the oracle's
-# walk of a 1,000,000-file tree through a 40 ms link (issue #29), scripts/bench_oracle.sh.
+# walk of a 1,000,000-file tree through a 40 ms link (issue #29), scripts/bench_oracle.sh;
+# `churn [--minutes N]`: small files created and deleted for N minutes (issue #41),
+# scripts/bench_churn.sh.
 case "${1:-}" in
     scale | dirs) exec bash scripts/bench_scale.sh "$1" ;;
     installed) exec bash scripts/bench_installed.sh ;;
     oracle) exec bash scripts/bench_oracle.sh ;;
+    churn) shift; exec bash scripts/bench_churn.sh "$@" ;;
     "") ;;
-    *) echo "bench: unknown part ${1} (scale, dirs, installed, oracle, or nothing for the I/O benchmark)" >&2; exit 2 ;;
+    *) echo "bench: unknown part ${1} (scale, dirs, installed, oracle, churn, or nothing for the I/O benchmark)" >&2; exit 2 ;;
 esac
 
 repeat=${BENCH_REPEAT:-3}

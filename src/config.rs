@@ -279,6 +279,11 @@ pub struct UploadConfig {
     /// a longer one.
     #[serde(default = "default_settle_ms")]
     pub settle_ms: u64,
+    /// A closed small file waits this long before its upload starts, so that one deleted
+    /// or rewritten meanwhile is never uploaded; `fsync`, `sync` and unmount do not wait
+    /// for it. 0: upload at once.
+    #[serde(default = "default_writeback_delay_ms")]
+    pub writeback_delay_ms: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
@@ -395,6 +400,9 @@ fn default_follow_every_secs() -> u64 {
 fn default_settle_ms() -> u64 {
     1_000
 }
+fn default_writeback_delay_ms() -> u64 {
+    5_000
+}
 
 impl Default for CacheConfig {
     fn default() -> Self {
@@ -415,6 +423,7 @@ impl Default for UploadConfig {
             commit_every_secs: default_commit_every_secs(),
             follow_every_secs: default_follow_every_secs(),
             settle_ms: default_settle_ms(),
+            writeback_delay_ms: default_writeback_delay_ms(),
         }
     }
 }

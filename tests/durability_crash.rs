@@ -72,7 +72,20 @@ struct Plan {
 }
 
 impl Plan {
+    /// A copy: every file written, some rewritten, replaced or deleted a while later.
     fn new(seed: u64) -> Plan {
+        Plan::with_later(seed, 1.0..300.0, [5, 9, 12])
+    }
+
+    /// Churn (issue #41): most files are deleted, rewritten or replaced within a few steps of
+    /// their close, well inside the write-back delay, while their uploads have not started.
+    fn churn(seed: u64) -> Plan {
+        Plan::with_later(seed, 1.0..6.0, [15, 30, 75])
+    }
+
+    /// `later`: how many steps after a file's first version its second step comes;
+    /// `odds`: percent of files rewritten, then replaced, then deleted (cumulative).
+    fn with_later(seed: u64, later: std::ops::Range<f64>, odds: [u32; 3]) -> Plan {
         let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
         let mut keyed: Vec<(f64, usize, Step)> = Vec::new();
         for i in 0..FILES {
@@ -94,11 +107,11 @@ impl Plan {
             };
             keyed.push((i as f64, i, first));
             // Some files get a second version or are deleted a little later.
-            let later = i as f64 + rng.random_range(1.0..300.0);
-            match rng.random_range(0..100) {
-                0..=5 => keyed.push((later, i, Step::Write { path, v: 2 })),
-                6..=9 => keyed.push((later, i, Step::Replace { path, v: 2 })),
-                10..=12 => keyed.push((later, i, Step::Unlink { path })),
+            let later = i as f64 + rng.random_range(later.clone());
+            match rng.random_range(0..100u32) {
+                n if n <= odds[0] => keyed.push((later, i, Step::Write { path, v: 2 })),
+                n if n <= odds[1] => keyed.push((later, i, Step::Replace { path, v: 2 })),
+                n if n <= odds[2] => keyed.push((later, i, Step::Unlink { path })),
                 _ => {}
             }
         }
@@ -441,79 +454,97 @@ fn kill_9_during_a_copy_loses_no_closed_file_and_leaves_none_torn() {
     let devnet = TestDevnet::start(&[]);
     let caches = tempfile::tempdir().unwrap();
     for seed in [11u64, 22, 33] {
-        let started = Instant::now();
-        let plan = Arc::new(Plan::new(seed));
-        let kill_at = rand::rngs::StdRng::seed_from_u64(seed ^ 0xdead)
-            .random_range(plan.steps() / 10..plan.steps() * 9 / 10);
-        let config = devnet.config_with_cache(&caches.path().join(format!("a{seed}")));
-        let mp = MountPoint::new();
-        mount(mp.path(), &config);
-        let root = token_dir(mp.path(), &devnet).join(format!("seed-{seed}"));
-
-        let log_path = caches.path().join(format!("done-{seed}.log"));
-        let log = Arc::new(DoneLog {
-            file: Mutex::new(std::fs::File::create(&log_path).unwrap()),
-            count: AtomicUsize::new(0),
-        });
-        let writers = start_writers(&plan, &root, &log);
-        while log.count.load(Ordering::SeqCst) < kill_at {
-            assert!(
-                writers.iter().any(|w| !w.is_finished()),
-                "seed {seed}: writers finished before step {kill_at}"
-            );
-            std::thread::sleep(Duration::from_millis(2));
-        }
-        kill_daemon(mp.path());
-        for w in writers {
-            // Each writer stops at its first failed step (the mount is dead).
-            let _ = w.join().unwrap();
-        }
-        let done = DoneLog::read(&log_path);
-        let expect = Expectation::new(&plan, &done);
-        let logged: usize = done.iter().sum();
-
-        // The same cache: the dead mount is cleaned up and the journal replayed.
-        let said = mount(mp.path(), &config);
-        assert!(
-            said.contains("stale mount"),
-            "pxfs mount did not say it removed the stale mount: {said}"
-        );
-        let (replayed, problems) = expect.check(&plan, &root);
-        assert!(
-            problems.is_empty(),
-            "seed {seed}, killed after {logged} logged steps: after remount with the same cache, {} problems: {:#?}",
-            problems.len(),
-            &problems[..problems.len().min(20)]
-        );
-        unmount(mp.path(), &config); // drains the uploads and commits
-
-        // Nothing cached: the tree comes from the node, as the journal rebuilt it.
-        let fresh = devnet.config_with_cache(&caches.path().join(format!("b{seed}")));
-        mount(mp.path(), &fresh);
-        let (from_node, problems) = expect.check(&plan, &root);
-        assert!(
-            problems.is_empty(),
-            "seed {seed}: from the node with a fresh cache, {} problems: {:#?}",
-            problems.len(),
-            &problems[..problems.len().min(20)]
-        );
-        let changed: Vec<_> = replayed
-            .iter()
-            .filter(|(p, s)| from_node.get(*p) != Some(s))
-            .take(10)
-            .collect();
-        assert!(
-            changed.is_empty(),
-            "seed {seed}: what the node holds differs from what the remount showed: {changed:?}"
-        );
-        unmount(mp.path(), &fresh);
-        eprintln!(
-            "seed {seed}: killed after {logged}/{} steps; {} files present; {:.1}s",
-            plan.steps(),
-            from_node.values().filter(|s| **s != State::Absent).count(),
-            started.elapsed().as_secs_f64()
-        );
+        kill_9_and_check(&devnet, caches.path(), seed, Plan::new(seed));
     }
+}
+
+/// With the write-back delay (5 s by default), most of what churn closes is still waiting
+/// to upload when the daemon dies: each closed file still present must come back from the
+/// journal, and nothing deleted may.
+#[test]
+fn kill_9_during_churn_loses_no_closed_file_that_still_existed() {
+    let devnet = TestDevnet::start(&[]);
+    let caches = tempfile::tempdir().unwrap();
+    for seed in [44u64, 55] {
+        kill_9_and_check(&devnet, caches.path(), seed, Plan::churn(seed));
+    }
+}
+
+/// Run `plan` on a mount, kill -9 its daemon somewhere in the middle, then check the tree
+/// the journal rebuilds (same cache) and the one the node holds (fresh cache).
+fn kill_9_and_check(devnet: &TestDevnet, caches: &Path, seed: u64, plan: Plan) {
+    let started = Instant::now();
+    let plan = Arc::new(plan);
+    let kill_at = rand::rngs::StdRng::seed_from_u64(seed ^ 0xdead)
+        .random_range(plan.steps() / 10..plan.steps() * 9 / 10);
+    let config = devnet.config_with_cache(&caches.join(format!("a{seed}")));
+    let mp = MountPoint::new();
+    mount(mp.path(), &config);
+    let root = token_dir(mp.path(), devnet).join(format!("seed-{seed}"));
+
+    let log_path = caches.join(format!("done-{seed}.log"));
+    let log = Arc::new(DoneLog {
+        file: Mutex::new(std::fs::File::create(&log_path).unwrap()),
+        count: AtomicUsize::new(0),
+    });
+    let writers = start_writers(&plan, &root, &log);
+    while log.count.load(Ordering::SeqCst) < kill_at {
+        assert!(
+            writers.iter().any(|w| !w.is_finished()),
+            "seed {seed}: writers finished before step {kill_at}"
+        );
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    kill_daemon(mp.path());
+    for w in writers {
+        // Each writer stops at its first failed step (the mount is dead).
+        let _ = w.join().unwrap();
+    }
+    let done = DoneLog::read(&log_path);
+    let expect = Expectation::new(&plan, &done);
+    let logged: usize = done.iter().sum();
+
+    // The same cache: the dead mount is cleaned up and the journal replayed.
+    let said = mount(mp.path(), &config);
+    assert!(
+        said.contains("stale mount"),
+        "pxfs mount did not say it removed the stale mount: {said}"
+    );
+    let (replayed, problems) = expect.check(&plan, &root);
+    assert!(
+        problems.is_empty(),
+        "seed {seed}, killed after {logged} logged steps: after remount with the same cache, {} problems: {:#?}",
+        problems.len(),
+        &problems[..problems.len().min(20)]
+    );
+    unmount(mp.path(), &config); // drains the uploads and commits
+
+    // Nothing cached: the tree comes from the node, as the journal rebuilt it.
+    let fresh = devnet.config_with_cache(&caches.join(format!("b{seed}")));
+    mount(mp.path(), &fresh);
+    let (from_node, problems) = expect.check(&plan, &root);
+    assert!(
+        problems.is_empty(),
+        "seed {seed}: from the node with a fresh cache, {} problems: {:#?}",
+        problems.len(),
+        &problems[..problems.len().min(20)]
+    );
+    let changed: Vec<_> = replayed
+        .iter()
+        .filter(|(p, s)| from_node.get(*p) != Some(s))
+        .take(10)
+        .collect();
+    assert!(
+        changed.is_empty(),
+        "seed {seed}: what the node holds differs from what the remount showed: {changed:?}"
+    );
+    unmount(mp.path(), &fresh);
+    eprintln!(
+        "seed {seed}: killed after {logged}/{} steps; {} files present; {:.1}s",
+        plan.steps(),
+        from_node.values().filter(|s| **s != State::Absent).count(),
+        started.elapsed().as_secs_f64()
+    );
 }
 
 #[test]

@@ -5,11 +5,12 @@
 #[path = "support/node_mount.rs"]
 mod node_mount;
 
-use std::path::Path;
+use std::io::Write;
+use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use node_mount::{dir, mount, require_mount, start_node};
+use node_mount::{dir, mount, mount_with, require_mount, start_node};
 
 fn sh(cmd: &mut Command) {
     let out = cmd.output().unwrap();
@@ -93,4 +94,151 @@ fn xattr(p: &Path, name: &str) -> String {
     let len = unsafe { libc::getxattr(c.as_ptr(), n.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
     assert!(len >= 0, "getxattr {name}");
     String::from_utf8(buf[..len as usize].to_vec()).unwrap()
+}
+
+/// Every file under `root` (the node's blockstore, the mount's staging directory).
+fn files_under(root: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut dirs = vec![root.to_path_buf()];
+    while let Some(d) = dirs.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                dirs.push(e.path());
+            } else {
+                out.push(e.path());
+            }
+        }
+    }
+    out
+}
+
+/// Which of `markers` some file under `root` holds (a plaintext tree stores a small file's
+/// bytes as they are: a marker found in the node's blockstore was uploaded).
+fn markers_under(root: &Path, markers: &[String]) -> Vec<String> {
+    let blobs: Vec<Vec<u8>> = files_under(root)
+        .iter()
+        .filter_map(|f| std::fs::read(f).ok())
+        .collect();
+    markers
+        .iter()
+        .filter(|m| {
+            blobs
+                .iter()
+                .any(|b| b.windows(m.len()).any(|w| w == m.as_bytes()))
+        })
+        .cloned()
+        .collect()
+}
+
+/// Issue #41: churn (files created, some renamed, all deleted, within seconds) cancels
+/// itself in the write-back delay: none of it reaches the node or stays staged. A file
+/// kept is uploaded once its delay ends; a file fsynced is on the node when fsync returns.
+#[test]
+fn files_deleted_within_the_write_back_delay_never_reach_the_node_and_fsync_does_not_wait() {
+    require_mount();
+    let tmp = tempfile::tempdir().unwrap();
+    let repo = dir(tmp.path(), "repo");
+    let node = start_node(&repo);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let key = rt.block_on(node.client.key_gen("token-1")).unwrap();
+    let (cache, mnt) = (dir(tmp.path(), "cache"), dir(tmp.path(), "mnt"));
+    let delay = Duration::from_secs(4);
+    let m = mount_with(&node.client, &key.id, &cache, &mnt, false, |c| {
+        c.writeback_delay = delay;
+    });
+    let nonce = format!("{:x}", rand_nonce());
+    let marker = |what: &str, i: usize| format!("pxfs-churn-{nonce}-{what}-{i}-end");
+    let work = dir(&mnt, "churn");
+
+    // A round of the issue's churn: 300 files of 100 B to 30 KB, a third renamed, all deleted.
+    let started = Instant::now();
+    let gone: Vec<String> = (0..300).map(|i| marker("gone", i)).collect();
+    for (i, m) in gone.iter().enumerate() {
+        let mut body = m.clone().into_bytes();
+        body.resize(100 + i * 100, b'.');
+        std::fs::write(work.join(format!("f{i}")), &body).unwrap();
+    }
+    for i in (0..300).step_by(3) {
+        std::fs::rename(work.join(format!("f{i}")), work.join(format!("r{i}"))).unwrap();
+    }
+    for i in 0..300 {
+        let name = if i % 3 == 0 { "r" } else { "f" };
+        std::fs::remove_file(work.join(format!("{name}{i}"))).unwrap();
+    }
+    // Kept: uploaded after its delay, not before.
+    let kept = marker("kept", 0);
+    std::fs::write(work.join("kept"), &kept).unwrap();
+    let churned_in = started.elapsed();
+    assert!(
+        churned_in < delay / 2,
+        "the churn took {churned_in:?}, too long for the {delay:?} delay to prove anything"
+    );
+    assert!(
+        markers_under(&repo, std::slice::from_ref(&kept)).is_empty(),
+        "a closed file was uploaded before its write-back delay ended"
+    );
+
+    // fsync: on the node when it returns, well before the delay would end.
+    let synced = marker("synced", 0);
+    let fsync_started = Instant::now();
+    let mut f = std::fs::File::create(work.join("synced")).unwrap();
+    f.write_all(synced.as_bytes()).unwrap();
+    f.sync_all().unwrap();
+    let fsync_took = fsync_started.elapsed();
+    drop(f);
+    assert_eq!(
+        markers_under(&repo, std::slice::from_ref(&synced)),
+        vec![synced.clone()],
+        "fsync returned before the file was on the node"
+    );
+    assert!(
+        fsync_took < delay,
+        "fsync took {fsync_took:?}: it waited out the write-back delay"
+    );
+
+    // The delay ends: the kept file goes up, the deleted ones never do, and none of them
+    // is left in staging.
+    let deadline = Instant::now() + delay + Duration::from_secs(20);
+    while markers_under(&repo, std::slice::from_ref(&kept)).is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "the kept file was not uploaded after its delay"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let staged_leftovers = markers_under(&cache.join("staging"), &gone);
+    assert!(
+        staged_leftovers.is_empty(),
+        "{} deleted files still staged after their delay, e.g. {:?}",
+        staged_leftovers.len(),
+        staged_leftovers.first()
+    );
+    let uploaded = markers_under(&repo, &gone);
+    assert!(
+        uploaded.is_empty(),
+        "{} of 300 files deleted within the delay reached the node, e.g. {:?}",
+        uploaded.len(),
+        uploaded.first()
+    );
+    let unmount_started = Instant::now();
+    m.unmount();
+    assert!(
+        unmount_started.elapsed() < Duration::from_secs(10),
+        "the unmount drain took {:?}",
+        unmount_started.elapsed()
+    );
+    assert!(
+        markers_under(&repo, &gone).is_empty(),
+        "the unmount drain uploaded deleted files"
+    );
+}
+
+/// Different markers in every run (the node's repository is new, but a stale one must not
+/// make the test pass).
+fn rand_nonce() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos()
+        ^ u128::from(std::process::id())
 }

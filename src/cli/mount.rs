@@ -600,6 +600,7 @@ pub(crate) fn core_config(cfg: &Config) -> FsConfig {
     fs_cfg.upload_parallelism = cfg.upload.parallelism.max(1);
     fs_cfg.staging_limit = cfg.cache.staging_limit_bytes;
     fs_cfg.staging_limit_files = cfg.cache.staging_limit_files.max(1);
+    fs_cfg.writeback_delay = Duration::from_millis(cfg.upload.writeback_delay_ms);
     fs_cfg.max_loaded_inodes =
         usize::try_from(cfg.cache.max_loaded_inodes.max(1000)).unwrap_or(usize::MAX);
     fs_cfg.commit_max_delay = Duration::from_secs(cfg.upload.commit_every_secs.max(1));

@@ -207,6 +207,8 @@ impl Fs {
             let progress = self.inner.progress.notified();
             tokio::pin!(progress);
             progress.as_mut().enable();
+            // What waits out the write-back delay is wanted now (closes keep coming).
+            self.inner.uploads.hurry(token, None);
             let pending = self.tree().token(token)?.pending_uploads;
             if pending == 0 {
                 match self.commit_token(token).await {
@@ -249,6 +251,8 @@ impl Fs {
             let progress = self.inner.progress.notified();
             tokio::pin!(progress);
             progress.as_mut().enable();
+            // fsync wants its file on the node now, fsyncdir every closed file.
+            self.inner.uploads.hurry(token, file);
             let (covered, pending) = {
                 let tree = self.tree();
                 let t = tree.token(token)?;

@@ -302,12 +302,21 @@ impl Fs {
             let (new, from_staged, from_blob) = match need {
                 Need::Empty => (StagedFile::create(&dir)?, None, None),
                 Need::Copy(src) => {
-                    let copy = tokio::task::spawn_blocking(move || {
-                        src.copy_to_new(&dir).map(|c| (c, src))
-                    })
-                    .await
-                    .map_err(|e| FsError::Journal(e.to_string()))??;
-                    (copy.0, Some(copy.1), None)
+                    let from = src.clone();
+                    let copy = tokio::task::spawn_blocking(move || from.copy_to_new(&dir))
+                        .await
+                        .map_err(|e| FsError::Journal(e.to_string()))?;
+                    match copy {
+                        Ok(c) => (c, Some(src), None),
+                        // A newer version made it moot and it was dropped: copy that one.
+                        Err(e)
+                            if e.kind() == std::io::ErrorKind::NotFound
+                                && !self.is_staged_version(ino, &src) =>
+                        {
+                            continue;
+                        }
+                        Err(e) => return Err(e.into()),
+                    }
                 }
                 Need::Fetch(blob) => {
                     let new = StagedFile::create(&dir)?;
@@ -347,6 +356,16 @@ impl Fs {
             tree.recharge(ino, false);
             return Ok(());
         }
+    }
+
+    /// `staged` is still the newest closed version of `ino`.
+    fn is_staged_version(&self, ino: Ino, staged: &Arc<StagedFile>) -> bool {
+        let tree = self.tree();
+        tree.get(ino)
+            .ok()
+            .and_then(|i| i.file())
+            .and_then(|f| f.staged.as_ref())
+            .is_some_and(|s| Arc::ptr_eq(s, staged))
     }
 
     async fn fetch_into(&self, token: TokenId, dst: &StagedFile, blob: &Blob) -> FsResult<()> {

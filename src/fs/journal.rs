@@ -466,6 +466,62 @@ impl Journal {
     }
 }
 
+/// The closes among `ops` (by index) whose file a later op in `ops` does away with: it is
+/// unlinked or renamed over. The uploader drops such a version's staged copy as soon as it
+/// is moot (`fs::writeback`), before a commit trims its close from the journal: a replay
+/// after a crash finds it gone, which is expected, not a loss.
+pub fn moot_closes(ops: &[Record]) -> std::collections::HashSet<usize> {
+    use std::collections::HashMap;
+    let mut open: HashMap<Vec<u8>, usize> = HashMap::new();
+    let mut moot = std::collections::HashSet::new();
+    // Closes at `from` (or under it, a directory) move to `to`.
+    fn moved(open: &mut HashMap<Vec<u8>, usize>, from: &[u8], to: &[u8]) -> Vec<(Vec<u8>, usize)> {
+        if let Some(i) = open.remove(from) {
+            return vec![(to.to_vec(), i)];
+        }
+        let mut prefix = from.to_vec();
+        prefix.push(b'/');
+        let under: Vec<Vec<u8>> = open
+            .keys()
+            .filter(|k| k.starts_with(&prefix))
+            .cloned()
+            .collect();
+        under
+            .into_iter()
+            .filter_map(|k| {
+                let i = open.remove(&k)?;
+                Some(([to, &k[from.len()..]].concat(), i))
+            })
+            .collect()
+    }
+    for (i, r) in ops.iter().enumerate() {
+        match &r.op {
+            // A newer version's close: the older staged copy stays until a commit (see
+            // `uploaded::drop_moot_copy`), so it is not expected gone.
+            Op::Close { path, .. } => {
+                open.insert(path.clone(), i);
+            }
+            Op::Unlink { path } => moot.extend(open.remove(path)),
+            Op::Rename { from, to, exchange } => {
+                let there = if *exchange {
+                    moved(&mut open, to, from)
+                } else {
+                    moot.extend(open.remove(to));
+                    Vec::new()
+                };
+                let here = moved(&mut open, from, to);
+                open.extend(here.into_iter().chain(there));
+            }
+            // A second name: the version may outlive the first.
+            Op::Link { from, .. } => {
+                open.remove(from);
+            }
+            _ => {}
+        }
+    }
+    moot
+}
+
 /// Write `ops.log` anew with the ops of `book` (atomically), all of them up to `written`.
 fn rewrite(dir: &Path, book: &Book, written: u64) -> io::Result<LogFile> {
     let tmp = dir.join("ops.log.tmp");
@@ -660,6 +716,50 @@ mod tests {
         };
         assert_eq!(j.committed(&state).unwrap(), vec![dir.path().join("b")]);
         assert_eq!(j.pending_ops(), 0);
+    }
+
+    #[test]
+    fn closes_a_later_op_undoes_are_moot_through_renames() {
+        let close = |p: &str| Op::Close {
+            path: p.into(),
+            staged: PathBuf::from(format!("/s/{p}")),
+            size: None,
+            mode: 0o644,
+            uid: 0,
+            gid: 0,
+            mtime_ns: 0,
+        };
+        let rename = |f: &str, t: &str| Op::Rename {
+            from: f.into(),
+            to: t.into(),
+            exchange: false,
+        };
+        let ops: Vec<Record> = [
+            close("a"), // 0: renamed to b, then unlinked: moot
+            rename("a", "b"),
+            unlink("b"),
+            close("c"),   // 3: closed again: kept (its copy stays until a commit)
+            close("c"),   // 4: kept
+            close("d/e"), // 5: its directory renamed, then unlinked: moot
+            rename("d", "f"),
+            unlink("f/e"),
+            close("g"), // 8: renamed over by h: moot
+            close("h"), // 9: kept (as g)
+            rename("h", "g"),
+            close("k"), // 11: hard-linked, then its first name unlinked: kept
+            Op::Link {
+                from: "k".into(),
+                to: "l".into(),
+            },
+            unlink("k"),
+        ]
+        .into_iter()
+        .enumerate()
+        .map(|(i, op)| Record { seq: i as u64, op })
+        .collect();
+        let mut moot: Vec<usize> = moot_closes(&ops).into_iter().collect();
+        moot.sort();
+        assert_eq!(moot, vec![0, 5, 8]);
     }
 
     #[test]

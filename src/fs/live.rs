@@ -100,6 +100,11 @@ impl LiveUpload {
         });
     }
 
+    /// An `add` was started for it (a version without one uploads after its close).
+    pub fn is_started(&self) -> bool {
+        self.started.load(Ordering::Relaxed)
+    }
+
     /// The session was closed: the content ends here.
     pub fn close(&self) {
         self.tail.send_modify(|t| t.closed = true);

@@ -281,8 +281,9 @@ impl Fs {
             );
         }
         let replayed = ops.len();
-        for record in ops {
-            if let Err(e) = self.replay_or_retry(id, &record).await {
+        let moot = super::journal::moot_closes(&ops);
+        for (i, record) in ops.into_iter().enumerate() {
+            if let Err(e) = self.replay_or_retry(id, &record, moot.contains(&i)).await {
                 // Going on would commit a tree without this op and drop it from the
                 // journal: leave the journal as it is for the next attempt instead.
                 self.forget_token(id);
@@ -512,11 +513,12 @@ impl Fs {
     /// Replay one op. An op that no longer applies (it touched a file that was never
     /// closed, so was never journaled) is skipped; one that could not be replayed because
     /// the node or the cache disk failed is retried, then reported.
-    async fn replay_or_retry(&self, token: TokenId, record: &Record) -> FsResult<()> {
+    /// `moot`: a close whose version a later op does away with (see `journal::moot_closes`).
+    async fn replay_or_retry(&self, token: TokenId, record: &Record, moot: bool) -> FsResult<()> {
         let mut backoff = Backoff::new(REPLAY_RETRY_FIRST, REPLAY_RETRY_MAX);
         let mut attempt = 1;
         loop {
-            match self.replay(token, record).await {
+            match self.replay(token, record, moot).await {
                 Ok(()) => return Ok(()),
                 Err(FsError::Store(e)) if e.transient && attempt < REPLAY_ATTEMPTS => {
                     tracing::warn!(token, seq = record.seq, attempt, error = %e,
@@ -546,7 +548,7 @@ impl Fs {
             .retain(|ino, i| *ino == ROOT_INO || i.token != Some(token));
     }
 
-    async fn replay(&self, token: TokenId, record: &Record) -> FsResult<()> {
+    async fn replay(&self, token: TokenId, record: &Record, moot: bool) -> FsResult<()> {
         match &record.op {
             Op::Mkdir {
                 path,
@@ -569,7 +571,7 @@ impl Fs {
                 mtime_ns,
             } => {
                 let meta = Meta::new(*mode, *uid, *gid);
-                self.replay_close(token, path, staged, *size, meta, *mtime_ns)
+                self.replay_close(token, path, staged, *size, meta, *mtime_ns, moot)
                     .await?;
             }
             Op::Setattr {
@@ -685,6 +687,7 @@ impl Fs {
 
     /// A closed version found in the journal: it becomes the file's content again and is
     /// queued for upload.
+    #[allow(clippy::too_many_arguments)]
     async fn replay_close(
         &self,
         token: TokenId,
@@ -693,10 +696,17 @@ impl Fs {
         expected: Option<u64>,
         meta: Meta,
         mtime_ns: i64,
+        moot: bool,
     ) -> FsResult<()> {
         let (parent, name) = self.resolve_parent(token, path).await?;
         let staged = match StagedFile::open_existing(staged) {
             Ok(s) => Arc::new(s),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && moot => {
+                // Dropped before the crash: a later op removes or replaces this version.
+                tracing::debug!(token, staged = %staged.display(),
+                    "staged content of a moot close is gone; skipped");
+                return Ok(());
+            }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 // Deleted by someone else: this version is gone; the previous one stays.
                 tracing::error!(token, staged = %staged.display(), error = %e,

@@ -41,6 +41,7 @@ pub mod tree;
 mod unload;
 pub mod upload;
 mod uploaded;
+mod writeback;
 mod xattr;
 
 use std::path::PathBuf;
@@ -75,6 +76,10 @@ pub struct FsConfig {
     pub staging_limit: u64,
     /// Closed-but-not-uploaded files above which writers wait, likewise.
     pub staging_limit_files: u64,
+    /// A closed file up to `small_file_limit` waits this long before its upload starts, so
+    /// that one deleted or rewritten meanwhile is never uploaded (`fs::writeback`); zero:
+    /// uploads start at once.
+    pub writeback_delay: Duration,
     /// How long the node may be down before `fsync`, the unmount drain and writers held
     /// back by the staging limit stop waiting for it (their data stays staged).
     pub outage_grace: Duration,
@@ -123,6 +128,7 @@ impl FsConfig {
             small_file_limit: 256 * 1024,
             staging_limit: u64::MAX,
             staging_limit_files: u64::MAX,
+            writeback_delay: Duration::ZERO,
             outage_grace: Duration::from_secs(300),
             commit_interval: Duration::from_secs(1),
             commit_max_delay: Duration::from_secs(5),
@@ -356,6 +362,7 @@ impl Fs {
             cancel.clone(),
             cfg.upload_parallelism,
             cfg.small_file_limit,
+            cfg.writeback_delay,
         );
         let fs = Fs {
             inner: Arc::new(Inner {

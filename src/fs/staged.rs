@@ -174,6 +174,17 @@ impl StagedFile {
         self.with_file(false, |f| f.sync_data())
     }
 
+    /// Delete the file from the staging directory when no handle can read it any more
+    /// (without holding a descriptor for them, unlike [`StagedFile::remove`]).
+    pub fn remove_unheld(&self) {
+        self.lock().take();
+        if let Err(e) = std::fs::remove_file(&self.path)
+            && e.kind() != io::ErrorKind::NotFound
+        {
+            tracing::warn!(path = %self.path.display(), error = %e, "cannot remove staged file");
+        }
+    }
+
     /// Delete the file from the staging directory. Open handles keep reading it: the
     /// descriptor is held from here on (until the last handle drops this).
     pub fn remove(&self) {

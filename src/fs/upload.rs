@@ -4,6 +4,8 @@
 //! meanwhile, so a node outage never fails a write that was already accepted. An outage is
 //! logged once (see `outage`), not once per attempt.
 //!
+//! Small files first wait out the write-back delay (`writeback`): churn cancels itself there.
+//!
 //! The [`Uploader`] owns its queue and uploads through the node client ([`Stores`]); it
 //! never edits the tree. What it needs from the core (is a job still worth uploading, here
 //! is its result) goes through [`UploadResults`], which the core implements (`uploaded`).
@@ -24,6 +26,7 @@ use super::outage::Outage;
 use super::staged::StagedFile;
 use super::store::Blob;
 use super::stores::Stores;
+use super::writeback::Writeback;
 
 /// At most this many small files per batch request.
 const BATCH_FILES: usize = 64;
@@ -64,6 +67,7 @@ pub(crate) trait UploadResults: Send + Sync + 'static {
 /// The queue of closed versions and the workers that upload them.
 pub(crate) struct Uploader {
     queue: Queue,
+    writeback: Writeback,
     stores: Arc<Stores>,
     outage: Arc<Outage>,
     cancel: CancellationToken,
@@ -94,7 +98,8 @@ impl Queue {
         )
     }
 
-    fn push(&self, job: Job) {
+    /// Count `job` as queued (from its close until it is done, its delay included).
+    fn count(&self, job: &Job) {
         self.files.fetch_add(1, Ordering::Relaxed);
         self.bytes.fetch_add(job.size, Ordering::Relaxed);
         {
@@ -103,6 +108,10 @@ impl Queue {
             e.0 += 1;
             e.1 += job.size;
         }
+    }
+
+    /// Hand a counted job to the workers.
+    fn send(&self, job: Job) {
         if self.tx.send(job).is_err() {
             // Workers are gone (shutting down): the journal re-queues it at next mount.
             tracing::debug!("upload queue closed");
@@ -152,10 +161,12 @@ impl Uploader {
         cancel: CancellationToken,
         parallelism: usize,
         small_file_limit: u64,
+        writeback_delay: Duration,
     ) -> (Arc<Uploader>, mpsc::UnboundedReceiver<Job>) {
         let (queue, rx) = Queue::new();
         let up = Uploader {
             queue,
+            writeback: Writeback::new(writeback_delay),
             stores,
             outage,
             cancel,
@@ -165,9 +176,28 @@ impl Uploader {
         (Arc::new(up), rx)
     }
 
-    /// Queue a closed version for upload.
+    /// Queue a closed version for upload: a small one after the write-back delay.
     pub fn push(&self, job: Job) {
-        self.queue.push(job);
+        self.queue.count(&job);
+        // A live upload already on its way is not held back (small files never start one).
+        let delayed =
+            job.size <= self.small_file_limit && job.live.as_ref().is_none_or(|l| !l.is_started());
+        let job = if delayed {
+            self.writeback.hold(job)
+        } else {
+            Some(job)
+        };
+        if let Some(job) = job {
+            self.queue.send(job);
+        }
+    }
+
+    /// Start the uploads of `token`'s closed versions (of file `ino` only, if given) that
+    /// wait out the write-back delay: something waits for them to be durable.
+    pub fn hurry(&self, token: TokenId, ino: Option<Ino>) {
+        for job in self.writeback.hurry(token, ino) {
+            self.queue.send(job);
+        }
     }
 
     /// Files and bytes queued or uploading.
@@ -183,6 +213,19 @@ impl Uploader {
     /// Start the workers: they take jobs from `rx` until the mount stops, and report each
     /// job's end to `results`.
     pub fn start(self: &Arc<Self>, mut rx: mpsc::UnboundedReceiver<Job>, results: Results) {
+        // Versions whose delay ended: moot ones end here, with no request; the rest queue.
+        let (up, res) = (self.clone(), results.clone());
+        tokio::spawn(async move {
+            up.writeback
+                .run(&up.cancel, |job| {
+                    if res.is_current(&job) {
+                        up.queue.send(job);
+                    } else {
+                        up.finish(&*res, &job, None);
+                    }
+                })
+                .await;
+        });
         let up = self.clone();
         let permits = Arc::new(Semaphore::new(up.parallelism));
         let lanes = Arc::new(Semaphore::new(SMALL_LANES.min(up.parallelism)));

@@ -29,6 +29,9 @@ impl UploadResults for Fs {
             if let Ok(t) = tree.token_mut(job.token) {
                 t.pending_uploads = t.pending_uploads.saturating_sub(1);
             }
+            if blob.is_none() {
+                drop_moot_copy(tree, job);
+            }
             if let Some(blob) = blob {
                 let current = tree
                     .get_mut(job.ino)
@@ -71,4 +74,30 @@ impl UploadResults for Fs {
         }
         self.inner.progress.notify_waiters();
     }
+}
+
+/// A moot version's staged copy goes now rather than at the next commit (churn would
+/// otherwise fill the cache disk between commits) when its file is gone: unlinked, and no
+/// handle reads it. Its close stays in the journal until the next commit; a replay after a
+/// crash expects the copy gone (`journal::moot_closes`) since a later op removes the file.
+/// A version a newer close replaced keeps its copy until the commit, as before: a replay
+/// needs the file to exist for what was journaled between the two closes (xattrs, links).
+fn drop_moot_copy(tree: &mut super::tree::Tree, job: &Job) {
+    let same = |s: &Option<std::sync::Arc<super::staged::StagedFile>>| {
+        s.as_ref()
+            .is_some_and(|s| std::sync::Arc::ptr_eq(s, &job.staged))
+    };
+    if let Ok(inode) = tree.get(job.ino) {
+        let Some(f) = inode.file() else { return };
+        if !inode.links.is_empty() || inode.open_handles > 0 || same(&f.session) {
+            return;
+        }
+        if same(&f.staged)
+            && let Some(f) = tree.get_mut(job.ino).ok().and_then(|i| i.file_mut())
+        {
+            f.staged = None;
+            f.upload_pending = false;
+        }
+    }
+    job.staged.remove_unheld();
 }

@@ -56,6 +56,18 @@ pub struct Mounted {
 /// The token-1 sNFT named `btns` mounted on `dir` with cache `cache`; `sealed` seals with a
 /// fixed data key.
 pub fn mount(client: &NodeClient, btns: &str, cache: &Path, dir: &Path, sealed: bool) -> Mounted {
+    mount_with(client, btns, cache, dir, sealed, |_| {})
+}
+
+/// [`mount`] with `tweak` applied to the core's configuration.
+pub fn mount_with(
+    client: &NodeClient,
+    btns: &str,
+    cache: &Path,
+    dir: &Path,
+    sealed: bool,
+    tweak: impl FnOnce(&mut FsConfig),
+) -> Mounted {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -69,6 +81,7 @@ pub fn mount(client: &NodeClient, btns: &str, cache: &Path, dir: &Path, sealed: 
         if sealed {
             cfg.keys = Arc::new(FixedKey(pxfs::format::DataKey::from_bytes([42; 32])));
         }
+        tweak(&mut cfg);
         let fs = Fs::new(cfg, Arc::new(store)).unwrap();
         let info = TokenInfo {
             token_id: 1,
