@@ -219,7 +219,9 @@ impl Fs {
             return Ok(None);
         }
         let token = self.tree().token_of(parent)?;
-        let session = Arc::new(StagedFile::create(&self.staging_dir(token))?);
+        let session = Arc::new(
+            StagedFile::create(&self.staging_dir(token)).map_err(|e| self.inner.disk.failed(e))?,
+        );
         let (ino, attr) = {
             let mut guard = self.tree();
             let tree = &mut *guard;
@@ -299,18 +301,31 @@ impl Fs {
                 (token, need)
             };
             let dir = self.staging_dir(token);
+            // A copy of the content to write into is new data on the cache disk.
+            let copying = match &need {
+                Need::Copy(src) => src.len()?,
+                Need::Fetch(blob) => blob.size,
+                Need::Empty => 0,
+            };
+            if copying > 0 {
+                self.inner
+                    .disk
+                    .room_for(copying, &*self.inner.stores.of(None))?;
+            }
+            let disk_failed = |e| self.inner.disk.failed(e);
             let (new, from_staged, from_blob) = match need {
-                Need::Empty => (StagedFile::create(&dir)?, None, None),
+                Need::Empty => (StagedFile::create(&dir).map_err(disk_failed)?, None, None),
                 Need::Copy(src) => {
                     let copy = tokio::task::spawn_blocking(move || {
                         src.copy_to_new(&dir).map(|c| (c, src))
                     })
                     .await
-                    .map_err(|e| FsError::Journal(e.to_string()))??;
+                    .map_err(|e| FsError::Journal(e.to_string()))?
+                    .map_err(disk_failed)?;
                     (copy.0, Some(copy.1), None)
                 }
                 Need::Fetch(blob) => {
-                    let new = StagedFile::create(&dir)?;
+                    let new = StagedFile::create(&dir).map_err(disk_failed)?;
                     if let Err(e) = self.fetch_into(token, &new, &blob).await {
                         new.remove();
                         return Err(e);
@@ -363,7 +378,8 @@ impl Fs {
                     "content shorter than its size",
                 )));
             }
-            dst.write_at(offset, &data)?;
+            dst.write_at(offset, &data)
+                .map_err(|e| self.inner.disk.failed(e))?;
             offset += data.len() as u64;
         }
         Ok(())
@@ -463,6 +479,14 @@ impl Fs {
             Ok(_) => return Some(Err(FsError::NotWritable)),
             Err(e) => return Some(Err(e)),
         };
+        // New data must leave the cache disk's reserve free (see `disk_space`).
+        if let Err(e) = self
+            .inner
+            .disk
+            .room_for(data.len() as u64, &*self.inner.stores.of(None))
+        {
+            return Some(Err(e));
+        }
         // Under the tree lock: check, charge and size the write; the bytes go to the staged
         // file after the lock is dropped (a slow cache disk stalls only this writer).
         struct Reserved {
@@ -552,7 +576,7 @@ impl Fs {
                 f.size = w.old;
                 tree.size_changed(h.ino, w.new, w.old);
             }
-            return Some(Err(e.into()));
+            return Some(Err(self.inner.disk.failed(e)));
         }
         if let Some(live) = &w.live
             && live.wrote(w.offset, w.len as u64)
