@@ -82,7 +82,7 @@ pub enum CacheError {
 pub struct CacheOptions {
     pub chunk_size: u64,
     pub readahead_chunks: u32,
-    /// Free space the cache leaves on its disk (`[cache] reserve`): below it, chunks read
+    /// Free space the cache leaves on its disk (`[cache] reserve_bytes`): below it, chunks read
     /// are served but not kept, so the cache never takes the room new data needs.
     pub keep_free: u64,
 }

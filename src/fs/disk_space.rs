@@ -1,5 +1,5 @@
 //! `CacheDisk`: the free space of the filesystem holding the cache directory, and the
-//! reserve kept on it (`[cache] reserve`). New data (bytes written to staged files, copies
+//! reserve kept on it (`[cache] reserve_bytes`). New data (bytes written to staged files, copies
 //! of content for a write session) is refused with `ENOSPC` once free space would fall
 //! below the reserve, so that what the daemon needs to keep committing what it already
 //! holds (journal appends, `state.json`, directory changes, the log) still fits. Before
@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use super::Fs;
 use super::error::{FsError, FsResult};
 use super::outage::Outage;
 use super::store::ContentStore;
@@ -64,7 +65,7 @@ impl CacheDisk {
             }
         }
         let error = FsError::DiskFull(format!(
-            "{free} bytes free on the cache disk, under the reserve of {} bytes ([cache] reserve)",
+            "{free} bytes free on the cache disk, under the reserve of {} bytes ([cache] reserve_bytes)",
             self.reserve
         ));
         self.begins(&error);
@@ -91,6 +92,18 @@ impl CacheDisk {
         if self.full.swap(false, Ordering::Relaxed) {
             self.outage.local_ok(DISK_FULL);
         }
+    }
+}
+
+impl Fs {
+    /// Room on the cache disk for `want` bytes of new data (see [`CacheDisk::room_for`]).
+    pub(crate) fn room_for_data(&self, want: u64) -> FsResult<()> {
+        self.inner.disk.room_for(want, &*self.inner.stores.of(None))
+    }
+
+    /// The error of a failed write to the cache disk (see [`CacheDisk::failed`]).
+    pub(crate) fn disk_failed(&self, e: std::io::Error) -> FsError {
+        self.inner.disk.failed(e)
     }
 }
 

@@ -63,7 +63,7 @@ pub enum FsError {
         secs: u64,
         error: String,
     },
-    /// The cache disk is full, or below its reserve (`[cache] reserve`): like any full disk.
+    /// The cache disk is full, or below its reserve (`[cache] reserve_bytes`): like any full disk.
     #[error("the cache disk is full: {0}")]
     DiskFull(String),
     #[error("local cache: {0}")]

@@ -220,7 +220,7 @@ impl Fs {
         }
         let token = self.tree().token_of(parent)?;
         let session = Arc::new(
-            StagedFile::create(&self.staging_dir(token)).map_err(|e| self.inner.disk.failed(e))?,
+            StagedFile::create(&self.staging_dir(token)).map_err(|e| self.disk_failed(e))?,
         );
         let (ino, attr) = {
             let mut guard = self.tree();
@@ -308,11 +308,9 @@ impl Fs {
                 Need::Empty => 0,
             };
             if copying > 0 {
-                self.inner
-                    .disk
-                    .room_for(copying, &*self.inner.stores.of(None))?;
+                self.room_for_data(copying)?;
             }
-            let disk_failed = |e| self.inner.disk.failed(e);
+            let disk_failed = |e| self.disk_failed(e);
             let (new, from_staged, from_blob) = match need {
                 Need::Empty => (StagedFile::create(&dir).map_err(disk_failed)?, None, None),
                 Need::Copy(src) => {
@@ -379,7 +377,7 @@ impl Fs {
                 )));
             }
             dst.write_at(offset, &data)
-                .map_err(|e| self.inner.disk.failed(e))?;
+                .map_err(|e| self.disk_failed(e))?;
             offset += data.len() as u64;
         }
         Ok(())
@@ -480,11 +478,7 @@ impl Fs {
             Err(e) => return Some(Err(e)),
         };
         // New data must leave the cache disk's reserve free (see `disk_space`).
-        if let Err(e) = self
-            .inner
-            .disk
-            .room_for(data.len() as u64, &*self.inner.stores.of(None))
-        {
+        if let Err(e) = self.room_for_data(data.len() as u64) {
             return Some(Err(e));
         }
         // Under the tree lock: check, charge and size the write; the bytes go to the staged
@@ -576,7 +570,7 @@ impl Fs {
                 f.size = w.old;
                 tree.size_changed(h.ino, w.new, w.old);
             }
-            return Some(Err(self.inner.disk.failed(e)));
+            return Some(Err(self.disk_failed(e)));
         }
         if let Some(live) = &w.live
             && live.wrote(w.offset, w.len as u64)
@@ -874,7 +868,7 @@ impl Fs {
             let t = tree.token(token)?;
             let (journal, seq) = (t.journal.clone(), t.journal.last_seq());
             guard.unlock()?;
-            journal.sync_through(seq)?;
+            journal.sync_through(seq).map_err(|e| self.disk_failed(e))?;
             (token, seq)
         };
         self.commit_through(token, seq, Some(h.ino)).await
@@ -889,7 +883,7 @@ impl Fs {
                     let journal = tree.token(t)?.journal.clone();
                     let seq = journal.last_seq();
                     drop(tree);
-                    journal.sync_through(seq)?;
+                    journal.sync_through(seq).map_err(|e| self.disk_failed(e))?;
                     Some((t, seq))
                 }
                 None => None,

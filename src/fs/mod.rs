@@ -79,7 +79,7 @@ pub struct FsConfig {
     /// How long the node may be down before `fsync`, the unmount drain and writers held
     /// back by the staging limit stop waiting for it (their data stays staged).
     pub outage_grace: Duration,
-    /// Free space kept on the cache disk (`[cache] reserve`): below it, new data gets
+    /// Free space kept on the cache disk (`[cache] reserve_bytes`): below it, new data gets
     /// `ENOSPC` while the journal and directory changes still fit (`disk_space`).
     pub disk_reserve: u64,
     /// Commits happen at most this often under load.

@@ -7,8 +7,9 @@
 //! The same holds for local faults: work that cannot proceed for a reason on this machine
 //! (a staged file gone or unreadable, too many open files, the cache disk full or
 //! read-only) is logged once when it starts and once when it ends, shown by `pxfs status`,
-//! and makes waiters give up with `EIO` after the same grace. The work itself is retried:
-//! nothing closed is dropped.
+//! and makes waiters give up with `EIO` after the same grace (`ENOSPC` when the disk is
+//! full; new data refused below the reserve, `disk_space`, makes no waiter give up: it stops
+//! no work they wait for). The work itself is retried: nothing closed is dropped.
 //!
 //! And for errors that are neither: the node refusing an upload or a commit for good (a
 //! 4xx, content that does not seal). Each failing piece of work (an upload batch, a
