@@ -246,6 +246,10 @@ pub struct CacheConfig {
     /// Size limit of the read chunk cache in bytes.
     #[serde(default = "default_cache_size")]
     pub size_bytes: u64,
+    /// Free space kept on the cache's filesystem: below it, new data gets `ENOSPC` while
+    /// the journal, `state.json`, directory changes and the log still fit.
+    #[serde(default = "default_reserve")]
+    pub reserve_bytes: u64,
     /// Staged-but-not-uploaded bytes above which writers wait.
     #[serde(default = "default_staging_limit")]
     pub staging_limit_bytes: u64,
@@ -379,6 +383,9 @@ fn default_cache_dir() -> PathBuf {
 fn default_cache_size() -> u64 {
     4 << 30
 }
+fn default_reserve() -> u64 {
+    128 << 20
+}
 fn default_staging_limit() -> u64 {
     8 << 30
 }
@@ -409,6 +416,7 @@ impl Default for CacheConfig {
         Self {
             dir: default_cache_dir(),
             size_bytes: default_cache_size(),
+            reserve_bytes: default_reserve(),
             staging_limit_bytes: default_staging_limit(),
             staging_limit_files: default_staging_limit_files(),
             max_loaded_inodes: default_max_loaded_inodes(),

@@ -568,3 +568,231 @@ fn an_unmount_that_cannot_commit_says_what_stays_and_the_next_mount_commits_it()
     assert_eq!(std::fs::read(back.join("big.bin")).unwrap(), big);
     assert_eq!(std::fs::read(back.join("empty")).unwrap(), b"");
 }
+
+/// A small tmpfs of its own for the cache (a cache disk that fills up); unmounted on drop.
+struct SmallDisk {
+    dir: tempfile::TempDir,
+}
+
+impl SmallDisk {
+    fn mount(bytes: u64) -> SmallDisk {
+        let dir = tempfile::Builder::new()
+            .prefix("pxfs-small-disk-")
+            .tempdir()
+            .unwrap();
+        let out = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={bytes}"), "tmpfs"])
+            .arg(dir.path())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "mount -t tmpfs (needs root): {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        SmallDisk { dir }
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Fill what is left of the disk with `name`; returns once a write got ENOSPC.
+    fn fill(&self, name: &str) {
+        let mut f = std::fs::File::create(self.path().join(name)).unwrap();
+        let block = vec![7u8; 64 << 10];
+        loop {
+            match f.write_all(&block) {
+                Ok(()) => {}
+                Err(e) if e.raw_os_error() == Some(libc::ENOSPC) => return,
+                Err(e) => panic!("filling the small disk: {e}"),
+            }
+        }
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = Command::new("umount")
+            .arg("-l")
+            .arg(self.dir.path())
+            .status();
+    }
+}
+
+/// Create `path` with `data` and close it, reporting the close's own error (which
+/// `std::fs::write` drops).
+fn write_and_close(path: &Path, data: &[u8]) -> std::io::Result<()> {
+    use std::os::fd::IntoRawFd;
+    let mut f = std::fs::File::create(path)?;
+    f.write_all(data)?;
+    let fd = f.into_raw_fd();
+    // SAFETY: `fd` was just taken from the file, which no longer owns it.
+    if unsafe { libc::close(fd) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// The errno of a failed operation on the mount; `ENOSPC` is the only one a full disk may
+/// give (never `EIO`, never `ENOTCONN`).
+fn full_disk_errno<T>(what: &str, r: std::io::Result<T>) -> Option<i32> {
+    let code = r.err().map(|e| e.raw_os_error().unwrap_or(0));
+    assert!(
+        code.is_none() || code == Some(libc::ENOSPC),
+        "{what} on a full cache disk failed with errno {code:?}, not ENOSPC"
+    );
+    code
+}
+
+fn mount_faults(cfg: &Path) -> Vec<String> {
+    let s = support::status_json(cfg);
+    s["mounts"][0]["local_faults"]
+        .as_array()
+        .expect("a running mount with local_faults")
+        .iter()
+        .map(|f| f.as_str().unwrap_or_default().to_string())
+        .collect()
+}
+
+#[test]
+fn a_full_cache_disk_gives_enospc_keeps_the_mount_up_and_writes_resume_when_space_is_freed() {
+    const MIB: u64 = 1 << 20;
+    let devnet = TestDevnet::start(&[]);
+    let mut node = OutageNode::start(&devnet);
+    // The cache on a 64 MiB disk, 24 MiB of it taken by something else, 8 MiB kept free.
+    let disk = SmallDisk::mount(64 * MIB);
+    let ballast = disk.path().join("ballast");
+    std::fs::write(&ballast, vec![1u8; (24 * MIB) as usize]).unwrap();
+    let (cfg, _) = config(&devnet, &node, "fulldisk", 2, 1, None);
+    let cache = disk.path().join("cache");
+    let mut doc: toml::Value = toml::from_str(&std::fs::read_to_string(&cfg).unwrap()).unwrap();
+    doc["cache"]["dir"] = toml::Value::String(cache.display().to_string());
+    doc["cache"]["reserve_bytes"] = toml::Value::Integer((8 * MIB) as i64);
+    std::fs::write(&cfg, toml::to_string(&doc).unwrap()).unwrap();
+    let mut mount = TestMount::mount(&cfg, &[]);
+    // The daemon's log is on that same small disk: it must not take the daemon down.
+    assert!(cache.join("mount.log").exists());
+    let dir = mount.token(devnet.token()).join("backup");
+    std::fs::create_dir(&dir).unwrap();
+
+    // The node stalls: closed files stay staged on the small disk until it fills.
+    node.freeze();
+    let mut closed: Vec<(String, Vec<u8>)> = Vec::new();
+    let mut refused = 0;
+    for i in 0..64u64 {
+        let name = format!("f{i:02}.bin");
+        let data = random_file_bytes(MIB as usize, 100 + i);
+        match full_disk_errno("write+close", write_and_close(&dir.join(&name), &data)) {
+            None => closed.push((name, data)),
+            Some(_) => refused += 1,
+        }
+        if refused >= 4 {
+            break;
+        }
+    }
+    assert_eq!(refused, 4, "the 64 MiB disk never filled");
+    assert!(closed.len() >= 20, "only {} files fit", closed.len());
+
+    // Below the reserve: new data is refused, what the daemon needs still fits.
+    assert!(support::is_mounted(mount.path()), "the mount is gone");
+    full_disk_errno("mkdir", std::fs::create_dir(dir.join("sub")));
+    full_disk_errno(
+        "rename",
+        std::fs::rename(dir.join(&closed[0].0), dir.join("renamed.bin")),
+    );
+    if dir.join("renamed.bin").exists() {
+        closed[0].0 = "renamed.bin".into();
+    }
+    let listed = std::fs::read_dir(&dir).unwrap().count();
+    assert!(listed >= closed.len(), "ls shows {listed} entries");
+    for (name, data) in &closed {
+        assert_eq!(
+            std::fs::metadata(dir.join(name)).unwrap().len(),
+            data.len() as u64
+        );
+    }
+    assert_eq!(std::fs::read(dir.join(&closed[1].0)).unwrap(), closed[1].1);
+    // The status file is published every second.
+    wait_until(
+        "pxfs status to name the fault",
+        Duration::from_secs(10),
+        || {
+            mount_faults(&cfg)
+                .iter()
+                .any(|f| f.contains("cache disk is full"))
+        },
+    );
+
+    // The disk full to the last byte (another program filled it): still ENOSPC or success,
+    // never EIO or ENOTCONN, and the daemon stays up.
+    disk.fill("filler");
+    full_disk_errno(
+        "write+close",
+        write_and_close(&dir.join("late.bin"), b"late"),
+    );
+    full_disk_errno("mkdir", std::fs::create_dir(dir.join("sub2")));
+    full_disk_errno(
+        "setxattr",
+        set_xattr(&dir.join(&closed[1].0), "user.note", b"kept"),
+    );
+    assert!(support::is_mounted(mount.path()), "the mount is gone");
+    assert_eq!(std::fs::read(dir.join(&closed[2].0)).unwrap(), closed[2].1);
+
+    // Space comes back: writes resume by themselves, without a remount.
+    std::fs::remove_file(disk.path().join("filler")).unwrap();
+    std::fs::remove_file(&ballast).unwrap();
+    for i in 0..3u64 {
+        let name = format!("after{i}.bin");
+        let data = random_file_bytes(MIB as usize, 500 + i);
+        write_and_close(&dir.join(&name), &data).expect("a write after space was freed");
+        closed.push((name, data));
+    }
+    wait_until("the fault to clear", Duration::from_secs(10), || {
+        mount_faults(&cfg).iter().all(|f| !f.contains("cache disk"))
+    });
+    // One line when the episode started and one when it ended, not one per request.
+    assert_eq!(
+        log_lines(&cache, "the cache disk is full: new data").len(),
+        1
+    );
+    assert_eq!(log_lines(&cache, "local fault over").len(), 1);
+    assert!(log_lines(&cache, "request failed").is_empty());
+
+    // The node is back: the unmount drains everything, and a fresh cache reads it back.
+    node.thaw();
+    mount.unmount();
+    let (fresh, _) = config(&devnet, &node, "fulldisk-fresh", 5, 4, None);
+    let remount = TestMount::mount(&fresh, &[]);
+    let back = remount.token(devnet.token()).join("backup");
+    for (name, data) in &closed {
+        assert_eq!(&std::fs::read(back.join(name)).unwrap(), data, "{name}");
+    }
+}
+
+fn set_xattr(path: &Path, name: &str, value: &[u8]) -> std::io::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    let p = std::ffi::CString::new(path.as_os_str().as_bytes()).unwrap();
+    let n = std::ffi::CString::new(name).unwrap();
+    // SAFETY: both strings are NUL-terminated and `value` is valid for its length.
+    let r = unsafe {
+        libc::setxattr(
+            p.as_ptr(),
+            n.as_ptr(),
+            value.as_ptr().cast(),
+            value.len(),
+            0,
+        )
+    };
+    if r != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+fn random_file_bytes(len: usize, seed: u64) -> Vec<u8> {
+    use rand::{RngCore, SeedableRng};
+    let mut data = vec![0u8; len];
+    rand::rngs::StdRng::seed_from_u64(seed).fill_bytes(&mut data);
+    data
+}

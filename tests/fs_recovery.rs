@@ -478,3 +478,47 @@ async fn an_upload_the_node_refuses_for_good_gives_eio_within_the_grace_and_reco
     let other = m.fresh_cache().await;
     assert_eq!(other.read(ROOT_INO, "r").await.unwrap(), b"refused for now");
 }
+
+#[tokio::test]
+async fn below_the_cache_disks_reserve_writes_get_enospc_while_directory_changes_commit() {
+    let cache = tempfile::tempdir().unwrap();
+    let store = Arc::new(MemoryStore::new());
+    let mut cfg = FsConfig::new(cache.path().to_path_buf());
+    cfg.single_token = true;
+    cfg.commit_interval = Duration::from_secs(3600);
+    // More than any disk has free: every byte of new data would go below the reserve.
+    cfg.disk_reserve = u64::MAX / 2;
+    let fs = Fs::new(cfg, store.clone()).unwrap();
+    fs.add_token(TokenInfo {
+        token_id: TOKEN,
+        quota: u64::MAX,
+        overdue: false,
+        last_sync: 1,
+        sync_deadline: 2,
+        btns: Some(BTNS.into()),
+    })
+    .await
+    .unwrap();
+    let m = Mount { fs, store, cache };
+
+    let (_, fh) = m.fs.create(ROOT_INO, "f", 0o644, RW, 0, 0).await.unwrap();
+    for _ in 0..3 {
+        let err = m.fs.write(fh, 0, b"new data").await.unwrap_err();
+        assert_eq!(err.errno(), libc::ENOSPC, "{err}");
+    }
+    m.fs.release(fh).await.unwrap();
+    let faults = m.fs.status().local_faults;
+    assert!(
+        faults.len() == 1 && faults[0].contains("the cache disk is full"),
+        "{faults:?}"
+    );
+    // The journal and directory changes still fit, and what they made is committed.
+    let d = m.fs.mkdir(ROOT_INO, "d", 0o755, 0, 0).await.unwrap().ino;
+    m.fs.rename(ROOT_INO, "f", d, "f", false, false)
+        .await
+        .unwrap();
+    m.fs.flush_all().await.unwrap();
+    let other = m.fresh_cache().await;
+    let d = other.fs.lookup(ROOT_INO, "d").await.unwrap().ino;
+    assert_eq!(other.read(d, "f").await.unwrap(), b"");
+}

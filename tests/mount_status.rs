@@ -88,6 +88,7 @@ fn status_json_shows_pending_uploads_commits_and_health_and_unmount_shows_the_dr
         keys(m),
         [
             "chain",
+            "dropped_log_lines",
             "loaded_inodes",
             "local_faults",
             "mountpoint",

@@ -133,3 +133,62 @@ async fn a_200_mib_streamed_add_keeps_the_node_below_100_mib() {
     assert!(tail.as_ref() == pseudo_random(MIB, 200).as_slice());
     assert!(node.terminate().success());
 }
+
+/// A tmpfs of `bytes` for the node's repository (needs root); unmounted on drop.
+struct SmallDisk(tempfile::TempDir);
+
+impl SmallDisk {
+    fn mount(bytes: usize) -> SmallDisk {
+        let dir = tempfile::tempdir().unwrap();
+        let out = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={bytes}"), "tmpfs"])
+            .arg(dir.path())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "mount -t tmpfs (needs root): {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        SmallDisk(dir)
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(self.0.path()).status();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_node_with_its_disk_full_answers_as_kubo_does_and_keeps_running() {
+    let disk = SmallDisk::mount(4 * MIB);
+    let node = ChildNode::start(disk.0.path());
+    let add = |data: Vec<u8>| {
+        let form = Form::new().part("file", Part::bytes(data).file_name("f"));
+        reqwest::Client::new()
+            .post(with_query(
+                &format!("{}/api/v0/add", node.url),
+                &[("cid-version", "1")],
+            ))
+            .multipart(form)
+            .send()
+    };
+
+    let response = add(pseudo_random(8 * MIB, 7)).await.unwrap();
+    assert_eq!(response.status(), 500);
+    let body: serde_json::Value = response.json().await.unwrap();
+    let message = body["Message"].as_str().unwrap_or_default().to_lowercase();
+    assert!(message.contains("no space left on device"), "{body}");
+    assert_eq!(body["Code"], 0, "{body}");
+    assert_eq!(body["Type"], "error", "{body}");
+
+    // Still up: it answers, and stops cleanly when asked.
+    let version = reqwest::Client::new()
+        .post(format!("{}/api/v0/version", node.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(version.status(), 200);
+    assert!(node.terminate().success());
+}

@@ -21,6 +21,7 @@ fn no_readahead() -> CacheOptions {
     CacheOptions {
         chunk_size: CHUNK,
         readahead_chunks: 0,
+        ..CacheOptions::default()
     }
 }
 
@@ -276,6 +277,7 @@ async fn sequential_reading_fetches_the_next_chunks_ahead() {
     let options = CacheOptions {
         chunk_size: CHUNK,
         readahead_chunks: 2,
+        ..CacheOptions::default()
     };
     let cache = open(dir.path(), 1 << 30, node.client(1, 0), options);
     cache.read(&cid, size, 0, 4096).await.unwrap();
@@ -306,6 +308,7 @@ async fn random_reads_do_not_trigger_read_ahead() {
     let options = CacheOptions {
         chunk_size: CHUNK,
         readahead_chunks: 2,
+        ..CacheOptions::default()
     };
     let cache = open(dir.path(), 1 << 30, node.client(1, 0), options);
     cache.read(&cid, size, 5 * CHUNK, 10).await.unwrap();
@@ -480,4 +483,52 @@ async fn what_was_used_recently_is_kept_across_a_restart() {
             .unwrap_or_else(|e| panic!("chunk {chunk} should have been kept: {e}"));
     }
     assert!(reopened.read(&cid, size, CHUNK, 10).await.is_err());
+}
+
+#[tokio::test]
+async fn the_cache_gives_its_space_back_for_data_that_must_be_kept_oldest_chunks_first() {
+    let size = 4 * CHUNK as usize;
+    let data = pattern(size, 41);
+    let cid = raw_cid(&data);
+    let node = node_with(&data, Duration::ZERO).await;
+    let dir = tempfile::tempdir().unwrap();
+    let cache = open(dir.path(), 1 << 30, node.client(5, 0), no_readahead());
+    for i in 0..4 {
+        cache
+            .read(&cid, size as u64, i * CHUNK, CHUNK as u32)
+            .await
+            .unwrap();
+    }
+    assert_eq!(dir_bytes(dir.path(), &cid), size as u64);
+
+    // Asked for a chunk and a half: two chunks go, the two read last stay.
+    let freed = cache.give_back(CHUNK + CHUNK / 2);
+    assert_eq!(freed, 2 * CHUNK);
+    assert_eq!(dir_bytes(dir.path(), &cid), 2 * CHUNK);
+    assert_eq!(cache.cached_bytes(), 2 * CHUNK);
+    assert!(!dir.path().join(format!("{cid}.0")).exists());
+    assert!(!dir.path().join(format!("{cid}.1")).exists());
+    assert!(dir.path().join(format!("{cid}.2")).exists());
+    assert!(dir.path().join(format!("{cid}.3")).exists());
+    // What it gave back is fetched again when read.
+    let again = cache.read(&cid, size as u64, 0, 100).await.unwrap();
+    assert!(again[..] == data[..100]);
+}
+
+#[tokio::test]
+async fn below_the_disk_reserve_chunks_are_served_but_not_kept() {
+    let data = pattern(CHUNK as usize, 42);
+    let cid = raw_cid(&data);
+    let node = node_with(&data, Duration::ZERO).await;
+    let dir = tempfile::tempdir().unwrap();
+    let options = CacheOptions {
+        // More than any disk has free: the cache must never take the room.
+        keep_free: u64::MAX / 2,
+        ..no_readahead()
+    };
+    let cache = open(dir.path(), 1 << 30, node.client(5, 0), options);
+    let got = cache.read(&cid, CHUNK, 0, CHUNK as u32).await.unwrap();
+    assert!(got[..] == data[..]);
+    assert_eq!(dir_bytes(dir.path(), &cid), 0);
+    assert_eq!(cache.cached_bytes(), 0);
 }

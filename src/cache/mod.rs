@@ -82,6 +82,9 @@ pub enum CacheError {
 pub struct CacheOptions {
     pub chunk_size: u64,
     pub readahead_chunks: u32,
+    /// Free space the cache leaves on its disk (`[cache] reserve_bytes`): below it, chunks read
+    /// are served but not kept, so the cache never takes the room new data needs.
+    pub keep_free: u64,
 }
 
 impl Default for CacheOptions {
@@ -89,6 +92,7 @@ impl Default for CacheOptions {
         CacheOptions {
             chunk_size: DEFAULT_CHUNK_SIZE,
             readahead_chunks: DEFAULT_READAHEAD_CHUNKS,
+            keep_free: 0,
         }
     }
 }
@@ -132,7 +136,8 @@ impl ChunkCache {
             chunk_size: options.chunk_size.max(1),
             ..options
         };
-        let store = ChunkStore::open(dir, size_limit, options.chunk_size)?;
+        let store =
+            ChunkStore::open(dir, size_limit, options.chunk_size)?.keeping_free(options.keep_free);
         let tracked =
             std::num::NonZeroUsize::new(TRACKED_STREAMS).unwrap_or(std::num::NonZeroUsize::MIN);
         Ok(ChunkCache {
@@ -159,6 +164,12 @@ impl ChunkCache {
     /// Disk space taken by cached chunks (sizes rounded up to 4 KiB blocks).
     pub fn cached_bytes(&self) -> u64 {
         self.inner.store.total()
+    }
+
+    /// Evict the least recently used chunks until about `bytes` are freed (the disk is
+    /// short of room for data that must be kept); returns what was freed.
+    pub fn give_back(&self, bytes: u64) -> u64 {
+        self.inner.store.give_back(bytes)
     }
 
     /// Up to `len` bytes of the file `cid` (of `file_size` bytes) from `offset`; short only

@@ -31,6 +31,8 @@ pub(crate) struct ChunkKey {
 pub(crate) struct ChunkStore {
     dir: PathBuf,
     limit: u64,
+    /// Free space left on the disk for data that must be kept (see `CacheOptions`).
+    keep_free: u64,
     index: Mutex<Index>,
 }
 
@@ -83,6 +85,7 @@ impl ChunkStore {
         let store = ChunkStore {
             dir: dir.to_path_buf(),
             limit,
+            keep_free: 0,
             index: Mutex::new(Index {
                 lru: LruCache::unbounded(),
                 total: 0,
@@ -96,8 +99,46 @@ impl ChunkStore {
         Ok(store)
     }
 
+    pub fn keeping_free(self, keep_free: u64) -> ChunkStore {
+        ChunkStore { keep_free, ..self }
+    }
+
     pub fn limit(&self) -> u64 {
         self.limit
+    }
+
+    /// Evict least recently used chunks until `bytes` are freed or none is left.
+    pub fn give_back(&self, bytes: u64) -> u64 {
+        let evicted = {
+            let mut index = self.lock();
+            let mut freed = 0;
+            let mut evicted = Vec::new();
+            while freed < bytes {
+                let Some((k, l)) = index.lru.pop_lru() else {
+                    break;
+                };
+                index.total -= l;
+                freed += l;
+                evicted.push(k);
+            }
+            evicted
+        };
+        let mut freed = 0;
+        for key in evicted {
+            let path = self.path(&key);
+            let len = fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+            if fs::remove_file(&path).is_ok() {
+                freed += len;
+            }
+        }
+        freed
+    }
+
+    /// The disk has room for `len` more bytes of cache above what it keeps free.
+    fn has_room(&self, len: u64) -> bool {
+        self.keep_free == 0
+            || crate::fs::free_bytes(&self.dir)
+                .map_or(true, |free| free >= self.keep_free.saturating_add(len))
     }
 
     pub fn total(&self) -> u64 {
@@ -133,8 +174,13 @@ impl ChunkStore {
         }
     }
 
-    /// Writes a chunk (temp file + rename), records it and evicts down to the limit.
+    /// Writes a chunk (temp file + rename), records it and evicts down to the limit. Below
+    /// the disk's reserve the chunk is not kept (and that is no error: it is only a cache).
     pub fn insert(&self, key: ChunkKey, data: &[u8]) -> Result<(), CacheError> {
+        if !self.has_room(data.len() as u64) {
+            debug!(cid = %key.cid, "cache disk under its reserve: chunk not cached");
+            return Ok(());
+        }
         let path = self.path(&key);
         let temp = self.dir.join(format!("{TEMP_PREFIX}{}", random_hex()));
         let written = fs::File::create(&temp)

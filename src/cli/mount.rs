@@ -550,10 +550,14 @@ async fn prepare(
             }
         },
     }
-    let cache = ChunkCache::open(
+    let cache = ChunkCache::open_with(
         &cfg.cache.dir.join("chunks"),
         cfg.cache.size_bytes,
         client.clone(),
+        crate::cache::CacheOptions {
+            keep_free: cfg.cache.reserve_bytes,
+            ..Default::default()
+        },
     )
     .context("chunk cache")?;
     let store = NodeStore::new(
@@ -599,6 +603,7 @@ pub(crate) fn core_config(cfg: &Config) -> FsConfig {
     let mut fs_cfg = FsConfig::new(cfg.cache.dir.clone());
     fs_cfg.upload_parallelism = cfg.upload.parallelism.max(1);
     fs_cfg.staging_limit = cfg.cache.staging_limit_bytes;
+    fs_cfg.disk_reserve = cfg.cache.reserve_bytes;
     fs_cfg.staging_limit_files = cfg.cache.staging_limit_files.max(1);
     fs_cfg.writeback_delay = Duration::from_millis(cfg.upload.writeback_delay_ms);
     fs_cfg.max_loaded_inodes =

@@ -42,6 +42,10 @@ pub struct MountStatus {
     /// Files and directories the daemon holds in memory (`[cache] max_loaded_inodes`).
     #[serde(default)]
     pub loaded_inodes: u64,
+    /// Log lines and messages the daemon could not write (its log's disk full, its
+    /// stderr's reader gone) and so dropped, since it started.
+    #[serde(default)]
+    pub dropped_log_lines: u64,
     /// Set once, as the daemon's last word before it exits (`state` is then `stopped`):
     /// whether everything was committed, or what stays in the journal and why.
     #[serde(default)]
@@ -295,6 +299,7 @@ mod tests {
             tokens: Vec::new(),
             local_faults: Vec::new(),
             loaded_inodes: 0,
+            dropped_log_lines: 0,
             outcome: None,
         }
     }

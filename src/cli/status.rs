@@ -77,6 +77,8 @@ pub struct MountReport {
     pub local_faults: Vec<String>,
     /// Files and directories the daemon holds in memory.
     pub loaded_inodes: u64,
+    /// Log lines the daemon could not write and dropped.
+    pub dropped_log_lines: u64,
 }
 
 #[derive(Debug, Serialize)]
@@ -336,6 +338,7 @@ fn merge(
                 chain: m.chain.clone(),
                 local_faults: m.local_faults.clone(),
                 loaded_inodes: m.loaded_inodes,
+                dropped_log_lines: m.dropped_log_lines,
             })
             .collect(),
         tokens,
@@ -389,6 +392,12 @@ fn print_table(r: &StatusReport) {
         );
         for f in &m.local_faults {
             crate::say!("  STUCK: {f}");
+        }
+        if m.dropped_log_lines > 0 {
+            crate::say!(
+                "  {} log lines dropped (the log could not be written: disk full or reader gone)",
+                m.dropped_log_lines
+            );
         }
     }
     if r.tokens.is_empty() {

@@ -160,7 +160,7 @@ impl Fs {
                 self.inner.outage.local_ok("journal");
                 remove_staged(delete);
             }
-            Err(e) => self.inner.outage.local_failed("journal", &e),
+            Err(e) => self.inner.outage.local_io_failed("journal", &e),
         }
     }
 
@@ -804,7 +804,7 @@ impl Fs {
                     d
                 }
                 Err(e) => {
-                    self.inner.outage.local_failed("journal", &e);
+                    self.inner.outage.local_io_failed("journal", &e);
                     t.state_unsaved = true;
                     Vec::new()
                 }

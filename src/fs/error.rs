@@ -63,6 +63,9 @@ pub enum FsError {
         secs: u64,
         error: String,
     },
+    /// The cache disk is full, or below its reserve (`[cache] reserve_bytes`): like any full disk.
+    #[error("the cache disk is full: {0}")]
+    DiskFull(String),
     #[error("local cache: {0}")]
     Io(#[from] std::io::Error),
     #[error("journal: {0}")]
@@ -125,6 +128,7 @@ impl FsError {
             FsError::LocalFault { .. } | FsError::Failing { .. } => libc::EIO,
             // Like a full disk: the local staging area cannot take more until the node is back.
             FsError::StagingFull(_) => libc::ENOSPC,
+            FsError::DiskFull(_) => libc::ENOSPC,
             FsError::Io(e) => match e.raw_os_error() {
                 // EFBIG: past the largest file the cache's filesystem holds (ext4: 16 TiB).
                 Some(code) if [libc::ENOSPC, libc::EDQUOT, libc::EFBIG].contains(&code) => code,

@@ -219,7 +219,9 @@ impl Fs {
             return Ok(None);
         }
         let token = self.tree().token_of(parent)?;
-        let session = Arc::new(StagedFile::create(&self.staging_dir(token))?);
+        let session = Arc::new(
+            StagedFile::create(&self.staging_dir(token)).map_err(|e| self.disk_failed(e))?,
+        );
         let (ino, attr) = {
             let mut guard = self.tree();
             let tree = &mut *guard;
@@ -299,8 +301,18 @@ impl Fs {
                 (token, need)
             };
             let dir = self.staging_dir(token);
+            // A copy of the content to write into is new data on the cache disk.
+            let copying = match &need {
+                Need::Copy(src) => src.len()?,
+                Need::Fetch(blob) => blob.size,
+                Need::Empty => 0,
+            };
+            if copying > 0 {
+                self.room_for_data(copying)?;
+            }
+            let disk_failed = |e| self.disk_failed(e);
             let (new, from_staged, from_blob) = match need {
-                Need::Empty => (StagedFile::create(&dir)?, None, None),
+                Need::Empty => (StagedFile::create(&dir).map_err(disk_failed)?, None, None),
                 Need::Copy(src) => {
                     let from = src.clone();
                     let copy = tokio::task::spawn_blocking(move || from.copy_to_new(&dir))
@@ -315,11 +327,11 @@ impl Fs {
                         {
                             continue;
                         }
-                        Err(e) => return Err(e.into()),
+                        Err(e) => return Err(disk_failed(e)),
                     }
                 }
                 Need::Fetch(blob) => {
-                    let new = StagedFile::create(&dir)?;
+                    let new = StagedFile::create(&dir).map_err(disk_failed)?;
                     if let Err(e) = self.fetch_into(token, &new, &blob).await {
                         new.remove();
                         return Err(e);
@@ -382,7 +394,8 @@ impl Fs {
                     "content shorter than its size",
                 )));
             }
-            dst.write_at(offset, &data)?;
+            dst.write_at(offset, &data)
+                .map_err(|e| self.disk_failed(e))?;
             offset += data.len() as u64;
         }
         Ok(())
@@ -482,6 +495,10 @@ impl Fs {
             Ok(_) => return Some(Err(FsError::NotWritable)),
             Err(e) => return Some(Err(e)),
         };
+        // New data must leave the cache disk's reserve free (see `disk_space`).
+        if let Err(e) = self.room_for_data(data.len() as u64) {
+            return Some(Err(e));
+        }
         // Under the tree lock: check, charge and size the write; the bytes go to the staged
         // file after the lock is dropped (a slow cache disk stalls only this writer).
         struct Reserved {
@@ -571,7 +588,7 @@ impl Fs {
                 f.size = w.old;
                 tree.size_changed(h.ino, w.new, w.old);
             }
-            return Some(Err(e.into()));
+            return Some(Err(self.disk_failed(e)));
         }
         if let Some(live) = &w.live
             && live.wrote(w.offset, w.len as u64)
@@ -869,7 +886,7 @@ impl Fs {
             let t = tree.token(token)?;
             let (journal, seq) = (t.journal.clone(), t.journal.last_seq());
             guard.unlock()?;
-            journal.sync_through(seq)?;
+            journal.sync_through(seq).map_err(|e| self.disk_failed(e))?;
             (token, seq)
         };
         self.commit_through(token, seq, Some(h.ino)).await
@@ -884,7 +901,7 @@ impl Fs {
                     let journal = tree.token(t)?.journal.clone();
                     let seq = journal.last_seq();
                     drop(tree);
-                    journal.sync_through(seq)?;
+                    journal.sync_through(seq).map_err(|e| self.disk_failed(e))?;
                     Some((t, seq))
                 }
                 None => None,

@@ -10,6 +10,7 @@ mod backoff;
 pub mod commit;
 pub mod content;
 mod dapp;
+mod disk_space;
 pub mod error;
 pub mod held;
 pub mod inode;
@@ -53,6 +54,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 pub use dapp::DAPP_DIR;
+pub(crate) use disk_space::free_bytes;
 pub use error::{FsError, FsResult};
 pub use inode::{Attr, Ino, Kind, Meta, ROOT_INO, TokenId};
 pub use io::MAX_FILE_SIZE;
@@ -83,6 +85,9 @@ pub struct FsConfig {
     /// How long the node may be down before `fsync`, the unmount drain and writers held
     /// back by the staging limit stop waiting for it (their data stays staged).
     pub outage_grace: Duration,
+    /// Free space kept on the cache disk (`[cache] reserve_bytes`): below it, new data gets
+    /// `ENOSPC` while the journal and directory changes still fit (`disk_space`).
+    pub disk_reserve: u64,
     /// Commits happen at most this often under load.
     pub commit_interval: Duration,
     /// While uploads are in flight, what is uploaded is committed at least this often
@@ -130,6 +135,7 @@ impl FsConfig {
             staging_limit_files: u64::MAX,
             writeback_delay: Duration::ZERO,
             outage_grace: Duration::from_secs(300),
+            disk_reserve: 0,
             commit_interval: Duration::from_secs(1),
             commit_max_delay: Duration::from_secs(5),
             disk_delay: Duration::ZERO,
@@ -219,7 +225,7 @@ impl TimeSet {
 /// The tree lock. Journal ops appended while it is held are written to the log after it
 /// is released: [`TreeGuard::unlock`] returns the write's error to the caller; dropping
 /// the guard writes them too, and logs a failure (for holds that journal nothing).
-pub(crate) struct TreeGuard<'a>(Option<MutexGuard<'a, Tree>>);
+pub(crate) struct TreeGuard<'a>(Option<MutexGuard<'a, Tree>>, &'a disk_space::CacheDisk);
 
 impl TreeGuard<'_> {
     /// Release the lock, then write the journal ops appended under it.
@@ -243,9 +249,14 @@ impl TreeGuard<'_> {
             }
         }
         for (j, seq) in last {
-            if let Err(e) = j.write_through(seq) {
-                tracing::error!(error = %e, "cannot append to the journal");
-                result = Err(FsError::Journal(e.to_string()));
+            match j.write_through(seq) {
+                Ok(()) => {}
+                // A full disk is an episode (`disk_space`), logged once, not per request.
+                Err(e) if disk_space::is_disk_full(&e) => result = Err(self.1.failed(e)),
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot append to the journal");
+                    result = Err(FsError::Journal(e.to_string()));
+                }
             }
         }
         result
@@ -291,6 +302,8 @@ pub(crate) struct Inner {
     pub outage: Arc<outage::Outage>,
     /// Writers waiting for the staging limit.
     pub staging: io::StagingGate,
+    /// Free space on the cache disk and its reserve.
+    pub disk: disk_space::CacheDisk,
     /// Signalled after every upload completion and every commit.
     pub progress: Notify,
     /// Pages recently written or read (`pages`), for commits that update a large
@@ -364,8 +377,11 @@ impl Fs {
             cfg.small_file_limit,
             cfg.writeback_delay,
         );
+        let disk =
+            disk_space::CacheDisk::new(cfg.cache_dir.clone(), cfg.disk_reserve, outage.clone());
         let fs = Fs {
             inner: Arc::new(Inner {
+                disk,
                 cfg,
                 stores,
                 tree: Mutex::new(tree),
@@ -413,9 +429,10 @@ impl Fs {
 
     pub(crate) fn tree(&self) -> TreeGuard<'_> {
         // A panic while holding the lock must not take the whole mount down with it.
-        TreeGuard(Some(
-            self.inner.tree.lock().unwrap_or_else(|e| e.into_inner()),
-        ))
+        TreeGuard(
+            Some(self.inner.tree.lock().unwrap_or_else(|e| e.into_inner())),
+            &self.inner.disk,
+        )
     }
 
     pub(crate) fn handles(&self) -> MutexGuard<'_, std::collections::HashMap<u64, Handle>> {

@@ -301,6 +301,10 @@ impl ContentStore for NodeStore {
         }
     }
 
+    fn give_back_cache(&self, bytes: u64) -> u64 {
+        self.cache.give_back(bytes)
+    }
+
     fn for_token(&self, token: u64) -> Option<Arc<dyn ContentStore>> {
         if !self.client.is_hosted() || self.client.hosted_token().is_some() {
             return None;

@@ -7,8 +7,9 @@
 //! The same holds for local faults: work that cannot proceed for a reason on this machine
 //! (a staged file gone or unreadable, too many open files, the cache disk full or
 //! read-only) is logged once when it starts and once when it ends, shown by `pxfs status`,
-//! and makes waiters give up with `EIO` after the same grace. The work itself is retried:
-//! nothing closed is dropped.
+//! and makes waiters give up with `EIO` after the same grace (`ENOSPC` when the disk is
+//! full; new data refused below the reserve, `disk_space`, makes no waiter give up: it stops
+//! no work they wait for). The work itself is retried: nothing closed is dropped.
 //!
 //! And for errors that are neither: the node refusing an upload or a commit for good (a
 //! 4xx, content that does not seal). Each failing piece of work (an upload batch, a
@@ -36,8 +37,9 @@ struct State {
     /// Since when every attempt has failed (`None`: the node is up, as far as we know).
     down_since: Option<Instant>,
     last_success: Option<Instant>,
-    /// Local faults by what they stop (`upload`, `commit`): since when, and the error.
-    local: BTreeMap<&'static str, (Instant, String)>,
+    /// Local faults by what they stop (`upload`, `commit`): since when, the error, and
+    /// whether it is the cache disk being full (waiters then give up with `ENOSPC`).
+    local: BTreeMap<&'static str, (Instant, String, bool)>,
     /// Work failing with errors that are neither, by what it is (`upload`, `commit`).
     stuck: BTreeMap<&'static str, Stuck>,
 }
@@ -101,24 +103,48 @@ impl Outage {
 
     /// `what` cannot proceed for a local reason. Logged at error the first time.
     pub fn local_failed(&self, what: &'static str, error: &dyn Display) {
+        self.local_fault(what, error, false);
+    }
+
+    /// `what` failed to write to the cache disk: a full disk is its own kind of fault.
+    pub fn local_io_failed(&self, what: &'static str, error: &std::io::Error) {
+        self.local_fault(what, error, super::disk_space::is_disk_full(error));
+    }
+
+    /// `what` cannot proceed because the cache disk is full (or below its reserve).
+    pub fn disk_full(&self, what: &'static str, error: &dyn Display) {
+        self.local_fault(what, error, true);
+    }
+
+    fn local_fault(&self, what: &'static str, error: &dyn Display, full: bool) {
         let mut s = self.lock();
         if s.local.contains_key(what) {
             tracing::debug!(what, error = %error, "local fault persists");
             return;
         }
-        tracing::error!(
-            what,
-            error = %error,
-            "cannot proceed for a local reason: the data stays staged and journaled and is \
-             retried; fsync and unmount fail with EIO after the outage grace until it is fixed"
-        );
-        s.local.insert(what, (Instant::now(), error.to_string()));
+        if full {
+            tracing::error!(
+                what,
+                error = %error,
+                "the cache disk is full: new data gets ENOSPC until space is freed ([cache] \
+                 reserve); what is staged and journaled stays and is uploaded as always"
+            );
+        } else {
+            tracing::error!(
+                what,
+                error = %error,
+                "cannot proceed for a local reason: the data stays staged and journaled and is \
+                 retried; fsync and unmount fail with EIO after the outage grace until it is fixed"
+            );
+        }
+        s.local
+            .insert(what, (Instant::now(), error.to_string(), full));
     }
 
     /// `what` proceeded: its local fault, if any, is over.
     pub fn local_ok(&self, what: &'static str) {
         let mut s = self.lock();
-        if let Some((since, _)) = s.local.remove(what) {
+        if let Some((since, ..)) = s.local.remove(what) {
             tracing::warn!(what, lasted = ?since.elapsed(), "local fault over: work resumes");
         }
     }
@@ -169,7 +195,7 @@ impl Outage {
         let local = s
             .local
             .iter()
-            .map(|(w, (since, e))| (*w, since.elapsed(), e.clone()));
+            .map(|(w, (since, e, _))| (*w, since.elapsed(), e.clone()));
         let stuck = s
             .stuck
             .iter()
@@ -179,7 +205,8 @@ impl Outage {
 
     /// A waiter that started waiting at `waiting_since` should give up: the node has been
     /// down (or a local fault has lasted) for the whole grace period, and so has the
-    /// waiter. The error to return: `NodeDown`, `LocalFault` or `Failing`, all `EIO`.
+    /// waiter. The error to return: `NodeDown`, `LocalFault` or `Failing`, all `EIO`, or
+    /// `DiskFull` (`ENOSPC`) when the local fault is a full cache disk.
     pub fn gives_up(&self, waiting_since: Instant) -> Option<FsError> {
         if waiting_since.elapsed() < self.grace {
             return None;
@@ -193,11 +220,20 @@ impl Outage {
         let local = s
             .local
             .iter()
-            .find(|(_, (since, _))| since.elapsed() >= self.grace)
-            .map(|(what, (since, e))| FsError::LocalFault {
-                what,
-                secs: since.elapsed().as_secs(),
-                error: e.clone(),
+            // Refused new data stops no work a waiter waits for (uploads, commits).
+            .filter(|(what, _)| **what != super::disk_space::DISK_FULL)
+            .find(|(_, (since, ..))| since.elapsed() >= self.grace)
+            .map(|(what, (since, e, full))| {
+                let secs = since.elapsed().as_secs();
+                if *full {
+                    FsError::DiskFull(format!("{what} failing for {secs}s: {e}"))
+                } else {
+                    FsError::LocalFault {
+                        what,
+                        secs,
+                        error: e.clone(),
+                    }
+                }
             });
         local.or_else(|| {
             s.stuck

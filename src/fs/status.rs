@@ -279,6 +279,10 @@ impl ContentStore for ObservedStore {
         r
     }
 
+    fn give_back_cache(&self, bytes: u64) -> u64 {
+        self.inner.give_back_cache(bytes)
+    }
+
     fn for_token(&self, token: u64) -> Option<Arc<dyn ContentStore>> {
         let inner = self.inner.for_token(token)?;
         Some(Arc::new(ObservedStore {

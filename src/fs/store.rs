@@ -182,6 +182,12 @@ pub trait ContentStore: Send + Sync + 'static {
         let _ = token;
         None
     }
+    /// Free about `bytes` of the read cache's disk space (the cache disk is short of room
+    /// for new data); returns what was freed. A store without a disk cache frees nothing.
+    fn give_back_cache(&self, bytes: u64) -> u64 {
+        let _ = bytes;
+        0
+    }
 }
 
 /// Content-addressed in-memory store for tests. CIDs are a hash of the bytes, so equal

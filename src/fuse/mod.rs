@@ -114,7 +114,7 @@ fn span(op: &'static str, ino: u64, req: &Request) -> tracing::Span {
 }
 
 /// The reply for a failed request. Answers that are part of normal use (no such name,
-/// not empty, no such attribute…) are logged at debug; the rest (I/O errors, quota,
+/// not empty, no such attribute…) and a full disk are logged at debug; the rest (I/O errors, quota,
 /// overdue, read-only) at warn with the errno and the cause, inside the request's span.
 fn errno(e: &FsError) -> Errno {
     let code = e.errno();
@@ -130,6 +130,9 @@ fn errno(e: &FsError) -> Errno {
         libc::EINVAL,
         libc::ENOTSUP,
         libc::ENOSYS,
+        // A full cache disk (or staging area) is an episode the core logs when it starts
+        // and ends; a line per refused write would fill the log (on that same disk).
+        libc::ENOSPC,
     ];
     if routine.contains(&code) {
         tracing::debug!(errno = code, error = %e, "request failed");

@@ -68,19 +68,24 @@ pub enum StorageError {
 }
 
 impl StorageError {
-    /// Unreachable, timed out, or a 5xx that is not the node's definite answer:
-    /// the same request may well succeed later (the uploader keeps data staged).
+    /// Unreachable, timed out, a 5xx that is not the node's definite answer, or the node
+    /// out of disk space: the same request may well succeed later (the uploader keeps data
+    /// staged).
     pub fn is_transient(&self) -> bool {
-        matches!(
-            self,
+        match self {
             StorageError::Unreachable { .. }
-                | StorageError::Timeout { .. }
-                | StorageError::Unavailable { .. }
-                | StorageError::Login {
-                    transient: true,
-                    ..
-                }
-        )
+            | StorageError::Timeout { .. }
+            | StorageError::Unavailable { .. }
+            | StorageError::Login {
+                transient: true, ..
+            } => true,
+            // Kubo (and the bundled node) answer a full repository with HTTP 500 and the
+            // OS's message: space can come back, so it is an outage, not a refusal.
+            StorageError::Node {
+                status, message, ..
+            } => *status >= 500 && node_disk_full(message),
+            _ => false,
+        }
     }
 
     /// The node's own error message, when it gave one.
@@ -89,5 +94,36 @@ impl StorageError {
             StorageError::Node { message, .. } => Some(message),
             _ => None,
         }
+    }
+}
+
+/// A node's error message saying its disk is full: Go's `syscall.ENOSPC` text (Kubo) or
+/// Rust's (the bundled node), whatever the capitals.
+fn node_disk_full(message: &str) -> bool {
+    message
+        .to_ascii_lowercase()
+        .contains("no space left on device")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node_error(status: u16, message: &str) -> StorageError {
+        StorageError::Node {
+            path: "/api/v0/add".into(),
+            status,
+            message: message.into(),
+        }
+    }
+
+    #[test]
+    fn a_node_with_its_disk_full_is_an_outage_and_other_node_errors_are_refusals() {
+        let kubo = "put /data/blocks/CIQ.data: write: no space left on device";
+        let bundled = "writing block: No space left on device (os error 28)";
+        assert!(node_error(500, kubo).is_transient());
+        assert!(node_error(500, bundled).is_transient());
+        assert!(!node_error(500, "merkledag: not found").is_transient());
+        assert!(!node_error(400, "no space left on device").is_transient());
     }
 }
