@@ -21,5 +21,6 @@ pub mod mountinfo;
 pub mod node;
 pub mod oracle;
 pub mod output;
+pub mod replica;
 pub mod storage;
 pub mod usage;

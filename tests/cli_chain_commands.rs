@@ -1054,6 +1054,7 @@ async fn the_last_way_to_unlock_is_not_removed_and_a_running_mount_is_not_raced(
         local_faults: Vec::new(),
         loaded_inodes: 0,
         outcome: None,
+        replicas: Vec::new(),
     };
     write(&status_file(&cache, "/mnt/px-test".as_ref()), &status).unwrap();
     let out = t.key(

@@ -6,7 +6,7 @@
 //! commits run outside it and re-check the tree when they come back.
 
 mod ancestry;
-mod backoff;
+pub(crate) mod backoff;
 pub mod commit;
 pub mod content;
 mod dapp;
@@ -27,6 +27,7 @@ mod outage;
 pub mod pages;
 pub mod quota;
 mod rekey;
+mod replicate;
 pub mod reseal;
 pub mod staged;
 pub mod status;
@@ -110,6 +111,8 @@ pub struct FsConfig {
     pub gid: u32,
     /// Opens encrypted trees and decides what a new tree gets.
     pub keys: std::sync::Arc<dyn keyring::KeyRing>,
+    /// Where every committed tree is copied once it holds (`[node] replicas`).
+    pub replicas: Option<std::sync::Arc<crate::replica::Replicas>>,
 }
 
 impl FsConfig {
@@ -133,6 +136,7 @@ impl FsConfig {
             uid: unsafe_getuid(),
             gid: unsafe_getgid(),
             keys: std::sync::Arc::new(keyring::PlainOnly),
+            replicas: None,
         }
     }
 }

@@ -130,6 +130,7 @@ impl Publisher {
             tokens: Vec::new(),
             local_faults: Vec::new(),
             loaded_inodes: 0,
+            replicas: Vec::new(),
             outcome: None,
         };
         let p = Publisher {
@@ -170,6 +171,7 @@ impl Publisher {
             base.tokens = MountedToken::from_core(&core);
             base.local_faults = core.local_faults.clone();
             base.loaded_inodes = core.loaded_inodes;
+            base.replicas = mount_status::ReplicaReport::from_core(&core);
             base.clone()
         };
         if let Err(e) = mount_status::write(&self.path, &doc) {
