@@ -140,6 +140,10 @@ fn config_node(
     devnet.config_with(cache, |cfg| node(&mut cfg["node"]))
 }
 
+fn set(table: &mut toml::Value, key: &str, value: toml::Value) {
+    table.as_table_mut().unwrap().insert(key.into(), value);
+}
+
 fn replicas(urls: &[&str]) -> toml::Value {
     toml::Value::Array(
         urls.iter()
@@ -185,7 +189,7 @@ fn a_replica_keeps_every_tree_repairs_the_primary_and_restores_it_alone() {
     let replica = node_mount::start_node(&replica_repo);
     let replica_url = replica.url.clone();
     let with_replica = config_node(&devnet, &work.path().join("cache-a"), |n| {
-        n["replicas"] = replicas(&[&replica_url]);
+        set(n, "replicas", replicas(&[&replica_url]));
     });
 
     // Written through a mount with one replica: the tree is copied there and pinned.
@@ -222,6 +226,15 @@ fn a_replica_keeps_every_tree_repairs_the_primary_and_restores_it_alone() {
     assert!(status.contains("replica 1 (127.0.0.1:"), "{status}");
     assert!(status.contains("up to date"), "{status}");
     mount.unmount();
+    // Read back once (small files are not cached on upload): now in the chunk cache.
+    let mut mount = TestMount::mount(&with_replica, &[]);
+    let small_bytes = std::fs::read(mount.token(token).join("tree/small-3")).unwrap();
+    assert_eq!(small_bytes, std::fs::read(src.join("small-3")).unwrap());
+    let chunk = work.path().join(format!("cache-a/chunks/{small_cid}.0"));
+    support::wait_until("the chunk cached", Duration::from_secs(30), || {
+        chunk.exists()
+    });
+    mount.unmount();
 
     // The replica checks clean; so does the primary.
     let (code, out, err) = pxfs_with(
@@ -232,8 +245,8 @@ fn a_replica_keeps_every_tree_repairs_the_primary_and_restores_it_alone() {
     let (code, out, err) = pxfs_with(&with_replica, &["check", &t]);
     assert_eq!(code, 0, "check of the primary: {out}{err}");
 
-    // A block file removed from the primary: named; repaired from the cache (the mount
-    // that wrote it kept its bytes).
+    // A block file removed from the primary: named; repaired from the cache (a mount
+    // read it).
     let primary_repo = devnet.dir.path().join("node");
     let lost = block_file(&primary_repo, &small_cid);
     std::fs::remove_file(&lost).unwrap();
@@ -252,7 +265,7 @@ fn a_replica_keeps_every_tree_repairs_the_primary_and_restores_it_alone() {
     // Again with an empty cache: repaired from the replica.
     std::fs::remove_file(&lost).unwrap();
     let fresh = config_node(&devnet, &work.path().join("cache-b"), |n| {
-        n["replicas"] = replicas(&[&replica_url]);
+        set(n, "replicas", replicas(&[&replica_url]));
     });
     let (code, out, err) = pxfs_with(&fresh, &["check", &t, "--repair"]);
     assert_eq!(code, 0, "{out}{err}");
@@ -277,6 +290,7 @@ fn a_replica_keeps_every_tree_repairs_the_primary_and_restores_it_alone() {
     drop(replica);
     let mut mount = TestMount::mount(&with_replica, &[]);
     let later = mount.token(token).join("tree/later");
+    let before = committed();
     let started = std::time::Instant::now();
     std::fs::write(&later, b"written while the replica was down\n").unwrap();
     let f = std::fs::File::open(&later).unwrap();
@@ -284,9 +298,8 @@ fn a_replica_keeps_every_tree_repairs_the_primary_and_restores_it_alone() {
     drop(f);
     assert!(
         started.elapsed() < Duration::from_secs(20),
-        "a write waited for the replica"
+        "a write and its fsync waited for the replica"
     );
-    let before = committed();
     support::wait_until("the commit of `later`", Duration::from_secs(120), || {
         root()["pending_files"] == 0 && committed() != before
     });
@@ -331,14 +344,14 @@ fn a_replica_keeps_every_tree_repairs_the_primary_and_restores_it_alone() {
         !support::pid_alive(node_pid)
     });
     let restore = config_node(&devnet, &work.path().join("cache-new"), |n| {
-        n["replicas"] = replicas(&[&replica_url]);
+        set(n, "replicas", replicas(&[&replica_url]));
     });
     let mut mount = TestMount::mount(&restore, &[]);
     support::assert_same_tree(&expected.join("tree"), &mount.token(token).join("tree"));
     mount.unmount();
     // And one whose config points at the replica as its node.
     let at_replica = config_node(&devnet, &work.path().join("cache-new2"), |n| {
-        n["api_url"] = toml::Value::String(replica_url.clone());
+        set(n, "api_url", toml::Value::String(replica_url.clone()));
     });
     let mut mount = TestMount::mount(&at_replica, &["--read-only"]);
     support::assert_same_tree(&expected.join("tree"), &mount.token(token).join("tree"));

@@ -72,15 +72,15 @@ async fn put_back(
 ) -> Result<String, String> {
     let cid = crate::integrity::parse(&block.cid).map_err(|e| e.to_string())?;
     let (bytes, source) = match good_copy(&cid, object, block, sources).await {
-        Some(found) => found,
-        None => {
+        Ok(found) => found,
+        Err(replicas) => {
             return Err(format!(
                 "no good copy of block {} in the cache{}",
                 block.cid,
                 if sources.replicas.is_empty() {
-                    " (no replica configured)"
+                    " (no replica configured)".to_string()
                 } else {
-                    " or on any replica"
+                    format!(" or on any replica ({})", replicas.join("; "))
                 }
             ));
         }
@@ -92,24 +92,26 @@ async fn put_back(
     Ok(source)
 }
 
+/// A good copy and where it is from; else what each replica answered.
 async fn good_copy(
     cid: &ipld_core::cid::Cid,
     object: Option<&str>,
     block: &DamagedBlock,
     sources: &Sources<'_>,
-) -> Option<(Bytes, String)> {
+) -> Result<(Bytes, String), Vec<String>> {
     if let (Some(cache), Some(object), Some((start, len))) = (sources.cache, object, block.leaf)
         && let Some(bytes) = cache.read(object, start, len)
         && crate::integrity::check(cid, &bytes).is_ok()
     {
-        return Some((Bytes::from(bytes), "the cache".to_string()));
+        return Ok((Bytes::from(bytes), "the cache".to_string()));
     }
+    let mut answers = Vec::new();
     for (name, replica) in sources.replicas {
         // `integrity::block` checks the bytes against the CID.
         match crate::integrity::block(replica, cid).await {
-            Ok(bytes) => return Some((bytes, name.clone())),
-            Err(e) => tracing::debug!(cid = %cid, replica = %name, error = %e, "no good copy"),
+            Ok(bytes) => return Ok((bytes, name.clone())),
+            Err(e) => answers.push(format!("{name}: {e}")),
         }
     }
-    None
+    Err(answers)
 }
