@@ -204,8 +204,6 @@ fn a_replica_keeps_every_tree_repairs_the_primary_and_restores_it_alone() {
         .status()
         .unwrap();
     assert!(cp.success());
-    let small = dest.join("small-3");
-    let small_cid = xattr(&small, "user.pxfs.cid");
     let root = || support::status_json(&with_replica)["mounts"][0].clone();
     support::wait_until("the commit", Duration::from_secs(120), || {
         support::status_json(&with_replica)["tokens"][0]["mount"]["last_root"].is_string()
@@ -222,6 +220,8 @@ fn a_replica_keeps_every_tree_repairs_the_primary_and_restores_it_alone() {
         Duration::from_secs(120),
         || replica_holds(&with_replica, token, &committed()),
     );
+    // Uploaded by now (its CID is known once the upload is done).
+    let small_cid = xattr(&dest.join("small-3"), "user.pxfs.cid");
     let (_, status, _) = pxfs_with(&with_replica, &["status"]);
     assert!(status.contains("replica 1 (127.0.0.1:"), "{status}");
     assert!(status.contains("up to date"), "{status}");
