@@ -121,10 +121,10 @@ fn error(status: StatusCode, reason: &str, details: &str) -> Response {
         .into_response()
 }
 
-/// `Err` with the answer when the request may not go on.
-fn gate(s: &Service, headers: &HeaderMap) -> Result<(), Response> {
+/// The answer when the request may not go on.
+fn refusal(s: &Service, headers: &HeaderMap) -> Option<Response> {
     if s.down.load(Ordering::SeqCst) {
-        return Err(error(
+        return Some(error(
             StatusCode::SERVICE_UNAVAILABLE,
             "UNAVAILABLE",
             "down for a test",
@@ -136,13 +136,13 @@ fn gate(s: &Service, headers: &HeaderMap) -> Result<(), Response> {
         .unwrap_or("");
     if auth != format!("Bearer {}", s.token) {
         s.asked.lock().unwrap().push(Asked::Unauthorized);
-        return Err(error(
+        return Some(error(
             StatusCode::UNAUTHORIZED,
             "UNAUTHORIZED",
             "access token is missing or wrong",
         ));
     }
-    Ok(())
+    None
 }
 
 fn status_json(p: &PinRecord) -> Value {
@@ -157,7 +157,7 @@ fn status_json(p: &PinRecord) -> Value {
 }
 
 async fn add(State(s): State<Arc<Service>>, headers: HeaderMap, body: String) -> Response {
-    if let Err(r) = gate(&s, &headers) {
+    if let Some(r) = refusal(&s, &headers) {
         return r;
     }
     let Ok(pin) = serde_json::from_str::<Value>(&body) else {
@@ -233,7 +233,7 @@ async fn one(
     headers: HeaderMap,
     Path(requestid): Path<String>,
 ) -> Response {
-    if let Err(r) = gate(&s, &headers) {
+    if let Some(r) = refusal(&s, &headers) {
         return r;
     }
     match advance(&s, &requestid).await {
@@ -247,7 +247,7 @@ async fn list(
     headers: HeaderMap,
     Query(q): Query<BTreeMap<String, String>>,
 ) -> Response {
-    if let Err(r) = gate(&s, &headers) {
+    if let Some(r) = refusal(&s, &headers) {
         return r;
     }
     let cids: Option<Vec<&str>> = q.get("cid").map(|c| c.split(',').collect());
@@ -281,7 +281,7 @@ async fn replace(
     Path(requestid): Path<String>,
     body: String,
 ) -> Response {
-    if let Err(r) = gate(&s, &headers) {
+    if let Some(r) = refusal(&s, &headers) {
         return r;
     }
     let old = s.pins.lock().unwrap().remove(&requestid);
@@ -302,7 +302,7 @@ async fn remove(
     headers: HeaderMap,
     Path(requestid): Path<String>,
 ) -> Response {
-    if let Err(r) = gate(&s, &headers) {
+    if let Some(r) = refusal(&s, &headers) {
         return r;
     }
     let old = s.pins.lock().unwrap().remove(&requestid);
