@@ -735,7 +735,21 @@ async fn poll_once(
     }
     for t in fs.tokens() {
         if !wanted.contains(&t) {
-            tracing::info!(token = t, "sNFT no longer owned; hiding it");
+            // What was closed before it left is committed first: small files may still be
+            // waiting out the write-back delay (a bounded wait: the journal keeps the rest).
+            tracing::info!(
+                token = t,
+                "sNFT no longer owned; committing what it holds, then hiding it"
+            );
+            match tokio::time::timeout(Duration::from_secs(30), fs.flush_token(t)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::warn!(token = t, error = %e,
+                    "could not commit the sNFT before hiding it; its journal keeps what it held"),
+                Err(_) => tracing::warn!(
+                    token = t,
+                    "committing the sNFT took over 30 s; hiding it, its journal keeps the rest"
+                ),
+            }
             fs.remove_token(t);
             token_gone(crate::fs::ROOT_INO, &t.to_string());
         }

@@ -192,10 +192,17 @@ impl Fs {
             && let Some(name) = &info.btns
             && let Some(p) = self.published_now(id, name).await
         {
-            match self
-                .weakened_by(id, &committed.encryption, &p.encryption, p.seq)
-                .await
-            {
+            // A cache seeded with no tree yet (a conversion's target) has no key of its own
+            // to compare: only a declared downgrade counts there.
+            let refusal = match committed.root {
+                Some(_) => {
+                    self.weakened_by(id, &committed.encryption, &p.encryption, p.seq)
+                        .await
+                }
+                None => super::strongest::weakens(&self.config().cache_dir, id, &p.encryption)
+                    .then(|| super::strongest::downgrade_message(id, p.seq)),
+            };
+            match refusal {
                 Some(message) => {
                     tracing::error!(token = id, "{message}");
                     read_only = true;
