@@ -16,7 +16,6 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use support::small_disk::SmallDisk;
 use support::{PXFS, TestDevnet, TestMount, assert_same_tree, generate_tree, wait_until};
 
 /// How long the node stays away: the outage of issue #6.
@@ -568,6 +567,57 @@ fn an_unmount_that_cannot_commit_says_what_stays_and_the_next_mount_commits_it()
     assert_eq!(std::fs::read(back.join("small.bin")).unwrap(), small);
     assert_eq!(std::fs::read(back.join("big.bin")).unwrap(), big);
     assert_eq!(std::fs::read(back.join("empty")).unwrap(), b"");
+}
+
+/// A small tmpfs of its own for the cache (a cache disk that fills up); unmounted on drop.
+struct SmallDisk {
+    dir: tempfile::TempDir,
+}
+
+impl SmallDisk {
+    fn mount(bytes: u64) -> SmallDisk {
+        let dir = tempfile::Builder::new()
+            .prefix("pxfs-small-disk-")
+            .tempdir()
+            .unwrap();
+        let out = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={bytes}"), "tmpfs"])
+            .arg(dir.path())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "mount -t tmpfs (needs root): {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        SmallDisk { dir }
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Fill what is left of the disk with `name`; returns once a write got ENOSPC.
+    fn fill(&self, name: &str) {
+        let mut f = std::fs::File::create(self.path().join(name)).unwrap();
+        let block = vec![7u8; 64 << 10];
+        loop {
+            match f.write_all(&block) {
+                Ok(()) => {}
+                Err(e) if e.raw_os_error() == Some(libc::ENOSPC) => return,
+                Err(e) => panic!("filling the small disk: {e}"),
+            }
+        }
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = Command::new("umount")
+            .arg("-l")
+            .arg(self.dir.path())
+            .status();
+    }
 }
 
 /// Create `path` with `data` and close it, reporting the close's own error (which

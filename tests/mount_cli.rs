@@ -1,17 +1,11 @@
 //! `pxfs mount` / `pxfs unmount` end to end: anvil with the contracts, a `pxfs node`, one
 //! minted sNFT; the mount daemon in the background. Needs root, /dev/fuse and anvil.
 
-#[path = "support/node_mount.rs"]
-mod node_mount;
-#[path = "support/posix.rs"]
-mod posix;
-
-use std::io::Write;
+use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use posix::{statvfs, xattr};
 use pxfs::chain::anvil::Anvil;
 use pxfs::chain::deploy::{DeployParams, deploy_devnet};
 use pxfs::storage::NodeClient;
@@ -22,8 +16,34 @@ const ORACLE: &str = "0x70997970C51812dc3A010C7d01b50e0d17dc79C8";
 const QUOTA: u64 = 1 << 20;
 const SYNC_INTERVAL: u64 = 3600;
 
+struct Node(Child);
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 fn pxfs() -> Command {
     Command::new(env!("CARGO_BIN_EXE_pxfs"))
+}
+
+fn start_node(repo: &Path) -> (Node, String) {
+    let mut child = pxfs()
+        .args(["node", "--listen", "127.0.0.1:0", "--repo"])
+        .arg(repo)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    while !line.contains("listening on") {
+        line.clear();
+        assert!(out.read_line(&mut line).unwrap() > 0, "node exited");
+    }
+    std::thread::spawn(move || std::io::copy(&mut out, &mut std::io::sink()));
+    let url = line.trim().rsplit(' ').next().unwrap().to_string();
+    (Node(child), url)
 }
 
 fn run(cmd: &mut Command) -> String {
@@ -39,6 +59,26 @@ fn run(cmd: &mut Command) -> String {
 
 fn is_mounted(p: &Path) -> bool {
     pxfs::mountinfo::on(p).is_some()
+}
+
+fn xattr(p: &Path, name: &str) -> String {
+    let c = std::ffi::CString::new(p.as_os_str().as_encoded_bytes()).unwrap();
+    let n = std::ffi::CString::new(name).unwrap();
+    let mut buf = vec![0u8; 512];
+    // SAFETY: valid C strings and a buffer of the given length.
+    let len = unsafe { libc::getxattr(c.as_ptr(), n.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+    assert!(len >= 0, "getxattr {name}");
+    String::from_utf8(buf[..len as usize].to_vec()).unwrap()
+}
+
+fn statvfs(p: &Path) -> libc::statvfs {
+    let c = std::ffi::CString::new(p.as_os_str().as_encoded_bytes()).unwrap();
+    // SAFETY: a zeroed statvfs is a valid out-parameter; c is a valid C string.
+    unsafe {
+        let mut s: libc::statvfs = std::mem::zeroed();
+        assert_eq!(libc::statvfs(c.as_ptr(), &mut s), 0);
+        s
+    }
 }
 
 fn rpc(url: &str, method: &str, params: &str) {
@@ -112,8 +152,7 @@ fn mount_write_unmount_remount_with_quota_and_overdue() {
         ))
         .unwrap();
     std::fs::create_dir(tmp.path().join("repo")).unwrap();
-    let node = node_mount::start_node(&tmp.path().join("repo"));
-    let node_url = node.url.clone();
+    let (_node, node_url) = start_node(&tmp.path().join("repo"));
     let client = NodeClient::from_url(&node_url, "/api/v0");
     let key = rt.block_on(client.key_gen("snft")).unwrap();
     let config = tmp.path().join("pxfs.toml");

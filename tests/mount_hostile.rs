@@ -6,14 +6,11 @@
 
 #[path = "support/node_mount.rs"]
 mod node_mount;
-#[path = "support/posix.rs"]
-mod posix;
 
 use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
 use node_mount::{dir, mount, require_mount, start_node};
-use posix::xattr;
 use pxfs::integrity::dagpb::FileNode;
 use pxfs::storage::NodeClient;
 
@@ -277,6 +274,16 @@ fn altered_plaintext_blocks_read_as_eio_through_the_mount() {
 fn altered_encrypted_blocks_read_as_eio_through_the_mount() {
     require_mount();
     altered_blocks_read_as_eio(true);
+}
+
+fn xattr(p: &Path, name: &str) -> String {
+    let c = std::ffi::CString::new(p.as_os_str().as_encoded_bytes()).unwrap();
+    let n = std::ffi::CString::new(name).unwrap();
+    let mut buf = vec![0u8; 256];
+    // SAFETY: valid C strings and a buffer of the given length.
+    let len = unsafe { libc::getxattr(c.as_ptr(), n.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+    assert!(len >= 0, "getxattr {name}");
+    String::from_utf8(buf[..len as usize].to_vec()).unwrap()
 }
 
 /// The cost of checking every block: a cold read of 256 MiB through the kernel mount with

@@ -2,15 +2,11 @@
 //! (`cp -a`, `rsync`, `tar`, `diff`) against a mount of the core on an in-memory node.
 //! The same tests against a devnet node and chain live with `pxfs devnet`.
 
-#[path = "support/posix.rs"]
-mod posix;
-
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
 
-use posix::{statvfs, xattr};
 use pxfs::fs::store::MemoryStore;
 use pxfs::fs::{Fs, FsConfig, TokenInfo};
 use pxfs::fuse::FuseFs;
@@ -438,6 +434,26 @@ fn random_writes_match_a_local_file_before_and_after_remount() {
         std::fs::read(&remote).unwrap()
     );
     drop(m);
+}
+
+fn statvfs(p: &Path) -> libc::statvfs {
+    let c = std::ffi::CString::new(p.as_os_str().as_encoded_bytes()).unwrap();
+    // SAFETY: a zeroed statvfs is a valid out-parameter; c is a valid C string.
+    unsafe {
+        let mut s: libc::statvfs = std::mem::zeroed();
+        assert_eq!(libc::statvfs(c.as_ptr(), &mut s), 0);
+        s
+    }
+}
+
+fn xattr(p: &Path, name: &str) -> String {
+    let c = std::ffi::CString::new(p.as_os_str().as_encoded_bytes()).unwrap();
+    let n = std::ffi::CString::new(name).unwrap();
+    let mut buf = vec![0u8; 256];
+    // SAFETY: valid C strings and a buffer of the given length.
+    let len = unsafe { libc::getxattr(c.as_ptr(), n.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+    assert!(len >= 0, "getxattr {name}");
+    String::from_utf8(buf[..len as usize].to_vec()).unwrap()
 }
 
 #[test]

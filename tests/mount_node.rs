@@ -4,8 +4,6 @@
 
 #[path = "support/node_mount.rs"]
 mod node_mount;
-#[path = "support/posix.rs"]
-mod posix;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -13,7 +11,6 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use node_mount::{dir, mount, mount_with, require_mount, start_node};
-use posix::xattr;
 
 fn sh(cmd: &mut Command) {
     let out = cmd.output().unwrap();
@@ -87,6 +84,16 @@ fn a_tree_copied_in_comes_back_from_the_node_with_a_fresh_cache() {
     assert_eq!(measured.usage - measured.manifest_bytes, expected as u64);
     assert_eq!(xattr(&mnt, "user.pxfs.usage"), measured.usage.to_string());
     m.unmount();
+}
+
+fn xattr(p: &Path, name: &str) -> String {
+    let c = std::ffi::CString::new(p.as_os_str().as_encoded_bytes()).unwrap();
+    let n = std::ffi::CString::new(name).unwrap();
+    let mut buf = vec![0u8; 256];
+    // SAFETY: valid C strings and a buffer of the given length.
+    let len = unsafe { libc::getxattr(c.as_ptr(), n.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+    assert!(len >= 0, "getxattr {name}");
+    String::from_utf8(buf[..len as usize].to_vec()).unwrap()
 }
 
 /// Every file under `root` (the node's blockstore, the mount's staging directory).

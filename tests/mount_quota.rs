@@ -5,11 +5,27 @@ mod support;
 use std::io::Write;
 use std::time::Duration;
 
-use support::posix::{statvfs, xattr_u64};
 use support::{TestDevnet, TestMount, advance_chain_time, wait_until};
 
 fn errno_of(r: std::io::Result<impl Sized>) -> Option<i32> {
     r.err().and_then(|e| e.raw_os_error())
+}
+
+fn xattr_u64(path: &std::path::Path, name: &str) -> u64 {
+    let out = support::sh(&format!(
+        "getfattr --only-values -n {name} {}",
+        path.display()
+    ));
+    out.trim()
+        .parse()
+        .unwrap_or_else(|_| panic!("{name} is not a number: {out:?}"))
+}
+
+fn statvfs(path: &std::path::Path) -> libc::statvfs {
+    let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    assert_eq!(unsafe { libc::statvfs(c.as_ptr(), &mut st) }, 0);
+    st
 }
 
 #[test]
@@ -76,10 +92,19 @@ fn filling_to_exactly_the_quota_works_and_one_byte_more_fails_with_edquot() {
     std::fs::write(token.join("small"), vec![1u8; 10_000]).unwrap();
     std::fs::File::open(&token).unwrap().sync_all().unwrap();
     let usage = xattr_u64(&token, "user.pxfs.usage");
-    let root = support::xattr(&token, "user.pxfs.root");
+    let root = support::sh(&format!(
+        "getfattr --only-values -n user.pxfs.root {}",
+        token.display()
+    ));
     let client = pxfs::storage::NodeClient::from_url(&devnet.node_url(), "/api/v0");
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let measured = support::measured_by_oracle(&rt, &client, root.trim());
+    let measured = tokio::runtime::Runtime::new()
+        .unwrap()
+        .block_on(pxfs::oracle::measure_root(
+            &client,
+            root.trim(),
+            &pxfs::oracle::Limits::default(),
+        ))
+        .unwrap();
     assert_eq!(
         measured.usage - measured.manifest_bytes,
         pxfs::format::seal::sealed_len(10_000)
@@ -243,7 +268,13 @@ fn the_btns_record_after_a_copy_names_a_usage_document_whose_root_walks_to_the_t
     assert_eq!(total, local_bytes, "the manifests list the bytes copied");
     // The published usage is what the oracle measures (docs/FORMAT.md §7): the distinct
     // contents plus the manifests.
-    let measured = support::measured_by_oracle(&rt, &client, doc.root());
+    let measured = rt
+        .block_on(pxfs::oracle::measure_root(
+            &client,
+            doc.root(),
+            &pxfs::oracle::Limits::default(),
+        ))
+        .unwrap();
     assert_eq!(
         doc.usage(),
         measured.usage,

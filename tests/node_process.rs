@@ -2,8 +2,6 @@
 //! large adds in bounded memory and stops cleanly on SIGTERM.
 
 mod node_support;
-#[path = "support/small_disk.rs"]
-mod small_disk;
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
@@ -12,7 +10,6 @@ use bytes::Bytes;
 use futures::StreamExt;
 use node_support::{pseudo_random, with_query};
 use reqwest::multipart::{Form, Part};
-use small_disk::SmallDisk;
 
 const MIB: usize = 1024 * 1024;
 
@@ -137,10 +134,36 @@ async fn a_200_mib_streamed_add_keeps_the_node_below_100_mib() {
     assert!(node.terminate().success());
 }
 
+/// A tmpfs of `bytes` for the node's repository (needs root); unmounted on drop.
+struct SmallDisk(tempfile::TempDir);
+
+impl SmallDisk {
+    fn mount(bytes: usize) -> SmallDisk {
+        let dir = tempfile::tempdir().unwrap();
+        let out = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={bytes}"), "tmpfs"])
+            .arg(dir.path())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "mount -t tmpfs (needs root): {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        SmallDisk(dir)
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(self.0.path()).status();
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_node_with_its_disk_full_answers_as_kubo_does_and_keeps_running() {
-    let disk = SmallDisk::mount(4 * MIB as u64);
-    let node = ChildNode::start(disk.path());
+    let disk = SmallDisk::mount(4 * MIB);
+    let node = ChildNode::start(disk.0.path());
     let add = |data: Vec<u8>| {
         let form = Form::new().part("file", Part::bytes(data).file_name("f"));
         reqwest::Client::new()

@@ -9,7 +9,6 @@ mod support;
 use std::process::Command;
 use std::time::Duration;
 
-use support::posix::{set_xattr, xattr_u64};
 use support::{PXFS, TestDevnet, TestMount, synced_events, wait_until};
 
 fn status_usage(devnet: &TestDevnet) -> (u64, bool) {
@@ -93,6 +92,37 @@ fn sync_after_a_copy_puts_the_trees_bytes_on_chain_and_synced_carries_the_publis
     drop(mount);
 }
 
+fn set_xattr(path: &std::path::Path, name: &str, value: &[u8]) {
+    let p = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
+    let n = std::ffi::CString::new(name).unwrap();
+    // SAFETY: NUL-terminated strings and a valid buffer of value.len() bytes.
+    let r = unsafe {
+        libc::setxattr(
+            p.as_ptr(),
+            n.as_ptr(),
+            value.as_ptr().cast(),
+            value.len(),
+            0,
+        )
+    };
+    assert_eq!(r, 0, "setxattr {name}: {}", std::io::Error::last_os_error());
+}
+
+fn xattr_u64(path: &std::path::Path, name: &str) -> u64 {
+    let p = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
+    let n = std::ffi::CString::new(name).unwrap();
+    let mut buf = vec![0u8; 64];
+    // SAFETY: NUL-terminated strings and a valid buffer of buf.len() bytes.
+    let len = unsafe { libc::getxattr(p.as_ptr(), n.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+    assert!(
+        len >= 0,
+        "getxattr {name}: {}",
+        std::io::Error::last_os_error()
+    );
+    buf.truncate(len as usize);
+    String::from_utf8(buf).unwrap().parse().unwrap()
+}
+
 fn client(devnet: &TestDevnet) -> pxfs::storage::NodeClient {
     pxfs::storage::NodeClient::from_url(&devnet.node_url(), "/api/v0")
 }
@@ -115,57 +145,6 @@ fn manifest(entries: &[(&str, &str, &str, u64)]) -> Vec<u8> {
         })
         .collect();
     serde_json::to_vec(&serde_json::json!({"schema": "pxfs/dir/1", "entries": entries})).unwrap()
-}
-
-/// A `pxfs/dir/1` manifest listing the directories `dirs` (name, CID), in name order.
-fn dirs_manifest(dirs: &[(String, String)]) -> Vec<u8> {
-    manifest(
-        &dirs
-            .iter()
-            .map(|(n, c)| (n.as_str(), "dir", c.as_str(), 0))
-            .collect::<Vec<_>>(),
-    )
-}
-
-/// The oracle's tree walk as `pxfs oracle` runs it (default limits, one memo across
-/// walks) against the devnet's node `delay` away: every node request passes a proxy
-/// that holds it back first.
-struct FarWalk {
-    _proxy: proxy::Proxy,
-    node: pxfs::storage::NodeClient,
-    limits: pxfs::oracle::Limits,
-    memo: pxfs::oracle::Memo,
-}
-
-impl FarWalk {
-    fn start(devnet: &TestDevnet, delay: Duration) -> FarWalk {
-        let proxy = proxy::Proxy::start_delaying(
-            &devnet.node_url(),
-            Some(proxy::Delay {
-                needle: b"/api/v0/".to_vec(),
-                delay,
-            }),
-        );
-        let node = pxfs::storage::NodeClient::from_url(&proxy.url(), "/api/v0");
-        let limits = pxfs::oracle::Limits::default();
-        let memo = pxfs::oracle::Memo::in_memory(limits.memo_entries);
-        FarWalk {
-            _proxy: proxy,
-            node,
-            limits,
-            memo,
-        }
-    }
-
-    fn measure(&self, rt: &tokio::runtime::Runtime, roots: &[String]) -> pxfs::oracle::TreeUsage {
-        rt.block_on(pxfs::oracle::measure_roots(
-            &self.node,
-            roots,
-            &self.limits,
-            &self.memo,
-        ))
-        .unwrap()
-    }
 }
 
 /// Publishes a usage document for the devnet's token whose root is `root`, claiming 0.
@@ -710,7 +689,10 @@ fn a_v1_tree_mounts_reads_identically_and_its_next_commit_rewrites_it_as_v2() {
         .unwrap();
     rt.block_on(pxfs::usage::publish(&client, &key, &doc))
         .unwrap();
-    let v1 = support::measured_by_oracle(&rt, &client, &root);
+    let limits = pxfs::oracle::Limits::default();
+    let v1 = rt
+        .block_on(pxfs::oracle::measure_root(&client, &root, &limits))
+        .unwrap();
     assert_eq!(v1.usage - v1.manifest_bytes, 3034, "the v1 tree's contents");
 
     // Mounted from a fresh cache, it reads as it was written; reading changes nothing.
@@ -756,7 +738,9 @@ fn a_v1_tree_mounts_reads_identically_and_its_next_commit_rewrites_it_as_v2() {
     );
     // The oracle measures both forms by one rule: the same contents (same CIDs), each
     // form's own metadata objects; the mount's claim is the measured figure.
-    let v2 = support::measured_by_oracle(&rt, &client, &v2_doc.root);
+    let v2 = rt
+        .block_on(pxfs::oracle::measure_root(&client, &v2_doc.root, &limits))
+        .unwrap();
     assert_eq!(v2.usage - v2.manifest_bytes, v1.usage - v1.manifest_bytes);
     assert_eq!(v2_doc.usage, v2.usage);
 
@@ -990,14 +974,38 @@ fn a_two_thousand_file_tree_behind_a_40_ms_link_is_measured_in_parallel_and_then
         expected += m.len() as u64;
         dirs.push((format!("d{d:02}"), add(&rt, &devnet, m)));
     }
-    let root_bytes = dirs_manifest(&dirs);
+    let top = |dirs: &[(String, String)]| {
+        manifest(
+            &dirs
+                .iter()
+                .map(|(n, c)| (n.as_str(), "dir", c.as_str(), 0))
+                .collect::<Vec<_>>(),
+        )
+    };
+    let root_bytes = top(&dirs);
     expected += root_bytes.len() as u64;
     let root = add(&rt, &devnet, root_bytes);
 
     let delay = Duration::from_millis(40);
-    let far = FarWalk::start(&devnet, delay);
+    let proxy = proxy::Proxy::start_delaying(
+        &devnet.node_url(),
+        Some(proxy::Delay {
+            needle: b"/api/v0/".to_vec(),
+            delay,
+        }),
+    );
+    let slow = pxfs::storage::NodeClient::from_url(&proxy.url(), "/api/v0");
+    let limits = pxfs::oracle::Limits::default();
+    let memo = pxfs::oracle::Memo::in_memory(limits.memo_entries);
     let started = std::time::Instant::now();
-    let m = far.measure(&rt, std::slice::from_ref(&root));
+    let m = rt
+        .block_on(pxfs::oracle::measure_roots(
+            &slow,
+            std::slice::from_ref(&root),
+            &limits,
+            &memo,
+        ))
+        .unwrap();
     let took = started.elapsed();
     assert_eq!(m.usage, expected);
     assert_eq!(m.files, 2000);
@@ -1022,8 +1030,15 @@ fn a_two_thousand_file_tree_behind_a_40_ms_link_is_measured_in_parallel_and_then
     );
     let mut dirs2 = dirs.clone();
     dirs2[0].1 = add(&rt, &devnet, m0);
-    let root2 = add(&rt, &devnet, dirs_manifest(&dirs2));
-    let again = far.measure(&rt, &[root.clone(), root2.clone()]);
+    let root2 = add(&rt, &devnet, top(&dirs2));
+    let again = rt
+        .block_on(pxfs::oracle::measure_roots(
+            &slow,
+            &[root.clone(), root2.clone()],
+            &limits,
+            &memo,
+        ))
+        .unwrap();
     assert_eq!(again.objects_fetched, 3, "{again:?}");
     assert_eq!(again.roots, 2);
     assert!(again.usage >= expected, "the larger of the two trees");
@@ -1031,7 +1046,7 @@ fn a_two_thousand_file_tree_behind_a_40_ms_link_is_measured_in_parallel_and_then
     // A document over the cap is refused by its CID, not read.
     let tight = pxfs::oracle::Limits {
         max_object_bytes: 1000,
-        ..far.limits.clone()
+        ..limits.clone()
     };
     let err = rt
         .block_on(pxfs::oracle::measure_root(&client(&devnet), &root, &tight))
@@ -1091,12 +1106,34 @@ fn oracle_benchmark() {
         );
         dirs.push((format!("d{d:05}"), add(&rt, &devnet, m)));
     }
-    let root = add(&rt, &devnet, dirs_manifest(&dirs));
+    let top = manifest(
+        &dirs
+            .iter()
+            .map(|(n, c)| (n.as_str(), "dir", c.as_str(), 0))
+            .collect::<Vec<_>>(),
+    );
+    let root = add(&rt, &devnet, top);
     let built = started.elapsed();
 
-    let far = FarWalk::start(&devnet, delay);
+    let proxy = proxy::Proxy::start_delaying(
+        &devnet.node_url(),
+        Some(proxy::Delay {
+            needle: b"/api/v0/".to_vec(),
+            delay,
+        }),
+    );
+    let slow = pxfs::storage::NodeClient::from_url(&proxy.url(), "/api/v0");
+    let limits = pxfs::oracle::Limits::default();
+    let memo = pxfs::oracle::Memo::in_memory(limits.memo_entries);
     let t = std::time::Instant::now();
-    let first = far.measure(&rt, std::slice::from_ref(&root));
+    let first = rt
+        .block_on(pxfs::oracle::measure_roots(
+            &slow,
+            std::slice::from_ref(&root),
+            &limits,
+            &memo,
+        ))
+        .unwrap();
     let first_secs = t.elapsed().as_secs_f64();
     // One file changed in the first directory: a new directory manifest and root.
     let changed = add(&rt, &devnet, b"bench file changed".to_vec());
@@ -1111,9 +1148,25 @@ fn oracle_benchmark() {
     first_dir[0].2 = changed.as_str();
     let mut dirs2 = dirs.clone();
     dirs2[0].1 = add(&rt, &devnet, manifest(&first_dir));
-    let root2 = add(&rt, &devnet, dirs_manifest(&dirs2));
+    let root2 = add(
+        &rt,
+        &devnet,
+        manifest(
+            &dirs2
+                .iter()
+                .map(|(n, c)| (n.as_str(), "dir", c.as_str(), 0))
+                .collect::<Vec<_>>(),
+        ),
+    );
     let t = std::time::Instant::now();
-    let second = far.measure(&rt, &[root, root2]);
+    let second = rt
+        .block_on(pxfs::oracle::measure_roots(
+            &slow,
+            &[root, root2],
+            &limits,
+            &memo,
+        ))
+        .unwrap();
     let second_secs = t.elapsed().as_secs_f64();
     let status = std::fs::read_to_string("/proc/self/status").unwrap();
     let hwm = status
@@ -1128,13 +1181,13 @@ fn oracle_benchmark() {
             "files": files, "delay_ms": delay.as_millis() as u64,
             "build_secs": built.as_secs_f64(),
             "first_secs": first_secs, "first_requests": first.objects_fetched,
-            "usage": first.usage, "limit_secs": far.limits.max_time.as_secs(),
-            "limit_requests": far.limits.max_objects,
-            "walk_concurrency": far.limits.walk_concurrency,
+            "usage": first.usage, "limit_secs": limits.max_time.as_secs(),
+            "limit_requests": limits.max_objects,
+            "walk_concurrency": limits.walk_concurrency,
             "second_secs": second_secs, "second_requests": second.objects_fetched,
             "peak_rss": hwm,
         })
     );
     assert_eq!(first.files, files);
-    assert!(first_secs < far.limits.max_time.as_secs_f64());
+    assert!(first_secs < limits.max_time.as_secs_f64());
 }

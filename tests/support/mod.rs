@@ -6,10 +6,6 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-pub mod posix;
-pub mod small_disk;
-pub use posix::xattr;
-
 pub const PXFS: &str = env!("CARGO_BIN_EXE_pxfs");
 pub const DEV_WALLET_KEY: &str =
     "0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80";
@@ -451,6 +447,22 @@ pub fn daemon_pid(mountpoint: &Path) -> u32 {
     panic!("no pxfs mount daemon found for {mp}");
 }
 
+/// The value of extended attribute `name` of `p`, as text; panics if it has none.
+pub fn xattr(p: &Path, name: &str) -> String {
+    let c = std::ffi::CString::new(p.as_os_str().as_encoded_bytes()).unwrap();
+    let n = std::ffi::CString::new(name).unwrap();
+    let mut buf = vec![0u8; 512];
+    // SAFETY: valid C strings and a buffer of the given length.
+    let len = unsafe { libc::getxattr(c.as_ptr(), n.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+    assert!(
+        len >= 0,
+        "getxattr {name} of {}: {}",
+        p.display(),
+        std::io::Error::last_os_error()
+    );
+    String::from_utf8(buf[..len as usize].to_vec()).unwrap()
+}
+
 /// Runs a shell command; panics with its output if it fails.
 pub fn sh(script: &str) -> String {
     let out = Command::new("bash")
@@ -779,21 +791,6 @@ pub fn devnet_crypto(
         passphrase: pxfs::keys::PassphraseSource::None,
     };
     pxfs::keys::tree_crypto(&token, &doc.encryption(), &means).expect("the wallet opens it")
-}
-
-/// What the oracle measures for the tree under the root node `root` on `node`, with its
-/// default limits (docs/FORMAT.md §7): the figure a usage document must claim.
-pub fn measured_by_oracle(
-    rt: &tokio::runtime::Runtime,
-    node: &pxfs::storage::NodeClient,
-    root: &str,
-) -> pxfs::oracle::TreeUsage {
-    rt.block_on(pxfs::oracle::measure_root(
-        node,
-        root,
-        &pxfs::oracle::Limits::default(),
-    ))
-    .expect("the oracle measures the tree")
 }
 
 /// Every entry of the v2 tree under the root node `root` (sealed with `crypto`, or

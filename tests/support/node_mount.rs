@@ -14,10 +14,8 @@ use pxfs::fs::{Fs, FsConfig, TokenInfo};
 use pxfs::fuse::FuseFs;
 use pxfs::storage::NodeClient;
 
-/// A `pxfs node` child process serving a repository on a free loopback port; killed on drop.
 pub struct Node {
     child: Child,
-    pub url: String,
     pub client: NodeClient,
 }
 
@@ -46,7 +44,6 @@ pub fn start_node(repo: &Path) -> Node {
     Node {
         child,
         client: NodeClient::from_url(&url, "/api/v0"),
-        url,
     }
 }
 
