@@ -1,9 +1,6 @@
 //! The filesystem core as a user of the mount sees it, without a kernel: an in-memory
 //! node, a real cache directory, one sNFT.
 
-#[path = "support/one_token.rs"]
-mod one_token;
-
 use std::sync::Arc;
 
 use pxfs::fs::keyring::{FixedKey, KeyRing, PlainOnly};
@@ -15,7 +12,14 @@ const BTNS: &str = "k51-token-7";
 const RW: i32 = libc::O_RDWR;
 
 fn info(quota: u64) -> TokenInfo {
-    one_token::paid_up(TOKEN, quota, BTNS)
+    TokenInfo {
+        token_id: TOKEN,
+        quota,
+        overdue: false,
+        last_sync: 1,
+        sync_deadline: 2,
+        btns: Some(BTNS.into()),
+    }
 }
 
 struct Mount {
@@ -31,7 +35,9 @@ async fn try_mount(
     quota: u64,
     keys: Arc<dyn KeyRing>,
 ) -> Result<Mount, FsError> {
-    let mut cfg = one_token::committing_on_request(cache.path());
+    let mut cfg = FsConfig::new(cache.path().to_path_buf());
+    cfg.single_token = true;
+    cfg.commit_interval = std::time::Duration::from_secs(3600); // commits only when asked
     cfg.keys = keys.clone();
     let fs = Fs::new(cfg, store.clone()).unwrap();
     fs.add_token(info(quota)).await?;
@@ -114,7 +120,17 @@ impl Mount {
     }
 
     async fn names(&self, dir: Ino) -> Vec<String> {
-        one_token::names(&self.fs, dir).await
+        let mut names: Vec<String> = self
+            .fs
+            .readdir(dir, 0)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|e| String::from_utf8(e.name).unwrap())
+            .filter(|n| n != "." && n != "..")
+            .collect();
+        names.sort();
+        names
     }
 
     async fn usage(&self) -> u64 {
@@ -1593,7 +1609,9 @@ async fn wraps_published_by_pxfs_key_while_unmounted_are_carried_forward_by_the_
 
 async fn mount_limited(store: Arc<MemoryStore>, limit: usize) -> Mount {
     let cache = tempfile::tempdir().unwrap();
-    let mut cfg = one_token::committing_on_request(cache.path());
+    let mut cfg = FsConfig::new(cache.path().to_path_buf());
+    cfg.single_token = true;
+    cfg.commit_interval = std::time::Duration::from_secs(3600);
     cfg.max_loaded_inodes = limit;
     let fs = Fs::new(cfg, store.clone()).unwrap();
     fs.add_token(info(u64::MAX)).await.unwrap();
@@ -2120,7 +2138,9 @@ async fn a_plaintext_tree_converted_to_encrypted_and_back_keeps_every_name_byte_
 async fn lookups_answer_at_once_while_a_staged_write_or_a_journal_write_waits_for_the_disk() {
     const DELAY: std::time::Duration = std::time::Duration::from_millis(1500);
     let cache = tempfile::tempdir().unwrap();
-    let mut cfg = one_token::committing_on_request(cache.path());
+    let mut cfg = FsConfig::new(cache.path().to_path_buf());
+    cfg.single_token = true;
+    cfg.commit_interval = std::time::Duration::from_secs(3600);
     cfg.disk_delay = DELAY;
     let fs = Fs::new(cfg, Arc::new(MemoryStore::new())).unwrap();
     fs.add_token(info(u64::MAX)).await.unwrap();

@@ -12,8 +12,6 @@
 mod harness;
 #[path = "fs_model/model.rs"]
 mod model;
-#[path = "support/one_token.rs"]
-mod one_token;
 #[path = "fs_model/ops.rs"]
 mod ops;
 

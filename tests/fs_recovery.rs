@@ -2,15 +2,12 @@
 //! cache directory with its journal, one sNFT, and crashes (`abort`: nothing drained,
 //! nothing committed) at the awkward moments.
 
-#[path = "support/one_token.rs"]
-mod one_token;
-
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use pxfs::fs::store::MemoryStore;
-use pxfs::fs::{Fs, Ino, ROOT_INO};
+use pxfs::fs::{Fs, FsConfig, Ino, ROOT_INO, TokenInfo};
 
 const TOKEN: u64 = 7;
 const BTNS: &str = "k51-token-7";
@@ -31,12 +28,21 @@ async fn mount_with_grace(
     cache: tempfile::TempDir,
     grace: Duration,
 ) -> Mount {
-    let mut cfg = one_token::committing_on_request(cache.path());
+    let mut cfg = FsConfig::new(cache.path().to_path_buf());
     cfg.outage_grace = grace;
+    cfg.single_token = true;
+    cfg.commit_interval = Duration::from_secs(3600); // commits only when asked
     let fs = Fs::new(cfg, store.clone()).unwrap();
-    fs.add_token(one_token::paid_up(TOKEN, u64::MAX, BTNS))
-        .await
-        .unwrap();
+    fs.add_token(TokenInfo {
+        token_id: TOKEN,
+        quota: u64::MAX,
+        overdue: false,
+        last_sync: 1,
+        sync_deadline: 2,
+        btns: Some(BTNS.into()),
+    })
+    .await
+    .unwrap();
     Mount { fs, store, cache }
 }
 
@@ -477,13 +483,22 @@ async fn an_upload_the_node_refuses_for_good_gives_eio_within_the_grace_and_reco
 async fn below_the_cache_disks_reserve_writes_get_enospc_while_directory_changes_commit() {
     let cache = tempfile::tempdir().unwrap();
     let store = Arc::new(MemoryStore::new());
-    let mut cfg = one_token::committing_on_request(cache.path());
+    let mut cfg = FsConfig::new(cache.path().to_path_buf());
+    cfg.single_token = true;
+    cfg.commit_interval = Duration::from_secs(3600);
     // More than any disk has free: every byte of new data would go below the reserve.
     cfg.disk_reserve = u64::MAX / 2;
     let fs = Fs::new(cfg, store.clone()).unwrap();
-    fs.add_token(one_token::paid_up(TOKEN, u64::MAX, BTNS))
-        .await
-        .unwrap();
+    fs.add_token(TokenInfo {
+        token_id: TOKEN,
+        quota: u64::MAX,
+        overdue: false,
+        last_sync: 1,
+        sync_deadline: 2,
+        btns: Some(BTNS.into()),
+    })
+    .await
+    .unwrap();
     let m = Mount { fs, store, cache };
 
     let (_, fh) = m.fs.create(ROOT_INO, "f", 0o644, RW, 0, 0).await.unwrap();

@@ -8,9 +8,6 @@
 //! runs (`PXFS_MODEL_SEEDS`, 12 by default; `PXFS_MODEL_SEED` runs one); a failure prints
 //! the seed and the schedule: every publication, landing and resolve, in order.
 
-#[path = "support/one_token.rs"]
-mod one_token;
-
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -21,7 +18,7 @@ use bytes::Bytes;
 use pxfs::fs::store::{
     Blob, ContentStore, ContentStream, MemoryStore, Published, StoreError, UsageRecord,
 };
-use pxfs::fs::{Fs, ROOT_INO, TokenInfo};
+use pxfs::fs::{Fs, FsConfig, ROOT_INO, TokenInfo};
 use rand::{Rng, SeedableRng};
 
 const TOKEN: u64 = 7;
@@ -153,11 +150,20 @@ impl ContentStore for FakeNode {
 }
 
 fn info() -> TokenInfo {
-    one_token::paid_up(TOKEN, u64::MAX, BTNS)
+    TokenInfo {
+        token_id: TOKEN,
+        quota: u64::MAX,
+        overdue: false,
+        last_sync: 1,
+        sync_deadline: 2,
+        btns: Some(BTNS.into()),
+    }
 }
 
 async fn machine(node: FakeNode, cache: &Path) -> Fs {
-    let mut cfg = one_token::committing_on_request(cache);
+    let mut cfg = FsConfig::new(cache.to_path_buf());
+    cfg.single_token = true;
+    cfg.commit_interval = Duration::from_secs(3600); // commits only for fsync
     cfg.settle_window = WINDOW;
     cfg.outage_grace = Duration::from_secs(30);
     let fs = Fs::new(cfg, Arc::new(node)).unwrap();
@@ -169,15 +175,21 @@ async fn machine(node: FakeNode, cache: &Path) -> Fs {
 /// cache reading the latest landed document).
 async fn latest_names(store: &Arc<MemoryStore>) -> BTreeSet<String> {
     let cache = tempfile::tempdir().unwrap();
-    let fs = Fs::new(
-        one_token::committing_on_request(cache.path()),
-        store.clone(),
-    )
-    .unwrap();
+    let mut cfg = FsConfig::new(cache.path().to_path_buf());
+    cfg.single_token = true;
+    cfg.commit_interval = Duration::from_secs(3600);
+    let fs = Fs::new(cfg, store.clone()).unwrap();
     fs.add_token(info()).await.unwrap();
-    let names = one_token::names(&fs, ROOT_INO).await;
+    let names = fs
+        .readdir(ROOT_INO, 0)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| String::from_utf8(e.name).unwrap())
+        .filter(|n| n != "." && n != "..")
+        .collect();
     fs.abort();
-    names.into_iter().collect()
+    names
 }
 
 /// One seeded run: `machines` machines, `files` fsynced files each.

@@ -9,10 +9,9 @@ use std::time::Duration;
 
 use pxfs::fs::keyring::{FixedKey, KeyRing, PlainOnly};
 use pxfs::fs::store::MemoryStore;
-use pxfs::fs::{Attr, Fs, FsError, Ino, Kind, ROOT_INO, SetAttr, TimeSet};
+use pxfs::fs::{Attr, Fs, FsConfig, FsError, Ino, Kind, ROOT_INO, SetAttr, TimeSet, TokenInfo};
 
 use super::model::{self, Body, Errno, Id, Model, Out};
-use super::one_token;
 use super::ops::{Op, P, RenameFlag, XATTRS};
 
 const TOKEN: u64 = 7;
@@ -41,13 +40,22 @@ async fn mount_with(
     cache: tempfile::TempDir,
     keys: Arc<dyn KeyRing>,
 ) -> Result<Mount, String> {
-    let mut cfg = one_token::committing_on_request(cache.path());
+    let mut cfg = FsConfig::new(cache.path().to_path_buf());
     cfg.keys = keys.clone();
+    cfg.single_token = true;
+    cfg.commit_interval = Duration::from_secs(3600); // commits only when asked
     cfg.outage_grace = GRACE;
     let fs = Fs::new(cfg, store.clone()).map_err(|e| format!("Fs::new: {e}"))?;
-    fs.add_token(one_token::paid_up(TOKEN, u64::MAX, "k51-model"))
-        .await
-        .map_err(|e| format!("mount: {e}"))?;
+    fs.add_token(TokenInfo {
+        token_id: TOKEN,
+        quota: u64::MAX,
+        overdue: false,
+        last_sync: 1,
+        sync_deadline: 2,
+        btns: Some("k51-model".into()),
+    })
+    .await
+    .map_err(|e| format!("mount: {e}"))?;
     let sealed = fs_sealed(&fs).await;
     Ok(Mount {
         fs,
