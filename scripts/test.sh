@@ -50,7 +50,7 @@ echo "== cargo test"
 set +e
 # The release profile, like the binary setup.sh built: the dependencies are compiled once
 # for both, and the mount tests run the optimized daemon users get. The quick inner loop
-# while working is the dev profile: `cargo test --lib`, `cargo test --test fs_core`.
+# while working is `--fast` above (dev profile), or one binary: `cargo test --test fs_core`.
 # PXFS_CHECK_INVARIANTS: the core checks itself as debug builds do (src/fs/invariants.rs).
 PXFS_CHECK_INVARIANTS=1 RUST_TEST_THREADS="${RUST_TEST_THREADS:-2}" cargo test --release --locked --no-fail-fast 2>&1 | tee /tmp/pxfs-test.log
 status=${PIPESTATUS[0]}
