@@ -248,6 +248,6 @@ fn the_checker_reports_a_missing_file_and_a_missing_anchor_but_not_code_or_other
     let broken = broken_links(&root, Path::new("README.md"));
     fs::remove_dir_all(&root).expect("clean up");
     assert_eq!(broken.len(), 2, "exactly the two bad links: {broken:?}");
-    assert!(broken[0].contains("README.md:7: docs/gone.md: no such file"));
+    assert!(broken[0].contains("README.md:8: docs/gone.md: no such file"));
     assert!(broken[1].contains("no heading #no-such-heading in docs/chapter.md"));
 }
