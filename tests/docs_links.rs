@@ -180,7 +180,10 @@ fn broken_links(root: &Path, doc: &Path) -> Vec<String> {
                 HashSet::new()
             };
             if !heads.contains(anchor) {
-                broken.push(format!("{at}: no heading #{anchor} in {}", target.display()));
+                broken.push(format!(
+                    "{at}: no heading #{anchor} in {}",
+                    target.display()
+                ));
             }
         }
     }
@@ -223,7 +226,10 @@ fn the_readme_is_a_front_page_of_at_most_300_lines() {
     // The quick start's two commands, which CI (`.ci/run`) and users rely on, stay in it.
     assert!(readme.contains("bash scripts/demo.sh "), "the demo command");
     assert!(readme.contains("bash scripts/test.sh "), "the test command");
-    assert!(readme.contains("docs/README.md"), "a link to the manual's index");
+    assert!(
+        readme.contains("docs/README.md"),
+        "a link to the manual's index"
+    );
 }
 
 #[test]
