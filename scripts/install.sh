@@ -73,7 +73,7 @@ done
 mkdir -p "$dest/etc/pxfs"
 chmod 0700 "$dest/etc/pxfs"
 if [[ ! -e $dest/etc/pxfs/config.toml ]]; then
-    log "no /etc/pxfs/config.toml yet: write one (README, \"Install as a service\") before starting pxfs@"
+    log "no /etc/pxfs/config.toml yet: write one (docs/configuration.md; the service: docs/operations.md) before starting pxfs@"
 fi
 
 if [[ -z $dest ]] && [[ -d /run/systemd/system ]]; then

@@ -1,4 +1,4 @@
-//! Two machines, one sNFT (docs/FORMAT.md §9, README "Several machines"), through real
+//! Two machines, one sNFT (docs/FORMAT.md §9, docs/several-machines.md), through real
 //! kernel mounts: two mounts of the devnet's sNFT with separate cache directories, as a
 //! laptop and a desktop would have, and a third from an empty cache to see what was
 //! published. Where a test needs one machine not to have seen the other's commit when it

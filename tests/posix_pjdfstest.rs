@@ -2,7 +2,7 @@
 //! pjdfstest switches to unprivileged users, so the mount is `--allow-other` (the kernel
 //! checks modes itself: `default_permissions`). The number of passing cases must not drop
 //! below the count recorded in `tests/pjdfstest.expected`, and no case may fail (the only
-//! ones not run are skipped by pjdfstest itself, see the README).
+//! ones not run are skipped by pjdfstest itself, see docs/test-coverage.md).
 
 mod support;
 

@@ -1,5 +1,5 @@
 //! PollinationX's deployed `PX.sol`, as pxfs calls it: the v2 (current) and v1 (older)
-//! interfaces, written from PX.sol's published ABI (the README's "PollinationX users";
+//! interfaces, written from PX.sol's published ABI (docs/pollinationx.md;
 //! `tests/chain_contract.rs`, which checks every selector).
 
 #![allow(clippy::too_many_arguments)]

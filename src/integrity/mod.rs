@@ -16,7 +16,7 @@
 //! `get`): a raw block comes from `cat` (a raw CID's `cat` is its block); a whole DAG object
 //! is fetched with `cat` and its CID recomputed from the bytes with the importer's own
 //! layout; a ranged read of a DAG cannot be checked there and is served as `cat` returns it,
-//! with one warning per process (README, threat model).
+//! with one warning per process (docs/threat-model.md).
 
 pub mod dagpb;
 mod index;

@@ -1,6 +1,7 @@
 //! The measurement as a Chainlink external adapter: what the bridge `pxfs-measure` of
 //! `contracts/chainlink/pxfs-sync-job.toml` calls, so a Chainlink node's job answers with the
-//! same figure as `pxfs oracle` (README "Running the job on a real Chainlink node").
+//! same figure as `pxfs oracle` (docs/sync-and-oracle.md, "Running the job on a real
+//! Chainlink node").
 //!
 //! `POST /` with `{"id": JOB_RUN_ID, "data": {"btnsKey": "k51…", "tokenId": 1,
 //! "syncedRoot": "<root of the token's last Synced event>"?}}` (without `syncedRoot`, every

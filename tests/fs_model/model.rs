@@ -1,5 +1,5 @@
 //! The reference model: a plain in-memory tree with POSIX semantics (as Linux's rename,
-//! link and unlink order their errors) and the crash guarantees of the README's
+//! link and unlink order their errors) and the crash guarantees of docs/durability.md,
 //! "Guarantees" table. Knows nothing of staging, manifests or the journal.
 
 use std::collections::BTreeMap;
