@@ -314,8 +314,9 @@ impl Uploader {
     /// Upload `batch`, retrying node errors; returns the jobs split off because their staged
     /// file cannot be read (a local fault), for the caller to retry.
     async fn upload_batch(&self, results: &dyn UploadResults, batch: Vec<Job>) -> Vec<Job> {
-        // Uploaded while it was written: done once the last bytes are in. (Even when a newer
-        // version made it moot: `finish` then records the CID as superseded, to be unpinned.)
+        // Uploaded while it was written: done once the last bytes are in. One that becomes
+        // moot (deleted, a newer close) before then is cancelled; one that ended first is
+        // recorded by `finish` as superseded, to be unpinned.
         if let [job] = &batch[..]
             && let Some(live) = &job.live
         {
