@@ -253,7 +253,7 @@ fn an_upload_in_flight_of_a_file_deleted_meanwhile_is_abandoned() {
     );
     // The node is slow for the request that carries the big file's first bytes (and only
     // for it): it holds them for `hold` before passing them on.
-    let hold = Duration::from_secs(6);
+    let hold = Duration::from_secs(15);
     let slow = proxy::Proxy::start_delaying(
         &node.url,
         Some(proxy::Delay {
@@ -278,8 +278,14 @@ fn an_upload_in_flight_of_a_file_deleted_meanwhile_is_abandoned() {
     }
     big[size - tail.len()..].copy_from_slice(tail.as_bytes());
     let path = work.join("big");
+    let started = Instant::now();
     std::fs::write(&path, &big).unwrap();
-    let deadline = Instant::now() + hold / 2;
+    let wrote_in = started.elapsed();
+    assert!(
+        wrote_in < hold / 2,
+        "writing took {wrote_in:?}, too long for the node's {hold:?} hold to prove anything"
+    );
+    let deadline = Instant::now() + hold / 4;
     while slow.delayed() == 0 {
         assert!(
             Instant::now() < deadline,
