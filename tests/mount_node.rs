@@ -279,7 +279,14 @@ fn an_upload_in_flight_of_a_file_deleted_meanwhile_is_abandoned() {
     big[size - tail.len()..].copy_from_slice(tail.as_bytes());
     let path = work.join("big");
     let started = Instant::now();
-    std::fs::write(&path, &big).unwrap();
+    // Written out of order, so that it is uploaded from its staged file after the close
+    // (an unlink already stops a live upload).
+    {
+        use std::os::unix::fs::FileExt;
+        let f = std::fs::File::create(&path).unwrap();
+        f.write_all_at(&big[4096..], 4096).unwrap();
+        f.write_all_at(&big[..4096], 0).unwrap();
+    }
     let wrote_in = started.elapsed();
     assert!(
         wrote_in < hold / 2,
