@@ -40,7 +40,8 @@ source scripts/bench_lib.sh
 # `bash scripts/bench.sh scale` / `dirs`: the scale parts (issues #13, #14), in their own script;
 # `installed`: the pxfs on PATH against target/release/pxfs (issue #43); `oracle`: the oracle's
 # walk of a 1,000,000-file tree through a 40 ms link (issue #29), scripts/bench_oracle.sh;
-# `churn [--minutes N]`: small files created and deleted for N minutes (issue #41),
+# `churn [--minutes N] [--mixed]`: small files created and deleted for N minutes (issue #41;
+# --mixed: plus a large file rewritten and deleted every few minutes), with its verdicts,
 # scripts/bench_churn.sh.
 case "${1:-}" in
     scale | dirs) exec bash scripts/bench_scale.sh "$1" ;;

@@ -250,8 +250,14 @@ pub struct CacheConfig {
     /// the journal, `state.json`, directory changes and the log still fit.
     #[serde(default = "default_reserve")]
     pub reserve_bytes: u64,
-    /// Staged-but-not-uploaded bytes above which writers wait.
-    #[serde(default = "default_staging_limit")]
+    /// Staged-but-not-uploaded bytes above which writers wait (a `write` or `close` waits,
+    /// never fails). `staging_max` is the name the docs use (issue #41); the key it had
+    /// before, `staging_limit_bytes`, still reads.
+    #[serde(
+        rename = "staging_max",
+        alias = "staging_limit_bytes",
+        default = "default_staging_limit"
+    )]
     pub staging_limit_bytes: u64,
     /// Closed-but-not-uploaded files above which writers wait (each is a file on the cache
     /// disk and an entry in the upload queue).
@@ -620,6 +626,42 @@ api_url = "http://127.0.0.1:5001"
         std::fs::write(&path, format!("{base}auth = \"jwt\"\n")).unwrap();
         let err = Config::from_file(&path).unwrap_err().to_string();
         assert!(err.contains("pollinationx"), "{err}");
+    }
+
+    #[test]
+    fn the_staging_cap_is_staging_max_and_its_old_name_still_reads() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("pxfs.toml");
+        let base = r#"
+[chain]
+rpc_url = "http://127.0.0.1:8545"
+chain_id = 31337
+contract = "0x5FbDB2315678afecb367f032d93F642f64180aa3"
+wallet = "0xf39Fd6e51aad88F6F4ce6aB8827279cffFb92266"
+[node]
+api_url = "http://127.0.0.1:5001"
+[cache]
+"#;
+        std::fs::write(&path, base).unwrap();
+        let cfg = Config::from_file(&path).unwrap();
+        assert_eq!(cfg.cache.staging_limit_bytes, 8 << 30, "the default cap");
+        std::fs::write(&path, format!("{base}staging_max = 1048576\n")).unwrap();
+        let cfg = Config::from_file(&path).unwrap();
+        assert_eq!(cfg.cache.staging_limit_bytes, 1 << 20);
+        // Written back under the new name, which reads again.
+        let text = toml::to_string_pretty(&cfg).unwrap();
+        assert!(text.contains("staging_max = 1048576"), "{text}");
+        assert!(!text.contains("staging_limit_bytes"), "{text}");
+        std::fs::write(&path, format!("{base}staging_limit_bytes = 2097152\n")).unwrap();
+        let cfg = Config::from_file(&path).unwrap();
+        assert_eq!(cfg.cache.staging_limit_bytes, 2 << 20, "the old name");
+        // Both names at once: ambiguous, refused.
+        std::fs::write(
+            &path,
+            format!("{base}staging_max = 1048576\nstaging_limit_bytes = 2097152\n"),
+        )
+        .unwrap();
+        assert!(Config::from_file(&path).is_err());
     }
 
     #[test]

@@ -148,7 +148,7 @@ fn config(
     cfg["node"]["retries"] = toml::Value::Integer(retries);
     cfg["cache"]["dir"] = toml::Value::String(cache.display().to_string());
     if let Some(limit) = staging_limit {
-        cfg["cache"]["staging_limit_bytes"] = toml::Value::Integer(limit);
+        cfg["cache"]["staging_max"] = toml::Value::Integer(limit);
     }
     let path = devnet.dir.path().join(format!("{name}.toml"));
     std::fs::write(&path, toml::to_string(&cfg).unwrap()).unwrap();

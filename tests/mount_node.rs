@@ -4,6 +4,8 @@
 
 #[path = "support/node_mount.rs"]
 mod node_mount;
+#[path = "support/proxy.rs"]
+mod proxy;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -231,6 +233,112 @@ fn files_deleted_within_the_write_back_delay_never_reach_the_node_and_fsync_does
         markers_under(&repo, &gone).is_empty(),
         "the unmount drain uploaded deleted files"
     );
+}
+
+/// Issue #41: a large file closed and deleted while its upload is in flight to a slow node
+/// is cancelled there: the node never gets the whole of it, nothing of it stays staged, the
+/// user sees no error, and what is written next is committed as usual.
+#[test]
+fn an_upload_in_flight_of_a_file_deleted_meanwhile_is_abandoned() {
+    require_mount();
+    let tmp = tempfile::tempdir().unwrap();
+    let repo = dir(tmp.path(), "repo");
+    let node = start_node(&repo);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let key = rt.block_on(node.client.key_gen("token-1")).unwrap();
+    let nonce = format!("{:x}", rand_nonce());
+    let (head, tail) = (
+        format!("pxfs-inflight-{nonce}-head"),
+        format!("pxfs-inflight-{nonce}-tail-end"),
+    );
+    // The node is slow for the request that carries the big file's first bytes (and only
+    // for it): it holds them for `hold` before passing them on.
+    let hold = Duration::from_secs(15);
+    let slow = proxy::Proxy::start_delaying(
+        &node.url,
+        Some(proxy::Delay {
+            needle: head.clone().into_bytes(),
+            delay: hold,
+        }),
+    );
+    let client = pxfs::storage::NodeClient::from_url(&slow.url(), "/api/v0");
+    let (cache, mnt) = (dir(tmp.path(), "cache"), dir(tmp.path(), "mnt"));
+    let m = mount_with(&client, &key.id, &cache, &mnt, false, |_| {});
+    let work = dir(&mnt, "work");
+
+    // 48 MiB: its first 4 KiB repeat `head` (one read of the proxy holds a whole one), its
+    // last bytes are `tail`, within the last block the node would store.
+    let size = 48usize << 20;
+    let mut big = vec![0u8; size];
+    for (i, b) in big.iter_mut().enumerate() {
+        *b = (i as u32).wrapping_mul(2654435761).rotate_right(13) as u8;
+    }
+    for at in (0..4096).step_by(head.len()) {
+        big[at..at + head.len()].copy_from_slice(head.as_bytes());
+    }
+    big[size - tail.len()..].copy_from_slice(tail.as_bytes());
+    let path = work.join("big");
+    let started = Instant::now();
+    // Written out of order, so that it is uploaded from its staged file after the close
+    // (an unlink already stops a live upload).
+    {
+        use std::os::unix::fs::FileExt;
+        let f = std::fs::File::create(&path).unwrap();
+        f.write_all_at(&big[4096..], 4096).unwrap();
+        f.write_all_at(&big[..4096], 0).unwrap();
+    }
+    let wrote_in = started.elapsed();
+    assert!(
+        wrote_in < hold / 2,
+        "writing took {wrote_in:?}, too long for the node's {hold:?} hold to prove anything"
+    );
+    let deadline = Instant::now() + hold / 4;
+    while slow.delayed() == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the big file's upload never reached the node"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // In flight (held by the slow node): deleted now.
+    let sent_at_delete = slow.bytes_to_server();
+    std::fs::remove_file(&path).unwrap();
+
+    // Once the node would have taken it all, it has had little of it and not its end.
+    std::thread::sleep(hold + Duration::from_secs(4));
+    let sent = slow.bytes_to_server() - sent_at_delete;
+    assert!(
+        sent < size as u64 / 2,
+        "{sent} bytes reached the node after the delete of a {size}-byte file in flight"
+    );
+    assert!(
+        markers_under(&repo, std::slice::from_ref(&tail)).is_empty(),
+        "the deleted file reached the node whole"
+    );
+    assert!(
+        markers_under(&cache.join("staging"), &[head.clone(), tail.clone()]).is_empty(),
+        "the deleted file is still staged"
+    );
+
+    // Nothing stuck: a file written next is durable at its fsync, and the drain is quick.
+    let next = format!("pxfs-inflight-{nonce}-next");
+    let mut f = std::fs::File::create(work.join("next")).unwrap();
+    f.write_all(next.as_bytes()).unwrap();
+    f.sync_all().unwrap();
+    drop(f);
+    assert_eq!(
+        markers_under(&repo, std::slice::from_ref(&next)),
+        vec![next.clone()],
+        "fsync returned before the next file was on the node"
+    );
+    let unmount_started = Instant::now();
+    m.unmount();
+    assert!(
+        unmount_started.elapsed() < Duration::from_secs(10),
+        "the unmount drain took {:?}",
+        unmount_started.elapsed()
+    );
+    assert!(markers_under(&repo, std::slice::from_ref(&tail)).is_empty());
 }
 
 /// Different markers in every run (the node's repository is new, but a stale one must not

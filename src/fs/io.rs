@@ -966,7 +966,7 @@ impl StagingGate {
             limit_bytes = limits.1,
             ?node_down_for,
             "staging limit reached: writers wait until uploads to the node catch up \
-             ([cache] staging_limit_files, staging_limit_bytes)"
+             ([cache] staging_limit_files, staging_max)"
         );
     }
 

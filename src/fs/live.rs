@@ -18,7 +18,7 @@ use bytes::Bytes;
 use futures::StreamExt;
 use futures::stream::BoxStream;
 use tokio::sync::{OwnedSemaphorePermit, watch};
-use tokio::task::JoinHandle;
+use tokio::task::{AbortHandle, JoinHandle};
 
 use super::content::{Sealing, seal_stream};
 use super::staged::StagedFile;
@@ -50,6 +50,8 @@ pub struct LiveUpload {
     tail: watch::Sender<Tail>,
     started: AtomicBool,
     task: Mutex<Option<JoinHandle<Result<String, StoreError>>>>,
+    /// Stops the `add` even once `finish` holds its task (a version that became moot).
+    abort: Mutex<Option<AbortHandle>>,
     /// The content salt the upload seals with (sealed trees).
     salt: Mutex<Option<ContentSalt>>,
 }
@@ -62,6 +64,7 @@ impl LiveUpload {
             tail: watch::Sender::new(Tail::default()),
             started: AtomicBool::new(false),
             task: Mutex::new(None),
+            abort: Mutex::new(None),
             salt: Mutex::new(None),
         })
     }
@@ -148,7 +151,17 @@ impl LiveUpload {
             drop(permit);
             r
         });
+        *self.abort.lock().unwrap_or_else(|e| e.into_inner()) = Some(task.abort_handle());
         *self.lock_task() = Some(task);
+    }
+
+    /// The version became moot while its `add` was out: drop the request (the node never
+    /// gets the rest, and pins nothing of an `add` that did not end).
+    pub fn cancel(&self) {
+        self.abandon();
+        if let Some(a) = self.abort.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            a.abort();
+        }
     }
 
     /// The CID of the closed session's content and its content salt (sealed trees), if its

@@ -38,6 +38,9 @@ const BATCH_BYTES: u64 = 8 << 20;
 const SMALL_LANES: usize = 2;
 /// Short enough that uploads resume within seconds of the node coming back.
 const MAX_BACKOFF: Duration = Duration::from_secs(10);
+/// How often an upload in flight looks whether its versions became moot (deleted or
+/// superseded), to cancel it. A look is one lookup per job under the tree's lock.
+const MOOT_CHECK: Duration = Duration::from_millis(250);
 
 /// One closed version of a file to upload.
 #[derive(Debug, Clone)]
@@ -311,20 +314,31 @@ impl Uploader {
     /// Upload `batch`, retrying node errors; returns the jobs split off because their staged
     /// file cannot be read (a local fault), for the caller to retry.
     async fn upload_batch(&self, results: &dyn UploadResults, batch: Vec<Job>) -> Vec<Job> {
-        // Uploaded while it was written: done once the last bytes are in. (Even when a newer
-        // version made it moot: `finish` then records the CID as superseded, to be unpinned.)
+        // Uploaded while it was written: done once the last bytes are in. One that becomes
+        // moot (deleted, a newer close) before then is cancelled; one that ended first is
+        // recorded by `finish` as superseded, to be unpinned.
         if let [job] = &batch[..]
             && let Some(live) = &job.live
-            && let Some((cid, salt)) = live.finish().await
         {
-            let blob = Blob {
-                cid,
-                size: job.size,
-                salt,
-            };
-            self.finish(results, job, Some(blob));
-            self.outage.succeeded(self.pending());
-            return Vec::new();
+            match unless_moot(results, &batch, live.finish()).await {
+                Some(Some((cid, salt))) => {
+                    let blob = Blob {
+                        cid,
+                        size: job.size,
+                        salt,
+                    };
+                    self.finish(results, job, Some(blob));
+                    self.outage.succeeded(self.pending());
+                    return Vec::new();
+                }
+                // Not uploaded live: from the staged file below.
+                Some(None) => {}
+                // Moot in flight: the loop below drops it, staged copy and all.
+                None => {
+                    live.cancel();
+                    tracing::debug!("live upload of a moot version cancelled");
+                }
+            }
         }
         let mut stuck = Vec::new();
         let mut backoff = Backoff::new(Duration::from_millis(200), MAX_BACKOFF);
@@ -349,13 +363,24 @@ impl Uploader {
             // A batch holds one token's jobs (see `spawn_workers`).
             let store = self.stores.of(Some(live[0].token));
             let sealing = &results.sealing(live[0].token);
-            let result = if live.len() == 1 {
-                content::add_file(&*store, sealing, live[0].staged.path(), live[0].size)
-                    .await
-                    .map(|b| vec![b])
-            } else {
-                let paths: Vec<_> = live.iter().map(|j| j.staged.path().to_path_buf()).collect();
-                content::add_files(&*store, sealing, &paths).await
+            let add = async {
+                if live.len() == 1 {
+                    content::add_file(&*store, sealing, live[0].staged.path(), live[0].size)
+                        .await
+                        .map(|b| vec![b])
+                } else {
+                    let paths: Vec<_> =
+                        live.iter().map(|j| j.staged.path().to_path_buf()).collect();
+                    content::add_files(&*store, sealing, &paths).await
+                }
+            };
+            // Dropping the request when all of it became moot meanwhile: the node pins
+            // nothing of an `add` that did not end, and the next turn of the loop drops the
+            // jobs and their staged copies.
+            let Some(result) = unless_moot(results, &live, add).await else {
+                tracing::debug!(files = live.len(), "upload of moot versions cancelled");
+                batch = live;
+                continue;
             };
             match result {
                 Ok(blobs) if blobs.len() == live.len() => {
@@ -404,6 +429,27 @@ impl Uploader {
     fn finish(&self, results: &dyn UploadResults, job: &Job, blob: Option<Blob>) {
         self.queue.done(job);
         results.uploaded(job, blob);
+    }
+}
+
+/// `work` (an upload of `jobs`), or `None` once every one of `jobs` is moot: the work is
+/// then dropped, whatever it had sent.
+async fn unless_moot<T>(
+    results: &dyn UploadResults,
+    jobs: &[Job],
+    work: impl std::future::Future<Output = T>,
+) -> Option<T> {
+    let moot = async {
+        loop {
+            tokio::time::sleep(MOOT_CHECK).await;
+            if !jobs.iter().any(|j| results.is_current(j)) {
+                return;
+            }
+        }
+    };
+    tokio::select! {
+        r = work => Some(r),
+        _ = moot => None,
     }
 }
 

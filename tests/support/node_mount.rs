@@ -17,6 +17,8 @@ use pxfs::storage::NodeClient;
 pub struct Node {
     child: Child,
     pub client: NodeClient,
+    /// `http://host:port` it listens on.
+    pub url: String,
 }
 
 impl Drop for Node {
@@ -44,6 +46,7 @@ pub fn start_node(repo: &Path) -> Node {
     Node {
         child,
         client: NodeClient::from_url(&url, "/api/v0"),
+        url,
     }
 }
 

@@ -5,7 +5,7 @@
 
 use std::io::Read;
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 pub struct Proxy {
@@ -13,6 +13,16 @@ pub struct Proxy {
     up: Arc<AtomicBool>,
     stop: Arc<AtomicBool>,
     open: Arc<Mutex<Vec<TcpStream>>>,
+    counts: Arc<Counts>,
+}
+
+/// What went through, for tests that assert what the server never got.
+#[derive(Default)]
+struct Counts {
+    /// Bytes passed on to the server.
+    to_server: AtomicU64,
+    /// Requests held back by the `Delay` (their hold begun).
+    delayed: AtomicU64,
 }
 
 /// Requests whose bytes contain `needle` reach the server only after `delay` (a slow node
@@ -43,8 +53,10 @@ impl Proxy {
             up: Arc::new(AtomicBool::new(true)),
             stop: Arc::new(AtomicBool::new(false)),
             open: Arc::new(Mutex::new(Vec::new())),
+            counts: Arc::default(),
         };
         let (up, stop, open) = (p.up.clone(), p.stop.clone(), p.open.clone());
+        let counts = p.counts.clone();
         std::thread::spawn(move || {
             for client in listener.incoming() {
                 if stop.load(Ordering::SeqCst) {
@@ -68,8 +80,9 @@ impl Proxy {
                     client.try_clone().unwrap(),
                     server.try_clone().unwrap(),
                     delay.clone(),
+                    Some(counts.clone()),
                 );
-                pipe(server, client, None);
+                pipe(server, client, None, None);
             }
         });
         p
@@ -87,13 +100,23 @@ impl Proxy {
         }
     }
 
+    /// Bytes passed on to the server so far.
+    pub fn bytes_to_server(&self) -> u64 {
+        self.counts.to_server.load(Ordering::SeqCst)
+    }
+
+    /// Requests the `Delay` began to hold back so far.
+    pub fn delayed(&self) -> u64 {
+        self.counts.delayed.load(Ordering::SeqCst)
+    }
+
     /// New connections reach the server again.
     pub fn restore(&self) {
         self.up.store(true, Ordering::SeqCst);
     }
 }
 
-fn pipe(mut from: TcpStream, mut to: TcpStream, delay: Option<Delay>) {
+fn pipe(mut from: TcpStream, mut to: TcpStream, delay: Option<Delay>, counts: Option<Arc<Counts>>) {
     std::thread::spawn(move || {
         let mut buf = [0u8; 64 * 1024];
         loop {
@@ -103,10 +126,16 @@ fn pipe(mut from: TcpStream, mut to: TcpStream, delay: Option<Delay>) {
                     if let Some(d) = &delay
                         && buf[..n].windows(d.needle.len()).any(|w| w == d.needle)
                     {
+                        if let Some(c) = &counts {
+                            c.delayed.fetch_add(1, Ordering::SeqCst);
+                        }
                         std::thread::sleep(d.delay);
                     }
                     if std::io::Write::write_all(&mut to, &buf[..n]).is_err() {
                         break;
+                    }
+                    if let Some(c) = &counts {
+                        c.to_server.fetch_add(n as u64, Ordering::SeqCst);
                     }
                 }
             }
