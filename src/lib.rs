@@ -4,6 +4,7 @@
 //! {`storage`, `chain`}. Only `storage` speaks HTTP to the node, only `chain` uses alloy,
 //! and `fs` never imports `fuser`.
 
+pub mod btns;
 pub mod build_info;
 pub mod cache;
 pub mod chain;
@@ -23,4 +24,3 @@ pub mod oracle;
 pub mod output;
 pub mod pinning;
 pub mod storage;
-pub mod usage;

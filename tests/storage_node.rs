@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use futures::StreamExt;
 use pxfs::storage::StorageError;
-use pxfs::usage::{self, LastUpload, UsageDoc, UsageError};
+use pxfs::btns::{self, LastUpload, UsageDoc, UsageError};
 use storage_support::{NodeProcess, client_for, pattern, pattern_at, write_pattern_file};
 
 /// The CID from the IPFS documentation's examples: valid, and not in a fresh repo.
@@ -285,7 +285,7 @@ async fn a_usage_document_published_under_a_key_resolves_to_the_same_document() 
 
     let (cid, doc) = usage::resolve(&client, &btns).await.unwrap();
     assert_eq!(cid, second_cid);
-    assert_eq!(doc, pxfs::usage::AnyUsageDoc::V1(second));
+    assert_eq!(doc, pxfs::btns::AnyUsageDoc::V1(second));
     assert_eq!(doc.prev(), Some(first_cid.as_str()));
 }
 

@@ -10,7 +10,7 @@ use super::store::Blob;
 use crate::format::{Name, Target};
 
 pub type Ino = u64;
-pub type TokenId = u64;
+pub use crate::format::TokenId;
 
 /// The mount root: the list of sNFTs, or the one sNFT's root with `--token ID`.
 pub const ROOT_INO: Ino = 1;
@@ -315,3 +315,37 @@ pub fn now_ns() -> i64 {
         .map(|d| d.as_nanos() as i64)
         .unwrap_or(0)
 }
+
+impl From<Kind> for crate::format::v1::manifest::EntryKind {
+    fn from(k: Kind) -> Self {
+        use crate::format::v1::manifest::EntryKind as E;
+        match k {
+            Kind::File => E::File,
+            Kind::Dir => E::Dir,
+            Kind::Symlink => E::Symlink,
+            Kind::Fifo => E::Fifo,
+            Kind::Socket => E::Socket,
+            Kind::CharDev => E::Chardev,
+            Kind::BlockDev => E::Blockdev,
+        }
+    }
+}
+
+
+impl Kind {
+    /// The tree's kind for a v1 entry kind (also the journal's); `None` for `Unknown`.
+    pub fn from_entry_kind(k: crate::format::v1::manifest::EntryKind) -> Option<Kind> {
+        use crate::format::v1::manifest::EntryKind as E;
+        Some(match k {
+            E::File => Kind::File,
+            E::Dir => Kind::Dir,
+            E::Symlink => Kind::Symlink,
+            E::Fifo => Kind::Fifo,
+            E::Socket => Kind::Socket,
+            E::Chardev => Kind::CharDev,
+            E::Blockdev => Kind::BlockDev,
+            E::Unknown => return None,
+        })
+    }
+}
+

@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use crate::format::usage::Encryption;
 use serde::{Deserialize, Serialize};
 
-use super::manifest::EntryKind;
+use crate::format::v1::manifest::EntryKind;
 
 /// A namespace change, with paths relative to the token's root (`a/b/c`). Paths, symlink
 /// targets and xattr names are bytes (see [`text_or_b64`]).

@@ -17,11 +17,11 @@ pub mod inode;
 pub mod invariants;
 mod io;
 pub mod journal;
-pub mod keyring;
+pub use crate::keys::keyring;
 pub mod ledger;
 mod live;
 mod load;
-pub mod manifest;
+
 mod merge;
 pub mod node_store;
 mod ops;

@@ -14,7 +14,7 @@ use crate::cache::{CacheError, ChunkCache};
 use crate::format::usage::{LastUpload as FormatLastUpload, UsageDoc};
 use crate::integrity::IntegrityError;
 use crate::storage::{NodeClient, StorageError};
-use crate::usage::{self, UsageError};
+use crate::btns::{self, UsageError};
 
 /// Smallest upload copied into the read cache (see [`NodeStore::seed_cache`]).
 const SEED_MIN_BYTES: u64 = 256 * 1024;
@@ -49,7 +49,7 @@ impl NodeStore {
         if let Some(k) = self.lock_keys().get(btns) {
             return Ok(k.clone());
         }
-        let key = usage::key_name_for(&self.client, btns)
+        let key = btns::key_name_for(&self.client, btns)
             .await
             .map_err(usage_error)?;
         if key.is_none() {
@@ -270,7 +270,7 @@ impl ContentStore for NodeStore {
             None => None,
         };
         match key {
-            Some(key) => usage::publish_v2(&self.client, &key, &doc)
+            Some(key) => btns::publish_v2(&self.client, &key, &doc)
                 .await
                 .map_err(usage_error),
             None => {
@@ -289,7 +289,7 @@ impl ContentStore for NodeStore {
     }
 
     async fn resolve(&self, btns: &str) -> Result<Option<Published>, StoreError> {
-        match usage::resolve(&self.client, btns).await {
+        match btns::resolve(&self.client, btns).await {
             Ok((doc_cid, doc)) => Ok(Some(Published::of(&doc_cid, &doc))),
             // Nothing was ever published under a freshly minted token's name.
             Err(UsageError::Storage(e))

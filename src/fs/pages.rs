@@ -16,6 +16,7 @@ use sha2::{Digest, Sha256};
 
 use super::error::{FsError, FsResult};
 use super::store::ContentStore;
+use crate::format::v1::manifest as v1;
 use crate::format::{self, Entry, PageStore, TreeCrypto, page::Page, root::Root};
 
 /// The objects a committed directory is stored as: the CID its parent (or the usage
@@ -428,7 +429,7 @@ pub async fn lookup_entry(
             b
         }
     };
-    if format::schema_of(&first).as_deref() == Some(super::manifest::SCHEMA) && !crypto.is_sealed()
+    if format::schema_of(&first).as_deref() == Some(crate::format::v1::manifest::SCHEMA) && !crypto.is_sealed()
     {
         return Ok(Looked::NotPaged);
     }
@@ -516,11 +517,11 @@ pub async fn read_dir(
     cache.insert(top, &first);
     let mut objects = vec![(top.to_owned(), first.len() as u64)];
     let schema = format::schema_of(&first);
-    if schema.as_deref() == Some(super::manifest::SCHEMA) && !crypto.is_sealed() {
+    if schema.as_deref() == Some(v1::SCHEMA) && !crypto.is_sealed() {
         // (v1 subdirectories are read as they are loaded: the tree is rewritten whole.)
-        return super::manifest::Manifest::parse(&first)
+        return v1::Manifest::parse(&first)
             .map_err(|e| FsError::Journal(format!("manifest {top}: {e}")))
-            .map(|m| m.into_v2(objects.into()));
+            .map(|m| read_v1(m, objects.into()));
     }
     let mut read_only = None;
     let mut root = None;
@@ -593,6 +594,33 @@ pub async fn read_dir(
         v1: false,
         empty_dir: empty_dir(store, crypto),
     })
+}
+
+/// A v1 manifest (`top`, the only object in `objects`) as the directory the tree loads.
+fn read_v1(m: v1::Manifest, objects: Arc<[(String, u64)]>) -> ReadDir {
+    let parts = m.into_v2_parts();
+    let top = objects.first().map(|(c, _)| c.clone()).unwrap_or_default();
+    ReadDir {
+        root: parts.self_attrs.map(|(attrs, xattrs)| RootParts {
+            attrs,
+            xattrs,
+            groups: Vec::new(),
+        }),
+        entries: parts.entries,
+        objects: DirObjects {
+            top,
+            objects,
+            table: None,
+        },
+        read_only: (!parts.unknown.is_empty()).then(|| {
+            format!(
+                "entries of a kind this pxfs does not know: {:?}",
+                parts.unknown
+            )
+        }),
+        v1: true,
+        empty_dir: None,
+    }
 }
 
 #[cfg(test)]

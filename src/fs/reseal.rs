@@ -311,12 +311,12 @@ pub async fn tree_objects(store: &dyn ContentStore, root: &str) -> FsResult<Hash
         }
         let bytes = store.fetch(&cid).await?;
         seen.insert(cid.clone());
-        if crate::format::schema_of(&bytes).as_deref() == Some(super::manifest::SCHEMA) {
-            let m = super::manifest::Manifest::parse(&bytes)
+        if crate::format::schema_of(&bytes).as_deref() == Some(crate::format::v1::manifest::SCHEMA) {
+            let m = crate::format::v1::manifest::Manifest::parse(&bytes)
                 .map_err(|_| FsError::Invalid("a v1 manifest of the tree does not parse"))?;
             for e in m.entries {
                 match (e.kind, e.cid) {
-                    (super::manifest::EntryKind::Dir, Some(c)) => pending.push(c),
+                    (crate::format::v1::manifest::EntryKind::Dir, Some(c)) => pending.push(c),
                     (_, Some(c)) => {
                         seen.insert(c);
                     }

@@ -297,7 +297,7 @@ impl MemoryStore {
             }
             let bytes = self.get(&cid)?;
             manifests += bytes.len() as u64;
-            if crate::format::schema_of(&bytes).as_deref() != Some(super::manifest::SCHEMA) {
+            if crate::format::schema_of(&bytes).as_deref() != Some(crate::format::v1::manifest::SCHEMA) {
                 let (_, lists) = crate::format::envelope::public(&bytes).ok()?;
                 pending.extend(lists.nodes);
                 for c in lists.data {
@@ -307,11 +307,11 @@ impl MemoryStore {
                 }
                 continue;
             }
-            let m = super::manifest::Manifest::parse(&bytes).ok()?;
+            let m = crate::format::v1::manifest::Manifest::parse(&bytes).ok()?;
             for e in m.entries {
                 match (e.kind, e.cid) {
-                    (super::manifest::EntryKind::Dir, Some(c)) => pending.push(c),
-                    (super::manifest::EntryKind::File, Some(c)) if seen.insert(c.clone()) => {
+                    (crate::format::v1::manifest::EntryKind::Dir, Some(c)) => pending.push(c),
+                    (crate::format::v1::manifest::EntryKind::File, Some(c)) if seen.insert(c.clone()) => {
                         content += self.get(&c)?.len() as u64;
                     }
                     _ => {}

@@ -15,6 +15,7 @@
 pub mod document;
 pub mod edit;
 pub mod passphrase;
+pub mod keyring;
 pub mod ring;
 
 use alloy::primitives::Address;

@@ -9,8 +9,8 @@ use alloy::signers::local::PrivateKeySigner;
 use super::{Means, PassphraseSource, TokenRef};
 use crate::format::TreeCrypto;
 use crate::format::usage::Encryption;
-use crate::fs::TokenId;
-use crate::fs::keyring::KeyRing;
+use crate::format::TokenId;
+use super::keyring::KeyRing;
 
 pub struct MountKeys {
     pub chain_id: u64,

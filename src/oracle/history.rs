@@ -32,7 +32,7 @@ pub async fn since(
     limits: &Limits,
 ) -> Result<History, WalkError> {
     let (cid, doc) =
-        crate::usage::resolve(node, btns)
+        crate::btns::resolve(node, btns)
             .await
             .map_err(|source| WalkError::Usage {
                 btns: btns.to_string(),
@@ -117,7 +117,7 @@ async fn fetch(node: &NodeClient, cid: &str, limits: &Limits) -> Result<AnyUsage
     };
     let bytes = tokio::time::timeout(
         limits.object_timeout,
-        crate::integrity::object(node, cid, crate::usage::MAX_DOC_BYTES),
+        crate::integrity::object(node, cid, crate::btns::MAX_DOC_BYTES),
     )
     .await
     .map_err(|_| WalkError::Missing {
@@ -136,5 +136,5 @@ async fn fetch(node: &NodeClient, cid: &str, limits: &Limits) -> Result<AnyUsage
         },
         other => usage(other.to_string()),
     })?;
-    crate::usage::parse_any(&bytes).map_err(|e| usage(e.to_string()))
+    crate::btns::parse_any(&bytes).map_err(|e| usage(e.to_string()))
 }

@@ -4,7 +4,7 @@
 
 use std::fmt::Debug;
 
-use super::inode::TokenId;
+use crate::format::TokenId;
 use crate::format::TreeCrypto;
 use crate::format::usage::Encryption;
 

@@ -12,8 +12,6 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::inode::Kind;
-use super::pages::{DirObjects, ReadDir};
 use crate::format;
 
 pub const SCHEMA: &str = "pxfs/dir/1";
@@ -69,34 +67,6 @@ impl EntryKind {
             self,
             EntryKind::Fifo | EntryKind::Socket | EntryKind::Chardev | EntryKind::Blockdev
         )
-    }
-
-    /// The tree's kind for this entry kind; `None` for [`EntryKind::Unknown`].
-    pub fn kind(self) -> Option<Kind> {
-        Some(match self {
-            EntryKind::File => Kind::File,
-            EntryKind::Dir => Kind::Dir,
-            EntryKind::Symlink => Kind::Symlink,
-            EntryKind::Fifo => Kind::Fifo,
-            EntryKind::Socket => Kind::Socket,
-            EntryKind::Chardev => Kind::CharDev,
-            EntryKind::Blockdev => Kind::BlockDev,
-            EntryKind::Unknown => return None,
-        })
-    }
-}
-
-impl From<Kind> for EntryKind {
-    fn from(k: Kind) -> EntryKind {
-        match k {
-            Kind::File => EntryKind::File,
-            Kind::Dir => EntryKind::Dir,
-            Kind::Symlink => EntryKind::Symlink,
-            Kind::Fifo => EntryKind::Fifo,
-            Kind::Socket => EntryKind::Socket,
-            Kind::CharDev => EntryKind::Chardev,
-            Kind::BlockDev => EntryKind::Blockdev,
-        }
     }
 }
 
@@ -188,10 +158,18 @@ impl Manifest {
     }
 }
 
+/// A v1 manifest read as v2 parts (docs/FORMAT.md §10: a v2 reader reads v1 trees).
+pub struct V2Parts {
+    /// The token root's own attributes and xattrs (`self`), if recorded.
+    pub self_attrs: Option<(format::Attrs, Vec<format::Xattr>)>,
+    pub entries: Vec<format::Entry>,
+    /// Names of entries of a kind this pxfs does not know.
+    pub unknown: Vec<String>,
+}
+
 impl Manifest {
-    /// This v1 manifest as the v2 entries the tree loads (docs/FORMAT.md §10: a v2 reader
-    /// reads v1 trees). `objects`: the manifest itself.
-    pub fn into_v2(self, objects: std::sync::Arc<[(String, u64)]>) -> ReadDir {
+    /// This v1 manifest as the v2 entries the tree loads.
+    pub fn into_v2_parts(self) -> V2Parts {
         let unknown: Vec<String> = self.unknown_entries().map(str::to_owned).collect();
         let self_attrs = self.self_attrs.map(|a| {
             let attrs = format::Attrs {
@@ -204,23 +182,10 @@ impl Manifest {
             (attrs, xattrs_v2(&a.xattrs))
         });
         let entries = self.entries.into_iter().filter_map(entry_v2).collect();
-        let top = objects.first().map(|(c, _)| c.clone()).unwrap_or_default();
-        ReadDir {
-            root: self_attrs.map(|(attrs, xattrs)| super::pages::RootParts {
-                attrs,
-                xattrs,
-                groups: Vec::new(),
-            }),
+        V2Parts {
+            self_attrs,
             entries,
-            objects: DirObjects {
-                top,
-                objects,
-                table: None,
-            },
-            read_only: (!unknown.is_empty())
-                .then(|| format!("entries of a kind this pxfs does not know: {unknown:?}")),
-            v1: true,
-            empty_dir: None,
+            unknown,
         }
     }
 }
