@@ -5,7 +5,9 @@
 use bytes::Bytes;
 use rand::RngCore;
 
-pub use crate::format::v1::usage::{AnyUsageDoc, DocError, LastUpload, SCHEMA, UsageDoc, parse_any};
+pub use crate::format::v1::usage::{
+    AnyUsageDoc, DocError, LastUpload, SCHEMA, UsageDoc, parse_any,
+};
 use crate::storage::{NodeClient, StorageError};
 
 #[derive(Debug, thiserror::Error)]
@@ -35,9 +37,7 @@ pub async fn publish_v2(
     key_name: &str,
     doc: &crate::format::usage::UsageDoc,
 ) -> Result<String, UsageError> {
-    let json = doc
-        .to_json()
-        .map_err(|e| DocError::Encode(e.to_string()))?;
+    let json = doc.to_json().map_err(|e| DocError::Encode(e.to_string()))?;
     publish_json(client, key_name, doc.token_id, doc.seq, json).await
 }
 
@@ -100,3 +100,14 @@ pub fn new_key_name() -> String {
     format!("pxfs-{}", hex::encode(bytes))
 }
 
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_names_are_fresh_and_prefixed() {
+        let (a, b) = (new_key_name(), new_key_name());
+        assert!(a.starts_with("pxfs-") && a.len() == 5 + 16, "{a}");
+        assert_ne!(a, b);
+    }
+}

@@ -18,6 +18,7 @@ pub mod fs;
 pub mod fuse;
 pub mod integrity;
 pub mod keys;
+pub mod local_disk;
 pub mod mountinfo;
 pub mod node;
 pub mod oracle;

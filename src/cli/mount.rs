@@ -25,7 +25,7 @@ use super::ConfigArg;
 use crate::cache::ChunkCache;
 use crate::chain::{Chain, Flavour, TokenState};
 use crate::config::{Config, NodeAuth};
-use crate::fs::node_store::NodeStore;
+use crate::fs::data::node_store::NodeStore;
 use crate::fs::{ChainGate, Fs, FsConfig, TokenInfo};
 use crate::fuse::FuseFs;
 use crate::keys::PassphraseSource;

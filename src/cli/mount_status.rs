@@ -11,7 +11,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
-use crate::fs::status::{FsStatus, NodeHealth};
+use crate::fs::ops::status::{FsStatus, NodeHealth};
 
 pub const SCHEMA: &str = "pxfs/mount-status/1";
 

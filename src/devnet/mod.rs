@@ -185,7 +185,9 @@ pub async fn add_empty_tree(
 ) -> Result<(String, u64), DevnetError> {
     use crate::format::{self, PageStore};
     let mut mem = format::MemStore::new();
-    let encode = |e: format::FormatError| crate::btns::UsageError::Encode(e.to_string());
+    let encode = |e: format::FormatError| {
+        crate::btns::UsageError::Document(crate::btns::DocError::Encode(e.to_string()))
+    };
     let top =
         format::prolly::build::<format::Entry>(&mut mem, crypto, Vec::new()).map_err(encode)?;
     let now_ns = i64::try_from(now_s)

@@ -7,9 +7,9 @@ use serde_json::value::RawValue;
 
 use super::canonical::{from_json, required_nullable, to_json};
 use super::name::{from_members, to_members};
+use super::v1::usage as v1;
 use super::wrap::{EncryptionInfo, SCHEME};
 use super::{FormatError, Result, SCHEMA_USAGE};
-use super::v1::usage as v1;
 
 /// `"none"`, or the wrapped data key (§6.4).
 #[derive(Debug, Clone, PartialEq, Default)]

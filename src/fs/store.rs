@@ -297,7 +297,9 @@ impl MemoryStore {
             }
             let bytes = self.get(&cid)?;
             manifests += bytes.len() as u64;
-            if crate::format::schema_of(&bytes).as_deref() != Some(crate::format::v1::manifest::SCHEMA) {
+            if crate::format::schema_of(&bytes).as_deref()
+                != Some(crate::format::v1::manifest::SCHEMA)
+            {
                 let (_, lists) = crate::format::envelope::public(&bytes).ok()?;
                 pending.extend(lists.nodes);
                 for c in lists.data {
@@ -311,7 +313,9 @@ impl MemoryStore {
             for e in m.entries {
                 match (e.kind, e.cid) {
                     (crate::format::v1::manifest::EntryKind::Dir, Some(c)) => pending.push(c),
-                    (crate::format::v1::manifest::EntryKind::File, Some(c)) if seen.insert(c.clone()) => {
+                    (crate::format::v1::manifest::EntryKind::File, Some(c))
+                        if seen.insert(c.clone()) =>
+                    {
                         content += self.get(&c)?.len() as u64;
                     }
                     _ => {}

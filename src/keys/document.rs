@@ -9,10 +9,10 @@
 use std::time::{Duration, Instant};
 
 use super::KeyError;
+use crate::btns::{self, UsageError};
 use crate::format::usage::{AnyUsageDoc, Encryption, UsageDoc};
 use crate::format::wrap::EncryptionInfo;
 use crate::storage::{NodeClient, StorageError};
-use crate::btns::{self, UsageError};
 
 /// A token's published usage document and its CID.
 #[derive(Debug, Clone)]

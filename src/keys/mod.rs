@@ -14,8 +14,8 @@
 
 pub mod document;
 pub mod edit;
-pub mod passphrase;
 pub mod keyring;
+pub mod passphrase;
 pub mod ring;
 
 use alloy::primitives::Address;

@@ -31,13 +31,12 @@ pub async fn since(
     synced_root: Option<&str>,
     limits: &Limits,
 ) -> Result<History, WalkError> {
-    let (cid, doc) =
-        crate::btns::resolve(node, btns)
-            .await
-            .map_err(|source| WalkError::Usage {
-                btns: btns.to_string(),
-                source,
-            })?;
+    let (cid, doc) = crate::btns::resolve(node, btns)
+        .await
+        .map_err(|source| WalkError::Usage {
+            btns: btns.to_string(),
+            source,
+        })?;
     let current_root = doc.root().to_string();
     if synced_root == Some(current_root.as_str()) {
         return Ok(History {

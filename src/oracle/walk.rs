@@ -22,7 +22,6 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
 
 use bytes::Bytes;
 use futures::stream::{FuturesUnordered, StreamExt};
@@ -571,7 +570,8 @@ impl Fetcher<'_> {
     async fn tree_node(&self, cid: &Cid) -> Result<(Known, Vec<(Cid, u64)>), WalkError> {
         let bytes = self.read_object(cid).await?;
         let size = bytes.len() as u64;
-        if crate::format::schema_of(&bytes).as_deref() == Some(crate::format::v1::manifest::SCHEMA) {
+        if crate::format::schema_of(&bytes).as_deref() == Some(crate::format::v1::manifest::SCHEMA)
+        {
             let (nodes, data, declared) = v1_lists(cid, &bytes)?;
             return Ok((Known::node(size, nodes, data), declared));
         }

@@ -165,11 +165,4 @@ mod tests {
         let err = UsageDoc::parse(br#"{"schema":"pxfs/usage/1","usage":5}"#).unwrap_err();
         assert!(matches!(err, DocError::Malformed(_)), "{err}");
     }
-
-    #[test]
-    fn key_names_are_fresh_and_prefixed() {
-        let (a, b) = (new_key_name(), new_key_name());
-        assert!(a.starts_with("pxfs-") && a.len() == 5 + 16, "{a}");
-        assert_ne!(a, b);
-    }
 }
