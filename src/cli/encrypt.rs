@@ -237,7 +237,7 @@ async fn convert_once(
             "token {id}'s sync is overdue: the converted tree cannot be written until `pxfs sync {id}`"
         );
     }
-    let client = super::mount::node_client(cfg, &[id])?;
+    let client = super::node_client::node_client(cfg, &[id])?;
     let scratch = cfg.cache.dir.join("convert").join(id.to_string());
     let chunks = ChunkCache::open(
         &scratch.join("chunks"),

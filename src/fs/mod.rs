@@ -56,7 +56,7 @@ pub struct FsConfig {
     /// Closed-but-not-uploaded files above which writers wait, likewise.
     pub staging_limit_files: u64,
     /// A closed file up to `small_file_limit` waits this long before its upload starts, so
-    /// that one deleted or rewritten meanwhile is never uploaded (`fs::writeback`); zero:
+    /// that one deleted or rewritten meanwhile is never uploaded (`fs::upload::writeback`); zero:
     /// uploads start at once.
     pub writeback_delay: Duration,
     /// How long the node may be down before `fsync`, the unmount drain and writers held
@@ -91,7 +91,7 @@ pub struct FsConfig {
     /// Refuse every change (`--read-only`).
     pub read_only: bool,
     /// Inodes kept in memory before directories least recently used are unloaded
-    /// (`fs::unload`); `usize::MAX`: never.
+    /// (`fs::model::unload`); `usize::MAX`: never.
     pub max_loaded_inodes: usize,
     /// Owner of the mount root and of sNFT roots.
     pub uid: u32,

@@ -138,7 +138,7 @@ pub trait ContentStore: Send + Sync + 'static {
     async fn add_files(&self, paths: &[PathBuf]) -> Result<Vec<Blob>, StoreError>;
     /// Add (and pin) the staged file at `path` while it is still being written: `open`
     /// streams its content from the start and ends when the writer closes it (see
-    /// `fs::live`). Returns the CID. `seed`: the stream is the staged file's bytes as they
+    /// `fs::data::live`). Returns the CID. `seed`: the stream is the staged file's bytes as they
     /// are, which may serve the first reads (not so for sealed content).
     async fn add_stream(
         &self,

@@ -468,7 +468,7 @@ impl Journal {
 
 /// The closes among `ops` (by index) whose file a later op in `ops` does away with: it is
 /// unlinked or renamed over. The uploader drops such a version's staged copy as soon as it
-/// is moot (`fs::writeback`), before a commit trims its close from the journal: a replay
+/// is moot (`fs::upload::writeback`), before a commit trims its close from the journal: a replay
 /// after a crash finds it gone, which is expected, not a loss.
 pub fn moot_closes(ops: &[Record]) -> std::collections::HashSet<usize> {
     use std::collections::HashMap;

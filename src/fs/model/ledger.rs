@@ -57,7 +57,7 @@ struct Object {
     /// part of the committed tree. Kept (with `refs` 0) after the last loaded reference
     /// goes, so loading another directory that refers to it counts it again, not twice.
     from_base: bool,
-    /// An unloaded inode (`fs::unload`) refers to it too: when the last loaded reference
+    /// An unloaded inode (`fs::model::unload`) refers to it too: when the last loaded reference
     /// goes, it returns to `base` rather than leaving usage.
     parked: bool,
     /// A directory page only unloaded inodes refer to, counted in `base` again (kept so a
@@ -296,7 +296,7 @@ impl Ledger {
         *sum = sum.saturating_sub(size);
     }
 
-    /// `ino` is dropped from memory with its directory's entries (`fs::unload`): it is
+    /// `ino` is dropped from memory with its directory's entries (`fs::model::unload`): it is
     /// part of the committed tree as it was, so what it refers to returns to the committed
     /// figure of what is not loaded (`base`), or stays counted while loaded inodes share
     /// it. Usage does not change.

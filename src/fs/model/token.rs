@@ -73,7 +73,7 @@ pub struct TokenFs {
     /// Plaintext, or the keys that seal this tree (its `encryption` is in `committed`).
     pub sealing: crate::fs::data::content::Sealing,
     /// Another writer's document merged into the tree, until the merge commit is published
-    /// (`fs::merge`).
+    /// (`fs::persist::merge`).
     pub merged_onto: Option<Onto>,
     /// Conflict copies the merges of this mount made (`pxfs status`).
     pub conflicts: u64,

@@ -23,9 +23,9 @@ pub struct Tree {
     /// knows stays valid after its last unlink (an `open` racing a rename over its name
     /// must find it) until the kernel forgets it.
     lookups: HashMap<Ino, u64>,
-    /// Per token, its `px-dapp/` directory (`fs::dapp`), if shown.
+    /// Per token, its `px-dapp/` directory (`fs::model::dapp`), if shown.
     pub dapp_dirs: HashMap<TokenId, Ino>,
-    /// Loaded directories by last use, for unloading (`fs::unload`).
+    /// Loaded directories by last use, for unloading (`fs::model::unload`).
     pub residency: crate::fs::model::unload::Residency,
     /// Inodes a commit must look at, so that it need not visit every inode.
     pub tracked: Tracked,

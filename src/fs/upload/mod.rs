@@ -9,6 +9,7 @@
 //! The [`Uploader`] owns its queue and uploads through the node client ([`Stores`]); it
 //! never edits the tree. What it needs from the core (is a job still worth uploading, here
 //! is its result) goes through [`UploadResults`], which the core implements (`uploaded`).
+//! May use `fs::model`, `fs::data` and the base; never `fs::persist` or `fs::ops::namespace`.
 
 pub(in crate::fs) mod uploaded;
 pub(in crate::fs) mod writeback;
