@@ -334,11 +334,52 @@ pub struct OracleConfig {
     pub memo_entries: Option<usize>,
 }
 
+/// Bounds on the work one measurement may do; beyond them it fails, never guesses.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OracleLimits {
+    /// Node requests (`block/get` and `block/stat`) per request.
+    pub max_objects: u64,
+    /// Bytes fetched per request (manifests, tree nodes and dag-pb nodes).
+    pub max_bytes: u64,
+    /// Wall time for the whole measurement of one request.
+    pub max_time: std::time::Duration,
+    /// Wall time for one node request: a CID the node cannot provide in this time fails it.
+    pub object_timeout: std::time::Duration,
+    /// Largest manifest or tree node read (a larger one is refused, naming its CID).
+    pub max_object_bytes: u64,
+    /// Node requests in flight at a time within one measurement.
+    pub walk_concurrency: usize,
+    /// Requests measured at a time; the others wait their turn, in order.
+    pub max_requests: usize,
+    /// Usage documents followed back from the current one to the last synced one.
+    pub max_documents: usize,
+    /// Objects remembered between requests (CID → measured size and links).
+    pub memo_entries: usize,
+}
+
+impl Default for OracleLimits {
+    fn default() -> Self {
+        // Sized for a 1,000,000-file tree on a node 40 ms away: about 1.05 M node requests,
+        // 32 at a time, take ~1,300 s (BENCHMARKS.md "Oracle").
+        OracleLimits {
+            max_objects: 4_000_000,
+            max_bytes: 4 << 30,
+            max_time: std::time::Duration::from_secs(3600),
+            object_timeout: std::time::Duration::from_secs(30),
+            max_object_bytes: 256 << 20,
+            walk_concurrency: 32,
+            max_requests: 4,
+            max_documents: 10_000,
+            memo_entries: 4_000_000,
+        }
+    }
+}
+
 impl OracleConfig {
     /// The measurement limits, defaults filled in.
-    pub fn limits(&self) -> crate::oracle::Limits {
-        let d = crate::oracle::Limits::default();
-        crate::oracle::Limits {
+    pub fn limits(&self) -> OracleLimits {
+        let d = OracleLimits::default();
+        OracleLimits {
             max_objects: self.max_objects.unwrap_or(d.max_objects),
             max_bytes: self.max_bytes.unwrap_or(d.max_bytes),
             max_time: self

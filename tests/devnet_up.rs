@@ -32,7 +32,7 @@ fn devnet_up_mints_a_token_with_a_btns_name_whose_usage_document_is_empty() {
     // Resolving the BTNS name on the node gives the initial usage document.
     let rt = tokio::runtime::Runtime::new().unwrap();
     let client = pxfs::storage::NodeClient::from_url(&devnet.node_url(), "/api/v0");
-    let (_cid, doc) = rt.block_on(pxfs::usage::resolve(&client, &btns)).unwrap();
+    let (_cid, doc) = rt.block_on(pxfs::btns::resolve(&client, &btns)).unwrap();
     // An empty tree stores its root node and its empty root directory's leaf
     // (docs/FORMAT.md §3, §7), as the oracle measures them; nothing was synced yet, so the
     // chain still says 0 (above).

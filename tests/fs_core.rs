@@ -1967,13 +1967,13 @@ async fn reseal(
     store: &Arc<MemoryStore>,
     from_keys: Arc<dyn KeyRing>,
     to_keys: Arc<dyn KeyRing>,
-) -> pxfs::fs::reseal::Converted {
+) -> pxfs::fs::ops::reseal::Converted {
     use pxfs::fs::ContentStore;
     let work = tempfile::tempdir().unwrap();
     let published = store.resolve(BTNS).await.unwrap().expect("published");
     let mut calls = 0u64;
-    let converted = pxfs::fs::reseal::convert(
-        pxfs::fs::reseal::Conversion {
+    let converted = pxfs::fs::ops::reseal::convert(
+        pxfs::fs::ops::reseal::Conversion {
             store: store.clone(),
             work_dir: work.path().join("convert"),
             template: FsConfig::new(work.path().to_path_buf()),
@@ -2049,7 +2049,7 @@ async fn a_plaintext_tree_converted_to_encrypted_and_back_keeps_every_name_byte_
     let before = listing(&m.fs).await;
     let old = m.store.published(BTNS).unwrap();
     let old_doc = m.store.resolve(BTNS).await.unwrap().unwrap().doc_cid;
-    let old_objects = pxfs::fs::reseal::tree_objects(&*m.store, &old.root)
+    let old_objects = pxfs::fs::ops::reseal::tree_objects(&*m.store, &old.root)
         .await
         .unwrap();
     assert!(
@@ -2076,7 +2076,7 @@ async fn a_plaintext_tree_converted_to_encrypted_and_back_keeps_every_name_byte_
     );
     assert_eq!(now.prev.as_deref(), Some(old_doc.as_str()));
     assert_eq!(now.root, sealed.root);
-    let new_objects = pxfs::fs::reseal::tree_objects(&*store, &now.root)
+    let new_objects = pxfs::fs::ops::reseal::tree_objects(&*store, &now.root)
         .await
         .unwrap();
     for c in &new_objects {
@@ -2871,8 +2871,8 @@ async fn a_conversion_overtaken_by_another_machines_commit_publishes_nothing_and
     b.fs.flush_all().await.unwrap();
     let b_doc = a.store.published_cid(BTNS);
     let work = tempfile::tempdir().unwrap();
-    let result = pxfs::fs::reseal::convert(
-        pxfs::fs::reseal::Conversion {
+    let result = pxfs::fs::ops::reseal::convert(
+        pxfs::fs::ops::reseal::Conversion {
             store: a.store.clone(),
             work_dir: work.path().join("convert"),
             template: FsConfig::new(work.path().to_path_buf()),

@@ -217,7 +217,7 @@ fn mount_write_unmount_remount_with_quota_and_overdue() {
     run(pxfs().arg("unmount").arg(&mnt));
     assert!(!is_mounted(&mnt));
     // The usage document under the sNFT's BTNS name claims what the oracle measures.
-    let (_, doc) = rt.block_on(pxfs::usage::resolve(&client, &key.id)).unwrap();
+    let (_, doc) = rt.block_on(pxfs::btns::resolve(&client, &key.id)).unwrap();
     let measured = rt
         .block_on(pxfs::oracle::measure_root(
             &client,

@@ -122,7 +122,7 @@ fn published_root(devnet: &TestDevnet) -> String {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let client = pxfs::storage::NodeClient::from_url(&devnet.node_url(), "/api/v0");
     let btns = devnet.info["btns_names"][0].as_str().unwrap();
-    let (_, doc) = rt.block_on(pxfs::usage::resolve(&client, btns)).unwrap();
+    let (_, doc) = rt.block_on(pxfs::btns::resolve(&client, btns)).unwrap();
     match doc {
         pxfs::format::usage::AnyUsageDoc::V2(d) => d.root,
         _ => panic!("pxfs publishes pxfs/usage/2"),

@@ -243,7 +243,7 @@ fn the_btns_record_after_a_copy_names_a_usage_document_whose_root_walks_to_the_t
     let rt = tokio::runtime::Runtime::new().unwrap();
     let client = pxfs::storage::NodeClient::from_url(&devnet.node_url(), "/api/v0");
     let btns = devnet.info["btns_names"][0].as_str().unwrap().to_string();
-    let (_cid, doc) = rt.block_on(pxfs::usage::resolve(&client, &btns)).unwrap();
+    let (_cid, doc) = rt.block_on(pxfs::btns::resolve(&client, &btns)).unwrap();
 
     // Walk the tree from the root node: the file sizes sum to the published usage, and the
     // names under c/ are the copied tree's.

@@ -99,7 +99,7 @@ fn published(devnet: &TestDevnet) -> (String, UsageDoc) {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let client = pxfs::storage::NodeClient::from_url(&devnet.node_url(), "/api/v0");
     let btns = devnet.info["btns_names"][0].as_str().unwrap();
-    let (cid, doc) = rt.block_on(pxfs::usage::resolve(&client, btns)).unwrap();
+    let (cid, doc) = rt.block_on(pxfs::btns::resolve(&client, btns)).unwrap();
     let AnyUsageDoc::V2(doc) = doc else {
         panic!("pxfs publishes pxfs/usage/2")
     };
@@ -1007,10 +1007,10 @@ fn publish_empty_tree_as_btns_holder(
     next.updated_at = now;
     next.encryption = encryption;
     let key = rt
-        .block_on(pxfs::usage::key_name_for(&client, btns))
+        .block_on(pxfs::btns::key_name_for(&client, btns))
         .unwrap()
         .unwrap();
-    rt.block_on(pxfs::usage::publish_v2(&client, &key, &next))
+    rt.block_on(pxfs::btns::publish_v2(&client, &key, &next))
         .unwrap();
 }
 

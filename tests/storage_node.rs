@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures::StreamExt;
+use pxfs::btns::{self, DocError, LastUpload, UsageDoc, UsageError};
 use pxfs::storage::StorageError;
-use pxfs::usage::{self, LastUpload, UsageDoc, UsageError};
 use storage_support::{NodeProcess, client_for, pattern, pattern_at, write_pattern_file};
 
 /// The CID from the IPFS documentation's examples: valid, and not in a fresh repo.
@@ -211,7 +211,7 @@ async fn version_and_repo_stat_answer() {
 async fn a_published_name_resolves_and_the_second_publish_wins() {
     let node = NodeProcess::start();
     let client = node.client();
-    let key_name = usage::new_key_name();
+    let key_name = btns::new_key_name();
     let key = client.key_gen(&key_name).await.unwrap();
     assert_eq!(key.name, key_name);
     let listed = client.key_list().await.unwrap();
@@ -245,7 +245,7 @@ async fn a_published_name_resolves_and_the_second_publish_wins() {
 
 fn sample_doc(seq: u64, prev: Option<String>) -> UsageDoc {
     UsageDoc {
-        schema: usage::SCHEMA.into(),
+        schema: btns::SCHEMA.into(),
         chain_id: 31337,
         contract: "0x5FbDB2315678afecb367f032d93F642f64180aa3".into(),
         token_id: 7,
@@ -268,24 +268,21 @@ fn sample_doc(seq: u64, prev: Option<String>) -> UsageDoc {
 async fn a_usage_document_published_under_a_key_resolves_to_the_same_document() {
     let node = NodeProcess::start();
     let client = node.client();
-    let key_name = usage::new_key_name();
+    let key_name = btns::new_key_name();
     let btns = client.key_gen(&key_name).await.unwrap().id;
     assert_eq!(
-        usage::key_name_for(&client, &btns)
-            .await
-            .unwrap()
-            .as_deref(),
+        btns::key_name_for(&client, &btns).await.unwrap().as_deref(),
         Some(key_name.as_str())
     );
 
     let first = sample_doc(1, None);
-    let first_cid = usage::publish(&client, &key_name, &first).await.unwrap();
+    let first_cid = btns::publish(&client, &key_name, &first).await.unwrap();
     let second = sample_doc(2, Some(first_cid.clone()));
-    let second_cid = usage::publish(&client, &key_name, &second).await.unwrap();
+    let second_cid = btns::publish(&client, &key_name, &second).await.unwrap();
 
-    let (cid, doc) = usage::resolve(&client, &btns).await.unwrap();
+    let (cid, doc) = btns::resolve(&client, &btns).await.unwrap();
     assert_eq!(cid, second_cid);
-    assert_eq!(doc, pxfs::usage::AnyUsageDoc::V1(second));
+    assert_eq!(doc, pxfs::btns::AnyUsageDoc::V1(second));
     assert_eq!(doc.prev(), Some(first_cid.as_str()));
 }
 
@@ -295,14 +292,14 @@ async fn a_btns_name_this_node_has_no_key_for_has_no_key_name() {
     let client = node.client();
     let other = NodeProcess::start();
     let foreign = other.client().key_gen("elsewhere").await.unwrap().id;
-    assert_eq!(usage::key_name_for(&client, &foreign).await.unwrap(), None);
+    assert_eq!(btns::key_name_for(&client, &foreign).await.unwrap(), None);
 }
 
 #[tokio::test]
 async fn a_name_pointing_at_something_else_is_a_clear_usage_error() {
     let node = NodeProcess::start();
     let client = node.client();
-    let key_name = usage::new_key_name();
+    let key_name = btns::new_key_name();
     let btns = client.key_gen(&key_name).await.unwrap().id;
 
     let manifest = client
@@ -316,8 +313,11 @@ async fn a_name_pointing_at_something_else_is_a_clear_usage_error() {
         .name_publish(&key_name, &manifest.hash, None)
         .await
         .unwrap();
-    let err = usage::resolve(&client, &btns).await.unwrap_err();
-    assert!(matches!(err, UsageError::ForeignSchema { .. }), "{err:?}");
+    let err = btns::resolve(&client, &btns).await.unwrap_err();
+    assert!(
+        matches!(err, UsageError::Document(DocError::ForeignSchema { .. })),
+        "{err:?}"
+    );
 
     let garbage = client
         .add_bytes("g", Bytes::from_static(b"\x00\x01 not json"))
@@ -327,8 +327,11 @@ async fn a_name_pointing_at_something_else_is_a_clear_usage_error() {
         .name_publish(&key_name, &garbage.hash, None)
         .await
         .unwrap();
-    let err = usage::resolve(&client, &btns).await.unwrap_err();
-    assert!(matches!(err, UsageError::Malformed(_)), "{err:?}");
+    let err = btns::resolve(&client, &btns).await.unwrap_err();
+    assert!(
+        matches!(err, UsageError::Document(DocError::Malformed(_))),
+        "{err:?}"
+    );
 }
 
 #[tokio::test]
@@ -336,7 +339,7 @@ async fn resolving_a_name_never_published_is_the_nodes_error() {
     let node = NodeProcess::start();
     let client = node.client();
     let btns = client.key_gen("unpublished").await.unwrap().id;
-    let err = usage::resolve(&client, &btns).await.unwrap_err();
+    let err = btns::resolve(&client, &btns).await.unwrap_err();
     match err {
         UsageError::Storage(e) => assert!(!e.is_transient(), "{e:?}"),
         other => panic!("expected the node's error, got {other:?}"),

@@ -42,8 +42,8 @@ fn resolve_doc(devnet: &TestDevnet) -> pxfs::format::usage::UsageDoc {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let client = pxfs::storage::NodeClient::from_url(&devnet.node_url(), "/api/v0");
     let btns = devnet.info["btns_names"][0].as_str().unwrap().to_string();
-    match rt.block_on(pxfs::usage::resolve(&client, &btns)).unwrap().1 {
-        pxfs::usage::AnyUsageDoc::V2(doc) => doc,
+    match rt.block_on(pxfs::btns::resolve(&client, &btns)).unwrap().1 {
+        pxfs::btns::AnyUsageDoc::V2(doc) => doc,
         other => panic!("pxfs publishes pxfs/usage/2, found {}", other.schema()),
     }
 }
@@ -156,10 +156,10 @@ fn publish_root(rt: &tokio::runtime::Runtime, devnet: &TestDevnet, root: &str) {
     doc.usage = 0;
     doc.seq += 1;
     let key = rt
-        .block_on(pxfs::usage::key_name_for(&client, &btns))
+        .block_on(pxfs::btns::key_name_for(&client, &btns))
         .unwrap()
         .expect("the devnet node holds the token's key");
-    rt.block_on(pxfs::usage::publish_v2(&client, &key, &doc))
+    rt.block_on(pxfs::btns::publish_v2(&client, &key, &doc))
         .unwrap();
 }
 
@@ -272,7 +272,7 @@ fn a_second_tokens_sync_is_answered_while_the_first_tokens_tree_is_still_measure
             .btns_key
             .expect("B has a key")
     };
-    let empty = pxfs::fs::manifest::Manifest::new(Vec::new()).to_json();
+    let empty = pxfs::format::v1::manifest::Manifest::new(Vec::new()).to_json();
     let empty_len = empty.len() as u64;
     let mut doc = resolve_doc(&devnet);
     doc.token_id = token_b;
@@ -281,10 +281,10 @@ fn a_second_tokens_sync_is_answered_while_the_first_tokens_tree_is_still_measure
     // B's tree is a plaintext one (A's, like every devnet sNFT's, is encrypted).
     doc.encryption = pxfs::format::usage::Encryption::None;
     let key = rt
-        .block_on(pxfs::usage::key_name_for(&client(&devnet), &btns_b))
+        .block_on(pxfs::btns::key_name_for(&client(&devnet), &btns_b))
         .unwrap()
         .expect("the node generated B's key");
-    rt.block_on(pxfs::usage::publish_v2(&client(&devnet), &key, &doc))
+    rt.block_on(pxfs::btns::publish_v2(&client(&devnet), &key, &doc))
         .unwrap();
 
     // The oracle's node answers for A's root manifest only after 10 s.
@@ -481,10 +481,10 @@ fn a_forged_usage_document_claiming_less_is_corrected_by_the_oracle() {
     doc.usage = 1;
     doc.seq += 1;
     let key = rt
-        .block_on(pxfs::usage::key_name_for(&client, &btns))
+        .block_on(pxfs::btns::key_name_for(&client, &btns))
         .unwrap()
         .expect("the devnet node holds the token's key");
-    rt.block_on(pxfs::usage::publish_v2(&client, &key, &doc))
+    rt.block_on(pxfs::btns::publish_v2(&client, &key, &doc))
         .unwrap();
     assert_eq!(resolve_doc(&devnet).usage, 1);
 
@@ -668,9 +668,9 @@ fn a_v1_tree_mounts_reads_identically_and_its_next_commit_rewrites_it_as_v2() {
     // Publish it as pxfs published v1 trees.
     let root = fixture["root"].as_str().unwrap().to_string();
     let btns = devnet.info["btns_names"][0].as_str().unwrap().to_string();
-    let (current_cid, current) = rt.block_on(pxfs::usage::resolve(&client, &btns)).unwrap();
-    let doc = pxfs::usage::UsageDoc {
-        schema: pxfs::usage::SCHEMA.into(),
+    let (current_cid, current) = rt.block_on(pxfs::btns::resolve(&client, &btns)).unwrap();
+    let doc = pxfs::btns::UsageDoc {
+        schema: pxfs::btns::SCHEMA.into(),
         chain_id: devnet.info["chain_id"].as_u64().unwrap(),
         contract: devnet.info["contract"].as_str().unwrap().into(),
         token_id: devnet.token(),
@@ -684,10 +684,10 @@ fn a_v1_tree_mounts_reads_identically_and_its_next_commit_rewrites_it_as_v2() {
         prev: Some(current_cid),
     };
     let key = rt
-        .block_on(pxfs::usage::key_name_for(&client, &btns))
+        .block_on(pxfs::btns::key_name_for(&client, &btns))
         .unwrap()
         .unwrap();
-    rt.block_on(pxfs::usage::publish(&client, &key, &doc))
+    rt.block_on(pxfs::btns::publish(&client, &key, &doc))
         .unwrap();
     let limits = pxfs::oracle::Limits::default();
     let v1 = rt
@@ -701,10 +701,10 @@ fn a_v1_tree_mounts_reads_identically_and_its_next_commit_rewrites_it_as_v2() {
     let dir = mount.token(devnet.token());
     assert_fixture_tree(&dir, &fixture["expect"]);
     mount.unmount();
-    let after_read = rt.block_on(pxfs::usage::resolve(&client, &btns)).unwrap().1;
+    let after_read = rt.block_on(pxfs::btns::resolve(&client, &btns)).unwrap().1;
     assert_eq!(
         after_read.schema(),
-        pxfs::usage::SCHEMA,
+        pxfs::btns::SCHEMA,
         "reading is no change"
     );
 
@@ -767,16 +767,16 @@ fn publish_on(
     doc.prev = prev;
     doc.merged = None;
     let key = rt
-        .block_on(pxfs::usage::key_name_for(&client, &btns))
+        .block_on(pxfs::btns::key_name_for(&client, &btns))
         .unwrap()
         .expect("the devnet node holds the token's key");
-    rt.block_on(pxfs::usage::publish_v2(&client, &key, &doc))
+    rt.block_on(pxfs::btns::publish_v2(&client, &key, &doc))
         .unwrap()
 }
 
 fn current_doc_cid(rt: &tokio::runtime::Runtime, devnet: &TestDevnet) -> String {
     let btns = devnet.info["btns_names"][0].as_str().unwrap().to_string();
-    rt.block_on(pxfs::usage::resolve(&client(devnet), &btns))
+    rt.block_on(pxfs::btns::resolve(&client(devnet), &btns))
         .unwrap()
         .0
 }
@@ -793,7 +793,7 @@ fn hiding_the_tree_behind_an_empty_one_at_sync_time_still_records_the_big_trees_
     let big = manifest(&[("big", "file", &content, 3 << 20)]);
     let big_usage = (3 << 20) + big.len() as u64;
     let big = add(&rt, &devnet, big);
-    let empty = pxfs::fs::manifest::Manifest::new(Vec::new()).to_json();
+    let empty = pxfs::format::v1::manifest::Manifest::new(Vec::new()).to_json();
     let empty_usage = empty.len() as u64;
     let empty = add(&rt, &devnet, empty);
 

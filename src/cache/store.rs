@@ -137,7 +137,7 @@ impl ChunkStore {
     /// The disk has room for `len` more bytes of cache above what it keeps free.
     fn has_room(&self, len: u64) -> bool {
         self.keep_free == 0
-            || crate::fs::free_bytes(&self.dir)
+            || crate::local_disk::free_bytes(&self.dir)
                 .map_or(true, |free| free >= self.keep_free.saturating_add(len))
     }
 

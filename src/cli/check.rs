@@ -133,9 +133,9 @@ async fn check(args: &CheckArgs) -> anyhow::Result<Summary> {
         }
     };
     // The name lives on the configured node; a replica may answer it too.
-    let resolved = match crate::usage::resolve(&target, &btns).await {
+    let resolved = match crate::btns::resolve(&target, &btns).await {
         Ok(r) => r,
-        Err(first) if args.node.is_some() => crate::usage::resolve(&primary, &btns)
+        Err(first) if args.node.is_some() => crate::btns::resolve(&primary, &btns)
             .await
             .map_err(|_| first)
             .with_context(|| format!("resolving {btns}"))?,

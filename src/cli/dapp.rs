@@ -56,7 +56,7 @@ async fn import(a: DappArgs) -> anyhow::Result<()> {
     let cfg = Config::load(a.config.config.as_deref())?;
     let secret = read_secret(a.token)?;
     let chain = Chain::connect(&cfg.chain).await?;
-    let client = super::mount::node_client(&cfg, &[a.token])?;
+    let client = super::node_client::node_client(&cfg, &[a.token])?;
     let (cid, index) = read_index(&chain, &client, a.token, &secret).await?;
     let path = secret_store(&cfg).store(a.token, &secret)?;
     crate::say!(

@@ -17,10 +17,10 @@ use super::status::human_bytes;
 use crate::cache::ChunkCache;
 use crate::format::usage::Encryption;
 use crate::fs::ContentStore;
-use crate::fs::journal::Journal;
+use crate::fs::data::journal::Journal;
+use crate::fs::data::node_store::NodeStore;
 use crate::fs::keyring::{KeyRing, PlainOnly};
-use crate::fs::node_store::NodeStore;
-use crate::fs::reseal::{Conversion, Copied, convert};
+use crate::fs::ops::reseal::{Conversion, Copied, convert};
 use crate::keys::ring::{GivenKey, MountKeys};
 use crate::keys::{PassphraseSource, passphrase};
 
@@ -99,7 +99,7 @@ pub async fn decrypt(args: DecryptArgs) -> anyhow::Result<()> {
     if current_encryption(&ctx)?.is_none() {
         // Published in clear elsewhere (or by whoever holds the BTNS key) where this
         // machine saw it encrypted: the owner's confirmation (src/fs/strongest.rs).
-        if !crate::fs::strongest::seen_sealed(cache, id) {
+        if !crate::fs::persist::strongest::seen_sealed(cache, id) {
             bail!("token {id} is not encrypted: nothing to decrypt");
         }
         if !args.yes {
@@ -108,7 +108,7 @@ pub async fn decrypt(args: DecryptArgs) -> anyhow::Result<()> {
             );
         }
         ctx.refuse_if_mounted()?;
-        crate::fs::strongest::accept_plaintext(cache, id)?;
+        crate::fs::persist::strongest::accept_plaintext(cache, id)?;
         crate::say!(
             "token {id}: this machine accepts its plaintext tree; mount it again to write to it"
         );
@@ -121,7 +121,7 @@ pub async fn decrypt(args: DecryptArgs) -> anyhow::Result<()> {
     }
     let done = run(&ctx, Arc::new(PlainOnly), "decrypt").await?;
     // The owner chose plaintext on this machine: its mounts follow it.
-    crate::fs::strongest::accept_plaintext(cache, id)?;
+    crate::fs::persist::strongest::accept_plaintext(cache, id)?;
     crate::say!("token {id} is now plaintext: {}", summary(&done));
     Ok(())
 }
@@ -237,7 +237,7 @@ async fn convert_once(
             "token {id}'s sync is overdue: the converted tree cannot be written until `pxfs sync {id}`"
         );
     }
-    let client = super::mount::node_client(cfg, &[id])?;
+    let client = super::node_client::node_client(cfg, &[id])?;
     let scratch = cfg.cache.dir.join("convert").join(id.to_string());
     let chunks = ChunkCache::open(
         &scratch.join("chunks"),

@@ -16,6 +16,7 @@ pub mod mount;
 pub mod mount_outcome;
 pub mod mount_status;
 pub mod node;
+pub mod node_client;
 pub mod oracle;
 pub mod progress;
 pub mod register;

@@ -22,15 +22,17 @@ use anyhow::{Context, bail};
 use clap::Args;
 
 use super::ConfigArg;
+use super::mount_status::pid_file;
+use super::node_client::node_client;
 use crate::cache::ChunkCache;
 use crate::chain::{Chain, Flavour, TokenState};
-use crate::config::{Config, NodeAuth};
-use crate::fs::node_store::NodeStore;
+use crate::config::Config;
+use crate::fs::data::node_store::NodeStore;
 use crate::fs::{ChainGate, Fs, FsConfig, TokenInfo};
 use crate::fuse::FuseFs;
 use crate::keys::PassphraseSource;
 use crate::keys::ring::MountKeys;
-use crate::storage::{HostedLogin, NodeClient, StorageError};
+use crate::storage::{NodeClient, StorageError};
 use publish::{ChainHealth, Publisher};
 use std::io::IsTerminal;
 
@@ -60,17 +62,6 @@ pub struct MountArgs {
     /// other local users), foreground, and the ones mount(8) adds
     #[arg(short = 'o', value_name = "OPTS", help_heading = "Mount options")]
     pub options: Vec<String>,
-}
-
-/// Where the daemon records its pid, so `pxfs unmount` can wait for it to finish.
-pub fn pid_file(mountpoint: &Path) -> PathBuf {
-    let dir = match std::env::var_os("XDG_RUNTIME_DIR") {
-        Some(d) => PathBuf::from(d).join("pxfs"),
-        // SAFETY: getuid has no preconditions and cannot fail.
-        None => std::env::temp_dir().join(format!("pxfs-{}", unsafe { libc::getuid() })),
-    };
-    let name = super::mount_status::file_stem(mountpoint);
-    dir.join(format!("mount{name}.pid"))
 }
 
 pub fn run(mut args: MountArgs) -> anyhow::Result<()> {
@@ -628,35 +619,6 @@ fn merge_pause_for_tests() -> Duration {
         .map_or(Duration::ZERO, Duration::from_millis)
 }
 
-/// The node client of a mount. On PollinationX's hosted nodes (`[node] auth =
-/// "pollinationx"`) each sNFT has its own endpoint and JWT from one wallet login: with
-/// exactly one sNFT (`--token ID`) the client is bound to it; otherwise it is unbound and
-/// the core binds it per sNFT (`ContentStore::for_token`), so each sNFT's uploads, reads
-/// and usage documents go to its own endpoint with its own JWT.
-pub(crate) fn node_client(cfg: &Config, tokens: &[u64]) -> anyhow::Result<NodeClient> {
-    match cfg.node.auth {
-        NodeAuth::Bearer => NodeClient::new(&cfg.node).context("node client"),
-        NodeAuth::PollinationX => {
-            let signer = crate::chain::signer::load(&cfg.chain)
-                .context("the hosted-node login signs with the wallet's key")?;
-            hosted_client(cfg, tokens, signer)
-        }
-    }
-}
-
-fn hosted_client(
-    cfg: &Config,
-    tokens: &[u64],
-    signer: alloy::signers::local::PrivateKeySigner,
-) -> anyhow::Result<NodeClient> {
-    let login = HostedLogin::new(&cfg.node, cfg.chain.chain_id, &cfg.chain.contract, signer)?;
-    let client = NodeClient::hosted(&cfg.node, Arc::new(login))?;
-    Ok(match tokens {
-        [token] => client.for_token(*token),
-        _ => client,
-    })
-}
-
 /// PX.sol counts usage itself (owner-reported, never lowered) and uploads: the mount
 /// judges growth from that count. pxfs's contract measures the tree: no gate.
 fn chain_gate(flavour: Flavour, s: &TokenState) -> ChainGate {
@@ -771,55 +733,11 @@ async fn poll_once(
 /// The daemon's threads share two malloc arenas instead of up to eight per core: with one
 /// each, memory freed by one thread (a directory unloaded, an upload done) stays mapped in
 /// its arena while others grow theirs, and the daemon's RSS follows the sum of their peaks
-/// rather than what it holds (`fs::unload` also hands freed pages back after unloading).
+/// rather than what it holds (`fs::model::unload` also hands freed pages back after unloading).
 fn share_heap_arenas() {
     #[cfg(target_env = "gnu")]
     // SAFETY: mallopt only sets a tunable of glibc's allocator; called before other threads.
     unsafe {
         libc::mallopt(libc::M_ARENA_MAX, 2);
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn hosted_config() -> Config {
-        toml::from_str(
-            r#"
-[chain]
-rpc_url = "http://127.0.0.1:8545"
-chain_id = 31337
-contract = "0x5FbDB2315678afecb367f032d93F642f64180aa3"
-wallet = "0xf39Fd6e51aad88F6F4ce6aB8827279cffFb92266"
-[node]
-api_url = "http://127.0.0.1:5001"
-auth = "pollinationx"
-auth_url = "http://127.0.0.1:9"
-login_message = "hi"
-"#,
-        )
-        .unwrap()
-    }
-
-    #[test]
-    fn a_hosted_client_is_bound_to_one_token_or_left_for_the_core_to_bind() {
-        let cfg = hosted_config();
-        let signer = || crate::chain::anvil::DEV_KEYS[0].parse().unwrap();
-        let one = hosted_client(&cfg, &[7], signer()).unwrap();
-        assert_eq!(one.hosted_token(), Some(7));
-        for tokens in [&[][..], &[1, 2][..]] {
-            let client = hosted_client(&cfg, tokens, signer()).unwrap();
-            assert!(client.is_hosted());
-            assert_eq!(client.hosted_token(), None);
-        }
-    }
-
-    #[test]
-    fn other_commands_refuse_a_hosted_node_clearly() {
-        let err = NodeClient::new(&hosted_config().node)
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("works for `pxfs mount` only"), "{err}");
     }
 }

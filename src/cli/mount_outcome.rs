@@ -18,7 +18,7 @@ pub struct Outcome {
     /// Tokens whose changes were not committed (uploaded or not).
     pub tokens_uncommitted: Vec<u64>,
     /// The journal that keeps what stays, for the next mount with this cache.
-    #[serde(with = "super::mount_status::os_path")]
+    #[serde(with = "os_path")]
     pub journal: PathBuf,
     /// Why not everything was committed.
     pub error: Option<String>,
@@ -56,6 +56,35 @@ impl Outcome {
             self.journal.display(),
             self.error.as_deref().unwrap_or("none recorded")
         )
+    }
+}
+
+/// A path in JSON: a string when it is UTF-8, else the array of its bytes (serde's own
+/// form for paths refuses those, and a mount point may be any bytes).
+pub mod os_path {
+    use std::os::unix::ffi::{OsStrExt, OsStringExt};
+    use std::path::{Path, PathBuf};
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(path: &Path, s: S) -> Result<S::Ok, S::Error> {
+        match path.to_str() {
+            Some(text) => s.serialize_str(text),
+            None => s.collect_seq(path.as_os_str().as_bytes()),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<PathBuf, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Form {
+            Text(String),
+            Bytes(Vec<u8>),
+        }
+        Ok(match Form::deserialize(d)? {
+            Form::Text(text) => PathBuf::from(text),
+            Form::Bytes(bytes) => PathBuf::from(std::ffi::OsString::from_vec(bytes)),
+        })
     }
 }
 

@@ -11,7 +11,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
-use crate::fs::status::{FsStatus, NodeHealth};
+use crate::fs::ops::status::{FsStatus, NodeHealth};
 
 pub const SCHEMA: &str = "pxfs/mount-status/1";
 
@@ -20,7 +20,7 @@ pub struct MountStatus {
     pub schema: String,
     pub pid: u32,
     /// A string; an array of its bytes when the path is not UTF-8.
-    #[serde(with = "os_path")]
+    #[serde(with = "super::mount_outcome::os_path")]
     pub mountpoint: PathBuf,
     pub chain_id: u64,
     pub contract: String,
@@ -50,35 +50,6 @@ pub struct MountStatus {
     /// whether everything was committed, or what stays in the journal and why.
     #[serde(default)]
     pub outcome: Option<super::mount_outcome::Outcome>,
-}
-
-/// A path in JSON: a string when it is UTF-8, else the array of its bytes (serde's own
-/// form for paths refuses those, and a mount point may be any bytes).
-pub mod os_path {
-    use std::os::unix::ffi::{OsStrExt, OsStringExt};
-    use std::path::{Path, PathBuf};
-
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    pub fn serialize<S: Serializer>(path: &Path, s: S) -> Result<S::Ok, S::Error> {
-        match path.to_str() {
-            Some(text) => s.serialize_str(text),
-            None => s.collect_seq(path.as_os_str().as_bytes()),
-        }
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<PathBuf, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Form {
-            Text(String),
-            Bytes(Vec<u8>),
-        }
-        Ok(match Form::deserialize(d)? {
-            Form::Text(text) => PathBuf::from(text),
-            Form::Bytes(bytes) => PathBuf::from(std::ffi::OsString::from_vec(bytes)),
-        })
-    }
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
@@ -223,7 +194,7 @@ pub fn status_file(cache_dir: &Path, mountpoint: &Path) -> PathBuf {
 
 /// The link next to the daemon's pid file that points at its status file.
 pub fn status_link(mountpoint: &Path) -> PathBuf {
-    super::mount::pid_file(mountpoint).with_extension("status.json")
+    pid_file(mountpoint).with_extension("status.json")
 }
 
 /// Write `status` to `path` atomically (a reader sees the old or the new document).
@@ -275,6 +246,17 @@ pub fn running(cache_dir: &Path) -> Vec<MountStatus> {
         .collect();
     out.sort_by(|a, b| a.mountpoint.cmp(&b.mountpoint));
     out
+}
+
+/// Where the daemon records its pid, so `pxfs unmount` can wait for it to finish.
+pub fn pid_file(mountpoint: &Path) -> PathBuf {
+    let dir = match std::env::var_os("XDG_RUNTIME_DIR") {
+        Some(d) => PathBuf::from(d).join("pxfs"),
+        // SAFETY: getuid has no preconditions and cannot fail.
+        None => std::env::temp_dir().join(format!("pxfs-{}", unsafe { libc::getuid() })),
+    };
+    let name = file_stem(mountpoint);
+    dir.join(format!("mount{name}.pid"))
 }
 
 #[cfg(test)]

@@ -35,7 +35,7 @@ pub async fn run(args: UnmountArgs) -> anyhow::Result<()> {
         return Ok(());
     }
     if super::stale::clean_up(&absolute)? {
-        let _ = std::fs::remove_file(super::mount::pid_file(&absolute));
+        let _ = std::fs::remove_file(super::mount_status::pid_file(&absolute));
         crate::say_err!(
             "pxfs: {} was a stale mount (its pxfs daemon was killed or crashed); unmounted it \
              (lazy unmount). Anything it had staged stays in its cache directory's journal: \
@@ -46,7 +46,7 @@ pub async fn run(args: UnmountArgs) -> anyhow::Result<()> {
     }
     let mountpoint = std::fs::canonicalize(&args.mountpoint)
         .with_context(|| format!("mount point {}", args.mountpoint.display()))?;
-    let pid_path = super::mount::pid_file(&mountpoint);
+    let pid_path = super::mount_status::pid_file(&mountpoint);
     let pid: Option<i32> = std::fs::read_to_string(&pid_path)
         .ok()
         .and_then(|s| s.trim().parse().ok());

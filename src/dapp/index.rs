@@ -15,7 +15,7 @@ pub const MAX_DEPTH: usize = 32;
 /// Most items (files and folders) shown; the rest are left out.
 pub const MAX_ITEMS: usize = 100_000;
 /// Longest file name, as in the tree.
-const NAME_MAX: usize = crate::fs::NAME_MAX;
+const NAME_MAX: usize = crate::format::name::NAME_MAX;
 
 /// What the mount shows: files and folders, names unique per folder.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

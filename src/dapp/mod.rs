@@ -1,7 +1,7 @@
 //! PollinationX's dApp drive, read-only: the per-sNFT file index the dApp keeps encrypted
 //! on the node, found on chain with the dApp's secret (../shared/POLLINATIONX.md, "The
 //! dApp's drive"). `pxfs key import-dapp` stores the secret ([`secret`]); the mount reads
-//! the index ([`read_index`]) and shows it under `px-dapp/` (`fs::dapp`).
+//! the index ([`read_index`]) and shows it under `px-dapp/` (`fs::model::dapp`).
 //!
 //! - The secret: 32 random bytes written as 64 hex characters; the AES-256-GCM key is the
 //!   decoded bytes.

@@ -77,7 +77,7 @@ pub enum DevnetError {
     #[error(transparent)]
     Storage(#[from] crate::storage::StorageError),
     #[error(transparent)]
-    Usage(#[from] crate::usage::UsageError),
+    Usage(#[from] crate::btns::UsageError),
     #[error(transparent)]
     Config(#[from] crate::config::ConfigError),
 }
@@ -185,7 +185,9 @@ pub async fn add_empty_tree(
 ) -> Result<(String, u64), DevnetError> {
     use crate::format::{self, PageStore};
     let mut mem = format::MemStore::new();
-    let encode = |e: format::FormatError| crate::usage::UsageError::Encode(e.to_string());
+    let encode = |e: format::FormatError| {
+        crate::btns::UsageError::Document(crate::btns::DocError::Encode(e.to_string()))
+    };
     let top =
         format::prolly::build::<format::Entry>(&mut mem, crypto, Vec::new()).map_err(encode)?;
     let now_ns = i64::try_from(now_s)
@@ -603,7 +605,7 @@ async fn new_network(
 
     opts.step("minting an sNFT with a BTNS key");
     let chain = crate::chain::Chain::connect_with_key(&config.chain, DEV_WALLET_KEY).await?;
-    let key_name = crate::usage::new_key_name();
+    let key_name = crate::btns::new_key_name();
     let key = client.key_gen(&key_name).await?;
     let minted = chain.mint(0, &key.id).await?;
     let state = chain.token(minted.token_id).await?;
@@ -662,7 +664,7 @@ async fn new_network(
         .map_err(|e| DevnetError::Keys(e.to_string()))?
     {
         None => {
-            crate::usage::publish_v2(&client, &key_name, &doc).await?;
+            crate::btns::publish_v2(&client, &key_name, &doc).await?;
         }
         Some(c) => tracing::warn!(
             token = minted.token_id,

@@ -18,6 +18,7 @@ pub mod root;
 pub mod seal;
 pub mod store;
 pub mod usage;
+pub mod v1;
 pub mod walk;
 pub mod wrap;
 
@@ -26,6 +27,9 @@ pub use keys::{DataKey, KeyId, TreeCrypto, TreeKeys};
 pub use name::{Name, Target, XattrName};
 pub use page::{Branch, ChildRef, Page, Record};
 pub use store::{MemStore, PageStore};
+
+/// An sNFT's token id (documents and trees are per token).
+pub type TokenId = u64;
 
 /// Schemas of the v2 objects.
 pub const SCHEMA_ROOT: &str = "pxfs/root/2";

@@ -1,5 +1,5 @@
 //! The usage document `pxfs/usage/2` (FORMAT.md §8), always plaintext, and reading a
-//! usage document of either version: v1 through [`crate::usage`], v2 here, anything else
+//! usage document of either version: v1 through [`super::v1::usage`], v2 here, anything else
 //! refused with a message naming its schema.
 
 use serde::{Deserialize, Serialize};
@@ -7,9 +7,9 @@ use serde_json::value::RawValue;
 
 use super::canonical::{from_json, required_nullable, to_json};
 use super::name::{from_members, to_members};
+use super::v1::usage as v1;
 use super::wrap::{EncryptionInfo, SCHEME};
 use super::{FormatError, Result, SCHEMA_USAGE};
-use crate::usage as v1;
 
 /// `"none"`, or the wrapped data key (§6.4).
 #[derive(Debug, Clone, PartialEq, Default)]

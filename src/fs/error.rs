@@ -1,7 +1,7 @@
 //! `FsError`: every way a filesystem operation can fail, and the one place that maps each
 //! to the errno the kernel (and so the user) sees.
 
-use super::store::StoreError;
+use crate::fs::store::StoreError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum FsError {
@@ -88,16 +88,6 @@ pub enum FsError {
         "a directory was unloaded again each time it was read: [cache] max_loaded_inodes is too low for this load"
     )]
     Thrashing,
-}
-
-impl From<super::content::ContentError> for FsError {
-    fn from(e: super::content::ContentError) -> FsError {
-        match e {
-            super::content::ContentError::Store(s) => FsError::Store(s),
-            super::content::ContentError::Tampered(t) => FsError::Tampered(t.0),
-            super::content::ContentError::Io(e) => FsError::Io(e),
-        }
-    }
 }
 
 impl FsError {

@@ -5,7 +5,7 @@
 
 use std::fmt::Debug;
 
-use super::inode::TokenId;
+use crate::format::TokenId;
 
 pub trait HeldRoots: Send + Sync + Debug + 'static {
     /// Token `token`'s tree with root `root` (the usage document's `seq`) is committed and

@@ -4,46 +4,24 @@
 //! Concurrency: one lock guards the tree (namespace, inodes, tokens, handles); nothing
 //! holds it across a network call. Reads of node content, manifest loads, uploads and
 //! commits run outside it and re-check the tree when they come back.
+//!
+//! Layout, low to high (each part's `mod.rs` says what it owns; `tests/layering.rs` keeps
+//! imports one-way): the base here (`error`, `store`, `backoff`, `step`, `invariants`,
+//! `held`), then `data`, `model`, `upload` and `persist`, and `ops` on top.
 
-mod ancestry;
 mod backoff;
-pub mod commit;
-pub mod content;
-mod dapp;
-mod disk_space;
 pub mod error;
 pub mod held;
-pub mod inode;
 pub mod invariants;
-mod io;
-pub mod journal;
-pub mod keyring;
-pub mod ledger;
-mod live;
-mod load;
-pub mod manifest;
-mod merge;
-pub mod node_store;
-mod ops;
-mod outage;
-pub mod pages;
-pub mod quota;
-mod rekey;
-pub mod reseal;
-pub mod staged;
-pub mod status;
+pub use crate::keys::keyring;
 mod step;
 pub mod store;
-mod stored;
-mod stores;
-pub mod strongest;
-pub mod token;
-pub mod tree;
-mod unload;
+
+pub mod data;
+pub mod model;
+pub mod ops;
+pub mod persist;
 pub mod upload;
-mod uploaded;
-mod writeback;
-mod xattr;
 
 use std::path::PathBuf;
 use std::sync::atomic::AtomicU64;
@@ -53,18 +31,17 @@ use std::time::Duration;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-pub use dapp::DAPP_DIR;
-pub(crate) use disk_space::free_bytes;
 pub use error::{FsError, FsResult};
-pub use inode::{Attr, Ino, Kind, Meta, ROOT_INO, TokenId};
-pub use io::MAX_FILE_SIZE;
+pub use model::dapp::DAPP_DIR;
+pub use model::inode::{Attr, Ino, Kind, Meta, ROOT_INO, TokenId};
+pub use model::token::{ChainGate, TokenInfo};
+pub use model::tree::NAME_MAX;
+pub use ops::io::MAX_FILE_SIZE;
 pub use step::{DirSink, Step};
 pub use store::ContentStore;
-pub use token::{ChainGate, TokenInfo};
-pub use tree::NAME_MAX;
 
-use inode::{Body, DirBody, Entries, Inode};
-use tree::Tree;
+use model::inode::{Body, DirBody, Entries, Inode};
+use model::tree::Tree;
 
 #[derive(Debug, Clone)]
 pub struct FsConfig {
@@ -79,7 +56,7 @@ pub struct FsConfig {
     /// Closed-but-not-uploaded files above which writers wait, likewise.
     pub staging_limit_files: u64,
     /// A closed file up to `small_file_limit` waits this long before its upload starts, so
-    /// that one deleted or rewritten meanwhile is never uploaded (`fs::writeback`); zero:
+    /// that one deleted or rewritten meanwhile is never uploaded (`fs::upload::writeback`); zero:
     /// uploads start at once.
     pub writeback_delay: Duration,
     /// How long the node may be down before `fsync`, the unmount drain and writers held
@@ -114,7 +91,7 @@ pub struct FsConfig {
     /// Refuse every change (`--read-only`).
     pub read_only: bool,
     /// Inodes kept in memory before directories least recently used are unloaded
-    /// (`fs::unload`); `usize::MAX`: never.
+    /// (`fs::model::unload`); `usize::MAX`: never.
     pub max_loaded_inodes: usize,
     /// Owner of the mount root and of sNFT roots.
     pub uid: u32,
@@ -216,7 +193,7 @@ pub enum TimeSet {
 impl TimeSet {
     fn ns(self) -> i64 {
         match self {
-            TimeSet::Now => inode::now_ns(),
+            TimeSet::Now => model::inode::now_ns(),
             TimeSet::At(ns) => ns,
         }
     }
@@ -225,7 +202,10 @@ impl TimeSet {
 /// The tree lock. Journal ops appended while it is held are written to the log after it
 /// is released: [`TreeGuard::unlock`] returns the write's error to the caller; dropping
 /// the guard writes them too, and logs a failure (for holds that journal nothing).
-pub(crate) struct TreeGuard<'a>(Option<MutexGuard<'a, Tree>>, &'a disk_space::CacheDisk);
+pub(crate) struct TreeGuard<'a>(
+    Option<MutexGuard<'a, Tree>>,
+    &'a data::disk_space::CacheDisk,
+);
 
 impl TreeGuard<'_> {
     /// Release the lock, then write the journal ops appended under it.
@@ -240,7 +220,7 @@ impl TreeGuard<'_> {
         let journaled = std::mem::take(&mut guard.journaled);
         drop(guard);
         // Each journal's last op: writing it writes the ones before.
-        let mut last: Vec<(Arc<journal::Journal>, u64)> = Vec::new();
+        let mut last: Vec<(Arc<data::journal::Journal>, u64)> = Vec::new();
         let mut result = Ok(());
         for (j, seq) in journaled {
             match last.iter_mut().find(|(k, _)| Arc::ptr_eq(k, &j)) {
@@ -252,7 +232,7 @@ impl TreeGuard<'_> {
             match j.write_through(seq) {
                 Ok(()) => {}
                 // A full disk is an episode (`disk_space`), logged once, not per request.
-                Err(e) if disk_space::is_disk_full(&e) => result = Err(self.1.failed(e)),
+                Err(e) if data::disk_space::is_disk_full(&e) => result = Err(self.1.failed(e)),
                 Err(e) => {
                     tracing::error!(error = %e, "cannot append to the journal");
                     result = Err(FsError::Journal(e.to_string()));
@@ -291,7 +271,7 @@ pub struct Fs {
 pub(crate) struct Inner {
     pub cfg: FsConfig,
     /// The store of each sNFT (see [`Fs::store_of`]), shared with the uploader.
-    pub stores: Arc<stores::Stores>,
+    pub stores: Arc<data::stores::Stores>,
     pub tree: Mutex<Tree>,
     pub handles: Mutex<std::collections::HashMap<u64, Handle>>,
     pub next_fh: AtomicU64,
@@ -299,29 +279,29 @@ pub(crate) struct Inner {
     /// [`upload::UploadResults`]).
     pub uploads: Arc<upload::Uploader>,
     /// Whether the node is down, as uploads and commits see it.
-    pub outage: Arc<outage::Outage>,
+    pub outage: Arc<data::outage::Outage>,
     /// Writers waiting for the staging limit.
-    pub staging: io::StagingGate,
+    pub staging: ops::io::StagingGate,
     /// Free space on the cache disk and its reserve.
-    pub disk: disk_space::CacheDisk,
+    pub disk: data::disk_space::CacheDisk,
     /// Signalled after every upload completion and every commit.
     pub progress: Notify,
     /// Pages recently written or read (`pages`), for commits that update a large
     /// directory in place.
-    pub pages: pages::PageCache,
+    pub pages: data::pages::PageCache,
     /// One commit at a time.
     pub commit_lock: tokio::sync::Mutex<()>,
     /// Usage documents seen lately, for merge bases (docs/FORMAT.md §9.1).
-    pub ancestry: ancestry::Memory,
+    pub ancestry: persist::ancestry::Memory,
     pub cancel: CancellationToken,
     /// The storage node's health as the core's requests saw it.
-    pub node_health: Arc<status::HealthTracker>,
+    pub node_health: Arc<ops::status::HealthTracker>,
     /// Live uploads running at once (see `live`): at most `upload_parallelism`.
     pub live_permits: Arc<tokio::sync::Semaphore>,
     /// The runtime, for work started from FUSE threads.
     pub rt: tokio::runtime::Handle,
     /// Content chunks opened lately (sealed trees).
-    pub opened: content::OpenChunks,
+    pub opened: data::content::OpenChunks,
     /// Tells the kernel to forget a cached entry (directory, name) that changed under it:
     /// another writer's commit merged in (`merge`).
     pub invalidate: Mutex<Option<Invalidate>>,
@@ -361,13 +341,13 @@ impl Fs {
             );
         }
         let cfg_parallelism = cfg.upload_parallelism;
-        let outage = Arc::new(outage::Outage::new(cfg.outage_grace));
-        let node_health = Arc::new(status::HealthTracker::default());
-        let store: Arc<dyn ContentStore> = Arc::new(status::ObservedStore {
+        let outage = Arc::new(data::outage::Outage::new(cfg.outage_grace));
+        let node_health = Arc::new(ops::status::HealthTracker::default());
+        let store: Arc<dyn ContentStore> = Arc::new(ops::status::ObservedStore {
             inner: store,
             health: node_health.clone(),
         });
-        let stores = Arc::new(stores::Stores::new(store));
+        let stores = Arc::new(data::stores::Stores::new(store));
         let cancel = CancellationToken::new();
         let (uploads, jobs) = upload::Uploader::new(
             stores.clone(),
@@ -377,8 +357,11 @@ impl Fs {
             cfg.small_file_limit,
             cfg.writeback_delay,
         );
-        let disk =
-            disk_space::CacheDisk::new(cfg.cache_dir.clone(), cfg.disk_reserve, outage.clone());
+        let disk = data::disk_space::CacheDisk::new(
+            cfg.cache_dir.clone(),
+            cfg.disk_reserve,
+            outage.clone(),
+        );
         let fs = Fs {
             inner: Arc::new(Inner {
                 disk,
@@ -391,7 +374,7 @@ impl Fs {
                 outage,
                 staging: Default::default(),
                 progress: Notify::new(),
-                pages: pages::PageCache::default(),
+                pages: data::pages::PageCache::default(),
                 invalidate: Mutex::new(None),
                 commit_lock: tokio::sync::Mutex::new(()),
                 ancestry: Default::default(),
@@ -403,8 +386,8 @@ impl Fs {
             }),
         };
         fs.inner.uploads.start(jobs, Arc::new(fs.clone()));
-        commit::spawn_committer(fs.clone());
-        commit::spawn_follower(fs.clone());
+        persist::commit::spawn_committer(fs.clone());
+        persist::commit::spawn_follower(fs.clone());
         Ok(fs)
     }
 
@@ -448,7 +431,7 @@ impl Fs {
 
     /// How token `token` stores its tree (plaintext for a token no longer mounted, and
     /// for what belongs to no token: the dApp's files).
-    pub(crate) fn sealing(&self, token: Option<inode::TokenId>) -> content::Sealing {
+    pub(crate) fn sealing(&self, token: Option<model::inode::TokenId>) -> data::content::Sealing {
         let tree = self.tree();
         match token.and_then(|t| tree.tokens.get(&t)) {
             Some(t) => t.sealing.clone(),
@@ -474,7 +457,7 @@ impl Fs {
 
     /// `token`'s usage split by what it is made of, and whether it has changes the next
     /// commit writes (docs/FORMAT.md §7).
-    pub fn usage_parts(&self, token: TokenId) -> FsResult<(ledger::UsageParts, bool)> {
+    pub fn usage_parts(&self, token: TokenId) -> FsResult<(model::ledger::UsageParts, bool)> {
         let tree = self.tree();
         let t = tree.token(token)?;
         Ok((t.ledger.parts(), t.is_dirty()))

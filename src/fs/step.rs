@@ -8,7 +8,7 @@ use std::future::{Future, IntoFuture};
 
 use futures::future::{BoxFuture, Either, Ready};
 
-use super::DirEntry;
+use crate::fs::DirEntry;
 
 pub enum Step<T> {
     Ready(T),

@@ -138,7 +138,7 @@ pub trait ContentStore: Send + Sync + 'static {
     async fn add_files(&self, paths: &[PathBuf]) -> Result<Vec<Blob>, StoreError>;
     /// Add (and pin) the staged file at `path` while it is still being written: `open`
     /// streams its content from the start and ends when the writer closes it (see
-    /// `fs::live`). Returns the CID. `seed`: the stream is the staged file's bytes as they
+    /// `fs::data::live`). Returns the CID. `seed`: the stream is the staged file's bytes as they
     /// are, which may serve the first reads (not so for sealed content).
     async fn add_stream(
         &self,
@@ -297,7 +297,9 @@ impl MemoryStore {
             }
             let bytes = self.get(&cid)?;
             manifests += bytes.len() as u64;
-            if crate::format::schema_of(&bytes).as_deref() != Some(super::manifest::SCHEMA) {
+            if crate::format::schema_of(&bytes).as_deref()
+                != Some(crate::format::v1::manifest::SCHEMA)
+            {
                 let (_, lists) = crate::format::envelope::public(&bytes).ok()?;
                 pending.extend(lists.nodes);
                 for c in lists.data {
@@ -307,11 +309,13 @@ impl MemoryStore {
                 }
                 continue;
             }
-            let m = super::manifest::Manifest::parse(&bytes).ok()?;
+            let m = crate::format::v1::manifest::Manifest::parse(&bytes).ok()?;
             for e in m.entries {
                 match (e.kind, e.cid) {
-                    (super::manifest::EntryKind::Dir, Some(c)) => pending.push(c),
-                    (super::manifest::EntryKind::File, Some(c)) if seen.insert(c.clone()) => {
+                    (crate::format::v1::manifest::EntryKind::Dir, Some(c)) => pending.push(c),
+                    (crate::format::v1::manifest::EntryKind::File, Some(c))
+                        if seen.insert(c.clone()) =>
+                    {
                         content += self.get(&c)?.len() as u64;
                     }
                     _ => {}

@@ -9,10 +9,10 @@
 use std::time::{Duration, Instant};
 
 use super::KeyError;
+use crate::btns::{self, UsageError};
 use crate::format::usage::{AnyUsageDoc, Encryption, UsageDoc};
 use crate::format::wrap::EncryptionInfo;
 use crate::storage::{NodeClient, StorageError};
-use crate::usage::{self, UsageError};
 
 /// A token's published usage document and its CID.
 #[derive(Debug, Clone)]
@@ -45,7 +45,7 @@ fn usage_error(e: UsageError) -> KeyError {
 /// Resolves `btns` and reads the document it names; `None` when nothing was ever
 /// published under it.
 pub async fn current(client: &NodeClient, btns: &str) -> Result<Option<Current>, KeyError> {
-    match usage::resolve(client, btns).await {
+    match btns::resolve(client, btns).await {
         Ok((cid, doc)) => Ok(Some(Current { cid, doc })),
         Err(UsageError::Storage(e))
             if e.node_message().is_some_and(|m| m.contains("not found")) =>
@@ -67,7 +67,7 @@ pub async fn publish_next(
     encryption: EncryptionInfo,
     settle: Duration,
 ) -> Result<(String, UsageDoc), KeyError> {
-    let key = usage::key_name_for(client, btns)
+    let key = btns::key_name_for(client, btns)
         .await
         .map_err(usage_error)?
         .ok_or_else(|| {
@@ -95,7 +95,7 @@ pub async fn publish_next(
             base.token_id
         )));
     }
-    let cid = usage::publish_v2(client, &key, &next)
+    let cid = btns::publish_v2(client, &key, &next)
         .await
         .map_err(usage_error)?;
     tracing::info!(token = next.token_id, seq = next.seq, %cid, "usage document published with new key wraps");
@@ -120,7 +120,7 @@ async fn holds(
     let mut seen: Option<Instant> = None;
     for _ in 0..CHECKS {
         let asked = Instant::now();
-        match usage::resolve(client, btns).await {
+        match btns::resolve(client, btns).await {
             Ok((now, _)) if now == cid => {
                 let since = *seen.get_or_insert(asked);
                 if since.elapsed() >= settle {
@@ -167,7 +167,7 @@ async fn descends(client: &NodeClient, doc: &AnyUsageDoc, cid: &str, seq: u64) -
         if read > WALK {
             return false;
         }
-        match usage::fetch(client, &next).await {
+        match btns::fetch(client, &next).await {
             Ok(d) => pending.extend(parents(&d)),
             Err(_) => return false,
         }

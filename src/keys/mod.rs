@@ -14,6 +14,7 @@
 
 pub mod document;
 pub mod edit;
+pub mod keyring;
 pub mod passphrase;
 pub mod ring;
 

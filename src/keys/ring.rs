@@ -6,11 +6,11 @@
 use alloy::primitives::Address;
 use alloy::signers::local::PrivateKeySigner;
 
+use super::keyring::KeyRing;
 use super::{Means, PassphraseSource, TokenRef};
+use crate::format::TokenId;
 use crate::format::TreeCrypto;
 use crate::format::usage::Encryption;
-use crate::fs::TokenId;
-use crate::fs::keyring::KeyRing;
 
 pub struct MountKeys {
     pub chain_id: u64,

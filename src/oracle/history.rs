@@ -31,13 +31,12 @@ pub async fn since(
     synced_root: Option<&str>,
     limits: &Limits,
 ) -> Result<History, WalkError> {
-    let (cid, doc) =
-        crate::usage::resolve(node, btns)
-            .await
-            .map_err(|source| WalkError::Usage {
-                btns: btns.to_string(),
-                source,
-            })?;
+    let (cid, doc) = crate::btns::resolve(node, btns)
+        .await
+        .map_err(|source| WalkError::Usage {
+            btns: btns.to_string(),
+            source,
+        })?;
     let current_root = doc.root().to_string();
     if synced_root == Some(current_root.as_str()) {
         return Ok(History {
@@ -117,7 +116,7 @@ async fn fetch(node: &NodeClient, cid: &str, limits: &Limits) -> Result<AnyUsage
     };
     let bytes = tokio::time::timeout(
         limits.object_timeout,
-        crate::integrity::object(node, cid, crate::usage::MAX_DOC_BYTES),
+        crate::integrity::object(node, cid, crate::btns::MAX_DOC_BYTES),
     )
     .await
     .map_err(|_| WalkError::Missing {
@@ -136,5 +135,5 @@ async fn fetch(node: &NodeClient, cid: &str, limits: &Limits) -> Result<AnyUsage
         },
         other => usage(other.to_string()),
     })?;
-    crate::usage::parse_any(&bytes).map_err(|e| usage(e.to_string()))
+    crate::btns::parse_any(&bytes).map_err(|e| usage(e.to_string()))
 }

@@ -22,58 +22,19 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
 
 use bytes::Bytes;
 use futures::stream::{FuturesUnordered, StreamExt};
 use ipld_core::cid::Cid;
 
 use super::memo::{Known, Memo};
-use crate::fs::manifest::EntryKind;
+use crate::format::v1::manifest::EntryKind;
 use crate::integrity::dagpb::FileNode;
 use crate::integrity::{DAG_PB_CODEC, MAX_DAG_DEPTH, RAW_CODEC};
 use crate::storage::NodeClient;
 
-/// Bounds on the work one measurement may do; beyond them it fails, never guesses.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Limits {
-    /// Node requests (`block/get` and `block/stat`) per request.
-    pub max_objects: u64,
-    /// Bytes fetched per request (manifests, tree nodes and dag-pb nodes).
-    pub max_bytes: u64,
-    /// Wall time for the whole measurement of one request.
-    pub max_time: Duration,
-    /// Wall time for one node request: a CID the node cannot provide in this time fails it.
-    pub object_timeout: Duration,
-    /// Largest manifest or tree node read (a larger one is refused, naming its CID).
-    pub max_object_bytes: u64,
-    /// Node requests in flight at a time within one measurement.
-    pub walk_concurrency: usize,
-    /// Requests measured at a time; the others wait their turn, in order.
-    pub max_requests: usize,
-    /// Usage documents followed back from the current one to the last synced one.
-    pub max_documents: usize,
-    /// Objects remembered between requests (CID → measured size and links).
-    pub memo_entries: usize,
-}
-
-impl Default for Limits {
-    fn default() -> Self {
-        // Sized for a 1,000,000-file tree on a node 40 ms away: about 1.05 M node requests,
-        // 32 at a time, take ~1,300 s (BENCHMARKS.md "Oracle").
-        Limits {
-            max_objects: 4_000_000,
-            max_bytes: 4 << 30,
-            max_time: Duration::from_secs(3600),
-            object_timeout: Duration::from_secs(30),
-            max_object_bytes: 256 << 20,
-            walk_concurrency: 32,
-            max_requests: 4,
-            max_documents: 10_000,
-            memo_entries: 4_000_000,
-        }
-    }
-}
+/// The limits live with the configuration that sets them (`[oracle]`).
+pub use crate::config::OracleLimits as Limits;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TreeUsage {
@@ -105,7 +66,7 @@ pub enum WalkError {
     #[error("cannot load the usage document under {btns}: {source}")]
     Usage {
         btns: String,
-        source: crate::usage::UsageError,
+        source: crate::btns::UsageError,
     },
     #[error("cannot load manifest {cid}: {reason}")]
     Manifest { cid: String, reason: String },
@@ -488,7 +449,7 @@ type V1Lists = (Vec<Cid>, Vec<Cid>, Vec<(Cid, u64)>);
 
 fn v1_lists(cid: &Cid, bytes: &[u8]) -> Result<V1Lists, WalkError> {
     let manifest =
-        crate::fs::manifest::Manifest::parse(bytes).map_err(|e| WalkError::Manifest {
+        crate::format::v1::manifest::Manifest::parse(bytes).map_err(|e| WalkError::Manifest {
             cid: cid.to_string(),
             reason: e.to_string(),
         })?;
@@ -609,7 +570,8 @@ impl Fetcher<'_> {
     async fn tree_node(&self, cid: &Cid) -> Result<(Known, Vec<(Cid, u64)>), WalkError> {
         let bytes = self.read_object(cid).await?;
         let size = bytes.len() as u64;
-        if crate::format::schema_of(&bytes).as_deref() == Some(crate::fs::manifest::SCHEMA) {
+        if crate::format::schema_of(&bytes).as_deref() == Some(crate::format::v1::manifest::SCHEMA)
+        {
             let (nodes, data, declared) = v1_lists(cid, &bytes)?;
             return Ok((Known::node(size, nodes, data), declared));
         }

@@ -22,7 +22,7 @@ use tokio::sync::mpsc;
 
 use crate::config::PinningConfig;
 use crate::fs::held::HeldRoots;
-use crate::fs::inode::TokenId;
+use crate::fs::model::inode::TokenId;
 use client::{Pin, PinStatus, PinningClient, PinningError, Status};
 
 /// Roots waiting to be requested per sNFT; past it the oldest waiting one is skipped (a newer

@@ -8,8 +8,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 
 use pxfs::cache::ChunkCache;
+use pxfs::fs::data::node_store::NodeStore;
 use pxfs::fs::keyring::FixedKey;
-use pxfs::fs::node_store::NodeStore;
 use pxfs::fs::{Fs, FsConfig, TokenInfo};
 use pxfs::fuse::FuseFs;
 use pxfs::storage::NodeClient;

@@ -1,0 +1,14 @@
+//! The bytes the core keeps and where they go: staged file versions and their live
+//! uploads, content as stored (sealed or plain), directory pages (format v2), the journal
+//! on the cache disk, the node adapter and the health of the node and of the cache disk.
+//! Knows nothing of the tree: it may use the core's base (`fs::{error, store, backoff}`).
+
+pub mod content;
+pub(in crate::fs) mod disk_space;
+pub mod journal;
+pub(in crate::fs) mod live;
+pub mod node_store;
+pub(in crate::fs) mod outage;
+pub mod pages;
+pub mod staged;
+pub(in crate::fs) mod stores;

@@ -1,0 +1,445 @@
+//! A token's usage as docs/FORMAT.md §7 defines it, kept up to date under the core's lock:
+//! every distinct object the tree stores (file contents and directory manifests, each CID
+//! once however many names or inodes refer to it) plus the bytes of file versions not on the
+//! node yet (open sessions, pending uploads), which count from the moment they are written.
+//!
+//! Each loaded inode holds one [`Charge`]: a reference to an object, or bytes of its own.
+//! What the inodes of directories not loaded yet refer to is known only as a sum, the
+//! committed figure the mount started from (`base`); loading a directory moves its objects
+//! out of that sum into the ledger, so the figure does not move and a CID shared between a
+//! loaded and a newly written file ends up counted once.
+
+use std::collections::{HashMap, HashSet};
+
+use crate::fs::model::inode::Ino;
+
+/// What one inode adds to its token's usage.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Charge {
+    /// Bytes of a version not on the node as a committed object (written, not uploaded).
+    Own(u64),
+    /// A stored object: a file's uploaded content or a directory's committed manifest.
+    Object {
+        cid: String,
+        size: u64,
+        manifest: bool,
+    },
+    /// A committed directory's objects (its pages; the sNFT root's root node too), each
+    /// counted as a manifest object.
+    Pages(std::sync::Arc<[(String, u64)]>),
+}
+
+/// Usage split by what it is made of (for `pxfs status` and tests).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct UsageParts {
+    /// Distinct file content objects, and versions not uploaded yet.
+    pub content: u64,
+    /// Distinct directory manifests.
+    pub manifests: u64,
+    /// Committed usage of directories not loaded yet (not yet attributed to objects).
+    pub unloaded: u64,
+}
+
+impl UsageParts {
+    pub fn total(&self) -> u64 {
+        self.content
+            .saturating_add(self.manifests)
+            .saturating_add(self.unloaded)
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Object {
+    refs: u64,
+    size: u64,
+    manifest: bool,
+    /// Its bytes were taken out of `base` when a directory holding it was loaded: it is
+    /// part of the committed tree. Kept (with `refs` 0) after the last loaded reference
+    /// goes, so loading another directory that refers to it counts it again, not twice.
+    from_base: bool,
+    /// An unloaded inode (`fs::model::unload`) refers to it too: when the last loaded reference
+    /// goes, it returns to `base` rather than leaving usage.
+    parked: bool,
+    /// A directory page only unloaded inodes refer to, counted in `base` again (kept so a
+    /// new directory stored as the same page, e.g. an empty one, is not counted twice).
+    in_base: bool,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Ledger {
+    base: u64,
+    own: u64,
+    content: u64,
+    manifests: u64,
+    objects: HashMap<String, Object>,
+    charges: HashMap<Ino, Charge>,
+}
+
+/// The usage a commit publishes: what is counted without the manifests it rewrites, and
+/// which objects are already counted (a new manifest equal to one of them is not counted
+/// again).
+#[derive(Debug, Clone, Default)]
+pub struct CommittedUsage {
+    without_rewritten: u64,
+    counted: HashSet<String>,
+}
+
+impl CommittedUsage {
+    /// The figure once the rewritten directories have the manifests `written` (CID, bytes).
+    pub fn with_manifests<'a>(&self, written: impl IntoIterator<Item = &'a (String, u64)>) -> u64 {
+        let mut seen = HashSet::new();
+        let mut usage = self.without_rewritten;
+        for (cid, size) in written {
+            if !self.counted.contains(cid) && seen.insert(cid) {
+                usage = usage.saturating_add(*size);
+            }
+        }
+        usage
+    }
+}
+
+impl Ledger {
+    /// A token whose committed tree stores `committed` bytes, nothing of it loaded yet.
+    pub fn new(committed: u64) -> Ledger {
+        Ledger {
+            base: committed,
+            ..Ledger::default()
+        }
+    }
+
+    /// Whether a loaded inode's charge holds the object `cid`.
+    pub fn holds(&self, cid: &str) -> bool {
+        self.objects.get(cid).is_some_and(|o| o.refs > 0)
+    }
+
+    pub fn usage(&self) -> u64 {
+        self.parts().total()
+    }
+
+    pub fn parts(&self) -> UsageParts {
+        UsageParts {
+            content: self.content.saturating_add(self.own),
+            manifests: self.manifests,
+            unloaded: self.base,
+        }
+    }
+
+    /// Give `ino` the charge `charge` (`None`: it counts for nothing). `loaded`: the inode
+    /// comes from a committed manifest just loaded, so its object is already in `base`.
+    pub fn set(&mut self, ino: Ino, charge: Option<Charge>, loaded: bool) {
+        let current = self.charges.get(&ino);
+        if current == charge.as_ref() && !loaded {
+            return;
+        }
+        if let (
+            Some(Charge::Object { cid: a, size, .. }),
+            Some(Charge::Object {
+                cid: b, size: new, ..
+            }),
+        ) = (current, &charge)
+            && a == b
+        {
+            // The same object with its size now known (a manifest read at load).
+            let (old, new, cid) = (*size, *new, a.clone());
+            if old != new {
+                self.resize(&cid, old, new);
+                self.charges.insert(ino, charge.unwrap_or(Charge::Own(0)));
+            }
+            return;
+        }
+        if let Some(old) = self.charges.remove(&ino) {
+            self.release(old);
+        }
+        if let Some(new) = charge {
+            self.hold(&new, loaded);
+            self.charges.insert(ino, new);
+        }
+    }
+
+    fn sum_mut(&mut self, manifest: bool) -> &mut u64 {
+        if manifest {
+            &mut self.manifests
+        } else {
+            &mut self.content
+        }
+    }
+
+    fn resize(&mut self, cid: &str, old: u64, new: u64) {
+        let Some(o) = self.objects.get_mut(cid) else {
+            return;
+        };
+        if o.size != old {
+            return;
+        }
+        o.size = new;
+        let (refs, manifest) = (o.refs, o.manifest);
+        if refs > 0 {
+            let sum = self.sum_mut(manifest);
+            *sum = sum.saturating_sub(old).saturating_add(new);
+        }
+    }
+
+    fn hold(&mut self, charge: &Charge, loaded: bool) {
+        let (cid, size, manifest) = match charge {
+            Charge::Own(n) => {
+                self.own = self.own.saturating_add(*n);
+                return;
+            }
+            Charge::Object {
+                cid,
+                size,
+                manifest,
+            } => (cid, *size, *manifest),
+            Charge::Pages(pages) => {
+                for (cid, size) in pages.iter() {
+                    self.hold_object(cid, *size, true, loaded);
+                }
+                return;
+            }
+        };
+        self.hold_object(cid, size, manifest, loaded);
+    }
+
+    fn hold_object(&mut self, cid: &str, size: u64, manifest: bool, loaded: bool) {
+        let o = self.objects.entry(cid.to_owned()).or_insert(Object {
+            refs: 0,
+            size,
+            manifest,
+            from_base: false,
+            parked: false,
+            in_base: false,
+        });
+        let mut take_from_base = false;
+        if o.in_base {
+            // Counted in `base` for the unloaded directories stored as it. A new reference
+            // leaves them referring to it (parked); one read back may be the only one.
+            o.in_base = false;
+            o.from_base = true;
+            o.parked = !loaded;
+            take_from_base = true;
+        } else if loaded && !o.from_base {
+            // The committed figure counts it once: that share moves into the ledger.
+            o.from_base = true;
+            take_from_base = true;
+        }
+        o.refs += 1;
+        let first = o.refs == 1;
+        let (size, manifest) = (o.size, o.manifest);
+        if take_from_base {
+            self.base = self.base.saturating_sub(size);
+        }
+        if first {
+            let sum = self.sum_mut(manifest);
+            *sum = sum.saturating_add(size);
+        }
+    }
+
+    fn release(&mut self, charge: Charge) {
+        let cid = match charge {
+            Charge::Own(n) => {
+                self.own = self.own.saturating_sub(n);
+                return;
+            }
+            Charge::Object { cid, .. } => cid,
+            Charge::Pages(pages) => {
+                for (cid, _) in pages.iter() {
+                    self.release_object(cid);
+                }
+                return;
+            }
+        };
+        self.release_object(&cid);
+    }
+
+    fn release_object(&mut self, cid: &str) {
+        let Some(o) = self.objects.get_mut(cid) else {
+            return;
+        };
+        o.refs = o.refs.saturating_sub(1);
+        if o.refs > 0 {
+            return;
+        }
+        if o.parked {
+            self.return_to_base(cid);
+            return;
+        }
+        let (size, manifest, keep) = (o.size, o.manifest, o.from_base);
+        if !keep {
+            self.objects.remove(cid);
+        }
+        let sum = self.sum_mut(manifest);
+        *sum = sum.saturating_sub(size);
+    }
+
+    /// An object no loaded inode refers to any more, but unloaded ones do: counted in
+    /// `base` again. A page stays known (see `Object::in_base`); file contents are
+    /// forgotten (memory stays bounded by what is loaded).
+    fn return_to_base(&mut self, cid: &str) {
+        let Some(o) = self.objects.get_mut(cid) else {
+            return;
+        };
+        let (size, manifest) = (o.size, o.manifest);
+        if manifest {
+            *o = Object {
+                refs: 0,
+                size,
+                manifest,
+                from_base: false,
+                parked: false,
+                in_base: true,
+            };
+        } else {
+            self.objects.remove(cid);
+        }
+        self.base = self.base.saturating_add(size);
+        let sum = self.sum_mut(manifest);
+        *sum = sum.saturating_sub(size);
+    }
+
+    /// `ino` is dropped from memory with its directory's entries (`fs::model::unload`): it is
+    /// part of the committed tree as it was, so what it refers to returns to the committed
+    /// figure of what is not loaded (`base`), or stays counted while loaded inodes share
+    /// it. Usage does not change.
+    pub fn unload(&mut self, ino: Ino) {
+        let cids: Vec<String> = match self.charges.remove(&ino) {
+            None => return,
+            Some(Charge::Own(n)) => {
+                self.own = self.own.saturating_sub(n);
+                return;
+            }
+            Some(Charge::Object { cid, .. }) => vec![cid],
+            Some(Charge::Pages(pages)) => pages.iter().map(|(c, _)| c.clone()).collect(),
+        };
+        for cid in cids {
+            let Some(o) = self.objects.get_mut(&cid) else {
+                continue;
+            };
+            o.refs = o.refs.saturating_sub(1);
+            if o.refs > 0 {
+                // Counted by the loaded inodes that share it; a later load finds it here.
+                o.parked = true;
+                o.from_base = true;
+                continue;
+            }
+            self.return_to_base(&cid);
+        }
+    }
+
+    /// What a commit that rewrites the manifests of `rewritten` publishes, given the
+    /// committed version (`blobs`: CID and size) of each file holding bytes of its own.
+    /// Versions not uploaded do not count: the manifests do not refer to them.
+    pub fn committed(
+        &self,
+        rewritten: &[Ino],
+        blobs: impl Fn(Ino) -> Option<(String, u64)>,
+    ) -> CommittedUsage {
+        let mut drop: HashMap<&str, u64> = HashMap::new();
+        for ino in rewritten {
+            match self.charges.get(ino) {
+                Some(Charge::Object { cid, .. }) => *drop.entry(cid.as_str()).or_default() += 1,
+                Some(Charge::Pages(pages)) => {
+                    for (cid, _) in pages.iter() {
+                        *drop.entry(cid.as_str()).or_default() += 1;
+                    }
+                }
+                _ => {}
+            }
+        }
+        let mut usage = self
+            .base
+            .saturating_add(self.content)
+            .saturating_add(self.manifests);
+        let mut counted = HashSet::new();
+        for (cid, o) in &self.objects {
+            let left = o
+                .refs
+                .saturating_sub(drop.get(cid.as_str()).copied().unwrap_or(0));
+            if left > 0 || o.in_base {
+                counted.insert(cid.clone());
+            } else if o.refs > 0 {
+                usage = usage.saturating_sub(o.size);
+            }
+        }
+        for (ino, charge) in &self.charges {
+            if let Charge::Own(_) = charge
+                && let Some((cid, size)) = blobs(*ino)
+                && counted.insert(cid)
+            {
+                usage = usage.saturating_add(size);
+            }
+        }
+        CommittedUsage {
+            without_rewritten: usage,
+            counted,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn obj(cid: &str, size: u64) -> Option<Charge> {
+        Some(Charge::Object {
+            cid: cid.into(),
+            size,
+            manifest: false,
+        })
+    }
+
+    #[test]
+    fn an_object_referred_to_by_two_inodes_counts_once() {
+        let mut l = Ledger::new(0);
+        l.set(1, obj("a", 10), false);
+        l.set(2, obj("a", 10), false);
+        assert_eq!(l.usage(), 10);
+        l.set(1, None, false);
+        assert_eq!(l.usage(), 10);
+        l.set(2, Some(Charge::Own(4)), false);
+        assert_eq!(l.usage(), 4);
+    }
+
+    #[test]
+    fn loading_moves_committed_bytes_into_the_ledger_without_counting_twice() {
+        // Committed: objects a (10) and b (5). A new file has content a too.
+        let mut l = Ledger::new(15);
+        l.set(1, obj("a", 10), false);
+        assert_eq!(l.usage(), 25, "not known to be shared until loaded");
+        l.set(2, obj("a", 10), true);
+        l.set(3, obj("b", 5), true);
+        assert_eq!(l.usage(), 15);
+        assert_eq!(l.parts().unloaded, 0);
+        // A directory loaded later refers to a again: still once.
+        l.set(4, obj("a", 10), true);
+        assert_eq!(l.usage(), 15);
+        // All of a's loaded references go, then another loaded directory refers to it.
+        for ino in [1, 2, 4] {
+            l.set(ino, None, false);
+        }
+        assert_eq!(l.usage(), 5);
+        l.set(5, obj("a", 10), true);
+        assert_eq!(l.usage(), 15);
+    }
+
+    #[test]
+    fn a_commit_counts_committed_versions_and_new_manifests_once() {
+        let mut l = Ledger::new(0);
+        l.set(1, obj("a", 10), false);
+        l.set(2, Some(Charge::Own(7)), false); // open session over committed b (3)
+        l.set(
+            10,
+            Some(Charge::Object {
+                cid: "m".into(),
+                size: 30,
+                manifest: true,
+            }),
+            false,
+        );
+        assert_eq!(l.usage(), 47);
+        let c = l.committed(&[10], |ino| (ino == 2).then(|| ("b".to_string(), 3)));
+        let m1 = ("m1".to_string(), 40);
+        let m2 = ("m1".to_string(), 40);
+        assert_eq!(c.with_manifests([&m1, &m2]), 10 + 3 + 40);
+        assert_eq!(c.with_manifests([&("a".to_string(), 10)]), 13);
+    }
+}

@@ -1,0 +1,11 @@
+//! The operations the FUSE adapter (and the CLI) call: open/read/write/close and file
+//! handles (`io`), namespace operations (`namespace`), extended attributes, the status
+//! snapshot, and re-sealing a tree under other keys. The top of the core: may use every
+//! other part, nothing in the core uses it.
+
+pub(in crate::fs) mod close;
+pub(in crate::fs) mod io;
+pub(in crate::fs) mod namespace;
+pub mod reseal;
+pub mod status;
+pub(in crate::fs) mod xattr;

@@ -1,0 +1,12 @@
+//! Persistence of the tree on the node: commits (pages bottom-up, the usage document under
+//! BTNS), merging another writer's commits, loading an sNFT (journal replay over its last
+//! root), ancestry of documents, the strongest encryption seen, another machine's re-key.
+//! May use `fs::model`, `fs::data` and the base; never `fs::upload` or `fs::ops::namespace`.
+
+pub(in crate::fs) mod ancestry;
+pub mod commit;
+pub(in crate::fs) mod commit_tree;
+pub(in crate::fs) mod load;
+pub(in crate::fs) mod merge;
+pub(in crate::fs) mod rekey;
+pub mod strongest;

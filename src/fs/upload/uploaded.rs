@@ -1,0 +1,106 @@
+//! The core's side of uploads: the uploader (`upload`) asks whether a job is still worth
+//! uploading and hands back its result, which lands in the tree here.
+
+use crate::fs::Fs;
+use crate::fs::store::{Blob, LastUpload};
+use crate::fs::upload::{Job, UploadResults};
+
+impl UploadResults for Fs {
+    fn sealing(
+        &self,
+        token: crate::fs::model::inode::TokenId,
+    ) -> crate::fs::data::content::Sealing {
+        Fs::sealing(self, Some(token))
+    }
+
+    /// The job's version is still the file's newest, and the file still has a name (an
+    /// unlinked file is in no commit).
+    fn is_current(&self, job: &Job) -> bool {
+        let tree = self.tree();
+        tree.get(job.ino)
+            .ok()
+            .filter(|i| !i.links.is_empty())
+            .and_then(|i| i.file())
+            .is_some_and(|f| f.version == job.version)
+    }
+
+    /// Record an upload's result (`None`: the job was moot).
+    fn uploaded(&self, job: &Job, blob: Option<Blob>) {
+        {
+            let mut guard = self.tree();
+            let tree = &mut *guard;
+            if let Ok(t) = tree.token_mut(job.token) {
+                t.pending_uploads = t.pending_uploads.saturating_sub(1);
+            }
+            if blob.is_none() {
+                drop_moot_copy(tree, job);
+            }
+            if let Some(blob) = blob {
+                let current = tree
+                    .get_mut(job.ino)
+                    .ok()
+                    .and_then(|i| i.file_mut())
+                    .filter(|f| f.version == job.version);
+                let mut superseded = None;
+                let applied = match current {
+                    Some(f) => {
+                        if let Some(old) = f.blob.replace(blob.clone())
+                            && old.cid != blob.cid
+                        {
+                            superseded = Some(old.cid);
+                        }
+                        f.upload_pending = false;
+                        true
+                    }
+                    None => {
+                        superseded = Some(blob.cid.clone());
+                        false
+                    }
+                };
+                if applied {
+                    tree.stored_inode_changed(job.ino);
+                    tree.recharge(job.ino, false);
+                }
+                // The v1 usage document holds the path as a string: shown escaped.
+                let path = tree.display_path(job.ino);
+                if let Ok(t) = tree.token_mut(job.token) {
+                    t.superseded.extend(superseded);
+                    if applied {
+                        t.last_upload = Some(LastUpload {
+                            path,
+                            cid: blob.cid,
+                            size: blob.size,
+                        });
+                    }
+                }
+            }
+        }
+        self.inner.progress.notify_waiters();
+    }
+}
+
+/// A moot version's staged copy goes now rather than at the next commit (churn would
+/// otherwise fill the cache disk between commits) when its file is gone: unlinked, and no
+/// handle reads it. Its close stays in the journal until the next commit; a replay after a
+/// crash expects the copy gone (`journal::moot_closes`) since a later op removes the file.
+/// A version a newer close replaced keeps its copy until the commit, as before: a replay
+/// needs the file to exist for what was journaled between the two closes (xattrs, links).
+fn drop_moot_copy(tree: &mut crate::fs::model::tree::Tree, job: &Job) {
+    let same = |s: &Option<std::sync::Arc<crate::fs::data::staged::StagedFile>>| {
+        s.as_ref()
+            .is_some_and(|s| std::sync::Arc::ptr_eq(s, &job.staged))
+    };
+    if let Ok(inode) = tree.get(job.ino) {
+        let Some(f) = inode.file() else { return };
+        if !inode.links.is_empty() || inode.open_handles > 0 || same(&f.session) {
+            return;
+        }
+        if same(&f.staged)
+            && let Some(f) = tree.get_mut(job.ino).ok().and_then(|i| i.file_mut())
+        {
+            f.staged = None;
+            f.upload_pending = false;
+        }
+    }
+    job.staged.remove_unheld();
+}
