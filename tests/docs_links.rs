@@ -10,15 +10,6 @@ use std::path::{Component, Path, PathBuf};
 /// The README's length limit: quick start, a tour and links; the rest is in docs/.
 const README_MAX_LINES: usize = 300;
 
-/// Chapters written on other branches of this session, linked before they are merged.
-/// While one is missing a plain link to it is accepted (an `#anchor` into it is not);
-/// once it exists it is checked like any other. Remove an entry after its merge.
-const CHAPTERS_IN_FLIGHT: &[&str] = &[
-    "docs/testing.md",
-    "docs/keeping-data-safe.md",
-    "docs/churn-and-staging.md",
-];
-
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
@@ -167,10 +158,7 @@ fn broken_links(root: &Path, doc: &Path) -> Vec<String> {
         let at = format!("{}:{}: {t}", doc.display(), link.line);
         let path = root.join(&target);
         if !path.exists() {
-            let in_flight = CHAPTERS_IN_FLIGHT.iter().any(|c| Path::new(c) == target);
-            if !in_flight || anchor.is_some() {
-                broken.push(format!("{at}: no such file {}", target.display()));
-            }
+            broken.push(format!("{at}: no such file {}", target.display()));
             continue;
         }
         if let Some(anchor) = anchor {
