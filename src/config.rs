@@ -594,13 +594,8 @@ impl NodeConfig {
 mod tests {
     use super::*;
 
-    #[test]
-    fn minimal_config_gets_defaults_and_relative_paths_resolve_to_the_file() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("pxfs.toml");
-        std::fs::write(
-            &path,
-            r#"
+    /// The least a config holds: the chain and the node.
+    const MINIMAL: &str = r#"
 [chain]
 rpc_url = "http://127.0.0.1:8545"
 chain_id = 31337
@@ -608,11 +603,13 @@ contract = "0x5FbDB2315678afecb367f032d93F642f64180aa3"
 wallet = "0xf39Fd6e51aad88F6F4ce6aB8827279cffFb92266"
 [node]
 api_url = "http://127.0.0.1:5001"
-[cache]
-dir = "cache"
-"#,
-        )
-        .unwrap();
+"#;
+
+    #[test]
+    fn minimal_config_gets_defaults_and_relative_paths_resolve_to_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("pxfs.toml");
+        std::fs::write(&path, format!("{MINIMAL}[cache]\ndir = \"cache\"\n")).unwrap();
         let cfg = Config::from_file(&path).unwrap();
         assert_eq!(cfg.node.api_prefix, "/api/v0");
         assert_eq!(cfg.cache.dir, dir.path().join("cache"));
@@ -623,15 +620,7 @@ dir = "cache"
     fn node_auth_is_bearer_by_default_and_pollinationx_takes_its_login() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("pxfs.toml");
-        let base = r#"
-[chain]
-rpc_url = "http://127.0.0.1:8545"
-chain_id = 31337
-contract = "0x5FbDB2315678afecb367f032d93F642f64180aa3"
-wallet = "0xf39Fd6e51aad88F6F4ce6aB8827279cffFb92266"
-[node]
-api_url = "http://127.0.0.1:5001"
-"#;
+        let base = MINIMAL;
         std::fs::write(&path, base).unwrap();
         assert_eq!(
             Config::from_file(&path).unwrap().node.auth,
@@ -673,16 +662,7 @@ api_url = "http://127.0.0.1:5001"
     fn the_staging_cap_is_staging_max_and_its_old_name_still_reads() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("pxfs.toml");
-        let base = r#"
-[chain]
-rpc_url = "http://127.0.0.1:8545"
-chain_id = 31337
-contract = "0x5FbDB2315678afecb367f032d93F642f64180aa3"
-wallet = "0xf39Fd6e51aad88F6F4ce6aB8827279cffFb92266"
-[node]
-api_url = "http://127.0.0.1:5001"
-[cache]
-"#;
+        let base = &format!("{MINIMAL}[cache]\n");
         std::fs::write(&path, base).unwrap();
         let cfg = Config::from_file(&path).unwrap();
         assert_eq!(cfg.cache.staging_limit_bytes, 8 << 30, "the default cap");

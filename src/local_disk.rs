@@ -21,3 +21,15 @@ fn unsafe_zeroed() -> libc::statvfs {
     // SAFETY: statvfs is a plain C struct of integers; all zeroes is a valid value.
     unsafe { std::mem::zeroed() }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_cache_directory_has_some_free_space_measured() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(free_bytes(dir.path()).unwrap() > 0);
+        assert!(free_bytes(&dir.path().join("missing")).is_err());
+    }
+}

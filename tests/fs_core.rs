@@ -3,9 +3,9 @@
 
 use std::sync::Arc;
 
-use pxfs::fs::keyring::{FixedKey, KeyRing, PlainOnly};
 use pxfs::fs::store::MemoryStore;
 use pxfs::fs::{Fs, FsConfig, FsError, Ino, Kind, ROOT_INO, SetAttr, TokenInfo};
+use pxfs::keys::keyring::{FixedKey, KeyRing, PlainOnly};
 
 const TOKEN: u64 = 7;
 const BTNS: &str = "k51-token-7";

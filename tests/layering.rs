@@ -63,15 +63,16 @@ fn code_of(src: &str) -> String {
         }
         let opens = code.matches('{').count();
         let closes = code.matches('}').count();
+        let outer = depth;
+        depth = (depth + opens).saturating_sub(closes);
         if pending_cfg_test && skip_depth.is_none() {
+            // The item the attribute applies to: skipped whole (to its closing brace).
             pending_cfg_test = false;
-            if opens > closes {
-                skip_depth = Some(depth);
+            if depth > outer {
+                skip_depth = Some(outer);
             }
-            depth = depth + opens - closes.min(depth + opens);
             continue;
         }
-        depth = (depth + opens).saturating_sub(closes);
         if let Some(d) = skip_depth {
             if depth <= d {
                 skip_depth = None;

@@ -19,8 +19,8 @@ use crate::format::usage::Encryption;
 use crate::fs::ContentStore;
 use crate::fs::data::journal::Journal;
 use crate::fs::data::node_store::NodeStore;
-use crate::fs::keyring::{KeyRing, PlainOnly};
 use crate::fs::ops::reseal::{Conversion, Copied, convert};
+use crate::keys::keyring::{KeyRing, PlainOnly};
 use crate::keys::ring::{GivenKey, MountKeys};
 use crate::keys::{PassphraseSource, passphrase};
 

@@ -13,7 +13,6 @@ mod backoff;
 pub mod error;
 pub mod held;
 pub mod invariants;
-pub use crate::keys::keyring;
 mod step;
 pub mod store;
 
@@ -97,7 +96,7 @@ pub struct FsConfig {
     pub uid: u32,
     pub gid: u32,
     /// Opens encrypted trees and decides what a new tree gets.
-    pub keys: std::sync::Arc<dyn keyring::KeyRing>,
+    pub keys: std::sync::Arc<dyn crate::keys::keyring::KeyRing>,
     /// Told of each committed root once it holds (src/fs/held.rs).
     pub held_roots: Vec<std::sync::Arc<dyn held::HeldRoots>>,
 }
@@ -124,7 +123,7 @@ impl FsConfig {
             max_loaded_inodes: usize::MAX,
             uid: unsafe_getuid(),
             gid: unsafe_getgid(),
-            keys: std::sync::Arc::new(keyring::PlainOnly),
+            keys: std::sync::Arc::new(crate::keys::keyring::PlainOnly),
             held_roots: Vec::new(),
         }
     }

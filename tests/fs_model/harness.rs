@@ -7,9 +7,9 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use pxfs::fs::keyring::{FixedKey, KeyRing, PlainOnly};
 use pxfs::fs::store::MemoryStore;
 use pxfs::fs::{Attr, Fs, FsConfig, FsError, Ino, Kind, ROOT_INO, SetAttr, TimeSet, TokenInfo};
+use pxfs::keys::keyring::{FixedKey, KeyRing, PlainOnly};
 
 use super::model::{self, Body, Errno, Id, Model, Out};
 use super::ops::{Op, P, RenameFlag, XATTRS};

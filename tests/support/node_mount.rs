@@ -9,9 +9,9 @@ use std::sync::Arc;
 
 use pxfs::cache::ChunkCache;
 use pxfs::fs::data::node_store::NodeStore;
-use pxfs::fs::keyring::FixedKey;
 use pxfs::fs::{Fs, FsConfig, TokenInfo};
 use pxfs::fuse::FuseFs;
+use pxfs::keys::keyring::FixedKey;
 use pxfs::storage::NodeClient;
 
 pub struct Node {

@@ -21,10 +21,10 @@ use bytes::Bytes;
 use crate::format::usage::Encryption;
 use crate::fs::data::journal::{CommittedState, Journal};
 use crate::fs::error::{FsError, FsResult};
-use crate::fs::keyring::KeyRing;
 use crate::fs::model::inode::{Attr, Ino, Kind, ROOT_INO};
 use crate::fs::store::{Blob, ContentStore, Published, StoreError, UsageRecord};
 use crate::fs::{Fs, FsConfig, SetAttr, TimeSet, TokenInfo};
+use crate::keys::keyring::KeyRing;
 
 /// Bytes moved per read/write while copying a file's content.
 const PIECE: u32 = 1 << 20;
