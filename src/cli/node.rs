@@ -47,24 +47,23 @@ pub async fn run(args: NodeArgs) -> anyhow::Result<()> {
         listen: args.listen,
         online: args.online,
     };
-    serve(options, shutdown_signal()).await?;
+    // The watchers are registered before the node announces itself: a SIGTERM sent right
+    // after "listening" must stop it cleanly, not kill it with the default action.
+    let shutdown = shutdown_signal()?;
+    serve(options, shutdown).await?;
     Ok(())
 }
 
-/// Completes on the first SIGINT or SIGTERM.
-async fn shutdown_signal() {
-    let mut terminate =
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(signal) => signal,
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot watch SIGTERM; stop the node with SIGINT");
-                let _ = tokio::signal::ctrl_c().await;
-                return;
-            }
-        };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = terminate.recv() => {}
-    }
-    tracing::info!("shutting down");
+/// Registers SIGINT and SIGTERM watchers now; the future completes on the first of them.
+fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut terminate = signal(SignalKind::terminate()).context("watching SIGTERM")?;
+    let mut interrupt = signal(SignalKind::interrupt()).context("watching SIGINT")?;
+    Ok(async move {
+        tokio::select! {
+            _ = interrupt.recv() => {}
+            _ = terminate.recv() => {}
+        }
+        tracing::info!("shutting down");
+    })
 }
