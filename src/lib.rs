@@ -22,5 +22,6 @@ pub mod node;
 pub mod oracle;
 pub mod output;
 pub mod pinning;
+pub mod replica;
 pub mod storage;
 pub mod usage;

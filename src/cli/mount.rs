@@ -543,6 +543,10 @@ async fn prepare(
             Err(e) if hosted => {
                 return Err(e).context("cannot reach the hosted storage node");
             }
+            // Reads fall back to the replicas: a primary that is gone leaves them.
+            Err(e) if !cfg.node.replicas.is_empty() => {
+                tracing::warn!(error = %e, "the storage node is unreachable; reading from its replicas");
+            }
             Err(e) => {
                 return Err(e).with_context(|| {
                     format!("cannot reach the storage node at {}", cfg.node.api_url)
@@ -550,6 +554,7 @@ async fn prepare(
             }
         },
     }
+    let (client, replicas) = with_replicas(cfg, client)?;
     let cache = ChunkCache::open_with(
         &cfg.cache.dir.join("chunks"),
         cfg.cache.size_bytes,
@@ -571,6 +576,7 @@ async fn prepare(
     fs_cfg.follow_interval = Duration::from_secs(cfg.upload.follow_every_secs);
     fs_cfg.single_token = args.tokens.len() == 1;
     fs_cfg.read_only = args.read_only;
+    fs_cfg.replicas = replicas;
     fs_cfg.keys = Arc::new(MountKeys {
         chain_id: cfg.chain.chain_id,
         contract: cfg
@@ -626,6 +632,31 @@ fn merge_pause_for_tests() -> Duration {
         .ok()
         .and_then(|ms| ms.parse().ok())
         .map_or(Duration::ZERO, Duration::from_millis)
+}
+
+/// The mount's client with reads falling back to `[node] replicas`, and the replicas'
+/// workers, which copy every committed tree there from the primary.
+fn with_replicas(
+    cfg: &Config,
+    primary: NodeClient,
+) -> anyhow::Result<(NodeClient, Option<Arc<crate::replica::Replicas>>)> {
+    if cfg.node.replicas.is_empty() {
+        return Ok((primary, None));
+    }
+    let named = cfg
+        .node
+        .replicas
+        .iter()
+        .map(|url| {
+            NodeClient::new(&cfg.node.replica(url))
+                .map(|c| (url.clone(), c))
+                .with_context(|| format!("replica {url}"))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let reads = primary.with_fallbacks(named.iter().map(|(_, c)| c.clone()).collect());
+    let workers =
+        crate::replica::Replicas::start(primary, named, tokio_util::sync::CancellationToken::new());
+    Ok((reads, Some(workers)))
 }
 
 /// The node client of a mount. On PollinationX's hosted nodes (`[node] auth =

@@ -469,6 +469,7 @@ impl Fs {
                             tracing::debug!(cid, error = %e, "unpin failed");
                         }
                     }
+                    self.replicate(token);
                     return Ok(true);
                 }
             }

@@ -320,6 +320,9 @@ impl Fs {
                 e.subdirs += 1;
             }
         }
+        drop(tree);
+        // A replica behind on this tree (or configured since) gets it now.
+        self.replicate(id);
         tracing::info!(token = id, replayed, "sNFT mounted");
         Ok(())
     }

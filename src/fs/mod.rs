@@ -6,7 +6,7 @@
 //! commits run outside it and re-check the tree when they come back.
 
 mod ancestry;
-mod backoff;
+pub(crate) mod backoff;
 pub mod commit;
 pub mod content;
 mod dapp;
@@ -29,6 +29,7 @@ mod outage;
 pub mod pages;
 pub mod quota;
 mod rekey;
+mod replicate;
 pub mod reseal;
 pub mod staged;
 pub mod status;
@@ -123,6 +124,8 @@ pub struct FsConfig {
     pub keys: std::sync::Arc<dyn keyring::KeyRing>,
     /// Told of each committed root once it holds (src/fs/held.rs).
     pub held_roots: Vec<std::sync::Arc<dyn held::HeldRoots>>,
+    /// Where every committed tree is copied once it holds (`[node] replicas`).
+    pub replicas: Option<std::sync::Arc<crate::replica::Replicas>>,
 }
 
 impl FsConfig {
@@ -149,6 +152,7 @@ impl FsConfig {
             gid: unsafe_getgid(),
             keys: std::sync::Arc::new(keyring::PlainOnly),
             held_roots: Vec::new(),
+            replicas: None,
         }
     }
 }

@@ -262,6 +262,41 @@ impl Names {
         String::from_utf8(data.value().to_vec()).map_err(|e| bad(e.to_string()))
     }
 
+    /// The stored signed record of `name`, as bytes (`routing/get`).
+    pub async fn record(&self, name: &str) -> Result<Vec<u8>, NameError> {
+        let canonical = ipns_name(&parse_ipns_name(name)?);
+        repo::read_optional(&self.record_path(&canonical))
+            .await?
+            .ok_or_else(|| NameError::NotFound(format!("/ipns/{name}")))
+    }
+
+    /// Stores a record signed elsewhere (`routing/put`: a replica keeping the name of a
+    /// tree it holds). Taken only when its signature is the name's and it is not older
+    /// than the record held.
+    pub async fn put_record(&self, name: &str, bytes: &[u8]) -> Result<(), NameError> {
+        let peer = parse_ipns_name(name)?;
+        let canonical = ipns_name(&peer);
+        let bad = |reason: String| NameError::BadRecord {
+            name: canonical.clone(),
+            reason,
+        };
+        let record = rust_ipns::Record::decode(bytes.to_vec()).map_err(|e| bad(e.to_string()))?;
+        record.verify(peer).map_err(|e| bad(e.to_string()))?;
+        let _guard = self.publish_lock.lock().await;
+        if let Some(held) = self.load(&canonical).await?
+            && held.verify_signature(peer).is_ok()
+            && held.sequence() > record.sequence()
+        {
+            return Err(bad(format!(
+                "sequence {} is older than the {} held",
+                record.sequence(),
+                held.sequence()
+            )));
+        }
+        repo::write_file_atomically(&self.record_path(&canonical), bytes).await?;
+        Ok(())
+    }
+
     async fn load(&self, name: &str) -> Result<Option<rust_ipns::Record>, NameError> {
         let Some(bytes) = repo::read_optional(&self.record_path(name)).await? else {
             return Ok(None);

@@ -17,6 +17,8 @@ use pxfs::storage::NodeClient;
 pub struct Node {
     child: Child,
     pub client: NodeClient,
+    /// `http://127.0.0.1:PORT`
+    pub url: String,
 }
 
 impl Drop for Node {
@@ -27,8 +29,13 @@ impl Drop for Node {
 }
 
 pub fn start_node(repo: &Path) -> Node {
+    start_node_at(repo, "127.0.0.1:0")
+}
+
+/// A node listening on `listen` (the address of one stopped before, to start it again).
+pub fn start_node_at(repo: &Path, listen: &str) -> Node {
     let mut child = Command::new(env!("CARGO_BIN_EXE_pxfs"))
-        .args(["node", "--listen", "127.0.0.1:0", "--repo"])
+        .args(["node", "--listen", listen, "--repo"])
         .arg(repo)
         .stdout(Stdio::piped())
         .spawn()
@@ -44,6 +51,7 @@ pub fn start_node(repo: &Path) -> Node {
     Node {
         child,
         client: NodeClient::from_url(&url, "/api/v0"),
+        url,
     }
 }
 
