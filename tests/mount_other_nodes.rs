@@ -8,10 +8,10 @@
 
 #[path = "support/node_double.rs"]
 mod node_double;
-#[path = "support/pinning_service.rs"]
-mod pinning_service;
 #[path = "support/node_mount.rs"]
 mod node_mount;
+#[path = "support/pinning_service.rs"]
+mod pinning_service;
 mod support;
 
 use std::path::Path;
@@ -312,8 +312,6 @@ fn block_file(repo: &Path, cid: &str) -> std::path::PathBuf {
 /// replica that is down meanwhile catches up; and with the primary gone for good a new
 /// machine mounts the tree from the replica alone.
 #[test]
-#[ignore = "unfinished (issue #30): passes up to the repair from the cache; the repair from the \
-            replica then finds the replica without a block it held (see the replicas branch report)"]
 fn a_replica_keeps_every_tree_repairs_the_primary_and_restores_it_alone() {
     let devnet = TestDevnet::start(&[]);
     let token = devnet.token();

@@ -257,7 +257,16 @@ impl Names {
             name: canonical.clone(),
             reason,
         };
-        record.verify(peer).map_err(|e| bad(e.to_string()))?;
+        // The signature, not the record's end of validity (Kubo's 24 h): this node keeps
+        // only the newest record it was given (`publish`, `put_record`), so an expired one is
+        // still the name's last word, and a tree not committed for a day must still resolve
+        // (a restore from this node, docs/keeping-data-safe.md).
+        record
+            .verify_signature(peer)
+            .map_err(|e| bad(e.to_string()))?;
+        if record.verify(peer).is_err() {
+            tracing::debug!(name = %canonical, "resolving a record past its validity");
+        }
         let data = record.data().map_err(|e| bad(e.to_string()))?;
         String::from_utf8(data.value().to_vec()).map_err(|e| bad(e.to_string()))
     }
@@ -281,7 +290,10 @@ impl Names {
             reason,
         };
         let record = rust_ipns::Record::decode(bytes.to_vec()).map_err(|e| bad(e.to_string()))?;
-        record.verify(peer).map_err(|e| bad(e.to_string()))?;
+        // Signed by the name's key; one past its validity is taken too (see `resolve`).
+        record
+            .verify_signature(peer)
+            .map_err(|e| bad(e.to_string()))?;
         let _guard = self.publish_lock.lock().await;
         if let Some(held) = self.load(&canonical).await?
             && held.verify_signature(peer).is_ok()
@@ -474,6 +486,45 @@ mod tests {
         );
         assert!(normalize_value("/ipfs/not-a-cid").is_err());
         assert!(normalize_value("/foo/bar").is_err());
+    }
+
+    /// A tree not committed for longer than a record's lifetime still resolves (a restore
+    /// from this node), and a replica takes such a record from the primary.
+    #[tokio::test]
+    async fn a_record_past_its_validity_still_resolves_and_is_taken() {
+        let dir = tempfile::tempdir().unwrap();
+        let primary = Names::open(&dir.path().join("a")).unwrap();
+        let key = Keypair::generate_ed25519();
+        let cid = "bafkreicysg23kiwv34eg2d7qweipxwosdo2py4ldv42nbauguluen5v6am";
+        let name = primary
+            .publish(&key, cid, Duration::from_millis(1), Duration::from_secs(1))
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert_eq!(
+            primary.resolve(&name).await.unwrap(),
+            format!("/ipfs/{cid}")
+        );
+        let replica = Names::open(&dir.path().join("b")).unwrap();
+        let record = primary.record(&name).await.unwrap();
+        replica.put_record(&name, &record).await.unwrap();
+        assert_eq!(
+            replica.resolve(&name).await.unwrap(),
+            format!("/ipfs/{cid}")
+        );
+        // A record signed by another key is still refused.
+        let other = Names::open(&dir.path().join("c")).unwrap();
+        let forged = other
+            .publish(
+                &Keypair::generate_ed25519(),
+                cid,
+                Duration::from_secs(60),
+                Duration::from_secs(1),
+            )
+            .await
+            .unwrap();
+        let forged = other.record(&forged).await.unwrap();
+        assert!(replica.put_record(&name, &forged).await.is_err());
     }
 
     #[test]

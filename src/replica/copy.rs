@@ -2,7 +2,8 @@
 //! nodes through their public `nodes`/`data` lists, docs/FORMAT.md §3.1, so an encrypted
 //! tree is copied without its key; content DAGs through their links) that the replica
 //! lacks is read from the primary, checked against its CID and put on the replica with
-//! `block/put`.
+//! `block/put`; each object (tree node, content object, usage document) is pinned there
+//! once its blocks are, as the primary pins each object it adds.
 //!
 //! Incremental: a block is put only after everything below it, so a block the replica
 //! already holds means its whole subtree is there, and an unchanged subtree costs one
@@ -177,7 +178,15 @@ impl<'a> Copier<'a> {
                 .try_collect::<()>()
                 .await?;
             // Last: its presence says everything below it is there.
-            self.put(&cid, block).await
+            self.put(&cid, block).await?;
+            // Each object on its own pin, as the primary pins each object it adds: a v2 root
+            // is a raw block (its recursive pin holds nothing below it), so a replica that
+            // collects garbage would otherwise keep only the root.
+            if depth == 0 {
+                let _p = self.permits.acquire().await.expect("never closed");
+                self.to.pin_add(&cid.to_string()).await?;
+            }
+            Ok(())
         })
     }
 }
