@@ -312,6 +312,8 @@ fn block_file(repo: &Path, cid: &str) -> std::path::PathBuf {
 /// replica that is down meanwhile catches up; and with the primary gone for good a new
 /// machine mounts the tree from the replica alone.
 #[test]
+#[ignore = "unfinished (issue #30): on main its wait for the commit passes before the upload \
+            (getxattr user.pxfs.cid of tree/small-3 finds no CID yet); see the replicas2 report"]
 fn a_replica_keeps_every_tree_repairs_the_primary_and_restores_it_alone() {
     let devnet = TestDevnet::start(&[]);
     let token = devnet.token();
