@@ -195,6 +195,11 @@ pub struct NodeConfig {
     /// Retries on connection errors and 5xx answers.
     #[serde(default = "default_retries")]
     pub retries: u32,
+    /// Other Kubo-RPC-compatible nodes that keep a copy of every committed tree (issue #30):
+    /// each root is copied there and pinned, reads fall back to them, `pxfs check --repair`
+    /// takes good copies from them. Same prefix and auth options as the primary.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub replicas: Vec<String>,
 }
 
 /// How the node is authenticated (`[node] auth`).
@@ -571,6 +576,15 @@ impl Config {
 }
 
 impl NodeConfig {
+    /// The configuration of the replica at `url`: this one's options, another address.
+    pub fn replica(&self, url: &str) -> NodeConfig {
+        NodeConfig {
+            api_url: url.to_string(),
+            replicas: Vec::new(),
+            ..self.clone()
+        }
+    }
+
     /// The bearer token, if any: `PXFS_NODE_TOKEN` first, then the token file.
     pub fn bearer_token(&self) -> Result<Option<String>, ConfigError> {
         if let Ok(t) = std::env::var("PXFS_NODE_TOKEN")

@@ -8,6 +8,7 @@
 //! layer or lower ones. Only `storage` speaks HTTP to the node, only `chain` uses alloy,
 //! and `fs` never imports `fuser`.
 
+pub mod backoff;
 pub mod btns;
 pub mod build_info;
 pub mod cache;
@@ -28,4 +29,5 @@ pub mod node;
 pub mod oracle;
 pub mod output;
 pub mod pinning;
+pub mod replica;
 pub mod storage;

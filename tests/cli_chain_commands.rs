@@ -1055,6 +1055,7 @@ async fn the_last_way_to_unlock_is_not_removed_and_a_running_mount_is_not_raced(
         loaded_inodes: 0,
         dropped_log_lines: 0,
         outcome: None,
+        replicas: Vec::new(),
     };
     write(&status_file(&cache, "/mnt/px-test".as_ref()), &status).unwrap();
     let out = t.key(

@@ -10,10 +10,17 @@ use std::path::{Path, PathBuf};
 
 /// Low to high. A module may use modules of its own layer and of lower layers.
 const LAYERS: &[&[&str]] = &[
-    &["output", "build_info", "mountinfo", "local_disk", "config"],
+    &[
+        "output",
+        "build_info",
+        "mountinfo",
+        "local_disk",
+        "config",
+        "backoff",
+    ],
     &["format"],
     &["storage", "integrity"],
-    &["btns", "keys", "chain", "cache", "dapp"],
+    &["btns", "keys", "chain", "cache", "dapp", "replica"],
     &["fs"],
     &["fuse", "oracle", "check", "pinning", "node", "devnet"],
     &["cli"],

@@ -8,12 +8,15 @@
 
 #[path = "support/node_double.rs"]
 mod node_double;
+#[path = "support/node_mount.rs"]
+mod node_mount;
 #[path = "support/pinning_service.rs"]
 mod pinning_service;
 mod support;
 
 use std::path::Path;
 use std::process::Command;
+use std::time::Duration;
 
 use node_double::{NodeDouble, Variant};
 use pinning_service::{Asked, PinningService};
@@ -242,4 +245,250 @@ fn a_pinning_service_gets_each_committed_root_and_drops_the_older_ones() {
         std::time::Duration::from_secs(90),
         || holds_exactly(&good, &cid),
     );
+}
+
+/// `pxfs ARGS --config CONFIG` with the dev wallet's key: (exit code, stdout, stderr).
+fn pxfs_with(config: &Path, args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(support::PXFS)
+        .args(args)
+        .arg("--config")
+        .arg(config)
+        .env("PXFS_PRIVATE_KEY", support::DEV_WALLET_KEY)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// A config of the devnet with cache `cache`, whose `[node]` is edited by `node`.
+fn config_node(
+    devnet: &TestDevnet,
+    cache: &Path,
+    node: impl FnOnce(&mut toml::Value),
+) -> std::path::PathBuf {
+    devnet.config_with(cache, |cfg| node(&mut cfg["node"]))
+}
+
+fn set(table: &mut toml::Value, key: &str, value: toml::Value) {
+    table.as_table_mut().unwrap().insert(key.into(), value);
+}
+
+fn replicas(urls: &[&str]) -> toml::Value {
+    toml::Value::Array(
+        urls.iter()
+            .map(|u| toml::Value::String(u.to_string()))
+            .collect(),
+    )
+}
+
+/// The first replica of the one mount, as `pxfs status --json` shows it.
+fn replica_status(config: &Path) -> serde_json::Value {
+    support::status_json(config)["mounts"][0]["replicas"][0].clone()
+}
+
+/// Whether the replica holds `root` for `token` and is behind on nothing.
+fn replica_holds(config: &Path, token: u64, root: &str) -> bool {
+    let r = replica_status(config);
+    let held = r["held"].as_array().cloned().unwrap_or_default();
+    r["behind"].as_array().is_some_and(|b| b.is_empty())
+        && held
+            .iter()
+            .any(|h| h["token_id"] == token && h["root"].as_str() == Some(root))
+}
+
+/// Where `pxfs node` keeps block `cid`.
+fn block_file(repo: &Path, cid: &str) -> std::path::PathBuf {
+    let shard = &cid[cid.len() - 3..cid.len() - 1];
+    repo.join("blockstore")
+        .join(shard)
+        .join(format!("{cid}.data"))
+}
+
+/// Issue #30: a replica keeps a copy of every committed tree; `pxfs check` finds a block
+/// the primary lost and `--repair` puts it back from the cache, then from the replica; a
+/// replica that is down meanwhile catches up; and with the primary gone for good a new
+/// machine mounts the tree from the replica alone.
+#[test]
+#[ignore = "unfinished (issue #30): on main its wait for the commit passes before the upload \
+            (getxattr user.pxfs.cid of tree/small-3 finds no CID yet); see the replicas2 report"]
+fn a_replica_keeps_every_tree_repairs_the_primary_and_restores_it_alone() {
+    let devnet = TestDevnet::start(&[]);
+    let token = devnet.token();
+    let t = token.to_string();
+    let work = tempfile::tempdir().unwrap();
+    let replica_repo = work.path().join("replica");
+    let replica = node_mount::start_node(&replica_repo);
+    let replica_url = replica.url.clone();
+    let with_replica = config_node(&devnet, &work.path().join("cache-a"), |n| {
+        set(n, "replicas", replicas(&[&replica_url]));
+    });
+
+    // Written through a mount with one replica: the tree is copied there and pinned.
+    let src = work.path().join("src");
+    generate(&src, 7);
+    let mut mount = TestMount::mount(&with_replica, &[]);
+    let dest = mount.token(token).join("tree");
+    let cp = Command::new("cp")
+        .arg("-a")
+        .arg(&src)
+        .arg(&dest)
+        .status()
+        .unwrap();
+    assert!(cp.success());
+    let root = || support::status_json(&with_replica)["mounts"][0].clone();
+    support::wait_until("the commit", Duration::from_secs(120), || {
+        support::status_json(&with_replica)["tokens"][0]["mount"]["last_root"].is_string()
+            && root()["pending_files"] == 0
+    });
+    let committed = || {
+        support::status_json(&with_replica)["tokens"][0]["mount"]["last_root"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    support::wait_until(
+        "the replica holds the tree",
+        Duration::from_secs(120),
+        || replica_holds(&with_replica, token, &committed()),
+    );
+    // Uploaded by now (its CID is known once the upload is done).
+    let small_cid = xattr(&dest.join("small-3"), "user.pxfs.cid");
+    let (_, status, _) = pxfs_with(&with_replica, &["status"]);
+    assert!(status.contains("replica 1 (127.0.0.1:"), "{status}");
+    assert!(status.contains("up to date"), "{status}");
+    mount.unmount();
+    // Read back once (small files are not cached on upload): now in the chunk cache.
+    let mut mount = TestMount::mount(&with_replica, &[]);
+    let small_bytes = std::fs::read(mount.token(token).join("tree/small-3")).unwrap();
+    assert_eq!(small_bytes, std::fs::read(src.join("small-3")).unwrap());
+    let chunk = work.path().join(format!("cache-a/chunks/{small_cid}.0"));
+    support::wait_until("the chunk cached", Duration::from_secs(30), || {
+        chunk.exists()
+    });
+    mount.unmount();
+
+    // The replica checks clean; so does the primary.
+    let (code, out, err) = pxfs_with(
+        &with_replica,
+        &["check", &t, "--node", &replica_url, "--read-data"],
+    );
+    assert_eq!(code, 0, "check of the replica: {out}{err}");
+    let (code, out, err) = pxfs_with(&with_replica, &["check", &t]);
+    assert_eq!(code, 0, "check of the primary: {out}{err}");
+
+    // A block file removed from the primary: named; repaired from the cache (a mount
+    // read it).
+    let primary_repo = devnet.dir.path().join("node");
+    let lost = block_file(&primary_repo, &small_cid);
+    std::fs::remove_file(&lost).unwrap();
+    let (code, out, _) = pxfs_with(&with_replica, &["check", &t]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("damaged: /tree/small-3: block"), "{out}");
+    let (code, out, err) = pxfs_with(&with_replica, &["check", &t, "--repair"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains("repaired: /tree/small-3 (from the cache)"),
+        "{out}"
+    );
+    assert!(lost.exists(), "the block file is back");
+    assert_eq!(pxfs_with(&with_replica, &["check", &t, "--read-data"]).0, 0);
+
+    // Again with an empty cache: repaired from the replica.
+    std::fs::remove_file(&lost).unwrap();
+    let fresh = config_node(&devnet, &work.path().join("cache-b"), |n| {
+        set(n, "replicas", replicas(&[&replica_url]));
+    });
+    let (code, out, err) = pxfs_with(&fresh, &["check", &t, "--repair"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains("repaired: /tree/small-3 (from replica 1)"),
+        "{out}"
+    );
+    // Without a replica and with an empty cache, nothing can put it back: named.
+    std::fs::remove_file(&lost).unwrap();
+    let alone = config_node(&devnet, &work.path().join("cache-c"), |_| {});
+    let (code, out, _) = pxfs_with(&alone, &["check", &t, "--repair"]);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("not repaired: /tree/small-3: no good copy"),
+        "{out}"
+    );
+    assert_eq!(pxfs_with(&fresh, &["check", &t, "--repair"]).0, 0);
+
+    // The replica down while a tree is committed: writes and the commit go on; the
+    // replica is shown behind and catches up when it returns.
+    let listen = replica_url.trim_start_matches("http://").to_string();
+    drop(replica);
+    let mut mount = TestMount::mount(&with_replica, &[]);
+    let later = mount.token(token).join("tree/later");
+    let before = committed();
+    let started = std::time::Instant::now();
+    std::fs::write(&later, b"written while the replica was down\n").unwrap();
+    let f = std::fs::File::open(&later).unwrap();
+    f.sync_all().unwrap();
+    drop(f);
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "a write and its fsync waited for the replica"
+    );
+    support::wait_until("the commit of `later`", Duration::from_secs(120), || {
+        root()["pending_files"] == 0 && committed() != before
+    });
+    let new_root = committed();
+    support::wait_until("the replica shown failing", Duration::from_secs(60), || {
+        let r = replica_status(&with_replica);
+        r["healthy"] == false
+            && r["last_error"].is_string()
+            && !replica_holds(&with_replica, token, &new_root)
+    });
+    let (_, status, _) = pxfs_with(&with_replica, &["status"]);
+    assert!(status.contains("BEHIND on sNFT"), "{status}");
+    let replica = node_mount::start_node_at(&replica_repo, &listen);
+    support::wait_until("the replica catches up", Duration::from_secs(120), || {
+        replica_holds(&with_replica, token, &new_root)
+    });
+    mount.unmount();
+    let (code, out, err) = pxfs_with(&with_replica, &["check", &t, "--node", &replica_url]);
+    assert_eq!(
+        code, 0,
+        "the replica holds the tree written while it was down: {out}{err}"
+    );
+    let expected = work.path().join("expected");
+    std::fs::create_dir_all(&expected).unwrap();
+    Command::new("cp")
+        .arg("-a")
+        .arg(&src)
+        .arg(expected.join("tree"))
+        .status()
+        .unwrap();
+    std::fs::write(
+        expected.join("tree/later"),
+        b"written while the replica was down\n",
+    )
+    .unwrap();
+
+    // The primary gone for good: a new machine (empty cache) whose config names the
+    // replica reads every file through it.
+    let node_pid = support::devnet_child(&devnet, "\0node\0--repo").expect("the devnet's node");
+    unsafe { libc::kill(node_pid as i32, libc::SIGKILL) };
+    support::wait_until("the primary is gone", Duration::from_secs(10), || {
+        !support::pid_alive(node_pid)
+    });
+    let restore = config_node(&devnet, &work.path().join("cache-new"), |n| {
+        set(n, "replicas", replicas(&[&replica_url]));
+    });
+    let mut mount = TestMount::mount(&restore, &[]);
+    support::assert_same_tree(&expected.join("tree"), &mount.token(token).join("tree"));
+    mount.unmount();
+    // And one whose config points at the replica as its node.
+    let at_replica = config_node(&devnet, &work.path().join("cache-new2"), |n| {
+        set(n, "api_url", toml::Value::String(replica_url.clone()));
+    });
+    let mut mount = TestMount::mount(&at_replica, &["--read-only"]);
+    support::assert_same_tree(&expected.join("tree"), &mount.token(token).join("tree"));
+    mount.unmount();
+    drop(replica);
 }

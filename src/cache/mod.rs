@@ -11,7 +11,10 @@
 //! A fetch fails after the storage client's bounded retries and timeouts; the fs maps the
 //! error to `EIO`. Chunks already on disk are served while the node is down.
 
+mod peek;
 mod store;
+
+pub use peek::CachedChunks;
 
 use std::collections::HashMap;
 use std::path::Path;

@@ -17,7 +17,7 @@ use tracing::{debug, warn};
 use super::CacheError;
 
 /// Records the chunk size the files were cut with; chunks of another size are useless.
-const CHUNK_SIZE_FILE: &str = "chunk-size";
+pub(super) const CHUNK_SIZE_FILE: &str = "chunk-size";
 const TEMP_PREFIX: &str = ".tmp-";
 /// Allocation unit assumed for chunk files when accounting their size.
 const DISK_BLOCK: u64 = 4096;

@@ -40,6 +40,9 @@ use crate::integrity::dagpb::FileNode;
 use crate::integrity::{DAG_PB_CODEC, IntegrityError, MAX_DAG_DEPTH, RAW_CODEC};
 use crate::storage::{NodeClient, StorageError};
 
+mod repair;
+pub use repair::{Repair, Sources, repair};
+
 /// Intact content CIDs remembered so that shared content is checked once (bounded).
 const REMEMBERED: usize = 100_000;
 /// Largest page or root node read.
@@ -100,9 +103,30 @@ pub struct Damage {
     /// `/`-joined from the sNFT's root (`/` for the root itself).
     pub path: String,
     pub part: Part,
-    /// The damaged block.
+    /// The damaged block (the first one found, for a file).
     pub cid: String,
     pub problem: Problem,
+    /// A file's content object, whose cached chunks can give a lost leaf back.
+    pub object: Option<String>,
+    /// Every damaged block found (what a repair puts back).
+    pub blocks: Vec<DamagedBlock>,
+}
+
+/// One damaged block, and for a content leaf where its bytes lie in the stored object
+/// (start, length), so that the chunk cache can give them back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DamagedBlock {
+    pub cid: String,
+    pub leaf: Option<(u64, u64)>,
+}
+
+impl DamagedBlock {
+    fn node(cid: &str) -> Vec<DamagedBlock> {
+        vec![DamagedBlock {
+            cid: cid.to_string(),
+            leaf: None,
+        }]
+    }
 }
 
 impl std::fmt::Display for Damage {
@@ -201,13 +225,19 @@ struct Found {
     bytes: u64,
     /// The first damaged block and its problem.
     damage: Option<(String, Problem)>,
+    /// Every damaged block.
+    damaged: Vec<DamagedBlock>,
     missing: u64,
     corrupt: u64,
     invalid: u64,
 }
 
 impl Found {
-    fn add(&mut self, cid: &Cid, problem: Problem) {
+    fn add(&mut self, cid: &Cid, problem: Problem, leaf: Option<(u64, u64)>) {
+        self.damaged.push(DamagedBlock {
+            cid: cid.to_string(),
+            leaf,
+        });
         match problem {
             Problem::Missing(_) => self.missing += 1,
             Problem::Corrupt => self.corrupt += 1,
@@ -250,16 +280,19 @@ impl Asker<'_> {
     }
 
     /// Every block of a content DAG: presence, or bytes checked against the CID. Dag-pb
-    /// nodes are always fetched (their links are needed).
+    /// nodes are always fetched (their links are needed). `start` and `len`: where the
+    /// block's bytes lie in the stored object (`len` as its parent declares it).
     fn content<'s>(
         &'s self,
         cid: Cid,
         depth: u32,
         sealed: Option<&'s Sealed>,
         start: u64,
+        len: Option<u64>,
     ) -> BoxFuture<'s, Result<Found, CheckError>> {
         Box::pin(async move {
             let mut found = Found::default();
+            let leaf = len.map(|l| (start, l));
             match cid.codec() {
                 RAW_CODEC if !self.opts.read_data => {
                     let stat = self
@@ -270,7 +303,7 @@ impl Asker<'_> {
                             found.blocks += 1;
                             found.bytes += s.size;
                         }
-                        Err(p) => found.add(&cid, p),
+                        Err(p) => found.add(&cid, p, leaf),
                     }
                 }
                 RAW_CODEC => {
@@ -279,10 +312,10 @@ impl Asker<'_> {
                             found.blocks += 1;
                             found.bytes += b.len() as u64;
                             if let Some(Err(p)) = sealed.map(|s| s.open(start, &b)) {
-                                found.add(&cid, p);
+                                found.add(&cid, p, leaf);
                             }
                         }
-                        Err(p) => found.add(&cid, p),
+                        Err(p) => found.add(&cid, p, leaf),
                     }
                 }
                 DAG_PB_CODEC if depth <= MAX_DAG_DEPTH => {
@@ -290,7 +323,7 @@ impl Asker<'_> {
                     let block = match got {
                         Ok(b) => b,
                         Err(p) => {
-                            found.add(&cid, p);
+                            found.add(&cid, p, None);
                             return Ok(found);
                         }
                     };
@@ -299,7 +332,7 @@ impl Asker<'_> {
                     let node = match FileNode::decode(&block) {
                         Ok(n) => n,
                         Err(r) => {
-                            found.add(&cid, Problem::Invalid(r.to_string()));
+                            found.add(&cid, Problem::Invalid(r.to_string()), None);
                             return Ok(found);
                         }
                     };
@@ -307,6 +340,7 @@ impl Asker<'_> {
                         found.add(
                             &cid,
                             Problem::Invalid("blocksizes and links differ in number".into()),
+                            None,
                         );
                         return Ok(found);
                     }
@@ -314,22 +348,22 @@ impl Asker<'_> {
                     let mut at = start.saturating_add(node.data_len);
                     let mut starts = Vec::with_capacity(node.links.len());
                     for i in 0..node.links.len() {
-                        starts.push(at);
-                        at = at.saturating_add(node.blocksizes.get(i).copied().unwrap_or(0));
+                        let size = node.blocksizes.get(i).copied();
+                        starts.push((at, size));
+                        at = at.saturating_add(size.unwrap_or(0));
                     }
-                    let children = futures::future::try_join_all(
-                        node.links
-                            .iter()
-                            .zip(starts)
-                            .map(|(l, from)| self.content(*l, depth + 1, sealed, from)),
-                    )
-                    .await?;
+                    let children =
+                        futures::future::try_join_all(node.links.iter().zip(starts).map(
+                            |(l, (from, size))| self.content(*l, depth + 1, sealed, from, size),
+                        ))
+                        .await?;
                     for c in children {
                         found.blocks += c.blocks;
                         found.bytes += c.bytes;
                         found.missing += c.missing;
                         found.corrupt += c.corrupt;
                         found.invalid += c.invalid;
+                        found.damaged.extend(c.damaged);
                         if found.damage.is_none() {
                             found.damage = c.damage;
                         }
@@ -338,10 +372,12 @@ impl Asker<'_> {
                 DAG_PB_CODEC => found.add(
                     &cid,
                     Problem::Invalid("the DAG is deeper than pxfs allows".into()),
+                    None,
                 ),
                 other => found.add(
                     &cid,
                     Problem::Invalid(format!("codec 0x{other:x} is not file content")),
+                    None,
                 ),
             }
             Ok(found)
@@ -439,6 +475,8 @@ pub async fn check_tree(
                     part: Part::Directory,
                     cid: root.to_string(),
                     problem: p,
+                    object: None,
+                    blocks: DamagedBlock::node(root),
                 },
             );
             sum.elapsed = started.elapsed();
@@ -489,8 +527,10 @@ pub async fn check_tree(
                         Damage {
                             path: "/".into(),
                             part: Part::LinkTable,
+                            blocks: DamagedBlock::node(&p.cid),
                             cid: p.cid.clone(),
                             problem,
+                            object: None,
                         },
                     );
                 }
@@ -506,7 +546,7 @@ pub async fn check_tree(
     sum.directories += 1;
     let mut files: VecDeque<(Arc<str>, u64, Option<Content>)> = VecDeque::new();
     let mut intact: HashSet<Cid> = HashSet::new();
-    let mut damaged: HashMap<Cid, (String, Problem)> = HashMap::new();
+    let mut damaged: HashMap<Cid, (String, Problem, Vec<DamagedBlock>)> = HashMap::new();
     let mut running: FuturesUnordered<BoxFuture<'_, Done>> = FuturesUnordered::new();
     let width = opts.concurrency.max(1) * 2;
     let mut last_progress = Instant::now();
@@ -528,6 +568,8 @@ pub async fn check_tree(
                                 part: Part::File,
                                 cid: c.cid.clone(),
                                 problem: Problem::Invalid(e.to_string()),
+                                object: None,
+                                blocks: Vec::new(),
                             },
                         );
                         continue;
@@ -536,12 +578,14 @@ pub async fn check_tree(
                 if intact.contains(&cid) {
                     continue;
                 }
-                if let Some((block, problem)) = damaged.get(&cid) {
+                if let Some((block, problem, blocks)) = damaged.get(&cid) {
                     let d = Damage {
                         path: path.to_string(),
                         part: Part::File,
                         cid: block.clone(),
                         problem: problem.clone(),
+                        object: Some(cid.to_string()),
+                        blocks: blocks.clone(),
                     };
                     report(&mut sum, on, d);
                     continue;
@@ -553,9 +597,17 @@ pub async fn check_tree(
                     }),
                     _ => None,
                 };
+                // The stored object's length: what a single-block file's block holds.
+                let stored = if c.salt.is_some() {
+                    sealed_len(size)
+                } else {
+                    size
+                };
                 let asker = &asker;
                 running.push(Box::pin(async move {
-                    let found = asker.content(cid, 0, sealed.as_ref(), 0).await;
+                    let found = asker
+                        .content(cid, 0, sealed.as_ref(), 0, Some(stored))
+                        .await;
                     Done::File(path, cid, found)
                 }));
             } else if let Some(p) = pages.pop() {
@@ -589,8 +641,10 @@ pub async fn check_tree(
                             } else {
                                 Part::Directory
                             },
+                            blocks: DamagedBlock::node(&p.cid),
                             cid: p.cid.clone(),
                             problem,
+                            object: None,
                         };
                         report(&mut sum, on, d);
                         continue;
@@ -643,13 +697,16 @@ pub async fn check_tree(
                 match found.damage {
                     Some((block, problem)) => {
                         if damaged.len() < REMEMBERED {
-                            damaged.insert(cid, (block.clone(), problem.clone()));
+                            let blocks = found.damaged.clone();
+                            damaged.insert(cid, (block.clone(), problem.clone(), blocks));
                         }
                         let d = Damage {
                             path: path.to_string(),
                             part: Part::File,
                             cid: block,
                             problem,
+                            object: Some(cid.to_string()),
+                            blocks: found.damaged,
                         };
                         report(&mut sum, on, d);
                     }

@@ -11,7 +11,9 @@ use clap::Args;
 use super::progress::Progress;
 use super::status::human_bytes;
 use crate::chain::{Chain, ChainError, TokenId, signer};
-use crate::check::{Damage, Event, Options, Part, Problem, Summary};
+use std::collections::HashMap;
+
+use crate::check::{Damage, Event, Options, Part, Problem, Repair, Sources, Summary};
 use crate::cli::ConfigArg;
 use crate::config::Config;
 use crate::format::TreeCrypto;
@@ -36,6 +38,10 @@ pub struct CheckArgs {
     /// One JSON object per damaged file, then the summary as one JSON object
     #[arg(long)]
     pub json: bool,
+    /// Put every damaged block back on the node from a good copy (the chunk cache, then
+    /// each `[node] replicas`), then check again; the tree is never changed
+    #[arg(long)]
+    pub repair: bool,
 }
 
 /// The process's exit status for a check that ran (1: damage) or could not (2).
@@ -174,28 +180,105 @@ async fn check(args: &CheckArgs) -> anyhow::Result<Summary> {
         read_data: args.read_data,
         ..Options::default()
     };
+    let replicas: Vec<(String, NodeClient)> = cfg
+        .node
+        .replicas
+        .iter()
+        .enumerate()
+        .filter(|(_, url)| Some(*url) != args.node.as_ref())
+        // Named by position: a URL may carry a key.
+        .map(|(i, url)| {
+            Ok((
+                format!("replica {}", i + 1),
+                NodeClient::new(&cfg.node.replica(url))?,
+            ))
+        })
+        .collect::<anyhow::Result<_>>()?;
+    let cached = crate::cache::CachedChunks::open(&cfg.cache.dir.join("chunks"));
+    let sources = Sources {
+        cache: cached.as_ref(),
+        replicas: &replicas,
+    };
+    // A repaired directory page shows entries the round before could not check: checked
+    // again while repairs bring something back.
+    let mut rounds = 0;
+    loop {
+        rounds += 1;
+        let (sum, damage) = check_once(args, &target, &doc, &doc_cid, &crypto, &opts).await?;
+        if !args.repair || sum.intact() || rounds > MAX_REPAIR_ROUNDS {
+            return Ok(sum);
+        }
+        let mut done = HashMap::new();
+        let mut repaired = 0;
+        for d in &damage {
+            match crate::check::repair(&target, d, &sources, &mut done).await {
+                Repair::Repaired { from } => {
+                    repaired += 1;
+                    if args.json {
+                        crate::say!("{}", serde_json::json!({"repaired": d.path, "from": from}));
+                    } else {
+                        crate::say!("repaired: {} (from {})", d.path, from.join(", "));
+                    }
+                }
+                Repair::NotRepaired { why } if args.json => {
+                    crate::say!(
+                        "{}",
+                        serde_json::json!({"not_repaired": d.path, "why": why})
+                    );
+                }
+                Repair::NotRepaired { why } => crate::say!("not repaired: {}: {why}", d.path),
+            }
+        }
+        if repaired == 0 {
+            return Ok(sum);
+        }
+    }
+}
+
+/// Rounds of check-and-repair at most (each repaired page can show more damage below it).
+const MAX_REPAIR_ROUNDS: u32 = 8;
+
+/// One check of the tree: its summary and, with `--repair`, the damage it found.
+async fn check_once(
+    args: &CheckArgs,
+    target: &NodeClient,
+    doc: &crate::format::usage::UsageDoc,
+    doc_cid: &str,
+    crypto: &TreeCrypto,
+    opts: &Options,
+) -> anyhow::Result<(Summary, Vec<Damage>)> {
+    let id = args.token;
     let json = args.json;
+    let mut found = Vec::new();
     // A progress line on a terminal only: piped or logged, the output is the damage and
     // the summary.
     let mut progress = std::io::stderr()
         .is_terminal()
         .then(|| Progress::spinner("check"));
     let mut on = |e: Event<'_>| match e {
-        Event::Damaged(d) if json => crate::say!("{}", damage_json(d)),
-        Event::Damaged(d) => crate::say!("damaged: {d}"),
+        Event::Damaged(d) => {
+            if json {
+                crate::say!("{}", damage_json(d));
+            } else {
+                crate::say!("damaged: {d}");
+            }
+            if args.repair {
+                found.push(d.clone());
+            }
+        }
         Event::Progress(s) => {
             if let Some(p) = progress.as_mut() {
                 p.waiting(&figures(s), s.elapsed)
             }
         }
     };
-    let sum = crate::check::check_tree(&target, &doc.root, &crypto, &opts, &mut on).await;
+    let sum = crate::check::check_tree(target, &doc.root, crypto, opts, &mut on).await;
     if let Some(p) = progress {
         p.finish(None);
     }
     let sum = sum?;
     if json {
-        crate::say!("{}", summary_json(&sum, &doc_cid, &doc.root));
+        crate::say!("{}", summary_json(&sum, doc_cid, &doc.root));
     } else {
         let verdict = if sum.intact() { "intact" } else { "DAMAGED" };
         crate::say!(
@@ -209,7 +292,7 @@ async fn check(args: &CheckArgs) -> anyhow::Result<Summary> {
             doc.root
         );
     }
-    Ok(sum)
+    Ok((sum, found))
 }
 
 fn figures(s: &Summary) -> String {

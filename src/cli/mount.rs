@@ -23,7 +23,7 @@ use clap::Args;
 
 use super::ConfigArg;
 use super::mount_status::pid_file;
-use super::node_client::node_client;
+use super::node_client::{node_client, with_replicas};
 use crate::cache::ChunkCache;
 use crate::chain::{Chain, Flavour, TokenState};
 use crate::config::Config;
@@ -534,6 +534,10 @@ async fn prepare(
             Err(e) if hosted => {
                 return Err(e).context("cannot reach the hosted storage node");
             }
+            // Reads fall back to the replicas: a primary that is gone leaves them.
+            Err(e) if !cfg.node.replicas.is_empty() => {
+                tracing::warn!(error = %e, "the storage node is unreachable; reading from its replicas");
+            }
             Err(e) => {
                 return Err(e).with_context(|| {
                     format!("cannot reach the storage node at {}", cfg.node.api_url)
@@ -541,6 +545,7 @@ async fn prepare(
             }
         },
     }
+    let (client, replicas) = with_replicas(cfg, client)?;
     let cache = ChunkCache::open_with(
         &cfg.cache.dir.join("chunks"),
         cfg.cache.size_bytes,
@@ -562,6 +567,7 @@ async fn prepare(
     fs_cfg.follow_interval = Duration::from_secs(cfg.upload.follow_every_secs);
     fs_cfg.single_token = args.tokens.len() == 1;
     fs_cfg.read_only = args.read_only;
+    fs_cfg.replicas = replicas;
     fs_cfg.keys = Arc::new(MountKeys {
         chain_id: cfg.chain.chain_id,
         contract: cfg

@@ -50,6 +50,81 @@ pub struct MountStatus {
     /// whether everything was committed, or what stays in the journal and why.
     #[serde(default)]
     pub outcome: Option<super::mount_outcome::Outcome>,
+    /// Each replica (`[node] replicas`, in order): its health and the trees it holds.
+    #[serde(default)]
+    pub replicas: Vec<ReplicaReport>,
+}
+
+/// One replica as the mount sees it. Named by host and port only (a URL may carry a key).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct ReplicaReport {
+    pub host: String,
+    pub healthy: bool,
+    /// Copies fail since then (retried with backoff); the last error.
+    pub failing_since: Option<u64>,
+    pub attempts: u32,
+    pub last_error: Option<String>,
+    /// The root each sNFT has there (copied and pinned).
+    pub held: Vec<HeldRoot>,
+    /// sNFTs whose newest committed tree it does not hold yet: its lag.
+    pub behind: Vec<u64>,
+    pub copied_blocks: u64,
+    pub copied_bytes: u64,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct HeldRoot {
+    pub token_id: u64,
+    pub root: String,
+}
+
+impl ReplicaReport {
+    pub fn from_core(s: &FsStatus) -> Vec<ReplicaReport> {
+        s.replicas
+            .iter()
+            .map(|r| {
+                let (healthy, failing_since, attempts, last_error) = match &r.health {
+                    crate::replica::Health::Healthy => (true, None, 0, None),
+                    crate::replica::Health::Unknown => (false, None, 0, None),
+                    crate::replica::Health::Failing {
+                        since,
+                        attempts,
+                        error,
+                    } => (false, Some(unix(*since)), *attempts, Some(error.clone())),
+                };
+                ReplicaReport {
+                    host: host_of(&r.url),
+                    healthy,
+                    failing_since,
+                    attempts,
+                    last_error,
+                    held: r
+                        .held
+                        .iter()
+                        .map(|(t, root)| HeldRoot {
+                            token_id: *t,
+                            root: root.clone(),
+                        })
+                        .collect(),
+                    behind: r.behind.clone(),
+                    copied_blocks: r.copied_blocks,
+                    copied_bytes: r.copied_bytes,
+                }
+            })
+            .collect()
+    }
+}
+
+/// `host:port` of a URL, nothing that could be a credential.
+fn host_of(url: &str) -> String {
+    match reqwest::Url::parse(url) {
+        Ok(u) => match (u.host_str(), u.port_or_known_default()) {
+            (Some(h), Some(p)) => format!("{h}:{p}"),
+            (Some(h), None) => h.to_string(),
+            _ => "?".into(),
+        },
+        Err(_) => "?".into(),
+    }
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
@@ -282,6 +357,7 @@ mod tests {
             local_faults: Vec::new(),
             loaded_inodes: 0,
             dropped_log_lines: 0,
+            replicas: Vec::new(),
             outcome: None,
         }
     }

@@ -38,6 +38,31 @@ fn hosted_client(
     })
 }
 
+/// The mount's client with reads falling back to `[node] replicas`, and the replicas'
+/// workers, which copy every committed tree there from the primary.
+pub(crate) fn with_replicas(
+    cfg: &Config,
+    primary: NodeClient,
+) -> anyhow::Result<(NodeClient, Option<Arc<crate::replica::Replicas>>)> {
+    if cfg.node.replicas.is_empty() {
+        return Ok((primary, None));
+    }
+    let named = cfg
+        .node
+        .replicas
+        .iter()
+        .map(|url| {
+            NodeClient::new(&cfg.node.replica(url))
+                .map(|c| (url.clone(), c))
+                .with_context(|| format!("replica {url}"))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let reads = primary.with_fallbacks(named.iter().map(|(_, c)| c.clone()).collect());
+    let workers =
+        crate::replica::Replicas::start(primary, named, tokio_util::sync::CancellationToken::new());
+    Ok((reads, Some(workers)))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

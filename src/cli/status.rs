@@ -79,6 +79,7 @@ pub struct MountReport {
     pub loaded_inodes: u64,
     /// Log lines the daemon could not write and dropped.
     pub dropped_log_lines: u64,
+    pub replicas: Vec<super::mount_status::ReplicaReport>,
 }
 
 #[derive(Debug, Serialize)]
@@ -339,6 +340,7 @@ fn merge(
                 local_faults: m.local_faults.clone(),
                 loaded_inodes: m.loaded_inodes,
                 dropped_log_lines: m.dropped_log_lines,
+                replicas: m.replicas.clone(),
             })
             .collect(),
         tokens,
@@ -398,6 +400,9 @@ fn print_table(r: &StatusReport) {
                 "  {} log lines dropped (the log could not be written: disk full or reader gone)",
                 m.dropped_log_lines
             );
+        }
+        for (i, rep) in m.replicas.iter().enumerate() {
+            crate::say!("  {}", replica_line(i + 1, rep));
         }
     }
     if r.tokens.is_empty() {
@@ -557,6 +562,41 @@ fn utc(secs: u64) -> String {
         rem / 3_600,
         rem % 3_600 / 60,
         rem % 60
+    )
+}
+
+/// One replica of a mount: its health, the roots it holds and its lag.
+fn replica_line(n: usize, r: &super::mount_status::ReplicaReport) -> String {
+    let health = match (&r.last_error, r.failing_since) {
+        (Some(e), Some(since)) if !r.healthy => {
+            format!(
+                "FAILING since {} ({} attempts: {e})",
+                utc(since),
+                r.attempts
+            )
+        }
+        _ if r.healthy => "ok".to_string(),
+        _ => "not asked yet".to_string(),
+    };
+    let held: Vec<String> = r
+        .held
+        .iter()
+        .map(|h| format!("sNFT {} at root {}", h.token_id, h.root))
+        .collect();
+    let lag = if r.behind.is_empty() {
+        "up to date".to_string()
+    } else {
+        let behind: Vec<String> = r.behind.iter().map(|t| t.to_string()).collect();
+        format!("BEHIND on sNFT {}", behind.join(", "))
+    };
+    format!(
+        "replica {n} ({}): {health}; {lag}; holds {}",
+        r.host,
+        if held.is_empty() {
+            "nothing yet".to_string()
+        } else {
+            held.join(", ")
+        }
     )
 }
 

@@ -422,6 +422,7 @@ impl Devnet {
             login_method: Default::default(),
             timeout_secs: opts.node_timeout_secs.max(1),
             retries: opts.node_retries,
+            replicas: Vec::new(),
         };
         let mut info = match start {
             Start::New => new_network(&opts, &layout, &rpc_url, node_config, &node_repo).await?,

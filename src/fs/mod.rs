@@ -9,7 +9,6 @@
 //! imports one-way): the base here (`error`, `store`, `backoff`, `step`, `invariants`,
 //! `held`), then `data`, `model`, `upload` and `persist`, and `ops` on top.
 
-mod backoff;
 pub mod error;
 pub mod held;
 pub mod invariants;
@@ -99,6 +98,8 @@ pub struct FsConfig {
     pub keys: std::sync::Arc<dyn crate::keys::keyring::KeyRing>,
     /// Told of each committed root once it holds (src/fs/held.rs).
     pub held_roots: Vec<std::sync::Arc<dyn held::HeldRoots>>,
+    /// Where every committed tree is copied once it holds (`[node] replicas`).
+    pub replicas: Option<std::sync::Arc<crate::replica::Replicas>>,
 }
 
 impl FsConfig {
@@ -125,6 +126,7 @@ impl FsConfig {
             gid: unsafe_getgid(),
             keys: std::sync::Arc::new(crate::keys::keyring::PlainOnly),
             held_roots: Vec::new(),
+            replicas: None,
         }
     }
 }

@@ -103,6 +103,41 @@ pub fn write_blocks(store: &Path, blocks: &[(Cid, Vec<u8>)]) -> Result<(), Block
     Ok(())
 }
 
+/// Writes one block (blocking), replacing a file already there whose bytes differ: what
+/// `block/put` does to put back a block damaged on disk. `data` hashes to `cid` (the caller
+/// made the CID from it). Not durable until [`sync`].
+pub fn replace_block(store: &Path, cid: &Cid, data: &[u8]) -> Result<(), BlockWriteError> {
+    let path = block_path(store, cid);
+    if std::fs::read(&path).is_ok_and(|held| held == data) {
+        return Ok(());
+    }
+    let write_error = |source| BlockWriteError::Write {
+        path: path.clone(),
+        source,
+    };
+    // Unique temp names so concurrent puts of the same block never share a file.
+    static PUTS: AtomicU64 = AtomicU64::new(0);
+    let temp = path.with_extension(format!(
+        "{}.{}.put.tmp",
+        std::process::id(),
+        PUTS.fetch_add(1, Ordering::Relaxed)
+    ));
+    let write = || -> std::io::Result<()> {
+        if let Some(shard) = path.parent() {
+            std::fs::create_dir_all(shard)?;
+        }
+        let mut file = std::fs::File::create(&temp)?;
+        file.write_all(data)?;
+        // A rename publishes only complete files and replaces a damaged one at once.
+        std::fs::rename(&temp, &path)
+    };
+    let written = write();
+    if written.is_err() {
+        let _ = std::fs::remove_file(&temp);
+    }
+    written.map_err(write_error)
+}
+
 /// Flushes everything written to the block store's filesystem (blocking): one `syncfs`
 /// instead of two fsyncs per block.
 pub fn sync(store: &Path) -> Result<(), BlockWriteError> {

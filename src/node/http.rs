@@ -13,7 +13,7 @@ use futures::StreamExt;
 use serde::Serialize;
 
 use super::error::ApiError;
-use super::{NodeState, add, cat, gateway, names, pins};
+use super::{NodeState, add, cat, gateway, names, pins, put, routing};
 
 pub fn router(node: NodeState) -> Router {
     let rpc = Router::new()
@@ -21,6 +21,9 @@ pub fn router(node: NodeState) -> Router {
         .route("/cat", post(cat::cat))
         .route("/block/get", post(cat::block_get))
         .route("/block/stat", post(cat::block_stat))
+        .route("/block/put", post(put::block_put))
+        .route("/routing/get", post(routing::get))
+        .route("/routing/put", post(routing::put))
         .route("/pin/add", post(pins::pin_add))
         .route("/pin/rm", post(pins::pin_rm))
         .route("/pin/ls", post(pins::pin_ls))

@@ -16,7 +16,9 @@ mod gateway;
 mod http;
 mod names;
 mod pins;
+mod put;
 mod repo;
+mod routing;
 
 use std::future::Future;
 use std::net::SocketAddr;

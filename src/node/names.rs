@@ -257,9 +257,56 @@ impl Names {
             name: canonical.clone(),
             reason,
         };
-        record.verify(peer).map_err(|e| bad(e.to_string()))?;
+        // The signature, not the record's end of validity (Kubo's 24 h): this node keeps
+        // only the newest record it was given (`publish`, `put_record`), so an expired one is
+        // still the name's last word, and a tree not committed for a day must still resolve
+        // (a restore from this node, docs/keeping-data-safe.md).
+        record
+            .verify_signature(peer)
+            .map_err(|e| bad(e.to_string()))?;
+        if record.verify(peer).is_err() {
+            tracing::debug!(name = %canonical, "resolving a record past its validity");
+        }
         let data = record.data().map_err(|e| bad(e.to_string()))?;
         String::from_utf8(data.value().to_vec()).map_err(|e| bad(e.to_string()))
+    }
+
+    /// The stored signed record of `name`, as bytes (`routing/get`).
+    pub async fn record(&self, name: &str) -> Result<Vec<u8>, NameError> {
+        let canonical = ipns_name(&parse_ipns_name(name)?);
+        repo::read_optional(&self.record_path(&canonical))
+            .await?
+            .ok_or_else(|| NameError::NotFound(format!("/ipns/{name}")))
+    }
+
+    /// Stores a record signed elsewhere (`routing/put`: a replica keeping the name of a
+    /// tree it holds). Taken only when its signature is the name's and it is not older
+    /// than the record held.
+    pub async fn put_record(&self, name: &str, bytes: &[u8]) -> Result<(), NameError> {
+        let peer = parse_ipns_name(name)?;
+        let canonical = ipns_name(&peer);
+        let bad = |reason: String| NameError::BadRecord {
+            name: canonical.clone(),
+            reason,
+        };
+        let record = rust_ipns::Record::decode(bytes).map_err(|e| bad(e.to_string()))?;
+        // Signed by the name's key; one past its validity is taken too (see `resolve`).
+        record
+            .verify_signature(peer)
+            .map_err(|e| bad(e.to_string()))?;
+        let _guard = self.publish_lock.lock().await;
+        if let Some(held) = self.load(&canonical).await?
+            && held.verify_signature(peer).is_ok()
+            && held.sequence() > record.sequence()
+        {
+            return Err(bad(format!(
+                "sequence {} is older than the {} held",
+                record.sequence(),
+                held.sequence()
+            )));
+        }
+        repo::write_file_atomically(&self.record_path(&canonical), bytes).await?;
+        Ok(())
     }
 
     async fn load(&self, name: &str) -> Result<Option<rust_ipns::Record>, NameError> {
@@ -439,6 +486,52 @@ mod tests {
         );
         assert!(normalize_value("/ipfs/not-a-cid").is_err());
         assert!(normalize_value("/foo/bar").is_err());
+    }
+
+    /// A tree not committed for longer than a record's lifetime still resolves (a restore
+    /// from this node), and a replica takes such a record from the primary.
+    #[tokio::test]
+    async fn a_record_past_its_validity_still_resolves_and_is_taken() {
+        let dir = tempfile::tempdir().unwrap();
+        let primary = Names::open(&dir.path().join("a")).unwrap();
+        let key = Keypair::generate_ed25519();
+        let cid = "bafkreicysg23kiwv34eg2d7qweipxwosdo2py4ldv42nbauguluen5v6am";
+        // `publish` stores the value as the HTTP handler normalized it.
+        let value = normalize_value(cid).unwrap();
+        let name = primary
+            .publish(
+                &key,
+                &value,
+                Duration::from_millis(1),
+                Duration::from_secs(1),
+            )
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert_eq!(
+            primary.resolve(&name).await.unwrap(),
+            format!("/ipfs/{cid}")
+        );
+        let replica = Names::open(&dir.path().join("b")).unwrap();
+        let record = primary.record(&name).await.unwrap();
+        replica.put_record(&name, &record).await.unwrap();
+        assert_eq!(
+            replica.resolve(&name).await.unwrap(),
+            format!("/ipfs/{cid}")
+        );
+        // A record signed by another key is still refused.
+        let other = Names::open(&dir.path().join("c")).unwrap();
+        let forged = other
+            .publish(
+                &Keypair::generate_ed25519(),
+                cid,
+                Duration::from_secs(60),
+                Duration::from_secs(1),
+            )
+            .await
+            .unwrap();
+        let forged = other.record(&forged).await.unwrap();
+        assert!(replica.put_record(&name, &forged).await.is_err());
     }
 
     #[test]

@@ -32,6 +32,27 @@ fn name_key(text: &str) -> Option<cid::multihash::Multihash<64>> {
 /// The multicodec of a public key's hash, which IPNS names are.
 const LIBP2P_KEY: u64 = 0x72;
 
+/// Multicodecs of the blocks `block/put` stores (the integrity layer reads them).
+const DAG_PB: u64 = 0x70;
+const SHA2_256: u64 = 0x12;
+
+/// The `cid-codec` name `block/put` takes for `cid`'s codec: dag-pb or raw.
+pub fn codec_name(cid: &cid::Cid) -> &'static str {
+    if cid.codec() == DAG_PB {
+        "dag-pb"
+    } else {
+        "raw"
+    }
+}
+
+/// Whether `data` is the block `cid` names (SHA2-256, what pxfs and Kubo write). The
+/// storage layer's own guard before it stores a block elsewhere; readers check blocks
+/// through `crate::integrity`, which also counts and logs a mismatch.
+pub fn names_block(cid: &cid::Cid, data: &[u8]) -> bool {
+    use sha2::Digest;
+    cid.hash().code() == SHA2_256 && sha2::Sha256::digest(data).as_slice() == cid.hash().digest()
+}
+
 /// Whether two texts name the same BTNS/IPNS key (see [`name_key`] for the forms): a node
 /// may list its keys in another form than the one recorded on chain.
 pub fn same_name(a: &str, b: &str) -> bool {

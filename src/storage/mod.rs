@@ -26,6 +26,11 @@ use tracing::debug;
 
 use crate::config::NodeConfig;
 
+mod fallback;
+
+/// What builds a request body again for each attempt.
+type UploadMaker = dyn Fn() -> Result<Upload, StorageError> + Send + Sync;
+
 pub use auth::{Grant, HostedLogin};
 pub use error::StorageError;
 use responses::{AddAnswerError, KeyList, Pins, Resolved};
@@ -48,6 +53,8 @@ const DEFAULT_RETRIES: u32 = 4;
 #[derive(Clone)]
 pub struct NodeClient {
     inner: Arc<Transport>,
+    /// Replicas that reads fall back to (empty: none).
+    fallbacks: Arc<fallback::Fallbacks>,
 }
 
 impl std::fmt::Debug for NodeClient {
@@ -111,6 +118,7 @@ impl NodeClient {
                     retries: DEFAULT_RETRIES,
                     access: Access::Fixed,
                 }),
+                fallbacks: Default::default(),
             },
         }
     }
@@ -145,6 +153,7 @@ impl NodeClient {
                 retries,
                 access: Access::Fixed,
             }),
+            fallbacks: Default::default(),
         })
     }
 
@@ -171,6 +180,7 @@ impl NodeClient {
                 retries: cfg.retries,
                 access: Access::Hosted { login, token: None },
             }),
+            fallbacks: Default::default(),
         })
     }
 
@@ -191,6 +201,7 @@ impl NodeClient {
                         token: Some(token),
                     },
                 }),
+                fallbacks: self.fallbacks.clone(),
             },
         }
     }
@@ -382,17 +393,140 @@ impl NodeClient {
         self.inner.call("cat", &query, Deadline::Total, None).await
     }
 
+    /// This client, with reads (`block/get`, `name/resolve`) falling back to `replicas`
+    /// when this node lacks what is asked or is down (src/storage/fallback.rs).
+    pub fn with_fallbacks(&self, replicas: Vec<NodeClient>) -> NodeClient {
+        NodeClient {
+            inner: self.inner.clone(),
+            fallbacks: Arc::new(fallback::Fallbacks::new(replicas)),
+        }
+    }
+
     /// The raw bytes of one block (`block/get`), unverified: the caller checks them against
-    /// the CID's hash. Kubo, BTFS and `pxfs node` serve it.
+    /// the CID's hash. Kubo, BTFS and `pxfs node` serve it. With replicas, a block this node
+    /// lacks or cannot give is asked of them, and put back here.
     pub async fn block_get(&self, cid: &str) -> Result<Bytes, StorageError> {
+        let primary = if self.fallbacks.skip_primary() {
+            Err(StorageError::Unreachable {
+                url: self.inner.base.clone(),
+                detail: "unreachable a moment ago; asking the replicas".into(),
+            })
+        } else {
+            self.block_get_here(cid).await
+        };
+        let e = match primary {
+            Ok(b) => return Ok(b),
+            Err(e) if !self.fallbacks.worth_falling_back(&e) => return Err(e),
+            Err(e) => e,
+        };
+        for replica in &self.fallbacks.replicas {
+            if let Ok(bytes) = replica.block_get_here(cid).await {
+                if fallback::lacks(&e) {
+                    fallback::put_back(self.primary_only(), cid, bytes.clone());
+                }
+                return Ok(bytes);
+            }
+        }
+        Err(e)
+    }
+
+    async fn block_get_here(&self, cid: &str) -> Result<Bytes, StorageError> {
         self.inner
             .call("block/get", &[("arg", cid)], Deadline::Total, None)
             .await
     }
 
+    fn primary_only(&self) -> NodeClient {
+        NodeClient {
+            inner: self.inner.clone(),
+            fallbacks: Default::default(),
+        }
+    }
+
     /// The size of one block (`block/stat`), as the node holds it under that CID.
     pub async fn block_stat(&self, cid: &str) -> Result<BlockStat, StorageError> {
         self.json("block/stat", &[("arg", cid)]).await
+    }
+
+    /// Stores one block under its CID (`block/put`, Kubo and `pxfs node`): what repair and
+    /// replication put back. The caller has checked `data` against `cid`; the node's answer
+    /// must name the same multihash, or the node stored something else.
+    pub async fn block_put(
+        &self,
+        cid: &ipld_core::cid::Cid,
+        data: Bytes,
+    ) -> Result<(), StorageError> {
+        let codec = self::cid::codec_name(cid);
+        let make = move || {
+            let part = Part::stream_with_length(data.clone(), data.len() as u64)
+                .file_name("block".to_string());
+            Ok(Upload {
+                form: Form::new().part("data", octet_stream(part)),
+                progress: Progress::new(),
+            })
+        };
+        let query = [
+            ("cid-codec", codec),
+            ("mhtype", "sha2-256"),
+            ("pin", "false"),
+        ];
+        let body = self
+            .inner
+            .call(
+                "block/put",
+                &query,
+                Deadline::Idle,
+                Some(&make as &UploadMaker),
+            )
+            .await?;
+        let path = self.inner.path("block/put");
+        let stat: BlockStat = serde_json::from_slice(&body).map_err(|e| StorageError::Decode {
+            path: path.clone(),
+            detail: e.to_string(),
+        })?;
+        let stored: ipld_core::cid::Cid = stat.key.parse().map_err(|e| StorageError::Decode {
+            path: path.clone(),
+            detail: format!("not a CID: {e}"),
+        })?;
+        if stored.hash() != cid.hash() {
+            return Err(StorageError::Decode {
+                path,
+                detail: format!("the node stored {stored}, not {cid}"),
+            });
+        }
+        Ok(())
+    }
+
+    /// The signed IPNS record of `name` (`routing/get`), as the node holds it.
+    pub async fn name_record(&self, name: &str) -> Result<Bytes, StorageError> {
+        let key = format!("/ipns/{name}");
+        self.inner
+            .call("routing/get", &[("arg", &key)], Deadline::Total, None)
+            .await
+    }
+
+    /// Gives the node a record signed elsewhere (`routing/put`): a replica then resolves
+    /// `name` by itself. The node checks the signature.
+    pub async fn put_name_record(&self, name: &str, record: Bytes) -> Result<(), StorageError> {
+        let key = format!("/ipns/{name}");
+        let make = move || {
+            let part = Part::stream_with_length(record.clone(), record.len() as u64)
+                .file_name("record".to_string());
+            Ok(Upload {
+                form: Form::new().part("data", octet_stream(part)),
+                progress: Progress::new(),
+            })
+        };
+        let query = [("arg", key.as_str()), ("allow-offline", "true")];
+        self.inner
+            .call(
+                "routing/put",
+                &query,
+                Deadline::Total,
+                Some(&make as &UploadMaker),
+            )
+            .await?;
+        Ok(())
     }
 
     /// Like [`NodeClient::cat`] but streamed: only silence longer than the timeout fails
@@ -469,7 +603,23 @@ impl NodeClient {
     }
 
     /// Resolves a BTNS/IPNS name to the CID it points at (without `/ipfs/` or `/btfs/`).
+    /// The CID `name` points at. With replicas, asked of them when this node cannot answer
+    /// (a replica keeps the record of each tree it holds).
     pub async fn name_resolve(&self, name: &str) -> Result<String, StorageError> {
+        let e = match self.name_resolve_here(name).await {
+            Ok(cid) => return Ok(cid),
+            Err(e) if !self.fallbacks.worth_falling_back(&e) => return Err(e),
+            Err(e) => e,
+        };
+        for replica in &self.fallbacks.replicas {
+            if let Ok(cid) = replica.name_resolve_here(name).await {
+                return Ok(cid);
+            }
+        }
+        Err(e)
+    }
+
+    async fn name_resolve_here(&self, name: &str) -> Result<String, StorageError> {
         let resolved: Resolved = self.json("name/resolve", &[("arg", name)]).await?;
         let cid = strip_content_prefix(&resolved.path);
         // A path into a directory (`/ipfs/CID/sub`) is not what pxfs publishes.

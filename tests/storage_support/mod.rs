@@ -231,6 +231,7 @@ pub fn node_config(url: &str, timeout_secs: u64, retries: u32) -> NodeConfig {
         login_method: Default::default(),
         timeout_secs,
         retries,
+        replicas: Vec::new(),
     }
 }
 

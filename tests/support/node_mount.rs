@@ -29,8 +29,13 @@ impl Drop for Node {
 }
 
 pub fn start_node(repo: &Path) -> Node {
+    start_node_at(repo, "127.0.0.1:0")
+}
+
+/// A node listening on `listen` (the address of one stopped before, to start it again).
+pub fn start_node_at(repo: &Path, listen: &str) -> Node {
     let mut child = Command::new(env!("CARGO_BIN_EXE_pxfs"))
-        .args(["node", "--listen", "127.0.0.1:0", "--repo"])
+        .args(["node", "--listen", listen, "--repo"])
         .arg(repo)
         .stdout(Stdio::piped())
         .spawn()

@@ -334,6 +334,7 @@ impl StorageNode {
             login_method: Default::default(),
             timeout_secs: 10,
             retries: 0,
+            replicas: Vec::new(),
         };
         pxfs::storage::NodeClient::new(&cfg)
             .unwrap()

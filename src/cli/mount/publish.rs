@@ -131,6 +131,7 @@ impl Publisher {
             local_faults: Vec::new(),
             loaded_inodes: 0,
             dropped_log_lines: 0,
+            replicas: Vec::new(),
             outcome: None,
         };
         let p = Publisher {
@@ -172,6 +173,7 @@ impl Publisher {
             base.local_faults = core.local_faults.clone();
             base.loaded_inodes = core.loaded_inodes;
             base.dropped_log_lines = crate::output::dropped_lines();
+            base.replicas = mount_status::ReplicaReport::from_core(&core);
             base.clone()
         };
         if let Err(e) = mount_status::write(&self.path, &doc) {

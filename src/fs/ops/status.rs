@@ -26,6 +26,8 @@ pub struct FsStatus {
     pub local_faults: Vec<String>,
     /// Files and directories in memory (bounded by `FsConfig::max_loaded_inodes`).
     pub loaded_inodes: u64,
+    /// What each replica holds and how it answers (`[node] replicas`).
+    pub replicas: Vec<crate::replica::ReplicaStatus>,
 }
 
 /// One mounted sNFT.
@@ -123,6 +125,7 @@ impl Fs {
                 .map(|(what, d, e)| format!("{what} stopped for {}s: {e}", d.as_secs()))
                 .collect(),
             loaded_inodes,
+            replicas: self.replica_status(),
         }
     }
 

@@ -15,8 +15,8 @@ use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::backoff::Backoff;
 use crate::fs::Fs;
-use crate::fs::backoff::Backoff;
 use crate::fs::data::journal::CommittedState;
 use crate::fs::data::pages::DirObjects;
 use crate::fs::error::{FsError, FsResult};
@@ -438,6 +438,7 @@ impl Fs {
                             tracing::debug!(cid, error = %e, "unpin failed");
                         }
                     }
+                    self.replicate(token);
                     return Ok(true);
                 }
             }

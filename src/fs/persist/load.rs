@@ -6,7 +6,7 @@ use std::collections::HashSet;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use crate::fs::backoff::Backoff;
+use crate::backoff::Backoff;
 use crate::fs::data::journal::{CommittedState, Journal, Op, Record};
 use crate::fs::data::staged::StagedFile;
 use crate::fs::error::{FsError, FsResult};
@@ -327,6 +327,9 @@ impl Fs {
                 e.subdirs += 1;
             }
         }
+        drop(tree);
+        // A replica behind on this tree (or configured since) gets it now.
+        self.replicate(id);
         tracing::info!(token = id, replayed, "sNFT mounted");
         Ok(())
     }

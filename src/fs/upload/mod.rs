@@ -22,7 +22,7 @@ use tokio::sync::{Semaphore, mpsc};
 
 use tokio_util::sync::CancellationToken;
 
-use crate::fs::backoff::Backoff;
+use crate::backoff::Backoff;
 use crate::fs::data::content::{self, Sealing};
 use crate::fs::data::live::LiveUpload;
 use crate::fs::data::outage::Outage;

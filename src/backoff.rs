@@ -1,5 +1,5 @@
-//! `Backoff`: the one retry schedule of the core (uploads, commits, journal replay): wait,
-//! double, up to a cap; a wait ends early when the mount is shutting down.
+//! `Backoff`: the one retry schedule (the core's uploads, commits and journal replay, the
+//! replicas' copies): wait, double, up to a cap; a wait ends early on cancellation.
 
 use std::time::Duration;
 
