@@ -96,6 +96,7 @@ fn status_json_shows_pending_uploads_commits_and_health_and_unmount_shows_the_dr
             "pending_bytes",
             "pending_files",
             "pid",
+            "replicas",
             "started_at",
             "state",
             "tokens",
