@@ -455,6 +455,7 @@ mod core {
             last_sync: 1,
             sync_deadline: 2,
             btns: Some("k51-token-7".into()),
+            synced_usage: 0,
         })
         .await
         .unwrap();

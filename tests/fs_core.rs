@@ -19,6 +19,7 @@ fn info(quota: u64) -> TokenInfo {
         last_sync: 1,
         sync_deadline: 2,
         btns: Some(BTNS.into()),
+        synced_usage: 0,
     }
 }
 
@@ -1149,6 +1150,35 @@ async fn an_entry_of_unknown_kind_is_not_served_and_its_snft_is_read_only() {
         libc::EROFS
     );
     assert_eq!(errno(m.fs.unlink(ROOT_INO, "f").await), libc::EROFS);
+}
+
+/// A node that finds nothing under the name while the chain records a synced tree has lost
+/// the name's record (or hides it): the sNFT is served read-only, never as an empty tree a
+/// write would publish over the real one. With nothing synced it is a new sNFT: writable.
+#[tokio::test]
+async fn a_name_the_node_lost_after_a_sync_is_read_only_not_an_empty_writable_tree() {
+    let store = Arc::new(MemoryStore::new());
+    let mut cfg = FsConfig::new(tempfile::tempdir().unwrap().keep());
+    cfg.single_token = true;
+    let fs = Fs::new(cfg, store.clone()).unwrap();
+    fs.add_token(TokenInfo {
+        synced_usage: 4096,
+        ..info(1 << 20)
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        errno(fs.mkdir(ROOT_INO, "d", 0o755, 0, 0).await),
+        libc::EROFS
+    );
+    fs.abort();
+
+    let mut cfg = FsConfig::new(tempfile::tempdir().unwrap().keep());
+    cfg.single_token = true;
+    let fs = Fs::new(cfg, store).unwrap();
+    fs.add_token(info(1 << 20)).await.unwrap();
+    fs.mkdir(ROOT_INO, "d", 0o755, 0, 0).await.unwrap();
+    fs.abort();
 }
 
 #[tokio::test]

@@ -40,6 +40,7 @@ async fn mount_with_grace(
         last_sync: 1,
         sync_deadline: 2,
         btns: Some(BTNS.into()),
+        synced_usage: 0,
     })
     .await
     .unwrap();
@@ -496,6 +497,7 @@ async fn below_the_cache_disks_reserve_writes_get_enospc_while_directory_changes
         last_sync: 1,
         sync_deadline: 2,
         btns: Some(BTNS.into()),
+        synced_usage: 0,
     })
     .await
     .unwrap();

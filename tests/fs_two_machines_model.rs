@@ -157,6 +157,7 @@ fn info() -> TokenInfo {
         last_sync: 1,
         sync_deadline: 2,
         btns: Some(BTNS.into()),
+        synced_usage: 0,
     }
 }
 

@@ -28,6 +28,7 @@ fn info(quota: u64) -> TokenInfo {
         last_sync: 0,
         sync_deadline: 0,
         btns: Some("k51-test".into()),
+        synced_usage: 0,
     }
 }
 

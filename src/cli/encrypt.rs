@@ -267,7 +267,7 @@ async fn convert_once(
         store,
         work_dir: scratch.join("cores"),
         template: super::mount::core_config(cfg),
-        info: super::mount::token_info(&state),
+        info: super::mount::token_info(&state, ctx.chain.flavour()),
         published,
         from_keys,
         to_keys: target,

@@ -586,7 +586,7 @@ async fn prepare(
     let fs = Fs::new(fs_cfg, Arc::new(store))?;
     for id in &wanted {
         let state = chain.token(*id).await?;
-        fs.add_token(token_info(&state))
+        fs.add_token(token_info(&state, chain.flavour()))
             .await
             .with_context(|| format!("sNFT {id}"))?;
         fs.set_chain_gate(*id, chain_gate(chain.flavour(), &state));
@@ -637,7 +637,10 @@ fn chain_gate(flavour: Flavour, s: &TokenState) -> ChainGate {
     }
 }
 
-pub(crate) fn token_info(s: &TokenState) -> TokenInfo {
+/// What the core needs of a token's chain state. `synced_usage` only where the chain's usage
+/// is the tree's (pxfs's contract, oracle-measured): PX.sol's owner-reported usage also
+/// counts what the PollinationX dApp uploaded, with no pxfs tree behind it.
+pub(crate) fn token_info(s: &TokenState, flavour: Flavour) -> TokenInfo {
     TokenInfo {
         token_id: s.token_id,
         quota: s.quota,
@@ -645,6 +648,10 @@ pub(crate) fn token_info(s: &TokenState) -> TokenInfo {
         last_sync: s.last_sync,
         sync_deadline: s.sync_deadline,
         btns: s.btns_key.clone(),
+        synced_usage: match flavour {
+            Flavour::PxStorageNft => s.usage,
+            Flavour::PxSolV2 | Flavour::PxSolV1 => 0,
+        },
     }
 }
 
@@ -726,8 +733,8 @@ async fn poll_once(
     for state in states {
         let id = state.token_id;
         if mounted.contains(&id) {
-            fs.update_token(token_info(&state));
-        } else if let Err(e) = fs.add_token(token_info(&state)).await {
+            fs.update_token(token_info(&state, chain.flavour()));
+        } else if let Err(e) = fs.add_token(token_info(&state, chain.flavour())).await {
             tracing::warn!(token = id, error = %e, "cannot mount new sNFT");
             continue;
         }

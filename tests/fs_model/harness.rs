@@ -53,6 +53,7 @@ async fn mount_with(
         last_sync: 1,
         sync_deadline: 2,
         btns: Some("k51-model".into()),
+        synced_usage: 0,
     })
     .await
     .map_err(|e| format!("mount: {e}"))?;

@@ -98,6 +98,7 @@ pub fn mount_with(
             last_sync: 0,
             sync_deadline: 0,
             btns: Some(btns.to_string()),
+            synced_usage: 0,
         };
         fs.add_token(info).await.unwrap();
         fs

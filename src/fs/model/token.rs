@@ -23,6 +23,9 @@ pub struct TokenInfo {
     pub sync_deadline: u64,
     /// The token's BTNS (IPNS) name; `None` when none is registered.
     pub btns: Option<String>,
+    /// The usage the chain recorded at the last sync: above 0, a tree was published and
+    /// synced, so a node that finds nothing under the name has lost it (or hides it).
+    pub synced_usage: u64,
 }
 
 #[derive(Debug)]

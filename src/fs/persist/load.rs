@@ -173,6 +173,19 @@ impl Fs {
                     carried: Vec::new(),
                     encryption: p.encryption,
                 },
+                Ok(None) if info.synced_usage > 0 => {
+                    // The chain recorded a synced tree: an empty tree served writable would
+                    // publish over it. The node lost the name's record, or hides it.
+                    tracing::error!(
+                        token = id,
+                        synced_usage = info.synced_usage,
+                        "the node has no tree under the sNFT's BTNS name, but the chain records \
+                         a synced one; serving it read-only (point [node] api_url at a node \
+                         that holds it, or name one in [node] replicas)"
+                    );
+                    read_only = true;
+                    CommittedState::default()
+                }
                 Ok(None) => CommittedState::default(),
                 Err(e) => {
                     // Serving an empty tree writable would publish over the real one.
