@@ -45,12 +45,12 @@ fn new_blocks(before: &BTreeMap<String, u64>, repo: &Path) -> BTreeMap<String, u
 async fn repo_stat(node: &TestNode) -> (u64, u64, u64) {
     let (status, body) = call(&node.rpc("repo/stat"), &[]).await;
     assert_eq!(status, 200, "{body}");
-    let field = |name: &str| body[name].as_u64().unwrap_or_else(|| panic!("{name} in {body}"));
-    (
-        field("RepoSize"),
-        field("NumObjects"),
-        field("StorageMax"),
-    )
+    let field = |name: &str| {
+        body[name]
+            .as_u64()
+            .unwrap_or_else(|| panic!("{name} in {body}"))
+    };
+    (field("RepoSize"), field("NumObjects"), field("StorageMax"))
 }
 
 /// Calls `repo/gc` and returns its answer's lines.
@@ -151,7 +151,11 @@ async fn gc_deletes_every_block_no_pin_keeps_and_keeps_every_pinned_one() {
     assert_eq!(objects_after, objects_before - garbage.len() as u64);
 
     // Nothing left to collect: a second pass removes nothing.
-    assert!(repo_gc(&node, &[("stream-errors", "true")]).await.is_empty());
+    assert!(
+        repo_gc(&node, &[("stream-errors", "true")])
+            .await
+            .is_empty()
+    );
     node.stop().await;
 }
 
@@ -161,7 +165,7 @@ async fn gc_deletes_every_block_no_pin_keeps_and_keeps_every_pinned_one() {
 async fn gc_running_alongside_adds_never_takes_what_an_add_returned() {
     let repo = tempfile::tempdir().unwrap();
     let node = std::sync::Arc::new(TestNode::start(repo.path()).await);
-    let seed = 0x6c_0f_fee;
+    let seed = 0x06c0_ffee;
     let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
 
     let adder = {

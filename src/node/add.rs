@@ -166,7 +166,13 @@ pub async fn add(
     })??;
 
     let mut lines = String::new();
-    for (name, Imported { root: cid, below, .. }) in imported {
+    for (
+        name,
+        Imported {
+            root: cid, below, ..
+        },
+    ) in imported
+    {
         if options.pin && !pins::is_leaf(&cid) {
             pin(&node, &cid, below).await?;
         }

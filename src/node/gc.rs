@@ -24,9 +24,9 @@ use futures::TryStreamExt;
 use ipld_core::cid::Cid;
 use tokio::sync::{Notify, OwnedRwLockWriteGuard, RwLock, RwLockReadGuard};
 
+use super::Node;
 use super::blocks;
 use super::datastore_config::StorageLimits;
-use super::Node;
 
 /// The least time between two collections that adds trigger, so a repo whose pinned data
 /// alone passes the watermark is not walked again after every add.
@@ -178,10 +178,7 @@ fn walk_error(path: &Path) -> impl FnOnce(std::io::Error) -> GcError + '_ {
 }
 
 /// Every block file of the store, as (CIDv1 name, path), shard by shard (blocking).
-fn for_each_block(
-    store: &Path,
-    mut visit: impl FnMut(&str, PathBuf),
-) -> Result<(), GcError> {
+fn for_each_block(store: &Path, mut visit: impl FnMut(&str, PathBuf)) -> Result<(), GcError> {
     let shards = match std::fs::read_dir(store) {
         Ok(shards) => shards,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
@@ -314,7 +311,10 @@ async fn check(node: &Node, store: &Path, trigger: &'static str) -> Result<(), G
             "repo is over StorageMax; collecting"
         );
     }
-    mark(node).await?.sweep(store.to_owned(), trigger, |_| {}).await?;
+    mark(node)
+        .await?
+        .sweep(store.to_owned(), trigger, |_| {})
+        .await?;
     let (_, size) = measure_async(store).await?;
     collector.estimate.store(size, Ordering::Relaxed);
     if size > threshold {
@@ -351,9 +351,7 @@ pub async fn repo_gc(
 
     let stream_errors = args.bool("stream-errors", false)?;
     args.bool("quiet", false)?;
-    let marked = mark(&node)
-        .await
-        .map_err(super::error::ApiError::failed)?;
+    let marked = mark(&node).await.map_err(super::error::ApiError::failed)?;
     let store = blocks::store_dir(&node.repo);
     let (lines, receiver) = tokio::sync::mpsc::channel::<String>(1024);
     // The sweep finishes even if the caller hangs up, as Kubo's does.
@@ -365,12 +363,12 @@ pub async fn repo_gc(
             }
         };
         let last = match marked.sweep(store, "repo/gc", report).await {
-            Ok(collected) if collected.failures > 0 && !stream_errors => Some(Swept::Failed(
-                format!(
+            Ok(collected) if collected.failures > 0 && !stream_errors => {
+                Some(Swept::Failed(format!(
                     "garbage collection incomplete: could not delete {} blocks",
                     collected.failures
-                ),
-            )),
+                )))
+            }
             Ok(_) => None,
             Err(e) => Some(Swept::Failed(e.to_string())),
         };
