@@ -353,13 +353,15 @@ pub async fn repo_gc(
     args.bool("quiet", false)?;
     let marked = mark(&node).await.map_err(super::error::ApiError::failed)?;
     let store = blocks::store_dir(&node.repo);
-    let (lines, receiver) = tokio::sync::mpsc::channel::<String>(1024);
+    // Unbounded: a caller that reads slowly (or not at all) must not stall the sweep, which
+    // holds every add off; a line is about 80 bytes per removed block.
+    let (lines, receiver) = tokio::sync::mpsc::unbounded_channel::<String>();
     // The sweep finishes even if the caller hangs up, as Kubo's does.
     tokio::spawn(async move {
         let sender = lines.clone();
         let report = move |swept: Swept| {
             if stream_errors || matches!(swept, Swept::Removed(_)) {
-                let _ = sender.blocking_send(gc_line(&swept));
+                let _ = sender.send(gc_line(&swept));
             }
         };
         let last = match marked.sweep(store, "repo/gc", report).await {
@@ -373,7 +375,7 @@ pub async fn repo_gc(
             Err(e) => Some(Swept::Failed(e.to_string())),
         };
         if let Some(last) = last {
-            let _ = lines.send(gc_line(&last)).await;
+            let _ = lines.send(gc_line(&last));
         }
     });
     let body = futures::stream::unfold(receiver, |mut receiver| async move {
