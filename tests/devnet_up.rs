@@ -63,6 +63,27 @@ fn devnet_up_mints_a_token_with_a_btns_name_whose_usage_document_is_empty() {
     assert_eq!(doc.token_id(), devnet.token());
     assert_eq!(doc.schema(), "pxfs/usage/2");
 
+    // The node collects unpinned blocks by itself, and a collection keeps the whole tree.
+    assert!(
+        support::devnet_child(&devnet, "\0node\0").is_some_and(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|c| String::from_utf8_lossy(&c).contains("\0--enable-gc"))
+        }),
+        "the devnet's node runs with --enable-gc"
+    );
+    let gc = rt.block_on(async {
+        reqwest::Client::new()
+            .post(format!("{}/api/v0/repo/gc", devnet.node_url()))
+            .send()
+            .await
+            .unwrap()
+            .status()
+    });
+    assert_eq!(gc, 200);
+    let root_after = rt.block_on(client.cat(doc.root(), 0, None)).unwrap();
+    assert_eq!(root_after, root);
+    assert!(support::node_tree(&rt, &client, doc.root(), &crypto).is_empty());
+
     // SIGTERM stops the devnet and every child it started.
     let children = children_of(devnet.pid());
     assert!(

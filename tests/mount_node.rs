@@ -350,3 +350,70 @@ fn rand_nonce() -> u128 {
         .as_nanos()
         ^ u128::from(std::process::id())
 }
+
+/// `repo/gc` on the node keeps every block of the current tree: after a few rounds of
+/// overwrites (each committed, unpinning what it superseded) and a collection that frees
+/// the old versions, a fresh cache reads the whole tree back as it was last written.
+#[test]
+fn after_overwrites_and_a_gc_a_fresh_cache_reads_the_current_tree() {
+    require_mount();
+    let tmp = tempfile::tempdir().unwrap();
+    let node = start_node(&dir(tmp.path(), "repo"));
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let key = rt.block_on(node.client.key_gen("token-1")).unwrap();
+    let (src, mnt) = (dir(tmp.path(), "src"), dir(tmp.path(), "mnt"));
+    let cache = dir(tmp.path(), "cache1");
+    let content = |round: u32, len: u32| -> Vec<u8> {
+        (0..len)
+            .map(|i| (i.wrapping_mul(2654435761).wrapping_add(round * 7919) >> 11) as u8)
+            .collect()
+    };
+    for round in 0..3u32 {
+        let d = dir(&src, "d");
+        std::fs::write(src.join("big"), content(round, 3 << 20)).unwrap();
+        for i in 0..10 {
+            // Half the small files change every round, half only in the first.
+            if round == 0 || i % 2 == 0 {
+                std::fs::write(d.join(format!("f{i}")), format!("round {round} file {i}\n"))
+                    .unwrap();
+            }
+        }
+        let m = mount(&node.client, &key.id, &cache, &mnt, true);
+        sh(Command::new("cp")
+            .arg("-a")
+            .arg(format!("{}/.", src.display()))
+            .arg(&mnt));
+        m.unmount();
+    }
+
+    let before = rt.block_on(node.client.repo_stat()).unwrap();
+    let answer = rt.block_on(async {
+        reqwest::Client::new()
+            .post(format!("{}/api/v0/repo/gc", node.url))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    });
+    let removed = answer.lines().filter(|l| l.contains("\"Key\":{")).count();
+    assert!(!answer.contains("Error"), "{answer}");
+    let after = rt.block_on(node.client.repo_stat()).unwrap();
+    assert!(
+        removed > 0 && after.repo_size + (4 << 20) <= before.repo_size,
+        "gc freed the superseded versions: {removed} blocks, {} -> {} bytes",
+        before.repo_size,
+        after.repo_size
+    );
+
+    let m = mount(
+        &node.client,
+        &key.id,
+        &dir(tmp.path(), "cache2"),
+        &mnt,
+        true,
+    );
+    sh(Command::new("diff").arg("-r").arg(&src).arg(&mnt));
+    m.unmount();
+}

@@ -192,3 +192,31 @@ async fn a_node_with_its_disk_full_answers_as_kubo_does_and_keeps_running() {
     assert_eq!(version.status(), 200);
     assert!(node.terminate().success());
 }
+
+/// A malformed `Datastore` value in `REPO/config` stops `pxfs node` at start with a message
+/// that names the file and the key, before it announces anything.
+#[test]
+fn a_malformed_storage_limit_is_a_clear_start_error() {
+    let repo = tempfile::tempdir().unwrap();
+    std::fs::write(
+        repo.path().join("config"),
+        r#"{"Datastore":{"StorageMax":"10GB","StorageGCWatermark":"ninety"}}"#,
+    )
+    .unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_pxfs"))
+        .args(["node", "--enable-gc", "--listen", "127.0.0.1:0", "--repo"])
+        .arg(repo.path())
+        .output()
+        .expect("run pxfs node");
+
+    assert!(!output.status.success(), "the node refuses to start");
+    assert!(output.stdout.is_empty(), "nothing announced");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("Datastore.StorageGCWatermark")
+            && stderr.contains("\"ninety\"")
+            && stderr.contains(&repo.path().join("config").display().to_string()),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}

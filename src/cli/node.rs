@@ -26,6 +26,12 @@ pub struct NodeArgs {
     /// Join the IPFS network (TCP listener, bootstrap, DHT, bitswap); offline by default
     #[arg(long)]
     pub online: bool,
+
+    /// Delete unpinned blocks by itself once the repo passes Datastore.StorageGCWatermark
+    /// percent of Datastore.StorageMax in REPO/config (Kubo's defaults: 90% of 10GB), checked
+    /// every Datastore.GCPeriod (1h) and after adds
+    #[arg(long)]
+    pub enable_gc: bool,
 }
 
 fn default_repo() -> anyhow::Result<PathBuf> {
@@ -46,6 +52,7 @@ pub async fn run(args: NodeArgs) -> anyhow::Result<()> {
         repo,
         listen: args.listen,
         online: args.online,
+        enable_gc: args.enable_gc,
     };
     // The watchers are registered before the node announces itself: a SIGTERM sent right
     // after "listening" must stop it cleanly, not kill it with the default action.

@@ -401,7 +401,10 @@ impl Devnet {
         cmd.arg("node")
             .arg("--repo")
             .arg(&node_repo)
-            .args(["--listen", "127.0.0.1:0"]);
+            .args(["--listen", "127.0.0.1:0"])
+            // Superseded versions are unpinned on every commit; collection gives their
+            // space back instead of letting the repo grow until the disk is full.
+            .arg("--enable-gc");
         let (node, node_url) = ChildProcess::spawn_until(
             "pxfs node",
             cmd,

@@ -8,6 +8,9 @@
 //! flushed once; larger files are then pinned in rust-ipfs's pin store with the blocks the
 //! importer produced as their references (rust-ipfs's own recursive pin would read every
 //! block of the file back from disk to find them).
+//!
+//! The whole request holds the collector's guard (`gc`): its blocks are on disk before they
+//! are pinned, and a collection in between would delete them.
 
 use std::path::Path;
 
@@ -114,9 +117,11 @@ pub async fn add(
     multipart: Result<Multipart, MultipartRejection>,
 ) -> Result<Response, ApiError> {
     let options = ImportOptions::from_args(&args)?;
+    let gc_guard = node.gc.guard().await;
     let mut multipart = multipart.map_err(|e| AddError::NotMultipart(e.body_text()))?;
     let store = blocks::store_dir(&node.repo);
     let mut imported = Vec::new();
+    let mut added_bytes = 0u64;
     while let Some(field) = multipart
         .next_field()
         .await
@@ -132,6 +137,7 @@ pub async fn add(
             .unwrap_or_default()
             .to_owned();
         let file = import(&store, field, &name, &options).await?;
+        added_bytes += file.bytes;
         imported.push((name, file));
     }
     if imported.is_empty() {
@@ -160,7 +166,13 @@ pub async fn add(
     })??;
 
     let mut lines = String::new();
-    for (name, Imported { root: cid, below }) in imported {
+    for (
+        name,
+        Imported {
+            root: cid, below, ..
+        },
+    ) in imported
+    {
         if options.pin && !pins::is_leaf(&cid) {
             pin(&node, &cid, below).await?;
         }
@@ -174,6 +186,8 @@ pub async fn add(
         lines.push_str(&serde_json::to_string(&added).unwrap_or_default());
         lines.push('\n');
     }
+    drop(gc_guard);
+    node.gc.note_added(added_bytes);
     Ok(([(CONTENT_TYPE, "application/json")], lines).into_response())
 }
 
@@ -182,6 +196,8 @@ struct Imported {
     root: Cid,
     /// The CIDs of all the other blocks of the file's DAG (repeats possible).
     below: Vec<Cid>,
+    /// The bytes of all its blocks, repeats included.
+    bytes: u64,
 }
 
 /// Streams one part through the importer into the block store. Hashing and writing run
@@ -205,6 +221,7 @@ async fn import(
     // Every block produced, in order: the root is the last one (from `finish`, or the only
     // leaf of a file that fills exactly one chunk).
     let mut produced_cids = Vec::new();
+    let mut bytes = 0u64;
     loop {
         let chunk = field
             .chunk()
@@ -219,7 +236,7 @@ async fn import(
         }
         let input = std::mem::replace(&mut buffer, Vec::with_capacity(CHUNK_SIZE));
         let store = store.to_owned();
-        let (returned, cids) = tokio::task::spawn_blocking(move || {
+        let (returned, cids, written) = tokio::task::spawn_blocking(move || {
             let mut produced = Vec::new();
             let mut consumed = 0;
             while consumed < input.len() {
@@ -229,12 +246,14 @@ async fn import(
             }
             blocks::write_blocks(&store, &produced)?;
             let cids: Vec<Cid> = produced.iter().map(|(cid, _)| *cid).collect();
-            Ok::<_, blocks::BlockWriteError>((adder, cids))
+            let bytes: usize = produced.iter().map(|(_, data)| data.len()).sum();
+            Ok::<_, blocks::BlockWriteError>((adder, cids, bytes as u64))
         })
         .await
         .map_err(|e| import_error(e.to_string()))??;
         adder = returned;
         produced_cids.extend(cids);
+        bytes += written;
         if done {
             break;
         }
@@ -243,18 +262,25 @@ async fn import(
     let cids = tokio::task::spawn_blocking(move || {
         let produced: Vec<_> = adder.finish().collect();
         blocks::write_blocks(&store, &produced)?;
-        Ok(produced.iter().map(|(cid, _)| *cid).collect::<Vec<Cid>>())
+        let bytes: usize = produced.iter().map(|(_, data)| data.len()).sum();
+        Ok((
+            produced.iter().map(|(cid, _)| *cid).collect::<Vec<Cid>>(),
+            bytes as u64,
+        ))
     })
     .await
     .map_err(|e| import_error(e.to_string()))?
     .map_err(|e: blocks::BlockWriteError| AddError::from(e))?;
+    let (cids, written) = cids;
     produced_cids.extend(cids);
+    bytes += written;
     let root = produced_cids
         .pop()
         .ok_or_else(|| import_error("the importer produced no blocks".to_owned()))?;
     Ok(Imported {
         root,
         below: produced_cids,
+        bytes,
     })
 }
 

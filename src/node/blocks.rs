@@ -39,13 +39,18 @@ pub fn store_dir(repo: &Path) -> PathBuf {
     repo.join("blockstore")
 }
 
-/// Where rust-ipfs keeps the block `cid`.
-pub fn block_path(store: &Path, cid: &Cid) -> PathBuf {
-    // rust-ipfs names CIDv0 blocks by their CIDv1 (same codec and hash).
-    let key = match cid.version() {
+/// The name of the block `cid` in the store: rust-ipfs names CIDv0 blocks by their CIDv1
+/// (same codec and hash), so both versions of a CID name one block.
+pub fn block_key(cid: &Cid) -> String {
+    match cid.version() {
         Version::V1 => cid.to_string(),
         Version::V0 => Cid::new_v1(cid.codec(), *cid.hash()).to_string(),
-    };
+    }
+}
+
+/// Where rust-ipfs keeps the block `cid`.
+pub fn block_path(store: &Path, cid: &Cid) -> PathBuf {
+    let key = block_key(cid);
     let shard = match key.len().checked_sub(3) {
         Some(start) => &key[start..start + 2],
         None => "_",

@@ -9,11 +9,10 @@ use axum::Router;
 use axum::extract::{DefaultBodyLimit, FromRequestParts, Query, State};
 use axum::http::request::Parts;
 use axum::routing::{get, post};
-use futures::StreamExt;
 use serde::Serialize;
 
 use super::error::ApiError;
-use super::{NodeState, add, cat, gateway, names, pins, put, routing};
+use super::{NodeState, add, blocks, cat, gateway, gc, names, pins, put, routing};
 
 pub fn router(node: NodeState) -> Router {
     let rpc = Router::new()
@@ -33,6 +32,7 @@ pub fn router(node: NodeState) -> Router {
         .route("/name/resolve", post(names::resolve))
         .route("/version", post(version))
         .route("/repo/stat", post(repo_stat))
+        .route("/repo/gc", post(gc::repo_gc))
         // Kubo answers GET on the RPC with 405 so browsers cannot trigger calls.
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed });
     Router::new()
@@ -202,20 +202,17 @@ struct RepoStat {
     version: String,
 }
 
-/// Kubo's default `Datastore.StorageMax` (10 GB), reported when rust-ipfs has no limit set.
-const DEFAULT_STORAGE_MAX: u64 = 10_000_000_000;
-
+/// What the block store holds now (blocks written by the importer included) and the
+/// `StorageMax` of `REPO/config`.
 async fn repo_stat(State(node): State<NodeState>) -> Result<Json<RepoStat>, ApiError> {
-    let repo = node.ipfs.repo();
-    let repo_size = repo.get_total_size().await.map_err(ApiError::failed)? as u64;
-    let num_objects = repo.list_blocks().await.count().await as u64;
-    let storage_max = match repo.max_storage_size() as u64 {
-        0 => DEFAULT_STORAGE_MAX,
-        limit => limit,
-    };
+    let store = blocks::store_dir(&node.repo);
+    let (num_objects, repo_size) = tokio::task::spawn_blocking(move || gc::measure(&store))
+        .await
+        .map_err(ApiError::failed)?
+        .map_err(ApiError::failed)?;
     Ok(Json(RepoStat {
         repo_size,
-        storage_max,
+        storage_max: node.gc.limits().storage_max,
         num_objects,
         repo_path: node.repo.display().to_string(),
         version: format!("fs-repo@{REPO_VERSION}"),

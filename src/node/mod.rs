@@ -3,7 +3,8 @@
 //! It owns the repo directory (`repo`), starts and stops the rust-ipfs instance (here), and
 //! serves the RPC subset pxfs uses (`http`) plus a read-only gateway (`gateway`). Content goes
 //! in through `add` (streamed into the UnixFS importer) and out through `cat`; pins, keys and
-//! IPNS names are in `pins` and `names`.
+//! IPNS names are in `pins` and `names`. `gc` deletes what no pin keeps, on `repo/gc` and,
+//! with `enable_gc`, by itself past the limits of `REPO/config` (`datastore_config`).
 //!
 //! Offline by default: no listeners, no bootstrap, no mDNS, and a block that is not in the
 //! local store is an immediate error. `online` turns on TCP, Kademlia and bitswap.
@@ -11,8 +12,10 @@
 mod add;
 mod blocks;
 mod cat;
+mod datastore_config;
 mod error;
 mod gateway;
+mod gc;
 mod http;
 mod names;
 mod pins;
@@ -42,6 +45,9 @@ pub struct NodeOptions {
     pub listen: SocketAddr,
     /// Join the IPFS network (TCP listener, bootstrap, DHT, bitswap).
     pub online: bool,
+    /// Collect unpinned blocks by itself past `Datastore.StorageGCWatermark`% of
+    /// `Datastore.StorageMax` (`REPO/config`), checked every `Datastore.GCPeriod`.
+    pub enable_gc: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -51,6 +57,8 @@ pub enum NodeError {
         path: PathBuf,
         source: repo::RepoError,
     },
+    #[error("invalid node config: {0}")]
+    Config(#[from] datastore_config::ConfigError),
     #[error("cannot load keys: {0}")]
     Keys(#[from] names::NameError),
     // rust-ipfs reports with anyhow, which is not a std error; keep its chain in the message.
@@ -72,6 +80,8 @@ pub(crate) struct Node {
     names: names::Names,
     repo: PathBuf,
     online: bool,
+    gc: gc::Collector,
+    enable_gc: bool,
 }
 
 pub(crate) type NodeState = Arc<Node>;
@@ -91,6 +101,8 @@ impl BoundNode {
             source,
         };
         repo::create_private_dir(&opts.repo).map_err(repo_error)?;
+        // Before anything starts: a malformed limit is an error now, not a surprise later.
+        let limits = datastore_config::StorageLimits::load(&opts.repo)?;
         let keys = names::Keys::load(&repo::keys_dir(&opts.repo))?;
         let names = names::Names::open(&repo::names_dir(&opts.repo))?;
         let identity = keys
@@ -128,6 +140,8 @@ impl BoundNode {
             names,
             repo: opts.repo,
             online: opts.online,
+            gc: gc::Collector::new(limits),
+            enable_gc: opts.enable_gc,
         });
         Ok(BoundNode {
             node,
@@ -164,10 +178,22 @@ impl BoundNode {
                 tracing::debug!(error = %e, "cannot set TCP_NODELAY");
             }
         });
-        let served = axum::serve(listener, http::router(node))
+        let collector = node
+            .enable_gc
+            .then(|| tokio::spawn(gc::run_automatic(node.clone())));
+        let served = axum::serve(listener, http::router(node.clone()))
             .with_graceful_shutdown(shutdown)
             .await;
         repo::remove_api_file(&repo);
+        // No sweep may still delete once the repo is released to the next node.
+        node.gc.stop();
+        if let Some(collector) = collector
+            && let Err(e) = collector.await
+        {
+            tracing::warn!(error = %e, "automatic garbage collection task failed");
+        }
+        node.gc.quiesce().await;
+        drop(node);
         // Blocks and pins are fsynced as they are written; stopping the daemon releases the
         // repo lock so the next node can open the repo.
         ipfs.exit_daemon().await;

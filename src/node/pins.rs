@@ -157,6 +157,8 @@ async fn target(node: &Node, arg: &str) -> Result<Cid, PinError> {
 pub async fn pin_add(State(node): State<NodeState>, args: Args) -> Result<Json<Pins>, ApiError> {
     args.required("arg")?;
     let recursive = args.bool("recursive", true)?;
+    // Blocks fetched (online) or found unpinned must not be collected before the pin holds.
+    let _gc = node.gc.guard().await;
     let mut pins = Vec::new();
     for arg in args.all("arg") {
         let cid = target(&node, arg).await?;

@@ -63,6 +63,10 @@ pub async fn block_put(
     let cid = Cid::new_v1(codec, hash);
     let store = super::blocks::store_dir(&node.repo);
     let size = data.len() as u64;
+    // Not while a collection sweeps (src/node/gc.rs): the sweep's view of the blockstore
+    // would miss the file. An unpinned block put here is the caller's to pin before the
+    // next collection, as with Kubo.
+    let _gc = node.gc.guard().await;
     tokio::task::spawn_blocking(move || {
         super::blocks::replace_block(&store, &cid, &data)?;
         super::blocks::sync(&store)

@@ -3,6 +3,7 @@
 //! ```text
 //! REPO/
 //!   api                 http://ADDR of the running node (removed on shutdown)
+//!   config              optional, Kubo's: Datastore.StorageMax etc. (`datastore_config`)
 //!   blockstore/         rust-ipfs flatfs blocks
 //!   datastore/          rust-ipfs pins and key-value data
 //!   repo_lock           rust-ipfs: one node per repo

@@ -20,10 +20,16 @@ pub struct TestNode {
 
 impl TestNode {
     pub async fn start(repo: &Path) -> TestNode {
+        Self::start_with(repo, false).await
+    }
+
+    /// [`TestNode::start`], collecting garbage by itself when `enable_gc`.
+    pub async fn start_with(repo: &Path, enable_gc: bool) -> TestNode {
         let options = NodeOptions {
             repo: repo.to_owned(),
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             online: false,
+            enable_gc,
         };
         let bound = BoundNode::bind(options).await.expect("node starts");
         let url = format!("http://{}", bound.addr());
