@@ -414,6 +414,16 @@ impl<R: Record> Cursor<R> {
         Ok(())
     }
 
+    /// Whether a node follows this one on its level.
+    fn has_next(&self) -> Result<bool> {
+        for (parent, idx) in &self.stack {
+            if idx + 1 < Branches::items(parent)?.len() {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
     /// Moves to the next node of the level; `false` at the end of the level.
     fn advance<S: PageStore>(&mut self, t: &mut Tree<R, S>) -> Result<bool> {
         loop {
@@ -624,6 +634,28 @@ impl<'s, R: Record, S: PageStore> Tree<'s, R, S> {
         let mut ch: Chunker<L::Item> = Chunker::new(level);
         let mut removed = Vec::new();
         loop {
+            if ch.buf.is_empty()
+                && let Some((k, _)) = pending.peek()
+                && L::items(&cur.node)?
+                    .last()
+                    .is_some_and(|last| k.as_slice() > L::key(last))
+                && cur.has_next()?
+            {
+                // The new cuts met the old ones before this node and no edit lands in it:
+                // it stays. Jump to the node the next edit lands in (edits far apart, e.g.
+                // two writes at both ends of a big file's chunk table, then rewrite only
+                // the pages around each, not every page between them).
+                let k = k.clone();
+                let target = Cursor::seek(self, top, level, &k)?;
+                if target.node_ref.node != cur.node_ref.node {
+                    cur = target;
+                } else {
+                    // The edit sorts after this node's last item, past its cut: it opens
+                    // the next node.
+                    cur.advance(self)?;
+                }
+                continue;
+            }
             removed.push(cur.node_ref.clone());
             let node = cur.node.clone();
             for item in L::items(&node)? {
