@@ -227,3 +227,99 @@ fn a_version_record_is_written_as_the_spec_says() {
     let page = page::decode::<Version>(text.as_bytes(), &TreeCrypto::Plain).unwrap();
     assert_eq!(page, page::Page::Leaf(vec![v]));
 }
+
+fn vectors() -> serde_json::Value {
+    let text = include_str!("../../../tests/fixtures/format/vectors.json");
+    serde_json::from_str::<serde_json::Value>(text).unwrap()["format3"].clone()
+}
+
+/// FORMAT.md §15: the root, history, name and retention vectors that
+/// `tests/fixtures/format/vectors.py` computes independently (Python's `datetime` for the
+/// calendar).
+#[test]
+fn roots_histories_names_and_retention_match_the_vectors() {
+    use crate::format::root::{Root, RootV3};
+    let v = vectors();
+    let mut store = MemStore::new();
+    let root = RootV3 {
+        root: Root {
+            attrs: attrs(),
+            xattrs: vec![],
+            dir: raw_cid(b"dir"),
+            inodes: None,
+        },
+        t: T0 + 20 * H,
+        history: Some(raw_cid(b"history")),
+    };
+    let bytes = root.encode(&TreeCrypto::Plain).unwrap();
+    assert_eq!(bytes, v["root_object"].as_str().unwrap().as_bytes());
+    let read = RootV3::decode(&bytes, &TreeCrypto::Plain).unwrap();
+    assert_eq!((read.root, read.read_only), (root.clone(), false));
+    // A format-2 reader refuses it by its schema, naming it.
+    let e = Root::decode(&bytes, &TreeCrypto::Plain)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("pxfs/root/3"), "{e}");
+
+    let h = Version::new(T0, attrs(), vec![], raw_cid(b"dir"), None, 4242).unwrap();
+    let top = prolly::build(&mut store, &TreeCrypto::Plain, vec![h]).unwrap();
+    assert_eq!(
+        store.get(&top).unwrap(),
+        v["history_object"].as_str().unwrap().as_bytes()
+    );
+
+    for n in v["snapshot_names"].as_array().unwrap() {
+        let t = n["t"].as_i64().unwrap();
+        assert_eq!(snapshot_name(t), n["name"].as_str().unwrap());
+        assert_eq!(
+            parse_snapshot_name(n["name"].as_str().unwrap()),
+            Some(t / NS)
+        );
+    }
+
+    let r = &v["retention"];
+    let p = &r["policy"];
+    let policy = Policy {
+        keep_all_secs: p["keep_all_secs"].as_u64().unwrap(),
+        hourly: p["hourly"].as_u64().unwrap() as u32,
+        daily: p["daily"].as_u64().unwrap() as u32,
+        monthly: p["monthly"].as_u64().unwrap() as u32,
+    };
+    let (first, step) = (r["first"].as_i64().unwrap(), r["step_ns"].as_i64().unwrap());
+    let commits: Vec<i64> = (0..r["commits"].as_i64().unwrap())
+        .map(|i| first + i * step)
+        .collect();
+    let now = r["now"].as_i64().unwrap();
+    let kept: Vec<i64> = r["kept"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t.as_i64().unwrap())
+        .collect();
+    assert_eq!(retain(&commits, now, &policy, now), kept);
+}
+
+#[test]
+fn a_root_v3_refuses_a_missing_time_and_a_history_that_is_its_directory() {
+    use crate::format::root::RootV3;
+    let dir = raw_cid(b"dir");
+    let body = |extra: &str| {
+        format!(
+            "{{\"schema\":\"pxfs/root/3\",\"nodes\":[\"{dir}\"],\"data\":[],\"body\":{{\"type\":\"root\"{extra},\"self\":{{\"mode\":493,\"uid\":0,\"gid\":0,\"mtime_ns\":0,\"ctime_ns\":0}},\"dir\":0}}}}"
+        )
+    };
+    assert!(RootV3::decode(body(",\"t\":5").as_bytes(), &TreeCrypto::Plain).is_ok());
+    assert!(RootV3::decode(body("").as_bytes(), &TreeCrypto::Plain).is_err());
+    assert!(RootV3::decode(body(",\"t\":-5").as_bytes(), &TreeCrypto::Plain).is_err());
+    let twice = body(",\"t\":5").replace("\"dir\":0}", "\"dir\":0,\"history\":0}");
+    assert!(RootV3::decode(twice.as_bytes(), &TreeCrypto::Plain).is_err());
+    // Sealed like any node: opens only with the tree's key.
+    let crypto = TreeCrypto::sealed(&DataKey::from_bytes([5; 32]));
+    let sealed = RootV3::decode(body(",\"t\":5").as_bytes(), &TreeCrypto::Plain)
+        .unwrap()
+        .root
+        .encode(&crypto)
+        .unwrap();
+    assert!(RootV3::decode(&sealed, &crypto).is_ok());
+    assert!(RootV3::decode(&sealed, &TreeCrypto::sealed(&DataKey::from_bytes([6; 32]))).is_err());
+}
