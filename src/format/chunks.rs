@@ -92,9 +92,16 @@ pub struct WireChunk {
     key: Option<String>,
 }
 
+/// A chunk or history table of at most 64 items and 8,192 bytes of them is one leaf
+/// (§13.2, §14.1): a commit rewrites the leaf it changes, so leaves stay small.
+pub const SMALL_TABLE_ENTRIES: usize = 64;
+pub const SMALL_TABLE_BYTES: usize = 8_192;
+
 impl Record for ChunkRef {
     const SCHEMA: &'static str = SCHEMA_CHUNKS;
     type Wire = WireChunk;
+    const SMALL_ENTRIES: usize = SMALL_TABLE_ENTRIES;
+    const SMALL_BYTES: usize = SMALL_TABLE_BYTES;
     fn key(&self) -> &[u8] {
         &self.at
     }

@@ -23,6 +23,10 @@ pub trait Record: Clone + PartialEq + fmt::Debug {
     /// The record as written in a leaf's `entries`.
     #[doc(hidden)]
     type Wire: Serialize + DeserializeOwned;
+    /// A table of at most this many records (and [`Record::SMALL_BYTES`]) is one leaf
+    /// (§5; smaller for chunk and history tables, whose leaves a commit rewrites).
+    const SMALL_ENTRIES: usize = super::prolly::SMALL_ENTRIES;
+    const SMALL_BYTES: usize = super::prolly::SMALL_BYTES;
     /// The key the table is ordered by (name bytes, or the group id's 8 bytes).
     fn key(&self) -> &[u8];
     /// A kind this version cannot read: kept when reading, refused when writing.

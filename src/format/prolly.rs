@@ -190,7 +190,8 @@ pub fn check<R: Record>(
             .collect();
         let small_top = level.len() == 1 && lvl == 0 && {
             let items = &sizes_and_keys[0];
-            items.len() <= SMALL_ENTRIES && items.iter().map(|i| i.0).sum::<usize>() <= SMALL_BYTES
+            items.len() <= R::SMALL_ENTRIES
+                && items.iter().map(|i| i.0).sum::<usize>() <= R::SMALL_BYTES
         };
         if !small_top {
             for (n, items) in sizes_and_keys.iter().enumerate() {
@@ -242,7 +243,7 @@ pub fn check<R: Record>(
     stats.records = all.len() as u64;
     if top_page.level() > 0 {
         let total: usize = all.iter().map(page::record_size).sum();
-        if all.len() <= SMALL_ENTRIES && total <= SMALL_BYTES {
+        if all.len() <= R::SMALL_ENTRIES && total <= R::SMALL_BYTES {
             return bad("a small table is paged".into());
         }
     }
@@ -494,11 +495,11 @@ impl<'s, R: Record, S: PageStore> Tree<'s, R, S> {
     }
 
     fn is_small(records: &[R]) -> bool {
-        records.len() <= SMALL_ENTRIES && {
+        records.len() <= R::SMALL_ENTRIES && {
             let mut sum = 0;
             records.iter().all(|r| {
                 sum += page::record_size(r);
-                sum <= SMALL_BYTES
+                sum <= R::SMALL_BYTES
             })
         }
     }
@@ -560,7 +561,7 @@ impl<'s, R: Record, S: PageStore> Tree<'s, R, S> {
         }
         let top_page = self.load(top)?;
         let deletes = edits.values().filter(|v| v.is_none()).count() as u64;
-        if top_page.count() <= SMALL_ENTRIES as u64 + deletes {
+        if top_page.count() <= R::SMALL_ENTRIES as u64 + deletes {
             // The result may be a small directory: rebuild it whole (it is at most the
             // batch's size plus 256 records).
             let old = self.records(top)?;

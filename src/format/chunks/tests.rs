@@ -284,3 +284,23 @@ fn a_sealed_chunk_and_a_chunk_table_match_the_vectors() {
         table
     );
 }
+
+#[test]
+fn a_table_of_up_to_64_chunks_is_one_page_and_a_larger_one_is_paged() {
+    let mut store = MemStore::new();
+    let crypto = sealed_crypto();
+    let small = build(&mut store, &crypto, (0..64).map(|i| chunk(i, 0)).collect()).unwrap();
+    assert_eq!(
+        prolly::check::<ChunkRef>(&mut store, &crypto, &small)
+            .unwrap()
+            .pages,
+        1
+    );
+    let big = build(&mut store, &crypto, (0..65).map(|i| chunk(i, 0)).collect()).unwrap();
+    let stats = prolly::check::<ChunkRef>(&mut store, &crypto, &big).unwrap();
+    assert!(stats.pages > 1);
+    assert!(
+        store.get(&small).unwrap().len() < 16 * 1024,
+        "a one-page table stays small"
+    );
+}

@@ -16,6 +16,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use super::canonical::to_json;
+use super::chunks::{SMALL_TABLE_BYTES, SMALL_TABLE_ENTRIES};
 use super::entry::{Attrs, WireAttrs, Xattr, attrs_from_wire, attrs_to_wire};
 use super::envelope::{Indexer, Resolver};
 use super::page::{Record, WireItem};
@@ -110,6 +111,8 @@ pub struct WireVersion {
 impl Record for Version {
     const SCHEMA: &'static str = SCHEMA_HISTORY;
     type Wire = WireVersion;
+    const SMALL_ENTRIES: usize = SMALL_TABLE_ENTRIES;
+    const SMALL_BYTES: usize = SMALL_TABLE_BYTES;
     fn key(&self) -> &[u8] {
         &self.at
     }
