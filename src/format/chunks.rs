@@ -92,10 +92,10 @@ pub struct WireChunk {
     key: Option<String>,
 }
 
-/// A chunk or history table of at most 64 items and 8,192 bytes of them is one leaf
+/// A chunk or history table of at most 64 items and 16,384 bytes of them is one leaf
 /// (§13.2, §14.1): a commit rewrites the leaf it changes, so leaves stay small.
 pub const SMALL_TABLE_ENTRIES: usize = 64;
-pub const SMALL_TABLE_BYTES: usize = 8_192;
+pub const SMALL_TABLE_BYTES: usize = 16_384;
 
 impl Record for ChunkRef {
     const SCHEMA: &'static str = SCHEMA_CHUNKS;
