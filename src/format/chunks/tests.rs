@@ -242,7 +242,7 @@ fn vectors() -> serde_json::Value {
     serde_json::from_str::<serde_json::Value>(text).unwrap()["format3"].clone()
 }
 
-/// FORMAT.md §15: the chunk vectors `tests/fixtures/format/vectors.py` computes with
+/// FORMAT.md §11: the chunk vectors `tests/fixtures/format/vectors.py` computes with
 /// Python's `cryptography`, independently of this code.
 #[test]
 fn a_sealed_chunk_and_a_chunk_table_match_the_vectors() {

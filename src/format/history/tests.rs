@@ -233,7 +233,7 @@ fn vectors() -> serde_json::Value {
     serde_json::from_str::<serde_json::Value>(text).unwrap()["format3"].clone()
 }
 
-/// FORMAT.md §15: the root, history, name and retention vectors that
+/// FORMAT.md §11: the root, history, name and retention vectors that
 /// `tests/fixtures/format/vectors.py` computes independently (Python's `datetime` for the
 /// calendar).
 #[test]
