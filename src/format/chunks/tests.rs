@@ -27,7 +27,7 @@ fn a_file_is_cut_into_128_kib_chunks_the_last_one_short() {
     assert_eq!(chunk_len(CHUNK + 1, 1), Some(1));
     assert_eq!(chunk_len(CHUNK + 1, 2), None);
     assert_eq!(chunk_len(u64::MAX, u64::MAX), None);
-    assert!(SEALED_CHUNK <= 262_144, "a sealed chunk is one raw block");
+    const { assert!(SEALED_CHUNK <= 262_144, "a sealed chunk is one raw block") };
 }
 
 #[test]
@@ -217,7 +217,7 @@ fn scattered_edits_give_the_table_of_a_fresh_build() {
                 .wrapping_mul(6_364_136_223_846_793_005)
                 .wrapping_add(1_442_695_040_888_963_407);
             let i = (seed >> 33) % 3_200;
-            let e = if (seed >> 20) % 3 == 0 {
+            let e = if (seed >> 20).is_multiple_of(3) {
                 None
             } else {
                 Some(plain(i, round))
