@@ -7,8 +7,10 @@
 //! caller supplies, so the fs core, the oracle and tests share one implementation.
 
 mod canonical;
+pub mod chunks;
 pub mod entry;
 pub mod envelope;
+pub mod history;
 pub mod keys;
 pub mod name;
 pub mod page;
@@ -36,6 +38,11 @@ pub const SCHEMA_ROOT: &str = "pxfs/root/2";
 pub const SCHEMA_DIR: &str = "pxfs/dir/2";
 pub const SCHEMA_INODES: &str = "pxfs/inodes/2";
 pub const SCHEMA_USAGE: &str = "pxfs/usage/2";
+/// Format 3 (FORMAT.md §12–§14): the root that may hold chunked files and history, the
+/// chunk table, the history table.
+pub const SCHEMA_ROOT3: &str = "pxfs/root/3";
+pub const SCHEMA_CHUNKS: &str = "pxfs/chunks/3";
+pub const SCHEMA_HISTORY: &str = "pxfs/history/3";
 
 /// What can go wrong decoding, encoding, sealing or opening v2 objects. Messages name the
 /// object and the rule, and show names escaped (never raw bytes).

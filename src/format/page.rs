@@ -4,6 +4,7 @@
 
 use std::fmt;
 
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use super::canonical::{from_json, to_json};
@@ -13,11 +14,19 @@ use super::keys::TreeCrypto;
 use super::name::{Name, from_members, to_members};
 use super::{FormatError, Result, SCHEMA_DIR, SCHEMA_INODES};
 
-/// An item a table's leaves hold: a directory [`Entry`] or a link-group [`InodeRecord`].
+/// An item a table's leaves hold: a directory [`Entry`], a link-group [`InodeRecord`], a
+/// file's chunk (`chunks::ChunkRef`, §13) or a retained version (`history::Version`, §14).
 /// The hidden methods are the page codec's; they are not part of the API.
 pub trait Record: Clone + PartialEq + fmt::Debug {
     /// The schema of the table's pages.
     const SCHEMA: &'static str;
+    /// The record as written in a leaf's `entries`.
+    #[doc(hidden)]
+    type Wire: Serialize + DeserializeOwned;
+    /// A table of at most this many records (and [`Record::SMALL_BYTES`]) is one leaf
+    /// (§5; smaller for chunk and history tables, whose leaves a commit rewrites).
+    const SMALL_ENTRIES: usize = super::prolly::SMALL_ENTRIES;
+    const SMALL_BYTES: usize = super::prolly::SMALL_BYTES;
     /// The key the table is ordered by (name bytes, or the group id's 8 bytes).
     fn key(&self) -> &[u8];
     /// A kind this version cannot read: kept when reading, refused when writing.
@@ -25,9 +34,9 @@ pub trait Record: Clone + PartialEq + fmt::Debug {
     #[doc(hidden)]
     fn refs<'a>(&'a self, nodes: &mut Vec<&'a str>, data: &mut Vec<&'a str>);
     #[doc(hidden)]
-    fn to_wire(&self, ix: &Indexer) -> WireEntry;
+    fn to_wire(&self, ix: &Indexer) -> Self::Wire;
     #[doc(hidden)]
-    fn from_wire(w: WireEntry, res: &mut Resolver) -> Result<Self>;
+    fn from_wire(w: Self::Wire, res: &mut Resolver) -> Result<Self>;
     #[doc(hidden)]
     fn key_to_item(key: &[u8], item: &mut WireItem);
     #[doc(hidden)]
@@ -36,6 +45,7 @@ pub trait Record: Clone + PartialEq + fmt::Debug {
 
 impl Record for Entry {
     const SCHEMA: &'static str = SCHEMA_DIR;
+    type Wire = WireEntry;
     fn key(&self) -> &[u8] {
         self.name.as_bytes()
     }
@@ -64,6 +74,7 @@ impl Record for Entry {
 
 impl Record for InodeRecord {
     const SCHEMA: &'static str = SCHEMA_INODES;
+    type Wire = WireEntry;
     fn key(&self) -> &[u8] {
         &self.id.0
     }
@@ -85,11 +96,7 @@ impl Record for InodeRecord {
         item.first = Some(hex::encode(key));
     }
     fn key_from_item(item: &mut WireItem) -> Result<Vec<u8>> {
-        let first = item
-            .first
-            .take()
-            .ok_or_else(|| FormatError::invalid("a branch item has no \"first\""))?;
-        Ok(GroupId::parse(&first)?.0.to_vec())
+        Ok(GroupId::parse(&item.take_first()?)?.0.to_vec())
     }
 }
 
@@ -154,11 +161,24 @@ pub struct WireItem {
     count: u64,
 }
 
+impl WireItem {
+    /// The `first` member (tables keyed by 8 bytes written as 16 hex digits).
+    pub(crate) fn set_first(&mut self, first: String) {
+        self.first = Some(first);
+    }
+
+    pub(crate) fn take_first(&mut self) -> Result<String> {
+        self.first
+            .take()
+            .ok_or_else(|| FormatError::invalid("a branch item has no \"first\""))
+    }
+}
+
 #[derive(Serialize)]
-struct WireLeaf {
+struct WireLeaf<W> {
     #[serde(rename = "type")]
     ty: &'static str,
-    entries: Vec<WireEntry>,
+    entries: Vec<W>,
 }
 
 #[derive(Serialize)]
@@ -171,7 +191,8 @@ struct WireBranch {
 }
 
 #[derive(Deserialize)]
-struct WireBody {
+#[serde(bound = "W: DeserializeOwned")]
+struct WireBody<W> {
     #[serde(rename = "type")]
     ty: String,
     #[serde(default)]
@@ -179,7 +200,7 @@ struct WireBody {
     #[serde(default)]
     count: Option<u64>,
     #[serde(default)]
-    entries: Option<Vec<WireEntry>>,
+    entries: Option<Vec<W>>,
     #[serde(default)]
     children: Option<Vec<WireItem>>,
 }
@@ -257,7 +278,7 @@ pub fn encode<R: Record>(page: &Page<R>, crypto: &TreeCrypto) -> Result<Vec<u8>>
 /// children's, indices in range, every listed CID used.
 pub fn decode<R: Record>(bytes: &[u8], crypto: &TreeCrypto) -> Result<Page<R>> {
     let (lists, body) = envelope::read(bytes, R::SCHEMA, crypto)?;
-    let w: WireBody = from_json(&body, "page body")?;
+    let w: WireBody<R::Wire> = from_json(&body, "page body")?;
     let mut res = Resolver::new(&lists, crypto.is_sealed());
     let page = match w.ty.as_str() {
         "leaf" => {

@@ -190,7 +190,8 @@ pub fn check<R: Record>(
             .collect();
         let small_top = level.len() == 1 && lvl == 0 && {
             let items = &sizes_and_keys[0];
-            items.len() <= SMALL_ENTRIES && items.iter().map(|i| i.0).sum::<usize>() <= SMALL_BYTES
+            items.len() <= R::SMALL_ENTRIES
+                && items.iter().map(|i| i.0).sum::<usize>() <= R::SMALL_BYTES
         };
         if !small_top {
             for (n, items) in sizes_and_keys.iter().enumerate() {
@@ -242,7 +243,7 @@ pub fn check<R: Record>(
     stats.records = all.len() as u64;
     if top_page.level() > 0 {
         let total: usize = all.iter().map(page::record_size).sum();
-        if all.len() <= SMALL_ENTRIES && total <= SMALL_BYTES {
+        if all.len() <= R::SMALL_ENTRIES && total <= R::SMALL_BYTES {
             return bad("a small table is paged".into());
         }
     }
@@ -414,6 +415,16 @@ impl<R: Record> Cursor<R> {
         Ok(())
     }
 
+    /// Whether a node follows this one on its level.
+    fn has_next(&self) -> Result<bool> {
+        for (parent, idx) in &self.stack {
+            if idx + 1 < Branches::items(parent)?.len() {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
     /// Moves to the next node of the level; `false` at the end of the level.
     fn advance<S: PageStore>(&mut self, t: &mut Tree<R, S>) -> Result<bool> {
         loop {
@@ -484,11 +495,11 @@ impl<'s, R: Record, S: PageStore> Tree<'s, R, S> {
     }
 
     fn is_small(records: &[R]) -> bool {
-        records.len() <= SMALL_ENTRIES && {
+        records.len() <= R::SMALL_ENTRIES && {
             let mut sum = 0;
             records.iter().all(|r| {
                 sum += page::record_size(r);
-                sum <= SMALL_BYTES
+                sum <= R::SMALL_BYTES
             })
         }
     }
@@ -550,7 +561,7 @@ impl<'s, R: Record, S: PageStore> Tree<'s, R, S> {
         }
         let top_page = self.load(top)?;
         let deletes = edits.values().filter(|v| v.is_none()).count() as u64;
-        if top_page.count() <= SMALL_ENTRIES as u64 + deletes {
+        if top_page.count() <= R::SMALL_ENTRIES as u64 + deletes {
             // The result may be a small directory: rebuild it whole (it is at most the
             // batch's size plus 256 records).
             let old = self.records(top)?;
@@ -624,6 +635,28 @@ impl<'s, R: Record, S: PageStore> Tree<'s, R, S> {
         let mut ch: Chunker<L::Item> = Chunker::new(level);
         let mut removed = Vec::new();
         loop {
+            if ch.buf.is_empty()
+                && let Some((k, _)) = pending.peek()
+                && L::items(&cur.node)?
+                    .last()
+                    .is_some_and(|last| k.as_slice() > L::key(last))
+                && cur.has_next()?
+            {
+                // The new cuts met the old ones before this node and no edit lands in it:
+                // it stays. Jump to the node the next edit lands in (edits far apart, e.g.
+                // two writes at both ends of a big file's chunk table, then rewrite only
+                // the pages around each, not every page between them).
+                let k = k.clone();
+                let target = Cursor::seek(self, top, level, &k)?;
+                if target.node_ref.node != cur.node_ref.node {
+                    cur = target;
+                } else {
+                    // The edit sorts after this node's last item, past its cut: it opens
+                    // the next node.
+                    cur.advance(self)?;
+                }
+                continue;
+            }
             removed.push(cur.node_ref.clone());
             let node = cur.node.clone();
             for item in L::items(&node)? {
