@@ -197,38 +197,22 @@ pub fn next(
 /// `.snapshots/<name>`: the commit time's UTC second in ISO 8601 basic form,
 /// `yyyymmddThhmmssZ` (the form of conflict copies, §9.2; no `:` for tools that refuse it).
 pub fn snapshot_name(t: i64) -> String {
-    let secs = t.div_euclid(NS);
-    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    let (y, m, d) = retention::civil_from_days(days);
-    format!(
-        "{y:04}{m:02}{d:02}T{:02}{:02}{:02}Z",
-        rem / 3600,
-        rem / 60 % 60,
-        rem % 60
-    )
+    chrono::DateTime::from_timestamp_nanos(t)
+        .format(SNAPSHOT_NAME)
+        .to_string()
 }
+
+const SNAPSHOT_NAME: &str = "%Y%m%dT%H%M%SZ";
 
 /// The UTC second a snapshot name stands for (Unix seconds); `None` for any other name.
 pub fn parse_snapshot_name(name: &str) -> Option<i64> {
-    let b = name.as_bytes();
-    if b.len() != 16 || b[8] != b'T' || b[15] != b'Z' {
-        return None;
-    }
-    let digits = |r: std::ops::Range<usize>| -> Option<i64> {
-        let s = name.get(r)?;
-        s.bytes()
-            .all(|c| c.is_ascii_digit())
-            .then(|| s.parse().ok())?
-    };
-    let (y, m, d) = (digits(0..4)?, digits(4..6)?, digits(6..8)?);
-    let (hh, mm, ss) = (digits(9..11)?, digits(11..13)?, digits(13..15)?);
-    if !(1..=12).contains(&m) || d < 1 || hh > 23 || mm > 59 || ss > 59 {
-        return None;
-    }
-    let days = retention::days_from_civil(y, m as u32, d as u32);
-    let secs = days * 86_400 + hh * 3600 + mm * 60 + ss;
-    // Refuse 20260231 and the like: the name must be the one the second gives.
-    (snapshot_name(secs * NS) == name).then_some(secs)
+    let secs = chrono::NaiveDateTime::parse_from_str(name, SNAPSHOT_NAME)
+        .ok()?
+        .and_utc()
+        .timestamp();
+    // Only the name a commit time gives: its exact form (no sign, other widths or leap
+    // second), and a second that Unix nanoseconds in an i64 can hold.
+    (snapshot_name(secs.checked_mul(NS)?) == name).then_some(secs)
 }
 
 #[cfg(test)]
