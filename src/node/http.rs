@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use axum::Json;
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, FromRequestParts, Query, State};
+use axum::extract::multipart::MultipartRejection;
+use axum::extract::{DefaultBodyLimit, FromRequestParts, Multipart, Query, State};
 use axum::http::request::Parts;
 use axum::routing::{get, post};
 use serde::Serialize;
@@ -133,6 +134,24 @@ impl Args {
             })
             .transpose()
     }
+}
+
+/// The one multipart part a call carries (`block/put`'s block, `routing/put`'s record);
+/// `what` names it in the error when there is none.
+pub async fn single_part(
+    multipart: Result<Multipart, MultipartRejection>,
+    what: &str,
+) -> Result<bytes::Bytes, ApiError> {
+    let mut multipart = multipart.map_err(|e| ApiError::bad_argument(e.body_text()))?;
+    let field = multipart
+        .next_field()
+        .await
+        .map_err(|e| ApiError::bad_argument(e.body_text()))?
+        .ok_or_else(|| ApiError::bad_argument(format!("no {what} in the request")))?;
+    field
+        .bytes()
+        .await
+        .map_err(|e| ApiError::bad_argument(e.body_text()))
 }
 
 /// Parses Go's `time.ParseDuration` syntax (`24h`, `1h30m`, `1.5s`, `300ms`), without sign.

@@ -41,16 +41,7 @@ pub async fn block_put(
     if let Some(mh) = args.get("mhtype").filter(|m| *m != "sha2-256") {
         return Err(ApiError::bad_argument(format!("unsupported mhtype {mh:?}")));
     }
-    let mut multipart = multipart.map_err(|e| ApiError::bad_argument(e.body_text()))?;
-    let field = multipart
-        .next_field()
-        .await
-        .map_err(|e| ApiError::bad_argument(e.body_text()))?
-        .ok_or_else(|| ApiError::bad_argument("no block in the request"))?;
-    let data = field
-        .bytes()
-        .await
-        .map_err(|e| ApiError::bad_argument(e.body_text()))?;
+    let data = super::http::single_part(multipart, "block").await?;
     if data.len() > MAX_BLOCK {
         return Err(ApiError::bad_argument(format!(
             "a block of {} bytes is larger than {MAX_BLOCK}",

@@ -39,16 +39,7 @@ pub async fn put(
     multipart: Result<Multipart, MultipartRejection>,
 ) -> Result<axum::Json<serde_json::Value>, ApiError> {
     let name = ipns_arg(&args)?.to_string();
-    let mut multipart = multipart.map_err(|e| ApiError::bad_argument(e.body_text()))?;
-    let field = multipart
-        .next_field()
-        .await
-        .map_err(|e| ApiError::bad_argument(e.body_text()))?
-        .ok_or_else(|| ApiError::bad_argument("no record in the request"))?;
-    let bytes = field
-        .bytes()
-        .await
-        .map_err(|e| ApiError::bad_argument(e.body_text()))?;
+    let bytes = super::http::single_part(multipart, "record").await?;
     if bytes.len() > MAX_RECORD {
         return Err(ApiError::bad_argument("the record is too large"));
     }
