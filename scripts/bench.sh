@@ -65,24 +65,8 @@ out=${BENCH_OUT:-BENCHMARKS.md}
 note=${BENCH_NOTE:-}
 command_line="${BENCH_PXFS:+BENCH_PXFS=$BENCH_PXFS }BENCH_NODE_FS=$node_fs BENCH_REPEAT=$repeat BENCH_SEQ_MIB=$seq_mib BENCH_BIG_MIB=$big_mib BENCH_FILES=$files BENCH_FIO_MIB=$fio_mib bash scripts/bench.sh"
 
-# What a fresh machine lacks (Debian packages, the pinned npm packages with anvil): the same
-# idempotent setup as the demo and the tests, without their debug build.
-if [[ $(id -u) == 0 && ${BENCH_SETUP:-1} != 0 ]]; then
-    bash scripts/setup.sh --deps-only
-fi
-for tool in curl jq fio openssl python3 fusermount3 mountpoint getfattr; do
-    command -v "$tool" >/dev/null || { echo "bench: $tool is required" >&2; exit 1; }
-done
-
-pxfs=$(realpath -m "${BENCH_PXFS:-target/release/pxfs}")
-if [[ ${BENCH_BUILD:-1} != 0 ]]; then
-    cargo build --release --locked
-fi
-[[ -x $pxfs ]] || { echo "bench: $pxfs missing (BENCH_BUILD=0 needs a build)" >&2; exit 1; }
-
-work=${BENCH_DIR:-$(mktemp -d /var/tmp/pxfs-bench.XXXXXX)}
-mkdir -p "$work"
-work=$(cd "$work" && pwd)
+bench_prepare curl jq fio openssl python3 fusermount3 mountpoint getfattr
+bench_workdir
 mp=$work/mnt
 devdir=$work/devnet
 raw=$work/raw.tsv

@@ -26,19 +26,8 @@ source scripts/bench_lib.sh
 files=${BENCH_CHECK_FILES:-100000}
 out=${BENCH_OUT:-BENCHMARKS.md}
 note=${BENCH_NOTE:-}
-if [[ $(id -u) == 0 && ${BENCH_SETUP:-1} != 0 ]]; then
-    bash scripts/setup.sh --deps-only
-fi
-for tool in curl jq python3 fusermount3 mountpoint; do
-    command -v "$tool" >/dev/null || { echo "bench: $tool is required" >&2; exit 1; }
-done
-pxfs=$(realpath -m "${BENCH_PXFS:-target/release/pxfs}")
-if [[ ${BENCH_BUILD:-1} != 0 ]]; then cargo build --release --locked; fi
-[[ -x $pxfs ]] || { echo "bench: $pxfs missing (BENCH_BUILD=0 needs a build)" >&2; exit 1; }
-
-work=${BENCH_DIR:-$(mktemp -d /var/tmp/pxfs-bench-check.XXXXXX)}
-mkdir -p "$work"
-work=$(cd "$work" && pwd)
+bench_prepare curl jq python3 fusermount3 mountpoint
+bench_workdir check
 mp=$work/mnt
 raw=$work/raw.tsv
 : >"$raw"

@@ -48,19 +48,8 @@ big_every=${BENCH_BIG_EVERY:-150}
 [[ $minutes =~ ^[0-9]+$ && $minutes -ge 1 ]] || { echo "bench churn: --minutes takes a whole number >= 1" >&2; exit 2; }
 note=${BENCH_NOTE:-}
 
-if [[ $(id -u) == 0 && ${BENCH_SETUP:-1} != 0 ]]; then
-    bash scripts/setup.sh --deps-only
-fi
-for tool in curl jq python3 fusermount3 mountpoint; do
-    command -v "$tool" >/dev/null || { echo "bench: $tool is required" >&2; exit 1; }
-done
-pxfs=$(realpath -m "${BENCH_PXFS:-target/release/pxfs}")
-if [[ ${BENCH_BUILD:-1} != 0 ]]; then cargo build --release --locked; fi
-[[ -x $pxfs ]] || { echo "bench: $pxfs missing (BENCH_BUILD=0 needs a build)" >&2; exit 1; }
-
-work=${BENCH_DIR:-$(mktemp -d /var/tmp/pxfs-bench-churn.XXXXXX)}
-mkdir -p "$work"
-work=$(cd "$work" && pwd)
+bench_prepare curl jq python3 fusermount3 mountpoint
+bench_workdir churn
 mp=$work/mnt
 devnet_pid=
 mount_pid=

@@ -27,9 +27,7 @@ if [[ -n ${BENCH_ALSO:-} ]]; then
     labels+=("$BENCH_ALSO")
 fi
 
-work=${BENCH_DIR:-$(mktemp -d /var/tmp/pxfs-bench-installed.XXXXXX)}
-mkdir -p "$work"
-work=$(cd "$work" && pwd)
+bench_workdir installed
 mp=$work/mnt
 devdir=$work/devnet
 raw=$work/raw.tsv

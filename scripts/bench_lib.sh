@@ -2,6 +2,30 @@
 # calling what uses them: `work` (its work directory), `raw` (its raw numbers file), `mp` (the
 # mountpoint), `tokdir` (the sNFT directory under it), `mount_pid` and `devnet_pid`.
 
+# bench_prepare TOOL...: what a fresh machine lacks (as root, unless BENCH_SETUP=0: the same
+# idempotent setup as the demo and the tests, without their debug build), the tools the run
+# needs, and `pxfs`, the binary to measure (BENCH_PXFS; built unless BENCH_BUILD=0).
+bench_prepare() {
+    if [[ $(id -u) == 0 && ${BENCH_SETUP:-1} != 0 ]]; then
+        bash scripts/setup.sh --deps-only
+    fi
+    local tool
+    for tool in "$@"; do
+        command -v "$tool" >/dev/null || { echo "bench: $tool is required" >&2; exit 1; }
+    done
+    pxfs=$(realpath -m "${BENCH_PXFS:-target/release/pxfs}")
+    if [[ ${BENCH_BUILD:-1} != 0 ]]; then cargo build --release --locked; fi
+    [[ -x $pxfs ]] || { echo "bench: $pxfs missing (BENCH_BUILD=0 needs a build)" >&2; exit 1; }
+}
+
+# bench_workdir [NAME]: sets `work`, the run's directory as an absolute path (BENCH_DIR, or a
+# new /var/tmp/pxfs-bench-NAME.XXXXXX).
+bench_workdir() {
+    work=${BENCH_DIR:-$(mktemp -d "/var/tmp/pxfs-bench${1:+-$1}.XXXXXX")}
+    mkdir -p "$work"
+    work=$(cd "$work" && pwd)
+}
+
 log() { printf '[bench %(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
 die() { log "error: $*"; exit 1; }
 

@@ -34,19 +34,8 @@ dir_repeat=${BENCH_DIR_REPEAT:-5}
 out=${BENCH_OUT:-BENCHMARKS.md}
 note=${BENCH_NOTE:-}
 
-if [[ $(id -u) == 0 && ${BENCH_SETUP:-1} != 0 ]]; then
-    bash scripts/setup.sh --deps-only
-fi
-for tool in curl jq python3 fusermount3 mountpoint getfattr prlimit; do
-    command -v "$tool" >/dev/null || { echo "bench: $tool is required" >&2; exit 1; }
-done
-pxfs=$(realpath -m "${BENCH_PXFS:-target/release/pxfs}")
-if [[ ${BENCH_BUILD:-1} != 0 ]]; then cargo build --release --locked; fi
-[[ -x $pxfs ]] || { echo "bench: $pxfs missing (BENCH_BUILD=0 needs a build)" >&2; exit 1; }
-
-work=${BENCH_DIR:-$(mktemp -d /var/tmp/pxfs-bench-$part.XXXXXX)}
-mkdir -p "$work"
-work=$(cd "$work" && pwd)
+bench_prepare curl jq python3 fusermount3 mountpoint getfattr prlimit
+bench_workdir "$part"
 mp=$work/mnt
 devdir=$work/devnet
 devnet_pid=
