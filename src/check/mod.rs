@@ -460,7 +460,7 @@ pub async fn check_tree(
     let read = match asker.node(root).await? {
         Ok(bytes) => {
             sum.bytes += bytes.len() as u64;
-            Root::decode(&bytes, crypto).map_err(|e| CheckError::Root {
+            Root::decode_any(&bytes, crypto).map_err(|e| CheckError::Root {
                 cid: root.to_string(),
                 reason: e.to_string(),
             })?

@@ -430,6 +430,9 @@ fn v2_lists(cid: &Cid, bytes: &[u8]) -> Result<(Vec<Cid>, Vec<Cid>), WalkError> 
     let (schema, lists) = crate::format::envelope::public(bytes).map_err(|e| bad(e.to_string()))?;
     let known = [
         crate::format::SCHEMA_ROOT,
+        crate::format::SCHEMA_ROOT3,
+        crate::format::SCHEMA_CHUNKS,
+        crate::format::SCHEMA_HISTORY,
         crate::format::SCHEMA_DIR,
         crate::format::SCHEMA_INODES,
     ];
