@@ -384,7 +384,9 @@ impl<'a> Asker<'a> {
                     (Some(b), TreeCrypto::Sealed(keys), Some(salt)) => {
                         chunks::open_chunk(keys, salt, index, size, &b).map(|_| ())
                     }
-                    (Some(b), _, _) => chunks::open_plain_chunk(index, size, b.to_vec()).map(|_| ()),
+                    (Some(b), _, _) => {
+                        chunks::open_plain_chunk(index, size, b.to_vec()).map(|_| ())
+                    }
                 };
                 opened.err().map(|_| {
                     Problem::Invalid(format!(

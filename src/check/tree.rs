@@ -19,21 +19,15 @@ use ipld_core::cid::Cid;
 use super::blocks::{Asker, Found, Got, REMEMBERED, Sealed};
 use super::{CheckError, Damage, DamagedBlock, Event, Part, Problem, Summary};
 use crate::format::TreeCrypto;
-use crate::format::entry::{Content, Entry, EntryKind, GroupId, InodeKind, InodeRecord};
+use crate::format::entry::{Entry, EntryKind, FileContent, GroupId, InodeKind, InodeRecord};
 use crate::format::page::{self, Page};
 use crate::format::seal::{VersionKey, sealed_len};
 
-/// How a file version is stored: one v2 content object (§6.2), or a chunk table (§13).
-#[derive(Debug, Clone)]
-pub(super) enum Stored {
-    Whole(Content),
-    Chunks(String),
-}
-
-/// A file's size and stored form, from its entry or link-group record (`None`: empty).
-fn file_of(kind: &InodeKind) -> Option<(u64, Option<Stored>)> {
+/// A file's size and stored form — one v2 content object (§6.2) or a chunk table (§13) —
+/// from its entry or link-group record (`None` content: empty).
+fn file_of(kind: &InodeKind) -> Option<(u64, Option<FileContent>)> {
     match kind {
-        InodeKind::File { size, content } => Some((*size, content.clone().map(Stored::Whole))),
+        InodeKind::File { size, content } => Some((*size, content.clone())),
         _ => None,
     }
 }
@@ -63,7 +57,7 @@ pub(super) fn join(dir: &str, name: &[u8]) -> Arc<str> {
 struct PendingFile {
     path: Arc<str>,
     size: u64,
-    stored: Option<Stored>,
+    stored: Option<FileContent>,
 }
 
 /// The state of one check, across the trees it walks.
@@ -83,7 +77,7 @@ pub(super) struct Walker<'a, 'o> {
     groups: Option<(String, Arc<Groups>)>,
 }
 
-type Groups = HashMap<GroupId, (u64, Option<Stored>)>;
+type Groups = HashMap<GroupId, (u64, Option<FileContent>)>;
 
 impl<'a, 'o> Walker<'a, 'o> {
     pub fn new(
@@ -311,8 +305,8 @@ impl<'a, 'o> Walker<'a, 'o> {
     fn file_job(&mut self, f: PendingFile, read_data: bool) -> Option<BoxFuture<'a, Done>> {
         let stored = f.stored?;
         let text = match &stored {
-            Stored::Whole(c) => c.cid.clone(),
-            Stored::Chunks(top) => top.clone(),
+            FileContent::Whole(c) => c.cid.clone(),
+            FileContent::Chunks(top) => top.clone(),
         };
         let cid = match crate::integrity::parse(&text) {
             Ok(cid) => cid,
@@ -348,7 +342,7 @@ impl<'a, 'o> Walker<'a, 'o> {
         let path = f.path;
         let size = f.size;
         Some(match stored {
-            Stored::Whole(c) => {
+            FileContent::Whole(c) => {
                 let sealed = match (crypto, &c.salt) {
                     (TreeCrypto::Sealed(keys), Some(salt)) if read_data => Some(Sealed {
                         key: VersionKey::new(keys, salt),
@@ -369,7 +363,7 @@ impl<'a, 'o> Walker<'a, 'o> {
                     Done::File(path, key, found)
                 })
             }
-            Stored::Chunks(_) => Box::pin(async move {
+            FileContent::Chunks(_) => Box::pin(async move {
                 let found = asker.chunked(&cid, size, crypto).await;
                 Done::File(path, key, found)
             }),

@@ -7,7 +7,7 @@
 
 use std::collections::{BTreeSet, HashMap};
 
-use crate::format::entry::{Attrs, Content, Entry, EntryKind, Inode, InodeKind};
+use crate::format::entry::{Attrs, Content, Entry, EntryKind, FileContent, Inode, InodeKind};
 use crate::format::history::Version;
 use crate::format::page::{self, Page, Record};
 use crate::format::root::{Root, RootV3};
@@ -88,7 +88,7 @@ impl Trees {
             name,
             InodeKind::File {
                 size: len as u64,
-                content: Some(Content { cid, salt }),
+                content: Some(FileContent::Whole(Content { cid, salt })),
             },
         )
     }
@@ -179,9 +179,11 @@ fn entry(name: &str, kind: InodeKind) -> Entry {
 fn content_of(e: &Entry) -> String {
     match &e.kind {
         EntryKind::Inode(Inode {
-            kind: InodeKind::File {
-                content: Some(c), ..
-            },
+            kind:
+                InodeKind::File {
+                    content: Some(FileContent::Whole(c)),
+                    ..
+                },
             ..
         }) => c.cid.clone(),
         other => panic!("not a file with content: {other:?}"),

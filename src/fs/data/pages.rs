@@ -442,7 +442,10 @@ pub async fn lookup_entry(
             .unwrap_or_else(|e| e.into_inner())
             .take();
         match (looked, missing) {
-            (Ok(Some(e)), _) => return Ok(Looked::Found(e)),
+            (Ok(Some(mut e)), _) => {
+                unknown_if_chunked(&mut e.kind);
+                return Ok(Looked::Found(e));
+            }
             (Ok(None), _) => return Ok(Looked::Absent),
             (Err(_), Some(cid)) if !descent.fetched.contains_key(&cid) => {
                 let bytes = store.fetch(&cid).await?;
@@ -451,6 +454,23 @@ pub async fn lookup_entry(
             }
             (Err(e), _) => return Err(format_error(&format!("directory {top}"), e)),
         }
+    }
+}
+
+/// Until the mount reads format 3's chunked content (docs/FORMAT.md §13), a chunked file is
+/// an entry of a kind it does not know: hidden, and its sNFT served read-only (so no commit
+/// drops it), never read as if its table were its content.
+fn unknown_if_chunked(kind: &mut format::EntryKind) {
+    if let format::EntryKind::Inode(format::Inode {
+        kind:
+            format::InodeKind::File {
+                content: Some(format::FileContent::Chunks(_)),
+                ..
+            },
+        ..
+    }) = kind
+    {
+        *kind = format::EntryKind::Unknown("file (chunked, format 3)".into());
     }
 }
 
@@ -561,8 +581,16 @@ pub async fn read_dir(
         objects.push((r.root.dir, fetched[0].len() as u64));
     }
     let table_top = level[0].clone();
-    let entries: Vec<Entry> =
+    let mut entries: Vec<Entry> =
         read_table(store, crypto, cache, level, fetched, &mut objects).await?;
+    for e in &mut entries {
+        unknown_if_chunked(&mut e.kind);
+    }
+    if let Some(r) = &mut root {
+        for g in &mut r.groups {
+            unknown_if_chunked(&mut g.kind);
+        }
+    }
     // A table an earlier paging rule shaped reads as it is, but is not updated in place
     // (docs/FORMAT.md §5): without a table, its next commit writes it whole.
     let table = full_build(store, crypto, entries.clone())

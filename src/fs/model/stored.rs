@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::format::{self, Content, Entry, EntryKind, InodeKind, Name};
+use crate::format::{self, Content, Entry, EntryKind, FileContent, InodeKind, Name};
 use crate::fs::model::inode::{Body, DirBody, FileBody, Ino, Inode, Kind, Meta, Special, TokenId};
 use crate::fs::store::Blob;
 
@@ -72,9 +72,11 @@ pub fn inode_of(inode: &Inode, dir_top: Option<&str>) -> Option<format::Inode> {
             let b = f.blob.as_ref()?;
             InodeKind::File {
                 size: b.size,
-                content: (b.size > 0).then(|| Content {
-                    cid: b.cid.clone(),
-                    salt: b.salt,
+                content: (b.size > 0).then(|| {
+                    FileContent::Whole(Content {
+                        cid: b.cid.clone(),
+                        salt: b.salt,
+                    })
                 }),
             }
         }
@@ -126,12 +128,17 @@ pub fn body_of(kind: InodeKind) -> (Kind, Body) {
             Body::File(FileBody {
                 size,
                 blob: Some(match content {
-                    Some(c) => Blob {
+                    Some(FileContent::Whole(c)) => Blob {
                         cid: c.cid,
                         size,
                         salt: c.salt,
                     },
-                    None => Blob::plain(EMPTY_CONTENT.to_owned(), size),
+                    // The directory reader hides chunked files (`data::pages`) until the
+                    // mount reads format 3: were one to get here, it has no content the
+                    // node can serve (a read fails), never its table's bytes.
+                    Some(FileContent::Chunks(_)) | None => {
+                        Blob::plain(EMPTY_CONTENT.to_owned(), size)
+                    }
                 }),
                 ..Default::default()
             }),
