@@ -7,6 +7,7 @@
 
 use std::collections::{BTreeSet, HashMap};
 
+use crate::format::chunks::{self, CHUNK, ChunkRef};
 use crate::format::entry::{Attrs, Content, Entry, EntryKind, FileContent, Inode, InodeKind};
 use crate::format::history::Version;
 use crate::format::page::{self, Page, Record};
@@ -91,6 +92,36 @@ impl Trees {
                 content: Some(FileContent::Whole(Content { cid, salt })),
             },
         )
+    }
+
+    /// Chunk `index` of a `size`-byte chunked file, stored (sealed in an encrypted tree,
+    /// §13.3): its bytes made from `seed`, so equal seeds give equal plaintext.
+    fn chunk(&mut self, index: u64, size: u64, seed: u64) -> ChunkRef {
+        let len = chunks::chunk_len(size, index).unwrap();
+        let plain: Vec<u8> = (0..len)
+            .map(|i| (i.wrapping_mul(7).wrapping_add(seed) >> 2) as u8)
+            .collect();
+        match &self.crypto {
+            TreeCrypto::Plain => ChunkRef::new(index, self.objects.put(plain).unwrap(), None),
+            TreeCrypto::Sealed(keys) => {
+                let (salt, sealed) = chunks::seal_chunk(keys, index, &plain).unwrap();
+                ChunkRef::new(index, self.objects.put(sealed).unwrap(), Some(salt))
+            }
+        }
+    }
+
+    /// A chunked file of `size` bytes whose stored chunks are `stored` (the other indices
+    /// are holes), and its table's top.
+    fn chunked(&mut self, name: &str, size: u64, stored: Vec<ChunkRef>) -> (Entry, String) {
+        let top = chunks::build(&mut self.objects, &self.crypto, stored).unwrap();
+        let file = entry(
+            name,
+            InodeKind::File {
+                size,
+                content: Some(FileContent::Chunks(top.clone())),
+            },
+        );
+        (file, top)
     }
 
     /// A directory of `entries` (any order): its top page.
@@ -257,15 +288,20 @@ async fn measure(node: &LocalNode, roots: &[&str], memo: &Memo) -> TreeUsage {
         .unwrap()
 }
 
-/// Two kept versions and the current tree, sharing pages and contents:
+/// Two kept versions and the current tree, sharing pages, contents and chunks:
 /// - v1 (00:10): `/a`, `/b`;
-/// - v2 (00:20): `/a`, `/b` rewritten, `/sub/d`;
-/// - current (00:30): `/a`, `/b` as in v2, `/sub` as in v2, `/e`; and `/b-too`, which holds
-///   the same content object as `/b` (a hard link's or a restored file's).
+/// - v2 (00:20): `/a`, `/b` rewritten, `/sub/d`, and `/big`, chunked: 5 chunks of which
+///   1 and 3 are holes;
+/// - current (00:30): `/a`, `/b` and `/sub` as in v2, `/e`; `/b-too`, which holds the same
+///   content object as `/b` (a hard link's or a restored file's); `/big` with chunk 2
+///   rewritten (chunks 0 and 4 shared with v2's table); `/sparse` and `/sparse-too`, 1 GiB
+///   and 2 GiB of holes only (one empty table leaf between them); and `/many`, 70 chunks
+///   (a table of several pages; in a plaintext tree its identical chunks are one object).
 ///
 /// Every distinct object counts once: `/a`'s content is reachable from three directory
 /// pages, `/b`'s second version from two versions and two names, `/sub`'s page from two
-/// versions; objects on the node that the root does not reach count nothing.
+/// versions, `/big`'s unchanged chunks from two tables; holes cost nothing; objects on
+/// the node that the root does not reach count nothing.
 async fn kept_versions_count_each_distinct_object_once(sealed: bool) {
     let mut t = Trees::new(sealed);
     let a = t.file("a", 1, 5_000);
@@ -275,15 +311,37 @@ async fn kept_versions_count_each_distinct_object_once(sealed: bool) {
     let e = t.file("e", 5, 12);
     let mut b_too = b2.clone();
     b_too.name = Name::new(b"b-too".to_vec()).unwrap();
+    let big_size = 4 * CHUNK + 1_000;
+    let k0 = t.chunk(0, big_size, 10);
+    let k2 = t.chunk(2, big_size, 11);
+    let k2_new = t.chunk(2, big_size, 12);
+    let k4 = t.chunk(4, big_size, 13);
+    let (big1, table1) = t.chunked("big", big_size, vec![k0.clone(), k2.clone(), k4.clone()]);
+    let (big2, table2) = t.chunked(
+        "big",
+        big_size,
+        vec![k0.clone(), k2_new.clone(), k4.clone()],
+    );
+    let (sparse, empty) = t.chunked("sparse", 1 << 30, vec![]);
+    let (sparse_too, empty_too) = t.chunked("sparse-too", 2 << 30, vec![]);
+    assert_eq!(empty, empty_too, "one empty leaf");
+    let empty_leaf = t.objects.0[&empty].len();
+    let many_size = 70 * CHUNK;
+    let many_chunks: Vec<ChunkRef> = (0..70).map(|i| t.chunk(i, many_size, 20)).collect();
+    let (many, many_table) = t.chunked("many", many_size, many_chunks.clone());
     let sub = t.dir(vec![d.clone()]);
     let dir1 = t.dir(vec![a.clone(), b1.clone()]);
-    let dir2 = t.dir(vec![a.clone(), b2.clone(), subdir("sub", &sub)]);
+    let dir2 = t.dir(vec![a.clone(), b2.clone(), subdir("sub", &sub), big1]);
     let dir3 = t.dir(vec![
         a.clone(),
         b2.clone(),
         subdir("sub", &sub),
         e.clone(),
         b_too,
+        big2,
+        sparse,
+        sparse_too,
+        many,
     ]);
     let history = vec![
         t.version(T0 + 600 * NS, &dir1),
@@ -297,12 +355,19 @@ async fn kept_versions_count_each_distinct_object_once(sealed: bool) {
     let history_top = read.root.history.expect("the root keeps history");
     let history_pages = t.pages::<Version>(&history_top);
     assert_eq!(history_pages.len(), 1, "two versions: one leaf");
-    let nodes: BTreeSet<String> = [root.clone(), dir1, dir2, dir3, sub]
+    let many_pages = t.pages::<ChunkRef>(&many_table);
+    assert!(many_pages.len() > 1, "70 chunks: a paged table");
+    let nodes: BTreeSet<String> = [root.clone(), dir1, dir2, dir3, sub, table1, table2, empty]
         .into_iter()
         .chain(history_pages)
+        .chain(many_pages)
         .collect();
-    let contents: BTreeSet<String> = [&a, &b1, &b2, &d, &e].into_iter().map(content_of).collect();
-    assert_eq!(contents.len(), 5);
+    let mut contents: BTreeSet<String> =
+        [&a, &b1, &b2, &d, &e].into_iter().map(content_of).collect();
+    contents.extend([k0, k2, k2_new, k4].into_iter().map(|k| k.cid));
+    contents.extend(many_chunks.into_iter().map(|k| k.cid));
+    let distinct_many = if sealed { 70 } else { 1 };
+    assert_eq!(contents.len(), 5 + 4 + distinct_many);
 
     let node = LocalNode::start().await;
     node.store(&t.objects, &mut BTreeSet::new()).await;
@@ -314,12 +379,18 @@ async fn kept_versions_count_each_distinct_object_once(sealed: bool) {
         "each distinct object of the current tree and its kept versions once"
     );
     assert_eq!(got.manifest_bytes, t.size(&nodes));
-    assert_eq!(got.files, 5, "distinct contents");
+    assert_eq!(
+        got.files,
+        contents.len() as u64,
+        "distinct contents and chunks"
+    );
     assert_eq!(
         got.objects_fetched,
         (nodes.len() + contents.len()) as u64,
         "each distinct object asked for once"
     );
+    // 3 GiB of holes cost one empty table leaf.
+    assert!(empty_leaf < 400, "{empty_leaf} bytes");
     node.stop().await;
 }
 
