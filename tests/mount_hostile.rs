@@ -450,6 +450,27 @@ fn format3_tree_is_checked_with_every_kept_version(sealed: bool) {
         assert_eq!(damage, Vec::<(String, String)>::new(), "after the repair");
         assert!(sum.intact(), "{sum:?}");
     }
+
+    // The history table's page lost: the versions cannot be checked, and say so; the
+    // current tree still is.
+    let history_leaf = pxfs::format::root::RootV3::decode(&t.objects.0[&root], &t.crypto)
+        .unwrap()
+        .root
+        .history
+        .unwrap();
+    std::fs::remove_file(block_file(&repo, &history_leaf)).unwrap();
+    let found = damages(&rt, &node.client, &root, &crypto);
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert_eq!(
+        (found[0].path.as_str(), found[0].part, found[0].cid.as_str()),
+        (
+            "/.snapshots",
+            pxfs::check::Part::History,
+            history_leaf.as_str()
+        )
+    );
+    let (sum, _) = check(&rt, &node.client, &root, &crypto, false);
+    assert_eq!((sum.versions, sum.files), (0, 5), "{sum:?}");
 }
 
 #[test]
