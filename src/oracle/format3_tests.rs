@@ -168,10 +168,11 @@ impl Trees {
         found
     }
 
-    /// The usage of the tree under the format-3 root `root`, read through the decoded
-    /// bodies: the root, its history table, and each version's and the current directory
-    /// pages and contents, each distinct object once (one-leaf directories, v2 contents).
-    fn reached_size(&mut self, root: &str) -> u64 {
+    /// What the format-3 root `root` reaches, read through the decoded bodies (not the
+    /// public lists the oracle follows): (nodes, contents) — the root, its history table,
+    /// each version's and the current root directory (one page each, no subdirectories),
+    /// their files' contents, and chunked files' table pages and chunks.
+    fn reached(&mut self, root: &str) -> (BTreeSet<String>, BTreeSet<String>) {
         let read = RootV3::decode(&self.objects.get(root).unwrap(), &self.crypto).unwrap();
         let mut nodes = BTreeSet::from([root.to_string()]);
         let mut dirs = vec![read.root.root.dir.clone()];
@@ -183,11 +184,21 @@ impl Trees {
         let mut contents = BTreeSet::new();
         for dir in dirs {
             for e in prolly::records::<Entry>(&mut self.objects, &self.crypto, &dir).unwrap() {
-                contents.insert(content_of(&e));
+                match file_content(&e) {
+                    FileContent::Whole(c) => {
+                        contents.insert(c.cid);
+                    }
+                    FileContent::Chunks(top) => {
+                        nodes.extend(self.pages::<ChunkRef>(&top));
+                        let stored: Vec<ChunkRef> =
+                            prolly::records(&mut self.objects, &self.crypto, &top).unwrap();
+                        contents.extend(stored.into_iter().map(|c| c.cid));
+                    }
+                }
             }
             nodes.insert(dir);
         }
-        self.size(&nodes) + self.size(&contents)
+        (nodes, contents)
     }
 
     /// The stored size of each of `cids` once.
@@ -207,17 +218,22 @@ fn entry(name: &str, kind: InodeKind) -> Entry {
     }
 }
 
-fn content_of(e: &Entry) -> String {
+fn file_content(e: &Entry) -> FileContent {
     match &e.kind {
         EntryKind::Inode(Inode {
-            kind:
-                InodeKind::File {
-                    content: Some(FileContent::Whole(c)),
-                    ..
-                },
+            kind: InodeKind::File {
+                content: Some(c), ..
+            },
             ..
-        }) => c.cid.clone(),
+        }) => c.clone(),
         other => panic!("not a file with content: {other:?}"),
+    }
+}
+
+fn content_of(e: &Entry) -> String {
+    match file_content(e) {
+        FileContent::Whole(c) => c.cid,
+        FileContent::Chunks(top) => panic!("a chunked file ({top})"),
     }
 }
 
@@ -404,60 +420,61 @@ async fn a_sealed_root3_counts_its_kept_versions_each_distinct_object_once() {
     kept_versions_count_each_distinct_object_once(true).await;
 }
 
-/// Commit `n` (at minute `n`): file `n % 40` rewritten, every earlier version kept.
-fn commit(
-    t: &mut Trees,
-    n: usize,
-    files: &mut [Entry],
-    history: &mut Vec<Version>,
-) -> (String, String) {
-    let i = n % files.len();
-    files[i] = t.file(&format!("f{i:02}"), 1000 + n as u64, 2_000);
-    let dir = t.dir(files.to_vec());
-    let at = T0 + (n as i64) * 60 * NS;
-    let root = t.root(at, &dir, history.clone());
-    history.push(t.version(at, &dir));
-    (root, dir)
+/// The tree the history test commits to: 40 small files and a 10-chunk file.
+struct Live {
+    files: Vec<Entry>,
+    big: Vec<ChunkRef>,
+    history: Vec<Version>,
 }
 
-/// A commit every minute for 100 minutes, each changing one file of a 40-file directory,
-/// every version kept: measuring costs one request per distinct object (never per version
-/// × tree), the memo holds at most the distinct objects, and measuring the next commit
-/// with the memo asks only for what that commit added.
+const BIG: u64 = 10 * CHUNK;
+
+/// Commit `n` (at minute `n`): file `n % 40` and chunk `n % 10` of `/big` rewritten, every
+/// earlier version kept. Its root.
+fn commit(t: &mut Trees, n: usize, live: &mut Live) -> String {
+    let i = n % live.files.len();
+    live.files[i] = t.file(&format!("f{i:02}"), 1000 + n as u64, 2_000);
+    let k = (n % 10) as u64;
+    live.big[k as usize] = t.chunk(k, BIG, 1000 + n as u64);
+    let (big, _) = t.chunked("big", BIG, live.big.clone());
+    let mut entries = live.files.clone();
+    entries.push(big);
+    let dir = t.dir(entries);
+    let at = T0 + (n as i64) * 60 * NS;
+    let root = t.root(at, &dir, live.history.clone());
+    live.history.push(t.version(at, &dir));
+    root
+}
+
+/// A commit every minute for 100 minutes, each changing one file of a 40-file directory
+/// and one chunk of a 10-chunk file, every version kept: measuring costs one request per
+/// distinct object (never per version × tree), the memo holds the distinct objects, and
+/// measuring the next commit with the memo asks only for what that commit added.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn many_versions_sharing_a_tree_cost_the_oracle_their_distinct_objects_only() {
     let mut t = Trees::new(true);
-    let mut files: Vec<Entry> = (0..40)
-        .map(|i| t.file(&format!("f{i:02}"), i, 2_000))
-        .collect();
-    let mut history: Vec<Version> = Vec::new();
-    let mut dirs: Vec<String> = Vec::new();
+    let mut live = Live {
+        files: (0..40)
+            .map(|i| t.file(&format!("f{i:02}"), i, 2_000))
+            .collect(),
+        big: (0..10).map(|k| t.chunk(k, BIG, k)).collect(),
+        history: Vec::new(),
+    };
     let mut root = String::new();
     for n in 0..100 {
-        let (r, dir) = commit(&mut t, n, &mut files, &mut history);
-        root = r;
-        dirs.push(dir);
+        root = commit(&mut t, n, &mut live);
     }
-    // What the last root reaches: itself, its history table's pages, the 100 directory
-    // pages and every content any of them names.
-    let read = RootV3::decode(&t.objects.get(&root).unwrap(), &t.crypto).unwrap();
-    let history_pages = t.pages::<Version>(&read.root.history.unwrap());
-    assert!(history_pages.len() > 1, "99 versions: a paged table");
-    let mut contents = BTreeSet::new();
-    for dir in &dirs {
-        for e in prolly::records::<Entry>(&mut t.objects, &t.crypto, dir).unwrap() {
-            contents.insert(content_of(&e));
-        }
-    }
+    let (nodes, contents) = t.reached(&root);
+    // The root, 100 directory pages, 100 one-leaf chunk tables, the history table's pages.
+    assert!(
+        nodes.len() > 1 + 100 + 100 + 1,
+        "99 versions: a paged history table"
+    );
     assert_eq!(
         contents.len(),
-        39 + 100,
-        "f01…f39 as first written, and one per commit"
+        39 + 100 + 9 + 100,
+        "f01…f39 and chunks 1…9 as first written, and one file and one chunk per commit"
     );
-    let nodes: BTreeSet<String> = std::iter::once(root.clone())
-        .chain(history_pages)
-        .chain(dirs.iter().cloned())
-        .collect();
     let distinct = nodes.len() + contents.len();
 
     let node = LocalNode::start().await;
@@ -476,20 +493,21 @@ async fn many_versions_sharing_a_tree_cost_the_oracle_their_distinct_objects_onl
         "the memo holds each distinct object once"
     );
 
-    // The next commit: one file, one directory page, the root and the history table's
-    // changed pages are new; nothing else is asked for again.
+    // The next commit: one file, one chunk, one directory page, one chunk table, the
+    // root and the history table's changed pages are new; nothing else is asked for again.
     let before = t.objects.0.len();
-    let (next, _) = commit(&mut t, 100, &mut files, &mut history);
+    let next = commit(&mut t, 100, &mut live);
     let written = t.objects.0.len() - before;
     node.store(&t.objects, &mut stored).await;
     let again = measure(&node, &[&root, &next], &memo).await;
     assert!(
-        again.objects_fetched as usize <= written && again.objects_fetched <= 8,
+        again.objects_fetched as usize <= written && again.objects_fetched <= 10,
         "{} requests for a commit that wrote {written} objects",
         again.objects_fetched
     );
     assert_eq!(again.roots, 2);
-    let next_usage = t.reached_size(&next);
+    let (next_nodes, next_contents) = t.reached(&next);
+    let next_usage = t.size(&next_nodes) + t.size(&next_contents);
     assert!(
         next_usage > got.usage,
         "a commit that keeps every version grows"
