@@ -1,19 +1,21 @@
 //! Format 3 (docs/FORMAT.md §12-13) through the filesystem core: a tree whose root is a
 //! `pxfs/root/3` node and whose files are chunk tables, as a newer writer leaves it on the
-//! node, read by a mount from an empty cache (an in-memory node, no kernel).
+//! node, read by a mount from an empty cache (an in-memory node, no kernel); the versions
+//! its history table keeps, read-only under `.snapshots/` (§14.1).
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use bytes::Bytes;
 use pxfs::format::chunks::{self, CHUNK, ChunkRef};
+use pxfs::format::history::{Version, snapshot_name};
 use pxfs::format::root::{Root, RootV3};
 use pxfs::format::{
     self, Attrs, Content, DataKey, Entry, EntryKind, FileContent, Inode, InodeKind, Name,
     PageStore, TreeCrypto, TreeKeys,
 };
 use pxfs::fs::store::{MemoryStore, UsageRecord};
-use pxfs::fs::{ContentStore, Fs, FsConfig, FsError, ROOT_INO, TokenInfo};
+use pxfs::fs::{Attr, ContentStore, Fs, FsConfig, FsError, Kind, ROOT_INO, SetAttr, TokenInfo};
 use pxfs::keys::keyring::{FixedKey, KeyRing, PlainOnly};
 
 const TOKEN: u64 = 7;
@@ -426,5 +428,331 @@ async fn a_swapped_or_altered_chunk_or_a_table_that_lengthens_its_file_reads_as_
     assert_eq!(fs.lookup(ROOT_INO, "big").await.unwrap().size, 5);
     assert_eq!(errno(read_all(&fs, "big", 0, 5).await), libc::EIO);
     assert_eq!(read_all(&fs, "small", 0, 5).await.unwrap(), b"small");
+    fs.abort();
+}
+
+// ---- `.snapshots/`: the versions the history table keeps (docs/FORMAT.md §14.1) ----
+
+const NS: i64 = 1_000_000_000;
+/// The first kept version's commit time (2025-11-24T16:00:00Z); the second is an hour
+/// later, the current tree two hours later.
+const T0: i64 = 1_764_000_000 * NS;
+
+async fn stored_whole(store: &MemoryStore, bytes: &'static [u8]) -> FileContent {
+    let cid = store
+        .add_objects(vec![Bytes::from_static(bytes)])
+        .await
+        .unwrap()
+        .remove(0);
+    FileContent::Whole(Content { cid, salt: None })
+}
+
+fn subdir(name: &str, top: &str) -> Entry {
+    Entry {
+        name: Name::new(name.as_bytes().to_vec()).unwrap(),
+        kind: EntryKind::Inode(Inode {
+            kind: InodeKind::Dir { top: top.into() },
+            attrs: attrs(0o755),
+            xattrs: vec![],
+        }),
+    }
+}
+
+/// A format-3 tree with two kept versions, as a writer keeping history leaves it:
+/// - the first (T0): `big` (chunked), `doc` ("doc, first"), `gone`, `sub/inner`;
+/// - the second (T0 + 1 h, its sNFT directory's mode 0750): `doc` ("doc, second"), `gone`,
+///   `sub/inner`;
+/// - the current tree (T0 + 2 h): `doc` ("doc, now"), `sub/inner`: `gone` was deleted.
+///
+/// `sub` is the same directory (one CID) in all three. Returns the versions' names.
+async fn publish_with_history(store: &MemoryStore) -> [String; 2] {
+    let crypto = TreeCrypto::Plain;
+    let mut pages = Pages {
+        store,
+        made: HashMap::new(),
+    };
+    let inner = stored_whole(store, b"inner").await;
+    let sub = format::prolly::build(&mut pages, &crypto, vec![file("inner", 5, inner)]).unwrap();
+    let (big_top, _) = chunked(
+        store,
+        None,
+        &mut pages,
+        &crypto,
+        BIG,
+        &[(0, b"first chunk"), (BIG - 4, b"last")],
+    )
+    .await;
+    let gone = stored_whole(store, b"deleted later").await;
+    let first = vec![
+        file("big", BIG, FileContent::Chunks(big_top)),
+        file("doc", 10, stored_whole(store, b"doc, first").await),
+        file("gone", 13, gone.clone()),
+        subdir("sub", &sub),
+    ];
+    let second = vec![
+        file("doc", 11, stored_whole(store, b"doc, second").await),
+        file("gone", 13, gone),
+        subdir("sub", &sub),
+    ];
+    let now = vec![
+        file("doc", 8, stored_whole(store, b"doc, now").await),
+        subdir("sub", &sub),
+    ];
+    let first = format::prolly::build(&mut pages, &crypto, first).unwrap();
+    let second = format::prolly::build(&mut pages, &crypto, second).unwrap();
+    let now = format::prolly::build(&mut pages, &crypto, now).unwrap();
+    let versions = vec![
+        Version::new(T0, attrs(0o755), vec![], first, None, 0).unwrap(),
+        Version::new(T0 + 3600 * NS, attrs(0o750), vec![], second, None, 0).unwrap(),
+    ];
+    let history = format::prolly::build(&mut pages, &crypto, versions).unwrap();
+    let root = RootV3 {
+        root: Root {
+            attrs: attrs(0o755),
+            xattrs: vec![],
+            dir: now,
+            inodes: None,
+        },
+        t: T0 + 7200 * NS,
+        history: Some(history),
+    }
+    .encode(&crypto)
+    .unwrap();
+    let root = pages.put(root).unwrap();
+    pages.land().await;
+    let (content, manifests) = store.measure(&root).unwrap();
+    let record = UsageRecord {
+        token_id: TOKEN,
+        quota: u64::MAX,
+        usage: content + manifests,
+        files: 2,
+        root,
+        last_upload: None,
+        seq: 1,
+        prev: None,
+        merged: None,
+        encryption: Default::default(),
+    };
+    store.publish_usage(Some(BTNS), &record).await.unwrap();
+    [snapshot_name(T0), snapshot_name(T0 + 3600 * NS)]
+}
+
+/// The inode at `path` below the mount root, looked up name by name.
+async fn walk(fs: &Fs, path: &str) -> Result<Attr, FsError> {
+    let mut attr = fs.getattr(ROOT_INO).await?;
+    for part in path.split('/') {
+        attr = fs.lookup(attr.ino, part).await?;
+    }
+    Ok(attr)
+}
+
+async fn read_path(fs: &Fs, path: &str) -> Result<Vec<u8>, FsError> {
+    let ino = walk(fs, path).await?.ino;
+    let fh = fs.open(ino, libc::O_RDONLY).await?;
+    let r = fs.read(fh, 0, 1 << 24).await.map(|b| b.to_vec());
+    fs.release(fh).await.unwrap();
+    r
+}
+
+async fn listing(fs: &Fs, ino: u64) -> Vec<String> {
+    let mut names: Vec<String> = fs
+        .readdir(ino, 0)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| String::from_utf8(e.name).unwrap())
+        .filter(|n| n != "." && n != "..")
+        .collect();
+    names.sort();
+    names
+}
+
+fn usage_of(store: &MemoryStore) -> u64 {
+    let r = store.published(BTNS).unwrap();
+    let (c, m) = store.measure(&r.root).unwrap();
+    c + m
+}
+
+#[tokio::test]
+async fn kept_versions_read_under_snapshots_which_the_root_does_not_list() {
+    let store = Arc::new(MemoryStore::new());
+    let [first, second] = publish_with_history(&store).await;
+    assert_eq!(first, "20251124T160000Z");
+    // Each mount starts from an empty cache: the second reads it all from the node again.
+    for _ in 0..2 {
+        let fs = mount(&store, Arc::new(PlainOnly)).await;
+        assert_eq!(listing(&fs, ROOT_INO).await, ["doc", "sub"]);
+        let snaps = fs.lookup(ROOT_INO, ".snapshots").await.unwrap();
+        assert_eq!(snaps.kind, Kind::Dir);
+        assert_eq!(snaps.meta.mode, 0o555);
+        assert_eq!(
+            listing(&fs, snaps.ino).await,
+            [first.clone(), second.clone()]
+        );
+        let one = format!(".snapshots/{first}");
+        let two = format!(".snapshots/{second}");
+        assert_eq!(
+            listing(&fs, walk(&fs, &one).await.unwrap().ino).await,
+            ["big", "doc", "gone", "sub"]
+        );
+        assert_eq!(walk(&fs, &two).await.unwrap().meta.mode, 0o750);
+        // Deleted from the current tree, read from the versions that had it.
+        assert_eq!(errno(walk(&fs, "gone").await), libc::ENOENT);
+        for v in [&one, &two] {
+            assert_eq!(
+                read_path(&fs, &format!("{v}/gone")).await.unwrap(),
+                b"deleted later"
+            );
+        }
+        // Overwritten: each version reads its own bytes.
+        assert_eq!(read_path(&fs, "doc").await.unwrap(), b"doc, now");
+        assert_eq!(
+            read_path(&fs, &format!("{one}/doc")).await.unwrap(),
+            b"doc, first"
+        );
+        assert_eq!(
+            read_path(&fs, &format!("{two}/doc")).await.unwrap(),
+            b"doc, second"
+        );
+        assert_eq!(
+            read_path(&fs, &format!("{one}/sub/inner")).await.unwrap(),
+            b"inner"
+        );
+        // A chunked file of a version, holes as zeros.
+        let big = read_path(&fs, &format!("{one}/big")).await.unwrap();
+        assert_eq!(big.len() as u64, BIG);
+        assert_eq!(&big[..11], b"first chunk");
+        assert_eq!(&big[big.len() - 4..], b"last");
+        assert!(big[11..big.len() - 4].iter().all(|b| *b == 0));
+        assert_eq!(
+            errno(walk(&fs, ".snapshots/20200101T000000Z").await),
+            libc::ENOENT
+        );
+        // Nothing a version shares with the current tree (`sub`) or another version
+        // (`gone`) counts twice: usage is what the node stores for the root.
+        let usage = fs.getxattr(ROOT_INO, "user.pxfs.usage").await.unwrap();
+        let usage: u64 = String::from_utf8(usage).unwrap().parse().unwrap();
+        assert_eq!(usage, usage_of(&store));
+        fs.abort();
+    }
+}
+
+#[tokio::test]
+async fn every_change_under_snapshots_is_refused_with_erofs() {
+    let store = Arc::new(MemoryStore::new());
+    let [first, _] = publish_with_history(&store).await;
+    let fs = mount(&store, Arc::new(PlainOnly)).await;
+    let snaps = fs.lookup(ROOT_INO, ".snapshots").await.unwrap().ino;
+    let v = walk(&fs, &format!(".snapshots/{first}")).await.unwrap().ino;
+    let doc = fs.lookup(v, "doc").await.unwrap().ino;
+    let sub = fs.lookup(v, "sub").await.unwrap().ino;
+    let erofs = libc::EROFS;
+    assert_eq!(errno(fs.mkdir(snaps, "new", 0o755, 0, 0).await), erofs);
+    assert_eq!(errno(fs.mkdir(v, "new", 0o755, 0, 0).await), erofs);
+    assert_eq!(
+        errno(fs.create(v, "new", 0o644, libc::O_WRONLY, 0, 0).await),
+        erofs
+    );
+    assert_eq!(errno(fs.unlink(v, "doc").await), erofs);
+    assert_eq!(errno(fs.rmdir(v, "sub").await), erofs);
+    assert_eq!(errno(fs.rmdir(snaps, &first).await), erofs);
+    assert_eq!(
+        errno(fs.rename(v, "doc", v, "doc2", false, false).await),
+        erofs
+    );
+    assert_eq!(
+        errno(fs.rename(v, "doc", ROOT_INO, "doc2", false, false).await),
+        erofs
+    );
+    assert_eq!(
+        errno(fs.rename(ROOT_INO, "doc", sub, "doc", false, false).await),
+        erofs
+    );
+    assert_eq!(errno(fs.link(doc, v, "again").await), erofs);
+    assert_eq!(errno(fs.symlink(v, "s", "doc", 0, 0).await), erofs);
+    let chmod = SetAttr {
+        mode: Some(0o600),
+        ..Default::default()
+    };
+    assert_eq!(errno(fs.setattr(doc, chmod).await), erofs);
+    assert_eq!(errno(fs.setattr(v, chmod).await), erofs);
+    let truncate = SetAttr {
+        size: Some(0),
+        ..Default::default()
+    };
+    assert_eq!(errno(fs.setattr(doc, truncate).await), erofs);
+    assert_eq!(errno(fs.setxattr(doc, "user.x", b"1", 0).await), erofs);
+    assert_eq!(errno(fs.open(doc, libc::O_WRONLY).await), erofs);
+    assert_eq!(errno(fs.open(doc, libc::O_RDWR).await), erofs);
+    // The view itself: its name is taken, and it cannot be removed or renamed.
+    assert_eq!(
+        errno(fs.mkdir(ROOT_INO, ".snapshots", 0o755, 0, 0).await),
+        libc::EEXIST
+    );
+    assert_eq!(errno(fs.rmdir(ROOT_INO, ".snapshots").await), erofs);
+    assert_eq!(errno(fs.unlink(ROOT_INO, ".snapshots").await), erofs);
+    assert_eq!(
+        errno(
+            fs.rename(ROOT_INO, ".snapshots", ROOT_INO, "x", false, false)
+                .await
+        ),
+        erofs
+    );
+    // Nothing changed.
+    assert_eq!(
+        read_path(&fs, &format!(".snapshots/{first}/doc"))
+            .await
+            .unwrap(),
+        b"doc, first"
+    );
+    assert_eq!(
+        walk(&fs, &format!(".snapshots/{first}/doc"))
+            .await
+            .unwrap()
+            .meta
+            .mode,
+        0o644
+    );
+    fs.abort();
+}
+
+#[tokio::test]
+async fn a_version_read_under_snapshots_unloads_like_a_live_directory() {
+    let store = Arc::new(MemoryStore::new());
+    let [first, _] = publish_with_history(&store).await;
+    let fs = mount(&store, Arc::new(PlainOnly)).await;
+    let v = walk(&fs, &format!(".snapshots/{first}")).await.unwrap().ino;
+    assert_eq!(listing(&fs, v).await.len(), 4);
+    let usage = || async {
+        let u = fs.getxattr(ROOT_INO, "user.pxfs.usage").await.unwrap();
+        String::from_utf8(u).unwrap().parse::<u64>().unwrap()
+    };
+    let before = usage().await;
+    assert!(fs.unload_dir(v), "nothing holds the version's entries");
+    assert_eq!(usage().await, before);
+    // Read again from its pages, under a new number.
+    assert_eq!(
+        read_path(&fs, &format!(".snapshots/{first}/doc"))
+            .await
+            .unwrap(),
+        b"doc, first"
+    );
+    assert_eq!(usage().await, usage_of(&store));
+    fs.abort();
+}
+
+#[tokio::test]
+async fn a_format_2_tree_keeps_its_own_entry_named_snapshots() {
+    let store = Arc::new(MemoryStore::new());
+    let fs = mount(&store, Arc::new(PlainOnly)).await;
+    let own = fs.mkdir(ROOT_INO, ".snapshots", 0o700, 0, 0).await.unwrap();
+    fs.mkdir(own.ino, "mine", 0o755, 0, 0).await.unwrap();
+    fs.flush_all().await.unwrap();
+    fs.abort();
+    let fs = mount(&store, Arc::new(PlainOnly)).await;
+    assert_eq!(listing(&fs, ROOT_INO).await, [".snapshots"]);
+    let found = fs.lookup(ROOT_INO, ".snapshots").await.unwrap();
+    assert_eq!(found.meta.mode, 0o700);
+    assert_eq!(listing(&fs, found.ino).await, ["mine"]);
     fs.abort();
 }

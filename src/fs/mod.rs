@@ -338,6 +338,7 @@ impl Fs {
                     }),
                     open_handles: 0,
                     group: None,
+                    snapshot_of: None,
                 },
             );
         }

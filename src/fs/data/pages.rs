@@ -122,6 +122,9 @@ pub struct ReadDir {
     pub empty_dir: Option<(String, u64)>,
     /// The chunk tables of its chunked files (and of the link groups' files, at the root).
     pub tables: ChunkTables,
+    /// The sNFT root of a format-3 tree: `Some`, with the top of its history table if
+    /// versions are kept (docs/FORMAT.md §14.1).
+    pub v3_history: Option<Option<String>>,
 }
 
 /// The one page of an empty directory, and the CID the store gives it.
@@ -620,6 +623,7 @@ pub async fn read_dir(
     }
     let mut read_only = None;
     let mut root = None;
+    let mut v3_history = None;
     let mut table_from = 0;
     let mut level = vec![top.to_owned()];
     let mut fetched = vec![first];
@@ -635,6 +639,7 @@ pub async fn read_dir(
                 "it is stored in format 3, which this pxfs reads but does not write yet".to_owned(),
             );
         }
+        v3_history = r.v3.as_ref().map(|(_, history)| history.clone());
         let mut groups = Vec::new();
         if let Some(table) = &r.root.inodes {
             let bytes = store.fetch(table).await?;
@@ -702,7 +707,30 @@ pub async fn read_dir(
         v1: false,
         empty_dir: empty_dir(store, crypto),
         tables,
+        v3_history,
     })
+}
+
+/// The versions a format-3 root's history table keeps (docs/FORMAT.md §14.1), oldest
+/// first; `top` is the table's top page.
+pub async fn read_history(
+    store: &dyn ContentStore,
+    crypto: &TreeCrypto,
+    cache: &PageCache,
+    top: &str,
+) -> FsResult<Vec<format::history::Version>> {
+    let first = store.fetch(top).await?;
+    cache.insert(top, &first);
+    let mut pages = Vec::new();
+    read_table(
+        store,
+        crypto,
+        cache,
+        vec![top.to_owned()],
+        vec![first],
+        &mut pages,
+    )
+    .await
 }
 
 /// A v1 manifest (`top`, the only object in `objects`) as the directory the tree loads.
@@ -730,6 +758,7 @@ fn read_v1(m: v1::Manifest, objects: Arc<[(String, u64)]>) -> ReadDir {
         v1: true,
         empty_dir: None,
         tables: ChunkTables::new(),
+        v3_history: None,
     }
 }
 

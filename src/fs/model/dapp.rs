@@ -89,6 +89,7 @@ impl Tree {
             body: Body::Dir(DirBody::default()),
             open_handles: 0,
             group: None,
+            snapshot_of: None,
         });
         let mut listed = Entries::default();
         for e in entries {
@@ -110,6 +111,7 @@ impl Tree {
                     }),
                     open_handles: 0,
                     group: None,
+                    snapshot_of: None,
                 }),
                 DappKind::Folder(children) => {
                     listed.subdirs += 1;

@@ -91,6 +91,10 @@ pub struct Inode {
     /// The link group (docs/FORMAT.md §4.4) a non-directory with two or more names is
     /// stored as; given at the commit that first stores it with two names.
     pub group: Option<u64>,
+    /// Set on the inodes of `.snapshots/` (`fs::model::snapshots`): a kept version of this
+    /// token's tree, read with its keys. Such an inode belongs to no token (`token: None`),
+    /// so every change is refused and nothing is charged, journaled or committed.
+    pub snapshot_of: Option<TokenId>,
 }
 
 #[derive(Debug)]
@@ -243,6 +247,11 @@ impl Entries {
 }
 
 impl Inode {
+    /// The token whose keys and node its stored objects are read with.
+    pub fn reads_as(&self) -> Option<TokenId> {
+        self.token.or(self.snapshot_of)
+    }
+
     pub fn kind(&self) -> Kind {
         match self.body {
             Body::File(_) => Kind::File,

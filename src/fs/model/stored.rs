@@ -120,6 +120,7 @@ pub fn inode_read(
         body,
         open_handles: 0,
         group,
+        snapshot_of: None,
     };
     (kind, inode)
 }

@@ -25,6 +25,8 @@ pub struct Tree {
     lookups: HashMap<Ino, u64>,
     /// Per token, its `px-dapp/` directory (`fs::model::dapp`), if shown.
     pub dapp_dirs: HashMap<TokenId, Ino>,
+    /// Per format-3 token, its kept versions (`fs::model::snapshots`).
+    pub snapshot_views: HashMap<TokenId, crate::fs::model::snapshots::SnapshotView>,
     /// Loaded directories by last use, for unloading (`fs::model::unload`).
     pub residency: crate::fs::model::unload::Residency,
     /// Inodes a commit must look at, so that it need not visit every inode.
@@ -97,6 +99,7 @@ impl Tree {
             tokens: BTreeMap::new(),
             lookups: HashMap::new(),
             dapp_dirs: HashMap::new(),
+            snapshot_views: HashMap::new(),
             residency: Default::default(),
             tracked: Tracked::default(),
             journaled: Vec::new(),
@@ -184,7 +187,7 @@ impl Tree {
         self.get(ino)?.token.ok_or(if ino == ROOT_INO {
             FsError::ReadOnly("the mount root lists sNFTs and is read-only")
         } else {
-            FsError::ReadOnly(crate::fs::model::dapp::READ_ONLY)
+            FsError::ReadOnly(self.why_read_only(ino))
         })
     }
 
@@ -740,6 +743,7 @@ impl Tree {
             body,
             open_handles: 0,
             group: None,
+            snapshot_of: None,
         });
         if unloaded_dir && let Ok(t) = self.token_mut(token) {
             t.unloaded_dirs += 1;

@@ -21,7 +21,7 @@ impl Tree {
     pub fn load_dir(&mut self, dir: Ino, read: ReadDir) -> FsResult<bool> {
         let is_token_root = self.is_token_root(dir);
         let inode = self.get_mut(dir)?;
-        let token = inode.token;
+        let (token, snapshot_of) = (inode.token, inode.snapshot_of);
         let d = inode.dir_mut().ok_or(FsError::NotDir)?;
         if d.entries.is_some() {
             return Ok(false); // loaded meanwhile by another request
@@ -31,6 +31,10 @@ impl Tree {
         d.table = read.objects.table.clone();
         // Names looked up alone keep their inodes: the kernel holds those numbers.
         let mut found = std::mem::take(&mut d.found);
+        if is_token_root && let Some(t) = token {
+            self.root_read(t, read.v3_history.clone());
+        }
+        let inode = self.get_mut(dir)?;
         if is_token_root && let Some(root) = read.root {
             inode.meta = stored::meta_of(&root.attrs);
             inode.xattrs = stored::tree_xattrs(root.xattrs);
@@ -105,6 +109,8 @@ impl Tree {
             }
             let (kind, mut inode) =
                 stored::inode_read(token, i, (dir, name.clone()), None, &read.tables);
+            // Below `.snapshots/`, a kept version's entries are of that version too.
+            inode.snapshot_of = snapshot_of;
             if let Body::Dir(d) = &mut inode.body {
                 known_empty(d, &read.empty_dir);
             }

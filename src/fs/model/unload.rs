@@ -333,7 +333,8 @@ impl Tree {
         if !self.unloadable(dir, false) {
             return None;
         }
-        let token = self.inodes.get(&dir)?.token?;
+        // A kept version's directory (`.snapshots/`) holds no charge of any token.
+        let token = self.inodes.get(&dir)?.token;
         let d = self.inodes.get_mut(&dir)?.dir_mut()?;
         let entries = d.entries.take()?;
         // Read again with its entries, it is charged again (as at its first load).
@@ -353,7 +354,9 @@ impl Tree {
             gone.push(child);
         }
         self.residency.remove(dir);
-        let t = self.tokens.get_mut(&token)?;
+        let Some(t) = token.and_then(|t| self.tokens.get_mut(&t)) else {
+            return Some(gone.len() - 1);
+        };
         for ino in &gone {
             t.ledger.unload(*ino);
         }
@@ -372,11 +375,20 @@ impl Tree {
         let Some(inode) = self.inodes.get(&dir) else {
             return false;
         };
-        let Some(t) = inode.token.and_then(|t| self.tokens.get(&t)) else {
-            return false;
-        };
-        if t.replaying || t.loading_all || t.v1_tree || t.read_only || t.dirty_dirs.contains(&dir) {
-            return false;
+        match inode.token.and_then(|t| self.tokens.get(&t)) {
+            Some(t) => {
+                if t.replaying
+                    || t.loading_all
+                    || t.v1_tree
+                    || t.read_only
+                    || t.dirty_dirs.contains(&dir)
+                {
+                    return false;
+                }
+            }
+            // A kept version's directory (`.snapshots/`): never changed.
+            None if inode.snapshot_of.is_some() => {}
+            None => return false,
         }
         let Some(d) = inode.dir() else { return false };
         if inode.open_handles > 0 || d.dirty || d.top.is_none() || d.objects.is_none() {

@@ -217,6 +217,7 @@ impl Fs {
         if self.tree().child(parent, name.as_bytes())?.is_some() {
             return Ok(None);
         }
+        self.tree().check_new_name(parent, name)?;
         let token = self.tree().token_of(parent)?;
         let session = Arc::new(
             StagedFile::create(&self.staging_dir(token)).map_err(|e| self.disk_failed(e))?,
@@ -443,7 +444,7 @@ impl Fs {
             let source = if let Some(s) = f.session.as_ref().or(f.staged.as_ref()) {
                 Source::Local(s.clone())
             } else if let Some(b) = &f.blob {
-                Source::Node(inode.token, b.clone())
+                Source::Node(inode.reads_as(), b.clone())
             } else {
                 Source::Empty
             };

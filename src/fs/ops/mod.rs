@@ -1,5 +1,6 @@
 //! The operations the FUSE adapter (and the CLI) call: open/read/write/close and file
-//! handles (`io`), namespace operations (`namespace`), extended attributes, the status
+//! handles (`io`), namespace operations (`namespace`, the `.snapshots` view's lookup in
+//! `snapshots`), extended attributes, the status
 //! snapshot, and re-sealing a tree under other keys. The top of the core: may use every
 //! other part, nothing in the core uses it.
 
@@ -7,5 +8,6 @@ pub(in crate::fs) mod close;
 pub(in crate::fs) mod io;
 pub(in crate::fs) mod namespace;
 pub mod reseal;
+pub(in crate::fs) mod snapshots;
 pub mod status;
 pub(in crate::fs) mod xattr;

@@ -68,6 +68,9 @@ impl Fs {
 
     pub fn lookup(&self, parent: Ino, name: impl AsRef<[u8]>) -> Step<FsResult<Attr>> {
         let name = name.as_ref();
+        if let Some(view) = self.lookup_snapshots(parent, name) {
+            return view;
+        }
         if let Some(found) = self.lookup_in_memory(parent, name) {
             return Step::Ready(found);
         }
@@ -75,7 +78,7 @@ impl Fs {
         Step::wait(async move { fs.lookup_loading(parent, &name).await })
     }
 
-    async fn lookup_loading(&self, parent: Ino, name: &[u8]) -> FsResult<Attr> {
+    pub(in crate::fs) async fn lookup_loading(&self, parent: Ino, name: &[u8]) -> FsResult<Attr> {
         // The directory may be unloaded again between two holds of the lock (`unload`):
         // then it is loaded again.
         for _ in 0..RELOAD_ATTEMPTS {
@@ -376,6 +379,7 @@ impl Fs {
         self.ensure_loaded(parent).await?;
         let mut guard = self.tree();
         let tree = &mut *guard;
+        tree.check_new_name(parent, &name)?;
         let token = tree.token_of(parent)?;
         self.allow(tree, token, Change::AddsEntry)?;
         let meta = Meta::new(mode, uid, gid);
@@ -416,6 +420,7 @@ impl Fs {
         self.ensure_loaded(parent).await?;
         let mut guard = self.tree();
         let tree = &mut *guard;
+        tree.check_new_name(parent, &name)?;
         let token = tree.token_of(parent)?;
         self.allow(tree, token, Change::AddsEntry)?;
         let meta = Meta::new(0o777, uid, gid);
@@ -469,6 +474,7 @@ impl Fs {
         self.ensure_loaded(parent).await?;
         let mut guard = self.tree();
         let tree = &mut *guard;
+        tree.check_new_name(parent, &name)?;
         let token = tree.token_of(parent)?;
         self.allow(tree, token, Change::AddsEntry)?;
         let meta = Meta::new(mode, uid, gid);
@@ -503,6 +509,7 @@ impl Fs {
         self.ensure_loaded(parent).await?;
         let mut guard = self.tree();
         let tree = &mut *guard;
+        tree.check_not_view(parent, name)?;
         let token = tree.token_of(parent)?;
         let ino = tree.child(parent, name)?.ok_or(FsError::NotFound)?;
         if tree.get(ino)?.kind() == Kind::Dir {
@@ -524,6 +531,7 @@ impl Fs {
             _ => {}
         }
         self.ensure_loaded(parent).await?;
+        self.tree().check_not_view(parent, name)?;
         let ino = self.tree().child(parent, name)?.ok_or(FsError::NotFound)?;
         self.tree().check_in_tree(ino)?;
         if self.tree().get(ino)?.kind() != Kind::Dir {
@@ -558,6 +566,7 @@ impl Fs {
         self.ensure_loaded(new_parent).await?;
         let mut guard = self.tree();
         let tree = &mut *guard;
+        tree.check_new_name(new_parent, &new_name)?;
         let token = tree.token_of(new_parent)?;
         // An existing name first, as link(2) checks it before looking at the source.
         if tree.child(new_parent, new_name.as_bytes())?.is_some() {
@@ -609,6 +618,8 @@ impl Fs {
         }
         let mut guard = self.tree();
         let tree = &mut *guard;
+        tree.check_not_view(parent, name)?;
+        tree.check_new_name(new_parent, &new_name)?;
         let token = tree.token_of(parent)?;
         if tree.token_of(new_parent)? != token {
             return Err(FsError::CrossDevice);

@@ -264,6 +264,7 @@ impl Fs {
                 body: Body::Dir(root_dir),
                 open_handles: 0,
                 group: None,
+                snapshot_of: None,
             };
             let root = if self.config().single_token {
                 tree.inodes.insert(ROOT_INO, root_inode);
@@ -429,16 +430,16 @@ impl Fs {
         for ancestor in self.unloaded_ancestors(dir).into_iter().rev() {
             whole = whole.or(Box::pin(self.load_one(ancestor)).await?);
         }
-        let (cid, token) = {
+        let (cid, (token, reader)) = {
             let mut tree = self.tree();
             let inode = tree.get_mut(dir)?;
-            let token = inode.token;
+            let (token, reader) = (inode.token, inode.reads_as());
             let d = inode.dir_mut().ok_or(FsError::NotDir)?;
             if d.entries.is_some() {
                 return Ok(whole);
             }
             match &d.top {
-                Some(cid) => (cid.clone(), token),
+                Some(cid) => (cid.clone(), (token, reader)),
                 None => {
                     d.entries = Some(Entries::default());
                     return Ok(whole);
@@ -446,8 +447,9 @@ impl Fs {
             }
         };
         let is_root = self.tree().is_token_root(dir);
-        let sealing = self.sealing(token);
-        let store = self.store_of(token);
+        // A kept version's directory (`.snapshots/`) is read with its token's keys.
+        let sealing = self.sealing(reader);
+        let store = self.store_of(reader);
         let read =
             crate::fs::data::pages::read_dir(&*store, &sealing, &self.inner.pages, &cid, is_root)
                 .await;
@@ -473,6 +475,7 @@ impl Fs {
                     v1: false,
                     empty_dir: None,
                     tables: Default::default(),
+                    v3_history: None,
                 }
             }
         };
@@ -577,7 +580,7 @@ impl Fs {
         let mut tree = self.tree();
         tree.tokens.remove(&token);
         tree.inodes
-            .retain(|ino, i| *ino == ROOT_INO || i.token != Some(token));
+            .retain(|ino, i| *ino == ROOT_INO || i.reads_as() != Some(token));
     }
 
     async fn replay(&self, token: TokenId, record: &Record, moot: bool) -> FsResult<()> {

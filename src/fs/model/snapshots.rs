@@ -1,0 +1,185 @@
+//! `.snapshots/`: the versions of an sNFT's tree that its format-3 root's history table
+//! keeps (docs/FORMAT.md §14.1), shown read-only in the sNFT's root.
+//!
+//! The view is reachable by name in the sNFT root but not one of its entries: its readdir
+//! does not list it (ZFS's `snapdir=hidden`, so `du`, `find` and backups of the mount do
+//! not walk every version) and no commit writes it. Its listing is made from the history
+//! table at the first lookup; each version is an unloaded directory inode whose `top` is
+//! the version's root directory, so it loads, reads and unloads through the live tree's
+//! paths. Its inodes belong to no token (`token: None`): every change is refused (EROFS,
+//! whatever state the live tree is in), and nothing is charged, journaled or committed
+//! (usage counts the kept versions already: they stay in the committed figure of what is
+//! not loaded). They are read with their token's keys (`Inode::snapshot_of`). Only a
+//! format-3 tree has the view; a v2 tree's own entry of that name is shown as it is.
+
+use std::collections::BTreeMap;
+
+use crate::format::Name;
+use crate::format::history::Version;
+use crate::fs::error::{FsError, FsResult};
+use crate::fs::model::inode::{Body, DirBody, Entries, Ino, Inode, Meta, TokenId};
+use crate::fs::model::stored;
+use crate::fs::model::tree::Tree;
+
+/// The view's name in an sNFT's root.
+pub const SNAPSHOTS_DIR: &str = ".snapshots";
+/// Why a change under it is refused.
+pub const READ_ONLY: &str = "a snapshot under .snapshots is a kept version and read-only";
+
+/// What the tree knows of a format-3 sNFT's kept versions.
+#[derive(Debug, Default)]
+pub struct SnapshotView {
+    /// The top of the root's history table; `None`: no version is kept.
+    pub history: Option<String>,
+    /// `.snapshots/`, once looked up.
+    pub dir: Option<Ino>,
+}
+
+impl Tree {
+    /// `token`'s root node was read: `v3_history` is `Some` for a format-3 tree, with the
+    /// top of its history table. A view made from another table is dropped.
+    pub(in crate::fs) fn root_read(&mut self, token: TokenId, v3_history: Option<Option<String>>) {
+        let same = matches!((self.snapshot_views.get(&token), &v3_history),
+            (Some(v), Some(h)) if v.history == *h);
+        if !same {
+            self.detach_snapshots(token);
+        }
+        match v3_history {
+            Some(history) => self.snapshot_views.entry(token).or_default().history = history,
+            None => {
+                self.snapshot_views.remove(&token);
+            }
+        }
+    }
+
+    /// Whether `name` in `dir` is the snapshot view: `.snapshots` in the root of a
+    /// format-3 sNFT (its root loaded).
+    pub fn is_snapshots_name(&self, dir: Ino, name: &[u8]) -> bool {
+        name == SNAPSHOTS_DIR.as_bytes()
+            && self.is_token_root(dir)
+            && self
+                .get(dir)
+                .ok()
+                .and_then(|i| i.token)
+                .is_some_and(|t| self.snapshot_views.contains_key(&t))
+    }
+
+    /// A name a new entry of `dir` may take: not the snapshot view's, which exists in
+    /// every format-3 sNFT root (EEXIST, as for any name that exists: a lookup finds it).
+    pub fn check_new_name(&self, dir: Ino, name: &Name) -> FsResult<()> {
+        match self.is_snapshots_name(dir, name.as_bytes()) {
+            true => Err(FsError::Exists),
+            false => Ok(()),
+        }
+    }
+
+    /// Refuse to remove or rename `name` of `dir` when it is the snapshot view (EROFS).
+    pub fn check_not_view(&self, dir: Ino, name: &[u8]) -> FsResult<()> {
+        match self.is_snapshots_name(dir, name) {
+            true => Err(FsError::ReadOnly(READ_ONLY)),
+            false => Ok(()),
+        }
+    }
+
+    /// Why `ino`, which belongs to no token, is read-only.
+    pub fn why_read_only(&self, ino: Ino) -> &'static str {
+        match self.inodes.get(&ino).and_then(|i| i.snapshot_of) {
+            Some(_) => READ_ONLY,
+            None => crate::fs::model::dapp::READ_ONLY,
+        }
+    }
+
+    /// `token`'s `.snapshots/`, listing `versions` (of the history table whose top is
+    /// `history`), linked under its root; the one already made if there is one.
+    pub(in crate::fs) fn attach_snapshots(
+        &mut self,
+        token: TokenId,
+        history: &Option<String>,
+        versions: Vec<Version>,
+    ) -> FsResult<Ino> {
+        let root = self.token(token)?.root;
+        match self.snapshot_views.get(&token) {
+            Some(v) if v.history == *history => {
+                if let Some(dir) = v.dir {
+                    return Ok(dir);
+                }
+            }
+            // The root was read again meanwhile, with other versions: look again.
+            _ => return Err(FsError::NotFound),
+        }
+        let r = self.get(root)?;
+        let name = Name::new(SNAPSHOTS_DIR).map_err(|_| FsError::Invalid("snapshots name"))?;
+        let dir = self.alloc(Inode {
+            token: None,
+            meta: Meta {
+                mode: 0o555,
+                ..r.meta
+            },
+            xattrs: Default::default(),
+            links: vec![(root, name)],
+            body: Body::Dir(DirBody::default()),
+            open_handles: 0,
+            group: None,
+            snapshot_of: Some(token),
+        });
+        // One version per UTC second (§14.2); names sort as their times do.
+        let by_name: BTreeMap<String, Version> =
+            versions.into_iter().map(|v| (v.name(), v)).collect();
+        let mut listed = Entries::default();
+        for (name, v) in by_name {
+            let Ok(name) = Name::new(name.as_bytes()) else {
+                continue;
+            };
+            let version = self.alloc(Inode {
+                token: None,
+                meta: stored::meta_of(&v.attrs),
+                xattrs: stored::tree_xattrs(v.xattrs),
+                links: vec![(dir, name.clone())],
+                body: Body::Dir(DirBody {
+                    top: Some(v.dir),
+                    ..Default::default()
+                }),
+                open_handles: 0,
+                group: None,
+                snapshot_of: Some(token),
+            });
+            listed.insert(&name, version);
+            listed.subdirs += 1;
+        }
+        if let Some(d) = self.inodes.get_mut(&dir).and_then(|i| i.dir_mut()) {
+            d.entries = Some(listed);
+        }
+        if let Some(v) = self.snapshot_views.get_mut(&token) {
+            v.dir = Some(dir);
+        }
+        Ok(dir)
+    }
+
+    /// Drop `token`'s `.snapshots/`: what the kernel or an open file still refers to
+    /// lives on, nameless, until it lets go.
+    fn detach_snapshots(&mut self, token: TokenId) {
+        let Some(dir) = self
+            .snapshot_views
+            .get_mut(&token)
+            .and_then(|v| v.dir.take())
+        else {
+            return;
+        };
+        let mut stack = vec![dir];
+        let mut all = Vec::new();
+        while let Some(ino) = stack.pop() {
+            let Some(inode) = self.inodes.get_mut(&ino) else {
+                continue;
+            };
+            inode.links.clear();
+            if let Some(e) = inode.dir().and_then(|d| d.entries.as_ref()) {
+                stack.extend(e.iter().map(|(_, c)| c));
+            }
+            all.push(ino);
+        }
+        for ino in all {
+            self.residency.remove(ino);
+            self.forget_if_unused(ino);
+        }
+    }
+}
