@@ -255,20 +255,10 @@ async fn read_all(fs: &Fs, name: &str, from: u64, len: u32) -> Result<Vec<u8>, F
     r
 }
 
-/// An encrypted sNFT made by the mount itself (so its key is published as pxfs publishes
-/// it), then replaced by a format-3 tree under the same key, as a newer pxfs would.
+/// An encrypted sNFT made by the mount itself ([`sealed_key_published`]), then replaced
+/// by a format-3 tree under the same key, as a newer pxfs would.
 async fn sealed_format3(store: &Arc<MemoryStore>) -> Built {
-    let keys: Arc<dyn KeyRing> = Arc::new(FixedKey(DataKey::from_bytes(KEY)));
-    let first = mount(store, keys).await;
-    first.mkdir(ROOT_INO, "d", 0o755, 0, 0).await.unwrap();
-    first.flush_all().await.unwrap();
-    first.abort();
-    let prev = store.published(BTNS).unwrap();
-    assert!(
-        matches!(prev.encryption, format::usage::Encryption::Sealed(_)),
-        "{:?}",
-        prev.encryption
-    );
+    let prev = sealed_key_published(store).await;
     publish_format3(store, true, Some(&prev)).await
 }
 
@@ -438,13 +428,23 @@ const NS: i64 = 1_000_000_000;
 /// later, the current tree two hours later.
 const T0: i64 = 1_764_000_000 * NS;
 
-async fn stored_whole(store: &MemoryStore, bytes: &'static [u8]) -> FileContent {
-    let cid = store
-        .add_objects(vec![Bytes::from_static(bytes)])
-        .await
-        .unwrap()
-        .remove(0);
-    FileContent::Whole(Content { cid, salt: None })
+/// `bytes` stored as one object (sealed as §6.2 says under `keys`).
+async fn stored_whole(
+    store: &MemoryStore,
+    keys: Option<&TreeKeys>,
+    bytes: &'static [u8],
+) -> FileContent {
+    let (object, salt) = match keys {
+        Some(k) => {
+            let salt = pxfs::format::seal::ContentSalt::random();
+            let vk = pxfs::format::seal::VersionKey::new(k, &salt);
+            let sealed = pxfs::format::seal::seal_content(&vk, bytes).unwrap();
+            (Bytes::from(sealed), Some(salt))
+        }
+        None => (Bytes::from_static(bytes), None),
+    };
+    let cid = store.add_objects(vec![object]).await.unwrap().remove(0);
+    FileContent::Whole(Content { cid, salt })
 }
 
 fn subdir(name: &str, top: &str) -> Entry {
@@ -464,38 +464,44 @@ fn subdir(name: &str, top: &str) -> Entry {
 ///   `sub/inner`;
 /// - the current tree (T0 + 2 h): `doc` ("doc, now"), `sub/inner`: `gone` was deleted.
 ///
-/// `sub` is the same directory (one CID) in all three. Returns the versions' names.
-async fn publish_with_history(store: &MemoryStore) -> [String; 2] {
-    let crypto = TreeCrypto::Plain;
+/// `sub` is the same directory (one CID) in all three. Sealed under [`KEY`] after `prev`
+/// (the document that published that key) if given. Returns the versions' names.
+async fn publish_with_history(store: &MemoryStore, prev: Option<&UsageRecord>) -> [String; 2] {
+    let dk = DataKey::from_bytes(KEY);
+    let (crypto, keys) = match prev {
+        Some(_) => (TreeCrypto::sealed(&dk), Some(TreeKeys::derive(&dk))),
+        None => (TreeCrypto::Plain, None),
+    };
+    let keys = keys.as_ref();
     let mut pages = Pages {
         store,
         made: HashMap::new(),
     };
-    let inner = stored_whole(store, b"inner").await;
+    let inner = stored_whole(store, keys, b"inner").await;
     let sub = format::prolly::build(&mut pages, &crypto, vec![file("inner", 5, inner)]).unwrap();
     let (big_top, _) = chunked(
         store,
-        None,
+        keys,
         &mut pages,
         &crypto,
         BIG,
         &[(0, b"first chunk"), (BIG - 4, b"last")],
     )
     .await;
-    let gone = stored_whole(store, b"deleted later").await;
+    let gone = stored_whole(store, keys, b"deleted later").await;
     let first = vec![
         file("big", BIG, FileContent::Chunks(big_top)),
-        file("doc", 10, stored_whole(store, b"doc, first").await),
+        file("doc", 10, stored_whole(store, keys, b"doc, first").await),
         file("gone", 13, gone.clone()),
         subdir("sub", &sub),
     ];
     let second = vec![
-        file("doc", 11, stored_whole(store, b"doc, second").await),
+        file("doc", 11, stored_whole(store, keys, b"doc, second").await),
         file("gone", 13, gone),
         subdir("sub", &sub),
     ];
     let now = vec![
-        file("doc", 8, stored_whole(store, b"doc, now").await),
+        file("doc", 8, stored_whole(store, keys, b"doc, now").await),
         subdir("sub", &sub),
     ];
     let first = format::prolly::build(&mut pages, &crypto, first).unwrap();
@@ -528,10 +534,10 @@ async fn publish_with_history(store: &MemoryStore) -> [String; 2] {
         files: 2,
         root,
         last_upload: None,
-        seq: 1,
-        prev: None,
+        seq: prev.map_or(1, |p| p.seq + 1),
+        prev: prev.and(store.published_cid(BTNS)),
         merged: None,
-        encryption: Default::default(),
+        encryption: prev.map(|p| p.encryption.clone()).unwrap_or_default(),
     };
     store.publish_usage(Some(BTNS), &record).await.unwrap();
     [snapshot_name(T0), snapshot_name(T0 + 3600 * NS)]
@@ -575,72 +581,107 @@ fn usage_of(store: &MemoryStore) -> u64 {
 
 #[tokio::test]
 async fn kept_versions_read_under_snapshots_which_the_root_does_not_list() {
-    let store = Arc::new(MemoryStore::new());
-    let [first, second] = publish_with_history(&store).await;
-    assert_eq!(first, "20251124T160000Z");
-    // Each mount starts from an empty cache: the second reads it all from the node again.
-    for _ in 0..2 {
-        let fs = mount(&store, Arc::new(PlainOnly)).await;
-        assert_eq!(listing(&fs, ROOT_INO).await, ["doc", "sub"]);
-        let snaps = fs.lookup(ROOT_INO, ".snapshots").await.unwrap();
-        assert_eq!(snaps.kind, Kind::Dir);
-        assert_eq!(snaps.meta.mode, 0o555);
-        assert_eq!(
-            listing(&fs, snaps.ino).await,
-            [first.clone(), second.clone()]
-        );
-        let one = format!(".snapshots/{first}");
-        let two = format!(".snapshots/{second}");
-        assert_eq!(
-            listing(&fs, walk(&fs, &one).await.unwrap().ino).await,
-            ["big", "doc", "gone", "sub"]
-        );
-        assert_eq!(walk(&fs, &two).await.unwrap().meta.mode, 0o750);
-        // Deleted from the current tree, read from the versions that had it.
-        assert_eq!(errno(walk(&fs, "gone").await), libc::ENOENT);
-        for v in [&one, &two] {
-            assert_eq!(
-                read_path(&fs, &format!("{v}/gone")).await.unwrap(),
-                b"deleted later"
-            );
+    for sealed in [false, true] {
+        let store = Arc::new(MemoryStore::new());
+        let (prev, keys) = match sealed {
+            true => (Some(sealed_key_published(&store).await), sealed_keys()),
+            false => (None, plain()),
+        };
+        let names = publish_with_history(&store, prev.as_ref()).await;
+        assert_eq!(names[0], "20251124T160000Z");
+        // Each mount starts from an empty cache: the second reads it all from the node again.
+        for _ in 0..2 {
+            versions_read_back(&store, keys.clone(), &names).await;
         }
-        // Overwritten: each version reads its own bytes.
-        assert_eq!(read_path(&fs, "doc").await.unwrap(), b"doc, now");
-        assert_eq!(
-            read_path(&fs, &format!("{one}/doc")).await.unwrap(),
-            b"doc, first"
-        );
-        assert_eq!(
-            read_path(&fs, &format!("{two}/doc")).await.unwrap(),
-            b"doc, second"
-        );
-        assert_eq!(
-            read_path(&fs, &format!("{one}/sub/inner")).await.unwrap(),
-            b"inner"
-        );
-        // A chunked file of a version, holes as zeros.
-        let big = read_path(&fs, &format!("{one}/big")).await.unwrap();
-        assert_eq!(big.len() as u64, BIG);
-        assert_eq!(&big[..11], b"first chunk");
-        assert_eq!(&big[big.len() - 4..], b"last");
-        assert!(big[11..big.len() - 4].iter().all(|b| *b == 0));
-        assert_eq!(
-            errno(walk(&fs, ".snapshots/20200101T000000Z").await),
-            libc::ENOENT
-        );
-        // Nothing a version shares with the current tree (`sub`) or another version
-        // (`gone`) counts twice: usage is what the node stores for the root.
-        let usage = fs.getxattr(ROOT_INO, "user.pxfs.usage").await.unwrap();
-        let usage: u64 = String::from_utf8(usage).unwrap().parse().unwrap();
-        assert_eq!(usage, usage_of(&store));
-        fs.abort();
     }
+}
+
+fn plain() -> Arc<dyn KeyRing> {
+    Arc::new(PlainOnly)
+}
+
+fn sealed_keys() -> Arc<dyn KeyRing> {
+    Arc::new(FixedKey(DataKey::from_bytes(KEY)))
+}
+
+/// An encrypted sNFT made by the mount (so its key is published as pxfs publishes it):
+/// its document, which the format-3 tree then follows.
+async fn sealed_key_published(store: &Arc<MemoryStore>) -> UsageRecord {
+    let first = mount(store, sealed_keys()).await;
+    first.mkdir(ROOT_INO, "d", 0o755, 0, 0).await.unwrap();
+    first.flush_all().await.unwrap();
+    first.abort();
+    let prev = store.published(BTNS).unwrap();
+    assert!(
+        matches!(prev.encryption, format::usage::Encryption::Sealed(_)),
+        "{:?}",
+        prev.encryption
+    );
+    prev
+}
+
+async fn versions_read_back(store: &Arc<MemoryStore>, keys: Arc<dyn KeyRing>, names: &[String; 2]) {
+    let [first, second] = names.clone();
+    let fs = mount(store, keys).await;
+    assert_eq!(listing(&fs, ROOT_INO).await, ["doc", "sub"]);
+    let snaps = fs.lookup(ROOT_INO, ".snapshots").await.unwrap();
+    assert_eq!(snaps.kind, Kind::Dir);
+    assert_eq!(snaps.meta.mode, 0o555);
+    assert_eq!(
+        listing(&fs, snaps.ino).await,
+        [first.clone(), second.clone()]
+    );
+    let one = format!(".snapshots/{first}");
+    let two = format!(".snapshots/{second}");
+    assert_eq!(
+        listing(&fs, walk(&fs, &one).await.unwrap().ino).await,
+        ["big", "doc", "gone", "sub"]
+    );
+    assert_eq!(walk(&fs, &two).await.unwrap().meta.mode, 0o750);
+    // Deleted from the current tree, read from the versions that had it.
+    assert_eq!(errno(walk(&fs, "gone").await), libc::ENOENT);
+    for v in [&one, &two] {
+        assert_eq!(
+            read_path(&fs, &format!("{v}/gone")).await.unwrap(),
+            b"deleted later"
+        );
+    }
+    // Overwritten: each version reads its own bytes.
+    assert_eq!(read_path(&fs, "doc").await.unwrap(), b"doc, now");
+    assert_eq!(
+        read_path(&fs, &format!("{one}/doc")).await.unwrap(),
+        b"doc, first"
+    );
+    assert_eq!(
+        read_path(&fs, &format!("{two}/doc")).await.unwrap(),
+        b"doc, second"
+    );
+    assert_eq!(
+        read_path(&fs, &format!("{one}/sub/inner")).await.unwrap(),
+        b"inner"
+    );
+    // A chunked file of a version, holes as zeros.
+    let big = read_path(&fs, &format!("{one}/big")).await.unwrap();
+    assert_eq!(big.len() as u64, BIG);
+    assert_eq!(&big[..11], b"first chunk");
+    assert_eq!(&big[big.len() - 4..], b"last");
+    assert!(big[11..big.len() - 4].iter().all(|b| *b == 0));
+    assert_eq!(
+        errno(walk(&fs, ".snapshots/20200101T000000Z").await),
+        libc::ENOENT
+    );
+    // Nothing a version shares with the current tree (`sub`) or another version
+    // (`gone`) counts twice: usage is what the node stores for the root.
+    let usage = fs.getxattr(ROOT_INO, "user.pxfs.usage").await.unwrap();
+    let usage: u64 = String::from_utf8(usage).unwrap().parse().unwrap();
+    assert_eq!(usage, usage_of(store));
+    fs.abort();
 }
 
 #[tokio::test]
 async fn every_change_under_snapshots_is_refused_with_erofs() {
     let store = Arc::new(MemoryStore::new());
-    let [first, _] = publish_with_history(&store).await;
+    let [first, _] = publish_with_history(&store, None).await;
     let fs = mount(&store, Arc::new(PlainOnly)).await;
     let snaps = fs.lookup(ROOT_INO, ".snapshots").await.unwrap().ino;
     let v = walk(&fs, &format!(".snapshots/{first}")).await.unwrap().ino;
@@ -719,7 +760,7 @@ async fn every_change_under_snapshots_is_refused_with_erofs() {
 #[tokio::test]
 async fn a_version_read_under_snapshots_unloads_like_a_live_directory() {
     let store = Arc::new(MemoryStore::new());
-    let [first, _] = publish_with_history(&store).await;
+    let [first, _] = publish_with_history(&store, None).await;
     let fs = mount(&store, Arc::new(PlainOnly)).await;
     let v = walk(&fs, &format!(".snapshots/{first}")).await.unwrap().ino;
     assert_eq!(listing(&fs, v).await.len(), 4);
