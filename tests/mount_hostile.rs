@@ -3,7 +3,8 @@
 //! files in the node's repository as a dishonest or failing node would, and reads again
 //! through a fresh cache: what was altered reads as `EIO` (never other bytes), the rest
 //! reads as written, and the mount counts the refused blocks. Needs root and /dev/fuse.
-//! `pxfs check` of format-3 trees built with the codecs (no mount) is here too.
+//! `pxfs check` of format-3 trees built with the codecs (no mount) is here too, and such a
+//! tree's kept versions read through the mount under `.snapshots/`.
 
 #[path = "support/format3_tree.rs"]
 mod format3_tree;
@@ -13,7 +14,7 @@ mod node_mount;
 use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
-use node_mount::{dir, mount, require_mount, start_node};
+use node_mount::{dir, mount, publish_root, require_mount, start_node};
 use pxfs::integrity::dagpb::FileNode;
 use pxfs::storage::NodeClient;
 
@@ -518,4 +519,73 @@ fn chunks_out_of_place_are_unreadable() {
         };
         assert_eq!(read, expected, "sealed: {sealed}");
     }
+}
+
+/// The `.snapshots/` view through the kernel (docs/FORMAT.md §14.1): a format-3 tree with
+/// a kept version, built with the codecs on a node and mounted from an empty cache. `ls` of
+/// the sNFT root does not show `.snapshots`, `ls .snapshots` lists the version, a file
+/// deleted since and one overwritten since read as the version had them (a chunked one
+/// with its holes), and `touch`, `mkdir`, `rm` and writes under it fail with `EROFS`.
+#[test]
+fn a_kept_version_reads_through_the_kernel_under_snapshots() {
+    use format3_tree::{CHUNK_SIZE, NS, T0, Tree3, pattern};
+    require_mount();
+    let mut t = Tree3::new(false);
+    let (gone, _) = t.file("gone", 1, 3_000);
+    let (doc_then, _) = t.file("doc", 2, 2_000);
+    let (doc_now, _) = t.file("doc", 3, 2_500);
+    let big_size = 3 * CHUNK_SIZE;
+    let middle = t.chunk(1, big_size, 4);
+    let (big, _) = t.chunked("big", big_size, vec![middle]);
+    let then = t.dir(vec![gone, doc_then, big]);
+    let now = t.dir(vec![doc_now]);
+    let kept = T0 + 600 * NS;
+    let history = vec![t.version(kept, &then)];
+    let root = t.root(T0 + 1200 * NS, &now, history);
+    let name = pxfs::format::history::snapshot_name(kept);
+
+    let tmp = tempfile::tempdir().unwrap();
+    let node = start_node(&dir(tmp.path(), "repo"));
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let key = rt.block_on(node.client.key_gen("token-1")).unwrap();
+    t.store_on(&rt, &node.client);
+    publish_root(&node.client, &key.id, &dir(tmp.path(), "writer"), &root, 1);
+    let mnt = dir(tmp.path(), "mnt");
+    let m = mount(
+        &node.client,
+        &key.id,
+        &dir(tmp.path(), "cache"),
+        &mnt,
+        false,
+    );
+
+    assert_eq!(list(&mnt).unwrap(), ["doc"], "the view is not listed");
+    let snaps = mnt.join(".snapshots");
+    assert!(snaps.is_dir());
+    assert_eq!(list(&snaps).unwrap(), [name.as_str()]);
+    let v = snaps.join(&name);
+    let mut listed = list(&v).unwrap();
+    listed.sort();
+    assert_eq!(listed, ["big", "doc", "gone"]);
+    assert_eq!(std::fs::read(v.join("gone")).unwrap(), pattern(1, 3_000));
+    assert_eq!(std::fs::read(v.join("doc")).unwrap(), pattern(2, 2_000));
+    assert_eq!(std::fs::read(mnt.join("doc")).unwrap(), pattern(3, 2_500));
+    let big = std::fs::read(v.join("big")).unwrap();
+    let c = CHUNK_SIZE as usize;
+    assert_eq!(big.len(), 3 * c);
+    assert!(big[..c].iter().chain(&big[2 * c..]).all(|b| *b == 0));
+    assert_eq!(big[c..2 * c], pattern(4, CHUNK_SIZE)[..]);
+
+    let erofs = Some(libc::EROFS);
+    assert_eq!(errno_of(std::fs::File::create(v.join("new"))), erofs);
+    assert_eq!(errno_of(std::fs::write(v.join("doc"), b"x")), erofs);
+    assert_eq!(errno_of(std::fs::create_dir(v.join("d"))), erofs);
+    assert_eq!(errno_of(std::fs::remove_file(v.join("doc"))), erofs);
+    assert_eq!(
+        errno_of(std::fs::rename(v.join("doc"), v.join("doc2"))),
+        erofs
+    );
+    assert_eq!(errno_of(std::fs::create_dir(snaps.join("x"))), erofs);
+    assert_eq!(std::fs::read(v.join("doc")).unwrap(), pattern(2, 2_000));
+    m.unmount();
 }

@@ -1,5 +1,6 @@
 //! A kernel mount of the core on a real `pxfs node` child process (no chain), for tests that
-//! need the node's repository at hand: `start_node`, `mount`, `require_mount`, `dir`.
+//! need the node's repository at hand: `start_node`, `mount`, `require_mount`, `dir`,
+//! `publish_root`.
 #![allow(dead_code)]
 
 use std::io::{BufRead, BufReader};
@@ -115,6 +116,31 @@ pub fn mount_with(
         session: Some(session),
         rt,
     }
+}
+
+/// Publishes `root` (a tree put on the node with its objects) as the token-1 sNFT's tree
+/// under `btns`, plaintext, as another writer would; `cache` holds the publisher's chunk
+/// cache.
+pub fn publish_root(client: &NodeClient, btns: &str, cache: &Path, root: &str, usage: u64) {
+    use pxfs::fs::ContentStore;
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let chunks = ChunkCache::open(&cache.join("chunks"), 1 << 20, client.clone()).unwrap();
+        let store = NodeStore::new(client.clone(), chunks, 31337, "0x00".into());
+        let record = pxfs::fs::store::UsageRecord {
+            token_id: 1,
+            quota: u64::MAX,
+            usage,
+            files: 0,
+            root: root.to_string(),
+            last_upload: None,
+            seq: 1,
+            prev: None,
+            merged: None,
+            encryption: Default::default(),
+        };
+        store.publish_usage(Some(btns), &record).await.unwrap();
+    });
 }
 
 impl Mounted {
