@@ -164,8 +164,10 @@ impl Tree {
                 inode.dir().is_none() && (inode.links.len() >= 2 || inode.group.is_some()),
             );
             // Whatever changed in it (times a write bumped, say) shows in the entries
-            // naming it: their directories' next commits look at those names.
-            for (p, n) in inode.links.clone() {
+            // naming it: their directories' next commits look at those names (a kept
+            // version's inodes never change and are never committed).
+            let links = inode.snapshot_of.is_none().then(|| inode.links.clone());
+            for (p, n) in links.into_iter().flatten() {
                 self.note_changed(p, &n);
             }
         }

@@ -726,7 +726,7 @@ impl Fs {
     pub async fn statfs(&self, ino: Ino) -> FsResult<StatFs> {
         const BSIZE: u64 = 4096;
         let tree = self.tree();
-        let tokens: Vec<_> = match tree.get(ino)?.token {
+        let tokens: Vec<_> = match tree.get(ino)?.reads_as() {
             Some(t) => vec![tree.token(t)?],
             None => tree.tokens.values().collect(),
         };
