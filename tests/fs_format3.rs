@@ -459,7 +459,8 @@ fn subdir(name: &str, top: &str) -> Entry {
 }
 
 /// A format-3 tree with two kept versions, as a writer keeping history leaves it:
-/// - the first (T0): `big` (chunked), `doc` ("doc, first"), `gone`, `sub/inner`;
+/// - the first (T0): `big` (chunked), `doc` ("doc, first"), `gone`, `sub/inner`, and
+///   `h1` and `h2`, two names of one file (a link group of its `inodes` table);
 /// - the second (T0 + 1 h, its sNFT directory's mode 0750): `doc` ("doc, second"), `gone`,
 ///   `sub/inner`;
 /// - the current tree (T0 + 2 h): `doc` ("doc, now"), `sub/inner`: `gone` was deleted.
@@ -504,11 +505,34 @@ async fn publish_with_history(store: &MemoryStore, prev: Option<&UsageRecord>) -
         file("doc", 8, stored_whole(store, keys, b"doc, now").await),
         subdir("sub", &sub),
     ];
+    let mut first = first;
+    let group = format::GroupId(1u64.to_be_bytes());
+    for name in ["h1", "h2"] {
+        first.push(Entry {
+            name: Name::new(name.as_bytes().to_vec()).unwrap(),
+            kind: EntryKind::Link(group),
+        });
+    }
+    let linked = EntryKind::Inode(Inode {
+        kind: InodeKind::File {
+            size: 6,
+            content: Some(stored_whole(store, keys, b"linked").await),
+        },
+        attrs: attrs(0o644),
+        xattrs: vec![],
+    });
+    let record = format::InodeRecord {
+        id: group,
+        nlink: 2,
+        kind: linked,
+    };
+    let inodes = format::prolly::build(&mut pages, &crypto, vec![record]).unwrap();
+    first.sort_by(|a, b| a.name.as_bytes().cmp(b.name.as_bytes()));
     let first = format::prolly::build(&mut pages, &crypto, first).unwrap();
     let second = format::prolly::build(&mut pages, &crypto, second).unwrap();
     let now = format::prolly::build(&mut pages, &crypto, now).unwrap();
     let versions = vec![
-        Version::new(T0, attrs(0o755), vec![], first, None, 0).unwrap(),
+        Version::new(T0, attrs(0o755), vec![], first, Some(inodes), 0).unwrap(),
         Version::new(T0 + 3600 * NS, attrs(0o750), vec![], second, None, 0).unwrap(),
     ];
     let history = format::prolly::build(&mut pages, &crypto, versions).unwrap();
@@ -635,9 +659,19 @@ async fn versions_read_back(store: &Arc<MemoryStore>, keys: Arc<dyn KeyRing>, na
     let two = format!(".snapshots/{second}");
     assert_eq!(
         listing(&fs, walk(&fs, &one).await.unwrap().ino).await,
-        ["big", "doc", "gone", "sub"]
+        ["big", "doc", "gone", "h1", "h2", "sub"]
     );
     assert_eq!(walk(&fs, &two).await.unwrap().meta.mode, 0o750);
+    // Two names of one file, from the version's link-group table.
+    let (h1, h2) = (
+        walk(&fs, &format!("{one}/h1")).await.unwrap(),
+        walk(&fs, &format!("{one}/h2")).await.unwrap(),
+    );
+    assert_eq!((h1.ino, h1.nlink, h1.size), (h2.ino, 2, 6));
+    assert_eq!(
+        read_path(&fs, &format!("{one}/h2")).await.unwrap(),
+        b"linked"
+    );
     // Deleted from the current tree, read from the versions that had it.
     assert_eq!(errno(walk(&fs, "gone").await), libc::ENOENT);
     for v in [&one, &two] {
@@ -760,10 +794,13 @@ async fn every_change_under_snapshots_is_refused_with_erofs() {
 #[tokio::test]
 async fn a_version_read_under_snapshots_unloads_like_a_live_directory() {
     let store = Arc::new(MemoryStore::new());
-    let [first, _] = publish_with_history(&store, None).await;
+    let [_, second] = publish_with_history(&store, None).await;
     let fs = mount(&store, Arc::new(PlainOnly)).await;
-    let v = walk(&fs, &format!(".snapshots/{first}")).await.unwrap().ino;
-    assert_eq!(listing(&fs, v).await.len(), 4);
+    let v = walk(&fs, &format!(".snapshots/{second}"))
+        .await
+        .unwrap()
+        .ino;
+    assert_eq!(listing(&fs, v).await.len(), 3);
     let usage = || async {
         let u = fs.getxattr(ROOT_INO, "user.pxfs.usage").await.unwrap();
         String::from_utf8(u).unwrap().parse::<u64>().unwrap()
@@ -773,10 +810,10 @@ async fn a_version_read_under_snapshots_unloads_like_a_live_directory() {
     assert_eq!(usage().await, before);
     // Read again from its pages, under a new number.
     assert_eq!(
-        read_path(&fs, &format!(".snapshots/{first}/doc"))
+        read_path(&fs, &format!(".snapshots/{second}/doc"))
             .await
             .unwrap(),
-        b"doc, first"
+        b"doc, second"
     );
     assert_eq!(usage().await, usage_of(&store));
     fs.abort();

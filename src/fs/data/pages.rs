@@ -711,6 +711,35 @@ pub async fn read_dir(
     })
 }
 
+/// The records of a link-group table whose top is `top` (docs/FORMAT.md §4.4), with the
+/// chunk tables of their chunked files: a kept version's (`.snapshots/`), read with its
+/// root directory.
+pub async fn read_groups(
+    store: &dyn ContentStore,
+    crypto: &TreeCrypto,
+    cache: &PageCache,
+    top: &str,
+) -> FsResult<(Vec<format::InodeRecord>, ChunkTables)> {
+    let first = store.fetch(top).await?;
+    cache.insert(top, &first);
+    let mut pages = Vec::new();
+    let records: Vec<format::InodeRecord> = read_table(
+        store,
+        crypto,
+        cache,
+        vec![top.to_owned()],
+        vec![first],
+        &mut pages,
+    )
+    .await?;
+    let chunked = records
+        .iter()
+        .filter_map(|r| chunked_content(&r.kind))
+        .collect();
+    let tables = read_chunk_tables(store, crypto, cache, chunked).await?;
+    Ok((records, tables))
+}
+
 /// The versions a format-3 root's history table keeps (docs/FORMAT.md §14.1), oldest
 /// first; `top` is the table's top page.
 pub async fn read_history(

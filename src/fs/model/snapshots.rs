@@ -12,13 +12,15 @@
 //! not loaded). They are read with their token's keys (`Inode::snapshot_of`). Only a
 //! format-3 tree has the view; a v2 tree's own entry of that name is shown as it is.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use crate::format::Name;
 use crate::format::history::Version;
+use crate::fs::data::pages::{ChunkTables, chunked_content};
 use crate::fs::error::{FsError, FsResult};
 use crate::fs::model::inode::{Body, DirBody, Entries, Ino, Inode, Meta, TokenId};
 use crate::fs::model::stored;
+use crate::fs::model::token::GroupSlot;
 use crate::fs::model::tree::Tree;
 
 /// The view's name in an sNFT's root.
@@ -33,6 +35,17 @@ pub struct SnapshotView {
     pub history: Option<String>,
     /// `.snapshots/`, once looked up.
     pub dir: Option<Ino>,
+    /// Per version's directory in it: its link groups.
+    pub versions: HashMap<Ino, VersionGroups>,
+}
+
+/// A kept version's link groups (docs/FORMAT.md §4.4), read with its root directory.
+#[derive(Debug, Default)]
+pub struct VersionGroups {
+    /// The top of its link-group table, if it had hard links.
+    pub inodes: Option<String>,
+    /// Its groups by id, once read.
+    pub groups: Option<HashMap<u64, GroupSlot>>,
 }
 
 impl Tree {
@@ -126,6 +139,7 @@ impl Tree {
         let by_name: BTreeMap<String, Version> =
             versions.into_iter().map(|v| (v.name(), v)).collect();
         let mut listed = Entries::default();
+        let mut groups = HashMap::new();
         for (name, v) in by_name {
             let Ok(name) = Name::new(name.as_bytes()) else {
                 continue;
@@ -145,14 +159,95 @@ impl Tree {
             });
             listed.insert(&name, version);
             listed.subdirs += 1;
+            let inodes = v.inodes;
+            groups.insert(
+                version,
+                VersionGroups {
+                    inodes,
+                    groups: None,
+                },
+            );
         }
         if let Some(d) = self.inodes.get_mut(&dir).and_then(|i| i.dir_mut()) {
             d.entries = Some(listed);
         }
         if let Some(v) = self.snapshot_views.get_mut(&token) {
             v.dir = Some(dir);
+            v.versions = groups;
         }
         Ok(dir)
+    }
+
+    /// The kept version `ino` belongs to: its token and its directory in `.snapshots/`.
+    fn version_of(&self, ino: Ino) -> Option<(TokenId, Ino)> {
+        let token = self.inodes.get(&ino)?.snapshot_of?;
+        let view = self.snapshot_views.get(&token)?;
+        let mut cur = ino;
+        // Bounded by the depth of the tree: each step goes one directory up.
+        for _ in 0..self.inodes.len() {
+            if view.versions.contains_key(&cur) {
+                return Some((token, cur));
+            }
+            cur = self.inodes.get(&cur)?.links.first()?.0;
+        }
+        None
+    }
+
+    fn version_groups(&mut self, ino: Ino) -> Option<&mut VersionGroups> {
+        let (token, version) = self.version_of(ino)?;
+        self.snapshot_views
+            .get_mut(&token)?
+            .versions
+            .get_mut(&version)
+    }
+
+    /// The link-group table to read before loading `dir`, when it is a kept version's
+    /// directory whose groups are not read yet: the table's top.
+    pub(in crate::fs) fn version_groups_wanted(&self, dir: Ino) -> Option<String> {
+        let (token, version) = self.version_of(dir)?;
+        let v = self.snapshot_views.get(&token)?.versions.get(&version)?;
+        match (&v.inodes, &v.groups) {
+            (Some(top), None) => Some(top.clone()),
+            _ => None,
+        }
+    }
+
+    /// The link groups of the version `dir` belongs to, read from its table `top`.
+    pub(in crate::fs) fn set_version_groups(
+        &mut self,
+        dir: Ino,
+        top: &str,
+        (records, tables): (Vec<crate::format::InodeRecord>, ChunkTables),
+    ) {
+        let Some(v) = self.version_groups(dir) else {
+            return;
+        };
+        if v.inodes.as_deref() != Some(top) || v.groups.is_some() {
+            return;
+        }
+        let slots = records.into_iter().filter_map(|r| {
+            let crate::format::EntryKind::Inode(inode) = r.kind else {
+                return None;
+            };
+            let kind = crate::format::EntryKind::Inode(inode.clone());
+            let slot = GroupSlot {
+                table: chunked_content(&kind).and_then(|k| tables.get(&k).cloned()),
+                nlink: r.nlink,
+                inode,
+                ino: None,
+            };
+            Some((u64::from_be_bytes(r.id.0), slot))
+        });
+        v.groups = Some(slots.collect());
+    }
+
+    /// The link groups names in `dir` refer to: its token's, or its kept version's.
+    pub(in crate::fs) fn groups_of(&mut self, dir: Ino) -> Option<&mut HashMap<u64, GroupSlot>> {
+        let inode = self.inodes.get(&dir)?;
+        match inode.token {
+            Some(t) => self.tokens.get_mut(&t).map(|t| &mut t.groups),
+            None => self.version_groups(dir)?.groups.as_mut(),
+        }
     }
 
     /// Drop `token`'s `.snapshots/`: what the kernel or an open file still refers to

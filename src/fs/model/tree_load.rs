@@ -190,10 +190,8 @@ impl Tree {
         dir: Ino,
         name: &Name,
     ) -> FsResult<Option<Ino>> {
-        let Some(t) = token.and_then(|t| self.tokens.get_mut(&t)) else {
-            return Ok(None);
-        };
-        let Some(slot) = t.groups.get(&id) else {
+        // The token's groups, or in `.snapshots/` the kept version's.
+        let Some(slot) = self.groups_of(dir).and_then(|g| g.get(&id)).cloned() else {
             return Ok(None);
         };
         if let Some(ino) = slot.ino
@@ -211,18 +209,14 @@ impl Tree {
                 Some((key, t.clone()))
             })
             .collect();
-        let (_, inode) = stored::inode_read(
-            token,
-            slot.inode.clone(),
-            (dir, name.clone()),
-            Some(id),
-            &tables,
-        );
+        let snapshot_of = self.get(dir)?.snapshot_of;
+        // A kept version's inode is never committed: it is no group's to store.
+        let group = snapshot_of.is_none().then_some(id);
+        let (_, mut inode) =
+            stored::inode_read(token, slot.inode, (dir, name.clone()), group, &tables);
+        inode.snapshot_of = snapshot_of;
         let ino = self.alloc(inode);
-        if let Some(slot) = token
-            .and_then(|t| self.tokens.get_mut(&t))
-            .and_then(|t| t.groups.get_mut(&id))
-        {
+        if let Some(slot) = self.groups_of(dir).and_then(|g| g.get_mut(&id)) {
             slot.ino = Some(ino);
         }
         Ok(Some(ino))

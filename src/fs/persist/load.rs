@@ -453,6 +453,13 @@ impl Fs {
         let read =
             crate::fs::data::pages::read_dir(&*store, &sealing, &self.inner.pages, &cid, is_root)
                 .await;
+        // A kept version's link groups (`.snapshots/`), read with its root directory.
+        let wanted = self.tree().version_groups_wanted(dir);
+        if let Some(top) = &wanted {
+            let pages = &self.inner.pages;
+            let groups = crate::fs::data::pages::read_groups(&*store, &sealing, pages, top).await?;
+            self.tree().set_version_groups(dir, top, groups);
+        }
         let mut tree = self.tree();
         let read = match read {
             Ok(r) => r,
