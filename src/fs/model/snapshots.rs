@@ -253,11 +253,11 @@ impl Tree {
     /// Drop `token`'s `.snapshots/`: what the kernel or an open file still refers to
     /// lives on, nameless, until it lets go.
     fn detach_snapshots(&mut self, token: TokenId) {
-        let Some(dir) = self
-            .snapshot_views
-            .get_mut(&token)
-            .and_then(|v| v.dir.take())
-        else {
+        let Some(view) = self.snapshot_views.get_mut(&token) else {
+            return;
+        };
+        view.versions.clear();
+        let Some(dir) = view.dir.take() else {
             return;
         };
         let mut stack = vec![dir];
