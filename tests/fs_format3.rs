@@ -834,3 +834,87 @@ async fn a_format_2_tree_keeps_its_own_entry_named_snapshots() {
     assert_eq!(listing(&fs, found.ino).await, ["mine"]);
     fs.abort();
 }
+
+#[tokio::test]
+async fn a_name_in_a_large_kept_directory_is_read_through_the_pages_on_its_path() {
+    let store = Arc::new(MemoryStore::new());
+    let crypto = TreeCrypto::Plain;
+    let mut pages = Pages {
+        store: &store,
+        made: HashMap::new(),
+    };
+    let same = stored_whole(&store, None, b"one").await;
+    let mut many: Vec<Entry> = (0..2_000)
+        .map(|i| file(&format!("f{i:05}"), 3, same.clone()))
+        .collect();
+    many.sort_by(|a, b| a.name.as_bytes().cmp(b.name.as_bytes()));
+    let big_dir = format::prolly::build(&mut pages, &crypto, many).unwrap();
+    let now = format::prolly::build::<Entry>(&mut pages, &crypto, vec![]).unwrap();
+    let kept = Version::new(T0, attrs(0o755), vec![], big_dir.clone(), None, 0).unwrap();
+    let history = format::prolly::build(&mut pages, &crypto, vec![kept]).unwrap();
+    let root = RootV3 {
+        root: Root {
+            attrs: attrs(0o755),
+            xattrs: vec![],
+            dir: now,
+            inodes: None,
+        },
+        t: T0 + 3600 * NS,
+        history: Some(history),
+    }
+    .encode(&crypto)
+    .unwrap();
+    let root = pages.put(root).unwrap();
+    let pages_made = pages.made.len();
+    pages.land().await;
+    let record = UsageRecord {
+        token_id: TOKEN,
+        quota: u64::MAX,
+        usage: 1,
+        files: 0,
+        root,
+        last_upload: None,
+        seq: 1,
+        prev: None,
+        merged: None,
+        encryption: Default::default(),
+    };
+    store.publish_usage(Some(BTNS), &record).await.unwrap();
+    assert!(
+        pages_made > 20,
+        "the kept directory spans many pages: {pages_made}"
+    );
+    let fs = mount(&store, plain()).await;
+    let v = walk(&fs, &format!(".snapshots/{}", snapshot_name(T0)))
+        .await
+        .unwrap();
+    let before = store.fetches();
+    let one = fs.lookup(v.ino, "f01234").await.unwrap();
+    let cost = store.fetches() - before;
+    assert!(
+        cost <= 3,
+        "{cost} pages fetched for one name of {pages_made}"
+    );
+    assert_eq!(
+        read_path(&fs, &format!(".snapshots/{}/f01234", snapshot_name(T0)))
+            .await
+            .unwrap(),
+        b"one"
+    );
+    assert_eq!(errno(fs.lookup(v.ino, "f99999").await), libc::ENOENT);
+    // Listed whole, the name keeps its number.
+    let mut all = 0;
+    let mut offset = 0;
+    loop {
+        let batch = fs.readdir(v.ino, offset).await.unwrap();
+        let Some(last) = batch.last() else { break };
+        offset = last.offset;
+        all += batch
+            .iter()
+            .filter(|e| e.name != b"." && e.name != b"..")
+            .count();
+    }
+    assert_eq!(all, 2_000);
+    assert_eq!(fs.lookup(v.ino, "f01234").await.unwrap().ino, one.ino);
+    fs.abort();
+}

@@ -558,15 +558,16 @@ impl Tree {
         if let Some(ino) = self.found_child(dir, name.as_bytes()) {
             return Ok(ino);
         }
-        let token = self.get(dir)?.token;
+        let (token, snapshot_of) = self.get(dir).map(|d| (d.token, d.snapshot_of))?;
         // (A chunked file is never looked up alone: its table is read with its directory.)
-        let (_, inode) = stored::inode_read(
+        let (_, mut inode) = stored::inode_read(
             token,
             stored,
             (dir, name.clone()),
             None,
             &Default::default(),
         );
+        inode.snapshot_of = snapshot_of;
         let ino = self.alloc(inode);
         match self.get_mut(dir)?.dir_mut() {
             Some(d) if d.entries.is_none() => {

@@ -838,7 +838,7 @@ fn paged_lookup_top(tree: &Tree, dir: Ino) -> Option<(String, TokenId)> {
     if d.entries.is_some() || tree.is_token_root(dir) {
         return None;
     }
-    let token = inode.token?;
+    let token = inode.reads_as()?; // a kept version's directory is read as its token's
     let t = tree.tokens.get(&token)?;
     if t.replaying || t.v1_tree {
         return None;
