@@ -273,6 +273,11 @@ impl Fs {
             } else {
                 tree.alloc(root_inode)
             };
+            if committed.root.is_none() {
+                // A tree this pxfs writes first is format 3 from its first commit: the
+                // snapshot view's name is taken from the start (FORMAT.md §12.2).
+                tree.root_read(id, Some(None));
+            }
             tree.tokens.insert(
                 id,
                 TokenFs {
