@@ -17,6 +17,7 @@ const LAYERS: &[&[&str]] = &[
         "local_disk",
         "config",
         "backoff",
+        "metrics",
     ],
     &["format"],
     &["storage", "integrity"],

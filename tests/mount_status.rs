@@ -336,3 +336,145 @@ dir = "{}"
         assert!(!is_mounted(&mp));
     }
 }
+
+/// `GET path` on `addr` over plain HTTP/1.0: the status code and the body.
+fn http_get(addr: &str, path: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").unwrap();
+    let mut answer = String::new();
+    s.read_to_string(&mut answer).unwrap();
+    let (head, body) = answer.split_once("\r\n\r\n").unwrap_or((&answer, ""));
+    let code = head.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap();
+    (code, body.to_string())
+}
+
+/// The value of the sample named exactly `series` (name and labels).
+fn metric(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+        .and_then(|v| v.split(' ').next()?.parse().ok())
+}
+
+#[test]
+fn metrics_endpoint_shows_every_family_and_counts_a_copy_as_it_is_uploaded() {
+    let devnet = TestDevnet::start(&[]);
+    let token = devnet.token();
+    let work = tempfile::tempdir().unwrap();
+    let addr = {
+        let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        probe.local_addr().unwrap().to_string()
+    };
+    let listen = addr.clone();
+    let cfg = devnet.config_with(&work.path().join("cache"), move |c| {
+        let mut metrics = toml::Table::new();
+        metrics.insert("listen".into(), toml::Value::String(listen));
+        c.as_table_mut()
+            .unwrap()
+            .insert("metrics".into(), toml::Value::Table(metrics));
+    });
+    let mount = support::TestMount::mount(&cfg, &[]);
+    let dir = mount.token(token);
+
+    let (code, before) = http_get(&addr, "/metrics");
+    assert_eq!(code, 200, "{before}");
+    for family in [
+        "pxfs_fuse_requests",
+        "pxfs_fuse_request_duration_seconds",
+        "pxfs_uploaded_bytes",
+        "pxfs_uploaded_files",
+        "pxfs_downloaded_bytes",
+        "pxfs_commits",
+        "pxfs_commit_duration_seconds",
+        "pxfs_node_requests",
+        "pxfs_node_errors",
+        "pxfs_node_retries",
+        "pxfs_chain_requests",
+        "pxfs_chunk_cache_hits",
+        "pxfs_upload_queue_files",
+        "pxfs_upload_queue_bytes",
+        "pxfs_node_up",
+        "pxfs_chain_up",
+        "pxfs_token_quota_bytes",
+        "pxfs_token_usage_bytes",
+        "pxfs_token_sync_deadline_seconds",
+    ] {
+        assert!(
+            before.contains(&format!("# TYPE {family} ")),
+            "{family} missing:\n{before}"
+        );
+    }
+    let uploaded_before = metric(&before, "pxfs_uploaded_bytes_total").unwrap();
+    // The gauges are the status's: quota and deadline as `pxfs status` shows them.
+    let s = status_json(&cfg);
+    let quota = s["tokens"][0]["quota"].as_f64().unwrap();
+    let series = |name: &str| format!("{name}{{token=\"{token}\"}}");
+    assert_eq!(
+        metric(&before, &series("pxfs_token_quota_bytes")),
+        Some(quota),
+        "{before}"
+    );
+    assert_eq!(
+        metric(&before, &series("pxfs_token_sync_deadline_seconds")),
+        s["tokens"][0]["sync_deadline"].as_f64(),
+    );
+    // The mount read the chain and asked the node for what it holds.
+    assert!(metric(&before, r#"pxfs_chain_requests_total{call="token"}"#).unwrap() >= 1.0);
+    assert_eq!(metric(&before, "pxfs_node_up"), Some(1.0), "{before}");
+
+    // A copy: uploaded and committed once fsync returns.
+    let content: Vec<u8> = (0..3_000_000u32).map(|i| (i * 7 % 251) as u8).collect();
+    let file = dir.join("copied.bin");
+    std::fs::write(&file, &content).unwrap();
+    std::fs::File::open(&file).unwrap().sync_all().unwrap();
+
+    let (_, after) = http_get(&addr, "/metrics");
+    let uploaded_after = metric(&after, "pxfs_uploaded_bytes_total").unwrap();
+    assert!(
+        uploaded_after >= uploaded_before + content.len() as f64,
+        "uploaded {uploaded_before} -> {uploaded_after}"
+    );
+    assert!(metric(&after, r#"pxfs_commits_total{result="ok"}"#).unwrap() >= 1.0);
+    assert!(metric(&after, r#"pxfs_fuse_requests_total{op="write",errno="OK"}"#).unwrap() >= 1.0);
+    assert!(
+        metric(
+            &after,
+            r#"pxfs_fuse_request_duration_seconds_count{op="fsync"}"#
+        )
+        .unwrap()
+            >= 1.0
+    );
+    assert!(metric(&after, r#"pxfs_node_requests_total{cmd="add"}"#).unwrap() >= 1.0);
+    assert!(
+        metric(&after, &series("pxfs_token_usage_bytes")).unwrap() >= content.len() as f64,
+        "{after}"
+    );
+    // A name that is not there: an errno of its own.
+    assert!(!dir.join("absent").exists());
+    let (_, later) = http_get(&addr, "/metrics");
+    assert!(
+        metric(
+            &later,
+            r#"pxfs_fuse_requests_total{op="lookup",errno="ENOENT"}"#
+        )
+        .unwrap()
+            >= 1.0
+    );
+    // Only /metrics is served.
+    assert_eq!(http_get(&addr, "/").0, 404);
+
+    // A second mount configured for the same address fails, naming it.
+    let other = tempfile::tempdir().unwrap();
+    let out = Command::new(PXFS)
+        .arg("mount")
+        .arg(other.path())
+        .arg("--config")
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains(&addr), "{err}");
+    assert!(!is_mounted(other.path()));
+    drop(mount);
+}
