@@ -218,3 +218,30 @@ async fn the_endpoint_serves_the_registry_in_openmetrics_text_after_a_refresh() 
     assert_eq!(other.status(), 404);
     drop(server);
 }
+
+#[test]
+fn the_grafana_dashboard_asks_only_for_series_the_daemon_exposes() {
+    let dashboard = include_str!("../../docs/grafana/pxfs.json");
+    let text = encode();
+    let mut names: Vec<&str> = dashboard
+        .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+        .filter(|w| w.starts_with("pxfs_"))
+        .collect();
+    names.sort();
+    names.dedup();
+    assert!(names.len() >= 20, "{names:?}");
+    for name in names {
+        let (family, kind) = match name.rsplit_once('_') {
+            Some((f, "total")) => (f, Some("counter")),
+            Some((f, "bucket" | "count" | "sum")) => (f, Some("histogram")),
+            _ => (name, None),
+        };
+        let declared = text
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("# TYPE {family} ")));
+        assert!(declared.is_some(), "{name}: no family {family}");
+        if let Some(kind) = kind {
+            assert_eq!(declared, Some(kind), "{name}");
+        }
+    }
+}
