@@ -23,7 +23,9 @@ const LAYERS: &[&[&str]] = &[
     &["storage", "integrity"],
     &["btns", "keys", "chain", "cache", "dapp", "replica"],
     &["fs"],
-    &["fuse", "oracle", "check", "pinning", "node", "devnet"],
+    &[
+        "fuse", "oracle", "check", "pinning", "node", "devnet", "web",
+    ],
     &["cli"],
 ];
 
