@@ -478,3 +478,71 @@ fn metrics_endpoint_shows_every_family_and_counts_a_copy_as_it_is_uploaded() {
     assert!(!is_mounted(other.path()));
     drop(mount);
 }
+
+/// `pxfs web --listen 127.0.0.1:0` for `cfg`; the URL it printed (with its token).
+fn start_web(cfg: &std::path::Path) -> (std::process::Child, String) {
+    let mut web = Command::new(PXFS)
+        .args(["web", "--listen", "127.0.0.1:0", "--config"])
+        .arg(cfg)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(web.stdout.take().unwrap()).lines();
+    let first = lines.next().expect("pxfs web prints its URL").unwrap();
+    let url = first
+        .strip_prefix("pxfs web: open ")
+        .unwrap_or_else(|| panic!("{first}"))
+        .to_string();
+    // Keep reading its output so it never blocks on a full pipe.
+    std::thread::spawn(move || lines.for_each(drop));
+    (web, url)
+}
+
+#[test]
+fn pxfs_web_shows_the_mounted_snft_and_its_usage_history_only_to_the_token() {
+    let devnet = TestDevnet::start(&[]);
+    let token = devnet.token();
+    let work = tempfile::tempdir().unwrap();
+    let cfg = devnet.config_with_cache(&work.path().join("cache"));
+    let mount = support::TestMount::mount(&cfg, &[]);
+    let file = mount.token(token).join("hello.txt");
+    std::fs::write(&file, b"hello, dashboard").unwrap();
+    std::fs::File::open(&file).unwrap().sync_all().unwrap();
+
+    let (mut web, url) = start_web(&cfg);
+    let (addr, secret) = url
+        .strip_prefix("http://")
+        .and_then(|u| u.split_once("/?token="))
+        .unwrap_or_else(|| panic!("{url}"));
+    assert_eq!(secret.len(), 32, "128 bits in hex: {url}");
+    assert!(addr.starts_with("127.0.0.1:"), "{url}");
+
+    // Without the token: nothing.
+    assert_eq!(http_get(addr, "/api/status").0, 401);
+    assert_eq!(http_get(addr, "/").0, 401);
+    // With it: the status `pxfs status --json` shows, the mount's part included.
+    let (code, body) = http_get(addr, &format!("/api/status?token={secret}"));
+    assert_eq!(code, 200, "{body}");
+    let s: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let t = &s["tokens"][0];
+    assert_eq!(t["token_id"], token);
+    assert_eq!(t["quota"], status_json(&cfg)["tokens"][0]["quota"]);
+    assert_eq!(t["mount"]["mountpoint"], mount.path().display().to_string());
+    // Usage over time: the commit fsync made is the newest point.
+    let (code, body) = http_get(addr, &format!("/api/history/{token}?token={secret}"));
+    assert_eq!(code, 200, "{body}");
+    let points: Vec<serde_json::Value> = serde_json::from_str(&body).unwrap();
+    let newest = points.last().unwrap_or_else(|| panic!("no history: {body}"));
+    assert!(newest["usage"].as_u64().unwrap() >= 16, "{body}");
+    assert!(newest["at"].as_u64().unwrap() >= now() - 600, "{body}");
+    let seqs: Vec<u64> = points.iter().map(|p| p["seq"].as_u64().unwrap()).collect();
+    assert!(seqs.windows(2).all(|w| w[0] < w[1]), "oldest first: {seqs:?}");
+    // The page is built in.
+    let (code, page) = http_get(addr, &format!("/?token={secret}"));
+    assert_eq!(code, 200);
+    assert!(page.contains("usage over time"), "{page}");
+
+    let _ = web.kill();
+    let _ = web.wait();
+    drop(mount);
+}
