@@ -479,8 +479,17 @@ fn metrics_endpoint_shows_every_family_and_counts_a_copy_as_it_is_uploaded() {
     drop(mount);
 }
 
+/// A `pxfs web` process, stopped when dropped (a failed test leaves none behind).
+struct Web(std::process::Child);
+impl Drop for Web {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// `pxfs web --listen 127.0.0.1:0` for `cfg`; the URL it printed (with its token).
-fn start_web(cfg: &std::path::Path) -> (std::process::Child, String) {
+fn start_web(cfg: &std::path::Path) -> (Web, String) {
     let mut web = Command::new(PXFS)
         .args(["web", "--listen", "127.0.0.1:0", "--config"])
         .arg(cfg)
@@ -495,7 +504,7 @@ fn start_web(cfg: &std::path::Path) -> (std::process::Child, String) {
         .to_string();
     // Keep reading its output so it never blocks on a full pipe.
     std::thread::spawn(move || lines.for_each(drop));
-    (web, url)
+    (Web(web), url)
 }
 
 #[test]
@@ -509,7 +518,7 @@ fn pxfs_web_shows_the_mounted_snft_and_its_usage_history_only_to_the_token() {
     std::fs::write(&file, b"hello, dashboard").unwrap();
     std::fs::File::open(&file).unwrap().sync_all().unwrap();
 
-    let (mut web, url) = start_web(&cfg);
+    let (web, url) = start_web(&cfg);
     let (addr, secret) = url
         .strip_prefix("http://")
         .and_then(|u| u.split_once("/?token="))
@@ -532,17 +541,114 @@ fn pxfs_web_shows_the_mounted_snft_and_its_usage_history_only_to_the_token() {
     let (code, body) = http_get(addr, &format!("/api/history/{token}?token={secret}"));
     assert_eq!(code, 200, "{body}");
     let points: Vec<serde_json::Value> = serde_json::from_str(&body).unwrap();
-    let newest = points.last().unwrap_or_else(|| panic!("no history: {body}"));
+    let newest = points
+        .last()
+        .unwrap_or_else(|| panic!("no history: {body}"));
     assert!(newest["usage"].as_u64().unwrap() >= 16, "{body}");
     assert!(newest["at"].as_u64().unwrap() >= now() - 600, "{body}");
     let seqs: Vec<u64> = points.iter().map(|p| p["seq"].as_u64().unwrap()).collect();
-    assert!(seqs.windows(2).all(|w| w[0] < w[1]), "oldest first: {seqs:?}");
+    assert!(
+        seqs.windows(2).all(|w| w[0] < w[1]),
+        "oldest first: {seqs:?}"
+    );
     // The page is built in.
     let (code, page) = http_get(addr, &format!("/?token={secret}"));
     assert_eq!(code, 200);
     assert!(page.contains("usage over time"), "{page}");
 
-    let _ = web.kill();
-    let _ = web.wait();
+    drop(web);
+    drop(mount);
+}
+
+/// Runs Debian's `chromium` headless on `url`: the DOM after the page's scripts ran, and
+/// its stderr (console messages). Missing chromium fails the test (scripts/setup.sh
+/// installs it).
+fn chromium(args: &[&str], url: &str) -> (String, String) {
+    let profile = tempfile::tempdir().unwrap();
+    let out = Command::new("chromium")
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--no-first-run",
+            "--disable-extensions",
+            "--enable-logging=stderr",
+            "--v=0",
+            "--window-size=1280,800",
+            "--virtual-time-budget=8000",
+        ])
+        .arg(format!("--user-data-dir={}", profile.path().display()))
+        .args(args)
+        .arg(url)
+        .output()
+        .expect("chromium (Debian's `chromium`, installed by scripts/setup.sh)");
+    assert!(
+        out.status.success(),
+        "chromium failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn the_dashboard_renders_in_headless_chromium_with_the_snft_quota_and_usage() {
+    let devnet = TestDevnet::start(&[]);
+    let token = devnet.token();
+    let work = tempfile::tempdir().unwrap();
+    let cfg = devnet.config_with_cache(&work.path().join("cache"));
+    let mount = support::TestMount::mount(&cfg, &[]);
+    let file = mount.token(token).join("photo.jpg");
+    std::fs::write(&file, vec![7u8; 1_500_000]).unwrap();
+    std::fs::File::open(&file).unwrap().sync_all().unwrap();
+    let (web, url) = start_web(&cfg);
+
+    let (dom, console) = chromium(&["--dump-dom"], &url);
+    let s = status_json(&cfg);
+    let quota = s["tokens"][0]["quota"].as_u64().unwrap();
+    // What the scripts rendered (the page's source names none of it).
+    assert!(dom.contains(&format!("<span>sNFT {token}</span>")), "{dom}");
+    // "used 1.4 MiB of 1.0 GiB (0%)": the quota and the live usage, as the page words them.
+    let gib = format!("of {:.1} GiB", quota as f64 / (1u64 << 30) as f64);
+    assert!(dom.contains(&gib), "{gib} not in {dom}");
+    assert!(dom.contains("<dt>used</dt><dd>1.4 MiB of"), "{dom}");
+    assert!(
+        dom.contains("<dt>uploads in flight</dt><dd>0 files, 0 B</dd>"),
+        "{dom}"
+    );
+    assert!(
+        dom.contains("<path d=\"M"),
+        "the usage chart is drawn: {dom}"
+    );
+    assert!(!dom.contains("data-errors"), "the page met errors: {dom}");
+    assert!(
+        dom.contains(r#"<div id="message" role="status"></div>"#),
+        "the page reported a failure: {dom}"
+    );
+    let console_errors: Vec<&str> = console
+        .lines()
+        .filter(|l| l.contains("CONSOLE") || l.contains("Uncaught"))
+        .collect();
+    assert!(console_errors.is_empty(), "{console_errors:#?}");
+
+    // The screenshot, kept for whoever looks at the run (and for docs/web-dashboard.png).
+    let dir = std::env::var_os("PXFS_TEST_ARTIFACTS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_TARGET_TMPDIR")));
+    std::fs::create_dir_all(&dir).unwrap();
+    let shot = dir.join("web-dashboard.png");
+    let _ = std::fs::remove_file(&shot);
+    chromium(&[&format!("--screenshot={}", shot.display())], &url);
+    let png = std::fs::read(&shot).unwrap();
+    assert!(
+        png.starts_with(b"\x89PNG") && png.len() > 10_000,
+        "{}",
+        shot.display()
+    );
+    eprintln!("screenshot: {}", shot.display());
+
+    drop(web);
     drop(mount);
 }
