@@ -43,15 +43,17 @@ source scripts/bench_lib.sh
 # `churn [--minutes N] [--mixed]`: small files created and deleted for N minutes (issue #41;
 # --mixed: plus a large file rewritten and deleted every few minutes), with its verdicts,
 # scripts/bench_churn.sh; `check`: `pxfs check` against a plain read (issue #30),
-# scripts/bench_check.sh.
+# scripts/bench_check.sh; `rewrite`: small rewrites in place, the sparse file and the
+# one-chunk reference against ext4 and rclone mount (issue #39), scripts/bench_rewrite.sh.
 case "${1:-}" in
     scale | dirs) exec bash scripts/bench_scale.sh "$1" ;;
     installed) exec bash scripts/bench_installed.sh ;;
     oracle) exec bash scripts/bench_oracle.sh ;;
     churn) shift; exec bash scripts/bench_churn.sh "$@" ;;
     check) exec bash scripts/bench_check.sh ;;
+    rewrite) exec bash scripts/bench_rewrite.sh ;;
     "") ;;
-    *) echo "bench: unknown part ${1} (scale, dirs, installed, oracle, churn, check, or nothing for the I/O benchmark)" >&2; exit 2 ;;
+    *) echo "bench: unknown part ${1} (scale, dirs, installed, oracle, churn, check, rewrite, or nothing for the I/O benchmark)" >&2; exit 2 ;;
 esac
 
 repeat=${BENCH_REPEAT:-3}

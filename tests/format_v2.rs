@@ -9,7 +9,7 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 use pxfs::format::entry::{
-    Attrs, Content, Entry, EntryKind, GroupId, Inode, InodeKind, InodeRecord, Xattr,
+    Attrs, Content, Entry, EntryKind, FileContent, GroupId, Inode, InodeKind, InodeRecord, Xattr,
 };
 use pxfs::format::name::{Name, Target, XattrName};
 use pxfs::format::page::{self, Page};
@@ -44,9 +44,11 @@ fn file(name: &[u8], size: u64, cid: &str) -> Entry {
         kind: EntryKind::Inode(Inode {
             kind: InodeKind::File {
                 size,
-                content: (size > 0).then(|| Content {
-                    cid: cid.into(),
-                    salt: None,
+                content: (size > 0).then(|| {
+                    FileContent::Whole(Content {
+                        cid: cid.into(),
+                        salt: None,
+                    })
                 }),
             },
             attrs: attrs(),
@@ -245,9 +247,11 @@ fn sealed_content_matches_the_vectors() {
 fn vector_node_entry() -> Entry {
     let mut e = file(b"hello.txt", 12, "bafkreiexamplecontentcid");
     if let EntryKind::Inode(Inode {
-        kind: InodeKind::File {
-            content: Some(c), ..
-        },
+        kind:
+            InodeKind::File {
+                content: Some(FileContent::Whole(c)),
+                ..
+            },
         ..
     }) = &mut e.kind
     {
@@ -592,10 +596,10 @@ fn link_group_records_page_by_id() {
             kind: EntryKind::Inode(Inode {
                 kind: InodeKind::File {
                     size: 10,
-                    content: Some(Content {
+                    content: Some(FileContent::Whole(Content {
                         cid: format!("bafkreicontent{i}"),
                         salt: None,
-                    }),
+                    })),
                 },
                 attrs: attrs(),
                 xattrs: vec![],
@@ -787,10 +791,10 @@ fn entry_for(name: Vec<u8>, i: usize, big_every: usize) -> Entry {
         kind: EntryKind::Inode(Inode {
             kind: InodeKind::File {
                 size: i as u64 + 1,
-                content: Some(Content {
+                content: Some(FileContent::Whole(Content {
                     cid: format!("bafkreicontent{}", i % 97),
                     salt: None,
-                }),
+                })),
             },
             attrs: attrs(),
             xattrs,
@@ -817,9 +821,11 @@ fn crypto_for(sealed: bool) -> TreeCrypto {
 fn with_salts(mut e: Entry, sealed: bool) -> Entry {
     if sealed
         && let EntryKind::Inode(Inode {
-            kind: InodeKind::File {
-                content: Some(c), ..
-            },
+            kind:
+                InodeKind::File {
+                    content: Some(FileContent::Whole(c)),
+                    ..
+                },
             ..
         }) = &mut e.kind
     {
@@ -942,9 +948,11 @@ fn photo(i: u64) -> Entry {
         "",
     );
     if let EntryKind::Inode(Inode {
-        kind: InodeKind::File {
-            content: Some(c), ..
-        },
+        kind:
+            InodeKind::File {
+                content: Some(FileContent::Whole(c)),
+                ..
+            },
         ..
     }) = &mut e.kind
     {

@@ -3,7 +3,10 @@
 //! files in the node's repository as a dishonest or failing node would, and reads again
 //! through a fresh cache: what was altered reads as `EIO` (never other bytes), the rest
 //! reads as written, and the mount counts the refused blocks. Needs root and /dev/fuse.
+//! `pxfs check` of format-3 trees built with the codecs (no mount) is here too.
 
+#[path = "support/format3_tree.rs"]
+mod format3_tree;
 #[path = "support/node_mount.rs"]
 mod node_mount;
 
@@ -332,5 +335,187 @@ fn cold_read_of_256_mib() {
             m.unmount();
             let _ = std::fs::remove_dir_all(&cache);
         }
+    }
+}
+
+/// Every damage `pxfs check` reports of the tree under `root`, as found.
+fn damages(
+    rt: &tokio::runtime::Runtime,
+    client: &NodeClient,
+    root: &str,
+    crypto: &pxfs::format::TreeCrypto,
+) -> Vec<pxfs::check::Damage> {
+    let mut found = Vec::new();
+    let mut on = |e: pxfs::check::Event<'_>| {
+        if let pxfs::check::Event::Damaged(d) = e {
+            found.push(d.clone());
+        }
+    };
+    rt.block_on(pxfs::check::check_tree(
+        client,
+        root,
+        crypto,
+        &pxfs::check::Options::default(),
+        &mut on,
+    ))
+    .unwrap();
+    found
+}
+
+/// A format-3 tree (docs/FORMAT.md §12–§14), built with the codecs and put on a node: two
+/// kept versions and the current tree share pages, contents and chunks; `/big` is chunked
+/// with holes and its chunk 2 rewritten since the second version; `/sparse` is 1 GiB of
+/// holes. `pxfs check` checks the current tree and every kept version, each distinct block
+/// once; a missing chunk or content is named by path in each version that holds it
+/// (`/.snapshots/<name>/…`); `--repair` puts chunks back from a replica.
+fn format3_tree_is_checked_with_every_kept_version(sealed: bool) {
+    use format3_tree::{CHUNK_SIZE, NS, T0, Tree3, subdir};
+    use pxfs::check::{Repair, Sources};
+    let mut t = Tree3::new(sealed);
+    let (a, a_cid) = t.file("a", 1, 5_000);
+    let (b1, b1_cid) = t.file("b", 2, 70_000);
+    let (b2, _) = t.file("b", 3, 200_000);
+    let (d, _) = t.file("d", 4, 1_000);
+    let big_size = 4 * CHUNK_SIZE + 1_000;
+    let k0 = t.chunk(0, big_size, 10);
+    let k2 = t.chunk(2, big_size, 11);
+    let k2_new = t.chunk(2, big_size, 12);
+    let k4 = t.chunk(4, big_size, 13);
+    let (big1, _) = t.chunked("big", big_size, vec![k0.clone(), k2.clone(), k4.clone()]);
+    let (big2, _) = t.chunked("big", big_size, vec![k0.clone(), k2_new, k4]);
+    let (sparse, _) = t.chunked("sparse", 1 << 30, vec![]);
+    let sub = t.dir(vec![d]);
+    let dir1 = t.dir(vec![a.clone(), b1]);
+    let dir2 = t.dir(vec![a.clone(), b2.clone(), subdir("sub", &sub), big1]);
+    let dir3 = t.dir(vec![a, b2, subdir("sub", &sub), big2, sparse]);
+    let (t1, t2) = (T0 + 600 * NS, T0 + 1200 * NS);
+    let history = vec![t.version(t1, &dir1), t.version(t2, &dir2)];
+    let root = t.root(T0 + 1800 * NS, &dir3, history);
+    let v1 = format!("/.snapshots/{}", pxfs::format::history::snapshot_name(t1));
+    let v2 = format!("/.snapshots/{}", pxfs::format::history::snapshot_name(t2));
+
+    let tmp = tempfile::tempdir().unwrap();
+    let repo = dir(tmp.path(), "repo");
+    let node = start_node(&repo);
+    let replica = start_node(&dir(tmp.path(), "replica"));
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    t.store_on(&rt, &node.client);
+    t.store_on(&rt, &replica.client);
+    let crypto = crypto(sealed);
+    // Every object the root reaches, each once: the root, the history leaf, 4 directory
+    // pages, 3 chunk tables (one the empty leaf of `/sparse`), 4 contents and 4 chunks.
+    for read_data in [false, true] {
+        let (sum, damage) = check(&rt, &node.client, &root, &crypto, read_data);
+        assert_eq!(damage, Vec::<(String, String)>::new());
+        assert!(sum.intact(), "{sum:?}");
+        assert_eq!(sum.versions, 2, "{sum:?}");
+        assert_eq!(sum.blocks, 1 + 1 + 4 + 3 + 4 + 4, "{sum:?}");
+    }
+
+    // The node loses a chunk only the second version's `/big` holds, a chunk both `/big`s
+    // hold, and the content of the first version's `/b`.
+    for cid in [&k2.cid, &k0.cid, &b1_cid] {
+        std::fs::remove_file(block_file(&repo, cid)).unwrap();
+    }
+    let (sum, damage) = check(&rt, &node.client, &root, &crypto, false);
+    let missing = |p: &str| (p.to_string(), "missing".to_string());
+    let mut expected = vec![
+        missing("/big"),
+        missing(&format!("{v1}/b")),
+        missing(&format!("{v2}/big")),
+    ];
+    expected.sort();
+    assert_eq!(damage, expected);
+    assert_eq!(sum.missing, 3, "each missing block counted once: {sum:?}");
+    assert!(!damage.contains(&missing("/a")), "{a_cid} is intact");
+
+    // `--repair`: each missing block back from the replica, once; then intact.
+    let replicas = [("replica".to_string(), replica.client.clone())];
+    let sources = Sources {
+        cache: None,
+        replicas: &replicas,
+    };
+    let mut done = std::collections::HashMap::new();
+    for d in damages(&rt, &node.client, &root, &crypto) {
+        let outcome = rt.block_on(pxfs::check::repair(&node.client, &d, &sources, &mut done));
+        assert!(
+            matches!(&outcome, Repair::Repaired { from } if from == &["replica"]),
+            "{}: {outcome:?}",
+            d.path
+        );
+    }
+    assert_eq!(done.len(), 3, "three blocks put back: {done:?}");
+    for read_data in [false, true] {
+        let (sum, damage) = check(&rt, &node.client, &root, &crypto, read_data);
+        assert_eq!(damage, Vec::<(String, String)>::new(), "after the repair");
+        assert!(sum.intact(), "{sum:?}");
+    }
+
+    // The history table's page lost: the versions cannot be checked, and say so; the
+    // current tree still is.
+    let history_leaf = pxfs::format::root::RootV3::decode(&t.objects.0[&root], &t.crypto)
+        .unwrap()
+        .root
+        .history
+        .unwrap();
+    std::fs::remove_file(block_file(&repo, &history_leaf)).unwrap();
+    let found = damages(&rt, &node.client, &root, &crypto);
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert_eq!(
+        (found[0].path.as_str(), found[0].part, found[0].cid.as_str()),
+        (
+            "/.snapshots",
+            pxfs::check::Part::History,
+            history_leaf.as_str()
+        )
+    );
+    let (sum, _) = check(&rt, &node.client, &root, &crypto, false);
+    assert_eq!((sum.versions, sum.files), (0, 5), "{sum:?}");
+}
+
+#[test]
+fn a_plaintext_format3_tree_is_checked_with_every_kept_version() {
+    format3_tree_is_checked_with_every_kept_version(false);
+}
+
+#[test]
+fn an_encrypted_format3_tree_is_checked_with_every_kept_version() {
+    format3_tree_is_checked_with_every_kept_version(true);
+}
+
+/// Chunk tables a node cannot pass off: a table naming a chunk past its file's end is
+/// unreadable (a table cannot lengthen a file, §13.2), and in an encrypted tree a chunk
+/// listed at another index than it was sealed for hashes right but does not open there
+/// (§13.3): `--read-data` reports it unreadable.
+#[test]
+fn chunks_out_of_place_are_unreadable() {
+    use format3_tree::{CHUNK_SIZE, T0, Tree3};
+    let tmp = tempfile::tempdir().unwrap();
+    let node = start_node(&dir(tmp.path(), "repo"));
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    for sealed in [false, true] {
+        let mut t = Tree3::new(sealed);
+        let size = 3 * CHUNK_SIZE;
+        // Chunk 1 sealed as chunk 1, listed at 0; chunk 5 of a three-chunk file.
+        let moved = t.chunk_at(0, 1, size, 1);
+        let (moved, _) = t.chunked("moved", size, vec![moved]);
+        let past = t.chunk(2, 6 * CHUNK_SIZE, 2);
+        let past = pxfs::format::chunks::ChunkRef::new(5, past.cid, past.salt);
+        let (long, _) = t.chunked("long", size, vec![past]);
+        let top = t.dir(vec![moved, long]);
+        let root = t.root(T0, &top, vec![]);
+        t.store_on(&rt, &node.client);
+        let crypto = crypto(sealed);
+        let unreadable = |p: &str| (p.to_string(), "unreadable".to_string());
+        let (_, asked) = check(&rt, &node.client, &root, &crypto, false);
+        assert_eq!(asked, vec![unreadable("/long")], "sealed: {sealed}");
+        let (_, read) = check(&rt, &node.client, &root, &crypto, true);
+        let expected = if sealed {
+            vec![unreadable("/long"), unreadable("/moved")]
+        } else {
+            // A plaintext chunk carries nothing of its place but its length.
+            vec![unreadable("/long")]
+        };
+        assert_eq!(read, expected, "sealed: {sealed}");
     }
 }

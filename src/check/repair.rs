@@ -1,6 +1,6 @@
 //! `pxfs check --repair` (issue #30): puts each damaged block back on the node from where
-//! a good copy still is: the local chunk cache (a lost content leaf whose bytes a mount
-//! read earlier), then each replica. A copy is used only when it hashes to the block's
+//! a good copy still is: the local chunk cache (a lost content leaf or format-3 chunk
+//! whose bytes a mount read earlier), then each replica. A copy is used only when it hashes to the block's
 //! CID, and it goes back under that CID (`block/put`), so the tree and its content never
 //! change: a repair can only make the node hold again what the root already names.
 
@@ -46,7 +46,7 @@ pub async fn repair(
         let outcome = match done.get(&block.cid) {
             Some(o) => o.clone(),
             None => {
-                let o = put_back(node, damage.object.as_deref(), block, sources).await;
+                let o = put_back(node, block, sources).await;
                 done.insert(block.cid.clone(), o.clone());
                 o
             }
@@ -66,12 +66,11 @@ pub async fn repair(
 /// One block: a good copy found and stored, naming where it came from.
 async fn put_back(
     node: &NodeClient,
-    object: Option<&str>,
     block: &DamagedBlock,
     sources: &Sources<'_>,
 ) -> Result<String, String> {
     let cid = crate::integrity::parse(&block.cid).map_err(|e| e.to_string())?;
-    let (bytes, source) = match good_copy(&cid, object, block, sources).await {
+    let (bytes, source) = match good_copy(&cid, block, sources).await {
         Ok(found) => found,
         Err(replicas) => {
             return Err(format!(
@@ -95,12 +94,11 @@ async fn put_back(
 /// A good copy and where it is from; else what each replica answered.
 async fn good_copy(
     cid: &ipld_core::cid::Cid,
-    object: Option<&str>,
     block: &DamagedBlock,
     sources: &Sources<'_>,
 ) -> Result<(Bytes, String), Vec<String>> {
-    if let (Some(cache), Some(object), Some((start, len))) = (sources.cache, object, block.leaf)
-        && let Some(bytes) = cache.read(object, start, len)
+    if let (Some(cache), Some(leaf)) = (sources.cache, &block.leaf)
+        && let Some(bytes) = cache.read(&leaf.object, leaf.start, leaf.len)
         && crate::integrity::check(cid, &bytes).is_ok()
     {
         return Ok((Bytes::from(bytes), "the cache".to_string()));

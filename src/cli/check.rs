@@ -297,9 +297,13 @@ async fn check_once(
 
 fn figures(s: &Summary) -> String {
     format!(
-        "{} files, {} directories, {} blocks, {}, {} missing, {} corrupt, {} unreadable, {:.1} s",
+        "{} files, {} directories{}, {} blocks, {}, {} missing, {} corrupt, {} unreadable, {:.1} s",
         s.files,
         s.directories,
+        match s.versions {
+            0 => String::new(),
+            n => format!(" (and {n} kept versions)"),
+        },
         s.blocks,
         human_bytes(s.bytes),
         s.missing,
@@ -319,6 +323,7 @@ fn damage_json(d: &Damage) -> serde_json::Value {
         Part::File => "file",
         Part::Directory => "directory",
         Part::LinkTable => "link-table",
+        Part::History => "history",
     };
     serde_json::json!({
         "damaged": d.path,
@@ -336,6 +341,7 @@ fn summary_json(s: &Summary, doc: &str, root: &str) -> serde_json::Value {
         "root": root,
         "files": s.files,
         "directories": s.directories,
+        "versions": s.versions,
         "blocks": s.blocks,
         "bytes": s.bytes,
         "missing": s.missing,

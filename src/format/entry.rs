@@ -40,12 +40,21 @@ pub struct Content {
     pub salt: Option<ContentSalt>,
 }
 
+/// Where a non-empty file version's bytes are: one object (§6.2, the v2 form) or a chunk
+/// table (§13, format 3).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FileContent {
+    Whole(Content),
+    /// The CID of the top page of the version's chunk table (`pxfs/chunks/3`).
+    Chunks(String),
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum InodeKind {
     /// `content` is `None` exactly when `size` is 0.
     File {
         size: u64,
-        content: Option<Content>,
+        content: Option<FileContent>,
     },
     /// The CID of the subdirectory's top node.
     Dir {
@@ -164,6 +173,8 @@ pub struct WireEntry {
     mtime_ns: Option<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     ctime_ns: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    chunks: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     content: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -308,8 +319,13 @@ impl Inode {
     pub(crate) fn refs<'a>(&'a self, nodes: &mut Vec<&'a str>, data: &mut Vec<&'a str>) {
         match &self.kind {
             InodeKind::File {
-                content: Some(c), ..
+                content: Some(FileContent::Whole(c)),
+                ..
             } => data.push(&c.cid),
+            InodeKind::File {
+                content: Some(FileContent::Chunks(top)),
+                ..
+            } => nodes.push(top),
             InodeKind::Dir { top } => nodes.push(top),
             _ => {}
         }
@@ -325,9 +341,13 @@ impl Inode {
         match &self.kind {
             InodeKind::File { size, content } => {
                 w.size = Some(*size);
-                if let Some(c) = content {
-                    w.content = Some(ix.data(&c.cid));
-                    w.key = c.salt.map(|s| b64_encode(&s.0));
+                match content {
+                    Some(FileContent::Whole(c)) => {
+                        w.content = Some(ix.data(&c.cid));
+                        w.key = c.salt.map(|s| b64_encode(&s.0));
+                    }
+                    Some(FileContent::Chunks(top)) => w.chunks = Some(ix.node(top)),
+                    None => {}
                 }
             }
             InodeKind::Dir { top } => w.dir = Some(ix.node(top)),
@@ -361,6 +381,9 @@ impl Inode {
         stray("group", w.group.is_some())?;
         stray("size", k != "file" && w.size.is_some())?;
         stray("content", k != "file" && w.content.is_some())?;
+        stray("chunks", k != "file" && w.chunks.is_some())?;
+        // §12.1: a file has one form of content; a chunk table carries its salts itself.
+        stray("chunks", w.content.is_some() && w.chunks.is_some())?;
         stray("key", w.content.is_none() && w.key.is_some())?;
         stray("dir", k != "dir" && w.dir.is_some())?;
         stray("t", k != "symlink" && (w.t.is_some() || w.tb.is_some()))?;
@@ -382,11 +405,13 @@ impl Inode {
         let kind = match k {
             "file" => {
                 let size = w.size.ok_or_else(|| misfit("size"))?;
-                let content = match (size, w.content) {
-                    (0, None) => None,
-                    (0, Some(_)) => return Err(stray("content", true).unwrap_err()),
-                    (_, None) => return Err(misfit("content")),
-                    (_, Some(i)) => {
+                let content = match (size, w.content, w.chunks) {
+                    (0, None, None) => None,
+                    (0, Some(_), _) => return Err(stray("content", true).unwrap_err()),
+                    (0, _, Some(_)) => return Err(stray("chunks", true).unwrap_err()),
+                    (_, None, None) => return Err(misfit("content")),
+                    (_, None, Some(i)) => Some(FileContent::Chunks(res.node(i)?)),
+                    (_, Some(i), _) => {
                         let salt = match (&w.key, res.sealed()) {
                             (Some(key), true) => Some(ContentSalt(b64_array::<32>(key, "key")?)),
                             (None, false) => None,
@@ -397,10 +422,10 @@ impl Inode {
                                 ));
                             }
                         };
-                        Some(Content {
+                        Some(FileContent::Whole(Content {
                             cid: res.data(i)?,
                             salt,
-                        })
+                        }))
                     }
                 };
                 InodeKind::File { size, content }
@@ -433,6 +458,7 @@ fn has_inode_members(w: &WireEntry) -> bool {
         || w.mtime_ns.is_some()
         || w.ctime_ns.is_some()
         || w.content.is_some()
+        || w.chunks.is_some()
         || w.key.is_some()
         || w.dir.is_some()
         || w.t.is_some()

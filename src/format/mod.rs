@@ -24,7 +24,9 @@ pub mod v1;
 pub mod walk;
 pub mod wrap;
 
-pub use entry::{Attrs, Content, Entry, EntryKind, GroupId, Inode, InodeKind, InodeRecord, Xattr};
+pub use entry::{
+    Attrs, Content, Entry, EntryKind, FileContent, GroupId, Inode, InodeKind, InodeRecord, Xattr,
+};
 pub use keys::{DataKey, KeyId, TreeCrypto, TreeKeys};
 pub use name::{Name, Target, XattrName};
 pub use page::{Branch, ChildRef, Page, Record};

@@ -46,6 +46,16 @@ pub struct ReadRootV3 {
     pub read_only: bool,
 }
 
+/// A root node of format 2 or 3, as read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AnyRoot {
+    pub root: Root,
+    /// A `pxfs/root/3` node's commit time and history table top.
+    pub v3: Option<(i64, Option<String>)>,
+    /// Members this version does not know: the tree is served read-only.
+    pub read_only: bool,
+}
+
 #[derive(Serialize)]
 struct WireRoot {
     #[serde(rename = "type")]
@@ -121,6 +131,26 @@ impl Root {
 
     pub fn decode(bytes: &[u8], crypto: &TreeCrypto) -> Result<ReadRoot> {
         Ok(Root::decode_as(bytes, SCHEMA_ROOT, crypto)?.0)
+    }
+
+    /// Reads a root node of either format (§3.2, §12.1), by its schema: what every reader
+    /// of a tree starts with.
+    pub fn decode_any(bytes: &[u8], crypto: &TreeCrypto) -> Result<AnyRoot> {
+        let schema = envelope::public(bytes)?.0;
+        if schema == SCHEMA_ROOT3 {
+            let r = RootV3::decode(bytes, crypto)?;
+            return Ok(AnyRoot {
+                root: r.root.root,
+                v3: Some((r.root.t, r.root.history)),
+                read_only: r.read_only,
+            });
+        }
+        let r = Root::decode(bytes, crypto)?;
+        Ok(AnyRoot {
+            root: r.root,
+            v3: None,
+            read_only: r.read_only,
+        })
     }
 
     /// The root body of `schema`, with a format-3 root's `t` and `history`.

@@ -13,7 +13,7 @@ pub fn entries(
     crypto: &TreeCrypto,
     root: &str,
 ) -> Result<(Root, Vec<PathEntry>)> {
-    let r = Root::decode(&store.get(root)?, crypto)?.root;
+    let r = Root::decode_any(&store.get(root)?, crypto)?.root;
     let mut out = Vec::new();
     let mut dirs = vec![(Vec::new(), r.dir.clone())];
     while let Some((prefix, top)) = dirs.pop() {

@@ -38,7 +38,8 @@ impl StoreError {
     }
 }
 
-/// Content added to the node.
+/// Content added to the node: one object (the v2 form, docs/FORMAT.md §6.2), or a chunk
+/// table (format 3, §13; `cid` is then the table's top page).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Blob {
     pub cid: String,
@@ -46,6 +47,8 @@ pub struct Blob {
     pub size: u64,
     /// The content salt of a sealed version (docs/FORMAT.md §6.2); `None`: stored as written.
     pub salt: Option<crate::format::seal::ContentSalt>,
+    /// The chunk table of a chunked version, as read with its directory.
+    pub chunks: Option<std::sync::Arc<ChunkTable>>,
 }
 
 impl Blob {
@@ -55,7 +58,72 @@ impl Blob {
             cid,
             size,
             salt: None,
+            chunks: None,
         }
+    }
+
+    /// A sealed or plaintext one-object version.
+    pub fn whole(cid: String, size: u64, salt: Option<crate::format::seal::ContentSalt>) -> Blob {
+        Blob {
+            cid,
+            size,
+            salt,
+            chunks: None,
+        }
+    }
+
+    /// Every object the version stores, with its stored size and whether it is metadata
+    /// (a table page) rather than content: what usage counts and a superseding commit
+    /// unpins (docs/FORMAT.md §7, §15).
+    pub fn objects(&self) -> Vec<(String, u64, bool)> {
+        match &self.chunks {
+            None if self.size == 0 => Vec::new(),
+            None => {
+                let stored = match self.salt {
+                    Some(_) => crate::format::seal::sealed_len(self.size),
+                    None => self.size,
+                };
+                vec![(self.cid.clone(), stored, false)]
+            }
+            Some(t) => t.objects(self.size),
+        }
+    }
+}
+
+/// A chunked version's table (docs/FORMAT.md §13.2): its stored chunks by index (an index
+/// it does not hold is a hole) and the table's own pages.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ChunkTable {
+    pub chunks: std::collections::BTreeMap<u64, crate::format::chunks::ChunkRef>,
+    /// The table's pages (CID, bytes), top first.
+    pub pages: Vec<(String, u64)>,
+    /// Why the table cannot be trusted (it names a chunk past the file's end): reads fail.
+    pub invalid: Option<String>,
+}
+
+impl ChunkTable {
+    /// The table's pages and its distinct chunks with their stored sizes (a sealed chunk
+    /// carries a 16-byte tag, §13.1).
+    pub fn objects(&self, size: u64) -> Vec<(String, u64, bool)> {
+        let mut seen = std::collections::HashSet::new();
+        let mut out: Vec<(String, u64, bool)> = Vec::new();
+        for (cid, bytes) in &self.pages {
+            if seen.insert(cid.as_str()) {
+                out.push((cid.clone(), *bytes, true));
+            }
+        }
+        for (index, c) in &self.chunks {
+            let plain = crate::format::chunks::chunk_len(size, *index).unwrap_or(0);
+            let tag = if c.salt.is_some() {
+                crate::format::seal::TAG as u64
+            } else {
+                0
+            };
+            if seen.insert(c.cid.as_str()) {
+                out.push((c.cid.clone(), plain + tag, false));
+            }
+        }
+        out
     }
 }
 

@@ -19,6 +19,9 @@ mod memo;
 mod request;
 mod walk;
 
+#[cfg(test)]
+mod format3_tests;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

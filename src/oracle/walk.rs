@@ -4,6 +4,10 @@
 //! walked through its nodes' public `nodes` and `data` lists, so an encrypted tree is
 //! measured without its key. Sizes are measured from the objects, never taken from what a
 //! manifest declares; the claimed usage in the document is reported, never trusted.
+//! Format 3 (§12–§14) adds chunk tables and a history table to the nodes followed: a
+//! chunk is content (a raw block), a hole has no object and costs nothing, and the kept
+//! versions hang off the root, so they are measured with the current tree, each distinct
+//! object once.
 //!
 //! The walk is parallel: up to [`Limits::walk_concurrency`] objects are fetched at a time,
 //! and an object already known (measured earlier in this request, or by an earlier request:
@@ -421,19 +425,26 @@ impl<'k> Tally<'k> {
     }
 }
 
-/// The CIDs a v2 node refers to (docs/FORMAT.md §3.1): its `nodes` and its `data`.
+/// The tree nodes the walk follows: format 2's (§3) and format 3's (§12.1: the root that
+/// may carry history, chunk tables, history tables). All share the envelope, so a format-3
+/// tree is measured as a format-2 one is: each distinct CID its lists reach, once (§14.5).
+const TREE_NODES: [&str; 6] = [
+    crate::format::SCHEMA_ROOT,
+    crate::format::SCHEMA_DIR,
+    crate::format::SCHEMA_INODES,
+    crate::format::SCHEMA_ROOT3,
+    crate::format::SCHEMA_CHUNKS,
+    crate::format::SCHEMA_HISTORY,
+];
+
+/// The CIDs a v2 or v3 node refers to (docs/FORMAT.md §3.1): its `nodes` and its `data`.
 fn v2_lists(cid: &Cid, bytes: &[u8]) -> Result<(Vec<Cid>, Vec<Cid>), WalkError> {
     let bad = |reason: String| WalkError::Manifest {
         cid: cid.to_string(),
         reason,
     };
     let (schema, lists) = crate::format::envelope::public(bytes).map_err(|e| bad(e.to_string()))?;
-    let known = [
-        crate::format::SCHEMA_ROOT,
-        crate::format::SCHEMA_DIR,
-        crate::format::SCHEMA_INODES,
-    ];
-    if !known.contains(&schema.as_str()) {
+    if !TREE_NODES.contains(&schema.as_str()) {
         return Err(bad(format!("schema {schema:?} is not a pxfs tree node")));
     }
     let parse = |list: Vec<String>| {

@@ -812,9 +812,15 @@ pub fn node_tree(
             let path = format!("/{}", String::from_utf8_lossy(&path));
             match e.kind {
                 EntryKind::Inode(i) => match i.kind {
-                    InodeKind::File { size, content } => {
-                        (path, "file", size, content.map(|c| c.cid))
-                    }
+                    InodeKind::File { size, content } => (
+                        path,
+                        "file",
+                        size,
+                        content.map(|c| match c {
+                            pxfs::format::FileContent::Whole(c) => c.cid,
+                            pxfs::format::FileContent::Chunks(top) => top,
+                        }),
+                    ),
                     InodeKind::Dir { .. } => (path, "dir", 0, None),
                     InodeKind::Symlink(_) => (path, "symlink", 0, None),
                     _ => (path, "special", 0, None),

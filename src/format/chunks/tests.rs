@@ -304,3 +304,85 @@ fn a_table_of_up_to_64_chunks_is_one_page_and_a_larger_one_is_paged() {
         "a one-page table stays small"
     );
 }
+
+// ------------------------------------------------ a file entry's `chunks` member (§12.1)
+
+fn entry(
+    name: &str,
+    size: u64,
+    content: Option<crate::format::FileContent>,
+) -> crate::format::Entry {
+    use crate::format::{Attrs, Entry, EntryKind, Inode, InodeKind, Name};
+    Entry {
+        name: Name::new(name.as_bytes().to_vec()).unwrap(),
+        kind: EntryKind::Inode(Inode {
+            kind: InodeKind::File { size, content },
+            attrs: Attrs {
+                mode: 0o644,
+                uid: 0,
+                gid: 0,
+                mtime_ns: 1,
+                ctime_ns: 2,
+            },
+            xattrs: vec![],
+        }),
+    }
+}
+
+/// A leaf of a whole-content file `a` and a chunked file `b`, as plaintext JSON.
+fn two_forms_leaf() -> (Vec<crate::format::Entry>, String) {
+    use crate::format::{Content, FileContent};
+    let whole = FileContent::Whole(Content {
+        cid: raw_cid(b"a"),
+        salt: None,
+    });
+    let table = FileContent::Chunks(raw_cid(b"table of b"));
+    let leaf = vec![
+        entry("a", 5, Some(whole)),
+        entry("b", CHUNK * 3, Some(table)),
+    ];
+    let bytes = page::encode(&Page::Leaf(leaf.clone()), &TreeCrypto::Plain).unwrap();
+    (leaf, String::from_utf8(bytes).unwrap())
+}
+
+#[test]
+fn a_chunked_file_names_its_table_among_the_nodes_where_content_would_be() {
+    let (leaf, text) = two_forms_leaf();
+    assert!(
+        text.contains(&format!("\"nodes\":[\"{}\"]", raw_cid(b"table of b"))),
+        "{text}"
+    );
+    assert!(text.contains("\"ctime_ns\":2,\"chunks\":0}"), "{text}");
+    assert!(text.contains("\"ctime_ns\":2,\"content\":0}"), "{text}");
+    let back = page::decode::<crate::format::Entry>(text.as_bytes(), &TreeCrypto::Plain).unwrap();
+    assert_eq!(back, Page::Leaf(leaf.clone()));
+    // Sealed: no salt beside the table (the table's items carry them).
+    let crypto = sealed_crypto();
+    let sealed = page::encode(&Page::Leaf(vec![leaf[1].clone()]), &crypto).unwrap();
+    let back = page::decode::<crate::format::Entry>(&sealed, &crypto).unwrap();
+    assert_eq!(back, Page::Leaf(vec![leaf[1].clone()]));
+}
+
+#[test]
+fn a_file_with_both_forms_of_content_or_a_key_beside_its_table_is_refused() {
+    let (_, text) = two_forms_leaf();
+    let decode = |t: &str| page::decode::<crate::format::Entry>(t.as_bytes(), &TreeCrypto::Plain);
+    let forged = [
+        // both forms
+        text.replace("\"chunks\":0}", "\"chunks\":0,\"content\":0}"),
+        // a content key beside a table
+        text.replace("\"chunks\":0}", "\"chunks\":0,\"key\":\"AAAA\"}"),
+        // an empty file with a table
+        text.replace(&format!("\"size\":{}", CHUNK * 3), "\"size\":0"),
+        // a directory with a table
+        text.replace("\"kind\":\"file\",\"size\":393216", "\"kind\":\"dir\"")
+            .replace("\"chunks\":0}", "\"dir\":0,\"chunks\":0}"),
+        // neither form
+        text.replace(",\"chunks\":0}", "}"),
+    ];
+    for f in &forged {
+        assert_ne!(f, &text, "the forgery must change the page");
+        assert!(decode(f).is_err(), "accepted: {f}");
+    }
+    assert!(decode(&text).is_ok());
+}

@@ -208,9 +208,11 @@ fn entry_v2(e: Entry) -> Option<format::Entry> {
     let kind = match e.kind {
         EntryKind::File => K::File {
             size: e.size,
-            content: (e.size > 0).then(|| format::Content {
-                cid: e.cid.clone().unwrap_or_default(),
-                salt: None,
+            content: (e.size > 0).then(|| {
+                format::FileContent::Whole(format::Content {
+                    cid: e.cid.clone().unwrap_or_default(),
+                    salt: None,
+                })
             }),
         },
         EntryKind::Dir => K::Dir {

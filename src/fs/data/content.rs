@@ -16,9 +16,10 @@ use futures::StreamExt;
 use futures::future::{BoxFuture, Shared};
 use futures::stream::BoxStream;
 
+use crate::format::chunks;
 use crate::format::seal::{self, ContentSalt, PLAIN_CHUNK, SEALED_CHUNK, VersionKey};
 use crate::format::{TreeCrypto, TreeKeys};
-use crate::fs::store::{Blob, ContentStore, ContentStream, StoreError};
+use crate::fs::store::{Blob, ChunkTable, ContentStore, ContentStream, StoreError};
 
 /// How a token stores its tree: plaintext, or sealed with its keys.
 pub type Sealing = Arc<TreeCrypto>;
@@ -48,6 +49,9 @@ pub enum ContentError {
 
 /// Bytes the node stores for `blob` (what usage counts, docs/FORMAT.md §7).
 pub fn stored_size(blob: &Blob) -> u64 {
+    if blob.chunks.is_some() {
+        return blob.objects().iter().map(|(_, n, _)| n).sum();
+    }
     match blob.salt {
         Some(_) if blob.size > 0 => seal::sealed_len(blob.size),
         _ => blob.size,
@@ -80,11 +84,7 @@ pub async fn add_file(
         seal_stream(plain, key.clone())
     });
     let cid = store.add_stream(path, open, false).await?;
-    Ok(Blob {
-        cid,
-        size,
-        salt: Some(salt),
-    })
+    Ok(Blob::whole(cid, size, Some(salt)))
 }
 
 /// Adds many small staged files in one request; results in input order.
@@ -133,11 +133,7 @@ pub async fn add_files(
     Ok(cids
         .into_iter()
         .zip(sealed)
-        .map(|(cid, (_, size, salt))| Blob {
-            cid,
-            size,
-            salt: Some(salt),
-        })
+        .map(|(cid, (_, size, salt))| Blob::whole(cid, size, Some(salt)))
         .collect())
 }
 
@@ -305,16 +301,31 @@ const OPEN_CHUNKS_KEPT: usize = 16;
 /// Chunks a sequential reader gets opened ahead of its reads.
 const OPEN_AHEAD: usize = 2;
 
-/// One sealed chunk of a version, what opening it needs.
+/// One chunk of a version, what opening it needs.
 struct ChunkRef {
     store: Arc<dyn ContentStore>,
     sealing: Sealing,
-    salt: ContentSalt,
     cid: String,
     index: u64,
-    /// The version's stored size and chunk count.
-    stored: u64,
-    chunks: u64,
+    form: ChunkForm,
+}
+
+/// Where a chunk lies: inside one sealed object (the v2 form, §6.2), or as an object of its
+/// own named by a chunk table (format 3, §13).
+#[derive(Clone, Copy)]
+enum ChunkForm {
+    /// Chunk `index` of the sealed stream under `salt`; the version's stored size and
+    /// chunk count.
+    Stream {
+        salt: ContentSalt,
+        stored: u64,
+        chunks: u64,
+    },
+    /// A chunk object of a `size`-byte file, sealed with `salt` in an encrypted tree.
+    Table {
+        salt: Option<ContentSalt>,
+        size: u64,
+    },
 }
 
 impl OpenChunks {
@@ -371,15 +382,31 @@ impl OpenChunks {
 }
 
 async fn open_chunk(c: &ChunkRef) -> Result<Bytes, OpenError> {
+    match c.form {
+        ChunkForm::Stream {
+            salt,
+            stored,
+            chunks,
+        } => open_stream_chunk(c, salt, stored, chunks).await,
+        ChunkForm::Table { salt, size } => open_table_chunk(c, salt, size).await,
+    }
+}
+
+async fn open_stream_chunk(
+    c: &ChunkRef,
+    salt: ContentSalt,
+    stored: u64,
+    chunks: u64,
+) -> Result<Bytes, OpenError> {
     let from = c.index * SEALED_CHUNK as u64;
-    let want = (SEALED_CHUNK as u64).min(c.stored - from);
+    let want = (SEALED_CHUNK as u64).min(stored - from);
     let sealed = c
         .store
-        .read(&c.cid, c.stored, from, want)
+        .read(&c.cid, stored, from, want)
         .await
         .map_err(OpenError::Store)?;
-    let (sealing, salt) = (c.sealing.clone(), c.salt);
-    let (index, last) = (c.index, c.index + 1 == c.chunks);
+    let sealing = c.sealing.clone();
+    let (index, last) = (c.index, c.index + 1 == chunks);
     let cid = c.cid.clone();
     tokio::task::spawn_blocking(move || {
         // The version's key is derived here, when a chunk is opened, not on every read.
@@ -397,6 +424,38 @@ async fn open_chunk(c: &ChunkRef) -> Result<Bytes, OpenError> {
     .map_err(|e| OpenError::Io(format!("opening a chunk: {e}")))?
 }
 
+/// A chunk object (one block, checked against its CID by the store), opened at the index
+/// and length its place in the table gives (docs/FORMAT.md §13.3).
+async fn open_table_chunk(
+    c: &ChunkRef,
+    salt: Option<ContentSalt>,
+    size: u64,
+) -> Result<Bytes, OpenError> {
+    let index = c.index;
+    let plain = chunks::chunk_len(size, index).unwrap_or(0);
+    let stored = plain + if salt.is_some() { seal::TAG as u64 } else { 0 };
+    let bytes = c
+        .store
+        .read(&c.cid, stored, 0, stored)
+        .await
+        .map_err(OpenError::Store)?;
+    let (sealing, cid) = (c.sealing.clone(), c.cid.clone());
+    tokio::task::spawn_blocking(move || {
+        let opened = match (keys(&sealing), salt) {
+            (Some(keys), Some(salt)) => chunks::open_chunk(keys, &salt, index, size, &bytes),
+            (None, None) => chunks::open_plain_chunk(index, size, bytes.to_vec()),
+            _ => Err(crate::format::FormatError::Tampered(
+                "a chunk sealed in a plaintext tree, or plain in a sealed one".into(),
+            )),
+        };
+        opened
+            .map(Bytes::from)
+            .map_err(|e| OpenError::Tampered(format!("chunk {cid}: {e}")))
+    })
+    .await
+    .map_err(|e| OpenError::Io(format!("opening a chunk: {e}")))?
+}
+
 /// Up to `len` bytes of `blob`'s content at `offset` (short only at its end).
 pub async fn read(
     store: &Arc<dyn ContentStore>,
@@ -406,6 +465,9 @@ pub async fn read(
     offset: u64,
     len: u64,
 ) -> Result<Bytes, ContentError> {
+    if let Some(table) = &blob.chunks {
+        return read_chunked(store, sealing, opened, blob, table, offset, len).await;
+    }
     let (Some(_), Some(salt)) = (keys(sealing), blob.salt) else {
         if blob.salt.is_some() {
             return Err(Tampered(format!(
@@ -426,11 +488,13 @@ pub async fn read(
     let chunk = |index: u64| ChunkRef {
         store: store.clone(),
         sealing: sealing.clone(),
-        salt,
         cid: blob.cid.clone(),
         index,
-        stored: seal::sealed_len(blob.size),
-        chunks,
+        form: ChunkForm::Stream {
+            salt,
+            stored: seal::sealed_len(blob.size),
+            chunks,
+        },
     };
     // The chunks of this read open together (each on its own thread), and a sequential
     // reader gets the next ones opened meanwhile.
@@ -461,6 +525,74 @@ pub async fn read(
             return Ok(plain.slice(from..to));
         }
         out.extend_from_slice(&plain[from..to]);
+    }
+    Ok(out.freeze())
+}
+
+/// [`read`] of a chunked version (docs/FORMAT.md §13): each chunk the range touches is
+/// looked up in the table and opened on its own; a hole reads as zeros. A sequential
+/// reader gets the next stored chunks opened ahead.
+async fn read_chunked(
+    store: &Arc<dyn ContentStore>,
+    sealing: &Sealing,
+    opened: &OpenChunks,
+    blob: &Blob,
+    table: &ChunkTable,
+    offset: u64,
+    len: u64,
+) -> Result<Bytes, ContentError> {
+    if let Some(why) = &table.invalid {
+        return Err(Tampered(why.clone()).into());
+    }
+    if offset >= blob.size || len == 0 {
+        return Ok(Bytes::new());
+    }
+    let end = blob.size.min(offset.saturating_add(len));
+    let touched = chunks::chunks_touched(offset, end - offset);
+    let chunk = |index: u64| {
+        table.chunks.get(&index).map(|c| ChunkRef {
+            store: store.clone(),
+            sealing: sealing.clone(),
+            cid: c.cid.clone(),
+            index,
+            form: ChunkForm::Table {
+                salt: c.salt,
+                size: blob.size,
+            },
+        })
+    };
+    let opening: Vec<Option<Opening>> = touched
+        .clone()
+        .map(|i| chunk(i).map(|c| opened.open(c)))
+        .collect();
+    if opened.sequential(&blob.cid, offset, end) {
+        let ahead = table.chunks.range(touched.end..).take(OPEN_AHEAD);
+        for (index, _) in ahead {
+            if let Some(c) = chunk(*index) {
+                drop(opened.open(c));
+            }
+        }
+    }
+    let mut out = BytesMut::with_capacity((end - offset) as usize);
+    for (index, opening) in touched.zip(opening) {
+        let start = index * chunks::CHUNK;
+        let len = chunks::chunk_len(blob.size, index).unwrap_or(0);
+        let from = (offset.max(start) - start) as usize;
+        let to = (end.min(start + len) - start) as usize;
+        match opening {
+            None => out.resize(out.len() + (to - from), 0),
+            Some(opening) => {
+                let plain = opening.await?;
+                if to > plain.len() {
+                    return Err(Tampered(format!(
+                        "chunk {index} of {} is shorter than its place",
+                        blob.cid
+                    ))
+                    .into());
+                }
+                out.extend_from_slice(&plain[from..to]);
+            }
+        }
     }
     Ok(out.freeze())
 }

@@ -17,7 +17,7 @@ use sha2::{Digest, Sha256};
 use crate::format::v1::manifest as v1;
 use crate::format::{self, Entry, PageStore, TreeCrypto, page::Page, root::Root};
 use crate::fs::error::{FsError, FsResult};
-use crate::fs::store::ContentStore;
+use crate::fs::store::{ChunkTable, ContentStore};
 
 /// The objects a committed directory is stored as: the CID its parent (or the usage
 /// document, for the sNFT root) refers to, and every object of the directory with its
@@ -120,6 +120,8 @@ pub struct ReadDir {
     /// The CID and size of an empty directory's page: a subdirectory stored as that is
     /// known whole without reading it (so usage counts it once, docs/FORMAT.md §7).
     pub empty_dir: Option<(String, u64)>,
+    /// The chunk tables of its chunked files (and of the link groups' files, at the root).
+    pub tables: ChunkTables,
 }
 
 /// The one page of an empty directory, and the CID the store gives it.
@@ -454,6 +456,98 @@ pub async fn lookup_entry(
     }
 }
 
+/// A chunked file's table top and size (docs/FORMAT.md §13), if `kind` is one.
+pub fn chunked_content(kind: &format::EntryKind) -> Option<(String, u64)> {
+    match kind {
+        format::EntryKind::Inode(format::Inode {
+            kind:
+                format::InodeKind::File {
+                    size,
+                    content: Some(format::FileContent::Chunks(top)),
+                },
+            ..
+        }) => Some((top.clone(), *size)),
+        _ => None,
+    }
+}
+
+/// The chunk tables of a directory's chunked files, keyed by (top, size), a few read at a
+/// time. A table that does not decode, or names a chunk past its file's end (§13.2), is
+/// kept as invalid: that file's reads fail, the rest of the directory reads.
+pub async fn read_chunk_tables(
+    store: &dyn ContentStore,
+    crypto: &TreeCrypto,
+    cache: &PageCache,
+    files: HashSet<(String, u64)>,
+) -> FsResult<ChunkTables> {
+    use futures::StreamExt;
+    let wanted = files;
+    let mut out = ChunkTables::new();
+    let mut reads = futures::stream::iter(wanted)
+        .map(|(top, size)| async move {
+            let table = read_chunk_table(store, crypto, cache, &top, size).await;
+            (top, size, table)
+        })
+        .buffer_unordered(TABLE_READS);
+    while let Some((top, size, table)) = reads.next().await {
+        out.insert((top, size), Arc::new(table?));
+    }
+    Ok(out)
+}
+
+/// Chunk tables read at once while a directory loads.
+const TABLE_READS: usize = 16;
+
+/// Chunk tables by (top CID, file size).
+pub type ChunkTables = HashMap<(String, u64), Arc<ChunkTable>>;
+
+async fn read_chunk_table(
+    store: &dyn ContentStore,
+    crypto: &TreeCrypto,
+    cache: &PageCache,
+    top: &str,
+    size: u64,
+) -> FsResult<ChunkTable> {
+    let first = match cache.get(top) {
+        Some(b) => b,
+        None => {
+            let b = store.fetch(top).await?;
+            cache.insert(top, &b);
+            b
+        }
+    };
+    let mut pages = vec![(top.to_owned(), first.len() as u64)];
+    let read = read_table::<format::chunks::ChunkRef>(
+        store,
+        crypto,
+        cache,
+        vec![top.to_owned()],
+        vec![first],
+        &mut pages,
+    )
+    .await;
+    let mut table = ChunkTable {
+        pages,
+        ..ChunkTable::default()
+    };
+    match read {
+        Ok(chunks) => {
+            let count = format::chunks::chunk_count(size);
+            if let Some(c) = chunks.iter().find(|c| c.index() >= count) {
+                table.invalid = Some(format!(
+                    "chunk table {top} names chunk {} of a {size}-byte file",
+                    c.index()
+                ));
+            }
+            table.chunks = chunks.into_iter().map(|c| (c.index(), c)).collect();
+        }
+        // A transient fault reads again later; a page that does not decode never will.
+        Err(e @ FsError::Store(_)) => return Err(e),
+        Err(e) => table.invalid = Some(format!("chunk table {top}: {e}")),
+    }
+    Ok(table)
+}
+
 /// Every record of the paged table whose top page is `level[0]` (already fetched as
 /// `fetched[0]`), in key order; each page's CID and size go to `objects`.
 async fn read_table<R: format::Record>(
@@ -530,10 +624,16 @@ pub async fn read_dir(
     let mut level = vec![top.to_owned()];
     let mut fetched = vec![first];
     if is_root {
-        let r = Root::decode(&fetched[0], crypto)
+        let r = Root::decode_any(&fetched[0], crypto)
             .map_err(|e| format_error(&format!("root node {top}"), e))?;
         if r.read_only {
             read_only = Some("its root node has members this pxfs does not know".to_owned());
+        } else if r.v3.is_some() {
+            // Read (chunked content included), but not written until this pxfs writes
+            // format 3 whole: a format-2 commit over it would drop its history.
+            read_only = Some(
+                "it is stored in format 3, which this pxfs reads but does not write yet".to_owned(),
+            );
         }
         let mut groups = Vec::new();
         if let Some(table) = &r.root.inodes {
@@ -563,6 +663,13 @@ pub async fn read_dir(
     let table_top = level[0].clone();
     let entries: Vec<Entry> =
         read_table(store, crypto, cache, level, fetched, &mut objects).await?;
+    let chunked = entries
+        .iter()
+        .map(|e| &e.kind)
+        .chain(root.iter().flat_map(|r| r.groups.iter().map(|g| &g.kind)))
+        .filter_map(chunked_content)
+        .collect();
+    let tables = read_chunk_tables(store, crypto, cache, chunked).await?;
     // A table an earlier paging rule shaped reads as it is, but is not updated in place
     // (docs/FORMAT.md §5): without a table, its next commit writes it whole.
     let table = full_build(store, crypto, entries.clone())
@@ -594,6 +701,7 @@ pub async fn read_dir(
         read_only,
         v1: false,
         empty_dir: empty_dir(store, crypto),
+        tables,
     })
 }
 
@@ -621,6 +729,7 @@ fn read_v1(m: v1::Manifest, objects: Arc<[(String, u64)]>) -> ReadDir {
         }),
         v1: true,
         empty_dir: None,
+        tables: ChunkTables::new(),
     }
 }
 

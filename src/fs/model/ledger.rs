@@ -27,6 +27,34 @@ pub enum Charge {
     /// A committed directory's objects (its pages; the sNFT root's root node too), each
     /// counted as a manifest object.
     Pages(std::sync::Arc<[(String, u64)]>),
+    /// A chunked file version's objects (docs/FORMAT.md §13): its chunks (content) and
+    /// its table's pages (`true`: counted as manifests), each once.
+    Objects(std::sync::Arc<[(String, u64, bool)]>),
+}
+
+impl Charge {
+    /// What a file's uploaded version `b` stores: one object, or a chunked version's
+    /// chunks and table pages.
+    pub fn of_blob(b: &crate::fs::store::Blob) -> Charge {
+        match b.chunks {
+            Some(_) => Charge::Objects(b.objects().into()),
+            None => Charge::Object {
+                cid: b.cid.clone(),
+                size: crate::fs::data::content::stored_size(b),
+                manifest: false,
+            },
+        }
+    }
+
+    /// The objects it refers to.
+    fn cids(&self) -> Vec<&str> {
+        match self {
+            Charge::Own(_) => Vec::new(),
+            Charge::Object { cid, .. } => vec![cid],
+            Charge::Pages(pages) => pages.iter().map(|(c, _)| c.as_str()).collect(),
+            Charge::Objects(objects) => objects.iter().map(|(c, _, _)| c.as_str()).collect(),
+        }
+    }
 }
 
 /// Usage split by what it is made of (for `pxfs status` and tests).
@@ -196,6 +224,12 @@ impl Ledger {
                 }
                 return;
             }
+            Charge::Objects(objects) => {
+                for (cid, size, manifest) in objects.iter() {
+                    self.hold_object(cid, *size, *manifest, loaded);
+                }
+                return;
+            }
         };
         self.hold_object(cid, size, manifest, loaded);
     }
@@ -235,20 +269,13 @@ impl Ledger {
     }
 
     fn release(&mut self, charge: Charge) {
-        let cid = match charge {
-            Charge::Own(n) => {
-                self.own = self.own.saturating_sub(n);
-                return;
-            }
-            Charge::Object { cid, .. } => cid,
-            Charge::Pages(pages) => {
-                for (cid, _) in pages.iter() {
-                    self.release_object(cid);
-                }
-                return;
-            }
-        };
-        self.release_object(&cid);
+        if let Charge::Own(n) = charge {
+            self.own = self.own.saturating_sub(n);
+            return;
+        }
+        for cid in charge.cids() {
+            self.release_object(cid);
+        }
     }
 
     fn release_object(&mut self, cid: &str) {
@@ -307,8 +334,7 @@ impl Ledger {
                 self.own = self.own.saturating_sub(n);
                 return;
             }
-            Some(Charge::Object { cid, .. }) => vec![cid],
-            Some(Charge::Pages(pages)) => pages.iter().map(|(c, _)| c.clone()).collect(),
+            Some(charge) => charge.cids().into_iter().map(str::to_owned).collect(),
         };
         for cid in cids {
             let Some(o) = self.objects.get_mut(&cid) else {
@@ -331,18 +357,12 @@ impl Ledger {
     pub fn committed(
         &self,
         rewritten: &[Ino],
-        blobs: impl Fn(Ino) -> Option<(String, u64)>,
+        blobs: impl Fn(Ino) -> Vec<(String, u64)>,
     ) -> CommittedUsage {
         let mut drop: HashMap<&str, u64> = HashMap::new();
         for ino in rewritten {
-            match self.charges.get(ino) {
-                Some(Charge::Object { cid, .. }) => *drop.entry(cid.as_str()).or_default() += 1,
-                Some(Charge::Pages(pages)) => {
-                    for (cid, _) in pages.iter() {
-                        *drop.entry(cid.as_str()).or_default() += 1;
-                    }
-                }
-                _ => {}
+            for cid in self.charges.get(ino).map(Charge::cids).unwrap_or_default() {
+                *drop.entry(cid).or_default() += 1;
             }
         }
         let mut usage = self
@@ -361,11 +381,12 @@ impl Ledger {
             }
         }
         for (ino, charge) in &self.charges {
-            if let Charge::Own(_) = charge
-                && let Some((cid, size)) = blobs(*ino)
-                && counted.insert(cid)
-            {
-                usage = usage.saturating_add(size);
+            if let Charge::Own(_) = charge {
+                for (cid, size) in blobs(*ino) {
+                    if counted.insert(cid) {
+                        usage = usage.saturating_add(size);
+                    }
+                }
             }
         }
         CommittedUsage {
@@ -436,7 +457,12 @@ mod tests {
             false,
         );
         assert_eq!(l.usage(), 47);
-        let c = l.committed(&[10], |ino| (ino == 2).then(|| ("b".to_string(), 3)));
+        let c = l.committed(&[10], |ino| {
+            (ino == 2)
+                .then(|| ("b".to_string(), 3))
+                .into_iter()
+                .collect()
+        });
         let m1 = ("m1".to_string(), 40);
         let m2 = ("m1".to_string(), 40);
         assert_eq!(c.with_manifests([&m1, &m2]), 10 + 3 + 40);

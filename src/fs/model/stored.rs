@@ -3,9 +3,12 @@
 
 use std::collections::BTreeMap;
 
-use crate::format::{self, Content, Entry, EntryKind, InodeKind, Name};
+use crate::format::{self, Content, Entry, EntryKind, FileContent, InodeKind, Name};
 use crate::fs::model::inode::{Body, DirBody, FileBody, Ino, Inode, Kind, Meta, Special, TokenId};
-use crate::fs::store::Blob;
+use std::sync::Arc;
+
+use crate::fs::data::pages::ChunkTables;
+use crate::fs::store::{Blob, ChunkTable};
 
 /// A file version of no bytes: v2 stores no content object for it (§4.1).
 pub const EMPTY_CONTENT: &str = "";
@@ -72,9 +75,11 @@ pub fn inode_of(inode: &Inode, dir_top: Option<&str>) -> Option<format::Inode> {
             let b = f.blob.as_ref()?;
             InodeKind::File {
                 size: b.size,
-                content: (b.size > 0).then(|| Content {
-                    cid: b.cid.clone(),
-                    salt: b.salt,
+                content: (b.size > 0).then(|| {
+                    FileContent::Whole(Content {
+                        cid: b.cid.clone(),
+                        salt: b.salt,
+                    })
                 }),
             }
         }
@@ -104,8 +109,9 @@ pub fn inode_read(
     stored: format::Inode,
     (dir, name): (Ino, Name),
     group: Option<u64>,
+    tables: &ChunkTables,
 ) -> (Kind, Inode) {
-    let (kind, body) = body_of(stored.kind);
+    let (kind, body) = body_of(stored.kind, tables);
     let inode = Inode {
         token,
         meta: meta_of(&stored.attrs),
@@ -118,19 +124,32 @@ pub fn inode_read(
     (kind, inode)
 }
 
-/// The kind and body of an inode loaded from a stored entry (a directory not loaded yet).
-pub fn body_of(kind: InodeKind) -> (Kind, Body) {
+/// The kind and body of an inode loaded from a stored entry (a directory not loaded yet);
+/// a chunked file's table comes from `tables`, read with its directory.
+pub fn body_of(kind: InodeKind, tables: &ChunkTables) -> (Kind, Body) {
     match kind {
         InodeKind::File { size, content } => (
             Kind::File,
             Body::File(FileBody {
                 size,
                 blob: Some(match content {
-                    Some(c) => Blob {
-                        cid: c.cid,
-                        size,
-                        salt: c.salt,
-                    },
+                    Some(FileContent::Whole(c)) => Blob::whole(c.cid, size, c.salt),
+                    Some(FileContent::Chunks(top)) => {
+                        let table = tables.get(&(top.clone(), size)).cloned();
+                        Blob {
+                            cid: top,
+                            size,
+                            salt: None,
+                            // A table not read with the directory is never guessed at:
+                            // the file's reads fail.
+                            chunks: Some(table.unwrap_or_else(|| {
+                                Arc::new(ChunkTable {
+                                    invalid: Some("its chunk table was not read".into()),
+                                    ..ChunkTable::default()
+                                })
+                            })),
+                        }
+                    }
                     None => Blob::plain(EMPTY_CONTENT.to_owned(), size),
                 }),
                 ..Default::default()

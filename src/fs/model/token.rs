@@ -95,6 +95,8 @@ pub struct GroupSlot {
     pub nlink: u64,
     pub inode: crate::format::Inode,
     pub ino: Option<Ino>,
+    /// The chunk table of a chunked file (docs/FORMAT.md §13), read with the root.
+    pub table: Option<std::sync::Arc<crate::fs::store::ChunkTable>>,
 }
 
 /// What a contract that counts usage itself (PX.sol) adds to the quota decision.

@@ -501,7 +501,7 @@ impl Tree {
                     l.abandon();
                 }
                 if let Some(b) = &f.blob {
-                    gone.push(b.cid.clone());
+                    gone.extend(b.objects().into_iter().map(|(c, _, _)| c));
                 }
             }
             Body::Dir(d) => {
@@ -554,7 +554,14 @@ impl Tree {
             return Ok(ino);
         }
         let token = self.get(dir)?.token;
-        let (_, inode) = stored::inode_read(token, stored, (dir, name.clone()), None);
+        // (A chunked file is never looked up alone: its table is read with its directory.)
+        let (_, inode) = stored::inode_read(
+            token,
+            stored,
+            (dir, name.clone()),
+            None,
+            &Default::default(),
+        );
         let ino = self.alloc(inode);
         match self.get_mut(dir)?.dir_mut() {
             Some(d) if d.entries.is_none() => {
@@ -628,11 +635,7 @@ impl Tree {
         match &inode.body {
             Body::File(f) => match &f.blob {
                 Some(b) if b.size == f.size && !f.upload_pending && f.session.is_none() => {
-                    Some(Charge::Object {
-                        cid: b.cid.clone(),
-                        size: crate::fs::data::content::stored_size(b),
-                        manifest: false,
-                    })
+                    Some(Charge::of_blob(b))
                 }
                 // Not on the node yet: what it will store once it is.
                 _ => (f.size > 0).then(|| {
@@ -709,7 +712,8 @@ impl Tree {
                 .get(&ino)
                 .and_then(|i| i.file())
                 .and_then(|f| f.blob.as_ref())
-                .map(|b| (b.cid.clone(), crate::fs::data::content::stored_size(b)))
+                .map(|b| b.objects().into_iter().map(|(c, n, _)| (c, n)).collect())
+                .unwrap_or_default()
         });
         Ok((usage, files))
     }

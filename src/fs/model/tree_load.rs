@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 
 use crate::format::{self, Name};
-use crate::fs::data::pages::ReadDir;
+use crate::fs::data::pages::{ReadDir, chunked_content};
 use crate::fs::error::{FsError, FsResult};
 use crate::fs::model::inode::{Body, DirBody, Entries, Ino, Kind, TokenId};
 use crate::fs::model::stored;
@@ -42,6 +42,8 @@ impl Tree {
                         format::EntryKind::Inode(inode) => Some((
                             u64::from_be_bytes(r.id.0),
                             GroupSlot {
+                                table: chunked_content(&format::EntryKind::Inode(inode.clone()))
+                                    .and_then(|k| read.tables.get(&k).cloned()),
                                 nlink: r.nlink,
                                 inode,
                                 ino: None,
@@ -101,7 +103,8 @@ impl Tree {
                 loaded.push(ino);
                 continue;
             }
-            let (kind, mut inode) = stored::inode_read(token, i, (dir, name.clone()), None);
+            let (kind, mut inode) =
+                stored::inode_read(token, i, (dir, name.clone()), None, &read.tables);
             if let Body::Dir(d) = &mut inode.body {
                 known_empty(d, &read.empty_dir);
             }
@@ -194,8 +197,21 @@ impl Tree {
             inode.links.push((dir, name.clone()));
             return Ok(Some(ino));
         }
-        let (_, inode) =
-            stored::inode_read(token, slot.inode.clone(), (dir, name.clone()), Some(id));
+        let tables: crate::fs::data::pages::ChunkTables = slot
+            .table
+            .iter()
+            .filter_map(|t| {
+                let key = chunked_content(&format::EntryKind::Inode(slot.inode.clone()))?;
+                Some((key, t.clone()))
+            })
+            .collect();
+        let (_, inode) = stored::inode_read(
+            token,
+            slot.inode.clone(),
+            (dir, name.clone()),
+            Some(id),
+            &tables,
+        );
         let ino = self.alloc(inode);
         if let Some(slot) = token
             .and_then(|t| self.tokens.get_mut(&t))

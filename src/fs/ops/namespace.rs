@@ -134,6 +134,12 @@ impl Fs {
             return Ok(None); // loaded, unloaded or changed meanwhile: look again
         }
         let stored = match looked {
+            // A chunked file's table is read with its directory (`pages::read_dir`).
+            Ok(crate::fs::data::pages::Looked::Found(e))
+                if crate::fs::data::pages::chunked_content(&e.kind).is_some() =>
+            {
+                return Ok(None);
+            }
             Ok(crate::fs::data::pages::Looked::Found(format::Entry {
                 kind: format::EntryKind::Inode(i),
                 ..

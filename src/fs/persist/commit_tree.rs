@@ -347,6 +347,10 @@ pub(in crate::fs) fn link_groups(
                     nlink: inode.links.len() as u64,
                     inode: stored,
                     ino: Some(*ino),
+                    table: inode
+                        .file()
+                        .and_then(|f| f.blob.as_ref())
+                        .and_then(|b| b.chunks.clone()),
                 },
             );
         }

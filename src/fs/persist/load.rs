@@ -472,6 +472,7 @@ impl Fs {
                     read_only: None,
                     v1: false,
                     empty_dir: None,
+                    tables: Default::default(),
                 }
             }
         };

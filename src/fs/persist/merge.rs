@@ -169,6 +169,17 @@ impl Fs {
         let mut changed: Changed = Vec::new();
         if base_root.as_deref() != Some(theirs.root.as_str()) {
             let their_root = pages::read_dir(&*store, &sealing, cache, &theirs.root, true).await?;
+            if let Some(why) = &their_root.read_only {
+                // Entries or a format this pxfs cannot write back: merging would drop them.
+                tracing::error!(
+                    token,
+                    "another writer published a tree this pxfs cannot merge ({why}); serving this sNFT read-only"
+                );
+                self.tree().token_mut(token)?.read_only = true;
+                return Err(FsError::ReadOnly(
+                    "another writer's tree holds what this pxfs cannot write",
+                ));
+            }
             let base_parts = match &base_root {
                 Some(b) => {
                     pages::read_dir(&*store, &sealing, cache, b, true)
@@ -603,7 +614,8 @@ fn insert(
             });
         }
         kind => {
-            let (_, body) = stored::body_of(kind);
+            // (Theirs is never chunked here: a format-3 tree is not merged, see `fold_in`.)
+            let (_, body) = stored::body_of(kind, &Default::default());
             tree.create(dir, &entry.name, meta, body, xattrs)?;
         }
     }

@@ -326,11 +326,7 @@ impl Uploader {
         {
             match unless_moot(results, &batch, live.finish()).await {
                 Some(Some((cid, salt))) => {
-                    let blob = Blob {
-                        cid,
-                        size: job.size,
-                        salt,
-                    };
+                    let blob = Blob::whole(cid, job.size, salt);
                     self.finish(results, job, Some(blob));
                     self.outage.succeeded(self.pending());
                     return Vec::new();

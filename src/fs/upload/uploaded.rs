@@ -41,19 +41,29 @@ impl UploadResults for Fs {
                     .ok()
                     .and_then(|i| i.file_mut())
                     .filter(|f| f.version == job.version);
-                let mut superseded = None;
+                // What the replaced version stored and the new one does not (a chunked
+                // version shares chunks with the one before it, docs/FORMAT.md §15).
+                let gone = |old: &Blob, new: Option<&Blob>| -> Vec<String> {
+                    let kept: std::collections::HashSet<String> = new
+                        .map(|n| n.objects().into_iter().map(|(c, _, _)| c).collect())
+                        .unwrap_or_default();
+                    old.objects()
+                        .into_iter()
+                        .map(|(c, _, _)| c)
+                        .filter(|c| !kept.contains(c))
+                        .collect()
+                };
+                let mut superseded = Vec::new();
                 let applied = match current {
                     Some(f) => {
-                        if let Some(old) = f.blob.replace(blob.clone())
-                            && old.cid != blob.cid
-                        {
-                            superseded = Some(old.cid);
+                        if let Some(old) = f.blob.replace(blob.clone()) {
+                            superseded = gone(&old, Some(&blob));
                         }
                         f.upload_pending = false;
                         true
                     }
                     None => {
-                        superseded = Some(blob.cid.clone());
+                        superseded = gone(&blob, None);
                         false
                     }
                 };

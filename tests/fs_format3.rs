@@ -1,0 +1,430 @@
+//! Format 3 (docs/FORMAT.md §12-13) through the filesystem core: a tree whose root is a
+//! `pxfs/root/3` node and whose files are chunk tables, as a newer writer leaves it on the
+//! node, read by a mount from an empty cache (an in-memory node, no kernel).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use pxfs::format::chunks::{self, CHUNK, ChunkRef};
+use pxfs::format::root::{Root, RootV3};
+use pxfs::format::{
+    self, Attrs, Content, DataKey, Entry, EntryKind, FileContent, Inode, InodeKind, Name,
+    PageStore, TreeCrypto, TreeKeys,
+};
+use pxfs::fs::store::{MemoryStore, UsageRecord};
+use pxfs::fs::{ContentStore, Fs, FsConfig, FsError, ROOT_INO, TokenInfo};
+use pxfs::keys::keyring::{FixedKey, KeyRing, PlainOnly};
+
+const TOKEN: u64 = 7;
+const BTNS: &str = "k51-token-7";
+const KEY: [u8; 32] = [42; 32];
+
+fn info() -> TokenInfo {
+    TokenInfo {
+        token_id: TOKEN,
+        quota: u64::MAX,
+        overdue: false,
+        last_sync: 1,
+        sync_deadline: 2,
+        btns: Some(BTNS.into()),
+        synced_usage: 0,
+    }
+}
+
+async fn mount(store: &Arc<MemoryStore>, keys: Arc<dyn KeyRing>) -> Fs {
+    let mut cfg = FsConfig::new(tempfile::tempdir().unwrap().keep());
+    cfg.single_token = true;
+    cfg.commit_interval = std::time::Duration::from_secs(3600);
+    cfg.keys = keys;
+    let fs = Fs::new(cfg, store.clone()).unwrap();
+    fs.add_token(info()).await.unwrap();
+    fs
+}
+
+fn errno<T: std::fmt::Debug>(r: Result<T, FsError>) -> i32 {
+    r.unwrap_err().errno()
+}
+
+/// Pages built by the codecs, put on the in-memory node under the CIDs it gives.
+struct Pages<'a> {
+    store: &'a MemoryStore,
+    made: HashMap<String, Vec<u8>>,
+}
+
+impl PageStore for Pages<'_> {
+    fn get(&self, cid: &str) -> format::Result<Vec<u8>> {
+        match self.made.get(cid) {
+            Some(b) => Ok(b.clone()),
+            None => self
+                .store
+                .get(cid)
+                .map(|b| b.to_vec())
+                .ok_or_else(|| format::FormatError::Store(format!("{cid} not found"))),
+        }
+    }
+    fn put(&mut self, bytes: Vec<u8>) -> format::Result<String> {
+        let cid = self.store.object_cid(&bytes).unwrap();
+        self.made.insert(cid.clone(), bytes);
+        Ok(cid)
+    }
+}
+
+impl Pages<'_> {
+    async fn land(self) {
+        let all: Vec<Bytes> = self.made.into_values().map(Bytes::from).collect();
+        self.store.add_objects(all).await.unwrap();
+    }
+}
+
+fn attrs(mode: u32) -> Attrs {
+    Attrs {
+        mode,
+        uid: 0,
+        gid: 0,
+        mtime_ns: 1_000,
+        ctime_ns: 1_000,
+    }
+}
+
+fn file(name: &str, size: u64, content: FileContent) -> Entry {
+    Entry {
+        name: Name::new(name.as_bytes().to_vec()).unwrap(),
+        kind: EntryKind::Inode(Inode {
+            kind: InodeKind::File {
+                size,
+                content: Some(content),
+            },
+            attrs: attrs(0o644),
+            xattrs: vec![],
+        }),
+    }
+}
+
+/// A file of `size` bytes: `data` at `at`, zeros elsewhere, stored as chunks (all-zero ones
+/// as holes). Returns its chunk objects (index, CID) besides the table.
+async fn chunked(
+    store: &MemoryStore,
+    keys: Option<&TreeKeys>,
+    pages: &mut Pages<'_>,
+    crypto: &TreeCrypto,
+    size: u64,
+    parts: &[(u64, &[u8])],
+) -> (String, Vec<(u64, String)>) {
+    let mut plain = vec![0u8; size as usize];
+    for (at, data) in parts {
+        plain[*at as usize..*at as usize + data.len()].copy_from_slice(data);
+    }
+    let mut refs = Vec::new();
+    let mut stored = Vec::new();
+    for index in 0..chunks::chunk_count(size) {
+        let start = (index * CHUNK) as usize;
+        let len = chunks::chunk_len(size, index).unwrap() as usize;
+        let bytes = &plain[start..start + len];
+        if chunks::is_hole(bytes) {
+            continue;
+        }
+        let (salt, object) = match keys {
+            Some(k) => {
+                let (salt, sealed) = chunks::seal_chunk(k, index, bytes).unwrap();
+                (Some(salt), sealed)
+            }
+            None => (None, bytes.to_vec()),
+        };
+        let cid = store
+            .add_objects(vec![object.into()])
+            .await
+            .unwrap()
+            .remove(0);
+        stored.push((index, cid.clone()));
+        refs.push(ChunkRef::new(index, cid, salt));
+    }
+    (chunks::build(pages, crypto, refs).unwrap(), stored)
+}
+
+/// The tree a format-3 writer leaves: `big` (3 MiB + 5 bytes, a hole in the middle and a
+/// short last chunk), `sparse` (1 GiB, one byte at 512 MiB), `zeros` (holes only), `small`
+/// (the v2 form, one object). Published under the token's name; returns the chunk objects
+/// of `big` and the bytes each file must read as.
+struct Built {
+    big_chunks: Vec<(u64, String)>,
+    big: Vec<u8>,
+}
+
+const BIG: u64 = 3 * (1 << 20) + 5;
+
+async fn publish_format3(store: &MemoryStore, sealed: bool, prev: Option<&UsageRecord>) -> Built {
+    let dk = DataKey::from_bytes(KEY);
+    let (crypto, keys) = match sealed {
+        true => (TreeCrypto::sealed(&dk), Some(TreeKeys::derive(&dk))),
+        false => (TreeCrypto::Plain, None),
+    };
+    let mut pages = Pages {
+        store,
+        made: HashMap::new(),
+    };
+    let head: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8 + 1).collect();
+    let tail = b"the end";
+    let parts: [(u64, &[u8]); 2] = [(0, &head), (BIG - tail.len() as u64, tail)];
+    let (big_top, big_chunks) =
+        chunked(store, keys.as_ref(), &mut pages, &crypto, BIG, &parts).await;
+    let mut big = vec![0u8; BIG as usize];
+    big[..head.len()].copy_from_slice(&head);
+    big[(BIG as usize - tail.len())..].copy_from_slice(tail);
+    let gib = 1u64 << 30;
+    let (sparse_top, _) = chunked(
+        store,
+        keys.as_ref(),
+        &mut pages,
+        &crypto,
+        gib,
+        &[(gib / 2, b"!")],
+    )
+    .await;
+    let (zeros_top, _) = chunked(store, keys.as_ref(), &mut pages, &crypto, 3 * CHUNK, &[]).await;
+    // A small file in the v2 form: one object (sealed as §6.2 says when encrypted).
+    let small_content = match &keys {
+        Some(k) => {
+            let salt = pxfs::format::seal::ContentSalt::random();
+            let vk = pxfs::format::seal::VersionKey::new(k, &salt);
+            let sealed = pxfs::format::seal::seal_content(&vk, b"small").unwrap();
+            let cid = store
+                .add_objects(vec![sealed.into()])
+                .await
+                .unwrap()
+                .remove(0);
+            Content {
+                cid,
+                salt: Some(salt),
+            }
+        }
+        None => Content {
+            cid: store
+                .add_objects(vec![Bytes::from_static(b"small")])
+                .await
+                .unwrap()
+                .remove(0),
+            salt: None,
+        },
+    };
+    let entries = vec![
+        file("big", BIG, FileContent::Chunks(big_top)),
+        file("small", 5, FileContent::Whole(small_content)),
+        file("sparse", gib, FileContent::Chunks(sparse_top)),
+        file("zeros", 3 * CHUNK, FileContent::Chunks(zeros_top)),
+    ];
+    let dir = format::prolly::build(&mut pages, &crypto, entries).unwrap();
+    let root = RootV3 {
+        root: Root {
+            attrs: attrs(0o755),
+            xattrs: vec![],
+            dir,
+            inodes: None,
+        },
+        t: 1_700_000_000_000_000_000,
+        history: None,
+    }
+    .encode(&crypto)
+    .unwrap();
+    let root = pages.put(root).unwrap();
+    pages.land().await;
+    let (content, manifests) = store.measure(&root).unwrap();
+    let record = UsageRecord {
+        token_id: TOKEN,
+        quota: u64::MAX,
+        usage: content + manifests,
+        files: 4,
+        root,
+        last_upload: None,
+        seq: prev.map_or(1, |p| p.seq + 1),
+        prev: prev.and(store.published_cid(BTNS)),
+        merged: None,
+        encryption: prev.map(|p| p.encryption.clone()).unwrap_or_default(),
+    };
+    store.publish_usage(Some(BTNS), &record).await.unwrap();
+    Built { big_chunks, big }
+}
+
+async fn read_all(fs: &Fs, name: &str, from: u64, len: u32) -> Result<Vec<u8>, FsError> {
+    let ino = fs.lookup(ROOT_INO, name).await?.ino;
+    let fh = fs.open(ino, libc::O_RDONLY).await?;
+    let r = fs.read(fh, from, len).await.map(|b| b.to_vec());
+    fs.release(fh).await.unwrap();
+    r
+}
+
+/// An encrypted sNFT made by the mount itself (so its key is published as pxfs publishes
+/// it), then replaced by a format-3 tree under the same key, as a newer pxfs would.
+async fn sealed_format3(store: &Arc<MemoryStore>) -> Built {
+    let keys: Arc<dyn KeyRing> = Arc::new(FixedKey(DataKey::from_bytes(KEY)));
+    let first = mount(store, keys).await;
+    first.mkdir(ROOT_INO, "d", 0o755, 0, 0).await.unwrap();
+    first.flush_all().await.unwrap();
+    first.abort();
+    let prev = store.published(BTNS).unwrap();
+    assert!(
+        matches!(prev.encryption, format::usage::Encryption::Sealed(_)),
+        "{:?}",
+        prev.encryption
+    );
+    publish_format3(store, true, Some(&prev)).await
+}
+
+#[tokio::test]
+async fn chunked_files_read_back_whole_with_holes_as_zeros_plaintext_and_sealed() {
+    for sealed in [false, true] {
+        let store = Arc::new(MemoryStore::new());
+        let (built, keys): (Built, Arc<dyn KeyRing>) = match sealed {
+            false => (
+                publish_format3(&store, false, None).await,
+                Arc::new(PlainOnly),
+            ),
+            true => (
+                sealed_format3(&store).await,
+                Arc::new(FixedKey(DataKey::from_bytes(KEY))),
+            ),
+        };
+        let fs = mount(&store, keys).await;
+        let mut names: Vec<String> = fs
+            .readdir(ROOT_INO, 0)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|e| String::from_utf8(e.name).unwrap())
+            .filter(|n| n != "." && n != "..")
+            .collect();
+        names.sort();
+        assert_eq!(
+            names,
+            ["big", "small", "sparse", "zeros"],
+            "sealed: {sealed}"
+        );
+        assert_eq!(fs.lookup(ROOT_INO, "big").await.unwrap().size, BIG);
+        assert_eq!(read_all(&fs, "big", 0, 1 << 24).await.unwrap(), built.big);
+        // A read across a stored chunk, a hole and the short last chunk.
+        let at = 200_000 - 10;
+        let got = read_all(&fs, "big", at, 3 * CHUNK as u32).await.unwrap();
+        assert_eq!(
+            got[..],
+            built.big[at as usize..at as usize + 3 * CHUNK as usize]
+        );
+        assert_eq!(read_all(&fs, "small", 0, 100).await.unwrap(), b"small");
+        let half = 1u64 << 29;
+        let around = read_all(&fs, "sparse", half - 3, 6).await.unwrap();
+        assert_eq!(around, [0, 0, 0, b'!', 0, 0], "sealed: {sealed}");
+        assert_eq!(
+            read_all(&fs, "sparse", 7 << 20, 4096).await.unwrap(),
+            vec![0; 4096]
+        );
+        assert_eq!(
+            read_all(&fs, "zeros", 0, 1 << 20).await.unwrap(),
+            vec![0; 3 * CHUNK as usize]
+        );
+        // Usage is what the node stores for the tree: holes cost nothing.
+        let measured = {
+            let r = store.published(BTNS).unwrap();
+            let (c, m) = store.measure(&r.root).unwrap();
+            c + m
+        };
+        let usage = fs.getxattr(ROOT_INO, "user.pxfs.usage").await.unwrap();
+        let usage: u64 = String::from_utf8(usage).unwrap().parse().unwrap();
+        assert_eq!(usage, measured, "sealed: {sealed}");
+        assert!(
+            measured < 2 << 20,
+            "a sparse GiB costs a chunk, not a GiB: {measured}"
+        );
+        // This pxfs reads format 3 but does not write it yet: the sNFT is read-only.
+        assert_eq!(
+            errno(fs.mkdir(ROOT_INO, "new", 0o755, 0, 0).await),
+            libc::EROFS
+        );
+        fs.abort();
+    }
+}
+
+#[tokio::test]
+async fn a_swapped_or_altered_chunk_or_a_table_that_lengthens_its_file_reads_as_eio() {
+    let store = Arc::new(MemoryStore::new());
+    let built = sealed_format3(&store).await;
+    let keys = || -> Arc<dyn KeyRing> { Arc::new(FixedKey(DataKey::from_bytes(KEY))) };
+    let (first, second) = (&built.big_chunks[0], &built.big_chunks[1]);
+    let original = store.get(&first.1).unwrap();
+
+    // Swapped: chunk 0's object serves chunk 1's bytes (a valid sealed chunk elsewhere).
+    store.replace(&first.1, store.get(&second.1).unwrap());
+    let fs = mount(&store, keys()).await;
+    assert_eq!(errno(read_all(&fs, "big", 0, 4096).await), libc::EIO);
+    // The rest of the file still reads.
+    let tail = read_all(&fs, "big", BIG - 7, 7).await.unwrap();
+    assert_eq!(tail, b"the end");
+    fs.abort();
+
+    // A flipped byte.
+    store.replace(&first.1, original.clone());
+    store.flip_byte(&first.1, 100);
+    let fs = mount(&store, keys()).await;
+    assert_eq!(errno(read_all(&fs, "big", 0, 4096).await), libc::EIO);
+    fs.abort();
+    store.replace(&first.1, original);
+    let fs = mount(&store, keys()).await;
+    assert_eq!(
+        read_all(&fs, "big", 0, 4096).await.unwrap(),
+        built.big[..4096]
+    );
+    fs.abort();
+
+    // A table naming a chunk past its file's end (the node cannot lengthen a file): the
+    // entry says 5 bytes, its table holds chunks up to 3 MiB.
+    let crypto = TreeCrypto::sealed(&DataKey::from_bytes(KEY));
+    let prev = store.published(BTNS).unwrap();
+    let mut pages = Pages {
+        store: &store,
+        made: HashMap::new(),
+    };
+    let dir_top = {
+        let r = Root::decode_any(&store.get(&prev.root).unwrap(), &crypto).unwrap();
+        r.root.dir
+    };
+    let mut entries: Vec<Entry> = format::prolly::records(&mut pages, &crypto, &dir_top).unwrap();
+    for e in &mut entries {
+        if let EntryKind::Inode(Inode {
+            kind:
+                InodeKind::File {
+                    size,
+                    content: Some(FileContent::Chunks(_)),
+                },
+            ..
+        }) = &mut e.kind
+            && e.name.as_bytes() == b"big"
+        {
+            *size = 5;
+        }
+    }
+    let dir = format::prolly::build(&mut pages, &crypto, entries).unwrap();
+    let root = RootV3 {
+        root: Root {
+            attrs: attrs(0o755),
+            xattrs: vec![],
+            dir,
+            inodes: None,
+        },
+        t: 1_700_000_001_000_000_000,
+        history: None,
+    }
+    .encode(&crypto)
+    .unwrap();
+    let root = pages.put(root).unwrap();
+    pages.land().await;
+    let record = UsageRecord {
+        root,
+        seq: prev.seq + 1,
+        prev: store.published_cid(BTNS),
+        ..prev
+    };
+    store.publish_usage(Some(BTNS), &record).await.unwrap();
+    let fs = mount(&store, keys()).await;
+    assert_eq!(fs.lookup(ROOT_INO, "big").await.unwrap().size, 5);
+    assert_eq!(errno(read_all(&fs, "big", 0, 5).await), libc::EIO);
+    assert_eq!(read_all(&fs, "small", 0, 5).await.unwrap(), b"small");
+    fs.abort();
+}
