@@ -99,6 +99,9 @@ pub struct ChunkTable {
     pub pages: Vec<(String, u64)>,
     /// Why the table cannot be trusted (it names a chunk past the file's end): reads fail.
     pub invalid: Option<String>,
+    /// The SHA-256 of each stored chunk's plaintext, for a version this mount wrote: the
+    /// next version reuses a chunk whose bytes did not change (`fs::data::chunked`).
+    pub plain: std::collections::HashMap<u64, [u8; 32]>,
 }
 
 impl ChunkTable {

@@ -3,6 +3,7 @@
 //! on the cache disk, the node adapter and the health of the node and of the cache disk.
 //! Knows nothing of the tree: it may use the core's base (`fs::{error, store, backoff}`).
 
+pub mod chunked;
 pub mod content;
 pub(in crate::fs) mod disk_space;
 pub mod journal;

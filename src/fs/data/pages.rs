@@ -252,13 +252,18 @@ pub async fn write_dir(
                 true => None,
                 false => Some(format::prolly::build(&mut b, crypto, parts.groups.clone())?),
             };
-            let node = Root {
-                attrs: parts.attrs,
-                xattrs: parts.xattrs.clone(),
-                dir: top.clone(),
-                inodes,
+            // Format 3 (docs/FORMAT.md §12.1): the root carries its commit time.
+            let node = format::root::RootV3 {
+                root: Root {
+                    attrs: parts.attrs,
+                    xattrs: parts.xattrs.clone(),
+                    dir: top.clone(),
+                    inodes,
+                },
+                t: commit_time(),
+                history: None,
             }
-            .encode(crypto);
+            .encode(crypto)?;
             Ok((b.put(node)?, top, removed, own))
         })();
         let (top, table_top, removed, own) = match built {
@@ -456,6 +461,14 @@ pub async fn lookup_entry(
     }
 }
 
+/// A root's commit time (docs/FORMAT.md §12.1): now, in Unix nanoseconds.
+fn commit_time() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
 /// A chunked file's table top and size (docs/FORMAT.md §13), if `kind` is one.
 pub fn chunked_content(kind: &format::EntryKind) -> Option<(String, u64)> {
     match kind {
@@ -628,11 +641,12 @@ pub async fn read_dir(
             .map_err(|e| format_error(&format!("root node {top}"), e))?;
         if r.read_only {
             read_only = Some("its root node has members this pxfs does not know".to_owned());
-        } else if r.v3.is_some() {
-            // Read (chunked content included), but not written until this pxfs writes
-            // format 3 whole: a format-2 commit over it would drop its history.
+        } else if matches!(&r.v3, Some((_, Some(_)))) {
+            // Its versions are read (`.snapshots`), but a commit of this pxfs, which keeps
+            // no history yet, would drop them.
             read_only = Some(
-                "it is stored in format 3, which this pxfs reads but does not write yet".to_owned(),
+                "it keeps history (format 3), which this pxfs reads but does not write yet"
+                    .to_owned(),
             );
         }
         let mut groups = Vec::new();

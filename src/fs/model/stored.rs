@@ -75,11 +75,12 @@ pub fn inode_of(inode: &Inode, dir_top: Option<&str>) -> Option<format::Inode> {
             let b = f.blob.as_ref()?;
             InodeKind::File {
                 size: b.size,
-                content: (b.size > 0).then(|| {
-                    FileContent::Whole(Content {
+                content: (b.size > 0).then(|| match b.chunks {
+                    Some(_) => FileContent::Chunks(b.cid.clone()),
+                    None => FileContent::Whole(Content {
                         cid: b.cid.clone(),
                         salt: b.salt,
-                    })
+                    }),
                 }),
             }
         }

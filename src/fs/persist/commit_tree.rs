@@ -231,7 +231,16 @@ impl Fs {
         };
         if let Some(o) = &snap.onto
             && let Some(doc) = &o.doc
-            && o.root.as_deref() == Some(record.root.as_str())
+            && let Some(theirs) = o.root.as_deref()
+            && (theirs == record.root
+                || same_tree(
+                    &*store,
+                    &snap.sealing,
+                    &self.inner.pages,
+                    theirs,
+                    &record.root,
+                )
+                .await)
         {
             return Ok((written, doc.clone(), added, true));
         }
@@ -476,4 +485,35 @@ pub(in crate::fs) fn entry_at(
     };
     // Never closed, or never committed: not part of any commit yet.
     Ok(stored::entry_of(name, inode, top))
+}
+
+/// Two roots hold the same tree (attributes, root directory, link groups, history) whatever
+/// their commit times (docs/FORMAT.md §12.1): a merge that gave exactly theirs adopts their
+/// document rather than publishing an equal tree under a new time.
+async fn same_tree(
+    store: &dyn crate::fs::store::ContentStore,
+    crypto: &crate::format::TreeCrypto,
+    cache: &pages::PageCache,
+    a: &str,
+    b: &str,
+) -> bool {
+    let read = |cid: &str| {
+        let cid = cid.to_owned();
+        async move {
+            let bytes = match cache.get(&cid) {
+                Some(b) => b,
+                None => store.fetch(&cid).await.ok()?,
+            };
+            format::root::Root::decode_any(&bytes, crypto).ok()
+        }
+    };
+    match (read(a).await, read(b).await) {
+        (Some(a), Some(b)) => {
+            a.root == b.root
+                && a.v3.map(|(_, h)| h) == b.v3.map(|(_, h)| h)
+                && !a.read_only
+                && !b.read_only
+        }
+        _ => false,
+    }
 }

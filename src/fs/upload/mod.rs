@@ -23,6 +23,7 @@ use tokio::sync::{Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 
 use crate::backoff::Backoff;
+use crate::fs::data::chunked;
 use crate::fs::data::content::{self, Sealing};
 use crate::fs::data::live::LiveUpload;
 use crate::fs::data::outage::Outage;
@@ -69,6 +70,9 @@ pub(crate) trait UploadResults: Send + Sync + 'static {
     fn sealing(&self, token: TokenId) -> Sealing;
     /// The job is done: uploaded as `blob`, or moot (`None`).
     fn uploaded(&self, job: &Job, blob: Option<Blob>);
+    /// The file's version on the node that the job's version replaces: what a chunked
+    /// upload reuses (docs/FORMAT.md §13.1).
+    fn base(&self, job: &Job) -> Option<Blob>;
 }
 
 /// The queue of closed versions and the workers that upload them.
@@ -364,7 +368,18 @@ impl Uploader {
             let store = self.stores.of(Some(live[0].token));
             let sealing = &results.sealing(live[0].token);
             let add = async {
-                if live.len() == 1 {
+                if live.len() == 1 && chunked::stores_chunked(live[0].size) {
+                    let base = results.base(&live[0]);
+                    chunked::add_chunked(
+                        &*store,
+                        sealing,
+                        live[0].staged.path(),
+                        live[0].size,
+                        base.as_ref(),
+                    )
+                    .await
+                    .map(|b| vec![b])
+                } else if live.len() == 1 {
                     content::add_file(&*store, sealing, live[0].staged.path(), live[0].size)
                         .await
                         .map(|b| vec![b])

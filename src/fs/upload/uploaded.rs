@@ -24,6 +24,12 @@ impl UploadResults for Fs {
             .is_some_and(|f| f.version == job.version)
     }
 
+    fn base(&self, job: &Job) -> Option<Blob> {
+        let tree = self.tree();
+        let f = tree.get(job.ino).ok()?.file()?;
+        f.blob.clone()
+    }
+
     /// Record an upload's result (`None`: the job was moot).
     fn uploaded(&self, job: &Job, blob: Option<Blob>) {
         {
@@ -63,7 +69,14 @@ impl UploadResults for Fs {
                         true
                     }
                     None => {
-                        superseded = gone(&blob, None);
+                        // A moot chunked version shares its unchanged chunks with the
+                        // file's version on the node (its base): those stay.
+                        let current = tree
+                            .get(job.ino)
+                            .ok()
+                            .and_then(|i| i.file())
+                            .and_then(|f| f.blob.clone());
+                        superseded = gone(&blob, current.as_ref());
                         false
                     }
                 };
