@@ -16,7 +16,7 @@ esac
 log() { printf '\033[1msetup:\033[0m %s\n' "$*"; }
 
 need_apt=()
-for pkg in fuse3 rsync restic fio rclone attr acl libacl1-dev git pkg-config ca-certificates tar procps psmisc util-linux systemd curl jq openssl nodejs npm; do
+for pkg in fuse3 rsync restic fio rclone attr acl libacl1-dev git pkg-config ca-certificates tar procps psmisc util-linux systemd curl jq openssl nodejs npm chromium; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "ok installed" || need_apt+=("$pkg")
 done
 # nodejs/npm may come from elsewhere than Debian (the machine image has its own Node 20).

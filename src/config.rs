@@ -42,6 +42,25 @@ pub struct Config {
     /// second copy of every committed tree (src/pinning/).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub pinning: Vec<PinningConfig>,
+    /// `[metrics]`: the mount daemon's Prometheus endpoint (off unless `listen` is set).
+    #[serde(default, skip_serializing_if = "MetricsConfig::is_off")]
+    pub metrics: MetricsConfig,
+}
+
+/// `[metrics]`: where the mount daemon serves `/metrics` (docs/monitoring.md).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// An IP address and port, e.g. `127.0.0.1:9477`; unset: no endpoint. Anyone who can
+    /// reach it reads the metrics, so loopback is the address to use.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub listen: Option<std::net::SocketAddr>,
+}
+
+impl MetricsConfig {
+    fn is_off(&self) -> bool {
+        self.listen.is_none()
+    }
 }
 
 /// One `[[pinning]]` entry: a service speaking the IPFS Pinning Service API.
@@ -697,6 +716,31 @@ api_url = "http://127.0.0.1:5001"
         )
         .unwrap();
         assert!(Config::from_file(&path).is_err());
+    }
+
+    #[test]
+    fn metrics_are_off_unless_listen_names_an_address() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("pxfs.toml");
+        std::fs::write(&path, MINIMAL).unwrap();
+        let cfg = Config::from_file(&path).unwrap();
+        assert_eq!(cfg.metrics.listen, None);
+        assert!(!toml::to_string_pretty(&cfg).unwrap().contains("[metrics]"));
+        std::fs::write(
+            &path,
+            format!("{MINIMAL}[metrics]\nlisten = \"127.0.0.1:9477\"\n"),
+        )
+        .unwrap();
+        let cfg = Config::from_file(&path).unwrap();
+        assert_eq!(cfg.metrics.listen, Some("127.0.0.1:9477".parse().unwrap()));
+        // An address, not a host name: nothing is looked up.
+        std::fs::write(
+            &path,
+            format!("{MINIMAL}[metrics]\nlisten = \"localhost:9477\"\n"),
+        )
+        .unwrap();
+        let err = Config::from_file(&path).unwrap_err().to_string();
+        assert!(err.contains("pxfs.toml"), "{err}");
     }
 
     #[test]

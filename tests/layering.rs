@@ -17,12 +17,15 @@ const LAYERS: &[&[&str]] = &[
         "local_disk",
         "config",
         "backoff",
+        "metrics",
     ],
     &["format"],
     &["storage", "integrity"],
     &["btns", "keys", "chain", "cache", "dapp", "replica"],
     &["fs"],
-    &["fuse", "oracle", "check", "pinning", "node", "devnet"],
+    &[
+        "fuse", "oracle", "check", "pinning", "node", "devnet", "web",
+    ],
     &["cli"],
 ];
 

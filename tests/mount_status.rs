@@ -336,3 +336,315 @@ dir = "{}"
         assert!(!is_mounted(&mp));
     }
 }
+
+/// `GET path` on `addr` over plain HTTP/1.0: the status code and the body.
+fn http_get(addr: &str, path: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").unwrap();
+    let mut answer = String::new();
+    s.read_to_string(&mut answer).unwrap();
+    let (head, body) = answer.split_once("\r\n\r\n").unwrap_or((&answer, ""));
+    let code = head.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap();
+    (code, body.to_string())
+}
+
+/// The value of the sample named exactly `series` (name and labels).
+fn metric(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+        .and_then(|v| v.split(' ').next()?.parse().ok())
+}
+
+#[test]
+fn metrics_endpoint_shows_every_family_and_counts_a_copy_as_it_is_uploaded() {
+    let devnet = TestDevnet::start(&[]);
+    let token = devnet.token();
+    let work = tempfile::tempdir().unwrap();
+    let addr = {
+        let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        probe.local_addr().unwrap().to_string()
+    };
+    let listen = addr.clone();
+    let cfg = devnet.config_with(&work.path().join("cache"), move |c| {
+        let mut metrics = toml::Table::new();
+        metrics.insert("listen".into(), toml::Value::String(listen));
+        c.as_table_mut()
+            .unwrap()
+            .insert("metrics".into(), toml::Value::Table(metrics));
+    });
+    let mount = support::TestMount::mount(&cfg, &[]);
+    let dir = mount.token(token);
+
+    let (code, before) = http_get(&addr, "/metrics");
+    assert_eq!(code, 200, "{before}");
+    for family in [
+        "pxfs_fuse_requests",
+        "pxfs_fuse_request_duration_seconds",
+        "pxfs_uploaded_bytes",
+        "pxfs_uploaded_files",
+        "pxfs_downloaded_bytes",
+        "pxfs_commits",
+        "pxfs_commit_duration_seconds",
+        "pxfs_node_requests",
+        "pxfs_node_errors",
+        "pxfs_node_retries",
+        "pxfs_chain_requests",
+        "pxfs_chunk_cache_hits",
+        "pxfs_upload_queue_files",
+        "pxfs_upload_queue_bytes",
+        "pxfs_node_up",
+        "pxfs_chain_up",
+        "pxfs_token_quota_bytes",
+        "pxfs_token_usage_bytes",
+        "pxfs_token_sync_deadline_seconds",
+    ] {
+        assert!(
+            before.contains(&format!("# TYPE {family} ")),
+            "{family} missing:\n{before}"
+        );
+    }
+    let uploaded_before = metric(&before, "pxfs_uploaded_bytes_total").unwrap();
+    // The gauges are the status's: quota and deadline as `pxfs status` shows them.
+    let s = status_json(&cfg);
+    let quota = s["tokens"][0]["quota"].as_f64().unwrap();
+    let series = |name: &str| format!("{name}{{token=\"{token}\"}}");
+    assert_eq!(
+        metric(&before, &series("pxfs_token_quota_bytes")),
+        Some(quota),
+        "{before}"
+    );
+    assert_eq!(
+        metric(&before, &series("pxfs_token_sync_deadline_seconds")),
+        s["tokens"][0]["sync_deadline"].as_f64(),
+    );
+    // The mount read the chain and asked the node for what it holds.
+    assert!(metric(&before, r#"pxfs_chain_requests_total{call="token"}"#).unwrap() >= 1.0);
+    assert_eq!(metric(&before, "pxfs_node_up"), Some(1.0), "{before}");
+
+    // A copy: uploaded and committed once fsync returns.
+    let content: Vec<u8> = (0..3_000_000u32).map(|i| (i * 7 % 251) as u8).collect();
+    let file = dir.join("copied.bin");
+    std::fs::write(&file, &content).unwrap();
+    std::fs::File::open(&file).unwrap().sync_all().unwrap();
+
+    let (_, after) = http_get(&addr, "/metrics");
+    let uploaded_after = metric(&after, "pxfs_uploaded_bytes_total").unwrap();
+    assert!(
+        uploaded_after >= uploaded_before + content.len() as f64,
+        "uploaded {uploaded_before} -> {uploaded_after}"
+    );
+    assert!(metric(&after, r#"pxfs_commits_total{result="ok"}"#).unwrap() >= 1.0);
+    // A request is counted just after its answer: the count may trail the syscall.
+    wait_until("write and fsync counted", Duration::from_secs(10), || {
+        let (_, now) = http_get(&addr, "/metrics");
+        let fsyncs = r#"pxfs_fuse_request_duration_seconds_count{op="fsync"}"#;
+        let writes = r#"pxfs_fuse_requests_total{op="write",errno="OK"}"#;
+        metric(&now, fsyncs) >= Some(1.0) && metric(&now, writes) >= Some(1.0)
+    });
+    assert!(metric(&after, r#"pxfs_node_requests_total{cmd="add"}"#).unwrap() >= 1.0);
+    assert!(
+        metric(&after, &series("pxfs_token_usage_bytes")).unwrap() >= content.len() as f64,
+        "{after}"
+    );
+    // A name that is not there: an errno of its own.
+    assert!(!dir.join("absent").exists());
+    wait_until("ENOENT counted", Duration::from_secs(10), || {
+        let (_, now) = http_get(&addr, "/metrics");
+        metric(
+            &now,
+            r#"pxfs_fuse_requests_total{op="lookup",errno="ENOENT"}"#,
+        ) >= Some(1.0)
+    });
+    // Only /metrics is served.
+    assert_eq!(http_get(&addr, "/").0, 404);
+
+    // A second mount configured for the same address fails, naming it.
+    let other = tempfile::tempdir().unwrap();
+    let out = Command::new(PXFS)
+        .arg("mount")
+        .arg(other.path())
+        .arg("--config")
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains(&addr), "{err}");
+    assert!(!is_mounted(other.path()));
+    drop(mount);
+}
+
+/// A `pxfs web` process, stopped when dropped (a failed test leaves none behind).
+struct Web(std::process::Child);
+impl Drop for Web {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// `pxfs web --listen 127.0.0.1:0` for `cfg`; the URL it printed (with its token).
+fn start_web(cfg: &std::path::Path) -> (Web, String) {
+    let mut web = Command::new(PXFS)
+        .args(["web", "--listen", "127.0.0.1:0", "--config"])
+        .arg(cfg)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(web.stdout.take().unwrap()).lines();
+    let first = lines.next().expect("pxfs web prints its URL").unwrap();
+    let url = first
+        .strip_prefix("pxfs web: open ")
+        .unwrap_or_else(|| panic!("{first}"))
+        .to_string();
+    // Keep reading its output so it never blocks on a full pipe.
+    std::thread::spawn(move || lines.for_each(drop));
+    (Web(web), url)
+}
+
+#[test]
+fn pxfs_web_shows_the_mounted_snft_and_its_usage_history_only_to_the_token() {
+    let devnet = TestDevnet::start(&[]);
+    let token = devnet.token();
+    let work = tempfile::tempdir().unwrap();
+    let cfg = devnet.config_with_cache(&work.path().join("cache"));
+    let mount = support::TestMount::mount(&cfg, &[]);
+    let file = mount.token(token).join("hello.txt");
+    std::fs::write(&file, b"hello, dashboard").unwrap();
+    std::fs::File::open(&file).unwrap().sync_all().unwrap();
+
+    let (web, url) = start_web(&cfg);
+    let (addr, secret) = url
+        .strip_prefix("http://")
+        .and_then(|u| u.split_once("/?token="))
+        .unwrap_or_else(|| panic!("{url}"));
+    assert_eq!(secret.len(), 32, "128 bits in hex: {url}");
+    assert!(addr.starts_with("127.0.0.1:"), "{url}");
+
+    // Without the token: nothing.
+    assert_eq!(http_get(addr, "/api/status").0, 401);
+    assert_eq!(http_get(addr, "/").0, 401);
+    // With it: the status `pxfs status --json` shows, the mount's part included.
+    let (code, body) = http_get(addr, &format!("/api/status?token={secret}"));
+    assert_eq!(code, 200, "{body}");
+    let s: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let t = &s["tokens"][0];
+    assert_eq!(t["token_id"], token);
+    assert_eq!(t["quota"], status_json(&cfg)["tokens"][0]["quota"]);
+    assert_eq!(t["mount"]["mountpoint"], mount.path().display().to_string());
+    // Usage over time: the commit fsync made is the newest point.
+    let (code, body) = http_get(addr, &format!("/api/history/{token}?token={secret}"));
+    assert_eq!(code, 200, "{body}");
+    let points: Vec<serde_json::Value> = serde_json::from_str(&body).unwrap();
+    let newest = points
+        .last()
+        .unwrap_or_else(|| panic!("no history: {body}"));
+    assert!(newest["usage"].as_u64().unwrap() >= 16, "{body}");
+    assert!(newest["at"].as_u64().unwrap() >= now() - 600, "{body}");
+    let seqs: Vec<u64> = points.iter().map(|p| p["seq"].as_u64().unwrap()).collect();
+    assert!(
+        seqs.windows(2).all(|w| w[0] < w[1]),
+        "oldest first: {seqs:?}"
+    );
+    // The page is built in.
+    let (code, page) = http_get(addr, &format!("/?token={secret}"));
+    assert_eq!(code, 200);
+    assert!(page.contains("usage over time"), "{page}");
+
+    drop(web);
+    drop(mount);
+}
+
+/// Runs Debian's `chromium` headless on `url`: the DOM after the page's scripts ran, and
+/// its stderr (console messages). Missing chromium fails the test (scripts/setup.sh
+/// installs it).
+fn chromium(args: &[&str], url: &str) -> (String, String) {
+    let profile = tempfile::tempdir().unwrap();
+    let out = Command::new("chromium")
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--no-first-run",
+            "--disable-extensions",
+            "--enable-logging=stderr",
+            "--v=0",
+            "--window-size=1280,800",
+            "--virtual-time-budget=8000",
+        ])
+        .arg(format!("--user-data-dir={}", profile.path().display()))
+        .args(args)
+        .arg(url)
+        .output()
+        .expect("chromium (Debian's `chromium`, installed by scripts/setup.sh)");
+    assert!(
+        out.status.success(),
+        "chromium failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn the_dashboard_renders_in_headless_chromium_with_the_snft_quota_and_usage() {
+    let devnet = TestDevnet::start(&[]);
+    let token = devnet.token();
+    let work = tempfile::tempdir().unwrap();
+    let cfg = devnet.config_with_cache(&work.path().join("cache"));
+    let mount = support::TestMount::mount(&cfg, &[]);
+    let file = mount.token(token).join("photo.jpg");
+    std::fs::write(&file, vec![7u8; 1_500_000]).unwrap();
+    std::fs::File::open(&file).unwrap().sync_all().unwrap();
+    let (web, url) = start_web(&cfg);
+
+    let (dom, console) = chromium(&["--dump-dom"], &url);
+    let s = status_json(&cfg);
+    let quota = s["tokens"][0]["quota"].as_u64().unwrap();
+    // What the scripts rendered (the page's source names none of it).
+    assert!(dom.contains(&format!("<span>sNFT {token}</span>")), "{dom}");
+    // "used 1.4 MiB of 1.0 GiB (0%)": the quota and the live usage, as the page words them.
+    let gib = format!("of {:.1} GiB", quota as f64 / (1u64 << 30) as f64);
+    assert!(dom.contains(&gib), "{gib} not in {dom}");
+    assert!(dom.contains("<dt>used</dt><dd>1.4 MiB of"), "{dom}");
+    assert!(
+        dom.contains("<dt>uploads in flight</dt><dd>0 files, 0 B</dd>"),
+        "{dom}"
+    );
+    assert!(
+        dom.contains("<path d=\"M"),
+        "the usage chart is drawn: {dom}"
+    );
+    assert!(!dom.contains("data-errors"), "the page met errors: {dom}");
+    assert!(
+        dom.contains(r#"<div id="message" role="status"></div>"#),
+        "the page reported a failure: {dom}"
+    );
+    let console_errors: Vec<&str> = console
+        .lines()
+        .filter(|l| l.contains("CONSOLE") || l.contains("Uncaught"))
+        .collect();
+    assert!(console_errors.is_empty(), "{console_errors:#?}");
+
+    // The screenshot, kept for whoever looks at the run (and for docs/web-dashboard.png).
+    let dir = std::env::var_os("PXFS_TEST_ARTIFACTS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_TARGET_TMPDIR")));
+    std::fs::create_dir_all(&dir).unwrap();
+    let shot = dir.join("web-dashboard.png");
+    let _ = std::fs::remove_file(&shot);
+    chromium(&[&format!("--screenshot={}", shot.display())], &url);
+    let png = std::fs::read(&shot).unwrap();
+    assert!(
+        png.starts_with(b"\x89PNG") && png.len() > 10_000,
+        "{}",
+        shot.display()
+    );
+    eprintln!("screenshot: {}", shot.display());
+
+    drop(web);
+    drop(mount);
+}

@@ -275,9 +275,11 @@ impl Inner {
                 .ok()
                 .flatten();
             if let Some(data) = cached {
+                crate::metrics::chunk_cache(true);
                 return Ok(Bytes::from(data));
             }
         }
+        crate::metrics::chunk_cache(false);
         let expected = self.chunk_len(key.index, file_size);
         let (cid, index) = (key.cid.to_string(), key.index);
         let chunk = self.fetch(client, key, expected, None).await?;

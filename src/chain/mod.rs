@@ -227,11 +227,12 @@ impl Chain {
 
     /// Whether the wallet owns `id` now (`ownerOf`; no enumeration).
     pub async fn owns(&self, id: TokenId) -> Result<bool, ChainError> {
-        match self.require_exists(id).await {
+        let owns = match self.require_exists(id).await {
             Ok(owner) => Ok(owner == self.wallet),
             Err(ChainError::NoSuchToken(_)) => Ok(false),
             Err(e) => Err(e),
-        }
+        };
+        crate::metrics::chain_call("owns", owns)
     }
 
     pub fn wallet(&self) -> Address {
@@ -262,6 +263,10 @@ impl Chain {
     /// Tokens the wallet owns: in the contract's enumeration order, or (PX.sol) in
     /// ascending order from the `Transfer` logs up to the latest block.
     pub async fn owned_tokens(&self) -> Result<Vec<TokenId>, ChainError> {
+        crate::metrics::chain_call("owned_tokens", self.owned_tokens_uncounted().await)
+    }
+
+    async fn owned_tokens_uncounted(&self) -> Result<Vec<TokenId>, ChainError> {
         if !self.flavour.enumerable() {
             return self.owned_tokens_from_logs().await;
         }
@@ -314,10 +319,11 @@ impl Chain {
     /// Quota, usage and sync state of one token. Works on PX.sol too: a contract without
     /// `btnsKey`/`syncInterval` gives no key and PX.sol's 30-day interval.
     pub async fn token(&self, id: TokenId) -> Result<TokenState, ChainError> {
-        match self.flavour {
+        let state = match self.flavour {
             Flavour::PxStorageNft => self.token_pxfs(id).await,
             Flavour::PxSolV2 | Flavour::PxSolV1 => self.token_px_sol(id).await,
-        }
+        };
+        crate::metrics::chain_call("token", state)
     }
 
     async fn token_px_sol(&self, id: TokenId) -> Result<TokenState, ChainError> {
@@ -731,6 +737,10 @@ impl Chain {
 
     /// Sends `sync(tokenId)`: a Chainlink request the oracle answers with the measured usage.
     pub async fn request_sync(&self, id: TokenId) -> Result<SyncRequest, ChainError> {
+        crate::metrics::chain_call("request_sync", self.send_sync(id).await)
+    }
+
+    async fn send_sync(&self, id: TokenId) -> Result<SyncRequest, ChainError> {
         self.check_sync(id).await?;
         let nft = self.nft();
         let call = nft.sync(U256::from(id)).from(self.wallet);

@@ -24,6 +24,7 @@ pub mod stale;
 pub mod status;
 pub mod sync;
 pub mod unmount;
+pub mod web;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -72,6 +73,8 @@ pub enum Command {
     Encrypt(encrypt::EncryptArgs),
     /// Make an sNFT's encrypted tree plaintext (public)
     Decrypt(encrypt::DecryptArgs),
+    /// Serve a local dashboard: quota, usage over time, sync deadline, health; sync, unmount
+    Web(web::WebArgs),
 }
 
 #[derive(Debug, Args)]
@@ -114,5 +117,6 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         },
         Command::Encrypt(a) => runtime()?.block_on(encrypt::encrypt(a)),
         Command::Decrypt(a) => runtime()?.block_on(encrypt::decrypt(a)),
+        Command::Web(a) => runtime()?.block_on(web::run(a)),
     }
 }

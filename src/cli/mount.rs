@@ -7,6 +7,7 @@
 //! parent returns only once the mount is usable, or fails with the child's reason.
 
 mod dapp;
+mod metrics;
 mod private;
 mod publish;
 mod readahead;
@@ -262,8 +263,11 @@ fn serve(
         .enable_all()
         .build()
         .context("tokio runtime")?;
-    let prepared = rt.block_on(prepare(args, cfg, passphrase));
-    let (fs, chain, node, mounted) = match prepared {
+    let prepared = rt.block_on(async {
+        let metrics = metrics::bind(cfg).await?;
+        Ok((prepare(args, cfg, passphrase).await?, metrics))
+    });
+    let ((fs, chain, node, mounted), metrics) = match prepared {
         Ok(p) => p,
         Err(e) => {
             report(&mut ready, &format!("error: {e:#}\n"));
@@ -352,6 +356,10 @@ fn serve(
             cfg,
             &args.mountpoint,
         ))
+    };
+    let _metrics = {
+        let _rt = rt.enter();
+        metrics.and_then(|m| metrics::serve(m, publisher.clone()))
     };
     report(&mut ready, "ok\n");
     notify_systemd("READY=1");

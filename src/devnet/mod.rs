@@ -780,6 +780,7 @@ fn write_config(
             passphrase_file: (!plaintext).then(|| layout.passphrase()),
         },
         pinning: Vec::new(),
+        metrics: Default::default(),
     };
     if !plaintext && !layout.passphrase().exists() {
         write_passphrase(&layout.passphrase())?;

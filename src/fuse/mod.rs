@@ -4,9 +4,11 @@
 //! one core call on the tokio runtime, replied to from the task, so no FUSE worker ever
 //! waits on the network; errors go through
 //! [`FsError::errno`](crate::fs::FsError::errno). Every request runs in a debug `tracing`
-//! span carrying the op, inode and pid.
+//! span carrying the op, inode and pid, and is counted in the metrics by op and errno with
+//! its latency (`call.rs`).
 
 mod attr;
+mod call;
 
 use std::ffi::OsStr;
 use std::future::Future;
@@ -14,16 +16,15 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::time::{Duration, SystemTime};
 
+use crate::format::name::escape;
+use crate::fs::{DirEntry, DirSink, Fs, FsError, SetAttr, Step};
+use call::Call;
 use fuser::{
     AccessFlags, Errno, FileHandle, Filesystem, FopenFlags, Generation, INodeNo, InitFlags,
     IoctlFlags, KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData,
     ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyIoctl, ReplyOpen, ReplyStatfs,
     ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
-use tracing::Instrument;
-
-use crate::format::name::escape;
-use crate::fs::{DirEntry, DirSink, Fs, FsError, SetAttr, Step};
 
 /// pxfs owns the tree (nobody else writes an sNFT while it is mounted), so the kernel may
 /// cache attributes and names for long.
@@ -41,24 +42,22 @@ impl FuseFs {
         FuseFs { fs, rt }
     }
 
-    fn spawn<F: Future<Output = ()> + Send + 'static>(&self, span: tracing::Span, f: F) {
-        self.rt.spawn(f.instrument(span));
+    /// Answer `call` from a task on the runtime: `f` replies.
+    fn spawn<F: Future<Output = ()> + Send + 'static>(&self, call: Call, f: F) {
+        self.rt.spawn(call.answer_later(f));
     }
 
     /// Reply with what `step` gives: right here if it is ready (no task for what memory
     /// answers), else from a task once it is.
     fn answer<T: Send + 'static>(
         &self,
-        span: tracing::Span,
+        call: Call,
         step: Step<T>,
         reply: impl FnOnce(T) + Send + 'static,
     ) {
         match step {
-            Step::Ready(t) => {
-                let _span = span.entered();
-                reply(t)
-            }
-            Step::Wait(f) => self.spawn(span, async move { reply(f.await) }),
+            Step::Ready(t) => call.answer_now(|| reply(t)),
+            Step::Wait(f) => self.spawn(call, async move { reply(f.await) }),
         }
     }
 }
@@ -109,8 +108,9 @@ impl DirSink for ReplyDirectoryPlus {
     }
 }
 
-fn span(op: &'static str, ino: u64, req: &Request) -> tracing::Span {
-    tracing::debug_span!("fuse", op, ino, pid = req.pid())
+/// A request: its span, and its count and latency in the metrics.
+fn span(op: &'static str, ino: u64, req: &Request) -> Call {
+    Call::new(op, tracing::debug_span!("fuse", op, ino, pid = req.pid()))
 }
 
 /// The reply for a failed request. Answers that are part of normal use (no such name,
@@ -118,6 +118,7 @@ fn span(op: &'static str, ino: u64, req: &Request) -> tracing::Span {
 /// overdue, read-only) at warn with the errno and the cause, inside the request's span.
 fn errno(e: &FsError) -> Errno {
     let code = e.errno();
+    call::note_errno(code);
     let routine = [
         libc::ENOENT,
         libc::EEXIST,
@@ -144,8 +145,9 @@ fn errno(e: &FsError) -> Errno {
 
 /// A request's span naming the entry it is about, escaped (names are bytes: never raw
 /// in a log line).
-fn named_span(op: &'static str, ino: u64, req: &Request, name: &[u8]) -> tracing::Span {
-    tracing::debug_span!("fuse", op, ino, name = %escape(name), pid = req.pid())
+fn named_span(op: &'static str, ino: u64, req: &Request, name: &[u8]) -> Call {
+    let span = tracing::debug_span!("fuse", op, ino, name = %escape(name), pid = req.pid());
+    Call::new(op, span)
 }
 
 /// A name as the kernel passed it: any bytes (the core checks what Linux allows).
@@ -417,17 +419,18 @@ impl Filesystem for FuseFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
-        let _span = span("write", ino.0, req).entered();
+        let call = span("write", ino.0, req);
         // Writes go to local disk: answer right here unless a session must start first
         // (which may fetch from the node).
-        match self.fs.try_write(fh.0, offset, data) {
-            Some(Ok(n)) => return reply.written(n),
-            Some(Err(e)) => return reply.error(errno(&e)),
-            None => {}
+        if let Some(done) = call.within(|| self.fs.try_write(fh.0, offset, data)) {
+            return call.answer_now(|| match done {
+                Ok(n) => reply.written(n),
+                Err(e) => reply.error(errno(&e)),
+            });
         }
         let data = data.to_vec();
         let fs = self.fs.clone();
-        self.spawn(span("write", ino.0, req), async move {
+        self.spawn(call, async move {
             match fs.write(fh.0, offset, &data).await {
                 Ok(n) => reply.written(n),
                 Err(e) => reply.error(errno(&e)),

@@ -93,6 +93,7 @@ impl Resuming {
                 }
                 Ok(Some(Ok(chunk))) => {
                     let n = chunk.len() as u64;
+                    crate::metrics::downloaded(n, 0);
                     self.next += n;
                     if let Some(r) = self.remaining.as_mut() {
                         *r = r.saturating_sub(n);

@@ -390,7 +390,8 @@ impl NodeClient {
         }
         let (offset, length) = (offset.to_string(), length.map(|l| l.to_string()));
         let query = cat::query(cid, &offset, length.as_deref());
-        self.inner.call("cat", &query, Deadline::Total, None).await
+        let read = self.inner.call("cat", &query, Deadline::Total, None).await;
+        read.inspect(|b| crate::metrics::downloaded(b.len() as u64, 0))
     }
 
     /// This client, with reads (`block/get`, `name/resolve`) falling back to `replicas`
@@ -431,9 +432,10 @@ impl NodeClient {
     }
 
     async fn block_get_here(&self, cid: &str) -> Result<Bytes, StorageError> {
-        self.inner
-            .call("block/get", &[("arg", cid)], Deadline::Total, None)
-            .await
+        let query = [("arg", cid)];
+        let read = self.inner.call("block/get", &query, Deadline::Total, None);
+        read.await
+            .inspect(|b| crate::metrics::downloaded(b.len() as u64, 1))
     }
 
     fn primary_only(&self) -> NodeClient {

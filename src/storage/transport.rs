@@ -189,6 +189,7 @@ impl Transport {
                 }
                 Err(e) => Err((e, 0)),
             };
+            crate::metrics::node_request(cmd);
             match outcome {
                 Ok(v) => return Ok(v),
                 // A hosted node refused the JWT (expired early, revoked): log in again
@@ -201,6 +202,7 @@ impl Transport {
                         } = &self.access =>
                 {
                     renewed = true;
+                    crate::metrics::node_failed(cmd, true);
                     debug!(cmd, token, "hosted node refused the JWT, logging in again");
                     login.renew(*token, generation).await?;
                 }
@@ -215,11 +217,15 @@ impl Transport {
                 {
                     let wait = backoff(tries);
                     tries += 1;
+                    crate::metrics::node_failed(cmd, true);
                     // Debug only: an outage is reported once by whoever keeps retrying.
                     debug!(cmd, error = %e, retry = tries, of = self.retries, ?wait, "node request failed, retrying");
                     tokio::time::sleep(wait).await;
                 }
-                Err((e, _)) => return Err(e),
+                Err((e, _)) => {
+                    crate::metrics::node_failed(cmd, false);
+                    return Err(e);
+                }
             }
         }
     }

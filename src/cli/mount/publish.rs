@@ -161,8 +161,16 @@ impl Publisher {
 
     /// Write the current state now.
     pub fn publish(&self) {
+        let doc = self.current();
+        if let Err(e) = mount_status::write(&self.path, &doc) {
+            tracing::debug!(path = %self.path.display(), error = %e, "cannot write the status file");
+        }
+    }
+
+    /// The mount's state at this instant, as `pxfs status` reads it.
+    pub fn current(&self) -> MountStatus {
         let core = self.fs.status();
-        let doc = {
+        {
             let mut base = self.base.lock().unwrap_or_else(|e| e.into_inner());
             base.updated_at = mount_status::now();
             base.pending_files = core.pending_files;
@@ -175,9 +183,6 @@ impl Publisher {
             base.dropped_log_lines = crate::output::dropped_lines();
             base.replicas = mount_status::ReplicaReport::from_core(&core);
             base.clone()
-        };
-        if let Err(e) = mount_status::write(&self.path, &doc) {
-            tracing::debug!(path = %self.path.display(), error = %e, "cannot write the status file");
         }
     }
 

@@ -317,9 +317,11 @@ impl Fs {
                             snap.record.seq = o.seq;
                         }
                         self.committed(token, snap, written, doc_cid).await?;
+                        crate::metrics::committed(started.elapsed());
                         published = true;
                     }
                     Err(e) => {
+                        crate::metrics::commit_failed();
                         if e.is_node_outage() {
                             self.inner.outage.failed("commit", started, &e);
                         }

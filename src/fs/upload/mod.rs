@@ -442,6 +442,7 @@ impl Uploader {
 
     /// A job ends: it leaves the queue, and the core records its result.
     fn finish(&self, results: &dyn UploadResults, job: &Job, blob: Option<Blob>) {
+        blob.iter().for_each(|b| crate::metrics::uploaded(b.size));
         self.queue.done(job);
         results.uploaded(job, blob);
     }
