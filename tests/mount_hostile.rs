@@ -13,9 +13,7 @@ mod node_mount;
 
 use std::path::{Path, PathBuf};
 
-use bytes::Bytes;
 use node_mount::{dir, mount, publish_root, require_mount, start_node};
-use pxfs::integrity::dagpb::FileNode;
 use pxfs::storage::NodeClient;
 
 /// Where `pxfs node` keeps the block `cid` (rust-ipfs's layout:
@@ -116,24 +114,37 @@ fn altered_blocks_read_as_eio(sealed: bool) {
         assert_eq!((sum.files, sum.directories), (4, 2), "{sum:?}");
     }
     assert!(small_cid.starts_with("bafk"), "one raw block: {small_cid}");
-    assert!(big_cid.starts_with("bafy"), "a DAG: {big_cid}");
+    assert!(
+        big_cid.starts_with("bafk"),
+        "a chunk table's page: {big_cid}"
+    );
 
-    // The top page of the sNFT root directory lists one node: the page of `sub`.
+    // The top page of the sNFT root directory lists the page of `sub`.
     let top = listed_nodes(&rt, &node.client, &root);
     let top_page = top.last().unwrap().clone();
-    let sub_page = listed_nodes(&rt, &node.client, &top_page)[0].clone();
-    let big_root = rt.block_on(node.client.block_get(&big_cid)).unwrap();
-    let leaves = FileNode::decode(&Bytes::from(big_root.to_vec()))
+    // (Besides it, the big file's chunk table: a chunked file names its table among the
+    // nodes, docs/FORMAT.md §12.1.)
+    let sub_page = listed_nodes(&rt, &node.client, &top_page)
+        .into_iter()
+        .find(|c| *c != big_cid)
+        .unwrap();
+    // 1 MiB is stored as eight 128 KiB chunks (docs/FORMAT.md §13), one table page.
+    let table = rt.block_on(node.client.block_get(&big_cid)).unwrap();
+    let chunks = match pxfs::format::page::decode::<pxfs::format::chunks::ChunkRef>(&table, &crypto)
         .unwrap()
-        .links;
-    assert!(leaves.len() >= 4, "1 MiB is four leaves");
+    {
+        pxfs::format::Page::Leaf(chunks) => chunks,
+        pxfs::format::Page::Branch(_) => panic!("a 1 MiB file's table is one leaf"),
+    };
+    assert_eq!(chunks.len(), 8, "eight chunks");
+    let third_chunk = chunks.iter().find(|c| c.index() == 2).unwrap().cid.clone();
 
     // What a dishonest node serves: a content byte changed, a leaf of the big file
     // changed, and the subdirectory's page with a name (plaintext) or a byte (sealed)
     // changed.
     let flip = |b: &mut Vec<u8>| b[10] ^= 0x20;
     tamper(&repo, &small_cid, flip);
-    tamper(&repo, &leaves[1].to_string(), flip);
+    tamper(&repo, &third_chunk, flip);
     if sealed {
         tamper(&repo, &sub_page, |b| {
             let at = b.len() - 20;
@@ -186,9 +197,9 @@ fn altered_blocks_read_as_eio(sealed: bool) {
         Some(libc::EIO),
         "altered content"
     );
-    // The leaves before the altered one read; the range over it does not.
+    // The chunks before the altered one read; the range over it does not.
     let mut f = std::fs::File::open(mnt.join("big")).unwrap();
-    // (200 KiB: a sealed first chunk holds 262,128 bytes of the file.)
+    // (200 KiB: the first two 128 KiB chunks.)
     let mut first = vec![0u8; 200 << 10];
     std::io::Read::read_exact(&mut f, &mut first).unwrap();
     drop(f);
@@ -196,7 +207,7 @@ fn altered_blocks_read_as_eio(sealed: bool) {
     assert_eq!(
         errno_of(std::fs::read(mnt.join("big"))),
         Some(libc::EIO),
-        "altered leaf"
+        "altered chunk"
     );
     assert_eq!(
         errno_of(list(&mnt.join("sub"))),
