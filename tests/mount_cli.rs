@@ -207,7 +207,11 @@ fn mount_write_unmount_remount_with_quota_and_overdue() {
     big.sync_all().unwrap();
     let used: u64 = xattr(&token, "user.pxfs.usage").parse().unwrap();
     assert!(used > 5 && used < 4096, "{used}");
-    big.write_all(&vec![7u8; (QUOTA - used) as usize]).unwrap();
+    // Bytes that do not repeat: identical plaintext chunks would be stored once.
+    let fill: Vec<u8> = (0..QUOTA - used)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    big.write_all(&fill).unwrap();
     assert_eq!(xattr(&token, "user.pxfs.usage"), QUOTA.to_string());
     let err = big.write_all(b"!").unwrap_err();
     assert_eq!(err.raw_os_error(), Some(libc::EDQUOT));

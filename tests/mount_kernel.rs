@@ -478,7 +478,11 @@ fn filling_the_quota_exactly_works_and_one_byte_more_fails_with_edquot() {
     };
     assert_eq!(manifests, root_bytes(&store));
     let content = quota - manifests;
-    f.write_all(&vec![1u8; content as usize]).unwrap();
+    // Bytes that do not repeat: identical plaintext chunks would be stored once.
+    let fill: Vec<u8> = (0..content)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    f.write_all(&fill).unwrap();
     assert_eq!(xattr(&d.mnt, "user.pxfs.usage"), quota.to_string());
     let err = f.write_all(b"x").unwrap_err();
     assert_eq!(err.raw_os_error(), Some(libc::EDQUOT));

@@ -48,18 +48,11 @@ fn filling_to_exactly_the_quota_works_and_one_byte_more_fails_with_edquot() {
     f.sync_all().unwrap();
     let manifests = xattr_u64(&token, "user.pxfs.usage");
     assert!(manifests > 0 && manifests < 4096, "{manifests}");
-    // The tree is encrypted (the default): a file of n bytes stores n + 16 per 262,128
-    // (docs/FORMAT.md §6.2), and that is what the quota counts.
+    // The tree is encrypted (the default): a file of n bytes over one chunk stores n + 16
+    // per 128 KiB chunk (docs/FORMAT.md §13), and that is what the quota counts.
     let room = quota - manifests;
-    let content = (0..=room)
-        .rev()
-        .find(|n| pxfs::format::seal::sealed_len(*n) <= room)
-        .unwrap();
-    assert_eq!(
-        pxfs::format::seal::sealed_len(content),
-        room,
-        "an exact fill exists"
-    );
+    let content = (0..=room).rev().find(|n| stored(*n) <= room).unwrap();
+    assert_eq!(stored(content), room, "an exact fill exists");
     f.write_all(&vec![7u8; (content - 10) as usize]).unwrap();
     f.write_all(&[8u8; 10]).unwrap();
     assert_eq!(xattr_u64(&token, "user.pxfs.usage"), quota);
@@ -255,7 +248,12 @@ fn the_btns_record_after_a_copy_names_a_usage_document_whose_root_walks_to_the_t
     for (path, kind, size, _) in support::node_tree(&rt, &client, doc.root(), &crypto) {
         if kind == "file" {
             total += size;
-            stored += pxfs::format::seal::sealed_len(size);
+            // Over one chunk: chunked, a tag per 128 KiB chunk (FORMAT.md §13); else one
+            // sealed object, a tag per 262,128 bytes (§6.2).
+            stored += match size > pxfs::format::chunks::CHUNK {
+                true => size + 16 * pxfs::format::chunks::chunk_count(size),
+                false => pxfs::format::seal::sealed_len(size),
+            };
             files += 1;
         }
         seen.push(path);
@@ -280,7 +278,7 @@ fn the_btns_record_after_a_copy_names_a_usage_document_whose_root_walks_to_the_t
         measured.usage,
         "the usage document claims the measured figure"
     );
-    // Contents count as stored: sealed, 16 bytes of tag per 262,128 (§6.2).
+    // Contents count as stored, tags included.
     assert!(measured.usage - measured.manifest_bytes <= stored);
     assert!(files > 50);
     assert_eq!(
@@ -304,4 +302,13 @@ fn walk_sizes(p: &std::path::Path) -> u64 {
         }
     }
     total
+}
+
+/// What an encrypted tree stores for a file of `n` bytes: chunked over one chunk (a tag per
+/// chunk, docs/FORMAT.md §13.1), one sealed object below (§6.2).
+fn stored(n: u64) -> u64 {
+    match n > pxfs::format::chunks::CHUNK {
+        true => n + 16 * pxfs::format::chunks::chunk_count(n),
+        false => pxfs::format::seal::sealed_len(n),
+    }
 }

@@ -60,9 +60,15 @@ pub fn stored_size(blob: &Blob) -> u64 {
 
 /// Bytes the node will store for a version of `size` bytes of a tree sealed so.
 pub fn stored_len(sealing: &Sealing, size: u64) -> u64 {
-    match keys(sealing) {
-        Some(_) => seal::sealed_len(size),
-        None => size,
+    // A version over one chunk is stored chunked (docs/FORMAT.md §13.1): a tag per chunk
+    // when sealed; holes and shared chunks only make it smaller. (Its table's pages count
+    // with the manifests, as directory pages do.)
+    let sealed = keys(sealing).is_some();
+    match (crate::fs::data::chunked::stores_chunked(size), sealed) {
+        (true, true) => size + seal::TAG as u64 * chunks::chunk_count(size),
+        (true, false) => size,
+        (false, true) => seal::sealed_len(size),
+        (false, false) => size,
     }
 }
 
