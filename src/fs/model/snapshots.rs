@@ -16,7 +16,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use crate::format::Name;
 use crate::format::history::Version;
-use crate::fs::data::pages::{ChunkTables, chunked_content};
+use crate::fs::data::pages::ChunkTables;
 use crate::fs::error::{FsError, FsResult};
 use crate::fs::model::inode::{Body, DirBody, Entries, Ino, Inode, Meta, TokenId};
 use crate::fs::model::stored;
@@ -225,19 +225,9 @@ impl Tree {
         if v.inodes.as_deref() != Some(top) || v.groups.is_some() {
             return;
         }
-        let slots = records.into_iter().filter_map(|r| {
-            let crate::format::EntryKind::Inode(inode) = r.kind else {
-                return None;
-            };
-            let kind = crate::format::EntryKind::Inode(inode.clone());
-            let slot = GroupSlot {
-                table: chunked_content(&kind).and_then(|k| tables.get(&k).cloned()),
-                nlink: r.nlink,
-                inode,
-                ino: None,
-            };
-            Some((u64::from_be_bytes(r.id.0), slot))
-        });
+        let slots = records
+            .into_iter()
+            .filter_map(|r| GroupSlot::of_record(r, &tables));
         v.groups = Some(slots.collect());
     }
 

@@ -99,6 +99,33 @@ pub struct GroupSlot {
     pub table: Option<std::sync::Arc<crate::fs::store::ChunkTable>>,
 }
 
+impl GroupSlot {
+    /// A committed link-group record as a slot (its inode made at its first loaded name),
+    /// with its file's chunk table from `tables`; `None` for a kind this pxfs does not know.
+    pub fn of_record(
+        r: crate::format::InodeRecord,
+        tables: &crate::fs::data::pages::ChunkTables,
+    ) -> Option<(u64, GroupSlot)> {
+        let crate::format::EntryKind::Inode(inode) = r.kind else {
+            return None;
+        };
+        let table = match &inode.kind {
+            crate::format::InodeKind::File {
+                size,
+                content: Some(crate::format::FileContent::Chunks(top)),
+            } => tables.get(&(top.clone(), *size)).cloned(),
+            _ => None,
+        };
+        let slot = GroupSlot {
+            nlink: r.nlink,
+            inode,
+            ino: None,
+            table,
+        };
+        Some((u64::from_be_bytes(r.id.0), slot))
+    }
+}
+
 /// What a contract that counts usage itself (PX.sol) adds to the quota decision.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ChainGate {

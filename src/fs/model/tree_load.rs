@@ -42,19 +42,7 @@ impl Tree {
                 t.groups = root
                     .groups
                     .into_iter()
-                    .filter_map(|r| match r.kind {
-                        format::EntryKind::Inode(inode) => Some((
-                            u64::from_be_bytes(r.id.0),
-                            GroupSlot {
-                                table: chunked_content(&format::EntryKind::Inode(inode.clone()))
-                                    .and_then(|k| read.tables.get(&k).cloned()),
-                                nlink: r.nlink,
-                                inode,
-                                ino: None,
-                            },
-                        )),
-                        _ => None,
-                    })
+                    .filter_map(|r| GroupSlot::of_record(r, &read.tables))
                     .collect();
             }
         }
