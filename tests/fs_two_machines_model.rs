@@ -105,6 +105,9 @@ impl ContentStore for FakeNode {
     async fn unpin(&self, cid: &str) -> Result<(), StoreError> {
         self.store.unpin(cid).await
     }
+    async fn pin(&self, cid: &str) -> Result<(), StoreError> {
+        self.store.pin(cid).await
+    }
     async fn usage_doc(&self, cid: &str) -> Result<Published, StoreError> {
         self.store.usage_doc(cid).await
     }

@@ -229,6 +229,8 @@ pub trait ContentStore: Send + Sync + 'static {
     /// Read `len` bytes at `offset` of content `cid` whose total size is `size`.
     async fn read(&self, cid: &str, size: u64, offset: u64, len: u64) -> Result<Bytes, StoreError>;
     async fn unpin(&self, cid: &str) -> Result<(), StoreError>;
+    /// Pin an object already on the node again (a new version refers to it once more).
+    async fn pin(&self, cid: &str) -> Result<(), StoreError>;
     /// Add the usage document and publish it under the BTNS name `btns`
     /// (`None`: the token has no BTNS key; the document is only added). Returns its CID.
     async fn publish_usage(
@@ -530,6 +532,15 @@ impl ContentStore for MemoryStore {
     async fn unpin(&self, cid: &str) -> Result<(), StoreError> {
         self.check_online()?;
         lock(&self.pinned).remove(cid);
+        Ok(())
+    }
+
+    async fn pin(&self, cid: &str) -> Result<(), StoreError> {
+        self.check_online()?;
+        if !lock(&self.blobs).contains_key(cid) {
+            return Err(StoreError::permanent(format!("{cid} is not on the node")));
+        }
+        *lock(&self.pinned).entry(cid.to_owned()).or_default() += 1;
         Ok(())
     }
 

@@ -10,8 +10,8 @@
 //! known (written before a remount) has every chunk uploaded once more: the next version
 //! after that shares again.
 
-use std::collections::{BTreeMap, HashMap};
-use std::io::Read;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -20,6 +20,8 @@ use sha2::{Digest, Sha256};
 
 use crate::format::chunks::{self, ChunkRef};
 use crate::format::{PageStore, TreeCrypto};
+use crate::fs::data::overlay::Overlay;
+use crate::fs::data::pages::PageCache;
 use crate::fs::store::{Blob, ChunkTable, ContentStore, StoreError};
 
 /// Chunks added per request: 8 MiB, so requests do not grow with the file.
@@ -30,29 +32,72 @@ pub fn stores_chunked(size: u64) -> bool {
     size > chunks::INLINE_MAX
 }
 
-/// Adds the staged file `path` of `size` bytes as a chunked version, reusing what `base` (the
-/// file's previous version on the node) stores unchanged.
+/// A closed version to store: its staged file, size, and overlay if it is one.
+pub struct Version<'a> {
+    pub path: &'a Path,
+    pub size: u64,
+    pub overlay: Option<&'a Overlay>,
+}
+
+/// Adds `version` as a chunked version, reusing what `base` (the file's previous version on
+/// the node) stores unchanged; an overlay version reuses every chunk of its own base it
+/// does not hold, unread. The table is updated from the base's (only the pages the changes
+/// reach are new) when the base's table is known, else built.
 pub async fn add_chunked(
     store: &dyn ContentStore,
     crypto: &Arc<TreeCrypto>,
-    path: &Path,
-    size: u64,
+    cache: &PageCache,
+    version: Version<'_>,
     base: Option<&Blob>,
 ) -> Result<Blob, StoreError> {
-    let base = base.and_then(|b| b.chunks.clone());
+    let size = version.size;
+    // What stays pinned until this version replaces it: the file's version on the node.
+    let pinned: HashSet<String> = base
+        .map(|b| b.objects().into_iter().map(|(c, _, _)| c).collect())
+        .unwrap_or_default();
+    // Chunks of an overlay's base that the file's version on the node no longer holds
+    // (it changed since the overlay began): pinned again for this version.
+    let mut repin: Vec<String> = Vec::new();
+    // The table the new one is an update of, and the overlay's view of it.
+    let overlay = version.overlay.map(|o| (o.state(), o.base()));
+    let base = match &overlay {
+        Some((_, b)) => Some(*b),
+        None => base,
+    }
+    .filter(|b| b.chunks.as_ref().is_some_and(|t| t.invalid.is_none()));
+    let table = base.and_then(|b| b.chunks.clone());
     let mut refs: BTreeMap<u64, ChunkRef> = BTreeMap::new();
     let mut plain_digests: HashMap<u64, [u8; 32]> = HashMap::new();
     let mut pending: Vec<(u64, Option<crate::format::seal::ContentSalt>, Bytes)> = Vec::new();
-    let mut file = Reader::open(path)?;
+    let file = Reader::open(version.path)?;
     for index in 0..chunks::chunk_count(size) {
+        if let Some((state, _)) = &overlay
+            && !state.present.contains(&index)
+        {
+            // Not written: the base's chunk as it is (below what is left of the base), or
+            // a hole (past it).
+            if index * chunks::CHUNK < state.base_len
+                && let Some(t) = &table
+                && let Some(c) = t.chunks.get(&index)
+            {
+                if !pinned.contains(&c.cid) {
+                    repin.push(c.cid.clone());
+                }
+                refs.insert(index, c.clone());
+                if let Some(d) = t.plain.get(&index) {
+                    plain_digests.insert(index, *d);
+                }
+            }
+            continue;
+        }
         let len = chunks::chunk_len(size, index).unwrap_or(0) as usize;
-        let plain = file.next(len)?;
+        let plain = file.read(index * chunks::CHUNK, len)?;
         if chunks::is_hole(&plain) {
             continue;
         }
         let digest: [u8; 32] = Sha256::digest(&plain).into();
         plain_digests.insert(index, digest);
-        if let Some(reused) = unchanged(store, crypto, base.as_deref(), index, &plain, &digest) {
+        if let Some(reused) = unchanged(store, crypto, table.as_deref(), index, &plain, &digest) {
             refs.insert(index, reused);
             continue;
         }
@@ -63,33 +108,110 @@ pub async fn add_chunked(
         }
     }
     add_pending(store, &mut pending, &mut refs).await?;
-    let mut pages = TablePages::new(store);
-    let top = chunks::build(&mut pages, crypto, refs.values().cloned().collect())
-        .map_err(|e| StoreError::permanent(format!("cannot build a chunk table: {e}")))?;
-    let page_sizes: Vec<(String, u64)> = pages
-        .pages
-        .iter()
-        .map(|(c, b)| (c.clone(), b.len() as u64))
-        .collect();
-    let added = store
-        .add_objects(pages.pages.into_iter().map(|(_, b)| b).collect())
-        .await?;
-    if added.iter().zip(&page_sizes).any(|(a, (c, _))| a != c) {
-        return Err(StoreError::permanent(
-            "the node named a chunk table page by another CID than its bytes give",
-        ));
+    repin.sort();
+    repin.dedup();
+    for cid in &repin {
+        store.pin(cid).await?;
     }
+    let (top, pages) = match (base, &table) {
+        (Some(b), Some(t)) => {
+            update_table(store, crypto, cache, (&b.cid, t), &refs, &pinned).await?
+        }
+        _ => build_table(store, crypto, cache, &refs).await?,
+    };
     Ok(Blob {
         cid: top,
         size,
         salt: None,
         chunks: Some(Arc::new(ChunkTable {
             chunks: refs,
-            pages: page_sizes,
+            pages,
             invalid: None,
             plain: plain_digests,
         })),
     })
+}
+
+/// A new table of `refs`: its top and pages (all added).
+async fn build_table(
+    store: &dyn ContentStore,
+    crypto: &TreeCrypto,
+    cache: &PageCache,
+    refs: &BTreeMap<u64, ChunkRef>,
+) -> Result<(String, Vec<(String, u64)>), StoreError> {
+    let mut pages = TablePages::new(store, cache);
+    let top = chunks::build(&mut pages, crypto, refs.values().cloned().collect())
+        .map_err(|e| StoreError::permanent(format!("cannot build a chunk table: {e}")))?;
+    let sizes = pages.sizes();
+    pages.add(store, cache, &HashSet::new()).await?;
+    Ok((top, sizes))
+}
+
+/// `old` (the table at `top`) updated to hold `refs`: the new top and pages; only the pages
+/// the old table did not have are added. A page of the old table that is in neither the
+/// page cache nor this build is fetched, and the update tried again.
+async fn update_table(
+    store: &dyn ContentStore,
+    crypto: &TreeCrypto,
+    cache: &PageCache,
+    (top, old): (&str, &ChunkTable),
+    refs: &BTreeMap<u64, ChunkRef>,
+    pinned: &HashSet<String>,
+) -> Result<(String, Vec<(String, u64)>), StoreError> {
+    let mut edits: BTreeMap<u64, Option<ChunkRef>> = BTreeMap::new();
+    for (index, c) in &old.chunks {
+        if refs.get(index) != Some(c) {
+            edits.insert(*index, refs.get(index).cloned());
+        }
+    }
+    for (index, c) in refs {
+        if old.chunks.get(index) != Some(c) {
+            edits.insert(*index, Some(c.clone()));
+        }
+    }
+    loop {
+        let mut pages = TablePages::new(store, cache);
+        match chunks::update(&mut pages, crypto, top, edits.clone()) {
+            Ok(updated) => {
+                let removed: HashSet<&str> = updated.removed.iter().map(String::as_str).collect();
+                let mut seen: HashSet<String> = HashSet::new();
+                let mut all: Vec<(String, u64)> = Vec::new();
+                // Top first, then the rest: what the build put, and the old pages kept.
+                for (cid, size) in pages.sizes().into_iter().chain(old.pages.iter().cloned()) {
+                    if !removed.contains(cid.as_str()) && seen.insert(cid.clone()) {
+                        all.push((cid, size));
+                    }
+                }
+                if let Some(i) = all.iter().position(|(c, _)| *c == updated.top) {
+                    all[..=i].rotate_right(1);
+                }
+                // Pages the version on the node holds stay pinned; the rest are added (a
+                // page of an overlay's base that version dropped: added, so pinned again).
+                let kept: Vec<String> = old
+                    .pages
+                    .iter()
+                    .map(|(c, _)| c.clone())
+                    .filter(|c| !pinned.contains(c) && !removed.contains(c.as_str()))
+                    .collect();
+                for cid in &kept {
+                    store.pin(cid).await?;
+                }
+                pages.add(store, cache, pinned).await?;
+                return Ok((updated.top, all));
+            }
+            Err(e) => match pages.missing() {
+                Some(cid) => {
+                    let bytes = store.fetch(&cid).await?;
+                    cache.insert(&cid, &bytes);
+                }
+                None => {
+                    return Err(StoreError::permanent(format!(
+                        "cannot update a chunk table: {e}"
+                    )));
+                }
+            },
+        }
+    }
 }
 
 /// The previous version's chunk at `index`, if it holds these very bytes.
@@ -163,7 +285,7 @@ async fn add_pending(
     Ok(())
 }
 
-/// The staged file, read one chunk at a time.
+/// The staged file, read a chunk at a time (an overlay's only where it is present).
 struct Reader {
     file: std::fs::File,
     path: PathBuf,
@@ -179,38 +301,93 @@ impl Reader {
         })
     }
 
-    fn next(&mut self, len: usize) -> Result<Vec<u8>, StoreError> {
+    fn read(&self, offset: u64, len: usize) -> Result<Vec<u8>, StoreError> {
         let mut buf = vec![0u8; len];
         self.file
-            .read_exact(&mut buf)
+            .read_exact_at(&mut buf, offset)
             .map_err(|e| StoreError::permanent(format!("{}: {e}", self.path.display())))?;
         Ok(buf)
     }
 }
 
-/// The pages of a table being built, named as the node will name them.
+/// The pages of a table being built or updated, named as the node will name them; the
+/// previous table's pages come from the page cache.
 struct TablePages<'a> {
     store: &'a dyn ContentStore,
+    cache: &'a PageCache,
     pages: Vec<(String, Bytes)>,
     index: HashMap<String, usize>,
+    /// A page the update needed that neither it nor the cache has.
+    missing: std::sync::Mutex<Option<String>>,
 }
 
 impl<'a> TablePages<'a> {
-    fn new(store: &'a dyn ContentStore) -> Self {
+    fn new(store: &'a dyn ContentStore, cache: &'a PageCache) -> Self {
         TablePages {
             store,
+            cache,
             pages: Vec::new(),
             index: HashMap::new(),
+            missing: std::sync::Mutex::new(None),
         }
+    }
+
+    fn missing(&self) -> Option<String> {
+        self.missing
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+    }
+
+    fn sizes(&self) -> Vec<(String, u64)> {
+        self.pages
+            .iter()
+            .map(|(c, b)| (c.clone(), b.len() as u64))
+            .collect()
+    }
+
+    /// Add the pages put that are not in `had`, checking the CIDs the node gives them.
+    async fn add(
+        self,
+        store: &dyn ContentStore,
+        cache: &PageCache,
+        had: &HashSet<String>,
+    ) -> Result<(), StoreError> {
+        let new: Vec<(String, Bytes)> = self
+            .pages
+            .into_iter()
+            .filter(|(c, _)| !had.contains(c))
+            .collect();
+        if new.is_empty() {
+            return Ok(());
+        }
+        let added = store
+            .add_objects(new.iter().map(|(_, b)| b.clone()).collect())
+            .await?;
+        if added.len() != new.len() || added.iter().zip(&new).any(|(a, (c, _))| a != c) {
+            return Err(StoreError::permanent(
+                "the node named a chunk table page by another CID than its bytes give",
+            ));
+        }
+        for (cid, bytes) in &new {
+            cache.insert(cid, bytes);
+        }
+        Ok(())
     }
 }
 
 impl PageStore for TablePages<'_> {
     fn get(&self, cid: &str) -> crate::format::Result<Vec<u8>> {
-        self.index
-            .get(cid)
-            .map(|i| self.pages[*i].1.to_vec())
-            .ok_or_else(|| crate::format::FormatError::Store(format!("{cid} not built here")))
+        if let Some(i) = self.index.get(cid) {
+            return Ok(self.pages[*i].1.to_vec());
+        }
+        if let Some(b) = self.cache.get(cid) {
+            return Ok(b.to_vec());
+        }
+        *self.missing.lock().unwrap_or_else(|e| e.into_inner()) = Some(cid.to_owned());
+        Err(crate::format::FormatError::Store(format!(
+            "{cid} not in the page cache"
+        )))
     }
 
     fn put(&mut self, bytes: Vec<u8>) -> crate::format::Result<String> {

@@ -40,6 +40,10 @@ pub enum Op {
         /// replay did not reach the disk whole (power loss) and is not replayed.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         size: Option<u64>,
+        /// An overlay version (`super::overlay`): the staged file holds only the chunks
+        /// written over this base.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        overlay: Option<super::overlay::Record>,
         mode: u32,
         uid: u32,
         gid: u32,
@@ -686,6 +690,7 @@ mod tests {
             path: p.into(),
             staged: dir.path().join(p),
             size: None,
+            overlay: None,
             mode: 0o644,
             uid: 0,
             gid: 0,
@@ -724,6 +729,7 @@ mod tests {
             path: p.into(),
             staged: PathBuf::from(format!("/s/{p}")),
             size: None,
+            overlay: None,
             mode: 0o644,
             uid: 0,
             gid: 0,

@@ -231,6 +231,14 @@ impl ContentStore for NodeStore {
         }
     }
 
+    async fn pin(&self, cid: &str) -> Result<(), StoreError> {
+        match self.client.pin_add(cid).await {
+            // No `pin/*` (a hosted gateway): nothing there is ever unpinned either.
+            Err(StorageError::Unsupported { .. }) => Ok(()),
+            r => r.map_err(storage_error),
+        }
+    }
+
     async fn publish_usage(
         &self,
         btns: Option<&str>,

@@ -517,7 +517,7 @@ const TABLE_READS: usize = 16;
 /// Chunk tables by (top CID, file size).
 pub type ChunkTables = HashMap<(String, u64), Arc<ChunkTable>>;
 
-async fn read_chunk_table(
+pub async fn read_chunk_table(
     store: &dyn ContentStore,
     crypto: &TreeCrypto,
     cache: &PageCache,

@@ -12,7 +12,9 @@ use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+use super::overlay::Overlay;
 
 #[derive(Debug)]
 pub struct StagedFile {
@@ -22,6 +24,9 @@ pub struct StagedFile {
     /// Shared by writes in flight, which run outside the tree lock; taken exclusively by
     /// what must see them all done (the session's close, a resize).
     writes: RwLock<()>,
+    /// A version staged as the chunks written over a committed one (`super::overlay`): the
+    /// file is sparse, and only its present chunks are content.
+    overlay: Option<Arc<Overlay>>,
 }
 
 static NEXT: AtomicU64 = AtomicU64::new(0);
@@ -49,11 +54,47 @@ impl StagedFile {
             path,
             held: Mutex::new(Some(file)),
             writes: RwLock::new(()),
+            overlay: None,
         })
     }
 
-    /// A new staged file in `dir` holding a copy of `self` (copy-on-open).
+    /// A new session over a committed chunked version: a sparse file of `size` bytes that
+    /// will hold only the chunks written (see `super::overlay`).
+    pub fn create_over(dir: &Path, overlay: Overlay, size: u64) -> io::Result<StagedFile> {
+        let mut new = StagedFile::create(dir)?;
+        if let Err(e) = new.set_len(size) {
+            new.remove_unheld();
+            return Err(e);
+        }
+        new.overlay = Some(Arc::new(overlay));
+        Ok(new)
+    }
+
+    pub fn overlay(&self) -> Option<&Arc<Overlay>> {
+        self.overlay.as_ref()
+    }
+
+    /// A new staged file in `dir` holding a copy of `self` (copy-on-open). An overlay
+    /// version copies its present chunks only, and the copy is an overlay on the same base.
     pub fn copy_to_new(&self, dir: &Path) -> io::Result<StagedFile> {
+        if let Some(overlay) = &self.overlay {
+            let new = StagedFile::create_over(dir, overlay.reopened(), self.len()?)?;
+            let copied = (|| {
+                for index in overlay.state().present {
+                    let at = index * crate::format::chunks::CHUNK;
+                    let bytes = self.read_at(at, crate::format::chunks::CHUNK as usize)?;
+                    if !crate::format::chunks::is_hole(&bytes) {
+                        new.write_at(at, &bytes)?;
+                    }
+                }
+                Ok(())
+            })();
+            if let Err(e) = copied {
+                new.remove_unheld();
+                return Err(e);
+            }
+            return Ok(new);
+        }
         let new = StagedFile::create(dir)?;
         self.with_file(false, |src| {
             new.with_file(true, |dst| {
@@ -68,12 +109,13 @@ impl StagedFile {
     }
 
     /// A staged file left by an earlier run (journal replay); not held open.
-    pub fn open_existing(path: &Path) -> io::Result<StagedFile> {
+    pub fn open_existing(path: &Path, overlay: Option<Overlay>) -> io::Result<StagedFile> {
         std::fs::metadata(path)?;
         Ok(StagedFile {
             path: path.to_path_buf(),
             held: Mutex::new(None),
             writes: RwLock::new(()),
+            overlay: overlay.map(Arc::new),
         })
     }
 

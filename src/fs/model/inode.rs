@@ -142,6 +142,9 @@ impl FileBody {
         if let Some(s) = &self.session {
             let _settled = s.settled();
             s.set_len(size)?;
+            if let Some(o) = s.overlay() {
+                o.cut(size);
+            }
         }
         if let Some(l) = &self.live {
             l.resized(size);

@@ -103,6 +103,9 @@ impl Fs {
         }
         // Waiting for upload and commit holds no descriptor.
         session.release();
+        if let Some(o) = session.overlay() {
+            o.freeze();
+        }
         f.staged = Some(session.clone());
         f.upload_pending = true;
         let first_close = f.version == 0;
@@ -118,6 +121,7 @@ impl Fs {
                 path: path.clone(),
                 staged: session.path().to_path_buf(),
                 size: session.len().ok(),
+                overlay: session.overlay().map(|o| o.record()),
                 mode: meta.mode,
                 uid: meta.uid,
                 gid: meta.gid,

@@ -51,7 +51,8 @@ impl OpenMode {
 
 /// Where a read is served from, taken under the lock and used outside it.
 enum Source {
-    Local(Arc<StagedFile>),
+    /// A staged version (of a token's tree, for an overlay's base).
+    Local(Option<TokenId>, Arc<StagedFile>),
     /// Content on the node, of a token's tree (`None`: the dApp's files, stored as is).
     Node(Option<TokenId>, Blob),
     Empty,
@@ -271,6 +272,8 @@ impl Fs {
             enum Need {
                 Copy(Arc<StagedFile>),
                 Fetch(Blob),
+                /// A chunked version: the session stages only what is written over it.
+                Over(Blob),
                 Empty,
             }
             let (token, need) = {
@@ -294,7 +297,10 @@ impl Fs {
                 } else if let Some(b) = &f.blob
                     && b.size > 0
                 {
-                    Need::Fetch(b.clone())
+                    match &b.chunks {
+                        Some(t) if t.invalid.is_none() => Need::Over(b.clone()),
+                        _ => Need::Fetch(b.clone()),
+                    }
                 } else {
                     Need::Empty
                 };
@@ -303,9 +309,12 @@ impl Fs {
             let dir = self.staging_dir(token);
             // A copy of the content to write into is new data on the cache disk.
             let copying = match &need {
-                Need::Copy(src) => src.len()?,
+                Need::Copy(src) => match src.overlay() {
+                    Some(o) => o.state().present.len() as u64 * crate::format::chunks::CHUNK,
+                    None => src.len()?,
+                },
                 Need::Fetch(blob) => blob.size,
-                Need::Empty => 0,
+                Need::Over(_) | Need::Empty => 0,
             };
             if copying > 0 {
                 self.room_for_data(copying)?;
@@ -329,6 +338,12 @@ impl Fs {
                         }
                         Err(e) => return Err(disk_failed(e)),
                     }
+                }
+                Need::Over(blob) => {
+                    let overlay = crate::fs::data::overlay::Overlay::new(blob.clone());
+                    let new =
+                        StagedFile::create_over(&dir, overlay, blob.size).map_err(disk_failed)?;
+                    (new, None, Some(blob.cid))
                 }
                 Need::Fetch(blob) => {
                     let new = StagedFile::create(&dir).map_err(disk_failed)?;
@@ -402,7 +417,7 @@ impl Fs {
     }
 
     /// Content of a stored version; a sealed chunk that does not open is logged and `EIO`.
-    async fn read_content(
+    pub(in crate::fs) async fn read_content(
         &self,
         token: Option<TokenId>,
         sealing: &crate::fs::data::content::Sealing,
@@ -442,7 +457,7 @@ impl Fs {
             let inode = tree.get(h.ino)?;
             let f = inode.file().ok_or(FsError::IsDir)?;
             let source = if let Some(s) = f.session.as_ref().or(f.staged.as_ref()) {
-                Source::Local(s.clone())
+                Source::Local(inode.reads_as(), s.clone())
             } else if let Some(b) = &f.blob {
                 Source::Node(inode.reads_as(), b.clone())
             } else {
@@ -455,7 +470,7 @@ impl Fs {
         }
         let len = (size as u64).min(file_size - offset);
         let mut data = match source {
-            Source::Local(s) => s.read_at(offset, len as usize)?,
+            Source::Local(token, s) => self.read_staged(token, &s, offset, len).await?,
             Source::Node(token, blob) => {
                 let sealing = self.sealing(token);
                 self.read_content(token, &sealing, &blob, offset, len)
@@ -480,9 +495,11 @@ impl Fs {
             if let Some(done) = self.try_write(fh, offset, data) {
                 return done;
             }
-            // fsync closed the session; the next write starts a new one.
+            // fsync closed the session; the next write starts a new one. Or the write
+            // reaches chunks of an overlay's base: they are fetched first.
             let ino = self.handle(fh)?.ino;
             self.ensure_session(ino, false).await?;
+            self.fill_for_write(fh, offset, data.len() as u64).await?;
         }
     }
 
@@ -506,6 +523,8 @@ impl Fs {
         struct Reserved {
             token: TokenId,
             session: Arc<StagedFile>,
+            /// An overlay session's fill lock, while this write lands in chunks not present.
+            filling: Option<tokio::sync::OwnedMutexGuard<()>>,
             live: Option<Arc<LiveUpload>>,
             sealing: crate::fs::data::content::Sealing,
             offset: u64,
@@ -550,6 +569,20 @@ impl Fs {
                 Err(e) => return Err(e),
             }
             let new = new_size(len);
+            // An overlay's chunks that this write changes only in part are fetched first.
+            let mut filling = None;
+            if let Some(overlay) = session.overlay() {
+                if !overlay
+                    .to_fill_for_write(offset, len as u64, old)
+                    .is_empty()
+                {
+                    return Ok(None);
+                }
+                match overlay.guard_write(offset, len as u64) {
+                    Some(guard) => filling = guard,
+                    None => return Ok(None),
+                }
+            }
             let f = tree.get_mut(h.ino)?.file_mut().ok_or(FsError::IsDir)?;
             let live = f.live.clone();
             f.size = new;
@@ -558,6 +591,7 @@ impl Fs {
             Ok(Some(Reserved {
                 token,
                 session,
+                filling,
                 live,
                 sealing,
                 offset,
@@ -592,6 +626,10 @@ impl Fs {
             }
             return Some(Err(self.disk_failed(e)));
         }
+        if let Some(overlay) = w.session.overlay() {
+            overlay.wrote(w.offset, w.len as u64);
+        }
+        drop(w.filling);
         if let Some(live) = &w.live
             && live.wrote(w.offset, w.len as u64)
         {
@@ -659,6 +697,7 @@ impl Fs {
         if size > MAX_FILE_SIZE {
             return Err(FsError::FileTooBig);
         }
+        let opened;
         {
             let mut guard = self.tree();
             let tree = &mut *guard;
@@ -683,31 +722,22 @@ impl Fs {
             };
             self.allow(tree, token, change)?;
             let f = tree.get_mut(ino)?.file_mut().ok_or(FsError::IsDir)?;
-            if f.session.is_some() {
-                f.resize_session(size)?;
-                f.size = size;
-                touch(tree, ino);
-                tree.size_changed(ino, old, size);
-                return Ok(());
-            }
             // No session: open one just for this change, closed right after.
-            f.writers += 1;
+            opened = f.session.is_none();
+            if opened {
+                f.writers += 1;
+            }
         }
         let result = async {
-            self.ensure_session(ino, size == 0).await?;
-            let mut guard = self.tree();
-            let tree = &mut *guard;
-            let f = tree.get_mut(ino)?.file_mut().ok_or(FsError::IsDir)?;
-            let old = f.size;
-            if f.session.is_some() {
-                f.resize_session(size)?;
-                f.size = size;
+            if opened {
+                self.ensure_session(ino, size == 0).await?;
             }
-            touch(tree, ino);
-            tree.size_changed(ino, old, size);
-            Ok::<(), FsError>(())
+            self.resize_open_session(ino, size).await
         }
         .await;
+        if !opened {
+            return result;
+        }
         let mut guard = self.tree();
         let tree = &mut *guard;
         if let Some(f) = tree.get_mut(ino)?.file_mut() {
@@ -718,6 +748,39 @@ impl Fs {
         }
         guard.unlock()?;
         result
+    }
+
+    /// Resize the session of `ino` to `size` (an overlay's chunks that the new size cuts or
+    /// extends fetched first).
+    async fn resize_open_session(&self, ino: Ino, size: u64) -> FsResult<()> {
+        loop {
+            let (token, session, fill) = {
+                let mut guard = self.tree();
+                let tree = &mut *guard;
+                let token = tree.token_of(ino)?;
+                let f = tree.get_mut(ino)?.file_mut().ok_or(FsError::IsDir)?;
+                let old = f.size;
+                let fill = f
+                    .session
+                    .as_ref()
+                    .and_then(|s| s.overlay())
+                    .map(|o| o.to_fill_for_resize(old, size))
+                    .unwrap_or_default();
+                if fill.is_empty() {
+                    if f.session.is_some() {
+                        f.resize_session(size)?;
+                        f.size = size;
+                    }
+                    touch(tree, ino);
+                    tree.size_changed(ino, old, size);
+                    return Ok(());
+                }
+                (token, f.session.clone(), fill)
+            };
+            if let Some(session) = session {
+                self.fill(token, &session, fill).await?;
+            }
+        }
     }
 
     /// An open directory stays loaded until [`Fs::releasedir`] (its readdir offsets are

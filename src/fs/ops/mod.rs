@@ -7,6 +7,7 @@
 pub(in crate::fs) mod close;
 pub(in crate::fs) mod io;
 pub(in crate::fs) mod namespace;
+pub(in crate::fs) mod overlay;
 pub mod reseal;
 pub(in crate::fs) mod snapshots;
 pub mod status;

@@ -607,6 +607,9 @@ impl ContentStore for Withheld {
     async fn unpin(&self, cid: &str) -> Result<(), StoreError> {
         self.inner.unpin(cid).await
     }
+    async fn pin(&self, cid: &str) -> Result<(), StoreError> {
+        self.inner.pin(cid).await
+    }
     async fn publish_usage(
         &self,
         _btns: Option<&str>,

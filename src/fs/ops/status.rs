@@ -260,6 +260,12 @@ impl ContentStore for ObservedStore {
         r
     }
 
+    async fn pin(&self, cid: &str) -> Result<(), StoreError> {
+        let r = self.inner.pin(cid).await;
+        self.health.observe(&r);
+        r
+    }
+
     async fn publish_usage(
         &self,
         btns: Option<&str>,

@@ -289,6 +289,7 @@ pub(in crate::fs) fn carried_closes(
             path: tree.path_of(*ino),
             staged: staged.path().to_path_buf(),
             size: staged.len().ok(),
+            overlay: staged.overlay().map(|o| o.record()),
             mode: m.mode,
             uid: m.uid,
             gid: m.gid,

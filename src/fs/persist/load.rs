@@ -14,6 +14,7 @@ use crate::fs::model::inode::{
     Body, DirBody, Entries, FileBody, Ino, Inode, Kind, Meta, ROOT_INO, TokenId,
 };
 use crate::fs::model::token::{ChainGate, TokenFs, TokenInfo};
+use crate::fs::store::Blob;
 use crate::fs::{Fs, SetAttr, TimeSet};
 
 /// A journal op whose replay fails because the node does not answer is tried this often,
@@ -612,13 +613,19 @@ impl Fs {
                 path,
                 staged,
                 size,
+                overlay,
                 mode,
                 uid,
                 gid,
                 mtime_ns,
             } => {
                 let meta = Meta::new(*mode, *uid, *gid);
-                self.replay_close(token, path, staged, *size, meta, *mtime_ns, moot)
+                let version = Staged {
+                    path: staged,
+                    size: *size,
+                    overlay: overlay.as_ref(),
+                };
+                self.replay_close(token, path, version, meta, *mtime_ns, moot)
                     .await?;
             }
             Op::Setattr {
@@ -733,19 +740,22 @@ impl Fs {
 
     /// A closed version found in the journal: it becomes the file's content again and is
     /// queued for upload.
-    #[allow(clippy::too_many_arguments)]
     async fn replay_close(
         &self,
         token: TokenId,
         path: &[u8],
-        staged: &std::path::Path,
-        expected: Option<u64>,
+        version: Staged<'_>,
         meta: Meta,
         mtime_ns: i64,
         moot: bool,
     ) -> FsResult<()> {
         let (parent, name) = self.resolve_parent(token, path).await?;
-        let staged = match StagedFile::open_existing(staged) {
+        let (staged, expected) = (version.path, version.size);
+        let overlay = match version.overlay {
+            Some(record) => Some(self.overlay_base(token, parent, name, record).await?),
+            None => None,
+        };
+        let staged = match StagedFile::open_existing(staged, overlay) {
             Ok(s) => Arc::new(s),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound && moot => {
                 // Dropped before the crash: a later op removes or replaces this version.
@@ -804,6 +814,59 @@ impl Fs {
         // Goes through the normal close: upload queued, journal untouched (replaying).
         self.close_session(tree, ino)?;
         Ok(())
+    }
+}
+
+/// A closed version as the journal names it.
+struct Staged<'a> {
+    path: &'a std::path::Path,
+    /// Its length at close.
+    size: Option<u64>,
+    overlay: Option<&'a crate::fs::data::overlay::Record>,
+}
+
+impl Fs {
+    /// The overlay a journaled close describes, over its base: the file's committed version
+    /// if it is that base (its table already read), else the base's table read again.
+    async fn overlay_base(
+        &self,
+        token: TokenId,
+        parent: Ino,
+        name: &[u8],
+        record: &crate::fs::data::overlay::Record,
+    ) -> FsResult<crate::fs::data::overlay::Overlay> {
+        let committed = {
+            let tree = self.tree();
+            tree.child(parent, name)?
+                .and_then(|ino| tree.get(ino).ok())
+                .and_then(|i| i.file())
+                .and_then(|f| f.blob.clone())
+                .filter(|b| {
+                    b.cid == record.base && b.size == record.base_size && b.chunks.is_some()
+                })
+        };
+        let base = match committed {
+            Some(b) => b,
+            None => {
+                let store = self.store_of(Some(token));
+                let sealing = self.sealing(Some(token));
+                let table = crate::fs::data::pages::read_chunk_table(
+                    &*store,
+                    &sealing,
+                    &self.inner.pages,
+                    &record.base,
+                    record.base_size,
+                )
+                .await?;
+                Blob {
+                    cid: record.base.clone(),
+                    size: record.base_size,
+                    salt: None,
+                    chunks: Some(Arc::new(table)),
+                }
+            }
+        };
+        Ok(crate::fs::data::overlay::Overlay::from_record(base, record))
     }
 }
 

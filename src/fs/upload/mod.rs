@@ -73,6 +73,8 @@ pub(crate) trait UploadResults: Send + Sync + 'static {
     /// The file's version on the node that the job's version replaces: what a chunked
     /// upload reuses (docs/FORMAT.md §13.1).
     fn base(&self, job: &Job) -> Option<Blob>;
+    /// Pages recently written or read: a chunk table is updated from its previous version's.
+    fn pages(&self) -> &crate::fs::data::pages::PageCache;
 }
 
 /// The queue of closed versions and the workers that upload them.
@@ -252,7 +254,7 @@ impl Uploader {
                         j = rx.recv() => match j { Some(j) => j, None => return },
                     },
                 };
-                let gate = if first.size <= small {
+                let gate = if batched(&first, small) {
                     &lanes
                 } else {
                     &permits
@@ -263,12 +265,12 @@ impl Uploader {
                 };
                 // Waiting for a permit lets small files pile up: take them all in one batch.
                 let mut batch = vec![first];
-                if batch[0].size <= small {
+                if batched(&batch[0], small) {
                     let mut bytes = batch[0].size;
                     while batch.len() < BATCH_FILES && bytes < BATCH_BYTES {
                         match rx.try_recv() {
                             // One token per batch: each token seals with its own keys.
-                            Ok(j) if j.size <= small && j.token == batch[0].token => {
+                            Ok(j) if batched(&j, small) && j.token == batch[0].token => {
                                 bytes += j.size;
                                 batch.push(j);
                             }
@@ -368,17 +370,17 @@ impl Uploader {
             let store = self.stores.of(Some(live[0].token));
             let sealing = &results.sealing(live[0].token);
             let add = async {
-                if live.len() == 1 && chunked::stores_chunked(live[0].size) {
+                let overlay = live[0].staged.overlay();
+                if live.len() == 1 && (chunked::stores_chunked(live[0].size) || overlay.is_some()) {
                     let base = results.base(&live[0]);
-                    chunked::add_chunked(
-                        &*store,
-                        sealing,
-                        live[0].staged.path(),
-                        live[0].size,
-                        base.as_ref(),
-                    )
-                    .await
-                    .map(|b| vec![b])
+                    let version = chunked::Version {
+                        path: live[0].staged.path(),
+                        size: live[0].size,
+                        overlay: overlay.map(|o| &**o),
+                    };
+                    chunked::add_chunked(&*store, sealing, results.pages(), version, base.as_ref())
+                        .await
+                        .map(|b| vec![b])
                 } else if live.len() == 1 {
                     content::add_file(&*store, sealing, live[0].staged.path(), live[0].size)
                         .await
@@ -446,6 +448,12 @@ impl Uploader {
         self.queue.done(job);
         results.uploaded(job, blob);
     }
+}
+
+/// A small version, uploaded in a batch with others (a whole file: an overlay version goes
+/// alone, as chunks).
+fn batched(job: &Job, small_file_limit: u64) -> bool {
+    job.size <= small_file_limit && job.staged.overlay().is_none()
 }
 
 /// `work` (an upload of `jobs`), or `None` once every one of `jobs` is moot: the work is

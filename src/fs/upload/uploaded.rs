@@ -24,6 +24,10 @@ impl UploadResults for Fs {
             .is_some_and(|f| f.version == job.version)
     }
 
+    fn pages(&self) -> &crate::fs::data::pages::PageCache {
+        &self.inner.pages
+    }
+
     fn base(&self, job: &Job) -> Option<Blob> {
         let tree = self.tree();
         let f = tree.get(job.ino).ok()?.file()?;
