@@ -160,7 +160,8 @@ impl Overlay {
     pub fn to_fill_for_resize(&self, size: u64, new_size: u64) -> Vec<u64> {
         let state = self.lock();
         let mut fill = Vec::new();
-        if new_size < size && !new_size.is_multiple_of(CHUNK) && from_base(&state, new_size / CHUNK) {
+        if new_size < size && !new_size.is_multiple_of(CHUNK) && from_base(&state, new_size / CHUNK)
+        {
             fill.push(new_size / CHUNK);
         }
         if new_size > size {

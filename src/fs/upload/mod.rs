@@ -62,6 +62,19 @@ pub struct Job {
     pub live: Option<Arc<LiveUpload>>,
 }
 
+impl Job {
+    /// What the version holds on the cache disk until it is uploaded: the file, or an
+    /// overlay's present chunks (fixed once closed).
+    fn staged_bytes(&self) -> u64 {
+        match self.staged.overlay() {
+            Some(o) => {
+                (o.state().present.len() as u64 * crate::format::chunks::CHUNK).min(self.size)
+            }
+            None => self.size,
+        }
+    }
+}
+
 /// What the uploader asks of the core, and tells it.
 pub(crate) trait UploadResults: Send + Sync + 'static {
     /// The job's version is still worth uploading (no newer close, the file has a name).
@@ -114,12 +127,12 @@ impl Queue {
     /// Count `job` as queued (from its close until it is done, its delay included).
     fn count(&self, job: &Job) {
         self.files.fetch_add(1, Ordering::Relaxed);
-        self.bytes.fetch_add(job.size, Ordering::Relaxed);
+        self.bytes.fetch_add(job.staged_bytes(), Ordering::Relaxed);
         {
             let mut per = self.per_token();
             let e = per.entry(job.token).or_default();
             e.0 += 1;
-            e.1 += job.size;
+            e.1 += job.staged_bytes();
         }
     }
 
@@ -152,11 +165,11 @@ impl Queue {
 
     fn done(&self, job: &Job) {
         self.files.fetch_sub(1, Ordering::Relaxed);
-        self.bytes.fetch_sub(job.size, Ordering::Relaxed);
+        self.bytes.fetch_sub(job.staged_bytes(), Ordering::Relaxed);
         let mut per = self.per_token();
         if let Some(e) = per.get_mut(&job.token) {
             e.0 = e.0.saturating_sub(1);
-            e.1 = e.1.saturating_sub(job.size);
+            e.1 = e.1.saturating_sub(job.staged_bytes());
             if e.0 == 0 {
                 per.remove(&job.token);
             }
