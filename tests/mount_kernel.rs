@@ -508,3 +508,96 @@ fn filling_the_quota_exactly_works_and_one_byte_more_fails_with_edquot() {
     );
     drop(m);
 }
+
+/// Issue #39 through the kernel: a chunked file changed in place on a fresh cache each time
+/// (an overlay over the committed chunks: partial rewrites, appends, truncates and holes)
+/// reads back as a local file does; a sparse file tells its holes (`SEEK_DATA`/`SEEK_HOLE`)
+/// and copies out sparse.
+#[test]
+fn in_place_changes_on_a_fresh_cache_match_a_local_file_and_sparse_files_copy_out_sparse() {
+    require_mount();
+    use rand::{Rng, SeedableRng};
+    use std::os::fd::AsRawFd;
+    use std::os::unix::fs::FileExt;
+    const CHUNK: u64 = 131_072;
+    let d = dirs();
+    let mut m = mount(Arc::new(MemoryStore::new()), &d.cache, &d.mnt, u64::MAX);
+    let local = d.src.join("image");
+    let remote = d.mnt.join("image");
+    let mut rng = rand::rngs::StdRng::seed_from_u64(39);
+    let data: Vec<u8> = (0..6 << 20).map(|_| rng.random()).collect();
+    std::fs::write(&local, &data).unwrap();
+    std::fs::write(&remote, &data).unwrap();
+    let sparse = d.mnt.join("sparse");
+    let f = std::fs::File::create(&sparse).unwrap();
+    f.set_len(256 << 20).unwrap();
+    f.write_all_at(b"!", 128 << 20).unwrap();
+    f.sync_all().unwrap();
+    drop(f);
+    for round in 0..4 {
+        // A fresh cache: the committed version is on the node only.
+        let (store, _, dir) = m.unmount();
+        let cache = d.out.join(format!("cache{round}"));
+        std::fs::create_dir(&cache).unwrap();
+        m = mount(store, &cache, &dir, u64::MAX);
+        let open = |p: &Path| {
+            std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(p)
+                .unwrap()
+        };
+        let (a, b) = (open(&local), open(&remote));
+        for _ in 0..20 {
+            let off = rng.random_range(0..7 << 20);
+            let len = rng.random_range(1..10_000);
+            let bytes: Vec<u8> = (0..len).map(|_| rng.random()).collect();
+            a.write_all_at(&bytes, off).unwrap();
+            b.write_all_at(&bytes, off).unwrap();
+            if rng.random_range(0..8) == 0 {
+                let size = rng.random_range(0..8 << 20);
+                a.set_len(size).unwrap();
+                b.set_len(size).unwrap();
+            }
+        }
+        b.sync_all().unwrap();
+        drop((a, b));
+        assert!(
+            std::fs::read(&local).unwrap() == std::fs::read(&remote).unwrap(),
+            "round {round}"
+        );
+    }
+    let m = m.remount(u64::MAX);
+    assert!(std::fs::read(&local).unwrap() == std::fs::read(&remote).unwrap());
+
+    // Holes: the data is the chunk holding the byte.
+    let f = std::fs::File::open(&sparse).unwrap();
+    let seek = |at: u64, whence| unsafe { libc::lseek(f.as_raw_fd(), at as libc::off_t, whence) };
+    assert_eq!(seek(0, libc::SEEK_DATA), 128 << 20);
+    assert_eq!(seek(0, libc::SEEK_HOLE), 0);
+    assert_eq!(seek(128 << 20, libc::SEEK_HOLE), (128 << 20) + CHUNK as i64);
+    assert_eq!(
+        seek((128 << 20) + CHUNK, libc::SEEK_DATA),
+        -1,
+        "only holes follow"
+    );
+    drop(f);
+    for mode in ["--sparse=auto", "--sparse=always"] {
+        let out = d.out.join(format!("sparse{mode}"));
+        sh(Command::new("cp").arg(mode).arg(&sparse).arg(&out));
+        let meta = std::fs::metadata(&out).unwrap();
+        assert_eq!(meta.len(), 256 << 20);
+        assert!(
+            meta.blocks() * 512 <= 1 << 20,
+            "{mode}: {} blocks",
+            meta.blocks()
+        );
+        let mut byte = [0u8; 3];
+        std::fs::File::open(&out)
+            .unwrap()
+            .read_exact_at(&mut byte, (128 << 20) - 1)
+            .unwrap();
+        assert_eq!(byte, [0, b'!', 0], "{mode}");
+    }
+    drop(m);
+}

@@ -35,6 +35,9 @@ pub enum FsError {
     TooBig,
     #[error("the file would be larger than the maximum file size (2^53 bytes)")]
     FileTooBig,
+    /// `lseek(SEEK_DATA/SEEK_HOLE)` at or past the end, or no data after the offset.
+    #[error("no data at or after the offset")]
+    NoMoreData,
     #[error("only user.* extended attributes are supported")]
     Unsupported,
     #[error("rename across sNFTs")]
@@ -109,6 +112,7 @@ impl FsError {
             FsError::Range => libc::ERANGE,
             FsError::TooBig => libc::E2BIG,
             FsError::FileTooBig => libc::EFBIG,
+            FsError::NoMoreData => libc::ENXIO,
             FsError::Unsupported => libc::EOPNOTSUPP,
             FsError::CrossDevice => libc::EXDEV,
             FsError::BadHandle => libc::EBADF,

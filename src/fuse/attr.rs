@@ -58,7 +58,7 @@ pub fn file_attr(a: &Attr) -> FileAttr {
     FileAttr {
         ino: INodeNo(a.ino),
         size: a.size,
-        blocks: a.size.div_ceil(512),
+        blocks: a.allocated.div_ceil(512),
         atime: time(a.meta.atime_ns),
         mtime: time(a.meta.mtime_ns),
         ctime: time(a.meta.ctime_ns),

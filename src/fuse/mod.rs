@@ -22,8 +22,8 @@ use call::Call;
 use fuser::{
     AccessFlags, Errno, FileHandle, Filesystem, FopenFlags, Generation, INodeNo, InitFlags,
     IoctlFlags, KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData,
-    ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyIoctl, ReplyOpen, ReplyStatfs,
-    ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
+    ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyIoctl, ReplyLseek, ReplyOpen,
+    ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 
 /// pxfs owns the tree (nobody else writes an sNFT while it is mounted), so the kernel may
@@ -481,6 +481,33 @@ impl Filesystem for FuseFs {
         self.spawn(span("fsync", ino.0, req), async move {
             match fs.fsync(fh.0).await {
                 Ok(()) => reply.ok(),
+                Err(e) => reply.error(errno(&e)),
+            }
+        });
+    }
+
+    /// Only `SEEK_DATA` and `SEEK_HOLE` reach the daemon (the kernel answers the others).
+    fn lseek(
+        &self,
+        req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        offset: i64,
+        whence: i32,
+        reply: ReplyLseek,
+    ) {
+        let data = match whence {
+            libc::SEEK_DATA => true,
+            libc::SEEK_HOLE => false,
+            _ => return reply.error(Errno::from_i32(libc::EINVAL)),
+        };
+        let Ok(offset) = u64::try_from(offset) else {
+            return reply.error(Errno::from_i32(libc::ENXIO));
+        };
+        let fs = self.fs.clone();
+        self.spawn(span("lseek", ino.0, req), async move {
+            match fs.seek_data_or_hole(fh.0, offset, data).await {
+                Ok(at) => reply.offset(at as i64),
                 Err(e) => reply.error(errno(&e)),
             }
         });

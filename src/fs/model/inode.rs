@@ -73,6 +73,10 @@ pub struct Attr {
     pub meta: Meta,
     /// Device number of a device node (Linux's 32-bit `dev_t` encoding), else 0.
     pub rdev: u32,
+    /// Bytes of data the file holds (`st_blocks` × 512): a chunked version counts its
+    /// stored chunks, so a sparse file shows as sparse (`cp --sparse=auto`, `du`); a
+    /// version not uploaded yet counts its size.
+    pub allocated: u64,
 }
 
 #[derive(Debug)]
@@ -292,6 +296,20 @@ impl Inode {
                 Body::Special(s) => s.rdev,
                 _ => 0,
             },
+            allocated: self.allocated(),
+        }
+    }
+
+    fn allocated(&self) -> u64 {
+        let Body::File(f) = &self.body else {
+            return self.size();
+        };
+        if f.session.is_some() || f.staged.is_some() {
+            return f.size;
+        }
+        match f.blob.as_ref().and_then(|b| b.chunks.as_ref()) {
+            Some(t) => (t.chunks.len() as u64 * crate::format::chunks::CHUNK).min(f.size),
+            None => f.size,
         }
     }
 

@@ -9,6 +9,7 @@ pub(in crate::fs) mod io;
 pub(in crate::fs) mod namespace;
 pub(in crate::fs) mod overlay;
 pub mod reseal;
+pub(in crate::fs) mod seek;
 pub(in crate::fs) mod snapshots;
 pub mod status;
 pub(in crate::fs) mod xattr;
