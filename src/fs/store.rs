@@ -316,7 +316,8 @@ impl MemoryStore {
     pub fn manifest_bytes(&self) -> u64 {
         self.manifest_bytes.load(Ordering::SeqCst)
     }
-    /// Bytes received so far by `add_stream` calls, finished or not.
+    /// Content bytes received so far by `add_stream` and `add_objects` calls, finished or
+    /// not.
     pub fn streamed_bytes(&self) -> u64 {
         self.streamed.load(Ordering::SeqCst)
     }
@@ -487,6 +488,8 @@ impl ContentStore for MemoryStore {
     async fn add_objects(&self, objects: Vec<Bytes>) -> Result<Vec<String>, StoreError> {
         self.check_accepts_content()?;
         self.file_adds.fetch_add(objects.len(), Ordering::SeqCst);
+        let bytes: usize = objects.iter().map(|o| o.len()).sum();
+        self.streamed.fetch_add(bytes as u64, Ordering::SeqCst);
         Ok(objects.into_iter().map(|o| self.put(o)).collect())
     }
 

@@ -133,7 +133,7 @@ pub async fn add_chunked(
 }
 
 /// A new table of `refs`: its top and pages (all added).
-async fn build_table(
+pub(super) async fn build_table(
     store: &dyn ContentStore,
     crypto: &TreeCrypto,
     cache: &PageCache,
@@ -232,7 +232,7 @@ fn unchanged(
     same.then(|| old.clone())
 }
 
-async fn seal(
+pub(super) async fn seal(
     crypto: &Arc<TreeCrypto>,
     index: u64,
     plain: Vec<u8>,
@@ -254,7 +254,7 @@ async fn seal(
     .map_err(|e| StoreError::permanent(format!("sealing a chunk: {e}")))?
 }
 
-async fn add_pending(
+pub(super) async fn add_pending(
     store: &dyn ContentStore,
     pending: &mut Vec<(u64, Option<crate::format::seal::ContentSalt>, Bytes)>,
     refs: &mut BTreeMap<u64, ChunkRef>,

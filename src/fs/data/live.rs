@@ -3,33 +3,33 @@
 //! not for the whole upload after the whole write.
 //!
 //! A session that starts empty gets a [`LiveUpload`]. Each write at the current end moves
-//! it forward; once it passes [`START_BYTES`] (larger than the small-file batches) an `add`
-//! starts whose body follows the staged file as it grows and ends at the close. Anything
+//! it forward; once it passes [`START_BYTES`] (larger than the small-file batches) the
+//! upload starts: the file's 128 KiB chunks (docs/FORMAT.md §13) are sealed and added in
+//! batches as the writer passes them, and the chunk table at the close. Anything
 //! else (a write elsewhere, a truncate, an unlink, a writer idle for [`IDLE_LIMIT`]) abandons
 //! it, and the version is uploaded from its staged file after the close as usual. The
 //! staged file and the journal are the same either way, so crash recovery does not change.
 
-use std::io;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bytes::Bytes;
-use futures::StreamExt;
-use futures::stream::BoxStream;
+use sha2::{Digest, Sha256};
 use tokio::sync::{OwnedSemaphorePermit, watch};
 use tokio::task::{AbortHandle, JoinHandle};
 
-use crate::format::TreeCrypto;
-use crate::format::seal::{ContentSalt, VersionKey};
-use crate::fs::data::content::{Sealing, seal_stream};
+use crate::format::chunks::{self, ChunkRef};
+use crate::fs::data::chunked;
+use crate::fs::data::content::Sealing;
 use crate::fs::data::staged::StagedFile;
-use crate::fs::store::{ContentStore, StoreError};
+use crate::fs::store::{Blob, ChunkTable, ContentStore, StoreError};
 
 /// Files smaller than this are uploaded after their close (in batches when small).
 pub const START_BYTES: u64 = 4 << 20;
-/// Bytes read from the staged file per body chunk.
-const READ_CHUNK: u64 = 1 << 20;
+/// Chunks added per request while the file is written (1 MiB): what a close may still
+/// have to send is at most this much more than the last partial batch.
+const LIVE_BATCH: u64 = 8;
 /// A writer that adds nothing for this long loses its live upload (the request would
 /// otherwise stay open indefinitely); its version is uploaded after the close instead.
 const IDLE_LIMIT: Duration = Duration::from_secs(30);
@@ -49,11 +49,13 @@ pub struct LiveUpload {
     staged: Arc<StagedFile>,
     tail: watch::Sender<Tail>,
     started: AtomicBool,
-    task: Mutex<Option<JoinHandle<Result<String, StoreError>>>>,
-    /// Stops the `add` even once `finish` holds its task (a version that became moot).
+    task: Mutex<Option<JoinHandle<Result<Blob, StoreError>>>>,
+    /// Stops the upload even once `finish` holds its task (a version that became moot).
     abort: Mutex<Option<AbortHandle>>,
-    /// The content salt the upload seals with (sealed trees).
-    salt: Mutex<Option<ContentSalt>>,
+    /// The CIDs of the chunks and table pages added so far.
+    added: Mutex<Vec<String>>,
+    /// The upload ended and its blob was taken: what it added is the version's.
+    done: AtomicBool,
 }
 
 impl LiveUpload {
@@ -65,7 +67,8 @@ impl LiveUpload {
             started: AtomicBool::new(false),
             task: Mutex::new(None),
             abort: Mutex::new(None),
-            salt: Mutex::new(None),
+            added: Mutex::new(Vec::new()),
+            done: AtomicBool::new(false),
         })
     }
 
@@ -118,8 +121,10 @@ impl LiveUpload {
         self.tail.send_modify(|t| t.abandoned = true);
     }
 
-    /// Start the `add` on `rt`, holding `permit` (the bound on live uploads) until it ends;
-    /// sealed under a fresh content salt when the tree is encrypted.
+    /// Start the upload on `rt`, holding `permit` (the bound on live uploads) until it
+    /// ends. The content is stored as chunks (docs/FORMAT.md §13), sent in batches as the
+    /// writer passes them, each chunk sealed under its own fresh salt in an encrypted tree;
+    /// the table is built at the close.
     pub fn start(
         self: &Arc<Self>,
         rt: &tokio::runtime::Handle,
@@ -130,24 +135,9 @@ impl LiveUpload {
         if self.started.swap(true, Ordering::Relaxed) {
             return;
         }
-        // A fresh content salt, so a fresh version key, for every attempt (the storage
-        // client calls `open` again for each retry): a retry reads the staged file again,
-        // and should an overwrite land before the abandon mark, the same (key, nonce) must
-        // never seal other bytes (docs/FORMAT.md §6.2). The salt of the last attempt, the
-        // one whose CID `finish` returns, is the version's.
         let this = self.clone();
-        let seed = matches!(&*sealing, TreeCrypto::Plain);
-        let open: Arc<crate::fs::store::ContentStream> = Arc::new(move || match &*sealing {
-            TreeCrypto::Plain => this.stream(),
-            TreeCrypto::Sealed(keys) => {
-                let salt = ContentSalt::random();
-                *this.salt.lock().unwrap_or_else(|e| e.into_inner()) = Some(salt);
-                seal_stream(this.stream(), Arc::new(VersionKey::new(keys, &salt)))
-            }
-        });
-        let path = self.staged.path().to_path_buf();
         let task = rt.spawn(async move {
-            let r = store.add_stream(&path, open, seed).await;
+            let r = this.upload(&*store, &sealing).await;
             drop(permit);
             r
         });
@@ -155,8 +145,93 @@ impl LiveUpload {
         *self.lock_task() = Some(task);
     }
 
-    /// The version became moot while its `add` was out: drop the request (the node never
-    /// gets the rest, and pins nothing of an `add` that did not end).
+    /// The chunks as the writer passes them, then the table.
+    async fn upload(
+        &self,
+        store: &dyn ContentStore,
+        sealing: &Sealing,
+    ) -> Result<Blob, StoreError> {
+        let mut rx = self.tail.subscribe();
+        let mut refs: BTreeMap<u64, ChunkRef> = BTreeMap::new();
+        let mut digests: HashMap<u64, [u8; 32]> = HashMap::new();
+        let mut next = 0u64;
+        loop {
+            let t = *rx.borrow_and_update();
+            if t.abandoned {
+                return Err(StoreError::permanent("live upload abandoned"));
+            }
+            // The chunks whose bytes are final: every full one, and at the close the last.
+            let ready = match t.closed {
+                true => chunks::chunk_count(t.end),
+                false => t.end / chunks::CHUNK,
+            };
+            if ready - next >= LIVE_BATCH || (t.closed && ready > next) {
+                let upto = ready.min(next + LIVE_BATCH);
+                let mut pending = Vec::new();
+                for index in next..upto {
+                    // Full chunks, but the last one at the close.
+                    let len = chunks::chunk_len(t.end, index).unwrap_or(0);
+                    let staged = self.staged.clone();
+                    let plain = tokio::task::spawn_blocking(move || {
+                        staged.read_at(index * chunks::CHUNK, len as usize)
+                    })
+                    .await
+                    .map_err(|e| StoreError::permanent(e.to_string()))?
+                    .map_err(|e| StoreError::permanent(format!("staged file: {e}")))?;
+                    if plain.len() as u64 != len {
+                        return Err(StoreError::permanent("staged file shorter than written"));
+                    }
+                    if chunks::is_hole(&plain) {
+                        continue;
+                    }
+                    digests.insert(index, Sha256::digest(&plain).into());
+                    let (salt, object) = chunked::seal(sealing, index, plain).await?;
+                    pending.push((index, salt, object));
+                }
+                let before: Vec<u64> = pending.iter().map(|(i, _, _)| *i).collect();
+                chunked::add_pending(store, &mut pending, &mut refs).await?;
+                let mut added = self.added.lock().unwrap_or_else(|e| e.into_inner());
+                added.extend(
+                    before
+                        .iter()
+                        .filter_map(|i| refs.get(i))
+                        .map(|c| c.cid.clone()),
+                );
+                next = upto;
+                continue;
+            }
+            if t.closed {
+                let cache = crate::fs::data::pages::PageCache::default();
+                let (top, pages) = chunked::build_table(store, sealing, &cache, &refs).await?;
+                self.added
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .extend(pages.iter().map(|(c, _)| c.clone()));
+                return Ok(Blob {
+                    cid: top,
+                    size: t.end,
+                    salt: None,
+                    chunks: Some(Arc::new(ChunkTable {
+                        chunks: refs,
+                        pages,
+                        invalid: None,
+                        plain: digests,
+                    })),
+                });
+            }
+            match tokio::time::timeout(IDLE_LIMIT, rx.changed()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) => return Err(StoreError::permanent("live upload dropped")),
+                Err(_) => {
+                    self.abandon();
+                    return Err(StoreError::permanent("writer idle; upload after close"));
+                }
+            }
+        }
+    }
+
+    /// The version became moot while its upload was out: stop it (what it added is given
+    /// back by [`LiveUpload::orphans`]).
     pub fn cancel(&self) {
         self.abandon();
         if let Some(a) = self.abort.lock().unwrap_or_else(|e| e.into_inner()).take() {
@@ -164,10 +239,10 @@ impl LiveUpload {
         }
     }
 
-    /// The CID of the closed session's content and its content salt (sealed trees), if its
-    /// live upload ran to the end; `None` when it never started, was abandoned or failed
-    /// (the caller uploads the staged file).
-    pub async fn finish(&self) -> Option<(String, Option<ContentSalt>)> {
+    /// The closed session's content, if its live upload ran to the end; `None` when it
+    /// never started, was abandoned or failed (the caller uploads the staged file, and
+    /// unpins the [`LiveUpload::orphans`]).
+    pub async fn finish(&self) -> Option<Blob> {
         let task = self.lock_task().take()?;
         let tail = *self.tail.borrow();
         if tail.abandoned || !tail.closed {
@@ -175,7 +250,10 @@ impl LiveUpload {
             return None;
         }
         match task.await {
-            Ok(Ok(cid)) => Some((cid, *self.salt.lock().unwrap_or_else(|e| e.into_inner()))),
+            Ok(Ok(blob)) => {
+                self.done.store(true, Ordering::Relaxed);
+                Some(blob)
+            }
             Ok(Err(e)) => {
                 tracing::debug!(error = %e, "live upload failed; uploading the staged file");
                 None
@@ -184,46 +262,16 @@ impl LiveUpload {
         }
     }
 
-    /// The content from the start, as it is written; ends at the close.
-    fn stream(self: &Arc<Self>) -> BoxStream<'static, io::Result<Bytes>> {
-        let state = (self.clone(), self.tail.subscribe(), 0u64);
-        futures::stream::try_unfold(state, |(this, mut rx, pos)| async move {
-            loop {
-                let t = *rx.borrow_and_update();
-                if t.abandoned {
-                    return Err(io::Error::other("live upload abandoned"));
-                }
-                if pos < t.end {
-                    let len = (t.end - pos).min(READ_CHUNK) as usize;
-                    let staged = this.staged.clone();
-                    let data = tokio::task::spawn_blocking(move || staged.read_at(pos, len))
-                        .await
-                        .map_err(io::Error::other)??;
-                    if data.is_empty() {
-                        return Err(io::Error::other("staged file shorter than written"));
-                    }
-                    let next = pos + data.len() as u64;
-                    return Ok(Some((Bytes::from(data), (this, rx, next))));
-                }
-                if t.closed {
-                    return Ok(None);
-                }
-                match tokio::time::timeout(IDLE_LIMIT, rx.changed()).await {
-                    Ok(Ok(())) => {}
-                    Ok(Err(_)) => return Err(io::Error::other("live upload dropped")),
-                    Err(_) => {
-                        this.abandon();
-                        return Err(io::Error::other("writer idle; upload after close"));
-                    }
-                }
-            }
-        })
-        .boxed()
+    /// What an upload that did not end (cancelled, abandoned, failed) added to the node:
+    /// no version refers to it, so it is unpinned with what the next commit supersedes.
+    pub fn orphans(&self) -> Vec<String> {
+        if self.done.load(Ordering::Relaxed) {
+            return Vec::new();
+        }
+        std::mem::take(&mut *self.added.lock().unwrap_or_else(|e| e.into_inner()))
     }
 
-    fn lock_task(
-        &self,
-    ) -> std::sync::MutexGuard<'_, Option<JoinHandle<Result<String, StoreError>>>> {
+    fn lock_task(&self) -> std::sync::MutexGuard<'_, Option<JoinHandle<Result<Blob, StoreError>>>> {
         self.task.lock().unwrap_or_else(|e| e.into_inner())
     }
 }

@@ -82,6 +82,10 @@ impl Fs {
             // with the inode (`Tree::forget_if_unused`).
             if let Some(l) = f.live.take() {
                 l.abandon();
+                let orphans = l.orphans();
+                if let Ok(t) = tree.token_mut(token) {
+                    t.superseded.extend(orphans);
+                }
             }
             return Ok(());
         }
@@ -93,7 +97,11 @@ impl Fs {
         let live = f.live.take();
         if !linked {
             if let Some(l) = &live {
-                l.abandon();
+                l.cancel();
+                let orphans = l.orphans();
+                if let Ok(t) = tree.token_mut(token) {
+                    t.superseded.extend(orphans);
+                }
             }
             session.remove();
             return Ok(());

@@ -88,6 +88,9 @@ pub(crate) trait UploadResults: Send + Sync + 'static {
     fn base(&self, job: &Job) -> Option<Blob>;
     /// Pages recently written or read: a chunk table is updated from its previous version's.
     fn pages(&self) -> &crate::fs::data::pages::PageCache;
+    /// Objects an upload added that no version refers to (a live upload that did not end):
+    /// unpinned with what the next commit supersedes.
+    fn orphaned(&self, job: &Job, cids: Vec<String>);
 }
 
 /// The queue of closed versions and the workers that upload them.
@@ -344,20 +347,21 @@ impl Uploader {
             && let Some(live) = &job.live
         {
             match unless_moot(results, &batch, live.finish()).await {
-                Some(Some((cid, salt))) => {
-                    let blob = Blob::whole(cid, job.size, salt);
+                Some(Some(blob)) if blob.size == job.size => {
                     self.finish(results, job, Some(blob));
                     self.outage.succeeded(self.pending());
                     return Vec::new();
                 }
                 // Not uploaded live: from the staged file below.
-                Some(None) => {}
+                Some(_) => {}
                 // Moot in flight: the loop below drops it, staged copy and all.
                 None => {
                     live.cancel();
                     tracing::debug!("live upload of a moot version cancelled");
                 }
             }
+            // What it added no version refers to.
+            results.orphaned(job, live.orphans());
         }
         let mut stuck = Vec::new();
         let mut backoff = Backoff::new(Duration::from_millis(200), MAX_BACKOFF);

@@ -28,6 +28,15 @@ impl UploadResults for Fs {
         &self.inner.pages
     }
 
+    fn orphaned(&self, job: &Job, cids: Vec<String>) {
+        if cids.is_empty() {
+            return;
+        }
+        if let Ok(t) = self.tree().token_mut(job.token) {
+            t.superseded.extend(cids);
+        }
+    }
+
     fn base(&self, job: &Job) -> Option<Blob> {
         let tree = self.tree();
         let f = tree.get(job.ino).ok()?.file()?;
