@@ -457,6 +457,17 @@ impl Fs {
         self.inner.uploads.pending()
     }
 
+    /// Whether the version of file `ino` on the node is stored as chunks (docs/FORMAT.md
+    /// §13); for `pxfs status`-like reports and the model tests' usage figures.
+    pub fn is_stored_chunked(&self, ino: model::inode::Ino) -> bool {
+        let tree = self.tree();
+        tree.get(ino)
+            .ok()
+            .and_then(|i| i.file())
+            .and_then(|f| f.blob.as_ref())
+            .is_some_and(|b| b.chunks.is_some())
+    }
+
     /// `token`'s usage split by what it is made of, and whether it has changes the next
     /// commit writes (docs/FORMAT.md §7).
     pub fn usage_parts(&self, token: TokenId) -> FsResult<(model::ledger::UsageParts, bool)> {

@@ -717,7 +717,8 @@ impl Mount {
         }
         let mut cids = std::collections::HashSet::new();
         let mut content = 0u64;
-        for id in ino_of.keys() {
+        const CHUNK: usize = 131_072;
+        for (id, (ino, _)) in ino_of {
             let Body::File(f) = &m.node(*id).body else {
                 continue;
             };
@@ -725,14 +726,38 @@ impl Mount {
                 Some(cid) => !cids.insert(cid.clone()),
                 None => false,
             };
-            if !shared {
-                let n = f.data.len() as u64;
-                // A sealed version stores 16 bytes of tag per 262,128 (docs/FORMAT.md §6.2).
-                content += match self.sealed {
-                    true => pxfs::format::seal::sealed_len(n),
-                    false => n,
-                };
+            if shared {
+                continue;
             }
+            let n = f.data.len() as u64;
+            if file_cids.contains_key(id) && self.fs.is_stored_chunked(*ino) {
+                // Stored as chunks (docs/FORMAT.md §13): an all-zero chunk is a hole; a
+                // sealed chunk carries a 16-byte tag; a plaintext chunk is its own object,
+                // stored once however many files hold its bytes.
+                for chunk in f.data.chunks(CHUNK) {
+                    if chunk.iter().all(|b| *b == 0) {
+                        continue;
+                    }
+                    if self.sealed {
+                        content += chunk.len() as u64 + 16;
+                    } else if cids.insert(
+                        pxfs::fs::ContentStore::object_cid(&*self.store, chunk)
+                            .unwrap()
+                            .into_bytes(),
+                    ) {
+                        content += chunk.len() as u64;
+                    }
+                }
+                continue;
+            }
+            // Pending, or stored whole: the version's estimate (over one chunk: a tag per
+            // chunk when sealed) or its one object (a sealed version stores 16 bytes of tag
+            // per 262,128, docs/FORMAT.md §6.2).
+            content += match (self.sealed, n > CHUNK as u64) {
+                (true, true) => n + 16 * n.div_ceil(CHUNK as u64),
+                (true, false) => pxfs::format::seal::sealed_len(n),
+                (false, _) => n,
+            };
         }
         if parts.content != content {
             return Err(format!(

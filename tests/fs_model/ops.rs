@@ -276,6 +276,26 @@ fn mode() -> impl Strategy<Value = u32> {
     prop_oneof![Just(0o644), Just(0o600), Just(0o755), Just(0o4711)]
 }
 
+/// 128 KiB: files past one chunk are stored as chunks (docs/FORMAT.md §13), and changed
+/// through overlays over their committed chunks.
+const CHUNK: u64 = 131_072;
+
+/// Near a chunk boundary of a file of a few chunks: partial rewrites of chunked files, and
+/// holes (the chunks between stay all-zero).
+fn chunk_scale() -> impl Strategy<Value = u64> {
+    (1u64..6, 0u64..64).prop_map(|(c, d)| c * CHUNK + d - 32)
+}
+
+/// Where a write lands: mostly in the first bytes (names collide, files stay small), now
+/// and then at the chunk scale.
+fn offset() -> impl Strategy<Value = u64> {
+    prop_oneof![5 => 0u64..200, 1 => chunk_scale()]
+}
+
+fn size() -> impl Strategy<Value = u64> {
+    prop_oneof![5 => 0u64..256, 1 => chunk_scale()]
+}
+
 pub fn op() -> impl Strategy<Value = Op> {
     let h = 0usize..8;
     prop_oneof![
@@ -283,10 +303,10 @@ pub fn op() -> impl Strategy<Value = Op> {
         6 => (path(), any::<bool>(), any::<bool>(), prop::bool::weighted(0.15)).prop_map(
             |(path, write, trunc, append)| Op::Open { path, write, trunc: write && trunc, append: write && append }
         ),
-        16 => (h.clone(), 0u64..200, 0usize..64, any::<u8>()).prop_map(|(h, offset, len, byte)| Op::Write { h, offset, len, byte }),
-        4 => (h.clone(), 0u64..200, 1u32..256).prop_map(|(h, offset, len)| Op::Read { h, offset, len }),
-        3 => (path_or_root(), 0u64..256).prop_map(|(path, size)| Op::Truncate { path, size }),
-        3 => (h.clone(), 0u64..256).prop_map(|(h, size)| Op::Ftruncate { h, size }),
+        16 => (h.clone(), offset(), 0usize..64, any::<u8>()).prop_map(|(h, offset, len, byte)| Op::Write { h, offset, len, byte }),
+        4 => (h.clone(), offset(), 1u32..256).prop_map(|(h, offset, len)| Op::Read { h, offset, len }),
+        3 => (path_or_root(), size()).prop_map(|(path, size)| Op::Truncate { path, size }),
+        3 => (h.clone(), size()).prop_map(|(h, size)| Op::Ftruncate { h, size }),
         4 => h.clone().prop_map(|h| Op::Flush { h }),
         2 => h.clone().prop_map(|h| Op::Release { h }),
         9 => h.clone().prop_map(|h| Op::Close { h }),
