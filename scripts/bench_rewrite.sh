@@ -153,7 +153,9 @@ rewrite_file() {
     local prefix=$1 dir=$2 size=$3 seed=$4 on_pxfs=${5:-}
     gen "$seed" "$size" "$work/src-$size"
     cp "$work/src-$size" "$dir/rewrite-$size"
-    sync -f "$dir/rewrite-$size"
+    # fsync the file (on pxfs: uploaded and committed when it returns; `sync -f` does not
+    # wait for uploads), so the node's growth below is the rewrites' alone.
+    python3 -c 'import os, sys; fd = os.open(sys.argv[1], os.O_RDONLY); os.fsync(fd)' "$dir/rewrite-$size"
     rm -f "$work/src-$size"
     local before=0
     if [[ -n $on_pxfs ]]; then before=$(repo_size); fi
