@@ -69,9 +69,15 @@ impl Fs {
         };
         let root = t.root;
         let dirty: HashSet<Ino> = t.dirty_dirs.clone();
+        // A directory removed since (rmdir'd, its inode still known to the kernel) is not
+        // in the tree: writing it would count its page in the usage.
         let mut order: Vec<(usize, Ino)> = dirty
             .iter()
-            .filter(|d| tree.inodes.contains_key(d))
+            .filter(|d| {
+                tree.inodes
+                    .get(d)
+                    .is_some_and(|i| **d == root || !i.links.is_empty())
+            })
             .map(|d| (depth(tree, *d), *d))
             .collect();
         order.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
