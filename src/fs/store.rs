@@ -62,6 +62,16 @@ impl Blob {
         }
     }
 
+    /// A chunked version (docs/FORMAT.md §13): the top of its table, and the table.
+    pub fn chunked(top: String, size: u64, table: ChunkTable) -> Blob {
+        Blob {
+            cid: top,
+            size,
+            salt: None,
+            chunks: Some(std::sync::Arc::new(table)),
+        }
+    }
+
     /// A sealed or plaintext one-object version.
     pub fn whole(cid: String, size: u64, salt: Option<crate::format::seal::ContentSalt>) -> Blob {
         Blob {

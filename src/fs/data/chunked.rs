@@ -119,17 +119,13 @@ pub async fn add_chunked(
         }
         _ => build_table(store, crypto, cache, &refs).await?,
     };
-    Ok(Blob {
-        cid: top,
-        size,
-        salt: None,
-        chunks: Some(Arc::new(ChunkTable {
-            chunks: refs,
-            pages,
-            invalid: None,
-            plain: plain_digests,
-        })),
-    })
+    let table = ChunkTable {
+        chunks: refs,
+        pages,
+        invalid: None,
+        plain: plain_digests,
+    };
+    Ok(Blob::chunked(top, size, table))
 }
 
 /// A new table of `refs`: its top and pages (all added).

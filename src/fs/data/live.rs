@@ -207,17 +207,13 @@ impl LiveUpload {
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
                     .extend(pages.iter().map(|(c, _)| c.clone()));
-                return Ok(Blob {
-                    cid: top,
-                    size: t.end,
-                    salt: None,
-                    chunks: Some(Arc::new(ChunkTable {
-                        chunks: refs,
-                        pages,
-                        invalid: None,
-                        plain: digests,
-                    })),
-                });
+                let table = ChunkTable {
+                    chunks: refs,
+                    pages,
+                    invalid: None,
+                    plain: digests,
+                };
+                return Ok(Blob::chunked(top, t.end, table));
             }
             match tokio::time::timeout(IDLE_LIMIT, rx.changed()).await {
                 Ok(Ok(())) => {}

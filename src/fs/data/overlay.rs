@@ -128,6 +128,10 @@ impl Overlay {
         self.lock().frozen = true;
     }
 
+    pub fn is_frozen(&self) -> bool {
+        self.lock().frozen
+    }
+
     /// Chunk `index` reads from the base (it is not present and lies below `base_len`).
     pub fn from_base(&self, index: u64) -> bool {
         from_base(&self.lock(), index)

@@ -82,10 +82,7 @@ impl Fs {
             // with the inode (`Tree::forget_if_unused`).
             if let Some(l) = f.live.take() {
                 l.abandon();
-                let orphans = l.orphans();
-                if let Ok(t) = tree.token_mut(token) {
-                    t.superseded.extend(orphans);
-                }
+                unpin_orphans(tree, token, &l);
             }
             return Ok(());
         }
@@ -98,10 +95,7 @@ impl Fs {
         if !linked {
             if let Some(l) = &live {
                 l.cancel();
-                let orphans = l.orphans();
-                if let Ok(t) = tree.token_mut(token) {
-                    t.superseded.extend(orphans);
-                }
+                unpin_orphans(tree, token, l);
             }
             session.remove();
             return Ok(());
@@ -219,5 +213,18 @@ impl Fs {
             Some((t, seq)) => self.commit_through(t, seq, None).await,
             None => self.flush_all().await,
         }
+    }
+}
+
+/// What a live upload that will not become a version added goes with the next commit's
+/// superseded objects (unpinned unless the tree still holds it).
+fn unpin_orphans(
+    tree: &mut Tree,
+    token: crate::fs::model::inode::TokenId,
+    live: &crate::fs::data::live::LiveUpload,
+) {
+    let orphans = live.orphans();
+    if let Ok(t) = tree.token_mut(token) {
+        t.superseded.extend(orphans);
     }
 }

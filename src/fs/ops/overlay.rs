@@ -50,7 +50,7 @@ impl Fs {
             let _writing = session.writing();
             for index in first..end {
                 // Cut meanwhile (nothing of the base is read there now), or closed.
-                if overlay.state().frozen || !overlay.from_base(index) {
+                if overlay.is_frozen() || !overlay.from_base(index) {
                     continue;
                 }
                 let at = ((index - first) * CHUNK) as usize;

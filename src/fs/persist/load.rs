@@ -858,12 +858,7 @@ impl Fs {
                     record.base_size,
                 )
                 .await?;
-                Blob {
-                    cid: record.base.clone(),
-                    size: record.base_size,
-                    salt: None,
-                    chunks: Some(Arc::new(table)),
-                }
+                Blob::chunked(record.base.clone(), record.base_size, table)
             }
         };
         Ok(crate::fs::data::overlay::Overlay::from_record(base, record))
