@@ -14,6 +14,16 @@
 # - the sparse file: `truncate -s 1G`, one byte written at 512 MiB, fsync: seconds, the
 #   node's growth and the growth of the sNFT's usage (`user.pxfs.usage`); on ext4, its
 #   allocated bytes.
+# - with BENCH_REWRITE_BIG=1, the 4 GiB file is also changed on a fresh cache: the mount is
+#   remounted with an empty cache and 4 KiB written over a chunk boundary in the middle of
+#   the file; the chunks it fetched from the node (the daemon's chunk cache misses, one per
+#   object: a 128 KiB chunk fits one cache chunk) against issue #39's bound of two.
+# - with BENCH_REWRITE_CHURN_MIN=N (issue #39: 15), N minutes of sustained random rewrites
+#   by BENCH_REWRITE_PROCS processes (default 4), each on 12 files of its own: writes of
+#   4 KiB to 1 MiB at random offsets (files up to 48 MiB, sparse), truncates, renames over
+#   each other and deletes, a third of the writes fsynced; then every file fsynced, one
+#   collection (`repo/gc`), and the node's repository against the tree's usage (issue #39:
+#   at most 1.5x), with the largest repository seen during the run (sampled every 10 s).
 # The node collects garbage (the devnet runs it with --enable-gc) only past its watermark
 # or its period (an hour), so growth within the run is what was uploaded.
 #
@@ -22,6 +32,8 @@
 #   BENCH_REWRITE_WRITES=30    random 4 KiB writes into it
 #   BENCH_REWRITE_BIG=0        1: also the 4 GiB file
 #   BENCH_REWRITE_REF=5        one-chunk files for the reference
+#   BENCH_REWRITE_CHURN_MIN=0  minutes of sustained random rewrites (0: none)
+#   BENCH_REWRITE_PROCS=4      processes of the sustained rewrites
 #   BENCH_LOCAL_DIR=           the local directory to compare with (default: under the work
 #                              directory; the report names its file system type)
 #   BENCH_DIR=       work directory (default: a new one under /var/tmp), deleted at the end
@@ -42,11 +54,14 @@ size_mib=${BENCH_REWRITE_MIB:-256}
 writes=${BENCH_REWRITE_WRITES:-30}
 big=${BENCH_REWRITE_BIG:-0}
 refs=${BENCH_REWRITE_REF:-5}
+churn_min=${BENCH_REWRITE_CHURN_MIN:-0}
+procs=${BENCH_REWRITE_PROCS:-4}
 out=${BENCH_OUT:-BENCHMARKS.md}
 note=${BENCH_NOTE:-}
-for n in "$size_mib" "$writes" "$refs"; do
+[[ $churn_min =~ ^[0-9]+$ ]] || { echo "bench rewrite: BENCH_REWRITE_CHURN_MIN takes whole minutes" >&2; exit 2; }
+for n in "$size_mib" "$writes" "$refs" "$procs"; do
     [[ $n =~ ^[0-9]+$ && $n -ge 1 ]] ||
-        { echo "bench rewrite: BENCH_REWRITE_MIB, _WRITES and _REF take whole numbers >= 1" >&2; exit 2; }
+        { echo "bench rewrite: BENCH_REWRITE_MIB, _WRITES, _REF and _PROCS take whole numbers >= 1" >&2; exit 2; }
 done
 bench_prepare curl jq python3 openssl getfattr fusermount3 mountpoint
 bench_workdir rewrite
@@ -163,7 +178,116 @@ rewrite_file() {
     if [[ -n $on_pxfs ]]; then
         record "$prefix.grown_per_write" $((($(repo_size) - before) / writes))
     fi
-    rm -f "$dir/rewrite-$size"
+    # The 4 GiB file on pxfs stays for the fresh-cache change.
+    [[ -n $on_pxfs && $size == 4096 ]] || rm -f "$dir/rewrite-$size"
+}
+
+# misses: the mount daemon's chunk cache misses so far (its metrics endpoint).
+misses() {
+    curl -sS --fail "http://$metrics_at/metrics" |
+        awk '/^pxfs_chunk_cache_misses_total / { print $2; found = 1 } END { if (!found) print 0 }'
+}
+
+# fresh_cache_change: remount pxfs on an empty cache (metrics on), change 4 KiB over the
+# chunk boundary at the middle of the 4 GiB file, fsync; the chunks fetched
+# (px.fresh.fetched) and the seconds (px.fresh.secs). Leaves pxfs mounted on that cache.
+fresh_cache_change() {
+    unmount_px
+    metrics_at=127.0.0.1:$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+    local fresh_cfg=$work/fresh.toml before s
+    python3 - "$cfg" "$fresh_cfg" "$work/fresh-cache" "$metrics_at" <<'EOF'
+import sys, tomllib
+src, dst, cache, listen = sys.argv[1:]
+text = open(src).read()
+old = tomllib.loads(text)["cache"]["dir"]
+assert text.count('"%s"' % old) == 1, "the cache dir appears once"
+text = text.replace('"%s"' % old, '"%s"' % cache)
+open(dst, "w").write(text + '\n[metrics]\nlisten = "%s"\n' % listen)
+EOF
+    "$pxfs" mount "$mp" --config "$fresh_cfg" --foreground >>"$work/mount.log" 2>&1 &
+    mount_pid=$!
+    wait_mounted "pxfs mount (fresh cache)"
+    ls -l "$tokdir" >/dev/null
+    before=$(misses)
+    s=$(python3 - "$tokdir/rewrite-4096" <<'EOF'
+import os, sys, time
+fd = os.open(sys.argv[1], os.O_WRONLY)
+t = time.monotonic()
+os.pwrite(fd, os.urandom(4096), (2 << 30) - 2048)
+os.fsync(fd)
+print("%.4f" % (time.monotonic() - t))
+os.close(fd)
+EOF
+    )
+    record px.fresh.secs "$s"
+    record px.fresh.fetched $(($(misses) - before))
+    rm -f "$tokdir/rewrite-4096"
+}
+
+# churn: BENCH_REWRITE_PROCS writers for BENCH_REWRITE_CHURN_MIN minutes under
+# $tokdir/churn-N, then every file fsynced and one collection; records the repository
+# before and after it, its largest sample during the run, the usage and the operations.
+churn() {
+    local deadline pids=() i max=0 r ops=0 n
+    deadline=$(($(date +%s) + churn_min * 60))
+    for ((i = 0; i < procs; i++)); do
+        python3 - "$tokdir/churn-$i" "$i" "$deadline" >"$work/churn-$i.ops" <<'EOF' &
+import os, random, sys, time
+top, seed, deadline = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
+rng = random.Random(seed)
+os.makedirs(top, exist_ok=True)
+names = [os.path.join(top, "f%d" % i) for i in range(12)]
+ops = 0
+while time.time() < deadline:
+    name = rng.choice(names)
+    r = rng.random()
+    try:
+        if r < 0.6:
+            fd = os.open(name, os.O_WRONLY | os.O_CREAT, 0o644)
+            size = os.fstat(fd).st_size
+            at = min(rng.randrange(0, size + (4 << 20)), 48 << 20)
+            os.pwrite(fd, os.urandom(rng.choice([4096, 65536, 1 << 20])), at)
+            if rng.random() < 0.33:
+                os.fsync(fd)
+            os.close(fd)
+        elif r < 0.75:
+            os.truncate(name, rng.randrange(0, os.path.getsize(name) + 1))
+        elif r < 0.9:
+            os.rename(name, rng.choice(names))
+        else:
+            os.unlink(name)
+    except FileNotFoundError:
+        pass
+    ops += 1
+print(ops)
+EOF
+        pids+=($!)
+    done
+    while (($(date +%s) < deadline)); do
+        r=$(repo_size)
+        ((r > max)) && max=$r
+        sleep 10
+    done
+    for i in "${pids[@]}"; do wait "$i"; done
+    for ((i = 0; i < procs; i++)); do
+        n=$(cat "$work/churn-$i.ops")
+        ops=$((ops + n))
+    done
+    # Everything committed: each file fsynced (a commit covers the whole tree).
+    python3 - "$tokdir" <<'EOF'
+import os, sys
+for d, _, files in os.walk(sys.argv[1]):
+    for f in files:
+        fd = os.open(os.path.join(d, f), os.O_RDONLY)
+        os.fsync(fd)
+        os.close(fd)
+EOF
+    record churn.ops "$ops"
+    record churn.max_repo "$max"
+    record churn.usage "$(usage_of)"
+    record churn.repo_before "$(repo_size)"
+    curl -sS --fail -X POST "$node/api/v0/repo/gc" >/dev/null
+    record churn.repo_after "$(repo_size)"
 }
 
 machine=$(machine_line)
@@ -211,6 +335,9 @@ sparse ext4 "$local_dir/sparse"
 record ext4.sparse.stored "$(du -B1 "$local_dir/sparse" | cut -f1)"
 if ((have_rclone)); then sparse rclone "$rclone_mp/sparse"; fi
 stop_rclone
+# (The fresh-cache change first: the churn's collection then also frees the 4 GiB file.)
+if [[ $big == 1 ]]; then fresh_cache_change; fi
+if ((churn_min > 0)); then churn; fi
 unmount_px
 
 ref=$(median px.ref)
@@ -239,5 +366,12 @@ $(kib "$(median ext4.sparse.stored)") KiB for it. Issue #39's goal: a 4 KiB rewr
 chunk plus 64 KiB of metadata (about 192 KiB) and takes at most 2x the reference.
 EOF
 )
+if [[ $big == 1 ]]; then
+    report+=$'\n\n'"The 4 GiB file on a fresh cache (remounted with an empty cache): 4 KiB written over the chunk boundary at 2 GiB and fsynced fetched $(median px.fresh.fetched) chunks from the node (issue #39's bound: 2) and took $(median px.fresh.secs) s."
+fi
+if ((churn_min > 0)); then
+    usage=$(median churn.usage)
+    report+=$'\n\n'"Sustained random rewrites: $procs processes for $churn_min minutes ($(median churn.ops) operations: writes of 4 KiB to 1 MiB at random offsets in files up to 48 MiB, truncates, renames, deletes; a third of the writes fsynced). Then the tree's usage was $(mib "$usage") MiB; the node's repository $(mib "$(median churn.repo_before)") MiB before one collection (\`repo/gc\`) and $(mib "$(median churn.repo_after)") MiB after: $(div "$(median churn.repo_after)" "$usage")x the usage (issue #39's bound: 1.5x). Largest repository sampled during the run (the node collects past its watermark on its own): $(mib "$(median churn.max_repo)") MiB."
+fi
 printf '%s\n' "$report"
 if [[ $out != - ]]; then printf '%s\n' "$report" >>"$out"; fi

@@ -4,6 +4,8 @@
 //! on the node, and the dead mount a killed daemon leaves behind is cleaned up by
 //! `pxfs mount` and `pxfs unmount` themselves.
 
+#[path = "support/proxy.rs"]
+mod proxy;
 mod support;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -612,4 +614,98 @@ fn a_file_fsynced_before_kill_9_is_on_the_node_and_pxfs_unmount_removes_the_dead
     assert_eq!(std::fs::read(dir.join("synced.bin")).unwrap(), synced);
     assert_eq!(std::fs::read(dir.join("closed.bin")).unwrap(), closed);
     unmount(mp.path(), &config);
+}
+
+/// Issue #39: a kill -9 after a change's chunks reached the node and before the commit that
+/// would publish them loses nothing that was closed. The node sits behind a proxy that
+/// holds every `name/publish` back, so the commit never lands: a committed chunked file
+/// changed in place (4 KiB inside, a tail appended: an overlay over its chunks) and a new
+/// file written in order (a live upload, sent as chunks while written) are closed, their
+/// uploads end, the commit hangs at its publication, and the daemon is killed there. The
+/// journal brings both back on the same cache, and the node has them after the next
+/// unmount (a fresh cache reads them).
+#[test]
+fn kill_9_between_chunk_uploads_and_their_commit_loses_no_closed_change() {
+    use std::os::unix::fs::FileExt;
+    let devnet = TestDevnet::start(&[]);
+    let caches = tempfile::tempdir().unwrap();
+    let direct = devnet.config_with_cache(&caches.path().join("a"));
+    let mp = MountPoint::new();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(39);
+    let mut base = vec![0u8; 3 << 20];
+    rng.fill_bytes(&mut base);
+    mount(mp.path(), &direct);
+    let dir = token_dir(mp.path(), &devnet);
+    {
+        let mut f = std::fs::File::create(dir.join("base.bin")).unwrap();
+        f.write_all(&base).unwrap();
+        f.sync_all().unwrap();
+    }
+    unmount(mp.path(), &direct);
+
+    let stall = proxy::Proxy::start_delaying(
+        &devnet.node_url(),
+        Some(proxy::Delay {
+            needle: b"name/publish".to_vec(),
+            delay: Duration::from_secs(300),
+        }),
+    );
+    // The same cache, the node behind the proxy (a config file of its own).
+    let mut cfg: toml::Value = toml::from_str(&std::fs::read_to_string(&direct).unwrap()).unwrap();
+    cfg["node"]["api_url"] = toml::Value::String(stall.url());
+    let stalled = caches.path().join("stalled.toml");
+    std::fs::write(&stalled, toml::to_string(&cfg).unwrap()).unwrap();
+    mount(mp.path(), &stalled);
+    let mut changed = base.clone();
+    let mut patch = vec![0u8; 4096];
+    rng.fill_bytes(&mut patch);
+    let at = (1 << 20) + 100;
+    changed[at..at + patch.len()].copy_from_slice(&patch);
+    let mut tail = vec![0u8; 200 << 10];
+    rng.fill_bytes(&mut tail);
+    changed.extend_from_slice(&tail);
+    {
+        let f = std::fs::OpenOptions::new()
+            .write(true)
+            .open(dir.join("base.bin"))
+            .unwrap();
+        f.write_all_at(&patch, at as u64).unwrap();
+        f.write_all_at(&tail, base.len() as u64).unwrap();
+    }
+    let mut new = vec![0u8; 2 << 20];
+    rng.fill_bytes(&mut new);
+    std::fs::write(dir.join("new.bin"), &new).unwrap();
+    support::wait_until(
+        "the uploads to end and a commit to reach its publication",
+        Duration::from_secs(120),
+        || {
+            let s = support::status_json(&stalled);
+            s["mounts"][0]["pending_files"] == 0 && stall.delayed() >= 1
+        },
+    );
+    kill_daemon(mp.path());
+    unmount(mp.path(), &stalled);
+
+    // The same cache, the node direct: the journal's closes come back, and are committed.
+    mount(mp.path(), &direct);
+    assert!(
+        std::fs::read(dir.join("base.bin")).unwrap() == changed,
+        "base.bin changed"
+    );
+    assert!(
+        std::fs::read(dir.join("new.bin")).unwrap() == new,
+        "new.bin"
+    );
+    unmount(mp.path(), &direct);
+    let fresh = devnet.config_with_cache(&caches.path().join("b"));
+    mount(mp.path(), &fresh);
+    assert!(
+        std::fs::read(dir.join("base.bin")).unwrap() == changed,
+        "base.bin from the node"
+    );
+    assert!(
+        std::fs::read(dir.join("new.bin")).unwrap() == new,
+        "new.bin from the node"
+    );
+    unmount(mp.path(), &fresh);
 }

@@ -179,6 +179,13 @@ fn altered_blocks_read_as_eio(sealed: bool) {
         "{damage:?}"
     );
 
+    // A node that serves a genuine block of the tree in another's place: chunk 4's block
+    // holds chunk 5's bytes (a swapped chunk; a replayed one, an older version's chunk at
+    // the same index, is the same case: bytes that are not the CID's).
+    let chunk_cid = |i: u64| chunks.iter().find(|c| c.index() == i).unwrap().cid.clone();
+    let fifth = std::fs::read(block_file(&repo, &chunk_cid(5))).unwrap();
+    std::fs::write(block_file(&repo, &chunk_cid(4)), &fifth).unwrap();
+
     let before = pxfs::integrity::corrupt_blocks();
     let m = mount(
         &node.client,
@@ -209,6 +216,19 @@ fn altered_blocks_read_as_eio(sealed: bool) {
         Some(libc::EIO),
         "altered chunk"
     );
+    let chunk_read = |i: u64| {
+        use std::os::unix::fs::FileExt;
+        let f = std::fs::File::open(mnt.join("big")).unwrap();
+        let mut buf = vec![0u8; 4096];
+        f.read_exact_at(&mut buf, (i << 17) + 1000).map(|()| buf)
+    };
+    assert_eq!(errno_of(chunk_read(4)), Some(libc::EIO), "a swapped chunk");
+    let at = (5 << 17) + 1000;
+    assert_eq!(
+        chunk_read(5).unwrap(),
+        big[at..at + 4096],
+        "the chunk it copied"
+    );
     assert_eq!(
         errno_of(list(&mnt.join("sub"))),
         Some(libc::EIO),
@@ -220,7 +240,7 @@ fn altered_blocks_read_as_eio(sealed: bool) {
     }
     let status = m.fs.status();
     assert!(
-        status.node.corrupt_blocks >= before + 3,
+        status.node.corrupt_blocks >= before + 4,
         "refused blocks are counted: {} then {}",
         before,
         status.node.corrupt_blocks

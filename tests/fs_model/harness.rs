@@ -682,15 +682,31 @@ impl Mount {
         settled: bool,
         ino_of: &HashMap<Id, (Ino, String)>,
     ) -> Result<(), String> {
-        let (parts, dirty) = self
-            .fs
-            .usage_parts(TOKEN)
-            .map_err(|e| format!("usage parts: {e}"))?;
-        if parts.total() != usage {
-            return Err(format!(
-                "user.pxfs.usage is {usage}, its parts add up to {parts:?}"
-            ));
-        }
+        // An upload landing between reading the figure and its parts changes both: read
+        // them again until they are of one moment.
+        let (mut usage, mut tries) = (usage, 0);
+        let (parts, dirty) = loop {
+            let (parts, dirty) = self
+                .fs
+                .usage_parts(TOKEN)
+                .map_err(|e| format!("usage parts: {e}"))?;
+            if parts.total() == usage {
+                break (parts, dirty);
+            }
+            tries += 1;
+            if tries == 50 {
+                return Err(format!(
+                    "user.pxfs.usage is {usage}, its parts add up to {parts:?}"
+                ));
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            let figure = self
+                .fs
+                .getxattr(ROOT_INO, "user.pxfs.usage")
+                .await
+                .map_err(|e| format!("usage: {e}"))?;
+            usage = String::from_utf8_lossy(&figure).parse().unwrap_or(u64::MAX);
+        };
         if parts.unloaded != 0 {
             return Err(format!(
                 "every directory is loaded, yet {} committed bytes are not attributed: {parts:?}",

@@ -336,3 +336,166 @@ pub fn op() -> impl Strategy<Value = Op> {
 pub fn script(max_len: usize) -> impl Strategy<Value = Script> {
     proptest::collection::vec(op(), 1..=max_len).prop_map(Script)
 }
+
+/// A script as [`Script`]'s `Debug` prints it, read back (one step per line, `N: step`;
+/// other lines are skipped): failures found elsewhere replay and shrink by hand through
+/// the `replay` test without rebuilding.
+pub fn parse_script(text: &str) -> Result<Script, String> {
+    let mut ops = Vec::new();
+    for line in text.lines() {
+        let Some((n, step)) = line.trim().split_once(": ") else {
+            continue;
+        };
+        if n.parse::<usize>().is_err() {
+            continue;
+        }
+        ops.push(parse_op(step.trim().trim_end_matches(',')).map_err(|e| format!("{line}: {e}"))?);
+    }
+    Ok(Script(ops))
+}
+
+fn parse_op(step: &str) -> Result<Op, String> {
+    let w: Vec<&str> = step.split_whitespace().collect();
+    let path = |s: &str| -> Result<P, String> {
+        if s == "/" {
+            return Ok(P(Vec::new()));
+        }
+        s.split('/')
+            .map(|n| {
+                NAMES
+                    .iter()
+                    .position(|x| *x == n)
+                    .map(|i| i as u8)
+                    .ok_or(format!("unknown name {n}"))
+            })
+            .collect::<Result<_, _>>()
+            .map(P)
+    };
+    let num = |s: &str| s.parse::<u64>().map_err(|e| format!("{s}: {e}"));
+    let octal = |s: &str| u32::from_str_radix(s, 8).map_err(|e| format!("{s}: {e}"));
+    let h = |s: &str| {
+        s.trim_start_matches('h')
+            .parse::<usize>()
+            .map_err(|e| format!("{s}: {e}"))
+    };
+    let arg = |i: usize| {
+        w.get(i)
+            .copied()
+            .ok_or(format!("too few words in `{step}`"))
+    };
+    let xattr = |s: &str| {
+        XATTRS
+            .iter()
+            .position(|x| *x == s)
+            .ok_or(format!("unknown xattr {s}"))
+    };
+    Ok(match arg(0)? {
+        "create" => Op::Create {
+            path: path(arg(1)?)?,
+            excl: arg(2)?.contains("O_EXCL"),
+            mode: octal(arg(3)?)?,
+        },
+        "open" => Op::Open {
+            path: path(arg(1)?)?,
+            write: arg(2)?.contains("O_RDWR"),
+            trunc: arg(2)?.contains("O_TRUNC"),
+            append: arg(2)?.contains("O_APPEND"),
+        },
+        "write" => Op::Write {
+            h: h(arg(1)?)?,
+            offset: num(arg(3)?)?,
+            len: num(arg(4)?)? as usize,
+            byte: u8::from_str_radix(arg(7)?.trim_start_matches("0x"), 16)
+                .map_err(|e| e.to_string())?,
+        },
+        "read" => Op::Read {
+            h: h(arg(1)?)?,
+            offset: num(arg(3)?)?,
+            len: num(arg(4)?)? as u32,
+        },
+        "truncate" => Op::Truncate {
+            path: path(arg(1)?)?,
+            size: num(arg(2)?)?,
+        },
+        "ftruncate" => Op::Ftruncate {
+            h: h(arg(1)?)?,
+            size: num(arg(2)?)?,
+        },
+        "flush" => Op::Flush { h: h(arg(1)?)? },
+        "release" => Op::Release { h: h(arg(1)?)? },
+        "close" => Op::Close { h: h(arg(1)?)? },
+        "fsync" => Op::Fsync { h: h(arg(1)?)? },
+        "mkdir" => Op::Mkdir {
+            path: path(arg(1)?)?,
+            mode: octal(arg(2)?)?,
+        },
+        "rmdir" => Op::Rmdir {
+            path: path(arg(1)?)?,
+        },
+        "unlink" => Op::Unlink {
+            path: path(arg(1)?)?,
+        },
+        "rename" => Op::Rename {
+            from: path(arg(1)?)?,
+            to: path(arg(2)?)?,
+            flag: match w.get(3) {
+                Some(&"NOREPLACE") => RenameFlag::NoReplace,
+                Some(&"EXCHANGE") => RenameFlag::Exchange,
+                _ => RenameFlag::None,
+            },
+        },
+        "link" => Op::Link {
+            from: path(arg(1)?)?,
+            to: path(arg(2)?)?,
+        },
+        "symlink" => {
+            let t = arg(3)?.trim_matches('"');
+            Op::Symlink {
+                path: path(arg(1)?)?,
+                target: (0..4u8)
+                    .find(|i| Op::target(*i) == t)
+                    .ok_or(format!("unknown target {t}"))?,
+            }
+        }
+        "chmod" => Op::Chmod {
+            path: path(arg(1)?)?,
+            mode: octal(arg(2)?)?,
+        },
+        "chown" => {
+            let (u, g) = arg(2)?.split_once(':').ok_or("uid:gid")?;
+            Op::Chown {
+                path: path(arg(1)?)?,
+                uid: num(u)? as u32,
+                gid: num(g)? as u32,
+            }
+        }
+        "utimes" => Op::Utimes {
+            path: path(arg(1)?)?,
+            mtime: arg(2)?.parse().map_err(|e| format!("{e}"))?,
+        },
+        "setxattr" => {
+            let (name, value) = arg(2)?.split_once('=').ok_or("name=value")?;
+            Op::SetXattr {
+                path: path(arg(1)?)?,
+                name: xattr(name)?,
+                value: num(value)? as u8,
+                flags: match w.get(3) {
+                    Some(&"XATTR_CREATE") => 1,
+                    Some(&"XATTR_REPLACE") => 2,
+                    _ => 0,
+                },
+            }
+        }
+        "removexattr" => Op::RemoveXattr {
+            path: path(arg(1)?)?,
+            name: xattr(arg(2)?)?,
+        },
+        "commit" => Op::Commit,
+        "CRASH" => Op::Crash,
+        "REMOUNT" => Op::Remount,
+        "node" if arg(1)? == "offline" => Op::Offline,
+        "node" => Op::Online,
+        "kernel" => Op::Unload,
+        other => return Err(format!("unknown step {other}")),
+    })
+}

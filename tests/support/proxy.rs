@@ -21,6 +21,8 @@ pub struct Proxy {
 struct Counts {
     /// Bytes passed on to the server.
     to_server: AtomicU64,
+    /// Bytes passed back from the server.
+    from_server: AtomicU64,
     /// Requests held back by the `Delay` (their hold begun).
     delayed: AtomicU64,
 }
@@ -81,8 +83,15 @@ impl Proxy {
                     server.try_clone().unwrap(),
                     delay.clone(),
                     Some(counts.clone()),
+                    Direction::ToServer,
                 );
-                pipe(server, client, None, None);
+                pipe(
+                    server,
+                    client,
+                    None,
+                    Some(counts.clone()),
+                    Direction::FromServer,
+                );
             }
         });
         p
@@ -105,6 +114,11 @@ impl Proxy {
         self.counts.to_server.load(Ordering::SeqCst)
     }
 
+    /// Bytes passed back from the server so far (what the node sent: its answers).
+    pub fn bytes_from_server(&self) -> u64 {
+        self.counts.from_server.load(Ordering::SeqCst)
+    }
+
     /// Requests the `Delay` began to hold back so far.
     pub fn delayed(&self) -> u64 {
         self.counts.delayed.load(Ordering::SeqCst)
@@ -116,7 +130,19 @@ impl Proxy {
     }
 }
 
-fn pipe(mut from: TcpStream, mut to: TcpStream, delay: Option<Delay>, counts: Option<Arc<Counts>>) {
+#[derive(Clone, Copy)]
+enum Direction {
+    ToServer,
+    FromServer,
+}
+
+fn pipe(
+    mut from: TcpStream,
+    mut to: TcpStream,
+    delay: Option<Delay>,
+    counts: Option<Arc<Counts>>,
+    direction: Direction,
+) {
     std::thread::spawn(move || {
         let mut buf = [0u8; 64 * 1024];
         loop {
@@ -135,7 +161,11 @@ fn pipe(mut from: TcpStream, mut to: TcpStream, delay: Option<Delay>, counts: Op
                         break;
                     }
                     if let Some(c) = &counts {
-                        c.to_server.fetch_add(n as u64, Ordering::SeqCst);
+                        match direction {
+                            Direction::ToServer => &c.to_server,
+                            Direction::FromServer => &c.from_server,
+                        }
+                        .fetch_add(n as u64, Ordering::SeqCst);
                     }
                 }
             }

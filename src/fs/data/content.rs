@@ -272,8 +272,9 @@ type Opening = Shared<BoxFuture<'static, Result<Bytes, OpenError>>>;
 struct Opened {
     recent: std::collections::VecDeque<(ChunkKey, Bytes)>,
     opening: std::collections::HashMap<ChunkKey, Opening>,
-    /// Where the last read ended: a read starting there is sequential.
-    last_end: Option<(String, u64)>,
+    /// The run of reads that ended last: its content, where it began and where it ended
+    /// (a read starting there continues it).
+    last_run: Option<(String, u64, u64)>,
 }
 
 impl std::fmt::Debug for Opened {
@@ -306,6 +307,10 @@ impl From<OpenError> for ContentError {
 const OPEN_CHUNKS_KEPT: usize = 16;
 /// Chunks a sequential reader gets opened ahead of its reads.
 const OPEN_AHEAD: usize = 2;
+/// A run of reads is a sequential reader's once it has read this much in order. Less is
+/// not one: the kernel reads the two pages around a write that covers them in part, one
+/// after the other, and a small change in place must not fetch the chunks after it.
+const SEQUENTIAL_RUN: u64 = 128 << 10;
 
 /// One chunk of a version, what opening it needs.
 struct ChunkRef {
@@ -375,15 +380,16 @@ impl OpenChunks {
         shared
     }
 
-    /// A read of `cid` from `offset` to `end`: whether it continues the previous read.
+    /// A read of `cid` from `offset` to `end`: whether it continues a run of reads in
+    /// order that has now read at least [`SEQUENTIAL_RUN`].
     fn sequential(&self, cid: &str, offset: u64, end: u64) -> bool {
         let mut inner = self.lock();
-        let seq = inner
-            .last_end
-            .as_ref()
-            .is_some_and(|(c, e)| c == cid && *e == offset);
-        inner.last_end = Some((cid.to_owned(), end));
-        seq
+        let start = match &inner.last_run {
+            Some((c, start, e)) if c == cid && *e == offset => *start,
+            _ => offset,
+        };
+        inner.last_run = Some((cid.to_owned(), start, end));
+        start != offset && end - start >= SEQUENTIAL_RUN
     }
 }
 
@@ -462,17 +468,26 @@ async fn open_table_chunk(
     .map_err(|e| OpenError::Io(format!("opening a chunk: {e}")))?
 }
 
+/// What [`read`] reads: `len` bytes at `offset`, for a reader (whose reads in order get
+/// the next chunks opened ahead) or not (a fill: one chunk a change needs, nothing after).
+#[derive(Debug, Clone, Copy)]
+pub struct Range {
+    pub offset: u64,
+    pub len: u64,
+    pub reader: bool,
+}
+
 /// Up to `len` bytes of `blob`'s content at `offset` (short only at its end).
 pub async fn read(
     store: &Arc<dyn ContentStore>,
     sealing: &Sealing,
     opened: &OpenChunks,
     blob: &Blob,
-    offset: u64,
-    len: u64,
+    range: Range,
 ) -> Result<Bytes, ContentError> {
+    let Range { offset, len, .. } = range;
     if let Some(table) = &blob.chunks {
-        return read_chunked(store, sealing, opened, blob, table, offset, len).await;
+        return read_chunked(store, sealing, opened, blob, table, range).await;
     }
     let (Some(_), Some(salt)) = (keys(sealing), blob.salt) else {
         if blob.salt.is_some() {
@@ -505,7 +520,7 @@ pub async fn read(
     // The chunks of this read open together (each on its own thread), and a sequential
     // reader gets the next ones opened meanwhile.
     let opening: Vec<_> = (first..=last).map(|i| opened.open(chunk(i))).collect();
-    if opened.sequential(&blob.cid, offset, end) {
+    if range.reader && opened.sequential(&blob.cid, offset, end) {
         for index in (last + 1..chunks).take(OPEN_AHEAD) {
             drop(opened.open(chunk(index)));
         }
@@ -544,9 +559,9 @@ async fn read_chunked(
     opened: &OpenChunks,
     blob: &Blob,
     table: &ChunkTable,
-    offset: u64,
-    len: u64,
+    range: Range,
 ) -> Result<Bytes, ContentError> {
+    let Range { offset, len, .. } = range;
     if let Some(why) = &table.invalid {
         return Err(Tampered(why.clone()).into());
     }
@@ -571,7 +586,7 @@ async fn read_chunked(
         .clone()
         .map(|i| chunk(i).map(|c| opened.open(c)))
         .collect();
-    if opened.sequential(&blob.cid, offset, end) {
+    if range.reader && opened.sequential(&blob.cid, offset, end) {
         let ahead = table.chunks.range(touched.end..).take(OPEN_AHEAD);
         for (index, _) in ahead {
             if let Some(c) = chunk(*index) {
@@ -620,6 +635,14 @@ mod tests {
 
     fn sealing() -> Sealing {
         Arc::new(TreeCrypto::sealed(&DataKey::from_bytes([7; 32])))
+    }
+
+    fn at(offset: u64, len: u64) -> Range {
+        Range {
+            offset,
+            len,
+            reader: true,
+        }
     }
 
     fn pieces(data: &[u8], sizes: &[usize]) -> BoxStream<'static, io::Result<Bytes>> {
@@ -680,7 +703,7 @@ mod tests {
             (PLAIN_CHUNK as u64 - 5, 10),
             (0, size as u64),
         ] {
-            let got = read(&store, &sealing, &opened, &blob, off, len)
+            let got = read(&store, &sealing, &opened, &blob, at(off, len))
                 .await
                 .unwrap();
             assert_eq!(&got[..], &data[off as usize..(off + len) as usize]);
@@ -694,8 +717,12 @@ mod tests {
             ..blob.clone()
         };
         let fresh = OpenChunks::default();
-        assert!(read(&store, &sealing, &fresh, &bad, 0, 100).await.is_ok());
-        let err = read(&store, &sealing, &fresh, &bad, PLAIN_CHUNK as u64, 100)
+        assert!(
+            read(&store, &sealing, &fresh, &bad, at(0, 100))
+                .await
+                .is_ok()
+        );
+        let err = read(&store, &sealing, &fresh, &bad, at(PLAIN_CHUNK as u64, 100))
             .await
             .unwrap_err();
         assert!(matches!(err, ContentError::Tampered(_)), "{err}");

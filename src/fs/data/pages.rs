@@ -127,10 +127,15 @@ pub struct ReadDir {
     pub v3_history: Option<Option<String>>,
 }
 
-/// The one page of an empty directory, and the CID the store gives it.
+/// The CID the store gives the one page of an empty directory, and its size.
 pub fn empty_dir(store: &dyn ContentStore, crypto: &TreeCrypto) -> Option<(String, u64)> {
+    empty_page(store, crypto).map(|(cid, bytes)| (cid, bytes.len() as u64))
+}
+
+/// The one page of an empty directory and its CID: known without the node.
+fn empty_page(store: &dyn ContentStore, crypto: &TreeCrypto) -> Option<(String, Bytes)> {
     let bytes = format::page::encode::<Entry>(&Page::Leaf(Vec::new()), crypto).ok()?;
-    Some((store.object_cid(&bytes)?, bytes.len() as u64))
+    Some((store.object_cid(&bytes)?, bytes.into()))
 }
 
 /// A page store over what a build produces: CIDs are computed as the node will compute
@@ -413,6 +418,18 @@ impl PageStore for Descent<'_> {
     }
 }
 
+/// Object `cid` from the page cache, else fetched from the node and kept there: pages are
+/// named by their content, so a page this mount wrote or read before reads again without
+/// the node (a directory unloaded while the node is down lists again).
+pub async fn page(store: &dyn ContentStore, cache: &PageCache, cid: &str) -> FsResult<Bytes> {
+    if let Some(b) = cache.get(cid) {
+        return Ok(b);
+    }
+    let b = store.fetch(cid).await?;
+    cache.insert(cid, &b);
+    Ok(b)
+}
+
 /// The entry `name` of the directory whose page table's top page is `top`, fetching only
 /// the pages on the path to it (one per level of the table, docs/FORMAT.md §5) that the
 /// page cache does not hold: a name in a directory of a million entries costs a few
@@ -524,14 +541,7 @@ pub async fn read_chunk_table(
     top: &str,
     size: u64,
 ) -> FsResult<ChunkTable> {
-    let first = match cache.get(top) {
-        Some(b) => b,
-        None => {
-            let b = store.fetch(top).await?;
-            cache.insert(top, &b);
-            b
-        }
-    };
+    let first = page(store, cache, top).await?;
     let mut pages = vec![(top.to_owned(), first.len() as u64)];
     let read = read_table::<format::chunks::ChunkRef>(
         store,
@@ -605,10 +615,9 @@ async fn read_table<R: format::Record>(
         if next.is_empty() {
             return Ok(records);
         }
-        fetched = futures::future::try_join_all(next.iter().map(|c| store.fetch(c))).await?;
+        fetched = futures::future::try_join_all(next.iter().map(|c| page(store, cache, c))).await?;
         for (cid, bytes) in next.iter().zip(&fetched) {
             objects.push((cid.clone(), bytes.len() as u64));
-            cache.insert(cid, bytes);
         }
         level = next;
     }
@@ -624,8 +633,10 @@ pub async fn read_dir(
     top: &str,
     is_root: bool,
 ) -> FsResult<ReadDir> {
-    let first = store.fetch(top).await?;
-    cache.insert(top, &first);
+    let first = match empty_page(store, crypto) {
+        Some((empty, bytes)) if empty == top => bytes,
+        _ => page(store, cache, top).await?,
+    };
     let mut objects = vec![(top.to_owned(), first.len() as u64)];
     let schema = format::schema_of(&first);
     if schema.as_deref() == Some(v1::SCHEMA) && !crypto.is_sealed() {
@@ -656,7 +667,7 @@ pub async fn read_dir(
         v3_history = r.v3.as_ref().map(|(_, history)| history.clone());
         let mut groups = Vec::new();
         if let Some(table) = &r.root.inodes {
-            let bytes = store.fetch(table).await?;
+            let bytes = page(store, cache, table).await?;
             objects.push((table.clone(), bytes.len() as u64));
             groups = read_table::<format::InodeRecord>(
                 store,
@@ -675,8 +686,7 @@ pub async fn read_dir(
         });
         table_from = objects.len();
         level = vec![r.root.dir.clone()];
-        fetched = vec![store.fetch(&r.root.dir).await?];
-        cache.insert(&r.root.dir, &fetched[0]);
+        fetched = vec![page(store, cache, &r.root.dir).await?];
         objects.push((r.root.dir, fetched[0].len() as u64));
     }
     let table_top = level[0].clone();
@@ -734,8 +744,7 @@ pub async fn read_groups(
     cache: &PageCache,
     top: &str,
 ) -> FsResult<(Vec<format::InodeRecord>, ChunkTables)> {
-    let first = store.fetch(top).await?;
-    cache.insert(top, &first);
+    let first = page(store, cache, top).await?;
     let mut pages = Vec::new();
     let records: Vec<format::InodeRecord> = read_table(
         store,
@@ -762,8 +771,7 @@ pub async fn read_history(
     cache: &PageCache,
     top: &str,
 ) -> FsResult<Vec<format::history::Version>> {
-    let first = store.fetch(top).await?;
-    cache.insert(top, &first);
+    let first = page(store, cache, top).await?;
     let mut pages = Vec::new();
     read_table(
         store,

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 
 use crate::format::Name;
+use crate::fs::data::content;
 use crate::fs::data::live::LiveUpload;
 use crate::fs::data::staged::StagedFile;
 use crate::fs::error::{FsError, FsResult};
@@ -420,19 +421,50 @@ impl Fs {
     pub(in crate::fs) async fn read_content(
         &self,
         token: Option<TokenId>,
-        sealing: &crate::fs::data::content::Sealing,
+        sealing: &content::Sealing,
         blob: &Blob,
         offset: u64,
         len: u64,
     ) -> FsResult<Bytes> {
+        let range = content::Range {
+            offset,
+            len,
+            reader: true,
+        };
+        self.read_range(token, sealing, blob, range).await
+    }
+
+    /// [`Fs::read_content`] for a fill (`ops::overlay`): the chunks a change needs and
+    /// nothing ahead of them, however many fills come one after the other.
+    pub(in crate::fs) async fn read_base(
+        &self,
+        token: Option<TokenId>,
+        sealing: &content::Sealing,
+        blob: &Blob,
+        offset: u64,
+        len: u64,
+    ) -> FsResult<Bytes> {
+        let range = content::Range {
+            offset,
+            len,
+            reader: false,
+        };
+        self.read_range(token, sealing, blob, range).await
+    }
+
+    async fn read_range(
+        &self,
+        token: Option<TokenId>,
+        sealing: &content::Sealing,
+        blob: &Blob,
+        range: content::Range,
+    ) -> FsResult<Bytes> {
         let store = self.store_of(token);
-        let r =
-            crate::fs::data::content::read(&store, sealing, &self.inner.opened, blob, offset, len)
-                .await;
-        if let Err(crate::fs::data::content::ContentError::Tampered(t)) = &r {
+        let r = content::read(&store, sealing, &self.inner.opened, blob, range).await;
+        if let Err(content::ContentError::Tampered(t)) = &r {
             tracing::error!(
-                offset,
-                len,
+                offset = range.offset,
+                len = range.len,
                 "{t}: the node returned data that does not authenticate"
             );
         }
@@ -526,7 +558,7 @@ impl Fs {
             /// An overlay session's fill lock, while this write lands in chunks not present.
             filling: Option<tokio::sync::OwnedMutexGuard<()>>,
             live: Option<Arc<LiveUpload>>,
-            sealing: crate::fs::data::content::Sealing,
+            sealing: content::Sealing,
             offset: u64,
             len: usize,
             old: u64,
@@ -649,12 +681,7 @@ impl Fs {
 
     /// Start a session's live upload if fewer than `upload_parallelism` run; otherwise
     /// the session is uploaded after its close like any other.
-    fn start_live(
-        &self,
-        live: &Arc<LiveUpload>,
-        token: TokenId,
-        sealing: crate::fs::data::content::Sealing,
-    ) {
+    fn start_live(&self, live: &Arc<LiveUpload>, token: TokenId, sealing: content::Sealing) {
         match self.inner.live_permits.clone().try_acquire_owned() {
             Ok(permit) => live.start(&self.inner.rt, self.store_of(Some(token)), sealing, permit),
             Err(_) => live.abandon(),

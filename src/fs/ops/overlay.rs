@@ -44,7 +44,7 @@ impl Fs {
                 continue;
             }
             let bytes = self
-                .read_content(Some(token), &sealing, base, from, to - from)
+                .read_base(Some(token), &sealing, base, from, to - from)
                 .await?;
             // Like a write: a close or a resize waits for it.
             let _writing = session.writing();

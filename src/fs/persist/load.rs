@@ -813,6 +813,9 @@ impl Fs {
         tree.size_changed(ino, old, size);
         // Goes through the normal close: upload queued, journal untouched (replaying).
         self.close_session(tree, ino)?;
+        // Counted as the version it now is (not on the node yet), whether or not its size
+        // changed: a change in place over a committed version keeps the size.
+        tree.recharge(ino, false);
         Ok(())
     }
 }

@@ -467,10 +467,12 @@ impl Uploader {
     }
 }
 
-/// A small version, uploaded in a batch with others (a whole file: an overlay version goes
-/// alone, as chunks).
+/// A small version, uploaded in a batch with others as one whole object: one that is stored
+/// as chunks (over one chunk, or an overlay) goes alone, whatever the small-file limit.
 fn batched(job: &Job, small_file_limit: u64) -> bool {
-    job.size <= small_file_limit && job.staged.overlay().is_none()
+    job.size <= small_file_limit
+        && !chunked::stores_chunked(job.size)
+        && job.staged.overlay().is_none()
 }
 
 /// `work` (an upload of `jobs`), or `None` once every one of `jobs` is moot: the work is
