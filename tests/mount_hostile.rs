@@ -620,3 +620,71 @@ fn a_kept_version_reads_through_the_kernel_under_snapshots() {
     assert_eq!(std::fs::read(v.join("doc")).unwrap(), pattern(2, 2_000));
     m.unmount();
 }
+
+/// Issue #39: a v2 tree's file (one whole object) reads through the kernel from an empty
+/// cache, and a 4 KiB change in place rewrites it into chunks (its CID now names a chunk
+/// table), which a fresh cache reads back with the change.
+#[test]
+fn a_v2_file_is_read_then_rewritten_into_chunks() {
+    use format3_tree::{Tree3, pattern};
+    use std::os::unix::fs::FileExt;
+    require_mount();
+    let len = 600_000u64;
+    let mut t = Tree3::new(false);
+    let (old, whole) = t.file("old", 5, len);
+    let top = t.dir(vec![old]);
+    let root = t.root_v2(&top);
+    let tmp = tempfile::tempdir().unwrap();
+    let node = start_node(&dir(tmp.path(), "repo"));
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let key = rt.block_on(node.client.key_gen("token-1")).unwrap();
+    t.store_on(&rt, &node.client);
+    publish_root(&node.client, &key.id, &dir(tmp.path(), "writer"), &root, 1);
+    let mnt = dir(tmp.path(), "mnt");
+
+    let m = mount(
+        &node.client,
+        &key.id,
+        &dir(tmp.path(), "cache1"),
+        &mnt,
+        false,
+    );
+    let mut want = pattern(5, len);
+    assert_eq!(
+        std::fs::read(mnt.join("old")).unwrap(),
+        want,
+        "the v2 file reads"
+    );
+    assert_eq!(xattr(&mnt.join("old"), "user.pxfs.cid"), whole);
+    let patch = pattern(6, 4096);
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(mnt.join("old"))
+        .unwrap();
+    f.write_all_at(&patch, 300_000).unwrap();
+    f.sync_all().unwrap();
+    drop(f);
+    want[300_000..304_096].copy_from_slice(&patch);
+    m.unmount();
+
+    let m = mount(
+        &node.client,
+        &key.id,
+        &dir(tmp.path(), "cache2"),
+        &mnt,
+        false,
+    );
+    assert_eq!(
+        std::fs::read(mnt.join("old")).unwrap(),
+        want,
+        "the new form reads"
+    );
+    let cid = xattr(&mnt.join("old"), "user.pxfs.cid");
+    let table = rt.block_on(node.client.block_get(&cid)).unwrap();
+    let crypto = pxfs::format::TreeCrypto::Plain;
+    match pxfs::format::page::decode::<pxfs::format::chunks::ChunkRef>(&table, &crypto) {
+        Ok(pxfs::format::Page::Leaf(chunks)) => assert_eq!(chunks.len(), 5, "five chunks"),
+        other => panic!("the file's CID names no chunk table leaf: {other:?}"),
+    }
+    m.unmount();
+}

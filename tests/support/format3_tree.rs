@@ -186,6 +186,18 @@ impl Tree3 {
         self.objects.put(bytes).unwrap()
     }
 
+    /// The `pxfs/root/2` of the tree `dir` (format v2: no commit time, no history).
+    pub fn root_v2(&mut self, dir: &str) -> String {
+        let root = Root {
+            attrs: attrs(),
+            xattrs: vec![],
+            dir: dir.to_string(),
+            inodes: None,
+        };
+        let bytes = root.encode(&self.crypto);
+        self.objects.put(bytes).unwrap()
+    }
+
     /// Puts every object on `node` (`block/put`, each under its CID).
     pub fn store_on(&self, rt: &tokio::runtime::Runtime, node: &NodeClient) {
         for (cid, bytes) in &self.objects.0 {
