@@ -552,6 +552,25 @@ fn chunks_out_of_place_are_unreadable() {
     }
 }
 
+/// A node of its own holding `t`'s objects, `root` published as the token-1 sNFT's tree.
+struct Published {
+    tmp: tempfile::TempDir,
+    node: node_mount::Node,
+    rt: tokio::runtime::Runtime,
+    /// The sNFT's BTNS name.
+    key: String,
+}
+
+fn published(t: &format3_tree::Tree3, root: &str) -> Published {
+    let tmp = tempfile::tempdir().unwrap();
+    let node = start_node(&dir(tmp.path(), "repo"));
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let key = rt.block_on(node.client.key_gen("token-1")).unwrap().id;
+    t.store_on(&rt, &node.client);
+    publish_root(&node.client, &key, &dir(tmp.path(), "writer"), root, 1);
+    Published { tmp, node, rt, key }
+}
+
 /// The `.snapshots/` view through the kernel (docs/FORMAT.md §14.1): a format-3 tree with
 /// a kept version, built with the codecs on a node and mounted from an empty cache. `ls` of
 /// the sNFT root does not show `.snapshots`, `ls .snapshots` lists the version, a file
@@ -575,20 +594,9 @@ fn a_kept_version_reads_through_the_kernel_under_snapshots() {
     let root = t.root(T0 + 1200 * NS, &now, history);
     let name = pxfs::format::history::snapshot_name(kept);
 
-    let tmp = tempfile::tempdir().unwrap();
-    let node = start_node(&dir(tmp.path(), "repo"));
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let key = rt.block_on(node.client.key_gen("token-1")).unwrap();
-    t.store_on(&rt, &node.client);
-    publish_root(&node.client, &key.id, &dir(tmp.path(), "writer"), &root, 1);
+    let Published { tmp, node, key, .. } = published(&t, &root);
     let mnt = dir(tmp.path(), "mnt");
-    let m = mount(
-        &node.client,
-        &key.id,
-        &dir(tmp.path(), "cache"),
-        &mnt,
-        false,
-    );
+    let m = mount(&node.client, &key, &dir(tmp.path(), "cache"), &mnt, false);
 
     assert_eq!(list(&mnt).unwrap(), ["doc"], "the view is not listed");
     let snaps = mnt.join(".snapshots");
@@ -634,21 +642,10 @@ fn a_v2_file_is_read_then_rewritten_into_chunks() {
     let (old, whole) = t.file("old", 5, len);
     let top = t.dir(vec![old]);
     let root = t.root_v2(&top);
-    let tmp = tempfile::tempdir().unwrap();
-    let node = start_node(&dir(tmp.path(), "repo"));
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let key = rt.block_on(node.client.key_gen("token-1")).unwrap();
-    t.store_on(&rt, &node.client);
-    publish_root(&node.client, &key.id, &dir(tmp.path(), "writer"), &root, 1);
+    let Published { tmp, node, rt, key } = published(&t, &root);
     let mnt = dir(tmp.path(), "mnt");
 
-    let m = mount(
-        &node.client,
-        &key.id,
-        &dir(tmp.path(), "cache1"),
-        &mnt,
-        false,
-    );
+    let m = mount(&node.client, &key, &dir(tmp.path(), "cache1"), &mnt, false);
     let mut want = pattern(5, len);
     assert_eq!(
         std::fs::read(mnt.join("old")).unwrap(),
@@ -667,13 +664,7 @@ fn a_v2_file_is_read_then_rewritten_into_chunks() {
     want[300_000..304_096].copy_from_slice(&patch);
     m.unmount();
 
-    let m = mount(
-        &node.client,
-        &key.id,
-        &dir(tmp.path(), "cache2"),
-        &mnt,
-        false,
-    );
+    let m = mount(&node.client, &key, &dir(tmp.path(), "cache2"), &mnt, false);
     assert_eq!(
         std::fs::read(mnt.join("old")).unwrap(),
         want,

@@ -96,6 +96,20 @@ fn a_tree_copied_in_comes_back_from_the_node_with_a_fresh_cache() {
     m.unmount();
 }
 
+/// `repo/gc` on the node at `url`: its answer (one JSON line per block removed).
+fn repo_gc(rt: &tokio::runtime::Runtime, url: &str) -> String {
+    rt.block_on(async {
+        reqwest::Client::new()
+            .post(format!("{url}/api/v0/repo/gc"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    })
+}
+
 fn xattr(p: &Path, name: &str) -> String {
     let c = std::ffi::CString::new(p.as_os_str().as_encoded_bytes()).unwrap();
     let n = std::ffi::CString::new(name).unwrap();
@@ -395,16 +409,7 @@ fn after_overwrites_and_a_gc_a_fresh_cache_reads_the_current_tree() {
     }
 
     let before = rt.block_on(node.client.repo_stat()).unwrap();
-    let answer = rt.block_on(async {
-        reqwest::Client::new()
-            .post(format!("{}/api/v0/repo/gc", node.url))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap()
-    });
+    let answer = repo_gc(&rt, &node.url);
     let removed = answer.lines().filter(|l| l.contains("\"Key\":{")).count();
     assert!(!answer.contains("Error"), "{answer}");
     let after = rt.block_on(node.client.repo_stat()).unwrap();
@@ -528,16 +533,7 @@ fn in_place_changes_on_a_fresh_cache_fetch_their_chunks_and_survive_a_gc() {
     sh(Command::new("cmp").arg(&i0).arg(&i1));
     m.unmount();
 
-    let answer = rt.block_on(async {
-        reqwest::Client::new()
-            .post(format!("{}/api/v0/repo/gc", node.url))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap()
-    });
+    let answer = repo_gc(&rt, &node.url);
     assert!(!answer.contains("Error"), "{answer}");
 
     let m = mount(

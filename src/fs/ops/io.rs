@@ -434,25 +434,9 @@ impl Fs {
         self.read_range(token, sealing, blob, range).await
     }
 
-    /// [`Fs::read_content`] for a fill (`ops::overlay`): the chunks a change needs and
-    /// nothing ahead of them, however many fills come one after the other.
-    pub(in crate::fs) async fn read_base(
-        &self,
-        token: Option<TokenId>,
-        sealing: &content::Sealing,
-        blob: &Blob,
-        offset: u64,
-        len: u64,
-    ) -> FsResult<Bytes> {
-        let range = content::Range {
-            offset,
-            len,
-            reader: false,
-        };
-        self.read_range(token, sealing, blob, range).await
-    }
-
-    async fn read_range(
+    /// `range` of `blob`'s content; a fill (`ops::overlay`) reads as no reader
+    /// (`reader: false`): the chunks a change needs and nothing ahead of them.
+    pub(in crate::fs) async fn read_range(
         &self,
         token: Option<TokenId>,
         sealing: &content::Sealing,

@@ -3,6 +3,7 @@
 
 use crate::format::chunks::{CHUNK, chunk_len, is_hole};
 use crate::fs::Fs;
+use crate::fs::data::content;
 use crate::fs::data::staged::StagedFile;
 use crate::fs::error::{FsError, FsResult};
 use crate::fs::model::inode::TokenId;
@@ -43,9 +44,13 @@ impl Fs {
             if from >= to {
                 continue;
             }
-            let bytes = self
-                .read_base(Some(token), &sealing, base, from, to - from)
-                .await?;
+            // Not a reader's read: no chunk after these is opened ahead.
+            let range = content::Range {
+                offset: from,
+                len: to - from,
+                reader: false,
+            };
+            let bytes = self.read_range(Some(token), &sealing, base, range).await?;
             // Like a write: a close or a resize waits for it.
             let _writing = session.writing();
             for index in first..end {
