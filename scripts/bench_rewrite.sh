@@ -19,9 +19,10 @@
 #   the middle of the file; the chunks it fetched from the node (the daemon's chunk cache misses, one per
 #   object: a 128 KiB chunk fits one cache chunk) against issue #39's bound of two.
 # - with BENCH_REWRITE_CHURN_MIN=N (issue #39: 15), N minutes of sustained random rewrites
-#   by BENCH_REWRITE_PROCS processes (default 4), each on 12 files of its own: writes of
-#   4 KiB to 1 MiB at random offsets (files up to 48 MiB, sparse), truncates, renames over
-#   each other and deletes, a third of the writes fsynced; then every file fsynced, one
+#   by BENCH_REWRITE_PROCS processes (default 4), each on 12 files of its own: 70 % writes
+#   of 4 KiB to 1 MiB at random offsets (files up to 48 MiB, sparse; a third fsynced), 10 %
+#   truncates (to between half and all of the size), 15 % renames over each other, 5 %
+#   deletes (so the tree grows to a few GiB, as a working set does); then every file fsynced, one
 #   collection (`repo/gc`), and the node's repository against the tree's usage (issue #39:
 #   at most 1.5x), with the largest repository seen during the run (sampled every 10 s).
 # The node collects garbage (the devnet runs it with --enable-gc) only past its watermark
@@ -243,7 +244,7 @@ while time.time() < deadline:
     name = rng.choice(names)
     r = rng.random()
     try:
-        if r < 0.6:
+        if r < 0.7:
             fd = os.open(name, os.O_WRONLY | os.O_CREAT, 0o644)
             size = os.fstat(fd).st_size
             at = min(rng.randrange(0, size + (4 << 20)), 48 << 20)
@@ -251,9 +252,10 @@ while time.time() < deadline:
             if rng.random() < 0.33:
                 os.fsync(fd)
             os.close(fd)
-        elif r < 0.75:
-            os.truncate(name, rng.randrange(0, os.path.getsize(name) + 1))
-        elif r < 0.9:
+        elif r < 0.8:
+            size = os.path.getsize(name)
+            os.truncate(name, rng.randrange(size // 2, size + 1))
+        elif r < 0.95:
             os.rename(name, rng.choice(names))
         else:
             os.unlink(name)
@@ -355,7 +357,7 @@ report=$(
 
 Run: $(date -u '+%Y-%m-%d %H:%M') UTC, \`BENCH_REWRITE_MIB=$size_mib BENCH_REWRITE_WRITES=$writes BENCH_REWRITE_BIG=$big bash scripts/bench.sh rewrite\`,
 pxfs $rev, $(basename "$pxfs") build. Machine: $machine.${note:+ $note}
-The devnet's bundled node on the same machine; rclone: $( ((have_rclone)) && rclone version 2>/dev/null | head -n 1 || echo "not installed") (a \`local\` remote, --vfs-cache-mode writes).
+The devnet's bundled node on the same machine; rclone: $( ((have_rclone)) && rclone version 2>/dev/null | sed -n 1p || echo "not installed") (a \`local\` remote, --vfs-cache-mode writes).
 Medians; "node grew" is the node's repository growth (\`repo/stat\`) per operation: what it uploaded.
 
 | What | pxfs s | pxfs node grew, KiB | pxfs vs one-chunk file | local dir ($local_fs) s | rclone mount s |
@@ -371,7 +373,7 @@ EOF
 report+=$'\n\n'"The $fresh_size MiB file on a fresh cache (remounted with an empty cache): 4 KiB written over the chunk boundary in its middle and fsynced fetched $(median px.fresh.fetched) chunks from the node (issue #39's bound: 2) and took $(median px.fresh.secs) s."
 if ((churn_min > 0)); then
     usage=$(median churn.usage)
-    report+=$'\n\n'"Sustained random rewrites: $procs processes for $churn_min minutes ($(median churn.ops) operations: writes of 4 KiB to 1 MiB at random offsets in files up to 48 MiB, truncates, renames, deletes; a third of the writes fsynced). Then the tree's usage was $(mib "$usage") MiB; the node's repository $(mib "$(median churn.repo_before)") MiB before one collection (\`repo/gc\`) and $(mib "$(median churn.repo_after)") MiB after: $(div "$(median churn.repo_after)" "$usage")x the usage (issue #39's bound: 1.5x). Largest repository sampled during the run (the node collects past its watermark on its own): $(mib "$(median churn.max_repo)") MiB."
+    report+=$'\n\n'"Sustained random rewrites: $procs processes for $churn_min minutes ($(median churn.ops) operations: 70 % writes of 4 KiB to 1 MiB at random offsets in files up to 48 MiB, a third of them fsynced; 10 % truncates, 15 % renames, 5 % deletes). Then the tree's usage was $(mib "$usage") MiB; the node's repository $(mib "$(median churn.repo_before)") MiB before one collection (\`repo/gc\`) and $(mib "$(median churn.repo_after)") MiB after: $(div "$(median churn.repo_after)" "$usage")x the usage (issue #39's bound: 1.5x). Largest repository sampled during the run (the node collects past its watermark on its own): $(mib "$(median churn.max_repo)") MiB."
 fi
 printf '%s\n' "$report"
 if [[ $out != - ]]; then printf '%s\n' "$report" >>"$out"; fi
