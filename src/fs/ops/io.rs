@@ -7,8 +7,6 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-
 use crate::format::Name;
 use crate::fs::data::content;
 use crate::fs::data::live::LiveUpload;
@@ -48,15 +46,6 @@ impl OpenMode {
             exclusive: flags & libc::O_EXCL != 0,
         }
     }
-}
-
-/// Where a read is served from, taken under the lock and used outside it.
-enum Source {
-    /// A staged version (of a token's tree, for an overlay's base).
-    Local(Option<TokenId>, Arc<StagedFile>),
-    /// Content on the node, of a token's tree (`None`: the dApp's files, stored as is).
-    Node(Option<TokenId>, Blob),
-    Empty,
 }
 
 impl Fs {
@@ -415,89 +404,6 @@ impl Fs {
             offset += data.len() as u64;
         }
         Ok(())
-    }
-
-    /// Content of a stored version; a sealed chunk that does not open is logged and `EIO`.
-    pub(in crate::fs) async fn read_content(
-        &self,
-        token: Option<TokenId>,
-        sealing: &content::Sealing,
-        blob: &Blob,
-        offset: u64,
-        len: u64,
-    ) -> FsResult<Bytes> {
-        let range = content::Range {
-            offset,
-            len,
-            reader: true,
-        };
-        self.read_range(token, sealing, blob, range).await
-    }
-
-    /// `range` of `blob`'s content; a fill (`ops::overlay`) reads as no reader
-    /// (`reader: false`): the chunks a change needs and nothing ahead of them.
-    pub(in crate::fs) async fn read_range(
-        &self,
-        token: Option<TokenId>,
-        sealing: &content::Sealing,
-        blob: &Blob,
-        range: content::Range,
-    ) -> FsResult<Bytes> {
-        let store = self.store_of(token);
-        let r = content::read(&store, sealing, &self.inner.opened, blob, range).await;
-        if let Err(content::ContentError::Tampered(t)) = &r {
-            tracing::error!(
-                offset = range.offset,
-                len = range.len,
-                "{t}: the node returned data that does not authenticate"
-            );
-        }
-        Ok(r?)
-    }
-
-    pub async fn read(&self, fh: u64, offset: u64, size: u32) -> FsResult<Bytes> {
-        match self.read_once(fh, offset, size).await {
-            // A commit deleted the staged version between choosing it and opening it:
-            // the tree now names the committed content.
-            Err(FsError::Io(e)) if e.kind() == std::io::ErrorKind::NotFound => {
-                self.read_once(fh, offset, size).await
-            }
-            r => r,
-        }
-    }
-
-    async fn read_once(&self, fh: u64, offset: u64, size: u32) -> FsResult<Bytes> {
-        let h = self.handle(fh)?;
-        let (source, file_size) = {
-            let tree = self.tree();
-            let inode = tree.get(h.ino)?;
-            let f = inode.file().ok_or(FsError::IsDir)?;
-            let source = if let Some(s) = f.session.as_ref().or(f.staged.as_ref()) {
-                Source::Local(inode.reads_as(), s.clone())
-            } else if let Some(b) = &f.blob {
-                Source::Node(inode.reads_as(), b.clone())
-            } else {
-                Source::Empty
-            };
-            (source, f.size)
-        };
-        if offset >= file_size {
-            return Ok(Bytes::new());
-        }
-        let len = (size as u64).min(file_size - offset);
-        let mut data = match source {
-            Source::Local(token, s) => self.read_staged(token, &s, offset, len).await?,
-            Source::Node(token, blob) => {
-                let sealing = self.sealing(token);
-                self.read_content(token, &sealing, &blob, offset, len)
-                    .await?
-                    .to_vec()
-            }
-            Source::Empty => Vec::new(),
-        };
-        // A hole at the end (size set beyond the data) reads as zeros.
-        data.resize(len as usize, 0);
-        Ok(Bytes::from(data))
     }
 
     /// Write at `offset` (end of file for `O_APPEND`); holes in between read as zeros.
