@@ -95,8 +95,13 @@ fn p(path: &str) -> P {
 }
 
 fn check(ops: Vec<Op>) {
-    if let Err(e) = run(&ops) {
-        panic!("{e}\nscript: {:?}", Script(ops));
+    check_on(&ops, false);
+}
+
+/// `ops` on a plaintext or an encrypted (`sealed`) tree; a divergence panics with the script.
+fn check_on(ops: &[Op], sealed: bool) {
+    if let Err(e) = runtime().block_on(harness::run_script_sealed(ops, sealed)) {
+        panic!("sealed: {sealed}: {e}\nscript: {:?}", Script(ops.to_vec()));
     }
 }
 
@@ -721,9 +726,7 @@ fn a_replayed_close_of_a_same_size_change_is_counted_as_pending() {
             Op::Close { h: 0 },
             Op::Crash,
         ];
-        if let Err(e) = runtime().block_on(harness::run_script_sealed(&ops, sealed)) {
-            panic!("sealed {sealed}: {e}\nscript: {:?}", Script(ops));
-        }
+        check_on(&ops, sealed);
     }
 }
 
@@ -736,8 +739,5 @@ fn replay() {
     let path = std::env::var("PXFS_MODEL_REPLAY").expect("PXFS_MODEL_REPLAY=<script file>");
     let text = std::fs::read_to_string(&path).expect("the script file");
     let script = ops::parse_script(&text).expect("a script");
-    let sealed = std::env::var_os("PXFS_MODEL_SEALED").is_some();
-    if let Err(e) = runtime().block_on(harness::run_script_sealed(&script.0, sealed)) {
-        panic!("{e}\nscript: {script:?}");
-    }
+    check_on(&script.0, std::env::var_os("PXFS_MODEL_SEALED").is_some());
 }

@@ -458,7 +458,7 @@ impl Fs {
     }
 
     /// Whether the version of file `ino` on the node is stored as chunks (docs/FORMAT.md
-    /// §13); for `pxfs status`-like reports and the model tests' usage figures.
+    /// §13): the model test (`tests/fs_model`) computes its expected usage from it.
     pub fn is_stored_chunked(&self, ino: model::inode::Ino) -> bool {
         let tree = self.tree();
         tree.get(ino)

@@ -127,11 +127,6 @@ pub struct ReadDir {
     pub v3_history: Option<Option<String>>,
 }
 
-/// The CID the store gives the one page of an empty directory, and its size.
-pub fn empty_dir(store: &dyn ContentStore, crypto: &TreeCrypto) -> Option<(String, u64)> {
-    empty_page(store, crypto).map(|(cid, bytes)| (cid, bytes.len() as u64))
-}
-
 /// The one page of an empty directory and its CID: known without the node.
 fn empty_page(store: &dyn ContentStore, crypto: &TreeCrypto) -> Option<(String, Bytes)> {
     let bytes = format::page::encode::<Entry>(&Page::Leaf(Vec::new()), crypto).ok()?;
@@ -633,8 +628,10 @@ pub async fn read_dir(
     top: &str,
     is_root: bool,
 ) -> FsResult<ReadDir> {
-    let first = match empty_page(store, crypto) {
-        Some((empty, bytes)) if empty == top => bytes,
+    // Computed once: it also tells which subdirectories are known empty (`empty_dir`).
+    let empty = empty_page(store, crypto);
+    let first = match &empty {
+        Some((cid, bytes)) if cid == top => bytes.clone(),
         _ => page(store, cache, top).await?,
     };
     let mut objects = vec![(top.to_owned(), first.len() as u64)];
@@ -729,7 +726,7 @@ pub async fn read_dir(
         },
         read_only,
         v1: false,
-        empty_dir: empty_dir(store, crypto),
+        empty_dir: empty.map(|(cid, bytes)| (cid, bytes.len() as u64)),
         tables,
         v3_history,
     })
