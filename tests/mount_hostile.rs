@@ -10,6 +10,8 @@
 mod format3_tree;
 #[path = "support/node_mount.rs"]
 mod node_mount;
+#[path = "support/unmount.rs"]
+mod unmount;
 
 use std::path::{Path, PathBuf};
 

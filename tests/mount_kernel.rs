@@ -7,6 +7,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
 
+#[path = "support/unmount.rs"]
+mod unmount;
+
 use pxfs::fs::store::MemoryStore;
 use pxfs::fs::{Fs, FsConfig, TokenInfo};
 use pxfs::fuse::FuseFs;
@@ -91,7 +94,8 @@ fn mount(store: Arc<MemoryStore>, cache: &Path, dir: &Path, quota: u64) -> Mount
 impl Mounted {
     fn unmount(mut self) -> (Arc<MemoryStore>, PathBuf, PathBuf) {
         if let Some(s) = self.session.take() {
-            s.umount_and_join().unwrap();
+            unmount::umount_when_free(&self.dir);
+            s.join().unwrap();
         }
         self.rt.block_on(self.fs.flush_all()).unwrap();
         self.fs.abort();

@@ -6,6 +6,8 @@
 mod node_mount;
 #[path = "support/proxy.rs"]
 mod proxy;
+#[path = "support/unmount.rs"]
+mod unmount;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};

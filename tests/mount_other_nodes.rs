@@ -13,6 +13,8 @@ mod node_mount;
 #[path = "support/pinning_service.rs"]
 mod pinning_service;
 mod support;
+#[path = "support/unmount.rs"]
+mod unmount;
 
 use std::path::Path;
 use std::process::Command;

@@ -60,6 +60,7 @@ pub struct Mounted {
     pub fs: Fs,
     session: Option<fuser::BackgroundSession>,
     pub rt: tokio::runtime::Runtime,
+    dir: PathBuf,
 }
 
 /// The token-1 sNFT named `btns` mounted on `dir` with cache `cache`; `sealed` seals with a
@@ -115,6 +116,7 @@ pub fn mount_with(
         fs,
         session: Some(session),
         rt,
+        dir: dir.to_path_buf(),
     }
 }
 
@@ -146,7 +148,8 @@ pub fn publish_root(client: &NodeClient, btns: &str, cache: &Path, root: &str, u
 impl Mounted {
     pub fn unmount(mut self) {
         if let Some(s) = self.session.take() {
-            s.umount_and_join().unwrap();
+            crate::unmount::umount_when_free(&self.dir);
+            s.join().unwrap();
         }
         self.rt.block_on(self.fs.flush_all()).unwrap();
         self.fs.abort();
