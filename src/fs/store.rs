@@ -344,6 +344,31 @@ impl MemoryStore {
     pub fn file_adds(&self) -> usize {
         self.file_adds.load(Ordering::SeqCst)
     }
+    /// `repo/gc`: every object not pinned is deleted, as a node's collection does; the
+    /// bytes freed.
+    pub fn collect_garbage(&self) -> u64 {
+        let mut blobs = lock(&self.blobs);
+        let pinned = lock(&self.pinned);
+        let mut freed = 0;
+        blobs.retain(|cid, b| {
+            let keep = pinned.contains_key(cid);
+            if !keep {
+                freed += b.len() as u64;
+            }
+            keep
+        });
+        freed
+    }
+    /// Bytes of the pinned objects: what a collection keeps.
+    pub fn pinned_bytes(&self) -> u64 {
+        let blobs = lock(&self.blobs);
+        let pinned = lock(&self.pinned);
+        blobs
+            .iter()
+            .filter(|(cid, _)| pinned.contains_key(*cid))
+            .map(|(_, b)| b.len() as u64)
+            .sum()
+    }
     pub fn is_pinned(&self, cid: &str) -> bool {
         lock(&self.pinned).contains_key(cid)
     }
@@ -448,7 +473,9 @@ impl MemoryStore {
 
     fn put(&self, data: Bytes) -> String {
         let cid = Self::cid_of(&data);
-        lock(&self.blobs).insert(cid.clone(), data);
+        // Added and pinned at once: a collection never sees it unpinned.
+        let mut blobs = lock(&self.blobs);
+        blobs.insert(cid.clone(), data);
         *lock(&self.pinned).entry(cid.clone()).or_default() += 1;
         cid
     }
@@ -550,7 +577,8 @@ impl ContentStore for MemoryStore {
 
     async fn pin(&self, cid: &str) -> Result<(), StoreError> {
         self.check_online()?;
-        if !lock(&self.blobs).contains_key(cid) {
+        let blobs = lock(&self.blobs);
+        if !blobs.contains_key(cid) {
             return Err(StoreError::permanent(format!("{cid} is not on the node")));
         }
         *lock(&self.pinned).entry(cid.to_owned()).or_default() += 1;

@@ -6,6 +6,7 @@
 pub mod chunked;
 pub mod content;
 pub(in crate::fs) mod disk_space;
+pub mod graph;
 pub mod journal;
 pub(in crate::fs) mod live;
 pub mod node_store;

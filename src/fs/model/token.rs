@@ -87,6 +87,34 @@ pub struct TokenFs {
     /// document holds, kept pinned if another machine's publication replaced it (that one
     /// may use them).
     pub unpin_when_held: Vec<String>,
+    /// The published graph's reference counts, which decide a commit's unpins in a tree
+    /// not fully loaded (docs/FORMAT.md §15).
+    pub graph: GraphCounts,
+}
+
+/// A token's published-graph counts (`fs::data::graph`) and what waits for them.
+#[derive(Debug, Default)]
+pub struct GraphCounts {
+    /// The counts of the last published root they were moved to; `None` until a count
+    /// finished (or after one failed to move).
+    pub index: Option<Box<crate::fs::data::graph::GraphIndex>>,
+    /// A count runs in the background.
+    pub counting: bool,
+    /// When a count or a move last failed (the next waits a while).
+    pub failed_at: Option<std::time::Instant>,
+    /// Objects commits superseded while no counts could say whether a directory not
+    /// loaded still lists them: decided by the first commit that has counts. At most
+    /// [`GraphCounts::MAX_UNDECIDED`] (beyond, kept pinned: safe, not economical).
+    pub undecided: Vec<String>,
+}
+
+impl GraphCounts {
+    pub const MAX_UNDECIDED: usize = 1 << 20;
+
+    /// Whether the counted published root still lists `cid` (without counts: no).
+    pub fn lists(&self, cid: &str) -> bool {
+        self.index.as_ref().is_some_and(|ix| ix.holds(cid))
+    }
 }
 
 /// A committed link group: its record, and its inode once a name of it is loaded.

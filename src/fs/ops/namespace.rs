@@ -30,7 +30,7 @@ impl DirSink for Listing {
 const READDIR_BATCH: usize = 512;
 
 /// A directory unloaded between its load and its use is loaded again at most this often.
-const RELOAD_ATTEMPTS: usize = 4;
+use crate::fs::persist::load::RELOAD_ATTEMPTS;
 
 impl Fs {
     /// The one gate for changes: read-only, overdue and quota, via [`quota::decide`].
@@ -376,8 +376,7 @@ impl Fs {
         gid: u32,
     ) -> FsResult<Attr> {
         let name = check_name(name.as_ref())?;
-        self.ensure_loaded(parent).await?;
-        let mut guard = self.tree();
+        let mut guard = self.lock_loaded(&[parent]).await?;
         let tree = &mut *guard;
         tree.check_new_name(parent, &name)?;
         let token = tree.token_of(parent)?;
@@ -417,8 +416,7 @@ impl Fs {
     ) -> FsResult<Attr> {
         let name = check_name(name.as_ref())?;
         let target = check_target(target.as_ref())?;
-        self.ensure_loaded(parent).await?;
-        let mut guard = self.tree();
+        let mut guard = self.lock_loaded(&[parent]).await?;
         let tree = &mut *guard;
         tree.check_new_name(parent, &name)?;
         let token = tree.token_of(parent)?;
@@ -471,8 +469,7 @@ impl Fs {
             return Err(FsError::Invalid("mknod of a directory or symlink"));
         }
         let name = check_name(name)?;
-        self.ensure_loaded(parent).await?;
-        let mut guard = self.tree();
+        let mut guard = self.lock_loaded(&[parent]).await?;
         let tree = &mut *guard;
         tree.check_new_name(parent, &name)?;
         let token = tree.token_of(parent)?;
@@ -506,8 +503,7 @@ impl Fs {
 
     pub async fn unlink(&self, parent: Ino, name: impl AsRef<[u8]>) -> FsResult<()> {
         let name = name.as_ref();
-        self.ensure_loaded(parent).await?;
-        let mut guard = self.tree();
+        let mut guard = self.lock_loaded(&[parent]).await?;
         let tree = &mut *guard;
         tree.check_not_view(parent, name)?;
         let token = tree.token_of(parent)?;
@@ -530,15 +526,17 @@ impl Fs {
             b".." => return Err(FsError::NotEmpty),
             _ => {}
         }
-        self.ensure_loaded(parent).await?;
-        self.tree().check_not_view(parent, name)?;
-        let ino = self.tree().child(parent, name)?.ok_or(FsError::NotFound)?;
-        self.tree().check_in_tree(ino)?;
-        if self.tree().get(ino)?.kind() != Kind::Dir {
-            return Err(FsError::NotDir);
-        }
-        self.ensure_loaded(ino).await?;
-        let mut guard = self.tree();
+        let ino = {
+            let tree = self.lock_loaded(&[parent]).await?;
+            tree.check_not_view(parent, name)?;
+            let ino = tree.child(parent, name)?.ok_or(FsError::NotFound)?;
+            tree.check_in_tree(ino)?;
+            if tree.get(ino)?.kind() != Kind::Dir {
+                return Err(FsError::NotDir);
+            }
+            ino
+        };
+        let mut guard = self.lock_loaded(&[parent, ino]).await?;
         let tree = &mut *guard;
         let token = tree.token_of(parent)?;
         if tree.child(parent, name)? != Some(ino) {
@@ -563,8 +561,7 @@ impl Fs {
     ) -> FsResult<Attr> {
         let new_name = check_name(new_name.as_ref())?;
         self.ensure_holders_loaded(ino).await?;
-        self.ensure_loaded(new_parent).await?;
-        let mut guard = self.tree();
+        let mut guard = self.lock_loaded(&[new_parent]).await?;
         let tree = &mut *guard;
         tree.check_new_name(new_parent, &new_name)?;
         let token = tree.token_of(new_parent)?;
@@ -607,16 +604,16 @@ impl Fs {
     ) -> FsResult<()> {
         let name = name.as_ref();
         let new_name = check_name(new_name.as_ref())?;
-        self.ensure_loaded(parent).await?;
-        self.ensure_loaded(new_parent).await?;
         // A directory about to be replaced must be loaded to know it is empty.
-        let target = self.tree().child(new_parent, new_name.as_bytes())?;
-        if let Some(t) = target
-            && self.tree().get(t)?.kind() == Kind::Dir
-        {
-            self.ensure_loaded(t).await?;
-        }
-        let mut guard = self.tree();
+        let target = {
+            let tree = self.lock_loaded(&[parent, new_parent]).await?;
+            match tree.child(new_parent, new_name.as_bytes())? {
+                Some(t) if tree.get(t)?.kind() == Kind::Dir => Some(t),
+                _ => None,
+            }
+        };
+        let dirs: Vec<Ino> = [parent, new_parent].into_iter().chain(target).collect();
+        let mut guard = self.lock_loaded(&dirs).await?;
         let tree = &mut *guard;
         tree.check_not_view(parent, name)?;
         tree.check_new_name(new_parent, &new_name)?;

@@ -430,7 +430,7 @@ impl Fs {
                         tree.token_mut(token)
                             .map(|t| {
                                 let mut unpin = std::mem::take(&mut t.unpin_when_held);
-                                unpin.retain(|c| !t.ledger.holds(c));
+                                unpin.retain(|c| !t.ledger.holds(c) && !t.graph.lists(c));
                                 unpin
                             })
                             .unwrap_or_default()
@@ -523,7 +523,7 @@ impl Fs {
                 },
             );
         }
-        let (delete, live) = {
+        let (delete, live, fully_loaded) = {
             let mut guard = self.tree();
             let tree = &mut *guard;
             for (ino, new) in &written {
@@ -557,7 +557,7 @@ impl Fs {
             }
             t.groups = groups;
             let state = CommittedState {
-                root: root_cid,
+                root: root_cid.clone(),
                 usage_doc: Some(doc_cid),
                 seq: snap.record.seq,
                 journal_seq: snap.journal_seq,
@@ -617,31 +617,22 @@ impl Fs {
                     }
                 }
             }
-            // What loaded inodes still use: the objects their charges hold (checked per
-            // candidate below), and the uploaded versions of files whose charge does not.
-            let live: HashSet<String> = tree
-                .tracked
-                .unsettled
-                .iter()
-                .filter_map(|i| tree.inodes.get(i))
-                .filter(|i| i.token == Some(token))
-                .filter_map(|i| {
-                    i.file()
-                        .and_then(|f| f.blob.as_ref())
-                        .map(|b| b.cid.clone())
-                })
-                .collect();
-            // Content may be shared (equal files have equal CIDs); only a fully loaded tree
-            // proves a CID unused.
-            if !fully_loaded {
-                unpin.clear();
-            }
-            (delete, live)
+            let live = super::unpins::live_versions(tree, token);
+            (delete, live, fully_loaded)
         };
         remove_staged(delete);
+        // Content may be shared (equal files have equal CIDs, a copy may be moved to a
+        // directory not loaded): the published graph's counts, or a fully loaded tree,
+        // prove a CID unused.
+        self.move_counts(token, root_cid.as_deref(), &mut unpin, fully_loaded)
+            .await;
         let unpin: HashSet<String> = {
             let tree = self.tree();
-            let held = |c: &str| tree.token(token).map(|t| t.ledger.holds(c)).unwrap_or(true);
+            let held = |c: &str| {
+                tree.token(token)
+                    .map(|t| t.ledger.holds(c) || t.graph.lists(c))
+                    .unwrap_or(true)
+            };
             unpin
                 .into_iter()
                 .filter(|c| !live.contains(c) && !held(c))

@@ -17,6 +17,9 @@ use crate::fs::model::token::{ChainGate, TokenFs, TokenInfo};
 use crate::fs::store::Blob;
 use crate::fs::{Fs, SetAttr, TimeSet};
 
+/// How often an operation loads its directories again when they were unloaded meanwhile.
+pub(in crate::fs) const RELOAD_ATTEMPTS: usize = 4;
+
 /// A journal op whose replay fails because the node does not answer is tried this often,
 /// waiting from `REPLAY_RETRY_FIRST` up to `REPLAY_RETRY_MAX` between tries.
 const REPLAY_ATTEMPTS: u32 = 8;
@@ -311,6 +314,7 @@ impl Fs {
                     sealing,
                     merged_onto: None,
                     conflicts: 0,
+                    graph: Default::default(),
                 },
             );
         }
@@ -408,6 +412,25 @@ impl Fs {
         Ok(())
     }
 
+    /// The tree's lock with every directory of `dirs` loaded. A directory may be unloaded
+    /// again between its load and the lock (`fs::model::unload`, while another is loaded):
+    /// then they are loaded again.
+    pub(crate) async fn lock_loaded(&self, dirs: &[Ino]) -> FsResult<crate::fs::TreeGuard<'_>> {
+        for _ in 0..RELOAD_ATTEMPTS {
+            for dir in dirs {
+                self.ensure_loaded(*dir).await?;
+            }
+            let guard = self.tree();
+            if dirs
+                .iter()
+                .all(|d| crate::fs::model::tree::loaded_dir(&guard, *d))
+            {
+                return Ok(guard);
+            }
+        }
+        Err(FsError::Thrashing)
+    }
+
     /// The directories above `dir` that are not loaded (it was looked up alone in them,
     /// `DirBody::found`), the nearest first.
     fn unloaded_ancestors(&self, dir: Ino) -> Vec<Ino> {
@@ -442,6 +465,8 @@ impl Fs {
             let (token, reader) = (inode.token, inode.reads_as());
             let d = inode.dir_mut().ok_or(FsError::NotDir)?;
             if d.entries.is_some() {
+                // In use: the last to be unloaded again.
+                tree.residency.touch(dir);
                 return Ok(whole);
             }
             match &d.top {

@@ -12,3 +12,4 @@ pub(in crate::fs) mod merge;
 pub(in crate::fs) mod rekey;
 pub(in crate::fs) mod replicate;
 pub mod strongest;
+pub(in crate::fs) mod unpins;
