@@ -157,6 +157,10 @@ impl Mount {
                 self.fs.abort();
                 let (store, keys) = (self.store, self.keys);
                 drop(self.fs);
+                // The node collects what the commits unpinned (`repo/gc`): the fresh cache
+                // below then reads only what stayed pinned, so an object unpinned while the
+                // tree still listed it (docs/FORMAT.md §15) reads as EIO in the comparison.
+                store.collect_garbage();
                 let cache = tempfile::tempdir().expect("cache dir");
                 match mount_with(store, cache, keys).await {
                     Ok(m) => (m, Ok(Out::Unit)),

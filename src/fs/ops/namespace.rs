@@ -30,7 +30,7 @@ impl DirSink for Listing {
 const READDIR_BATCH: usize = 512;
 
 /// A directory unloaded between its load and its use is loaded again at most this often.
-use crate::fs::persist::load::RELOAD_ATTEMPTS;
+use crate::fs::persist::load_dirs::RELOAD_ATTEMPTS;
 
 impl Fs {
     /// The one gate for changes: read-only, overdue and quota, via [`quota::decide`].

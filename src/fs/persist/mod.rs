@@ -8,6 +8,7 @@ pub(in crate::fs) mod ancestry;
 pub mod commit;
 pub(in crate::fs) mod commit_tree;
 pub(in crate::fs) mod load;
+pub(in crate::fs) mod load_dirs;
 pub(in crate::fs) mod merge;
 pub(in crate::fs) mod rekey;
 pub(in crate::fs) mod replicate;

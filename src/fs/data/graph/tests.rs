@@ -10,7 +10,7 @@ use crate::fs::store::MemoryStore;
 async fn node(store: &MemoryStore, nodes: &[String], data: &[String]) -> String {
     let sorted = |l: &[String]| l.iter().cloned().collect::<BTreeSet<_>>();
     let json = serde_json::json!({
-        "schema": "pxfs/dir/2",
+        "schema": crate::format::SCHEMA_DIR,
         "nodes": sorted(nodes),
         "data": sorted(data),
         "body": {},
