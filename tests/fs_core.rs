@@ -1770,6 +1770,112 @@ async fn browsing_a_large_tree_keeps_loaded_inodes_under_the_limit_and_sees_ever
     assert_eq!(m.usage().await, content + manifests);
 }
 
+/// Several writers at once in a tree where few inodes may stay loaded: each operation's
+/// directories are unloaded by the others' loads between its own load and its change, and
+/// must be loaded again rather than fail (creates, renames across directories, unlinks,
+/// mkdir and rmdir; every lookup is forgotten at once, as the kernel does under pressure).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_changes_in_many_directories_with_few_inodes_loaded_never_fail() {
+    use rand::{Rng, SeedableRng};
+    for seed in 0..3u64 {
+        let m = mount(u64::MAX).await;
+        for d in 0..12 {
+            let dir =
+                m.fs.mkdir(ROOT_INO, format!("d{d}"), 0o755, 0, 0)
+                    .await
+                    .unwrap();
+            for f in 0..5 {
+                m.write_file(dir.ino, &format!("f{f}"), b"x").await;
+            }
+        }
+        m.fs.flush_all().await.unwrap();
+        let store = m.store.clone();
+        m.fs.abort();
+        let m = Arc::new(mount_limited(store, 6).await);
+        let mut tasks = Vec::new();
+        for k in 0..6u64 {
+            let m = m.clone();
+            tasks.push(tokio::spawn(async move {
+                let mut rng = rand::rngs::StdRng::seed_from_u64(seed * 100 + k);
+                let fs = &m.fs;
+                let dir = |fs: &Fs, d: usize| {
+                    let fs = fs.clone();
+                    async move {
+                        let a = fs.lookup(ROOT_INO, format!("d{d}")).await.unwrap();
+                        fs.forget(a.ino, 1);
+                        a.ino
+                    }
+                };
+                // Where each of this writer's files is: name -> directory number.
+                let mut mine: Vec<(String, usize)> = Vec::new();
+                for i in 0..40 {
+                    let d = rng.random_range(0..12);
+                    let at = dir(fs, d).await;
+                    match rng.random_range(0..4) {
+                        0 | 1 => {
+                            let name = format!("w{k}-{i}");
+                            let (a, fh) = fs
+                                .create(at, &name, 0o644, libc::O_RDWR, 0, 0)
+                                .await
+                                .unwrap_or_else(|e| panic!("create {name}: {e}"));
+                            fs.write(fh, 0, name.as_bytes()).await.unwrap();
+                            fs.release(fh).await.unwrap();
+                            fs.forget(a.ino, 1);
+                            mine.push((name, d));
+                        }
+                        2 if !mine.is_empty() => {
+                            let j = rng.random_range(0..mine.len());
+                            let from = dir(fs, mine[j].1).await;
+                            fs.rename(from, &mine[j].0, at, &mine[j].0, false, false)
+                                .await
+                                .unwrap_or_else(|e| panic!("rename {}: {e}", mine[j].0));
+                            mine[j].1 = d;
+                        }
+                        3 if !mine.is_empty() => {
+                            let (name, d) = mine.swap_remove(rng.random_range(0..mine.len()));
+                            let from = dir(fs, d).await;
+                            fs.unlink(from, &name)
+                                .await
+                                .unwrap_or_else(|e| panic!("unlink {name}: {e}"));
+                        }
+                        _ => {
+                            let name = format!("s{k}-{i}");
+                            let a = fs.mkdir(at, &name, 0o755, 0, 0).await.unwrap();
+                            fs.forget(a.ino, 1);
+                            fs.rmdir(at, &name)
+                                .await
+                                .unwrap_or_else(|e| panic!("rmdir {name}: {e}"));
+                        }
+                    }
+                }
+                mine
+            }));
+        }
+        let mut expect = Vec::new();
+        for t in tasks {
+            expect.extend(t.await.unwrap());
+        }
+        m.fs.flush_all().await.unwrap();
+        let store = m.store.clone();
+        m.fs.abort();
+        let fresh = mount_with(store, tempfile::tempdir().unwrap(), u64::MAX).await;
+        for (name, d) in expect {
+            let at = fresh
+                .fs
+                .lookup(ROOT_INO, format!("d{d}"))
+                .await
+                .unwrap()
+                .ino;
+            assert_eq!(
+                fresh.read_file(at, &name).await,
+                name.as_bytes(),
+                "seed {seed}"
+            );
+        }
+        fresh.fs.abort();
+    }
+}
+
 #[tokio::test]
 async fn unloading_keeps_usage_what_the_oracle_measures_and_never_drops_what_is_in_use() {
     let m = mount(u64::MAX).await;

@@ -91,6 +91,10 @@ pub enum FsError {
         "a directory was unloaded again each time it was read: [cache] max_loaded_inodes is too low for this load"
     )]
     Thrashing,
+    /// A directory was unloaded (`fs::model::unload`) between its load and its use: the
+    /// operation loads it again (only a directory unloaded each time reaches the user).
+    #[error("a directory was unloaded while in use")]
+    Unloaded,
 }
 
 impl FsError {
@@ -133,7 +137,7 @@ impl FsError {
             FsError::Locked(_) => libc::EACCES,
             FsError::Raced(_) => libc::EAGAIN,
             FsError::Rekeyed(_) => libc::EIO,
-            FsError::Thrashing => libc::EIO,
+            FsError::Thrashing | FsError::Unloaded => libc::EIO,
         }
     }
 }

@@ -207,7 +207,7 @@ impl Tree {
             Body::Dir(DirBody {
                 entries: Some(e), ..
             }) => Ok(e),
-            Body::Dir(_) => Err(FsError::Journal("directory not loaded".into())),
+            Body::Dir(_) => Err(FsError::Unloaded),
             _ => Err(FsError::NotDir),
         }
     }
@@ -217,7 +217,7 @@ impl Tree {
             Body::Dir(DirBody {
                 entries: Some(e), ..
             }) => Ok(e),
-            Body::Dir(_) => Err(FsError::Journal("directory not loaded".into())),
+            Body::Dir(_) => Err(FsError::Unloaded),
             _ => Err(FsError::NotDir),
         }
     }

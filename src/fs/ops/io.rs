@@ -15,6 +15,7 @@ use crate::fs::error::{FsError, FsResult};
 use crate::fs::model::inode::{Attr, Body, FileBody, Ino, Kind, Meta, TokenId, now_ns};
 use crate::fs::model::quota::Change;
 use crate::fs::model::tree::{Tree, check_name};
+use crate::fs::persist::load_dirs::RELOAD_ATTEMPTS;
 use crate::fs::store::Blob;
 use crate::fs::{Fs, Handle, Step};
 
@@ -147,11 +148,19 @@ impl Fs {
         gid: u32,
     ) -> FsResult<(Attr, u64)> {
         let name = check_name(name)?;
-        self.ensure_loaded(parent).await?;
         let open = OpenMode::from_flags(flags);
+        let mut reloads = 0;
         loop {
-            if let Some(found) = self.create_new(parent, &name, mode, open, uid, gid)? {
-                return Ok(found);
+            drop(self.lock_loaded(&[parent]).await?);
+            match self.create_new(parent, &name, mode, open, uid, gid) {
+                // Unloaded between the load and the create: loaded again.
+                Err(FsError::Unloaded) if reloads < RELOAD_ATTEMPTS => {
+                    reloads += 1;
+                    continue;
+                }
+                Err(e) => return Err(e),
+                Ok(Some(found)) => return Ok(found),
+                Ok(None) => {}
             }
             // The name exists (maybe created a moment ago by a racing create): without
             // O_EXCL, open(2) opens what is there.
