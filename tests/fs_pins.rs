@@ -143,6 +143,10 @@ async fn after_a_remount_rewrites_in_one_directory_give_back_what_they_replace()
             pinned * 2 <= usage * 3,
             "sealed {sealed}: {pinned} bytes pinned for a tree of {usage}"
         );
+        // The counts that decided it give the published graph's usage as measured.
+        let (root, total) = fs.counted_usage(7).expect("the graph was counted");
+        let (c, m) = store.measure(&root).unwrap();
+        assert_eq!(total, c + m, "sealed {sealed}");
         fs.abort();
         store.collect_garbage();
         let fresh = mount(&store, sealed).await;
@@ -268,6 +272,10 @@ async fn random_changes_in_a_partly_loaded_tree_never_lose_what_it_still_lists()
             pinned * 2 <= usage * 3,
             "seed {seed}: {pinned} bytes pinned for {usage}"
         );
+        if let Some((root, total)) = fs.counted_usage(7) {
+            let (c, m) = store.measure(&root).unwrap();
+            assert_eq!(total, c + m, "seed {seed}: the counts' usage");
+        }
         fs.abort();
         store.collect_garbage();
         let fresh = mount(&store, sealed).await;

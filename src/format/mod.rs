@@ -7,6 +7,7 @@
 //! caller supplies, so the fs core, the oracle and tests share one implementation.
 
 mod canonical;
+pub mod children;
 pub mod chunks;
 pub mod entry;
 pub mod envelope;

@@ -375,6 +375,11 @@ impl Mount {
                 Ok(Out::Unit)
             }
             Op::Commit => {
+                // As after a remount: the commit runs in a partly loaded tree, so its unpins
+                // are decided by the published graph's counts (docs/FORMAT.md §15).
+                if !self.store.is_offline() {
+                    fs.forget_all_and_unload();
+                }
                 fs.flush_all().await.map_err(errno)?;
                 Ok(Out::Unit)
             }
@@ -798,6 +803,17 @@ impl Mount {
             if measured != Some(usage) {
                 return Err(format!(
                     "nothing is pending, usage is {usage}, the oracle would measure {measured:?}"
+                ));
+            }
+        }
+        // The published graph's counts (docs/FORMAT.md §15), once made, say what the oracle
+        // measures for the root they are of (each object's size read from its parent).
+        if let Some((root, total)) = self.fs.counted_usage(TOKEN) {
+            let measured = self.store.measure(&root).map(|(c, m)| c + m);
+            if measured != Some(total) {
+                return Err(format!(
+                    "the graph's counts give {total} bytes for {root}, the oracle would \
+                     measure {measured:?}"
                 ));
             }
         }

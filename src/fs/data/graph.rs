@@ -10,10 +10,12 @@
 //! `old`. Adding descends only into nodes seen for the first time, taking only descends
 //! into nodes whose count reaches zero, so a subtree both roots share costs nothing and a
 //! commit's work is the objects it added and dropped. Only the public lists (§3.1) are
-//! read: no key is needed, and a sealed tree is counted as a plain one.
+//! read for the references; the bodies are read (with the tree's key) for the stored size
+//! of each content object, so the counts also give the whole graph's usage (§7: each
+//! distinct object once, the kept versions' included) without asking the node for sizes.
 //!
-//! Objects are keyed by 16 bytes of a SHA-256 of their multihash: about 20 bytes an object
-//! held in memory (a million-object tree: some 30 MB), and two CIDs of one multihash count
+//! Objects are keyed by 16 bytes of a SHA-256 of their multihash: about 32 bytes an object
+//! held in memory (a million-object tree: some 40 MB), and two CIDs of one multihash count
 //! as one object (a node pins and collects blocks by multihash). A collision of two keys
 //! (2^-64 for a pair) would merge two objects' counts; that can keep an object pinned,
 //! never unpin one still listed, except by skipping the descent into a page first met
@@ -25,6 +27,8 @@ use bytes::Bytes;
 use futures::stream::{FuturesUnordered, StreamExt};
 use sha2::{Digest, Sha256};
 
+use crate::format::TreeCrypto;
+use crate::format::children::{Children, Reach};
 use crate::fs::data::pages::PageCache;
 use crate::fs::error::{FsError, FsResult};
 use crate::fs::store::ContentStore;
@@ -51,41 +55,53 @@ fn key(cid: &str) -> Key {
 
 /// Where pages are read: the mount's page cache first (a commit's new pages are there),
 /// else the node. Pages read from the node are not kept in the cache: a first count of a
-/// large tree would push out the pages the mount is using.
+/// large tree would push out the pages the mount is using. `crypto` opens the bodies.
 #[derive(Clone, Copy)]
 pub struct PageSource<'a> {
     pub store: &'a dyn ContentStore,
     pub cache: &'a PageCache,
+    pub crypto: &'a TreeCrypto,
 }
 
 impl PageSource<'_> {
-    async fn lists(&self, cid: &str) -> FsResult<crate::format::envelope::Lists> {
+    /// Node `cid`'s stored size and references, reached as `reach`.
+    async fn children(&self, cid: &str, reach: Reach) -> FsResult<(u64, Children)> {
         let bytes: Bytes = match self.cache.get(cid) {
             Some(b) => b,
             None => self.store.fetch(cid).await?,
         };
-        let (_, lists) = crate::format::envelope::public(&bytes).map_err(|e| {
-            FsError::Store(crate::fs::store::StoreError::permanent(format!(
-                "tree node {cid}: {e}"
-            )))
-        })?;
-        Ok(lists)
+        let children =
+            crate::format::children::children(&bytes, reach, self.crypto).map_err(|e| {
+                FsError::Store(crate::fs::store::StoreError::permanent(format!(
+                    "tree node {cid}: {e}"
+                )))
+            })?;
+        Ok((bytes.len() as u64, children))
     }
+}
+
+/// One counted object: how many nodes list it, and its stored size.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Counted {
+    refs: u32,
+    size: u64,
 }
 
 /// The counts for one published root.
 #[derive(Debug, Clone, Default)]
 pub struct GraphIndex {
     root: String,
-    refs: HashMap<Key, u32>,
+    refs: HashMap<Key, Counted>,
+    total: u64,
 }
 
 impl GraphIndex {
-    /// Counts every object reachable from `root` (fetching each of its pages once).
+    /// Counts every object reachable from `root` (reading each of its nodes once).
     pub async fn count(root: &str, pages: PageSource<'_>) -> FsResult<GraphIndex> {
         let mut index = GraphIndex {
             root: root.to_owned(),
             refs: HashMap::new(),
+            total: 0,
         };
         index.add_tree(root, pages).await?;
         Ok(index)
@@ -105,6 +121,11 @@ impl GraphIndex {
         self.refs.is_empty()
     }
 
+    /// The stored bytes of every distinct object the root reaches: its usage (§7).
+    pub fn total(&self) -> u64 {
+        self.total
+    }
+
     /// Whether the counted root reaches `cid`.
     pub fn holds(&self, cid: &str) -> bool {
         self.refs.contains_key(&key(cid))
@@ -122,21 +143,37 @@ impl GraphIndex {
         self.drop_tree(&old, pages).await
     }
 
-    fn add(&mut self, cid: &str) -> bool {
-        let n = self.refs.entry(key(cid)).or_insert(0);
-        *n = n.saturating_add(1);
-        *n == 1
+    /// One more reference to `cid`, of `size` stored bytes; `true` when it is new.
+    fn add(&mut self, cid: &str, size: u64) -> bool {
+        let c = self
+            .refs
+            .entry(key(cid))
+            .or_insert(Counted { refs: 0, size });
+        c.refs = c.refs.saturating_add(1);
+        if c.refs == 1 {
+            self.total += size;
+        }
+        c.refs == 1
+    }
+
+    /// A node's size, known once it is read (it was added with 0).
+    fn sized(&mut self, cid: &str, size: u64) {
+        if let Some(c) = self.refs.get_mut(&key(cid)) {
+            self.total = self.total - c.size + size;
+            c.size = size;
+        }
     }
 
     /// Takes one reference; `true` when it was the last.
     fn take(&mut self, cid: &str) -> FsResult<bool> {
         let k = key(cid);
         match self.refs.get_mut(&k) {
-            Some(n) if *n > 1 => {
-                *n -= 1;
+            Some(c) if c.refs > 1 => {
+                c.refs -= 1;
                 Ok(false)
             }
-            Some(_) => {
+            Some(c) => {
+                self.total -= c.size;
                 self.refs.remove(&k);
                 Ok(true)
             }
@@ -150,24 +187,28 @@ impl GraphIndex {
     /// to everything it lists.
     async fn add_tree(&mut self, root: &str, pages: PageSource<'_>) -> FsResult<()> {
         let mut next = Vec::new();
-        if self.add(root) {
-            next.push(root.to_owned());
+        if self.add(root, 0) {
+            next.push((root.to_owned(), Reach::Tree));
         }
         while !next.is_empty() {
             let mut reading: FuturesUnordered<_> = FuturesUnordered::new();
-            let batch: Vec<String> = next.split_off(next.len().saturating_sub(FETCHES_AT_ONCE));
-            for cid in batch {
-                reading.push(async move { pages.lists(&cid).await });
+            let batch = next.split_off(next.len().saturating_sub(FETCHES_AT_ONCE));
+            for (cid, reach) in batch {
+                reading.push(async move {
+                    let read = pages.children(&cid, reach).await;
+                    (cid, read)
+                });
             }
-            while let Some(lists) = reading.next().await {
-                let lists = lists?;
-                for node in lists.nodes {
-                    if self.add(&node) {
-                        next.push(node);
+            while let Some((cid, read)) = reading.next().await {
+                let (size, children) = read?;
+                self.sized(&cid, size);
+                for (node, reach) in children.nodes {
+                    if self.add(&node, 0) {
+                        next.push((node, reach));
                     }
                 }
-                for data in &lists.data {
-                    self.add(data);
+                for (data, size) in &children.data {
+                    self.add(data, *size);
                 }
             }
         }
@@ -180,17 +221,17 @@ impl GraphIndex {
         let mut dropped = Vec::new();
         let mut next = Vec::new();
         if self.take(root)? {
-            next.push(root.to_owned());
+            next.push((root.to_owned(), Reach::Tree));
         }
-        while let Some(node) = next.pop() {
-            let lists = pages.lists(&node).await?;
+        while let Some((node, reach)) = next.pop() {
+            let (_, children) = pages.children(&node, reach).await?;
             dropped.push(node);
-            for child in lists.nodes {
+            for (child, reach) in children.nodes {
                 if self.take(&child)? {
-                    next.push(child);
+                    next.push((child, reach));
                 }
             }
-            for data in lists.data {
+            for (data, _) in children.data {
                 if self.take(&data)? {
                     dropped.push(data);
                 }

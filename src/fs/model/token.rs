@@ -109,7 +109,7 @@ pub struct GraphCounts {
 }
 
 impl GraphCounts {
-    pub const MAX_UNDECIDED: usize = 1 << 20;
+    pub const MAX_UNDECIDED: usize = 1 << 17;
 
     /// Whether the counted published root still lists `cid` (without counts: no).
     pub fn lists(&self, cid: &str) -> bool {

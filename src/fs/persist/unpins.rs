@@ -73,9 +73,11 @@ impl Fs {
         };
         if let (Some(mut index), Some(root)) = (index, root) {
             let store = self.store_of(Some(token));
+            let crypto = self.sealing(Some(token));
             let pages = PageSource {
                 store: &*store,
                 cache: &self.inner.pages,
+                crypto: &crypto,
             };
             match index.advance(root, pages).await {
                 Ok(dropped) => {
@@ -122,6 +124,14 @@ impl Fs {
         }
     }
 
+    /// The published root the graph's counts are of and its usage by them (docs/FORMAT.md
+    /// §7, each distinct object once, kept versions included); `None` until counted.
+    pub fn counted_usage(&self, token: TokenId) -> Option<(String, u64)> {
+        let tree = self.tree();
+        let index = tree.token(token).ok()?.graph.index.as_ref()?;
+        Some((index.root().to_owned(), index.total()))
+    }
+
     /// Counts the published graph of `root` in the background (`fs::data::graph`).
     fn count_graph(&self, token: TokenId, root: String) {
         let fs = self.clone();
@@ -129,9 +139,11 @@ impl Fs {
         tokio::spawn(async move {
             let started = std::time::Instant::now();
             let store = fs.store_of(Some(token));
+            let crypto = fs.sealing(Some(token));
             let pages = PageSource {
                 store: &*store,
                 cache: &fs.inner.pages,
+                crypto: &crypto,
             };
             let counted = tokio::select! {
                 _ = cancel.cancelled() => return,

@@ -6,19 +6,62 @@ use rand::{Rng, SeedableRng};
 use super::*;
 use crate::fs::store::MemoryStore;
 
-/// A tree node listing `nodes` and `data`, added to `store`; its CID.
+/// A directory page whose entries are subdirectories `nodes` and files stored whole as
+/// `data` (each of its object's length), added to `store`; its CID.
 async fn node(store: &MemoryStore, nodes: &[String], data: &[String]) -> String {
-    let sorted = |l: &[String]| l.iter().cloned().collect::<BTreeSet<_>>();
-    let json = serde_json::json!({
-        "schema": crate::format::SCHEMA_DIR,
-        "nodes": sorted(nodes),
-        "data": sorted(data),
-        "body": {},
-    });
-    store
-        .add_manifest(Bytes::from(serde_json::to_vec(&json).unwrap()))
-        .await
-        .unwrap()
+    use crate::format::{Attrs, Content, Entry, EntryKind, FileContent, Inode, InodeKind, Name};
+    let attrs = Attrs {
+        mode: 0o755,
+        uid: 0,
+        gid: 0,
+        mtime_ns: 0,
+        ctime_ns: 0,
+    };
+    let mut entries = Vec::new();
+    for (i, top) in nodes
+        .iter()
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .enumerate()
+    {
+        let kind = InodeKind::Dir { top: top.clone() };
+        entries.push((format!("d{i:03}"), kind));
+    }
+    for (i, cid) in data.iter().collect::<BTreeSet<_>>().into_iter().enumerate() {
+        let kind = InodeKind::File {
+            size: store.get(cid).unwrap().len() as u64,
+            content: Some(FileContent::Whole(Content {
+                cid: cid.clone(),
+                salt: None,
+            })),
+        };
+        entries.push((format!("f{i:03}"), kind));
+    }
+    let entries = entries
+        .into_iter()
+        .map(|(name, kind)| Entry {
+            name: Name::new(name.into_bytes()).unwrap(),
+            kind: EntryKind::Inode(Inode {
+                kind,
+                attrs,
+                xattrs: vec![],
+            }),
+        })
+        .collect();
+    let bytes = crate::format::page::encode(
+        &crate::format::Page::<Entry>::Leaf(entries),
+        &TreeCrypto::Plain,
+    )
+    .unwrap();
+    store.add_manifest(Bytes::from(bytes)).await.unwrap()
+}
+
+/// The stored bytes of `objects` (§7).
+fn bytes_of(store: &MemoryStore, objects: &BTreeSet<String>) -> u64 {
+    objects
+        .iter()
+        .map(|c| store.get(c).unwrap().len() as u64)
+        .sum()
 }
 
 async fn content(store: &MemoryStore, n: u32) -> String {
@@ -45,7 +88,11 @@ fn reachable(store: &MemoryStore, root: &str) -> BTreeSet<String> {
 }
 
 fn source<'a>(store: &'a MemoryStore, cache: &'a PageCache) -> PageSource<'a> {
-    PageSource { store, cache }
+    PageSource {
+        store,
+        cache,
+        crypto: &TreeCrypto::Plain,
+    }
 }
 
 #[tokio::test]
@@ -61,6 +108,7 @@ async fn an_object_dropped_on_one_path_and_listed_on_another_stays_counted() {
         .await
         .unwrap();
     assert_eq!(index.len(), 5);
+    assert_eq!(index.total(), bytes_of(&store, &reachable(&store, &root)));
     // `a` rewritten without `x` and `y`.
     let a2 = node(&store, &[], &[]).await;
     let root2 = node(&store, &[a2.clone(), b.clone()], &[]).await;
@@ -136,6 +184,7 @@ async fn moving_between_random_roots_matches_counting_each_from_scratch() {
             }
             let counts: HashMap<_, _> = index.refs.clone();
             assert_eq!(counts.len(), is.len(), "seed {seed}");
+            assert_eq!(index.total(), bytes_of(&store, &is), "seed {seed}");
         }
     }
 }
