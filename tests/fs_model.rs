@@ -730,6 +730,23 @@ fn a_replayed_close_of_a_same_size_change_is_counted_as_pending() {
     }
 }
 
+/// Two empty directories are stored as one page. One is unloaded and read again while the
+/// other stays loaded, then both change: the page's bytes must leave usage once, not come
+/// back as "not loaded" (found with an unload after every step: the ledger kept a flag,
+/// not a count, of the references unloads dropped, and a read-back did not give its back).
+#[test]
+fn a_page_two_directories_share_leaves_usage_once_after_one_was_unloaded_and_read_again() {
+    let script = ops::parse_script(
+        "0: mkdir c 644\n1: mkdir b 644\n2: REMOUNT (fresh cache)\n3: symlink c/a -> \"a\"\n\
+         4: kernel forgets all; unload\n5: create b/a O_RDWR|O_CREAT 644\n6: flush h0\n\
+         7: commit\n",
+    )
+    .unwrap();
+    for sealed in [false, true] {
+        check_on(&script.0, sealed);
+    }
+}
+
 /// Replays the script in the file `PXFS_MODEL_REPLAY` (as a failure prints it; add
 /// `PXFS_MODEL_SEALED=1` for an encrypted tree): `cargo test --test fs_model replay --
 /// --ignored`. A tool for shrinking a failure by hand, not a test.

@@ -899,10 +899,10 @@ pub async fn run_script_sealed(ops: &[Op], sealed: bool) -> Result<(), String> {
         if let Err(e) = mount.compare(&model).await {
             return Err(format!("after step {i} `{op:?}`: {e}"));
         }
-        if matches!(op, Op::Crash | Op::Remount | Op::Unload) && !mount.store.is_offline() {
-            // The comparison loaded every directory: unload them again, so the next steps
-            // run as on a fresh cache (names looked up alone, changes loading their
-            // directories first).
+        if !mount.store.is_offline() {
+            // The comparison loaded every directory: unload them again, so every step runs
+            // as on a fresh cache (names looked up alone, changes loading their directories
+            // first, directories read back after an unload).
             mount.fs.forget_all_and_unload();
         }
     }

@@ -85,9 +85,10 @@ struct Object {
     /// part of the committed tree. Kept (with `refs` 0) after the last loaded reference
     /// goes, so loading another directory that refers to it counts it again, not twice.
     from_base: bool,
-    /// An unloaded inode (`fs::model::unload`) refers to it too: when the last loaded reference
-    /// goes, it returns to `base` rather than leaving usage.
-    parked: bool,
+    /// References of unloaded inodes (`fs::model::unload`): while there are any, the last
+    /// loaded reference going returns it to `base` rather than taking it out of usage.
+    /// Given back when the directory that dropped them is read again.
+    parked: u32,
     /// A directory page only unloaded inodes refer to, counted in `base` again (kept so a
     /// new directory stored as the same page, e.g. an empty one, is not counted twice).
     in_base: bool,
@@ -101,6 +102,11 @@ pub struct Ledger {
     manifests: u64,
     objects: HashMap<String, Object>,
     charges: HashMap<Ino, Charge>,
+    /// What unloading a directory dropped (its pages and its entries' objects, with
+    /// repeats), by the directory's top CID: a directory read again from that top gets
+    /// exactly these references back. A function of the top (a clean directory is unloaded
+    /// as committed), so two directories stored alike share a key and either list serves.
+    unloaded: HashMap<String, Vec<Vec<String>>>,
 }
 
 /// The usage a commit publishes: what is counted without the manifests it rewrites, and
@@ -240,16 +246,15 @@ impl Ledger {
             size,
             manifest,
             from_base: false,
-            parked: false,
+            parked: 0,
             in_base: false,
         });
         let mut take_from_base = false;
         if o.in_base {
-            // Counted in `base` for the unloaded directories stored as it. A new reference
-            // leaves them referring to it (parked); one read back may be the only one.
+            // Counted in `base` for the unloaded inodes referring to it (`parked` of them,
+            // those read back given back already): it moves into the ledger.
             o.in_base = false;
             o.from_base = true;
-            o.parked = !loaded;
             take_from_base = true;
         } else if loaded && !o.from_base {
             // The committed figure counts it once: that share moves into the ledger.
@@ -286,7 +291,7 @@ impl Ledger {
         if o.refs > 0 {
             return;
         }
-        if o.parked {
+        if o.parked > 0 {
             self.return_to_base(cid);
             return;
         }
@@ -312,7 +317,7 @@ impl Ledger {
                 size,
                 manifest,
                 from_base: false,
-                parked: false,
+                parked: o.parked,
                 in_base: true,
             };
         } else {
@@ -328,26 +333,65 @@ impl Ledger {
     /// figure of what is not loaded (`base`), or stays counted while loaded inodes share
     /// it. Usage does not change.
     pub fn unload(&mut self, ino: Ino) {
-        let cids: Vec<String> = match self.charges.remove(&ino) {
-            None => return,
-            Some(Charge::Own(n)) => {
-                self.own = self.own.saturating_sub(n);
-                return;
-            }
-            Some(charge) => charge.cids().into_iter().map(str::to_owned).collect(),
-        };
-        for cid in cids {
-            let Some(o) = self.objects.get_mut(&cid) else {
-                continue;
+        self.unload_all(None, &[ino]);
+    }
+
+    /// The directory whose top is `top` drops its entries `inos` (and its own charge, `inos`
+    /// holding it too): each as [`Ledger::unload`], and the references dropped are kept for
+    /// the directory's next read ([`Ledger::reading`]).
+    pub fn unload_dir(&mut self, top: &str, inos: &[Ino]) {
+        self.unload_all(Some(top), inos);
+    }
+
+    fn unload_all(&mut self, top: Option<&str>, inos: &[Ino]) {
+        let mut dropped = Vec::new();
+        for ino in inos {
+            let cids: Vec<String> = match self.charges.remove(ino) {
+                None => continue,
+                Some(Charge::Own(n)) => {
+                    self.own = self.own.saturating_sub(n);
+                    continue;
+                }
+                Some(charge) => charge.cids().into_iter().map(str::to_owned).collect(),
             };
-            o.refs = o.refs.saturating_sub(1);
-            if o.refs > 0 {
-                // Counted by the loaded inodes that share it; a later load finds it here.
-                o.parked = true;
+            for cid in cids {
+                let Some(o) = self.objects.get_mut(&cid) else {
+                    continue;
+                };
+                o.refs = o.refs.saturating_sub(1);
+                o.parked = o.parked.saturating_add(1);
                 o.from_base = true;
-                continue;
+                let last = o.refs == 0;
+                dropped.push(cid.clone());
+                if last {
+                    self.return_to_base(&cid);
+                }
             }
-            self.return_to_base(&cid);
+        }
+        if let Some(top) = top
+            && !dropped.is_empty()
+        {
+            self.unloaded
+                .entry(top.to_owned())
+                .or_default()
+                .push(dropped);
+        }
+    }
+
+    /// A directory stored as `top` is read: the references an unload of such a directory
+    /// dropped come back as loaded ones (set right after), so they are no longer parked.
+    pub fn reading(&mut self, top: &str) {
+        let Some(lists) = self.unloaded.get_mut(top) else {
+            return;
+        };
+        let dropped = lists.pop().unwrap_or_default();
+        if lists.is_empty() {
+            self.unloaded.remove(top);
+        }
+        for cid in dropped {
+            if let Some(o) = self.objects.get_mut(&cid) {
+                o.parked = o.parked.saturating_sub(1);
+            }
         }
     }
 

@@ -31,6 +31,12 @@ impl Tree {
         d.table = read.objects.table.clone();
         // Names looked up alone keep their inodes: the kernel holds those numbers.
         let mut found = std::mem::take(&mut d.found);
+        // What an unload of this directory dropped comes back with the charges set below.
+        if snapshot_of.is_none()
+            && let Some(t) = token.and_then(|t| self.tokens.get_mut(&t))
+        {
+            t.ledger.reading(&read.objects.top);
+        }
         if is_token_root && let Some(t) = token {
             self.root_read(t, read.v3_history.clone());
         }

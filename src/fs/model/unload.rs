@@ -336,6 +336,7 @@ impl Tree {
         // A kept version's directory (`.snapshots/`) holds no charge of any token.
         let token = self.inodes.get(&dir)?.token;
         let d = self.inodes.get_mut(&dir)?.dir_mut()?;
+        let top = d.top.clone();
         let entries = d.entries.take()?;
         // Read again with its entries, it is charged again (as at its first load).
         d.objects = None;
@@ -357,8 +358,10 @@ impl Tree {
         let Some(t) = token.and_then(|t| self.tokens.get_mut(&t)) else {
             return Some(gone.len() - 1);
         };
-        for ino in &gone {
-            t.ledger.unload(*ino);
+        match &top {
+            // Read again from that top, the directory gets these references back.
+            Some(top) => t.ledger.unload_dir(top, &gone),
+            None => gone.iter().for_each(|ino| t.ledger.unload(*ino)),
         }
         t.usage = t.ledger.usage();
         t.unloaded_dirs = (t.unloaded_dirs + 1).saturating_sub(unloaded_children);
