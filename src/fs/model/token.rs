@@ -166,6 +166,12 @@ pub struct ChainGate {
 impl TokenFs {
     /// Whether every commit of this mount is in a document that held (docs/FORMAT.md
     /// §9.3): nothing published waits to be checked.
+    /// Whether the tree still uses `cid`: a loaded inode's charge holds it, or the
+    /// published root the graph's counts are of lists it (docs/FORMAT.md §15).
+    pub fn uses(&self, cid: &str) -> bool {
+        self.ledger.holds(cid) || self.graph.lists(cid)
+    }
+
     pub fn held(&self) -> bool {
         self.held_seq >= self.committed.journal_seq || self.committed.usage_doc.is_none()
     }

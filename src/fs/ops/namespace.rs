@@ -10,6 +10,7 @@ use crate::fs::model::inode::{
 };
 use crate::fs::model::quota::{self, Change};
 use crate::fs::model::tree::{Tree, check_name, check_target, join, loaded_dir};
+use crate::fs::persist::load_dirs::RELOAD_ATTEMPTS;
 use crate::fs::{DirEntry, DirSink, Fs, SetAttr, StatFs, Step};
 
 /// Entries for [`Fs::readdir`]: one batch.
@@ -28,9 +29,6 @@ impl DirSink for Listing {
 /// Readdir answers at most this many entries per call; the kernel asks again from the
 /// last offset, so a huge directory is never copied whole per call.
 const READDIR_BATCH: usize = 512;
-
-/// A directory unloaded between its load and its use is loaded again at most this often.
-use crate::fs::persist::load_dirs::RELOAD_ATTEMPTS;
 
 impl Fs {
     /// The one gate for changes: read-only, overdue and quota, via [`quota::decide`].

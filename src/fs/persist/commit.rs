@@ -430,7 +430,7 @@ impl Fs {
                         tree.token_mut(token)
                             .map(|t| {
                                 let mut unpin = std::mem::take(&mut t.unpin_when_held);
-                                unpin.retain(|c| !t.ledger.holds(c) && !t.graph.lists(c));
+                                unpin.retain(|c| !t.uses(c));
                                 unpin
                             })
                             .unwrap_or_default()
@@ -523,7 +523,7 @@ impl Fs {
                 },
             );
         }
-        let (delete, live, fully_loaded) = {
+        let (delete, fully_loaded) = {
             let mut guard = self.tree();
             let tree = &mut *guard;
             for (ino, new) in &written {
@@ -617,8 +617,7 @@ impl Fs {
                     }
                 }
             }
-            let live = super::unpins::live_versions(tree, token);
-            (delete, live, fully_loaded)
+            (delete, fully_loaded)
         };
         remove_staged(delete);
         // Content may be shared (equal files have equal CIDs, a copy may be moved to a
@@ -626,18 +625,7 @@ impl Fs {
         // prove a CID unused.
         self.move_counts(token, root_cid.as_deref(), &mut unpin, fully_loaded)
             .await;
-        let unpin: HashSet<String> = {
-            let tree = self.tree();
-            let held = |c: &str| {
-                tree.token(token)
-                    .map(|t| t.ledger.holds(c) || t.graph.lists(c))
-                    .unwrap_or(true)
-            };
-            unpin
-                .into_iter()
-                .filter(|c| !live.contains(c) && !held(c))
-                .collect()
-        };
+        let unpin = super::unpins::unused(&self.tree(), token, unpin);
         // Unpinned once the document holds (`hold`): until then another machine's
         // publication made on the previous document may still use them.
         if let Ok(t) = self.tree().token_mut(token) {

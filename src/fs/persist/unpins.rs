@@ -17,7 +17,7 @@ use crate::fs::model::tree::Tree;
 
 /// What loaded inodes still use besides the objects their charges hold (which the ledger
 /// answers): the uploaded versions of files whose charge does not hold them yet.
-pub(super) fn live_versions(tree: &Tree, token: TokenId) -> HashSet<String> {
+fn live_versions(tree: &Tree, token: TokenId) -> HashSet<String> {
     tree.tracked
         .unsettled
         .iter()
@@ -31,16 +31,16 @@ pub(super) fn live_versions(tree: &Tree, token: TokenId) -> HashSet<String> {
         .collect()
 }
 
-/// Of `candidates`, what nothing uses: not listed by the published root the counts are
-/// of, not held by a loaded inode, not a live version.
-fn unused(tree: &Tree, token: TokenId, candidates: Vec<String>) -> Vec<String> {
+/// Of `candidates`, what nothing uses (each once): not listed by the published root the
+/// counts are of, not held by a loaded inode, not a live version.
+pub(super) fn unused(tree: &Tree, token: TokenId, candidates: Vec<String>) -> Vec<String> {
     let live = live_versions(tree, token);
     let Ok(t) = tree.token(token) else {
         return Vec::new();
     };
     candidates
         .into_iter()
-        .filter(|c| !live.contains(c) && !t.ledger.holds(c) && !t.graph.lists(c))
+        .filter(|c| !live.contains(c) && !t.uses(c))
         .collect::<HashSet<_>>()
         .into_iter()
         .collect()
@@ -108,19 +108,17 @@ impl Fs {
             };
             let g = &mut t.graph;
             let room = GraphCounts::MAX_UNDECIDED.saturating_sub(g.undecided.len());
+            // (What does not fit stays pinned: dropping the drain empties `unpin`.)
             g.undecided.extend(unpin.drain(..).take(room));
-            unpin.clear();
             let due = g
                 .failed_at
                 .is_none_or(|at| at.elapsed() >= RETRY_COUNT_AFTER);
-            let start = !g.counting && !g.undecided.is_empty() && due;
+            let start = !g.counting && !g.undecided.is_empty() && due && root.is_some();
             g.counting |= start;
             start
         };
-        if start && let Some(root) = root {
+        if let (true, Some(root)) = (start, root) {
             self.count_graph(token, root.to_owned());
-        } else if start && let Ok(t) = self.tree().token_mut(token) {
-            t.graph.counting = false;
         }
     }
 
