@@ -45,6 +45,71 @@ pub struct Config {
     /// `[metrics]`: the mount daemon's Prometheus endpoint (off unless `listen` is set).
     #[serde(default, skip_serializing_if = "MetricsConfig::is_off")]
     pub metrics: MetricsConfig,
+    /// `[history]`: which committed versions each sNFT keeps under `.snapshots/`
+    /// (docs/FORMAT.md §14.2). Absent: every commit of the last hour, hourly for two days,
+    /// daily for 30 days; all zero: no history.
+    #[serde(default, skip_serializing_if = "HistoryConfig::is_default")]
+    pub history: HistoryConfig,
+}
+
+/// `[history]`: the retention policy (docs/FORMAT.md §14.2).
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct HistoryConfig {
+    /// Every version younger than this many seconds.
+    #[serde(default = "default_keep_all_secs")]
+    pub keep_all_secs: u64,
+    /// The latest version of each of the last N UTC hours.
+    #[serde(default = "default_hourly")]
+    pub hourly: u32,
+    /// The latest version of each of the last N UTC days.
+    #[serde(default = "default_daily")]
+    pub daily: u32,
+    /// The latest version of each of the last N UTC months.
+    #[serde(default)]
+    pub monthly: u32,
+}
+
+fn default_keep_all_secs() -> u64 {
+    crate::format::history::Policy::default().keep_all_secs
+}
+fn default_hourly() -> u32 {
+    crate::format::history::Policy::default().hourly
+}
+fn default_daily() -> u32 {
+    crate::format::history::Policy::default().daily
+}
+
+impl Default for HistoryConfig {
+    fn default() -> Self {
+        HistoryConfig::from(crate::format::history::Policy::default())
+    }
+}
+
+impl HistoryConfig {
+    fn is_default(&self) -> bool {
+        *self == HistoryConfig::default()
+    }
+
+    pub fn policy(&self) -> crate::format::history::Policy {
+        crate::format::history::Policy {
+            keep_all_secs: self.keep_all_secs,
+            hourly: self.hourly,
+            daily: self.daily,
+            monthly: self.monthly,
+        }
+    }
+}
+
+impl From<crate::format::history::Policy> for HistoryConfig {
+    fn from(p: crate::format::history::Policy) -> Self {
+        HistoryConfig {
+            keep_all_secs: p.keep_all_secs,
+            hourly: p.hourly,
+            daily: p.daily,
+            monthly: p.monthly,
+        }
+    }
 }
 
 /// `[metrics]`: where the mount daemon serves `/metrics` (docs/monitoring.md).

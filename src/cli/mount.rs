@@ -574,6 +574,9 @@ async fn prepare(
     // Live follow: only mounts (a conversion's cores do not follow).
     fs_cfg.follow_interval = Duration::from_secs(cfg.upload.follow_every_secs);
     fs_cfg.single_token = args.tokens.len() == 1;
+    // Only mounts keep history: a conversion (`pxfs encrypt`) drops its tree's versions,
+    // which hold the content as it was before (in the clear).
+    fs_cfg.history = cfg.history.policy();
     fs_cfg.read_only = args.read_only;
     fs_cfg.replicas = replicas;
     fs_cfg.keys = Arc::new(MountKeys {

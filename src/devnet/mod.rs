@@ -781,6 +781,7 @@ fn write_config(
         },
         pinning: Vec::new(),
         metrics: Default::default(),
+        history: crate::config::HistoryConfig::default(),
     };
     if !plaintext && !layout.passphrase().exists() {
         write_passphrase(&layout.passphrase())?;

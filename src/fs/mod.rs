@@ -100,6 +100,22 @@ pub struct FsConfig {
     pub held_roots: Vec<std::sync::Arc<dyn held::HeldRoots>>,
     /// Where every committed tree is copied once it holds (`[node] replicas`).
     pub replicas: Option<std::sync::Arc<crate::replica::Replicas>>,
+    /// Which committed versions each sNFT keeps (`[history]`, docs/FORMAT.md §14.2); off
+    /// by default here (the daemon's default keeps them).
+    pub history: crate::format::history::Policy,
+    /// Tests: the commit time (Unix nanoseconds) in place of the system clock, so a
+    /// retention policy can be run over simulated time.
+    pub clock: Option<Clock>,
+}
+
+/// A clock for tests (`FsConfig::clock`): Unix nanoseconds.
+#[derive(Clone)]
+pub struct Clock(pub std::sync::Arc<dyn Fn() -> i64 + Send + Sync>);
+
+impl std::fmt::Debug for Clock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Clock")
+    }
 }
 
 impl FsConfig {
@@ -127,6 +143,19 @@ impl FsConfig {
             keys: std::sync::Arc::new(crate::keys::keyring::PlainOnly),
             held_roots: Vec::new(),
             replicas: None,
+            history: crate::format::history::Policy::OFF,
+            clock: None,
+        }
+    }
+
+    /// The time a commit is made at (Unix nanoseconds): its root's `t`.
+    pub fn commit_time(&self) -> i64 {
+        match &self.clock {
+            Some(clock) => (clock.0)(),
+            None => std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
+                .unwrap_or(0),
         }
     }
 }

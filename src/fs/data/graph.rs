@@ -107,7 +107,12 @@ impl GraphIndex {
         Ok(index)
     }
 
-    /// The root these counts are of.
+    /// The counts of an sNFT that has published nothing yet (no root: nothing counted).
+    pub fn empty() -> GraphIndex {
+        GraphIndex::default()
+    }
+
+    /// The root these counts are of (empty: none).
     pub fn root(&self) -> &str {
         &self.root
     }
@@ -140,6 +145,9 @@ impl GraphIndex {
         }
         self.add_tree(new, pages).await?;
         let old = std::mem::replace(&mut self.root, new.to_owned());
+        if old.is_empty() {
+            return Ok(Vec::new());
+        }
         self.drop_tree(&old, pages).await
     }
 

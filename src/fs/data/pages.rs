@@ -217,17 +217,28 @@ pub struct RootParts {
     pub groups: Vec<format::InodeRecord>,
 }
 
+/// What the sNFT root's node is written with besides its directory.
+pub struct RootWrite<'a> {
+    pub parts: &'a RootParts,
+    /// The commit time (docs/FORMAT.md §12.1).
+    pub t: i64,
+    /// The versions it keeps, sorted by time (§14); empty: no history table.
+    pub history: &'a [format::history::Version],
+}
+
 /// Writes a directory as pages: all its entries, or the changed ones applied to its
 /// previous table (the pages on the changed paths come from `cache` or the node); for the
-/// sNFT root (`root`) also the link-group table and the root node over both. Adds to the
-/// node only the objects not in `have` (the directory's previous objects, and what this
-/// commit added already), and records what it added in `have` and `added`.
+/// sNFT root (`root`) also the link-group table, the history table and the root node over
+/// them. Adds to the node only the objects not in `have` (the directory's previous objects,
+/// and what this commit added already), and records what it added in `have` and `added`.
+/// The sNFT root's objects are its root node, then the pages of its link-group and history
+/// tables, then its directory's.
 pub async fn write_dir(
     store: &dyn ContentStore,
     crypto: &TreeCrypto,
     cache: &PageCache,
     contents: &DirContents,
-    root: Option<&RootParts>,
+    root: Option<&RootWrite<'_>>,
     have: &mut HashSet<String>,
     added: &mut Added,
 ) -> FsResult<DirObjects> {
@@ -248,12 +259,19 @@ pub async fn write_dir(
                 }
             };
             let own = b.pages.len();
-            let Some(parts) = root else {
+            let Some(w) = root else {
                 return Ok((top.clone(), top, removed, own));
             };
+            let parts = w.parts;
             let inodes = match parts.groups.is_empty() {
                 true => None,
                 false => Some(format::prolly::build(&mut b, crypto, parts.groups.clone())?),
+            };
+            // Built whole: its pages are a function of its records (§5), so the pages an
+            // update would keep have the same CIDs and are not added again (`have`).
+            let history = match w.history.is_empty() {
+                true => None,
+                false => Some(format::prolly::build(&mut b, crypto, w.history.to_vec())?),
             };
             // Format 3 (docs/FORMAT.md §12.1): the root carries its commit time.
             let node = format::root::RootV3 {
@@ -263,8 +281,8 @@ pub async fn write_dir(
                     dir: top.clone(),
                     inodes,
                 },
-                t: commit_time(),
-                history: None,
+                t: w.t,
+                history,
             }
             .encode(crypto)?;
             Ok((b.put(node)?, top, removed, own))
@@ -476,14 +494,6 @@ pub async fn lookup_entry(
     }
 }
 
-/// A root's commit time (docs/FORMAT.md §12.1): now, in Unix nanoseconds.
-fn commit_time() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
-}
-
 /// A chunked file's table top and size (docs/FORMAT.md §13), if `kind` is one.
 pub fn chunked_content(kind: &format::EntryKind) -> Option<(String, u64)> {
     match kind {
@@ -653,13 +663,6 @@ pub async fn read_dir(
             .map_err(|e| format_error(&format!("root node {top}"), e))?;
         if r.read_only {
             read_only = Some("its root node has members this pxfs does not know".to_owned());
-        } else if matches!(&r.v3, Some((_, Some(_)))) {
-            // Its versions are read (`.snapshots`), but a commit of this pxfs, which keeps
-            // no history yet, would drop them.
-            read_only = Some(
-                "it keeps history (format 3), which this pxfs reads but does not write yet"
-                    .to_owned(),
-            );
         }
         v3_history = r.v3.as_ref().map(|(_, history)| history.clone());
         let mut groups = Vec::new();
@@ -761,16 +764,16 @@ pub async fn read_groups(
 }
 
 /// The versions a format-3 root's history table keeps (docs/FORMAT.md §14.1), oldest
-/// first; `top` is the table's top page.
+/// first, and the table's pages with their sizes; `top` is the table's top page.
 pub async fn read_history(
     store: &dyn ContentStore,
     crypto: &TreeCrypto,
     cache: &PageCache,
     top: &str,
-) -> FsResult<Vec<format::history::Version>> {
+) -> FsResult<(Vec<format::history::Version>, Vec<(String, u64)>)> {
     let first = page(store, cache, top).await?;
-    let mut pages = Vec::new();
-    read_table(
+    let mut pages = vec![(top.to_owned(), first.len() as u64)];
+    let versions = read_table(
         store,
         crypto,
         cache,
@@ -778,7 +781,8 @@ pub async fn read_history(
         vec![first],
         &mut pages,
     )
-    .await
+    .await?;
+    Ok((versions, pages))
 }
 
 /// A v1 manifest (`top`, the only object in `objects`) as the directory the tree loads.

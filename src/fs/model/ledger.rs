@@ -66,13 +66,20 @@ pub struct UsageParts {
     pub manifests: u64,
     /// Committed usage of directories not loaded yet (not yet attributed to objects).
     pub unloaded: u64,
+    /// What history keeps besides the tree (docs/FORMAT.md §14.5): the kept versions' own
+    /// objects as the last commit counted them, and what the tree released since. Negative
+    /// while `unloaded` still holds some of it (the committed figure a mount starts from
+    /// counts history too).
+    pub history: i64,
 }
 
 impl UsageParts {
     pub fn total(&self) -> u64 {
-        self.content
+        let tree = self
+            .content
             .saturating_add(self.manifests)
-            .saturating_add(self.unloaded)
+            .saturating_add(self.unloaded);
+        u64::try_from((tree as i128 + self.history as i128).max(0)).unwrap_or(u64::MAX)
     }
 }
 
@@ -107,7 +114,22 @@ pub struct Ledger {
     /// exactly these references back. A function of the top (a clean directory is unloaded
     /// as committed), so two directories stored alike share a key and either list serves.
     unloaded: HashMap<String, Vec<Vec<String>>>,
+    /// Keep counting what the tree releases (history is on): the committed versions of
+    /// what is deleted or rewritten stay on the node while history keeps them.
+    keeps_released: bool,
+    /// Objects no loaded inode refers to any more since the last commit's snapshot, with
+    /// their sizes (`keeps_released`): counted until the next commit counts the graph.
+    released: HashMap<String, u64>,
+    released_bytes: u64,
+    /// History's share beyond the tree, as the last commit counted it (see
+    /// `UsageParts::history`).
+    history: i64,
 }
+
+/// What the tree released between two commits, taken by a commit's snapshot (and given
+/// back if the commit fails).
+#[derive(Debug, Default)]
+pub struct Released(HashMap<String, u64>);
 
 /// The usage a commit publishes: what is counted without the manifests it rewrites, and
 /// which objects are already counted (a new manifest equal to one of them is not counted
@@ -155,7 +177,48 @@ impl Ledger {
             content: self.content.saturating_add(self.own),
             manifests: self.manifests,
             unloaded: self.base,
+            history: self
+                .history
+                .saturating_add(i64::try_from(self.released_bytes).unwrap_or(i64::MAX)),
         }
+    }
+
+    /// History is on (or off): objects the tree releases keep counting until a commit
+    /// counts the graph they are in.
+    pub fn keep_released(&mut self, on: bool) {
+        self.keeps_released = on;
+        if !on {
+            self.released.clear();
+            self.released_bytes = 0;
+        }
+    }
+
+    /// What was released since the last snapshot: from now on the commit's count covers it.
+    pub fn take_released(&mut self) -> Released {
+        self.released_bytes = 0;
+        Released(std::mem::take(&mut self.released))
+    }
+
+    /// A commit that took `r` failed: they count again (unless held again meanwhile).
+    pub fn give_back_released(&mut self, r: Released) {
+        if !self.keeps_released {
+            return;
+        }
+        for (cid, size) in r.0 {
+            if self.objects.get(&cid).is_some_and(|o| o.refs > 0) {
+                continue;
+            }
+            if self.released.insert(cid, size).is_none() {
+                self.released_bytes = self.released_bytes.saturating_add(size);
+            }
+        }
+    }
+
+    /// A commit counted the whole published graph (`published`, docs/FORMAT.md §14.5)
+    /// while the tree it wrote counted `tree`: history's share is the difference.
+    pub fn counted(&mut self, published: u64, tree: u64) {
+        self.history =
+            (published as i128 - tree as i128).clamp(i64::MIN as i128, i64::MAX as i128) as i64;
     }
 
     /// Give `ino` the charge `charge` (`None`: it counts for nothing). `loaded`: the inode
@@ -270,6 +333,9 @@ impl Ledger {
         if first {
             let sum = self.sum_mut(manifest);
             *sum = sum.saturating_add(size);
+            if let Some(n) = self.released.remove(cid) {
+                self.released_bytes = self.released_bytes.saturating_sub(n);
+            }
         }
     }
 
@@ -301,6 +367,9 @@ impl Ledger {
         }
         let sum = self.sum_mut(manifest);
         *sum = sum.saturating_sub(size);
+        if self.keeps_released && self.released.insert(cid.to_owned(), size).is_none() {
+            self.released_bytes = self.released_bytes.saturating_add(size);
+        }
     }
 
     /// An object no loaded inode refers to any more, but unloaded ones do: counted in

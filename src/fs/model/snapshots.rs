@@ -141,32 +141,7 @@ impl Tree {
         let mut listed = Entries::default();
         let mut groups = HashMap::new();
         for (name, v) in by_name {
-            let Ok(name) = Name::new(name.as_bytes()) else {
-                continue;
-            };
-            let version = self.alloc(Inode {
-                token: None,
-                meta: stored::meta_of(&v.attrs),
-                xattrs: stored::tree_xattrs(v.xattrs),
-                links: vec![(dir, name.clone())],
-                body: Body::Dir(DirBody {
-                    top: Some(v.dir),
-                    ..Default::default()
-                }),
-                open_handles: 0,
-                group: None,
-                snapshot_of: Some(token),
-            });
-            listed.insert(&name, version);
-            listed.subdirs += 1;
-            let inodes = v.inodes;
-            groups.insert(
-                version,
-                VersionGroups {
-                    inodes,
-                    groups: None,
-                },
-            );
+            self.add_version(dir, token, &name, v, &mut listed, &mut groups);
         }
         if let Some(d) = self.inodes.get_mut(&dir).and_then(|i| i.dir_mut()) {
             d.entries = Some(listed);
@@ -176,6 +151,103 @@ impl Tree {
             v.versions = groups;
         }
         Ok(dir)
+    }
+
+    /// Version `v`, named `name`, as a directory of `.snapshots/` (`dir`).
+    fn add_version(
+        &mut self,
+        dir: Ino,
+        token: TokenId,
+        name: &str,
+        v: Version,
+        listed: &mut Entries,
+        groups: &mut HashMap<Ino, VersionGroups>,
+    ) {
+        let Ok(name) = Name::new(name.as_bytes()) else {
+            return;
+        };
+        let version = self.alloc(Inode {
+            token: None,
+            meta: stored::meta_of(&v.attrs),
+            xattrs: stored::tree_xattrs(v.xattrs),
+            links: vec![(dir, name.clone())],
+            body: Body::Dir(DirBody {
+                top: Some(v.dir),
+                ..Default::default()
+            }),
+            open_handles: 0,
+            group: None,
+            snapshot_of: Some(token),
+        });
+        listed.insert(&name, version);
+        listed.subdirs += 1;
+        groups.insert(
+            version,
+            VersionGroups {
+                inodes: v.inodes,
+                groups: None,
+            },
+        );
+    }
+
+    /// `token`'s root now keeps `versions` (its history table's top: `history`), as this
+    /// mount's commit wrote it: `.snapshots/`, if made, lists them. A version listed before
+    /// keeps its inodes (a shell or an open file inside it stays where it is); one dropped
+    /// leaves, as a file removed by another machine does.
+    pub(in crate::fs) fn refresh_snapshots(
+        &mut self,
+        token: TokenId,
+        history: Option<String>,
+        versions: Vec<Version>,
+    ) {
+        let view = self.snapshot_views.entry(token).or_default();
+        view.history = history;
+        let Some(dir) = view.dir else {
+            return;
+        };
+        let mut wanted: BTreeMap<String, Version> =
+            versions.into_iter().map(|v| (v.name(), v)).collect();
+        let Some(mut listed) = self
+            .inodes
+            .get_mut(&dir)
+            .and_then(|i| i.dir_mut())
+            .and_then(|d| d.entries.take())
+        else {
+            return;
+        };
+        let mut groups = self
+            .snapshot_views
+            .get_mut(&token)
+            .map(|v| std::mem::take(&mut v.versions))
+            .unwrap_or_default();
+        let before: Vec<(Name, Ino)> = listed.iter().map(|(n, i)| (n.clone(), i)).collect();
+        for (name, ino) in before {
+            let key = String::from_utf8_lossy(name.as_bytes()).into_owned();
+            let same = wanted.get(&key).is_some_and(|v| {
+                self.inodes
+                    .get(&ino)
+                    .and_then(|i| i.dir())
+                    .is_some_and(|d| d.top.as_deref() == Some(v.dir.as_str()))
+                    && groups.get(&ino).map(|g| g.inodes.as_ref()) == Some(v.inodes.as_ref())
+            });
+            if same {
+                wanted.remove(&key);
+                continue;
+            }
+            listed.remove(name.as_bytes());
+            listed.subdirs = listed.subdirs.saturating_sub(1);
+            groups.remove(&ino);
+            self.detach_subtree(ino);
+        }
+        for (name, v) in wanted {
+            self.add_version(dir, token, &name, v, &mut listed, &mut groups);
+        }
+        if let Some(d) = self.inodes.get_mut(&dir).and_then(|i| i.dir_mut()) {
+            d.entries = Some(listed);
+        }
+        if let Some(v) = self.snapshot_views.get_mut(&token) {
+            v.versions = groups;
+        }
     }
 
     /// The kept version `ino` belongs to: its token and its directory in `.snapshots/`.
@@ -250,7 +322,13 @@ impl Tree {
         let Some(dir) = view.dir.take() else {
             return;
         };
-        let mut stack = vec![dir];
+        self.detach_subtree(dir);
+    }
+
+    /// `ino` and everything under it leave the tree: what the kernel or an open file still
+    /// refers to lives on, nameless, until it lets go.
+    fn detach_subtree(&mut self, ino: Ino) {
+        let mut stack = vec![ino];
         let mut all = Vec::new();
         while let Some(ino) = stack.pop() {
             let Some(inode) = self.inodes.get_mut(&ino) else {

@@ -73,6 +73,9 @@ pub struct TokenFs {
     pub loading_all: bool,
     /// What this mount's last commit added to the node (`user.pxfs.last_commit`).
     pub last_commit_added: crate::fs::data::pages::Added,
+    /// The committed tree's usage without history (what the last commit's tree counted;
+    /// at mount the published figure): a replaced version's size in the history table.
+    pub tree_usage: u64,
     /// Plaintext, or the keys that seal this tree (its `encryption` is in `committed`).
     pub sealing: crate::fs::data::content::Sealing,
     /// Another writer's document merged into the tree, until the merge commit is published

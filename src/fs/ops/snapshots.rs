@@ -69,6 +69,7 @@ impl Fs {
                     let sealing = self.sealing(Some(token));
                     crate::fs::data::pages::read_history(&*store, &sealing, &self.inner.pages, top)
                         .await?
+                        .0
                 }
                 None => Vec::new(),
             };

@@ -18,12 +18,11 @@ use std::time::Duration;
 use crate::backoff::Backoff;
 use crate::fs::Fs;
 use crate::fs::data::journal::CommittedState;
-use crate::fs::data::pages::DirObjects;
 use crate::fs::error::{FsError, FsResult};
 use crate::fs::model::inode::{Body, Ino, TokenId};
 use crate::fs::model::tree::Tree;
 
-use super::commit_tree::{Snapshot, all_objects};
+use super::commit_tree::{Snapshot, Written, all_objects};
 
 /// A commit whose publication another writer's overwrote merges that and publishes again,
 /// at most this often in one go (the committer tries again later).
@@ -308,15 +307,17 @@ impl Fs {
             }
             if let Some(mut snap) = self.snapshot(token)? {
                 match self.write_snapshot(&snap, started).await {
-                    Ok((written, doc_cid, added, adopted)) => {
+                    Ok(written) => {
                         self.inner.outage.succeeded(self.pending());
                         if let Ok(t) = self.tree().token_mut(token) {
-                            t.last_commit_added = added;
+                            t.last_commit_added = written.added;
                         }
-                        if adopted && let Some(o) = &snap.onto {
+                        if written.adopted
+                            && let Some(o) = &snap.onto
+                        {
                             snap.record.seq = o.seq;
                         }
-                        self.committed(token, snap, written, doc_cid).await?;
+                        self.committed(token, snap, written).await?;
                         crate::metrics::committed(started.elapsed());
                         published = true;
                     }
@@ -331,6 +332,7 @@ impl Fs {
                         }
                         if let Ok(t) = tree.token_mut(token) {
                             t.superseded.extend(snap.superseded);
+                            t.ledger.give_back_released(snap.released);
                         }
                         return Err(e);
                     }
@@ -501,14 +503,13 @@ impl Fs {
 
     /// The new root is published: remember it, drop the journal ops it covers, delete
     /// staged files nothing needs any more, unpin superseded content.
-    async fn committed(
-        &self,
-        token: TokenId,
-        snap: Snapshot,
-        written: HashMap<Ino, DirObjects>,
-        doc_cid: String,
-    ) -> FsResult<()> {
+    async fn committed(&self, token: TokenId, snap: Snapshot, w: Written) -> FsResult<()> {
+        let (written, doc_cid) = (w.dirs, w.doc);
         let mut unpin = snap.superseded;
+        if let Some(h) = &w.history {
+            // Unpinned only if no loaded inode uses them (`unpins::unused`).
+            unpin.extend(h.dropped.iter().cloned());
+        }
         let root_cid = written.get(&snap.root).map(|o| o.top.clone());
         // A merge that gave exactly theirs adopts their document: its parents are its own.
         let adopted = snap.onto.as_ref().and_then(|o| o.doc.as_ref()) == Some(&doc_cid);
@@ -543,10 +544,15 @@ impl Fs {
                     }
                 }
             }
-            // The new manifests count instead of the old ones.
+            // The new manifests count instead of the old ones. (What that releases is not
+            // the tree's to keep counting: the graph's count covered it.)
+            let released = tree.token_mut(token)?.ledger.take_released();
             for ino in written.keys() {
                 tree.recharge(*ino, false);
             }
+            let ledger = &mut tree.token_mut(token)?.ledger;
+            ledger.take_released();
+            ledger.give_back_released(released);
             let t = tree.token_mut(token)?;
             // Inodes made for groups' names loaded meanwhile stay theirs.
             let mut groups = snap.groups;
@@ -556,12 +562,19 @@ impl Fs {
                 }
             }
             t.groups = groups;
+            let tree_usage = snap.usage.with_manifests(all_objects(&written));
+            if let Some(h) = &w.history {
+                // History's share: what the graph holds beyond the tree (FORMAT.md §14.5).
+                t.ledger.counted(h.published, h.tree);
+                t.usage = t.ledger.usage();
+            }
+            t.tree_usage = tree_usage;
             let state = CommittedState {
                 root: root_cid.clone(),
                 usage_doc: Some(doc_cid),
                 seq: snap.record.seq,
                 journal_seq: snap.journal_seq,
-                usage: snap.usage.with_manifests(all_objects(&written)),
+                usage: w.history.as_ref().map_or(tree_usage, |h| h.published),
                 files: snap.record.files,
                 carried: snap.carried,
                 encryption: snap.record.encryption.clone(),
@@ -620,6 +633,9 @@ impl Fs {
             (delete, fully_loaded)
         };
         remove_staged(delete);
+        if let (Some(h), Some(root)) = (w.history, &root_cid) {
+            self.history_committed(token, root, h.versions);
+        }
         // Content may be shared (equal files have equal CIDs, a copy may be moved to a
         // directory not loaded): the published graph's counts, or a fully loaded tree,
         // prove a CID unused.

@@ -49,6 +49,32 @@ pub(in crate::fs) struct Snapshot {
     pub(in crate::fs) groups: HashMap<u64, GroupSlot>,
     /// Another writer's document merged into this commit (docs/FORMAT.md §9).
     pub(in crate::fs) onto: Option<crate::fs::model::token::Onto>,
+    /// What the tree released since the last snapshot (history keeps it): this commit's
+    /// count covers it; given back to the ledger if the commit fails.
+    pub(in crate::fs) released: crate::fs::model::ledger::Released,
+}
+
+/// A snapshot written and published.
+pub(in crate::fs) struct Written {
+    pub(in crate::fs) dirs: HashMap<Ino, DirObjects>,
+    /// The usage document now published: this commit's, or the other writer's it adopted.
+    pub(in crate::fs) doc: String,
+    pub(in crate::fs) added: pages::Added,
+    /// A merge gave exactly the other writer's tree: its document is taken as it is.
+    pub(in crate::fs) adopted: bool,
+    /// The history written (when the commit keeps or drops some, docs/FORMAT.md §14.3):
+    /// the usage counted from the graph, and what moving the counts dropped.
+    pub(in crate::fs) history: Option<WrittenHistory>,
+}
+
+pub(in crate::fs) struct WrittenHistory {
+    pub(in crate::fs) versions: Vec<crate::format::history::Version>,
+    /// The whole published graph's usage (§14.5).
+    pub(in crate::fs) published: u64,
+    /// The tree's usage as the ledger counts it (history left out).
+    pub(in crate::fs) tree: u64,
+    /// What the published graph no longer reaches (unpin candidates).
+    pub(in crate::fs) dropped: Vec<String>,
 }
 
 impl Fs {
@@ -112,6 +138,7 @@ impl Fs {
         let (usage, files) = tree.committed_usage(token, &rewritten)?;
         let t = tree.token_mut(token)?;
         t.dirty_dirs.clear();
+        let released = t.ledger.take_released();
         // On top of the base: another writer's document once merged (docs/FORMAT.md §9).
         let onto = t.merged_onto.clone();
         // `seq` is above both parents' (docs/FORMAT.md §8).
@@ -148,26 +175,33 @@ impl Fs {
             usage,
             groups,
             onto,
+            released,
         }))
     }
 
-    /// Add the directories' new objects bottom-up, then the usage document; `true` when a
-    /// merge gave exactly the tree of the other writer's document, which is then taken as
-    /// it is instead of publishing another.
+    /// Add the directories' new objects bottom-up (the root with the history it keeps),
+    /// then the usage document. A merge that gave exactly the tree of the other writer's
+    /// document takes that document as it is instead of publishing another.
     pub(in crate::fs) async fn write_snapshot(
         &self,
         snap: &Snapshot,
         resolved_at: std::time::Instant,
-    ) -> FsResult<(HashMap<Ino, DirObjects>, String, pages::Added, bool)> {
+    ) -> FsResult<Written> {
+        let token = snap.record.token_id;
         let mut added = pages::Added::default();
         let mut written: HashMap<Ino, DirObjects> = HashMap::new();
-        let store = self.store_of(Some(snap.record.token_id));
-        // Objects on the node already: the rewritten directories' old ones, and what this
-        // commit added so far.
+        let store = self.store_of(Some(token));
+        let plan = self.plan_history(snap).await?;
+        if plan.counted {
+            self.ensure_counts(token).await?;
+        }
+        // Objects on the node already: the rewritten directories' old ones, the replaced
+        // history tables' pages, and what this commit added so far.
         let mut have: HashSet<String> = snap
             .dirs
             .iter()
             .flat_map(|d| d.old.iter().flat_map(|o| o.iter().map(|(c, _)| c.clone())))
+            .chain(plan.old_pages.iter().cloned())
             .collect();
         for d in &snap.dirs {
             let mut contents = d.contents.clone();
@@ -195,12 +229,17 @@ impl Fs {
                     }
                 }
             }
+            let root = d.root.as_ref().map(|parts| pages::RootWrite {
+                parts,
+                t: plan.t,
+                history: &plan.versions,
+            });
             let objects = pages::write_dir(
                 &*store,
                 &snap.sealing,
                 &self.inner.pages,
                 &contents,
-                d.root.as_ref(),
+                root.as_ref(),
                 &mut have,
                 &mut added,
             )
@@ -230,9 +269,10 @@ impl Fs {
             .get(&snap.root)
             .map(|o| o.top.clone())
             .ok_or_else(|| FsError::Journal("root not among the changed directories".into()))?;
-        let record = UsageRecord {
+        let tree_usage = snap.usage.with_manifests(all_objects(&written));
+        let mut record = UsageRecord {
             root,
-            usage: snap.usage.with_manifests(all_objects(&written)),
+            usage: tree_usage,
             ..snap.record.clone()
         };
         if let Some(o) = &snap.onto
@@ -248,10 +288,54 @@ impl Fs {
                 )
                 .await)
         {
-            return Ok((written, doc.clone(), added, true));
+            return Ok(Written {
+                dirs: written,
+                doc: doc.clone(),
+                added,
+                adopted: true,
+                history: None,
+            });
         }
-        // Published within half the settle window of the resolve it was merged against
-        // (docs/FORMAT.md §9.3), else checked again first.
+        // The whole graph's usage (§14.5): the counts, moved to the new root.
+        let mut history = None;
+        let mut counted_from = None;
+        if plan.counted {
+            let (published, dropped, from) = self.count_commit(token, &record.root).await?;
+            record.usage = published;
+            counted_from = Some(from);
+            history = Some(WrittenHistory {
+                versions: plan.versions,
+                published,
+                tree: tree_usage,
+                dropped,
+            });
+        }
+        match self.publish(snap, &record, resolved_at).await {
+            Ok(doc) => Ok(Written {
+                dirs: written,
+                doc,
+                added,
+                adopted: false,
+                history,
+            }),
+            Err(e) => {
+                if let Some(from) = counted_from {
+                    self.uncount_commit(token, &from).await;
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Publishes `record`: within half the settle window of the resolve it was merged
+    /// against (docs/FORMAT.md §9.3), else checked again first.
+    async fn publish(
+        &self,
+        snap: &Snapshot,
+        record: &UsageRecord,
+        resolved_at: std::time::Instant,
+    ) -> FsResult<String> {
+        let store = self.store_of(Some(snap.record.token_id));
         let window = self.config().settle_window;
         if !window.is_zero()
             && resolved_at.elapsed() > window / 2
@@ -264,8 +348,7 @@ impl Fs {
                 )));
             }
         }
-        let doc = store.publish_usage(snap.btns.as_deref(), &record).await?;
-        Ok((written, doc, added, false))
+        Ok(store.publish_usage(snap.btns.as_deref(), record).await?)
     }
 }
 

@@ -285,7 +285,12 @@ impl Fs {
                     info,
                     root,
                     usage: committed.usage,
-                    ledger: crate::fs::model::ledger::Ledger::new(committed.usage),
+                    tree_usage: committed.usage,
+                    ledger: {
+                        let mut l = crate::fs::model::ledger::Ledger::new(committed.usage);
+                        l.keep_released(!self.config().history.is_off());
+                        l
+                    },
                     files: committed.files,
                     read_only,
                     dirty_dirs: HashSet::new(),

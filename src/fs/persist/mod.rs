@@ -7,6 +7,7 @@
 pub(in crate::fs) mod ancestry;
 pub mod commit;
 pub(in crate::fs) mod commit_tree;
+pub(in crate::fs) mod history;
 pub(in crate::fs) mod load;
 pub(in crate::fs) mod load_dirs;
 pub(in crate::fs) mod merge;
