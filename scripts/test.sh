@@ -12,7 +12,7 @@ cd "$(dirname "$0")/.."
 if [ "${1:-}" = "--fast" ]; then
     # Chosen by measuring each binary (docs/testing.md has the times); a binary joins when
     # it needs nothing outside the test process and keeps the tier under 5 minutes.
-    fast=(layering docs_links format_v2 fs_core fs_format3 fs_overlay fs_model fs_recovery fs_two_machines_model node_add node_cat node_gc
+    fast=(layering docs_links format_v2 fs_core fs_format3 fs_history fs_overlay fs_model fs_recovery fs_two_machines_model node_add node_cat node_gc
         node_gateway node_names storage_cache storage_client storage_fixtures)
     # The one test of storage_cache that starts a `pxfs node` process.
     skip=(a_real_file_is_read_through_the_cache_and_survives_the_node_dying)

@@ -15,11 +15,13 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use pxfs::format::history::Policy;
 use pxfs::fs::store::{
     Blob, ContentStore, ContentStream, MemoryStore, Published, StoreError, UsageRecord,
 };
-use pxfs::fs::{Fs, FsConfig, ROOT_INO, TokenInfo};
+use pxfs::fs::{Clock, Fs, FsConfig, ROOT_INO, TokenInfo};
 use rand::{Rng, SeedableRng};
+use std::sync::atomic::{AtomicI64, Ordering};
 
 const TOKEN: u64 = 7;
 const BTNS: &str = "k51-token-7";
@@ -164,8 +166,27 @@ fn info() -> TokenInfo {
     }
 }
 
-async fn machine(node: FakeNode, cache: &Path) -> Fs {
+/// History on (a clock shared by the machines that ticks a second per commit, so every
+/// commit is a version of its own and all are kept), or off.
+fn history_of(on: bool) -> (Policy, Option<Clock>) {
+    if !on {
+        return (Policy::OFF, None);
+    }
+    let policy = Policy {
+        keep_all_secs: 1 << 30,
+        ..Policy::default()
+    };
+    let now = Arc::new(AtomicI64::new(1_796_040_000 * NS));
+    let clock = Clock(Arc::new(move || now.fetch_add(NS, Ordering::SeqCst) + NS));
+    (policy, Some(clock))
+}
+
+const NS: i64 = 1_000_000_000;
+
+async fn machine(node: FakeNode, cache: &Path, history: &(Policy, Option<Clock>)) -> Fs {
     let mut cfg = FsConfig::new(cache.to_path_buf());
+    cfg.history = history.0;
+    cfg.clock = history.1.clone();
     cfg.single_token = true;
     cfg.commit_interval = Duration::from_secs(3600); // commits only for fsync
     cfg.settle_window = WINDOW;
@@ -196,8 +217,72 @@ async fn latest_names(store: &Arc<MemoryStore>) -> BTreeSet<String> {
     names
 }
 
+/// After the run, with history on: the latest document's usage is the graph's (each
+/// distinct object of the tree and of every kept version once), and every kept version
+/// reads back from a fresh cache, holding only fsynced files, each with its own bytes.
+async fn check_history(store: &Arc<MemoryStore>, acked: &BTreeSet<String>) -> Result<(), String> {
+    let published = store.published(BTNS).ok_or("nothing published")?;
+    let (c, m) = store
+        .measure(&published.root)
+        .ok_or("the graph is not whole")?;
+    if published.usage != c + m {
+        return Err(format!(
+            "published usage {} is not the graph's {}",
+            published.usage,
+            c + m
+        ));
+    }
+    let cache = tempfile::tempdir().unwrap();
+    let mut cfg = FsConfig::new(cache.path().to_path_buf());
+    cfg.single_token = true;
+    cfg.commit_interval = Duration::from_secs(3600);
+    let fs = Fs::new(cfg, store.clone()).unwrap();
+    fs.add_token(info()).await.unwrap();
+    let snaps = fs
+        .lookup(ROOT_INO, ".snapshots")
+        .await
+        .map_err(|e| e.to_string())?;
+    let versions = fs.readdir(snaps.ino, 0).await.map_err(|e| e.to_string())?;
+    let mut kept = 0;
+    for v in versions
+        .iter()
+        .filter(|e| e.name != b"." && e.name != b"..")
+    {
+        kept += 1;
+        let dir = fs
+            .lookup(snaps.ino, &v.name)
+            .await
+            .map_err(|e| e.to_string())?;
+        for e in fs.readdir(dir.ino, 0).await.map_err(|e| e.to_string())? {
+            let name = String::from_utf8(e.name).unwrap();
+            if name == "." || name == ".." {
+                continue;
+            }
+            if !acked.contains(&name) {
+                return Err(format!("a kept version holds {name}, never fsynced"));
+            }
+            let f = fs.lookup(dir.ino, &name).await.map_err(|e| e.to_string())?;
+            let fh = fs
+                .open(f.ino, libc::O_RDONLY)
+                .await
+                .map_err(|e| e.to_string())?;
+            let bytes = fs.read(fh, 0, 4096).await.map_err(|e| e.to_string())?;
+            fs.release(fh).await.unwrap();
+            if bytes[..] != *name.as_bytes() {
+                return Err(format!("{name} in a kept version reads {bytes:?}"));
+            }
+        }
+    }
+    fs.abort();
+    if kept == 0 {
+        return Err("no version kept".into());
+    }
+    Ok(())
+}
+
 /// One seeded run: `machines` machines, `files` fsynced files each.
 async fn run(seed: u64, machines: usize, files: usize) -> Result<(), String> {
+    let history = history_of(!seed.is_multiple_of(3));
     let store = Arc::new(MemoryStore::new());
     let names = Arc::new(Mutex::new(Names {
         store: store.clone(),
@@ -217,7 +302,7 @@ async fn run(seed: u64, machines: usize, files: usize) -> Result<(), String> {
             store: store.clone(),
             names: names.clone(),
         };
-        fss.push(machine(node, cache.path()).await);
+        fss.push(machine(node, cache.path(), &history).await);
     }
     names.lock().unwrap().dropping = true;
     let acked: Arc<Mutex<BTreeSet<String>>> = Arc::default();
@@ -274,6 +359,15 @@ async fn run(seed: u64, machines: usize, files: usize) -> Result<(), String> {
     }
     for fs in &fss {
         fs.abort();
+    }
+    if history.1.is_some() && failure.lock().unwrap().is_none() {
+        // What is still on its way lands.
+        tokio::time::sleep(WINDOW).await;
+        names.lock().unwrap().land();
+        let acked = acked.lock().unwrap().clone();
+        if let Err(e) = check_history(&store, &acked).await {
+            *failure.lock().unwrap() = Some(e);
+        }
     }
     match failure.lock().unwrap().take() {
         None => Ok(()),

@@ -10,6 +10,7 @@ pub mod dapp;
 pub mod devnet;
 pub mod encrypt;
 pub mod fstab;
+pub mod history;
 pub mod key;
 pub mod mint;
 pub mod mount;
@@ -73,6 +74,10 @@ pub enum Command {
     Encrypt(encrypt::EncryptArgs),
     /// Make an sNFT's encrypted tree plaintext (public)
     Decrypt(encrypt::DecryptArgs),
+    /// List an sNFT's kept versions (.snapshots): time, size, files changed
+    History(history::HistoryArgs),
+    /// Bring a file or directory back from a kept version (into the live tree, or --to DEST)
+    Restore(history::RestoreArgs),
     /// Serve a local dashboard: quota, usage over time, sync deadline, health; sync, unmount
     Web(web::WebArgs),
 }
@@ -118,5 +123,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Encrypt(a) => runtime()?.block_on(encrypt::encrypt(a)),
         Command::Decrypt(a) => runtime()?.block_on(encrypt::decrypt(a)),
         Command::Web(a) => runtime()?.block_on(web::run(a)),
+        Command::History(a) => history::history(a),
+        Command::Restore(a) => history::restore(a),
     }
 }

@@ -215,7 +215,7 @@ async fn sync_px_sol(cfg: &Config, chain: &Chain, state: &TokenState) -> anyhow:
 
 /// The directory of `token` in a running mount of this config (from the mounts' status
 /// files), whose `user.pxfs.committed_usage` can be read.
-fn px_mounted_token_dir(cfg: &Config, token: TokenId) -> Option<PathBuf> {
+pub(crate) fn px_mounted_token_dir(cfg: &Config, token: TokenId) -> Option<PathBuf> {
     super::mount_status::running(&cfg.cache.dir)
         .into_iter()
         .filter(|m| {
@@ -253,7 +253,7 @@ pub(crate) fn mounted_token_dir(token: TokenId, btns: Option<&str>) -> Option<Pa
         .find(|dir| xattr(dir, "user.pxfs.btns").as_deref() == Some(btns))
 }
 
-fn xattr(path: &Path, name: &str) -> Option<String> {
+pub(crate) fn xattr(path: &Path, name: &str) -> Option<String> {
     let p = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).ok()?;
     let n = std::ffi::CString::new(name).ok()?;
     let mut buf = vec![0u8; 256];

@@ -46,6 +46,8 @@ pub struct VersionGroups {
     pub inodes: Option<String>,
     /// Its groups by id, once read.
     pub groups: Option<HashMap<u64, GroupSlot>>,
+    /// Its usage as its writer recorded it (`user.pxfs.usage` of its directory).
+    pub usage: u64,
 }
 
 impl Tree {
@@ -186,6 +188,7 @@ impl Tree {
             VersionGroups {
                 inodes: v.inodes,
                 groups: None,
+                usage: v.usage,
             },
         );
     }
@@ -248,6 +251,12 @@ impl Tree {
         if let Some(v) = self.snapshot_views.get_mut(&token) {
             v.versions = groups;
         }
+    }
+
+    /// The recorded usage of the kept version whose directory in `.snapshots/` is `ino`.
+    pub fn version_usage(&self, ino: Ino) -> Option<u64> {
+        let token = self.inodes.get(&ino)?.snapshot_of?;
+        Some(self.snapshot_views.get(&token)?.versions.get(&ino)?.usage)
     }
 
     /// The kept version `ino` belongs to: its token and its directory in `.snapshots/`.

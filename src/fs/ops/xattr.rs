@@ -192,8 +192,19 @@ fn pxfs_attr(tree: &Tree, ino: Ino, attr: &str) -> Option<Vec<u8>> {
             Body::File(f) if !f.upload_pending && f.session.is_none() => {
                 f.blob.as_ref().map(|b| b.cid.clone().into_bytes())
             }
+            // A directory as committed (its top object): two equal CIDs, equal trees
+            // (`pxfs history` skips what did not change).
+            Body::Dir(d) if !d.dirty && !tree.is_token_root(ino) => {
+                d.top.clone().map(String::into_bytes)
+            }
             _ => None,
         };
+    }
+    if attr == "usage"
+        && let Some(usage) = tree.version_usage(ino)
+    {
+        // A kept version's own usage, as its writer recorded it (docs/FORMAT.md §14.1).
+        return Some(usage.to_string().into_bytes());
     }
     if !tree.is_token_root(ino) {
         return None;
