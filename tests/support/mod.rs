@@ -19,6 +19,28 @@ pub struct TestDevnet {
     stderr: std::sync::Arc<std::sync::Mutex<String>>,
 }
 
+/// The suite's mounts keep no history (a deletion frees its space, a rewrite unpins the
+/// old version: what most tests are about); history's own tests turn it on
+/// ([`history_on`]). The devnet writes the config without `[history]`: the default keeps it.
+fn history_off(config: &Path) {
+    let text = std::fs::read_to_string(config).unwrap();
+    let mut cfg: toml::Value = toml::from_str(&text).unwrap();
+    let mut off = toml::map::Map::new();
+    for key in ["keep_all_secs", "hourly", "daily", "monthly"] {
+        off.insert(key.into(), toml::Value::Integer(0));
+    }
+    cfg.as_table_mut()
+        .unwrap()
+        .insert("history".into(), toml::Value::Table(off));
+    std::fs::write(config, toml::to_string(&cfg).unwrap()).unwrap();
+}
+
+/// For [`TestDevnet::config_with`]: the default retention policy (every commit of the last
+/// hour, hourly for two days, daily for 30 days), as a user's config without `[history]`.
+pub fn history_on(cfg: &mut toml::Value) {
+    cfg.as_table_mut().unwrap().remove("history");
+}
+
 impl TestDevnet {
     pub fn start(extra: &[&str]) -> TestDevnet {
         let dir = tempfile::Builder::new()
@@ -76,6 +98,7 @@ impl TestDevnet {
         let info: serde_json::Value =
             serde_json::from_slice(&std::fs::read(dir.path().join("devnet.json")).unwrap())
                 .unwrap();
+        history_off(&dir.path().join("pxfs.toml"));
         TestDevnet {
             dir,
             info,
