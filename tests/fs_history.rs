@@ -343,3 +343,74 @@ async fn pruning_gives_the_space_back_at_the_next_commit() {
     assert!(snapshots(&fs).await.is_empty());
     fs.abort();
 }
+
+/// Two machines with history: one that only follows the other takes its commits in
+/// without publishing (no commit that only adds a version, so two idle machines never
+/// answer each other's commits forever), shows its versions, and both sides' versions
+/// stay when both write at once.
+#[tokio::test]
+async fn a_follower_takes_commits_in_without_publishing_and_a_merge_keeps_both_sides() {
+    let store = Arc::new(MemoryStore::new());
+    let clock = SimClock::new();
+    let a = mount(&store, false, Policy::default(), &clock).await;
+    let b = mount(&store, false, Policy::default(), &clock).await;
+    put(&a, "f", b"one").await;
+    a.flush_all().await.unwrap();
+    clock.advance(5);
+    put(&a, "f", b"two").await;
+    a.flush_all().await.unwrap();
+    let published = store.published_cid(BTNS).unwrap();
+    for _ in 0..3 {
+        b.follow_all().await.unwrap();
+        a.follow_all().await.unwrap();
+        clock.advance(5);
+    }
+    assert_eq!(
+        store.published_cid(BTNS).unwrap(),
+        published,
+        "following published nothing"
+    );
+    assert_eq!(read_path(&b, "f").await.unwrap(), b"two");
+    let first = snapshots(&a).await;
+    assert_eq!(first.len(), 1);
+    assert_eq!(
+        read_path(&b, &format!(".snapshots/{}/f", first[0]))
+            .await
+            .unwrap(),
+        b"one"
+    );
+    // Both write, then each commits: the second merges, and keeps both sides' roots.
+    clock.advance(5);
+    put(&a, "from-a", b"a").await;
+    put(&b, "from-b", b"b").await;
+    a.flush_all().await.unwrap();
+    clock.advance(5);
+    b.flush_all().await.unwrap();
+    clock.advance(5);
+    a.follow_all().await.unwrap();
+    let kept = snapshots(&b).await;
+    assert!(kept.len() >= 3, "{kept:?}");
+    let names = listing(&a, ROOT_INO).await;
+    assert_eq!(names, ["f", "from-a", "from-b"]);
+    let mut with_a_only = false;
+    for n in &kept {
+        let v = walk(&b, &format!(".snapshots/{n}")).await.unwrap().ino;
+        let names = listing(&b, v).await;
+        with_a_only |=
+            names.contains(&"from-a".to_string()) && !names.contains(&"from-b".to_string());
+    }
+    assert!(with_a_only, "a's own commit is kept as a version: {kept:?}");
+    // Usage is the graph's. The node may also keep, pinned, the root each machine wrote
+    // for its last merge that adopted the other's document (never published; unpinned by
+    // its next commit or adoption): a root node and a few history pages, no more.
+    let published = store.published(BTNS).unwrap().usage;
+    assert_eq!(published, measured(&store));
+    store.collect_garbage();
+    let pinned = store.pinned_bytes() - pinned_documents(&store);
+    assert!(
+        (published..published + 16 * 1024).contains(&pinned),
+        "pinned {pinned}, published {published}"
+    );
+    a.abort();
+    b.abort();
+}

@@ -275,6 +275,20 @@ impl Fs {
             usage: tree_usage,
             ..snap.record.clone()
         };
+        // The whole graph's usage (§14.5): the counts, moved to the new root.
+        let mut history = None;
+        let mut counted_from = None;
+        if plan.counted {
+            let (published, dropped, from) = self.count_commit(token, &record.root).await?;
+            record.usage = published;
+            counted_from = Some(from);
+            history = Some(WrittenHistory {
+                versions: plan.versions,
+                published,
+                tree: tree_usage,
+                dropped,
+            });
+        }
         if let Some(o) = &snap.onto
             && let Some(doc) = &o.doc
             && let Some(theirs) = o.root.as_deref()
@@ -288,26 +302,13 @@ impl Fs {
                 )
                 .await)
         {
+            // (The counts stay at this commit's root, which becomes the committed one.)
             return Ok(Written {
                 dirs: written,
                 doc: doc.clone(),
                 added,
                 adopted: true,
-                history: None,
-            });
-        }
-        // The whole graph's usage (§14.5): the counts, moved to the new root.
-        let mut history = None;
-        let mut counted_from = None;
-        if plan.counted {
-            let (published, dropped, from) = self.count_commit(token, &record.root).await?;
-            record.usage = published;
-            counted_from = Some(from);
-            history = Some(WrittenHistory {
-                versions: plan.versions,
-                published,
-                tree: tree_usage,
-                dropped,
+                history,
             });
         }
         match self.publish(snap, &record, resolved_at).await {
@@ -577,9 +578,11 @@ pub(in crate::fs) fn entry_at(
     Ok(stored::entry_of(name, inode, top))
 }
 
-/// Two roots hold the same tree (attributes, root directory, link groups, history) whatever
-/// their commit times (docs/FORMAT.md §12.1): a merge that gave exactly theirs adopts their
-/// document rather than publishing an equal tree under a new time.
+/// Two roots hold the same tree (attributes, root directory, link groups) whatever their
+/// commit times and histories (docs/FORMAT.md §12.1): a merge that gave exactly theirs
+/// adopts their document rather than publishing an equal tree under a new time. (Their
+/// history is theirs: a machine that only follows another never publishes, so two idle
+/// machines do not answer each other's commits with commits that only add a version.)
 async fn same_tree(
     store: &dyn crate::fs::store::ContentStore,
     crypto: &crate::format::TreeCrypto,
@@ -598,12 +601,7 @@ async fn same_tree(
         }
     };
     match (read(a).await, read(b).await) {
-        (Some(a), Some(b)) => {
-            a.root == b.root
-                && a.v3.map(|(_, h)| h) == b.v3.map(|(_, h)| h)
-                && !a.read_only
-                && !b.read_only
-        }
+        (Some(a), Some(b)) => a.root == b.root && !a.read_only && !b.read_only,
         _ => false,
     }
 }
