@@ -341,6 +341,10 @@ async fn pruning_gives_the_space_back_at_the_next_commit() {
     let pruned = store.published(BTNS).unwrap().usage;
     assert!(pruned < 500_000, "{pruned}");
     assert!(snapshots(&fs).await.is_empty());
+    // Later commits (no history to count) still publish the graph's figure.
+    put(&fs, "later", &bytes(9, 1_000)).await;
+    fs.flush_all().await.unwrap();
+    assert_counted(&fs, &store, "a commit after pruning");
     fs.abort();
 }
 

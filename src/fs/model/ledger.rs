@@ -214,6 +214,11 @@ impl Ledger {
         }
     }
 
+    /// What the last counted commit found beyond the tree (see `UsageParts::history`).
+    pub fn history_share(&self) -> i64 {
+        self.history
+    }
+
     /// A commit counted the whole published graph (`published`, docs/FORMAT.md §14.5)
     /// while the tree it wrote counted `tree`: history's share is the difference.
     pub fn counted(&mut self, published: u64, tree: u64) {

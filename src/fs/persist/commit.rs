@@ -574,7 +574,7 @@ impl Fs {
                 usage_doc: Some(doc_cid),
                 seq: snap.record.seq,
                 journal_seq: snap.journal_seq,
-                usage: w.history.as_ref().map_or(tree_usage, |h| h.published),
+                usage: w.usage,
                 files: snap.record.files,
                 carried: snap.carried,
                 encryption: snap.record.encryption.clone(),

@@ -52,6 +52,8 @@ pub(in crate::fs) struct Snapshot {
     /// What the tree released since the last snapshot (history keeps it): this commit's
     /// count covers it; given back to the ledger if the commit fails.
     pub(in crate::fs) released: crate::fs::model::ledger::Released,
+    /// What the last counted commit found beyond the tree (`Ledger::history_share`).
+    pub(in crate::fs) history_share: i64,
 }
 
 /// A snapshot written and published.
@@ -65,6 +67,13 @@ pub(in crate::fs) struct Written {
     /// The history written (when the commit keeps or drops some, docs/FORMAT.md §14.3):
     /// the usage counted from the graph, and what moving the counts dropped.
     pub(in crate::fs) history: Option<WrittenHistory>,
+    /// The usage the commit's document states.
+    pub(in crate::fs) usage: u64,
+}
+
+/// `a` + `b`, within `u64`.
+fn add_signed(a: u64, b: i64) -> u64 {
+    u64::try_from((a as i128 + b as i128).max(0)).unwrap_or(u64::MAX)
 }
 
 pub(in crate::fs) struct WrittenHistory {
@@ -139,6 +148,7 @@ impl Fs {
         let t = tree.token_mut(token)?;
         t.dirty_dirs.clear();
         let released = t.ledger.take_released();
+        let history_share = t.ledger.history_share();
         // On top of the base: another writer's document once merged (docs/FORMAT.md §9).
         let onto = t.merged_onto.clone();
         // `seq` is above both parents' (docs/FORMAT.md §8).
@@ -176,6 +186,7 @@ impl Fs {
             groups,
             onto,
             released,
+            history_share,
         }))
     }
 
@@ -272,7 +283,10 @@ impl Fs {
         let tree_usage = snap.usage.with_manifests(all_objects(&written));
         let mut record = UsageRecord {
             root,
-            usage: tree_usage,
+            // Without history, the tree's figure, corrected by what the last counted commit
+            // found beyond it (after pruning: none, while the figure the mount started from
+            // still holds the pruned versions' share).
+            usage: add_signed(tree_usage, snap.history_share),
             ..snap.record.clone()
         };
         // The whole graph's usage (§14.5): the counts, moved to the new root.
@@ -309,6 +323,7 @@ impl Fs {
                 added,
                 adopted: true,
                 history,
+                usage: record.usage,
             });
         }
         match self.publish(snap, &record, resolved_at).await {
@@ -318,6 +333,7 @@ impl Fs {
                 added,
                 adopted: false,
                 history,
+                usage: record.usage,
             }),
             Err(e) => {
                 if let Some(from) = counted_from {
