@@ -14,6 +14,8 @@ mod harness;
 mod model;
 #[path = "fs_model/ops.rs"]
 mod ops;
+#[path = "fs_model/snapshots.rs"]
+mod snapshots;
 
 use proptest::prelude::*;
 use proptest::test_runner::{Config, RngSeed};
@@ -85,6 +87,24 @@ proptest! {
     }
 }
 
+proptest! {
+    // History (docs/FORMAT.md §14) on: the same steps with more commits and simulated time
+    // passing, and `.snapshots/` checked after each (listing, contents, EROFS); scripts
+    // twice as long (a third of their steps are commits, waits and reconnects, which cost
+    // little), half as many; a quarter of them on an encrypted tree.
+    #![proptest_config(Config { cases: config().cases.div_ceil(2), ..config() })]
+
+    #[test]
+    fn snapshots_keep_what_the_policy_promises_and_never_change(
+        (sealed, script) in (prop::bool::weighted(0.25), ops::history_script(2 * steps()))
+    ) {
+        let setup = harness::Setup { sealed, history: true, known_failures: true };
+        if let Err(e) = runtime().block_on(harness::run_script_with(&script.0, setup)) {
+            return Err(TestCaseError::fail(format!("sealed: {sealed}: {e}\nscript: {script:?}")));
+        }
+    }
+}
+
 /// Paths for the pinned scripts below.
 fn p(path: &str) -> P {
     P(path
@@ -102,6 +122,21 @@ fn check(ops: Vec<Op>) {
 fn check_on(ops: &[Op], sealed: bool) {
     if let Err(e) = runtime().block_on(harness::run_script_sealed(ops, sealed)) {
         panic!("sealed: {sealed}: {e}\nscript: {:?}", Script(ops.to_vec()));
+    }
+}
+
+/// `ops` on a mount that keeps history, plaintext then encrypted; a divergence panics.
+/// `known_failures`: those of `harness::Setup::known_failures` not reported.
+fn check_history(ops: &[Op], known_failures: bool) {
+    for sealed in [false, true] {
+        let setup = harness::Setup {
+            sealed,
+            history: true,
+            known_failures,
+        };
+        if let Err(e) = runtime().block_on(harness::run_script_with(ops, setup)) {
+            panic!("sealed: {sealed}: {e}\nscript: {:?}", Script(ops.to_vec()));
+        }
     }
 }
 
@@ -747,14 +782,75 @@ fn a_page_two_directories_share_leaves_usage_once_after_one_was_unloaded_and_rea
     }
 }
 
+/// History over simulated days: versions made by commits, remounts and a crash read back
+/// as their commits published them (a file never closed left out), retention drops them as
+/// the days pass, and changes under `.snapshots/` are refused.
+#[test]
+fn versions_over_simulated_days_read_back_as_their_commits_published_them() {
+    let script = ops::parse_script(
+        "0: mkdir a 755\n1: create a/b O_RDWR|O_CREAT|O_EXCL 644\n\
+         2: write h0 at 0 10 bytes from 0x01\n3: close h0\n4: commit\n5: wait 30 s\n\
+         6: link a/b c\n7: symlink b -> \"a\"\n8: create a/c O_RDWR|O_CREAT 644\n\
+         9: commit\n10: wait 4000 s\n11: rename c a/a\n12: setxattr a user.x=3\n\
+         13: chmod a 700\n14: commit\n15: change a snapshot: version 0 change 3\n\
+         16: wait 90000 s\n17: REMOUNT (fresh cache)\n18: wait 200000 s\n\
+         19: unlink a/b\n20: commit\n21: change a snapshot: version 1 change 8\n\
+         22: CRASH\n23: kernel forgets all; unload\n24: wait 5 s\n\
+         25: write h0 at 0 3 bytes from 0x07\n26: commit\n\
+         27: change a snapshot: version 0 change 12\n28: REMOUNT (fresh cache)\n",
+    )
+    .unwrap();
+    check_history(&script.0, true);
+}
+
+/// Found by the model with history on: in a version, a file of two names looked up first
+/// through the name whose other name lies in a directory not read yet reports `nlink` 1;
+/// once the other name was looked up, the same inode reports 2. A version's attributes
+/// change as it is read (and `rsync -H`, `tar`, `find -links` see a lone file at first).
+#[test]
+#[ignore = "known failure, reported: a version's link count is 1 until every name is read"]
+fn a_link_group_in_a_version_counts_all_its_names_at_the_first_lookup() {
+    let script = ops::parse_script(
+        "0: mkdir a 755\n1: create a/b O_RDWR|O_CREAT 644\n2: close h0\n3: link a/b c\n\
+         4: commit\n5: wait 30 s\n6: chmod a 700\n7: commit\n",
+    )
+    .unwrap();
+    check_history(&script.0, false);
+}
+
+/// Found by the model with history on: two directories stored as one page (both empty),
+/// committed; one gets an entry while the other is not loaded, and the next commit
+/// publishes the right usage (what the node measures), but the mount's own figure
+/// (`user.pxfs.usage`, `usage_parts().total()`) stays over by that page (80 B, counted
+/// in `UsageParts::history` though no version keeps anything the tree does not). Not
+/// with history off; not when the entry is a directory (which is stored as the same page).
+#[test]
+#[ignore = "known failure, reported: with history the mount over-counts a page two directories shared"]
+fn a_page_two_directories_share_is_counted_once_by_the_mount_after_a_commit_with_history() {
+    let script = ops::parse_script(
+        "0: mkdir b 644\n1: mkdir c 644\n2: commit\n3: symlink b/a -> \"a\"\n4: commit\n",
+    )
+    .unwrap();
+    check_history(&script.0, false);
+}
+
 /// Replays the script in the file `PXFS_MODEL_REPLAY` (as a failure prints it; add
-/// `PXFS_MODEL_SEALED=1` for an encrypted tree): `cargo test --test fs_model replay --
-/// --ignored`. A tool for shrinking a failure by hand, not a test.
+/// `PXFS_MODEL_SEALED=1` for an encrypted tree, `PXFS_MODEL_HISTORY=1` for a mount that
+/// keeps history, `PXFS_MODEL_KNOWN_FAILURES=1` to leave the known failures unreported):
+/// `cargo test --test fs_model replay -- --ignored`. A tool for shrinking
+/// a failure by hand, not a test.
 #[test]
 #[ignore = "a tool: replays a script from a file (PXFS_MODEL_REPLAY)"]
 fn replay() {
     let path = std::env::var("PXFS_MODEL_REPLAY").expect("PXFS_MODEL_REPLAY=<script file>");
     let text = std::fs::read_to_string(&path).expect("the script file");
     let script = ops::parse_script(&text).expect("a script");
-    check_on(&script.0, std::env::var_os("PXFS_MODEL_SEALED").is_some());
+    let setup = harness::Setup {
+        sealed: std::env::var_os("PXFS_MODEL_SEALED").is_some(),
+        history: std::env::var_os("PXFS_MODEL_HISTORY").is_some(),
+        known_failures: std::env::var_os("PXFS_MODEL_KNOWN_FAILURES").is_some(),
+    };
+    if let Err(e) = runtime().block_on(harness::run_script_with(&script.0, setup)) {
+        panic!("{setup:?}: {e}\nscript: {script:?}");
+    }
 }

@@ -490,7 +490,9 @@ impl Model {
                     None => Err(libc::ENODATA),
                 }
             }
-            Op::Commit | Op::Unload => Ok(Out::Unit),
+            Op::Commit | Op::Unload | Op::Wait { .. } => Ok(Out::Unit),
+            // Every change under `.snapshots/` is refused (docs/FORMAT.md §14.1).
+            Op::ChangeSnapshot { .. } => Err(libc::EROFS),
             Op::Crash => {
                 self.crash();
                 Ok(Out::Unit)

@@ -152,6 +152,18 @@ pub enum Op {
     /// The kernel forgets every inode (memory pressure) and the core unloads every
     /// directory it can (`[cache] max_loaded_inodes`); the next step reads them again.
     Unload,
+    /// Time passes: the simulated clock the commits take their time from moves on (history
+    /// scripts; a no-op otherwise).
+    Wait {
+        secs: u64,
+    },
+    /// A change under `.snapshots/` (docs/FORMAT.md §14.1): refused with `EROFS`. `snap`
+    /// picks a listed version (none listed: `.snapshots/` itself), `what` the change and
+    /// the path in that version it is made to.
+    ChangeSnapshot {
+        snap: usize,
+        what: usize,
+    },
 }
 
 impl Op {
@@ -240,6 +252,10 @@ impl fmt::Debug for Op {
             Op::Offline => write!(f, "node offline"),
             Op::Online => write!(f, "node online"),
             Op::Unload => write!(f, "kernel forgets all; unload"),
+            Op::Wait { secs } => write!(f, "wait {secs} s"),
+            Op::ChangeSnapshot { snap, what } => {
+                write!(f, "change a snapshot: version {snap} change {what}")
+            }
         }
     }
 }
@@ -335,6 +351,42 @@ pub fn op() -> impl Strategy<Value = Op> {
 
 pub fn script(max_len: usize) -> impl Strategy<Value = Script> {
     proptest::collection::vec(op(), 1..=max_len).prop_map(Script)
+}
+
+/// Seconds to days between steps (as `tests/fs_history.rs`; shorter ones more often, so
+/// that versions are kept a while): enough for the retention policy to drop versions by
+/// every rule.
+fn wait() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        4 => 1u64..120,
+        3 => 60u64..3_660,
+        2 => 3_600u64..23_600,
+        1 => 86_400u64..486_400,
+    ]
+    .prop_map(|secs| Op::Wait { secs })
+}
+
+/// A script for a mount that keeps history: the usual steps, with more commits (each makes
+/// a version), time passing between them, and now and then a change attempted under
+/// `.snapshots/`.
+pub fn history_script(max_len: usize) -> impl Strategy<Value = Script> {
+    let top = || proptest::collection::vec(0u8..3, 1..=2).prop_map(P);
+    let step = prop_oneof![
+        12 => op(),
+        // Changes that mostly succeed (names near the top, writes to what is open), so
+        // that most commits have something to publish.
+        2 => (top(), mode()).prop_map(|(path, mode)| Op::Create { path, excl: false, mode }),
+        1 => (top(), mode()).prop_map(|(path, mode)| Op::Mkdir { path, mode }),
+        3 => (0usize..8, 0u64..200, 1usize..64, any::<u8>())
+            .prop_map(|(h, offset, len, byte)| Op::Write { h, offset, len, byte }),
+        2 => (0usize..8).prop_map(|h| Op::Close { h }),
+        5 => Just(Op::Commit),
+        // Outages short: a commit while the node is down makes no version.
+        3 => Just(Op::Online),
+        4 => wait(),
+        1 => (0usize..8, 0usize..64).prop_map(|(snap, what)| Op::ChangeSnapshot { snap, what }),
+    ];
+    proptest::collection::vec(step, 1..=max_len).prop_map(Script)
 }
 
 /// A script as [`Script`]'s `Debug` prints it, read back (one step per line, `N: step`;
@@ -496,6 +548,13 @@ fn parse_op(step: &str) -> Result<Op, String> {
         "node" if arg(1)? == "offline" => Op::Offline,
         "node" => Op::Online,
         "kernel" => Op::Unload,
+        "wait" => Op::Wait {
+            secs: num(arg(1)?)?,
+        },
+        "change" => Op::ChangeSnapshot {
+            snap: num(arg(4)?)? as usize,
+            what: num(arg(6)?)? as usize,
+        },
         other => return Err(format!("unknown step {other}")),
     })
 }
