@@ -384,7 +384,7 @@ pub fn history_script(max_len: usize) -> impl Strategy<Value = Script> {
         // Outages short: a commit while the node is down makes no version.
         3 => Just(Op::Online),
         4 => wait(),
-        1 => (0usize..8, 0usize..64).prop_map(|(snap, what)| Op::ChangeSnapshot { snap, what }),
+        2 => (0usize..8, 0usize..64).prop_map(|(snap, what)| Op::ChangeSnapshot { snap, what }),
     ];
     proptest::collection::vec(step, 1..=max_len).prop_map(Script)
 }
