@@ -3,7 +3,8 @@
 //! it lists exactly what the retention policy promises for the commits made; a version
 //! holds what its commit published (the model's committed tree, when the commit waited for
 //! every upload) and never changes after; every change under it is refused with `EROFS`;
-//! each published usage is what the node measures for its root.
+//! each published usage is what the node measures for its root, and the harness's usage
+//! check splits that measure into the tree's objects and what the versions add.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
@@ -17,7 +18,7 @@ use pxfs::fs::{Attr, Clock, Fs, Ino, Kind, ROOT_INO, SetAttr, TimeSet};
 
 use super::model::{Body, Errno, Id, Model, Out, ROOT};
 
-/// Small, so that a script of a few days' waits drops versions by every rule.
+/// Small, so that a script's waits (seconds to days) drop versions by every rule.
 pub const POLICY: Policy = Policy {
     keep_all_secs: 300,
     hourly: 4,
@@ -25,7 +26,7 @@ pub const POLICY: Policy = Policy {
     monthly: 2,
 };
 const NS: i64 = 1_000_000_000;
-/// 2026-11-25T12:00:00Z: the simulated clock's start.
+/// 2026-11-30T12:00:00Z: the simulated clock's start.
 const T0: i64 = 1_796_040_000 * NS;
 const SNAPSHOTS: &str = ".snapshots";
 /// The name the refused changes try to make (not one of the scripts' names).
@@ -41,10 +42,12 @@ impl SimClock {
         SimClock(Arc::new(AtomicI64::new(T0)))
     }
 
+    /// Time passes (a `Wait` step).
     pub fn advance(&self, secs: u64) {
         self.0.fetch_add(secs as i64 * NS, Ordering::SeqCst);
     }
 
+    /// The clock a mount's commits read.
     pub fn clock(&self) -> Clock {
         let c = self.0.clone();
         Clock(Arc::new(move || c.load(Ordering::SeqCst)))
@@ -296,7 +299,8 @@ async fn read_version(fs: &Fs, name: &str, strict_nlink: bool) -> Result<SnapTre
     Ok(tree)
 }
 
-/// The root `root`'s tree and its history table top (`None`: no history).
+/// The commit time of root `root` (a `pxfs/root/3` node, sealed with `key` if any) and its
+/// history table's top (`None`: it keeps no version).
 fn root_of(
     store: &MemoryStore,
     root: &str,
@@ -403,6 +407,7 @@ fn choose(step: usize, n: usize) -> usize {
 }
 
 impl History {
+    /// Nothing committed yet; `sealed`: the roots are sealed with the harness's key.
     pub fn new(sealed: bool) -> History {
         History {
             clock: SimClock::new(),
