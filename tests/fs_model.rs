@@ -56,8 +56,15 @@ fn runtime() -> tokio::runtime::Runtime {
         .expect("tokio runtime")
 }
 
-fn run(ops: &[Op]) -> Result<(), String> {
-    runtime().block_on(harness::run_script(ops))
+/// A property test's script: the known failures (`harness::Setup::known_failures`,
+/// pinned below) not reported, so that it looks for others.
+fn run(ops: &[Op], sealed: bool) -> Result<(), String> {
+    let setup = harness::Setup {
+        sealed,
+        known_failures: true,
+        ..harness::Setup::default()
+    };
+    runtime().block_on(harness::run_script_with(ops, setup))
 }
 
 proptest! {
@@ -65,7 +72,7 @@ proptest! {
 
     #[test]
     fn the_core_behaves_like_the_reference_model(script in ops::script(steps())) {
-        if let Err(e) = run(&script.0) {
+        if let Err(e) = run(&script.0, false) {
             return Err(TestCaseError::fail(format!("{e}\nscript: {script:?}")));
         }
     }
@@ -80,8 +87,7 @@ proptest! {
     fn the_core_behaves_like_the_reference_model_on_an_encrypted_tree(
         script in ops::script(steps())
     ) {
-        let r = runtime().block_on(harness::run_script_sealed(&script.0, true));
-        if let Err(e) = r {
+        if let Err(e) = run(&script.0, true) {
             return Err(TestCaseError::fail(format!("{e}\nscript: {script:?}")));
         }
     }
@@ -120,7 +126,17 @@ fn check(ops: Vec<Op>) {
 
 /// `ops` on a plaintext or an encrypted (`sealed`) tree; a divergence panics with the script.
 fn check_on(ops: &[Op], sealed: bool) {
-    if let Err(e) = runtime().block_on(harness::run_script_sealed(ops, sealed)) {
+    check_setup(ops, sealed, true);
+}
+
+/// [`check_on`], `known_failures` reported or not (`harness::Setup::known_failures`).
+fn check_setup(ops: &[Op], sealed: bool, known_failures: bool) {
+    let setup = harness::Setup {
+        sealed,
+        known_failures,
+        ..harness::Setup::default()
+    };
+    if let Err(e) = runtime().block_on(harness::run_script_with(ops, setup)) {
         panic!("sealed: {sealed}: {e}\nscript: {:?}", Script(ops.to_vec()));
     }
 }
@@ -202,6 +218,11 @@ fn write(path: &str, len: usize, byte: u8) -> Vec<Op> {
 
 #[test]
 fn unloaded_directories_read_again_keep_their_tree_and_usage() {
+    check(unloaded_directories_script());
+}
+
+/// Directories unloaded and read again, sharing content and pages with loaded ones.
+fn unloaded_directories_script() -> Vec<Op> {
     let mut ops = vec![
         Op::Mkdir {
             path: p("a"),
@@ -245,7 +266,7 @@ fn unloaded_directories_read_again_keep_their_tree_and_usage() {
         Op::Unload,
         Op::Remount,
     ]);
-    check(ops);
+    ops
 }
 
 /// Every kind of change to a name looked up alone in directories not loaded (issue #14:
@@ -832,6 +853,30 @@ fn a_page_two_directories_share_is_counted_once_by_the_mount_after_a_commit_with
     )
     .unwrap();
     check_history(&script.0, false);
+}
+
+/// Found by the model's check of each publication (without history the commit publishes
+/// the ledger's figure): objects the tree shares with directories not loaded are counted
+/// wrong. (1) Two directories stored as one page (both empty), committed; one gets an
+/// entry while the other is not loaded (the page's last loaded reference goes, and the
+/// ledger returns it to the figure of what is not loaded): the next commit publishes 808
+/// B, the node measures the root at 888 (the page left out). (2) The script of
+/// `unloaded_directories_read_again_keep_their_tree_and_usage`: after a remount, a file
+/// whose content equals that of files in directories not loaded is committed: published
+/// 1,924 B, measured 1,904 (the 20 B content counted again). The mount's own figure is
+/// right in both once the directories are read, so the comparison of it does not see
+/// this; with history on, the publication is counted from the graph and is right.
+#[test]
+#[ignore = "known failure, reported: without history a commit publishes usage off by objects shared with directories not loaded"]
+fn a_commit_publishes_the_usage_the_node_measures_with_objects_shared_with_unloaded_directories() {
+    let script = ops::parse_script(
+        "0: mkdir b 644\n1: mkdir c 644\n2: commit\n3: symlink b/a -> \"a\"\n4: commit\n",
+    )
+    .unwrap();
+    for sealed in [false, true] {
+        check_setup(&script.0, sealed, false);
+    }
+    check_setup(&unloaded_directories_script(), false, false);
 }
 
 /// Replays the script in the file `PXFS_MODEL_REPLAY` (as a failure prints it; add
