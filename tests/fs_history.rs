@@ -15,7 +15,7 @@ use pxfs::keys::keyring::{FixedKey, KeyRing, PlainOnly};
 const TOKEN: u64 = 7;
 const BTNS: &str = "k51-token-7";
 const NS: i64 = 1_000_000_000;
-/// 2026-11-25T12:00:00Z.
+/// 2026-11-30T12:00:00Z.
 const T0: i64 = 1_796_040_000 * NS;
 
 fn info() -> TokenInfo {

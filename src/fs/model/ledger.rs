@@ -492,7 +492,10 @@ impl Ledger {
             let left = o
                 .refs
                 .saturating_sub(drop.get(cid.as_str()).copied().unwrap_or(0));
-            if left > 0 || o.in_base {
+            // Still used: by loaded inodes the commit does not rewrite, or by unloaded ones
+            // (counted in `base` already, or about to be: `parked` references return it
+            // there when the last loaded one goes).
+            if left > 0 || o.in_base || o.parked > 0 {
                 counted.insert(cid.clone());
             } else if o.refs > 0 {
                 usage = usage.saturating_sub(o.size);

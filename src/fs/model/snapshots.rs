@@ -259,6 +259,28 @@ impl Tree {
         Some(self.snapshot_views.get(&token)?.versions.get(&ino)?.usage)
     }
 
+    /// When loaded directory `dir` is in a kept version and holds a name of a link group
+    /// whose other names are not loaded yet: the version's directory (to load it whole, so
+    /// the inode's link count is the group's from the first lookup, as in the live tree).
+    pub(in crate::fs) fn version_incomplete(&self, dir: Ino) -> Option<Ino> {
+        let (token, version) = self.version_of(dir)?;
+        let groups = self
+            .snapshot_views
+            .get(&token)?
+            .versions
+            .get(&version)?
+            .groups
+            .as_ref()?;
+        // (A version's inodes carry no group id: its groups know their inodes.)
+        groups
+            .values()
+            .filter_map(|slot| Some((slot.nlink, self.inodes.get(&slot.ino?)?)))
+            .any(|(nlink, i)| {
+                (i.links.len() as u64) < nlink && i.links.iter().any(|(d, _)| *d == dir)
+            })
+            .then_some(version)
+    }
+
     /// The kept version `ino` belongs to: its token and its directory in `.snapshots/`.
     fn version_of(&self, ino: Ino) -> Option<(TokenId, Ino)> {
         let token = self.inodes.get(&ino)?.snapshot_of?;

@@ -26,6 +26,30 @@ impl Fs {
             );
             self.load_all(token).await?;
         }
+        let incomplete = self.tree().version_incomplete(dir);
+        if let Some(version) = incomplete {
+            tracing::debug!(
+                dir,
+                "a kept version's link group has names elsewhere; loading it whole"
+            );
+            self.load_version(version).await?;
+        }
+        Ok(())
+    }
+
+    /// Load every directory of the kept version whose directory in `.snapshots/` is
+    /// `version`.
+    async fn load_version(&self, version: Ino) -> FsResult<()> {
+        let mut dirs = vec![version];
+        while let Some(dir) = dirs.pop() {
+            self.load_one(dir).await?;
+            let tree = self.tree();
+            for (_, child) in tree.entries(dir)?.iter() {
+                if tree.get(child).is_ok_and(|i| i.dir().is_some()) {
+                    dirs.push(child);
+                }
+            }
+        }
         Ok(())
     }
 
