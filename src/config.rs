@@ -70,45 +70,31 @@ pub struct HistoryConfig {
     pub monthly: u32,
 }
 
+// The defaults of `format::history::Policy` (a test in `cli::mount` keeps them equal).
 fn default_keep_all_secs() -> u64 {
-    crate::format::history::Policy::default().keep_all_secs
+    3600
 }
 fn default_hourly() -> u32 {
-    crate::format::history::Policy::default().hourly
+    48
 }
 fn default_daily() -> u32 {
-    crate::format::history::Policy::default().daily
+    30
 }
 
 impl Default for HistoryConfig {
     fn default() -> Self {
-        HistoryConfig::from(crate::format::history::Policy::default())
+        HistoryConfig {
+            keep_all_secs: default_keep_all_secs(),
+            hourly: default_hourly(),
+            daily: default_daily(),
+            monthly: 0,
+        }
     }
 }
 
 impl HistoryConfig {
     fn is_default(&self) -> bool {
         *self == HistoryConfig::default()
-    }
-
-    pub fn policy(&self) -> crate::format::history::Policy {
-        crate::format::history::Policy {
-            keep_all_secs: self.keep_all_secs,
-            hourly: self.hourly,
-            daily: self.daily,
-            monthly: self.monthly,
-        }
-    }
-}
-
-impl From<crate::format::history::Policy> for HistoryConfig {
-    fn from(p: crate::format::history::Policy) -> Self {
-        HistoryConfig {
-            keep_all_secs: p.keep_all_secs,
-            hourly: p.hourly,
-            daily: p.daily,
-            monthly: p.monthly,
-        }
     }
 }
 

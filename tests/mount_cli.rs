@@ -156,12 +156,14 @@ fn mount_write_unmount_remount_with_quota_and_overdue() {
     let client = NodeClient::from_url(&node_url, "/api/v0");
     let key = rt.block_on(client.key_gen("snft")).unwrap();
     let config = tmp.path().join("pxfs.toml");
+    // No history: the figures below are the current tree's (history: tests/mount_history.rs).
     let mut f = std::fs::File::create(&config).unwrap();
     write!(
         f,
         "[chain]\nrpc_url = \"{}\"\nchain_id = {}\ncontract = \"{}\"\nwallet = \"{WALLET0}\"\npoll_interval_secs = 1\n\
          [node]\napi_url = \"{node_url}\"\n[cache]\ndir = \"cache\"\n\
-         [keys]\nencryption = \"none\"\n",
+         [keys]\nencryption = \"none\"\n\
+         [history]\nkeep_all_secs = 0\nhourly = 0\ndaily = 0\n",
         anvil.url(),
         deployment.chain_id,
         deployment.contract

@@ -576,7 +576,7 @@ async fn prepare(
     fs_cfg.single_token = args.tokens.len() == 1;
     // Only mounts keep history: a conversion (`pxfs encrypt`) drops its tree's versions,
     // which hold the content as it was before (in the clear).
-    fs_cfg.history = cfg.history.policy();
+    fs_cfg.history = policy_of(&cfg.history);
     fs_cfg.read_only = args.read_only;
     fs_cfg.replicas = replicas;
     fs_cfg.keys = Arc::new(MountKeys {
@@ -607,6 +607,16 @@ async fn prepare(
 
 /// The core's settings from the config: upload parallelism, staging limits, the unloading
 /// bound, the commit cadence and the outage grace.
+/// `[history]` as the retention policy (docs/FORMAT.md §14.2).
+fn policy_of(h: &crate::config::HistoryConfig) -> crate::format::history::Policy {
+    crate::format::history::Policy {
+        keep_all_secs: h.keep_all_secs,
+        hourly: h.hourly,
+        daily: h.daily,
+        monthly: h.monthly,
+    }
+}
+
 pub(crate) fn core_config(cfg: &Config) -> FsConfig {
     let mut fs_cfg = FsConfig::new(cfg.cache.dir.clone());
     fs_cfg.upload_parallelism = cfg.upload.parallelism.max(1);
@@ -763,5 +773,15 @@ fn share_heap_arenas() {
     // SAFETY: mallopt only sets a tunable of glibc's allocator; called before other threads.
     unsafe {
         libc::mallopt(libc::M_ARENA_MAX, 2);
+    }
+}
+
+#[cfg(test)]
+mod history_tests {
+    /// A config without `[history]` keeps what the format's default policy keeps.
+    #[test]
+    fn the_configs_default_history_is_the_formats_default_policy() {
+        let default = super::policy_of(&crate::config::HistoryConfig::default());
+        assert_eq!(default, crate::format::history::Policy::default());
     }
 }
