@@ -64,9 +64,17 @@ impl Fs {
         let mut old_pages = Vec::new();
         let mut had_history = false;
         for (root, doc, usage) in roots {
-            let r = self
+            let Some(r) = self
                 .read_replaced(snap, &root, doc.as_deref(), usage)
-                .await?;
+                .await?
+            else {
+                // A format-v1 tree, rewritten whole by this commit (§10): no version of it
+                // is kept, and its graph is not counted (its manifests are not pages).
+                return Ok(HistoryPlan {
+                    t,
+                    ..HistoryPlan::default()
+                });
+            };
             had_history |= !r.history.is_empty();
             kept = history::union(kept, r.history);
             replaced.push(r.version);
@@ -98,19 +106,24 @@ impl Fs {
     }
 
     /// Root `cid` as the version it becomes when replaced, with the versions it kept. A
-    /// format-2 root is the version of its document's time (§12.2).
+    /// format-2 root is the version of its document's time (§12.2); a format-v1 manifest
+    /// is none (`None`).
     async fn read_replaced(
         &self,
         snap: &Snapshot,
         cid: &str,
         doc: Option<&str>,
         usage: u64,
-    ) -> FsResult<Replaced> {
+    ) -> FsResult<Option<Replaced>> {
         let store = self.store_of(Some(snap.record.token_id));
         let bytes = match self.inner.pages.get(cid) {
             Some(b) => b,
             None => store.fetch(cid).await?,
         };
+        if crate::format::schema_of(&bytes).as_deref() == Some(crate::format::v1::manifest::SCHEMA)
+        {
+            return Ok(None);
+        }
         let r = Root::decode_any(&bytes, &snap.sealing)
             .map_err(|e| FsError::Journal(format!("root node {cid}: {e}")))?;
         let (t, top) = match r.v3 {
@@ -157,11 +170,11 @@ impl Fs {
             }
             None => (Vec::new(), Vec::new()),
         };
-        Ok(Replaced {
+        Ok(Some(Replaced {
             version,
             history,
             pages: pages.into_iter().map(|(c, _)| c).collect(),
-        })
+        }))
     }
 
     /// The published graph's counts exist (counted now from the published root if they do
