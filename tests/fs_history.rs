@@ -418,3 +418,81 @@ async fn a_follower_takes_commits_in_without_publishing_and_a_merge_keeps_both_s
     a.abort();
     b.abort();
 }
+
+/// A tree an old pxfs wrote in format v1 (one manifest per directory): with history on,
+/// the commit that rewrites it keeps no version of it (its manifests are not pages), and
+/// the commits after keep history as usual, counted exactly.
+#[tokio::test]
+async fn a_format_v1_tree_upgrades_and_then_keeps_history() {
+    use pxfs::format::v1::manifest::{Entry, EntryKind, Manifest};
+    let store = Arc::new(MemoryStore::new());
+    let content = bytes::Bytes::from_static(b"written by an old pxfs");
+    let file = store
+        .add_objects(vec![content.clone()])
+        .await
+        .unwrap()
+        .remove(0);
+    let entry = |name: &str, kind: EntryKind, cid: Option<String>, size: u64| Entry {
+        name: name.into(),
+        kind,
+        cid,
+        size,
+        mode: 0o755,
+        uid: 0,
+        gid: 0,
+        mtime_ns: 1,
+        ctime_ns: 1,
+        target: None,
+        xattrs: None,
+        rdev: None,
+    };
+    let sub = Manifest::new(vec![entry(
+        "old.txt",
+        EntryKind::File,
+        Some(file),
+        content.len() as u64,
+    )]);
+    let sub_cid = store
+        .add_objects(vec![bytes::Bytes::from(sub.to_json())])
+        .await
+        .unwrap()
+        .remove(0);
+    let root = Manifest::new(vec![entry("d", EntryKind::Dir, Some(sub_cid), 0)]);
+    let root_cid = store
+        .add_objects(vec![bytes::Bytes::from(root.to_json())])
+        .await
+        .unwrap()
+        .remove(0);
+    let record = pxfs::fs::store::UsageRecord {
+        token_id: TOKEN,
+        quota: u64::MAX,
+        usage: 0,
+        files: 1,
+        root: root_cid,
+        last_upload: None,
+        seq: 1,
+        prev: None,
+        merged: None,
+        encryption: Default::default(),
+    };
+    store.publish_usage(Some(BTNS), &record).await.unwrap();
+    let clock = SimClock::new();
+    let fs = mount(&store, false, Policy::default(), &clock).await;
+    assert_eq!(read_path(&fs, "d/old.txt").await.unwrap(), &content[..]);
+    put(&fs, "new", b"first commit: the tree becomes format 3").await;
+    fs.flush_all().await.unwrap();
+    assert!(snapshots(&fs).await.is_empty(), "no version of the v1 tree");
+    clock.advance(10);
+    put(&fs, "new", b"second commit").await;
+    fs.flush_all().await.unwrap();
+    let kept = snapshots(&fs).await;
+    assert_eq!(kept.len(), 1);
+    assert_eq!(
+        read_path(&fs, &format!(".snapshots/{}/d/old.txt", kept[0]))
+            .await
+            .unwrap(),
+        &content[..]
+    );
+    assert_counted(&fs, &store, "after the upgrade");
+    fs.abort();
+}

@@ -633,8 +633,11 @@ impl Fs {
             (delete, fully_loaded)
         };
         remove_staged(delete);
-        if let (Some(h), Some(root)) = (w.history, &root_cid) {
-            self.history_committed(token, root, h.versions);
+        // `.snapshots/` shows what the new root keeps (also none: it exists in every
+        // format-3 root, which this commit may have written first).
+        if let Some(root) = &root_cid {
+            let versions = w.history.map(|h| h.versions).unwrap_or_default();
+            self.history_committed(token, root, versions);
         }
         // Content may be shared (equal files have equal CIDs, a copy may be moved to a
         // directory not loaded): the published graph's counts, or a fully loaded tree,
