@@ -27,6 +27,9 @@
 #                       as root), as a node on another machine would be: the node flushes its
 #                       adds with syncfs(2), which on a shared filesystem also writes out the
 #                       mount's staged copies. shared: everything on the work directory's.
+#   BENCH_JUICEFS=1     0: skip JuiceFS (installed into the work directory from the Python
+#                       package registry, version pinned in scripts/bench_peers.sh)
+#   BENCH_RCLONE=1      0: skip rclone mount
 #   PXFS_ANVIL=         anvil binary, if neither PATH nor contracts/node_modules has one
 # A quick run:
 #   BENCH_REPEAT=1 BENCH_SEQ_MIB=128 BENCH_BIG_MIB=0 BENCH_FILES=1000 BENCH_FIO_MIB=32 \
@@ -37,6 +40,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/bench_lib.sh
+source scripts/bench_peers.sh
 # `bash scripts/bench.sh scale` / `dirs`: the scale parts (issues #13, #14), in their own script;
 # `installed`: the pxfs on PATH against target/release/pxfs (issue #43); `oracle`: the oracle's
 # walk of a 1,000,000-file tree through a 40 ms link (issue #29), scripts/bench_oracle.sh;
@@ -44,7 +48,8 @@ source scripts/bench_lib.sh
 # --mixed: plus a large file rewritten and deleted every few minutes), with its verdicts,
 # scripts/bench_churn.sh; `check`: `pxfs check` against a plain read (issue #30),
 # scripts/bench_check.sh; `rewrite`: small rewrites in place, the sparse file and the
-# one-chunk reference against ext4 and rclone mount (issue #39), scripts/bench_rewrite.sh.
+# one-chunk reference against ext4 and rclone mount (issue #39), scripts/bench_rewrite.sh;
+# `link`: pxfs and rclone mount over a slow link (issue #34), scripts/bench_link.sh.
 case "${1:-}" in
     scale | dirs) exec bash scripts/bench_scale.sh "$1" ;;
     installed) exec bash scripts/bench_installed.sh ;;
@@ -52,8 +57,9 @@ case "${1:-}" in
     churn) shift; exec bash scripts/bench_churn.sh "$@" ;;
     check) exec bash scripts/bench_check.sh ;;
     rewrite) exec bash scripts/bench_rewrite.sh ;;
+    link) exec bash scripts/bench_link.sh ;;
     "") ;;
-    *) echo "bench: unknown part ${1} (scale, dirs, installed, oracle, churn, check, rewrite, or nothing for the I/O benchmark)" >&2; exit 2 ;;
+    *) echo "bench: unknown part ${1} (scale, dirs, installed, oracle, churn, check, rewrite, link, or nothing for the I/O benchmark)" >&2; exit 2 ;;
 esac
 
 repeat=${BENCH_REPEAT:-3}
@@ -86,6 +92,7 @@ cleanup() {
         tail -n 20 "$work/devnet.log" "$work/mount.log" 2>/dev/null >&2
     fi
     unmount_px
+    peers_cleanup
     stop_devnet
     if mountpoint -q "$mp" 2>/dev/null; then fusermount3 -uz "$mp"; fi
     if mountpoint -q "$work/mnt-plain" 2>/dev/null; then fusermount3 -u "$work/mnt-plain" || fusermount3 -uz "$work/mnt-plain"; fi
@@ -159,6 +166,13 @@ start_devnet "$pxfs" $((64 << 30)) "${node_repo_args[@]}"
 mkdir -p "$mp" "$work/local"
 mount_px
 log "mounted sNFT $token at $mp (daemon pid $mount_pid), node $node"
+node_pid=$(pgrep -f -n -- "node --repo $work" || true)
+[[ -n $node_pid ]] || die "cannot find the devnet's node process"
+peers_prepare
+peer_versions=$(peers_versions)
+log "peers: $peer_versions"
+((have_jfs)) && mount_jfs
+((have_rclone)) && mount_rclone
 
 # --- 1, 2, 5: sequential write and read, peak RSS ------------------------------------------
 for r in $(seq "$repeat"); do
@@ -170,10 +184,26 @@ for r in $(seq "$repeat"); do
     sync
 
     reset_peak
+    c_daemon=$(cpu_ticks "$mount_pid")
+    c_node=$(cpu_ticks "$node_pid")
     t=$(now)
     dd if="$work/seq-mount.bin" of="$tokdir/seq-$r.bin" bs=1M conv=fsync status=none
     record write_mount "$(rate "$seq_mib" "$(since "$t")")"
+    record cpu_write_daemon "$(cpu_per_gib "$c_daemon" "$(cpu_ticks "$mount_pid")" "$seq_mib")"
+    record cpu_write_node "$(cpu_per_gib "$c_node" "$(cpu_ticks "$node_pid")" "$seq_mib")"
     record rss_seq "$(peak_mib)"
+    if ((have_jfs)); then
+        t=$(now)
+        dd if="$work/seq-mount.bin" of="$jfs_mp/seq-$r.bin" bs=1M conv=fsync status=none
+        record write_jfs "$(rate "$seq_mib" "$(since "$t")")"
+    fi
+    if ((have_rclone)); then
+        base=$(stored_bytes "$work/rclone-backing")
+        t=$(now)
+        dd if="$work/seq-mount.bin" of="$rclone_mp/seq-$r.bin" bs=1M conv=fsync status=none
+        rclone_stored $((base + (seq_mib << 20)))
+        record write_rclone "$(rate "$seq_mib" "$(since "$t")")"
+    fi
 
     t=$(now)
     node_add "$work/seq-node.bin" >"$work/add.json"
@@ -188,15 +218,35 @@ for r in $(seq "$repeat"); do
     # blocks are read from disk by both.
     unmount_px
     rm -rf "$cache/chunks"
+    ((have_jfs)) && cold_jfs
+    ((have_rclone)) && cold_rclone
     drop_kernel_caches
     t=$(now)
     curl -sS --fail -X POST "$node/api/v0/cat?arg=$cid" -o /dev/null
     record read_cold_cat "$(rate "$seq_mib" "$(since "$t")")"
     drop_kernel_caches
     mount_px
+    c_daemon=$(cpu_ticks "$mount_pid")
+    c_node=$(cpu_ticks "$node_pid")
     t=$(now)
     dd if="$tokdir/seq-$r.bin" of=/dev/null bs=1M status=none
     record read_cold_mount "$(rate "$seq_mib" "$(since "$t")")"
+    record cpu_read_daemon "$(cpu_per_gib "$c_daemon" "$(cpu_ticks "$mount_pid")" "$seq_mib")"
+    record cpu_read_node "$(cpu_per_gib "$c_node" "$(cpu_ticks "$node_pid")" "$seq_mib")"
+    if ((have_jfs)); then
+        mount_jfs
+        t=$(now)
+        dd if="$jfs_mp/seq-$r.bin" of=/dev/null bs=1M status=none
+        record read_cold_jfs "$(rate "$seq_mib" "$(since "$t")")"
+        rm -f "$jfs_mp/seq-$r.bin"
+    fi
+    if ((have_rclone)); then
+        mount_rclone
+        t=$(now)
+        dd if="$rclone_mp/seq-$r.bin" of=/dev/null bs=1M status=none
+        record read_cold_rclone "$(rate "$seq_mib" "$(since "$t")")"
+        rm -f "$rclone_mp/seq-$r.bin"
+    fi
 
     # Warm from the chunk cache: every chunk is on local disk, the page cache is dropped
     # (as root): the mount reads its chunk files, the baseline the same bytes in one file,
@@ -264,6 +314,22 @@ for r in $(seq "$repeat"); do
     sync -f "$work/local/small-$r"
     record small_local "$(awk -v n="$files" -v s="$(since "$t")" 'BEGIN { printf "%.0f", n / s }')"
 
+    if ((have_jfs)); then
+        mkdir "$jfs_mp/small-$r"
+        t=$(now)
+        tar -xf "$work/small.tar" -C "$jfs_mp/small-$r"
+        sync "$jfs_mp/small-$r"
+        record small_jfs "$(awk -v n="$files" -v s="$(since "$t")" 'BEGIN { printf "%.0f", n / s }')"
+    fi
+    if ((have_rclone)); then
+        mkdir "$rclone_mp/small-$r"
+        base=$(stored_bytes "$work/rclone-backing")
+        t=$(now)
+        tar -xf "$work/small.tar" -C "$rclone_mp/small-$r"
+        rclone_stored $((base + $(stored_bytes "$work/tree-mount")))
+        record small_rclone "$(awk -v n="$files" -v s="$(since "$t")" 'BEGIN { printf "%.0f", n / s }')"
+    fi
+
     # One add call per file, one after another over one kept-alive connection.
     : >"$work/curl.cfg"
     for f in "$work/tree-node/files"/*; do
@@ -310,7 +376,17 @@ for r in $(seq "$repeat"); do
 done
 for r in $(seq "$repeat"); do
     log "metadata after remount, run $r/$repeat"
-    remount
+    # The peers' cold listing: new clients, empty caches, the page cache dropped.
+    ((have_jfs)) && cold_jfs
+    ((have_rclone)) && cold_rclone
+    drop_kernel_caches
+    time_cmd ls_cold_local ls_l "$work/local/small-1/files"
+    if ((have_jfs)); then mount_jfs; time_cmd ls_cold_jfs ls_l "$jfs_mp/small-1/files"; fi
+    if ((have_rclone)); then mount_rclone; time_cmd ls_cold_rclone ls_l "$rclone_mp/small-1/files"; fi
+    unmount_px
+    rm -rf "$cache/chunks"
+    drop_kernel_caches
+    mount_px
     time_cmd ls_cold_mount ls_l "$big_dir"
     remount
     time_cmd find_cold_mount find_count "$tokdir"
@@ -469,6 +545,8 @@ if ((big_mib > 0)); then
     row "Write of ${big_mib} MiB from a generator, MiB/s" write_big_mount "" "" ""
 fi
 row "fio 4 KiB randrw on ${fio_mib} MiB, crc32c, IOPS (vs local)" fio_mount fio_local "" ""
+row "CPU-seconds per GiB written, daemon (vs node)" cpu_write_daemon cpu_write_node "" ""
+row "CPU-seconds per GiB read cold, daemon (vs node)" cpu_read_daemon cpu_read_node "" ""
 if [[ ${BENCH_PLAINTEXT:-1} != 0 ]]; then
     row "Encrypted vs plaintext sNFT: sequential write ${seq_mib} MiB, MiB/s" cmp_write_enc cmp_write_plain "ratio>=0.9" "≥ 0.9×"
     row "Encrypted vs plaintext sNFT: cold read, MiB/s" cmp_cold_enc cmp_cold_plain "ratio>=0.9" "≥ 0.9×"
@@ -479,6 +557,29 @@ table=$(
     echo "| Measurement | pxfs mount | baseline | mount / baseline | target | |"
     echo "|---|---:|---:|---:|---|---|"
     printf '%s\n' "${rows[@]}"
+)
+
+# The peers (issue #44): one line per workload, every figure of this run.
+# peer_row NAME EXT4_KEY RCLONE_KEY JFS_KEY PXFS_KEY LOWER_IS_BETTER TARGET
+peer_rows=()
+peer_row() {
+    local name=$1 lower=$6 target=$7 e rc j p ratio met
+    e=$(median "$2")
+    rc=$(median "$3")
+    j=$(median "$4")
+    p=$(median "$5")
+    if [[ $lower == 1 ]]; then ratio=$(div "$j" "$p"); else ratio=$(div "$p" "$j"); fi
+    met=$(awk -v v="$ratio" -v t="${target#*:}" 'BEGIN { if (v != "n/a") print (v + 0 >= t + 0 ? "met" : "**missed**") }')
+    peer_rows+=("| $name | $e | $rc | $j | **$p** | ${ratio}× | ${target%%:*}: ${met:-–} |")
+}
+peer_row "untar ${files} files of 1–16 KiB + sync, files/s" small_local small_rclone small_jfs small_mount 0 "ahead:1.0001"
+peer_row "${seq_mib} MiB write + fsync, MiB/s" write_local write_rclone write_jfs write_mount 0 "≥ 0.9×:0.9"
+peer_row "cold \`ls -l\` of ${files} entries, s" ls_cold_local ls_cold_rclone ls_cold_jfs ls_cold_mount 1 "ahead:1.0001"
+peer_row "cold read of the ${seq_mib} MiB, MiB/s" read_warm_local read_cold_rclone read_cold_jfs read_cold_mount 0 "≥ 0.9×:0.9"
+peer_table=$(
+    echo "| workload | ext4 | rclone mount | JuiceFS | pxfs | pxfs vs JuiceFS | goal |"
+    echo "|---|---:|---:|---:|---:|---:|---|"
+    printf '%s\n' "${peer_rows[@]}"
 )
 keys=$(cut -f1 "$raw" | awk '!seen[$0]++')
 raw_lines=$(for k in $keys; do printf -- "- \`%s\`: %s\n" "$k" "$(all "$k")"; done)
@@ -500,7 +601,16 @@ Run: $started_at, \`$command_line\`
 
 $table
 
-Raw numbers (MiB/s, files/s, s, MiB, IOPS, in run order):
+Peers in the same run ($peer_versions; JuiceFS: sqlite metadata, a local directory as the
+bucket, \`--trash-days 0\`, no encryption; rclone: a local directory,
+\`--vfs-cache-mode writes --vfs-write-back 0s\`, timed until the directory holds every byte;
+pxfs encrypted, its default). Cold: new clients, caches emptied, the page cache dropped
+(ext4: the page cache dropped). "ahead" compares with JuiceFS (for \`ls\`, JuiceFS's time
+÷ pxfs's).
+
+$peer_table
+
+Raw numbers (MiB/s, files/s, s, MiB, IOPS, CPU-s/GiB, in run order):
 
 $raw_lines
 <!-- bench:end -->

@@ -709,3 +709,93 @@ fn kill_9_between_chunk_uploads_and_their_commit_loses_no_closed_change() {
     );
     unmount(mp.path(), &fresh);
 }
+
+/// Issue #34: a kill -9 while a file is streamed to the node (its chunks sent as it is
+/// written, before its close) loses nothing that was closed, and the unclosed session leaves
+/// no torn file. The node sits behind a proxy that holds `name/publish` back, so nothing
+/// written here is committed: `done.bin` was streamed and closed (its close returned), and
+/// `old.bin` (committed before) is being rewritten in order from empty, its first chunks
+/// already on the node, when the daemon is killed. The journal brings `done.bin` back;
+/// `old.bin` is as it was at a close or at the truncate that began the session, never
+/// part of the new bytes.
+#[test]
+fn kill_9_while_a_file_streams_to_the_node_loses_no_closed_file() {
+    let devnet = TestDevnet::start(&[]);
+    let caches = tempfile::tempdir().unwrap();
+    let direct = devnet.config_with_cache(&caches.path().join("a"));
+    let mp = MountPoint::new();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(34);
+    let mut old = vec![0u8; 1 << 20];
+    rng.fill_bytes(&mut old);
+    mount(mp.path(), &direct);
+    let dir = token_dir(mp.path(), &devnet);
+    {
+        let mut f = std::fs::File::create(dir.join("old.bin")).unwrap();
+        f.write_all(&old).unwrap();
+        f.sync_all().unwrap();
+    }
+    unmount(mp.path(), &direct);
+
+    let stall = proxy::Proxy::start_delaying(
+        &devnet.node_url(),
+        Some(proxy::Delay {
+            needle: b"name/publish".to_vec(),
+            delay: Duration::from_secs(300),
+        }),
+    );
+    let mut cfg: toml::Value = toml::from_str(&std::fs::read_to_string(&direct).unwrap()).unwrap();
+    cfg["node"]["api_url"] = toml::Value::String(stall.url());
+    let stalled = caches.path().join("stalled.toml");
+    std::fs::write(&stalled, toml::to_string(&cfg).unwrap()).unwrap();
+    mount(mp.path(), &stalled);
+    let sent_before = stall.bytes_to_server();
+    // Streamed and closed: more than the size at which a file streams (4 MiB).
+    let mut done = vec![0u8; 6 << 20];
+    rng.fill_bytes(&mut done);
+    {
+        let mut f = std::fs::File::create(dir.join("done.bin")).unwrap();
+        for piece in done.chunks(1 << 20) {
+            f.write_all(piece).unwrap();
+        }
+    }
+    // Streaming, not closed.
+    let mut new = vec![0u8; 7 << 20];
+    rng.fill_bytes(&mut new);
+    let mut open = std::fs::File::create(dir.join("old.bin")).unwrap();
+    for piece in new.chunks(1 << 20) {
+        open.write_all(piece).unwrap();
+    }
+    support::wait_until(
+        "done.bin and the first chunks of the open file to reach the node",
+        Duration::from_secs(120),
+        || stall.bytes_to_server() >= sent_before + (11 << 20),
+    );
+    kill_daemon(mp.path());
+    drop(open);
+    unmount(mp.path(), &stalled);
+
+    mount(mp.path(), &direct);
+    assert!(
+        std::fs::read(dir.join("done.bin")).unwrap() == done,
+        "done.bin, closed before the kill"
+    );
+    let got = std::fs::read(dir.join("old.bin")).unwrap();
+    assert!(
+        got == old || got.is_empty(),
+        "old.bin is neither its last closed content nor empty ({} bytes)",
+        got.len()
+    );
+    unmount(mp.path(), &direct);
+    let fresh = devnet.config_with_cache(&caches.path().join("b"));
+    mount(mp.path(), &fresh);
+    assert!(
+        std::fs::read(dir.join("done.bin")).unwrap() == done,
+        "done.bin from the node"
+    );
+    let again = std::fs::read(dir.join("old.bin")).unwrap();
+    assert!(
+        again == got,
+        "old.bin from the node differs from the replayed one"
+    );
+    unmount(mp.path(), &fresh);
+}

@@ -95,6 +95,9 @@ impl ContentStore for FakeNode {
     async fn add_manifest(&self, json: Bytes) -> Result<String, StoreError> {
         self.store.add_manifest(json).await
     }
+    async fn add_manifests(&self, objects: Vec<Bytes>) -> Result<Vec<String>, StoreError> {
+        self.store.add_manifests(objects).await
+    }
     fn object_cid(&self, bytes: &[u8]) -> Option<String> {
         self.store.object_cid(bytes)
     }

@@ -232,6 +232,15 @@ pub trait ContentStore: Send + Sync + 'static {
     async fn add_objects(&self, objects: Vec<Bytes>) -> Result<Vec<String>, StoreError>;
     /// Add (and pin) a metadata object (a directory page, a root node).
     async fn add_manifest(&self, json: Bytes) -> Result<String, StoreError>;
+    /// Add (and pin) several metadata objects (one commit's new pages); their CIDs, in
+    /// order. A node that takes many files in one `add` gets one request.
+    async fn add_manifests(&self, objects: Vec<Bytes>) -> Result<Vec<String>, StoreError> {
+        let mut cids = Vec::with_capacity(objects.len());
+        for object in objects {
+            cids.push(self.add_manifest(object).await?);
+        }
+        Ok(cids)
+    }
     /// The CID `add_manifest` will give `bytes`, when it can be known beforehand.
     fn object_cid(&self, bytes: &[u8]) -> Option<String>;
     /// The whole of a (small) object: a directory manifest.

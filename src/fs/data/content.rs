@@ -272,9 +272,9 @@ type Opening = Shared<BoxFuture<'static, Result<Bytes, OpenError>>>;
 struct Opened {
     recent: std::collections::VecDeque<(ChunkKey, Bytes)>,
     opening: std::collections::HashMap<ChunkKey, Opening>,
-    /// The run of reads that ended last: its content, where it began and where it ended
-    /// (a read starting there continues it).
-    last_run: Option<(String, u64, u64)>,
+    /// The latest runs of reads, one per content: where each began and how far it has
+    /// read (a read near there continues it), oldest first.
+    runs: std::collections::VecDeque<(String, u64, u64)>,
 }
 
 impl std::fmt::Debug for Opened {
@@ -304,9 +304,18 @@ impl From<OpenError> for ContentError {
     }
 }
 
-const OPEN_CHUNKS_KEPT: usize = 16;
-/// Chunks a sequential reader gets opened ahead of its reads.
-const OPEN_AHEAD: usize = 2;
+const OPEN_CHUNKS_KEPT: usize = 64;
+/// How far ahead of a sequential reader chunks are opened: as far as it has read in order,
+/// between these bounds. A short run opens little it may not need; a long one keeps
+/// enough requests out to fill a link's bandwidth × delay (4 MiB: 200 Mbit/s over
+/// 160 ms), and the node's cores busy on a fast one.
+const OPEN_AHEAD_MIN: u64 = 256 << 10;
+const OPEN_AHEAD_MAX: u64 = 4 << 20;
+/// Files whose runs of reads are remembered.
+const RUNS_KEPT: usize = 8;
+/// The kernel sends a sequential reader's read-ahead as several requests at once, which
+/// may arrive out of order: a read this close to where the run has reached continues it.
+const RUN_REORDER: u64 = 1 << 20;
 /// A run of reads is a sequential reader's once it has read this much in order. Less is
 /// not one: the kernel reads the two pages around a write that covers them in part, one
 /// after the other, and a small change in place must not fetch the chunks after it.
@@ -380,16 +389,32 @@ impl OpenChunks {
         shared
     }
 
-    /// A read of `cid` from `offset` to `end`: whether it continues a run of reads in
-    /// order that has now read at least [`SEQUENTIAL_RUN`].
-    fn sequential(&self, cid: &str, offset: u64, end: u64) -> bool {
+    /// A read of `cid` from `offset` to `end`: how many chunks of `chunk` bytes to open
+    /// past it. None unless it continues a run of reads in order that has now read at
+    /// least [`SEQUENTIAL_RUN`]; then as many as that run has read, within
+    /// [`OPEN_AHEAD_MIN`]..[`OPEN_AHEAD_MAX`].
+    fn ahead(&self, cid: &str, offset: u64, end: u64, chunk: u64) -> usize {
         let mut inner = self.lock();
-        let start = match &inner.last_run {
-            Some((c, start, e)) if c == cid && *e == offset => *start,
-            _ => offset,
+        let found = inner.runs.iter().position(|(c, _, _)| c == cid);
+        let run = found.and_then(|i| inner.runs.remove(i));
+        let (start, reached) = match run {
+            Some((_, start, reached))
+                if offset >= start && offset <= reached.saturating_add(RUN_REORDER) =>
+            {
+                (start, reached.max(end))
+            }
+            _ => (offset, end),
         };
-        inner.last_run = Some((cid.to_owned(), start, end));
-        start != offset && end - start >= SEQUENTIAL_RUN
+        if inner.runs.len() >= RUNS_KEPT {
+            inner.runs.pop_front();
+        }
+        inner.runs.push_back((cid.to_owned(), start, reached));
+        let read = reached - start;
+        if start == offset || read < SEQUENTIAL_RUN {
+            return 0;
+        }
+        let window = read.clamp(OPEN_AHEAD_MIN, OPEN_AHEAD_MAX);
+        window.div_ceil(chunk.max(1)) as usize
     }
 }
 
@@ -520,8 +545,9 @@ pub async fn read(
     // The chunks of this read open together (each on its own thread), and a sequential
     // reader gets the next ones opened meanwhile.
     let opening: Vec<_> = (first..=last).map(|i| opened.open(chunk(i))).collect();
-    if range.reader && opened.sequential(&blob.cid, offset, end) {
-        for index in (last + 1..chunks).take(OPEN_AHEAD) {
+    if range.reader {
+        let ahead = opened.ahead(&blob.cid, offset, end, plain_chunk);
+        for index in (last + 1..chunks).take(ahead) {
             drop(opened.open(chunk(index)));
         }
     }
@@ -586,9 +612,9 @@ async fn read_chunked(
         .clone()
         .map(|i| chunk(i).map(|c| opened.open(c)))
         .collect();
-    if range.reader && opened.sequential(&blob.cid, offset, end) {
-        let ahead = table.chunks.range(touched.end..).take(OPEN_AHEAD);
-        for (index, _) in ahead {
+    if range.reader {
+        let ahead = opened.ahead(&blob.cid, offset, end, chunks::CHUNK);
+        for (index, _) in table.chunks.range(touched.end..).take(ahead) {
             if let Some(c) = chunk(*index) {
                 drop(opened.open(c));
             }

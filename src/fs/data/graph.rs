@@ -33,8 +33,9 @@ use crate::fs::data::pages::PageCache;
 use crate::fs::error::{FsError, FsResult};
 use crate::fs::store::ContentStore;
 
-/// Pages fetched at once while counting a tree for the first time.
-const FETCHES_AT_ONCE: usize = 8;
+/// Pages fetched at once while counting a tree for the first time: enough to keep a link
+/// with latency busy (each is one small request).
+const FETCHES_AT_ONCE: usize = 32;
 
 type Key = [u8; 16];
 

@@ -27,8 +27,9 @@ use crate::fs::store::{Blob, ChunkTable, ContentStore, StoreError};
 
 /// Files smaller than this are uploaded after their close (in batches when small).
 pub const START_BYTES: u64 = 4 << 20;
-/// Chunks added per request while the file is written (1 MiB): what a close may still
-/// have to send is at most this much more than the last partial batch.
+/// Chunks added per request while the file is written (1 MiB); a few requests are out at
+/// once (`chunked::Adds`): what a close may still have to send is those and the last
+/// partial batch.
 const LIVE_BATCH: u64 = 8;
 /// A writer that adds nothing for this long loses its live upload (the request would
 /// otherwise stay open indefinitely); its version is uploaded after the close instead.
@@ -155,6 +156,7 @@ impl LiveUpload {
         let mut refs: BTreeMap<u64, ChunkRef> = BTreeMap::new();
         let mut digests: HashMap<u64, [u8; 32]> = HashMap::new();
         let mut next = 0u64;
+        let mut adds = chunked::Adds::new(store);
         loop {
             let t = *rx.borrow_and_update();
             if t.abandoned {
@@ -188,25 +190,17 @@ impl LiveUpload {
                     let (salt, object) = chunked::seal(sealing, index, plain).await?;
                     pending.push((index, salt, object));
                 }
-                let before: Vec<u64> = pending.iter().map(|(i, _, _)| *i).collect();
-                chunked::add_pending(store, &mut pending, &mut refs).await?;
-                let mut added = self.added.lock().unwrap_or_else(|e| e.into_inner());
-                added.extend(
-                    before
-                        .iter()
-                        .filter_map(|i| refs.get(i))
-                        .map(|c| c.cid.clone()),
-                );
+                let added = adds.push(&mut pending, &mut refs).await?;
+                self.note_added(added);
                 next = upto;
                 continue;
             }
             if t.closed {
+                let added = adds.finish(&mut refs).await?;
+                self.note_added(added);
                 let cache = crate::fs::data::pages::PageCache::default();
                 let (top, pages) = chunked::build_table(store, sealing, &cache, &refs).await?;
-                self.added
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .extend(pages.iter().map(|(c, _)| c.clone()));
+                self.note_added(pages.iter().map(|(c, _)| c.clone()).collect());
                 let table = ChunkTable {
                     chunks: refs,
                     pages,
@@ -215,15 +209,26 @@ impl LiveUpload {
                 };
                 return Ok(Blob::chunked(top, t.end, table));
             }
-            match tokio::time::timeout(IDLE_LIMIT, rx.changed()).await {
-                Ok(Ok(())) => {}
-                Ok(Err(_)) => return Err(StoreError::permanent("live upload dropped")),
-                Err(_) => {
-                    self.abandon();
-                    return Err(StoreError::permanent("writer idle; upload after close"));
-                }
+            // Wait for the writer, meanwhile taking the answers of the adds out.
+            tokio::select! {
+                changed = tokio::time::timeout(IDLE_LIMIT, rx.changed()) => match changed {
+                    Ok(Ok(())) => {}
+                    Ok(Err(_)) => return Err(StoreError::permanent("live upload dropped")),
+                    Err(_) => {
+                        self.abandon();
+                        return Err(StoreError::permanent("writer idle; upload after close"));
+                    }
+                },
+                added = adds.next(&mut refs), if adds.busy() => self.note_added(added?),
             }
         }
+    }
+
+    fn note_added(&self, cids: Vec<String>) {
+        self.added
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .extend(cids);
     }
 
     /// The version became moot while its upload was out: stop it (what it added is given

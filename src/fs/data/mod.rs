@@ -11,6 +11,7 @@ pub mod journal;
 pub(in crate::fs) mod live;
 pub mod node_store;
 pub(in crate::fs) mod outage;
+pub mod outbox;
 pub mod overlay;
 pub mod pages;
 pub mod staged;

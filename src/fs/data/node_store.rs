@@ -184,6 +184,20 @@ impl ContentStore for NodeStore {
         Ok(added.into_iter().map(|a| a.hash).collect())
     }
 
+    async fn add_manifests(&self, objects: Vec<Bytes>) -> Result<Vec<String>, StoreError> {
+        let objects = objects
+            .into_iter()
+            .enumerate()
+            .map(|(i, o)| (format!("page-{i}"), o))
+            .collect();
+        let added = self
+            .client
+            .add_batch_bytes(objects)
+            .await
+            .map_err(storage_error)?;
+        Ok(added.into_iter().map(|a| a.hash).collect())
+    }
+
     async fn add_manifest(&self, json: Bytes) -> Result<String, StoreError> {
         let added = self
             .client

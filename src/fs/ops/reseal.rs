@@ -595,6 +595,9 @@ impl ContentStore for Withheld {
     async fn add_manifest(&self, json: Bytes) -> Result<String, StoreError> {
         self.inner.add_manifest(json).await
     }
+    async fn add_manifests(&self, objects: Vec<Bytes>) -> Result<Vec<String>, StoreError> {
+        self.inner.add_manifests(objects).await
+    }
     fn object_cid(&self, bytes: &[u8]) -> Option<String> {
         self.inner.object_cid(bytes)
     }

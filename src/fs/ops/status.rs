@@ -236,6 +236,12 @@ impl ContentStore for ObservedStore {
         r
     }
 
+    async fn add_manifests(&self, objects: Vec<Bytes>) -> Result<Vec<String>, StoreError> {
+        let r = self.inner.add_manifests(objects).await;
+        self.health.observe(&r);
+        r
+    }
+
     fn object_cid(&self, bytes: &[u8]) -> Option<String> {
         self.inner.object_cid(bytes)
     }

@@ -199,7 +199,6 @@ impl Fs {
         resolved_at: std::time::Instant,
     ) -> FsResult<Written> {
         let token = snap.record.token_id;
-        let mut added = pages::Added::default();
         let mut written: HashMap<Ino, DirObjects> = HashMap::new();
         let store = self.store_of(Some(token));
         let plan = self.plan_history(snap).await?;
@@ -208,12 +207,13 @@ impl Fs {
         }
         // Objects on the node already: the rewritten directories' old ones, the replaced
         // history tables' pages, and what this commit added so far.
-        let mut have: HashSet<String> = snap
+        let have: HashSet<String> = snap
             .dirs
             .iter()
             .flat_map(|d| d.old.iter().flat_map(|o| o.iter().map(|(c, _)| c.clone())))
             .chain(plan.old_pages.iter().cloned())
             .collect();
+        let mut outbox = crate::fs::data::outbox::Outbox::new(have);
         for d in &snap.dirs {
             let mut contents = d.contents.clone();
             let mut check = d.check.clone();
@@ -251,8 +251,7 @@ impl Fs {
                 &self.inner.pages,
                 &contents,
                 root.as_ref(),
-                &mut have,
-                &mut added,
+                &mut outbox,
             )
             .await?;
             if let Some(all) = check
@@ -276,6 +275,9 @@ impl Fs {
             }
             written.insert(d.ino, objects);
         }
+        // Every new page on the node before anything reads them there or names them.
+        outbox.send(&*store).await?;
+        let added = outbox.added;
         let root = written
             .get(&snap.root)
             .map(|o| o.top.clone())

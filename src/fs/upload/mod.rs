@@ -41,6 +41,10 @@ const BATCH_BYTES: u64 = 8 << 20;
 /// files pile up into the next batch: one request (and one flush on the node) per batch
 /// rather than per file.
 const SMALL_LANES: usize = 2;
+/// More lanes, taken only by a batch that is full already: waiting would pile up nothing
+/// more, and over a link with latency two requests out at a time cap the rate (64 files per
+/// round trip and lane).
+const FULL_BATCH_LANES: usize = 4;
 /// Short enough that uploads resume within seconds of the node coming back.
 const MAX_BACKOFF: Duration = Duration::from_secs(10);
 /// How often an upload in flight looks whether its versions became moot (deleted or
@@ -258,6 +262,7 @@ impl Uploader {
         let up = self.clone();
         let permits = Arc::new(Semaphore::new(up.parallelism));
         let lanes = Arc::new(Semaphore::new(SMALL_LANES.min(up.parallelism)));
+        let full_lanes = Arc::new(Semaphore::new(FULL_BATCH_LANES));
         let small = up.small_file_limit;
         tokio::spawn(async move {
             let cancel = up.cancel.clone();
@@ -275,9 +280,18 @@ impl Uploader {
                 } else {
                     &permits
                 };
-                let permit = tokio::select! {
-                    _ = cancel.cancelled() => return,
-                    p = gate.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => return },
+                // A full batch waiting takes a lane of its own if one is free.
+                let full = batched(&first, small) && rx.len() + 1 >= BATCH_FILES;
+                let spare = match full {
+                    true => full_lanes.clone().try_acquire_owned().ok(),
+                    false => None,
+                };
+                let permit = match spare {
+                    Some(p) => p,
+                    None => tokio::select! {
+                        _ = cancel.cancelled() => return,
+                        p = gate.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => return },
+                    },
                 };
                 // Waiting for a permit lets small files pile up: take them all in one batch.
                 let mut batch = vec![first];
