@@ -16,7 +16,7 @@
 # Environment:
 #   BENCH_LINK="20:200 50:50"   settings, each DELAY_MS:RATE_MBIT (delay each way)
 #   BENCH_LINK_MIB=256          the large file
-#   BENCH_LINK_FILES=2000       small files in the tar
+#   BENCH_LINK_FILES=10000      small files in the tar (as in the main benchmark)
 #   BENCH_LINK_RCLONE_FILES=500 how many of them rclone untars (it goes a file per round trip:
 #                               the whole tar over the 50 ms link would take minutes)
 #   BENCH_REPEAT=3              repetitions (medians reported)
@@ -32,7 +32,7 @@ source scripts/bench_lib.sh
 
 settings=${BENCH_LINK:-20:200 50:50}
 big_mib=${BENCH_LINK_MIB:-256}
-files=${BENCH_LINK_FILES:-2000}
+files=${BENCH_LINK_FILES:-10000}
 rclone_files=${BENCH_LINK_RCLONE_FILES:-500}
 ((rclone_files > files)) && rclone_files=$files
 repeat=${BENCH_REPEAT:-3}
@@ -168,7 +168,7 @@ fi
 gen_tree small "$work/tree"
 tar -cf "$work/small.tar" -C "$work/tree" files
 small_bytes=$(stored_bytes "$work/tree")
-(cd "$work/tree" && find files -type f | sort | head -n "$rclone_files") >"$work/rclone.list"
+(cd "$work/tree" && find files -type f | sort | awk -v n="$rclone_files" 'NR <= n') >"$work/rclone.list"
 tar -cf "$work/small-rclone.tar" -C "$work/tree" -T "$work/rclone.list"
 rclone_bytes=$(cd "$work/tree" && xargs -a "$work/rclone.list" stat -c %s | awk '{ s += $1 } END { print s + 0 }')
 rm -rf "$work/tree"
