@@ -279,11 +279,19 @@ for setting in $settings; do
         goal="≥ 0.9× floor"
         met=$(verdict "$vs_floor" 0.9)
         if [[ $w == small ]]; then
-            goal="≥ 1,000 files/s"
-            met=$(verdict "$(median "small_px_$tag")" 1000)
+            # The goal is set over the 20 ms link (issue #34); elsewhere the floor may be
+            # below it (50 Mbit/s carries about 700 such files a second).
+            goal="–"
+            met=""
+            if [[ $setting == 20:200 ]]; then
+                goal="≥ 1,000 files/s"
+                met=$(verdict "$(median "small_px_$tag")" 1000)
+            fi
         fi
         ahead=$(verdict "$vs_rclone" 1.0000001)
-        rows+=("| $name | $what | $(median "$floor") | $(median "${w}_px_$tag") | $(rc "${w}_rclone_$tag") | ${vs_floor}× | ${vs_rclone}× | $goal: ${met:-–}; ahead of rclone: ${ahead:-–} |")
+        verdicts="ahead of rclone: ${ahead:-–}"
+        [[ $goal != – ]] && verdicts="$goal: ${met:-–}; $verdicts"
+        rows+=("| $name | $what | $(median "$floor") | $(median "${w}_px_$tag") | $(rc "${w}_rclone_$tag") | ${vs_floor}× | ${vs_rclone}× | $verdicts |")
     done
     # Cold ls: seconds, lower is better.
     vs_rclone=$( ((use_rclone)) && ratio "ls_rclone_$tag" "ls_px_$tag" || echo "n/a")
