@@ -1348,6 +1348,37 @@ async fn rewriting_or_truncating_during_a_live_upload_stores_the_final_content()
     assert_eq!(m.names(ROOT_INO).await, ["cut", "rewritten"]);
 }
 
+/// Several batches of a live upload are out at once; when the writer leaves the order
+/// (here: a write at the start), what those adds stored on the node is given back with
+/// the rest of the abandoned upload, not left pinned.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_abandoned_live_upload_gives_back_what_its_adds_out_stored() {
+    let m = mount(u64::MAX).await;
+    m.store
+        .set_answer_delay(std::time::Duration::from_millis(300));
+    let (_, fh) = m.fs.create(ROOT_INO, "f", 0o644, RW, 0, 0).await.unwrap();
+    let data = pattern(8 << 20, 7);
+    m.fs.write(fh, 0, &data).await.unwrap();
+    // Stored on the node, answers not back yet.
+    wait_streamed(&m.store, 3 << 20).await;
+    m.fs.write(fh, 0, b"x").await.unwrap();
+    m.fs.release(fh).await.unwrap();
+    m.store.set_answer_delay(std::time::Duration::ZERO);
+    m.fs.flush_all().await.unwrap();
+    // Orphans go with what the next commit supersedes.
+    m.write_file(ROOT_INO, "marker", b"m").await;
+    m.fs.flush_all().await.unwrap();
+    let (content, manifests) = m.measured();
+    let stray = m.store.pinned_bytes() - content - manifests;
+    assert!(
+        stray < 64 << 10,
+        "{stray} bytes pinned beyond the tree: what the abandoned upload's adds stored stayed"
+    );
+    let mut want = data;
+    want[0] = b'x';
+    assert!(m.read_file(ROOT_INO, "f").await == want);
+}
+
 #[tokio::test]
 async fn px_dapp_is_read_only_uncounted_and_never_committed_and_a_real_entry_wins() {
     use pxfs::dapp::{DappEntry, DappIndex, DappKind};

@@ -299,6 +299,7 @@ pub struct MemoryStore {
     streamed: AtomicU64,
     served: AtomicU64,
     fetches: AtomicU64,
+    answer_delay_ms: AtomicU64,
 }
 
 impl MemoryStore {
@@ -313,6 +314,12 @@ impl MemoryStore {
     /// permanent error (manifests and names still work).
     pub fn set_refusing_content(&self, refuse: bool) {
         self.refuse_content.store(refuse, Ordering::SeqCst);
+    }
+    /// Answer `add_objects` this much after storing what it added: a node whose answers
+    /// take a while over a link (a caller that gives up meanwhile has still added them).
+    pub fn set_answer_delay(&self, delay: std::time::Duration) {
+        self.answer_delay_ms
+            .store(delay.as_millis() as u64, Ordering::SeqCst);
     }
     /// Make every `publish_usage` fail (transiently) while everything else works: a
     /// daemon that dies between writing a commit and publishing it.
@@ -536,7 +543,12 @@ impl ContentStore for MemoryStore {
         self.file_adds.fetch_add(objects.len(), Ordering::SeqCst);
         let bytes: usize = objects.iter().map(|o| o.len()).sum();
         self.streamed.fetch_add(bytes as u64, Ordering::SeqCst);
-        Ok(objects.into_iter().map(|o| self.put(o)).collect())
+        let cids = objects.into_iter().map(|o| self.put(o)).collect();
+        let delay = self.answer_delay_ms.load(Ordering::SeqCst);
+        if delay > 0 {
+            tokio::time::sleep(std::time::Duration::from_millis(delay)).await;
+        }
+        Ok(cids)
     }
 
     async fn add_manifest(&self, json: Bytes) -> Result<String, StoreError> {

@@ -16,9 +16,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use bytes::Bytes;
-use futures::StreamExt;
-use futures::future::BoxFuture;
-use futures::stream::FuturesUnordered;
 use sha2::{Digest, Sha256};
 
 use crate::format::chunks::{self, ChunkRef};
@@ -48,7 +45,7 @@ pub struct Version<'a> {
 /// does not hold, unread. The table is updated from the base's (only the pages the changes
 /// reach are new) when the base's table is known, else built.
 pub async fn add_chunked(
-    store: &dyn ContentStore,
+    store: &Arc<dyn ContentStore>,
     crypto: &Arc<TreeCrypto>,
     cache: &PageCache,
     version: Version<'_>,
@@ -73,7 +70,8 @@ pub async fn add_chunked(
     let mut refs: BTreeMap<u64, ChunkRef> = BTreeMap::new();
     let mut plain_digests: HashMap<u64, [u8; 32]> = HashMap::new();
     let mut pending: Vec<Pending> = Vec::new();
-    let mut adds = Adds::new(store);
+    let mut adds = Adds::new(store.clone());
+    let store = &**store;
     let file = Reader::open(version.path)?;
     for index in 0..chunks::chunk_count(size) {
         if let Some((state, _)) = &overlay
@@ -259,25 +257,24 @@ pub(super) async fn seal(
 /// A sealed chunk waiting to be added: its index, salt (encrypted trees) and object.
 pub(super) type Pending = (u64, Option<crate::format::seal::ContentSalt>, Bytes);
 
-/// Batches of chunks being added, at most [`ADDS_IN_FLIGHT`] at once. One add at a time
-/// leaves the link idle for a round trip (and the node's flush) between batches: over a
-/// link 20 ms away, 1 MiB batches one after another used half of 200 Mbit/s.
-pub(super) struct Adds<'a> {
-    store: &'a dyn ContentStore,
-    running: FuturesUnordered<BatchAdd<'a>>,
+/// Batches of chunks being added, at most [`ADDS_IN_FLIGHT`] at once, each a task of its
+/// own (it goes on whether or not the caller is waiting for it; dropped, they are
+/// aborted). One add at a time leaves the link idle for a round trip (and the node's flush)
+/// between batches: over a link 20 ms away, 1 MiB batches one after another used half of
+/// 200 Mbit/s.
+pub(super) struct Adds {
+    store: Arc<dyn ContentStore>,
+    running: tokio::task::JoinSet<Result<Vec<(u64, ChunkRef)>, StoreError>>,
 }
-
-/// One batch's add: the references of its chunks.
-type BatchAdd<'a> = BoxFuture<'a, Result<Vec<(u64, ChunkRef)>, StoreError>>;
 
 /// Chunk adds in flight at once per version being uploaded.
 const ADDS_IN_FLIGHT: usize = 4;
 
-impl<'a> Adds<'a> {
-    pub(super) fn new(store: &'a dyn ContentStore) -> Adds<'a> {
+impl Adds {
+    pub(super) fn new(store: Arc<dyn ContentStore>) -> Adds {
         Adds {
             store,
-            running: FuturesUnordered::new(),
+            running: tokio::task::JoinSet::new(),
         }
     }
 
@@ -294,9 +291,10 @@ impl<'a> Adds<'a> {
             added.extend(self.next(refs).await?);
         }
         if !batch.is_empty() {
-            let store = self.store;
+            let store = self.store.clone();
             let batch = std::mem::take(batch);
-            self.running.push(Box::pin(add_batch(store, batch)));
+            self.running
+                .spawn(async move { add_batch(&*store, batch).await });
         }
         Ok(added)
     }
@@ -318,15 +316,16 @@ impl<'a> Adds<'a> {
         !self.running.is_empty()
     }
 
-    /// Waits for the next add out to end (pending forever when none is); the CIDs it
-    /// added, now in `refs`.
+    /// Waits for the next add out to end (at once when none is); the CIDs it added, now
+    /// in `refs`.
     pub(super) async fn next(
         &mut self,
         refs: &mut BTreeMap<u64, ChunkRef>,
     ) -> Result<Vec<String>, StoreError> {
-        let Some(done) = self.running.next().await else {
+        let Some(done) = self.running.join_next().await else {
             return Ok(Vec::new());
         };
+        let done = done.map_err(|e| StoreError::permanent(format!("adding chunks: {e}")))?;
         let mut added = Vec::new();
         for (index, r) in done? {
             added.push(r.cid.clone());

@@ -138,7 +138,7 @@ impl LiveUpload {
         }
         let this = self.clone();
         let task = rt.spawn(async move {
-            let r = this.upload(&*store, &sealing).await;
+            let r = this.upload(&store, &sealing).await;
             drop(permit);
             r
         });
@@ -149,17 +149,21 @@ impl LiveUpload {
     /// The chunks as the writer passes them, then the table.
     async fn upload(
         &self,
-        store: &dyn ContentStore,
+        store: &Arc<dyn ContentStore>,
         sealing: &Sealing,
     ) -> Result<Blob, StoreError> {
         let mut rx = self.tail.subscribe();
         let mut refs: BTreeMap<u64, ChunkRef> = BTreeMap::new();
         let mut digests: HashMap<u64, [u8; 32]> = HashMap::new();
         let mut next = 0u64;
-        let mut adds = chunked::Adds::new(store);
+        let mut adds = chunked::Adds::new(store.clone());
+        let store = &**store;
         loop {
             let t = *rx.borrow_and_update();
             if t.abandoned {
+                // The adds out still land on the node: their answers are taken, so that
+                // what they added is given back with the rest (`orphans`).
+                self.drain(&mut adds, &mut refs).await;
                 return Err(StoreError::permanent("live upload abandoned"));
             }
             // The chunks whose bytes are final: every full one, and at the close the last.
@@ -216,10 +220,21 @@ impl LiveUpload {
                     Ok(Err(_)) => return Err(StoreError::permanent("live upload dropped")),
                     Err(_) => {
                         self.abandon();
+                        self.drain(&mut adds, &mut refs).await;
                         return Err(StoreError::permanent("writer idle; upload after close"));
                     }
                 },
                 added = adds.next(&mut refs), if adds.busy() => self.note_added(added?),
+            }
+        }
+    }
+
+    /// The answers of the adds still out, noted (a failed one added nothing to note).
+    async fn drain(&self, adds: &mut chunked::Adds, refs: &mut BTreeMap<u64, ChunkRef>) {
+        while adds.busy() {
+            match adds.next(refs).await {
+                Ok(added) => self.note_added(added),
+                Err(e) => tracing::debug!(error = %e, "an abandoned live upload's add failed"),
             }
         }
     }
@@ -246,7 +261,13 @@ impl LiveUpload {
     pub async fn finish(&self) -> Option<Blob> {
         let task = self.lock_task().take()?;
         let tail = *self.tail.borrow();
-        if tail.abandoned || !tail.closed {
+        if tail.abandoned {
+            // It ends by itself once the answers of its adds out are in, noted for
+            // `orphans` (aborted, what they stored would stay pinned on the node).
+            let _ = task.await;
+            return None;
+        }
+        if !tail.closed {
             task.abort();
             return None;
         }

@@ -409,7 +409,7 @@ impl Uploader {
                         size: live[0].size,
                         overlay: overlay.map(|o| &**o),
                     };
-                    chunked::add_chunked(&*store, sealing, results.pages(), version, base.as_ref())
+                    chunked::add_chunked(&store, sealing, results.pages(), version, base.as_ref())
                         .await
                         .map(|b| vec![b])
                 } else if live.len() == 1 {
