@@ -141,7 +141,7 @@ impl NodeClient {
             .default_headers(headers)
             .connect_timeout(timeout.min(MAX_CONNECT_TIMEOUT))
             .tcp_nodelay(true)
-            .pool_max_idle_per_host(32)
+            .pool_max_idle_per_host(64)
             .build()
             .map_err(|e| StorageError::Config(transport::error_chain(&e)))?;
         Ok(NodeClient {

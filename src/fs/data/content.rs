@@ -304,13 +304,13 @@ impl From<OpenError> for ContentError {
     }
 }
 
-const OPEN_CHUNKS_KEPT: usize = 64;
+const OPEN_CHUNKS_KEPT: usize = 96;
 /// How far ahead of a sequential reader chunks are opened: as far as it has read in order,
 /// between these bounds. A short run opens little it may not need; a long one keeps
-/// enough requests out to fill a link's bandwidth × delay (4 MiB: 200 Mbit/s over
-/// 160 ms), and the node's cores busy on a fast one.
+/// enough requests out to fill a link's bandwidth × delay (8 MiB: 200 Mbit/s over
+/// 320 ms), and the node's cores busy on a fast one.
 const OPEN_AHEAD_MIN: u64 = 256 << 10;
-const OPEN_AHEAD_MAX: u64 = 4 << 20;
+const OPEN_AHEAD_MAX: u64 = 8 << 20;
 /// Files whose runs of reads are remembered.
 const RUNS_KEPT: usize = 8;
 /// The kernel sends a sequential reader's read-ahead as several requests at once, which
