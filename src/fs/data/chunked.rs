@@ -261,26 +261,38 @@ pub(super) type Pending = (u64, Option<crate::format::seal::ContentSalt>, Bytes)
 /// own (it goes on whether or not the caller is waiting for it; dropped, they are
 /// aborted). One add at a time leaves the link idle for a round trip (and the node's flush)
 /// between batches: over a link 20 ms away, 1 MiB batches one after another used half of
-/// 200 Mbit/s.
+/// 200 Mbit/s. The window runs from the oldest batch not answered yet: a request the node
+/// holds stops the upload after a few more batches, as one at a time did (a version that
+/// becomes moot meanwhile has sent little more).
 pub(super) struct Adds {
     store: Arc<dyn ContentStore>,
-    running: tokio::task::JoinSet<Result<Vec<(u64, ChunkRef)>, StoreError>>,
+    running: std::collections::VecDeque<tokio::task::JoinHandle<BatchResult>>,
 }
+
+type BatchResult = Result<Vec<(u64, ChunkRef)>, StoreError>;
 
 /// Chunk adds in flight at once per version being uploaded.
 const ADDS_IN_FLIGHT: usize = 4;
+
+impl Drop for Adds {
+    fn drop(&mut self) {
+        for task in &self.running {
+            task.abort();
+        }
+    }
+}
 
 impl Adds {
     pub(super) fn new(store: Arc<dyn ContentStore>) -> Adds {
         Adds {
             store,
-            running: tokio::task::JoinSet::new(),
+            running: std::collections::VecDeque::new(),
         }
     }
 
-    /// Starts adding `batch` (taken, leaving it empty), first waiting for a running add to
-    /// end if as many as allowed are out. Returns the CIDs of the chunks whose adds ended,
-    /// now in `refs`.
+    /// Starts adding `batch` (taken, leaving it empty), first waiting for the oldest add
+    /// to end if as many as allowed are out. Returns the CIDs of the chunks whose adds
+    /// ended, now in `refs`.
     pub(super) async fn push(
         &mut self,
         batch: &mut Vec<Pending>,
@@ -294,7 +306,7 @@ impl Adds {
             let store = self.store.clone();
             let batch = std::mem::take(batch);
             self.running
-                .spawn(async move { add_batch(&*store, batch).await });
+                .push_back(tokio::spawn(async move { add_batch(&*store, batch).await }));
         }
         Ok(added)
     }
@@ -316,15 +328,17 @@ impl Adds {
         !self.running.is_empty()
     }
 
-    /// Waits for the next add out to end (at once when none is); the CIDs it added, now
-    /// in `refs`.
+    /// Waits for the oldest add out to end (at once when none is); the CIDs it added, now
+    /// in `refs`. Cancel-safe: dropped before the end, the add stays out.
     pub(super) async fn next(
         &mut self,
         refs: &mut BTreeMap<u64, ChunkRef>,
     ) -> Result<Vec<String>, StoreError> {
-        let Some(done) = self.running.join_next().await else {
+        let Some(oldest) = self.running.front_mut() else {
             return Ok(Vec::new());
         };
+        let done = oldest.await;
+        self.running.pop_front();
         let done = done.map_err(|e| StoreError::permanent(format!("adding chunks: {e}")))?;
         let mut added = Vec::new();
         for (index, r) in done? {
