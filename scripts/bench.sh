@@ -105,20 +105,6 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-# gen_tree SEED DIR: BENCH_FILES files of 1-16 KiB, all in DIR/files (one big directory).
-gen_tree() {
-    python3 - "$1" "$2" "$files" <<'EOF'
-import os, random, sys
-seed, top, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
-rng = random.Random(seed)
-d = os.path.join(top, "files")
-os.makedirs(d)
-for i in range(n):
-    with open(os.path.join(d, "f%05d" % i), "wb") as f:
-        f.write(rng.randbytes(rng.randint(1024, 16384)))
-EOF
-}
-
 mount_px() {
     "$pxfs" mount "$mp" --config "$cfg" --foreground >>"$work/mount.log" 2>&1 &
     mount_pid=$!
@@ -296,8 +282,8 @@ fi
 for r in $(seq "$repeat"); do
     log "$files small files, run $r/$repeat"
     rm -rf "$work/tree-mount" "$work/tree-node"
-    gen_tree "mount-$r" "$work/tree-mount"
-    gen_tree "node-$r" "$work/tree-node"
+    gen_tree "mount-$r" "$work/tree-mount" "$files"
+    gen_tree "node-$r" "$work/tree-node" "$files"
     tar -cf "$work/small.tar" -C "$work/tree-mount" files
     sync # as above: the inputs are written out before any clock starts
 
@@ -483,7 +469,7 @@ if [[ ${BENCH_PLAINTEXT:-1} != 0 ]]; then
         for which in enc plain; do
             gen "cmp-$which-$r" "$seq_mib" "$work/cmp-$which.bin"
             rm -rf "$work/tree-cmp"
-            gen_tree "cmp-$which-$r" "$work/tree-cmp"
+            gen_tree "cmp-$which-$r" "$work/tree-cmp" "$files"
             tar -cf "$work/cmp-$which.tar" -C "$work/tree-cmp" files
         done
         rm -rf "$work/tree-cmp"

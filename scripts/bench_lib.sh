@@ -48,6 +48,20 @@ gen() {
     (openssl enc -aes-128-ctr -nosalt -pbkdf2 -pass "pass:$1" </dev/zero 2>/dev/null || true) |
         head -c "$(($2 << 20))" >"$3"
 }
+# gen_tree SEED DIR N: N files of 1-16 KiB, different for each seed, all in DIR/files (one
+# big directory).
+gen_tree() {
+    python3 - "$1" "$2" "$3" <<'EOF'
+import os, random, sys
+seed, top, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
+rng = random.Random(seed)
+d = os.path.join(top, "files")
+os.makedirs(d)
+for i in range(n):
+    with open(os.path.join(d, "f%05d" % i), "wb") as f:
+        f.write(rng.randbytes(rng.randint(1024, 16384)))
+EOF
+}
 # The kernel's page cache, as root; without root nothing (the reports say which).
 drop_kernel_caches() {
     if [[ -w /proc/sys/vm/drop_caches ]]; then

@@ -29,6 +29,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/bench_lib.sh
+source scripts/bench_peers.sh
 
 settings=${BENCH_LINK:-20:200 50:50}
 big_mib=${BENCH_LINK_MIB:-256}
@@ -51,16 +52,9 @@ devnet_pid=
 mount_pid=
 proxy_pids=()
 webdav_pid=
-rclone_pid=
+# rclone mount (scripts/bench_peers.sh) of the WebDAV server of this directory, through the link.
 rclone_mp=$work/rclone-mnt
 backing=$work/rclone-backing
-
-stop_rclone() {
-    [[ -n $rclone_pid ]] || return 0
-    fusermount3 -u "$rclone_mp" 2>/dev/null || kill -TERM "$rclone_pid" 2>/dev/null || true
-    wait "$rclone_pid" 2>/dev/null || true
-    rclone_pid=
-}
 stop_proxies() {
     local p
     for p in "${proxy_pids[@]}"; do kill "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done
@@ -75,13 +69,11 @@ cleanup() {
         tail -n 20 "$work/devnet.log" "$work/mount.log" "$work/rclone.log" 2>/dev/null >&2
     fi
     unmount_px
-    stop_rclone
+    peers_cleanup
     [[ -n $webdav_pid ]] && kill "$webdav_pid" 2>/dev/null && wait "$webdav_pid" 2>/dev/null
     stop_proxies
     stop_devnet
-    for m in "$mp" "$rclone_mp"; do
-        if mountpoint -q "$m" 2>/dev/null; then fusermount3 -uz "$m"; fi
-    done
+    if mountpoint -q "$mp" 2>/dev/null; then fusermount3 -uz "$mp"; fi
     rm -rf "$work"
     log "cleaned up $work"
     exit "$rc"
@@ -105,49 +97,12 @@ proxy() {
     link_url="http://$(awk '/^listening / { print $2 }' "$logf")"
 }
 
-# gen_tree SEED DIR: $files files of 1-16 KiB in DIR/files.
-gen_tree() {
-    python3 - "$1" "$2" "$files" <<'EOF'
-import os, random, sys
-seed, top, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
-rng = random.Random(seed)
-d = os.path.join(top, "files")
-os.makedirs(d)
-for i in range(n):
-    with open(os.path.join(d, "f%05d" % i), "wb") as f:
-        f.write(rng.randbytes(rng.randint(1024, 16384)))
-EOF
-}
-
 mount_px() {
     "$pxfs" mount "$mp" --config "$cfg_link" --foreground >>"$work/mount.log" 2>&1 &
     mount_pid=$!
     wait_mounted "pxfs mount"
 }
-mount_rclone() {
-    rclone mount :webdav: "$rclone_mp" --webdav-url "$webdav_link" --vfs-cache-mode writes \
-        --vfs-write-back 0s --cache-dir "$work/rclone-cache" >>"$work/rclone.log" 2>&1 &
-    rclone_pid=$!
-    for _ in $(seq 400); do
-        mountpoint -q "$rclone_mp" && return 0
-        kill -0 "$rclone_pid" 2>/dev/null || die "rclone mount exited"
-        sleep 0.05
-    done
-    die "rclone mount not ready after 20 s"
-}
-# stored_bytes DIR: the bytes of regular files under DIR (the WebDAV server's directory).
-stored_bytes() { find "$1" -type f -printf '%s\n' 2>/dev/null | awk '{ s += $1 } END { print s + 0 }'; }
-# wait_stored DIR BYTES: until the server holds BYTES under DIR (rclone uploads after the
-# close, in the background: its `fsync` does not wait for the server).
-wait_stored() {
-    local i
-    for i in $(seq 60000); do
-        (($(stored_bytes "$1") >= $2)) && return 0
-        kill -0 "$rclone_pid" 2>/dev/null || die "rclone mount exited"
-        sleep 0.02
-    done
-    die "rclone did not store $2 bytes under $1 within 20 minutes"
-}
+mount_webdav() { mount_rclone :webdav: --webdav-url "$webdav_link"; }
 files_per_s() { awk -v n="$1" -v s="$2" 'BEGIN { printf "%.0f", n / s }'; }
 
 machine=$(machine_line)
@@ -165,7 +120,7 @@ if ((use_rclone)); then
     for _ in $(seq 200); do curl -s -o /dev/null "http://127.0.0.1:$webdav_port/" && break; sleep 0.05; done
 fi
 
-gen_tree small "$work/tree"
+gen_tree small "$work/tree" "$files"
 tar -cf "$work/small.tar" -C "$work/tree" files
 small_bytes=$(stored_bytes "$work/tree")
 (cd "$work/tree" && find files -type f | sort | awk -v n="$rclone_files" 'NR <= n') >"$work/rclone.list"
@@ -188,7 +143,7 @@ for setting in $settings; do
     if ((use_rclone)); then
         proxy "$delay" "$mbit" "http://127.0.0.1:$webdav_port"
         webdav_link=$link_url
-        mount_rclone
+        mount_webdav
     fi
     # The floor: what the bytes alone take at the link's rate.
     record "floor_small_$tag" "$(files_per_s "$files" "$(awk -v b="$small_bytes" -v r="$mbit" 'BEGIN { print b * 8 / (r * 1e6) }')")"
@@ -208,7 +163,7 @@ for setting in $settings; do
             mkdir "$rclone_mp/small-$tag-$r"
             t=$(now)
             tar -xf "$work/small-rclone.tar" -C "$rclone_mp/small-$tag-$r"
-            wait_stored "$backing" $((base + rclone_bytes))
+            rclone_stored $((base + rclone_bytes))
             record "small_rclone_$tag" "$(files_per_s "$rclone_files" "$(since "$t")")"
         fi
         # A large write + fsync until stored.
@@ -219,13 +174,13 @@ for setting in $settings; do
             base=$(stored_bytes "$backing")
             t=$(now)
             dd if="$work/big.bin" of="$rclone_mp/big-$r.bin" bs=1M conv=fsync status=none
-            wait_stored "$backing" $((base + big_bytes))
+            rclone_stored $((base + big_bytes))
             record "write_rclone_$tag" "$(rate "$big_mib" "$(since "$t")")"
         fi
         # Cold: new daemons, no chunk or VFS cache, the kernel's page cache dropped.
         unmount_px
         rm -rf "$cache/chunks"
-        if ((use_rclone)); then stop_rclone; rm -rf "$work/rclone-cache"; fi
+        ((use_rclone)) && cold_rclone
         drop_kernel_caches
         mount_px
         t=$(now)
@@ -235,7 +190,7 @@ for setting in $settings; do
         dd if="$tokdir/big-$r.bin" of=/dev/null bs=1M status=none
         record "read_px_$tag" "$(rate "$big_mib" "$(since "$t")")"
         if ((use_rclone)); then
-            mount_rclone
+            mount_webdav
             t=$(now)
             ls -lR "$rclone_mp/small-$tag-$r" >/dev/null
             # Scaled to the files pxfs lists, as it lists fewer.
@@ -250,7 +205,7 @@ for setting in $settings; do
         sync "$tokdir"
     done
     unmount_px
-    stop_rclone
+    unmount_rclone
     stop_proxies
 done
 load_end=$(cut -d' ' -f1-3 /proc/loadavg)

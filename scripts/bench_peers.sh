@@ -73,8 +73,12 @@ unmount_jfs() { umount_mp "$jfs_mp" "$jfs_pid"; jfs_pid=; }
 # A cold JuiceFS: a new client with an empty local cache (the caller drops the page cache).
 cold_jfs() { unmount_jfs; rm -rf "$work/jfs-cache"; }
 
+# mount_rclone [REMOTE [OPTION...]]: REMOTE (the local directory $work/rclone-backing if
+# none) on $rclone_mp, written through its cache and uploaded at each close.
 mount_rclone() {
-    rclone mount "$work/rclone-backing" "$rclone_mp" --vfs-cache-mode writes --vfs-write-back 0s \
+    local remote=${1:-$work/rclone-backing}
+    (($#)) && shift
+    rclone mount "$remote" "$rclone_mp" "$@" --vfs-cache-mode writes --vfs-write-back 0s \
         --cache-dir "$work/rclone-cache" >>"$work/rclone.log" 2>&1 &
     rclone_pid=$!
     wait_mp "$rclone_mp" "$rclone_pid" "rclone mount"
@@ -84,8 +88,9 @@ cold_rclone() { unmount_rclone; rm -rf "$work/rclone-cache"; }
 
 # stored_bytes DIR: bytes of the regular files under DIR.
 stored_bytes() { find "$1" -type f -printf '%s\n' 2>/dev/null | awk '{ s += $1 } END { print s + 0 }'; }
-# rclone_stored BYTES: until rclone's remote holds BYTES (it uploads after the close, in the
-# background: its `fsync` does not wait for the remote).
+# rclone_stored BYTES: until $work/rclone-backing (the remote, or the directory its server
+# serves) holds BYTES: rclone uploads after the close, in the background; its `fsync` does
+# not wait for the remote.
 rclone_stored() {
     for _ in $(seq 60000); do
         (($(stored_bytes "$work/rclone-backing") >= $1)) && return 0

@@ -445,6 +445,24 @@ fn kill_daemon(mountpoint: &Path) {
     });
 }
 
+/// A proxy in front of the devnet's node that holds every `name/publish` back (5 minutes:
+/// no commit lands through it), and a copy of the config `direct` that talks to the node
+/// through it (same cache), written in `dir`.
+fn stalled_publications(devnet: &TestDevnet, direct: &Path, dir: &Path) -> (proxy::Proxy, PathBuf) {
+    let stall = proxy::Proxy::start_delaying(
+        &devnet.node_url(),
+        Some(proxy::Delay {
+            needle: b"name/publish".to_vec(),
+            delay: Duration::from_secs(300),
+        }),
+    );
+    let mut cfg: toml::Value = toml::from_str(&std::fs::read_to_string(direct).unwrap()).unwrap();
+    cfg["node"]["api_url"] = toml::Value::String(stall.url());
+    let stalled = dir.join("stalled.toml");
+    std::fs::write(&stalled, toml::to_string(&cfg).unwrap()).unwrap();
+    (stall, stalled)
+}
+
 fn token_dir(mountpoint: &Path, devnet: &TestDevnet) -> PathBuf {
     mountpoint.join(devnet.token().to_string())
 }
@@ -643,18 +661,8 @@ fn kill_9_between_chunk_uploads_and_their_commit_loses_no_closed_change() {
     }
     unmount(mp.path(), &direct);
 
-    let stall = proxy::Proxy::start_delaying(
-        &devnet.node_url(),
-        Some(proxy::Delay {
-            needle: b"name/publish".to_vec(),
-            delay: Duration::from_secs(300),
-        }),
-    );
-    // The same cache, the node behind the proxy (a config file of its own).
-    let mut cfg: toml::Value = toml::from_str(&std::fs::read_to_string(&direct).unwrap()).unwrap();
-    cfg["node"]["api_url"] = toml::Value::String(stall.url());
-    let stalled = caches.path().join("stalled.toml");
-    std::fs::write(&stalled, toml::to_string(&cfg).unwrap()).unwrap();
+    // The same cache, the node behind a proxy that holds every publication back.
+    let (stall, stalled) = stalled_publications(&devnet, &direct, caches.path());
     mount(mp.path(), &stalled);
     let mut changed = base.clone();
     let mut patch = vec![0u8; 4096];
@@ -737,17 +745,8 @@ fn kill_9_while_a_file_streams_to_the_node_loses_no_closed_file() {
     }
     unmount(mp.path(), &direct);
 
-    let stall = proxy::Proxy::start_delaying(
-        &devnet.node_url(),
-        Some(proxy::Delay {
-            needle: b"name/publish".to_vec(),
-            delay: Duration::from_secs(300),
-        }),
-    );
-    let mut cfg: toml::Value = toml::from_str(&std::fs::read_to_string(&direct).unwrap()).unwrap();
-    cfg["node"]["api_url"] = toml::Value::String(stall.url());
-    let stalled = caches.path().join("stalled.toml");
-    std::fs::write(&stalled, toml::to_string(&cfg).unwrap()).unwrap();
+    // The same cache, the node behind a proxy that holds every publication back.
+    let (stall, stalled) = stalled_publications(&devnet, &direct, caches.path());
     mount(mp.path(), &stalled);
     let sent_before = stall.bytes_to_server();
     // Streamed and closed: more than the size at which a file streams (4 MiB).

@@ -82,6 +82,21 @@ impl NodeStore {
             }
         });
     }
+
+    /// One `add` of `objects` (parts named `NAME-i`); their CIDs, in order.
+    async fn add_batch(&self, name: &str, objects: Vec<Bytes>) -> Result<Vec<String>, StoreError> {
+        let objects = objects
+            .into_iter()
+            .enumerate()
+            .map(|(i, o)| (format!("{name}-{i}"), o))
+            .collect();
+        let added = self
+            .client
+            .add_batch_bytes(objects)
+            .await
+            .map_err(storage_error)?;
+        Ok(added.into_iter().map(|a| a.hash).collect())
+    }
 }
 
 fn storage_error(e: StorageError) -> StoreError {
@@ -171,31 +186,11 @@ impl ContentStore for NodeStore {
     }
 
     async fn add_objects(&self, objects: Vec<Bytes>) -> Result<Vec<String>, StoreError> {
-        let objects = objects
-            .into_iter()
-            .enumerate()
-            .map(|(i, o)| (format!("object-{i}"), o))
-            .collect();
-        let added = self
-            .client
-            .add_batch_bytes(objects)
-            .await
-            .map_err(storage_error)?;
-        Ok(added.into_iter().map(|a| a.hash).collect())
+        self.add_batch("object", objects).await
     }
 
     async fn add_manifests(&self, objects: Vec<Bytes>) -> Result<Vec<String>, StoreError> {
-        let objects = objects
-            .into_iter()
-            .enumerate()
-            .map(|(i, o)| (format!("page-{i}"), o))
-            .collect();
-        let added = self
-            .client
-            .add_batch_bytes(objects)
-            .await
-            .map_err(storage_error)?;
-        Ok(added.into_iter().map(|a| a.hash).collect())
+        self.add_batch("page", objects).await
     }
 
     async fn add_manifest(&self, json: Bytes) -> Result<String, StoreError> {
