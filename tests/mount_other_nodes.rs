@@ -354,9 +354,11 @@ fn a_replica_keeps_every_tree_repairs_the_primary_and_restores_it_alone() {
     let small_cid = xattr(&dest.join("small-3"), "user.pxfs.cid");
     let small_bytes = std::fs::read(dest.join("small-3")).unwrap();
     assert_eq!(small_bytes, std::fs::read(src.join("small-3")).unwrap());
-    let chunk = work.path().join(format!("cache-a/chunks/{small_cid}.0"));
+    let chunks = work.path().join("cache-a/chunks");
     support::wait_until("the chunk cached", Duration::from_secs(30), || {
-        chunk.exists()
+        pxfs::cache::CachedChunks::open(&chunks)
+            .and_then(|c| c.read(&small_cid, 0, small_bytes.len() as u64))
+            .is_some()
     });
     let tree_root = xattr(&mount.token(token), "user.pxfs.root");
     support::wait_until(

@@ -33,13 +33,29 @@ async fn node_with(data: &Bytes, delay: Duration) -> Mock {
     content_node(HashMap::from([(raw_cid(data), data.clone())]), delay).await
 }
 
-fn dir_bytes(dir: &Path, cid: &str) -> u64 {
+/// Bytes of the cache's pack files.
+fn dir_bytes(dir: &Path) -> u64 {
     std::fs::read_dir(dir)
         .unwrap()
         .map(|e| e.unwrap())
-        .filter(|e| e.file_name().to_string_lossy().starts_with(cid))
+        .filter(|e| e.file_name().to_string_lossy().starts_with("pack-"))
         .map(|e| e.metadata().unwrap().len())
         .sum()
+}
+
+/// A chunk's record header in a pack is under this many bytes.
+const HEADER: u64 = 200;
+
+/// What `chunks` whole chunks take in packs: their bytes and a header each.
+fn on_disk(chunks: u64) -> std::ops::RangeInclusive<u64> {
+    chunks * CHUNK..=chunks * (CHUNK + HEADER)
+}
+
+/// Whether chunk `index` of `cid` is on disk, as a reader that does not own the cache sees it.
+fn cached(dir: &Path, cid: &str, index: u64) -> bool {
+    pxfs::cache::CachedChunks::open(dir)
+        .and_then(|c| c.read(cid, index * CHUNK, 10))
+        .is_some()
 }
 
 #[tokio::test]
@@ -188,16 +204,19 @@ async fn the_cache_stays_under_its_limit_by_evicting_the_least_recently_used_chu
     let cid = raw_cid(&data);
     let mut node = node_with(&data, Duration::ZERO).await;
     let dir = tempfile::tempdir().unwrap();
-    let cache = open(dir.path(), 3 * CHUNK, node.client(1, 0), no_readahead());
+    // Room for three chunks; a pack is a 32nd of the limit, at least one chunk: each holds one.
+    let limit = 3 * (CHUNK + HEADER);
+    let cache = open(dir.path(), limit, node.client(1, 0), no_readahead());
     for chunk in [0, 1, 2, 0, 3] {
         // Chunk 0 is read again before chunk 3 arrives, so chunk 1 is the oldest then.
         cache.read(&cid, size, chunk * CHUNK, 10).await.unwrap();
     }
-    assert!(cache.cached_bytes() <= 3 * CHUNK);
+    assert!(cache.cached_bytes() <= limit);
+    assert_eq!(cache.cached_bytes(), dir_bytes(dir.path()));
     assert!(
-        dir_bytes(dir.path(), &cid) <= 3 * CHUNK,
+        dir_bytes(dir.path()) <= *on_disk(3).end(),
         "{}",
-        dir_bytes(dir.path(), &cid)
+        dir_bytes(dir.path())
     );
 
     node.stop().await;
@@ -231,7 +250,7 @@ async fn the_cache_survives_a_restart() {
         client_for(&dead_url(), 1, 0),
         no_readahead(),
     );
-    assert_eq!(reopened.cached_bytes(), size);
+    assert!(on_disk(3).contains(&reopened.cached_bytes()));
     let got = reopened.read(&cid, size, 0, size as u32).await.unwrap();
     assert!(got[..] == data[..]);
 }
@@ -249,7 +268,7 @@ async fn reopening_with_a_smaller_limit_evicts_down_to_it() {
     }
     let reopened = open(dir.path(), 2 * CHUNK, node.client(1, 0), no_readahead());
     assert!(reopened.cached_bytes() <= 2 * CHUNK);
-    assert!(dir_bytes(dir.path(), &cid) <= 2 * CHUNK);
+    assert!(dir_bytes(dir.path()) <= *on_disk(2).end());
 }
 
 #[tokio::test]
@@ -258,13 +277,73 @@ async fn leftovers_of_a_crash_are_cleaned_up_at_open() {
     let dir = tempfile::tempdir().unwrap();
     let client = client_for(&dead_url(), 1, 0);
     drop(open(dir.path(), 1 << 30, client.clone(), no_readahead()));
+    // What the one-file-per-chunk cache of earlier versions left.
     std::fs::write(dir.path().join(".tmp-0123"), b"half a chunk").unwrap();
     std::fs::write(dir.path().join(format!("{cid}.0")), b"").unwrap();
     let cache = open(dir.path(), 1 << 30, client, no_readahead());
     assert_eq!(cache.cached_bytes(), 0);
     assert!(!dir.path().join(".tmp-0123").exists());
-    // The empty chunk file is not served as content: the read goes to the (dead) node.
+    assert!(!dir.path().join(format!("{cid}.0")).exists());
     assert!(cache.read(&cid, 10, 0, 10).await.is_err());
+}
+
+#[tokio::test]
+async fn a_chunk_cut_short_or_damaged_on_disk_is_fetched_again_never_served() {
+    let size = 3 * CHUNK;
+    let data = pattern(size as usize, 12);
+    let cid = raw_cid(&data);
+    let node = node_with(&data, Duration::ZERO).await;
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let cache = open(dir.path(), 1 << 30, node.client(1, 0), no_readahead());
+        cache.read(&cid, size, 0, size as u32).await.unwrap();
+    }
+    // One pack holds the three chunks in order: cut the last one short (a crash while it
+    // was written) and flip a byte of the first (the disk).
+    let pack = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("pack-")
+        })
+        .expect("a pack");
+    let len = std::fs::metadata(&pack).unwrap().len();
+    let header = (len - size) / 3;
+    let f = std::fs::OpenOptions::new().write(true).open(&pack).unwrap();
+    f.set_len(len - 5).unwrap();
+    let flipped = [data[10] ^ 0xff];
+    std::os::unix::fs::FileExt::write_all_at(&f, &flipped, header + 10).unwrap();
+    drop(f);
+
+    // Against a node that is gone: what is whole and right is served, nothing else.
+    let reopened = open(
+        dir.path(),
+        1 << 30,
+        client_for(&dead_url(), 1, 0),
+        no_readahead(),
+    );
+    assert!(
+        on_disk(2).contains(&reopened.cached_bytes()),
+        "the cut chunk is not indexed"
+    );
+    let second = reopened
+        .read(&cid, size, CHUNK, CHUNK as u32)
+        .await
+        .unwrap();
+    assert!(second[..] == data[CHUNK as usize..2 * CHUNK as usize]);
+    assert!(
+        reopened.read(&cid, size, 0, 100).await.is_err(),
+        "the damaged chunk must be fetched again, not served"
+    );
+    assert!(reopened.read(&cid, size, 2 * CHUNK, 100).await.is_err());
+
+    // With the node back, both come back right.
+    let again = open(dir.path(), 1 << 30, node.client(1, 0), no_readahead());
+    let all = again.read(&cid, size, 0, size as u32).await.unwrap();
+    assert!(all[..] == data[..]);
 }
 
 #[tokio::test]
@@ -436,23 +515,21 @@ async fn many_tiny_files_are_accounted_by_the_disk_space_they_take() {
     let cids: Vec<String> = (0..10).map(|i| raw_cid(&pattern(10, i as u8))).collect();
     let node = content_node(files, Duration::ZERO).await;
     let dir = tempfile::tempdir().unwrap();
-    // Room for eight 4 KiB blocks: ten 10-byte files cannot all stay.
-    let cache = open(dir.path(), 8 * 4096, node.client(1, 0), no_readahead());
+    // Room for 500 bytes: ten 10-byte files, each with its record header, cannot all stay.
+    let cache = open(dir.path(), 500, node.client(1, 0), no_readahead());
     for cid in &cids {
         cache.read(cid, 10, 0, 10).await.unwrap();
     }
-    assert_eq!(cache.cached_bytes(), 8 * 4096);
-    let on_disk = std::fs::read_dir(dir.path())
-        .unwrap()
-        .filter(|e| {
-            e.as_ref()
-                .unwrap()
-                .file_name()
-                .to_string_lossy()
-                .starts_with("bafkrei")
-        })
-        .count();
-    assert_eq!(on_disk, 8);
+    assert!(cache.cached_bytes() <= 500);
+    assert_eq!(
+        cache.cached_bytes(),
+        dir_bytes(dir.path()),
+        "what the disk holds"
+    );
+    let kept = cids.iter().filter(|cid| cached(dir.path(), cid, 0)).count();
+    assert!((3..10).contains(&kept), "{kept} of 10 kept");
+    assert!(cached(dir.path(), &cids[9], 0), "the newest is kept");
+    assert!(!cached(dir.path(), &cids[0], 0), "the oldest is not");
 }
 
 #[tokio::test]
@@ -463,16 +540,22 @@ async fn what_was_used_recently_is_kept_across_a_restart() {
     let node = node_with(&data, Duration::ZERO).await;
     let dir = tempfile::tempdir().unwrap();
     {
-        let cache = open(dir.path(), 1 << 30, node.client(1, 0), no_readahead());
+        // A pack a chunk (see above); chunk 0, read again from the older half, is copied
+        // forward to the newest pack.
+        let cache = open(
+            dir.path(),
+            3 * (CHUNK + HEADER),
+            node.client(1, 0),
+            no_readahead(),
+        );
         for chunk in [0, 1, 2, 0] {
             cache.read(&cid, size, chunk * CHUNK, 10).await.unwrap();
-            tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
     // Reopened with room for two chunks: the least recently used one (1) goes.
     let reopened = open(
         dir.path(),
-        2 * CHUNK,
+        2 * (CHUNK + HEADER),
         client_for(&dead_url(), 1, 0),
         no_readahead(),
     );
@@ -492,24 +575,31 @@ async fn the_cache_gives_its_space_back_for_data_that_must_be_kept_oldest_chunks
     let cid = raw_cid(&data);
     let node = node_with(&data, Duration::ZERO).await;
     let dir = tempfile::tempdir().unwrap();
-    let cache = open(dir.path(), 1 << 30, node.client(5, 0), no_readahead());
+    // A limit of four chunks: a pack holds one (packs are a 32nd of the limit, at least
+    // one chunk), so what is given back can be counted in chunks.
+    let cache = open(
+        dir.path(),
+        4 * (CHUNK + HEADER),
+        node.client(5, 0),
+        no_readahead(),
+    );
     for i in 0..4 {
         cache
             .read(&cid, size as u64, i * CHUNK, CHUNK as u32)
             .await
             .unwrap();
     }
-    assert_eq!(dir_bytes(dir.path(), &cid), size as u64);
+    assert!(on_disk(4).contains(&dir_bytes(dir.path())));
 
     // Asked for a chunk and a half: two chunks go, the two read last stay.
     let freed = cache.give_back(CHUNK + CHUNK / 2);
-    assert_eq!(freed, 2 * CHUNK);
-    assert_eq!(dir_bytes(dir.path(), &cid), 2 * CHUNK);
-    assert_eq!(cache.cached_bytes(), 2 * CHUNK);
-    assert!(!dir.path().join(format!("{cid}.0")).exists());
-    assert!(!dir.path().join(format!("{cid}.1")).exists());
-    assert!(dir.path().join(format!("{cid}.2")).exists());
-    assert!(dir.path().join(format!("{cid}.3")).exists());
+    assert!(on_disk(2).contains(&freed), "{freed}");
+    assert!(on_disk(2).contains(&dir_bytes(dir.path())));
+    assert_eq!(cache.cached_bytes(), dir_bytes(dir.path()));
+    assert!(!cached(dir.path(), &cid, 0));
+    assert!(!cached(dir.path(), &cid, 1));
+    assert!(cached(dir.path(), &cid, 2));
+    assert!(cached(dir.path(), &cid, 3));
     // What it gave back is fetched again when read.
     let again = cache.read(&cid, size as u64, 0, 100).await.unwrap();
     assert!(again[..] == data[..100]);
@@ -529,6 +619,55 @@ async fn below_the_disk_reserve_chunks_are_served_but_not_kept() {
     let cache = open(dir.path(), 1 << 30, node.client(5, 0), options);
     let got = cache.read(&cid, CHUNK, 0, CHUNK as u32).await.unwrap();
     assert!(got[..] == data[..]);
-    assert_eq!(dir_bytes(dir.path(), &cid), 0);
+    assert_eq!(dir_bytes(dir.path()), 0);
     assert_eq!(cache.cached_bytes(), 0);
+}
+
+/// Readers at the same time as evictions and copies forward: a small cache, many files,
+/// every read checked against the file. Seeded; each seed runs its readers concurrently.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_readers_through_a_churning_cache_always_get_the_right_bytes() {
+    use rand::{Rng, SeedableRng};
+    let files: Vec<Bytes> = (0..6)
+        .map(|i| pattern(8 * CHUNK as usize, 60 + i))
+        .collect();
+    let cids: Vec<String> = files.iter().map(|d| raw_cid(d)).collect();
+    let node = content_node(
+        cids.iter().cloned().zip(files.iter().cloned()).collect(),
+        Duration::ZERO,
+    )
+    .await;
+    for seed in 0..5u64 {
+        let dir = tempfile::tempdir().unwrap();
+        // Room for ten of the 48 chunks, a pack a chunk: nearly every read evicts one.
+        let cache = open(
+            dir.path(),
+            10 * (CHUNK + HEADER),
+            node.client(5, 0),
+            no_readahead(),
+        );
+        let readers = (0..16u64).map(|r| {
+            let (cache, files, cids) = (cache.clone(), files.clone(), cids.clone());
+            tokio::spawn(async move {
+                let mut rng = rand::rngs::StdRng::seed_from_u64(seed * 100 + r);
+                for _ in 0..60 {
+                    let f = rng.random_range(0..files.len());
+                    let size = files[f].len() as u64;
+                    let offset = rng.random_range(0..size);
+                    let len = rng.random_range(1..=2 * CHUNK).min(size - offset);
+                    let got = cache
+                        .read(&cids[f], size, offset, len as u32)
+                        .await
+                        .unwrap();
+                    let want = &files[f][offset as usize..(offset + len) as usize];
+                    assert!(got[..] == want[..], "seed {seed} reader {r}: wrong bytes");
+                }
+            })
+        });
+        for reader in futures::future::join_all(readers).await {
+            reader.unwrap();
+        }
+        assert!(cache.cached_bytes() <= 10 * (CHUNK + HEADER));
+        assert_eq!(cache.cached_bytes(), dir_bytes(dir.path()), "seed {seed}");
+    }
 }

@@ -1,16 +1,19 @@
 //! On-disk chunk cache for reads of uploaded content (DESIGN.md §4 "Read path").
 //!
-//! File content is cut into aligned chunks (1 MiB by default) keyed by (CID, chunk index).
+//! File content is cut into aligned chunks (256 KiB by default) keyed by (CID, chunk index).
 //! A read is served from the chunks on disk; a missing chunk is fetched from the blocks
 //! under it, each checked against its CID ([`crate::integrity::ContentIndex`]: the leaves
 //! of a 256 KiB chunk are one `block/get`), and readers of the same missing chunk share that
 //! one fetch. Only checked bytes are written to disk.
-//! Sequential reading starts background fetches of the next few chunks. The cache keeps
-//! under its byte limit by evicting the least recently used chunks, and survives restarts.
+//! Sequential reading starts background fetches of the next few chunks. The chunks are
+//! appended to a few large pack files (`store`, `pack`); the cache keeps under its byte
+//! limit by deleting the oldest pack (a chunk read from the older half is copied forward
+//! first: least recently used, a pack at a time), and survives restarts.
 //!
 //! A fetch fails after the storage client's bounded retries and timeouts; the fs maps the
 //! error to `EIO`. Chunks already on disk are served while the node is down.
 
+mod pack;
 mod peek;
 mod store;
 
@@ -164,12 +167,12 @@ impl ChunkCache {
         }
     }
 
-    /// Disk space taken by cached chunks (sizes rounded up to 4 KiB blocks).
+    /// Bytes the cache's packs take on disk (copies a newer one replaced included).
     pub fn cached_bytes(&self) -> u64 {
         self.inner.store.total()
     }
 
-    /// Evict the least recently used chunks until about `bytes` are freed (the disk is
+    /// Evict the oldest packs until about `bytes` are freed (the disk is
     /// short of room for data that must be kept); returns what was freed.
     pub fn give_back(&self, bytes: u64) -> u64 {
         self.inner.store.give_back(bytes)
