@@ -305,6 +305,57 @@ async fn enable_gc_collects_after_an_add_passes_the_watermark() {
     node.stop().await;
 }
 
+/// When pinned blocks alone pass the watermark, the adds after that collection do not each
+/// walk the store again: the collector waits until they have written a tenth of
+/// `StorageMax` more (what is unpinned meanwhile stays that long), or until a pin is
+/// removed.
+#[tokio::test(flavor = "multi_thread")]
+async fn pinned_blocks_past_the_watermark_do_not_make_every_add_collect() {
+    let repo = tempfile::tempdir().unwrap();
+    write_config(
+        repo.path(),
+        r#"{"StorageMax":"1MB","StorageGCWatermark":50,"GCPeriod":"0"}"#,
+    );
+    let node = TestNode::start_with(repo.path(), true).await;
+    // Pinned, past the watermark: a collection runs and cannot get under it.
+    let pinned = add_one(&node, pseudo_random(600_000, 4), &[("cid-version", "1")]).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let (after_pinned, _, _) = repo_stat(&node).await;
+
+    // 30 KB unpinned, well within a tenth of StorageMax: no collection for it.
+    let small = add_one(
+        &node,
+        pseudo_random(30_000, 5),
+        &[("cid-version", "1"), ("pin", "false")],
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert!(
+        block_exists(&node, &small).await,
+        "an add just past a collection that could not help walks the store again"
+    );
+
+    // 200 KB more: past the margin, a collection takes both.
+    let big = add_one(
+        &node,
+        pseudo_random(200_000, 6),
+        &[("cid-version", "1"), ("pin", "false")],
+    )
+    .await;
+    wait_for_size_at_most(&node, after_pinned).await;
+    assert!(!block_exists(&node, &small).await);
+    assert!(!block_exists(&node, &big).await);
+
+    // A pin removed: the next add past the watermark collects at once.
+    let (status, body) = call(&node.rpc("pin/rm"), &[("arg", &pinned)]).await;
+    assert_eq!(status, 200, "{body}");
+    let kept = add_one(&node, pseudo_random(20_000, 7), &[("cid-version", "1")]).await;
+    wait_for_size_at_most(&node, 100_000).await;
+    assert!(block_exists(&node, &kept).await);
+    assert!(!block_exists(&node, &pinned).await);
+    node.stop().await;
+}
+
 /// Without `--enable-gc` nothing is collected however full the repo is.
 #[tokio::test(flavor = "multi_thread")]
 async fn without_enable_gc_unpinned_blocks_stay_until_repo_gc() {

@@ -52,6 +52,11 @@ pub(crate) struct Collector {
     /// The repo's size when last measured plus what adds wrote since (an over-estimate:
     /// blocks that already existed count again). Passing the threshold wakes the collector.
     estimate: AtomicU64,
+    /// The repo's size after the last collection when pinned blocks alone passed the
+    /// watermark (0 otherwise): adds wake the collector again only once they have written
+    /// [`Collector::margin`] past it, or a pin was removed. Otherwise every add past the
+    /// watermark would walk the whole store again, a full CPU for a large repo.
+    floor: AtomicU64,
     wake: Notify,
     stop: Notify,
 }
@@ -62,6 +67,7 @@ impl Collector {
             lock: Arc::new(RwLock::new(())),
             limits,
             estimate: AtomicU64::new(0),
+            floor: AtomicU64::new(0),
             wake: Notify::new(),
             stop: Notify::new(),
         }
@@ -81,9 +87,25 @@ impl Collector {
     /// Tells the automatic collector that an add wrote about `bytes`.
     pub fn note_added(&self, bytes: u64) {
         let estimate = self.estimate.fetch_add(bytes, Ordering::Relaxed) + bytes;
-        if estimate > self.limits.threshold() {
+        let floor = self.floor.load(Ordering::Relaxed);
+        let worth = match floor {
+            0 => self.limits.threshold(),
+            floor => floor.saturating_add(self.margin()),
+        };
+        if estimate > worth {
             self.wake.notify_one();
         }
+    }
+
+    /// A pin was removed: a collection may free something again.
+    pub fn note_unpinned(&self) {
+        self.floor.store(0, Ordering::Relaxed);
+    }
+
+    /// What adds write past a collection that could not get under the watermark before the
+    /// next: a tenth of `StorageMax`.
+    fn margin(&self) -> u64 {
+        (self.limits.storage_max / 10).max(1)
     }
 
     /// Ends [`run_automatic`] once it is between collections.
@@ -302,6 +324,7 @@ async fn check(node: &Node, store: &Path, trigger: &'static str) -> Result<(), G
     let (_, size) = measure_async(store).await?;
     collector.estimate.store(size, Ordering::Relaxed);
     if size <= threshold {
+        collector.floor.store(0, Ordering::Relaxed);
         return Ok(());
     }
     if size > collector.limits().storage_max {
@@ -317,6 +340,9 @@ async fn check(node: &Node, store: &Path, trigger: &'static str) -> Result<(), G
         .await?;
     let (_, size) = measure_async(store).await?;
     collector.estimate.store(size, Ordering::Relaxed);
+    collector
+        .floor
+        .store(if size > threshold { size } else { 0 }, Ordering::Relaxed);
     if size > threshold {
         tracing::warn!(
             repo_size = size,

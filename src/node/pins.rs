@@ -179,6 +179,7 @@ pub async fn pin_add(State(node): State<NodeState>, args: Args) -> Result<Json<P
                 .into());
             }
         }
+        node.gc.note_unpinned();
         pins.push(cid.to_string());
     }
     Ok(Json(Pins { pins }))
@@ -208,6 +209,7 @@ pub async fn pin_rm(State(node): State<NodeState>, args: Args) -> Result<Json<Pi
             cid,
             reason: format!("{e:#}"),
         })?;
+        node.gc.note_unpinned();
         pins.push(cid.to_string());
     }
     Ok(Json(Pins { pins }))
