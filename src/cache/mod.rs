@@ -228,6 +228,78 @@ impl ChunkCache {
         Ok(out.freeze())
     }
 
+    /// The whole object `cid` of `len` bytes (one chunk at most) for a reader that
+    /// authenticates it itself (a sealed chunk): from disk when cached, else fetched without
+    /// hashing it against its CID, and kept only once the reader says it opened
+    /// ([`ChunkCache::keep`]), so the disk never holds bytes nobody checked. Larger
+    /// objects are read checked.
+    pub async fn read_sealed(&self, cid: &str, len: u64) -> Result<Bytes, CacheError> {
+        if !store::valid_cid(cid) {
+            return Err(CacheError::BadCid(cid.to_string()));
+        }
+        if len == 0 || len > self.inner.options.chunk_size {
+            return self
+                .read(cid, len, 0, u32::try_from(len).unwrap_or(u32::MAX))
+                .await;
+        }
+        let key = ChunkKey {
+            cid: Arc::from(cid),
+            index: 0,
+        };
+        if self.inner.store.touch(&key) {
+            let inner = self.inner.clone();
+            let k = key.clone();
+            let cached = tokio::task::spawn_blocking(move || inner.store.read(&k, 0, len as usize))
+                .await
+                .ok()
+                .flatten();
+            if let Some(data) = cached {
+                crate::metrics::chunk_cache(true);
+                return Ok(Bytes::from(data));
+            }
+        }
+        crate::metrics::chunk_cache(false);
+        let data = self
+            .inner
+            .index
+            .read_sealed(&self.client, cid, len)
+            .await
+            .map_err(|source| fetch_error(&key, source))?;
+        if data.len() as u64 != len {
+            return Err(CacheError::ShortChunk {
+                cid: cid.to_string(),
+                index: 0,
+                expected: len,
+                got: data.len() as u64,
+            });
+        }
+        Ok(data)
+    }
+
+    /// Keeps a whole object [`ChunkCache::read_sealed`] gave, now that its reader opened it
+    /// (in the background: it is only a cache).
+    pub fn keep(&self, cid: &str, data: Bytes) {
+        if !store::valid_cid(cid)
+            || data.is_empty()
+            || data.len() as u64 > self.inner.options.chunk_size
+        {
+            return;
+        }
+        let key = ChunkKey {
+            cid: Arc::from(cid),
+            index: 0,
+        };
+        if self.inner.store.touch(&key) {
+            return;
+        }
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || {
+            if let Err(e) = inner.store.insert(key, &data) {
+                warn!(error = %e, "cannot cache chunk");
+            }
+        });
+    }
+
     /// Seeds the cache with a just-uploaded file so the first read after the upload is
     /// local. Blocking file I/O: call it from a blocking context. Only files up to
     /// `MAX_SEED_BYTES` (and half the cache) are copied: for a large file the copy would cost
@@ -344,18 +416,7 @@ impl Inner {
             .index
             .read(client, &key.cid, offset, expected)
             .await
-            .map_err(|source| match source {
-                crate::integrity::IntegrityError::Storage(source) => CacheError::Fetch {
-                    cid: key.cid.to_string(),
-                    index: key.index,
-                    source,
-                },
-                source => CacheError::Integrity {
-                    cid: key.cid.to_string(),
-                    index: key.index,
-                    source,
-                },
-            })?;
+            .map_err(|source| fetch_error(key, source))?;
         if data.len() as u64 != expected {
             return Err(CacheError::ShortChunk {
                 cid: key.cid.to_string(),
@@ -431,5 +492,20 @@ impl Inner {
         self.in_flight
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+fn fetch_error(key: &ChunkKey, source: crate::integrity::IntegrityError) -> CacheError {
+    match source {
+        crate::integrity::IntegrityError::Storage(source) => CacheError::Fetch {
+            cid: key.cid.to_string(),
+            index: key.index,
+            source,
+        },
+        source => CacheError::Integrity {
+            cid: key.cid.to_string(),
+            index: key.index,
+            source,
+        },
     }
 }

@@ -109,9 +109,10 @@ pub struct ChunkTable {
     pub pages: Vec<(String, u64)>,
     /// Why the table cannot be trusted (it names a chunk past the file's end): reads fail.
     pub invalid: Option<String>,
-    /// The SHA-256 of each stored chunk's plaintext, for a version this mount wrote: the
-    /// next version reuses a chunk whose bytes did not change (`fs::data::chunked`).
-    pub plain: std::collections::HashMap<u64, [u8; 32]>,
+    /// A digest of each stored chunk's plaintext, for a version this mount wrote in an
+    /// encrypted tree: the next version reuses a chunk whose bytes did not change
+    /// (`fs::data::chunked::plain_digest`).
+    pub plain: std::collections::HashMap<u64, crate::fs::data::chunked::PlainDigest>,
 }
 
 impl ChunkTable {
@@ -247,6 +248,18 @@ pub trait ContentStore: Send + Sync + 'static {
     async fn fetch(&self, cid: &str) -> Result<Bytes, StoreError>;
     /// Read `len` bytes at `offset` of content `cid` whose total size is `size`.
     async fn read(&self, cid: &str, size: u64, offset: u64, len: u64) -> Result<Bytes, StoreError>;
+    /// The whole of a sealed chunk object of `len` bytes, for a reader that authenticates it
+    /// itself (AES-GCM under the chunk's own salt and index, docs/FORMAT.md §13.3: only the
+    /// bytes the writer sealed open), so the node's answer need not also be hashed against
+    /// the CID. The reader hands what opened to [`ContentStore::keep_opened`]. A store
+    /// without a cheaper way reads it checked.
+    async fn read_sealed(&self, cid: &str, len: u64) -> Result<Bytes, StoreError> {
+        self.read(cid, len, 0, len).await
+    }
+    /// A sealed chunk from [`ContentStore::read_sealed`] that opened: worth keeping.
+    fn keep_opened(&self, cid: &str, sealed: Bytes) {
+        let _ = (cid, sealed);
+    }
     async fn unpin(&self, cid: &str) -> Result<(), StoreError>;
     /// Pin an object already on the node again (a new version refers to it once more).
     async fn pin(&self, cid: &str) -> Result<(), StoreError>;

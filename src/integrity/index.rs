@@ -72,6 +72,21 @@ impl ContentIndex {
         }
     }
 
+    /// The whole object `cid` of `len` bytes for a reader that authenticates it (a sealed
+    /// chunk): a raw block as the node gives it, unhashed; anything else read checked.
+    pub async fn read_sealed(
+        &self,
+        client: &NodeClient,
+        cid: &str,
+        len: u64,
+    ) -> Result<Bytes, IntegrityError> {
+        let root = parse(cid)?;
+        if root.codec() == RAW_CODEC {
+            return super::block_unchecked(client, &root).await;
+        }
+        self.read(client, cid, 0, len).await
+    }
+
     /// Appends to `out` the part of `offset..end` under the node `cid`, whose bytes start at
     /// `start` in the file.
     #[allow(clippy::too_many_arguments)]

@@ -138,6 +138,27 @@ fn warn_unchecked(cid: &Cid) {
 
 /// One block, fetched and checked against its CID.
 pub async fn block(client: &NodeClient, cid: &Cid) -> Result<Bytes, IntegrityError> {
+    let data = block_unchecked(client, cid).await?;
+    check(cid, &data)?;
+    Ok(data)
+}
+
+/// A sealed chunk's bytes that did not open (their reader authenticates them instead of
+/// hashing, `ContentIndex::read_sealed`): counted and logged as a block refused.
+pub fn refused(cid: &str, len: usize) {
+    CORRUPT_BLOCKS.fetch_add(1, Ordering::Relaxed);
+    tracing::warn!(
+        cid,
+        len,
+        "refused a chunk from the node: its bytes do not open under its key (altered, damaged or substituted)"
+    );
+}
+
+/// One block as the node gives it, not checked: for a caller that authenticates it.
+pub(crate) async fn block_unchecked(
+    client: &NodeClient,
+    cid: &Cid,
+) -> Result<Bytes, IntegrityError> {
     let text = cid.to_string();
     // PollinationX's hosted gateway passes only `add`, `cat` and `get`: not asked.
     let asked = if client.is_hosted() {
@@ -156,7 +177,6 @@ pub async fn block(client: &NodeClient, cid: &Cid) -> Result<Bytes, IntegrityErr
         }
         Err(e) => return Err(e.into()),
     };
-    check(cid, &data)?;
     Ok(data)
 }
 

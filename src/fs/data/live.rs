@@ -15,7 +15,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use sha2::{Digest, Sha256};
 use tokio::sync::{OwnedSemaphorePermit, watch};
 use tokio::task::{AbortHandle, JoinHandle};
 
@@ -154,7 +153,7 @@ impl LiveUpload {
     ) -> Result<Blob, StoreError> {
         let mut rx = self.tail.subscribe();
         let mut refs: BTreeMap<u64, ChunkRef> = BTreeMap::new();
-        let mut digests: HashMap<u64, [u8; 32]> = HashMap::new();
+        let mut digests: HashMap<u64, chunked::PlainDigest> = HashMap::new();
         let mut next = 0u64;
         let mut adds = chunked::Adds::new(store.clone());
         let store = &**store;
@@ -190,7 +189,9 @@ impl LiveUpload {
                     if chunks::is_hole(&plain) {
                         continue;
                     }
-                    digests.insert(index, Sha256::digest(&plain).into());
+                    if let Some(d) = chunked::plain_digest(sealing, &plain) {
+                        digests.insert(index, d);
+                    }
                     let (salt, object) = chunked::seal(sealing, index, plain).await?;
                     pending.push((index, salt, object));
                 }

@@ -221,6 +221,14 @@ impl ContentStore for NodeStore {
             .map_err(cache_error)
     }
 
+    async fn read_sealed(&self, cid: &str, len: u64) -> Result<Bytes, StoreError> {
+        self.cache.read_sealed(cid, len).await.map_err(cache_error)
+    }
+
+    fn keep_opened(&self, cid: &str, sealed: Bytes) {
+        self.cache.keep(cid, sealed);
+    }
+
     async fn unpin(&self, cid: &str) -> Result<(), StoreError> {
         if self.no_unpin.load(Ordering::Relaxed) {
             return Ok(());

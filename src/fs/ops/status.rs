@@ -260,6 +260,16 @@ impl ContentStore for ObservedStore {
         r
     }
 
+    async fn read_sealed(&self, cid: &str, len: u64) -> Result<Bytes, StoreError> {
+        let r = self.inner.read_sealed(cid, len).await;
+        self.health.observe_failure(&r);
+        r
+    }
+
+    fn keep_opened(&self, cid: &str, sealed: Bytes) {
+        self.inner.keep_opened(cid, sealed)
+    }
+
     async fn unpin(&self, cid: &str) -> Result<(), StoreError> {
         let r = self.inner.unpin(cid).await;
         self.health.observe(&r);
