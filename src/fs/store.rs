@@ -112,8 +112,12 @@ pub struct ChunkTable {
     /// A digest of each stored chunk's plaintext, for a version this mount wrote in an
     /// encrypted tree: the next version reuses a chunk whose bytes did not change
     /// (`fs::data::chunked::plain_digest`).
-    pub plain: std::collections::HashMap<u64, crate::fs::data::chunked::PlainDigest>,
+    pub plain: std::collections::HashMap<u64, PlainDigest>,
 }
+
+/// A digest of a chunk's plaintext, kept only in this process's memory
+/// (`fs::data::chunked::plain_digest`).
+pub type PlainDigest = [u8; 16];
 
 impl ChunkTable {
     /// The table's pages and its distinct chunks with their stored sizes (a sealed chunk

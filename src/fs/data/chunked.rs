@@ -24,7 +24,7 @@ use crate::format::chunks::{self, ChunkRef};
 use crate::format::{PageStore, TreeCrypto};
 use crate::fs::data::overlay::Overlay;
 use crate::fs::data::pages::PageCache;
-use crate::fs::store::{Blob, ChunkTable, ContentStore, StoreError};
+use crate::fs::store::{Blob, ChunkTable, ContentStore, PlainDigest, StoreError};
 
 /// Chunks added per request: 2 MiB, so requests do not grow with the file, and several
 /// are out at once ([`Adds`]).
@@ -235,9 +235,6 @@ fn unchanged(
     };
     same.then(|| old.clone())
 }
-
-/// A digest of a chunk's plaintext, kept only in this process's memory.
-pub(crate) type PlainDigest = [u8; 16];
 
 /// What tells a chunk's plaintext from another's in an encrypted tree (`None` in a
 /// plaintext tree, whose chunks are known by their CID): GMAC (AES-GCM sealing nothing, with

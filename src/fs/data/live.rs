@@ -153,7 +153,7 @@ impl LiveUpload {
     ) -> Result<Blob, StoreError> {
         let mut rx = self.tail.subscribe();
         let mut refs: BTreeMap<u64, ChunkRef> = BTreeMap::new();
-        let mut digests: HashMap<u64, chunked::PlainDigest> = HashMap::new();
+        let mut digests: HashMap<u64, crate::fs::store::PlainDigest> = HashMap::new();
         let mut next = 0u64;
         let mut adds = chunked::Adds::new(store.clone());
         let store = &**store;
