@@ -671,3 +671,46 @@ async fn concurrent_readers_through_a_churning_cache_always_get_the_right_bytes(
         assert_eq!(cache.cached_bytes(), dir_bytes(dir.path()), "seed {seed}");
     }
 }
+
+/// A chunk its reader authenticates itself (a sealed chunk) comes back unhashed, and enters
+/// the cache only once the reader says it opened: bytes a lying node gave are never kept.
+#[tokio::test]
+async fn an_unchecked_chunk_is_cached_only_once_its_reader_kept_it() {
+    let good = pattern(CHUNK as usize / 2, 70);
+    let cid = raw_cid(&good);
+    let lie = pattern(good.len(), 71);
+    // A node that answers other bytes under the CID.
+    let liar = content_node(HashMap::from([(cid.clone(), lie.clone())]), Duration::ZERO).await;
+    let dir = tempfile::tempdir().unwrap();
+    let len = good.len() as u64;
+    let cache = open(dir.path(), 1 << 30, liar.client(1, 0), no_readahead());
+    let got = cache.read_sealed(&cid, len).await.unwrap();
+    assert!(got[..] == lie[..], "unhashed: what the node gave");
+    assert_eq!(
+        cache.cached_bytes(),
+        0,
+        "not kept before the reader opened it"
+    );
+    assert_eq!(dir_bytes(dir.path()), 0);
+    // The checked read of the same CID refuses those bytes.
+    assert!(cache.read(&cid, len, 0, len as u32).await.is_err());
+
+    // From an honest node, kept once opened, and then read without the node.
+    let honest = node_with(&good, Duration::ZERO).await;
+    let cache = open(dir.path(), 1 << 30, honest.client(1, 0), no_readahead());
+    let got = cache.read_sealed(&cid, len).await.unwrap();
+    assert!(got[..] == good[..]);
+    cache.keep(&cid, got);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while cache.cached_bytes() == 0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let offline = open(
+        dir.path(),
+        1 << 30,
+        client_for(&dead_url(), 1, 0),
+        no_readahead(),
+    );
+    let again = offline.read_sealed(&cid, len).await.unwrap();
+    assert!(again[..] == good[..]);
+}
