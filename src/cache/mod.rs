@@ -246,19 +246,9 @@ impl ChunkCache {
             cid: Arc::from(cid),
             index: 0,
         };
-        if self.inner.store.touch(&key) {
-            let inner = self.inner.clone();
-            let k = key.clone();
-            let cached = tokio::task::spawn_blocking(move || inner.store.read(&k, 0, len as usize))
-                .await
-                .ok()
-                .flatten();
-            if let Some(data) = cached {
-                crate::metrics::chunk_cache(true);
-                return Ok(Bytes::from(data));
-            }
+        if let Some(data) = self.inner.cached(&key, 0, len as usize).await {
+            return Ok(data);
         }
-        crate::metrics::chunk_cache(false);
         let data = self
             .inner
             .index
@@ -332,6 +322,22 @@ impl Inner {
         self.options.chunk_size.min(file_size - start)
     }
 
+    /// `len` bytes at `from` of a chunk on disk (read off the runtime), counted as a hit;
+    /// `None`, counted as a miss, when it is not there whole.
+    async fn cached(self: &Arc<Self>, key: &ChunkKey, from: u64, len: usize) -> Option<Bytes> {
+        let mut hit = None;
+        if self.store.touch(key) {
+            let this = self.clone();
+            let k = key.clone();
+            hit = tokio::task::spawn_blocking(move || this.store.read(&k, from, len))
+                .await
+                .ok()
+                .flatten();
+        }
+        crate::metrics::chunk_cache(hit.is_some());
+        hit.map(Bytes::from)
+    }
+
     /// Bytes `from..to` of one chunk: from disk if there, else from the (shared) fetch.
     async fn chunk_range(
         self: Arc<Self>,
@@ -341,20 +347,9 @@ impl Inner {
         from: u64,
         to: u64,
     ) -> Result<Bytes, CacheError> {
-        let len = (to - from) as usize;
-        if self.store.touch(&key) {
-            let this = self.clone();
-            let k = key.clone();
-            let cached = tokio::task::spawn_blocking(move || this.store.read(&k, from, len))
-                .await
-                .ok()
-                .flatten();
-            if let Some(data) = cached {
-                crate::metrics::chunk_cache(true);
-                return Ok(Bytes::from(data));
-            }
+        if let Some(data) = self.cached(&key, from, (to - from) as usize).await {
+            return Ok(data);
         }
-        crate::metrics::chunk_cache(false);
         let expected = self.chunk_len(key.index, file_size);
         let (cid, index) = (key.cid.to_string(), key.index);
         let chunk = self.fetch(client, key, expected, None).await?;

@@ -71,12 +71,7 @@ pub(crate) struct Found {
 }
 
 /// The record at `at` of a pack of `size` bytes, or `None` when there is none whole there.
-pub(crate) fn read_record(
-    file: &File,
-    at: u64,
-    size: u64,
-    chunk_size: u64,
-) -> std::io::Result<Option<Found>> {
+fn read_record(file: &File, at: u64, size: u64, chunk_size: u64) -> std::io::Result<Option<Found>> {
     let room = size.saturating_sub(at);
     if room < FIXED as u64 {
         return Ok(None);
@@ -118,7 +113,7 @@ pub(crate) fn read_record(
     }))
 }
 
-/// Every record of a pack, in order (for readers that do not own the cache).
+/// Every record of a pack, in order, up to the first that is not whole.
 pub(crate) fn records(file: &File, chunk_size: u64) -> std::io::Result<Vec<Found>> {
     let size = file.metadata()?.len();
     let mut out = Vec::new();

@@ -445,15 +445,13 @@ impl State {
 /// whole (what a crash while appending leaves).
 fn load_pack(path: &Path, seq: u64, chunk_size: u64, state: &mut State) -> std::io::Result<Pack> {
     let file = OpenOptions::new().read(true).write(true).open(path)?;
-    let size = file.metadata()?.len();
     let mut pack = Pack {
-        file: Arc::new(file),
         end: 0,
         bytes: 0,
         keys: Vec::new(),
+        file: Arc::new(file),
     };
-    let mut at = 0;
-    while let Some(found) = pack::read_record(&pack.file, at, size, chunk_size)? {
+    for found in pack::records(&pack.file, chunk_size)? {
         let key = ChunkKey {
             cid: Arc::from(found.cid.as_str()),
             index: found.index,
@@ -469,10 +467,9 @@ fn load_pack(path: &Path, seq: u64, chunk_size: u64, state: &mut State) -> std::
         state.chunks.insert(key.clone(), place);
         pack.keys.push(key);
         let end = found.data_offset + u64::from(found.len);
-        pack.bytes += end - at;
-        at = end;
+        pack.bytes += end - pack.end;
+        pack.end = end;
     }
-    pack.end = at;
     Ok(pack)
 }
 
