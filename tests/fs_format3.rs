@@ -526,6 +526,97 @@ async fn a_whole_rewrite_stores_only_the_chunks_that_changed() {
     }
 }
 
+/// Reads `name` from the start to its end in reads of `step` bytes, as the kernel sends a
+/// sequential reader's: what each read returned, up to the first that failed (and its error).
+async fn read_in_order(fs: &Fs, name: &str, step: u32) -> (Vec<u8>, Option<FsError>) {
+    let ino = fs.lookup(ROOT_INO, name).await.unwrap().ino;
+    let fh = fs.open(ino, libc::O_RDONLY).await.unwrap();
+    let mut out = Vec::new();
+    let failed = loop {
+        match fs.read(fh, out.len() as u64, step).await {
+            Ok(b) if b.is_empty() => break None,
+            Ok(b) => out.extend_from_slice(&b),
+            Err(e) => break Some(e),
+        }
+    };
+    fs.release(fh).await.unwrap();
+    (out, failed)
+}
+
+/// A sequential reader of an encrypted file gets the chunks ahead of it fetched in runs (one
+/// request for many, `ContentStore::read_sealed_run`). Whatever a node answers there — only
+/// the first chunk, the chunks in another order, altered bytes, a failure part-way — the
+/// reader gets the file's own bytes, the chunks the run did not give being read one by one;
+/// and a chunk the node alters everywhere reads as `EIO`, every byte before it right.
+#[tokio::test]
+async fn chunks_read_ahead_in_runs_are_the_files_own_whatever_the_node_answers() {
+    use pxfs::fs::store::RunAnswer;
+    let store = Arc::new(MemoryStore::new());
+    let fs = mount(&store, keys_of(true)).await;
+    let data: Vec<u8> = (0..(6u32 << 20))
+        .map(|i| (i * 7 % 251) as u8 ^ (i >> 17) as u8)
+        .collect();
+    write_at(&fs, "big", 0, &data, true).await;
+    fs.abort();
+    let stored = (data.len() as u64).div_ceil(CHUNK) * (CHUNK + 16);
+    for answer in [
+        RunAnswer::Honest,
+        RunAnswer::FirstOnly,
+        RunAnswer::Shuffled,
+        RunAnswer::Altered,
+        RunAnswer::BreaksOff,
+        RunAnswer::Unsupported,
+    ] {
+        store.set_run_answer(answer);
+        let (runs, served) = (store.run_reads(), store.served_bytes());
+        let fs = mount(&store, keys_of(true)).await;
+        for step in [1u32 << 20, 128 << 10] {
+            let (got, failed) = read_in_order(&fs, "big", step).await;
+            assert!(failed.is_none(), "{answer:?}, reads of {step}: {failed:?}");
+            assert!(got == data, "{answer:?}, reads of {step}: other bytes");
+        }
+        fs.abort();
+        let runs = store.run_reads() - runs;
+        match answer {
+            RunAnswer::Unsupported => assert_eq!(runs, 0),
+            _ => assert!(runs > 0, "{answer:?}: no chunk was read ahead in a run"),
+        }
+        if answer == RunAnswer::Honest {
+            // Each chunk came from the node once (the second pass reads the same opened
+            // chunks or asks again; never more than twice the file in all).
+            let sent = store.served_bytes() - served;
+            assert!(
+                sent <= 2 * stored,
+                "an honest node sent {sent} bytes for two passes over {stored}"
+            );
+        }
+    }
+    // One chunk altered on the node itself: every run and every read alone gives it so.
+    let victim = store
+        .objects()
+        .into_iter()
+        .find(|o| o.len() as u64 == CHUNK + 16)
+        .map(|o| store.object_cid(&o).unwrap())
+        .unwrap();
+    store.flip_byte(&victim, 1000);
+    for answer in [
+        RunAnswer::Honest,
+        RunAnswer::Shuffled,
+        RunAnswer::Unsupported,
+    ] {
+        store.set_run_answer(answer);
+        let fs = mount(&store, keys_of(true)).await;
+        let (got, failed) = read_in_order(&fs, "big", 1 << 20).await;
+        let failed = failed.unwrap_or_else(|| panic!("{answer:?}: the altered chunk read"));
+        assert_eq!(failed.errno(), libc::EIO, "{answer:?}: {failed:?}");
+        assert!(
+            got.len() < data.len() && got == data[..got.len()],
+            "{answer:?}"
+        );
+        fs.abort();
+    }
+}
+
 #[tokio::test]
 async fn a_4_kib_rewrite_uploads_one_chunk_and_the_file_reads_back_on_a_fresh_cache() {
     for sealed in [false, true] {

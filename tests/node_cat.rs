@@ -64,6 +64,59 @@ async fn ranged_cat_reads_across_chunk_boundaries() {
     node.stop().await;
 }
 
+/// Several `arg`s, as Kubo takes them: the files one after another, `offset` and `length`
+/// over that whole; a path that does not resolve fails the call before any byte is sent.
+#[tokio::test(flavor = "multi_thread")]
+async fn cat_of_several_paths_gives_them_in_order() {
+    let repo = tempfile::tempdir().unwrap();
+    let node = TestNode::start(repo.path()).await;
+    let files = [
+        pseudo_random(CHUNK + 7, 3),
+        b"small".to_vec(),
+        pseudo_random(2 * CHUNK, 4),
+    ];
+    let mut cids = Vec::new();
+    for (i, f) in files.iter().enumerate() {
+        cids.push(add_v1(&node, &format!("f{i}"), f.clone()).await);
+    }
+    let all: Vec<u8> = [&files[2][..], &files[0], &files[1], &files[2]].concat();
+    let order = [&cids[2], &cids[0], &cids[1], &cids[2]];
+    for (offset, length) in [
+        (0, None),
+        (CHUNK + 100, Some(3 * CHUNK)),
+        (3 * CHUNK + 3, Some(4)),
+    ] {
+        let (offset_text, length_text) = (offset.to_string(), length.map(|l: usize| l.to_string()));
+        let mut query: Vec<(&str, &str)> = order.iter().map(|c| ("arg", c.as_str())).collect();
+        query.push(("offset", &offset_text));
+        if let Some(l) = &length_text {
+            query.push(("length", l));
+        }
+        let response = client()
+            .post(with_query(&node.rpc("cat"), &query))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status().as_u16(), 200);
+        let body = response.bytes().await.unwrap();
+        let end = length.map_or(all.len(), |l| (offset + l).min(all.len()));
+        assert!(
+            body[..] == all[offset..end],
+            "offset {offset} length {length:?}: {} bytes, want {}",
+            body.len(),
+            end - offset
+        );
+    }
+    let unknown = "bafkreicysg23kiwv34eg2d7qweipxwosdo2py4ldv42nbauguluen5v6am";
+    let (status, body) = call(
+        &node.rpc("cat"),
+        &[("arg", cids[0].as_str()), ("arg", unknown)],
+    )
+    .await;
+    assert_kubo_error(status, &body, 500, 0);
+    node.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn cat_of_a_single_raw_block_honours_the_range() {
     let repo = tempfile::tempdir().unwrap();

@@ -260,6 +260,17 @@ pub trait ContentStore: Send + Sync + 'static {
     async fn read_sealed(&self, cid: &str, len: u64) -> Result<Bytes, StoreError> {
         self.read(cid, len, 0, len).await
     }
+    /// Several sealed chunks, each as [`ContentStore::read_sealed`] reads one, in order as
+    /// a stream: one request for many, where the store can (its bytes arrive in the order
+    /// they are read). It may end early or with an error: the reader reads the rest one by
+    /// one. `None`: this store reads them one by one only.
+    fn read_sealed_run(
+        &self,
+        objects: Vec<(String, u64)>,
+    ) -> Option<futures::stream::BoxStream<'static, Result<Bytes, StoreError>>> {
+        let _ = objects;
+        None
+    }
     /// A sealed chunk from [`ContentStore::read_sealed`] that opened: worth keeping.
     fn keep_opened(&self, cid: &str, sealed: Bytes) {
         let _ = (cid, sealed);
@@ -317,6 +328,27 @@ pub struct MemoryStore {
     served: AtomicU64,
     fetches: AtomicU64,
     answer_delay_ms: AtomicU64,
+    runs: Mutex<RunAnswer>,
+    run_reads: AtomicU64,
+}
+
+/// How a [`MemoryStore`] answers [`ContentStore::read_sealed_run`]: a node's `cat` of
+/// several paths, as an honest node gives it or as one that does not.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum RunAnswer {
+    /// No run reads: every chunk is read alone.
+    #[default]
+    Unsupported,
+    /// The objects one after another.
+    Honest,
+    /// Only the first object (a node whose `cat` takes one path).
+    FirstOnly,
+    /// The objects in another order (each where another should be).
+    Shuffled,
+    /// Every object with a byte changed.
+    Altered,
+    /// A few objects, then a failure.
+    BreaksOff,
 }
 
 impl MemoryStore {
@@ -350,6 +382,14 @@ impl MemoryStore {
     }
     pub fn is_offline(&self) -> bool {
         self.offline.load(Ordering::SeqCst)
+    }
+    /// How `read_sealed_run` answers from now on.
+    pub fn set_run_answer(&self, answer: RunAnswer) {
+        *lock(&self.runs) = answer;
+    }
+    /// How many `read_sealed_run` calls were answered (not [`RunAnswer::Unsupported`]).
+    pub fn run_reads(&self) -> u64 {
+        self.run_reads.load(Ordering::SeqCst)
     }
     /// How many manifests were added so far.
     pub fn manifest_adds(&self) -> usize {
@@ -587,6 +627,48 @@ impl ContentStore for MemoryStore {
             .ok_or_else(|| StoreError::permanent(format!("no such content {cid}")))?;
         self.fetches.fetch_add(1, Ordering::SeqCst);
         Ok(bytes)
+    }
+
+    fn read_sealed_run(
+        &self,
+        objects: Vec<(String, u64)>,
+    ) -> Option<futures::stream::BoxStream<'static, Result<Bytes, StoreError>>> {
+        let answer = *lock(&self.runs);
+        if answer == RunAnswer::Unsupported {
+            return None;
+        }
+        self.run_reads.fetch_add(1, Ordering::SeqCst);
+        let mut out: Vec<Result<Bytes, StoreError>> = Vec::new();
+        for (cid, _) in &objects {
+            let got = match self.check_online() {
+                Ok(()) => self
+                    .get(cid)
+                    .ok_or_else(|| StoreError::permanent(format!("no such content {cid}"))),
+                Err(e) => Err(e),
+            };
+            out.push(got);
+        }
+        match answer {
+            RunAnswer::FirstOnly => out.truncate(1),
+            RunAnswer::Shuffled => out.rotate_left(1),
+            RunAnswer::Altered => {
+                for object in out.iter_mut().flatten() {
+                    let mut bytes = object.to_vec();
+                    if let Some(b) = bytes.first_mut() {
+                        *b ^= 1;
+                    }
+                    *object = Bytes::from(bytes);
+                }
+            }
+            RunAnswer::BreaksOff => {
+                out.truncate(2);
+                out.push(Err(StoreError::transient("the answer broke off")));
+            }
+            RunAnswer::Unsupported | RunAnswer::Honest => {}
+        }
+        let sent: usize = out.iter().flatten().map(Bytes::len).sum();
+        self.served.fetch_add(sent as u64, Ordering::SeqCst);
+        Some(futures::stream::iter(out).boxed())
     }
 
     async fn read(

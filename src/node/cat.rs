@@ -13,7 +13,7 @@ use axum::extract::State;
 use axum::http::header::CONTENT_TYPE;
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
-use futures::Stream;
+use futures::{Stream, StreamExt};
 use ipld_core::cid::Cid;
 use rust_ipfs::unixfs::ll::file::FileReadFailed;
 use rust_ipfs::unixfs::ll::file::visit::{Cache, FileVisit, IdleFileVisit};
@@ -302,14 +302,31 @@ impl Drop for RangeReader {
 }
 
 /// `cat?arg=PATH&offset=N&length=N`
+/// `cat?arg=PATH[&arg=PATH…][&offset=N][&length=N]`: the files one after another, as Kubo
+/// gives several paths; `offset` and `length` apply to that concatenation. Every path is
+/// resolved before the first byte is sent, so a bad one is an error status, not a short body.
 pub async fn cat(State(node): State<NodeState>, args: Args) -> Result<Response, ApiError> {
-    let arg = args.required("arg")?;
+    args.required("arg")?;
     let offset = args.u64("offset")?.unwrap_or(0);
     let length = args.u64("length")?;
-    let path = ContentPath::resolve(&node, arg).await?;
-    let file = UnixfsFile::open(&node, &path).await?;
+    let mut files = Vec::new();
+    for arg in args.all("arg") {
+        let path = ContentPath::resolve(&node, arg).await?;
+        files.push(UnixfsFile::open(&node, &path).await?);
+    }
     let end = length.map_or(u64::MAX, |length| offset.saturating_add(length));
-    let body = Body::from_stream(file.read(node.clone(), offset..end));
+    let mut parts = Vec::with_capacity(files.len());
+    let mut at = 0u64;
+    for file in files {
+        let (start, size) = (at, file.size());
+        at = at.saturating_add(size);
+        if at <= offset || start >= end {
+            continue;
+        }
+        let range = offset.saturating_sub(start)..end.saturating_sub(start).min(size);
+        parts.push(file.read(node.clone(), range));
+    }
+    let body = Body::from_stream(futures::stream::iter(parts).flatten());
     Ok(([(CONTENT_TYPE, "application/octet-stream")], body).into_response())
 }
 

@@ -122,3 +122,34 @@ impl Resuming {
         }
     }
 }
+
+/// The objects `cids` one after another, as one streamed `cat` with an `arg` per object
+/// (Kubo, BTFS and `pxfs node` take several paths). For a reader that splits the answer by
+/// the lengths it knows and authenticates each piece: nothing here is resumed or checked,
+/// and silence longer than the timeout ends the stream with an error.
+pub(crate) async fn many(
+    transport: Arc<Transport>,
+    cids: &[&str],
+) -> Result<BoxStream<'static, Result<Bytes, StorageError>>, StorageError> {
+    let query: Vec<(&str, &str)> = cids.iter().map(|cid| ("arg", *cid)).collect();
+    let body = transport.open("cat", &query).await?.bytes_stream().boxed();
+    let (idle, path) = (transport.timeout, transport.path("cat"));
+    Ok(futures::stream::try_unfold(body, move |mut body| {
+        let path = path.clone();
+        async move {
+            match tokio::time::timeout(idle, body.next()).await {
+                Ok(None) => Ok(None),
+                Ok(Some(Ok(piece))) => {
+                    crate::metrics::downloaded(piece.len() as u64, 0);
+                    Ok(Some((piece, body)))
+                }
+                Ok(Some(Err(e))) if !e.is_timeout() => Err(StorageError::Unreachable {
+                    url: path,
+                    detail: transport::error_chain(&e),
+                }),
+                _ => Err(StorageError::Timeout { path, after: idle }),
+            }
+        }
+    })
+    .boxed())
+}

@@ -544,6 +544,18 @@ impl NodeClient {
         cat::stream(self.inner.clone(), cid, offset, length).await
     }
 
+    /// The objects `cids` one after another in one streamed `cat` (several paths, as Kubo
+    /// takes them), unverified and not resumed: for a reader that splits the answer by
+    /// lengths it knows and authenticates each object (sealed chunks), and asks again one
+    /// by one for what this does not give it.
+    pub async fn cat_many(
+        &self,
+        cids: &[&str],
+    ) -> Result<futures::stream::BoxStream<'static, Result<Bytes, StorageError>>, StorageError>
+    {
+        cat::many(self.inner.clone(), cids).await
+    }
+
     pub async fn pin_add(&self, cid: &str) -> Result<(), StorageError> {
         let pinned: Pins = self.json("pin/add", &[("arg", cid)]).await?;
         debug!(pins = ?pinned.pins, "pinned");

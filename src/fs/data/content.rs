@@ -16,6 +16,7 @@ use futures::StreamExt;
 use futures::future::{BoxFuture, Shared};
 use futures::stream::BoxStream;
 
+use super::read_runs::Run;
 use crate::format::chunks;
 use crate::format::seal::{self, ContentSalt, PLAIN_CHUNK, SEALED_CHUNK, VersionKey};
 use crate::format::{TreeCrypto, TreeKeys};
@@ -272,9 +273,9 @@ type Opening = Shared<BoxFuture<'static, Result<Bytes, OpenError>>>;
 struct Opened {
     recent: std::collections::VecDeque<(ChunkKey, Bytes)>,
     opening: std::collections::HashMap<ChunkKey, Opening>,
-    /// The latest runs of reads, one per content: where each began and how far it has
-    /// read (a read near there continues it), oldest first.
-    runs: std::collections::VecDeque<(String, u64, u64)>,
+    /// The latest runs of reads, one per content (a read near one continues it), oldest
+    /// first.
+    runs: std::collections::VecDeque<Run>,
 }
 
 impl std::fmt::Debug for Opened {
@@ -304,22 +305,15 @@ impl From<OpenError> for ContentError {
     }
 }
 
-const OPEN_CHUNKS_KEPT: usize = 96;
-/// How far ahead of a sequential reader chunks are opened: as far as it has read in order,
-/// between these bounds. A short run opens little it may not need; a long one keeps
-/// enough requests out to fill a link's bandwidth × delay (8 MiB: 200 Mbit/s over
-/// 320 ms), and the node's cores busy on a fast one.
-const OPEN_AHEAD_MIN: u64 = 256 << 10;
-const OPEN_AHEAD_MAX: u64 = 8 << 20;
+/// Opened chunks kept in memory: the chunks opened ahead of a sequential reader (at most
+/// [`super::read_runs::OPEN_AHEAD_MAX`] past where it has reached) and those the kernel is reading
+/// now.
+const OPEN_CHUNKS_KEPT: usize = 256;
+/// Chunks opened ahead fetched in one request at most (4 MiB): the kernel's read-ahead
+/// (`cli::mount::readahead`) asks for that much at once.
+const RUN_CHUNKS: usize = 32;
 /// Files whose runs of reads are remembered.
 const RUNS_KEPT: usize = 8;
-/// The kernel sends a sequential reader's read-ahead as several requests at once, which
-/// may arrive out of order: a read this close to where the run has reached continues it.
-const RUN_REORDER: u64 = 1 << 20;
-/// A run of reads is a sequential reader's once it has read this much in order. Less is
-/// not one: the kernel reads the two pages around a write that covers them in part, one
-/// after the other, and a small change in place must not fetch the chunks after it.
-const SEQUENTIAL_RUN: u64 = 128 << 10;
 
 /// One chunk of a version, what opening it needs.
 struct ChunkRef {
@@ -348,6 +342,24 @@ enum ChunkForm {
     },
 }
 
+impl ChunkRef {
+    /// The bytes its object holds (a table chunk: its plaintext and, sealed, the tag).
+    fn stored_len(&self) -> u64 {
+        match self.form {
+            ChunkForm::Stream { .. } => 0,
+            ChunkForm::Table { salt, size } => {
+                let plain = chunks::chunk_len(size, self.index).unwrap_or(0);
+                plain + if salt.is_some() { seal::TAG as u64 } else { 0 }
+            }
+        }
+    }
+
+    /// A sealed table chunk of a tree that holds the key: one [`OpenChunks::open_run`] takes.
+    fn sealed(&self) -> bool {
+        matches!(self.form, ChunkForm::Table { salt: Some(_), .. }) && keys(&self.sealing).is_some()
+    }
+}
+
 impl OpenChunks {
     fn lock(&self) -> std::sync::MutexGuard<'_, Opened> {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
@@ -369,14 +381,7 @@ impl OpenChunks {
         let key = id.clone();
         let task = tokio::spawn(async move {
             let r = open_chunk(&c).await;
-            let mut inner = this.lock();
-            inner.opening.remove(&key);
-            if let Ok(plain) = &r {
-                if inner.recent.len() >= OPEN_CHUNKS_KEPT {
-                    inner.recent.pop_front();
-                }
-                inner.recent.push_back((key, plain.clone()));
-            }
+            this.settle(key, &r);
             r
         });
         let shared = async move {
@@ -389,32 +394,99 @@ impl OpenChunks {
         shared
     }
 
-    /// A read of `cid` from `offset` to `end`: how many chunks of `chunk` bytes to open
-    /// past it. None unless it continues a run of reads in order that has now read at
-    /// least [`SEQUENTIAL_RUN`]; then as many as that run has read, within
-    /// [`OPEN_AHEAD_MIN`]..[`OPEN_AHEAD_MAX`].
-    fn ahead(&self, cid: &str, offset: u64, end: u64, chunk: u64) -> usize {
+    /// Chunk `key`'s open is over: no longer under way, and kept when it opened.
+    fn settle(&self, key: ChunkKey, r: &Result<Bytes, OpenError>) {
         let mut inner = self.lock();
-        let found = inner.runs.iter().position(|(c, _, _)| c == cid);
-        let run = found.and_then(|i| inner.runs.remove(i));
-        let (start, reached) = match run {
-            Some((_, start, reached))
-                if offset >= start && offset <= reached.saturating_add(RUN_REORDER) =>
-            {
-                (start, reached.max(end))
+        inner.opening.remove(&key);
+        if let Ok(plain) = r {
+            if inner.recent.len() >= OPEN_CHUNKS_KEPT {
+                inner.recent.pop_front();
             }
-            _ => (offset, end),
+            inner.recent.push_back((key, plain.clone()));
+        }
+    }
+
+    /// Opens sealed chunks `run` (of one store, in the order a reader will want them) that
+    /// are neither opened nor opening, fetched together where the store can: one request
+    /// whose bytes arrive in order ([`ContentStore::read_sealed_run`]), each chunk opened
+    /// as it arrives. What that does not give, or gives but does not open, is opened alone
+    /// ([`open_chunk`]: fetched again, refused if it still does not open).
+    fn open_run(&self, run: Vec<ChunkRef>) {
+        let mut todo = Vec::with_capacity(run.len());
+        {
+            let mut inner = self.lock();
+            for c in run {
+                let id = (c.cid.clone(), c.index);
+                if inner.opening.contains_key(&id) || inner.recent.iter().any(|(k, _)| *k == id) {
+                    continue;
+                }
+                let (tx, rx) = tokio::sync::oneshot::channel();
+                let shared = async move {
+                    rx.await
+                        .unwrap_or_else(|_| Err(OpenError::Io("a chunk's opening stopped".into())))
+                }
+                .boxed()
+                .shared();
+                inner.opening.insert(id, shared);
+                todo.push((c, tx));
+            }
+        }
+        let Some(first) = todo.first() else {
+            return;
         };
+        let lens = todo.iter().map(|(c, _)| (c.cid.clone(), c.stored_len()));
+        let fetched = first.0.store.read_sealed_run(lens.collect());
+        let this = self.clone();
+        tokio::spawn(async move {
+            let mut todo = todo.into_iter();
+            if let Some(mut fetched) = fetched {
+                while let Some(Ok(sealed)) = fetched.next().await {
+                    let Some((c, tx)) = todo.next() else {
+                        break;
+                    };
+                    let this = this.clone();
+                    tokio::spawn(async move {
+                        let r = match open_table_sealed(&c, sealed).await {
+                            Ok(plain) => Ok(plain),
+                            Err(_) => open_chunk(&c).await,
+                        };
+                        this.settle((c.cid.clone(), c.index), &r);
+                        let _ = tx.send(r);
+                    });
+                }
+            }
+            for (c, tx) in todo {
+                let this = this.clone();
+                tokio::spawn(async move {
+                    let r = open_chunk(&c).await;
+                    this.settle((c.cid.clone(), c.index), &r);
+                    let _ = tx.send(r);
+                });
+            }
+        });
+    }
+
+    /// A read of `cid` from `offset` to `end`: the bytes past `from` (where this read's
+    /// chunks end) whose chunks to open ahead of it now (see [`Run::ahead`]).
+    fn ahead(&self, cid: &str, offset: u64, end: u64, from: u64) -> std::ops::Range<u64> {
+        let mut inner = self.lock();
+        let found = inner.runs.iter().position(|r| r.cid == cid);
+        let run = found.and_then(|i| inner.runs.remove(i));
+        let run = match run {
+            Some(mut run) if run.continued_by(offset) => {
+                run.extend(offset, end);
+                run
+            }
+            _ => Run::new(cid, offset, end),
+        };
+        let mut run = run;
+        let ahead = run.ahead(from);
+        tracing::trace!(?run, ?ahead, offset, end, "read run");
         if inner.runs.len() >= RUNS_KEPT {
             inner.runs.pop_front();
         }
-        inner.runs.push_back((cid.to_owned(), start, reached));
-        let read = reached - start;
-        if start == offset || read < SEQUENTIAL_RUN {
-            return 0;
-        }
-        let window = read.clamp(OPEN_AHEAD_MIN, OPEN_AHEAD_MAX);
-        window.div_ceil(chunk.max(1)) as usize
+        inner.runs.push_back(run);
+        ahead
     }
 }
 
@@ -468,20 +540,24 @@ async fn open_table_chunk(
     salt: Option<ContentSalt>,
     size: u64,
 ) -> Result<Bytes, OpenError> {
-    let index = c.index;
-    let plain = chunks::chunk_len(size, index).unwrap_or(0);
-    let stored = plain + if salt.is_some() { seal::TAG as u64 } else { 0 };
+    let stored = c.stored_len();
     // A sealed chunk is authenticated by opening it: its bytes need no CID check besides.
-    let sealed = salt.is_some() && keys(&c.sealing).is_some();
-    let bytes = match sealed {
-        true => c.store.read_sealed(&c.cid, stored).await,
-        false => c.store.read(&c.cid, stored, 0, stored).await,
+    if salt.is_some() && keys(&c.sealing).is_some() {
+        let sealed = c.store.read_sealed(&c.cid, stored).await;
+        let sealed = sealed.map_err(OpenError::Store)?;
+        return match open_table_sealed(c, sealed.clone()).await {
+            Ok(plain) => Ok(plain),
+            Err(e) => {
+                crate::integrity::refused(&c.cid, sealed.len());
+                Err(e)
+            }
+        };
     }
-    .map_err(OpenError::Store)?;
-    let (sealing, cid, held) = (c.sealing.clone(), c.cid.clone(), bytes.clone());
-    let opened = tokio::task::spawn_blocking(move || {
+    let bytes = c.store.read(&c.cid, stored, 0, stored).await;
+    let bytes = bytes.map_err(OpenError::Store)?;
+    let (sealing, cid, index) = (c.sealing.clone(), c.cid.clone(), c.index);
+    tokio::task::spawn_blocking(move || {
         let opened = match (keys(&sealing), salt) {
-            (Some(keys), Some(salt)) => chunks::open_chunk(keys, &salt, index, size, &bytes),
             (None, None) => chunks::open_plain_chunk(index, size, bytes.to_vec()),
             _ => Err(crate::format::FormatError::Tampered(
                 "a chunk sealed in a plaintext tree, or plain in a sealed one".into(),
@@ -492,14 +568,35 @@ async fn open_table_chunk(
             .map_err(|e| OpenError::Tampered(format!("chunk {cid}: {e}")))
     })
     .await
-    .map_err(|e| OpenError::Io(format!("opening a chunk: {e}")))?;
-    if sealed {
-        match &opened {
-            Ok(_) => c.store.keep_opened(&c.cid, held),
-            Err(_) => crate::integrity::refused(&c.cid, held.len()),
-        }
-    }
-    opened
+    .map_err(|e| OpenError::Io(format!("opening a chunk: {e}")))?
+}
+
+/// Sealed chunk object `c`, its bytes `sealed` as the node gave them (unchecked), opened;
+/// kept by the store when it opens. Not counted as refused when it does not: the caller
+/// decides whether its bytes came from the node as this chunk's.
+async fn open_table_sealed(c: &ChunkRef, sealed: Bytes) -> Result<Bytes, OpenError> {
+    let ChunkForm::Table {
+        salt: Some(salt),
+        size,
+    } = c.form
+    else {
+        return Err(OpenError::Tampered(format!("chunk {}: not sealed", c.cid)));
+    };
+    let (sealing, cid, index, held) = (c.sealing.clone(), c.cid.clone(), c.index, sealed.clone());
+    let opened = tokio::task::spawn_blocking(move || {
+        let Some(keys) = keys(&sealing) else {
+            return Err(OpenError::Tampered(format!(
+                "chunk {cid}: the tree holds no key"
+            )));
+        };
+        chunks::open_chunk(keys, &salt, index, size, &sealed)
+            .map(Bytes::from)
+            .map_err(|e| OpenError::Tampered(format!("chunk {cid}: {e}")))
+    })
+    .await
+    .map_err(|e| OpenError::Io(format!("opening a chunk: {e}")))??;
+    c.store.keep_opened(&c.cid, held);
+    Ok(opened)
 }
 
 /// What [`read`] reads: `len` bytes at `offset`, for a reader (whose reads in order get
@@ -555,8 +652,9 @@ pub async fn read(
     // reader gets the next ones opened meanwhile.
     let opening: Vec<_> = (first..=last).map(|i| opened.open(chunk(i))).collect();
     if range.reader {
-        let ahead = opened.ahead(&blob.cid, offset, end, plain_chunk);
-        for index in (last + 1..chunks).take(ahead) {
+        let ahead = opened.ahead(&blob.cid, offset, end, (last + 1) * plain_chunk);
+        let upto = ahead.end.div_ceil(plain_chunk).min(chunks);
+        for index in ahead.start / plain_chunk..upto {
             drop(opened.open(chunk(index)));
         }
     }
@@ -622,12 +720,20 @@ async fn read_chunked(
         .map(|i| chunk(i).map(|c| opened.open(c)))
         .collect();
     if range.reader {
-        let ahead = opened.ahead(&blob.cid, offset, end, chunks::CHUNK);
-        for (index, _) in table.chunks.range(touched.end..).take(ahead) {
-            if let Some(c) = chunk(*index) {
-                drop(opened.open(c));
+        let ahead = opened.ahead(&blob.cid, offset, end, touched.end * chunks::CHUNK);
+        let upto = ahead.end.div_ceil(chunks::CHUNK);
+        let mut run = Vec::new();
+        for (index, _) in table.chunks.range(ahead.start / chunks::CHUNK..upto) {
+            match chunk(*index) {
+                Some(c) if c.sealed() => run.push(c),
+                Some(c) => drop(opened.open(c)),
+                None => {}
+            }
+            if run.len() == RUN_CHUNKS {
+                opened.open_run(std::mem::take(&mut run));
             }
         }
+        opened.open_run(run);
     }
     let mut out = BytesMut::with_capacity((end - offset) as usize);
     for (index, opening) in touched.zip(opening) {

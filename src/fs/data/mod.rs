@@ -14,5 +14,6 @@ pub(in crate::fs) mod outage;
 pub mod outbox;
 pub mod overlay;
 pub mod pages;
+mod read_runs;
 pub mod staged;
 pub(in crate::fs) mod stores;

@@ -225,6 +225,15 @@ impl ContentStore for NodeStore {
         self.cache.read_sealed(cid, len).await.map_err(cache_error)
     }
 
+    fn read_sealed_run(
+        &self,
+        objects: Vec<(String, u64)>,
+    ) -> Option<futures::stream::BoxStream<'static, Result<Bytes, StoreError>>> {
+        use futures::StreamExt;
+        let run = self.cache.read_sealed_run(objects);
+        Some(run.map(|r| r.map_err(cache_error)).boxed())
+    }
+
     fn keep_opened(&self, cid: &str, sealed: Bytes) {
         self.cache.keep(cid, sealed);
     }

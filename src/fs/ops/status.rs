@@ -266,6 +266,13 @@ impl ContentStore for ObservedStore {
         r
     }
 
+    fn read_sealed_run(
+        &self,
+        objects: Vec<(String, u64)>,
+    ) -> Option<futures::stream::BoxStream<'static, Result<Bytes, StoreError>>> {
+        self.inner.read_sealed_run(objects)
+    }
+
     fn keep_opened(&self, cid: &str, sealed: Bytes) {
         self.inner.keep_opened(cid, sealed)
     }
