@@ -310,13 +310,35 @@ async fn a_chunk_cut_short_or_damaged_on_disk_is_fetched_again_never_served() {
                 .starts_with("pack-")
         })
         .expect("a pack");
-    let len = std::fs::metadata(&pack).unwrap().len();
-    let header = (len - size) / 3;
+    // The chunks were fetched at once and landed in the order their fetches ended: find
+    // which record holds which (the header: magic, cid length, 0, index, length, two CRCs).
+    let bytes = std::fs::read(&pack).unwrap();
+    let mut records = Vec::new();
+    let mut at = 0usize;
+    while at + 28 <= bytes.len() {
+        let field = |from: usize, n: usize| {
+            let mut b = [0u8; 8];
+            b[..n].copy_from_slice(&bytes[at + from..at + from + n]);
+            u64::from_le_bytes(b)
+        };
+        assert_eq!(&bytes[at..at + 4], b"PXCK");
+        let (cid_len, index, len) = (field(4, 2) as usize, field(8, 8), field(16, 4) as usize);
+        records.push((index, at + 28 + cid_len));
+        at += 28 + cid_len + len;
+    }
+    assert_eq!(records.len(), 3, "three records in the pack");
+    let (last, _) = records[2];
+    let (_, first_data) = records.iter().find(|(i, _)| *i == 0).copied().unwrap();
     let f = std::fs::OpenOptions::new().write(true).open(&pack).unwrap();
-    f.set_len(len - 5).unwrap();
-    let flipped = [data[10] ^ 0xff];
-    std::os::unix::fs::FileExt::write_all_at(&f, &flipped, header + 10).unwrap();
+    f.set_len(bytes.len() as u64 - 5).unwrap();
+    if last != 0 {
+        let flipped = [data[10] ^ 0xff];
+        std::os::unix::fs::FileExt::write_all_at(&f, &flipped, first_data as u64 + 10).unwrap();
+    }
     drop(f);
+    // Chunk 0 is damaged (cut short when it is last, else a byte flipped), and the chunk
+    // in the last record is cut short.
+    let whole = (0..3u64).find(|i| *i != 0 && *i != last).unwrap();
 
     // Against a node that is gone: what is whole and right is served, nothing else.
     let reopened = open(
@@ -329,16 +351,14 @@ async fn a_chunk_cut_short_or_damaged_on_disk_is_fetched_again_never_served() {
         on_disk(2).contains(&reopened.cached_bytes()),
         "the cut chunk is not indexed"
     );
-    let second = reopened
-        .read(&cid, size, CHUNK, CHUNK as u32)
-        .await
-        .unwrap();
-    assert!(second[..] == data[CHUNK as usize..2 * CHUNK as usize]);
+    let at = whole * CHUNK;
+    let kept = reopened.read(&cid, size, at, CHUNK as u32).await.unwrap();
+    assert!(kept[..] == data[at as usize..(at + CHUNK) as usize]);
     assert!(
         reopened.read(&cid, size, 0, 100).await.is_err(),
         "the damaged chunk must be fetched again, not served"
     );
-    assert!(reopened.read(&cid, size, 2 * CHUNK, 100).await.is_err());
+    assert!(reopened.read(&cid, size, last * CHUNK, 100).await.is_err());
 
     // With the node back, both come back right.
     let again = open(dir.path(), 1 << 30, node.client(1, 0), no_readahead());
