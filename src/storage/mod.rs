@@ -553,6 +553,14 @@ impl NodeClient {
         cids: &[&str],
     ) -> Result<futures::stream::BoxStream<'static, Result<Bytes, StorageError>>, StorageError>
     {
+        // A primary that was unreachable a moment ago is not waited for: the reader's
+        // chunks alone go to the replicas (`block_get`).
+        if self.fallbacks.skip_primary() {
+            return Err(StorageError::Unreachable {
+                url: self.inner.base.clone(),
+                detail: "unreachable a moment ago".into(),
+            });
+        }
         cat::many(self.inner.clone(), cids).await
     }
 
