@@ -319,8 +319,11 @@ pub(crate) struct Inner {
     /// Pages recently written or read (`pages`), for commits that update a large
     /// directory in place.
     pub pages: data::pages::PageCache,
-    /// One commit at a time.
+    /// One commit at a time (and the graph count's decisions and unpins between them).
     pub commit_lock: tokio::sync::Mutex<()>,
+    /// A commit holds `commit_lock` and reads the tree between its holds of the tree's
+    /// lock: no directory may be unloaded meanwhile. Set and read under the tree's lock.
+    pub committing: std::sync::atomic::AtomicBool,
     /// Usage documents seen lately, for merge bases (docs/FORMAT.md §9.1).
     pub ancestry: persist::ancestry::Memory,
     pub cancel: CancellationToken,
@@ -408,6 +411,7 @@ impl Fs {
                 pages: data::pages::PageCache::default(),
                 invalidate: Mutex::new(None),
                 commit_lock: tokio::sync::Mutex::new(()),
+                committing: Default::default(),
                 ancestry: Default::default(),
                 cancel,
                 node_health,

@@ -111,18 +111,24 @@ pub struct Trimmed {
 
 impl Fs {
     /// Unload directories if more inodes are loaded than the configuration allows. Skipped
-    /// while a commit runs (it reads the tree between its lock holds).
+    /// while a commit runs (it reads the tree between its lock holds), not while the graph
+    /// count holds the commit lock to decide and unpin (it reads the tree in one hold): a
+    /// walk of the tree meanwhile would load past the limit.
     pub(crate) fn trim_tree(&self) {
         let limit = self.config().max_loaded_inodes;
         if self.tree().inodes.len() <= limit {
             return;
         }
-        let Ok(_no_commit) = self.inner.commit_lock.try_lock() else {
-            return;
-        };
         let invalidate = self.invalidator();
         let (mut done, left) = {
             let mut tree = self.tree();
+            if self
+                .inner
+                .committing
+                .load(std::sync::atomic::Ordering::SeqCst)
+            {
+                return;
+            }
             let done = tree.trim(limit, invalidate.is_some());
             (done, tree.inodes.len())
         };

@@ -67,6 +67,30 @@ pub(crate) fn spawn_committer(fs: Fs) {
     });
 }
 
+/// A commit under way, for the tree's unloading (`Fs::trim_tree`): marked under the tree's
+/// lock, so a pass either ends before the commit first reads the tree or sees the mark;
+/// cleared when the commit ends, however it ends.
+struct Committing<'a>(&'a Fs);
+
+impl<'a> Committing<'a> {
+    fn start(fs: &'a Fs) -> Committing<'a> {
+        let _tree = fs.tree();
+        fs.inner
+            .committing
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        Committing(fs)
+    }
+}
+
+impl Drop for Committing<'_> {
+    fn drop(&mut self) {
+        self.0
+            .inner
+            .committing
+            .store(false, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
 /// Live follow: every `follow_interval`, what other writers published is taken in
 /// ([`Fs::follow_all`]).
 pub(crate) fn spawn_follower(fs: Fs) {
@@ -284,6 +308,7 @@ impl Fs {
     /// next call, even with nothing new to write.
     pub(crate) async fn commit_or_follow(&self, token: TokenId, follow: bool) -> FsResult<bool> {
         let _one_at_a_time = self.inner.commit_lock.lock().await;
+        let _reading = Committing::start(self);
         self.upgrade_v1(token).await?;
         let mut published = false;
         let mut force = follow;
