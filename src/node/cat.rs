@@ -301,7 +301,6 @@ impl Drop for RangeReader {
     }
 }
 
-/// `cat?arg=PATH&offset=N&length=N`
 /// `cat?arg=PATH[&arg=PATH…][&offset=N][&length=N]`: the files one after another, as Kubo
 /// gives several paths; `offset` and `length` apply to that concatenation. Every path is
 /// resolved before the first byte is sent, so a bad one is an error status, not a short body.

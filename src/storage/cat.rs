@@ -81,33 +81,24 @@ impl Resuming {
     }
 
     async fn next_chunk(&mut self) -> Result<Option<Bytes>, StorageError> {
-        let idle = self.transport.timeout;
         loop {
             let Some(body) = self.body.as_mut() else {
                 return Ok(None);
             };
-            let failure = match tokio::time::timeout(idle, body.next()).await {
+            let failure = match next_piece(body, &self.transport).await {
                 Ok(None) => {
                     self.body = None;
                     return Ok(None);
                 }
-                Ok(Some(Ok(chunk))) => {
+                Ok(Some(chunk)) => {
                     let n = chunk.len() as u64;
-                    crate::metrics::downloaded(n, 0);
                     self.next += n;
                     if let Some(r) = self.remaining.as_mut() {
                         *r = r.saturating_sub(n);
                     }
                     return Ok(Some(chunk));
                 }
-                Ok(Some(Err(e))) if !e.is_timeout() => StorageError::Unreachable {
-                    url: self.transport.path("cat"),
-                    detail: transport::error_chain(&e),
-                },
-                _ => StorageError::Timeout {
-                    path: self.transport.path("cat"),
-                    after: idle,
-                },
+                Err(failure) => failure,
             };
             self.body = None;
             if self.resumes_left == 0 {
@@ -133,23 +124,30 @@ pub(crate) async fn many(
 ) -> Result<BoxStream<'static, Result<Bytes, StorageError>>, StorageError> {
     let query: Vec<(&str, &str)> = cids.iter().map(|cid| ("arg", *cid)).collect();
     let body = transport.open("cat", &query).await?.bytes_stream().boxed();
-    let (idle, path) = (transport.timeout, transport.path("cat"));
     Ok(futures::stream::try_unfold(body, move |mut body| {
-        let path = path.clone();
-        async move {
-            match tokio::time::timeout(idle, body.next()).await {
-                Ok(None) => Ok(None),
-                Ok(Some(Ok(piece))) => {
-                    crate::metrics::downloaded(piece.len() as u64, 0);
-                    Ok(Some((piece, body)))
-                }
-                Ok(Some(Err(e))) if !e.is_timeout() => Err(StorageError::Unreachable {
-                    url: path,
-                    detail: transport::error_chain(&e),
-                }),
-                _ => Err(StorageError::Timeout { path, after: idle }),
-            }
-        }
+        let transport = transport.clone();
+        async move { Ok(next_piece(&mut body, &transport).await?.map(|p| (p, body))) }
     })
     .boxed())
+}
+
+/// The next piece of a `cat` answer (counted as downloaded); silence longer than the
+/// timeout, or a broken transfer, is an error.
+async fn next_piece(body: &mut Body, transport: &Transport) -> Result<Option<Bytes>, StorageError> {
+    let idle = transport.timeout;
+    match tokio::time::timeout(idle, body.next()).await {
+        Ok(None) => Ok(None),
+        Ok(Some(Ok(piece))) => {
+            crate::metrics::downloaded(piece.len() as u64, 0);
+            Ok(Some(piece))
+        }
+        Ok(Some(Err(e))) if !e.is_timeout() => Err(StorageError::Unreachable {
+            url: transport.path("cat"),
+            detail: transport::error_chain(&e),
+        }),
+        _ => Err(StorageError::Timeout {
+            path: transport.path("cat"),
+            after: idle,
+        }),
+    }
 }

@@ -444,26 +444,33 @@ impl OpenChunks {
                     let Some((c, tx)) = todo.next() else {
                         break;
                     };
-                    let this = this.clone();
-                    tokio::spawn(async move {
-                        let r = match open_table_sealed(&c, sealed).await {
-                            Ok(plain) => Ok(plain),
-                            Err(_) => open_chunk(&c).await,
-                        };
-                        this.settle((c.cid.clone(), c.index), &r);
-                        let _ = tx.send(r);
-                    });
+                    tokio::spawn(this.clone().finish(c, Some(sealed), tx));
                 }
             }
             for (c, tx) in todo {
-                let this = this.clone();
-                tokio::spawn(async move {
-                    let r = open_chunk(&c).await;
-                    this.settle((c.cid.clone(), c.index), &r);
-                    let _ = tx.send(r);
-                });
+                tokio::spawn(this.clone().finish(c, None, tx));
             }
         });
+    }
+
+    /// Chunk `c` of a run opened (from `sealed`, the run's bytes for it, when it gave them
+    /// and they open; else alone), settled and handed to those waiting for it.
+    async fn finish(
+        self,
+        c: ChunkRef,
+        sealed: Option<Bytes>,
+        tx: tokio::sync::oneshot::Sender<Result<Bytes, OpenError>>,
+    ) {
+        let from_run = match sealed {
+            Some(sealed) => open_table_sealed(&c, sealed).await.ok(),
+            None => None,
+        };
+        let r = match from_run {
+            Some(plain) => Ok(plain),
+            None => open_chunk(&c).await,
+        };
+        self.settle((c.cid.clone(), c.index), &r);
+        let _ = tx.send(r);
     }
 
     /// A read of `cid` from `offset` to `end`: the bytes past `from` (where this read's
@@ -472,14 +479,13 @@ impl OpenChunks {
         let mut inner = self.lock();
         let found = inner.runs.iter().position(|r| r.cid == cid);
         let run = found.and_then(|i| inner.runs.remove(i));
-        let run = match run {
+        let mut run = match run {
             Some(mut run) if run.continued_by(offset) => {
                 run.extend(offset, end);
                 run
             }
             _ => Run::new(cid, offset, end),
         };
-        let mut run = run;
         let ahead = run.ahead(from);
         tracing::trace!(?run, ?ahead, offset, end, "read run");
         if inner.runs.len() >= RUNS_KEPT {
