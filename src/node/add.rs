@@ -49,8 +49,6 @@ pub enum AddError {
     NoFiles,
     #[error("importing {name:?} failed: {reason}")]
     Import { name: String, reason: String },
-    #[error("cannot read back the root block {0} of an added file")]
-    RootMissing(Cid),
     #[error("{0}")]
     Store(#[from] blocks::BlockWriteError),
     #[error("pinning {cid} failed: {reason}")]
@@ -155,9 +153,10 @@ pub async fn add(
         Vec::new()
     };
     let pin_store = pins::pin_store_dir(&node.repo);
+    let flushes = node.flushes.clone();
     tokio::task::spawn_blocking(move || {
         pins::write_leaf_pins(&pin_store, &leaves)?;
-        blocks::sync(&store).map_err(AddError::from)
+        flushes.sync(&store).map_err(AddError::from)
     })
     .await
     .map_err(|e| AddError::Import {
@@ -169,7 +168,10 @@ pub async fn add(
     for (
         name,
         Imported {
-            root: cid, below, ..
+            root: cid,
+            below,
+            size,
+            ..
         },
     ) in imported
     {
@@ -180,7 +182,7 @@ pub async fn add(
         let added = Added {
             name: if name.is_empty() { hash.clone() } else { name },
             hash,
-            size: dag_size(&node, &cid).await?.to_string(),
+            size: size.to_string(),
         };
         // Serializing a struct of strings cannot fail.
         lines.push_str(&serde_json::to_string(&added).unwrap_or_default());
@@ -198,6 +200,8 @@ struct Imported {
     below: Vec<Cid>,
     /// The bytes of all its blocks, repeats included.
     bytes: u64,
+    /// Kubo's `Size` of the root, from the root block as written.
+    size: u64,
 }
 
 /// Streams one part through the importer into the block store. Hashing and writing run
@@ -222,6 +226,8 @@ async fn import(
     // leaf of a file that fills exactly one chunk).
     let mut produced_cids = Vec::new();
     let mut bytes = 0u64;
+    // The size of the last block produced: the root's, once the file is done.
+    let mut last_size = None;
     loop {
         let chunk = field
             .chunk()
@@ -236,7 +242,7 @@ async fn import(
         }
         let input = std::mem::replace(&mut buffer, Vec::with_capacity(CHUNK_SIZE));
         let store = store.to_owned();
-        let (returned, cids, written) = tokio::task::spawn_blocking(move || {
+        let (returned, cids, written, last) = tokio::task::spawn_blocking(move || {
             let mut produced = Vec::new();
             let mut consumed = 0;
             while consumed < input.len() {
@@ -247,13 +253,15 @@ async fn import(
             blocks::write_blocks(&store, &produced)?;
             let cids: Vec<Cid> = produced.iter().map(|(cid, _)| *cid).collect();
             let bytes: usize = produced.iter().map(|(_, data)| data.len()).sum();
-            Ok::<_, blocks::BlockWriteError>((adder, cids, bytes as u64))
+            let last = produced.last().map(|(cid, data)| dag_size(cid, data));
+            Ok::<_, blocks::BlockWriteError>((adder, cids, bytes as u64, last))
         })
         .await
         .map_err(|e| import_error(e.to_string()))??;
         adder = returned;
         produced_cids.extend(cids);
         bytes += written;
+        last_size = last.or(last_size);
         if done {
             break;
         }
@@ -263,24 +271,30 @@ async fn import(
         let produced: Vec<_> = adder.finish().collect();
         blocks::write_blocks(&store, &produced)?;
         let bytes: usize = produced.iter().map(|(_, data)| data.len()).sum();
+        let last = produced.last().map(|(cid, data)| dag_size(cid, data));
         Ok((
             produced.iter().map(|(cid, _)| *cid).collect::<Vec<Cid>>(),
             bytes as u64,
+            last,
         ))
     })
     .await
     .map_err(|e| import_error(e.to_string()))?
     .map_err(|e: blocks::BlockWriteError| AddError::from(e))?;
-    let (cids, written) = cids;
+    let (cids, written, last) = cids;
     produced_cids.extend(cids);
     bytes += written;
     let root = produced_cids
         .pop()
         .ok_or_else(|| import_error("the importer produced no blocks".to_owned()))?;
+    let size = last
+        .or(last_size)
+        .ok_or_else(|| import_error("the importer produced no blocks".to_owned()))?;
     Ok(Imported {
         root,
         below: produced_cids,
         bytes,
+        size,
     })
 }
 
@@ -300,22 +314,15 @@ async fn pin(node: &Node, root: &Cid, below: Vec<Cid>) -> Result<(), AddError> {
         })
 }
 
-/// Kubo's `Size`: the root block plus the cumulative sizes recorded in its links.
-async fn dag_size(node: &Node, cid: &Cid) -> Result<u64, AddError> {
-    let block = node
-        .ipfs
-        .repo()
-        .get_block_now(cid)
-        .await
-        .ok()
-        .flatten()
-        .ok_or(AddError::RootMissing(*cid))?;
-    let own = block.data().len() as u64;
+/// Kubo's `Size` of a block: its own bytes plus the cumulative sizes recorded in its links
+/// (taken from the block as the importer wrote it, not read back from the store).
+fn dag_size(cid: &Cid, data: &[u8]) -> u64 {
+    let own = data.len() as u64;
     if cid.codec() == RAW_CODEC {
-        return Ok(own);
+        return own;
     }
-    let below = parse_file_branch(block.data())
+    let below = parse_file_branch(data)
         .map(|branch| branch.links.iter().map(|link| link.tsize).sum::<u64>())
         .unwrap_or(0);
-    Ok(own + below)
+    own + below
 }

@@ -82,6 +82,8 @@ pub(crate) struct Node {
     online: bool,
     gc: gc::Collector,
     enable_gc: bool,
+    /// The block store's flushes, shared by the adds and puts waiting at once.
+    flushes: Arc<blocks::Flushes>,
 }
 
 pub(crate) type NodeState = Arc<Node>;
@@ -142,6 +144,7 @@ impl BoundNode {
             online: opts.online,
             gc: gc::Collector::new(limits),
             enable_gc: opts.enable_gc,
+            flushes: Arc::default(),
         });
         Ok(BoundNode {
             node,

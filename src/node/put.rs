@@ -58,9 +58,10 @@ pub async fn block_put(
     // would miss the file. An unpinned block put here is the caller's to pin before the
     // next collection, as with Kubo.
     let _gc = node.gc.guard().await;
+    let flushes = node.flushes.clone();
     tokio::task::spawn_blocking(move || {
         super::blocks::replace_block(&store, &cid, &data)?;
-        super::blocks::sync(&store)
+        flushes.sync(&store)
     })
     .await
     .map_err(ApiError::failed)?
