@@ -198,7 +198,7 @@ struct Imported {
     root: Cid,
     /// The CIDs of all the other blocks of the file's DAG (repeats possible).
     below: Vec<Cid>,
-    /// The bytes of all its blocks, repeats included.
+    /// The bytes of the blocks it wrote that the store did not hold yet.
     bytes: u64,
     /// Kubo's `Size` of the root, from the root block as written.
     size: u64,
@@ -221,7 +221,9 @@ async fn import(
         .with_cid_version(options.cid_version)
         .with_raw_leaves(options.raw_leaves)
         .build();
-    let mut buffer = Vec::with_capacity(CHUNK_SIZE);
+    // Reserved when bytes arrive: a file's last (or only) chunk leaves no empty buffer of a
+    // chunk's size behind, a fresh mapping to fault in for every small file.
+    let mut buffer = Vec::new();
     // Every block produced, in order: the root is the last one (from `finish`, or the only
     // leaf of a file that fills exactly one chunk).
     let mut produced_cids = Vec::new();
@@ -235,12 +237,15 @@ async fn import(
             .map_err(|e| AddError::Body(e.body_text()))?;
         let done = chunk.is_none();
         if let Some(chunk) = chunk {
+            if buffer.is_empty() {
+                buffer.reserve(CHUNK_SIZE.max(chunk.len()));
+            }
             buffer.extend_from_slice(&chunk);
         }
         if buffer.len() < CHUNK_SIZE && !done {
             continue;
         }
-        let input = std::mem::replace(&mut buffer, Vec::with_capacity(CHUNK_SIZE));
+        let input = std::mem::take(&mut buffer);
         let store = store.to_owned();
         let (returned, cids, written, last) = tokio::task::spawn_blocking(move || {
             let mut produced = Vec::new();
@@ -250,11 +255,10 @@ async fn import(
                 produced.extend(ready);
                 consumed += used;
             }
-            blocks::write_blocks(&store, &produced)?;
+            let grew = blocks::write_blocks(&store, &produced)?;
             let cids: Vec<Cid> = produced.iter().map(|(cid, _)| *cid).collect();
-            let bytes: usize = produced.iter().map(|(_, data)| data.len()).sum();
             let last = produced.last().map(|(cid, data)| dag_size(cid, data));
-            Ok::<_, blocks::BlockWriteError>((adder, cids, bytes as u64, last))
+            Ok::<_, blocks::BlockWriteError>((adder, cids, grew, last))
         })
         .await
         .map_err(|e| import_error(e.to_string()))??;
@@ -269,12 +273,11 @@ async fn import(
     let store = store.to_owned();
     let cids = tokio::task::spawn_blocking(move || {
         let produced: Vec<_> = adder.finish().collect();
-        blocks::write_blocks(&store, &produced)?;
-        let bytes: usize = produced.iter().map(|(_, data)| data.len()).sum();
+        let grew = blocks::write_blocks(&store, &produced)?;
         let last = produced.last().map(|(cid, data)| dag_size(cid, data));
         Ok((
             produced.iter().map(|(cid, _)| *cid).collect::<Vec<Cid>>(),
-            bytes as u64,
+            grew,
             last,
         ))
     })

@@ -71,10 +71,12 @@ pub fn read_block(store: &Path, cid: &Cid) -> std::io::Result<Option<Block>> {
 }
 
 /// Writes `blocks` (blocking). Existing blocks are left as they are: same CID, same bytes.
-/// Not durable until [`sync`].
-pub fn write_blocks(store: &Path, blocks: &[(Cid, Vec<u8>)]) -> Result<(), BlockWriteError> {
+/// Not durable until a flush ([`Flushes::sync`]). Returns the bytes of the blocks that
+/// were not there yet (what the store grew by).
+pub fn write_blocks(store: &Path, blocks: &[(Cid, Vec<u8>)]) -> Result<u64, BlockWriteError> {
     // Unique temp names so concurrent writers of the same block never share a file.
     static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let mut grew = 0;
     for (cid, data) in blocks {
         let path = block_path(store, cid);
         let write_error = |source| BlockWriteError::Write {
@@ -89,7 +91,7 @@ pub fn write_blocks(store: &Path, blocks: &[(Cid, Vec<u8>)]) -> Result<(), Block
             std::process::id(),
             COUNTER.fetch_add(1, Ordering::Relaxed)
         ));
-        let write = || -> std::io::Result<()> {
+        let write = || -> std::io::Result<bool> {
             if let Some(shard) = path.parent() {
                 std::fs::create_dir_all(shard)?;
             }
@@ -98,15 +100,18 @@ pub fn write_blocks(store: &Path, blocks: &[(Cid, Vec<u8>)]) -> Result<(), Block
             // A hard link publishes only complete files, as rust-ipfs does; a block that
             // appeared meanwhile has the same bytes.
             match std::fs::hard_link(&temp, &path) {
-                Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => Err(e),
-                _ => Ok(()),
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
+                Err(e) => Err(e),
+                Ok(()) => Ok(true),
             }
         };
         let written = write();
         let _ = std::fs::remove_file(&temp);
-        written.map_err(write_error)?;
+        if written.map_err(write_error)? {
+            grew += data.len() as u64;
+        }
     }
-    Ok(())
+    Ok(grew)
 }
 
 /// Writes one block (blocking), replacing a file already there whose bytes differ: what

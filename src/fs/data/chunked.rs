@@ -283,6 +283,49 @@ pub(super) async fn seal(
 /// A sealed chunk waiting to be added: its index, salt (encrypted trees) and object.
 pub(super) type Pending = (u64, Option<crate::format::seal::ContentSalt>, Bytes);
 
+/// A batch of chunks read and sealed, ready to add, and their plaintext digests.
+#[derive(Default)]
+pub(super) struct Prepared {
+    pub pending: Vec<Pending>,
+    pub digests: Vec<(u64, PlainDigest)>,
+}
+
+/// Reads chunks `from..to` of a staged file whose bytes end at `end` in one read and seals
+/// them (blocking: call it off the runtime); all-zero chunks are holes, left out.
+pub(super) fn prepare_batch(
+    staged: &crate::fs::data::staged::StagedFile,
+    crypto: &TreeCrypto,
+    from: u64,
+    to: u64,
+    end: u64,
+) -> Result<Prepared, StoreError> {
+    let start = from * chunks::CHUNK;
+    let len = (to * chunks::CHUNK).min(end).saturating_sub(start);
+    let bytes = staged
+        .read_at(start, len as usize)
+        .map_err(|e| StoreError::permanent(format!("staged file: {e}")))?;
+    if bytes.len() as u64 != len {
+        return Err(StoreError::permanent("staged file shorter than written"));
+    }
+    let mut prepared = Prepared::default();
+    for (index, plain) in (from..to).zip(bytes.chunks(chunks::CHUNK as usize)) {
+        if chunks::is_hole(plain) {
+            continue;
+        }
+        if let Some(d) = plain_digest(crypto, plain) {
+            prepared.digests.push((index, d));
+        }
+        let (salt, object) = match crypto {
+            TreeCrypto::Sealed(keys) => chunks::seal_chunk(keys, index, plain)
+                .map(|(salt, sealed)| (Some(salt), Bytes::from(sealed)))
+                .map_err(|e| StoreError::permanent(e.to_string()))?,
+            _ => (None, Bytes::copy_from_slice(plain)),
+        };
+        prepared.pending.push((index, salt, object));
+    }
+    Ok(prepared)
+}
+
 /// Batches of chunks being added, at most [`ADDS_IN_FLIGHT`] at once, each a task of its
 /// own (it goes on whether or not the caller is waiting for it; dropped, they are
 /// aborted). One add at a time leaves the link idle for a round trip (and the node's flush)
@@ -293,12 +336,14 @@ pub(super) type Pending = (u64, Option<crate::format::seal::ContentSalt>, Bytes)
 pub(super) struct Adds {
     store: Arc<dyn ContentStore>,
     running: std::collections::VecDeque<tokio::task::JoinHandle<BatchResult>>,
+    /// The plaintext digests of the prepared batches whose adds ended.
+    digests: HashMap<u64, PlainDigest>,
 }
 
-type BatchResult = Result<Vec<(u64, ChunkRef)>, StoreError>;
+type BatchResult = Result<(Vec<(u64, ChunkRef)>, Vec<(u64, PlainDigest)>), StoreError>;
 
 /// Chunk adds in flight at once per version being uploaded.
-const ADDS_IN_FLIGHT: usize = 4;
+const ADDS_IN_FLIGHT: usize = 6;
 
 impl Drop for Adds {
     fn drop(&mut self) {
@@ -313,7 +358,49 @@ impl Adds {
         Adds {
             store,
             running: std::collections::VecDeque::new(),
+            digests: HashMap::new(),
         }
+    }
+
+    /// Like [`Adds::push`], for a batch still to be read and sealed: `prepare` runs on a
+    /// blocking thread in the batch's own task, so the batches out are sealed in parallel
+    /// and the caller goes on at once (one task reading and sealing chunk after chunk was
+    /// what bounded a streamed write).
+    pub(super) async fn push_prepared(
+        &mut self,
+        prepare: impl FnOnce() -> Result<Prepared, StoreError> + Send + 'static,
+        refs: &mut BTreeMap<u64, ChunkRef>,
+    ) -> Result<Vec<String>, StoreError> {
+        let added = self.make_room(refs).await?;
+        let store = self.store.clone();
+        self.running.push_back(tokio::spawn(async move {
+            let prepared = tokio::task::spawn_blocking(prepare)
+                .await
+                .map_err(|e| StoreError::permanent(format!("sealing chunks: {e}")))??;
+            if prepared.pending.is_empty() {
+                return Ok((Vec::new(), prepared.digests));
+            }
+            let refs = add_batch(&*store, prepared.pending).await?;
+            Ok((refs, prepared.digests))
+        }));
+        Ok(added)
+    }
+
+    /// Waits for the oldest add while as many as allowed are out.
+    async fn make_room(
+        &mut self,
+        refs: &mut BTreeMap<u64, ChunkRef>,
+    ) -> Result<Vec<String>, StoreError> {
+        let mut added = Vec::new();
+        while self.running.len() >= ADDS_IN_FLIGHT {
+            added.extend(self.next(refs).await?);
+        }
+        Ok(added)
+    }
+
+    /// The plaintext digests of the prepared batches added so far.
+    pub(super) fn take_digests(&mut self) -> HashMap<u64, PlainDigest> {
+        std::mem::take(&mut self.digests)
     }
 
     /// Starts adding `batch` (taken, leaving it empty), first waiting for the oldest add
@@ -324,15 +411,13 @@ impl Adds {
         batch: &mut Vec<Pending>,
         refs: &mut BTreeMap<u64, ChunkRef>,
     ) -> Result<Vec<String>, StoreError> {
-        let mut added = Vec::new();
-        while self.running.len() >= ADDS_IN_FLIGHT {
-            added.extend(self.next(refs).await?);
-        }
+        let added = self.make_room(refs).await?;
         if !batch.is_empty() {
             let store = self.store.clone();
             let batch = std::mem::take(batch);
-            self.running
-                .push_back(tokio::spawn(async move { add_batch(&*store, batch).await }));
+            self.running.push_back(tokio::spawn(async move {
+                Ok((add_batch(&*store, batch).await?, Vec::new()))
+            }));
         }
         Ok(added)
     }
@@ -366,8 +451,10 @@ impl Adds {
         let done = oldest.await;
         self.running.pop_front();
         let done = done.map_err(|e| StoreError::permanent(format!("adding chunks: {e}")))?;
+        let (done, digests) = done?;
+        self.digests.extend(digests);
         let mut added = Vec::new();
-        for (index, r) in done? {
+        for (index, r) in done {
             added.push(r.cid.clone());
             refs.insert(index, r);
         }

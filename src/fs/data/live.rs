@@ -29,7 +29,7 @@ pub const START_BYTES: u64 = 4 << 20;
 /// Chunks added per request while the file is written (1 MiB); a few requests are out at
 /// once (`chunked::Adds`): what a close may still have to send is those and the last
 /// partial batch.
-const LIVE_BATCH: u64 = 8;
+const LIVE_BATCH: u64 = 16;
 /// A writer that adds nothing for this long loses its live upload (the request would
 /// otherwise stay open indefinitely); its version is uploaded after the close instead.
 const IDLE_LIMIT: Duration = Duration::from_secs(30);
@@ -172,30 +172,9 @@ impl LiveUpload {
             };
             if ready - next >= LIVE_BATCH || (t.closed && ready > next) {
                 let upto = ready.min(next + LIVE_BATCH);
-                let mut pending = Vec::new();
-                for index in next..upto {
-                    // Full chunks, but the last one at the close.
-                    let len = chunks::chunk_len(t.end, index).unwrap_or(0);
-                    let staged = self.staged.clone();
-                    let plain = tokio::task::spawn_blocking(move || {
-                        staged.read_at(index * chunks::CHUNK, len as usize)
-                    })
-                    .await
-                    .map_err(|e| StoreError::permanent(e.to_string()))?
-                    .map_err(|e| StoreError::permanent(format!("staged file: {e}")))?;
-                    if plain.len() as u64 != len {
-                        return Err(StoreError::permanent("staged file shorter than written"));
-                    }
-                    if chunks::is_hole(&plain) {
-                        continue;
-                    }
-                    if let Some(d) = chunked::plain_digest(sealing, &plain) {
-                        digests.insert(index, d);
-                    }
-                    let (salt, object) = chunked::seal(sealing, index, plain).await?;
-                    pending.push((index, salt, object));
-                }
-                let added = adds.push(&mut pending, &mut refs).await?;
+                let (staged, crypto, from) = (self.staged.clone(), sealing.clone(), next);
+                let prepare = move || chunked::prepare_batch(&staged, &crypto, from, upto, t.end);
+                let added = adds.push_prepared(prepare, &mut refs).await?;
                 self.note_added(added);
                 next = upto;
                 continue;
@@ -203,6 +182,7 @@ impl LiveUpload {
             if t.closed {
                 let added = adds.finish(&mut refs).await?;
                 self.note_added(added);
+                digests.extend(adds.take_digests());
                 let cache = crate::fs::data::pages::PageCache::default();
                 let (top, pages) = chunked::build_table(store, sealing, &cache, &refs).await?;
                 self.note_added(pages.iter().map(|(c, _)| c.clone()).collect());
