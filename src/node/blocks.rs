@@ -92,10 +92,7 @@ pub fn write_blocks(store: &Path, blocks: &[(Cid, Vec<u8>)]) -> Result<u64, Bloc
             COUNTER.fetch_add(1, Ordering::Relaxed)
         ));
         let write = || -> std::io::Result<bool> {
-            if let Some(shard) = path.parent() {
-                std::fs::create_dir_all(shard)?;
-            }
-            let mut file = std::fs::File::create(&temp)?;
+            let mut file = create_in_shard(&temp)?;
             file.write_all(data)?;
             // A hard link publishes only complete files, as rust-ipfs does; a block that
             // appeared meanwhile has the same bytes.
@@ -112,6 +109,21 @@ pub fn write_blocks(store: &Path, blocks: &[(Cid, Vec<u8>)]) -> Result<u64, Bloc
         }
     }
     Ok(grew)
+}
+
+/// Creates the file at `path`, and its shard directory first if that is missing (tried
+/// after the create fails: the shards exist after the first blocks, and a `mkdir` and
+/// `stat` per file were two of the dozen calls each added chunk cost).
+pub fn create_in_shard(path: &Path) -> std::io::Result<std::fs::File> {
+    match std::fs::File::create(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            if let Some(shard) = path.parent() {
+                std::fs::create_dir_all(shard)?;
+            }
+            std::fs::File::create(path)
+        }
+        created => created,
+    }
 }
 
 /// Writes one block (blocking), replacing a file already there whose bytes differ: what

@@ -96,10 +96,7 @@ pub fn write_leaf_pins(pins: &Path, cids: &[Cid]) -> Result<(), PinError> {
             COUNTER.fetch_add(1, Ordering::Relaxed)
         ));
         let write = || -> std::io::Result<()> {
-            if let Some(shard) = path.parent() {
-                std::fs::create_dir_all(shard)?;
-            }
-            std::fs::File::create(&temp)?.write_all(b"[]")?;
+            super::blocks::create_in_shard(&temp)?.write_all(b"[]")?;
             std::fs::rename(&temp, &recursive)?;
             match std::fs::remove_file(path.with_extension("direct")) {
                 Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
