@@ -128,7 +128,7 @@ pub fn create_in_shard(path: &Path) -> std::io::Result<std::fs::File> {
 
 /// Writes one block (blocking), replacing a file already there whose bytes differ: what
 /// `block/put` does to put back a block damaged on disk. `data` hashes to `cid` (the caller
-/// made the CID from it). Not durable until [`sync`].
+/// made the CID from it). Not durable until a flush ([`Flushes::sync`]).
 pub fn replace_block(store: &Path, cid: &Cid, data: &[u8]) -> Result<(), BlockWriteError> {
     let path = block_path(store, cid);
     if std::fs::read(&path).is_ok_and(|held| held == data) {
@@ -146,10 +146,7 @@ pub fn replace_block(store: &Path, cid: &Cid, data: &[u8]) -> Result<(), BlockWr
         PUTS.fetch_add(1, Ordering::Relaxed)
     ));
     let write = || -> std::io::Result<()> {
-        if let Some(shard) = path.parent() {
-            std::fs::create_dir_all(shard)?;
-        }
-        let mut file = std::fs::File::create(&temp)?;
+        let mut file = create_in_shard(&temp)?;
         file.write_all(data)?;
         // A rename publishes only complete files and replaces a damaged one at once.
         std::fs::rename(&temp, &path)

@@ -268,16 +268,24 @@ pub(super) async fn seal(
     };
     let crypto = crypto.clone();
     // Sealing is CPU work: off the runtime's threads.
-    tokio::task::spawn_blocking(move || {
-        let TreeCrypto::Sealed(keys) = &*crypto else {
-            return Err(StoreError::permanent("the tree has no keys"));
-        };
-        chunks::seal_chunk(keys, index, &plain)
+    tokio::task::spawn_blocking(move || seal_now(&crypto, index, &plain))
+        .await
+        .map_err(|e| StoreError::permanent(format!("sealing a chunk: {e}")))?
+}
+
+/// Chunk `index`'s object (blocking): sealed under a fresh salt in an encrypted tree, the
+/// bytes themselves in a plaintext one.
+fn seal_now(
+    crypto: &TreeCrypto,
+    index: u64,
+    plain: &[u8],
+) -> Result<(Option<crate::format::seal::ContentSalt>, Bytes), StoreError> {
+    match crypto {
+        TreeCrypto::Sealed(keys) => chunks::seal_chunk(keys, index, plain)
             .map(|(salt, sealed)| (Some(salt), Bytes::from(sealed)))
-            .map_err(|e| StoreError::permanent(e.to_string()))
-    })
-    .await
-    .map_err(|e| StoreError::permanent(format!("sealing a chunk: {e}")))?
+            .map_err(|e| StoreError::permanent(e.to_string())),
+        _ => Ok((None, Bytes::copy_from_slice(plain))),
+    }
 }
 
 /// A sealed chunk waiting to be added: its index, salt (encrypted trees) and object.
@@ -315,12 +323,7 @@ pub(super) fn prepare_batch(
         if let Some(d) = plain_digest(crypto, plain) {
             prepared.digests.push((index, d));
         }
-        let (salt, object) = match crypto {
-            TreeCrypto::Sealed(keys) => chunks::seal_chunk(keys, index, plain)
-                .map(|(salt, sealed)| (Some(salt), Bytes::from(sealed)))
-                .map_err(|e| StoreError::permanent(e.to_string()))?,
-            _ => (None, Bytes::copy_from_slice(plain)),
-        };
+        let (salt, object) = seal_now(crypto, index, plain)?;
         prepared.pending.push((index, salt, object));
     }
     Ok(prepared)
