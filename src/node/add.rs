@@ -77,6 +77,11 @@ struct ImportOptions {
 }
 
 impl ImportOptions {
+    /// Whether a file of `len` bytes is imported as one raw block named by CIDv1.
+    fn single_raw_leaf(&self, len: usize) -> bool {
+        self.raw_leaves && self.cid_version == Version::V1 && (1..=CHUNK_SIZE).contains(&len)
+    }
+
     fn from_args(args: &Args) -> Result<Self, ApiError> {
         let cid_version = match args.u64("cid-version")?.unwrap_or(0) {
             0 => Version::V0,
@@ -245,6 +250,9 @@ async fn import(
         if buffer.len() < CHUNK_SIZE && !done {
             continue;
         }
+        if done && produced_cids.is_empty() && options.single_raw_leaf(buffer.len()) {
+            return import_leaf(store, buffer).await.map_err(import_error);
+        }
         let input = std::mem::take(&mut buffer);
         let store = store.to_owned();
         let (returned, cids, written, last) = tokio::task::spawn_blocking(move || {
@@ -301,6 +309,27 @@ async fn import(
     })
 }
 
+/// A whole part of one chunk or less, with raw leaves and CIDv1: the importer would make
+/// it one raw block, named by its hash. Written as that block in one step (hashing and
+/// writing off the runtime), without the importer's copy of the bytes and its second trip
+/// to a blocking thread: every chunk a mount adds is such a part.
+async fn import_leaf(store: &Path, data: Vec<u8>) -> Result<Imported, String> {
+    let store = store.to_owned();
+    tokio::task::spawn_blocking(move || {
+        let cid = blocks::cid_v1(RAW_CODEC, &data);
+        let size = data.len() as u64;
+        let bytes = blocks::write_blocks(&store, &[(cid, data)]).map_err(|e| e.to_string())?;
+        Ok(Imported {
+            root: cid,
+            below: Vec::new(),
+            bytes,
+            size,
+        })
+    })
+    .await
+    .map_err(|e| e.to_string())?
+}
+
 /// Pins `root` recursively. Its references are the blocks the importer produced, all on
 /// disk and flushed by now, so they are handed to the pin store as they are instead of
 /// being found again by loading every block.
@@ -328,4 +357,58 @@ fn dag_size(cid: &Cid, data: &[u8]) -> u64 {
         .map(|branch| branch.links.iter().map(|link| link.tsize).sum::<u64>())
         .unwrap_or(0);
     own + below
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The importer's root and `Size` for `data` as one file (raw leaves, CIDv1).
+    fn imported_by_the_importer(data: &[u8]) -> (Cid, u64) {
+        let mut adder = FileAdder::builder()
+            .with_chunker(Chunker::Size(CHUNK_SIZE))
+            .with_cid_version(Version::V1)
+            .with_raw_leaves(true)
+            .build();
+        let mut blocks = Vec::new();
+        let mut consumed = 0;
+        while consumed < data.len() {
+            let (ready, used) = adder.push(&data[consumed..]);
+            blocks.extend(ready);
+            consumed += used;
+        }
+        blocks.extend(adder.finish());
+        let (cid, block) = blocks.last().expect("a root");
+        (*cid, dag_size(cid, block))
+    }
+
+    #[test]
+    fn a_single_raw_leaf_is_named_and_sized_as_the_importer_names_it() {
+        let options = ImportOptions {
+            pin: true,
+            cid_version: Version::V1,
+            raw_leaves: true,
+        };
+        for len in [1, 4_096, 131_088, CHUNK_SIZE - 1, CHUNK_SIZE] {
+            assert!(options.single_raw_leaf(len), "{len} bytes");
+            let data: Vec<u8> = (0..len).map(|i| (i * 7 % 251) as u8).collect();
+            let (cid, size) = imported_by_the_importer(&data);
+            assert_eq!(blocks::cid_v1(RAW_CODEC, &data), cid, "{len} bytes");
+            assert_eq!(size, len as u64, "{len} bytes");
+        }
+        // Past one chunk, empty, dag-pb leaves or CIDv0: the importer's.
+        assert!(!options.single_raw_leaf(CHUNK_SIZE + 1));
+        assert!(!options.single_raw_leaf(0));
+        let v0 = ImportOptions {
+            cid_version: Version::V0,
+            ..options
+        };
+        assert!(!v0.single_raw_leaf(10));
+        let wrapped = ImportOptions {
+            raw_leaves: false,
+            cid_version: Version::V1,
+            pin: true,
+        };
+        assert!(!wrapped.single_raw_leaf(10));
+    }
 }

@@ -70,45 +70,67 @@ pub fn read_block(store: &Path, cid: &Cid) -> std::io::Result<Option<Block>> {
     }
 }
 
+/// The CIDv1 of `data` under `codec`, by its SHA2-256 hash (what Kubo names blocks by).
+pub fn cid_v1(codec: u64, data: &[u8]) -> Cid {
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(data);
+    let hash = ipld_core::cid::multihash::Multihash::<64>::wrap(SHA2_256, &digest)
+        .expect("a 32-byte digest fits a 64-byte multihash");
+    Cid::new_v1(codec, hash)
+}
+
+const SHA2_256: u64 = 0x12;
+
 /// Writes `blocks` (blocking). Existing blocks are left as they are: same CID, same bytes.
 /// Not durable until a flush ([`Flushes::sync`]). Returns the bytes of the blocks that
 /// were not there yet (what the store grew by).
 pub fn write_blocks(store: &Path, blocks: &[(Cid, Vec<u8>)]) -> Result<u64, BlockWriteError> {
-    // Unique temp names so concurrent writers of the same block never share a file.
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
     let mut grew = 0;
     for (cid, data) in blocks {
         let path = block_path(store, cid);
-        let write_error = |source| BlockWriteError::Write {
+        // A block that appeared meanwhile has the same bytes.
+        let created = publish_new(&path, "tmp", data).map_err(|source| BlockWriteError::Write {
             path: path.clone(),
             source,
-        };
-        if path.exists() {
-            continue;
-        }
-        let temp = path.with_extension(format!(
-            "{}.{}.tmp",
-            std::process::id(),
-            COUNTER.fetch_add(1, Ordering::Relaxed)
-        ));
-        let write = || -> std::io::Result<bool> {
-            let mut file = create_in_shard(&temp)?;
-            file.write_all(data)?;
-            // A hard link publishes only complete files, as rust-ipfs does; a block that
-            // appeared meanwhile has the same bytes.
-            match std::fs::hard_link(&temp, &path) {
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
-                Err(e) => Err(e),
-                Ok(()) => Ok(true),
-            }
-        };
-        let written = write();
-        let _ = std::fs::remove_file(&temp);
-        if written.map_err(write_error)? {
+        })?;
+        if created {
             grew += data.len() as u64;
         }
     }
     Ok(grew)
+}
+
+/// Publishes a complete file holding `data` at `path` unless a file is there already
+/// (`false` then; it is left as it is), creating its shard directory if that is missing.
+/// Only complete files ever appear under the name, as with rust-ipfs's own writes: the
+/// bytes go to a temporary (`…<pid>.<n>.<suffix>`) that is linked in and removed. Not
+/// durable until a flush ([`Flushes::sync`]).
+///
+/// (An `O_TMPFILE` linked in by its `/proc/self/fd` name would spare the temporary's name
+/// and its removal; tried, it made no difference measurable through the noise of the
+/// probe's 1 GiB streamed write, and it needs `/proc` and a filesystem that has them.)
+pub fn publish_new(path: &Path, suffix: &str, data: &[u8]) -> std::io::Result<bool> {
+    // Unique temp names so concurrent writers of the same file never share one.
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    if path.exists() {
+        return Ok(false);
+    }
+    let temp = path.with_extension(format!(
+        "{}.{}.{suffix}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    ));
+    let write = || -> std::io::Result<bool> {
+        create_in_shard(&temp)?.write_all(data)?;
+        match std::fs::hard_link(&temp, path) {
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
+            Err(e) => Err(e),
+            Ok(()) => Ok(true),
+        }
+    };
+    let written = write();
+    let _ = std::fs::remove_file(&temp);
+    written
 }
 
 /// Creates the file at `path`, and its shard directory first if that is missing (tried

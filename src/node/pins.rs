@@ -2,9 +2,7 @@
 //! and the pins of link-less blocks that `add` writes into that store itself.
 
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use axum::Json;
 use axum::extract::State;
@@ -78,38 +76,32 @@ fn pin_path(pins: &Path, cid: &Cid) -> PathBuf {
 /// rust-ipfs's `insert_pin` holds one store-wide lock and fsyncs a file per pin (about
 /// 8 ms here), which bounded adds of small files to about 100 files/s. A raw block has no
 /// links, so its recursive pin is a `.recursive` file listing no references and leaves
-/// rust-ipfs's in-memory index of indirect pins unchanged: writing that file (through a
-/// temporary name and a rename, and dropping a `.direct` pin it supersedes, as rust-ipfs
-/// 0.16 `datastore/flatfs.rs` does) is the same pin without the per-pin fsync.
+/// rust-ipfs's in-memory index of indirect pins unchanged: writing that file (complete
+/// before it has its name, [`super::blocks::publish_new`], and dropping a `.direct` pin it
+/// supersedes, as rust-ipfs 0.16 `datastore/flatfs.rs` does) is the same pin without the
+/// per-pin fsync.
 pub fn write_leaf_pins(pins: &Path, cids: &[Cid]) -> Result<(), PinError> {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
     for cid in cids {
         debug_assert!(is_leaf(cid));
         let path = pin_path(pins, cid);
-        let recursive = path.with_extension("recursive");
-        if recursive.is_file() {
-            continue;
-        }
-        let temp = path.with_extension(format!(
-            "{}.{}.recursive_temp",
-            std::process::id(),
-            COUNTER.fetch_add(1, Ordering::Relaxed)
-        ));
         let write = || -> std::io::Result<()> {
-            super::blocks::create_in_shard(&temp)?.write_all(b"[]")?;
-            std::fs::rename(&temp, &recursive)?;
-            match std::fs::remove_file(path.with_extension("direct")) {
-                Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
-                _ => Ok(()),
+            // Already pinned recursively: nothing to do.
+            if super::blocks::publish_new(
+                &path.with_extension("recursive"),
+                "recursive_temp",
+                b"[]",
+            )? {
+                match std::fs::remove_file(path.with_extension("direct")) {
+                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+                    _ => {}
+                }
             }
+            Ok(())
         };
-        if let Err(e) = write() {
-            let _ = std::fs::remove_file(&temp);
-            return Err(PinError::Store {
-                cid: *cid,
-                reason: e.to_string(),
-            });
-        }
+        write().map_err(|e| PinError::Store {
+            cid: *cid,
+            reason: e.to_string(),
+        })?;
     }
     Ok(())
 }

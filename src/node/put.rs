@@ -7,8 +7,6 @@
 use axum::Json;
 use axum::extract::multipart::MultipartRejection;
 use axum::extract::{Multipart, State};
-use ipld_core::cid::Cid;
-use sha2::{Digest, Sha256};
 
 use super::NodeState;
 use super::error::ApiError;
@@ -18,7 +16,6 @@ use crate::storage::BlockStat;
 
 /// Largest block taken (Kubo refuses blocks over 1 MiB to the network; 2 MiB here).
 const MAX_BLOCK: usize = 2 << 20;
-const SHA2_256: u64 = 0x12;
 
 pub async fn block_put(
     State(node): State<NodeState>,
@@ -48,10 +45,7 @@ pub async fn block_put(
             data.len()
         )));
     }
-    let digest = Sha256::digest(&data);
-    let hash = ipld_core::cid::multihash::Multihash::<64>::wrap(SHA2_256, &digest)
-        .map_err(|e| ApiError::failed(format!("hashing: {e}")))?;
-    let cid = Cid::new_v1(codec, hash);
+    let cid = super::blocks::cid_v1(codec, &data);
     let store = super::blocks::store_dir(&node.repo);
     let size = data.len() as u64;
     // Not while a collection sweeps (src/node/gc.rs): the sweep's view of the blockstore

@@ -377,13 +377,18 @@ impl Adds {
         let added = self.make_room(refs).await?;
         let store = self.store.clone();
         self.running.push_back(tokio::spawn(async move {
-            let prepared = tokio::task::spawn_blocking(prepare)
-                .await
-                .map_err(|e| StoreError::permanent(format!("sealing chunks: {e}")))??;
+            let named = store.clone();
+            let (prepared, expected) = tokio::task::spawn_blocking(move || {
+                let prepared = prepare()?;
+                let expected = expected_cids(&*named, &prepared.pending);
+                Ok::<_, StoreError>((prepared, expected))
+            })
+            .await
+            .map_err(|e| StoreError::permanent(format!("sealing chunks: {e}")))??;
             if prepared.pending.is_empty() {
                 return Ok((Vec::new(), prepared.digests));
             }
-            let refs = add_batch(&*store, prepared.pending).await?;
+            let refs = add_batch(&*store, prepared.pending, expected).await?;
             Ok((refs, prepared.digests))
         }));
         Ok(added)
@@ -419,7 +424,8 @@ impl Adds {
             let store = self.store.clone();
             let batch = std::mem::take(batch);
             self.running.push_back(tokio::spawn(async move {
-                Ok((add_batch(&*store, batch).await?, Vec::new()))
+                let expected = expected_cids(&*store, &batch);
+                Ok((add_batch(&*store, batch, expected).await?, Vec::new()))
             }));
         }
         Ok(added)
@@ -465,10 +471,22 @@ impl Adds {
     }
 }
 
-/// One add request for `batch`: the chunks' references.
+/// The CIDs the store must name `batch`'s objects by, where it can tell beforehand: a
+/// hash of every byte, so the streamed upload computes them on the blocking thread that
+/// sealed the batch, in parallel with the other batches out.
+fn expected_cids(store: &dyn ContentStore, batch: &[Pending]) -> Vec<Option<String>> {
+    batch
+        .iter()
+        .map(|(_, _, object)| store.object_cid(object))
+        .collect()
+}
+
+/// One add request for `batch`: the chunks' references. `expected` holds the CID each
+/// object must come back named by ([`expected_cids`]).
 async fn add_batch(
     store: &dyn ContentStore,
     batch: Vec<Pending>,
+    expected: Vec<Option<String>>,
 ) -> Result<Vec<(u64, ChunkRef)>, StoreError> {
     let objects: Vec<Bytes> = batch.iter().map(|(_, _, b)| b.clone()).collect();
     let cids = store.add_objects(objects).await?;
@@ -480,10 +498,10 @@ async fn add_batch(
         )));
     }
     let mut refs = Vec::with_capacity(batch.len());
-    for ((index, salt, object), cid) in batch.into_iter().zip(cids) {
+    for (((index, salt, _), cid), expected) in batch.into_iter().zip(cids).zip(expected) {
         // The node names what it stored; a CID that is not the bytes' is refused here
         // rather than read back as EIO later.
-        if store.object_cid(&object).is_some_and(|c| c != cid) {
+        if expected.is_some_and(|c| c != cid) {
             return Err(StoreError::permanent(format!(
                 "the node named chunk {index} by another CID than its bytes give"
             )));
