@@ -359,7 +359,7 @@ impl Fs {
         if !cfg.single_token {
             tree.inodes.insert(
                 ROOT_INO,
-                Inode {
+                Box::new(Inode {
                     token: None,
                     meta: Meta::new(0o555, cfg.uid, cfg.gid),
                     xattrs: Default::default(),
@@ -371,7 +371,7 @@ impl Fs {
                     open_handles: 0,
                     group: None,
                     snapshot_of: None,
-                },
+                }),
             );
         }
         let cfg_parallelism = cfg.upload_parallelism;

@@ -268,7 +268,7 @@ impl Fs {
                 snapshot_of: None,
             };
             let root = if self.config().single_token {
-                tree.inodes.insert(ROOT_INO, root_inode);
+                tree.inodes.insert(ROOT_INO, Box::new(root_inode));
                 tree.touch(ROOT_INO);
                 ROOT_INO
             } else {

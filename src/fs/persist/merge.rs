@@ -26,7 +26,7 @@ use crate::format::{self, Name};
 use crate::fs::Fs;
 use crate::fs::data::pages;
 use crate::fs::error::{FsError, FsResult};
-use crate::fs::model::inode::{Body, DirBody, Entries, Ino, Inode, Kind, Meta, TokenId};
+use crate::fs::model::inode::{Body, DirBody, Entries, Ino, Kind, Meta, TokenId};
 use crate::fs::model::stored;
 use crate::fs::model::token::Onto;
 use crate::fs::model::tree::Tree;
@@ -522,7 +522,7 @@ fn remove_tree(tree: &mut Tree, token: TokenId, dir: Ino) -> FsResult<()> {
         }
     }
     for d in &order {
-        if let Some(b) = tree.inodes.get_mut(d).and_then(Inode::dir_mut) {
+        if let Some(b) = tree.inodes.get_mut(d).and_then(|i| i.dir_mut()) {
             b.dirty = false;
             b.changes = Default::default();
         }
@@ -628,7 +628,7 @@ fn insert(
 fn moved_dir(tree: &Tree, token: TokenId, top: &str) -> Option<Ino> {
     let t = tree.tokens.get(&token)?;
     for d in &t.dirty_dirs {
-        let Some(dir) = tree.inodes.get(d).and_then(Inode::dir) else {
+        let Some(dir) = tree.inodes.get(d).and_then(|i| i.dir()) else {
             continue;
         };
         let Some(entries) = &dir.entries else {
@@ -638,7 +638,7 @@ fn moved_dir(tree: &Tree, token: TokenId, top: &str) -> Option<Ino> {
             let Some(child) = entries.get(name.as_bytes()) else {
                 continue;
             };
-            if let Some(c) = tree.inodes.get(&child).and_then(Inode::dir)
+            if let Some(c) = tree.inodes.get(&child).and_then(|i| i.dir())
                 && c.top.as_deref() == Some(top)
             {
                 return Some(child);
