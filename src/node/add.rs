@@ -256,13 +256,7 @@ async fn import(
         let input = std::mem::take(&mut buffer);
         let store = store.to_owned();
         let (returned, cids, written, last) = tokio::task::spawn_blocking(move || {
-            let mut produced = Vec::new();
-            let mut consumed = 0;
-            while consumed < input.len() {
-                let (ready, used) = adder.push(&input[consumed..]);
-                produced.extend(ready);
-                consumed += used;
-            }
+            let produced = push_all(&mut adder, &input);
             let grew = blocks::write_blocks(&store, &produced)?;
             let cids: Vec<Cid> = produced.iter().map(|(cid, _)| *cid).collect();
             let last = produced.last().map(|(cid, data)| dag_size(cid, data));
@@ -307,6 +301,18 @@ async fn import(
         bytes,
         size,
     })
+}
+
+/// Feeds all of `input` to the importer: the blocks it completed on the way.
+fn push_all(adder: &mut FileAdder, input: &[u8]) -> Vec<(Cid, Vec<u8>)> {
+    let mut produced = Vec::new();
+    let mut consumed = 0;
+    while consumed < input.len() {
+        let (ready, used) = adder.push(&input[consumed..]);
+        produced.extend(ready);
+        consumed += used;
+    }
+    produced
 }
 
 /// A whole part of one chunk or less, with raw leaves and CIDv1: the importer would make
@@ -370,13 +376,7 @@ mod tests {
             .with_cid_version(Version::V1)
             .with_raw_leaves(true)
             .build();
-        let mut blocks = Vec::new();
-        let mut consumed = 0;
-        while consumed < data.len() {
-            let (ready, used) = adder.push(&data[consumed..]);
-            blocks.extend(ready);
-            consumed += used;
-        }
+        let mut blocks = push_all(&mut adder, data);
         blocks.extend(adder.finish());
         let (cid, block) = blocks.last().expect("a root");
         (*cid, dag_size(cid, block))
