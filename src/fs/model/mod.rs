@@ -11,5 +11,6 @@ pub mod snapshots;
 pub(in crate::fs) mod stored;
 pub mod token;
 pub mod tree;
+pub(in crate::fs) mod tree_charge;
 pub(in crate::fs) mod tree_load;
 pub(in crate::fs) mod unload;
