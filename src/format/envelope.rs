@@ -159,23 +159,29 @@ pub fn write(schema: &str, lists: &Lists, body: &[u8], crypto: &TreeCrypto) -> V
         nodes: &lists.nodes,
         data: &lists.data,
     });
-    let mut out = Vec::with_capacity(public.len() + body.len() + 64);
-    out.extend_from_slice(&public[..public.len() - 1]);
+    // Sized exactly: a page is kept in memory (the mount's page cache) as written.
     match crypto {
         TreeCrypto::Plain => {
+            let mut out = Vec::with_capacity(public.len() + 8 + body.len());
+            out.extend_from_slice(&public[..public.len() - 1]);
             out.extend_from_slice(b",\"body\":");
             out.extend_from_slice(body);
+            out.push(b'}');
+            out
         }
         TreeCrypto::Sealed(keys) => {
             let (salt, ct) = seal_body(keys, &public, body);
+            let (salt, sealed) = (to_json(&b64_encode(&salt)), to_json(&b64_encode(&ct)));
+            let mut out = Vec::with_capacity(public.len() + 18 + salt.len() + sealed.len());
+            out.extend_from_slice(&public[..public.len() - 1]);
             out.extend_from_slice(b",\"salt\":");
-            out.extend(to_json(&b64_encode(&salt)));
+            out.extend(salt);
             out.extend_from_slice(b",\"sealed\":");
-            out.extend(to_json(&b64_encode(&ct)));
+            out.extend(sealed);
+            out.push(b'}');
+            out
         }
     }
-    out.push(b'}');
-    out
 }
 
 /// The public part of any v2 node (its schema and lists), without reading the body: what
@@ -252,4 +258,29 @@ pub fn read(bytes: &[u8], schema: &str, crypto: &TreeCrypto) -> Result<(Lists, V
         },
         body,
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::format::keys::DataKey;
+
+    #[test]
+    fn a_node_is_written_into_exactly_its_own_size() {
+        let lists = Lists {
+            nodes: vec!["bafyreia".into()],
+            data: vec!["bafkreib".into(), "bafkreic".into()],
+        };
+        for crypto in [
+            TreeCrypto::Plain,
+            TreeCrypto::sealed(&DataKey::from_bytes([7; 32])),
+        ] {
+            for n in [0, 1, 2, 3, 100, 4097] {
+                let body = format!("{{\"x\":\"{}\"}}", "y".repeat(n));
+                let node = write("pxfs/test", &lists, body.as_bytes(), &crypto);
+                assert_eq!(node.len(), node.capacity(), "body of {n}");
+                assert_eq!(public(&node).unwrap().1.data, lists.data);
+            }
+        }
+    }
 }

@@ -14,8 +14,8 @@
 //! of each content object, so the counts also give the whole graph's usage (§7: each
 //! distinct object once, the kept versions' included) without asking the node for sizes.
 //!
-//! Objects are keyed by 16 bytes of a SHA-256 of their multihash: about 32 bytes an object
-//! held in memory (a million-object tree: some 40 MB), and two CIDs of one multihash count
+//! Objects are keyed by 16 bytes of a SHA-256 of their multihash: 24 bytes an object held
+//! in memory, some 40 MB for a million-object tree with the tables' free room ([`Counts`]), and two CIDs of one multihash count
 //! as one object (a node pins and collects blocks by multihash). A collision of two keys
 //! (2^-64 for a pair) would merge two objects' counts; that can keep an object pinned,
 //! never unpin one still listed, except by skipping the descent into a page first met
@@ -81,18 +81,11 @@ impl PageSource<'_> {
     }
 }
 
-/// One counted object: how many nodes list it, and its stored size.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Counted {
-    refs: u32,
-    size: u64,
-}
-
 /// The counts for one published root.
 #[derive(Debug, Clone, Default)]
 pub struct GraphIndex {
     root: String,
-    refs: HashMap<Key, Counted>,
+    refs: Counts,
     total: u64,
 }
 
@@ -101,7 +94,7 @@ impl GraphIndex {
     pub async fn count(root: &str, pages: PageSource<'_>) -> FsResult<GraphIndex> {
         let mut index = GraphIndex {
             root: root.to_owned(),
-            refs: HashMap::new(),
+            refs: Counts::default(),
             total: 0,
         };
         index.add_tree(root, pages).await?;
@@ -124,7 +117,7 @@ impl GraphIndex {
     }
 
     pub fn is_empty(&self) -> bool {
-        self.refs.is_empty()
+        self.refs.len() == 0
     }
 
     /// The stored bytes of every distinct object the root reaches: its usage (§7).
@@ -134,7 +127,7 @@ impl GraphIndex {
 
     /// Whether the counted root reaches `cid`.
     pub fn holds(&self, cid: &str) -> bool {
-        self.refs.contains_key(&key(cid))
+        self.refs.contains(&key(cid))
     }
 
     /// Moves the counts to root `new`; returns the objects the old root reached and `new`
@@ -154,38 +147,30 @@ impl GraphIndex {
 
     /// One more reference to `cid`, of `size` stored bytes; `true` when it is new.
     fn add(&mut self, cid: &str, size: u64) -> bool {
-        let c = self
-            .refs
-            .entry(key(cid))
-            .or_insert(Counted { refs: 0, size });
-        c.refs = c.refs.saturating_add(1);
-        if c.refs == 1 {
+        let k = key(cid);
+        let new = self.refs.increment(k) == 1;
+        if new {
+            self.refs.set_size(&k, size);
             self.total += size;
         }
-        c.refs == 1
+        new
     }
 
     /// A node's size, known once it is read (it was added with 0).
     fn sized(&mut self, cid: &str, size: u64) {
-        if let Some(c) = self.refs.get_mut(&key(cid)) {
-            self.total = self.total - c.size + size;
-            c.size = size;
+        if let Some(old) = self.refs.set_size(&key(cid), size) {
+            self.total = self.total - old + size;
         }
     }
 
     /// Takes one reference; `true` when it was the last.
     fn take(&mut self, cid: &str) -> FsResult<bool> {
-        let k = key(cid);
-        match self.refs.get_mut(&k) {
-            Some(c) if c.refs > 1 => {
-                c.refs -= 1;
-                Ok(false)
-            }
-            Some(c) => {
-                self.total -= c.size;
-                self.refs.remove(&k);
+        match self.refs.decrement(&key(cid)) {
+            Some(Taken::Last { size }) => {
+                self.total -= size;
                 Ok(true)
             }
+            Some(Taken::More) => Ok(false),
             None => Err(FsError::Store(crate::fs::store::StoreError::permanent(
                 format!("graph counts: {cid} is not counted"),
             ))),
@@ -247,6 +232,100 @@ impl GraphIndex {
             }
         }
         Ok(dropped)
+    }
+}
+
+/// The counts, kept small for a tree of millions of objects: an entry is 24 bytes (a size
+/// of 4 GiB or more, which only a v2 file's single object can have, is kept aside), and
+/// the keys are spread over [`SHARDS`] tables, so growing one table copies a sixty-fourth
+/// of the entries instead of holding the whole old table beside one twice its size (at a
+/// million objects that was some 100 MB for a moment).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Counts {
+    shards: Vec<HashMap<Key, Counted>>,
+    large: HashMap<Key, u64>,
+}
+
+/// Tables the keys are spread over (by their first byte, itself uniform).
+const SHARDS: usize = 64;
+
+/// One counted object: how many nodes list it, and its stored size ([`LARGE`]: in
+/// `Counts::large`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Counted {
+    refs: u32,
+    size: u32,
+}
+
+const LARGE: u32 = u32::MAX;
+
+/// What taking a reference left.
+enum Taken {
+    More,
+    Last { size: u64 },
+}
+
+impl Default for Counts {
+    fn default() -> Self {
+        Counts {
+            shards: vec![HashMap::new(); SHARDS],
+            large: HashMap::new(),
+        }
+    }
+}
+
+impl Counts {
+    fn shard(k: &Key) -> usize {
+        usize::from(k[0]) % SHARDS
+    }
+
+    fn len(&self) -> usize {
+        self.shards.iter().map(HashMap::len).sum()
+    }
+
+    fn contains(&self, k: &Key) -> bool {
+        self.shards[Self::shard(k)].contains_key(k)
+    }
+
+    /// One more reference (a new key starts with size 0); returns the references now.
+    fn increment(&mut self, k: Key) -> u32 {
+        let c = self.shards[Self::shard(&k)]
+            .entry(k)
+            .or_insert(Counted { refs: 0, size: 0 });
+        c.refs = c.refs.saturating_add(1);
+        c.refs
+    }
+
+    /// Sets a counted key's size; returns the size it had (`None`: not counted).
+    fn set_size(&mut self, k: &Key, size: u64) -> Option<u64> {
+        let c = self.shards[Self::shard(k)].get_mut(k)?;
+        let old = match c.size {
+            LARGE => self.large.remove(k).unwrap_or(0),
+            s => u64::from(s),
+        };
+        match u32::try_from(size) {
+            Ok(s) if s != LARGE => c.size = s,
+            _ => {
+                c.size = LARGE;
+                self.large.insert(*k, size);
+            }
+        }
+        Some(old)
+    }
+
+    /// Takes one reference, removing the key with its last (`None`: not counted).
+    fn decrement(&mut self, k: &Key) -> Option<Taken> {
+        let shard = &mut self.shards[Self::shard(k)];
+        let c = shard.get_mut(k)?;
+        if c.refs > 1 {
+            c.refs -= 1;
+            return Some(Taken::More);
+        }
+        let size = match shard.remove(k)?.size {
+            LARGE => self.large.remove(k).unwrap_or(0),
+            s => u64::from(s),
+        };
+        Some(Taken::Last { size })
     }
 }
 

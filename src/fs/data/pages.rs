@@ -65,7 +65,7 @@ struct CacheInner {
 }
 
 /// What the page cache holds at most.
-const PAGE_CACHE_BYTES: usize = 64 << 20;
+const PAGE_CACHE_BYTES: usize = 32 << 20;
 
 impl PageCache {
     pub fn get(&self, cid: &str) -> Option<Bytes> {

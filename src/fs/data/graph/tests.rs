@@ -1,4 +1,4 @@
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 
 use bytes::Bytes;
 use rand::{Rng, SeedableRng};
@@ -182,8 +182,7 @@ async fn moving_between_random_roots_matches_counting_each_from_scratch() {
             for cid in &is {
                 assert!(index.holds(cid), "seed {seed}");
             }
-            let counts: HashMap<_, _> = index.refs.clone();
-            assert_eq!(counts.len(), is.len(), "seed {seed}");
+            assert_eq!(index.len(), is.len(), "seed {seed}");
             assert_eq!(index.total(), bytes_of(&store, &is), "seed {seed}");
         }
     }
@@ -212,4 +211,26 @@ async fn a_page_that_cannot_be_read_fails_the_count_rather_than_counting_less() 
     store.set_offline(true);
     // Dropping `a` needs its page: not in the cache, the node is down.
     assert!(index.advance(&root2, source(&store, &cache)).await.is_err());
+}
+
+#[test]
+fn a_size_of_four_gib_or_more_is_counted_whole_and_given_back_whole() {
+    let mut index = GraphIndex::empty();
+    let big = (5u64 << 30) + 7;
+    let edge = u64::from(u32::MAX);
+    assert!(index.add("big", big));
+    assert!(index.add("edge", edge));
+    assert!(index.add("small", 10));
+    assert!(!index.add("big", big));
+    assert_eq!(index.total(), big + edge + 10);
+    index.sized("small", big);
+    index.sized("edge", 3);
+    assert_eq!(index.total(), 2 * big + 3);
+    assert!(!index.take("big").unwrap());
+    assert!(index.take("big").unwrap());
+    assert!(index.take("small").unwrap());
+    assert_eq!(index.total(), 3);
+    assert!(index.refs.large.is_empty());
+    assert!(index.take("small").is_err());
+    assert_eq!(index.len(), 1);
 }
