@@ -15,11 +15,12 @@
 //! distinct object once, the kept versions' included) without asking the node for sizes.
 //!
 //! Objects are keyed by 16 bytes of a SHA-256 of their multihash: 24 bytes an object held
-//! in memory, some 40 MB for a million-object tree with the tables' free room ([`Counts`]), and two CIDs of one multihash count
-//! as one object (a node pins and collects blocks by multihash). A collision of two keys
-//! (2^-64 for a pair) would merge two objects' counts; that can keep an object pinned,
-//! never unpin one still listed, except by skipping the descent into a page first met
-//! under the other's key, which at that probability is not a practical concern.
+//! in memory, some 40 MB for a million-object tree with the tables' free room ([`Counts`]),
+//! and two CIDs of one multihash count as one object (a node pins and collects blocks by
+//! multihash). A collision of two keys (2^-64 for a pair) would merge two objects' counts;
+//! that can keep an object pinned, never unpin one still listed, except by skipping the
+//! descent into a page first met under the other's key, which at that probability is not a
+//! practical concern.
 
 use std::collections::HashMap;
 
@@ -147,10 +148,8 @@ impl GraphIndex {
 
     /// One more reference to `cid`, of `size` stored bytes; `true` when it is new.
     fn add(&mut self, cid: &str, size: u64) -> bool {
-        let k = key(cid);
-        let new = self.refs.increment(k) == 1;
+        let new = self.refs.add(key(cid), size);
         if new {
-            self.refs.set_size(&k, size);
             self.total += size;
         }
         new
@@ -287,29 +286,24 @@ impl Counts {
         self.shards[Self::shard(k)].contains_key(k)
     }
 
-    /// One more reference (a new key starts with size 0); returns the references now.
-    fn increment(&mut self, k: Key) -> u32 {
+    /// One more reference; a new key gets `size`. Returns whether the key is new.
+    fn add(&mut self, k: Key, size: u64) -> bool {
         let c = self.shards[Self::shard(&k)]
             .entry(k)
             .or_insert(Counted { refs: 0, size: 0 });
         c.refs = c.refs.saturating_add(1);
-        c.refs
+        let new = c.refs == 1;
+        if new {
+            c.size = pack(&mut self.large, &k, size);
+        }
+        new
     }
 
     /// Sets a counted key's size; returns the size it had (`None`: not counted).
     fn set_size(&mut self, k: &Key, size: u64) -> Option<u64> {
         let c = self.shards[Self::shard(k)].get_mut(k)?;
-        let old = match c.size {
-            LARGE => self.large.remove(k).unwrap_or(0),
-            s => u64::from(s),
-        };
-        match u32::try_from(size) {
-            Ok(s) if s != LARGE => c.size = s,
-            _ => {
-                c.size = LARGE;
-                self.large.insert(*k, size);
-            }
-        }
+        let old = unpack(&mut self.large, k, c.size);
+        c.size = pack(&mut self.large, k, size);
         Some(old)
     }
 
@@ -321,11 +315,29 @@ impl Counts {
             c.refs -= 1;
             return Some(Taken::More);
         }
-        let size = match shard.remove(k)?.size {
-            LARGE => self.large.remove(k).unwrap_or(0),
-            s => u64::from(s),
-        };
-        Some(Taken::Last { size })
+        let packed = shard.remove(k)?.size;
+        Some(Taken::Last {
+            size: unpack(&mut self.large, k, packed),
+        })
+    }
+}
+
+/// `size` as a [`Counted`] holds it: itself, or [`LARGE`] with the size put in `large`.
+fn pack(large: &mut HashMap<Key, u64>, k: &Key, size: u64) -> u32 {
+    match u32::try_from(size) {
+        Ok(s) if s != LARGE => s,
+        _ => {
+            large.insert(*k, size);
+            LARGE
+        }
+    }
+}
+
+/// The size a [`Counted`] holds as `packed`, taking it out of `large` if it is there.
+fn unpack(large: &mut HashMap<Key, u64>, k: &Key, packed: u32) -> u64 {
+    match packed {
+        LARGE => large.remove(k).unwrap_or(0),
+        s => u64::from(s),
     }
 }
 
