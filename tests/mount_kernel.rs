@@ -605,3 +605,95 @@ fn in_place_changes_on_a_fresh_cache_match_a_local_file_and_sparse_files_copy_ou
     }
     drop(m);
 }
+
+/// A write-only handle writes around the kernel's page cache where the kernel allows it
+/// (`FOPEN_DIRECT_IO`): what it writes must still reach a reader that cached the old pages
+/// (no drop of its cache in between), a shared mapping of the file, a new reader, and a
+/// remount. Unaligned and aligned writes, an overwrite and an append.
+#[test]
+fn a_write_only_handle_s_writes_reach_cached_pages_and_mappings() {
+    use std::io::{Read, Seek, Write};
+    use std::os::fd::AsRawFd;
+    use std::os::unix::fs::FileExt;
+    require_mount();
+    let d = dirs();
+    let m = mount(Arc::new(MemoryStore::new()), &d.cache, &d.mnt, u64::MAX);
+    let path = d.mnt.join("f");
+    let mut expect: Vec<u8> = (0..(1u32 << 20)).map(|i| (i % 251) as u8).collect();
+    std::fs::write(&path, &expect).unwrap();
+    let mut reader = std::fs::File::open(&path).unwrap();
+    let mut got = Vec::new();
+    reader.read_to_end(&mut got).unwrap();
+    assert!(got == expect, "the first read");
+    let len = 2usize << 20;
+    // SAFETY: a read-only shared mapping of a file this test owns, unmapped below; the
+    // file is at most `len` bytes long while it is read through the mapping.
+    let map = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ,
+            libc::MAP_SHARED,
+            reader.as_raw_fd(),
+            0,
+        )
+    };
+    assert_ne!(
+        map,
+        libc::MAP_FAILED,
+        "mmap: {}",
+        std::io::Error::last_os_error()
+    );
+    // SAFETY: the first MiB of the mapping is the file's (its size until the append).
+    let mapped = |n: usize| unsafe { std::slice::from_raw_parts(map as *const u8, n).to_vec() };
+    assert!(
+        mapped(expect.len()) == expect,
+        "the mapping before the writes"
+    );
+    let writes: [(u64, usize, u8); 4] = [
+        (4096 + 100, 9000, 0xa1),  // unaligned, across pages
+        (65536, 131072, 0xb2),     // aligned, two pages' worth of chunks
+        (1_000_000, 48_576, 0xc3), // up to the end exactly
+        (1 << 20, 300_000, 0xd4),  // an append
+    ];
+    for (n, &(at, count, byte)) in writes.iter().enumerate() {
+        let writer = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+        writer.write_all_at(&vec![byte; count], at).unwrap();
+        drop(writer);
+        let end = at as usize + count;
+        if end > expect.len() {
+            expect.resize(end, 0);
+        }
+        expect[at as usize..end].fill(byte);
+        got.clear();
+        reader.rewind().unwrap();
+        reader.read_to_end(&mut got).unwrap();
+        assert!(
+            got == expect,
+            "write {n}: the reader that cached the pages read stale bytes"
+        );
+        assert!(
+            mapped(expect.len()) == expect,
+            "write {n}: the mapping shows stale bytes"
+        );
+        let mut fresh = Vec::new();
+        std::fs::File::open(&path)
+            .unwrap()
+            .read_to_end(&mut fresh)
+            .unwrap();
+        assert!(fresh == expect, "write {n}: a new reader read stale bytes");
+    }
+    // SAFETY: the mapping made above, not used after this.
+    assert_eq!(unsafe { libc::munmap(map, len) }, 0);
+    drop(reader);
+    let mut append = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&path)
+        .unwrap();
+    append.write_all(b"tail").unwrap();
+    drop(append);
+    expect.extend_from_slice(b"tail");
+    let m = m.remount(u64::MAX);
+    assert!(std::fs::read(&path).unwrap() == expect, "after a remount");
+    drop(m);
+}

@@ -14,6 +14,7 @@ use std::ffi::OsStr;
 use std::future::Future;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime};
 
 use crate::format::name::escape;
@@ -35,11 +36,24 @@ const MAX_READAHEAD: u32 = 1 << 20;
 pub struct FuseFs {
     fs: Fs,
     rt: tokio::runtime::Handle,
+    /// The kernel takes `FUSE_DIRECT_IO_ALLOW_MMAP` (Linux 6.6+): a write around the page
+    /// cache also drops the pages other handles cached over its range, so write-only
+    /// handles may write around it ([`open_flags`]).
+    write_around: AtomicBool,
 }
 
 impl FuseFs {
     pub fn new(fs: Fs, rt: tokio::runtime::Handle) -> FuseFs {
-        FuseFs { fs, rt }
+        FuseFs {
+            fs,
+            rt,
+            write_around: AtomicBool::new(false),
+        }
+    }
+
+    /// How the kernel caches a handle opened with `flags` ([`open_flags`]).
+    fn open_flags(&self, flags: i32) -> FopenFlags {
+        open_flags(flags, self.write_around.load(Ordering::Relaxed))
     }
 
     /// Answer `call` from a task on the runtime: `f` replies.
@@ -164,6 +178,10 @@ impl Filesystem for FuseFs {
             let _ = config.set_max_readahead(nearest);
         }
         let _ = config.set_max_background(64);
+        let around = config
+            .add_capabilities(InitFlags::FUSE_DIRECT_IO_ALLOW_MMAP)
+            .is_ok();
+        self.write_around.store(around, Ordering::Relaxed);
         // Each capability is optional: take what this kernel offers.
         for cap in [
             InitFlags::FUSE_DO_READDIRPLUS,
@@ -379,9 +397,10 @@ impl Filesystem for FuseFs {
 
     fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
         let fs = self.fs.clone();
+        let open_flags = self.open_flags(flags.0);
         self.spawn(span("open", ino.0, req), async move {
             match fs.open(ino.0, flags.0).await {
-                Ok(fh) => reply.opened(FileHandle(fh), OPEN_FLAGS),
+                Ok(fh) => reply.opened(FileHandle(fh), open_flags),
                 Err(e) => reply.error(errno(&e)),
             }
         });
@@ -693,9 +712,10 @@ impl Filesystem for FuseFs {
         let n = name(n);
         let (uid, gid) = (req.uid(), req.gid());
         let mode = mode & !umask;
+        let open_flags = self.open_flags(flags);
         let done = self.fs.create(parent.0, &n, mode, flags, uid, gid);
-        self.answer(named_span("create", parent.0, req, &n), done, |done| {
-            reply_created(reply, done)
+        self.answer(named_span("create", parent.0, req, &n), done, move |done| {
+            reply_created(reply, done, open_flags)
         });
     }
 
@@ -737,23 +757,38 @@ impl Filesystem for FuseFs {
     }
 }
 
-/// How the kernel caches an open file. Content changes only through this mount, so cached
-/// pages stay valid across opens (a re-read never comes back to the daemon);
-/// FUSE_AUTO_INVAL_DATA drops them if an attribute refresh shows a change. Writes go
-/// through the page cache too (write-through), which keeps those pages current. Writing
-/// around it (`FOPEN_DIRECT_IO` for write-only handles) cut the CPU of large copies but
-/// showed no gain in the benchmark's median, and would leave pages other handles cached
-/// stale, so it is not done. The same for every open and create.
-const OPEN_FLAGS: FopenFlags = FopenFlags::FOPEN_KEEP_CACHE;
+/// How the kernel caches a handle opened with `flags`. Content changes only through this
+/// mount, so cached pages stay valid across opens (a re-read never comes back to the
+/// daemon); FUSE_AUTO_INVAL_DATA drops them if an attribute refresh shows a change.
+///
+/// A write-only handle writes around the page cache (`FOPEN_DIRECT_IO`) where the kernel
+/// drops what other handles cached over a range written around it (`write_around`,
+/// Linux 6.6+); elsewhere, and for every handle that reads, writes go through the page
+/// cache (write-through), which keeps its pages current. Through the page cache, every
+/// byte written is copied into a page of the kernel's that nothing reads (the writer does
+/// not, and the daemon keeps its own staged copy): on a VM whose host takes back freed
+/// memory, a fresh page per 4 KiB written, and the costliest step of a large copy
+/// (BENCHMARKS.md). A write-only handle cannot be mapped, so nothing relies on its pages.
+fn open_flags(flags: i32, write_around: bool) -> FopenFlags {
+    let write_only = flags & libc::O_ACCMODE == libc::O_WRONLY;
+    match write_around && write_only {
+        true => FopenFlags::FOPEN_KEEP_CACHE | FopenFlags::FOPEN_DIRECT_IO,
+        false => FopenFlags::FOPEN_KEEP_CACHE,
+    }
+}
 
-fn reply_created(reply: ReplyCreate, created: Result<(crate::fs::Attr, u64), FsError>) {
+fn reply_created(
+    reply: ReplyCreate,
+    created: Result<(crate::fs::Attr, u64), FsError>,
+    open_flags: FopenFlags,
+) {
     match created {
         Ok((a, fh)) => reply.created(
             &TTL,
             &attr::file_attr(&a),
             Generation(0),
             FileHandle(fh),
-            OPEN_FLAGS,
+            open_flags,
         ),
         Err(e) => reply.error(errno(&e)),
     }
