@@ -644,7 +644,7 @@ fn a_write_only_handle_s_writes_reach_cached_pages_and_mappings() {
         "mmap: {}",
         std::io::Error::last_os_error()
     );
-    // SAFETY: the first MiB of the mapping is the file's (its size until the append).
+    // SAFETY: `n` is at most the file's size when called, which stays under `len`.
     let mapped = |n: usize| unsafe { std::slice::from_raw_parts(map as *const u8, n).to_vec() };
     assert!(
         mapped(expect.len()) == expect,
@@ -652,7 +652,7 @@ fn a_write_only_handle_s_writes_reach_cached_pages_and_mappings() {
     );
     let writes: [(u64, usize, u8); 4] = [
         (4096 + 100, 9000, 0xa1),  // unaligned, across pages
-        (65536, 131072, 0xb2),     // aligned, two pages' worth of chunks
+        (65536, 131072, 0xb2),     // aligned, 128 KiB across two chunks
         (1_000_000, 48_576, 0xc3), // up to the end exactly
         (1 << 20, 300_000, 0xd4),  // an append
     ];

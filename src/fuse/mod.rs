@@ -14,7 +14,6 @@ use std::ffi::OsStr;
 use std::future::Future;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime};
 
 use crate::format::name::escape;
@@ -39,7 +38,7 @@ pub struct FuseFs {
     /// The kernel takes `FUSE_DIRECT_IO_ALLOW_MMAP` (Linux 6.6+): a write around the page
     /// cache also drops the pages other handles cached over its range, so write-only
     /// handles may write around it ([`open_flags`]).
-    write_around: AtomicBool,
+    write_around: bool,
 }
 
 impl FuseFs {
@@ -47,13 +46,13 @@ impl FuseFs {
         FuseFs {
             fs,
             rt,
-            write_around: AtomicBool::new(false),
+            write_around: false,
         }
     }
 
     /// How the kernel caches a handle opened with `flags` ([`open_flags`]).
     fn open_flags(&self, flags: i32) -> FopenFlags {
-        open_flags(flags, self.write_around.load(Ordering::Relaxed))
+        open_flags(flags, self.write_around)
     }
 
     /// Answer `call` from a task on the runtime: `f` replies.
@@ -178,10 +177,9 @@ impl Filesystem for FuseFs {
             let _ = config.set_max_readahead(nearest);
         }
         let _ = config.set_max_background(64);
-        let around = config
+        self.write_around = config
             .add_capabilities(InitFlags::FUSE_DIRECT_IO_ALLOW_MMAP)
             .is_ok();
-        self.write_around.store(around, Ordering::Relaxed);
         // Each capability is optional: take what this kernel offers.
         for cap in [
             InitFlags::FUSE_DO_READDIRPLUS,
