@@ -1,4 +1,5 @@
-//! `add`: multipart file parts streamed through rust-ipfs's UnixFS importer.
+//! `add`: multipart file parts (read by `parts` over the body's own frames) streamed through
+//! rust-ipfs's UnixFS importer.
 //!
 //! The importer (rust-unixfs `FileAdder`, re-exported by rust-ipfs, with its balanced
 //! collector) produces Kubo's DAG: 256 KiB chunks, at most 174 links per node, dag-pb UnixFS
@@ -14,8 +15,9 @@
 
 use std::path::Path;
 
-use axum::extract::multipart::{Field, MultipartRejection};
-use axum::extract::{Multipart, State};
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::HeaderMap;
 use axum::http::header::CONTENT_TYPE;
 use axum::response::{IntoResponse, Response};
 use futures::StreamExt;
@@ -27,6 +29,7 @@ use serde::Serialize;
 
 use super::error::ApiError;
 use super::http::Args;
+use super::parts::{self, Parts};
 use super::{Node, NodeState, blocks, pins};
 
 /// Kubo's default and only supported chunker.
@@ -41,10 +44,8 @@ pub enum AddError {
     Chunker(String),
     #[error("cid-version must be 0 or 1, not {0}")]
     CidVersion(u64),
-    #[error("not a multipart/form-data request: {0}")]
-    NotMultipart(String),
-    #[error("reading the request body failed: {0}")]
-    Body(String),
+    #[error("{0}")]
+    Parts(#[from] parts::PartsError),
     #[error("file argument 'path' is required")]
     NoFiles,
     #[error("importing {name:?} failed: {reason}")]
@@ -62,7 +63,7 @@ impl From<AddError> for ApiError {
         match e {
             AddError::Chunker(_)
             | AddError::CidVersion(_)
-            | AddError::NotMultipart(_)
+            | AddError::Parts(parts::PartsError::NotMultipart(_))
             | AddError::NoFiles => ApiError::bad_argument(e.to_string()),
             _ => ApiError::failed(e),
         }
@@ -117,29 +118,22 @@ struct Added {
 pub async fn add(
     State(node): State<NodeState>,
     args: Args,
-    multipart: Result<Multipart, MultipartRejection>,
+    headers: HeaderMap,
+    body: Body,
 ) -> Result<Response, ApiError> {
     let options = ImportOptions::from_args(&args)?;
+    let mut parts = parts::parts(&headers, body).map_err(AddError::from)?;
     let gc_guard = node.gc.guard().await;
-    let mut multipart = multipart.map_err(|e| AddError::NotMultipart(e.body_text()))?;
     let store = blocks::store_dir(&node.repo);
     let mut imported = Vec::new();
     let mut added_bytes = 0u64;
-    while let Some(field) = multipart
-        .next_field()
-        .await
-        .map_err(|e| AddError::Body(e.body_text()))?
-    {
-        if field.content_type() == Some("application/x-directory") {
+    while let Some(head) = parts.next_part().await.map_err(AddError::from)? {
+        if head.content_type.as_deref() == Some("application/x-directory") {
             // Kubo clients announce directories as empty parts; pxfs adds files one by one.
             continue;
         }
-        let name = field
-            .file_name()
-            .or(field.name())
-            .unwrap_or_default()
-            .to_owned();
-        let file = import(&store, field, &name, &options).await?;
+        let name = head.file_name.or(head.name).unwrap_or_default();
+        let file = import(&store, &mut parts, &name, &options).await?;
         added_bytes += file.bytes;
         imported.push((name, file));
     }
@@ -209,11 +203,11 @@ struct Imported {
     size: u64,
 }
 
-/// Streams one part through the importer into the block store. Hashing and writing run
+/// Streams the current part through the importer into the block store. Hashing and writing run
 /// off the async runtime, one chunk at a time.
 async fn import(
     store: &Path,
-    mut field: Field<'_>,
+    part: &mut Parts,
     name: &str,
     options: &ImportOptions,
 ) -> Result<Imported, AddError> {
@@ -236,10 +230,7 @@ async fn import(
     // The size of the last block produced: the root's, once the file is done.
     let mut last_size = None;
     loop {
-        let chunk = field
-            .chunk()
-            .await
-            .map_err(|e| AddError::Body(e.body_text()))?;
+        let chunk = part.chunk().await?;
         let done = chunk.is_none();
         if let Some(chunk) = chunk {
             if buffer.is_empty() {

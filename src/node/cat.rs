@@ -210,6 +210,19 @@ fn file_size(block: &Block) -> Result<u64, CatError> {
     }
 }
 
+/// `part` of `block`'s bytes as a view of them, without a copy (a copy if it lies
+/// elsewhere, as bytes a walk kept from an earlier block would).
+fn share(block: &Block, part: &[u8]) -> Bytes {
+    let whole = block.inner_data();
+    let start = whole.as_ptr() as usize;
+    let at = part.as_ptr() as usize;
+    if !part.is_empty() && at >= start && at + part.len() <= start + whole.len() {
+        whole.slice_ref(part)
+    } else {
+        Bytes::copy_from_slice(part)
+    }
+}
+
 enum Walk {
     Root(Block),
     Links(FileVisit),
@@ -238,13 +251,13 @@ impl RangeReader {
                         reason: e.to_string(),
                     };
                     let bytes = if block.cid().codec() == RAW_CODEC {
-                        Bytes::copy_from_slice(visit.start_from_raw(block.data()).0)
+                        share(&block, visit.start_from_raw(block.data()).0)
                     } else {
                         let (bytes, _, _, next) = visit.start(block.data()).map_err(walk_error)?;
                         if let Some(next) = next {
                             self.state = Walk::Links(next);
                         }
-                        Bytes::copy_from_slice(bytes)
+                        share(&block, bytes)
                     };
                     if !bytes.is_empty() {
                         return Ok(Some(bytes));
@@ -266,7 +279,7 @@ impl RangeReader {
                             cid: next,
                             reason: e.to_string(),
                         })?;
-                    let bytes = Bytes::copy_from_slice(bytes);
+                    let bytes = share(&block, bytes);
                     if let Some(next_visit) = next_visit {
                         self.state = Walk::Links(next_visit);
                     }

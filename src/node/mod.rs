@@ -18,6 +18,7 @@ mod gateway;
 mod gc;
 mod http;
 mod names;
+mod parts;
 mod pins;
 mod put;
 mod repo;
