@@ -460,6 +460,56 @@ async fn names_that_are_not_cids_never_become_paths() {
     assert!(matches!(err, CacheError::BadCid(_)), "{err:?}");
 }
 
+/// A run (one request for many objects, the read-ahead of sealed chunks) gives each object
+/// whole and in order, whether it arrived within one piece of the node's answer or across
+/// several: objects of many sizes, some cached already, from a real `pxfs node`.
+#[tokio::test]
+async fn a_run_gives_every_object_whole_however_the_answer_is_cut() {
+    use futures::StreamExt;
+    let node = NodeProcess::start();
+    let sizes = [
+        1usize, 7, 131_088, 65_536, 3, 131_088, 100_000, 2, 131_088, 40_000,
+    ];
+    let mut objects = Vec::new();
+    for (i, size) in sizes.iter().enumerate() {
+        let data = pattern(*size, 40 + i as u8);
+        let cid = node
+            .client()
+            .add_bytes("o", data.clone())
+            .await
+            .unwrap()
+            .hash;
+        objects.push((cid, data));
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let options = CacheOptions {
+        chunk_size: 256 * 1024,
+        ..CacheOptions::default()
+    };
+    let cache = open(dir.path(), 1 << 30, client_for(&node.url, 5, 0), options);
+    // Two objects already cached: the run takes them from disk and the rest from the node.
+    for (cid, data) in [&objects[2], &objects[6]] {
+        let got = cache.read_sealed(cid, data.len() as u64).await.unwrap();
+        cache.keep(cid, got);
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for _ in 0..3 {
+        let run: Vec<(String, u64)> = objects
+            .iter()
+            .map(|(cid, data)| (cid.clone(), data.len() as u64))
+            .collect();
+        let got: Vec<Bytes> = cache
+            .read_sealed_run(run)
+            .map(|r| r.unwrap())
+            .collect()
+            .await;
+        assert_eq!(got.len(), objects.len());
+        for (i, (got, (_, want))) in got.iter().zip(&objects).enumerate() {
+            assert!(got == want, "object {i} ({} bytes) differs", want.len());
+        }
+    }
+}
+
 #[tokio::test]
 async fn a_real_file_is_read_through_the_cache_and_survives_the_node_dying() {
     let mut node = NodeProcess::start();

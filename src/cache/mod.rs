@@ -328,12 +328,26 @@ impl ChunkCache {
                     return;
                 }
             };
-            let mut buf = BytesMut::new();
+            // The body's bytes not handed out yet. An object that arrived within one piece
+            // is handed out as a view of it; one across pieces is put together.
+            let mut rest = Bytes::new();
             for (cid, len) in &objects[at..end] {
                 let len = *len as usize;
-                while buf.len() < len {
+                let mut joined = BytesMut::new();
+                let object = loop {
+                    if joined.is_empty() && rest.len() >= len {
+                        break rest.split_to(len);
+                    }
+                    let take = (len - joined.len()).min(rest.len());
+                    if take > 0 {
+                        joined.reserve(len - joined.len());
+                        joined.extend_from_slice(&rest.split_to(take));
+                        if joined.len() == len {
+                            break joined.freeze();
+                        }
+                    }
                     match body.next().await {
-                        Some(Ok(piece)) => buf.extend_from_slice(&piece),
+                        Some(Ok(piece)) => rest = piece,
                         Some(Err(source)) => {
                             let _ = tx.send(Err(fetch_error(&key(cid), source.into()))).await;
                             return;
@@ -341,8 +355,8 @@ impl ChunkCache {
                         // Shorter than asked: the node gave fewer objects (or other ones).
                         None => return,
                     }
-                }
-                if tx.send(Ok(buf.split_to(len).freeze())).await.is_err() {
+                };
+                if tx.send(Ok(object)).await.is_err() {
                     return;
                 }
             }

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 
 use crate::fs::Fs;
 use crate::fs::data::content;
@@ -90,18 +90,22 @@ impl Fs {
             return Ok(Bytes::new());
         }
         let len = (size as u64).min(file_size - offset);
-        let mut data = match source {
-            Source::Local(token, s) => self.read_staged(token, &s, offset, len).await?,
+        let data = match source {
+            Source::Local(token, s) => self.read_staged(token, &s, offset, len).await?.into(),
             Source::Node(token, blob) => {
                 let sealing = self.sealing(token);
                 self.read_content(token, &sealing, &blob, offset, len)
                     .await?
-                    .to_vec()
             }
-            Source::Empty => Vec::new(),
+            Source::Empty => Bytes::new(),
         };
+        if data.len() as u64 >= len {
+            return Ok(data.slice(..len as usize));
+        }
         // A hole at the end (size set beyond the data) reads as zeros.
-        data.resize(len as usize, 0);
-        Ok(Bytes::from(data))
+        let mut padded = BytesMut::with_capacity(len as usize);
+        padded.extend_from_slice(&data);
+        padded.resize(len as usize, 0);
+        Ok(padded.freeze())
     }
 }
