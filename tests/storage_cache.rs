@@ -492,7 +492,15 @@ async fn a_run_gives_every_object_whole_however_the_answer_is_cut() {
         let got = cache.read_sealed(cid, data.len() as u64).await.unwrap();
         cache.keep(cid, got);
     }
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // `keep` writes in the background.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !(cached(dir.path(), &objects[2].0, 0) && cached(dir.path(), &objects[6].0, 0)) {
+        assert!(
+            Instant::now() < deadline,
+            "the kept objects never reached the cache"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     for _ in 0..3 {
         let run: Vec<(String, u64)> = objects
             .iter()

@@ -49,12 +49,11 @@ pub struct PartHead {
 enum Stage {
     /// Before the first delimiter.
     Preamble,
-    /// Just after a delimiter: the close marker, or padding and the line's end, then headers.
+    /// Just after a delimiter (the preamble or a part's data ended there): the close
+    /// marker, or padding and the line's end, then headers.
     Headers,
     /// In a part's data.
     Data,
-    /// A part's data ended (its delimiter taken); its headers come next.
-    DataEnded,
     /// After the close delimiter.
     Done,
 }
@@ -130,7 +129,6 @@ impl Parts {
         loop {
             match self.stage {
                 Stage::Preamble | Stage::Data => while self.chunk().await?.is_some() {},
-                Stage::DataEnded => self.stage = Stage::Headers,
                 Stage::Headers => return self.headers().await,
                 Stage::Done => return Ok(None),
             }
@@ -197,10 +195,7 @@ impl Parts {
     /// ends there.
     fn last_data(&mut self, data: Bytes) -> Option<Bytes> {
         let data = self.data(data);
-        self.stage = match self.stage {
-            Stage::Preamble => Stage::Headers,
-            _ => Stage::DataEnded,
-        };
+        self.stage = Stage::Headers;
         data
     }
 
