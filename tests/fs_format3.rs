@@ -543,54 +543,64 @@ async fn read_in_order(fs: &Fs, name: &str, step: u32) -> (Vec<u8>, Option<FsErr
     (out, failed)
 }
 
-/// A sequential reader of an encrypted file gets the chunks ahead of it fetched in runs (one
-/// request for many, `ContentStore::read_sealed_run`). Whatever a node answers there — only
-/// the first chunk, the chunks in another order, altered bytes, a failure part-way — the
-/// reader gets the file's own bytes, the chunks the run did not give being read one by one;
-/// and a chunk the node alters everywhere reads as `EIO`, every byte before it right.
+/// A sequential reader of a chunked file gets the chunks ahead of it fetched in runs (one
+/// request for many, `ContentStore::read_sealed_run`), in an encrypted tree (each chunk
+/// authenticated by opening it) and in a plaintext one (each checked against its CID).
+/// Whatever a node answers there — only the first chunk, the chunks in another order,
+/// altered bytes, a failure part-way — the reader gets the file's own bytes, the chunks the
+/// run did not give being read one by one; and a sealed chunk the node alters everywhere
+/// reads as `EIO`, every byte before it right.
 #[tokio::test]
 async fn chunks_read_ahead_in_runs_are_the_files_own_whatever_the_node_answers() {
     use pxfs::fs::store::RunAnswer;
-    let store = Arc::new(MemoryStore::new());
-    let fs = mount(&store, keys_of(true)).await;
     let data: Vec<u8> = (0..(6u32 << 20))
         .map(|i| (i * 7 % 251) as u8 ^ (i >> 17) as u8)
         .collect();
-    write_at(&fs, "big", 0, &data, true).await;
-    fs.abort();
-    let stored = (data.len() as u64).div_ceil(CHUNK) * (CHUNK + 16);
-    for answer in [
-        RunAnswer::Honest,
-        RunAnswer::FirstOnly,
-        RunAnswer::Shuffled,
-        RunAnswer::Altered,
-        RunAnswer::BreaksOff,
-        RunAnswer::Unsupported,
-    ] {
-        store.set_run_answer(answer);
-        let (runs, served) = (store.run_reads(), store.served_bytes());
-        let fs = mount(&store, keys_of(true)).await;
-        for step in [1u32 << 20, 128 << 10] {
-            let (got, failed) = read_in_order(&fs, "big", step).await;
-            assert!(failed.is_none(), "{answer:?}, reads of {step}: {failed:?}");
-            assert!(got == data, "{answer:?}, reads of {step}: other bytes");
-        }
+    for sealed in [false, true] {
+        let store = Arc::new(MemoryStore::new());
+        let fs = mount(&store, keys_of(sealed)).await;
+        write_at(&fs, "big", 0, &data, true).await;
         fs.abort();
-        let runs = store.run_reads() - runs;
-        match answer {
-            RunAnswer::Unsupported => assert_eq!(runs, 0),
-            _ => assert!(runs > 0, "{answer:?}: no chunk was read ahead in a run"),
-        }
-        if answer == RunAnswer::Honest {
-            // Each chunk came from the node once (the second pass reads the same opened
-            // chunks or asks again; never more than twice the file in all).
-            let sent = store.served_bytes() - served;
-            assert!(
-                sent <= 2 * stored,
-                "an honest node sent {sent} bytes for two passes over {stored}"
-            );
+        let tag = if sealed { 16 } else { 0 };
+        let stored = (data.len() as u64).div_ceil(CHUNK) * (CHUNK + tag);
+        for answer in [
+            RunAnswer::Honest,
+            RunAnswer::FirstOnly,
+            RunAnswer::Shuffled,
+            RunAnswer::Altered,
+            RunAnswer::BreaksOff,
+            RunAnswer::Unsupported,
+        ] {
+            store.set_run_answer(answer);
+            let (runs, served) = (store.run_reads(), store.served_bytes());
+            let fs = mount(&store, keys_of(sealed)).await;
+            for step in [1u32 << 20, 128 << 10] {
+                let (got, failed) = read_in_order(&fs, "big", step).await;
+                let case = format!("sealed {sealed}, {answer:?}, reads of {step}");
+                assert!(failed.is_none(), "{case}: {failed:?}");
+                assert!(got == data, "{case}: other bytes");
+            }
+            fs.abort();
+            let runs = store.run_reads() - runs;
+            match answer {
+                RunAnswer::Unsupported => assert_eq!(runs, 0),
+                _ => assert!(runs > 0, "sealed {sealed}, {answer:?}: no run read ahead"),
+            }
+            if answer == RunAnswer::Honest {
+                // Each chunk came from the node once (the second pass reads the same opened
+                // chunks or asks again; never more than twice the file in all).
+                let sent = store.served_bytes() - served;
+                assert!(
+                    sent <= 2 * stored,
+                    "sealed {sealed}: an honest node sent {sent} bytes for two passes over {stored}"
+                );
+            }
         }
     }
+    let store = Arc::new(MemoryStore::new());
+    let fs = mount(&store, keys_of(true)).await;
+    write_at(&fs, "big", 0, &data, true).await;
+    fs.abort();
     // One chunk altered on the node itself: every run and every read alone gives it so.
     let victim = store
         .objects()

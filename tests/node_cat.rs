@@ -117,6 +117,69 @@ async fn cat_of_several_paths_gives_them_in_order() {
     node.stop().await;
 }
 
+/// A run of many paths (a mount reads a file's chunks as one `cat` of up to 32 of them): the
+/// node opens several at once, and still gives them in the order asked, repeats included,
+/// whatever order their loads end in; a missing one far down the list fails the call before
+/// any byte is sent.
+#[tokio::test(flavor = "multi_thread")]
+async fn cat_of_many_paths_gives_them_in_order_however_their_loads_end() {
+    let repo = tempfile::tempdir().unwrap();
+    let node = TestNode::start(repo.path()).await;
+    // Sizes far apart, so loads that run at once end in another order than they began.
+    let files: Vec<Vec<u8>> = (0..24u64)
+        .map(|i| {
+            pseudo_random(
+                if i % 3 == 0 {
+                    CHUNK - 1
+                } else {
+                    1 + i as usize * 97
+                },
+                i + 10,
+            )
+        })
+        .collect();
+    let mut cids = Vec::new();
+    for (i, f) in files.iter().enumerate() {
+        cids.push(add_v1(&node, &format!("m{i}"), f.clone()).await);
+    }
+    for seed in 1..=5u64 {
+        // 40 picks (some twice), in an order of the seed's.
+        let mut state = seed * 0x9e37_79b9_7f4a_7c15;
+        let order: Vec<usize> = (0..40)
+            .map(|_| {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                (state % files.len() as u64) as usize
+            })
+            .collect();
+        let query: Vec<(&str, &str)> = order.iter().map(|&i| ("arg", cids[i].as_str())).collect();
+        let response = client()
+            .post(with_query(&node.rpc("cat"), &query))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status().as_u16(), 200, "seed {seed}");
+        let body = response.bytes().await.unwrap();
+        let want: Vec<u8> = order
+            .iter()
+            .flat_map(|&i| files[i].iter().copied())
+            .collect();
+        assert!(
+            body == want,
+            "seed {seed}: {} bytes, want {}",
+            body.len(),
+            want.len()
+        );
+        let unknown = "bafkreicysg23kiwv34eg2d7qweipxwosdo2py4ldv42nbauguluen5v6am";
+        let mut query = query.clone();
+        query.insert(30 + seed as usize, ("arg", unknown));
+        let (status, body) = call(&node.rpc("cat"), &query).await;
+        assert_kubo_error(status, &body, 500, 0);
+    }
+    node.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn cat_of_a_single_raw_block_honours_the_range() {
     let repo = tempfile::tempdir().unwrap();

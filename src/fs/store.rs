@@ -260,10 +260,11 @@ pub trait ContentStore: Send + Sync + 'static {
     async fn read_sealed(&self, cid: &str, len: u64) -> Result<Bytes, StoreError> {
         self.read(cid, len, 0, len).await
     }
-    /// Several sealed chunks, each as [`ContentStore::read_sealed`] reads one, in order as
-    /// a stream: one request for many, where the store can (its bytes arrive in the order
-    /// they are read). It may end early or with an error: the reader reads the rest one by
-    /// one. `None`: this store reads them one by one only.
+    /// Several chunk objects, each as [`ContentStore::read_sealed`] reads one (unchecked:
+    /// the reader opens a sealed chunk, and hashes a plaintext tree's chunk against its
+    /// CID), in order as a stream: one request for many, where the store can (its bytes
+    /// arrive in the order they are read). It may end early or with an error: the reader
+    /// reads the rest one by one. `None`: this store reads them one by one only.
     fn read_sealed_run(
         &self,
         objects: Vec<(String, u64)>,
@@ -271,7 +272,8 @@ pub trait ContentStore: Send + Sync + 'static {
         let _ = objects;
         None
     }
-    /// A sealed chunk from [`ContentStore::read_sealed`] that opened: worth keeping.
+    /// A chunk from [`ContentStore::read_sealed`] or a run that opened (or, plain,
+    /// matched its CID): worth keeping.
     fn keep_opened(&self, cid: &str, sealed: Bytes) {
         let _ = (cid, sealed);
     }

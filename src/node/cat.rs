@@ -13,7 +13,7 @@ use axum::extract::State;
 use axum::http::header::CONTENT_TYPE;
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
-use futures::{Stream, StreamExt};
+use futures::{Stream, StreamExt, TryStreamExt};
 use ipld_core::cid::Cid;
 use rust_ipfs::unixfs::ll::file::FileReadFailed;
 use rust_ipfs::unixfs::ll::file::visit::{Cache, FileVisit, IdleFileVisit};
@@ -30,6 +30,8 @@ const RAW_CODEC: u64 = 0x55;
 const ONLINE_FETCH_TIMEOUT: Duration = Duration::from_secs(60);
 /// Blocks loaded ahead of the one being sent (256 KiB each).
 const READ_AHEAD: usize = 8;
+/// Paths of one `cat` opened at once (each loads its first block).
+const OPENS_AT_ONCE: usize = 8;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CatError {
@@ -321,11 +323,20 @@ pub async fn cat(State(node): State<NodeState>, args: Args) -> Result<Response, 
     args.required("arg")?;
     let offset = args.u64("offset")?.unwrap_or(0);
     let length = args.u64("length")?;
-    let mut files = Vec::new();
-    for arg in args.all("arg") {
-        let path = ContentPath::resolve(&node, arg).await?;
-        files.push(UnixfsFile::open(&node, &path).await?);
-    }
+    // Opened several at once, in order: opening a path loads its first block (all of a
+    // raw one) from disk, and a run of many chunk paths waited for each read in turn.
+    let paths: Vec<String> = args.all("arg").map(str::to_owned).collect();
+    let files: Vec<UnixfsFile> = futures::stream::iter(paths)
+        .map(|arg| {
+            let node = node.clone();
+            async move {
+                let path = ContentPath::resolve(&node, &arg).await?;
+                UnixfsFile::open(&node, &path).await
+            }
+        })
+        .buffered(OPENS_AT_ONCE)
+        .try_collect()
+        .await?;
     let end = length.map_or(u64::MAX, |length| offset.saturating_add(length));
     let mut parts = Vec::with_capacity(files.len());
     let mut at = 0u64;

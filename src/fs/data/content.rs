@@ -354,9 +354,14 @@ impl ChunkRef {
         }
     }
 
-    /// A sealed table chunk of a tree that holds the key: one [`OpenChunks::open_run`] takes.
-    fn sealed(&self) -> bool {
-        matches!(self.form, ChunkForm::Table { salt: Some(_), .. }) && keys(&self.sealing).is_some()
+    /// A table chunk [`OpenChunks::open_run`] takes: sealed in a tree that holds the key
+    /// (opening it authenticates it), or plain in a plaintext tree (its CID does).
+    fn in_runs(&self) -> bool {
+        match self.form {
+            ChunkForm::Table { salt: Some(_), .. } => keys(&self.sealing).is_some(),
+            ChunkForm::Table { salt: None, .. } => keys(&self.sealing).is_none(),
+            ChunkForm::Stream { .. } => false,
+        }
     }
 }
 
@@ -461,9 +466,10 @@ impl OpenChunks {
         sealed: Option<Bytes>,
         tx: tokio::sync::oneshot::Sender<Result<Bytes, OpenError>>,
     ) {
-        let from_run = match sealed {
-            Some(sealed) => open_table_sealed(&c, sealed).await.ok(),
-            None => None,
+        let from_run = match (sealed, c.form) {
+            (Some(plain), ChunkForm::Table { salt: None, .. }) => open_table_plain(&c, plain).ok(),
+            (Some(sealed), _) => open_table_sealed(&c, sealed).await.ok(),
+            (None, _) => None,
         };
         let r = match from_run {
             Some(plain) => Ok(plain),
@@ -603,6 +609,24 @@ async fn open_table_sealed(c: &ChunkRef, sealed: Bytes) -> Result<Bytes, OpenErr
     Ok(opened)
 }
 
+/// Plaintext chunk object `c`, its bytes `stored` as a run gave them (unchecked): they are
+/// its content when their length is its place's and their hash its CID's, and then kept by
+/// the store. Not counted as refused when they are not (the caller reads the chunk alone).
+fn open_table_plain(c: &ChunkRef, stored: Bytes) -> Result<Bytes, OpenError> {
+    let ChunkForm::Table { salt: None, size } = c.form else {
+        return Err(OpenError::Tampered(format!("chunk {}: sealed", c.cid)));
+    };
+    let len = chunks::chunk_len(size, c.index).unwrap_or(0);
+    if stored.len() as u64 != len || !crate::integrity::names(&c.cid, &stored) {
+        return Err(OpenError::Tampered(format!(
+            "chunk {}: the run's bytes are not its own",
+            c.cid
+        )));
+    }
+    c.store.keep_opened(&c.cid, stored.clone());
+    Ok(stored)
+}
+
 /// What [`read`] reads: `len` bytes at `offset`, for a reader (whose reads in order get
 /// the next chunks opened ahead) or not (a fill: one chunk a change needs, nothing after).
 #[derive(Debug, Clone, Copy)]
@@ -729,7 +753,7 @@ async fn read_chunked(
         let mut run = Vec::new();
         for (index, _) in table.chunks.range(ahead.start / chunks::CHUNK..upto) {
             match chunk(*index) {
-                Some(c) if c.sealed() => run.push(c),
+                Some(c) if c.in_runs() => run.push(c),
                 Some(c) => drop(opened.open(c)),
                 None => {}
             }
