@@ -31,7 +31,7 @@ const ONLINE_FETCH_TIMEOUT: Duration = Duration::from_secs(60);
 /// Blocks loaded ahead of the one being sent (256 KiB each).
 const READ_AHEAD: usize = 8;
 /// Paths of one `cat` opened at once (each loads its first block).
-const OPENS_AT_ONCE: usize = 8;
+const OPENS_AT_ONCE: usize = 16;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CatError {
