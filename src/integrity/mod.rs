@@ -108,11 +108,8 @@ pub fn check(cid: &Cid, data: &[u8]) -> Result<(), IntegrityError> {
 /// Whether `data` is the block `cid` (a CID's text) names, without counting or logging a
 /// mismatch: for bytes whose reader fetches the block alone, checked, when they are not.
 pub fn names(cid: &str, data: &[u8]) -> bool {
-    let Ok(cid) = cid.parse::<Cid>() else {
-        return false;
-    };
-    let hash = cid.hash();
-    hash.code() == SHA2_256 && Sha256::digest(data).as_slice() == hash.digest()
+    cid.parse::<Cid>()
+        .is_ok_and(|cid| crate::storage::cid::names_block(&cid, data))
 }
 
 fn corrupt(cid: &Cid, len: usize) {

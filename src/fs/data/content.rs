@@ -613,11 +613,10 @@ async fn open_table_sealed(c: &ChunkRef, sealed: Bytes) -> Result<Bytes, OpenErr
 /// its content when their length is its place's and their hash its CID's, and then kept by
 /// the store. Not counted as refused when they are not (the caller reads the chunk alone).
 fn open_table_plain(c: &ChunkRef, stored: Bytes) -> Result<Bytes, OpenError> {
-    let ChunkForm::Table { salt: None, size } = c.form else {
+    let ChunkForm::Table { salt: None, .. } = c.form else {
         return Err(OpenError::Tampered(format!("chunk {}: sealed", c.cid)));
     };
-    let len = chunks::chunk_len(size, c.index).unwrap_or(0);
-    if stored.len() as u64 != len || !crate::integrity::names(&c.cid, &stored) {
+    if stored.len() as u64 != c.stored_len() || !crate::integrity::names(&c.cid, &stored) {
         return Err(OpenError::Tampered(format!(
             "chunk {}: the run's bytes are not its own",
             c.cid
