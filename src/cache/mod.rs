@@ -13,6 +13,7 @@
 //! A fetch fails after the storage client's bounded retries and timeouts; the fs maps the
 //! error to `EIO`. Chunks already on disk are served while the node is down.
 
+mod keeper;
 mod pack;
 mod peek;
 mod store;
@@ -118,7 +119,9 @@ pub struct ChunkCache {
 }
 
 struct Inner {
-    store: ChunkStore,
+    store: Arc<ChunkStore>,
+    /// Writes opened chunks ([`ChunkCache::keep`]) to `store` off the readers' path.
+    keeper: keeper::Keeper,
     options: CacheOptions,
     in_flight: Mutex<HashMap<ChunkKey, ChunkFetch>>,
     /// CID → end offset of its last read, to recognise sequential reading.
@@ -145,13 +148,16 @@ impl ChunkCache {
             chunk_size: options.chunk_size.max(1),
             ..options
         };
-        let store =
-            ChunkStore::open(dir, size_limit, options.chunk_size)?.keeping_free(options.keep_free);
+        let store = Arc::new(
+            ChunkStore::open(dir, size_limit, options.chunk_size)?.keeping_free(options.keep_free),
+        );
+        let keeper = keeper::Keeper::start(store.clone());
         let tracked =
             std::num::NonZeroUsize::new(TRACKED_STREAMS).unwrap_or(std::num::NonZeroUsize::MIN);
         Ok(ChunkCache {
             inner: Arc::new(Inner {
                 store,
+                keeper,
                 options,
                 in_flight: Mutex::new(HashMap::new()),
                 streams: Mutex::new(LruCache::new(tracked)),
@@ -365,7 +371,8 @@ impl ChunkCache {
     }
 
     /// Keeps a whole object [`ChunkCache::read_sealed`] gave, now that its reader opened it
-    /// (in the background: it is only a cache).
+    /// (in the background, by one writer: it is only a cache, and not kept when the writer
+    /// is far behind).
     pub fn keep(&self, cid: &str, data: Bytes) {
         if !store::valid_cid(cid)
             || data.is_empty()
@@ -380,12 +387,7 @@ impl ChunkCache {
         if self.inner.store.touch(&key) {
             return;
         }
-        let inner = self.inner.clone();
-        tokio::task::spawn_blocking(move || {
-            if let Err(e) = inner.store.insert(key, &data) {
-                warn!(error = %e, "cannot cache chunk");
-            }
-        });
+        self.inner.keeper.keep(key, data);
     }
 
     /// Seeds the cache with a just-uploaded file so the first read after the upload is

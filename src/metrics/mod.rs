@@ -92,6 +92,7 @@ struct Metrics {
     chain_errors: Family<Call, Counter>,
     cache_hits: Counter,
     cache_misses: Counter,
+    cache_drops: Counter,
     mount: MountGauges,
 }
 
@@ -134,6 +135,7 @@ impl Metrics {
             chain_errors: Family::default(),
             cache_hits: Counter::default(),
             cache_misses: Counter::default(),
+            cache_drops: Counter::default(),
             mount: MountGauges::default(),
         };
         m.registered()
@@ -220,6 +222,11 @@ impl Metrics {
             "chunk_cache_misses",
             "File chunks fetched from the node because the cache lacked them",
             self.cache_misses.clone(),
+        );
+        r.register(
+            "chunk_cache_drops",
+            "Opened file chunks not kept in the cache because its writer was behind",
+            self.cache_drops.clone(),
         );
         let g = &self.mount;
         r.register(
@@ -371,6 +378,11 @@ pub fn chunk_cache(hit: bool) {
         true => METRICS.cache_hits.inc(),
         false => METRICS.cache_misses.inc(),
     };
+}
+
+/// An opened chunk not kept: the cache's writer was too far behind the readers.
+pub fn chunk_cache_drop() {
+    METRICS.cache_drops.inc();
 }
 
 /// What a mount's status says at one instant (plain data: the daemon fills it in from

@@ -29,6 +29,7 @@ fn every_family_is_exposed_with_prometheus_names_and_help() {
         "pxfs_chain_errors",
         "pxfs_chunk_cache_hits",
         "pxfs_chunk_cache_misses",
+        "pxfs_chunk_cache_drops",
         "pxfs_upload_queue_files",
         "pxfs_upload_queue_bytes",
         "pxfs_loaded_inodes",
