@@ -32,6 +32,8 @@ const ONLINE_FETCH_TIMEOUT: Duration = Duration::from_secs(60);
 const READ_AHEAD: usize = 8;
 /// Paths of one `cat` opened at once (each loads its first block).
 const OPENS_AT_ONCE: usize = 16;
+/// Of those, paths whose first block one blocking task reads from disk.
+const OPENS_PER_TASK: usize = 4;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CatError {
@@ -93,6 +95,24 @@ impl Node {
     }
 }
 
+impl Node {
+    /// Loads the blocks `cids` that are in the local store, several off one blocking task
+    /// ([`super::blocks::read_blocks`]); `None` for one that is not (it is then waited for
+    /// on the network or refused, as [`Node::block`] does).
+    async fn local_blocks(&self, cids: Vec<Cid>) -> Result<Vec<Option<Block>>, CatError> {
+        if cids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let store = super::blocks::store_dir(&self.repo);
+        let first = cids[0];
+        let load_error = |reason: String| CatError::Load { cid: first, reason };
+        tokio::task::spawn_blocking(move || super::blocks::read_blocks(&store, &cids))
+            .await
+            .map_err(|e| load_error(e.to_string()))?
+            .map_err(|e| load_error(e.to_string()))
+    }
+}
+
 /// A content path after name resolution: a root CID and the path below it.
 pub struct ContentPath {
     pub root: Cid,
@@ -146,8 +166,37 @@ impl UnixfsFile {
         } else {
             resolve_below(node, path).await?
         };
+        UnixfsFile::from_root(root)
+    }
+
+    /// The file whose root block is `root`.
+    fn from_root(root: Block) -> Result<Self, CatError> {
         let size = file_size(&root)?;
         Ok(UnixfsFile { root, size })
+    }
+
+    /// The files `args` names, in order: the first blocks of bare CIDs (what a mount's run
+    /// of chunks asks for) read from disk together, the other paths opened one by one.
+    async fn open_all(node: &Node, args: &[String]) -> Result<Vec<Self>, CatError> {
+        let mut paths = Vec::with_capacity(args.len());
+        for arg in args {
+            paths.push(ContentPath::resolve(node, arg).await?);
+        }
+        let bare = paths.iter().filter(|p| p.rest.is_empty()).map(|p| p.root);
+        let mut loaded = node.local_blocks(bare.collect()).await?.into_iter();
+        let mut files = Vec::with_capacity(paths.len());
+        for path in &paths {
+            let root = if path.rest.is_empty() {
+                loaded.next().flatten()
+            } else {
+                None
+            };
+            files.push(match root {
+                Some(root) => UnixfsFile::from_root(root)?,
+                None => UnixfsFile::open(node, path).await?,
+            });
+        }
+        Ok(files)
     }
 
     /// The file's length in bytes.
@@ -326,16 +375,14 @@ pub async fn cat(State(node): State<NodeState>, args: Args) -> Result<Response, 
     // Opened several at once, in order: opening a path loads its first block (all of a
     // raw one) from disk, and a run of many chunk paths waited for each read in turn.
     let paths: Vec<String> = args.all("arg").map(str::to_owned).collect();
-    let files: Vec<UnixfsFile> = futures::stream::iter(paths)
-        .map(|arg| {
+    let groups: Vec<Vec<String>> = paths.chunks(OPENS_PER_TASK).map(<[_]>::to_vec).collect();
+    let files: Vec<UnixfsFile> = futures::stream::iter(groups)
+        .map(|group| {
             let node = node.clone();
-            async move {
-                let path = ContentPath::resolve(&node, &arg).await?;
-                UnixfsFile::open(&node, &path).await
-            }
+            async move { UnixfsFile::open_all(&node, &group).await }
         })
-        .buffered(OPENS_AT_ONCE)
-        .try_collect()
+        .buffered(OPENS_AT_ONCE / OPENS_PER_TASK)
+        .try_concat()
         .await?;
     let end = length.map_or(u64::MAX, |length| offset.saturating_add(length));
     let mut parts = Vec::with_capacity(files.len());
