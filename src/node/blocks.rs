@@ -74,8 +74,12 @@ pub fn read_block(store: &Path, cid: &Cid) -> std::io::Result<Option<Block>> {
 /// All are opened and asked of the disk first (`POSIX_FADV_WILLNEED`), so that the disk
 /// fetches them together while they are read one after another. One blocking task reads
 /// several blocks of a `cat` this way: a task each kept the blocking pool's threads
-/// waking, and contending to be woken, for every block of a cold read.
-pub fn read_blocks(store: &Path, cids: &[Cid]) -> std::io::Result<Vec<Option<Block>>> {
+/// waking, and contending to be woken, for every block of a cold read. An error names the
+/// block it came from.
+pub fn read_blocks(
+    store: &Path,
+    cids: &[Cid],
+) -> Result<Vec<Option<Block>>, (Cid, std::io::Error)> {
     let mut files = Vec::with_capacity(cids.len());
     for cid in cids {
         match std::fs::File::open(block_path(store, cid)) {
@@ -86,16 +90,16 @@ pub fn read_blocks(store: &Path, cids: &[Cid]) -> std::io::Result<Vec<Option<Blo
                 files.push(Some(file));
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => files.push(None),
-            Err(e) => return Err(e),
+            Err(e) => return Err((*cid, e)),
         }
     }
-    let read = |(file, cid): (Option<std::fs::File>, &Cid)| -> std::io::Result<Option<Block>> {
+    let read = |(file, cid): (Option<std::fs::File>, &Cid)| {
         let Some(mut file) = file else {
             return Ok(None);
         };
-        let len = file.metadata()?.len();
+        let len = file.metadata().map_err(|e| (*cid, e))?.len();
         let mut data = Vec::with_capacity(usize::try_from(len).unwrap_or(0));
-        std::io::Read::read_to_end(&mut file, &mut data)?;
+        std::io::Read::read_to_end(&mut file, &mut data).map_err(|e| (*cid, e))?;
         Ok(Some(Block::new_unchecked(*cid, data)))
     };
     files.into_iter().zip(cids).map(read).collect()

@@ -93,9 +93,7 @@ impl Node {
             .map_err(|e| load_error(e.to_string()))?
             .ok_or(CatError::NotFound(*cid))
     }
-}
 
-impl Node {
     /// Loads the blocks `cids` that are in the local store, several off one blocking task
     /// ([`super::blocks::read_blocks`]); `None` for one that is not (it is then waited for
     /// on the network or refused, as [`Node::block`] does).
@@ -105,11 +103,16 @@ impl Node {
         }
         let store = super::blocks::store_dir(&self.repo);
         let first = cids[0];
-        let load_error = |reason: String| CatError::Load { cid: first, reason };
         tokio::task::spawn_blocking(move || super::blocks::read_blocks(&store, &cids))
             .await
-            .map_err(|e| load_error(e.to_string()))?
-            .map_err(|e| load_error(e.to_string()))
+            .map_err(|e| CatError::Load {
+                cid: first,
+                reason: e.to_string(),
+            })?
+            .map_err(|(cid, e)| CatError::Load {
+                cid,
+                reason: e.to_string(),
+            })
     }
 }
 
