@@ -213,14 +213,19 @@ impl Fs {
                 theirs: theirs.root.clone(),
                 own,
             }];
+            // The chunk tables of theirs' chunked files, read with their directories (and the
+            // root's link groups): a file taken from theirs takes its table along. Keyed by
+            // content (top CID, size), so one map serves every directory.
+            let mut their_tables = their_root.tables;
             let mut first = Some(their_root.entries);
             while let Some(job) = jobs.pop() {
                 let their_entries = match first.take() {
                     Some(e) => e,
                     None => {
-                        pages::read_dir(&*store, &sealing, cache, &job.theirs, false)
-                            .await?
-                            .entries
+                        let read =
+                            pages::read_dir(&*store, &sealing, cache, &job.theirs, false).await?;
+                        their_tables.extend(read.tables);
+                        read.entries
                     }
                 };
                 let base_entries = match &job.base {
@@ -237,6 +242,7 @@ impl Fs {
                     job,
                     base_entries,
                     their_entries,
+                    &their_tables,
                     &groups,
                     &mut jobs,
                     &mut done,
@@ -297,6 +303,7 @@ impl Fs {
         job: Job,
         base: Vec<format::Entry>,
         theirs: Vec<format::Entry>,
+        tables: &pages::ChunkTables,
         groups: &HashMap<[u8; 8], format::Inode>,
         jobs: &mut Vec<Job>,
         done: &mut Folded,
@@ -370,7 +377,7 @@ impl Fs {
                     tree.unlink_child(dir, name.as_bytes())?;
                 }
                 if let Some(th) = th {
-                    insert(tree, dir, th, groups, jobs)?;
+                    insert(tree, dir, th, tables, groups, jobs)?;
                 }
                 done.taken += 1;
                 continue;
@@ -395,7 +402,7 @@ impl Fs {
                         own: None,
                     }),
                     _ => {
-                        insert(tree, dir, th, groups, jobs)?;
+                        insert(tree, dir, th, tables, groups, jobs)?;
                         tracing::info!(
                             token,
                             "deleted here, changed by another writer: kept theirs"
@@ -413,7 +420,7 @@ impl Fs {
             let copy = conflict_name(tree, dir, name, is_dir)?;
             tree.rename(dir, name.as_bytes(), dir, &copy, true, false)?;
             touched.push((dir, copy.clone()));
-            insert(tree, dir, th, groups, jobs)?;
+            insert(tree, dir, th, tables, groups, jobs)?;
             done.conflicts += 1;
             tracing::warn!(
                 token,
@@ -583,11 +590,13 @@ fn is_dir_entry(entry: Option<&format::Entry>, groups: &HashMap<[u8; 8], format:
 }
 
 /// Put theirs' `entry` into `dir` (its name is free): a directory is made empty and filled
-/// by a job; a name of a link group this tree lacks becomes a file of its own.
+/// by a job; a name of a link group this tree lacks becomes a file of its own; a chunked
+/// file takes its table from `tables` (read with theirs' directories).
 fn insert(
     tree: &mut Tree,
     dir: Ino,
     entry: &format::Entry,
+    tables: &pages::ChunkTables,
     groups: &HashMap<[u8; 8], format::Inode>,
     jobs: &mut Vec<Job>,
 ) -> FsResult<()> {
@@ -614,8 +623,7 @@ fn insert(
             });
         }
         kind => {
-            // (Theirs is never chunked here: a format-3 tree is not merged, see `fold_in`.)
-            let (_, body) = stored::body_of(kind, &Default::default());
+            let (_, body) = stored::body_of(kind, tables);
             tree.create(dir, &entry.name, meta, body, xattrs)?;
         }
     }
