@@ -524,3 +524,126 @@ async fn below_the_cache_disks_reserve_writes_get_enospc_while_directory_changes
     let d = other.fs.lookup(ROOT_INO, "d").await.unwrap().ino;
     assert_eq!(other.read(d, "f").await.unwrap(), b"");
 }
+
+/// A machine that crashed with changes of its own journaled comes back after another
+/// writer has moved the tree on and the node has collected what that writer's commits
+/// superseded, the tree this cache knew among it: its changes are replayed onto the tree
+/// published now instead of failing every mount for good (a node collects unpinned blocks
+/// by itself once its repository fills; a laptop may stay away for weeks).
+#[tokio::test]
+async fn changes_on_a_tree_the_node_collected_since_are_replayed_onto_the_published_one() {
+    replayed_onto_the_published_tree(false).await;
+}
+
+/// As above, when the other writer removed the directory this machine wrote into: it is
+/// made again, with what this machine wrote in it.
+#[tokio::test]
+async fn changes_in_a_directory_removed_and_collected_since_are_replayed_into_it_made_again() {
+    replayed_onto_the_published_tree(true).await;
+}
+
+async fn replayed_onto_the_published_tree(a_removes_the_directory: bool) {
+    use pxfs::fs::store::ContentStore;
+    let a = mount().await;
+    let d = a.fs.mkdir(ROOT_INO, "d", 0o755, 0, 0).await.unwrap().ino;
+    a.write_file(d, "a0", b"written on a first").await;
+    assert!(a.fs.commit_token(TOKEN).await.unwrap());
+    let known = a.store.resolve(BTNS).await.unwrap().unwrap().root;
+
+    // Machine b mounts that tree, writes into it and under a directory of its own, and
+    // crashes before any of it is committed.
+    let b = a.fresh_cache().await;
+    let bd = b.fs.lookup(ROOT_INO, "d").await.unwrap().ino;
+    b.write_file(bd, "b1", b"written on b").await;
+    let sub = b.fs.mkdir(bd, "sub", 0o750, 0, 0).await.unwrap().ino;
+    b.write_file(sub, "b2", b"deeper, on b").await;
+    b.fs.abort();
+    let Mount { fs, store, cache } = b;
+    drop(fs);
+
+    // Machine a changes the same directory in several commits (or removes it); what they
+    // superseded is unpinned, and the node collects it.
+    let a_files: Vec<String> = match a_removes_the_directory {
+        false => (1..4).map(|i| format!("a{i}")).collect(),
+        true => Vec::new(),
+    };
+    for name in &a_files {
+        a.write_file(d, name, format!("a's change {name}").as_bytes())
+            .await;
+        assert!(a.fs.commit_token(TOKEN).await.unwrap());
+    }
+    if a_removes_the_directory {
+        a.fs.unlink(d, "a0").await.unwrap();
+        a.fs.rmdir(ROOT_INO, "d").await.unwrap();
+        assert!(a.fs.commit_token(TOKEN).await.unwrap());
+    }
+    let t = std::time::Instant::now();
+    loop {
+        a.fs.flush_all().await.unwrap();
+        a.store.collect_garbage();
+        if a.store.fetch(&known).await.is_err() {
+            break;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(20),
+            "the known root stays pinned"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // b comes back: its changes land on a's tree, nothing of either is lost, and a
+    // machine mounting afterwards sees both.
+    let b = mount_with(store, cache).await;
+    b.fs.flush_all().await.unwrap();
+    let c = b.fresh_cache().await;
+    for m in [&b, &c] {
+        let d = m.fs.lookup(ROOT_INO, "d").await.unwrap().ino;
+        assert_eq!(m.read(d, "b1").await.unwrap(), b"written on b");
+        let sub = m.fs.lookup(d, "sub").await.unwrap().ino;
+        assert_eq!(m.read(sub, "b2").await.unwrap(), b"deeper, on b");
+        for name in &a_files {
+            assert_eq!(
+                m.read(d, name).await.unwrap(),
+                format!("a's change {name}").as_bytes()
+            );
+        }
+        let a0 = m.read(d, "a0").await;
+        match a_removes_the_directory {
+            false => assert_eq!(a0.unwrap(), b"written on a first"),
+            true => assert_eq!(a0, None, "a's removal stands"),
+        }
+    }
+}
+
+/// A file another writer added or rewrote, large enough to be stored in chunks, reads back
+/// on a machine that merged it into a directory it had loaded: the merge takes the file's
+/// chunk table with its entry (it used to take the entry alone, and the file read as EIO on
+/// that machine until its next mount).
+#[tokio::test]
+async fn chunked_files_another_writer_added_or_rewrote_read_back_after_a_merge() {
+    let a = mount().await;
+    let d = a.fs.mkdir(ROOT_INO, "d", 0o755, 0, 0).await.unwrap().ino;
+    let old: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+    a.write_file(d, "rewritten", &old).await;
+    a.fs.flush_all().await.unwrap();
+
+    let b = a.fresh_cache().await;
+    let bd = b.fs.lookup(ROOT_INO, "d").await.unwrap().ino;
+    assert_eq!(b.read(bd, "rewritten").await.unwrap(), old);
+    // a adds a chunked file and rewrites one b has read; b changed the directory too, so
+    // its commit merges rather than follows.
+    let added: Vec<u8> = (0..400_000u32).map(|i| (i % 241) as u8).collect();
+    let new: Vec<u8> = (0..350_000u32).map(|i| (i % 239) as u8).collect();
+    a.write_file(d, "added", &added).await;
+    a.write_file(d, "rewritten", &new).await;
+    a.fs.flush_all().await.unwrap();
+    b.write_file(bd, "from-b", b"b's own").await;
+    b.fs.flush_all().await.unwrap();
+
+    for m in [&b, &a.fresh_cache().await] {
+        let d = m.fs.lookup(ROOT_INO, "d").await.unwrap().ino;
+        assert_eq!(m.read(d, "added").await.unwrap(), added);
+        assert_eq!(m.read(d, "rewritten").await.unwrap(), new);
+        assert_eq!(m.read(d, "from-b").await.unwrap(), b"b's own");
+    }
+}

@@ -120,6 +120,23 @@ pub enum Op {
 }
 
 impl Op {
+    /// The path of what the op makes (a file's version, a directory, a link, a node), if
+    /// it makes something.
+    pub fn created(&self) -> Option<&[u8]> {
+        match self {
+            Op::Mkdir { path, .. }
+            | Op::Close { path, .. }
+            | Op::Symlink { path, .. }
+            | Op::Mknod { path, .. } => Some(path),
+            Op::Link { to, .. } | Op::Rename { to, .. } => Some(to),
+            Op::Setattr { .. }
+            | Op::Unlink { .. }
+            | Op::Rmdir { .. }
+            | Op::SetXattr { .. }
+            | Op::RemoveXattr { .. } => None,
+        }
+    }
+
     /// The op and the path it changes, escaped: for logs.
     pub fn describe(&self) -> String {
         let (op, path) = match self {

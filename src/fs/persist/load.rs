@@ -87,7 +87,10 @@ impl Fs {
     /// document than the published one takes the published one: its `encryption`, `seq`
     /// and CID as `prev` when the tree is the same; the whole state when it is not and this
     /// cache holds nothing unpublished (`idle`: no journal ops, nothing carried), as an
-    /// empty cache would. (Local changes over another writer's tree are a merge, not this.)
+    /// empty cache would. (Local changes over another writer's tree are a merge, not this,
+    /// unless `rebase`: this cache's own tree is gone from the node, so there is nothing to
+    /// merge from, and its changes are replayed onto the published tree, see
+    /// [`Fs::own_tree_gone`].)
     /// Best effort: a node that does not answer soon leaves the cached state as it is.
     fn adopt_published(
         &self,
@@ -95,6 +98,7 @@ impl Fs {
         p: crate::fs::store::Published,
         c: &mut CommittedState,
         idle: bool,
+        rebase: bool,
     ) -> bool {
         if p.seq <= c.seq {
             return false;
@@ -117,10 +121,18 @@ impl Fs {
         // replayed onto the converted tree instead, uploaded under its key. (A document
         // that weakens the tree never gets here: the caller serves it read-only.)
         let rekeyed = !crate::fs::persist::rekey::same_tree_key(&c.encryption, &p.encryption);
-        if (!idle || !c.carried.is_empty()) && !rekeyed {
+        if (!idle || !c.carried.is_empty()) && !rekeyed && !rebase {
             return false;
         }
-        match rekeyed && !idle {
+        match (rekeyed || rebase) && !idle {
+            true if !rekeyed => tracing::warn!(
+                token = id,
+                seq = p.seq,
+                known = c.root.as_deref().unwrap_or_default(),
+                "the tree this cache last committed is gone from the node (another writer's \
+                 commits superseded it and the node collected it); replaying this cache's \
+                 unpublished changes onto the published tree"
+            ),
             true => tracing::warn!(
                 token = id,
                 seq = p.seq,
@@ -199,6 +211,7 @@ impl Fs {
         };
         let mut committed = committed;
         let mut changed = false;
+        let mut rebased = false;
         // What is published now, for a cache that knows a tree of its own: taken in when it
         // is newer, unless it weakens the tree for this machine (no encryption where it has
         // seen it encrypted, or a data key it cannot open: src/fs/strongest.rs); then the
@@ -228,7 +241,10 @@ impl Fs {
                     read_only = true;
                 }
                 None => {
-                    changed = self.adopt_published(id, p, &mut committed, recovered.ops.is_empty());
+                    let idle = recovered.ops.is_empty();
+                    let rebase = !idle && self.own_tree_gone(id, &committed, &p).await;
+                    rebased = rebase;
+                    changed = self.adopt_published(id, p, &mut committed, idle, rebase);
                 }
             }
         }
@@ -323,7 +339,10 @@ impl Fs {
         let replayed = ops.len();
         let moot = crate::fs::data::journal::moot_closes(&ops);
         for (i, record) in ops.into_iter().enumerate() {
-            if let Err(e) = self.replay_or_retry(id, &record, moot.contains(&i)).await {
+            if let Err(e) = self
+                .replay_or_retry(id, &record, moot.contains(&i), rebased)
+                .await
+            {
                 // Going on would commit a tree without this op and drop it from the
                 // journal: leave the journal as it is for the next attempt instead.
                 self.forget_token(id);
@@ -399,6 +418,55 @@ impl Fs {
     }
 
     /// The inode at `path` in `token`, loading directories on the way.
+    /// Whether the tree this cache last committed (`known`) is gone from the node while
+    /// another writer's tree `published` is there: that writer's commits superseded it and
+    /// the node collected what they unpinned (a node collects by itself once its
+    /// repository fills). Journal ops cannot be replayed onto it then, at any mount. A
+    /// root the node still holds keeps every page below it (what a published root or a
+    /// kept version reaches stays pinned), so its root page decides. A node that does not
+    /// answer decides nothing: the replay goes on as before and waits for it.
+    async fn own_tree_gone(
+        &self,
+        id: TokenId,
+        known: &CommittedState,
+        published: &crate::fs::store::Published,
+    ) -> bool {
+        let Some(root) = known.root.as_deref() else {
+            return false;
+        };
+        if root == published.root || published.seq <= known.seq {
+            return false;
+        }
+        match self.store_of(Some(id)).fetch(root).await {
+            Ok(_) => false,
+            Err(e) => !e.transient,
+        }
+    }
+
+    /// Makes the directories on the way to `path` that the tree lacks, for an op replayed
+    /// onto another writer's tree that removed one this cache wrote into: what the op
+    /// made is kept, under the path it had.
+    async fn make_parents(&self, token: TokenId, path: &[u8]) -> FsResult<()> {
+        let Some(end) = path.iter().rposition(|b| *b == b'/') else {
+            return Ok(());
+        };
+        let mut cur = self.tree().token(token)?.root;
+        for part in path[..end].split(|b| *b == b'/').filter(|p| !p.is_empty()) {
+            self.ensure_loaded(cur).await?;
+            let child = self.tree().child(cur, part)?;
+            cur = match child {
+                Some(ino) => ino,
+                None => {
+                    tracing::warn!(token, path = %String::from_utf8_lossy(path),
+                        "another writer removed a directory this cache wrote into; made again");
+                    let (uid, gid) = (self.config().uid, self.config().gid);
+                    self.mkdir(cur, part, 0o755, uid, gid).await?.ino
+                }
+            };
+        }
+        Ok(())
+    }
+
     async fn resolve(&self, token: TokenId, path: &[u8]) -> FsResult<Ino> {
         let mut cur = self.tree().token(token)?.root;
         for part in path.split(|b| *b == b'/').filter(|p| !p.is_empty()) {
@@ -426,11 +494,19 @@ impl Fs {
     /// closed, so was never journaled) is skipped; one that could not be replayed because
     /// the node or the cache disk failed is retried, then reported.
     /// `moot`: a close whose version a later op does away with (see `journal::moot_closes`).
-    async fn replay_or_retry(&self, token: TokenId, record: &Record, moot: bool) -> FsResult<()> {
+    /// `rebased`: replayed onto another writer's tree (see [`Fs::adopt_published`]), where a
+    /// directory this cache wrote into may be gone: it is made again first.
+    async fn replay_or_retry(
+        &self,
+        token: TokenId,
+        record: &Record,
+        moot: bool,
+        rebased: bool,
+    ) -> FsResult<()> {
         let mut backoff = Backoff::new(REPLAY_RETRY_FIRST, REPLAY_RETRY_MAX);
         let mut attempt = 1;
         loop {
-            match self.replay(token, record, moot).await {
+            match self.replay(token, record, moot, rebased).await {
                 Ok(()) => return Ok(()),
                 Err(FsError::Store(e)) if e.transient && attempt < REPLAY_ATTEMPTS => {
                     tracing::warn!(token, seq = record.seq, attempt, error = %e,
@@ -460,7 +536,16 @@ impl Fs {
             .retain(|ino, i| *ino == ROOT_INO || i.reads_as() != Some(token));
     }
 
-    async fn replay(&self, token: TokenId, record: &Record, moot: bool) -> FsResult<()> {
+    async fn replay(
+        &self,
+        token: TokenId,
+        record: &Record,
+        moot: bool,
+        rebased: bool,
+    ) -> FsResult<()> {
+        if rebased && let Some(path) = record.op.created() {
+            self.make_parents(token, path).await?;
+        }
         match &record.op {
             Op::Mkdir {
                 path,
