@@ -647,3 +647,54 @@ async fn chunked_files_another_writer_added_or_rewrote_read_back_after_a_merge()
         assert_eq!(m.read(d, "from-b").await.unwrap(), b"b's own");
     }
 }
+
+/// A machine writing while another writer moves the same directory on, and the node
+/// collects what that writer's commits superseded, the tree the two would merge from
+/// among it: the merge goes on without that base and keeps both sides' changes, instead
+/// of failing every commit from then on (and every write with EIO after the grace).
+#[tokio::test]
+async fn a_merge_whose_common_base_was_collected_keeps_both_sides_changes() {
+    use pxfs::fs::store::ContentStore;
+    let a = mount().await;
+    let d = a.fs.mkdir(ROOT_INO, "d", 0o755, 0, 0).await.unwrap().ino;
+    a.write_file(d, "a0", b"written on a first").await;
+    a.fs.flush_all().await.unwrap();
+    let known = a.store.resolve(BTNS).await.unwrap().unwrap().root;
+
+    let b = a.fresh_cache().await;
+    let bd = b.fs.lookup(ROOT_INO, "d").await.unwrap().ino;
+    assert_eq!(b.read(bd, "a0").await.unwrap(), b"written on a first");
+    b.write_file(bd, "b1", b"written on b meanwhile").await;
+
+    for i in 1..4 {
+        a.write_file(d, format!("a{i}"), format!("a's change {i}").as_bytes())
+            .await;
+        a.fs.flush_all().await.unwrap();
+    }
+    let t = std::time::Instant::now();
+    loop {
+        a.fs.flush_all().await.unwrap();
+        a.store.collect_garbage();
+        if a.store.fetch(&known).await.is_err() {
+            break;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(20),
+            "the base stays pinned"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    b.fs.flush_all().await.unwrap();
+    for m in [&b, &a.fresh_cache().await] {
+        let d = m.fs.lookup(ROOT_INO, "d").await.unwrap().ino;
+        assert_eq!(m.read(d, "b1").await.unwrap(), b"written on b meanwhile");
+        assert_eq!(m.read(d, "a0").await.unwrap(), b"written on a first");
+        for i in 1..4 {
+            assert_eq!(
+                m.read(d, format!("a{i}")).await.unwrap(),
+                format!("a's change {i}").as_bytes()
+            );
+        }
+    }
+}
