@@ -387,8 +387,9 @@ fn found_at_or_beside(files: &BTreeMap<String, Vec<u8>>, path: &str, data: &[u8]
         .any(|(p, d)| d == data && (p == path || (p.starts_with(&copy_prefix) && p.ends_with(ext))))
 }
 
-/// Seeded random steps (creates, overwrites, renames, deletes, each fsynced) taken in turn
-/// by two machines that never follow: each sees the other's changes only when its own
+/// Seeded random steps (creates, overwrites, renames, deletes, each fsynced; one file in
+/// four large enough to be stored in chunks) taken in turn by two machines that never
+/// follow: each sees the other's changes only when its own
 /// commit merges them, so many steps act on a view the other has changed since. The model
 /// tracks every version: one is superseded only by a step on the machine where that step
 /// read it (an overwrite, delete or rename over it there); every other version must be
@@ -425,7 +426,17 @@ fn two_writer_run(seed: u64, steps: usize) {
         let w = rng.random_range(0..2);
         let root = &roots[w];
         let path = random_path(&mut rng);
-        let here = std::fs::read(root.join(&path)).ok();
+        // What this machine shows there now: absent, or its bytes. Any other failure is a
+        // file this machine cannot read (one a merge took in without its chunk table read
+        // as EIO here, while a fresh machine read it fine).
+        let here = match std::fs::read(root.join(&path)) {
+            Ok(data) => Some(data),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => panic!(
+                "seed {seed} step {i}: {} cannot read {path}: {e}\nsteps: {log:#?}",
+                ["a", "b"][w]
+            ),
+        };
         let step = match rng.random_range(0..5) {
             0 if here.is_some() => Step::Delete(path),
             1 | 2 if here.is_some() => Step::Rename(path, random_path(&mut rng)),
@@ -433,7 +444,12 @@ fn two_writer_run(seed: u64, steps: usize) {
         };
         match &step {
             Step::Write(path) => {
-                let pad = "+".repeat(rng.random_range(0..3000));
+                // One write in four is stored in chunks (over 128 KiB): merges take those
+                // in with their chunk tables.
+                let pad = match rng.random_range(0..4) {
+                    0 => "+".repeat(rng.random_range(130_000..400_000)),
+                    _ => "+".repeat(rng.random_range(0..3000)),
+                };
                 let data = format!("seed {seed} step {i} on {}\n{pad}", ["a", "b"][w]);
                 write_and_fsync(&root.join(path), data.as_bytes());
                 if let Some(old) = here {
