@@ -698,3 +698,66 @@ async fn a_merge_whose_common_base_was_collected_keeps_both_sides_changes() {
         }
     }
 }
+
+/// As above, when the directory the other writer changed is one this machine never loaded:
+/// its pages at the base are what the node collected. A known fault: the merge recurses
+/// into the directory (both sides have one there) and loads this machine's version of it,
+/// whose pages are gone, so every commit fails and, after the grace, fsync gives EIO. A
+/// restart recovers (the journal is replayed onto the published tree, tests above).
+#[tokio::test]
+#[ignore = "known fault, see the comment: a running mount's merge reads pages of a directory it never loaded, collected meanwhile"]
+async fn a_merge_over_a_directory_never_loaded_here_whose_pages_were_collected_keeps_both() {
+    use pxfs::fs::store::ContentStore;
+    let a = mount().await;
+    let d = a.fs.mkdir(ROOT_INO, "d", 0o755, 0, 0).await.unwrap().ino;
+    let e = a.fs.mkdir(d, "e", 0o755, 0, 0).await.unwrap().ino;
+    a.write_file(e, "a0", b"written on a first").await;
+    a.fs.flush_all().await.unwrap();
+    let known = a.store.resolve(BTNS).await.unwrap().unwrap().root;
+
+    // b loads only the root, and writes there (a short grace: the fault fails fast).
+    let b = mount_with_grace(
+        a.store.clone(),
+        tempfile::tempdir().unwrap(),
+        Duration::from_secs(5),
+    )
+    .await;
+    b.write_file(ROOT_INO, "b1", b"written on b meanwhile")
+        .await;
+
+    for i in 1..4 {
+        a.write_file(e, format!("a{i}"), format!("a's change {i}").as_bytes())
+            .await;
+        a.fs.flush_all().await.unwrap();
+    }
+    let t = std::time::Instant::now();
+    loop {
+        a.fs.flush_all().await.unwrap();
+        a.store.collect_garbage();
+        if a.store.fetch(&known).await.is_err() {
+            break;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(20),
+            "the base stays pinned"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    b.fs.flush_all().await.unwrap();
+    for m in [&b, &a.fresh_cache().await] {
+        assert_eq!(
+            m.read(ROOT_INO, "b1").await.unwrap(),
+            b"written on b meanwhile"
+        );
+        let d = m.fs.lookup(ROOT_INO, "d").await.unwrap().ino;
+        let e = m.fs.lookup(d, "e").await.unwrap().ino;
+        assert_eq!(m.read(e, "a0").await.unwrap(), b"written on a first");
+        for i in 1..4 {
+            assert_eq!(
+                m.read(e, format!("a{i}")).await.unwrap(),
+                format!("a's change {i}").as_bytes()
+            );
+        }
+    }
+}
