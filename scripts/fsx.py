@@ -18,10 +18,13 @@ per-operation latencies. It writes, in $FSX_OUT (default: the current directory)
   a kill -9 of the daemon, every file not named by the operation in flight must match its
   last state.
 """
+import ctypes
+import hashlib
 import mmap
 import os
 import random
 import sys
+import time
 
 d, seed, nops = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 nfiles = int(sys.argv[4]) if len(sys.argv) > 4 else 3
@@ -33,6 +36,19 @@ log = []
 for n in names:
     with open(os.path.join(d, n), "wb"):
         pass
+
+LIBC = ctypes.CDLL(None, use_errno=True)
+FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE = 1, 2
+
+
+def fallocate(n, mode, off, ln):
+    """fallocate(2) on file n: 0, or the errno it failed with."""
+    fd = os.open(path(n), os.O_WRONLY)
+    try:
+        r = LIBC.fallocate(fd, mode, ctypes.c_long(off), ctypes.c_long(ln))
+        return 0 if r == 0 else ctypes.get_errno()
+    finally:
+        os.close(fd)
 
 
 def path(n):
@@ -72,7 +88,6 @@ def rand_off(n):
     return rng.randrange(0, max(1, m))
 
 
-import hashlib
 trail = open(os.path.join(os.environ.get("FSX_OUT", "."), f"fsx-{seed}.trail"), "w", buffering=1)
 
 
@@ -89,7 +104,7 @@ for i in range(nops):
         ["write", "trunc", "read", "mmapw", "mmapr", "fsync", "falloc", "punch", "cfr", "rename", "verify"],
         [30, 6, 15, 6, 5, 3, 3, 4, 5, 2, 3])[0]
     m = model[n]
-    t_op = __import__("time").monotonic()
+    t_op = time.monotonic()
     try:
         if op == "write":
             off = rand_off(n)
@@ -153,37 +168,27 @@ for i in range(nops):
                 continue
             keep = rng.random() < 0.5
             log.append(f"{i} fallocate {n} {off}+{ln} keep={keep}")
-            fd = os.open(path(n), os.O_WRONLY)
-            try:
-                if keep:
-                    import ctypes
-                    libc = ctypes.CDLL(None, use_errno=True)
-                    r = libc.fallocate(fd, 1, ctypes.c_long(off), ctypes.c_long(ln))
-                    if r != 0:
-                        e = ctypes.get_errno()
-                        log.append(f"   -> errno {e}")
-                        os.close(fd)
-                        continue
-                else:
+            if keep:
+                e = fallocate(n, FALLOC_FL_KEEP_SIZE, off, ln)
+                if e:
+                    log.append(f"   -> errno {e}")
+            else:
+                fd = os.open(path(n), os.O_WRONLY)
+                try:
                     os.posix_fallocate(fd, off, ln)
                     if off + ln > len(m):
                         m.extend(b"\0" * (off + ln - len(m)))
-            except OSError as e:
-                log.append(f"   -> {e}")
-            os.close(fd)
+                except OSError as e:
+                    log.append(f"   -> {e}")
+                os.close(fd)
         elif op == "punch":
             if not m:
                 continue
             off = rng.randrange(0, len(m))
             ln = rng.randrange(1, 300000)
             log.append(f"{i} punch {n} {off}+{ln}")
-            import ctypes
-            libc = ctypes.CDLL(None, use_errno=True)
-            fd = os.open(path(n), os.O_WRONLY)
-            r = libc.fallocate(fd, 3, ctypes.c_long(off), ctypes.c_long(ln))  # PUNCH_HOLE|KEEP_SIZE
-            e = ctypes.get_errno()
-            os.close(fd)
-            if r == 0:
+            e = fallocate(n, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, off, ln)
+            if e == 0:
                 end = min(len(m), off + ln)
                 m[off:end] = b"\0" * (end - off)
             else:
@@ -231,13 +236,12 @@ for i in range(nops):
     except OSError as e:
         fail(f"op {op} on {n}: {e}")
     note(i, *names)
-    times.setdefault(op, []).append(__import__("time").monotonic() - t_op)
+    times.setdefault(op, []).append(time.monotonic() - t_op)
 
 for n in names:
     log.append(f"final verify {n}")
     verify(n)
 # The models, for a check after a remount.
-import hashlib
 with open(os.path.join(os.environ.get("FSX_OUT", "."), f"fsx-{seed}.sums"), "w") as out:
     for n in names:
         out.write(f"{n} {len(model[n])} {hashlib.sha256(model[n]).hexdigest()}\n")

@@ -525,6 +525,22 @@ async fn below_the_cache_disks_reserve_writes_get_enospc_while_directory_changes
     assert_eq!(other.read(d, "f").await.unwrap(), b"");
 }
 
+/// Waits until `cid` (a tree `m`'s commits superseded) is unpinned, collecting the node's
+/// garbage meanwhile, as a node with a full repository does by itself.
+async fn collected(m: &Mount, cid: &str) {
+    use pxfs::fs::store::ContentStore;
+    let t = std::time::Instant::now();
+    loop {
+        m.fs.flush_all().await.unwrap();
+        m.store.collect_garbage();
+        if m.store.fetch(cid).await.is_err() {
+            return;
+        }
+        assert!(t.elapsed() < Duration::from_secs(20), "{cid} stays pinned");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// A machine that crashed with changes of its own journaled comes back after another
 /// writer has moved the tree on and the node has collected what that writer's commits
 /// superseded, the tree this cache knew among it: its changes are replayed onto the tree
@@ -577,19 +593,7 @@ async fn replayed_onto_the_published_tree(a_removes_the_directory: bool) {
         a.fs.rmdir(ROOT_INO, "d").await.unwrap();
         assert!(a.fs.commit_token(TOKEN).await.unwrap());
     }
-    let t = std::time::Instant::now();
-    loop {
-        a.fs.flush_all().await.unwrap();
-        a.store.collect_garbage();
-        if a.store.fetch(&known).await.is_err() {
-            break;
-        }
-        assert!(
-            t.elapsed() < Duration::from_secs(20),
-            "the known root stays pinned"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    collected(&a, &known).await;
 
     // b comes back: its changes land on a's tree, nothing of either is lost, and a
     // machine mounting afterwards sees both.
@@ -671,19 +675,7 @@ async fn a_merge_whose_common_base_was_collected_keeps_both_sides_changes() {
             .await;
         a.fs.flush_all().await.unwrap();
     }
-    let t = std::time::Instant::now();
-    loop {
-        a.fs.flush_all().await.unwrap();
-        a.store.collect_garbage();
-        if a.store.fetch(&known).await.is_err() {
-            break;
-        }
-        assert!(
-            t.elapsed() < Duration::from_secs(20),
-            "the base stays pinned"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    collected(&a, &known).await;
 
     b.fs.flush_all().await.unwrap();
     for m in [&b, &a.fresh_cache().await] {
@@ -730,19 +722,7 @@ async fn a_merge_over_a_directory_never_loaded_here_whose_pages_were_collected_k
             .await;
         a.fs.flush_all().await.unwrap();
     }
-    let t = std::time::Instant::now();
-    loop {
-        a.fs.flush_all().await.unwrap();
-        a.store.collect_garbage();
-        if a.store.fetch(&known).await.is_err() {
-            break;
-        }
-        assert!(
-            t.elapsed() < Duration::from_secs(20),
-            "the base stays pinned"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    collected(&a, &known).await;
 
     b.fs.flush_all().await.unwrap();
     for m in [&b, &a.fresh_cache().await] {

@@ -242,9 +242,8 @@ impl Fs {
                 }
                 None => {
                     let idle = recovered.ops.is_empty();
-                    let rebase = !idle && self.own_tree_gone(id, &committed, &p).await;
-                    rebased = rebase;
-                    changed = self.adopt_published(id, p, &mut committed, idle, rebase);
+                    rebased = !idle && self.own_tree_gone(id, &committed, &p).await;
+                    changed = self.adopt_published(id, p, &mut committed, idle, rebased);
                 }
             }
         }
@@ -417,7 +416,6 @@ impl Fs {
         tree.tokens.remove(&token);
     }
 
-    /// The inode at `path` in `token`, loading directories on the way.
     /// Whether the tree this cache last committed (`known`) is gone from the node while
     /// another writer's tree `published` is there: that writer's commits superseded it and
     /// the node collected what they unpinned (a node collects by itself once its
@@ -447,31 +445,34 @@ impl Fs {
     /// onto another writer's tree that removed one this cache wrote into: what the op
     /// made is kept, under the path it had.
     async fn make_parents(&self, token: TokenId, path: &[u8]) -> FsResult<()> {
-        let Some(end) = path.iter().rposition(|b| *b == b'/') else {
-            return Ok(());
-        };
+        if let Some(end) = path.iter().rposition(|b| *b == b'/') {
+            self.walk(token, &path[..end], true).await?;
+        }
+        Ok(())
+    }
+
+    /// The inode at `path` in `token`, loading directories on the way.
+    async fn resolve(&self, token: TokenId, path: &[u8]) -> FsResult<Ino> {
+        self.walk(token, path, false).await
+    }
+
+    /// [`Fs::resolve`]; with `make_missing`, a directory missing on the way is made
+    /// ([`Fs::make_parents`]) instead of failing with `NotFound`.
+    async fn walk(&self, token: TokenId, path: &[u8], make_missing: bool) -> FsResult<Ino> {
         let mut cur = self.tree().token(token)?.root;
-        for part in path[..end].split(|b| *b == b'/').filter(|p| !p.is_empty()) {
+        for part in path.split(|b| *b == b'/').filter(|p| !p.is_empty()) {
             self.ensure_loaded(cur).await?;
             let child = self.tree().child(cur, part)?;
             cur = match child {
                 Some(ino) => ino,
-                None => {
+                None if make_missing => {
                     tracing::warn!(token, path = %String::from_utf8_lossy(path),
                         "another writer removed a directory this cache wrote into; made again");
                     let (uid, gid) = (self.config().uid, self.config().gid);
                     self.mkdir(cur, part, 0o755, uid, gid).await?.ino
                 }
+                None => return Err(FsError::NotFound),
             };
-        }
-        Ok(())
-    }
-
-    async fn resolve(&self, token: TokenId, path: &[u8]) -> FsResult<Ino> {
-        let mut cur = self.tree().token(token)?.root;
-        for part in path.split(|b| *b == b'/').filter(|p| !p.is_empty()) {
-            self.ensure_loaded(cur).await?;
-            cur = self.tree().child(cur, part)?.ok_or(FsError::NotFound)?;
         }
         Ok(cur)
     }
