@@ -186,7 +186,15 @@ fn foreground_mount_tells_systemd_it_is_ready_then_stopping() {
 
     // SAFETY: signalling our own child.
     unsafe { libc::kill(daemon.id() as i32, libc::SIGTERM) };
-    let n = sock.recv(&mut buf).expect("no STOPPING=1 after SIGTERM");
+    // A SIGTERM arriving before the daemon watches for it would kill it outright (the
+    // default action) with nothing drained: say which of the two happened.
+    let n = match sock.recv(&mut buf) {
+        Ok(n) => n,
+        Err(e) => panic!(
+            "no STOPPING=1 after SIGTERM ({e}); the daemon: {:?}",
+            daemon.try_wait()
+        ),
+    };
     assert_eq!(&buf[..n], b"STOPPING=1");
     let status = daemon.wait().unwrap();
     assert!(status.success(), "daemon exited with {status}");

@@ -295,6 +295,12 @@ fn serve(
     }
     fuse_cfg.n_threads = Some(4);
     fuse_cfg.clone_fd = true;
+    // The watchers are registered before the mount appears: a SIGTERM sent the moment
+    // the mount (or READY=1) is seen must drain and commit, not kill with the default action.
+    let stop_signals = {
+        let _rt = rt.enter();
+        StopSignals::register()
+    };
     let session = match fuser::Session::new(fuse, &args.mountpoint, &fuse_cfg) {
         Ok(s) => s,
         Err(e) => {
@@ -375,7 +381,7 @@ fn serve(
             token_gone,
         ));
         let publishing = tokio::spawn(publisher.clone().run(node));
-        let reason = wait_for_end(ended_rx).await;
+        let reason = wait_for_end(stop_signals, ended_rx).await;
         crate::say_err!("pxfs: {reason}: draining uploads and committing");
         notify_systemd("STOPPING=1");
         publisher.set_state("draining");
@@ -444,17 +450,29 @@ fn outcome_of(
     }
 }
 
-async fn wait_for_end(ended: tokio::sync::oneshot::Receiver<()>) -> &'static str {
-    use tokio::signal::unix::{SignalKind, signal};
-    let (mut term, mut int) = match (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) {
-        (Ok(t), Ok(i)) => (t, i),
-        _ => {
-            let _ = ended.await;
-            return "unmounted";
+/// SIGTERM and SIGINT watchers, registered once; `None` where registering failed.
+struct StopSignals {
+    term: Option<tokio::signal::unix::Signal>,
+    int: Option<tokio::signal::unix::Signal>,
+}
+
+impl StopSignals {
+    fn register() -> Self {
+        use tokio::signal::unix::{SignalKind, signal};
+        Self {
+            term: signal(SignalKind::terminate()).ok(),
+            int: signal(SignalKind::interrupt()).ok(),
         }
+    }
+}
+
+async fn wait_for_end(
+    signals: StopSignals,
+    ended: tokio::sync::oneshot::Receiver<()>,
+) -> &'static str {
+    let (Some(mut term), Some(mut int)) = (signals.term, signals.int) else {
+        let _ = ended.await;
+        return "unmounted";
     };
     tokio::select! {
         _ = ended => "unmounted",
