@@ -485,6 +485,13 @@ impl Fs {
         self.tree().tokens.clear();
     }
 
+    /// Tests: the directory pages read or written so far are let go, as the bounded page
+    /// cache of a long-running mount lets them go in time.
+    #[doc(hidden)]
+    pub fn forget_cached_pages(&self) {
+        self.inner.pages.clear();
+    }
+
     /// Files and bytes not yet uploaded, for progress reports.
     pub fn pending(&self) -> (u64, u64) {
         self.inner.uploads.pending()

@@ -73,6 +73,12 @@ impl PageCache {
         inner.pages.get(cid).cloned()
     }
 
+    /// Let every page go, as a long-running mount's bounded cache does in time.
+    pub fn clear(&self) {
+        let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        *inner = CacheInner::default();
+    }
+
     pub fn insert(&self, cid: &str, bytes: &Bytes) {
         let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         if inner.pages.contains_key(cid) {

@@ -152,14 +152,58 @@ impl Tree {
         Ok(incomplete)
     }
 
+    /// Point the unloaded, unchanged directory `dir` at another stored version of it (`top`,
+    /// with its attributes), unread: what it was is not read again (the node may have
+    /// collected it), what it becomes is read at its next use. Its names looked up alone
+    /// lose their inodes (returned, for the kernel to forget); its parent's entry is
+    /// rewritten at the next commit. Neither version's objects are known one by one: the
+    /// committed figure of what is not loaded keeps the old version's share in place of the
+    /// new one's (docs/FORMAT.md §9.3).
+    pub(in crate::fs) fn repoint_unloaded_dir(
+        &mut self,
+        dir: Ino,
+        top: String,
+        meta: crate::fs::model::inode::Meta,
+        xattrs: BTreeMap<Vec<u8>, Vec<u8>>,
+    ) -> FsResult<Vec<Name>> {
+        let inode = self.get_mut(dir)?;
+        let d = inode.dir_mut().ok_or(FsError::NotDir)?;
+        if d.entries.is_some() || d.dirty {
+            return Err(FsError::Invalid(
+                "only an unloaded, unchanged directory is repointed",
+            ));
+        }
+        let found = std::mem::take(&mut d.found);
+        d.top = Some(top);
+        d.objects = None;
+        d.table = None;
+        inode.meta = meta;
+        inode.xattrs = xattrs;
+        self.residency.holds_found(dir, false);
+        let names = found.keys().cloned().collect();
+        self.detach_found(found);
+        // Its old pages, if they were charged, leave the tree.
+        self.recharge(dir, false);
+        self.stored_inode_changed(dir);
+        Ok(names)
+    }
+
     /// Inodes looked up alone under names the directory's stored entries, read whole, do
     /// not hold (as found, or as entries of their own): only if its stored table changed
     /// meanwhile, which what changes a directory prevents by loading it first. They lose
     /// their name, as a file unlinked by someone else would, and go once unused.
     pub(in crate::fs) fn drop_stale_found(&mut self, found: BTreeMap<Name, Ino>) {
-        for (name, ino) in found {
+        for (name, ino) in &found {
             tracing::warn!(ino, "a name looked up alone is gone from its directory");
             tracing::debug!(ino, name = %name, "name gone");
+        }
+        self.detach_found(found);
+    }
+
+    /// Inodes looked up alone that lose their name (their directory's stored entries are
+    /// replaced, or gone): as a file unlinked by someone else, they go once unused.
+    pub(in crate::fs) fn detach_found(&mut self, found: BTreeMap<Name, Ino>) {
+        for ino in found.into_values() {
             let Some(i) = self.inodes.get_mut(&ino) else {
                 continue;
             };

@@ -63,11 +63,24 @@ impl Fs {
         let mut replaced = Vec::new();
         let mut old_pages = Vec::new();
         let mut had_history = false;
+        let merging = snap.onto.is_some();
         for (root, doc, usage) in roots {
-            let Some(r) = self
-                .read_replaced(snap, &root, doc.as_deref(), usage)
-                .await?
-            else {
+            let read = match self.read_replaced(snap, &root, doc.as_deref(), usage).await {
+                // This mount's last root, collected since: another writer's commits
+                // superseded it, so the tree merged here (theirs) descends from it and
+                // holds its history (docs/FORMAT.md §9.3).
+                Err(FsError::Store(e)) if merging && !e.transient => {
+                    tracing::warn!(
+                        token,
+                        error = %e,
+                        "the root this mount last committed is gone from the node; its \
+                         history is the other writer's"
+                    );
+                    continue;
+                }
+                r => r?,
+            };
+            let Some(r) = read else {
                 // A format-v1 tree, rewritten whole by this commit (§10): no version of it
                 // is kept, and its graph is not counted (its manifests are not pages).
                 return Ok(HistoryPlan {
@@ -186,7 +199,12 @@ impl Fs {
             if t.graph.index.is_some() {
                 return Ok(());
             }
-            t.committed.root.clone()
+            // After a merge, from the other writer's root the commit builds on: the root
+            // this mount last committed may be collected (docs/FORMAT.md §9.3).
+            match &t.merged_onto {
+                Some(onto) => onto.root.clone(),
+                None => t.committed.root.clone(),
+            }
         };
         let index = match &root {
             None => GraphIndex::empty(),

@@ -181,11 +181,12 @@ impl Fs {
                 ));
             }
             let base_parts = match &base_root {
-                Some(b) => {
-                    pages::read_dir(&*store, &sealing, cache, b, true)
-                        .await?
-                        .root
-                }
+                Some(b) => match pages::read_dir(&*store, &sealing, cache, b, true).await {
+                    Ok(read) => read.root,
+                    // Collected (see `committed_entries`): theirs' attributes are taken.
+                    Err(e) if is_gone(&e) => None,
+                    Err(e) => return Err(e),
+                },
                 None => None,
             };
             // Link groups: theirs' records, to take names of groups this tree lacks.
@@ -217,6 +218,9 @@ impl Fs {
             // root's link groups): a file taken from theirs takes its table along. Keyed by
             // content (top CID, size), so one map serves every directory.
             let mut their_tables = their_root.tables;
+            // Directories merged against what this mount last committed there, their base's
+            // pages being gone (`committed_entries`).
+            let mut from_memory: BTreeSet<Ino> = BTreeSet::new();
             let mut first = Some(their_root.entries);
             while let Some(job) = jobs.pop() {
                 let their_entries = match first.take() {
@@ -231,9 +235,35 @@ impl Fs {
                 let base_entries = match &job.base {
                     Some(b) => {
                         let is_root = job.ours == root_ino;
-                        pages::read_dir(&*store, &sealing, cache, b, is_root)
-                            .await?
-                            .entries
+                        match pages::read_dir(&*store, &sealing, cache, b, is_root).await {
+                            Ok(read) => read.entries,
+                            Err(e) if is_gone(&e) => {
+                                self.ensure_loaded(job.ours).await?;
+                                let mut tree = self.tree();
+                                match committed_entries(&mut tree, job.ours, Some(b))? {
+                                    Some(entries) => {
+                                        from_memory.insert(job.ours);
+                                        entries
+                                    }
+                                    None => return Err(e),
+                                }
+                            }
+                            Err(e) => return Err(e),
+                        }
+                    }
+                    // Below a directory merged against what this mount last committed, a
+                    // directory changed here is merged against its own last commit too:
+                    // what it holds unchanged since is not taken for a change of ours.
+                    None if self.parent_in(job.ours, &from_memory) => {
+                        self.ensure_loaded(job.ours).await?;
+                        let mut tree = self.tree();
+                        match committed_entries(&mut tree, job.ours, None)? {
+                            Some(entries) => {
+                                from_memory.insert(job.ours);
+                                entries
+                            }
+                            None => Vec::new(),
+                        }
                     }
                     None => Vec::new(),
                 };
@@ -338,7 +368,38 @@ impl Fs {
             }
         }
         for o in removals {
-            self.load_subtree(o).await?;
+            match self.load_subtree(o).await {
+                // Collected since (this mount never read it, and another writer's commits
+                // superseded it): removed as far as it is loaded.
+                Err(e) if is_gone(&e) => gone_from_node(token, &e),
+                r => r?,
+            }
+        }
+        // Directories both sides have, ours unloaded and unchanged: loaded for the merge
+        // inside; if the node collected them meanwhile, theirs' version is taken unread.
+        let mut collected = BTreeSet::new();
+        let unloaded: Vec<Ino> = {
+            let tree = self.tree();
+            let mut v = Vec::new();
+            for name in &changed {
+                if let Some(o) = tree.child(dir, name.as_bytes())?
+                    && tree.get(o)?.dir().is_some_and(|d| d.entries.is_none())
+                    && is_dir_entry(theirs.get(*name), groups)
+                    && unchanged(&tree, o, name, base.get(*name))
+                {
+                    v.push(o);
+                }
+            }
+            v
+        };
+        for o in unloaded {
+            match self.ensure_loaded(o).await {
+                Err(e) if is_gone(&e) => {
+                    gone_from_node(token, &e);
+                    collected.insert(o);
+                }
+                r => r?,
+            }
         }
         let mut guard = self.tree();
         let tree = &mut *guard;
@@ -356,6 +417,16 @@ impl Fs {
             // Both sides have a directory here: merged inside.
             if let (Some(o), Some(top)) = (o_dir, th.and_then(|t| dir_top(t, groups))) {
                 let their_inode = th.and_then(|t| inode_rec(t, groups));
+                if collected.contains(&o)
+                    && let Some(i) = &their_inode
+                {
+                    let meta = stored::meta_of(&i.attrs);
+                    let xattrs = stored::tree_xattrs(i.xattrs.clone());
+                    let dropped = tree.repoint_unloaded_dir(o, top, meta, xattrs)?;
+                    touched.extend(dropped.into_iter().map(|n| (o, n)));
+                    done.taken += 1;
+                    continue;
+                }
                 let base_attrs = b.and_then(|b| inode_rec(b, groups)).map(|i| i.attrs);
                 let ours_attrs = stored::attrs_of(&tree.get(o)?.meta);
                 let own = their_inode
@@ -487,6 +558,15 @@ impl Fs {
         Ok(())
     }
 
+    /// Whether `dir`'s parent is among `dirs`.
+    fn parent_in(&self, dir: Ino, dirs: &BTreeSet<Ino>) -> bool {
+        let tree = self.tree();
+        tree.get(dir)
+            .ok()
+            .and_then(|i| i.links.first())
+            .is_some_and(|(p, _)| dirs.contains(p))
+    }
+
     /// Load every directory under `dir` (what a removal of it must account for).
     async fn load_subtree(&self, dir: Ino) -> FsResult<()> {
         let mut dirs = vec![dir];
@@ -503,8 +583,72 @@ impl Fs {
     }
 }
 
-/// Empty the (loaded) directory `dir` bottom-up, as `rm -r` would: what it held stops
-/// counting. Its emptied directories have nothing left to commit.
+/// The base's entries of `dir` when the base's version of it is this mount's last
+/// committed one (`top`) and the node collected its pages (another writer's commits
+/// superseded them): every entry not changed here since, as it is. A name changed here
+/// is left out, as if the base had not had it: a file both sides have then differs only as
+/// a conflict copy, one ours removed comes back with theirs' version, nothing is lost; a
+/// directory changed inside is merged against what this mount last committed of it, the
+/// same way. The directory's pages are built whole at the next commit (its old ones are
+/// gone).
+/// `None` when the base's version is not this mount's. (`top` `None`: whatever this mount
+/// last committed there; `None` if it never did.)
+fn committed_entries(
+    tree: &mut Tree,
+    dir: Ino,
+    top: Option<&str>,
+) -> FsResult<Option<Vec<format::Entry>>> {
+    let d = tree.get(dir)?.dir().ok_or(FsError::NotDir)?;
+    let matches = match top {
+        Some(top) => d.top.as_deref() == Some(top),
+        None => d.top.is_some() && d.entries.is_some(),
+    };
+    if !matches {
+        return Ok(None);
+    }
+    let changed = match d.changes.all {
+        true => None,
+        false => Some(d.changes.names.clone()),
+    };
+    let mut entries = Vec::new();
+    if let Some(changed) = &changed {
+        for (name, ino) in tree.entries(dir)?.iter() {
+            if changed.contains(name) {
+                continue;
+            }
+            if let Some(e) = current_entry(tree, name, ino) {
+                entries.push(e);
+            }
+        }
+    }
+    tracing::warn!(
+        dir,
+        "the merge base's pages of a directory are gone from the node (another writer's \
+         commits superseded them and the node collected them): merging against what this \
+         mount last committed there"
+    );
+    tree.mark_dirty(dir);
+    Ok(Some(entries))
+}
+
+/// A store error that says the node does not have what was asked (not that it did not
+/// answer).
+fn is_gone(e: &FsError) -> bool {
+    matches!(e, FsError::Store(s) if !s.transient)
+}
+
+fn gone_from_node(token: TokenId, e: &FsError) {
+    tracing::warn!(
+        token,
+        error = %e,
+        "a directory this mount never read is gone from the node (another writer's commits \
+         superseded it and the node collected it): the other writer's version is taken"
+    );
+}
+
+/// Empty the directory `dir` bottom-up, as `rm -r` would: what it held stops counting
+/// (what is not loaded of it, collected from the node, stays in the committed figure of
+/// what is not loaded). Its emptied directories have nothing left to commit.
 fn remove_tree(tree: &mut Tree, token: TokenId, dir: Ino) -> FsResult<()> {
     let mut order = vec![dir];
     let mut i = 0;
@@ -522,7 +666,15 @@ fn remove_tree(tree: &mut Tree, token: TokenId, dir: Ino) -> FsResult<()> {
     for d in order.iter().rev() {
         let names: Vec<Name> = match tree.entries(*d) {
             Ok(e) => e.iter().map(|(n, _)| n.clone()).collect(),
-            Err(_) => continue,
+            Err(_) => {
+                // Not loaded: its names looked up alone go with it.
+                if let Some(b) = tree.inodes.get_mut(d).and_then(|i| i.dir_mut()) {
+                    let found = std::mem::take(&mut b.found);
+                    tree.residency.holds_found(*d, false);
+                    tree.detach_found(found);
+                }
+                continue;
+            }
         };
         for n in names {
             tree.unlink_child(*d, n.as_bytes())?;
