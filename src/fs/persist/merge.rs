@@ -221,6 +221,7 @@ impl Fs {
             // Directories merged against what this mount last committed there, their base's
             // pages being gone (`committed_entries`).
             let mut from_memory: BTreeSet<Ino> = BTreeSet::new();
+            let mut doubtful: Changed = Vec::new();
             let mut first = Some(their_root.entries);
             while let Some(job) = jobs.pop() {
                 let their_entries = match first.take() {
@@ -267,6 +268,10 @@ impl Fs {
                     }
                     None => Vec::new(),
                 };
+                // What this mount kept against the other writer's change, merging against
+                // what it knows of its last commit: perhaps a version the other writer
+                // replaced and the node collected, checked below.
+                let doubts = from_memory.contains(&job.ours).then_some(&mut doubtful);
                 self.merge_dir(
                     token,
                     job,
@@ -277,9 +282,11 @@ impl Fs {
                     &mut jobs,
                     &mut done,
                     &mut changed,
+                    doubts,
                 )
                 .await?;
             }
+            self.drop_collected_versions(token, doubtful).await?;
         }
         {
             let mut tree = self.tree();
@@ -338,6 +345,7 @@ impl Fs {
         jobs: &mut Vec<Job>,
         done: &mut Folded,
         touched: &mut Changed,
+        mut doubtful: Option<&mut Changed>,
     ) -> FsResult<()> {
         done.dirs += 1;
         let dir = job.ours;
@@ -455,6 +463,11 @@ impl Fs {
             }
             let Some(th) = th else {
                 // Theirs deleted what ours changed: ours stays.
+                if let (Some(d), Some(o)) = (doubtful.as_deref_mut(), o)
+                    && settled_file(tree, o)
+                {
+                    d.push((dir, name.clone()));
+                }
                 // Paths only at debug: a log line must not reveal what an encrypted tree holds.
                 tracing::info!(token, "deleted by another writer, changed here: kept");
                 tracing::debug!(token, path = %tree.display_path(o.unwrap_or(dir)), "kept");
@@ -491,6 +504,11 @@ impl Fs {
             let copy = conflict_name(tree, dir, name, is_dir)?;
             tree.rename(dir, name.as_bytes(), dir, &copy, true, false)?;
             touched.push((dir, copy.clone()));
+            if let Some(d) = doubtful.as_deref_mut()
+                && settled_file(tree, o)
+            {
+                d.push((dir, copy.clone()));
+            }
             insert(tree, dir, th, tables, groups, jobs)?;
             done.conflicts += 1;
             tracing::warn!(
@@ -558,6 +576,48 @@ impl Fs {
         Ok(())
     }
 
+    /// Of the files a merge against what this mount knows of its last commit kept against
+    /// the other writer's change (`doubtful`), those whose content the node no longer has
+    /// go: the other writer replaced or removed that version and the node collected it, so
+    /// keeping the name would keep only an unreadable entry. The others are pinned: this
+    /// tree refers to them again.
+    async fn drop_collected_versions(&self, token: TokenId, doubtful: Changed) -> FsResult<()> {
+        let store = self.store_of(Some(token));
+        for (dir, name) in doubtful {
+            let objects = {
+                let tree = self.tree();
+                let Some(ino) = tree.child(dir, name.as_bytes())? else {
+                    continue;
+                };
+                match tree.get(ino)?.file().and_then(|f| f.blob.as_ref()) {
+                    Some(b) => b.objects(),
+                    None => continue,
+                }
+            };
+            let mut gone = false;
+            for (cid, _, _) in &objects {
+                match store.pin(cid).await {
+                    Ok(()) => {}
+                    Err(e) if !e.transient => {
+                        gone = true;
+                        break;
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            if gone {
+                tracing::warn!(
+                    token,
+                    "a version kept by a merge is gone from the node (another writer replaced \
+                     it and the node collected it): its name is dropped"
+                );
+                tracing::debug!(token, name = %name, "dropped");
+                self.tree().unlink_child(dir, name.as_bytes())?;
+            }
+        }
+        Ok(())
+    }
+
     /// Whether `dir`'s parent is among `dirs`.
     fn parent_in(&self, dir: Ino, dirs: &BTreeSet<Ino>) -> bool {
         let tree = self.tree();
@@ -590,9 +650,9 @@ impl Fs {
 /// a conflict copy, one ours removed comes back with theirs' version, nothing is lost; a
 /// directory changed inside is merged against what this mount last committed of it, the
 /// same way. The directory's pages are built whole at the next commit (its old ones are
-/// gone).
-/// `None` when the base's version is not this mount's. (`top` `None`: whatever this mount
-/// last committed there; `None` if it never did.)
+/// gone). `None` when the base's version is not this mount's (`top` `None`: whatever
+/// this mount last committed there; `None` if it never did); an error when what changed
+/// here is not known name by name.
 fn committed_entries(
     tree: &mut Tree,
     dir: Ino,
@@ -606,19 +666,23 @@ fn committed_entries(
     if !matches {
         return Ok(None);
     }
-    let changed = match d.changes.all {
-        true => None,
-        false => Some(d.changes.names.clone()),
-    };
+    if d.changes.all {
+        // What changed here is not known name by name (a failed commit, a rename): taking
+        // every entry for changed would make conflict copies of versions the other writer
+        // replaced, whose content the node may have collected. The commit fails, and the
+        // next mount replays the journal onto the published tree (§9.3).
+        return Err(FsError::Store(crate::fs::store::StoreError::permanent(
+            "the merge base's pages of a directory changed here are gone from the node and              its changes are not known name by name; remount to replay them onto the              published tree",
+        )));
+    }
+    let changed = d.changes.names.clone();
     let mut entries = Vec::new();
-    if let Some(changed) = &changed {
-        for (name, ino) in tree.entries(dir)?.iter() {
-            if changed.contains(name) {
-                continue;
-            }
-            if let Some(e) = current_entry(tree, name, ino) {
-                entries.push(e);
-            }
+    for (name, ino) in tree.entries(dir)?.iter() {
+        if changed.contains(name) {
+            continue;
+        }
+        if let Some(e) = current_entry(tree, name, ino) {
+            entries.push(e);
         }
     }
     tracing::warn!(
@@ -691,6 +755,14 @@ fn remove_tree(tree: &mut Tree, token: TokenId, dir: Ino) -> FsResult<()> {
         t.dirty_dirs.remove(d);
     }
     Ok(())
+}
+
+/// A file with no version of its own pending here (nothing written, uploading or open):
+/// its content is one this mount or another writer uploaded before.
+fn settled_file(tree: &Tree, ino: Ino) -> bool {
+    tree.get(ino).ok().and_then(|i| i.file()).is_some_and(|f| {
+        f.session.is_none() && !f.upload_pending && f.writers == 0 && f.blob.is_some()
+    })
 }
 
 /// Whether `ino` (named `name`) is as the base entry `base` stores it, with no local change
