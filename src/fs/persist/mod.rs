@@ -11,6 +11,7 @@ pub(in crate::fs) mod history;
 pub(in crate::fs) mod load;
 pub(in crate::fs) mod load_dirs;
 pub(in crate::fs) mod merge;
+mod merge_gone;
 pub(in crate::fs) mod rekey;
 pub(in crate::fs) mod replicate;
 pub mod strongest;
