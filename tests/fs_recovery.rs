@@ -64,6 +64,30 @@ impl Mount {
         mount_with(self.store.clone(), tempfile::tempdir().unwrap()).await
     }
 
+    /// Another machine with an empty cache and a short outage grace: a commit that cannot
+    /// go through fails within seconds.
+    async fn another_machine(&self) -> Mount {
+        mount_with_grace(
+            self.store.clone(),
+            tempfile::tempdir().unwrap(),
+            Duration::from_secs(5),
+        )
+        .await
+    }
+
+    /// The root of the tree published under the sNFT's name.
+    async fn published_root(&self) -> String {
+        self.store.resolve(BTNS).await.unwrap().unwrap().root
+    }
+
+    /// The names in `dir`, sorted (without `.` and `..`).
+    async fn listing(&self, dir: Ino) -> Vec<Vec<u8>> {
+        let entries = self.fs.readdir(dir, 0).await.unwrap();
+        let mut names: Vec<Vec<u8>> = entries.into_iter().skip(2).map(|e| e.name).collect();
+        names.sort();
+        names
+    }
+
     async fn write_file(&self, dir: Ino, name: impl AsRef<[u8]>, data: &[u8]) -> Ino {
         let (attr, fh) = self.fs.create(dir, name, 0o644, RW, 0, 0).await.unwrap();
         self.fs.write(fh, 0, data).await.unwrap();
@@ -131,11 +155,6 @@ async fn names_that_are_not_utf8_are_replayed_byte_for_byte_after_a_crash() {
     m.write_file(ROOT_INO, &long, b"255 bytes of name").await;
 
     let m = m.crash_and_remount().await;
-    let names = |entries: Vec<pxfs::fs::DirEntry>| -> Vec<Vec<u8>> {
-        let mut n: Vec<Vec<u8>> = entries.into_iter().map(|e| e.name).skip(2).collect();
-        n.sort();
-        n
-    };
     let mut want_root: Vec<Vec<u8>> = vec![
         b"d\xff".to_vec(),
         b"\xfe\n\x01".to_vec(),
@@ -144,10 +163,10 @@ async fn names_that_are_not_utf8_are_replayed_byte_for_byte_after_a_crash() {
         long.clone(),
     ];
     want_root.sort();
-    assert_eq!(names(m.fs.readdir(ROOT_INO, 0).await.unwrap()), want_root);
+    assert_eq!(m.listing(ROOT_INO).await, want_root);
     let dir = m.fs.lookup(ROOT_INO, b"d\xff").await.unwrap().ino;
     assert_eq!(
-        names(m.fs.readdir(dir, 0).await.unwrap()),
+        m.listing(dir).await,
         vec![b"fifo\xc0".to_vec(), b"r\xe9sum\xe9.txt".to_vec()]
     );
     assert_eq!(m.read(dir, b"r\xe9sum\xe9.txt").await.unwrap(), b"latin-1");
@@ -699,15 +718,10 @@ async fn a_merge_over_a_directory_never_loaded_here_whose_pages_were_collected_k
     let e = a.fs.mkdir(d, "e", 0o755, 0, 0).await.unwrap().ino;
     a.write_file(e, "a0", b"written on a first").await;
     a.fs.flush_all().await.unwrap();
-    let known = a.store.resolve(BTNS).await.unwrap().unwrap().root;
+    let known = a.published_root().await;
 
-    // b loads only the root, and writes there (a short grace: the fault fails fast).
-    let b = mount_with_grace(
-        a.store.clone(),
-        tempfile::tempdir().unwrap(),
-        Duration::from_secs(5),
-    )
-    .await;
+    // b loads only the root, and writes there.
+    let b = a.another_machine().await;
     b.write_file(ROOT_INO, "b1", b"written on b meanwhile")
         .await;
 
@@ -746,14 +760,9 @@ async fn names_looked_up_alone_in_a_directory_collected_meanwhile_name_the_other
     let e = a.fs.mkdir(d, "e", 0o755, 0, 0).await.unwrap().ino;
     a.write_file(e, "f", b"v0").await;
     a.fs.flush_all().await.unwrap();
-    let known = a.store.resolve(BTNS).await.unwrap().unwrap().root;
+    let known = a.published_root().await;
 
-    let b = mount_with_grace(
-        a.store.clone(),
-        tempfile::tempdir().unwrap(),
-        Duration::from_secs(5),
-    )
-    .await;
+    let b = a.another_machine().await;
     let bd = b.fs.lookup(ROOT_INO, "d").await.unwrap().ino;
     let be = b.fs.lookup(bd, "e").await.unwrap().ino;
     assert_eq!(b.read(be, "f").await.unwrap(), b"v0");
@@ -792,9 +801,9 @@ async fn a_directory_removed_by_another_writer_and_collected_stays_removed() {
     a.write_file(e, "f", b"to be removed").await;
     a.write_file(ROOT_INO, "kept", b"stays").await;
     a.fs.flush_all().await.unwrap();
-    let known = a.store.resolve(BTNS).await.unwrap().unwrap().root;
+    let known = a.published_root().await;
 
-    let b = mount_with(a.store.clone(), tempfile::tempdir().unwrap()).await;
+    let b = a.another_machine().await;
     let bd = b.fs.lookup(ROOT_INO, "d").await.unwrap().ino;
     b.fs.lookup(bd, "e").await.unwrap();
     b.write_file(ROOT_INO, "b1", b"written on b meanwhile")
@@ -829,42 +838,21 @@ async fn a_directory_removed_by_another_writer_and_collected_stays_removed() {
 /// made, and every name reads back (nothing refers to what the node collected).
 #[tokio::test]
 async fn a_merge_into_a_directory_changed_here_whose_base_pages_were_collected_keeps_both() {
-    let a = mount().await;
-    let d = a.fs.mkdir(ROOT_INO, "d", 0o755, 0, 0).await.unwrap().ino;
-    a.write_file(d, "f", b"v0").await;
-    a.write_file(d, "g", b"to be removed").await;
-    a.fs.flush_all().await.unwrap();
-    let known = a.store.resolve(BTNS).await.unwrap().unwrap().root;
+    let (a, d) = with_f_and_g().await;
+    let known = a.published_root().await;
 
-    let b = mount_with_grace(
-        a.store.clone(),
-        tempfile::tempdir().unwrap(),
-        Duration::from_secs(5),
-    )
-    .await;
+    let b = a.another_machine().await;
     let bd = b.fs.lookup(ROOT_INO, "d").await.unwrap().ino;
     b.write_file(bd, "b1", b"written on b meanwhile").await;
 
-    a.write_file(d, "f", b"v1").await;
-    a.fs.unlink(d, "g").await.unwrap();
-    a.fs.flush_all().await.unwrap();
-    a.write_file(d, "a1", b"new on a").await;
-    a.fs.flush_all().await.unwrap();
+    edit_remove_add(&a, d).await;
     collected(&a, &known).await;
     b.fs.forget_cached_pages();
 
     b.fs.flush_all().await.unwrap();
     for m in [&b, &a.fresh_cache().await] {
         let d = m.fs.lookup(ROOT_INO, "d").await.unwrap().ino;
-        let mut listed: Vec<Vec<u8>> =
-            m.fs.readdir(d, 0)
-                .await
-                .unwrap()
-                .into_iter()
-                .skip(2)
-                .map(|e| e.name)
-                .collect();
-        listed.sort();
+        let listed = m.listing(d).await;
         assert_eq!(listed, [b"a1".to_vec(), b"b1".to_vec(), b"f".to_vec()]);
         assert_eq!(m.read(d, "f").await.unwrap(), b"v1");
         assert_eq!(m.read(d, "a1").await.unwrap(), b"new on a");
@@ -879,31 +867,18 @@ async fn a_merge_into_a_directory_changed_here_whose_base_pages_were_collected_k
 /// replaced and the node collected: such unreadable names are dropped, not published.
 #[tokio::test]
 async fn a_merge_against_a_collected_base_keeps_no_name_whose_content_the_node_collected() {
-    let a = mount().await;
-    let d = a.fs.mkdir(ROOT_INO, "d", 0o755, 0, 0).await.unwrap().ino;
-    a.write_file(d, "f", b"v0").await;
-    a.write_file(d, "g", b"to be removed").await;
-    a.fs.flush_all().await.unwrap();
+    let (a, d) = with_f_and_g().await;
 
-    let b = mount_with_grace(
-        a.store.clone(),
-        tempfile::tempdir().unwrap(),
-        Duration::from_secs(5),
-    )
-    .await;
+    let b = a.another_machine().await;
     let bd = b.fs.lookup(ROOT_INO, "d").await.unwrap().ino;
     assert_eq!(b.read(bd, "f").await.unwrap(), b"v0");
     b.write_file(ROOT_INO, "x", b"committed on b").await;
     b.fs.flush_all().await.unwrap();
-    let known = a.store.resolve(BTNS).await.unwrap().unwrap().root;
+    let known = a.published_root().await;
     b.write_file(bd, "b1", b"written on b meanwhile").await;
 
     a.fs.flush_all().await.unwrap(); // takes in b's commit
-    a.write_file(d, "f", b"v1").await;
-    a.fs.unlink(d, "g").await.unwrap();
-    a.fs.flush_all().await.unwrap();
-    a.write_file(d, "a1", b"new on a").await;
-    a.fs.flush_all().await.unwrap();
+    edit_remove_add(&a, d).await;
     // b's root, pinned by b: a node keeping one pin per object (Kubo) lets it go when a
     // unpins what its commits superseded; this in-memory node counts pins, so b's goes here.
     a.store.unpin(&known).await.unwrap();
@@ -913,15 +888,7 @@ async fn a_merge_against_a_collected_base_keeps_no_name_whose_content_the_node_c
     b.fs.flush_all().await.unwrap();
     for m in [&b, &a.fresh_cache().await] {
         let d = m.fs.lookup(ROOT_INO, "d").await.unwrap().ino;
-        let mut listed: Vec<Vec<u8>> =
-            m.fs.readdir(d, 0)
-                .await
-                .unwrap()
-                .into_iter()
-                .skip(2)
-                .map(|e| e.name)
-                .collect();
-        listed.sort();
+        let listed = m.listing(d).await;
         for name in &listed {
             assert!(m.read(d, name).await.is_some(), "{name:?} does not read");
         }
@@ -929,4 +896,23 @@ async fn a_merge_against_a_collected_base_keeps_no_name_whose_content_the_node_c
         assert_eq!(m.read(d, "f").await.unwrap(), b"v1");
         assert_eq!(m.read(ROOT_INO, "x").await.unwrap(), b"committed on b");
     }
+}
+
+/// A mount whose committed tree holds `d/f` ("v0") and `d/g`; returns it and `d`.
+async fn with_f_and_g() -> (Mount, Ino) {
+    let a = mount().await;
+    let d = a.fs.mkdir(ROOT_INO, "d", 0o755, 0, 0).await.unwrap().ino;
+    a.write_file(d, "f", b"v0").await;
+    a.write_file(d, "g", b"to be removed").await;
+    a.fs.flush_all().await.unwrap();
+    (a, d)
+}
+
+/// `a` rewrites `d/f` ("v1") and removes `d/g` in one commit, adds `d/a1` in the next.
+async fn edit_remove_add(a: &Mount, d: Ino) {
+    a.write_file(d, "f", b"v1").await;
+    a.fs.unlink(d, "g").await.unwrap();
+    a.fs.flush_all().await.unwrap();
+    a.write_file(d, "a1", b"new on a").await;
+    a.fs.flush_all().await.unwrap();
 }

@@ -173,15 +173,12 @@ impl Tree {
                 "only an unloaded, unchanged directory is repointed",
             ));
         }
-        let found = std::mem::take(&mut d.found);
         d.top = Some(top);
         d.objects = None;
         d.table = None;
         inode.meta = meta;
         inode.xattrs = xattrs;
-        self.residency.holds_found(dir, false);
-        let names = found.keys().cloned().collect();
-        self.detach_found(found);
+        let names = self.detach_all_found(dir);
         // Its old pages, if they were charged, leave the tree.
         self.recharge(dir, false);
         self.stored_inode_changed(dir);
@@ -198,6 +195,19 @@ impl Tree {
             tracing::debug!(ino, name = %name, "name gone");
         }
         self.detach_found(found);
+    }
+
+    /// Every name looked up alone in the unloaded directory `dir` loses its inode
+    /// ([`Tree::detach_found`]); returns those names, for the kernel to forget.
+    pub(in crate::fs) fn detach_all_found(&mut self, dir: Ino) -> Vec<Name> {
+        let Some(d) = self.inodes.get_mut(&dir).and_then(|i| i.dir_mut()) else {
+            return Vec::new();
+        };
+        let found = std::mem::take(&mut d.found);
+        self.residency.holds_found(dir, false);
+        let names = found.keys().cloned().collect();
+        self.detach_found(found);
+        names
     }
 
     /// Inodes looked up alone that lose their name (their directory's stored entries are

@@ -13,6 +13,7 @@ use crate::fs::error::{FsError, FsResult};
 use crate::fs::model::inode::TokenId;
 
 use super::commit_tree::Snapshot;
+use super::merge_gone::is_gone;
 
 /// What a commit writes of history.
 #[derive(Debug, Default)]
@@ -69,7 +70,7 @@ impl Fs {
                 // This mount's last root, collected since: another writer's commits
                 // superseded it, so the tree merged here (theirs) descends from it and
                 // holds its history (docs/FORMAT.md §9.3).
-                Err(FsError::Store(e)) if merging && !e.transient => {
+                Err(e) if merging && is_gone(&e) => {
                     tracing::warn!(
                         token,
                         error = %e,

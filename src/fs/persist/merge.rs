@@ -32,7 +32,7 @@ use crate::fs::model::token::Onto;
 use crate::fs::model::tree::Tree;
 use crate::fs::store::Published;
 
-use super::merge_gone::{committed_entries, gone_from_node, is_gone, settled_file};
+use super::merge_gone::{gone_from_node, is_gone, settled_file};
 
 /// One directory to merge: ours (in memory), and the tops of base's and theirs' versions.
 struct Job {
@@ -235,21 +235,14 @@ impl Fs {
                         read.entries
                     }
                 };
-                let base_entries = match &job.base {
+                let (base_entries, remembered) = match &job.base {
                     Some(b) => {
                         let is_root = job.ours == root_ino;
                         match pages::read_dir(&*store, &sealing, cache, b, is_root).await {
-                            Ok(read) => read.entries,
+                            Ok(read) => (read.entries, false),
                             Err(e) if is_gone(&e) => {
-                                self.ensure_loaded(job.ours).await?;
-                                let mut tree = self.tree();
-                                match committed_entries(&mut tree, job.ours, Some(b))? {
-                                    Some(entries) => {
-                                        from_memory.insert(job.ours);
-                                        entries
-                                    }
-                                    None => return Err(e),
-                                }
+                                let entries = self.base_from_memory(job.ours, Some(b)).await?;
+                                (entries.ok_or(e)?, true)
                             }
                             Err(e) => return Err(e),
                         }
@@ -258,22 +251,20 @@ impl Fs {
                     // directory changed here is merged against its own last commit too:
                     // what it holds unchanged since is not taken for a change of ours.
                     None if self.parent_in(job.ours, &from_memory) => {
-                        self.ensure_loaded(job.ours).await?;
-                        let mut tree = self.tree();
-                        match committed_entries(&mut tree, job.ours, None)? {
-                            Some(entries) => {
-                                from_memory.insert(job.ours);
-                                entries
-                            }
-                            None => Vec::new(),
+                        match self.base_from_memory(job.ours, None).await? {
+                            Some(entries) => (entries, true),
+                            None => (Vec::new(), false),
                         }
                     }
-                    None => Vec::new(),
+                    None => (Vec::new(), false),
                 };
+                if remembered {
+                    from_memory.insert(job.ours);
+                }
                 // What this mount kept against the other writer's change, merging against
                 // what it knows of its last commit: perhaps a version the other writer
                 // replaced and the node collected, checked below.
-                let doubts = from_memory.contains(&job.ours).then_some(&mut doubtful);
+                let doubts = remembered.then_some(&mut doubtful);
                 self.merge_dir(
                     token,
                     job,
@@ -362,46 +353,38 @@ impl Fs {
             .into_iter()
             .filter(|n| base.get(*n) != theirs.get(*n))
             .collect();
-        // Subtrees theirs deleted where ours changed nothing: loaded whole first, so their
-        // removal takes their charges and file counts with them.
-        let mut removals = Vec::new();
+        // Directories ours did not change that theirs changed: a subtree theirs deleted is
+        // loaded whole first, so its removal takes its charges and file counts with it; an
+        // unloaded one theirs changed is loaded for the merge inside. If the node collected
+        // either meanwhile, the removal goes as far as loaded, theirs' version is taken
+        // unread (`collected`).
+        let (mut removals, mut unloaded) = (Vec::new(), Vec::new());
         {
             let tree = self.tree();
             for name in &changed {
-                if let Some(o) = tree.child(dir, name.as_bytes())?
-                    && tree.get(o)?.kind() == Kind::Dir
-                    && !is_dir_entry(theirs.get(*name), groups)
-                    && unchanged(&tree, o, name, base.get(*name))
-                {
-                    removals.push(o);
+                let Some(o) = tree.child(dir, name.as_bytes())? else {
+                    continue;
+                };
+                let Some(d) = tree.get(o)?.dir() else {
+                    continue;
+                };
+                if !unchanged(&tree, o, name, base.get(*name)) {
+                    continue;
+                }
+                match is_dir_entry(theirs.get(*name), groups) {
+                    false => removals.push(o),
+                    true if d.entries.is_none() => unloaded.push(o),
+                    true => {}
                 }
             }
         }
         for o in removals {
             match self.load_subtree(o).await {
-                // Collected since (this mount never read it, and another writer's commits
-                // superseded it): removed as far as it is loaded.
                 Err(e) if is_gone(&e) => gone_from_node(token, &e),
                 r => r?,
             }
         }
-        // Directories both sides have, ours unloaded and unchanged: loaded for the merge
-        // inside; if the node collected them meanwhile, theirs' version is taken unread.
         let mut collected = BTreeSet::new();
-        let unloaded: Vec<Ino> = {
-            let tree = self.tree();
-            let mut v = Vec::new();
-            for name in &changed {
-                if let Some(o) = tree.child(dir, name.as_bytes())?
-                    && tree.get(o)?.dir().is_some_and(|d| d.entries.is_none())
-                    && is_dir_entry(theirs.get(*name), groups)
-                    && unchanged(&tree, o, name, base.get(*name))
-                {
-                    v.push(o);
-                }
-            }
-            v
-        };
         for o in unloaded {
             match self.ensure_loaded(o).await {
                 Err(e) if is_gone(&e) => {
@@ -616,11 +599,7 @@ fn remove_tree(tree: &mut Tree, token: TokenId, dir: Ino) -> FsResult<()> {
             Ok(e) => e.iter().map(|(n, _)| n.clone()).collect(),
             Err(_) => {
                 // Not loaded: its names looked up alone go with it.
-                if let Some(b) = tree.inodes.get_mut(d).and_then(|i| i.dir_mut()) {
-                    let found = std::mem::take(&mut b.found);
-                    tree.residency.holds_found(*d, false);
-                    tree.detach_found(found);
-                }
+                tree.detach_all_found(*d);
                 continue;
             }
         };

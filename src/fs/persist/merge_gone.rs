@@ -61,6 +61,16 @@ impl Fs {
         Ok(())
     }
 
+    /// [`committed_entries`] of `dir`, loaded first.
+    pub(super) async fn base_from_memory(
+        &self,
+        dir: Ino,
+        top: Option<&str>,
+    ) -> FsResult<Option<Vec<format::Entry>>> {
+        self.ensure_loaded(dir).await?;
+        committed_entries(&mut self.tree(), dir, top)
+    }
+
     /// Whether `dir`'s parent is among `dirs`.
     pub(super) fn parent_in(&self, dir: Ino, dirs: &BTreeSet<Ino>) -> bool {
         let tree = self.tree();
@@ -81,7 +91,7 @@ impl Fs {
 /// gone). `None` when the base's version is not this mount's (`top` `None`: whatever
 /// this mount last committed there; `None` if it never did); an error when what changed
 /// here is not known name by name.
-pub(super) fn committed_entries(
+fn committed_entries(
     tree: &mut Tree,
     dir: Ino,
     top: Option<&str>,
@@ -100,7 +110,9 @@ pub(super) fn committed_entries(
         // replaced, whose content the node may have collected. The commit fails, and the
         // next mount replays the journal onto the published tree (§9.3).
         return Err(FsError::Store(crate::fs::store::StoreError::permanent(
-            "the merge base's pages of a directory changed here are gone from the node and              its changes are not known name by name; remount to replay them onto the              published tree",
+            "the merge base's pages of a directory changed here are gone from the node and \
+             its changes are not known name by name; remount to replay them onto the \
+             published tree",
         )));
     }
     let changed = d.changes.names.clone();
