@@ -234,3 +234,43 @@ async fn a_multi_block_file_pins_every_block_below_its_root() {
     }
     node.stop().await;
 }
+
+/// A crash of the node's machine between an add's writes and its flush can leave a block's
+/// name on disk without its bytes (an empty file). Adding the same content again writes the
+/// block again, so what is read back is the content, not the empty file a name check kept.
+#[tokio::test(flavor = "multi_thread")]
+async fn adding_again_repairs_a_block_a_crash_left_empty() {
+    let repo = tempfile::tempdir().unwrap();
+    let node = TestNode::start(repo.path()).await;
+    let added = add_files(
+        &node,
+        &[("hello.txt", b"hello\n".to_vec())],
+        &[("cid-version", "1")],
+    )
+    .await;
+    assert_eq!(added[0]["Hash"], HELLO_V1);
+    // rust-ipfs's layout: blockstore/<the two characters before the CID's last>/<CID>.data
+    let shard = &HELLO_V1[HELLO_V1.len() - 3..HELLO_V1.len() - 1];
+    let path = repo
+        .path()
+        .join("blockstore")
+        .join(shard)
+        .join(format!("{HELLO_V1}.data"));
+    assert!(path.exists(), "{} holds the block", path.display());
+    std::fs::File::create(&path).unwrap(); // emptied, as after the crash
+    let (_, body) = cat(&node, HELLO_V1, &[]).await;
+    assert!(body.is_empty(), "the damage is what it models");
+
+    let again = add_files(
+        &node,
+        &[("hello.txt", b"hello\n".to_vec())],
+        &[("cid-version", "1")],
+    )
+    .await;
+
+    assert_eq!(again[0]["Hash"], HELLO_V1);
+    let (status, body) = cat(&node, HELLO_V1, &[]).await;
+    assert_eq!(status, 200);
+    assert_eq!(&body[..], b"hello\n");
+    node.stop().await;
+}

@@ -135,11 +135,15 @@ pub fn write_blocks(store: &Path, blocks: &[(Cid, Vec<u8>)]) -> Result<u64, Bloc
     Ok(grew)
 }
 
-/// Publishes a complete file holding `data` at `path` unless a file is there already
-/// (`false` then; it is left as it is), creating its shard directory if that is missing.
-/// Only complete files ever appear under the name, as with rust-ipfs's own writes: the
-/// bytes go to a temporary (`…<pid>.<n>.<suffix>`) that is linked in and removed. Not
+/// Publishes a complete file holding `data` at `path` unless a file of its length is there
+/// already (`false` then; it is left as it is), creating its shard directory if that is
+/// missing. Only complete files ever appear under the name, as with rust-ipfs's own writes:
+/// the bytes go to a temporary (`…<pid>.<n>.<suffix>`) that is linked in and removed. Not
 /// durable until a flush ([`Flushes::sync`]).
+///
+/// A file of another length under the name is what a crash before the flush leaves (the
+/// name reached the disk, the bytes did not: an empty file): it is replaced, so that adding
+/// the block again repairs it instead of keeping a block that no longer holds its bytes.
 ///
 /// (An `O_TMPFILE` linked in by its `/proc/self/fd` name would spare the temporary's name
 /// and its removal; tried, it made no difference measurable through the noise of the
@@ -147,9 +151,11 @@ pub fn write_blocks(store: &Path, blocks: &[(Cid, Vec<u8>)]) -> Result<u64, Bloc
 pub fn publish_new(path: &Path, suffix: &str, data: &[u8]) -> std::io::Result<bool> {
     // Unique temp names so concurrent writers of the same file never share one.
     static COUNTER: AtomicU64 = AtomicU64::new(0);
-    if path.exists() {
-        return Ok(false);
-    }
+    let damaged = match std::fs::metadata(path) {
+        Ok(held) if held.len() == data.len() as u64 => return Ok(false),
+        Ok(_) => true,
+        Err(_) => false,
+    };
     let temp = path.with_extension(format!(
         "{}.{}.{suffix}",
         std::process::id(),
@@ -157,6 +163,10 @@ pub fn publish_new(path: &Path, suffix: &str, data: &[u8]) -> std::io::Result<bo
     ));
     let write = || -> std::io::Result<bool> {
         create_in_shard(&temp)?.write_all(data)?;
+        if damaged {
+            std::fs::rename(&temp, path)?;
+            return Ok(true);
+        }
         match std::fs::hard_link(&temp, path) {
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
             Err(e) => Err(e),
@@ -413,6 +423,36 @@ mod tests {
             })
             .unwrap();
         assert!(ran, "a later writer runs a flush of its own");
+    }
+
+    #[test]
+    fn a_block_a_crash_left_empty_or_short_is_written_again_and_a_whole_one_is_kept() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempfile::tempdir().unwrap();
+        let store = dir.path().join("blockstore");
+        let data = vec![7u8; 1000];
+        let cid = cid_v1(0x55, &data);
+        let path = block_path(&store, &cid);
+        let blocks = [(cid, data.clone())];
+        assert_eq!(write_blocks(&store, &blocks).unwrap(), 1000, "new");
+        let whole = std::fs::metadata(&path).unwrap().ino();
+        assert_eq!(write_blocks(&store, &blocks).unwrap(), 0, "held already");
+        assert_eq!(
+            std::fs::metadata(&path).unwrap().ino(),
+            whole,
+            "left as it was"
+        );
+        for len in [0, 999, 1001] {
+            std::fs::File::create(&path).unwrap().set_len(len).unwrap();
+            assert_eq!(write_blocks(&store, &blocks).unwrap(), 1000, "length {len}");
+            assert_eq!(std::fs::read(&path).unwrap(), data, "length {len}");
+            assert_eq!(read_block(&store, &cid).unwrap().unwrap().data(), &data[..]);
+        }
+        let left: Vec<_> = std::fs::read_dir(path.parent().unwrap())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(left.len(), 1, "no temporary left behind: {left:?}");
     }
 
     #[test]
