@@ -112,6 +112,13 @@ mount_px() {
 }
 remount() { unmount_px; mount_px; }
 
+fsync_one() { # fsync_one KEY FILE: a new file of one byte written and fsynced, timed
+    local t
+    t=$(now)
+    dd if=/dev/zero of="$2" bs=1 count=1 conv=fsync status=none
+    record "$1" "$(since "$t")"
+}
+
 node_add() { # node_add FILE... : one add call, prints the node's answer
     local args=()
     for f in "$@"; do args+=(-F "file=@$f"); done
@@ -196,6 +203,13 @@ for r in $(seq "$repeat"); do
         rclone_stored $((base + (seq_mib << 20)))
         record write_rclone "$(rate "$seq_mib" "$(since "$t")")"
     fi
+
+    # The fixed cost of one fsync: a new file of one byte. pxfs's is a commit, which returns
+    # once the published root holds (the settle window, docs/FORMAT.md §9.3); every write +
+    # fsync above pays it once.
+    fsync_one fsync_one_mount "$tokdir/one-$r"
+    fsync_one fsync_one_local "$cache/one-$r"
+    ((have_jfs)) && fsync_one fsync_one_jfs "$jfs_mp/one-$r"
 
     t=$(now)
     node_add "$work/seq-node.bin" >"$work/add.json"
@@ -552,7 +566,8 @@ table=$(
 )
 
 # The peers (issue #44): one line per workload, every figure of this run.
-# peer_row NAME EXT4_KEY RCLONE_KEY JFS_KEY PXFS_KEY LOWER_IS_BETTER TARGET
+# peer_row NAME EXT4_KEY RCLONE_KEY JFS_KEY PXFS_KEY LOWER_IS_BETTER TARGET (a key of no
+# figure, e.g. -, shows n/a; an empty TARGET, no goal)
 peer_rows=()
 peer_row() {
     local name=$1 lower=$6 target=$7 e rc j p ratio met
@@ -561,12 +576,17 @@ peer_row() {
     j=$(median "$4")
     p=$(median "$5")
     if [[ $lower == 1 ]]; then ratio=$(div "$j" "$p"); else ratio=$(div "$p" "$j"); fi
+    if [[ -z $target ]]; then
+        peer_rows+=("| $name | $e | $rc | $j | **$p** | ${ratio}× | – |")
+        return
+    fi
     met=$(awk -v v="$ratio" -v t="${target#*:}" 'BEGIN { if (v != "n/a") print (v + 0 >= t + 0 ? "met" : "**missed**") }')
     peer_rows+=("| $name | $e | $rc | $j | **$p** | ${ratio}× | ${target%%:*}: ${met:-–} |")
 }
 peer_row "untar ${files} files of 1–16 KiB + sync, files/s" small_local small_rclone small_jfs small_mount 0 "ahead:1.0001"
 peer_row "${seq_mib} MiB write + fsync, MiB/s" write_local write_rclone write_jfs write_mount 0 "≥ 0.9×:0.9"
 peer_row "${seq_mib} MiB write + fsync until on disk (JuiceFS: + \`sync -f\` of its bucket), MiB/s" write_local write_rclone write_jfs_disk write_mount 0 "≥ 0.9×:0.9"
+peer_row "a new 1-byte file + fsync (pxfs: a commit, held for the settle window), s" fsync_one_local - fsync_one_jfs fsync_one_mount 1 ""
 peer_row "cold \`ls -l\` of ${files} entries, s" ls_cold_local ls_cold_rclone ls_cold_jfs ls_cold_mount 1 "ahead:1.0001"
 peer_row "cold read of the ${seq_mib} MiB, MiB/s" read_warm_local read_cold_rclone read_cold_jfs read_cold_mount 0 "≥ 0.9×:0.9"
 peer_table=$(
