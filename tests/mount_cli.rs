@@ -1,6 +1,9 @@
 //! `pxfs mount` / `pxfs unmount` end to end: anvil with the contracts, a `pxfs node`, one
 //! minted sNFT; the mount daemon in the background. Needs root, /dev/fuse and anvil.
 
+#[path = "support/block_store.rs"]
+mod block_store;
+
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -313,12 +316,8 @@ fn check_the_committed_tree(config: &Path, token: &str, repo: &Path) {
         "every block read: {v}"
     );
 
-    // rust-ipfs's layout: blockstore/<2 chars before the last>/<CIDv1>.data
     let hello = pxfs::format::store::raw_cid(b"hello");
-    let file = repo
-        .join("blockstore")
-        .join(&hello[hello.len() - 3..hello.len() - 1])
-        .join(format!("{hello}.data"));
+    let file = block_store::block_file(repo, &hello);
     let saved = std::fs::read(&file).unwrap();
     std::fs::remove_file(&file).unwrap();
     let out = check(&[]);

@@ -6,6 +6,8 @@
 //! `pxfs check` of format-3 trees built with the codecs (no mount) is here too, and such a
 //! tree's kept versions read through the mount under `.snapshots/`.
 
+#[path = "support/block_store.rs"]
+mod block_store;
 #[path = "support/format3_tree.rs"]
 mod format3_tree;
 #[path = "support/node_mount.rs"]
@@ -13,19 +15,11 @@ mod node_mount;
 #[path = "support/unmount.rs"]
 mod unmount;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
+use block_store::block_file;
 use node_mount::{dir, mount, publish_root, require_mount, start_node};
 use pxfs::storage::NodeClient;
-
-/// Where `pxfs node` keeps the block `cid` (rust-ipfs's layout:
-/// `blockstore/<2 chars before the last>/<CIDv1>.data`).
-fn block_file(repo: &Path, cid: &str) -> PathBuf {
-    let shard = &cid[cid.len() - 3..cid.len() - 1];
-    repo.join("blockstore")
-        .join(shard)
-        .join(format!("{cid}.data"))
-}
 
 /// Rewrites a stored block in place, keeping its length: `alter` gets its bytes.
 fn tamper(repo: &Path, cid: &str, alter: impl FnOnce(&mut Vec<u8>)) {

@@ -6,6 +6,8 @@
 //! And remote pinning services (issue #30 item 4) speaking the IPFS Pinning Service API
 //! (`tests/support/pinning_service.rs`).
 
+#[path = "support/block_store.rs"]
+mod block_store;
 #[path = "support/node_double.rs"]
 mod node_double;
 #[path = "support/node_mount.rs"]
@@ -20,6 +22,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
+use block_store::block_file;
 use node_double::{NodeDouble, Variant};
 use pinning_service::{Asked, PinningService};
 use support::{TestDevnet, TestMount, wait_until, xattr};
@@ -299,14 +302,6 @@ fn replica_holds(config: &Path, token: u64, root: &str) -> bool {
         && held
             .iter()
             .any(|h| h["token_id"] == token && h["root"].as_str() == Some(root))
-}
-
-/// Where `pxfs node` keeps block `cid`.
-fn block_file(repo: &Path, cid: &str) -> std::path::PathBuf {
-    let shard = &cid[cid.len() - 3..cid.len() - 1];
-    repo.join("blockstore")
-        .join(shard)
-        .join(format!("{cid}.data"))
 }
 
 /// Issue #30: a replica keeps a copy of every committed tree; `pxfs check` finds a block

@@ -1,5 +1,7 @@
 //! `add` produces Kubo's CIDs and sizes, and its options and errors follow Kubo.
 
+#[path = "support/block_store.rs"]
+mod block_store;
 mod node_support;
 
 use node_support::*;
@@ -249,13 +251,7 @@ async fn adding_again_repairs_a_block_a_crash_left_empty() {
     )
     .await;
     assert_eq!(added[0]["Hash"], HELLO_V1);
-    // rust-ipfs's layout: blockstore/<the two characters before the CID's last>/<CID>.data
-    let shard = &HELLO_V1[HELLO_V1.len() - 3..HELLO_V1.len() - 1];
-    let path = repo
-        .path()
-        .join("blockstore")
-        .join(shard)
-        .join(format!("{HELLO_V1}.data"));
+    let path = block_store::block_file(repo.path(), HELLO_V1);
     assert!(path.exists(), "{} holds the block", path.display());
     std::fs::File::create(&path).unwrap(); // emptied, as after the crash
     let (_, body) = cat(&node, HELLO_V1, &[]).await;
