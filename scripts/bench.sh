@@ -205,8 +205,8 @@ for r in $(seq "$repeat"); do
     fi
 
     # The fixed cost of one fsync: a new file of one byte. pxfs's is a commit, which returns
-    # once the published root holds (the settle window, docs/FORMAT.md §9.3); every write +
-    # fsync above pays it once.
+    # once the published root holds (docs/FORMAT.md §9.3: at once on pxfs's node, which checks
+    # publications; elsewhere after the settle window); every write + fsync above pays it once.
     fsync_one fsync_one_mount "$tokdir/one-$r"
     fsync_one fsync_one_local "$cache/one-$r"
     ((have_jfs)) && fsync_one fsync_one_jfs "$jfs_mp/one-$r"
@@ -586,7 +586,7 @@ peer_row() {
 peer_row "untar ${files} files of 1–16 KiB + sync, files/s" small_local small_rclone small_jfs small_mount 0 "ahead:1.0001"
 peer_row "${seq_mib} MiB write + fsync, MiB/s" write_local write_rclone write_jfs write_mount 0 "≥ 0.9×:0.9"
 peer_row "${seq_mib} MiB write + fsync until on disk (JuiceFS: + \`sync -f\` of its bucket), MiB/s" write_local write_rclone write_jfs_disk write_mount 0 "≥ 0.9×:0.9"
-peer_row "a new 1-byte file + fsync (pxfs: a commit, held for the settle window), s" fsync_one_local - fsync_one_jfs fsync_one_mount 1 ""
+peer_row "a new 1-byte file + fsync (pxfs: a commit the node checks), s" fsync_one_local - fsync_one_jfs fsync_one_mount 1 ""
 peer_row "cold \`ls -l\` of ${files} entries, s" ls_cold_local ls_cold_rclone ls_cold_jfs ls_cold_mount 1 "ahead:1.0001"
 peer_row "cold read of the ${seq_mib} MiB, MiB/s" read_warm_local read_cold_rclone read_cold_jfs read_cold_mount 0 "≥ 0.9×:0.9"
 peer_table=$(

@@ -8,7 +8,7 @@ use rand::RngCore;
 pub use crate::format::v1::usage::{
     AnyUsageDoc, DocError, LastUpload, SCHEMA, UsageDoc, parse_any,
 };
-use crate::storage::{NodeClient, StorageError};
+use crate::storage::{NodeClient, Publication, StorageError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum UsageError {
@@ -16,19 +16,36 @@ pub enum UsageError {
     Document(#[from] DocError),
     #[error("storage node: {0}")]
     Storage(#[from] StorageError),
+    /// A checked publication found another record than the one it replaces (another
+    /// writer published since it was resolved): nothing was published.
+    #[error(
+        "another writer published under this name meanwhile (it now names {}); nothing was published",
+        current.as_deref().unwrap_or("nothing")
+    )]
+    Moved { current: Option<String> },
     /// The document's bytes do not match its CID, or it is over [`MAX_DOC_BYTES`].
     #[error("usage document: {0}")]
     Integrity(crate::integrity::IntegrityError),
 }
 
-/// Adds the document (pinned) and publishes it under the node's key `key_name`.
-/// Returns the document's CID.
+/// Adds the document (pinned) and publishes it under the node's key `key_name` in place of
+/// `replaces`, the document the name was resolved to (`None`: none), checked where the node
+/// can (docs/FORMAT.md §9.3).
 pub async fn publish(
     client: &NodeClient,
     key_name: &str,
     doc: &UsageDoc,
-) -> Result<String, UsageError> {
-    publish_json(client, key_name, doc.token_id, doc.seq, doc.to_json()?).await
+    replaces: Option<&str>,
+) -> Result<PublishedDoc, UsageError> {
+    publish_json(
+        client,
+        key_name,
+        doc.token_id,
+        doc.seq,
+        doc.to_json()?,
+        replaces,
+    )
+    .await
 }
 
 /// [`publish`] for a `pxfs/usage/2` document (what pxfs writes now, docs/FORMAT.md §8).
@@ -36,9 +53,19 @@ pub async fn publish_v2(
     client: &NodeClient,
     key_name: &str,
     doc: &crate::format::usage::UsageDoc,
-) -> Result<String, UsageError> {
+    replaces: Option<&str>,
+) -> Result<PublishedDoc, UsageError> {
     let json = doc.to_json().map_err(|e| DocError::Encode(e.to_string()))?;
-    publish_json(client, key_name, doc.token_id, doc.seq, json).await
+    publish_json(client, key_name, doc.token_id, doc.seq, json, replaces).await
+}
+
+/// A usage document published under a name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PublishedDoc {
+    pub cid: String,
+    /// The node replaced exactly the record named: the publication holds at once (docs/
+    /// FORMAT.md §9.3). Otherwise it holds once a settle window shows it still there.
+    pub checked: bool,
 }
 
 async fn publish_json(
@@ -47,12 +74,23 @@ async fn publish_json(
     token_id: u64,
     seq: u64,
     json: Vec<u8>,
-) -> Result<String, UsageError> {
+    replaces: Option<&str>,
+) -> Result<PublishedDoc, UsageError> {
     let name = format!("usage-{token_id}-{seq}.json");
     let added = client.add_bytes(&name, Bytes::from(json)).await?;
-    client.name_publish(key_name, &added.hash, None).await?;
-    tracing::info!(token = token_id, seq, cid = %added.hash, key = key_name, "usage document published");
-    Ok(added.hash)
+    match client
+        .name_publish_replacing(key_name, &added.hash, replaces)
+        .await?
+    {
+        Publication::Published { checked } => {
+            tracing::info!(token = token_id, seq, cid = %added.hash, key = key_name, checked, "usage document published");
+            Ok(PublishedDoc {
+                cid: added.hash,
+                checked,
+            })
+        }
+        Publication::Moved { current } => Err(UsageError::Moved { current }),
+    }
 }
 
 /// Largest usage document read: a document is a few hundred bytes plus its wraps, and a

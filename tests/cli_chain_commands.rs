@@ -811,10 +811,17 @@ impl KeyedToken {
             .await
             .unwrap()
             .hash;
-        self.client
-            .name_publish(&self.key_name, &cid, None)
+        // In place of what the name holds (the node checks it, docs/FORMAT.md §9.3).
+        let replaces = self.client.name_resolve(&self.btns).await.ok();
+        let published = self
+            .client
+            .name_publish_replacing(&self.key_name, &cid, replaces.as_deref())
             .await
             .unwrap();
+        assert!(
+            matches!(published, pxfs::storage::Publication::Published { .. }),
+            "{published:?}"
+        );
         cid
     }
 

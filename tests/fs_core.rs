@@ -1135,7 +1135,10 @@ async fn publish_root_with_an_unknown_kind(store: &MemoryStore) {
         merged: None,
         encryption: Default::default(),
     };
-    store.publish_usage(Some(BTNS), &record).await.unwrap();
+    store
+        .publish_usage(Some(BTNS), &record, None)
+        .await
+        .unwrap();
 }
 
 #[tokio::test]
@@ -1633,7 +1636,13 @@ async fn wraps_published_by_pxfs_key_while_unmounted_are_carried_forward_by_the_
     edited.encryption = pxfs::format::usage::Encryption::Sealed(info);
     edited.seq += 1;
     use pxfs::fs::store::ContentStore;
-    let edited_cid = store.publish_usage(Some(BTNS), &edited).await.unwrap();
+    let edited_cid = store
+        .publish_usage(Some(BTNS), &edited, None)
+        .await
+        .unwrap()
+        .doc()
+        .unwrap()
+        .to_owned();
 
     // The cache still remembers the older document; the next commit builds on the edit.
     let m = try_mount(store, cache, u64::MAX, keys).await.unwrap();
@@ -2539,7 +2548,10 @@ async fn a_publication_that_loses_the_race_is_merged_and_published_again() {
     let a_record = a.store.published(BTNS).unwrap();
     // B resolves the base (A's commit not visible yet), publishes, and A's publication
     // lands right after B's.
-    a.store.publish_usage(Some(BTNS), &base).await.unwrap();
+    a.store
+        .publish_usage(Some(BTNS), &base, None)
+        .await
+        .unwrap();
     a.store.lose_next_publish_to(BTNS, a_record.clone());
     b.write_file(ROOT_INO, "file-b", b"b").await;
     b.fs.flush_all().await.unwrap();

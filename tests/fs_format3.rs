@@ -243,7 +243,10 @@ async fn publish_format3(store: &MemoryStore, sealed: bool, prev: Option<&UsageR
         merged: None,
         encryption: prev.map(|p| p.encryption.clone()).unwrap_or_default(),
     };
-    store.publish_usage(Some(BTNS), &record).await.unwrap();
+    store
+        .publish_usage(Some(BTNS), &record, None)
+        .await
+        .unwrap();
     Built { big_chunks, big }
 }
 
@@ -425,7 +428,10 @@ async fn a_swapped_or_altered_chunk_or_a_table_that_lengthens_its_file_reads_as_
         prev: store.published_cid(BTNS),
         ..prev
     };
-    store.publish_usage(Some(BTNS), &record).await.unwrap();
+    store
+        .publish_usage(Some(BTNS), &record, None)
+        .await
+        .unwrap();
     let fs = mount(&store, keys()).await;
     assert_eq!(fs.lookup(ROOT_INO, "big").await.unwrap().size, 5);
     assert_eq!(errno(read_all(&fs, "big", 0, 5).await), libc::EIO);
@@ -957,7 +963,10 @@ async fn publish_with_history(store: &MemoryStore, prev: Option<&UsageRecord>) -
         merged: None,
         encryption: prev.map(|p| p.encryption.clone()).unwrap_or_default(),
     };
-    store.publish_usage(Some(BTNS), &record).await.unwrap();
+    store
+        .publish_usage(Some(BTNS), &record, None)
+        .await
+        .unwrap();
     [snapshot_name(T0), snapshot_name(T0 + 3600 * NS)]
 }
 
@@ -1242,7 +1251,10 @@ async fn a_format_2_tree_keeps_its_own_entry_named_snapshots() {
         merged: None,
         encryption: Default::default(),
     };
-    store.publish_usage(Some(BTNS), &record).await.unwrap();
+    store
+        .publish_usage(Some(BTNS), &record, None)
+        .await
+        .unwrap();
     let fs = mount(&store, keys_of(false)).await;
     assert_eq!(listing(&fs, ROOT_INO).await, [".snapshots"]);
     let found = fs.lookup(ROOT_INO, ".snapshots").await.unwrap();
@@ -1309,7 +1321,10 @@ async fn a_name_in_a_large_kept_directory_is_read_through_the_pages_on_its_path(
         merged: None,
         encryption: Default::default(),
     };
-    store.publish_usage(Some(BTNS), &record).await.unwrap();
+    store
+        .publish_usage(Some(BTNS), &record, None)
+        .await
+        .unwrap();
     assert!(
         pages_made > 20,
         "the kept directory spans many pages: {pages_made}"

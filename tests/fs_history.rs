@@ -475,7 +475,10 @@ async fn a_format_v1_tree_upgrades_and_then_keeps_history() {
         merged: None,
         encryption: Default::default(),
     };
-    store.publish_usage(Some(BTNS), &record).await.unwrap();
+    store
+        .publish_usage(Some(BTNS), &record, None)
+        .await
+        .unwrap();
     let clock = SimClock::new();
     let fs = mount(&store, false, Policy::default(), &clock).await;
     assert_eq!(read_path(&fs, "d/old.txt").await.unwrap(), &content[..]);

@@ -17,7 +17,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use pxfs::format::history::Policy;
 use pxfs::fs::store::{
-    Blob, ContentStore, ContentStream, MemoryStore, Published, StoreError, UsageRecord,
+    Blob, ContentStore, ContentStream, MemoryStore, Publish, Published, StoreError, UsageRecord,
 };
 use pxfs::fs::{Clock, Fs, FsConfig, ROOT_INO, TokenInfo};
 use rand::{Rng, SeedableRng};
@@ -121,9 +121,15 @@ impl ContentStore for FakeNode {
         &self,
         btns: Option<&str>,
         record: &UsageRecord,
-    ) -> Result<String, StoreError> {
-        // The document is added now; the name points at it after a delay.
-        let cid = self.store.publish_usage(None, record).await?;
+        _replaces: Option<&str>,
+    ) -> Result<Publish, StoreError> {
+        // The document is added now; the name points at it after a delay (unchecked,
+        // like IPNS: what the settle window is for).
+        let Publish::Published { doc: cid, .. } =
+            self.store.publish_usage(None, record, None).await?
+        else {
+            unreachable!("a document without a name is always added");
+        };
         if btns.is_some() {
             let mut names = self.names();
             names.land();
@@ -137,7 +143,10 @@ impl ContentStore for FakeNode {
                 self.machine, record.seq, record.prev, record.merged
             ));
         }
-        Ok(cid)
+        Ok(Publish::Published {
+            doc: cid,
+            checked: false,
+        })
     }
 
     async fn resolve(&self, btns: &str) -> Result<Option<Published>, StoreError> {

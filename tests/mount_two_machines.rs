@@ -691,17 +691,27 @@ fn a_daemon_killed_while_the_kernel_holds_a_directory_it_invalidates_is_ended_by
 
 /// A config for machine `name` whose commits (under load) and follows run every `secs`
 /// seconds (`None`: the defaults).
-fn machine_every(devnet: &TestDevnet, caches: &Path, name: &str, secs: Option<i64>) -> PathBuf {
+fn machine_every(
+    devnet: &TestDevnet,
+    caches: &Path,
+    name: &str,
+    secs: Option<i64>,
+    settle_ms: Option<i64>,
+) -> PathBuf {
     devnet.config_with(&caches.join(name), |cfg| {
-        let Some(secs) = secs else { return };
         let upload = cfg
             .as_table_mut()
             .unwrap()
             .entry("upload")
             .or_insert_with(|| toml::Value::Table(Default::default()));
         let upload = upload.as_table_mut().unwrap();
-        upload.insert("commit_every_secs".into(), toml::Value::Integer(secs));
-        upload.insert("follow_every_secs".into(), toml::Value::Integer(secs));
+        if let Some(secs) = secs {
+            upload.insert("commit_every_secs".into(), toml::Value::Integer(secs));
+            upload.insert("follow_every_secs".into(), toml::Value::Integer(secs));
+        }
+        if let Some(ms) = settle_ms {
+            upload.insert("settle_ms".into(), toml::Value::Integer(ms));
+        }
     })
 }
 
@@ -716,8 +726,13 @@ fn env_count(name: &str, default: usize) -> usize {
 /// together), each `PXFS_CONCURRENT_FILES` small files (200 by default) from
 /// `PXFS_CONCURRENT_THREADS` threads (16), fsyncing each one; a fresh mount afterwards must
 /// show every fsynced file with its content (docs/FORMAT.md §9: a fsync returns once its
-/// commit holds).
-fn machines_writing_at_once_lose_no_fsynced_file(machines: usize, every: Option<i64>) {
+/// commit holds). With `settle_ms`, each machine's settle window: every fsync must return
+/// well within it (the devnet's node checks publications: a commit holds once taken).
+fn machines_writing_at_once_lose_no_fsynced_file(
+    machines: usize,
+    every: Option<i64>,
+    settle_ms: Option<i64>,
+) {
     let files = env_count("PXFS_CONCURRENT_FILES", 200);
     let threads = env_count("PXFS_CONCURRENT_THREADS", 16).clamp(1, files.max(1));
     let devnet = TestDevnet::start(&[]);
@@ -725,7 +740,10 @@ fn machines_writing_at_once_lose_no_fsynced_file(machines: usize, every: Option<
     let names: Vec<String> = (0..machines).map(|m| format!("m{m}")).collect();
     let mounts: Vec<TestMount> = names
         .iter()
-        .map(|n| TestMount::mount(&machine_every(&devnet, caches.path(), n, every), &[]))
+        .map(|n| {
+            let config = machine_every(&devnet, caches.path(), n, every, settle_ms);
+            TestMount::mount(&config, &[])
+        })
         .collect();
     let roots: Vec<PathBuf> = mounts.iter().map(|m| m.token(devnet.token())).collect();
     let start = std::sync::Barrier::new(machines * threads);
@@ -741,7 +759,15 @@ fn machines_writing_at_once_lose_no_fsynced_file(machines: usize, every: Option<
                     for i in (t..files).step_by(threads) {
                         let name = format!("m{m}-{i:05}.txt");
                         let data = format!("machine {m} file {i}\n").into_bytes();
+                        let asked = Instant::now();
                         write_and_fsync(&root.join(&name), &data);
+                        if let Some(ms) = settle_ms {
+                            let took = asked.elapsed();
+                            assert!(
+                                took < Duration::from_millis(ms as u64 / 60),
+                                "{name}: fsync took {took:?}, waiting out a settle window of {ms} ms"
+                            );
+                        }
                         acked.push((name, data));
                     }
                     acked
@@ -779,17 +805,27 @@ fn machines_writing_at_once_lose_no_fsynced_file(machines: usize, every: Option<
 
 #[test]
 fn two_machines_fsyncing_at_the_same_time_lose_no_file() {
-    machines_writing_at_once_lose_no_fsynced_file(2, None);
+    machines_writing_at_once_lose_no_fsynced_file(2, None, None);
 }
 
 #[test]
 fn two_machines_fsyncing_at_the_same_time_with_1_second_intervals_lose_no_file() {
-    machines_writing_at_once_lose_no_fsynced_file(2, Some(1));
+    machines_writing_at_once_lose_no_fsynced_file(2, Some(1), None);
 }
 
 #[test]
 fn three_machines_fsyncing_at_the_same_time_lose_no_file() {
-    machines_writing_at_once_lose_no_fsynced_file(3, None);
+    machines_writing_at_once_lose_no_fsynced_file(3, None, None);
+}
+
+/// On a node that checks publications (the devnet's: pxfs's own, docs/FORMAT.md §9.3) a
+/// commit holds once the node takes it: with a settle window of an hour, three machines
+/// fsyncing at the same time each get every fsync back within a minute (none waits the
+/// window out), their publications refused and merged again whenever another got in first,
+/// and none loses a file.
+#[test]
+fn three_machines_fsyncing_at_once_on_a_checking_node_wait_no_settle_window_and_lose_no_file() {
+    machines_writing_at_once_lose_no_fsynced_file(3, None, Some(3_600_000));
 }
 
 /// `pxfs ARGS --config CONFIG` with the dev wallet's key, run as on another machine: in a
@@ -1026,8 +1062,14 @@ fn publish_empty_tree_as_btns_holder(
         .block_on(pxfs::btns::key_name_for(&client, btns))
         .unwrap()
         .unwrap();
-    rt.block_on(pxfs::btns::publish_v2(&client, &key, &next))
-        .unwrap();
+    let replaces = rt.block_on(client.name_resolve(btns)).ok();
+    rt.block_on(pxfs::btns::publish_v2(
+        &client,
+        &key,
+        &next,
+        replaces.as_deref(),
+    ))
+    .unwrap();
 }
 
 /// The BTNS key holder publishes a tree sealed under a data key of its own choosing (wrapped

@@ -276,9 +276,17 @@ async fn a_usage_document_published_under_a_key_resolves_to_the_same_document() 
     );
 
     let first = sample_doc(1, None);
-    let first_cid = btns::publish(&client, &key_name, &first).await.unwrap();
+    let first = btns::publish(&client, &key_name, &first, None)
+        .await
+        .unwrap();
+    // This node checks publications: the second names the first, and holds at once.
+    assert!(first.checked);
+    let first_cid = first.cid;
     let second = sample_doc(2, Some(first_cid.clone()));
-    let second_cid = btns::publish(&client, &key_name, &second).await.unwrap();
+    let second_cid = btns::publish(&client, &key_name, &second, Some(&first_cid))
+        .await
+        .unwrap()
+        .cid;
 
     let (cid, doc) = btns::resolve(&client, &btns).await.unwrap();
     assert_eq!(cid, second_cid);

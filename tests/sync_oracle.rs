@@ -159,8 +159,15 @@ fn publish_root(rt: &tokio::runtime::Runtime, devnet: &TestDevnet, root: &str) {
         .block_on(pxfs::btns::key_name_for(&client, &btns))
         .unwrap()
         .expect("the devnet node holds the token's key");
-    rt.block_on(pxfs::btns::publish_v2(&client, &key, &doc))
-        .unwrap();
+    // In place of what the name holds (the node checks it, docs/FORMAT.md §9.3).
+    let replaces = rt.block_on(client.name_resolve(&btns)).ok();
+    rt.block_on(pxfs::btns::publish_v2(
+        &client,
+        &key,
+        &doc,
+        replaces.as_deref(),
+    ))
+    .unwrap();
 }
 
 #[test]
@@ -284,7 +291,7 @@ fn a_second_tokens_sync_is_answered_while_the_first_tokens_tree_is_still_measure
         .block_on(pxfs::btns::key_name_for(&client(&devnet), &btns_b))
         .unwrap()
         .expect("the node generated B's key");
-    rt.block_on(pxfs::btns::publish_v2(&client(&devnet), &key, &doc))
+    rt.block_on(pxfs::btns::publish_v2(&client(&devnet), &key, &doc, None))
         .unwrap();
 
     // The oracle's node answers for A's root manifest only after 10 s.
@@ -484,8 +491,15 @@ fn a_forged_usage_document_claiming_less_is_corrected_by_the_oracle() {
         .block_on(pxfs::btns::key_name_for(&client, &btns))
         .unwrap()
         .expect("the devnet node holds the token's key");
-    rt.block_on(pxfs::btns::publish_v2(&client, &key, &doc))
-        .unwrap();
+    // In place of what the name holds (the node checks it, docs/FORMAT.md §9.3).
+    let replaces = rt.block_on(client.name_resolve(&btns)).ok();
+    rt.block_on(pxfs::btns::publish_v2(
+        &client,
+        &key,
+        &doc,
+        replaces.as_deref(),
+    ))
+    .unwrap();
     assert_eq!(resolve_doc(&devnet).usage, 1);
 
     sync_wait(&devnet);
@@ -687,8 +701,14 @@ fn a_v1_tree_mounts_reads_identically_and_its_next_commit_rewrites_it_as_v2() {
         .block_on(pxfs::btns::key_name_for(&client, &btns))
         .unwrap()
         .unwrap();
-    rt.block_on(pxfs::btns::publish(&client, &key, &doc))
-        .unwrap();
+    let replaces = rt.block_on(client.name_resolve(&btns)).ok();
+    rt.block_on(pxfs::btns::publish(
+        &client,
+        &key,
+        &doc,
+        replaces.as_deref(),
+    ))
+    .unwrap();
     let limits = pxfs::oracle::Limits::default();
     let v1 = rt
         .block_on(pxfs::oracle::measure_root(&client, &root, &limits))
@@ -770,8 +790,15 @@ fn publish_on(
         .block_on(pxfs::btns::key_name_for(&client, &btns))
         .unwrap()
         .expect("the devnet node holds the token's key");
-    rt.block_on(pxfs::btns::publish_v2(&client, &key, &doc))
-        .unwrap()
+    let replaces = rt.block_on(client.name_resolve(&btns)).ok();
+    rt.block_on(pxfs::btns::publish_v2(
+        &client,
+        &key,
+        &doc,
+        replaces.as_deref(),
+    ))
+    .unwrap()
+    .cid
 }
 
 fn current_doc_cid(rt: &tokio::runtime::Runtime, devnet: &TestDevnet) -> String {

@@ -668,7 +668,7 @@ async fn new_network(
         .map_err(|e| DevnetError::Keys(e.to_string()))?
     {
         None => {
-            crate::btns::publish_v2(&client, &key_name, &doc).await?;
+            crate::btns::publish_v2(&client, &key_name, &doc, None).await?;
         }
         Some(c) => tracing::warn!(
             token = minted.token_id,

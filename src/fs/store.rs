@@ -15,6 +15,27 @@ use serde::{Deserialize, Serialize};
 use crate::format::usage::Encryption;
 pub use crate::storage::ContentStream;
 
+/// What publishing a usage document did (docs/FORMAT.md §9.3).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Publish {
+    /// Published as document `doc`. `checked`: the node replaced exactly the record named,
+    /// so the document holds at once; otherwise it holds once the settle window shows it.
+    Published { doc: String, checked: bool },
+    /// The name no longer held the record named (another writer published since it was
+    /// resolved): nothing was published.
+    Moved,
+}
+
+impl Publish {
+    /// The document published, `None` when nothing was.
+    pub fn doc(&self) -> Option<&str> {
+        match self {
+            Publish::Published { doc, .. } => Some(doc),
+            Publish::Moved => None,
+        }
+    }
+}
+
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("{message}")]
 pub struct StoreError {
@@ -280,15 +301,22 @@ pub trait ContentStore: Send + Sync + 'static {
     async fn unpin(&self, cid: &str) -> Result<(), StoreError>;
     /// Pin an object already on the node again (a new version refers to it once more).
     async fn pin(&self, cid: &str) -> Result<(), StoreError>;
-    /// Add the usage document and publish it under the BTNS name `btns`
-    /// (`None`: the token has no BTNS key; the document is only added). Returns its CID.
+    /// Add the usage document and publish it under the BTNS name `btns` in place of
+    /// `replaces`, the document the name was resolved to (`None`: none) (`btns` `None`: the
+    /// token has no BTNS key; the document is only added).
     async fn publish_usage(
         &self,
         btns: Option<&str>,
         record: &UsageRecord,
-    ) -> Result<String, StoreError>;
+        replaces: Option<&str>,
+    ) -> Result<Publish, StoreError>;
     /// The state last published under `btns`, `None` when nothing was ever published.
     async fn resolve(&self, btns: &str) -> Result<Option<Published>, StoreError>;
+    /// Whether the node checks publications (docs/FORMAT.md §9.3): a record there is
+    /// replaced only by a publication that names it, so what it shows holds.
+    async fn checks_publications(&self) -> bool {
+        false
+    }
     /// The usage document `cid` (published before under some name), for its ancestry
     /// (docs/FORMAT.md §9.1).
     async fn usage_doc(&self, cid: &str) -> Result<Published, StoreError> {
@@ -711,7 +739,8 @@ impl ContentStore for MemoryStore {
         &self,
         btns: Option<&str>,
         record: &UsageRecord,
-    ) -> Result<String, StoreError> {
+        _replaces: Option<&str>,
+    ) -> Result<Publish, StoreError> {
         self.check_online()?;
         if self.publish_fails.load(Ordering::SeqCst) {
             return Err(StoreError::transient("publish failed (simulated)"));
@@ -728,7 +757,11 @@ impl ContentStore for MemoryStore {
             let won = self.put(Bytes::from(json));
             lock(&self.names).insert(name, (won, winner));
         }
-        Ok(cid)
+        // Like IPNS: unchecked (what the settle window is for).
+        Ok(Publish::Published {
+            doc: cid,
+            checked: false,
+        })
     }
 
     async fn resolve(&self, btns: &str) -> Result<Option<Published>, StoreError> {

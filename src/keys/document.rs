@@ -95,11 +95,23 @@ pub async fn publish_next(
             base.token_id
         )));
     }
-    let cid = btns::publish_v2(client, &key, &next)
-        .await
-        .map_err(usage_error)?;
-    tracing::info!(token = next.token_id, seq = next.seq, %cid, "usage document published with new key wraps");
-    holds(client, btns, base_cid, &cid, &next, settle).await?;
+    let published = match btns::publish_v2(client, &key, &next, Some(base_cid)).await {
+        Ok(p) => p,
+        Err(UsageError::Moved { current }) => {
+            return Err(KeyError::Refused(format!(
+                "token {}'s usage document changed while this command ran (another writer published {}); nothing was changed, run it again",
+                base.token_id,
+                current.as_deref().unwrap_or("nothing")
+            )));
+        }
+        Err(e) => return Err(usage_error(e)),
+    };
+    let cid = published.cid;
+    tracing::info!(token = next.token_id, seq = next.seq, %cid, checked = published.checked, "usage document published with new key wraps");
+    // A publication the node checked holds at once (FORMAT §9.3).
+    if !published.checked {
+        holds(client, btns, base_cid, &cid, &next, settle).await?;
+    }
     Ok((cid, next))
 }
 

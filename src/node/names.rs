@@ -9,6 +9,10 @@
 //! - `keys/<name>.key`: a libp2p keypair (protobuf encoding), mode 0600. `self` is the node's
 //!   identity.
 //! - `names/<ipns-name>.ipns`: the latest record published under that name.
+//! - `names/<ipns-name>.checked`: present once a publication of that name named the record
+//!   it replaced (`pxfs-replaces`, `crate::storage::publish`); from then on every
+//!   publication of the name must, so a writer whose publication was checked knows no other
+//!   writer overwrote it unseen (docs/FORMAT.md §9.3).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -58,6 +62,14 @@ pub enum NameError {
     Sign(String),
     #[error("key file {path} is damaged: {reason}")]
     DamagedKey { path: PathBuf, reason: String },
+    /// A checked publication (docs/FORMAT.md §9.3) named a record the name no longer holds.
+    #[error("{}", crate::storage::moved_message(current.as_deref()))]
+    Moved { current: Option<String> },
+    #[error(
+        "{0} takes only publications that name the record they replace ({arg}): its writers check what they replace",
+        arg = crate::storage::REPLACES_ARG
+    )]
+    CheckRequired(String),
     #[error("{0}")]
     Io(#[from] repo::RepoError),
 }
@@ -211,22 +223,45 @@ impl Names {
     }
 
     /// Signs `value` under `keypair` with the next sequence number and stores the record.
-    /// Returns the IPNS name.
+    /// With `replaces` (a checked publication: the value the name must hold now, `None`
+    /// for no record), only if the name holds exactly that; the name then takes only
+    /// checked publications. Returns the IPNS name.
     pub async fn publish(
         &self,
         keypair: &Keypair,
         value: &str,
         lifetime: Duration,
         ttl: Duration,
+        replaces: Option<Option<&str>>,
     ) -> Result<String, NameError> {
         let peer = keypair.public().to_peer_id();
         let name = ipns_name(&peer);
         let _guard = self.publish_lock.lock().await;
+        let previous = self
+            .load(&name)
+            .await?
+            .filter(|p| p.verify_signature(peer).is_ok());
+        let checked = self.checked_path(&name);
+        match replaces {
+            Some(expected) => {
+                let current = previous
+                    .as_ref()
+                    .and_then(|p| p.data().ok())
+                    .map(|d| String::from_utf8_lossy(d.value()).into_owned());
+                if current.as_deref() != expected {
+                    return Err(NameError::Moved { current });
+                }
+                if repo::read_optional(&checked).await?.is_none() {
+                    repo::write_file_atomically(&checked, b"").await?;
+                }
+            }
+            None if repo::read_optional(&checked).await?.is_some() => {
+                return Err(NameError::CheckRequired(name));
+            }
+            None => {}
+        }
         // An expired or otherwise stale previous record still counts for the sequence.
-        let sequence = match self.load(&name).await? {
-            Some(previous) if previous.verify_signature(peer).is_ok() => previous.sequence() + 1,
-            _ => 0,
-        };
+        let sequence = previous.map_or(0, |p| p.sequence() + 1);
         let lifetime = chrono::Duration::from_std(lifetime)
             .map_err(|_| NameError::Sign("lifetime is too long".to_owned()))?;
         let record = rust_ipns::Record::new(
@@ -324,6 +359,10 @@ impl Names {
     fn record_path(&self, name: &str) -> PathBuf {
         self.dir.join(format!("{name}.ipns"))
     }
+
+    fn checked_path(&self, name: &str) -> PathBuf {
+        self.dir.join(format!("{name}.checked"))
+    }
 }
 
 /// What a publish may point at: `/ipfs/CID[/path]` (also given as `/btfs/…` or a bare CID) or
@@ -407,6 +446,8 @@ pub struct KeyList {
 pub struct Published {
     name: String,
     value: String,
+    /// The publication named the record it replaced and the node compared it.
+    pxfs_checked: bool,
 }
 
 #[derive(Serialize)]
@@ -434,7 +475,7 @@ pub async fn key_list(State(node): State<NodeState>) -> Json<KeyList> {
     Json(KeyList { keys })
 }
 
-/// `name/publish?arg=/ipfs/CID&key=NAME&lifetime=24h&ttl=1h&allow-offline=true`
+/// `name/publish?arg=/ipfs/CID&key=NAME&lifetime=24h&ttl=1h&allow-offline=true[&pxfs-replaces=/ipfs/OLD]`
 pub async fn publish(
     State(node): State<NodeState>,
     args: Args,
@@ -445,12 +486,31 @@ pub async fn publish(
     let ttl = args.duration("ttl")?.unwrap_or(DEFAULT_TTL);
     // Accepted for Kubo compatibility: this node always publishes to its own store.
     args.bool("allow-offline", true)?;
+    // A checked publication (docs/FORMAT.md §9.3): empty names no record.
+    let replaces = match args.get(crate::storage::REPLACES_ARG) {
+        None => None,
+        Some("") => Some(None),
+        Some(v) => Some(Some(normalize_value(v)?)),
+    };
     let (_, keypair) = node
         .keys
         .find(key_name)
         .ok_or_else(|| NameError::NoSuchKey(key_name.to_owned()))?;
-    let name = node.names.publish(&keypair, &value, lifetime, ttl).await?;
-    Ok(Json(Published { name, value }))
+    let name = node
+        .names
+        .publish(
+            &keypair,
+            &value,
+            lifetime,
+            ttl,
+            replaces.as_ref().map(Option::as_deref),
+        )
+        .await?;
+    Ok(Json(Published {
+        name,
+        value,
+        pxfs_checked: replaces.is_some(),
+    }))
 }
 
 /// `name/resolve?arg=/ipns/NAME`
@@ -504,6 +564,7 @@ mod tests {
                 &value,
                 Duration::from_millis(1),
                 Duration::from_secs(1),
+                None,
             )
             .await
             .unwrap();
@@ -527,11 +588,70 @@ mod tests {
                 cid,
                 Duration::from_secs(60),
                 Duration::from_secs(1),
+                None,
             )
             .await
             .unwrap();
         let forged = other.record(&forged).await.unwrap();
         assert!(replica.put_record(&name, &forged).await.is_err());
+    }
+
+    /// A checked publication replaces only the record it names; once one was made, an
+    /// unchecked one (a writer that would not see what it overwrites) is refused; a
+    /// refused one changes nothing.
+    #[tokio::test]
+    async fn a_checked_publication_replaces_only_the_record_it_names() {
+        let dir = tempfile::tempdir().unwrap();
+        let names = Names::open(dir.path()).unwrap();
+        let key = Keypair::generate_ed25519();
+        let a =
+            normalize_value("bafkreicysg23kiwv34eg2d7qweipxwosdo2py4ldv42nbauguluen5v6am").unwrap();
+        let b =
+            normalize_value("bafkreifjjcie6lypi6ny7amxnfftagclbuxndqonfipmb64f2km2devei4").unwrap();
+        async fn publish(
+            names: &Names,
+            key: &Keypair,
+            value: &str,
+            replaces: Option<Option<&str>>,
+        ) -> Result<String, NameError> {
+            let (life, ttl) = (Duration::from_secs(60), Duration::from_secs(1));
+            names.publish(key, value, life, ttl, replaces).await
+        }
+        let moved = |r: Result<String, NameError>| match r {
+            Err(NameError::Moved { current }) => current,
+            other => panic!("expected a refusal, got {other:?}"),
+        };
+        // The first publication names no record; naming one that is not there is refused.
+        assert_eq!(moved(publish(&names, &key, &a, Some(Some(&b))).await), None);
+        let name = publish(&names, &key, &a, Some(None)).await.unwrap();
+        // A second writer that resolved nothing (or an older record) is refused.
+        assert_eq!(
+            moved(publish(&names, &key, &b, Some(None)).await),
+            Some(a.clone())
+        );
+        assert_eq!(
+            moved(publish(&names, &key, &b, Some(Some(&b))).await),
+            Some(a.clone())
+        );
+        // Unchecked publications are refused from now on.
+        assert!(matches!(
+            publish(&names, &key, &b, None).await,
+            Err(NameError::CheckRequired(_))
+        ));
+        assert_eq!(names.resolve(&name).await.unwrap(), a);
+        publish(&names, &key, &b, Some(Some(&a))).await.unwrap();
+        assert_eq!(names.resolve(&name).await.unwrap(), b);
+        // Also after a restart of the node.
+        let reopened = Names::open(dir.path()).unwrap();
+        assert!(matches!(
+            publish(&reopened, &key, &a, None).await,
+            Err(NameError::CheckRequired(_))
+        ));
+        // A name never published checked takes unchecked publications (Kubo's behaviour).
+        let other = Keypair::generate_ed25519();
+        for v in [&a, &b] {
+            publish(&names, &other, v, None).await.unwrap();
+        }
     }
 
     #[test]

@@ -27,12 +27,14 @@ use tracing::debug;
 use crate::config::NodeConfig;
 
 mod fallback;
+mod publish;
 
 /// What builds a request body again for each attempt.
 type UploadMaker = dyn Fn() -> Result<Upload, StorageError> + Send + Sync;
 
 pub use auth::{Grant, HostedLogin};
 pub use error::StorageError;
+pub use publish::{CHECKING_NODE, Publication, REPLACES_ARG, moved_message};
 use responses::{AddAnswerError, KeyList, Pins, Resolved};
 pub use responses::{Added, BlockStat, KeyInfo, Published, RepoStat, VersionInfo};
 use transport::{Access, Deadline, Progress, Transport, Upload};
@@ -117,6 +119,7 @@ impl NodeClient {
                     timeout: DEFAULT_TIMEOUT,
                     retries: DEFAULT_RETRIES,
                     access: Access::Fixed,
+                    checks_publish: Default::default(),
                 }),
                 fallbacks: Default::default(),
             },
@@ -152,6 +155,7 @@ impl NodeClient {
                 timeout,
                 retries,
                 access: Access::Fixed,
+                checks_publish: Default::default(),
             }),
             fallbacks: Default::default(),
         })
@@ -179,6 +183,7 @@ impl NodeClient {
                 timeout,
                 retries: cfg.retries,
                 access: Access::Hosted { login, token: None },
+                checks_publish: Default::default(),
             }),
             fallbacks: Default::default(),
         })
@@ -200,6 +205,7 @@ impl NodeClient {
                         login: login.clone(),
                         token: Some(token),
                     },
+                    checks_publish: Default::default(),
                 }),
                 fallbacks: self.fallbacks.clone(),
             },

@@ -108,6 +108,8 @@ pub(crate) struct Transport {
     pub timeout: Duration,
     pub retries: u32,
     pub access: Access,
+    /// Whether the node checks publications (`storage::publish`), asked once.
+    pub checks_publish: tokio::sync::OnceCell<bool>,
 }
 
 impl Transport {

@@ -141,7 +141,13 @@ pub fn publish_root(client: &NodeClient, btns: &str, cache: &Path, root: &str, u
             merged: None,
             encryption: Default::default(),
         };
-        store.publish_usage(Some(btns), &record).await.unwrap();
+        // In place of what the name holds (a node that checks publications wants it).
+        let replaces = store.resolve(btns).await.unwrap().map(|p| p.doc_cid);
+        let published = store
+            .publish_usage(Some(btns), &record, replaces.as_deref())
+            .await
+            .unwrap();
+        assert!(published.doc().is_some(), "{published:?}");
     });
 }
 

@@ -12,7 +12,9 @@ use bytes::Bytes;
 use crate::btns::{self, UsageError};
 use crate::cache::{CacheError, ChunkCache};
 use crate::format::usage::{LastUpload as FormatLastUpload, UsageDoc};
-use crate::fs::store::{Blob, ContentStore, ContentStream, Published, StoreError, UsageRecord};
+use crate::fs::store::{
+    Blob, ContentStore, ContentStream, Publish, Published, StoreError, UsageRecord,
+};
 use crate::integrity::IntegrityError;
 use crate::storage::{NodeClient, StorageError};
 
@@ -269,7 +271,8 @@ impl ContentStore for NodeStore {
         &self,
         btns: Option<&str>,
         record: &UsageRecord,
-    ) -> Result<String, StoreError> {
+        replaces: Option<&str>,
+    ) -> Result<Publish, StoreError> {
         let plain = record.encryption.is_none();
         let doc =
             UsageDoc {
@@ -304,9 +307,14 @@ impl ContentStore for NodeStore {
             None => None,
         };
         match key {
-            Some(key) => btns::publish_v2(&self.client, &key, &doc)
-                .await
-                .map_err(usage_error),
+            Some(key) => match btns::publish_v2(&self.client, &key, &doc, replaces).await {
+                Ok(p) => Ok(Publish::Published {
+                    doc: p.cid,
+                    checked: p.checked,
+                }),
+                Err(UsageError::Moved { .. }) => Ok(Publish::Moved),
+                Err(e) => Err(usage_error(e)),
+            },
             None => {
                 let json = doc
                     .to_json()
@@ -317,7 +325,11 @@ impl ContentStore for NodeStore {
                     .add_bytes(&name, Bytes::from(json))
                     .await
                     .map_err(storage_error)?;
-                Ok(added.hash)
+                // No name: nothing else can replace it.
+                Ok(Publish::Published {
+                    doc: added.hash,
+                    checked: true,
+                })
             }
         }
     }
@@ -333,6 +345,10 @@ impl ContentStore for NodeStore {
             }
             Err(e) => Err(usage_error(e)),
         }
+    }
+
+    async fn checks_publications(&self) -> bool {
+        self.client.checks_publications().await
     }
 
     fn give_back_cache(&self, bytes: u64) -> u64 {

@@ -83,6 +83,12 @@ pub struct TokenFs {
     pub merged_onto: Option<Onto>,
     /// Conflict copies the merges of this mount made (`pxfs status`).
     pub conflicts: u64,
+    /// The document the BTNS name showed when last resolved before a commit (`None`:
+    /// none): what the commit's publication replaces (docs/FORMAT.md §9.3).
+    pub record_seen: Option<String>,
+    /// The last document this mount published that the node checked (it replaced exactly
+    /// the record resolved): it holds at once, without the settle window.
+    pub checked_doc: Option<String>,
     /// The journal ops covered by a document of this mount that held (docs/FORMAT.md
     /// §9.3): an fsync of a later op waits until the commit covering it holds too.
     pub held_seq: u64,

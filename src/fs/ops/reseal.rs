@@ -22,7 +22,7 @@ use crate::format::usage::Encryption;
 use crate::fs::data::journal::{CommittedState, Journal};
 use crate::fs::error::{FsError, FsResult};
 use crate::fs::model::inode::{Attr, Ino, Kind, ROOT_INO};
-use crate::fs::store::{Blob, ContentStore, Published, StoreError, UsageRecord};
+use crate::fs::store::{Blob, ContentStore, Publish, Published, StoreError, UsageRecord};
 use crate::fs::{Fs, FsConfig, SetAttr, TimeSet, TokenInfo};
 use crate::keys::keyring::KeyRing;
 
@@ -149,8 +149,16 @@ pub async fn convert(
         discard(&*c.store, Some(record), p).await;
         return Err(e);
     }
-    let doc = match c.store.publish_usage(Some(&btns), &record).await {
-        Ok(d) => d,
+    let (doc, checked) = match c
+        .store
+        .publish_usage(Some(&btns), &record, Some(&p.doc_cid))
+        .await
+    {
+        Ok(Publish::Published { doc, checked }) => (doc, checked),
+        Ok(Publish::Moved) => {
+            discard(&*c.store, Some(record), p).await;
+            return Err(raced(p.seq));
+        }
         Err(e) => {
             discard(&*c.store, Some(record), p).await;
             return Err(e.into());
@@ -163,8 +171,9 @@ pub async fn convert(
         "converted tree published"
     );
     // The old tree is unpinned only once the new document holds: another machine that
-    // published on top of the old one meanwhile still uses its objects (FORMAT §9.3).
-    if let Err(e) = holds(&*c.store, &btns, &doc, c.template.settle_window).await {
+    // published on top of the old one meanwhile still uses its objects (FORMAT §9.3). A
+    // publication the node checked holds at once.
+    if !checked && let Err(e) = holds(&*c.store, &btns, &doc, c.template.settle_window).await {
         let _ = std::fs::remove_dir_all(&c.work_dir);
         return Err(e);
     }
@@ -211,14 +220,18 @@ fn core(
 /// The record still names `p`, the document the copy started from.
 async fn still_published(store: &dyn ContentStore, btns: &str, p: &Published) -> FsResult<()> {
     match store.resolve(btns).await? {
-        Some(now) if now.doc_cid != p.doc_cid => Err(FsError::Raced(format!(
-            "another machine committed to this sNFT while it was being converted (document \
-             seq {} after seq {}): nothing was published and nothing is lost; run the \
-             command again (unmount the sNFT on the other machines first to avoid this)",
-            now.seq, p.seq
-        ))),
+        Some(now) if now.doc_cid != p.doc_cid => Err(raced(p.seq)),
         _ => Ok(()),
     }
+}
+
+/// Another machine committed on top of document `seq` while the copy ran.
+fn raced(seq: u64) -> FsError {
+    FsError::Raced(format!(
+        "another machine committed to this sNFT while it was being converted (after \
+         document seq {seq}): nothing was published and nothing is lost; run the command \
+         again (unmount the sNFT on the other machines first to avoid this)"
+    ))
 }
 
 /// Wait until the converted document `doc` holds (a resolve a settle window after the first
@@ -617,9 +630,14 @@ impl ContentStore for Withheld {
         &self,
         _btns: Option<&str>,
         record: &UsageRecord,
-    ) -> Result<String, StoreError> {
+        _replaces: Option<&str>,
+    ) -> Result<Publish, StoreError> {
         *self.last.lock().unwrap_or_else(|e| e.into_inner()) = Some(record.clone());
-        Ok(Withheld::doc_id(record.seq))
+        // Nothing else writes here: it holds at once.
+        Ok(Publish::Published {
+            doc: Withheld::doc_id(record.seq),
+            checked: true,
+        })
     }
     async fn resolve(&self, _btns: &str) -> Result<Option<Published>, StoreError> {
         match self.last() {

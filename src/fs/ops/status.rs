@@ -12,7 +12,9 @@ use bytes::Bytes;
 
 use crate::fs::Fs;
 use crate::fs::model::inode::TokenId;
-use crate::fs::store::{Blob, ContentStore, ContentStream, Published, StoreError, UsageRecord};
+use crate::fs::store::{
+    Blob, ContentStore, ContentStream, Publish, Published, StoreError, UsageRecord,
+};
 
 /// The whole core at one instant.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -293,8 +295,9 @@ impl ContentStore for ObservedStore {
         &self,
         btns: Option<&str>,
         record: &UsageRecord,
-    ) -> Result<String, StoreError> {
-        let r = self.inner.publish_usage(btns, record).await;
+        replaces: Option<&str>,
+    ) -> Result<Publish, StoreError> {
+        let r = self.inner.publish_usage(btns, record, replaces).await;
         self.health.observe(&r);
         r
     }
@@ -313,6 +316,10 @@ impl ContentStore for ObservedStore {
 
     fn give_back_cache(&self, bytes: u64) -> u64 {
         self.inner.give_back_cache(bytes)
+    }
+
+    async fn checks_publications(&self) -> bool {
+        self.inner.checks_publications().await
     }
 
     fn for_token(&self, token: u64) -> Option<Arc<dyn ContentStore>> {

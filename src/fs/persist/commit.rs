@@ -359,6 +359,13 @@ impl Fs {
                             t.superseded.extend(snap.superseded);
                             t.ledger.give_back_released(snap.released);
                         }
+                        if matches!(e, FsError::Raced(_)) {
+                            // Another writer published since the resolve: the next round
+                            // merges it (docs/FORMAT.md §9.3).
+                            tracing::debug!(token, "{e}");
+                            force = true;
+                            continue;
+                        }
                         return Err(e);
                     }
                 }
@@ -377,7 +384,7 @@ impl Fs {
     /// merges that). A failed resolve, or an older record, proves nothing: checked again,
     /// until the outage grace period.
     async fn hold(&self, token: TokenId) -> FsResult<bool> {
-        let (doc, journal_seq, btns, root, seq) = {
+        let (doc, journal_seq, btns, root, seq, checked) = {
             let tree = self.tree();
             let t = tree.token(token)?;
             if t.held() || t.read_only || t.replaying {
@@ -389,6 +396,7 @@ impl Fs {
                 t.info.btns.clone(),
                 t.committed.root.clone(),
                 t.committed.seq,
+                t.checked_doc.is_some() && t.checked_doc == t.committed.usage_doc,
             )
         };
         let held = |tree: &mut Tree| {
@@ -415,41 +423,44 @@ impl Fs {
         let mut seen: Option<std::time::Instant> = None;
         loop {
             let asked = std::time::Instant::now();
-            let shows = match store.resolve(&btns).await {
-                Ok(Some(p)) if p.doc_cid == doc => true,
-                Ok(Some(p)) => {
-                    let own = [doc.clone()];
-                    match crate::fs::persist::ancestry::relate(
-                        &self.inner.ancestry,
-                        &*store,
-                        &own,
-                        &p,
-                    )
-                    .await
-                    {
-                        Ok(crate::fs::persist::ancestry::Relation::Ahead { .. }) => true,
-                        Ok(crate::fs::persist::ancestry::Relation::Diverged { .. }) => {
-                            // The document that replaced it may use what this commit
-                            // superseded: kept pinned.
-                            if let Ok(t) = self.tree().token_mut(token) {
-                                t.unpin_when_held.clear();
+            // The node replaced exactly the record this commit was merged against, and
+            // takes no publication that does not name this one: it holds.
+            let shows = checked
+                || match store.resolve(&btns).await {
+                    Ok(Some(p)) if p.doc_cid == doc => true,
+                    Ok(Some(p)) => {
+                        let own = [doc.clone()];
+                        match crate::fs::persist::ancestry::relate(
+                            &self.inner.ancestry,
+                            &*store,
+                            &own,
+                            &p,
+                        )
+                        .await
+                        {
+                            Ok(crate::fs::persist::ancestry::Relation::Ahead { .. }) => true,
+                            Ok(crate::fs::persist::ancestry::Relation::Diverged { .. }) => {
+                                // The document that replaced it may use what this commit
+                                // superseded: kept pinned.
+                                if let Ok(t) = self.tree().token_mut(token) {
+                                    t.unpin_when_held.clear();
+                                }
+                                tracing::warn!(
+                                    token,
+                                    seq = p.seq,
+                                    "another writer's publication replaced this mount's; merging it"
+                                );
+                                return Ok(false);
                             }
-                            tracing::warn!(
-                                token,
-                                seq = p.seq,
-                                "another writer's publication replaced this mount's; merging it"
-                            );
-                            return Ok(false);
+                            // An older record, or its ancestry cannot be read now: unknown.
+                            Ok(crate::fs::persist::ancestry::Relation::Behind) | Err(_) => false,
                         }
-                        // An older record, or its ancestry cannot be read now: unknown.
-                        Ok(crate::fs::persist::ancestry::Relation::Behind) | Err(_) => false,
                     }
-                }
-                Ok(None) | Err(_) => false,
-            };
+                    Ok(None) | Err(_) => false,
+                };
             if shows {
                 let first = *seen.get_or_insert(asked);
-                if first.elapsed() >= window {
+                if checked || first.elapsed() >= window {
                     let unpin = {
                         let mut tree = self.tree();
                         held(&mut tree);
@@ -529,6 +540,10 @@ impl Fs {
     /// The new root is published: remember it, drop the journal ops it covers, delete
     /// staged files nothing needs any more, unpin superseded content.
     async fn committed(&self, token: TokenId, snap: Snapshot, w: Written) -> FsResult<()> {
+        // A document the node took checked holds at once; so does one adopted from a node
+        // that checks publications: nothing replaces it there without naming it.
+        let adopted_checked = w.adopted && self.store_of(Some(token)).checks_publications().await;
+        let checked = (w.checked || adopted_checked).then(|| w.doc.clone());
         let (written, doc_cid) = (w.dirs, w.doc);
         let mut unpin = snap.superseded;
         if let Some(h) = &w.history {
@@ -620,6 +635,7 @@ impl Fs {
             };
             let mut delete: HashSet<PathBuf> = delete.into_iter().collect();
             t.committed = state;
+            t.checked_doc = checked;
             t.merged_onto = None;
             t.last_commit = Some(std::time::SystemTime::now());
             let fully_loaded = t.unloaded_dirs == 0;

@@ -15,7 +15,7 @@ use crate::fs::model::ledger::CommittedUsage;
 use crate::fs::model::stored;
 use crate::fs::model::token::GroupSlot;
 use crate::fs::model::tree::Tree;
-use crate::fs::store::UsageRecord;
+use crate::fs::store::{Publish, UsageRecord};
 
 /// A dirty directory as it was when the commit started.
 pub(in crate::fs) struct DirSnapshot {
@@ -49,6 +49,8 @@ pub(in crate::fs) struct Snapshot {
     pub(in crate::fs) groups: HashMap<u64, GroupSlot>,
     /// Another writer's document merged into this commit (docs/FORMAT.md §9).
     pub(in crate::fs) onto: Option<crate::fs::model::token::Onto>,
+    /// The document the name showed when this commit was merged: what it replaces.
+    pub(in crate::fs) replaces: Option<String>,
     /// What the tree released since the last snapshot (history keeps it): this commit's
     /// count covers it; given back to the ledger if the commit fails.
     pub(in crate::fs) released: crate::fs::model::ledger::Released,
@@ -69,6 +71,8 @@ pub(in crate::fs) struct Written {
     pub(in crate::fs) history: Option<WrittenHistory>,
     /// The usage the commit's document states.
     pub(in crate::fs) usage: u64,
+    /// The node checked the publication: it holds at once (docs/FORMAT.md §9.3).
+    pub(in crate::fs) checked: bool,
 }
 
 /// `a` + `b`, within `u64`.
@@ -185,6 +189,7 @@ impl Fs {
             usage,
             groups,
             onto,
+            replaces: t.record_seen.clone(),
             released,
             history_share,
         }))
@@ -326,16 +331,18 @@ impl Fs {
                 adopted: true,
                 history,
                 usage: record.usage,
+                checked: false,
             });
         }
         match self.publish(snap, &record, resolved_at).await {
-            Ok(doc) => Ok(Written {
+            Ok((doc, checked)) => Ok(Written {
                 dirs: written,
                 doc,
                 added,
                 adopted: false,
                 history,
                 usage: record.usage,
+                checked,
             }),
             Err(e) => {
                 if let Some(from) = counted_from {
@@ -346,28 +353,38 @@ impl Fs {
         }
     }
 
-    /// Publishes `record`: within half the settle window of the resolve it was merged
-    /// against (docs/FORMAT.md §9.3), else checked again first.
+    /// Publishes `record` in place of the document the name showed when the commit was
+    /// merged: within half the settle window of that resolve (docs/FORMAT.md §9.3), else
+    /// checked again first. Returns the document's CID and whether the node checked the
+    /// publication (it holds at once). [`FsError::Raced`] when another writer published
+    /// meanwhile: nothing was published; the next round merges that.
     async fn publish(
         &self,
         snap: &Snapshot,
         record: &UsageRecord,
         resolved_at: std::time::Instant,
-    ) -> FsResult<String> {
+    ) -> FsResult<(String, bool)> {
         let store = self.store_of(Some(snap.record.token_id));
         let window = self.config().settle_window;
+        let raced = || FsError::Raced("another writer published meanwhile; merging it".into());
+        let mut replaces = snap.replaces.clone();
         if !window.is_zero()
             && resolved_at.elapsed() > window / 2
             && let Some(btns) = &snap.btns
         {
             let now = store.resolve(btns).await?.map(|p| p.doc_cid);
             if now.is_some() && now != record.prev {
-                return Err(FsError::Store(crate::fs::store::StoreError::transient(
-                    "another writer published while this commit was written; merging again",
-                )));
+                return Err(raced());
             }
+            replaces = now;
         }
-        Ok(store.publish_usage(snap.btns.as_deref(), record).await?)
+        match store
+            .publish_usage(snap.btns.as_deref(), record, replaces.as_deref())
+            .await?
+        {
+            Publish::Published { doc, checked } => Ok((doc, checked)),
+            Publish::Moved => Err(raced()),
+        }
     }
 }
 

@@ -331,6 +331,8 @@ impl Fs {
                     sealing,
                     merged_onto: None,
                     conflicts: 0,
+                    record_seen: None,
+                    checked_doc: None,
                     graph: Default::default(),
                 },
             );

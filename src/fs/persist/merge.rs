@@ -89,7 +89,10 @@ impl Fs {
         };
         let Some(btns) = btns else { return Ok(None) };
         let store = self.store_of(Some(token));
-        let Some(p) = store.resolve(&btns).await? else {
+        let resolved = store.resolve(&btns).await?;
+        // What this commit's publication replaces (docs/FORMAT.md §9.3).
+        self.tree().token_mut(token)?.record_seen = resolved.as_ref().map(|p| p.doc_cid.clone());
+        let Some(p) = resolved else {
             return Ok(None);
         };
         let relation =
