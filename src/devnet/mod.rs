@@ -642,7 +642,14 @@ async fn new_network(
         }
     };
     let files = encryption.is_none().then_some(0);
-    let (empty_root, empty_usage) = add_empty_tree(&client, &crypto, state.chain_time).await?;
+    // The tree's and the document's times are commit times (docs/FORMAT.md §12.2, §14.1):
+    // this machine's clock, not the chain's, which runs ahead (a block a second at least,
+    // and warped in tests); a version timed ahead would push every commit's time after it.
+    let wall = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let (empty_root, empty_usage) = add_empty_tree(&client, &crypto, wall).await?;
     let doc = crate::format::usage::UsageDoc {
         schema: crate::format::SCHEMA_USAGE.into(),
         chain_id: DEV_CHAIN_ID,
@@ -652,7 +659,7 @@ async fn new_network(
         usage: empty_usage,
         root: empty_root,
         seq: 0,
-        updated_at: state.chain_time,
+        updated_at: wall,
         prev: None,
         encryption,
         merged: None,
