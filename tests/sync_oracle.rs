@@ -155,19 +155,7 @@ fn publish_root(rt: &tokio::runtime::Runtime, devnet: &TestDevnet, root: &str) {
     doc.root = root.to_string();
     doc.usage = 0;
     doc.seq += 1;
-    let key = rt
-        .block_on(pxfs::btns::key_name_for(&client, &btns))
-        .unwrap()
-        .expect("the devnet node holds the token's key");
-    // In place of what the name holds (the node checks it, docs/FORMAT.md §9.3).
-    let replaces = rt.block_on(client.name_resolve(&btns)).ok();
-    rt.block_on(pxfs::btns::publish_v2(
-        &client,
-        &key,
-        &doc,
-        replaces.as_deref(),
-    ))
-    .unwrap();
+    publish_as_key_holder(rt, &client, &btns, &doc);
 }
 
 #[test]
@@ -487,19 +475,7 @@ fn a_forged_usage_document_claiming_less_is_corrected_by_the_oracle() {
     );
     doc.usage = 1;
     doc.seq += 1;
-    let key = rt
-        .block_on(pxfs::btns::key_name_for(&client, &btns))
-        .unwrap()
-        .expect("the devnet node holds the token's key");
-    // In place of what the name holds (the node checks it, docs/FORMAT.md §9.3).
-    let replaces = rt.block_on(client.name_resolve(&btns)).ok();
-    rt.block_on(pxfs::btns::publish_v2(
-        &client,
-        &key,
-        &doc,
-        replaces.as_deref(),
-    ))
-    .unwrap();
+    publish_as_key_holder(&rt, &client, &btns, &doc);
     assert_eq!(resolve_doc(&devnet).usage, 1);
 
     sync_wait(&devnet);
@@ -786,15 +762,26 @@ fn publish_on(
     doc.seq += 1;
     doc.prev = prev;
     doc.merged = None;
+    publish_as_key_holder(rt, &client, &btns, &doc)
+}
+
+/// Publishes `doc` under `btns` as the BTNS key holder does, in place of what the name holds
+/// (the devnet's node checks it, docs/FORMAT.md §9.3); returns the document's CID.
+fn publish_as_key_holder(
+    rt: &tokio::runtime::Runtime,
+    client: &pxfs::storage::NodeClient,
+    btns: &str,
+    doc: &pxfs::format::usage::UsageDoc,
+) -> String {
     let key = rt
-        .block_on(pxfs::btns::key_name_for(&client, &btns))
+        .block_on(pxfs::btns::key_name_for(client, btns))
         .unwrap()
         .expect("the devnet node holds the token's key");
-    let replaces = rt.block_on(client.name_resolve(&btns)).ok();
+    let replaces = rt.block_on(client.name_resolve(btns)).ok();
     rt.block_on(pxfs::btns::publish_v2(
-        &client,
+        client,
         &key,
-        &doc,
+        doc,
         replaces.as_deref(),
     ))
     .unwrap()

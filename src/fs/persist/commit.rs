@@ -293,6 +293,8 @@ impl Fs {
             // A token no longer mounted has nothing left to commit.
             _ if !mounted => self.inner.outage.unstuck("commit", token),
             Ok(_) => self.inner.outage.unstuck("commit", token),
+            // Contention, not a failure: retried at once.
+            Err(FsError::Raced(_)) => {}
             Err(e) if !e.is_node_outage() => self.inner.outage.stuck("commit", token, e),
             Err(_) => {}
         }
@@ -312,7 +314,10 @@ impl Fs {
         self.upgrade_v1(token).await?;
         let mut published = false;
         let mut force = follow;
+        // The last round's publication was refused (another writer got in first).
+        let mut raced = false;
         for _ in 0..MERGE_ROUNDS {
+            raced = false;
             let started = std::time::Instant::now();
             let wanted = {
                 let tree = self.tree();
@@ -364,6 +369,7 @@ impl Fs {
                             // merges it (docs/FORMAT.md §9.3).
                             tracing::debug!(token, "{e}");
                             force = true;
+                            raced = true;
                             continue;
                         }
                         return Err(e);
@@ -374,6 +380,12 @@ impl Fs {
                 return Ok(published);
             }
             force = true;
+        }
+        if raced {
+            // Not "nothing to write": the changes are still to publish (retried).
+            return Err(FsError::Raced(
+                "other writers kept publishing first; committing again".into(),
+            ));
         }
         Ok(published)
     }
