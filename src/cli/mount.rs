@@ -363,6 +363,13 @@ fn serve(
             &args.mountpoint,
         ))
     };
+    // `pxfs status` right after an `fsync` shows what that commit wrote.
+    let weak = Arc::downgrade(&publisher);
+    fs.set_on_commit(Arc::new(move || {
+        if let Some(p) = weak.upgrade() {
+            p.publish();
+        }
+    }));
     let _metrics = {
         let _rt = rt.enter();
         metrics.and_then(|m| metrics::serve(m, publisher.clone()))

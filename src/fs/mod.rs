@@ -338,10 +338,16 @@ pub(crate) struct Inner {
     /// Tells the kernel to forget a cached entry (directory, name) that changed under it:
     /// another writer's commit merged in (`merge`).
     pub invalidate: Mutex<Option<Invalidate>>,
+    /// Told after each commit, before the `fsync` it completes returns (see
+    /// [`Fs::set_on_commit`]).
+    pub on_commit: Mutex<Option<OnCommit>>,
 }
 
 /// See [`Fs::set_invalidate`].
 pub type Invalidate = Arc<dyn Fn(Ino, &[u8]) + Send + Sync>;
+
+/// See [`Fs::set_on_commit`].
+pub type OnCommit = Arc<dyn Fn() + Send + Sync>;
 
 impl std::fmt::Debug for Fs {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -410,6 +416,7 @@ impl Fs {
                 progress: Notify::new(),
                 pages: data::pages::PageCache::default(),
                 invalidate: Mutex::new(None),
+                on_commit: Mutex::new(None),
                 commit_lock: tokio::sync::Mutex::new(()),
                 committing: Default::default(),
                 ancestry: Default::default(),
@@ -434,6 +441,30 @@ impl Fs {
             .invalidate
             .lock()
             .unwrap_or_else(|e| e.into_inner()) = Some(invalidate);
+    }
+
+    /// What to do after each commit (the daemon writes its status file, so `pxfs status`
+    /// right after an `fsync` shows what it committed). Called from the commit, outside
+    /// the tree's lock, before the `fsync` or flush waiting for it returns: must be quick.
+    pub fn set_on_commit(&self, on_commit: OnCommit) {
+        *self
+            .inner
+            .on_commit
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = Some(on_commit);
+    }
+
+    /// Run the hook set by [`Fs::set_on_commit`], if any.
+    pub(crate) fn tell_committed(&self) {
+        let hook = self
+            .inner
+            .on_commit
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        if let Some(hook) = hook {
+            hook();
+        }
     }
 
     /// The kernel notifier set by [`Fs::set_invalidate`], if any (none in-process).

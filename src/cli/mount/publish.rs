@@ -1,5 +1,6 @@
 //! The daemon's side of `pxfs status`: how the chain polls went ([`ChainHealth`]) and the
-//! task that publishes the mount's state ([`Publisher`]) every second and on changes.
+//! task that publishes the mount's state ([`Publisher`]) every second and after every commit
+//! (`Fs::set_on_commit`: `pxfs status` right after an `fsync` shows what it committed).
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};

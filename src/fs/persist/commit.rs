@@ -703,6 +703,7 @@ impl Fs {
         if let Ok(t) = self.tree().token_mut(token) {
             t.unpin_when_held.extend(unpin);
         }
+        self.tell_committed();
         self.inner.progress.notify_waiters();
         tracing::debug!(token, seq = snap.record.seq, "committed");
         Ok(())
