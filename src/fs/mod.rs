@@ -318,7 +318,7 @@ pub(crate) struct Inner {
     pub progress: Notify,
     /// Pages recently written or read (`pages`), for commits that update a large
     /// directory in place.
-    pub pages: data::pages::PageCache,
+    pub pages: Arc<data::pages::PageCache>,
     /// One commit at a time (and the graph count's decisions and unpins between them).
     pub commit_lock: tokio::sync::Mutex<()>,
     /// A commit holds `commit_lock` and reads the tree between its holds of the tree's
@@ -414,7 +414,7 @@ impl Fs {
                 outage,
                 staging: Default::default(),
                 progress: Notify::new(),
-                pages: data::pages::PageCache::default(),
+                pages: Default::default(),
                 invalidate: Mutex::new(None),
                 on_commit: Mutex::new(None),
                 commit_lock: tokio::sync::Mutex::new(()),

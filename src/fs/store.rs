@@ -317,6 +317,9 @@ pub trait ContentStore: Send + Sync + 'static {
     async fn checks_publications(&self) -> bool {
         false
     }
+    /// Learn now what the first publication under `btns` needs (whether the node checks
+    /// publications, the key's name there), so the first commit does not wait for it.
+    async fn prepare_publishing(&self, _btns: &str) {}
     /// The usage document `cid` (published before under some name), for its ancestry
     /// (docs/FORMAT.md §9.1).
     async fn usage_doc(&self, cid: &str) -> Result<Published, StoreError> {

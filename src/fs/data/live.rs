@@ -130,6 +130,7 @@ impl LiveUpload {
         rt: &tokio::runtime::Handle,
         store: Arc<dyn ContentStore>,
         sealing: Sealing,
+        pages: Arc<crate::fs::data::pages::PageCache>,
         permit: OwnedSemaphorePermit,
     ) {
         if self.started.swap(true, Ordering::Relaxed) {
@@ -137,7 +138,7 @@ impl LiveUpload {
         }
         let this = self.clone();
         let task = rt.spawn(async move {
-            let r = this.upload(&store, &sealing).await;
+            let r = this.upload(&store, &sealing, &pages).await;
             drop(permit);
             r
         });
@@ -150,6 +151,7 @@ impl LiveUpload {
         &self,
         store: &Arc<dyn ContentStore>,
         sealing: &Sealing,
+        cache: &crate::fs::data::pages::PageCache,
     ) -> Result<Blob, StoreError> {
         let mut rx = self.tail.subscribe();
         let mut refs: BTreeMap<u64, ChunkRef> = BTreeMap::new();
@@ -183,8 +185,8 @@ impl LiveUpload {
                 let added = adds.finish(&mut refs).await?;
                 self.note_added(added);
                 digests.extend(adds.take_digests());
-                let cache = crate::fs::data::pages::PageCache::default();
-                let (top, pages) = chunked::build_table(store, sealing, &cache, &refs).await?;
+                // Its pages stay at hand for the commit that counts the new tree.
+                let (top, pages) = chunked::build_table(store, sealing, cache, &refs).await?;
                 self.note_added(pages.iter().map(|(c, _)| c.clone()).collect());
                 let table = ChunkTable {
                     chunks: refs,

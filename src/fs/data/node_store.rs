@@ -351,6 +351,15 @@ impl ContentStore for NodeStore {
         self.client.checks_publications().await
     }
 
+    async fn prepare_publishing(&self, btns: &str) {
+        if self.client.checks_publications().await {
+            tracing::debug!("the node checks publications");
+        }
+        if let Err(e) = self.key_name(btns).await {
+            tracing::debug!(btns, error = %e, "the key's name is asked again at the first commit");
+        }
+    }
+
     fn give_back_cache(&self, bytes: u64) -> u64 {
         self.cache.give_back(bytes)
     }

@@ -582,7 +582,13 @@ impl Fs {
     /// the session is uploaded after its close like any other.
     fn start_live(&self, live: &Arc<LiveUpload>, token: TokenId, sealing: content::Sealing) {
         match self.inner.live_permits.clone().try_acquire_owned() {
-            Ok(permit) => live.start(&self.inner.rt, self.store_of(Some(token)), sealing, permit),
+            Ok(permit) => live.start(
+                &self.inner.rt,
+                self.store_of(Some(token)),
+                sealing,
+                self.inner.pages.clone(),
+                permit,
+            ),
             Err(_) => live.abandon(),
         }
     }

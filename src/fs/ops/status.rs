@@ -322,6 +322,10 @@ impl ContentStore for ObservedStore {
         self.inner.checks_publications().await
     }
 
+    async fn prepare_publishing(&self, btns: &str) {
+        self.inner.prepare_publishing(btns).await
+    }
+
     fn for_token(&self, token: u64) -> Option<Arc<dyn ContentStore>> {
         let inner = self.inner.for_token(token)?;
         Some(Arc::new(ObservedStore {

@@ -28,6 +28,9 @@ use super::commit_tree::{Snapshot, Written, all_objects};
 /// at most this often in one go (the committer tries again later).
 const MERGE_ROUNDS: usize = 4;
 
+/// Unpins of a held commit's superseded objects sent at once.
+const UNPINS_AT_ONCE: usize = 16;
+
 pub(crate) fn spawn_committer(fs: Fs) {
     let cancel = fs.inner.cancel.clone();
     let interval = fs.config().commit_interval;
@@ -324,7 +327,12 @@ impl Fs {
                 let t = tree.token(token)?;
                 (t.is_dirty() || force || !t.held()) && !t.read_only && !t.replaying
             };
-            if wanted {
+            if wanted && !force && self.record_is_ours(token)? {
+                // The node took this mount's last publication as a check and takes none
+                // that does not name it: if another writer's got in since, this commit's
+                // is refused, and the next round (forced) resolves and merges it
+                // (docs/FORMAT.md §9.3). One resolve and one fetch less per commit.
+            } else if wanted {
                 match self.catch_up(token).await {
                     Ok(merged) => self.merge_pause(token, merged).await,
                     Err(e) => {
@@ -388,6 +396,22 @@ impl Fs {
             ));
         }
         Ok(published)
+    }
+
+    /// The BTNS record names this mount's committed document, as far as the node's check
+    /// of its publication proves: the node replaced exactly the record resolved, and takes
+    /// no later publication that does not name this one. Sets it as what the next
+    /// publication replaces.
+    fn record_is_ours(&self, token: TokenId) -> FsResult<bool> {
+        let mut tree = self.tree();
+        let t = tree.token_mut(token)?;
+        let ours = t.checked_doc.is_some()
+            && t.checked_doc == t.committed.usage_doc
+            && t.merged_onto.is_none();
+        if ours {
+            t.record_seen = t.checked_doc.clone();
+        }
+        Ok(ours)
     }
 
     /// Check the record until this mount's committed document holds (docs/FORMAT.md
@@ -485,11 +509,18 @@ impl Fs {
                             })
                             .unwrap_or_default()
                     };
-                    for cid in unpin {
-                        if let Err(e) = store.unpin(&cid).await {
-                            tracing::debug!(cid, error = %e, "unpin failed");
-                        }
-                    }
+                    // At once, not a round trip each (a rewrite supersedes many).
+                    use futures::StreamExt;
+                    futures::stream::iter(unpin)
+                        .for_each_concurrent(UNPINS_AT_ONCE, |cid| {
+                            let store = &store;
+                            async move {
+                                if let Err(e) = store.unpin(&cid).await {
+                                    tracing::debug!(cid, error = %e, "unpin failed");
+                                }
+                            }
+                        })
+                        .await;
                     self.replicate(token);
                     return Ok(true);
                 }

@@ -161,6 +161,7 @@ impl Fs {
     /// Mount one sNFT: load its committed root, replay its journal, resume its uploads.
     pub async fn add_token(&self, info: TokenInfo) -> FsResult<()> {
         let id = info.token_id;
+        let btns_name = info.btns.clone();
         if self.tree().tokens.contains_key(&id) {
             self.update_token(info);
             return Ok(());
@@ -376,6 +377,12 @@ impl Fs {
         drop(tree);
         // A replica behind on this tree (or configured since) gets it now.
         self.replicate(id);
+        if !read_only && let Some(name) = btns_name {
+            let store = self.store_of(Some(id));
+            self.inner
+                .rt
+                .spawn(async move { store.prepare_publishing(&name).await });
+        }
         tracing::info!(token = id, replayed, "sNFT mounted");
         Ok(())
     }
