@@ -20,7 +20,7 @@ use super::read_runs::Run;
 use crate::format::chunks;
 use crate::format::seal::{self, ContentSalt, PLAIN_CHUNK, SEALED_CHUNK, VersionKey};
 use crate::format::{TreeCrypto, TreeKeys};
-use crate::fs::store::{Blob, ChunkTable, ContentStore, ContentStream, StoreError};
+use crate::fs::store::{Blob, ContentStore, ContentStream, StoreError};
 
 /// How a token stores its tree: plaintext, or sealed with its keys.
 pub type Sealing = Arc<TreeCrypto>;
@@ -267,7 +267,7 @@ pub struct OpenChunks {
 }
 
 type ChunkKey = (String, u64);
-type Opening = Shared<BoxFuture<'static, Result<Bytes, OpenError>>>;
+pub(super) type Opening = Shared<BoxFuture<'static, Result<Bytes, OpenError>>>;
 
 #[derive(Default)]
 struct Opened {
@@ -289,7 +289,7 @@ impl std::fmt::Debug for Opened {
 
 /// A chunk open that failed, shared by everyone who waited for it.
 #[derive(Debug, Clone)]
-enum OpenError {
+pub(super) enum OpenError {
     Store(StoreError),
     Tampered(String),
     Io(String),
@@ -311,23 +311,32 @@ impl From<OpenError> for ContentError {
 const OPEN_CHUNKS_KEPT: usize = 256;
 /// Chunks opened ahead fetched in one request at most (4 MiB): the kernel's read-ahead
 /// (`cli::mount::readahead`) asks for that much at once.
-const RUN_CHUNKS: usize = 32;
+pub(super) const RUN_CHUNKS: usize = 32;
 /// Files whose runs of reads are remembered.
 const RUNS_KEPT: usize = 8;
 
+/// Chunks opened ahead of a reader of one content (`super::chunked_read`): told as they
+/// arrive, it may open more.
+pub(super) trait Refill: Send + Sync {
+    /// The content's CID (its run of reads).
+    fn content(&self) -> &str;
+    /// `bytes` of its chunks opened ahead arrived.
+    fn arrived(&self, opened: &OpenChunks, bytes: u64);
+}
+
 /// One chunk of a version, what opening it needs.
-struct ChunkRef {
-    store: Arc<dyn ContentStore>,
-    sealing: Sealing,
-    cid: String,
-    index: u64,
-    form: ChunkForm,
+pub(super) struct ChunkRef {
+    pub(super) store: Arc<dyn ContentStore>,
+    pub(super) sealing: Sealing,
+    pub(super) cid: String,
+    pub(super) index: u64,
+    pub(super) form: ChunkForm,
 }
 
 /// Where a chunk lies: inside one sealed object (the v2 form, §6.2), or as an object of its
 /// own named by a chunk table (format 3, §13).
 #[derive(Clone, Copy)]
-enum ChunkForm {
+pub(super) enum ChunkForm {
     /// Chunk `index` of the sealed stream under `salt`; the version's stored size and
     /// chunk count.
     Stream {
@@ -356,7 +365,7 @@ impl ChunkRef {
 
     /// A table chunk [`OpenChunks::open_run`] takes: sealed in a tree that holds the key
     /// (opening it authenticates it), or plain in a plaintext tree (its CID does).
-    fn in_runs(&self) -> bool {
+    pub(super) fn in_runs(&self) -> bool {
         match self.form {
             ChunkForm::Table { salt: Some(_), .. } => keys(&self.sealing).is_some(),
             ChunkForm::Table { salt: None, .. } => keys(&self.sealing).is_none(),
@@ -372,7 +381,7 @@ impl OpenChunks {
 
     /// Chunk `c` opened: from memory, from an open under way, or opened now (on a blocking
     /// thread; a task of its own, so a reader that gives up does not cancel it for others).
-    fn open(&self, c: ChunkRef) -> Opening {
+    pub(super) fn open(&self, c: ChunkRef) -> Opening {
         let id = (c.cid.clone(), c.index);
         let mut inner = self.lock();
         if let Some((_, plain)) = inner.recent.iter().find(|(k, _)| *k == id) {
@@ -415,8 +424,10 @@ impl OpenChunks {
     /// are neither opened nor opening, fetched together where the store can: one request
     /// whose bytes arrive in order ([`ContentStore::read_sealed_run`]), each chunk opened
     /// as it arrives. What that does not give, or gives but does not open, is opened alone
-    /// ([`open_chunk`]: fetched again, refused if it still does not open).
-    fn open_run(&self, run: Vec<ChunkRef>) {
+    /// ([`open_chunk`]: fetched again, refused if it still does not open). With `ahead`
+    /// (opened ahead of a reader), its run of reads counts the bytes on their way, and
+    /// `ahead` hears of each chunk's arrival (to keep the link busy).
+    pub(super) fn open_run(&self, run: Vec<ChunkRef>, ahead: Option<Arc<dyn Refill>>) {
         let mut todo = Vec::with_capacity(run.len());
         {
             let mut inner = self.lock();
@@ -441,6 +452,13 @@ impl OpenChunks {
         };
         let lens = todo.iter().map(|(c, _)| (c.cid.clone(), c.stored_len()));
         let fetched = first.0.store.read_sealed_run(lens.collect());
+        if let Some(a) = &ahead {
+            let bytes = todo.iter().map(|(c, _)| c.stored_len()).sum();
+            let mut inner = self.lock();
+            if let Some(run) = inner.runs.iter_mut().find(|r| r.cid == a.content()) {
+                run.sent(bytes);
+            }
+        }
         let this = self.clone();
         tokio::spawn(async move {
             let mut todo = todo.into_iter();
@@ -449,13 +467,41 @@ impl OpenChunks {
                     let Some((c, tx)) = todo.next() else {
                         break;
                     };
+                    let len = c.stored_len();
                     tokio::spawn(this.clone().finish(c, Some(sealed), tx));
+                    if let Some(a) = &ahead {
+                        a.arrived(&this, len);
+                    }
                 }
             }
-            for (c, tx) in todo {
+            let rest: Vec<_> = todo.collect();
+            if let Some(a) = &ahead {
+                // Fetched alone now: no longer on the run's way.
+                a.arrived(&this, rest.iter().map(|(c, _)| c.stored_len()).sum());
+            }
+            for (c, tx) in rest {
                 tokio::spawn(this.clone().finish(c, None, tx));
             }
         });
+    }
+
+    /// `bytes` of content `cid`'s chunks opened ahead arrived: what to open next, at most
+    /// `step` bytes (see [`Run::refill`]).
+    pub(super) fn arrived(
+        &self,
+        cid: &str,
+        bytes: u64,
+        step: u64,
+        size: u64,
+    ) -> std::ops::Range<u64> {
+        let mut inner = self.lock();
+        match inner.runs.iter_mut().find(|r| r.cid == cid) {
+            Some(run) => {
+                run.arrived(bytes);
+                run.refill(step, size)
+            }
+            None => 0..0,
+        }
     }
 
     /// Chunk `c` of a run opened (from `sealed`, the run's bytes for it, when it gave them
@@ -481,7 +527,13 @@ impl OpenChunks {
 
     /// A read of `cid` from `offset` to `end`: the bytes past `from` (where this read's
     /// chunks end) whose chunks to open ahead of it now (see [`Run::ahead`]).
-    fn ahead(&self, cid: &str, offset: u64, end: u64, from: u64) -> std::ops::Range<u64> {
+    pub(super) fn ahead(
+        &self,
+        cid: &str,
+        offset: u64,
+        end: u64,
+        from: u64,
+    ) -> std::ops::Range<u64> {
         let mut inner = self.lock();
         let found = inner.runs.iter().position(|r| r.cid == cid);
         let run = found.and_then(|i| inner.runs.remove(i));
@@ -645,7 +697,7 @@ pub async fn read(
 ) -> Result<Bytes, ContentError> {
     let Range { offset, len, .. } = range;
     if let Some(table) = &blob.chunks {
-        return read_chunked(store, sealing, opened, blob, table, range).await;
+        return super::chunked_read::read_chunked(store, sealing, opened, blob, table, range).await;
     }
     let (Some(_), Some(salt)) = (keys(sealing), blob.salt) else {
         if blob.salt.is_some() {
@@ -706,82 +758,6 @@ pub async fn read(
             return Ok(plain.slice(from..to));
         }
         out.extend_from_slice(&plain[from..to]);
-    }
-    Ok(out.freeze())
-}
-
-/// [`read`] of a chunked version (docs/FORMAT.md §13): each chunk the range touches is
-/// looked up in the table and opened on its own; a hole reads as zeros. A sequential
-/// reader gets the next stored chunks opened ahead.
-async fn read_chunked(
-    store: &Arc<dyn ContentStore>,
-    sealing: &Sealing,
-    opened: &OpenChunks,
-    blob: &Blob,
-    table: &ChunkTable,
-    range: Range,
-) -> Result<Bytes, ContentError> {
-    let Range { offset, len, .. } = range;
-    if let Some(why) = &table.invalid {
-        return Err(Tampered(why.clone()).into());
-    }
-    if offset >= blob.size || len == 0 {
-        return Ok(Bytes::new());
-    }
-    let end = blob.size.min(offset.saturating_add(len));
-    let touched = chunks::chunks_touched(offset, end - offset);
-    let chunk = |index: u64| {
-        table.chunks.get(&index).map(|c| ChunkRef {
-            store: store.clone(),
-            sealing: sealing.clone(),
-            cid: c.cid.clone(),
-            index,
-            form: ChunkForm::Table {
-                salt: c.salt,
-                size: blob.size,
-            },
-        })
-    };
-    let opening: Vec<Option<Opening>> = touched
-        .clone()
-        .map(|i| chunk(i).map(|c| opened.open(c)))
-        .collect();
-    if range.reader {
-        let ahead = opened.ahead(&blob.cid, offset, end, touched.end * chunks::CHUNK);
-        let upto = ahead.end.div_ceil(chunks::CHUNK);
-        let mut run = Vec::new();
-        for (index, _) in table.chunks.range(ahead.start / chunks::CHUNK..upto) {
-            match chunk(*index) {
-                Some(c) if c.in_runs() => run.push(c),
-                Some(c) => drop(opened.open(c)),
-                None => {}
-            }
-            if run.len() == RUN_CHUNKS {
-                opened.open_run(std::mem::take(&mut run));
-            }
-        }
-        opened.open_run(run);
-    }
-    let mut out = BytesMut::with_capacity((end - offset) as usize);
-    for (index, opening) in touched.zip(opening) {
-        let start = index * chunks::CHUNK;
-        let len = chunks::chunk_len(blob.size, index).unwrap_or(0);
-        let from = (offset.max(start) - start) as usize;
-        let to = (end.min(start + len) - start) as usize;
-        match opening {
-            None => out.resize(out.len() + (to - from), 0),
-            Some(opening) => {
-                let plain = opening.await?;
-                if to > plain.len() {
-                    return Err(Tampered(format!(
-                        "chunk {index} of {} is shorter than its place",
-                        blob.cid
-                    ))
-                    .into());
-                }
-                out.extend_from_slice(&plain[from..to]);
-            }
-        }
     }
     Ok(out.freeze())
 }

@@ -4,6 +4,7 @@
 //! Knows nothing of the tree: it may use the core's base (`fs::{error, store, backoff}`).
 
 pub mod chunked;
+mod chunked_read;
 pub mod content;
 pub(in crate::fs) mod disk_space;
 pub mod graph;
