@@ -37,6 +37,8 @@ struct Names {
     flying: Vec<(Instant, String, UsageRecord, usize)>,
     log: Vec<String>,
     started: Instant,
+    /// Publications a checking node refused (the record had moved).
+    refused: usize,
     /// Resolves are dropped only once every machine is mounted (a mount that cannot read
     /// the record at start serves the sNFT read-only, another test's subject).
     dropping: bool,
@@ -65,6 +67,9 @@ struct FakeNode {
     machine: usize,
     store: Arc<MemoryStore>,
     names: Arc<Mutex<Names>>,
+    /// Like pxfs's node (docs/FORMAT.md §9.3): a publication applies at once, and only if
+    /// the record is the one it names; otherwise it is refused.
+    checking: bool,
 }
 
 impl FakeNode {
@@ -117,12 +122,42 @@ impl ContentStore for FakeNode {
         self.store.usage_doc(cid).await
     }
 
+    async fn checks_publications(&self) -> bool {
+        self.checking
+    }
+
     async fn publish_usage(
         &self,
         btns: Option<&str>,
         record: &UsageRecord,
-        _replaces: Option<&str>,
+        replaces: Option<&str>,
     ) -> Result<Publish, StoreError> {
+        if self.checking && btns.is_some() {
+            let Publish::Published { doc: cid, .. } =
+                self.store.publish_usage(None, record, None).await?
+            else {
+                unreachable!("a document without a name is always added");
+            };
+            let mut names = self.names();
+            let now = self.store.published_cid(BTNS);
+            if now.as_deref() != replaces {
+                names.refused += 1;
+                names.note(format!(
+                    "m{} publication of {cid} refused: it replaces {replaces:?}, the record is {now:?}",
+                    self.machine
+                ));
+                return Ok(Publish::Moved);
+            }
+            self.store.set_name(BTNS, &cid, record.clone());
+            names.note(format!(
+                "m{} publishes {cid} checked (seq {}, prev {:?}, merged {:?})",
+                self.machine, record.seq, record.prev, record.merged
+            ));
+            return Ok(Publish::Published {
+                doc: cid,
+                checked: true,
+            });
+        }
         // The document is added now; the name points at it after a delay (unchecked,
         // like IPNS: what the settle window is for).
         let Publish::Published { doc: cid, .. } =
@@ -293,7 +328,8 @@ async fn check_history(store: &Arc<MemoryStore>, acked: &BTreeSet<String>) -> Re
 }
 
 /// One seeded run: `machines` machines, `files` fsynced files each.
-async fn run(seed: u64, machines: usize, files: usize) -> Result<(), String> {
+/// `Ok`: the publications refused.
+async fn run(seed: u64, machines: usize, files: usize, checking: bool) -> Result<usize, String> {
     let history = history_of(!seed.is_multiple_of(3));
     let store = Arc::new(MemoryStore::new());
     let names = Arc::new(Mutex::new(Names {
@@ -302,6 +338,7 @@ async fn run(seed: u64, machines: usize, files: usize) -> Result<(), String> {
         flying: Vec::new(),
         log: Vec::new(),
         started: Instant::now(),
+        refused: 0,
         dropping: false,
     }));
     let caches: Vec<tempfile::TempDir> = (0..machines)
@@ -313,6 +350,7 @@ async fn run(seed: u64, machines: usize, files: usize) -> Result<(), String> {
             machine: m,
             store: store.clone(),
             names: names.clone(),
+            checking,
         };
         fss.push(machine(node, cache.path(), &history).await);
     }
@@ -382,7 +420,7 @@ async fn run(seed: u64, machines: usize, files: usize) -> Result<(), String> {
         }
     }
     match failure.lock().unwrap().take() {
-        None => Ok(()),
+        None => Ok(names.lock().unwrap().refused),
         Some(f) => {
             let log = names.lock().unwrap().log.join("\n");
             Err(format!(
@@ -394,6 +432,17 @@ async fn run(seed: u64, machines: usize, files: usize) -> Result<(), String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn machines_writing_at_once_keep_every_fsynced_file_in_the_latest_document() {
+    run_seeds(false).await;
+}
+
+/// The same on a node that checks publications: the machines skip the resolve before a
+/// commit while the record is their own and are refused when another got in first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn machines_writing_at_once_on_a_node_that_checks_publications_keep_every_fsynced_file() {
+    run_seeds(true).await;
+}
+
+async fn run_seeds(checking: bool) {
     let seeds: Vec<u64> = match std::env::var("PXFS_MODEL_SEED") {
         Ok(s) => vec![s.parse().expect("PXFS_MODEL_SEED is a number")],
         Err(_) => {
@@ -404,10 +453,19 @@ async fn machines_writing_at_once_keep_every_fsynced_file_in_the_latest_document
             (1..=n).collect()
         }
     };
-    for seed in seeds {
+    let mut refused = 0;
+    for &seed in &seeds {
         let machines = 2 + (seed % 2) as usize;
-        if let Err(schedule) = run(seed, machines, 15).await {
-            panic!("{schedule}");
+        match run(seed, machines, 15, checking).await {
+            Ok(n) => refused += n,
+            Err(schedule) => panic!("{schedule}"),
         }
     }
+    if checking && seeds.len() > 2 {
+        assert!(
+            refused > 0,
+            "no publication was refused: the race was not run"
+        );
+    }
+    eprintln!("publications refused: {refused}");
 }

@@ -321,6 +321,8 @@ pub(crate) struct Inner {
     pub pages: Arc<data::pages::PageCache>,
     /// One commit at a time (and the graph count's decisions and unpins between them).
     pub commit_lock: tokio::sync::Mutex<()>,
+    /// Unpins of held commits' superseded objects under way (`persist::unpins`).
+    pub unpinning: Mutex<Vec<tokio::task::JoinHandle<()>>>,
     /// A commit holds `commit_lock` and reads the tree between its holds of the tree's
     /// lock: no directory may be unloaded meanwhile. Set and read under the tree's lock.
     pub committing: std::sync::atomic::AtomicBool,
@@ -418,6 +420,7 @@ impl Fs {
                 invalidate: Mutex::new(None),
                 on_commit: Mutex::new(None),
                 commit_lock: tokio::sync::Mutex::new(()),
+                unpinning: Mutex::new(Vec::new()),
                 committing: Default::default(),
                 ancestry: Default::default(),
                 cancel,

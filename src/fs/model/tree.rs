@@ -288,6 +288,20 @@ impl Tree {
         self.mark(dir, Mark::All);
     }
 
+    /// `dir` changed as `changes` say (taken by a commit that was not published): dirty
+    /// again, with the same names changed.
+    pub fn restore_changes(&mut self, dir: Ino, changes: &crate::fs::model::inode::DirChanges) {
+        if changes.all {
+            self.mark(dir, Mark::All);
+            return;
+        }
+        for name in &changes.names {
+            self.mark(dir, Mark::Name(name.clone()));
+        }
+        // Dirty even with no name changed (its own attributes, the sNFT root's node).
+        self.mark(dir, Mark::Own);
+    }
+
     /// The entry `name` of `dir` changed (or appeared, or went): `dir` and every directory
     /// above it need new pages; `dir`'s are its previous ones with that entry updated.
     pub fn mark_changed(&mut self, dir: Ino, name: &Name) {

@@ -28,9 +28,6 @@ use super::commit_tree::{Snapshot, Written, all_objects};
 /// at most this often in one go (the committer tries again later).
 const MERGE_ROUNDS: usize = 4;
 
-/// Unpins of a held commit's superseded objects sent at once.
-const UNPINS_AT_ONCE: usize = 16;
-
 pub(crate) fn spawn_committer(fs: Fs) {
     let cancel = fs.inner.cancel.clone();
     let interval = fs.config().commit_interval;
@@ -200,7 +197,11 @@ impl Fs {
             let pending = self.tree().token(token)?.pending_uploads;
             if pending == 0 {
                 match self.commit_token(token).await {
-                    Ok(_) if self.settled(token)? => return Ok(()),
+                    Ok(_) if self.settled(token)? => {
+                        // What the commits superseded is unpinned too.
+                        self.unpins_done().await;
+                        return Ok(());
+                    }
                     Ok(_) => continue, // a close slipped in: wait for it too
                     // Waiting cannot help (src/fs/rekey.rs).
                     Err(e @ FsError::Rekeyed(_)) => return Err(e),
@@ -366,7 +367,7 @@ impl Fs {
                         }
                         let mut tree = self.tree();
                         for d in &snap.dirs {
-                            tree.mark_dirty(d.ino);
+                            tree.restore_changes(d.ino, &d.changes);
                         }
                         if let Ok(t) = tree.token_mut(token) {
                             t.superseded.extend(snap.superseded);
@@ -509,18 +510,9 @@ impl Fs {
                             })
                             .unwrap_or_default()
                     };
-                    // At once, not a round trip each (a rewrite supersedes many).
-                    use futures::StreamExt;
-                    futures::stream::iter(unpin)
-                        .for_each_concurrent(UNPINS_AT_ONCE, |cid| {
-                            let store = &store;
-                            async move {
-                                if let Err(e) = store.unpin(&cid).await {
-                                    tracing::debug!(cid, error = %e, "unpin failed");
-                                }
-                            }
-                        })
-                        .await;
+                    if !unpin.is_empty() {
+                        self.unpin_later(token, unpin);
+                    }
                     self.replicate(token);
                     return Ok(true);
                 }

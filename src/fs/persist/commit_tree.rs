@@ -30,6 +30,10 @@ pub(in crate::fs) struct DirSnapshot {
     pub(in crate::fs) check: Option<Vec<format::Entry>>,
     /// The objects the directory was stored as until now (on the node, pinned).
     pub(in crate::fs) old: Option<Arc<[(String, u64)]>>,
+    /// What changed in it since the last commit, as the tree recorded it: given back if
+    /// this commit is not published (a merge then finds the directories this mount moved
+    /// by the names changed, `merge::moved_dir`).
+    pub(in crate::fs) changes: crate::fs::model::inode::DirChanges,
 }
 
 pub(in crate::fs) struct Snapshot {
@@ -139,12 +143,12 @@ impl Fs {
             let groups = if ino == root { records.take() } else { None };
             dirs.push(snapshot_dir(tree, ino, &dirty, groups)?);
         }
-        for d in &dirs {
+        for d in &mut dirs {
             if let Ok(i) = tree.get_mut(d.ino)
                 && let Some(dir) = i.dir_mut()
             {
                 dir.dirty = false;
-                dir.changes = Default::default();
+                d.changes = std::mem::take(&mut dir.changes);
             }
         }
         let rewritten: Vec<Ino> = dirs.iter().map(|d| d.ino).collect();
@@ -574,6 +578,7 @@ pub(in crate::fs) fn snapshot_dir(
         pending_children,
         check,
         old: d.objects.clone(),
+        changes: Default::default(),
     })
 }
 

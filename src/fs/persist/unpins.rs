@@ -46,6 +46,9 @@ pub(super) fn unused(tree: &Tree, token: TokenId, candidates: Vec<String>) -> Ve
         .collect()
 }
 
+/// Unpins sent at once.
+const UNPINS_AT_ONCE: usize = 16;
+
 /// After a failed count, the next waits this long.
 const RETRY_COUNT_AFTER: Duration = Duration::from_secs(60);
 
@@ -128,6 +131,51 @@ impl Fs {
         let tree = self.tree();
         let index = tree.token(token).ok()?.graph.index.as_ref()?;
         Some((index.root().to_owned(), index.total()))
+    }
+
+    /// Unpins what a held commit superseded, off the path of the `fsync` that waited for
+    /// the commit: once the commit lock is free (no commit decides meanwhile), each checked
+    /// again against what the tree uses then. [`Fs::unpins_done`] waits for it (a flush).
+    pub(in crate::fs) fn unpin_later(&self, token: TokenId, candidates: Vec<String>) {
+        let fs = self.clone();
+        let task = self.inner.rt.spawn(async move {
+            let _one_at_a_time = fs.inner.commit_lock.lock().await;
+            let unpin = unused(&fs.tree(), token, candidates);
+            let store = fs.store_of(Some(token));
+            // At once, not a round trip each (a rewrite supersedes many).
+            use futures::StreamExt;
+            futures::stream::iter(unpin)
+                .for_each_concurrent(UNPINS_AT_ONCE, |cid| {
+                    let store = &store;
+                    async move {
+                        if let Err(e) = store.unpin(&cid).await {
+                            tracing::debug!(cid, error = %e, "unpin failed");
+                        }
+                    }
+                })
+                .await;
+        });
+        let mut tasks = self
+            .inner
+            .unpinning
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        tasks.retain(|t| !t.is_finished());
+        tasks.push(task);
+    }
+
+    /// Until the unpins [`Fs::unpin_later`] started are done.
+    pub(in crate::fs) async fn unpins_done(&self) {
+        let tasks = std::mem::take(
+            &mut *self
+                .inner
+                .unpinning
+                .lock()
+                .unwrap_or_else(|e| e.into_inner()),
+        );
+        for task in tasks {
+            let _ = task.await;
+        }
     }
 
     /// Counts the published graph of `root` in the background (`fs::data::graph`).
