@@ -501,13 +501,10 @@ impl Fs {
                     let unpin = {
                         let mut tree = self.tree();
                         held(&mut tree);
-                        // Not what the tree took back meanwhile (a merge, equal content).
+                        // Not what the tree took back meanwhile (a merge, equal content):
+                        // `unpin_later` checks each when it runs.
                         tree.token_mut(token)
-                            .map(|t| {
-                                let mut unpin = std::mem::take(&mut t.unpin_when_held);
-                                unpin.retain(|c| !t.uses(c));
-                                unpin
-                            })
+                            .map(|t| std::mem::take(&mut t.unpin_when_held))
                             .unwrap_or_default()
                     };
                     if !unpin.is_empty() {

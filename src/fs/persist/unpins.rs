@@ -49,6 +49,19 @@ pub(super) fn unused(tree: &Tree, token: TokenId, candidates: Vec<String>) -> Ve
 /// Unpins sent at once.
 const UNPINS_AT_ONCE: usize = 16;
 
+/// Unpins `cids`, [`UNPINS_AT_ONCE`] at a time, not a round trip each (a rewrite
+/// supersedes many); a failure leaves that one pinned.
+async fn unpin_all(store: &dyn crate::fs::store::ContentStore, cids: Vec<String>) {
+    use futures::StreamExt;
+    futures::stream::iter(cids)
+        .for_each_concurrent(UNPINS_AT_ONCE, |cid| async move {
+            if let Err(e) = store.unpin(&cid).await {
+                tracing::debug!(cid, error = %e, "unpin failed");
+            }
+        })
+        .await;
+}
+
 /// After a failed count, the next waits this long.
 const RETRY_COUNT_AFTER: Duration = Duration::from_secs(60);
 
@@ -141,19 +154,7 @@ impl Fs {
         let task = self.inner.rt.spawn(async move {
             let _one_at_a_time = fs.inner.commit_lock.lock().await;
             let unpin = unused(&fs.tree(), token, candidates);
-            let store = fs.store_of(Some(token));
-            // At once, not a round trip each (a rewrite supersedes many).
-            use futures::StreamExt;
-            futures::stream::iter(unpin)
-                .for_each_concurrent(UNPINS_AT_ONCE, |cid| {
-                    let store = &store;
-                    async move {
-                        if let Err(e) = store.unpin(&cid).await {
-                            tracing::debug!(cid, error = %e, "unpin failed");
-                        }
-                    }
-                })
-                .await;
+            unpin_all(&*fs.store_of(Some(token)), unpin).await;
         });
         let mut tasks = self
             .inner
@@ -238,11 +239,7 @@ impl Fs {
                     Vec::new()
                 }
             };
-            for cid in unpin_now {
-                if let Err(e) = store.unpin(&cid).await {
-                    tracing::debug!(cid, error = %e, "unpin failed");
-                }
-            }
+            unpin_all(&*store, unpin_now).await;
         });
     }
 }
