@@ -15,7 +15,6 @@ use crate::fs::error::{FsError, FsResult};
 use crate::fs::model::inode::{Attr, Body, FileBody, Ino, Kind, Meta, TokenId, now_ns};
 use crate::fs::model::quota::Change;
 use crate::fs::model::tree::{Tree, check_name};
-use crate::fs::persist::load_dirs::RELOAD_ATTEMPTS;
 use crate::fs::store::Blob;
 use crate::fs::{Fs, Handle, Step};
 
@@ -149,31 +148,51 @@ impl Fs {
     ) -> FsResult<(Attr, u64)> {
         let name = check_name(name)?;
         let open = OpenMode::from_flags(flags);
-        let mut reloads = 0;
+        // The staged file is made outside the tree lock (disk), then the entry is inserted
+        // under the guard that holds `parent` loaded: no unload can come in between.
+        let mut session: Option<Arc<StagedFile>> = None;
         loop {
-            drop(self.lock_loaded(&[parent]).await?);
-            match self.create_new(parent, &name, mode, open, uid, gid) {
-                // Unloaded between the load and the create: loaded again.
-                Err(FsError::Unloaded) if reloads < RELOAD_ATTEMPTS => {
-                    reloads += 1;
+            let (existing, created) = {
+                let mut tree = self.lock_loaded(&[parent]).await?;
+                match (tree.child(parent, name.as_bytes())?, &session) {
+                    (Some(ino), _) => (Some(ino), None),
+                    (None, None) => (None, None),
+                    (None, Some(s)) => (
+                        None,
+                        Some(self.insert_created(&mut tree, parent, &name, mode, uid, gid, s)),
+                    ),
+                }
+            };
+            let existing = match (existing, created) {
+                (Some(ino), _) => ino,
+                (None, None) => {
+                    session = Some(self.new_session(parent, &name)?);
                     continue;
                 }
-                Err(e) => return Err(e),
-                Ok(Some(found)) => return Ok(found),
-                Ok(None) => {}
+                (None, Some(created)) => match created? {
+                    Some(ino) => return self.opened_created(ino, open),
+                    // Created by a racing create (`insert_created` removed ours).
+                    None => {
+                        session = None;
+                        continue;
+                    }
+                },
+            };
+            if let Some(s) = session.take() {
+                s.remove();
             }
             // The name exists (maybe created a moment ago by a racing create): without
             // O_EXCL, open(2) opens what is there.
             if open.exclusive {
                 return Err(FsError::Exists);
             }
-            let Some(ino) = self.tree().child(parent, name.as_bytes())? else {
-                continue; // unlinked again meanwhile: create it after all
+            let fh = match self.open(existing, flags).await {
+                Err(FsError::NotFound) => continue, // unlinked meanwhile: create it after all
+                other => other?,
             };
-            let fh = self.open(ino, flags).await?;
             let mut tree = self.tree();
-            let attr = tree.get(ino)?.attr(ino);
-            tree.remember(ino);
+            let attr = tree.get(existing)?.attr(existing);
+            tree.remember(existing);
             return Ok((attr, fh));
         }
     }
@@ -204,7 +223,7 @@ impl Fs {
         }
     }
 
-    /// Create `parent/name` and open it; `None` if the name exists.
+    /// Create `parent/name` and open it; `None` if the name exists. For a loaded `parent`.
     fn create_new(
         &self,
         parent: Ino,
@@ -217,52 +236,86 @@ impl Fs {
         if self.tree().child(parent, name.as_bytes())?.is_some() {
             return Ok(None);
         }
-        self.tree().check_new_name(parent, name)?;
-        let token = self.tree().token_of(parent)?;
-        let session = Arc::new(
+        let session = self.new_session(parent, name)?;
+        let created = {
+            let mut tree = self.tree();
+            self.insert_created(&mut tree, parent, name, mode, uid, gid, &session)
+        };
+        created?
+            .map(|ino| self.opened_created(ino, open))
+            .transpose()
+    }
+
+    /// A staged file for a new entry `parent/name`, made after the checks that need no
+    /// disk (the name's form, the token's).
+    fn new_session(&self, parent: Ino, name: &Name) -> FsResult<Arc<StagedFile>> {
+        let token = {
+            let tree = self.tree();
+            tree.check_new_name(parent, name)?;
+            tree.token_of(parent)?
+        };
+        Ok(Arc::new(
             StagedFile::create(&self.staging_dir(token)).map_err(|e| self.disk_failed(e))?,
-        );
-        let (ino, attr) = {
-            let mut guard = self.tree();
-            let tree = &mut *guard;
-            if let Err(e) = self.allow(tree, token, Change::AddsEntry) {
-                session.remove();
-                return Err(e);
-            }
+        ))
+    }
+
+    /// Insert the new file `parent/name` staged in `session`, open once; `None` (and the
+    /// session removed) if the name exists. The session is removed on an error too.
+    #[allow(clippy::too_many_arguments)]
+    fn insert_created(
+        &self,
+        tree: &mut Tree,
+        parent: Ino,
+        name: &Name,
+        mode: u32,
+        uid: u32,
+        gid: u32,
+        session: &Arc<StagedFile>,
+    ) -> FsResult<Option<Ino>> {
+        let inserted = (|| {
+            let token = tree.token_of(parent)?;
+            self.allow(tree, token, Change::AddsEntry)?;
             let body = Body::File(FileBody {
                 session: Some(session.clone()),
                 live: Some(LiveUpload::new(session.clone())),
                 writers: 1,
                 ..Default::default()
             });
-            let ino = match tree.create(
+            match tree.create(
                 parent,
                 name,
                 Meta::new(mode, uid, gid),
                 body,
                 Default::default(),
             ) {
-                Ok(ino) => ino,
-                Err(FsError::Exists) => {
-                    session.remove();
-                    return Ok(None);
-                }
-                Err(e) => {
-                    session.remove();
-                    return Err(e);
-                }
-            };
-            tree.get_mut(ino)?.open_handles += 1;
-            tree.remember(ino);
-            (ino, tree.get(ino)?.attr(ino))
-        };
+                Ok(ino) => Ok(Some(ino)),
+                Err(FsError::Exists) => Ok(None),
+                Err(e) => Err(e),
+            }
+        })();
+        match inserted {
+            Ok(Some(ino)) => {
+                tree.get_mut(ino)?.open_handles += 1;
+                tree.remember(ino);
+                Ok(Some(ino))
+            }
+            other => {
+                session.remove();
+                other
+            }
+        }
+    }
+
+    /// The attributes and the handle of a file `insert_created` made.
+    fn opened_created(&self, ino: Ino, open: OpenMode) -> FsResult<(Attr, u64)> {
+        let attr = self.tree().get(ino)?.attr(ino);
         let fh = self.new_handle(Handle {
             ino,
             write: open.write,
             append: open.append,
             session: true,
         });
-        Ok(Some((attr, fh)))
+        Ok((attr, fh))
     }
 
     /// Make sure `ino` has an open-for-write session; `truncate` empties it.
