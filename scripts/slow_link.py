@@ -31,11 +31,13 @@ READ_BYTES = 64 * 1024
 class Direction:
     """One direction of the link: its rate, delay and the time it is next free."""
 
-    def __init__(self, rate_bytes: float, delay: float, queue: float):
+    def __init__(self, rate_bytes: float, delay: float, queue: float, name: str, gaps: float):
         self.rate = rate_bytes
         self.delay = delay
         self.queue = queue
         self.free_at = 0.0
+        self.name = name
+        self.gaps = gaps
 
     async def admit(self, n: int) -> float:
         """Queue n bytes; returns when they arrive at the far end (monotonic seconds)."""
@@ -45,6 +47,12 @@ class Direction:
             if backlog <= self.queue:
                 break
             await asyncio.sleep(backlog - self.queue)
+        idle = now - self.free_at
+        if self.gaps > 0 and self.free_at > 0 and self.gaps <= idle < 10:
+            # The link stood idle this long before these bytes: to find a sender's stalls.
+            wall = time.time()
+            clock = time.strftime("%H:%M:%S", time.gmtime(wall)) + f".{int(wall * 1e6) % 1000000:06d}"
+            print(f"{clock}  idle {self.name} {idle * 1000:.0f} ms", flush=True)
         start = max(now, self.free_at)
         self.free_at = start + n / self.rate
         return self.free_at + self.delay
@@ -104,8 +112,9 @@ async def serve(args):
     rate = args.rate_mbit * 1e6 / 8
     delay = args.delay_ms / 1000
     queue = args.queue_ms / 1000
-    up = Direction(rate, delay, queue)
-    down = Direction(rate, delay, queue)
+    gaps = args.log_gaps_ms / 1000
+    up = Direction(rate, delay, queue, "up", gaps)
+    down = Direction(rate, delay, queue, "down", gaps)
     to_host, to_port = args.to.rsplit(":", 1)
 
     async def handle(client_r, client_w):
@@ -148,6 +157,12 @@ def main():
     p.add_argument("--rate-mbit", type=float, required=True, help="rate of each direction")
     p.add_argument(
         "--queue-ms", type=float, default=50.0, help="the link's buffer, in transmission time"
+    )
+    p.add_argument(
+        "--log-gaps-ms",
+        type=float,
+        default=0.0,
+        help="print each time a direction stood idle at least this long (under 10 s)",
     )
     args = p.parse_args()
     if args.delay_ms < 0 or args.rate_mbit <= 0 or args.queue_ms < 0:

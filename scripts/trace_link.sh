@@ -4,7 +4,8 @@
 # in the debug log, and one workload:
 #   write  MIB of random bytes written and fsynced twice (the second on a warm mount)
 #   read   MIB written locally first, then read cold through the link
-# Prints the times and the node requests after the workload started (time, command), so
+# Prints the times, the node requests after the workload started (time, command) and the
+# link's idle gaps of 10 ms or more (the proxy's `--log-gaps-ms`), so
 # the round trips after the last chunk, or the link's idle gaps, can be counted.
 #
 #   bash scripts/trace_link.sh write|read [MIB] [DELAY_MS] [RATE_MBIT]
@@ -42,7 +43,7 @@ for _ in $(seq 3000); do grep -q '^devnet ready' "$work/devnet.log" && break; sl
 grep -q '^devnet ready' "$work/devnet.log" || { echo "trace: the devnet did not start" >&2; exit 1; }
 node=$(jq -r .node_url "$work/devnet/devnet.json")
 token=$(jq -r '.token_ids[0]' "$work/devnet/devnet.json")
-python3 scripts/slow_link.py --to "${node#http://}" --delay-ms "$delay" --rate-mbit "$mbit" >"$work/proxy.log" 2>&1 &
+python3 scripts/slow_link.py --to "${node#http://}" --delay-ms "$delay" --rate-mbit "$mbit" --log-gaps-ms 10 >"$work/proxy.log" 2>&1 &
 pids+=($!)
 for _ in $(seq 100); do grep -q '^listening ' "$work/proxy.log" && break; sleep 0.05; done
 link="http://$(awk '/^listening / { print $2 }' "$work/proxy.log")"
@@ -85,14 +86,17 @@ else
     sync
     echo 3 >/proc/sys/vm/drop_caches
     mount_with "$work/link.toml" "$work/mount.log" PXFS_LOG=pxfs::storage=debug
-    ls -l "$mp/$token" >/dev/null
+    ls -ld "$mp/$token" >/dev/null
     started=$(date -u +%H:%M:%S.%N)
     s=$(date +%s.%N)
     dd if="$mp/$token/data.bin" of=/dev/null bs=1M status=none
     echo "cold read: $(seconds "$s" "$(date +%s.%N)") s (the link's floor $floor s)"
     unmount
 fi
-echo "node requests from $started (UTC):"
-sed -E 's/\x1b\[[0-9;]*m//g' "$work/mount.log" |
+echo "node requests and the link's idle gaps (10 ms or more) from $started (UTC):"
+{
+    awk '/ idle /' "$work/proxy.log"
+    sed -E 's/\x1b\[[0-9;]*m//g' "$work/mount.log" |
     awk -v from="$started" '{ t = substr($1, 12, 15) } t >= from && /node request|added files|committed token/' |
     sed -E 's/^[0-9-]+T([0-9:.]+)Z.*url=[^ ]*\/api\/v0\/([a-z/]+).*/\1  \2/; s/^[0-9-]+T([0-9:.]+)Z.*(added files=[0-9]+|committed token=[0-9]+ seq=[0-9]+).*/\1  \2/'
+} | awk -v from="$started" 'substr($1, 1, 15) >= substr(from, 1, 15)' | sort

@@ -8,12 +8,15 @@ mod storage_support;
 
 use std::collections::HashMap;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use pxfs::cache::{CacheError, CacheOptions, ChunkCache};
 use pxfs::storage::NodeClient;
-use storage_support::{Mock, NodeProcess, client_for, content_node, dead_url, pattern, raw_cid};
+use storage_support::{
+    Mock, NodeProcess, Reply, client_for, content_node, dead_url, pattern, raw_cid,
+};
 
 const CHUNK: u64 = 64 * 1024;
 
@@ -516,6 +519,103 @@ async fn a_run_gives_every_object_whole_however_the_answer_is_cut() {
             assert!(got == want, "object {i} ({} bytes) differs", want.len());
         }
     }
+}
+
+/// Runs asked for at once (a reader's read-ahead) go to the node in turn, not all at once:
+/// at most 8 MiB of them out (on a link shared by all, each would arrive late and all at
+/// the same time, then the link would stand idle). Six runs of 4 MiB asked together: two
+/// go at once, each of the others once an earlier one's bytes arrived, in the order asked,
+/// and every object arrives whole. Run r is answered after 200 + 100·r ms, so that no two
+/// runs' bytes arrive together.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runs_asked_at_once_go_out_in_turn_within_the_bytes_out_bound() {
+    use futures::StreamExt;
+    const OBJECT: usize = 1 << 20;
+    const DELAY: Duration = Duration::from_millis(200);
+    const LATER: Duration = Duration::from_millis(100);
+    let runs: Vec<Vec<(String, Bytes)>> = (0..6u8)
+        .map(|r| {
+            (0..4u8)
+                .map(|i| {
+                    let data = pattern(OBJECT, r * 4 + i);
+                    (raw_cid(&data), data)
+                })
+                .collect()
+        })
+        .collect();
+    let files: HashMap<String, Bytes> = runs.iter().flatten().cloned().collect();
+    let run_of: HashMap<String, u32> = (0..runs.len())
+        .map(|r| (runs[r][0].0.clone(), r as u32))
+        .collect();
+    let asked_at = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let started = Instant::now();
+    let node = {
+        let asked_at = asked_at.clone();
+        Mock::start(move |seen, _| {
+            assert_eq!(seen.path, "/api/v0/cat", "a run is one cat");
+            let args: Vec<&str> = seen
+                .query
+                .iter()
+                .filter(|(k, _)| k == "arg")
+                .map(|(_, v)| v.as_str())
+                .collect();
+            let args_first = args[0].to_owned();
+            asked_at
+                .lock()
+                .unwrap()
+                .push((started.elapsed(), args_first.clone()));
+            let mut body = Vec::new();
+            for cid in args {
+                body.extend_from_slice(&files[cid]);
+            }
+            Reply::bytes(body.into()).after(DELAY + LATER * run_of[args_first.as_str()])
+        })
+        .await
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let options = CacheOptions {
+        chunk_size: OBJECT as u64,
+        ..no_readahead()
+    };
+    let cache = open(dir.path(), 1 << 30, node.client(30, 0), options);
+    let reads: Vec<_> = runs
+        .iter()
+        .map(|run| {
+            let asked = run
+                .iter()
+                .map(|(cid, data)| (cid.clone(), data.len() as u64))
+                .collect();
+            cache.read_sealed_run(asked).collect::<Vec<_>>()
+        })
+        .collect();
+    let got = futures::future::join_all(reads).await;
+    for (r, (got, run)) in got.iter().zip(&runs).enumerate() {
+        assert_eq!(got.len(), run.len(), "run {r}");
+        for (got, (_, want)) in got.iter().zip(run) {
+            assert!(got.as_ref().unwrap() == want, "run {r} differs");
+        }
+    }
+    let asked_at = asked_at.lock().unwrap().clone();
+    assert_eq!(asked_at.len(), runs.len(), "{asked_at:?}");
+    let at_once = asked_at.iter().filter(|(t, _)| *t < DELAY / 2).count();
+    assert_eq!(at_once, 2, "8 MiB of runs out at first: {asked_at:?}");
+    // In the order asked (each run named by its first object).
+    let mut order: Vec<_> = asked_at.clone();
+    order.sort_by_key(|(t, _)| *t);
+    let firsts: Vec<String> = runs.iter().map(|run| run[0].0.clone()).collect();
+    let (first_two, rest) = firsts.split_at(2);
+    let asked: Vec<String> = order.into_iter().map(|(_, cid)| cid).collect();
+    let mut asked_first = asked[..2].to_vec();
+    asked_first.sort();
+    let mut want_first = first_two.to_vec();
+    want_first.sort();
+    assert_eq!(asked_first, want_first, "the first two asked go first");
+    assert_eq!(&asked[2..], rest, "the others in the order asked");
+    // The last waited for two earlier ones in turn.
+    assert!(
+        asked_at.iter().map(|(t, _)| *t).max().unwrap() >= DELAY * 2,
+        "{asked_at:?}"
+    );
 }
 
 #[tokio::test]

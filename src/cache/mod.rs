@@ -16,6 +16,7 @@
 mod keeper;
 mod pack;
 mod peek;
+mod run_budget;
 mod store;
 
 pub use peek::CachedChunks;
@@ -109,6 +110,21 @@ type ChunkFetch = Shared<BoxFuture<'static, Result<Bytes, CacheError>>>;
 /// Objects of a run read ([`ChunkCache::read_sealed_run`]) waiting for their reader.
 const RUN_QUEUE: usize = 4;
 
+/// Bytes of run reads asked of the node and not arrived yet, at most (twice the
+/// bandwidth × delay of 200 Mbit/s over 160 ms); the runs past it wait their turn, in the
+/// order they were asked for. Runs at once share a link: without a bound, a reader's
+/// read-ahead sent as many runs at once has each arrive late and all at the same time,
+/// the reader waits for the oldest while the rest takes the link, then the link stands
+/// idle until the next runs are asked for (one round trip each time; issue #34).
+const RUN_BYTES_OUT: u64 = 8 << 20;
+/// [`RUN_BYTES_OUT`] is counted in units of this many bytes.
+const RUN_BYTES_UNIT: u64 = 4 << 10;
+
+/// An object's share of [`RUN_BYTES_OUT`].
+fn run_units(len: u64) -> u64 {
+    len.div_ceil(RUN_BYTES_UNIT)
+}
+
 /// The read cache. Cheap to clone; clones share everything.
 #[derive(Clone)]
 pub struct ChunkCache {
@@ -127,6 +143,8 @@ struct Inner {
     /// CID → end offset of its last read, to recognise sequential reading.
     streams: Mutex<LruCache<Arc<str>, u64>>,
     background: Arc<Semaphore>,
+    /// [`RUN_BYTES_OUT`], in [`RUN_BYTES_UNIT`]s.
+    run_bytes: Arc<run_budget::RunBudget>,
     /// The content DAGs' inner nodes, checked and decoded.
     index: crate::integrity::ContentIndex,
 }
@@ -162,6 +180,7 @@ impl ChunkCache {
                 in_flight: Mutex::new(HashMap::new()),
                 streams: Mutex::new(LruCache::new(tracked)),
                 background: Arc::new(Semaphore::new(MAX_BACKGROUND_FETCHES)),
+                run_bytes: run_budget::RunBudget::new(RUN_BYTES_OUT / RUN_BYTES_UNIT),
                 index: crate::integrity::ContentIndex::default(),
             }),
             client,
@@ -287,7 +306,10 @@ impl ChunkCache {
     ) -> futures::stream::BoxStream<'static, Result<Bytes, CacheError>> {
         let (tx, rx) = tokio::sync::mpsc::channel(RUN_QUEUE);
         let this = self.clone();
-        tokio::spawn(async move { this.send_run(objects, tx).await });
+        // Its place among the runs out at the node is taken now, in the order asked.
+        let units = objects.iter().map(|(_, len)| run_units(*len)).sum();
+        let turn = self.inner.run_bytes.reserve(units);
+        tokio::spawn(async move { this.send_run(objects, turn, tx).await });
         futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|r| (r, rx)) })
             .boxed()
     }
@@ -295,8 +317,14 @@ impl ChunkCache {
     async fn send_run(
         &self,
         objects: Vec<(String, u64)>,
+        turn: run_budget::Reservation,
         tx: tokio::sync::mpsc::Sender<Result<Bytes, CacheError>>,
     ) {
+        // Taken at the first request to the node (objects on disk need none), then each
+        // object's units go back as it arrives.
+        let mut turn = Some(turn);
+        let mut lease: Option<run_budget::Lease> = None;
+        let mut served_before = 0;
         let chunk_size = self.inner.options.chunk_size;
         let fits = |(cid, len): &(String, u64)| {
             *len > 0
@@ -316,6 +344,10 @@ impl ChunkCache {
         while at < objects.len() {
             let (cid, len) = &objects[at];
             if let Some(data) = self.inner.cached(&key(cid), 0, *len as usize).await {
+                match &mut lease {
+                    Some(lease) => lease.give_back(run_units(*len)),
+                    None => served_before += run_units(*len),
+                }
                 if tx.send(Ok(data)).await.is_err() {
                     return;
                 }
@@ -327,6 +359,12 @@ impl ChunkCache {
                 end += 1;
             }
             let cids: Vec<&str> = objects[at..end].iter().map(|(c, _)| c.as_str()).collect();
+            if let Some(turn) = turn.take() {
+                lease = turn.granted().await;
+                if let Some(lease) = &mut lease {
+                    lease.give_back(served_before);
+                }
+            }
             let mut body = match self.client.cat_many(&cids).await {
                 Ok(body) => body,
                 Err(source) => {
@@ -362,6 +400,10 @@ impl ChunkCache {
                         None => return,
                     }
                 };
+                // Arrived: its bytes no longer count as out.
+                if let Some(lease) = &mut lease {
+                    lease.give_back(run_units(len as u64));
+                }
                 if tx.send(Ok(object)).await.is_err() {
                     return;
                 }
