@@ -1383,6 +1383,35 @@ async fn an_abandoned_live_upload_gives_back_what_its_adds_out_stored() {
     assert!(m.read_file(ROOT_INO, "f").await == want);
 }
 
+/// The chunk table of a file streamed as it was written is added while its last chunks'
+/// add is still out (its CIDs are the bytes' own, known before the node answers): from
+/// the close to the committed tree, one add answer is waited for, not two. The memory
+/// node answers adds of content and table pages after a second here (directory pages at
+/// once), so waiting for the chunks, then the table, would take two.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_streamed_file_is_committed_one_add_answer_after_its_close() {
+    const ANSWER: std::time::Duration = std::time::Duration::from_secs(1);
+    let m = mount(u64::MAX).await;
+    m.write_file(ROOT_INO, "warm", b"w").await;
+    m.fs.flush_all().await.unwrap();
+    m.store.set_answer_delay(ANSWER);
+    let (_, fh) = m.fs.create(ROOT_INO, "f", 0o644, RW, 0, 0).await.unwrap();
+    let data = pattern(5 << 20, 3);
+    m.fs.write(fh, 0, &data).await.unwrap();
+    // The full batches are out (2 MiB each); the last, partial one goes at the close.
+    wait_streamed(&m.store, 4 << 20).await;
+    let closed = std::time::Instant::now();
+    m.fs.release(fh).await.unwrap();
+    m.fs.flush_all().await.unwrap();
+    let took = closed.elapsed();
+    m.store.set_answer_delay(std::time::Duration::ZERO);
+    assert!(
+        took >= ANSWER && took < ANSWER * 3 / 2,
+        "{took:?} from the close to the commit: the table waited for the last chunks' answer"
+    );
+    assert!(m.read_file(ROOT_INO, "f").await == data);
+}
+
 #[tokio::test]
 async fn px_dapp_is_read_only_uncounted_and_never_committed_and_a_real_entry_wins() {
     use pxfs::dapp::{DappEntry, DappIndex, DappKind};

@@ -338,20 +338,39 @@ pub(super) fn prepare_batch(
 /// becomes moot meanwhile has sent little more).
 pub(super) struct Adds {
     store: Arc<dyn ContentStore>,
-    running: std::collections::VecDeque<tokio::task::JoinHandle<BatchResult>>,
+    running: std::collections::VecDeque<Running>,
     /// The plaintext digests of the prepared batches whose adds ended.
     digests: HashMap<u64, PlainDigest>,
 }
 
 type BatchResult = Result<(Vec<(u64, ChunkRef)>, Vec<(u64, PlainDigest)>), StoreError>;
 
+/// The references a batch's bytes give (the CIDs the store must name them by), known once
+/// it is sealed; `None` when the store cannot tell them beforehand.
+type Expected = Option<Vec<(u64, ChunkRef)>>;
+
+/// An add out: its task, and its references as its bytes give them, before the answer.
+struct Running {
+    task: tokio::task::JoinHandle<BatchResult>,
+    expected: Option<tokio::sync::oneshot::Receiver<Expected>>,
+}
+
+/// The references `expected` names `batch`'s objects by, where it names all.
+fn expected_refs(batch: &[Pending], expected: &[Option<String>]) -> Expected {
+    batch
+        .iter()
+        .zip(expected)
+        .map(|((index, salt, _), cid)| Some((*index, ChunkRef::new(*index, cid.clone()?, *salt))))
+        .collect()
+}
+
 /// Chunk adds in flight at once per version being uploaded.
 const ADDS_IN_FLIGHT: usize = 6;
 
 impl Drop for Adds {
     fn drop(&mut self) {
-        for task in &self.running {
-            task.abort();
+        for r in &self.running {
+            r.task.abort();
         }
     }
 }
@@ -376,7 +395,8 @@ impl Adds {
     ) -> Result<Vec<String>, StoreError> {
         let added = self.make_room(refs).await?;
         let store = self.store.clone();
-        self.running.push_back(tokio::spawn(async move {
+        let (tell, told) = tokio::sync::oneshot::channel();
+        let task = tokio::spawn(async move {
             let named = store.clone();
             let (prepared, expected) = tokio::task::spawn_blocking(move || {
                 let prepared = prepare()?;
@@ -385,12 +405,17 @@ impl Adds {
             })
             .await
             .map_err(|e| StoreError::permanent(format!("sealing chunks: {e}")))??;
+            let _ = tell.send(expected_refs(&prepared.pending, &expected));
             if prepared.pending.is_empty() {
                 return Ok((Vec::new(), prepared.digests));
             }
             let refs = add_batch(&*store, prepared.pending, expected).await?;
             Ok((refs, prepared.digests))
-        }));
+        });
+        self.running.push_back(Running {
+            task,
+            expected: Some(told),
+        });
         Ok(added)
     }
 
@@ -423,10 +448,16 @@ impl Adds {
         if !batch.is_empty() {
             let store = self.store.clone();
             let batch = std::mem::take(batch);
-            self.running.push_back(tokio::spawn(async move {
+            let (tell, told) = tokio::sync::oneshot::channel();
+            let task = tokio::spawn(async move {
                 let expected = expected_cids(&*store, &batch);
+                let _ = tell.send(expected_refs(&batch, &expected));
                 Ok((add_batch(&*store, batch, expected).await?, Vec::new()))
-            }));
+            });
+            self.running.push_back(Running {
+                task,
+                expected: Some(told),
+            });
         }
         Ok(added)
     }
@@ -443,6 +474,18 @@ impl Adds {
         Ok(added)
     }
 
+    /// The references of every add out as their bytes give them, before the node answers
+    /// (once each batch is sealed); `None` when the store cannot tell some beforehand or a
+    /// batch failed before. An add whose answer names otherwise fails (`add_batch`). Once.
+    pub(super) async fn expected(&mut self) -> Expected {
+        let mut all = Vec::new();
+        for r in &mut self.running {
+            let told = r.expected.take()?;
+            all.extend(told.await.ok()??);
+        }
+        Some(all)
+    }
+
     /// Some add is out.
     pub(super) fn busy(&self) -> bool {
         !self.running.is_empty()
@@ -457,7 +500,7 @@ impl Adds {
         let Some(oldest) = self.running.front_mut() else {
             return Ok(Vec::new());
         };
-        let done = oldest.await;
+        let done = (&mut oldest.task).await;
         self.running.pop_front();
         let done = done.map_err(|e| StoreError::permanent(format!("adding chunks: {e}")))?;
         let (done, digests) = done?;

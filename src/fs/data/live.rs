@@ -182,12 +182,38 @@ impl LiveUpload {
                 continue;
             }
             if t.closed {
-                let added = adds.finish(&mut refs).await?;
-                self.note_added(added);
-                digests.extend(adds.take_digests());
+                // The table is built from the CIDs the chunks' bytes give and added while
+                // the last chunk adds are still out (a round trip less over a slow link);
+                // an add the node answers with other CIDs fails, and the upload with it.
                 // Its pages stay at hand for the commit that counts the new tree.
-                let (top, pages) = chunked::build_table(store, sealing, cache, &refs).await?;
-                self.note_added(pages.iter().map(|(c, _)| c.clone()).collect());
+                let mut expected = refs.clone();
+                let (top, pages) = match adds.expected().await {
+                    Some(out) => {
+                        expected.extend(out);
+                        let (added, table) = tokio::join!(
+                            adds.finish(&mut refs),
+                            chunked::build_table(store, sealing, cache, &expected)
+                        );
+                        if let Ok((_, pages)) = &table {
+                            self.note_added(pages.iter().map(|(c, _)| c.clone()).collect());
+                        }
+                        self.note_added(added?);
+                        if refs != expected {
+                            return Err(StoreError::permanent(
+                                "the node named chunks otherwise than their bytes",
+                            ));
+                        }
+                        table?
+                    }
+                    None => {
+                        let added = adds.finish(&mut refs).await?;
+                        self.note_added(added);
+                        let table = chunked::build_table(store, sealing, cache, &refs).await?;
+                        self.note_added(table.1.iter().map(|(c, _)| c.clone()).collect());
+                        table
+                    }
+                };
+                digests.extend(adds.take_digests());
                 let table = ChunkTable {
                     chunks: refs,
                     pages,
