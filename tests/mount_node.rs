@@ -290,9 +290,11 @@ fn an_upload_in_flight_of_a_file_deleted_meanwhile_is_abandoned() {
     let m = mount_with(&client, &key.id, &cache, &mnt, false, |_| {});
     let work = dir(&mnt, "work");
 
-    // 48 MiB: its first 4 KiB repeat `head` (one read of the proxy holds a whole one), its
-    // last bytes are `tail`, within the last block the node would store.
-    let size = 48usize << 20;
+    // 96 MiB: its first 4 KiB repeat `head` (one read of the proxy holds a whole one), its
+    // last bytes are `tail`, within the last block the node would store. The adds out at
+    // once besides the held one (11 of 2 MiB) may all reach the node: it is four times
+    // that, so that what stops after the delete shows.
+    let size = 96usize << 20;
     let mut big = vec![0u8; size];
     for (i, b) in big.iter_mut().enumerate() {
         *b = (i as u32).wrapping_mul(2654435761).rotate_right(13) as u8;
