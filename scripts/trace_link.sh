@@ -10,6 +10,9 @@
 #
 #   bash scripts/trace_link.sh write|read [MIB] [DELAY_MS] [RATE_MBIT]
 #
+# TRACE_SMALL_FILES=N (write): first untar N small files (1–16 KiB) and `sync` them, as the
+# link benchmark does before its large write; the write is traced from there.
+#
 # Uses target/release/pxfs as built (`cargo build --release`); root, /dev/fuse.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -70,6 +73,25 @@ head -c $((mib << 20)) /dev/urandom >"$work/data.bin"
 if [[ $mode == write ]]; then
     mount_with "$work/link.toml" "$work/mount.log" PXFS_LOG=pxfs::storage=debug,pxfs::fs::persist=debug
     sleep 1
+    small=${TRACE_SMALL_FILES:-0}
+    if ((small > 0)); then
+        python3 - "$work/small" "$small" <<'PY'
+import os, random, sys
+root, n = sys.argv[1], int(sys.argv[2])
+for i in range(n):
+    d = os.path.join(root, "files", f"d{i // 1000:03}")
+    os.makedirs(d, exist_ok=True)
+    with open(os.path.join(d, f"f{i:06}"), "wb") as f:
+        f.write(os.urandom(random.randint(1024, 16384)))
+PY
+        tar -cf "$work/small.tar" -C "$work/small" files
+        s=$(date +%s.%N)
+        mkdir "$mp/$token/small"
+        tar -xf "$work/small.tar" -C "$mp/$token/small"
+        sync "$mp/$token"
+        echo "untar of $small small files + sync: $(seconds "$s" "$(date +%s.%N)") s"
+        sleep "${TRACE_SMALL_PAUSE:-2}"
+    fi
     started=$(date -u +%H:%M:%S.%N)
     for n in 1 2; do
         s=$(date +%s.%N)

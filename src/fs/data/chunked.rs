@@ -397,9 +397,7 @@ impl Adds {
         refs: &mut BTreeMap<u64, ChunkRef>,
     ) -> Result<Vec<String>, StoreError> {
         let added = self.make_room(refs).await?;
-        let store = self.store.clone();
-        let (tell, told) = tokio::sync::oneshot::channel();
-        let task = tokio::spawn(async move {
+        self.spawn_add(|store, tell| async move {
             let named = store.clone();
             let (prepared, expected) = tokio::task::spawn_blocking(move || {
                 let prepared = prepare()?;
@@ -415,11 +413,23 @@ impl Adds {
             let refs = add_batch(&*store, prepared.pending, expected).await?;
             Ok((refs, prepared.digests))
         });
+        Ok(added)
+    }
+
+    /// Starts `add` (given the store and where to tell the references it expects) as a task
+    /// of its own, out with the others.
+    fn spawn_add<F>(
+        &mut self,
+        add: impl FnOnce(Arc<dyn ContentStore>, tokio::sync::oneshot::Sender<Expected>) -> F,
+    ) where
+        F: std::future::Future<Output = BatchResult> + Send + 'static,
+    {
+        let (tell, told) = tokio::sync::oneshot::channel();
+        let task = tokio::spawn(add(self.store.clone(), tell));
         self.running.push_back(Running {
             task,
             expected: Some(told),
         });
-        Ok(added)
     }
 
     /// Waits for the oldest add while as many as allowed are out.
@@ -449,17 +459,11 @@ impl Adds {
     ) -> Result<Vec<String>, StoreError> {
         let added = self.make_room(refs).await?;
         if !batch.is_empty() {
-            let store = self.store.clone();
             let batch = std::mem::take(batch);
-            let (tell, told) = tokio::sync::oneshot::channel();
-            let task = tokio::spawn(async move {
+            self.spawn_add(|store, tell| async move {
                 let expected = expected_cids(&*store, &batch);
                 let _ = tell.send(expected_refs(&batch, &expected));
                 Ok((add_batch(&*store, batch, expected).await?, Vec::new()))
-            });
-            self.running.push_back(Running {
-                task,
-                expected: Some(told),
             });
         }
         Ok(added)

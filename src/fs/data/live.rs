@@ -182,37 +182,9 @@ impl LiveUpload {
                 continue;
             }
             if t.closed {
-                // The table is built from the CIDs the chunks' bytes give and added while
-                // the last chunk adds are still out (a round trip less over a slow link);
-                // an add the node answers with other CIDs fails, and the upload with it.
-                // Its pages stay at hand for the commit that counts the new tree.
-                let mut expected = refs.clone();
-                let (top, pages) = match adds.expected().await {
-                    Some(out) => {
-                        expected.extend(out);
-                        let (added, table) = tokio::join!(
-                            adds.finish(&mut refs),
-                            chunked::build_table(store, sealing, cache, &expected)
-                        );
-                        if let Ok((_, pages)) = &table {
-                            self.note_added(pages.iter().map(|(c, _)| c.clone()).collect());
-                        }
-                        self.note_added(added?);
-                        if refs != expected {
-                            return Err(StoreError::permanent(
-                                "the node named chunks otherwise than their bytes",
-                            ));
-                        }
-                        table?
-                    }
-                    None => {
-                        let added = adds.finish(&mut refs).await?;
-                        self.note_added(added);
-                        let table = chunked::build_table(store, sealing, cache, &refs).await?;
-                        self.note_added(table.1.iter().map(|(c, _)| c.clone()).collect());
-                        table
-                    }
-                };
+                let (top, pages) = self
+                    .add_table(&mut adds, &mut refs, store, sealing, cache)
+                    .await?;
                 digests.extend(adds.take_digests());
                 let table = ChunkTable {
                     chunks: refs,
@@ -236,6 +208,49 @@ impl LiveUpload {
                 added = adds.next(&mut refs), if adds.busy() => self.note_added(added?),
             }
         }
+    }
+
+    /// Waits for the chunk adds out and adds the table of `refs`. The table is built from the
+    /// CIDs the chunks' bytes give and added while the last chunk adds are still out (a round
+    /// trip less over a slow link); an add the node answers with other CIDs fails, and the
+    /// upload with it. A store that cannot name CIDs beforehand gets the table after the
+    /// answers. Its pages stay at hand for the commit that counts the new tree.
+    async fn add_table(
+        &self,
+        adds: &mut chunked::Adds,
+        refs: &mut BTreeMap<u64, ChunkRef>,
+        store: &dyn ContentStore,
+        sealing: &Sealing,
+        cache: &crate::fs::data::pages::PageCache,
+    ) -> Result<(String, Vec<(String, u64)>), StoreError> {
+        let mut expected = refs.clone();
+        let (added, table) = match adds.expected().await {
+            Some(out) => {
+                expected.extend(out);
+                tokio::join!(
+                    adds.finish(refs),
+                    chunked::build_table(store, sealing, cache, &expected)
+                )
+            }
+            None => {
+                self.note_added(adds.finish(refs).await?);
+                expected = refs.clone();
+                (
+                    Ok(Vec::new()),
+                    chunked::build_table(store, sealing, cache, refs).await,
+                )
+            }
+        };
+        if let Ok((_, pages)) = &table {
+            self.note_added(pages.iter().map(|(c, _)| c.clone()).collect());
+        }
+        self.note_added(added?);
+        if *refs != expected {
+            return Err(StoreError::permanent(
+                "the node named chunks otherwise than their bytes",
+            ));
+        }
+        table
     }
 
     /// The answers of the adds still out, noted (a failed one added nothing to note).
