@@ -78,14 +78,43 @@ async fn publish_json(
 ) -> Result<PublishedDoc, UsageError> {
     let name = format!("usage-{token_id}-{seq}.json");
     let added = client.add_bytes(&name, Bytes::from(json)).await?;
+    publish_cid(client, key_name, token_id, seq, &added.hash, replaces).await
+}
+
+/// Publishes `doc`, added already as `cid`, under `key_name` in place of `replaces`.
+pub async fn publish_added(
+    client: &NodeClient,
+    key_name: &str,
+    doc: &crate::format::usage::UsageDoc,
+    cid: &str,
+    replaces: Option<&str>,
+) -> Result<PublishedDoc, UsageError> {
+    publish_cid(client, key_name, doc.token_id, doc.seq, cid, replaces).await
+}
+
+async fn publish_cid(
+    client: &NodeClient,
+    key_name: &str,
+    token_id: u64,
+    seq: u64,
+    cid: &str,
+    replaces: Option<&str>,
+) -> Result<PublishedDoc, UsageError> {
     match client
-        .name_publish_replacing(key_name, &added.hash, replaces)
+        .name_publish_replacing(key_name, cid, replaces)
         .await?
     {
         Publication::Published { checked } => {
-            tracing::info!(token = token_id, seq, cid = %added.hash, key = key_name, checked, "usage document published");
+            tracing::info!(
+                token = token_id,
+                seq,
+                cid,
+                key = key_name,
+                checked,
+                "usage document published"
+            );
             Ok(PublishedDoc {
-                cid: added.hash,
+                cid: cid.to_owned(),
                 checked,
             })
         }

@@ -367,6 +367,70 @@ fn an_upload_in_flight_of_a_file_deleted_meanwhile_is_abandoned() {
     assert!(markers_under(&repo, std::slice::from_ref(&tail)).is_empty());
 }
 
+/// A commit of a few pages sends them in its document's add: a rename is one `add` and one
+/// `name/publish`, and a fresh cache finds the tree it published.
+#[test]
+fn a_small_commit_adds_its_pages_with_its_document_in_one_request() {
+    require_mount();
+    let tmp = tempfile::tempdir().unwrap();
+    let node = start_node(&dir(tmp.path(), "repo"));
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let key = rt.block_on(node.client.key_gen("token-1")).unwrap();
+    let watched = proxy::Proxy::start(&node.url);
+    let client = pxfs::storage::NodeClient::from_url(&watched.url(), "/api/v0");
+    let mnt = dir(tmp.path(), "mnt");
+    let m = mount_with(
+        &client,
+        &key.id,
+        &dir(tmp.path(), "cache1"),
+        &mnt,
+        true,
+        |_| {},
+    );
+    let work = dir(&mnt, "work");
+    for i in 0..20 {
+        std::fs::write(work.join(format!("f{i}")), format!("file {i}\n")).unwrap();
+    }
+    std::fs::File::open(&work).unwrap().sync_all().unwrap();
+
+    let before = watched.requests().len();
+    std::fs::rename(work.join("f7"), work.join("seven")).unwrap();
+    std::fs::File::open(&work).unwrap().sync_all().unwrap();
+    let commit: Vec<String> = watched.requests()[before..].to_vec();
+    let count = |path: &str| {
+        commit
+            .iter()
+            .filter(|l| {
+                l.contains(&format!("/api/v0/{path}?")) || l.contains(&format!("/api/v0/{path} "))
+            })
+            .count()
+    };
+    assert_eq!(count("add"), 1, "the commit's requests: {commit:#?}");
+    assert_eq!(
+        count("name/publish"),
+        1,
+        "the commit's requests: {commit:#?}"
+    );
+    m.unmount();
+
+    let m = mount_with(
+        &node.client,
+        &key.id,
+        &dir(tmp.path(), "cache2"),
+        &mnt,
+        true,
+        |_| {},
+    );
+    let work = mnt.join("work");
+    assert_eq!(
+        std::fs::read_to_string(work.join("seven")).unwrap(),
+        "file 7\n"
+    );
+    assert!(!work.join("f7").exists());
+    assert_eq!(std::fs::read_dir(&work).unwrap().count(), 20);
+    m.unmount();
+}
+
 /// Different markers in every run (the node's repository is new, but a stale one must not
 /// make the test pass).
 fn rand_nonce() -> u128 {

@@ -310,6 +310,25 @@ pub trait ContentStore: Send + Sync + 'static {
         record: &UsageRecord,
         replaces: Option<&str>,
     ) -> Result<Publish, StoreError>;
+    /// [`ContentStore::publish_usage`] once `pages` (a commit's new tree pages, each named
+    /// by the CID computed for it) are on the node: a store that can sends them in the
+    /// document's add request, a round trip less per commit over a slow link. A page that
+    /// comes back under another CID fails it before anything is published.
+    async fn publish_usage_with(
+        &self,
+        btns: Option<&str>,
+        record: &UsageRecord,
+        replaces: Option<&str>,
+        pages: Vec<(String, Bytes)>,
+    ) -> Result<Publish, StoreError> {
+        if !pages.is_empty() {
+            let cids = self
+                .add_manifests(pages.iter().map(|(_, b)| b.clone()).collect())
+                .await?;
+            check_added(&pages, &cids).map_err(StoreError::permanent)?;
+        }
+        self.publish_usage(btns, record, replaces).await
+    }
     /// The state last published under `btns`, `None` when nothing was ever published.
     async fn resolve(&self, btns: &str) -> Result<Option<Published>, StoreError>;
     /// Whether the node checks publications (docs/FORMAT.md §9.3): a record there is
@@ -779,5 +798,24 @@ impl ContentStore for MemoryStore {
         let r: UsageRecord = serde_json::from_slice(&bytes)
             .map_err(|e| StoreError::permanent(format!("usage document {cid}: {e}")))?;
         Ok(Published::of_record(cid, &r))
+    }
+}
+
+/// The node answered an add of `pages` with `cids`: each must have come back under the CID
+/// computed for it here, or the tree would name objects the node does not hold.
+pub fn check_added(pages: &[(String, Bytes)], cids: &[String]) -> Result<(), String> {
+    if cids.len() != pages.len() {
+        return Err(format!(
+            "the node answered an add of {} pages with {} CIDs",
+            pages.len(),
+            cids.len()
+        ));
+    }
+    match pages.iter().zip(cids).find(|((cid, _), got)| *got != cid) {
+        Some(((cid, _), got)) => Err(format!(
+            "the node stored a page as {got}, expected {cid}: it does not add objects as \
+             docs/FORMAT.md §1.1 says (cid-version=1, raw-leaves=true)"
+        )),
+        None => Ok(()),
     }
 }

@@ -25,6 +25,8 @@ struct Counts {
     from_server: AtomicU64,
     /// Requests held back by the `Delay` (their hold begun).
     delayed: AtomicU64,
+    /// The request lines passed on (`POST /api/v0/add?…`), in order.
+    requests: Mutex<Vec<String>>,
 }
 
 /// Requests whose bytes contain `needle` reach the server only after `delay` (a slow node
@@ -124,6 +126,13 @@ impl Proxy {
         self.counts.delayed.load(Ordering::SeqCst)
     }
 
+    /// The request lines passed on so far, in order (`POST /api/v0/add?…`). A request's
+    /// head begins a read of its own: HTTP/1.1 sends the next request on a connection only
+    /// after the answer to the last.
+    pub fn requests(&self) -> Vec<String> {
+        self.counts.requests.lock().unwrap().clone()
+    }
+
     /// New connections reach the server again.
     pub fn restore(&self) {
         self.up.store(true, Ordering::SeqCst);
@@ -160,6 +169,11 @@ fn pipe(
                     if std::io::Write::write_all(&mut to, &buf[..n]).is_err() {
                         break;
                     }
+                    if let (Some(c), Direction::ToServer) = (&counts, direction)
+                        && let Some(line) = request_line(&buf[..n])
+                    {
+                        c.requests.lock().unwrap().push(line);
+                    }
                     if let Some(c) = &counts {
                         match direction {
                             Direction::ToServer => &c.to_server,
@@ -173,6 +187,16 @@ fn pipe(
         let _ = to.shutdown(Shutdown::Both);
         let _ = from.shutdown(Shutdown::Both);
     });
+}
+
+/// The request line `bytes` begin with, if they begin a request.
+fn request_line(bytes: &[u8]) -> Option<String> {
+    let methods: [&[u8]; 4] = [b"POST /", b"GET /", b"PUT /", b"HEAD /"];
+    if !methods.iter().any(|m| bytes.starts_with(m)) {
+        return None;
+    }
+    let end = bytes.windows(2).position(|w| w == b"\r\n")?;
+    Some(String::from_utf8_lossy(&bytes[..end]).into_owned())
 }
 
 impl Drop for Proxy {

@@ -30,6 +30,7 @@ use sha2::{Digest, Sha256};
 
 use crate::format::TreeCrypto;
 use crate::format::children::{Children, Reach};
+use crate::fs::data::outbox::Outbox;
 use crate::fs::data::pages::PageCache;
 use crate::fs::error::{FsError, FsResult};
 use crate::fs::store::ContentStore;
@@ -56,19 +57,23 @@ fn key(cid: &str) -> Key {
 }
 
 /// Where pages are read: the mount's page cache first (a commit's new pages are there),
-/// else the node. Pages read from the node are not kept in the cache: a first count of a
-/// large tree would push out the pages the mount is using. `crypto` opens the bodies.
+/// then a commit's pages not sent yet, else the node. Pages read from the node are not kept
+/// in the cache: a first count of a large tree would push out the pages the mount is using.
+/// `crypto` opens the bodies.
 #[derive(Clone, Copy)]
 pub struct PageSource<'a> {
     pub store: &'a dyn ContentStore,
     pub cache: &'a PageCache,
     pub crypto: &'a TreeCrypto,
+    /// A commit's new pages, counted before they go to the node with its document.
+    pub unsent: Option<&'a Outbox>,
 }
 
 impl PageSource<'_> {
     /// Node `cid`'s stored size and references, reached as `reach`.
     async fn children(&self, cid: &str, reach: Reach) -> FsResult<(u64, Children)> {
-        let bytes: Bytes = match self.cache.get(cid) {
+        let unsent = || self.unsent.and_then(|o| o.get(cid));
+        let bytes: Bytes = match self.cache.get(cid).or_else(unsent) {
             Some(b) => b,
             None => self.store.fetch(cid).await?,
         };

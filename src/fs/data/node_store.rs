@@ -86,6 +86,40 @@ impl NodeStore {
     }
 
     /// One `add` of `objects` (parts named `NAME-i`); their CIDs, in order.
+    /// The usage document `record` is published as.
+    fn usage_doc(&self, record: &UsageRecord) -> UsageDoc {
+        let plain = record.encryption.is_none();
+        UsageDoc {
+            schema: crate::format::SCHEMA_USAGE.to_string(),
+            chain_id: self.chain_id,
+            contract: self.contract.clone(),
+            token_id: record.token_id,
+            quota: record.quota,
+            usage: record.usage,
+            root: record.root.clone(),
+            seq: record.seq,
+            updated_at: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0),
+            prev: record.prev.clone(),
+            encryption: record.encryption.clone(),
+            merged: record.merged.clone(),
+            // What an encrypted tree holds is nobody else's business (FORMAT §8).
+            files: plain.then_some(record.files),
+            last_upload: record
+                .last_upload
+                .as_ref()
+                .filter(|_| plain)
+                .map(|l| FormatLastUpload {
+                    path: l.path.clone().into_bytes(),
+                    cid: l.cid.clone(),
+                    size: l.size,
+                }),
+            px: None,
+        }
+    }
+
     async fn add_batch(&self, name: &str, objects: Vec<Bytes>) -> Result<Vec<String>, StoreError> {
         let objects = objects
             .into_iter()
@@ -273,64 +307,63 @@ impl ContentStore for NodeStore {
         record: &UsageRecord,
         replaces: Option<&str>,
     ) -> Result<Publish, StoreError> {
-        let plain = record.encryption.is_none();
-        let doc =
-            UsageDoc {
-                schema: crate::format::SCHEMA_USAGE.to_string(),
-                chain_id: self.chain_id,
-                contract: self.contract.clone(),
-                token_id: record.token_id,
-                quota: record.quota,
-                usage: record.usage,
-                root: record.root.clone(),
-                seq: record.seq,
-                updated_at: std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map(|d| d.as_secs())
-                    .unwrap_or(0),
-                prev: record.prev.clone(),
-                encryption: record.encryption.clone(),
-                merged: record.merged.clone(),
-                // What an encrypted tree holds is nobody else's business (FORMAT §8).
-                files: plain.then_some(record.files),
-                last_upload: record.last_upload.as_ref().filter(|_| plain).map(|l| {
-                    FormatLastUpload {
-                        path: l.path.clone().into_bytes(),
-                        cid: l.cid.clone(),
-                        size: l.size,
-                    }
-                }),
-                px: None,
-            };
+        self.publish_usage_with(btns, record, replaces, Vec::new())
+            .await
+    }
+
+    async fn publish_usage_with(
+        &self,
+        btns: Option<&str>,
+        record: &UsageRecord,
+        replaces: Option<&str>,
+        pages: Vec<(String, Bytes)>,
+    ) -> Result<Publish, StoreError> {
+        let doc = self.usage_doc(record);
         let key = match btns {
             Some(b) => self.key_name(b).await?,
             None => None,
         };
+        let json = doc
+            .to_json()
+            .map_err(|e| StoreError::permanent(e.to_string()))?;
+        // The pages and the document in one add: nothing names either until the publish.
+        let mut objects: Vec<(String, Bytes)> = pages
+            .iter()
+            .enumerate()
+            .map(|(i, (_, b))| (format!("page-{i}"), b.clone()))
+            .collect();
+        objects.push((
+            format!("usage-{}-{}.json", doc.token_id, doc.seq),
+            Bytes::from(json),
+        ));
+        let mut cids: Vec<String> = self
+            .client
+            .add_batch_bytes(objects)
+            .await
+            .map_err(storage_error)?
+            .into_iter()
+            .map(|a| a.hash)
+            .collect();
+        let doc_cid = cids
+            .pop()
+            .ok_or_else(|| StoreError::permanent("the node answered an add with nothing"))?;
+        crate::fs::store::check_added(&pages, &cids).map_err(StoreError::permanent)?;
         match key {
-            Some(key) => match btns::publish_v2(&self.client, &key, &doc, replaces).await {
-                Ok(p) => Ok(Publish::Published {
-                    doc: p.cid,
-                    checked: p.checked,
-                }),
-                Err(UsageError::Moved { .. }) => Ok(Publish::Moved),
-                Err(e) => Err(usage_error(e)),
-            },
-            None => {
-                let json = doc
-                    .to_json()
-                    .map_err(|e| StoreError::permanent(e.to_string()))?;
-                let name = format!("usage-{}-{}.json", doc.token_id, doc.seq);
-                let added = self
-                    .client
-                    .add_bytes(&name, Bytes::from(json))
-                    .await
-                    .map_err(storage_error)?;
-                // No name: nothing else can replace it.
-                Ok(Publish::Published {
-                    doc: added.hash,
-                    checked: true,
-                })
+            Some(key) => {
+                match btns::publish_added(&self.client, &key, &doc, &doc_cid, replaces).await {
+                    Ok(p) => Ok(Publish::Published {
+                        doc: p.cid,
+                        checked: p.checked,
+                    }),
+                    Err(UsageError::Moved { .. }) => Ok(Publish::Moved),
+                    Err(e) => Err(usage_error(e)),
+                }
             }
+            // No name: nothing else can replace it.
+            None => Ok(Publish::Published {
+                doc: doc_cid,
+                checked: true,
+            }),
         }
     }
 

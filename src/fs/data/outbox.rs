@@ -1,6 +1,6 @@
 //! One commit's new pages, sent to the node together once every directory is written.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use bytes::Bytes;
 use futures::StreamExt;
@@ -21,6 +21,8 @@ pub struct Outbox {
     /// What this commit added (its tree objects).
     pub added: Added,
     pages: Vec<(String, Bytes)>,
+    /// Where each of `pages` is, by CID.
+    index: HashMap<String, usize>,
 }
 
 /// Pages per add request, and bytes.
@@ -39,7 +41,26 @@ impl Outbox {
     }
 
     pub(super) fn push(&mut self, cid: String, bytes: Bytes) {
+        self.index.insert(cid.clone(), self.pages.len());
         self.pages.push((cid, bytes));
+    }
+
+    /// Page `cid`, pushed and not sent yet.
+    pub fn get(&self, cid: &str) -> Option<Bytes> {
+        self.index.get(cid).map(|&i| self.pages[i].1.clone())
+    }
+
+    /// The pages fit in one add request with a document: they can go with it
+    /// ([`Outbox::take`]) instead of a round trip before it.
+    pub fn fits_one_request(&self) -> bool {
+        self.pages.len() < OUTBOX_BATCH_PAGES
+            && self.pages.iter().map(|(_, b)| b.len()).sum::<usize>() < OUTBOX_BATCH_BYTES
+    }
+
+    /// The pages pushed, to be sent by the caller (each must come back under its CID).
+    pub fn take(&mut self) -> Vec<(String, Bytes)> {
+        self.index.clear();
+        std::mem::take(&mut self.pages)
     }
 
     /// Adds every page pushed, in batches, several at once; each must come back under the
@@ -47,7 +68,7 @@ impl Outbox {
     pub async fn send(&mut self, store: &dyn ContentStore) -> FsResult<()> {
         let mut batches: Vec<Vec<(String, Bytes)>> = Vec::new();
         let mut bytes = 0;
-        for (cid, page) in std::mem::take(&mut self.pages) {
+        for (cid, page) in self.take() {
             let full = batches.last().is_none_or(|b| {
                 b.len() >= OUTBOX_BATCH_PAGES || bytes + page.len() > OUTBOX_BATCH_BYTES
             });
@@ -63,22 +84,7 @@ impl Outbox {
         let mut sends = futures::stream::iter(batches.into_iter().map(|batch| async move {
             let objects = batch.iter().map(|(_, b)| b.clone()).collect();
             let cids = store.add_manifests(objects).await?;
-            if cids.len() != batch.len() {
-                return Err(FsError::Journal(format!(
-                    "the node answered an add of {} pages with {} CIDs",
-                    batch.len(),
-                    cids.len()
-                )));
-            }
-            for ((cid, _), got) in batch.iter().zip(cids) {
-                if got != *cid {
-                    return Err(FsError::Journal(format!(
-                        "the node stored a page as {got}, expected {cid}: it does not add \
-                         objects as docs/FORMAT.md §1.1 says (cid-version=1, raw-leaves=true)"
-                    )));
-                }
-            }
-            Ok(())
+            crate::fs::store::check_added(&batch, &cids).map_err(FsError::Journal)
         }))
         .buffer_unordered(OUTBOX_REQUESTS);
         while let Some(sent) = sends.next().await {

@@ -302,6 +302,21 @@ impl ContentStore for ObservedStore {
         r
     }
 
+    async fn publish_usage_with(
+        &self,
+        btns: Option<&str>,
+        record: &UsageRecord,
+        replaces: Option<&str>,
+        pages: Vec<(String, Bytes)>,
+    ) -> Result<Publish, StoreError> {
+        let r = self
+            .inner
+            .publish_usage_with(btns, record, replaces, pages)
+            .await;
+        self.health.observe(&r);
+        r
+    }
+
     async fn resolve(&self, btns: &str) -> Result<Option<Published>, StoreError> {
         let r = self.inner.resolve(btns).await;
         self.health.observe(&r);

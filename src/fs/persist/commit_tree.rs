@@ -284,9 +284,14 @@ impl Fs {
             }
             written.insert(d.ino, objects);
         }
-        // Every new page on the node before anything reads them there or names them.
-        outbox.send(&*store).await?;
-        let added = outbox.added;
+        // Every new page on the node before the name moves: a few go in the document's add
+        // (a round trip less), more go first. Counting reads them here (`unsent`); only a
+        // merge that may adopt the other writer's document reads them at the node.
+        let adoptable = snap.onto.as_ref().is_some_and(|o| o.doc.is_some());
+        if adoptable || !outbox.fits_one_request() {
+            outbox.send(&*store).await?;
+        }
+        let added = std::mem::take(&mut outbox.added);
         let root = written
             .get(&snap.root)
             .map(|o| o.top.clone())
@@ -304,7 +309,9 @@ impl Fs {
         let mut history = None;
         let mut counted_from = None;
         if plan.counted {
-            let (published, dropped, from) = self.count_commit(token, &record.root).await?;
+            let (published, dropped, from) = self
+                .count_commit(token, &record.root, Some(&outbox))
+                .await?;
             record.usage = published;
             counted_from = Some(from);
             history = Some(WrittenHistory {
@@ -338,7 +345,10 @@ impl Fs {
                 checked: false,
             });
         }
-        match self.publish(snap, &record, resolved_at).await {
+        match self
+            .publish(snap, &record, resolved_at, outbox.take())
+            .await
+        {
             Ok((doc, checked)) => Ok(Written {
                 dirs: written,
                 doc,
@@ -359,7 +369,8 @@ impl Fs {
 
     /// Publishes `record` in place of the document the name showed when the commit was
     /// merged: within half the settle window of that resolve (docs/FORMAT.md §9.3), else
-    /// checked again first, unless the node checks publications. Returns the document's CID and whether the node checked the
+    /// checked again first, unless the node checks publications. `pages`, the commit's
+    /// pages not sent yet, go to the node with the document. Returns the document's CID and whether the node checked the
     /// publication (it holds at once). [`FsError::Raced`] when another writer published
     /// meanwhile: nothing was published; the next round merges that.
     async fn publish(
@@ -367,6 +378,7 @@ impl Fs {
         snap: &Snapshot,
         record: &UsageRecord,
         resolved_at: std::time::Instant,
+        pages: Vec<(String, bytes::Bytes)>,
     ) -> FsResult<(String, bool)> {
         let store = self.store_of(Some(snap.record.token_id));
         let window = self.config().settle_window;
@@ -386,7 +398,7 @@ impl Fs {
             replaces = now;
         }
         match store
-            .publish_usage(snap.btns.as_deref(), record, replaces.as_deref())
+            .publish_usage_with(snap.btns.as_deref(), record, replaces.as_deref(), pages)
             .await?
         {
             Publish::Published { doc, checked } => Ok((doc, checked)),

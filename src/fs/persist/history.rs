@@ -216,6 +216,7 @@ impl Fs {
                     store: &*store,
                     cache: &self.inner.pages,
                     crypto: &crypto,
+                    unsent: None,
                 };
                 GraphIndex::count(root, pages).await?
             }
@@ -229,12 +230,14 @@ impl Fs {
     }
 
     /// Moves the counts to `root` (written, not yet published): the whole graph's usage
-    /// and what the move dropped. `undo` moves them back to `from` when the commit is not
+    /// and what the move dropped (the commit's pages not on the node yet are read from
+    /// `unsent`). `uncount_commit` moves them back to `from` when the commit is not
     /// published after all.
     pub(in crate::fs) async fn count_commit(
         &self,
         token: TokenId,
         root: &str,
+        unsent: Option<&crate::fs::data::outbox::Outbox>,
     ) -> FsResult<(u64, Vec<String>, String)> {
         let mut index = {
             let mut tree = self.tree();
@@ -251,6 +254,7 @@ impl Fs {
             store: &*store,
             cache: &self.inner.pages,
             crypto: &crypto,
+            unsent,
         };
         let moved = index.advance(root, pages).await;
         let total = index.total();
@@ -284,6 +288,7 @@ impl Fs {
             store: &*store,
             cache: &self.inner.pages,
             crypto: &crypto,
+            unsent: None,
         };
         match index.advance(from, pages).await {
             Ok(_) => {

@@ -94,6 +94,7 @@ impl Fs {
                 store: &*store,
                 cache: &self.inner.pages,
                 crypto: &crypto,
+                unsent: None,
             };
             match index.advance(root, pages).await {
                 Ok(dropped) => {
@@ -191,6 +192,7 @@ impl Fs {
                 store: &*store,
                 cache: &fs.inner.pages,
                 crypto: &crypto,
+                unsent: None,
             };
             let counted = tokio::select! {
                 _ = cancel.cancelled() => return,

@@ -92,6 +92,7 @@ fn source<'a>(store: &'a MemoryStore, cache: &'a PageCache) -> PageSource<'a> {
         store,
         cache,
         crypto: &TreeCrypto::Plain,
+        unsent: None,
     }
 }
 
