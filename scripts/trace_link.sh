@@ -36,6 +36,7 @@ cleanup() {
     mountpoint -q "$mp" && { fusermount3 -u "$mp" 2>/dev/null || umount -l "$mp" || true; }
     for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
     wait 2>/dev/null || true
+    [[ -n ${TRACE_KEEP_LOG:-} ]] && cp "$work/mount.log" "$TRACE_KEEP_LOG" 2>/dev/null
     rm -rf "$work"
 }
 trap cleanup EXIT

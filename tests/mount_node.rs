@@ -367,6 +367,81 @@ fn an_upload_in_flight_of_a_file_deleted_meanwhile_is_abandoned() {
     assert!(markers_under(&repo, std::slice::from_ref(&tail)).is_empty());
 }
 
+/// fsync of a file a commit carried (taken while its upload was out) returns only once a
+/// later commit holds its content: what the node publishes then has the file whole, even
+/// if the machine is gone the moment fsync returns.
+#[test]
+fn fsync_of_a_file_a_commit_carried_waits_for_a_commit_that_holds_it() {
+    require_mount();
+    let tmp = tempfile::tempdir().unwrap();
+    let node = start_node(&dir(tmp.path(), "repo"));
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let key = rt.block_on(node.client.key_gen("token-1")).unwrap();
+    let tail = format!("pxfs-carried-{:x}-tail", rand_nonce());
+    // The add that carries the file's last bytes is held: commits meanwhile carry it.
+    let hold = Duration::from_secs(4);
+    let slow = proxy::Proxy::start_delaying(
+        &node.url,
+        Some(proxy::Delay {
+            needle: tail.clone().into_bytes(),
+            delay: hold,
+        }),
+    );
+    let client = pxfs::storage::NodeClient::from_url(&slow.url(), "/api/v0");
+    let mnt = dir(tmp.path(), "mnt");
+    // While uploads run, commits every second (the default is every 5 s).
+    let m = mount_with(
+        &client,
+        &key.id,
+        &dir(tmp.path(), "cache1"),
+        &mnt,
+        false,
+        |c| c.commit_max_delay = Duration::from_secs(1),
+    );
+    let work = dir(&mnt, "work");
+    std::fs::write(work.join("before"), b"a first commit").unwrap();
+    std::fs::File::open(&work).unwrap().sync_all().unwrap();
+
+    let size = 8usize << 20;
+    let mut data: Vec<u8> = (0..size)
+        .map(|i| (i as u32).wrapping_mul(2654435761).rotate_right(11) as u8)
+        .collect();
+    data[size - tail.len()..].copy_from_slice(tail.as_bytes());
+    let started = Instant::now();
+    {
+        let mut f = std::fs::File::create(work.join("big")).unwrap();
+        f.write_all(&data).unwrap();
+        f.sync_all().unwrap();
+    }
+    let took = started.elapsed();
+    assert!(slow.delayed() > 0, "the last bytes were never held");
+    assert!(
+        took >= hold,
+        "fsync returned in {took:?}, before the held add ended"
+    );
+    // The machine is gone: nothing more reaches the node.
+    slow.cut();
+
+    let seen = dir(tmp.path(), "seen");
+    let other = mount_with(
+        &node.client,
+        &key.id,
+        &dir(tmp.path(), "cache2"),
+        &seen,
+        false,
+        |_| {},
+    );
+    let got = std::fs::read(seen.join("work/big")).unwrap_or_default();
+    assert!(
+        got.len() == data.len() && got == data,
+        "after fsync the node published {} of the file's {} bytes",
+        got.len(),
+        data.len()
+    );
+    other.unmount();
+    drop(m);
+}
+
 /// A commit of a few pages sends them in its document's add: a rename is one `add` and one
 /// `name/publish`, and a fresh cache finds the tree it published.
 #[test]

@@ -120,6 +120,11 @@ pub enum Op {
 }
 
 impl Op {
+    /// The op is a close of the version staged at `staged`.
+    pub fn stages(&self, staged: &std::path::Path) -> bool {
+        matches!(self, Op::Close { staged: s, .. } if s == staged)
+    }
+
     /// The path of what the op makes (a file's version, a directory, a link, a node), if
     /// it makes something.
     pub fn created(&self) -> Option<&[u8]> {

@@ -245,17 +245,24 @@ impl Fs {
             let (covered, pending) = {
                 let tree = self.tree();
                 let t = tree.token(token)?;
-                let file_uploading = file
+                let linked = file
                     .and_then(|ino| tree.get(ino).ok())
                     .filter(|i| !i.links.is_empty())
-                    .and_then(|i| i.file())
-                    .is_some_and(|f| f.upload_pending);
+                    .and_then(|i| i.file());
+                let file_uploading = linked.is_some_and(|f| f.upload_pending);
                 let pending = match file {
                     Some(_) => u64::from(file_uploading),
                     None => t.pending_uploads,
                 };
+                // A commit taken while the file was uploading carried its version: the
+                // published tree does not hold it until a commit after the upload.
                 let carries = match file {
-                    Some(_) => file_uploading,
+                    Some(_) => {
+                        file_uploading
+                            || linked.and_then(|f| f.staged.as_ref()).is_some_and(|s| {
+                                t.committed.carried.iter().any(|op| op.stages(s.path()))
+                            })
+                    }
                     None => !t.committed.carried.is_empty(),
                 };
                 // Durable once its commit holds (docs/FORMAT.md §9.3).
