@@ -78,25 +78,15 @@ async fn publish_json(
 ) -> Result<PublishedDoc, UsageError> {
     let name = format!("usage-{token_id}-{seq}.json");
     let added = client.add_bytes(&name, Bytes::from(json)).await?;
-    publish_cid(client, key_name, token_id, seq, &added.hash, replaces).await
+    publish_added(client, key_name, (token_id, seq), &added.hash, replaces).await
 }
 
-/// Publishes `doc`, added already as `cid`, under `key_name` in place of `replaces`.
+/// Publishes the usage document of `(token_id, seq)`, added already as `cid`, under
+/// `key_name` in place of `replaces`.
 pub async fn publish_added(
     client: &NodeClient,
     key_name: &str,
-    doc: &crate::format::usage::UsageDoc,
-    cid: &str,
-    replaces: Option<&str>,
-) -> Result<PublishedDoc, UsageError> {
-    publish_cid(client, key_name, doc.token_id, doc.seq, cid, replaces).await
-}
-
-async fn publish_cid(
-    client: &NodeClient,
-    key_name: &str,
-    token_id: u64,
-    seq: u64,
+    (token_id, seq): (u64, u64),
     cid: &str,
     replaces: Option<&str>,
 ) -> Result<PublishedDoc, UsageError> {

@@ -85,7 +85,6 @@ impl NodeStore {
         });
     }
 
-    /// One `add` of `objects` (parts named `NAME-i`); their CIDs, in order.
     /// The usage document `record` is published as.
     fn usage_doc(&self, record: &UsageRecord) -> UsageDoc {
         let plain = record.encryption.is_none();
@@ -120,6 +119,7 @@ impl NodeStore {
         }
     }
 
+    /// One `add` of `objects` (parts named `NAME-i`); their CIDs, in order.
     async fn add_batch(&self, name: &str, objects: Vec<Bytes>) -> Result<Vec<String>, StoreError> {
         let objects = objects
             .into_iter()
@@ -327,30 +327,23 @@ impl ContentStore for NodeStore {
             .to_json()
             .map_err(|e| StoreError::permanent(e.to_string()))?;
         // The pages and the document in one add: nothing names either until the publish.
-        let mut objects: Vec<(String, Bytes)> = pages
-            .iter()
-            .enumerate()
-            .map(|(i, (_, b))| (format!("page-{i}"), b.clone()))
-            .collect();
-        objects.push((
-            format!("usage-{}-{}.json", doc.token_id, doc.seq),
-            Bytes::from(json),
-        ));
-        let mut cids: Vec<String> = self
-            .client
-            .add_batch_bytes(objects)
-            .await
-            .map_err(storage_error)?
-            .into_iter()
-            .map(|a| a.hash)
-            .collect();
+        let mut objects: Vec<Bytes> = pages.iter().map(|(_, b)| b.clone()).collect();
+        objects.push(Bytes::from(json));
+        let mut cids = self.add_batch("commit", objects).await?;
         let doc_cid = cids
             .pop()
             .ok_or_else(|| StoreError::permanent("the node answered an add with nothing"))?;
         crate::fs::store::check_added(&pages, &cids).map_err(StoreError::permanent)?;
         match key {
             Some(key) => {
-                match btns::publish_added(&self.client, &key, &doc, &doc_cid, replaces).await {
+                let published = btns::publish_added(
+                    &self.client,
+                    &key,
+                    (doc.token_id, doc.seq),
+                    &doc_cid,
+                    replaces,
+                );
+                match published.await {
                     Ok(p) => Ok(Publish::Published {
                         doc: p.cid,
                         checked: p.checked,

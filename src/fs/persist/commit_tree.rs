@@ -370,9 +370,10 @@ impl Fs {
     /// Publishes `record` in place of the document the name showed when the commit was
     /// merged: within half the settle window of that resolve (docs/FORMAT.md §9.3), else
     /// checked again first, unless the node checks publications. `pages`, the commit's
-    /// pages not sent yet, go to the node with the document. Returns the document's CID and whether the node checked the
-    /// publication (it holds at once). [`FsError::Raced`] when another writer published
-    /// meanwhile: nothing was published; the next round merges that.
+    /// pages not sent yet, go to the node with the document. Returns the document's CID
+    /// and whether the node checked the publication (it holds at once). [`FsError::Raced`]
+    /// when another writer published meanwhile: nothing was published; the next round
+    /// merges that.
     async fn publish(
         &self,
         snap: &Snapshot,
