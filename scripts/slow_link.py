@@ -38,6 +38,7 @@ class Direction:
         self.free_at = 0.0
         self.name = name
         self.gaps = gaps
+        self.sent = 0
 
     async def admit(self, n: int) -> float:
         """Queue n bytes; returns when they arrive at the far end (monotonic seconds)."""
@@ -52,8 +53,9 @@ class Direction:
             # The link stood idle this long before these bytes: to find a sender's stalls.
             wall = time.time()
             clock = time.strftime("%H:%M:%S", time.gmtime(wall)) + f".{int(wall * 1e6) % 1000000:06d}"
-            print(f"{clock}  idle {self.name} {idle * 1000:.0f} ms", flush=True)
+            print(f"{clock}  idle {self.name} {idle * 1000:.0f} ms after {self.sent} bytes", flush=True)
         start = max(now, self.free_at)
+        self.sent += n
         self.free_at = start + n / self.rate
         return self.free_at + self.delay
 

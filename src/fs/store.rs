@@ -382,6 +382,9 @@ pub struct MemoryStore {
     answer_delay_ms: AtomicU64,
     runs: Mutex<RunAnswer>,
     run_reads: AtomicU64,
+    /// Objects whose `add_objects` calls are held until released.
+    held: Mutex<Vec<Bytes>>,
+    released: tokio::sync::Notify,
 }
 
 /// How a [`MemoryStore`] answers [`ContentStore::read_sealed_run`]: a node's `cat` of
@@ -421,6 +424,16 @@ impl MemoryStore {
     pub fn set_answer_delay(&self, delay: std::time::Duration) {
         self.answer_delay_ms
             .store(delay.as_millis() as u64, Ordering::SeqCst);
+    }
+    /// Hold every `add_objects` call carrying one of `objects` until
+    /// [`MemoryStore::release_held`]: a node that sits on some requests and answers others.
+    pub fn hold_adds_of(&self, objects: Vec<Bytes>) {
+        *lock(&self.held) = objects;
+    }
+    /// Answer the held adds (and hold no more).
+    pub fn release_held(&self) {
+        lock(&self.held).clear();
+        self.released.notify_waiters();
     }
     /// Make every `publish_usage` fail (transiently) while everything else works: a
     /// daemon that dies between writing a commit and publishing it.
@@ -649,6 +662,13 @@ impl ContentStore for MemoryStore {
 
     async fn add_objects(&self, objects: Vec<Bytes>) -> Result<Vec<String>, StoreError> {
         self.check_accepts_content()?;
+        loop {
+            let released = self.released.notified();
+            if !lock(&self.held).iter().any(|h| objects.contains(h)) {
+                break;
+            }
+            released.await;
+        }
         self.file_adds.fetch_add(objects.len(), Ordering::SeqCst);
         let bytes: usize = objects.iter().map(|o| o.len()).sum();
         self.streamed.fetch_add(bytes as u64, Ordering::SeqCst);

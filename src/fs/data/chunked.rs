@@ -333,12 +333,17 @@ pub(super) fn prepare_batch(
 /// own (it goes on whether or not the caller is waiting for it; dropped, they are
 /// aborted). One add at a time leaves the link idle for a round trip (and the node's flush)
 /// between batches: over a link 20 ms away, 1 MiB batches one after another used half of
-/// 200 Mbit/s. The window runs from the oldest batch not answered yet: a request the node
-/// holds stops the upload after a few more batches, as one at a time did (a version that
-/// becomes moot meanwhile has sent little more).
+/// 200 Mbit/s. An add that ends frees its place at once, whichever batch it was: adds out
+/// together share the link and end in any order, and waiting for the oldest left the link
+/// idle while it was the last (issue #34). Their answers are taken in order, and at most
+/// [`ADDS_SPAN`] batches are out from the oldest not taken: a request the node holds stops
+/// the upload after a few more batches (a version that becomes moot meanwhile has sent
+/// little more).
 pub(super) struct Adds {
     store: Arc<dyn ContentStore>,
     running: std::collections::VecDeque<Running>,
+    /// One per add out; an add's task holds its own until it ends.
+    slots: Arc<tokio::sync::Semaphore>,
     /// The plaintext digests of the prepared batches whose adds ended.
     digests: HashMap<u64, PlainDigest>,
 }
@@ -369,6 +374,8 @@ fn expected_refs(batch: &[Pending], expected: &[Option<String>]) -> Expected {
 /// answers come back, leaving the link idle about a round trip each time: with 6 out that
 /// was every 12 MiB of a write over 50 ms / 50 Mbit (issue #34), with 12 it is rarely.
 const ADDS_IN_FLIGHT: usize = 12;
+/// Batches out from the oldest whose answer is not taken yet, ended or not.
+const ADDS_SPAN: usize = 2 * ADDS_IN_FLIGHT;
 
 impl Drop for Adds {
     fn drop(&mut self) {
@@ -383,6 +390,7 @@ impl Adds {
         Adds {
             store,
             running: std::collections::VecDeque::new(),
+            slots: Arc::new(tokio::sync::Semaphore::new(ADDS_IN_FLIGHT)),
             digests: HashMap::new(),
         }
     }
@@ -396,8 +404,8 @@ impl Adds {
         prepare: impl FnOnce() -> Result<Prepared, StoreError> + Send + 'static,
         refs: &mut BTreeMap<u64, ChunkRef>,
     ) -> Result<Vec<String>, StoreError> {
-        let added = self.make_room(refs).await?;
-        self.spawn_add(|store, tell| async move {
+        let (added, slot) = self.make_room(refs).await?;
+        self.spawn_add(slot, |store, tell| async move {
             let named = store.clone();
             let (prepared, expected) = tokio::task::spawn_blocking(move || {
                 let prepared = prepare()?;
@@ -418,30 +426,49 @@ impl Adds {
 
     /// Starts `add` (given the store and where to tell the references it expects) as a task
     /// of its own, out with the others.
+    /// The task holds `slot` until it ends.
     fn spawn_add<F>(
         &mut self,
+        slot: tokio::sync::OwnedSemaphorePermit,
         add: impl FnOnce(Arc<dyn ContentStore>, tokio::sync::oneshot::Sender<Expected>) -> F,
     ) where
         F: std::future::Future<Output = BatchResult> + Send + 'static,
     {
         let (tell, told) = tokio::sync::oneshot::channel();
-        let task = tokio::spawn(add(self.store.clone(), tell));
+        let add = add(self.store.clone(), tell);
+        let task = tokio::spawn(async move {
+            let r = add.await;
+            drop(slot);
+            r
+        });
         self.running.push_back(Running {
             task,
             expected: Some(told),
         });
     }
 
-    /// Waits for the oldest add while as many as allowed are out.
+    /// A place for one more add: waits for any add out to end while as many as allowed
+    /// are out, and for the oldest while the span is full. Takes the answers of the oldest
+    /// adds that ended (an error among them ends the upload here); returns the CIDs they
+    /// added, now in `refs`, and the place.
     async fn make_room(
         &mut self,
         refs: &mut BTreeMap<u64, ChunkRef>,
-    ) -> Result<Vec<String>, StoreError> {
+    ) -> Result<(Vec<String>, tokio::sync::OwnedSemaphorePermit), StoreError> {
         let mut added = Vec::new();
-        while self.running.len() >= ADDS_IN_FLIGHT {
+        while self.running.len() >= ADDS_SPAN {
             added.extend(self.next(refs).await?);
         }
-        Ok(added)
+        let slot = self
+            .slots
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| StoreError::permanent("chunk adds closed"))?;
+        while self.running.front().is_some_and(|r| r.task.is_finished()) {
+            added.extend(self.next(refs).await?);
+        }
+        Ok((added, slot))
     }
 
     /// The plaintext digests of the prepared batches added so far.
@@ -449,18 +476,18 @@ impl Adds {
         std::mem::take(&mut self.digests)
     }
 
-    /// Starts adding `batch` (taken, leaving it empty), first waiting for the oldest add
-    /// to end if as many as allowed are out. Returns the CIDs of the chunks whose adds
+    /// Starts adding `batch` (taken, leaving it empty), first waiting for a place if as
+    /// many as allowed are out ([`Adds::make_room`]). Returns the CIDs of the chunks whose adds
     /// ended, now in `refs`.
     pub(super) async fn push(
         &mut self,
         batch: &mut Vec<Pending>,
         refs: &mut BTreeMap<u64, ChunkRef>,
     ) -> Result<Vec<String>, StoreError> {
-        let added = self.make_room(refs).await?;
+        let (added, slot) = self.make_room(refs).await?;
         if !batch.is_empty() {
             let batch = std::mem::take(batch);
-            self.spawn_add(|store, tell| async move {
+            self.spawn_add(slot, |store, tell| async move {
                 let expected = expected_cids(&*store, &batch);
                 let _ = tell.send(expected_refs(&batch, &expected));
                 Ok((add_batch(&*store, batch, expected).await?, Vec::new()))
@@ -682,6 +709,68 @@ impl PageStore for TablePages<'_> {
 mod tests {
     use super::*;
     use crate::format::DataKey;
+
+    /// Pushes one-chunk batches 0, 1, … until a push waits (half a second); how many went
+    /// out, and the batch that waits.
+    async fn push_until_one_waits(
+        adds: &mut Adds,
+        refs: &mut BTreeMap<u64, ChunkRef>,
+    ) -> (usize, Vec<Pending>) {
+        for i in 0.. {
+            let mut batch = vec![(i, None, batch_object(i))];
+            let push = adds.push(&mut batch, refs);
+            match tokio::time::timeout(std::time::Duration::from_millis(500), push).await {
+                Ok(r) => assert!(r.is_ok(), "push {i}: {r:?}"),
+                Err(_) => return (i as usize, batch),
+            }
+        }
+        unreachable!()
+    }
+
+    fn batch_object(i: u64) -> Bytes {
+        Bytes::from(format!("chunk {i}"))
+    }
+
+    #[tokio::test]
+    async fn adds_out_at_once_stay_within_the_window() {
+        let mem = Arc::new(crate::fs::store::MemoryStore::new());
+        mem.hold_adds_of((0..64).map(batch_object).collect());
+        let mut adds = Adds::new(mem.clone());
+        let mut refs = BTreeMap::new();
+        let (out, mut waiting) = push_until_one_waits(&mut adds, &mut refs).await;
+        assert_eq!(
+            out, ADDS_IN_FLIGHT,
+            "the node answers none: the window fills"
+        );
+        mem.release_held();
+        adds.push(&mut waiting, &mut refs).await.unwrap();
+        adds.finish(&mut refs).await.unwrap();
+        assert_eq!(
+            refs.len(),
+            ADDS_IN_FLIGHT + 1,
+            "every batch added: {refs:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_add_that_ends_frees_its_place_though_an_older_one_is_held() {
+        // The node sits on the first batch and answers the rest at once: the upload goes
+        // on past the window (the link kept busy), up to the span from the held one.
+        let mem = Arc::new(crate::fs::store::MemoryStore::new());
+        mem.hold_adds_of(vec![batch_object(0)]);
+        let mut adds = Adds::new(mem.clone());
+        let mut refs = BTreeMap::new();
+        let (out, mut waiting) = push_until_one_waits(&mut adds, &mut refs).await;
+        assert_eq!(out, ADDS_SPAN, "batches out from the held one");
+        assert!(refs.is_empty(), "answers are taken in order: {refs:?}");
+        mem.release_held();
+        adds.push(&mut waiting, &mut refs).await.unwrap();
+        adds.finish(&mut refs).await.unwrap();
+        assert_eq!(refs.len(), ADDS_SPAN + 1, "every batch added: {refs:?}");
+        for (i, r) in &refs {
+            assert_eq!(Some(&r.cid), mem.object_cid(&batch_object(*i)).as_ref());
+        }
+    }
 
     #[test]
     fn plain_digests_tell_chunks_apart_in_encrypted_trees_only() {
