@@ -259,6 +259,24 @@ fn files_deleted_within_the_write_back_delay_never_reach_the_node_and_fsync_does
     );
 }
 
+/// A proxy in front of the node at `url` that holds the request carrying `needle` for
+/// `hold` before passing it on, and a client through it.
+fn holding_the_request_with(
+    url: &str,
+    needle: &str,
+    hold: Duration,
+) -> (proxy::Proxy, pxfs::storage::NodeClient) {
+    let slow = proxy::Proxy::start_delaying(
+        url,
+        Some(proxy::Delay {
+            needle: needle.as_bytes().to_vec(),
+            delay: hold,
+        }),
+    );
+    let client = pxfs::storage::NodeClient::from_url(&slow.url(), "/api/v0");
+    (slow, client)
+}
+
 /// Issue #41: a large file closed and deleted while its upload is in flight to a slow node
 /// is cancelled there: the node never gets the whole of it, nothing of it stays staged, the
 /// user sees no error, and what is written next is committed as usual.
@@ -278,23 +296,16 @@ fn an_upload_in_flight_of_a_file_deleted_meanwhile_is_abandoned() {
     // The node is slow for the request that carries the big file's first bytes (and only
     // for it): it holds them for `hold` before passing them on.
     let hold = Duration::from_secs(15);
-    let slow = proxy::Proxy::start_delaying(
-        &node.url,
-        Some(proxy::Delay {
-            needle: head.clone().into_bytes(),
-            delay: hold,
-        }),
-    );
-    let client = pxfs::storage::NodeClient::from_url(&slow.url(), "/api/v0");
+    let (slow, client) = holding_the_request_with(&node.url, &head, hold);
     let (cache, mnt) = (dir(tmp.path(), "cache"), dir(tmp.path(), "mnt"));
     let m = mount_with(&client, &key.id, &cache, &mnt, false, |_| {});
     let work = dir(&mnt, "work");
 
-    // 96 MiB: its first 4 KiB repeat `head` (one read of the proxy holds a whole one), its
-    // last bytes are `tail`, within the last block the node would store. The adds out at
-    // once besides the held one (11 of 2 MiB) may all reach the node: it is four times
-    // that, so that what stops after the delete shows.
-    let size = 96usize << 20;
+    // 192 MiB: its first 4 KiB repeat `head` (one read of the proxy holds a whole one), its
+    // last bytes are `tail`, within the last block the node would store. Adds go on past
+    // the held one up to 24 batches of 2 MiB from it (`chunked::Adds`), and all of those may
+    // reach the node: it is four times that, so that what stops after the delete shows.
+    let size = 192usize << 20;
     let mut big = vec![0u8; size];
     for (i, b) in big.iter_mut().enumerate() {
         *b = (i as u32).wrapping_mul(2654435761).rotate_right(13) as u8;
@@ -380,14 +391,7 @@ fn fsync_of_a_file_a_commit_carried_waits_for_a_commit_that_holds_it() {
     let tail = format!("pxfs-carried-{:x}-tail", rand_nonce());
     // The add that carries the file's last bytes is held: commits meanwhile carry it.
     let hold = Duration::from_secs(4);
-    let slow = proxy::Proxy::start_delaying(
-        &node.url,
-        Some(proxy::Delay {
-            needle: tail.clone().into_bytes(),
-            delay: hold,
-        }),
-    );
-    let client = pxfs::storage::NodeClient::from_url(&slow.url(), "/api/v0");
+    let (slow, client) = holding_the_request_with(&node.url, &tail, hold);
     let mnt = dir(tmp.path(), "mnt");
     // While uploads run, commits every second (the default is every 5 s).
     let m = mount_with(
