@@ -103,8 +103,9 @@ mount_px() {
     wait_mounted "pxfs mount"
 }
 mount_webdav() { mount_rclone :webdav: --webdav-url "$webdav_link"; }
-# rate2 MIB SECONDS: MiB/s to two decimals (at 6 MiB/s one decimal cannot tell pxfs from rclone).
-rate2() { awk -v m="$1" -v s="$2" 'BEGIN { printf "%.2f", m / s }'; }
+# rate3 MIB SECONDS: MiB/s to three decimals (at 6 MiB/s two decimals are 0.17 %: not enough
+# to tell pxfs from rclone when both are at the link's floor).
+rate3() { awk -v m="$1" -v s="$2" 'BEGIN { printf "%.3f", m / s }'; }
 files_per_s() { awk -v n="$1" -v s="$2" 'BEGIN { printf "%.0f", n / s }'; }
 
 machine=$(machine_line)
@@ -171,13 +172,13 @@ for setting in $settings; do
         # A large write + fsync until stored.
         t=$(now)
         dd if="$work/big.bin" of="$tokdir/big-$r.bin" bs=1M conv=fsync status=none
-        record "write_px_$tag" "$(rate2 "$big_mib" "$(since "$t")")"
+        record "write_px_$tag" "$(rate3 "$big_mib" "$(since "$t")")"
         if ((use_rclone)); then
             base=$(stored_bytes "$backing")
             t=$(now)
             dd if="$work/big.bin" of="$rclone_mp/big-$r.bin" bs=1M conv=fsync status=none
             rclone_stored $((base + big_bytes))
-            record "write_rclone_$tag" "$(rate2 "$big_mib" "$(since "$t")")"
+            record "write_rclone_$tag" "$(rate3 "$big_mib" "$(since "$t")")"
         fi
         # Cold: new daemons, no chunk or VFS cache, the kernel's page cache dropped.
         unmount_px
@@ -190,7 +191,7 @@ for setting in $settings; do
         record "ls_px_$tag" "$(since "$t")"
         t=$(now)
         dd if="$tokdir/big-$r.bin" of=/dev/null bs=1M status=none
-        record "read_px_$tag" "$(rate2 "$big_mib" "$(since "$t")")"
+        record "read_px_$tag" "$(rate3 "$big_mib" "$(since "$t")")"
         if ((use_rclone)); then
             mount_webdav
             t=$(now)
@@ -199,7 +200,7 @@ for setting in $settings; do
             record "ls_rclone_$tag" "$(awk -v s="$(since "$t")" -v n="$rclone_files" -v f="$files" 'BEGIN { printf "%.3f", s * f / n }')"
             t=$(now)
             dd if="$rclone_mp/big-$r.bin" of=/dev/null bs=1M status=none
-            record "read_rclone_$tag" "$(rate2 "$big_mib" "$(since "$t")")"
+            record "read_rclone_$tag" "$(rate3 "$big_mib" "$(since "$t")")"
         fi
         rm -f "$work/big.bin" "$tokdir/big-$r.bin"
         rm -rf "$tokdir/small-$tag-$r"
