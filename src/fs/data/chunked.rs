@@ -425,8 +425,7 @@ impl Adds {
     }
 
     /// Starts `add` (given the store and where to tell the references it expects) as a task
-    /// of its own, out with the others.
-    /// The task holds `slot` until it ends.
+    /// of its own, out with the others; the task holds `slot`, its place, until it ends.
     fn spawn_add<F>(
         &mut self,
         slot: tokio::sync::OwnedSemaphorePermit,
