@@ -1412,6 +1412,178 @@ async fn a_streamed_file_is_committed_one_add_answer_after_its_close() {
     assert!(m.read_file(ROOT_INO, "f").await == data);
 }
 
+/// Waits until the node got more manifest objects than `before` (a commit's pages).
+async fn wait_manifests(store: &MemoryStore, before: usize, within: std::time::Duration) {
+    let since = std::time::Instant::now();
+    while store.manifest_adds() <= before {
+        assert!(
+            since.elapsed() < within,
+            "no commit sent its pages within {within:?} of the close"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+}
+
+/// A streamed file written (5 MiB + `extra`) and closed while the node answers adds after
+/// `answer`, and a flush started: returns once that commit sent its pages, with the
+/// file's last adds still out, and the flush.
+async fn close_while_the_last_adds_are_out(
+    m: &Mount,
+    name: &str,
+    data: &[u8],
+    answer: std::time::Duration,
+) -> tokio::task::JoinHandle<Result<(), FsError>> {
+    m.store.set_answer_delay(answer);
+    let (_, fh) = m.fs.create(ROOT_INO, name, 0o644, RW, 0, 0).await.unwrap();
+    m.fs.write(fh, 0, data).await.unwrap();
+    wait_streamed(&m.store, 4 << 20).await;
+    let manifests = m.store.manifest_adds();
+    let closed = std::time::Instant::now();
+    m.fs.release(fh).await.unwrap();
+    let fs = m.fs.clone();
+    let flush = tokio::spawn(async move { fs.flush_all().await });
+    wait_manifests(&m.store, manifests, answer / 2).await;
+    assert!(
+        closed.elapsed() < answer,
+        "the commit's pages went after the last adds' answers"
+    );
+    flush
+}
+
+/// The commit that holds a streamed file sends its pages while the file's last chunk adds
+/// are still out, and publishes only once they are answered (issue #34: a round trip less
+/// at the end of a large write over a slow link).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_commit_sends_its_pages_while_a_streamed_files_last_adds_are_out() {
+    const ANSWER: std::time::Duration = std::time::Duration::from_secs(1);
+    let m = mount(u64::MAX).await;
+    m.store.check_publications_complete();
+    m.write_file(ROOT_INO, "warm", b"w").await;
+    m.fs.flush_all().await.unwrap();
+    let before = m.store.published_cid(BTNS);
+    let data = pattern(5 << 20, 11);
+    let closed = std::time::Instant::now();
+    let flush = close_while_the_last_adds_are_out(&m, "f", &data, ANSWER).await;
+    assert_eq!(
+        m.store.published_cid(BTNS),
+        before,
+        "published before the file's last adds were answered"
+    );
+    flush.await.unwrap().unwrap();
+    let took = closed.elapsed();
+    m.store.set_answer_delay(std::time::Duration::ZERO);
+    assert!(
+        took < ANSWER * 3 / 2,
+        "{took:?} from the close to the commit"
+    );
+    assert_ne!(m.store.published_cid(BTNS), before);
+    assert_eq!(m.store.incomplete_publications(), Vec::<String>::new());
+    let m = m.remount().await;
+    let m = mount_with(m.store.clone(), tempfile::tempdir().unwrap(), u64::MAX).await;
+    assert!(m.read_file(ROOT_INO, "f").await == data);
+}
+
+/// The node fails a streamed file's last adds after the commit holding the file sent its
+/// pages: nothing is published that names what the node does not have; the file is
+/// uploaded again from its staged copy and committed whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_streamed_file_whose_last_adds_fail_is_published_only_once_stored() {
+    for seed in 0..3u64 {
+        let m = mount(u64::MAX).await;
+        m.store.check_publications_complete();
+        m.write_file(ROOT_INO, "warm", b"w").await;
+        m.fs.flush_all().await.unwrap();
+        let data = pattern((5 << 20) + seed as usize * 100_000, 20 + seed);
+        let answer = std::time::Duration::from_millis(300 + 200 * seed);
+        let flush = close_while_the_last_adds_are_out(&m, "f", &data, answer).await;
+        m.store.fail_adds_out();
+        // Until the node takes content again, the failed adds' objects stay missing (the
+        // upload again of the same bytes would bring them back).
+        m.store.set_refusing_content(true);
+        tokio::time::sleep(answer + std::time::Duration::from_millis(200)).await;
+        assert_eq!(
+            m.store.incomplete_publications(),
+            Vec::<String>::new(),
+            "seed {seed}: a publication named objects the node does not have"
+        );
+        m.store.set_refusing_content(false);
+        flush.await.unwrap().unwrap();
+        m.store.set_answer_delay(std::time::Duration::ZERO);
+        assert_eq!(m.store.incomplete_publications(), Vec::<String>::new());
+        let m = m.remount().await;
+        let m = mount_with(m.store.clone(), tempfile::tempdir().unwrap(), u64::MAX).await;
+        assert!(m.read_file(ROOT_INO, "f").await == data, "seed {seed}");
+        m.measured();
+    }
+}
+
+/// A crash while a closed file's last adds are out (the commit's pages already sent):
+/// the file is not lost, and no publication names what the node does not have.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_while_a_streamed_files_last_adds_are_out_loses_nothing_closed() {
+    let m = mount(u64::MAX).await;
+    m.store.check_publications_complete();
+    m.write_file(ROOT_INO, "warm", b"w").await;
+    m.fs.flush_all().await.unwrap();
+    let data = pattern(5 << 20, 31);
+    let answer = std::time::Duration::from_millis(500);
+    let flush = close_while_the_last_adds_are_out(&m, "f", &data, answer).await;
+    // The connection goes with the process: those adds never land.
+    m.store.fail_adds_out();
+    m.store.set_refusing_content(true);
+    flush.abort();
+    let m = m.crash_and_remount().await;
+    tokio::time::sleep(answer + std::time::Duration::from_millis(200)).await;
+    // Before the file goes again (the same bytes would bring the objects back).
+    assert_eq!(m.store.incomplete_publications(), Vec::<String>::new());
+    m.store.set_refusing_content(false);
+    m.store.set_answer_delay(std::time::Duration::ZERO);
+    m.fs.flush_all().await.unwrap();
+    assert_eq!(m.store.incomplete_publications(), Vec::<String>::new());
+    let m = m.remount().await;
+    let m = mount_with(m.store.clone(), tempfile::tempdir().unwrap(), u64::MAX).await;
+    assert!(m.read_file(ROOT_INO, "f").await == data);
+    m.measured();
+}
+
+/// Two versions of a streamed file closed one after the other, the first's last adds
+/// failing after its commit began, at several points of the second's writing: the second
+/// is what is published, and nothing published names what the node does not have.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_closes_in_a_row_the_first_failing_publish_the_second_whole() {
+    for wait_ms in [0u64, 150, 400] {
+        let m = mount(u64::MAX).await;
+        m.store.check_publications_complete();
+        m.write_file(ROOT_INO, "warm", b"w").await;
+        m.fs.flush_all().await.unwrap();
+        let first = pattern(5 << 20, 40 + wait_ms);
+        let answer = std::time::Duration::from_millis(300);
+        let flush = close_while_the_last_adds_are_out(&m, "f", &first, answer).await;
+        m.store.fail_adds_out();
+        tokio::time::sleep(std::time::Duration::from_millis(wait_ms)).await;
+        let second = pattern((5 << 20) + 4096, 50 + wait_ms);
+        let ino = m.fs.lookup(ROOT_INO, "f").await.unwrap().ino;
+        let fh = m.fs.open(ino, RW | libc::O_TRUNC).await.unwrap();
+        m.fs.write(fh, 0, &second).await.unwrap();
+        m.fs.release(fh).await.unwrap();
+        flush.await.unwrap().unwrap();
+        m.fs.flush_all().await.unwrap();
+        m.store.set_answer_delay(std::time::Duration::ZERO);
+        assert_eq!(
+            m.store.incomplete_publications(),
+            Vec::<String>::new(),
+            "wait {wait_ms} ms: a publication named objects the node does not have"
+        );
+        let m = m.remount().await;
+        let m = mount_with(m.store.clone(), tempfile::tempdir().unwrap(), u64::MAX).await;
+        assert!(
+            m.read_file(ROOT_INO, "f").await == second,
+            "wait {wait_ms} ms"
+        );
+        m.measured();
+    }
+}
+
 #[tokio::test]
 async fn px_dapp_is_read_only_uncounted_and_never_committed_and_a_real_entry_wins() {
     use pxfs::dapp::{DappEntry, DappIndex, DappKind};

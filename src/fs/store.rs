@@ -59,6 +59,52 @@ impl StoreError {
     }
 }
 
+/// Whether a version's objects are all on the node: a live upload hands its version over
+/// once the bytes of its last adds are out, before the node answered them, so that a
+/// commit can add its own objects meanwhile; the commit publishes only once every such
+/// version it holds is [`Stored::wait`]ed for (issue #34: a round trip less at the end of
+/// a large write).
+#[derive(Debug, Clone)]
+pub struct Stored(tokio::sync::watch::Receiver<Option<Result<(), StoreError>>>);
+
+/// The uploader's side of a [`Stored`]: dropped without telling, the version counts as
+/// not stored.
+#[derive(Debug)]
+pub struct TellStored(tokio::sync::watch::Sender<Option<Result<(), StoreError>>>);
+
+impl Stored {
+    pub fn new() -> (TellStored, Stored) {
+        let (tx, rx) = tokio::sync::watch::channel(None);
+        (TellStored(tx), Stored(rx))
+    }
+
+    /// Waits until the node answered every add of the version: `Ok` once all stored what
+    /// they were asked to, the first failure otherwise.
+    pub async fn wait(&self) -> Result<(), StoreError> {
+        let mut rx = self.0.clone();
+        match rx.wait_for(Option::is_some).await {
+            Ok(told) => told.clone().unwrap_or(Ok(())),
+            Err(_) => Err(StoreError::permanent(
+                "the upload ended without telling whether its version is stored",
+            )),
+        }
+    }
+
+    /// Every one of `all` stored (the first failure otherwise).
+    pub async fn all(all: &[Stored]) -> Result<(), StoreError> {
+        for s in all {
+            s.wait().await?;
+        }
+        Ok(())
+    }
+}
+
+impl TellStored {
+    pub fn tell(self, result: Result<(), StoreError>) {
+        self.0.send_replace(Some(result));
+    }
+}
+
 /// Content added to the node: one object (the v2 form, docs/FORMAT.md §6.2), or a chunk
 /// table (format 3, §13; `cid` is then the table's top page).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -313,13 +359,16 @@ pub trait ContentStore: Send + Sync + 'static {
     /// [`ContentStore::publish_usage`] once `pages` (a commit's new tree pages, each named
     /// by the CID computed for it) are on the node: a store that can sends them in the
     /// document's add request, a round trip less per commit over a slow link. A page that
-    /// comes back under another CID fails it before anything is published.
+    /// comes back under another CID fails it before anything is published. Publishes only
+    /// once every version of `stored` is on the node (their last adds may still be out
+    /// while the document's goes), and not at all if one is not.
     async fn publish_usage_with(
         &self,
         btns: Option<&str>,
         record: &UsageRecord,
         replaces: Option<&str>,
         pages: Vec<(String, Bytes)>,
+        stored: &[Stored],
     ) -> Result<Publish, StoreError> {
         if !pages.is_empty() {
             let cids = self
@@ -327,6 +376,7 @@ pub trait ContentStore: Send + Sync + 'static {
                 .await?;
             check_added(&pages, &cids).map_err(StoreError::permanent)?;
         }
+        Stored::all(stored).await?;
         self.publish_usage(btns, record, replaces).await
     }
     /// The state last published under `btns`, `None` when nothing was ever published.
@@ -385,6 +435,13 @@ pub struct MemoryStore {
     /// Objects whose `add_objects` calls are held until released.
     held: Mutex<Vec<Bytes>>,
     released: tokio::sync::Notify,
+    /// `add_objects` calls that began before this epoch fail when they answer
+    /// ([`MemoryStore::fail_adds_out`]); `adds_epoch` is the current one.
+    adds_epoch: AtomicU64,
+    fail_before: AtomicU64,
+    /// The roots published, kept to check that every object of each is here.
+    check_complete: AtomicBool,
+    published_roots: Mutex<Vec<String>>,
 }
 
 /// How a [`MemoryStore`] answers [`ContentStore::read_sealed_run`]: a node's `cat` of
@@ -429,6 +486,28 @@ impl MemoryStore {
     /// [`MemoryStore::release_held`]: a node that sits on some requests and answers others.
     pub fn hold_adds_of(&self, objects: Vec<Bytes>) {
         *lock(&self.held) = objects;
+    }
+    /// The `add_objects` calls out now (stored, answers not sent: see
+    /// [`MemoryStore::set_answer_delay`]) fail instead, and what they stored is gone: a
+    /// node whose adds fail at the end (its disk filled while they were written). Later
+    /// calls are not affected.
+    pub fn fail_adds_out(&self) {
+        let now = self.adds_epoch.fetch_add(1, Ordering::SeqCst) + 1;
+        self.fail_before.store(now, Ordering::SeqCst);
+    }
+    /// Keep every root published from now on, for
+    /// [`MemoryStore::incomplete_publications`].
+    pub fn check_publications_complete(&self) {
+        self.check_complete.store(true, Ordering::SeqCst);
+    }
+    /// The roots published since [`MemoryStore::check_publications_complete`] that name an
+    /// object this node does not have (now: an add that failed after the publication).
+    pub fn incomplete_publications(&self) -> Vec<String> {
+        let roots = lock(&self.published_roots).clone();
+        roots
+            .into_iter()
+            .filter(|r| self.measure(r).is_none())
+            .collect()
     }
     /// Answer the held adds (and hold no more).
     pub fn release_held(&self) {
@@ -662,6 +741,7 @@ impl ContentStore for MemoryStore {
 
     async fn add_objects(&self, objects: Vec<Bytes>) -> Result<Vec<String>, StoreError> {
         self.check_accepts_content()?;
+        let epoch = self.adds_epoch.load(Ordering::SeqCst);
         loop {
             let released = self.released.notified();
             if !lock(&self.held).iter().any(|h| objects.contains(h)) {
@@ -672,10 +752,22 @@ impl ContentStore for MemoryStore {
         self.file_adds.fetch_add(objects.len(), Ordering::SeqCst);
         let bytes: usize = objects.iter().map(|o| o.len()).sum();
         self.streamed.fetch_add(bytes as u64, Ordering::SeqCst);
+        let new: Vec<String> = objects
+            .iter()
+            .map(|o| Self::cid_of(o))
+            .filter(|c| self.get(c).is_none())
+            .collect();
         let cids = objects.into_iter().map(|o| self.put(o)).collect();
         let delay = self.answer_delay_ms.load(Ordering::SeqCst);
         if delay > 0 {
             tokio::time::sleep(std::time::Duration::from_millis(delay)).await;
+        }
+        if epoch < self.fail_before.load(Ordering::SeqCst) {
+            let mut blobs = lock(&self.blobs);
+            for c in &new {
+                blobs.remove(c);
+            }
+            return Err(StoreError::transient("add failed at the end (simulated)"));
         }
         Ok(cids)
     }
@@ -788,6 +880,9 @@ impl ContentStore for MemoryStore {
             return Err(StoreError::transient("publish failed (simulated)"));
         }
         let json = serde_json::to_vec(record).map_err(|e| StoreError::permanent(e.to_string()))?;
+        if self.check_complete.load(Ordering::SeqCst) {
+            lock(&self.published_roots).push(record.root.clone());
+        }
         let cid = self.put(Bytes::from(json));
         if let Some(name) = btns {
             lock(&self.names).insert(name.to_string(), (cid.clone(), record.clone()));

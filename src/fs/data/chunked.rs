@@ -143,12 +143,31 @@ pub(super) async fn build_table(
     cache: &PageCache,
     refs: &BTreeMap<u64, ChunkRef>,
 ) -> Result<(String, Vec<(String, u64)>), StoreError> {
-    let mut pages = TablePages::new(store, cache);
-    let top = chunks::build(&mut pages, crypto, refs.values().cloned().collect())
+    let planned = plan_table(store, crypto, cache, refs)?;
+    planned.to_add.add(store, cache, &HashSet::new()).await?;
+    Ok((planned.top, planned.pages))
+}
+
+/// A table built, as its pages' bytes name it, its pages not added yet.
+pub(super) struct PlannedTable<'a> {
+    pub top: String,
+    /// Each page's CID and size, top first.
+    pub pages: Vec<(String, u64)>,
+    pub to_add: TablePages<'a>,
+}
+
+/// A new table of `refs`, nothing added yet.
+pub(super) fn plan_table<'a>(
+    store: &'a dyn ContentStore,
+    crypto: &TreeCrypto,
+    cache: &'a PageCache,
+    refs: &BTreeMap<u64, ChunkRef>,
+) -> Result<PlannedTable<'a>, StoreError> {
+    let mut to_add = TablePages::new(store, cache);
+    let top = chunks::build(&mut to_add, crypto, refs.values().cloned().collect())
         .map_err(|e| StoreError::permanent(format!("cannot build a chunk table: {e}")))?;
-    let sizes = pages.sizes();
-    pages.add(store, cache, &HashSet::new()).await?;
-    Ok((top, sizes))
+    let pages = to_add.sizes();
+    Ok(PlannedTable { top, pages, to_add })
 }
 
 /// `old` (the table at `top`) updated to hold `refs`: the new top and pages; only the pages
@@ -354,10 +373,20 @@ type BatchResult = Result<(Vec<(u64, ChunkRef)>, Vec<(u64, PlainDigest)>), Store
 /// it is sealed; `None` when the store cannot tell them beforehand.
 type Expected = Option<Vec<(u64, ChunkRef)>>;
 
+/// What a batch's bytes tell once it is sealed, before the node answers: its references
+/// ([`Expected`]) and its chunks' plaintext digests.
+struct Told {
+    refs: Expected,
+    digests: Vec<(u64, PlainDigest)>,
+}
+
+/// The references and digests of the adds out, as their bytes give them.
+pub(super) type Out = (Vec<(u64, ChunkRef)>, Vec<(u64, PlainDigest)>);
+
 /// An add out: its task, and its references as its bytes give them, before the answer.
 struct Running {
     task: tokio::task::JoinHandle<BatchResult>,
-    expected: Option<tokio::sync::oneshot::Receiver<Expected>>,
+    expected: Option<tokio::sync::oneshot::Receiver<Told>>,
 }
 
 /// The references `expected` names `batch`'s objects by, where it names all.
@@ -414,7 +443,10 @@ impl Adds {
             })
             .await
             .map_err(|e| StoreError::permanent(format!("sealing chunks: {e}")))??;
-            let _ = tell.send(expected_refs(&prepared.pending, &expected));
+            let _ = tell.send(Told {
+                refs: expected_refs(&prepared.pending, &expected),
+                digests: prepared.digests.clone(),
+            });
             if prepared.pending.is_empty() {
                 return Ok((Vec::new(), prepared.digests));
             }
@@ -429,7 +461,7 @@ impl Adds {
     fn spawn_add<F>(
         &mut self,
         slot: tokio::sync::OwnedSemaphorePermit,
-        add: impl FnOnce(Arc<dyn ContentStore>, tokio::sync::oneshot::Sender<Expected>) -> F,
+        add: impl FnOnce(Arc<dyn ContentStore>, tokio::sync::oneshot::Sender<Told>) -> F,
     ) where
         F: std::future::Future<Output = BatchResult> + Send + 'static,
     {
@@ -488,7 +520,10 @@ impl Adds {
             let batch = std::mem::take(batch);
             self.spawn_add(slot, |store, tell| async move {
                 let expected = expected_cids(&*store, &batch);
-                let _ = tell.send(expected_refs(&batch, &expected));
+                let _ = tell.send(Told {
+                    refs: expected_refs(&batch, &expected),
+                    digests: Vec::new(),
+                });
                 Ok((add_batch(&*store, batch, expected).await?, Vec::new()))
             });
         }
@@ -508,15 +543,17 @@ impl Adds {
     }
 
     /// The references of every add out as their bytes give them, before the node answers
-    /// (once each batch is sealed); `None` when the store cannot tell some beforehand or a
-    /// batch failed before. An add whose answer names otherwise fails (`add_batch`). Once.
-    pub(super) async fn expected(&mut self) -> Expected {
-        let mut all = Vec::new();
+    /// (once each batch is sealed), with their chunks' digests; `None` when the store cannot
+    /// tell some beforehand or a batch failed before. An add whose answer names otherwise
+    /// fails (`add_batch`). Once.
+    pub(super) async fn expected(&mut self) -> Option<Out> {
+        let (mut refs, mut digests) = (Vec::new(), Vec::new());
         for r in &mut self.running {
-            let told = r.expected.take()?;
-            all.extend(told.await.ok()??);
+            let told = r.expected.take()?.await.ok()?;
+            refs.extend(told.refs?);
+            digests.extend(told.digests);
         }
-        Some(all)
+        Some((refs, digests))
     }
 
     /// Some add is out.
@@ -614,7 +651,7 @@ impl Reader {
 
 /// The pages of a table being built or updated, named as the node will name them; the
 /// previous table's pages come from the page cache.
-struct TablePages<'a> {
+pub(super) struct TablePages<'a> {
     store: &'a dyn ContentStore,
     cache: &'a PageCache,
     pages: Vec<(String, Bytes)>,
@@ -649,7 +686,7 @@ impl<'a> TablePages<'a> {
     }
 
     /// Add the pages put that are not in `had`, checking the CIDs the node gives them.
-    async fn add(
+    pub(super) async fn add(
         self,
         store: &dyn ContentStore,
         cache: &PageCache,

@@ -10,19 +10,19 @@
 //! it, and the version is uploaded from its staged file after the close as usual. The
 //! staged file and the journal are the same either way, so crash recovery does not change.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::sync::{OwnedSemaphorePermit, watch};
+use tokio::sync::{OwnedSemaphorePermit, oneshot, watch};
 use tokio::task::{AbortHandle, JoinHandle};
 
 use crate::format::chunks::{self, ChunkRef};
 use crate::fs::data::chunked;
 use crate::fs::data::content::Sealing;
 use crate::fs::data::staged::StagedFile;
-use crate::fs::store::{Blob, ChunkTable, ContentStore, StoreError};
+use crate::fs::store::{Blob, ChunkTable, ContentStore, StoreError, Stored};
 
 /// Files smaller than this are uploaded after their close (in batches when small).
 pub const START_BYTES: u64 = 4 << 20;
@@ -56,11 +56,23 @@ pub struct LiveUpload {
     added: Mutex<Vec<String>>,
     /// The upload ended and its blob was taken: what it added is the version's.
     done: AtomicBool,
+    /// The version handed over before the node answered its last adds (`finish`).
+    hand_over: Mutex<Option<oneshot::Sender<(Blob, Stored)>>>,
+    handed: Mutex<Option<oneshot::Receiver<(Blob, Stored)>>>,
+}
+
+/// A live upload's version: its content, and whether it is stored yet (`None`: it is; a
+/// [`Stored`] to wait for when it was handed over with its last adds still out).
+#[derive(Debug)]
+pub struct Finished {
+    pub blob: Blob,
+    pub stored: Option<Stored>,
 }
 
 impl LiveUpload {
     /// For a session whose staged file starts empty.
     pub fn new(staged: Arc<StagedFile>) -> Arc<LiveUpload> {
+        let (hand_over, handed) = oneshot::channel();
         Arc::new(LiveUpload {
             staged,
             tail: watch::Sender::new(Tail::default()),
@@ -69,6 +81,8 @@ impl LiveUpload {
             abort: Mutex::new(None),
             added: Mutex::new(Vec::new()),
             done: AtomicBool::new(false),
+            hand_over: Mutex::new(Some(hand_over)),
+            handed: Mutex::new(Some(handed)),
         })
     }
 
@@ -155,7 +169,6 @@ impl LiveUpload {
     ) -> Result<Blob, StoreError> {
         let mut rx = self.tail.subscribe();
         let mut refs: BTreeMap<u64, ChunkRef> = BTreeMap::new();
-        let mut digests: HashMap<u64, crate::fs::store::PlainDigest> = HashMap::new();
         let mut next = 0u64;
         let mut adds = chunked::Adds::new(store.clone());
         let store = &**store;
@@ -182,17 +195,7 @@ impl LiveUpload {
                 continue;
             }
             if t.closed {
-                let (top, pages) = self
-                    .add_table(&mut adds, &mut refs, store, sealing, cache)
-                    .await?;
-                digests.extend(adds.take_digests());
-                let table = ChunkTable {
-                    chunks: refs,
-                    pages,
-                    invalid: None,
-                    plain: digests,
-                };
-                return Ok(Blob::chunked(top, t.end, table));
+                return self.end(adds, refs, store, sealing, cache, t.end).await;
             }
             // Wait for the writer, meanwhile taking the answers of the adds out.
             tokio::select! {
@@ -210,47 +213,74 @@ impl LiveUpload {
         }
     }
 
-    /// Waits for the chunk adds out and adds the table of `refs`. The table is built from the
-    /// CIDs the chunks' bytes give and added while the last chunk adds are still out (a round
-    /// trip less over a slow link); an add the node answers with other CIDs fails, and the
-    /// upload with it. A store that cannot name CIDs beforehand gets the table after the
-    /// answers. Its pages stay at hand for the commit that counts the new tree.
-    async fn add_table(
+    /// The close: the last chunk adds are out; the table goes with them and the version
+    /// is handed over at once ([`LiveUpload::finish`]) with a [`Stored`] that tells once
+    /// the node answered every add: the commit holding the version sends its own objects
+    /// meanwhile and publishes once it is stored, a round trip less over a slow link. The
+    /// table is built from the CIDs the chunks' bytes give; an add the node answers with
+    /// other CIDs fails the upload, and `Stored` with it. A store that cannot name CIDs
+    /// beforehand gets the table after the answers, and the version once all is stored.
+    async fn end(
         &self,
-        adds: &mut chunked::Adds,
-        refs: &mut BTreeMap<u64, ChunkRef>,
+        mut adds: chunked::Adds,
+        mut refs: BTreeMap<u64, ChunkRef>,
         store: &dyn ContentStore,
         sealing: &Sealing,
         cache: &crate::fs::data::pages::PageCache,
-    ) -> Result<(String, Vec<(String, u64)>), StoreError> {
-        let mut expected = refs.clone();
-        let (added, table) = match adds.expected().await {
-            Some(out) => {
-                expected.extend(out);
-                tokio::join!(
-                    adds.finish(refs),
-                    chunked::build_table(store, sealing, cache, &expected)
-                )
-            }
-            None => {
-                self.note_added(adds.finish(refs).await?);
-                expected = refs.clone();
-                (
-                    Ok(Vec::new()),
-                    chunked::build_table(store, sealing, cache, refs).await,
-                )
-            }
+        size: u64,
+    ) -> Result<Blob, StoreError> {
+        let Some((out, told)) = adds.expected().await else {
+            self.note_added(adds.finish(&mut refs).await?);
+            let (top, pages) = chunked::build_table(store, sealing, cache, &refs).await?;
+            self.note_added(pages.iter().map(|(c, _)| c.clone()).collect());
+            let table = ChunkTable {
+                chunks: refs,
+                pages,
+                invalid: None,
+                plain: adds.take_digests(),
+            };
+            return Ok(Blob::chunked(top, size, table));
         };
-        if let Ok((_, pages)) = &table {
+        let mut expected = refs.clone();
+        expected.extend(out);
+        let chunked::PlannedTable { top, pages, to_add } =
+            chunked::plan_table(store, sealing, cache, &expected)?;
+        let mut plain = adds.take_digests();
+        plain.extend(told);
+        let table = ChunkTable {
+            chunks: expected.clone(),
+            pages: pages.clone(),
+            invalid: None,
+            plain,
+        };
+        let blob = Blob::chunked(top, size, table);
+        let (tell, stored) = Stored::new();
+        if let Some(h) = self
+            .hand_over
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+        {
+            let _ = h.send((blob.clone(), stored));
+        }
+        let none = HashSet::new();
+        let (added, table) = tokio::join!(adds.finish(&mut refs), to_add.add(store, cache, &none));
+        if table.is_ok() {
             self.note_added(pages.iter().map(|(c, _)| c.clone()).collect());
         }
-        self.note_added(added?);
-        if *refs != expected {
-            return Err(StoreError::permanent(
+        let result = added.map(|added| self.note_added(added)).and(table);
+        let result = result.and_then(|()| match refs == expected {
+            true => Ok(()),
+            false => Err(StoreError::permanent(
                 "the node named chunks otherwise than their bytes",
-            ));
+            )),
+        });
+        if result.is_ok() {
+            // What it added is the version's (before anyone hears it is stored).
+            self.done.store(true, Ordering::Relaxed);
         }
-        table
+        tell.tell(result.clone());
+        result.map(|()| blob)
     }
 
     /// The answers of the adds still out, noted (a failed one added nothing to note).
@@ -279,11 +309,12 @@ impl LiveUpload {
         }
     }
 
-    /// The closed session's content, if its live upload ran to the end; `None` when it
-    /// never started, was abandoned or failed (the caller uploads the staged file, and
-    /// unpins the [`LiveUpload::orphans`]).
-    pub async fn finish(&self) -> Option<Blob> {
-        let task = self.lock_task().take()?;
+    /// The closed session's content, if its live upload ran to the end or handed its
+    /// version over with its last adds out ([`Finished::stored`]); `None` when it never
+    /// started, was abandoned or failed (the caller uploads the staged file, and unpins
+    /// the [`LiveUpload::orphans`]).
+    pub async fn finish(&self) -> Option<Finished> {
+        let mut task = self.lock_task().take()?;
         let tail = *self.tail.borrow();
         if tail.abandoned {
             // It ends by itself once the answers of its adds out are in, noted for
@@ -295,10 +326,28 @@ impl LiveUpload {
             task.abort();
             return None;
         }
-        match task.await {
+        let handed = self.handed.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(mut handed) = handed {
+            tokio::select! {
+                biased;
+                h = &mut handed => if let Ok((blob, stored)) = h {
+                    // The task goes on: the answers tell `stored`.
+                    return Some(Finished { blob, stored: Some(stored) });
+                },
+                ended = &mut task => return self.ended(ended),
+            }
+        }
+        self.ended(task.await)
+    }
+
+    fn ended(
+        &self,
+        ended: Result<Result<Blob, StoreError>, tokio::task::JoinError>,
+    ) -> Option<Finished> {
+        match ended {
             Ok(Ok(blob)) => {
                 self.done.store(true, Ordering::Relaxed);
-                Some(blob)
+                Some(Finished { blob, stored: None })
             }
             Ok(Err(e)) => {
                 tracing::debug!(error = %e, "live upload failed; uploading the staged file");

@@ -13,7 +13,7 @@ use crate::btns::{self, UsageError};
 use crate::cache::{CacheError, ChunkCache};
 use crate::format::usage::{LastUpload as FormatLastUpload, UsageDoc};
 use crate::fs::store::{
-    Blob, ContentStore, ContentStream, Publish, Published, StoreError, UsageRecord,
+    Blob, ContentStore, ContentStream, Publish, Published, StoreError, Stored, UsageRecord,
 };
 use crate::integrity::IntegrityError;
 use crate::storage::{NodeClient, StorageError};
@@ -307,7 +307,7 @@ impl ContentStore for NodeStore {
         record: &UsageRecord,
         replaces: Option<&str>,
     ) -> Result<Publish, StoreError> {
-        self.publish_usage_with(btns, record, replaces, Vec::new())
+        self.publish_usage_with(btns, record, replaces, Vec::new(), &[])
             .await
     }
 
@@ -317,6 +317,7 @@ impl ContentStore for NodeStore {
         record: &UsageRecord,
         replaces: Option<&str>,
         pages: Vec<(String, Bytes)>,
+        stored: &[Stored],
     ) -> Result<Publish, StoreError> {
         let doc = self.usage_doc(record);
         let key = match btns {
@@ -334,6 +335,8 @@ impl ContentStore for NodeStore {
             .pop()
             .ok_or_else(|| StoreError::permanent("the node answered an add with nothing"))?;
         crate::fs::store::check_added(&pages, &cids).map_err(StoreError::permanent)?;
+        // The versions whose last adds went out before this one's: all answered, all stored.
+        Stored::all(stored).await?;
         match key {
             Some(key) => {
                 let published = btns::publish_added(

@@ -7,7 +7,20 @@ use std::path::PathBuf;
 use crate::fs::data::journal::{CommittedState, Journal};
 use crate::fs::model::inode::{Ino, TokenId};
 use crate::fs::model::quota::Allowance;
-use crate::fs::store::LastUpload;
+use crate::fs::store::{Blob, LastUpload, Stored};
+
+/// A version its live upload handed over before the node answered its last adds
+/// ([`Stored`]).
+#[derive(Debug, Clone)]
+pub struct Unstored {
+    pub stored: Stored,
+    /// The version's blob (its top CID).
+    pub cid: String,
+    /// The file's blob it replaced: put back if the version turns out not stored.
+    pub replaced: Option<Blob>,
+    /// What the replaced blob stored and this one does not: superseded once it is stored.
+    pub superseded: Vec<String>,
+}
 
 /// What the mount knows about a token from the chain (fed in at mount and by the poller).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -49,6 +62,9 @@ pub struct TokenFs {
     pub journal: std::sync::Arc<Journal>,
     /// CIDs no longer referenced by the tree, to unpin after the next commit.
     pub superseded: Vec<String>,
+    /// Versions in the tree whose last adds the node has not answered yet, by file (one
+    /// at most each): a commit holding them publishes once they are stored.
+    pub unstored: HashMap<Ino, Unstored>,
     pub staging_dir: PathBuf,
     pub last_upload: Option<LastUpload>,
     /// Directories whose manifests have not been loaded yet.

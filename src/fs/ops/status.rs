@@ -13,7 +13,7 @@ use bytes::Bytes;
 use crate::fs::Fs;
 use crate::fs::model::inode::TokenId;
 use crate::fs::store::{
-    Blob, ContentStore, ContentStream, Publish, Published, StoreError, UsageRecord,
+    Blob, ContentStore, ContentStream, Publish, Published, StoreError, Stored, UsageRecord,
 };
 
 /// The whole core at one instant.
@@ -308,10 +308,11 @@ impl ContentStore for ObservedStore {
         record: &UsageRecord,
         replaces: Option<&str>,
         pages: Vec<(String, Bytes)>,
+        stored: &[Stored],
     ) -> Result<Publish, StoreError> {
         let r = self
             .inner
-            .publish_usage_with(btns, record, replaces, pages)
+            .publish_usage_with(btns, record, replaces, pages, stored)
             .await;
         self.health.observe(&r);
         r

@@ -60,6 +60,9 @@ pub(in crate::fs) struct Snapshot {
     pub(in crate::fs) released: crate::fs::model::ledger::Released,
     /// What the last counted commit found beyond the tree (`Ledger::history_share`).
     pub(in crate::fs) history_share: i64,
+    /// The versions in the tree whose last adds were not answered yet: published only
+    /// once all are stored (`Stored`).
+    pub(in crate::fs) unstored: Vec<crate::fs::store::Stored>,
 }
 
 /// A snapshot written and published.
@@ -196,6 +199,7 @@ impl Fs {
             replaces: t.record_seen.clone(),
             released,
             history_share,
+            unstored: t.unstored.values().map(|u| u.stored.clone()).collect(),
         }))
     }
 
@@ -334,6 +338,8 @@ impl Fs {
                 )
                 .await)
         {
+            // Taken as this commit's publication: what it holds must be on the node too.
+            crate::fs::store::Stored::all(&snap.unstored).await?;
             // (The counts stay at this commit's root, which becomes the committed one.)
             return Ok(Written {
                 dirs: written,
@@ -399,7 +405,13 @@ impl Fs {
             replaces = now;
         }
         match store
-            .publish_usage_with(snap.btns.as_deref(), record, replaces.as_deref(), pages)
+            .publish_usage_with(
+                snap.btns.as_deref(),
+                record,
+                replaces.as_deref(),
+                pages,
+                &snap.unstored,
+            )
             .await?
         {
             Publish::Published { doc, checked } => Ok((doc, checked)),

@@ -319,6 +319,7 @@ impl Fs {
                     committed,
                     journal: std::sync::Arc::new(journal),
                     superseded: Vec::new(),
+                    unstored: std::collections::HashMap::new(),
                     staging_dir: staging.clone(),
                     last_upload: None,
                     replaying: true,

@@ -25,12 +25,12 @@ use tokio_util::sync::CancellationToken;
 use crate::backoff::Backoff;
 use crate::fs::data::chunked;
 use crate::fs::data::content::{self, Sealing};
-use crate::fs::data::live::LiveUpload;
+use crate::fs::data::live::{Finished, LiveUpload};
 use crate::fs::data::outage::Outage;
 use crate::fs::data::staged::StagedFile;
 use crate::fs::data::stores::Stores;
 use crate::fs::model::inode::{Ino, TokenId};
-use crate::fs::store::Blob;
+use crate::fs::store::{Blob, Stored};
 use crate::fs::upload::writeback::Writeback;
 
 /// At most this many small files per batch request.
@@ -87,6 +87,14 @@ pub(crate) trait UploadResults: Send + Sync + 'static {
     fn sealing(&self, token: TokenId) -> Sealing;
     /// The job is done: uploaded as `blob`, or moot (`None`).
     fn uploaded(&self, job: &Job, blob: Option<Blob>);
+    /// The job's version is `blob`, whose last adds the node has not answered yet: in the
+    /// tree now if still current (true), for commits to publish once `stored` says so.
+    /// [`UploadResults::stored`] follows.
+    fn uploaded_unstored(&self, job: &Job, blob: &Blob, stored: &Stored) -> bool;
+    /// The node answered the last adds of a version [`UploadResults::uploaded_unstored`]
+    /// put in the tree: all stored (`ok`), or not, and then the file's previous blob is put
+    /// back if it is still this version (to be uploaded again).
+    fn stored(&self, job: &Job, blob: &Blob, ok: bool) -> Answered;
     /// The file's version on the node that the job's version replaces: what a chunked
     /// upload reuses (docs/FORMAT.md §13.1).
     fn base(&self, job: &Job) -> Option<Blob>;
@@ -95,6 +103,17 @@ pub(crate) trait UploadResults: Send + Sync + 'static {
     /// Objects an upload added that no version refers to (a live upload that did not end):
     /// unpinned with what the next commit supersedes.
     fn orphaned(&self, job: &Job, cids: Vec<String>);
+}
+
+/// What became of a version handed over before it was stored ([`UploadResults::stored`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Answered {
+    /// All on the node: the job is done.
+    Stored,
+    /// Not stored, and the file's version still: uploaded again from its staged file.
+    Again,
+    /// Not stored, but moot meanwhile (a newer close, an unlink): the job is done.
+    Moot,
 }
 
 /// The queue of closed versions and the workers that upload them.
@@ -361,10 +380,11 @@ impl Uploader {
             && let Some(live) = &job.live
         {
             match unless_moot(results, &batch, live.finish()).await {
-                Some(Some(blob)) if blob.size == job.size => {
-                    self.finish(results, job, Some(blob));
-                    self.outage.succeeded(self.pending());
-                    return Vec::new();
+                Some(Some(done)) if done.blob.size == job.size => {
+                    if self.take_live(results, job, live, done).await {
+                        self.outage.succeeded(self.pending());
+                        return Vec::new();
+                    }
                 }
                 // Not uploaded live: from the staged file below.
                 Some(_) => {}
@@ -471,6 +491,47 @@ impl Uploader {
             }
             batch = live;
         }
+    }
+
+    /// A live upload's version: in the tree at once, if handed over with its last adds out
+    /// (commits hold it but publish once it is stored); the job ends once it is stored.
+    /// False when it is not: the job goes on from the staged file.
+    async fn take_live(
+        &self,
+        results: &dyn UploadResults,
+        job: &Job,
+        live: &LiveUpload,
+        done: Finished,
+    ) -> bool {
+        let Finished { blob, stored } = done;
+        let Some(stored) = stored else {
+            self.finish(results, job, Some(blob));
+            return true;
+        };
+        if !results.uploaded_unstored(job, &blob, &stored) {
+            // Moot, or the file's previous version is not known stored yet (what a failure
+            // puts back must be): recorded as before, once the node has it all.
+            if stored.wait().await.is_err() {
+                return false;
+            }
+            self.finish(results, job, Some(blob));
+            return true;
+        }
+        let ok = match stored.wait().await {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::debug!(error = %e, path = %job.path, "a live upload's last adds failed; uploading the staged file");
+                false
+            }
+        };
+        match results.stored(job, &blob, ok) {
+            Answered::Stored => crate::metrics::uploaded(blob.size),
+            Answered::Again => return false,
+            // What it added no version refers to.
+            Answered::Moot => results.orphaned(job, live.orphans()),
+        }
+        self.queue.done(job);
+        true
     }
 
     /// A job ends: it leaves the queue, and the core records its result.

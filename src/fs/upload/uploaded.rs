@@ -2,8 +2,10 @@
 //! uploading and hands back its result, which lands in the tree here.
 
 use crate::fs::Fs;
-use crate::fs::store::{Blob, LastUpload};
-use crate::fs::upload::{Job, UploadResults};
+use crate::fs::model::token::Unstored;
+use crate::fs::model::tree::Tree;
+use crate::fs::store::{Blob, LastUpload, Stored};
+use crate::fs::upload::{Answered, Job, UploadResults};
 
 impl UploadResults for Fs {
     fn sealing(
@@ -37,10 +39,94 @@ impl UploadResults for Fs {
         }
     }
 
+    /// A version not known to be stored yet is no base: its chunks may never land. The
+    /// one it replaced is.
     fn base(&self, job: &Job) -> Option<Blob> {
         let tree = self.tree();
         let f = tree.get(job.ino).ok()?.file()?;
-        f.blob.clone()
+        let unstored = tree.token(job.token).ok()?.unstored.get(&job.ino);
+        match unstored {
+            Some(u) if f.blob.as_ref().is_some_and(|b| b.cid == u.cid) => u.replaced.clone(),
+            _ => f.blob.clone(),
+        }
+    }
+
+    fn uploaded_unstored(&self, job: &Job, blob: &Blob, stored: &Stored) -> bool {
+        {
+            let mut guard = self.tree();
+            let tree = &mut *guard;
+            let Ok(t) = tree.token(job.token) else {
+                return false;
+            };
+            // One at a time per file: what a failed one puts back is then always stored.
+            if t.unstored.contains_key(&job.ino) {
+                return false;
+            }
+            let Some(f) = tree
+                .get_mut(job.ino)
+                .ok()
+                .and_then(|i| i.file_mut())
+                .filter(|f| f.version == job.version)
+            else {
+                return false;
+            };
+            let replaced = f.blob.replace(blob.clone());
+            f.upload_pending = false;
+            let superseded = replaced
+                .as_ref()
+                .map(|old| gone(old, Some(blob)))
+                .unwrap_or_default();
+            tree.stored_inode_changed(job.ino);
+            tree.recharge(job.ino, false);
+            let path = tree.display_path(job.ino);
+            if let Ok(t) = tree.token_mut(job.token) {
+                t.pending_uploads = t.pending_uploads.saturating_sub(1);
+                t.last_upload = Some(LastUpload {
+                    path,
+                    cid: blob.cid.clone(),
+                    size: blob.size,
+                });
+                t.unstored.insert(
+                    job.ino,
+                    Unstored {
+                        stored: stored.clone(),
+                        cid: blob.cid.clone(),
+                        replaced,
+                        superseded,
+                    },
+                );
+            }
+        }
+        self.inner.progress.notify_waiters();
+        true
+    }
+
+    /// Stored: what it replaced is superseded. Not: the file's blob, if still this one, is
+    /// put back (whatever version the file is at now: a commit writes a file's blob while
+    /// its newer version uploads, and must not write this one), and the version is
+    /// uploaded again if it is still the file's.
+    fn stored(&self, job: &Job, blob: &Blob, ok: bool) -> Answered {
+        let answered = {
+            let mut guard = self.tree();
+            let tree = &mut *guard;
+            let Some(u) = tree
+                .token_mut(job.token)
+                .ok()
+                .and_then(|t| t.unstored.remove(&job.ino))
+            else {
+                return if ok { Answered::Stored } else { Answered::Moot };
+            };
+            if ok {
+                if let Ok(t) = tree.token_mut(job.token) {
+                    t.superseded.extend(u.superseded);
+                }
+                Answered::Stored
+            } else {
+                put_back(tree, job, blob, u)
+            }
+        };
+        self.inner.progress.notify_waiters();
+        answered
     }
 
     /// Record an upload's result (`None`: the job was moot).
@@ -60,18 +146,6 @@ impl UploadResults for Fs {
                     .ok()
                     .and_then(|i| i.file_mut())
                     .filter(|f| f.version == job.version);
-                // What the replaced version stored and the new one does not (a chunked
-                // version shares chunks with the one before it, docs/FORMAT.md §15).
-                let gone = |old: &Blob, new: Option<&Blob>| -> Vec<String> {
-                    let kept: std::collections::HashSet<String> = new
-                        .map(|n| n.objects().into_iter().map(|(c, _, _)| c).collect())
-                        .unwrap_or_default();
-                    old.objects()
-                        .into_iter()
-                        .map(|(c, _, _)| c)
-                        .filter(|c| !kept.contains(c))
-                        .collect()
-                };
                 let mut superseded = Vec::new();
                 let applied = match current {
                     Some(f) => {
@@ -113,6 +187,46 @@ impl UploadResults for Fs {
         }
         self.inner.progress.notify_waiters();
     }
+}
+
+/// What `old` stored and `new` does not (a chunked version shares chunks with the one
+/// before it, docs/FORMAT.md §15).
+fn gone(old: &Blob, new: Option<&Blob>) -> Vec<String> {
+    let kept: std::collections::HashSet<String> = new
+        .map(|n| n.objects().into_iter().map(|(c, _, _)| c).collect())
+        .unwrap_or_default();
+    old.objects()
+        .into_iter()
+        .map(|(c, _, _)| c)
+        .filter(|c| !kept.contains(c))
+        .collect()
+}
+
+/// A version handed over unstored turned out not stored ([`UploadResults::stored`]).
+fn put_back(tree: &mut Tree, job: &Job, blob: &Blob, u: Unstored) -> Answered {
+    let file = tree.get_mut(job.ino).ok().and_then(|i| i.file_mut());
+    let Some(f) = file.filter(|f| f.blob.as_ref().is_some_and(|b| b.cid == blob.cid)) else {
+        // Replaced meanwhile (a newer version, another writer's): what it replaced is not
+        // the file's any more.
+        if let Ok(t) = tree.token_mut(job.token) {
+            t.superseded.extend(u.superseded);
+        }
+        return Answered::Moot;
+    };
+    f.blob = u.replaced;
+    let again = f.version == job.version;
+    if again {
+        f.upload_pending = true;
+    }
+    tree.stored_inode_changed(job.ino);
+    tree.recharge(job.ino, false);
+    if !again {
+        return Answered::Moot;
+    }
+    if let Ok(t) = tree.token_mut(job.token) {
+        t.pending_uploads += 1;
+    }
+    Answered::Again
 }
 
 /// A moot version's staged copy goes now rather than at the next commit (churn would
