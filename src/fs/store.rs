@@ -439,6 +439,10 @@ pub struct MemoryStore {
     /// ([`MemoryStore::fail_adds_out`]); `adds_epoch` is the current one.
     adds_epoch: AtomicU64,
     fail_before: AtomicU64,
+    /// What `add_objects` stores is there only once the call answers, as on a node.
+    stored_at_answer: AtomicBool,
+    /// `fetch`es of an object not here.
+    misses: AtomicU64,
     /// The roots published, kept to check that every object of each is here.
     check_complete: AtomicBool,
     published_roots: Mutex<Vec<String>>,
@@ -494,6 +498,15 @@ impl MemoryStore {
     pub fn fail_adds_out(&self) {
         let now = self.adds_epoch.fetch_add(1, Ordering::SeqCst) + 1;
         self.fail_before.store(now, Ordering::SeqCst);
+    }
+    /// What an `add_objects` call stores is there only once it answers (after
+    /// [`MemoryStore::set_answer_delay`]), as on a node: until then a `fetch` fails.
+    pub fn set_stored_at_answer(&self, at_answer: bool) {
+        self.stored_at_answer.store(at_answer, Ordering::SeqCst);
+    }
+    /// How many `fetch`es asked for an object this node does not have.
+    pub fn missed_fetches(&self) -> u64 {
+        self.misses.load(Ordering::SeqCst)
     }
     /// Keep every root published from now on, for
     /// [`MemoryStore::incomplete_publications`].
@@ -757,10 +770,19 @@ impl ContentStore for MemoryStore {
             .map(|o| Self::cid_of(o))
             .filter(|c| self.get(c).is_none())
             .collect();
-        let cids = objects.into_iter().map(|o| self.put(o)).collect();
+        let at_answer = self.stored_at_answer.load(Ordering::SeqCst);
+        let cids: Vec<String> = match at_answer {
+            true => objects.iter().map(|o| Self::cid_of(o)).collect(),
+            false => objects.iter().map(|o| self.put(o.clone())).collect(),
+        };
         let delay = self.answer_delay_ms.load(Ordering::SeqCst);
         if delay > 0 {
             tokio::time::sleep(std::time::Duration::from_millis(delay)).await;
+        }
+        if at_answer && epoch >= self.fail_before.load(Ordering::SeqCst) {
+            for o in objects {
+                self.put(o);
+            }
         }
         if epoch < self.fail_before.load(Ordering::SeqCst) {
             let mut blobs = lock(&self.blobs);
@@ -786,9 +808,10 @@ impl ContentStore for MemoryStore {
 
     async fn fetch(&self, cid: &str) -> Result<Bytes, StoreError> {
         self.check_online()?;
-        let bytes = self
-            .get(cid)
-            .ok_or_else(|| StoreError::permanent(format!("no such content {cid}")))?;
+        let bytes = self.get(cid).ok_or_else(|| {
+            self.misses.fetch_add(1, Ordering::SeqCst);
+            StoreError::permanent(format!("no such content {cid}"))
+        })?;
         self.fetches.fetch_add(1, Ordering::SeqCst);
         Ok(bytes)
     }

@@ -167,6 +167,11 @@ pub(super) fn plan_table<'a>(
     let top = chunks::build(&mut to_add, crypto, refs.values().cloned().collect())
         .map_err(|e| StoreError::permanent(format!("cannot build a chunk table: {e}")))?;
     let pages = to_add.sizes();
+    // At hand before the node has them: a commit holding the version while its table's add
+    // is out counts the new tree from them (`persist/history.rs`), as it would from the node.
+    for (cid, bytes) in &to_add.pages {
+        cache.insert(cid, bytes);
+    }
     Ok(PlannedTable { top, pages, to_add })
 }
 
