@@ -36,10 +36,22 @@ async fn try_mount(
     quota: u64,
     keys: Arc<dyn KeyRing>,
 ) -> Result<Mount, FsError> {
+    try_mount_with(store, cache, quota, keys, |_| {}).await
+}
+
+/// [`try_mount`] with `tune` applied to the configuration.
+async fn try_mount_with(
+    store: Arc<MemoryStore>,
+    cache: tempfile::TempDir,
+    quota: u64,
+    keys: Arc<dyn KeyRing>,
+    tune: impl FnOnce(&mut FsConfig),
+) -> Result<Mount, FsError> {
     let mut cfg = FsConfig::new(cache.path().to_path_buf());
     cfg.single_token = true;
     cfg.commit_interval = std::time::Duration::from_secs(3600); // commits only when asked
     cfg.keys = keys.clone();
+    tune(&mut cfg);
     let fs = Fs::new(cfg, store.clone()).unwrap();
     fs.add_token(info(quota)).await?;
     Ok(Mount {
@@ -59,22 +71,15 @@ async fn mount_with(store: Arc<MemoryStore>, cache: tempfile::TempDir, quota: u6
 /// A mount that keeps history, as a real one does by default: each commit counts the new
 /// tree's usage from its pages (docs/FORMAT.md §14.5).
 async fn mount_keeping_history() -> Mount {
-    let store = Arc::new(MemoryStore::new());
-    let cache = tempfile::tempdir().unwrap();
-    let keys: Arc<dyn KeyRing> = Arc::new(PlainOnly);
-    let mut cfg = FsConfig::new(cache.path().to_path_buf());
-    cfg.single_token = true;
-    cfg.commit_interval = std::time::Duration::from_secs(3600);
-    cfg.keys = keys.clone();
-    cfg.history = pxfs::format::history::Policy::default();
-    let fs = Fs::new(cfg, store.clone()).unwrap();
-    fs.add_token(info(u64::MAX)).await.unwrap();
-    Mount {
-        fs,
-        store,
-        cache,
-        keys,
-    }
+    try_mount_with(
+        Arc::new(MemoryStore::new()),
+        tempfile::tempdir().unwrap(),
+        u64::MAX,
+        Arc::new(PlainOnly),
+        |cfg| cfg.history = pxfs::format::history::Policy::default(),
+    )
+    .await
+    .unwrap()
 }
 
 async fn mount(quota: u64) -> Mount {
@@ -1890,19 +1895,15 @@ async fn wraps_published_by_pxfs_key_while_unmounted_are_carried_forward_by_the_
 // ---- Bounded memory: directories the kernel forgot are unloaded and read again ----
 
 async fn mount_limited(store: Arc<MemoryStore>, limit: usize) -> Mount {
-    let cache = tempfile::tempdir().unwrap();
-    let mut cfg = FsConfig::new(cache.path().to_path_buf());
-    cfg.single_token = true;
-    cfg.commit_interval = std::time::Duration::from_secs(3600);
-    cfg.max_loaded_inodes = limit;
-    let fs = Fs::new(cfg, store.clone()).unwrap();
-    fs.add_token(info(u64::MAX)).await.unwrap();
-    Mount {
-        fs,
+    try_mount_with(
         store,
-        cache,
-        keys: Arc::new(PlainOnly),
-    }
+        tempfile::tempdir().unwrap(),
+        u64::MAX,
+        Arc::new(PlainOnly),
+        |cfg| cfg.max_loaded_inodes = limit,
+    )
+    .await
+    .unwrap()
 }
 
 /// What a walk saw: path → (ino, kind, size, mode), and the most inodes loaded at once.

@@ -167,11 +167,6 @@ pub(super) fn plan_table<'a>(
     let top = chunks::build(&mut to_add, crypto, refs.values().cloned().collect())
         .map_err(|e| StoreError::permanent(format!("cannot build a chunk table: {e}")))?;
     let pages = to_add.sizes();
-    // At hand before the node has them: a commit holding the version while its table's add
-    // is out counts the new tree from them (`persist/history.rs`), as it would from the node.
-    for (cid, bytes) in &to_add.pages {
-        cache.insert(cid, bytes);
-    }
     Ok(PlannedTable { top, pages, to_add })
 }
 
@@ -739,8 +734,12 @@ impl PageStore for TablePages<'_> {
             crate::format::FormatError::Store("a table page larger than one block".into())
         })?;
         if !self.index.contains_key(&cid) {
+            let bytes = Bytes::from(bytes);
+            // At hand from now on, before the node has it: a commit holding the version while
+            // its table's add is out counts the new tree from its pages (`persist/history.rs`).
+            self.cache.insert(&cid, &bytes);
             self.index.insert(cid.clone(), self.pages.len());
-            self.pages.push((cid.clone(), Bytes::from(bytes)));
+            self.pages.push((cid.clone(), bytes));
         }
         Ok(cid)
     }

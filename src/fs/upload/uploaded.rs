@@ -62,30 +62,15 @@ impl UploadResults for Fs {
             if t.unstored.contains_key(&job.ino) {
                 return false;
             }
-            let Some(f) = tree
-                .get_mut(job.ino)
-                .ok()
-                .and_then(|i| i.file_mut())
-                .filter(|f| f.version == job.version)
-            else {
+            let Some(replaced) = apply(tree, job, blob) else {
                 return false;
             };
-            let replaced = f.blob.replace(blob.clone());
-            f.upload_pending = false;
             let superseded = replaced
                 .as_ref()
                 .map(|old| gone(old, Some(blob)))
                 .unwrap_or_default();
-            tree.stored_inode_changed(job.ino);
-            tree.recharge(job.ino, false);
-            let path = tree.display_path(job.ino);
             if let Ok(t) = tree.token_mut(job.token) {
                 t.pending_uploads = t.pending_uploads.saturating_sub(1);
-                t.last_upload = Some(LastUpload {
-                    path,
-                    cid: blob.cid.clone(),
-                    size: blob.size,
-                });
                 t.unstored.insert(
                     job.ino,
                     Unstored {
@@ -141,20 +126,10 @@ impl UploadResults for Fs {
                 drop_moot_copy(tree, job);
             }
             if let Some(blob) = blob {
-                let current = tree
-                    .get_mut(job.ino)
-                    .ok()
-                    .and_then(|i| i.file_mut())
-                    .filter(|f| f.version == job.version);
-                let mut superseded = Vec::new();
-                let applied = match current {
-                    Some(f) => {
-                        if let Some(old) = f.blob.replace(blob.clone()) {
-                            superseded = gone(&old, Some(&blob));
-                        }
-                        f.upload_pending = false;
-                        true
-                    }
+                let superseded = match apply(tree, job, &blob) {
+                    Some(replaced) => replaced
+                        .map(|old| gone(&old, Some(&blob)))
+                        .unwrap_or_default(),
                     None => {
                         // A moot chunked version shares its unchanged chunks with the
                         // file's version on the node (its base): those stay.
@@ -163,30 +138,40 @@ impl UploadResults for Fs {
                             .ok()
                             .and_then(|i| i.file())
                             .and_then(|f| f.blob.clone());
-                        superseded = gone(&blob, current.as_ref());
-                        false
+                        gone(&blob, current.as_ref())
                     }
                 };
-                if applied {
-                    tree.stored_inode_changed(job.ino);
-                    tree.recharge(job.ino, false);
-                }
-                // The v1 usage document holds the path as a string: shown escaped.
-                let path = tree.display_path(job.ino);
                 if let Ok(t) = tree.token_mut(job.token) {
                     t.superseded.extend(superseded);
-                    if applied {
-                        t.last_upload = Some(LastUpload {
-                            path,
-                            cid: blob.cid,
-                            size: blob.size,
-                        });
-                    }
                 }
             }
         }
         self.inner.progress.notify_waiters();
     }
+}
+
+/// `blob` becomes the file's content if `job`'s version is still the file's: `Some` of the
+/// blob it replaced; `None` (nothing changed) when the version is moot.
+fn apply(tree: &mut Tree, job: &Job, blob: &Blob) -> Option<Option<Blob>> {
+    let f = tree
+        .get_mut(job.ino)
+        .ok()
+        .and_then(|i| i.file_mut())
+        .filter(|f| f.version == job.version)?;
+    let replaced = f.blob.replace(blob.clone());
+    f.upload_pending = false;
+    tree.stored_inode_changed(job.ino);
+    tree.recharge(job.ino, false);
+    // The v1 usage document holds the path as a string: shown escaped.
+    let path = tree.display_path(job.ino);
+    if let Ok(t) = tree.token_mut(job.token) {
+        t.last_upload = Some(LastUpload {
+            path,
+            cid: blob.cid.clone(),
+            size: blob.size,
+        });
+    }
+    Some(replaced)
 }
 
 /// What `old` stored and `new` does not (a chunked version shares chunks with the one
